@@ -1,0 +1,294 @@
+"""Aggregation: enriched tests in, one row of statistics per cell out.
+
+A cell is layer x area x period (day, month, quarter, year) x ISP (each, and "all") x
+direction. DuckDB applies the sampling rule (`sql/*.sql`); the exact per-cell
+statistics come from `cellstats`, one grouping per task, run on a thread pool (the
+numpy sorts release the GIL).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from piecewise import periods
+from piecewise.areas import PSEUDO_AREAS
+from piecewise.cellstats import QUANTILE_NAMES, DirectionData, bits_for, cell_statistics
+from piecewise.config import Config, Threshold
+from piecewise.ingest import tests_key
+from piecewise.schema import DIRECTIONS, area_column
+from piecewise.store import Store
+
+log = logging.getLogger(__name__)
+
+ALL_ISPS = "all"
+TEST_COLUMNS = ["date", "direction", "mbps", "min_rtt_ms", "loss_rate", "client_ip", "id", "isp"]
+STAT_COLUMNS = (
+    ["tests", "clients", *QUANTILE_NAMES, "mean", "geomean"]
+    + ["rtt_median", "rtt_p90", "loss_median"]
+)
+
+
+def share_column(threshold: Threshold) -> str:
+    return f"share_{threshold.download:g}_{threshold.upload:g}".replace(".", "p")
+
+
+def cell_schema(thresholds: list[Threshold]) -> pa.Schema:
+    fields = [
+        pa.field("layer", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("period", pa.date32()),
+        pa.field("area", pa.string()),
+        pa.field("isp", pa.string()),
+        pa.field("direction", pa.string()),
+        pa.field("tests", pa.int64()),
+        pa.field("clients", pa.int64()),
+    ]
+    fields += [pa.field(n, pa.float64()) for n in STAT_COLUMNS[2:]]
+    fields += [pa.field(share_column(t), pa.float64()) for t in thresholds]
+    fields.append(pa.field("published", pa.bool_()))
+    return pa.schema(fields)
+
+
+HIST_SCHEMA = pa.schema(
+    [
+        pa.field("layer", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("period", pa.date32()),
+        pa.field("area", pa.string()),
+        pa.field("isp", pa.string()),
+        pa.field("direction", pa.string()),
+        pa.field("bucket", pa.uint16()),
+        pa.field("count", pa.int64()),
+    ]
+)
+
+
+def _sql(name: str) -> str:
+    return resources.files("piecewise.sql").joinpath(name).read_text(encoding="utf-8")
+
+
+def load_tests(private: Store, dates: list[dt.date], layer_ids: list[str]) -> pa.Table:
+    """The enriched tests of `dates` (both directions), only the columns aggregation uses."""
+    columns = TEST_COLUMNS + [area_column(i) for i in layer_ids]
+    keys = [tests_key(d, date) for date in dates for d in DIRECTIONS]
+    present = set(private.list("tests/"))
+    tables = [private.read_parquet(k, columns=columns) for k in keys if k in present]
+    if not tables:
+        return pa.table({c: pa.array([], pa.string()) for c in columns})
+    return pa.concat_tables(tables)
+
+
+def apply_sampling(tests: pa.Table, sampling: str) -> pa.Table:
+    """`all` keeps every test; `one_per_client_day` keeps one test per client IP, date
+    and direction, picked by a hash of the test id (as M-Lab's statistics do)."""
+    if sampling == "all" or tests.num_rows == 0:
+        return tests
+    con = duckdb.connect()
+    try:
+        con.register("tests", tests)
+        return con.sql(_sql("one_per_client_day.sql")).to_arrow_table()
+    finally:
+        con.close()
+
+
+@dataclass(frozen=True)
+class _Codes:
+    codes: np.ndarray
+    labels: list
+    bits: int
+
+
+def _encode(arr: pa.Array | pa.ChunkedArray, exclude: tuple[str, ...] = ()) -> _Codes:
+    """Dense integer codes 0..k-1 of a string column; nulls and `exclude` get code k."""
+    enc = pc.dictionary_encode(arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr)
+    labels = enc.dictionary.to_pylist()
+    codes = pc.fill_null(enc.indices, len(labels)).to_numpy().astype(np.int64)
+    if exclude:
+        remap = np.arange(len(labels) + 1, dtype=np.int64)
+        kept = [i for i, v in enumerate(labels) if v not in exclude]
+        remap[:] = len(kept)
+        remap[kept] = np.arange(len(kept))
+        codes = remap[codes]
+        labels = [labels[i] for i in kept]
+    return _Codes(codes, labels, bits_for(len(labels)))
+
+
+@dataclass(frozen=True)
+class _Task:
+    direction: str
+    layer: str
+    kind: str
+    by_isp: bool
+
+
+def compute_cells(
+    tests: pa.Table,
+    layer_ids: list[str],
+    kinds: list[str],
+    thresholds: list[Threshold],
+    wanted: dict[str, set[dt.date]] | None = None,
+    threads: int = 0,
+) -> tuple[pa.Table, pa.Table]:
+    """Statistics and histograms of every cell. `wanted` limits the output to those
+    periods (by kind and start date); all rows in `tests` must be complete for them."""
+    threads = threads or os.cpu_count() or 1
+    stats_parts: list[pa.Table] = []
+    hist_parts: list[pa.Table] = []
+    for direction in DIRECTIONS:
+        rows = tests.filter(pc.equal(tests.column("direction"), direction))
+        if rows.num_rows == 0:
+            continue
+        mbps = rows.column("mbps").to_numpy().astype(np.float64)
+        rtt = pc.fill_null(rows.column("min_rtt_ms"), np.nan).to_numpy().astype(np.float64)
+        loss = pc.fill_null(rows.column("loss_rate"), np.nan).to_numpy().astype(np.float64)
+        clients = pc.dictionary_encode(rows.column("client_ip").combine_chunks())
+        client = pc.fill_null(clients.indices, -1).to_numpy().astype(np.int64) + 1
+        data = DirectionData.build(mbps, rtt, loss, client)
+        isp = _encode(rows.column("isp"))
+        days = rows.column("date").combine_chunks().cast(pa.int32()).to_numpy().astype(np.int64)
+        period_codes: dict[str, _Codes] = {}
+        for kind in kinds:
+            ords = periods.ordinals(kind, days)
+            base = int(ords.min())
+            rel = ords - base
+            labels = [periods.start_of_ordinal(kind, base + i) for i in range(int(rel.max()) + 1)]
+            period_codes[kind] = _Codes(rel, labels, bits_for(len(labels)))
+        areas = {lid: _encode(rows.column(area_column(lid)), PSEUDO_AREAS) for lid in layer_ids}
+        thr = [t.download if direction == "download" else t.upload for t in thresholds]
+
+        def run(task: _Task) -> tuple[pa.Table, pa.Table]:
+            area = areas[task.layer]
+            per = period_codes[task.kind]
+            group = (area.codes << per.bits) | per.codes
+            bits = area.bits + per.bits
+            if task.by_isp:
+                group = (group << isp.bits) | isp.codes
+                bits += isp.bits
+            stats = cell_statistics(data, group, bits, thr)
+            return _tables(task, stats, area, per, isp, thresholds, wanted)
+
+        tasks = [
+            _Task(direction, layer, kind, by_isp)
+            for layer in layer_ids
+            for kind in kinds
+            for by_isp in (False, True)
+        ]
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for stats_table, hist_table in pool.map(run, tasks):
+                stats_parts.append(stats_table)
+                hist_parts.append(hist_table)
+    schema = cell_schema(thresholds)
+    stats = pa.concat_tables(stats_parts) if stats_parts else schema.empty_table()
+    hist = pa.concat_tables(hist_parts) if hist_parts else HIST_SCHEMA.empty_table()
+    return stats, hist
+
+
+def _tables(
+    task: _Task,
+    s,
+    area: _Codes,
+    per: _Codes,
+    isp: _Codes,
+    thresholds: list[Threshold],
+    wanted: dict[str, set[dt.date]] | None,
+) -> tuple[pa.Table, pa.Table]:
+    keys = s.keys
+    if task.by_isp:
+        isp_code = keys & ((1 << isp.bits) - 1)
+        keys = keys >> isp.bits
+    per_code = keys & ((1 << per.bits) - 1)
+    area_code = keys >> per.bits
+    keep = area_code < len(area.labels)
+    if task.by_isp:
+        keep &= isp_code < len(isp.labels)
+    if wanted is not None:
+        wanted_codes = [i for i, p in enumerate(per.labels) if p in wanted.get(task.kind, ())]
+        keep &= np.isin(per_code, wanted_codes)
+    idx = np.flatnonzero(keep)
+    n = len(idx)
+    area_labels = np.array(area.labels + [None], dtype=object)
+    period_days = np.array(
+        [(p - dt.date(1970, 1, 1)).days for p in per.labels], dtype=np.int32
+    )
+    isp_col = (
+        pa.array(np.array(isp.labels + [None], dtype=object)[isp_code[idx]], pa.string())
+        if task.by_isp
+        else pa.array([ALL_ISPS] * n, pa.string())
+    )
+    cols = {
+        "layer": pa.array([task.layer] * n, pa.string()),
+        "kind": pa.array([task.kind] * n, pa.string()),
+        "period": pa.array(period_days[per_code[idx]], pa.int32()).cast(pa.date32()),
+        "area": pa.array(area_labels[area_code[idx]], pa.string()),
+        "isp": isp_col,
+        "direction": pa.array([task.direction] * n, pa.string()),
+        "tests": pa.array(s.tests[idx]),
+        "clients": pa.array(s.clients[idx]),
+    }
+    for name in QUANTILE_NAMES:
+        cols[name] = pa.array(s.quantiles[name][idx])
+    cols["mean"] = pa.array(s.mean[idx])
+    cols["geomean"] = pa.array(s.geomean[idx])
+    cols["rtt_median"] = pa.array(s.rtt_median[idx], from_pandas=True)
+    cols["rtt_p90"] = pa.array(s.rtt_p90[idx], from_pandas=True)
+    cols["loss_median"] = pa.array(s.loss_median[idx], from_pandas=True)
+    for t, share in zip(thresholds, s.shares, strict=True):
+        cols[share_column(t)] = pa.array(share[idx])
+    cols["published"] = pa.array(np.zeros(n, dtype=bool))
+    stats = pa.table(cols)
+
+    # Histogram runs of the kept cells.
+    pos_of_cell = np.full(len(s.keys), -1, dtype=np.int64)
+    pos_of_cell[idx] = np.arange(n)
+    hpos = pos_of_cell[s.hist_cell]
+    hkeep = hpos >= 0
+    hidx = hpos[hkeep]
+    hist = pa.table(
+        {
+            "layer": cols["layer"].take(pa.array(hidx)) if n else pa.array([], pa.string()),
+            "kind": cols["kind"].take(pa.array(hidx)) if n else pa.array([], pa.string()),
+            "period": cols["period"].take(pa.array(hidx)),
+            "area": cols["area"].take(pa.array(hidx)),
+            "isp": isp_col.take(pa.array(hidx)),
+            "direction": cols["direction"].take(pa.array(hidx)) if n else pa.array([], pa.string()),
+            "bucket": pa.array(s.hist_bucket[hkeep], pa.uint16()),
+            "count": pa.array(s.hist_count[hkeep], pa.int64()),
+        },
+        schema=HIST_SCHEMA,
+    )
+    return stats, hist
+
+
+def apply_privacy(stats: pa.Table, min_tests: int, min_clients: int) -> pa.Table:
+    """Mark which cells may be published: enough tests and enough distinct clients."""
+    published = pc.and_(
+        pc.greater_equal(stats.column("tests"), min_tests),
+        pc.greater_equal(stats.column("clients"), min_clients),
+    )
+    i = stats.schema.get_field_index("published")
+    return stats.set_column(i, "published", published)
+
+
+def aggregate_tests(config: Config, tests: pa.Table, wanted=None) -> tuple[pa.Table, pa.Table]:
+    """Sampling, cell statistics and privacy for already-loaded tests."""
+    tests = apply_sampling(tests, config.aggregation.sampling)
+    stats, hist = compute_cells(
+        tests,
+        [layer.id for layer in config.layers],
+        list(config.periods.kinds),
+        list(config.thresholds),
+        wanted=wanted,
+        threads=config.aggregation.threads,
+    )
+    stats = apply_privacy(stats, config.privacy.min_tests, config.privacy.min_clients)
+    return stats, hist

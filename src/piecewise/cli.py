@@ -1,0 +1,160 @@
+"""The `piecewise` command."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import sys
+from pathlib import Path
+
+from piecewise.config import ConfigError, load_config
+
+log = logging.getLogger("piecewise")
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from exc
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config or os.environ.get("PIECEWISE_CONFIG") or "piecewise.toml")
+
+
+def _yesterday() -> dt.date:
+    return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    cfg = load_config(args.file)
+    layers = ", ".join(f"{layer.id} ({layer.kind})" for layer in cfg.layers)
+    print(f"{args.file}: OK — source {cfg.source.kind}, layers {layers}")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from piecewise.pipeline import run_ingest
+
+    cfg = load_config(_config_path(args))
+    end = args.end or _yesterday()
+    start = args.start or end
+    result = run_ingest(cfg, start, end, progress=not args.quiet)
+    print(
+        f"ingested {len(result.dates)} dates: {result.rows['download']} download and "
+        f"{result.rows['upload']} upload tests ({result.quality.summary()})"
+    )
+    return 0
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from piecewise.ingest import dates_between
+    from piecewise.pipeline import run_aggregate
+
+    cfg = load_config(_config_path(args))
+    dates = None
+    if args.start or args.end:
+        end = args.end or args.start
+        dates = dates_between(args.start or end, end)
+    result = run_aggregate(cfg, dates)
+    counts = ", ".join(f"{len(v)} {k}" for k, v in result.periods.items())
+    print(
+        f"aggregated {result.tests} tests into {result.cells} cells "
+        f"({result.published} published); periods: {counts or 'none'}"
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from piecewise.pipeline import run_aggregate, run_ingest
+
+    cfg = load_config(_config_path(args))
+    end = args.end or _yesterday()
+    start = args.start or end
+    ingested = run_ingest(cfg, start, end, progress=not args.quiet)
+    print(f"ingested {len(ingested.dates)} dates ({ingested.quality.summary()})")
+    result = run_aggregate(cfg, ingested.dates)
+    print(f"aggregated {result.tests} tests into {result.cells} cells ({result.published} published)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from werkzeug.serving import run_simple
+
+    from piecewise.serve import build_app
+
+    cfg = load_config(_config_path(args))
+    app = build_app(cfg)
+    print(f"serving {cfg.project.name} on http://{args.host}:{args.port}/", flush=True)
+    run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
+    return 0
+
+
+def cmd_demo_geoip(args: argparse.Namespace) -> int:
+    from piecewise.demo.geoip import build_demo_asn_db
+
+    path = build_demo_asn_db(Path(args.out))
+    print(f"wrote {path}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="piecewise", description=__doc__)
+    p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    cfg = sub.add_parser("config", help="check a configuration file")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    check = cfg_sub.add_parser("check", help="validate FILE and name any bad key")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=cmd_config_check)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--config", "-c", help="config file (default: $PIECEWISE_CONFIG or piecewise.toml)"
+        )
+
+    for name, func, help_text in (
+        ("ingest", cmd_ingest, "read, enrich and store the tests of a date range"),
+        ("aggregate", cmd_aggregate, "recompute and publish the periods holding a date range"),
+        ("run", cmd_run, "ingest a date range, then aggregate the periods it touched"),
+    ):
+        sp = sub.add_parser(name, help=help_text)
+        with_config(sp)
+        sp.add_argument("--start", type=_date, help="first date (default: --end)")
+        sp.add_argument("--end", type=_date, help="last date (default: yesterday, UTC)")
+        if name != "aggregate":
+            sp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+        sp.set_defaults(func=func)
+
+    serve = sub.add_parser("serve", help="serve the public data and site locally")
+    with_config(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo-geoip", help="write the demo MaxMind ASN database")
+    demo.add_argument("out", help="path of the .mmdb file to write")
+    demo.set_defaults(func=cmd_demo_geoip)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from piecewise.logs import setup_logging
+
+    args = parser().parse_args(argv)
+    setup_logging(level=logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

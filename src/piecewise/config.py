@@ -1,0 +1,367 @@
+"""The configuration file: one TOML document, validated with pydantic.
+
+`load_config(path)` returns a `Config` or raises `ConfigError`, whose message names
+each bad key (as a dotted path such as `layers[1].resolution`) and how to fix it.
+Relative file paths and `file://` URLs resolve against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+PERIOD_KINDS = ("day", "month", "quarter", "year")
+LAYER_ID = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+class ConfigError(Exception):
+    """A configuration problem; `str()` is a message for a person, one line per problem."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: invalid configuration\n" + "\n".join(problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Project(_Strict):
+    name: str = Field("Piecewise", min_length=1, description="Shown in page titles.")
+    description: str = ""
+
+
+class Region(_Strict):
+    """Where the tests come from: a bounding box and/or a polygon file."""
+
+    bbox: tuple[float, float, float, float] | None = Field(
+        None, description="[west, south, east, north] in degrees (WGS 84)."
+    )
+    polygon: Path | None = Field(None, description="GeoJSON file whose union is the region.")
+    country: str | None = Field(None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2.")
+    subdivisions: list[str] = Field(
+        default_factory=list, description="ISO 3166-2 subdivision codes without prefix ('WA')."
+    )
+
+    @field_validator("bbox")
+    @classmethod
+    def _bbox_valid(
+        cls, v: tuple[float, float, float, float] | None
+    ) -> tuple[float, float, float, float] | None:
+        if v is None:
+            return v
+        west, south, east, north = v
+        if not (-180 <= west <= 180 and -180 <= east <= 180):
+            raise ValueError("longitudes must be within [-180, 180]: use [west, south, east, north]")
+        if not (-90 <= south < north <= 90):
+            raise ValueError(
+                "latitudes must satisfy -90 <= south < north <= 90: use [west, south, east, north]"
+            )
+        if west >= east:
+            raise ValueError("west must be less than east (regions crossing 180° are not supported)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Region:
+        if self.bbox is None and self.polygon is None:
+            raise ValueError("set `bbox = [west, south, east, north]` and/or `polygon = \"file\"`")
+        return self
+
+
+class H3Layer(_Strict):
+    id: str = Field(description="Short identifier used in URLs and file names.")
+    kind: Literal["h3"]
+    name: str = ""
+    resolution: int = Field(ge=0, le=15, description="H3 resolution, 0 (coarsest) to 15.")
+
+
+class PolygonLayer(_Strict):
+    id: str
+    kind: Literal["polygons"]
+    name: str = ""
+    file: Path = Field(description="GeoJSON FeatureCollection of (Multi)Polygons.")
+    id_property: str = Field(description="Feature property holding the area's unique id.")
+    name_property: str = Field(description="Feature property holding the area's display name.")
+
+
+Layer = Annotated[H3Layer | PolygonLayer, Field(discriminator="kind")]
+
+
+class IspRule(_Strict):
+    """A display name for an ISP: tests whose ASN is listed, or whose organisation name
+    matches one of the patterns (Python regular expressions, case-insensitive), get it."""
+
+    name: str = Field(min_length=1)
+    asns: list[Annotated[int, Field(ge=0, le=4294967295)]] = Field(default_factory=list)
+    patterns: list[str] = Field(default_factory=list)
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r} is not a regular expression: {exc}") from exc
+        return v
+
+    @model_validator(mode="after")
+    def _has_matcher(self) -> IspRule:
+        if not self.asns and not self.patterns:
+            raise ValueError(f"ISP {self.name!r} needs `asns = [...]` and/or `patterns = [...]`")
+        return self
+
+
+class Periods(_Strict):
+    kinds: list[Literal["day", "month", "quarter", "year"]] = Field(
+        default_factory=lambda: list(PERIOD_KINDS)
+    )
+    start: dt.date = Field(description="First date of data the deployment keeps current.")
+
+    @field_validator("kinds")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError('list at least one of "day", "month", "quarter", "year"')
+        if len(set(v)) != len(v):
+            raise ValueError("each period kind may appear once")
+        return sorted(v, key=PERIOD_KINDS.index)
+
+
+class Privacy(_Strict):
+    min_tests: int = Field(30, ge=1, description="Fewest tests for a cell to be published.")
+    min_clients: int = Field(
+        10, ge=1, description="Fewest distinct client IPs for a cell to be published."
+    )
+
+
+class Threshold(_Strict):
+    download: float = Field(gt=0, description="Mbps")
+    upload: float = Field(gt=0, description="Mbps")
+
+    @property
+    def label(self) -> str:
+        return f"{self.download:g}/{self.upload:g}"
+
+
+class Aggregation(_Strict):
+    engine: Literal["duckdb"] = "duckdb"
+    sampling: Literal["all", "one_per_client_day"] = Field(
+        "all",
+        description="'one_per_client_day' keeps one test per client IP per day and direction, "
+        "as M-Lab's statistics do, so heavy testers do not skew results.",
+    )
+    threads: int = Field(0, ge=0, description="Worker threads; 0 means one per core.")
+
+
+class Stores(_Strict):
+    private: str = Field(description="URL of the private store (raw enriched tests).")
+    public: str = Field(description="URL of the public store (aggregates only).")
+
+    @field_validator("private", "public")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        scheme = v.split("://", 1)[0] if "://" in v else "file"
+        if scheme not in ("file", "gs", "s3", "memory"):
+            raise ValueError(f"unsupported scheme {scheme!r}: use file://, gs://, s3:// or memory://")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Stores:
+        if self.private.rstrip("/") == self.public.rstrip("/"):
+            raise ValueError("`private` and `public` must be different locations")
+        return self
+
+
+class SyntheticSourceConfig(_Strict):
+    kind: Literal["synthetic"]
+    seed: int = 42
+    tests_per_day: float = Field(1000.0, gt=0, description="Mean NDT sessions per day.")
+    places: Path | None = Field(
+        None,
+        description="CSV of places (name,lon,lat,weight,subdivision,country); "
+        "default: the bundled Washington State towns.",
+    )
+
+
+class FilesSourceConfig(_Strict):
+    kind: Literal["files"]
+    downloads: str | None = Field(None, description="URL, folder or glob of download exports.")
+    uploads: str | None = Field(None, description="URL, folder or glob of upload exports.")
+
+    @model_validator(mode="after")
+    def _any(self) -> FilesSourceConfig:
+        if not self.downloads and not self.uploads:
+            raise ValueError("set `downloads` and/or `uploads` to the exported files")
+        return self
+
+
+SourceConfig = Annotated[SyntheticSourceConfig | FilesSourceConfig, Field(discriminator="kind")]
+
+
+class GeoIP(_Strict):
+    asn_database: Path | None = Field(
+        None,
+        description="MaxMind GeoLite2-ASN or GeoIP2-ISP database (.mmdb). Without it, ISPs come "
+        "from M-Lab's client.Network.",
+    )
+
+
+class Ingest(_Strict):
+    batch_rows: int = Field(262144, ge=1024, description="Rows per enrichment batch.")
+
+
+class Config(_Strict):
+    project: Project = Field(default_factory=Project)
+    region: Region
+    layers: list[Layer] = Field(min_length=1)
+    isps: list[IspRule] = Field(default_factory=list)
+    periods: Periods
+    privacy: Privacy = Field(default_factory=Privacy)
+    thresholds: list[Threshold] = Field(default_factory=list)
+    aggregation: Aggregation = Field(default_factory=Aggregation)
+    stores: Stores
+    source: SourceConfig
+    geoip: GeoIP = Field(default_factory=GeoIP)
+    ingest: Ingest = Field(default_factory=Ingest)
+
+    # Where relative paths were resolved from; not a TOML key.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("layers")
+    @classmethod
+    def _layer_ids(cls, v: list[H3Layer | PolygonLayer]) -> list[H3Layer | PolygonLayer]:
+        seen: set[str] = set()
+        for layer in v:
+            if not LAYER_ID.match(layer.id):
+                raise ValueError(
+                    f"layer id {layer.id!r} must be lowercase letters, digits and _ "
+                    "(starting with a letter, at most 32 characters)"
+                )
+            if layer.id in seen:
+                raise ValueError(f"layer id {layer.id!r} is used twice")
+            seen.add(layer.id)
+        return v
+
+    @field_validator("isps")
+    @classmethod
+    def _isp_names(cls, v: list[IspRule]) -> list[IspRule]:
+        names = [rule.name for rule in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"ISP names must be unique; repeated: {', '.join(dupes)}")
+        return v
+
+    def layer(self, layer_id: str) -> H3Layer | PolygonLayer:
+        for layer in self.layers:
+            if layer.id == layer_id:
+                return layer
+        raise KeyError(layer_id)
+
+
+_HINTS = {
+    "missing": "add this key",
+    "extra_forbidden": "unknown key: remove it or check its spelling",
+    "union_tag_invalid": "use one of the listed kinds",
+    "union_tag_not_found": "add `kind = ...`",
+}
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("h3", "polygons", "synthetic", "files"):
+            continue  # pydantic's discriminator tag, not a key the user wrote
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        where = _location(tuple(err["loc"]))
+        msg = err["msg"].removeprefix("Value error, ")
+        hint = _HINTS.get(err["type"])
+        problems.append(f"  {where}: {msg}" + (f" ({hint})" if hint else ""))
+    return problems
+
+
+def _resolve_paths(cfg: Config, base: Path) -> Config:
+    def rel(p: Path | None) -> Path | None:
+        return None if p is None or p.is_absolute() else (base / p).resolve()
+
+    updates: dict[str, object] = {"base_dir": base}
+    if cfg.region.polygon is not None:
+        updates["region"] = cfg.region.model_copy(update={"polygon": rel(cfg.region.polygon)})
+    layers = []
+    for layer in cfg.layers:
+        if isinstance(layer, PolygonLayer) and not layer.file.is_absolute():
+            layer = layer.model_copy(update={"file": rel(layer.file)})
+        layers.append(layer)
+    updates["layers"] = layers
+    if cfg.geoip.asn_database is not None and not cfg.geoip.asn_database.is_absolute():
+        updates["geoip"] = cfg.geoip.model_copy(
+            update={"asn_database": rel(cfg.geoip.asn_database)}
+        )
+    if isinstance(cfg.source, SyntheticSourceConfig) and cfg.source.places is not None:
+        updates["source"] = cfg.source.model_copy(update={"places": rel(cfg.source.places)})
+    return cfg.model_copy(update=updates)
+
+
+def _check_files(cfg: Config) -> list[str]:
+    problems = []
+    if cfg.region.polygon is not None and not cfg.region.polygon.is_file():
+        problems.append(f"  region.polygon: file not found: {cfg.region.polygon}")
+    for i, layer in enumerate(cfg.layers):
+        if isinstance(layer, PolygonLayer) and not layer.file.is_file():
+            problems.append(
+                f"  layers[{i}].file: file not found: {layer.file} "
+                "(build the demo boundaries with `make demo-data`, or point it at your GeoJSON)"
+            )
+    if cfg.geoip.asn_database is not None and not cfg.geoip.asn_database.is_file():
+        problems.append(f"  geoip.asn_database: file not found: {cfg.geoip.asn_database}")
+    return problems
+
+
+def parse_config(text: str, *, base_dir: Path, source: str = "<config>") -> Config:
+    """Validate TOML text; relative paths resolve against `base_dir`. Does not touch files."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [f"  not valid TOML: {exc}"]) from exc
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _problems(exc)) from exc
+    return _resolve_paths(cfg, base_dir.resolve())
+
+
+def load_config(path: Path | str, *, check_files: bool = True) -> Config:
+    """Read and validate a config file; with `check_files`, the files it names must exist."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(str(path), ["  file not found"]) from exc
+    cfg = parse_config(text, base_dir=path.parent, source=str(path))
+    if check_files:
+        problems = _check_files(cfg)
+        if problems:
+            raise ConfigError(str(path), problems)
+    return cfg

@@ -1,0 +1,155 @@
+"""Enrichment: unified rows in, validated and labelled flat rows out.
+
+Each batch is flattened, validated (bad rows are counted in a `QualityReport`, never
+dropped silently), labelled with its ISP (each distinct IP looked up once) and with
+an area of every layer (each distinct coordinate resolved once).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from piecewise.areas import (
+    OUTSIDE,
+    UNLOCATED,
+    AreaLayer,
+    RegionFilter,
+    build_layers,
+    distinct_points,
+)
+from piecewise.config import Config
+from piecewise.isp import AsnDatabase, IspNamer, label_isps
+from piecewise.quality import QualityReport
+from piecewise.schema import DIRECTIONS, UNIFIED, area_column, enriched_schema
+
+MAX_MBPS = 100_000.0  # above any access link: a broken measurement
+
+
+def _field(table: pa.Table, path: str) -> pa.Array:
+    """A nested field as a flat array; a null parent struct gives null."""
+    names = path.split(".")
+    arr = table.column(names[0]).combine_chunks()
+    for name in names[1:]:
+        arr = pc.struct_field(arr, name)
+    return arr
+
+
+def _count(mask: pa.Array | np.ndarray) -> int:
+    if isinstance(mask, np.ndarray):
+        return int(mask.sum())
+    return int(pc.sum(pc.cast(pc.fill_null(mask, False), pa.int64())).as_py() or 0)
+
+
+class Enricher:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.namer = IspNamer(config.isps)
+        self.database = (
+            AsnDatabase(config.geoip.asn_database) if config.geoip.asn_database else None
+        )
+        self.region = RegionFilter(config.region)
+        self.layers: dict[str, AreaLayer] = build_layers(config)
+        self.schema = enriched_schema(list(self.layers))
+
+    def enrich(self, batch: pa.RecordBatch | pa.Table) -> tuple[pa.Table, QualityReport]:
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        table = table.cast(UNIFIED) if table.schema != UNIFIED else table
+        report = QualityReport(rows_in=table.num_rows)
+
+        date = _field(table, "date")
+        direction = pc.utf8_lower(_field(table, "a.Direction"))
+        mbps = pc.cast(_field(table, "a.MeanThroughputMbps"), pa.float64())
+
+        no_date = pc.is_null(date)
+        bad_direction = pc.invert(pc.fill_null(pc.is_in(direction, pa.array(DIRECTIONS)), False))
+        mbps_np = mbps.to_numpy(zero_copy_only=False).astype(np.float64)  # null -> nan
+        bad_mbps = ~(np.isfinite(mbps_np) & (mbps_np > 0) & (mbps_np <= MAX_MBPS))
+
+        no_date_np = no_date.to_numpy(zero_copy_only=False)
+        bad_dir_np = bad_direction.to_numpy(zero_copy_only=False) & ~no_date_np
+        bad_mbps &= ~no_date_np & ~bad_dir_np
+        report.dropped_no_date = int(no_date_np.sum())
+        report.dropped_bad_direction = int(bad_dir_np.sum())
+        report.dropped_bad_throughput = int(bad_mbps.sum())
+
+        lat = _field(table, "client.Geo.Latitude").to_numpy(zero_copy_only=False).astype(float)
+        lon = _field(table, "client.Geo.Longitude").to_numpy(zero_copy_only=False).astype(float)
+        present = ~(np.isnan(lat) | np.isnan(lon))
+        good_coord = present & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+        # (0, 0) is GeoIP's "unknown", not a place in the Gulf of Guinea.
+        good_coord &= ~((lat == 0) & (lon == 0))
+        report.nulled_bad_coordinates = int((present & ~good_coord).sum())
+        lat = np.where(good_coord, lat, np.nan)
+        lon = np.where(good_coord, lon, np.nan)
+        lat_arr = pa.array(lat, from_pandas=True)
+        lon_arr = pa.array(lon, from_pandas=True)
+        points = distinct_points(lat_arr, lon_arr)
+
+        in_region_pt = self.region.contains(points.lat, points.lon)
+        row_pt = points.inverse
+        outside = np.zeros(table.num_rows, dtype=bool)
+        has_pt = row_pt >= 0
+        outside[has_pt] = ~in_region_pt[row_pt[has_pt]]
+        keep = ~(no_date_np | bad_dir_np | bad_mbps)
+        report.dropped_outside_region = int((outside & keep).sum())
+        keep &= ~outside
+
+        rtt = _field(table, "a.MinRTT").to_numpy(zero_copy_only=False).astype(float)
+        bad_rtt = ~np.isnan(rtt) & ~(np.isfinite(rtt) & (rtt >= 0))
+        report.nulled_bad_rtt = int((bad_rtt & keep).sum())
+        rtt = np.where(bad_rtt, np.nan, rtt)
+        loss = _field(table, "a.LossRate").to_numpy(zero_copy_only=False).astype(float)
+        bad_loss = ~np.isnan(loss) & ~((loss >= 0) & (loss <= 1))
+        report.nulled_bad_loss = int((bad_loss & keep).sum())
+        loss = np.where(bad_loss, np.nan, loss)
+
+        ip = _field(table, "client.IP")
+        isp = label_isps(
+            ip,
+            _field(table, "client.Network.ASNumber"),
+            _field(table, "client.Network.ASName"),
+            self.namer,
+            self.database,
+        )
+
+        columns: dict[str, pa.Array] = {
+            "id": _field(table, "id"),
+            "uuid": _field(table, "a.UUID"),
+            "date": date,
+            "test_time": _field(table, "a.TestTime"),
+            "direction": direction,
+            "mbps": pa.array(mbps_np),
+            "min_rtt_ms": pa.array(rtt, from_pandas=True),
+            "loss_rate": pa.array(loss, from_pandas=True),
+            "client_ip": ip,
+            "latitude": lat_arr,
+            "longitude": lon_arr,
+            "country": _field(table, "client.Geo.CountryCode"),
+            "subdivision": _field(table, "client.Geo.Subdivision1ISOCode"),
+            "city": _field(table, "client.Geo.City"),
+            "server_site": _field(table, "server.Site"),
+            "asn": isp.asn,
+            "as_name": isp.as_name,
+            "isp": isp.isp,
+            "isp_source": isp.source,
+        }
+        for layer_id, layer in self.layers.items():
+            labels = np.array(layer.assign(points.lat, points.lon) + [UNLOCATED], dtype=object)
+            per_row = labels[np.where(has_pt, row_pt, len(labels) - 1)]
+            columns[area_column(layer_id)] = pa.array(per_row, pa.string())
+            report.outside_layer[layer_id] = int(((per_row == OUTSIDE) & keep).sum())
+
+        out = pa.table(columns, schema=self.schema).filter(pa.array(keep))
+        report.rows_out = out.num_rows
+        report.unlocated = int((~has_pt & keep).sum())
+        source = out.column("isp_source")
+        report.isp_from_maxmind = _count(pc.equal(source, "maxmind"))
+        report.isp_from_mlab = _count(pc.equal(source, "mlab"))
+        report.isp_unknown = _count(pc.equal(source, "none"))
+        return out, report
+
+    def close(self) -> None:
+        if self.database is not None:
+            self.database.close()

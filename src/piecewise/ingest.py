@@ -1,0 +1,109 @@
+"""Ingest: read a source date by date, enrich, and write the private store.
+
+Layout of the private store (see docs/data.md):
+
+    tests/{direction}/{YYYY}/{YYYY-MM-DD}.parquet   one file per date and direction
+    quality/{YYYY}/{YYYY-MM-DD}.json                 what validation found that date
+
+Every file is written atomically and rows are sorted by (test_time, id), so ingesting
+a date again replaces its files with the same bytes: never duplicates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm import tqdm
+
+from piecewise.enrich import Enricher
+from piecewise.quality import QualityReport
+from piecewise.schema import DIRECTIONS
+from piecewise.sources.base import Source
+from piecewise.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def tests_key(direction: str, date: dt.date) -> str:
+    return f"tests/{direction}/{date:%Y}/{date.isoformat()}.parquet"
+
+
+def quality_key(date: dt.date) -> str:
+    return f"quality/{date:%Y}/{date.isoformat()}.json"
+
+
+def dates_between(start: dt.date, end: dt.date) -> list[dt.date]:
+    if end < start:
+        raise ValueError(f"end date {end} is before start date {start}")
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def ingested_dates(private: Store) -> list[dt.date]:
+    """Dates that have a test file in the private store (either direction)."""
+    dates = set()
+    for key in private.list("tests/"):
+        name = key.rsplit("/", 1)[-1]
+        if name.endswith(".parquet"):
+            try:
+                dates.add(dt.date.fromisoformat(name.removesuffix(".parquet")))
+            except ValueError:
+                continue
+    return sorted(dates)
+
+
+@dataclass
+class IngestResult:
+    dates: list[dt.date] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
+    quality: QualityReport = field(default_factory=QualityReport)
+
+
+def ingest(
+    source: Source,
+    enricher: Enricher,
+    private: Store,
+    dates: Iterable[dt.date],
+    *,
+    progress: bool = True,
+) -> IngestResult:
+    """Ingest each date: all of a date's files are written before the next starts."""
+    dates = list(dates)
+    result = IngestResult()
+    bar = tqdm(dates, desc="ingest", unit="day", disable=not progress, leave=False)
+    for date in bar:
+        tables = []
+        report = QualityReport()
+        for batch in source.batches(date, date):
+            if batch.num_rows == 0:
+                continue
+            enriched, batch_report = enricher.enrich(batch)
+            tables.append(enriched)
+            report.add(batch_report)
+        day = pa.concat_tables(tables) if tables else enricher.schema.empty_table()
+        # A source may hand back rows of other dates (files with mixed dates): keep ours.
+        other = pc.not_equal(day.column("date"), pa.scalar(date, pa.date32()))
+        if pc.any(other).as_py():
+            day = day.filter(pc.invert(other))
+        counts = {}
+        for direction in DIRECTIONS:
+            part = day.filter(pc.equal(day.column("direction"), direction))
+            part = part.sort_by([("test_time", "ascending"), ("id", "ascending")])
+            private.write_parquet(tests_key(direction, date), part)
+            counts[direction] = part.num_rows
+            result.rows[direction] += part.num_rows
+        private.write_json(quality_key(date), report.as_dict())
+        result.quality.add(report)
+        result.dates.append(date)
+        log.info(
+            "ingested %s: %d download, %d upload rows (%s)",
+            date,
+            counts["download"],
+            counts["upload"],
+            report.summary(),
+        )
+    return result

@@ -1,0 +1,54 @@
+"""Counts of what validation found in the source rows: nothing is dropped silently."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class QualityReport:
+    """What happened to the source rows of one ingest. Dropped rows are counted by
+    reason; repaired fields (set to null) are counted too."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped_no_date: int = 0
+    dropped_bad_direction: int = 0
+    dropped_bad_throughput: int = 0
+    dropped_outside_region: int = 0
+    nulled_bad_rtt: int = 0
+    nulled_bad_loss: int = 0
+    nulled_bad_coordinates: int = 0
+    unlocated: int = 0
+    isp_from_maxmind: int = 0
+    isp_from_mlab: int = 0
+    isp_unknown: int = 0
+    outside_layer: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: QualityReport) -> None:
+        for f in fields(self):
+            if f.name == "outside_layer":
+                for k, v in other.outside_layer.items():
+                    self.outside_layer[k] = self.outside_layer.get(k, 0) + v
+            else:
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def dropped(self) -> int:
+        return (
+            self.dropped_no_date
+            + self.dropped_bad_direction
+            + self.dropped_bad_throughput
+            + self.dropped_outside_region
+        )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        parts = [f"{self.rows_in} rows read", f"{self.rows_out} kept"]
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.startswith(("dropped_", "nulled_")) and value:
+                parts.append(f"{value} {f.name.replace('_', ' ')}")
+        return ", ".join(parts)

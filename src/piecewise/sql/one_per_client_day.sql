@@ -1,0 +1,9 @@
+-- One test per client IP, date and direction, as M-Lab's statistics pipeline keeps
+-- heavy testers from skewing results. The pick is pseudo-random but deterministic:
+-- the lowest hash of the test id. Tests without a client IP are all kept.
+SELECT *
+FROM tests
+QUALIFY row_number() OVER (
+    PARTITION BY direction, "date", coalesce(client_ip, id)
+    ORDER BY hash(id), id
+) = 1
