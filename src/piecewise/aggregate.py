@@ -31,6 +31,7 @@ from piecewise.store import Store
 log = logging.getLogger(__name__)
 
 ALL_ISPS = "all"
+EPOCH = dt.date(1970, 1, 1)
 TEST_COLUMNS = ["date", "direction", "mbps", "min_rtt_ms", "loss_rate", "client_ip", "id", "isp"]
 STAT_COLUMNS = (
     ["tests", "clients", *QUANTILE_NAMES, "mean", "geomean"]
@@ -216,22 +217,19 @@ def _tables(
         keep &= np.isin(per_code, wanted_codes)
     idx = np.flatnonzero(keep)
     n = len(idx)
-    area_labels = np.array(area.labels + [None], dtype=object)
-    period_days = np.array(
-        [(p - dt.date(1970, 1, 1)).days for p in per.labels], dtype=np.int32
-    )
+    period_days = np.array([(p - EPOCH).days for p in per.labels], dtype=np.int32)
     isp_col = (
-        pa.array(np.array(isp.labels + [None], dtype=object)[isp_code[idx]], pa.string())
+        pa.array(isp.labels, pa.string()).take(pa.array(isp_code[idx]))
         if task.by_isp
-        else pa.array([ALL_ISPS] * n, pa.string())
+        else pa.repeat(pa.scalar(ALL_ISPS), n)
     )
     cols = {
-        "layer": pa.array([task.layer] * n, pa.string()),
-        "kind": pa.array([task.kind] * n, pa.string()),
+        "layer": pa.repeat(pa.scalar(task.layer), n),
+        "kind": pa.repeat(pa.scalar(task.kind), n),
         "period": pa.array(period_days[per_code[idx]], pa.int32()).cast(pa.date32()),
-        "area": pa.array(area_labels[area_code[idx]], pa.string()),
+        "area": pa.array(area.labels, pa.string()).take(pa.array(area_code[idx])),
         "isp": isp_col,
-        "direction": pa.array([task.direction] * n, pa.string()),
+        "direction": pa.repeat(pa.scalar(task.direction), n),
         "tests": pa.array(s.tests[idx]),
         "clients": pa.array(s.clients[idx]),
     }
@@ -239,9 +237,9 @@ def _tables(
         cols[name] = pa.array(s.quantiles[name][idx])
     cols["mean"] = pa.array(s.mean[idx])
     cols["geomean"] = pa.array(s.geomean[idx])
-    cols["rtt_median"] = pa.array(s.rtt_median[idx], from_pandas=True)
-    cols["rtt_p90"] = pa.array(s.rtt_p90[idx], from_pandas=True)
-    cols["loss_median"] = pa.array(s.loss_median[idx], from_pandas=True)
+    cols["rtt_median"] = pa.array(s.rtt_median[idx])
+    cols["rtt_p90"] = pa.array(s.rtt_p90[idx])
+    cols["loss_median"] = pa.array(s.loss_median[idx])
     for t, share in zip(thresholds, s.shares, strict=True):
         cols[share_column(t)] = pa.array(share[idx])
     cols["published"] = pa.array(np.zeros(n, dtype=bool))
@@ -253,19 +251,11 @@ def _tables(
     hpos = pos_of_cell[s.hist_cell]
     hkeep = hpos >= 0
     hidx = hpos[hkeep]
-    hist = pa.table(
-        {
-            "layer": cols["layer"].take(pa.array(hidx)) if n else pa.array([], pa.string()),
-            "kind": cols["kind"].take(pa.array(hidx)) if n else pa.array([], pa.string()),
-            "period": cols["period"].take(pa.array(hidx)),
-            "area": cols["area"].take(pa.array(hidx)),
-            "isp": isp_col.take(pa.array(hidx)),
-            "direction": cols["direction"].take(pa.array(hidx)) if n else pa.array([], pa.string()),
-            "bucket": pa.array(s.hist_bucket[hkeep], pa.uint16()),
-            "count": pa.array(s.hist_count[hkeep], pa.int64()),
-        },
-        schema=HIST_SCHEMA,
+    hist = stats.select(["layer", "kind", "period", "area", "isp", "direction"]).take(
+        pa.array(hidx)
     )
+    hist = hist.append_column("bucket", pa.array(s.hist_bucket[hkeep], pa.uint16()))
+    hist = hist.append_column("count", pa.array(s.hist_count[hkeep], pa.int64()))
     return stats, hist
 
 

@@ -99,7 +99,7 @@ def ingest(
         private.write_json(quality_key(date), report.as_dict())
         result.quality.add(report)
         result.dates.append(date)
-        log.info(
+        log.debug(
             "ingested %s: %d download, %d upload rows (%s)",
             date,
             counts["download"],

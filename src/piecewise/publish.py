@@ -46,6 +46,7 @@ METRICS = {
     "shares": "share of tests at or above each threshold's speed for the direction (0-1)",
 }
 CACHE_SHORT = "public, max-age=300"
+EPOCH = dt.date(1970, 1, 1)
 CACHE_LONG = "public, max-age=3600"
 
 
@@ -77,9 +78,7 @@ class Publisher:
                 old = self.private.read_parquet(key) if self.private.exists(key) else None
                 if old is not None and old.schema != schema:
                     old = None  # thresholds changed: the whole table is recomputed
-                new = stats.filter(
-                    pc.and_(pc.equal(stats.column("layer"), layer), pc.equal(stats.column("kind"), kind))
-                )
+                new = _select(stats, layer, kind)
                 if old is not None:
                     starts = pa.array(sorted(wanted.get(kind, ())), pa.date32())
                     old = old.filter(pc.invert(pc.is_in(old.column("period"), starts)))
@@ -92,27 +91,34 @@ class Publisher:
                 merged[(layer, kind)] = new
         return merged
 
-    def _cell_json(self, layer: str, rows: list[dict]) -> list[dict]:
-        out = []
+    def _published_json(self, layer: str, table: pa.Table) -> list[dict]:
+        """Published cells (already `_rounded`) as JSON objects."""
         area_layer = self.layers[layer]
+        columns = {c: table.column(c).to_pylist() for c in table.column_names}
         shares = [(t.label, share_column(t)) for t in self.config.thresholds]
-        for r in rows:
+        out = []
+        for i, area in enumerate(columns["area"]):
             cell = {
-                "area": r["area"],
-                "name": area_layer.name_of(r["area"]),
-                "isp": r["isp"],
-                "direction": r["direction"],
+                "area": area,
+                "name": area_layer.name_of(area),
+                "isp": columns["isp"][i],
+                "direction": columns["direction"][i],
             }
-            if not r["published"]:
-                cell["suppressed"] = True
-            else:
-                for name in STAT_COLUMNS:
-                    cell[name] = _clean(r[name])
-                cell["shares"] = {label: _clean(r[col]) for label, col in shares}
+            for name in STAT_COLUMNS:
+                cell[name] = columns[name][i]
+            cell["shares"] = {label: columns[col][i] for label, col in shares}
             out.append(cell)
         return out
 
-    def write_period(self, layer: str, kind: str, start: dt.date, cells: pa.Table, hist: pa.Table) -> None:
+    def write_period(
+        self,
+        layer: str,
+        kind: str,
+        start: dt.date,
+        published: pa.Table,
+        suppressed: pa.Table,
+        cube: pa.Table,
+    ) -> None:
         label = periods.label(kind, start)
         doc = {
             "version": VERSION,
@@ -121,15 +127,19 @@ class Publisher:
             "period": label,
             "start": start.isoformat(),
             "end": periods.end_of(kind, start).isoformat(),
-            "cells": self._cell_json(layer, cells.to_pylist()),
+            "cells": self._published_json(layer, published),
+            "suppressed": [
+                list(row)
+                for row in zip(
+                    *(suppressed.column(c).to_pylist() for c in ("area", "isp", "direction")),
+                    strict=True,
+                )
+            ],
         }
-        self.public.write_json(f"{PREFIX}/stats/{layer}/{kind}/{label}.json", doc, cache_control=CACHE_SHORT)
-        published = cells.filter(cells.column("published")).select(["area", "isp", "direction"])
-        cube = hist.join(published, keys=["area", "isp", "direction"], join_type="inner")
-        cube = cube.select(["area", "isp", "direction", "bucket", "count"]).sort_by(
-            [("area", "ascending"), ("isp", "ascending"), ("direction", "ascending"),
-             ("bucket", "ascending")]
+        self.public.write_json(
+            f"{PREFIX}/stats/{layer}/{kind}/{label}.json", doc, cache_control=CACHE_SHORT
         )
+        cube = cube.select(["area", "isp", "direction", "bucket", "count"])
         self.public.write_parquet(f"{PREFIX}/cube/{layer}/{kind}/{label}.parquet", cube)
 
     def write_series(self, layer: str, merged: dict) -> list[str]:
@@ -141,10 +151,10 @@ class Publisher:
             if table.num_rows == 0:
                 continue
             days = table.column("period").cast(pa.int32()).to_numpy()
-            first = dt.date(1970, 1, 1) + dt.timedelta(days=int(days.min()))
-            last = dt.date(1970, 1, 1) + dt.timedelta(days=int(days.max()))
+            first = EPOCH + dt.timedelta(days=int(days.min()))
+            last = EPOCH + dt.timedelta(days=int(days.max()))
             axis = periods.axis(kind, first, last)
-            position = {(p - dt.date(1970, 1, 1)).days: i for i, p in enumerate(axis)}
+            position = {(p - EPOCH).days: i for i, p in enumerate(axis)}
             labels = [periods.label(kind, p) for p in axis]
             table = table.sort_by([("area", "ascending"), ("isp", "ascending"),
                                    ("direction", "ascending"), ("period", "ascending")])
@@ -160,7 +170,7 @@ class Publisher:
                     current = {"isp": key[1], "direction": key[2]}
                     current.update({c: [None] * len(axis) for c in series_cols})
                     area_doc["series"].append(current)
-                pos = position[(cols["period"][i] - dt.date(1970, 1, 1)).days]
+                pos = position[(cols["period"][i] - EPOCH).days]
                 for c in series_cols:
                     current[c][pos] = _clean(cols[c][i])
         for area, kinds in per_area.items():
@@ -251,26 +261,46 @@ class Publisher:
 
     def publish(self, stats: pa.Table, hist: pa.Table, wanted: dict[str, set[dt.date]]) -> dict:
         merged = self.merge_cells(stats, wanted)
+        order = [(c, "ascending") for c in ("period", "area", "isp", "direction")]
         for layer in self.layers:
             for kind in self.config.periods.kinds:
-                table = stats.filter(pc.and_(pc.equal(stats.column("layer"), layer),
-                                             pc.equal(stats.column("kind"), kind)))
-                htable = hist.filter(pc.and_(pc.equal(hist.column("layer"), layer),
-                                             pc.equal(hist.column("kind"), kind)))
-                table = table.sort_by("period")
-                htable = htable.sort_by("period")
-                days = table.column("period").cast(pa.int32()).to_numpy()
-                hdays = htable.column("period").cast(pa.int32()).to_numpy()
+                table = _select(stats, layer, kind).sort_by(order)
+                flag = table.column("published")
+                published = _rounded(table.filter(flag))
+                suppressed = table.filter(pc.invert(flag))
+                # The cube holds the histograms of published cells only.
+                keys = published.select(["period", "area", "isp", "direction"])
+                cube = _select(hist, layer, kind).join(
+                    keys, keys=["period", "area", "isp", "direction"], join_type="inner"
+                )
+                cube = cube.sort_by([*order, ("bucket", "ascending")])
+                parts = [published, suppressed, cube]
+                days = [p.column("period").cast(pa.int32()).to_numpy() for p in parts]
                 for start in sorted(wanted.get(kind, ())):
-                    d = (start - dt.date(1970, 1, 1)).days
-                    lo, hi = np.searchsorted(days, [d, d + 1])
-                    hlo, hhi = np.searchsorted(hdays, [d, d + 1])
-                    self.write_period(
-                        layer, kind, start, table.slice(lo, hi - lo), htable.slice(hlo, hhi - hlo)
-                    )
+                    d = (start - EPOCH).days
+                    sliced = []
+                    for part, part_days in zip(parts, days, strict=True):
+                        lo, hi = np.searchsorted(part_days, [d, d + 1])
+                        sliced.append(part.slice(lo, hi - lo))
+                    self.write_period(layer, kind, start, *sliced)
         area_counts = {}
         for layer in self.layers:
             self.write_series(layer, merged)
             area_counts[layer] = self.write_areas(layer, merged)
         return self.write_index(merged, area_counts)
 
+
+def _rounded(table: pa.Table) -> pa.Table:
+    """Floats rounded to 4 decimals, NaN (no valid value) as null, for JSON."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_floating(f.type):
+            col = pc.round(table.column(i), 4)
+            col = pc.if_else(pc.is_nan(col), pa.scalar(None, pa.float64()), col)
+            table = table.set_column(i, f.name, col)
+    return table
+
+
+def _select(table: pa.Table, layer: str, kind: str) -> pa.Table:
+    return table.filter(
+        pc.and_(pc.equal(table.column("layer"), layer), pc.equal(table.column("kind"), kind))
+    )

@@ -1,0 +1,108 @@
+"""Local stand-ins for cloud storage, started by the tests on 127.0.0.1.
+
+- GCS: `gcp-storage-emulator`, in process (pure Python, starts in milliseconds, wiped
+  between tests). It keeps content type and Cache-Control as object metadata, which is
+  what the store relies on; unlike GCS it omits Cache-Control from download headers.
+- S3: moto's server as a subprocess of this virtualenv, stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unique_bucket(prefix: str = "pw-test") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def _request(method: str, url: str, body: bytes | None = None, timeout: float = 5) -> bytes:
+    req = urllib.request.Request(url, data=body, method=method)
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return resp.read()
+
+
+class GcsEmulator:
+    """`gcp-storage-emulator` serving from memory in a thread of this process."""
+
+    def __init__(self) -> None:
+        from gcp_storage_emulator.server import create_server
+
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._server = create_server("127.0.0.1", self.port, in_memory=True)
+        self._server.start()
+
+    def create_bucket(self, name: str) -> None:
+        body = json.dumps({"name": name}).encode()
+        _request("POST", f"{self.endpoint}/storage/v1/b?project=test", body)
+
+    def wipe(self) -> None:
+        self._server.wipe()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+class MotoS3Server:
+    """moto's S3 server (`moto_server -H 127.0.0.1 -p PORT`) as a child process."""
+
+    def __init__(self, start_timeout: float = 30) -> None:
+        moto = Path(sys.executable).with_name("moto_server")
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(tempfile.mkdtemp(prefix="moto-")) / "moto_server.log"
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.pid = self.process.pid
+        deadline = time.monotonic() + start_timeout
+        while self.process.poll() is None:
+            try:
+                _request("GET", f"{self.endpoint}/moto-api/", timeout=1)
+                return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"moto_server on port {self.port} did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def create_bucket(self, name: str) -> None:
+        # moto does not check signatures: a plain path-style PUT creates the bucket.
+        _request("PUT", f"{self.endpoint}/{name}", b"")
+
+    def reset(self) -> None:
+        _request("POST", f"{self.endpoint}/moto-api/reset", b"")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)

@@ -1,0 +1,432 @@
+"""FilesSource reads unified-view exports as BigQuery writes them, from any store URL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from piecewise.schema import UNIFIED
+from piecewise.sources.files import ExportFileError, FilesSource
+from piecewise.store import open_store
+
+D1, D2, D3 = dt.date(2025, 1, 1), dt.date(2025, 1, 2), dt.date(2025, 1, 3)
+
+
+def utc(*args: int) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=dt.UTC)
+
+
+def expected(
+    id: str,
+    date: dt.date,
+    direction: str,
+    *,
+    a: dict[str, Any] | None = None,
+    client: dict[str, Any] | None = None,
+    geo: dict[str, Any] | None = None,
+    network: dict[str, Any] | None = None,
+    server: str | None = None,
+    client_null: bool = False,
+) -> dict[str, Any]:
+    """A unified row as `to_pylist` gives it, every unnamed field null."""
+    a_full = dict.fromkeys(
+        ["UUID", "TestTime", "Direction", "MeanThroughputMbps", "MinRTT", "LossRate"]
+    )
+    a_full.update({"Direction": direction, **(a or {})})
+    geo_keys = ["ContinentCode", "CountryCode", "Subdivision1ISOCode", "City"]
+    geo_keys += ["Latitude", "Longitude", "AccuracyRadiusKm"]
+    return {
+        "id": id,
+        "date": date,
+        "a": a_full,
+        "client": None
+        if client_null
+        else {
+            "IP": (client or {}).get("IP"),
+            "Geo": None if geo is None else {k: geo.get(k) for k in geo_keys},
+            "Network": None
+            if network is None
+            else {"ASNumber": network.get("ASNumber"), "ASName": network.get("ASName")},
+        },
+        "server": None if server is None else {"Site": server},
+    }
+
+
+# BigQuery JSON export style: INT64 as strings, TIMESTAMP as "... UTC", fields in any
+# order, extra fields, missing fields, null structs.
+JSON_ROWS: list[dict[str, Any]] = [
+    {
+        "date": "2025-01-01",
+        "id": "d1",
+        "parser": {"Version": "v0.1"},
+        "server": {"Site": "lga01", "Machine": "mlab1"},
+        "client": {
+            "Network": {"ASName": "Comcast", "ASNumber": "7922", "Missing": False},
+            "Geo": {
+                "Longitude": -122.3,
+                "Latitude": 47.6,
+                "City": "Seattle",
+                "CountryCode": "US",
+                "Subdivision1ISOCode": "WA",
+                "AccuracyRadiusKm": "20",
+                "PostalCode": "98101",
+            },
+            "IP": "198.51.100.7",
+        },
+        "a": {
+            "TestTime": "2025-01-01 12:34:56.123456 UTC",
+            "LossRate": 0.01,
+            "MinRTT": 12,
+            "MeanThroughputMbps": 95.5,
+            "UUID": "ndt-1",
+            "CongestionControl": "bbr",
+        },
+    },
+    {
+        "id": "d2",
+        "date": "2025-01-02",
+        "a": {"UUID": "ndt-2", "TestTime": "2025-01-02T00:00:01Z", "MeanThroughputMbps": "7.25"},
+        "client": None,
+    },
+    {"id": "out-of-range", "date": "2025-01-05", "a": {"MeanThroughputMbps": 1}},
+    {"id": "no-date", "date": None},
+    {"id": "d3", "date": "2025-01-03", "a": None, "client": {"Geo": None, "IP": "2001:db8::1"}},
+    {"id": "d4", "date": "2025-01-03", "a": {"Direction": "upload", "TestTime": "2025-01-03"}},
+]
+
+JSON_EXPECTED = [
+    expected(
+        "d1",
+        D1,
+        "download",
+        a={
+            "UUID": "ndt-1",
+            "TestTime": utc(2025, 1, 1, 12, 34, 56, 123456),
+            "MeanThroughputMbps": 95.5,
+            "MinRTT": 12.0,
+            "LossRate": 0.01,
+        },
+        client={"IP": "198.51.100.7"},
+        geo={
+            "CountryCode": "US",
+            "Subdivision1ISOCode": "WA",
+            "City": "Seattle",
+            "Latitude": 47.6,
+            "Longitude": -122.3,
+            "AccuracyRadiusKm": 20,
+        },
+        network={"ASNumber": 7922, "ASName": "Comcast"},
+        server="lga01",
+    ),
+    expected(
+        "d2",
+        D2,
+        "download",
+        a={"UUID": "ndt-2", "TestTime": utc(2025, 1, 2, 0, 0, 1), "MeanThroughputMbps": 7.25},
+        client_null=True,
+    ),
+    expected("d3", D3, "download", client={"IP": "2001:db8::1"}),
+    # An explicit Direction is kept; a date-only TIMESTAMP is midnight UTC.
+    expected("d4", D3, "upload", a={"TestTime": utc(2025, 1, 3)}, client_null=True),
+]
+
+
+def jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def rows_of(source: FilesSource, start: dt.date = D1, end: dt.date = D3) -> list[dict]:
+    batches = list(source.batches(start, end))
+    for batch in batches:
+        assert batch.schema.equals(UNIFIED)
+        assert batch.num_rows > 0
+    return [row for batch in batches for row in batch.to_pylist()]
+
+
+# -- JSON lines ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["downloads.jsonl", "downloads.json.gz", "x.ndjson"])
+def test_json_export_reads_exactly(tmp_path: Path, name: str) -> None:
+    data = jsonl(JSON_ROWS)
+    (tmp_path / name).write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    assert rows_of(FilesSource((tmp_path / name).as_uri(), None)) == JSON_EXPECTED
+
+
+def test_date_range_is_inclusive(tmp_path: Path) -> None:
+    (tmp_path / "d.jsonl").write_bytes(jsonl(JSON_ROWS))
+    source = FilesSource(str(tmp_path / "d.jsonl"), None)
+    assert [r["id"] for r in rows_of(source, D2, D2)] == ["d2"]
+    in_file_order = ["out-of-range", "d3", "d4"]
+    assert [r["id"] for r in rows_of(source, D3, dt.date(2025, 1, 31))] == in_file_order
+    assert rows_of(source, dt.date(2024, 1, 1), dt.date(2024, 12, 31)) == []
+
+
+def test_batches_are_bounded(tmp_path: Path) -> None:
+    rows = [{"id": f"t{i}", "date": "2025-01-01"} for i in range(7)]
+    (tmp_path / "d.jsonl").write_bytes(jsonl(rows))
+    batches = list(FilesSource(str(tmp_path / "d.jsonl"), None, batch_size=3).batches(D1, D1))
+    assert [b.num_rows for b in batches] == [3, 3, 1]
+
+
+def test_json_errors_name_file_line_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(jsonl(JSON_ROWS[:1]) + b'{"id": "x", "date": "2025-01-01",\n')
+    with pytest.raises(ExportFileError, match=r"bad\.jsonl: line 2: not valid JSON"):
+        rows_of(FilesSource(str(path), None))
+
+    bad_asn = {"id": "x", "date": "2025-01-01", "client": {"Network": {"ASNumber": "AS7922"}}}
+    path.write_bytes(jsonl([JSON_ROWS[0], bad_asn]))
+    with pytest.raises(
+        ExportFileError,
+        match=r'bad\.jsonl: line 2: field client\.Network\.ASNumber: cannot read "AS7922" as INT64',
+    ):
+        rows_of(FilesSource(str(path), None))
+
+    path.write_bytes(jsonl([{"id": "x", "date": "01/02/2025"}]))
+    with pytest.raises(ExportFileError, match=r"line 1: field date: cannot read .* as DATE"):
+        rows_of(FilesSource(str(path), None))
+
+    path.write_bytes(b"[1, 2]\n")
+    with pytest.raises(ExportFileError, match="line 1: expected a JSON object"):
+        rows_of(FilesSource(str(path), None))
+
+    gz = tmp_path / "bad.jsonl.gz"
+    gz.write_bytes(b"this is not gzip")
+    with pytest.raises(ExportFileError, match=r"bad\.jsonl\.gz: cannot read as JSON lines"):
+        rows_of(FilesSource(str(gz), None))
+
+
+# -- Parquet -------------------------------------------------------------------------------
+
+# Like a BigQuery Parquet export: its own field order, extra columns, fields missing.
+EXPORT_SCHEMA = pa.schema(
+    [
+        pa.field("date", pa.date32()),
+        pa.field("parser", pa.struct([pa.field("Version", pa.string())])),
+        pa.field(
+            "a",
+            pa.struct(
+                [
+                    pa.field("MeanThroughputMbps", pa.float64()),
+                    pa.field("UUID", pa.string()),
+                    pa.field("TestTime", pa.timestamp("us", tz="UTC")),
+                    pa.field("CongestionControl", pa.string()),
+                    pa.field("MinRTT", pa.float64()),
+                ]
+            ),
+        ),
+        pa.field("id", pa.string()),
+        pa.field(
+            "client",
+            pa.struct(
+                [
+                    pa.field(
+                        "Network",
+                        pa.struct(
+                            [pa.field("ASNumber", pa.int64()), pa.field("ASName", pa.string())]
+                        ),
+                    ),
+                    pa.field("IP", pa.string()),
+                    pa.field(
+                        "Geo",
+                        pa.struct(
+                            [pa.field("City", pa.string()), pa.field("Latitude", pa.float64())]
+                        ),
+                    ),
+                ]
+            ),
+        ),
+    ]
+)
+
+
+def parquet_export(n_days: int = 3, per_day: int = 2) -> pa.Table:
+    rows = []
+    for d in range(n_days):
+        for i in range(per_day):
+            rows.append(
+                {
+                    "date": D1 + dt.timedelta(days=d),
+                    "parser": {"Version": "v1"},
+                    "a": None
+                    if i == 1
+                    else {
+                        "MeanThroughputMbps": 10.0 + d,
+                        "UUID": f"u{d}{i}",
+                        "TestTime": utc(2025, 1, 1 + d, 6),
+                        "CongestionControl": "bbr",
+                        "MinRTT": None,
+                    },
+                    "id": f"p{d}{i}",
+                    "client": {
+                        "Network": {"ASNumber": 7922, "ASName": "Comcast"},
+                        "IP": "192.0.2.9",
+                        "Geo": None if i == 1 else {"City": "Seattle", "Latitude": 47.6},
+                    },
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=EXPORT_SCHEMA)
+
+
+def parquet_expected(d: int, i: int, direction: str) -> dict[str, Any]:
+    date = D1 + dt.timedelta(days=d)
+    a = (
+        None
+        if i == 1
+        else {
+            "MeanThroughputMbps": 10.0 + d,
+            "UUID": f"u{d}{i}",
+            "TestTime": utc(2025, 1, 1 + d, 6),
+        }
+    )
+    return expected(
+        f"p{d}{i}",
+        date,
+        direction,
+        a=a,
+        client={"IP": "192.0.2.9"},
+        geo=None if i == 1 else {"City": "Seattle", "Latitude": 47.6},
+        network={"ASNumber": 7922, "ASName": "Comcast"},
+    )
+
+
+def test_parquet_export_reads_exactly(tmp_path: Path) -> None:
+    # One row group per day, so the date filter can skip row groups.
+    pq.write_table(parquet_export(), tmp_path / "000.parquet", row_group_size=2)
+    source = FilesSource(None, f"file://{tmp_path}/000.parquet")
+    assert rows_of(source, D2, D3) == [
+        parquet_expected(d, i, "upload") for d in (1, 2) for i in (0, 1)
+    ]
+
+
+def test_parquet_with_text_columns_is_parsed(tmp_path: Path) -> None:
+    table = pa.table(
+        {
+            "id": ["s1", "s2", "s3"],
+            "date": ["2025-01-01", "2025-01-09", None],
+            "a": pa.array(
+                [
+                    {"TestTime": "2025-01-01 12:34:56.5 UTC", "MinRTT": "3.5", "LossRate": "0"},
+                    {"TestTime": "2025-01-09T01:00:00+02:00", "MinRTT": None, "LossRate": None},
+                    None,
+                ]
+            ),
+            "client": pa.array([{"Network": {"ASNumber": "7922"}}, None, None]),
+            "server": pa.array([None, None, None], type=pa.null()),
+        }
+    )
+    pq.write_table(table, tmp_path / "t.parquet")
+    rows = rows_of(FilesSource(str(tmp_path / "t.parquet"), None), D1, dt.date(2025, 1, 31))
+    assert rows == [
+        expected(
+            "s1",
+            D1,
+            "download",
+            a={"TestTime": utc(2025, 1, 1, 12, 34, 56, 500000), "MinRTT": 3.5, "LossRate": 0.0},
+            network={"ASNumber": 7922},
+        ),
+        expected(
+            "s2",
+            dt.date(2025, 1, 9),
+            "download",
+            a={"TestTime": utc(2025, 1, 8, 23)},
+            client_null=True,
+        ),
+    ]
+
+
+def test_parquet_big_export_streams_in_batches(tmp_path: Path) -> None:
+    table = parquet_export(n_days=10, per_day=1000)
+    pq.write_table(table, tmp_path / "big.parquet", row_group_size=1000)
+    source = FilesSource(str(tmp_path / "big.parquet"), None, batch_size=300)
+    batches = list(source.batches(dt.date(2025, 1, 4), dt.date(2025, 1, 5)))
+    assert all(b.num_rows <= 300 for b in batches)
+    assert sum(b.num_rows for b in batches) == 2000
+    dates = {d for b in batches for d in b.column("date").to_pylist()}
+    assert dates == {dt.date(2025, 1, 4), dt.date(2025, 1, 5)}
+
+
+def test_unreadable_parquet_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(ExportFileError, match=r"broken\.parquet: cannot read as Parquet"):
+        rows_of(FilesSource(str(tmp_path / "broken.parquet"), None))
+    bad = pa.table({"id": ["x"], "date": [D1], "a": ["not a struct"]})
+    pq.write_table(bad, tmp_path / "flat.parquet")
+    with pytest.raises(ExportFileError, match=r"flat\.parquet: column a: expected a struct"):
+        rows_of(FilesSource(str(tmp_path / "flat.parquet"), None))
+    wrong = pa.table({"id": ["x"], "date": [D1], "client": [{"Network": {"ASNumber": "n/a"}}]})
+    pq.write_table(wrong, tmp_path / "wrong.parquet")
+    with pytest.raises(ExportFileError, match=r"wrong\.parquet: column client\.Network\.ASNumber"):
+        rows_of(FilesSource(str(tmp_path / "wrong.parquet"), None))
+
+
+# -- locations -----------------------------------------------------------------------------
+
+
+def test_folders_globs_and_both_directions_on_memory(memory_url: str) -> None:
+    store = open_store(memory_url)
+    store.write_bytes("exports/downloads-000.jsonl.gz", gzip.compress(jsonl(JSON_ROWS[:2])))
+    store.write_bytes("exports/downloads-001.jsonl.gz", gzip.compress(jsonl(JSON_ROWS[4:5])))
+    store.write_bytes("exports/uploads-000.jsonl.gz", gzip.compress(jsonl(JSON_ROWS[3:4])))
+    buffer = pa.BufferOutputStream()
+    pq.write_table(parquet_export(), buffer)
+    store.write_bytes("up/part-0.parquet", buffer.getvalue().to_pybytes())
+    store.write_bytes("up/_SUCCESS", b"")
+    store.write_bytes("up/README.txt", b"not an export")
+    source = FilesSource(f"{memory_url}/exports/downloads-*.jsonl.gz", f"{memory_url}/up")
+    assert [f.url for f in source.files("download")] == [
+        f"{memory_url}/exports/downloads-000.jsonl.gz",
+        f"{memory_url}/exports/downloads-001.jsonl.gz",
+    ]
+    assert rows_of(source, D1, D1) == [
+        JSON_EXPECTED[0],
+        parquet_expected(0, 0, "upload"),
+        parquet_expected(0, 1, "upload"),
+    ]
+    assert [r["id"] for r in rows_of(source)] == ["d1", "d2", "d3"] + [
+        f"p{d}{i}" for d in range(3) for i in range(2)
+    ]
+
+
+def test_relative_urls_resolve_against_base_dir(tmp_path: Path) -> None:
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / "d.jsonl").write_bytes(jsonl(JSON_ROWS))
+    source = FilesSource("file://./exports/", None, base_dir=tmp_path)
+    assert rows_of(source) == JSON_EXPECTED
+
+
+def test_missing_and_unsupported_locations(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        rows_of(FilesSource(str(tmp_path / "nowhere"), None))
+    with pytest.raises(FileNotFoundError, match="no export files"):
+        rows_of(FilesSource(f"{tmp_path}/*.parquet", None))
+    (tmp_path / "data.csv").write_text("id,date\n")
+    with pytest.raises(ExportFileError, match="data.csv: not an export file"):
+        rows_of(FilesSource(str(tmp_path / "data.csv"), None))
+    with pytest.raises(FileNotFoundError, match="no export files"):
+        rows_of(FilesSource(str(tmp_path), None))
+    with pytest.raises(ValueError, match="downloads or an uploads"):
+        FilesSource(None, None)
+
+
+@pytest.mark.service
+@pytest.mark.parametrize("kind", ["gcs", "s3"])
+def test_exports_in_a_bucket(kind: str, request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue(f"{kind}_url")
+    store = open_store(url)
+    store.write_bytes("exports/downloads-000.json.gz", gzip.compress(jsonl(JSON_ROWS)))
+    buffer = pa.BufferOutputStream()
+    pq.write_table(parquet_export(), buffer, row_group_size=2)
+    store.write_bytes("exports/uploads-000.parquet", buffer.getvalue().to_pybytes())
+    source = FilesSource(f"{url}/exports/downloads-*.json.gz", f"{url}/exports/uploads-*")
+    assert rows_of(source, D2, D3) == JSON_EXPECTED[1:] + [
+        parquet_expected(d, i, "upload") for d in (1, 2) for i in (0, 1)
+    ]

@@ -1,0 +1,326 @@
+"""End to end on synthetic data: ingest, aggregate, publish; every published number
+checked against an independent pandas/numpy computation on the raw rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from demo_fixtures import demo_data  # noqa: F401  (fixture)
+from piecewise import periods
+from piecewise.config import Config, parse_config
+from piecewise.pipeline import Stores, run_aggregate, run_ingest
+from piecewise.store import Store, open_store
+
+START = dt.date(2025, 3, 25)
+END = dt.date(2025, 4, 6)  # crosses a month and a quarter boundary
+
+
+def make_config(tmp: Path, demo: Path, **overrides: str) -> Config:
+    text = f"""
+[project]
+name = "Test region"
+
+[region]
+bbox = [-124.85, 45.54, -116.91, 49.01]
+polygon = "{demo / "wa-state.geojson"}"
+
+[[layers]]
+id = "counties"
+kind = "polygons"
+file = "{demo / "wa-counties.geojson"}"
+id_property = "GEOID"
+name_property = "NAME"
+
+[[layers]]
+id = "hex"
+kind = "h3"
+resolution = 5
+
+[[isps]]
+name = "Comcast Xfinity"
+asns = [7922]
+
+[[isps]]
+name = "Starlink"
+patterns = ["starlink"]
+
+[periods]
+start = {START.isoformat()}
+
+[privacy]
+min_tests = {overrides.get("min_tests", "8")}
+min_clients = 3
+
+[[thresholds]]
+download = 25
+upload = 3
+
+[[thresholds]]
+download = 100
+upload = 20
+
+[aggregation]
+sampling = "{overrides.get("sampling", "all")}"
+
+[stores]
+private = "file://private"
+public = "file://public"
+
+[source]
+kind = "synthetic"
+seed = 11
+tests_per_day = 400
+
+[geoip]
+asn_database = "{demo / "GeoLite2-ASN-demo.mmdb"}"
+"""
+    return parse_config(text, base_dir=tmp)
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def raw_tests(private: Path) -> pd.DataFrame:
+    frames = [pq.read_table(p).to_pandas() for p in sorted(private.glob("tests/*/*/*.parquet"))]
+    return pd.concat(frames, ignore_index=True)
+
+
+def reference_cells(raw: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    """Each statistic of every cell, computed directly from the raw rows."""
+    out = []
+    dates = pd.to_datetime(raw["date"])
+    for layer in cfg.layers:
+        area = raw[f"area_{layer.id}"]
+        located = ~area.str.startswith("_")
+        for kind in cfg.periods.kinds:
+            starts = [periods.start_of(kind, d.date()) for d in dates]
+            base = raw.assign(period=starts, area=area)[located]
+            for by_isp in (False, True):
+                keys = ["area", "period", "direction"] + (["isp"] if by_isp else [])
+                for key, g in base.groupby(keys):
+                    row = dict(zip(keys, key, strict=True))
+                    row.setdefault("isp", "all")
+                    v = np.sort(g["mbps"].to_numpy())
+                    rtt = g["min_rtt_ms"].dropna().to_numpy()
+                    loss = g["loss_rate"].dropna().to_numpy()
+                    row.update(
+                        layer=layer.id,
+                        kind=kind,
+                        tests=len(v),
+                        clients=g["client_ip"].dropna().nunique(),
+                        p10=np.quantile(v, 0.1),
+                        p25=np.quantile(v, 0.25),
+                        median=np.quantile(v, 0.5),
+                        p75=np.quantile(v, 0.75),
+                        p90=np.quantile(v, 0.9),
+                        mean=v.mean(),
+                        geomean=float(np.exp(np.log(v).mean())),
+                        rtt_median=np.quantile(rtt, 0.5) if len(rtt) else None,
+                        rtt_p90=np.quantile(rtt, 0.9) if len(rtt) else None,
+                        loss_median=np.quantile(loss, 0.5) if len(loss) else None,
+                    )
+                    for i, t in enumerate(cfg.thresholds):
+                        limit = t.download if row["direction"] == "download" else t.upload
+                        row[f"share_{i}"] = float((v >= limit).mean())
+                    out.append(row)
+    return pd.DataFrame(out)
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory: pytest.TempPathFactory, demo_data: Path):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    cfg = make_config(tmp, demo_data)
+    ingested = run_ingest(cfg, START, END, progress=False)
+    result = run_aggregate(cfg, ingested.dates)
+    return cfg, tmp, ingested, result
+
+
+def test_every_published_number_matches_an_independent_computation(pipeline_run) -> None:
+    cfg, tmp, ingested, result = pipeline_run
+    public = open_store(cfg.stores.public, base_dir=tmp)
+    raw = raw_tests(tmp / "private")
+    assert len(raw) == sum(ingested.rows.values()) > 5000
+    ref = reference_cells(raw, cfg)
+    ref_index = {
+        (r.layer, r.kind, periods.label(r.kind, r.period), r.area, r.isp, r.direction): r
+        for r in ref.itertuples(index=False)
+    }
+    seen = set()
+    published = suppressed = 0
+    for layer in cfg.layers:
+        for kind in cfg.periods.kinds:
+            for label in public.read_json("v1/index.json")["periods"][kind]:
+                doc = public.read_json(f"v1/stats/{layer.id}/{kind}/{label}.json")
+                for area, isp, direction in doc["suppressed"]:
+                    key = (layer.id, kind, label, area, isp, direction)
+                    r = ref_index[key]
+                    assert r.tests < cfg.privacy.min_tests or r.clients < cfg.privacy.min_clients
+                    seen.add(key)
+                    suppressed += 1
+                for cell in doc["cells"]:
+                    key = (layer.id, kind, label, cell["area"], cell["isp"], cell["direction"])
+                    r = ref_index[key]
+                    seen.add(key)
+                    assert r.tests >= cfg.privacy.min_tests and r.clients >= cfg.privacy.min_clients
+                    published += 1
+                    assert cell["tests"] == r.tests and cell["clients"] == r.clients
+                    for name in ("p10", "p25", "median", "p75", "p90", "mean", "geomean"):
+                        assert cell[name] == pytest.approx(getattr(r, name), abs=1e-4)
+                    for name in ("rtt_median", "rtt_p90", "loss_median"):
+                        expected = getattr(r, name)
+                        if expected is None or pd.isna(expected):
+                            assert cell[name] is None
+                        else:
+                            assert cell[name] == pytest.approx(expected, abs=1e-4)
+                    for i, t in enumerate(cfg.thresholds):
+                        expected = getattr(r, f"share_{i}")
+                        assert cell["shares"][t.label] == pytest.approx(expected, abs=1e-4)
+    assert seen == set(ref_index), "every cell is listed, published or suppressed"
+    assert published > 100 and suppressed > 10
+
+
+def test_cube_holds_histograms_of_published_cells_only(pipeline_run) -> None:
+    cfg, tmp, _, _ = pipeline_run
+    public = open_store(cfg.stores.public, base_dir=tmp)
+    label = periods.label("month", dt.date(2025, 3, 1))
+    stats = public.read_json(f"v1/stats/counties/month/{label}.json")
+    cube = public.read_parquet(f"v1/cube/counties/month/{label}.parquet").to_pandas()
+    totals = cube.groupby(["area", "isp", "direction"])["count"].sum().to_dict()
+    expected = {
+        (c["area"], c["isp"], c["direction"]): c["tests"]
+        for c in stats["cells"]
+    }
+    assert totals == expected
+
+
+def test_series_have_explicit_gaps(pipeline_run) -> None:
+    cfg, tmp, _, _ = pipeline_run
+    public = open_store(cfg.stores.public, base_dir=tmp)
+    doc = public.read_json("v1/series/counties/53033.json")  # King County
+    assert doc["name"] == "King"
+    days = doc["kinds"]["day"]
+    assert days["periods"][0] == START.isoformat() and days["periods"][-1] == END.isoformat()
+    all_down = next(
+        s for s in days["series"] if s["isp"] == "all" and s["direction"] == "download"
+    )
+    assert len(all_down["tests"]) == len(days["periods"])
+    assert all(n is None or n >= cfg.privacy.min_tests for n in all_down["tests"])
+
+
+def test_private_store_layout_and_no_ip_in_public(pipeline_run) -> None:
+    cfg, tmp, ingested, _ = pipeline_run
+    assert (tmp / "private/tests/download/2025/2025-03-25.parquet").is_file()
+    assert (tmp / "private/quality/2025/2025-04-06.json").is_file()
+    for p in (tmp / "public").rglob("*.json"):
+        text = p.read_text()
+        assert "client_ip" not in text and "ndt-" not in text
+
+
+def test_reingest_and_reaggregate_give_identical_bytes(pipeline_run) -> None:
+    cfg, tmp, ingested, _ = pipeline_run
+    before_private = file_hashes(tmp / "private")
+    before_public = {
+        k: v for k, v in file_hashes(tmp / "public").items() if k != "v1/index.json"
+    }
+    run_ingest(cfg, START, END, progress=False)
+    run_aggregate(cfg, ingested.dates)
+    assert file_hashes(tmp / "private") == before_private
+    after_public = {k: v for k, v in file_hashes(tmp / "public").items() if k != "v1/index.json"}
+    assert after_public == before_public
+
+
+class FailingStore(Store):
+    """A store that fails on its n-th write, as a crash or an outage would."""
+
+    def __init__(self, inner: Store, fail_at: int) -> None:
+        self.__dict__.update(inner.__dict__)
+        self.writes = 0
+        self.fail_at = fail_at
+
+    def write_bytes(self, key: str, data: bytes, *args, **kwargs) -> None:
+        self.writes += 1
+        if self.writes == self.fail_at:
+            raise OSError(f"injected failure writing {key}")
+        super().write_bytes(key, data, *args, **kwargs)
+
+
+def test_crash_mid_run_leaves_no_partial_file_and_rerun_completes(
+    tmp_path: Path, demo_data: Path, pipeline_run
+) -> None:
+    cfg = make_config(tmp_path, demo_data)
+    stores = Stores.of(cfg)
+    failing = Stores(private=FailingStore(stores.private, fail_at=7), public=stores.public)
+    with pytest.raises(OSError, match="injected failure"):
+        run_ingest(cfg, START, END, stores=failing, progress=False)
+    leftovers = [p for p in (tmp_path / "private").rglob("*") if p.name.startswith(".")]
+    assert leftovers == []
+    for p in (tmp_path / "private").rglob("*.parquet"):
+        pq.read_table(p)  # every file present is whole
+    failing_public = Stores(private=stores.private, public=FailingStore(stores.public, 40))
+    run_ingest(cfg, START, END, progress=False)
+    with pytest.raises(OSError, match="injected failure"):
+        run_aggregate(cfg, stores=failing_public)
+    run_aggregate(cfg)
+    _, ref_tmp, _, _ = pipeline_run
+    assert file_hashes(tmp_path / "private") == file_hashes(ref_tmp / "private")
+    strip = lambda h: {k: v for k, v in h.items() if k != "v1/index.json"}  # noqa: E731
+    assert strip(file_hashes(tmp_path / "public")) == strip(file_hashes(ref_tmp / "public"))
+
+
+def test_only_touched_periods_are_recomputed(tmp_path: Path, demo_data: Path) -> None:
+    cfg = make_config(tmp_path, demo_data)
+    run_ingest(cfg, START, END, progress=False)
+    run_aggregate(cfg)
+    written: list[str] = []
+    stores = Stores.of(cfg)
+
+    class Recording(Store):
+        def __init__(self, inner: Store) -> None:
+            self.__dict__.update(inner.__dict__)
+
+        def write_bytes(self, key: str, data: bytes, *args, **kwargs) -> None:
+            written.append(key)
+            super().write_bytes(key, data, *args, **kwargs)
+
+    run_aggregate(cfg, [dt.date(2025, 4, 2)], stores=Stores(stores.private, Recording(stores.public)))
+    stats = sorted(k for k in written if k.startswith("v1/stats/counties/"))
+    assert stats == [
+        "v1/stats/counties/day/2025-04-02.json",
+        "v1/stats/counties/month/2025-04.json",
+        "v1/stats/counties/quarter/2025-Q2.json",
+        "v1/stats/counties/year/2025.json",
+    ]
+
+
+def test_one_per_client_day_sampling(tmp_path: Path, demo_data: Path) -> None:
+    cfg = make_config(tmp_path, demo_data, sampling="one_per_client_day", min_tests="1")
+    run_ingest(cfg, START, START, progress=False)
+    run_aggregate(cfg)
+    raw = raw_tests(tmp_path / "private")
+    located = raw[~raw["area_counties"].str.startswith("_")]
+    public = open_store(cfg.stores.public, base_dir=tmp_path)
+    doc = public.read_json(f"v1/stats/counties/day/{START.isoformat()}.json")
+    cells = [c for c in doc["cells"] if c["isp"] == "all" and c["direction"] == "download"]
+    suppressed = [s for s in doc["suppressed"] if s[1] == "all" and s[2] == "download"]
+    down = located[located["direction"] == "download"]
+    expected = down["client_ip"].nunique() + int(down["client_ip"].isna().sum())
+    assert expected < len(down), "the synthetic day has repeat testers"
+    if not suppressed:
+        assert sum(c["tests"] for c in cells) == expected
+    by_area = down.groupby("area_counties")["client_ip"]
+    for c in cells:  # one test per client: the cell's tests are its distinct clients
+        ips = by_area.get_group(c["area"])
+        assert c["tests"] == ips.nunique() + int(ips.isna().sum())
+    assert cells
