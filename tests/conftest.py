@@ -12,6 +12,8 @@ import pytest
 
 from services import GcsEmulator, MotoS3Server, unique_bucket
 
+pytest_plugins = ["demo_fixtures"]
+
 # gcsfs reads this once, at import: without it every bucket lookup against an emulator
 # first waits ~60 s on gRPC. Set before anything imports gcsfs.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -48,6 +49,17 @@ class GcsEmulator:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._server = create_server("127.0.0.1", self.port, in_memory=True)
         self._server.start()
+        # gcsfs cancels the spare request of a parallel lookup, which the emulator reports
+        # as a broken pipe on stderr; and its per-request INFO log is noise here.
+        logging.getLogger("gcp_storage_emulator").setLevel(logging.WARNING)
+        httpd = self._server._api._httpd
+        default_handle_error = httpd.handle_error
+
+        def handle_error(request: object, client_address: object) -> None:
+            if not isinstance(sys.exc_info()[1], ConnectionError):
+                default_handle_error(request, client_address)
+
+        httpd.handle_error = handle_error
 
     def create_bucket(self, name: str) -> None:
         body = json.dumps({"name": name}).encode()

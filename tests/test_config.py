@@ -117,3 +117,13 @@ def test_cli_config_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["config", "check", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "layers[0].resolution" in err and "less than or equal to 15" in err
+
+
+def test_absolute_and_relative_paths(tmp_path: Path) -> None:
+    text = (
+        MINIMAL.replace("[region]\n", f'[region]\npolygon = "{tmp_path / "abs.geojson"}"\n')
+        + '\n[geoip]\nasn_database = "db/asn.mmdb"\n'
+    )
+    cfg = parse_config(text, base_dir=tmp_path / "conf")
+    assert cfg.region.polygon == tmp_path / "abs.geojson"
+    assert cfg.geoip.asn_database == (tmp_path / "conf" / "db" / "asn.mmdb").resolve()

@@ -11,6 +11,7 @@ import pytest
 
 from piecewise.schema import UNIFIED
 from piecewise.store import KeyNotFound, Store, StoreError, open_store
+from services import GcsEmulator, MotoS3Server
 
 
 def sample_table(n: int = 3) -> pa.Table:
@@ -326,3 +327,21 @@ def test_a_subclass_can_inject_failures(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="injected failure writing v1/a.json"):
         failing.write_json("v1/a.json", {})
     assert failing.list() == []
+
+
+@pytest.mark.service
+def test_endpoints_as_storage_options(
+    gcs_url: str,
+    s3_url: str,
+    gcs_emulator: GcsEmulator,
+    s3_server: MotoS3Server,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("STORAGE_EMULATOR_HOST", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name)
+    gcs = open_store(gcs_url, endpoint_url=gcs_emulator.endpoint, token="anon")
+    s3 = open_store(s3_url, endpoint_url=s3_server.endpoint, key="k", secret="s")
+    for store in (gcs, s3):
+        store.write_json("x.json", [1])
+        assert store.read_json("x.json") == [1]
+        assert store.list() == ["x.json"]

@@ -22,7 +22,13 @@ import pyarrow.compute as pc
 
 from piecewise import periods
 from piecewise.areas import PSEUDO_AREAS
-from piecewise.cellstats import QUANTILE_NAMES, DirectionData, bits_for, cell_statistics
+from piecewise.cellstats import (
+    QUANTILE_NAMES,
+    CellStatistics,
+    DirectionData,
+    bits_for,
+    cell_statistics,
+)
 from piecewise.config import Config, Threshold
 from piecewise.ingest import tests_key
 from piecewise.schema import DIRECTIONS, area_column
@@ -33,10 +39,11 @@ log = logging.getLogger(__name__)
 ALL_ISPS = "all"
 EPOCH = dt.date(1970, 1, 1)
 TEST_COLUMNS = ["date", "direction", "mbps", "min_rtt_ms", "loss_rate", "client_ip", "id", "isp"]
-STAT_COLUMNS = (
-    ["tests", "clients", *QUANTILE_NAMES, "mean", "geomean"]
-    + ["rtt_median", "rtt_p90", "loss_median"]
-)
+STAT_COLUMNS = ["tests", "clients", *QUANTILE_NAMES, "mean", "geomean"] + [
+    "rtt_median",
+    "rtt_p90",
+    "loss_median",
+]
 
 
 def share_column(threshold: Threshold) -> str:
@@ -132,6 +139,57 @@ class _Task:
     by_isp: bool
 
 
+@dataclass(frozen=True)
+class _DirectionInputs:
+    """One direction's rows, encoded once and shared by all of its groupings."""
+
+    data: DirectionData
+    isp: _Codes
+    periods: dict[str, _Codes]
+    areas: dict[str, _Codes]
+    thresholds: list[float]
+
+    @classmethod
+    def of(
+        cls,
+        rows: pa.Table,
+        direction: str,
+        layer_ids: list[str],
+        kinds: list[str],
+        thresholds: list[Threshold],
+    ) -> _DirectionInputs:
+        mbps = rows.column("mbps").to_numpy().astype(np.float64)
+        rtt = pc.fill_null(rows.column("min_rtt_ms"), np.nan).to_numpy().astype(np.float64)
+        loss = pc.fill_null(rows.column("loss_rate"), np.nan).to_numpy().astype(np.float64)
+        clients = pc.dictionary_encode(rows.column("client_ip").combine_chunks())
+        client = pc.fill_null(clients.indices, -1).to_numpy().astype(np.int64) + 1
+        days = rows.column("date").combine_chunks().cast(pa.int32()).to_numpy().astype(np.int64)
+        period_codes: dict[str, _Codes] = {}
+        for kind in kinds:
+            ords = periods.ordinals(kind, days)
+            base = int(ords.min())
+            rel = ords - base
+            labels = [periods.start_of_ordinal(kind, base + i) for i in range(int(rel.max()) + 1)]
+            period_codes[kind] = _Codes(rel, labels, bits_for(len(labels)))
+        return cls(
+            data=DirectionData.build(mbps, rtt, loss, client),
+            isp=_encode(rows.column("isp")),
+            periods=period_codes,
+            areas={i: _encode(rows.column(area_column(i)), PSEUDO_AREAS) for i in layer_ids},
+            thresholds=[t.download if direction == "download" else t.upload for t in thresholds],
+        )
+
+    def cells(self, task: _Task) -> CellStatistics:
+        area = self.areas[task.layer]
+        per = self.periods[task.kind]
+        group = (area.codes << per.bits) | per.codes
+        bits = area.bits + per.bits
+        if task.by_isp:
+            group = (group << self.isp.bits) | self.isp.codes
+            bits += self.isp.bits
+        return cell_statistics(self.data, group, bits, self.thresholds)
+
+
 def compute_cells(
     tests: pa.Table,
     layer_ids: list[str],
@@ -142,52 +200,37 @@ def compute_cells(
 ) -> tuple[pa.Table, pa.Table]:
     """Statistics and histograms of every cell. `wanted` limits the output to those
     periods (by kind and start date); all rows in `tests` must be complete for them."""
-    threads = threads or os.cpu_count() or 1
-    stats_parts: list[pa.Table] = []
-    hist_parts: list[pa.Table] = []
+    inputs: dict[str, _DirectionInputs] = {}
     for direction in DIRECTIONS:
         rows = tests.filter(pc.equal(tests.column("direction"), direction))
-        if rows.num_rows == 0:
-            continue
-        mbps = rows.column("mbps").to_numpy().astype(np.float64)
-        rtt = pc.fill_null(rows.column("min_rtt_ms"), np.nan).to_numpy().astype(np.float64)
-        loss = pc.fill_null(rows.column("loss_rate"), np.nan).to_numpy().astype(np.float64)
-        clients = pc.dictionary_encode(rows.column("client_ip").combine_chunks())
-        client = pc.fill_null(clients.indices, -1).to_numpy().astype(np.int64) + 1
-        data = DirectionData.build(mbps, rtt, loss, client)
-        isp = _encode(rows.column("isp"))
-        days = rows.column("date").combine_chunks().cast(pa.int32()).to_numpy().astype(np.int64)
-        period_codes: dict[str, _Codes] = {}
-        for kind in kinds:
-            ords = periods.ordinals(kind, days)
-            base = int(ords.min())
-            rel = ords - base
-            labels = [periods.start_of_ordinal(kind, base + i) for i in range(int(rel.max()) + 1)]
-            period_codes[kind] = _Codes(rel, labels, bits_for(len(labels)))
-        areas = {lid: _encode(rows.column(area_column(lid)), PSEUDO_AREAS) for lid in layer_ids}
-        thr = [t.download if direction == "download" else t.upload for t in thresholds]
+        if rows.num_rows:
+            inputs[direction] = _DirectionInputs.of(rows, direction, layer_ids, kinds, thresholds)
 
-        def run(task: _Task) -> tuple[pa.Table, pa.Table]:
-            area = areas[task.layer]
-            per = period_codes[task.kind]
-            group = (area.codes << per.bits) | per.codes
-            bits = area.bits + per.bits
-            if task.by_isp:
-                group = (group << isp.bits) | isp.codes
-                bits += isp.bits
-            stats = cell_statistics(data, group, bits, thr)
-            return _tables(task, stats, area, per, isp, thresholds, wanted)
+    def run(task: _Task) -> tuple[pa.Table, pa.Table]:
+        d = inputs[task.direction]
+        return _tables(
+            task,
+            d.cells(task),
+            d.areas[task.layer],
+            d.periods[task.kind],
+            d.isp,
+            thresholds,
+            wanted,
+        )
 
-        tasks = [
-            _Task(direction, layer, kind, by_isp)
-            for layer in layer_ids
-            for kind in kinds
-            for by_isp in (False, True)
-        ]
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            for stats_table, hist_table in pool.map(run, tasks):
-                stats_parts.append(stats_table)
-                hist_parts.append(hist_table)
+    tasks = [
+        _Task(direction, layer, kind, by_isp)
+        for direction in inputs
+        for layer in layer_ids
+        for kind in kinds
+        for by_isp in (False, True)
+    ]
+    stats_parts: list[pa.Table] = []
+    hist_parts: list[pa.Table] = []
+    with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
+        for stats_table, hist_table in pool.map(run, tasks):
+            stats_parts.append(stats_table)
+            hist_parts.append(hist_table)
     schema = cell_schema(thresholds)
     stats = pa.concat_tables(stats_parts) if stats_parts else schema.empty_table()
     hist = pa.concat_tables(hist_parts) if hist_parts else HIST_SCHEMA.empty_table()
@@ -196,7 +239,7 @@ def compute_cells(
 
 def _tables(
     task: _Task,
-    s,
+    s: CellStatistics,
     area: _Codes,
     per: _Codes,
     isp: _Codes,

@@ -88,7 +88,9 @@ class RegionFilter:
         self.bbox = region.bbox
         self.polygon = None
         if region.polygon is not None:
-            geoms = [shape(f["geometry"]) for f in _load_geojson(region.polygon) if f.get("geometry")]
+            geoms = [
+                shape(f["geometry"]) for f in _load_geojson(region.polygon) if f.get("geometry")
+            ]
             if not geoms:
                 raise BoundaryError(f"{region.polygon}: no geometries")
             self.polygon = shapely.union_all(geoms)
@@ -162,9 +164,7 @@ class PolygonAreas:
     def assign(self, lat: np.ndarray, lon: np.ndarray) -> list[str]:
         out = np.full(len(lat), OUTSIDE, dtype=object)
         if len(lat):
-            point_idx, geom_idx = self.tree.query(
-                shapely.points(lon, lat), predicate="intersects"
-            )
+            point_idx, geom_idx = self.tree.query(shapely.points(lon, lat), predicate="intersects")
             # A point on a shared border belongs to the first feature listed.
             order = np.lexsort((geom_idx, point_idx))
             point_idx, geom_idx = point_idx[order], geom_idx[order]

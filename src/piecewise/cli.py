@@ -77,7 +77,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     ingested = run_ingest(cfg, start, end, progress=not args.quiet)
     print(f"ingested {len(ingested.dates)} dates ({ingested.quality.summary()})")
     result = run_aggregate(cfg, ingested.dates)
-    print(f"aggregated {result.tests} tests into {result.cells} cells ({result.published} published)")
+    print(
+        f"aggregated {result.tests} tests into {result.cells} cells ({result.published} published)"
+    )
     return 0
 
 

@@ -65,19 +65,23 @@ class Region(_Strict):
             return v
         west, south, east, north = v
         if not (-180 <= west <= 180 and -180 <= east <= 180):
-            raise ValueError("longitudes must be within [-180, 180]: use [west, south, east, north]")
+            raise ValueError(
+                "longitudes must be within [-180, 180]: use [west, south, east, north]"
+            )
         if not (-90 <= south < north <= 90):
             raise ValueError(
                 "latitudes must satisfy -90 <= south < north <= 90: use [west, south, east, north]"
             )
         if west >= east:
-            raise ValueError("west must be less than east (regions crossing 180° are not supported)")
+            raise ValueError(
+                "west must be less than east (regions crossing 180° are not supported)"
+            )
         return v
 
     @model_validator(mode="after")
     def _one_of(self) -> Region:
         if self.bbox is None and self.polygon is None:
-            raise ValueError("set `bbox = [west, south, east, north]` and/or `polygon = \"file\"`")
+            raise ValueError('set `bbox = [west, south, east, north]` and/or `polygon = "file"`')
         return self
 
 
@@ -176,7 +180,9 @@ class Stores(_Strict):
     def _scheme(cls, v: str) -> str:
         scheme = v.split("://", 1)[0] if "://" in v else "file"
         if scheme not in ("file", "gs", "s3", "memory"):
-            raise ValueError(f"unsupported scheme {scheme!r}: use file://, gs://, s3:// or memory://")
+            raise ValueError(
+                f"unsupported scheme {scheme!r}: use file://, gs://, s3:// or memory://"
+            )
         return v
 
     @model_validator(mode="after")
@@ -304,7 +310,7 @@ def _problems(exc: ValidationError) -> list[str]:
 
 def _resolve_paths(cfg: Config, base: Path) -> Config:
     def rel(p: Path | None) -> Path | None:
-        return None if p is None or p.is_absolute() else (base / p).resolve()
+        return p if p is None or p.is_absolute() else (base / p).resolve()
 
     updates: dict[str, object] = {"base_dir": base}
     if cfg.region.polygon is not None:

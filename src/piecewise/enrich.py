@@ -27,19 +27,12 @@ from piecewise.schema import DIRECTIONS, UNIFIED, area_column, enriched_schema
 MAX_MBPS = 100_000.0  # above any access link: a broken measurement
 
 
-def _field(table: pa.Table, path: str) -> pa.Array:
-    """A nested field as a flat array; a null parent struct gives null."""
-    names = path.split(".")
-    arr = table.column(names[0]).combine_chunks()
-    for name in names[1:]:
-        arr = pc.struct_field(arr, name)
-    return arr
-
-
-def _count(mask: pa.Array | np.ndarray) -> int:
-    if isinstance(mask, np.ndarray):
-        return int(mask.sum())
-    return int(pc.sum(pc.cast(pc.fill_null(mask, False), pa.int64())).as_py() or 0)
+def _flatten(table: pa.Table) -> pa.Table:
+    """Every leaf of the nested unified row as a column named by its path
+    (`client.Geo.Latitude`); a null parent struct makes its leaves null. No copy."""
+    while any(pa.types.is_struct(f.type) for f in table.schema):
+        table = table.flatten()
+    return table
 
 
 class Enricher:
@@ -57,10 +50,14 @@ class Enricher:
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
         table = table.cast(UNIFIED) if table.schema != UNIFIED else table
         report = QualityReport(rows_in=table.num_rows)
+        flat = _flatten(table)
 
-        date = _field(table, "date")
-        direction = pc.utf8_lower(_field(table, "a.Direction"))
-        mbps = pc.cast(_field(table, "a.MeanThroughputMbps"), pa.float64())
+        def _field(path: str) -> pa.ChunkedArray:
+            return flat.column(path)
+
+        date = _field("date")
+        direction = pc.utf8_lower(_field("a.Direction"))
+        mbps = pc.cast(_field("a.MeanThroughputMbps"), pa.float64())
 
         no_date = pc.is_null(date)
         bad_direction = pc.invert(pc.fill_null(pc.is_in(direction, pa.array(DIRECTIONS)), False))
@@ -74,8 +71,8 @@ class Enricher:
         report.dropped_bad_direction = int(bad_dir_np.sum())
         report.dropped_bad_throughput = int(bad_mbps.sum())
 
-        lat = _field(table, "client.Geo.Latitude").to_numpy(zero_copy_only=False).astype(float)
-        lon = _field(table, "client.Geo.Longitude").to_numpy(zero_copy_only=False).astype(float)
+        lat = _field("client.Geo.Latitude").to_numpy(zero_copy_only=False).astype(float)
+        lon = _field("client.Geo.Longitude").to_numpy(zero_copy_only=False).astype(float)
         present = ~(np.isnan(lat) | np.isnan(lon))
         good_coord = present & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
         # (0, 0) is GeoIP's "unknown", not a place in the Gulf of Guinea.
@@ -96,29 +93,29 @@ class Enricher:
         report.dropped_outside_region = int((outside & keep).sum())
         keep &= ~outside
 
-        rtt = _field(table, "a.MinRTT").to_numpy(zero_copy_only=False).astype(float)
+        rtt = _field("a.MinRTT").to_numpy(zero_copy_only=False).astype(float)
         bad_rtt = ~np.isnan(rtt) & ~(np.isfinite(rtt) & (rtt >= 0))
         report.nulled_bad_rtt = int((bad_rtt & keep).sum())
         rtt = np.where(bad_rtt, np.nan, rtt)
-        loss = _field(table, "a.LossRate").to_numpy(zero_copy_only=False).astype(float)
+        loss = _field("a.LossRate").to_numpy(zero_copy_only=False).astype(float)
         bad_loss = ~np.isnan(loss) & ~((loss >= 0) & (loss <= 1))
         report.nulled_bad_loss = int((bad_loss & keep).sum())
         loss = np.where(bad_loss, np.nan, loss)
 
-        ip = _field(table, "client.IP")
+        ip = _field("client.IP").combine_chunks()
         isp = label_isps(
             ip,
-            _field(table, "client.Network.ASNumber"),
-            _field(table, "client.Network.ASName"),
+            _field("client.Network.ASNumber"),
+            _field("client.Network.ASName"),
             self.namer,
             self.database,
         )
 
         columns: dict[str, pa.Array] = {
-            "id": _field(table, "id"),
-            "uuid": _field(table, "a.UUID"),
+            "id": _field("id"),
+            "uuid": _field("a.UUID"),
             "date": date,
-            "test_time": _field(table, "a.TestTime"),
+            "test_time": _field("a.TestTime"),
             "direction": direction,
             "mbps": pa.array(mbps_np),
             "min_rtt_ms": pa.array(rtt, from_pandas=True),
@@ -126,10 +123,10 @@ class Enricher:
             "client_ip": ip,
             "latitude": lat_arr,
             "longitude": lon_arr,
-            "country": _field(table, "client.Geo.CountryCode"),
-            "subdivision": _field(table, "client.Geo.Subdivision1ISOCode"),
-            "city": _field(table, "client.Geo.City"),
-            "server_site": _field(table, "server.Site"),
+            "country": _field("client.Geo.CountryCode"),
+            "subdivision": _field("client.Geo.Subdivision1ISOCode"),
+            "city": _field("client.Geo.City"),
+            "server_site": _field("server.Site"),
             "asn": isp.asn,
             "as_name": isp.as_name,
             "isp": isp.isp,
@@ -141,13 +138,15 @@ class Enricher:
             columns[area_column(layer_id)] = pa.array(per_row, pa.string())
             report.outside_layer[layer_id] = int(((per_row == OUTSIDE) & keep).sum())
 
-        out = pa.table(columns, schema=self.schema).filter(pa.array(keep))
+        out = pa.table(columns, schema=self.schema)
+        if not keep.all():
+            out = out.filter(pa.array(keep))
         report.rows_out = out.num_rows
         report.unlocated = int((~has_pt & keep).sum())
-        source = out.column("isp_source")
-        report.isp_from_maxmind = _count(pc.equal(source, "maxmind"))
-        report.isp_from_mlab = _count(pc.equal(source, "mlab"))
-        report.isp_unknown = _count(pc.equal(source, "none"))
+        source = isp.source.to_numpy(zero_copy_only=False)[keep]
+        report.isp_from_maxmind = int((source == "maxmind").sum())
+        report.isp_from_mlab = int((source == "mlab").sum())
+        report.isp_unknown = int((source == "none").sum())
         return out, report
 
     def close(self) -> None:

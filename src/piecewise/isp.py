@@ -15,6 +15,16 @@ import pyarrow.compute as pc
 from piecewise.config import IspRule
 
 UNKNOWN_ISP = "Unknown"
+# Address blocks looked up once (pattern of the address, regex keeping the block's
+# prefix as group 1, block width in bits): IPv4 /24s and IPv6 /48s written in full.
+BLOCKS = (
+    (r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$", r"^(\d{1,3}\.\d{1,3}\.\d{1,3})\.\d{1,3}$", 24),
+    (
+        r"^[0-9a-fA-F]{1,4}:[0-9a-fA-F]{1,4}:[0-9a-fA-F]{1,4}:[0-9a-fA-F:.]*$",
+        r"^([0-9a-fA-F]{1,4}:[0-9a-fA-F]{1,4}:[0-9a-fA-F]{1,4}):.*$",
+        48,
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -63,45 +73,84 @@ class AsnDatabase:
         self._reader = maxminddb.open_database(str(path), maxminddb.MODE_MMAP_EXT)
         self.metadata = self._reader.metadata()
 
-    def lookup(self, ips: list[str | None]) -> tuple[list[int | None], list[str | None]]:
-        asns: list[int | None] = []
-        orgs: list[str | None] = []
-        get = self._reader.get
-        for ip in ips:
-            rec = None
-            if ip:
+    def lookup(self, ips: pa.StringArray) -> tuple[pa.Array, pa.Array]:
+        """ASN (int64) and organisation (string) of each distinct address; null where
+        the database has no record or the string is not an address.
+
+        Addresses are looked up once per IPv4 /24 or IPv6 /48: if the network holding
+        the first address seen of a block is at least as wide as the block, it holds the
+        whole block; blocks in narrower networks are looked up address by address."""
+        n = len(ips)
+        group = np.full(n, -1, dtype=np.int64)
+        records: list[dict | None] = []
+        for pattern, prefix_pattern, width in BLOCKS:
+            match = pc.fill_null(pc.match_substring_regex(ips, pattern), False)
+            idx = np.flatnonzero(match.to_numpy(zero_copy_only=False) & (group < 0))
+            if not len(idx):
+                continue
+            block = pc.replace_substring_regex(ips.take(pa.array(idx)), prefix_pattern, r"\1")
+            codes = pc.dictionary_encode(block).indices.to_numpy().astype(np.int64)
+            _, first = np.unique(codes, return_index=True)
+            wide = np.zeros(len(first), dtype=bool)
+            base = len(records)
+            for g, ip in enumerate(ips.take(pa.array(idx[first])).to_pylist()):
                 try:
-                    rec = get(ip)
-                except ValueError:  # not an IP address
-                    rec = None
-            if rec:
-                asns.append(rec.get("autonomous_system_number"))
-                orgs.append(rec.get("autonomous_system_organization") or rec.get("isp"))
-            else:
-                asns.append(None)
-                orgs.append(None)
-        return asns, orgs
+                    record, prefix_len = self._reader.get_with_prefix_len(ip)
+                except ValueError:  # looks like an address, is not one ("300.1.1.1")
+                    record, prefix_len = None, width + 1
+                records.append(record)
+                wide[g] = prefix_len <= width
+            shared = wide[codes]
+            group[idx[shared]] = base + codes[shared]
+        # Everything else (IPv6, narrow IPv4 networks, not an address): one by one.
+        rest = np.flatnonzero(group < 0)
+        base = len(records)
+        for j, ip in enumerate(ips.take(pa.array(rest)).to_pylist()):
+            records.append(self._get_or_none(ip))
+            group[rest[j]] = base + j
+        asn = pa.array(
+            [r.get("autonomous_system_number") if r else None for r in records], pa.int64()
+        )
+        org = pa.array(
+            [
+                (r.get("autonomous_system_organization") or r.get("isp")) if r else None
+                for r in records
+            ],
+            pa.string(),
+        )
+        take = pa.array(group)
+        return asn.take(take), org.take(take)
+
+    def _get_or_none(self, ip: str | None) -> dict | None:
+        if not ip:
+            return None
+        try:
+            return self._reader.get(ip)
+        except ValueError:  # not an IP address
+            return None
 
     def close(self) -> None:
         self._reader.close()
 
 
 def label_isps(
-    ip: pa.Array,
-    mlab_asn: pa.Array,
-    mlab_as_name: pa.Array,
+    ip: pa.Array | pa.ChunkedArray,
+    mlab_asn: pa.Array | pa.ChunkedArray,
+    mlab_as_name: pa.Array | pa.ChunkedArray,
     namer: IspNamer,
     database: AsnDatabase | None,
 ) -> IspLabels:
     """ISP columns for a batch; each distinct IP is looked up once."""
+    ip, mlab_asn, mlab_as_name = (
+        a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+        for a in (ip, mlab_asn, mlab_as_name)
+    )
     n = len(ip)
     if database is not None:
         encoded = pc.dictionary_encode(ip)
-        distinct = encoded.dictionary.to_pylist()
-        d_asn, d_org = database.lookup(distinct)
-        idx = encoded.indices
-        mm_asn = pc.take(pa.array(d_asn, pa.int64()), idx)
-        mm_org = pc.take(pa.array(d_org, pa.string()), idx)
+        d_asn, d_org = database.lookup(encoded.dictionary)
+        mm_asn = d_asn.take(encoded.indices)
+        mm_org = d_org.take(encoded.indices)
         found = pc.fill_null(pc.is_valid(mm_asn), False)
     else:
         mm_asn = pa.nulls(n, pa.int64())

@@ -49,8 +49,13 @@ class Stores:
 
 
 def run_ingest(
-    config: Config, start: dt.date, end: dt.date, *, stores: Stores | None = None,
-    source: Source | None = None, progress: bool = True,
+    config: Config,
+    start: dt.date,
+    end: dt.date,
+    *,
+    stores: Stores | None = None,
+    source: Source | None = None,
+    progress: bool = True,
 ) -> IngestResult:
     from piecewise.ingest import dates_between
 
@@ -58,7 +63,10 @@ def run_ingest(
     enricher = Enricher(config)
     try:
         return ingest(
-            source or make_source(config), enricher, stores.private, dates_between(start, end),
+            source or make_source(config),
+            enricher,
+            stores.private,
+            dates_between(start, end),
             progress=progress,
         )
     finally:
@@ -97,5 +105,7 @@ def run_aggregate(
     log.info("published %d of %d cells", published, stats.num_rows)
     return AggregateResult(
         {k: [periods.label(k, s) for s in sorted(v)] for k, v in wanted.items()},
-        tests.num_rows, stats.num_rows, published,
+        tests.num_rows,
+        stats.num_rows,
+        published,
     )

@@ -84,8 +84,12 @@ class Publisher:
                     old = old.filter(pc.invert(pc.is_in(old.column("period"), starts)))
                     new = pa.concat_tables([old, new.cast(schema)])
                 new = new.sort_by(
-                    [("period", "ascending"), ("area", "ascending"), ("isp", "ascending"),
-                     ("direction", "ascending")]
+                    [
+                        ("period", "ascending"),
+                        ("area", "ascending"),
+                        ("isp", "ascending"),
+                        ("direction", "ascending"),
+                    ]
                 )
                 self.private.write_parquet(key, new)
                 merged[(layer, kind)] = new
@@ -156,8 +160,14 @@ class Publisher:
             axis = periods.axis(kind, first, last)
             position = {(p - EPOCH).days: i for i, p in enumerate(axis)}
             labels = [periods.label(kind, p) for p in axis]
-            table = table.sort_by([("area", "ascending"), ("isp", "ascending"),
-                                   ("direction", "ascending"), ("period", "ascending")])
+            table = table.sort_by(
+                [
+                    ("area", "ascending"),
+                    ("isp", "ascending"),
+                    ("direction", "ascending"),
+                    ("period", "ascending"),
+                ]
+            )
             cols = {c: table.column(c).to_pylist() for c in table.column_names}
             series_cols = [*STAT_COLUMNS] + [share_column(t) for t in self.config.thresholds]
             run_key = None
@@ -182,7 +192,9 @@ class Publisher:
                 "thresholds": {share_column(t): t.label for t in self.config.thresholds},
                 "kinds": kinds,
             }
-            self.public.write_json(f"{PREFIX}/series/{layer}/{area}.json", doc, cache_control=CACHE_SHORT)
+            self.public.write_json(
+                f"{PREFIX}/series/{layer}/{area}.json", doc, cache_control=CACHE_SHORT
+            )
         return sorted(per_area)
 
     def write_areas(self, layer: str, merged: dict) -> int:
@@ -195,8 +207,12 @@ class Publisher:
         ids.discard(None)
         geometry = area_layer.geometry(sorted(ids))
         features = [
-            {"type": "Feature", "id": a, "properties": {"id": a, "name": area_layer.name_of(a)},
-             "geometry": geometry[a]}
+            {
+                "type": "Feature",
+                "id": a,
+                "properties": {"id": a, "name": area_layer.name_of(a)},
+                "geometry": geometry[a],
+            }
             for a in sorted(geometry)
         ]
         self.public.write_json(
@@ -230,7 +246,10 @@ class Publisher:
             "version": VERSION,
             "generator": f"piecewise {__version__}",
             "generated_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-            "project": {"name": self.config.project.name, "description": self.config.project.description},
+            "project": {
+                "name": self.config.project.name,
+                "description": self.config.project.description,
+            },
             "layers": layers,
             "periods": {
                 kind: [periods.label(kind, p) for p in sorted(period_sets.get(kind, ()))]
@@ -240,7 +259,12 @@ class Publisher:
             "directions": ["download", "upload"],
             "metrics": METRICS,
             "thresholds": [
-                {"label": t.label, "download": t.download, "upload": t.upload, "column": share_column(t)}
+                {
+                    "label": t.label,
+                    "download": t.download,
+                    "upload": t.upload,
+                    "column": share_column(t),
+                }
                 for t in self.config.thresholds
             ],
             "privacy": {

@@ -40,9 +40,11 @@ PAGE = """<!doctype html>
 <title>{title}</title>
 <style>
 body{{font:16px/1.45 system-ui,sans-serif;margin:0 auto;max-width:72rem;padding:1rem;color:#1b1b1b}}
-h1{{font-size:1.6rem}} table{{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}}
+h1{{font-size:1.6rem}}
+table{{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}}
 th,td{{padding:.3rem .5rem;border-bottom:1px solid #ddd;text-align:right}}
-th:first-child,td:first-child{{text-align:left}} caption{{text-align:left;font-weight:600;padding:.5rem 0}}
+th:first-child,td:first-child{{text-align:left}}
+caption{{text-align:left;font-weight:600;padding:.5rem 0}}
 form{{display:flex;flex-wrap:wrap;gap:.75rem;align-items:end;margin:1rem 0}}
 label{{display:flex;flex-direction:column;font-size:.9rem}} .muted{{color:#555}}
 a{{color:#0b57d0}}
@@ -137,14 +139,14 @@ class PublicSite:
         period = args.get("period") if args.get("period") in plist else (plist[0] if plist else "")
         isps = ["all", *index["isps"]]
         isp = args.get("isp") if args.get("isp") in isps else "all"
-        direction = args.get("direction") if args.get("direction") in ("download", "upload") else "download"
+        direction = (
+            args.get("direction") if args.get("direction") in ("download", "upload") else "download"
+        )
 
         table = "<p>No data for this selection.</p>"
         if period:
             stats = self.public.read_json(f"v1/stats/{layer}/{kind}/{period}.json")
-            rows = [
-                c for c in stats["cells"] if c["isp"] == isp and c["direction"] == direction
-            ]
+            rows = [c for c in stats["cells"] if c["isp"] == isp and c["direction"] == direction]
             rows.sort(key=lambda c: (c.get("suppressed", False), -(c.get("tests") or 0)))
             shares = [t["label"] for t in index["thresholds"]]
             head = "".join(f"<th scope=col>{h}</th>" for _, h in TABLE_COLUMNS)
@@ -201,4 +203,3 @@ def build_app(config: Config, mounts: dict[str, WSGIApp] | None = None) -> WSGIA
     (for example `{"/v1": api_app}`)."""
     site = PublicSite(config, Stores.of(config).public)
     return DispatcherMiddleware(site, mounts or {}) if mounts else site
-

@@ -62,12 +62,6 @@ def validate_key(key: str) -> str:
     return key
 
 
-def _validate_prefix(prefix: str) -> str:
-    if prefix:
-        validate_key(prefix.removesuffix("/"))
-    return prefix
-
-
 def _split_scheme(url: str) -> tuple[str, str]:
     """('gs', 'bucket/prefix') for 'gs://bucket/prefix'; ('', path) for a plain path."""
     head, sep, rest = url.partition("://")

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import datetime as dt
+import math
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from piecewise.areas import OUTSIDE, UNLOCATED
+from piecewise.config import Config, parse_config
+from piecewise.enrich import Enricher
+from piecewise.schema import UNIFIED
+
+SEATTLE = (47.6062, -122.3321)  # King County, 53033
+COEUR_DALENE = (47.6777, -116.7805)  # Idaho: in the box, outside the state
+OCEAN = (47.0, -124.6)  # inside the bounding box, off the coast: in no county
+
+
+def config(demo: Path, tmp: Path) -> Config:
+    return parse_config(
+        f"""
+[region]
+bbox = [-125.0, 45.0, -116.0, 49.5]
+polygon = "{demo / "wa-state.geojson"}"
+[[layers]]
+id = "counties"
+kind = "polygons"
+file = "{demo / "wa-counties.geojson"}"
+id_property = "GEOID"
+name_property = "NAME"
+[[layers]]
+id = "hex"
+kind = "h3"
+resolution = 6
+[[isps]]
+name = "Comcast Xfinity"
+asns = [7922]
+[periods]
+start = 2025-01-01
+[stores]
+private = "file://p"
+public = "file://q"
+[source]
+kind = "synthetic"
+[geoip]
+asn_database = "{demo / "GeoLite2-ASN-demo.mmdb"}"
+""",
+        base_dir=tmp,
+    )
+
+
+def row(i: int, **over) -> dict:
+    lat, lon = over.pop("at", SEATTLE)
+    base = {
+        "id": f"t{i}",
+        "date": dt.date(2025, 5, 1),
+        "a": {
+            "UUID": f"t{i}",
+            "TestTime": dt.datetime(2025, 5, 1, 12, tzinfo=dt.UTC),
+            "Direction": "download",
+            "MeanThroughputMbps": 100.0,
+            "MinRTT": 12.0,
+            "LossRate": 0.01,
+        },
+        "client": {
+            "IP": "73.11.0.10",
+            "Geo": {"Latitude": lat, "Longitude": lon, "CountryCode": "US"},
+            "Network": {"ASNumber": 7922, "ASName": "Comcast"},
+        },
+        "server": {"Site": "sea01"},
+    }
+    for path, value in over.items():
+        target = base
+        *parents, leaf = path.split("__")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    return base
+
+
+@pytest.fixture
+def enricher(demo_data: Path, tmp_path: Path) -> Enricher:
+    return Enricher(config(demo_data, tmp_path))
+
+
+def test_labels_isp_and_areas(enricher: Enricher) -> None:
+    out, report = enricher.enrich(pa.Table.from_pylist([row(0)], schema=UNIFIED))
+    r = out.to_pylist()[0]
+    assert r["isp"] == "Comcast Xfinity" and r["isp_source"] == "maxmind" and r["asn"] == 7922
+    assert r["area_counties"] == "53033"
+    assert r["area_hex"].startswith("86") and len(r["area_hex"]) == 15
+    assert report.rows_in == report.rows_out == 1 and report.isp_from_maxmind == 1
+
+
+def test_bad_rows_are_counted_not_fatal(enricher: Enricher) -> None:
+    rows = [
+        row(0),
+        row(1, a__MeanThroughputMbps=-5.0),
+        row(2, a__MeanThroughputMbps=math.nan),
+        row(3, a__MeanThroughputMbps=None),
+        row(4, a__MeanThroughputMbps=math.inf),
+        row(5, a__Direction="sideways"),
+        row(6, date=None),
+        row(7, at=(123.0, 500.0)),  # not on Earth: kept, unlocated
+        row(8, at=(None, None)),
+        row(9, at=COEUR_DALENE),  # outside the region: dropped, counted
+        row(10, at=OCEAN),  # inside the region box but in no county
+        row(11, a__MinRTT=-1.0, a__LossRate=2.0),
+        row(12, client=None),
+        row(13, a=None),
+    ]
+    out, report = enricher.enrich(pa.Table.from_pylist(rows, schema=UNIFIED))
+    assert report.rows_in == 14
+    assert report.dropped_bad_throughput == 4  # rows 1-4
+    assert report.dropped_bad_direction == 2  # rows 5 and 13 (no `a` at all)
+    assert report.dropped_no_date == 1
+    assert report.nulled_bad_coordinates == 1
+    assert report.nulled_bad_rtt == 1 and report.nulled_bad_loss == 1
+    kept = {r["id"]: r for r in out.to_pylist()}
+    assert set(kept) == {"t0", "t7", "t8", "t11", "t12"} | ({"t10"} & set(kept))
+    assert report.rows_out == len(kept) and report.dropped == 14 - len(kept)
+    assert report.dropped_outside_region == (1 if "t10" in kept else 2)
+    assert kept["t7"]["area_counties"] == UNLOCATED and kept["t7"]["latitude"] is None
+    assert kept["t8"]["area_hex"] == UNLOCATED
+    assert kept["t12"]["isp"] == "Unknown" and kept["t12"]["area_counties"] == UNLOCATED
+    assert kept["t11"]["min_rtt_ms"] is None and kept["t11"]["loss_rate"] is None
+    assert report.outside_layer["counties"] >= 0
+    assert report.unlocated == 3
+
+
+def test_outside_every_polygon_is_labelled(enricher: Enricher, demo_data: Path) -> None:
+    # Puget Sound water between counties is still in a county; use a point in the
+    # state outline's bounding box but on the ocean side of the coastline instead.
+    out, report = enricher.enrich(pa.Table.from_pylist([row(0, at=OCEAN)], schema=UNIFIED))
+    if out.num_rows:  # inside the state outline's polygon: must then be in no county
+        assert out.column("area_counties").to_pylist() == [OUTSIDE]
+        assert report.outside_layer["counties"] == 1
+    else:
+        assert report.dropped_outside_region == 1
+
+
+def test_directions_are_normalised(enricher: Enricher) -> None:
+    out, _ = enricher.enrich(pa.Table.from_pylist([row(0, a__Direction="Upload")], schema=UNIFIED))
+    assert out.column("direction").to_pylist() == ["upload"]

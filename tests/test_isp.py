@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import ipaddress
+import random
+from pathlib import Path
+
+import maxminddb
+import pyarrow as pa
+import pytest
+
+from piecewise.config import IspRule
+from piecewise.demo.geoip import build_demo_asn_db
+from piecewise.demo.isps import DEMO_ISPS
+from piecewise.isp import UNKNOWN_ISP, AsnDatabase, IspNamer, label_isps
+
+
+@pytest.fixture(scope="module")
+def asn_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_demo_asn_db(tmp_path_factory.mktemp("mmdb") / "asn.mmdb")
+
+
+def sample_addresses(n: int, seed: int = 3) -> list[str | None]:
+    rng = random.Random(seed)
+    nets = [ipaddress.ip_network(p[0]) for isp in DEMO_ISPS for p in isp.ipv4_prefixes()]
+    nets += [ipaddress.ip_network(p[0]) for isp in DEMO_ISPS for p in isp.ipv6_prefixes()]
+    out: list[str | None] = []
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.05:
+            out.append(rng.choice([None, "", "not an ip", "300.1.1.1", "::ffff:73.11.0.9"]))
+        elif r < 0.15:  # outside every demo network
+            out.append(str(ipaddress.IPv4Address(rng.getrandbits(32))))
+        else:
+            net = rng.choice(nets)
+            host = net.network_address + rng.randrange(min(net.num_addresses, 2**40))
+            text = str(host)
+            out.append(text.upper() if rng.random() < 0.05 else text)
+    return out
+
+
+def test_block_lookup_equals_one_by_one(asn_db: Path) -> None:
+    ips = sample_addresses(5000)
+    distinct = pa.array(sorted({i for i in ips if i is not None}) + [None], pa.string())
+    db = AsnDatabase(asn_db)
+    asn, org = db.lookup(distinct)
+    reader = maxminddb.open_database(str(asn_db))
+    for ip, a, o in zip(distinct.to_pylist(), asn.to_pylist(), org.to_pylist(), strict=True):
+        try:
+            rec = reader.get(ip) if ip else None
+        except ValueError:
+            rec = None
+        assert a == (rec or {}).get("autonomous_system_number"), ip
+        assert o == (rec or {}).get("autonomous_system_organization"), ip
+
+
+def test_namer_rules_in_order() -> None:
+    namer = IspNamer(
+        [
+            IspRule(name="Comcast", asns=[7922], patterns=["comcast"]),
+            IspRule(name="Lumen", patterns=["centurylink", "qwest"]),
+        ]
+    )
+    assert namer.name(7922, "whatever") == "Comcast"
+    assert namer.name(1, "COMCAST-7725") == "Comcast"
+    assert namer.name(209, "CENTURYLINK-US-LEGACY-QWEST") == "Lumen"
+    assert namer.name(64500, "  Small Co-op  ") == "Small Co-op"
+    assert namer.name(64500, None) == "AS64500"
+    assert namer.name(None, None) == UNKNOWN_ISP
+
+
+def test_label_falls_back_to_mlab_network(asn_db: Path) -> None:
+    comcast_ip = "73.11.0.10"
+    labels = label_isps(
+        pa.array([comcast_ip, "192.0.2.1", "192.0.2.2", None]),
+        pa.array([9999, 14593, None, None], pa.int64()),
+        pa.array(["ignored", "SpaceX Services", None, None]),
+        IspNamer([IspRule(name="Starlink", patterns=["spacex"])]),
+        AsnDatabase(asn_db),
+    )
+    assert labels.source.to_pylist() == ["maxmind", "mlab", "none", "none"]
+    assert labels.asn.to_pylist() == [7922, 14593, None, None]
+    assert labels.isp.to_pylist() == ["COMCAST-7922", "Starlink", UNKNOWN_ISP, UNKNOWN_ISP]
+
+
+def test_label_without_database_uses_mlab() -> None:
+    labels = label_isps(
+        pa.array(["73.11.0.10"]),
+        pa.array([7922], pa.int64()),
+        pa.array(["Comcast Cable Communications, LLC"]),
+        IspNamer([IspRule(name="Xfinity", asns=[7922])]),
+        None,
+    )
+    assert labels.isp.to_pylist() == ["Xfinity"]
+    assert labels.source.to_pylist() == ["mlab"]
