@@ -76,9 +76,17 @@ def _load_geojson(path: Path) -> list[dict]:
 
 
 @dataclass(frozen=True)
-class Area:
-    id: str
-    name: str
+class Assignment:
+    """The area of each point: `labels[codes[i]]` is point i's area id (or OUTSIDE)."""
+
+    labels: list[str]
+    codes: np.ndarray
+
+    def per_row(self, point_of_row: np.ndarray) -> pa.Array:
+        """Area ids of rows, given each row's point (-1: no point, UNLOCATED)."""
+        codes = np.append(self.codes, len(self.labels))
+        labels = pa.array([*self.labels, UNLOCATED], pa.string())
+        return labels.take(pa.array(codes[point_of_row]))
 
 
 class RegionFilter:
@@ -112,10 +120,11 @@ class H3Areas:
     def __init__(self, layer: H3Layer) -> None:
         self.layer = layer
 
-    def assign(self, lat: np.ndarray, lon: np.ndarray) -> list[str]:
+    def assign(self, lat: np.ndarray, lon: np.ndarray) -> Assignment:
         res = self.layer.resolution
         cell = h3.latlng_to_cell
-        return [cell(a, o, res) for a, o in zip(lat.tolist(), lon.tolist(), strict=True)]
+        labels = [cell(a, o, res) for a, o in zip(lat.tolist(), lon.tolist(), strict=True)]
+        return Assignment(labels, np.arange(len(labels), dtype=np.int64))
 
     def name_of(self, area_id: str) -> str:
         return area_id
@@ -161,8 +170,8 @@ class PolygonAreas:
         self.geoms = geoms
         self.tree = STRtree(geoms)
 
-    def assign(self, lat: np.ndarray, lon: np.ndarray) -> list[str]:
-        out = np.full(len(lat), OUTSIDE, dtype=object)
+    def assign(self, lat: np.ndarray, lon: np.ndarray) -> Assignment:
+        codes = np.full(len(lat), len(self.ids), dtype=np.int64)  # OUTSIDE
         if len(lat):
             point_idx, geom_idx = self.tree.query(shapely.points(lon, lat), predicate="intersects")
             # A point on a shared border belongs to the first feature listed.
@@ -170,9 +179,8 @@ class PolygonAreas:
             point_idx, geom_idx = point_idx[order], geom_idx[order]
             first = np.ones(len(point_idx), dtype=bool)
             first[1:] = point_idx[1:] != point_idx[:-1]
-            ids = np.array(self.ids, dtype=object)
-            out[point_idx[first]] = ids[geom_idx[first]]
-        return out.tolist()
+            codes[point_idx[first]] = geom_idx[first]
+        return Assignment([*self.ids, OUTSIDE], codes)
 
     def name_of(self, area_id: str) -> str:
         return self.names.get(area_id, area_id)

@@ -227,7 +227,12 @@ class GeoIP(_Strict):
 
 
 class Ingest(_Strict):
-    batch_rows: int = Field(262144, ge=1024, description="Rows per enrichment batch.")
+    batch_rows: int = Field(
+        1_048_576,
+        ge=1024,
+        description="Rows enriched together: each distinct address and coordinate of a "
+        "batch is resolved once, so bigger batches are faster and use more memory.",
+    )
 
 
 class Config(_Strict):

@@ -13,7 +13,6 @@ import pyarrow.compute as pc
 
 from piecewise.areas import (
     OUTSIDE,
-    UNLOCATED,
     AreaLayer,
     RegionFilter,
     build_layers,
@@ -133,20 +132,18 @@ class Enricher:
             "isp_source": isp.source,
         }
         for layer_id, layer in self.layers.items():
-            labels = np.array(layer.assign(points.lat, points.lon) + [UNLOCATED], dtype=object)
-            per_row = labels[np.where(has_pt, row_pt, len(labels) - 1)]
-            columns[area_column(layer_id)] = pa.array(per_row, pa.string())
-            report.outside_layer[layer_id] = int(((per_row == OUTSIDE) & keep).sum())
+            areas = layer.assign(points.lat, points.lon).per_row(row_pt)
+            columns[area_column(layer_id)] = areas
+            outside = pc.equal(areas, OUTSIDE).to_numpy(zero_copy_only=False)
+            report.outside_layer[layer_id] = int((outside & keep).sum())
 
         out = pa.table(columns, schema=self.schema)
-        if not keep.all():
-            out = out.filter(pa.array(keep))
+        if not keep.all():  # filtering chunked columns is much slower than one copy first
+            out = out.combine_chunks().filter(pa.array(keep))
         report.rows_out = out.num_rows
         report.unlocated = int((~has_pt & keep).sum())
-        source = isp.source.to_numpy(zero_copy_only=False)[keep]
-        report.isp_from_maxmind = int((source == "maxmind").sum())
-        report.isp_from_mlab = int((source == "mlab").sum())
-        report.isp_unknown = int((source == "none").sum())
+        source = np.bincount(isp.source_code[keep], minlength=3)
+        report.isp_from_maxmind, report.isp_from_mlab, report.isp_unknown = map(int, source)
         return out, report
 
     def close(self) -> None:

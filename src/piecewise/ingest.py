@@ -56,6 +56,23 @@ def ingested_dates(private: Store) -> list[dt.date]:
     return sorted(dates)
 
 
+def _chunks(batches: Iterable[pa.RecordBatch], rows: int) -> Iterable[pa.Table]:
+    """Source batches regrouped into tables of about `rows` rows: enrichment looks up
+    each distinct address and coordinate once per table, so bigger tables do less work."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        count += batch.num_rows
+        if count >= rows:
+            yield pa.Table.from_batches(pending)
+            pending, count = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending)
+
+
 @dataclass
 class IngestResult:
     dates: list[dt.date] = field(default_factory=list)
@@ -69,6 +86,7 @@ def ingest(
     private: Store,
     dates: Iterable[dt.date],
     *,
+    batch_rows: int = 1_048_576,
     progress: bool = True,
 ) -> IngestResult:
     """Ingest each date: all of a date's files are written before the next starts."""
@@ -78,12 +96,10 @@ def ingest(
     for date in bar:
         tables = []
         report = QualityReport()
-        for batch in source.batches(date, date):
-            if batch.num_rows == 0:
-                continue
-            enriched, batch_report = enricher.enrich(batch)
+        for chunk in _chunks(source.batches(date, date), batch_rows):
+            enriched, chunk_report = enricher.enrich(chunk)
             tables.append(enriched)
-            report.add(batch_report)
+            report.add(chunk_report)
         day = pa.concat_tables(tables) if tables else enricher.schema.empty_table()
         # A source may hand back rows of other dates (files with mixed dates): keep ours.
         other = pc.not_equal(day.column("date"), pa.scalar(date, pa.date32()))

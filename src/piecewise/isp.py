@@ -15,15 +15,16 @@ import pyarrow.compute as pc
 from piecewise.config import IspRule
 
 UNKNOWN_ISP = "Unknown"
-# Address blocks looked up once (pattern of the address, regex keeping the block's
-# prefix as group 1, block width in bits): IPv4 /24s and IPv6 /48s written in full.
+SOURCES = ("maxmind", "mlab", "none")  # where a test's ISP came from
+# Address blocks looked up once, widest first: (IPv6?, regex keeping the block's prefix
+# as group 1, block width in bits). A string the regex does not match (IPv6 with "::"
+# among its first groups, or not an address) stays whole: a block of its own.
+_H = "[0-9a-fA-F]{1,4}"
 BLOCKS = (
-    (r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$", r"^(\d{1,3}\.\d{1,3}\.\d{1,3})\.\d{1,3}$", 24),
-    (
-        r"^[0-9a-fA-F]{1,4}:[0-9a-fA-F]{1,4}:[0-9a-fA-F]{1,4}:[0-9a-fA-F:.]*$",
-        r"^([0-9a-fA-F]{1,4}:[0-9a-fA-F]{1,4}:[0-9a-fA-F]{1,4}):.*$",
-        48,
-    ),
+    (False, r"^(\d{1,3}\.\d{1,3})\.\d{1,3}\.\d{1,3}$", 16),
+    (False, r"^(\d{1,3}\.\d{1,3}\.\d{1,3})\.\d{1,3}$", 24),
+    (True, rf"^({_H}:{_H}):[0-9a-fA-F:.]*$", 32),
+    (True, rf"^({_H}:{_H}:{_H}):[0-9a-fA-F:.]*$", 48),
 )
 
 
@@ -35,6 +36,7 @@ class IspLabels:
     as_name: pa.Array  # string
     isp: pa.Array  # string, never null
     source: pa.Array  # "maxmind" | "mlab" | "none"
+    source_code: np.ndarray  # 0, 1, 2 for the same
 
 
 class IspNamer:
@@ -77,15 +79,17 @@ class AsnDatabase:
         """ASN (int64) and organisation (string) of each distinct address; null where
         the database has no record or the string is not an address.
 
-        Addresses are looked up once per IPv4 /24 or IPv6 /48: if the network holding
-        the first address seen of a block is at least as wide as the block, it holds the
-        whole block; blocks in narrower networks are looked up address by address."""
+        Addresses are looked up once per block (IPv4 /16, then /24; IPv6 /32, then
+        /48): if the network holding the first address seen of a block is at least as
+        wide as the block, it holds the whole block. Addresses in narrower networks are
+        looked up one by one."""
         n = len(ips)
         group = np.full(n, -1, dtype=np.int64)
         records: list[dict | None] = []
-        for pattern, prefix_pattern, width in BLOCKS:
-            match = pc.fill_null(pc.match_substring_regex(ips, pattern), False)
-            idx = np.flatnonzero(match.to_numpy(zero_copy_only=False) & (group < 0))
+        is_v6 = pc.fill_null(pc.match_substring(ips, ":"), False).to_numpy(zero_copy_only=False)
+        present = pc.is_valid(ips).to_numpy(zero_copy_only=False)
+        for v6, prefix_pattern, width in BLOCKS:
+            idx = np.flatnonzero(present & (is_v6 == v6) & (group < 0))
             if not len(idx):
                 continue
             block = pc.replace_substring_regex(ips.take(pa.array(idx)), prefix_pattern, r"\1")
@@ -160,9 +164,12 @@ def label_isps(
     mlab_found = pc.or_(pc.is_valid(mlab_asn), pc.is_valid(mlab_as_name))
     asn = pc.if_else(found, mm_asn, mlab_asn)
     org = pc.if_else(found, mm_org, mlab_as_name)
-    source = pc.if_else(
-        found, pa.scalar("maxmind"), pc.if_else(mlab_found, pa.scalar("mlab"), pa.scalar("none"))
+    source_code = np.where(
+        found.to_numpy(zero_copy_only=False),
+        0,
+        np.where(mlab_found.to_numpy(zero_copy_only=False), 1, 2),
     )
+    source = pa.array(SOURCES, pa.string()).take(pa.array(source_code))
 
     # Names depend only on (asn, org): resolve each distinct pair once.
     asn_enc = pc.dictionary_encode(asn)
@@ -177,4 +184,4 @@ def label_isps(
         a, o = divmod(key, len(org_values) + 1)
         names.append(namer.name(asn_values[a - 1] if a else None, org_values[o - 1] if o else None))
     isp = pc.take(pa.array(names, pa.string()), pair.indices)
-    return IspLabels(asn=asn, as_name=org, isp=isp, source=source)
+    return IspLabels(asn=asn, as_name=org, isp=isp, source=source, source_code=source_code)

@@ -12,7 +12,7 @@ from piecewise.aggregate import aggregate_tests, load_tests
 from piecewise.areas import build_layers
 from piecewise.config import Config, FilesSourceConfig, SyntheticSourceConfig
 from piecewise.enrich import Enricher
-from piecewise.ingest import IngestResult, ingest, ingested_dates
+from piecewise.ingest import IngestResult, dates_between, ingest, ingested_dates
 from piecewise.publish import Publisher
 from piecewise.sources.base import Source
 from piecewise.store import Store, open_store
@@ -57,7 +57,6 @@ def run_ingest(
     source: Source | None = None,
     progress: bool = True,
 ) -> IngestResult:
-    from piecewise.ingest import dates_between
 
     stores = stores or Stores.of(config)
     enricher = Enricher(config)

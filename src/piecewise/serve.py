@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
+import logging
+import math
 import mimetypes
+import threading
 from collections.abc import Callable, Iterable
 
 from werkzeug.exceptions import HTTPException, NotFound
@@ -20,63 +24,160 @@ from werkzeug.wrappers import Request, Response
 
 from piecewise.config import Config
 from piecewise.pipeline import Stores
-from piecewise.store import Store
+from piecewise.store import PARQUET_CONTENT_TYPE, Store
+
+log = logging.getLogger(__name__)
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+DIRECTIONS = ("download", "upload")
+# (field of a published cell, column heading, how its value is shown: see `_fmt`)
 TABLE_COLUMNS = (
-    ("tests", "Tests"),
-    ("clients", "Clients"),
-    ("median", "Median Mbps"),
-    ("p10", "p10"),
-    ("p90", "p90"),
-    ("mean", "Mean"),
-    ("rtt_median", "Median RTT ms"),
-    ("loss_median", "Median loss"),
+    ("tests", "Tests", "count"),
+    ("clients", "Clients", "count"),
+    ("median", "Median Mbps", "mbps"),
+    ("p10", "10th pct. Mbps", "mbps"),
+    ("p90", "90th pct. Mbps", "mbps"),
+    ("mean", "Mean Mbps", "mbps"),
+    ("rtt_median", "Median RTT ms", "ms"),
+    ("loss_median", "Median loss", "percent"),
 )
+KIND_NAMES = {"day": "Day", "week": "Week", "month": "Month", "quarter": "Quarter", "year": "Year"}
+
+STYLE = """
+*{box-sizing:border-box}
+body{font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;
+color:#1b1b1b;background:#fff}
+.wrap{max-width:76rem;margin:0 auto;padding:0 1rem}
+header{background:#0b3d6e;color:#fff;padding:1.25rem 0}
+h1{font-size:1.75rem;line-height:1.2;margin:0 0 .35rem}
+header p{margin:0;color:#e3ecf6;max-width:48rem}
+h2{font-size:1.2rem;margin:1.75rem 0 .5rem}
+p{max-width:48rem}
+.muted{color:#4a4f57}
+a{color:#0b57d0}
+a:hover{color:#083c91}
+form{display:flex;flex-wrap:wrap;gap:.75rem 1rem;align-items:end;margin:1rem 0;padding:1rem;
+background:#f3f5f8;border:1px solid #d5dbe3;border-radius:.5rem}
+label{display:flex;flex-direction:column;gap:.25rem;min-width:0;font-size:.875rem;
+font-weight:600;color:#2b2f36}
+select,button{font:inherit;font-size:1rem;min-height:2.5rem;padding:.35rem .5rem;
+border:1px solid #7b8594;border-radius:.375rem;background:#fff;color:#1b1b1b;max-width:100%}
+button{background:#0b57d0;border-color:#0b57d0;color:#fff;font-weight:600;
+padding:.35rem 1.25rem;cursor:pointer}
+button:hover{background:#083c91}
+:focus-visible{outline:3px solid #e8a300;outline-offset:2px}
+.table-wrap{overflow-x:auto;border:1px solid #d5dbe3;border-radius:.5rem}
+table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums;font-size:.95rem}
+caption{caption-side:top;text-align:left;padding:.75rem .75rem .6rem;font-size:1.05rem;
+font-weight:700;border-bottom:1px solid #d5dbe3}
+caption span{display:block;font-size:.875rem;font-weight:400;color:#4a4f57}
+th,td{padding:.4rem .65rem;text-align:right;white-space:nowrap}
+thead th{background:#f3f5f8;font-size:.85rem;line-height:1.25;vertical-align:bottom;
+white-space:normal;min-width:4.5rem;border-bottom:2px solid #b9c2ce}
+th:first-child{text-align:left}
+tbody th{font-weight:600}
+tbody tr{border-top:1px solid #e4e8ee}
+tbody tr:nth-child(even){background:#fafbfc}
+td.na{text-align:left;color:#4a4f57;font-style:italic}
+footer{margin:2rem 0;padding-top:1rem;border-top:1px solid #d5dbe3;font-size:.95rem}
+footer ul{padding-left:1.25rem;margin:.25rem 0 1rem}
+@media (max-width:40rem){
+ body{font-size:15px}
+ h1{font-size:1.4rem}
+ form{flex-direction:column;align-items:stretch}
+ select{width:100%}
+ th,td{padding:.35rem .5rem}
+}
+"""
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
-<style>
-body{{font:16px/1.45 system-ui,sans-serif;margin:0 auto;max-width:72rem;padding:1rem;color:#1b1b1b}}
-h1{{font-size:1.6rem}}
-table{{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}}
-th,td{{padding:.3rem .5rem;border-bottom:1px solid #ddd;text-align:right}}
-th:first-child,td:first-child{{text-align:left}}
-caption{{text-align:left;font-weight:600;padding:.5rem 0}}
-form{{display:flex;flex-wrap:wrap;gap:.75rem;align-items:end;margin:1rem 0}}
-label{{display:flex;flex-direction:column;font-size:.9rem}} .muted{{color:#555}}
-a{{color:#0b57d0}}
-</style></head><body>
-<h1>{title}</h1>
-<p class="muted">Broadband measured by M-Lab NDT speed tests. Data generated {generated}.
-Cells with fewer than {min_tests} tests or {min_clients} distinct clients are suppressed.</p>
-<h2>Layers</h2><ul>{layers}</ul>
-<h2>Periods</h2><ul>{periods}</ul>
-<h2>Statistics</h2>
-<form method="get">{controls}<button type="submit">Show</button></form>
+<style>{style}</style></head><body>
+<header><div class="wrap"><h1>{title}</h1>{description}</div></header>
+<main class="wrap">
+<p>Broadband speed and latency measured by <a href="https://www.measurementlab.net/tests/ndt/">
+M-Lab NDT</a> speed tests, summarised by area. To protect the people who tested, areas with
+fewer than {min_tests} tests or {min_clients} distinct clients show
+<em>insufficient data</em>.</p>
+<form method="get" aria-label="Choose the statistics to show">{controls}
+<button type="submit">Show</button></form>
 {table}
-<p class="muted">Public data: <a href="/data/v1/index.json">/data/v1/index.json</a>.</p>
+</main>
+<footer class="wrap">
+<h2>About the data</h2>
+<p class="muted">Generated {generated}. Speeds in megabits per second (Mbps), round-trip
+times (RTT) in milliseconds.{threshold_note}</p>
+<h3>Layers</h3><ul>{layers}</ul>
+<h3>Periods</h3><ul>{periods}</ul>
+<p>All public files are listed in <a href="/data/v1/index.json">/data/v1/index.json</a>.</p>
+</footer>
 </body></html>
 """
 
+NO_DATA_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}: no data yet</title>
+<style>{style}</style></head><body>
+<header><div class="wrap"><h1>{title}</h1></div></header>
+<main class="wrap">
+<h2>No public data yet</h2>
+<p>{reason}</p>
+<p>Publish some first, for example
+<code>piecewise run --config piecewise.toml --start 2025-01-01 --end 2025-01-31</code>,
+then reload this page.</p>
+</main></body></html>
+"""
 
-def _options(name: str, label: str, values: list[str], selected: str) -> str:
+
+def _options(name: str, label: str, values: list[tuple[str, str]], selected: str) -> str:
+    """A labelled `<select>` of (value, text) options."""
     opts = "".join(
         f'<option value="{html.escape(v)}"{" selected" if v == selected else ""}>'
-        f"{html.escape(v)}</option>"
-        for v in values
+        f"{html.escape(text)}</option>"
+        for v, text in values
     )
-    return f'<label>{label}<select name="{name}">{opts}</select></label>'
+    return f'<label>{html.escape(label)}<select name="{name}">{opts}</select></label>'
 
 
-def _fmt(value: object) -> str:
-    if value is None:
+def _fmt(value: object, style: str = "") -> str:
+    """A value as table text: counts with thousands separators, Mbps and ms with one
+    decimal (two below 10), `percent` for a 0-1 share; missing values as an en dash.
+    Anything that is not a number is HTML-escaped."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
-    if isinstance(value, float):
-        return f"{value:,.2f}" if value >= 1 or value == 0 else f"{value:.3f}"
-    return f"{value:,}" if isinstance(value, int) else html.escape(str(value))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return html.escape(str(value))
+    if style == "percent":
+        pct = value * 100
+        return f"{pct:.1f}%" if pct >= 10 or pct == 0 else f"{pct:.2f}%"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+def _threshold_note(thresholds: list[dict]) -> str:
+    if not thresholds:
+        return ""
+    t = thresholds[0]
+    label, down, up = (
+        html.escape(f"{v:g}" if isinstance(v, int | float) else str(v))
+        for v in (t.get("label"), t.get("download"), t.get("upload"))
+    )
+    return (
+        f" A column &ldquo;&ge;&nbsp;{label}&rdquo; is the share of tests at or above "
+        f"{down}&nbsp;Mbps (download) or {up}&nbsp;Mbps (upload)."
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def _pick(value: str | None, allowed: list[str], default: str) -> str:
+    return value if value is not None and value in allowed else default
 
 
 class PublicSite:
@@ -90,8 +191,12 @@ class PublicSite:
                 Rule("/", endpoint="page"),
                 Rule("/healthz", endpoint="health"),
                 Rule("/data/<path:key>", endpoint="data"),
-            ]
+            ],
+            # Keys are exact: `/data//x` is no redirect to `/data/x` but an unknown key.
+            merge_slashes=False,
         )
+        self._names: dict[tuple[str, str], dict[str, str]] = {}
+        self._lock = threading.Lock()
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
@@ -110,9 +215,14 @@ class PublicSite:
         try:
             data = self.public.read_bytes(key)
         except (FileNotFoundError, ValueError) as exc:
+            # ValueError: not a valid key (`..`, empty segments, NUL), so nothing stored.
             raise NotFound(f"no such file: {key}") from exc
-        mimetype = "application/json" if key.endswith((".json", ".geojson")) else None
-        mimetype = mimetype or mimetypes.guess_type(key)[0] or "application/octet-stream"
+        if key.endswith((".json", ".geojson")):
+            mimetype = "application/json"
+        elif key.endswith(".parquet"):
+            mimetype = PARQUET_CONTENT_TYPE
+        else:
+            mimetype = mimetypes.guess_type(key)[0] or "application/octet-stream"
         response = Response(data, mimetype=mimetype)
         response.set_etag(hashlib.sha256(data).hexdigest()[:32])
         response.headers["Access-Control-Allow-Origin"] = "*"
@@ -121,81 +231,172 @@ class PublicSite:
         response.cache_control.max_age = 60
         return response.make_conditional(request, accept_ranges=True, complete_length=len(data))
 
+    def _no_data(self, reason: str) -> Response:
+        body = NO_DATA_PAGE.format(
+            title=html.escape(self.config.project.name), style=STYLE, reason=reason
+        )
+        response = Response(body, status=503, mimetype="text/html")
+        response.headers["Retry-After"] = "60"
+        return response
+
+    def _area_names(self, index: dict, layer: str) -> dict[str, str]:
+        """Area id → name from the layer's published geometry (cached per publication);
+        the names of suppressed areas are not in the statistics files."""
+        entry = next((e for e in index["layers"] if e.get("id") == layer), {})
+        key = entry.get("geometry") or f"v1/areas/{layer}.geojson"
+        cache_key = (key, str(index.get("generated_at")))
+        with self._lock:
+            if cache_key in self._names:
+                return self._names[cache_key]
+        try:
+            features = json.loads(self.public.read_bytes(key)).get("features") or []
+            names = {
+                str(f["properties"]["id"]): str(f["properties"].get("name") or "")
+                for f in features
+                if "id" in (f.get("properties") or {})
+            }
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            log.warning("no area names for layer %s: %s", layer, exc)
+            names = {}
+        with self._lock:
+            if len(self._names) > 16:
+                self._names.clear()
+            self._names[cache_key] = names
+        return names
+
     def on_page(self, request: Request) -> Response:
+        store = html.escape(self.public.url)
         try:
             index = self.public.read_json("v1/index.json")
         except FileNotFoundError:
-            body = (
-                f"<!doctype html><title>{html.escape(self.config.project.name)}</title>"
-                "<p>No public data yet: run <code>piecewise run</code> first.</p>"
+            return self._no_data(f"The public store <code>{store}</code> has no index yet.")
+        except (OSError, ValueError) as exc:
+            log.error("cannot read the public index: %s", exc)
+            return self._no_data(
+                f"The index in the public store <code>{store}</code> cannot be read."
             )
-            return Response(body, status=503, mimetype="text/html")
-        layers = [layer["id"] for layer in index["layers"]]
-        kinds = [k for k in index["periods"] if index["periods"][k]]
+        layer_entries = [e for e in index.get("layers", []) if e.get("id")]
+        if not layer_entries:
+            return self._no_data(f"The public store <code>{store}</code> lists no layers.")
+        layer_names = {e["id"]: e.get("name") or e["id"] for e in layer_entries}
+        layers = list(layer_names)
+        all_periods = index.get("periods") or {}
+        kinds = [k for k in all_periods if all_periods[k]]
         args = request.args
-        layer = args.get("layer") if args.get("layer") in layers else layers[0]
-        kind = args.get("kind") if args.get("kind") in kinds else (kinds[-1] if kinds else "")
-        plist = list(reversed(index["periods"].get(kind, [])))
-        period = args.get("period") if args.get("period") in plist else (plist[0] if plist else "")
-        isps = ["all", *index["isps"]]
-        isp = args.get("isp") if args.get("isp") in isps else "all"
-        direction = (
-            args.get("direction") if args.get("direction") in ("download", "upload") else "download"
-        )
+        layer = _pick(args.get("layer"), layers, layers[0])
+        kind = _pick(args.get("kind"), kinds, kinds[-1] if kinds else "")
+        plist = list(reversed(all_periods.get(kind, [])))
+        period = _pick(args.get("period"), plist, plist[0] if plist else "")
+        isps = ["all", *index.get("isps", [])]
+        isp = _pick(args.get("isp"), isps, "all")
+        direction = _pick(args.get("direction"), list(DIRECTIONS), "download")
 
-        table = "<p>No data for this selection.</p>"
-        if period:
-            stats = self.public.read_json(f"v1/stats/{layer}/{kind}/{period}.json")
-            rows = [c for c in stats["cells"] if c["isp"] == isp and c["direction"] == direction]
-            rows.sort(key=lambda c: (c.get("suppressed", False), -(c.get("tests") or 0)))
-            shares = [t["label"] for t in index["thresholds"]]
-            head = "".join(f"<th scope=col>{h}</th>" for _, h in TABLE_COLUMNS)
-            head += "".join(f"<th scope=col>≥ {html.escape(s)}</th>" for s in shares)
-            body = []
-            for c in rows:
-                cells = [f"<th scope=row>{html.escape(c['name'])}</th>"]
-                if c.get("suppressed"):
-                    span = len(TABLE_COLUMNS) + len(shares)
-                    cells.append(f'<td colspan="{span}" class="muted">insufficient data</td>')
-                else:
-                    cells += [f"<td>{_fmt(c.get(k))}</td>" for k, _ in TABLE_COLUMNS]
-                    cells += [f"<td>{_fmt(c['shares'].get(s))}</td>" for s in shares]
-                body.append("<tr>" + "".join(cells) + "</tr>")
-            caption = html.escape(f"{layer} · {period} · {isp} · {direction}")
-            table = (
-                f"<table><caption>{caption}</caption><thead><tr><th scope=col>Area</th>{head}"
-                f"</tr></thead><tbody>{''.join(body)}</tbody></table>"
-            )
+        table = self._table(index, layer, layer_names[layer], kind, period, isp, direction)
         controls = "".join(
             [
-                _options("layer", "Layer", layers, layer),
-                _options("kind", "Period kind", kinds, kind),
-                _options("period", "Period", plist, period),
-                _options("isp", "ISP", isps, isp),
-                _options("direction", "Direction", ["download", "upload"], direction),
+                _options("layer", "Layer", list(layer_names.items()), layer),
+                _options("kind", "Period kind", [(k, KIND_NAMES.get(k, k)) for k in kinds], kind),
+                _options("period", "Period", [(p, p) for p in plist], period),
+                _options("isp", "ISP", [(i, "All ISPs" if i == "all" else i) for i in isps], isp),
+                _options("direction", "Direction", [(d, d.title()) for d in DIRECTIONS], direction),
             ]
         )
         layer_items = "".join(
-            f"<li>{html.escape(entry['name'])} (<code>{html.escape(entry['id'])}</code>, "
-            f"{entry['areas']} areas)</li>"
-            for entry in index["layers"]
+            f"<li>{html.escape(str(e.get('name') or e['id']))} "
+            f"(<code>{html.escape(str(e['id']))}</code>, {_fmt(e.get('areas'))} areas)</li>"
+            for e in layer_entries
         )
         period_items = "".join(
-            f"<li>{k}: {len(v)} ({html.escape(v[0])} – {html.escape(v[-1])})</li>"
-            for k, v in index["periods"].items()
+            f"<li>{html.escape(KIND_NAMES.get(k, k))}: {len(v)} "
+            f"({html.escape(str(v[0]))} – {html.escape(str(v[-1]))})</li>"
+            for k, v in all_periods.items()
             if v
         )
+        project = index.get("project") or {}
+        description = project.get("description") or ""
+        privacy = index.get("privacy") or {}
         page = PAGE.format(
-            title=html.escape(index["project"]["name"]),
-            generated=html.escape(index["generated_at"]),
-            min_tests=index["privacy"]["min_tests"],
-            min_clients=index["privacy"]["min_clients"],
+            title=html.escape(project.get("name") or self.config.project.name),
+            description=f"<p>{html.escape(description)}</p>" if description else "",
+            style=STYLE,
+            generated=html.escape(str(index.get("generated_at", "?"))),
+            min_tests=_fmt(privacy.get("min_tests", self.config.privacy.min_tests)),
+            min_clients=_fmt(privacy.get("min_clients", self.config.privacy.min_clients)),
             layers=layer_items,
             periods=period_items,
+            threshold_note=_threshold_note(index.get("thresholds") or []),
             controls=controls,
             table=table,
         )
         return Response(page, mimetype="text/html")
+
+    def _table(
+        self,
+        index: dict,
+        layer: str,
+        layer_name: str,
+        kind: str,
+        period: str,
+        isp: str,
+        direction: str,
+    ) -> str:
+        if not period:
+            return "<p>No data for this selection.</p>"
+        try:
+            stats = self.public.read_json(f"v1/stats/{layer}/{kind}/{period}.json")
+        except (OSError, ValueError) as exc:
+            log.warning("no statistics for %s/%s/%s: %s", layer, kind, period, exc)
+            return "<p>No data for this selection.</p>"
+        rows = [
+            c
+            for c in stats.get("cells", [])
+            if c.get("isp") == isp and c.get("direction") == direction
+        ]
+        published = sorted(
+            (c for c in rows if not c.get("suppressed")), key=lambda c: -(c.get("tests") or 0)
+        )
+        # Suppressed cells: `[area, isp, direction]` triples, or cells marked suppressed.
+        hidden = {c.get("area"): c.get("name") for c in rows if c.get("suppressed")}
+        for entry in stats.get("suppressed", []):
+            if isinstance(entry, list | tuple) and len(entry) == 3:
+                area, cell_isp, cell_direction = entry
+                if cell_isp == isp and cell_direction == direction:
+                    hidden.setdefault(area, None)
+        if any(name is None for name in hidden.values()):
+            names = self._area_names(index, layer)
+            hidden = {a: n or names.get(str(a)) or str(a) for a, n in hidden.items()}
+        shares = [str(t.get("label")) for t in index.get("thresholds", [])]
+        head = "".join(f"<th scope=col>{html.escape(h)}</th>" for _, h, _ in TABLE_COLUMNS)
+        head += "".join(f"<th scope=col>≥ {html.escape(s)}</th>" for s in shares)
+        body = []
+        for c in published:
+            cells = [f"<th scope=row>{html.escape(str(c.get('name') or c.get('area')))}</th>"]
+            cells += [f"<td>{_fmt(c.get(k), style)}</td>" for k, _, style in TABLE_COLUMNS]
+            cell_shares = c.get("shares") or {}
+            cells += [f"<td>{_fmt(cell_shares.get(s), 'percent')}</td>" for s in shares]
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        span = len(TABLE_COLUMNS) + len(shares)
+        for name in sorted(hidden.values(), key=lambda n: str(n).casefold()):
+            body.append(
+                f"<tr><th scope=row>{html.escape(str(name))}</th>"
+                f'<td colspan="{span}" class="na">insufficient data</td></tr>'
+            )
+        if not body:
+            body.append(f'<tr><td colspan="{span + 1}" class="na">No areas.</td></tr>')
+        isp_text = "all ISPs" if isp == "all" else isp
+        caption = html.escape(
+            f"{direction.title()} · {layer_name} · {KIND_NAMES.get(kind, kind).lower()} "
+            f"{period} · {isp_text}"
+        )
+        summary = f"{_count(len(published), 'area')} with data"
+        if hidden:
+            summary += f", {len(hidden):,} with insufficient data"
+        return (
+            '<div class="table-wrap" role="region" aria-label="Statistics table" tabindex="0">'
+            f"<table><caption>{caption}<span>{summary}</span></caption>"
+            f"<thead><tr><th scope=col>Area</th>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>"
+        )
 
 
 def build_app(config: Config, mounts: dict[str, WSGIApp] | None = None) -> WSGIApp:

@@ -1,0 +1,615 @@
+"""`piecewise serve` on a small real pipeline run: the page (selects, a table whose numbers
+match the published statistics, fallbacks, suppression, escaping), the public files
+(ETag, conditional and Range requests, bad keys), mounts, and the real CLI over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from werkzeug.test import Client
+
+from piecewise.config import Config, IspRule
+from piecewise.pipeline import Stores, run_aggregate, run_ingest
+from piecewise.serve import TABLE_COLUMNS, _fmt, build_app
+from piecewise.store import Store
+from test_pipeline import END, START, make_config
+
+# Names that would inject markup if the page did not escape them.
+KING = 'King <script>alert("x")</script>'  # GEOID 53033: always published
+ADAMS = "Adams <b>&</b>"  # GEOID 53001: few tests, suppressed for all ISPs
+RENAMED = {"53033": KING, "53001": ADAMS}
+EVIL_ISP = 'Comcast <i>"Xfinity"</i> & co'
+PARAMS = ("layer", "kind", "period", "isp", "direction")
+
+
+@dataclass
+class Site:
+    config: Config
+    tmp: Path
+    public: Store
+    client: Client
+    index: dict
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Site:
+    """A pipeline run over START..END whose county layer names KING and ADAMS and whose
+    ISPs include EVIL_ISP."""
+    tmp = tmp_path_factory.mktemp("serve")
+    demo = tmp / "demo"
+    demo.mkdir()
+    for name in ("wa-state.geojson", "GeoLite2-ASN-demo.mmdb"):
+        (demo / name).symlink_to(demo_data / name)
+    counties = json.loads((demo_data / "wa-counties.geojson").read_text())
+    for feature in counties["features"]:
+        props = feature["properties"]
+        props["NAME"] = RENAMED.get(props["GEOID"], props["NAME"])
+    (demo / "wa-counties.geojson").write_text(json.dumps(counties))
+    cfg = make_config(tmp, demo)
+    isps = [IspRule(name=EVIL_ISP, asns=[7922]), *cfg.isps[1:]]
+    cfg = cfg.model_copy(update={"isps": isps})
+    ingested = run_ingest(cfg, START, END, progress=False)
+    run_aggregate(cfg, ingested.dates)
+    public = Stores.of(cfg).public
+    return Site(cfg, tmp, public, Client(build_app(cfg)), public.read_json("v1/index.json"))
+
+
+# -- reading the page ---------------------------------------------------------------
+
+
+@dataclass
+class Page:
+    selects: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)
+    caption: str = ""
+    head: list[str] = field(default_factory=list)
+    # (area heading, [(cell text, cell attributes)]) per body row
+    rows: list[tuple[str, list[tuple[str, dict]]]] = field(default_factory=list)
+
+    def selected(self, name: str) -> str:
+        chosen = [v for v, on in self.selects[name] if on]
+        assert len(chosen) == 1, (name, chosen)
+        return chosen[0]
+
+    def options(self, name: str) -> list[str]:
+        return [v for v, _ in self.selects[name]]
+
+
+class PageParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.page = Page()
+        self.select: str | None = None
+        self.option: str | None = None
+        self.part = ""  # thead / tbody / caption
+        self.text: list[str] | None = None
+        self.attrs: dict = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "select":
+            self.select = a["name"]
+            self.page.selects[self.select] = []
+        elif tag == "option" and self.select:
+            self.page.selects[self.select].append((a["value"], "selected" in a))
+        elif tag in ("thead", "tbody", "caption"):
+            self.part = tag
+            if tag == "caption":
+                self.text = []
+        elif tag == "tr" and self.part == "tbody":
+            self.page.rows.append(("", []))
+        elif tag in ("th", "td") and self.part in ("thead", "tbody"):
+            self.text, self.attrs = [], a
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select":
+            self.select = None
+        elif tag == "caption":
+            self.page.caption = " ".join("".join(self.text or []).split())
+            self.part, self.text = "", None
+        elif tag in ("th", "td") and self.text is not None:
+            text = " ".join("".join(self.text).split())
+            if self.part == "thead":
+                self.page.head.append(text)
+            elif tag == "th":
+                self.page.rows[-1] = (text, self.page.rows[-1][1])
+            else:
+                self.page.rows[-1][1].append((text, self.attrs))
+            self.text = None
+        elif tag in ("thead", "tbody"):
+            self.part = ""
+
+    def handle_data(self, data: str) -> None:
+        if self.text is not None:
+            self.text.append(data)
+
+
+def parse(body: str) -> Page:
+    parser = PageParser()
+    parser.feed(body)
+    parser.close()
+    return parser.page
+
+
+def get_page(site: Site, **query: str) -> tuple[str, Page]:
+    response = site.client.get("/", query_string=query)
+    assert response.status_code == 200, response.text
+    assert response.mimetype == "text/html"
+    return response.text, parse(response.text)
+
+
+def area_names(site: Site, layer: str) -> dict[str, str]:
+    features = site.public.read_json(f"v1/areas/{layer}.geojson")["features"]
+    return {f["properties"]["id"]: f["properties"]["name"] for f in features}
+
+
+def assert_number(text: str, expected: float | None, percent: bool = False) -> None:
+    """`text` shows `expected` (a 0-1 share as a percentage) to its shown precision."""
+    if expected is None:
+        assert text == "–"
+        return
+    digits = text.removesuffix("%") if percent else text
+    assert text.endswith("%") == percent, text
+    shown = float(digits.replace(",", ""))
+    decimals = len(digits.partition(".")[2])
+    value = expected * 100 if percent else expected
+    assert abs(shown - value) <= 0.5 * 10**-decimals + 1e-9, (text, expected)
+
+
+def assert_table_matches(
+    site: Site, page: Page, layer: str, kind: str, period: str, isp: str, direction: str
+) -> None:
+    """Every published cell of the selection is a row showing its numbers; every
+    suppressed one a row saying "insufficient data"; nothing else."""
+    stats = site.public.read_json(f"v1/stats/{layer}/{kind}/{period}.json")
+    labels = [t["label"] for t in site.index["thresholds"]]
+    assert page.head == ["Area", *(h for _, h, _ in TABLE_COLUMNS), *(f"≥ {s}" for s in labels)]
+    cells = {
+        c["name"]: c for c in stats["cells"] if c["isp"] == isp and c["direction"] == direction
+    }
+    names = area_names(site, layer)
+    hidden = {names.get(a, a) for a, i, d in stats["suppressed"] if i == isp and d == direction}
+    shown = {name: values for name, values in page.rows}
+    assert len(shown) == len(page.rows), "an area appears twice"
+    assert set(shown) == set(cells) | hidden
+    assert not set(cells) & hidden
+    for name, cell in cells.items():
+        texts = [text for text, _ in shown[name]]
+        assert len(texts) == len(TABLE_COLUMNS) + len(labels)
+        for text, (key, _, style) in zip(texts, TABLE_COLUMNS, strict=False):
+            if style == "count":
+                assert int(text.replace(",", "")) == cell[key]
+            else:
+                assert_number(text, cell[key], percent=style == "percent")
+        for text, label in zip(texts[len(TABLE_COLUMNS) :], labels, strict=True):
+            assert_number(text, cell["shares"][label], percent=True)
+    for name in hidden:
+        [(text, attrs)] = shown[name]
+        assert text == "insufficient data"
+        assert attrs["colspan"] == str(len(TABLE_COLUMNS) + len(labels))
+    # Published rows first, most tests first.
+    tests = [int(v[0][0].replace(",", "")) for _, v in page.rows if len(v) > 1]
+    assert tests == sorted(tests, reverse=True)
+    assert len(tests) == len(cells)
+
+
+# -- the page -------------------------------------------------------------------------
+
+
+def test_page_defaults_to_the_latest_period_of_the_longest_kind(site: Site) -> None:
+    body, page = get_page(site)
+    assert set(page.selects) == set(PARAMS)
+    assert page.options("layer") == ["counties", "hex"]
+    assert page.options("kind") == ["day", "month", "quarter", "year"]
+    assert page.options("isp") == ["all", *site.index["isps"]]
+    assert page.options("direction") == ["download", "upload"]
+    assert page.options("period") == ["2025"]
+    selected = {name: page.selected(name) for name in PARAMS}
+    assert selected == {
+        "layer": "counties",
+        "kind": "year",
+        "period": "2025",
+        "isp": "all",
+        "direction": "download",
+    }
+    assert_table_matches(site, page, "counties", "year", "2025", "all", "download")
+    assert "Download" in page.caption and "2025" in page.caption
+    assert "Test region" in body
+    assert "/data/v1/index.json" in body
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [
+        ("hex", "day", "2025-03-28", "Starlink", "upload"),
+        ("counties", "month", "2025-04", EVIL_ISP, "download"),
+        ("counties", "quarter", "2025-Q1", "all", "upload"),
+        ("counties", "day", "2025-04-06", "all", "download"),
+        ("hex", "year", "2025", "all", "download"),
+    ],
+)
+def test_query_selects_layer_kind_period_isp_direction(
+    site: Site, selection: tuple[str, ...]
+) -> None:
+    query = dict(zip(PARAMS, selection, strict=True))
+    _, page = get_page(site, **query)
+    assert {name: page.selected(name) for name in PARAMS} == query
+    kind = query["kind"]
+    assert page.options("period") == list(reversed(site.index["periods"][kind]))
+    assert_table_matches(site, page, *selection)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (
+            {"layer": "nope", "kind": "week", "period": "1999", "isp": "Nobody", "direction": "x"},
+            ("counties", "year", "2025", "all", "download"),
+        ),
+        # A period of another kind: the latest of the chosen kind.
+        ({"kind": "month", "period": "2025"}, ("counties", "month", "2025-04", "all", "download")),
+        ({"kind": "day"}, ("counties", "day", "2025-04-06", "all", "download")),
+        ({"layer": "", "isp": "", "period": ""}, ("counties", "year", "2025", "all", "download")),
+        (
+            {"layer": "COUNTIES", "direction": "Upload"},
+            ("counties", "year", "2025", "all", "download"),
+        ),
+        ({"layer": "<script>", "isp": "<script>"}, ("counties", "year", "2025", "all", "download")),
+    ],
+)
+def test_unknown_values_fall_back_to_defaults(
+    site: Site, query: dict[str, str], expected: tuple[str, ...]
+) -> None:
+    body, page = get_page(site, **query)
+    assert tuple(page.selected(name) for name in PARAMS) == expected
+    assert_table_matches(site, page, *expected)
+    assert "<script>" not in body
+
+
+def test_repeated_parameters_use_the_first(site: Site) -> None:
+    response = site.client.get("/?direction=upload&direction=download&kind=nope&kind=month")
+    page = parse(response.text)
+    assert page.selected("direction") == "upload"
+    assert page.selected("kind") == "year"  # the first `kind` is unknown
+
+
+query_values = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(
+        ["counties", "hex", "day", "month", "year", "2025", "2025-04", "2025-Q2", "all"]
+        + ["Starlink", EVIL_ISP, "upload", "download", "%", "%zz", "\x00", "&", "=", ".."]
+    ),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    query=st.dictionaries(
+        st.one_of(st.sampled_from(PARAMS), st.text(max_size=8)), query_values, max_size=6
+    ),
+    raw=st.text(max_size=40),
+)
+def test_page_never_fails_on_any_query_string(site: Site, query: dict, raw: str) -> None:
+    # As a WSGI server passes it: the raw bytes of the request line, as latin-1.
+    wire = raw.encode("utf-8", "surrogatepass").decode("latin-1")
+    for environ in ({"QUERY_STRING": urllib.parse.urlencode(query)}, {"QUERY_STRING": wire}):
+        response = site.client.get("/", environ_overrides=environ)
+        assert response.status_code == 200, (environ, response.text[:500])
+        page = parse(response.text)
+        for name in PARAMS:
+            assert page.selected(name) in page.options(name)
+
+
+@settings(max_examples=40, deadline=None)
+@given(key=st.text(max_size=40))
+def test_data_never_fails_on_any_key(site: Site, key: str) -> None:
+    response = site.client.get("/data/" + urllib.parse.quote(key, safe="/"))
+    assert response.status_code in (200, 404), key
+    if key and key.replace("\\", "/").split("/")[0] == "..":
+        assert response.status_code == 404
+
+
+def test_suppressed_cells_say_insufficient_data(site: Site) -> None:
+    stats = site.public.read_json("v1/stats/counties/year/2025.json")
+    assert ["53001", "all", "download"] in stats["suppressed"]
+    assert not any(c["area"] == "53001" and c["isp"] == "all" for c in stats["cells"])
+    _, page = get_page(site)
+    rows = dict(page.rows)
+    [(text, attrs)] = rows[ADAMS]
+    assert text == "insufficient data"
+    assert "na" in attrs["class"]
+    hidden = sum(1 for _, v in page.rows if v[0][0] == "insufficient data")
+    assert f"{hidden} with insufficient data" in page.caption
+    # Suppressed rows come after every published one.
+    kinds = [v[0][0] == "insufficient data" for _, v in page.rows]
+    assert kinds == sorted(kinds)
+
+
+def test_names_and_isps_are_escaped(site: Site) -> None:
+    body, page = get_page(site, isp=EVIL_ISP)
+    assert "<script>" not in body and "<b>" not in body and "<i>" not in body
+    assert "King &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in body
+    assert "Adams &lt;b&gt;&amp;&lt;/b&gt;" in body
+    assert "Comcast &lt;i&gt;&quot;Xfinity&quot;&lt;/i&gt; &amp; co" in body
+    # The parsed page gets the original text back, in the right places.
+    assert page.selected("isp") == EVIL_ISP
+    assert EVIL_ISP in page.caption
+    assert KING in dict(page.rows)
+    assert ADAMS in dict(get_page(site)[1].rows)
+
+
+def test_fmt() -> None:
+    assert _fmt(None) == "–"
+    assert _fmt(float("nan")) == "–"
+    assert _fmt(12345) == "12,345"
+    assert _fmt(1234.567, "mbps") == "1,234.6"
+    assert _fmt(9.466, "mbps") == "9.47"
+    assert _fmt(0.0, "mbps") == "0.00"
+    assert _fmt(0.987, "percent") == "98.7%"
+    assert _fmt(0.0033, "percent") == "0.33%"
+    assert _fmt(0, "percent") == "0.0%"
+    assert _fmt("<b>&") == "&lt;b&gt;&amp;"
+    assert _fmt(True) == "True"
+
+
+def test_no_data_yet_is_503_with_a_hint(tmp_path: Path, demo_data: Path) -> None:
+    cfg = make_config(tmp_path, demo_data)
+    cfg = cfg.model_copy(update={"project": cfg.project.model_copy(update={"name": "<b>R</b>"})})
+    client = Client(build_app(cfg))
+    response = client.get("/")
+    assert response.status_code == 503
+    assert response.mimetype == "text/html"
+    assert "piecewise run" in response.text
+    assert "&lt;b&gt;R&lt;/b&gt;" in response.text and "<b>R" not in response.text
+    assert response.headers["Retry-After"]
+    assert client.get("/data/v1/index.json").status_code == 404
+    assert client.get("/healthz").status_code == 200
+
+
+def test_unreadable_index_is_503_not_500(tmp_path: Path, demo_data: Path) -> None:
+    cfg = make_config(tmp_path, demo_data)
+    Stores.of(cfg).public.write_bytes("v1/index.json", b"{not json")
+    response = Client(build_app(cfg)).get("/")
+    assert response.status_code == 503
+    assert "cannot be read" in response.text
+
+
+def test_missing_stats_file_shows_no_data(site: Site) -> None:
+    """An index naming a period whose file is gone (e.g. mid-publication) is no 500."""
+    public = Stores.of(site.config).public
+    key = "v1/stats/counties/month/2025-03.json"
+    saved = public.read_bytes(key)
+    public.delete(key)
+    try:
+        body, page = get_page(site, kind="month", period="2025-03")
+    finally:
+        public.write_bytes(key, saved)
+    assert page.selected("period") == "2025-03"
+    assert "No data for this selection." in body
+    assert page.rows == []
+
+
+# -- public files ---------------------------------------------------------------------
+
+
+def test_index_json_has_etag_and_answers_304(site: Site) -> None:
+    response = site.client.get("/data/v1/index.json")
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    assert json.loads(response.data) == site.index
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert response.headers["Accept-Ranges"] == "bytes"
+    etag = response.headers["ETag"]
+    assert etag.startswith('"') and len(etag) > 10
+    again = site.client.get("/data/v1/index.json", headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.data == b""
+    assert again.headers["ETag"] == etag
+    other = site.client.get("/data/v1/index.json", headers={"If-None-Match": '"other"'})
+    assert other.status_code == 200 and other.data == response.data
+    head = site.client.head("/data/v1/index.json")
+    assert head.status_code == 200 and head.data == b""
+    assert int(head.headers["Content-Length"]) == len(response.data)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "v1/cube/counties/year/2025.parquet",
+        "v1/stats/counties/year/2025.json",
+        "v1/areas/counties.geojson",
+    ],
+)
+def test_range_gives_206_and_exactly_the_bytes(site: Site, key: str) -> None:
+    data = site.public.read_bytes(key)
+    assert len(data) > 200
+    response = site.client.get(f"/data/{key}", headers={"Range": "bytes=0-99"})
+    assert response.status_code == 206
+    assert response.headers["Content-Range"] == f"bytes 0-99/{len(data)}"
+    assert response.headers["Content-Length"] == "100"
+    assert response.data == data[:100]
+    tail = site.client.get(f"/data/{key}", headers={"Range": "bytes=-8"})
+    assert tail.status_code == 206 and tail.data == data[-8:]
+    if key.endswith(".parquet"):
+        assert response.data[:4] == b"PAR1" and tail.data[-4:] == b"PAR1"
+        assert response.mimetype == "application/vnd.apache.parquet"
+    # A range for another version of the file is ignored: the whole current file.
+    stale = site.client.get(
+        f"/data/{key}", headers={"Range": "bytes=0-99", "If-Range": '"stale-etag"'}
+    )
+    assert stale.status_code == 200 and stale.data == data
+
+
+def test_range_past_the_end_is_416(site: Site) -> None:
+    size = len(site.public.read_bytes("v1/index.json"))
+    response = site.client.get(
+        "/data/v1/index.json", headers={"Range": f"bytes={size}-{size + 99}"}
+    )
+    assert response.status_code == 416
+    assert response.headers["Content-Range"] == f"bytes */{size}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/data/v1/nope.json",
+        "/data/v1/stats/counties/year/1999.json",
+        "/data/v1/stats",  # a folder
+        "/data/v1/",
+        "/data/",
+        "/data/v1//index.json",
+        "/data//v1/index.json",
+        "/data/v1/../v1/index.json",
+        "/data/../secret.txt",
+        "/data/v1/%2e%2e/%2e%2e/secret.txt",
+        "/data/v1/./index.json",
+        "/data/%00",
+        "/data/v1%5Cindex.json",
+        "/nope",
+    ],
+)
+def test_unknown_and_unsafe_keys_are_404(site: Site, path: str) -> None:
+    (site.tmp / "secret.txt").write_text("private")
+    response = site.client.get(path)
+    assert response.status_code == 404, path
+    assert b"private" not in response.data
+
+
+# -- mounts and health ----------------------------------------------------------------
+
+
+def echo_app(environ: dict, start_response) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"mounted {environ['SCRIPT_NAME']} {environ['PATH_INFO']}".encode()]
+
+
+def test_mounts_route_prefixes_to_other_apps(site: Site) -> None:
+    client = Client(build_app(site.config, mounts={"/v1": echo_app}))
+    response = client.get("/v1/areas/53033?x=1")
+    assert response.status_code == 200
+    assert response.text == "mounted /v1 /areas/53033"
+    assert client.get("/v1").text == "mounted /v1 "
+    # Everything else is still the public site.
+    assert client.get("/").status_code == 200
+    assert client.get("/healthz").text == "ok\n"
+    assert client.get("/data/v1/index.json").status_code == 200
+    assert client.get("/v2/x").status_code == 404
+
+
+def test_healthz(site: Site) -> None:
+    response = site.client.get("/healthz")
+    assert response.status_code == 200
+    assert response.text == "ok\n"
+
+
+# -- the real CLI ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served_cli(site: Site, tmp_path: Path) -> Iterator[str]:
+    """`piecewise serve` in a subprocess, on a config file naming the fixture's stores."""
+    config = tmp_path / "piecewise.toml"
+    public = (site.tmp / "public").as_uri()
+    private = (site.tmp / "private").as_uri()
+    config.write_text(
+        f"""
+[project]
+name = "Served region"
+
+[region]
+bbox = [-124.85, 45.54, -116.91, 49.01]
+
+[[layers]]
+id = "counties"
+kind = "h3"
+resolution = 5
+
+[periods]
+start = {START.isoformat()}
+
+[stores]
+private = "{private}"
+public = "{public}"
+
+[source]
+kind = "synthetic"
+"""
+    )
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    script = Path(sys.executable).with_name("piecewise")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "piecewise.cli"]
+    proc = subprocess.Popen(
+        [*command, "serve", "-c", str(config), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"piecewise serve exited: {proc.stdout.read().decode()}")
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("piecewise serve did not answer within 30 s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stdout.close()
+
+
+@pytest.mark.service
+def test_cli_serves_over_real_http(site: Site, served_cli: str) -> None:
+    with urllib.request.urlopen(f"{served_cli}/?kind=month&isp=Starlink", timeout=10) as r:
+        assert r.status == 200
+        assert r.headers.get_content_type() == "text/html"
+        body = r.read().decode()
+    page = parse(body)
+    assert page.selected("kind") == "month" and page.selected("isp") == "Starlink"
+    assert_table_matches(site, page, "counties", "month", "2025-04", "Starlink", "download")
+
+    key = "v1/cube/counties/year/2025.parquet"
+    data = site.public.read_bytes(key)
+    request = urllib.request.Request(f"{served_cli}/data/{key}", headers={"Range": "bytes=0-99"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert r.status == 206
+        assert r.headers["Content-Range"] == f"bytes 0-99/{len(data)}"
+        assert r.read() == data[:100]
+
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{served_cli}/data/v1/nope.json", timeout=10)
+    assert err.value.code == 404
