@@ -197,7 +197,7 @@ def child_cells(config_path: str, engine: str, limit: int) -> dict:
     tests = tests.slice(0, limit) if limit else tests
     start = time.perf_counter()
     if engine == "piecewise":
-        stats, _ = aggregate_tests(cfg, tests)
+        stats, _ = aggregate_tests(cfg, [tests])
         cells = stats.num_rows
     else:
         cells = pandas_cells(cfg, tests)

@@ -127,3 +127,10 @@ def test_absolute_and_relative_paths(tmp_path: Path) -> None:
     cfg = parse_config(text, base_dir=tmp_path / "conf")
     assert cfg.region.polygon == tmp_path / "abs.geojson"
     assert cfg.geoip.asn_database == (tmp_path / "conf" / "db" / "asn.mmdb").resolve()
+
+
+def test_reserved_isp_name_and_duplicate_thresholds() -> None:
+    msg = problems(MINIMAL + '\n[[isps]]\nname = "All"\nasns = [1]\n')
+    assert "isps" in msg and "reserved" in msg
+    msg = problems(MINIMAL + "\n[[thresholds]]\ndownload = 25\nupload = 3\n" * 2)
+    assert "thresholds" in msg and "25/3" in msg

@@ -320,3 +320,31 @@ def test_one_per_client_day_sampling(tmp_path: Path, demo_data: Path) -> None:
         assert c["tests"] == c["clients"] + int(ips.isna().sum())
         assert c["tests"] <= ips.nunique() + int(ips.isna().sum())
     assert cells
+
+
+def test_changed_settings_recompute_everything_and_drop_stale_series(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    cfg = make_config(tmp_path, demo_data)
+    run_ingest(cfg, START, END, progress=False)
+    run_aggregate(cfg)
+    series = tmp_path / "public/v1/series/hex"
+    before = {p.name for p in series.iterdir()}
+    stricter = make_config(tmp_path, demo_data, min_tests="60")
+    # Only one date asked for, but the privacy threshold changed: every period is redone.
+    run_aggregate(stricter, [dt.date(2025, 4, 2)])
+    public = open_store(stricter.stores.public, base_dir=tmp_path)
+    index = public.read_json("v1/index.json")
+    assert len(index["periods"]["day"]) == (END - START).days + 1
+    assert index["privacy"]["min_tests"] == 60
+    for kind in stricter.periods.kinds:
+        for label in index["periods"][kind]:
+            doc = public.read_json(f"v1/stats/hex/{kind}/{label}.json")
+            assert all(c["tests"] >= 60 for c in doc["cells"])
+    after = {p.name for p in series.iterdir()}
+    assert after < before, "areas with no published cell left lose their series file"
+    for name in after:
+        doc = public.read_json(f"v1/series/hex/{name}")
+        for kinds in doc["kinds"].values():
+            for s in kinds["series"]:
+                assert all(n is None or n >= 60 for n in s["tests"])

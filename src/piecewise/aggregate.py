@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -29,16 +30,16 @@ from piecewise.cellstats import (
     bits_for,
     cell_statistics,
 )
-from piecewise.config import Config, Threshold
+from piecewise.config import RESERVED_ISP, Config, Threshold
 from piecewise.ingest import tests_key
-from piecewise.schema import DIRECTIONS, area_column
+from piecewise.schema import DIRECTIONS, area_column, enriched_schema
 from piecewise.store import Store
 
 log = logging.getLogger(__name__)
 
-ALL_ISPS = "all"
+ALL_ISPS = RESERVED_ISP
 EPOCH = dt.date(1970, 1, 1)
-TEST_COLUMNS = ["date", "direction", "mbps", "min_rtt_ms", "loss_rate", "client_ip", "id", "isp"]
+TEST_COLUMNS = ["date", "direction", "mbps", "min_rtt_ms", "loss_rate", "client_ip", "isp"]
 STAT_COLUMNS = ["tests", "clients", *QUANTILE_NAMES, "mean", "geomean"] + [
     "rtt_median",
     "rtt_p90",
@@ -67,32 +68,52 @@ def cell_schema(thresholds: list[Threshold]) -> pa.Schema:
     return pa.schema(fields)
 
 
+# Histogram runs: `cell` is the row of the cell in the statistics table.
 HIST_SCHEMA = pa.schema(
     [
-        pa.field("layer", pa.string()),
-        pa.field("kind", pa.string()),
-        pa.field("period", pa.date32()),
-        pa.field("area", pa.string()),
-        pa.field("isp", pa.string()),
-        pa.field("direction", pa.string()),
+        pa.field("cell", pa.int64()),
         pa.field("bucket", pa.uint16()),
-        pa.field("count", pa.int64()),
+        pa.field("count", pa.int32()),
     ]
 )
+KEY_COLUMNS = ("layer", "kind", "area", "isp", "direction")
+
+
+def plain_strings(table: pa.Table) -> pa.Table:
+    """Dictionary-encoded key columns (compact in memory) as plain strings."""
+    for name in KEY_COLUMNS:
+        i = table.schema.get_field_index(name)
+        if i >= 0 and pa.types.is_dictionary(table.schema.field(i).type):
+            table = table.set_column(i, name, table.column(i).cast(pa.string()))
+    return table
 
 
 def _sql(name: str) -> str:
     return resources.files("piecewise.sql").joinpath(name).read_text(encoding="utf-8")
 
 
-def load_tests(private: Store, dates: list[dt.date], layer_ids: list[str]) -> pa.Table:
-    """The enriched tests of `dates` (both directions), only the columns aggregation uses."""
-    columns = TEST_COLUMNS + [area_column(i) for i in layer_ids]
-    keys = [tests_key(d, date) for date in dates for d in DIRECTIONS]
+def load_tests(
+    private: Store,
+    dates: list[dt.date],
+    layer_ids: list[str],
+    *,
+    directions: tuple[str, ...] = DIRECTIONS,
+    with_id: bool = False,
+) -> pa.Table:
+    """The enriched tests of `dates` and `directions`, only the columns aggregation
+    uses, with the repetitive strings dictionary-encoded to keep memory down."""
+    areas = [area_column(i) for i in layer_ids]
+    columns = TEST_COLUMNS + areas + (["id"] if with_id else [])
+    keys = [tests_key(d, date) for date in dates for d in directions]
     present = set(private.list("tests/"))
-    tables = [private.read_parquet(k, columns=columns) for k in keys if k in present]
+    dictionary = ["direction", "isp", "client_ip", *areas]
+    tables = [
+        private.read_parquet(k, columns=columns, read_dictionary=dictionary)
+        for k in keys
+        if k in present
+    ]
     if not tables:
-        return pa.table({c: pa.array([], pa.string()) for c in columns})
+        return enriched_schema(layer_ids).empty_table().select(columns)
     return pa.concat_tables(tables)
 
 
@@ -116,18 +137,21 @@ class _Codes:
     bits: int
 
 
-def _encode(arr: pa.Array | pa.ChunkedArray, exclude: tuple[str, ...] = ()) -> _Codes:
-    """Dense integer codes 0..k-1 of a string column; nulls and `exclude` get code k."""
-    enc = pc.dictionary_encode(arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr)
-    labels = enc.dictionary.to_pylist()
-    codes = pc.fill_null(enc.indices, len(labels)).to_numpy().astype(np.int64)
-    if exclude:
-        remap = np.arange(len(labels) + 1, dtype=np.int64)
-        kept = [i for i, v in enumerate(labels) if v not in exclude]
-        remap[:] = len(kept)
-        remap[kept] = np.arange(len(kept))
+def _encode(arr: pa.ChunkedArray, exclude: tuple[str, ...] = ()) -> _Codes:
+    """Dense integer codes 0..k-1 of a string or dictionary column; nulls and the
+    `exclude`d values get code k."""
+    if not pa.types.is_dictionary(arr.type):
+        arr = pc.dictionary_encode(arr)
+    arr = arr.unify_dictionaries()
+    labels = arr.chunk(0).dictionary.to_pylist() if arr.num_chunks else []
+    indices = [pc.fill_null(c.indices, len(labels)).to_numpy() for c in arr.chunks]
+    codes = np.concatenate(indices).astype(np.int32) if indices else np.zeros(0, np.int32)
+    keep = [i for i, v in enumerate(labels) if v not in exclude]
+    if len(keep) < len(labels):
+        remap = np.full(len(labels) + 1, len(keep), dtype=np.int32)
+        remap[keep] = np.arange(len(keep))
         codes = remap[codes]
-        labels = [labels[i] for i in kept]
+        labels = [labels[i] for i in keep]
     return _Codes(codes, labels, bits_for(len(labels)))
 
 
@@ -161,14 +185,14 @@ class _DirectionInputs:
         mbps = rows.column("mbps").to_numpy().astype(np.float64)
         rtt = pc.fill_null(rows.column("min_rtt_ms"), np.nan).to_numpy().astype(np.float64)
         loss = pc.fill_null(rows.column("loss_rate"), np.nan).to_numpy().astype(np.float64)
-        clients = pc.dictionary_encode(rows.column("client_ip").combine_chunks())
-        client = pc.fill_null(clients.indices, -1).to_numpy().astype(np.int64) + 1
+        clients = _encode(rows.column("client_ip"))
+        client = (clients.codes + 1) % (len(clients.labels) + 1)  # unknown client: 0
         days = rows.column("date").combine_chunks().cast(pa.int32()).to_numpy().astype(np.int64)
         period_codes: dict[str, _Codes] = {}
         for kind in kinds:
             ords = periods.ordinals(kind, days)
             base = int(ords.min())
-            rel = ords - base
+            rel = (ords - base).astype(np.int32)
             labels = [periods.start_of_ordinal(kind, base + i) for i in range(int(rel.max()) + 1)]
             period_codes[kind] = _Codes(rel, labels, bits_for(len(labels)))
         return cls(
@@ -182,7 +206,7 @@ class _DirectionInputs:
     def cells(self, task: _Task) -> CellStatistics:
         area = self.areas[task.layer]
         per = self.periods[task.kind]
-        group = (area.codes << per.bits) | per.codes
+        group = (area.codes.astype(np.int64) << per.bits) | per.codes
         bits = area.bits + per.bits
         if task.by_isp:
             group = (group << self.isp.bits) | self.isp.codes
@@ -191,19 +215,25 @@ class _DirectionInputs:
 
 
 def compute_cells(
-    tests: pa.Table,
+    tables: Iterable[pa.Table],
     layer_ids: list[str],
     kinds: list[str],
     thresholds: list[Threshold],
     wanted: dict[str, set[dt.date]] | None = None,
     threads: int = 0,
 ) -> tuple[pa.Table, pa.Table]:
-    """Statistics and histograms of every cell. `wanted` limits the output to those
-    periods (by kind and start date); all rows in `tests` must be complete for them."""
+    """Statistics and histograms of every cell. `tables` may come one direction at a
+    time (each is dropped once encoded, to keep memory down); `wanted` limits the
+    output to those periods (by kind and start date), which the rows must cover whole."""
     inputs: dict[str, _DirectionInputs] = {}
-    for direction in DIRECTIONS:
-        rows = tests.filter(pc.equal(tests.column("direction"), direction))
-        if rows.num_rows:
+    for tests in tables:
+        direction_of_row = _encode(tests.column("direction"))
+        for code, direction in enumerate(direction_of_row.labels):
+            if direction not in DIRECTIONS:
+                raise ValueError(f"unknown direction {direction!r} in the private store")
+            if direction in inputs:
+                raise ValueError(f"{direction} tests were given twice")
+            rows = tests.filter(pa.array(direction_of_row.codes == code))
             inputs[direction] = _DirectionInputs.of(rows, direction, layer_ids, kinds, thresholds)
 
     def run(task: _Task) -> tuple[pa.Table, pa.Table]:
@@ -227,14 +257,17 @@ def compute_cells(
     ]
     stats_parts: list[pa.Table] = []
     hist_parts: list[pa.Table] = []
+    offset = 0
     with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
         for stats_table, hist_table in pool.map(run, tasks):
             stats_parts.append(stats_table)
-            hist_parts.append(hist_table)
-    schema = cell_schema(thresholds)
-    stats = pa.concat_tables(stats_parts) if stats_parts else schema.empty_table()
-    hist = pa.concat_tables(hist_parts) if hist_parts else HIST_SCHEMA.empty_table()
-    return stats, hist
+            cell = pc.add(hist_table.column("cell"), offset)
+            hist_parts.append(hist_table.set_column(0, "cell", cell))
+            offset += stats_table.num_rows
+    if not stats_parts:
+        return plain_strings(cell_schema(thresholds).empty_table()), HIST_SCHEMA.empty_table()
+    stats = pa.concat_tables(stats_parts, promote_options="permissive")
+    return stats, pa.concat_tables(hist_parts)
 
 
 def _tables(
@@ -261,18 +294,23 @@ def _tables(
     idx = np.flatnonzero(keep)
     n = len(idx)
     period_days = np.array([(p - EPOCH).days for p in per.labels], dtype=np.int32)
-    isp_col = (
-        pa.array(isp.labels, pa.string()).take(pa.array(isp_code[idx]))
-        if task.by_isp
-        else pa.repeat(pa.scalar(ALL_ISPS), n)
-    )
+
+    def constant(value: str) -> pa.DictionaryArray:
+        return pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), pa.array([value]))
+
     cols = {
-        "layer": pa.repeat(pa.scalar(task.layer), n),
-        "kind": pa.repeat(pa.scalar(task.kind), n),
+        "layer": constant(task.layer),
+        "kind": constant(task.kind),
         "period": pa.array(period_days[per_code[idx]], pa.int32()).cast(pa.date32()),
-        "area": pa.array(area.labels, pa.string()).take(pa.array(area_code[idx])),
-        "isp": isp_col,
-        "direction": pa.repeat(pa.scalar(task.direction), n),
+        "area": pa.DictionaryArray.from_arrays(
+            area_code[idx].astype(np.int32), pa.array(area.labels, pa.string())
+        ),
+        "isp": pa.DictionaryArray.from_arrays(
+            isp_code[idx].astype(np.int32), pa.array(isp.labels, pa.string())
+        )
+        if task.by_isp
+        else constant(ALL_ISPS),
+        "direction": constant(task.direction),
         "tests": pa.array(s.tests[idx]),
         "clients": pa.array(s.clients[idx]),
     }
@@ -286,20 +324,21 @@ def _tables(
     for t, share in zip(thresholds, s.shares, strict=True):
         cols[share_column(t)] = pa.array(share[idx])
     cols["published"] = pa.array(np.zeros(n, dtype=bool))
-    stats = pa.table(cols)
 
-    # Histogram runs of the kept cells.
-    pos_of_cell = np.full(len(s.keys), -1, dtype=np.int64)
-    pos_of_cell[idx] = np.arange(n)
-    hpos = pos_of_cell[s.hist_cell]
-    hkeep = hpos >= 0
-    hidx = hpos[hkeep]
-    hist = stats.select(["layer", "kind", "period", "area", "isp", "direction"]).take(
-        pa.array(hidx)
+    # Histogram runs of the kept cells, by their row in this table.
+    row_of_cell = np.full(len(s.keys), -1, dtype=np.int64)
+    row_of_cell[idx] = np.arange(n)
+    hrow = row_of_cell[s.hist_cell]
+    hkeep = hrow >= 0
+    hist = pa.table(
+        [
+            pa.array(hrow[hkeep]),
+            pa.array(s.hist_bucket[hkeep], pa.uint16()),
+            pa.array(s.hist_count[hkeep].astype(np.int32)),
+        ],
+        schema=HIST_SCHEMA,
     )
-    hist = hist.append_column("bucket", pa.array(s.hist_bucket[hkeep], pa.uint16()))
-    hist = hist.append_column("count", pa.array(s.hist_count[hkeep], pa.int64()))
-    return stats, hist
+    return pa.table(cols), hist
 
 
 def apply_privacy(stats: pa.Table, min_tests: int, min_clients: int) -> pa.Table:
@@ -312,11 +351,21 @@ def apply_privacy(stats: pa.Table, min_tests: int, min_clients: int) -> pa.Table
     return stats.set_column(i, "published", published)
 
 
-def aggregate_tests(config: Config, tests: pa.Table, wanted=None) -> tuple[pa.Table, pa.Table]:
-    """Sampling, cell statistics and privacy for already-loaded tests."""
-    tests = apply_sampling(tests, config.aggregation.sampling)
+def aggregate_tests(
+    config: Config,
+    tables: Iterable[pa.Table],
+    wanted: dict[str, set[dt.date]] | None = None,
+) -> tuple[pa.Table, pa.Table]:
+    """Sampling, cell statistics and privacy of tests (given a direction at a time, or
+    all in one table)."""
+
+    def sampled() -> Iterable[pa.Table]:
+        for tests in tables:
+            tests = apply_sampling(tests, config.aggregation.sampling)
+            yield tests.drop_columns(["id"]) if "id" in tests.column_names else tests
+
     stats, hist = compute_cells(
-        tests,
+        sampled(),
         [layer.id for layer in config.layers],
         list(config.periods.kinds),
         list(config.thresholds),

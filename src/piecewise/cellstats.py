@@ -42,8 +42,9 @@ class RankedMetric:
     @classmethod
     def of(cls, values: np.ndarray) -> RankedMetric:
         order = np.argsort(values, kind="stable")
-        rank = np.empty(len(values), dtype=np.int64)
-        rank[order] = np.arange(len(values), dtype=np.int64)
+        dtype = np.int32 if len(values) < 2**31 else np.int64
+        rank = np.empty(len(values), dtype=dtype)
+        rank[order] = np.arange(len(values), dtype=dtype)
         return cls(values[order], rank, bits_for(max(len(values) - 1, 0)))
 
 

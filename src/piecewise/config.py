@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 PERIOD_KINDS = ("day", "month", "quarter", "year")
+RESERVED_ISP = "all"  # the key of cells over every ISP
 LAYER_ID = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
@@ -198,8 +199,8 @@ class SyntheticSourceConfig(_Strict):
     tests_per_day: float = Field(1000.0, gt=0, description="Mean NDT sessions per day.")
     places: Path | None = Field(
         None,
-        description="CSV of places (name,lon,lat,weight,subdivision,country); "
-        "default: the bundled Washington State towns.",
+        description="CSV of places with columns name, subdivision, country, latitude, "
+        "longitude, population; default: the bundled Washington State towns.",
     )
 
 
@@ -274,6 +275,17 @@ class Config(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"ISP names must be unique; repeated: {', '.join(dupes)}")
+        if any(n.strip().lower() == RESERVED_ISP for n in names):
+            raise ValueError(f'"{RESERVED_ISP}" is reserved for all ISPs together: rename the rule')
+        return v
+
+    @field_validator("thresholds")
+    @classmethod
+    def _distinct_thresholds(cls, v: list[Threshold]) -> list[Threshold]:
+        labels = [t.label for t in v]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"thresholds must differ; repeated: {', '.join(dupes)}")
         return v
 
     def layer(self, layer_id: str) -> H3Layer | PolygonLayer:

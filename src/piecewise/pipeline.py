@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+import pyarrow as pa
 
 from piecewise import periods
 from piecewise.aggregate import aggregate_tests, load_tests
@@ -14,6 +17,7 @@ from piecewise.config import Config, FilesSourceConfig, SyntheticSourceConfig
 from piecewise.enrich import Enricher
 from piecewise.ingest import IngestResult, dates_between, ingest, ingested_dates
 from piecewise.publish import Publisher
+from piecewise.schema import DIRECTIONS
 from piecewise.sources.base import Source
 from piecewise.store import Store, open_store
 
@@ -72,6 +76,21 @@ def run_ingest(
         enricher.close()
 
 
+SETTINGS_KEY = "cells/settings.json"
+
+
+def aggregation_settings(config: Config) -> dict:
+    """What the published cells depend on besides the tests: when any of it changes,
+    every period is recomputed (the ISP rules and layers apply at ingest)."""
+    return {
+        "layers": [layer.id for layer in config.layers],
+        "kinds": list(config.periods.kinds),
+        "privacy": config.privacy.model_dump(),
+        "thresholds": [t.model_dump() for t in config.thresholds],
+        "sampling": config.aggregation.sampling,
+    }
+
+
 @dataclass(frozen=True)
 class AggregateResult:
     periods: dict[str, list[str]]
@@ -86,6 +105,13 @@ def run_aggregate(
     """Recompute every period that contains one of `dates` (default: every ingested date)."""
     stores = stores or Stores.of(config)
     available = set(ingested_dates(stores.private))
+    settings = aggregation_settings(config)
+    previous = (
+        stores.private.read_json(SETTINGS_KEY) if stores.private.exists(SETTINGS_KEY) else None
+    )
+    if dates is not None and previous != settings:
+        log.info("aggregation settings changed since the last run: recomputing every period")
+        dates = None
     dates = sorted(available if dates is None else set(dates) & available)
     if not dates:
         log.warning("nothing to aggregate: no ingested dates in the private store")
@@ -95,16 +121,33 @@ def run_aggregate(
     for kind, starts in wanted.items():
         needed |= periods.span(kind, starts)
     layer_ids = [layer.id for layer in config.layers]
-    tests = load_tests(stores.private, sorted(needed & available), layer_ids)
-    log.info("aggregating %d tests of %d dates", tests.num_rows, len(needed & available))
-    stats, hist = aggregate_tests(config, tests, wanted)
+    dates_read = sorted(needed & available)
+    loaded: list[int] = []
+
+    def by_direction() -> Iterator[pa.Table]:
+        for direction in DIRECTIONS:
+            tests = load_tests(
+                stores.private,
+                dates_read,
+                layer_ids,
+                directions=(direction,),
+                with_id=config.aggregation.sampling == "one_per_client_day",
+            )
+            loaded.append(tests.num_rows)
+            log.info(
+                "aggregating %d %s tests of %d dates", tests.num_rows, direction, len(dates_read)
+            )
+            yield tests
+
+    stats, hist = aggregate_tests(config, by_direction(), wanted)
     publisher = Publisher(config, stores.public, stores.private, build_layers(config))
     publisher.publish(stats, hist, wanted)
+    stores.private.write_json(SETTINGS_KEY, settings)
     published = int(stats.column("published").to_numpy(zero_copy_only=False).sum())
     log.info("published %d of %d cells", published, stats.num_rows)
     return AggregateResult(
         {k: [periods.label(k, s) for s in sorted(v)] for k, v in wanted.items()},
-        tests.num_rows,
+        sum(loaded),
         stats.num_rows,
         published,
     )

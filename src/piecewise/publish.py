@@ -1,7 +1,8 @@
 """Writing the public data, version 1 (layout and fields: docs/data.md).
 
 Only aggregates leave this module, and only for cells that passed the privacy
-threshold: a suppressed cell is listed with `"suppressed": true` and nothing else.
+threshold: a suppressed cell is listed by its key alone, as an `[area, isp, direction]`
+entry of the period file's `suppressed` list.
 `index.json` is written last, so a reader that starts from it finds every file it names.
 """
 
@@ -21,6 +22,7 @@ from piecewise.aggregate import (
     ALL_ISPS,
     STAT_COLUMNS,
     cell_schema,
+    plain_strings,
     share_column,
 )
 from piecewise.areas import AreaLayer, H3Areas
@@ -46,8 +48,8 @@ METRICS = {
     "shares": "share of tests at or above each threshold's speed for the direction (0-1)",
 }
 CACHE_SHORT = "public, max-age=300"
-EPOCH = dt.date(1970, 1, 1)
 CACHE_LONG = "public, max-age=3600"
+EPOCH = dt.date(1970, 1, 1)
 
 
 def _clean(value: float | int | None, digits: int = 4) -> float | int | None:
@@ -77,12 +79,15 @@ class Publisher:
                 key = self.cells_key(layer, kind)
                 old = self.private.read_parquet(key) if self.private.exists(key) else None
                 if old is not None and old.schema != schema:
-                    old = None  # thresholds changed: the whole table is recomputed
-                new = _select(stats, layer, kind)
+                    raise ValueError(
+                        f"{key} was made with other thresholds: aggregate every date "
+                        "(`piecewise aggregate` without dates) to rebuild it"
+                    )
+                new = plain_strings(_select(stats, layer, kind)).drop_columns(["row"]).cast(schema)
                 if old is not None:
                     starts = pa.array(sorted(wanted.get(kind, ())), pa.date32())
                     old = old.filter(pc.invert(pc.is_in(old.column("period"), starts)))
-                    new = pa.concat_tables([old, new.cast(schema)])
+                    new = pa.concat_tables([old, new])
                 new = new.sort_by(
                     [
                         ("period", "ascending"),
@@ -96,9 +101,12 @@ class Publisher:
         return merged
 
     def _published_json(self, layer: str, table: pa.Table) -> list[dict]:
-        """Published cells (already `_rounded`) as JSON objects."""
+        """Published cells (NaN already null) as JSON objects, floats rounded."""
         area_layer = self.layers[layer]
         columns = {c: table.column(c).to_pylist() for c in table.column_names}
+        for name, values in columns.items():
+            if pa.types.is_floating(table.schema.field(name).type):
+                columns[name] = [None if v is None else round(v, 4) for v in values]
         shares = [(t.label, share_column(t)) for t in self.config.thresholds]
         out = []
         for i, area in enumerate(columns["area"]):
@@ -183,6 +191,7 @@ class Publisher:
                 pos = position[(cols["period"][i] - EPOCH).days]
                 for c in series_cols:
                     current[c][pos] = _clean(cols[c][i])
+        prefix = f"{PREFIX}/series/{layer}/"
         for area, kinds in per_area.items():
             doc = {
                 "version": VERSION,
@@ -192,9 +201,12 @@ class Publisher:
                 "thresholds": {share_column(t): t.label for t in self.config.thresholds},
                 "kinds": kinds,
             }
-            self.public.write_json(
-                f"{PREFIX}/series/{layer}/{area}.json", doc, cache_control=CACHE_SHORT
-            )
+            self.public.write_json(f"{prefix}{area}.json", doc, cache_control=CACHE_SHORT)
+        # An area with no published cell left (say, after the privacy threshold was
+        # raised) must not keep its old numbers.
+        for key in self.public.list(prefix):
+            if key.endswith(".json") and key[len(prefix) : -len(".json")] not in per_area:
+                self.public.delete(key)
         return sorted(per_area)
 
     def write_areas(self, layer: str, merged: dict) -> int:
@@ -284,22 +296,33 @@ class Publisher:
         return doc
 
     def publish(self, stats: pa.Table, hist: pa.Table, wanted: dict[str, set[dt.date]]) -> dict:
+        stats = stats.append_column("row", pa.array(np.arange(stats.num_rows)))
         merged = self.merge_cells(stats, wanted)
+        hist_cell = hist.column("cell").to_numpy()
+        hist_bucket = hist.column("bucket").to_numpy()
+        hist_count = hist.column("count").to_numpy()
         order = [(c, "ascending") for c in ("period", "area", "isp", "direction")]
+        position = np.full(stats.num_rows, -1, dtype=np.int64)
         for layer in self.layers:
             for kind in self.config.periods.kinds:
-                table = _select(stats, layer, kind).sort_by(order)
+                table = plain_strings(_select(stats, layer, kind)).sort_by(order)
                 flag = table.column("published")
-                published = _rounded(table.filter(flag))
+                published = _nan_to_null(table.filter(flag))
                 suppressed = table.filter(pc.invert(flag))
-                # The cube holds the histograms of published cells only.
-                keys = published.select(["period", "area", "isp", "direction"])
-                cube = _select(hist, layer, kind).join(
-                    keys, keys=["period", "area", "isp", "direction"], join_type="inner"
-                )
-                cube = cube.sort_by([*order, ("bucket", "ascending")])
+                # The cube holds the histograms of published cells only, in their order.
+                rows = published.column("row").to_numpy()
+                position[rows] = np.arange(published.num_rows)
+                hpos = position[hist_cell]
+                position[rows] = -1
+                sel = np.flatnonzero(hpos >= 0)
+                sel = sel[np.lexsort((hist_bucket[sel], hpos[sel]))]
+                cube = published.select(["period", "area", "isp", "direction"]).take(hpos[sel])
+                cube = cube.append_column("bucket", pa.array(hist_bucket[sel]))
+                cube = cube.append_column("count", pa.array(hist_count[sel]))
                 parts = [published, suppressed, cube]
-                days = [p.column("period").cast(pa.int32()).to_numpy() for p in parts]
+                days = [
+                    p.column("period").cast(pa.int32()).to_numpy().astype(np.int64) for p in parts
+                ]
                 for start in sorted(wanted.get(kind, ())):
                     d = (start - EPOCH).days
                     sliced = []
@@ -314,11 +337,11 @@ class Publisher:
         return self.write_index(merged, area_counts)
 
 
-def _rounded(table: pa.Table) -> pa.Table:
-    """Floats rounded to 4 decimals, NaN (no valid value) as null, for JSON."""
+def _nan_to_null(table: pa.Table) -> pa.Table:
+    """NaN (no valid value) as null, for JSON; `_published_json` rounds."""
     for i, f in enumerate(table.schema):
         if pa.types.is_floating(f.type):
-            col = pc.round(table.column(i), 4)
+            col = table.column(i)
             col = pc.if_else(pc.is_nan(col), pa.scalar(None, pa.float64()), col)
             table = table.set_column(i, f.name, col)
     return table

@@ -249,13 +249,19 @@ class Store:
 
     # -- Parquet ---------------------------------------------------------------------
 
-    def read_parquet(self, key: str, columns: list[str] | None = None) -> pa.Table:
+    def read_parquet(
+        self,
+        key: str,
+        columns: list[str] | None = None,
+        read_dictionary: list[str] | None = None,
+    ) -> pa.Table:
+        """Read a Parquet object; `read_dictionary` columns come back dictionary-encoded."""
         path = self._path(key)
         try:
             if self.local_root is not None:
-                return pq.ParquetFile(path).read(columns=columns)
+                return pq.ParquetFile(path, read_dictionary=read_dictionary).read(columns=columns)
             with self.fs.open(path, "rb") as f:
-                return pq.ParquetFile(f).read(columns=columns)
+                return pq.ParquetFile(f, read_dictionary=read_dictionary).read(columns=columns)
         except FileNotFoundError as exc:
             raise KeyNotFound(f"key {self._where(key)} not found") from exc
         except Exception as exc:

@@ -3,7 +3,8 @@
 -- the lowest hash of the test id. Tests without a client IP are all kept.
 SELECT *
 FROM tests
-QUALIFY row_number() OVER (
-    PARTITION BY direction, "date", coalesce(client_ip, id)
-    ORDER BY hash(id), id
-) = 1
+QUALIFY client_ip IS NULL
+    OR row_number() OVER (
+        PARTITION BY direction, "date", client_ip
+        ORDER BY hash(id), id
+    ) = 1

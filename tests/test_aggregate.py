@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+
+from piecewise.aggregate import apply_sampling
+
+
+def test_one_per_client_day_keeps_one_test_per_ip_day_direction_and_all_unknown() -> None:
+    d1, d2 = dt.date(2025, 1, 1), dt.date(2025, 1, 2)
+    rows = [
+        ("a", d1, "download", "1.1.1.1"),
+        ("b", d1, "download", "1.1.1.1"),
+        ("c", d1, "upload", "1.1.1.1"),
+        ("d", d2, "download", "1.1.1.1"),
+        ("e", d1, "download", None),
+        ("f", d1, "download", None),
+        (None, d1, "download", None),
+        (None, d1, "download", None),
+    ]
+    table = pa.table(
+        {
+            "id": [r[0] for r in rows],
+            "date": pa.array([r[1] for r in rows], pa.date32()),
+            "direction": [r[2] for r in rows],
+            "client_ip": pa.array([r[3] for r in rows], pa.string()),
+        }
+    )
+    out = apply_sampling(table, "one_per_client_day")
+    assert out.num_rows == 3 + 4  # one per (ip, day, direction), every unknown client
+    kept = out.filter(pa.compute.equal(out.column("client_ip"), "1.1.1.1"))
+    keys = sorted((r["date"], r["direction"]) for r in kept.to_pylist())
+    assert keys == [(d1, "download"), (d1, "upload"), (d2, "download")]
+    again = apply_sampling(table, "one_per_client_day")
+    assert sorted(again.column("id").to_pylist(), key=str) == sorted(
+        out.column("id").to_pylist(), key=str
+    )
+    assert apply_sampling(table, "all") is table
