@@ -235,6 +235,8 @@ def compute_cells(
                 raise ValueError(f"{direction} tests were given twice")
             rows = tests.filter(pa.array(direction_of_row.codes == code))
             inputs[direction] = _DirectionInputs.of(rows, direction, layer_ids, kinds, thresholds)
+            del rows
+        del tests  # before the next table is loaded
 
     def run(task: _Task) -> tuple[pa.Table, pa.Table]:
         d = inputs[task.direction]
@@ -363,6 +365,7 @@ def aggregate_tests(
         for tests in tables:
             tests = apply_sampling(tests, config.aggregation.sampling)
             yield tests.drop_columns(["id"]) if "id" in tests.column_names else tests
+            del tests  # before the next table is loaded
 
     stats, hist = compute_cells(
         sampled(),

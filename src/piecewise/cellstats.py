@@ -16,6 +16,8 @@ most of its time on per-group state; see docs/benchmarks.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +40,7 @@ class RankedMetric:
     sorted_values: np.ndarray
     rank: np.ndarray
     bits: int
+    valid: int  # values that are not NaN: ranks 0..valid-1
 
     @classmethod
     def of(cls, values: np.ndarray) -> RankedMetric:
@@ -45,7 +48,16 @@ class RankedMetric:
         dtype = np.int32 if len(values) < 2**31 else np.int64
         rank = np.empty(len(values), dtype=dtype)
         rank[order] = np.arange(len(values), dtype=dtype)
-        return cls(values[order], rank, bits_for(max(len(values) - 1, 0)))
+        valid = int(np.count_nonzero(~np.isnan(values)))
+        return cls(values[order], rank, bits_for(max(len(values) - 1, 0)), valid)
+
+    def sorted_composite(self, group: np.ndarray, group_bits: int) -> np.ndarray:
+        """`group << bits | rank`, sorted: each cell's rows together, by value."""
+        if group_bits + self.bits > 63:
+            raise OverflowError("composite key does not fit in 63 bits")
+        comp = (group << self.bits) | self.rank
+        comp.sort()
+        return comp
 
 
 @dataclass(frozen=True)
@@ -59,10 +71,7 @@ class CellLayout:
 
 
 def layout(group: np.ndarray, group_bits: int, metric: RankedMetric) -> CellLayout:
-    if group_bits + metric.bits > 63:
-        raise OverflowError("composite key does not fit in 63 bits")
-    comp = (group << metric.bits) | metric.rank
-    comp.sort()
+    comp = metric.sorted_composite(group, group_bits)
     keys_per_row = comp >> metric.bits
     ranks = comp & ((1 << metric.bits) - 1)
     if len(comp) == 0:
@@ -77,9 +86,13 @@ def layout(group: np.ndarray, group_bits: int, metric: RankedMetric) -> CellLayo
 
 
 def quantiles_at(
-    values_in_order: np.ndarray, starts: np.ndarray, valid: np.ndarray, qs: tuple[float, ...]
+    value_at: Callable[[np.ndarray], np.ndarray],
+    starts: np.ndarray,
+    valid: np.ndarray,
+    qs: tuple[float, ...],
 ) -> list[np.ndarray]:
-    """Per cell, `quantile_cont` of its first `valid` values (ascending); NaN if none."""
+    """Per cell, `quantile_cont` of its first `valid` values (ascending), reading the
+    value at a position with `value_at`; NaN where a cell has none."""
     out = []
     has = valid > 0
     last = np.maximum(valid - 1, 0)
@@ -87,8 +100,8 @@ def quantiles_at(
         pos = q * last
         lo = np.floor(pos).astype(np.int64)
         hi = np.ceil(pos).astype(np.int64)
-        v_lo = values_in_order[starts + lo]
-        v_hi = values_in_order[starts + hi]
+        v_lo = value_at(starts + lo)
+        v_hi = value_at(starts + hi)
         res = v_lo + (v_hi - v_lo) * (pos - lo)
         out.append(np.where(has, res, np.nan))
     return out
@@ -129,11 +142,13 @@ class DirectionData:
     def build(
         cls, mbps: np.ndarray, rtt: np.ndarray, loss: np.ndarray, client: np.ndarray
     ) -> DirectionData:
-        ranked = RankedMetric.of(mbps)
+        # The three sorts release the GIL: rank the metrics side by side.
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            ranked, rtt_ranked, loss_ranked = pool.map(RankedMetric.of, (mbps, rtt, loss))
         return cls(
             mbps=ranked,
-            rtt=RankedMetric.of(rtt),
-            loss=RankedMetric.of(loss),
+            rtt=rtt_ranked,
+            loss=loss_ranked,
             client=client,
             client_bits=bits_for(int(client.max()) if len(client) else 0),
             log_sorted=np.log(ranked.sorted_values),
@@ -141,40 +156,37 @@ class DirectionData:
         )
 
 
-def _valid_counts(values_in_order: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    if len(starts) == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.add.reduceat(~np.isnan(values_in_order), starts).astype(np.int64)
-
-
 def _metric_quantiles(
-    data: RankedMetric, group: np.ndarray, group_bits: int, qs: tuple[float, ...]
+    metric: RankedMetric, group: np.ndarray, group_bits: int, cells: CellLayout, qs
 ) -> list[np.ndarray]:
-    cells = layout(group, group_bits, data)
-    values = data.sorted_values[cells.ranks]
-    return quantiles_at(values, cells.starts, _valid_counts(values, cells.starts), qs)
+    """Quantiles of another metric over the same cells: the cells come out of the
+    sort in the same order and sizes, so only the ranks at a few positions are read."""
+    comp = metric.sorted_composite(group, group_bits)
+    mask = (1 << metric.bits) - 1
+    if metric.valid == len(comp):
+        valid = cells.counts
+    elif len(comp):  # NaN ranks are the largest, so they end each cell
+        valid = np.add.reduceat((comp & mask) < metric.valid, cells.starts).astype(np.int64)
+    else:
+        valid = cells.counts
+    return quantiles_at(lambda pos: metric.sorted_values[comp[pos] & mask], cells.starts, valid, qs)
 
 
-def _distinct_clients(client: np.ndarray, client_bits: int, group: np.ndarray, group_bits: int):
+def _distinct_clients(
+    client: np.ndarray, client_bits: int, group: np.ndarray, group_bits: int, cells: CellLayout
+) -> np.ndarray:
     if group_bits + client_bits > 63:
         raise OverflowError("composite key does not fit in 63 bits")
+    if not len(group):
+        return np.zeros(0, dtype=np.int64)
     comp = (group << client_bits) | client
     comp.sort()
-    known = (comp & ((1 << client_bits) - 1)) != 0
-    first = np.empty(len(comp), dtype=bool)
-    if len(comp):
-        first[0] = True
-        np.not_equal(comp[1:], comp[:-1], out=first[1:])
-    new_client = first & known
-    keys_per_row = comp >> client_bits
-    cell_start = np.empty(len(comp), dtype=bool)
-    if len(comp):
-        cell_start[0] = True
-        np.not_equal(keys_per_row[1:], keys_per_row[:-1], out=cell_start[1:])
-    starts = np.flatnonzero(cell_start)
-    if len(starts) == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.add.reduceat(new_client, starts).astype(np.int64)
+    # A known client (code > 0) counts where it first appears in its cell.
+    new_client = np.empty(len(comp), dtype=bool)
+    new_client[0] = True
+    np.not_equal(comp[1:], comp[:-1], out=new_client[1:])
+    new_client &= (comp & ((1 << client_bits) - 1)) != 0
+    return np.add.reduceat(new_client, cells.starts).astype(np.int64)
 
 
 def cell_statistics(
@@ -195,24 +207,25 @@ def cell_statistics(
     else:
         total = log_total = np.zeros(0)
         shares = [np.zeros(0) for _ in thresholds]
-    quantiles = quantiles_at(values, starts, counts, QUANTILES)
+    quantiles = quantiles_at(values.__getitem__, starts, counts, QUANTILES)
 
     # Buckets rise with the value, so within a cell equal buckets are adjacent runs.
     bucket = data.bucket_sorted[cells.ranks]
-    cell_of_pos = np.repeat(np.arange(len(starts), dtype=np.int64), counts)
     run = np.empty(len(bucket), dtype=bool)
     if len(bucket):
         run[0] = True
-        run[1:] = (bucket[1:] != bucket[:-1]) | (cell_of_pos[1:] != cell_of_pos[:-1])
+        np.not_equal(bucket[1:], bucket[:-1], out=run[1:])
+        run[starts] = True
     run_starts = np.flatnonzero(run)
-    run_counts = np.diff(np.append(run_starts, len(bucket)))
+    run_counts = np.diff(run_starts, append=len(bucket))
+    run_cell = np.searchsorted(starts, run_starts, side="right") - 1
 
-    rtt_median, rtt_p90 = _metric_quantiles(data.rtt, group, group_bits, (0.5, 0.9))
-    (loss_median,) = _metric_quantiles(data.loss, group, group_bits, (0.5,))
+    rtt_median, rtt_p90 = _metric_quantiles(data.rtt, group, group_bits, cells, (0.5, 0.9))
+    (loss_median,) = _metric_quantiles(data.loss, group, group_bits, cells, (0.5,))
     return CellStatistics(
         keys=cells.keys,
         tests=counts,
-        clients=_distinct_clients(data.client, data.client_bits, group, group_bits),
+        clients=_distinct_clients(data.client, data.client_bits, group, group_bits, cells),
         quantiles=dict(zip(QUANTILE_NAMES, quantiles, strict=True)),
         mean=total / np.maximum(counts, 1),
         geomean=np.exp(log_total / np.maximum(counts, 1)),
@@ -220,7 +233,7 @@ def cell_statistics(
         rtt_p90=rtt_p90,
         loss_median=loss_median,
         shares=shares,
-        hist_cell=cell_of_pos[run_starts],
+        hist_cell=run_cell,
         hist_bucket=bucket[run_starts],
         hist_count=run_counts,
     )

@@ -138,6 +138,7 @@ def run_aggregate(
                 "aggregating %d %s tests of %d dates", tests.num_rows, direction, len(dates_read)
             )
             yield tests
+            del tests  # before the next direction is loaded
 
     stats, hist = aggregate_tests(config, by_direction(), wanted)
     publisher = Publisher(config, stores.public, stores.private, build_layers(config))

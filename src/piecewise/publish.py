@@ -9,7 +9,6 @@ entry of the period file's `suppressed` list.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -50,14 +49,21 @@ METRICS = {
 CACHE_SHORT = "public, max-age=300"
 CACHE_LONG = "public, max-age=3600"
 EPOCH = dt.date(1970, 1, 1)
+ORDER = [(c, "ascending") for c in ("period", "area", "isp", "direction")]
 
 
-def _clean(value: float | int | None, digits: int = 4) -> float | int | None:
-    if value is None:
-        return None
-    if isinstance(value, float):
-        return None if math.isnan(value) else round(value, digits)
-    return value
+def _json_columns(table: pa.Table, digits: int = 4) -> dict[str, list]:
+    """Columns as Python lists for JSON: floats rounded, NaN and null as None."""
+    out = {}
+    for field, column in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_floating(field.type):
+            values = np.round(column.to_numpy(zero_copy_only=False).astype(np.float64), digits)
+            objects = values.astype(object)
+            objects[np.isnan(values)] = None
+            out[field.name] = objects.tolist()
+        else:
+            out[field.name] = column.to_pylist()
+    return out
 
 
 @dataclass(frozen=True)
@@ -70,43 +76,42 @@ class Publisher:
     def cells_key(self, layer: str, kind: str) -> str:
         return f"cells/{layer}/{kind}.parquet"
 
-    def merge_cells(self, stats: pa.Table, wanted: dict[str, set[dt.date]]) -> dict:
-        """Replace the recomputed periods in the private cell tables; returns them."""
-        merged: dict[tuple[str, str], pa.Table] = {}
+    def merge_cells(
+        self, stats: pa.Table, wanted: dict[str, set[dt.date]], layer: str
+    ) -> dict[str, pa.Table]:
+        """Replace the recomputed periods in the layer's private cell tables; returns
+        them by period kind."""
+        merged: dict[str, pa.Table] = {}
         schema = cell_schema(list(self.config.thresholds))
-        for layer in self.layers:
-            for kind in self.config.periods.kinds:
-                key = self.cells_key(layer, kind)
-                old = self.private.read_parquet(key) if self.private.exists(key) else None
-                if old is not None and old.schema != schema:
-                    raise ValueError(
-                        f"{key} was made with other thresholds: aggregate every date "
-                        "(`piecewise aggregate` without dates) to rebuild it"
-                    )
-                new = plain_strings(_select(stats, layer, kind)).drop_columns(["row"]).cast(schema)
-                if old is not None:
-                    starts = pa.array(sorted(wanted.get(kind, ())), pa.date32())
-                    old = old.filter(pc.invert(pc.is_in(old.column("period"), starts)))
-                    new = pa.concat_tables([old, new])
-                new = new.sort_by(
-                    [
-                        ("period", "ascending"),
-                        ("area", "ascending"),
-                        ("isp", "ascending"),
-                        ("direction", "ascending"),
-                    ]
+        for kind in self.config.periods.kinds:
+            key = self.cells_key(layer, kind)
+            old = self.private.read_parquet(key) if self.private.exists(key) else None
+            if old is not None and old.schema != schema:
+                raise ValueError(
+                    f"{key} was made with other thresholds: aggregate every date "
+                    "(`piecewise aggregate` without dates) to rebuild it"
                 )
-                self.private.write_parquet(key, new)
-                merged[(layer, kind)] = new
+            new = plain_strings(_select(stats, layer, kind)).drop_columns(["row"]).cast(schema)
+            if old is not None:
+                starts = pa.array(sorted(wanted.get(kind, ())), pa.date32())
+                old = old.filter(pc.invert(pc.is_in(old.column("period"), starts)))
+                new = pa.concat_tables([old, new])
+            new = new.sort_by(
+                [
+                    ("period", "ascending"),
+                    ("area", "ascending"),
+                    ("isp", "ascending"),
+                    ("direction", "ascending"),
+                ]
+            )
+            self.private.write_parquet(key, new)
+            merged[kind] = new
         return merged
 
     def _published_json(self, layer: str, table: pa.Table) -> list[dict]:
-        """Published cells (NaN already null) as JSON objects, floats rounded."""
+        """Published cells as JSON objects, floats rounded, NaN as null."""
         area_layer = self.layers[layer]
-        columns = {c: table.column(c).to_pylist() for c in table.column_names}
-        for name, values in columns.items():
-            if pa.types.is_floating(table.schema.field(name).type):
-                columns[name] = [None if v is None else round(v, 4) for v in values]
+        columns = _json_columns(table)
         shares = [(t.label, share_column(t)) for t in self.config.thresholds]
         out = []
         for i, area in enumerate(columns["area"]):
@@ -151,68 +156,93 @@ class Publisher:
         self.public.write_json(
             f"{PREFIX}/stats/{layer}/{kind}/{label}.json", doc, cache_control=CACHE_SHORT
         )
-        cube = cube.select(["area", "isp", "direction", "bucket", "count"])
         self.public.write_parquet(f"{PREFIX}/cube/{layer}/{kind}/{label}.parquet", cube)
 
-    def write_series(self, layer: str, merged: dict) -> list[str]:
+    def write_series(self, layer: str, merged: dict[str, pa.Table]) -> list[str]:
         """One file per area: each kind's full period axis, one series per ISP and
-        direction that has any published cell, null where there is no published cell."""
-        per_area: dict[str, dict] = defaultdict(dict)
+        direction that has any published cell, null where there is no published cell.
+        Areas are written one at a time, so memory holds one area's series."""
+        series_cols = [*STAT_COLUMNS] + [share_column(t) for t in self.config.thresholds]
+        axes: dict[str, tuple[list[str], dict[int, int]]] = {}
+        parts = []
         for kind in self.config.periods.kinds:
-            table = merged[(layer, kind)].filter(merged[(layer, kind)].column("published"))
+            table = merged[kind].filter(merged[kind].column("published"))
             if table.num_rows == 0:
                 continue
             days = table.column("period").cast(pa.int32()).to_numpy()
-            first = EPOCH + dt.timedelta(days=int(days.min()))
-            last = EPOCH + dt.timedelta(days=int(days.max()))
-            axis = periods.axis(kind, first, last)
-            position = {(p - EPOCH).days: i for i, p in enumerate(axis)}
-            labels = [periods.label(kind, p) for p in axis]
-            table = table.sort_by(
-                [
-                    ("area", "ascending"),
-                    ("isp", "ascending"),
-                    ("direction", "ascending"),
-                    ("period", "ascending"),
-                ]
+            axis = periods.axis(
+                kind,
+                EPOCH + dt.timedelta(days=int(days.min())),
+                EPOCH + dt.timedelta(days=int(days.max())),
             )
-            cols = {c: table.column(c).to_pylist() for c in table.column_names}
-            series_cols = [*STAT_COLUMNS] + [share_column(t) for t in self.config.thresholds]
-            run_key = None
-            current: dict | None = None
-            for i in range(table.num_rows):
-                key = (cols["area"][i], cols["isp"][i], cols["direction"][i])
-                if key != run_key:
-                    run_key = key
-                    area_doc = per_area[key[0]].setdefault(kind, {"periods": labels, "series": []})
-                    current = {"isp": key[1], "direction": key[2]}
-                    current.update({c: [None] * len(axis) for c in series_cols})
-                    area_doc["series"].append(current)
-                pos = position[(cols["period"][i] - EPOCH).days]
-                for c in series_cols:
-                    current[c][pos] = _clean(cols[c][i])
+            axes[kind] = (
+                [periods.label(kind, p) for p in axis],
+                {(p - EPOCH).days: i for i, p in enumerate(axis)},
+            )
+            table = table.select(["area", "isp", "direction", "period", *series_cols])
+            parts.append(table.append_column("kind", pa.repeat(pa.scalar(kind), len(table))))
         prefix = f"{PREFIX}/series/{layer}/"
-        for area, kinds in per_area.items():
-            doc = {
-                "version": VERSION,
-                "layer": layer,
-                "area": area,
-                "name": self.layers[layer].name_of(area),
-                "thresholds": {share_column(t): t.label for t in self.config.thresholds},
-                "kinds": kinds,
-            }
-            self.public.write_json(f"{prefix}{area}.json", doc, cache_control=CACHE_SHORT)
+        written: set[str] = set()
+        if parts:
+            table = pa.concat_tables(parts).sort_by(
+                [(c, "ascending") for c in ("area", "kind", "isp", "direction", "period")]
+            )
+            areas = table.column("area").to_numpy(zero_copy_only=False)
+            bounds = np.flatnonzero(areas[1:] != areas[:-1]) + 1
+            for lo, hi in zip(
+                np.concatenate([[0], bounds]), np.append(bounds, len(areas)), strict=True
+            ):
+                area = str(areas[lo])
+                self._write_area_series(layer, area, table.slice(lo, hi - lo), axes, series_cols)
+                written.add(area)
         # An area with no published cell left (say, after the privacy threshold was
         # raised) must not keep its old numbers.
         for key in self.public.list(prefix):
-            if key.endswith(".json") and key[len(prefix) : -len(".json")] not in per_area:
+            if key.endswith(".json") and key[len(prefix) : -len(".json")] not in written:
                 self.public.delete(key)
-        return sorted(per_area)
+        return sorted(written)
+
+    def _write_area_series(
+        self,
+        layer: str,
+        area: str,
+        table: pa.Table,
+        axes: dict[str, tuple[list[str], dict[int, int]]],
+        series_cols: list[str],
+    ) -> None:
+        cols = _json_columns(table)
+        cols["period"] = table.column("period").cast(pa.int32()).to_pylist()
+        kinds: dict[str, dict] = {}
+        run_key = None
+        current: dict = {}
+        for i in range(table.num_rows):
+            key = (cols["kind"][i], cols["isp"][i], cols["direction"][i])
+            labels, position = axes[key[0]]
+            if key != run_key:
+                run_key = key
+                doc = kinds.setdefault(key[0], {"periods": labels, "series": []})
+                current = {"isp": key[1], "direction": key[2]}
+                current.update({c: [None] * len(labels) for c in series_cols})
+                doc["series"].append(current)
+            pos = position[cols["period"][i]]
+            for c in series_cols:
+                current[c][pos] = cols[c][i]
+        doc = {
+            "version": VERSION,
+            "layer": layer,
+            "area": area,
+            "name": self.layers[layer].name_of(area),
+            "thresholds": {share_column(t): t.label for t in self.config.thresholds},
+            "kinds": kinds,
+        }
+        self.public.write_json(
+            f"{PREFIX}/series/{layer}/{area}.json", doc, cache_control=CACHE_SHORT
+        )
 
     def write_areas(self, layer: str, merged: dict) -> int:
         ids: set[str] = set()
         for kind in self.config.periods.kinds:
-            ids.update(pc.unique(merged[(layer, kind)].column("area")).to_pylist())
+            ids.update(pc.unique(merged[kind].column("area")).to_pylist())
         area_layer = self.layers[layer]
         if not isinstance(area_layer, H3Areas):
             ids.update(area_layer.ids)
@@ -234,14 +264,10 @@ class Publisher:
         )
         return len(features)
 
-    def write_index(self, merged: dict, area_counts: dict[str, int]) -> dict:
-        period_sets: dict[str, set[dt.date]] = defaultdict(set)
-        isps: set[str] = set()
-        for (_, kind), table in merged.items():
-            period_sets[kind].update(pc.unique(table.column("period")).to_pylist())
-            published = table.filter(table.column("published"))
-            isps.update(pc.unique(published.column("isp")).to_pylist())
-        isps.discard(ALL_ISPS)
+    def write_index(
+        self, period_sets: dict[str, set[dt.date]], isps: set[str], area_counts: dict[str, int]
+    ) -> dict:
+        isps = isps - {ALL_ISPS}
         layers = []
         for layer in self.config.layers:
             entry = {
@@ -297,54 +323,76 @@ class Publisher:
 
     def publish(self, stats: pa.Table, hist: pa.Table, wanted: dict[str, set[dt.date]]) -> dict:
         stats = stats.append_column("row", pa.array(np.arange(stats.num_rows)))
-        merged = self.merge_cells(stats, wanted)
         hist_cell = hist.column("cell").to_numpy()
         hist_bucket = hist.column("bucket").to_numpy()
         hist_count = hist.column("count").to_numpy()
-        order = [(c, "ascending") for c in ("period", "area", "isp", "direction")]
         position = np.full(stats.num_rows, -1, dtype=np.int64)
-        for layer in self.layers:
-            for kind in self.config.periods.kinds:
-                table = plain_strings(_select(stats, layer, kind)).sort_by(order)
-                flag = table.column("published")
-                published = _nan_to_null(table.filter(flag))
-                suppressed = table.filter(pc.invert(flag))
-                # The cube holds the histograms of published cells only, in their order.
-                rows = published.column("row").to_numpy()
-                position[rows] = np.arange(published.num_rows)
-                hpos = position[hist_cell]
-                position[rows] = -1
-                sel = np.flatnonzero(hpos >= 0)
-                sel = sel[np.lexsort((hist_bucket[sel], hpos[sel]))]
-                cube = published.select(["period", "area", "isp", "direction"]).take(hpos[sel])
-                cube = cube.append_column("bucket", pa.array(hist_bucket[sel]))
-                cube = cube.append_column("count", pa.array(hist_count[sel]))
-                parts = [published, suppressed, cube]
-                days = [
-                    p.column("period").cast(pa.int32()).to_numpy().astype(np.int64) for p in parts
-                ]
-                for start in sorted(wanted.get(kind, ())):
-                    d = (start - EPOCH).days
-                    sliced = []
-                    for part, part_days in zip(parts, days, strict=True):
-                        lo, hi = np.searchsorted(part_days, [d, d + 1])
-                        sliced.append(part.slice(lo, hi - lo))
-                    self.write_period(layer, kind, start, *sliced)
+        period_sets: dict[str, set[dt.date]] = defaultdict(set)
+        isps: set[str] = set()
         area_counts = {}
+        # One layer at a time, so that only its tables are in memory.
         for layer in self.layers:
+            merged = self.merge_cells(stats, wanted, layer)
+            for kind in self.config.periods.kinds:
+                table = plain_strings(_select(stats, layer, kind)).sort_by(ORDER)
+                self.write_periods(
+                    layer,
+                    kind,
+                    table,
+                    sorted(wanted.get(kind, ())),
+                    (hist_cell, hist_bucket, hist_count),
+                    position,
+                )
+                period_sets[kind].update(pc.unique(merged[kind].column("period")).to_pylist())
+                published = merged[kind].filter(merged[kind].column("published"))
+                isps.update(pc.unique(published.column("isp")).to_pylist())
             self.write_series(layer, merged)
             area_counts[layer] = self.write_areas(layer, merged)
-        return self.write_index(merged, area_counts)
+            del merged
+        return self.write_index(period_sets, isps, area_counts)
 
-
-def _nan_to_null(table: pa.Table) -> pa.Table:
-    """NaN (no valid value) as null, for JSON; `_published_json` rounds."""
-    for i, f in enumerate(table.schema):
-        if pa.types.is_floating(f.type):
-            col = table.column(i)
-            col = pc.if_else(pc.is_nan(col), pa.scalar(None, pa.float64()), col)
-            table = table.set_column(i, f.name, col)
-    return table
+    def write_periods(
+        self,
+        layer: str,
+        kind: str,
+        table: pa.Table,
+        starts: list[dt.date],
+        hist: tuple[np.ndarray, np.ndarray, np.ndarray],
+        position: np.ndarray,
+    ) -> None:
+        """The statistics and cube files of the given periods of one layer and kind;
+        `table` holds their cells sorted by ORDER, `position` is scratch space (-1s)."""
+        hist_cell, hist_bucket, hist_count = hist
+        flag = table.column("published")
+        published = table.filter(flag)
+        suppressed = table.filter(pc.invert(flag))
+        # The cube holds the histograms of published cells only, in their order.
+        rows = published.column("row").to_numpy()
+        position[rows] = np.arange(published.num_rows)
+        hpos = position[hist_cell]
+        position[rows] = -1
+        sel = np.flatnonzero(hpos >= 0)
+        sel = sel[np.lexsort((hist_bucket[sel], hpos[sel]))]
+        cube_cell = hpos[sel]  # ascending: the cube rows of published[lo:hi] are contiguous
+        keys = published.select(["area", "isp", "direction"])
+        pub_days = published.column("period").cast(pa.int32()).to_numpy().astype(np.int64)
+        sup_days = suppressed.column("period").cast(pa.int32()).to_numpy().astype(np.int64)
+        for start in starts:
+            d = (start - EPOCH).days
+            lo, hi = np.searchsorted(pub_days, [d, d + 1])
+            slo, shi = np.searchsorted(sup_days, [d, d + 1])
+            clo, chi = np.searchsorted(cube_cell, [lo, hi])
+            cube = keys.take(pa.array(cube_cell[clo:chi]))
+            cube = cube.append_column("bucket", pa.array(hist_bucket[sel[clo:chi]]))
+            cube = cube.append_column("count", pa.array(hist_count[sel[clo:chi]]))
+            self.write_period(
+                layer,
+                kind,
+                start,
+                published.slice(lo, hi - lo),
+                suppressed.slice(slo, shi - slo),
+                cube,
+            )
 
 
 def _select(table: pa.Table, layer: str, kind: str) -> pa.Table:
