@@ -132,6 +132,7 @@ def run_aggregate(
                 layer_ids,
                 directions=(direction,),
                 with_id=config.aggregation.sampling == "one_per_client_day",
+                threads=config.aggregation.threads,
             )
             loaded.append(tests.num_rows)
             log.info(

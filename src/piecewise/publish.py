@@ -324,9 +324,12 @@ class Publisher:
     def publish(self, stats: pa.Table, hist: pa.Table, wanted: dict[str, set[dt.date]]) -> dict:
         stats = stats.append_column("row", pa.array(np.arange(stats.num_rows)))
         hist_cell = hist.column("cell").to_numpy()
-        hist_bucket = hist.column("bucket").to_numpy()
-        hist_count = hist.column("count").to_numpy()
-        position = np.full(stats.num_rows, -1, dtype=np.int64)
+        order = np.argsort(hist_cell, kind="stable")  # already sorted when made by cell
+        hist_cell, hist_bucket, hist_count = (
+            hist_cell[order],
+            hist.column("bucket").to_numpy()[order],
+            hist.column("count").to_numpy()[order],
+        )
         period_sets: dict[str, set[dt.date]] = defaultdict(set)
         isps: set[str] = set()
         area_counts = {}
@@ -341,7 +344,6 @@ class Publisher:
                     table,
                     sorted(wanted.get(kind, ())),
                     (hist_cell, hist_bucket, hist_count),
-                    position,
                 )
                 period_sets[kind].update(pc.unique(merged[kind].column("period")).to_pylist())
                 published = merged[kind].filter(merged[kind].column("published"))
@@ -358,22 +360,23 @@ class Publisher:
         table: pa.Table,
         starts: list[dt.date],
         hist: tuple[np.ndarray, np.ndarray, np.ndarray],
-        position: np.ndarray,
     ) -> None:
         """The statistics and cube files of the given periods of one layer and kind;
-        `table` holds their cells sorted by ORDER, `position` is scratch space (-1s)."""
+        `table` holds their cells sorted by ORDER; `hist` is sorted by cell."""
         hist_cell, hist_bucket, hist_count = hist
         flag = table.column("published")
         published = table.filter(flag)
         suppressed = table.filter(pc.invert(flag))
-        # The cube holds the histograms of published cells only, in their order.
+        # The cube holds the histograms of published cells only, in their order: the
+        # histogram rows are sorted by cell, so each cell's rows are one range.
         rows = published.column("row").to_numpy()
-        position[rows] = np.arange(published.num_rows)
-        hpos = position[hist_cell]
-        position[rows] = -1
-        sel = np.flatnonzero(hpos >= 0)
-        sel = sel[np.lexsort((hist_bucket[sel], hpos[sel]))]
-        cube_cell = hpos[sel]  # ascending: the cube rows of published[lo:hi] are contiguous
+        first = np.searchsorted(hist_cell, rows, side="left")
+        lengths = np.searchsorted(hist_cell, rows, side="right") - first
+        cube_cell = np.repeat(np.arange(len(rows)), lengths)
+        ends = np.cumsum(lengths)
+        sel = np.repeat(first - (ends - lengths), lengths) + np.arange(
+            int(ends[-1]) if len(ends) else 0
+        )
         keys = published.select(["area", "isp", "direction"])
         pub_days = published.column("period").cast(pa.int32()).to_numpy().astype(np.int64)
         sup_days = suppressed.column("period").cast(pa.int32()).to_numpy().astype(np.int64)
