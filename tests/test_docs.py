@@ -219,7 +219,7 @@ def test_index_fields_are_documented(data_md: str, tmp_path: Path) -> None:
     cfg = _config(tmp_path)
     stores = Stores.of(cfg)
     publisher = Publisher(cfg, stores.public, stores.private, build_layers(cfg))
-    index = publisher.write_index({}, {})
+    index = publisher.write_index({}, set(), {})
     assert stores.public.read_json("v1/index.json") == index
     assert not undocumented(index, data_md)
     nested = [*index["project"], *index["privacy"], *index["histogram"], *index["paths"]]
