@@ -134,3 +134,18 @@ def test_reserved_isp_name_and_duplicate_thresholds() -> None:
     assert "isps" in msg and "reserved" in msg
     msg = problems(MINIMAL + "\n[[thresholds]]\ndownload = 25\nupload = 3\n" * 2)
     assert "thresholds" in msg and "25/3" in msg
+
+
+def test_cli_reports_a_bad_boundary_file_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "bad.geojson").write_text('{"type": "FeatureCollection", "features": [{}]}')
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(
+        MINIMAL
+        + '\n[[layers]]\nid = "c"\nkind = "polygons"\nfile = "bad.geojson"\n'
+        + 'id_property = "GEOID"\nname_property = "NAME"\n'
+    )
+    assert main(["ingest", "-c", str(cfg), "--start", "2025-01-01", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "bad.geojson" in err and "GEOID" in err and "Traceback" not in err

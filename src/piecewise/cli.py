@@ -145,7 +145,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from piecewise.areas import BoundaryError
     from piecewise.logs import setup_logging
+    from piecewise.sources.files import ExportFileError
+    from piecewise.store import StoreError
 
     args = parser().parse_args(argv)
     setup_logging(level=logging.DEBUG if args.verbose else logging.INFO)
@@ -154,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (BoundaryError, ExportFileError, StoreError) as exc:
+        # Bad input files or an unreachable store: the message names the file or URL.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
