@@ -9,7 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from piecewise.config import ConfigError, load_config
+from piecewise.config import Config, ConfigError, load_config
+from piecewise.ingest import IngestResult
 
 log = logging.getLogger("piecewise")
 
@@ -36,50 +37,48 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
+def _ingest(args: argparse.Namespace, cfg: Config) -> IngestResult:
     from piecewise.pipeline import run_ingest
 
-    cfg = load_config(_config_path(args))
     end = args.end or _yesterday()
-    start = args.start or end
-    result = run_ingest(cfg, start, end, progress=not args.quiet)
+    result = run_ingest(cfg, args.start or end, end, progress=not args.quiet)
     print(
         f"ingested {len(result.dates)} dates: {result.rows['download']} download and "
         f"{result.rows['upload']} upload tests ({result.quality.summary()})"
     )
-    return 0
+    return result
 
 
-def cmd_aggregate(args: argparse.Namespace) -> int:
-    from piecewise.ingest import dates_between
+def _aggregate(cfg: Config, dates: list[dt.date] | None) -> None:
     from piecewise.pipeline import run_aggregate
 
-    cfg = load_config(_config_path(args))
-    dates = None
-    if args.start or args.end:
-        end = args.end or args.start
-        dates = dates_between(args.start or end, end)
     result = run_aggregate(cfg, dates)
     counts = ", ".join(f"{len(v)} {k}" for k, v in result.periods.items())
     print(
         f"aggregated {result.tests} tests into {result.cells} cells "
         f"({result.published} published); periods: {counts or 'none'}"
     )
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    _ingest(args, load_config(_config_path(args)))
+    return 0
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from piecewise.ingest import dates_between
+
+    dates = None
+    if args.start or args.end:
+        end = args.end or args.start
+        dates = dates_between(args.start or end, end)
+    _aggregate(load_config(_config_path(args)), dates)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from piecewise.pipeline import run_aggregate, run_ingest
-
     cfg = load_config(_config_path(args))
-    end = args.end or _yesterday()
-    start = args.start or end
-    ingested = run_ingest(cfg, start, end, progress=not args.quiet)
-    print(f"ingested {len(ingested.dates)} dates ({ingested.quality.summary()})")
-    result = run_aggregate(cfg, ingested.dates)
-    print(
-        f"aggregated {result.tests} tests into {result.cells} cells ({result.published} published)"
-    )
+    _aggregate(cfg, _ingest(args, cfg).dates)
     return 0
 
 

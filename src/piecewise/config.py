@@ -27,6 +27,10 @@ RESERVED_ISP = "all"  # the key of cells over every ISP
 LAYER_ID = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
+def _repeated(values: list[str]) -> list[str]:
+    return sorted({v for v in values if values.count(v) > 1})
+
+
 class ConfigError(Exception):
     """A configuration problem; `str()` is a message for a person, one line per problem."""
 
@@ -272,8 +276,7 @@ class Config(_Strict):
     @classmethod
     def _isp_names(cls, v: list[IspRule]) -> list[IspRule]:
         names = [rule.name for rule in v]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
+        if dupes := _repeated(names):
             raise ValueError(f"ISP names must be unique; repeated: {', '.join(dupes)}")
         if any(n.strip().lower() == RESERVED_ISP for n in names):
             raise ValueError(f'"{RESERVED_ISP}" is reserved for all ISPs together: rename the rule')
@@ -282,9 +285,7 @@ class Config(_Strict):
     @field_validator("thresholds")
     @classmethod
     def _distinct_thresholds(cls, v: list[Threshold]) -> list[Threshold]:
-        labels = [t.label for t in v]
-        dupes = sorted({x for x in labels if labels.count(x) > 1})
-        if dupes:
+        if dupes := _repeated([t.label for t in v]):
             raise ValueError(f"thresholds must differ; repeated: {', '.join(dupes)}")
         return v
 
