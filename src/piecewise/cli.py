@@ -61,7 +61,33 @@ def _aggregate(cfg: Config, dates: list[dt.date] | None) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    _ingest(args, load_config(_config_path(args)))
+    cfg = load_config(_config_path(args))
+    if args.dry_run:
+        return _dry_run(args, cfg)
+    _ingest(args, cfg)
+    return 0
+
+
+def _dry_run(args: argparse.Namespace, cfg: Config) -> int:
+    """What each query would scan and cost; runs nothing."""
+    from piecewise.pipeline import make_source
+
+    end = args.end or _yesterday()
+    start = args.start or end
+    source = make_source(cfg)
+    estimate = getattr(source, "estimate", None)
+    if estimate is None:
+        print(f"source {cfg.source.kind!r} runs no billed queries: nothing to estimate")
+        return 0
+    total_bytes = total_cost = 0.0
+    for e in estimate(start, end):
+        print(
+            f"{e.direction:8} {e.table}: {e.bytes:,} bytes ({e.bytes / 2**30:,.2f} GiB), "
+            f"${e.cost_usd:,.4f} on demand"
+        )
+        total_bytes += e.bytes
+        total_cost += e.cost_usd
+    print(f"total {start} to {end}: {total_bytes / 2**30:,.2f} GiB, ${total_cost:,.4f}")
     return 0
 
 
@@ -129,6 +155,12 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--end", type=_date, help="last date (default: yesterday, UTC)")
         if name != "aggregate":
             sp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+        if name == "ingest":
+            sp.add_argument(
+                "--dry-run",
+                action="store_true",
+                help="print the bytes each query would scan and its cost; run nothing",
+            )
         sp.set_defaults(func=func)
 
     serve = sub.add_parser("serve", help="serve the public data and site locally")
@@ -146,6 +178,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from piecewise.areas import BoundaryError
     from piecewise.logs import setup_logging
+    from piecewise.sources.bigquery import SourceError
     from piecewise.sources.files import ExportFileError
     from piecewise.store import StoreError
 
@@ -156,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (BoundaryError, ExportFileError, StoreError) as exc:
+    except (BoundaryError, ExportFileError, StoreError, SourceError) as exc:
         # Bad input files or an unreachable store: the message names the file or URL.
         print(f"error: {exc}", file=sys.stderr)
         return 1

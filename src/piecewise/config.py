@@ -24,6 +24,7 @@ from pydantic import (
 
 PERIOD_KINDS = ("day", "month", "quarter", "year")
 RESERVED_ISP = "all"  # the key of cells over every ISP
+BIGQUERY_TABLE = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){1,2}$"
 LAYER_ID = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
@@ -220,7 +221,40 @@ class FilesSourceConfig(_Strict):
         return self
 
 
-SourceConfig = Annotated[SyntheticSourceConfig | FilesSourceConfig, Field(discriminator="kind")]
+class BigQuerySourceConfig(_Strict):
+    kind: Literal["bigquery"]
+    project: str | None = Field(
+        None, description="Billing project that runs the queries (default: the credentials')."
+    )
+    downloads_table: str = Field(
+        "measurement-lab.ndt.unified_downloads", pattern=BIGQUERY_TABLE, description="Table id."
+    )
+    uploads_table: str = Field(
+        "measurement-lab.ndt.unified_uploads", pattern=BIGQUERY_TABLE, description="Table id."
+    )
+    location: str | None = Field(None, description="BigQuery location of the jobs, e.g. US.")
+    maximum_bytes_billed: int = Field(
+        200 * 2**30,
+        ge=1,
+        description="Every query fails instead of scanning more than this many bytes.",
+    )
+    price_per_tib: float = Field(
+        6.25, ge=0, description="On-demand USD per TiB scanned, for `--dry-run` estimates."
+    )
+    use_storage_api: bool = Field(
+        True, description="Read results through the Storage Read API when it is installed."
+    )
+    api_endpoint: str | None = Field(
+        None,
+        description="Another BigQuery API endpoint, such as a local emulator; anonymous "
+        "credentials are used with it.",
+    )
+
+
+SourceConfig = Annotated[
+    SyntheticSourceConfig | FilesSourceConfig | BigQuerySourceConfig,
+    Field(discriminator="kind"),
+]
 
 
 class GeoIP(_Strict):
@@ -309,7 +343,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("h3", "polygons", "synthetic", "files"):
+        elif part in ("h3", "polygons", "synthetic", "files", "bigquery"):
             continue  # pydantic's discriminator tag, not a key the user wrote
         else:
             out += ("." if out else "") + str(part)

@@ -7,19 +7,28 @@ import datetime as dt
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from piecewise import periods
 from piecewise.aggregate import aggregate_tests, load_tests
 from piecewise.areas import build_layers
-from piecewise.config import Config, FilesSourceConfig, SyntheticSourceConfig
+from piecewise.config import (
+    BigQuerySourceConfig,
+    Config,
+    FilesSourceConfig,
+    SyntheticSourceConfig,
+)
 from piecewise.enrich import Enricher
 from piecewise.ingest import IngestResult, dates_between, ingest, ingested_dates
 from piecewise.publish import Publisher
 from piecewise.schema import DIRECTIONS
 from piecewise.sources.base import Source
 from piecewise.store import Store, open_store
+
+if TYPE_CHECKING:
+    from piecewise.sources.bigquery import BigQuerySource
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +45,37 @@ def make_source(config: Config) -> Source:
         from piecewise.sources.files import FilesSource
 
         return FilesSource(downloads=src.downloads, uploads=src.uploads, base_dir=config.base_dir)
+    if isinstance(src, BigQuerySourceConfig):
+        return bigquery_source(config)
     raise TypeError(f"unsupported source {src!r}")
+
+
+def bigquery_source(config: Config, client: Any = None) -> BigQuerySource:
+    """The BigQuery source a config names; `client` replaces the one built from it."""
+    from piecewise.sources.bigquery import BigQuerySource
+
+    src = config.source
+    assert isinstance(src, BigQuerySourceConfig)
+    if client is None:
+        from google.cloud import bigquery
+
+        options: dict[str, Any] = {}
+        if src.api_endpoint:
+            from google.auth.credentials import AnonymousCredentials
+
+            options = {
+                "client_options": {"api_endpoint": src.api_endpoint},
+                "credentials": AnonymousCredentials(),
+            }
+        client = bigquery.Client(project=src.project, location=src.location, **options)
+    return BigQuerySource(
+        client=client,
+        tables={"download": src.downloads_table, "upload": src.uploads_table},
+        region=config.region,
+        maximum_bytes_billed=src.maximum_bytes_billed,
+        price_per_tib=src.price_per_tib,
+        use_storage_api=src.use_storage_api and not src.api_endpoint,
+    )
 
 
 @dataclass(frozen=True)
