@@ -12,7 +12,7 @@ END ?= 2025-12-31
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test bench lint format demo-data install clean
+.PHONY: run test bench lint format demo-data install clean bq-emulator
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -40,7 +40,7 @@ run: demo-data
 	time $(PIECEWISE) run --config $(CONFIG) --start $(START) --end $(END)
 	$(PIECEWISE) serve --config $(CONFIG) --host $(HOST) --port $(PORT)
 
-test: $(STAMP) demo-data
+test: $(STAMP) demo-data bq-emulator
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/pytest -q
@@ -58,3 +58,14 @@ format: $(STAMP)
 
 clean:
 	rm -rf var build
+
+# BigQuery emulator (local-bigquery on DuckDB 1.5.5) in its own venv: `make bq-emulator`.
+BQ_PYTHON ?= /root/.pyenv/versions/3.13.0/bin/python3
+BQ_VENV := .venv-bq
+BQ_DIR := infra/bigquery-emulator
+BQ_STAMP := $(BQ_VENV)/.installed
+
+$(BQ_STAMP): $(BQ_DIR)/requirements.txt $(BQ_DIR)/launch.py $(BQ_DIR)/setup.sh
+	BQ_PYTHON=$(BQ_PYTHON) bash $(BQ_DIR)/setup.sh $(BQ_VENV)
+
+bq-emulator: $(BQ_STAMP)

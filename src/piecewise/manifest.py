@@ -1,0 +1,303 @@
+"""The ingest manifest: which dates the private store holds, and how each was made.
+
+One small JSON object per date, written after that date's test files:
+
+    manifest/dates/{YYYY}/{YYYY-MM-DD}.json
+
+Per-date objects, not one shared file, so that workers ingesting different dates at
+the same time never overwrite each other's records (each write is atomic; there is no
+read-modify-write of a shared object). A record is the commit mark of a date: a run
+that crashed half way through a date leaves no record, and the date counts as missing.
+
+`dates_to_ingest` decides what a scheduled run does: every date since `start` without a
+record, plus the last few days again, because M-Lab data lands late. `DateRange.parse`
+validates an explicit range given by a person or an HTTP request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from piecewise import __version__
+from piecewise.store import KeyNotFound, Store, StoreError, json_bytes
+
+MANIFEST_PREFIX = "manifest/dates/"
+RECORD_FORMAT = 1
+_DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def manifest_key(date: dt.date) -> str:
+    return f"{MANIFEST_PREFIX}{date:%Y}/{date.isoformat()}.json"
+
+
+def _utc_iso(moment: dt.datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError(f"time {moment!r} must be timezone-aware")
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class DateRecord:
+    """What one ingest of one date wrote, and from what."""
+
+    date: dt.date
+    rows: dict[str, int]  # rows written per direction
+    fingerprint: str  # the query/source settings the rows came from
+    geoip: str | None  # the GeoIP database used for ISPs; None: M-Lab's own fields
+    quality: dict[str, Any] = field(default_factory=dict)  # QualityReport counts
+    version: str = __version__  # piecewise version that wrote the rows
+    ingested_at: str = ""  # UTC, ISO 8601 ("2026-05-01T06:00:03Z")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "format": RECORD_FORMAT,
+            "date": self.date.isoformat(),
+            "rows": dict(self.rows),
+            "fingerprint": self.fingerprint,
+            "geoip": self.geoip,
+            "quality": dict(self.quality),
+            "version": self.version,
+            "ingested_at": self.ingested_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DateRecord:
+        """Parse a stored record; ValueError names what is wrong with it."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a manifest record must be a JSON object, got {type(data).__name__}")
+        missing = [k for k in ("date", "rows", "fingerprint", "ingested_at") if k not in data]
+        if missing:
+            raise ValueError(f"manifest record lacks {', '.join(missing)}")
+        rows = data["rows"]
+        if not isinstance(rows, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) for k, v in rows.items()
+        ):
+            raise ValueError("manifest record `rows` must map direction names to integers")
+        return cls(
+            date=dt.date.fromisoformat(data["date"]),
+            rows=dict(rows),
+            fingerprint=str(data["fingerprint"]),
+            geoip=None if data.get("geoip") is None else str(data["geoip"]),
+            quality=dict(data.get("quality") or {}),
+            version=str(data.get("version", "")),
+            ingested_at=str(data["ingested_at"]),
+        )
+
+
+class Manifest:
+    """The per-date ingest records kept in a (private) store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.store!r})"
+
+    def record(
+        self,
+        date: dt.date,
+        rows: Mapping[str, int],
+        fingerprint: str,
+        geoip: str | None,
+        quality: Mapping[str, Any],
+        *,
+        now: dt.datetime | None = None,
+    ) -> DateRecord:
+        """Record that `date` was ingested (one atomic write, replacing any older record).
+        Call it after all of the date's files are written.
+
+        A record that would differ from the stored one only in its time is not written
+        again: ingesting a date twice leaves the same bytes, and `ingested_at` says when
+        the date's current content was first written."""
+        if not isinstance(date, dt.date) or isinstance(date, dt.datetime):
+            raise TypeError(f"date must be a datetime.date, got {date!r}")
+        for direction, count in rows.items():
+            if not isinstance(direction, str) or not isinstance(count, int) or count < 0:
+                raise ValueError(
+                    f"rows must map direction names to counts >= 0, got {direction!r}: {count!r}"
+                )
+        if not fingerprint:
+            raise ValueError("fingerprint must be a non-empty string")
+        entry = DateRecord(
+            date=date,
+            rows=dict(rows),
+            fingerprint=fingerprint,
+            geoip=geoip,
+            quality=dict(quality),
+            ingested_at=_utc_iso(now or dt.datetime.now(dt.UTC)),
+        )
+        try:
+            previous = self.get(date)
+        except StoreError:
+            previous = None  # damaged: replace it
+        if previous is not None and replace(previous, ingested_at="") == replace(
+            entry, ingested_at=""
+        ):
+            return previous
+        self.store.write_json(manifest_key(date), entry.as_dict())
+        return entry
+
+    def get(self, date: dt.date) -> DateRecord | None:
+        """The record of `date`, or None if it was never (completely) ingested."""
+        key = manifest_key(date)
+        try:
+            data = self.store.read_json(key)
+        except KeyNotFound:
+            return None
+        try:
+            return DateRecord.from_dict(data)
+        except (ValueError, TypeError) as exc:
+            raise StoreError(
+                f"manifest record {key!r} in store {self.store.url} is damaged ({exc}): "
+                "delete it to ingest that date again"
+            ) from exc
+
+    def dates(self) -> list[dt.date]:
+        """Every recorded date, sorted (one listing; records are not read)."""
+        found = set()
+        for key in self.store.list(MANIFEST_PREFIX):
+            name = key.rsplit("/", 1)[-1].removesuffix(".json")
+            if _DATE_TEXT.match(name):
+                try:
+                    found.add(dt.date.fromisoformat(name))
+                except ValueError:
+                    continue
+        return sorted(found)
+
+    def forget(self, date: dt.date) -> None:
+        """Drop the record of `date`, so the next scheduled run ingests it again."""
+        self.store.delete(manifest_key(date))
+
+
+def fingerprint(settings: Any) -> str:
+    """A short stable digest of JSON-able `settings` (for example the source, region,
+    layer and ISP settings an ingest used): equal settings give equal fingerprints."""
+    return "sha256:" + hashlib.sha256(json_bytes(settings)).hexdigest()[:16]
+
+
+def geoip_identity(path: Path | str | None) -> str | None:
+    """The identity of a MaxMind database: its type and build time
+    (`GeoLite2-ASN built 2026-05-01T00:00:00Z`); None without a database."""
+    if path is None:
+        return None
+    import maxminddb
+
+    with maxminddb.open_database(str(path)) as reader:
+        meta = reader.metadata()
+    built = _utc_iso(dt.datetime.fromtimestamp(meta.build_epoch, dt.UTC))
+    return f"{meta.database_type} built {built}"
+
+
+def dates_to_ingest(
+    manifest_dates: set[dt.date],
+    start: dt.date,
+    yesterday: dt.date,
+    reread_days: int,
+    max_days: int | None,
+) -> list[dt.date]:
+    """The dates a scheduled run ingests, sorted: each date from `start` to `yesterday`
+    that has no record in `manifest_dates`, and the last `reread_days` days up to
+    `yesterday` again (M-Lab data for recent days still grows).
+
+    Raises ValueError when `start` is after `yesterday`, or when more than `max_days`
+    dates would be ingested (None: no limit)."""
+    if reread_days < 0:
+        raise ValueError(f"reread_days must be 0 or more, got {reread_days}")
+    if max_days is not None and max_days < 1:
+        raise ValueError(f"max_days must be 1 or more (or unset for no limit), got {max_days}")
+    if start > yesterday:
+        raise ValueError(
+            f"start date {start} is after yesterday ({yesterday}, UTC): there is no complete "
+            "day of data to ingest yet; check `periods.start` in the config"
+        )
+    wanted = {day for day in _days(start, yesterday) if day not in manifest_dates}
+    if reread_days:
+        wanted.update(_days(max(start, yesterday - dt.timedelta(days=reread_days - 1)), yesterday))
+    result = sorted(wanted)
+    if max_days is not None and len(result) > max_days:
+        raise ValueError(
+            f"{len(result)} dates to ingest ({result[0]} to {result[-1]}) is more than "
+            f"max_days = {max_days}: raise `ingest.max_days` in the config (0 for no "
+            "limit), or ingest part of the range first with --start/--end"
+        )
+    return result
+
+
+def _days(first: dt.date, last: dt.date) -> list[dt.date]:
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+class DateRangeError(ValueError):
+    """A bad date range; `field` names the parameter at fault (`start` or `end`)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """An inclusive range of dates, validated."""
+
+    start: dt.date
+    end: dt.date
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise DateRangeError("end", f"end {self.end} is before start {self.start}")
+
+    def __len__(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def dates(self) -> list[dt.date]:
+        return _days(self.start, self.end)
+
+    @classmethod
+    def parse(
+        cls,
+        start: str | None,
+        end: str | None,
+        today: dt.date,
+        *,
+        max_days: int | None = None,
+    ) -> DateRange:
+        """The range named by `start` and `end` (`YYYY-MM-DD`, as in a query string).
+
+        `end` defaults to yesterday (the last complete day, UTC, when `today` is UTC) and
+        `start` to `end`. Raises DateRangeError, whose message names the field, for a
+        malformed date, an end after yesterday, an end before the start, or a range of
+        more than `max_days` days."""
+        yesterday = today - dt.timedelta(days=1)
+        last = _parse_date("end", end) if end is not None else yesterday
+        first = _parse_date("start", start) if start is not None else last
+        if last > yesterday:
+            raise DateRangeError(
+                "end",
+                f"end {last} is after yesterday ({yesterday}): a day's data is complete only "
+                "once it is over",
+            )
+        if last < first:
+            raise DateRangeError("end", f"end {last} is before start {first}")
+        found = cls(first, last)
+        if max_days is not None and len(found) > max_days:
+            raise DateRangeError(
+                "start",
+                f"the range {first} to {last} has {len(found)} days, more than the limit of "
+                f"{max_days}: ask for a shorter range",
+            )
+        return found
+
+
+def _parse_date(name: str, text: str) -> dt.date:
+    if not isinstance(text, str) or not _DATE_TEXT.match(text.strip()):
+        raise DateRangeError(name, f"{name} must be a date as YYYY-MM-DD, got {text!r}")
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise DateRangeError(name, f"{name} {text!r} is not a valid date: {exc}") from exc

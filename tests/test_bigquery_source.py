@@ -1,0 +1,183 @@
+"""The BigQuery source through the real client against a local BigQuery emulator."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+pytest.importorskip("google.cloud.bigquery")
+
+from bigquery_emulator import BigQueryEmulator, create_unified_tables, unified_row  # noqa: E402
+from piecewise.cli import main  # noqa: E402
+from piecewise.config import Region, parse_config  # noqa: E402
+from piecewise.ingest import tests_key as file_of  # noqa: E402
+from piecewise.pipeline import Stores, bigquery_source, run_ingest  # noqa: E402
+from piecewise.schema import UNIFIED  # noqa: E402
+from piecewise.sources.bigquery import BigQuerySource, SourceError  # noqa: E402
+
+pytestmark = pytest.mark.service
+
+D1, D2, D3 = dt.date(2025, 6, 1), dt.date(2025, 6, 2), dt.date(2025, 6, 3)
+SEATTLE = (47.61, -122.33)
+SPOKANE = (47.66, -117.43)
+PORTLAND = (45.52, -122.68)  # Oregon: outside the bounding box below
+WA_BOX = (-124.85, 46.0, -116.91, 49.01)
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[BigQueryEmulator]:
+    with BigQueryEmulator() as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def loaded(emulator: BigQueryEmulator):
+    client = emulator.client()
+    tables = create_unified_tables(client)
+    downloads = [
+        unified_row(D1, 100.0, *SEATTLE, ip="73.11.0.1", uuid="d1-sea"),
+        unified_row(D1, 50.0, *SPOKANE, ip="73.11.0.2", uuid="d1-spo"),
+        unified_row(D1, 70.0, *PORTLAND, ip="73.11.0.3", uuid="d1-pdx"),
+        unified_row(D2, 30.0, *SEATTLE, ip="73.11.0.4", uuid="d2-sea"),
+        unified_row(D3, 10.0, *SEATTLE, ip="73.11.0.5", uuid="d3-sea"),
+    ]
+    uploads = [
+        unified_row(D1, 10.0, *SEATTLE, direction="upload", ip="73.11.0.1", uuid="u1-sea"),
+        unified_row(D2, 5.0, *PORTLAND, direction="upload", ip="73.11.0.3", uuid="u2-pdx"),
+    ]
+    for direction, rows in (("download", downloads), ("upload", uploads)):
+        errors = client.insert_rows_json(tables[direction], rows)
+        assert not errors
+    return client, {d: t.full_table_id.replace(":", ".") for d, t in tables.items()}
+
+
+def source(loaded, **region) -> BigQuerySource:
+    client, tables = loaded
+    return BigQuerySource(
+        client=client,
+        tables=tables,
+        region=Region(**({"bbox": WA_BOX} | region)),
+        maximum_bytes_billed=10 * 2**30,
+        use_storage_api=False,
+    )
+
+
+def ids(src: BigQuerySource, start: dt.date, end: dt.date) -> list[str]:
+    table = pa.Table.from_batches(list(src.batches(start, end)), schema=UNIFIED)
+    return sorted(table.column("id").to_pylist())
+
+
+def test_rows_of_the_region_and_dates_in_the_unified_schema(loaded) -> None:
+    src = source(loaded)
+    batches = list(src.batches(D1, D2))
+    assert all(b.schema == UNIFIED for b in batches)
+    table = pa.Table.from_batches(batches)
+    assert sorted(table.column("id").to_pylist()) == ["d1-sea", "d1-spo", "d2-sea", "u1-sea"]
+    row = next(r for r in table.to_pylist() if r["id"] == "d1-sea")
+    assert row["date"] == D1
+    assert row["a"]["Direction"] == "download" and row["a"]["MeanThroughputMbps"] == 100.0
+    assert row["a"]["TestTime"] == dt.datetime(2025, 6, 1, 12, tzinfo=dt.UTC)
+    assert row["client"]["Geo"]["Latitude"] == SEATTLE[0]
+    assert row["client"]["Geo"]["Subdivision1ISOCode"] == "WA"
+    assert row["client"]["Network"]["ASNumber"] == 64500
+    assert row["server"]["Site"] == "sea01"
+    up = next(r for r in table.to_pylist() if r["id"] == "u1-sea")
+    assert up["a"]["Direction"] == "upload"
+
+
+def test_country_and_subdivision_filters(loaded) -> None:
+    assert ids(source(loaded, country="US", subdivisions=["WA"]), D1, D1) == [
+        "d1-sea",
+        "d1-spo",
+        "u1-sea",
+    ]
+    assert ids(source(loaded, country="CA"), D1, D3) == []
+    assert ids(source(loaded, subdivisions=["OR"]), D1, D3) == []
+
+
+def test_dry_run_reports_every_query_and_runs_nothing(loaded) -> None:
+    estimates = source(loaded).estimate(D1, D3)
+    assert [e.direction for e in estimates] == ["download", "upload"]
+    assert all(e.bytes >= 0 and e.cost_usd >= 0 for e in estimates)
+
+
+def test_missing_table_names_the_problem(loaded) -> None:
+    client, tables = loaded
+    src = BigQuerySource(
+        client=client,
+        tables={"download": tables["download"] + "_nope"},
+        region=Region(bbox=WA_BOX),
+        maximum_bytes_billed=2**30,
+        use_storage_api=False,
+    )
+    with pytest.raises(SourceError, match="not found"):
+        list(src.batches(D1, D1))
+
+
+def test_table_ids_are_validated() -> None:
+    with pytest.raises(SourceError, match="project.dataset.table"):
+        BigQuerySource(
+            client=None,
+            tables={"download": "x`; DROP TABLE y; --"},
+            region=Region(bbox=WA_BOX),
+            maximum_bytes_billed=1,
+        )
+
+
+def config_text(emulator: BigQueryEmulator, tables: dict[str, str], tmp: Path) -> str:
+    return f"""
+[region]
+bbox = {list(WA_BOX)}
+[[layers]]
+id = "hex"
+kind = "h3"
+resolution = 5
+[periods]
+start = {D1.isoformat()}
+[stores]
+private = "file://{tmp / "private"}"
+public = "file://{tmp / "public"}"
+[source]
+kind = "bigquery"
+project = "{emulator.project}"
+downloads_table = "{tables["download"]}"
+uploads_table = "{tables["upload"]}"
+api_endpoint = "{emulator.endpoint}"
+"""
+
+
+def test_ingest_from_bigquery_and_late_rows(
+    emulator: BigQueryEmulator, loaded, tmp_path: Path
+) -> None:
+    client, tables = loaded
+    cfg = parse_config(config_text(emulator, tables, tmp_path), base_dir=tmp_path)
+    result = run_ingest(cfg, D1, D2, source=bigquery_source(cfg), progress=False)
+    assert result.rows == {"download": 3, "upload": 1}
+    stores = Stores.of(cfg)
+    assert stores.private.read_parquet(file_of("download", D1)).num_rows == 2
+    # A test of D1 that lands late is picked up when D1 is read again, once.
+    late = unified_row(D1, 80.0, *SEATTLE, ip="73.11.0.9", uuid="d1-late")
+    assert not client.insert_rows_json(tables["download"], [late])
+    run_ingest(cfg, D1, D1, source=bigquery_source(cfg), progress=False)
+    again = stores.private.read_parquet(file_of("download", D1))
+    assert sorted(again.column("id").to_pylist()) == ["d1-late", "d1-sea", "d1-spo"]
+    before = stores.private.read_bytes(file_of("download", D1))
+    run_ingest(cfg, D1, D1, source=bigquery_source(cfg), progress=False)
+    assert stores.private.read_bytes(file_of("download", D1)) == before
+
+
+def test_cli_dry_run(
+    emulator: BigQueryEmulator, loaded, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, tables = loaded
+    path = tmp_path / "bq.toml"
+    path.write_text(config_text(emulator, tables, tmp_path))
+    args = ["ingest", "-c", str(path), "--start", "2025-06-01", "--end", "2025-06-03"]
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "download" in out and "upload" in out and "total 2025-06-01 to 2025-06-03" in out
+    assert not (tmp_path / "private").exists(), "a dry run writes nothing"

@@ -1,0 +1,306 @@
+"""The ingest manifest (per-date records), the choice of dates a scheduled run ingests,
+and the validation of date ranges given by people and HTTP requests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from piecewise import __version__
+from piecewise.manifest import (
+    DateRange,
+    DateRangeError,
+    DateRecord,
+    Manifest,
+    dates_to_ingest,
+    fingerprint,
+    geoip_identity,
+    manifest_key,
+)
+from piecewise.quality import QualityReport
+from piecewise.store import StoreError, open_store
+
+D = dt.date
+
+
+def days(first: dt.date, last: dt.date) -> list[dt.date]:
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+# -- the manifest in a store -----------------------------------------------------------
+
+
+def test_record_get_dates_round_trip(store_url: str) -> None:
+    manifest = Manifest(open_store(store_url))
+    quality = QualityReport(rows_in=12, rows_out=10, dropped_bad_throughput=2).as_dict()
+    when = dt.datetime(2026, 5, 2, 6, 0, 3, tzinfo=dt.UTC)
+
+    written = manifest.record(
+        D(2026, 5, 1),
+        {"download": 7, "upload": 3},
+        "sha256:abc",
+        "GeoLite2-ASN built 2026-01-01T00:00:00Z",
+        quality,
+        now=when,
+    )
+    manifest.record(D(2025, 12, 31), {"download": 0, "upload": 0}, "sha256:abc", None, {})
+
+    got = manifest.get(D(2026, 5, 1))
+    assert got == written
+    assert got == DateRecord(
+        date=D(2026, 5, 1),
+        rows={"download": 7, "upload": 3},
+        fingerprint="sha256:abc",
+        geoip="GeoLite2-ASN built 2026-01-01T00:00:00Z",
+        quality=quality,
+        version=__version__,
+        ingested_at="2026-05-02T06:00:03Z",
+    )
+    other = manifest.get(D(2025, 12, 31))
+    assert other is not None and other.geoip is None
+    assert other.ingested_at.endswith("Z")
+    assert manifest.get(D(2026, 5, 2)) is None
+    assert manifest.dates() == [D(2025, 12, 31), D(2026, 5, 1)]
+
+
+def test_one_object_per_date_and_rerecording_replaces(tmp_path: Path) -> None:
+    store = open_store(tmp_path.as_uri())
+    manifest = Manifest(store)
+    manifest.record(D(2026, 5, 1), {"download": 1}, "sha256:a", None, {})
+    manifest.record(D(2026, 5, 1), {"download": 2}, "sha256:b", None, {})
+    assert store.list() == [manifest_key(D(2026, 5, 1))]
+    assert manifest_key(D(2026, 5, 1)) == "manifest/dates/2026/2026-05-01.json"
+    record = manifest.get(D(2026, 5, 1))
+    assert record is not None
+    assert (record.rows, record.fingerprint) == ({"download": 2}, "sha256:b")
+
+
+def test_recording_the_same_content_again_leaves_the_same_bytes(tmp_path: Path) -> None:
+    store = open_store(tmp_path.as_uri())
+    manifest = Manifest(store)
+    key = manifest_key(D(2026, 5, 1))
+    quality = QualityReport(rows_in=3, rows_out=3, outside_layer={"h3r6": 1}).as_dict()
+    first = manifest.record(
+        D(2026, 5, 1),
+        {"download": 3},
+        "sha256:a",
+        None,
+        quality,
+        now=dt.datetime(2026, 5, 2, tzinfo=dt.UTC),
+    )
+    before = store.read_bytes(key)
+    again = manifest.record(D(2026, 5, 1), {"download": 3}, "sha256:a", None, quality)
+    assert again == first and again.ingested_at == "2026-05-02T00:00:00Z"
+    assert store.read_bytes(key) == before
+    changed = manifest.record(D(2026, 5, 1), {"download": 4}, "sha256:a", None, quality)
+    assert changed.ingested_at != first.ingested_at
+    assert manifest.get(D(2026, 5, 1)) == changed
+
+
+def test_a_damaged_record_is_replaced_by_a_new_one(tmp_path: Path) -> None:
+    store = open_store(tmp_path.as_uri())
+    store.write_bytes(manifest_key(D(2026, 5, 1)), b"{not json")
+    record = Manifest(store).record(D(2026, 5, 1), {"download": 1}, "sha256:a", None, {})
+    assert Manifest(store).get(D(2026, 5, 1)) == record
+
+
+def test_workers_recording_different_dates_at_once_lose_nothing(memory_url: str) -> None:
+    manifest = Manifest(open_store(memory_url))
+    wanted = days(D(2026, 1, 1), D(2026, 1, 24))
+    start = threading.Barrier(4)
+
+    def worker(mine: list[dt.date]) -> None:
+        start.wait()
+        for date in mine:
+            manifest.record(date, {"download": date.day}, "sha256:x", None, {})
+
+    threads = [threading.Thread(target=worker, args=(wanted[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert manifest.dates() == wanted
+
+
+def test_forget_makes_a_date_missing_again(memory_url: str) -> None:
+    manifest = Manifest(open_store(memory_url))
+    manifest.record(D(2026, 5, 1), {"download": 1}, "sha256:a", None, {})
+    manifest.forget(D(2026, 5, 1))
+    manifest.forget(D(2026, 5, 1))  # twice is fine
+    assert manifest.dates() == []
+
+
+def test_dates_ignores_other_keys(tmp_path: Path) -> None:
+    store = open_store(tmp_path.as_uri())
+    store.write_json("manifest/dates/2026/notes.json", {})
+    store.write_json("manifest/dates/2026/2026-02-30.json", {})
+    store.write_json("manifest/other.json", {})
+    assert Manifest(store).dates() == []
+
+
+def test_damaged_record_names_its_key(tmp_path: Path) -> None:
+    store = open_store(tmp_path.as_uri())
+    store.write_json(manifest_key(D(2026, 5, 1)), {"date": "2026-05-01"})
+    with pytest.raises(StoreError, match=r"manifest/dates/2026/2026-05-01\.json.*delete it"):
+        Manifest(store).get(D(2026, 5, 1))
+
+
+@pytest.mark.parametrize(
+    ("rows", "fp", "problem"),
+    [
+        ({"download": -1}, "sha256:a", "counts >= 0"),
+        ({"download": 1.5}, "sha256:a", "counts >= 0"),
+        ({"download": 1}, "", "fingerprint"),
+    ],
+)
+def test_record_refuses_bad_values(rows: dict, fp: str, problem: str, memory_url: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        Manifest(open_store(memory_url)).record(D(2026, 5, 1), rows, fp, None, {})
+
+
+def test_record_refuses_naive_time(memory_url: str) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        Manifest(open_store(memory_url)).record(
+            D(2026, 5, 1), {}, "sha256:a", None, {}, now=dt.datetime(2026, 5, 1)
+        )
+
+
+def test_fingerprint_is_stable_and_tells_settings_apart() -> None:
+    a = fingerprint({"source": {"kind": "files", "downloads": "x"}, "layers": ["h3_7"]})
+    again = fingerprint({"layers": ["h3_7"], "source": {"downloads": "x", "kind": "files"}})
+    other = fingerprint({"source": {"kind": "files", "downloads": "y"}, "layers": ["h3_7"]})
+    assert a == again != other
+    assert a.startswith("sha256:") and len(a) == len("sha256:") + 16
+
+
+def test_geoip_identity_names_type_and_build(tmp_path: Path) -> None:
+    from piecewise.demo.geoip import build_demo_asn_db
+
+    path = build_demo_asn_db(tmp_path / "asn.mmdb")
+    assert geoip_identity(path) == "GeoLite2-ASN built 2026-01-01T00:00:00Z"
+    assert geoip_identity(None) is None
+
+
+# -- which dates a scheduled run ingests -------------------------------------------------
+
+
+def test_a_week_long_outage_in_the_middle_is_filled() -> None:
+    start, yesterday = D(2026, 3, 1), D(2026, 3, 31)
+    outage = set(days(D(2026, 3, 10), D(2026, 3, 16)))
+    have = set(days(start, yesterday)) - outage
+    assert dates_to_ingest(have, start, yesterday, reread_days=0, max_days=None) == sorted(outage)
+    assert dates_to_ingest(have, start, yesterday, reread_days=2, max_days=400) == [
+        *sorted(outage),
+        D(2026, 3, 30),
+        D(2026, 3, 31),
+    ]
+
+
+def test_last_days_are_read_again() -> None:
+    start, yesterday = D(2026, 3, 1), D(2026, 3, 31)
+    have = set(days(start, yesterday))
+    assert dates_to_ingest(have, start, yesterday, 3, None) == days(D(2026, 3, 29), yesterday)
+    # never before `start`
+    assert dates_to_ingest(have, D(2026, 3, 30), yesterday, 5, None) == days(
+        D(2026, 3, 30), yesterday
+    )
+
+
+def test_first_run_ingests_everything_since_start() -> None:
+    assert dates_to_ingest(set(), D(2026, 3, 1), D(2026, 3, 5), 3, 10) == days(
+        D(2026, 3, 1), D(2026, 3, 5)
+    )
+
+
+def test_nothing_to_do() -> None:
+    start, yesterday = D(2026, 3, 1), D(2026, 3, 31)
+    have = set(days(D(2026, 1, 1), D(2026, 4, 30)))  # records outside the range are fine
+    assert dates_to_ingest(have, start, yesterday, reread_days=0, max_days=1) == []
+
+
+def test_start_after_yesterday_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"start date 2026-04-01 is after yesterday \(2026-03-31"):
+        dates_to_ingest(set(), D(2026, 4, 1), D(2026, 3, 31), 3, None)
+
+
+def test_more_than_max_days_is_an_error_that_says_what_to_do() -> None:
+    with pytest.raises(ValueError) as err:
+        dates_to_ingest(set(), D(2025, 1, 1), D(2026, 3, 31), 3, 400)
+    message = str(err.value)
+    assert "455 dates to ingest (2025-01-01 to 2026-03-31)" in message
+    assert "max_days = 400" in message
+    assert "ingest.max_days" in message and "--start/--end" in message
+    # exactly at the limit is fine
+    assert len(dates_to_ingest(set(), D(2026, 1, 1), D(2026, 1, 31), 3, 31)) == 31
+
+
+@pytest.mark.parametrize(
+    ("reread", "max_days", "problem"),
+    [(-1, None, "reread_days"), (3, 0, "max_days")],
+)
+def test_bad_settings_are_errors(reread: int, max_days: int | None, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        dates_to_ingest(set(), D(2026, 3, 1), D(2026, 3, 31), reread, max_days)
+
+
+@given(
+    start=st.dates(D(2020, 1, 1), D(2021, 12, 31)),
+    length=st.integers(0, 120),
+    have=st.sets(st.dates(D(2019, 12, 1), D(2022, 6, 30)), max_size=200),
+    reread=st.integers(0, 10),
+)
+def test_dates_to_ingest_properties(
+    start: dt.date, length: int, have: set[dt.date], reread: int
+) -> None:
+    yesterday = start + dt.timedelta(days=length)
+    result = dates_to_ingest(have, start, yesterday, reread, None)
+    assert result == sorted(set(result))  # sorted, unique
+    assert all(start <= d <= yesterday for d in result)
+    span = set(days(start, yesterday))
+    assert span - have <= set(result)  # every missing date
+    recent = {d for d in span if (yesterday - d).days < reread}
+    assert recent <= set(result)
+    assert set(result) == (span - have) | recent  # and nothing else
+
+
+# -- explicit ranges (CLI, HTTP) ----------------------------------------------------------
+
+TODAY = D(2026, 5, 10)
+
+
+def test_range_defaults_to_yesterday() -> None:
+    assert DateRange.parse(None, None, TODAY) == DateRange(D(2026, 5, 9), D(2026, 5, 9))
+    assert DateRange.parse(None, "2026-05-01", TODAY) == DateRange(D(2026, 5, 1), D(2026, 5, 1))
+    found = DateRange.parse("2026-05-01", None, TODAY)
+    assert (found.start, found.end, len(found)) == (D(2026, 5, 1), D(2026, 5, 9), 9)
+    assert found.dates() == days(D(2026, 5, 1), D(2026, 5, 9))
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "field", "problem"),
+    [
+        ("yesterday", None, "start", r"start must be a date as YYYY-MM-DD, got 'yesterday'"),
+        ("2026-05-01", "20260505", "end", r"end must be a date as YYYY-MM-DD"),
+        ("2026-5-1", None, "start", r"YYYY-MM-DD"),
+        ("", None, "start", r"YYYY-MM-DD, got ''"),
+        ("2026-02-30", "2026-03-01", "start", r"start '2026-02-30' is not a valid date"),
+        ("2026-05-05", "2026-05-04", "end", r"end 2026-05-04 is before start 2026-05-05"),
+        ("2026-05-01", "2026-05-10", "end", r"end 2026-05-10 is after yesterday \(2026-05-09\)"),
+        ("2025-01-01", "2026-05-01", "start", r"486 days, more than the limit of 400"),
+    ],
+)
+def test_bad_ranges_name_the_field(start: str, end: str | None, field: str, problem: str) -> None:
+    with pytest.raises(DateRangeError, match=problem) as err:
+        DateRange.parse(start, end, TODAY, max_days=400)
+    assert err.value.field == field
+    assert isinstance(err.value, ValueError)
+
+
+def test_range_constructor_checks_order() -> None:
+    with pytest.raises(DateRangeError, match="before start"):
+        DateRange(D(2026, 5, 2), D(2026, 5, 1))
