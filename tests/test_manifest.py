@@ -224,13 +224,17 @@ def test_nothing_to_do() -> None:
 
 
 def test_start_after_yesterday_is_an_error() -> None:
-    with pytest.raises(ValueError, match=r"start date 2026-04-01 is after yesterday \(2026-03-31"):
+    with pytest.raises(
+        DateRangeError, match=r"start date 2026-04-01 is after yesterday \(2026-03-31"
+    ) as err:
         dates_to_ingest(set(), D(2026, 4, 1), D(2026, 3, 31), 3, None)
+    assert err.value.field == "start"
 
 
 def test_more_than_max_days_is_an_error_that_says_what_to_do() -> None:
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(DateRangeError) as err:
         dates_to_ingest(set(), D(2025, 1, 1), D(2026, 3, 31), 3, 400)
+    assert err.value.field == "max_days"
     message = str(err.value)
     assert "455 dates to ingest (2025-01-01 to 2026-03-31)" in message
     assert "max_days = 400" in message

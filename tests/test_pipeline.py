@@ -14,6 +14,9 @@ import pytest
 
 from piecewise import periods
 from piecewise.config import Config, parse_config
+from piecewise.ingest import ingested_dates
+from piecewise.lock import LockHeld, RunLock
+from piecewise.manifest import Manifest
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
 from piecewise.store import Store, open_store
 
@@ -266,7 +269,10 @@ def test_crash_mid_run_leaves_no_partial_file_and_rerun_completes(
         run_aggregate(cfg, stores=failing_public)
     run_aggregate(cfg)
     _, ref_tmp, _, _ = pipeline_run
-    assert file_hashes(tmp_path / "private") == file_hashes(ref_tmp / "private")
+    # The manifest says when each date was ingested: the one thing two runs differ in.
+    data = lambda h: {k: v for k, v in h.items() if not k.startswith("manifest/")}  # noqa: E731
+    assert data(file_hashes(tmp_path / "private")) == data(file_hashes(ref_tmp / "private"))
+    assert sorted(Manifest(stores.private).dates()) == ingested_dates(stores.private)
     strip = lambda h: {k: v for k, v in h.items() if k != "v1/index.json"}  # noqa: E731
     assert strip(file_hashes(tmp_path / "public")) == strip(file_hashes(ref_tmp / "public"))
 
@@ -348,3 +354,48 @@ def test_changed_settings_recompute_everything_and_drop_stale_series(
         for kinds in doc["kinds"].values():
             for s in kinds["series"]:
                 assert all(n is None or n >= 60 for n in s["tests"])
+
+
+def test_scheduled_ingest_fills_gaps_and_rereads_the_last_days(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    cfg = make_config(tmp_path, demo_data)
+    cfg = cfg.model_copy(
+        update={"ingest": cfg.ingest.model_copy(update={"reread_days": 2, "max_days": 20})}
+    )
+    today = START + dt.timedelta(days=10)
+    first = run_ingest(cfg, progress=False, today=today)  # nothing yet: since periods.start
+    assert first.dates == [START + dt.timedelta(days=i) for i in range(10)]
+    manifest = Manifest(Stores.of(cfg).private)
+    assert manifest.dates() == first.dates
+    record = manifest.get(START)
+    assert record is not None and record.geoip == "GeoLite2-ASN built 2026-01-01T00:00:00Z"
+    assert sum(record.rows.values()) == record.quality["rows_out"]
+
+    manifest.forget(START + dt.timedelta(days=3))  # as if that date had failed
+    again = run_ingest(cfg, progress=False, today=today + dt.timedelta(days=1))
+    assert again.dates == [START + dt.timedelta(days=d) for d in (3, 9, 10)]
+
+    with pytest.raises(ValueError, match="max_days = 20"):
+        run_ingest(cfg, progress=False, today=today + dt.timedelta(days=40))
+
+
+def test_ingest_refuses_to_run_beside_another_run(tmp_path: Path, demo_data: Path) -> None:
+    cfg = make_config(tmp_path, demo_data)
+    with RunLock(Stores.of(cfg).private, "ingest"), pytest.raises(LockHeld, match="pid"):
+        run_ingest(cfg, START, START, progress=False)
+    run_ingest(cfg, START, START, progress=False)
+    assert Stores.of(cfg).private.list("locks/") == []
+
+
+def test_a_date_that_failed_half_way_has_no_manifest_record(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    cfg = make_config(tmp_path, demo_data)
+    stores = Stores.of(cfg)
+    # writes per date: download, upload, quality, manifest; fail on the second date's upload
+    failing = Stores(private=FailingStore(stores.private, fail_at=6), public=stores.public)
+    with pytest.raises(OSError, match="injected failure"):
+        run_ingest(cfg, START, END, stores=failing, progress=False)
+    assert Manifest(stores.private).dates() == [START]
+    assert stores.private.list("locks/") == []

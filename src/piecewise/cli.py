@@ -40,8 +40,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace, cfg: Config) -> IngestResult:
     from piecewise.pipeline import run_ingest
 
-    end = args.end or _yesterday()
-    result = run_ingest(cfg, args.start or end, end, progress=not args.quiet)
+    # Neither date: what the manifest lacks, and the last few days again.
+    end = args.end or (_yesterday() if args.start else None)
+    result = run_ingest(cfg, args.start, end, progress=not args.quiet)
     print(
         f"ingested {len(result.dates)} dates: {result.rows['download']} download and "
         f"{result.rows['upload']} upload tests ({result.quality.summary()})"
@@ -152,7 +153,12 @@ def parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_text)
         with_config(sp)
         sp.add_argument("--start", type=_date, help="first date (default: --end)")
-        sp.add_argument("--end", type=_date, help="last date (default: yesterday, UTC)")
+        sp.add_argument(
+            "--end",
+            type=_date,
+            help="last date (default: yesterday, UTC)"
+            + ("; with neither date: what the manifest lacks" if name != "aggregate" else ""),
+        )
         if name != "aggregate":
             sp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
         if name == "ingest":
@@ -177,7 +183,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from piecewise.areas import BoundaryError
+    from piecewise.lock import LockHeld
     from piecewise.logs import setup_logging
+    from piecewise.manifest import DateRangeError
     from piecewise.sources.bigquery import SourceError
     from piecewise.sources.files import ExportFileError
     from piecewise.store import StoreError
@@ -193,6 +201,14 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input files or an unreachable store: the message names the file or URL.
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except DateRangeError as exc:
+        # start after yesterday, or a backlog over `ingest.max_days`: says what to change
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except LockHeld as exc:
+        # Another run is at work: not a failure of this one; cron and schedulers may retry.
+        print(f"busy: {exc}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL
     except KeyboardInterrupt:
         return 130
 

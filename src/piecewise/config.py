@@ -272,6 +272,24 @@ class Ingest(_Strict):
         description="Rows enriched together: each distinct address and coordinate of a "
         "batch is resolved once, so bigger batches are faster and use more memory.",
     )
+    reread_days: int = Field(
+        3,
+        ge=0,
+        description="Days up to yesterday that every scheduled run ingests again: M-Lab "
+        "data for recent days still grows.",
+    )
+    max_days: int = Field(
+        400,
+        ge=0,
+        description="Most dates one scheduled run ingests; a bigger backlog is an error. "
+        "0: no limit.",
+    )
+    lock_ttl_minutes: int = Field(
+        120,
+        ge=1,
+        description="Minutes without renewal after which a run lock counts as a crashed "
+        "run's and is broken.",
+    )
 
 
 class Config(_Strict):

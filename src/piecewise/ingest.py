@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -88,8 +88,10 @@ def ingest(
     *,
     batch_rows: int = 1_048_576,
     progress: bool = True,
+    on_date: Callable[[dt.date, dict[str, int], QualityReport], None] | None = None,
 ) -> IngestResult:
-    """Ingest each date: all of a date's files are written before the next starts."""
+    """Ingest each date: all of a date's files are written before the next starts, then
+    `on_date(date, rows per direction, report)` is called (to record the date)."""
     dates = list(dates)
     result = IngestResult()
     bar = tqdm(dates, desc="ingest", unit="day", disable=not progress, leave=False)
@@ -113,6 +115,8 @@ def ingest(
             counts[direction] = part.num_rows
             result.rows[direction] += part.num_rows
         private.write_json(quality_key(date), report.as_dict())
+        if on_date is not None:
+            on_date(date, counts, report)
         result.quality.add(report)
         result.dates.append(date)
         log.debug(

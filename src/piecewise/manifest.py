@@ -194,6 +194,15 @@ def geoip_identity(path: Path | str | None) -> str | None:
     return f"{meta.database_type} built {built}"
 
 
+class DateRangeError(ValueError):
+    """A bad date range, or too many dates; `field` names the parameter or setting at
+    fault (`start`, `end` or `max_days`)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def dates_to_ingest(
     manifest_dates: set[dt.date],
     start: dt.date,
@@ -205,40 +214,34 @@ def dates_to_ingest(
     that has no record in `manifest_dates`, and the last `reread_days` days up to
     `yesterday` again (M-Lab data for recent days still grows).
 
-    Raises ValueError when `start` is after `yesterday`, or when more than `max_days`
-    dates would be ingested (None: no limit)."""
+    Raises DateRangeError (a ValueError) when `start` is after `yesterday`, or when more
+    than `max_days` dates would be ingested (None: no limit)."""
     if reread_days < 0:
         raise ValueError(f"reread_days must be 0 or more, got {reread_days}")
     if max_days is not None and max_days < 1:
         raise ValueError(f"max_days must be 1 or more (or unset for no limit), got {max_days}")
     if start > yesterday:
-        raise ValueError(
+        raise DateRangeError(
+            "start",
             f"start date {start} is after yesterday ({yesterday}, UTC): there is no complete "
-            "day of data to ingest yet; check `periods.start` in the config"
+            "day of data to ingest yet; check `periods.start` in the config",
         )
     wanted = {day for day in _days(start, yesterday) if day not in manifest_dates}
     if reread_days:
         wanted.update(_days(max(start, yesterday - dt.timedelta(days=reread_days - 1)), yesterday))
     result = sorted(wanted)
     if max_days is not None and len(result) > max_days:
-        raise ValueError(
+        raise DateRangeError(
+            "max_days",
             f"{len(result)} dates to ingest ({result[0]} to {result[-1]}) is more than "
             f"max_days = {max_days}: raise `ingest.max_days` in the config (0 for no "
-            "limit), or ingest part of the range first with --start/--end"
+            "limit), or ingest part of the range first with --start/--end",
         )
     return result
 
 
 def _days(first: dt.date, last: dt.date) -> list[dt.date]:
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
-
-
-class DateRangeError(ValueError):
-    """A bad date range; `field` names the parameter at fault (`start` or `end`)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,10 @@ from piecewise.config import (
 )
 from piecewise.enrich import Enricher
 from piecewise.ingest import IngestResult, dates_between, ingest, ingested_dates
+from piecewise.lock import RunLock
+from piecewise.manifest import Manifest, dates_to_ingest, fingerprint, geoip_identity
 from piecewise.publish import Publisher
+from piecewise.quality import QualityReport
 from piecewise.schema import DIRECTIONS
 from piecewise.sources.base import Source
 from piecewise.store import Store, open_store
@@ -91,28 +94,72 @@ class Stores:
         )
 
 
+def ingest_fingerprint(config: Config) -> str:
+    """What ingested rows depend on besides the source's data and the GeoIP database."""
+    return fingerprint(
+        {
+            "source": config.source.model_dump(mode="json"),
+            "region": config.region.model_dump(mode="json"),
+            "layers": [layer.model_dump(mode="json") for layer in config.layers],
+            "isps": [rule.model_dump(mode="json") for rule in config.isps],
+        }
+    )
+
+
 def run_ingest(
     config: Config,
-    start: dt.date,
-    end: dt.date,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
     *,
     stores: Stores | None = None,
     source: Source | None = None,
     progress: bool = True,
+    today: dt.date | None = None,
 ) -> IngestResult:
-
+    """Ingest `start`..`end` (either alone: that one date). Without dates, ingest what
+    the manifest lacks since `periods.start`, and the last `ingest.reread_days` days
+    again. One run at a time per private store; each date is recorded in the manifest."""
     stores = stores or Stores.of(config)
-    enricher = Enricher(config)
-    try:
-        return ingest(
-            source or make_source(config),
-            enricher,
-            stores.private,
-            dates_between(start, end),
-            progress=progress,
-        )
-    finally:
-        enricher.close()
+    settings = config.ingest
+    manifest = Manifest(stores.private)
+    ttl = dt.timedelta(minutes=settings.lock_ttl_minutes)
+    with RunLock(stores.private, "ingest", ttl=ttl) as lock:
+        if start is None and end is None:
+            yesterday = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=1)
+            dates = dates_to_ingest(
+                set(manifest.dates()),
+                config.periods.start,
+                yesterday,
+                settings.reread_days,
+                settings.max_days or None,
+            )
+        else:
+            first, last = start or end, end or start
+            assert first is not None and last is not None
+            dates = dates_between(first, last)
+        if not dates:
+            log.info("nothing to ingest: the manifest has every date")
+            return IngestResult()
+        source_fingerprint = ingest_fingerprint(config)
+        geoip = geoip_identity(config.geoip.asn_database)
+
+        def record(date: dt.date, rows: dict[str, int], report: QualityReport) -> None:
+            manifest.record(date, rows, source_fingerprint, geoip, report.as_dict())
+            lock.refresh()
+
+        enricher = Enricher(config)
+        try:
+            return ingest(
+                source or make_source(config),
+                enricher,
+                stores.private,
+                dates,
+                batch_rows=settings.batch_rows,
+                progress=progress,
+                on_date=record,
+            )
+        finally:
+            enricher.close()
 
 
 SETTINGS_KEY = "cells/settings.json"
