@@ -41,20 +41,20 @@ run: demo-data
 	$(PIECEWISE) serve --config $(CONFIG) --host $(HOST) --port $(PORT)
 
 test: $(STAMP) demo-data bq-emulator
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench functions
+	$(VENV)/bin/ruff format --check src tests bench functions
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP) demo-data
 	$(PY) bench/run.py --write docs/benchmarks.md
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench functions
+	$(VENV)/bin/ruff format --check src tests bench functions
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format src tests bench
-	$(VENV)/bin/ruff check --fix src tests bench
+	$(VENV)/bin/ruff format src tests bench functions
+	$(VENV)/bin/ruff check --fix src tests bench functions
 
 clean:
 	rm -rf var build

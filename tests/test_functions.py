@@ -1,0 +1,169 @@
+"""The ingest and aggregate functions as Cloud Functions serve them (functions-framework),
+with real HTTP requests, a real Pub/Sub emulator and real CloudEvent envelopes."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+functions_framework = pytest.importorskip("functions_framework")
+pytest.importorskip("google.cloud.pubsub_v1")
+
+from piecewise.config import load_config  # noqa: E402
+from piecewise.lock import RunLock  # noqa: E402
+from piecewise.pipeline import Stores  # noqa: E402
+from pubsub_emulator import PubSubEmulator  # noqa: E402
+
+pytestmark = pytest.mark.service
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def pubsub() -> Iterator[PubSubEmulator]:
+    with PubSubEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def deployment(
+    tmp_path: Path, demo_data: Path, pubsub: PubSubEmulator, monkeypatch: pytest.MonkeyPatch
+):
+    config = tmp_path / "piecewise.toml"
+    config.write_text(
+        f"""
+[region]
+bbox = [-124.85, 45.54, -116.91, 49.01]
+[[layers]]
+id = "counties"
+kind = "polygons"
+file = "{demo_data / "wa-counties.geojson"}"
+id_property = "GEOID"
+name_property = "NAME"
+[periods]
+start = 2025-03-01
+[privacy]
+min_tests = 5
+min_clients = 2
+[stores]
+private = "file://private"
+public = "file://public"
+[source]
+kind = "synthetic"
+tests_per_day = 200
+[geoip]
+asn_database = "{demo_data / "GeoLite2-ASN-demo.mmdb"}"
+"""
+    )
+    name = tmp_path.name.replace("_", "-")[-40:]
+    topic = pubsub.create_topic(f"ingested-{name}")
+    subscription = pubsub.create_subscription(topic, f"aggregate-{name}")
+    for key, value in pubsub.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PIECEWISE_CONFIG", str(config))
+    monkeypatch.setenv("PIECEWISE_TOPIC", topic)
+    ingest = functions_framework.create_app(
+        target="ingest", source=str(ROOT / "functions/ingest/main.py"), signature_type="http"
+    ).test_client()
+    aggregate = functions_framework.create_app(
+        target="aggregate",
+        source=str(ROOT / "functions/aggregate/main.py"),
+        signature_type="cloudevent",
+    ).test_client()
+    return config, ingest, aggregate, subscription
+
+
+def cloud_event(message_data: bytes, attributes: dict[str, str]) -> tuple[dict, dict]:
+    """A Pub/Sub push as Eventarc delivers it to a CloudEvent function (binary mode)."""
+    headers = {
+        "ce-id": "1234",
+        "ce-specversion": "1.0",
+        "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "ce-source": "//pubsub.googleapis.com/projects/piecewise-test/topics/ingested",
+        "Content-Type": "application/json",
+    }
+    body = {
+        "message": {
+            "data": base64.b64encode(message_data).decode(),
+            "attributes": attributes,
+            "messageId": "1",
+        },
+        "subscription": "projects/piecewise-test/subscriptions/aggregate",
+    }
+    return headers, body
+
+
+def test_ingest_publishes_and_aggregate_recomputes(deployment, pubsub: PubSubEmulator) -> None:
+    config_path, ingest, aggregate, subscription = deployment
+    response = ingest.post("/", json={"start": "2025-03-30", "end": "2025-04-01"})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["dates"] == ["2025-03-30", "2025-03-31", "2025-04-01"]
+    messages = pubsub.pull(subscription, max_messages=1, timeout=10)
+    assert len(messages) == 1
+    assert json.loads(messages[0].data) == {"dates": ["2025-03-30", "2025-03-31", "2025-04-01"]}
+    assert messages[0].attributes == {"event": "ingested"}
+
+    headers, body = cloud_event(messages[0].data, messages[0].attributes)
+    answer = aggregate.post("/", headers=headers, json=body)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    public = Stores.of(load_config(config_path)).public
+    index = public.read_json("v1/index.json")
+    assert index["periods"]["month"] == ["2025-03", "2025-04"]
+    assert index["periods"]["quarter"] == ["2025-Q1", "2025-Q2"]
+
+    # A retried delivery changes nothing.
+    before = public.read_bytes("v1/stats/counties/month/2025-03.json")
+    assert aggregate.post("/", headers=headers, json=body).status_code == 200
+    assert public.read_bytes("v1/stats/counties/month/2025-03.json") == before
+
+
+@pytest.mark.parametrize(
+    ("body", "parameter"),
+    [
+        ({"start": "2025-13-01"}, "start"),
+        ({"start": "2025-03-02", "end": "2025-03-01"}, "end"),
+        ({"start": "2025-03-01", "end": "2099-01-01"}, "end"),
+        ({"start": "2020-01-01", "end": "2025-03-01"}, "start"),
+        ({"from": "2025-03-01"}, "from"),
+        ({"start": 20250301}, "start"),
+        (["2025-03-01"], "body"),
+    ],
+)
+def test_bad_requests_name_the_parameter_and_write_nothing(deployment, body, parameter) -> None:
+    config_path, ingest, _, _ = deployment
+    response = ingest.post("/", json=body)
+    assert response.status_code == 400
+    assert response.get_json()["parameter"] == parameter
+    assert not (config_path.parent / "private" / "tests").exists()
+
+
+def test_non_json_body_and_wrong_method(deployment) -> None:
+    _, ingest, _, _ = deployment
+    response = ingest.post("/", data=b"start=2025-03-01", content_type="text/plain")
+    assert response.status_code == 400 and response.get_json()["parameter"] == "body"
+    assert ingest.get("/").status_code == 405
+
+
+def test_a_second_run_gets_409(deployment) -> None:
+    config_path, ingest, _, _ = deployment
+    private = Stores.of(load_config(config_path)).private
+    with RunLock(private, "ingest"):
+        response = ingest.post("/", json={"start": "2025-03-01", "end": "2025-03-01"})
+    assert response.status_code == 409
+    assert "holds lock" in response.get_json()["error"]
+
+
+def test_aggregate_drops_a_message_that_is_not_an_ingest_message(deployment) -> None:
+    _, _, aggregate, _ = deployment
+    headers, body = cloud_event(b"not json", {})
+    assert aggregate.post("/", headers=headers, json=body).status_code == 200
+
+
+def test_aggregate_failure_fails_the_function_for_a_retry(deployment) -> None:
+    config_path, _, aggregate, _ = deployment
+    config_path.write_text(config_path.read_text().replace("start = 2025-03-01", "start = x"))
+    headers, body = cloud_event(json.dumps({"dates": ["2025-03-01"]}).encode(), {})
+    assert aggregate.post("/", headers=headers, json=body).status_code == 500
