@@ -1,7 +1,8 @@
 """Cloud Function (HTTP, called by Cloud Scheduler with OIDC): ingest, then announce.
 
 Settings: PIECEWISE_CONFIG (the config file, default `piecewise.toml` beside this
-file) and PIECEWISE_TOPIC (`projects/P/topics/T`, where the ingested dates go).
+file), PIECEWISE_TOPIC (`projects/P/topics/T`, where the ingested dates go) and the
+MaxMind license key in the variable named by `geoip.license_key_env`.
 """
 
 from __future__ import annotations
@@ -39,4 +40,5 @@ def ingest(request):
         body,
         today=dt.datetime.now(dt.UTC).date(),
         publish=pubsub_publisher(topic) if topic else None,
+        geoip_license_key=os.environ.get(config.geoip.license_key_env) or None,
     )

@@ -42,7 +42,13 @@ def _ingest(args: argparse.Namespace, cfg: Config) -> IngestResult:
 
     # Neither date: what the manifest lacks, and the last few days again.
     end = args.end or (_yesterday() if args.start else None)
-    result = run_ingest(cfg, args.start, end, progress=not args.quiet)
+    result = run_ingest(
+        cfg,
+        args.start,
+        end,
+        progress=not args.quiet,
+        geoip_license_key=os.environ.get(cfg.geoip.license_key_env) or None,
+    )
     print(
         f"ingested {len(result.dates)} dates: {result.rows['download']} download and "
         f"{result.rows['upload']} upload tests ({result.quality.summary()})"

@@ -263,6 +263,48 @@ class GeoIP(_Strict):
         description="MaxMind GeoLite2-ASN or GeoIP2-ISP database (.mmdb). Without it, ISPs come "
         "from M-Lab's client.Network.",
     )
+    source_url: str | None = Field(
+        None,
+        description="Where ingest refreshes the database from, about monthly, into the "
+        "private store (geoip/{date}/): MaxMind's download URL, for example "
+        "https://download.maxmind.com/geoip/databases/GeoLite2-ASN/download?suffix=tar.gz "
+        "(basic auth with `account_id` and the license key), a URL with `{license_key}` in "
+        "it, or a copy in a store (gs://bucket/GeoLite2-ASN.mmdb or .tar.gz, file://...). "
+        "Instead of `asn_database`.",
+    )
+    account_id: str | None = Field(
+        None, pattern=r"^[0-9]+$", description="MaxMind account ID, for HTTP basic auth."
+    )
+    license_key_env: str = Field(
+        "MAXMIND_LICENSE_KEY",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the MaxMind license key (never put the "
+        "key itself in the config).",
+    )
+    max_age_days: int = Field(
+        30, ge=1, description="Days after which a stored database is fetched again."
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Local folder for the copy of the database that ingest opens "
+        "(default: piecewise-geoip in the system temporary folder).",
+    )
+
+    @field_validator("source_url")
+    @classmethod
+    def _no_literal_key(cls, url: str | None) -> str | None:
+        if url is not None and re.search(r"(?i)license_key=(?!\{license_key\})", url):
+            raise ValueError(
+                "put `license_key={license_key}` in the URL and the key in the environment "
+                "variable named by `license_key_env`, not the key itself"
+            )
+        return url
+
+    @model_validator(mode="after")
+    def _one_database(self) -> GeoIP:
+        if self.asn_database is not None and self.source_url is not None:
+            raise ValueError("set either `asn_database` or `source_url`, not both")
+        return self
 
 
 class Ingest(_Strict):
@@ -391,9 +433,12 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
             layer = layer.model_copy(update={"file": rel(layer.file)})
         layers.append(layer)
     updates["layers"] = layers
-    if cfg.geoip.asn_database is not None and not cfg.geoip.asn_database.is_absolute():
+    if cfg.geoip.asn_database is not None or cfg.geoip.cache_dir is not None:
         updates["geoip"] = cfg.geoip.model_copy(
-            update={"asn_database": rel(cfg.geoip.asn_database)}
+            update={
+                "asn_database": rel(cfg.geoip.asn_database),
+                "cache_dir": rel(cfg.geoip.cache_dir),
+            }
         )
     if isinstance(cfg.source, SyntheticSourceConfig) and cfg.source.places is not None:
         updates["source"] = cfg.source.model_copy(update={"places": rel(cfg.source.places)})

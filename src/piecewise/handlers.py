@@ -32,6 +32,7 @@ def handle_ingest(
     *,
     today: dt.date,
     publish: Publish | None = None,
+    geoip_license_key: str | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Ingest the requested dates (none: fill every gap and re-read the last days);
     returns the JSON answer and its HTTP status."""
@@ -60,7 +61,14 @@ def handle_ingest(
             return {"error": str(exc), "parameter": exc.field}, 400
         start, end = dates.start, dates.end
     try:
-        result = run_ingest(config, start, end, progress=False, today=today)
+        result = run_ingest(
+            config,
+            start,
+            end,
+            progress=False,
+            today=today,
+            geoip_license_key=geoip_license_key,
+        )
     except LockHeld as exc:
         return {"error": str(exc)}, 409
     written = [d.isoformat() for d in result.dates]

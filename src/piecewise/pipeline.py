@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -106,6 +108,37 @@ def ingest_fingerprint(config: Config) -> str:
     )
 
 
+def prepare_geoip_database(
+    config: Config,
+    private: Store,
+    license_key: str | None,
+    *,
+    now: dt.datetime | None = None,
+) -> tuple[Config, str | None]:
+    """The config with `geoip.asn_database` pointing at the database to use, and that
+    database's identity for the manifest. With `geoip.source_url`, the stored database
+    is refreshed when due (a failed refresh keeps the previous one) and copied to
+    `geoip.cache_dir`; `license_key` comes from the caller (the CLI reads it from the
+    environment variable named by `geoip.license_key_env`)."""
+    settings = config.geoip
+    if settings.source_url is None:
+        return config, geoip_identity(settings.asn_database)
+    from piecewise.geoip_refresh import prepare_geoip
+
+    cache_dir = settings.cache_dir or Path(tempfile.gettempdir()) / "piecewise-geoip"
+    path, version = prepare_geoip(
+        private,
+        settings.source_url,
+        cache_dir,
+        license_key=license_key,
+        account_id=settings.account_id,
+        now=now or dt.datetime.now(dt.UTC),
+        max_age_days=settings.max_age_days,
+    )
+    geoip = settings.model_copy(update={"asn_database": path})
+    return config.model_copy(update={"geoip": geoip}), version.identity
+
+
 def run_ingest(
     config: Config,
     start: dt.date | None = None,
@@ -115,10 +148,13 @@ def run_ingest(
     source: Source | None = None,
     progress: bool = True,
     today: dt.date | None = None,
+    geoip_license_key: str | None = None,
 ) -> IngestResult:
     """Ingest `start`..`end` (either alone: that one date). Without dates, ingest what
     the manifest lacks since `periods.start`, and the last `ingest.reread_days` days
-    again. One run at a time per private store; each date is recorded in the manifest."""
+    again. One run at a time per private store; each date is recorded in the manifest.
+    With `geoip.source_url`, the MaxMind database is refreshed first when due, using
+    `geoip_license_key`."""
     stores = stores or Stores.of(config)
     settings = config.ingest
     manifest = Manifest(stores.private)
@@ -141,7 +177,7 @@ def run_ingest(
             log.info("nothing to ingest: the manifest has every date")
             return IngestResult()
         source_fingerprint = ingest_fingerprint(config)
-        geoip = geoip_identity(config.geoip.asn_database)
+        config, geoip = prepare_geoip_database(config, stores.private, geoip_license_key)
 
         def record(date: dt.date, rows: dict[str, int], report: QualityReport) -> None:
             manifest.record(date, rows, source_fingerprint, geoip, report.as_dict())
