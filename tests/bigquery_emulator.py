@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from piecewise.schema import UNIFIED
+from services import stop_process
 
 if TYPE_CHECKING:
     from google.cloud import bigquery
@@ -187,13 +188,7 @@ class BigQueryEmulator:
                     client.delete_dataset(dataset.reference, delete_contents=True)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 

@@ -21,6 +21,17 @@ import uuid
 from pathlib import Path
 
 
+def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
+    """Stop a server we started, by its PID: terminate, then kill after `timeout`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -111,10 +122,4 @@ class MotoS3Server:
         _request("POST", f"{self.endpoint}/moto-api/reset", b"")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
