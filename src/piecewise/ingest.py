@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
+from piecewise.dayspool import DaySpool
 from piecewise.enrich import Enricher
 from piecewise.quality import QualityReport
 from piecewise.schema import DIRECTIONS
 from piecewise.sources.base import Source
-from piecewise.store import Store
+from piecewise.store import PARQUET_CONTENT_TYPE, Store
 
 log = logging.getLogger(__name__)
 
@@ -96,24 +99,32 @@ def ingest(
     result = IngestResult()
     bar = tqdm(dates, desc="ingest", unit="day", disable=not progress, leave=False)
     for date in bar:
-        tables = []
         report = QualityReport()
-        for chunk in _chunks(source.batches(date, date), batch_rows):
-            enriched, chunk_report = enricher.enrich(chunk)
-            tables.append(enriched)
-            report.add(chunk_report)
-        day = pa.concat_tables(tables) if tables else enricher.schema.empty_table()
-        # A source may hand back rows of other dates (files with mixed dates): keep ours.
-        other = pc.not_equal(day.column("date"), pa.scalar(date, pa.date32()))
-        if pc.any(other).as_py():
-            day = day.filter(pc.invert(other))
-        counts = {}
-        for direction in DIRECTIONS:
-            part = day.filter(pc.equal(day.column("direction"), direction))
-            part = part.sort_by([("test_time", "ascending"), ("id", "ascending")])
-            private.write_parquet(tests_key(direction, date), part)
-            counts[direction] = part.num_rows
-            result.rows[direction] += part.num_rows
+        with tempfile.TemporaryDirectory(prefix="piecewise-ingest-") as spill:
+            spools = {d: DaySpool(enricher.schema, batch_rows, Path(spill)) for d in DIRECTIONS}
+            for chunk in _chunks(source.batches(date, date), batch_rows):
+                enriched, chunk_report = enricher.enrich(chunk)
+                report.add(chunk_report)
+                # A source may hand back rows of other dates (mixed files): keep ours.
+                enriched = enriched.filter(
+                    pc.equal(enriched.column("date"), pa.scalar(date, pa.date32()))
+                )
+                for direction, spool in spools.items():
+                    spool.add(enriched.filter(pc.equal(enriched.column("direction"), direction)))
+                del enriched
+            counts = {}
+            for direction, spool in spools.items():
+                table = spool.in_memory()
+                if table is not None:
+                    private.write_parquet(tests_key(direction, date), table)
+                else:
+                    private.write_bytes(
+                        tests_key(direction, date),
+                        spool.merged_parquet(),
+                        content_type=PARQUET_CONTENT_TYPE,
+                    )
+                counts[direction] = spool.rows
+                result.rows[direction] += spool.rows
         private.write_json(quality_key(date), report.as_dict())
         if on_date is not None:
             on_date(date, counts, report)

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from piecewise.dayspool import DaySpool
+from piecewise.pipeline import run_ingest
+from test_pipeline import END, START, file_hashes, make_config
+
+
+def table(n: int, seed: int) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    base = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    times = [base + dt.timedelta(seconds=int(s)) for s in rng.integers(0, 86400, n)]
+    return pa.table(
+        {
+            "test_time": pa.array(times, pa.timestamp("us", tz="UTC")),
+            "id": [f"t{seed}-{i}" for i in range(n)],
+            "uuid": [f"u{seed}-{i}" for i in range(n)],
+            "mbps": rng.random(n),
+        }
+    )
+
+
+def test_spilled_runs_merge_into_the_in_memory_order(tmp_path: Path) -> None:
+    parts = [table(700, seed) for seed in range(5)]
+    small = DaySpool(parts[0].schema, memory_rows=1000, spill_dir=tmp_path)
+    big = DaySpool(parts[0].schema, memory_rows=10**9, spill_dir=tmp_path)
+    for part in parts:
+        small.add(part)
+        big.add(part)
+    assert len(small.runs) == 2 and big.in_memory() is not None  # 1400 and 1400 rows
+    merged = pq.read_table(pa.BufferReader(small.merged_parquet(batch_rows=512)))
+    assert merged.equals(big.in_memory())
+    assert small.rows == big.rows == 3500
+
+
+def test_ingest_in_small_batches_gives_the_same_tests_and_repeats_bytes(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    whole = make_config(tmp_path / "whole", demo_data)
+    (tmp_path / "whole").mkdir()
+    run_ingest(whole, START, END, progress=False)
+    small_dir = tmp_path / "small"
+    small_dir.mkdir()
+    small = make_config(small_dir, demo_data)
+    small = small.model_copy(
+        update={"ingest": small.ingest.model_copy(update={"batch_rows": 1024})}
+    )
+    run_ingest(small, START, END, progress=False)
+    for path in sorted((tmp_path / "whole/private/tests").rglob("*.parquet")):
+        other = small_dir / "private/tests" / path.relative_to(tmp_path / "whole/private/tests")
+        assert pq.read_table(other).equals(pq.read_table(path)), path.name
+    before = file_hashes(small_dir / "private/tests")
+    run_ingest(small, START, END, progress=False)
+    assert file_hashes(small_dir / "private/tests") == before
