@@ -67,7 +67,7 @@ class BigQuerySource:
         maximum_bytes_billed: int,
         price_per_tib: float = 6.25,
         use_storage_api: bool = True,
-        page_size: int = 100_000,
+        page_size: int = 10_000,
     ) -> None:
         for direction in tables:
             if direction not in DIRECTIONS:
