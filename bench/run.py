@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "var" / "demo"
 YEAR = (dt.date(2025, 1, 1), dt.date(2025, 12, 31))
 BQ_DAY = dt.date(2025, 6, 4)
-BQ_BATCH_ROWS = 65536
+BQ_BATCH_ROWS = 32768  # below a direction's rows in both days, so both spill and merge
 
 
 def bench_config(workdir: Path, tests_per_year: int) -> Path:
