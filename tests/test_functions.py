@@ -167,3 +167,15 @@ def test_aggregate_failure_fails_the_function_for_a_retry(deployment) -> None:
     config_path.write_text(config_path.read_text().replace("start = 2025-03-01", "start = x"))
     headers, body = cloud_event(json.dumps({"dates": ["2025-03-01"]}).encode(), {})
     assert aggregate.post("/", headers=headers, json=body).status_code == 500
+
+
+def test_a_region_that_selects_nothing_gets_422(deployment) -> None:
+    config_path, ingest, _, _ = deployment
+    text = config_path.read_text().replace(
+        "bbox = [-124.85, 45.54, -116.91, 49.01]", "bbox = [-140.0, 30.0, -135.0, 35.0]"
+    )
+    config_path.write_text(text)
+    response = ingest.post("/", json={"start": "2025-03-01", "end": "2025-03-02"})
+    assert response.status_code == 422
+    assert response.get_json()["parameter"] == "region"
+    assert not (config_path.parent / "private" / "tests").exists()

@@ -399,3 +399,16 @@ def test_a_date_that_failed_half_way_has_no_manifest_record(
         run_ingest(cfg, START, END, stores=failing, progress=False)
     assert Manifest(stores.private).dates() == [START]
     assert stores.private.list("locks/") == []
+
+
+def test_a_region_that_selects_nothing_writes_nothing(tmp_path: Path, demo_data: Path) -> None:
+    from piecewise.ingest import NoTestsSelected
+
+    cfg = make_config(tmp_path, demo_data)
+    ocean = cfg.region.model_copy(update={"bbox": (-140.0, 30.0, -135.0, 35.0), "polygon": None})
+    cfg = cfg.model_copy(update={"region": ocean})
+    with pytest.raises(NoTestsSelected, match="no tests in the region on any of the 3 dates"):
+        run_ingest(cfg, START, START + dt.timedelta(days=2), progress=False)
+    assert not (tmp_path / "private").exists() or not any(
+        p.is_file() and not p.name.endswith(".lock") for p in (tmp_path / "private").rglob("*")
+    )

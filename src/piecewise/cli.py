@@ -189,6 +189,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from piecewise.areas import BoundaryError
+    from piecewise.ingest import NoTestsSelected
     from piecewise.lock import LockHeld
     from piecewise.logs import setup_logging
     from piecewise.manifest import DateRangeError
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (BoundaryError, ExportFileError, StoreError, SourceError) as exc:
+    except (BoundaryError, ExportFileError, StoreError, SourceError, NoTestsSelected) as exc:
         # Bad input files or an unreachable store: the message names the file or URL.
         print(f"error: {exc}", file=sys.stderr)
         return 1

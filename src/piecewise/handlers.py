@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from piecewise.config import Config
+from piecewise.ingest import NoTestsSelected
 from piecewise.lock import LockHeld
 from piecewise.manifest import DateRange, DateRangeError
 from piecewise.pipeline import run_aggregate, run_ingest
@@ -71,6 +72,8 @@ def handle_ingest(
         )
     except LockHeld as exc:
         return {"error": str(exc)}, 409
+    except NoTestsSelected as exc:
+        return {"error": str(exc), "parameter": "region"}, 422
     written = [d.isoformat() for d in result.dates]
     if publish is not None and written:
         publish(json.dumps({"dates": written}).encode(), {"event": "ingested"})

@@ -83,6 +83,10 @@ class IngestResult:
     quality: QualityReport = field(default_factory=QualityReport)
 
 
+class NoTestsSelected(Exception):
+    """No date of a run has a test in the region (a region that selects nothing)."""
+
+
 def ingest(
     source: Source,
     enricher: Enricher,
@@ -93,10 +97,13 @@ def ingest(
     progress: bool = True,
     on_date: Callable[[dt.date, dict[str, int], QualityReport], None] | None = None,
 ) -> IngestResult:
-    """Ingest each date: all of a date's files are written before the next starts, then
-    `on_date(date, rows per direction, report)` is called (to record the date)."""
+    """Ingest each date: all of a date's files are written, then `on_date(date, rows
+    per direction, report)` is called (to record the date). Dates for which the source
+    returns nothing are written once another date of the run has tests; if none has,
+    nothing is written and NoTestsSelected says so (a region that selects nothing)."""
     dates = list(dates)
     result = IngestResult()
+    empty: list[tuple[dt.date, QualityReport]] = []
     bar = tqdm(dates, desc="ingest", unit="day", disable=not progress, leave=False)
     for date in bar:
         report = QualityReport()
@@ -112,29 +119,64 @@ def ingest(
                 for direction, spool in spools.items():
                     spool.add(enriched.filter(pc.equal(enriched.column("direction"), direction)))
                 del enriched
-            counts = {}
-            for direction, spool in spools.items():
-                table = spool.in_memory()
-                if table is not None:
-                    private.write_parquet(tests_key(direction, date), table)
-                else:
-                    private.write_bytes(
-                        tests_key(direction, date),
-                        spool.merged_parquet(),
-                        content_type=PARQUET_CONTENT_TYPE,
-                    )
-                counts[direction] = spool.rows
-                result.rows[direction] += spool.rows
-        private.write_json(quality_key(date), report.as_dict())
-        if on_date is not None:
-            on_date(date, counts, report)
-        result.quality.add(report)
-        result.dates.append(date)
-        log.debug(
-            "ingested %s: %d download, %d upload rows (%s)",
-            date,
-            counts["download"],
-            counts["upload"],
-            report.summary(),
+            if report.rows_out == report.unlocated and not result.dates:  # none located
+                empty.append((date, report))
+                continue
+            for empty_date, empty_report in empty:
+                _write_date(
+                    private,
+                    empty_date,
+                    _empty_spools(enricher, spill),
+                    empty_report,
+                    result,
+                    on_date,
+                )
+            empty = []
+            _write_date(private, date, spools, report, result, on_date)
+    if empty:
+        first, last = empty[0][0], empty[-1][0]
+        raise NoTestsSelected(
+            f"no tests in the region on any of the {len(empty)} dates from {first} to {last}: "
+            "check `region` (bbox, polygon, country, subdivisions) and `source`; nothing was "
+            "written"
         )
     return result
+
+
+def _empty_spools(enricher: Enricher, spill: str) -> dict[str, DaySpool]:
+    return {d: DaySpool(enricher.schema, 1, Path(spill)) for d in DIRECTIONS}
+
+
+def _write_date(
+    private: Store,
+    date: dt.date,
+    spools: dict[str, DaySpool],
+    report: QualityReport,
+    result: IngestResult,
+    on_date: Callable[[dt.date, dict[str, int], QualityReport], None] | None,
+) -> None:
+    counts = {}
+    for direction, spool in spools.items():
+        table = spool.in_memory()
+        if table is not None:
+            private.write_parquet(tests_key(direction, date), table)
+        else:
+            private.write_bytes(
+                tests_key(direction, date),
+                spool.merged_parquet(),
+                content_type=PARQUET_CONTENT_TYPE,
+            )
+        counts[direction] = spool.rows
+        result.rows[direction] += spool.rows
+    private.write_json(quality_key(date), report.as_dict())
+    if on_date is not None:
+        on_date(date, counts, report)
+    result.quality.add(report)
+    result.dates.append(date)
+    log.debug(
+        "ingested %s: %d download, %d upload rows (%s)",
+        date,
+        counts["download"],
+        counts["upload"],
+        report.summary(),
+    )
