@@ -181,3 +181,115 @@ def test_cli_dry_run(
     out = capsys.readouterr().out
     assert "download" in out and "upload" in out and "total 2025-06-01 to 2025-06-03" in out
     assert not (tmp_path / "private").exists(), "a dry run writes nothing"
+
+
+class FlakyProxy:
+    """A proxy on 127.0.0.1 in front of the emulator that answers the first `failures`
+    requests with the given status (as an overloaded API would), then forwards."""
+
+    def __init__(self, target: str, failures: int, status: int) -> None:
+        import http.server
+        import threading
+        import urllib.error
+        import urllib.request
+
+        proxy = self
+        self.failures = failures
+        self.seen = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                proxy.seen += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if proxy.failures > 0:
+                    proxy.failures -= 1
+                    self.send_response(status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("host", "accept-encoding")
+                }
+                request = urllib.request.Request(
+                    target + self.path, data=body, method=self.command, headers=headers
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=60) as answer:
+                        code, data, answer_headers = answer.status, answer.read(), answer.headers
+                except urllib.error.HTTPError as exc:
+                    code, data, answer_headers = exc.code, exc.read(), exc.headers
+                self.send_response(code)
+                self.send_header("Content-Type", answer_headers.get("Content-Type", "text/plain"))
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_transient_errors_are_retried(emulator: BigQueryEmulator, loaded, status: int) -> None:
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    _, tables = loaded
+    proxy = FlakyProxy(emulator.endpoint, failures=2, status=status)
+    try:
+        client = bigquery.Client(
+            project=emulator.project,
+            credentials=AnonymousCredentials(),
+            client_options=ClientOptions(api_endpoint=proxy.endpoint),
+        )
+        src = BigQuerySource(
+            client=client,
+            tables=tables,
+            region=Region(bbox=WA_BOX),
+            maximum_bytes_billed=2**30,
+            use_storage_api=False,
+        )
+        assert ids(src, D2, D2) == ["d2-sea"]
+        assert proxy.failures == 0 and proxy.seen > 2
+    finally:
+        proxy.stop()
+
+
+def test_scheduled_runs_fill_gaps_and_reread_late_days(
+    emulator: BigQueryEmulator, loaded, tmp_path: Path
+) -> None:
+    """Runs without dates, as the scheduler makes them: every missing date since
+    `periods.start`, then the last `ingest.reread_days` again for late rows."""
+    client, tables = loaded
+    text = config_text(emulator, tables, tmp_path) + "[ingest]\nreread_days = 1\n"
+    cfg = parse_config(text, base_dir=tmp_path)
+    today = D3 + dt.timedelta(days=1)
+    first = run_ingest(cfg, source=bigquery_source(cfg), progress=False, today=today)
+    assert first.dates == [D1, D2, D3]
+    stores = Stores.of(cfg)
+    # D2 is lost (an outage); D3's late test arrives.
+    stores.private.delete(f"manifest/dates/{D2:%Y}/{D2.isoformat()}.json")
+    late = unified_row(D3, 12.0, *SPOKANE, ip="73.11.0.10", uuid="d3-late")
+    assert not client.insert_rows_json(tables["download"], [late])
+    second = run_ingest(cfg, source=bigquery_source(cfg), progress=False, today=today)
+    assert second.dates == [D2, D3]
+    d3 = stores.private.read_parquet(file_of("download", D3)).column("id").to_pylist()
+    assert "d3-late" in d3
+    before = {k: stores.private.read_bytes(k) for k in stores.private.list("tests/")}
+    third = run_ingest(cfg, source=bigquery_source(cfg), progress=False, today=today)
+    assert third.dates == [D3]
+    assert {k: stores.private.read_bytes(k) for k in stores.private.list("tests/")} == before
