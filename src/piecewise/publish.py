@@ -77,10 +77,10 @@ class Publisher:
         return f"cells/{layer}/{kind}.parquet"
 
     def merge_cells(
-        self, stats: pa.Table, wanted: dict[str, set[dt.date]], layer: str
+        self, fresh: dict[str, pa.Table], wanted: dict[str, set[dt.date]], layer: str
     ) -> dict[str, pa.Table]:
-        """Replace the recomputed periods in the layer's private cell tables; returns
-        them by period kind."""
+        """Replace the recomputed periods (`fresh`, by period kind) in the layer's
+        private cell tables; returns the merged tables by period kind."""
         merged: dict[str, pa.Table] = {}
         schema = cell_schema(list(self.config.thresholds))
         for kind in self.config.periods.kinds:
@@ -91,19 +91,12 @@ class Publisher:
                     f"{key} was made with other thresholds: aggregate every date "
                     "(`piecewise aggregate` without dates) to rebuild it"
                 )
-            new = plain_strings(_select(stats, layer, kind)).drop_columns(["row"]).cast(schema)
+            new = fresh[kind].drop_columns(["row"]).cast(schema)
             if old is not None:
                 starts = pa.array(sorted(wanted.get(kind, ())), pa.date32())
                 old = old.filter(pc.invert(pc.is_in(old.column("period"), starts)))
                 new = pa.concat_tables([old, new])
-            new = new.sort_by(
-                [
-                    ("period", "ascending"),
-                    ("area", "ascending"),
-                    ("isp", "ascending"),
-                    ("direction", "ascending"),
-                ]
-            )
+            new = new.sort_by(ORDER)
             self.private.write_parquet(key, new)
             merged[kind] = new
         return merged
@@ -335,13 +328,16 @@ class Publisher:
         area_counts = {}
         # One layer at a time, so that only its tables are in memory.
         for layer in self.layers:
-            merged = self.merge_cells(stats, wanted, layer)
+            fresh = {
+                kind: plain_strings(_select(stats, layer, kind)).sort_by(ORDER)
+                for kind in self.config.periods.kinds
+            }
+            merged = self.merge_cells(fresh, wanted, layer)
             for kind in self.config.periods.kinds:
-                table = plain_strings(_select(stats, layer, kind)).sort_by(ORDER)
                 self.write_periods(
                     layer,
                     kind,
-                    table,
+                    fresh[kind],
                     sorted(wanted.get(kind, ())),
                     (hist_cell, hist_bucket, hist_count),
                 )
@@ -350,7 +346,7 @@ class Publisher:
                 isps.update(pc.unique(published.column("isp")).to_pylist())
             self.write_series(layer, merged)
             area_counts[layer] = self.write_areas(layer, merged)
-            del merged
+            del fresh, merged
         return self.write_index(period_sets, isps, area_counts)
 
     def write_periods(
