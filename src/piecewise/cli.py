@@ -118,11 +118,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from werkzeug.serving import run_simple
 
+    from piecewise.api import build_api
     from piecewise.serve import build_app
 
     cfg = load_config(_config_path(args))
-    app = build_app(cfg)
-    print(f"serving {cfg.project.name} on http://{args.host}:{args.port}/", flush=True)
+    app = build_app(cfg, mounts={"/v1": build_api(cfg)})
+    print(
+        f"serving {cfg.project.name} on http://{args.host}:{args.port}/ "
+        f"(API: http://{args.host}:{args.port}/v1/)",
+        flush=True,
+    )
     run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
     return 0
 

@@ -334,6 +334,55 @@ class Ingest(_Strict):
     )
 
 
+ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+
+
+class Api(_Strict):
+    """The public HTTP API (`/v1/...`): who may call it from a browser, caching, limits."""
+
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description='Origins (scheme://host[:port]) whose web pages may read the API; "*" for any.',
+    )
+    cache_max_age: int = Field(
+        300, ge=0, description="Seconds that browsers and CDNs may keep a successful answer."
+    )
+    error_max_age: int = Field(
+        60, ge=0, description="Seconds that browsers and CDNs may keep a 4xx answer."
+    )
+    refresh_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds between checks of the public index for a new publication.",
+    )
+    max_range_days: int = Field(
+        3660, ge=1, description="Longest date span of one range or series request."
+    )
+    max_areas: int = Field(1000, ge=1, description="Most areas one range request merges.")
+    data_cache_mb: int = Field(
+        512,
+        ge=1,
+        description="Memory for decoded public files (statistics, series, histograms) "
+        "per instance, MiB.",
+    )
+    response_cache_mb: int = Field(
+        64, ge=0, description="Memory for rendered answers per instance, MiB; 0: none."
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            if origin != "*" and not ORIGIN.match(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: use scheme://host[:port] with no path "
+                    '(https://maps.example.org), or "*"'
+                )
+        if "*" in v and len(v) > 1:
+            raise ValueError('"*" already allows every origin: list it alone')
+        return v
+
+
 class Config(_Strict):
     project: Project = Field(default_factory=Project)
     region: Region
@@ -347,6 +396,7 @@ class Config(_Strict):
     source: SourceConfig
     geoip: GeoIP = Field(default_factory=GeoIP)
     ingest: Ingest = Field(default_factory=Ingest)
+    api: Api = Field(default_factory=Api)
 
     # Where relative paths were resolved from; not a TOML key.
     base_dir: Path = Field(default=Path("."), exclude=True)

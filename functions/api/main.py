@@ -1,0 +1,39 @@
+"""Cloud Function (HTTP, public): the read-only statistics API, /v1/... (docs/api.md).
+
+Settings: PIECEWISE_CONFIG (the config file, default `piecewise.toml` beside this file).
+The app is built once per instance and keeps its caches between requests; it reads
+only the public store.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import functions_framework
+from werkzeug.wrappers import Response
+
+from piecewise.api import ApiApp, build_api
+from piecewise.config import load_config
+from piecewise.logs import setup_logging
+
+setup_logging(structured=True)
+_app: ApiApp | None = None
+_lock = threading.Lock()
+
+
+def _api() -> ApiApp:
+    global _app
+    with _lock:
+        if _app is None:
+            # The API reads no boundary or GeoIP files: they need not be deployed with it.
+            config = load_config(
+                os.environ.get("PIECEWISE_CONFIG", "piecewise.toml"), check_files=False
+            )
+            _app = build_api(config)
+        return _app
+
+
+@functions_framework.http
+def api(request):
+    return Response.from_app(_api(), request.environ)

@@ -1,0 +1,35 @@
+"""The public, read-only statistics API, version 1 (`/v1/...`; docs/api.md).
+
+It reads only the public store, so any number of instances can serve it.
+`build_api(config)` gives the WSGI app.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from piecewise.api.app import ApiApp
+from piecewise.api.reader import PublicData
+from piecewise.config import Config
+from piecewise.store import Store, open_store
+
+__all__ = ["ApiApp", "build_api"]
+
+
+def build_api(
+    config: Config, *, store: Store | None = None, clock: Callable[[], float] = time.monotonic
+) -> ApiApp:
+    """The API over the config's public store (or `store`, for tests and tools)."""
+    settings = config.api
+    public = (
+        store if store is not None else open_store(config.stores.public, base_dir=config.base_dir)
+    )
+    data = PublicData(
+        public,
+        refresh_seconds=settings.refresh_seconds,
+        data_cache_bytes=settings.data_cache_mb << 20,
+        response_cache_bytes=settings.response_cache_mb << 20,
+        clock=clock,
+    )
+    return ApiApp(data, settings)

@@ -1,0 +1,263 @@
+"""The API as a WSGI app (werkzeug): routing, content negotiation, HTTP caching, CORS.
+
+Routes live under `/v1`; the app matches on SCRIPT_NAME + PATH_INFO, so it answers the
+same whether it is mounted at `/v1` (`piecewise serve`) or handed whole paths (the
+Cloud Function). Successful answers are rendered once per publication and request
+(normalized) and kept, with their gzip form, in a bounded LRU.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from piecewise.api import formats, queries, ranges
+from piecewise.api.errors import ApiError, DataUnavailable, MethodNotAllowed, NotFound
+from piecewise.api.openapi import openapi_document
+from piecewise.api.params import ENDPOINTS, Endpoint, Query, parse_request
+from piecewise.api.queries import Limits
+from piecewise.api.reader import PublicData, Snapshot
+from piecewise.config import Api as ApiSettings
+
+log = logging.getLogger(__name__)
+
+ALLOWED_METHODS = ("GET", "HEAD", "OPTIONS")
+PREFLIGHT_HEADERS = "Accept, Accept-Language, Cache-Control, Content-Type, If-None-Match"
+GZIP_MIN_BYTES = 512
+RETRY_AFTER_SECONDS = 30
+EMPTY_ETAG = hashlib.sha256(b"").hexdigest()[:32]
+
+
+class Rendered:
+    """An answer's bytes, its strong ETag and its gzip form (made when first asked)."""
+
+    __slots__ = ("body", "content_type", "etag", "_gzipped")
+
+    def __init__(self, body: bytes, content_type: str) -> None:
+        self.body = body
+        self.content_type = content_type
+        self.etag = hashlib.sha256(body).hexdigest()[:32]
+        self._gzipped: bytes | None = None
+
+    @property
+    def gzipped(self) -> bytes:
+        if self._gzipped is None:
+            self._gzipped = gzip.compress(self.body, compresslevel=6, mtime=0)
+        return self._gzipped
+
+    @property
+    def size(self) -> int:
+        return 2 * len(self.body) + 200
+
+
+@dataclass(frozen=True)
+class Cors:
+    """Which web origins may read answers: `*`, or a list echoed back one at a time."""
+
+    origins: frozenset[str]
+
+    @property
+    def any(self) -> bool:
+        return "*" in self.origins
+
+    def headers(self, origin: str | None) -> list[tuple[str, str]]:
+        if self.any:
+            return [("Access-Control-Allow-Origin", "*")]
+        out = [("Vary", "Origin")]
+        if origin is not None and origin in self.origins:
+            out.append(("Access-Control-Allow-Origin", origin))
+        return out
+
+
+class ApiApp:
+    def __init__(self, data: PublicData, settings: ApiSettings) -> None:
+        self.data = data
+        self.settings = settings
+        self.limits = Limits(max_range_days=settings.max_range_days, max_areas=settings.max_areas)
+        self.cors = Cors(frozenset(settings.cors_origins))
+        self.endpoints: dict[str, Endpoint] = {"/v1" + e.rule: e for e in ENDPOINTS}
+        self.url_map = Map(
+            [Rule(path, endpoint=path, methods=["GET"]) for path in self.endpoints],
+            strict_slashes=False,
+            merge_slashes=False,
+            redirect_defaults=False,
+        )
+        self._adapter = self.url_map.bind("api", "/")
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        started = time.perf_counter()
+        request = Request(environ)
+        try:
+            response = self.respond(request)
+        except ApiError as exc:
+            response = self.error(request, exc)
+        except Exception:
+            log.exception("error answering %s %s", request.method, request.full_path)
+            response = self.error(request, ApiError("internal error"))
+        if response.status_code >= 500:
+            log.warning("%s %s: %d", request.method, request.full_path, response.status_code)
+        log.debug(
+            "%s %s %d %.2f ms",
+            request.method,
+            request.full_path,
+            response.status_code,
+            (time.perf_counter() - started) * 1000,
+        )
+        return response(environ, start_response)
+
+    # -- routing ---------------------------------------------------------------------
+
+    def match(self, request: Request) -> tuple[Endpoint, dict[str, str]]:
+        path = request.script_root + request.path
+        if path == "/v1":
+            path = "/v1/"
+        try:
+            key, values = self._adapter.match(path, method="GET")
+        except HTTPException:
+            raise NotFound(
+                f"no such endpoint: {path[:200]}",
+                parameter="path",
+                allowed=[e.path for e in ENDPOINTS],
+            ) from None
+        return self.endpoints[key], values
+
+    def respond(self, request: Request) -> Response:
+        endpoint, values = self.match(request)
+        if request.method == "OPTIONS":
+            return self.preflight(request)
+        if request.method not in ("GET", "HEAD"):
+            raise MethodNotAllowed(
+                f"{request.method[:20]} is not allowed: the API is read-only",
+                parameter="method",
+                allowed=list(ALLOWED_METHODS),
+            )
+        query = parse_request(endpoint, values, dict(request.args.lists()))
+        fmt = "json"
+        if endpoint.name == "stats":
+            fmt = query.format or self.negotiate(request)
+        if endpoint.name == "openapi":
+            try:
+                snap: Snapshot | None = self.data.current()
+            except DataUnavailable:
+                snap = None
+            if snap is None:
+                rendered = Rendered(formats.json_bytes(openapi_document(None)), formats.JSON)
+                return self.finish(request, rendered, endpoint)
+        else:
+            snap = self.data.current()
+        rendered = snap.responses.get(
+            (endpoint.name, query, fmt),
+            lambda: self._sized(self.render(snap, endpoint, query, fmt)),
+        )
+        return self.finish(request, rendered, endpoint)
+
+    @staticmethod
+    def _sized(rendered: Rendered) -> tuple[Rendered, int]:
+        return rendered, rendered.size
+
+    def negotiate(self, request: Request) -> str:
+        best = request.accept_mimetypes.best_match(
+            [formats.JSON, formats.GEOJSON, "text/csv"], default=formats.JSON
+        )
+        return {formats.GEOJSON: "geojson", "text/csv": "csv"}.get(best or "", "json")
+
+    # -- answers -----------------------------------------------------------------------
+
+    def render(self, snap: Snapshot, endpoint: Endpoint, query: Query, fmt: str) -> Rendered:
+        name = endpoint.name
+        body: object
+        if name == "meta":
+            body = queries.meta(snap)
+        elif name == "openapi":
+            body = openapi_document(snap)
+        elif name == "stats":
+            selection = queries.select_stats(snap, query)  # type: ignore[arg-type]
+            if fmt == "csv":
+                header, rows = queries.stats_table(snap, selection)
+                return Rendered(formats.csv_bytes(header, rows), formats.CSV)
+            if fmt == "geojson":
+                body = queries.stats_geojson(snap, selection)
+            else:
+                body = queries.stats_json(selection)
+        elif name == "area":
+            body = queries.area(snap, query)  # type: ignore[arg-type]
+        elif name == "isps":
+            body = queries.area_isps(snap, query)  # type: ignore[arg-type]
+        elif name == "series":
+            body = queries.series(snap, query, self.limits)  # type: ignore[arg-type]
+        elif name == "histogram":
+            body = queries.histogram(snap, query)  # type: ignore[arg-type]
+        elif name == "range":
+            resolved = ranges.resolve(snap, query, self.limits)  # type: ignore[arg-type]
+            body = ranges.merge_range(snap, resolved)
+        else:  # pragma: no cover - every endpoint is listed above
+            raise NotFound(f"no handler for {endpoint.path}", parameter="path")
+        return Rendered(formats.json_bytes(body), formats.MEDIA_TYPES[fmt])
+
+    def _common_headers(
+        self, request: Request, vary: list[str], cache_control: str
+    ) -> list[tuple[str, str]]:
+        headers = [("Cache-Control", cache_control), ("X-Content-Type-Options", "nosniff")]
+        cors = self.cors.headers(request.headers.get("Origin"))
+        vary = vary + [v for k, v in cors if k == "Vary"]
+        headers += [(k, v) for k, v in cors if k != "Vary"]
+        if any(k == "Access-Control-Allow-Origin" for k, _ in cors):
+            headers.append(("Access-Control-Expose-Headers", "ETag"))
+        if vary:
+            headers.append(("Vary", ", ".join(vary)))
+        return headers
+
+    def finish(self, request: Request, rendered: Rendered, endpoint: Endpoint) -> Response:
+        vary = ["Accept-Encoding"] + (["Accept"] if len(endpoint.formats) > 1 else [])
+        use_gzip = len(rendered.body) >= GZIP_MIN_BYTES and request.accept_encodings["gzip"] > 0
+        etag = f"{rendered.etag}-gz" if use_gzip else rendered.etag
+        headers = self._common_headers(
+            request, vary, f"public, max-age={self.settings.cache_max_age}"
+        )
+        headers.append(("ETag", f'"{etag}"'))
+        wanted = request.if_none_match
+        if wanted and (
+            wanted.star_tag
+            or wanted.contains_weak(rendered.etag)
+            or wanted.contains_weak(f"{rendered.etag}-gz")
+        ):
+            return Response(status=304, headers=headers)
+        body = rendered.gzipped if use_gzip else rendered.body
+        if use_gzip:
+            headers.append(("Content-Encoding", "gzip"))
+        return Response(body, status=200, headers=headers, content_type=rendered.content_type)
+
+    def error(self, request: Request, exc: ApiError) -> Response:
+        body = formats.json_bytes(exc.body())
+        if exc.status >= 500:
+            cache_control = "no-store"
+        else:
+            cache_control = f"public, max-age={self.settings.error_max_age}"
+        headers = self._common_headers(request, ["Accept-Encoding"], cache_control)
+        headers.append(("ETag", f'"{hashlib.sha256(body).hexdigest()[:32]}"'))
+        if exc.status == 405:
+            headers.append(("Allow", ", ".join(ALLOWED_METHODS)))
+        if exc.status == 503:
+            headers.append(("Retry-After", str(RETRY_AFTER_SECONDS)))
+        return Response(body, status=exc.status, headers=headers, content_type=formats.JSON)
+
+    def preflight(self, request: Request) -> Response:
+        headers = self._common_headers(
+            request, [], f"public, max-age={self.settings.cache_max_age}"
+        )
+        headers += [
+            ("Allow", ", ".join(ALLOWED_METHODS)),
+            ("Access-Control-Allow-Methods", ", ".join(ALLOWED_METHODS)),
+            ("Access-Control-Allow-Headers", PREFLIGHT_HEADERS),
+            ("Access-Control-Max-Age", "86400"),
+            ("ETag", f'"{EMPTY_ETAG}"'),
+        ]
+        return Response(status=204, headers=headers)

@@ -1,0 +1,403 @@
+"""The OpenAPI 3.1 document of the API, built from the endpoint declarations (`params`)
+and, when data is published, the names in the index (layers, ISPs, example values)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from piecewise import __version__
+from piecewise.api.params import BOTH, DIRECTIONS, ENDPOINTS, KINDS, Endpoint, Param
+from piecewise.api.reader import Snapshot
+
+NUMBER = {"type": ["number", "null"]}
+COUNT = {"type": "integer", "minimum": 0}
+TEXT = {"type": "string"}
+DATE = {"type": "string", "format": "date"}
+DIRECTION = {"type": "string", "enum": list(DIRECTIONS)}
+DIRECTION_CHOICE = {"type": "string", "enum": [*DIRECTIONS, BOTH]}
+KIND = {"type": "string", "enum": list(KINDS)}
+STAT_FIELDS = (
+    "p10",
+    "p25",
+    "median",
+    "p75",
+    "p90",
+    "mean",
+    "geomean",
+    "rtt_median",
+    "rtt_p90",
+    "loss_median",
+)
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(properties: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+        "additionalProperties": False,
+        **extra,
+    }
+
+
+def array(items: dict) -> dict:
+    return {"type": "array", "items": items}
+
+
+PERIOD_FIELDS = {"kind": KIND, "period": TEXT, "start": DATE, "end": DATE}
+CELL = obj(
+    {
+        "area": TEXT,
+        "name": TEXT,
+        "isp": TEXT,
+        "direction": DIRECTION,
+        "tests": COUNT,
+        "clients": COUNT,
+        **{f: NUMBER for f in STAT_FIELDS},
+        "shares": {"type": "object", "additionalProperties": NUMBER},
+    },
+    description="A published cell and its statistics (definitions: docs/data.md).",
+)
+SUPPRESSED_CELL = obj(
+    {"area": TEXT, "name": TEXT, "isp": TEXT, "direction": DIRECTION},
+    description="A suppressed cell: its key, never a number.",
+)
+SCHEMAS: dict[str, dict] = {
+    "Error": obj(
+        {
+            "error": obj(
+                {
+                    "status": {"type": "integer"},
+                    "message": TEXT,
+                    "parameter": TEXT,
+                    "allowed": array(TEXT),
+                },
+                required=["status", "message"],
+            )
+        }
+    ),
+    "Cell": CELL,
+    "SuppressedCell": SUPPRESSED_CELL,
+    "Meta": obj(
+        {
+            "version": {"type": "integer", "const": 1},
+            "generated_at": TEXT,
+            "generator": {"type": ["string", "null"]},
+            "project": {"type": "object"},
+            "layers": array(
+                obj(
+                    {
+                        "id": TEXT,
+                        "name": TEXT,
+                        "type": TEXT,
+                        "areas": COUNT,
+                        "resolution": {"type": "integer"},
+                    },
+                    required=["id", "name", "type", "areas"],
+                )
+            ),
+            "periods": {"type": "object", "additionalProperties": array(TEXT)},
+            "isps": array(TEXT),
+            "directions": array(DIRECTION),
+            "metrics": {"type": "object", "additionalProperties": TEXT},
+            "thresholds": array({"type": "object"}),
+            "privacy": {"type": "object"},
+            "histogram": {"type": "object"},
+            "sampling": {"type": ["string", "null"]},
+            "links": {"type": "object", "additionalProperties": TEXT},
+        }
+    ),
+    "Stats": obj(
+        {
+            "layer": TEXT,
+            **PERIOD_FIELDS,
+            "isp": TEXT,
+            "direction": DIRECTION_CHOICE,
+            "cells": array(ref("Cell")),
+            "suppressed": array(ref("SuppressedCell")),
+        }
+    ),
+    "StatsGeoJSON": obj(
+        {
+            "type": {"const": "FeatureCollection"},
+            "layer": TEXT,
+            **PERIOD_FIELDS,
+            "isp": TEXT,
+            "direction": DIRECTION_CHOICE,
+            "features": array(
+                obj(
+                    {
+                        "type": {"const": "Feature"},
+                        "id": TEXT,
+                        "properties": {
+                            "oneOf": [
+                                {
+                                    **copy.deepcopy(CELL),
+                                    "properties": {
+                                        **CELL["properties"],
+                                        "suppressed": {"const": False},
+                                    },
+                                    "required": [*CELL["required"], "suppressed"],
+                                },
+                                {
+                                    **copy.deepcopy(SUPPRESSED_CELL),
+                                    "properties": {
+                                        **SUPPRESSED_CELL["properties"],
+                                        "suppressed": {"const": True},
+                                    },
+                                    "required": [*SUPPRESSED_CELL["required"], "suppressed"],
+                                },
+                            ]
+                        },
+                        "geometry": {"type": ["object", "null"]},
+                    }
+                )
+            ),
+        }
+    ),
+    "Area": obj(
+        {
+            "layer": TEXT,
+            "area": TEXT,
+            "name": TEXT,
+            **PERIOD_FIELDS,
+            "direction": DIRECTION_CHOICE,
+            "cells": array(ref("Cell")),
+            "suppressed": array(obj({"isp": TEXT, "direction": DIRECTION})),
+        }
+    ),
+    "AreaIsps": obj(
+        {
+            "layer": TEXT,
+            "area": TEXT,
+            "name": TEXT,
+            **PERIOD_FIELDS,
+            "direction": DIRECTION_CHOICE,
+            "isps": array(
+                obj(
+                    {
+                        "isp": TEXT,
+                        "download": {"oneOf": [ref("Cell"), {"type": "null"}]},
+                        "upload": {"oneOf": [ref("Cell"), {"type": "null"}]},
+                        "suppressed": array(DIRECTION),
+                    },
+                    required=["isp", "suppressed"],
+                )
+            ),
+        }
+    ),
+    "Series": obj(
+        {
+            "layer": TEXT,
+            "area": TEXT,
+            "name": TEXT,
+            "step": KIND,
+            "start": {"type": ["string", "null"], "format": "date"},
+            "end": {"type": ["string", "null"], "format": "date"},
+            "isp": TEXT,
+            "direction": DIRECTION_CHOICE,
+            "periods": array(TEXT),
+            "series": array(
+                obj(
+                    {
+                        "isp": TEXT,
+                        "direction": DIRECTION,
+                        "tests": array({"type": ["integer", "null"], "minimum": 0}),
+                        "clients": array({"type": ["integer", "null"], "minimum": 0}),
+                        **{f: array(NUMBER) for f in STAT_FIELDS},
+                        "shares": {"type": "object", "additionalProperties": array(NUMBER)},
+                    }
+                )
+            ),
+        }
+    ),
+    "Histogram": {
+        "oneOf": [
+            obj(
+                {
+                    "layer": TEXT,
+                    "area": TEXT,
+                    "name": TEXT,
+                    **PERIOD_FIELDS,
+                    "isp": TEXT,
+                    "direction": DIRECTION,
+                    "suppressed": {"const": True},
+                },
+                description="A suppressed cell: no numbers.",
+            ),
+            obj(
+                {
+                    "layer": TEXT,
+                    "area": TEXT,
+                    "name": TEXT,
+                    **PERIOD_FIELDS,
+                    "isp": TEXT,
+                    "direction": DIRECTION,
+                    "suppressed": {"const": False},
+                    "tests": COUNT,
+                    "coarse": {"type": "integer", "minimum": 1},
+                    "relative_error": {"type": "number"},
+                    "histogram": {"type": "object"},
+                    "buckets": array(
+                        obj(
+                            {
+                                "bucket": COUNT,
+                                "lower": {"type": "number"},
+                                "upper": {"type": "number"},
+                                "count": {"type": "integer", "minimum": 1},
+                            }
+                        )
+                    ),
+                }
+            ),
+        ]
+    },
+    "Range": obj(
+        {
+            "layer": TEXT,
+            "start": DATE,
+            "end": DATE,
+            "days": {"type": "integer", "minimum": 1},
+            "direction": DIRECTION,
+            "areas": {"type": ["array", "null"], "items": TEXT},
+            "area_count": COUNT,
+            "isps": array(TEXT),
+            "tests": COUNT,
+            "quantiles": array(
+                obj({"q": {"type": "number", "minimum": 0, "maximum": 1}, "value": NUMBER})
+            ),
+            "mean": NUMBER,
+            "geomean": NUMBER,
+            "relative_error": {"type": "number"},
+            "accuracy": TEXT,
+            "coverage": obj(
+                {
+                    "complete": {"type": "boolean"},
+                    "periods": {"type": "object", "additionalProperties": array(TEXT)},
+                    "merged_cells": COUNT,
+                    "merged_cells_by_kind": {"type": "object", "additionalProperties": COUNT},
+                    "excluded_cells": COUNT,
+                    "excluded": array(obj({"area": TEXT, "isp": TEXT, "period": TEXT})),
+                    "excluded_truncated": {"type": "boolean"},
+                    "days_without_data": {
+                        "oneOf": [
+                            {"type": "null"},
+                            obj(
+                                {
+                                    "days": COUNT,
+                                    "ranges": array(
+                                        {
+                                            "type": "array",
+                                            "items": DATE,
+                                            "minItems": 2,
+                                            "maxItems": 2,
+                                        }
+                                    ),
+                                    "truncated": {"type": "boolean"},
+                                }
+                            ),
+                        ]
+                    },
+                }
+            ),
+        }
+    ),
+    "OpenAPI": {"type": "object", "required": ["openapi", "paths"]},
+}
+RESPONSE_SCHEMA = {
+    "meta": "Meta",
+    "stats": "Stats",
+    "area": "Area",
+    "isps": "AreaIsps",
+    "series": "Series",
+    "histogram": "Histogram",
+    "range": "Range",
+    "openapi": "OpenAPI",
+}
+HEADERS = {
+    "ETag": {
+        "description": "Strong validator of the body; send it back in If-None-Match.",
+        "schema": TEXT,
+    },
+    "Cache-Control": {"description": "How long the answer may be kept.", "schema": TEXT},
+}
+ERRORS = {
+    "400": "A parameter is missing, repeated, empty, unknown or malformed; `parameter` names it.",
+    "404": "No such layer, area, period, ISP or path; `parameter` names which.",
+    "405": "A method other than GET, HEAD or OPTIONS.",
+    "503": "Nothing is published yet, or the public data cannot be read right now.",
+}
+
+
+def _parameter(p: Param, snap: Snapshot | None) -> dict:
+    schema = dict(p.schema)
+    if snap is not None:
+        if p.name == "layer":
+            schema["enum"] = list(snap.layers)
+        elif p.name == "isp":
+            schema["enum"] = ["all", *snap.isps]
+        elif p.name == "period" and snap.periods:
+            schema["examples"] = [labels[-1] for labels in snap.periods.values() if labels]
+    return {
+        "name": p.name,
+        "in": p.location,
+        "required": p.required,
+        "description": p.description,
+        "schema": schema,
+    }
+
+
+def _operation(endpoint: Endpoint, snap: Snapshot | None) -> dict:
+    schema = ref(RESPONSE_SCHEMA[endpoint.name])
+    content: dict[str, Any] = {"application/json": {"schema": schema}}
+    if endpoint.name == "stats":
+        content["application/geo+json"] = {"schema": ref("StatsGeoJSON")}
+        content["text/csv"] = {"schema": TEXT}
+    return {
+        "operationId": endpoint.name + ("_index" if endpoint.rule == "/" else ""),
+        "summary": endpoint.summary,
+        "description": endpoint.description + " HEAD answers the same without the body.",
+        "tags": list(endpoint.tags),
+        "parameters": [_parameter(p, snap) for p in endpoint.params],
+        "responses": {
+            "200": {"description": "OK", "headers": HEADERS, "content": content},
+            "304": {
+                "description": "Not modified: the If-None-Match ETag is current.",
+                "headers": HEADERS,
+            },
+            **{code: {"$ref": f"#/components/responses/E{code}"} for code in ERRORS},
+        },
+    }
+
+
+def openapi_document(snap: Snapshot | None) -> dict:
+    """The document; with a snapshot, layer and ISP names are listed as enums."""
+    project = (snap.index.get("project") or {}) if snap is not None else {}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": f"{project.get('name') or 'Piecewise'} statistics API",
+            "version": f"1 (piecewise {__version__})",
+            "description": "Local broadband statistics from M-Lab NDT speed tests: "
+            "published cells only; suppressed cells appear by key, never with numbers. "
+            "See docs/api.md.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": {endpoint.path: {"get": _operation(endpoint, snap)} for endpoint in ENDPOINTS},
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": {
+                f"E{code}": {
+                    "description": text,
+                    "headers": HEADERS,
+                    "content": {"application/json": {"schema": ref("Error")}},
+                }
+                for code, text in ERRORS.items()
+            },
+        },
+    }

@@ -1,0 +1,451 @@
+"""Cached reads of the public store (v1), for the API. Nothing here opens the private store.
+
+`PublicData.current()` gives the `Snapshot` of the latest publication. It reads
+`v1/index.json` at most once every `refresh_seconds`; when the index has changed, a new
+snapshot (with empty caches) replaces the old one, so every answer comes from one
+publication. A snapshot loads each file the first time it is needed and keeps the
+decoded result (parsed statistics, series and areas; the cube as numpy arrays) in a
+byte-bounded LRU shared by the threads of the instance.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from piecewise import periods
+from piecewise.api.cache import LoadingCache
+from piecewise.api.errors import DataUnavailable
+from piecewise.histogram import BUCKETS, LOW, RATIO
+from piecewise.store import KeyNotFound, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+INDEX_KEY = "v1/index.json"
+DIRECTIONS = ("download", "upload")
+# The fields of a published cell, in the order the API shows them.
+CELL_FIELDS = (
+    "area",
+    "name",
+    "isp",
+    "direction",
+    "tests",
+    "clients",
+    "p10",
+    "p25",
+    "median",
+    "p75",
+    "p90",
+    "mean",
+    "geomean",
+    "rtt_median",
+    "rtt_p90",
+    "loss_median",
+    "shares",
+)
+_CELL_KEYS = frozenset(CELL_FIELDS)
+# Cell codes: ((area code * ISP_STRIDE) + ISP code) * 2 + direction (0 download, 1 upload).
+ISP_STRIDE = 1 << 24
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    id: str
+    name: str
+    type: str
+    areas: int
+    resolution: int | None
+    geometry: str
+
+
+@dataclass(frozen=True)
+class LayerAreas:
+    """The areas file of a layer: ids (sorted), names and GeoJSON features by id."""
+
+    ids: tuple[str, ...]
+    names: dict[str, str]
+    features: dict[str, dict]
+
+
+class PeriodStats:
+    """One statistics file: published cells (with the fields of CELL_FIELDS) and the
+    `[area, isp, direction]` keys of the suppressed cells; `by_area` groups both."""
+
+    def __init__(self, doc: dict) -> None:
+        self.kind = str(doc["kind"])
+        self.label = str(doc["period"])
+        self.start = str(doc["start"])
+        self.end = str(doc["end"])
+        cells = doc["cells"]
+        if not all(c.keys() == _CELL_KEYS for c in cells):
+            cells = [{k: c[k] for k in CELL_FIELDS if k in c} for c in cells]
+        self.cells: list[dict] = cells
+        self.suppressed: list[list[str]] = doc["suppressed"]
+        if not all(isinstance(t, list) and len(t) == 3 for t in self.suppressed):
+            raise ValueError("`suppressed` must hold [area, isp, direction] triples")
+
+    @functools.cached_property
+    def by_area(self) -> dict[str, tuple[list[dict], list[tuple[str, str]]]]:
+        out: dict[str, tuple[list[dict], list[tuple[str, str]]]] = {}
+        for cell in self.cells:
+            out.setdefault(cell["area"], ([], []))[0].append(cell)
+        for area, isp, direction in self.suppressed:
+            out.setdefault(area, ([], []))[1].append((isp, direction))
+        return out
+
+
+@dataclass(frozen=True)
+class PeriodCube:
+    """One cube file as arrays: cell i (code `codes[i]`) has the buckets and counts in
+    rows `starts[i]:starts[i + 1]`."""
+
+    codes: np.ndarray  # int64, one per cell
+    starts: np.ndarray  # int64, cells + 1
+    buckets: np.ndarray  # int64 bucket numbers
+    counts: np.ndarray  # int64
+    position: dict[int, int]  # cell code -> cell index
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.codes, self.starts, self.buckets, self.counts)
+        return sum(a.nbytes for a in arrays) + 120 * len(self.position)
+
+
+class CodeBook:
+    """Integer codes for a layer's area ids and ISP names, handed out as files are
+    decoded, so that cells of different files compare as integers."""
+
+    def __init__(self) -> None:
+        self._areas: dict[str, int] = {}
+        self._isps: dict[str, int] = {}
+        self._area_names: list[str] = []
+        self._isp_names: list[str] = []
+        self._lock = threading.Lock()
+
+    def _code(self, table: dict[str, int], names: list[str], key: str) -> int:
+        code = table.get(key)
+        if code is None:
+            with self._lock:
+                code = table.get(key)
+                if code is None:
+                    code = table[key] = len(names)
+                    names.append(key)
+        return code
+
+    def area(self, area: str) -> int:
+        return self._code(self._areas, self._area_names, area)
+
+    def isp(self, isp: str) -> int:
+        return self._code(self._isps, self._isp_names, isp)
+
+    def unit(self, area: str, isp: str) -> int:
+        """The code of an (area, ISP) pair; cells add the direction."""
+        return self.area(area) * ISP_STRIDE + self.isp(isp)
+
+    def cell(self, area: str, isp: str, direction: str) -> int:
+        return self.unit(area, isp) * 2 + DIRECTIONS.index(direction)
+
+    def describe_unit(self, unit: int) -> tuple[str, str]:
+        area, isp = divmod(int(unit), ISP_STRIDE)
+        return self._area_names[area], self._isp_names[isp]
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is not a string: {value!r}")
+    return value
+
+
+class Snapshot:
+    """One publication: its index and lazily loaded, cached files."""
+
+    def __init__(
+        self,
+        store: Store,
+        index_bytes: bytes,
+        *,
+        data_cache_bytes: int,
+        response_cache_bytes: int,
+    ) -> None:
+        self.store = store
+        self.digest = hashlib.sha256(index_bytes).hexdigest()
+        index = json.loads(index_bytes.decode("utf-8"))
+        if not isinstance(index, dict) or index.get("version") != 1:
+            raise ValueError("not a version 1 index")
+        self.index = index
+        self.generated_at = str(index.get("generated_at", ""))
+        hist = index["histogram"]
+        if (
+            hist["buckets"] != BUCKETS
+            or not math.isclose(hist["low"], LOW)
+            or not math.isclose(hist["ratio"], RATIO)
+        ):
+            raise ValueError(f"histogram {hist} is not the one this version reads")
+        self.relative_error = float(hist["relative_error"])
+        self.layers: dict[str, LayerInfo] = {}
+        for entry in index["layers"]:
+            layer_id = _text(entry["id"], "layer id")
+            self.layers[layer_id] = LayerInfo(
+                id=layer_id,
+                name=str(entry.get("name") or layer_id),
+                type=str(entry.get("type", "")),
+                areas=int(entry.get("areas", 0)),
+                resolution=entry.get("resolution"),
+                geometry=_text(entry.get("geometry") or f"v1/areas/{layer_id}.geojson", "geometry"),
+            )
+        # Period kinds in the order of `periods.KINDS` (day first).
+        self.periods: dict[str, tuple[str, ...]] = {
+            kind: tuple(_text(p, "period") for p in index["periods"][kind])
+            for kind in periods.KINDS
+            if kind in index["periods"]
+        }
+        self.period_sets = {kind: frozenset(labels) for kind, labels in self.periods.items()}
+        self.isps: tuple[str, ...] = tuple(_text(i, "ISP") for i in index["isps"])
+        self.isp_set = frozenset(self.isps)
+        self.thresholds: list[dict] = list(index.get("thresholds") or [])
+        self.paths: dict[str, str] = dict(index["paths"])
+        self._data: LoadingCache[Any] = LoadingCache(data_cache_bytes)
+        self.responses: LoadingCache[Any] = LoadingCache(response_cache_bytes)
+        self._codebooks: dict[str, CodeBook] = {layer: CodeBook() for layer in self.layers}
+
+    # -- keys and reads ---------------------------------------------------------------
+
+    def key(self, template: str, **values: str) -> str:
+        return self.paths[template].format(**values)
+
+    def _read(self, key: str) -> bytes:
+        try:
+            return self.store.read_bytes(key)
+        except KeyNotFound:
+            raise
+        except (StoreError, ValueError) as exc:
+            log.error("cannot read %s: %s", key, exc)
+            raise DataUnavailable(
+                "the public data cannot be read right now; try again shortly"
+            ) from exc
+
+    def _json(self, key: str) -> tuple[Any, int]:
+        data = self._read(key)
+        try:
+            return json.loads(data.decode("utf-8")), len(data)
+        except ValueError as exc:
+            log.error("%s is not valid JSON: %s", key, exc)
+            raise DataUnavailable(
+                "the public data cannot be read right now; try again shortly"
+            ) from exc
+
+    def _must_exist(self, key: str, load: Callable[[], tuple[Any, int]]) -> tuple[Any, int]:
+        """Files the index names must exist; a missing one is a publication in progress."""
+        try:
+            return load()
+        except KeyNotFound as exc:
+            log.error("the index names %s but it is missing", exc)
+            raise DataUnavailable("the public data is being updated; try again shortly") from exc
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            log.error("unexpected content in the public store: %r", exc)
+            raise DataUnavailable(
+                "the public data cannot be read right now; try again shortly"
+            ) from exc
+
+    # -- files ------------------------------------------------------------------------
+
+    def codebook(self, layer: str) -> CodeBook:
+        return self._codebooks[layer]
+
+    def areas(self, layer: str) -> LayerAreas:
+        key = self.layers[layer].geometry
+        return self._data.get(
+            ("areas", layer), lambda: self._must_exist(key, lambda: _areas(self._json(key)))
+        )
+
+    def stats(self, layer: str, kind: str, label: str) -> PeriodStats:
+        key = self.key("stats", layer=layer, kind=kind, period=label)
+        return self._data.get(
+            ("stats", layer, kind, label),
+            lambda: self._must_exist(key, lambda: _period_stats(self._json(key))),
+        )
+
+    def suppressed_codes(self, layer: str, kind: str, label: str) -> np.ndarray:
+        """The sorted cell codes of the period's suppressed cells."""
+
+        def load() -> tuple[np.ndarray, int]:
+            book = self.codebook(layer)
+            triples = self.stats(layer, kind, label).suppressed
+            areas = {a: book.area(a) * ISP_STRIDE for a in {t[0] for t in triples}}
+            isps = {i: book.isp(i) for i in {t[1] for t in triples}}
+            codes = np.fromiter(
+                ((areas[a] + isps[i]) * 2 + (d == "upload") for a, i, d in triples),
+                dtype=np.int64,
+                count=len(triples),
+            )
+            codes = np.unique(codes)
+            return codes, codes.nbytes + 64
+
+        return self._data.get(("suppressed", layer, kind, label), load)
+
+    def cube(self, layer: str, kind: str, label: str) -> PeriodCube:
+        key = self.key("cube", layer=layer, kind=kind, period=label)
+
+        def load() -> tuple[PeriodCube, int]:
+            cube = _decode_cube(self._read(key), self.codebook(layer))
+            return cube, cube.nbytes
+
+        return self._data.get(("cube", layer, kind, label), lambda: self._must_exist(key, load))
+
+    def series(self, layer: str, area: str) -> dict | None:
+        """The area's series file; None when it has none (no published cell)."""
+        key = self.key("series", layer=layer, area=area)
+
+        def load() -> tuple[dict | None, int]:
+            try:
+                doc, size = self._json(key)
+            except KeyNotFound:
+                return None, 64
+            if not isinstance(doc, dict) or not isinstance(doc.get("kinds"), dict):
+                log.error("%s is not a series file", key)
+                raise DataUnavailable("the public data cannot be read right now")
+            return doc, size * 6
+
+        return self._data.get(("series", layer, area), load)
+
+
+def _areas(loaded: tuple[Any, int]) -> tuple[LayerAreas, int]:
+    doc, size = loaded
+    names: dict[str, str] = {}
+    features: dict[str, dict] = {}
+    for feature in doc["features"]:
+        props = feature.get("properties") or {}
+        area = str(props.get("id", feature.get("id")))
+        names[area] = str(props.get("name") or area)
+        features[area] = feature
+    return LayerAreas(tuple(sorted(names)), names, features), size * 4
+
+
+def _period_stats(loaded: tuple[Any, int]) -> tuple[PeriodStats, int]:
+    doc, size = loaded
+    return PeriodStats(doc), size * 8
+
+
+def _decode_cube(data: bytes, book: CodeBook) -> PeriodCube:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # ParquetFile, not read_table: that one would import pyarrow.dataset (0.5 s).
+    table = pq.ParquetFile(
+        pa.BufferReader(data), read_dictionary=["area", "isp", "direction"]
+    ).read()
+    table = table.unify_dictionaries().combine_chunks()
+    n = table.num_rows
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return PeriodCube(empty, np.zeros(1, dtype=np.int64), empty, empty, {})
+
+    def codes(column: str, code: Callable[[str], int]) -> np.ndarray:
+        array = table.column(column).chunk(0)
+        lookup = np.array([code(v) for v in array.dictionary.to_pylist()], dtype=np.int64)
+        return lookup[array.indices.to_numpy(zero_copy_only=False)]
+
+    row = (codes("area", book.area) * ISP_STRIDE + codes("isp", book.isp)) * 2 + codes(
+        "direction", DIRECTIONS.index
+    )
+    change = np.flatnonzero(row[1:] != row[:-1]) + 1
+    starts = np.concatenate([[0], change, [n]]).astype(np.int64)
+    cell_codes = row[starts[:-1]]
+    return PeriodCube(
+        codes=cell_codes,
+        starts=starts,
+        buckets=table.column("bucket").to_numpy().astype(np.int64),
+        counts=table.column("count").to_numpy().astype(np.int64),
+        position={int(c): i for i, c in enumerate(cell_codes.tolist())},
+    )
+
+
+class PublicData:
+    """The latest publication of a public store, checked at most every
+    `refresh_seconds` (by re-reading the small index)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        refresh_seconds: float = 30.0,
+        data_cache_bytes: int = 512 << 20,
+        response_cache_bytes: int = 64 << 20,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.refresh_seconds = refresh_seconds
+        self.data_cache_bytes = data_cache_bytes
+        self.response_cache_bytes = response_cache_bytes
+        self._clock = clock
+        self._snapshot: Snapshot | None = None
+        self._problem = DataUnavailable("the public data has not been read yet")
+        self._next_check = -math.inf
+        self._lock = threading.Lock()
+
+    def current(self) -> Snapshot:
+        """The snapshot to answer from; DataUnavailable when there is none."""
+        snapshot = self._snapshot
+        if self._clock() >= self._next_check and self._lock.acquire(blocking=snapshot is None):
+            # Without a snapshot every thread waits for the first read; with one, a
+            # single thread checks while the others go on with the current snapshot.
+            try:
+                if self._clock() >= self._next_check:
+                    self._check()
+            finally:
+                self._lock.release()
+            snapshot = self._snapshot
+        if snapshot is None:
+            raise self._problem
+        return snapshot
+
+    def _check(self) -> None:
+        started = time.perf_counter()
+        try:
+            data = self.store.read_bytes(INDEX_KEY)
+        except KeyNotFound:
+            if self._snapshot is not None:
+                log.warning("%s disappeared from %s", INDEX_KEY, self.store.url)
+            self._snapshot = None
+            self._problem = DataUnavailable(
+                "nothing is published yet: the public store has no index; run the "
+                "pipeline (piecewise run) first"
+            )
+        except (StoreError, ValueError) as exc:
+            log.error("cannot read %s: %s", INDEX_KEY, exc)
+            if self._snapshot is None:
+                self._problem = DataUnavailable("the public data cannot be read right now")
+        else:
+            current = self._snapshot
+            if current is None or hashlib.sha256(data).hexdigest() != current.digest:
+                try:
+                    self._snapshot = Snapshot(
+                        self.store,
+                        data,
+                        data_cache_bytes=self.data_cache_bytes,
+                        response_cache_bytes=self.response_cache_bytes,
+                    )
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    log.error("cannot use %s: %r", INDEX_KEY, exc)
+                    if current is None:
+                        self._problem = DataUnavailable(
+                            "the published index cannot be read by this version of the API"
+                        )
+                else:
+                    log.info(
+                        "public data generated at %s loaded from %s in %.1f ms",
+                        self._snapshot.generated_at,
+                        self.store.url,
+                        (time.perf_counter() - started) * 1000,
+                    )
+        self._next_check = self._clock() + self.refresh_seconds
