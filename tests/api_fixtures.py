@@ -1,0 +1,386 @@
+"""Public stores for the API tests: one real pipeline run (session-scoped), and small
+hand-made stores whose every test value is known, written in the v1 layout of
+docs/data.md, with cells suppressed at will (as complementary suppression does)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from piecewise import periods
+from piecewise.config import Config, parse_config
+from piecewise.histogram import BUCKETS, HistogramSpec, bucket_of
+from piecewise.pipeline import Stores, run_aggregate, run_ingest
+from piecewise.store import Store, open_store
+
+# -- the real pipeline run ---------------------------------------------------------------
+
+RUN_START = dt.date(2025, 2, 24)
+RUN_END = dt.date(2025, 4, 6)  # a whole March, parts of February and April, two quarters
+# County names that test escaping and CSV formula guards.
+RENAMED = {"53063": "+Spokane, WA", "53033": "King ☃"}
+
+
+@dataclass
+class Published:
+    config: Config
+    public: Store
+    private: Store
+    index: dict
+
+
+def pipeline_config(tmp: Path, demo: Path) -> Config:
+    return parse_config(
+        f"""
+[project]
+name = "API test region"
+
+[region]
+bbox = [-124.85, 45.54, -116.91, 49.01]
+polygon = "{demo / "wa-state.geojson"}"
+
+[[layers]]
+id = "counties"
+kind = "polygons"
+file = "{demo / "wa-counties.geojson"}"
+id_property = "GEOID"
+name_property = "NAME"
+
+[[layers]]
+id = "hex"
+kind = "h3"
+resolution = 5
+
+[[isps]]
+name = "Comcast Xfinity"
+asns = [7922]
+
+[[isps]]
+name = "Starlink"
+patterns = ["starlink"]
+
+[periods]
+start = {RUN_START.isoformat()}
+
+[privacy]
+min_tests = 8
+min_clients = 3
+
+[[thresholds]]
+download = 25
+upload = 3
+
+[[thresholds]]
+download = 100
+upload = 20
+
+[stores]
+private = "file://private"
+public = "file://public"
+
+[source]
+kind = "synthetic"
+seed = 5
+tests_per_day = 300
+
+[geoip]
+asn_database = "{demo / "GeoLite2-ASN-demo.mmdb"}"
+
+[api]
+refresh_seconds = 0
+""",
+        base_dir=tmp,
+    )
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Published:
+    tmp = tmp_path_factory.mktemp("api")
+    demo = tmp / "demo"
+    demo.mkdir()
+    for name in ("wa-state.geojson", "GeoLite2-ASN-demo.mmdb"):
+        (demo / name).symlink_to(demo_data / name)
+    counties = json.loads((demo_data / "wa-counties.geojson").read_text())
+    for feature in counties["features"]:
+        props = feature["properties"]
+        props["NAME"] = RENAMED.get(props["GEOID"], props["NAME"])
+    (demo / "wa-counties.geojson").write_text(json.dumps(counties))
+    config = pipeline_config(tmp, demo)
+    ingested = run_ingest(config, RUN_START, RUN_END, progress=False)
+    run_aggregate(config, ingested.dates)
+    stores = Stores.of(config)
+    return Published(
+        config, stores.public, stores.private, stores.public.read_json("v1/index.json")
+    )
+
+
+# -- hand-made stores ----------------------------------------------------------------------
+
+LAYER = "grid"
+KINDS = ("day", "month", "quarter", "year")
+THRESHOLDS = [{"label": "25/3", "download": 25.0, "upload": 3.0, "column": "share_25_3"}]
+Key = tuple[str, str, str, str, str]  # kind, label, area, isp, direction
+
+
+@dataclass
+class HandMade:
+    """A public store and the truth behind it: every cell's values, published or not."""
+
+    root: Path
+    store: Store
+    values: dict[Key, np.ndarray]
+    published: set[Key] = field(default_factory=set)
+    suppressed: set[Key] = field(default_factory=set)
+    areas: tuple[str, ...] = ()
+
+    def config_text(self, **api: object) -> str:
+        settings = "\n".join(
+            f"{k} = {json.dumps(v)}" for k, v in {"refresh_seconds": 0, **api}.items()
+        )
+        return f"""
+[region]
+bbox = [0, 0, 1, 1]
+
+[[layers]]
+id = "{LAYER}"
+kind = "h3"
+resolution = 3
+
+[periods]
+start = 2025-01-01
+
+[stores]
+private = "file://{self.root / "private-never-read"}"
+public = "{self.store.url}"
+
+[source]
+kind = "synthetic"
+
+[api]
+{settings}
+"""
+
+    def config(self, **api: object) -> Config:
+        return parse_config(self.config_text(**api), base_dir=self.root)
+
+
+def cell_stats(values: np.ndarray, direction: str) -> dict:
+    v = np.sort(values)
+    q = np.quantile(v, [0.1, 0.25, 0.5, 0.75, 0.9], method="linear")
+    speed = THRESHOLDS[0][direction]
+    return {
+        "tests": int(len(v)),
+        "clients": int(len(v)),
+        "p10": round(float(q[0]), 4),
+        "p25": round(float(q[1]), 4),
+        "median": round(float(q[2]), 4),
+        "p75": round(float(q[3]), 4),
+        "p90": round(float(q[4]), 4),
+        "mean": round(float(v.mean()), 4),
+        "geomean": round(float(np.exp(np.log(v).mean())), 4),
+        "rtt_median": None,
+        "rtt_p90": None,
+        "loss_median": None,
+        "shares": {THRESHOLDS[0]["label"]: round(float((v >= speed).mean()), 4)},
+    }
+
+
+def build_store(
+    root: Path,
+    daily: dict[tuple[str, str], Iterable[int]],
+    *,
+    start: dt.date,
+    min_tests: int,
+    force_suppressed: Iterable[Key] = (),
+    extra_areas: Iterable[str] = (),
+    seed: int = 1,
+) -> HandMade:
+    """A store of layer `grid`: `daily[(area, isp)]` gives each day's number of download
+    and upload tests from `start`; cells with fewer than `min_tests` tests, and those
+    in `force_suppressed`, are suppressed."""
+    rng = np.random.default_rng(seed)
+    store = open_store((root / "public").as_uri())
+    values: dict[Key, list[np.ndarray]] = {}
+    for (area, isp), counts in daily.items():
+        for offset, n in enumerate(counts):
+            if n == 0:
+                continue
+            day = start + dt.timedelta(days=offset)
+            for direction, scale in (("download", 120.0), ("upload", 15.0)):
+                tests = np.round(rng.lognormal(np.log(scale), 0.9, n), 6) + 0.01
+                for kind in KINDS:
+                    label = periods.label(kind, periods.start_of(kind, day))
+                    for key_isp in (isp, "all"):
+                        key = (kind, label, area, key_isp, direction)
+                        values.setdefault(key, []).append(tests)
+    made = HandMade(root, store, {k: np.concatenate(v) for k, v in values.items()})
+    forced = set(force_suppressed)
+    for key, v in made.values.items():
+        (made.suppressed if len(v) < min_tests or key in forced else made.published).add(key)
+    area_ids = sorted({k[2] for k in made.values} | set(extra_areas))
+    made.areas = tuple(area_ids)
+    labels: dict[str, set[str]] = {kind: set() for kind in KINDS}
+    for kind, label, *_ in made.values:
+        labels[kind].add(label)
+    isps = sorted({k[3] for k in made.published} - {"all"})
+    for kind in KINDS:
+        for label in sorted(labels[kind]):
+            _write_period(made, kind, label)
+    _write_series(made, labels)
+    features = [
+        {
+            "type": "Feature",
+            "id": a,
+            "properties": {"id": a, "name": f"Area {a.upper()}"},
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [[[i, 0], [i + 1, 0], [i + 1, 1], [i, 1], [i, 0]]],
+            },
+        }
+        for i, a in enumerate(area_ids)
+    ]
+    store.write_json(
+        f"v1/areas/{LAYER}.geojson", {"type": "FeatureCollection", "features": features}
+    )
+    write_index(made, labels, isps)
+    return made
+
+
+def write_index(
+    made: HandMade,
+    labels: dict[str, set[str]],
+    isps: list[str],
+    when: str = "2026-01-01T00:00:00+00:00",
+) -> None:
+    made.store.write_json(
+        "v1/index.json",
+        {
+            "version": 1,
+            "generator": "piecewise test",
+            "generated_at": when,
+            "project": {"name": "Hand-made", "description": ""},
+            "layers": [
+                {
+                    "id": LAYER,
+                    "name": "Grid",
+                    "type": "polygons",
+                    "areas": len(made.areas),
+                    "geometry": f"v1/areas/{LAYER}.geojson",
+                }
+            ],
+            "periods": {kind: sorted(labels[kind]) for kind in KINDS},
+            "isps": isps,
+            "directions": ["download", "upload"],
+            "metrics": {"tests": "number of tests"},
+            "thresholds": THRESHOLDS,
+            "privacy": {"min_tests": 0, "min_clients": 0},
+            "sampling": "all",
+            "histogram": HistogramSpec().as_dict(),
+            "paths": {
+                "stats": "v1/stats/{layer}/{kind}/{period}.json",
+                "series": "v1/series/{layer}/{area}.json",
+                "cube": "v1/cube/{layer}/{kind}/{period}.parquet",
+                "areas": "v1/areas/{layer}.geojson",
+            },
+        },
+    )
+
+
+def _period_start(kind: str, label: str) -> dt.date:
+    return periods.parse_label(kind, label)
+
+
+def _write_period(made: HandMade, kind: str, label: str) -> None:
+    keys = sorted(k for k in made.values if k[0] == kind and k[1] == label)
+    cells, suppressed = [], []
+    rows: dict[str, list] = {"area": [], "isp": [], "direction": [], "bucket": [], "count": []}
+    for key in keys:
+        _, _, area, isp, direction = key
+        if key in made.suppressed:
+            suppressed.append([area, isp, direction])
+            continue
+        v = made.values[key]
+        cells.append(
+            {"area": area, "name": f"Area {area.upper()}", "isp": isp, "direction": direction}
+            | cell_stats(v, direction)
+        )
+        counts = np.bincount(bucket_of(v).astype(np.int64), minlength=BUCKETS)
+        for b in np.flatnonzero(counts):
+            rows["area"].append(area)
+            rows["isp"].append(isp)
+            rows["direction"].append(direction)
+            rows["bucket"].append(int(b))
+            rows["count"].append(int(counts[b]))
+    start = _period_start(kind, label)
+    made.store.write_json(
+        f"v1/stats/{LAYER}/{kind}/{label}.json",
+        {
+            "version": 1,
+            "layer": LAYER,
+            "kind": kind,
+            "period": label,
+            "start": start.isoformat(),
+            "end": periods.end_of(kind, start).isoformat(),
+            "cells": cells,
+            "suppressed": suppressed,
+        },
+    )
+    schema = pa.schema(
+        [
+            ("area", pa.string()),
+            ("isp", pa.string()),
+            ("direction", pa.string()),
+            ("bucket", pa.uint16()),
+            ("count", pa.int64()),
+        ]
+    )
+    made.store.write_parquet(
+        f"v1/cube/{LAYER}/{kind}/{label}.parquet", pa.table(rows, schema=schema)
+    )
+
+
+def _write_series(made: HandMade, labels: dict[str, set[str]]) -> None:
+    fields = ["tests", "clients", "p10", "p25", "median", "p75", "p90", "mean", "geomean"]
+    fields += ["rtt_median", "rtt_p90", "loss_median"]
+    for area in made.areas:
+        kinds = {}
+        for kind in KINDS:
+            published = [k for k in made.published if k[0] == kind]
+            if not published:
+                continue
+            starts = [_period_start(kind, k[1]) for k in published]
+            axis = [periods.label(kind, p) for p in periods.axis(kind, min(starts), max(starts))]
+            series = []
+            for isp, direction in sorted({(k[3], k[4]) for k in published if k[2] == area}):
+                entry: dict = {"isp": isp, "direction": direction}
+                entry.update({f: [None] * len(axis) for f in fields})
+                entry["share_25_3"] = [None] * len(axis)
+                for i, label in enumerate(axis):
+                    key = (kind, label, area, isp, direction)
+                    if key in made.published:
+                        stats = cell_stats(made.values[key], direction)
+                        for f in fields:
+                            entry[f][i] = stats[f]
+                        entry["share_25_3"][i] = stats["shares"]["25/3"]
+                series.append(entry)
+            if series:
+                kinds[kind] = {"periods": axis, "series": series}
+        if kinds:
+            made.store.write_json(
+                f"v1/series/{LAYER}/{area}.json",
+                {
+                    "version": 1,
+                    "layer": LAYER,
+                    "area": area,
+                    "name": f"Area {area.upper()}",
+                    "thresholds": {"share_25_3": "25/3"},
+                    "kinds": kinds,
+                },
+            )
