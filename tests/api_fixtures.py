@@ -384,3 +384,27 @@ def _write_series(made: HandMade, labels: dict[str, set[str]]) -> None:
                     "kinds": kinds,
                 },
             )
+
+
+def hand_made(tmp: Path) -> HandMade:
+    """59 days of layer `grid`: a1's `all` cells are suppressed for 2025, 2025-Q1 and
+    January (as complementary suppression might) though most of their days are
+    published; every 7th day of a1 has too few tests; `Small, Inc.` is published by
+    month only; a3 has no tests at all."""
+    days = 59
+    return build_store(
+        tmp,
+        {
+            ("a1", "Big ISP"): [4 if d % 7 == 3 else 30 for d in range(days)],
+            ("a1", "Small, Inc."): [3] * days,
+            ("a2", "Big ISP"): [12] * days,
+        },
+        start=dt.date(2025, 1, 1),
+        min_tests=20,
+        force_suppressed=[
+            (kind, label, "a1", "all", direction)
+            for kind, label in (("year", "2025"), ("quarter", "2025-Q1"), ("month", "2025-01"))
+            for direction in ("download", "upload")
+        ],
+        extra_areas=["a3"],
+    )

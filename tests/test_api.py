@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import Client, TestResponse
 
-from api_fixtures import LAYER, RENAMED, HandMade, Published, build_store, write_index
+from api_fixtures import LAYER, RENAMED, Published, cell_stats, hand_made, write_index
 from piecewise import periods
 from piecewise.api import build_api
 from piecewise.api.errors import BadParameter
@@ -370,30 +370,6 @@ def test_histogram_of_a_suppressed_cell_has_no_numbers(
 # -- suppressed numbers never appear --------------------------------------------------------------
 
 
-def hand_made(tmp: Path) -> HandMade:
-    """59 days of layer `grid`: a1's `all` cells are suppressed for 2025, 2025-Q1 and
-    January (as complementary suppression might) though most of their days are
-    published; every 7th day of a1 has too few tests; `Small, Inc.` is published by
-    month only; a3 has no tests at all."""
-    days = 59
-    return build_store(
-        tmp,
-        {
-            ("a1", "Big ISP"): [4 if d % 7 == 3 else 30 for d in range(days)],
-            ("a1", "Small, Inc."): [3] * days,
-            ("a2", "Big ISP"): [12] * days,
-        },
-        start=dt.date(2025, 1, 1),
-        min_tests=20,
-        force_suppressed=[
-            (kind, label, "a1", "all", direction)
-            for kind, label in (("year", "2025"), ("quarter", "2025-Q1"), ("month", "2025-01"))
-            for direction in ("download", "upload")
-        ],
-        extra_areas=["a3"],
-    )
-
-
 def number_texts(stats: dict) -> set[str]:
     """The JSON texts of a cell's distinctive statistics."""
     out = set()
@@ -405,8 +381,6 @@ def number_texts(stats: dict) -> set[str]:
 
 
 def test_no_number_of_a_suppressed_cell_reaches_any_answer(tmp_path: Path) -> None:
-    from api_fixtures import cell_stats
-
     made = hand_made(tmp_path)
     assert made.suppressed
     client = Client(build_api(made.config()))
