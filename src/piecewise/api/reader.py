@@ -336,6 +336,17 @@ def _period_stats(loaded: tuple[Any, int]) -> tuple[PeriodStats, int]:
     return PeriodStats(doc), size * 8
 
 
+def _numbers(array: Any) -> np.ndarray:
+    """A primitive Arrow array without nulls as numpy. (pyarrow's own `to_numpy` loads
+    pandas on first use, a third of a second of a cold start.)"""
+    if array.null_count:
+        raise ValueError("unexpected nulls in a cube")
+    dtype = np.dtype(str(array.type))
+    return np.frombuffer(
+        array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize
+    )
+
+
 def _decode_cube(data: bytes, book: CodeBook) -> PeriodCube:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -353,7 +364,7 @@ def _decode_cube(data: bytes, book: CodeBook) -> PeriodCube:
     def codes(column: str, code: Callable[[str], int]) -> np.ndarray:
         array = table.column(column).chunk(0)
         lookup = np.array([code(v) for v in array.dictionary.to_pylist()], dtype=np.int64)
-        return lookup[array.indices.to_numpy(zero_copy_only=False)]
+        return lookup[_numbers(array.indices)]
 
     row = (codes("area", book.area) * ISP_STRIDE + codes("isp", book.isp)) * 2 + codes(
         "direction", DIRECTIONS.index
@@ -364,8 +375,8 @@ def _decode_cube(data: bytes, book: CodeBook) -> PeriodCube:
     return PeriodCube(
         codes=cell_codes,
         starts=starts,
-        buckets=table.column("bucket").to_numpy().astype(np.int64),
-        counts=table.column("count").to_numpy().astype(np.int64),
+        buckets=_numbers(table.column("bucket").chunk(0)).astype(np.int64),
+        counts=_numbers(table.column("count").chunk(0)).astype(np.int64),
         position={int(c): i for i, c in enumerate(cell_codes.tolist())},
     )
 
