@@ -8,9 +8,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from piecewise.config import Config, ConfigError, load_config
-from piecewise.ingest import IngestResult
+
+if TYPE_CHECKING:  # the pipeline's imports are heavy: `piecewise serve` needs none of them
+    from piecewise.ingest import IngestResult
 
 log = logging.getLogger("piecewise")
 

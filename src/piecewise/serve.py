@@ -23,8 +23,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from piecewise.config import Config
-from piecewise.pipeline import Stores
-from piecewise.store import PARQUET_CONTENT_TYPE, Store
+from piecewise.store import PARQUET_CONTENT_TYPE, Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -402,5 +401,6 @@ class PublicSite:
 def build_app(config: Config, mounts: dict[str, WSGIApp] | None = None) -> WSGIApp:
     """The local server: the public site at `/`, plus any apps mounted at prefixes
     (for example `{"/v1": api_app}`)."""
-    site = PublicSite(config, Stores.of(config).public)
+    # Only the public store: nothing served here may come from the private one.
+    site = PublicSite(config, open_store(config.stores.public, base_dir=config.base_dir))
     return DispatcherMiddleware(site, mounts or {}) if mounts else site
