@@ -280,7 +280,13 @@ class Snapshot:
 
         def load() -> tuple[np.ndarray, int]:
             book = self.codebook(layer)
-            triples = self.stats(layer, kind, label).suppressed
+            # Range merges need only these keys: a statistics file read for them alone is
+            # not kept whole (it is many times their size).
+            stats = self._data.peek(("stats", layer, kind, label))
+            if stats is None:
+                key = self.key("stats", layer=layer, kind=kind, period=label)
+                stats, _ = self._must_exist(key, lambda: _period_stats(self._json(key)))
+            triples = stats.suppressed
             areas = {a: book.area(a) * ISP_STRIDE for a in {t[0] for t in triples}}
             isps = {i: book.isp(i) for i in {t[1] for t in triples}}
             codes = np.fromiter(
