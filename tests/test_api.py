@@ -977,3 +977,54 @@ def test_the_function_serves_v1_paths(function_client, published: Published) -> 
         headers={"Accept-Encoding": "gzip", "If-None-Match": etag},
     )
     assert again.status_code == 304
+
+
+def test_threads_share_the_caches_across_a_new_publication(tmp_path: Path) -> None:
+    """Many threads at once, while the index changes under them: every answer is whole
+    and comes from one publication or the other."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    made = hand_made(tmp_path)
+    app = build_api(made.config(refresh_seconds=0))
+    urls = [
+        f"/v1/layers/{LAYER}/stats?period=2025-02",
+        f"/v1/layers/{LAYER}/areas/a1/series?step=day",
+        f"/v1/layers/{LAYER}/range?start=2025-01-03&end=2025-02-20&areas=a1,a2",
+        f"/v1/layers/{LAYER}/histogram?area=a1&period=2025-01-05",
+        "/v1/meta",
+    ]
+    before = {url: Client(app).get(url).data for url in urls}
+    labels = {k: set(v) for k, v in made.store.read_json("v1/index.json")["periods"].items()}
+    stop = threading.Event()
+
+    def publish() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            when = f"2026-03-{1 + n % 2:02d}T00:00:00+00:00"
+            write_index(made, labels, ["Big ISP", "Small, Inc."], when=when)
+
+    def fetch(i: int) -> tuple[str, int, bytes]:
+        url = urls[i % len(urls)]
+        response = Client(app).get(url)
+        return url, response.status_code, response.data
+
+    writer = threading.Thread(target=publish)
+    writer.start()
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(fetch, range(400)))
+    finally:
+        stop.set()
+        writer.join()
+    for url, status, data in results:
+        assert status == 200, (url, data[:300])
+        if url != "/v1/meta":
+            assert data == before[url]  # the data files did not change
+        else:
+            assert json.loads(data)["generated_at"] in (
+                "2026-01-01T00:00:00+00:00",
+                "2026-03-01T00:00:00+00:00",
+                "2026-03-02T00:00:00+00:00",
+            )

@@ -22,7 +22,18 @@ from werkzeug.wrappers import Request, Response
 from piecewise.api import formats, queries, ranges
 from piecewise.api.errors import ApiError, DataUnavailable, MethodNotAllowed, NotFound
 from piecewise.api.openapi import openapi_document
-from piecewise.api.params import ENDPOINTS, Endpoint, Query, parse_request
+from piecewise.api.params import (
+    ENDPOINTS,
+    AreaQuery,
+    Endpoint,
+    HistogramQuery,
+    MetaQuery,
+    Query,
+    RangeQuery,
+    SeriesQuery,
+    StatsQuery,
+    parse_request,
+)
 from piecewise.api.queries import Limits
 from piecewise.api.reader import PublicData, Snapshot
 from piecewise.config import Api as ApiSettings
@@ -141,7 +152,7 @@ class ApiApp:
             )
         query = parse_request(endpoint, values, dict(request.args.lists()))
         fmt = "json"
-        if endpoint.name == "stats":
+        if isinstance(query, StatsQuery):
             fmt = query.format or self.negotiate(request)
         if endpoint.name == "openapi":
             try:
@@ -172,34 +183,28 @@ class ApiApp:
     # -- answers -----------------------------------------------------------------------
 
     def render(self, snap: Snapshot, endpoint: Endpoint, query: Query, fmt: str) -> Rendered:
-        name = endpoint.name
         body: object
-        if name == "meta":
-            body = queries.meta(snap)
-        elif name == "openapi":
-            body = openapi_document(snap)
-        elif name == "stats":
-            selection = queries.select_stats(snap, query)  # type: ignore[arg-type]
-            if fmt == "csv":
-                header, rows = queries.stats_table(snap, selection)
-                return Rendered(formats.csv_bytes(header, rows), formats.CSV)
-            if fmt == "geojson":
-                body = queries.stats_geojson(snap, selection)
-            else:
-                body = queries.stats_json(selection)
-        elif name == "area":
-            body = queries.area(snap, query)  # type: ignore[arg-type]
-        elif name == "isps":
-            body = queries.area_isps(snap, query)  # type: ignore[arg-type]
-        elif name == "series":
-            body = queries.series(snap, query, self.limits)  # type: ignore[arg-type]
-        elif name == "histogram":
-            body = queries.histogram(snap, query)  # type: ignore[arg-type]
-        elif name == "range":
-            resolved = ranges.resolve(snap, query, self.limits)  # type: ignore[arg-type]
-            body = ranges.merge_range(snap, resolved)
-        else:  # pragma: no cover - every endpoint is listed above
-            raise NotFound(f"no handler for {endpoint.path}", parameter="path")
+        match query:
+            case MetaQuery():
+                body = openapi_document(snap) if endpoint.name == "openapi" else queries.meta(snap)
+            case StatsQuery():
+                selection = queries.select_stats(snap, query)
+                if fmt == "csv":
+                    header, rows = queries.stats_table(snap, selection)
+                    return Rendered(formats.csv_bytes(header, rows), formats.CSV)
+                if fmt == "geojson":
+                    body = queries.stats_geojson(snap, selection)
+                else:
+                    body = queries.stats_json(selection)
+            case AreaQuery():
+                area = queries.area_isps if endpoint.name == "isps" else queries.area
+                body = area(snap, query)
+            case SeriesQuery():
+                body = queries.series(snap, query, self.limits)
+            case HistogramQuery():
+                body = queries.histogram(snap, query)
+            case RangeQuery():
+                body = ranges.merge_range(snap, ranges.resolve(snap, query, self.limits))
         return Rendered(formats.json_bytes(body), formats.MEDIA_TYPES[fmt])
 
     def _common_headers(
