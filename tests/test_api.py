@@ -1028,3 +1028,72 @@ def test_threads_share_the_caches_across_a_new_publication(tmp_path: Path) -> No
                 "2026-03-01T00:00:00+00:00",
                 "2026-03-02T00:00:00+00:00",
             )
+
+
+@pytest.mark.service
+def test_piecewise_serve_serves_the_api_over_http(published: Published, tmp_path: Path) -> None:
+    """`piecewise serve` (what `make run` starts) answers /v1/... on 127.0.0.1."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from services import free_port, stop_process
+
+    config = tmp_path / "piecewise.toml"
+    config.write_text(
+        f"""
+[region]
+bbox = [-124.85, 45.54, -116.91, 49.01]
+[[layers]]
+id = "counties"
+kind = "h3"
+resolution = 5
+[periods]
+start = 2025-01-01
+[stores]
+private = "{(tmp_path / "private").as_uri()}"
+public = "{published.public.url}"
+[source]
+kind = "synthetic"
+"""
+    )
+    port = free_port()
+    script = Path(sys.executable).with_name("piecewise")
+    process = subprocess.Popen(
+        [str(script), "serve", "-c", str(config), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.stdout.read().decode()
+            try:
+                with urllib.request.urlopen(f"{base}/v1/meta", timeout=2) as r:
+                    meta = json.loads(r.read())
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "piecewise serve did not answer in 30 s"
+                time.sleep(0.1)
+        assert meta["generated_at"] == published.index["generated_at"]
+        request = urllib.request.Request(
+            f"{base}/v1/layers/counties/range?start=2025-03-01&end=2025-03-31&areas={KING}",
+            headers={"Accept-Encoding": "gzip"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert r.headers["Content-Encoding"] == "gzip"
+            body = json.loads(gzip.decompress(r.read()))
+        doc = stats_file(published, "counties", "month", "2025-03")
+        [cell] = [
+            c
+            for c in doc["cells"]
+            if (c["area"], c["isp"], c["direction"]) == (KING, "all", "download")
+        ]
+        assert body["tests"] == cell["tests"]
+    finally:
+        stop_process(process)
+        process.stdout.close()
