@@ -626,6 +626,31 @@ def test_never_a_server_error_on_any_path(client: Client, segment: str) -> None:
         assert response.status_code in (200, 400, 404), (path, response.text[:300])
 
 
+header_text = st.text(
+    st.characters(min_codepoint=32, max_codepoint=255, exclude_characters="\x7f"), max_size=60
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    headers=st.fixed_dictionaries(
+        {},
+        optional={
+            "Accept": header_text | st.sampled_from(["text/csv;q=0.5, */*;q=0.1", "*/*;q=x"]),
+            "Accept-Encoding": header_text | st.sampled_from(["gzip;q=0.0001", "*;q=1"]),
+            "If-None-Match": header_text | st.sampled_from(['W/"', '"a", *', "*,*"]),
+            "Origin": header_text,
+        },
+    ),
+    method=st.sampled_from(["GET", "HEAD", "OPTIONS"]),
+)
+def test_never_a_server_error_on_any_header(client: Client, headers: dict, method: str) -> None:
+    response = client.open(
+        "/v1/layers/counties/stats?period=2025-03", method=method, headers=headers
+    )
+    assert response.status_code in (200, 204, 304), (headers, response.text[:300])
+
+
 def test_huge_values_are_refused_quickly(client: Client) -> None:
     big = ",".join(["53033"] * 50_000)
     error(
