@@ -160,7 +160,7 @@ def test_every_published_number_matches_an_independent_computation(pipeline_run)
         for r in ref.itertuples(index=False)
     }
     seen = set()
-    published = suppressed = 0
+    published = suppressed = complements = 0
     for layer in cfg.layers:
         for kind in cfg.periods.kinds:
             for label in public.read_json("v1/index.json")["periods"][kind]:
@@ -168,7 +168,8 @@ def test_every_published_number_matches_an_independent_computation(pipeline_run)
                 for area, isp, direction in doc["suppressed"]:
                     key = (layer.id, kind, label, area, isp, direction)
                     r = ref_index[key]
-                    assert r.tests < cfg.privacy.min_tests or r.clients < cfg.privacy.min_clients
+                    if r.tests >= cfg.privacy.min_tests and r.clients >= cfg.privacy.min_clients:
+                        complements += 1  # withheld so that no sum reveals a failing cell
                     seen.add(key)
                     suppressed += 1
                 for cell in doc["cells"]:
@@ -191,6 +192,91 @@ def test_every_published_number_matches_an_independent_computation(pipeline_run)
                         assert cell["shares"][t.label] == pytest.approx(expected, abs=1e-4)
     assert seen == set(ref_index), "every cell is listed, published or suppressed"
     assert published > 100 and suppressed > 10
+    assert 0 < complements < published / 4
+
+
+def leaf_matrix(cells: pd.DataFrame, finest: str) -> tuple[np.ndarray, list[tuple]]:
+    """Each cell as the 0/1 vector of the finest-period ISP cells ("leaves") it sums."""
+    leaves = cells[(cells["kind"] == finest) & (cells["isp"] != "all")]
+    index = {(r.period, r.isp): i for i, r in enumerate(leaves.itertuples(index=False))}
+    matrix = np.zeros((len(cells), len(index)))
+    for row, r in enumerate(cells.itertuples(index=False)):
+        for (day, isp), col in index.items():
+            inside = periods.start_of(r.kind, day) == r.period
+            if inside and (r.isp == "all" or r.isp == isp):
+                matrix[row, col] = 1.0
+    return matrix, [tuple(k) for k in cells[["kind", "period", "isp"]].itertuples(index=False)]
+
+
+def test_no_suppressed_cell_can_be_computed_from_published_ones(pipeline_run) -> None:
+    """Whatever sums and differences of published cells one takes (tests, histograms,
+    means and shares all add up), no cell under the thresholds comes out: its vector of
+    leaves is not in the span of the published cells' vectors."""
+    cfg, tmp, _, _ = pipeline_run
+    public = open_store(cfg.stores.public, base_dir=tmp)
+    ref = reference_cells(raw_tests(tmp / "private"), cfg)
+    published = set()
+    for layer in cfg.layers:
+        for kind in cfg.periods.kinds:
+            for label in public.read_json("v1/index.json")["periods"][kind]:
+                doc = public.read_json(f"v1/stats/{layer.id}/{kind}/{label}.json")
+                for c in doc["cells"]:
+                    published.add((layer.id, kind, label, c["area"], c["isp"], c["direction"]))
+    ref["label"] = [periods.label(k, p) for k, p in zip(ref["kind"], ref["period"], strict=True)]
+    ref["published"] = [
+        (r.layer, r.kind, r.label, r.area, r.isp, r.direction) in published
+        for r in ref.itertuples(index=False)
+    ]
+    ref["fails"] = (ref["tests"] < cfg.privacy.min_tests) | (
+        ref["clients"] < cfg.privacy.min_clients
+    )
+    assert not (ref["published"] & ref["fails"]).any()
+    checked = 0
+    for _, block in ref.groupby(["layer", "direction", "area"]):
+        if not block["published"].any() or not block["fails"].any():
+            continue
+        matrix, _ = leaf_matrix(block, "day")
+        known = matrix[block["published"].to_numpy()]
+        failing = matrix[block["fails"].to_numpy()]
+        # Least squares of each failing vector on the published ones: a zero residual
+        # would mean that the published cells add up to it.
+        coef, *_ = np.linalg.lstsq(known.T, failing.T, rcond=None)
+        residual = np.abs(known.T @ coef - failing.T).max(axis=0)
+        assert (residual > 1e-6).all()
+        checked += len(failing)
+    assert checked > 100
+
+
+def test_an_isp_cannot_be_recovered_as_all_minus_the_other_isps(pipeline_run) -> None:
+    """The classic differencing: when an area's `all` cell is published, the ISP cells
+    withheld from it together hold enough tests to pass the thresholds."""
+    cfg, tmp, _, _ = pipeline_run
+    public = open_store(cfg.stores.public, base_dir=tmp)
+    ref = reference_cells(raw_tests(tmp / "private"), cfg)
+    tests = {
+        (r.layer, r.kind, periods.label(r.kind, r.period), r.area, r.isp, r.direction): r.tests
+        for r in ref.itertuples(index=False)
+    }
+    residuals = 0
+    for layer in cfg.layers:
+        for kind in cfg.periods.kinds:
+            for label in public.read_json("v1/index.json")["periods"][kind]:
+                doc = public.read_json(f"v1/stats/{layer.id}/{kind}/{label}.json")
+                cells = {(c["area"], c["isp"], c["direction"]): c["tests"] for c in doc["cells"]}
+                for (area, isp, direction), n in cells.items():
+                    if isp != "all":
+                        continue
+                    shown = sum(
+                        m
+                        for (a, i, d), m in cells.items()
+                        if a == area and d == direction and i != "all"
+                    )
+                    rest = n - shown
+                    assert rest == 0 or rest >= cfg.privacy.min_tests
+                    residuals += rest > 0
+                    key = (layer.id, kind, label, area, "all", direction)
+                    assert tests[key] == n
+    assert residuals > 10
 
 
 def test_cube_holds_histograms_of_published_cells_only(pipeline_run) -> None:

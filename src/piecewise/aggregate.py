@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from piecewise import periods
+from piecewise import periods, privacy
 from piecewise.areas import PSEUDO_AREAS
 from piecewise.cellstats import (
     QUANTILE_NAMES,
@@ -65,6 +65,7 @@ def cell_schema(thresholds: list[Threshold]) -> pa.Schema:
     fields += [pa.field(n, pa.float64()) for n in STAT_COLUMNS[2:]]
     fields += [pa.field(share_column(t), pa.float64()) for t in thresholds]
     fields.append(pa.field("published", pa.bool_()))
+    fields.append(pa.field("complement", pa.bool_()))
     return pa.schema(fields)
 
 
@@ -77,6 +78,7 @@ HIST_SCHEMA = pa.schema(
     ]
 )
 KEY_COLUMNS = ("layer", "kind", "area", "isp", "direction")
+CANONICAL_ORDER = ("layer", "kind", "period", "area", "isp", "direction")
 
 
 def plain_strings(table: pa.Table) -> pa.Table:
@@ -330,6 +332,7 @@ def _tables(
     for t, share in zip(thresholds, s.shares, strict=True):
         cols[share_column(t)] = pa.array(share[idx])
     cols["published"] = pa.array(np.zeros(n, dtype=bool))
+    cols["complement"] = pa.array(np.zeros(n, dtype=bool))
 
     # Histogram runs of the kept cells, by their row in this table.
     row_of_cell = np.full(len(s.keys), -1, dtype=np.int64)
@@ -347,14 +350,46 @@ def _tables(
     return pa.table(cols), hist
 
 
-def apply_privacy(stats: pa.Table, min_tests: int, min_clients: int) -> pa.Table:
-    """Mark which cells may be published: enough tests and enough distinct clients."""
-    published = pc.and_(
-        pc.greater_equal(stats.column("tests"), min_tests),
-        pc.greater_equal(stats.column("clients"), min_clients),
+def apply_privacy(stats: pa.Table, kinds: list[str], min_tests: int, min_clients: int) -> pa.Table:
+    """Mark which cells may be published (`published`) and which pass the thresholds but
+    are withheld so that no sum of published cells reveals a failing one
+    (`complement`); see `piecewise.privacy`. Every period of `stats` must be whole:
+    all of its ISPs and all of the finer periods inside it."""
+    if stats.num_rows == 0:
+        return stats
+
+    def codes(name: str) -> tuple[np.ndarray, list]:
+        column = pc.dictionary_encode(stats.column(name).cast(pa.string())).combine_chunks()
+        return column.indices.to_numpy().astype(np.int64), column.dictionary.to_pylist()
+
+    layer, _ = codes("layer")
+    direction, _ = codes("direction")
+    area, _ = codes("area")
+    isp, isp_labels = codes("isp")
+    kind, kind_labels = codes("kind")
+    group = (area * (int(layer.max()) + 1) + layer) * 2 + direction
+    keys = {c: stats.column(c).cast(pa.string()) for c in KEY_COLUMNS}
+    keys["period"] = stats.column("period")
+    canonical = pc.sort_indices(
+        pa.table(keys), sort_keys=[(c, "ascending") for c in CANONICAL_ORDER]
+    ).to_numpy()
+    rank = np.empty(len(canonical), np.int64)
+    rank[canonical] = np.arange(len(canonical))
+    cells = privacy.CellKeys(
+        group=group,
+        isp=isp,
+        all_isp=isp_labels.index(ALL_ISPS) if ALL_ISPS in isp_labels else -1,
+        kind=np.array([kinds.index(k) for k in kind_labels])[kind],
+        kinds=tuple(kinds),
+        period=stats.column("period").cast(pa.int32()).to_numpy().astype(np.int64),
+        tests=stats.column("tests").to_numpy(),
+        clients=stats.column("clients").to_numpy(),
+        rank=rank,
     )
-    i = stats.schema.get_field_index("published")
-    return stats.set_column(i, "published", published)
+    published, complement = privacy.suppress(cells, min_tests, min_clients)
+    for name, flags in (("published", published), ("complement", complement)):
+        stats = stats.set_column(stats.schema.get_field_index(name), name, pa.array(flags))
+    return stats
 
 
 def aggregate_tests(
@@ -379,5 +414,7 @@ def aggregate_tests(
         wanted=wanted,
         threads=config.aggregation.threads,
     )
-    stats = apply_privacy(stats, config.privacy.min_tests, config.privacy.min_clients)
+    stats = apply_privacy(
+        stats, list(config.periods.kinds), config.privacy.min_tests, config.privacy.min_clients
+    )
     return stats, hist

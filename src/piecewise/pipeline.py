@@ -199,6 +199,8 @@ def run_ingest(
 
 
 SETTINGS_KEY = "cells/settings.json"
+# How cells are withheld (see piecewise.privacy); a new method recomputes every period.
+SUPPRESSION = "complementary-1"
 
 
 def aggregation_settings(config: Config) -> dict:
@@ -210,6 +212,7 @@ def aggregation_settings(config: Config) -> dict:
         "privacy": config.privacy.model_dump(),
         "thresholds": [t.model_dump() for t in config.thresholds],
         "sampling": config.aggregation.sampling,
+        "suppression": SUPPRESSION,
     }
 
 
@@ -263,9 +266,12 @@ def run_aggregate(
             yield tests
             del tests  # before the next direction is loaded
 
-    stats, hist = aggregate_tests(config, by_direction(), wanted)
+    # Every period of the dates read is computed, not only the wanted ones: suppression
+    # decides on whole blocks (a wanted day's siblings in its month, say).
+    block = periods.affected(config.periods.kinds, dates_read)
+    stats, hist = aggregate_tests(config, by_direction())
     publisher = Publisher(config, stores.public, stores.private, build_layers(config))
-    publisher.publish(stats, hist, wanted)
+    publisher.publish(stats, hist, wanted, block)
     stores.private.write_json(SETTINGS_KEY, settings)
     published = int(stats.column("published").to_numpy(zero_copy_only=False).sum())
     log.info("published %d of %d cells", published, stats.num_rows)

@@ -9,6 +9,7 @@ entry of the period file's `suppressed` list.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ from piecewise.areas import AreaLayer, H3Areas
 from piecewise.config import Config, H3Layer
 from piecewise.histogram import HistogramSpec
 from piecewise.store import Store
+
+log = logging.getLogger(__name__)
 
 VERSION = 1
 PREFIX = "v1"
@@ -77,29 +80,39 @@ class Publisher:
         return f"cells/{layer}/{kind}.parquet"
 
     def merge_cells(
-        self, fresh: dict[str, pa.Table], wanted: dict[str, set[dt.date]], layer: str
-    ) -> dict[str, pa.Table]:
-        """Replace the recomputed periods (`fresh`, by period kind) in the layer's
-        private cell tables; returns the merged tables by period kind."""
+        self, fresh: dict[str, pa.Table], block: dict[str, set[dt.date]], layer: str
+    ) -> tuple[dict[str, pa.Table], dict[str, set[dt.date]]]:
+        """Replace the periods of `block` (by period kind) in the layer's private cell
+        tables with the `fresh` cells. Returns the merged tables, and the periods of the
+        block whose published or suppressed cells differ from the old tables' (or that
+        they did not have): their public files must be written again."""
         merged: dict[str, pa.Table] = {}
+        changed: dict[str, set[dt.date]] = {}
         schema = cell_schema(list(self.config.thresholds))
         for kind in self.config.periods.kinds:
             key = self.cells_key(layer, kind)
             old = self.private.read_parquet(key) if self.private.exists(key) else None
-            if old is not None and old.schema != schema:
-                raise ValueError(
-                    f"{key} was made with other thresholds: aggregate every date "
-                    "(`piecewise aggregate` without dates) to rebuild it"
-                )
             new = fresh[kind].drop_columns(["row"]).cast(schema)
+            starts = pa.array(sorted(block.get(kind, ())), pa.date32())
             if old is not None:
-                starts = pa.array(sorted(wanted.get(kind, ())), pa.date32())
-                old = old.filter(pc.invert(pc.is_in(old.column("period"), starts)))
-                new = pa.concat_tables([old, new])
+                in_block = pc.is_in(old.column("period"), starts)
+                if old.schema != schema:
+                    if not pc.all(in_block).as_py():
+                        raise ValueError(
+                            f"{key} was made with other thresholds or by another version: "
+                            "aggregate every date (`piecewise aggregate` without dates) "
+                            "to rebuild it"
+                        )
+                    old = None
+            if old is None:
+                changed[kind] = set(pc.unique(new.column("period")).to_pylist())
+            else:
+                changed[kind] = _changed_periods(old.filter(in_block), new)
+                new = pa.concat_tables([old.filter(pc.invert(in_block)), new])
             new = new.sort_by(ORDER)
             self.private.write_parquet(key, new)
             merged[kind] = new
-        return merged
+        return merged, changed
 
     def _published_json(self, layer: str, table: pa.Table) -> list[dict]:
         """Published cells as JSON objects, floats rounded, NaN as null."""
@@ -314,7 +327,17 @@ class Publisher:
         self.public.write_json(f"{PREFIX}/index.json", doc, cache_control="public, max-age=60")
         return doc
 
-    def publish(self, stats: pa.Table, hist: pa.Table, wanted: dict[str, set[dt.date]]) -> dict:
+    def publish(
+        self,
+        stats: pa.Table,
+        hist: pa.Table,
+        wanted: dict[str, set[dt.date]],
+        block: dict[str, set[dt.date]],
+    ) -> dict:
+        """Write the public files of the `wanted` periods, and of any other period of
+        `block` whose published cells changed (complementary suppression ties the
+        periods of a block together). `stats` holds every cell of the `block` periods;
+        `hist` their histograms."""
         stats = stats.append_column("row", pa.array(np.arange(stats.num_rows)))
         hist_cell = hist.column("cell").to_numpy()
         order = np.argsort(hist_cell, kind="stable")  # already sorted when made by cell
@@ -332,13 +355,19 @@ class Publisher:
                 kind: plain_strings(_select(stats, layer, kind)).sort_by(ORDER)
                 for kind in self.config.periods.kinds
             }
-            merged = self.merge_cells(fresh, wanted, layer)
+            merged, changed = self.merge_cells(fresh, block, layer)
             for kind in self.config.periods.kinds:
+                present = set(pc.unique(fresh[kind].column("period")).to_pylist())
+                extra = (changed[kind] & present) - wanted.get(kind, set())
+                if extra:
+                    log.info(
+                        "%s %s: %d more periods changed by suppression", layer, kind, len(extra)
+                    )
                 self.write_periods(
                     layer,
                     kind,
                     fresh[kind],
-                    sorted(wanted.get(kind, ())),
+                    sorted(wanted.get(kind, set()) | extra),
                     (hist_cell, hist_bucket, hist_count),
                 )
                 period_sets[kind].update(pc.unique(merged[kind].column("period")).to_pylist())
@@ -392,6 +421,25 @@ class Publisher:
                 suppressed.slice(slo, shi - slo),
                 cube,
             )
+
+
+def _changed_periods(old: pa.Table, new: pa.Table) -> set[dt.date]:
+    """Periods whose cells differ between two cell tables in which cell is published,
+    which is suppressed, or which exists at all."""
+    keys = ["period", "area", "isp", "direction"]
+    joined = old.select([*keys, "published"]).join(
+        new.select([*keys, "published"]),
+        keys=keys,
+        join_type="full outer",
+        left_suffix="_old",
+        right_suffix="_new",
+    )
+
+    def state(name: str) -> pa.ChunkedArray:
+        return pc.fill_null(joined.column(name).cast(pa.int8()), -1)
+
+    differs = pc.not_equal(state("published_old"), state("published_new"))
+    return set(pc.unique(joined.column("period").filter(differs)).to_pylist())
 
 
 def _select(table: pa.Table, layer: str, kind: str) -> pa.Table:

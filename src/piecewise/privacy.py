@@ -1,0 +1,505 @@
+"""Which cells may be published: the privacy thresholds, then complementary suppression.
+
+A cell passes the thresholds with at least `min_tests` tests and `min_clients` distinct
+clients. That alone is not enough, because published cells add up: the `all` cell of
+an area and period is the sum of its ISP cells, and a month cell is the sum of its day
+cells (tests, histograms, means and shares all add). If an area's `all` cell and all
+but one of its ISP cells were published, the last one could be computed even though
+it is suppressed. Complementary suppression withholds more cells until no sum of
+published cells isolates a group that fails the thresholds.
+
+The cells form, per layer, direction and area, a set of *relations* `parent = sum of
+children`:
+
+- ISP: a period's `all` cell is the sum of that period's ISP cells;
+- time: a cell of a period kind is the sum of the cells of the next finer configured
+  kind inside it (year = its quarters, quarter = its months, month = its days), for
+  each ISP key, `all` included.
+
+Starting from the published cells, a cell is *known* when it is published or can be
+derived: it is the only unknown member of a relation whose other members are known.
+A relation whose parent is known reveals the sum of its unknown children, its
+*residual*; the residual must pass the thresholds too (its distinct clients are
+bounded from below: the sum of the children's clients for ISPs, whose addresses do not
+overlap, and the largest child's for periods, which may share clients). While some
+relation's residual fails, the published child with the fewest tests is suppressed
+(the parent if no child is published), and the check runs again. Every cell that
+fails the thresholds is thereby never known: a relation holding it with everything
+else known has it as its whole residual.
+
+`determined_cells` checks the result exactly, by linear algebra, for the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from piecewise import periods
+
+ISP_RELATION = 0
+TIME_RELATION = 1
+# Period kinds from coarse to fine: a time relation joins each configured kind to the
+# next finer configured kind.
+GRANULARITY = ("year", "quarter", "month", "day")
+THRESHOLD = "threshold"
+COMPLEMENT = "complement"
+
+
+@dataclass(frozen=True)
+class CellKeys:
+    """The cells to decide on, one entry per cell, as integer codes.
+
+    `group` identifies what relations never cross (layer, direction and area), `isp`
+    is the ISP code with `all_isp` the code of the `all` cell, `kind` indexes `kinds`,
+    and `period` is the period's start in days since 1970-01-01.
+    """
+
+    group: np.ndarray
+    isp: np.ndarray
+    all_isp: int
+    kind: np.ndarray
+    kinds: tuple[str, ...]
+    period: np.ndarray
+    tests: np.ndarray
+    clients: np.ndarray
+    rank: np.ndarray  # a canonical order of the cells, for deterministic tie-breaks
+
+
+@dataclass(frozen=True)
+class Relations:
+    """`parent[r]` is the sum of the cells `child[start[r]:start[r + 1]]`; `rel[e]` is
+    the relation of child entry `e` (entries are sorted by relation)."""
+
+    parent: np.ndarray
+    kind: np.ndarray  # ISP_RELATION or TIME_RELATION
+    child: np.ndarray
+    rel: np.ndarray
+    start: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return len(self.parent)
+
+    def members(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(relation, cell, coefficient) of every membership: +1 for the parent and -1
+        for each child, the relation's equation being `parent - sum(children) = 0`."""
+        rel = np.concatenate([np.arange(self.count), self.rel])
+        cell = np.concatenate([self.parent, self.child])
+        coef = np.concatenate([np.ones(self.count), -np.ones(len(self.child))])
+        return rel, cell, coef
+
+
+def _group_index(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the id of its distinct tuple of `columns`, and the rows sorted by it."""
+    order = np.lexsort(columns[::-1])
+    if len(order) == 0:
+        return np.zeros(0, np.int64), order
+    sorted_cols = [c[order] for c in columns]
+    change = np.zeros(len(order), dtype=bool)
+    change[0] = True
+    for c in sorted_cols:
+        change[1:] |= c[1:] != c[:-1]
+    ids_sorted = np.cumsum(change) - 1
+    ids = np.empty(len(order), np.int64)
+    ids[order] = ids_sorted
+    return ids, order
+
+
+def build_relations(cells: CellKeys) -> Relations:
+    parents: list[np.ndarray] = []
+    kinds: list[np.ndarray] = []
+    children: list[np.ndarray] = []
+    rels: list[np.ndarray] = []
+    offset = 0
+    n = len(cells.tests)
+    rows = np.arange(n)
+
+    def add(parent_of_child: np.ndarray, child_rows: np.ndarray, kind: int) -> None:
+        nonlocal offset
+        if len(child_rows) == 0:
+            return
+        uniq, rel = np.unique(parent_of_child, return_inverse=True)
+        parents.append(uniq)
+        kinds.append(np.full(len(uniq), kind, np.int8))
+        children.append(child_rows)
+        rels.append(rel + offset)
+        offset += len(uniq)
+
+    # ISP relations: the `all` cell of (group, kind, period) over its ISP cells.
+    key, _ = _group_index(cells.group, cells.kind, cells.period)
+    is_all = cells.isp == cells.all_isp
+    all_row = np.full(int(key.max()) + 1 if n else 0, -1, np.int64)
+    all_row[key[is_all]] = rows[is_all]
+    child_rows = rows[~is_all]
+    parent_of = all_row[key[child_rows]]
+    if (parent_of < 0).any():
+        raise ValueError("an ISP cell has no `all` cell for its area and period")
+    add(parent_of, child_rows, ISP_RELATION)
+
+    # Time relations: each configured kind over the next finer one.
+    order = [k for k in GRANULARITY if k in cells.kinds]
+    for coarse, fine in zip(order, order[1:], strict=False):
+        ci, fi = cells.kinds.index(coarse), cells.kinds.index(fine)
+        fine_rows = rows[cells.kind == fi]
+        coarse_rows = rows[cells.kind == ci]
+        starts = _starts(coarse, cells.period[fine_rows])
+        # Find each fine cell's parent: same group and ISP, the coarse kind, `starts`.
+        g = np.concatenate([cells.group[coarse_rows], cells.group[fine_rows]])
+        i = np.concatenate([cells.isp[coarse_rows], cells.isp[fine_rows]])
+        p = np.concatenate([cells.period[coarse_rows], starts])
+        ids, _ = _group_index(g, i, p)
+        owner = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, np.int64)
+        owner[ids[: len(coarse_rows)]] = coarse_rows
+        parent_of = owner[ids[len(coarse_rows) :]]
+        if (parent_of < 0).any():
+            raise ValueError(f"a {fine} cell has no {coarse} cell holding it")
+        add(parent_of, fine_rows, TIME_RELATION)
+
+    def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    child, rel = cat(children, np.int64), cat(rels, np.int64)
+    order = np.argsort(rel, kind="stable")
+    child, rel = child[order], rel[order]
+    parent = cat(parents, np.int64)
+    return Relations(
+        parent=parent,
+        kind=cat(kinds, np.int8),
+        child=child,
+        rel=rel,
+        start=np.searchsorted(rel, np.arange(len(parent) + 1)),
+    )
+
+
+def _starts(kind: str, days: np.ndarray) -> np.ndarray:
+    """The start (days since 1970-01-01) of the `kind` period holding each day."""
+    d = days.astype("datetime64[D]")
+    if kind == "day":
+        return days.astype(np.int64)
+    if kind == "month":
+        return d.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+    if kind == "quarter":
+        m = d.astype("datetime64[M]").astype(np.int64)
+        return (m - m % 3).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+    if kind == "year":
+        return d.astype("datetime64[Y]").astype("datetime64[D]").astype(np.int64)
+    raise ValueError(f"unknown period kind {kind!r}; use one of {', '.join(periods.KINDS)}")
+
+
+def known_cells(published: np.ndarray, relations: Relations) -> np.ndarray:
+    """The published cells and every cell derivable from them one relation at a time."""
+    known = published.copy()
+    r = relations
+    while True:
+        unknown = ~known[r.child]
+        count = np.bincount(r.rel, weights=unknown, minlength=r.count)
+        parent_known = known[r.parent]
+        one_left = parent_known & (count == 1)
+        new_children = r.child[unknown & one_left[r.rel]]
+        new_parents = r.parent[~parent_known & (count == 0)]
+        if len(new_children) == 0 and len(new_parents) == 0:
+            return known
+        known[new_children] = True
+        known[new_parents] = True
+
+
+def _violations(
+    cells: CellKeys, known: np.ndarray, r: Relations, min_tests: int, min_clients: int
+) -> np.ndarray:
+    """Relations whose parent is known and whose unknown children, together, fail."""
+    if r.count == 0:
+        return np.zeros(0, np.int64)
+    unknown = ~known[r.child]
+    count = np.add.reduceat(unknown.astype(np.int64), r.start[:-1])
+    tests = np.add.reduceat(np.where(unknown, cells.tests[r.child], 0), r.start[:-1])
+    child_clients = cells.clients[r.child]
+    clients = np.where(unknown, child_clients, 0)
+    # A lower bound on the residual's distinct clients: periods may share clients, so
+    # the largest child's count, or what the parent has beyond the known children.
+    known_clients = np.add.reduceat(np.where(unknown, 0, child_clients), r.start[:-1])
+    clients = np.where(
+        r.kind == ISP_RELATION,
+        np.add.reduceat(clients, r.start[:-1]),
+        np.maximum(
+            np.maximum.reduceat(clients, r.start[:-1]),
+            cells.clients[r.parent] - known_clients,
+        ),
+    )
+    fails = (tests < min_tests) | (clients < min_clients)
+    return np.flatnonzero(known[r.parent] & (count >= 1) & fails)
+
+
+def _cheapest(rows: np.ndarray, cells: CellKeys) -> int:
+    """The cell with the fewest tests, then the first in canonical order."""
+    return int(rows[np.lexsort((cells.rank[rows], cells.tests[rows]))[0]])
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """The relations of each cell (`rels[ptr[c]:ptr[c + 1]]`)."""
+
+    ptr: np.ndarray
+    rels: np.ndarray
+
+    @classmethod
+    def of(cls, r: Relations, n: int) -> _Lookup:
+        mem_rel, mem_cell, _ = r.members()
+        order = np.argsort(mem_cell, kind="stable")
+        return cls(np.searchsorted(mem_cell[order], np.arange(n + 1)), mem_rel[order])
+
+    def relations_of(self, cell: int) -> np.ndarray:
+        return self.rels[self.ptr[cell] : self.ptr[cell + 1]]
+
+
+def _members(r: Relations, rel: int) -> np.ndarray:
+    return np.concatenate([[r.parent[rel]], r.child[r.start[rel] : r.start[rel + 1]]])
+
+
+class _Withholding:
+    """Chooses the cells to withhold for the violated relations of one round."""
+
+    def __init__(
+        self, cells: CellKeys, r: Relations, lookup: _Lookup, published: np.ndarray
+    ) -> None:
+        self.cells, self.r, self.lookup, self.published = cells, r, lookup, published
+
+    def for_relations(self, bad: np.ndarray, known: np.ndarray) -> np.ndarray:
+        """For each violated relation, its known child with the fewest tests (its parent
+        if no child is known) is made unknown: withheld if published, and for each
+        relation that would still derive it (all its other members known), the
+        cheapest published other member is withheld too."""
+        out: set[int] = set()
+        r = self.r
+        for rel in bad.tolist():
+            children = r.child[r.start[rel] : r.start[rel + 1]]
+            children = children[known[children]]
+            cell = _cheapest(children, self.cells) if len(children) else int(r.parent[rel])
+            out |= self.unknow(cell, known)
+        if not out and len(bad):
+            out.add(self.source(int(bad[0])))
+        return np.array(sorted(out), dtype=np.int64)
+
+    def unknow(self, cell: int, known: np.ndarray) -> set[int]:
+        out = {cell} if self.published[cell] else set()
+        for rel in self.lookup.relations_of(cell).tolist():
+            others = _members(self.r, rel)
+            others = others[others != cell]
+            if known[others].all():
+                found = others[self.published[others]]
+                out.add(_cheapest(found, self.cells) if len(found) else self.source(rel))
+        return out
+
+    def source(self, rel: int) -> int:
+        """The nearest published cell, through the relations, from the members of
+        `rel` (the one with the fewest tests among the nearest)."""
+        seen_rels = {rel}
+        seen_cells = set(_members(self.r, rel).tolist())
+        frontier = sorted(seen_cells)
+        while frontier:
+            rels = {x for c in frontier for x in self.lookup.relations_of(c).tolist()}
+            rels -= seen_rels
+            seen_rels |= rels
+            members = {x for q in rels for x in _members(self.r, q).tolist()} - seen_cells
+            found = np.array(sorted(m for m in members if self.published[m]), dtype=np.int64)
+            if len(found):
+                return _cheapest(found, self.cells)
+            seen_cells |= members
+            frontier = sorted(members)
+        raise AssertionError(f"relation {rel} is known but no published cell lies behind it")
+
+
+class _Block:
+    """The relations of one group, over its unknown cells: an m x n matrix A given by
+    its entries. Whether a unit vector e_c lies in A's row space is read off the
+    projection onto that space, from the eigenvectors of the smaller of A A^T and
+    A^T A (each cell is in at most three relations, so A A^T is built from the pairs of
+    entries that share a column, without forming A)."""
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, coef: np.ndarray, m: int, n: int):
+        self.rows, self.cols, self.coef, self.m, self.n = rows, cols, coef, m, n
+        self.pinv: np.ndarray | None = None
+        self.dense: np.ndarray | None = None
+
+    def determined(self) -> np.ndarray:
+        if self.m <= self.n:
+            return self._by_relations()
+        dense = np.zeros((self.m, self.n))
+        dense[self.rows, self.cols] = self.coef
+        values, vectors = np.linalg.eigh(dense.T @ dense)
+        big = values > 1e-9 * max(float(values.max()), 1.0)
+        self.dense = dense
+        self.pinv = (vectors[:, big] / values[big]) @ vectors[:, big].T
+        return (vectors[:, big] ** 2).sum(axis=1) > 1 - 1e-6
+
+    def _by_relations(self) -> np.ndarray:
+        order = np.argsort(self.cols, kind="stable")
+        rows, cols, coef = self.rows[order], self.cols[order], self.coef[order]
+        pairs = []
+        for k in range(len(cols)):
+            a = np.flatnonzero(cols[k:] == cols[: len(cols) - k])
+            if len(a) == 0:
+                break
+            pairs.append((a, a + k, 1.0 if k == 0 else 2.0))
+        gram = np.zeros((self.m, self.m))
+        for a, b, weight in pairs:
+            np.add.at(gram, (rows[a], rows[b]), coef[a] * coef[b])
+            if weight == 2.0:  # a pair of distinct entries: both (i, j) and (j, i)
+                np.add.at(gram, (rows[b], rows[a]), coef[a] * coef[b])
+        values, vectors = np.linalg.eigh(gram)
+        big = values > 1e-9 * max(float(values.max()), 1.0)
+        pinv = (vectors[:, big] / values[big]) @ vectors[:, big].T
+        self.pinv = pinv
+        diagonal = np.zeros(self.n)
+        for a, b, weight in pairs:
+            np.add.at(diagonal, cols[a], weight * coef[a] * coef[b] * pinv[rows[a], rows[b]])
+        return diagonal > 1 - 1e-6
+
+    def derivation(self, col: int) -> np.ndarray:
+        """The relations (local rows) of a combination that gives cell `col`."""
+        assert self.pinv is not None
+        if self.dense is not None:
+            weights = self.dense @ (self.pinv[:, col])
+        else:
+            mine = self.cols == col
+            weights = self.pinv[:, self.rows[mine]] @ self.coef[mine]
+        return np.flatnonzero(np.abs(weights) > 1e-7)
+
+
+@dataclass(frozen=True)
+class Determination:
+    """The exact outcome of `determined_cells`."""
+
+    known: np.ndarray  # published, or computable from the published cells
+    # For cells asked about: the relations of one linear combination that computes them.
+    derivations: dict[int, np.ndarray]
+
+
+def determined_cells(
+    published: np.ndarray,
+    r: Relations,
+    group: np.ndarray,
+    explain: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+) -> Determination:
+    """Every cell whose value follows from the published cells by some linear
+    combination of the relations (exact, by linear algebra).
+
+    The unknown cells are first peeled: a relation with one unknown cell determines
+    it, and an unknown cell in only one relation is free, so that relation says nothing
+    about the others and is dropped. What is left is solved per layer, direction and
+    area: a cell is determined when its unit vector lies in the row space of the
+    relation matrix (over the unknown cells), read off the projection onto that space,
+    A^T (A A^T)^+ A. For the cells in `explain` that are determined, the relations of a
+    combination that gives them are returned too. `group` is the cells' `CellKeys.group`;
+    with `groups`, only the relations of those groups are solved (the cells of the other
+    groups come out known only if published).
+    """
+    n = len(published)
+    mem_rel, mem_cell, mem_coef = r.members()
+    known = published.copy()
+    active = np.ones(r.count, dtype=bool) if groups is None else np.isin(group[r.parent], groups)
+    derivations: dict[int, np.ndarray] = {}
+    wanted = np.zeros(n, dtype=bool)
+    if explain is not None:
+        wanted[explain] = True
+    while True:
+        live = ~known[mem_cell] & active[mem_rel]
+        unknowns = np.bincount(mem_rel, weights=live, minlength=r.count)
+        degree = np.bincount(mem_cell, weights=live, minlength=n)
+        single = live & (active & (unknowns == 1))[mem_rel]
+        newly = mem_cell[single]
+        free = mem_rel[live & (degree[mem_cell] == 1) & (unknowns[mem_rel] >= 2)]
+        spent = active & (unknowns == 0)
+        if len(newly) == 0 and len(free) == 0 and not spent.any():
+            break
+        for cell, rel in zip(
+            newly[wanted[newly]].tolist(), mem_rel[single][wanted[newly]].tolist(), strict=True
+        ):
+            derivations.setdefault(cell, np.array([rel]))
+        known[newly] = True
+        active[free] = False
+        active[spent] = False
+    live = ~known[mem_cell] & active[mem_rel]
+    if not live.any():
+        return Determination(known, derivations)
+    # The core, per group of its relations. Skip groups whose relations hold no known
+    # cell: with every right-hand side zero, no cell with tests can be determined.
+    touches_known = np.bincount(
+        mem_rel, weights=known[mem_cell] & active[mem_rel], minlength=r.count
+    )
+    _, group_of_rel = np.unique(group[r.parent], return_inverse=True)
+    core = np.flatnonzero(active)
+    useful = np.zeros(int(group_of_rel.max()) + 1, dtype=bool)
+    useful[group_of_rel[core[touches_known[core] > 0]]] = True
+    e_rel, e_cell, e_coef = mem_rel[live], mem_cell[live], mem_coef[live]
+    keep = useful[group_of_rel[e_rel]]
+    e_rel, e_cell, e_coef = e_rel[keep], e_cell[keep], e_coef[keep]
+    order = np.lexsort((e_rel, group_of_rel[e_rel]))
+    e_rel, e_cell, e_coef = e_rel[order], e_cell[order], e_coef[order]
+    groups = group_of_rel[e_rel]
+    bounds = np.flatnonzero(np.diff(groups)) + 1
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(groups)], strict=True):
+        if lo == hi:
+            continue
+        rels, local_rel = np.unique(e_rel[lo:hi], return_inverse=True)
+        cols, local_col = np.unique(e_cell[lo:hi], return_inverse=True)
+        block = _Block(local_rel, local_col, e_coef[lo:hi], len(rels), len(cols))
+        determined = block.determined()
+        known[cols[determined]] = True
+        if explain is not None:
+            for j in np.flatnonzero(determined & np.isin(cols, explain)).tolist():
+                derivations[int(cols[j])] = rels[block.derivation(j)]
+    return Determination(known, derivations)
+
+
+def suppress(cells: CellKeys, min_tests: int, min_clients: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which cells may be published, and which pass the thresholds but are withheld as
+    complements: boolean arrays over the cells.
+
+    Rounds of the quick check (cells derived one relation at a time) run until no
+    residual fails; then the exact check (`determined_cells`) looks for what the quick
+    one cannot see, a failing cell computable only by combining several relations, and
+    for each such cell withholds a published cell of its derivation. Both repeat until
+    the exact check finds nothing. Cells are only ever withheld, so this ends.
+    """
+    passes = (cells.tests >= min_tests) & (cells.clients >= min_clients)
+    published = passes.copy()
+    r = build_relations(cells)
+    lookup = _Lookup.of(r, len(published))
+    choose = _Withholding(cells, r, lookup, published)
+    failing = np.flatnonzero(~passes)
+    checked: np.ndarray | None = None  # `published` when the exact check last ran
+    while True:
+        while True:
+            known = known_cells(published, r)
+            bad = _violations(cells, known, r, min_tests, min_clients)
+            leaked = failing[known[failing]]
+            if len(bad) == 0 and len(leaked) == 0:
+                break
+            victims = set(choose.for_relations(bad, known).tolist())
+            for cell in leaked.tolist():
+                victims |= choose.unknow(cell, known)
+            published[np.array(sorted(victims), dtype=np.int64)] = False
+        # The exact check runs again only where something was withheld since.
+        dirty = None if checked is None else np.unique(cells.group[published != checked])
+        if dirty is not None and len(dirty) == 0:
+            return published, passes & ~published
+        checked = published.copy()
+        exact = determined_cells(published, r, cells.group, explain=failing, groups=dirty)
+        bad = _violations(cells, exact.known, r, min_tests, min_clients)
+        if dirty is not None:
+            bad = bad[np.isin(cells.group[r.parent[bad]], dirty)]
+        victims = [choose.for_relations(bad, exact.known)]
+        for cell in failing[exact.known[failing]].tolist():
+            members = np.concatenate([_members(r, x) for x in exact.derivations[cell].tolist()])
+            members = members[published[members]]
+            if len(members):
+                victims.append(np.array([_cheapest(members, cells)]))
+            else:
+                victims.append(np.array([choose.source(int(exact.derivations[cell][0]))]))
+        chosen = np.concatenate(victims)
+        if len(chosen) == 0:
+            return published, passes & ~published
+        published[chosen] = False

@@ -1,0 +1,182 @@
+"""Complementary suppression: no failing cell can be computed from published ones."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from piecewise.privacy import (
+    CellKeys,
+    _starts,
+    build_relations,
+    determined_cells,
+    known_cells,
+    suppress,
+)
+
+KINDS = ("day", "month", "quarter", "year")
+EPOCH = dt.date(1970, 1, 1)
+MIN_TESTS, MIN_CLIENTS = 30, 10
+
+
+def cells_of(
+    area: np.ndarray, isp: np.ndarray, day: np.ndarray, client: np.ndarray, isps: int
+) -> CellKeys:
+    """Every cell (area x ISP or all x period of each kind) of some tests, with their
+    test and distinct client counts, computed the plain way."""
+    found: dict[tuple[int, int, int, int], tuple[int, int]] = {}
+    for k, kind in enumerate(KINDS):
+        start = _starts(kind, day)
+        for isp_key in range(isps + 1):
+            of_isp = np.ones(len(day), bool) if isp_key == isps else isp == isp_key
+            for a in np.unique(area):
+                for p in np.unique(start[of_isp & (area == a)]):
+                    sel = of_isp & (area == a) & (start == p)
+                    found[(int(a), isp_key, k, int(p))] = (
+                        int(sel.sum()),
+                        len(np.unique(client[sel])),
+                    )
+    keys = sorted(found)
+    arr = np.array(keys, dtype=np.int64)
+    return CellKeys(
+        group=arr[:, 0],
+        isp=arr[:, 1],
+        all_isp=isps,
+        kind=arr[:, 2],
+        kinds=KINDS,
+        period=arr[:, 3],
+        tests=np.array([found[k][0] for k in keys]),
+        clients=np.array([found[k][1] for k in keys]),
+        rank=np.arange(len(keys)),
+    )
+
+
+def random_cells(seed: int, days: int, rate: float, isps: int, areas: int = 2) -> CellKeys:
+    """Tests spread over `days` from 2025-02-15 (so months and a quarter are crossed),
+    ISPs of very unequal size, clients that test on several days."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.poisson(rate * days * areas))
+    start = (dt.date(2025, 2, 15) - EPOCH).days
+    isp = np.minimum(rng.geometric(0.45, n) - 1, isps - 1)
+    area = rng.integers(0, areas, n)
+    day = start + rng.integers(0, days, n)
+    client = rng.integers(0, 60, n) + 1000 * isp + 100_000 * area
+    return cells_of(area, isp, day, client, isps)
+
+
+def leaf_rank_determined(cells: CellKeys, published: np.ndarray) -> np.ndarray:
+    """Which cells are sums and differences of published ones, checked in the space of
+    the finest cells ("leaves"), independently of the relations."""
+    day = KINDS.index("day")
+    leaves = np.flatnonzero((cells.kind == day) & (cells.isp != cells.all_isp))
+    matrix = np.zeros((len(cells.tests), len(leaves)))
+    for row in range(len(cells.tests)):
+        kind = KINDS[cells.kind[row]]
+        inside = (
+            (cells.group[leaves] == cells.group[row])
+            & (_starts(kind, cells.period[leaves]) == cells.period[row])
+            & ((cells.isp[row] == cells.all_isp) | (cells.isp[leaves] == cells.isp[row]))
+        )
+        matrix[row, inside] = 1.0
+    known = matrix[published]
+    out = published.copy()
+    if not published.any():
+        return out
+    coef, *_ = np.linalg.lstsq(known.T, matrix.T, rcond=None)
+    residual = np.abs(known.T @ coef - matrix.T).max(axis=0)
+    out |= residual < 1e-6
+    return out
+
+
+def test_one_small_isp_beside_a_published_total_takes_a_sibling_with_it() -> None:
+    # One area, one day: ISP 0 has 100 tests, ISP 1 has 40, ISP 2 has 5 (fails).
+    isp = np.repeat([0, 1, 2], [100, 40, 5])
+    day = np.full(len(isp), (dt.date(2025, 3, 3) - EPOCH).days)
+    client = np.arange(len(isp))
+    cells = cells_of(np.zeros(len(isp), int), isp, day, client, isps=3)
+    published, complement = suppress(cells, MIN_TESTS, MIN_CLIENTS)
+    day_kind = KINDS.index("day")
+    by_isp = {int(cells.isp[i]): bool(published[i]) for i in np.flatnonzero(cells.kind == day_kind)}
+    # all = 145 is published; ISP 2 fails; ISP 1 (the smallest that passes) is
+    # withheld so that all - ISP 0 = 45 tests is all anyone learns of ISPs 1 and 2.
+    assert by_isp == {0: True, 1: False, 2: False, 3: True}
+    assert complement.sum() == 4  # ISP 1 in each of the day, month, quarter and year
+    known = determined_cells(published, build_relations(cells), cells.group).known
+    assert not known[cells.tests < MIN_TESTS].any()
+
+
+def test_a_small_day_is_not_the_month_minus_the_other_days() -> None:
+    # One ISP; days 1-3 of March with 50, 60 and 4 tests.
+    day = np.repeat(
+        [(dt.date(2025, 3, d) - EPOCH).days for d in (1, 2, 3)],
+        [50, 60, 4],
+    )
+    cells = cells_of(
+        np.zeros(len(day), int), np.zeros(len(day), int), day, np.arange(len(day)), isps=1
+    )
+    published, _ = suppress(cells, MIN_TESTS, MIN_CLIENTS)
+    days = np.flatnonzero(cells.kind == KINDS.index("day"))
+    tests_published = {int(cells.tests[i]): bool(published[i]) for i in days}
+    # Day 3 fails; day 1 (the smaller passing day) goes with it, for ISP and `all`.
+    assert tests_published == {50: False, 60: True, 4: False}
+    months = np.flatnonzero(cells.kind == KINDS.index("month"))
+    assert published[months].all()
+    known = determined_cells(published, build_relations(cells), cells.group).known
+    assert not known[cells.tests < MIN_TESTS].any()
+
+
+@pytest.mark.parametrize("rate", [4.0, 12.0, 40.0])
+@pytest.mark.parametrize("seed", range(6))
+def test_no_failing_cell_is_a_combination_of_published_cells(seed: int, rate: float) -> None:
+    cells = random_cells(seed, days=50, rate=rate, isps=5)
+    published, complement = suppress(cells, MIN_TESTS, MIN_CLIENTS)
+    passes = (cells.tests >= MIN_TESTS) & (cells.clients >= MIN_CLIENTS)
+    assert not (published & ~passes).any()
+    assert (complement == (passes & ~published)).all()
+    independent = leaf_rank_determined(cells, published)
+    assert not (independent & ~passes).any()
+    # The residual rule: a relation whose parent is published leaves out a group of
+    # children that passes, or none.
+    r = build_relations(cells)
+    known = known_cells(published, r)
+    for rel in np.flatnonzero(known[r.parent]).tolist():
+        children = r.child[r.start[rel] : r.start[rel + 1]]
+        rest = children[~known[children]]
+        assert len(rest) == 0 or cells.tests[rest].sum() >= MIN_TESTS
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_exact_determination_agrees_with_an_independent_rank_check(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    cells = random_cells(seed, days=40, rate=float(rng.uniform(2, 30)), isps=3)
+    published = rng.random(len(cells.tests)) < rng.uniform(0.2, 0.95)
+    exact = determined_cells(published, build_relations(cells), cells.group).known
+    assert (exact == leaf_rank_determined(cells, published)).all()
+
+
+def test_the_choice_does_not_depend_on_the_order_of_the_cells() -> None:
+    cells = random_cells(3, days=50, rate=12.0, isps=5)
+    published, _ = suppress(cells, MIN_TESTS, MIN_CLIENTS)
+    order = np.random.default_rng(0).permutation(len(cells.tests))
+    shuffled = CellKeys(
+        group=cells.group[order],
+        isp=cells.isp[order],
+        all_isp=cells.all_isp,
+        kind=cells.kind[order],
+        kinds=cells.kinds,
+        period=cells.period[order],
+        tests=cells.tests[order],
+        clients=cells.clients[order],
+        rank=cells.rank[order],
+    )
+    again, _ = suppress(shuffled, MIN_TESTS, MIN_CLIENTS)
+    assert (again == published[order]).all()
+
+
+def test_cells_that_all_pass_are_all_published() -> None:
+    day = np.full(40, (dt.date(2025, 1, 2) - EPOCH).days)
+    cells = cells_of(np.zeros(40, int), np.zeros(40, int), day, np.arange(40), isps=1)
+    published, complement = suppress(cells, MIN_TESTS, MIN_CLIENTS)
+    assert published.all() and not complement.any()
