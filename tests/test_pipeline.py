@@ -390,6 +390,33 @@ def test_only_touched_periods_are_recomputed(tmp_path: Path, demo_data: Path) ->
     ]
 
 
+def test_aggregating_in_steps_publishes_what_one_run_does(tmp_path: Path, demo_data: Path) -> None:
+    """Suppression decides on whole years: adding April can withhold or release cells
+    of March, whose files must then be written again, to the same bytes as a run that
+    aggregated every date at once."""
+    whole = make_config(tmp_path / "whole", demo_data)
+    run_ingest(whole, START, END, progress=False)
+    run_aggregate(whole)
+    steps = make_config(tmp_path / "steps", demo_data)
+    march_end = dt.date(2025, 3, 31)
+    run_aggregate(steps, run_ingest(steps, START, march_end, progress=False).dates)
+    first = _public_files(tmp_path / "steps" / "public")
+    april = run_ingest(steps, march_end + dt.timedelta(days=1), END, progress=False).dates
+    run_aggregate(steps, april)
+    expected = _public_files(tmp_path / "whole" / "public")
+    got = _public_files(tmp_path / "steps" / "public")
+    assert got.keys() == expected.keys()
+    assert [k for k in expected if got[k] != expected[k]] == ["v1/index.json"]
+    # March's day and month files were not asked for, yet some changed: April's tests
+    # changed the year's cells, and with them which March cells may be published.
+    march = [k for k in first if k.startswith("v1/stats/") and "2025-03" in k]
+    assert march and any(first[k] != got[k] for k in march)
+
+
+def _public_files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
 def test_one_per_client_day_sampling(tmp_path: Path, demo_data: Path) -> None:
     cfg = make_config(tmp_path, demo_data, sampling="one_per_client_day", min_tests="1")
     run_ingest(cfg, START, START, progress=False)
