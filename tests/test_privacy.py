@@ -103,7 +103,7 @@ def test_one_small_isp_beside_a_published_total_takes_a_sibling_with_it() -> Non
     # withheld so that all - ISP 0 = 45 tests is all anyone learns of ISPs 1 and 2.
     assert by_isp == {0: True, 1: False, 2: False, 3: True}
     assert complement.sum() == 4  # ISP 1 in each of the day, month, quarter and year
-    known = determined_cells(published, build_relations(cells), cells.group).known
+    known = determined_cells(published, build_relations(cells), cells)
     assert not known[cells.tests < MIN_TESTS].any()
 
 
@@ -123,7 +123,7 @@ def test_a_small_day_is_not_the_month_minus_the_other_days() -> None:
     assert tests_published == {50: False, 60: True, 4: False}
     months = np.flatnonzero(cells.kind == KINDS.index("month"))
     assert published[months].all()
-    known = determined_cells(published, build_relations(cells), cells.group).known
+    known = determined_cells(published, build_relations(cells), cells)
     assert not known[cells.tests < MIN_TESTS].any()
 
 
@@ -152,7 +152,7 @@ def test_exact_determination_agrees_with_an_independent_rank_check(seed: int) ->
     rng = np.random.default_rng(seed)
     cells = random_cells(seed, days=40, rate=float(rng.uniform(2, 30)), isps=3)
     published = rng.random(len(cells.tests)) < rng.uniform(0.2, 0.95)
-    exact = determined_cells(published, build_relations(cells), cells.group).known
+    exact = determined_cells(published, build_relations(cells), cells)
     assert (exact == leaf_rank_determined(cells, published)).all()
 
 

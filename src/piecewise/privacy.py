@@ -311,29 +311,24 @@ class _Withholding:
 
 
 class _Block:
-    """The relations of one group, over its unknown cells: an m x n matrix A given by
-    its entries. Whether a unit vector e_c lies in A's row space is read off the
-    projection onto that space, from the eigenvectors of the smaller of A A^T and
-    A^T A (each cell is in at most three relations, so A A^T is built from the pairs of
-    entries that share a column, without forming A)."""
+    """The relations of one group over its unknown cells: an m x n matrix A given by its
+    entries. Whether a vector lies in A's row space is read off the projection onto that
+    space, from the eigenvectors of the smaller of A A^T and A^T A (A A^T is built from
+    the pairs of entries that share a column, without forming A)."""
 
     def __init__(self, rows: np.ndarray, cols: np.ndarray, coef: np.ndarray, m: int, n: int):
         self.rows, self.cols, self.coef, self.m, self.n = rows, cols, coef, m, n
-        self.pinv: np.ndarray | None = None
-        self.dense: np.ndarray | None = None
+        self.pinv: np.ndarray | None = None  # (A A^T)^+ when m <= n
+        self.basis: np.ndarray | None = None  # an orthonormal basis of the row space
 
     def determined(self) -> np.ndarray:
-        if self.m <= self.n:
-            return self._by_relations()
-        dense = np.zeros((self.m, self.n))
-        dense[self.rows, self.cols] = self.coef
-        values, vectors = np.linalg.eigh(dense.T @ dense)
-        big = values > 1e-9 * max(float(values.max()), 1.0)
-        self.dense = dense
-        self.pinv = (vectors[:, big] / values[big]) @ vectors[:, big].T
-        return (vectors[:, big] ** 2).sum(axis=1) > 1 - 1e-6
-
-    def _by_relations(self) -> np.ndarray:
+        """For each column, whether its unit vector lies in the row space."""
+        if self.m > self.n:
+            dense = np.zeros((self.m, self.n))
+            dense[self.rows, self.cols] = self.coef
+            values, vectors = np.linalg.eigh(dense.T @ dense)
+            self.basis = vectors[:, values > 1e-9 * max(float(values.max()), 1.0)]
+            return (self.basis**2).sum(axis=1) > 1 - 1e-6
         order = np.argsort(self.cols, kind="stable")
         rows, cols, coef = self.rows[order], self.cols[order], self.coef[order]
         pairs = []
@@ -341,117 +336,164 @@ class _Block:
             a = np.flatnonzero(cols[k:] == cols[: len(cols) - k])
             if len(a) == 0:
                 break
-            pairs.append((a, a + k, 1.0 if k == 0 else 2.0))
+            pairs.append((a, a + k, k > 0))
         gram = np.zeros((self.m, self.m))
-        for a, b, weight in pairs:
+        for a, b, distinct in pairs:
             np.add.at(gram, (rows[a], rows[b]), coef[a] * coef[b])
-            if weight == 2.0:  # a pair of distinct entries: both (i, j) and (j, i)
+            if distinct:  # both (i, j) and (j, i)
                 np.add.at(gram, (rows[b], rows[a]), coef[a] * coef[b])
         values, vectors = np.linalg.eigh(gram)
         big = values > 1e-9 * max(float(values.max()), 1.0)
         pinv = (vectors[:, big] / values[big]) @ vectors[:, big].T
         self.pinv = pinv
         diagonal = np.zeros(self.n)
-        for a, b, weight in pairs:
+        for a, b, distinct in pairs:
+            weight = 2.0 if distinct else 1.0
             np.add.at(diagonal, cols[a], weight * coef[a] * coef[b] * pinv[rows[a], rows[b]])
         return diagonal > 1 - 1e-6
 
-    def derivation(self, col: int) -> np.ndarray:
-        """The relations (local rows) of a combination that gives cell `col`."""
-        assert self.pinv is not None
-        if self.dense is not None:
-            weights = self.dense @ (self.pinv[:, col])
+    def contains(self, vectors: np.ndarray) -> np.ndarray:
+        """For each column of `vectors` (n x k), whether it lies in the row space
+        (after `determined`)."""
+        norms = (vectors**2).sum(axis=0)
+        if self.basis is not None:
+            kept = ((self.basis.T @ vectors) ** 2).sum(axis=0)
         else:
-            mine = self.cols == col
-            weights = self.pinv[:, self.rows[mine]] @ self.coef[mine]
-        return np.flatnonzero(np.abs(weights) > 1e-7)
-
-
-@dataclass(frozen=True)
-class Determination:
-    """The exact outcome of `determined_cells`."""
-
-    known: np.ndarray  # published, or computable from the published cells
-    # For cells asked about: the relations of one linear combination that computes them.
-    derivations: dict[int, np.ndarray]
+            assert self.pinv is not None
+            dense = np.zeros((self.m, self.n))
+            dense[self.rows, self.cols] = self.coef
+            image = dense @ vectors
+            kept = np.einsum("ik,ik->k", image, self.pinv @ image)
+        return kept > norms * (1 - 1e-6)
 
 
 def determined_cells(
     published: np.ndarray,
     r: Relations,
-    group: np.ndarray,
-    explain: np.ndarray | None = None,
+    cells: CellKeys,
     groups: np.ndarray | None = None,
-) -> Determination:
+) -> np.ndarray:
     """Every cell whose value follows from the published cells by some linear
     combination of the relations (exact, by linear algebra).
 
     The unknown cells are first peeled: a relation with one unknown cell determines
     it, and an unknown cell in only one relation is free, so that relation says nothing
-    about the others and is dropped. What is left is solved per layer, direction and
-    area: a cell is determined when its unit vector lies in the row space of the
-    relation matrix (over the unknown cells), read off the projection onto that space,
-    A^T (A A^T)^+ A. For the cells in `explain` that are determined, the relations of a
-    combination that gives them are returned too. `group` is the cells' `CellKeys.group`;
-    with `groups`, only the relations of those groups are solved (the cells of the other
-    groups come out known only if published).
+    about the others and is dropped. Then each unknown `all` cell of the finest period
+    kind, in two relations (the total of its period's ISP cells, and a child of its
+    coarser period), is substituted away: the two relations merge into one, and the
+    cell is determined exactly when the sum of its ISP cells is. That leaves a few
+    relations per area instead of one per day. The rest is solved per layer, direction
+    and area: a vector is determined when it lies in the row space of the relation
+    matrix over the unknown cells. With `groups`, only the relations of those groups
+    are solved (the cells of the other groups come out known only if published).
     """
     n = len(published)
     mem_rel, mem_cell, mem_coef = r.members()
     known = published.copy()
-    active = np.ones(r.count, dtype=bool) if groups is None else np.isin(group[r.parent], groups)
-    derivations: dict[int, np.ndarray] = {}
-    wanted = np.zeros(n, dtype=bool)
-    if explain is not None:
-        wanted[explain] = True
+    active = np.ones(r.count, dtype=bool)
+    if groups is not None:
+        active = np.isin(cells.group[r.parent], groups)
     while True:
         live = ~known[mem_cell] & active[mem_rel]
         unknowns = np.bincount(mem_rel, weights=live, minlength=r.count)
         degree = np.bincount(mem_cell, weights=live, minlength=n)
-        single = live & (active & (unknowns == 1))[mem_rel]
-        newly = mem_cell[single]
+        newly = mem_cell[live & (active & (unknowns == 1))[mem_rel]]
         free = mem_rel[live & (degree[mem_cell] == 1) & (unknowns[mem_rel] >= 2)]
         spent = active & (unknowns == 0)
         if len(newly) == 0 and len(free) == 0 and not spent.any():
             break
-        for cell, rel in zip(
-            newly[wanted[newly]].tolist(), mem_rel[single][wanted[newly]].tolist(), strict=True
-        ):
-            derivations.setdefault(cell, np.array([rel]))
         known[newly] = True
         active[free] = False
         active[spent] = False
     live = ~known[mem_cell] & active[mem_rel]
     if not live.any():
-        return Determination(known, derivations)
-    # The core, per group of its relations. Skip groups whose relations hold no known
-    # cell: with every right-hand side zero, no cell with tests can be determined.
-    touches_known = np.bincount(
-        mem_rel, weights=known[mem_cell] & active[mem_rel], minlength=r.count
+        return known
+    # Groups whose relations hold no known cell are skipped: with every right-hand side
+    # zero, no cell with tests can be determined.
+    touches_known = (
+        np.bincount(mem_rel, weights=known[mem_cell] & active[mem_rel], minlength=r.count) > 0
     )
-    _, group_of_rel = np.unique(group[r.parent], return_inverse=True)
-    core = np.flatnonzero(active)
+    e_rel, e_cell, e_coef, substituted = _substitute_finest_totals(
+        mem_rel[live], mem_cell[live], mem_coef[live], r, cells, touches_known
+    )
+    _, group_of_rel = np.unique(cells.group[r.parent], return_inverse=True)
     useful = np.zeros(int(group_of_rel.max()) + 1, dtype=bool)
-    useful[group_of_rel[core[touches_known[core] > 0]]] = True
-    e_rel, e_cell, e_coef = mem_rel[live], mem_cell[live], mem_coef[live]
+    useful[group_of_rel[touches_known]] = True
     keep = useful[group_of_rel[e_rel]]
     e_rel, e_cell, e_coef = e_rel[keep], e_cell[keep], e_coef[keep]
     order = np.lexsort((e_rel, group_of_rel[e_rel]))
     e_rel, e_cell, e_coef = e_rel[order], e_cell[order], e_coef[order]
-    groups = group_of_rel[e_rel]
-    bounds = np.flatnonzero(np.diff(groups)) + 1
-    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(groups)], strict=True):
+    groups_of = group_of_rel[e_rel]
+    bounds = np.flatnonzero(np.diff(groups_of)) + 1
+    pending_of: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for cell, parts in substituted.items():
+        pending_of.setdefault(int(cells.group[cell]), []).append((cell, parts))
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(groups_of)], strict=True):
         if lo == hi:
             continue
         rels, local_rel = np.unique(e_rel[lo:hi], return_inverse=True)
         cols, local_col = np.unique(e_cell[lo:hi], return_inverse=True)
         block = _Block(local_rel, local_col, e_coef[lo:hi], len(rels), len(cols))
-        determined = block.determined()
-        known[cols[determined]] = True
-        if explain is not None:
-            for j in np.flatnonzero(determined & np.isin(cols, explain)).tolist():
-                derivations[int(cols[j])] = rels[block.derivation(j)]
-    return Determination(known, derivations)
+        known[cols[block.determined()]] = True
+        pending = pending_of.get(int(cells.group[e_cell[lo]]), [])
+        if pending:
+            vectors = np.zeros((len(cols), len(pending)))
+            for k, (_, parts) in enumerate(pending):
+                vectors[np.searchsorted(cols, parts), k] = 1.0
+            for (cell, _), inside in zip(pending, block.contains(vectors), strict=True):
+                known[cell] = bool(inside)
+    return known
+
+
+def _substitute_finest_totals(
+    e_rel: np.ndarray,
+    e_cell: np.ndarray,
+    e_coef: np.ndarray,
+    r: Relations,
+    cells: CellKeys,
+    touches_known: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """Substitute each unknown finest-period `all` cell that is the parent of its ISP
+    relation, a child of one time relation, and in nothing else: the ISP relation's
+    other entries move into the time relation (`sum of ISPs` put in the cell's place).
+    Returns the new entries, and for each substituted cell its unknown ISP cells.
+    `touches_known` is updated for the merged relations."""
+    order = [k for k in GRANULARITY if k in cells.kinds]
+    if len(order) < 2 or len(e_rel) == 0:
+        return e_rel, e_cell, e_coef, {}
+    finest = cells.kinds.index(order[-1])
+    count = np.bincount(e_cell, minlength=len(cells.tests))
+    total = (cells.kind[e_cell] == finest) & (cells.isp[e_cell] == cells.all_isp)
+    total &= count[e_cell] == 2
+    isp_parent = total & (r.kind[e_rel] == ISP_RELATION) & (e_coef > 0)
+    time_child = total & (r.kind[e_rel] == TIME_RELATION) & (e_coef < 0)
+    isp_rel_of = np.full(len(cells.tests), -1, np.int64)
+    time_rel_of = np.full(len(cells.tests), -1, np.int64)
+    isp_rel_of[e_cell[isp_parent]] = e_rel[isp_parent]
+    time_rel_of[e_cell[time_child]] = e_rel[time_child]
+    chosen = np.flatnonzero((isp_rel_of >= 0) & (time_rel_of >= 0))
+    if len(chosen) == 0:
+        return e_rel, e_cell, e_coef, {}
+    into = np.full(r.count, -1, np.int64)  # ISP relation -> the time relation it joins
+    into[isp_rel_of[chosen]] = time_rel_of[chosen]
+    touches_known[time_rel_of[chosen]] |= touches_known[isp_rel_of[chosen]]
+    owner = np.full(r.count, -1, np.int64)
+    owner[isp_rel_of[chosen]] = chosen
+    dropped = np.zeros(len(cells.tests), dtype=bool)
+    dropped[chosen] = True
+    drop = dropped[e_cell]
+    moved = np.flatnonzero((into[e_rel] >= 0) & ~drop)
+    by_rel = np.argsort(e_rel[moved], kind="stable")
+    moved_sorted = moved[by_rel]
+    rels, starts = np.unique(e_rel[moved_sorted], return_index=True)
+    substituted = {
+        int(owner[rel]): np.sort(e_cell[part])
+        for rel, part in zip(rels.tolist(), np.split(moved_sorted, starts[1:]), strict=True)
+    }
+    new_rel = e_rel.copy()
+    new_rel[moved] = into[e_rel[moved]]
+    keep = ~drop
+    return new_rel[keep], e_cell[keep], e_coef[keep], substituted
 
 
 def suppress(cells: CellKeys, min_tests: int, min_clients: int) -> tuple[np.ndarray, np.ndarray]:
@@ -461,7 +503,7 @@ def suppress(cells: CellKeys, min_tests: int, min_clients: int) -> tuple[np.ndar
     Rounds of the quick check (cells derived one relation at a time) run until no
     residual fails; then the exact check (`determined_cells`) looks for what the quick
     one cannot see, a failing cell computable only by combining several relations, and
-    for each such cell withholds a published cell of its derivation. Both repeat until
+    for each such cell withholds a published cell that computes it. Both repeat until
     the exact check finds nothing. Cells are only ever withheld, so this ends.
     """
     passes = (cells.tests >= min_tests) & (cells.clients >= min_clients)
@@ -487,18 +529,16 @@ def suppress(cells: CellKeys, min_tests: int, min_clients: int) -> tuple[np.ndar
         if dirty is not None and len(dirty) == 0:
             return published, passes & ~published
         checked = published.copy()
-        exact = determined_cells(published, r, cells.group, explain=failing, groups=dirty)
-        bad = _violations(cells, exact.known, r, min_tests, min_clients)
+        exact = determined_cells(published, r, cells, groups=dirty)
+        bad = _violations(cells, exact, r, min_tests, min_clients)
         if dirty is not None:
             bad = bad[np.isin(cells.group[r.parent[bad]], dirty)]
-        victims = [choose.for_relations(bad, exact.known)]
-        for cell in failing[exact.known[failing]].tolist():
-            members = np.concatenate([_members(r, x) for x in exact.derivations[cell].tolist()])
-            members = members[published[members]]
-            if len(members):
-                victims.append(np.array([_cheapest(members, cells)]))
-            else:
-                victims.append(np.array([choose.source(int(exact.derivations[cell][0]))]))
+        victims = [choose.for_relations(bad, exact)]
+        for cell in failing[exact[failing]].tolist():
+            found = choose.unknow(cell, exact)
+            if not found:  # computable only through several relations
+                found = {choose.source(int(lookup.relations_of(cell)[0]))}
+            victims.append(np.array(sorted(found), dtype=np.int64))
         chosen = np.concatenate(victims)
         if len(chosen) == 0:
             return published, passes & ~published
