@@ -16,18 +16,24 @@ children`:
   kind inside it (year = its quarters, quarter = its months, month = its days), for
   each ISP key, `all` included.
 
-Starting from the published cells, a cell is *known* when it is published or can be
-derived: it is the only unknown member of a relation whose other members are known.
-A relation whose parent is known reveals the sum of its unknown children, its
-*residual*; the residual must pass the thresholds too (its distinct clients are
-bounded from below: the sum of the children's clients for ISPs, whose addresses do not
-overlap, and the largest child's for periods, which may share clients). While some
-relation's residual fails, the published child with the fewest tests is suppressed
-(the parent if no child is published), and the check runs again. Every cell that
-fails the thresholds is thereby never known: a relation holding it with everything
-else known has it as its whole residual.
+A cell is *known* when it is published or can be computed from published cells.
+Two rules must hold:
 
-`determined_cells` checks the result exactly, by linear algebra, for the tests.
+1. no cell that fails the thresholds is known, through any combination of the
+   relations (`determined_cells` decides this exactly, by linear algebra);
+2. a relation whose parent is known reveals the sum of its unknown children, its
+   *residual*, which must pass the thresholds too. Its distinct clients are bounded
+   from below: the sum of the children's for ISPs, whose addresses do not overlap; for
+   periods, which may share clients, the largest child's or the parent's beyond the
+   known children's.
+
+Quick rounds (a cell counted known when one relation computes it) withhold cells until
+both rules hold; then the exact check looks for what needs several relations, and the
+two repeat until nothing more is found. For a relation that breaks rule 2, its known
+child with the fewest tests is made unknown (the parent if no child is known): it is
+withheld, and so is the cheapest published member of any other relation that would
+still compute it. Ties go to the first cell in canonical order, so the result does not
+depend on the order of the input.
 """
 
 from __future__ import annotations
@@ -43,8 +49,6 @@ TIME_RELATION = 1
 # Period kinds from coarse to fine: a time relation joins each configured kind to the
 # next finer configured kind.
 GRANULARITY = ("year", "quarter", "month", "day")
-THRESHOLD = "threshold"
-COMPLEMENT = "complement"
 
 
 @dataclass(frozen=True)
@@ -523,6 +527,8 @@ def suppress(cells: CellKeys, min_tests: int, min_clients: int) -> tuple[np.ndar
             victims = set(choose.for_relations(bad, known).tolist())
             for cell in leaked.tolist():
                 victims |= choose.unknow(cell, known)
+            if not victims:  # cannot happen, but must not loop forever
+                victims = {choose.source(int(lookup.relations_of(int(leaked[0]))[0]))}
             published[np.array(sorted(victims), dtype=np.int64)] = False
         # The exact check runs again only where something was withheld since.
         dirty = None if checked is None else np.unique(cells.group[published != checked])
