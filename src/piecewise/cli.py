@@ -125,13 +125,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from piecewise.serve import build_app
 
     cfg = load_config(_config_path(args))
-    app = build_app(cfg, mounts={"/v1": build_api(cfg)})
+    mounts = {"/v1": build_api(cfg)}
+    if cfg.survey.enabled:
+        from piecewise.survey import build_survey
+
+        mounts["/v1/survey"] = build_survey(cfg, salt=_survey_salt(cfg))
+    app = build_app(cfg, mounts=mounts)
+    survey = f", survey: http://{args.host}:{args.port}/v1/survey" if cfg.survey.enabled else ""
     print(
         f"serving {cfg.project.name} on http://{args.host}:{args.port}/ "
-        f"(API: http://{args.host}:{args.port}/v1/)",
+        f"(API: http://{args.host}:{args.port}/v1/{survey})",
         flush=True,
     )
     run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
+    return 0
+
+
+def _survey_salt(cfg: Config) -> bytes:
+    """The secret of client hashes, from the variable named by `survey.salt_env`; without
+    it, a random one for this process (rate limits then restart with the server)."""
+    salt = os.environ.get(cfg.survey.salt_env, "")
+    if salt:
+        return salt.encode()
+    log.warning(
+        "%s is not set: client hashes use a random salt until the server stops",
+        cfg.survey.salt_env,
+    )
+    return os.urandom(32)
+
+
+def cmd_survey_export(args: argparse.Namespace) -> int:
+    from piecewise.survey import build_form, open_config_store
+    from piecewise.survey.export import export
+
+    cfg = load_config(_config_path(args), check_files=False)
+    store = open_config_store(cfg)
+    try:
+        if args.output in (None, "-"):
+            n = export(build_form(cfg), store.records(), args.format, sys.stdout.buffer)
+            sys.stdout.flush()
+        else:
+            with open(args.output, "wb") as out:
+                n = export(build_form(cfg), store.records(), args.format, out)
+    finally:
+        store.close()
+    print(f"exported {n} responses from {cfg.survey.store}", file=sys.stderr)
     return 0
 
 
@@ -189,6 +227,16 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.set_defaults(func=cmd_serve)
 
+    survey = sub.add_parser("survey", help="survey responses (operators only)")
+    survey_sub = survey.add_subparsers(dest="survey_command", required=True)
+    export = survey_sub.add_parser(
+        "export", help="write every response, one column per form field (ever asked)"
+    )
+    with_config(export)
+    export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    export.add_argument("--output", "-o", help="file to write (default: standard output)")
+    export.set_defaults(func=cmd_survey_export)
+
     demo = sub.add_parser("demo-geoip", help="write the demo MaxMind ASN database")
     demo.add_argument("out", help="path of the .mmdb file to write")
     demo.set_defaults(func=cmd_demo_geoip)
@@ -204,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     from piecewise.sources.bigquery import SourceError
     from piecewise.sources.files import ExportFileError
     from piecewise.store import StoreError
+    from piecewise.survey.store import SurveyStoreUnavailable
 
     args = parser().parse_args(argv)
     setup_logging(level=logging.DEBUG if args.verbose else logging.INFO)
@@ -212,7 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (BoundaryError, ExportFileError, StoreError, SourceError, NoTestsSelected) as exc:
+    except (
+        BoundaryError,
+        ExportFileError,
+        StoreError,
+        SourceError,
+        NoTestsSelected,
+        SurveyStoreUnavailable,
+    ) as exc:
         # Bad input files or an unreachable store: the message names the file or URL.
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ Relative file paths and `file://` URLs resolve against the config file's folder.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -383,6 +384,139 @@ class Api(_Strict):
         return v
 
 
+FIELD_NAME = r"^[a-z][a-z0-9_]{0,31}$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# Names of a submission's fixed parts: a form field may not take one.
+SURVEY_RESERVED = (
+    "consent",
+    "latitude",
+    "longitude",
+    "accuracy_m",
+    "download_mbps",
+    "upload_mbps",
+    "min_rtt_ms",
+    "download_uuid",
+    "upload_uuid",
+    "idempotency_key",
+    "website",
+)
+DEFAULT_CONSENT = (
+    "I agree that Piecewise stores my answers, my speed test result and, if I share it, "
+    "my location, to publish statistics by area that never identify me."
+)
+
+
+class SurveyField(_Strict):
+    """One question of the survey form."""
+
+    name: str = Field(pattern=FIELD_NAME, description="Key of the answer in a submission.")
+    type: Literal["choice", "multi_choice", "number", "text", "yes_no"]
+    label: str = Field(min_length=1, max_length=500, description="The question as shown.")
+    required: bool = False
+    choices: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, description="Allowed answers of a choice or multi_choice."
+    )
+    other: bool = Field(
+        False,
+        description='choice: also allow "other", with a name in the field `{name}_other`.',
+    )
+    unit: str = Field("", max_length=20, description="number: unit shown beside the box.")
+    minimum: float | None = Field(None, description="number: smallest allowed value.")
+    maximum: float | None = Field(None, description="number: largest allowed value.")
+    integer: bool = Field(False, description="number: whole numbers only.")
+    max_length: int = Field(
+        500, ge=1, le=4000, description="text (and the name of an `other` choice): characters."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SurveyField:
+        has_choices = self.type in ("choice", "multi_choice")
+        if has_choices and not self.choices:
+            raise ValueError(f"field {self.name!r}: a {self.type} needs `choices = [...]`")
+        if not has_choices and (self.choices or self.other):
+            raise ValueError(f"field {self.name!r}: only choice fields take `choices`/`other`")
+        if self.other and self.type != "choice":
+            raise ValueError(f'field {self.name!r}: `other` is for type = "choice"')
+        if len(set(self.choices)) != len(self.choices) or "other" in self.choices:
+            raise ValueError(
+                f'field {self.name!r}: choices must be unique and not "other" '
+                "(set `other = true` for that)"
+            )
+        if self.type != "number" and (
+            self.minimum is not None or self.maximum is not None or self.unit or self.integer
+        ):
+            raise ValueError(
+                f"field {self.name!r}: `unit`, `minimum`, `maximum`, `integer` are for numbers"
+            )
+        if self.type == "number" and (self.minimum is None or self.maximum is None):
+            raise ValueError(f"field {self.name!r}: a number needs `minimum` and `maximum`")
+        if self.minimum is not None and self.maximum is not None:
+            if not (math.isfinite(self.minimum) and math.isfinite(self.maximum)):
+                raise ValueError(f"field {self.name!r}: `minimum`/`maximum` must be finite")
+            if self.minimum > self.maximum:
+                raise ValueError(f"field {self.name!r}: `minimum` is above `maximum`")
+        return self
+
+
+class Survey(_Strict):
+    """The public, write-only survey (`/v1/survey`, docs/survey.md)."""
+
+    enabled: bool = Field(True, description="Serve the survey (`piecewise serve`, function).")
+    consent_text: str = Field(
+        DEFAULT_CONSENT, min_length=1, max_length=2000, description="What a resident agrees to."
+    )
+    fields: list[SurveyField] | None = Field(
+        None,
+        description="The questions; default: ISP (the configured ISPs, or other), "
+        "connection type, advertised download and upload, monthly cost, satisfaction, "
+        "comments.",
+    )
+    store: str = Field(
+        "sqlite://var/survey.sqlite3",
+        description="sqlite://PATH (relative to the config file) or firestore://COLLECTION.",
+    )
+    rate_limit: int = Field(20, ge=1, description="Most posts per client per window.")
+    rate_window_seconds: int = Field(3600, ge=1, le=86400 * 7, description="The window.")
+    salt_env: str = Field(
+        "PIECEWISE_SURVEY_SALT",
+        pattern=ENV_NAME,
+        description="Environment variable holding the secret salt of client hashes.",
+    )
+    max_body_bytes: int = Field(16384, ge=1024, le=16384, description="Largest accepted post.")
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["*"], description="Origins whose pages may post."
+    )
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, v: str) -> str:
+        scheme, sep, rest = v.partition("://")
+        if not sep or scheme not in ("sqlite", "firestore") or not rest:
+            raise ValueError("use sqlite://PATH or firestore://COLLECTION")
+        if scheme == "firestore" and not re.match(r"^[A-Za-z0-9_-]{1,100}$", rest):
+            raise ValueError("a Firestore collection id is letters, digits, _ and - only")
+        return v
+
+    @field_validator("fields")
+    @classmethod
+    def _field_names(cls, v: list[SurveyField] | None) -> list[SurveyField] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("list at least one field, or leave `fields` out for the default")
+        names = [f.name for f in v] + [f"{f.name}_other" for f in v if f.other]
+        if dupes := _repeated(names):
+            raise ValueError(f"field names must be unique; repeated: {', '.join(dupes)}")
+        if reserved := sorted(set(names) & set(SURVEY_RESERVED)):
+            raise ValueError(f"reserved field names: {', '.join(reserved)}")
+        return v
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        return Api._origins(v)
+
+
 class Config(_Strict):
     project: Project = Field(default_factory=Project)
     region: Region
@@ -397,6 +531,7 @@ class Config(_Strict):
     geoip: GeoIP = Field(default_factory=GeoIP)
     ingest: Ingest = Field(default_factory=Ingest)
     api: Api = Field(default_factory=Api)
+    survey: Survey = Field(default_factory=Survey)
 
     # Where relative paths were resolved from; not a TOML key.
     base_dir: Path = Field(default=Path("."), exclude=True)

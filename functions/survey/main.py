@@ -1,0 +1,47 @@
+"""Cloud Function (HTTP, public): the write-only survey, /v1/survey (docs/survey.md).
+
+Settings: PIECEWISE_CONFIG (the config file, default `piecewise.toml` beside this file)
+and the secret salt of client hashes in the variable that `survey.salt_env` names
+(default PIECEWISE_SURVEY_SALT). Firestore's project and credentials come from the
+function's environment. The client address is the one Google's front end put last in
+X-Forwarded-For.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import functions_framework
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wrappers import Response
+
+from piecewise.config import load_config
+from piecewise.logs import setup_logging
+from piecewise.survey import build_survey
+
+setup_logging(structured=True)
+_app: ProxyFix | None = None
+_lock = threading.Lock()
+
+
+def _survey() -> ProxyFix:
+    global _app
+    with _lock:
+        if _app is None:
+            config = load_config(
+                os.environ.get("PIECEWISE_CONFIG", "piecewise.toml"), check_files=False
+            )
+            salt = os.environ.get(config.survey.salt_env, "")
+            if not salt:
+                raise RuntimeError(
+                    f"set {config.survey.salt_env} to a long random secret: it salts the "
+                    "client hashes of the rate limit"
+                )
+            _app = ProxyFix(build_survey(config, salt=salt.encode()), x_for=1)
+        return _app
+
+
+@functions_framework.http
+def survey(request):
+    return Response.from_app(_survey(), request.environ)

@@ -1,0 +1,268 @@
+"""The survey as a WSGI app (werkzeug): `GET /v1/survey/form`, `POST /v1/survey`,
+`GET /v1/survey/openapi.json`.
+
+Like the API, it matches on SCRIPT_NAME + PATH_INFO, so it answers the same mounted at
+`/v1/survey` (`piecewise serve`) or handed whole paths (the Cloud Function). Errors
+have the API's shape, `{"error": {"status", "parameter", "message", "allowed"}}`, and a
+400 lists every bad field in `error.errors`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.wrappers import Request, Response
+
+from piecewise.api.app import Cors
+from piecewise.api.errors import ApiError, BadParameter, MethodNotAllowed, NotFound
+from piecewise.api.formats import JSON, json_bytes
+from piecewise.config import Survey as SurveySettings
+from piecewise.survey.form import (
+    HONEYPOT,
+    IDEMPOTENCY_KEY,
+    IDEMPOTENCY_PATTERN,
+    Form,
+    InvalidSubmission,
+    Submission,
+)
+from piecewise.survey.openapi import survey_openapi
+from piecewise.survey.ratelimit import RateLimiter, client_hash
+from piecewise.survey.store import SurveyStore, SurveyStoreUnavailable
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/v1/survey"
+RETRY_AFTER_SECONDS = 30
+FORM_MAX_AGE = 60
+PREFLIGHT_HEADERS = "Content-Type, Idempotency-Key"
+METHODS = {
+    PREFIX: ("POST", "OPTIONS"),
+    f"{PREFIX}/form": ("GET", "HEAD", "OPTIONS"),
+    f"{PREFIX}/openapi.json": ("GET", "HEAD", "OPTIONS"),
+}
+CONTENT_TYPES = ("application/json", "application/x-www-form-urlencoded")
+
+
+class InvalidFields(BadParameter):
+    """400 naming every bad field: `errors` holds one entry per field."""
+
+    def __init__(self, exc: InvalidSubmission) -> None:
+        first = exc.errors[0]
+        message = first.message if len(exc.errors) == 1 else f"{len(exc.errors)} fields are invalid"
+        super().__init__(message, parameter=first.parameter, allowed=first.allowed)
+        self.errors = exc.errors
+
+    def body(self) -> dict:
+        body = super().body()
+        body["error"]["errors"] = [
+            {"parameter": e.parameter, "message": e.message}
+            | ({"allowed": e.allowed[:50]} if e.allowed is not None else {})
+            for e in self.errors
+        ]
+        return body
+
+
+class TooLarge(ApiError):
+    status = 413
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+
+
+class TooManyRequests(ApiError):
+    status = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"too many submissions from this client: try again in {retry_after} s",
+            parameter="client",
+        )
+        self.retry_after = retry_after
+
+
+class StoreUnavailable(ApiError):
+    status = 503
+
+
+class SurveyApp:
+    def __init__(
+        self,
+        form: Form,
+        store: SurveyStore,
+        settings: SurveySettings,
+        *,
+        salt: bytes,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not salt:
+            raise ValueError("the survey needs a non-empty salt for client hashes")
+        self.form = form
+        self.store = store
+        self.settings = settings
+        self.salt = salt
+        self.clock = clock
+        self.limiter = RateLimiter(
+            store, salt, settings.rate_limit, settings.rate_window_seconds, clock
+        )
+        self.cors = Cors(frozenset(settings.cors_origins))
+        self._form_body = json_bytes(
+            form.definition() | {"max_body_bytes": settings.max_body_bytes}
+        )
+        self._openapi_body = json_bytes(survey_openapi(form, settings))
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        request = Request(environ)
+        # One byte over the limit: a body of unannounced length that reaches it is too big
+        # (werkzeug's reader stops there without saying whether more was coming).
+        request.max_content_length = self.settings.max_body_bytes + 1
+        try:
+            response = self.respond(request)
+        except ApiError as exc:
+            response = self.error(request, exc)
+        except Exception:
+            log.exception("error answering %s %s", request.method, request.path)
+            response = self.error(request, ApiError("internal error"))
+        return response(environ, start_response)
+
+    def respond(self, request: Request) -> Response:
+        path = (request.script_root + request.path).rstrip("/") or "/"
+        methods = METHODS.get(path)
+        if methods is None:
+            raise NotFound(f"no such endpoint: {path[:200]}", parameter="path", allowed=[*METHODS])
+        if request.method not in methods:
+            exc = MethodNotAllowed(
+                f"{request.method[:20]} is not allowed here",
+                parameter="method",
+                allowed=list(methods),
+            )
+            raise exc
+        if request.method == "OPTIONS":
+            return self.preflight(request, methods)
+        if path == PREFIX:
+            return self.submit(request)
+        body = self._form_body if path.endswith("/form") else self._openapi_body
+        response = self.json(request, body, 200)
+        response.headers["Cache-Control"] = f"public, max-age={FORM_MAX_AGE}"
+        response.set_etag(hashlib.sha256(body).hexdigest()[:32])
+        return response.make_conditional(request)
+
+    # -- submissions -----------------------------------------------------------------------
+
+    def submit(self, request: Request) -> Response:
+        body = self.read_body(request)
+        mimetype = request.mimetype
+        if mimetype not in CONTENT_TYPES:
+            raise UnsupportedMediaType(
+                f"send {' or '.join(CONTENT_TYPES)}",
+                parameter="Content-Type",
+                allowed=list(CONTENT_TYPES),
+            )
+        ip = request.remote_addr or "unknown"
+        try:
+            retry_after = self.limiter.check(ip)
+        except SurveyStoreUnavailable as exc:
+            raise self.unavailable(exc) from exc
+        if retry_after is not None:
+            raise TooManyRequests(retry_after)
+        try:
+            if mimetype == "application/json":
+                submission = self.form.parse_json(body)
+            else:
+                submission = self.form.parse_urlencoded(body)
+        except InvalidSubmission as exc:
+            raise InvalidFields(exc) from None
+        key = self.idempotency_key(request, submission, ip)
+        if getattr(submission, HONEYPOT):
+            # A bot filled the field people never see: it learns nothing, and nothing is kept.
+            return self.json(request, json_bytes({"id": key, "stored": False}), 202)
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        record = self.form.record(submission, now)
+        try:
+            created = self.store.put(key, record)
+        except SurveyStoreUnavailable as exc:
+            raise self.unavailable(exc) from exc
+        return self.json(
+            request, json_bytes({"id": key, "stored": created}), 201 if created else 200
+        )
+
+    def read_body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:  # unread
+            raise TooLarge(f"the body is over {limit} bytes", parameter="body")
+        try:
+            body = request.get_data(cache=False)
+        except RequestEntityTooLarge:
+            raise TooLarge(f"the body is over {limit} bytes", parameter="body") from None
+        except ClientDisconnected:
+            raise BadParameter("the body ended early", parameter="body") from None
+        if len(body) > limit:
+            raise TooLarge(f"the body is over {limit} bytes", parameter="body")
+        return body
+
+    def idempotency_key(self, request: Request, submission: Submission, ip: str) -> str:
+        """The client's key (header or field, the same if both); without one, a hash of
+        the client and its answers, so an identical repeat is stored once."""
+        header = request.headers.get("Idempotency-Key")
+        field = getattr(submission, IDEMPOTENCY_KEY)
+        if header is not None:
+            if not re.fullmatch(IDEMPOTENCY_PATTERN, header):
+                raise BadParameter(
+                    "Idempotency-Key must be 16 to 128 letters, digits, _ or -",
+                    parameter="Idempotency-Key",
+                )
+            if field is not None and field != header:
+                raise BadParameter(
+                    "the Idempotency-Key header and the idempotency_key field differ",
+                    parameter=IDEMPOTENCY_KEY,
+                )
+            return header
+        if field is not None:
+            return field
+        answers = submission.model_dump(mode="json", exclude={HONEYPOT})
+        canonical = json.dumps(
+            [self.form.version, client_hash(self.salt, ip), answers], sort_keys=True
+        )
+        return "auto-" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+    def unavailable(self, exc: SurveyStoreUnavailable) -> StoreUnavailable:
+        log.error("survey store unavailable: %s", exc)
+        return StoreUnavailable("the survey cannot take submissions right now: retry later")
+
+    # -- answers ---------------------------------------------------------------------------
+
+    def headers(self, request: Request) -> list[tuple[str, str]]:
+        headers = [("X-Content-Type-Options", "nosniff")]
+        cors = self.cors.headers(request.headers.get("Origin"))
+        headers += cors
+        return headers
+
+    def json(self, request: Request, body: bytes, status: int) -> Response:
+        response = Response(body, status=status, content_type=JSON, headers=self.headers(request))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def error(self, request: Request, exc: ApiError) -> Response:
+        response = self.json(request, json_bytes(exc.body()), exc.status)
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        if exc.status == 503:
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        if exc.status == 405 and exc.allowed:
+            response.headers["Allow"] = ", ".join(exc.allowed)
+        return response
+
+    def preflight(self, request: Request, methods: tuple[str, ...]) -> Response:
+        response = Response(status=204, headers=self.headers(request))
+        response.headers["Allow"] = ", ".join(methods)
+        response.headers["Access-Control-Allow-Methods"] = ", ".join(methods)
+        response.headers["Access-Control-Allow-Headers"] = PREFLIGHT_HEADERS
+        response.headers["Access-Control-Max-Age"] = "86400"
+        return response

@@ -1,0 +1,549 @@
+"""The survey's rules, each on both stores (SQLite, and Firestore on its emulator):
+the form, strict validation, size limit, consent, idempotency, honeypot, rate limit,
+privacy of the stored record, an unavailable store, export, and the mounts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from werkzeug.test import Client, create_environ
+from werkzeug.wrappers import Response
+
+from piecewise.config import ConfigError
+from piecewise.survey import SurveyApp, build_form, build_survey
+from piecewise.survey.export import export
+from piecewise.survey.store import FirestoreSurveyStore, SqliteSurveyStore, SurveyStore
+from survey_fixtures import SALT, Clock, survey_config, valid_submission
+
+Make = Callable[..., tuple[SurveyApp, Clock]]
+IP = "203.0.113.77"
+KEY = "retry-key-0123456789abcdef"
+
+
+def post(
+    app: SurveyApp, body: object, *, ip: str = IP, headers: dict | None = None, raw: bool = False
+):
+    data = body if raw else json.dumps(body)
+    return Client(app).post(
+        "/v1/survey",
+        data=data,
+        content_type="application/json",
+        headers=headers or {},
+        environ_base={"REMOTE_ADDR": ip},
+    )
+
+
+def post_form(app: SurveyApp, pairs: list[tuple[str, str]], ip: str = IP):
+    return Client(app).post(
+        "/v1/survey",
+        data=urllib.parse.urlencode(pairs),
+        content_type="application/x-www-form-urlencoded",
+        environ_base={"REMOTE_ADDR": ip},
+    )
+
+
+# -- the form ----------------------------------------------------------------------------
+
+
+def test_form_definition_comes_from_the_config(make_survey: Make) -> None:
+    app, _ = make_survey(consent_text='"Yes, store it."')
+    response = Client(app).get("/v1/survey/form")
+    assert response.status_code == 200
+    form = response.json
+    assert form["consent"] == {"name": "consent", "text": "Yes, store it.", "required": True}
+    names = [f["name"] for f in form["fields"]]
+    assert names == [
+        "isp",
+        "connection_type",
+        "advertised_download",
+        "advertised_upload",
+        "monthly_cost",
+        "satisfaction",
+        "comments",
+    ]
+    isp = form["fields"][0]
+    assert isp["choices"] == ["Comcast Xfinity", "Ziply Fiber"]
+    assert isp["required"] is True and isp["other"] is True and isp["other_field"] == "isp_other"
+    satisfaction = form["fields"][5]
+    assert (satisfaction["minimum"], satisfaction["maximum"], satisfaction["integer"]) == (
+        1,
+        5,
+        True,
+    )
+    assert form["fields"][2]["unit"] == "Mbps"
+    assert form["honeypot"] == "website"
+    assert form["max_body_bytes"] == 16384
+    assert [f["name"] for f in form["location"]] == ["latitude", "longitude", "accuracy_m"]
+    assert "ETag" in response.headers
+    assert Client(app).get("/v1/survey/form/").status_code == 200
+
+
+def test_form_version_changes_with_the_form(tmp_path: Path) -> None:
+    one = build_form(survey_config(tmp_path))
+    assert build_form(survey_config(tmp_path)).version == one.version
+    other = build_form(survey_config(tmp_path, consent_text='"Another wording."'))
+    assert other.version != one.version
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ('[[survey.fields]]\nname = "a"\ntype = "choice"\nlabel = "A"\n', "needs `choices"),
+        ('[[survey.fields]]\nname = "a"\ntype = "number"\nlabel = "A"\n', "minimum"),
+        ('[[survey.fields]]\nname = "consent"\ntype = "yes_no"\nlabel = "A"\n', "reserved"),
+        ('[[survey.fields]]\nname = "Bad"\ntype = "yes_no"\nlabel = "A"\n', "pattern"),
+    ],
+)
+def test_bad_form_configs_are_refused_by_name(tmp_path: Path, fields: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        survey_config(tmp_path, fields)
+    assert "survey.fields" in str(info.value) and problem in str(info.value)
+
+
+# -- storing -----------------------------------------------------------------------------
+
+
+def test_a_valid_submission_is_stored_once_with_what_it_said(
+    make_survey: Make, survey_store: SurveyStore
+) -> None:
+    app, clock = make_survey()
+    response = post(app, valid_submission(), headers={"Idempotency-Key": KEY})
+    assert response.status_code == 201, response.text
+    assert response.json == {"id": KEY, "stored": True}
+    [(key, record)] = list(survey_store.records())
+    assert key == KEY
+    assert record["submitted_at"] == "2026-01-01T00:00:00.000+00:00"
+    assert record["form_version"] == app.form.version
+    assert record["consent"] is True
+    assert record["answers"] == {
+        "isp": "Ziply Fiber",
+        "connection_type": "Fiber",
+        "advertised_download": 300,
+        "advertised_upload": 300,
+        "monthly_cost": 65.5,
+        "satisfaction": 4,
+        "comments": "Fine most days.",
+    }
+    assert record["location"] == {"latitude": 47.61, "longitude": -122.33, "accuracy_m": 35.0}
+    assert record["speed_test"]["download_uuid"] == "ndt-4c6fb_1658857483_000000000002D1A8"
+    assert record["speed_test"]["min_rtt_ms"] == 8.5
+    # Neither the address nor its salted hash is part of the record.
+    text = json.dumps(record)
+    assert IP not in text and "client" not in text
+
+
+def test_the_ip_is_stored_nowhere(make_survey: Make, survey_store: SurveyStore) -> None:
+    app, _ = make_survey()
+    assert post(app, valid_submission()).status_code == 201
+    if isinstance(survey_store, SqliteSurveyStore):
+        dump = "\n".join(sqlite3.connect(survey_store.path).iterdump())
+    else:
+        assert isinstance(survey_store, FirestoreSurveyStore)
+        docs = [*survey_store._responses.stream(), *survey_store._rates.stream()]
+        dump = "\n".join(f"{d.id} {d.to_dict()}" for d in docs)
+        assert len(docs) == 2
+    assert IP not in dump
+    assert "rate" in dump or "-" in dump  # the counter is there, under a hash
+
+
+def test_form_encoded_submissions_convert_by_type(
+    make_survey: Make, survey_store: SurveyStore
+) -> None:
+    fields = (
+        '[[survey.fields]]\nname = "uses"\ntype = "multi_choice"\nlabel = "Uses"\n'
+        'choices = ["Work", "School", "Video"]\n'
+        '[[survey.fields]]\nname = "switch"\ntype = "yes_no"\nlabel = "Switch?"\n'
+        '[[survey.fields]]\nname = "cost"\ntype = "number"\nlabel = "Cost"\n'
+        "minimum = 0\nmaximum = 500\n"
+    )
+    app, _ = make_survey(fields)
+    pairs = [
+        ("uses", "Work"),
+        ("uses", "Video"),
+        ("switch", "no"),
+        ("cost", "49.99"),
+        ("consent", "on"),
+        ("latitude", "47.5"),
+        ("longitude", "-122.1"),
+        ("website", ""),
+    ]
+    response = post_form(app, pairs)
+    assert response.status_code == 201, response.text
+    [(_, record)] = list(survey_store.records())
+    assert record["answers"] == {"uses": ["Work", "Video"], "switch": False, "cost": 49.99}
+    assert record["location"] == {"latitude": 47.5, "longitude": -122.1}
+    bad = post_form(app, [("cost", "cheap"), ("consent", "on"), ("switch", "perhaps")])
+    assert bad.status_code == 400
+    assert {e["parameter"] for e in bad.json["error"]["errors"]} == {"cost", "switch"}
+    twice = post_form(app, [("cost", "1"), ("cost", "2"), ("consent", "on")])
+    assert twice.status_code == 400 and twice.json["error"]["parameter"] == "cost"
+    assert survey_store.count() == 1
+
+
+def test_other_isp_needs_a_name(make_survey: Make, survey_store: SurveyStore) -> None:
+    app, _ = make_survey()
+    assert post(app, valid_submission(isp="other")).json["error"]["parameter"] == "isp_other"
+    named = post(app, valid_submission(isp="other", isp_other="Rural Co-op"))
+    assert named.status_code == 201
+    wrong = post(app, valid_submission(isp_other="Rural Co-op", comments="x"))
+    assert wrong.json["error"]["parameter"] == "isp_other"
+    assert survey_store.count() == 1
+
+
+# -- refusals ----------------------------------------------------------------------------
+
+
+def test_one_message_per_bad_field_and_nothing_stored(
+    make_survey: Make, survey_store: SurveyStore
+) -> None:
+    app, _ = make_survey()
+    body = valid_submission(
+        isp="Nobody",
+        satisfaction=7,
+        advertised_download="fast",
+        comments="x" * 2001,
+        latitude=91,
+        download_uuid="<script>",
+        colour="blue",
+    )
+    response = post(app, body)
+    assert response.status_code == 400
+    error = response.json["error"]
+    assert error["status"] == 400
+    by_field = {e["parameter"]: e for e in error["errors"]}
+    assert set(by_field) == {
+        "isp",
+        "satisfaction",
+        "advertised_download",
+        "comments",
+        "latitude",
+        "download_uuid",
+        "colour",
+    }
+    assert by_field["isp"]["allowed"] == ["Comcast Xfinity", "Ziply Fiber", "other"]
+    assert by_field["colour"]["message"] == "unknown field"
+    assert "less than or equal to 5" in by_field["satisfaction"]["message"]
+    assert error["parameter"] in by_field
+    assert survey_store.count() == 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"consent": None}, {"consent": False}, {"consent": "yes"}, {"consent": 1}],
+    ids=["missing", "false", "string", "one"],
+)
+def test_without_consent_nothing_is_stored(
+    make_survey: Make, survey_store: SurveyStore, change: dict
+) -> None:
+    app, _ = make_survey()
+    body = valid_submission(**change)
+    if change["consent"] is None:
+        body.pop("consent", None)
+    response = post(app, body)
+    assert response.status_code == 400
+    assert response.json["error"]["parameter"] == "consent"
+    assert "consent is required" in response.json["error"]["message"]
+    assert survey_store.count() == 0
+
+
+def test_bodies_over_16_kib_get_413(make_survey: Make, survey_store: SurveyStore) -> None:
+    app, _ = make_survey()
+    body = json.dumps(valid_submission(comments="x" * 17000))
+    assert post(app, body, raw=True).status_code == 413
+    # Also when the length is not announced (chunked): the reader stops at the limit.
+    environ = create_environ("/v1/survey", method="POST", content_type="application/json")
+    environ.pop("CONTENT_LENGTH", None)
+    environ.update(
+        {"wsgi.input": io.BytesIO(body.encode()), "wsgi.input_terminated": True, "REMOTE_ADDR": IP}
+    )
+    response = Response.from_app(app, environ)
+    assert response.status_code == 413
+    assert response.json["error"]["parameter"] == "body"
+    assert survey_store.count() == 0
+
+
+def test_other_media_types_methods_and_paths(make_survey: Make) -> None:
+    app, _ = make_survey()
+    client = Client(app)
+    text = client.post("/v1/survey", data="hello", content_type="text/plain")
+    assert text.status_code == 415
+    assert client.get("/v1/survey").status_code == 405
+    assert client.get("/v1/survey").headers["Allow"] == "POST, OPTIONS"
+    assert client.post("/v1/survey/form").status_code == 405
+    assert client.get("/v1/survey/nothing").status_code == 404
+    preflight = client.options("/v1/survey", headers={"Origin": "https://x.org"})
+    assert preflight.status_code == 204
+    assert "Idempotency-Key" in preflight.headers["Access-Control-Allow-Headers"]
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+
+
+# -- idempotency -------------------------------------------------------------------------
+
+
+def test_a_retried_post_is_stored_once(make_survey: Make, survey_store: SurveyStore) -> None:
+    app, clock = make_survey()
+    first = post(app, valid_submission(idempotency_key=KEY))
+    clock.now += 5
+    again = post(app, valid_submission(idempotency_key=KEY))
+    by_header = post(app, valid_submission(), headers={"Idempotency-Key": KEY})
+    assert (first.status_code, again.status_code, by_header.status_code) == (201, 200, 200)
+    assert again.json == {"id": KEY, "stored": False}
+    assert survey_store.count() == 1
+    [(_, record)] = list(survey_store.records())
+    assert record["submitted_at"] == "2026-01-01T00:00:00.000+00:00"  # the first one's
+    differ = post(app, valid_submission(idempotency_key=KEY), headers={"Idempotency-Key": "x" * 20})
+    assert differ.status_code == 400
+    bad = post(app, valid_submission(), headers={"Idempotency-Key": "short"})
+    assert bad.json["error"]["parameter"] == "Idempotency-Key"
+
+
+def test_without_a_key_identical_posts_of_a_client_are_stored_once(
+    make_survey: Make, survey_store: SurveyStore
+) -> None:
+    app, _ = make_survey()
+    one = post(app, valid_submission())
+    two = post(app, valid_submission())
+    other_client = post(app, valid_submission(), ip="198.51.100.1")
+    other_answer = post(app, valid_submission(satisfaction=2))
+    assert [r.status_code for r in (one, two, other_client, other_answer)] == [201, 200, 201, 201]
+    assert one.json["id"] == two.json["id"] and one.json["id"].startswith("auto-")
+    assert survey_store.count() == 3
+
+
+def test_concurrent_retries_store_one(make_survey: Make, survey_store: SurveyStore) -> None:
+    app, _ = make_survey()
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def send() -> None:
+        status = post(app, valid_submission(idempotency_key=KEY)).status_code
+        with lock:
+            statuses.append(status)
+
+    threads = [threading.Thread(target=send) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [200] * 11 + [201]
+    assert survey_store.count() == 1
+
+
+# -- abuse -------------------------------------------------------------------------------
+
+
+def test_a_filled_honeypot_is_accepted_and_dropped(
+    make_survey: Make, survey_store: SurveyStore
+) -> None:
+    app, _ = make_survey()
+    response = post(app, valid_submission(website="http://spam.example"))
+    assert response.status_code == 202
+    assert response.json["stored"] is False
+    assert survey_store.count() == 0
+
+
+def test_rate_limit_per_client_with_retry_after(
+    make_survey: Make, survey_store: SurveyStore
+) -> None:
+    app, clock = make_survey(rate_limit="3", rate_window_seconds="600")
+    clock.now += 100  # 100 s into a window
+    for satisfaction in (1, 2, 3):
+        assert post(app, valid_submission(satisfaction=satisfaction)).status_code == 201
+    limited = post(app, valid_submission(satisfaction=4))
+    assert limited.status_code == 429
+    assert limited.headers["Retry-After"] == "500"
+    assert limited.json["error"]["status"] == 429
+    # Invalid posts count too, and are refused before being read.
+    assert post(app, {"junk": True}).status_code == 429
+    assert post(app, valid_submission(satisfaction=4), ip="198.51.100.9").status_code == 201
+    clock.now += 500  # the next window
+    assert post(app, valid_submission(satisfaction=5)).status_code == 201
+    assert survey_store.count() == 5
+
+
+# -- an unavailable store ----------------------------------------------------------------
+
+
+def test_an_unavailable_sqlite_store_is_503_and_nothing_half_written(tmp_path: Path) -> None:
+    path = tmp_path / "survey.sqlite3"
+    store = SqliteSurveyStore(path, timeout=0.2)
+    app = build_survey(survey_config(tmp_path), salt=SALT, store=store)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the file
+    try:
+        response = post(app, valid_submission())
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "30"
+        assert response.headers["Cache-Control"] == "no-store"
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert store.count() == 0
+    assert post(app, valid_submission()).status_code == 201
+    store.close()
+
+
+@pytest.mark.service
+def test_an_unreachable_firestore_is_503(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import firestore
+
+    from services import free_port
+
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
+    client = firestore.Client(project="nowhere", credentials=AnonymousCredentials())
+    store = FirestoreSurveyStore("responses", client=client, timeout=1.0)
+    app = build_survey(survey_config(tmp_path), salt=SALT, store=store)
+    response = post(app, valid_submission())
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "30"
+    assert response.json["error"]["status"] == 503
+
+
+# -- export ------------------------------------------------------------------------------
+
+
+def test_export_has_a_column_per_field_across_form_changes(
+    tmp_path: Path, survey_store: SurveyStore
+) -> None:
+    old_fields = (
+        '[[survey.fields]]\nname = "isp"\ntype = "choice"\nlabel = "ISP"\nchoices = ["A"]\n'
+        '[[survey.fields]]\nname = "landline"\ntype = "yes_no"\nlabel = "Landline?"\n'
+    )
+    new_fields = (
+        '[[survey.fields]]\nname = "isp"\ntype = "choice"\nlabel = "ISP"\nchoices = ["A"]\n'
+        '[[survey.fields]]\nname = "cost"\ntype = "number"\nlabel = "Cost"\n'
+        "minimum = 0\nmaximum = 100\n"
+    )
+    old = build_survey(survey_config(tmp_path, old_fields), salt=SALT, store=survey_store)
+    new_config = survey_config(tmp_path, new_fields)
+    new = build_survey(new_config, salt=SALT, store=survey_store)
+    assert post(old, {"isp": "A", "landline": True, "consent": True}).status_code == 201
+    body = {"isp": "A", "cost": 12.5, "consent": True, "download_mbps": 50.0}
+    assert post(new, body, headers={"Idempotency-Key": "=cmd|calc-00000000"}).status_code == 400
+    assert post(new, {**body, "idempotency_key": "second-response-000"}).status_code == 201
+    form = build_form(new_config)
+
+    out = io.BytesIO()
+    assert export(form, survey_store.records(), "csv", out) == 2
+    lines = out.getvalue().decode().splitlines()
+    header = lines[0].split(",")
+    assert header[:4] == ["id", "submitted_at", "form_version", "consent"]
+    assert header[4:7] == ["isp", "cost", "landline"]
+    assert header[-1] == "upload_uuid" and "latitude" in header
+    rows = [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
+    assert sorted(r["landline"] for r in rows) == ["", "true"]
+    assert sorted(r["cost"] for r in rows) == ["", "12.5"]
+
+    out = io.BytesIO()
+    export(form, survey_store.records(), "jsonl", out)
+    objects = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert all(list(o) == header for o in objects)
+    assert {o["download_mbps"] for o in objects} == {None, 50.0}
+
+
+def test_export_quotes_formulas_in_csv(tmp_path: Path, survey_store: SurveyStore) -> None:
+    app = build_survey(survey_config(tmp_path), salt=SALT, store=survey_store)
+    hostile = '=HYPERLINK("http://x")<script>alert(1)</script>\' OR 1=1 --'
+    assert post(app, valid_submission(comments=hostile)).status_code == 201
+    out = io.BytesIO()
+    export(build_form(survey_config(tmp_path)), survey_store.records(), "csv", out)
+    assert "'=HYPERLINK" in out.getvalue().decode()
+    [(_, record)] = list(survey_store.records())
+    assert record["answers"]["comments"] == hostile  # stored as the text it is
+
+
+def test_cli_export(tmp_path: Path, capsysbinary: pytest.CaptureFixture) -> None:
+    from piecewise.cli import main
+
+    config = survey_config(tmp_path)
+    store = SqliteSurveyStore(tmp_path / "survey.sqlite3")
+    app = build_survey(config, salt=SALT, store=store)
+    assert post(app, valid_submission()).status_code == 201
+    store.close()
+    toml = tmp_path / "piecewise.toml"
+    from survey_fixtures import SURVEY_TOML
+
+    toml.write_text(SURVEY_TOML + '\n[survey]\nstore = "sqlite://survey.sqlite3"\n')
+    assert main(["survey", "export", "--config", str(toml), "--format", "jsonl"]) == 0
+    [line] = capsysbinary.readouterr().out.splitlines()
+    assert json.loads(line)["isp"] == "Ziply Fiber"
+    out = tmp_path / "out.csv"
+    assert main(["survey", "export", "-c", str(toml), "--format", "csv", "-o", str(out)]) == 0
+    assert out.read_text().startswith("id,submitted_at,form_version,consent,isp,isp_other,")
+
+
+# -- where it is served ------------------------------------------------------------------
+
+
+def test_serve_mounts_the_survey_beside_the_api(tmp_path: Path) -> None:
+    from piecewise.api import build_api
+    from piecewise.serve import build_app
+
+    config = survey_config(tmp_path)
+    survey = build_survey(config, salt=SALT)
+    app = build_app(config, mounts={"/v1": build_api(config), "/v1/survey": survey})
+    client = Client(app)
+    assert client.get("/v1/survey/form").json["fields"][0]["name"] == "isp"
+    assert client.get("/v1/survey/openapi.json").json["info"]["title"] == "Piecewise survey"
+    response = client.post(
+        "/v1/survey",
+        data=json.dumps(valid_submission()),
+        content_type="application/json",
+        environ_base={"REMOTE_ADDR": IP},
+    )
+    assert response.status_code == 201
+    # The API still answers its own paths (nothing is published here: 503 from the API).
+    meta = client.get("/v1/meta")
+    assert meta.status_code == 503 and meta.json["error"]["status"] == 503
+    assert client.get("/v1/openapi.json").json["info"]["title"] != "Piecewise survey"
+    assert (tmp_path / "survey.sqlite3").is_file()
+
+
+def test_the_cloud_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    functions_framework = pytest.importorskip("functions_framework")
+    root = Path(__file__).resolve().parents[1]
+    toml = tmp_path / "piecewise.toml"
+    from survey_fixtures import SURVEY_TOML
+
+    toml.write_text(SURVEY_TOML + '\n[survey]\nstore = "sqlite://s.sqlite3"\nrate_limit = 1\n')
+    monkeypatch.setenv("PIECEWISE_CONFIG", str(toml))
+    monkeypatch.setenv("PIECEWISE_SURVEY_SALT", "function-salt-000")
+    app = functions_framework.create_app(
+        target="survey", source=str(root / "functions/survey/main.py"), signature_type="http"
+    )
+    client = app.test_client()
+    form = client.get("/v1/survey/form")
+    assert form.status_code == 200 and form.json["fields"][0]["name"] == "isp"
+
+    def send(forwarded: str, satisfaction: int):
+        return client.post(
+            "/v1/survey",
+            json=valid_submission(satisfaction=satisfaction),
+            headers={"X-Forwarded-For": forwarded},
+        )
+
+    assert send("192.0.2.1", 1).status_code == 201
+    assert send("192.0.2.1", 2).status_code == 429  # the same client, by its address
+    assert send("192.0.2.2", 3).status_code == 201
+    store = SqliteSurveyStore(tmp_path / "s.sqlite3")
+    assert store.count() == 2
+    dump = "\n".join(sqlite3.connect(store.path).iterdump())
+    assert "192.0.2" not in dump
+    store.close()
+
+
+def test_dates_are_utc(make_survey: Make, survey_store: SurveyStore) -> None:
+    app, clock = make_survey()
+    clock.now = dt.datetime(2026, 6, 30, 23, 59, 59, 500000, tzinfo=dt.UTC).timestamp()
+    assert post(app, valid_submission()).status_code == 201
+    [(_, record)] = list(survey_store.records())
+    assert record["submitted_at"] == "2026-06-30T23:59:59.500+00:00"
