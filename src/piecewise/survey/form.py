@@ -226,7 +226,7 @@ class Form:
     def parse_json(self, body: bytes) -> Submission:
         try:
             text = body.decode("utf-8")
-            data = json.loads(text, parse_constant=_no_constant)
+            data = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_no_repeats)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             message = "not valid UTF-8 JSON"
             if isinstance(exc, json.JSONDecodeError):
@@ -384,6 +384,15 @@ def _fixed_names() -> list[str]:
 
 def _name(key: str) -> str:
     return key[:MAX_NAME_IN_MESSAGE]
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ValueError(f"{_name(repeated)!r} is given more than once")
+    return data
 
 
 def _no_constant(name: str) -> None:
