@@ -233,8 +233,9 @@ def survey_report(r: dict, cmd: str | None) -> list[str]:
         f"{r['stored']:,} | {r['lost']} | {r['duplicated']} | {r['errors']} | {r['late']} | "
         f"{r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} |",
         "",
-        f"Every first post answered 201: {r['created']:,} of {r['unique']:,}; every retry "
-        f"answered 200: {r['retry_200']:,} of {r['retries']:,}. "
+        f"First posts answered 201: {r['created']:,} of {r['unique']:,}; retries answered "
+        f"200: {r['retry_200']:,} of {r['retries']:,} (a retry, sent 50 ms after its "
+        "original on another connection, can overtake it: then the two swap answers). "
         f"Target: none lost, none duplicated, no errors: **{'met' if ok else 'NOT met'}** "
         f"(p99 {r['p99_ms']:.1f} ms).",
     ]

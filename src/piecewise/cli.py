@@ -173,6 +173,25 @@ def cmd_survey_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_survey_publish(args: argparse.Namespace) -> int:
+    from piecewise.store import open_store
+    from piecewise.survey import open_config_store
+    from piecewise.survey.public import publish_survey, survey_key
+
+    cfg = load_config(_config_path(args))
+    store = open_config_store(cfg)
+    try:
+        public = open_store(cfg.stores.public, base_dir=cfg.base_dir)
+        summary = publish_survey(cfg, store.records(), public)
+    finally:
+        store.close()
+    print(
+        f"published {len(summary['areas'])} areas of layer {summary['layer']} to "
+        f"{survey_key(summary['layer'])}"
+    )
+    return 0
+
+
 def cmd_demo_geoip(args: argparse.Namespace) -> int:
     from piecewise.demo.geoip import build_demo_asn_db
 
@@ -236,6 +255,12 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     export.add_argument("--output", "-o", help="file to write (default: standard output)")
     export.set_defaults(func=cmd_survey_export)
+    publish = survey_sub.add_parser(
+        "publish",
+        help="write the public survey summary by area (only areas over the privacy threshold)",
+    )
+    with_config(publish)
+    publish.set_defaults(func=cmd_survey_publish)
 
     demo = sub.add_parser("demo-geoip", help="write the demo MaxMind ASN database")
     demo.add_argument("out", help="path of the .mmdb file to write")

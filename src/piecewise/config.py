@@ -486,6 +486,11 @@ class Survey(_Strict):
     cors_origins: list[str] = Field(
         default_factory=lambda: ["*"], description="Origins whose pages may post."
     )
+    publish_layer: str | None = Field(
+        None,
+        description="Layer of the public survey summary (`piecewise survey publish`); "
+        "default: the first polygon layer, else the coarsest H3 layer.",
+    )
 
     @field_validator("store")
     @classmethod
@@ -567,6 +572,22 @@ class Config(_Strict):
         if dupes := _repeated([t.label for t in v]):
             raise ValueError(f"thresholds must differ; repeated: {', '.join(dupes)}")
         return v
+
+    @model_validator(mode="after")
+    def _survey_layer(self) -> Config:
+        wanted = self.survey.publish_layer
+        if wanted is not None and wanted not in [layer.id for layer in self.layers]:
+            raise ValueError(f"survey.publish_layer {wanted!r} is not the id of a layer")
+        return self
+
+    def survey_layer(self) -> H3Layer | PolygonLayer:
+        """The layer of the public survey summary (see `Survey.publish_layer`)."""
+        if self.survey.publish_layer is not None:
+            return self.layer(self.survey.publish_layer)
+        polygons = [layer for layer in self.layers if isinstance(layer, PolygonLayer)]
+        if polygons:
+            return polygons[0]
+        return min(self.layers, key=lambda layer: layer.resolution)  # type: ignore[union-attr]
 
     def layer(self, layer_id: str) -> H3Layer | PolygonLayer:
         for layer in self.layers:
