@@ -305,6 +305,33 @@ def test_decoded_files_are_reused(published: Published) -> None:
     assert set(store.reads[reads:]) == {"v1/index.json"}
 
 
+def test_suppressed_keys_are_read_alone_as_written(published: Published) -> None:
+    """Range merges read a statistics file's suppressed keys without decoding its cells;
+    they are the file's own, and any other layout falls back to decoding it whole."""
+    import json
+
+    from piecewise.api.reader import _suppressed_part
+
+    keys = [k for k in published.public.list("v1/stats/") if k.endswith(".json")]
+    assert len(keys) > 50
+    for key in keys:
+        data = published.public.read_bytes(key)
+        assert _suppressed_part(data) == json.loads(data)["suppressed"], key
+    tricky = [["a", 'Acme "suppressed":[]', "download"], ["b", "x],[", "upload"]]
+    written = json.dumps({"cells": [], "suppressed": tricky, "version": 1}, sort_keys=True)
+    assert _suppressed_part(written.encode()) == tricky
+    spaced = json.dumps({"cells": [], "suppressed": tricky}, indent=2)
+    assert _suppressed_part(spaced.encode()) == tricky
+    for other in (
+        {"suppressed": tricky, "cells": [{"name": 'x"suppressed":[]'}]},  # not sorted
+        {"cells": [{"name": '"suppressed":[["a","b","c"]]}'}], "suppressed": []} | {"zz": 1},
+        {"cells": [], "suppressed": [["a", "b"]]},
+        {"cells": []},
+    ):
+        found = _suppressed_part(json.dumps(other).encode())
+        assert found is None or found == other.get("suppressed"), other
+
+
 # -- hand-made stores: suppression at every kind --------------------------------------------------
 
 

@@ -170,12 +170,13 @@ def select_stats(snap: Snapshot, q: StatsQuery) -> StatsSelection:
     known_isp(snap, q.isp)
     stats = snap.stats(q.layer, q.period.kind, q.period.label)
     wanted = directions(q.direction)
-    cells = [c for c in stats.cells if c["isp"] == q.isp and c["direction"] in wanted]
+    isp_cells, isp_suppressed = stats.by_isp.get(q.isp, ([], []))
+    cells = [c for c in isp_cells if c["direction"] in wanted]
     names = snap.areas(q.layer).names
     suppressed = [
         {"area": a, "name": names.get(a, a), "isp": i, "direction": d}
-        for a, i, d in stats.suppressed
-        if i == q.isp and d in wanted
+        for a, i, d in isp_suppressed
+        if d in wanted
     ]
     return StatsSelection(q.layer, stats, q.isp, q.direction, cells, suppressed)
 

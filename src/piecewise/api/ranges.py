@@ -33,6 +33,7 @@ MAX_KEYS = 100  # excluded cell keys and gaps listed in `coverage`
 ONE_DAY = dt.timedelta(days=1)
 MAX_ISP_ITEMS = 1000
 MAX_NAME_COMMAS = 9
+FEW = 16  # cells merged in plain Python rather than with numpy
 
 
 @dataclass(frozen=True)
@@ -154,11 +155,8 @@ class Merge:
 
     def add(self, cube: PeriodCube, cells: np.ndarray) -> None:
         """Add the histograms of the given cells (indices into the cube)."""
-        if len(cells) <= 16:
-            for i in cells.tolist():
-                rows = slice(int(cube.starts[i]), int(cube.starts[i + 1]))
-                # A cell's buckets are distinct, so fancy-index addition is exact.
-                self.totals[cube.buckets[rows]] += cube.counts[rows]
+        if len(cells) <= FEW:
+            self.add_few(cube, cells.tolist())
             return
         mask = np.zeros(len(cube.codes), dtype=bool)
         mask[cells] = True
@@ -166,6 +164,12 @@ class Merge:
         self.totals += np.bincount(
             cube.buckets[rows], weights=cube.counts[rows], minlength=BUCKETS
         ).astype(np.int64)
+
+    def add_few(self, cube: PeriodCube, cells: list[int]) -> None:
+        for i in cells:
+            rows = slice(int(cube.starts[i]), int(cube.starts[i + 1]))
+            # A cell's buckets are distinct, so fancy-index addition is exact.
+            self.totals[cube.buckets[rows]] += cube.counts[rows]
 
 
 class Merger:
@@ -183,18 +187,15 @@ class Merger:
 
     def visit(self, kind: str, start: dt.date, cells: np.ndarray) -> None:
         """Merge `cells` (sorted cell codes) over the period of `kind` starting `start`."""
+        if len(cells) <= FEW:
+            self.visit_few(kind, start, tuple(cells.tolist()))
+            return
         label = periods.label(kind, start)
         if label not in self.snap.period_sets[kind]:
             return  # the period has no cells at all: nothing was tested in it
         cube = self.snap.cube(self.layer, kind, label)
-        if len(cells) <= 16:
-            listed = cells.tolist()
-            found = [cube.position.get(c) for c in listed]
-            idx = np.array([i for i in found if i is not None], dtype=np.int64)
-            rest = np.array([c for c, i in zip(listed, found, strict=True) if i is None], np.int64)
-        else:
-            idx = np.flatnonzero(members(cells, cube.codes))
-            rest = cells[~members(np.sort(cube.codes[idx]), cells)]
+        idx = np.flatnonzero(members(cells, cube.codes))
+        rest = cells[~members(np.sort(cube.codes[idx]), cells)]
         if len(idx):
             self.result.add(cube, idx)
             self.result.merged[kind] = self.result.merged.get(kind, 0) + len(idx)
@@ -205,12 +206,47 @@ class Merger:
             return  # the other cells had no tests in this period
         finer = self.finer[kind]
         if finer is None:
-            self.result.excluded += len(hidden)
-            room = MAX_KEYS - len(self.result.excluded_keys)
-            self.result.excluded_keys += [(int(c), label) for c in hidden[:room].tolist()]
+            self.exclude(hidden.tolist(), label)
             return
         for child in periods.axis(finer, start, periods.end_of(kind, start)):
             self.visit(finer, child, hidden)
+
+    def visit_few(self, kind: str, start: dt.date, cells: tuple[int, ...]) -> None:
+        """`visit` for a few cells (one area's, say) in plain Python: a merge that descends
+        to every day makes hundreds of visits, where numpy's per-call cost dominates."""
+        label = periods.label(kind, start)
+        if label not in self.snap.period_sets[kind]:
+            return
+        cube = self.snap.cube(self.layer, kind, label)
+        position = cube.position
+        found: list[int] = []
+        rest: list[int] = []
+        for code in cells:
+            i = position.get(code)
+            if i is None:
+                rest.append(code)
+            else:
+                found.append(i)
+        if found:
+            self.result.add_few(cube, found)
+            self.result.merged[kind] = self.result.merged.get(kind, 0) + len(found)
+        if not rest:
+            return
+        suppressed = self.snap.suppressed_set(self.layer, kind, label)
+        hidden = tuple(code for code in rest if code in suppressed)
+        if not hidden:
+            return
+        finer = self.finer[kind]
+        if finer is None:
+            self.exclude(list(hidden), label)
+            return
+        for child in periods.axis(finer, start, periods.end_of(kind, start)):
+            self.visit_few(finer, child, hidden)
+
+    def exclude(self, hidden: list[int], label: str) -> None:
+        self.result.excluded += len(hidden)
+        room = MAX_KEYS - len(self.result.excluded_keys)
+        self.result.excluded_keys += [(code, label) for code in hidden[:room]]
 
 
 def members(sorted_codes: np.ndarray, values: np.ndarray) -> np.ndarray:

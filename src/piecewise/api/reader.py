@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +57,10 @@ CELL_FIELDS = (
 _CELL_KEYS = frozenset(CELL_FIELDS)
 # Cell codes: ((area code * ISP_STRIDE) + ISP code) * 2 + direction (0 download, 1 upload).
 ISP_STRIDE = 1 << 24
+# Statistics files are written with sorted keys: `suppressed` comes last but `version`.
+_SUPPRESSED_KEY = b'"suppressed":'
+_AFTER_SUPPRESSED = re.compile(r'\s*(,\s*"version"\s*:\s*\d+\s*)?}\s*\Z')
+_DECODER = json.JSONDecoder()
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,16 @@ class PeriodStats:
         self.suppressed: list[list[str]] = doc["suppressed"]
         if not all(isinstance(t, list) and len(t) == 3 for t in self.suppressed):
             raise ValueError("`suppressed` must hold [area, isp, direction] triples")
+
+    @functools.cached_property
+    def by_isp(self) -> dict[str, tuple[list[dict], list[list[str]]]]:
+        """Published cells and suppressed keys by ISP, each in file order."""
+        out: dict[str, tuple[list[dict], list[list[str]]]] = {}
+        for cell in self.cells:
+            out.setdefault(cell["isp"], ([], []))[0].append(cell)
+        for triple in self.suppressed:
+            out.setdefault(triple[1], ([], []))[1].append(triple)
+        return out
 
     @functools.cached_property
     def by_area(self) -> dict[str, tuple[list[dict], list[tuple[str, str]]]]:
@@ -283,10 +298,11 @@ class Snapshot:
             # Range merges need only these keys: a statistics file read for them alone is
             # not kept whole (it is many times their size).
             stats = self._data.peek(("stats", layer, kind, label))
-            if stats is None:
+            if stats is not None:
+                triples = stats.suppressed
+            else:
                 key = self.key("stats", layer=layer, kind=kind, period=label)
-                stats, _ = self._must_exist(key, lambda: _period_stats(self._json(key)))
-            triples = stats.suppressed
+                triples, _ = self._must_exist(key, lambda: self._suppressed_only(key))
             areas = {a: book.area(a) * ISP_STRIDE for a in {t[0] for t in triples}}
             isps = {i: book.isp(i) for i in {t[1] for t in triples}}
             codes = np.fromiter(
@@ -299,14 +315,35 @@ class Snapshot:
 
         return self._data.get(("suppressed", layer, kind, label), load)
 
+    def _suppressed_only(self, key: str) -> tuple[list[list[str]], int]:
+        """A statistics file's suppressed keys, decoding that part alone when the file is
+        laid out as the pipeline writes it (its cells are most of it); else all of it."""
+        data = self._read(key)
+        triples = _suppressed_part(data)
+        if triples is None:
+            triples = _period_stats(self._json(key))[0].suppressed
+        return triples, 0
+
+    def suppressed_set(self, layer: str, kind: str, label: str) -> frozenset[int]:
+        """The same codes as a set, for testing a few cells without numpy's overhead."""
+
+        def load() -> tuple[frozenset[int], int]:
+            codes = self.suppressed_codes(layer, kind, label)
+            return frozenset(codes.tolist()), 64 * len(codes) + 256
+
+        return self._data.get(("suppressed_set", layer, kind, label), load)
+
     def cube(self, layer: str, kind: str, label: str) -> PeriodCube:
-        key = self.key("cube", layer=layer, kind=kind, period=label)
-
         def load() -> tuple[PeriodCube, int]:
-            cube = _decode_cube(self._read(key), self.codebook(layer))
-            return cube, cube.nbytes
+            key = self.key("cube", layer=layer, kind=kind, period=label)
 
-        return self._data.get(("cube", layer, kind, label), lambda: self._must_exist(key, load))
+            def decode() -> tuple[PeriodCube, int]:
+                cube = _decode_cube(self._read(key), self.codebook(layer))
+                return cube, cube.nbytes
+
+            return self._must_exist(key, decode)
+
+        return self._data.get(("cube", layer, kind, label), load)
 
     def series(self, layer: str, area: str) -> dict | None:
         """The area's series file; None when it has none (no published cell)."""
@@ -335,6 +372,29 @@ def _areas(loaded: tuple[Any, int]) -> tuple[LayerAreas, int]:
         names[area] = str(props.get("name") or area)
         features[area] = feature
     return LayerAreas(tuple(sorted(names)), names, features), size * 4
+
+
+def _suppressed_part(data: bytes) -> list[list[str]] | None:
+    """The `suppressed` list of a statistics file written with sorted keys, decoded from
+    where it starts; None unless the file ends right after it (or after `version`), in
+    which case the caller decodes the whole file."""
+    at = data.rfind(_SUPPRESSED_KEY)
+    before = at - 1
+    while before >= 0 and data[before] in b" \t\r\n":
+        before -= 1
+    if at < 0 or before < 0 or data[before] not in b",{":
+        return None
+    try:
+        text = data[at + len(_SUPPRESSED_KEY) :].decode("utf-8")
+        start = len(text) - len(text.lstrip())
+        value, end = _DECODER.raw_decode(text, start)
+    except ValueError:
+        return None
+    if not _AFTER_SUPPRESSED.match(text, end) or not isinstance(value, list):
+        return None
+    if not all(isinstance(t, list) and len(t) == 3 for t in value):
+        return None
+    return value
 
 
 def _period_stats(loaded: tuple[Any, int]) -> tuple[PeriodStats, int]:
