@@ -12,7 +12,7 @@ END ?= 2025-12-31
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test bench lint format demo-data install clean bq-emulator
+.PHONY: run test bench bench-tools lint format demo-data install clean bq-emulator
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -45,8 +45,15 @@ test: $(STAMP) demo-data bq-emulator
 	$(VENV)/bin/ruff format --check src tests bench functions
 	$(VENV)/bin/pytest -q
 
-bench: $(STAMP) demo-data
+bench: $(STAMP) demo-data bench-tools
 	$(PY) bench/run.py --write docs/benchmarks.md
+
+# The API benchmark's load generator, wrk, from the system's packages (Debian's apt),
+# installed only when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench functions

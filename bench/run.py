@@ -1,26 +1,39 @@
-"""Piecewise benchmarks: enrichment and aggregation speed and memory.
+"""Piecewise benchmarks: enrichment and aggregation speed and memory, ingest from
+BigQuery, and the statistics API's latency under load.
 
     python bench/run.py --write docs/benchmarks.md          (what `make bench` runs)
     python bench/run.py --tests 2000000 --repeat 1           (a quicker look)
+    python bench/run.py --sections api --workdir var/bench --write docs/benchmarks.md
+        (the API alone: the year is ingested and aggregated into var/bench once, and
+        reused by later runs; --write replaces only the sections measured)
 
 Each measurement runs in a fresh subprocess (so peak memory is that step's own), the
 same inputs feed Piecewise and the plain baseline in one run, and the median of the
-repeats is reported.
+repeats is reported. The API is served by functions-framework in its own process
+group and loaded by wrk (`make bench-tools`) with bench/wrk_rate.lua.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import http.client
 import json
 import os
 import platform
+import random
 import resource
+import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +41,31 @@ DEMO = ROOT / "var" / "demo"
 YEAR = (dt.date(2025, 1, 1), dt.date(2025, 12, 31))
 BQ_DAY = dt.date(2025, 6, 4)
 BQ_BATCH_ROWS = 32768  # below a direction's rows in both days, so both spill and merge
+SECTIONS = ("enrich", "aggregate", "bq", "api")
+HEADINGS = {
+    "enrich": "## Enrichment (ISP + H3 + county polygons), one core",
+    "aggregate": "## Aggregation of a year",
+    "bq": "## Ingest from BigQuery, one day",
+    "api": "## Statistics API",
+}
+
+# The statistics API (functions/api/main.py under functions-framework) under wrk.
+WRK_SCRIPT = ROOT / "bench" / "wrk_rate.lua"
+API_RATE = 500  # requests/s of the precomputed mix (stats and series)
+RANGE_RATE = 100  # requests/s of the range merges
+API_SECONDS = 15  # one measured run
+API_WARMUP_SECONDS = 10  # before the measured runs of a mix, not counted
+# wrk's connections: one per 4 requests/s (64 at most), so that every slot finds a free
+# one while answers take up to 250 ms, and each is used at least every 2 s (gunicorn's
+# keep-alive timeout: a connection idle longer is closed under wrk, a socket error).
+API_MAX_CONNECTIONS = 64
+COLD_STARTS = 5  # fresh processes per first request
+API_P99_MS = 25
+RANGE_P99_MS = 100
+COLD_START_S = 1.5
+# Environment that would change how functions-framework runs gunicorn: Cloud Functions
+# sets none of it, so the framework's defaults apply (1 worker, 4 threads per core).
+GUNICORN_ENV = ("WORKERS", "THREADS", "CLOUD_RUN_TIMEOUT_SECONDS", "THREADED_TIMEOUT_ENABLED")
 
 
 def bench_config(workdir: Path, tests_per_year: int) -> Path:
@@ -334,11 +372,521 @@ def child_bq_ingest(workdir: str) -> dict:
     }
 
 
+# -- the statistics API -----------------------------------------------------------------
+
+
+class ApiCatalogue:
+    """What a publication offers, read from its files: layers, their areas, period labels
+    by kind, ISPs; the source of the request mixes."""
+
+    def __init__(self, public: Path) -> None:
+        self.public = public
+        index = json.loads((public / "v1" / "index.json").read_text())
+        self.periods: dict[str, list[str]] = index["periods"]
+        self.isps: list[str] = index["isps"]
+        self.layers: list[str] = [layer["id"] for layer in index["layers"]]
+        self.paths: dict[str, str] = index["paths"]
+        self.areas: dict[str, list[str]] = {}
+        for layer in index["layers"]:
+            doc = json.loads((public / layer["geometry"]).read_text())
+            self.areas[layer["id"]] = sorted(
+                str(f["properties"].get("id", f.get("id"))) for f in doc["features"]
+            )
+
+    def suppressed(self, layer: str, kind: str, label: str) -> set[tuple[str, str, str]]:
+        key = self.paths["stats"].format(layer=layer, kind=kind, period=label)
+        return {tuple(t) for t in json.loads((self.public / key).read_text())["suppressed"]}
+
+    def coarse_suppressed(self, layer: str) -> list[tuple[str, str, str]]:
+        """(area, ISP, direction) keys suppressed in every year, quarter and month: a range
+        over them descends to each day, the most periods a merge can visit."""
+        keys: set[tuple[str, str, str]] | None = None
+        for kind in ("year", "quarter", "month"):
+            for label in self.periods.get(kind, []):
+                found = self.suppressed(layer, kind, label)
+                keys = found if keys is None else keys & found
+        return sorted(keys or ())
+
+
+def _path(template: str, params: dict[str, str]) -> str:
+    return template + "?" + urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
+
+
+def precomputed_paths(cat: ApiCatalogue, rng: random.Random, n: int) -> list[str]:
+    """A mix of the precomputed endpoints as a statistics page and its users would ask
+    them: half statistics of every area for a period (JSON, GeoJSON, CSV), half one
+    area's time series; any layer, period kind (then any label), area; every ISP or one;
+    either direction or both. Defaults are left out, as a page would."""
+    kinds = list(cat.periods)
+    out = []
+    for _ in range(n):
+        layer = rng.choice(cat.layers)
+        params: dict[str, str] = {}
+        if rng.random() < 0.5:
+            kind = rng.choice(kinds)
+            params["period"] = rng.choice(cat.periods[kind])
+            template = f"/v1/layers/{layer}/stats"
+        else:
+            area = rng.choice(cat.areas[layer])
+            params["step"] = rng.choice(kinds)
+            template = f"/v1/layers/{layer}/areas/{urllib.parse.quote(area)}/series"
+        if rng.random() < 0.5:
+            params["isp"] = rng.choice(cat.isps)
+        direction = rng.choice(["download", "upload", "both"])
+        if direction != "both":
+            params["direction"] = direction
+        if "period" in params:
+            fmt = rng.choice(["json", "json", "geojson", "csv"])
+            if fmt != "json":
+                params["format"] = fmt
+        out.append(_path(template, params))
+    return out
+
+
+def _span(rng: random.Random, first: dt.date, last: dt.date) -> tuple[str, str]:
+    """A range over most of [first, last]: it starts in the first two months and ends in
+    the last two, so it cuts into days, months and quarters."""
+    start = first + dt.timedelta(days=rng.randrange(59))
+    end = last - dt.timedelta(days=rng.randrange(61))
+    return start.isoformat(), end.isoformat()
+
+
+def range_paths(
+    cat: ApiCatalogue,
+    rng: random.Random,
+    n: int,
+    keys: list[tuple[str, str, str, str]] | None = None,
+) -> list[str]:
+    """One-area range merges over most of the year: any layer, area and direction, every
+    ISP or one. With `keys` ((layer, area, ISP, direction)), those cells only."""
+    days = cat.periods["day"]
+    first, last = dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1])
+    out = []
+    for _ in range(n):
+        start, end = _span(rng, first, last)
+        if keys:
+            layer, area, isp, direction = rng.choice(keys)
+        else:
+            layer = rng.choice(cat.layers)
+            area = rng.choice(cat.areas[layer])
+            isp = rng.choice(cat.isps) if rng.random() < 0.5 else "all"
+            direction = rng.choice(["download", "upload"])
+        params = {"start": start, "end": end, "areas": area}
+        if isp != "all":
+            params["isps"] = isp
+        if direction != "download":
+            params["direction"] = direction
+        out.append(_path(f"/v1/layers/{layer}/range", params))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ApiServer:
+    """`functions-framework --target api --source functions/api/main.py` on 127.0.0.1, as
+    Cloud Functions runs the api function (gunicorn, the framework's defaults), in a
+    process group of its own, stopped by its PID."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if k not in GUNICORN_ENV}
+        env["PIECEWISE_CONFIG"] = str(config)
+        command = [
+            str(Path(sys.executable).with_name("functions-framework")),
+            "--target",
+            "api",
+            "--source",
+            str(ROOT / "functions" / "api" / "main.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        self.log = log
+        with log.open("ab") as out:
+            self.started = time.perf_counter()
+            self.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_listening(self, timeout: float = 60) -> float:
+        """Seconds from the start of the process until it accepts connections."""
+        deadline = self.started + timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return time.perf_counter() - self.started
+            except OSError:
+                if self.process.poll() is not None or time.perf_counter() > deadline:
+                    tail = self.log.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"the API did not start:\n{tail}") from None
+                time.sleep(0.002)
+
+    def get(self, path: str) -> tuple[int, float]:
+        """One request on a new connection: the status and seconds to the whole answer."""
+        started = time.perf_counter()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request("GET", path, headers={"Accept-Encoding": "gzip"})
+            response = conn.getresponse()
+            response.read()
+        finally:
+            conn.close()
+        return response.status, time.perf_counter() - started
+
+    def worker_rss_mib(self) -> float:
+        import psutil
+
+        procs = psutil.Process(self.process.pid).children(recursive=True)
+        return max((p.memory_info().rss for p in procs), default=0) / 2**20
+
+    def stop(self) -> None:
+        """Terminate the process group (gunicorn's master and worker), then kill it."""
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+@contextlib.contextmanager
+def api_server(config: Path, log: Path) -> Iterator[ApiServer]:
+    server = ApiServer(config, log)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def connections(rate: int) -> int:
+    return max(2, min(API_MAX_CONNECTIONS, rate // 4))
+
+
+def wrk_run(port: int, paths: list[str], rate: int, seconds: int, tmp: Path) -> dict:
+    """`paths` at `rate` requests/s for `seconds` (bench/wrk_rate.lua's timetable)."""
+    listing = tmp / "paths.txt"
+    listing.write_text("\n".join(paths) + "\n")
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections(rate)}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(WRK_SCRIPT),
+            f"http://127.0.0.1:{port}",
+            "--",
+            str(listing),
+            str(rate),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["rate"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["errors"] = sum(result[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return result
+
+
+def gunicorn_options() -> dict:
+    """The options functions-framework gives gunicorn here, with GUNICORN_ENV unset."""
+    from functions_framework._http.gunicorn import GunicornApplication
+
+    saved = {k: os.environ.pop(k) for k in GUNICORN_ENV if k in os.environ}
+    try:
+        return dict(GunicornApplication(None, "127.0.0.1", 0, False).options)
+    finally:
+        os.environ.update(saved)
+
+
+def wrk_version() -> str:
+    out = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    words = (out.stdout + out.stderr).split()
+    return words[1] if len(words) > 1 else "?"
+
+
+def api_bench(config: Path, public: Path, repeat: int, tmp: Path) -> dict:
+    """Cold starts, then one warm server under the precomputed mix and the range mixes;
+    a mix that misses its target is measured once more at half and a quarter its rate."""
+    from importlib.metadata import version
+
+    cat = ApiCatalogue(public)
+    rng = random.Random(20251)
+    log = tmp / "api.log"
+    worst = [(layer, *key) for layer in cat.layers for key in cat.coarse_suppressed(layer)]
+    h3 = cat.areas[cat.layers[-1]]
+    first = {
+        "stats": f"/v1/layers/{cat.layers[-1]}/stats?period={cat.periods['month'][5]}",
+        "range": _path(
+            f"/v1/layers/{cat.layers[-1]}/range",
+            {"start": "2025-01-15", "end": "2025-12-15", "areas": h3[len(h3) // 2]},
+        ),
+    }
+    cold: dict[str, list[tuple[float, float]]] = {name: [] for name in first}
+    for _ in range(COLD_STARTS):
+        for name, path in first.items():
+            with api_server(config, log) as server:
+                listening = server.wait_listening()
+                status, seconds = server.get(path)
+                if status != 200:
+                    raise RuntimeError(f"{path}: {status}")
+                cold[name].append((listening, seconds))
+    rates = {"precomputed": API_RATE, "range": RANGE_RATE, "range_days": RANGE_RATE}
+    limits = {"precomputed": API_P99_MS, "range": RANGE_P99_MS, "range_days": RANGE_P99_MS}
+    makers = {
+        "precomputed": lambda n: precomputed_paths(cat, rng, n),
+        "range": lambda n: range_paths(cat, rng, n),
+        "range_days": lambda n: range_paths(cat, rng, n, worst),
+    }
+    runs: dict[str, list[dict]] = {}
+    ladder: dict[str, list[dict]] = {}
+    with api_server(config, log) as server:
+        server.wait_listening()
+        for name, make in makers.items():
+            rate = rates[name]
+            # Twice the paths a run can send: none is sent twice in a run.
+            wrk_run(server.port, make(rate * API_WARMUP_SECONDS * 2), rate, API_WARMUP_SECONDS, tmp)
+            runs[name] = [
+                wrk_run(server.port, make(rate * API_SECONDS * 2), rate, API_SECONDS, tmp)
+                for _ in range(repeat)
+            ]
+            missed = (
+                median_of(runs[name], "p99_us") > limits[name] * 1000
+                or median_of(runs[name], "late") > 0
+            )
+            if missed:
+                ladder[name] = []
+                for lower in (rate // 2, rate // 4):
+                    r = wrk_run(server.port, make(lower * API_SECONDS * 2), lower, API_SECONDS, tmp)
+                    ladder[name].append({**r, "asked": lower})
+        rss = server.worker_rss_mib()
+    options = gunicorn_options()
+    return {
+        "cold": cold,
+        "first": first,
+        "runs": runs,
+        "ladder": ladder,
+        "rates": rates,
+        "worst_keys": len(worst),
+        "rss_mib": rss,
+        "threads": options["threads"],
+        "workers": options["workers"],
+        "ff_version": version("functions-framework"),
+        "gunicorn_version": version("gunicorn"),
+        "wrk_version": wrk_version(),
+        "areas": sum(len(a) for a in cat.areas.values()),
+        "layers": len(cat.layers),
+        "periods": sum(len(p) for p in cat.periods.values()),
+        "isps": len(cat.isps),
+    }
+
+
 # -- parent -------------------------------------------------------------------------
 
 
 def median_of(results: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in results)
+
+
+def ms(us: float) -> str:
+    return f"{us / 1000:,.1f}"
+
+
+def year_store(workdir: Path, tests: int, aggregate: bool) -> tuple[str, dict, bool]:
+    """The benchmark year ingested into `workdir`'s private store. When the aggregation
+    is not measured and `workdir` already holds this year aggregated (year.json), it is
+    reused as it is. Returns the config, the ingest's figures and whether it was reused."""
+    config = bench_config(workdir, tests)
+    marker = workdir / "year.json"
+    if not aggregate and marker.is_file():
+        done = json.loads(marker.read_text())
+        if done["tests"] == tests and (workdir / "public" / "v1" / "index.json").is_file():
+            return str(config), done["ingest"], True
+    marker.unlink(missing_ok=True)
+    return str(config), run_child("--child", "ingest", str(config)), False
+
+
+def write_sections(path: Path, preamble: list[str] | None, sections: dict[str, list[str]]) -> None:
+    """Replace the given sections of the Markdown file (and its preamble when given),
+    keeping the others as they are."""
+    old_pre: list[str] = []
+    old: dict[str, list[str]] = {}
+    current: list[str] = old_pre
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            name = next((k for k, h in HEADINGS.items() if line == h), None)
+            if name is not None:
+                current = old[name] = []
+            current.append(line)
+    merged = {**old, **sections}
+    lines = preamble if preamble is not None else old_pre
+    while lines and lines[-1] == "":
+        lines = lines[:-1]
+    for name in SECTIONS:
+        if name in merged:
+            body = merged[name]
+            while body and body[-1] == "":
+                body = body[:-1]
+            lines = [*lines, "", *body]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def api_report(api: dict, cmd: str | None) -> list[str]:
+    """The Markdown of the API section."""
+    out: list[str] = []
+    say = out.append
+    runs = api["runs"]
+    say(HEADINGS["api"])
+    say("")
+    if cmd:
+        say(f"Measured by `{cmd}` on {dt.date.today().isoformat()}.")
+        say("")
+    say(
+        "`functions/api/main.py` served as Cloud Functions serves it: `functions-framework "
+        "--target api --source functions/api/main.py --host 127.0.0.1 --port PORT` "
+        f"(functions-framework {api['ff_version']}, gunicorn {api['gunicorn_version']}: "
+        f"{api['workers']} worker, `gthread`, {api['threads']} threads, no timeout; these are the "
+        "framework's defaults, four threads per core, taken when `WORKERS`, `THREADS` and "
+        "`CLOUD_RUN_TIMEOUT_SECONDS` are unset, as Cloud Functions (2nd gen) leaves them), "
+        "with the default `[api]` settings, over the public data of the year aggregated "
+        f"above ({api['tests']:,} tests; {api['areas']} areas in {api['layers']} layers, "
+        f"{api['periods']} periods, {api['isps']} ISPs)."
+    )
+    say("")
+    say(
+        f"Load: `wrk` {api['wrk_version']} (Debian's package, `make bench-tools`) on the "
+        "same machine, over loopback, one thread, "
+        f"keep-alive connections (one per 4 requests/s, at most {API_MAX_CONNECTIONS}: "
+        f"{connections(API_RATE)} at {API_RATE} requests/s, {connections(RANGE_RATE)} at "
+        f"{RANGE_RATE}), `Accept-Encoding: gzip`. `wrk` alone "
+        "sends each request as soon as a connection is free (closed loop); "
+        "`bench/wrk_rate.lua` gives every request a slot on a fixed timetable (start + "
+        "k / rate, from the monotonic clock) and holds it until then, so the rate is "
+        "constant whatever the server's speed, and counts the requests that left more "
+        "than 1 ms after their slot (every connection still busy: the server had fallen "
+        "behind, and the latency of those requests understates the wait). Latency is from "
+        "a request's first byte sent to its answer's last byte received. Errors are "
+        "answers other than 2xx/3xx plus socket errors (connect, read, write, timeout at "
+        "10 s). The 2 cores are shared: the server (one Python process), `wrk` and "
+        "the kernel's loopback traffic. Each mix is first sent for "
+        f"{API_WARMUP_SECONDS} s at its rate to load the instance's caches (not counted), "
+        f"then {len(runs['precomputed'])} runs of {API_SECONDS} s, each with paths drawn "
+        "afresh (no path is sent twice in a run); the table gives the median of each "
+        "column over the runs (latency in ms)."
+    )
+    say("")
+    say(
+        "- **precomputed**: half `/v1/layers/{layer}/stats?period=...` (any layer, period "
+        "kind then label, JSON half the time, else GeoJSON or CSV), half "
+        "`/v1/layers/{layer}/areas/{area}/series?step=...` (any area of the layer's areas "
+        "file, any step); each with every ISP or one of them (even odds), download, upload "
+        "or both. Drawn uniformly from what index.json and the areas files list, so nearly "
+        "every answer is rendered anew (the response cache rarely hits)."
+    )
+    say(
+        "- **range**: `/v1/layers/{layer}/range?start=...&end=...&areas=ONE` starting in "
+        "the first two months of the year and ending in the last two (days of two partial "
+        "months, whole months and quarters), any area, every ISP or one, either direction."
+    )
+    say(
+        "- **range, day by day**: the same ranges for the cells that are suppressed in "
+        f"the year, every quarter and every month ({api['worst_keys']:,} area, ISP and "
+        "direction keys): the merge descends to every day of the range (docs/api.md, "
+        "`range`, step 2), the most periods one area can visit."
+    )
+    say("")
+    say(
+        "| mix | rate asked (req/s) | achieved | requests | errors | late | p50 | p90 | "
+        "p99 | p99.9 | max |"
+    )
+    say("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    names = {
+        "precomputed": "precomputed",
+        "range": "range",
+        "range_days": "range, day by day",
+    }
+    for key, name in names.items():
+        rs = runs[key]
+        say(
+            f"| {name} | {api['rates'][key]} | {median_of(rs, 'rate'):,.0f} | "
+            f"{median_of(rs, 'requests'):,.0f} | {median_of(rs, 'errors'):,.0f} | "
+            f"{median_of(rs, 'late'):,.0f} | {ms(median_of(rs, 'p50_us'))} | "
+            f"{ms(median_of(rs, 'p90_us'))} | {ms(median_of(rs, 'p99_us'))} | "
+            f"{ms(median_of(rs, 'p999_us'))} | {ms(median_of(rs, 'max_us'))} |"
+        )
+    for key, rs in api.get("ladder", {}).items():
+        for r in rs:
+            say(
+                f"| {names[key]} (lower rate) | {r['asked']} | {r['rate']:,.0f} | "
+                f"{r['requests']:,} | {r['errors']:,} | {r['late']:,} | {ms(r['p50_us'])} | "
+                f"{ms(r['p90_us'])} | {ms(r['p99_us'])} | {ms(r['p999_us'])} | "
+                f"{ms(r['max_us'])} |"
+            )
+    say("")
+    say(
+        "p99 of each run: "
+        + "; ".join(
+            f"{names[k]} " + ", ".join(ms(r["p99_us"]) for r in runs[k]) + " ms" for k in names
+        )
+        + f". The worker's resident memory after the runs: {api['rss_mib']:,.0f} MiB."
+    )
+    say("")
+
+    def verdict(key: str, limit: float) -> str:
+        rs = runs[key]
+        ok = (
+            median_of(rs, "p99_us") <= limit * 1000
+            and max(r["errors"] for r in rs) == 0
+            and median_of(rs, "late") == 0
+        )
+        return "met" if ok else "NOT met"
+
+    say(
+        f"Targets: precomputed p99 at most {API_P99_MS} ms at {API_RATE} requests/s "
+        f"without errors: **{verdict('precomputed', API_P99_MS)}**; range merges p99 at "
+        f"most {RANGE_P99_MS} ms (at {RANGE_RATE} requests/s): "
+        f"**{verdict('range', RANGE_P99_MS)}**, day by day: "
+        f"**{verdict('range_days', RANGE_P99_MS)}**."
+    )
+    say("")
+    cold = api["cold"]
+    say(
+        f"Cold start, {COLD_STARTS} fresh processes per first request (medians): from "
+        "starting `functions-framework` to the port accepting connections (gunicorn's "
+        "master listens before its worker has booted), then the first request, sent at "
+        "once on a new connection (it waits for the worker, which imports the API, "
+        "reads the config and index.json and the files the answer needs):"
+    )
+    say("")
+    say("| first request | start → listening (s) | first request (s) | start → answer (s) |")
+    say("|---|---:|---:|---:|")
+    worst_first = 0.0
+    for name, path in api["first"].items():
+        listen = statistics.median(a for a, _ in cold[name])
+        first = statistics.median(b for _, b in cold[name])
+        total = statistics.median(a + b for a, b in cold[name])
+        worst_first = max(worst_first, first)
+        say(f"| `{path}` | {listen:.2f} | {first:.2f} | {total:.2f} |")
+    say("")
+    ok = worst_first <= COLD_START_S
+    say(f"Target: the first request at most {COLD_START_S} s: **{'met' if ok else 'NOT met'}**.")
+    return out
 
 
 def main() -> int:
@@ -360,6 +908,19 @@ def main() -> int:
         default=[100_000, 300_000],
         help="tests in the synthetic days ingested through the BigQuery emulator",
     )
+    p.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="what to measure (default: all); --write replaces only these sections",
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep the year's stores here (default: a temporary folder); the API section "
+        "reuses a year already aggregated here",
+    )
     p.add_argument("--write", type=Path, help="write the results as Markdown here")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -374,112 +935,149 @@ def main() -> int:
     if not (DEMO / "wa-counties.geojson").is_file():
         print("build the demo data first: make demo-data", file=sys.stderr)
         return 2
+    wanted = set(args.sections)
+    everything = wanted == set(SECTIONS)
+    if "api" in wanted and shutil.which("wrk") is None:
+        print("the API benchmark needs wrk: make bench-tools", file=sys.stderr)
+        return 2
     lines: list[str] = []
+    sections: dict[str, list[str]] = {}
 
     def say(text: str = "") -> None:
         print(text, flush=True)
         lines.append(text)
 
-    with tempfile.TemporaryDirectory(prefix="piecewise-bench-") as tmp:
-        workdir = Path(tmp)
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        holder: contextlib.AbstractContextManager = contextlib.nullcontext(str(args.workdir))
+    else:
+        holder = tempfile.TemporaryDirectory(prefix="piecewise-bench-")
+    enrich = base = aggregate = ours = theirs = []
+    bq_days: list[dict] = []
+    ingest: dict = {}
+    api: dict | None = None
+    with holder as tmp:
+        workdir = Path(tmp).resolve()
         config = str(bench_config(workdir, args.tests))
 
-        enrich = [
-            run_child("--child", "enrich", config, str(args.enrich_rows))
-            for _ in range(args.repeat)
-        ]
-        base = [
-            run_child("--child", "enrich_baseline", config, str(args.baseline_rows))
-            for _ in range(args.repeat)
-        ]
+        if "enrich" in wanted:
+            enrich = [
+                run_child("--child", "enrich", config, str(args.enrich_rows))
+                for _ in range(args.repeat)
+            ]
+            base = [
+                run_child("--child", "enrich_baseline", config, str(args.baseline_rows))
+                for _ in range(args.repeat)
+            ]
+
+        if wanted & {"aggregate", "api"}:
+            config, ingest, reused = year_store(workdir, args.tests, "aggregate" in wanted)
+            if "aggregate" in wanted:
+                aggregate = [run_child("--child", "aggregate", config) for _ in range(args.repeat)]
+                ours = [
+                    run_child("--child", "cells", config, "piecewise", str(args.pandas_tests))
+                    for _ in range(args.repeat)
+                ]
+                theirs = [
+                    run_child("--child", "cells", config, "pandas", str(args.pandas_tests))
+                    for _ in range(max(1, args.repeat // 2))
+                ]
+            elif not reused:
+                run_child("--child", "aggregate", config)
+            (workdir / "year.json").write_text(json.dumps({"tests": args.tests, "ingest": ingest}))
+        if "bq" in wanted:
+            for rows in args.bq_days:
+                day_dir = workdir / f"bq-{rows}"
+                shutil.rmtree(day_dir, ignore_errors=True)
+                day_dir.mkdir()
+                run_child("--child", "bq_prepare", str(day_dir), str(rows))
+                bq_days.append(run_child("--child", "bq_ingest", str(day_dir)))
+        if "api" in wanted:
+            api_tmp = workdir / "api"
+            api_tmp.mkdir(exist_ok=True)
+            api = api_bench(Path(config), workdir / "public", args.repeat, api_tmp)
+            api["tests"] = ingest["rows"]
+
+    cmd = (
+        "make bench"
+        if args.write and everything
+        else "python bench/run.py " + " ".join(sys.argv[1:])
+    )
+    preamble = None
+    if everything:
+        say("# Benchmarks")
+        say()
+        say(
+            f"Produced by `{cmd}` (`python bench/run.py --write docs/benchmarks.md`) on "
+            f"{dt.date.today().isoformat()}: {os.cpu_count()} cores, "
+            f"{platform.python_implementation()} {platform.python_version()}, "
+            f"{platform.machine()}. Medians of {args.repeat} runs, each in a fresh process; "
+            "this machine is shared and noisy, so compare the ratios measured in the same run."
+        )
+        preamble, lines = lines, []
+    section_cmd = None if everything else cmd
+    if "enrich" in wanted:
         e_rate = args.enrich_rows / median_of(enrich, "seconds")
         b_rate = args.baseline_rows / median_of(base, "seconds")
-
-        ingest = run_child("--child", "ingest", config)
-        aggregate = [run_child("--child", "aggregate", config) for _ in range(args.repeat)]
-        ours = [
-            run_child("--child", "cells", config, "piecewise", str(args.pandas_tests))
-            for _ in range(args.repeat)
-        ]
-        theirs = [
-            run_child("--child", "cells", config, "pandas", str(args.pandas_tests))
-            for _ in range(max(1, args.repeat // 2))
-        ]
-        bq_days = []
-        for rows in args.bq_days:
-            day_dir = workdir / f"bq-{rows}"
-            day_dir.mkdir()
-            run_child("--child", "bq_prepare", str(day_dir), str(rows))
-            bq_days.append(run_child("--child", "bq_ingest", str(day_dir)))
-
-    agg_s = median_of(aggregate, "seconds")
-    agg_mem = max(r["peak_rss_mib"] for r in aggregate)
-    cmd = "make bench" if args.write else "python bench/run.py " + " ".join(sys.argv[1:])
-    say("# Benchmarks")
-    say()
-    say(
-        f"Produced by `{cmd}` (`python bench/run.py --write docs/benchmarks.md`) on "
-        f"{dt.date.today().isoformat()}: {os.cpu_count()} cores, "
-        f"{platform.python_implementation()} {platform.python_version()}, {platform.machine()}. "
-        f"Medians of {args.repeat} runs, each in a fresh process; this machine is shared "
-        "and noisy, so compare the ratios measured in the same run."
-    )
-    say()
-    say("## Enrichment (ISP + H3 + county polygons), one core")
-    say()
-    say(
-        f"{args.enrich_rows:,} synthetic tests ({enrich[0]['distinct_ips']:,} distinct IPs), "
-        "per batch (`ingest.batch_rows` is 1,048,576 by default), as `piecewise ingest` "
-        "enriches them. The rate is the median over the 2nd to 4th consecutive batches; the "
-        f"first, with cold memory, took {median_of(enrich, 'first_seconds'):.2f} s."
-    )
-    say()
-    say("| | tests/s | seconds |")
-    say("|---|---:|---:|")
-    say(f"| Piecewise `Enricher` | {e_rate:,.0f} | {median_of(enrich, 'seconds'):.2f} |")
-    say(
-        f"| per-row geoip2 `Reader.asn()` + h3 + point-in-polygon loop "
-        f"({args.baseline_rows:,} rows) | {b_rate:,.0f} | {median_of(base, 'seconds'):.2f} |"
-    )
-    say()
-    say(
-        f"Speed-up: **{e_rate / b_rate:.0f}×**. Target: at least 1,000,000 tests/s: "
-        f"**{'met' if e_rate >= 1_000_000 else 'NOT met'}**."
-    )
-    say()
-    say("## Aggregation of a year")
-    say()
-    say(
-        f"{ingest['rows']:,} tests of 2025 (ingest took {ingest['seconds']:.0f} s), layers: "
-        "39 counties and H3 resolution 6; periods day, month, quarter, year; each ISP and all; "
-        f"both directions: {aggregate[0]['cells']:,} cells ({aggregate[0]['published']:,} "
-        "published). `piecewise aggregate` (read the private store, sampling, cell statistics, "
-        "write the public data):"
-    )
-    say()
-    say("| | seconds | peak memory (MiB) |")
-    say("|---|---:|---:|")
-    say(f"| `piecewise aggregate` | {agg_s:.1f} | {agg_mem:,.0f} |")
-    say()
-    ok = agg_s <= 60 and agg_mem <= 3 * 1024
-    say(f"Target: at most 60 s and 3 GiB: **{'met' if ok else 'NOT met'}**.")
-    say()
-    say(
-        f"Cell statistics alone (no store I/O), on the first {ours[0]['tests']:,} tests, "
-        "against a plain pandas groupby of the same statistics (quantiles, distinct clients, "
-        "means, shares, histograms), one grouping at a time:"
-    )
-    say()
-    say("| | seconds | peak memory (MiB) |")
-    say("|---|---:|---:|")
-    o_s, t_s = median_of(ours, "seconds"), median_of(theirs, "seconds")
-    say(f"| Piecewise (`cellstats`) | {o_s:.1f} | {max(r['max_rss_mib'] for r in ours):,.0f} |")
-    say(f"| pandas groupby | {t_s:.1f} | {max(r['max_rss_mib'] for r in theirs):,.0f} |")
-    say()
-    say(f"Speed-up: **{t_s / o_s:.1f}×**.")
-    if bq_days:
+        say(HEADINGS["enrich"])
         say()
-        say("## Ingest from BigQuery, one day")
+        say(
+            f"{args.enrich_rows:,} synthetic tests ({enrich[0]['distinct_ips']:,} distinct "
+            "IPs), per batch (`ingest.batch_rows` is 1,048,576 by default), as `piecewise "
+            "ingest` enriches them. The rate is the median over the 2nd to 4th consecutive "
+            "batches; the first, with cold memory, took "
+            f"{median_of(enrich, 'first_seconds'):.2f} s."
+        )
+        say()
+        say("| | tests/s | seconds |")
+        say("|---|---:|---:|")
+        say(f"| Piecewise `Enricher` | {e_rate:,.0f} | {median_of(enrich, 'seconds'):.2f} |")
+        say(
+            f"| per-row geoip2 `Reader.asn()` + h3 + point-in-polygon loop "
+            f"({args.baseline_rows:,} rows) | {b_rate:,.0f} | {median_of(base, 'seconds'):.2f} |"
+        )
+        say()
+        say(
+            f"Speed-up: **{e_rate / b_rate:.0f}×**. Target: at least 1,000,000 tests/s: "
+            f"**{'met' if e_rate >= 1_000_000 else 'NOT met'}**."
+        )
+        sections["enrich"], lines = lines, []
+    if "aggregate" in wanted:
+        agg_s = median_of(aggregate, "seconds")
+        agg_mem = max(r["peak_rss_mib"] for r in aggregate)
+        say(HEADINGS["aggregate"])
+        say()
+        say(
+            f"{ingest['rows']:,} tests of 2025 (ingest took {ingest['seconds']:.0f} s), "
+            "layers: 39 counties and H3 resolution 6; periods day, month, quarter, year; each "
+            f"ISP and all; both directions: {aggregate[0]['cells']:,} cells "
+            f"({aggregate[0]['published']:,} published). `piecewise aggregate` (read the "
+            "private store, sampling, cell statistics, write the public data):"
+        )
+        say()
+        say("| | seconds | peak memory (MiB) |")
+        say("|---|---:|---:|")
+        say(f"| `piecewise aggregate` | {agg_s:.1f} | {agg_mem:,.0f} |")
+        say()
+        ok = agg_s <= 60 and agg_mem <= 3 * 1024
+        say(f"Target: at most 60 s and 3 GiB: **{'met' if ok else 'NOT met'}**.")
+        say()
+        say(
+            f"Cell statistics alone (no store I/O), on the first {ours[0]['tests']:,} tests, "
+            "against a plain pandas groupby of the same statistics (quantiles, distinct "
+            "clients, means, shares, histograms), one grouping at a time:"
+        )
+        say()
+        say("| | seconds | peak memory (MiB) |")
+        say("|---|---:|---:|")
+        o_s, t_s = median_of(ours, "seconds"), median_of(theirs, "seconds")
+        say(f"| Piecewise (`cellstats`) | {o_s:.1f} | {max(r['max_rss_mib'] for r in ours):,.0f} |")
+        say(f"| pandas groupby | {t_s:.1f} | {max(r['max_rss_mib'] for r in theirs):,.0f} |")
+        say()
+        say(f"Speed-up: **{t_s / o_s:.1f}×**.")
+        sections["aggregate"], lines = lines, []
+    if bq_days:
+        say(HEADINGS["bq"])
         say()
         say(
             "A synthetic day loaded into a local BigQuery emulator (local-bigquery), then "
@@ -498,8 +1096,13 @@ def main() -> int:
                 f"{r['base_mib']:,.0f} | {r['peak_mib']:,.0f} | "
                 f"{r['peak_mib'] - r['base_mib']:,.0f} |"
             )
+        sections["bq"], lines = lines, []
+    if api is not None:
+        for line in api_report(api, section_cmd):
+            say(line)
+        sections["api"], lines = lines, []
     if args.write:
-        args.write.write_text("\n".join(lines) + "\n")
+        write_sections(args.write, preamble, sections)
     return 0
 
 
