@@ -630,3 +630,31 @@ def test_public_summary_fields_are_documented(tmp_path: Path) -> None:
     names = [*summary, "area", "name", "responses", *(m[0] for m in MEDIANS)]
     assert [n for n in names if f"`{n}`" not in data_md] == []
     assert "`v1/survey/{layer}.json`" in data_md
+
+
+def test_a_browser_posting_without_javascript_gets_a_page(
+    make_survey: Make, survey_store: SurveyStore
+) -> None:
+    app, _ = make_survey()
+    browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+    def send(pairs: list[tuple[str, str]]):
+        return Client(app).post(
+            "/v1/survey",
+            data=urllib.parse.urlencode(pairs),
+            content_type="application/x-www-form-urlencoded",
+            headers={"Accept": browser},
+            environ_base={"REMOTE_ADDR": IP},
+        )
+
+    thanks = send([("isp", "Ziply Fiber"), ("consent", "yes")])
+    assert thanks.status_code == 201
+    assert thanks.mimetype == "text/html" and "Thank you" in thanks.text
+    refused = send([("isp", "<b>x</b>"), ("satisfaction", "9")])
+    assert refused.status_code == 400 and refused.mimetype == "text/html"
+    assert "&lt;b&gt;" not in refused.text or "<b>x</b>" not in refused.text
+    for name in ("isp", "satisfaction", "consent"):
+        assert f"<code>{name}</code>" in refused.text
+    assert survey_store.count() == 1
+    # A script accepting anything still gets JSON.
+    assert post_form(app, [("isp", "Ziply Fiber"), ("consent", "yes")]).json["stored"] is False

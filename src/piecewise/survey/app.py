@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import html
 import json
 import logging
 import re
@@ -48,6 +49,12 @@ METHODS = {
     f"{PREFIX}/openapi.json": ("GET", "HEAD", "OPTIONS"),
 }
 CONTENT_TYPES = ("application/json", "application/x-www-form-urlencoded")
+HTML_PAGE = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">'
+    "<title>Survey</title></head><body>{body}</body></html>"
+)
+THANKS = "<h1>Thank you</h1><p>Your answers were received.</p>"
 
 
 class InvalidFields(BadParameter):
@@ -182,6 +189,8 @@ class SurveyApp:
         key = self.idempotency_key(request, submission, ip)
         if getattr(submission, HONEYPOT):
             # A bot filled the field people never see: it learns nothing, and nothing is kept.
+            if self.wants_html(request):
+                return self.html(request, THANKS, 202)
             return self.json(request, json_bytes({"id": key, "stored": False}), 202)
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         record = self.form.record(submission, now)
@@ -189,9 +198,10 @@ class SurveyApp:
             created = self.store.put(key, record)
         except SurveyStoreUnavailable as exc:
             raise self.unavailable(exc) from exc
-        return self.json(
-            request, json_bytes({"id": key, "stored": created}), 201 if created else 200
-        )
+        status = 201 if created else 200
+        if self.wants_html(request):
+            return self.html(request, THANKS, status)
+        return self.json(request, json_bytes({"id": key, "stored": created}), status)
 
     def read_body(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes
@@ -249,8 +259,45 @@ class SurveyApp:
         response.headers["Cache-Control"] = "no-store"
         return response
 
+    @staticmethod
+    def wants_html(request: Request) -> bool:
+        """A form posted by a page without JavaScript: the browser shows the answer, so it
+        gets a page (a script asking for JSON, or accepting anything, gets JSON)."""
+        if request.method != "POST" or request.mimetype != CONTENT_TYPES[1]:
+            return False
+        best = request.accept_mimetypes.best_match([JSON, "text/html"], default=JSON)
+        return best == "text/html"
+
+    def html(self, request: Request, body: str, status: int) -> Response:
+        response = Response(
+            HTML_PAGE.format(body=body),
+            status=status,
+            headers=self.headers(request),
+            content_type="text/html; charset=utf-8",
+        )
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def error_page(self, request: Request, exc: ApiError) -> Response:
+        if isinstance(exc, InvalidFields):
+            items = [(e.parameter, e.message) for e in exc.errors]
+        else:
+            items = [(exc.parameter or "", exc.message)]
+        rows = "".join(
+            f"<li><code>{html.escape(name)}</code>: {html.escape(message)}</li>"
+            for name, message in items
+        )
+        body = (
+            "<h1>Your answers were not sent</h1><p>Please go back and correct this:</p>"
+            f"<ul>{rows}</ul>"
+        )
+        return self.html(request, body, exc.status)
+
     def error(self, request: Request, exc: ApiError) -> Response:
-        response = self.json(request, json_bytes(exc.body()), exc.status)
+        if self.wants_html(request):
+            response = self.error_page(request, exc)
+        else:
+            response = self.json(request, json_bytes(exc.body()), exc.status)
         if isinstance(exc, TooManyRequests):
             response.headers["Retry-After"] = str(exc.retry_after)
         if exc.status == 503:

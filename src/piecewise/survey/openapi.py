@@ -31,11 +31,13 @@ ERROR = obj(
 STORED = obj({"id": TEXT, "stored": {"type": "boolean"}})
 
 
-def _answer(status: str, description: str, schema: str, headers: dict | None = None) -> dict:
-    out: dict = {
-        "description": description,
-        "content": {"application/json": {"schema": ref(schema)}},
-    }
+def _answer(
+    status: str, description: str, schema: str, headers: dict | None = None, page: bool = False
+) -> dict:
+    content: dict = {"application/json": {"schema": ref(schema)}}
+    if page:  # a form posted without JavaScript, from a browser, gets a page
+        content["text/html"] = {"schema": {"type": "string"}}
+    out: dict = {"description": description, "content": content}
     if headers:
         out["headers"] = headers
     return {status: out}
@@ -66,11 +68,15 @@ def survey_openapi(form: Form, settings: SurveySettings) -> dict:
         "optional location and the speed test it follows."
     )
     errors = {
-        **_answer("400", "A field is missing, unknown or invalid (each one listed).", "Error"),
-        **_answer("413", f"The body is over {settings.max_body_bytes} bytes.", "Error"),
-        **_answer("415", "Neither JSON nor form-encoded.", "Error"),
-        **_answer("429", "Too many posts from this client.", "Error", RETRY_AFTER),
-        **_answer("503", "The store is unavailable; nothing was stored.", "Error", RETRY_AFTER),
+        **_answer(
+            "400", "A field is missing, unknown or invalid (each one listed).", "Error", page=True
+        ),
+        **_answer("413", f"The body is over {settings.max_body_bytes} bytes.", "Error", page=True),
+        **_answer("415", "Neither JSON nor form-encoded.", "Error", page=True),
+        **_answer("429", "Too many posts from this client.", "Error", RETRY_AFTER, True),
+        **_answer(
+            "503", "The store is unavailable; nothing was stored.", "Error", RETRY_AFTER, True
+        ),
     }
     get_errors = {**_answer("405", "Method not allowed.", "Error")}
     return {
@@ -103,9 +109,13 @@ def survey_openapi(form: Form, settings: SurveySettings) -> dict:
                         },
                     },
                     "responses": {
-                        **_answer("201", "Stored.", "Stored"),
-                        **_answer("200", "Already stored under this key (a retry).", "Stored"),
-                        **_answer("202", "Accepted and not stored (the honeypot).", "Stored"),
+                        **_answer("201", "Stored.", "Stored", page=True),
+                        **_answer(
+                            "200", "Already stored under this key (a retry).", "Stored", page=True
+                        ),
+                        **_answer(
+                            "202", "Accepted and not stored (the honeypot).", "Stored", page=True
+                        ),
                         **errors,
                     },
                 }
