@@ -41,6 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from piecewise import periods
 
@@ -432,21 +433,37 @@ def determined_cells(
     pending_of: dict[int, list[tuple[int, np.ndarray]]] = {}
     for cell, parts in substituted.items():
         pending_of.setdefault(int(cells.group[cell]), []).append((cell, parts))
-    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(groups_of)], strict=True):
-        if lo == hi:
-            continue
-        rels, local_rel = np.unique(e_rel[lo:hi], return_inverse=True)
-        cols, local_col = np.unique(e_cell[lo:hi], return_inverse=True)
-        block = _Block(local_rel, local_col, e_coef[lo:hi], len(rels), len(cols))
-        known[cols[block.determined()]] = True
-        pending = pending_of.get(int(cells.group[e_cell[lo]]), [])
-        if pending:
-            vectors = np.zeros((len(cols), len(pending)))
-            for k, (_, parts) in enumerate(pending):
-                vectors[np.searchsorted(cols, parts), k] = 1.0
-            for (cell, _), inside in zip(pending, block.contains(vectors), strict=True):
-                known[cell] = bool(inside)
+    # The blocks are small: BLAS threads only contend for the cores (several times
+    # slower than one thread when the machine is busy).
+    with threadpool_limits(limits=1, user_api="blas"):
+        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(groups_of)], strict=True):
+            if lo < hi:
+                _solve_group(lo, hi, e_rel, e_cell, e_coef, cells, known, pending_of)
     return known
+
+
+def _solve_group(
+    lo: int,
+    hi: int,
+    e_rel: np.ndarray,
+    e_cell: np.ndarray,
+    e_coef: np.ndarray,
+    cells: CellKeys,
+    known: np.ndarray,
+    pending_of: dict[int, list[tuple[int, np.ndarray]]],
+) -> None:
+    """Mark the determined cells of one group's block of entries `lo:hi`."""
+    rels, local_rel = np.unique(e_rel[lo:hi], return_inverse=True)
+    cols, local_col = np.unique(e_cell[lo:hi], return_inverse=True)
+    block = _Block(local_rel, local_col, e_coef[lo:hi], len(rels), len(cols))
+    known[cols[block.determined()]] = True
+    pending = pending_of.get(int(cells.group[e_cell[lo]]), [])
+    if pending:
+        vectors = np.zeros((len(cols), len(pending)))
+        for k, (_, parts) in enumerate(pending):
+            vectors[np.searchsorted(cols, parts), k] = 1.0
+        for (cell, _), inside in zip(pending, block.contains(vectors), strict=True):
+            known[cell] = bool(inside)
 
 
 def _substitute_finest_totals(
