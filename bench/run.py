@@ -41,12 +41,13 @@ DEMO = ROOT / "var" / "demo"
 YEAR = (dt.date(2025, 1, 1), dt.date(2025, 12, 31))
 BQ_DAY = dt.date(2025, 6, 4)
 BQ_BATCH_ROWS = 32768  # below a direction's rows in both days, so both spill and merge
-SECTIONS = ("enrich", "aggregate", "bq", "api")
+SECTIONS = ("enrich", "aggregate", "bq", "api", "survey")
 HEADINGS = {
     "enrich": "## Enrichment (ISP + H3 + county polygons), one core",
     "aggregate": "## Aggregation of a year",
     "bq": "## Ingest from BigQuery, one day",
     "api": "## Statistics API",
+    "survey": "## Survey submissions",  # bench/survey_load.py
 }
 
 # The statistics API (functions/api/main.py under functions-framework) under wrk.
@@ -956,6 +957,7 @@ def main() -> int:
     bq_days: list[dict] = []
     ingest: dict = {}
     api: dict | None = None
+    survey: dict | None = None
     with holder as tmp:
         workdir = Path(tmp).resolve()
         config = str(bench_config(workdir, args.tests))
@@ -997,6 +999,11 @@ def main() -> int:
             api_tmp.mkdir(exist_ok=True)
             api = api_bench(Path(config), workdir / "public", args.repeat, api_tmp)
             api["tests"] = ingest["rows"]
+        if "survey" in wanted:
+            from survey_load import survey_bench
+
+            (workdir / "survey").mkdir(exist_ok=True)
+            survey = survey_bench(workdir / "survey")
 
     cmd = (
         "make bench"
@@ -1101,6 +1108,12 @@ def main() -> int:
         for line in api_report(api, section_cmd):
             say(line)
         sections["api"], lines = lines, []
+    if survey is not None:
+        from survey_load import survey_report
+
+        for line in survey_report(survey, section_cmd):
+            say(line)
+        sections["survey"], lines = lines, []
     if args.write:
         write_sections(args.write, preamble, sections)
     return 0
