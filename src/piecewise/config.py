@@ -361,7 +361,7 @@ class Api(_Strict):
     )
     max_areas: int = Field(1000, ge=1, description="Most areas one range request merges.")
     data_cache_mb: int = Field(
-        512,
+        768,
         ge=1,
         description="Memory for decoded public files (statistics, series, histograms) "
         "per instance, MiB.",

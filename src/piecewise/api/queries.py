@@ -8,12 +8,14 @@ public files hold none.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from piecewise import periods
 from piecewise.api.errors import BadParameter, NotFound
+from piecewise.api.formats import csv_bytes, json_array, json_bytes, json_object
 from piecewise.api.params import (
     ALL_ISPS,
     BOTH,
@@ -24,23 +26,17 @@ from piecewise.api.params import (
     SeriesQuery,
     StatsQuery,
 )
-from piecewise.api.reader import LayerInfo, PeriodStats, Snapshot
-from piecewise.histogram import BUCKETS, LOW, RATIO
-
-SERIES_FIELDS = (
-    "tests",
-    "clients",
-    "p10",
-    "p25",
-    "median",
-    "p75",
-    "p90",
-    "mean",
-    "geomean",
-    "rtt_median",
-    "rtt_p90",
-    "loss_median",
+from piecewise.api.reader import (
+    CSV_KEYS,
+    CSV_NUMBERS,
+    SERIES_FIELDS,
+    AreaCell,
+    IspStats,
+    LayerInfo,
+    PeriodStats,
+    Snapshot,
 )
+from piecewise.histogram import BUCKETS, LOW, RATIO
 
 
 @dataclass(frozen=True)
@@ -154,14 +150,13 @@ def meta(snap: Snapshot) -> dict:
 
 @dataclass(frozen=True)
 class StatsSelection:
-    """The cells of a stats request: published ones and suppressed keys, by area."""
+    """The cells of a stats request, as pre-encoded fragments of the statistics file."""
 
     layer: str
     stats: PeriodStats
     isp: str
     direction: str
-    cells: list[dict]
-    suppressed: list[dict]
+    group: IspStats
 
 
 def select_stats(snap: Snapshot, q: StatsQuery) -> StatsSelection:
@@ -169,76 +164,82 @@ def select_stats(snap: Snapshot, q: StatsQuery) -> StatsSelection:
     published_period(snap, q.period)
     known_isp(snap, q.isp)
     stats = snap.stats(q.layer, q.period.kind, q.period.label)
-    wanted = directions(q.direction)
-    isp_cells, isp_suppressed = stats.by_isp.get(q.isp, ([], []))
-    cells = [c for c in isp_cells if c["direction"] in wanted]
-    names = snap.areas(q.layer).names
+    group = stats.by_isp.get(q.isp) or _NO_CELLS
+    return StatsSelection(q.layer, stats, q.isp, q.direction, group)
+
+
+_NO_CELLS = IspStats()
+
+
+def _head(sel: StatsSelection) -> dict:
+    return {
+        "layer": sel.layer,
+        **_period_fields(sel.stats),
+        "isp": sel.isp,
+        "direction": sel.direction,
+    }
+
+
+def stats_json(snap: Snapshot, sel: StatsSelection) -> bytes:
+    group = sel.group
+    ends = {d: snap.key_end(sel.isp, d)[0] for d in DIRECTIONS}
     suppressed = [
-        {"area": a, "name": names.get(a, a), "isp": i, "direction": d}
-        for a, i, d in isp_suppressed
-        if d in wanted
+        snap.area_key(sel.layer, area)[0] + ends[d] for area, d in group.suppressed(sel.direction)
     ]
-    return StatsSelection(q.layer, stats, q.isp, q.direction, cells, suppressed)
+    return json_object(
+        _head(sel),
+        cells=json_array(group.published(sel.direction)),
+        suppressed=json_array(suppressed),
+    )
 
 
-def stats_json(sel: StatsSelection) -> dict:
-    return {
-        "layer": sel.layer,
-        **_period_fields(sel.stats),
-        "isp": sel.isp,
-        "direction": sel.direction,
-        "cells": sel.cells,
-        "suppressed": sel.suppressed,
-    }
+_PUBLISHED = b',"suppressed":false},"geometry":'
+_SUPPRESSED = b',"suppressed":true},"geometry":'
 
 
-def _by_key(sel: StatsSelection) -> list[tuple[dict, bool]]:
-    """Published and suppressed cells together, by area and direction."""
-    rows = [(c, False) for c in sel.cells] + [(s, True) for s in sel.suppressed]
-    rows.sort(key=lambda r: (r[0]["area"], r[0]["direction"]))
-    return rows
-
-
-def stats_geojson(snap: Snapshot, sel: StatsSelection) -> dict:
-    features = snap.areas(sel.layer).features
-    out = []
-    for cell, hidden in _by_key(sel):
-        properties = {**cell, "suppressed": hidden}
-        feature = features.get(cell["area"]) or {}
-        out.append(
-            {
-                "type": "Feature",
-                "id": f"{cell['area']}/{cell['direction']}",
-                "properties": properties,
-                "geometry": feature.get("geometry"),
-            }
-        )
-    return {
-        "type": "FeatureCollection",
-        "layer": sel.layer,
-        **_period_fields(sel.stats),
-        "isp": sel.isp,
-        "direction": sel.direction,
-        "features": out,
-    }
-
-
-def stats_table(snap: Snapshot, sel: StatsSelection) -> tuple[list[str], list[list[object]]]:
-    """CSV columns and rows: one row per cell, suppressed rows without statistics."""
-    shares = [(t["label"], t["column"]) for t in snap.thresholds]
-    keys = ["area", "name", "isp", "direction"]
-    numbers = list(SERIES_FIELDS)
-    header = [*keys, "suppressed", *numbers, *(column for _, column in shares)]
-    rows = []
-    for cell, hidden in _by_key(sel):
-        row: list[object] = [cell[k] for k in keys] + [hidden]
-        if hidden:
-            row += [None] * (len(numbers) + len(shares))
+def stats_geojson(snap: Snapshot, sel: StatsSelection) -> bytes:
+    geometries = snap.areas(sel.layer).geometries
+    group = sel.group
+    ends = {d: snap.key_end(sel.isp, d)[0] for d in DIRECTIONS}
+    parts: list[bytes] = []
+    for i in group.ordered(sel.direction):
+        if i >= 0:
+            area, direction = group.cell_areas[i], group.cell_directions[i]
+            start = snap.area_key(sel.layer, area)
+            properties = group.cells[i][:-1] + _PUBLISHED
         else:
-            row += [cell.get(f) for f in numbers]
-            row += [(cell.get("shares") or {}).get(label) for label, _ in shares]
-        rows.append(row)
-    return header, rows
+            area, direction = group.hidden_areas[~i], group.hidden_directions[~i]
+            start = snap.area_key(sel.layer, area)
+            properties = start[0] + ends[direction][:-1] + _SUPPRESSED
+        parts += (
+            b'{"type":"Feature","id":',
+            start[2],
+            direction.encode(),
+            b'","properties":',
+            properties,
+            geometries.get(area, b"null"),
+            b"},",
+        )
+    if parts:
+        parts[-1] = b"}"
+    return json_object(
+        {"type": "FeatureCollection", **_head(sel)}, features=b"[" + b"".join(parts) + b"]"
+    )
+
+
+def stats_csv(snap: Snapshot, sel: StatsSelection) -> bytes:
+    """One CSV row per cell, suppressed rows without statistics."""
+    group = sel.group
+    header = [*CSV_KEYS, "suppressed", *CSV_NUMBERS, *(column for _, column in snap.shares)]
+    ends = {d: snap.key_end(sel.isp, d)[1] for d in DIRECTIONS}
+    lines = [csv_bytes(header, [])]
+    for i in group.ordered(sel.direction):
+        if i >= 0:
+            lines.append(group.csv[i])
+        else:
+            area = group.hidden_areas[~i]
+            lines.append(snap.area_key(sel.layer, area)[1] + ends[group.hidden_directions[~i]])
+    return b"".join(lines)
 
 
 # -- /v1/layers/{layer}/areas/{area} and .../isps --------------------------------------------
@@ -246,7 +247,7 @@ def stats_table(snap: Snapshot, sel: StatsSelection) -> tuple[list[str], list[li
 
 def _area_cells(
     snap: Snapshot, q: AreaQuery
-) -> tuple[PeriodStats, str, list[dict], list[tuple[str, str]]]:
+) -> tuple[PeriodStats, str, list[AreaCell], list[tuple[str, str]]]:
     layer_of(snap, q.layer)
     name = area_name(snap, q.layer, q.area)
     published_period(snap, q.period)
@@ -256,7 +257,7 @@ def _area_cells(
     return (
         stats,
         name,
-        [c for c in cells if c["direction"] in wanted],
+        [c for c in cells if c.direction in wanted],
         [(i, d) for i, d in hidden if d in wanted],
     )
 
@@ -265,49 +266,60 @@ def _isp_order(isp: str) -> tuple[bool, str]:
     return (isp != ALL_ISPS, isp)
 
 
-def area(snap: Snapshot, q: AreaQuery) -> dict:
-    stats, name, cells, hidden = _area_cells(snap, q)
+def _area_head(q: AreaQuery, name: str, stats: PeriodStats) -> dict:
     return {
         "layer": q.layer,
         "area": q.area,
         "name": name,
         **_period_fields(stats),
         "direction": q.direction,
-        "cells": sorted(cells, key=lambda c: (_isp_order(c["isp"]), c["direction"])),
-        "suppressed": [
-            {"isp": i, "direction": d}
-            for i, d in sorted(hidden, key=lambda h: (_isp_order(h[0]), h[1]))
-        ],
     }
 
 
-def area_isps(snap: Snapshot, q: AreaQuery) -> dict:
+def area(snap: Snapshot, q: AreaQuery) -> bytes:
+    stats, name, cells, hidden = _area_cells(snap, q)
+    cells = sorted(cells, key=lambda c: (_isp_order(c.isp), c.direction))
+    suppressed = [
+        {"isp": i, "direction": d}
+        for i, d in sorted(hidden, key=lambda h: (_isp_order(h[0]), h[1]))
+    ]
+    return json_object(
+        _area_head(q, name, stats),
+        cells=json_array([c.json for c in cells]),
+        suppressed=json_bytes(suppressed),
+    )
+
+
+def area_isps(snap: Snapshot, q: AreaQuery) -> bytes:
     stats, name, cells, hidden = _area_cells(snap, q)
     wanted = directions(q.direction)
-    entries: dict[str, dict] = {}
+    entries: dict[str, tuple[dict[str, AreaCell | None], list[str]]] = {}
 
-    def entry(isp: str) -> dict:
+    def entry(isp: str) -> tuple[dict[str, AreaCell | None], list[str]]:
         if isp not in entries:
-            entries[isp] = {"isp": isp, **{d: None for d in wanted}, "suppressed": []}
+            entries[isp] = ({d: None for d in wanted}, [])
         return entries[isp]
 
     for cell in cells:
-        entry(cell["isp"])[cell["direction"]] = cell
+        entry(cell.isp)[0][cell.direction] = cell
     for isp, direction in sorted(hidden):
-        entry(isp)["suppressed"].append(direction)
+        entry(isp)[1].append(direction)
 
-    def order(e: dict) -> tuple:
-        tests = sum(e[d]["tests"] for d in wanted if e[d] is not None)
-        return (e["isp"] != ALL_ISPS, -tests, e["isp"])
+    def order(item: tuple[str, tuple[dict[str, AreaCell | None], list[str]]]) -> tuple:
+        isp, (found, _) = item
+        tests = sum(c.tests for c in found.values() if c is not None)
+        return (isp != ALL_ISPS, -tests, isp)
 
-    return {
-        "layer": q.layer,
-        "area": q.area,
-        "name": name,
-        **_period_fields(stats),
-        "direction": q.direction,
-        "isps": sorted(entries.values(), key=order),
-    }
+    encoded = []
+    for isp, (found, suppressed) in sorted(entries.items(), key=order):
+        encoded.append(
+            json_object(
+                {"isp": isp},
+                **{d: b"null" if c is None else c.json for d, c in found.items()},
+                suppressed=json_bytes(suppressed),
+            )
+        )
+    return json_object(_area_head(q, name, stats), isps=json_array(encoded))
 
 
 # -- /v1/layers/{layer}/areas/{area}/series ---------------------------------------------------
@@ -344,30 +356,42 @@ def series(snap: Snapshot, q: SeriesQuery, limits: Limits) -> dict:
             )
         axis = [periods.label(q.step, p) for p in periods.axis(q.step, first, last)]
     doc = snap.series(q.layer, q.area)
-    kind = ((doc or {}).get("kinds") or {}).get(q.step) or {"periods": [], "series": []}
-    thresholds = (doc or {}).get("thresholds") or {t["column"]: t["label"] for t in snap.thresholds}
-    position = {label: i for i, label in enumerate(kind["periods"])}
-    take = [position.get(label) for label in axis]
-    same_axis = kind["periods"] == axis
+    step = doc.kinds.get(q.step) if doc else None
+    thresholds = (doc.thresholds if doc else None) or {
+        t["column"]: t["label"] for t in snap.thresholds
+    }
+    shares = sorted(thresholds.items(), key=lambda t: t[1])
+    published = step.periods if step else []
+    same_axis = published == axis
+    take = None
+    if not same_axis:
+        position = {label: i for i, label in enumerate(published)}
+        take = [position.get(label) for label in axis]
+    nulls = b"[" + b",".join([b"null"] * len(axis)) + b"]"
 
-    def values(array: list) -> list:
-        if same_axis:
-            return array
-        return [None if i is None else array[i] for i in take]
+    def values(arrays: dict[str, bytes] | None, name: str) -> bytes:
+        if arrays is None:
+            return nulls
+        if take is None:
+            return arrays[name]
+        array = json.loads(arrays[name])
+        return json_bytes([None if i is None else array[i] for i in take])
 
-    found = {(s["isp"], s["direction"]): s for s in kind["series"]}
     out = []
     for direction in directions(q.direction):
-        source = found.get((q.isp, direction))
-        entry: dict = {"isp": q.isp, "direction": direction}
-        for field in SERIES_FIELDS:
-            entry[field] = values(source[field]) if source else [None] * len(axis)
-        entry["shares"] = {
-            label: values(source[column]) if source and column in source else [None] * len(axis)
-            for column, label in sorted(thresholds.items(), key=lambda t: t[1])
-        }
-        out.append(entry)
-    return {
+        arrays = step.series.get((q.isp, direction)) if step else None
+        fields = {field: values(arrays, field) for field in SERIES_FIELDS}
+        share_values = json_object(
+            {},
+            **{
+                label: values(arrays, column) if arrays and column in arrays else nulls
+                for column, label in shares
+            },
+        )
+        out.append(
+            json_object({"isp": q.isp, "direction": direction}, **fields, shares=share_values)
+        )
+    head = {
         "layer": q.layer,
         "area": q.area,
         "name": name,
@@ -377,8 +401,8 @@ def series(snap: Snapshot, q: SeriesQuery, limits: Limits) -> dict:
         "isp": q.isp,
         "direction": q.direction,
         "periods": axis,
-        "series": out,
     }
+    return json_object(head, series=json_array(out))
 
 
 # -- /v1/layers/{layer}/histogram ------------------------------------------------------------

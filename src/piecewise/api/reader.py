@@ -10,23 +10,27 @@ byte-bounded LRU shared by the threads of the instance.
 
 from __future__ import annotations
 
+import array
+import csv
 import functools
 import hashlib
 import json
 import logging
 import math
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from piecewise import periods
 from piecewise.api.cache import LoadingCache
 from piecewise.api.errors import DataUnavailable
+from piecewise.api.formats import csv_value, json_bytes
 from piecewise.histogram import BUCKETS, LOW, RATIO
 from piecewise.store import KeyNotFound, Store, StoreError
 
@@ -55,6 +59,24 @@ CELL_FIELDS = (
     "shares",
 )
 _CELL_KEYS = frozenset(CELL_FIELDS)
+# The statistics of a series, and of a row of CSV after its key and `suppressed`.
+SERIES_FIELDS = (
+    "tests",
+    "clients",
+    "p10",
+    "p25",
+    "median",
+    "p75",
+    "p90",
+    "mean",
+    "geomean",
+    "rtt_median",
+    "rtt_p90",
+    "loss_median",
+)
+CSV_KEYS = ("area", "name", "isp", "direction")
+CSV_NUMBERS = SERIES_FIELDS
+DIRECTION_KEYS = ("download", "upload", "both")
 # Cell codes: ((area code * ISP_STRIDE) + ISP code) * 2 + direction (0 download, 1 upload).
 ISP_STRIDE = 1 << 24
 # Statistics files are written with sorted keys: `suppressed` comes last but `version`.
@@ -75,18 +97,93 @@ class LayerInfo:
 
 @dataclass(frozen=True)
 class LayerAreas:
-    """The areas file of a layer: ids (sorted), names and GeoJSON features by id."""
+    """The areas file of a layer: ids (sorted), names, GeoJSON features and their
+    geometries encoded as JSON, by id."""
 
     ids: tuple[str, ...]
     names: dict[str, str]
     features: dict[str, dict]
+    geometries: dict[str, bytes]
+
+
+class IspStats:
+    """The cells of one ISP in a statistics file. Published cells are kept as their JSON
+    object and CSV line, encoded once as the answers show them, with their area,
+    direction and tests (`cells`, `csv`, `cell_areas`, `cell_directions`, `tests`, in
+    file order); suppressed keys as area and direction (`hidden_areas`,
+    `hidden_directions`, in file order); `rows` gives both together by area and
+    direction: index i of a published cell, or ~i of a suppressed key."""
+
+    __slots__ = (
+        "cells",
+        "csv",
+        "cell_areas",
+        "cell_directions",
+        "tests",
+        "hidden_areas",
+        "hidden_directions",
+        "rows",
+    )
+
+    def __init__(self) -> None:
+        self.cells: list[bytes] = []
+        self.csv: list[bytes] = []
+        self.cell_areas: list[str] = []
+        self.cell_directions: list[str] = []
+        self.tests: list[int] = []
+        self.hidden_areas: list[str] = []
+        self.hidden_directions: list[str] = []
+        self.rows: array.array = array.array("q")
+
+    def published(self, direction: str) -> list[bytes]:
+        if direction == "both":
+            return self.cells
+        return [c for c, d in zip(self.cells, self.cell_directions, strict=True) if d == direction]
+
+    def suppressed(self, direction: str) -> list[tuple[str, str]]:
+        pairs = zip(self.hidden_areas, self.hidden_directions, strict=True)
+        if direction == "both":
+            return list(pairs)
+        return [(a, d) for a, d in pairs if d == direction]
+
+    def ordered(self, direction: str) -> list[int]:
+        if direction == "both":
+            return self.rows.tolist()
+        cell_dirs, hidden_dirs = self.cell_directions, self.hidden_directions
+        return [i for i in self.rows if (cell_dirs[i] if i >= 0 else hidden_dirs[~i]) == direction]
+
+    def _sort(self) -> None:
+        areas, dirs = self.cell_areas, self.cell_directions
+        hidden_areas, hidden_dirs = self.hidden_areas, self.hidden_directions
+        keys = [(areas[i], dirs[i], i) for i in range(len(areas))]
+        keys += [(hidden_areas[i], hidden_dirs[i], ~i) for i in range(len(hidden_areas))]
+        keys.sort(key=_first_two)
+        self.rows = array.array("q", [k[2] for k in keys])
+
+
+def csv_line(values: list[Any]) -> bytes:
+    """One CSV line of an answer."""
+    return _CsvLine().encode(values)
+
+
+def _first_two(key: tuple[str, str, int]) -> tuple[str, str]:
+    return key[:2]
+
+
+class AreaCell(NamedTuple):
+    isp: str
+    direction: str
+    tests: int
+    json: bytes
 
 
 class PeriodStats:
-    """One statistics file: published cells (with the fields of CELL_FIELDS) and the
-    `[area, isp, direction]` keys of the suppressed cells; `by_area` groups both."""
+    """One statistics file, kept compactly, by ISP (`by_isp`, `IspStats`) and, when an
+    area endpoint asks, by area (`by_area`)."""
 
-    def __init__(self, doc: dict) -> None:
+    def __init__(
+        self, doc: dict, shares: list[tuple[str, str]], raw: list[bytes] | None = None
+    ) -> None:
         self.kind = str(doc["kind"])
         self.label = str(doc["period"])
         self.start = str(doc["start"])
@@ -94,29 +191,98 @@ class PeriodStats:
         cells = doc["cells"]
         if not all(c.keys() == _CELL_KEYS for c in cells):
             cells = [{k: c[k] for k in CELL_FIELDS if k in c} for c in cells]
-        self.cells: list[dict] = cells
-        self.suppressed: list[list[str]] = doc["suppressed"]
-        if not all(isinstance(t, list) and len(t) == 3 for t in self.suppressed):
+            raw = None
+        triples = doc["suppressed"]
+        if not all(isinstance(t, list) and len(t) == 3 for t in triples):
             raise ValueError("`suppressed` must hold [area, isp, direction] triples")
+        line = _CsvLine()
+        intern = sys.intern
+        by_isp: dict[str, IspStats] = {}
+        size = 1000
+        for n, cell in enumerate(cells):
+            isp = cell["isp"]
+            group = by_isp.get(isp) or by_isp.setdefault(intern(isp), IspStats())
+            encoded = json_bytes(cell) if raw is None else raw[n]
+            csv_line = line.cell(cell, shares)
+            group.cells.append(encoded)
+            group.csv.append(csv_line)
+            group.cell_areas.append(intern(cell["area"]))
+            group.cell_directions.append(intern(cell["direction"]))
+            group.tests.append(cell["tests"])
+            size += len(encoded) + len(csv_line) + 150
+        for area, isp, direction in triples:
+            group = by_isp.get(isp) or by_isp.setdefault(intern(isp), IspStats())
+            group.hidden_areas.append(intern(area))
+            group.hidden_directions.append(intern(direction))
+            size += 30
+        for group in by_isp.values():
+            group._sort()
+        self.by_isp = by_isp
+        self.size = size
+
+    @property
+    def suppressed(self) -> list[tuple[str, str, str]]:
+        """The `(area, isp, direction)` keys of the suppressed cells."""
+        return [
+            (area, isp, direction)
+            for isp, group in self.by_isp.items()
+            for area, direction in group.suppressed("both")
+        ]
 
     @functools.cached_property
-    def by_isp(self) -> dict[str, tuple[list[dict], list[list[str]]]]:
-        """Published cells and suppressed keys by ISP, each in file order."""
-        out: dict[str, tuple[list[dict], list[list[str]]]] = {}
-        for cell in self.cells:
-            out.setdefault(cell["isp"], ([], []))[0].append(cell)
-        for triple in self.suppressed:
-            out.setdefault(triple[1], ([], []))[1].append(triple)
+    def by_area(self) -> dict[str, tuple[list[AreaCell], list[tuple[str, str]]]]:
+        """Published cells (with ISP, direction, tests and JSON object) and the
+        (ISP, direction) keys of the suppressed ones, by area."""
+        out: dict[str, tuple[list[AreaCell], list[tuple[str, str]]]] = {}
+        for isp, group in self.by_isp.items():
+            for area, direction, tests, encoded in zip(
+                group.cell_areas, group.cell_directions, group.tests, group.cells, strict=True
+            ):
+                out.setdefault(area, ([], []))[0].append(AreaCell(isp, direction, tests, encoded))
+            for area, direction in group.suppressed("both"):
+                out.setdefault(area, ([], []))[1].append((isp, direction))
         return out
 
-    @functools.cached_property
-    def by_area(self) -> dict[str, tuple[list[dict], list[tuple[str, str]]]]:
-        out: dict[str, tuple[list[dict], list[tuple[str, str]]]] = {}
-        for cell in self.cells:
-            out.setdefault(cell["area"], ([], []))[0].append(cell)
-        for area, isp, direction in self.suppressed:
-            out.setdefault(area, ([], []))[1].append((isp, direction))
-        return out
+
+class _CsvLine:
+    """CSV lines of statistics answers, one at a time (as `csv.writer` writes them)."""
+
+    def __init__(self) -> None:
+        self._line = ""
+        self._writer = csv.writer(self, lineterminator="\r\n")
+        self._keys: dict[tuple[str, str], str] = {}
+        self._ends: dict[tuple[str, str], str] = {}
+
+    def write(self, text: str) -> None:
+        self._line = text
+
+    def encode(self, values: list[Any]) -> bytes:
+        self._writer.writerow([csv_value(v) for v in values])
+        return self._line.encode()
+
+    def _text(self, values: list[Any]) -> str:
+        self._writer.writerow([csv_value(v) for v in values])
+        return self._line[:-2]
+
+    def cell(self, cell: dict, shares: list[tuple[str, str]]) -> bytes:
+        found = cell.get("shares") or {}
+        numbers = [cell.get(f) for f in CSV_NUMBERS] + [found.get(label) for label, _ in shares]
+        try:
+            figures = ",".join([_FIGURE[type(v)](v) for v in numbers])
+        except KeyError:
+            return self.encode([cell[k] for k in CSV_KEYS] + [False] + numbers)
+        area = (cell["area"], cell["name"])
+        start = self._keys.get(area)
+        if start is None:
+            start = self._keys[area] = self._text(list(area))
+        isp = (cell["isp"], cell["direction"])
+        middle = self._ends.get(isp)
+        if middle is None:
+            middle = self._ends[isp] = self._text([*isp, False])
+        return f"{start},{middle},{figures}\r\n".encode()
+
+
+_FIGURE: dict[type, Callable[[Any], str]] = {int: repr, float: repr, type(None): lambda _: ""}
 
 
 @dataclass(frozen=True)
@@ -232,6 +398,41 @@ class Snapshot:
         self._data: LoadingCache[Any] = LoadingCache(data_cache_bytes)
         self.responses: LoadingCache[Any] = LoadingCache(response_cache_bytes)
         self._codebooks: dict[str, CodeBook] = {layer: CodeBook() for layer in self.layers}
+        self._area_keys: dict[tuple[str, str], tuple[bytes, bytes, bytes]] = {}
+        self._key_ends: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+    @functools.cached_property
+    def shares(self) -> list[tuple[str, str]]:
+        """(label, CSV column) of each threshold share."""
+        return [(t["label"], t["column"]) for t in self.thresholds]
+
+    def area_key(self, layer: str, area: str) -> tuple[bytes, bytes, bytes]:
+        """How answers start a suppressed key of the area: its JSON object up to the ISP
+        (`{"area":..,"name":..,`), its CSV line up to the ISP (`area,name,`), and its
+        GeoJSON feature id up to the direction (`"area/`)."""
+        parts = self._area_keys.get((layer, area))
+        if parts is None:
+            name = self.areas(layer).names.get(area, area)
+            parts = (
+                json_bytes({"area": area, "name": name})[:-1] + b",",
+                csv_line([area, name])[:-2] + b",",
+                json_bytes(area)[:-1] + b"/",
+            )
+            self._area_keys[(layer, area)] = parts
+        return parts
+
+    def key_end(self, isp: str, direction: str) -> tuple[bytes, bytes]:
+        """How answers end a suppressed key: its JSON object from the ISP on, its CSV
+        line from the ISP on."""
+        parts = self._key_ends.get((isp, direction))
+        if parts is None:
+            blanks = [None] * (len(CSV_NUMBERS) + len(self.shares))
+            parts = (
+                json_bytes({"isp": isp, "direction": direction})[1:],
+                csv_line([isp, direction, True, *blanks]),
+            )
+            self._key_ends[(isp, direction)] = parts
+        return parts
 
     # -- keys and reads ---------------------------------------------------------------
 
@@ -285,10 +486,13 @@ class Snapshot:
 
     def stats(self, layer: str, kind: str, label: str) -> PeriodStats:
         key = self.key("stats", layer=layer, kind=kind, period=label)
-        return self._data.get(
-            ("stats", layer, kind, label),
-            lambda: self._must_exist(key, lambda: _period_stats(self._json(key))),
-        )
+
+        def load() -> tuple[PeriodStats, int]:
+            doc, raw = _decode_stats(self._read(key))
+            stats = PeriodStats(doc, self.shares, raw)
+            return stats, stats.size
+
+        return self._data.get(("stats", layer, kind, label), lambda: self._must_exist(key, load))
 
     def suppressed_codes(self, layer: str, kind: str, label: str) -> np.ndarray:
         """The sorted cell codes of the period's suppressed cells."""
@@ -321,7 +525,10 @@ class Snapshot:
         data = self._read(key)
         triples = _suppressed_part(data)
         if triples is None:
-            triples = _period_stats(self._json(key))[0].suppressed
+            doc = self._json(key)[0]
+            triples = doc["suppressed"]
+            if not all(isinstance(t, list) and len(t) == 3 for t in triples):
+                raise ValueError("`suppressed` must hold [area, isp, direction] triples")
         return triples, 0
 
     def suppressed_set(self, layer: str, kind: str, label: str) -> frozenset[int]:
@@ -345,21 +552,48 @@ class Snapshot:
 
         return self._data.get(("cube", layer, kind, label), load)
 
-    def series(self, layer: str, area: str) -> dict | None:
+    def series(self, layer: str, area: str) -> SeriesFile | None:
         """The area's series file; None when it has none (no published cell)."""
         key = self.key("series", layer=layer, area=area)
 
-        def load() -> tuple[dict | None, int]:
+        def load() -> tuple[SeriesFile | None, int]:
             try:
-                doc, size = self._json(key)
+                doc, _ = self._json(key)
             except KeyNotFound:
                 return None, 64
             if not isinstance(doc, dict) or not isinstance(doc.get("kinds"), dict):
                 log.error("%s is not a series file", key)
                 raise DataUnavailable("the public data cannot be read right now")
-            return doc, size * 6
+            series = SeriesFile(doc)
+            return series, series.size
 
         return self._data.get(("series", layer, area), load)
+
+
+class SeriesStep:
+    """The series of one period kind in a series file: its periods, and for each
+    (ISP, direction) each array (statistic or share column) encoded as JSON."""
+
+    __slots__ = ("periods", "series", "size")
+
+    def __init__(self, doc: dict) -> None:
+        self.periods: list[str] = doc["periods"]
+        self.series: dict[tuple[str, str], dict[str, bytes]] = {}
+        size = 100 * len(self.periods)
+        for entry in doc["series"]:
+            arrays = {k: json_bytes(v) for k, v in entry.items() if k not in ("isp", "direction")}
+            self.series[(entry["isp"], entry["direction"])] = arrays
+            size += sum(len(v) + 80 for v in arrays.values()) + 200
+        self.size = size
+
+
+class SeriesFile:
+    """An area's series file: the steps it has and the share columns' labels."""
+
+    def __init__(self, doc: dict) -> None:
+        self.thresholds: dict[str, str] | None = doc.get("thresholds") or None
+        self.kinds = {kind: SeriesStep(step) for kind, step in doc["kinds"].items() if step}
+        self.size = 500 + sum(step.size for step in self.kinds.values())
 
 
 def _areas(loaded: tuple[Any, int]) -> tuple[LayerAreas, int]:
@@ -371,7 +605,53 @@ def _areas(loaded: tuple[Any, int]) -> tuple[LayerAreas, int]:
         area = str(props.get("id", feature.get("id")))
         names[area] = str(props.get("name") or area)
         features[area] = feature
-    return LayerAreas(tuple(sorted(names)), names, features), size * 4
+    geometries = {area: json_bytes(f.get("geometry")) for area, f in features.items()}
+    return LayerAreas(tuple(sorted(names)), names, features, geometries), size * 5
+
+
+_CELLS_START = '{"cells":['
+
+
+def _decode_stats(data: bytes) -> tuple[dict, list[bytes] | None]:
+    """A statistics file, and the text of each of its cells when it is laid out as the
+    pipeline writes it (compact, keys sorted, `cells` first): that text is then the
+    cell's compact JSON, used as is instead of encoding the cell again."""
+    text = data.decode("utf-8")
+    if text.startswith(_CELLS_START):
+        try:
+            decode = _DECODER.scan_once
+            cells: list[Any] = []
+            raw: list[bytes] = []
+            at = len(_CELLS_START)
+            if text.startswith("]", at):
+                at += 1
+            else:
+                while True:
+                    cell, end = decode(text, at)
+                    cells.append(cell)
+                    raw.append(text[at:end].encode())
+                    at = end + 1
+                    if text.startswith("]", end):
+                        break
+                    if not text.startswith(",", end):
+                        raise ValueError("not a list of cells")
+            doc: Any = None
+            if text.startswith(",", at):
+                doc = json.loads("{" + text[at + 1 :])
+            elif text.startswith("}", at) and not text[at + 1 :].strip():
+                doc = {}
+            if isinstance(doc, dict) and "cells" not in doc:
+                doc["cells"] = cells
+                return doc, raw
+        except (ValueError, StopIteration):
+            pass
+    try:
+        return json.loads(text), None
+    except ValueError as exc:
+        log.error("a statistics file is not valid JSON: %s", exc)
+        raise DataUnavailable(
+            "the public data cannot be read right now; try again shortly"
+        ) from exc
 
 
 def _suppressed_part(data: bytes) -> list[list[str]] | None:
@@ -395,11 +675,6 @@ def _suppressed_part(data: bytes) -> list[list[str]] | None:
     if not all(isinstance(t, list) and len(t) == 3 for t in value):
         return None
     return value
-
-
-def _period_stats(loaded: tuple[Any, int]) -> tuple[PeriodStats, int]:
-    doc, size = loaded
-    return PeriodStats(doc), size * 8
 
 
 def _numbers(array: Any) -> np.ndarray:
@@ -456,7 +731,7 @@ class PublicData:
         store: Store,
         *,
         refresh_seconds: float = 30.0,
-        data_cache_bytes: int = 512 << 20,
+        data_cache_bytes: int = 768 << 20,
         response_cache_bytes: int = 64 << 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
