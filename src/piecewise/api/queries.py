@@ -232,10 +232,11 @@ def stats_csv(snap: Snapshot, sel: StatsSelection) -> bytes:
     group = sel.group
     header = [*CSV_KEYS, "suppressed", *CSV_NUMBERS, *(column for _, column in snap.shares)]
     ends = {d: snap.key_end(sel.isp, d)[1] for d in DIRECTIONS}
+    published = group.csv_lines(snap.shares)
     lines = [csv_bytes(header, [])]
     for i in group.ordered(sel.direction):
         if i >= 0:
-            lines.append(group.csv[i])
+            lines.append(published[i])
         else:
             area = group.hidden_areas[~i]
             lines.append(snap.area_key(sel.layer, area)[1] + ends[group.hidden_directions[~i]])

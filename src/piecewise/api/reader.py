@@ -108,11 +108,11 @@ class LayerAreas:
 
 class IspStats:
     """The cells of one ISP in a statistics file. Published cells are kept as their JSON
-    object and CSV line, encoded once as the answers show them, with their area,
-    direction and tests (`cells`, `csv`, `cell_areas`, `cell_directions`, `tests`, in
-    file order); suppressed keys as area and direction (`hidden_areas`,
-    `hidden_directions`, in file order); `rows` gives both together by area and
-    direction: index i of a published cell, or ~i of a suppressed key."""
+    object, encoded once as the answers show them, with their area, direction and tests
+    (`cells`, `cell_areas`, `cell_directions`, `tests`, in file order); suppressed keys
+    as area and direction (`hidden_areas`, `hidden_directions`, in file order). Made
+    when first asked for: the CSV lines of the published cells (`csv_lines`), and both
+    together by area and direction (`ordered`)."""
 
     __slots__ = (
         "cells",
@@ -127,13 +127,13 @@ class IspStats:
 
     def __init__(self) -> None:
         self.cells: list[bytes] = []
-        self.csv: list[bytes] = []
+        self.csv: list[bytes] | None = None
         self.cell_areas: list[str] = []
         self.cell_directions: list[str] = []
         self.tests: list[int] = []
         self.hidden_areas: list[str] = []
         self.hidden_directions: list[str] = []
-        self.rows: array.array = array.array("q")
+        self.rows: array.array | None = None
 
     def published(self, direction: str) -> list[bytes]:
         if direction == "both":
@@ -147,18 +147,28 @@ class IspStats:
         return [(a, d) for a, d in pairs if d == direction]
 
     def ordered(self, direction: str) -> list[int]:
+        """Published cells (index i) and suppressed keys (~i) by area and direction."""
+        rows = self.rows
+        if rows is None:
+            areas, dirs = self.cell_areas, self.cell_directions
+            hidden_areas, hidden_dirs = self.hidden_areas, self.hidden_directions
+            keys = [(areas[i], dirs[i], i) for i in range(len(areas))]
+            keys += [(hidden_areas[i], hidden_dirs[i], ~i) for i in range(len(hidden_areas))]
+            keys.sort(key=_first_two)
+            rows = self.rows = array.array("q", [k[2] for k in keys])
         if direction == "both":
-            return self.rows.tolist()
+            return rows.tolist()
         cell_dirs, hidden_dirs = self.cell_directions, self.hidden_directions
-        return [i for i in self.rows if (cell_dirs[i] if i >= 0 else hidden_dirs[~i]) == direction]
+        return [i for i in rows if (cell_dirs[i] if i >= 0 else hidden_dirs[~i]) == direction]
 
-    def _sort(self) -> None:
-        areas, dirs = self.cell_areas, self.cell_directions
-        hidden_areas, hidden_dirs = self.hidden_areas, self.hidden_directions
-        keys = [(areas[i], dirs[i], i) for i in range(len(areas))]
-        keys += [(hidden_areas[i], hidden_dirs[i], ~i) for i in range(len(hidden_areas))]
-        keys.sort(key=_first_two)
-        self.rows = array.array("q", [k[2] for k in keys])
+    def csv_lines(self, shares: list[tuple[str, str]]) -> list[bytes]:
+        """The CSV line of each published cell, from its JSON object."""
+        lines = self.csv
+        if lines is None:
+            line = _CsvLine()
+            cells = json.loads(b"[" + b",".join(self.cells) + b"]")
+            lines = self.csv = [line.cell(cell, shares) for cell in cells]
+        return lines
 
 
 def csv_line(values: list[Any]) -> bytes:
@@ -181,9 +191,7 @@ class PeriodStats:
     """One statistics file, kept compactly, by ISP (`by_isp`, `IspStats`) and, when an
     area endpoint asks, by area (`by_area`)."""
 
-    def __init__(
-        self, doc: dict, shares: list[tuple[str, str]], raw: list[bytes] | None = None
-    ) -> None:
+    def __init__(self, doc: dict, raw: list[bytes] | None = None) -> None:
         self.kind = str(doc["kind"])
         self.label = str(doc["period"])
         self.start = str(doc["start"])
@@ -195,7 +203,6 @@ class PeriodStats:
         triples = doc["suppressed"]
         if not all(isinstance(t, list) and len(t) == 3 for t in triples):
             raise ValueError("`suppressed` must hold [area, isp, direction] triples")
-        line = _CsvLine()
         intern = sys.intern
         by_isp: dict[str, IspStats] = {}
         size = 1000
@@ -203,20 +210,17 @@ class PeriodStats:
             isp = cell["isp"]
             group = by_isp.get(isp) or by_isp.setdefault(intern(isp), IspStats())
             encoded = json_bytes(cell) if raw is None else raw[n]
-            csv_line = line.cell(cell, shares)
             group.cells.append(encoded)
-            group.csv.append(csv_line)
             group.cell_areas.append(intern(cell["area"]))
             group.cell_directions.append(intern(cell["direction"]))
             group.tests.append(cell["tests"])
-            size += len(encoded) + len(csv_line) + 150
+            # With its CSV line (about a third of it) when asked for.
+            size += len(encoded) * 4 // 3 + 150
         for area, isp, direction in triples:
             group = by_isp.get(isp) or by_isp.setdefault(intern(isp), IspStats())
             group.hidden_areas.append(intern(area))
             group.hidden_directions.append(intern(direction))
             size += 30
-        for group in by_isp.values():
-            group._sort()
         self.by_isp = by_isp
         self.size = size
 
@@ -489,7 +493,7 @@ class Snapshot:
 
         def load() -> tuple[PeriodStats, int]:
             doc, raw = _decode_stats(self._read(key))
-            stats = PeriodStats(doc, self.shares, raw)
+            stats = PeriodStats(doc, raw)
             return stats, stats.size
 
         return self._data.get(("stats", layer, kind, label), lambda: self._must_exist(key, load))
