@@ -8,6 +8,8 @@ public files hold none.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import json
 from dataclasses import dataclass
 
@@ -355,7 +357,7 @@ def series(snap: Snapshot, q: SeriesQuery, limits: Limits) -> dict:
                 "allowed per request: give a later start or an earlier end",
                 parameter="end" if q.end else "start",
             )
-        axis = [periods.label(q.step, p) for p in periods.axis(q.step, first, last)]
+        axis = _axis(q.step, first, last)
     doc = snap.series(q.layer, q.area)
     step = doc.kinds.get(q.step) if doc else None
     thresholds = (doc.thresholds if doc else None) or {
@@ -404,6 +406,16 @@ def series(snap: Snapshot, q: SeriesQuery, limits: Limits) -> dict:
         "periods": axis,
     }
     return json_object(head, series=json_array(out))
+
+
+@functools.lru_cache(maxsize=1024)
+def _axis_labels(step: str, first: dt.date, last: dt.date) -> tuple[str, ...]:
+    return tuple(periods.label(step, p) for p in periods.axis(step, first, last))
+
+
+def _axis(step: str, first: dt.date, last: dt.date) -> list[str]:
+    """The labels of the periods of a series axis (the same few are asked for again)."""
+    return list(_axis_labels(step, first, last))
 
 
 # -- /v1/layers/{layer}/histogram ------------------------------------------------------------
