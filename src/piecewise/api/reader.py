@@ -13,6 +13,7 @@ from __future__ import annotations
 import array
 import csv
 import functools
+import gc
 import hashlib
 import json
 import logging
@@ -798,6 +799,10 @@ class PublicData:
                             "the published index cannot be read by this version of the API"
                         )
                 else:
+                    # The caches freeze what they load (see cache.py): give the old
+                    # snapshot's objects back to the collector, in case any of them
+                    # were in a cycle.
+                    gc.unfreeze()
                     log.info(
                         "public data generated at %s loaded from %s in %.1f ms",
                         self._snapshot.generated_at,
