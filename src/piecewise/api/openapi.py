@@ -8,7 +8,7 @@ from typing import Any
 
 from piecewise import __version__
 from piecewise.api.params import BOTH, DIRECTIONS, ENDPOINTS, KINDS, Endpoint, Param
-from piecewise.api.reader import Snapshot
+from piecewise.api.reader import SERIES_FIELDS, Snapshot
 
 NUMBER = {"type": ["number", "null"]}
 COUNT = {"type": "integer", "minimum": 0}
@@ -17,18 +17,8 @@ DATE = {"type": "string", "format": "date"}
 DIRECTION = {"type": "string", "enum": list(DIRECTIONS)}
 DIRECTION_CHOICE = {"type": "string", "enum": [*DIRECTIONS, BOTH]}
 KIND = {"type": "string", "enum": list(KINDS)}
-STAT_FIELDS = (
-    "p10",
-    "p25",
-    "median",
-    "p75",
-    "p90",
-    "mean",
-    "geomean",
-    "rtt_median",
-    "rtt_p90",
-    "loss_median",
-)
+# The statistics besides the two counts.
+STAT_FIELDS = SERIES_FIELDS[2:]
 
 
 def ref(name: str) -> dict:

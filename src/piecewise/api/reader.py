@@ -39,27 +39,6 @@ log = logging.getLogger(__name__)
 
 INDEX_KEY = "v1/index.json"
 DIRECTIONS = ("download", "upload")
-# The fields of a published cell, in the order the API shows them.
-CELL_FIELDS = (
-    "area",
-    "name",
-    "isp",
-    "direction",
-    "tests",
-    "clients",
-    "p10",
-    "p25",
-    "median",
-    "p75",
-    "p90",
-    "mean",
-    "geomean",
-    "rtt_median",
-    "rtt_p90",
-    "loss_median",
-    "shares",
-)
-_CELL_KEYS = frozenset(CELL_FIELDS)
 # The statistics of a series, and of a row of CSV after its key and `suppressed`.
 SERIES_FIELDS = (
     "tests",
@@ -75,6 +54,9 @@ SERIES_FIELDS = (
     "rtt_p90",
     "loss_median",
 )
+# The fields of a published cell, in the order the API shows them.
+CELL_FIELDS = ("area", "name", "isp", "direction", *SERIES_FIELDS, "shares")
+_CELL_KEYS = frozenset(CELL_FIELDS)
 CSV_KEYS = ("area", "name", "isp", "direction")
 CSV_NUMBERS = SERIES_FIELDS
 DIRECTION_KEYS = ("download", "upload", "both")
