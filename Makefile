@@ -12,7 +12,7 @@ END ?= 2025-12-31
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test bench bench-tools lint format demo-data install clean bq-emulator
+.PHONY: run test bench bench-tools lint format demo-data install clean bq-emulator site browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -35,17 +35,29 @@ $(DEMO)/GeoLite2-ASN-demo.mmdb: $(STAMP) src/piecewise/demo/isps.py src/piecewis
 
 demo-data: $(DEMO)/wa-counties.geojson $(DEMO)/GeoLite2-ASN-demo.mmdb
 
-run: demo-data
+# The map, speed-test and survey pages (static_site/), built into static_site/dist.
+SITE := static_site
+SITE_SOURCES := $(shell find $(SITE)/src $(SITE)/public -type f 2>/dev/null)
+$(SITE)/node_modules/.package-lock.json: $(SITE)/package.json $(SITE)/package-lock.json
+	npm ci --prefix $(SITE) --no-audit --no-fund --silent
+
+$(SITE)/dist/.built: $(SITE)/node_modules/.package-lock.json $(SITE)/build.mjs $(SITE_SOURCES)
+	node $(SITE)/build.mjs
+	touch $@
+
+site: $(SITE)/dist/.built
+
+run: demo-data site
 	$(PIECEWISE) config check $(CONFIG)
 	time $(PIECEWISE) run --config $(CONFIG) --start $(START) --end $(END)
 	$(PIECEWISE) serve --config $(CONFIG) --host $(HOST) --port $(PORT)
 
-test: $(STAMP) demo-data bq-emulator
+test: $(STAMP) demo-data bq-emulator site browser
 	$(VENV)/bin/ruff check src tests bench functions
 	$(VENV)/bin/ruff format --check src tests bench functions
 	$(VENV)/bin/pytest -q
 
-bench: $(STAMP) demo-data bench-tools
+bench: $(STAMP) demo-data site browser bench-tools
 	$(PY) bench/run.py --write docs/benchmarks.md
 
 # The API benchmark's load generator, wrk, from the system's packages (Debian's apt),
@@ -54,6 +66,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 bench-tools:
 	@command -v wrk >/dev/null 2>&1 || { \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
+
+# The browser the site's tests drive (Playwright cannot download its own here): Debian's
+# chromium, installed only when missing.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench functions
@@ -64,7 +83,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix src tests bench functions
 
 clean:
-	rm -rf var build
+	rm -rf var build $(SITE)/dist
 
 # BigQuery emulator (local-bigquery on DuckDB 1.5.5) in its own venv: `make bq-emulator`.
 BQ_PYTHON ?= /root/.pyenv/versions/3.13.0/bin/python3

@@ -123,6 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from piecewise.api import build_api
     from piecewise.serve import build_app
+    from piecewise.site import DEFAULT_SITE_DIR
 
     cfg = load_config(_config_path(args))
     mounts = {"/v1": build_api(cfg)}
@@ -130,7 +131,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from piecewise.survey import build_survey
 
         mounts["/v1/survey"] = build_survey(cfg, salt=_survey_salt(cfg))
-    app = build_app(cfg, mounts=mounts)
+    site_dir = Path(args.site) if args.site else DEFAULT_SITE_DIR
+    if not (site_dir / "index.html").is_file():
+        log.warning("no map site built in %s (run `make site`): / shows the table page", site_dir)
+    app = build_app(cfg, mounts=mounts, site_dir=site_dir)
     survey = f", survey: http://{args.host}:{args.port}/v1/survey" if cfg.survey.enabled else ""
     print(
         f"serving {cfg.project.name} on http://{args.host}:{args.port}/ "
@@ -244,6 +248,9 @@ def parser() -> argparse.ArgumentParser:
     with_config(serve)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--site", help="folder of the built map site (default: static_site/dist of the project)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     survey = sub.add_parser("survey", help="survey responses (operators only)")

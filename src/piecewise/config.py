@@ -522,6 +522,58 @@ class Survey(_Strict):
         return Api._origins(v)
 
 
+class Site(_Strict):
+    """The map and speed-test pages (`static_site/`): where the browser finds the API,
+    the public data and the survey, the basemap, and M-Lab's locate service. Written to
+    the pages' runtime `config.json`, so one build serves locally and in the cloud."""
+
+    api_url: str = Field(
+        "/v1", min_length=1, description="Base URL of the statistics API, as a browser sees it."
+    )
+    data_url: str = Field(
+        "/data/",
+        min_length=1,
+        description="Base URL of the public store (holding `v1/index.json`), as a browser "
+        "sees it: locally `/data/`, in the cloud the public bucket's URL.",
+    )
+    survey_url: str = Field(
+        "/v1/survey", min_length=1, description="Base URL of the survey, as a browser sees it."
+    )
+    basemap_style: str | None = Field(
+        None,
+        description="URL of a MapLibre style drawn under the statistics; none: the areas' "
+        "boundaries on a plain background (works offline).",
+    )
+    ndt7_locate_url: str = Field(
+        "https://locate.measurementlab.net/v2/nearest/ndt/ndt7",
+        min_length=1,
+        description="M-Lab's locate service, which picks the ndt7 server for a speed test.",
+    )
+    data_policy_url: str = Field(
+        "https://www.measurementlab.net/privacy/",
+        min_length=1,
+        description="M-Lab's data policy, which a resident accepts before a speed test.",
+    )
+    attribution: str = Field(
+        "Speed tests: Measurement Lab (M-Lab) NDT",
+        max_length=500,
+        description="Credit shown on the map.",
+    )
+
+    @field_validator(
+        "api_url", "data_url", "survey_url", "basemap_style", "ndt7_locate_url", "data_policy_url"
+    )
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not (v.startswith("/") or re.match(r"^https?://[^/\s]+", v)):
+            raise ValueError("use an absolute http(s):// URL or a path starting with /")
+        if any(c.isspace() for c in v):
+            raise ValueError("a URL cannot contain spaces")
+        return v
+
+
 class Config(_Strict):
     project: Project = Field(default_factory=Project)
     region: Region
@@ -537,6 +589,7 @@ class Config(_Strict):
     ingest: Ingest = Field(default_factory=Ingest)
     api: Api = Field(default_factory=Api)
     survey: Survey = Field(default_factory=Survey)
+    site: Site = Field(default_factory=Site)
 
     # Where relative paths were resolved from; not a TOML key.
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -1,9 +1,11 @@
 """`piecewise serve`: one local WSGI server for the public data and a plain page.
 
-`/data/<key>` serves the public store (with HTTP Range, ETag and conditional requests,
-as object storage does); `/` is a plain page listing layers, periods and a table of
-statistics. Other apps (the API, the survey, the map site) are mounted under their
-own prefixes through `mounts`.
+`/` is the map site when it is built (`static_site/dist`, see `piecewise.site`), else
+the plain page; `/table` is the plain page listing layers, periods and a table of
+statistics (no JavaScript); `/data/<key>` serves the public store (with HTTP Range, ETag
+and conditional requests, as object storage does, which PMTiles needs); `/config.json`
+tells the pages where everything is. Other apps (the API, the survey) are mounted under
+their own prefixes through `mounts`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import math
 import mimetypes
 import threading
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
@@ -23,6 +26,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from piecewise.config import Config
+from piecewise.site import RUNTIME_CONFIG, SiteFiles, runtime_config_bytes
 from piecewise.store import PARQUET_CONTENT_TYPE, Store, open_store
 
 log = logging.getLogger(__name__)
@@ -180,16 +184,20 @@ def _pick(value: str | None, allowed: list[str], default: str) -> str:
 
 
 class PublicSite:
-    """The plain page and the public store files."""
+    """The map site (when built), the plain table page and the public store files."""
 
-    def __init__(self, config: Config, public: Store) -> None:
+    def __init__(self, config: Config, public: Store, site: SiteFiles | None = None) -> None:
         self.config = config
         self.public = public
+        self.site = site
         self.url_map = Map(
             [
-                Rule("/", endpoint="page"),
+                Rule("/", endpoint="home"),
+                Rule("/table", endpoint="page"),
                 Rule("/healthz", endpoint="health"),
                 Rule("/data/<path:key>", endpoint="data"),
+                Rule(f"/{RUNTIME_CONFIG}", endpoint="runtime_config"),
+                Rule("/<path:name>", endpoint="site_file"),
             ],
             # Keys are exact: `/data//x` is no redirect to `/data/x` but an unknown key.
             merge_slashes=False,
@@ -206,6 +214,24 @@ class PublicSite:
         except HTTPException as exc:
             response = exc.get_response(environ)
         return response(environ, start_response)
+
+    def on_home(self, request: Request) -> Response:
+        """The map when the site is built, else the table page."""
+        if self.site is not None and self.site.built:
+            return self.site.response(request, "index.html")
+        return self.on_page(request)
+
+    def on_site_file(self, request: Request, name: str) -> Response:
+        if self.site is None:
+            raise NotFound()
+        return self.site.response(request, name)
+
+    def on_runtime_config(self, request: Request) -> Response:
+        data = runtime_config_bytes(self.config)
+        response = Response(data, mimetype="application/json")
+        response.set_etag(hashlib.sha256(data).hexdigest()[:32])
+        response.cache_control.no_cache = True
+        return response.make_conditional(request)
 
     def on_health(self, request: Request) -> Response:
         return Response("ok\n", mimetype="text/plain")
@@ -398,9 +424,13 @@ class PublicSite:
         )
 
 
-def build_app(config: Config, mounts: dict[str, WSGIApp] | None = None) -> WSGIApp:
-    """The local server: the public site at `/`, plus any apps mounted at prefixes
-    (for example `{"/v1": api_app}`)."""
+def build_app(
+    config: Config, mounts: dict[str, WSGIApp] | None = None, site_dir: Path | None = None
+) -> WSGIApp:
+    """The local server: the map site built in `site_dir` at `/` (else the table page),
+    the table page at `/table`, the public store at `/data/`, the pages' runtime
+    `config.json`, plus any apps mounted at prefixes (for example `{"/v1": api_app}`)."""
     # Only the public store: nothing served here may come from the private one.
-    site = PublicSite(config, open_store(config.stores.public, base_dir=config.base_dir))
+    public = open_store(config.stores.public, base_dir=config.base_dir)
+    site = PublicSite(config, public, SiteFiles(site_dir) if site_dir is not None else None)
     return DispatcherMiddleware(site, mounts or {}) if mounts else site

@@ -1,0 +1,48 @@
+// The runtime config (`config.json` beside the page, written by `piecewise serve` or
+// the deployment): where the API, the public data and the survey are, as URLs
+// absolute or relative to the page.
+
+/** Resolves a configured URL against the page; base URLs keep a trailing slash. */
+export function resolveBase(url) {
+  const resolved = new URL(url, window.location.href).href;
+  return resolved.endsWith("/") ? resolved : `${resolved}/`;
+}
+
+/** Loads config.json; throws an Error with a message fit to show on the page. */
+export async function loadConfig() {
+  let response;
+  try {
+    response = await fetch(new URL("config.json", window.location.href), { cache: "no-cache" });
+  } catch (err) {
+    throw new Error(`The site's config.json could not be loaded (${err.message}).`);
+  }
+  if (!response.ok) {
+    throw new Error(`The site's config.json could not be loaded (HTTP ${response.status}).`);
+  }
+  const raw = await response.json();
+  return {
+    ...raw,
+    apiBase: resolveBase(raw.api_url),
+    dataBase: resolveBase(raw.data_url),
+    surveyBase: resolveBase(raw.survey_url),
+  };
+}
+
+/** Fetches JSON, turning HTTP errors into Errors carrying the server's message. */
+export async function fetchJson(url, options = {}) {
+  const response = await fetch(url, options);
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  if (!response.ok) {
+    const message = body?.error?.message || body?.message || `HTTP ${response.status}`;
+    const err = new Error(message);
+    err.status = response.status;
+    err.body = body;
+    throw err;
+  }
+  return body;
+}
