@@ -1,0 +1,182 @@
+"""The site in a real browser: `piecewise serve` over a small demo publication, Debian's
+chromium driven by Playwright, and a local ndt7 server with a fake locate service.
+
+Everything binds to 127.0.0.1 and is stopped by PID (the server) or by its own handle
+(the browser, the ndt7 server) at the end of the session. Playwright cannot download
+its browser here: it drives the system's chromium (`CHROMIUM`, default
+/usr/bin/chromium), which `make browser` installs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from piecewise.config import Config, load_config
+from piecewise.pipeline import Stores, run_aggregate, run_ingest
+from piecewise.store import Store
+from services import free_port, stop_process
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE_DIR = ROOT / "static_site" / "dist"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# Software WebGL (no GPU here), and nothing that calls out from the browser.
+CHROMIUM_ARGS = [
+    "--use-gl=angle",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+# Two months of the demo: day and month periods to slide over, both demo layers.
+SITE_START = dt.date(2025, 1, 1)
+SITE_END = dt.date(2025, 2, 28)
+SITE_TESTS_PER_DAY = 1500
+SERVER_START_TIMEOUT_S = 60
+
+
+@dataclass
+class SiteServer:
+    url: str  # with a trailing slash
+    config: Config
+    config_path: Path
+    public: Store
+    survey_db: Path
+    log_path: Path
+
+
+def site_config_text(tmp: Path, demo: Path, locate_url: str) -> str:
+    """The demo config (piecewise.example.toml) with its files in `demo`, its stores and
+    survey database in `tmp`, a shorter rate, and the speed test's locate service."""
+    text = (ROOT / "piecewise.example.toml").read_text()
+    replacements = {
+        '"var/demo/': f'"{demo}/',
+        '"file://var/private"': f'"file://{tmp / "private"}"',
+        '"file://var/public"': f'"file://{tmp / "public"}"',
+        '"sqlite://var/survey.sqlite3"': f'"sqlite://{tmp / "survey.sqlite3"}"',
+        "tests_per_day = 2500": f"tests_per_day = {SITE_TESTS_PER_DAY}",
+    }
+    for old, new in replacements.items():
+        assert old in text, f"piecewise.example.toml no longer has {old}"
+        text = text.replace(old, new)
+    return text + f'\n[site]\nndt7_locate_url = "{locate_url}"\n'
+
+
+@pytest.fixture(scope="session")
+def ndt7_server() -> Iterator[object]:
+    from ndt7_server import Ndt7TestServer
+
+    server = Ndt7TestServer(duration_s=2.0)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"piecewise serve exited: {log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url + "healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    raise RuntimeError(f"piecewise serve did not answer: {log_path.read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def site_server(
+    tmp_path_factory: pytest.TempPathFactory, demo_data: Path, ndt7_server: object
+) -> Iterator[SiteServer]:
+    if not (SITE_DIR / "index.html").is_file():
+        pytest.fail(f"the site is not built in {SITE_DIR}: run `make site`")
+    tmp = tmp_path_factory.mktemp("site")
+    config_path = tmp / "piecewise.toml"
+    config_path.write_text(site_config_text(tmp, demo_data, ndt7_server.locate_url))
+    config = load_config(config_path)
+    ingested = run_ingest(config, SITE_START, SITE_END, progress=False)
+    run_aggregate(config, ingested.dates)
+    port = free_port()
+    log_path = tmp / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "piecewise.cli", "serve", "--config", str(config_path)]
+            + ["--host", "127.0.0.1", "--port", str(port), "--site", str(SITE_DIR)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_until_serving(url, process, log_path)
+        yield SiteServer(
+            url=url,
+            config=config,
+            config_path=config_path,
+            public=Stores.of(config).public,
+            survey_db=tmp / "survey.sqlite3",
+            log_path=log_path,
+        )
+    finally:
+        stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"no browser at {CHROMIUM}: run `make browser` (or set CHROMIUM)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: object) -> Iterator[object]:
+    """A fresh page (own context: no cookies, storage or cache shared between tests),
+    desktop-sized; console errors are collected in `page.console_errors`."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.console_errors = []
+    page.on(
+        "console", lambda msg: page.console_errors.append(msg.text) if msg.type == "error" else None
+    )
+    page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))
+    page.set_default_timeout(20_000)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir() -> Path:
+    """Where the browser tests save their screenshots (var/screenshots, not committed;
+    the README's picture is one of them, copied to docs/images by hand)."""
+    path = Path(os.environ.get("PIECEWISE_SCREENSHOTS", ROOT / "var" / "screenshots"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
