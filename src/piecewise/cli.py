@@ -196,6 +196,20 @@ def cmd_survey_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_site_config(args: argparse.Namespace) -> int:
+    """Write the pages' runtime config.json (for a site served from a bucket)."""
+    from piecewise.site import runtime_config_bytes
+
+    data = runtime_config_bytes(load_config(_config_path(args), check_files=False))
+    if args.output in (None, "-"):
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        Path(args.output).write_bytes(data)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo_geoip(args: argparse.Namespace) -> int:
     from piecewise.demo.geoip import build_demo_asn_db
 
@@ -252,6 +266,14 @@ def parser() -> argparse.ArgumentParser:
         "--site", help="folder of the built map site (default: static_site/dist of the project)"
     )
     serve.set_defaults(func=cmd_serve)
+
+    site_config = sub.add_parser(
+        "site-config",
+        help="write the map and speed-test pages' runtime config.json from the [site] table",
+    )
+    with_config(site_config)
+    site_config.add_argument("--output", "-o", help="file to write (default: standard output)")
+    site_config.set_defaults(func=cmd_site_config)
 
     survey = sub.add_parser("survey", help="survey responses (operators only)")
     survey_sub = survey.add_subparsers(dest="survey_command", required=True)
