@@ -29,6 +29,7 @@ from piecewise.areas import AreaLayer, H3Areas
 from piecewise.config import Config, H3Layer
 from piecewise.histogram import HistogramSpec
 from piecewise.store import Store
+from piecewise.tiles import LayerTiles, zoom_range
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ class Publisher:
         published: pa.Table,
         suppressed: pa.Table,
         cube: pa.Table,
+        tiles: LayerTiles | None = None,
     ) -> None:
         label = periods.label(kind, start)
         doc = {
@@ -163,6 +165,8 @@ class Publisher:
             f"{PREFIX}/stats/{layer}/{kind}/{label}.json", doc, cache_control=CACHE_SHORT
         )
         self.public.write_parquet(f"{PREFIX}/cube/{layer}/{kind}/{label}.parquet", cube)
+        if tiles is not None:
+            tiles.write(kind, label, doc)
 
     def write_series(self, layer: str, merged: dict[str, pa.Table]) -> list[str]:
         """One file per area: each kind's full period axis, one series per ISP and
@@ -245,7 +249,9 @@ class Publisher:
             f"{PREFIX}/series/{layer}/{area}.json", doc, cache_control=CACHE_SHORT
         )
 
-    def write_areas(self, layer: str, merged: dict) -> int:
+    def area_ids(self, layer: str, merged: dict) -> list[str]:
+        """The areas of a layer's areas file and tiles: every area of a polygon layer,
+        every H3 cell with a cell (published or not)."""
         ids: set[str] = set()
         for kind in self.config.periods.kinds:
             ids.update(pc.unique(merged[kind].column("area")).to_pylist())
@@ -253,7 +259,24 @@ class Publisher:
         if not isinstance(area_layer, H3Areas):
             ids.update(area_layer.ids)
         ids.discard(None)
-        geometry = area_layer.geometry(sorted(ids))
+        return sorted(ids)
+
+    def layer_tiles(self, layer: str, ids: list[str]) -> LayerTiles:
+        area_layer = self.layers[layer]
+        resolution = area_layer.layer.resolution if isinstance(area_layer, H3Areas) else None
+        return LayerTiles(
+            self.public,
+            layer,
+            lambda: area_layer.geometry(ids),
+            {a: area_layer.name_of(a) for a in ids},
+            [{"label": t.label, "column": share_column(t)} for t in self.config.thresholds],
+            resolution,
+            self.config.project.name,
+        )
+
+    def write_areas(self, layer: str, ids: list[str]) -> int:
+        area_layer = self.layers[layer]
+        geometry = area_layer.geometry(ids)
         features = [
             {
                 "type": "Feature",
@@ -285,6 +308,8 @@ class Publisher:
             }
             if isinstance(layer, H3Layer):
                 entry["resolution"] = layer.resolution
+            minzoom, maxzoom = zoom_range(layer.resolution if isinstance(layer, H3Layer) else None)
+            entry["tiles"] = {"minzoom": minzoom, "maxzoom": maxzoom, "source_layer": layer.id}
             layers.append(entry)
         doc = {
             "version": VERSION,
@@ -322,6 +347,7 @@ class Publisher:
                 "series": f"{PREFIX}/series/{{layer}}/{{area}}.json",
                 "cube": f"{PREFIX}/cube/{{layer}}/{{kind}}/{{period}}.parquet",
                 "areas": f"{PREFIX}/areas/{{layer}}.geojson",
+                "tiles": f"{PREFIX}/tiles/{{layer}}/{{kind}}/{{period}}.pmtiles",
             },
         }
         self.public.write_json(f"{PREFIX}/index.json", doc, cache_control="public, max-age=60")
@@ -356,6 +382,8 @@ class Publisher:
                 for kind in self.config.periods.kinds
             }
             merged, changed = self.merge_cells(fresh, block, layer)
+            ids = self.area_ids(layer, merged)
+            tiles = self.layer_tiles(layer, ids)
             for kind in self.config.periods.kinds:
                 present = set(pc.unique(fresh[kind].column("period")).to_pylist())
                 extra = (changed[kind] & present) - wanted.get(kind, set())
@@ -369,12 +397,15 @@ class Publisher:
                     fresh[kind],
                     sorted(wanted.get(kind, set()) | extra),
                     (hist_cell, hist_bucket, hist_count),
+                    tiles,
                 )
+                newest = pc.max(merged[kind].column("period")).as_py()
+                tiles.write_latest(kind, periods.label(kind, newest) if newest else None)
                 period_sets[kind].update(pc.unique(merged[kind].column("period")).to_pylist())
                 published = merged[kind].filter(merged[kind].column("published"))
                 isps.update(pc.unique(published.column("isp")).to_pylist())
             self.write_series(layer, merged)
-            area_counts[layer] = self.write_areas(layer, merged)
+            area_counts[layer] = self.write_areas(layer, ids)
             del fresh, merged
         return self.write_index(period_sets, isps, area_counts)
 
@@ -385,8 +416,9 @@ class Publisher:
         table: pa.Table,
         starts: list[dt.date],
         hist: tuple[np.ndarray, np.ndarray, np.ndarray],
+        tiles: LayerTiles | None = None,
     ) -> None:
-        """The statistics and cube files of the given periods of one layer and kind;
+        """The statistics, cube and tile files of the given periods of one layer and kind;
         `table` holds their cells sorted by ORDER; `hist` is sorted by cell."""
         hist_cell, hist_bucket, hist_count = hist
         flag = table.column("published")
@@ -420,6 +452,7 @@ class Publisher:
                 published.slice(lo, hi - lo),
                 suppressed.slice(slo, shi - slo),
                 cube,
+                tiles,
             )
 
 

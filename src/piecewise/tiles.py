@@ -1,0 +1,539 @@
+"""Vector tiles of each layer and period: PMTiles v3 archives of gzip-compressed
+Mapbox Vector Tiles, one vector layer named by the layer id (layout and properties:
+docs/data.md, "v1/tiles").
+
+A run draws a layer's shapes once: every tile's features are clipped, simplified and
+quantised by mapbox-vector-tile (`LayerGeometry`); each period then only adds the
+features' properties to the same geometry (`encode_tile`) and writes one archive with
+the pmtiles writer. Only published numbers reach a tile: a suppressed cell is a flag,
+and an H3 parent drawn at low zoom is the test-weighted mean of its published children.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import h3
+import mapbox_vector_tile
+import numpy as np
+import shapely
+from mapbox_vector_tile.Mapbox import vector_tile_pb2
+from pmtiles.tile import Compression, TileType, zxy_to_tileid
+from pmtiles.writer import Writer
+
+EXTENT = 4096  # tile coordinates per side
+BUFFER = 64  # tile coordinates drawn beyond each edge, so that strokes join up
+WORLD = 20037508.342789244  # half the width of the Web Mercator plane, metres
+MAX_TILE_BYTES = 500 * 1024  # a tile above this (compressed) fails the build
+POLYGON_MAXZOOM = 10  # polygon layers: MapLibre overzooms beyond this
+H3_ZOOM_OFFSET = 2  # H3 layers draw resolution min(layer resolution, zoom - 2)
+GZIP_LEVEL = 6
+CONTENT_TYPE = "application/vnd.pmtiles"
+CACHE = "public, max-age=300"
+ALL = "all"
+DIRECTIONS = ("download", "upload")
+# Per ISP only the map's metrics (and the share columns).
+ISP_STATS = ("tests", "median", "rtt_median")
+# Published statistics that are not means of the tests: never averaged into a parent.
+NOT_AVERAGED = ("tests", "clients")
+ATTRIBUTION = (
+    '<a href="https://www.measurementlab.net/">M-Lab</a> NDT speed tests, aggregated by Piecewise'
+)
+
+
+class TileTooLarge(ValueError):
+    """A tile is over MAX_TILE_BYTES; the message names the archive and the tile."""
+
+
+def tile_key(layer: str, kind: str, label: str) -> str:
+    return f"v1/tiles/{layer}/{kind}/{label}.pmtiles"
+
+
+def h3_resolution_at(zoom: int, resolution: int) -> int:
+    """The H3 resolution an H3 layer of `resolution` draws at `zoom`."""
+    return min(resolution, max(0, zoom - H3_ZOOM_OFFSET))
+
+
+def zoom_range(resolution: int | None) -> tuple[int, int]:
+    """(minzoom, maxzoom) of a layer: H3 layers reach their own resolution at zoom
+    resolution + 2 and stop there; polygon layers go to POLYGON_MAXZOOM."""
+    if resolution is None:
+        return 0, POLYGON_MAXZOOM
+    return 0, resolution + H3_ZOOM_OFFSET
+
+
+# -- geometry -------------------------------------------------------------------------
+
+
+def _to_mercator(coords: np.ndarray) -> np.ndarray:
+    lon = coords[:, 0]
+    lat = np.clip(coords[:, 1], -85.0511287798, 85.0511287798)
+    x = lon * (WORLD / 180.0)
+    y = np.log(np.tan(np.pi / 4 + np.radians(lat) / 2)) * (WORLD / np.pi)
+    return np.column_stack([x, y])
+
+
+def tile_bounds(z: int, x: int, y: int) -> tuple[float, float, float, float]:
+    """Mercator bounds (minx, miny, maxx, maxy) of tile z/x/y (y from the top)."""
+    size = 2 * WORLD / (1 << z)
+    return (-WORLD + x * size, WORLD - (y + 1) * size, -WORLD + (x + 1) * size, WORLD - y * size)
+
+
+@dataclass(frozen=True)
+class TileFeatures:
+    """One tile's features: (drawn area id, feature type, geometry commands) each."""
+
+    tile_id: int
+    z: int
+    x: int
+    y: int
+    features: list[tuple[str, int, list[int]]]
+
+
+@dataclass
+class LayerGeometry:
+    """Every tile of a layer from minzoom to maxzoom that holds a feature, with its
+    features' encoded geometry, sorted by PMTiles tile id.
+
+    `shapes` maps each area id to its WGS 84 GeoJSON geometry. For an H3 layer
+    (`resolution` set), zooms below the layer's own resolution draw the parent cells
+    (`h3_resolution_at`); polygon layers are simplified to about one pixel at each zoom
+    (a 512-pixel tile: tolerance = tile width / 512)."""
+
+    layer: str
+    shapes: Mapping[str, dict]
+    resolution: int | None = None
+    tiles: list[TileFeatures] = field(init=False)
+    minzoom: int = field(init=False)
+    maxzoom: int = field(init=False)
+    bounds: tuple[float, float, float, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.minzoom, self.maxzoom = zoom_range(self.resolution)
+        geoms = {a: shapely.geometry.shape(g) for a, g in self.shapes.items()}
+        if geoms:
+            b = shapely.total_bounds(list(geoms.values()))
+            self.bounds = (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+        else:
+            self.bounds = (-180.0, -85.0, 180.0, 85.0)
+        merc = {a: shapely.transform(g, _to_mercator) for a, g in geoms.items()}
+        by_tile: dict[int, TileFeatures] = {}
+        for z in range(self.minzoom, self.maxzoom + 1):
+            for (x, y), items in self._zoom_shapes(z, merc).items():
+                features = _encode_geometry(self.layer, z, x, y, items)
+                if features:
+                    tid = zxy_to_tileid(z, x, y)
+                    by_tile[tid] = TileFeatures(tid, z, x, y, features)
+        self.tiles = [by_tile[t] for t in sorted(by_tile)]
+
+    def _zoom_shapes(
+        self, z: int, merc: dict[str, shapely.Geometry]
+    ) -> dict[tuple[int, int], list[tuple[str, shapely.Geometry]]]:
+        """The clipped mercator shapes of each tile at zoom z."""
+        size = 2 * WORLD / (1 << z)
+        if self.resolution is None:
+            drawn = {
+                a: shapely.simplify(g, size / 512, preserve_topology=True) for a, g in merc.items()
+            }
+        else:
+            res = h3_resolution_at(z, self.resolution)
+            if res == self.resolution:
+                drawn = merc
+            else:
+                parents = sorted({h3.cell_to_parent(a, res) for a in merc})
+                drawn = {}
+                for p in parents:
+                    ring = [(lng, lat) for lat, lng in h3.cell_to_boundary(p)]
+                    poly = _antimeridian_safe(shapely.Polygon(ring))
+                    drawn[p] = shapely.transform(poly, _to_mercator)
+        pad = size * BUFFER / EXTENT
+        out: dict[tuple[int, int], list[tuple[str, shapely.Geometry]]] = defaultdict(list)
+        n = 1 << z
+        for area in sorted(drawn):
+            geom = drawn[area]
+            if geom.is_empty:
+                continue
+            minx, miny, maxx, maxy = geom.bounds
+            x0 = max(0, math.floor((minx - pad + WORLD) / size))
+            x1 = min(n - 1, math.floor((maxx + pad + WORLD) / size))
+            y0 = max(0, math.floor((WORLD - maxy - pad) / size))
+            y1 = min(n - 1, math.floor((WORLD - miny + pad) / size))
+            for x in range(x0, x1 + 1):
+                for y in range(y0, y1 + 1):
+                    bx0, by0, bx1, by1 = tile_bounds(z, x, y)
+                    part = shapely.clip_by_rect(geom, bx0 - pad, by0 - pad, bx1 + pad, by1 + pad)
+                    if not part.is_empty:
+                        out[(x, y)].append((area, part))
+        return out
+
+
+def _antimeridian_safe(poly: shapely.Polygon) -> shapely.Polygon:
+    """A coarse H3 cell crossing the antimeridian, shifted to one side of it."""
+    xs = np.asarray(poly.exterior.coords)[:, 0]
+    if xs.max() - xs.min() <= 180:
+        return poly
+    coords = np.asarray(poly.exterior.coords)
+    coords[:, 0] = np.where(coords[:, 0] < 0, coords[:, 0] + 360, coords[:, 0])
+    return shapely.Polygon(coords)
+
+
+def _encode_geometry(
+    layer: str, z: int, x: int, y: int, items: list[tuple[str, shapely.Geometry]]
+) -> list[tuple[str, int, list[int]]]:
+    """Quantise, orient and encode the clipped shapes of one tile with
+    mapbox-vector-tile; features that vanish at this zoom are left out."""
+    minx, _miny, _maxx, maxy = tile_bounds(z, x, y)
+    scale = EXTENT / (2 * WORLD / (1 << z))
+
+    def to_tile(coords: np.ndarray) -> np.ndarray:
+        return np.column_stack([(coords[:, 0] - minx) * scale, (maxy - coords[:, 1]) * scale])
+
+    encoded = mapbox_vector_tile.encode(
+        {
+            "name": layer,
+            "features": [
+                {"geometry": shapely.transform(g, to_tile), "properties": {}, "id": i}
+                for i, (_a, g) in enumerate(items)
+            ],
+        },
+        default_options={"extents": EXTENT, "y_coord_down": True},
+    )
+    tile = vector_tile_pb2.tile()
+    tile.ParseFromString(encoded)
+    out = []
+    for layer_pb in tile.layers:
+        for f in layer_pb.features:
+            out.append((items[f.id][0], f.type, list(f.geometry)))
+    return out
+
+
+# -- properties -----------------------------------------------------------------------
+
+
+def _share_columns(thresholds: Iterable[Mapping]) -> dict[str, str]:
+    """Threshold label -> share column (`25/3` -> `share_25_3`), from index.json's
+    `thresholds`."""
+    return {t["label"]: t["column"] for t in thresholds}
+
+
+def _cell_numbers(cell: Mapping, shares: Mapping[str, str]) -> dict[str, float | int]:
+    """A published cell's statistics by name, shares by column; nulls left out."""
+    out = {k: v for k, v in cell.items() if k in _STATS and v is not None}
+    for label, value in (cell.get("shares") or {}).items():
+        if value is not None:
+            out[shares[label]] = value
+    return out
+
+
+_STATS = (
+    "tests",
+    "clients",
+    "p10",
+    "p25",
+    "median",
+    "p75",
+    "p90",
+    "mean",
+    "geomean",
+    "rtt_median",
+    "rtt_p90",
+    "loss_median",
+)
+
+
+def _properties(
+    numbers: Mapping[tuple[str, str, str], Mapping[str, float | int]],
+    suppressed: Iterable[tuple[str, str, str]],
+    share_cols: Iterable[str],
+) -> dict[str, dict]:
+    """Feature properties by area id, from published numbers keyed (area, isp,
+    direction) and suppressed keys."""
+    isp_stats = (*ISP_STATS, *share_cols)
+    props: dict[str, dict] = defaultdict(dict)
+    for (area, isp, direction), values in numbers.items():
+        p = props[area]
+        if isp == ALL:
+            for name, value in values.items():
+                p[f"{direction}_{name}"] = value
+        else:
+            for name in isp_stats:
+                if name in values:
+                    p[f"{direction}_{name}@{isp}"] = values[name]
+    for area, isp, direction in suppressed:
+        key = f"{direction}_suppressed" if isp == ALL else f"{direction}_suppressed@{isp}"
+        props[area][key] = True
+    return props
+
+
+def _parent_numbers(
+    numbers: Mapping[tuple[str, str, str], Mapping[str, float | int]],
+    suppressed: Iterable[tuple[str, str, str]],
+    res: int,
+    digits: int = 4,
+) -> tuple[dict[tuple[str, str, str], dict[str, float | int]], list[tuple[str, str, str]]]:
+    """The numbers of the H3 parents at `res`: tests summed, every other statistic the
+    test-weighted mean of the published children that have it (clients left out).
+    A parent key with no published child is suppressed if a child was."""
+    sums: dict[tuple[str, str, str], dict[str, list[float]]] = {}
+    for (area, isp, direction), values in numbers.items():
+        key = (h3.cell_to_parent(area, res), isp, direction)
+        acc = sums.setdefault(key, {})
+        tests = values["tests"]
+        acc.setdefault("tests", [0.0, 0.0])[0] += tests
+        for name, value in values.items():
+            if name in NOT_AVERAGED:
+                continue
+            total = acc.setdefault(name, [0.0, 0.0])
+            total[0] += value * tests
+            total[1] += tests
+    parents: dict[tuple[str, str, str], dict[str, float | int]] = {}
+    for key, acc in sums.items():
+        out: dict[str, float | int] = {"tests": int(acc["tests"][0])}
+        for name, (weighted, weight) in acc.items():
+            if name != "tests" and weight > 0:
+                out[name] = round(weighted / weight, digits)
+        parents[key] = out
+    hidden = sorted({(h3.cell_to_parent(a, res), i, d) for a, i, d in suppressed} - set(parents))
+    return parents, hidden
+
+
+@dataclass(frozen=True)
+class PeriodProperties:
+    """The properties of every feature of one period, by drawn resolution (None for
+    polygon layers) and area id."""
+
+    by_res: dict[int | None, dict[str, dict]]
+
+    @classmethod
+    def from_stats(
+        cls,
+        doc: Mapping,
+        thresholds: Iterable[Mapping],
+        names: Mapping[str, str],
+        resolution: int | None,
+    ) -> PeriodProperties:
+        """From a statistics file's document (`cells`, `suppressed`); `names` gives each
+        area's name, `resolution` is the H3 layer's (None for polygons)."""
+        shares = _share_columns(thresholds)
+        share_cols = list(shares.values())
+        numbers = {
+            (c["area"], c["isp"], c["direction"]): _cell_numbers(c, shares) for c in doc["cells"]
+        }
+        suppressed = [tuple(s) for s in doc["suppressed"]]
+        by_res: dict[int | None, dict[str, dict]] = {}
+        if resolution is None:
+            by_res[None] = _properties(numbers, suppressed, share_cols)
+            return cls(by_res)
+        by_res[resolution] = _properties(numbers, suppressed, share_cols)
+        for res in range(resolution):
+            parents, hidden = _parent_numbers(numbers, suppressed, res)
+            by_res[res] = _properties(parents, hidden, share_cols)
+        return cls(by_res)
+
+
+# -- tiles and archives ---------------------------------------------------------------
+
+
+def encode_tile(layer: str, features: list[tuple[str, int, list[int]]], props: dict) -> bytes:
+    """One MVT tile (uncompressed) of `features` with their properties: `id` and `name`
+    first, then the statistics; keys and values shared within the tile."""
+    tile = vector_tile_pb2.tile()
+    lp = tile.layers.add()
+    lp.name = layer
+    lp.version = 2
+    lp.extent = EXTENT
+    keys: dict[str, int] = {}
+    values: dict[tuple[type, object], int] = {}
+    for area, ftype, geometry in features:
+        f = lp.features.add()
+        f.type = ftype
+        f.geometry.extend(geometry)
+        tags = []
+        for k, v in props[area].items():
+            ki = keys.get(k)
+            if ki is None:
+                ki = keys[k] = len(keys)
+                lp.keys.append(k)
+            vk = (type(v), v)
+            vi = values.get(vk)
+            if vi is None:
+                vi = values[vk] = len(values)
+                val = lp.values.add()
+                if isinstance(v, bool):
+                    val.bool_value = v
+                elif isinstance(v, int):
+                    if v >= 0:
+                        val.uint_value = v
+                    else:
+                        val.sint_value = v
+                elif isinstance(v, float):
+                    val.double_value = v
+                else:
+                    val.string_value = str(v)
+            tags.append(ki)
+            tags.append(vi)
+        f.tags.extend(tags)
+    return tile.SerializeToString()
+
+
+def _field_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "Boolean"
+    if isinstance(value, int | float):
+        return "Number"
+    return "String"
+
+
+@dataclass(frozen=True)
+class Archive:
+    data: bytes
+    tiles: int
+    largest: int  # bytes of the largest (compressed) tile
+
+
+def build_archive(
+    geometry: LayerGeometry,
+    period: PeriodProperties,
+    names: Mapping[str, str],
+    *,
+    name: str,
+    description: str,
+    where: str,
+) -> Archive:
+    """The PMTiles archive of one period of a layer. `names` maps area ids to names
+    (H3 parents are named by their id); `where` names the archive in errors."""
+    feature_props: dict[int | None, dict[str, dict]] = {}
+    fields: dict[str, str] = {"id": "String", "name": "String"}
+    if geometry.resolution is not None:
+        fields["resolution"] = "Number"
+    out = io.BytesIO()
+    writer = Writer(out)
+    largest = 0
+    count = 0
+    for tile in geometry.tiles:
+        res = None if geometry.resolution is None else h3_resolution_at(tile.z, geometry.resolution)
+        props = feature_props.get(res)
+        if props is None:
+            props = feature_props[res] = {}
+        stats = period.by_res.get(res, {})
+        for area, _t, _g in tile.features:
+            if area not in props:
+                p: dict = {"id": area, "name": names.get(area, area)}
+                if res is not None:
+                    p["resolution"] = res
+                p.update(stats.get(area, {}))
+                props[area] = p
+                for k, v in p.items():
+                    if k not in fields:
+                        fields[k] = _field_type(v)
+        data = gzip.compress(encode_tile(geometry.layer, tile.features, props), GZIP_LEVEL, mtime=0)
+        if len(data) > MAX_TILE_BYTES:
+            raise TileTooLarge(
+                f"{where}: tile {tile.z}/{tile.x}/{tile.y} is {len(data):,} bytes "
+                f"compressed, over the limit of {MAX_TILE_BYTES:,}"
+            )
+        largest = max(largest, len(data))
+        writer.write_tile(tile.tile_id, data)
+        count += 1
+    if not count:
+        # An archive needs a tile: an empty one at zoom 0.
+        empty = gzip.compress(encode_tile(geometry.layer, [], {}), GZIP_LEVEL, mtime=0)
+        writer.write_tile(0, empty)
+    west, south, east, north = geometry.bounds
+    metadata = {
+        "name": name,
+        "description": description,
+        "attribution": ATTRIBUTION,
+        "format": "pbf",
+        "type": "overlay",
+        "version": "1",
+        "vector_layers": [
+            {
+                "id": geometry.layer,
+                "description": description,
+                "minzoom": geometry.minzoom,
+                "maxzoom": geometry.maxzoom,
+                "fields": dict(sorted(fields.items())),
+            }
+        ],
+    }
+    header = {
+        "tile_type": TileType.MVT,
+        "tile_compression": Compression.GZIP,
+        "min_lon_e7": int(west * 1e7),
+        "min_lat_e7": int(south * 1e7),
+        "max_lon_e7": int(east * 1e7),
+        "max_lat_e7": int(north * 1e7),
+        "center_zoom": geometry.minzoom,
+        "center_lon_e7": int((west + east) / 2 * 1e7),
+        "center_lat_e7": int((south + north) / 2 * 1e7),
+    }
+    writer.finalize(header, metadata)
+    return Archive(out.getvalue(), count, largest)
+
+
+class LayerTiles:
+    """Writes the archives of one layer: its geometry is drawn on the first write and
+    reused for every period of the run. `shapes` is a callable giving the layer's area
+    shapes (WGS 84 GeoJSON by area id), `names` the area names."""
+
+    def __init__(
+        self,
+        store,
+        layer: str,
+        shapes,
+        names: Mapping[str, str],
+        thresholds: list[Mapping],
+        resolution: int | None,
+        project: str,
+    ) -> None:
+        self.store = store
+        self.layer = layer
+        self._shapes = shapes
+        self.names = names
+        self.thresholds = thresholds
+        self.resolution = resolution
+        self.project = project
+        self._geometry: LayerGeometry | None = None
+        self.written: dict[str, dict[str, bytes]] = defaultdict(dict)  # kind -> label -> data
+
+    @property
+    def geometry(self) -> LayerGeometry:
+        if self._geometry is None:
+            self._geometry = LayerGeometry(self.layer, self._shapes(), self.resolution)
+        return self._geometry
+
+    def write(self, kind: str, label: str, doc: Mapping) -> Archive:
+        """The archive of one period from its statistics document, written atomically."""
+        key = tile_key(self.layer, kind, label)
+        period = PeriodProperties.from_stats(doc, self.thresholds, self.names, self.resolution)
+        archive = build_archive(
+            self.geometry,
+            period,
+            self.names,
+            name=f"{self.project}: {self.layer}, {kind} {label}",
+            description=f"Broadband statistics of {self.layer} for the {kind} {label}",
+            where=key,
+        )
+        self.store.write_bytes(key, archive.data, content_type=CONTENT_TYPE, cache_control=CACHE)
+        self.written[kind][label] = archive.data
+        return archive
+
+    def write_latest(self, kind: str, newest: str | None) -> None:
+        """`latest.pmtiles` of a kind: the same bytes as its newest period's archive,
+        written again when that archive was (or when the alias is missing)."""
+        if newest is None:
+            return
+        key = tile_key(self.layer, kind, "latest")
+        data = self.written[kind].get(newest)
+        if data is None:
+            source = tile_key(self.layer, kind, newest)
+            if self.store.exists(key) or not self.store.exists(source):
+                return
+            data = self.store.read_bytes(source)
+        self.store.write_bytes(key, data, content_type=CONTENT_TYPE, cache_control=CACHE)

@@ -1,0 +1,301 @@
+"""The vector tiles written by aggregation (docs/data.md, `v1/tiles`), read back with
+the pmtiles reader and mapbox-vector-tile's decoder and compared with the statistics
+files of the same run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+from pathlib import Path
+
+import h3
+import mapbox_vector_tile
+import pytest
+from pmtiles.reader import MemorySource, Reader, all_tiles
+from pmtiles.tile import Compression, TileType
+
+from api_fixtures import RUN_START, Published, pipeline_config
+from piecewise import tiles
+from piecewise.pipeline import Stores, run_aggregate, run_ingest
+from piecewise.store import Store
+
+MAX_TILE = 500 * 1024
+
+
+def archive(store: Store, layer: str, kind: str, label: str) -> Reader:
+    return Reader(MemorySource(store.read_bytes(f"v1/tiles/{layer}/{kind}/{label}.pmtiles")))
+
+
+def decoded_tiles(reader: Reader) -> dict[tuple[int, int, int], list[dict]]:
+    """Every tile's features (the one layer's), by (z, x, y)."""
+    out = {}
+    for (z, x, y), data in all_tiles(reader.get_bytes):
+        assert len(data) <= MAX_TILE, f"tile {z}/{x}/{y} is {len(data)} bytes"
+        layers = mapbox_vector_tile.decode(gzip.decompress(data))
+        assert len(layers) <= 1
+        out[(z, x, y)] = next(iter(layers.values()))["features"] if layers else []
+    return out
+
+
+def expected_properties(stats: dict, thresholds: list[dict]) -> dict[str, dict]:
+    """What a feature of each area must carry, straight from a statistics file."""
+    column = {t["label"]: t["column"] for t in thresholds}
+    props: dict[str, dict] = {}
+    for cell in stats["cells"]:
+        p = props.setdefault(cell["area"], {})
+        d, isp = cell["direction"], cell["isp"]
+        values = {k: cell[k] for k in tiles._STATS if cell.get(k) is not None}
+        values.update({column[k]: v for k, v in cell["shares"].items() if v is not None})
+        if isp == "all":
+            p.update({f"{d}_{k}": v for k, v in values.items()})
+        else:
+            keep = {"tests", "median", "rtt_median", *column.values()}
+            p.update({f"{d}_{k}@{isp}": v for k, v in values.items() if k in keep})
+    for area, isp, d in stats["suppressed"]:
+        key = f"{d}_suppressed" if isp == "all" else f"{d}_suppressed@{isp}"
+        props.setdefault(area, {})[key] = True
+    return props
+
+
+def stat_props(props: dict) -> dict:
+    return {k: v for k, v in props.items() if k not in ("id", "name", "resolution")}
+
+
+@pytest.fixture(scope="module")
+def run(published: Published) -> Published:
+    return published
+
+
+def test_index_lists_the_tiles(run: Published) -> None:
+    index = run.index
+    assert index["paths"]["tiles"] == "v1/tiles/{layer}/{kind}/{period}.pmtiles"
+    by_id = {layer["id"]: layer for layer in index["layers"]}
+    assert by_id["counties"]["tiles"] == {"minzoom": 0, "maxzoom": 10, "source_layer": "counties"}
+    assert by_id["hex"]["tiles"] == {"minzoom": 0, "maxzoom": 7, "source_layer": "hex"}
+    for layer in by_id:
+        for kind, labels in index["periods"].items():
+            for label in labels:
+                key = index["paths"]["tiles"].format(layer=layer, kind=kind, period=label)
+                assert run.public.exists(key), key
+
+
+def test_header_and_metadata(run: Published) -> None:
+    for layer, maxzoom in (("counties", 10), ("hex", 7)):
+        reader = archive(run.public, layer, "month", "2025-03")
+        header = reader.header()
+        assert header["tile_type"] == TileType.MVT
+        assert header["tile_compression"] == Compression.GZIP
+        assert (header["min_zoom"], header["max_zoom"]) == (0, maxzoom)
+        assert -125 < header["min_lon_e7"] / 1e7 < header["max_lon_e7"] / 1e7 < -116
+        meta = reader.metadata()
+        assert meta["name"] and "M-Lab" in meta["attribution"]
+        (vector_layer,) = meta["vector_layers"]
+        assert vector_layer["id"] == layer
+        assert (vector_layer["minzoom"], vector_layer["maxzoom"]) == (0, maxzoom)
+        fields = vector_layer["fields"]
+        assert fields["id"] == "String" and fields["name"] == "String"
+        assert fields["download_median"] == "Number"
+        assert fields["download_share_25_3"] == "Number"
+        assert fields["download_median@Comcast Xfinity"] == "Number"
+
+
+@pytest.mark.parametrize("kind", ["day", "month", "year"])
+def test_every_county_carries_its_period_statistics_at_every_zoom(
+    run: Published, kind: str
+) -> None:
+    label = run.index["periods"][kind][-1 if kind == "day" else 1 if kind == "month" else 0]
+    stats = run.public.read_json(f"v1/stats/counties/{kind}/{label}.json")
+    expected = expected_properties(stats, run.index["thresholds"])
+    areas = run.public.read_json("v1/areas/counties.geojson")
+    names = {f["id"]: f["properties"]["name"] for f in areas["features"]}
+    seen: dict[int, set[str]] = {}
+    for (z, _x, _y), features in decoded_tiles(
+        archive(run.public, "counties", kind, label)
+    ).items():
+        for f in features:
+            p = f["properties"]
+            seen.setdefault(z, set()).add(p["id"])
+            assert p["name"] == names[p["id"]]
+            assert stat_props(p) == expected.get(p["id"], {}), (z, p["id"])
+    assert set(seen) == set(range(0, 11))
+    for z, ids in seen.items():
+        assert ids == set(names), z  # every area, with or without a published cell
+
+
+def test_suppressed_cells_carry_no_numbers(run: Published) -> None:
+    label = run.index["periods"]["day"][3]
+    stats = run.public.read_json(f"v1/stats/counties/day/{label}.json")
+    assert stats["suppressed"]
+    suppressed = {(a, i, d) for a, i, d in stats["suppressed"]}
+    for features in decoded_tiles(archive(run.public, "counties", "day", label)).values():
+        for f in features:
+            p = f["properties"]
+            for area, isp, d in suppressed:
+                if area != p["id"]:
+                    continue
+                suffix = "" if isp == "all" else f"@{isp}"
+                assert p[f"{d}_suppressed{suffix}"] is True
+                numbers = [k for k in p if k.startswith(f"{d}_") and k.endswith(suffix)]
+                if isp == "all":
+                    numbers = [k for k in numbers if "@" not in k]
+                assert numbers == [f"{d}_suppressed{suffix}"]
+
+
+def test_hexagons_and_their_test_weighted_parents(run: Published) -> None:
+    resolution = 5
+    label = run.index["periods"]["month"][1]
+    stats = run.public.read_json(f"v1/stats/hex/month/{label}.json")
+    expected = expected_properties(stats, run.index["thresholds"])
+    areas = {f["id"] for f in run.public.read_json("v1/areas/hex.geojson")["features"]}
+    published = {(c["area"], c["isp"], c["direction"]): c for c in stats["cells"]}
+    hidden = {tuple(s) for s in stats["suppressed"]}
+    by_zoom: dict[int, dict[str, dict]] = {}
+    for (z, _x, _y), features in decoded_tiles(archive(run.public, "hex", "month", label)).items():
+        for f in features:
+            p = f["properties"]
+            assert p["resolution"] == min(resolution, max(0, z - 2))
+            assert h3.get_resolution(p["id"]) == p["resolution"]
+            by_zoom.setdefault(z, {})[p["id"]] = p
+    assert set(by_zoom) == set(range(0, 8))
+    for z in (7,):
+        assert set(by_zoom[z]) == areas
+        for area, p in by_zoom[z].items():
+            assert stat_props(p) == expected.get(area, {})
+    checked = 0
+    for z in range(0, 7):
+        res = min(resolution, max(0, z - 2))
+        assert set(by_zoom[z]) == {h3.cell_to_parent(a, res) for a in areas}
+        for parent, p in by_zoom[z].items():
+            assert p["name"] == parent
+            for d in ("download", "upload"):
+                for isp in ("all", "Comcast Xfinity"):
+                    suffix = "" if isp == "all" else f"@{isp}"
+                    kids = [
+                        published[(a, isp, d)]
+                        for a in areas
+                        if h3.cell_to_parent(a, res) == parent and (a, isp, d) in published
+                    ]
+                    if not kids:
+                        was_hidden = any(
+                            h3.cell_to_parent(a, res) == parent
+                            for a, i, dd in hidden
+                            if (i, dd) == (isp, d)
+                        )
+                        assert p.get(f"{d}_suppressed{suffix}") is (True if was_hidden else None)
+                        assert f"{d}_tests{suffix}" not in p
+                        continue
+                    tests = sum(c["tests"] for c in kids)
+                    assert p[f"{d}_tests{suffix}"] == tests
+                    assert f"{d}_clients{suffix}" not in p
+                    median = sum(c["median"] * c["tests"] for c in kids) / tests
+                    assert p[f"{d}_median{suffix}"] == pytest.approx(median, abs=1e-4)
+                    share = sum(c["shares"]["25/3"] * c["tests"] for c in kids) / tests
+                    assert p[f"{d}_share_25_3{suffix}"] == pytest.approx(share, abs=1e-4)
+                    checked += 1
+    assert checked > 20
+
+
+def test_tiles_stay_small_and_the_builder_refuses_a_large_one(
+    run: Published, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    year = run.index["periods"]["year"][0]
+    for layer in ("counties", "hex"):
+        decoded_tiles(archive(run.public, layer, "year", year))  # asserts the size
+    monkeypatch.setattr(tiles, "MAX_TILE_BYTES", 200)
+    stats = run.public.read_json(f"v1/stats/counties/year/{year}.json")
+    areas = run.public.read_json("v1/areas/counties.geojson")
+    shapes = {f["id"]: f["geometry"] for f in areas["features"]}
+    geometry = tiles.LayerGeometry("counties", shapes)
+    period = tiles.PeriodProperties.from_stats(stats, run.index["thresholds"], {}, None)
+    with pytest.raises(
+        tiles.TileTooLarge, match=r"v1/tiles/counties/year/2025.pmtiles: tile 0/0/0"
+    ):
+        tiles.build_archive(
+            geometry,
+            period,
+            {},
+            name="x",
+            description="x",
+            where="v1/tiles/counties/year/2025.pmtiles",
+        )
+
+
+def test_latest_is_the_newest_period(run: Published) -> None:
+    for layer in ("counties", "hex"):
+        for kind, labels in run.index["periods"].items():
+            latest = run.public.read_bytes(f"v1/tiles/{layer}/{kind}/latest.pmtiles")
+            newest = run.public.read_bytes(f"v1/tiles/{layer}/{kind}/{labels[-1]}.pmtiles")
+            assert latest == newest, (layer, kind)
+
+
+class Recording(Store):
+    def __init__(self, inner: Store, fail_on: str | None = None) -> None:
+        self.__dict__.update(inner.__dict__)
+        self.written: list[str] = []
+        self.fail_on = fail_on
+
+    def write_bytes(self, key: str, data: bytes, *args, **kwargs) -> None:
+        if self.fail_on and key.endswith(self.fail_on):
+            # Half of the archive reaches the disk, then the process dies.
+            path = self.local_path(key)
+            tmp = path.with_name(f".{path.name}.tmp-crash")
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data[: len(data) // 2])
+            tmp.unlink()
+            raise OSError(f"injected failure writing {key}")
+        self.written.append(key)
+        super().write_bytes(key, data, *args, **kwargs)
+
+
+@pytest.fixture
+def small(tmp_path: Path, demo_data: Path):
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    for name in ("wa-state.geojson", "GeoLite2-ASN-demo.mmdb", "wa-counties.geojson"):
+        (demo / name).symlink_to(demo_data / name)
+    config = pipeline_config(tmp_path, demo)
+    end = RUN_START + dt.timedelta(days=9)
+    run_ingest(config, RUN_START, end, progress=False)
+    run_aggregate(config)
+    return config, tmp_path
+
+
+def test_incremental_run_rewrites_the_tiles_of_changed_periods_only(small) -> None:
+    config, tmp = small
+    stores = Stores.of(config)
+    recording = Recording(stores.public)
+    before = {p: p.read_bytes() for p in (tmp / "public/v1/tiles").rglob("*.pmtiles")}
+    day = RUN_START + dt.timedelta(days=9)
+    run_aggregate(config, [day], stores=Stores(stores.private, recording))
+    stats = {k.split("/", 2)[2][: -len(".json")] for k in recording.written if "/stats/" in k}
+    written = {k.split("/", 2)[2][: -len(".pmtiles")] for k in recording.written if "/tiles/" in k}
+    assert stats, "the run rewrote no statistics"
+    latest = {k for k in written if k.endswith("/latest")}
+    assert written - latest == stats
+    # The newest day, month, quarter, year were rewritten, so were their aliases.
+    assert {k.rsplit("/", 1)[0] for k in latest} == {k.rsplit("/", 1)[0] for k in stats}
+    # The same tests give the same bytes, written or not.
+    for path, data in before.items():
+        assert path.read_bytes() == data, path
+
+
+def test_a_crash_mid_write_leaves_no_partial_archive(small) -> None:
+    config, tmp = small
+    stores = Stores.of(config)
+    label = (RUN_START + dt.timedelta(days=4)).isoformat()
+    target = tmp / f"public/v1/tiles/hex/day/{label}.pmtiles"
+    old = target.read_bytes()
+    failing = Recording(stores.public, fail_on=f"hex/day/{label}.pmtiles")
+    with pytest.raises(OSError, match="injected failure"):
+        run_aggregate(config, stores=Stores(stores.private, failing))
+    assert not [p for p in (tmp / "public").rglob("*") if p.name.startswith(".")]
+    assert target.read_bytes() == old
+    for path in (tmp / "public/v1/tiles").rglob("*.pmtiles"):
+        reader = Reader(MemorySource(path.read_bytes()))
+        assert reader.header()["tile_type"] == TileType.MVT
+        for _zxy, data in all_tiles(reader.get_bytes):
+            gzip.decompress(data)
+    run_aggregate(config)
+    assert json.loads((tmp / "public/v1/index.json").read_text())["paths"]["tiles"]
+    assert target.read_bytes() == old
