@@ -1,0 +1,126 @@
+// The time series of an area (loaded on first use): median download and upload in
+// Mbps on the left axis, median latency in ms on the right. Periods without a
+// published value are gaps, never joined across; a table of the values follows.
+import uPlot from "uplot";
+import { formatCount, formatMbps, formatMs, periodLabel, periodStart } from "./metrics.js";
+
+// Okabe–Ito colours, told apart by the common colour-vision deficiencies; the lines
+// also differ in dash.
+const LINES = [
+  { key: "median", direction: "download", label: "Download median", scale: "mbps", stroke: "#0072b2", dash: null },
+  { key: "median", direction: "upload", label: "Upload median", scale: "mbps", stroke: "#d55e00", dash: [6, 4] },
+  { key: "rtt_median", direction: "download", label: "Latency median", scale: "ms", stroke: "#1b1b1b", dash: [2, 3] },
+];
+
+export function drawSeries(target, doc, params) {
+  const periods = doc.periods || [];
+  const x = periods.map(periodStart);
+  const find = (d) => (doc.series || []).find((s) => s.direction === d);
+  const columns = LINES.map((l) => {
+    const s = find(l.direction);
+    return periods.map((_, i) => s?.[l.key]?.[i] ?? null);
+  });
+  const tests = testsByDirection(find, periods.length);
+  const published = columns[0].filter((v) => v != null).length;
+  const ispText = params.isp === "all" ? "all ISPs" : params.isp;
+
+  const caption = document.createElement("p");
+  caption.className = "muted";
+  caption.textContent = published
+    ? `${periods.length} ${params.kind === "day" ? "days" : `${params.kind}s`}, ${ispText}; ${published} with published download numbers. Gaps: insufficient data or no tests.`
+    : `No published numbers for ${ispText} in any ${params.kind}: too few tests or clients to publish.`;
+  const box = document.createElement("div");
+  box.className = "uplot-box";
+  box.setAttribute("role", "img");
+  box.setAttribute("aria-label", `Chart of median download and upload speed and latency of ${doc.name || doc.area} by ${params.kind}, ${ispText}`);
+  target.append(caption, box);
+
+  const width = Math.max(260, Math.floor(target.clientWidth || 320));
+  const opts = {
+    width,
+    height: 220,
+    legend: { live: true },
+    cursor: { points: { size: 7 } },
+    scales: { x: { time: true }, mbps: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] }, ms: { range: (u, min, max) => [0, Math.max(1, max * 1.2)] } },
+    series: [
+      { label: params.kind === "day" ? "Day" : "Period", value: (u, v, si, i) => (i == null ? "–" : periodLabel(periods[i])) },
+      ...LINES.map((l) => ({
+        label: l.label,
+        scale: l.scale,
+        stroke: l.stroke,
+        width: 2,
+        dash: l.dash || undefined,
+        spanGaps: false,
+        points: { show: true, size: 5, fill: l.stroke },
+        value: (u, v) => (v == null ? "–" : l.scale === "ms" ? formatMs(v) : formatMbps(v)),
+      })),
+    ],
+    axes: [
+      { stroke: "#1b1b1b", grid: { stroke: "#e3e7ec" } },
+      { scale: "mbps", label: "Mbps", stroke: "#1b1b1b", grid: { stroke: "#e3e7ec" }, size: 50 },
+      { scale: "ms", label: "ms", side: 1, stroke: "#1b1b1b", grid: { show: false }, size: 45 },
+    ],
+  };
+  const chart = new uPlot(opts, [x, ...columns], box);
+  const observer = new ResizeObserver(() => {
+    const w = Math.max(260, Math.floor(target.clientWidth));
+    if (w && Math.abs(w - chart.width) > 2) chart.setSize({ width: w, height: 220 });
+  });
+  observer.observe(target);
+
+  // The same values as a table, for screen readers and for copying.
+  const details = document.createElement("details");
+  const summary = document.createElement("summary");
+  summary.textContent = "The chart's values as a table";
+  const tbl = document.createElement("table");
+  tbl.className = "numbers series";
+  const head = ["Period", "Download median", "Upload median", "Latency median", "Download tests", "Upload tests"];
+  tbl.innerHTML = `<thead><tr>${head.map((h, i) => `<th scope="col"${i ? ' class="num"' : ""}>${h}</th>`).join("")}</tr></thead>`;
+  const body = document.createElement("tbody");
+  periods.forEach((p, i) => {
+    const tr = document.createElement("tr");
+    const cells = [
+      periodLabel(p),
+      fmtOr(columns[0][i], formatMbps),
+      fmtOr(columns[1][i], formatMbps),
+      fmtOr(columns[2][i], formatMs),
+      fmtOr(tests.download[i], formatCount),
+      fmtOr(tests.upload[i], formatCount),
+    ];
+    cells.forEach((c, j) => {
+      const td = document.createElement(j ? "td" : "th");
+      if (j) td.className = "num";
+      else td.scope = "row";
+      td.textContent = c;
+      tr.append(td);
+    });
+    body.append(tr);
+  });
+  tbl.append(body);
+  const wrap = document.createElement("div");
+  wrap.className = "table-wrap";
+  wrap.append(tbl);
+  details.append(summary, wrap);
+  target.append(details);
+
+  return {
+    destroy() {
+      observer.disconnect();
+      chart.destroy();
+    },
+    uplot: chart,
+  };
+}
+
+function fmtOr(v, f) {
+  return v == null ? "no published value" : f(v);
+}
+
+function testsByDirection(find, n) {
+  const out = {};
+  for (const d of ["download", "upload"]) {
+    const s = find(d);
+    out[d] = Array.from({ length: n }, (_, i) => s?.tests?.[i] ?? null);
+  }
+  return out;
+}

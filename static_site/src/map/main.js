@@ -1,0 +1,576 @@
+// The map page: areas coloured by a statistic from the published PMTiles, the controls
+// that choose what is shown, the legend, and the panel of a selected area. Its whole
+// state is in the URL's hash (state.js).
+import "maplibre-gl/dist/maplibre-gl.css";
+import "uplot/dist/uPlot.min.css";
+import { AttributionControl, Map as MapLibre, NavigationControl, addProtocol, setWorkerUrl } from "maplibre-gl";
+import { PMTiles, Protocol } from "pmtiles";
+import { fetchJson, loadConfig } from "../common/config.js";
+import {
+  KIND_NAMES,
+  NO_DATA_COLOR,
+  classes,
+  fillColor,
+  metricsFor,
+  periodLabel,
+  periodStart,
+  suppressedFilter,
+} from "./metrics.js";
+import { Panel } from "./panel.js";
+import { formatView, normalise, parseView, readHash, writeHash } from "./state.js";
+
+const SOURCE = "stats";
+export const LAYERS = {
+  fill: "areas-fill",
+  hatch: "areas-suppressed",
+  line: "areas-line",
+  casing: "areas-selected-casing",
+  selected: "areas-selected",
+};
+const HATCH = "hatch";
+const $ = (id) => document.getElementById(id);
+
+let config;
+let index;
+let metrics;
+let state;
+let map;
+let panel;
+let mapLoaded = false;
+const areaLists = new Map();
+
+// -- messages -------------------------------------------------------------------------
+
+function setStatus(message, { error = false } = {}) {
+  const el = $("status");
+  el.textContent = message || "";
+  el.hidden = !message;
+  el.classList.toggle("error", error);
+}
+
+function fail(message) {
+  setStatus(message, { error: true });
+  document.body.dataset.mapState = "error";
+}
+
+function noData(message) {
+  setStatus(
+    message ||
+      "No data has been published yet. The map shows the statistics once the first aggregation run has written them.",
+  );
+  document.body.dataset.mapState = "nodata";
+}
+
+// -- helpers --------------------------------------------------------------------------
+
+const layerInfo = (id = state.layer) => index.layers.find((l) => l.id === id);
+const metricInfo = (id = state.metric) => metrics.find((m) => m.id === id);
+const ispLabel = (isp) => (isp === "all" ? "all ISPs" : isp);
+
+function tileUrl(s = state) {
+  const template = index.paths?.tiles || "v1/tiles/{layer}/{kind}/{period}.pmtiles";
+  const path = template.replace("{layer}", s.layer).replace("{kind}", s.kind).replace("{period}", s.period);
+  return new URL(path, config.dataBase).href;
+}
+
+function apiUrl(path, params) {
+  const query = Object.entries(params)
+    .filter(([, v]) => v != null)
+    .map(([k, v]) => `${k}=${encodeURIComponent(v)}`)
+    .join("&");
+  return `${config.apiBase}${path}${query ? `?${query}` : ""}`;
+}
+
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+// -- the map --------------------------------------------------------------------------
+
+function plainStyle() {
+  return {
+    version: 8,
+    name: "Plain",
+    sources: {},
+    layers: [{ id: "background", type: "background", paint: { "background-color": "#e9edf2" } }],
+  };
+}
+
+/** An 8×8 diagonal hatch on a light grey, for suppressed areas. */
+function hatchImage() {
+  const size = 8;
+  const data = new Uint8Array(size * size * 4);
+  for (let y = 0; y < size; y++) {
+    for (let x = 0; x < size; x++) {
+      const on = (x + y) % size < 2;
+      const i = (y * size + x) * 4;
+      const [r, g, b] = on ? [60, 64, 67] : [214, 217, 220];
+      data.set([r, g, b, 255], i);
+    }
+  }
+  return { width: size, height: size, data };
+}
+
+function addStatsLayers() {
+  const info = layerInfo();
+  const sourceLayer = info.tiles?.source_layer || info.id;
+  const metric = metricInfo();
+  const style = map.getStyle();
+  const before = style.layers.find((l) => l.type === "symbol")?.id;
+  if (!map.hasImage(HATCH)) map.addImage(HATCH, hatchImage(), { pixelRatio: 2 });
+  map.addSource(SOURCE, { type: "vector", url: `pmtiles://${tileUrl()}` });
+  const common = { source: SOURCE, "source-layer": sourceLayer };
+  map.addLayer(
+    {
+      id: LAYERS.fill,
+      type: "fill",
+      ...common,
+      paint: {
+        "fill-color": fillColor(metric, state.direction, state.isp),
+        "fill-opacity": config.basemap_style ? 0.78 : 0.92,
+      },
+    },
+    before,
+  );
+  map.addLayer(
+    {
+      id: LAYERS.hatch,
+      type: "fill",
+      ...common,
+      filter: suppressedFilter(metric, state.direction, state.isp),
+      paint: { "fill-pattern": HATCH, "fill-opacity": 0.9 },
+    },
+    before,
+  );
+  map.addLayer(
+    {
+      id: LAYERS.line,
+      type: "line",
+      ...common,
+      paint: { "line-color": "#4a4f57", "line-width": ["interpolate", ["linear"], ["zoom"], 4, 0.3, 9, 1] },
+    },
+    before,
+  );
+  const selected = ["==", ["get", "id"], state.area || ""];
+  map.addLayer(
+    { id: LAYERS.casing, type: "line", ...common, filter: selected, paint: { "line-color": "#000", "line-width": 5 } },
+    before,
+  );
+  map.addLayer(
+    { id: LAYERS.selected, type: "line", ...common, filter: selected, paint: { "line-color": "#fff", "line-width": 2 } },
+    before,
+  );
+}
+
+function removeStatsLayers() {
+  for (const id of Object.values(LAYERS)) if (map.getLayer(id)) map.removeLayer(id);
+  if (map.getSource(SOURCE)) map.removeSource(SOURCE);
+}
+
+function updatePaint() {
+  const metric = metricInfo();
+  map.setPaintProperty(LAYERS.fill, "fill-color", fillColor(metric, state.direction, state.isp));
+  map.setFilter(LAYERS.hatch, suppressedFilter(metric, state.direction, state.isp));
+}
+
+function updateSelection() {
+  const selected = ["==", ["get", "id"], state.area || ""];
+  map.setFilter(LAYERS.casing, selected);
+  map.setFilter(LAYERS.selected, selected);
+}
+
+async function createMap() {
+  const protocol = new Protocol();
+  addProtocol("pmtiles", protocol.tile);
+  const view = parseView(state.view);
+  const options = {
+    container: "map",
+    style: config.basemap_style || plainStyle(),
+    attributionControl: false,
+    dragRotate: false,
+    pitchWithRotate: false,
+    touchPitch: false,
+    maxZoom: 14,
+  };
+  if (view) {
+    options.center = view.center;
+    options.zoom = view.zoom;
+  } else {
+    // Frame the published areas: the archive's header (one small range request that
+    // the protocol then reuses for the tiles).
+    const archive = new PMTiles(tileUrl());
+    protocol.add(archive);
+    try {
+      const h = await archive.getHeader();
+      options.bounds = [
+        [h.minLon, h.minLat],
+        [h.maxLon, h.maxLat],
+      ];
+      options.fitBoundsOptions = { padding: 16 };
+    } catch (err) {
+      fail(`The map tiles could not be loaded (${err.message}).`);
+      options.center = [0, 20];
+      options.zoom = 1;
+    }
+  }
+  map = new MapLibre(options);
+  window.piecewiseMap = map;
+  map.touchZoomRotate.disableRotation();
+  map.keyboard.disableRotation();
+  map.addControl(new NavigationControl({ showCompass: false }), "top-right");
+  map.addControl(new AttributionControl({ compact: true, customAttribution: escapeHtml(config.attribution || "") }), "bottom-right");
+  map.getCanvas().setAttribute("aria-label", "Map; choose areas with the Area list");
+
+  let fellBack = !config.basemap_style;
+  map.on("error", (e) => {
+    if (!mapLoaded && !fellBack) {
+      // The basemap is unreachable (offline, say): boundaries on a plain background.
+      fellBack = true;
+      map.setStyle(plainStyle());
+      return;
+    }
+    const url = e?.source?.url || e?.error?.url || "";
+    if (String(url).includes(".pmtiles") || e?.sourceId === SOURCE) {
+      setStatus(`The map tiles could not be loaded (${e.error?.message || "error"}).`, { error: true });
+    }
+  });
+  map.on("load", () => {
+    mapLoaded = true;
+    addStatsLayers();
+  });
+  map.on("style.load", () => {
+    if (mapLoaded && !map.getSource(SOURCE)) addStatsLayers();
+  });
+  map.on("idle", () => {
+    document.body.dataset.mapState = "idle";
+    if (!areaLists.has(`${state.layer}/${state.period}`)) loadAreaList();
+  });
+  map.on("movestart", () => {
+    document.body.dataset.mapState = "loading";
+  });
+  map.on("moveend", () => {
+    state.view = formatView(map);
+    writeHash(state);
+  });
+  map.on("click", LAYERS.fill, (e) => onMapClick(e));
+  map.on("mouseenter", LAYERS.fill, () => {
+    map.getCanvas().style.cursor = "pointer";
+  });
+  map.on("mouseleave", LAYERS.fill, () => {
+    map.getCanvas().style.cursor = "";
+  });
+}
+
+function onMapClick(e) {
+  const feature = e.features?.[0];
+  if (!feature) return;
+  const info = layerInfo();
+  const p = feature.properties;
+  if (info.type === "h3" && p.resolution != null && Number(p.resolution) < info.resolution) {
+    // A coarser hexagon drawn at this zoom: zoom in to the layer's own hexagons.
+    map.easeTo({ center: e.lngLat, zoom: (info.tiles?.maxzoom ?? info.resolution + 2) + 0.01 });
+    setStatus("Zoomed in to the layer's own hexagons: click again to pick one.");
+    setTimeout(() => setStatus(""), 4000);
+    return;
+  }
+  selectArea(p.id, p.name);
+}
+
+// -- state ----------------------------------------------------------------------------
+
+function commit(changes, { push = true } = {}) {
+  const prev = state;
+  state = { ...state, ...changes };
+  writeHash(state, { push });
+  applyState(prev);
+}
+
+function applyState(prev) {
+  syncControls();
+  updateLegend();
+  updateLinks();
+  const info = layerInfo();
+  const metric = metricInfo();
+  $("map").setAttribute(
+    "aria-label",
+    `Map of ${metric.label.toLowerCase()} (${state.direction}) by ${info.name.toLowerCase()}, ${periodLabel(state.period)}, ${ispLabel(state.isp)}`,
+  );
+  if (map && mapLoaded) {
+    document.body.dataset.mapState = "loading";
+    const sourceChanged = !prev || prev.layer !== state.layer || prev.kind !== state.kind || prev.period !== state.period;
+    if (sourceChanged) {
+      removeStatsLayers();
+      addStatsLayers();
+    } else {
+      updatePaint();
+      updateSelection();
+    }
+    if (!areaLists.has(`${state.layer}/${state.period}`)) loadAreaList();
+    else fillAreaPicker();
+  }
+  const panelKeys = ["layer", "kind", "period", "isp", "direction", "area"];
+  if (!state.area) panel.close();
+  else if (!prev || panelKeys.some((k) => prev[k] !== state[k]) || !panel.isOpen) openPanel();
+}
+
+function openPanel(name) {
+  panel.open({
+    layer: state.layer,
+    layerName: layerInfo().name,
+    area: state.area,
+    name: name || areaName(state.area),
+    kind: state.kind,
+    period: state.period,
+    isp: state.isp,
+    direction: state.direction,
+    metric: metricInfo(),
+  });
+}
+
+function areaName(id) {
+  const list = areaLists.get(`${state.layer}/${state.period}`);
+  return list?.find((a) => a.id === id)?.name || id;
+}
+
+export function selectArea(id, name) {
+  if (!id) return;
+  if (id === state.area && panel.isOpen) {
+    panel.focus();
+    return;
+  }
+  state = { ...state, area: id };
+  writeHash(state, { push: true });
+  syncControls();
+  if (mapLoaded) updateSelection();
+  openPanel(name);
+  panel.focus();
+}
+
+function closeArea() {
+  if (!state.area) return;
+  state = { ...state, area: null };
+  writeHash(state, { push: true });
+  syncControls();
+  if (mapLoaded) updateSelection();
+  panel.close();
+}
+
+// -- controls -------------------------------------------------------------------------
+
+function options(select, items) {
+  select.replaceChildren(
+    ...items.map(([value, label]) => {
+      const o = document.createElement("option");
+      o.value = value;
+      o.textContent = label;
+      return o;
+    }),
+  );
+}
+
+function buildControls() {
+  options(
+    $("layer"),
+    index.layers.map((l) => [l.id, l.name || l.id]),
+  );
+  options(
+    $("metric"),
+    metrics.map((m) => [m.id, m.label]),
+  );
+  const kinds = Object.keys(index.periods).filter((k) => index.periods[k]?.length);
+  options(
+    $("kind"),
+    kinds.map((k) => [k, KIND_NAMES[k] || k]),
+  );
+  options($("isp"), [["all", "All ISPs"], ...(index.isps || []).map((i) => [i, i])]);
+  for (const id of ["layer", "metric", "direction", "kind", "period", "isp", "area-picker"]) $(id).disabled = false;
+
+  $("layer").addEventListener("change", (e) => commit({ layer: e.target.value, area: null }));
+  $("metric").addEventListener("change", (e) => commit({ metric: e.target.value }));
+  $("direction").addEventListener("change", (e) => commit({ direction: e.target.value }));
+  $("isp").addEventListener("change", (e) => commit({ isp: e.target.value }));
+  $("kind").addEventListener("change", (e) => {
+    const kind = e.target.value;
+    const periods = index.periods[kind];
+    // Keep the time: the newest period of the new kind that starts at or before the old one.
+    const t = periodStart(state.period);
+    const inside = periods.filter((p) => periodStart(p) <= t);
+    commit({ kind, period: inside.length ? inside[inside.length - 1] : periods[periods.length - 1] });
+  });
+  const slider = $("period");
+  slider.addEventListener("input", () => {
+    $("period-label").textContent = periodLabel(index.periods[state.kind][Number(slider.value)]);
+  });
+  slider.addEventListener("change", () => {
+    const period = index.periods[state.kind][Number(slider.value)];
+    if (period && period !== state.period) commit({ period });
+  });
+  $("area-picker").addEventListener("change", (e) => {
+    const id = e.target.value;
+    if (id) selectArea(id, e.target.selectedOptions[0]?.textContent);
+    else closeArea();
+  });
+  $("area-picker").addEventListener("focus", () => loadAreaList());
+  $("controls").addEventListener("submit", (e) => e.preventDefault());
+
+  const toggle = $("drawer-toggle");
+  toggle.addEventListener("click", () => {
+    const open = toggle.getAttribute("aria-expanded") !== "true";
+    toggle.setAttribute("aria-expanded", String(open));
+    document.body.classList.toggle("drawer-open", open);
+  });
+}
+
+function syncControls() {
+  $("layer").value = state.layer;
+  $("metric").value = state.metric;
+  $("direction").value = state.direction;
+  $("kind").value = state.kind;
+  $("isp").value = state.isp;
+  const periods = index.periods[state.kind];
+  const slider = $("period");
+  slider.max = String(periods.length - 1);
+  slider.value = String(periods.indexOf(state.period));
+  slider.disabled = periods.length < 2;
+  slider.setAttribute("aria-valuetext", periodLabel(state.period));
+  $("period-label").textContent = periodLabel(state.period);
+  const picker = $("area-picker");
+  if (state.area && ![...picker.options].some((o) => o.value === state.area)) {
+    const o = document.createElement("option");
+    o.value = state.area;
+    o.textContent = areaName(state.area);
+    picker.append(o);
+  }
+  picker.value = state.area || "";
+}
+
+async function loadAreaList() {
+  const key = `${state.layer}/${state.period}`;
+  if (areaLists.has(key)) return fillAreaPicker();
+  areaLists.set(key, null);
+  try {
+    const doc = await fetchJson(apiUrl(`layers/${encodeURIComponent(state.layer)}/stats`, { period: state.period, isp: "all", direction: "download" }));
+    const seen = new Map();
+    for (const c of [...(doc.cells || []), ...(doc.suppressed || [])]) seen.set(c.area, c.name || c.area);
+    const list = [...seen].map(([id, name]) => ({ id, name })).sort((a, b) => a.name.localeCompare(b.name, "en", { numeric: true }));
+    areaLists.set(key, list);
+  } catch (err) {
+    areaLists.delete(key);
+    $("area-picker-help").textContent = `The list of areas could not be loaded (${err.message}).`;
+    return;
+  }
+  fillAreaPicker();
+}
+
+function fillAreaPicker() {
+  const list = areaLists.get(`${state.layer}/${state.period}`);
+  if (!list) return;
+  const picker = $("area-picker");
+  if (picker.dataset.key === `${state.layer}/${state.period}`) {
+    picker.value = state.area || "";
+    return;
+  }
+  options(picker, [["", "Choose an area…"], ...list.map((a) => [a.id, a.name === a.id ? a.id : a.name])]);
+  picker.dataset.key = `${state.layer}/${state.period}`;
+  syncControls();
+}
+
+// -- legend and links -----------------------------------------------------------------
+
+function swatch(style) {
+  const s = document.createElement("span");
+  s.className = "swatch";
+  s.setAttribute("aria-hidden", "true");
+  Object.assign(s.style, style);
+  return s;
+}
+
+function updateLegend() {
+  const metric = metricInfo();
+  const priv = index.privacy || config.privacy || {};
+  $("legend-caption").textContent = `${metric.label}, ${state.direction}, ${ispLabel(state.isp)}, ${periodLabel(state.period)} (${metric.note}).`;
+  const items = classes(metric, state.direction).map((c) => {
+    const li = document.createElement("li");
+    li.append(swatch({ background: c.color }), c.label);
+    return li;
+  });
+  const suppressed = document.createElement("li");
+  suppressed.className = "legend-suppressed";
+  suppressed.append(
+    swatch({ background: `repeating-linear-gradient(135deg, #3c4043 0 2px, #d6d9dc 2px 6px)` }),
+    `Insufficient data: fewer than ${priv.min_tests ?? "?"} tests or ${priv.min_clients ?? "?"} distinct clients (not published)`,
+  );
+  const none = document.createElement("li");
+  none.append(swatch({ background: NO_DATA_COLOR, borderColor: "#4a4f57" }), "No tests");
+  items.push(suppressed, none);
+  $("legend-items").replaceChildren(...items);
+}
+
+function updateLinks() {
+  const csv = $("csv-link");
+  csv.href = apiUrl(`layers/${encodeURIComponent(state.layer)}/stats`, { period: state.period, isp: state.isp, format: "csv" });
+  csv.setAttribute("download", `${state.layer}-${state.period}-${state.isp === "all" ? "all" : state.isp.replace(/[^\w.-]+/g, "_")}.csv`);
+  csv.setAttribute("aria-label", `Download CSV of ${layerInfo().name.toLowerCase()}, ${periodLabel(state.period)}, ${ispLabel(state.isp)}`);
+  const q = new URLSearchParams({ layer: state.layer, kind: state.kind, period: state.period, isp: state.isp, direction: state.direction });
+  $("table-link").href = `table?${q}`;
+}
+
+// -- start ----------------------------------------------------------------------------
+
+async function main() {
+  setWorkerUrl(new URL("maplibre-gl-worker.mjs", window.location.href).href);
+  try {
+    config = await loadConfig();
+  } catch (err) {
+    fail(err.message);
+    return;
+  }
+  if (config.project?.name) {
+    $("project-name").textContent = config.project.name;
+    document.title = `${config.project.name} · map`;
+  }
+  $("api-link").href = `${config.apiBase}openapi.json`;
+  if (config.attribution) $("attribution").textContent = config.attribution;
+  const priv = config.privacy || {};
+  $("privacy-note").textContent = `Privacy: an area, period and ISP is published only with at least ${priv.min_tests ?? "?"} tests from at least ${priv.min_clients ?? "?"} distinct clients; otherwise it shows as insufficient data.`;
+
+  try {
+    index = await fetchJson(new URL("v1/index.json", config.dataBase), { cache: "no-cache" });
+  } catch (err) {
+    if (err.status === 404) noData();
+    else fail(`The published data could not be loaded (${err.message}).`);
+    return;
+  }
+  const kinds = Object.keys(index.periods || {}).filter((k) => index.periods[k]?.length);
+  if (!index.layers?.length || !kinds.length) {
+    noData();
+    return;
+  }
+  metrics = metricsFor(index.thresholds);
+  state = normalise(readHash(), index, metrics);
+  writeHash(state);
+  panel = new Panel({
+    root: $("panel"),
+    apiUrl,
+    index,
+    config,
+    onClose: closeArea,
+  });
+  buildControls();
+  applyState(null);
+  setStatus("");
+  window.addEventListener("popstate", () => {
+    const prev = state;
+    state = normalise(readHash(), index, metrics);
+    const view = parseView(state.view);
+    if (view && map && state.view !== prev.view) map.jumpTo(view);
+    applyState(prev);
+  });
+  try {
+    await createMap();
+  } catch (err) {
+    fail(`The map could not be shown (${err.message}).`);
+  }
+}
+
+main();

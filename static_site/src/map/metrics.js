@@ -1,0 +1,134 @@
+// What the map can colour areas by, their class breaks and colours, how numbers are
+// written, and the MapLibre expressions that read them from the tiles' properties.
+
+// Viridis, 8 steps: sequential, readable by the common colour-vision deficiencies,
+// and none of its colours is the grey of "insufficient data" or the white of "no tests".
+export const PALETTE = ["#440154", "#46327e", "#365c8d", "#277f8e", "#1fa187", "#4ac16d", "#a0da39", "#fde725"];
+export const SUPPRESSED_COLOR = "#9aa0a6";
+export const NO_DATA_COLOR = "#ffffff";
+
+const nf = (digits) => new Intl.NumberFormat("en-US", { maximumFractionDigits: digits });
+const int = nf(0);
+
+/** Throughput in Mbps: one decimal under 10, whole numbers above. */
+export function formatMbps(v) {
+  return v == null ? "–" : `${(v < 10 ? nf(1) : int).format(v)} Mbps`;
+}
+export function formatMs(v) {
+  return v == null ? "–" : `${nf(1).format(v)} ms`;
+}
+export function formatShare(v) {
+  return v == null ? "–" : `${int.format(v * 100)}%`;
+}
+export function formatCount(v) {
+  return v == null ? "–" : int.format(v);
+}
+
+/**
+ * The map's measures. `stat` is the statistic's name in the tiles and the API;
+ * `breaks` the lower bounds of the classes after the first, per direction.
+ */
+export function metricsFor(thresholds) {
+  const metrics = [
+    {
+      id: "median",
+      stat: "median",
+      label: "Median speed",
+      unit: "Mbps",
+      note: "median throughput of the tests",
+      breaks: { download: [10, 25, 50, 100, 200, 500, 1000], upload: [3, 10, 20, 50, 100, 200, 500] },
+      format: formatMbps,
+      short: (v) => int.format(v),
+    },
+    {
+      id: "rtt_median",
+      stat: "rtt_median",
+      label: "Median latency",
+      unit: "ms",
+      note: "median minimum round-trip time; lower is better",
+      breaks: { download: [10, 20, 30, 40, 60, 80, 120], upload: [10, 20, 30, 40, 60, 80, 120] },
+      format: formatMs,
+      short: (v) => int.format(v),
+    },
+  ];
+  for (const t of thresholds || []) {
+    metrics.push({
+      id: t.column,
+      stat: t.column,
+      label: `Share of tests at or above ${t.label} Mbps`,
+      unit: "%",
+      note: `share of tests at or above ${t.download} Mbps (download) or ${t.upload} Mbps (upload)`,
+      threshold: t,
+      breaks: { download: [0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99], upload: [0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99] },
+      format: formatShare,
+      short: (v) => int.format(v * 100),
+    });
+  }
+  metrics.push({
+    id: "tests",
+    stat: "tests",
+    label: "Number of tests",
+    unit: "tests",
+    note: "tests in the period",
+    breaks: { download: [50, 100, 200, 500, 1000, 2000, 5000], upload: [50, 100, 200, 500, 1000, 2000, 5000] },
+    format: formatCount,
+    short: (v) => int.format(v),
+  });
+  return metrics;
+}
+
+/** The tile property holding a statistic for a direction and ISP (`all` or a name). */
+export function propertyKey(stat, direction, isp) {
+  return isp && isp !== "all" ? `${direction}_${stat}@${isp}` : `${direction}_${stat}`;
+}
+
+/** The classes of a metric for a direction: [{color, from, to, label}]. */
+export function classes(metric, direction) {
+  const breaks = metric.breaks[direction];
+  const out = [];
+  for (let i = 0; i <= breaks.length; i++) {
+    const from = i === 0 ? null : breaks[i - 1];
+    const to = i === breaks.length ? null : breaks[i];
+    let label;
+    if (from == null) label = `under ${metric.short(to)}`;
+    else if (to == null) label = `${metric.short(from)} or more`;
+    else label = `${metric.short(from)} to ${metric.short(to)}`;
+    out.push({ color: PALETTE[i], from, to, label: `${label} ${metric.unit === "%" ? "%" : metric.unit}`.replace(" %", "%") });
+  }
+  return out;
+}
+
+/** The fill colour of an area: a class colour, grey when suppressed, white without tests. */
+export function fillColor(metric, direction, isp) {
+  const value = propertyKey(metric.stat, direction, isp);
+  const suppressed = propertyKey("suppressed", direction, isp);
+  const step = ["step", ["to-number", ["get", value]], PALETTE[0]];
+  metric.breaks[direction].forEach((b, i) => step.push(b, PALETTE[i + 1]));
+  return ["case", ["has", value], step, ["==", ["get", suppressed], true], SUPPRESSED_COLOR, NO_DATA_COLOR];
+}
+
+/** Features whose cell is suppressed (drawn hatched). */
+export function suppressedFilter(metric, direction, isp) {
+  return ["all", ["!", ["has", propertyKey(metric.stat, direction, isp)]], ["==", ["get", propertyKey("suppressed", direction, isp)], true]];
+}
+
+/** The label of a period for people: `2025-03` → `March 2025`. */
+export function periodLabel(label) {
+  let m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(label);
+  if (m) return new Date(Date.UTC(+m[1], +m[2] - 1, +m[3])).toLocaleDateString("en-US", { timeZone: "UTC", day: "numeric", month: "long", year: "numeric" });
+  m = /^(\d{4})-(\d{2})$/.exec(label);
+  if (m) return new Date(Date.UTC(+m[1], +m[2] - 1, 1)).toLocaleDateString("en-US", { timeZone: "UTC", month: "long", year: "numeric" });
+  m = /^(\d{4})-Q(\d)$/.exec(label);
+  if (m) return `Q${m[2]} ${m[1]}`;
+  return label;
+}
+
+/** The first moment of a period, in seconds since 1970 (for the chart's time axis). */
+export function periodStart(label) {
+  const m = /^(\d{4})(?:-(\d{2})(?:-(\d{2}))?|-Q(\d))?$/.exec(label);
+  if (!m) return null;
+  const month = m[4] ? (Number(m[4]) - 1) * 3 : m[2] ? Number(m[2]) - 1 : 0;
+  return Date.UTC(Number(m[1]), month, m[3] ? Number(m[3]) : 1) / 1000;
+}
+
+export const KIND_NAMES = { day: "Day", month: "Month", quarter: "Quarter", year: "Year" };

@@ -1,0 +1,233 @@
+// The panel of a selected area: its numbers and sample sizes, a time series, the
+// distribution of its throughput, and its ISPs side by side — all from the API, asked
+// only once an area is selected. Suppressed numbers read "insufficient data", never 0.
+import { fetchJson } from "../common/config.js";
+import { histogramSvg } from "./histogram.js";
+import { formatCount, formatMbps, formatMs, formatShare, periodLabel } from "./metrics.js";
+
+const INSUFFICIENT = "insufficient data";
+const DIRECTIONS = ["download", "upload"];
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v == null) continue;
+    if (k === "class") node.className = v;
+    else node.setAttribute(k, v);
+  }
+  node.append(...children.filter((c) => c != null));
+  return node;
+}
+
+function message(text, cls = "muted") {
+  return el("p", { class: cls }, text);
+}
+
+function table(caption, head, rows, cls = "numbers") {
+  return el(
+    "div",
+    { class: "table-wrap" },
+    el(
+      "table",
+      { class: cls },
+      el("caption", { class: "visually-hidden" }, caption),
+      el("thead", {}, el("tr", {}, ...head.map((h, i) => el("th", { scope: "col", class: i ? "num" : null }, h)))),
+      el(
+        "tbody",
+        {},
+        ...rows.map((r) =>
+          el(
+            "tr",
+            {},
+            ...r.map((cell, i) =>
+              i === 0
+                ? el("th", { scope: "row" }, cell)
+                : el("td", { class: cell === INSUFFICIENT ? "num insufficient" : "num" }, cell),
+            ),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+export class Panel {
+  constructor({ root, apiUrl, index, config, onClose }) {
+    this.root = root;
+    this.apiUrl = apiUrl;
+    this.index = index;
+    this.config = config;
+    this.onClose = onClose;
+    this.controller = null;
+    this.chart = null;
+    this.isOpen = false;
+    root.querySelector("#panel-close").addEventListener("click", () => this.onClose());
+    root.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") this.onClose();
+    });
+  }
+
+  focus() {
+    this.root.focus({ preventScroll: true });
+  }
+
+  close() {
+    this.controller?.abort();
+    this.destroyChart();
+    this.root.hidden = true;
+    this.isOpen = false;
+    document.body.classList.remove("panel-open");
+  }
+
+  destroyChart() {
+    this.chart?.destroy();
+    this.chart = null;
+  }
+
+  /** Shows an area: `params` has layer, layerName, area, name, kind, period, isp, direction. */
+  async open(params) {
+    this.controller?.abort();
+    const controller = new AbortController();
+    this.controller = controller;
+    this.params = params;
+    const { layer, area, kind, period, isp, direction } = params;
+    const q = this.root.querySelector.bind(this.root);
+    this.root.hidden = false;
+    this.isOpen = true;
+    this.root.setAttribute("aria-busy", "true");
+    document.body.classList.add("panel-open");
+    q("#panel-title").textContent = params.name || area;
+    q("#panel-summary").textContent = `Loading ${params.name || area}, ${periodLabel(period)}…`;
+    for (const id of ["#panel-numbers", "#panel-series", "#panel-histogram", "#panel-isps"]) {
+      q(id).replaceChildren(message("Loading…"));
+    }
+    this.destroyChart();
+
+    const base = `layers/${encodeURIComponent(layer)}`;
+    const areaPath = `${base}/areas/${encodeURIComponent(area)}`;
+    const get = (path, query) => fetchJson(this.apiUrl(path, query), { signal: controller.signal });
+    const isps = get(`${areaPath}/isps`, { period });
+    const series = get(`${areaPath}/series`, { step: kind, isp });
+    const histogram = get(`${base}/histogram`, { area, period, isp, direction, coarse: 10 });
+
+    const stale = () => controller !== this.controller;
+    const show = async (promise, render, target) => {
+      try {
+        const doc = await promise;
+        if (!stale()) await render(doc);
+        return doc;
+      } catch (err) {
+        if (err.name === "AbortError" || stale()) return null;
+        q(target).replaceChildren(message(`Could not be loaded: ${err.message}`, "error"));
+        return null;
+      }
+    };
+    const [ispDoc] = await Promise.all([
+      show(isps, (doc) => this.renderIsps(doc), "#panel-isps"),
+      show(series, (doc) => this.renderSeries(doc), "#panel-series"),
+      show(histogram, (doc) => this.renderHistogram(doc), "#panel-histogram"),
+    ]);
+    if (stale()) return;
+    this.root.removeAttribute("aria-busy");
+    if (!ispDoc) {
+      q("#panel-numbers").replaceChildren(message("The numbers could not be loaded.", "error"));
+      q("#panel-summary").textContent = `${params.name || area}: the numbers could not be loaded.`;
+    }
+  }
+
+  renderIsps(doc) {
+    const p = this.params;
+    const q = this.root.querySelector.bind(this.root);
+    const name = doc.name || p.name || p.area;
+    q("#panel-title").textContent = name;
+    const entry = (doc.isps || []).find((e) => e.isp === p.isp);
+    const ispText = p.isp === "all" ? "all ISPs" : p.isp;
+    const where = `${p.layerName ? `${p.layerName.replace(/s$/, "").toLowerCase()} ` : ""}${name}, ${periodLabel(p.period)}, ${ispText}`;
+
+    // Numbers for the chosen ISP, both directions.
+    if (!entry) {
+      q("#panel-numbers").replaceChildren(message(`No tests in ${periodLabel(p.period)} for ${ispText}.`));
+      q("#panel-summary").textContent = `${where}: no tests.`;
+    } else {
+      const cell = (d) => entry[d];
+      const sup = (d) => (entry.suppressed || []).includes(d);
+      const val = (d, f, key) => {
+        if (sup(d)) return INSUFFICIENT;
+        const c = cell(d);
+        return c ? f(c[key]) : "no tests";
+      };
+      const rows = [
+        ["Tests", ...DIRECTIONS.map((d) => val(d, formatCount, "tests"))],
+        ["Distinct clients", ...DIRECTIONS.map((d) => val(d, formatCount, "clients"))],
+        ["Median speed", ...DIRECTIONS.map((d) => val(d, formatMbps, "median"))],
+        [
+          "10th to 90th percentile",
+          ...DIRECTIONS.map((d) => (sup(d) ? INSUFFICIENT : cell(d) ? `${formatMbps(cell(d).p10)} to ${formatMbps(cell(d).p90)}` : "no tests")),
+        ],
+        ["Median latency", ...DIRECTIONS.map((d) => val(d, formatMs, "rtt_median"))],
+      ];
+      for (const t of this.index.thresholds || []) {
+        rows.push([
+          `At or above ${t.label} Mbps`,
+          ...DIRECTIONS.map((d) => {
+            if (sup(d)) return INSUFFICIENT;
+            const c = cell(d);
+            return c ? formatShare(c.shares?.[t.label] ?? c[t.column]) : "no tests";
+          }),
+        ]);
+      }
+      q("#panel-numbers").replaceChildren(table(`Statistics of ${where}`, ["", "Download", "Upload"], rows));
+      const d = entry[p.direction];
+      q("#panel-summary").textContent = sup(p.direction)
+        ? `${where}: insufficient data for ${p.direction}s (too few tests or clients to publish).`
+        : d
+          ? `${where}: median ${p.direction} ${formatMbps(d.median)} from ${formatCount(d.tests)} tests.`
+          : `${where}: no ${p.direction} tests.`;
+    }
+
+    // Every ISP side by side.
+    const list = doc.isps || [];
+    if (!list.length) {
+      q("#panel-isps").replaceChildren(message("No tests in this period."));
+      return;
+    }
+    const fmt = (e, d, f, key) => ((e.suppressed || []).includes(d) ? INSUFFICIENT : e[d] ? f(e[d][key]) : "–");
+    const rows = list.map((e) => [
+      e.isp === "all" ? "All ISPs" : e.isp,
+      fmt(e, "download", formatMbps, "median"),
+      fmt(e, "upload", formatMbps, "median"),
+      fmt(e, "download", formatMs, "rtt_median"),
+      fmt(e, "download", formatCount, "tests"),
+    ]);
+    q("#panel-isps").replaceChildren(
+      table(`ISPs in ${name}, ${periodLabel(p.period)}`, ["ISP", "Download median", "Upload median", "Latency median", "Download tests"], rows, "numbers isps"),
+    );
+  }
+
+  async renderSeries(doc) {
+    const p = this.params;
+    const target = this.root.querySelector("#panel-series");
+    const { drawSeries } = await import("./chart.js");
+    if (this.params !== p) return;
+    target.replaceChildren();
+    this.chart = drawSeries(target, doc, p);
+  }
+
+  renderHistogram(doc) {
+    const p = this.params;
+    const target = this.root.querySelector("#panel-histogram");
+    const ispText = p.isp === "all" ? "all ISPs" : p.isp;
+    if (doc.suppressed) {
+      target.replaceChildren(message(`${p.direction[0].toUpperCase()}${p.direction.slice(1)} speeds, ${ispText}: ${INSUFFICIENT} (too few tests or clients to publish).`, "insufficient"));
+      return;
+    }
+    if (!doc.tests || !doc.buckets?.length) {
+      target.replaceChildren(message(`No ${p.direction} tests for ${ispText} in ${periodLabel(p.period)}.`));
+      return;
+    }
+    target.replaceChildren(
+      el("p", { class: "muted" }, `${p.direction[0].toUpperCase()}${p.direction.slice(1)} speeds of ${formatCount(doc.tests)} tests, ${ispText}, ${periodLabel(p.period)}.`),
+      histogramSvg(doc.buckets, `${p.direction} speed`),
+    );
+  }
+}

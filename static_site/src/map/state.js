@@ -1,0 +1,74 @@
+// The map's state in the URL's hash (`#layer=counties&metric=median&...`), so a view
+// can be shared and restored. Control changes push a history entry; map moves replace
+// the current one.
+
+const ORDER = ["layer", "metric", "direction", "kind", "period", "isp", "area", "map"];
+const KIND_PREFERENCE = ["month", "quarter", "year", "day"];
+
+/** The raw values in the current hash. */
+export function readHash(hash = window.location.hash) {
+  const params = new URLSearchParams(hash.replace(/^#/, ""));
+  const out = {};
+  for (const key of ORDER) {
+    const value = params.get(key);
+    if (value != null && value !== "") out[key] = value;
+  }
+  return out;
+}
+
+/** `zoom/lat/lng` → {zoom, center: [lng, lat]}, or null. */
+export function parseView(text) {
+  const m = /^(\d+(?:\.\d+)?)\/(-?\d+(?:\.\d+)?)\/(-?\d+(?:\.\d+)?)$/.exec(text || "");
+  if (!m) return null;
+  const zoom = Number(m[1]);
+  const lat = Number(m[2]);
+  const lng = Number(m[3]);
+  if (zoom > 24 || Math.abs(lat) > 85.06 || Math.abs(lng) > 180) return null;
+  return { zoom, center: [lng, lat] };
+}
+
+export function formatView(map) {
+  const c = map.getCenter();
+  const zoom = map.getZoom();
+  const digits = Math.max(2, Math.ceil(Math.log2(Math.max(1, zoom))) + 1);
+  return `${zoom.toFixed(2)}/${c.lat.toFixed(digits)}/${c.lng.toFixed(digits)}`;
+}
+
+/**
+ * A complete, valid state from raw values and the index: anything unknown falls back
+ * to a default (the first layer, median download, the newest month, all ISPs).
+ */
+export function normalise(raw, index, metrics) {
+  const layers = (index.layers || []).map((l) => l.id);
+  const kinds = Object.keys(index.periods || {}).filter((k) => (index.periods[k] || []).length);
+  const pick = (value, allowed, fallback) => (allowed.includes(value) ? value : fallback);
+  const layer = pick(raw.layer, layers, layers[0]);
+  const metric = pick(raw.metric, metrics.map((m) => m.id), "median");
+  const direction = pick(raw.direction, ["download", "upload"], "download");
+  const defaultKind = KIND_PREFERENCE.find((k) => kinds.includes(k)) || kinds[0];
+  const kind = pick(raw.kind, kinds, defaultKind);
+  const periods = index.periods?.[kind] || [];
+  const period = pick(raw.period, periods, periods[periods.length - 1]);
+  const isp = pick(raw.isp, ["all", ...(index.isps || [])], "all");
+  const area = raw.area && /^[^_][^\s/]*$/.test(raw.area) ? raw.area : null;
+  const view = parseView(raw.map);
+  return { layer, metric, direction, kind, period, isp, area, view: view ? raw.map : null };
+}
+
+export function toHash(state) {
+  const params = new URLSearchParams();
+  for (const key of ORDER) {
+    const value = key === "map" ? state.view : state[key];
+    if (value != null && value !== "") params.set(key, value);
+  }
+  return `#${params.toString()}`;
+}
+
+/** Writes the state to the URL: a new history entry (`push`) or in place. */
+export function writeHash(state, { push = false } = {}) {
+  const hash = toHash(state);
+  if (hash === window.location.hash) return;
+  const url = `${window.location.pathname}${window.location.search}${hash}`;
+  if (push) window.history.pushState(null, "", url);
+  else window.history.replaceState(null, "", url);
+}
