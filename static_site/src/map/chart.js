@@ -2,7 +2,20 @@
 // Mbps on the left axis, median latency in ms on the right. Periods without a
 // published value are gaps, never joined across; a table of the values follows.
 import uPlot from "uplot";
-import { formatCount, formatMbps, formatMs, periodLabel, periodStart } from "./metrics.js";
+import { formatCount, formatMbps, formatMs, periodLabel } from "./metrics.js";
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/** A period's label on the time axis: `Mar 7`, `Mar 2025`, `Q1 2025`, `2025`. */
+function shortLabel(label) {
+  let m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(label);
+  if (m) return `${MONTHS[+m[2] - 1]} ${+m[3]}`;
+  m = /^(\d{4})-(\d{2})$/.exec(label);
+  if (m) return `${MONTHS[+m[2] - 1]} ${m[1]}`;
+  m = /^(\d{4})-Q(\d)$/.exec(label);
+  if (m) return `Q${m[2]} ${m[1]}`;
+  return label;
+}
 
 // Okabe–Ito colours, told apart by the common colour-vision deficiencies; the lines
 // also differ in dash.
@@ -14,7 +27,7 @@ const LINES = [
 
 export function drawSeries(target, doc, params) {
   const periods = doc.periods || [];
-  const x = periods.map(periodStart);
+  const x = periods.map((_, i) => i);
   const find = (d) => (doc.series || []).find((s) => s.direction === d);
   const columns = LINES.map((l) => {
     const s = find(l.direction);
@@ -41,7 +54,7 @@ export function drawSeries(target, doc, params) {
     height: 220,
     legend: { live: true },
     cursor: { points: { size: 7 } },
-    scales: { x: { time: true }, mbps: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] }, ms: { range: (u, min, max) => [0, Math.max(1, max * 1.2)] } },
+    scales: { x: { time: false, range: (u, min, max) => [min - 0.5, max + 0.5] }, mbps: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] }, ms: { range: (u, min, max) => [0, Math.max(1, max * 1.2)] } },
     series: [
       { label: params.kind === "day" ? "Day" : "Period", value: (u, v, si, i) => (i == null ? "–" : periodLabel(periods[i])) },
       ...LINES.map((l) => ({
@@ -56,7 +69,12 @@ export function drawSeries(target, doc, params) {
       })),
     ],
     axes: [
-      { stroke: "#1b1b1b", grid: { stroke: "#e3e7ec" } },
+      {
+        stroke: "#1b1b1b",
+        grid: { stroke: "#e3e7ec" },
+        incrs: [1, 2, 3, 4, 6, 7, 12, 14, 30, 60, 91, 182, 365],
+        values: (u, splits) => splits.map((v) => (Number.isInteger(v) && periods[v] ? shortLabel(periods[v]) : "")),
+      },
       { scale: "mbps", label: "Mbps", stroke: "#1b1b1b", grid: { stroke: "#e3e7ec" }, size: 50 },
       { scale: "ms", label: "ms", side: 1, stroke: "#1b1b1b", grid: { show: false }, size: 45 },
     ],

@@ -3,7 +3,7 @@
 // state is in the URL's hash (state.js).
 import "maplibre-gl/dist/maplibre-gl.css";
 import "uplot/dist/uPlot.min.css";
-import { AttributionControl, Map as MapLibre, NavigationControl, addProtocol, setWorkerUrl } from "maplibre-gl";
+import { AttributionControl, Map as MapLibre, NavigationControl, addProtocol, prewarm, setWorkerUrl } from "maplibre-gl";
 import { PMTiles, Protocol } from "pmtiles";
 import { fetchJson, loadConfig } from "../common/config.js";
 import {
@@ -219,7 +219,7 @@ async function createMap() {
   map.keyboard.disableRotation();
   map.addControl(new NavigationControl({ showCompass: false }), "top-right");
   map.addControl(new AttributionControl({ compact: true, customAttribution: escapeHtml(config.attribution || "") }), "bottom-right");
-  map.getCanvas().setAttribute("aria-label", "Map; choose areas with the Area list");
+  describeMap();
 
   let fellBack = !config.basemap_style;
   map.on("error", (e) => {
@@ -274,6 +274,48 @@ function onMapClick(e) {
     return;
   }
   selectArea(p.id, p.name);
+  // Keep the clicked point clear of the panel.
+  const covered = panelCover();
+  const w = map.getCanvas().clientWidth;
+  if (covered && e.point.x > w - covered - 24) map.panBy([e.point.x - (w - covered) / 2, 0]);
+}
+
+/** How much of the map's right side the panel covers (0 on phones, where it is a sheet). */
+function panelCover() {
+  const p = $("panel");
+  if (p.hidden || window.matchMedia("(max-width: 700px)").matches) return 0;
+  return p.getBoundingClientRect().width;
+}
+
+/** Brings an area chosen from the list into view (when its shape is in the loaded tiles). */
+function revealArea(id) {
+  if (!mapLoaded) return;
+  const info = layerInfo();
+  const features = map.querySourceFeatures(SOURCE, {
+    sourceLayer: info.tiles?.source_layer || info.id,
+    filter: ["==", ["get", "id"], id],
+  });
+  if (!features.length) return;
+  let [w, s, e, n] = [180, 90, -180, -90];
+  const visit = (c) => {
+    if (typeof c[0] === "number") {
+      w = Math.min(w, c[0]);
+      e = Math.max(e, c[0]);
+      s = Math.min(s, c[1]);
+      n = Math.max(n, c[1]);
+    } else c.forEach(visit);
+  };
+  for (const f of features) visit(f.geometry.coordinates);
+  const bounds = map.getBounds();
+  const inView = bounds.contains([w, s]) && bounds.contains([e, n]);
+  if (inView && !panelCover()) return;
+  map.fitBounds(
+    [
+      [w, s],
+      [e, n],
+    ],
+    { padding: { top: 40, bottom: 40, left: 40, right: 40 + panelCover() }, maxZoom: Math.max(map.getZoom(), 6), duration: 400 },
+  );
 }
 
 // -- state ----------------------------------------------------------------------------
@@ -285,16 +327,22 @@ function commit(changes, { push = true } = {}) {
   applyState(prev);
 }
 
+/** The map canvas's accessible name says what it shows; its description where the same is in text. */
+function describeMap() {
+  if (!map) return;
+  const canvas = map.getCanvas();
+  canvas.setAttribute(
+    "aria-label",
+    `Map of ${metricInfo().label.toLowerCase()} (${state.direction}) by ${layerInfo().name.toLowerCase()}, ${periodLabel(state.period)}, ${ispLabel(state.isp)}`,
+  );
+  canvas.setAttribute("aria-describedby", "map-help");
+}
+
 function applyState(prev) {
   syncControls();
   updateLegend();
   updateLinks();
-  const info = layerInfo();
-  const metric = metricInfo();
-  $("map").setAttribute(
-    "aria-label",
-    `Map of ${metric.label.toLowerCase()} (${state.direction}) by ${info.name.toLowerCase()}, ${periodLabel(state.period)}, ${ispLabel(state.isp)}`,
-  );
+  describeMap();
   if (map && mapLoaded) {
     document.body.dataset.mapState = "loading";
     const sourceChanged = !prev || prev.layer !== state.layer || prev.kind !== state.kind || prev.period !== state.period;
@@ -332,10 +380,10 @@ function areaName(id) {
   return list?.find((a) => a.id === id)?.name || id;
 }
 
-export function selectArea(id, name) {
+function selectArea(id, name, { focusPanel = true } = {}) {
   if (!id) return;
   if (id === state.area && panel.isOpen) {
-    panel.focus();
+    if (focusPanel) panel.focus();
     return;
   }
   state = { ...state, area: id };
@@ -343,7 +391,7 @@ export function selectArea(id, name) {
   syncControls();
   if (mapLoaded) updateSelection();
   openPanel(name);
-  panel.focus();
+  if (focusPanel) panel.focus();
 }
 
 function closeArea() {
@@ -407,8 +455,10 @@ function buildControls() {
   });
   $("area-picker").addEventListener("change", (e) => {
     const id = e.target.value;
-    if (id) selectArea(id, e.target.selectedOptions[0]?.textContent);
-    else closeArea();
+    if (id) {
+      selectArea(id, e.target.selectedOptions[0]?.textContent, { focusPanel: false });
+      revealArea(id);
+    } else closeArea();
   });
   $("area-picker").addEventListener("focus", () => loadAreaList());
   $("controls").addEventListener("submit", (e) => e.preventDefault());
@@ -519,6 +569,8 @@ function updateLinks() {
 
 async function main() {
   setWorkerUrl(new URL("maplibre-gl-worker.mjs", window.location.href).href);
+  // Start the map's workers while the config and the index load.
+  prewarm();
   try {
     config = await loadConfig();
   } catch (err) {

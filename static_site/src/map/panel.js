@@ -142,7 +142,7 @@ export class Panel {
     q("#panel-title").textContent = name;
     const entry = (doc.isps || []).find((e) => e.isp === p.isp);
     const ispText = p.isp === "all" ? "all ISPs" : p.isp;
-    const where = `${p.layerName ? `${p.layerName.replace(/s$/, "").toLowerCase()} ` : ""}${name}, ${periodLabel(p.period)}, ${ispText}`;
+    const where = `${name}, ${periodLabel(p.period)}, ${ispText}`;
 
     // Numbers for the chosen ISP, both directions.
     if (!entry) {

@@ -61,7 +61,7 @@ export function toHash(state) {
     const value = key === "map" ? state.view : state[key];
     if (value != null && value !== "") params.set(key, value);
   }
-  return `#${params.toString()}`;
+  return `#${params.toString().replace(/%2F/g, "/")}`;
 }
 
 /** Writes the state to the URL: a new history entry (`push`) or in place. */
