@@ -71,7 +71,7 @@ def test_index_lists_the_tiles(run: Published) -> None:
     index = run.index
     assert index["paths"]["tiles"] == "v1/tiles/{layer}/{kind}/{period}.pmtiles"
     by_id = {layer["id"]: layer for layer in index["layers"]}
-    assert by_id["counties"]["tiles"] == {"minzoom": 0, "maxzoom": 10, "source_layer": "counties"}
+    assert by_id["counties"]["tiles"] == {"minzoom": 0, "maxzoom": 9, "source_layer": "counties"}
     assert by_id["hex"]["tiles"] == {"minzoom": 0, "maxzoom": 7, "source_layer": "hex"}
     for layer in by_id:
         for kind, labels in index["periods"].items():
@@ -81,7 +81,7 @@ def test_index_lists_the_tiles(run: Published) -> None:
 
 
 def test_header_and_metadata(run: Published) -> None:
-    for layer, maxzoom in (("counties", 10), ("hex", 7)):
+    for layer, maxzoom in (("counties", 9), ("hex", 7)):
         reader = archive(run.public, layer, "month", "2025-03")
         header = reader.header()
         assert header["tile_type"] == TileType.MVT
@@ -118,7 +118,7 @@ def test_every_county_carries_its_period_statistics_at_every_zoom(
             seen.setdefault(z, set()).add(p["id"])
             assert p["name"] == names[p["id"]]
             assert stat_props(p) == expected.get(p["id"], {}), (z, p["id"])
-    assert set(seen) == set(range(0, 11))
+    assert set(seen) == set(range(0, 10))
     for z, ids in seen.items():
         assert ids == set(names), z  # every area, with or without a published cell
 

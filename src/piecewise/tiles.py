@@ -11,6 +11,7 @@ and an H3 parent drawn at low zoom is the test-weighted mean of its published ch
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import math
@@ -30,7 +31,7 @@ EXTENT = 4096  # tile coordinates per side
 BUFFER = 64  # tile coordinates drawn beyond each edge, so that strokes join up
 WORLD = 20037508.342789244  # half the width of the Web Mercator plane, metres
 MAX_TILE_BYTES = 500 * 1024  # a tile above this (compressed) fails the build
-POLYGON_MAXZOOM = 10  # polygon layers: MapLibre overzooms beyond this
+POLYGON_MAXZOOM = 9  # polygon layers: MapLibre overzooms beyond this
 H3_ZOOM_OFFSET = 2  # H3 layers draw resolution min(layer resolution, zoom - 2)
 GZIP_LEVEL = 6
 CONTENT_TYPE = "application/vnd.pmtiles"
@@ -86,13 +87,14 @@ def tile_bounds(z: int, x: int, y: int) -> tuple[float, float, float, float]:
 
 @dataclass(frozen=True)
 class TileFeatures:
-    """One tile's features: (drawn area id, feature type, geometry commands) each."""
+    """One tile's features: (drawn area id, the feature's encoded id, type and
+    geometry without its properties) each."""
 
     tile_id: int
     z: int
     x: int
     y: int
-    features: list[tuple[str, int, list[int]]]
+    features: list[tuple[str, bytes]]
 
 
 @dataclass
@@ -137,15 +139,18 @@ class LayerGeometry:
         """The clipped mercator shapes of each tile at zoom z."""
         size = 2 * WORLD / (1 << z)
         if self.resolution is None:
+            # About a pixel of a 512-pixel tile; at maxzoom one tile coordinate, so that
+            # shapes stay sharp where MapLibre overzooms them.
+            tolerance = size / (EXTENT if z == self.maxzoom else 512)
             drawn = {
-                a: shapely.simplify(g, size / 512, preserve_topology=True) for a, g in merc.items()
+                a: shapely.simplify(g, tolerance, preserve_topology=True) for a, g in merc.items()
             }
         else:
             res = h3_resolution_at(z, self.resolution)
             if res == self.resolution:
                 drawn = merc
             else:
-                parents = sorted({h3.cell_to_parent(a, res) for a in merc})
+                parents = sorted({_parent(a, res) for a in merc})
                 drawn = {}
                 for p in parents:
                     ring = [(lng, lat) for lat, lng in h3.cell_to_boundary(p)]
@@ -184,9 +189,10 @@ def _antimeridian_safe(poly: shapely.Polygon) -> shapely.Polygon:
 
 def _encode_geometry(
     layer: str, z: int, x: int, y: int, items: list[tuple[str, shapely.Geometry]]
-) -> list[tuple[str, int, list[int]]]:
+) -> list[tuple[str, bytes]]:
     """Quantise, orient and encode the clipped shapes of one tile with
-    mapbox-vector-tile; features that vanish at this zoom are left out."""
+    mapbox-vector-tile; features that vanish at this zoom are left out. An H3 cell's
+    feature id is the cell's 64-bit index; polygons have none."""
     minx, _miny, _maxx, maxy = tile_bounds(z, x, y)
     scale = EXTENT / (2 * WORLD / (1 << z))
 
@@ -208,7 +214,12 @@ def _encode_geometry(
     out = []
     for layer_pb in tile.layers:
         for f in layer_pb.features:
-            out.append((items[f.id][0], f.type, list(f.geometry)))
+            area = items[f.id][0]
+            if h3.is_valid_cell(area):
+                f.id = h3.str_to_int(area)
+            else:
+                f.ClearField("id")
+            out.append((area, f.SerializePartialToString()))
     return out
 
 
@@ -270,36 +281,62 @@ def _properties(
     return props
 
 
-def _parent_numbers(
+@functools.lru_cache(maxsize=1 << 20)
+def _parent(cell: str, res: int) -> str:
+    return h3.cell_to_parent(cell, res)
+
+
+Numbers = dict[tuple[str, str, str], dict[str, float | int]]
+
+
+def _parent_levels(
     numbers: Mapping[tuple[str, str, str], Mapping[str, float | int]],
     suppressed: Iterable[tuple[str, str, str]],
-    res: int,
+    resolution: int,
     digits: int = 4,
-) -> tuple[dict[tuple[str, str, str], dict[str, float | int]], list[tuple[str, str, str]]]:
-    """The numbers of the H3 parents at `res`: tests summed, every other statistic the
-    test-weighted mean of the published children that have it (clients left out).
-    A parent key with no published child is suppressed if a child was."""
-    sums: dict[tuple[str, str, str], dict[str, list[float]]] = {}
-    for (area, isp, direction), values in numbers.items():
-        key = (h3.cell_to_parent(area, res), isp, direction)
-        acc = sums.setdefault(key, {})
+) -> dict[int, tuple[Numbers, list[tuple[str, str, str]]]]:
+    """The numbers of the H3 parents at every resolution below `resolution`, keyed
+    (parent, isp, direction): tests summed, every other statistic the test-weighted
+    mean over the published cells below the parent that have it (clients left out),
+    rounded as published. A parent key with no published cell below it is suppressed
+    if a cell below it was. Each level is summed from the one below (the sums of
+    weights and weighted values add up exactly)."""
+    level: dict[tuple[str, str, str], dict[str, list[float]]] = {}
+    for key, values in numbers.items():
         tests = values["tests"]
-        acc.setdefault("tests", [0.0, 0.0])[0] += tests
+        acc = {"tests": [tests, 0.0]}
         for name, value in values.items():
-            if name in NOT_AVERAGED:
+            if name not in NOT_AVERAGED:
+                acc[name] = [value * tests, tests]
+        level[key] = acc
+    hidden_keys = set(suppressed)
+    out = {}
+    for res in range(resolution - 1, -1, -1):
+        upper: dict[tuple[str, str, str], dict[str, list[float]]] = {}
+        for (area, isp, direction), acc in level.items():
+            key = (_parent(area, res), isp, direction)
+            target = upper.get(key)
+            if target is None:
+                upper[key] = {name: [a, b] for name, (a, b) in acc.items()}
                 continue
-            total = acc.setdefault(name, [0.0, 0.0])
-            total[0] += value * tests
-            total[1] += tests
-    parents: dict[tuple[str, str, str], dict[str, float | int]] = {}
-    for key, acc in sums.items():
-        out: dict[str, float | int] = {"tests": int(acc["tests"][0])}
-        for name, (weighted, weight) in acc.items():
-            if name != "tests" and weight > 0:
-                out[name] = round(weighted / weight, digits)
-        parents[key] = out
-    hidden = sorted({(h3.cell_to_parent(a, res), i, d) for a, i, d in suppressed} - set(parents))
-    return parents, hidden
+            for name, (a, b) in acc.items():
+                total = target.get(name)
+                if total is None:
+                    target[name] = [a, b]
+                else:
+                    total[0] += a
+                    total[1] += b
+        level = upper
+        hidden_keys = {(_parent(a, res), i, d) for a, i, d in hidden_keys}
+        parents: Numbers = {}
+        for key, acc in level.items():
+            result: dict[str, float | int] = {"tests": int(acc["tests"][0])}
+            for name, (weighted, weight) in acc.items():
+                if name != "tests" and weight > 0:
+                    result[name] = round(weighted / weight, digits)
+            parents[key] = result
+        out[res] = (parents, sorted(hidden_keys - parents.keys()))
+    return out
 
 
 @dataclass(frozen=True)
@@ -330,8 +367,7 @@ class PeriodProperties:
             by_res[None] = _properties(numbers, suppressed, share_cols)
             return cls(by_res)
         by_res[resolution] = _properties(numbers, suppressed, share_cols)
-        for res in range(resolution):
-            parents, hidden = _parent_numbers(numbers, suppressed, res)
+        for res, (parents, hidden) in _parent_levels(numbers, suppressed, resolution).items():
             by_res[res] = _properties(parents, hidden, share_cols)
         return cls(by_res)
 
@@ -339,46 +375,69 @@ class PeriodProperties:
 # -- tiles and archives ---------------------------------------------------------------
 
 
-def encode_tile(layer: str, features: list[tuple[str, int, list[int]]], props: dict) -> bytes:
-    """One MVT tile (uncompressed) of `features` with their properties: `id` and `name`
-    first, then the statistics; keys and values shared within the tile."""
-    tile = vector_tile_pb2.tile()
-    lp = tile.layers.add()
-    lp.name = layer
-    lp.version = 2
-    lp.extent = EXTENT
-    keys: dict[str, int] = {}
-    values: dict[tuple[type, object], int] = {}
-    for area, ftype, geometry in features:
-        f = lp.features.add()
-        f.type = ftype
-        f.geometry.extend(geometry)
-        tags = []
-        for k, v in props[area].items():
+class TileEncoder:
+    """Encodes the tiles of one period. Each area's properties are turned into MVT
+    values once (`area`); a tile then takes the keys its features use and appends each
+    feature's values, so per tile only the features are touched, not their properties.
+    Values are not shared between the features of a tile (few repeat across areas)."""
+
+    def __init__(self, layer: str) -> None:
+        self.layer = layer
+        self.keys: dict[str, int] = {}
+        self.key_list: list[str] = []
+        self.areas: dict[tuple[int | None, str], tuple[np.ndarray, int, bytes]] = {}
+
+    def add_area(self, res: int | None, area: str, props: Mapping[str, object]) -> None:
+        keys, key_list = self.keys, self.key_list
+        kidx = np.empty(len(props), np.int64)
+        for i, k in enumerate(props):
             ki = keys.get(k)
             if ki is None:
-                ki = keys[k] = len(keys)
-                lp.keys.append(k)
-            vk = (type(v), v)
-            vi = values.get(vk)
-            if vi is None:
-                vi = values[vk] = len(values)
-                val = lp.values.add()
-                if isinstance(v, bool):
-                    val.bool_value = v
-                elif isinstance(v, int):
-                    if v >= 0:
-                        val.uint_value = v
-                    else:
-                        val.sint_value = v
-                elif isinstance(v, float):
-                    val.double_value = v
-                else:
-                    val.string_value = str(v)
-            tags.append(ki)
-            tags.append(vi)
-        f.tags.extend(tags)
-    return tile.SerializeToString()
+                ki = keys[k] = len(key_list)
+                key_list.append(k)
+            kidx[i] = ki
+        # A layer holding only values serialises to exactly its values: merged into a
+        # tile's layer, they are appended to that layer's values.
+        holder = vector_tile_pb2.tile.layer(values=[_value(v) for v in props.values()])
+        self.areas[(res, area)] = (kidx, len(props), holder.SerializePartialToString())
+
+    def encode(self, res: int | None, features: list[tuple[str, bytes]]) -> bytes:
+        """One MVT tile (uncompressed) of `features` drawn at resolution `res`."""
+        tile = vector_tile_pb2.tile()
+        lp = tile.layers.add()
+        lp.name = self.layer
+        lp.version = 2
+        lp.extent = EXTENT
+        if not features:
+            return tile.SerializeToString()
+        encoded = [self.areas[(res, area)] for area, _f in features]
+        tile_keys = np.unique(np.concatenate([e[0] for e in encoded]))
+        key_list = self.key_list
+        lp.keys.extend([key_list[i] for i in tile_keys.tolist()])
+        offset = 0
+        values = []
+        for (_area, feature), (kidx, n, vals) in zip(features, encoded, strict=True):
+            f = lp.features.add()
+            f.MergeFromString(feature)
+            tags = np.empty(2 * n, np.int64)
+            tags[0::2] = np.searchsorted(tile_keys, kidx)
+            tags[1::2] = np.arange(offset, offset + n)
+            f.tags.extend(tags.tolist())
+            offset += n
+            values.append(vals)
+        lp.MergeFromString(b"".join(values))
+        return tile.SerializeToString()
+
+
+def _value(v: object) -> dict:
+    """An MVT value, as the protobuf constructor takes it."""
+    if isinstance(v, bool):
+        return {"bool_value": v}
+    if isinstance(v, float):
+        return {"double_value": v}
+    if isinstance(v, int):
+        return {"uint_value": v} if v >= 0 else {"sint_value": v}
+    return {"string_value": str(v)}
 
 
 def _field_type(value: object) -> str:
@@ -407,7 +466,8 @@ def build_archive(
 ) -> Archive:
     """The PMTiles archive of one period of a layer. `names` maps area ids to names
     (H3 parents are named by their id); `where` names the archive in errors."""
-    feature_props: dict[int | None, dict[str, dict]] = {}
+    encoder = TileEncoder(geometry.layer)
+    seen: set[tuple[int | None, str]] = set()
     fields: dict[str, str] = {"id": "String", "name": "String"}
     if geometry.resolution is not None:
         fields["resolution"] = "Number"
@@ -417,21 +477,19 @@ def build_archive(
     count = 0
     for tile in geometry.tiles:
         res = None if geometry.resolution is None else h3_resolution_at(tile.z, geometry.resolution)
-        props = feature_props.get(res)
-        if props is None:
-            props = feature_props[res] = {}
         stats = period.by_res.get(res, {})
-        for area, _t, _g in tile.features:
-            if area not in props:
+        for area, _feature in tile.features:
+            if (res, area) not in seen:
+                seen.add((res, area))
                 p: dict = {"id": area, "name": names.get(area, area)}
                 if res is not None:
                     p["resolution"] = res
                 p.update(stats.get(area, {}))
-                props[area] = p
+                encoder.add_area(res, area, p)
                 for k, v in p.items():
                     if k not in fields:
                         fields[k] = _field_type(v)
-        data = gzip.compress(encode_tile(geometry.layer, tile.features, props), GZIP_LEVEL, mtime=0)
+        data = gzip.compress(encoder.encode(res, tile.features), GZIP_LEVEL, mtime=0)
         if len(data) > MAX_TILE_BYTES:
             raise TileTooLarge(
                 f"{where}: tile {tile.z}/{tile.x}/{tile.y} is {len(data):,} bytes "
@@ -442,7 +500,7 @@ def build_archive(
         count += 1
     if not count:
         # An archive needs a tile: an empty one at zoom 0.
-        empty = gzip.compress(encode_tile(geometry.layer, [], {}), GZIP_LEVEL, mtime=0)
+        empty = gzip.compress(encoder.encode(None, []), GZIP_LEVEL, mtime=0)
         writer.write_tile(0, empty)
     west, south, east, north = geometry.bounds
     metadata = {
