@@ -275,16 +275,26 @@ function onMapClick(e) {
   }
   selectArea(p.id, p.name);
   // Keep the clicked point clear of the panel.
-  const covered = panelCover();
-  const w = map.getCanvas().clientWidth;
-  if (covered && e.point.x > w - covered - 24) map.panBy([e.point.x - (w - covered) / 2, 0]);
+  const inset = panelInsets();
+  const canvas = map.getCanvas();
+  const dx = inset.right && e.point.x > canvas.clientWidth - inset.right - 24 ? e.point.x - (canvas.clientWidth - inset.right) / 2 : 0;
+  const dy = inset.bottom && e.point.y > canvas.clientHeight - inset.bottom - 24 ? e.point.y - (canvas.clientHeight - inset.bottom) / 2 : 0;
+  if (dx || dy) map.panBy([dx, dy]);
 }
 
-/** How much of the map's right side the panel covers (0 on phones, where it is a sheet). */
-function panelCover() {
+const isPhone = () => window.matchMedia("(max-width: 700px)").matches;
+
+/** How much of the map the open panel covers: its right side, or on phones its bottom
+ * (the sheet grows to 62% of the screen as its content loads). */
+function panelInsets() {
   const p = $("panel");
-  if (p.hidden || window.matchMedia("(max-width: 700px)").matches) return 0;
-  return p.getBoundingClientRect().width;
+  if (p.hidden) return { right: 0, bottom: 0 };
+  if (isPhone()) {
+    const mapBottom = map.getContainer().getBoundingClientRect().bottom;
+    const sheetTop = Math.min(p.getBoundingClientRect().top, window.innerHeight * 0.38);
+    return { right: 0, bottom: Math.max(0, mapBottom - sheetTop) };
+  }
+  return { right: p.getBoundingClientRect().width, bottom: 0 };
 }
 
 /** Brings an area chosen from the list into view (when its shape is in the loaded tiles). */
@@ -306,15 +316,22 @@ function revealArea(id) {
     } else c.forEach(visit);
   };
   for (const f of features) visit(f.geometry.coordinates);
-  const bounds = map.getBounds();
-  const inView = bounds.contains([w, s]) && bounds.contains([e, n]);
-  if (inView && !panelCover()) return;
+  const inset = panelInsets();
+  const canvas = map.getCanvas();
+  const a = map.project([w, n]);
+  const b = map.project([e, s]);
+  const clear = a.x >= 0 && a.y >= 0 && b.x <= canvas.clientWidth - inset.right && b.y <= canvas.clientHeight - inset.bottom;
+  if (clear) return;
   map.fitBounds(
     [
       [w, s],
       [e, n],
     ],
-    { padding: { top: 40, bottom: 40, left: 40, right: 40 + panelCover() }, maxZoom: Math.max(map.getZoom(), 6), duration: 400 },
+    {
+      padding: { top: 30, left: 30, right: 30 + inset.right, bottom: 30 + inset.bottom },
+      maxZoom: Math.max(map.getZoom(), 6),
+      duration: 400,
+    },
   );
 }
 
@@ -396,6 +413,8 @@ function selectArea(id, name, { focusPanel = true } = {}) {
 
 function closeArea() {
   if (!state.area) return;
+  // Focus goes back to the list of areas rather than to nowhere.
+  if ($("panel").contains(document.activeElement)) $("area-picker").focus();
   state = { ...state, area: null };
   writeHash(state, { push: true });
   syncControls();
@@ -455,20 +474,32 @@ function buildControls() {
   });
   $("area-picker").addEventListener("change", (e) => {
     const id = e.target.value;
-    if (id) {
-      selectArea(id, e.target.selectedOptions[0]?.textContent, { focusPanel: false });
+    if (!id) return closeArea();
+    // On a phone the drawer closes, so that the map and the area's sheet show.
+    const drawer = isPhone() && document.body.classList.contains("drawer-open");
+    if (drawer) setDrawer(false);
+    selectArea(id, e.target.selectedOptions[0]?.textContent, { focusPanel: drawer });
+    // After the drawer's closing has resized the map.
+    requestAnimationFrame(() => {
+      map?.resize();
       revealArea(id);
-    } else closeArea();
+    });
   });
   $("area-picker").addEventListener("focus", () => loadAreaList());
   $("controls").addEventListener("submit", (e) => e.preventDefault());
+  // The skip link moves focus without touching the hash, which holds the map's state.
+  document.querySelector(".skip-link").addEventListener("click", (e) => {
+    e.preventDefault();
+    $("controls").focus();
+  });
 
   const toggle = $("drawer-toggle");
-  toggle.addEventListener("click", () => {
-    const open = toggle.getAttribute("aria-expanded") !== "true";
-    toggle.setAttribute("aria-expanded", String(open));
-    document.body.classList.toggle("drawer-open", open);
-  });
+  toggle.addEventListener("click", () => setDrawer(toggle.getAttribute("aria-expanded") !== "true"));
+}
+
+function setDrawer(open) {
+  $("drawer-toggle").setAttribute("aria-expanded", String(open));
+  document.body.classList.toggle("drawer-open", open);
 }
 
 function syncControls() {

@@ -1,0 +1,493 @@
+"""The map page in a real browser (chromium with software WebGL) over `piecewise serve`
+and a two-month demo publication with tiles: what the map draws against the published
+statistics, the controls and the URL, the area panel (mouse and keyboard), the CSV
+link, a phone-sized screen, accessible names, and the loading and error states.
+
+Needs the built site (`make site`) and chromium (`make browser`)."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+FILL = "areas-fill"
+HATCH = "areas-suppressed"
+IDLE = "document.body.dataset.mapState === 'idle'"
+CONTROLS = {
+    "layer": "Areas",
+    "metric": "Measure",
+    "direction": "Direction",
+    "kind": "Period length",
+    "period": "Period",
+    "isp": "ISP",
+    "area-picker": "Find an area",
+}
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def wait_idle(page) -> None:
+    page.wait_for_function(IDLE)
+
+
+def open_map(page, site_server, hash_: str = "") -> None:
+    page.goto(site_server.url + (f"#{hash_}" if hash_ else ""))
+    wait_idle(page)
+
+
+def hash_state(page) -> dict[str, str]:
+    fragment = urllib.parse.urlsplit(page.url).fragment
+    return dict(urllib.parse.parse_qsl(fragment))
+
+
+def rendered(page, layer: str = FILL) -> list[dict]:
+    return page.evaluate(
+        f"window.piecewiseMap.queryRenderedFeatures({{layers: ['{layer}']}}).map(f => f.properties)"
+    )
+
+
+def fill_expression(page) -> str:
+    return json.dumps(page.evaluate(f"window.piecewiseMap.getPaintProperty('{FILL}', 'fill-color')"))
+
+
+def point_of(page, area: str) -> dict[str, float]:
+    """A point on the page inside the rendered area `area` (scans the map's canvas)."""
+    xy = page.evaluate(
+        """(area) => {
+          const m = window.piecewiseMap, c = m.getCanvas();
+          for (let y = 12; y < c.clientHeight; y += 6)
+            for (let x = 12; x < c.clientWidth; x += 6) {
+              const f = m.queryRenderedFeatures([x, y], {layers: ['areas-fill']});
+              if (f.length && f[0].properties.id === area) return [x, y];
+            }
+          return null;
+        }""",
+        area,
+    )
+    assert xy, f"area {area} is not drawn"
+    box = page.locator(".maplibregl-canvas").bounding_box()
+    return {"x": box["x"] + xy[0], "y": box["y"] + xy[1]}
+
+
+def enc(text: str) -> str:
+    """As the page's encodeURIComponent."""
+    return urllib.parse.quote(text, safe="!~*'()")
+
+
+def fetch(url: str) -> tuple[int, str, str]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.headers.get("Content-Type", ""), response.read().decode()
+
+
+@pytest.fixture(scope="module")
+def index(site_server) -> dict:
+    return site_server.public.read_json("v1/index.json")
+
+
+@pytest.fixture(scope="module")
+def month_stats(site_server, index) -> dict:
+    """The counties' statistics of the newest month (the map's default view)."""
+    period = index["periods"]["month"][-1]
+    return site_server.public.read_json(f"v1/stats/counties/month/{period}.json")
+
+
+def busiest(stats: dict, isp: str = "all") -> dict:
+    cells = [c for c in stats["cells"] if c["isp"] == isp and c["direction"] == "download"]
+    return max(cells, key=lambda c: c["tests"])
+
+
+@pytest.fixture
+def page(page) -> Iterator[object]:
+    """The fixtures' page, checked for script errors at the end."""
+    yield page
+    errors = [e for e in page.console_errors if "favicon" not in e]
+    assert not errors, errors
+
+
+# -- the map --------------------------------------------------------------------------
+
+
+def test_map_draws_the_published_statistics(page, site_server, index, month_stats, screenshot_dir):
+    open_map(page, site_server)
+    state = hash_state(page)
+    assert state["layer"] == "counties"
+    assert state["kind"] == "month" and state["period"] == index["periods"]["month"][-1]
+    assert page.evaluate("window.piecewiseMap.getSource('stats').url").endswith(
+        f"/data/v1/tiles/counties/month/{state['period']}.pmtiles"
+    )
+
+    features = {f["id"]: f for f in rendered(page)}
+    published = {
+        c["area"]: c for c in month_stats["cells"] if c["isp"] == "all" and c["direction"] == "download"
+    }
+    suppressed = {a for a, i, d in month_stats["suppressed"] if i == "all" and d == "download"}
+    compared = 0
+    for area, props in features.items():
+        if area in published:
+            cell = published[area]
+            assert props["name"] == cell["name"]
+            assert props["download_tests"] == cell["tests"]
+            assert props["download_median"] == pytest.approx(cell["median"], abs=1e-4)
+            assert props["download_rtt_median"] == pytest.approx(cell["rtt_median"], abs=1e-4)
+            assert "download_suppressed" not in props
+            compared += 1
+        elif area in suppressed:
+            assert props.get("download_suppressed") is True
+            assert "download_median" not in props and "download_tests" not in props
+    assert compared >= 10, f"only {compared} published counties drawn"
+    # Suppressed counties are hatched, and only they.
+    hatched = {f["id"] for f in rendered(page, HATCH)}
+    assert hatched == suppressed & set(features)
+
+    # The legend explains the classes, insufficient data and no tests.
+    legend = page.locator("#legend-items").inner_text()
+    assert "Mbps" in legend and "No tests" in legend
+    privacy = index["privacy"]
+    assert f"fewer than {privacy['min_tests']} tests or {privacy['min_clients']}" in legend
+    footer = page.locator(".credit").inner_text()
+    assert "M-Lab" in footer and str(privacy["min_tests"]) in footer
+    page.screenshot(path=str(screenshot_dir / "map.png"))
+
+
+def test_controls_change_the_map_and_the_url(page, site_server, index, month_stats):
+    open_map(page, site_server)
+    assert '"download_median"' in fill_expression(page)
+
+    page.get_by_label("Measure", exact=True).select_option("rtt_median")
+    wait_idle(page)
+    assert '"download_rtt_median"' in fill_expression(page)
+    assert hash_state(page)["metric"] == "rtt_median"
+
+    page.get_by_label("Direction", exact=True).select_option("upload")
+    wait_idle(page)
+    assert '"upload_rtt_median"' in fill_expression(page)
+
+    share = index["thresholds"][0]["column"]
+    page.get_by_label("Measure", exact=True).select_option(share)
+    wait_idle(page)
+    assert f'"upload_{share}"' in fill_expression(page)
+    assert hash_state(page)["metric"] == share
+
+    isp = busiest(month_stats, isp=next(c["isp"] for c in month_stats["cells"] if c["isp"] != "all"))
+    name = isp["isp"]
+    page.get_by_label("ISP", exact=True).select_option(name)
+    wait_idle(page)
+    assert f'"upload_{share}@{name}"' in fill_expression(page)
+    assert hash_state(page)["isp"] == name
+    csv = page.locator("#csv-link").get_attribute("href")
+    assert f"isp={enc(name)}" in csv
+
+    # The period slider: one step back is the month before.
+    months = index["periods"]["month"]
+    slider = page.get_by_label("Period", exact=True)
+    slider.focus()
+    page.keyboard.press("ArrowLeft")
+    wait_idle(page)
+    assert hash_state(page)["period"] == months[-2]
+    assert page.evaluate("window.piecewiseMap.getSource('stats').url").endswith(f"/month/{months[-2]}.pmtiles")
+    assert page.locator("#period-label").inner_text() == "January 2025"
+
+    # Days: the slider spans every day, the map shows the newest day that starts in the month.
+    page.get_by_label("Period length", exact=True).select_option("day")
+    wait_idle(page)
+    state = hash_state(page)
+    assert state["kind"] == "day" and state["period"].startswith(months[-2])
+    assert slider.get_attribute("max") == str(len(index["periods"]["day"]) - 1)
+
+    # Reloading the URL restores everything.
+    url = page.url
+    expression = fill_expression(page)
+    page.goto("about:blank")
+    page.goto(url)
+    wait_idle(page)
+    assert hash_state(page) == state
+    assert fill_expression(page) == expression
+    assert page.get_by_label("ISP", exact=True).input_value() == name
+    assert page.get_by_label("Measure", exact=True).input_value() == share
+    assert page.get_by_label("Period length", exact=True).input_value() == "day"
+
+    # Hexagons: other features, the layer's hexagon ids.
+    page.get_by_label("Areas", exact=True).select_option("h3r6")
+    wait_idle(page)
+    assert hash_state(page)["layer"] == "h3r6"
+    ids = {f["id"] for f in rendered(page)}
+    assert ids and all(re.fullmatch(r"[0-9a-f]{15}", i) for i in ids)
+
+    # Back goes to the counties again.
+    page.go_back()
+    wait_idle(page)
+    assert hash_state(page)["layer"] == "counties"
+    assert page.get_by_label("Areas", exact=True).input_value() == "counties"
+    assert all(not re.fullmatch(r"[0-9a-f]{15}", f["id"]) for f in rendered(page))
+
+
+def test_moving_the_map_is_kept_in_the_url_without_new_history(page, site_server):
+    open_map(page, site_server)
+    length = page.evaluate("history.length")
+    page.evaluate("window.piecewiseMap.jumpTo({center: [-122.3, 47.6], zoom: 8})")
+    wait_idle(page)
+    page.wait_for_function("location.hash.includes('map=8.00/47.6')")
+    assert page.evaluate("history.length") == length
+    page.reload()
+    wait_idle(page)
+    assert page.evaluate("window.piecewiseMap.getZoom()") == pytest.approx(8, abs=0.01)
+    assert page.evaluate("window.piecewiseMap.getCenter().lat") == pytest.approx(47.6, abs=0.01)
+
+
+# -- the panel ------------------------------------------------------------------------
+
+
+def test_clicking_an_area_opens_its_panel(page, site_server, month_stats, screenshot_dir):
+    open_map(page, site_server)
+    cell = busiest(month_stats)
+    with page.expect_response(lambda r: "/series?" in r.url) as series:
+        page.mouse.click(**point_of(page, cell["area"]))
+    assert series.value.status == 200
+    assert f"/v1/layers/counties/areas/{cell['area']}/series?step=month" in series.value.url
+
+    panel = page.locator("#panel")
+    assert panel.is_visible()
+    assert page.locator("#panel-title").inner_text() == cell["name"]
+    assert hash_state(page)["area"] == cell["area"]
+    summary = page.locator("#panel-summary")
+    assert summary.get_attribute("aria-live") == "polite"
+    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    assert f"{cell['tests']:,} tests" in summary.inner_text()
+    numbers = page.locator("#panel-numbers").inner_text()
+    assert f"{cell['tests']:,}" in numbers and f"{cell['clients']:,}" in numbers
+
+    chart = page.locator("#panel-series .uplot canvas").first
+    box = chart.bounding_box()
+    assert box["width"] > 100 and box["height"] > 100
+    # The chart's points: the months published in the series file, gaps as nulls.
+    series_file = site_server.public.read_json(f"v1/series/counties/{cell['area']}.json")
+    months = series_file["kinds"]["month"]
+    download = next(s for s in months["series"] if s["isp"] == "all" and s["direction"] == "download")
+    data = page.evaluate(
+        "Array.from(document.querySelectorAll('#panel-series details tbody tr'), r => r.children[1].textContent)"
+    )
+    assert len(data) == len(months["periods"])
+    for shown, value in zip(data, download["median"], strict=True):
+        assert (shown == "no published value") == (value is None)
+
+    assert page.locator("#panel-histogram svg rect").count() > 3
+    isps = page.locator("#panel-isps tbody tr")
+    assert isps.count() >= 2
+    assert isps.first.locator("th").inner_text() == "All ISPs"
+    # The selected area is outlined on the map.
+    selected = page.evaluate("JSON.stringify(window.piecewiseMap.getFilter('areas-selected'))")
+    assert cell["area"] in selected
+    page.screenshot(path=str(screenshot_dir / "panel.png"))
+
+    # Escape closes it and clears the area from the URL.
+    page.locator("#panel-close").focus()
+    page.keyboard.press("Escape")
+    assert not panel.is_visible()
+    assert "area" not in hash_state(page)
+
+
+def test_the_area_list_selects_areas_from_the_keyboard(page, site_server, month_stats):
+    open_map(page, site_server)
+    isp_select = page.get_by_label("ISP", exact=True)
+    isp_select.focus()
+    page.keyboard.press("Tab")
+    picker = page.get_by_label("Find an area", exact=True)
+    assert page.evaluate("document.activeElement.id") == "area-picker"
+    cell = busiest(month_stats)
+    page.wait_for_function(
+        "(id) => [...document.querySelectorAll('#area-picker option')].some(o => o.value === id)",
+        arg=cell["area"],
+    )
+    with page.expect_response(lambda r: "/isps?" in r.url) as isps:
+        picker.select_option(cell["area"])
+    assert isps.value.status == 200
+    page.wait_for_selector("#panel-series .uplot canvas")
+    assert page.locator("#panel-title").inner_text() == cell["name"]
+    # Focus stays on the list, so arrowing on through the areas keeps working.
+    assert page.evaluate("document.activeElement.id") == "area-picker"
+
+    # Changing the ISP reloads the panel for that ISP.
+    other = next(c for c in month_stats["cells"] if c["area"] == cell["area"] and c["isp"] != "all")
+    with page.expect_response(lambda r: "/series?" in r.url and "isp=" in r.url) as series:
+        isp_select.select_option(other["isp"])
+    assert f"isp={enc(other['isp'])}" in series.value.url
+    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    assert other["isp"] in page.locator("#panel-summary").inner_text()
+
+
+def test_suppressed_numbers_read_insufficient_data(page, site_server, index):
+    """An area whose all-ISP cell is suppressed: the panel says so and shows no number."""
+    found = None
+    for kind in ("month", "day"):
+        for period in index["periods"][kind]:
+            stats = site_server.public.read_json(f"v1/stats/counties/{kind}/{period}.json")
+            hidden = [a for a, i, d in stats["suppressed"] if i == "all" and d == "download"]
+            if hidden:
+                found = (kind, period, hidden[0])
+                break
+        if found:
+            break
+    assert found, "the demo publication has no suppressed county"
+    kind, period, area = found
+    open_map(page, site_server, f"layer=counties&kind={kind}&period={period}&area={area}")
+    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    numbers = page.locator("#panel-numbers").inner_text()
+    assert "insufficient data" in numbers
+    assert "insufficient data" in page.locator("#panel-summary").inner_text()
+    assert "insufficient data" in page.locator("#panel-histogram").inner_text()
+    tests_row = page.locator("#panel-numbers tbody tr").first.inner_text()
+    assert "0" not in tests_row.split("\t")[1]
+
+
+def test_the_panel_reports_a_failing_api(page, site_server, month_stats):
+    page.route("**/v1/layers/*/areas/*/series*", lambda route: route.fulfill(status=503, body="{}"))
+    cell = busiest(month_stats)
+    open_map(page, site_server, f"area={cell['area']}")
+    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    assert "could not be loaded" in page.locator("#panel-series").inner_text().lower()
+    assert f"{cell['tests']:,}" in page.locator("#panel-numbers").inner_text()
+    page.console_errors.clear()  # the browser logs the failed request
+
+
+# -- links, phone, accessibility, errors ----------------------------------------------
+
+
+def test_the_csv_link_is_the_statistics_endpoint(page, site_server, index):
+    open_map(page, site_server)
+    period = index["periods"]["month"][-1]
+    href = page.get_by_role("link", name=re.compile("Download CSV")).get_attribute("href")
+    assert href == f"{site_server.url}v1/layers/counties/stats?period={period}&isp=all&format=csv"
+    status, content_type, body = fetch(href)
+    assert status == 200 and content_type.startswith("text/csv")
+    assert body.splitlines()[0].startswith("area,name,isp,direction,suppressed,tests")
+
+    page.get_by_label("Areas", exact=True).select_option("h3r6")
+    wait_idle(page)
+    isp = index["isps"][0]
+    page.get_by_label("ISP", exact=True).select_option(isp)
+    href = page.locator("#csv-link").get_attribute("href")
+    assert href == (
+        f"{site_server.url}v1/layers/h3r6/stats?period={period}"
+        f"&isp={enc(isp)}&format=csv"
+    )
+    status, content_type, _ = fetch(href)
+    assert status == 200 and content_type.startswith("text/csv")
+    table = page.get_by_role("link", name="See these numbers as a table").get_attribute("href")
+    assert table.startswith("table?layer=h3r6&kind=month")
+    assert fetch(site_server.url + table)[0] == 200
+
+
+def test_phone_screen(browser, site_server, month_stats, screenshot_dir):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(site_server.url)
+        wait_idle(page)
+        isp = page.get_by_label("ISP", exact=True)
+        assert not isp.is_visible()  # the controls are in a closed drawer
+        toggle = page.get_by_role("button", name="Map options")
+        assert toggle.get_attribute("aria-expanded") == "false"
+        toggle.tap()
+        assert toggle.get_attribute("aria-expanded") == "true"
+        for label in CONTROLS.values():
+            assert page.get_by_label(label, exact=True).is_visible(), label
+        page.screenshot(path=str(screenshot_dir / "phone-controls.png"))
+
+        cell = busiest(month_stats)
+        page.wait_for_function(
+            "(id) => [...document.querySelectorAll('#area-picker option')].some(o => o.value === id)",
+            arg=cell["area"],
+        )
+        page.get_by_label("Find an area", exact=True).select_option(cell["area"])
+        # The drawer closes by itself, focus moves to the area's sheet.
+        assert toggle.get_attribute("aria-expanded") == "false"
+        assert not isp.is_visible()
+        assert page.evaluate("document.activeElement.id") == "panel"
+        page.wait_for_selector("#panel-series .uplot canvas")
+        page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+        wait_idle(page)
+        sheet = page.locator("#panel").bounding_box()
+        assert sheet["y"] + sheet["height"] == pytest.approx(844, abs=1)  # a bottom sheet
+        assert sheet["height"] <= 0.65 * 844 and sheet["width"] == pytest.approx(390, abs=1)
+        # The map moved the area into the part above the sheet.
+        assert point_of(page, cell["area"])["y"] < sheet["y"]
+        chart = page.locator("#panel-series .uplot canvas").first.bounding_box()
+        assert 200 <= chart["width"] <= 390
+        page.screenshot(path=str(screenshot_dir / "phone.png"))
+        page.get_by_role("button", name="Close the area panel").tap()
+        assert not page.locator("#panel").is_visible()
+        assert not errors, errors
+    finally:
+        context.close()
+
+
+def test_controls_have_names_and_ids_are_unique(page, site_server):
+    open_map(page, site_server, "area=53033")
+    for control_id, label in CONTROLS.items():
+        assert page.get_by_label(label, exact=True).get_attribute("id") == control_id
+    unnamed = page.evaluate(
+        """() => [...document.querySelectorAll('select, input, button, a[href], textarea')]
+          .filter(e => e.offsetParent !== null || e.tagName === 'A')
+          .filter(e => !((e.labels && e.labels.length) || e.getAttribute('aria-label')
+                         || e.getAttribute('aria-labelledby') || e.textContent.trim() || e.title))
+          .map(e => e.outerHTML.slice(0, 120))"""
+    )
+    assert unnamed == []
+    duplicates = page.evaluate(
+        """() => { const seen = {}; for (const e of document.querySelectorAll('[id]'))
+                     seen[e.id] = (seen[e.id] || 0) + 1;
+                   return Object.keys(seen).filter(k => seen[k] > 1); }"""
+    )
+    assert duplicates == []
+    assert page.evaluate("document.documentElement.lang") == "en"
+    canvas_name = page.locator(".maplibregl-canvas").get_attribute("aria-label")
+    assert canvas_name.startswith("Map of median speed (download) by counties")
+    assert page.locator("#map-help").count() == 1
+    # The header's navigation: this page, the speed test, the table and the API.
+    nav = page.get_by_role("navigation", name="Site")
+    assert nav.get_by_role("link", name="Map").get_attribute("aria-current") == "page"
+    assert nav.get_by_role("link", name="Speed test & survey").get_attribute("href") == "speedtest.html"
+    assert nav.get_by_role("link", name="Data table").get_attribute("href") == "table"
+    assert nav.get_by_role("link", name="API").get_attribute("href").endswith("/v1/openapi.json")
+    # Keyboard order: the skip link first, then the header, then the controls.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip-link"
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "layer"
+    assert hash_state(page)["area"] == "53033"  # the skip link leaves the state alone
+
+
+def test_no_data_yet(page, site_server):
+    page.route("**/data/v1/index.json", lambda route: route.fulfill(status=404, body="not found"))
+    page.goto(site_server.url)
+    page.wait_for_function("document.body.dataset.mapState === 'nodata'")
+    assert "No data has been published yet" in page.locator("#status").inner_text()
+    page.console_errors.clear()
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("**/config.json", "config.json could not be loaded"),
+        ("**/data/v1/index.json", "published data could not be loaded"),
+    ],
+)
+def test_load_errors_are_shown(page, site_server, pattern, message):
+    page.route(pattern, lambda route: route.fulfill(status=500, body="{}"))
+    page.goto(site_server.url)
+    page.wait_for_function("document.body.dataset.mapState === 'error'")
+    status = page.locator("#status")
+    assert message in status.inner_text()
+    assert "error" in status.get_attribute("class")
+    page.console_errors.clear()
