@@ -491,3 +491,62 @@ def test_load_errors_are_shown(page, site_server, pattern, message):
     assert message in status.inner_text()
     assert "error" in status.get_attribute("class")
     page.console_errors.clear()
+
+
+def with_basemap(page, style_url: str) -> None:
+    """Serves the page a config.json naming `style_url` as the basemap."""
+
+    def handle(route):
+        response = route.fetch()
+        body = response.json()
+        body["basemap_style"] = style_url
+        route.fulfill(response=response, json=body)
+
+    page.route("**/config.json", handle)
+
+
+def test_a_basemap_from_the_config_is_drawn_under_the_areas(page, site_server):
+    style_url = site_server.url + "test-basemap/style.json"
+    style = {
+        "version": 8,
+        "sources": {},
+        "layers": [{"id": "basemap-land", "type": "background", "paint": {"background-color": "#efe9dc"}}],
+    }
+    page.route(style_url, lambda route: route.fulfill(json=style))
+    with_basemap(page, style_url)
+    open_map(page, site_server)
+    layers = page.evaluate("window.piecewiseMap.getStyle().layers.map(l => l.id)")
+    assert layers[0] == "basemap-land"
+    assert layers.index(FILL) > 0 and rendered(page)
+    # Over a basemap the areas let it show through.
+    assert page.evaluate(f"window.piecewiseMap.getPaintProperty('{FILL}', 'fill-opacity')") < 0.9
+
+
+def test_an_unreachable_basemap_falls_back_to_boundaries_only(page, site_server):
+    style_url = site_server.url + "test-basemap/missing.json"
+    page.route(style_url, lambda route: route.abort())
+    with_basemap(page, style_url)
+    open_map(page, site_server)
+    layers = page.evaluate("window.piecewiseMap.getStyle().layers.map(l => l.id)")
+    assert layers[0] == "background" and FILL in layers
+    assert len(rendered(page)) > 10
+    page.console_errors.clear()  # the failed basemap request
+
+
+def test_a_coarser_hexagon_zooms_in_to_the_layers_own(page, site_server, index):
+    layer = next(entry for entry in index["layers"] if entry["type"] == "h3")
+    open_map(page, site_server, f"layer={layer['id']}&map=5/47.4/-120.5")
+    features = rendered(page)
+    coarse = [f for f in features if f.get("resolution", layer["resolution"]) < layer["resolution"]]
+    assert coarse, "no coarser hexagons drawn at zoom 5"
+    page.mouse.click(**point_of(page, coarse[0]["id"]))
+    page.wait_for_function(f"window.piecewiseMap.getZoom() >= {layer['tiles']['maxzoom']}")
+    wait_idle(page)
+    assert page.locator("#panel").is_hidden()
+    assert "area" not in hash_state(page)
+    own = [f for f in rendered(page) if f.get("resolution", layer["resolution"]) == layer["resolution"]]
+    assert own
+    with page.expect_response(lambda r: "/series?" in r.url) as series:
+        page.mouse.click(**point_of(page, own[0]["id"]))
+    assert series.value.status == 200
+    assert hash_state(page)["area"] == own[0]["id"]

@@ -28,6 +28,7 @@ export const LAYERS = {
   selected: "areas-selected",
 };
 const HATCH = "hatch";
+const LOADING = "Loading the map…";
 const $ = (id) => document.getElementById(id);
 
 let config;
@@ -240,6 +241,9 @@ async function createMap() {
   });
   map.on("style.load", () => {
     if (mapLoaded && !map.getSource(SOURCE)) addStatsLayers();
+  });
+  map.once("idle", () => {
+    if ($("status").textContent === LOADING) setStatus("");
   });
   map.on("idle", () => {
     document.body.dataset.mapState = "idle";
@@ -641,7 +645,7 @@ async function main() {
   });
   buildControls();
   applyState(null);
-  setStatus("");
+  setStatus(LOADING);
   window.addEventListener("popstate", () => {
     const prev = state;
     state = normalise(readHash(), index, metrics);
