@@ -107,18 +107,9 @@ def one_load(browser: object, url: str) -> dict:
     """A first visit: a fresh context, navigation to the map's first idle."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     context.add_init_script(IDLE_PROBE)
-    scripts: dict[str, int] = {}
-    raw: dict[str, int] = {}
-
-    def on_response(response: object) -> None:
-        kind = response.headers.get("content-type", "")
-        if response.ok and any(t in kind for t in JS_TYPES):
-            with contextlib.suppress(Exception):  # a body the browser already dropped
-                body = response.body()
-                scripts[response.url] = len(gzip.compress(body, compresslevel=9))
-                raw[response.url] = len(body)
-
-    context.on("response", on_response)
+    responses: list[object] = []
+    # Bodies are read after the load: a handler must not block the event loop.
+    context.on("response", lambda response: responses.append(response))
     page = context.new_page()
     try:
         page.goto(url, wait_until="commit")
@@ -127,6 +118,14 @@ def one_load(browser: object, url: str) -> dict:
         features = page.evaluate(
             "window.piecewiseMap ? window.piecewiseMap.queryRenderedFeatures().length : 0"
         )
+        scripts: dict[str, int] = {}
+        raw: dict[str, int] = {}
+        for response in responses:
+            kind = response.headers.get("content-type", "")
+            if response.ok and any(t in kind for t in JS_TYPES):
+                body = response.body()
+                scripts[response.url] = len(gzip.compress(body, compresslevel=9))
+                raw[response.url] = len(body)
     finally:
         context.close()
     return {
