@@ -43,6 +43,14 @@ def open_map(page, site_server, hash_: str = "") -> None:
     wait_idle(page)
 
 
+def wait_for_option(page, area: str) -> None:
+    """Waits for the area list (loaded once the map is first drawn) to hold `area`."""
+    page.wait_for_function(
+        "(id) => [...document.querySelectorAll('#area-picker option')].some(o => o.value === id)",
+        arg=area,
+    )
+
+
 def hash_state(page) -> dict[str, str]:
     fragment = urllib.parse.urlsplit(page.url).fragment
     return dict(urllib.parse.parse_qsl(fragment))
@@ -55,7 +63,9 @@ def rendered(page, layer: str = FILL) -> list[dict]:
 
 
 def fill_expression(page) -> str:
-    return json.dumps(page.evaluate(f"window.piecewiseMap.getPaintProperty('{FILL}', 'fill-color')"))
+    return json.dumps(
+        page.evaluate(f"window.piecewiseMap.getPaintProperty('{FILL}', 'fill-color')")
+    )
 
 
 def point_of(page, area: str) -> dict[str, float]:
@@ -80,6 +90,35 @@ def point_of(page, area: str) -> dict[str, float]:
 def enc(text: str) -> str:
     """As the page's encodeURIComponent."""
     return urllib.parse.quote(text, safe="!~*'()")
+
+
+# Text elements whose colour is under 4.5:1 against the background they are drawn on
+# (the first opaque background up the tree), as "text (ratio)".
+CONTRAST_JS = """() => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const background = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] === 1)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const out = [];
+  const sel = '.sidebar label, .sidebar p, .sidebar li, .sidebar a, .sidebar output, '
+    + '.panel h2, .panel h3, .panel p, .panel th, .panel td, .site-header a, .site-header h1';
+  for (const el of document.querySelectorAll(sel)) {
+    if (!el.offsetParent || !el.textContent.trim()) continue;
+    const a = lum(rgb(getComputedStyle(el).color).slice(0, 3));
+    const b = lum(background(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 4.5) out.push(`${el.textContent.trim().slice(0, 40)} (${ratio.toFixed(2)})`);
+  }
+  return out;
+}"""
 
 
 def fetch(url: str) -> tuple[int, str, str]:
@@ -126,7 +165,9 @@ def test_map_draws_the_published_statistics(page, site_server, index, month_stat
 
     features = {f["id"]: f for f in rendered(page)}
     published = {
-        c["area"]: c for c in month_stats["cells"] if c["isp"] == "all" and c["direction"] == "download"
+        c["area"]: c
+        for c in month_stats["cells"]
+        if c["isp"] == "all" and c["direction"] == "download"
     }
     suppressed = {a for a, i, d in month_stats["suppressed"] if i == "all" and d == "download"}
     compared = 0
@@ -176,7 +217,9 @@ def test_controls_change_the_map_and_the_url(page, site_server, index, month_sta
     assert f'"upload_{share}"' in fill_expression(page)
     assert hash_state(page)["metric"] == share
 
-    isp = busiest(month_stats, isp=next(c["isp"] for c in month_stats["cells"] if c["isp"] != "all"))
+    isp = busiest(
+        month_stats, isp=next(c["isp"] for c in month_stats["cells"] if c["isp"] != "all")
+    )
     name = isp["isp"]
     page.get_by_label("ISP", exact=True).select_option(name)
     wait_idle(page)
@@ -192,7 +235,9 @@ def test_controls_change_the_map_and_the_url(page, site_server, index, month_sta
     page.keyboard.press("ArrowLeft")
     wait_idle(page)
     assert hash_state(page)["period"] == months[-2]
-    assert page.evaluate("window.piecewiseMap.getSource('stats').url").endswith(f"/month/{months[-2]}.pmtiles")
+    assert page.evaluate("window.piecewiseMap.getSource('stats').url").endswith(
+        f"/month/{months[-2]}.pmtiles"
+    )
     assert page.locator("#period-label").inner_text() == "January 2025"
 
     # Days: the slider spans every day, the map shows the newest day that starts in the month.
@@ -270,9 +315,12 @@ def test_clicking_an_area_opens_its_panel(page, site_server, month_stats, screen
     # The chart's points: the months published in the series file, gaps as nulls.
     series_file = site_server.public.read_json(f"v1/series/counties/{cell['area']}.json")
     months = series_file["kinds"]["month"]
-    download = next(s for s in months["series"] if s["isp"] == "all" and s["direction"] == "download")
+    download = next(
+        s for s in months["series"] if s["isp"] == "all" and s["direction"] == "download"
+    )
     data = page.evaluate(
-        "Array.from(document.querySelectorAll('#panel-series details tbody tr'), r => r.children[1].textContent)"
+        "Array.from(document.querySelectorAll('#panel-series details tbody tr'),"
+        " r => r.children[1].textContent)"
     )
     assert len(data) == len(months["periods"])
     for shown, value in zip(data, download["median"], strict=True):
@@ -302,10 +350,7 @@ def test_the_area_list_selects_areas_from_the_keyboard(page, site_server, month_
     picker = page.get_by_label("Find an area", exact=True)
     assert page.evaluate("document.activeElement.id") == "area-picker"
     cell = busiest(month_stats)
-    page.wait_for_function(
-        "(id) => [...document.querySelectorAll('#area-picker option')].some(o => o.value === id)",
-        arg=cell["area"],
-    )
+    wait_for_option(page, cell["area"])
     with page.expect_response(lambda r: "/isps?" in r.url) as isps:
         picker.select_option(cell["area"])
     assert isps.value.status == 200
@@ -375,8 +420,7 @@ def test_the_csv_link_is_the_statistics_endpoint(page, site_server, index):
     page.get_by_label("ISP", exact=True).select_option(isp)
     href = page.locator("#csv-link").get_attribute("href")
     assert href == (
-        f"{site_server.url}v1/layers/h3r6/stats?period={period}"
-        f"&isp={enc(isp)}&format=csv"
+        f"{site_server.url}v1/layers/h3r6/stats?period={period}&isp={enc(isp)}&format=csv"
     )
     status, content_type, _ = fetch(href)
     assert status == 200 and content_type.startswith("text/csv")
@@ -386,7 +430,9 @@ def test_the_csv_link_is_the_statistics_endpoint(page, site_server, index):
 
 
 def test_phone_screen(browser, site_server, month_stats, screenshot_dir):
-    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -404,10 +450,7 @@ def test_phone_screen(browser, site_server, month_stats, screenshot_dir):
         page.screenshot(path=str(screenshot_dir / "phone-controls.png"))
 
         cell = busiest(month_stats)
-        page.wait_for_function(
-            "(id) => [...document.querySelectorAll('#area-picker option')].some(o => o.value === id)",
-            arg=cell["area"],
-        )
+        wait_for_option(page, cell["area"])
         page.get_by_label("Find an area", exact=True).select_option(cell["area"])
         # The drawer closes by itself, focus moves to the area's sheet.
         assert toggle.get_attribute("aria-expanded") == "false"
@@ -450,13 +493,19 @@ def test_controls_have_names_and_ids_are_unique(page, site_server):
     )
     assert duplicates == []
     assert page.evaluate("document.documentElement.lang") == "en"
+    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    low = page.evaluate(CONTRAST_JS)
+    assert low == [], f"text under 4.5:1 contrast: {low}"
     canvas_name = page.locator(".maplibregl-canvas").get_attribute("aria-label")
     assert canvas_name.startswith("Map of median speed (download) by counties")
     assert page.locator("#map-help").count() == 1
     # The header's navigation: this page, the speed test, the table and the API.
     nav = page.get_by_role("navigation", name="Site")
     assert nav.get_by_role("link", name="Map").get_attribute("aria-current") == "page"
-    assert nav.get_by_role("link", name="Speed test & survey").get_attribute("href") == "speedtest.html"
+    assert (
+        nav.get_by_role("link", name="Speed test & survey").get_attribute("href")
+        == "speedtest.html"
+    )
     assert nav.get_by_role("link", name="Data table").get_attribute("href") == "table"
     assert nav.get_by_role("link", name="API").get_attribute("href").endswith("/v1/openapi.json")
     # Keyboard order: the skip link first, then the header, then the controls.
@@ -510,7 +559,9 @@ def test_a_basemap_from_the_config_is_drawn_under_the_areas(page, site_server):
     style = {
         "version": 8,
         "sources": {},
-        "layers": [{"id": "basemap-land", "type": "background", "paint": {"background-color": "#efe9dc"}}],
+        "layers": [
+            {"id": "basemap-land", "type": "background", "paint": {"background-color": "#efe9dc"}}
+        ],
     }
     page.route(style_url, lambda route: route.fulfill(json=style))
     with_basemap(page, style_url)
@@ -544,7 +595,9 @@ def test_a_coarser_hexagon_zooms_in_to_the_layers_own(page, site_server, index):
     wait_idle(page)
     assert page.locator("#panel").is_hidden()
     assert "area" not in hash_state(page)
-    own = [f for f in rendered(page) if f.get("resolution", layer["resolution"]) == layer["resolution"]]
+    own = [
+        f for f in rendered(page) if f.get("resolution", layer["resolution"]) == layer["resolution"]
+    ]
     assert own
     with page.expect_response(lambda r: "/series?" in r.url) as series:
         page.mouse.click(**point_of(page, own[0]["id"]))

@@ -252,6 +252,7 @@ async function createMap() {
   map.on("movestart", () => {
     document.body.dataset.mapState = "loading";
   });
+  map.on("zoomend", updateZoomNote);
   map.on("moveend", () => {
     state.view = formatView(map);
     writeHash(state);
@@ -362,6 +363,7 @@ function describeMap() {
 function applyState(prev) {
   syncControls();
   updateLegend();
+  updateZoomNote();
   updateLinks();
   describeMap();
   if (map && mapLoaded) {
@@ -589,6 +591,17 @@ function updateLegend() {
   none.append(swatch({ background: NO_DATA_COLOR, borderColor: "#4a4f57" }), "No tests");
   items.push(suppressed, none);
   $("legend-items").replaceChildren(...items);
+}
+
+/** H3 layers draw coarser hexagons below their own zoom: say what they are. */
+function updateZoomNote() {
+  const info = layerInfo();
+  const note = $("legend-note");
+  const coarse = info.type === "h3" && map && map.getZoom() < (info.tiles?.maxzoom ?? info.resolution + 2);
+  note.hidden = !coarse;
+  note.textContent = coarse
+    ? "At this zoom the hexagons are larger ones that summarise the published hexagons inside them (tests added up, other numbers averaged weighted by tests). Zoom in, or click one, to see the layer's own."
+    : "";
 }
 
 function updateLinks() {
