@@ -1,0 +1,349 @@
+"""The staged Cloud Functions folders (infra/stage.py) and their pinned requirements.
+
+The fast tests check the locks against pyproject.toml and that staging is complete and
+byte-for-byte repeatable. The slow one installs each staged folder's requirements.txt
+into a fresh virtualenv (pip, as Cloud Functions' build does) and serves each folder
+with that venv's functions-framework, against a GCS emulator and the Firestore
+emulator: ingest writes a day, aggregate publishes it, the api answers from it, the
+survey serves its form and stores a post.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from services import free_port, stop_process
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("stage", ROOT / "infra" / "stage.py")
+stage = importlib.util.module_from_spec(_spec)
+sys.modules["stage"] = stage
+_spec.loader.exec_module(stage)
+
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(\S+)$")
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pins(lines: list[str]) -> dict[str, str]:
+    out = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = PIN.match(line)
+        assert match, f"not an exact pin: {line!r}"
+        out[_canonical(match.group(1))] = match.group(2)
+    return out
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def test_every_function_has_a_lock_and_stage_knows_every_function() -> None:
+    stage.check_functions()
+    for name in stage.FUNCTIONS:
+        assert stage.requirements_file(name).is_file(), f"run `make lock` for {name}"
+
+
+@pytest.mark.parametrize("name", sorted(stage.FUNCTIONS))
+def test_lock_agrees_with_pyproject(name: str) -> None:
+    project = _pyproject()
+    function = stage.FUNCTIONS[name]
+    wanted = _pins(project["dependencies"])
+    for extra in function.extras:
+        wanted.update(_pins(project["optional-dependencies"][extra]))
+    text = stage.requirements_file(name).read_text()
+    locked = _pins(text.splitlines())
+    for package, version in wanted.items():
+        assert locked.get(package) == version, (
+            f"infra/requirements/{name}.txt pins {package} {locked.get(package)}, "
+            f"pyproject.toml {version}: run `make lock`"
+        )
+    # Extras the function does not use stay out of its folder.
+    for extra, pins in project["optional-dependencies"].items():
+        if extra in function.extras or extra == "dev":
+            continue
+        for package in _pins(pins):
+            if package not in wanted:
+                assert package not in locked, f"{name} does not need {package} ({extra})"
+    assert "make lock" in text, "regenerate with `make lock`"
+
+
+def _tree(folder: Path) -> dict[str, tuple[int, str]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mode, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _config(folder: Path, stores: tuple[str, str], survey_store: str) -> Path:
+    """A small deployable config: an H3 layer and a polygon layer from a file beside it."""
+    (folder / "boundaries").mkdir(parents=True)
+    square = [[-125.0, 45.0], [-116.0, 45.0], [-116.0, 49.5], [-125.0, 49.5], [-125.0, 45.0]]
+    (folder / "boundaries" / "state.geojson").write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {"GEOID": "53", "NAME": "Washington"},
+                        "geometry": {"type": "Polygon", "coordinates": [square]},
+                    }
+                ],
+            }
+        )
+    )
+    config = folder / "piecewise.toml"
+    config.write_text(
+        f"""
+[region]
+bbox = [-124.85, 45.54, -116.91, 49.01]
+[[layers]]
+id = "state"
+kind = "polygons"
+file = "boundaries/state.geojson"
+id_property = "GEOID"
+name_property = "NAME"
+[[layers]]
+id = "hex"
+kind = "h3"
+resolution = 4
+[periods]
+start = 2025-03-01
+[privacy]
+min_tests = 5
+min_clients = 2
+[stores]
+private = "{stores[0]}"
+public = "{stores[1]}"
+[source]
+kind = "synthetic"
+tests_per_day = 300
+[api]
+refresh_seconds = 0
+[survey]
+store = "{survey_store}"
+"""
+    )
+    return config
+
+
+def test_staging_is_complete_and_repeatable(tmp_path: Path) -> None:
+    config = _config(tmp_path / "cfg", ("file://private", "file://public"), "sqlite://s.db")
+    first = {n: _tree(stage.stage(n, tmp_path / "a", config)) for n in stage.FUNCTIONS}
+    # Staging again over an existing folder, with a stray file in it, gives the same.
+    (tmp_path / "a" / "api" / "stray.txt").write_text("left over")
+    again = {n: _tree(stage.stage(n, tmp_path / "a", config)) for n in stage.FUNCTIONS}
+    other = {n: _tree(stage.stage(n, tmp_path / "b", config)) for n in stage.FUNCTIONS}
+    assert first == again == other
+    for name, tree in first.items():
+        assert (tmp_path / "a" / name / "requirements.txt").read_bytes() == (
+            stage.requirements_file(name).read_bytes()
+        )
+        assert (tmp_path / "a" / name / "main.py").read_bytes() == (
+            ROOT / "functions" / name / "main.py"
+        ).read_bytes()
+        assert (tmp_path / "a" / name / "piecewise.toml").read_bytes() == config.read_bytes()
+        assert "piecewise/__init__.py" in tree and "piecewise/sql/unified_tests.sql" in tree
+        assert not any("__pycache__" in p or p.endswith(".pyc") for p in tree)
+        assert {mode & 0o777 for mode, _ in tree.values()} == {0o644}
+        package = {p for p in tree if p.startswith("piecewise/")}
+        assert package == {f"piecewise/{p.relative_to('piecewise')}" for p in stage.package_files()}
+        assert ("boundaries/state.geojson" in tree) == stage.FUNCTIONS[name].needs_files
+
+
+def test_a_config_naming_a_file_outside_its_folder_is_refused(tmp_path: Path) -> None:
+    config = _config(tmp_path, ("file://private", "file://public"), "sqlite://s.db")
+    config.write_text(config.read_text().replace("boundaries/", "../elsewhere/"))
+    with pytest.raises(stage.StageError, match=r"layers\[0\]\.file"):
+        stage.stage("ingest", tmp_path / "out", config)
+
+
+# --- the staged folders, installed and served -------------------------------------------
+
+
+def _venv(folder: Path, requirements: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    pip = subprocess.run(
+        [str(folder / "bin/python"), "-m", "pip", "install", "--quiet", "-r", str(requirements)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert pip.returncode == 0, f"pip install -r {requirements} failed:\n{pip.stderr[-4000:]}"
+    return folder
+
+
+def _call(
+    url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None
+) -> tuple[int, bytes]:
+    request = urllib.request.Request(
+        url, data=None if body is None else json.dumps(body).encode(), method=method
+    )
+    for key, value in {"Content-Type": "application/json", **(headers or {})}.items():
+        request.add_header(key, value)
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+class Served:
+    """A staged folder served by its venv's functions-framework on 127.0.0.1."""
+
+    def __init__(self, venv: Path, folder: Path, target: str, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = folder.parent / f"{target}.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(venv / "bin/functions-framework"),
+                    "--target",
+                    target,
+                    "--source",
+                    "main.py",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                cwd=folder,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                raise AssertionError(f"{target} exited:\n{self.log.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/", timeout=1):
+                    break
+            except urllib.error.HTTPError:
+                break  # it answers
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{target} did not answer") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+@pytest.fixture(scope="module")
+def firestore():
+    from firestore_emulator import FirestoreEmulator
+
+    emulator = FirestoreEmulator()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture
+def served(tmp_path: Path, gcs_url: str, gcs_emulator, firestore) -> Iterator[dict[str, Served]]:
+    config = _config(
+        tmp_path / "cfg", (f"{gcs_url}/private", f"{gcs_url}/public"), "firestore://responses"
+    )
+    out = tmp_path / "functions"
+    folders = {name: stage.stage(name, out, config) for name in stage.FUNCTIONS}
+    # One venv per distinct requirements set (aggregate and api share theirs).
+    by_lock: dict[bytes, list[str]] = {}
+    for name, folder in folders.items():
+        by_lock.setdefault((folder / "requirements.txt").read_bytes(), []).append(name)
+    with ThreadPoolExecutor(max_workers=len(by_lock)) as pool:
+        built = {
+            names[0]: pool.submit(
+                _venv, tmp_path / f"venv-{names[0]}", folders[names[0]] / "requirements.txt"
+            )
+            for names in by_lock.values()
+        }
+        venvs = {name: built[names[0]].result() for names in by_lock.values() for name in names}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "STORAGE_EMULATOR_HOST": gcs_emulator.endpoint,
+        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+        "NO_GCE_CHECK": "true",
+        "FIRESTORE_EMULATOR_HOST": firestore.host,
+        "GOOGLE_CLOUD_PROJECT": firestore.project,
+        "PIECEWISE_SURVEY_SALT": "a-long-random-secret-for-the-test",
+    }
+    servers: dict[str, Served] = {}
+    try:
+        for name, folder in folders.items():
+            servers[name] = Served(venvs[name], folder, name, env)
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.service
+def test_staged_functions_install_and_answer(served: dict[str, Served], firestore) -> None:
+    api, survey = served["api"].url, served["survey"].url
+    assert _call(api + "/v1/meta")[0] == 503  # nothing published yet
+
+    assert _call(served["ingest"].url)[0] == 405
+    status, body = _call(served["ingest"].url, "POST", {"start": "2025-13-01"})
+    assert status == 400 and json.loads(body)["parameter"] == "start"
+    status, body = _call(served["ingest"].url, "POST", {"start": "2025-03-01", "end": "2025-03-02"})
+    assert status == 200, body
+    dates = json.loads(body)["dates"]
+    assert dates == ["2025-03-01", "2025-03-02"]
+
+    message = {
+        "message": {
+            "data": base64.b64encode(json.dumps({"dates": dates}).encode()).decode(),
+            "attributes": {"event": "ingested"},
+            "messageId": "1",
+        },
+        "subscription": "projects/piecewise-test/subscriptions/aggregate",
+    }
+    headers = {
+        "ce-id": "1",
+        "ce-specversion": "1.0",
+        "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "ce-source": "//pubsub.googleapis.com/projects/piecewise-test/topics/ingested",
+    }
+    status, body = _call(served["aggregate"].url, "POST", message, headers)
+    assert status == 200, served["aggregate"].log.read_text()[-4000:]
+
+    status, body = _call(api + "/v1/meta")
+    assert status == 200, body
+    assert {layer["id"] for layer in json.loads(body)["layers"]} == {"state", "hex"}
+
+    status, body = _call(survey + "/v1/survey/form")
+    assert status == 200 and json.loads(body)["fields"]
+    from survey_fixtures import valid_submission
+
+    status, body = _call(survey + "/v1/survey", "POST", valid_submission(isp="Unknown"))
+    assert status in (200, 201), body
+    assert len(list(firestore.client().collection("responses").stream())) == 1
