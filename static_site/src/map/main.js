@@ -88,15 +88,6 @@ function escapeHtml(text) {
 
 // -- the map --------------------------------------------------------------------------
 
-function plainStyle() {
-  return {
-    version: 8,
-    name: "Plain",
-    sources: {},
-    layers: [{ id: "background", type: "background", paint: { "background-color": "#e9edf2" } }],
-  };
-}
-
 /** An 8×8 diagonal hatch on a light grey, for suppressed areas. */
 function hatchImage() {
   const size = 8;
@@ -112,16 +103,14 @@ function hatchImage() {
   return { width: size, height: size, data };
 }
 
-function addStatsLayers() {
+/** The statistics' source and layers for the current state (fills, hatching for
+ * suppressed cells, boundaries, the selected area's outline). */
+function statsLayers() {
   const info = layerInfo();
-  const sourceLayer = info.tiles?.source_layer || info.id;
   const metric = metricInfo();
-  const style = map.getStyle();
-  const before = style.layers.find((l) => l.type === "symbol")?.id;
-  if (!map.hasImage(HATCH)) map.addImage(HATCH, hatchImage(), { pixelRatio: 2 });
-  map.addSource(SOURCE, { type: "vector", url: `pmtiles://${tileUrl()}` });
-  const common = { source: SOURCE, "source-layer": sourceLayer };
-  map.addLayer(
+  const common = { source: SOURCE, "source-layer": info.tiles?.source_layer || info.id };
+  const selected = ["==", ["get", "id"], state.area || ""];
+  return [
     {
       id: LAYERS.fill,
       type: "fill",
@@ -131,9 +120,6 @@ function addStatsLayers() {
         "fill-opacity": config.basemap_style ? 0.78 : 0.92,
       },
     },
-    before,
-  );
-  map.addLayer(
     {
       id: LAYERS.hatch,
       type: "fill",
@@ -141,26 +127,35 @@ function addStatsLayers() {
       filter: suppressedFilter(metric, state.direction, state.isp),
       paint: { "fill-pattern": HATCH, "fill-opacity": 0.9 },
     },
-    before,
-  );
-  map.addLayer(
     {
       id: LAYERS.line,
       type: "line",
       ...common,
       paint: { "line-color": "#4a4f57", "line-width": ["interpolate", ["linear"], ["zoom"], 4, 0.3, 9, 1] },
     },
-    before,
-  );
-  const selected = ["==", ["get", "id"], state.area || ""];
-  map.addLayer(
     { id: LAYERS.casing, type: "line", ...common, filter: selected, paint: { "line-color": "#000", "line-width": 5 } },
-    before,
-  );
-  map.addLayer(
     { id: LAYERS.selected, type: "line", ...common, filter: selected, paint: { "line-color": "#fff", "line-width": 2 } },
-    before,
-  );
+  ];
+}
+
+const statsSource = () => ({ type: "vector", url: `pmtiles://${tileUrl()}` });
+
+/** Without a basemap: the statistics on a plain background, in the first style, so
+ * that the tiles load while the map starts. */
+function plainStyle() {
+  return {
+    version: 8,
+    name: "Plain",
+    sources: { [SOURCE]: statsSource() },
+    layers: [{ id: "background", type: "background", paint: { "background-color": "#e9edf2" } }, ...statsLayers()],
+  };
+}
+
+/** Adds the statistics to the style (under a basemap's labels, if it has any). */
+function addStatsLayers() {
+  const before = map.getStyle().layers.find((l) => l.type === "symbol")?.id;
+  map.addSource(SOURCE, statsSource());
+  for (const layer of statsLayers()) map.addLayer(layer, before);
 }
 
 function removeStatsLayers() {
@@ -235,12 +230,23 @@ async function createMap() {
       setStatus(`The map tiles could not be loaded (${e.error?.message || "error"}).`, { error: true });
     }
   });
-  map.on("load", () => {
-    mapLoaded = true;
-    addStatsLayers();
+  // The hatch of suppressed areas, made here rather than loaded from a sprite.
+  map.setMissingStyleImageResolver((id) => {
+    if (id === HATCH && !map.hasImage(HATCH)) map.addImage(HATCH, hatchImage(), { pixelRatio: 2 });
   });
   map.on("style.load", () => {
-    if (mapLoaded && !map.getSource(SOURCE)) addStatsLayers();
+    if (!map.getSource(SOURCE)) addStatsLayers();
+  });
+  map.on("load", () => {
+    mapLoaded = true;
+    // The state may have changed while the map started.
+    if (map.getSource(SOURCE)?.url !== `pmtiles://${tileUrl()}`) {
+      removeStatsLayers();
+      addStatsLayers();
+    } else {
+      updatePaint();
+      updateSelection();
+    }
   });
   map.once("idle", () => {
     if ($("status").textContent === LOADING) setStatus("");
