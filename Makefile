@@ -95,3 +95,34 @@ $(BQ_STAMP): $(BQ_DIR)/requirements.txt $(BQ_DIR)/launch.py $(BQ_DIR)/setup.sh
 	BQ_PYTHON=$(BQ_PYTHON) bash $(BQ_DIR)/setup.sh $(BQ_VENV)
 
 bq-emulator: $(BQ_STAMP)
+
+# --- Deployment (docs/deploy.md): staged function folders, pinned requirements, checks.
+# `make build [DEPLOY_CONFIG=deploy/piecewise.toml]` stages build/functions/<name>/;
+# `make lock` re-pins infra/requirements/ with uv (own venv); `make checkov` checks terraform/.
+DEPLOY_CONFIG ?=
+LOCK_VENV := .venv-lock
+CHECKOV_VENV := .venv-checkov
+CHECKOV_DIR := infra/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+
+.PHONY: build lock checkov checkov-venv
+
+build: $(STAMP)
+	$(PY) infra/stage.py build $(if $(DEPLOY_CONFIG),--config $(DEPLOY_CONFIG))
+
+$(LOCK_VENV)/bin/uv: infra/requirements/tools.txt
+	test -x $(LOCK_VENV)/bin/python || $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet -r infra/requirements/tools.txt
+	touch $@
+
+lock: $(LOCK_VENV)/bin/uv
+	$(PYTHON) infra/stage.py lock --uv $(LOCK_VENV)/bin/uv
+
+$(CHECKOV_STAMP): $(CHECKOV_DIR)/requirements.txt $(CHECKOV_DIR)/setup.sh
+	bash $(CHECKOV_DIR)/setup.sh $(CHECKOV_VENV)
+
+checkov-venv: $(CHECKOV_STAMP)
+
+checkov: $(CHECKOV_STAMP)
+	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download --framework terraform --directory terraform
+# --- end of deployment

@@ -1,0 +1,148 @@
+# Each function's staged folder (make build) zipped, uploaded under its hash, deployed.
+# A change in one folder changes one object name, and so redeploys that function only.
+
+data "archive_file" "source" {
+  for_each         = local.functions
+  type             = "zip"
+  source_dir       = "${var.build_dir}/${each.key}"
+  output_path      = "${path.module}/.build/${each.key}.zip"
+  output_file_mode = "0644"
+}
+
+resource "google_storage_bucket_object" "source" {
+  for_each = local.functions
+  name     = "functions/${each.key}-${data.archive_file.source[each.key].output_sha256}.zip"
+  bucket   = google_storage_bucket.private.name
+  source   = data.archive_file.source[each.key].output_path
+
+  lifecycle {
+    precondition {
+      condition     = filesha256("${var.build_dir}/${each.key}/piecewise.toml") == filesha256(var.config_file)
+      error_message = "The staged ${each.key} folder holds another config than config_file: run `make build DEPLOY_CONFIG=${var.config_file}` again."
+    }
+  }
+}
+
+resource "google_service_account" "function" {
+  for_each     = local.functions
+  account_id   = "${var.prefix}-${each.key}"
+  display_name = "Piecewise ${each.key} function"
+}
+
+# Builds the functions' images (instead of the default compute service account).
+resource "google_service_account" "build" {
+  account_id   = "${var.prefix}-build"
+  display_name = "Piecewise function builds"
+}
+
+locals {
+  env = {
+    ingest = {
+      PIECEWISE_CONFIG = "piecewise.toml"
+      PIECEWISE_TOPIC  = google_pubsub_topic.ingested.id
+    }
+    aggregate = { PIECEWISE_CONFIG = "piecewise.toml" }
+    api       = { PIECEWISE_CONFIG = "piecewise.toml" }
+    survey    = { PIECEWISE_CONFIG = "piecewise.toml" }
+  }
+  secret_env = {
+    ingest    = { (local.geoip_license_key_env) = google_secret_manager_secret.maxmind_license_key.secret_id }
+    aggregate = {}
+    api       = {}
+    survey    = { (local.survey_salt_env) = google_secret_manager_secret.survey_salt.secret_id }
+  }
+}
+
+resource "google_cloudfunctions2_function" "function" {
+  #checkov:skip=CKV_GCP_124:api and survey serve browsers and Cloud Scheduler calls ingest from outside any VPC (OIDC-checked: only its account may invoke); aggregate is internal-only.
+  for_each = local.functions
+  name     = "${var.prefix}-${each.key}"
+  location = var.region
+
+  build_config {
+    runtime         = "python311"
+    entry_point     = each.value.entry_point
+    service_account = google_service_account.build.id
+    source {
+      storage_source {
+        bucket = google_storage_bucket.private.name
+        object = google_storage_bucket_object.source[each.key].name
+      }
+    }
+  }
+
+  service_config {
+    available_memory                 = var.function_sizes[each.key].memory
+    available_cpu                    = var.function_sizes[each.key].cpu
+    timeout_seconds                  = var.function_sizes[each.key].timeout
+    max_instance_count               = var.function_sizes[each.key].max_instances
+    min_instance_count               = 0
+    max_instance_request_concurrency = var.function_sizes[each.key].concurrency
+    service_account_email            = google_service_account.function[each.key].email
+    # Scheduler and browsers come from the internet; Eventarc's push is internal.
+    ingress_settings               = each.key == "aggregate" ? "ALLOW_INTERNAL_ONLY" : "ALLOW_ALL"
+    all_traffic_on_latest_revision = true
+    environment_variables          = local.env[each.key]
+
+    dynamic "secret_environment_variables" {
+      for_each = local.secret_env[each.key]
+      content {
+        key        = secret_environment_variables.key
+        project_id = var.project
+        secret     = secret_environment_variables.value
+        version    = "latest"
+      }
+    }
+  }
+
+  dynamic "event_trigger" {
+    for_each = each.key == "aggregate" ? [1] : []
+    content {
+      trigger_region        = var.region
+      event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
+      pubsub_topic          = google_pubsub_topic.ingested.id
+      retry_policy          = "RETRY_POLICY_RETRY"
+      service_account_email = google_service_account.trigger.email
+    }
+  }
+
+  depends_on = [
+    google_project_iam_member.build,
+    google_secret_manager_secret_iam_member.maxmind_license_key,
+    google_secret_manager_secret_iam_member.survey_salt,
+  ]
+}
+
+# --- Scheduler: calls ingest daily, over HTTPS with an OIDC token -------------------------
+
+resource "google_service_account" "scheduler" {
+  account_id   = "${var.prefix}-scheduler"
+  display_name = "Piecewise scheduler (invokes ingest)"
+}
+
+resource "google_service_account" "trigger" {
+  account_id   = "${var.prefix}-trigger"
+  display_name = "Piecewise Pub/Sub trigger (invokes aggregate)"
+}
+
+resource "google_cloud_scheduler_job" "ingest" {
+  name             = "${var.prefix}-ingest-daily"
+  region           = var.region
+  schedule         = var.schedule
+  time_zone        = var.schedule_time_zone
+  attempt_deadline = "1800s"
+  # Without a body, ingest fills every gap and re-reads the last days (409 while running).
+  retry_config {
+    retry_count          = 2
+    min_backoff_duration = "600s"
+  }
+  http_target {
+    http_method = "POST"
+    uri         = google_cloudfunctions2_function.function["ingest"].service_config[0].uri
+    oidc_token {
+      service_account_email = google_service_account.scheduler.email
+      audience              = google_cloudfunctions2_function.function["ingest"].service_config[0].uri
+    }
+  }
+  depends_on = [google_project_service.apis]
+}

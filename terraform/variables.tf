@@ -1,0 +1,89 @@
+variable "project" {
+  description = "Google Cloud project id (billing enabled)."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the functions, buckets, topic and scheduler job."
+  type        = string
+  default     = "us-central1"
+}
+
+variable "prefix" {
+  description = "Prefix of every name (buckets get the project id after it, to be globally unique)."
+  type        = string
+  default     = "piecewise"
+  validation {
+    # Service account ids are at most 30 characters: prefix + "-aggregate-run".
+    condition     = can(regex("^[a-z][a-z0-9-]{1,15}$", var.prefix))
+    error_message = "prefix: 2 to 16 lowercase letters, digits and -, starting with a letter."
+  }
+}
+
+variable "schedule" {
+  description = "When Cloud Scheduler calls ingest (cron, in schedule_time_zone). M-Lab's day lands by about 08:00 UTC."
+  type        = string
+  default     = "30 9 * * *"
+}
+
+variable "schedule_time_zone" {
+  description = "Time zone of the schedule."
+  type        = string
+  default     = "Etc/UTC"
+}
+
+variable "config_file" {
+  description = "The piecewise TOML the functions get: the same file given to `make build DEPLOY_CONFIG=...` (its staged copy is checked against it)."
+  type        = string
+}
+
+variable "build_dir" {
+  description = "Where `make build` staged the function folders."
+  type        = string
+  default     = "../build/functions"
+}
+
+variable "site_origins" {
+  description = "Origins whose pages may read the public bucket with Range requests (CORS). The data is public: \"*\" lets anyone's map use it."
+  type        = list(string)
+  default     = ["*"]
+}
+
+variable "firestore_location" {
+  description = "Firestore location (a region such as us-central1, or a multi-region such as nam5)."
+  type        = string
+  default     = "nam5"
+}
+
+variable "bigquery_location" {
+  description = "Location of the BigQuery dataset of the scale engine; M-Lab's tables are in US."
+  type        = string
+  default     = "US"
+}
+
+variable "force_destroy" {
+  description = "Let `terraform destroy` delete non-empty buckets. Off: empty them first (docs/deploy.md)."
+  type        = bool
+  default     = false
+}
+
+variable "function_sizes" {
+  description = "Per function: memory, CPUs, timeout (s), most instances, concurrent requests per instance."
+  type = map(object({
+    memory        = string
+    cpu           = string
+    timeout       = number
+    max_instances = number
+    concurrency   = number
+  }))
+  default = {
+    # One run at a time (the store lock); enrichment and Parquet of a day's tests.
+    ingest = { memory = "4Gi", cpu = "2", timeout = 1800, max_instances = 1, concurrency = 1 }
+    # DuckDB over the periods holding the dates; 540 s is the most an event function gets.
+    aggregate = { memory = "8Gi", cpu = "2", timeout = 540, max_instances = 1, concurrency = 1 }
+    # Threaded, read-only, caches decoded files (api.data_cache_mb, default 768 MiB).
+    api = { memory = "2Gi", cpu = "1", timeout = 60, max_instances = 10, concurrency = 16 }
+    # Small posts, I/O bound on Firestore.
+    survey = { memory = "512Mi", cpu = "1", timeout = 30, max_instances = 5, concurrency = 8 }
+  }
+}
