@@ -1,0 +1,557 @@
+// The survey form, rendered from its definition (`GET {surveyBase}form`), and its
+// submission (`POST` to the survey's URL as JSON) with per-field errors from a 400.
+
+let uid = 0;
+
+/** Makes an element: h("input", {type: "text", id}, children...). */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "dataset") Object.assign(el.dataset, value);
+    else if (key === "text") el.textContent = value;
+    else el.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined && child !== false) el.append(child);
+  }
+  return el;
+}
+
+function requiredMark(required) {
+  return required
+    ? [" ", h("span", { class: "required", "aria-hidden": "true", text: "*" })]
+    : [];
+}
+
+function formatNumber(n) {
+  return new Intl.NumberFormat(undefined, { maximumFractionDigits: 6 }).format(n);
+}
+
+function rangeHint(def) {
+  const unit = def.unit ? ` ${def.unit}` : "";
+  const whole = def.integer ? "A whole number from" : "From";
+  return `${whole} ${formatNumber(def.minimum)} to ${formatNumber(def.maximum)}${unit}.`;
+}
+
+/**
+ * One answer of the form: its DOM, the element to focus on an error, where the error
+ * goes, and how to read its value (undefined: not answered, left out of the post).
+ */
+class Question {
+  constructor(name, root, focusTarget, describedElements) {
+    this.name = name;
+    this.root = root;
+    this.focusTarget = focusTarget;
+    this.described = describedElements;
+    this.errorEl = h("p", { class: "field-error", id: `${name}-error`, hidden: true });
+    this.baseDescribedBy = new Map(
+      describedElements.map((el) => [el, el.getAttribute("aria-describedby") || ""]),
+    );
+  }
+
+  setError(message) {
+    this.errorEl.textContent = message ? `Error: ${message}` : "";
+    this.errorEl.hidden = !message;
+    this.root.classList.toggle("has-error", Boolean(message));
+    for (const el of this.described) {
+      const base = this.baseDescribedBy.get(el);
+      const ids = message ? `${this.errorEl.id} ${base}`.trim() : base;
+      if (ids) el.setAttribute("aria-describedby", ids);
+      else el.removeAttribute("aria-describedby");
+      if (el.matches("input, select, textarea")) {
+        if (message) el.setAttribute("aria-invalid", "true");
+        else el.removeAttribute("aria-invalid");
+      }
+    }
+  }
+}
+
+function inputId(name) {
+  uid += 1;
+  return `q-${name}-${uid}`;
+}
+
+function hintEl(id, text) {
+  return text ? h("p", { class: "hint", id, text }) : null;
+}
+
+function numberQuestion(def) {
+  const id = inputId(def.name);
+  const hintId = `${id}-hint`;
+  const input = h("input", {
+    type: "number",
+    id,
+    name: def.name,
+    inputmode: def.integer ? "numeric" : "decimal",
+    step: def.integer ? "1" : "any",
+    min: def.minimum,
+    max: def.maximum,
+    required: def.required,
+    "aria-describedby": hintId,
+  });
+  const root = h(
+    "div",
+    { class: "field" },
+    h("label", { for: id }, def.label, requiredMark(def.required)),
+    hintEl(hintId, rangeHint(def)),
+    h("div", { class: "with-unit" }, input, def.unit ? h("span", { class: "unit", text: def.unit }) : null),
+  );
+  const q = new Question(def.name, root, input, [input]);
+  root.insertBefore(q.errorEl, root.querySelector(".with-unit"));
+  q.read = () => {
+    if (input.validity.badInput) return { error: "Enter a number." };
+    if (input.value.trim() === "") return { value: undefined };
+    return { value: Number(input.value) };
+  };
+  q.set = (value) => {
+    input.value = value ?? "";
+  };
+  return [q];
+}
+
+function textQuestion(def) {
+  const id = inputId(def.name);
+  const hintId = `${id}-hint`;
+  const long = def.max_length > 200;
+  const input = h(long ? "textarea" : "input", {
+    type: long ? null : "text",
+    id,
+    name: def.name,
+    rows: long ? 4 : null,
+    maxlength: def.max_length,
+    required: def.required,
+    "aria-describedby": hintId,
+  });
+  const root = h(
+    "div",
+    { class: "field" },
+    h("label", { for: id }, def.label, requiredMark(def.required)),
+    hintEl(hintId, `At most ${formatNumber(def.max_length)} characters.`),
+  );
+  const q = new Question(def.name, root, input, [input]);
+  root.append(q.errorEl, input);
+  q.read = () => ({ value: input.value === "" ? undefined : input.value });
+  return [q];
+}
+
+/** A group of radio buttons or checkboxes in a fieldset with its legend. */
+function optionGroup(def, type, options) {
+  const legendId = inputId(`${def.name}-legend`);
+  const fieldset = h(
+    "fieldset",
+    { class: `field group${options.length > 4 ? " many" : ""}` },
+    h("legend", { id: legendId }, def.label, requiredMark(def.required)),
+  );
+  const inputs = options.map(([value, label]) => {
+    const id = inputId(def.name);
+    const input = h("input", { type, id, name: def.name, value });
+    fieldset.append(h("div", { class: "option" }, input, h("label", { for: id, text: label })));
+    return input;
+  });
+  return { fieldset, inputs };
+}
+
+function choiceQuestion(def) {
+  const options = def.choices.map((c) => [c, c]);
+  if (def.other) options.push(["other", "Other"]);
+  const { fieldset, inputs } = optionGroup(def, "radio", options);
+  const q = new Question(def.name, fieldset, inputs[0], [fieldset]);
+  fieldset.insertBefore(q.errorEl, fieldset.querySelector(".option"));
+  q.read = () => ({ value: inputs.find((i) => i.checked)?.value });
+  const questions = [q];
+  if (def.other) {
+    const id = inputId(def.other_field);
+    const otherInput = h("input", {
+      type: "text",
+      id,
+      name: def.other_field,
+      maxlength: def.max_length,
+    });
+    const otherRoot = h(
+      "div",
+      { class: "field other", hidden: true },
+      h("label", { for: id }, "Name it", h("span", { class: "visually-hidden", text: ` (${def.label})` })),
+    );
+    const other = new Question(def.other_field, otherRoot, otherInput, [otherInput]);
+    otherRoot.append(other.errorEl, otherInput);
+    fieldset.append(otherRoot);
+    const sync = () => {
+      otherRoot.hidden = inputs.find((i) => i.checked)?.value !== "other";
+    };
+    for (const input of inputs) input.addEventListener("change", sync);
+    other.read = () => {
+      if (otherRoot.hidden || otherInput.value === "") return { value: undefined };
+      return { value: otherInput.value };
+    };
+    other.showFor = () => {
+      otherRoot.hidden = false;
+    };
+    questions.push(other);
+  }
+  return questions;
+}
+
+function multiChoiceQuestion(def) {
+  const { fieldset, inputs } = optionGroup(def, "checkbox", def.choices.map((c) => [c, c]));
+  fieldset.insertBefore(h("p", { class: "hint", text: "Choose any that apply." }), fieldset.querySelector(".option"));
+  const q = new Question(def.name, fieldset, inputs[0], [fieldset]);
+  fieldset.insertBefore(q.errorEl, fieldset.querySelector(".option"));
+  q.read = () => {
+    const values = inputs.filter((i) => i.checked).map((i) => i.value);
+    return { value: values.length ? values : undefined };
+  };
+  return [q];
+}
+
+function yesNoQuestion(def) {
+  const { fieldset, inputs } = optionGroup(def, "radio", [["true", "Yes"], ["false", "No"]]);
+  fieldset.classList.add("inline");
+  const q = new Question(def.name, fieldset, inputs[0], [fieldset]);
+  fieldset.insertBefore(q.errorEl, fieldset.querySelector(".option"));
+  q.read = () => {
+    const checked = inputs.find((i) => i.checked);
+    return { value: checked ? checked.value === "true" : undefined };
+  };
+  return [q];
+}
+
+const RENDERERS = {
+  choice: choiceQuestion,
+  multi_choice: multiChoiceQuestion,
+  number: numberQuestion,
+  text: textQuestion,
+  yes_no: yesNoQuestion,
+};
+
+/** The consent checkbox (required, must be true). */
+function consentQuestion(def) {
+  const id = inputId(def.name);
+  const input = h("input", { type: "checkbox", id, name: def.name, required: true });
+  const root = h(
+    "div",
+    { class: "field consent" },
+    h("div", { class: "check" }, input, h("label", { for: id }, def.text, requiredMark(true))),
+  );
+  const q = new Question(def.name, root, input, [input]);
+  root.insertBefore(q.errorEl, root.firstChild);
+  q.read = () => ({ value: input.checked });
+  q.friendly = () => "Tick this box to agree, or your answers cannot be stored.";
+  return q;
+}
+
+/** The location block: filled only when the person presses the button. */
+function locationBlock(defs) {
+  const names = defs.map((d) => d.name);
+  const status = h("p", { class: "hint", id: inputId("location-status"), role: "status" });
+  const share = h("button", { type: "button", class: "secondary", "aria-describedby": status.id }, "Share my location");
+  const clear = h("button", { type: "button", class: "secondary", hidden: true }, "Remove my location");
+  const fieldset = h(
+    "fieldset",
+    { class: "field group location" },
+    h("legend", { text: "Your location (optional)" }),
+    h("p", {
+      class: "hint",
+      text:
+        "Sharing where you are lets your answers count for your area. Your browser asks " +
+        "first; the exact location is stored with your answers and never published.",
+    }),
+  );
+  const q = new Question("latitude", fieldset, share, [fieldset]);
+  fieldset.append(q.errorEl, h("div", { class: "actions" }, share, clear), status);
+  let position = null;
+  const show = () => {
+    clear.hidden = position === null;
+    status.textContent = position
+      ? `Location shared: ${position.latitude.toFixed(4)}, ${position.longitude.toFixed(4)}` +
+        (position.accuracy_m != null ? ` (within about ${Math.round(position.accuracy_m)} m).` : ".")
+      : "";
+  };
+  share.addEventListener("click", () => {
+    if (!("geolocation" in navigator)) {
+      status.textContent = "This browser cannot share a location.";
+      return;
+    }
+    status.textContent = "Asking your browser for your location…";
+    share.disabled = true;
+    navigator.geolocation.getCurrentPosition(
+      (pos) => {
+        share.disabled = false;
+        const { latitude, longitude, accuracy } = pos.coords;
+        position = {
+          latitude: Math.round(latitude * 1e5) / 1e5,
+          longitude: Math.round(longitude * 1e5) / 1e5,
+          accuracy_m: Number.isFinite(accuracy) ? Math.min(Math.round(accuracy), 1e7) : null,
+        };
+        q.setError("");
+        show();
+      },
+      (err) => {
+        share.disabled = false;
+        status.textContent =
+          err.code === err.PERMISSION_DENIED
+            ? "Location not shared: permission was refused. You can answer without it."
+            : "Your location could not be found. You can answer without it.";
+      },
+      { enableHighAccuracy: false, timeout: 20000, maximumAge: 600000 },
+    );
+  });
+  clear.addEventListener("click", () => {
+    position = null;
+    show();
+    share.focus();
+  });
+  // All three names read from the one position, so each maps to this block's errors.
+  const questions = names.map((name) => {
+    const part = Object.create(q);
+    part.name = name;
+    part.read = () => ({ value: position ? position[name] ?? undefined : undefined });
+    return part;
+  });
+  return { root: fieldset, questions };
+}
+
+/** The speed test's result, shown read-only: filled by the test, or empty. */
+function speedTestBlock(defs, result, labels) {
+  const fieldset = h(
+    "fieldset",
+    { class: "field group speed" },
+    h("legend", { text: "Your speed test result" }),
+  );
+  const questions = [];
+  if (!result) {
+    fieldset.append(
+      h("p", {
+        class: "hint",
+        id: "no-speed-test",
+        text: "You skipped the speed test, so your answers are sent without a result.",
+      }),
+    );
+  }
+  const values = result
+    ? {
+        download_mbps: result.downloadMbps,
+        upload_mbps: result.uploadMbps,
+        min_rtt_ms: result.minRttMs,
+        download_uuid: result.downloadUuid,
+        upload_uuid: result.uploadUuid,
+      }
+    : {};
+  const grid = h("div", { class: "speed-grid" });
+  for (const def of defs) {
+    const value = values[def.name];
+    if (value === null || value === undefined) continue;
+    const id = inputId(def.name);
+    const input = h("input", {
+      type: "text",
+      id,
+      name: def.name,
+      readonly: true,
+      value: String(value),
+      class: def.unit ? null : "id",
+    });
+    const label = labels[def.name] || def.label || def.name;
+    const root = h(
+      "div",
+      { class: "field" },
+      h("label", { for: id, text: def.unit ? `${label} (${def.unit})` : label }),
+    );
+    const q = new Question(def.name, root, input, [input]);
+    root.append(q.errorEl, input);
+    q.read = () => ({ value: def.unit ? Number(input.value) : input.value });
+    questions.push(q);
+    grid.append(root);
+  }
+  if (result) fieldset.append(grid);
+  return { root: fieldset, questions };
+}
+
+const SPEED_LABELS = {
+  download_mbps: "Download",
+  upload_mbps: "Upload",
+  min_rtt_ms: "Minimum round trip",
+  download_uuid: "Download test ID",
+  upload_uuid: "Upload test ID",
+};
+
+/** Whether the form lets a response come without a speed test result. */
+export function speedTestOptional(definition) {
+  return !(definition.speed_test || []).some((f) => f.required);
+}
+
+/**
+ * Renders the form into `container`; returns {questions, honeypot} for submit().
+ */
+export function renderSurvey(container, definition, result) {
+  container.replaceChildren();
+  const questions = [];
+  const fields = h("div", { class: "questions" });
+  for (const def of definition.fields || []) {
+    const render = RENDERERS[def.type];
+    if (!render) continue;
+    const qs = render(def);
+    fields.append(qs[0].root);
+    questions.push(...qs);
+  }
+  container.append(fields);
+  if (definition.speed_test?.length) {
+    const block = speedTestBlock(definition.speed_test, result, SPEED_LABELS);
+    container.append(block.root);
+    questions.push(...block.questions);
+  }
+  if (definition.location?.length) {
+    const block = locationBlock(definition.location);
+    container.append(block.root);
+    questions.push(...block.questions);
+  }
+  // The honeypot: people never see it (hidden from eyes and screen readers alike).
+  let honeypot = null;
+  if (definition.honeypot) {
+    honeypot = h("input", {
+      type: "text",
+      name: definition.honeypot,
+      id: inputId(definition.honeypot),
+      tabindex: "-1",
+      autocomplete: "off",
+    });
+    container.append(
+      h("div", { class: "hp", "aria-hidden": "true" }, h("label", { for: honeypot.id, text: "Website" }), honeypot),
+    );
+  }
+  if (definition.consent) {
+    const consent = consentQuestion(definition.consent);
+    container.append(consent.root);
+    questions.push(consent);
+  }
+  return { questions, honeypot, idempotencyKey: newKey() };
+}
+
+function newKey() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The answers as the survey expects them, or {errors} found before posting. */
+export function collect(form) {
+  const body = {};
+  const errors = [];
+  for (const q of form.questions) {
+    const { value, error } = q.read();
+    if (error) errors.push({ parameter: q.name, message: error });
+    else if (value !== undefined) body[q.name] = value;
+  }
+  if (form.honeypot?.value) body[form.honeypot.name] = form.honeypot.value;
+  return { body, errors };
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+export function waitText(seconds) {
+  if (!(seconds > 0)) return "a little while";
+  if (seconds < 90) return plural(Math.ceil(seconds), "second");
+  if (seconds < 5400) return plural(Math.ceil(seconds / 60), "minute");
+  return plural(Math.ceil(seconds / 3600), "hour");
+}
+
+/**
+ * Posts the answers. Resolves to {ok: true} after 200/201/202, or {errors: [...]}
+ * after a 400, or {message} for anything else (429/503 say when to retry).
+ */
+export async function submit(url, form, body) {
+  let response;
+  try {
+    response = await fetch(url, {
+      method: "POST",
+      headers: {
+        "Content-Type": "application/json",
+        Accept: "application/json",
+        "Idempotency-Key": form.idempotencyKey,
+      },
+      body: JSON.stringify(body),
+    });
+  } catch {
+    return { message: "Your answers could not be sent: the connection failed. Please try again." };
+  }
+  let answer = null;
+  try {
+    answer = await response.json();
+  } catch {
+    answer = null;
+  }
+  if (response.ok) return { ok: true, answer };
+  const retryAfter = Number(response.headers.get("Retry-After"));
+  const err = answer?.error || {};
+  switch (response.status) {
+    case 400:
+      return {
+        errors: err.errors?.length
+          ? err.errors
+          : [{ parameter: err.parameter || "body", message: err.message || "invalid" }],
+      };
+    case 429:
+      return {
+        message: `You have sent answers several times in a short while. Please try again in ${waitText(retryAfter)}.`,
+      };
+    case 503:
+      return {
+        message: `The survey cannot store answers right now. Please try again in ${waitText(retryAfter)}; your answers stay on this page.`,
+      };
+    case 413:
+      return { message: "Your answers are too long to send. Please shorten the comments." };
+    default:
+      return {
+        message: `Your answers could not be sent (${err.message || `HTTP ${response.status}`}). Please try again later.`,
+      };
+  }
+}
+
+/**
+ * Shows errors next to their fields and in the summary (links to each field), and
+ * moves the focus to the summary. Errors for names not on the page go in the summary.
+ */
+export function showErrors(form, summary, list, errors) {
+  const byName = new Map();
+  for (const q of form.questions) {
+    if (!byName.has(q.name)) byName.set(q.name, q);
+  }
+  for (const q of form.questions) q.setError("");
+  list.replaceChildren();
+  const shown = new Set();
+  for (const error of errors) {
+    const q = byName.get(error.parameter);
+    const message = q?.friendly ? q.friendly() : error.message;
+    if (q) {
+      q.showFor?.();
+      if (shown.has(q.errorEl)) continue;
+      shown.add(q.errorEl);
+      q.setError(message);
+      const target = q.focusTarget;
+      const link = h("a", { href: `#${target.id}` }, `${labelOf(q)}: ${message}`);
+      link.addEventListener("click", (ev) => {
+        ev.preventDefault();
+        target.focus();
+        target.scrollIntoView({ block: "center" });
+      });
+      list.append(h("li", {}, link));
+    } else {
+      list.append(h("li", { text: `${error.parameter}: ${error.message}` }));
+    }
+  }
+  summary.hidden = errors.length === 0;
+  if (errors.length) summary.focus();
+}
+
+export function clearErrors(form, summary, list) {
+  for (const q of form.questions) q.setError("");
+  list.replaceChildren();
+  summary.hidden = true;
+}
+
+function labelOf(q) {
+  const legend = q.root.querySelector("legend");
+  const label = legend || q.root.querySelector("label");
+  return (label?.textContent || q.name).replace(/\s*\*$/, "").trim();
+}
