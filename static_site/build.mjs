@@ -1,13 +1,16 @@
-// Builds the site into dist/: one bundle per page (ES modules, minified, shared code
-// split into chunks), the pages and styles from public/, and the files the libraries
-// load at run time (MapLibre's worker, ndt7's workers). `node build.mjs [--dev]`.
+// Builds the site into dist/ (or $SITE_DIST): one bundle per page (ES modules,
+// minified, shared code split into chunks), the pages and styles from public/, and the
+// files the libraries load at run time (MapLibre's worker, ndt7's workers).
+// `node build.mjs [--dev]`. The build is written beside the target and renamed into
+// place, so a server never serves half a build and a failed build leaves the old one.
 import { build } from "esbuild";
-import { cp, mkdir, rm, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { cp, mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const dist = join(here, "dist");
+const target = process.env.SITE_DIST ? resolve(process.env.SITE_DIST) : join(here, "dist");
+const dist = `${target}.building-${process.pid}`;
 const dev = process.argv.includes("--dev");
 
 // Pages and their scripts; each page's HTML in public/ loads `<name>.js`.
@@ -23,25 +26,32 @@ const RUNTIME_FILES = {
   "node_modules/@m-lab/ndt7/src/ndt7-upload-worker.js": "ndt7-upload-worker.js",
 };
 
-await rm(dist, { recursive: true, force: true });
-await mkdir(dist, { recursive: true });
-const result = await build({
-  absWorkingDir: here,
-  entryPoints: ENTRIES,
-  outdir: dist,
-  bundle: true,
-  format: "esm",
-  splitting: true,
-  minify: !dev,
-  sourcemap: true,
-  target: ["es2022"],
-  chunkNames: "chunks/[name]-[hash]",
-  loader: { ".css": "css" },
-  metafile: true,
-  logLevel: "warning",
-});
-await cp(join(here, "public"), dist, { recursive: true });
-for (const [from, to] of Object.entries(RUNTIME_FILES)) {
-  await cp(join(here, from), join(dist, to));
+try {
+  await rm(dist, { recursive: true, force: true });
+  await mkdir(dist, { recursive: true });
+  const result = await build({
+    absWorkingDir: here,
+    entryPoints: ENTRIES,
+    outdir: dist,
+    bundle: true,
+    format: "esm",
+    splitting: true,
+    minify: !dev,
+    sourcemap: true,
+    target: ["es2022"],
+    chunkNames: "chunks/[name]-[hash]",
+    loader: { ".css": "css" },
+    metafile: true,
+    logLevel: "warning",
+  });
+  await cp(join(here, "public"), dist, { recursive: true });
+  for (const [from, to] of Object.entries(RUNTIME_FILES)) {
+    await cp(join(here, from), join(dist, to));
+  }
+  await writeFile(join(dist, "meta.json"), JSON.stringify(result.metafile));
+  await rm(target, { recursive: true, force: true });
+  await rename(dist, target);
+} catch (err) {
+  await rm(dist, { recursive: true, force: true });
+  throw err;
 }
-await writeFile(join(dist, "meta.json"), JSON.stringify(result.metafile));
