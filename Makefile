@@ -52,9 +52,9 @@ run: demo-data site
 	time $(PIECEWISE) run --config $(CONFIG) --start $(START) --end $(END)
 	$(PIECEWISE) serve --config $(CONFIG) --host $(HOST) --port $(PORT)
 
-test: $(STAMP) demo-data bq-emulator site browser
-	$(VENV)/bin/ruff check src tests bench functions
-	$(VENV)/bin/ruff format --check src tests bench functions
+test: $(STAMP) demo-data bq-emulator site browser checkov-venv
+	$(VENV)/bin/ruff check src tests bench functions infra
+	$(VENV)/bin/ruff format --check src tests bench functions infra
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP) demo-data site browser bench-tools
@@ -75,12 +75,12 @@ browser:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench functions
-	$(VENV)/bin/ruff format --check src tests bench functions
+	$(VENV)/bin/ruff check src tests bench functions infra
+	$(VENV)/bin/ruff format --check src tests bench functions infra
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format src tests bench functions
-	$(VENV)/bin/ruff check --fix src tests bench functions
+	$(VENV)/bin/ruff format src tests bench functions infra
+	$(VENV)/bin/ruff check --fix src tests bench functions infra
 
 clean:
 	rm -rf var build $(SITE)/dist

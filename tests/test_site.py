@@ -189,3 +189,21 @@ def test_cli_writes_the_runtime_config(tmp_path: Path, capsys: pytest.CaptureFix
     assert written["data_url"] == "https://storage.example.org/b/"
     assert main(["site-config", "--config", str(path)]) == 0
     assert json.loads(capsys.readouterr().out) == written
+
+
+def test_cli_flags_override_the_site_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "piecewise.toml"
+    path.write_text(BASE + '\n[site]\ndata_url = "https://storage.example.org/b/"\n')
+    argv = ["site-config", "--config", str(path), "--api-url", "https://api.example.org/v1"]
+    assert main([*argv, "--survey-url", "https://s.example.org/v1/survey"]) == 0
+    written = json.loads(capsys.readouterr().out)
+    assert written["api_url"] == "https://api.example.org/v1"
+    assert written["survey_url"] == "https://s.example.org/v1/survey"
+    assert written["data_url"] == "https://storage.example.org/b/"
+
+
+def test_a_bad_cli_url_names_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "piecewise.toml"
+    path.write_text(BASE)
+    assert main(["site-config", "--config", str(path), "--data-url", "bucket/"]) == 2
+    assert "--data-url" in capsys.readouterr().err

@@ -198,9 +198,26 @@ def cmd_survey_publish(args: argparse.Namespace) -> int:
 
 def cmd_site_config(args: argparse.Namespace) -> int:
     """Write the pages' runtime config.json (for a site served from a bucket)."""
+    from pydantic import ValidationError
+
+    from piecewise.config import Site
     from piecewise.site import runtime_config_bytes
 
-    data = runtime_config_bytes(load_config(_config_path(args), check_files=False))
+    cfg = load_config(_config_path(args), check_files=False)
+    overrides = {
+        key: value
+        for key in ("api_url", "data_url", "survey_url", "basemap_style")
+        if (value := getattr(args, key)) is not None
+    }
+    if overrides:
+        try:
+            site = Site.model_validate({**cfg.site.model_dump(), **overrides})
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            flag = "--" + str(problem["loc"][0]).replace("_", "-")
+            raise ConfigError(flag, [f"  {flag}: {problem['msg']}"]) from exc
+        cfg = cfg.model_copy(update={"site": site})
+    data = runtime_config_bytes(cfg)
     if args.output in (None, "-"):
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -273,6 +290,10 @@ def parser() -> argparse.ArgumentParser:
     )
     with_config(site_config)
     site_config.add_argument("--output", "-o", help="file to write (default: standard output)")
+    for key in ("api_url", "data_url", "survey_url", "basemap_style"):
+        site_config.add_argument(
+            "--" + key.replace("_", "-"), dest=key, help=f"instead of [site] {key}"
+        )
     site_config.set_defaults(func=cmd_site_config)
 
     survey = sub.add_parser("survey", help="survey responses (operators only)")
