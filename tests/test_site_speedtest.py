@@ -1,0 +1,385 @@
+"""The speed-test and survey page in a real browser: M-Lab's data policy gate, ndt7-js
+against the local ndt7 server (through its fake locate service), the result, the
+survey rendered from its form definition and prefilled with the result, per-field
+errors from the survey's 400, the thank-you view and what the survey stored.
+
+Run `node static_site/build.mjs` first (`make site`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from pathlib import Path
+
+import pytest
+from werkzeug.test import Client
+
+from piecewise.survey import build_survey
+from piecewise.survey.store import SqliteSurveyStore
+from survey_fixtures import SALT, survey_config
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+TEST_TIMEOUT_MS = 45_000
+# Records the page's progress while the test runs: each phase text and each speed.
+WATCH_PROGRESS = """() => {
+  window.seenProgress = {phases: [], speeds: [], percents: []};
+  const seen = window.seenProgress;
+  const watch = (id, list) => new MutationObserver(() => {
+    const text = document.getElementById(id).textContent;
+    if (list[list.length - 1] !== text) list.push(text);
+  }).observe(document.getElementById(id), {childList: true, characterData: true, subtree: true});
+  watch("phase", seen.phases);
+  watch("current-mbps", seen.speeds);
+  new MutationObserver(() => seen.percents.push(document.getElementById("progress").value))
+    .observe(document.getElementById("progress"), {attributes: true, childList: true});
+}"""
+
+
+def open_speedtest(page, site_server) -> None:
+    page.goto(site_server.url + "speedtest.html")
+    wait_state(page, "consent")
+
+
+def wait_state(page, state: str, timeout: float | None = None) -> None:
+    """Waits for the page's `data-state`; on a timeout, says where the page was."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            f"document.body.dataset.state === {json.dumps(state)}", timeout=timeout
+        )
+    except PlaywrightTimeout:
+        where = page.evaluate(
+            """() => ({state: document.body.dataset.state,
+                       phase: document.getElementById("phase")?.textContent,
+                       error: document.getElementById("error-message")?.textContent,
+                       page: document.getElementById("page-error")?.textContent})"""
+        )
+        raise AssertionError(
+            f"the page did not reach {state!r}: {where}; console: {page.console_errors}"
+        ) from None
+
+
+def state(page) -> str:
+    return page.evaluate("document.body.dataset.state")
+
+
+def form_definition(site_server) -> dict:
+    with urllib.request.urlopen(site_server.url + "v1/survey/form", timeout=10) as response:
+        return json.load(response)
+
+
+def shown_result(page) -> dict:
+    def value(id_: str) -> str:
+        return page.locator(f"#{id_}").get_attribute("data-value")
+
+    return {
+        "download_mbps": float(value("result-download")),
+        "upload_mbps": float(value("result-upload")),
+        "min_rtt_ms": float(value("result-rtt")),
+        "download_uuid": value("result-download-uuid"),
+        "upload_uuid": value("result-upload-uuid"),
+        "server": value("result-server"),
+    }
+
+
+def describedby_text(page, locator) -> str:
+    ids = (locator.get_attribute("aria-describedby") or "").split()
+    return " ".join(page.locator(f"#{i}").inner_text() for i in ids)
+
+
+def test_the_test_starts_only_once_the_data_policy_is_accepted(page, site_server, ndt7_server):
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    open_speedtest(page, site_server)
+    start = page.get_by_role("button", name="Start the speed test")
+    policy = page.get_by_label("I have read and accept M-Lab's data policy", exact=False)
+    link = page.get_by_role("link", name="Read M-Lab's data policy")
+    assert link.get_attribute("href") == site_server.config.site.data_policy_url
+    assert start.is_disabled()
+    assert not policy.is_checked()
+    policy.check()
+    assert start.is_enabled()
+    policy.uncheck()
+    assert start.is_disabled()
+    # Nothing reached M-Lab's side (the locate service) without acceptance.
+    assert not [url for url in requests if url.startswith(ndt7_server.locate_url.split("/v2")[0])]
+    assert state(page) == "consent"
+    assert page.console_errors == []
+
+
+def test_speed_test_result_survey_errors_and_thanks(page, site_server, ndt7_server, screenshot_dir):
+    definition = form_definition(site_server)
+    open_speedtest(page, site_server)
+    completed_before = len(ndt7_server.completed)
+
+    # The test: live progress, then the result.
+    page.evaluate(WATCH_PROGRESS)
+    page.get_by_label("I have read and accept M-Lab's data policy", exact=False).check()
+    page.get_by_role("button", name="Start the speed test").click()
+    wait_state(page, "result", timeout=TEST_TIMEOUT_MS)
+    seen = page.evaluate("window.seenProgress")
+    assert any("download" in phase for phase in seen["phases"])
+    assert any("upload" in phase for phase in seen["phases"])
+    assert any(
+        re.fullmatch(r"[\d.,]+", speed) and float(speed.replace(",", "")) > 0
+        for speed in seen["speeds"]
+    )
+    assert max(seen["percents"]) == 100 and min(seen["percents"]) < 100
+    assert page.locator("#phase").get_attribute("aria-live") == "polite"
+
+    result = shown_result(page)
+    assert result["download_mbps"] > 0
+    assert result["upload_mbps"] > 0
+    assert result["min_rtt_ms"] >= 0
+    assert "mlab1-lcl01" in result["server"]
+    runs = {record["direction"]: record for record in ndt7_server.completed[completed_before:]}
+    assert runs["download"]["uuid"] == result["download_uuid"]
+    assert runs["upload"]["uuid"] == result["upload_uuid"]
+    assert runs["download"]["bytes"] > 0 and runs["upload"]["bytes"] > 0
+    assert page.locator("#result-download").inner_text().replace(",", "") == (
+        f"{result['download_mbps']:.2f}".rstrip("0").rstrip(".")
+    )
+    page.screenshot(path=str(screenshot_dir / "speedtest.png"), full_page=True)
+
+    # The survey: every configured question, the result prefilled.
+    page.get_by_role("button", name="Continue to the survey").click()
+    wait_state(page, "survey")
+    form = page.locator("#survey-form")
+    form.wait_for(state="visible")
+    for field in definition["fields"]:
+        if field["type"] in ("choice", "multi_choice", "yes_no"):
+            group = page.get_by_role("group", name=field["label"])
+            assert group.count() == 1, field["name"]
+            options = len(field["choices"]) + (1 if field.get("other") else 0)
+            assert group.locator(f"input[name={field['name']}]").count() == options
+        else:
+            assert page.get_by_label(field["label"], exact=False).count() == 1, field["name"]
+    for name in ("download_mbps", "upload_mbps", "min_rtt_ms", "download_uuid", "upload_uuid"):
+        box = form.locator(f"input[name={name}]")
+        assert box.get_attribute("readonly") is not None
+        value = box.input_value()
+        assert (float(value) if name.endswith(("mbps", "ms")) else value) == result[name]
+    assert page.get_by_role("button", name="Share my location").is_visible()
+    assert page.get_by_label(definition["consent"]["text"], exact=False).count() == 1
+    page.screenshot(path=str(screenshot_dir / "survey.png"), full_page=True)
+
+    # A bad answer and no consent: the survey's 400, shown beside each field.
+    isp = definition["fields"][0]
+    page.get_by_role("group", name=isp["label"]).get_by_label(isp["choices"][2]).check()
+    satisfaction = page.get_by_label("How satisfied", exact=False)
+    satisfaction.fill("7")
+    page.get_by_label("Anything else?").fill("Slow in the evenings.")
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+        page.get_by_role("button", name="Send my answers").click()
+    assert posted.value.status == 400
+    summary = page.locator("#error-summary")
+    summary.wait_for(state="visible")
+    assert page.evaluate("document.activeElement.id") == "error-summary"
+    assert summary.get_by_role("link").count() == 2
+    assert "less than or equal to 5" in describedby_text(page, satisfaction)
+    assert satisfaction.get_attribute("aria-invalid") == "true"
+    assert satisfaction.input_value() == "7"
+    assert page.get_by_label("Anything else?").input_value() == "Slow in the evenings."
+    consent = page.get_by_label(definition["consent"]["text"], exact=False)
+    assert "agree" in describedby_text(page, consent)
+    assert state(page) == "survey"
+    # A summary link takes the focus to its field.
+    summary.get_by_role("link", name=re.compile("How satisfied")).click()
+    assert page.evaluate("document.activeElement.name") == "satisfaction"
+
+    # Corrected: stored, thanks.
+    satisfaction.fill("4")
+    page.get_by_label("What do you pay per month?").fill("65.5")
+    consent.check()
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+        page.get_by_role("button", name="Send my answers").click()
+    assert posted.value.status == 201
+    wait_state(page, "thanks")
+    assert page.get_by_role("heading", name="Thank you").is_visible()
+    assert satisfaction.get_attribute("aria-invalid") is None
+    page.screenshot(path=str(screenshot_dir / "thanks.png"), full_page=True)
+
+    store = SqliteSurveyStore(site_server.survey_db)
+    try:
+        records = [
+            r
+            for _, r in store.records()
+            if (r["speed_test"] or {}).get("download_uuid") == result["download_uuid"]
+        ]
+    finally:
+        store.close()
+    assert len(records) == 1
+    (record,) = records
+    assert record["speed_test"] == {k: v for k, v in result.items() if k != "server"}
+    assert record["answers"] == {
+        "isp": isp["choices"][2],
+        "satisfaction": 4,
+        "monthly_cost": 65.5,
+        "comments": "Slow in the evenings.",
+    }
+    assert record["location"] is None
+    assert record["form_version"] == definition["version"]
+    # The browser logs the refused post, and nothing else.
+    assert [e for e in page.console_errors if "status of 400" not in e] == []
+
+
+# -- every field type, without the test: a survey app with such a form, in process ------
+
+ALL_TYPES = """
+[[survey.fields]]
+name = "isp"
+type = "choice"
+label = "Your provider"
+required = true
+choices = ["Alpha Net", "Beta Fiber"]
+other = true
+max_length = 40
+
+[[survey.fields]]
+name = "uses"
+type = "multi_choice"
+label = "What do you use the connection for?"
+choices = ["Work", "School", "Streaming", "Gaming"]
+
+[[survey.fields]]
+name = "households"
+type = "number"
+label = "People in the household"
+unit = "people"
+minimum = 1
+maximum = 20
+integer = true
+
+[[survey.fields]]
+name = "notes"
+type = "text"
+label = "Notes"
+max_length = 50
+
+[[survey.fields]]
+name = "outages"
+type = "yes_no"
+label = "Outages in the last month?"
+"""
+
+
+class RoutedSurvey:
+    """The survey app for `config`, answering the page's survey requests in process."""
+
+    def __init__(self, page, tmp: Path, **settings: str) -> None:
+        self.config = survey_config(tmp, ALL_TYPES, **settings)
+        self.store = SqliteSurveyStore(tmp / "routed.sqlite3")
+        self.client = Client(build_survey(self.config, salt=SALT, store=self.store))
+        self.statuses: list[int] = []
+        self.retry_after: str | None = None
+        page.route(re.compile(r".*/v1/survey(/form)?$"), self.handle)
+
+    def handle(self, route) -> None:
+        request = route.request
+        path = "/" + request.url.split("/", 3)[3]
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() in ("content-type", "accept", "idempotency-key")
+        }
+        answer = self.client.open(
+            path, method=request.method, headers=headers, data=request.post_data_buffer
+        )
+        self.statuses.append(answer.status_code)
+        self.retry_after = answer.headers.get("Retry-After")
+        route.fulfill(
+            status=answer.status_code,
+            headers={k: v for k, v in answer.headers.items() if k.lower() != "content-length"},
+            body=answer.get_data(),
+        )
+
+
+def test_every_field_type_and_location_without_the_test(page, site_server, tmp_path):
+    survey = RoutedSurvey(page, tmp_path)
+    origin = site_server.url.rstrip("/")
+    page.context.grant_permissions(["geolocation"], origin=origin)
+    page.context.set_geolocation({"latitude": 47.606209, "longitude": -122.332071, "accuracy": 42})
+    open_speedtest(page, site_server)
+    page.get_by_role("button", name="Skip the test, go to the survey").click()
+    wait_state(page, "survey")
+    page.locator("#survey-form").wait_for(state="visible")
+    assert page.locator("#no-speed-test").is_visible()
+    assert page.locator("#survey-form input[name=download_mbps]").count() == 0
+    assert page.locator("#result-view").is_hidden()
+
+    provider = page.get_by_role("group", name="Your provider")
+    uses = page.get_by_role("group", name="What do you use the connection for?")
+    outages = page.get_by_role("group", name="Outages in the last month?")
+    assert uses.get_by_role("checkbox").count() == 4
+    assert outages.get_by_role("radio").count() == 2
+    people = page.get_by_label("People in the household")
+    assert people.get_attribute("type") == "number"
+    assert (people.get_attribute("min"), people.get_attribute("max")) == ("1", "20")
+    assert "whole number from 1 to 20 people" in describedby_text(page, people).lower()
+    notes = page.get_by_label("Notes")
+    assert notes.get_attribute("maxlength") == "50"
+
+    # "Other" without its name: the 400 names isp_other, shown beside it.
+    provider.get_by_label("Other").check()
+    other = page.get_by_label("Name it", exact=False)
+    assert other.is_visible()
+    uses.get_by_label("Work").check()
+    uses.get_by_label("Gaming").check()
+    people.fill("3")
+    notes.fill("Fine.")
+    outages.get_by_label("Yes").check()
+    page.get_by_role("button", name="Share my location").click()
+    page.get_by_text("Location shared: 47.6062, -122.3321").wait_for()
+    page.get_by_label("I agree that Piecewise stores", exact=False).check()
+    page.get_by_role("button", name="Send my answers").click()
+    page.locator("#error-summary").wait_for(state="visible")
+    assert survey.statuses[-1] == 400
+    assert "name the isp" in describedby_text(page, other)
+    other.fill("Gamma Wireless")
+    page.get_by_role("button", name="Send my answers").click()
+    wait_state(page, "thanks")
+    assert survey.statuses[-1] == 201
+
+    ((_, record),) = list(survey.store.records())
+    assert record["answers"] == {
+        "isp": "other",
+        "isp_other": "Gamma Wireless",
+        "uses": ["Work", "Gaming"],
+        "households": 3,
+        "notes": "Fine.",
+        "outages": True,
+    }
+    assert record["location"] == {"latitude": 47.60621, "longitude": -122.33207, "accuracy_m": 42}
+    assert record["speed_test"] is None
+
+
+def test_too_many_posts_show_when_to_try_again(page, site_server, tmp_path):
+    survey = RoutedSurvey(page, tmp_path, rate_limit="1", rate_window_seconds="600")
+    open_speedtest(page, site_server)
+    page.get_by_role("button", name="Skip the test, go to the survey").click()
+    page.locator("#survey-form").wait_for(state="visible")
+    page.get_by_role("group", name="Your provider").get_by_label("Alpha Net").check()
+    page.get_by_label("I agree that Piecewise stores", exact=False).check()
+    send = page.get_by_role("button", name="Send my answers")
+    page.get_by_label("People in the household").fill("30")  # out of range: 400
+    send.click()
+    page.locator("#error-summary").wait_for(state="visible")
+    page.get_by_label("People in the household").fill("2")
+    send.click()
+    status = page.locator("#survey-status")
+    status.wait_for(state="visible")
+    assert survey.statuses == [200, 400, 429]
+    # The window ends on the clock's 10-minute marks: Retry-After is 1 to 600 s.
+    seconds = int(survey.retry_after)
+    assert 0 < seconds <= 600
+    wait = f"{seconds} second" if seconds < 90 else f"{-(-seconds // 60)} minute"
+    assert f"Please try again in {wait}" in status.inner_text()
+    assert status.get_attribute("role") == "alert"
+    assert page.get_by_label("People in the household").input_value() == "2"
+    assert page.locator("#error-summary").is_hidden()
+    assert state(page) == "survey"
+    assert list(survey.store.records()) == []
