@@ -147,7 +147,10 @@ def test_hexagons_and_their_test_weighted_parents(run: Published) -> None:
     label = run.index["periods"]["month"][1]
     stats = run.public.read_json(f"v1/stats/hex/month/{label}.json")
     expected = expected_properties(stats, run.index["thresholds"])
-    areas = {f["id"] for f in run.public.read_json("v1/areas/hex.geojson")["features"]}
+    every = {f["id"] for f in run.public.read_json("v1/areas/hex.geojson")["features"]}
+    # The hexagons drawn: those with a cell in the period, published or suppressed.
+    areas = {c["area"] for c in stats["cells"]} | {a for a, _i, _d in stats["suppressed"]}
+    assert areas <= every
     published = {(c["area"], c["isp"], c["direction"]): c for c in stats["cells"]}
     hidden = {tuple(s) for s in stats["suppressed"]}
     by_zoom: dict[int, dict[str, dict]] = {}

@@ -114,10 +114,12 @@ class LayerGeometry:
     minzoom: int = field(init=False)
     maxzoom: int = field(init=False)
     bounds: tuple[float, float, float, float] = field(init=False)
+    area_bounds: dict[str, tuple[float, float, float, float]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.minzoom, self.maxzoom = zoom_range(self.resolution)
         geoms = {a: shapely.geometry.shape(g) for a, g in self.shapes.items()}
+        self.area_bounds = {a: g.bounds for a, g in geoms.items()}
         if geoms:
             b = shapely.total_bounds(list(geoms.values()))
             self.bounds = (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
@@ -342,9 +344,13 @@ def _parent_levels(
 @dataclass(frozen=True)
 class PeriodProperties:
     """The properties of every feature of one period, by drawn resolution (None for
-    polygon layers) and area id."""
+    polygon layers) and area id. For an H3 layer, `areas` holds the cells drawn at each
+    resolution: those with a cell in the period (published or suppressed) and their
+    parents, so that an archive depends on its own period only; a polygon layer draws
+    every area (`areas` None)."""
 
     by_res: dict[int | None, dict[str, dict]]
+    areas: dict[int, set[str]] | None = None
 
     @classmethod
     def from_stats(
@@ -367,9 +373,12 @@ class PeriodProperties:
             by_res[None] = _properties(numbers, suppressed, share_cols)
             return cls(by_res)
         by_res[resolution] = _properties(numbers, suppressed, share_cols)
+        cells = {a for a, _i, _d in numbers} | {a for a, _i, _d in suppressed}
+        areas = {resolution: cells}
         for res, (parents, hidden) in _parent_levels(numbers, suppressed, resolution).items():
             by_res[res] = _properties(parents, hidden, share_cols)
-        return cls(by_res)
+            areas[res] = {_parent(a, res) for a in cells}
+        return cls(by_res, areas)
 
 
 # -- tiles and archives ---------------------------------------------------------------
@@ -478,7 +487,13 @@ def build_archive(
     for tile in geometry.tiles:
         res = None if geometry.resolution is None else h3_resolution_at(tile.z, geometry.resolution)
         stats = period.by_res.get(res, {})
-        for area, _feature in tile.features:
+        features = tile.features
+        if period.areas is not None:
+            drawn = period.areas.get(res, set())
+            features = [f for f in features if f[0] in drawn]
+            if not features:
+                continue
+        for area, _feature in features:
             if (res, area) not in seen:
                 seen.add((res, area))
                 p: dict = {"id": area, "name": names.get(area, area)}
@@ -489,7 +504,7 @@ def build_archive(
                 for k, v in p.items():
                     if k not in fields:
                         fields[k] = _field_type(v)
-        data = gzip.compress(encoder.encode(res, tile.features), GZIP_LEVEL, mtime=0)
+        data = gzip.compress(encoder.encode(res, features), GZIP_LEVEL, mtime=0)
         if len(data) > MAX_TILE_BYTES:
             raise TileTooLarge(
                 f"{where}: tile {tile.z}/{tile.x}/{tile.y} is {len(data):,} bytes "
@@ -503,6 +518,11 @@ def build_archive(
         empty = gzip.compress(encoder.encode(None, []), GZIP_LEVEL, mtime=0)
         writer.write_tile(0, empty)
     west, south, east, north = geometry.bounds
+    if period.areas is not None and geometry.resolution is not None:
+        boxes = [geometry.area_bounds[a] for a in period.areas.get(geometry.resolution, ())]
+        if boxes:
+            west, south = min(b[0] for b in boxes), min(b[1] for b in boxes)
+            east, north = max(b[2] for b in boxes), max(b[3] for b in boxes)
     metadata = {
         "name": name,
         "description": description,
@@ -558,7 +578,9 @@ class LayerTiles:
         self.resolution = resolution
         self.project = project
         self._geometry: LayerGeometry | None = None
-        self.written: dict[str, dict[str, bytes]] = defaultdict(dict)  # kind -> label -> data
+        # The newest archive written of each kind (labels of a kind sort by time), kept
+        # for its alias: (label, bytes).
+        self.newest: dict[str, tuple[str, bytes]] = {}
 
     @property
     def geometry(self) -> LayerGeometry:
@@ -579,7 +601,8 @@ class LayerTiles:
             where=key,
         )
         self.store.write_bytes(key, archive.data, content_type=CONTENT_TYPE, cache_control=CACHE)
-        self.written[kind][label] = archive.data
+        if kind not in self.newest or label > self.newest[kind][0]:
+            self.newest[kind] = (label, archive.data)
         return archive
 
     def write_latest(self, kind: str, newest: str | None) -> None:
@@ -588,8 +611,8 @@ class LayerTiles:
         if newest is None:
             return
         key = tile_key(self.layer, kind, "latest")
-        data = self.written[kind].get(newest)
-        if data is None:
+        label, data = self.newest.get(kind, (None, None))
+        if label != newest or data is None:
             source = tile_key(self.layer, kind, newest)
             if self.store.exists(key) or not self.store.exists(source):
                 return
