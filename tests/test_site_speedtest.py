@@ -180,7 +180,7 @@ def test_speed_test_result_survey_errors_and_thanks(page, site_server, ndt7_serv
     summary.wait_for(state="visible")
     assert page.evaluate("document.activeElement.id") == "error-summary"
     assert summary.get_by_role("link").count() == 2
-    assert "less than or equal to 5" in describedby_text(page, satisfaction)
+    assert "Enter 5 or less" in describedby_text(page, satisfaction)
     assert satisfaction.get_attribute("aria-invalid") == "true"
     assert satisfaction.input_value() == "7"
     assert page.get_by_label("Anything else?").input_value() == "Slow in the evenings."

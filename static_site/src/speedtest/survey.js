@@ -237,6 +237,7 @@ function consentQuestion(def) {
   root.insertBefore(q.errorEl, root.firstChild);
   q.read = () => ({ value: input.checked });
   q.friendly = () => "Tick this box to agree, or your answers cannot be stored.";
+  q.summaryLabel = "Your agreement";
   return q;
 }
 
@@ -508,6 +509,25 @@ export async function submit(url, form, body) {
   }
 }
 
+// The survey's messages (pydantic's) in plainer words; others are shown as they come.
+const PLAIN = [
+  [/^Field required$/, () => "This answer is required."],
+  [/^Input should be less than or equal to (.+)$/, (m) => `Enter ${m[1]} or less.`],
+  [/^Input should be greater than or equal to (.+)$/, (m) => `Enter ${m[1]} or more.`],
+  [/^Input should be a valid integer/, () => "Enter a whole number."],
+  [/^Input should be a valid number/, () => "Enter a number."],
+  [/^String should have at most (\d+) characters?$/, (m) => `Use at most ${m[1]} characters.`],
+  [/^Input should be '/, () => "Choose one of the answers listed."],
+];
+
+export function plainMessage(message) {
+  for (const [pattern, say] of PLAIN) {
+    const m = pattern.exec(message);
+    if (m) return say(m);
+  }
+  return message;
+}
+
 /**
  * Shows errors next to their fields and in the summary (links to each field), and
  * moves the focus to the summary. Errors for names not on the page go in the summary.
@@ -522,7 +542,7 @@ export function showErrors(form, summary, list, errors) {
   const shown = new Set();
   for (const error of errors) {
     const q = byName.get(error.parameter);
-    const message = q?.friendly ? q.friendly() : error.message;
+    const message = q?.friendly ? q.friendly() : plainMessage(String(error.message));
     if (q) {
       q.showFor?.();
       if (shown.has(q.errorEl)) continue;
@@ -551,6 +571,7 @@ export function clearErrors(form, summary, list) {
 }
 
 function labelOf(q) {
+  if (q.summaryLabel) return q.summaryLabel;
   const legend = q.root.querySelector("legend");
   const label = legend || q.root.querySelector("label");
   return (label?.textContent || q.name).replace(/\s*\*$/, "").trim();
