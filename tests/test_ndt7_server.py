@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import time
 import urllib.error
@@ -26,7 +27,10 @@ def server():
 
 
 def run(coro):
-    return asyncio.run(coro)
+    """Runs the client in a thread of its own: the session may already run a loop on
+    this one (Playwright's sync API does, once the browser tests have started it)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def completed_record(server: Ndt7TestServer, uuid: str, timeout: float = 5.0) -> dict:
