@@ -227,6 +227,20 @@ def test_speed_test_result_survey_errors_and_thanks(page, site_server, ndt7_serv
     assert [e for e in page.console_errors if "status of 400" not in e] == []
 
 
+def test_a_failed_test_says_why_and_still_offers_the_survey(page, site_server, ndt7_server):
+    page.route(re.compile(re.escape(ndt7_server.locate_url) + ".*"), lambda route: route.abort())
+    open_speedtest(page, site_server)
+    page.get_by_label("I have read and accept M-Lab's data policy", exact=False).check()
+    page.get_by_role("button", name="Start the speed test").click()
+    wait_state(page, "error", timeout=TEST_TIMEOUT_MS)
+    assert "locate service did not answer" in page.locator("#error-message").inner_text()
+    assert page.evaluate("document.activeElement.id") == "error-view"
+    page.get_by_role("button", name="Go to the survey without a result").click()
+    wait_state(page, "survey")
+    page.locator("#survey-form").wait_for(state="visible")
+    assert page.locator("#survey-form input[name=download_uuid]").count() == 0
+
+
 # -- every field type, without the test: a survey app with such a form, in process ------
 
 ALL_TYPES = """

@@ -113,5 +113,8 @@ export async function runSpeedTest({ locateUrl, acceptedDataPolicy, clientVersio
 function describe(reason) {
   // The workers report a WebSocket failure only by its event type.
   if (reason === "error") return "the test server could not be reached or closed the connection";
+  if (/fetch|NetworkError|JSON/i.test(reason)) {
+    return "no test server could be found (M-Lab's locate service did not answer)";
+  }
   return String(reason).replace(/\.$/, "");
 }
