@@ -126,3 +126,17 @@ checkov-venv: $(CHECKOV_STAMP)
 checkov: $(CHECKOV_STAMP)
 	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download --framework terraform --directory terraform
 # --- end of deployment
+
+# --- Offline rehearsal of the deployment (docs/deploy.md, "Rehearse offline"): the staged
+# functions under functions-framework against the GCS, Firestore and Pub/Sub emulators,
+# the site at http://127.0.0.1:$(REHEARSAL_PORT)/. `make emulators [REHEARSAL_START=...
+# REHEARSAL_END=...]`; Ctrl-C stops everything.
+REHEARSAL_PORT ?= 8080
+REHEARSAL_START ?= 2025-01-01
+REHEARSAL_END ?= 2025-01-03
+
+.PHONY: emulators
+
+emulators: $(STAMP) demo-data site
+	$(PY) infra/emulators.py --start $(REHEARSAL_START) --end $(REHEARSAL_END) --port $(REHEARSAL_PORT)
+# --- end of the offline rehearsal
