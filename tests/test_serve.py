@@ -594,7 +594,7 @@ kind = "synthetic"
 
 @pytest.mark.service
 def test_cli_serves_over_real_http(site: Site, served_cli: str) -> None:
-    with urllib.request.urlopen(f"{served_cli}/?kind=month&isp=Starlink", timeout=10) as r:
+    with urllib.request.urlopen(f"{served_cli}/table?kind=month&isp=Starlink", timeout=10) as r:
         assert r.status == 200
         assert r.headers.get_content_type() == "text/html"
         body = r.read().decode()
