@@ -15,10 +15,11 @@ What runs, each on 127.0.0.1 (free ports but the storage front's):
   staged copy of the package is what runs), with the variables Terraform sets;
 - the storage front: the public bucket as `storage.googleapis.com` serves it, at
   `http://127.0.0.1:PORT/<bucket>/<object>`. The emulator answers object downloads at
-  that path too, but without CORS headers, preflights, HEAD, ETag on ranges or suffix
-  ranges, all of which the map's PMTiles reads need; so the front reads each object
-  from the emulator and answers Range, conditional requests and CORS itself. It serves
-  the public bucket only, as the cloud does (the private one is never public).
+  that path too, but without CORS headers or ETag, with 501 to HEAD and preflight
+  requests, and ignoring suffix ranges, all of which the map's PMTiles reads need; so
+  the front reads each object from the emulator and answers Range, conditional
+  requests and CORS itself. It serves the public bucket only, as the cloud does (the
+  private one is never public).
 
 The site (static_site/dist, `make site`) is uploaded into the public bucket with a
 `config.json` pointing at the api and survey functions and at the bucket's `data/`, as
