@@ -420,6 +420,18 @@ class Rehearsal:
         self.children[name] = child
         return child
 
+    def check_port(self) -> None:
+        """Before anything starts: the storage front's port must be free."""
+        with socket.socket() as s:
+            # As the server will (connections of a previous run may linger in TIME_WAIT).
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", self.port))
+            except OSError as exc:
+                raise RehearsalError(
+                    f"port {self.port} is taken ({exc.strerror}): choose another with --port"
+                ) from exc
+
     def start_emulators(self) -> None:
         gcs = self._start(
             "gcs",
@@ -639,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     rehearsal = Rehearsal(port=args.port, start=args.start, end=end, site_dir=args.site)
     say = lambda text: print(text, flush=True)  # noqa: E731
     try:
+        rehearsal.check_port()
         say(f"work folder: {rehearsal.work}")
         rehearsal.stage_functions()
         say(f"staged the functions in {rehearsal.work / 'functions'}")
