@@ -112,7 +112,8 @@ def test_serve_answers_the_runtime_config(tmp_path: Path) -> None:
     response = client.get("/config.json")
     assert response.status_code == 200
     assert response.mimetype == "application/json"
-    assert response.json == runtime_config(cfg)
+    assert response.json == runtime_config(cfg, table_page=True)
+    assert response.json["table_url"] == "/table"
     assert "no-cache" in response.headers["Cache-Control"]
     again = client.get("/config.json", headers={"If-None-Match": response.headers["ETag"]})
     assert again.status_code == 304
@@ -187,6 +188,7 @@ def test_cli_writes_the_runtime_config(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["site-config", "--config", str(path), "--output", str(out)]) == 0
     written = json.loads(out.read_text())
     assert written["data_url"] == "https://storage.example.org/b/"
+    assert written["table_url"] is None  # a bucket has no table page
     assert main(["site-config", "--config", str(path)]) == 0
     assert json.loads(capsys.readouterr().out) == written
 

@@ -584,6 +584,24 @@ def test_an_unreachable_basemap_falls_back_to_boundaries_only(page, site_server)
     page.console_errors.clear()  # the failed basemap request
 
 
+def test_links_to_the_table_page_only_where_there_is_one(page, site_server):
+    open_map(page, site_server)
+    assert page.get_by_role("link", name="Data table").is_visible()
+    assert page.locator("#table-link").is_visible()
+
+    def from_a_bucket(route):  # as `piecewise site-config` writes it: no table page
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "table_url": None})
+
+    page.route("**/config.json", from_a_bucket)
+    open_map(page, site_server)
+    assert page.get_by_role("link", name="Data table").count() == 0
+    assert page.locator("#table-link").is_hidden()
+    page.goto(site_server.url + "speedtest.html")
+    page.wait_for_function("document.body.dataset.state === 'consent'")
+    assert page.get_by_role("link", name="Data table").count() == 0
+
+
 def test_a_coarser_hexagon_zooms_in_to_the_layers_own(page, site_server, index):
     layer = next(entry for entry in index["layers"] if entry["type"] == "h3")
     open_map(page, site_server, f"layer={layer['id']}&map=5/47.4/-120.5")

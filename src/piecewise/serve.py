@@ -227,7 +227,7 @@ class PublicSite:
         return self.site.response(request, name)
 
     def on_runtime_config(self, request: Request) -> Response:
-        data = runtime_config_bytes(self.config)
+        data = runtime_config_bytes(self.config, table_page=True)
         response = Response(data, mimetype="application/json")
         response.set_etag(hashlib.sha256(data).hexdigest()[:32])
         response.cache_control.no_cache = True

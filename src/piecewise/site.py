@@ -33,9 +33,11 @@ CONTENT_TYPES = {
 }
 
 
-def runtime_config(config: Config) -> dict:
+def runtime_config(config: Config, table_page: bool = False) -> dict:
     """What the pages read from `config.json`: URLs as a browser sees them (absolute or
-    relative to the page's origin) and the project's name."""
+    relative to the page's origin) and the project's name. `table_page`: the pages are
+    served by `piecewise serve`, which also has the table page (`/table`); a bucket
+    has none, so the pages hide their links to it."""
     site = config.site
     return {
         "version": 1,
@@ -44,6 +46,7 @@ def runtime_config(config: Config) -> dict:
         "api_url": site.api_url,
         "data_url": site.data_url,
         "survey_url": site.survey_url,
+        "table_url": "/table" if table_page else None,
         "basemap_style": site.basemap_style,
         "attribution": site.attribution,
         "ndt7": {"locate_url": site.ndt7_locate_url, "data_policy_url": site.data_policy_url},
@@ -54,8 +57,9 @@ def runtime_config(config: Config) -> dict:
     }
 
 
-def runtime_config_bytes(config: Config) -> bytes:
-    return (json.dumps(runtime_config(config), indent=1, sort_keys=True) + "\n").encode()
+def runtime_config_bytes(config: Config, table_page: bool = False) -> bytes:
+    doc = runtime_config(config, table_page=table_page)
+    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
 
 
 class SiteFiles:

@@ -20,12 +20,24 @@ export async function loadConfig() {
     throw new Error(`The site's config.json could not be loaded (HTTP ${response.status}).`);
   }
   const raw = await response.json();
-  return {
+  const config = {
     ...raw,
     apiBase: resolveBase(raw.api_url),
     dataBase: resolveBase(raw.data_url),
     surveyBase: resolveBase(raw.survey_url),
   };
+  showTableLinks(config);
+  return config;
+}
+
+/**
+ * The table page exists only where `piecewise serve` serves the pages (`table_url`);
+ * from a bucket there is none, so the links to it (marked `data-table-link`) go.
+ */
+export function showTableLinks(config) {
+  for (const el of document.querySelectorAll("[data-table-link]")) {
+    el.hidden = !config.table_url;
+  }
 }
 
 /** Fetches JSON, turning HTTP errors into Errors carrying the server's message. */
