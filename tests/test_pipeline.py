@@ -14,7 +14,7 @@ import pytest
 
 from piecewise import periods
 from piecewise.config import Config, parse_config
-from piecewise.ingest import ingested_dates
+from piecewise.ingest import IngestFailed, dates_between, ingested_dates
 from piecewise.lock import LockHeld, RunLock
 from piecewise.manifest import Manifest
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
@@ -25,7 +25,12 @@ END = dt.date(2025, 4, 6)  # crosses a month and a quarter boundary
 
 
 def make_config(tmp: Path, demo: Path, **overrides: str) -> Config:
-    text = f"""
+    return parse_config(config_text(demo, **overrides), base_dir=tmp)
+
+
+def config_text(demo: Path, **overrides: str) -> str:
+    """The test region's config file (its stores in `private` and `public` beside it)."""
+    return f"""
 [project]
 name = "Test region"
 
@@ -83,7 +88,6 @@ tests_per_day = 400
 [geoip]
 asn_database = "{demo / "GeoLite2-ASN-demo.mmdb"}"
 """
-    return parse_config(text, base_dir=tmp)
 
 
 def file_hashes(root: Path) -> dict[str, str]:
@@ -343,7 +347,7 @@ def test_crash_mid_run_leaves_no_partial_file_and_rerun_completes(
     cfg = make_config(tmp_path, demo_data)
     stores = Stores.of(cfg)
     failing = Stores(private=FailingStore(stores.private, fail_at=7), public=stores.public)
-    with pytest.raises(OSError, match="injected failure"):
+    with pytest.raises(IngestFailed, match="injected failure"):
         run_ingest(cfg, START, END, stores=failing, progress=False)
     leftovers = [p for p in (tmp_path / "private").rglob("*") if p.name.startswith(".")]
     assert leftovers == []
@@ -508,9 +512,13 @@ def test_a_date_that_failed_half_way_has_no_manifest_record(
     stores = Stores.of(cfg)
     # writes per date: download, upload, quality, manifest; fail on the second date's upload
     failing = Stores(private=FailingStore(stores.private, fail_at=6), public=stores.public)
-    with pytest.raises(OSError, match="injected failure"):
+    with pytest.raises(IngestFailed, match="injected failure") as failed:
         run_ingest(cfg, START, END, stores=failing, progress=False)
-    assert Manifest(stores.private).dates() == [START]
+    second = START + dt.timedelta(days=1)
+    # The failed date is named; the others landed and are recorded.
+    assert list(failed.value.result.failed) == [second]
+    assert Manifest(stores.private).dates() == [d for d in dates_between(START, END) if d != second]
+    assert second not in failed.value.result.dates
     assert stores.private.list("locks/") == []
 
 

@@ -25,6 +25,16 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from exc
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
 def _config_path(args: argparse.Namespace) -> Path:
     return Path(args.config or os.environ.get("PIECEWISE_CONFIG") or "piecewise.toml")
 
@@ -41,21 +51,24 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace, cfg: Config) -> IngestResult:
+    from piecewise.ingest import IngestFailed
     from piecewise.pipeline import run_ingest
 
     # Neither date: what the manifest lacks, and the last few days again.
     end = args.end or (_yesterday() if args.start else None)
-    result = run_ingest(
-        cfg,
-        args.start,
-        end,
-        progress=not args.quiet,
-        geoip_license_key=os.environ.get(cfg.geoip.license_key_env) or None,
-    )
-    print(
-        f"ingested {len(result.dates)} dates: {result.rows['download']} download and "
-        f"{result.rows['upload']} upload tests ({result.quality.summary()})"
-    )
+    try:
+        result = run_ingest(
+            cfg,
+            args.start,
+            end,
+            progress=not args.quiet,
+            geoip_license_key=os.environ.get(cfg.geoip.license_key_env) or None,
+            workers=args.workers,
+        )
+    except IngestFailed as exc:
+        print(exc.result.summary())
+        raise
+    print(result.summary())
     return result
 
 
@@ -113,8 +126,15 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from piecewise.ingest import IngestFailed
+
     cfg = load_config(_config_path(args))
-    _aggregate(cfg, _ingest(args, cfg).dates)
+    try:
+        result = _ingest(args, cfg)
+    except IngestFailed as exc:
+        _aggregate(cfg, exc.result.dates)  # what landed is published; the failure still counts
+        raise
+    _aggregate(cfg, result.dates)
     return 0
 
 
@@ -267,6 +287,12 @@ def parser() -> argparse.ArgumentParser:
         )
         if name != "aggregate":
             sp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+            sp.add_argument(
+                "--workers",
+                "-j",
+                type=_positive,
+                help="dates ingested at once, one process each (default: [ingest] workers)",
+            )
         if name == "ingest":
             sp.add_argument(
                 "--dry-run",
@@ -320,7 +346,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from piecewise.areas import BoundaryError
-    from piecewise.ingest import NoTestsSelected
+    from piecewise.ingest import IngestFailed, NoTestsSelected
     from piecewise.lock import LockHeld
     from piecewise.logs import setup_logging
     from piecewise.manifest import DateRangeError
@@ -345,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
         SurveyStoreUnavailable,
     ) as exc:
         # Bad input files or an unreachable store: the message names the file or URL.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except IngestFailed as exc:
+        # The summary above named every date; the others landed.
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except DateRangeError as exc:

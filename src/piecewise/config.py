@@ -333,6 +333,13 @@ class Ingest(_Strict):
         description="Minutes without renewal after which a run lock counts as a crashed "
         "run's and is broken.",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Dates ingested at once, each by its own process (`piecewise ingest "
+        "--workers` overrides it); 1: one date after the other, in the calling process.",
+    )
 
 
 ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from piecewise.config import Config
-from piecewise.ingest import NoTestsSelected
+from piecewise.ingest import IngestFailed, NoTestsSelected
 from piecewise.lock import LockHeld
 from piecewise.manifest import DateRange, DateRangeError
 from piecewise.pipeline import run_aggregate, run_ingest
@@ -74,11 +74,20 @@ def handle_ingest(
         return {"error": str(exc)}, 409
     except NoTestsSelected as exc:
         return {"error": str(exc), "parameter": "region"}, 422
-    written = [d.isoformat() for d in result.dates]
-    if publish is not None and written:
-        publish(json.dumps({"dates": written}).encode(), {"event": "ingested"})
+    except IngestFailed as exc:
+        # The dates that landed are announced; the failure still fails the call (retry).
+        _announce(exc.result.dates, publish)
+        raise
+    written = _announce(result.dates, publish)
     log.info("ingested %d dates (%s)", len(written), result.quality.summary())
     return {"dates": written, "rows": result.rows}, 200
+
+
+def _announce(dates: list[dt.date], publish: Publish | None) -> list[str]:
+    written = [d.isoformat() for d in dates]
+    if publish is not None and written:
+        publish(json.dumps({"dates": written}).encode(), {"event": "ingested"})
+    return written
 
 
 def ingested_dates(data: bytes) -> list[dt.date]:

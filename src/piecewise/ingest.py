@@ -81,6 +81,41 @@ class IngestResult:
     dates: list[dt.date] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
     quality: QualityReport = field(default_factory=QualityReport)
+    # Dates another worker was ingesting (its lock was held): left to that worker.
+    skipped: list[dt.date] = field(default_factory=list)
+    # Dates that failed, with the error; the other dates of the run still landed.
+    failed: dict[dt.date, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        parts = [
+            f"ingested {len(self.dates)} dates: {self.rows['download']} download and "
+            f"{self.rows['upload']} upload tests ({self.quality.summary()})"
+        ]
+        if self.skipped:
+            parts.append(
+                f"skipped {len(self.skipped)} dates another run was ingesting: "
+                + ", ".join(d.isoformat() for d in self.skipped)
+            )
+        if self.failed:
+            parts.append(
+                f"failed {len(self.failed)} dates: "
+                + "; ".join(f"{d.isoformat()}: {e}" for d, e in sorted(self.failed.items()))
+            )
+        return "\n".join(parts)
+
+
+class IngestFailed(Exception):
+    """Some dates of a run failed; the others landed. `result` says which did what."""
+
+    def __init__(self, result: IngestResult) -> None:
+        failed = ", ".join(d.isoformat() for d in sorted(result.failed))
+        first = min(result.failed)
+        super().__init__(
+            f"{len(result.failed)} of {len(result.failed) + len(result.dates)} dates failed "
+            f"({failed}); first, {first}: {result.failed[first]}. Run them again: each "
+            "date is ingested whole or not at all"
+        )
+        self.result = result
 
 
 class NoTestsSelected(Exception):
@@ -96,11 +131,14 @@ def ingest(
     batch_rows: int = 1_048_576,
     progress: bool = True,
     on_date: Callable[[dt.date, dict[str, int], QualityReport], None] | None = None,
+    allow_empty: bool = False,
 ) -> IngestResult:
     """Ingest each date: all of a date's files are written, then `on_date(date, rows
     per direction, report)` is called (to record the date). Dates for which the source
     returns nothing are written once another date of the run has tests; if none has,
-    nothing is written and NoTestsSelected says so (a region that selects nothing)."""
+    nothing is written and NoTestsSelected says so (a region that selects nothing).
+    With `allow_empty`, such dates are written at once (the caller knows the region
+    selects tests on other dates)."""
     dates = list(dates)
     result = IngestResult()
     empty: list[tuple[dt.date, QualityReport]] = []
@@ -119,7 +157,8 @@ def ingest(
                 for direction, spool in spools.items():
                     spool.add(enriched.filter(pc.equal(enriched.column("direction"), direction)))
                 del enriched
-            if report.rows_out == report.unlocated and not result.dates:  # none located
+            none_located = report.rows_out == report.unlocated
+            if none_located and not result.dates and not allow_empty:
                 empty.append((date, report))
                 continue
             for empty_date, empty_report in empty:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import multiprocessing
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+from tqdm import tqdm
 
 from piecewise import periods
 from piecewise.aggregate import aggregate_tests, load_tests
@@ -23,14 +26,21 @@ from piecewise.config import (
     SyntheticSourceConfig,
 )
 from piecewise.enrich import Enricher
-from piecewise.ingest import IngestResult, dates_between, ingest, ingested_dates
-from piecewise.lock import RunLock
+from piecewise.ingest import (
+    IngestFailed,
+    IngestResult,
+    NoTestsSelected,
+    dates_between,
+    ingest,
+    ingested_dates,
+)
+from piecewise.lock import LockHeld, RunLock
 from piecewise.manifest import Manifest, dates_to_ingest, fingerprint, geoip_identity
 from piecewise.publish import Publisher
 from piecewise.quality import QualityReport
 from piecewise.schema import DIRECTIONS
 from piecewise.sources.base import Source
-from piecewise.store import Store, open_store
+from piecewise.store import Store, StoreError, open_store
 
 if TYPE_CHECKING:
     from piecewise.sources.bigquery import BigQuerySource
@@ -139,6 +149,204 @@ def prepare_geoip_database(
     return config.model_copy(update={"geoip": geoip}), version.identity
 
 
+def plan_ingest(
+    config: Config,
+    start: dt.date | None,
+    end: dt.date | None,
+    manifest: Manifest,
+    today: dt.date | None = None,
+) -> list[dt.date]:
+    """The dates a run ingests: `start`..`end` (either alone: that one date); without
+    either, what the manifest lacks since `periods.start` and the last
+    `ingest.reread_days` days again."""
+    if start is None and end is None:
+        yesterday = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=1)
+        return dates_to_ingest(
+            set(manifest.dates()),
+            config.periods.start,
+            yesterday,
+            config.ingest.reread_days,
+            config.ingest.max_days or None,
+        )
+    first, last = start or end, end or start
+    assert first is not None and last is not None
+    return dates_between(first, last)
+
+
+@dataclass(frozen=True)
+class DateOutcome:
+    """What one unit of ingest work (one date) came to."""
+
+    date: dt.date
+    status: str  # "ingested", "skipped" (another worker holds the date), "empty", "failed"
+    rows: dict[str, int] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+class DateIngester:
+    """Ingests one date at a time: the unit of work of a fan-out, built once per worker
+    (the enricher's databases and polygons are loaded once).
+
+    A date is ingested under its own lock (`locks/ingest-{date}.lock`), so two workers
+    never write the same date at once; a worker that finds the date locked skips it
+    (`skipped`): the holder is writing the same bytes. The date's files are written,
+    then its manifest record (one object per date, never a shared file), so a crash
+    leaves the date without a record, invisible to aggregation, and a re-run completes
+    it with the same bytes."""
+
+    def __init__(
+        self,
+        config: Config,
+        geoip: str | None,
+        *,
+        stores: Stores | None = None,
+        source: Source | None = None,
+    ) -> None:
+        self.config = config
+        self.stores = stores or Stores.of(config)
+        self.source = source or make_source(config)
+        self.geoip = geoip
+        self.fingerprint = ingest_fingerprint(config)
+        self.manifest = Manifest(self.stores.private)
+        self.ttl = dt.timedelta(minutes=config.ingest.lock_ttl_minutes)
+        self.enricher = Enricher(config)
+
+    def close(self) -> None:
+        self.enricher.close()
+
+    def ingest_date(
+        self,
+        date: dt.date,
+        *,
+        allow_empty: bool = False,
+        planned_at: dt.datetime | None = None,
+    ) -> DateOutcome:
+        """Ingest `date`; `empty` when it has no tests in the region and not
+        `allow_empty` (nothing is written). With `planned_at` (when the work was split),
+        a date that another worker ingested after that second, from the same settings and
+        GeoIP database, is skipped: overlapping runs read each date once. Errors propagate."""
+        try:
+            lock = RunLock(self.stores.private, f"ingest-{date.isoformat()}", ttl=self.ttl)
+            lock.acquire()
+        except LockHeld as exc:
+            log.info("skipping %s: %s", date, exc)
+            return DateOutcome(date, "skipped", error=str(exc))
+        try:
+            if planned_at is not None and self._ingested_since(date, planned_at):
+                log.info("skipping %s: another run ingested it since %s", date, planned_at)
+                return DateOutcome(date, "skipped", error="ingested by another run meanwhile")
+            recorded: list[DateOutcome] = []
+
+            def record(day: dt.date, rows: dict[str, int], report: QualityReport) -> None:
+                self.manifest.record(day, rows, self.fingerprint, self.geoip, report.as_dict())
+                recorded.append(DateOutcome(day, "ingested", rows, report.as_dict()))
+
+            try:
+                ingest(
+                    self.source,
+                    self.enricher,
+                    self.stores.private,
+                    [date],
+                    batch_rows=self.config.ingest.batch_rows,
+                    progress=False,
+                    on_date=record,
+                    allow_empty=allow_empty,
+                )
+            except NoTestsSelected:
+                return DateOutcome(date, "empty")
+            return recorded[0]
+        finally:
+            lock.release()
+
+    def _ingested_since(self, date: dt.date, moment: dt.datetime) -> bool:
+        try:
+            record = self.manifest.get(date)
+        except StoreError:
+            return False  # a damaged record: ingest the date again
+        if record is None or (record.fingerprint, record.geoip) != (self.fingerprint, self.geoip):
+            return False
+        # ISO 8601 UTC texts of equal form ("...T06:00:03Z") compare as the times do;
+        # records are to the second, so one of the planning second itself is not trusted.
+        return record.ingested_at > moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# The worker of a process pool: one DateIngester per process, made by the initializer.
+_WORKER: DateIngester | None = None
+
+
+def _start_worker(
+    config: Config, geoip: str | None, stores: Stores | None, source: Source | None
+) -> None:
+    global _WORKER
+    _WORKER = DateIngester(config, geoip, stores=stores, source=source)
+
+
+def _work(date: dt.date, allow_empty: bool, planned_at: dt.datetime | None) -> DateOutcome:
+    assert _WORKER is not None
+    try:
+        return _WORKER.ingest_date(date, allow_empty=allow_empty, planned_at=planned_at)
+    except Exception as exc:  # reported with its date; the pool goes on with the others
+        log.debug("ingest of %s failed", date, exc_info=True)
+        return DateOutcome(date, "failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def ingest_dates(
+    config: Config,
+    dates: list[dt.date],
+    geoip: str | None,
+    *,
+    stores: Stores | None = None,
+    source: Source | None = None,
+    workers: int = 1,
+    allow_empty: bool = False,
+    planned_at: dt.datetime | None = None,
+    progress: bool = True,
+) -> list[DateOutcome]:
+    """Ingest each date as its own unit of work, `workers` at a time (1: in this
+    process, one after the other; more: a pool of processes started with `spawn`,
+    since DuckDB and the readers' threads do not survive a fork). A failed date is
+    reported in its outcome; the others go on. `config` must already point at the
+    GeoIP database to use (see prepare_geoip_database)."""
+    bar = tqdm(total=len(dates), desc="ingest", unit="day", disable=not progress, leave=False)
+    outcomes: list[DateOutcome] = []
+    try:
+        if workers <= 1 or len(dates) <= 1:
+            _start_worker(config, geoip, stores, source)
+            try:
+                for date in dates:
+                    outcomes.append(_work(date, allow_empty, planned_at))
+                    bar.update()
+            finally:
+                global _WORKER
+                assert _WORKER is not None
+                _WORKER.close()
+                _WORKER = None
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(
+                max_workers=min(workers, len(dates)),
+                mp_context=context,
+                initializer=_start_worker,
+                initargs=(config, geoip, stores, source),
+            ) as pool:
+                futures = {
+                    pool.submit(_work, date, allow_empty, planned_at): date for date in dates
+                }
+                for future in as_completed(futures):
+                    try:
+                        outcomes.append(future.result())
+                    except Exception as exc:  # the worker process died (killed, out of memory)
+                        date = futures[future]
+                        outcomes.append(
+                            DateOutcome(date, "failed", error=f"{type(exc).__name__}: {exc}")
+                        )
+                    bar.update()
+    finally:
+        bar.close()
+    return sorted(outcomes, key=lambda o: o.date)
+
+
 def run_ingest(
     config: Config,
     start: dt.date | None = None,
@@ -149,53 +357,74 @@ def run_ingest(
     progress: bool = True,
     today: dt.date | None = None,
     geoip_license_key: str | None = None,
+    workers: int | None = None,
 ) -> IngestResult:
     """Ingest `start`..`end` (either alone: that one date). Without dates, ingest what
     the manifest lacks since `periods.start`, and the last `ingest.reread_days` days
-    again. One run at a time per private store; each date is recorded in the manifest.
-    With `geoip.source_url`, the MaxMind database is refreshed first when due, using
-    `geoip_license_key`."""
+    again. With `geoip.source_url`, the MaxMind database is refreshed first when due,
+    using `geoip_license_key`.
+
+    Planning (choosing the dates, refreshing the GeoIP database) happens under the
+    store's `ingest` lock, one planner at a time; then each date is a unit of work
+    (DateIngester), `workers` at a time (default `ingest.workers`). Raises IngestFailed
+    after the other dates landed when some failed, and NoTestsSelected when no date has
+    a test in the region."""
     stores = stores or Stores.of(config)
-    settings = config.ingest
     manifest = Manifest(stores.private)
-    ttl = dt.timedelta(minutes=settings.lock_ttl_minutes)
-    with RunLock(stores.private, "ingest", ttl=ttl) as lock:
-        if start is None and end is None:
-            yesterday = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=1)
-            dates = dates_to_ingest(
-                set(manifest.dates()),
-                config.periods.start,
-                yesterday,
-                settings.reread_days,
-                settings.max_days or None,
-            )
-        else:
-            first, last = start or end, end or start
-            assert first is not None and last is not None
-            dates = dates_between(first, last)
+    ttl = dt.timedelta(minutes=config.ingest.lock_ttl_minutes)
+    with RunLock(stores.private, "ingest", ttl=ttl):
+        planned_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        dates = plan_ingest(config, start, end, manifest, today)
         if not dates:
             log.info("nothing to ingest: the manifest has every date")
             return IngestResult()
-        source_fingerprint = ingest_fingerprint(config)
         config, geoip = prepare_geoip_database(config, stores.private, geoip_license_key)
-
-        def record(date: dt.date, rows: dict[str, int], report: QualityReport) -> None:
-            manifest.record(date, rows, source_fingerprint, geoip, report.as_dict())
-            lock.refresh()
-
-        enricher = Enricher(config)
-        try:
-            return ingest(
-                source or make_source(config),
-                enricher,
-                stores.private,
-                dates,
-                batch_rows=settings.batch_rows,
-                progress=progress,
-                on_date=record,
+    count = workers or config.ingest.workers
+    outcomes = ingest_dates(
+        config,
+        dates,
+        geoip,
+        stores=stores,
+        source=source,
+        workers=count,
+        planned_at=planned_at,
+        progress=progress,
+    )
+    empty = [o.date for o in outcomes if o.status == "empty"]
+    if empty:
+        if all(o.status == "empty" for o in outcomes):
+            raise NoTestsSelected(
+                f"no tests in the region on any of the {len(empty)} dates from {empty[0]} "
+                f"to {empty[-1]}: check `region` (bbox, polygon, country, subdivisions) and "
+                "`source`; nothing was written"
             )
-        finally:
-            enricher.close()
+        # The region selects tests on other dates: these simply had none.
+        again = ingest_dates(
+            config,
+            empty,
+            geoip,
+            stores=stores,
+            source=source,
+            workers=count,
+            allow_empty=True,
+            progress=False,
+        )
+        kept = [o for o in outcomes if o.status != "empty"]
+        outcomes = sorted(kept + again, key=lambda o: o.date)
+    result = IngestResult()
+    for outcome in outcomes:
+        if outcome.status == "ingested":
+            result.dates.append(outcome.date)
+            for direction, rows in outcome.rows.items():
+                result.rows[direction] += rows
+            result.quality.add(QualityReport.from_dict(outcome.quality))
+        elif outcome.status == "skipped":
+            result.skipped.append(outcome.date)
+        else:
+            result.failed[outcome.date] = outcome.error or "no tests in the region"
+    if result.failed:
+        raise IngestFailed(result)
+    return result
 
 
 SETTINGS_KEY = "cells/settings.json"
@@ -229,7 +458,9 @@ def run_aggregate(
 ) -> AggregateResult:
     """Recompute every period that contains one of `dates` (default: every ingested date)."""
     stores = stores or Stores.of(config)
-    available = set(ingested_dates(stores.private))
+    # A date is there once its manifest record is: a date whose ingest crashed half way
+    # (some files written, no record) is not read.
+    available = set(Manifest(stores.private).dates()) & set(ingested_dates(stores.private))
     settings = aggregation_settings(config)
     previous = (
         stores.private.read_json(SETTINGS_KEY) if stores.private.exists(SETTINGS_KEY) else None

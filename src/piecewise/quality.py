@@ -45,6 +45,10 @@ class QualityReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> QualityReport:
+        return cls(**{**data, "outside_layer": dict(data.get("outside_layer") or {})})
+
     def summary(self) -> str:
         parts = [f"{self.rows_in} rows read", f"{self.rows_out} kept"]
         for f in fields(self):
