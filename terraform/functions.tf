@@ -2,7 +2,7 @@
 # A change in one folder changes one object name, and so redeploys that function only.
 
 data "archive_file" "source" {
-  for_each         = local.functions
+  for_each         = local.sources
   type             = "zip"
   source_dir       = "${var.build_dir}/${each.key}"
   output_path      = "${path.module}/.build/${each.key}.zip"
@@ -10,7 +10,7 @@ data "archive_file" "source" {
 }
 
 resource "google_storage_bucket_object" "source" {
-  for_each = local.functions
+  for_each = local.sources
   name     = "functions/${each.key}-${data.archive_file.source[each.key].output_sha256}.zip"
   bucket   = google_storage_bucket.private.name
   source   = data.archive_file.source[each.key].output_path
@@ -38,6 +38,11 @@ resource "google_service_account" "build" {
 locals {
   env = {
     ingest = {
+      PIECEWISE_CONFIG      = "piecewise.toml"
+      PIECEWISE_TOPIC       = google_pubsub_topic.ingested.id
+      PIECEWISE_DATES_TOPIC = google_pubsub_topic.dates.id
+    }
+    "ingest-date" = {
       PIECEWISE_CONFIG = "piecewise.toml"
       PIECEWISE_TOPIC  = google_pubsub_topic.ingested.id
     }
@@ -46,15 +51,17 @@ locals {
     survey    = { PIECEWISE_CONFIG = "piecewise.toml" }
   }
   secret_env = {
-    ingest    = { (local.geoip_license_key_env) = google_secret_manager_secret.maxmind_license_key.secret_id }
-    aggregate = {}
-    api       = {}
-    survey    = { (local.survey_salt_env) = google_secret_manager_secret.survey_salt.secret_id }
+    ingest = { (local.geoip_license_key_env) = google_secret_manager_secret.maxmind_license_key.secret_id }
+    # The planner refreshes the GeoIP database; a date worker uses the stored one.
+    "ingest-date" = {}
+    aggregate     = {}
+    api           = {}
+    survey        = { (local.survey_salt_env) = google_secret_manager_secret.survey_salt.secret_id }
   }
 }
 
 resource "google_cloudfunctions2_function" "function" {
-  #checkov:skip=CKV_GCP_124:api and survey serve browsers and Cloud Scheduler calls ingest from outside any VPC (OIDC-checked: only its account may invoke); aggregate is internal-only.
+  #checkov:skip=CKV_GCP_124:api and survey serve browsers and Cloud Scheduler calls ingest from outside any VPC (OIDC-checked: only its account may invoke); aggregate and ingest-date are internal-only.
   for_each = local.functions
   name     = "${var.prefix}-${each.key}"
   location = var.region
@@ -66,7 +73,7 @@ resource "google_cloudfunctions2_function" "function" {
     source {
       storage_source {
         bucket = google_storage_bucket.private.name
-        object = google_storage_bucket_object.source[each.key].name
+        object = google_storage_bucket_object.source[each.value.source].name
       }
     }
   }
@@ -80,7 +87,7 @@ resource "google_cloudfunctions2_function" "function" {
     max_instance_request_concurrency = var.function_sizes[each.key].concurrency
     service_account_email            = google_service_account.function[each.key].email
     # Scheduler and browsers come from the internet; Eventarc's push is internal.
-    ingress_settings               = each.key == "aggregate" ? "ALLOW_INTERNAL_ONLY" : "ALLOW_ALL"
+    ingress_settings               = contains(keys(local.triggers), each.key) ? "ALLOW_INTERNAL_ONLY" : "ALLOW_ALL"
     all_traffic_on_latest_revision = true
     environment_variables          = local.env[each.key]
 
@@ -96,11 +103,11 @@ resource "google_cloudfunctions2_function" "function" {
   }
 
   dynamic "event_trigger" {
-    for_each = each.key == "aggregate" ? [1] : []
+    for_each = contains(keys(local.triggers), each.key) ? [local.triggers[each.key]] : []
     content {
       trigger_region        = var.region
       event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
-      pubsub_topic          = google_pubsub_topic.ingested.id
+      pubsub_topic          = event_trigger.value
       retry_policy          = "RETRY_POLICY_RETRY"
       service_account_email = google_service_account.trigger.email
     }
@@ -122,7 +129,7 @@ resource "google_service_account" "scheduler" {
 
 resource "google_service_account" "trigger" {
   account_id   = "${var.prefix}-trigger"
-  display_name = "Piecewise Pub/Sub trigger (invokes aggregate)"
+  display_name = "Piecewise Pub/Sub trigger (invokes aggregate and ingest-date)"
 }
 
 resource "google_cloud_scheduler_job" "ingest" {

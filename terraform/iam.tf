@@ -22,10 +22,37 @@ resource "google_pubsub_topic_iam_member" "ingest_publishes" {
   member = google_service_account.function["ingest"].member
 }
 
+# A backfill of more than one date goes out as one message per date.
+resource "google_pubsub_topic_iam_member" "ingest_publishes_dates" {
+  topic  = google_pubsub_topic.dates.id
+  role   = "roles/pubsub.publisher"
+  member = google_service_account.function["ingest"].member
+}
+
 resource "google_secret_manager_secret_iam_member" "maxmind_license_key" {
   secret_id = google_secret_manager_secret.maxmind_license_key.id
   role      = "roles/secretmanager.secretAccessor"
   member    = google_service_account.function["ingest"].member
+}
+
+# --- ingest-date: one date of a backfill; the same data as ingest, without the key -------
+resource "google_project_iam_member" "ingest_date_bigquery_jobs" {
+  project = var.project
+  role    = "roles/bigquery.jobUser"
+  member  = google_service_account.function["ingest-date"].member
+}
+
+resource "google_storage_bucket_iam_member" "ingest_date_private" {
+  bucket = google_storage_bucket.private.name
+  role   = "roles/storage.objectUser"
+  member = google_service_account.function["ingest-date"].member
+}
+
+# The last date of a batch announces the batch to aggregate.
+resource "google_pubsub_topic_iam_member" "ingest_date_publishes" {
+  topic  = google_pubsub_topic.ingested.id
+  role   = "roles/pubsub.publisher"
+  member = google_service_account.function["ingest-date"].member
 }
 
 # --- aggregate: reads tests and keeps its state in the private bucket, writes the public one
@@ -92,6 +119,13 @@ resource "google_cloud_run_service_iam_member" "scheduler_invokes_ingest" {
 resource "google_cloud_run_service_iam_member" "trigger_invokes_aggregate" {
   location = var.region
   service  = google_cloudfunctions2_function.function["aggregate"].name
+  role     = "roles/run.invoker"
+  member   = google_service_account.trigger.member
+}
+
+resource "google_cloud_run_service_iam_member" "trigger_invokes_ingest_date" {
+  location = var.region
+  service  = google_cloudfunctions2_function.function["ingest-date"].name
   role     = "roles/run.invoker"
   member   = google_service_account.trigger.member
 }

@@ -1,10 +1,20 @@
 locals {
   # The staged folders (make build) and what Terraform knows of each function.
+  # Each function: its folder under functions/ (`source`), its entry point in that
+  # folder's main.py, and whether anyone may call it. ingest-date is the per-date worker
+  # of a backfill, deployed from the ingest folder.
   functions = {
-    ingest    = { entry_point = "ingest", public = false }
-    aggregate = { entry_point = "aggregate", public = false }
-    api       = { entry_point = "api", public = true }
-    survey    = { entry_point = "survey", public = true }
+    ingest        = { source = "ingest", entry_point = "ingest", public = false }
+    "ingest-date" = { source = "ingest", entry_point = "ingest_date", public = false }
+    aggregate     = { source = "aggregate", entry_point = "aggregate", public = false }
+    api           = { source = "api", entry_point = "api", public = true }
+    survey        = { source = "survey", entry_point = "survey", public = true }
+  }
+  sources = toset([for f in local.functions : f.source])
+  # The functions a Pub/Sub topic triggers, and the topic.
+  triggers = {
+    aggregate     = google_pubsub_topic.ingested.id
+    "ingest-date" = google_pubsub_topic.dates.id
   }
   config_text = file(var.config_file)
   # The environment variable names the config chooses (geoip.license_key_env,
@@ -116,6 +126,14 @@ resource "google_bigquery_dataset" "scale" {
 resource "google_pubsub_topic" "ingested" {
   #checkov:skip=CKV_GCP_83:Google-managed encryption; the messages hold only dates.
   name                       = "${var.prefix}-ingested"
+  message_retention_duration = "86400s"
+  depends_on                 = [google_project_service.apis]
+}
+
+# One message per date of a backfill, from ingest to its per-date workers.
+resource "google_pubsub_topic" "dates" {
+  #checkov:skip=CKV_GCP_83:Google-managed encryption; the messages hold only dates.
+  name                       = "${var.prefix}-ingest-dates"
   message_retention_duration = "86400s"
   depends_on                 = [google_project_service.apis]
 }

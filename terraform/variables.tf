@@ -79,6 +79,8 @@ variable "function_sizes" {
   default = {
     # One run at a time (the store lock); enrichment and Parquet of a day's tests.
     ingest = { memory = "4Gi", cpu = "2", timeout = 1800, max_instances = 1, concurrency = 1 }
+    # One date per instance (its lock keeps a date to one worker); instances side by side.
+    "ingest-date" = { memory = "4Gi", cpu = "2", timeout = 540, max_instances = 10, concurrency = 1 }
     # DuckDB over the periods holding the dates; 540 s is the most an event function gets.
     aggregate = { memory = "8Gi", cpu = "2", timeout = 540, max_instances = 1, concurrency = 1 }
     # Threaded, read-only, caches decoded files (api.data_cache_mb, default 768 MiB).

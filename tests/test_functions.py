@@ -4,6 +4,7 @@ with real HTTP requests, a real Pub/Sub emulator and real CloudEvent envelopes."
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ pytest.importorskip("google.cloud.pubsub_v1")
 
 from piecewise.config import load_config  # noqa: E402
 from piecewise.lock import RunLock  # noqa: E402
+from piecewise.manifest import Manifest  # noqa: E402
 from piecewise.pipeline import Stores  # noqa: E402
 from pubsub_emulator import PubSubEmulator  # noqa: E402
 
@@ -179,3 +181,79 @@ def test_a_region_that_selects_nothing_gets_422(deployment) -> None:
     assert response.status_code == 422
     assert response.get_json()["parameter"] == "region"
     assert not (config_path.parent / "private" / "tests").exists()
+
+
+@pytest.fixture
+def dates_topic(deployment, pubsub: PubSubEmulator, monkeypatch: pytest.MonkeyPatch):
+    """The dates topic set for the ingest function, its messages pulled by the test; and
+    the date worker (functions/ingest/main.py's `ingest_date`)."""
+    config_path = deployment[0]
+    name = config_path.parent.name.replace("_", "-")[-40:]
+    topic = pubsub.create_topic(f"dates-{name}")
+    subscription = pubsub.create_subscription(topic, f"dates-worker-{name}")
+    monkeypatch.setenv("PIECEWISE_DATES_TOPIC", topic)
+    worker = functions_framework.create_app(
+        target="ingest_date",
+        source=str(ROOT / "functions/ingest/main.py"),
+        signature_type="cloudevent",
+    ).test_client()
+    return subscription, worker
+
+
+def test_a_backfill_fans_out_one_message_per_date_and_the_last_date_announces_the_batch(
+    deployment, dates_topic, pubsub: PubSubEmulator
+) -> None:
+    config_path, ingest, aggregate, ingested = deployment
+    dates_subscription, worker = dates_topic
+    response = ingest.post("/", json={"start": "2025-03-30", "end": "2025-04-01"})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    queued = ["2025-03-30", "2025-03-31", "2025-04-01"]
+    assert response.get_json()["queued"] == queued
+    private = Stores.of(load_config(config_path)).private
+    assert private.list("tests/") == []  # nothing ingested by the planner itself
+
+    messages = pubsub.pull(dates_subscription, max_messages=10, timeout=10)
+    assert sorted(json.loads(m.data)["date"] for m in messages) == queued
+    assert {m.attributes["event"] for m in messages} == {"ingest-date"}
+    # The date workers, in any order; a redelivered message changes nothing.
+    for i, message in enumerate([messages[2], messages[0], messages[1]]):
+        headers, body = cloud_event(message.data, message.attributes)
+        answer = worker.post("/", headers=headers, json=body)
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        announced = pubsub.pull(ingested, max_messages=1, timeout=1 if i < 2 else 10)
+        assert len(announced) == (0 if i < 2 else 1)  # only once the batch is complete
+    assert json.loads(announced[0].data) == {"dates": queued}
+    assert Manifest(private).dates() == [dt.date.fromisoformat(d) for d in queued]
+    assert private.list("fanout/") == [] and private.list("locks/") == []
+
+    headers, body = cloud_event(announced[0].data, announced[0].attributes)
+    assert aggregate.post("/", headers=headers, json=body).status_code == 200
+    index = Stores.of(load_config(config_path)).public.read_json("v1/index.json")
+    assert index["periods"]["month"] == ["2025-03", "2025-04"]
+
+    # A single date is still ingested inline.
+    response = ingest.post("/", json={"start": "2025-03-02", "end": "2025-03-02"})
+    assert response.status_code == 200 and response.get_json()["dates"] == ["2025-03-02"]
+    assert pubsub.pull(dates_subscription, max_messages=1, timeout=1) == []
+
+
+def test_the_date_worker_drops_a_bad_message_and_retries_a_busy_date(deployment, dates_topic):
+    config_path, *_ = deployment
+    _, worker = dates_topic
+    headers, body = cloud_event(b'{"date": "2025-03-01"}', {})
+    assert worker.post("/", headers=headers, json=body).status_code == 200  # dropped
+    message = json.dumps(
+        {
+            "date": "2025-03-01",
+            "batch": "20250302T060000Z-0123abcd",
+            "size": 2,
+            "planned_at": "2025-03-02T06:00:00+00:00",
+        }
+    ).encode()
+    private = Stores.of(load_config(config_path)).private
+    headers, body = cloud_event(message, {"event": "ingest-date"})
+    with RunLock(private, "ingest-2025-03-01"):  # another worker has the date
+        assert worker.post("/", headers=headers, json=body).status_code == 500
+    assert worker.post("/", headers=headers, json=body).status_code == 200
+    assert Manifest(private).dates() == [dt.date(2025, 3, 1)]
+    assert private.list("fanout/") == ["fanout/20250302T060000Z-0123abcd/2025-03-01.json"]

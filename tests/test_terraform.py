@@ -81,14 +81,17 @@ def _walk(value: Any, path: str = ""):
 # --- what the adapters read --------------------------------------------------------------
 
 
-def _entry_point(name: str) -> str:
+def _entry_points(name: str) -> set[str]:
+    """The functions_framework entry points of functions/{name}/main.py."""
     tree = ast.parse((ROOT / "functions" / name / "main.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef):
-            for decorator in node.decorator_list:
-                if ast.unparse(decorator).startswith("functions_framework."):
-                    return node.name
-    raise AssertionError(f"functions/{name}/main.py has no functions_framework entry point")
+    found = {
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and any(ast.unparse(d).startswith("functions_framework.") for d in node.decorator_list)
+    }
+    assert found, f"functions/{name}/main.py has no functions_framework entry point"
+    return found
 
 
 def _adapter_settings(name: str) -> tuple[set[str], set[tuple[str, str]]]:
@@ -130,9 +133,13 @@ def _config_env_local(table: str, field: str) -> str:
 
 def test_every_function_is_deployed_with_its_entry_point() -> None:
     declared = TF["locals"]["functions"]
-    assert sorted(declared) == FUNCTIONS
-    for name in FUNCTIONS:
-        assert declared[name]["entry_point"] == _entry_point(name), name
+    assert sorted({f["source"] for f in declared.values()}) == FUNCTIONS
+    assert TF["locals"]["sources"] == "${toset([for f in local.functions : f.source])}"
+    for name in FUNCTIONS:  # each folder's own function is named after it
+        assert declared[name]["source"] == name
+    # Every entry point of every folder is deployed, once.
+    deployed = sorted((f["source"], f["entry_point"]) for f in declared.values())
+    assert deployed == sorted((n, e) for n in FUNCTIONS for e in _entry_points(n))
     (key, function), *others = _resources("google_cloudfunctions2_function").items()
     assert not others, "one for_each resource deploys every function"
     assert function["for_each"] == "${local.functions}"
@@ -141,7 +148,7 @@ def test_every_function_is_deployed_with_its_entry_point() -> None:
     assert re.fullmatch(r"python3(11|12)", build["runtime"])
     source = _one(_one(build["source"])["storage_source"])
     assert source["bucket"] == "${google_storage_bucket.private.name}"
-    assert source["object"] == "${google_storage_bucket_object.source[each.key].name}"
+    assert source["object"] == "${google_storage_bucket_object.source[each.value.source].name}"
 
 
 def test_every_function_runs_as_its_own_service_account() -> None:
@@ -172,6 +179,13 @@ def test_each_function_gets_exactly_the_settings_its_adapter_reads(name: str) ->
     assert given == wanted, (
         f"{name}: Terraform gives {sorted(given)}, main.py reads {sorted(wanted)}"
     )
+    # The folder's other functions get some of what its main.py reads, no more.
+    for other, function in TF["locals"]["functions"].items():
+        if function["source"] == name and other != name:
+            theirs = set(TF["locals"]["env"][other]) | {
+                _ref(k) for k in TF["locals"]["secret_env"][other]
+            }
+            assert theirs <= wanted, f"{other}: {sorted(theirs - wanted)} are never read"
     assert env.get("PIECEWISE_CONFIG", "piecewise.toml") == "piecewise.toml"
     # Secrets only through Secret Manager: a config-named variable is never a plain value.
     for table, field in from_config:
@@ -189,16 +203,45 @@ def test_each_function_gets_exactly_the_settings_its_adapter_reads(name: str) ->
 def test_the_topic_reaches_aggregate() -> None:
     assert TF["locals"]["env"]["ingest"]["PIECEWISE_TOPIC"] == "${google_pubsub_topic.ingested.id}"
     function = TF["resource"]["google_cloudfunctions2_function.function"]
-    trigger = _one(_one(function["dynamic"])["event_trigger"]["content"])
-    assert trigger["pubsub_topic"] == "${google_pubsub_topic.ingested.id}"
+    dynamic = _one(function["dynamic"])["event_trigger"]
+    trigger = _one(dynamic["content"])
+    assert trigger["pubsub_topic"] == "${event_trigger.value}"
+    assert dynamic["for_each"] == (
+        "${contains(keys(local.triggers), each.key) ? [local.triggers[each.key]] : []}"
+    )
+    assert TF["locals"]["triggers"] == {
+        "aggregate": "${google_pubsub_topic.ingested.id}",
+        "ingest-date": "${google_pubsub_topic.dates.id}",
+    }
     assert trigger["event_type"] == "google.cloud.pubsub.topic.v1.messagePublished"
-    assert trigger["retry_policy"] == "RETRY_POLICY_RETRY"  # a failed aggregate runs again
-    assert '"aggregate"' in _one(function["dynamic"])["event_trigger"]["for_each"]
+    assert trigger["retry_policy"] == "RETRY_POLICY_RETRY"  # a failed event runs again
+    service = _one(function["service_config"])
+    assert service["ingress_settings"] == (
+        '${contains(keys(local.triggers), each.key) ? "ALLOW_INTERNAL_ONLY" : "ALLOW_ALL"}'
+    )
+
+
+def test_a_backfill_reaches_the_date_worker() -> None:
+    """ingest publishes one message per date to the dates topic; ingest-date, deployed
+    from the ingest folder, is triggered by it and announces batches to aggregate."""
+    topic = TF["resource"]["google_pubsub_topic.dates"]
+    assert topic["name"] == "${var.prefix}-ingest-dates"
+    assert TF["locals"]["env"]["ingest"]["PIECEWISE_DATES_TOPIC"] == (
+        "${google_pubsub_topic.dates.id}"
+    )
+    worker = TF["locals"]["functions"]["ingest-date"]
+    assert worker == {"source": "ingest", "entry_point": "ingest_date", "public": False}
+    assert TF["locals"]["env"]["ingest-date"] == {
+        "PIECEWISE_CONFIG": "piecewise.toml",
+        "PIECEWISE_TOPIC": "${google_pubsub_topic.ingested.id}",
+    }
+    assert "ingest-date" in TF["variable"]["function_sizes"]["default"]
 
 
 def test_each_source_object_is_named_by_its_archive_hash() -> None:
     archive = TF["data"]["archive_file.source"]
-    assert archive["for_each"] == "${local.functions}"
+    assert archive["for_each"] == "${local.sources}"  # one upload per folder
+    assert TF["resource"]["google_storage_bucket_object.source"]["for_each"] == "${local.sources}"
     assert archive["source_dir"] == "${var.build_dir}/${each.key}"
     assert archive["output_file_mode"] == "0644"
     source = TF["resource"]["google_storage_bucket_object.source"]
@@ -251,6 +294,9 @@ def test_only_the_api_the_survey_and_the_public_bucket_are_public() -> None:
     trigger = TF["resource"]["google_cloud_run_service_iam_member.trigger_invokes_aggregate"]
     assert trigger["member"] == "${google_service_account.trigger.member}"
     assert '"aggregate"' in trigger["service"]
+    worker = TF["resource"]["google_cloud_run_service_iam_member.trigger_invokes_ingest_date"]
+    assert worker["member"] == "${google_service_account.trigger.member}"
+    assert '"ingest-date"' in worker["service"]
     job = _one(TF["resource"]["google_cloud_scheduler_job.ingest"]["http_target"])
     oidc = _one(job["oidc_token"])
     assert oidc["service_account_email"] == "${google_service_account.scheduler.email}"
@@ -282,7 +328,7 @@ def test_each_principal_has_only_its_roles() -> None:
             body.get("member")
         ):
             member = re.sub(
-                r"\$\{google_service_account\.(\w+)(\[\"(\w+)\"\])?\.member\}",
+                r"\$\{google_service_account\.(\w+)(\[\"([\w-]+)\"\])?\.member\}",
                 lambda m: m.group(3) or m.group(1),
                 body["member"],
             )
@@ -303,10 +349,16 @@ def test_each_principal_has_only_its_roles() -> None:
         ("roles/bigquery.jobUser", "project"),
         ("roles/storage.objectUser", "google_storage_bucket.private.name"),
         ("roles/pubsub.publisher", "google_pubsub_topic.ingested.id"),
+        ("roles/pubsub.publisher", "google_pubsub_topic.dates.id"),
         (
             "roles/secretmanager.secretAccessor",
             "google_secret_manager_secret.maxmind_license_key.id",
         ),
+    }
+    assert by_member["ingest-date"] == {
+        ("roles/bigquery.jobUser", "project"),
+        ("roles/storage.objectUser", "google_storage_bucket.private.name"),
+        ("roles/pubsub.publisher", "google_pubsub_topic.ingested.id"),
     }
     assert by_member["aggregate"] == {
         ("roles/storage.objectUser", "google_storage_bucket.private.name"),

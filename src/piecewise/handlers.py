@@ -2,8 +2,11 @@
 
 `handle_ingest` answers the ingest function's HTTP request (Cloud Scheduler, with an
 optional JSON body `{"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"}`) and publishes one
-message naming the dates it wrote; `handle_ingested` is the aggregate function's
-reaction to that message. Errors that a retry can fix propagate (the function fails
+message naming the dates it wrote; given a dates topic, it splits more than one date
+into one message per date instead, each ingested by `handle_ingest_date` (the date
+worker), and the batch's last worker announces all its dates in one message (see
+piecewise.backfill); `handle_ingested` is the aggregate function's reaction to that
+message. Errors that a retry can fix propagate (the function fails
 and Scheduler or Pub/Sub retries; both steps are idempotent); bad requests get a 4xx.
 """
 
@@ -15,11 +18,20 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from piecewise.backfill import DateMessage, forget_batch, mark_done, new_batch
 from piecewise.config import Config
 from piecewise.ingest import IngestFailed, NoTestsSelected
 from piecewise.lock import LockHeld
-from piecewise.manifest import DateRange, DateRangeError
-from piecewise.pipeline import run_aggregate, run_ingest
+from piecewise.manifest import DateRange, DateRangeError, Manifest
+from piecewise.pipeline import (
+    DateIngester,
+    IngestPlan,
+    Stores,
+    plan_run,
+    run_aggregate,
+    run_ingest,
+    stored_geoip_database,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +45,13 @@ def handle_ingest(
     *,
     today: dt.date,
     publish: Publish | None = None,
+    publish_date: Publish | None = None,
     geoip_license_key: str | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Ingest the requested dates (none: fill every gap and re-read the last days);
-    returns the JSON answer and its HTTP status."""
+    returns the JSON answer and its HTTP status. With `publish_date`, more than one date
+    is not ingested here: one message per date goes out (202), each for a date worker
+    (handle_ingest_date); a single date is still ingested inline."""
     if body is not None and not isinstance(body, Mapping):
         return {"error": "the body must be a JSON object", "parameter": "body"}, 400
     body = body or {}
@@ -61,6 +76,20 @@ def handle_ingest(
         except DateRangeError as exc:
             return {"error": str(exc), "parameter": exc.field}, 400
         start, end = dates.start, dates.end
+    if publish_date is not None:
+        try:
+            plan = plan_run(
+                config,
+                start,
+                end,
+                stores=Stores.of(config),
+                today=today,
+                license_key=geoip_license_key,
+            )
+        except LockHeld as exc:
+            return {"error": str(exc)}, 409
+        if len(plan.dates) > 1:
+            return fan_out(plan, publish_date), 202
     try:
         result = run_ingest(
             config,
@@ -88,6 +117,59 @@ def _announce(dates: list[dt.date], publish: Publish | None) -> list[str]:
     if publish is not None and written:
         publish(json.dumps({"dates": written}).encode(), {"event": "ingested"})
     return written
+
+
+def fan_out(plan: IngestPlan, publish_date: Publish) -> dict[str, Any]:
+    """Publish one message per date of `plan` (the GeoIP database is already refreshed
+    and stored: workers use it as it is)."""
+    batch = new_batch(plan.planned_at)
+    for date in plan.dates:
+        message = DateMessage(date, batch, len(plan.dates), plan.planned_at)
+        publish_date(message.to_bytes(), {"event": "ingest-date"})
+    log.info("queued %d dates as batch %s", len(plan.dates), batch)
+    return {"queued": [d.isoformat() for d in plan.dates], "batch": batch}
+
+
+class DateBusy(Exception):
+    """Another worker holds the date: fail, so that Pub/Sub delivers the message again
+    later (by then the date is recorded, and the retry only marks it done)."""
+
+
+def handle_ingest_date(
+    config: Config, data: bytes, *, publish: Publish | None = None
+) -> dict[str, Any]:
+    """Ingest the one date of an ingest-date message, mark it done in its batch, and
+    announce the whole batch once its last date is done. Raises ValueError for a
+    message that is not one (drop it), DateBusy or any failure for a retry."""
+    message = DateMessage.parse(data)
+    stores = Stores.of(config)
+    config, geoip = stored_geoip_database(config, stores.private)
+    # A date without tests is written as such once the region has shown tests elsewhere.
+    allow_empty = bool(Manifest(stores.private).dates())
+    ingester = DateIngester(config, geoip, stores=stores)
+    try:
+        outcome = ingester.ingest_date(
+            message.date, allow_empty=allow_empty, planned_at=message.planned_at
+        )
+    finally:
+        ingester.close()
+    if outcome.status == "skipped":
+        raise DateBusy(outcome.error)
+    if outcome.status == "empty":
+        # Nothing written; the next run without dates plans it again (no record).
+        log.error("no tests in the region on %s: check `region` and `source`", message.date)
+    complete = mark_done(stores.private, message)
+    if complete is not None:
+        if publish is not None:
+            _announce(complete, publish)
+        forget_batch(stores.private, message.batch)
+        log.info("batch %s complete: %d dates", message.batch, len(complete))
+    return {
+        "date": message.date.isoformat(),
+        "status": outcome.status,
+        "batch": message.batch,
+        "complete": complete is not None,
+    }
 
 
 def ingested_dates(data: bytes) -> list[dt.date]:

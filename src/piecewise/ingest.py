@@ -81,7 +81,8 @@ class IngestResult:
     dates: list[dt.date] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
     quality: QualityReport = field(default_factory=QualityReport)
-    # Dates another worker was ingesting (its lock was held): left to that worker.
+    # Dates another worker was ingesting (its lock was held), or ingested since this run
+    # was planned: left to that worker.
     skipped: list[dt.date] = field(default_factory=list)
     # Dates that failed, with the error; the other dates of the run still landed.
     failed: dict[dt.date, str] = field(default_factory=dict)
@@ -93,7 +94,7 @@ class IngestResult:
         ]
         if self.skipped:
             parts.append(
-                f"skipped {len(self.skipped)} dates another run was ingesting: "
+                f"skipped {len(self.skipped)} dates another run was ingesting or ingested: "
                 + ", ".join(d.isoformat() for d in self.skipped)
             )
         if self.failed:

@@ -174,11 +174,62 @@ def plan_ingest(
 
 
 @dataclass(frozen=True)
+class IngestPlan:
+    """The work of one ingest run, split into dates."""
+
+    config: Config  # pointing at the GeoIP database to use
+    geoip: str | None  # that database's identity, for the manifest
+    dates: list[dt.date]
+    planned_at: dt.datetime  # when: a date recorded after this needs no second read
+
+
+def plan_run(
+    config: Config,
+    start: dt.date | None,
+    end: dt.date | None,
+    *,
+    stores: Stores,
+    today: dt.date | None = None,
+    license_key: str | None = None,
+) -> IngestPlan:
+    """Choose the dates (see plan_ingest) and refresh the GeoIP database when due, once
+    for all the units of work, under the store's `ingest` lock: one planner at a time
+    (LockHeld otherwise)."""
+    ttl = dt.timedelta(minutes=config.ingest.lock_ttl_minutes)
+    with RunLock(stores.private, "ingest", ttl=ttl):
+        planned_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        dates = plan_ingest(config, start, end, Manifest(stores.private), today)
+        if not dates:
+            log.info("nothing to ingest: the manifest has every date")
+            return IngestPlan(config, None, [], planned_at)
+        config, geoip = prepare_geoip_database(config, stores.private, license_key)
+    return IngestPlan(config, geoip, dates, planned_at)
+
+
+def stored_geoip_database(config: Config, private: Store) -> tuple[Config, str | None]:
+    """Like prepare_geoip_database, without refreshing: what a unit of work running
+    away from its planner (a cloud function instance per date) uses."""
+    settings = config.geoip
+    if settings.source_url is None:
+        return config, geoip_identity(settings.asn_database)
+    from piecewise.geoip_refresh import GeoIPError, newest_geoip
+
+    cache_dir = settings.cache_dir or Path(tempfile.gettempdir()) / "piecewise-geoip"
+    found = newest_geoip(private, cache_dir)
+    if found is None:
+        raise GeoIPError(f"no GeoIP database stored in {private.url}: run a planner first")
+    geoip = settings.model_copy(update={"asn_database": found[0]})
+    return config.model_copy(update={"geoip": geoip}), found[1].identity
+
+
+@dataclass(frozen=True)
 class DateOutcome:
     """What one unit of ingest work (one date) came to."""
 
     date: dt.date
-    status: str  # "ingested", "skipped" (another worker holds the date), "empty", "failed"
+    # "ingested"; "skipped": another worker holds the date; "current": another worker
+    # ingested it since the work was planned; "empty": no tests, nothing written; "failed"
+    status: str
     rows: dict[str, int] = field(default_factory=dict)
     quality: dict[str, Any] = field(default_factory=dict)
     error: str = ""
@@ -235,7 +286,7 @@ class DateIngester:
         try:
             if planned_at is not None and self._ingested_since(date, planned_at):
                 log.info("skipping %s: another run ingested it since %s", date, planned_at)
-                return DateOutcome(date, "skipped", error="ingested by another run meanwhile")
+                return DateOutcome(date, "current", error="ingested by another run meanwhile")
             recorded: list[DateOutcome] = []
 
             def record(day: dt.date, rows: dict[str, int], report: QualityReport) -> None:
@@ -370,15 +421,10 @@ def run_ingest(
     after the other dates landed when some failed, and NoTestsSelected when no date has
     a test in the region."""
     stores = stores or Stores.of(config)
-    manifest = Manifest(stores.private)
-    ttl = dt.timedelta(minutes=config.ingest.lock_ttl_minutes)
-    with RunLock(stores.private, "ingest", ttl=ttl):
-        planned_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        dates = plan_ingest(config, start, end, manifest, today)
-        if not dates:
-            log.info("nothing to ingest: the manifest has every date")
-            return IngestResult()
-        config, geoip = prepare_geoip_database(config, stores.private, geoip_license_key)
+    plan = plan_run(config, start, end, stores=stores, today=today, license_key=geoip_license_key)
+    if not plan.dates:
+        return IngestResult()
+    config, geoip, dates, planned_at = plan.config, plan.geoip, plan.dates, plan.planned_at
     count = workers or config.ingest.workers
     outcomes = ingest_dates(
         config,
@@ -418,7 +464,7 @@ def run_ingest(
             for direction, rows in outcome.rows.items():
                 result.rows[direction] += rows
             result.quality.add(QualityReport.from_dict(outcome.quality))
-        elif outcome.status == "skipped":
+        elif outcome.status in ("skipped", "current"):
             result.skipped.append(outcome.date)
         else:
             result.failed[outcome.date] = outcome.error or "no tests in the region"
