@@ -169,13 +169,51 @@ class Threshold(_Strict):
 
 
 class Aggregation(_Strict):
-    engine: Literal["duckdb"] = "duckdb"
+    engine: Literal["duckdb", "bigquery"] = Field(
+        "duckdb",
+        description="'duckdb' computes on this machine; 'bigquery' loads the enriched tests "
+        "into a BigQuery table and aggregates there (the keys below).",
+    )
     sampling: Literal["all", "one_per_client_day"] = Field(
         "all",
         description="'one_per_client_day' keeps one test per client IP per day and direction, "
         "as M-Lab's statistics do, so heavy testers do not skew results.",
     )
     threads: int = Field(0, ge=0, description="Worker threads; 0 means one per core.")
+    project: str | None = Field(
+        None, description="BigQuery engine: project that runs the jobs (default: the credentials')."
+    )
+    dataset: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_]+$",
+        description="BigQuery engine: dataset of the `tests` table (created if missing).",
+    )
+    location: str | None = Field(None, description="BigQuery engine: location, e.g. US.")
+    maximum_bytes_billed: int = Field(
+        50 * 2**30,
+        ge=1,
+        description="BigQuery engine: every query fails instead of scanning more than this.",
+    )
+    price_per_tib: float = Field(
+        6.25, ge=0, description="BigQuery engine: on-demand USD per TiB, for `--dry-run`."
+    )
+    api_endpoint: str | None = Field(
+        None,
+        description="BigQuery engine: another API endpoint, such as a local emulator; "
+        "anonymous credentials are used with it.",
+    )
+
+    @model_validator(mode="after")
+    def _bigquery_keys(self) -> Aggregation:
+        if self.engine == "bigquery":
+            if self.dataset is None:
+                raise ValueError("`dataset` is required with engine = \"bigquery\"")
+            if self.sampling != "all":
+                raise ValueError(
+                    "`sampling` must be \"all\" with engine = \"bigquery\" (one test per "
+                    "client and day is computed by the duckdb engine only)"
+                )
+        return self
 
 
 class Stores(_Strict):

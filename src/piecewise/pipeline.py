@@ -546,7 +546,13 @@ def run_aggregate(
     # Every period of the dates read is computed, not only the wanted ones: suppression
     # decides on whole blocks (a wanted day's siblings in its month, say).
     block = periods.affected(config.periods.kinds, dates_read)
-    stats, hist = aggregate_tests(config, by_direction())
+    if config.aggregation.engine == "bigquery":
+        from piecewise.engines.bigquery import aggregate_in_bigquery
+
+        stats, hist, count = aggregate_in_bigquery(config, stores.private, dates_read)
+        loaded.append(count)
+    else:
+        stats, hist = aggregate_tests(config, by_direction())
     publisher = Publisher(config, stores.public, stores.private, build_layers(config))
     publisher.publish(stats, hist, wanted, block)
     stores.private.write_json(SETTINGS_KEY, settings)

@@ -1,0 +1,1 @@
+"""Aggregation engines that run the SQL definition of the cell statistics."""

@@ -1,0 +1,242 @@
+"""The BigQuery aggregation engine: the enriched tests in a BigQuery table, the cell
+statistics computed there by `sql/cells.sql`, the results read back as the same tables
+the one-machine engine makes (publishing is shared and unchanged).
+
+Loading: the Parquet files of the dates needed go, by load jobs (free in BigQuery), into
+a staging table, then one transaction replaces those dates in `{dataset}.tests`
+(partitioned by `date`, clustered by the area columns and the ISP): loading a date again
+replaces it, never adds to it. From a `gs://` private store the load job reads the files
+where they are; from any other store they are uploaded.
+
+Cost guard: every query carries `maximum_bytes_billed`; `estimate()` dry-runs the
+aggregation queries and reports bytes and on-demand cost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from piecewise.aggregate import TEST_COLUMNS
+from piecewise.config import Config, Threshold
+from piecewise.engines import cells_sql
+from piecewise.ingest import tests_key
+from piecewise.schema import DIRECTIONS, area_column, enriched_schema
+from piecewise.sources.bigquery import TIB, SourceError
+from piecewise.store import Store
+
+log = logging.getLogger(__name__)
+
+TABLE = "tests"
+STAGING = "tests_staging"
+MAX_CLUSTERING = 4  # BigQuery's limit on clustering columns
+_BQ_TYPES = {
+    pa.string(): "STRING",
+    pa.date32(): "DATE",
+    pa.float64(): "FLOAT64",
+    pa.int64(): "INT64",
+}
+
+
+@dataclass(frozen=True)
+class QueryEstimate:
+    layer: str
+    kind: str
+    bytes: int
+    cost_usd: float
+
+
+class BigQueryEngine:
+    """Aggregation in `project.dataset` through `client` (google-cloud-bigquery)."""
+
+    def __init__(
+        self,
+        *,
+        client: Any,
+        dataset: str,
+        layer_ids: list[str],
+        maximum_bytes_billed: int,
+        price_per_tib: float = 6.25,
+    ) -> None:
+        self.client = client
+        self.dataset = f"{client.project}.{dataset}"
+        self.table = f"{self.dataset}.{TABLE}"
+        self.staging = f"{self.dataset}.{STAGING}"
+        self.layer_ids = list(layer_ids)
+        self.maximum_bytes_billed = maximum_bytes_billed
+        self.price_per_tib = price_per_tib
+        self.columns = TEST_COLUMNS + [area_column(i) for i in self.layer_ids]
+
+    @classmethod
+    def of(cls, config: Config, client: Any = None) -> BigQueryEngine:
+        agg = config.aggregation
+        if client is None:
+            from google.cloud import bigquery
+
+            options: dict[str, Any] = {}
+            if agg.api_endpoint:
+                from google.auth.credentials import AnonymousCredentials
+
+                options = {
+                    "client_options": {"api_endpoint": agg.api_endpoint},
+                    "credentials": AnonymousCredentials(),
+                }
+            client = bigquery.Client(project=agg.project, location=agg.location, **options)
+        assert agg.dataset is not None  # the config requires it with this engine
+        return cls(
+            client=client,
+            dataset=agg.dataset,
+            layer_ids=[layer.id for layer in config.layers],
+            maximum_bytes_billed=agg.maximum_bytes_billed,
+            price_per_tib=agg.price_per_tib,
+        )
+
+    # -- loading ---------------------------------------------------------------------
+
+    def _schema(self) -> list:
+        from google.cloud import bigquery
+
+        schema = enriched_schema(self.layer_ids)
+        return [
+            bigquery.SchemaField(name, _BQ_TYPES[schema.field(name).type]) for name in self.columns
+        ]
+
+    def ensure_table(self) -> None:
+        from google.cloud import bigquery
+
+        self.client.create_dataset(self.dataset, exists_ok=True)
+        table = bigquery.Table(self.table, schema=self._schema())
+        table.time_partitioning = bigquery.TimePartitioning(
+            type_=bigquery.TimePartitioningType.DAY, field="date"
+        )
+        table.clustering_fields = ([area_column(i) for i in self.layer_ids] + ["isp"])[
+            :MAX_CLUSTERING
+        ]
+        self.client.create_table(table, exists_ok=True)
+
+    def load(self, private: Store, dates: list[dt.date]) -> int:
+        """Replace `dates` in the tests table with the private store's tests of those
+        dates; the number of tests loaded."""
+        from google.cloud import bigquery
+
+        self.ensure_table()
+        present = set(private.list("tests/"))
+        keys = [tests_key(d, date) for date in dates for d in DIRECTIONS]
+        keys = [k for k in keys if k in present]
+        if not keys:
+            return 0
+        config = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.PARQUET,
+            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+        )
+        if private.url.startswith("gs://"):
+            uris = [f"{private.url.rstrip('/')}/{k}" for k in keys]
+            self.client.load_table_from_uri(uris, self.staging, job_config=config).result()
+        else:
+            for i, key in enumerate(keys):
+                if i:
+                    config.write_disposition = bigquery.WriteDisposition.WRITE_APPEND
+                data = io.BytesIO(private.read_bytes(key))
+                job = self.client.load_table_from_file(data, self.staging, job_config=config)
+                job.result()
+        columns = ", ".join(self.columns)
+        script = (
+            "BEGIN TRANSACTION;\n"
+            f"DELETE FROM `{self.table}` WHERE date IN UNNEST(@dates);\n"
+            f"INSERT INTO `{self.table}` ({columns})\n"
+            f"SELECT {columns} FROM `{self.staging}` WHERE date IN UNNEST(@dates);\n"
+            "COMMIT TRANSACTION;"
+        )
+        job_config = bigquery.QueryJobConfig(
+            query_parameters=[bigquery.ArrayQueryParameter("dates", "DATE", sorted(dates))],
+            maximum_bytes_billed=self.maximum_bytes_billed,
+        )
+        _call(lambda: self.client.query(script, job_config=job_config).result())
+        loaded = self.client.get_table(self.staging).num_rows or 0
+        self.client.delete_table(self.staging, not_found_ok=True)
+        log.info("loaded %d tests of %d dates into %s", loaded, len(dates), self.table)
+        return int(loaded)
+
+    # -- aggregation -----------------------------------------------------------------
+
+    def _job_config(self, kind: str, dates: list[dt.date], thresholds: list[Threshold], dry_run):
+        from google.cloud import bigquery
+
+        params = []
+        for name, (kind_of, value) in cells_sql.parameters(kind, dates, thresholds).items():
+            if kind_of.startswith("ARRAY<"):
+                params.append(bigquery.ArrayQueryParameter(name, kind_of[6:-1], value))
+            else:
+                params.append(bigquery.ScalarQueryParameter(name, kind_of, value))
+        return bigquery.QueryJobConfig(
+            query_parameters=params,
+            maximum_bytes_billed=self.maximum_bytes_billed,
+            dry_run=dry_run,
+            use_query_cache=not dry_run,
+        )
+
+    def _queries(self, kinds: list[str], thresholds: list[Threshold]):
+        for layer in self.layer_ids:
+            sql = cells_sql.bigquery_sql(f"`{self.table}`", layer, len(thresholds))
+            for kind in kinds:
+                yield layer, kind, sql
+
+    def cells(
+        self, dates: list[dt.date], kinds: list[str], thresholds: list[Threshold]
+    ) -> tuple[pa.Table, pa.Table]:
+        """The (stats, hist) tables of every period of `dates` (loaded before)."""
+        parts = []
+        for layer, kind, sql in self._queries(kinds, thresholds):
+            config = self._job_config(kind, dates, thresholds, dry_run=False)
+            job = _call(lambda sql=sql, config=config: self.client.query(sql, job_config=config))
+            rows = _call(lambda job=job: job.result().to_arrow(create_bqstorage_client=False))
+            parts.append((layer, kind, rows))
+        return cells_sql.cell_tables(parts, thresholds)
+
+    def estimate(
+        self, dates: list[dt.date], kinds: list[str], thresholds: list[Threshold]
+    ) -> list[QueryEstimate]:
+        """Dry-run every aggregation query against the table as loaded now."""
+        out = []
+        for layer, kind, sql in self._queries(kinds, thresholds):
+            config = self._job_config(kind, dates, thresholds, dry_run=True)
+            job = _call(lambda sql=sql, config=config: self.client.query(sql, job_config=config))
+            scanned = int(job.total_bytes_processed or 0)
+            out.append(QueryEstimate(layer, kind, scanned, scanned / TIB * self.price_per_tib))
+        return out
+
+
+def _call(func):
+    """A BigQuery call, the cost guard's refusal turned into advice."""
+    from google.api_core import exceptions
+
+    try:
+        return func()
+    except exceptions.BadRequest as exc:
+        if "bytes billed" in str(exc.message).lower():
+            raise SourceError(
+                f"the aggregation would scan more than `aggregation.maximum_bytes_billed` "
+                f"({exc.message}); check the cost with `piecewise aggregate --dry-run`, "
+                "then narrow the dates or raise the limit"
+            ) from exc
+        raise
+
+
+def aggregate_in_bigquery(
+    config: Config, private: Store, dates: list[dt.date], client: Any = None
+) -> tuple[pa.Table, pa.Table, int]:
+    """Load `dates` and compute their cells in BigQuery, with privacy applied as the
+    one-machine engine does: (stats, hist, tests loaded)."""
+    from piecewise.aggregate import apply_privacy
+
+    engine = BigQueryEngine.of(config, client)
+    loaded = engine.load(private, dates)
+    kinds = list(config.periods.kinds)
+    stats, hist = engine.cells(dates, kinds, list(config.thresholds))
+    stats = apply_privacy(stats, kinds, config.privacy.min_tests, config.privacy.min_clients)
+    return stats, hist, loaded

@@ -1,0 +1,163 @@
+"""The SQL definition of the cell statistics (`sql/cells.sql`), for both engines.
+
+The file is GoogleSQL: BigQuery runs it as written; DuckDB runs it transpiled by
+sqlglot. One rewrite differs by design: `APPROX_QUANTILES(x, 100)[OFFSET(k)]` (BigQuery's
+scalable, approximate percentile) becomes `quantile_cont(x, k / 100)` in DuckDB, the
+exact linear interpolation the one-machine engine (`piecewise.cellstats`) computes. So
+the same file is held equal to the one-machine engine on the same input (tests), and
+BigQuery's results differ from it only by BigQuery's quantile approximation.
+
+A query covers one layer and one period kind; its rows (one per cell, each with its
+histogram as an array of (bucket, count)) become the tables `compute_cells` returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from importlib import resources
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlglot
+from sqlglot import exp
+
+from piecewise.aggregate import HIST_SCHEMA, cell_schema, plain_strings, share_column
+from piecewise.areas import PSEUDO_AREAS
+from piecewise.cellstats import QUANTILE_NAMES
+from piecewise.config import RESERVED_ISP, Threshold
+from piecewise.histogram import BUCKETS, LOW, RATIO
+from piecewise.schema import area_column
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TABLE_ID = re.compile(r"^`?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){0,2}`?$")
+DUCKDB_TABLE = "tests"
+
+
+def bigquery_sql(table: str, layer_id: str, thresholds: int) -> str:
+    """The query for one layer (any period kind: `@kind`) over `table`."""
+    area = area_column(layer_id)
+    if not IDENTIFIER.match(area) or not TABLE_ID.match(table):
+        raise ValueError(f"not an identifier: {area!r} or {table!r}")
+    shares = ",\n    ".join(
+        f"COUNTIF(mbps >= IF(direction = 'download', @download_{i}, @upload_{i})) / COUNT(*)"
+        f" AS share_{i}"
+        for i in range(thresholds)
+    )
+    text = resources.files("piecewise.sql").joinpath("cells.sql").read_text("utf-8")
+    # Without thresholds the list of shares would end in a dangling comma.
+    text = text.replace("    {shares}\n", f"    {shares}\n" if shares else "")
+    if not shares:
+        text = text.replace("AS loss_median,\n", "AS loss_median\n")
+    return text.replace("{table}", table).replace("{area}", area)
+
+
+def _exact_percentile(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.Bracket) and isinstance(node.this, exp.ApproxQuantiles):
+        buckets = int(node.this.expression.name)
+        (offset,) = node.expressions
+        fraction = exp.Literal.number(int(offset.name) / buckets)
+        return exp.Anonymous(this="quantile_cont", expressions=[node.this.this.copy(), fraction])
+    return node
+
+
+def duckdb_sql(bigquery_text: str) -> str:
+    """The BigQuery query transpiled to DuckDB, with exact percentiles."""
+    tree = sqlglot.parse_one(bigquery_text, read="bigquery")
+    return tree.transform(_exact_percentile).sql(dialect="duckdb")
+
+
+def parameters(
+    kind: str, dates: list[dt.date], thresholds: list[Threshold]
+) -> dict[str, tuple[str, Any]]:
+    """The query's parameters: name -> (BigQuery type, value); arrays as 'ARRAY<T>'."""
+    out: dict[str, tuple[str, Any]] = {
+        "kind": ("STRING", kind),
+        "first_date": ("DATE", min(dates)),
+        "last_date": ("DATE", max(dates)),
+        "dates": ("ARRAY<DATE>", sorted(dates)),
+        "pseudo_areas": ("ARRAY<STRING>", list(PSEUDO_AREAS)),
+        "all_isps": ("STRING", RESERVED_ISP),
+        "low": ("FLOAT64", LOW),
+        "ratio": ("FLOAT64", RATIO),
+        "buckets": ("INT64", BUCKETS),
+    }
+    for i, t in enumerate(thresholds):
+        out[f"download_{i}"] = ("FLOAT64", float(t.download))
+        out[f"upload_{i}"] = ("FLOAT64", float(t.upload))
+    return out
+
+
+def cell_tables(
+    parts: list[tuple[str, str, pa.Table]], thresholds: list[Threshold]
+) -> tuple[pa.Table, pa.Table]:
+    """Query results (layer, kind, rows) as `compute_cells`'s (stats, hist) tables."""
+    schema = cell_schema(thresholds)
+    stats_parts, hist_parts = [], []
+    offset = 0
+    for layer, kind, rows in parts:
+        n = rows.num_rows
+        cols: dict[str, Any] = {
+            "layer": pa.array([layer] * n, pa.string()),
+            "kind": pa.array([kind] * n, pa.string()),
+            "period": rows.column("period").cast(pa.date32()),
+            "area": rows.column("area"),
+            "isp": rows.column("isp"),
+            "direction": rows.column("direction"),
+            "tests": rows.column("tests").cast(pa.int64()),
+            "clients": rows.column("clients").cast(pa.int64()),
+        }
+        names = [*QUANTILE_NAMES, "mean", "geomean", "rtt_median", "rtt_p90", "loss_median"]
+        for name in names:
+            # A cell without a value of a metric: NaN, as the one-machine engine has it.
+            cols[name] = pc.fill_null(rows.column(name).cast(pa.float64()), np.nan)
+        for i, t in enumerate(thresholds):
+            cols[share_column(t)] = rows.column(f"share_{i}").cast(pa.float64())
+        cols["published"] = pa.array(np.zeros(n, dtype=bool))
+        cols["complement"] = pa.array(np.zeros(n, dtype=bool))
+        stats_parts.append(pa.table(cols).select(schema.names).cast(schema))
+
+        histogram = rows.column("histogram").combine_chunks()
+        lengths = pc.list_value_length(histogram).to_numpy(zero_copy_only=False)
+        runs = pc.list_flatten(histogram)
+        hist_parts.append(
+            pa.table(
+                [
+                    pa.array(np.repeat(np.arange(n, dtype=np.int64) + offset, lengths)),
+                    pc.struct_field(runs, "bucket").cast(pa.uint16()),
+                    pc.struct_field(runs, "count").cast(pa.int32()),
+                ],
+                schema=HIST_SCHEMA,
+            )
+        )
+        offset += n
+    if not stats_parts:
+        return plain_strings(schema.empty_table()), HIST_SCHEMA.empty_table()
+    return pa.concat_tables(stats_parts), pa.concat_tables(hist_parts)
+
+
+def run_in_duckdb(
+    tests: pa.Table,
+    layer_ids: list[str],
+    kinds: list[str],
+    thresholds: list[Threshold],
+) -> tuple[pa.Table, pa.Table]:
+    """The definition run by DuckDB on enriched tests (both directions, one table)."""
+    dates = pc.unique(tests.column("date")).to_pylist()
+    if not dates:
+        return cell_tables([], thresholds)
+    con = duckdb.connect()
+    try:
+        con.register(DUCKDB_TABLE, tests)
+        parts = []
+        for layer in layer_ids:
+            sql = duckdb_sql(bigquery_sql(DUCKDB_TABLE, layer, len(thresholds)))
+            for kind in kinds:
+                params = {k: v for k, (_, v) in parameters(kind, dates, thresholds).items()}
+                parts.append((layer, kind, con.sql(sql, params=params).to_arrow_table()))
+        return cell_tables(parts, thresholds)
+    finally:
+        con.close()
