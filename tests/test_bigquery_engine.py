@@ -65,12 +65,14 @@ def enriched(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Input
     return Input(config, tests, sorted(dates), tmp)
 
 
-def bigquery_config(data: Input, emulator: BigQueryEmulator, public: str) -> Config:
+def bigquery_config(
+    data: Input, emulator: BigQueryEmulator, public: str, dataset: str = "piecewise"
+) -> Config:
     text = data.config.model_dump(mode="json")
     text["aggregation"] |= {
         "engine": "bigquery",
         "project": emulator.project,
-        "dataset": "piecewise",
+        "dataset": dataset,
         "api_endpoint": emulator.endpoint,
     }
     text["stores"]["public"] = public
@@ -247,6 +249,26 @@ def test_dry_run_estimates_every_query(enriched: Input, emulator: BigQueryEmulat
         (layer.id, kind) for layer in enriched.config.layers for kind in kinds
     ]
     assert all(e.bytes >= 0 and e.cost_usd >= 0 for e in estimates)
+
+
+def test_cli_dry_run_prints_every_query_and_creates_nothing(
+    enriched: Input, emulator: BigQueryEmulator, capsys: pytest.CaptureFixture
+) -> None:
+    from piecewise.cli import _aggregate_dry_run
+
+    config = bigquery_config(enriched, emulator, "file://unused", dataset="dry_run")
+    engine = BigQueryEngine.of(config)
+    assert _aggregate_dry_run(config, None) == 0
+    assert "does not exist yet" in capsys.readouterr().out
+    assert not engine.table_exists()  # a dry run creates nothing
+    engine.ensure_table()
+    assert _aggregate_dry_run(config, None) == 0
+    lines = capsys.readouterr().out.splitlines()
+    kinds = list(config.periods.kinds)
+    assert len(lines) == len(config.layers) * len(kinds) + 1
+    assert all("bytes" in line and "$" in line for line in lines[:-1])
+    assert "GiB" in lines[-1] and "$" in lines[-1]
+    assert lines[-1].startswith(f"total over {len(enriched.dates)} dates")
 
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:

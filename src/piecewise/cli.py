@@ -121,7 +121,48 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     if args.start or args.end:
         end = args.end or args.start
         dates = dates_between(args.start or end, end)
-    _aggregate(load_config(_config_path(args)), dates)
+    cfg = load_config(_config_path(args))
+    if args.dry_run:
+        return _aggregate_dry_run(cfg, dates)
+    _aggregate(cfg, dates)
+    return 0
+
+
+def _aggregate_dry_run(cfg: Config, dates: list[dt.date] | None) -> int:
+    """What each aggregation query of the BigQuery engine would scan and cost over the
+    tests table as loaded now; runs nothing, loads nothing, creates nothing."""
+    from piecewise.pipeline import Stores, plan_aggregation
+
+    if cfg.aggregation.engine != "bigquery":
+        print(f"engine {cfg.aggregation.engine!r} runs no billed queries: nothing to estimate")
+        return 0
+    from piecewise.engines.bigquery import BigQueryEngine
+
+    plan = plan_aggregation(cfg, dates, Stores.of(cfg))
+    if plan is None:
+        print("nothing to aggregate: no ingested dates in the private store")
+        return 0
+    engine = BigQueryEngine.of(cfg)
+    if not engine.table_exists():
+        print(
+            f"{engine.table} does not exist yet: the first aggregation creates it and loads "
+            f"{len(plan.dates_read)} dates (load jobs are not billed); estimate after that"
+        )
+        return 0
+    total_bytes = total_cost = 0.0
+    for e in engine.estimate(plan.dates_read, list(cfg.periods.kinds), list(cfg.thresholds)):
+        print(
+            f"{e.layer:12} {e.kind:8}: {e.bytes:,} bytes ({e.bytes / 2**30:,.2f} GiB), "
+            f"${e.cost_usd:,.4f} on demand"
+        )
+        total_bytes += e.bytes
+        total_cost += e.cost_usd
+    first, last = plan.dates_read[0], plan.dates_read[-1]
+    print(
+        f"total over {len(plan.dates_read)} dates ({first} to {last}) as loaded now: "
+        f"{total_bytes / 2**30:,.2f} GiB, ${total_cost:,.4f}; loading changed dates first "
+        "also runs one billed INSERT of their rows"
+    )
     return 0
 
 
@@ -293,11 +334,12 @@ def parser() -> argparse.ArgumentParser:
                 type=_positive,
                 help="dates ingested at once, one process each (default: [ingest] workers)",
             )
-        if name == "ingest":
+        if name in ("ingest", "aggregate"):
             sp.add_argument(
                 "--dry-run",
                 action="store_true",
-                help="print the bytes each query would scan and its cost; run nothing",
+                help="print the bytes each query would scan and its cost; run nothing"
+                + (" (engine bigquery)" if name == "aggregate" else ""),
             )
         sp.set_defaults(func=func)
 

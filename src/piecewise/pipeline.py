@@ -499,11 +499,20 @@ class AggregateResult:
     published: int
 
 
-def run_aggregate(
-    config: Config, dates: list[dt.date] | None = None, *, stores: Stores | None = None
-) -> AggregateResult:
-    """Recompute every period that contains one of `dates` (default: every ingested date)."""
-    stores = stores or Stores.of(config)
+@dataclass(frozen=True)
+class AggregationPlan:
+    """What an aggregation recomputes: the periods holding the requested dates
+    (`wanted`, kind -> period starts) and every ingested date of those periods
+    (`dates_read`)."""
+
+    wanted: dict[str, set[dt.date]]
+    dates_read: list[dt.date]
+
+
+def plan_aggregation(
+    config: Config, dates: list[dt.date] | None, stores: Stores
+) -> AggregationPlan | None:
+    """The plan of `run_aggregate(config, dates)`; None when nothing is ingested."""
     # A date is there once its manifest record is: a date whose ingest crashed half way
     # (some files written, no record) is not read.
     available = set(Manifest(stores.private).dates()) & set(ingested_dates(stores.private))
@@ -516,14 +525,26 @@ def run_aggregate(
         dates = None
     dates = sorted(available if dates is None else set(dates) & available)
     if not dates:
-        log.warning("nothing to aggregate: no ingested dates in the private store")
-        return AggregateResult({}, 0, 0, 0)
+        return None
     wanted = periods.affected(config.periods.kinds, dates)
     needed: set[dt.date] = set()
     for kind, starts in wanted.items():
         needed |= periods.span(kind, starts)
+    return AggregationPlan(wanted, sorted(needed & available))
+
+
+def run_aggregate(
+    config: Config, dates: list[dt.date] | None = None, *, stores: Stores | None = None
+) -> AggregateResult:
+    """Recompute every period that contains one of `dates` (default: every ingested date)."""
+    stores = stores or Stores.of(config)
+    plan = plan_aggregation(config, dates, stores)
+    if plan is None:
+        log.warning("nothing to aggregate: no ingested dates in the private store")
+        return AggregateResult({}, 0, 0, 0)
+    settings = aggregation_settings(config)
+    wanted, dates_read = plan.wanted, plan.dates_read
     layer_ids = [layer.id for layer in config.layers]
-    dates_read = sorted(needed & available)
     loaded: list[int] = []
 
     def by_direction() -> Iterator[pa.Table]:

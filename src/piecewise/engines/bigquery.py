@@ -106,6 +106,15 @@ class BigQueryEngine:
             bigquery.SchemaField(name, _BQ_TYPES[schema.field(name).type]) for name in self.columns
         ]
 
+    def table_exists(self) -> bool:
+        from google.api_core import exceptions
+
+        try:
+            self.client.get_table(self.table)
+        except exceptions.NotFound:
+            return False
+        return True
+
     def ensure_table(self) -> None:
         from google.cloud import bigquery
 
