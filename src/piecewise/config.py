@@ -207,10 +207,10 @@ class Aggregation(_Strict):
     def _bigquery_keys(self) -> Aggregation:
         if self.engine == "bigquery":
             if self.dataset is None:
-                raise ValueError("`dataset` is required with engine = \"bigquery\"")
+                raise ValueError('`dataset` is required with engine = "bigquery"')
             if self.sampling != "all":
                 raise ValueError(
-                    "`sampling` must be \"all\" with engine = \"bigquery\" (one test per "
+                    '`sampling` must be "all" with engine = "bigquery" (one test per '
                     "client and day is computed by the duckdb engine only)"
                 )
         return self
