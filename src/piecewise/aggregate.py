@@ -23,8 +23,8 @@ import pyarrow.compute as pc
 
 from piecewise import periods, privacy
 from piecewise.areas import PSEUDO_AREAS
+from piecewise.cellfields import QUANTILE_NAMES, STATISTICS
 from piecewise.cellstats import (
-    QUANTILE_NAMES,
     CellStatistics,
     DirectionData,
     bits_for,
@@ -40,11 +40,7 @@ log = logging.getLogger(__name__)
 ALL_ISPS = RESERVED_ISP
 EPOCH = dt.date(1970, 1, 1)
 TEST_COLUMNS = ["date", "direction", "mbps", "min_rtt_ms", "loss_rate", "client_ip", "isp"]
-STAT_COLUMNS = ["tests", "clients", *QUANTILE_NAMES, "mean", "geomean"] + [
-    "rtt_median",
-    "rtt_p90",
-    "loss_median",
-]
+STAT_COLUMNS = list(STATISTICS)
 
 
 def share_column(threshold: Threshold) -> str:

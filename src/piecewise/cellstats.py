@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from piecewise.cellfields import QUANTILE_NAMES
 from piecewise.histogram import bucket_of
 
 QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
-QUANTILE_NAMES: tuple[str, ...] = ("p10", "p25", "median", "p75", "p90")
 
 
 def bits_for(max_value: int) -> int:

@@ -27,6 +27,8 @@ from mapbox_vector_tile.Mapbox import vector_tile_pb2
 from pmtiles.tile import Compression, TileType, zxy_to_tileid
 from pmtiles.writer import Writer
 
+from piecewise.cellfields import STATISTICS
+
 EXTENT = 4096  # tile coordinates per side
 BUFFER = 64  # tile coordinates drawn beyond each edge, so that strokes join up
 WORLD = 20037508.342789244  # half the width of the Web Mercator plane, metres
@@ -243,20 +245,7 @@ def _cell_numbers(cell: Mapping, shares: Mapping[str, str]) -> dict[str, float |
     return out
 
 
-_STATS = (
-    "tests",
-    "clients",
-    "p10",
-    "p25",
-    "median",
-    "p75",
-    "p90",
-    "mean",
-    "geomean",
-    "rtt_median",
-    "rtt_p90",
-    "loss_median",
-)
+_STATS = STATISTICS
 
 
 def _properties(

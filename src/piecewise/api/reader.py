@@ -32,6 +32,7 @@ from piecewise import periods
 from piecewise.api.cache import LoadingCache
 from piecewise.api.errors import DataUnavailable
 from piecewise.api.formats import csv_value, json_bytes
+from piecewise.cellfields import STATISTICS
 from piecewise.histogram import BUCKETS, LOW, RATIO
 from piecewise.store import KeyNotFound, Store, StoreError
 
@@ -40,20 +41,7 @@ log = logging.getLogger(__name__)
 INDEX_KEY = "v1/index.json"
 DIRECTIONS = ("download", "upload")
 # The statistics of a series, and of a row of CSV after its key and `suppressed`.
-SERIES_FIELDS = (
-    "tests",
-    "clients",
-    "p10",
-    "p25",
-    "median",
-    "p75",
-    "p90",
-    "mean",
-    "geomean",
-    "rtt_median",
-    "rtt_p90",
-    "loss_median",
-)
+SERIES_FIELDS = STATISTICS
 # The fields of a published cell, in the order the API shows them.
 CELL_FIELDS = ("area", "name", "isp", "direction", *SERIES_FIELDS, "shares")
 _CELL_KEYS = frozenset(CELL_FIELDS)

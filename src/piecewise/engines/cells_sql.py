@@ -27,7 +27,7 @@ from sqlglot import exp
 
 from piecewise.aggregate import HIST_SCHEMA, cell_schema, plain_strings, share_column
 from piecewise.areas import PSEUDO_AREAS
-from piecewise.cellstats import QUANTILE_NAMES
+from piecewise.cellfields import STATISTICS
 from piecewise.config import RESERVED_ISP, Threshold
 from piecewise.histogram import BUCKETS, LOW, RATIO
 from piecewise.schema import area_column
@@ -110,7 +110,7 @@ def cell_tables(
             "tests": rows.column("tests").cast(pa.int64()),
             "clients": rows.column("clients").cast(pa.int64()),
         }
-        names = [*QUANTILE_NAMES, "mean", "geomean", "rtt_median", "rtt_p90", "loss_median"]
+        names = list(STATISTICS[2:])
         for name in names:
             # A cell without a value of a metric: NaN, as the one-machine engine has it.
             cols[name] = pc.fill_null(rows.column(name).cast(pa.float64()), np.nan)

@@ -1,0 +1,19 @@
+"""The statistics a published cell carries, by name and in order: one list for the
+aggregation's tables, the statistics files, the API and the tiles (docs/data.md).
+
+Kept apart from the modules that compute them, so that the API and the tiles can name
+the fields without importing the aggregation (DuckDB, numpy work) into a cold start."""
+
+from __future__ import annotations
+
+QUANTILE_NAMES: tuple[str, ...] = ("p10", "p25", "median", "p75", "p90")
+STATISTICS: tuple[str, ...] = (
+    "tests",
+    "clients",
+    *QUANTILE_NAMES,
+    "mean",
+    "geomean",
+    "rtt_median",
+    "rtt_p90",
+    "loss_median",
+)
