@@ -68,7 +68,14 @@ resource "google_storage_bucket_iam_member" "aggregate_public" {
   member = google_service_account.function["aggregate"].member
 }
 
-# The scale engine's tables (issue 8): this dataset only.
+# The scale engine (`[aggregation] engine = "bigquery"`) runs query and load jobs,
+# billed to this project; its tables are in the dataset below, and only there.
+resource "google_project_iam_member" "aggregate_bigquery_jobs" {
+  project = var.project
+  role    = "roles/bigquery.jobUser"
+  member  = google_service_account.function["aggregate"].member
+}
+
 resource "google_bigquery_dataset_iam_member" "aggregate_scale" {
   dataset_id = google_bigquery_dataset.scale.dataset_id
   role       = "roles/bigquery.dataEditor"

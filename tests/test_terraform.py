@@ -361,6 +361,7 @@ def test_each_principal_has_only_its_roles() -> None:
         ("roles/pubsub.publisher", "google_pubsub_topic.ingested.id"),
     }
     assert by_member["aggregate"] == {
+        ("roles/bigquery.jobUser", "project"),
         ("roles/storage.objectUser", "google_storage_bucket.private.name"),
         ("roles/storage.objectUser", "google_storage_bucket.public.name"),
         ("roles/bigquery.dataEditor", "google_bigquery_dataset.scale.dataset_id"),
