@@ -102,16 +102,17 @@ def _dry_run(args: argparse.Namespace, cfg: Config) -> int:
     if estimate is None:
         print(f"source {cfg.source.kind!r} runs no billed queries: nothing to estimate")
         return 0
-    total_bytes = total_cost = 0.0
-    for e in estimate(start, end):
-        print(
-            f"{e.direction:8} {e.table}: {e.bytes:,} bytes ({e.bytes / 2**30:,.2f} GiB), "
-            f"${e.cost_usd:,.4f} on demand"
-        )
-        total_bytes += e.bytes
-        total_cost += e.cost_usd
+    rows = [(f"{e.direction:8} {e.table}", e.bytes, e.cost_usd) for e in estimate(start, end)]
+    total_bytes, total_cost = _print_estimates(rows)
     print(f"total {start} to {end}: {total_bytes / 2**30:,.2f} GiB, ${total_cost:,.4f}")
     return 0
+
+
+def _print_estimates(rows: list[tuple[str, int, float]]) -> tuple[float, float]:
+    """A line per (what, bytes, USD) estimate of a dry run; the totals."""
+    for what, scanned, cost in rows:
+        print(f"{what}: {scanned:,} bytes ({scanned / 2**30:,.2f} GiB), ${cost:,.4f} on demand")
+    return sum(r[1] for r in rows), sum(r[2] for r in rows)
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
@@ -149,14 +150,9 @@ def _aggregate_dry_run(cfg: Config, dates: list[dt.date] | None) -> int:
             f"{len(plan.dates_read)} dates (load jobs are not billed); estimate after that"
         )
         return 0
-    total_bytes = total_cost = 0.0
-    for e in engine.estimate(plan.dates_read, list(cfg.periods.kinds), list(cfg.thresholds)):
-        print(
-            f"{e.layer:12} {e.kind:8}: {e.bytes:,} bytes ({e.bytes / 2**30:,.2f} GiB), "
-            f"${e.cost_usd:,.4f} on demand"
-        )
-        total_bytes += e.bytes
-        total_cost += e.cost_usd
+    estimates = engine.estimate(plan.dates_read, list(cfg.periods.kinds), list(cfg.thresholds))
+    rows = [(f"{e.layer:12} {e.kind:8}", e.bytes, e.cost_usd) for e in estimates]
+    total_bytes, total_cost = _print_estimates(rows)
     first, last = plan.dates_read[0], plan.dates_read[-1]
     print(
         f"total over {len(plan.dates_read)} dates ({first} to {last}) as loaded now: "

@@ -503,10 +503,11 @@ class AggregateResult:
 class AggregationPlan:
     """What an aggregation recomputes: the periods holding the requested dates
     (`wanted`, kind -> period starts) and every ingested date of those periods
-    (`dates_read`)."""
+    (`dates_read`), under `settings` (recorded once it is done)."""
 
     wanted: dict[str, set[dt.date]]
     dates_read: list[dt.date]
+    settings: dict
 
 
 def plan_aggregation(
@@ -530,7 +531,7 @@ def plan_aggregation(
     needed: set[dt.date] = set()
     for kind, starts in wanted.items():
         needed |= periods.span(kind, starts)
-    return AggregationPlan(wanted, sorted(needed & available))
+    return AggregationPlan(wanted, sorted(needed & available), settings)
 
 
 def run_aggregate(
@@ -542,8 +543,7 @@ def run_aggregate(
     if plan is None:
         log.warning("nothing to aggregate: no ingested dates in the private store")
         return AggregateResult({}, 0, 0, 0)
-    settings = aggregation_settings(config)
-    wanted, dates_read = plan.wanted, plan.dates_read
+    wanted, dates_read, settings = plan.wanted, plan.dates_read, plan.settings
     layer_ids = [layer.id for layer in config.layers]
     loaded: list[int] = []
 
