@@ -9,10 +9,10 @@ import pytest
 
 from piecewise.privacy import (
     CellKeys,
-    _starts,
     build_relations,
     determined_cells,
     known_cells,
+    period_starts,
     suppress,
 )
 
@@ -28,7 +28,7 @@ def cells_of(
     test and distinct client counts, computed the plain way."""
     found: dict[tuple[int, int, int, int], tuple[int, int]] = {}
     for k, kind in enumerate(KINDS):
-        start = _starts(kind, day)
+        start = period_starts(kind, day)
         for isp_key in range(isps + 1):
             of_isp = np.ones(len(day), bool) if isp_key == isps else isp == isp_key
             for a in np.unique(area):
@@ -76,7 +76,7 @@ def leaf_rank_determined(cells: CellKeys, published: np.ndarray) -> np.ndarray:
         kind = KINDS[cells.kind[row]]
         inside = (
             (cells.group[leaves] == cells.group[row])
-            & (_starts(kind, cells.period[leaves]) == cells.period[row])
+            & (period_starts(kind, cells.period[leaves]) == cells.period[row])
             & ((cells.isp[row] == cells.all_isp) | (cells.isp[leaves] == cells.isp[row]))
         )
         matrix[row, inside] = 1.0
@@ -180,3 +180,82 @@ def test_cells_that_all_pass_are_all_published() -> None:
     cells = cells_of(np.zeros(40, int), np.zeros(40, int), day, np.arange(40), isps=1)
     published, complement = suppress(cells, MIN_TESTS, MIN_CLIENTS)
     assert published.all() and not complement.any()
+
+
+def _subset(cells: CellKeys, rows: np.ndarray) -> CellKeys:
+    return CellKeys(
+        group=cells.group[rows],
+        isp=cells.isp[rows],
+        all_isp=cells.all_isp,
+        kind=cells.kind[rows],
+        kinds=cells.kinds,
+        period=cells.period[rows],
+        tests=cells.tests[rows],
+        clients=cells.clients[rows],
+        rank=cells.rank[rows],
+    )
+
+
+def _period_end(kind: str, start: int) -> int:
+    from piecewise import periods
+
+    first = EPOCH + dt.timedelta(days=int(start))
+    return (periods.end_of(kind, first) - EPOCH).days
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_releases_day_after_day_never_reveal_a_failing_cell_together(seed: int) -> None:
+    """Each day, the periods that ended are released, decided against the cells of
+    every earlier release (sealed); what all releases publish together determines no
+    failing cell, and no release changes an earlier decision."""
+    rng = np.random.default_rng(seed)
+    cells = random_cells(seed, days=80, rate=float(rng.uniform(3, 25)), isps=4)
+    ends = np.array(
+        [_period_end(KINDS[k], p) for k, p in zip(cells.kind, cells.period, strict=True)]
+    )
+    published = np.zeros(len(ends), dtype=bool)
+    decided = np.zeros(len(ends), dtype=bool)
+    for today in np.unique(ends).tolist():
+        rows = np.flatnonzero(ends <= today)
+        sub = _subset(cells, rows)
+        flags, _ = suppress(sub, MIN_TESTS, MIN_CLIENTS, decided[rows], published[rows])
+        assert (flags[decided[rows]] == published[rows][decided[rows]]).all()
+        published[rows] = flags
+        decided[rows] = True
+    assert decided.all()
+    passes = (cells.tests >= MIN_TESTS) & (cells.clients >= MIN_CLIENTS)
+    assert not (published & ~passes).any()
+    assert not (leaf_rank_determined(cells, published) & ~passes).any()
+
+
+def test_a_sealed_published_cell_is_never_withheld_again() -> None:
+    # Day 3 fails (4 tests); days 1 and 2 were released before the month, both
+    # published. The month cannot be published then (it would give day 3 away), and
+    # the earlier days stay as they were.
+    day = np.repeat([(dt.date(2025, 3, d) - EPOCH).days for d in (1, 2, 3)], [50, 60, 4])
+    cells = cells_of(
+        np.zeros(len(day), int), np.zeros(len(day), int), day, np.arange(len(day)), isps=1
+    )
+    days = cells.kind == KINDS.index("day")
+    sealed = days.copy()
+    released = days & (cells.tests >= MIN_TESTS)
+    published, complement = suppress(cells, MIN_TESTS, MIN_CLIENTS, sealed, released)
+    assert (published[days] == released[days]).all()
+    months = cells.kind == KINDS.index("month")
+    assert not published[months].any() and complement[months].all()
+    assert not complement[days].any()
+    known = determined_cells(published, build_relations(cells), cells)
+    assert not known[cells.tests < MIN_TESTS].any()
+
+
+def test_what_earlier_releases_gave_away_is_accepted_not_added_to() -> None:
+    # Released under min_tests 30: day 1 (50) withheld and day 2 (60) published with
+    # the month (114): day 1 + day 3 = 54 was the residual. With min_tests 60, that
+    # residual fails, but it is already out; nothing new may grow it.
+    day = np.repeat([(dt.date(2025, 3, d) - EPOCH).days for d in (1, 2, 3)], [50, 60, 4])
+    cells = cells_of(
+        np.zeros(len(day), int), np.zeros(len(day), int), day, np.arange(len(day)), isps=1
+    )
+    first, _ = suppress(cells, MIN_TESTS, MIN_CLIENTS)
+    again, complement = suppress(cells, 60, MIN_CLIENTS, np.ones_like(first), first)
+    assert (again == first).all() and not complement.any()

@@ -34,6 +34,16 @@ child with the fewest tests is made unknown (the parent if no child is known): i
 withheld, and so is the cheapest published member of any other relation that would
 still compute it. Ties go to the first cell in canonical order, so the result does not
 depend on the order of the input.
+
+Over time, cells are decided release by release (see piecewise.release): the cells of
+earlier releases are *sealed*. They keep their decision (a published cell stays
+published, a withheld one withheld), are counted as known when published, and are never
+chosen to be withheld; only the new cells are. A period whose coarser period is not
+released yet has no relation to it (that parent is unknown, so it tells nothing); the
+relation appears, with the finer cells sealed, when the coarser period is released.
+Withholding every new cell leaves what the earlier releases gave away, so there is
+always a choice; what they gave away (after the thresholds were raised) is accepted,
+never added to.
 """
 
 from __future__ import annotations
@@ -149,7 +159,7 @@ def build_relations(cells: CellKeys) -> Relations:
         ci, fi = cells.kinds.index(coarse), cells.kinds.index(fine)
         fine_rows = rows[cells.kind == fi]
         coarse_rows = rows[cells.kind == ci]
-        starts = _starts(coarse, cells.period[fine_rows])
+        starts = period_starts(coarse, cells.period[fine_rows])
         # Find each fine cell's parent: same group and ISP, the coarse kind, `starts`.
         g = np.concatenate([cells.group[coarse_rows], cells.group[fine_rows]])
         i = np.concatenate([cells.isp[coarse_rows], cells.isp[fine_rows]])
@@ -158,9 +168,15 @@ def build_relations(cells: CellKeys) -> Relations:
         owner = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, np.int64)
         owner[ids[: len(coarse_rows)]] = coarse_rows
         parent_of = owner[ids[len(coarse_rows) :]]
-        if (parent_of < 0).any():
-            raise ValueError(f"a {fine} cell has no {coarse} cell holding it")
-        add(parent_of, fine_rows, TIME_RELATION)
+        if len(coarse_rows) and (parent_of < 0).any():
+            # Some cells of the coarser periods are there but not all: a coarse period
+            # is released whole, so this is a malformed input.
+            missing = set(starts[parent_of < 0].tolist()) & set(cells.period[coarse_rows].tolist())
+            if missing:
+                raise ValueError(f"a {fine} cell has no {coarse} cell holding it")
+        # A fine cell whose coarser period is not released has no parent: no relation.
+        has_parent = parent_of >= 0
+        add(parent_of[has_parent], fine_rows[has_parent], TIME_RELATION)
 
     def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
@@ -178,7 +194,7 @@ def build_relations(cells: CellKeys) -> Relations:
     )
 
 
-def _starts(kind: str, days: np.ndarray) -> np.ndarray:
+def period_starts(kind: str, days: np.ndarray) -> np.ndarray:
     """The start (days since 1970-01-01) of the `kind` period holding each day."""
     d = days.astype("datetime64[D]")
     if kind == "day":
@@ -263,42 +279,63 @@ def _members(r: Relations, rel: int) -> np.ndarray:
 
 
 class _Withholding:
-    """Chooses the cells to withhold for the violated relations of one round."""
+    """Chooses the cells to withhold for the violated relations of one round. Only
+    `choosable` cells (not sealed by an earlier release) are ever withheld."""
 
     def __init__(
-        self, cells: CellKeys, r: Relations, lookup: _Lookup, published: np.ndarray
+        self,
+        cells: CellKeys,
+        r: Relations,
+        lookup: _Lookup,
+        published: np.ndarray,
+        choosable: np.ndarray,
     ) -> None:
-        self.cells, self.r, self.lookup, self.published = cells, r, lookup, published
+        self.cells, self.r, self.lookup = cells, r, lookup
+        self.published, self.choosable = published, choosable
+        self.pinned = published & ~choosable  # sealed and published: known for good
+
+    def withholdable(self, rows: np.ndarray) -> np.ndarray:
+        return rows[self.published[rows] & self.choosable[rows]]
 
     def for_relations(self, bad: np.ndarray, known: np.ndarray) -> np.ndarray:
         """For each violated relation, its known child with the fewest tests (its parent
-        if no child is known) is made unknown: withheld if published, and for each
+        if no child can be) is made unknown: withheld if published, and for each
         relation that would still derive it (all its other members known), the
-        cheapest published other member is withheld too."""
+        cheapest published other member is withheld too. A sealed published cell cannot
+        be made unknown, so it is never the one chosen."""
         out: set[int] = set()
         r = self.r
         for rel in bad.tolist():
             children = r.child[r.start[rel] : r.start[rel + 1]]
-            children = children[known[children]]
-            cell = _cheapest(children, self.cells) if len(children) else int(r.parent[rel])
+            # A sealed published cell stays known whatever is withheld.
+            children = children[known[children] & ~self.pinned[children]]
+            parent = int(r.parent[rel])
+            if len(children):
+                cell = _cheapest(children, self.cells)
+            elif not self.pinned[parent]:
+                cell = parent
+            else:
+                out |= self.everything_new(rel)
+                continue
             out |= self.unknow(cell, known)
         if not out and len(bad):
-            out.add(self.source(int(bad[0])))
+            out |= self.source(int(bad[0]))
         return np.array(sorted(out), dtype=np.int64)
 
     def unknow(self, cell: int, known: np.ndarray) -> set[int]:
-        out = {cell} if self.published[cell] else set()
+        out = {cell} if self.published[cell] and self.choosable[cell] else set()
         for rel in self.lookup.relations_of(cell).tolist():
             others = _members(self.r, rel)
             others = others[others != cell]
             if known[others].all():
-                found = others[self.published[others]]
-                out.add(_cheapest(found, self.cells) if len(found) else self.source(rel))
+                found = self.withholdable(others)
+                out |= {_cheapest(found, self.cells)} if len(found) else self.source(rel)
         return out
 
-    def source(self, rel: int) -> int:
-        """The nearest published cell, through the relations, from the members of
-        `rel` (the one with the fewest tests among the nearest)."""
+    def source(self, rel: int) -> set[int]:
+        """The nearest withholdable published cell, through the relations, from the
+        members of `rel` (the one with the fewest tests among the nearest); when there
+        is none, every new published cell of the group."""
         seen_rels = {rel}
         seen_cells = set(_members(self.r, rel).tolist())
         frontier = sorted(seen_cells)
@@ -307,12 +344,24 @@ class _Withholding:
             rels -= seen_rels
             seen_rels |= rels
             members = {x for q in rels for x in _members(self.r, q).tolist()} - seen_cells
-            found = np.array(sorted(m for m in members if self.published[m]), dtype=np.int64)
+            found = self.withholdable(np.array(sorted(members), dtype=np.int64))
             if len(found):
-                return _cheapest(found, self.cells)
+                return {_cheapest(found, self.cells)}
             seen_cells |= members
             frontier = sorted(members)
-        raise AssertionError(f"relation {rel} is known but no published cell lies behind it")
+        return self.everything_new(rel)
+
+    def everything_new(self, rel: int) -> set[int]:
+        """Every new published cell of the relation's group: withholding them all
+        leaves only what earlier releases published, which was safe."""
+        group = self.cells.group[self.r.parent[rel]]
+        rows = np.flatnonzero(self.cells.group == group)
+        found = self.withholdable(rows)
+        if not len(found):
+            raise AssertionError(
+                f"relation {rel} is known but no cell of its group can be withheld"
+            )
+        return set(found.tolist())
 
 
 class _Block:
@@ -517,9 +566,18 @@ def _substitute_finest_totals(
     return new_rel[keep], e_cell[keep], e_coef[keep], substituted
 
 
-def suppress(cells: CellKeys, min_tests: int, min_clients: int) -> tuple[np.ndarray, np.ndarray]:
+def suppress(
+    cells: CellKeys,
+    min_tests: int,
+    min_clients: int,
+    sealed: np.ndarray | None = None,
+    released: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Which cells may be published, and which pass the thresholds but are withheld as
     complements: boolean arrays over the cells.
+
+    `sealed` marks cells decided by earlier releases, and `released` which of those were
+    published: they keep their decision. Only the other cells are decided here.
 
     Rounds of the quick check (cells derived one relation at a time) run until no
     residual fails; then the exact check (`determined_cells`) looks for what the quick
@@ -527,17 +585,34 @@ def suppress(cells: CellKeys, min_tests: int, min_clients: int) -> tuple[np.ndar
     for each such cell withholds a published cell that computes it. Both repeat until
     the exact check finds nothing. Cells are only ever withheld, so this ends.
     """
+    n = len(cells.tests)
+    sealed = np.zeros(n, dtype=bool) if sealed is None else sealed.astype(bool)
+    released = np.zeros(n, dtype=bool) if released is None else released.astype(bool) & sealed
     passes = (cells.tests >= min_tests) & (cells.clients >= min_clients)
-    published = passes.copy()
+    published = np.where(sealed, released, passes)
     r = build_relations(cells)
-    lookup = _Lookup.of(r, len(published))
-    choose = _Withholding(cells, r, lookup, published)
-    failing = np.flatnonzero(~passes)
+    lookup = _Lookup.of(r, n)
+    choose = _Withholding(cells, r, lookup, published, ~sealed)
+    # What earlier releases give away on their own (only after the thresholds were
+    # raised can it hold a failing cell or residual): accepted, not counted as a leak.
+    if released.any():
+        given = determined_cells(released, r, cells)
+        accepted = np.zeros(r.count, dtype=bool)
+        accepted[_violations(cells, given, r, min_tests, min_clients)] = True
+    else:
+        given = released
+        accepted = np.zeros(r.count, dtype=bool)
+    failing = np.flatnonzero(~passes & ~released & ~given)
+
+    def violations(known: np.ndarray) -> np.ndarray:
+        bad = _violations(cells, known, r, min_tests, min_clients)
+        return bad[~accepted[bad]]
+
     checked: np.ndarray | None = None  # `published` when the exact check last ran
     while True:
         while True:
             known = known_cells(published, r)
-            bad = _violations(cells, known, r, min_tests, min_clients)
+            bad = violations(known)
             leaked = failing[known[failing]]
             if len(bad) == 0 and len(leaked) == 0:
                 break
@@ -545,24 +620,24 @@ def suppress(cells: CellKeys, min_tests: int, min_clients: int) -> tuple[np.ndar
             for cell in leaked.tolist():
                 victims |= choose.unknow(cell, known)
             if not victims:  # cannot happen, but must not loop forever
-                victims = {choose.source(int(lookup.relations_of(int(leaked[0]))[0]))}
+                victims = choose.source(int(lookup.relations_of(int(leaked[0]))[0]))
             published[np.array(sorted(victims), dtype=np.int64)] = False
         # The exact check runs again only where something was withheld since.
         dirty = None if checked is None else np.unique(cells.group[published != checked])
         if dirty is not None and len(dirty) == 0:
-            return published, passes & ~published
+            return published, passes & ~published & ~sealed
         checked = published.copy()
         exact = determined_cells(published, r, cells, groups=dirty)
-        bad = _violations(cells, exact, r, min_tests, min_clients)
+        bad = violations(exact)
         if dirty is not None:
             bad = bad[np.isin(cells.group[r.parent[bad]], dirty)]
         victims = [choose.for_relations(bad, exact)]
         for cell in failing[exact[failing]].tolist():
             found = choose.unknow(cell, exact)
             if not found:  # computable only through several relations
-                found = {choose.source(int(lookup.relations_of(cell)[0]))}
+                found = choose.source(int(lookup.relations_of(cell)[0]))
             victims.append(np.array(sorted(found), dtype=np.int64))
         chosen = np.concatenate(victims)
         if len(chosen) == 0:
-            return published, passes & ~published
+            return published, passes & ~published & ~sealed
         published[chosen] = False
