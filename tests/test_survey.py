@@ -282,7 +282,7 @@ def test_other_media_types_methods_and_paths(make_survey: Make) -> None:
     preflight = client.options("/v1/survey", headers={"Origin": "https://x.org"})
     assert preflight.status_code == 204
     assert "Idempotency-Key" in preflight.headers["Access-Control-Allow-Headers"]
-    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Origin" not in preflight.headers  # x.org is not listed
 
 
 # -- idempotency -------------------------------------------------------------------------
@@ -367,6 +367,215 @@ def test_rate_limit_per_client_with_retry_after(
     clock.now += 500  # the next window
     assert post(app, valid_submission(satisfaction=5)).status_code == 201
     assert survey_store.count() == 5
+
+
+def test_addresses_of_one_ipv6_slash_64_share_one_limit(
+    make_survey: Make, survey_store: SurveyStore
+) -> None:
+    app, _ = make_survey(rate_limit="2")
+    # One household's devices, each with its rotating privacy address in one /64.
+    assert post(app, valid_submission(satisfaction=1), ip="2001:db8:1:2::aaaa").status_code == 201
+    assert post(app, valid_submission(satisfaction=2), ip="2001:db8:1:2:5::1").status_code == 201
+    limited = post(app, valid_submission(satisfaction=3), ip="2001:DB8:1:2:ffff:ffff:ffff:ffff")
+    assert limited.status_code == 429
+    # The neighbouring /64 is another client.
+    assert post(app, valid_submission(satisfaction=3), ip="2001:db8:1:3::aaaa").status_code == 201
+    # An IPv4 client posting over IPv6 as ::ffff:a.b.c.d is the IPv4 client.
+    assert post(app, valid_submission(satisfaction=4), ip="192.0.2.9").status_code == 201
+    assert post(app, valid_submission(satisfaction=5), ip="::ffff:192.0.2.9").status_code == 201
+    assert post(app, valid_submission(satisfaction=1), ip="192.0.2.9").status_code == 429
+    assert survey_store.count() == 5
+
+
+def test_without_a_key_identical_posts_from_one_slash_64_are_stored_once(
+    make_survey: Make, survey_store: SurveyStore
+) -> None:
+    app, _ = make_survey()
+    one = post(app, valid_submission(), ip="2001:db8:1:2::aaaa")
+    two = post(app, valid_submission(), ip="2001:db8:1:2::bbbb")
+    other = post(app, valid_submission(), ip="2001:db8:1:3::aaaa")
+    assert [r.status_code for r in (one, two, other)] == [201, 200, 201]
+    assert one.json["id"] == two.json["id"] != other.json["id"]
+    assert survey_store.count() == 2
+
+
+# -- where posts may come from -----------------------------------------------------------
+
+OWN = "http://localhost"  # the test client's host: the survey's own origin
+SITE = "https://maps.example.org"
+FOREIGN = "https://evil.example"
+
+
+def post_from(
+    app: SurveyApp,
+    headers: dict[str, str],
+    *,
+    form: bool = False,
+    base_url: str = OWN,
+    satisfaction: int = 4,
+):
+    body = valid_submission(satisfaction=satisfaction)
+    if form:
+        data = urllib.parse.urlencode(
+            [("isp", "Ziply Fiber"), ("satisfaction", str(satisfaction)), ("consent", "yes")]
+        )
+    else:
+        data = json.dumps(body)
+    return Client(app).post(
+        "/v1/survey",
+        data=data,
+        content_type="application/x-www-form-urlencoded" if form else "application/json",
+        headers=headers,
+        base_url=base_url,
+        environ_base={"REMOTE_ADDR": IP},
+    )
+
+
+def test_a_post_from_another_sites_page_is_refused_stored_nowhere_and_not_counted(
+    make_survey: Make, survey_store: SurveyStore
+) -> None:
+    app, _ = make_survey(rate_limit="1")
+    for form in (False, True):
+        refused = post_from(app, {"Origin": FOREIGN}, form=form)
+        assert refused.status_code == 403
+        error = refused.json["error"]
+        assert error["status"] == 403 and error["parameter"] == "Origin"
+        assert error["allowed"] == [OWN]
+        assert FOREIGN in error["message"] and OWN in error["message"]
+        assert "survey.cors_origins" in error["message"]
+        assert "Access-Control-Allow-Origin" not in refused.headers
+    assert survey_store.count() == 0
+    # Neither refusal counted: the one post the limit allows is still there.
+    assert post_from(app, {"Origin": OWN}).status_code == 201
+    assert post_from(app, {"Origin": OWN}, satisfaction=5).status_code == 429
+    assert survey_store.count() == 1
+
+
+def test_a_browser_posting_a_foreign_form_without_javascript_is_told_why_on_a_page(
+    make_survey: Make, survey_store: SurveyStore
+) -> None:
+    app, _ = make_survey()
+    browser = {"Origin": FOREIGN, "Accept": "text/html,*/*;q=0.8"}
+    refused = post_from(app, browser, form=True)
+    assert refused.status_code == 403 and refused.mimetype == "text/html"
+    assert "<code>Origin</code>" in refused.text
+    assert FOREIGN in refused.text and "survey.cors_origins" in refused.text
+    assert "correct this" not in refused.text  # nothing the visitor could correct
+    assert survey_store.count() == 0
+
+
+def test_a_page_without_an_origin_is_refused(make_survey: Make, survey_store: SurveyStore) -> None:
+    app, _ = make_survey()
+    refused = post_from(app, {"Origin": "null"})
+    assert refused.status_code == 403
+    assert "Origin: null" in refused.json["error"]["message"]
+    # Even when every site may post: a sandboxed frame or a local file has no origin.
+    anyone, _ = make_survey(cors_origins='["*"]')
+    assert post_from(anyone, {"Origin": "null"}, form=True).status_code == 403
+    assert survey_store.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("fetch_site", "status"),
+    [("cross-site", 403), ("same-site", 403), ("same-origin", 201), ("none", 201)],
+)
+def test_without_an_origin_the_fetch_metadata_decides(
+    make_survey: Make, survey_store: SurveyStore, fetch_site: str, status: int
+) -> None:
+    app, _ = make_survey(cors_origins=f'["{SITE}"]')
+    answer = post_from(app, {"Sec-Fetch-Site": fetch_site}, form=True)
+    assert answer.status_code == status
+    if status == 403:
+        error = answer.json["error"]
+        assert error["parameter"] == "Sec-Fetch-Site" and fetch_site in error["message"]
+        assert error["allowed"] == [OWN, SITE]
+    assert survey_store.count() == (status == 201)
+
+
+def test_the_surveys_own_origin_is_the_scheme_host_and_port_it_is_asked_at(
+    make_survey: Make, survey_store: SurveyStore
+) -> None:
+    app, _ = make_survey()
+    assert post_from(app, {"Origin": OWN}).status_code == 201
+    port = "http://127.0.0.1:8080"
+    assert post_from(app, {"Origin": port}, base_url=port, satisfaction=1).status_code == 201
+    other_port = post_from(app, {"Origin": "http://127.0.0.1:9090"}, base_url=port)
+    assert other_port.status_code == 403
+    assert other_port.json["error"]["allowed"] == [port]
+    https = "https://survey.example.org"
+    assert post_from(app, {"Origin": https}, base_url=https, satisfaction=2).status_code == 201
+    plain = post_from(app, {"Origin": "http://survey.example.org"}, base_url=https)
+    assert plain.status_code == 403
+    assert survey_store.count() == 3
+
+
+def test_a_listed_origin_may_post_and_read_the_answer(
+    make_survey: Make, survey_store: SurveyStore
+) -> None:
+    app, _ = make_survey(cors_origins='["HTTPS://Maps.Example.org", "http://localhost:5173"]')
+    for form in (False, True):
+        answer = post_from(app, {"Origin": SITE}, form=form, satisfaction=2 + form)
+        assert answer.status_code == 201
+        assert answer.headers["Access-Control-Allow-Origin"] == SITE
+    refused = post_from(app, {"Origin": FOREIGN})
+    assert refused.json["error"]["allowed"] == [OWN, SITE, "http://localhost:5173"]
+    assert survey_store.count() == 2
+
+
+def test_a_post_with_neither_header_is_a_script_and_is_accepted(
+    make_survey: Make, survey_store: SurveyStore
+) -> None:
+    app, _ = make_survey(rate_limit="1")
+    assert post_from(app, {}).status_code == 201
+    assert post_from(app, {}, form=True, satisfaction=1).status_code == 429  # still limited
+    assert survey_store.count() == 1
+
+
+def test_a_star_lets_any_site_post(make_survey: Make, survey_store: SurveyStore) -> None:
+    app, _ = make_survey(cors_origins='["*"]')
+    answer = post_from(app, {"Origin": FOREIGN}, form=True)
+    assert answer.status_code == 201
+    assert answer.headers["Access-Control-Allow-Origin"] == "*"
+    assert post_from(app, {"Sec-Fetch-Site": "cross-site"}, satisfaction=1).status_code == 201
+    assert survey_store.count() == 2
+
+
+@pytest.mark.parametrize(
+    ("origins", "origin", "allow"),
+    [
+        ("[]", OWN, None),
+        ("[]", FOREIGN, None),
+        (f'["{SITE}"]', SITE, SITE),
+        (f'["{SITE}"]', FOREIGN, None),
+        ('["*"]', FOREIGN, "*"),
+    ],
+)
+def test_the_preflight_allows_exactly_the_origins_a_post_is_accepted_from(
+    make_survey: Make, origins: str, origin: str, allow: str | None
+) -> None:
+    app, _ = make_survey(cors_origins=origins)
+    preflight = Client(app).options(
+        "/v1/survey",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers.get("Access-Control-Allow-Origin") == allow
+    if allow is None:
+        assert preflight.headers["Vary"] == "Origin"
+    # A post from an origin the preflight does not allow is refused (but the survey's
+    # own pages need no preflight: same-origin).
+    accepted = post_from(app, {"Origin": origin}).status_code == 201
+    assert accepted == (allow is not None or origin == OWN)
+
+
+def test_the_default_lists_no_origin_but_the_surveys_own(tmp_path: Path) -> None:
+    assert survey_config(tmp_path).survey.cors_origins == []
+    spec = build_survey(survey_config(tmp_path), salt=SALT)._openapi_body
+    assert '"403"' in spec.decode()
 
 
 # -- an unavailable store ----------------------------------------------------------------

@@ -529,7 +529,9 @@ class Survey(_Strict):
     )
     max_body_bytes: int = Field(16384, ge=1024, le=16384, description="Largest accepted post.")
     cors_origins: list[str] = Field(
-        default_factory=lambda: ["*"], description="Origins whose pages may post."
+        default_factory=list,
+        description="Origins (scheme://host[:port]) besides the survey's own whose pages "
+        'may post; "*" lets any site post on a visitor\'s behalf.',
     )
     publish_layer: str | None = Field(
         None,
@@ -564,7 +566,8 @@ class Survey(_Strict):
     @field_validator("cors_origins")
     @classmethod
     def _origins(cls, v: list[str]) -> list[str]:
-        return Api._origins(v)
+        # Browsers send an origin's scheme and host in lower case: compare like with like.
+        return Api._origins([origin.lower() for origin in v])
 
 
 class Site(_Strict):

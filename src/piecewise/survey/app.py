@@ -5,6 +5,10 @@ Like the API, it matches on SCRIPT_NAME + PATH_INFO, so it answers the same moun
 `/v1/survey` (`piecewise serve`) or handed whole paths (the Cloud Function). Errors
 have the API's shape, `{"error": {"status", "parameter", "message", "allowed"}}`, and a
 400 lists every bad field in `error.errors`.
+
+A post must come from a page of the survey's own origin or of one listed in
+`survey.cors_origins` (`check_origin`): a form-encoded post needs no CORS preflight, so
+without that check any site could make its visitors' browsers post.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ METHODS = {
     f"{PREFIX}/openapi.json": ("GET", "HEAD", "OPTIONS"),
 }
 CONTENT_TYPES = ("application/json", "application/x-www-form-urlencoded")
+# Sec-Fetch-Site values of a post from the survey's own pages, or typed by the visitor.
+OWN_FETCH_SITES = ("same-origin", "none")
+ORIGIN_SETTING = "survey.cors_origins in the [survey] table of the site's config"
 HTML_PAGE = (
     '<!doctype html><html lang="en"><head><meta charset="utf-8">'
     '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -74,6 +81,10 @@ class InvalidFields(BadParameter):
             for e in self.errors
         ]
         return body
+
+
+class ForbiddenOrigin(ApiError):
+    status = 403
 
 
 class TooLarge(ApiError):
@@ -164,6 +175,8 @@ class SurveyApp:
     # -- submissions -----------------------------------------------------------------------
 
     def submit(self, request: Request) -> Response:
+        # Before anything else: a refused post is neither read, counted nor stored.
+        self.check_origin(request)
         body = self.read_body(request)
         mimetype = request.mimetype
         if mimetype not in CONTENT_TYPES:
@@ -202,6 +215,49 @@ class SurveyApp:
         if self.wants_html(request):
             return self.html(request, THANKS, status)
         return self.json(request, json_bytes({"id": key, "stored": created}), status)
+
+    @staticmethod
+    def own_origin(request: Request) -> str:
+        """scheme://host[:port] of the request as this server sees it (the port only
+        when it is not the scheme's default, as browsers write an Origin)."""
+        return f"{request.scheme}://{request.host}".lower()
+
+    def check_origin(self, request: Request) -> None:
+        """Refuse (403) a post that a browser sent from another site's page: `Origin`
+        must be the survey's own or listed; without it, `Sec-Fetch-Site` must say the
+        same origin. A post with neither header is not a browser's (curl, a script)."""
+        own = self.own_origin(request)
+        allowed = [own, *(o for o in self.settings.cors_origins if o != own)]
+        origin = request.headers.get("Origin")
+        if origin is not None:
+            if origin == "null":  # a sandboxed frame, a local file, a cross-site redirect
+                raise ForbiddenOrigin(
+                    "posts from a page without an origin (Origin: null) are not accepted: "
+                    f"the survey takes posts from pages of {', '.join(allowed)}; the "
+                    f"operator lists other origins in {ORIGIN_SETTING}",
+                    parameter="Origin",
+                    allowed=allowed,
+                )
+            if self.cors.any or origin.lower() in allowed:
+                return
+            raise ForbiddenOrigin(
+                f"posts from pages of {origin[:200]} are not accepted: the survey takes "
+                f"posts from pages of {', '.join(allowed)}; the operator lists other "
+                f"origins in {ORIGIN_SETTING}",
+                parameter="Origin",
+                allowed=allowed,
+            )
+        site = request.headers.get("Sec-Fetch-Site")
+        if site is None or site.lower() in OWN_FETCH_SITES or self.cors.any:
+            return
+        # same-site is refused too: another origin of the site, with no Origin to compare.
+        raise ForbiddenOrigin(
+            f"this post came from a page of another origin (Sec-Fetch-Site: {site[:40]}) "
+            f"without an Origin header to check: the survey takes posts from pages of "
+            f"{', '.join(allowed)}; the operator lists other origins in {ORIGIN_SETTING}",
+            parameter="Sec-Fetch-Site",
+            allowed=allowed,
+        )
 
     def read_body(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes
@@ -287,10 +343,9 @@ class SurveyApp:
             f"<li><code>{html.escape(name)}</code>: {html.escape(message)}</li>"
             for name, message in items
         )
-        body = (
-            "<h1>Your answers were not sent</h1><p>Please go back and correct this:</p>"
-            f"<ul>{rows}</ul>"
-        )
+        # Only a 400 is the visitor's to correct; anything else, they can only be told why.
+        lead = "Please go back and correct this:" if exc.status == 400 else "Why:"
+        body = f"<h1>Your answers were not sent</h1><p>{lead}</p><ul>{rows}</ul>"
         return self.html(request, body, exc.status)
 
     def error(self, request: Request, exc: ApiError) -> Response:

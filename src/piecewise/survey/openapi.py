@@ -71,6 +71,13 @@ def survey_openapi(form: Form, settings: SurveySettings) -> dict:
         **_answer(
             "400", "A field is missing, unknown or invalid (each one listed).", "Error", page=True
         ),
+        **_answer(
+            "403",
+            "Posted from a page of another origin than the survey's own or those of "
+            "survey.cors_origins; nothing was stored or counted.",
+            "Error",
+            page=True,
+        ),
         **_answer("413", f"The body is over {settings.max_body_bytes} bytes.", "Error", page=True),
         **_answer("415", "Neither JSON nor form-encoded.", "Error", page=True),
         **_answer("429", "Too many posts from this client.", "Error", RETRY_AFTER, True),

@@ -1,10 +1,12 @@
 """Per-client rate limit of survey posts, counted in the survey store.
 
-A client is a salted hash of its IP address (HMAC-SHA-256 with a secret salt): the
-IP itself is never stored, and without the salt the hash cannot be reversed by trying
-every address. Counts live in the store, per fixed window, so every instance of a
-stateless function shares them; ended windows expire (SQLite prunes them, Firestore
-deletes them by a TTL policy).
+A client is a salted hash (HMAC-SHA-256 with a secret salt) of its network: an IPv4
+address, or an IPv6 address's /64, which a household keeps while its devices rotate
+their privacy addresses within it (`piecewise.clients.client_network`). The IP itself
+is never stored, and without the salt the hash cannot be reversed by trying every
+network. Counts live in the store, per fixed window, so every instance of a stateless
+function shares them; ended windows expire (SQLite prunes them, Firestore deletes them
+by a TTL policy).
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from piecewise.clients import client_network
 from piecewise.survey.store import SurveyStore
 
 
 def client_hash(salt: bytes, ip: str) -> str:
-    return hmac.new(salt, ip.encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:32]
+    """The salted hash of the client at `ip`: the same for every address of one /64."""
+    network = client_network(ip).encode("utf-8", "replace")
+    return hmac.new(salt, network, hashlib.sha256).hexdigest()[:32]
 
 
 @dataclass

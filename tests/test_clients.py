@@ -1,0 +1,198 @@
+"""Who a client is (`piecewise.clients`): an IPv4 address as it is, an IPv6 address by
+its /64, and the same rule on an Arrow column of any string type, nulls kept."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from piecewise.clients import client_network, network_keyed
+
+CASES = [
+    # IPv4: as it is, canonical.
+    ("203.0.113.7", "203.0.113.7"),
+    ("0.0.0.0", "0.0.0.0"),
+    ("255.255.255.255", "255.255.255.255"),
+    (" 203.0.113.7\n", "203.0.113.7"),
+    # IPv6: the /64, in canonical text.
+    ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+    ("2001:DB8:1:2:AAAA::1", "2001:db8:1:2::/64"),
+    ("2001:0db8:0001:0002:0000:0000:0000:0001", "2001:db8:1:2::/64"),
+    ("2001:db8::1", "2001:db8::/64"),
+    ("2001:db8:0:0:1::", "2001:db8::/64"),
+    ("2001:0:0:1::5", "2001:0:0:1::/64"),
+    ("0:db8::1", "0:db8::/64"),
+    ("::1", "::/64"),
+    ("::", "::/64"),
+    ("2001:db8::192.0.2.1", "2001:db8::/64"),
+    ("\t2001:db8:1:2::1 ", "2001:db8:1:2::/64"),
+    # Zone ids name an interface of the host, not a network: dropped.
+    ("fe80::1%eth0", "fe80::/64"),
+    ("fe80::abcd%12", "fe80::/64"),
+    ("fe80::1%<script>", "fe80::/64"),
+    # IPv4-mapped IPv6: the IPv4 client.
+    ("::ffff:192.0.2.1", "192.0.2.1"),
+    ("::FFFF:C000:0201", "192.0.2.1"),
+    ("0:0:0:0:0:ffff:203.0.113.7", "203.0.113.7"),
+    # A key is its own key.
+    ("2001:db8:1:2::/64", "2001:db8:1:2::/64"),
+    # Anything else: stripped, otherwise unchanged.
+    ("", ""),
+    ("   ", ""),
+    ("unknown", "unknown"),
+    (" unknown ", "unknown"),
+    ("203.0.113.256", "203.0.113.256"),
+    ("010.0.0.1", "010.0.0.1"),
+    ("1.2.3", "1.2.3"),
+    ("0x7f.0.0.1", "0x7f.0.0.1"),
+    ("1.2.3.4%eth0", "1.2.3.4%eth0"),
+    ("\u0663.1.1.1", "\u0663.1.1.1"),
+    ("2001:db8::1::2", "2001:db8::1::2"),
+    ("2001:db8:1:2:3:4:5:6:7", "2001:db8:1:2:3:4:5:6:7"),
+    ("2001:db8::12345", "2001:db8::12345"),
+    ("fe80::1%", "fe80::1%"),
+    ("fe80::1%a%b", "fe80::1%a%b"),
+    ("'; DROP TABLE tests; --", "'; DROP TABLE tests; --"),
+    ("<script>alert(1)</script>", "<script>alert(1)</script>"),
+    ("fe80::1%<script>alert(1)</script>", "fe80::1%<script>alert(1)</script>"),
+    ("${jndi:ldap://x/a}", "${jndi:ldap://x/a}"),
+    ("\x00", "\x00"),
+    ("\u202e1.2.3.4", "\u202e1.2.3.4"),
+    ("A" * 5000, "A" * 5000),
+    (":" * 5000, ":" * 5000),
+]
+
+
+@pytest.mark.parametrize(("ip", "key"), CASES)
+def test_each_address_has_the_documented_key(ip: str, key: str) -> None:
+    assert client_network(ip) == key
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [pa.string(), pa.large_string(), pa.dictionary(pa.int32(), pa.string())],
+    ids=["string", "large_string", "dictionary"],
+)
+def test_a_column_gets_the_same_keys_in_the_same_type_with_nulls_kept(kind: pa.DataType) -> None:
+    ips = [ip for ip, _ in CASES] + [None]
+    keys = [key for _, key in CASES] + [None]
+    values = pa.array(ips, pa.string())
+    if pa.types.is_dictionary(kind):
+        values = values.dictionary_encode()
+    column = pa.chunked_array([values.slice(0, 20), values.slice(20)]).cast(kind)
+    table = pa.table({"id": list(range(len(ips))), "client_ip": column, "mbps": [1.0] * len(ips)})
+    keyed = network_keyed(table)
+    assert keyed.schema == table.schema
+    assert keyed.column("id").equals(table.column("id"))
+    assert keyed.column("mbps").equals(table.column("mbps"))
+    assert keyed.column("client_ip").to_pylist() == keys
+
+
+def test_addresses_of_one_slash_64_become_one_dictionary_entry() -> None:
+    # Parquet files read one by one: each chunk has its own dictionary.
+    one = pa.array(["2001:db8:1:2::1", "2001:db8:1:2::2", None]).dictionary_encode()
+    two = pa.array(["2001:db8:1:2::3", "2001:db8:9::1", "192.0.2.1"]).dictionary_encode()
+    table = pa.table({"client_ip": pa.chunked_array([one, two])})
+    column = network_keyed(table).column("client_ip")
+    assert column.to_pylist() == [
+        "2001:db8:1:2::/64",
+        "2001:db8:1:2::/64",
+        None,
+        "2001:db8:1:2::/64",
+        "2001:db8:9::/64",
+        "192.0.2.1",
+    ]
+    # One entry per network, so codes of the dictionary count distinct clients.
+    assert [chunk.dictionary.to_pylist() for chunk in column.chunks] == [
+        ["2001:db8:1:2::/64", "2001:db8:9::/64", "192.0.2.1"]
+    ] * 2
+    assert pc.count_distinct(column.cast(pa.string())).as_py() == 3
+
+
+def test_an_empty_or_all_null_column_and_a_custom_name() -> None:
+    empty = pa.table({"client_ip": pa.array([], pa.string())})
+    assert network_keyed(empty).equals(empty)
+    nulls = pa.table({"client_ip": pa.array([None, None], pa.string())})
+    assert network_keyed(nulls).column("client_ip").to_pylist() == [None, None]
+    untyped = pa.table({"client_ip": pa.array([None, None])})
+    assert network_keyed(untyped).equals(untyped)
+    other = pa.table({"ip": ["2001:db8::1"]})
+    assert network_keyed(other, "ip").column("ip").to_pylist() == ["2001:db8::/64"]
+
+
+def test_a_missing_or_non_text_column_is_an_error_that_names_it() -> None:
+    with pytest.raises(KeyError, match="client_ip"):
+        network_keyed(pa.table({"ip": ["192.0.2.1"]}))
+    with pytest.raises(TypeError, match="strings"):
+        network_keyed(pa.table({"client_ip": [1, 2]}))
+
+
+# -- properties ----------------------------------------------------------------------------
+
+PREFIXES = st.integers(min_value=1, max_value=2**64 - 1)  # ::/64 also holds IPv4-mapped
+HOSTS = st.integers(min_value=0, max_value=2**64 - 1)
+IPV4 = st.integers(min_value=0, max_value=2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n)))
+
+
+def _spellings(address: ipaddress.IPv6Address) -> list[str]:
+    return [
+        address.compressed,
+        address.exploded,
+        address.exploded.upper(),
+        f"{address.compressed}%eth0",
+        f" {address.compressed}\n",
+    ]
+
+
+@given(prefix=PREFIXES, hosts=st.lists(HOSTS, min_size=2, max_size=5))
+def test_every_address_of_a_slash_64_has_that_networks_key(prefix: int, hosts: list[int]) -> None:
+    network = ipaddress.IPv6Network((prefix << 64, 64))
+    keys = {
+        client_network(text)
+        for host in hosts
+        for text in _spellings(ipaddress.IPv6Address(prefix << 64 | host))
+    }
+    assert keys == {str(network)}
+
+
+@given(prefixes=st.lists(PREFIXES, min_size=2, max_size=2, unique=True), host=HOSTS)
+def test_addresses_of_different_slash_64s_never_share_a_key(prefixes: list[int], host: int) -> None:
+    one, two = (str(ipaddress.IPv6Address(p << 64 | host)) for p in prefixes)
+    assert client_network(one) != client_network(two)
+
+
+@given(ip=IPV4)
+def test_ipv4_is_unchanged_and_its_mapped_form_is_the_same_client(ip: str) -> None:
+    assert client_network(ip) == ip
+    assert client_network(f"::ffff:{ip}") == ip
+    assert client_network(f"::FFFF:{ip}") == ip
+
+
+@given(text=st.text())
+def test_a_key_is_its_own_key(text: str) -> None:
+    key = client_network(text)
+    assert client_network(key) == key
+
+
+ANY_IP = st.one_of(
+    IPV4,
+    st.builds(lambda p, h: str(ipaddress.IPv6Address(p << 64 | h)), PREFIXES, HOSTS),
+    st.text(max_size=40),
+    st.none(),
+)
+
+
+@given(ips=st.lists(ANY_IP, max_size=60), dictionary=st.booleans())
+def test_the_column_form_agrees_with_the_one_address_form(
+    ips: list[str | None], dictionary: bool
+) -> None:
+    values = pa.array(ips, pa.string())
+    table = pa.table({"client_ip": values.dictionary_encode() if dictionary else values})
+    expected = [None if ip is None else client_network(ip) for ip in ips]
+    assert network_keyed(table).column("client_ip").to_pylist() == expected
