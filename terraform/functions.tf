@@ -1,5 +1,6 @@
-# Each function's staged folder (make build) zipped, uploaded under its hash, deployed.
-# A change in one folder changes one object name, and so redeploys that function only.
+# Each function's staged folder (make build) zipped, uploaded under its hash to the
+# sources bucket, deployed. A change in one folder changes one object name, and so
+# redeploys that function only.
 
 data "archive_file" "source" {
   for_each         = local.sources
@@ -12,7 +13,7 @@ data "archive_file" "source" {
 resource "google_storage_bucket_object" "source" {
   for_each = local.sources
   name     = "functions/${each.key}-${data.archive_file.source[each.key].output_sha256}.zip"
-  bucket   = google_storage_bucket.private.name
+  bucket   = google_storage_bucket.sources.name
   source   = data.archive_file.source[each.key].output_path
 
   lifecycle {
@@ -29,7 +30,9 @@ resource "google_service_account" "function" {
   display_name = "Piecewise ${each.key} function"
 }
 
-# Builds the functions' images (instead of the default compute service account).
+# Builds the functions' images, instead of the default Compute Engine or Cloud Build
+# account and their project-wide roles: it reads the function sources, writes the build
+# logs and the images in this deployment's repository, and nothing else (iam.tf).
 resource "google_service_account" "build" {
   account_id   = "${var.prefix}-build"
   display_name = "Piecewise function builds"
@@ -67,12 +70,13 @@ resource "google_cloudfunctions2_function" "function" {
   location = var.region
 
   build_config {
-    runtime         = "python311"
-    entry_point     = each.value.entry_point
-    service_account = google_service_account.build.id
+    runtime           = "python311"
+    entry_point       = each.value.entry_point
+    service_account   = google_service_account.build.id
+    docker_repository = google_artifact_registry_repository.functions.id
     source {
       storage_source {
-        bucket = google_storage_bucket.private.name
+        bucket = google_storage_bucket.sources.name
         object = google_storage_bucket_object.source[each.value.source].name
       }
     }
@@ -114,7 +118,10 @@ resource "google_cloudfunctions2_function" "function" {
   }
 
   depends_on = [
-    google_project_iam_member.build,
+    google_project_iam_member.build_logs,
+    google_project_iam_member.build_source_copies,
+    google_storage_bucket_iam_member.build_sources,
+    google_artifact_registry_repository_iam_member.build_images,
     google_secret_manager_secret_iam_member.maxmind_license_key,
     google_secret_manager_secret_iam_member.survey_salt,
   ]

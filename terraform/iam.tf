@@ -55,17 +55,51 @@ resource "google_pubsub_topic_iam_member" "ingest_date_publishes" {
   member = google_service_account.function["ingest-date"].member
 }
 
-# --- aggregate: reads tests and keeps its state in the private bucket, writes the public one
+# --- aggregate: reads tests and keeps its state in the private bucket, writes the public data
 resource "google_storage_bucket_iam_member" "aggregate_private" {
   bucket = google_storage_bucket.private.name
   role   = "roles/storage.objectUser"
   member = google_service_account.function["aggregate"].member
 }
 
-resource "google_storage_bucket_iam_member" "aggregate_public" {
+# The public data's folder of the public bucket, and only it: the site's pages, at the
+# root, are out of reach. The folder is the one the config's public store names (main.tf,
+# local.public_data_prefix), so the grant follows the config. Reads, writes (a rewrite
+# deletes the old object, also under the folder) and deletes of stale files.
+resource "google_storage_bucket_iam_member" "aggregate_public_data" {
   bucket = google_storage_bucket.public.name
   role   = "roles/storage.objectUser"
   member = google_service_account.function["aggregate"].member
+  condition {
+    title       = "public-data-only"
+    description = "Objects under the public data folder, never the site's pages."
+    expression  = "resource.name.startsWith('projects/_/buckets/${google_storage_bucket.public.name}/objects/${local.public_data_prefix}/')"
+  }
+  lifecycle {
+    precondition {
+      condition     = local.public_data_prefix != "" && !strcontains(local.public_data_prefix, "//")
+      error_message = "config_file's [stores] public must be a folder of the public bucket, gs://${local.public_bucket}/data (docs/deploy.md), not \"${local.public_store}\": aggregate may write that folder only."
+    }
+  }
+}
+
+# Listing (aggregate lists the keys under a folder to drop stale files; gcsfs lists a
+# key's prefix to tell a missing file from a folder) is storage.objects.list, a
+# permission on the bucket, not on an object: resource.name is then the bucket's name,
+# so the condition above never grants it. IAM Conditions name the prefix a list request
+# asks for as the API attribute storage.googleapis.com/objectListPrefix; this grant
+# admits list requests whose prefix lies in the data folder, and no other request (the
+# attribute is empty for them). The public bucket's allUsers read (main.tf) admits any
+# listing today; this grant keeps aggregate working if that is ever narrowed.
+resource "google_storage_bucket_iam_member" "aggregate_public_list" {
+  bucket = google_storage_bucket.public.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.function["aggregate"].member
+  condition {
+    title       = "list-public-data"
+    description = "Lists of the public data folder only."
+    expression  = "api.getAttribute('storage.googleapis.com/objectListPrefix', '').startsWith('${local.public_data_prefix}/')"
+  }
 }
 
 # The scale engine (`[aggregation] engine = "bigquery"`) runs query and load jobs,
@@ -104,15 +138,41 @@ resource "google_secret_manager_secret_iam_member" "survey_salt" {
 }
 
 # --- builds: the functions' images --------------------------------------------------------
-resource "google_project_iam_member" "build" {
-  for_each = toset([
-    "roles/logging.logWriter",
-    "roles/artifactregistry.writer",
-    "roles/storage.objectViewer",
-  ])
+# What Cloud Functions documents for a build service account (logs, images, sources),
+# each on the one resource it concerns rather than on the project.
+resource "google_project_iam_member" "build_logs" {
   project = var.project
-  role    = each.value
+  role    = "roles/logging.logWriter"
   member  = google_service_account.build.member
+}
+
+resource "google_artifact_registry_repository_iam_member" "build_images" {
+  location   = google_artifact_registry_repository.functions.location
+  repository = google_artifact_registry_repository.functions.name
+  role       = "roles/artifactregistry.writer"
+  member     = google_service_account.build.member
+}
+
+# The uploaded sources, where the function's storage_source names them.
+resource "google_storage_bucket_iam_member" "build_sources" {
+  bucket = google_storage_bucket.sources.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.build.member
+}
+
+# The copies Cloud Functions makes of them in its own bucket, from which the build
+# fetches (main.tf, local.function_source_copies). That bucket appears with the first
+# deployment, so the grant is on the project, conditioned on the objects of that one
+# bucket: a condition needs no resource to exist yet.
+resource "google_project_iam_member" "build_source_copies" {
+  project = var.project
+  role    = "roles/storage.objectViewer"
+  member  = google_service_account.build.member
+  condition {
+    title       = "function-source-copies"
+    description = "Cloud Functions' copies of the function sources only."
+    expression  = "resource.name.startsWith('projects/_/buckets/${local.function_source_copies}/objects/')"
+  }
 }
 
 # --- who may invoke each function's Cloud Run service ------------------------------------

@@ -24,7 +24,25 @@ locals {
 
   private_bucket = "${var.prefix}-private-${var.project}"
   public_bucket  = "${var.prefix}-public-${var.project}"
+  sources_bucket = "${var.prefix}-sources-${var.project}"
   public_base    = "https://storage.googleapis.com/${google_storage_bucket.public.name}"
+
+  # The public store as the config names it (`[stores] public`, the config's only key
+  # called `public`): gs://<public bucket>/<folder>. That folder holds the public data
+  # (v1/...); the site's pages lie beside it, at the bucket's root. The folder is all of
+  # the public bucket aggregate may write (iam.tf) and where data_url points: both are
+  # read from the config the functions run with, so neither can drift from it.
+  public_store       = try(regex("(?m)^\\s*public\\s*=\\s*[\"']([^\"']*)[\"']", local.config_text)[0], "")
+  public_data_prefix = startswith(local.public_store, "gs://${local.public_bucket}/") ? trim(trimprefix(local.public_store, "gs://${local.public_bucket}/"), "/") : ""
+
+  # Cloud Functions copies each function's source object into this bucket of its own
+  # (named in "Build process overview" of the Cloud Functions docs; created at the first
+  # deployment, not by Terraform), and the build fetches the copy from there.
+  function_source_copies = "gcf-v2-sources-${data.google_project.this.number}-${var.region}"
+}
+
+data "google_project" "this" {
+  project_id = var.project
 }
 
 resource "google_project_service" "apis" {
@@ -48,9 +66,9 @@ resource "google_project_service" "apis" {
 
 # --- Buckets -----------------------------------------------------------------------------
 
-# Tests Parquet, manifests, run state, GeoIP copies and the function sources: never public.
+# Tests Parquet, manifests, run state and GeoIP copies: never public.
 resource "google_storage_bucket" "private" {
-  #checkov:skip=CKV_GCP_62:Usage logs would need a third bucket; Cloud Audit Logs record access to this one.
+  #checkov:skip=CKV_GCP_62:Usage logs would need a logs bucket of their own; Cloud Audit Logs record access to this one.
   name                        = local.private_bucket
   location                    = var.region
   uniform_bucket_level_access = true
@@ -72,9 +90,62 @@ resource "google_storage_bucket" "private" {
   depends_on = [google_project_service.apis]
 }
 
-# The site (static_site/dist), the public data (data/v1/...: statistics, tiles): public.
+# The functions' zipped sources (functions.tf), read by the build account only: no
+# function's runtime account has any grant here (iam.tf).
+resource "google_storage_bucket" "sources" {
+  #checkov:skip=CKV_GCP_62:Usage logs would need a logs bucket of their own; Cloud Audit Logs record access to this one, and it holds only code that is in the repository.
+  name                        = local.sources_bucket
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = var.force_destroy
+  # Objects are named by their content hash and never rewritten; a replaced one (a new
+  # build of that function) stays recoverable for a week, then goes.
+  versioning {
+    enabled = true
+  }
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = 7
+      with_state                 = "ARCHIVED"
+    }
+    action {
+      type = "Delete"
+    }
+  }
+  depends_on = [google_project_service.apis]
+}
+
+# The functions' images, built by the build account (functions.tf) and pushed here
+# instead of the default gcf-artifacts repository, so that its write grant covers this
+# repository only (iam.tf). Each function's most recent images are kept; older ones go.
+resource "google_artifact_registry_repository" "functions" {
+  #checkov:skip=CKV_GCP_84:Google-managed encryption; the images hold the functions' open code and pinned packages, nothing secret, and a customer key would add a KMS key ring for them only.
+  location      = var.region
+  repository_id = "${var.prefix}-functions"
+  format        = "DOCKER"
+  description   = "Piecewise: the functions' images."
+  cleanup_policies {
+    id     = "keep-recent"
+    action = "KEEP"
+    most_recent_versions {
+      keep_count = 5
+    }
+  }
+  cleanup_policies {
+    id     = "delete-old"
+    action = "DELETE"
+    condition {
+      older_than = "2592000s" # 30 days
+    }
+  }
+  depends_on = [google_project_service.apis]
+}
+
+# The site (static_site/dist) at the root, the public data (<folder>/v1/...: statistics,
+# tiles) under the folder the config's public store names (local.public_data_prefix).
 resource "google_storage_bucket" "public" {
-  #checkov:skip=CKV_GCP_62:Usage logs would need a third bucket; the data is public and rebuilt from the private bucket.
+  #checkov:skip=CKV_GCP_62:Usage logs would need a logs bucket of their own; the data is public and rebuilt from the private bucket.
   #checkov:skip=CKV_GCP_78:Versions would only multiply the daily rewritten tiles; everything here is rebuilt from the private bucket.
   #checkov:skip=CKV_GCP_114:This bucket is public on purpose (site and aggregate data); the private one enforces prevention.
   name                        = local.public_bucket

@@ -4,8 +4,8 @@ output "site_url" {
 }
 
 output "data_url" {
-  description = "Base URL of the public data (site.data_url); the public store is gs://<public_bucket>/data."
-  value       = "${local.public_base}/data/"
+  description = "Base URL of the public data (site.data_url): the folder of the public bucket that the config's public store names."
+  value       = "${local.public_base}/${local.public_data_prefix}/"
 }
 
 output "api_url" {
@@ -29,6 +29,16 @@ output "private_bucket" {
 
 output "public_bucket" {
   value = google_storage_bucket.public.name
+}
+
+output "sources_bucket" {
+  description = "The functions' zipped sources (read by the build account only)."
+  value       = google_storage_bucket.sources.name
+}
+
+output "image_repository" {
+  description = "The Artifact Registry repository of the functions' images."
+  value       = google_artifact_registry_repository.functions.id
 }
 
 output "topic" {

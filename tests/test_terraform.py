@@ -1,13 +1,20 @@
 """The deployment in terraform/, read with python-hcl2 and checked against the code it
 deploys: every function deployed with its entry point, its own service account and
 exactly the settings its adapter reads; nothing public but what must be; no primitive
-roles; checkov passes (every skipped check with its reason)."""
+roles; each account exactly its grants (aggregate writes only the public data's folder,
+which Terraform reads from the config; only the build account reads the function
+sources, kept in their own bucket); checkov passes (every skipped check with its
+reason)."""
 
 from __future__ import annotations
 
 import ast
+import json
 import re
+import shutil
 import subprocess
+import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +31,23 @@ OPTIONS = hcl2.SerializationOptions(
     strip_string_quotes=True, explicit_blocks=False, with_comments=False
 )
 PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
+# The accounts that run code at runtime: every function's, the scheduler's, the trigger's.
+RUNTIME_ACCOUNTS = {"scheduler", "trigger"}  # and every function's, added below
+# aggregate's grants on the public bucket: objects under the data folder; lists of it.
+DATA_CONDITION = (
+    "resource.name.startsWith('projects/_/buckets/${google_storage_bucket.public.name}"
+    "/objects/${local.public_data_prefix}/')"
+)
+LIST_CONDITION = (
+    "api.getAttribute('storage.googleapis.com/objectListPrefix', '')"
+    ".startsWith('${local.public_data_prefix}/')"
+)
+# The build account's read of Cloud Functions' copies of the sources.
+COPIES_CONDITION = (
+    "resource.name.startsWith('projects/_/buckets/${local.function_source_copies}/objects/')"
+)
+# Terraform without a user's CLI configuration (no plugin cache, no credentials).
+TERRAFORM_ENV = {"PATH": "/usr/bin:/bin", "TF_CLI_CONFIG_FILE": "/dev/null", "HOME": "/tmp"}
 
 
 def _load() -> dict[str, Any]:
@@ -47,6 +71,7 @@ def _load() -> dict[str, Any]:
 
 
 TF = _load()
+RUNTIME_ACCOUNTS |= set(TF["locals"]["functions"])
 
 
 def _resources(rtype: str) -> dict[str, dict]:
@@ -76,6 +101,74 @@ def _walk(value: Any, path: str = ""):
             yield from _walk(v, f"{path}[{i}]")
     elif isinstance(value, str):
         yield path, value
+
+
+def _grants() -> list[tuple[str, str, str, str | None, str]]:
+    """(member, role, target, condition expression, resource) of every IAM member
+    resource; a service account is named by its key (`aggregate`, `build`), a target by
+    its reference without `${}` or "project"."""
+    out = []
+    for key, body in TF["resource"].items():
+        if not key.split(".")[0].endswith("_iam_member"):
+            continue
+        member = re.sub(
+            r"\$\{google_service_account\.(\w+)(\[\"([\w-]+)\"\])?\.member\}",
+            lambda m: m.group(3) or m.group(1),
+            body["member"],
+        )
+        target = next(
+            (
+                body[k]
+                for k in ("bucket", "topic", "secret_id", "dataset_id", "service", "repository")
+                if k in body
+            ),
+            "project",
+        )
+        role = body["role"] if "for_each" not in body else body["for_each"]
+        condition = _one(body["condition"])["expression"] if "condition" in body else None
+        out.append((member, role, re.sub(r"\$\{|\}", "", target), condition, key))
+    return out
+
+
+def _local_source(name: str) -> str:
+    """The expression of local `name` as terraform/main.tf writes it (on one line)."""
+    assert name in TF["locals"], name
+    for line in (TERRAFORM / "main.tf").read_text().splitlines():
+        match = re.fullmatch(rf"\s*{name}\s*=\s*(.+)", line)
+        if match:
+            return match.group(1)
+    raise AssertionError(f"local.{name} is not on one line of main.tf")
+
+
+def _evaluate(config_text: str, *expressions: str) -> list[Any]:
+    """The values of `expressions` as Terraform computes them (`terraform console`, no
+    provider needed) with the locals that read the config's public store, for a config
+    file holding `config_text` and the default prefix, project piecewise / my-project."""
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("no terraform binary on this machine")
+    names = ("public_bucket", "public_store", "public_data_prefix")
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "piecewise.toml").write_text(config_text)
+        Path(tmp, "main.tf").write_text(
+            'variable "prefix" {\n  default = "piecewise"\n}\n'
+            'variable "project" {\n  default = "my-project"\n}\n'
+            "locals {\n"
+            '  config_text = file("${path.module}/piecewise.toml")\n'
+            + "".join(f"  {name} = {_local_source(name)}\n" for name in names)
+            + "}\n"
+        )
+        result = subprocess.run(
+            [terraform, "console"],
+            input=f"jsonencode([{', '.join(expressions)}])\n",
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            env=TERRAFORM_ENV,
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(json.loads(result.stdout.strip()))
 
 
 # --- what the adapters read --------------------------------------------------------------
@@ -147,7 +240,7 @@ def test_every_function_is_deployed_with_its_entry_point() -> None:
     assert build["entry_point"] == "${each.value.entry_point}"
     assert re.fullmatch(r"python3(11|12)", build["runtime"])
     source = _one(_one(build["source"])["storage_source"])
-    assert source["bucket"] == "${google_storage_bucket.private.name}"
+    assert source["bucket"] == "${google_storage_bucket.sources.name}"
     assert source["object"] == "${google_storage_bucket_object.source[each.value.source].name}"
 
 
@@ -250,7 +343,7 @@ def test_each_source_object_is_named_by_its_archive_hash() -> None:
         source["name"],
     ), source["name"]
     assert source["source"] == "${data.archive_file.source[each.key].output_path}"
-    assert source["bucket"] == "${google_storage_bucket.private.name}"
+    assert source["bucket"] == "${google_storage_bucket.sources.name}"
 
 
 def test_no_primitive_roles() -> None:
@@ -311,6 +404,43 @@ def test_the_private_bucket_is_private() -> None:
     for key, body in TF["resource"].items():
         if body.get("bucket") == "${google_storage_bucket.private.name}" and "member" in body:
             assert body["member"].startswith("${google_service_account."), key
+    # Terraform puts nothing in it: the function sources have their own bucket.
+    for key, body in _resources("google_storage_bucket_object").items():
+        assert body["bucket"] == "${google_storage_bucket.sources.name}", key
+
+
+def test_the_sources_bucket_is_private_and_only_the_build_reads_it() -> None:
+    bucket = TF["resource"]["google_storage_bucket.sources"]
+    assert bucket["name"] == "${local.sources_bucket}"
+    assert TF["locals"]["sources_bucket"] == "${var.prefix}-sources-${var.project}"
+    assert bucket["uniform_bucket_level_access"] is True
+    assert bucket["public_access_prevention"] == "enforced"
+    assert _one(bucket["versioning"])["enabled"] is True
+    rule = _one(bucket["lifecycle_rule"])
+    assert _one(rule["action"])["type"] == "Delete"
+    assert _one(rule["condition"])["with_state"] == "ARCHIVED"  # old versions only
+    # The sources, as uploaded and as Cloud Functions copies them: the build account
+    # reads them, and no one else has a grant on either.
+    on_sources = [
+        g
+        for g in _grants()
+        if g[2] == "google_storage_bucket.sources.name"
+        or "function_source_copies" in g[2] + str(g[3])
+    ]
+    assert sorted(g[:4] for g in on_sources) == sorted(
+        [
+            ("build", "roles/storage.objectViewer", "google_storage_bucket.sources.name", None),
+            ("build", "roles/storage.objectViewer", "project", COPIES_CONDITION),
+        ]
+    )
+    for key, body in TF["resource"].items():  # nor does anything else use the copies
+        if not key.split(".")[0].endswith("_iam_member"):
+            for path, text in _walk(body):
+                assert "function_source_copies" not in text, f"{key}{path}"
+    # No runtime account reaches any bucket through the project.
+    for member, role, target, _condition, key in _grants():
+        if member in RUNTIME_ACCOUNTS and target == "project":
+            assert not role.startswith("roles/storage."), key
 
 
 def test_the_public_bucket_serves_range_requests_across_origins() -> None:
@@ -322,61 +452,170 @@ def test_the_public_bucket_serves_range_requests_across_origins() -> None:
 
 
 def test_each_principal_has_only_its_roles() -> None:
-    grants = set()
-    for key, body in TF["resource"].items():
-        if key.split(".")[0].endswith("_iam_member") and "google_service_account" in str(
-            body.get("member")
-        ):
-            member = re.sub(
-                r"\$\{google_service_account\.(\w+)(\[\"([\w-]+)\"\])?\.member\}",
-                lambda m: m.group(3) or m.group(1),
-                body["member"],
-            )
-            target = next(
-                (
-                    body[k]
-                    for k in ("bucket", "topic", "secret_id", "dataset_id", "service")
-                    if k in body
-                ),
-                "project",
-            )
-            role = body["role"] if "for_each" not in body else body["for_each"]
-            grants.add((member, role, re.sub(r"\$\{|\}", "", target)))
     by_member: dict[str, set] = {}
-    for member, role, target in grants:
-        by_member.setdefault(member, set()).add((role, target))
-    assert by_member["ingest"] == {
-        ("roles/bigquery.jobUser", "project"),
-        ("roles/storage.objectUser", "google_storage_bucket.private.name"),
-        ("roles/pubsub.publisher", "google_pubsub_topic.ingested.id"),
-        ("roles/pubsub.publisher", "google_pubsub_topic.dates.id"),
+    for member, role, target, condition, _key in _grants():
+        if member in PUBLIC_MEMBERS:
+            continue  # test_only_the_api_the_survey_and_the_public_bucket_are_public
+        by_member.setdefault(member, set()).add((role, target, condition))
+    private = "google_storage_bucket.private.name"
+    public = "google_storage_bucket.public.name"
+    assert by_member == {
+        "ingest": {
+            ("roles/bigquery.jobUser", "project", None),
+            ("roles/storage.objectUser", private, None),
+            ("roles/pubsub.publisher", "google_pubsub_topic.ingested.id", None),
+            ("roles/pubsub.publisher", "google_pubsub_topic.dates.id", None),
+            (
+                "roles/secretmanager.secretAccessor",
+                "google_secret_manager_secret.maxmind_license_key.id",
+                None,
+            ),
+        },
+        "ingest-date": {
+            ("roles/bigquery.jobUser", "project", None),
+            ("roles/storage.objectUser", private, None),
+            ("roles/pubsub.publisher", "google_pubsub_topic.ingested.id", None),
+        },
+        "aggregate": {
+            ("roles/bigquery.jobUser", "project", None),
+            ("roles/storage.objectUser", private, None),
+            ("roles/storage.objectUser", public, DATA_CONDITION),
+            ("roles/storage.objectViewer", public, LIST_CONDITION),
+            ("roles/bigquery.dataEditor", "google_bigquery_dataset.scale.dataset_id", None),
+        },
+        "api": {("roles/storage.objectViewer", public, None)},
+        "survey": {
+            ("roles/datastore.user", "project", None),
+            (
+                "roles/secretmanager.secretAccessor",
+                "google_secret_manager_secret.survey_salt.id",
+                None,
+            ),
+        },
+        "build": {
+            ("roles/logging.logWriter", "project", None),
+            (
+                "roles/artifactregistry.writer",
+                "google_artifact_registry_repository.functions.name",
+                None,
+            ),
+            ("roles/storage.objectViewer", "google_storage_bucket.sources.name", None),
+            ("roles/storage.objectViewer", "project", COPIES_CONDITION),
+        },
+        "scheduler": {
+            (
+                "roles/run.invoker",
+                'google_cloudfunctions2_function.function["ingest"].name',
+                None,
+            )
+        },
+        "trigger": {
+            (
+                "roles/run.invoker",
+                'google_cloudfunctions2_function.function["aggregate"].name',
+                None,
+            ),
+            (
+                "roles/run.invoker",
+                'google_cloudfunctions2_function.function["ingest-date"].name',
+                None,
+            ),
+        },
+    }
+
+
+def test_only_the_data_folder_of_the_public_bucket_is_writable() -> None:
+    """No account may write the site's pages: every grant on the public bucket that
+    can write is held to the data folder, and that folder is the config's public store."""
+    readers = {"roles/storage.objectViewer"}
+    on_public = [g for g in _grants() if g[2] == "google_storage_bucket.public.name"]
+    for _member, role, _target, condition, key in on_public:
+        if role not in readers:
+            assert condition == DATA_CONDITION, f"{key}: {role} on the whole public bucket"
+    writers = {g[0] for g in on_public if g[1] not in readers}
+    assert writers == {"aggregate"}
+    grant = TF["resource"]["google_storage_bucket_iam_member.aggregate_public_data"]
+    assert _one(grant["condition"])["expression"] == DATA_CONDITION
+    listing = TF["resource"]["google_storage_bucket_iam_member.aggregate_public_list"]
+    assert _one(listing["condition"])["expression"] == LIST_CONDITION
+    # Uniform bucket-level access is what lets a bucket's IAM carry conditions.
+    assert TF["resource"]["google_storage_bucket.public"]["uniform_bucket_level_access"] is True
+    # A config whose public store is not a folder of the public bucket is refused.
+    check = _one(_one(grant["lifecycle"])["precondition"])
+    assert "local.public_data_prefix" in check["condition"]
+    # The site is pointed at the same folder.
+    outputs = {}
+    for path in sorted(TERRAFORM.glob("*.tf")):
+        with path.open() as f:
+            for block in hcl2.load(f, serialization_options=OPTIONS).get("output", []):
+                outputs.update(block)
+    assert outputs["data_url"]["value"] == "${local.public_base}/${local.public_data_prefix}/"
+    assert TF["locals"]["public_data_prefix"].count("local.public_store") == 2
+
+
+def _deploy_config() -> str:
+    """The cloud config docs/deploy.md shows (its first TOML block)."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    return re.search(r"```toml\n(.*?)```", text, re.S).group(1)
+
+
+@pytest.mark.parametrize(
+    ("lines", "prefix"),
+    [
+        (None, "data"),  # docs/deploy.md's config, as it is
+        ('public = "gs://piecewise-public-my-project/data"', "data"),
+        ("public = 'gs://piecewise-public-my-project/data/'", "data"),
+        ('  public="gs://piecewise-public-my-project/wa/data"', "wa/data"),
         (
-            "roles/secretmanager.secretAccessor",
-            "google_secret_manager_secret.maxmind_license_key.id",
+            '# public = "gs://elsewhere/old"\npublic = "gs://piecewise-public-my-project/data"',
+            "data",
         ),
-    }
-    assert by_member["ingest-date"] == {
-        ("roles/bigquery.jobUser", "project"),
-        ("roles/storage.objectUser", "google_storage_bucket.private.name"),
-        ("roles/pubsub.publisher", "google_pubsub_topic.ingested.id"),
-    }
-    assert by_member["aggregate"] == {
-        ("roles/bigquery.jobUser", "project"),
-        ("roles/storage.objectUser", "google_storage_bucket.private.name"),
-        ("roles/storage.objectUser", "google_storage_bucket.public.name"),
-        ("roles/bigquery.dataEditor", "google_bigquery_dataset.scale.dataset_id"),
-    }
-    assert by_member["api"] == {("roles/storage.objectViewer", "google_storage_bucket.public.name")}
-    assert by_member["survey"] == {
-        ("roles/datastore.user", "project"),
-        ("roles/secretmanager.secretAccessor", "google_secret_manager_secret.survey_salt.id"),
-    }
+        ('public = "gs://piecewise-public-my-project"', ""),
+        ('public = "gs://piecewise-public-my-project/"', ""),
+        ('public = "gs://piecewise-public-my-project-2/data"', ""),
+        ('public = "gs://elsewhere/data"', ""),
+        ('public = "file://var/public"', ""),
+    ],
+)
+def test_the_data_folder_is_read_from_the_config(lines: str | None, prefix: str) -> None:
+    """Terraform reads the public store the config names, as the config does, and the
+    grant's folder from it; anything but a folder of the public bucket fails the plan."""
+    config = _deploy_config()
+    if lines is not None:
+        config, n = re.subn(r"(?m)^public = .*$", lambda _m: lines, config)
+        assert n == 1
+    expected_store = tomllib.loads(config)["stores"]["public"]
+    precondition = _one(
+        _one(TF["resource"]["google_storage_bucket_iam_member.aggregate_public_data"]["lifecycle"])[
+            "precondition"
+        ]
+    )["condition"]
+    store, folder, accepted = _evaluate(
+        config, "local.public_store", "local.public_data_prefix", _ref(precondition)
+    )
+    assert store == expected_store  # not the private store's line, nor a comment
+    assert folder == prefix
+    assert accepted is bool(prefix)
+
+
+def test_the_build_account_builds_into_its_own_repository() -> None:
+    function = TF["resource"]["google_cloudfunctions2_function.function"]
+    build = _one(function["build_config"])
+    assert build["service_account"] == "${google_service_account.build.id}"
+    assert build["docker_repository"] == "${google_artifact_registry_repository.functions.id}"
+    repository = TF["resource"]["google_artifact_registry_repository.functions"]
+    assert repository["format"] == "DOCKER"
+    assert repository["location"] == "${var.region}"
+    assert TF["locals"]["function_source_copies"] == (
+        "gcf-v2-sources-${data.google_project.this.number}-${var.region}"
+    )
+    # A build starts once the build account holds every grant it needs.
+    grants = {key for member, *_rest, key in _grants() if member == "build"}
+    assert grants <= {_ref(d) for d in function["depends_on"]}
 
 
 def test_terraform_is_formatted() -> None:
     """`terraform fmt -check` when the binary is here (it needs no providers)."""
-    import shutil
-
     terraform = shutil.which("terraform")
     if terraform is None:
         pytest.skip("no terraform binary on this machine")
@@ -384,7 +623,7 @@ def test_terraform_is_formatted() -> None:
         [terraform, "fmt", "-check", "-diff", "-recursive", str(TERRAFORM)],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", "TF_CLI_CONFIG_FILE": "/dev/null", "HOME": "/tmp"},
+        env=TERRAFORM_ENV,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
