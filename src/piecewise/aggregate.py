@@ -33,7 +33,7 @@ from piecewise.cellstats import (
 from piecewise.config import RESERVED_ISP, Config, Threshold
 from piecewise.ingest import tests_key
 from piecewise.schema import DIRECTIONS, area_column, enriched_schema
-from piecewise.store import Store
+from piecewise.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,13 @@ STAT_COLUMNS = list(STATISTICS)
 
 def share_column(threshold: Threshold) -> str:
     return f"share_{threshold.download:g}_{threshold.upload:g}".replace(".", "p")
+
+
+def share_label(column: str) -> str:
+    """The threshold label of a share column (`share_12p5_3` -> `12.5/3`), the inverse
+    of `share_column` and `Threshold.label`."""
+    download, upload = column.removeprefix("share_").split("_")
+    return f"{download.replace('p', '.')}/{upload.replace('p', '.')}"
 
 
 def cell_schema(thresholds: list[Threshold]) -> pa.Schema:
@@ -106,17 +113,34 @@ def load_tests(
     keys = [tests_key(d, date) for date in dates for d in directions]
     present = set(private.list("tests/"))
     dictionary = ["direction", "isp", "client_ip", *areas]
+    schema = enriched_schema(layer_ids)
+
+    def read(key: str) -> pa.Table:
+        try:
+            return private.read_parquet(key, columns=columns, read_dictionary=dictionary)
+        except StoreError:
+            # A file ingested before a layer was added has no column for it: its tests
+            # count as not located in that layer.
+            have = set(private.parquet_schema(key).names)
+            if set(columns) <= have:
+                raise
+            table = private.read_parquet(
+                key,
+                columns=[c for c in columns if c in have],
+                read_dictionary=[c for c in dictionary if c in have],
+            )
+            for name in columns:
+                if name not in have:
+                    empty = pa.nulls(table.num_rows, schema.field(name).type)
+                    table = table.append_column(name, empty.dictionary_encode())
+            return table.select(columns)
+
     # Parquet decoding releases the GIL: read files side by side.
     with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
-        tables = list(
-            pool.map(
-                lambda k: private.read_parquet(k, columns=columns, read_dictionary=dictionary),
-                [k for k in keys if k in present],
-            )
-        )
+        tables = list(pool.map(read, [k for k in keys if k in present]))
     if not tables:
-        return enriched_schema(layer_ids).empty_table().select(columns)
-    return pa.concat_tables(tables)
+        return schema.empty_table().select(columns)
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 def apply_sampling(tests: pa.Table, sampling: str) -> pa.Table:
@@ -346,11 +370,39 @@ def _tables(
     return pa.table(cols), hist
 
 
-def apply_privacy(stats: pa.Table, kinds: list[str], min_tests: int, min_clients: int) -> pa.Table:
+def keep_periods(
+    stats: pa.Table, hist: pa.Table, wanted: dict[str, set[dt.date]]
+) -> tuple[pa.Table, pa.Table]:
+    """Only the cells of the `wanted` periods (by kind and start), with their
+    histogram rows renumbered."""
+    keep = np.zeros(stats.num_rows, dtype=bool)
+    kinds = stats.column("kind").cast(pa.string()).to_numpy(zero_copy_only=False)
+    days = stats.column("period").cast(pa.int32()).to_numpy()
+    for kind, starts in wanted.items():
+        codes = np.array([(s - EPOCH).days for s in starts], dtype=np.int64)
+        keep |= (kinds == kind) & np.isin(days, codes)
+    rows = np.flatnonzero(keep)
+    renumber = np.full(stats.num_rows, -1, dtype=np.int64)
+    renumber[rows] = np.arange(len(rows))
+    cell = renumber[hist.column("cell").to_numpy()]
+    kept = cell >= 0
+    hist = hist.filter(pa.array(kept)).set_column(0, "cell", pa.array(cell[kept]))
+    return stats.take(pa.array(rows)), hist
+
+
+def apply_privacy(
+    stats: pa.Table,
+    kinds: list[str],
+    min_tests: int,
+    min_clients: int,
+    sealed: np.ndarray | None = None,
+) -> pa.Table:
     """Mark which cells may be published (`published`) and which pass the thresholds but
     are withheld so that no sum of published cells reveals a failing one
     (`complement`); see `piecewise.privacy`. Every period of `stats` must be whole:
-    all of its ISPs and all of the finer periods inside it."""
+    all of its ISPs and all of the finer periods inside it. Cells flagged `sealed`
+    were decided by an earlier release: their `published` column is kept as given, and
+    the others are decided around them."""
     if stats.num_rows == 0:
         return stats
 
@@ -369,6 +421,7 @@ def apply_privacy(stats: pa.Table, kinds: list[str], min_tests: int, min_clients
     canonical = pc.sort_indices(
         pa.table(keys), sort_keys=[(c, "ascending") for c in CANONICAL_ORDER]
     ).to_numpy()
+    _check_unique(pa.table(keys), canonical)
     rank = np.empty(len(canonical), np.int64)
     rank[canonical] = np.arange(len(canonical))
     cells = privacy.CellKeys(
@@ -382,19 +435,43 @@ def apply_privacy(stats: pa.Table, kinds: list[str], min_tests: int, min_clients
         clients=stats.column("clients").to_numpy(),
         rank=rank,
     )
-    published, complement = privacy.suppress(cells, min_tests, min_clients)
+    released = None
+    if sealed is not None:
+        released = stats.column("published").to_numpy(zero_copy_only=False).astype(bool)
+    published, complement = privacy.suppress(cells, min_tests, min_clients, sealed, released)
+    if sealed is not None:
+        complement |= sealed & stats.column("complement").to_numpy(zero_copy_only=False)
     for name, flags in (("published", published), ("complement", complement)):
         stats = stats.set_column(stats.schema.get_field_index(name), name, pa.array(flags))
     return stats
 
 
-def aggregate_tests(
+def _check_unique(keys: pa.Table, order: np.ndarray) -> None:
+    """Two cells with one key would be decided apart and published side by side: refuse
+    (an ISP named like the all-ISP key, say, or a release counted twice)."""
+    if len(order) < 2:
+        return
+    ordered = keys.take(pa.array(order))
+    same = np.ones(len(order) - 1, dtype=bool)
+    for name in ordered.column_names:
+        column = ordered.column(name).combine_chunks()
+        same &= (
+            pc.equal(column.slice(1), column.slice(0, len(column) - 1))
+            .fill_null(False)
+            .to_numpy(zero_copy_only=False)
+        )
+    if same.any():
+        first = ordered.slice(int(np.flatnonzero(same)[0]), 1).to_pylist()[0]
+        raise ValueError(f"two cells share the key {first}: each cell must be counted once")
+
+
+def cells_of_tests(
     config: Config,
     tables: Iterable[pa.Table],
     wanted: dict[str, set[dt.date]] | None = None,
 ) -> tuple[pa.Table, pa.Table]:
-    """Sampling, cell statistics and privacy of tests (given a direction at a time, or
-    all in one table)."""
+    """Sampling and cell statistics of tests (given a direction at a time, or all in
+    one table); `wanted` limits the cells to those periods. Nothing is decided yet."""
 
     def sampled() -> Iterable[pa.Table]:
         for tests in tables:
@@ -402,7 +479,7 @@ def aggregate_tests(
             yield tests.drop_columns(["id"]) if "id" in tests.column_names else tests
             del tests  # before the next table is loaded
 
-    stats, hist = compute_cells(
+    return compute_cells(
         sampled(),
         [layer.id for layer in config.layers],
         list(config.periods.kinds),
@@ -410,6 +487,15 @@ def aggregate_tests(
         wanted=wanted,
         threads=config.aggregation.threads,
     )
+
+
+def aggregate_tests(
+    config: Config,
+    tables: Iterable[pa.Table],
+    wanted: dict[str, set[dt.date]] | None = None,
+) -> tuple[pa.Table, pa.Table]:
+    """`cells_of_tests`, then which cells may be published (as one release alone)."""
+    stats, hist = cells_of_tests(config, tables, wanted)
     stats = apply_privacy(
         stats, list(config.periods.kinds), config.privacy.min_tests, config.privacy.min_clients
     )

@@ -39,8 +39,12 @@ def _config_path(args: argparse.Namespace) -> Path:
     return Path(args.config or os.environ.get("PIECEWISE_CONFIG") or "piecewise.toml")
 
 
+def _today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
 def _yesterday() -> dt.date:
-    return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    return _today() - dt.timedelta(days=1)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -72,13 +76,18 @@ def _ingest(args: argparse.Namespace, cfg: Config) -> IngestResult:
     return result
 
 
-def _aggregate(cfg: Config, dates: list[dt.date] | None) -> None:
+def _aggregate(cfg: Config) -> None:
     from piecewise.pipeline import run_aggregate
 
-    result = run_aggregate(cfg, dates)
+    result = run_aggregate(cfg)
+    if result.completed is not None:
+        print(f"completed release {result.completed}, left pending by an interrupted run")
+    if result.release is None:
+        print("nothing new is final: no release (periods are published once they are final)")
+        return
     counts = ", ".join(f"{len(v)} {k}" for k, v in result.periods.items())
     print(
-        f"aggregated {result.tests} tests into {result.cells} cells "
+        f"release {result.release}: {result.tests} tests into {result.cells} cells "
         f"({result.published} published); periods: {counts or 'none'}"
     )
 
@@ -116,46 +125,44 @@ def _print_estimates(rows: list[tuple[str, int, float]]) -> tuple[float, float]:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
-    from piecewise.ingest import dates_between
-
-    dates = None
-    if args.start or args.end:
-        end = args.end or args.start
-        dates = dates_between(args.start or end, end)
     cfg = load_config(_config_path(args))
     if args.dry_run:
-        return _aggregate_dry_run(cfg, dates)
-    _aggregate(cfg, dates)
+        return _aggregate_dry_run(cfg)
+    _aggregate(cfg)
     return 0
 
 
-def _aggregate_dry_run(cfg: Config, dates: list[dt.date] | None) -> int:
-    """What each aggregation query of the BigQuery engine would scan and cost over the
-    tests table as loaded now; runs nothing, loads nothing, creates nothing."""
-    from piecewise.pipeline import Stores, plan_aggregation
+def _aggregate_dry_run(cfg: Config) -> int:
+    """What each aggregation query of the BigQuery engine would scan and cost for the
+    next release, over the tests table as loaded now; runs nothing, loads nothing,
+    creates nothing."""
+    from piecewise.ledger import Ledger
+    from piecewise.pipeline import Stores
+    from piecewise.release import plan_release
 
     if cfg.aggregation.engine != "bigquery":
         print(f"engine {cfg.aggregation.engine!r} runs no billed queries: nothing to estimate")
         return 0
     from piecewise.engines.bigquery import BigQueryEngine
 
-    plan = plan_aggregation(cfg, dates, Stores.of(cfg))
-    if plan is None:
-        print("nothing to aggregate: no ingested dates in the private store")
+    stores = Stores.of(cfg)
+    plan = plan_release(cfg, stores, Ledger(stores.private).state(), _today())
+    dates = sorted({d for p in plan for d in p.dates()})
+    if not dates:
+        print("nothing new is final: the next run publishes nothing and queries nothing")
         return 0
     engine = BigQueryEngine.of(cfg)
     if not engine.table_exists():
         print(
             f"{engine.table} does not exist yet: the first aggregation creates it and loads "
-            f"{len(plan.dates_read)} dates (load jobs are not billed); estimate after that"
+            f"{len(dates)} dates (load jobs are not billed); estimate after that"
         )
         return 0
-    estimates = engine.estimate(plan.dates_read, list(cfg.periods.kinds), list(cfg.thresholds))
+    estimates = engine.estimate(dates, list(cfg.periods.kinds), list(cfg.thresholds))
     rows = [(f"{e.layer:12} {e.kind:8}", e.bytes, e.cost_usd) for e in estimates]
     total_bytes, total_cost = _print_estimates(rows)
-    first, last = plan.dates_read[0], plan.dates_read[-1]
     print(
-        f"total over {len(plan.dates_read)} dates ({first} to {last}) as loaded now: "
+        f"total over {len(dates)} dates ({dates[0]} to {dates[-1]}) as loaded now: "
         f"{total_bytes / 2**30:,.2f} GiB, ${total_cost:,.4f}; loading changed dates first "
         "also runs one billed INSERT of their rows"
     )
@@ -167,11 +174,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(_config_path(args))
     try:
-        result = _ingest(args, cfg)
-    except IngestFailed as exc:
-        _aggregate(cfg, exc.result.dates)  # what landed is published; the failure still counts
+        _ingest(args, cfg)
+    except IngestFailed:
+        _aggregate(cfg)  # what landed and is final is published; the failure still counts
         raise
-    _aggregate(cfg, result.dates)
+    _aggregate(cfg)
     return 0
 
 
@@ -310,8 +317,7 @@ def parser() -> argparse.ArgumentParser:
 
     for name, func, help_text in (
         ("ingest", cmd_ingest, "read, enrich and store the tests of a date range"),
-        ("aggregate", cmd_aggregate, "recompute and publish the periods holding a date range"),
-        ("run", cmd_run, "ingest a date range, then aggregate the periods it touched"),
+        ("run", cmd_run, "ingest a date range, then publish what became final"),
     ):
         sp = sub.add_parser(name, help=help_text)
         with_config(sp)
@@ -319,25 +325,36 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--end",
             type=_date,
-            help="last date (default: yesterday, UTC)"
-            + ("; with neither date: what the manifest lacks" if name != "aggregate" else ""),
+            help="last date (default: yesterday, UTC); with neither date: what the "
+            "manifest lacks, and the last days again",
         )
-        if name != "aggregate":
-            sp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-            sp.add_argument(
-                "--workers",
-                "-j",
-                type=_positive,
-                help="dates ingested at once, one process each (default: [ingest] workers)",
-            )
-        if name in ("ingest", "aggregate"):
+        sp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+        sp.add_argument(
+            "--workers",
+            "-j",
+            type=_positive,
+            help="dates ingested at once, one process each (default: [ingest] workers)",
+        )
+        if name == "ingest":
             sp.add_argument(
                 "--dry-run",
                 action="store_true",
-                help="print the bytes each query would scan and its cost; run nothing"
-                + (" (engine bigquery)" if name == "aggregate" else ""),
+                help="print the bytes each query would scan and its cost; run nothing",
             )
         sp.set_defaults(func=func)
+
+    aggregate = sub.add_parser(
+        "aggregate",
+        help="publish, as one release, every period that is final and not yet published",
+    )
+    with_config(aggregate)
+    aggregate.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the bytes each query of the next release would scan and its cost; run "
+        "nothing (engine bigquery)",
+    )
+    aggregate.set_defaults(func=cmd_aggregate)
 
     serve = sub.add_parser("serve", help="serve the public data and site locally")
     with_config(serve)

@@ -181,12 +181,30 @@ def ingested_dates(data: bytes) -> list[dt.date]:
         raise ValueError(f"not an ingest message: {data[:200]!r}") from exc
 
 
-def handle_ingested(config: Config, data: bytes) -> dict[str, Any]:
-    """Recompute the periods holding the dates of an ingest message."""
+def handle_ingested(config: Config, data: bytes, *, today: dt.date | None = None) -> dict[str, Any]:
+    """Publish what the ingest announced in `data` made final (with the dates it read,
+    the periods that are final by now: see piecewise.release). While another
+    aggregation holds the lock, LockHeld propagates: the message is delivered again."""
     dates = ingested_dates(data)
-    result = run_aggregate(config, dates)
-    log.info("aggregated %d tests into %d cells", result.tests, result.cells)
-    return {"periods": result.periods, "cells": result.cells, "published": result.published}
+    try:
+        result = run_aggregate(config, today=today)
+    except LockHeld as exc:
+        log.warning("busy: %s; the message will be delivered again", exc)
+        raise
+    log.info(
+        "after %d ingested dates: release %s, %d cells of %d tests (%d published)",
+        len(dates),
+        result.release,
+        result.cells,
+        result.tests,
+        result.published,
+    )
+    return {
+        "release": result.release,
+        "periods": result.periods,
+        "cells": result.cells,
+        "published": result.published,
+    }
 
 
 def pubsub_publisher(topic: str, *, timeout: float = 60) -> Publish:

@@ -12,6 +12,7 @@ a date again replaces its files with the same bytes: never duplicates.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import tempfile
 from collections.abc import Callable, Iterable
@@ -27,7 +28,7 @@ from piecewise.enrich import Enricher
 from piecewise.quality import QualityReport
 from piecewise.schema import DIRECTIONS
 from piecewise.sources.base import Source
-from piecewise.store import PARQUET_CONTENT_TYPE, Store
+from piecewise.store import PARQUET_CONTENT_TYPE, Store, parquet_bytes
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,10 @@ def _chunks(batches: Iterable[pa.RecordBatch], rows: int) -> Iterable[pa.Table]:
         yield pa.Table.from_batches(pending)
 
 
+# Called once a date's files are written: (date, rows per direction, report, digest).
+OnDate = Callable[[dt.date, dict[str, int], QualityReport, str], None]
+
+
 @dataclass
 class IngestResult:
     dates: list[dt.date] = field(default_factory=list)
@@ -86,6 +91,8 @@ class IngestResult:
     skipped: list[dt.date] = field(default_factory=list)
     # Dates that failed, with the error; the other dates of the run still landed.
     failed: dict[dt.date, str] = field(default_factory=dict)
+    # Dates published as final before: never read again (see piecewise.ledger).
+    sealed: list[dt.date] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [
@@ -97,12 +104,27 @@ class IngestResult:
                 f"skipped {len(self.skipped)} dates another run was ingesting or ingested: "
                 + ", ".join(d.isoformat() for d in self.skipped)
             )
+        if self.sealed:
+            parts.append(
+                f"left {len(self.sealed)} dates as they were published (final): "
+                + _ranges_text(self.sealed)
+            )
         if self.failed:
             parts.append(
                 f"failed {len(self.failed)} dates: "
                 + "; ".join(f"{d.isoformat()}: {e}" for d, e in sorted(self.failed.items()))
             )
         return "\n".join(parts)
+
+
+def _ranges_text(dates: list[dt.date]) -> str:
+    runs: list[list[dt.date]] = []
+    for day in sorted(dates):
+        if runs and day == runs[-1][1] + dt.timedelta(days=1):
+            runs[-1][1] = day
+        else:
+            runs.append([day, day])
+    return ", ".join(a.isoformat() if a == b else f"{a} to {b}" for a, b in runs)
 
 
 class IngestFailed(Exception):
@@ -131,11 +153,12 @@ def ingest(
     *,
     batch_rows: int = 1_048_576,
     progress: bool = True,
-    on_date: Callable[[dt.date, dict[str, int], QualityReport], None] | None = None,
+    on_date: OnDate | None = None,
     allow_empty: bool = False,
 ) -> IngestResult:
     """Ingest each date: all of a date's files are written, then `on_date(date, rows
-    per direction, report)` is called (to record the date). Dates for which the source
+    per direction, report, digest of the files)` is called (to record the date). Dates
+    for which the source
     returns nothing are written once another date of the run has tests; if none has,
     nothing is written and NoTestsSelected says so (a region that selects nothing).
     With `allow_empty`, such dates are written at once (the caller knows the region
@@ -193,24 +216,20 @@ def _write_date(
     spools: dict[str, DaySpool],
     report: QualityReport,
     result: IngestResult,
-    on_date: Callable[[dt.date, dict[str, int], QualityReport], None] | None,
+    on_date: OnDate | None,
 ) -> None:
     counts = {}
+    digest = hashlib.sha256()
     for direction, spool in spools.items():
         table = spool.in_memory()
-        if table is not None:
-            private.write_parquet(tests_key(direction, date), table)
-        else:
-            private.write_bytes(
-                tests_key(direction, date),
-                spool.merged_parquet(),
-                content_type=PARQUET_CONTENT_TYPE,
-            )
+        data = parquet_bytes(table) if table is not None else spool.merged_parquet()
+        private.write_bytes(tests_key(direction, date), data, content_type=PARQUET_CONTENT_TYPE)
+        digest.update(direction.encode() + b"\0" + hashlib.sha256(data).digest())
         counts[direction] = spool.rows
         result.rows[direction] += spool.rows
     private.write_json(quality_key(date), report.as_dict())
     if on_date is not None:
-        on_date(date, counts, report)
+        on_date(date, counts, report, "sha256:" + digest.hexdigest())
     result.quality.add(report)
     result.dates.append(date)
     log.debug(

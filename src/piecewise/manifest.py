@@ -53,6 +53,14 @@ class DateRecord:
     quality: dict[str, Any] = field(default_factory=dict)  # QualityReport counts
     version: str = __version__  # piecewise version that wrote the rows
     ingested_at: str = ""  # UTC, ISO 8601 ("2026-05-01T06:00:03Z")
+    # sha256 of the date's test files ("sha256:..."); None in records of older versions
+    digest: str | None = None
+
+    @property
+    def identity(self) -> str:
+        """What changes whenever the date's files do: a release records it for every date
+        it publishes, so that a date changed since is noticed (see piecewise.ledger)."""
+        return f"{self.digest or ''}@{self.ingested_at}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +72,7 @@ class DateRecord:
             "quality": dict(self.quality),
             "version": self.version,
             "ingested_at": self.ingested_at,
+            "digest": self.digest,
         }
 
     @classmethod
@@ -87,6 +96,7 @@ class DateRecord:
             quality=dict(data.get("quality") or {}),
             version=str(data.get("version", "")),
             ingested_at=str(data["ingested_at"]),
+            digest=None if data.get("digest") is None else str(data["digest"]),
         )
 
 
@@ -107,6 +117,7 @@ class Manifest:
         geoip: str | None,
         quality: Mapping[str, Any],
         *,
+        digest: str | None = None,
         now: dt.datetime | None = None,
     ) -> DateRecord:
         """Record that `date` was ingested (one atomic write, replacing any older record).
@@ -131,6 +142,7 @@ class Manifest:
             geoip=geoip,
             quality=dict(quality),
             ingested_at=_utc_iso(now or dt.datetime.now(dt.UTC)),
+            digest=digest,
         )
         try:
             previous = self.get(date)

@@ -7,18 +7,13 @@ import datetime as dt
 import logging
 import multiprocessing
 import tempfile
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 from tqdm import tqdm
 
-from piecewise import periods
-from piecewise.aggregate import aggregate_tests, load_tests
-from piecewise.areas import build_layers
 from piecewise.config import (
     BigQuerySourceConfig,
     Config,
@@ -32,17 +27,16 @@ from piecewise.ingest import (
     NoTestsSelected,
     dates_between,
     ingest,
-    ingested_dates,
 )
+from piecewise.ledger import Ledger
 from piecewise.lock import LockHeld, RunLock
 from piecewise.manifest import Manifest, dates_to_ingest, fingerprint, geoip_identity
-from piecewise.publish import Publisher
 from piecewise.quality import QualityReport
-from piecewise.schema import DIRECTIONS
 from piecewise.sources.base import Source
 from piecewise.store import Store, StoreError, open_store
 
 if TYPE_CHECKING:
+    from piecewise.release import ReleaseResult
     from piecewise.sources.bigquery import BigQuerySource
 
 log = logging.getLogger(__name__)
@@ -228,7 +222,8 @@ class DateOutcome:
 
     date: dt.date
     # "ingested"; "skipped": another worker holds the date; "current": another worker
-    # ingested it since the work was planned; "empty": no tests, nothing written; "failed"
+    # ingested it since the work was planned; "sealed": published as final, never read
+    # again; "empty": no tests, nothing written; "failed"
     status: str
     rows: dict[str, int] = field(default_factory=dict)
     quality: dict[str, Any] = field(default_factory=dict)
@@ -244,7 +239,9 @@ class DateIngester:
     (`skipped`): the holder is writing the same bytes. The date's files are written,
     then its manifest record (one object per date, never a shared file), so a crash
     leaves the date without a record, invisible to aggregation, and a re-run completes
-    it with the same bytes."""
+    it with the same bytes. A date that a release published as final is sealed: it is
+    never read again (`sealed`), so the periods released after it hold the tests that
+    were published (see piecewise.ledger)."""
 
     def __init__(
         self,
@@ -260,6 +257,7 @@ class DateIngester:
         self.geoip = geoip
         self.fingerprint = ingest_fingerprint(config)
         self.manifest = Manifest(self.stores.private)
+        self.ledger = Ledger(self.stores.private)
         self.ttl = dt.timedelta(minutes=config.ingest.lock_ttl_minutes)
         self.enricher = Enricher(config)
 
@@ -284,13 +282,20 @@ class DateIngester:
             log.info("skipping %s: %s", date, exc)
             return DateOutcome(date, "skipped", error=str(exc))
         try:
+            if date in self.ledger.sealed_dates():
+                log.info("skipping %s: published as final, it is not read again", date)
+                return DateOutcome(date, "sealed", error="published as final")
             if planned_at is not None and self._ingested_since(date, planned_at):
                 log.info("skipping %s: another run ingested it since %s", date, planned_at)
                 return DateOutcome(date, "current", error="ingested by another run meanwhile")
             recorded: list[DateOutcome] = []
 
-            def record(day: dt.date, rows: dict[str, int], report: QualityReport) -> None:
-                self.manifest.record(day, rows, self.fingerprint, self.geoip, report.as_dict())
+            def record(
+                day: dt.date, rows: dict[str, int], report: QualityReport, digest: str
+            ) -> None:
+                self.manifest.record(
+                    day, rows, self.fingerprint, self.geoip, report.as_dict(), digest=digest
+                )
                 recorded.append(DateOutcome(day, "ingested", rows, report.as_dict()))
 
             try:
@@ -466,6 +471,8 @@ def run_ingest(
             result.quality.add(QualityReport.from_dict(outcome.quality))
         elif outcome.status in ("skipped", "current"):
             result.skipped.append(outcome.date)
+        elif outcome.status == "sealed":
+            result.sealed.append(outcome.date)
         else:
             result.failed[outcome.date] = outcome.error or "no tests in the region"
     if result.failed:
@@ -473,115 +480,15 @@ def run_ingest(
     return result
 
 
-SETTINGS_KEY = "cells/settings.json"
-# How cells are withheld (see piecewise.privacy); a new method recomputes every period.
-SUPPRESSION = "complementary-1"
-
-
-def aggregation_settings(config: Config) -> dict:
-    """What the published cells depend on besides the tests: when any of it changes,
-    every period is recomputed (the ISP rules and layers apply at ingest)."""
-    return {
-        "layers": [layer.id for layer in config.layers],
-        "kinds": list(config.periods.kinds),
-        "privacy": config.privacy.model_dump(),
-        "thresholds": [t.model_dump() for t in config.thresholds],
-        "sampling": config.aggregation.sampling,
-        "suppression": SUPPRESSION,
-    }
-
-
-@dataclass(frozen=True)
-class AggregateResult:
-    periods: dict[str, list[str]]
-    tests: int
-    cells: int
-    published: int
-
-
-@dataclass(frozen=True)
-class AggregationPlan:
-    """What an aggregation recomputes: the periods holding the requested dates
-    (`wanted`, kind -> period starts) and every ingested date of those periods
-    (`dates_read`), under `settings` (recorded once it is done)."""
-
-    wanted: dict[str, set[dt.date]]
-    dates_read: list[dt.date]
-    settings: dict
-
-
-def plan_aggregation(
-    config: Config, dates: list[dt.date] | None, stores: Stores
-) -> AggregationPlan | None:
-    """The plan of `run_aggregate(config, dates)`; None when nothing is ingested."""
-    # A date is there once its manifest record is: a date whose ingest crashed half way
-    # (some files written, no record) is not read.
-    available = set(Manifest(stores.private).dates()) & set(ingested_dates(stores.private))
-    settings = aggregation_settings(config)
-    previous = (
-        stores.private.read_json(SETTINGS_KEY) if stores.private.exists(SETTINGS_KEY) else None
-    )
-    if dates is not None and previous != settings:
-        log.info("aggregation settings changed since the last run: recomputing every period")
-        dates = None
-    dates = sorted(available if dates is None else set(dates) & available)
-    if not dates:
-        return None
-    wanted = periods.affected(config.periods.kinds, dates)
-    needed: set[dt.date] = set()
-    for kind, starts in wanted.items():
-        needed |= periods.span(kind, starts)
-    return AggregationPlan(wanted, sorted(needed & available), settings)
-
-
 def run_aggregate(
-    config: Config, dates: list[dt.date] | None = None, *, stores: Stores | None = None
-) -> AggregateResult:
-    """Recompute every period that contains one of `dates` (default: every ingested date)."""
-    stores = stores or Stores.of(config)
-    plan = plan_aggregation(config, dates, stores)
-    if plan is None:
-        log.warning("nothing to aggregate: no ingested dates in the private store")
-        return AggregateResult({}, 0, 0, 0)
-    wanted, dates_read, settings = plan.wanted, plan.dates_read, plan.settings
-    layer_ids = [layer.id for layer in config.layers]
-    loaded: list[int] = []
+    config: Config,
+    *,
+    stores: Stores | None = None,
+    today: dt.date | None = None,
+    now: dt.datetime | None = None,
+) -> ReleaseResult:
+    """Publish, as one release, every period that is final on `today` (default: now,
+    UTC) and not yet published; see piecewise.release."""
+    from piecewise.release import run_release
 
-    def by_direction() -> Iterator[pa.Table]:
-        for direction in DIRECTIONS:
-            tests = load_tests(
-                stores.private,
-                dates_read,
-                layer_ids,
-                directions=(direction,),
-                with_id=config.aggregation.sampling == "one_per_client_day",
-                threads=config.aggregation.threads,
-            )
-            loaded.append(tests.num_rows)
-            log.info(
-                "aggregating %d %s tests of %d dates", tests.num_rows, direction, len(dates_read)
-            )
-            yield tests
-            del tests  # before the next direction is loaded
-
-    # Every period of the dates read is computed, not only the wanted ones: suppression
-    # decides on whole blocks (a wanted day's siblings in its month, say).
-    block = periods.affected(config.periods.kinds, dates_read)
-    if config.aggregation.engine == "bigquery":
-        from piecewise.engines.bigquery import aggregate_in_bigquery
-
-        stats, hist, count = aggregate_in_bigquery(config, stores.private, dates_read)
-        loaded.append(count)
-    else:
-        stats, hist = aggregate_tests(config, by_direction())
-    publisher = Publisher(config, stores.public, stores.private, build_layers(config))
-    publisher.publish(stats, hist, wanted, block)
-    stores.private.write_json(SETTINGS_KEY, settings)
-    published = int(stats.column("published").to_numpy(zero_copy_only=False).sum())
-    log.info("published %d of %d cells", published, stats.num_rows)
-    return AggregateResult(
-        {k: [periods.label(k, s) for s in sorted(v)] for k, v in wanted.items()},
-        sum(loaded),
-        stats.num_rows,
-        published,
-    )
+    return run_release(config, stores or Stores.of(config), today=today, now=now)

@@ -237,15 +237,18 @@ def _call(func):
 
 
 def aggregate_in_bigquery(
-    config: Config, private: Store, dates: list[dt.date], client: Any = None
+    config: Config,
+    private: Store,
+    dates: list[dt.date],
+    wanted: dict[str, set[dt.date]],
+    client: Any = None,
 ) -> tuple[pa.Table, pa.Table, int]:
-    """Load `dates` and compute their cells in BigQuery, with privacy applied as the
-    one-machine engine does: (stats, hist, tests loaded)."""
-    from piecewise.aggregate import apply_privacy
+    """Load `dates` and compute in BigQuery the cells of the `wanted` periods (which
+    the dates cover whole): (stats, hist, tests loaded), nothing decided yet."""
+    from piecewise.aggregate import keep_periods
 
     engine = BigQueryEngine.of(config, client)
     loaded = engine.load(private, dates)
-    kinds = list(config.periods.kinds)
-    stats, hist = engine.cells(dates, kinds, list(config.thresholds))
-    stats = apply_privacy(stats, kinds, config.privacy.min_tests, config.privacy.min_clients)
+    stats, hist = engine.cells(dates, list(config.periods.kinds), list(config.thresholds))
+    stats, hist = keep_periods(stats, hist, wanted)
     return stats, hist, loaded

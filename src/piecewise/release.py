@@ -1,0 +1,422 @@
+"""Releases of the public store: what became final is computed, decided against
+everything released before, recorded in the ledger, then published, once.
+
+A run (`run_release`), under the private store's `aggregate` lock:
+
+1. completes a release left pending by a run that stopped part way (see
+   piecewise.ledger), exactly as it was recorded;
+2. finds the periods that are final and not yet released (piecewise.finality);
+3. computes their cells from the dates they cover, and decides which may be published
+   against the sealed cells of the same years (piecewise.privacy): nothing released is
+   ever withheld again or changed;
+4. records the release in the ledger (pending), checks that no date it read was
+   ingested again meanwhile, writes the public files, then commits.
+
+So every number ever published is published once, with one value; what all releases
+publish together is what the ledger holds, and no suppressed cell is determined by it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from piecewise import periods
+from piecewise.aggregate import (
+    ALL_ISPS,
+    apply_privacy,
+    cells_of_tests,
+    load_tests,
+    plain_strings,
+    share_column,
+)
+from piecewise.areas import build_layers
+from piecewise.config import Config
+from piecewise.finality import (
+    Coverage,
+    FinalPeriod,
+    complete_through,
+    final_periods,
+    final_through,
+    next_periods,
+)
+from piecewise.ingest import ingested_dates
+from piecewise.ledger import Ledger, LedgerError, LedgerState, Release, SealBroken, SealedPeriod
+from piecewise.lock import RunLock
+from piecewise.manifest import Manifest
+from piecewise.publish import INDEX_KEY, Publisher
+from piecewise.schema import DIRECTIONS
+from piecewise.store import KeyNotFound
+
+if TYPE_CHECKING:
+    from piecewise.pipeline import Stores
+
+log = logging.getLogger(__name__)
+
+LOCK = "aggregate"
+# How cells are withheld (see piecewise.privacy): recorded with each release.
+SUPPRESSION = "complementary-2"
+KEYS = ["layer", "kind", "period", "area", "isp", "direction"]
+
+
+class ReleaseAborted(LedgerError):
+    """A date was ingested again while its release was being computed; nothing was
+    published, and the next run starts over."""
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    """What a run published: the release number (None: nothing new), its periods by
+    kind, the tests read, the cells computed and how many of them are published, and
+    the number of a pending release completed first (if any)."""
+
+    release: int | None
+    periods: dict[str, list[str]]
+    tests: int
+    cells: int
+    published: int
+    completed: int | None = None
+
+
+def release_settings(config: Config) -> dict:
+    """What a release's cells are decided and written under."""
+    return {
+        "privacy": config.privacy.model_dump(),
+        "thresholds": [
+            {
+                "label": t.label,
+                "download": t.download,
+                "upload": t.upload,
+                "column": share_column(t),
+            }
+            for t in config.thresholds
+        ],
+        "sampling": config.aggregation.sampling,
+        "suppression": SUPPRESSION,
+    }
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def run_release(
+    config: Config,
+    stores: Stores,
+    *,
+    today: dt.date | None = None,
+    now: dt.datetime | None = None,
+) -> ReleaseResult:
+    """Publish every period that is final on `today` (UTC; default: now) and not yet
+    released, as one release made at `now`. LockHeld when another run is at it."""
+    now = now or _utc_now()
+    today = today or now.astimezone(dt.UTC).date()
+    ledger = Ledger(stores.private)
+    ttl = dt.timedelta(minutes=config.ingest.lock_ttl_minutes)
+    with RunLock(stores.private, LOCK, ttl=ttl):
+        completed = None
+        pending = ledger.pending()
+        if pending is not None:
+            log.info("completing release %d, left pending by an earlier run", pending.number)
+            complete_release(config, stores, ledger, pending)
+            completed = pending.number
+        state = ledger.state()
+        plan = plan_release(config, stores, state, today)
+        if not plan:
+            if _index_is_current(config, stores, ledger, state):
+                log.info("nothing new is final: no release")
+                return ReleaseResult(None, {}, 0, 0, 0, completed)
+            log.info("the settings changed: a release of the same periods")
+        release, cells, cube, tests = _compute(config, stores, ledger, state, plan, now)
+        ledger.write_pending(release, cells, cube)
+        changed = _changed_dates(stores, release.dates)
+        if changed:
+            ledger.discard_pending()
+            raise ReleaseAborted(
+                f"{', '.join(d.isoformat() for d in changed)} was ingested again while "
+                "release was computed from it: nothing was published; run again"
+            )
+        complete_release(config, stores, ledger, release)
+    published = int(pc.sum(cells.column("published")).as_py() or 0) if cells.num_rows else 0
+    by_kind: dict[str, list[str]] = {}
+    for p in release.periods:
+        by_kind.setdefault(p.kind, []).append(p.label)
+    return ReleaseResult(release.number, by_kind, tests, cells.num_rows, published, completed)
+
+
+def plan_release(
+    config: Config, stores: Stores, state: LedgerState, today: dt.date
+) -> list[FinalPeriod]:
+    """The periods of the next release: final on `today` and not released."""
+    available = set(Manifest(stores.private).dates()) & set(ingested_dates(stores.private))
+    coverage = Coverage(config.periods.start, config.periods.end, state)
+    through = final_through(today, config.ingest.reread_days)
+    return final_periods(config.periods.kinds, coverage, available, through)
+
+
+def _identities(stores: Stores, dates: Iterable[dt.date]) -> dict[dt.date, str]:
+    manifest = Manifest(stores.private)
+    out = {}
+    for date in sorted(set(dates)):
+        record = manifest.get(date)
+        if record is None:
+            raise ReleaseAborted(f"{date} lost its ingest record; run again")
+        out[date] = record.identity
+    return out
+
+
+def _changed_dates(stores: Stores, recorded: dict[dt.date, str]) -> list[dt.date]:
+    manifest = Manifest(stores.private)
+    out = []
+    for date, identity in sorted(recorded.items()):
+        record = manifest.get(date)
+        if record is None or record.identity != identity:
+            out.append(date)
+    return out
+
+
+def _compute(
+    config: Config,
+    stores: Stores,
+    ledger: Ledger,
+    state: LedgerState,
+    plan: list[FinalPeriod],
+    now: dt.datetime,
+) -> tuple[Release, pa.Table, pa.Table, int]:
+    """The cells of the planned periods, decided, as a release ready to record."""
+    number = state.release + 1
+    read = sorted({d for p in plan for d in p.dates()})
+    identities = _identities(stores, read)
+    for date, identity in identities.items():
+        sealed = state.dates.get(date)
+        if sealed is not None and sealed != identity:
+            raise SealBroken(
+                f"{date} was published as final in an earlier release, but its tests in "
+                f"{stores.private.url} changed since (ingested again, or edited): its "
+                "published numbers can no longer be extended consistently. Restore the "
+                "date's files (tests/*/{date:%Y}/...) from a backup of the private store"
+            )
+    wanted: dict[str, set[dt.date]] = {}
+    for p in plan:
+        wanted.setdefault(p.kind, set()).add(p.start)
+    loaded: list[int] = []
+    if not read:
+        stats, hist = _empty_cells(config)
+    elif config.aggregation.engine == "bigquery":
+        from piecewise.engines.bigquery import aggregate_in_bigquery
+
+        stats, hist, count = aggregate_in_bigquery(config, stores.private, read, wanted)
+        loaded.append(count)
+    else:
+        stats, hist = cells_of_tests(
+            config, _tests_by_direction(config, stores, read, loaded), wanted=wanted
+        )
+    stats = plain_strings(stats).append_column("row", pa.array(np.arange(stats.num_rows)))
+    kinds = [k for k in periods.KINDS if k in config.periods.kinds or _has_kind(state, k)]
+    decided = [
+        _decide(config, ledger, number, layer.id, stats, kinds, wanted) for layer in config.layers
+    ]
+    cells = pa.concat_tables(decided, promote_options="permissive") if decided else stats
+    cells = cells.sort_by([(c, "ascending") for c in KEYS])
+    cube = _cube(cells, hist)
+    cells = cells.drop_columns(["row"]).append_column(
+        "release", pa.array(np.full(cells.num_rows, number, np.int64))
+    )
+    release = Release(
+        number=number,
+        released_at=_iso(now),
+        periods=tuple(SealedPeriod(p.kind, p.start, p.ranges, number) for p in plan),
+        dates={d: v for d, v in identities.items() if d not in state.dates},
+        settings=release_settings(config),
+    )
+    return release, cells, cube, sum(loaded)
+
+
+def _has_kind(state: LedgerState, kind: str) -> bool:
+    return any(k == kind for k, _ in state.sealed)
+
+
+def _tests_by_direction(
+    config: Config, stores: Stores, dates: list[dt.date], loaded: list[int]
+) -> Iterator[pa.Table]:
+    layer_ids = [layer.id for layer in config.layers]
+    for direction in DIRECTIONS:
+        tests = load_tests(
+            stores.private,
+            dates,
+            layer_ids,
+            directions=(direction,),
+            with_id=config.aggregation.sampling == "one_per_client_day",
+            threads=config.aggregation.threads,
+        )
+        loaded.append(tests.num_rows)
+        log.info("aggregating %d %s tests of %d dates", tests.num_rows, direction, len(dates))
+        yield tests
+        del tests  # before the next direction is loaded
+
+
+def _empty_cells(config: Config) -> tuple[pa.Table, pa.Table]:
+    from piecewise.aggregate import HIST_SCHEMA, cell_schema
+
+    return cell_schema(list(config.thresholds)).empty_table(), HIST_SCHEMA.empty_table()
+
+
+def _decide(
+    config: Config,
+    ledger: Ledger,
+    number: int,
+    layer: str,
+    stats: pa.Table,
+    kinds: list[str],
+    wanted: dict[str, set[dt.date]],
+) -> pa.Table:
+    """The new cells of one layer with their decision, taken together with the sealed
+    cells of the same years and areas (the only ones they relate to)."""
+    new = stats.filter(pc.equal(stats.column("layer"), layer))
+    if new.num_rows == 0:
+        return new
+    years = {start.year for starts in wanted.values() for start in starts}
+    old_parts = ledger.layer_cells(layer, below=number, years=years)
+    columns = [*KEYS, "tests", "clients", "published", "complement"]
+    if old_parts:
+        old = pa.concat_tables([t.select(columns) for t in old_parts], promote_options="permissive")
+        # Only the areas and directions of the new cells: relations never cross them.
+        touched = pc.unique(_group_key(new))
+        old = old.filter(pc.is_in(_group_key(old), touched))
+    else:
+        old = None
+    fresh = new.select(columns)
+    combined = fresh if old is None else pa.concat_tables([old.cast(fresh.schema), fresh])
+    sealed = np.zeros(combined.num_rows, dtype=bool)
+    if old is not None:
+        sealed[: old.num_rows] = True
+    decided = apply_privacy(
+        combined, kinds, config.privacy.min_tests, config.privacy.min_clients, sealed=sealed
+    )
+    offset = 0 if old is None else old.num_rows
+    for name in ("published", "complement"):
+        flags = decided.column(name).slice(offset)
+        new = new.set_column(new.schema.get_field_index(name), name, flags)
+    return new
+
+
+def _group_key(table: pa.Table) -> pa.ChunkedArray:
+    return pc.binary_join_element_wise(
+        table.column("area").cast(pa.string()), table.column("direction").cast(pa.string()), "\x1f"
+    )
+
+
+def _cube(cells: pa.Table, hist: pa.Table) -> pa.Table:
+    """The histograms of the published cells, by cell key and bucket."""
+    published = cells.filter(cells.column("published"))
+    rows = published.column("row").to_numpy()
+    hist_cell = hist.column("cell").to_numpy()
+    order = np.argsort(hist_cell, kind="stable")
+    hist_cell = hist_cell[order]
+    first = np.searchsorted(hist_cell, rows, side="left")
+    lengths = np.searchsorted(hist_cell, rows, side="right") - first
+    owner = np.repeat(np.arange(len(rows)), lengths)
+    ends = np.cumsum(lengths)
+    sel = np.repeat(first - (ends - lengths), lengths) + np.arange(
+        int(ends[-1]) if len(ends) else 0
+    )
+    picked = order[sel]
+    cube = published.select(KEYS).take(pa.array(owner, pa.int64()))
+    cube = cube.append_column("bucket", hist.column("bucket").take(pa.array(picked)))
+    cube = cube.append_column("count", hist.column("count").take(pa.array(picked)))
+    return cube.sort_by([(c, "ascending") for c in [*KEYS, "bucket"]])
+
+
+def complete_release(config: Config, stores: Stores, ledger: Ledger, release: Release) -> None:
+    """Write a recorded release to the public store and commit it: the same bytes
+    whenever it is run again."""
+    state = ledger.state()
+    if release.number <= state.release:
+        ledger.discard_pending()  # committed already; only the clean-up was cut short
+        return
+    cells, cube = ledger.pending_tables()
+    after = state.with_release(release)
+    publisher = Publisher(config, stores.public, build_layers(config))
+    isps: set[str] = set()
+    area_counts: dict[str, int] = {}
+    for layer in config.layers:
+        mine = cells.filter(pc.equal(cells.column("layer"), layer.id))
+        mine_cube = cube.filter(pc.equal(cube.column("layer"), layer.id))
+        released = ledger.layer_cells(layer.id, below=release.number)
+        everything = pa.concat_tables([*released, mine], promote_options="permissive")
+        ids = publisher.area_ids(layer.id, pc.unique(everything.column("area")).to_pylist())
+        drawn = publisher.area_ids(layer.id, pc.unique(mine.column("area")).to_pylist())
+        tiles = publisher.layer_tiles(layer.id, drawn, release.settings)
+        publisher.write_periods(layer.id, mine, mine_cube, settings=release.settings, tiles=tiles)
+        for kind in periods.KINDS:
+            newest = [start for k, start in after.sealed if k == kind]
+            if newest:
+                tiles.write_latest(kind, periods.label(kind, max(newest)))
+        publisher.write_series(layer.id, everything)
+        area_counts[layer.id] = publisher.write_areas(layer.id, ids)
+        shown = everything.filter(everything.column("published"))
+        isps.update(pc.unique(shown.column("isp")).to_pylist())
+    publisher.write_index(_index(config, publisher, release, after, isps, area_counts))
+    ledger.commit(release, cells, cube)
+
+
+def _index(
+    config: Config,
+    publisher: Publisher,
+    release: Release,
+    state: LedgerState,
+    isps: set[str],
+    area_counts: dict[str, int],
+) -> dict:
+    kinds = [k for k in periods.KINDS if k in config.periods.kinds or _has_kind(state, k)]
+    period_sets = {
+        kind: [periods.label(kind, start) for k, start in sorted(state.sealed) if k == kind]
+        for kind in kinds
+    }
+    coverage = Coverage(config.periods.start, config.periods.end, state)
+    through = complete_through(coverage)
+    publication = {
+        "policy": "final",
+        "reread_days": config.ingest.reread_days,
+        "complete_through": through.isoformat() if through else None,
+        "latest": {kind: labels[-1] for kind, labels in period_sets.items() if labels},
+        "next": next_periods(config.periods.kinds, coverage, config.ingest.reread_days),
+        "end": config.periods.end.isoformat() if config.periods.end else None,
+    }
+    return publisher.index(
+        release={"number": release.number, "released_at": release.released_at},
+        period_sets=period_sets,
+        isps=isps - {ALL_ISPS},
+        area_counts=area_counts,
+        publication=publication,
+    )
+
+
+def _index_is_current(config: Config, stores: Stores, ledger: Ledger, state: LedgerState) -> bool:
+    """Whether the published index is what the settings would write now for the same
+    release (a settings change, say of the project's name, needs a new one)."""
+    if state.release == 0:
+        return False
+    try:
+        current = stores.public.read_json(INDEX_KEY)
+    except KeyNotFound:
+        return False
+    if current.get("release", {}).get("number") != state.release:
+        return False
+    publisher = Publisher(config, stores.public, build_layers(config))
+    release = Release(state.release, str(current.get("generated_at")), (), {}, {})
+    counts = {layer["id"]: layer["areas"] for layer in current.get("layers", [])}
+    again = _index(config, publisher, release, state, set(current.get("isps", [])), counts)
+    again["release"] = current.get("release")
+    return again == current
