@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from piecewise.cli import main
 from piecewise.config import ConfigError, H3Layer, PolygonLayer, load_config, parse_config
+from piecewise.store import store_location
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "piecewise.example.toml"
@@ -149,3 +151,170 @@ def test_cli_reports_a_bad_boundary_file_without_a_traceback(
     assert main(["ingest", "-c", str(cfg), "--start", "2025-01-01", "-q"]) == 1
     err = capsys.readouterr().err
     assert "bad.geojson" in err and "GEOID" in err and "Traceback" not in err
+
+
+def with_stores(private: str, public: str, survey: str | None = None) -> str:
+    """MINIMAL with these store URLs (and survey store), written as TOML strings."""
+    text = MINIMAL.replace('"file://private"', json.dumps(private), 1)
+    text = text.replace('"file://public"', json.dumps(public), 1)
+    return text + (f"\n[survey]\nstore = {json.dumps(survey)}\n" if survey else "")
+
+
+def store_problems(text: str, base: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, base_dir=base)
+    return info.value.problems
+
+
+FIRESTORE = "firestore://responses"
+# Each: private, public, the keys named (the one to move first), the locations shown
+# (relative to the config's folder, "{tmp}" for an absolute one).
+NESTED_STORES = [
+    ("file://var", "file://var/public", "stores.public, stores.private", ["var/public", "var"]),
+    ("file://var/private", "file://var", "stores.private, stores.public", ["var/private", "var"]),
+    ("./var", "var/public/../private/..", "stores.private, stores.public", ["var"]),
+    ("var/private/", "file://var/private", "stores.private, stores.public", ["var/private"]),
+    ("var/private", "var//private/./x/", "stores.public, stores.private", ["var/private/x"]),
+    ("file://public", "file://private/../public", "stores.private, stores.public", ["public"]),
+    ("file:var", "var/../var/public", "stores.public, stores.private", ["var/public", "var"]),
+    ("file://{tmp}/var", "var/public", "stores.public, stores.private", ["var/public", "var"]),
+    ("{tmp}/var/public/p", "file://{tmp}/var/public", "stores.private, stores.public", []),
+    ("gs://b", "gs://b/x", "stores.public, stores.private", ["gs://b/x", "gs://b"]),
+    ("gs://b/x/", "gs://b//x", "stores.private, stores.public", ["gs://b/x"]),
+    ("gs://b/public/..", "gs://b", "stores.private, stores.public", ["gs://b/public/.."]),
+    ("s3://b/p", "S3://b/p/public", "stores.public, stores.private", ["s3://b/p/public"]),
+    ("memory://", "memory://public", "stores.public, stores.private", ["memory://public"]),
+    ("memory://a", "memory:///a/", "stores.private, stores.public", ["memory://a"]),
+]
+
+
+@pytest.mark.parametrize(("private", "public", "keys", "shown"), NESTED_STORES)
+def test_stores_inside_one_another_are_refused_with_their_keys_and_locations(
+    private: str, public: str, keys: str, shown: list[str], tmp_path: Path
+) -> None:
+    base = tmp_path.resolve()
+    # The survey in Firestore: the default SQLite file could also lie in a store here.
+    text = with_stores(
+        private.replace("{tmp}", str(base)), public.replace("{tmp}", str(base)), FIRESTORE
+    )
+    [problem] = store_problems(text, base)
+    assert problem.startswith(f"  {keys}: ")
+    assert "for example file://var/private and file://var/public" in problem
+    for location in shown:
+        expected = location if "://" in location else str(base / location)
+        assert f" {expected}" in problem, problem
+
+
+@pytest.mark.parametrize(
+    ("private", "public"),
+    [
+        ("gs://b/x", "gs://b/x2"),
+        ("gs://b/x", "gs://c/x"),
+        ("gs://b/x", "s3://b/x/public"),
+        ("file://var/private", "file://var/private2"),
+        ("var/pub", "var/public"),
+        ("var/private", "var/public"),
+        ("memory://private", "memory://public"),
+        ("memory://x", "file://x/public"),
+    ],
+)
+def test_stores_side_by_side_are_accepted(private: str, public: str, tmp_path: Path) -> None:
+    cfg = parse_config(with_stores(private, public), base_dir=tmp_path)
+    assert (cfg.stores.private, cfg.stores.public) == (private, public)
+
+
+@pytest.mark.parametrize(
+    ("outer", "inner", "nested"),
+    [
+        ("s3a://b", "s3://b/x", True),
+        ("s3://b/x", "s3a://b/x/", True),
+        ("gcs://b/x", "gs://b/x/y", True),
+        ("GS://b", "gs://b//x", True),
+        ("gs://b/x", "gs://b/x2", False),
+        ("gs://b", "s3://b/x", False),
+        ("memory://b", "gs://b/x", False),
+        ("file:///b", "memory:///b/x", False),
+    ],
+)
+def test_store_urls_compare_by_service_and_whole_segments(
+    outer: str, inner: str, nested: bool
+) -> None:
+    assert store_location(outer).contains(store_location(inner)) is nested
+
+
+def test_a_public_store_reached_through_a_symlink_into_the_private_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    base = tmp_path.resolve()
+    (base / "data" / "private").mkdir(parents=True)
+    (base / "published").symlink_to(base / "data" / "private", target_is_directory=True)
+    [problem] = store_problems(with_stores("data/private", "published/v"), base)
+    assert problem.startswith("  stores.public, stores.private: ")
+    assert f"the public store {base / 'data/private/v'} is inside" in problem
+
+
+def test_a_nul_character_in_a_store_url_is_refused() -> None:
+    assert "stores.public: a store URL cannot contain a NUL character" in problems(
+        with_stores("file://private", "file://public\x00/../private")
+    )
+
+
+SURVEY_FILES = [
+    # private, public, survey store, the keys named (None: accepted)
+    ("private", "var", "sqlite://var/survey.sqlite3", "survey.store, stores.public"),
+    ("private", "public", "sqlite://public/../public/s.db", "survey.store, stores.public"),
+    ("private", "public", "sqlite://{tmp}/public/x/s.db", "survey.store, stores.public"),
+    ("private", "var/public", "sqlite://var", "survey.store, stores.public"),
+    ("private", "public", "sqlite://public", "survey.store, stores.public"),
+    ("var/private", "var/public", "sqlite://var/private", "survey.store, stores.private"),
+    ("var/private", "var/public", "sqlite://var", "survey.store, stores.public"),
+    ("var/private", "var/public", "sqlite://var/private/survey.sqlite3", None),
+    ("var/private", "var/public", "sqlite://var/survey.sqlite3", None),
+    ("var/private", "var/public", "sqlite://var/public2.sqlite3", None),
+    ("private", "var", FIRESTORE, None),
+    ("gs://b/var", "gs://b/public", "sqlite://public/s.db", None),
+]
+
+
+@pytest.mark.parametrize(("private", "public", "survey", "keys"), SURVEY_FILES)
+def test_the_survey_file_may_not_lie_in_the_public_store(
+    private: str, public: str, survey: str, keys: str | None, tmp_path: Path
+) -> None:
+    base = tmp_path.resolve()
+    text = with_stores(private, public, survey.replace("{tmp}", str(base)))
+    if keys is None:
+        assert parse_config(text, base_dir=base).survey.store == survey
+        return
+    [problem] = store_problems(text, base)
+    assert problem.startswith(f"  {keys}: ")
+    assert "for example sqlite://var/survey.sqlite3 beside file://var/private" in problem
+
+
+def test_the_default_survey_file_inside_the_public_store_is_refused(tmp_path: Path) -> None:
+    base = tmp_path.resolve()
+    [problem] = store_problems(with_stores("private", "var"), base)
+    assert problem.startswith("  survey.store, stores.public: the survey's SQLite file ")
+    assert f"{base / 'var/survey.sqlite3'} is inside the public store {base / 'var'}" in problem
+
+
+def test_overlapping_stores_and_survey_file_are_each_reported(tmp_path: Path) -> None:
+    base = tmp_path.resolve()
+    found = store_problems(with_stores("var/private", "var"), base)
+    assert [p.split(":")[0] for p in found] == [
+        "  stores.private, stores.public",
+        "  survey.store, stores.public",
+    ]
+
+
+def test_cli_config_check_names_the_keys_of_nested_stores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "nested.toml"
+    path.write_text(with_stores("file://var", "file://var/public/"))
+    assert main(["config", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "stores.public, stores.private" in err
+    base = tmp_path.resolve()
+    public, private = base / "var" / "public", base / "var"
+    assert f"the public store {public} is inside the private store {private}" in err
+    assert "Traceback" not in err

@@ -7,6 +7,8 @@ from pathlib import Path
 import maxminddb
 import pyarrow as pa
 import pytest
+from mmdb_writer import MmdbU32, MMDBWriter
+from netaddr import IPSet
 
 from piecewise.config import IspRule
 from piecewise.demo.geoip import build_demo_asn_db
@@ -92,3 +94,80 @@ def test_label_without_database_uses_mlab() -> None:
     )
     assert labels.isp.to_pylist() == ["Xfinity"]
     assert labels.source.to_pylist() == ["mlab"]
+
+
+def _mlab_label(asn: int | None, org: str | None, rules: list[IspRule] | None = None) -> str:
+    """The ISP name enrichment gives a test whose only source is M-Lab's client.Network."""
+    labels = label_isps(
+        pa.array(["192.0.2.1"]),
+        pa.array([asn], pa.int64()),
+        pa.array([org], pa.string()),
+        IspNamer(rules or []),
+        None,
+    )
+    return labels.isp.to_pylist()[0]
+
+
+@pytest.mark.parametrize(
+    ("asn", "org", "expected"),
+    [
+        (64500, "ALL", "ALL (AS64500)"),
+        (64500, " All ", "All (AS64500)"),
+        (64501, "all", "all (AS64501)"),
+        (64502, "\tALL\n", "ALL (AS64502)"),
+        (None, "aLL", "aLL (no AS number)"),
+        (0, "all", "all (no AS number)"),
+        (64500, "Allstream", "Allstream"),
+        (64500, "all of us", "all of us"),
+    ],
+)
+def test_an_organisation_named_all_is_renamed_with_its_as_number(
+    asn: int | None, org: str, expected: str
+) -> None:
+    assert _mlab_label(asn, org) == expected
+
+
+def test_a_renamed_all_never_takes_a_rules_name() -> None:
+    rules = [
+        IspRule(name="ALL (AS64500)", asns=[1]),
+        IspRule(name="all (as64500) (as64500)", asns=[2]),
+    ]
+    assert _mlab_label(64500, "ALL", rules) == "ALL (AS64500) (AS64500) (AS64500)"
+    assert _mlab_label(64501, "ALL", rules) == "ALL (AS64501)"
+
+
+@pytest.mark.parametrize(
+    ("asn", "org", "expected"),
+    [
+        (64500, "", "AS64500"),
+        (64500, "   ", "AS64500"),
+        (64500, "\u00a0\t\n", "AS64500"),
+        (None, " ", UNKNOWN_ISP),
+        (None, None, UNKNOWN_ISP),
+        (0, "", UNKNOWN_ISP),
+    ],
+)
+def test_an_empty_or_blank_organisation_is_named_by_its_as_number_or_unknown(
+    asn: int | None, org: str | None, expected: str
+) -> None:
+    assert _mlab_label(asn, org) == expected
+
+
+def test_an_organisation_named_all_in_the_maxmind_database_is_renamed(tmp_path: Path) -> None:
+    writer = MMDBWriter(
+        ip_version=6, ipv4_compatible=True, database_type="GeoLite2-ASN", languages=["en"]
+    )
+    writer.insert_network(
+        IPSet(["192.0.2.0/24"]),
+        {"autonomous_system_number": MmdbU32(64500), "autonomous_system_organization": " ALL "},
+    )
+    writer.to_db_file(str(tmp_path / "asn.mmdb"))
+    labels = label_isps(
+        pa.array(["192.0.2.7", "198.51.100.1"]),
+        pa.array([None, 64511], pa.int64()),
+        pa.array([None, "All"], pa.string()),
+        IspNamer([]),
+        AsnDatabase(tmp_path / "asn.mmdb"),
+    )
+    assert labels.source.to_pylist() == ["maxmind", "mlab"]
+    assert labels.isp.to_pylist() == ["ALL (AS64500)", "All (AS64511)"]

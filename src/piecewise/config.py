@@ -217,24 +217,25 @@ class Aggregation(_Strict):
 
 
 class Stores(_Strict):
+    """The two stores. That neither lies inside the other is checked by `parse_config`
+    once relative paths can be resolved (`_check_locations`)."""
+
     private: str = Field(description="URL of the private store (raw enriched tests).")
     public: str = Field(description="URL of the public store (aggregates only).")
 
     @field_validator("private", "public")
     @classmethod
     def _scheme(cls, v: str) -> str:
-        scheme = v.split("://", 1)[0] if "://" in v else "file"
+        from piecewise.store import _split_scheme  # the stores' own parser; lazy: heavy imports
+
+        if "\x00" in v:
+            raise ValueError("a store URL cannot contain a NUL character")
+        scheme = _split_scheme(v)[0] or "file"
         if scheme not in ("file", "gs", "s3", "memory"):
             raise ValueError(
                 f"unsupported scheme {scheme!r}: use file://, gs://, s3:// or memory://"
             )
         return v
-
-    @model_validator(mode="after")
-    def _distinct(self) -> Stores:
-        if self.private.rstrip("/") == self.public.rstrip("/"):
-            raise ValueError("`private` and `public` must be different locations")
-        return self
 
 
 class SyntheticSourceConfig(_Strict):
@@ -767,8 +768,63 @@ def _check_files(cfg: Config) -> list[str]:
     return problems
 
 
+STORES_APART = (
+    "give each store its own folder or bucket prefix, neither inside the other "
+    "(for example file://var/private and file://var/public)"
+)
+SURVEY_APART = (
+    "put the file outside the public store, beside the stores or inside the private store "
+    "(for example sqlite://var/survey.sqlite3 beside file://var/private and file://var/public)"
+)
+
+
+def _check_locations(cfg: Config) -> list[str]:
+    """Stores and the survey's SQLite file that overlap, compared as normalised locations:
+    whatever lies inside the public store is published with it."""
+    from piecewise.store import store_location  # lazy: the store module imports pyarrow
+
+    private = store_location(cfg.stores.private, cfg.base_dir)
+    public = store_location(cfg.stores.public, cfg.base_dir)
+    problems = []
+    if private == public:
+        problems.append(
+            f"  stores.private, stores.public: both are {public}, and the public store is "
+            f"published: {STORES_APART}"
+        )
+    elif public.contains(private):
+        problems.append(
+            f"  stores.private, stores.public: the private store {private} is inside the "
+            f"public store {public}, which is published: {STORES_APART}"
+        )
+    elif private.contains(public):
+        problems.append(
+            f"  stores.public, stores.private: the public store {public} is inside the "
+            f"private store {private}: {STORES_APART}"
+        )
+    scheme, _, path = cfg.survey.store.partition("://")
+    if scheme == "sqlite":  # firestore:// has no path
+        survey = store_location(Path(path), cfg.base_dir)
+        if public.contains(survey):
+            problems.append(
+                f"  survey.store, stores.public: the survey's SQLite file {survey} is inside "
+                f"the public store {public}, which is published: {SURVEY_APART}"
+            )
+        elif survey.contains(public):
+            problems.append(
+                f"  survey.store, stores.public: the public store {public} is at or below "
+                f"the survey's SQLite file {survey}: {SURVEY_APART}"
+            )
+        elif survey.contains(private):  # a file below the private store is fine
+            problems.append(
+                f"  survey.store, stores.private: the private store {private} is at or below "
+                f"the survey's SQLite file {survey}: {SURVEY_APART}"
+            )
+    return problems
+
+
 def parse_config(text: str, *, base_dir: Path, source: str = "<config>") -> Config:
-    """Validate TOML text; relative paths resolve against `base_dir`. Does not touch files."""
+    """Validate TOML text; relative paths resolve against `base_dir`. Opens no file (it
+    resolves symbolic links, to compare the stores' locations)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -777,7 +833,10 @@ def parse_config(text: str, *, base_dir: Path, source: str = "<config>") -> Conf
         cfg = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(source, _problems(exc)) from exc
-    return _resolve_paths(cfg, base_dir.resolve())
+    cfg = _resolve_paths(cfg, base_dir.resolve())
+    if problems := _check_locations(cfg):
+        raise ConfigError(source, problems)
+    return cfg
 
 
 def load_config(path: Path | str, *, check_files: bool = True) -> Config:

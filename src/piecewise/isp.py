@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from piecewise.config import IspRule
+from piecewise.config import RESERVED_ISP, IspRule
 
 UNKNOWN_ISP = "Unknown"
 SOURCES = ("maxmind", "mlab", "none")  # where a test's ISP came from
@@ -41,9 +41,11 @@ class IspLabels:
 
 class IspNamer:
     """Applies the config's ISP rules: ASN lists first, then organisation-name patterns,
-    in the order the rules are written; an unmatched organisation keeps its own name."""
+    in the order the rules are written; an unmatched organisation keeps its own name,
+    trimmed, unless that name reads as the reserved key `all` (see `_unreserved`)."""
 
     def __init__(self, rules: list[IspRule]) -> None:
+        self._rule_names = {rule.name.strip().casefold() for rule in rules}
         self._by_asn: dict[int, str] = {}
         for rule in rules:
             for asn in rule.asns:
@@ -63,8 +65,20 @@ class IspNamer:
             result = next((name for rx, name in self._patterns if rx.search(org)), None)
         if result is None:
             result = org.strip() if org and org.strip() else (f"AS{asn}" if asn else UNKNOWN_ISP)
+            if result.casefold() == RESERVED_ISP:
+                result = self._unreserved(result, asn)
         self._cache[key] = result
         return result
+
+    def _unreserved(self, name: str, asn: int | None) -> str:
+        """An organisation named like the all-ISP key (`ALL`, ` All `) gets its AS number
+        added, `ALL (AS64500)` (`ALL (no AS number)` without one), once more for as long
+        as that is a rule's name: never `all`, never a rule's name."""
+        suffix = f" (AS{asn})" if asn else " (no AS number)"
+        renamed = name + suffix
+        while renamed.casefold() in self._rule_names:
+            renamed += suffix
+        return renamed
 
 
 class AsnDatabase:

@@ -17,6 +17,7 @@ import io
 import json
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,53 @@ def local_path_for(url: str, base_dir: Path | None = None) -> Path | None:
     if not path.is_absolute():
         path = (base_dir if base_dir is not None else Path.cwd()) / path
     return Path(os.path.normpath(path))
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a store URL or a local file points, normalised so that two can be compared:
+    `family` is "file", "gcs", "s3" or "memory" (aliases such as `s3a://` fold into one),
+    `parts` the path's segments (a local path's from its root, else the bucket first)."""
+
+    family: str
+    parts: tuple[str, ...]
+
+    def __str__(self) -> str:
+        if self.family == "file":
+            return str(Path(*self.parts))
+        scheme = {"gcs": "gs"}.get(self.family, self.family)
+        return f"{scheme}://" + "/".join(self.parts)
+
+    def contains(self, other: Location) -> bool:
+        """True when `other` is this location or below it, by whole segments
+        (`gs://b/x` contains `gs://b/x/y`, not `gs://b/x2`)."""
+        return self.family == other.family and other.parts[: len(self.parts)] == self.parts
+
+
+def store_location(url: str | Path, base_dir: Path | None = None) -> Location:
+    """The normalised location of a store URL (as `open_store` reads it), or of a local
+    file given as a `Path` (as the operating system opens it: no `~`, no URL).
+
+    Relative local paths resolve against `base_dir` (default: the current directory),
+    then symbolic links are resolved as far as the path exists. Object-store paths are
+    compared as written, without empty segments (`gs://b//x/` is `gs://b/x`): the
+    services take `.` and `..` literally. Raises ValueError for an unsupported scheme."""
+    if isinstance(url, Path):
+        local: Path | None = url if url.is_absolute() else (base_dir or Path.cwd()) / url
+    else:
+        local = local_path_for(url, base_dir)
+    if local is not None:
+        # What the file system will open: a symlinked folder is its target. A symlink
+        # loop or a NUL character leaves the path as written (opening it fails later).
+        with contextlib.suppress(OSError, RuntimeError, ValueError):
+            local = local.resolve()
+        return Location("file", local.parts)
+    scheme, rest = _split_scheme(str(url))
+    family = _OBJECT_SCHEMES.get(scheme)
+    if family is None:
+        known = ", ".join(sorted({"file", *_OBJECT_SCHEMES}))
+        raise ValueError(f"unsupported store URL {url!r}: scheme must be one of {known}")
+    return Location(family, tuple(part for part in rest.split("/") if part))
 
 
 def url_to_fs(
