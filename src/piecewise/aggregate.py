@@ -30,6 +30,7 @@ from piecewise.cellstats import (
     bits_for,
     cell_statistics,
 )
+from piecewise.clients import network_keyed
 from piecewise.config import RESERVED_ISP, Config, Threshold
 from piecewise.ingest import tests_key
 from piecewise.schema import DIRECTIONS, area_column, enriched_schema
@@ -475,7 +476,8 @@ def cells_of_tests(
 
     def sampled() -> Iterable[pa.Table]:
         for tests in tables:
-            tests = apply_sampling(tests, config.aggregation.sampling)
+            # A client is a network (an IPv6 client its /64), for sampling and counts.
+            tests = apply_sampling(network_keyed(tests), config.aggregation.sampling)
             yield tests.drop_columns(["id"]) if "id" in tests.column_names else tests
             del tests  # before the next table is loaded
 

@@ -141,6 +141,18 @@ class Periods(_Strict):
         default_factory=lambda: list(PERIOD_KINDS)
     )
     start: dt.date = Field(description="First date of data the deployment keeps current.")
+    end: dt.date | None = Field(
+        None,
+        description="Last date of data the deployment covers, for a study of a fixed span: "
+        "periods that run past it are published once every date up to it is final. "
+        "Default: none (the deployment keeps going).",
+    )
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> Periods:
+        if self.end is not None and self.end < self.start:
+            raise ValueError(f"`end` ({self.end}) is before `start` ({self.start})")
+        return self
 
     @field_validator("kinds")
     @classmethod

@@ -112,11 +112,12 @@ class Publisher:
         *,
         shares: list[tuple[str, str]],
         privacy: dict,
+        release: int,
         tiles: LayerTiles | None = None,
     ) -> None:
-        """The statistics, cube and tile files of one period. `published` and
-        `suppressed` hold its cells sorted by area, ISP and direction; `cube` the
-        histograms of the published ones, in the same order."""
+        """The statistics, cube and tile files of one period, published by `release`
+        under `privacy`. `published` and `suppressed` hold its cells sorted by area, ISP
+        and direction; `cube` the histograms of the published ones, in the same order."""
         label = periods.label(kind, start)
         doc = {
             "version": VERSION,
@@ -126,6 +127,7 @@ class Publisher:
             "start": start.isoformat(),
             "end": periods.end_of(kind, start).isoformat(),
             "privacy": privacy,
+            "release": release,
             "cells": self._published_json(layer, published, shares),
             "suppressed": [
                 list(row)
@@ -149,6 +151,7 @@ class Publisher:
         cube: pa.Table,
         *,
         settings: dict,
+        release: int,
         tiles: LayerTiles | None = None,
     ) -> None:
         """Every period of a release's cells of one layer: `cells` sorted by kind,
@@ -177,6 +180,7 @@ class Publisher:
                     cube_of_kind.slice(clo, chi - clo).select(CUBE_COLUMNS),
                     shares=shares,
                     privacy=privacy,
+                    release=release,
                     tiles=tiles,
                 )
 

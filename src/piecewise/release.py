@@ -358,7 +358,14 @@ def complete_release(config: Config, stores: Stores, ledger: Ledger, release: Re
         ids = publisher.area_ids(layer.id, pc.unique(everything.column("area")).to_pylist())
         drawn = publisher.area_ids(layer.id, pc.unique(mine.column("area")).to_pylist())
         tiles = publisher.layer_tiles(layer.id, drawn, release.settings)
-        publisher.write_periods(layer.id, mine, mine_cube, settings=release.settings, tiles=tiles)
+        publisher.write_periods(
+            layer.id,
+            mine,
+            mine_cube,
+            settings=release.settings,
+            release=release.number,
+            tiles=tiles,
+        )
         for kind in periods.KINDS:
             newest = [start for k, start in after.sealed if k == kind]
             if newest:

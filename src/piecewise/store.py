@@ -315,6 +315,19 @@ class Store:
         except Exception as exc:
             raise StoreError(f"cannot read Parquet {self._where(key)}: {exc}") from exc
 
+    def parquet_schema(self, key: str) -> pa.Schema:
+        """The schema of a Parquet object, from its footer."""
+        path = self._path(key)
+        try:
+            if self.local_root is not None:
+                return pq.read_schema(path)
+            with self.fs.open(path, "rb") as f:
+                return pq.read_schema(f)
+        except FileNotFoundError as exc:
+            raise KeyNotFound(f"key {self._where(key)} not found") from exc
+        except Exception as exc:
+            raise StoreError(f"cannot read Parquet {self._where(key)}: {exc}") from exc
+
     def write_parquet(self, key: str, table: pa.Table) -> None:
         """Write `table` atomically; the same table always gives the same bytes."""
         validate_key(key)

@@ -5,8 +5,8 @@ the one-machine engine makes (publishing is shared and unchanged).
 Loading: the Parquet files of the dates needed go, by load jobs (free in BigQuery), into
 a staging table, then one transaction replaces those dates in `{dataset}.tests`
 (partitioned by `date`, clustered by the area columns and the ISP): loading a date again
-replaces it, never adds to it. From a `gs://` private store the load job reads the files
-where they are; from any other store they are uploaded.
+replaces it, never adds to it. Each file is read, its client addresses keyed by network
+(piecewise.clients), and uploaded.
 
 Cost guard: every query carries `maximum_bytes_billed`; `estimate()` dry-runs the
 aggregation queries and reports bytes and on-demand cost.
@@ -23,12 +23,13 @@ from typing import Any
 import pyarrow as pa
 
 from piecewise.aggregate import TEST_COLUMNS
+from piecewise.clients import network_keyed
 from piecewise.config import Config, Threshold
 from piecewise.engines import cells_sql
 from piecewise.ingest import tests_key
 from piecewise.schema import DIRECTIONS, area_column, enriched_schema
 from piecewise.sources.bigquery import TIB, SourceError
-from piecewise.store import Store
+from piecewise.store import Store, parquet_bytes
 
 log = logging.getLogger(__name__)
 
@@ -143,16 +144,16 @@ class BigQueryEngine:
             source_format=bigquery.SourceFormat.PARQUET,
             write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
         )
-        if private.url.startswith("gs://"):
-            uris = [f"{private.url.rstrip('/')}/{k}" for k in keys]
-            self.client.load_table_from_uri(uris, self.staging, job_config=config).result()
-        else:
-            for i, key in enumerate(keys):
-                if i:
-                    config.write_disposition = bigquery.WriteDisposition.WRITE_APPEND
-                data = io.BytesIO(private.read_bytes(key))
-                job = self.client.load_table_from_file(data, self.staging, job_config=config)
-                job.result()
+        for i, key in enumerate(keys):
+            if i:
+                config.write_disposition = bigquery.WriteDisposition.WRITE_APPEND
+            # Clients are counted by network (an IPv6 client is its /64: see
+            # piecewise.clients), as the one-machine engine counts them: the files are
+            # keyed on the way in, so the table and its queries need no address logic.
+            table = network_keyed(private.read_parquet(key))
+            data = io.BytesIO(parquet_bytes(table))
+            job = self.client.load_table_from_file(data, self.staging, job_config=config)
+            job.result()
         columns = ", ".join(self.columns)
         script = (
             "BEGIN TRANSACTION;\n"
