@@ -115,7 +115,7 @@ def test_addresses_of_one_slash_64_become_one_dictionary_entry() -> None:
     assert pc.count_distinct(column.cast(pa.string())).as_py() == 3
 
 
-def test_an_empty_or_all_null_column_and_a_custom_name() -> None:
+def test_empty_and_all_null_columns_stay_as_they_are_and_any_column_can_be_keyed() -> None:
     empty = pa.table({"client_ip": pa.array([], pa.string())})
     assert network_keyed(empty).equals(empty)
     nulls = pa.table({"client_ip": pa.array([None, None], pa.string())})

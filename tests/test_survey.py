@@ -572,7 +572,7 @@ def test_the_preflight_allows_exactly_the_origins_a_post_is_accepted_from(
     assert accepted == (allow is not None or origin == OWN)
 
 
-def test_the_default_lists_no_origin_but_the_surveys_own(tmp_path: Path) -> None:
+def test_by_default_no_origin_is_listed_and_the_document_names_the_403(tmp_path: Path) -> None:
     assert survey_config(tmp_path).survey.cors_origins == []
     spec = build_survey(survey_config(tmp_path), salt=SALT)._openapi_body
     assert '"403"' in spec.decode()
