@@ -68,6 +68,7 @@ patterns = ["starlink"]
 
 [periods]
 start = {RUN_START.isoformat()}
+end = {RUN_END.isoformat()}
 
 [privacy]
 min_tests = 8
@@ -113,8 +114,8 @@ def published(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Publ
         props["NAME"] = RENAMED.get(props["GEOID"], props["NAME"])
     (demo / "wa-counties.geojson").write_text(json.dumps(counties))
     config = pipeline_config(tmp, demo)
-    ingested = run_ingest(config, RUN_START, RUN_END, progress=False)
-    run_aggregate(config, ingested.dates)
+    run_ingest(config, RUN_START, RUN_END, progress=False)
+    run_aggregate(config)
     stores = Stores.of(config)
     return Published(
         config, stores.public, stores.private, stores.public.read_json("v1/index.json")

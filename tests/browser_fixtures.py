@@ -69,6 +69,7 @@ def site_config_text(tmp: Path, demo: Path, locate_url: str) -> str:
         '"file://var/public"': f'"file://{tmp / "public"}"',
         '"sqlite://var/survey.sqlite3"': f'"sqlite://{tmp / "survey.sqlite3"}"',
         "tests_per_day = 2500": f"tests_per_day = {SITE_TESTS_PER_DAY}",
+        "end = 2025-12-31": f"end = {SITE_END.isoformat()}",
     }
     for old, new in replacements.items():
         assert old in text, f"piecewise.example.toml no longer has {old}"
@@ -112,8 +113,8 @@ def site_server(
     config_path = tmp / "piecewise.toml"
     config_path.write_text(site_config_text(tmp, demo_data, ndt7_server.locate_url))
     config = load_config(config_path)
-    ingested = run_ingest(config, SITE_START, SITE_END, progress=False)
-    run_aggregate(config, ingested.dates)
+    run_ingest(config, SITE_START, SITE_END, progress=False)
+    run_aggregate(config)
     port = free_port()
     log_path = tmp / "serve.log"
     with log_path.open("wb") as log:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from api_fixtures import pipeline_config  # noqa: E402
 from bigquery_emulator import BigQueryEmulator  # noqa: E402
 from piecewise import periods  # noqa: E402
 from piecewise.aggregate import ALL_ISPS, compute_cells, load_tests  # noqa: E402
+from piecewise.clients import network_keyed  # noqa: E402
 from piecewise.config import Config, ConfigError, parse_config  # noqa: E402
 from piecewise.engines import cells_sql  # noqa: E402
 from piecewise.engines.bigquery import BigQueryEngine  # noqa: E402
@@ -183,7 +185,8 @@ def test_bigquery_engine_equals_the_one_machine_engine(
     layers = [layer.id for layer in config.layers]
     kinds, thresholds = list(config.periods.kinds), list(config.thresholds)
     in_bigquery = engine.cells(enriched.dates, kinds, thresholds)
-    one_machine = compute_cells([enriched.tests], layers, kinds, thresholds)
+    # Both count a client by its network (piecewise.clients), the engine as it loads.
+    one_machine = compute_cells([network_keyed(enriched.tests)], layers, kinds, thresholds)
     assert_same_cells(one_machine, in_bigquery)
     assert_quantiles_within_tolerance(in_bigquery[0], enriched)
 
@@ -205,11 +208,24 @@ def published(public_url: str, base: Path) -> tuple[dict[str, list], dict[str, l
 def test_both_engines_publish_the_same_counts(enriched: Input, emulator: BigQueryEmulator) -> None:
     duck_url = f"file://{enriched.tmp / 'public-duckdb'}"
     bq_url = f"file://{enriched.tmp / 'public-bigquery'}"
+    # Two publications of the same tests: each has its own ledger, so its own private store.
+    for name in ("private-duckdb", "private-bigquery"):
+        shutil.copytree(
+            enriched.tmp / "private", enriched.tmp / name, ignore=shutil.ignore_patterns("ledger")
+        )
     duck = enriched.config.model_copy(
-        update={"stores": enriched.config.stores.model_copy(update={"public": duck_url})}
+        update={
+            "stores": enriched.config.stores.model_copy(
+                update={"public": duck_url, "private": "file://private-duckdb"}
+            )
+        }
     )
-    run_aggregate(duck, enriched.dates)
-    run_aggregate(bigquery_config(enriched, emulator, bq_url), enriched.dates)
+    bigquery = bigquery_config(enriched, emulator, bq_url)
+    bigquery = bigquery.model_copy(
+        update={"stores": bigquery.stores.model_copy(update={"private": "file://private-bigquery"})}
+    )
+    assert run_aggregate(duck).release == 1
+    assert run_aggregate(bigquery).release == 1
     stats_a, cubes_a = published(duck_url, enriched.tmp)
     stats_b, cubes_b = published(bq_url, enriched.tmp)
     assert stats_a and cubes_a

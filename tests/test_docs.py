@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from piecewise import periods
 from piecewise.aggregate import ALL_ISPS, cell_schema, share_column
-from piecewise.areas import PSEUDO_AREAS, build_layers
+from piecewise.areas import PSEUDO_AREAS
 from piecewise.config import (
     Config,
     ConfigError,
@@ -33,7 +33,6 @@ from piecewise.config import (
 )
 from piecewise.histogram import BUCKETS, LOW, RATIO
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
-from piecewise.publish import Publisher
 from piecewise.quality import QualityReport
 from piecewise.schema import ENRICHED_BASE
 
@@ -215,15 +214,12 @@ def _config(tmp: Path) -> Config:
     return parse_config(MINIMAL, base_dir=tmp)
 
 
-def test_index_fields_are_documented(data_md: str, tmp_path: Path) -> None:
-    cfg = _config(tmp_path)
-    stores = Stores.of(cfg)
-    publisher = Publisher(cfg, stores.public, stores.private, build_layers(cfg))
-    index = publisher.write_index({}, set(), {})
-    assert stores.public.read_json("v1/index.json") == index
+def test_index_fields_are_documented(published: Stores, data_md: str) -> None:
+    index = published.public.read_json("v1/index.json")
     assert not undocumented(index, data_md)
     nested = [*index["project"], *index["privacy"], *index["histogram"], *index["paths"]]
     nested += [*index["layers"][0], *index["thresholds"][0]]
+    nested += [*index["release"], *index["publication"], *index["publication"]["next"]["day"]]
     assert not undocumented(nested, data_md)
 
 
@@ -233,7 +229,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Stores:
     cfg = _config(tmp_path_factory.mktemp("docs"))
     day = dt.date(2025, 1, 6)
     run_ingest(cfg, day, day, progress=False)
-    run_aggregate(cfg, [day])
+    run_aggregate(cfg)
     return Stores.of(cfg)
 
 

@@ -64,8 +64,8 @@ def site(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Site:
     cfg = make_config(tmp, demo)
     isps = [IspRule(name=EVIL_ISP, asns=[7922]), *cfg.isps[1:]]
     cfg = cfg.model_copy(update={"isps": isps})
-    ingested = run_ingest(cfg, START, END, progress=False)
-    run_aggregate(cfg, ingested.dates)
+    run_ingest(cfg, START, END, progress=False)
+    run_aggregate(cfg)
     public = Stores.of(cfg).public
     return Site(cfg, tmp, public, Client(build_app(cfg)), public.read_json("v1/index.json"))
 
