@@ -62,7 +62,7 @@ name = "Starlink"
 patterns = ["starlink"]
 
 [periods]
-start = {START.isoformat()}
+start = {overrides.get("start", START.isoformat())}
 {f"end = {end}" if end else ""}
 
 [privacy]

@@ -132,7 +132,8 @@ def complete_through(coverage: Coverage) -> dt.date | None:
     dates = coverage.state.dates
     day = coverage.first
     last = None
-    while day in dates or (coverage.state.excluded(day) and last is not None):
+    # Excluded dates are never published: they do not hold the run back.
+    while day in dates or coverage.state.excluded(day):
         if day in dates:
             last = day
         day += ONE_DAY

@@ -279,6 +279,13 @@ class Ledger:
         self.store.delete(PENDING_CELLS_KEY)
         self.store.delete(PENDING_CUBE_KEY)
 
+    def clear_leftovers(self) -> None:
+        """Remove the tables of a release that was never recorded, or whose clean-up
+        was cut short (there is no release.json)."""
+        for key in (PENDING_CELLS_KEY, PENDING_CUBE_KEY):
+            if self.store.exists(key):
+                self.store.delete(key)
+
     # -- released cells ---------------------------------------------------------------
 
     def layer_cells(

@@ -150,23 +150,29 @@ class Publisher:
         cells: pa.Table,
         cube: pa.Table,
         *,
+        starts: list[tuple[str, dt.date]],
         settings: dict,
         release: int,
         tiles: LayerTiles | None = None,
     ) -> None:
-        """Every period of a release's cells of one layer: `cells` sorted by kind,
-        period, area, ISP and direction, `cube` (the histograms of its published cells)
-        by the same and the bucket. `settings` are the release's (thresholds, privacy)."""
+        """The files of each period of `starts` (kind, first date) for one layer, from a
+        release's cells of that layer: `cells` sorted by kind, period, area, ISP and
+        direction, `cube` (the histograms of its published cells) by the same and the
+        bucket. A period without cells gets its files all the same (empty), so that every
+        period the index lists has them. `settings` are the release's (thresholds,
+        privacy)."""
         shares = [(t["label"], t["column"]) for t in settings["thresholds"]]
         privacy = settings["privacy"]
         for kind in periods.KINDS:
-            of_kind = cells.filter(pc.equal(cells.column("kind"), kind))
-            if of_kind.num_rows == 0:
+            wanted = sorted(start for k, start in starts if k == kind)
+            if not wanted:
                 continue
+            of_kind = cells.filter(pc.equal(cells.column("kind"), kind))
             cube_of_kind = cube.filter(pc.equal(cube.column("kind"), kind))
             days = of_kind.column("period").cast(pa.int32()).to_numpy()
             cube_days = cube_of_kind.column("period").cast(pa.int32()).to_numpy()
-            for d in np.unique(days).tolist():
+            for start in wanted:
+                d = (start - EPOCH).days
                 lo, hi = np.searchsorted(days, [d, d + 1])
                 rows = of_kind.slice(lo, hi - lo)
                 flag = rows.column("published")
@@ -174,7 +180,7 @@ class Publisher:
                 self.write_period(
                     layer,
                     kind,
-                    EPOCH + dt.timedelta(days=d),
+                    start,
                     rows.filter(flag),
                     rows.filter(pc.invert(flag)),
                     cube_of_kind.slice(clo, chi - clo).select(CUBE_COLUMNS),

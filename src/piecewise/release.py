@@ -51,7 +51,7 @@ from piecewise.ingest import ingested_dates
 from piecewise.ledger import Ledger, LedgerError, LedgerState, Release, SealBroken, SealedPeriod
 from piecewise.lock import RunLock
 from piecewise.manifest import Manifest
-from piecewise.publish import INDEX_KEY, Publisher
+from piecewise.publish import INDEX_KEY, PREFIX, Publisher
 from piecewise.schema import DIRECTIONS
 from piecewise.store import KeyNotFound
 
@@ -127,7 +127,9 @@ def run_release(
     with RunLock(stores.private, LOCK, ttl=ttl):
         completed = None
         pending = ledger.pending()
-        if pending is not None:
+        if pending is None:
+            ledger.clear_leftovers()
+        else:
             log.info("completing release %d, left pending by an earlier run", pending.number)
             complete_release(config, stores, ledger, pending)
             completed = pending.number
@@ -358,10 +360,15 @@ def complete_release(config: Config, stores: Stores, ledger: Ledger, release: Re
         ids = publisher.area_ids(layer.id, pc.unique(everything.column("area")).to_pylist())
         drawn = publisher.area_ids(layer.id, pc.unique(mine.column("area")).to_pylist())
         tiles = publisher.layer_tiles(layer.id, drawn, release.settings)
+        starts = [(p.kind, p.start) for p in release.periods]
+        # Every period the index lists has files in every layer, even one without a
+        # cell there (a layer added after the period was released, say): empty ones.
+        starts += _without_files(publisher, layer.id, state, released)
         publisher.write_periods(
             layer.id,
             mine,
             mine_cube,
+            starts=starts,
             settings=release.settings,
             release=release.number,
             tiles=tiles,
@@ -376,6 +383,25 @@ def complete_release(config: Config, stores: Stores, ledger: Ledger, release: Re
         isps.update(pc.unique(shown.column("isp")).to_pylist())
     publisher.write_index(_index(config, publisher, release, after, isps, area_counts))
     ledger.commit(release, cells, cube)
+
+
+def _without_files(
+    publisher: Publisher, layer: str, state: LedgerState, released: list[pa.Table]
+) -> list[tuple[str, dt.date]]:
+    """Periods released before without a cell of `layer` nor a statistics file."""
+    with_cells: set[tuple[str, dt.date]] = set()
+    for table in released:
+        pairs = table.select(["kind", "period"]).group_by(["kind", "period"]).aggregate([])
+        with_cells.update(zip(*pairs.to_pydict().values(), strict=True))
+    missing = [key for key in sorted(state.sealed) if key not in with_cells]
+    if not missing:
+        return []
+    present = set(publisher.public.list(f"{PREFIX}/stats/{layer}/"))
+    return [
+        (kind, start)
+        for kind, start in missing
+        if f"{PREFIX}/stats/{layer}/{kind}/{periods.label(kind, start)}.json" not in present
+    ]
 
 
 def _index(

@@ -1,0 +1,290 @@
+"""Releases: each period published once, when final; the ledger; one release at a time;
+a crash anywhere completed to the bytes of an uninterrupted run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from piecewise.ledger import Ledger, SealBroken
+from piecewise.lock import LockHeld, RunLock
+from piecewise.manifest import Manifest
+from piecewise.pipeline import Stores, run_aggregate, run_ingest
+from piecewise.release import ReleaseAborted
+from piecewise.store import Store
+from test_pipeline import file_hashes, make_config
+
+MAR = dt.date(2025, 3, 1)
+NOW = dt.datetime(2026, 1, 10, 6, 0, tzinfo=dt.UTC)
+
+
+def day(n: int) -> dt.date:
+    return MAR + dt.timedelta(days=n - 1)
+
+
+def labels(public: Path, kind: str) -> list[str]:
+    return json.loads((public / "v1/index.json").read_text())["periods"].get(kind, [])
+
+
+def config_for(tmp: Path, demo: Path, **overrides: str):
+    """The test region from 1 March 2025, a deployment that keeps going (no end)."""
+    return make_config(tmp, demo, **({"start": MAR.isoformat(), "end": ""} | overrides))
+
+
+def test_a_period_is_published_once_it_is_final_and_never_again(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    cfg = config_for(tmp_path, demo_data)
+    public = tmp_path / "public"
+    # 6 March: days up to 2 March are final (yesterday less the three re-read days).
+    run_ingest(cfg, day(1), day(5), progress=False)
+    first = run_aggregate(cfg, today=day(6))
+    assert first.release == 1 and first.periods == {"day": ["2025-03-01", "2025-03-02"]}
+    assert labels(public, "day") == ["2025-03-01", "2025-03-02"]
+    assert labels(public, "month") == []
+    index = json.loads((public / "v1/index.json").read_text())
+    assert index["publication"]["complete_through"] == "2025-03-02"
+    assert index["publication"]["next"]["day"] == {"period": "2025-03-03", "expected": "2025-03-07"}
+    assert index["publication"]["next"]["month"] == {"period": "2025-03", "expected": "2025-04-04"}
+    before = file_hashes(public / "v1/stats")
+    # The same day again: nothing new is final, nothing is written.
+    assert run_aggregate(cfg, today=day(6)).release is None
+    # 4 April: the rest of March, and the month itself.
+    run_ingest(cfg, day(6), day(31), progress=False)
+    second = run_aggregate(cfg, today=dt.date(2025, 4, 4))
+    assert second.periods["month"] == ["2025-03"]
+    assert len(second.periods["day"]) == 29
+    after = file_hashes(public / "v1/stats")
+    assert {k: after[k] for k in before} == before, "published files never change"
+    # The quarter covers its dates from periods.start: March alone, final with it.
+    assert second.periods["quarter"] == ["2025-Q1"]
+
+
+def test_a_published_date_is_never_read_again(tmp_path: Path, demo_data: Path) -> None:
+    cfg = config_for(tmp_path, demo_data)
+    run_ingest(cfg, day(1), day(3), progress=False)
+    run_aggregate(cfg, today=day(10))
+    private = tmp_path / "private"
+    before = file_hashes(private / "tests")
+    again = run_ingest(cfg, day(1), day(4), progress=False)
+    assert again.sealed == [day(1), day(2), day(3)] and again.dates == [day(4)]
+    assert "left 3 dates as they were published (final): 2025-03-01 to 2025-03-03" in (
+        again.summary()
+    )
+    assert {k: v for k, v in file_hashes(private / "tests").items() if k in before} == before
+
+
+def test_a_second_aggregation_is_refused_as_busy(tmp_path: Path, demo_data: Path) -> None:
+    cfg = config_for(tmp_path, demo_data)
+    run_ingest(cfg, day(1), day(2), progress=False)
+    with RunLock(Stores.of(cfg).private, "aggregate"), pytest.raises(LockHeld, match="pid"):
+        run_aggregate(cfg)
+    assert run_aggregate(cfg).release == 1
+    assert Stores.of(cfg).private.list("locks/") == []
+
+
+def test_the_cli_says_busy_with_status_75(tmp_path: Path, demo_data: Path, capsys) -> None:
+    from piecewise.cli import main
+
+    config = tmp_path / "piecewise.toml"
+    from test_pipeline import config_text
+
+    config.write_text(config_text(demo_data, end=""))
+    with RunLock(Stores.of(config_for(tmp_path, demo_data)).private, "aggregate"):
+        assert main(["aggregate", "--config", str(config)]) == 75
+    assert "busy:" in capsys.readouterr().err
+
+
+class CountingStores:
+    """The two stores of a run, failing their n-th write or delete, counted together."""
+
+    def __init__(self, stores: Stores, fail_at: int | None = None) -> None:
+        self.count = 0
+        self.fail_at = fail_at
+        self.stores = Stores(self._wrap(stores.private), self._wrap(stores.public))
+
+    def _wrap(self, inner: Store) -> Store:
+        outer = self
+
+        class Wrapped(Store):
+            def __init__(self) -> None:
+                self.__dict__.update(inner.__dict__)
+
+            def write_bytes(self, key: str, data: bytes, *args, **kwargs) -> None:
+                outer.tick(key)
+                super().write_bytes(key, data, *args, **kwargs)
+
+            def delete(self, key: str) -> None:
+                outer.tick(key)
+                super().delete(key)
+
+        return Wrapped()
+
+    def tick(self, key: str) -> None:
+        self.count += 1
+        if self.count == self.fail_at:
+            raise OSError(f"injected crash at write {self.count} ({key})")
+
+
+@pytest.mark.slow
+def test_a_crash_at_any_write_ends_as_an_uninterrupted_run_after_the_retry(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """The release of March (its days and the month) is cut at each of its writes in
+    turn, private and public stores alike; the retry ends with the very bytes of a run
+    that never stopped, index and ledger included."""
+    template = tmp_path / "template"
+    cfg = config_for(template, demo_data, end=day(4).isoformat())
+    # One layer keeps the number of writes (and so of runs) small.
+    cfg = cfg.model_copy(update={"layers": cfg.layers[:1]})
+    run_ingest(cfg, day(1), day(4), progress=False)
+
+    def fresh(name: str) -> tuple[Path, Stores]:
+        root = tmp_path / name
+        shutil.copytree(template, root, symlinks=True)
+        return root, Stores.of(cfg.model_copy(update={"base_dir": root}))
+
+    reference, stores = fresh("reference")
+    counting = CountingStores(stores)
+    assert run_aggregate(cfg, stores=counting.stores, now=NOW).release == 1
+    writes = counting.count
+    assert writes > 30
+    expected_private = file_hashes(reference / "private")
+    expected_public = file_hashes(reference / "public")
+    for k in range(1, writes + 1):
+        root, stores = fresh(f"crash-{k}")
+        failing = CountingStores(stores, fail_at=k)
+        with pytest.raises(OSError, match=f"injected crash at write {k} "):
+            run_aggregate(cfg, stores=failing.stores, now=NOW)
+        assert not [p for p in root.rglob(".*") if p.is_file()], "no partial file"
+        # Once recorded, the release is completed as recorded, whenever the retry runs;
+        # before that, nothing of it exists and the retry makes it anew.
+        recorded = Ledger(stores.private).pending() is not None
+        later = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+        result = run_aggregate(cfg, stores=stores, now=later if recorded else NOW)
+        assert result.release in (None, 1), k
+        assert file_hashes(root / "private") == expected_private, k
+        assert file_hashes(root / "public") == expected_public, k
+        shutil.rmtree(root)
+
+
+def test_a_date_ingested_again_meanwhile_aborts_the_release(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    cfg = config_for(tmp_path, demo_data)
+    run_ingest(cfg, day(1), day(2), progress=False)
+    stores = Stores.of(cfg)
+    manifest = Manifest(stores.private)
+
+    class Racing(Store):
+        """Another ingest records day 1 anew right after the release is recorded."""
+
+        def __init__(self, inner: Store) -> None:
+            self.__dict__.update(inner.__dict__)
+
+        def write_bytes(self, key: str, data: bytes, *args, **kwargs) -> None:
+            super().write_bytes(key, data, *args, **kwargs)
+            if key == "ledger/pending/release.json":
+                record = manifest.get(day(1))
+                manifest.record(
+                    day(1), record.rows, record.fingerprint, record.geoip, {}, digest="sha256:x"
+                )
+
+    with pytest.raises(ReleaseAborted, match="2025-03-01 was ingested again"):
+        run_aggregate(cfg, stores=Stores(Racing(stores.private), stores.public))
+    assert Ledger(stores.private).pending() is None
+    assert not (tmp_path / "public" / "v1").exists(), "nothing was published"
+    assert run_aggregate(cfg).release == 1
+
+
+def test_a_sealed_date_changed_behind_the_ledger_stops_the_next_release(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    cfg = config_for(tmp_path, demo_data, end=day(4).isoformat())
+    run_ingest(cfg, day(1), day(3), progress=False)
+    run_aggregate(cfg)  # days 1 to 3; March needs day 4
+    manifest = Manifest(Stores.of(cfg).private)
+    record = manifest.get(day(2))
+    manifest.record(day(2), record.rows, record.fingerprint, record.geoip, {}, digest="sha256:y")
+    run_ingest(cfg, day(4), day(4), progress=False)
+    with pytest.raises(SealBroken, match="2025-03-02 was published as final"):
+        run_aggregate(cfg)
+
+
+def test_a_settings_change_applies_to_the_periods_published_after_it(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    cfg = config_for(tmp_path, demo_data)
+    run_ingest(cfg, day(1), day(3), progress=False)
+    run_aggregate(cfg)
+    public = tmp_path / "public"
+    before = file_hashes(public / "v1/stats")
+    stricter = config_for(tmp_path, demo_data, min_tests="40")
+    run_ingest(stricter, day(4), day(4), progress=False)
+    assert run_aggregate(stricter).periods == {"day": ["2025-03-04"]}
+    after = file_hashes(public / "v1/stats")
+    assert {k: after[k] for k in before} == before
+    old = json.loads((public / "v1/stats/counties/day/2025-03-01.json").read_text())
+    new = json.loads((public / "v1/stats/counties/day/2025-03-04.json").read_text())
+    assert old["privacy"]["min_tests"] == 8 and new["privacy"]["min_tests"] == 40
+    assert all(c["tests"] >= 40 for c in new["cells"])
+    assert json.loads((public / "v1/index.json").read_text())["privacy"]["min_tests"] == 40
+
+
+def test_a_change_of_name_alone_makes_a_release_of_the_same_periods(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    cfg = config_for(tmp_path, demo_data)
+    run_ingest(cfg, day(1), day(2), progress=False)
+    run_aggregate(cfg)
+    renamed = cfg.model_copy(update={"project": cfg.project.model_copy(update={"name": "New"})})
+    result = run_aggregate(renamed)
+    assert result.release == 2 and result.periods == {}
+    index = json.loads((tmp_path / "public/v1/index.json").read_text())
+    assert index["project"]["name"] == "New" and index["periods"]["day"]
+    assert run_aggregate(renamed).release is None
+
+
+def test_a_layer_added_later_fills_from_the_dates_ingested_after_it(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    full = config_for(tmp_path, demo_data)
+    counties_only = full.model_copy(update={"layers": full.layers[:1]})
+    run_ingest(counties_only, day(1), day(2), progress=False)
+    run_aggregate(counties_only)
+    run_ingest(full, day(1), day(3), progress=False)  # days 1-2 are sealed: left as they were
+    assert run_aggregate(full).periods == {"day": ["2025-03-03"]}
+    public = tmp_path / "public"
+    assert labels(public, "day") == ["2025-03-01", "2025-03-02", "2025-03-03"]
+    hex_day = json.loads((public / "v1/stats/hex/day/2025-03-03.json").read_text())
+    assert hex_day["cells"] or hex_day["suppressed"]
+    # The days released before the layer have no tests in it: empty files.
+    early = json.loads((public / "v1/stats/hex/day/2025-03-01.json").read_text())
+    assert early["cells"] == [] and early["suppressed"] == []
+    counties = file_hashes(public / "v1/stats/counties")
+    assert run_aggregate(full).release is None
+    assert file_hashes(public / "v1/stats/counties") == counties
+
+
+def test_moving_the_start_earlier_leaves_out_dates_inside_published_periods(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    later = config_for(tmp_path, demo_data, end=day(31).isoformat())
+    later = later.model_copy(
+        update={"periods": later.periods.model_copy(update={"start": day(20)})}
+    )
+    run_ingest(later, day(20), day(31), progress=False)
+    assert run_aggregate(later).periods["month"] == ["2025-03"]
+    earlier = later.model_copy(
+        update={"periods": later.periods.model_copy(update={"start": day(1)})}
+    )
+    run_ingest(earlier, day(1), day(19), progress=False)
+    # March was published covering the 20th to the 31st: its earlier days would change
+    # what it is the sum of, so they are left out of every period.
+    assert run_aggregate(earlier).release is None
+    state = Ledger(Stores.of(earlier).private).state()
+    assert state.excluded(day(5)) and not state.excluded(day(25))
