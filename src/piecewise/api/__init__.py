@@ -6,6 +6,8 @@ It reads only the public store, so any number of instances can serve it.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import time
 from collections.abc import Callable
 
@@ -15,6 +17,15 @@ from piecewise.config import Config
 from piecewise.store import Store, open_store
 
 __all__ = ["ApiApp", "build_api"]
+
+# What a serving process has imported by now (its modules, classes and functions: some
+# 50,000 objects that live as long as it does) is put out of the cyclic collector's
+# sight, so that a full collection does not walk it. Done once, at import, when no
+# request exists yet: nothing a request makes is ever frozen (frozen objects in a
+# cycle are never collected). The caches' values need no freezing: they are kept in
+# forms the collector does not track (reader.py, docs/api.md, Memory).
+gc.freeze()
+atexit.register(gc.unfreeze)
 
 
 def build_api(

@@ -11,9 +11,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
@@ -50,26 +52,48 @@ RETRY_AFTER_SECONDS = 30
 EMPTY_ETAG = hashlib.sha256(b"").hexdigest()[:32]
 
 
-class Rendered:
-    """An answer's bytes, its strong ETag and its gzip form (made when first asked)."""
+class Rendered(NamedTuple):
+    """An answer's bytes, its content type, its strong ETag and its gzip form (None when
+    the answer is too short to compress). The response cache keeps its fields as a
+    plain tuple of bytes and strings, which the garbage collector stops tracking (it
+    keeps tracking named tuples: docs/api.md, Memory)."""
 
-    __slots__ = ("body", "content_type", "etag", "_gzipped")
-
-    def __init__(self, body: bytes, content_type: str) -> None:
-        self.body = body
-        self.content_type = content_type
-        self.etag = hashlib.sha256(body).hexdigest()[:32]
-        self._gzipped: bytes | None = None
-
-    @property
-    def gzipped(self) -> bytes:
-        if self._gzipped is None:
-            self._gzipped = gzip.compress(self.body, compresslevel=GZIP_LEVEL, mtime=0)
-        return self._gzipped
+    body: bytes
+    content_type: str
+    etag: str
+    gzipped: bytes | None
 
     @property
     def size(self) -> int:
-        return 2 * len(self.body) + 200
+        return len(self.body) + len(self.gzipped or b"") + 400
+
+
+def rendered(body: bytes, content_type: str) -> Rendered:
+    """An answer with its ETag and, when long enough, its gzip form: made with the
+    answer (nearly every client takes gzip), so the cached value never changes."""
+    gzipped = None
+    if len(body) >= GZIP_MIN_BYTES:
+        gzipped = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+    return Rendered(body, content_type, hashlib.sha256(body).hexdigest()[:32], gzipped)
+
+
+def cache_key(endpoint: Endpoint, query: Query, fmt: str) -> tuple:
+    """The response cache's key of a request: its endpoint, format and parsed parameters
+    as a plain tuple of atoms (strings, numbers, dates and plain tuples of them, a
+    `Period` made one), which the garbage collector stops tracking, unlike the query
+    object itself."""
+    return (
+        endpoint.name,
+        fmt,
+        *(tuple(v) if isinstance(v, tuple) else v for v in vars(query).values()),
+    )
+
+
+def key_bytes(key: Hashable) -> int:
+    """The memory a cache key holds (a request may make its parameters long)."""
+    if isinstance(key, tuple):
+        return sys.getsizeof(key) + sum(key_bytes(item) for item in key)
+    return sys.getsizeof(key)
 
 
 @dataclass(frozen=True)
@@ -163,19 +187,18 @@ class ApiApp:
             except DataUnavailable:
                 snap = None
             if snap is None:
-                rendered = Rendered(formats.json_bytes(openapi_document(None)), formats.JSON)
-                return self.finish(request, rendered, endpoint)
+                answer = rendered(formats.json_bytes(openapi_document(None)), formats.JSON)
+                return self.finish(request, answer, endpoint)
         else:
             snap = self.data.current()
-        rendered = snap.responses.get(
-            (endpoint.name, query, fmt),
-            lambda: self._sized(self.render(snap, endpoint, query, fmt)),
-        )
-        return self.finish(request, rendered, endpoint)
+        key = cache_key(endpoint, query, fmt)
 
-    @staticmethod
-    def _sized(rendered: Rendered) -> tuple[Rendered, int]:
-        return rendered, rendered.size
+        def load() -> tuple[tuple, int]:
+            answer = self.render(snap, endpoint, query, fmt)
+            # The key counts too: its parameters can be longer than the answer.
+            return tuple(answer), answer.size + key_bytes(key)
+
+        return self.finish(request, Rendered._make(snap.responses.get(key, load)), endpoint)
 
     def negotiate(self, request: Request) -> str:
         best = request.accept_mimetypes.best_match(
@@ -209,7 +232,7 @@ class ApiApp:
                 body = ranges.merge_range(snap, ranges.resolve(snap, query, self.limits))
         if not isinstance(body, bytes):
             body = formats.json_bytes(body)
-        return Rendered(body, formats.MEDIA_TYPES[fmt])
+        return rendered(body, formats.MEDIA_TYPES[fmt])
 
     def _common_headers(
         self, request: Request, vary: list[str], cache_control: str
@@ -224,10 +247,11 @@ class ApiApp:
             headers.append(("Vary", ", ".join(vary)))
         return headers
 
-    def finish(self, request: Request, rendered: Rendered, endpoint: Endpoint) -> Response:
+    def finish(self, request: Request, answer: Rendered, endpoint: Endpoint) -> Response:
         vary = ["Accept-Encoding"] + (["Accept"] if len(endpoint.formats) > 1 else [])
-        use_gzip = len(rendered.body) >= GZIP_MIN_BYTES and request.accept_encodings["gzip"] > 0
-        etag = f"{rendered.etag}-gz" if use_gzip else rendered.etag
+        gzipped = answer.gzipped
+        use_gzip = gzipped is not None and request.accept_encodings["gzip"] > 0
+        etag = f"{answer.etag}-gz" if use_gzip else answer.etag
         headers = self._common_headers(
             request, vary, f"public, max-age={self.settings.cache_max_age}"
         )
@@ -235,14 +259,15 @@ class ApiApp:
         wanted = request.if_none_match
         if wanted and (
             wanted.star_tag
-            or wanted.contains_weak(rendered.etag)
-            or wanted.contains_weak(f"{rendered.etag}-gz")
+            or wanted.contains_weak(answer.etag)
+            or wanted.contains_weak(f"{answer.etag}-gz")
         ):
             return Response(status=304, headers=headers)
-        body = rendered.gzipped if use_gzip else rendered.body
-        if use_gzip:
+        body = answer.body
+        if use_gzip and gzipped is not None:
+            body = gzipped
             headers.append(("Content-Encoding", "gzip"))
-        return Response(body, status=200, headers=headers, content_type=rendered.content_type)
+        return Response(body, status=200, headers=headers, content_type=answer.content_type)
 
     def error(self, request: Request, exc: ApiError) -> Response:
         body = formats.json_bytes(exc.body())

@@ -2,12 +2,17 @@
 
 Several threads asking for the same missing key wait for one load instead of all
 reading the same file; the least recently used values go when the byte budget is spent.
+Each entry counts its value's size (given by the loader) plus `ENTRY_BYTES` for the key
+and the bookkeeping, so the budget bounds the whole cache, however small its values.
+
+The cache does nothing with the garbage collector: values are meant to be kept in forms
+the cyclic collector does not track (bytes, numpy arrays, tuples and dicts of atoms),
+so that a full collection does not walk them however many there are (docs/api.md,
+Memory).
 """
 
 from __future__ import annotations
 
-import atexit
-import gc
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -15,8 +20,9 @@ from typing import Generic, TypeVar
 
 V = TypeVar("V")
 
-# What the caches froze is collected normally when the interpreter shuts down.
-atexit.register(gc.unfreeze)
+# An entry's own cost: its key (a few short strings), the OrderedDict's node and slot,
+# and the (value, size) pair.
+ENTRY_BYTES = 256
 
 
 class LoadingCache(Generic[V]):
@@ -75,17 +81,13 @@ class LoadingCache(Generic[V]):
                 self._store(key, value, size)
                 del self._loading[key]
             done.set()
-            # Cached values live long and hold many objects: out of the collector's
-            # sight, a full collection no longer walks them (pauses of 100 ms and
-            # more with a year loaded). They hold no reference cycles, so reference
-            # counting still frees them when they are dropped.
-            gc.freeze()
             return value
 
     def _store(self, key: Hashable, value: V, size: int) -> None:
         old = self._values.pop(key, None)
         if old is not None:
             self.bytes -= old[1]
+        size += ENTRY_BYTES
         if size > self.max_bytes:
             return  # bigger than the whole budget: used once, not kept
         self._values[key] = (value, size)

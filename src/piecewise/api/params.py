@@ -13,7 +13,7 @@ import datetime as dt
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from piecewise import periods
 from piecewise.api.errors import BadParameter
@@ -58,9 +58,9 @@ class Param:
     location: str = "query"
 
 
-@dataclass(frozen=True)
-class Period:
-    """A period named by its label; the kind follows from the label's form."""
+class Period(NamedTuple):
+    """A period named by its label; the kind follows from the label's form. (A tuple of
+    atoms: in a cached answer's key, the garbage collector stops tracking it.)"""
 
     kind: str
     label: str

@@ -8,8 +8,6 @@ public files hold none.
 
 from __future__ import annotations
 
-import datetime as dt
-import functools
 import json
 from dataclasses import dataclass
 
@@ -166,11 +164,8 @@ def select_stats(snap: Snapshot, q: StatsQuery) -> StatsSelection:
     published_period(snap, q.period)
     known_isp(snap, q.isp)
     stats = snap.stats(q.layer, q.period.kind, q.period.label)
-    group = stats.by_isp.get(q.isp) or _NO_CELLS
+    group = stats.group(q.isp)
     return StatsSelection(q.layer, stats, q.isp, q.direction, group)
-
-
-_NO_CELLS = IspStats()
 
 
 def _head(sel: StatsSelection) -> dict:
@@ -255,12 +250,12 @@ def _area_cells(
     name = area_name(snap, q.layer, q.area)
     published_period(snap, q.period)
     stats = snap.stats(q.layer, q.period.kind, q.period.label)
-    cells, hidden = stats.by_area.get(q.area, ([], []))
+    cells, hidden = stats.by_area.get(q.area, ((), ()))
     wanted = directions(q.direction)
     return (
         stats,
         name,
-        [c for c in cells if c.direction in wanted],
+        [AreaCell._make(c) for c in cells if c[1] in wanted],
         [(i, d) for i, d in hidden if d in wanted],
     )
 
@@ -343,7 +338,7 @@ def series(snap: Snapshot, q: SeriesQuery, limits: Limits) -> dict:
     last = q.end or (
         periods.end_of(q.step, periods.parse_label(q.step, labels[-1])) if labels else None
     )
-    axis: list[str] = []
+    axis: tuple[str, ...] = ()
     if first is not None and last is not None:
         if last < first:
             raise BadParameter(
@@ -357,14 +352,14 @@ def series(snap: Snapshot, q: SeriesQuery, limits: Limits) -> dict:
                 "allowed per request: give a later start or an earlier end",
                 parameter="end" if q.end else "start",
             )
-        axis = _axis(q.step, first, last)
+        axis = snap.axis_labels(q.step, first, last)
     doc = snap.series(q.layer, q.area)
     step = doc.kinds.get(q.step) if doc else None
     thresholds = (doc.thresholds if doc else None) or {
         t["column"]: t["label"] for t in snap.thresholds
     }
     shares = sorted(thresholds.items(), key=lambda t: t[1])
-    published = step.periods if step else []
+    published = step.periods if step else ()
     same_axis = published == axis
     take = None
     if not same_axis:
@@ -382,7 +377,8 @@ def series(snap: Snapshot, q: SeriesQuery, limits: Limits) -> dict:
 
     out = []
     for direction in directions(q.direction):
-        arrays = step.series.get((q.isp, direction)) if step else None
+        pairs = step.series.get((q.isp, direction)) if step else None
+        arrays = dict(pairs) if pairs is not None else None
         fields = {field: values(arrays, field) for field in SERIES_FIELDS}
         share_values = json_object(
             {},
@@ -403,19 +399,9 @@ def series(snap: Snapshot, q: SeriesQuery, limits: Limits) -> dict:
         "end": last.isoformat() if last else None,
         "isp": q.isp,
         "direction": q.direction,
-        "periods": axis,
+        "periods": list(axis),
     }
     return json_object(head, series=json_array(out))
-
-
-@functools.lru_cache(maxsize=1024)
-def _axis_labels(step: str, first: dt.date, last: dt.date) -> tuple[str, ...]:
-    return tuple(periods.label(step, p) for p in periods.axis(step, first, last))
-
-
-def _axis(step: str, first: dt.date, last: dt.date) -> list[str]:
-    """The labels of the periods of a series axis (the same few are asked for again)."""
-    return list(_axis_labels(step, first, last))
 
 
 # -- /v1/layers/{layer}/histogram ------------------------------------------------------------

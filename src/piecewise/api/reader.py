@@ -6,14 +6,26 @@ snapshot (with empty caches) replaces the old one, so every answer comes from on
 publication. A snapshot loads each file the first time it is needed and keeps the
 decoded result (parsed statistics, series and areas; the cube as numpy arrays) in a
 byte-bounded LRU shared by the threads of the instance.
+
+One release at a time: a series file is rewritten by every later release (it gains
+periods and ISPs) and an areas file may gain areas, so what a snapshot reads of them is
+cut to its own index: series to the periods it lists, and an areas file that is not
+the one its index counts is a publication in progress (503). Statistics and cube files
+of a listed period never change, and a snapshot reads only listed periods.
+
+Memory: everything a snapshot keeps is counted in one of its two byte budgets, or is
+bounded by its own index and files (the code book of area and ISP codes, the ends of
+suppressed keys), never by what requests ask. Kept values are tuples, dicts and bytes
+of atoms and numpy arrays, which the cyclic garbage collector stops tracking, so its
+full collections do not walk them (docs/api.md, Memory).
 """
 
 from __future__ import annotations
 
 import array
 import csv
+import datetime as dt
 import functools
-import gc
 import hashlib
 import json
 import logging
@@ -54,6 +66,22 @@ ISP_STRIDE = 1 << 24
 _SUPPRESSED_KEY = b'"suppressed":'
 _AFTER_SUPPRESSED = re.compile(r'\s*(,\s*"version"\s*:\s*\d+\s*)?}\s*\Z')
 _DECODER = json.JSONDecoder()
+# What a kept statistics file costs beyond its cells' JSON and CSV text, per published
+# cell, per suppressed key and per ISP (measured with tracemalloc over the benchmark
+# year, every part made; tests/test_api_memory.py holds every kept value to it).
+PUBLISHED_CELL_BYTES = 280
+SUPPRESSED_CELL_BYTES = 110
+ISP_GROUP_BYTES = 1500
+# The same for the other kept values: a label of a series axis (its string, its slot
+# and its entry in a position dict), an array of a series beyond its JSON, a series
+# (ISP and direction) beyond its arrays, an area beyond its geometry's JSON and its id
+# and name (counted three times: the keys of its suppressed cells repeat them), a code
+# in a dict of suppressed codes.
+AXIS_LABEL_BYTES = 170
+SERIES_ARRAY_BYTES = 120
+SERIES_ENTRY_BYTES = 400
+AREA_BYTES = 600
+SET_CODE_BYTES = 90
 
 
 @dataclass(frozen=True)
@@ -68,45 +96,70 @@ class LayerInfo:
 
 @dataclass(frozen=True)
 class LayerAreas:
-    """The areas file of a layer: ids (sorted), names, GeoJSON features and their
-    geometries encoded as JSON, by id."""
+    """The areas file of a layer: ids (sorted), names and geometries encoded as JSON, by
+    id; and how answers write each area's suppressed keys (`keys`, made as asked for:
+    see `Snapshot.area_key`; their bytes are counted in the entry's size beforehand)."""
 
     ids: tuple[str, ...]
     names: dict[str, str]
-    features: dict[str, dict]
     geometries: dict[str, bytes]
+    keys: dict[str, tuple[bytes, bytes, bytes]]
+
+
+# One ISP's cells in a statistics file, as `PeriodStats` keeps them: six plain tuples
+# (cells, cell_areas, cell_directions, tests, hidden_areas, hidden_directions).
+IspColumns = tuple[
+    tuple[bytes, ...],
+    tuple[str, ...],
+    tuple[str, ...],
+    tuple[int, ...],
+    tuple[str, ...],
+    tuple[str, ...],
+]
+NO_COLUMNS: IspColumns = ((), (), (), (), (), ())
 
 
 class IspStats:
-    """The cells of one ISP in a statistics file. Published cells are kept as their JSON
-    object, encoded once as the answers show them, with their area, direction and tests
-    (`cells`, `cell_areas`, `cell_directions`, `tests`, in file order); suppressed keys
-    as area and direction (`hidden_areas`, `hidden_directions`, in file order). Made
-    when first asked for: the CSV lines of the published cells (`csv_lines`), and both
-    together by area and direction (`ordered`)."""
+    """The cells of one ISP in a statistics file, for one request. Published cells are
+    kept as their JSON object, encoded once as the answers show them, with their area,
+    direction and tests (`cells`, `cell_areas`, `cell_directions`, `tests`, in file
+    order); suppressed keys as area and direction (`hidden_areas`, `hidden_directions`,
+    in file order). Made when first asked for, and kept by the file (`made`): the CSV
+    lines of the published cells (`csv_lines`), and both together by area and direction
+    (`ordered`).
+
+    A view, made per request: what the file keeps are plain tuples of atoms, which the
+    garbage collector stops tracking (an object like this one it tracks always)."""
 
     __slots__ = (
+        "isp",
         "cells",
-        "csv",
         "cell_areas",
         "cell_directions",
         "tests",
         "hidden_areas",
         "hidden_directions",
-        "rows",
+        "made",
     )
 
-    def __init__(self) -> None:
-        self.cells: list[bytes] = []
-        self.csv: list[bytes] | None = None
-        self.cell_areas: list[str] = []
-        self.cell_directions: list[str] = []
-        self.tests: list[int] = []
-        self.hidden_areas: list[str] = []
-        self.hidden_directions: list[str] = []
-        self.rows: array.array | None = None
+    def __init__(
+        self,
+        isp: str = "",
+        columns: IspColumns = NO_COLUMNS,
+        made: dict[tuple[str, str], Any] | None = None,
+    ) -> None:
+        self.isp = isp
+        (
+            self.cells,
+            self.cell_areas,
+            self.cell_directions,
+            self.tests,
+            self.hidden_areas,
+            self.hidden_directions,
+        ) = columns
+        self.made = made if made is not None else {}
 
-    def published(self, direction: str) -> list[bytes]:
+    def published(self, direction: str) -> tuple[bytes, ...] | list[bytes]:
         if direction == "both":
             return self.cells
         return [c for c, d in zip(self.cells, self.cell_directions, strict=True) if d == direction]
@@ -119,26 +172,29 @@ class IspStats:
 
     def ordered(self, direction: str) -> list[int]:
         """Published cells (index i) and suppressed keys (~i) by area and direction."""
-        rows = self.rows
-        if rows is None:
+        kept = self.made.get(("rows", self.isp))
+        if kept is None:
             areas, dirs = self.cell_areas, self.cell_directions
             hidden_areas, hidden_dirs = self.hidden_areas, self.hidden_directions
             keys = [(areas[i], dirs[i], i) for i in range(len(areas))]
             keys += [(hidden_areas[i], hidden_dirs[i], ~i) for i in range(len(hidden_areas))]
             keys.sort(key=_first_two)
-            rows = self.rows = array.array("q", [k[2] for k in keys])
+            # As bytes: 8 a row, and untracked by the garbage collector (an array is not).
+            kept = self.made[("rows", self.isp)] = array.array("q", [k[2] for k in keys]).tobytes()
+        rows = memoryview(kept).cast("q").tolist()
         if direction == "both":
-            return rows.tolist()
+            return rows
         cell_dirs, hidden_dirs = self.cell_directions, self.hidden_directions
         return [i for i in rows if (cell_dirs[i] if i >= 0 else hidden_dirs[~i]) == direction]
 
-    def csv_lines(self, shares: list[tuple[str, str]]) -> list[bytes]:
+    def csv_lines(self, shares: list[tuple[str, str]]) -> tuple[bytes, ...]:
         """The CSV line of each published cell, from its JSON object."""
-        lines = self.csv
+        lines = self.made.get(("csv", self.isp))
         if lines is None:
             line = _CsvLine()
             cells = json.loads(b"[" + b",".join(self.cells) + b"]")
-            lines = self.csv = [line.cell(cell, shares) for cell in cells]
+            lines = tuple([line.cell(cell, shares) for cell in cells])
+            self.made[("csv", self.isp)] = lines
         return lines
 
 
@@ -159,8 +215,9 @@ class AreaCell(NamedTuple):
 
 
 class PeriodStats:
-    """One statistics file, kept compactly, by ISP (`by_isp`, `IspStats`) and, when an
-    area endpoint asks, by area (`by_area`)."""
+    """One statistics file, kept compactly, by ISP (`by_isp`: `IspColumns`, read through
+    `group`) and, when an area endpoint asks, by area (`by_area`). `size` counts what it
+    holds once every part made when asked for (CSV lines, order, `by_area`) is made."""
 
     def __init__(self, doc: dict, raw: list[bytes] | None = None) -> None:
         self.kind = str(doc["kind"])
@@ -174,49 +231,71 @@ class PeriodStats:
         triples = doc["suppressed"]
         if not all(isinstance(t, list) and len(t) == 3 for t in triples):
             raise ValueError("`suppressed` must hold [area, isp, direction] triples")
+        # Names from the file, interned so that every cell shares one string object
+        # (mortal: freed with the last file that holds them).
         intern = sys.intern
-        by_isp: dict[str, IspStats] = {}
+        groups: dict[str, tuple[list, list, list, list, list, list]] = {}
+
+        def group_of(isp: str) -> tuple[list, list, list, list, list, list]:
+            found = groups.get(isp)
+            if found is None:
+                found = groups[intern(isp)] = ([], [], [], [], [], [])
+            return found
+
         size = 1000
         for n, cell in enumerate(cells):
-            isp = cell["isp"]
-            group = by_isp.get(isp) or by_isp.setdefault(intern(isp), IspStats())
             encoded = json_bytes(cell) if raw is None else raw[n]
-            group.cells.append(encoded)
-            group.cell_areas.append(intern(cell["area"]))
-            group.cell_directions.append(intern(cell["direction"]))
-            group.tests.append(cell["tests"])
-            # With its CSV line (about a third of it) when asked for.
-            size += len(encoded) * 4 // 3 + 150
+            group = group_of(cell["isp"])
+            group[0].append(encoded)
+            group[1].append(intern(cell["area"]))
+            group[2].append(intern(cell["direction"]))
+            group[3].append(cell["tests"])
+            size += len(encoded) * 4 // 3 + PUBLISHED_CELL_BYTES
         for area, isp, direction in triples:
-            group = by_isp.get(isp) or by_isp.setdefault(intern(isp), IspStats())
-            group.hidden_areas.append(intern(area))
-            group.hidden_directions.append(intern(direction))
-            size += 30
-        self.by_isp = by_isp
-        self.size = size
+            group = group_of(isp)
+            group[4].append(intern(area))
+            group[5].append(intern(direction))
+            size += SUPPRESSED_CELL_BYTES
+        self.by_isp: dict[str, IspColumns] = {
+            isp: tuple(tuple(column) for column in group)  # type: ignore[misc]
+            for isp, group in groups.items()
+        }
+        # The parts of `IspStats` made when asked for, by (part, ISP).
+        self.made: dict[tuple[str, str], Any] = {}
+        self.size = size + ISP_GROUP_BYTES * len(groups)
+
+    def group(self, isp: str) -> IspStats:
+        """The cells of one ISP (none when it has none in the period)."""
+        return IspStats(isp, self.by_isp.get(isp, NO_COLUMNS), self.made)
 
     @property
     def suppressed(self) -> list[tuple[str, str, str]]:
         """The `(area, isp, direction)` keys of the suppressed cells."""
         return [
             (area, isp, direction)
-            for isp, group in self.by_isp.items()
-            for area, direction in group.suppressed("both")
+            for isp, columns in self.by_isp.items()
+            for area, direction in zip(columns[4], columns[5], strict=True)
         ]
 
     @functools.cached_property
-    def by_area(self) -> dict[str, tuple[list[AreaCell], list[tuple[str, str]]]]:
-        """Published cells (with ISP, direction, tests and JSON object) and the
-        (ISP, direction) keys of the suppressed ones, by area."""
-        out: dict[str, tuple[list[AreaCell], list[tuple[str, str]]]] = {}
-        for isp, group in self.by_isp.items():
-            for area, direction, tests, encoded in zip(
-                group.cell_areas, group.cell_directions, group.tests, group.cells, strict=True
-            ):
-                out.setdefault(area, ([], []))[0].append(AreaCell(isp, direction, tests, encoded))
-            for area, direction in group.suppressed("both"):
+    def by_area(self) -> dict[str, tuple[tuple[tuple, ...], tuple[tuple[str, str], ...]]]:
+        """Published cells (the fields of an `AreaCell`, as a plain tuple: unlike a named
+        tuple, the garbage collector stops tracking it) and the (ISP, direction) keys of
+        the suppressed ones, by area."""
+        out: dict[str, tuple[list[tuple], list[tuple[str, str]]]] = {}
+        for isp, (
+            cells,
+            areas,
+            directions,
+            tests,
+            hidden_areas,
+            hidden_directions,
+        ) in self.by_isp.items():
+            for area, direction, n, encoded in zip(areas, directions, tests, cells, strict=True):
+                out.setdefault(area, ([], []))[0].append((isp, direction, n, encoded))
+            for area, direction in zip(hidden_areas, hidden_directions, strict=True):
                 out.setdefault(area, ([], []))[1].append((isp, direction))
-        return out
+        return {area: (tuple(cells), tuple(hidden)) for area, (cells, hidden) in out.items()}
 
 
 class _CsvLine:
@@ -274,7 +353,8 @@ class PeriodCube:
     @property
     def nbytes(self) -> int:
         arrays = (self.codes, self.starts, self.buckets, self.counts)
-        return sum(a.nbytes for a in arrays) + 120 * len(self.position)
+        # The arrays' data, each cell's entry in `position` and the objects themselves.
+        return sum(a.nbytes for a in arrays) + 150 * len(self.position) + 1000
 
 
 class CodeBook:
@@ -370,11 +450,22 @@ class Snapshot:
         self.isp_set = frozenset(self.isps)
         self.thresholds: list[dict] = list(index.get("thresholds") or [])
         self.paths: dict[str, str] = dict(index["paths"])
+        # How many areas each layer's areas file has in this release (when the index
+        # says): a file with another number belongs to another release.
+        self.area_counts: dict[str, int] = {
+            entry["id"]: int(entry["areas"]) for entry in index["layers"] if "areas" in entry
+        }
         self._data: LoadingCache[Any] = LoadingCache(data_cache_bytes)
         self.responses: LoadingCache[Any] = LoadingCache(response_cache_bytes)
+        # Bounded by construction: codes are handed out only for the areas and ISPs of
+        # this release's files and index (requests are checked against them first).
         self._codebooks: dict[str, CodeBook] = {layer: CodeBook() for layer in self.layers}
-        self._area_keys: dict[tuple[str, str], tuple[bytes, bytes, bytes]] = {}
-        self._key_ends: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        # Bounded by the index: every ISP (and `all`) in each direction, made now.
+        self._key_ends: dict[tuple[str, str], tuple[bytes, bytes]] = {
+            (isp, direction): self._key_end(isp, direction)
+            for isp in (*self.isps, "all")
+            for direction in DIRECTIONS
+        }
 
     @functools.cached_property
     def shares(self) -> list[tuple[str, str]]:
@@ -385,29 +476,60 @@ class Snapshot:
         """How answers start a suppressed key of the area: its JSON object up to the ISP
         (`{"area":..,"name":..,`), its CSV line up to the ISP (`area,name,`), and its
         GeoJSON feature id up to the direction (`"area/`)."""
-        parts = self._area_keys.get((layer, area))
+        areas = self.areas(layer)
+        parts = areas.keys.get(area)
         if parts is None:
-            name = self.areas(layer).names.get(area, area)
+            name = areas.names.get(area)
             parts = (
-                json_bytes({"area": area, "name": name})[:-1] + b",",
-                csv_line([area, name])[:-2] + b",",
+                json_bytes({"area": area, "name": area if name is None else name})[:-1] + b",",
+                csv_line([area, area if name is None else name])[:-2] + b",",
                 json_bytes(area)[:-1] + b"/",
             )
-            self._area_keys[(layer, area)] = parts
+            if name is not None:
+                # Kept for the areas of the file only, whose bytes its size counts.
+                areas.keys[area] = parts
         return parts
 
     def key_end(self, isp: str, direction: str) -> tuple[bytes, bytes]:
         """How answers end a suppressed key: its JSON object from the ISP on, its CSV
         line from the ISP on."""
         parts = self._key_ends.get((isp, direction))
-        if parts is None:
-            blanks = [None] * (len(CSV_NUMBERS) + len(self.shares))
-            parts = (
-                json_bytes({"isp": isp, "direction": direction})[1:],
-                csv_line([isp, direction, True, *blanks]),
-            )
-            self._key_ends[(isp, direction)] = parts
-        return parts
+        return parts if parts is not None else self._key_end(isp, direction)
+
+    def _key_end(self, isp: str, direction: str) -> tuple[bytes, bytes]:
+        blanks = [None] * (len(CSV_NUMBERS) + len(self.shares))
+        return (
+            json_bytes({"isp": isp, "direction": direction})[1:],
+            csv_line([isp, direction, True, *blanks]),
+        )
+
+    def axis(self, kind: str) -> PeriodAxis:
+        """Every period of `kind` from the first to the last this release lists (the
+        axis of its series), with their positions and which of them it lists."""
+
+        def load() -> tuple[PeriodAxis, int]:
+            labels = self.periods.get(kind) or ()
+            full: tuple[str, ...] = ()
+            if labels:
+                starts = [periods.parse_label(kind, label) for label in labels]
+                axis = periods.axis(kind, min(starts), max(starts))
+                full = tuple(periods.label(kind, p) for p in axis)
+            position = {label: i for i, label in enumerate(full)}
+            published = self.period_sets.get(kind, frozenset())
+            listed = tuple(label in published for label in full)
+            return PeriodAxis(full, position, listed), AXIS_LABEL_BYTES * len(full) + 500
+
+        return self._data.get(("axis", kind), load)
+
+    def axis_labels(self, kind: str, first: dt.date, last: dt.date) -> tuple[str, ...]:
+        """The labels of the periods of `kind` from the one holding `first` to the one
+        holding `last`: a slice of this release's axis when it holds both ends."""
+        axis = self.axis(kind)
+        a = axis.position.get(periods.label(kind, periods.start_of(kind, first)))
+        b = axis.position.get(periods.label(kind, periods.start_of(kind, last)))
+        if a is not None and b is not None:
+            return axis.labels[a : b + 1]
+        return tuple(periods.label(kind, p) for p in periods.axis(kind, first, last))
 
     # -- keys and reads ---------------------------------------------------------------
 
@@ -455,9 +577,24 @@ class Snapshot:
 
     def areas(self, layer: str) -> LayerAreas:
         key = self.layers[layer].geometry
-        return self._data.get(
-            ("areas", layer), lambda: self._must_exist(key, lambda: _areas(self._json(key)))
-        )
+
+        def load() -> tuple[LayerAreas, int]:
+            areas, size = self._must_exist(key, lambda: _areas(self._json(key)))
+            expected = self.area_counts.get(layer)
+            if expected is not None and expected != len(areas.ids):
+                # Written by a later release whose index is not out yet (or not read yet):
+                # its new areas are not this release's. The next look at the index
+                # brings the release that matches it.
+                log.warning(
+                    "%s has %d areas, the index %d: a publication is in progress",
+                    key,
+                    len(areas.ids),
+                    expected,
+                )
+                raise DataUnavailable("the public data is being updated; try again shortly")
+            return areas, size
+
+        return self._data.get(("areas", layer), load)
 
     def stats(self, layer: str, kind: str, label: str) -> PeriodStats:
         key = self.key("stats", layer=layer, kind=kind, period=label)
@@ -489,8 +626,10 @@ class Snapshot:
                 dtype=np.int64,
                 count=len(triples),
             )
-            codes = np.unique(codes)
-            return codes, codes.nbytes + 64
+            # A copy: numpy's unique may return the first part of a buffer the size of
+            # its input, which would be kept whole.
+            codes = np.unique(codes).copy()
+            return codes, codes.nbytes + 200
 
         return self._data.get(("suppressed", layer, kind, label), load)
 
@@ -506,12 +645,13 @@ class Snapshot:
                 raise ValueError("`suppressed` must hold [area, isp, direction] triples")
         return triples, 0
 
-    def suppressed_set(self, layer: str, kind: str, label: str) -> frozenset[int]:
-        """The same codes as a set, for testing a few cells without numpy's overhead."""
+    def suppressed_set(self, layer: str, kind: str, label: str) -> dict[int, None]:
+        """The same codes as dict keys, for testing a few cells without numpy's overhead
+        (a dict of ints, unlike a set, is not tracked by the garbage collector)."""
 
-        def load() -> tuple[frozenset[int], int]:
+        def load() -> tuple[dict[int, None], int]:
             codes = self.suppressed_codes(layer, kind, label)
-            return frozenset(codes.tolist()), 64 * len(codes) + 256
+            return dict.fromkeys(codes.tolist()), SET_CODE_BYTES * len(codes) + 256
 
         return self._data.get(("suppressed_set", layer, kind, label), load)
 
@@ -539,49 +679,100 @@ class Snapshot:
             if not isinstance(doc, dict) or not isinstance(doc.get("kinds"), dict):
                 log.error("%s is not a series file", key)
                 raise DataUnavailable("the public data cannot be read right now")
-            series = SeriesFile(doc)
+            try:
+                series = SeriesFile(doc, self)
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+                log.error("%s is not a series file: %r", key, exc)
+                raise DataUnavailable("the public data cannot be read right now") from exc
             return series, series.size
 
         return self._data.get(("series", layer, area), load)
 
 
+class PeriodAxis(NamedTuple):
+    """Every period of a kind from the first to the last a release lists: labels, their
+    positions, and the labels the release lists."""
+
+    labels: tuple[str, ...]
+    position: dict[str, int]
+    listed: tuple[bool, ...]  # by position (a tuple of atoms: untracked, unlike a set)
+
+
 class SeriesStep:
-    """The series of one period kind in a series file: its periods, and for each
-    (ISP, direction) each array (statistic or share column) encoded as JSON."""
+    """The series of one period kind in a series file, as the snapshot's release has it:
+    its periods, and for each (ISP, direction) each array (statistic or share column)
+    encoded as JSON, as (column, JSON) pairs.
+
+    A series file is rewritten by every release, so it may hold periods (and ISPs) of a
+    later one: its axis is cut to the periods from the first to the last the release
+    lists, a value of a period the release does not list is null, and a series left
+    without any value is dropped. What remains is what the release's own file held."""
 
     __slots__ = ("periods", "series", "size")
 
-    def __init__(self, doc: dict) -> None:
-        self.periods: list[str] = doc["periods"]
-        self.series: dict[tuple[str, str], dict[str, bytes]] = {}
-        size = 100 * len(self.periods)
+    def __init__(self, doc: dict, axis: PeriodAxis, columns: frozenset[str] | None) -> None:
+        labels = doc["periods"]
+        if not isinstance(labels, list):
+            raise ValueError("`periods` is not a list")
+        position, listed = axis.position, axis.listed
+        kept = [i for i, label in enumerate(labels) if label in position]
+        self.periods: tuple[str, ...] = tuple(labels[i] for i in kept)
+        # Where each kept value comes from; -1: a period the release does not list.
+        take = [i if listed[position[labels[i]]] else -1 for i in kept]
+        cut = len(kept) < len(labels) or -1 in take
+        self.series: dict[tuple[str, str], tuple[tuple[str, bytes], ...]] = {}
+        size = AXIS_LABEL_BYTES * len(self.periods) + 200
         for entry in doc["series"]:
-            arrays = {k: json_bytes(v) for k, v in entry.items() if k not in ("isp", "direction")}
-            self.series[(entry["isp"], entry["direction"])] = arrays
-            size += sum(len(v) + 80 for v in arrays.values()) + 200
+            values = {
+                k: v
+                for k, v in entry.items()
+                if k not in ("isp", "direction") and (columns is None or k in columns)
+            }
+            if cut:
+                values = {k: [None if i < 0 else v[i] for i in take] for k, v in values.items()}
+                if all(x is None for v in values.values() for x in v):
+                    continue  # only values of periods this release does not list
+            # (column, JSON) pairs: a tuple, so that the garbage collector stops tracking
+            # it and then the dict that holds it (a dict holding dicts stays tracked).
+            arrays = tuple((sys.intern(k), json_bytes(v)) for k, v in values.items())
+            self.series[(sys.intern(entry["isp"]), sys.intern(entry["direction"]))] = arrays
+            size += sum(len(v) + SERIES_ARRAY_BYTES for _, v in arrays) + SERIES_ENTRY_BYTES
         self.size = size
 
 
 class SeriesFile:
-    """An area's series file: the steps it has and the share columns' labels."""
+    """An area's series file, as the snapshot's release has it (see `SeriesStep`): the
+    steps it has and the share columns' labels (the release's thresholds, when its index
+    lists them)."""
 
-    def __init__(self, doc: dict) -> None:
-        self.thresholds: dict[str, str] | None = doc.get("thresholds") or None
-        self.kinds = {kind: SeriesStep(step) for kind, step in doc["kinds"].items() if step}
-        self.size = 500 + sum(step.size for step in self.kinds.values())
+    def __init__(self, doc: dict, snap: Snapshot) -> None:
+        listed = {t["column"]: t["label"] for t in snap.thresholds}
+        self.thresholds: dict[str, str] | None = listed or doc.get("thresholds") or None
+        columns = frozenset([*SERIES_FIELDS, *listed]) if listed else None
+        self.kinds: dict[str, SeriesStep] = {}
+        for kind, step in doc["kinds"].items():
+            if not step or kind not in snap.periods:
+                continue
+            cut = SeriesStep(step, snap.axis(kind), columns)
+            if cut.series:
+                self.kinds[kind] = cut
+        self.size = 1500 + sum(step.size for step in self.kinds.values())
 
 
 def _areas(loaded: tuple[Any, int]) -> tuple[LayerAreas, int]:
-    doc, size = loaded
+    doc, _ = loaded
     names: dict[str, str] = {}
-    features: dict[str, dict] = {}
+    geometries: dict[str, bytes] = {}
     for feature in doc["features"]:
         props = feature.get("properties") or {}
         area = str(props.get("id", feature.get("id")))
         names[area] = str(props.get("name") or area)
-        features[area] = feature
-    geometries = {area: json_bytes(f.get("geometry")) for area, f in features.items()}
-    return LayerAreas(tuple(sorted(names)), names, features, geometries), size * 5
+        geometries[area] = json_bytes(feature.get("geometry"))
+    size = sum(
+        len(geometry) + 3 * (len(area) + len(names[area])) + AREA_BYTES
+        for area, geometry in geometries.items()
+    )
+    return LayerAreas(tuple(sorted(names)), names, geometries, {}), size
 
 
 _CELLS_START = '{"cells":['
@@ -769,10 +960,6 @@ class PublicData:
                             "the published index cannot be read by this version of the API"
                         )
                 else:
-                    # The caches freeze what they load (see cache.py): give the old
-                    # snapshot's objects back to the collector, in case any of them
-                    # were in a cycle.
-                    gc.unfreeze()
                     log.info(
                         "public data generated at %s loaded from %s in %.1f ms",
                         self._snapshot.generated_at,
