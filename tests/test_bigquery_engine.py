@@ -274,17 +274,19 @@ def test_cli_dry_run_prints_every_query_and_creates_nothing(
 
     config = bigquery_config(enriched, emulator, "file://unused", dataset="dry_run")
     engine = BigQueryEngine.of(config)
-    assert _aggregate_dry_run(config, None) == 0
+    assert _aggregate_dry_run(config) == 0
     assert "does not exist yet" in capsys.readouterr().out
     assert not engine.table_exists()  # a dry run creates nothing
     engine.ensure_table()
-    assert _aggregate_dry_run(config, None) == 0
+    assert _aggregate_dry_run(config) == 0
     lines = capsys.readouterr().out.splitlines()
     kinds = list(config.periods.kinds)
     assert len(lines) == len(config.layers) * len(kinds) + 1
     assert all("bytes" in line and "$" in line for line in lines[:-1])
     assert "GiB" in lines[-1] and "$" in lines[-1]
-    assert lines[-1].startswith(f"total over {len(enriched.dates)} dates")
+    # The next release covers the dates from periods.start on.
+    covered = [d for d in enriched.dates if d >= config.periods.start]
+    assert lines[-1].startswith(f"total over {len(covered)} dates ({covered[0]} to")
 
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
