@@ -79,6 +79,10 @@ def test_meta_describes_the_publication(client: Client, published: Published) ->
     meta = ok(client, "/v1/meta")
     assert ok(client, "/v1/") == meta
     assert meta["generated_at"] == index["generated_at"]
+    # How fresh the data is, as the index says it.
+    assert meta["release"] == index["release"] and meta["release"]["number"] == 1
+    assert meta["publication"] == index["publication"]
+    assert meta["publication"]["complete_through"] == index["periods"]["day"][-1]
     assert meta["periods"] == index["periods"]
     assert meta["isps"] == index["isps"]
     assert meta["privacy"] == {"min_tests": 8, "min_clients": 3}

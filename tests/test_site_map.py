@@ -517,6 +517,37 @@ def test_controls_have_names_and_ids_are_unique(page, site_server):
     assert hash_state(page)["area"] == "53033"  # the skip link leaves the state alone
 
 
+def test_the_page_says_how_fresh_the_data_is(page, site_server, index):
+    open_map(page, site_server)
+    note = page.locator("#freshness").inner_text()
+    # The demo study ends with its last day (February 2025): all of it is published.
+    assert index["publication"]["complete_through"] == "2025-02-28"
+    assert note.startswith("Data through February 28, 2025.")
+
+
+def test_an_open_month_is_said_to_come_when_final(page, site_server, index):
+    """A deployment that keeps going: the month in progress is not on the map yet."""
+    publication = {
+        **index["publication"],
+        "complete_through": "2025-02-10",
+        "next": {"month": {"period": "2025-02", "expected": "2025-03-04"}},
+        "end": None,
+    }
+    doc = {**index, "publication": publication}
+    page.route(
+        "**/data/v1/index.json",
+        lambda route: route.fulfill(
+            status=200, body=json.dumps(doc), content_type="application/json"
+        ),
+    )
+    open_map(page, site_server)
+    assert page.locator("#freshness").inner_text() == (
+        "Data through February 10, 2025. Each period is published once, when final: "
+        "February 2025 appears about March 4, 2025; until then, its days do as they "
+        "become final."
+    )
+
+
 def test_no_data_yet(page, site_server):
     page.route("**/data/v1/index.json", lambda route: route.fulfill(status=404, body="not found"))
     page.goto(site_server.url)

@@ -77,6 +77,17 @@ SCHEMAS: dict[str, dict] = {
         {
             "version": {"type": "integer", "const": 1},
             "generated_at": TEXT,
+            "release": {
+                "type": ["object", "null"],
+                "description": "The release answered from: `number` and `released_at`.",
+            },
+            "publication": {
+                "type": ["object", "null"],
+                "description": "How fresh the data is: each period is published once, when "
+                "final. `complete_through` (last date published), `latest` (newest period "
+                "of each kind), `next` (the next period of each kind and when it is "
+                "expected), `reread_days`, `end` (see the public data's index.json).",
+            },
             "generator": {"type": ["string", "null"]},
             "project": {"type": "object"},
             "layers": array(

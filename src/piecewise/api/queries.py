@@ -130,6 +130,8 @@ def meta(snap: Snapshot) -> dict:
     return {
         "version": 1,
         "generated_at": snap.generated_at,
+        "release": index.get("release"),
+        "publication": index.get("publication"),
         "generator": index.get("generator"),
         "project": index.get("project") or {},
         "layers": layers,

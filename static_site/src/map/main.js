@@ -14,6 +14,7 @@ import {
   metricsFor,
   periodLabel,
   periodStart,
+  publicationNote,
   suppressedFilter,
 } from "./metrics.js";
 import { Panel } from "./panel.js";
@@ -647,6 +648,7 @@ async function main() {
     else fail(`The published data could not be loaded (${err.message}).`);
     return;
   }
+  $("freshness").textContent = publicationNote(index.publication);
   const kinds = Object.keys(index.periods || {}).filter((k) => index.periods[k]?.length);
   if (!index.layers?.length || !kinds.length) {
     noData();

@@ -123,6 +123,30 @@ export function periodLabel(label) {
   return label;
 }
 
+/**
+ * How fresh the published data is, from index.json's `publication`: the last date
+ * published, and when the open month (or quarter, or year) appears, since each period
+ * is published once, when it is final.
+ */
+export function publicationNote(publication) {
+  if (!publication) return "";
+  const parts = [];
+  if (publication.complete_through) {
+    parts.push(`Data through ${periodLabel(publication.complete_through)}.`);
+  }
+  const open = ["month", "quarter", "year"].find((kind) => publication.next?.[kind]);
+  if (open) {
+    const next = publication.next[open];
+    parts.push(
+      `Each period is published once, when final: ${periodLabel(next.period)} appears about ` +
+        `${periodLabel(next.expected)}; until then, its days do as they become final.`,
+    );
+  } else if (publication.end) {
+    parts.push(`The data ends on ${periodLabel(publication.end)}.`);
+  }
+  return parts.join(" ");
+}
+
 /** The first moment of a period, in seconds since 1970 (for the chart's time axis). */
 export function periodStart(label) {
   const m = /^(\d{4})(?:-(\d{2})(?:-(\d{2}))?|-Q(\d))?$/.exec(label);
