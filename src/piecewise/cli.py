@@ -244,19 +244,17 @@ def cmd_survey_export(args: argparse.Namespace) -> int:
 def cmd_survey_publish(args: argparse.Namespace) -> int:
     from piecewise.store import open_store
     from piecewise.survey import open_config_store
-    from piecewise.survey.public import publish_survey, survey_key
+    from piecewise.survey.public import publish_survey
 
     cfg = load_config(_config_path(args))
     store = open_config_store(cfg)
     try:
         public = open_store(cfg.stores.public, base_dir=cfg.base_dir)
-        summary = publish_survey(cfg, store.records(), public)
+        private = open_store(cfg.stores.private, base_dir=cfg.base_dir)
+        result = publish_survey(cfg, store.records(), public, private)
     finally:
         store.close()
-    print(
-        f"published {len(summary['areas'])} areas of layer {summary['layer']} to "
-        f"{survey_key(summary['layer'])}"
-    )
+    print("\n".join(result.report()))
     return 0
 
 
@@ -388,7 +386,8 @@ def parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_survey_export)
     publish = survey_sub.add_parser(
         "publish",
-        help="write the public survey summary by area (only areas over the privacy threshold)",
+        help="publish each ended window of the survey summary by area, once (noisy counts "
+        "and medians; docs/survey.md)",
     )
     with_config(publish)
     publish.set_defaults(func=cmd_survey_publish)

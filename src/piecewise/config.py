@@ -551,6 +551,27 @@ class Survey(_Strict):
         description="Layer of the public survey summary (`piecewise survey publish`); "
         "default: the first polygon layer, else the coarsest H3 layer.",
     )
+    publish_window: Literal["month", "quarter", "year"] = Field(
+        "quarter",
+        description="Calendar window (UTC, by the time a response was received) of the "
+        "public summary: each is published once, after it ends, and never rewritten.",
+    )
+    publish_start: dt.date | None = Field(
+        None, description="A date in the first window published; default: periods.start."
+    )
+    min_responses: int = Field(
+        10, ge=1, description="Fewest responses, counted with noise, to list an area or a median."
+    )
+    epsilon_count: float = Field(
+        0.5,
+        gt=0,
+        le=100,
+        description="Differential privacy of each noisy count (an area's, and each median's "
+        "count of the values it would use).",
+    )
+    epsilon_median: float = Field(
+        1.0, gt=0, le=100, description="Differential privacy of each median's value."
+    )
 
     @field_validator("store")
     @classmethod

@@ -206,7 +206,9 @@ class SurveyApp:
                 return self.html(request, THANKS, 202)
             return self.json(request, json_bytes({"id": key, "stored": False}), 202)
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
-        record = self.form.record(submission, now)
+        # The salted hash of the client's network, never its address: the public summary
+        # counts one response per client and window.
+        record = self.form.record(submission, now, client=client_hash(self.salt, ip))
         try:
             created = self.store.put(key, record)
         except SurveyStoreUnavailable as exc:

@@ -329,9 +329,10 @@ class Form:
 
     # -- storing -------------------------------------------------------------------------
 
-    def record(self, s: Submission, submitted_at: dt.datetime) -> dict:
+    def record(self, s: Submission, submitted_at: dt.datetime, client: str | None = None) -> dict:
         """What is stored: when, which form, the answers given, consent, the location
-        (only ever with consent, which every stored submission has) and the speed test."""
+        (only ever with consent, which every stored submission has), the speed test, and
+        the client's salted hash (`ratelimit.client_hash`, never the address)."""
         answers = {n: getattr(s, n) for n in self.field_names if getattr(s, n) not in (None, [])}
         location = None
         if s.consent is True and s.latitude is not None:
@@ -347,6 +348,7 @@ class Form:
             "answers": answers,
             "location": location,
             "speed_test": speed or None,
+            "client": client,
         }
 
 
