@@ -3,8 +3,9 @@ from __future__ import annotations
 import datetime as dt
 
 import pyarrow as pa
+import pytest
 
-from piecewise.aggregate import apply_sampling
+from piecewise.aggregate import apply_privacy, apply_sampling, cell_schema
 
 
 def test_one_per_client_day_keeps_one_test_per_ip_day_direction_and_all_unknown() -> None:
@@ -37,3 +38,35 @@ def test_one_per_client_day_keeps_one_test_per_ip_day_direction_and_all_unknown(
         out.column("id").to_pylist(), key=str
     )
     assert apply_sampling(table, "all") is table
+
+
+def _cells(keys: list[tuple[str, str]]) -> pa.Table:
+    """Cells of one county and day: (ISP, direction) each, 50 tests and 20 clients."""
+    schema = cell_schema([])
+    rows = {name: [] for name in schema.names}
+    for isp, direction in keys:
+        row = dict.fromkeys(schema.names)
+        row.update(
+            layer="counties",
+            kind="day",
+            period=dt.date(2025, 1, 1),
+            area="53033",
+            isp=isp,
+            direction=direction,
+            tests=50,
+            clients=20,
+            published=False,
+            complement=False,
+        )
+        for name in schema.names:
+            rows[name].append(row[name])
+    return pa.table(rows, schema=schema)
+
+
+def test_two_cells_with_one_key_are_refused_before_any_is_decided() -> None:
+    good = _cells([("all", "download"), ("Comcast", "download")])
+    decided = apply_privacy(good, ["day"], 30, 10)
+    assert decided.column("published").to_pylist() == [True, True]
+    twice = _cells([("all", "download"), ("Comcast", "download"), ("Comcast", "download")])
+    with pytest.raises(ValueError, match="two cells share the key .*Comcast"):
+        apply_privacy(twice, ["day"], 30, 10)
