@@ -125,6 +125,12 @@ def test_ingest_publishes_and_aggregate_recomputes(deployment, pubsub: PubSubEmu
     assert aggregate.post("/", headers=headers, json=body).status_code == 200
     assert public.read_bytes("v1/index.json") == before
 
+    # Published dates are never read again: a second backfill says so.
+    again = ingest.post("/", json={"start": "2025-03-31", "end": "2025-04-01"})
+    assert again.status_code == 200, again.get_data(as_text=True)
+    assert again.get_json()["dates"] == []
+    assert again.get_json()["sealed"] == ["2025-03-31", "2025-04-01"]
+
 
 @pytest.mark.parametrize(
     ("body", "parameter"),

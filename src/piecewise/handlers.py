@@ -109,7 +109,11 @@ def handle_ingest(
         raise
     written = _announce(result.dates, publish)
     log.info("ingested %d dates (%s)", len(written), result.quality.summary())
-    return {"dates": written, "rows": result.rows}, 200
+    answer: dict[str, Any] = {"dates": written, "rows": result.rows}
+    if result.sealed:
+        # Published as final before: left as they were (see piecewise.ledger).
+        answer["sealed"] = [d.isoformat() for d in result.sealed]
+    return answer, 200
 
 
 def _announce(dates: list[dt.date], publish: Publish | None) -> list[str]:
