@@ -61,6 +61,7 @@ SECTIONS = (
     "api_memory",
     "survey",
     "site",
+    "policy",
 )
 HEADINGS = {
     "enrich": "## Enrichment (ISP + H3 + county polygons), one core",
@@ -73,6 +74,7 @@ HEADINGS = {
     "api_memory": "## Statistics API memory",
     "survey": "## Survey submissions",  # bench/survey_load.py
     "site": "## Map page",  # bench/site_load.py
+    "policy": "## Publishing each period once",  # bench/policy_cost.py
 }
 
 # The statistics API (functions/api/main.py under functions-framework) under wrk.
@@ -1866,6 +1868,7 @@ def main() -> int:
     api_memory: dict | None = None
     survey: dict | None = None
     site: dict | None = None
+    policy: dict | None = None
     with holder as tmp:
         workdir = Path(tmp).resolve()
         config = str(bench_config(workdir, args.tests))
@@ -1947,6 +1950,10 @@ def main() -> int:
 
             site = site_bench(Path(config), log=workdir / "site-serve.log")
             site["tests"] = ingest["rows"]
+        if "policy" in wanted:
+            from policy_cost import policy_bench
+
+            policy = policy_bench(workdir / "policy")
 
     cmd = (
         "make bench"
@@ -2080,6 +2087,12 @@ def main() -> int:
         for line in site_report(site, section_cmd, data):
             say(line)
         sections["site"], lines = lines, []
+    if policy is not None:
+        from policy_cost import policy_report
+
+        for line in policy_report(policy, section_cmd):
+            say(line)
+        sections["policy"], lines = lines, []
     if args.write:
         write_sections(args.write, preamble, sections)
     return 0
