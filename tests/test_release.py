@@ -288,3 +288,28 @@ def test_moving_the_start_earlier_leaves_out_dates_inside_published_periods(
     assert run_aggregate(earlier).release is None
     state = Ledger(Stores.of(earlier).private).state()
     assert state.excluded(day(5)) and not state.excluded(day(25))
+
+
+def test_each_index_names_an_areas_file_that_never_changes(tmp_path: Path, demo_data: Path) -> None:
+    """New hexagons come with later days: the newer index names a new areas file, and
+    the file an older index names stays as it was (a reader of either finds its own)."""
+    cfg = config_for(tmp_path, demo_data)
+    public = tmp_path / "public"
+    run_ingest(cfg, day(1), day(1), progress=False)
+    run_aggregate(cfg)
+    first = json.loads((public / "v1/index.json").read_text())
+    hex_first = next(layer for layer in first["layers"] if layer["id"] == "hex")
+    old = (public / hex_first["geometry"]).read_bytes()
+    assert (
+        hex_first["geometry"].startswith("v1/areas/hex.")
+        and len(json.loads(old)["features"]) == hex_first["areas"]
+    )
+    run_ingest(cfg, day(2), day(6), progress=False)
+    run_aggregate(cfg)
+    second = json.loads((public / "v1/index.json").read_text())
+    hex_second = next(layer for layer in second["layers"] if layer["id"] == "hex")
+    assert hex_second["areas"] > hex_first["areas"]
+    assert hex_second["geometry"] != hex_first["geometry"]
+    assert (public / hex_first["geometry"]).read_bytes() == old
+    newest = (public / "v1/areas/hex.geojson").read_bytes()
+    assert newest == (public / hex_second["geometry"]).read_bytes()

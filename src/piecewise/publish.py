@@ -13,6 +13,7 @@ a reader that starts from it finds every file it names.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from piecewise.aggregate import ALL_ISPS, STAT_COLUMNS, share_column, share_labe
 from piecewise.areas import AreaLayer, H3Areas
 from piecewise.config import Config, H3Layer
 from piecewise.histogram import HistogramSpec
-from piecewise.store import Store
+from piecewise.store import JSON_CONTENT_TYPE, Store, json_bytes
 from piecewise.tiles import LayerTiles, zoom_range
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,14 @@ def _json_columns(table: pa.Table, digits: int = 4) -> dict[str, list]:
         else:
             out[field.name] = column.to_pylist()
     return out
+
+
+@dataclass(frozen=True)
+class AreasFile:
+    """A layer's areas file as a release names it: its key and its number of areas."""
+
+    key: str
+    count: int
 
 
 @dataclass(frozen=True)
@@ -287,7 +296,10 @@ class Publisher:
             self.config.project.name,
         )
 
-    def write_areas(self, layer: str, ids: list[str]) -> int:
+    def write_areas(self, layer: str, ids: list[str]) -> AreasFile:
+        """The layer's areas file, under a name of its own content (which the index
+        names: a reader of an older index keeps finding the file it names) and under
+        `{layer}.geojson`, the newest one."""
         area_layer = self.layers[layer]
         geometry = area_layer.geometry(ids)
         features = [
@@ -299,12 +311,14 @@ class Publisher:
             }
             for a in sorted(geometry)
         ]
-        self.public.write_json(
-            f"{PREFIX}/areas/{layer}.geojson",
-            {"type": "FeatureCollection", "features": features},
-            cache_control=CACHE_LONG,
-        )
-        return len(features)
+        data = json_bytes({"type": "FeatureCollection", "features": features})
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        key = f"{PREFIX}/areas/{layer}.{digest}.geojson"
+        for target in (key, f"{PREFIX}/areas/{layer}.geojson"):
+            self.public.write_bytes(
+                target, data, content_type=JSON_CONTENT_TYPE, cache_control=CACHE_LONG
+            )
+        return AreasFile(key, len(features))
 
     def index(
         self,
@@ -312,7 +326,7 @@ class Publisher:
         release: dict,
         period_sets: dict[str, list[str]],
         isps: set[str],
-        area_counts: dict[str, int],
+        areas: dict[str, AreasFile],
         publication: dict,
     ) -> dict:
         """The index document of a release (written by `write_index`)."""
@@ -323,8 +337,10 @@ class Publisher:
                 "id": layer.id,
                 "name": layer.name or layer.id,
                 "type": layer.kind,
-                "areas": area_counts.get(layer.id, 0),
-                "geometry": f"{PREFIX}/areas/{layer.id}.geojson",
+                "areas": areas[layer.id].count if layer.id in areas else 0,
+                "geometry": areas[layer.id].key
+                if layer.id in areas
+                else f"{PREFIX}/areas/{layer.id}.geojson",
             }
             if isinstance(layer, H3Layer):
                 entry["resolution"] = layer.resolution

@@ -51,7 +51,7 @@ from piecewise.ingest import ingested_dates
 from piecewise.ledger import Ledger, LedgerError, LedgerState, Release, SealBroken, SealedPeriod
 from piecewise.lock import RunLock
 from piecewise.manifest import Manifest
-from piecewise.publish import INDEX_KEY, PREFIX, Publisher
+from piecewise.publish import INDEX_KEY, PREFIX, AreasFile, Publisher
 from piecewise.schema import DIRECTIONS
 from piecewise.store import KeyNotFound
 
@@ -351,7 +351,7 @@ def complete_release(config: Config, stores: Stores, ledger: Ledger, release: Re
     after = state.with_release(release)
     publisher = Publisher(config, stores.public, build_layers(config))
     isps: set[str] = set()
-    area_counts: dict[str, int] = {}
+    areas: dict[str, AreasFile] = {}
     for layer in config.layers:
         mine = cells.filter(pc.equal(cells.column("layer"), layer.id))
         mine_cube = cube.filter(pc.equal(cube.column("layer"), layer.id))
@@ -378,10 +378,10 @@ def complete_release(config: Config, stores: Stores, ledger: Ledger, release: Re
             if newest:
                 tiles.write_latest(kind, periods.label(kind, max(newest)))
         publisher.write_series(layer.id, everything)
-        area_counts[layer.id] = publisher.write_areas(layer.id, ids)
+        areas[layer.id] = publisher.write_areas(layer.id, ids)
         shown = everything.filter(everything.column("published"))
         isps.update(pc.unique(shown.column("isp")).to_pylist())
-    publisher.write_index(_index(config, publisher, release, after, isps, area_counts))
+    publisher.write_index(_index(config, publisher, release, after, isps, areas))
     ledger.commit(release, cells, cube)
 
 
@@ -410,7 +410,7 @@ def _index(
     release: Release,
     state: LedgerState,
     isps: set[str],
-    area_counts: dict[str, int],
+    areas: dict[str, AreasFile],
 ) -> dict:
     kinds = [k for k in periods.KINDS if k in config.periods.kinds or _has_kind(state, k)]
     period_sets = {
@@ -431,7 +431,7 @@ def _index(
         release={"number": release.number, "released_at": release.released_at},
         period_sets=period_sets,
         isps=isps - {ALL_ISPS},
-        area_counts=area_counts,
+        areas=areas,
         publication=publication,
     )
 
@@ -449,7 +449,10 @@ def _index_is_current(config: Config, stores: Stores, ledger: Ledger, state: Led
         return False
     publisher = Publisher(config, stores.public, build_layers(config))
     release = Release(state.release, str(current.get("generated_at")), (), {}, {})
-    counts = {layer["id"]: layer["areas"] for layer in current.get("layers", [])}
-    again = _index(config, publisher, release, state, set(current.get("isps", [])), counts)
+    areas = {
+        layer["id"]: AreasFile(layer["geometry"], layer["areas"])
+        for layer in current.get("layers", [])
+    }
+    again = _index(config, publisher, release, state, set(current.get("isps", [])), areas)
     again["release"] = current.get("release")
     return again == current
