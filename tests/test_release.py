@@ -8,9 +8,10 @@ import json
 import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
-from piecewise.ledger import Ledger, SealBroken
+from piecewise.ledger import Ledger, LedgerError, SealBroken
 from piecewise.lock import LockHeld, RunLock
 from piecewise.manifest import Manifest
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
@@ -313,3 +314,130 @@ def test_each_index_names_an_areas_file_that_never_changes(tmp_path: Path, demo_
     assert (public / hex_first["geometry"]).read_bytes() == old
     newest = (public / "v1/areas/hex.geojson").read_bytes()
     assert newest == (public / hex_second["geometry"]).read_bytes()
+
+
+def _with_periods(cfg, **changes):
+    return cfg.model_copy(update={"periods": cfg.periods.model_copy(update=changes)})
+
+
+def test_a_kind_dropped_from_the_config_goes_on_being_published(
+    tmp_path: Path, demo_data: Path, caplog
+) -> None:
+    """Else the year would be related to the months released, not to the days after."""
+    cfg = config_for(tmp_path, demo_data, end=day(61).isoformat())  # 1 March to 30 April
+    run_ingest(cfg, day(1), day(31), progress=False)
+    assert "month" in run_aggregate(cfg).periods
+    no_months = _with_periods(cfg, kinds=["day", "quarter", "year"])
+    run_ingest(no_months, day(32), day(61), progress=False)
+    second = run_aggregate(no_months)
+    assert second.periods["month"] == ["2025-04"]
+    assert "no longer configured but were published" in caplog.text
+
+
+def test_moving_the_start_later_keeps_published_dates_in_their_periods(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    cfg = config_for(tmp_path, demo_data, end=day(31).isoformat())
+    run_ingest(cfg, day(1), day(16), progress=False)
+    run_aggregate(cfg)  # the days 1 to 16
+    later = _with_periods(cfg, start=day(17))
+    run_ingest(later, day(17), day(31), progress=False)
+    result = run_aggregate(later)
+    assert result.periods["month"] == ["2025-03"]
+    # March is the sum of all its published days, the ones before the new start too.
+    assert _month_tests(tmp_path / "private") == _days_tests(tmp_path / "private", day(1), day(31))
+
+
+def _ledger_cells(private: Path, kind: str):
+    return pq.read_table(private / f"ledger/cells/counties/{kind}/2025.parquet").to_pylist()
+
+
+def _month_tests(private: Path) -> dict:
+    return {
+        (c["area"], c["isp"], c["direction"]): c["tests"]
+        for c in _ledger_cells(private, "month")
+        if c["period"] == MAR
+    }
+
+
+def _days_tests(private: Path, first: dt.date, last: dt.date) -> dict:
+    totals: dict = {}
+    for c in _ledger_cells(private, "day"):
+        if first <= c["period"] <= last:
+            key = (c["area"], c["isp"], c["direction"])
+            totals[key] = totals.get(key, 0) + c["tests"]
+    return totals
+
+
+def test_moving_the_end_earlier_keeps_published_dates_in_their_periods(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    cfg = config_for(tmp_path, demo_data)
+    run_ingest(cfg, day(1), day(21), progress=False)
+    run_aggregate(cfg)
+    earlier = _with_periods(cfg, end=day(10))
+    result = run_aggregate(earlier)
+    assert result.periods["month"] == ["2025-03"]
+    state = Ledger(Stores.of(cfg).private).state()
+    march = state.period("month", MAR)
+    assert march is not None and march.ranges == ((day(1), day(21)),)
+    assert _month_tests(tmp_path / "private") == _days_tests(tmp_path / "private", day(1), day(21))
+
+
+def test_an_ingest_writing_a_date_makes_the_release_wait(tmp_path: Path, demo_data: Path) -> None:
+    cfg = config_for(tmp_path, demo_data)
+    run_ingest(cfg, day(1), day(2), progress=False)
+    private = Stores.of(cfg).private
+    with RunLock(private, "ingest-2025-03-02"), pytest.raises(LockHeld):
+        run_aggregate(cfg)
+    assert Ledger(private).pending() is None and private.list("locks/") == []
+    assert run_aggregate(cfg).release == 1
+
+
+def test_a_public_store_ahead_of_the_ledger_is_refused(tmp_path: Path, demo_data: Path) -> None:
+    cfg = config_for(tmp_path, demo_data)
+    run_ingest(cfg, day(1), day(2), progress=False)
+    run_aggregate(cfg)
+    before = file_hashes(tmp_path / "public")
+    shutil.rmtree(tmp_path / "private" / "ledger")  # lost
+    with pytest.raises(LedgerError, match="holds release 1, but the ledger .* knows only 0"):
+        run_aggregate(cfg)
+    assert file_hashes(tmp_path / "public") == before
+
+
+def test_a_public_store_of_an_earlier_version_is_refused(tmp_path: Path, demo_data: Path) -> None:
+    cfg = config_for(tmp_path, demo_data)
+    run_ingest(cfg, day(1), day(2), progress=False)
+    old = tmp_path / "public" / "v1"
+    old.mkdir(parents=True)
+    (old / "index.json").write_text(json.dumps({"version": 1, "periods": {"day": []}}))
+    with pytest.raises(LedgerError, match="published by an earlier version"):
+        run_aggregate(cfg)
+
+
+def test_a_pending_release_is_completed_only_with_its_recorded_layers(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    cfg = config_for(tmp_path, demo_data)
+    run_ingest(cfg, day(1), day(2), progress=False)
+    stores = Stores.of(cfg)
+    crashing = CountingStores(Stores(stores.private, stores.public), fail_at=4)
+    with pytest.raises(OSError, match="injected crash"):
+        run_aggregate(cfg, stores=crashing.stores)
+    assert Ledger(stores.private).pending() is not None
+    fewer = cfg.model_copy(update={"layers": cfg.layers[:1]})
+    with pytest.raises(LedgerError, match="recorded with the layers counties, hex"):
+        run_aggregate(fewer)
+    assert run_aggregate(cfg).completed == 1
+
+
+def test_a_backfill_of_years_is_published_a_year_at_a_time(tmp_path: Path, demo_data: Path) -> None:
+    cfg = config_for(tmp_path, demo_data, start="2024-12-30", end="2025-01-02")
+    cfg = _with_periods(cfg, start=dt.date(2024, 12, 30))
+    run_ingest(cfg, dt.date(2024, 12, 30), dt.date(2025, 1, 2), progress=False)
+    result = run_aggregate(cfg)
+    assert result.releases == 2 and result.release == 2
+    state = Ledger(Stores.of(cfg).private).state()
+    by_release = {p.label: p.release for p in state.sealed.values()}
+    assert by_release["2024"] == 1 and by_release["2025"] == 2
+    assert by_release["2024-12-31"] == 1 and by_release["2025-01-01"] == 2

@@ -52,23 +52,33 @@ class Coverage:
     state: LedgerState
 
     def dates(self, kind: str, start: dt.date) -> list[dt.date]:
-        """The dates a period covers (possibly none)."""
+        """The dates a period covers (possibly none): those from `first` to `last`
+        that are not excluded, and every sealed date in it, wherever `first` and
+        `last` are now (a published date stays in every period that holds it)."""
         lo = max(start, self.first)
         hi = periods.end_of(kind, start)
         if self.last is not None:
             hi = min(hi, self.last)
         out = []
-        day = lo
-        while day <= hi:
-            if not self.state.excluded(day):
+        day = start
+        end = periods.end_of(kind, start)
+        while day <= end:
+            if day in self.state.dates or (lo <= day <= hi and not self.state.excluded(day)):
                 out.append(day)
             day += ONE_DAY
         return out
 
+    @property
+    def earliest(self) -> dt.date:
+        """The first date any period may cover: `first`, or an earlier sealed date."""
+        return min([self.first, *self.state.dates]) if self.state.dates else self.first
+
     def newest(self, kind: str, through: dt.date) -> dt.date | None:
         """The start of the newest period of `kind` that can be final by `through`."""
         last = through if self.last is None else min(through, self.last)
-        return periods.start_of(kind, last) if last >= self.first else None
+        if self.state.dates:
+            last = max(last, min(through, max(self.state.dates)))
+        return periods.start_of(kind, last) if last >= self.earliest else None
 
 
 def final_periods(
@@ -84,7 +94,7 @@ def final_periods(
         newest = coverage.newest(kind, through)
         if newest is None:
             continue
-        for start in periods.axis(kind, coverage.first, newest):
+        for start in periods.axis(kind, coverage.earliest, newest):
             if state.period(kind, start) is not None:
                 continue
             dates = coverage.dates(kind, start)

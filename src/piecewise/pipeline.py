@@ -282,7 +282,10 @@ class DateIngester:
             log.info("skipping %s: %s", date, exc)
             return DateOutcome(date, "skipped", error=str(exc))
         try:
-            if date in self.ledger.sealed_dates():
+            state = self.ledger.state()
+            if date in self.ledger.sealed_dates() or state.excluded(date):
+                # Published as final (or inside a published period that does not cover
+                # it, so never to be published): reading it again would only cost.
                 log.info("skipping %s: published as final, it is not read again", date)
                 return DateOutcome(date, "sealed", error="published as final")
             if planned_at is not None and self._ingested_since(date, planned_at):

@@ -23,9 +23,9 @@ Two rules must hold:
    relations (`determined_cells` decides this exactly, by linear algebra);
 2. a relation whose parent is known reveals the sum of its unknown children, its
    *residual*, which must pass the thresholds too. Its distinct clients are bounded
-   from below: the sum of the children's for ISPs, whose addresses do not overlap; for
-   periods, which may share clients, the largest child's or the parent's beyond the
-   known children's.
+   from below by the largest child's, or by the parent's beyond the known children's:
+   children may share clients (periods always can; ISPs can, when a network's ISP
+   changes within a period).
 
 Quick rounds (a cell counted known when one relation computes it) withhold cells until
 both rules hold; then the exact check looks for what needs several relations, and the
@@ -237,16 +237,14 @@ def _violations(
     tests = np.add.reduceat(np.where(unknown, cells.tests[r.child], 0), r.start[:-1])
     child_clients = cells.clients[r.child]
     clients = np.where(unknown, child_clients, 0)
-    # A lower bound on the residual's distinct clients: periods may share clients, so
-    # the largest child's count, or what the parent has beyond the known children.
+    # A lower bound on the residual's distinct clients: its children may share clients
+    # (periods always can; ISPs can too, when a network's ISP changes within a period,
+    # or its name did between releases), so the largest child's count, or what the
+    # parent has beyond the known children.
     known_clients = np.add.reduceat(np.where(unknown, 0, child_clients), r.start[:-1])
-    clients = np.where(
-        r.kind == ISP_RELATION,
-        np.add.reduceat(clients, r.start[:-1]),
-        np.maximum(
-            np.maximum.reduceat(clients, r.start[:-1]),
-            cells.clients[r.parent] - known_clients,
-        ),
+    clients = np.maximum(
+        np.maximum.reduceat(clients, r.start[:-1]),
+        cells.clients[r.parent] - known_clients,
     )
     fails = (tests < min_tests) | (clients < min_clients)
     return np.flatnonzero(known[r.parent] & (count >= 1) & fails)
@@ -598,7 +596,10 @@ def suppress(
     if released.any():
         given = determined_cells(released, r, cells)
         accepted = np.zeros(r.count, dtype=bool)
-        accepted[_violations(cells, given, r, min_tests, min_clients)] = True
+        # Under the exact check and the quick one alike (the quick one can see a
+        # residual where the exact one knows every child).
+        for known in (given, known_cells(released, r)):
+            accepted[_violations(cells, known, r, min_tests, min_clients)] = True
     else:
         given = released
         accepted = np.zeros(r.count, dtype=bool)

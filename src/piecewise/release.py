@@ -73,9 +73,10 @@ class ReleaseAborted(LedgerError):
 
 @dataclass(frozen=True)
 class ReleaseResult:
-    """What a run published: the release number (None: nothing new), its periods by
-    kind, the tests read, the cells computed and how many of them are published, and
-    the number of a pending release completed first (if any)."""
+    """What a run published: the last release's number (None: nothing new), the
+    periods by kind, the tests read, the cells computed and how many of them are
+    published (over its releases), the number of a pending release completed first
+    (if any), and how many releases it made."""
 
     release: int | None
     periods: dict[str, list[str]]
@@ -83,6 +84,22 @@ class ReleaseResult:
     cells: int
     published: int
     completed: int | None = None
+    releases: int = 0
+
+    def add(self, release: Release, cells: pa.Table, tests: int) -> ReleaseResult:
+        by_kind = {k: list(v) for k, v in self.periods.items()}
+        for p in release.periods:
+            by_kind.setdefault(p.kind, []).append(p.label)
+        published = int(pc.sum(cells.column("published")).as_py() or 0) if cells.num_rows else 0
+        return ReleaseResult(
+            release.number,
+            by_kind,
+            self.tests + tests,
+            self.cells + cells.num_rows,
+            self.published + published,
+            self.completed,
+            self.releases + 1,
+        )
 
 
 def release_settings(config: Config) -> dict:
@@ -100,6 +117,7 @@ def release_settings(config: Config) -> dict:
         ],
         "sampling": config.aggregation.sampling,
         "suppression": SUPPRESSION,
+        "layers": [layer.id for layer in config.layers],
     }
 
 
@@ -119,28 +137,61 @@ def run_release(
     now: dt.datetime | None = None,
 ) -> ReleaseResult:
     """Publish every period that is final on `today` (UTC; default: now) and not yet
-    released, as one release made at `now`. LockHeld when another run is at it."""
+    released, at `now`: one release per year of new periods, oldest first, so that
+    a backfill of years is published in bounded steps (each committed before the
+    next). LockHeld when another run is at it, or an ingest holds a date to publish."""
     now = now or _utc_now()
     today = today or now.astimezone(dt.UTC).date()
     ledger = Ledger(stores.private)
     ttl = dt.timedelta(minutes=config.ingest.lock_ttl_minutes)
-    with RunLock(stores.private, LOCK, ttl=ttl):
+    with RunLock(stores.private, LOCK, ttl=ttl) as lock:
         completed = None
         pending = ledger.pending()
         if pending is None:
             ledger.clear_leftovers()
         else:
             log.info("completing release %d, left pending by an earlier run", pending.number)
-            complete_release(config, stores, ledger, pending)
+            complete_release(config, stores, ledger, pending, lock=lock)
             completed = pending.number
-        state = ledger.state()
-        plan = plan_release(config, stores, state, today)
-        if not plan:
-            if _index_is_current(config, stores, ledger, state):
-                log.info("nothing new is final: no release")
-                return ReleaseResult(None, {}, 0, 0, 0, completed)
-            log.info("the settings changed: a release of the same periods")
+        _check_public_store(stores, ledger.state())
+        result = ReleaseResult(None, {}, 0, 0, 0, completed)
+        while True:
+            state = ledger.state()
+            plan = plan_release(config, stores, state, today)
+            if not plan:
+                if result.release is not None or _index_is_current(
+                    config, stores, ledger, state
+                ):
+                    if result.release is None:
+                        log.info("nothing new is final: no release")
+                    return result
+                log.info("the settings changed: a release of the same periods")
+            # One year at a time: bounded work per release, and progress kept.
+            first_year = min((p.start.year for p in plan), default=None)
+            plan = [p for p in plan if p.start.year == first_year]
+            release, cells, tests = _release_one(config, stores, ledger, state, plan, now, lock)
+            result = result.add(release, cells, tests)
+            if not plan:
+                return result
+
+
+def _release_one(
+    config: Config,
+    stores: Stores,
+    ledger: Ledger,
+    state: LedgerState,
+    plan: list[FinalPeriod],
+    now: dt.datetime,
+    lock: RunLock,
+) -> tuple[Release, pa.Table, int]:
+    """Compute, record, publish and commit one release of the planned periods."""
+    new_dates = sorted({d for p in plan for d in p.dates()} - set(state.dates))
+    # The dates about to be sealed are held from ingest until the release is recorded
+    # (from then on ingest refuses them): none can be written again meanwhile.
+    held = _hold_dates(stores, new_dates, lock.ttl)
+    try:
         release, cells, cube, tests = _compute(config, stores, ledger, state, plan, now)
+        lock.refresh()
         ledger.write_pending(release, cells, cube)
         changed = _changed_dates(stores, release.dates)
         if changed:
@@ -149,12 +200,53 @@ def run_release(
                 f"{', '.join(d.isoformat() for d in changed)} was ingested again while "
                 "release was computed from it: nothing was published; run again"
             )
-        complete_release(config, stores, ledger, release)
-    published = int(pc.sum(cells.column("published")).as_py() or 0) if cells.num_rows else 0
-    by_kind: dict[str, list[str]] = {}
-    for p in release.periods:
-        by_kind.setdefault(p.kind, []).append(p.label)
-    return ReleaseResult(release.number, by_kind, tests, cells.num_rows, published, completed)
+    finally:
+        for date_lock in held:
+            date_lock.release()
+    complete_release(config, stores, ledger, release, lock=lock)
+    return release, cells, tests
+
+
+def _hold_dates(stores: Stores, dates: list[dt.date], ttl: dt.timedelta) -> list[RunLock]:
+    """The ingest locks of `dates`, all or none (LockHeld: an ingest is writing one)."""
+    held: list[RunLock] = []
+    try:
+        for date in dates:
+            date_lock = RunLock(stores.private, f"ingest-{date.isoformat()}", ttl=ttl)
+            date_lock.acquire()
+            held.append(date_lock)
+    except BaseException:
+        for date_lock in held:
+            date_lock.release()
+        raise
+    return held
+
+
+def _check_public_store(stores: Stores, state: LedgerState) -> None:
+    """Refuse to publish into a public store the ledger does not account for: one of
+    an earlier version (which republished open periods), or one ahead of the ledger
+    (a ledger lost or restored from an older copy): a new release would publish
+    periods again, with other numbers."""
+    try:
+        index = stores.public.read_json(INDEX_KEY)
+    except KeyNotFound:
+        return
+    published = (index.get("release") or {}).get("number") if isinstance(index, dict) else None
+    if published is None:
+        raise LedgerError(
+            f"the public store {stores.public.url} holds data published by an earlier "
+            "version of Piecewise (its index names no release): publishing into it again "
+            "would republish its periods with other numbers. Publish to a new, empty "
+            "public store (or empty its v1/ folder, if nobody can have kept a copy)"
+        )
+    if int(published) > state.release:
+        raise LedgerError(
+            f"the public store {stores.public.url} holds release {published}, but the "
+            f"ledger in {stores.private.url} knows only {state.release}: it was lost or "
+            "restored from an older copy. Restore the ledger (ledger/ in the private "
+            "store) as of that release; publishing now would republish its periods with "
+            "other numbers"
+        )
 
 
 def plan_release(
@@ -164,7 +256,21 @@ def plan_release(
     available = set(Manifest(stores.private).dates()) & set(ingested_dates(stores.private))
     coverage = Coverage(config.periods.start, config.periods.end, state)
     through = final_through(today, config.ingest.reread_days)
-    return final_periods(config.periods.kinds, coverage, available, through)
+    return final_periods(released_kinds(config, state), coverage, available, through)
+
+
+def released_kinds(config: Config, state: LedgerState) -> list[str]:
+    """The period kinds to publish: the configured ones, and any kind released before
+    (one that stopped being published would leave its coarser periods related to only
+    part of their tests: a year to the months released, say, not to the days after)."""
+    dropped = sorted({k for k, _ in state.sealed} - set(config.periods.kinds))
+    if dropped:
+        log.warning(
+            "period kinds %s are no longer configured but were published: they go on "
+            "being published, so that every period is the sum of its parts",
+            ", ".join(dropped),
+        )
+    return [k for k in periods.KINDS if k in config.periods.kinds or k in dropped]
 
 
 def _identities(stores: Stores, dates: Iterable[dt.date]) -> dict[dt.date, str]:
@@ -225,7 +331,7 @@ def _compute(
             config, _tests_by_direction(config, stores, read, loaded), wanted=wanted
         )
     stats = plain_strings(stats).append_column("row", pa.array(np.arange(stats.num_rows)))
-    kinds = [k for k in periods.KINDS if k in config.periods.kinds or _has_kind(state, k)]
+    kinds = released_kinds(config, state)
     decided = [
         _decide(config, ledger, number, layer.id, stats, kinds, wanted) for layer in config.layers
     ]
@@ -340,13 +446,29 @@ def _cube(cells: pa.Table, hist: pa.Table) -> pa.Table:
     return cube.sort_by([(c, "ascending") for c in [*KEYS, "bucket"]])
 
 
-def complete_release(config: Config, stores: Stores, ledger: Ledger, release: Release) -> None:
-    """Write a recorded release to the public store and commit it: the same bytes
-    whenever it is run again."""
+def complete_release(
+    config: Config,
+    stores: Stores,
+    ledger: Ledger,
+    release: Release,
+    *,
+    lock: RunLock | None = None,
+) -> None:
+    """Write a recorded release to the public store and commit it: with the same
+    config, the same bytes whenever it is run again."""
     state = ledger.state()
     if release.number <= state.release:
         ledger.discard_pending()  # committed already; only the clean-up was cut short
         return
+    recorded = release.settings.get("layers")
+    configured = [layer.id for layer in config.layers]
+    if recorded is not None and recorded != configured:
+        raise LedgerError(
+            f"release {release.number} was recorded with the layers {', '.join(recorded)} "
+            f"but the config now has {', '.join(configured) or 'none'}: it must be "
+            "published as it was recorded. Restore the layers in the config to complete "
+            "it, then change them"
+        )
     cells, cube = ledger.pending_tables()
     after = state.with_release(release)
     publisher = Publisher(config, stores.public, build_layers(config))
@@ -381,6 +503,8 @@ def complete_release(config: Config, stores: Stores, ledger: Ledger, release: Re
         areas[layer.id] = publisher.write_areas(layer.id, ids)
         shown = everything.filter(everything.column("published"))
         isps.update(pc.unique(shown.column("isp")).to_pylist())
+        if lock is not None:
+            lock.refresh()  # a long release is not taken for a crashed one
     publisher.write_index(_index(config, publisher, release, after, isps, areas))
     ledger.commit(release, cells, cube)
 
@@ -424,7 +548,7 @@ def _index(
         "reread_days": config.ingest.reread_days,
         "complete_through": through.isoformat() if through else None,
         "latest": {kind: labels[-1] for kind, labels in period_sets.items() if labels},
-        "next": next_periods(config.periods.kinds, coverage, config.ingest.reread_days),
+        "next": next_periods(kinds, coverage, config.ingest.reread_days),
         "end": config.periods.end.isoformat() if config.periods.end else None,
     }
     return publisher.index(

@@ -128,6 +128,13 @@ class BigQueryEngine:
             :MAX_CLUSTERING
         ]
         self.client.create_table(table, exists_ok=True)
+        # A layer added since the table was made: its column is added (nullable).
+        existing = self.client.get_table(self.table)
+        have = {field.name for field in existing.schema}
+        missing = [field for field in self._schema() if field.name not in have]
+        if missing:
+            existing.schema = [*existing.schema, *missing]
+            self.client.update_table(existing, ["schema"])
 
     def load(self, private: Store, dates: list[dt.date]) -> int:
         """Replace `dates` in the tests table with the private store's tests of those
@@ -150,7 +157,7 @@ class BigQueryEngine:
             # Clients are counted by network (an IPv6 client is its /64: see
             # piecewise.clients), as the one-machine engine counts them: the files are
             # keyed on the way in, so the table and its queries need no address logic.
-            table = network_keyed(private.read_parquet(key))
+            table = network_keyed(_with_columns(private.read_parquet(key), self.columns))
             data = io.BytesIO(parquet_bytes(table))
             job = self.client.load_table_from_file(data, self.staging, job_config=config)
             job.result()
@@ -219,6 +226,15 @@ class BigQueryEngine:
             scanned = int(job.total_bytes_processed or 0)
             out.append(QueryEstimate(layer, kind, scanned, scanned / TIB * self.price_per_tib))
         return out
+
+
+def _with_columns(table: pa.Table, columns: list[str]) -> pa.Table:
+    """`table` with every column of `columns`: a file ingested before a layer was added
+    has no column for it (its tests are not located in that layer)."""
+    for name in columns:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))
+    return table
 
 
 def _call(func):
