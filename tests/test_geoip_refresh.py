@@ -259,16 +259,17 @@ def test_refresh_downloads_and_stores(maxmind: FakeMaxMind, private: Store, apri
 
 def test_refresh_is_monthly(maxmind: FakeMaxMind, private: Store, april: bytes, may: bytes):
     maxmind.body = maxmind_tar_gz(april, EPOCH_APRIL)
-    first = refresh(private, maxmind.url())
+    first = refresh(private, maxmind.url(), max_age_days=30)
     assert maxmind.hits == 1
 
     maxmind.body = maxmind_tar_gz(may, EPOCH_MAY)
     for days in (0, 1, 29):
-        again = refresh(private, maxmind.url(), now=NOW + dt.timedelta(days=days, hours=17))
+        moment = NOW + dt.timedelta(days=days, hours=17)
+        again = refresh(private, maxmind.url(), now=moment, max_age_days=30)
         assert again == first
     assert maxmind.hits == 1  # nothing fetched within 30 days
 
-    later = refresh(private, maxmind.url(), now=NOW + dt.timedelta(days=31))
+    later = refresh(private, maxmind.url(), now=NOW + dt.timedelta(days=31), max_age_days=30)
     assert maxmind.hits == 2
     assert later.date == dt.date(2026, 6, 1)
     assert later.build_epoch == EPOCH_MAY
@@ -276,6 +277,17 @@ def test_refresh_is_monthly(maxmind: FakeMaxMind, private: Store, april: bytes, 
 
     forced = refresh(private, maxmind.url(), now=NOW + dt.timedelta(days=32), force=True)
     assert maxmind.hits == 3 and forced.date == dt.date(2026, 6, 2)
+
+
+def test_refresh_is_weekly_by_default(maxmind: FakeMaxMind, private: Store, april: bytes) -> None:
+    # The GeoLite licence's limit is 30 days after a newer release: weekly refreshes leave
+    # weeks to mend a failing one.
+    maxmind.body = maxmind_tar_gz(april, EPOCH_APRIL)
+    refresh(private, maxmind.url())
+    refresh(private, maxmind.url(), now=NOW + dt.timedelta(days=6, hours=23))
+    assert maxmind.hits == 1
+    refresh(private, maxmind.url(), now=NOW + dt.timedelta(days=7))
+    assert maxmind.hits == 2
 
 
 def test_max_age_is_configurable(maxmind: FakeMaxMind, private: Store, april: bytes) -> None:
@@ -593,6 +605,115 @@ def test_prepare_geoip_falls_back_to_the_stored_database(
     ) == (path, version)
 
 
+# -- superseded copies are deleted (the GeoLite licence) ------------------------------------
+
+
+def _prepare(private: Store, url: str, cache: Path, now: dt.datetime) -> tuple[Path, GeoIPVersion]:
+    return prepare_geoip(
+        private, url, cache, license_key=KEY, account_id=ACCOUNT, now=now, backoff=0.0
+    )
+
+
+def test_a_verified_new_database_deletes_the_ones_it_supersedes_in_store_and_cache(
+    maxmind: FakeMaxMind, private: Store, april: bytes, may: bytes, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    maxmind.body = maxmind_tar_gz(april, EPOCH_APRIL)
+    old_path, _ = _prepare(private, maxmind.url(), cache, NOW)
+    # Leftovers of a crashed refresh and of a crashed cache copy, both older.
+    private.write_bytes("geoip/2026-04-20/GeoLite2-ASN.mmdb", april)
+    (cache / "2026-04-20").mkdir()
+    (cache / "2026-04-20" / ".GeoLite2-ASN.mmdb.tmp-0123456789ab").write_bytes(april)
+    # Not Piecewise's: kept.
+    (cache / "GeoLite2-City.mmdb").write_bytes(b"someone else's")
+    (cache / "notes").mkdir()
+    (cache / "notes" / "old.mmdb").write_bytes(b"someone else's")
+
+    maxmind.body = maxmind_tar_gz(may, EPOCH_MAY)
+    path, version = _prepare(private, maxmind.url(), cache, NOW + dt.timedelta(days=8))
+    assert version.build_epoch == EPOCH_MAY and path.read_bytes() == may
+
+    assert private.list("geoip/") == [
+        "geoip/2026-05-09/GeoLite2-ASN.mmdb",
+        "geoip/2026-05-09/version.json",
+    ]
+    assert not old_path.exists() and not old_path.parent.exists()
+    assert not (cache / "2026-04-20").exists()
+    assert sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file()) == [
+        "2026-05-09/GeoLite2-ASN.mmdb",
+        "GeoLite2-City.mmdb",
+        "notes/old.mmdb",
+    ]
+
+
+def test_superseded_copies_stay_until_the_new_one_is_verified(
+    maxmind: FakeMaxMind, private: Store, april: bytes, may: bytes, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    maxmind.body = maxmind_tar_gz(april, EPOCH_APRIL)
+    april_path, april_version = _prepare(private, maxmind.url(), cache, NOW)
+    later = NOW + dt.timedelta(days=8)
+
+    # A run that stops after storing the new database (before copying and checking it)
+    # leaves the previous one whole, in the store and in the cache.
+    maxmind.body = maxmind_tar_gz(may, EPOCH_MAY)
+    may_version = refresh(private, maxmind.url(), now=later)
+    assert [v.date for v in stored_versions(private)] == [may_version.date, april_version.date]
+    assert private.exists(april_version.database_key) and april_path.read_bytes() == april
+
+    # The new copy does not verify (its bytes are not those version.json names): the
+    # previous one stays in use, and nothing of it is deleted.
+    good = private.read_bytes(may_version.database_key)
+    private.write_bytes(may_version.database_key, april)
+    assert _prepare(private, maxmind.url(), cache, later) == (april_path, april_version)
+    assert private.exists(april_version.version_key) and private.exists(april_version.database_key)
+    assert april_path.read_bytes() == april
+
+    # Once it verifies, the previous one goes.
+    private.write_bytes(may_version.database_key, good)
+    path, version = _prepare(private, maxmind.url(), cache, later)
+    assert version == may_version and path.read_bytes() == may
+    assert stored_versions(private) == [may_version]
+    assert not private.exists(april_version.database_key) and not april_path.exists()
+
+
+def test_a_newer_build_fetched_earlier_is_not_deleted_as_superseded(
+    tmp_path: Path, private: Store, april: bytes, may: bytes
+) -> None:
+    # A mirror that went back to an older build: the newer build is not superseded by it.
+    mirror = tmp_path / "mirror.mmdb"
+    mirror.write_bytes(may)
+    cache = tmp_path / "cache"
+    prepare_geoip(private, mirror.as_uri(), cache, license_key=None, account_id=None, now=NOW)
+    mirror.write_bytes(april)
+    later = NOW + dt.timedelta(days=8)
+    _, version = prepare_geoip(
+        private, mirror.as_uri(), cache, license_key=None, account_id=None, now=later
+    )
+    assert version.build_epoch == EPOCH_APRIL
+    assert [v.build_epoch for v in stored_versions(private)] == [EPOCH_APRIL, EPOCH_MAY]
+
+
+def test_a_worker_keeps_only_the_copy_in_use_in_its_cache_and_leaves_the_store(
+    tmp_path: Path, private: Store, april: bytes, may: bytes
+) -> None:
+    from piecewise.pipeline import stored_geoip_database
+
+    cfg = _config_with_geoip(tmp_path, 'source_url = "gs://b/GeoLite2-ASN.mmdb"\ncache_dir = "w"')
+    worker_cache = tmp_path / "w"
+    first = _store_at(private, tmp_path / "a.mmdb", april, NOW)
+    stored_geoip_database(cfg, private, now=NOW)
+    assert (worker_cache / "2026-05-01" / "GeoLite2-ASN.mmdb").read_bytes() == april
+    second = _store_at(private, tmp_path / "b.mmdb", may, NOW + dt.timedelta(days=8))
+
+    used, identity = stored_geoip_database(cfg, private, now=NOW + dt.timedelta(days=8))
+    assert identity == second.identity
+    assert used.geoip.asn_database == worker_cache / "2026-05-09" / "GeoLite2-ASN.mmdb"
+    assert [p.name for p in worker_cache.iterdir()] == ["2026-05-09"]
+    # The store is the planner's to prune (it holds the ingest lock).
+    assert stored_versions(private) == [second, first]
+
+
 # -- small parts ----------------------------------------------------------------------------
 
 
@@ -696,4 +817,8 @@ def test_geoip_config_validation(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not the key itself"):
         _config_with_geoip(tmp_path, 'source_url = "https://x/?license_key=abc"')
     cfg = _config_with_geoip(tmp_path, 'source_url = "https://x/?license_key={license_key}"')
-    assert cfg.geoip.license_key_env == "MAXMIND_LICENSE_KEY" and cfg.geoip.max_age_days == 30
+    assert cfg.geoip.license_key_env == "MAXMIND_LICENSE_KEY" and cfg.geoip.max_age_days == 7
+    assert cfg.geoip.allow_stale is False
+    # Longer than the licence's 30 days would keep a superseded database in use.
+    with pytest.raises(ConfigError, match="geoip.max_age_days"):
+        _config_with_geoip(tmp_path, 'source_url = "gs://b/x.mmdb"\nmax_age_days = 31')

@@ -209,3 +209,18 @@ def test_a_bad_cli_url_names_the_flag(tmp_path: Path, capsys: pytest.CaptureFixt
     path.write_text(BASE)
     assert main(["site-config", "--config", str(path), "--data-url", "bucket/"]) == 2
     assert "--data-url" in capsys.readouterr().err
+
+
+def test_the_site_credits_geolite_beside_mlab_when_the_isps_come_from_geolite(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from piecewise.geoip_refresh import GEOLITE_NOTICE
+
+    url = "https://download.maxmind.com/geoip/databases/GeoLite2-ASN/download?suffix=tar.gz"
+    path = tmp_path / "piecewise.toml"
+    path.write_text(BASE + f'\n[geoip]\nsource_url = "{url}"\naccount_id = "1"\n')
+    assert main(["site-config", "--config", str(path)]) == 0
+    credit = json.loads(capsys.readouterr().out)["attribution"]
+    assert credit == f"Speed tests: Measurement Lab (M-Lab) NDT · ISP names: {GEOLITE_NOTICE}"
+    served = Client(build_app(config(tmp_path, f'\n[geoip]\nsource_url = "{url}"\n')))
+    assert served.get("/config.json").json["attribution"] == credit

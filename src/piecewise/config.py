@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -334,7 +335,19 @@ class GeoIP(_Strict):
         "key itself in the config).",
     )
     max_age_days: int = Field(
-        30, ge=1, description="Days after which a stored database is fetched again."
+        7,
+        ge=1,
+        le=30,
+        description="Days after which a stored database is fetched again. MaxMind's GeoLite "
+        "licence allows a database for 30 days after a newer one is released: weekly leaves "
+        "weeks to mend a failing refresh before ingest stops using the old one.",
+    )
+    allow_stale: bool = Field(
+        False,
+        description="Use a GeoLite database even past the licence's limit (more than 30 days "
+        "after a newer one was released; see docs/configuration.md), for example to repeat a "
+        "past study with the database it used. Outside the GeoLite licence: your "
+        "responsibility.",
     )
     cache_dir: Path | None = Field(
         None,
@@ -357,6 +370,22 @@ class GeoIP(_Strict):
         if self.asn_database is not None and self.source_url is not None:
             raise ValueError("set either `asn_database` or `source_url`, not both")
         return self
+
+    # Why ingest does not use the database (it is past the GeoLite licence's limit): set by
+    # the pipeline on its copy of the config, never read from a file.
+    _refused: str | None = PrivateAttr(None)
+
+    @property
+    def refused(self) -> str | None:
+        """Why the configured database is not used, or None."""
+        return self._refused
+
+    def without_database(self, reason: str) -> GeoIP:
+        """A copy that names no database and says why: ingest falls back to M-Lab's
+        `client.Network` and counts the rows it names that way."""
+        copy = self.model_copy(update={"asn_database": None})
+        copy._refused = reason
+        return copy
 
 
 class Ingest(_Strict):

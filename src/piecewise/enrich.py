@@ -41,6 +41,9 @@ class Enricher:
         self.database = (
             AsnDatabase(config.geoip.asn_database) if config.geoip.asn_database else None
         )
+        # Set when the database is past the GeoLite licence's limit: the rows it would
+        # have named are counted, so that every quality report shows the fallback.
+        self.geoip_refused = config.geoip.refused
         self.region = RegionFilter(config.region)
         self.layers: dict[str, AreaLayer] = build_layers(config)
         self.schema = enriched_schema(list(self.layers))
@@ -141,6 +144,8 @@ class Enricher:
         if not keep.all():  # filtering chunked columns is much slower than one copy first
             out = out.combine_chunks().filter(pa.array(keep))
         report.rows_out = out.num_rows
+        if self.geoip_refused is not None:
+            report.isp_geoip_refused = report.rows_out
         report.unlocated = int((~has_pt & keep).sum())
         source = np.bincount(isp.source_code[keep], minlength=3)
         report.isp_from_maxmind, report.isp_from_mlab, report.isp_unknown = map(int, source)

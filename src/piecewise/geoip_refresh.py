@@ -1,4 +1,4 @@
-"""Keep a current MaxMind ASN database in the private store, refreshed about monthly.
+"""Keep a current MaxMind ASN database in the private store, refreshed weekly by default.
 
     version = refresh_geoip(private, source_url, license_key=key, account_id=account,
                             now=datetime.now(UTC))
@@ -27,6 +27,13 @@ the previous version in use. Each object is written atomically by the store.
 The license key is a parameter (this module reads no environment variables). It is
 never logged, never stored and never put in an exception message: URLs are redacted
 (`license_key=***`) and any literal occurrence of the key is replaced by `***`.
+
+MaxMind's GeoLite licence (the LICENSE.txt of each download) asks three things, kept
+here: once a newer database is in use (verified: its local copy matches its sha256),
+the copies it supersedes are deleted from the store and the cache (`prune_geoip`); a
+GeoLite database is not used more than 30 days after a newer one was released
+(`licence_limit`, `licensed_geoip`: ingest falls back to M-Lab's `client.Network`);
+and data made with it credits MaxMind (`data_sources`, `attribution`).
 """
 
 from __future__ import annotations
@@ -55,17 +62,26 @@ from typing import Any
 
 import maxminddb
 
+from piecewise.config import Config
 from piecewise.store import KeyNotFound, Store, StoreError, local_path_for, open_store
 
 __all__ = [
     "CREDENTIALS_HINT",
     "GEOIP_PREFIX",
+    "GEOLITE_NOTICE",
     "GeoIPAuthError",
     "GeoIPError",
     "GeoIPVersion",
     "HttpFetch",
+    "LicenceLimit",
+    "attribution",
+    "data_sources",
+    "licence_limit",
+    "licensed_geoip",
+    "newer_build_epoch",
     "newest_geoip",
     "prepare_geoip",
+    "prune_geoip",
     "redact",
     "refresh_geoip",
     "stored_versions",
@@ -91,6 +107,8 @@ _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_DELAY = 60.0
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _DATE_FOLDER = re.compile(r"^geoip/(\d{4}-\d{2}-\d{2})/version\.json$")
+_FOLDER_FILE = re.compile(r"^geoip/(\d{4}-\d{2}-\d{2})/[^/]+$")
+_DATE_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _QUERY_SECRET = re.compile(r"(?i)((?:license_key|licence_key|key|token)=)[^&#\s'\"]*")
 _USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://)[^/@\s'\"]*@")
 
@@ -476,7 +494,7 @@ def refresh_geoip(
     license_key: str | None,
     account_id: str | None,
     now: dt.datetime,
-    max_age_days: int = 30,
+    max_age_days: int = 7,
     force: bool = False,
     fetch: HttpFetch = urllib_fetch,
     timeout: float = 120.0,
@@ -626,7 +644,7 @@ def prepare_geoip(
     license_key: str | None,
     account_id: str | None,
     now: dt.datetime,
-    max_age_days: int = 30,
+    max_age_days: int = 7,
     **refresh_options: Any,
 ) -> tuple[Path, GeoIPVersion]:
     """Refresh if due, then the newest database as a local file: what ingest calls.
@@ -650,8 +668,330 @@ def prepare_geoip(
         log.warning(
             "GeoIP refresh failed, keeping %s from %s: %s", found[1].identity, found[1].date, exc
         )
+        prune_geoip(private, cache_dir, found[1])
         return found
     found = newest_geoip(private, cache_dir)
     if found is None:  # stored a moment ago, so only if the store lost it
         raise GeoIPError(f"no usable GeoIP database in {private.url} after the refresh")
+    # Only now, with the new copy verified, may the ones it supersedes go.
+    prune_geoip(private, cache_dir, found[1])
     return found
+
+
+# -- pruning: superseded copies are deleted -----------------------------------------------
+
+
+def prune_geoip(private: Store | None, cache_dir: Path, keep: GeoIPVersion) -> list[str]:
+    """Delete the copies that `keep`, the database in use, supersedes (MaxMind's GeoLite
+    licence asks for old databases to be deleted); call it only once `keep` is verified
+    (`newest_geoip` returned it: its local copy matches its sha256), so that a failed
+    switch still has the previous database. Returns what was deleted: store keys and
+    local paths.
+
+    In the private store (when given): every folder of an earlier fetch date, except one
+    holding a newer build than `keep` (a source that went back to an older database: the
+    newer one is not superseded, and it dates when `keep` was). `version.json` goes first,
+    so that a crash half way leaves an uncommitted folder, never a version without its
+    database. In `cache_dir`: every other date's copy (only `YYYY-MM-DD` folders, whose
+    `.mmdb` files and leftover temporary copies are Piecewise's). A file that cannot be
+    deleted is logged and left for the next run."""
+    deleted: list[str] = []
+    if private is not None:
+        deleted += _prune_store(private, keep)
+    deleted += _prune_cache(Path(cache_dir), keep)
+    if deleted:
+        log.info("deleted %d superseded GeoIP copies (in use: %s)", len(deleted), keep.identity)
+    return deleted
+
+
+def _prune_store(private: Store, keep: GeoIPVersion) -> list[str]:
+    try:
+        newer = {v.date for v in stored_versions(private) if v.build_epoch > keep.build_epoch}
+        folders: dict[dt.date, list[str]] = {}
+        for key in private.list(GEOIP_PREFIX):
+            match = _FOLDER_FILE.match(key)
+            if not match:
+                continue
+            try:
+                day = dt.date.fromisoformat(match.group(1))
+            except ValueError:
+                continue
+            if day < keep.date and day not in newer:
+                folders.setdefault(day, []).append(key)
+    except StoreError as exc:
+        log.warning("cannot list the GeoIP copies to delete: %s", exc)
+        return []
+    deleted = []
+    for _, keys in sorted(folders.items()):
+        keys.sort(key=lambda k: not k.endswith(f"/{VERSION_NAME}"))
+        for key in keys:
+            try:
+                private.delete(key)
+            except StoreError as exc:
+                log.warning("cannot delete the superseded GeoIP copy %s: %s", key, exc)
+                break  # the rest of the folder waits for the next run, uncommitted
+            deleted.append(key)
+    return deleted
+
+
+def _prune_cache(cache_dir: Path, keep: GeoIPVersion) -> list[str]:
+    kept_folder = keep.date.isoformat()
+    kept_name = database_file_name(keep.database_type)
+    deleted = []
+    try:
+        folders = [f for f in cache_dir.iterdir() if f.is_dir() and _DATE_NAME.match(f.name)]
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        log.warning("cannot list the GeoIP cache %s: %s", cache_dir, exc)
+        return []
+    for folder in folders:
+        ours = folder.name == kept_folder
+        try:
+            for file in folder.iterdir():
+                name = file.name
+                if ours:
+                    # Another process may be writing the kept copy: leave its temporary file.
+                    doomed = name.endswith(".mmdb") and name != kept_name
+                else:
+                    doomed = name.endswith(".mmdb") or ".mmdb.tmp-" in name
+                if doomed and file.is_file():
+                    file.unlink(missing_ok=True)
+                    deleted.append(str(file))
+            if not ours and not any(folder.iterdir()):
+                folder.rmdir()
+        except OSError as exc:
+            log.warning("cannot delete a superseded GeoIP copy in %s: %s", folder, exc)
+    return deleted
+
+
+# -- the licence's limit: no use 30 days after a newer release ------------------------------
+
+LICENCE_DAYS = 30  # GeoLite licence: no use more than 30 days after a newer release
+# MaxMind builds GeoLite2 twice a week: a week after any build, a newer one is out.
+BUILD_INTERVAL_DAYS = 7
+WARN_DAYS = 7  # warn this long before the limit, while there is time to mend a refresh
+GEOLITE_NOTICE = (
+    "This product includes GeoLite Data created by MaxMind, available from https://www.maxmind.com."
+)
+MAXMIND_URL = "https://www.maxmind.com"
+MLAB_SOURCE = {
+    "name": "Measurement Lab (M-Lab) NDT",
+    "provides": "speed tests",
+    "license": "CC0 1.0",
+    "url": "https://www.measurementlab.net/",
+}
+# `piecewise demo-geoip` writes a GeoLite2-ASN lookalike of made-up blocks: not MaxMind's
+# data, so neither its licence nor its credit applies.
+_DEMO_DESCRIPTION = "piecewise demo"
+
+
+@dataclass(frozen=True)
+class DatabaseFacts:
+    """What a MaxMind DB file says of itself (its metadata)."""
+
+    database_type: str
+    build_epoch: int
+    description: str  # the English description, "" without one
+
+    @property
+    def demo(self) -> bool:
+        return self.description.lower().startswith(_DEMO_DESCRIPTION)
+
+    @property
+    def geolite(self) -> bool:
+        """Under MaxMind's GeoLite licence: a GeoLite database from MaxMind."""
+        return self.database_type.startswith("GeoLite") and not self.demo
+
+
+def database_facts(path: Path | str) -> DatabaseFacts:
+    """The metadata of the MaxMind DB at `path` (OSError when it cannot be read,
+    maxminddb.InvalidDatabaseError when it is not a MaxMind DB)."""
+    with maxminddb.open_database(str(path)) as reader:
+        meta = reader.metadata()
+    description = meta.description.get("en", "") if isinstance(meta.description, dict) else ""
+    return DatabaseFacts(str(meta.database_type), int(meta.build_epoch), str(description))
+
+
+@dataclass(frozen=True)
+class LicenceLimit:
+    """Until when MaxMind's GeoLite licence lets one database be used: 30 days after a
+    newer one was released. That release is the build time of a newer database a refresh
+    stored, when one did; at the latest, a week after the database's own build (MaxMind
+    builds GeoLite2 twice a week), which needs nothing but the file."""
+
+    database_type: str
+    built: dt.datetime
+    superseded: dt.datetime  # when a newer build was released (at the latest)
+    newer_seen: bool  # `superseded` is a stored newer build's time, not the weekly bound
+
+    @property
+    def until(self) -> dt.datetime:
+        return self.superseded + dt.timedelta(days=LICENCE_DAYS)
+
+    def stale(self, now: dt.datetime) -> bool:
+        return now > self.until
+
+    def describe(self) -> str:
+        """`GeoLite2-ASN built 2026-04-28T00:00:00Z: ... the licence's limit is ...`."""
+        if self.newer_seen:
+            why = f"a refresh stored a newer build, built {_utc_iso(self.superseded)}"
+        else:
+            why = (
+                "MaxMind builds GeoLite2 twice a week, so a newer one was out by "
+                f"{_utc_iso(self.superseded)}"
+            )
+        return (
+            f"{self.database_type} built {_utc_iso(self.built)}: {why}, and the GeoLite "
+            f"licence allows a database for {LICENCE_DAYS} days after a newer one is "
+            f"released: its limit is {_utc_iso(self.until)}"
+        )
+
+
+def licence_limit(path: Path | str, newer_build_epoch: int | None = None) -> LicenceLimit | None:
+    """The limit of the database at `path`; None when it is not under the GeoLite
+    licence (a GeoIP2 database, under the operator's own agreement with MaxMind, or the
+    demo database). `newer_build_epoch`: the build time of a newer database a refresh
+    stored (see `newer_build_epoch`)."""
+    facts = database_facts(path)
+    if not facts.geolite:
+        return None
+    built = dt.datetime.fromtimestamp(facts.build_epoch, dt.UTC)
+    superseded = built + dt.timedelta(days=BUILD_INTERVAL_DAYS)
+    seen = False
+    if newer_build_epoch is not None and newer_build_epoch > facts.build_epoch:
+        newer = dt.datetime.fromtimestamp(newer_build_epoch, dt.UTC)
+        if newer < superseded:
+            superseded, seen = newer, True
+    return LicenceLimit(facts.database_type, built, superseded, seen)
+
+
+def newer_build_epoch(private: Store, version: GeoIPVersion) -> int | None:
+    """The build time of the oldest stored database built after `version`: when
+    `version` was superseded, as far as the store knows (None: it knows of none)."""
+    newer = [v.build_epoch for v in stored_versions(private) if v.build_epoch > version.build_epoch]
+    return min(newer, default=None)
+
+
+def licensed_geoip(
+    config: Config,
+    path: Path | None,
+    identity: str | None,
+    now: dt.datetime,
+    *,
+    newer_build_epoch: int | None = None,
+) -> tuple[Config, str | None]:
+    """The config ingest runs with and the identity of the database it uses (for the
+    manifest): `path` as `geoip.asn_database` while the GeoLite licence allows its use at
+    `now`, warning in the last `WARN_DAYS` days. Past the limit the database is not used
+    (unless `geoip.allow_stale`): the config names none, `geoip.refused` says why (the
+    enricher counts the rows named without it), the identity is None, and the reason is
+    logged as an error."""
+    settings = config.geoip
+    use = (
+        config
+        if path == settings.asn_database
+        else config.model_copy(update={"geoip": settings.model_copy(update={"asn_database": path})})
+    )
+    if path is None:
+        return use, identity
+    now = _check_now(now)
+    limit = licence_limit(path, newer_build_epoch)
+    if limit is None:
+        return use, identity
+    if settings.source_url is not None:
+        mend = "check why the refresh from `geoip.source_url` fails (see its warnings)"
+    else:
+        mend = "download a current database for `geoip.asn_database`"
+    if not limit.stale(now):
+        left = limit.until - now
+        if left < dt.timedelta(days=WARN_DAYS):
+            log.warning(
+                "GeoIP database %s. %.1f days left: %s, or ingest stops using it then",
+                limit.describe(),
+                left / dt.timedelta(days=1),
+                mend,
+            )
+        return use, identity
+    if settings.allow_stale:
+        log.warning(
+            "GeoIP database %s; used anyway because `geoip.allow_stale = true`: this use is "
+            "outside MaxMind's GeoLite licence",
+            limit.describe(),
+        )
+        return use, identity
+    reason = (
+        f"GeoIP database {limit.describe()}, and it is {_utc_iso(now)}: it is not used. "
+        f"ISPs come from M-Lab's client.Network until a newer database is in use: {mend} "
+        "(`geoip.allow_stale = true` would use it anyway, outside the licence)"
+    )
+    log.error("%s", reason)
+    refused = settings.without_database(reason)
+    return config.model_copy(update={"geoip": refused}), None
+
+
+# -- credit: whose data the published statistics are made of --------------------------------
+
+
+def maxmind_product(config: Config) -> str | None:
+    """`GeoLite` or `GeoIP2`: the MaxMind database the config names ISPs from (by the
+    file's own type when it is there to read, else by the file name or the URL; a
+    name that says neither counts as GeoLite, the free one); None without one, or with
+    the demo database, which is not MaxMind's data. The same config gives the same answer
+    on every machine that has the same files."""
+    settings = config.geoip
+    if settings.source_url is not None:
+        name = settings.source_url
+    elif settings.asn_database is not None:
+        try:
+            facts = database_facts(settings.asn_database)
+        # Not on this machine (say, the aggregate function's), or not a database.
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError):
+            name = settings.asn_database.name
+        else:
+            if facts.demo:
+                return None
+            name = facts.database_type
+    else:
+        return None
+    return "GeoIP2" if "geoip2" in name.lower() else "GeoLite"
+
+
+def data_sources(config: Config) -> list[dict[str, str]]:
+    """The published data's sources, with the notices their licences ask for: M-Lab's
+    NDT data (CC0), and the MaxMind database that names the ISPs, when there is one."""
+    sources = [dict(MLAB_SOURCE)]
+    product = maxmind_product(config)
+    if product == "GeoLite":
+        sources.append(
+            {
+                "name": "MaxMind GeoLite2",
+                "provides": "ISP names (autonomous systems)",
+                "license": "GeoLite End User License Agreement",
+                "url": MAXMIND_URL,
+                "notice": GEOLITE_NOTICE,
+            }
+        )
+    elif product == "GeoIP2":
+        sources.append(
+            {
+                "name": "MaxMind GeoIP2",
+                "provides": "ISP names",
+                "license": "the operator's agreement with MaxMind",
+                "url": MAXMIND_URL,
+            }
+        )
+    return sources
+
+
+def attribution(config: Config) -> str:
+    """The credit the map shows: `site.attribution`, followed by MaxMind's when a MaxMind
+    database names the ISPs and the text does not hold it already (the GeoLite licence's
+    notice for GeoLite)."""
+    text = config.site.attribution
+    product = maxmind_product(config)
+    if product == "GeoLite" and GEOLITE_NOTICE not in text:
+        return f"{text} · ISP names: {GEOLITE_NOTICE}"
+    if product == "GeoIP2" and "maxmind" not in text.lower():
+        return f"{text} · ISP names: MaxMind GeoIP2"
+    return text

@@ -121,14 +121,18 @@ def prepare_geoip_database(
 ) -> tuple[Config, str | None]:
     """The config with `geoip.asn_database` pointing at the database to use, and that
     database's identity for the manifest. With `geoip.source_url`, the stored database
-    is refreshed when due (a failed refresh keeps the previous one) and copied to
-    `geoip.cache_dir`; `license_key` comes from the caller (the CLI reads it from the
-    environment variable named by `geoip.license_key_env`)."""
-    settings = config.geoip
-    if settings.source_url is None:
-        return config, geoip_identity(settings.asn_database)
-    from piecewise.geoip_refresh import prepare_geoip
+    is refreshed when due (a failed refresh keeps the previous one), copied to
+    `geoip.cache_dir`, and the copies it supersedes are deleted; `license_key` comes from
+    the caller (the CLI reads it from the environment variable named by
+    `geoip.license_key_env`). A GeoLite database past its licence's limit is not used:
+    the config names none and says why (see geoip_refresh.licensed_geoip)."""
+    from piecewise.geoip_refresh import licensed_geoip, newer_build_epoch, prepare_geoip
 
+    settings = config.geoip
+    now = now or dt.datetime.now(dt.UTC)
+    if settings.source_url is None:
+        path = settings.asn_database
+        return licensed_geoip(config, path, geoip_identity(path), now)
     cache_dir = settings.cache_dir or Path(tempfile.gettempdir()) / "piecewise-geoip"
     path, version = prepare_geoip(
         private,
@@ -136,11 +140,11 @@ def prepare_geoip_database(
         cache_dir,
         license_key=license_key,
         account_id=settings.account_id,
-        now=now or dt.datetime.now(dt.UTC),
+        now=now,
         max_age_days=settings.max_age_days,
     )
-    geoip = settings.model_copy(update={"asn_database": path})
-    return config.model_copy(update={"geoip": geoip}), version.identity
+    newer = newer_build_epoch(private, version)
+    return licensed_geoip(config, path, version.identity, now, newer_build_epoch=newer)
 
 
 def plan_ingest(
@@ -200,20 +204,33 @@ def plan_run(
     return IngestPlan(config, geoip, dates, planned_at)
 
 
-def stored_geoip_database(config: Config, private: Store) -> tuple[Config, str | None]:
-    """Like prepare_geoip_database, without refreshing: what a unit of work running
-    away from its planner (a cloud function instance per date) uses."""
-    settings = config.geoip
-    if settings.source_url is None:
-        return config, geoip_identity(settings.asn_database)
-    from piecewise.geoip_refresh import GeoIPError, newest_geoip
+def stored_geoip_database(
+    config: Config, private: Store, *, now: dt.datetime | None = None
+) -> tuple[Config, str | None]:
+    """Like prepare_geoip_database, without refreshing (nor deleting from the store: the
+    planner does): what a unit of work running away from its planner (a cloud function
+    instance per date) uses. Its own cache keeps only the copy in use."""
+    from piecewise.geoip_refresh import (
+        GeoIPError,
+        licensed_geoip,
+        newer_build_epoch,
+        newest_geoip,
+        prune_geoip,
+    )
 
+    settings = config.geoip
+    now = now or dt.datetime.now(dt.UTC)
+    if settings.source_url is None:
+        path = settings.asn_database
+        return licensed_geoip(config, path, geoip_identity(path), now)
     cache_dir = settings.cache_dir or Path(tempfile.gettempdir()) / "piecewise-geoip"
     found = newest_geoip(private, cache_dir)
     if found is None:
         raise GeoIPError(f"no GeoIP database stored in {private.url}: run a planner first")
-    geoip = settings.model_copy(update={"asn_database": found[0]})
-    return config.model_copy(update={"geoip": geoip}), found[1].identity
+    path, version = found
+    prune_geoip(None, cache_dir, version)
+    newer = newer_build_epoch(private, version)
+    return licensed_geoip(config, path, version.identity, now, newer_build_epoch=newer)
 
 
 @dataclass(frozen=True)

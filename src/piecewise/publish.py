@@ -330,6 +330,8 @@ class Publisher:
         publication: dict,
     ) -> dict:
         """The index document of a release (written by `write_index`)."""
+        from piecewise.geoip_refresh import data_sources  # reads a MaxMind file's metadata
+
         isps = isps - {ALL_ISPS}
         layers = []
         for layer in self.config.layers:
@@ -357,6 +359,8 @@ class Publisher:
                 "name": self.config.project.name,
                 "description": self.config.project.description,
             },
+            # Whose data the statistics are made of, with the notices their licences ask for.
+            "sources": data_sources(self.config),
             "layers": layers,
             "periods": period_sets,
             "isps": sorted(isps),

@@ -23,6 +23,9 @@ class QualityReport:
     isp_from_maxmind: int = 0
     isp_from_mlab: int = 0
     isp_unknown: int = 0
+    # Kept rows named without the MaxMind database because it was past the GeoLite
+    # licence's limit (their ISPs came from M-Lab, as counted above).
+    isp_geoip_refused: int = 0
     outside_layer: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: QualityReport) -> None:
@@ -55,4 +58,9 @@ class QualityReport:
             value = getattr(self, f.name)
             if f.name.startswith(("dropped_", "nulled_")) and value:
                 parts.append(f"{value} {f.name.replace('_', ' ')}")
+        if self.isp_geoip_refused:  # a licence matter: said in every run's summary
+            parts.append(
+                f"{self.isp_geoip_refused} rows' ISPs from M-Lab's client.Network: the "
+                "GeoIP database is past its licence's limit, not used"
+            )
         return ", ".join(parts)

@@ -18,6 +18,7 @@ from werkzeug.wrappers import Request, Response
 
 from piecewise import __version__
 from piecewise.config import Config
+from piecewise.geoip_refresh import attribution
 
 # Where `make site` builds the pages, relative to the project's root.
 DEFAULT_SITE_DIR = Path(__file__).resolve().parents[2] / "static_site" / "dist"
@@ -37,7 +38,8 @@ def runtime_config(config: Config, table_page: bool = False) -> dict:
     """What the pages read from `config.json`: URLs as a browser sees them (absolute or
     relative to the page's origin) and the project's name. `table_page`: the pages are
     served by `piecewise serve`, which also has the table page (`/table`); a bucket
-    has none, so the pages hide their links to it."""
+    has none, so the pages hide their links to it. The credit (`attribution`) names
+    M-Lab and, when a MaxMind database names the ISPs, MaxMind as its licence asks."""
     site = config.site
     return {
         "version": 1,
@@ -48,7 +50,8 @@ def runtime_config(config: Config, table_page: bool = False) -> dict:
         "survey_url": site.survey_url,
         "table_url": "/table" if table_page else None,
         "basemap_style": site.basemap_style,
-        "attribution": site.attribution,
+        # site.attribution, with MaxMind's credit when a MaxMind database names the ISPs.
+        "attribution": attribution(config),
         "ndt7": {"locate_url": site.ndt7_locate_url, "data_policy_url": site.data_policy_url},
         "privacy": {
             "min_tests": config.privacy.min_tests,
