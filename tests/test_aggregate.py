@@ -6,6 +6,7 @@ import pyarrow as pa
 import pytest
 
 from piecewise.aggregate import apply_privacy, apply_sampling, cell_schema
+from piecewise.sampling import fingerprints, with_pick
 
 
 def test_one_per_client_day_keeps_one_test_per_ip_day_direction_and_all_unknown() -> None:
@@ -20,19 +21,24 @@ def test_one_per_client_day_keeps_one_test_per_ip_day_direction_and_all_unknown(
         (None, d1, "download", None),
         (None, d1, "download", None),
     ]
-    table = pa.table(
-        {
-            "id": [r[0] for r in rows],
-            "date": pa.array([r[1] for r in rows], pa.date32()),
-            "direction": [r[2] for r in rows],
-            "client_ip": pa.array([r[3] for r in rows], pa.string()),
-        }
+    table = with_pick(
+        pa.table(
+            {
+                "id": [r[0] for r in rows],
+                "date": pa.array([r[1] for r in rows], pa.date32()),
+                "direction": [r[2] for r in rows],
+                "client_ip": pa.array([r[3] for r in rows], pa.string()),
+            }
+        )
     )
     out = apply_sampling(table, "one_per_client_day")
     assert out.num_rows == 3 + 4  # one per (ip, day, direction), every unknown client
     kept = out.filter(pa.compute.equal(out.column("client_ip"), "1.1.1.1"))
     keys = sorted((r["date"], r["direction"]) for r in kept.to_pylist())
     assert keys == [(d1, "download"), (d1, "upload"), (d2, "download")]
+    # Of "a" and "b" (the same client, day and direction), the lower fingerprint stays.
+    first = min(("a", "b"), key=lambda i: fingerprints(pa.array([i]))[0].as_py())
+    assert first in kept.column("id").to_pylist()
     again = apply_sampling(table, "one_per_client_day")
     assert sorted(again.column("id").to_pylist(), key=str) == sorted(
         out.column("id").to_pylist(), key=str

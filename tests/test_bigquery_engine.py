@@ -20,7 +20,12 @@ pytest.importorskip("google.cloud.bigquery")
 from api_fixtures import pipeline_config  # noqa: E402
 from bigquery_emulator import BigQueryEmulator  # noqa: E402
 from piecewise import periods  # noqa: E402
-from piecewise.aggregate import ALL_ISPS, compute_cells, load_tests  # noqa: E402
+from piecewise.aggregate import (  # noqa: E402
+    ALL_ISPS,
+    apply_sampling,
+    compute_cells,
+    load_tests,
+)
 from piecewise.clients import network_keyed  # noqa: E402
 from piecewise.config import Config, ConfigError, parse_config  # noqa: E402
 from piecewise.engines import cells_sql  # noqa: E402
@@ -189,6 +194,28 @@ def test_bigquery_engine_equals_the_one_machine_engine(
     one_machine = compute_cells([network_keyed(enriched.tests)], layers, kinds, thresholds)
     assert_same_cells(one_machine, in_bigquery)
     assert_quantiles_within_tolerance(in_bigquery[0], enriched)
+
+
+def test_bigquery_engine_keeps_the_tests_the_one_machine_engine_keeps(
+    enriched: Input, emulator: BigQueryEmulator
+) -> None:
+    """One test per client, day and direction: the same one in both engines (the lowest
+    FARM_FINGERPRINT of its id, computed at ingest), so the same cells."""
+    config = bigquery_config(enriched, emulator, "file://unused", dataset="sampled")
+    config = config.model_copy(
+        update={
+            "aggregation": config.aggregation.model_copy(update={"sampling": "one_per_client_day"})
+        }
+    )
+    engine = BigQueryEngine.of(config)
+    engine.load(Stores.of(enriched.config).private, enriched.dates)
+    layers = [layer.id for layer in config.layers]
+    kinds, thresholds = list(config.periods.kinds), list(config.thresholds)
+    in_bigquery = engine.cells(enriched.dates, kinds, thresholds)
+    sampled = apply_sampling(network_keyed(enriched.tests), "one_per_client_day")
+    assert sampled.num_rows < enriched.tests.num_rows
+    one_machine = compute_cells([sampled], layers, kinds, thresholds)
+    assert_same_cells(one_machine, in_bigquery)
 
 
 def published(public_url: str, base: Path) -> tuple[dict[str, list], dict[str, list]]:

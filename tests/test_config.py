@@ -54,7 +54,7 @@ def test_minimal_config_has_defaults() -> None:
     cfg = parse_config(MINIMAL, base_dir=Path("/tmp"))
     assert isinstance(cfg.layers[0], H3Layer)
     assert cfg.privacy.min_tests == 30 and cfg.privacy.min_clients == 10
-    assert cfg.aggregation.sampling == "all"
+    assert cfg.aggregation.sampling == "one_per_client_day"  # as M-Lab's statistics
 
 
 @pytest.mark.parametrize(

@@ -84,6 +84,18 @@ def enricher(demo_data: Path, tmp_path: Path) -> Enricher:
     return Enricher(config(demo_data, tmp_path))
 
 
+def test_a_tests_date_is_its_own_utc_date_not_its_archives(enricher: Enricher) -> None:
+    """M-Lab archives a test near midnight into the next day's partition: the test
+    still belongs to the day it was taken; without a time, to its archive date."""
+    late = row(
+        0, date=dt.date(2025, 5, 2), a__TestTime=dt.datetime(2025, 5, 1, 23, 59, tzinfo=dt.UTC)
+    )
+    timeless = row(1, date=dt.date(2025, 5, 2), a__TestTime=None)
+    out, _ = enricher.enrich(pa.Table.from_pylist([late, timeless], schema=UNIFIED))
+    dates = {r["id"]: r["date"] for r in out.to_pylist()}
+    assert dates == {"t0": dt.date(2025, 5, 1), "t1": dt.date(2025, 5, 2)}
+
+
 def test_labels_isp_and_areas(enricher: Enricher) -> None:
     out, report = enricher.enrich(pa.Table.from_pylist([row(0)], schema=UNIFIED))
     r = out.to_pylist()[0]
@@ -101,7 +113,7 @@ def test_bad_rows_are_counted_not_fatal(enricher: Enricher) -> None:
         row(3, a__MeanThroughputMbps=None),
         row(4, a__MeanThroughputMbps=math.inf),
         row(5, a__Direction="sideways"),
-        row(6, date=None),
+        row(6, date=None, a__TestTime=None),  # no date at all (without one of them: kept)
         row(7, at=(123.0, 500.0)),  # not on Earth: kept, unlocated
         row(8, at=(None, None)),
         row(9, at=COEUR_DALENE),  # outside the region: dropped, counted
@@ -122,6 +134,7 @@ def test_bad_rows_are_counted_not_fatal(enricher: Enricher) -> None:
     assert report.rows_out == len(kept) and report.dropped == 14 - len(kept)
     assert report.dropped_outside_region == (1 if "t10" in kept else 2)
     assert kept["t7"]["area_counties"] == UNLOCATED and kept["t7"]["latitude"] is None
+    assert kept["t0"]["date"] == dt.date(2025, 5, 1)
     assert kept["t8"]["area_hex"] == UNLOCATED
     assert kept["t12"]["isp"] == "Unknown" and kept["t12"]["area_counties"] == UNLOCATED
     assert kept["t11"]["min_rtt_ms"] is None and kept["t11"]["loss_rate"] is None

@@ -33,6 +33,7 @@ from piecewise.cellstats import (
 from piecewise.clients import network_keyed
 from piecewise.config import RESERVED_ISP, Config, Threshold
 from piecewise.ingest import tests_key
+from piecewise.sampling import with_pick
 from piecewise.schema import DIRECTIONS, area_column, enriched_schema
 from piecewise.store import Store, StoreError
 
@@ -40,7 +41,16 @@ log = logging.getLogger(__name__)
 
 ALL_ISPS = RESERVED_ISP
 EPOCH = dt.date(1970, 1, 1)
-TEST_COLUMNS = ["date", "direction", "mbps", "min_rtt_ms", "loss_rate", "client_ip", "isp"]
+TEST_COLUMNS = [
+    "date",
+    "direction",
+    "mbps",
+    "min_rtt_ms",
+    "loss_rate",
+    "client_ip",
+    "isp",
+    "pick",
+]
 STAT_COLUMNS = list(STATISTICS)
 
 
@@ -104,13 +114,12 @@ def load_tests(
     layer_ids: list[str],
     *,
     directions: tuple[str, ...] = DIRECTIONS,
-    with_id: bool = False,
     threads: int = 0,
 ) -> pa.Table:
     """The enriched tests of `dates` and `directions`, only the columns aggregation
     uses, with the repetitive strings dictionary-encoded to keep memory down."""
     areas = [area_column(i) for i in layer_ids]
-    columns = TEST_COLUMNS + areas + (["id"] if with_id else [])
+    columns = TEST_COLUMNS + areas
     keys = [tests_key(d, date) for date in dates for d in directions]
     present = set(private.list("tests/"))
     dictionary = ["direction", "isp", "client_ip", *areas]
@@ -125,13 +134,14 @@ def load_tests(
             have = set(private.parquet_schema(key).names)
             if set(columns) <= have:
                 raise
+            # Files of earlier versions have no `pick`: it is computed from the id.
+            wanted = [c for c in columns if c in have] + (["id"] if "pick" not in have else [])
             table = private.read_parquet(
-                key,
-                columns=[c for c in columns if c in have],
-                read_dictionary=[c for c in dictionary if c in have],
+                key, columns=wanted, read_dictionary=[c for c in dictionary if c in have]
             )
+            table = with_pick(table)
             for name in columns:
-                if name not in have:
+                if name not in table.column_names:
                     empty = pa.nulls(table.num_rows, schema.field(name).type)
                     table = table.append_column(name, empty.dictionary_encode())
             return table.select(columns)
@@ -145,8 +155,9 @@ def load_tests(
 
 
 def apply_sampling(tests: pa.Table, sampling: str) -> pa.Table:
-    """`all` keeps every test; `one_per_client_day` keeps one test per client IP, date
-    and direction, picked by a hash of the test id (as M-Lab's statistics do)."""
+    """`all` keeps every test; `one_per_client_day` keeps one test per client, date and
+    direction: the one with the lowest `pick`, as M-Lab's statistics do
+    (piecewise.sampling)."""
     if sampling == "all" or tests.num_rows == 0:
         return tests
     con = duckdb.connect()
@@ -478,7 +489,7 @@ def cells_of_tests(
         for tests in tables:
             # A client is a network (an IPv6 client its /64), for sampling and counts.
             tests = apply_sampling(network_keyed(tests), config.aggregation.sampling)
-            yield tests.drop_columns(["id"]) if "id" in tests.column_names else tests
+            yield tests.drop_columns(["pick"]) if "pick" in tests.column_names else tests
             del tests  # before the next table is loaded
 
     return compute_cells(

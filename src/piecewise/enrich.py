@@ -21,7 +21,8 @@ from piecewise.areas import (
 from piecewise.config import Config
 from piecewise.isp import AsnDatabase, IspNamer, label_isps
 from piecewise.quality import QualityReport
-from piecewise.schema import DIRECTIONS, UNIFIED, area_column, enriched_schema
+from piecewise.sampling import fingerprints
+from piecewise.schema import DIRECTIONS, UNIFIED, area_column, enriched_schema, test_dates
 
 MAX_MBPS = 100_000.0  # above any access link: a broken measurement
 
@@ -57,7 +58,7 @@ class Enricher:
         def _field(path: str) -> pa.ChunkedArray:
             return flat.column(path)
 
-        date = _field("date")
+        date = test_dates(table)  # the test's own UTC date, not its archive's
         direction = pc.utf8_lower(_field("a.Direction"))
         mbps = pc.cast(_field("a.MeanThroughputMbps"), pa.float64())
 
@@ -133,6 +134,7 @@ class Enricher:
             "as_name": isp.as_name,
             "isp": isp.isp,
             "isp_source": isp.source,
+            "pick": fingerprints(_field("id")),
         }
         for layer_id, layer in self.layers.items():
             areas = layer.assign(points.lat, points.lon).per_row(row_pt)

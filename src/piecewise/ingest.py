@@ -26,7 +26,7 @@ from tqdm import tqdm
 from piecewise.dayspool import DaySpool
 from piecewise.enrich import Enricher
 from piecewise.quality import QualityReport
-from piecewise.schema import DIRECTIONS
+from piecewise.schema import DIRECTIONS, test_dates
 from piecewise.sources.base import Source
 from piecewise.store import PARQUET_CONTENT_TYPE, Store, parquet_bytes
 
@@ -58,6 +58,13 @@ def ingested_dates(private: Store) -> list[dt.date]:
             except ValueError:
                 continue
     return sorted(dates)
+
+
+def _tests_of(batches: Iterable[pa.RecordBatch], date: dt.date) -> Iterable[pa.RecordBatch]:
+    """The rows of `batches` whose test was taken on `date` (UTC)."""
+    day = pa.scalar(date, pa.date32())
+    for batch in batches:
+        yield batch.filter(pc.fill_null(pc.equal(test_dates(batch), day), False).combine_chunks())
 
 
 def _chunks(batches: Iterable[pa.RecordBatch], rows: int) -> Iterable[pa.Table]:
@@ -157,12 +164,12 @@ def ingest(
     allow_empty: bool = False,
 ) -> IngestResult:
     """Ingest each date: all of a date's files are written, then `on_date(date, rows
-    per direction, report, digest of the files)` is called (to record the date). Dates
-    for which the source
-    returns nothing are written once another date of the run has tests; if none has,
-    nothing is written and NoTestsSelected says so (a region that selects nothing).
-    With `allow_empty`, such dates are written at once (the caller knows the region
-    selects tests on other dates)."""
+    per direction, report, digest of the files)` is called (to record the date). A
+    date's tests are those taken on it (UTC), read from its archive partition and the
+    next. Dates for which the source returns nothing are written once another date of
+    the run has tests; if none has, nothing is written and NoTestsSelected says so (a
+    region that selects nothing). With `allow_empty`, such dates are written at once
+    (the caller knows the region selects tests on other dates)."""
     dates = list(dates)
     result = IngestResult()
     empty: list[tuple[dt.date, QualityReport]] = []
@@ -171,13 +178,12 @@ def ingest(
         report = QualityReport()
         with tempfile.TemporaryDirectory(prefix="piecewise-ingest-") as spill:
             spools = {d: DaySpool(enricher.schema, batch_rows, Path(spill)) for d in DIRECTIONS}
-            for chunk in _chunks(source.batches(date, date), batch_rows):
+            # M-Lab's `date` is the day a test was archived: a test near midnight can sit
+            # in the next day's partition. A date's tests are read from both.
+            archived = source.batches(date, date + dt.timedelta(days=1))
+            for chunk in _chunks(_tests_of(archived, date), batch_rows):
                 enriched, chunk_report = enricher.enrich(chunk)
                 report.add(chunk_report)
-                # A source may hand back rows of other dates (mixed files): keep ours.
-                enriched = enriched.filter(
-                    pc.equal(enriched.column("date"), pa.scalar(date, pa.date32()))
-                )
                 for direction, spool in spools.items():
                     spool.add(enriched.filter(pc.equal(enriched.column("direction"), direction)))
                 del enriched
@@ -227,6 +233,8 @@ def _write_date(
         digest.update(direction.encode() + b"\0" + hashlib.sha256(data).digest())
         counts[direction] = spool.rows
         result.rows[direction] += spool.rows
+        report.dropped_duplicate_id += spool.duplicates
+        report.rows_out -= spool.duplicates
     private.write_json(quality_key(date), report.as_dict())
     if on_date is not None:
         on_date(date, counts, report, "sha256:" + digest.hexdigest())

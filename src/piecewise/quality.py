@@ -16,6 +16,8 @@ class QualityReport:
     dropped_bad_direction: int = 0
     dropped_bad_throughput: int = 0
     dropped_outside_region: int = 0
+    # A row whose test id was already seen that date and direction (counted at write).
+    dropped_duplicate_id: int = 0
     nulled_bad_rtt: int = 0
     nulled_bad_loss: int = 0
     nulled_bad_coordinates: int = 0
@@ -43,6 +45,7 @@ class QualityReport:
             + self.dropped_bad_direction
             + self.dropped_bad_throughput
             + self.dropped_outside_region
+            + self.dropped_duplicate_id
         )
 
     def as_dict(self) -> dict:

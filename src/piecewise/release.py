@@ -159,9 +159,7 @@ def run_release(
             state = ledger.state()
             plan = plan_release(config, stores, state, today)
             if not plan:
-                if result.release is not None or _index_is_current(
-                    config, stores, ledger, state
-                ):
+                if result.release is not None or _index_is_current(config, stores, ledger, state):
                     if result.release is None:
                         log.info("nothing new is final: no release")
                     return result
@@ -365,7 +363,6 @@ def _tests_by_direction(
             dates,
             layer_ids,
             directions=(direction,),
-            with_id=config.aggregation.sampling == "one_per_client_day",
             threads=config.aggregation.threads,
         )
         loaded.append(tests.num_rows)

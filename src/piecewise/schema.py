@@ -4,6 +4,7 @@ the private store holds."""
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 DIRECTIONS = ("download", "upload")
 
@@ -84,8 +85,19 @@ ENRICHED_BASE = pa.schema(
         pa.field("as_name", pa.string()),
         pa.field("isp", pa.string()),
         pa.field("isp_source", pa.string()),
+        # FARM_FINGERPRINT of the id: which test sampling keeps (piecewise.sampling)
+        pa.field("pick", pa.int64()),
     ]
 )
+
+
+def test_dates(rows: pa.RecordBatch | pa.Table) -> pa.ChunkedArray:
+    """The UTC date of each test of unified rows: that of `a.TestTime`, or M-Lab's
+    archive `date` when the time is missing (the archive date can be the next day's
+    for a test near midnight)."""
+    table = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
+    time = pc.struct_field(table.column("a"), "TestTime")
+    return pc.coalesce(pc.cast(time, pa.date32()), table.column("date").cast(pa.date32()))
 
 
 def area_column(layer_id: str) -> str:

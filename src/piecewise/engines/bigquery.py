@@ -27,6 +27,7 @@ from piecewise.clients import network_keyed
 from piecewise.config import Config, Threshold
 from piecewise.engines import cells_sql
 from piecewise.ingest import tests_key
+from piecewise.sampling import with_pick
 from piecewise.schema import DIRECTIONS, area_column, enriched_schema
 from piecewise.sources.bigquery import TIB, SourceError
 from piecewise.store import Store, parquet_bytes
@@ -63,8 +64,10 @@ class BigQueryEngine:
         layer_ids: list[str],
         maximum_bytes_billed: int,
         price_per_tib: float = 6.25,
+        sampling: str = "all",
     ) -> None:
         self.client = client
+        self.sampling = sampling
         self.dataset = f"{client.project}.{dataset}"
         self.table = f"{self.dataset}.{TABLE}"
         self.staging = f"{self.dataset}.{STAGING}"
@@ -95,6 +98,7 @@ class BigQueryEngine:
             layer_ids=[layer.id for layer in config.layers],
             maximum_bytes_billed=agg.maximum_bytes_billed,
             price_per_tib=agg.price_per_tib,
+            sampling=agg.sampling,
         )
 
     # -- loading ---------------------------------------------------------------------
@@ -158,6 +162,7 @@ class BigQueryEngine:
             # piecewise.clients), as the one-machine engine counts them: the files are
             # keyed on the way in, so the table and its queries need no address logic.
             table = network_keyed(_with_columns(private.read_parquet(key), self.columns))
+            table = table.select(self.columns)
             data = io.BytesIO(parquet_bytes(table))
             job = self.client.load_table_from_file(data, self.staging, job_config=config)
             job.result()
@@ -185,7 +190,8 @@ class BigQueryEngine:
         from google.cloud import bigquery
 
         params = []
-        for name, (kind_of, value) in cells_sql.parameters(kind, dates, thresholds).items():
+        params_of = cells_sql.parameters(kind, dates, thresholds, self.sampling)
+        for name, (kind_of, value) in params_of.items():
             if kind_of.startswith("ARRAY<"):
                 params.append(bigquery.ArrayQueryParameter(name, kind_of[6:-1], value))
             else:
@@ -230,7 +236,9 @@ class BigQueryEngine:
 
 def _with_columns(table: pa.Table, columns: list[str]) -> pa.Table:
     """`table` with every column of `columns`: a file ingested before a layer was added
-    has no column for it (its tests are not located in that layer)."""
+    has no column for it (its tests are not located in that layer), one of an earlier
+    version no `pick` (computed from the id)."""
+    table = with_pick(table)
     for name in columns:
         if name not in table.column_names:
             table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))

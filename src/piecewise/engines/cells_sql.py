@@ -71,11 +71,12 @@ def duckdb_sql(bigquery_text: str) -> str:
 
 
 def parameters(
-    kind: str, dates: list[dt.date], thresholds: list[Threshold]
+    kind: str, dates: list[dt.date], thresholds: list[Threshold], sampling: str = "all"
 ) -> dict[str, tuple[str, Any]]:
     """The query's parameters: name -> (BigQuery type, value); arrays as 'ARRAY<T>'."""
     out: dict[str, tuple[str, Any]] = {
         "kind": ("STRING", kind),
+        "one_per_client_day": ("BOOL", sampling == "one_per_client_day"),
         "first_date": ("DATE", min(dates)),
         "last_date": ("DATE", max(dates)),
         "dates": ("ARRAY<DATE>", sorted(dates)),

@@ -28,6 +28,11 @@ WITH tests AS (
     AND date IN UNNEST(@dates)
     AND {area} IS NOT NULL
     AND {area} NOT IN UNNEST(@pseudo_areas)
+  -- sampling one_per_client_day: the test of each client, date and direction with the
+  -- lowest FARM_FINGERPRINT of its id (`pick`), as M-Lab's statistics (piecewise.sampling)
+  QUALIFY NOT @one_per_client_day
+    OR client_ip IS NULL
+    OR ROW_NUMBER() OVER (PARTITION BY direction, date, client_ip ORDER BY pick) = 1
 ),
 
 stats AS (

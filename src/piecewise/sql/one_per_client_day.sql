@@ -1,10 +1,11 @@
--- One test per client IP, date and direction, as M-Lab's statistics pipeline keeps
--- heavy testers from skewing results. The pick is pseudo-random but deterministic:
--- the lowest hash of the test id. Tests without a client IP are all kept.
+-- One test per client, date and direction, as M-Lab's statistics pipeline keeps heavy
+-- testers from skewing results: the test with the lowest FARM_FINGERPRINT of its id
+-- (`pick`, computed at ingest: piecewise.sampling). Tests without a client are all kept.
+-- The same rule as sql/cells.sql's for BigQuery.
 SELECT *
 FROM tests
 QUALIFY client_ip IS NULL
     OR row_number() OVER (
         PARTITION BY direction, "date", client_ip
-        ORDER BY hash(id), id
+        ORDER BY pick
     ) = 1

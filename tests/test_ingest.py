@@ -1,0 +1,97 @@
+"""Ingest of hand-made exports: a test belongs to its own UTC date, wherever M-Lab
+archived it, and a test returned twice is stored once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from piecewise.config import parse_config
+from piecewise.ingest import quality_key
+from piecewise.ingest import tests_key as file_of
+from piecewise.pipeline import Stores, run_ingest
+
+D1, D2 = dt.date(2025, 1, 1), dt.date(2025, 1, 2)
+SEATTLE = (47.6, -122.3)
+
+
+def export_row(test: str, archived: dt.date, taken: str | None) -> dict:
+    """A download row of M-Lab's unified view as a JSON export has it."""
+    return {
+        "id": test,
+        "date": archived.isoformat(),
+        "a": {"UUID": test, "TestTime": taken, "MeanThroughputMbps": 100.0, "MinRTT": 10.0},
+        "client": {
+            "IP": f"198.51.100.{len(test)}",
+            "Geo": {"Latitude": SEATTLE[0], "Longitude": SEATTLE[1], "CountryCode": "US"},
+            "Network": {"ASNumber": 7922, "ASName": "Comcast"},
+        },
+    }
+
+
+def config(tmp: Path, demo: Path):
+    return parse_config(
+        f"""
+[region]
+bbox = [-124.85, 45.54, -116.91, 49.01]
+[[layers]]
+id = "counties"
+kind = "polygons"
+file = "{demo / "wa-counties.geojson"}"
+id_property = "GEOID"
+name_property = "NAME"
+[periods]
+start = {D1.isoformat()}
+[stores]
+private = "file://private"
+public = "file://public"
+[source]
+kind = "files"
+downloads = "exports"
+[geoip]
+asn_database = "{demo / "GeoLite2-ASN-demo.mmdb"}"
+""",
+        base_dir=tmp,
+    )
+
+
+def test_a_test_archived_after_midnight_belongs_to_its_own_date(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    rows = [
+        export_row("noon-1", D1, "2025-01-01 12:00:00 UTC"),
+        export_row("late-1", D2, "2025-01-01 23:59:30 UTC"),  # archived the next day
+        export_row("early-2", D2, "2025-01-02 00:00:10 UTC"),
+        export_row("timeless", D2, None),  # no time: its archive date
+    ]
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / "tests.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = config(tmp_path, demo_data)
+    run_ingest(cfg, D1, D2, progress=False)
+    private = tmp_path / "private"
+
+    def ids(date: dt.date) -> list[str]:
+        table = pq.read_table(private / file_of("download", date))
+        assert set(table.column("date").to_pylist()) <= {date}
+        return sorted(table.column("id").to_pylist())
+
+    assert ids(D1) == ["late-1", "noon-1"]
+    assert ids(D2) == ["early-2", "timeless"]
+
+
+def test_a_test_returned_twice_is_stored_once_and_counted(tmp_path: Path, demo_data: Path) -> None:
+    rows = [export_row("once", D1, "2025-01-01 08:00:00 UTC")]
+    rows += [export_row("twice", D1, "2025-01-01 09:00:00 UTC")] * 2
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / "tests.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = config(tmp_path, demo_data)
+    result = run_ingest(cfg, D1, D1, progress=False)
+    table = pq.read_table(tmp_path / "private" / file_of("download", D1))
+    assert sorted(table.column("id").to_pylist()) == ["once", "twice"]
+    assert result.rows["download"] == 2
+    quality = Stores.of(cfg).private.read_json(quality_key(D1))
+    assert quality["dropped_duplicate_id"] == 1
+    assert quality["rows_in"] == 3 and quality["rows_out"] == 2
