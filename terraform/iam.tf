@@ -2,11 +2,20 @@
 # Public: the api and survey services (allUsers may invoke) and the public bucket's objects.
 
 # --- ingest: M-Lab in BigQuery, the private bucket, the topic, the MaxMind key ----------
-# M-Lab's dataset is readable by any signed-in principal: running query jobs in this
-# project (billed here) is the only BigQuery role ingest needs.
+# M-Lab's tables are readable by the members of its discuss group, and M-Lab adds a service
+# account to it on request (docs/deploy.md, step 0): no grant here can give that. Here,
+# ingest runs its query jobs in this project (billed here).
 resource "google_project_iam_member" "ingest_bigquery_jobs" {
   project = var.project
   role    = "roles/bigquery.jobUser"
+  member  = google_service_account.function["ingest"].member
+}
+
+# Reading query results through the BigQuery Storage Read API opens a read session in
+# this project (bigquery.readsessions.create); without it, results come over REST.
+resource "google_project_iam_member" "ingest_bigquery_read_sessions" {
+  project = var.project
+  role    = "roles/bigquery.readSessionUser"
   member  = google_service_account.function["ingest"].member
 }
 
@@ -36,9 +45,16 @@ resource "google_secret_manager_secret_iam_member" "maxmind_license_key" {
 }
 
 # --- ingest-date: one date of a backfill; the same data as ingest, without the key -------
+# M-Lab must add this account to its discuss group too (docs/deploy.md, step 0).
 resource "google_project_iam_member" "ingest_date_bigquery_jobs" {
   project = var.project
   role    = "roles/bigquery.jobUser"
+  member  = google_service_account.function["ingest-date"].member
+}
+
+resource "google_project_iam_member" "ingest_date_bigquery_read_sessions" {
+  project = var.project
+  role    = "roles/bigquery.readSessionUser"
   member  = google_service_account.function["ingest-date"].member
 }
 

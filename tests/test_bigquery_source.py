@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("google.cloud.bigquery")
 
 from bigquery_emulator import BigQueryEmulator, create_unified_tables, unified_row  # noqa: E402
+from bigquery_http import BigQueryHTTP, job_range  # noqa: E402
 from piecewise.cli import main  # noqa: E402
 from piecewise.config import Region, parse_config  # noqa: E402
 from piecewise.ingest import tests_key as file_of  # noqa: E402
@@ -105,6 +106,18 @@ def test_dry_run_reports_every_query_and_runs_nothing(loaded) -> None:
     assert all(e.bytes >= 0 and e.cost_usd >= 0 for e in estimates)
 
 
+def test_a_runs_dry_runs_are_its_queries_one_per_date_and_direction(loaded) -> None:
+    """Each over the date's archive day and the next, as ingest reads a date."""
+    estimates = source(loaded).estimate_dates([D3, D1])
+    after = dt.timedelta(days=1)
+    assert [(e.start, e.end, e.direction) for e in estimates] == [
+        (D1, D1 + after, "download"),
+        (D1, D1 + after, "upload"),
+        (D3, D3 + after, "download"),
+        (D3, D3 + after, "upload"),
+    ]
+
+
 def test_missing_table_names_the_problem(loaded) -> None:
     client, tables = loaded
     src = BigQuerySource(
@@ -179,8 +192,27 @@ def test_cli_dry_run(
     args = ["ingest", "-c", str(path), "--start", "2025-06-01", "--end", "2025-06-03"]
     assert main([*args, "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "download" in out and "upload" in out and "total 2025-06-01 to 2025-06-03" in out
+    assert "download" in out and "upload" in out
+    assert "total of this run, 3 dates (2025-06-01 to 2025-06-03)" in out
+    assert "a month: 30 runs x" in out
     assert not (tmp_path / "private").exists(), "a dry run writes nothing"
+
+
+def test_a_run_within_its_cap_ingests_after_its_dry_runs(
+    emulator: BigQueryEmulator, loaded, tmp_path: Path
+) -> None:
+    """In front of the emulator, a server that answers dry runs with a day of the views
+    as M-Lab's published runs measured it (the emulator says 0 bytes)."""
+    _, tables = loaded
+    with BigQueryHTTP(target=emulator.endpoint, dry_run_bytes=lambda job: 58 * 10**9) as bq:
+        text = config_text(emulator, tables, tmp_path).replace(emulator.endpoint, bq.endpoint)
+        cfg = parse_config(text + "maximum_bytes_per_run = 250_000_000_000\n", base_dir=tmp_path)
+        result = run_ingest(cfg, D1, D2, progress=False)
+        # (Other tests of this module add late rows to the emulator's tables.)
+        assert result.dates == [D1, D2] and result.rows["download"] >= 3
+        # One dry run per query the run then makes: the same archive days, each date.
+        assert sorted(map(job_range, bq.dry_runs)) == sorted(map(job_range, bq.billed))
+        assert {r[0] for r in map(job_range, bq.dry_runs)} == {"2025-06-01", "2025-06-02"}
 
 
 class FlakyProxy:

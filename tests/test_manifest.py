@@ -13,13 +13,16 @@ from hypothesis import strategies as st
 
 from piecewise import __version__
 from piecewise.manifest import (
+    MAX_READS,
     DateRange,
     DateRangeError,
     DateRecord,
     Manifest,
+    Read,
     dates_to_ingest,
     fingerprint,
     geoip_identity,
+    lateness,
     manifest_key,
 )
 from piecewise.quality import QualityReport
@@ -60,6 +63,7 @@ def test_record_get_dates_round_trip(store_url: str) -> None:
         quality=quality,
         version=__version__,
         ingested_at="2026-05-02T06:00:03Z",
+        reads=(Read("2026-05-02T06:00:03Z", {"download": 7, "upload": 3}),),
     )
     other = manifest.get(D(2025, 12, 31))
     assert other is not None and other.geoip is None
@@ -80,10 +84,11 @@ def test_one_object_per_date_and_rerecording_replaces(tmp_path: Path) -> None:
     assert (record.rows, record.fingerprint) == ({"download": 2}, "sha256:b")
 
 
-def test_recording_the_same_content_again_leaves_the_same_bytes(tmp_path: Path) -> None:
+def test_recording_the_same_content_again_keeps_its_time_and_identity(tmp_path: Path) -> None:
+    """A read that finds the same rows changes only the read history: `ingested_at` (when
+    the content was first written) and `identity` (what a release records) stay."""
     store = open_store(tmp_path.as_uri())
     manifest = Manifest(store)
-    key = manifest_key(D(2026, 5, 1))
     quality = QualityReport(rows_in=3, rows_out=3, outside_layer={"h3r6": 1}).as_dict()
     first = manifest.record(
         D(2026, 5, 1),
@@ -91,15 +96,73 @@ def test_recording_the_same_content_again_leaves_the_same_bytes(tmp_path: Path) 
         "sha256:a",
         None,
         quality,
+        digest="sha256:files",
         now=dt.datetime(2026, 5, 2, tzinfo=dt.UTC),
     )
-    before = store.read_bytes(key)
-    again = manifest.record(D(2026, 5, 1), {"download": 3}, "sha256:a", None, quality)
-    assert again == first and again.ingested_at == "2026-05-02T00:00:00Z"
-    assert store.read_bytes(key) == before
-    changed = manifest.record(D(2026, 5, 1), {"download": 4}, "sha256:a", None, quality)
-    assert changed.ingested_at != first.ingested_at
+    again = manifest.record(
+        D(2026, 5, 1),
+        {"download": 3},
+        "sha256:a",
+        None,
+        quality,
+        digest="sha256:files",
+        now=dt.datetime(2026, 5, 3, tzinfo=dt.UTC),
+    )
+    assert again.ingested_at == "2026-05-02T00:00:00Z" and again.identity == first.identity
+    assert [r.at for r in again.reads] == ["2026-05-02T00:00:00Z", "2026-05-03T00:00:00Z"]
+    assert manifest.get(D(2026, 5, 1)) == again
+    changed = manifest.record(
+        D(2026, 5, 1), {"download": 4}, "sha256:a", None, quality, digest="sha256:other"
+    )
+    assert changed.ingested_at != first.ingested_at and changed.identity != first.identity
+    assert [sum(r.rows.values()) for r in changed.reads] == [3, 3, 4]
     assert manifest.get(D(2026, 5, 1)) == changed
+
+
+def test_the_read_history_is_not_part_of_the_identity() -> None:
+    record = DateRecord(D(2026, 5, 1), {"download": 1}, "sha256:a", None, digest="sha256:d")
+    reread = DateRecord(
+        D(2026, 5, 1),
+        {"download": 1},
+        "sha256:a",
+        None,
+        digest="sha256:d",
+        reads=(Read("2026-05-02T09:30:00Z", {"download": 1}),),
+    )
+    assert record.identity == reread.identity
+
+
+def test_the_read_history_keeps_the_first_read_and_the_latest(memory_url: str) -> None:
+    manifest = Manifest(open_store(memory_url))
+    start = dt.datetime(2026, 5, 2, 9, 30, tzinfo=dt.UTC)
+    for i in range(MAX_READS + 5):
+        record = manifest.record(
+            D(2026, 5, 1), {"download": i}, "sha256:a", None, {}, now=start + dt.timedelta(days=i)
+        )
+    counts = [r.rows["download"] for r in record.reads]
+    assert len(counts) == MAX_READS
+    assert counts == [0, *range(6, MAX_READS + 5)]  # the baseline, then the latest
+
+
+def test_other_settings_start_a_new_read_history(memory_url: str) -> None:
+    """Reads with another fingerprint (another region, say) select other rows: comparing
+    their counts would be no measure of lateness."""
+    manifest = Manifest(open_store(memory_url))
+    manifest.record(D(2026, 5, 1), {"download": 5}, "sha256:a", None, {})
+    record = manifest.record(D(2026, 5, 1), {"download": 9}, "sha256:b", None, {})
+    assert [r.rows for r in record.reads] == [{"download": 9}]
+
+
+def test_records_without_a_read_history_still_load(tmp_path: Path) -> None:
+    store = open_store(tmp_path.as_uri())
+    old = DateRecord(D(2026, 5, 1), {"download": 2}, "sha256:a", None, ingested_at="x").as_dict()
+    del old["reads"]
+    store.write_json(manifest_key(D(2026, 5, 1)), old)
+    manifest = Manifest(store)
+    record = manifest.get(D(2026, 5, 1))
+    assert record is not None and record.reads == ()
+    again = manifest.record(D(2026, 5, 1), {"download": 2}, "sha256:a", None, {})
+    assert len(again.reads) == 1
 
 
 def test_a_damaged_record_is_replaced_by_a_new_one(tmp_path: Path) -> None:
@@ -141,6 +204,18 @@ def test_dates_ignores_other_keys(tmp_path: Path) -> None:
     store.write_json("manifest/dates/2026/2026-02-30.json", {})
     store.write_json("manifest/other.json", {})
     assert Manifest(store).dates() == []
+
+
+@pytest.mark.parametrize(
+    "reads",
+    ["no list", [{"rows": {}}], [{"at": "soon", "rows": {}}], [{"at": "2026-05-02T00:00:00Z"}]],
+)
+def test_a_damaged_read_history_is_a_damaged_record(reads: object, tmp_path: Path) -> None:
+    store = open_store(tmp_path.as_uri())
+    data = DateRecord(D(2026, 5, 1), {"download": 2}, "sha256:a", None, ingested_at="x").as_dict()
+    store.write_json(manifest_key(D(2026, 5, 1)), {**data, "reads": reads})
+    with pytest.raises(StoreError, match="damaged"):
+        Manifest(store).get(D(2026, 5, 1))
 
 
 def test_damaged_record_names_its_key(tmp_path: Path) -> None:
@@ -308,3 +383,72 @@ def test_bad_ranges_name_the_field(start: str, end: str | None, field: str, prob
 def test_range_constructor_checks_order() -> None:
     with pytest.raises(DateRangeError, match="before start"):
         DateRange(D(2026, 5, 2), D(2026, 5, 1))
+
+
+# -- how late rows arrive ------------------------------------------------------------------
+
+
+def read_on(date: dt.date, days_after: int, down: int, up: int = 0) -> Read:
+    at = dt.datetime.combine(date + dt.timedelta(days=days_after), dt.time(9, 30), dt.UTC)
+    return Read(at.isoformat().replace("+00:00", "Z"), {"download": down, "upload": up})
+
+
+def history(date: dt.date, *reads: Read) -> DateRecord:
+    return DateRecord(date, reads[-1].rows, "sha256:a", None, reads=reads)
+
+
+def test_rows_arriving_later_count_on_the_day_they_were_first_seen() -> None:
+    day = D(2026, 5, 1)
+    found = lateness(
+        [
+            history(
+                day,
+                read_on(day, 1, 900, 50),
+                read_on(day, 2, 980, 10 + 50),
+                read_on(day, 4, 1000, 60),
+            ),
+            history(
+                day + dt.timedelta(days=1),
+                read_on(day + dt.timedelta(days=1), 1, 90),
+                read_on(day + dt.timedelta(days=1), 2, 100),
+            ),
+        ]
+    )
+    assert found.arrived == {1: 950 + 90, 2: 90 + 10, 4: 20}
+    assert found.rows == 1160
+    assert found.shares()[1] == pytest.approx(1040 / 1160)
+    assert found.caught(0) == pytest.approx(1040 / 1160)
+    assert found.caught(1) == pytest.approx(1140 / 1160)
+    assert found.caught(3) == pytest.approx(1.0)
+
+
+def test_the_reread_days_that_catch_99_percent() -> None:
+    day = D(2026, 5, 1)
+    # 98 % the day after, 1.5 % the next day, 0.5 % two days later.
+    record = history(day, read_on(day, 1, 980), read_on(day, 2, 995), read_on(day, 3, 1000))
+    assert lateness([record]).reread_days_for(0.99) == 1
+    assert lateness([record]).reread_days_for(0.999) == 2
+    on_time = history(day, read_on(day, 1, 1000), read_on(day, 2, 1000))
+    assert lateness([on_time]).reread_days_for(0.99) == 0
+    assert lateness([]).reread_days_for(0.99) is None
+
+
+def test_dates_read_once_or_first_read_late_are_left_out() -> None:
+    """A date first read long after (a backfill, a missed run) holds rows of unknown
+    lateness: counting them on their first read's day would overstate it."""
+    day = D(2026, 5, 1)
+    found = lateness(
+        [
+            history(day, read_on(day, 1, 10)),
+            history(day, read_on(day, 30, 10), read_on(day, 31, 12)),
+            history(day, read_on(day, 1, 10), read_on(day, 2, 10)),
+        ]
+    )
+    assert (found.read_once, found.first_read_late, found.arrived) == (1, 1, {1: 10})
+    assert found.last_read == 2
+
+
+def test_a_read_with_fewer_rows_adds_nothing() -> None:
+    day = D(2026, 5, 1)
+    found = lateness([history(day, read_on(day, 1, 10), read_on(day, 2, 8), read_on(day, 3, 11))])
+    assert found.arrived == {1: 10, 3: 1}

@@ -462,6 +462,7 @@ def test_each_principal_has_only_its_roles() -> None:
     assert by_member == {
         "ingest": {
             ("roles/bigquery.jobUser", "project", None),
+            ("roles/bigquery.readSessionUser", "project", None),
             ("roles/storage.objectUser", private, None),
             ("roles/pubsub.publisher", "google_pubsub_topic.ingested.id", None),
             ("roles/pubsub.publisher", "google_pubsub_topic.dates.id", None),
@@ -473,6 +474,7 @@ def test_each_principal_has_only_its_roles() -> None:
         },
         "ingest-date": {
             ("roles/bigquery.jobUser", "project", None),
+            ("roles/bigquery.readSessionUser", "project", None),
             ("roles/storage.objectUser", private, None),
             ("roles/pubsub.publisher", "google_pubsub_topic.ingested.id", None),
         },

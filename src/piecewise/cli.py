@@ -101,19 +101,72 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _dry_run(args: argparse.Namespace, cfg: Config) -> int:
-    """What each query would scan and cost; runs nothing."""
-    from piecewise.pipeline import make_source
+    """What the run would query: each query's bytes and cost, the run's total, and a
+    month of scheduled runs; dry runs only (billed nothing), nothing written."""
+    from piecewise.ingest import _ranges_text
+    from piecewise.manifest import Manifest
+    from piecewise.pipeline import Stores, dates_left_as_published, make_source, plan_ingest
+    from piecewise.sources.bigquery import TIB, gb
 
-    end = args.end or _yesterday()
-    start = args.start or end
     source = make_source(cfg)
-    estimate = getattr(source, "estimate", None)
+    estimate = getattr(source, "estimate_dates", None)
     if estimate is None:
         print(f"source {cfg.source.kind!r} runs no billed queries: nothing to estimate")
         return 0
-    rows = [(f"{e.direction:8} {e.table}", e.bytes, e.cost_usd) for e in estimate(start, end)]
+    private = Stores.of(cfg).private
+    # The dates a real run reads: the same planner (without dates: what the manifest
+    # lacks and the re-read days), less the dates it leaves as published.
+    end = args.end or (_yesterday() if args.start else None)
+    planned = plan_ingest(cfg, args.start, end, Manifest(private), _today())
+    left = dates_left_as_published(private, planned)
+    dates = [d for d in planned if d not in left]
+    if left:
+        print(
+            f"left out {len(left)} dates published as final, never read again: {_ranges_text(left)}"
+        )
+    estimates = estimate(dates) if dates else []
+    rows = [(f"{e.start} {e.direction:8} {e.table}", e.bytes, e.cost_usd) for e in estimates]
     total_bytes, total_cost = _print_estimates(rows)
-    print(f"total {start} to {end}: {total_bytes / 2**30:,.2f} GiB, ${total_cost:,.4f}")
+    if dates:
+        print(
+            f"total of this run, {len(dates)} dates ({_ranges_text(dates)}): {total_bytes:,} "
+            f"bytes ({gb(total_bytes)}), ${total_cost:,.4f}"
+        )
+    elif planned:
+        print("this run reads nothing: every planned date is published as final")
+    else:
+        print("this run reads nothing: the manifest has every date")
+    settings = cfg.source
+    price = getattr(settings, "price_per_tib", 6.25)
+    # What a date of a run costs, for the month: the run's own dates, or yesterday alone.
+    sample = estimates or estimate([_yesterday()])
+    per_date = sum(e.bytes for e in sample) / (len({e.start for e in sample}) or 1)
+    reread = cfg.ingest.reread_days
+    run = (1 + reread) * per_date
+    month = 30 * run
+    basis = "the dates above" if estimates else f"a dry run of {_yesterday()}"
+    print(
+        f"a month of scheduled runs, each reading yesterday and re-reading "
+        f"ingest.reread_days = {reread} days:\n"
+        f"  a date: {gb(per_date)} (both directions, each query reading the date's archive "
+        f"day and the next; the average of {basis})\n"
+        f"  a run: (1 + {reread}) dates x {gb(per_date)} = {gb(run)}\n"
+        f"  a month: 30 runs x {gb(run)} = {gb(month)} = {month / TIB:,.2f} TiB "
+        f"x ${price:g}/TiB = ${month / TIB * price:,.2f} on demand"
+    )
+    cap = getattr(settings, "maximum_bytes_per_run", None)
+    if cap is not None:
+        over = total_bytes - cap
+        verdict = (
+            f"this run would stop before any billed query, {gb(over)} over"
+            if over > 0
+            else f"this run is within it ({gb(-over)} to spare)"
+        )
+        fits = "fits" if run <= cap else "does not fit: raise it or lower ingest.reread_days"
+        print(
+            f"source.maximum_bytes_per_run = {cap:,} bytes ({gb(cap)}): {verdict}; a "
+            f"scheduled run ({gb(run)}) {fits}"
+        )
     return 0
 
 
@@ -122,6 +175,63 @@ def _print_estimates(rows: list[tuple[str, int, float]]) -> tuple[float, float]:
     for what, scanned, cost in rows:
         print(f"{what}: {scanned:,} bytes ({scanned / 2**30:,.2f} GiB), ${cost:,.4f} on demand")
     return sum(r[1] for r in rows), sum(r[2] for r in rows)
+
+
+def cmd_lateness(args: argparse.Namespace) -> int:
+    """From the manifest's read histories: how many rows arrived 1, 2, 3... days after
+    their date, and which `ingest.reread_days` would have caught 99 % of them."""
+    from piecewise.ingest import _ranges_text
+    from piecewise.manifest import Manifest, lateness
+    from piecewise.pipeline import Stores
+
+    cfg = load_config(_config_path(args))
+    manifest = Manifest(Stores.of(cfg).private)
+    reread = cfg.ingest.reread_days
+    # Only dates whose every re-read is done (the last, reread + 1 days after, ran).
+    last = _today() - dt.timedelta(days=reread + 2)
+    first = last - dt.timedelta(days=args.days - 1)
+    records = [
+        record
+        for day in manifest.dates()
+        if first <= day <= last and (record := manifest.get(day)) is not None
+    ]
+    found = lateness(records)
+    skipped = (
+        f"{found.read_once} read once, {found.first_read_late} first read later than the day after"
+    )
+    if not found.rows:
+        print(
+            f"no rows to measure from {first} to {last} ({len(records)} dates: {skipped}): "
+            "lateness needs dates that the scheduled runs read the day after and again "
+            "(ingest.reread_days of 1 or more)"
+        )
+        return 0
+    print(
+        f"{len(found.dates)} of the {len(records)} dates recorded from {first} to {last} were "
+        f"read the day after and again ({_ranges_text(found.dates)}): {found.rows:,} rows at "
+        f"their last read (left out: {skipped})"
+    )
+    print("days after the date        rows    share  caught by then, with")
+    shares = found.shares()
+    for day in range(1, found.last_read + 1):
+        print(
+            f"{day:>19} {found.arrived.get(day, 0):>11,} {shares.get(day, 0.0):>7.2%} "
+            f"{found.caught(day - 1):>8.2%}  reread_days = {day - 1}"
+        )
+    wanted = found.reread_days_for(0.99)
+    print(
+        f"reread_days = {wanted} would have caught 99 % of the rows (now {reread}). Each day "
+        "re-read adds a date's queries, two whole archive days of M-Lab's views, to every "
+        "run whatever the region: `piecewise ingest --dry-run` prints what a date costs"
+    )
+    latest = found.last_read
+    if shares.get(latest, 0.0) >= 0.01:
+        print(
+            f"rows still arrived at the last read, {latest} days after their date "
+            f"({shares[latest]:.2%}): later ones are not seen. Raise ingest.reread_days for "
+            "a few weeks and measure again"
+        )
+    return 0
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
@@ -337,9 +447,24 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument(
                 "--dry-run",
                 action="store_true",
-                help="print the bytes each query would scan and its cost; run nothing",
+                help="print the bytes each query of the run would scan and its cost, the "
+                "run's total and a month of scheduled runs; run nothing",
             )
         sp.set_defaults(func=func)
+
+    late = sub.add_parser(
+        "lateness",
+        help="how late M-Lab's rows arrive, from the manifest, and the ingest.reread_days "
+        "that would have caught 99 %% of them",
+    )
+    with_config(late)
+    late.add_argument(
+        "--days",
+        type=_positive,
+        default=90,
+        help="dates measured: this many, up to the last whose re-reads are done (default 90)",
+    )
+    late.set_defaults(func=cmd_lateness)
 
     aggregate = sub.add_parser(
         "aggregate",

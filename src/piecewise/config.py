@@ -282,9 +282,20 @@ class BigQuerySourceConfig(_Strict):
     )
     location: str | None = Field(None, description="BigQuery location of the jobs, e.g. US.")
     maximum_bytes_billed: int = Field(
-        200 * 2**30,
+        # A query reads one date of one direction from two archive days, the date's and
+        # the next: M-Lab's published runs scanned about 48 GB (downloads) and 68 GB
+        # (uploads) a day, so 96 and 136 GB; this passes them with room to grow and stops
+        # a query that reads more than four days (docs/deploy.md, "What it costs").
+        300 * 2**30,
         ge=1,
         description="Every query fails instead of scanning more than this many bytes.",
+    )
+    maximum_bytes_per_run: int | None = Field(
+        None,
+        ge=1,
+        description="A run first dry-runs its queries (free) and stops, before any billed "
+        "query, when together they would scan more than this many bytes; unset: no "
+        "dry runs, each query is held to `maximum_bytes_billed` alone.",
     )
     price_per_tib: float = Field(
         6.25, ge=0, description="On-demand USD per TiB scanned, for `--dry-run` estimates."

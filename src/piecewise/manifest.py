@@ -12,6 +12,10 @@ that crashed half way through a date leaves no record, and the date counts as mi
 `dates_to_ingest` decides what a scheduled run does: every date since `start` without a
 record, plus the last few days again, because M-Lab data lands late. `DateRange.parse`
 validates an explicit range given by a person or an HTTP request.
+
+Each record also keeps a short history of the date's reads (when, how many rows), so
+that `lateness` can say how late M-Lab's rows arrive, and how many days `reread_days`
+must re-read to catch them.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,8 @@ from piecewise.store import KeyNotFound, Store, StoreError, json_bytes
 MANIFEST_PREFIX = "manifest/dates/"
 RECORD_FORMAT = 1
 _DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Reads a record keeps: the first (the baseline of lateness) and the latest ones.
+MAX_READS = 10
 
 
 def manifest_key(date: dt.date) -> str:
@@ -40,6 +46,44 @@ def _utc_iso(moment: dt.datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError(f"time {moment!r} must be timezone-aware")
     return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _parse_utc(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
+
+
+@dataclass(frozen=True)
+class Read:
+    """One read of a date from the source: when (UTC, ISO 8601) and the rows it had."""
+
+    at: str
+    rows: dict[str, int]
+
+    def days_after(self, date: dt.date) -> int:
+        """Days from `date` to the (UTC) day of the read: 1 for the day after."""
+        return (_parse_utc(self.at).date() - date).days
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"at": self.at, "rows": dict(self.rows)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Read:
+        if not isinstance(data, dict) or not isinstance(data.get("at"), str):
+            raise ValueError("manifest record `reads` must hold objects with a time `at`")
+        rows = data.get("rows")
+        if not isinstance(rows, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) for k, v in rows.items()
+        ):
+            raise ValueError("manifest record `reads[].rows` must map directions to integers")
+        _parse_utc(data["at"])  # ValueError for a malformed time
+        return cls(at=data["at"], rows=dict(rows))
+
+
+def _bounded(reads: tuple[Read, ...]) -> tuple[Read, ...]:
+    """The first read and the latest ones, MAX_READS in all."""
+    if len(reads) <= MAX_READS:
+        return reads
+    return (reads[0], *reads[len(reads) - MAX_READS + 1 :])
 
 
 @dataclass(frozen=True)
@@ -55,6 +99,9 @@ class DateRecord:
     ingested_at: str = ""  # UTC, ISO 8601 ("2026-05-01T06:00:03Z")
     # sha256 of the date's test files ("sha256:..."); None in records of older versions
     digest: str | None = None
+    # Every read of the date from the source with these settings, oldest first (bounded:
+    # MAX_READS). Not part of `identity`: a read that finds the same rows changes nothing.
+    reads: tuple[Read, ...] = ()
 
     @property
     def identity(self) -> str:
@@ -73,6 +120,7 @@ class DateRecord:
             "version": self.version,
             "ingested_at": self.ingested_at,
             "digest": self.digest,
+            "reads": [r.as_dict() for r in self.reads],
         }
 
     @classmethod
@@ -88,6 +136,9 @@ class DateRecord:
             isinstance(k, str) and isinstance(v, int) for k, v in rows.items()
         ):
             raise ValueError("manifest record `rows` must map direction names to integers")
+        reads = data.get("reads") or []
+        if not isinstance(reads, list):
+            raise ValueError("manifest record `reads` must be a list")
         return cls(
             date=dt.date.fromisoformat(data["date"]),
             rows=dict(rows),
@@ -97,6 +148,7 @@ class DateRecord:
             version=str(data.get("version", "")),
             ingested_at=str(data["ingested_at"]),
             digest=None if data.get("digest") is None else str(data["digest"]),
+            reads=tuple(Read.from_dict(r) for r in reads),
         )
 
 
@@ -123,9 +175,11 @@ class Manifest:
         """Record that `date` was ingested (one atomic write, replacing any older record).
         Call it after all of the date's files are written.
 
-        A record that would differ from the stored one only in its time is not written
-        again: ingesting a date twice leaves the same bytes, and `ingested_at` says when
-        the date's current content was first written."""
+        A record that would differ from the stored one only in its time keeps that
+        record's content and `ingested_at` (so its `identity`): `ingested_at` says when the
+        date's current content was first written. Only its read history grows: every call
+        is a read of the date (when, how many rows), kept while the fingerprint stays the
+        same (other settings may select other rows: their reads do not compare)."""
         if not isinstance(date, dt.date) or isinstance(date, dt.datetime):
             raise TypeError(f"date must be a datetime.date, got {date!r}")
         for direction, count in rows.items():
@@ -135,23 +189,27 @@ class Manifest:
                 )
         if not fingerprint:
             raise ValueError("fingerprint must be a non-empty string")
+        moment = _utc_iso(now or dt.datetime.now(dt.UTC))
         entry = DateRecord(
             date=date,
             rows=dict(rows),
             fingerprint=fingerprint,
             geoip=geoip,
             quality=dict(quality),
-            ingested_at=_utc_iso(now or dt.datetime.now(dt.UTC)),
+            ingested_at=moment,
             digest=digest,
         )
         try:
             previous = self.get(date)
         except StoreError:
             previous = None  # damaged: replace it
-        if previous is not None and replace(previous, ingested_at="") == replace(
-            entry, ingested_at=""
+        history = previous.reads if previous and previous.fingerprint == fingerprint else ()
+        reads = _bounded((*history, Read(moment, dict(rows))))
+        if previous is not None and replace(previous, ingested_at="", reads=()) == replace(
+            entry, ingested_at="", reads=()
         ):
-            return previous
+            entry = previous  # the same content: its time, and identity, stay
+        entry = replace(entry, reads=reads)
         self.store.write_json(manifest_key(date), entry.as_dict())
         return entry
 
@@ -204,6 +262,69 @@ def geoip_identity(path: Path | str | None) -> str | None:
         meta = reader.metadata()
     built = _utc_iso(dt.datetime.fromtimestamp(meta.build_epoch, dt.UTC))
     return f"{meta.database_type} built {built}"
+
+
+@dataclass(frozen=True)
+class Lateness:
+    """How late rows arrive, from the read histories of dates first read the day after
+    their date and read again: `arrived[k]` rows were first seen at a read k days after
+    their date (between the read before and that one)."""
+
+    arrived: dict[int, int]
+    dates: list[dt.date]  # the dates measured
+    read_once: int = 0  # dates left out: read once (nothing to compare)
+    first_read_late: int = 0  # left out: first read later than the day after
+    last_read: int = 0  # the most days after its date that a measured date was read
+
+    @property
+    def rows(self) -> int:
+        return sum(self.arrived.values())
+
+    def shares(self) -> dict[int, float]:
+        """Each day's share of the rows, by days after the date."""
+        total = self.rows
+        return {k: (n / total if total else 0.0) for k, n in sorted(self.arrived.items())}
+
+    def caught(self, reread_days: int) -> float:
+        """The share of rows a run re-reading `reread_days` days would have caught: the
+        last read of a date is `reread_days` + 1 days after it."""
+        return sum(v for k, v in self.shares().items() if k <= reread_days + 1)
+
+    def reread_days_for(self, share: float = 0.99) -> int | None:
+        """The fewest `reread_days` that would have caught `share` of the rows; None
+        without rows."""
+        if not self.rows:
+            return None
+        for days_after in sorted(self.arrived):
+            if self.caught(days_after - 1) >= share - 1e-12:
+                return max(0, days_after - 1)
+        return max(0, max(self.arrived) - 1)
+
+
+def lateness(records: Iterable[DateRecord]) -> Lateness:
+    """Pool the read histories of `records` (see Lateness). Rows are both directions'; a
+    read with fewer rows than one before adds nothing (rows seen count once)."""
+    arrived: dict[int, int] = {}
+    dates: list[dt.date] = []
+    read_once = first_late = last_read = 0
+    for record in records:
+        if len(record.reads) < 2:
+            read_once += 1
+            continue
+        # Rows found at the first read arrived by then: a baseline only when that read
+        # came the day after, as the scheduled run's does.
+        if record.reads[0].days_after(record.date) != 1:
+            first_late += 1
+            continue
+        dates.append(record.date)
+        seen = 0
+        for read in sorted(record.reads, key=lambda r: _parse_utc(r.at)):
+            count, day = sum(read.rows.values()), read.days_after(record.date)
+            last_read = max(last_read, day)
+            if count > seen:
+                arrived[day] = arrived.get(day, 0) + count - seen
+                seen = count
+    return Lateness(arrived, sorted(dates), read_once, first_late, last_read)
 
 
 class DateRangeError(ValueError):

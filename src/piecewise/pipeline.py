@@ -37,7 +37,7 @@ from piecewise.store import Store, StoreError, open_store
 
 if TYPE_CHECKING:
     from piecewise.release import ReleaseResult
-    from piecewise.sources.bigquery import BigQuerySource
+    from piecewise.sources.bigquery import BigQuerySource, QueryEstimate
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,34 @@ def plan_ingest(
     return dates_between(first, last)
 
 
+def dates_left_as_published(private: Store, dates: list[dt.date]) -> list[dt.date]:
+    """The dates of `dates` that a run leaves as they are, reading nothing: published as
+    final (sealed), or inside a published period that does not cover them."""
+    ledger = Ledger(private)
+    sealed, state = ledger.sealed_dates(), ledger.state()
+    return [d for d in dates if d in sealed or state.excluded(d)]
+
+
+def check_run_cost(
+    config: Config, dates: list[dt.date], private: Store, source: Source | None = None
+) -> list[QueryEstimate] | None:
+    """Before any billed query: dry-run the queries a run of `dates` makes (one per date
+    and direction, free) and raise RunTooCostly, a SourceError saying by how much and
+    what to change, when together they would scan more than
+    `source.maximum_bytes_per_run`. Without that cap nothing is dry-run (two API calls a
+    date, for nothing to compare with: each query is still held to
+    `maximum_bytes_billed`); a source that bills nothing is not checked."""
+    settings = config.source
+    if not isinstance(settings, BigQuerySourceConfig) or settings.maximum_bytes_per_run is None:
+        return None
+    left = set(dates_left_as_published(private, dates))
+    read = [d for d in dates if d not in left]
+    check = getattr(source or make_source(config), "check_run", None)
+    if check is None or not read:
+        return None
+    return check(read, settings.maximum_bytes_per_run)
+
+
 @dataclass(frozen=True)
 class IngestPlan:
     """The work of one ingest run, split into dates."""
@@ -189,10 +217,12 @@ def plan_run(
     stores: Stores,
     today: dt.date | None = None,
     license_key: str | None = None,
+    source: Source | None = None,
 ) -> IngestPlan:
-    """Choose the dates (see plan_ingest) and refresh the GeoIP database when due, once
-    for all the units of work, under the store's `ingest` lock: one planner at a time
-    (LockHeld otherwise)."""
+    """Choose the dates (see plan_ingest), check the run's cost against
+    `source.maximum_bytes_per_run` (check_run_cost: RunTooCostly before anything is
+    queried or written) and refresh the GeoIP database when due, once for all the units
+    of work, under the store's `ingest` lock: one planner at a time (LockHeld otherwise)."""
     ttl = dt.timedelta(minutes=config.ingest.lock_ttl_minutes)
     with RunLock(stores.private, "ingest", ttl=ttl):
         planned_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -200,6 +230,7 @@ def plan_run(
         if not dates:
             log.info("nothing to ingest: the manifest has every date")
             return IngestPlan(config, None, [], planned_at)
+        check_run_cost(config, dates, stores.private, source)
         config, geoip = prepare_geoip_database(config, stores.private, license_key)
     return IngestPlan(config, geoip, dates, planned_at)
 
@@ -446,7 +477,15 @@ def run_ingest(
     after the other dates landed when some failed, and NoTestsSelected when no date has
     a test in the region."""
     stores = stores or Stores.of(config)
-    plan = plan_run(config, start, end, stores=stores, today=today, license_key=geoip_license_key)
+    plan = plan_run(
+        config,
+        start,
+        end,
+        stores=stores,
+        today=today,
+        license_key=geoip_license_key,
+        source=source,
+    )
     if not plan.dates:
         return IngestResult()
     config, geoip, dates, planned_at = plan.config, plan.geoip, plan.dates, plan.planned_at

@@ -1,11 +1,18 @@
 """M-Lab's unified views in BigQuery as a test source, with a cost guard.
 
 One query per direction and date range (`sql/unified_tests.sql`, every value a query
-parameter, the table id from the validated config). Every query carries
-`maximum_bytes_billed`; `estimate()` dry-runs the queries and reports the bytes they
-would scan and what that costs at on-demand prices. Results stream back as Arrow record
-batches (through the BigQuery Storage Read API when it is installed and allowed, the
-REST API otherwise), so memory stays flat whatever the size of a day.
+parameter, the table id from the validated config); a run reads one date at a time,
+from its archive day and the next (`query_days`). Every query carries
+`maximum_bytes_billed`; `estimate()` / `estimate_dates()` dry-run the queries (free) and
+report the bytes they would scan and what that costs at on-demand prices, and
+`check_run()` stops a run whose queries together would scan more than a cap. The views
+are partitioned by date, not by place, and their filter reads raw columns: a query pays
+for the whole world's days whatever the region (docs/deploy.md).
+
+Results stream back as Arrow record batches (through the BigQuery Storage Read API when
+it is installed and allowed, the REST API otherwise), so memory stays flat whatever the
+size of a day. A refusal (403) says who was refused, why and what to do: M-Lab's discuss
+group, a missing role, or the Storage Read API's own permission.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ import datetime as dt
 import hashlib
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -28,10 +36,25 @@ log = logging.getLogger(__name__)
 
 TABLE_ID = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){1,2}$")
 TIB = 2**40
+GB = 10**9
+MLAB_PROJECT = "measurement-lab"
+MLAB_DISCUSS = "https://groups.google.com/a/measurementlab.net/g/discuss"
+MLAB_SUPPORT = "support@measurementlab.net"
+# Dry runs of a run's queries at once: each is one short API call, billed nothing.
+DRY_RUN_THREADS = 4
 
 
 class SourceError(Exception):
     """A query that cannot run, with what to do about it."""
+
+
+class RunTooCostly(SourceError):
+    """A run's queries would together scan more than `source.maximum_bytes_per_run`;
+    raised after the dry runs, before any billed query. `estimates` are the dry runs."""
+
+    def __init__(self, message: str, estimates: list[QueryEstimate]) -> None:
+        super().__init__(message)
+        self.estimates = estimates
 
 
 @dataclass(frozen=True)
@@ -40,6 +63,26 @@ class QueryEstimate:
     table: str
     bytes: int
     cost_usd: float
+    start: dt.date | None = None  # the archive days the query reads
+    end: dt.date | None = None
+
+
+def query_days(date: dt.date) -> tuple[dt.date, dt.date]:
+    """The archive days (`date` partitions) a run's queries of `date` read: its own and
+    the next, since M-Lab archives a test near midnight the next day and a date's tests
+    are those taken on it (piecewise.ingest). Each is a whole day of the views."""
+    return date, date + dt.timedelta(days=1)
+
+
+def gb(count: float) -> str:
+    """Bytes as decimal gigabytes, as BigQuery's console and M-Lab's figures give them."""
+    return f"{count / GB:,.1f} GB"
+
+
+def _dates_text(dates: list[dt.date]) -> str:
+    if len(dates) == 1:
+        return dates[0].isoformat()
+    return f"{len(dates)} dates from {dates[0]} to {dates[-1]}"
 
 
 def _sql(table: str) -> str:
@@ -68,6 +111,7 @@ class BigQuerySource:
         price_per_tib: float = 6.25,
         use_storage_api: bool = True,
         page_size: int = 10_000,
+        storage_client: Any = None,
     ) -> None:
         for direction in tables:
             if direction not in DIRECTIONS:
@@ -79,6 +123,9 @@ class BigQuerySource:
         self.price_per_tib = price_per_tib
         self.use_storage_api = use_storage_api
         self.page_size = page_size
+        # The Storage Read API client to use (tests point one at a local server); None:
+        # built from the BigQuery client's credentials when needed.
+        self.storage_client = storage_client
         self.sql = {d: _sql(t) for d, t in self.tables.items()}
 
     def _parameters(self, direction: str, start: dt.date, end: dt.date) -> list:
@@ -110,20 +157,62 @@ class BigQuerySource:
         )
 
     def estimate(self, start: dt.date, end: dt.date) -> list[QueryEstimate]:
-        """Dry-run every query: bytes scanned and on-demand cost; nothing runs."""
-        out = []
-        for direction, table in self.tables.items():
-            job = self._run(direction, start, end, dry_run=True)
-            scanned = int(job.total_bytes_processed or 0)
-            out.append(QueryEstimate(direction, table, scanned, scanned / TIB * self.price_per_tib))
-        return out
+        """Dry-run every query of `start`..`end` as one range: bytes scanned and
+        on-demand cost; nothing runs."""
+        return [self._estimate(d, start, end) for d in self.tables]
+
+    def estimate_dates(self, dates: Iterable[dt.date]) -> list[QueryEstimate]:
+        """Dry-run the queries a run of `dates` makes, one per date and direction, each
+        over the date's `query_days`, by date then direction; nothing runs, nothing is
+        billed."""
+        work = [(d, *query_days(day)) for day in sorted(set(dates)) for d in self.tables]
+        if len(work) <= 1:
+            return [self._estimate(*item) for item in work]
+        with ThreadPoolExecutor(max_workers=min(DRY_RUN_THREADS, len(work))) as pool:
+            return list(pool.map(lambda item: self._estimate(*item), work))
+
+    def check_run(self, dates: Iterable[dt.date], maximum_bytes: int) -> list[QueryEstimate]:
+        """Dry-run the queries of a run of `dates` and raise RunTooCostly when together
+        they would scan more than `maximum_bytes`; the estimates otherwise."""
+        estimates = self.estimate_dates(dates)
+        total = sum(e.bytes for e in estimates)
+        if total > maximum_bytes:
+            days = sorted({e.start for e in estimates if e.start is not None})
+            per_day = total / len(days) if days else total
+            fit = int(maximum_bytes // per_day) if per_day else 0
+            parts = (
+                f"about {fit} date{'' if fit == 1 else 's'} a run at {gb(per_day)} a date"
+                if fit
+                else f"though a single date, {gb(per_day)}, is more than the cap"
+            )
+            raise RunTooCostly(
+                f"the {len(estimates)} queries of this run ({_dates_text(days)}, "
+                f"{' and '.join(self.tables)}) would scan {gb(total)}, "
+                f"{gb(total - maximum_bytes)} more than `source.maximum_bytes_per_run` "
+                f"({gb(maximum_bytes)}; ${total / TIB * self.price_per_tib:,.2f} on demand); "
+                "nothing was queried or ingested. Ingest the dates in parts with --start/--end "
+                f'(a body {{"start", "end"}} for the ingest function), {parts}, or raise '
+                "`source.maximum_bytes_per_run`; `piecewise ingest --dry-run` shows each query",
+                estimates,
+            )
+        return estimates
+
+    def _estimate(self, direction: str, start: dt.date, end: dt.date) -> QueryEstimate:
+        job = self._run(direction, start, end, dry_run=True)
+        scanned = int(job.total_bytes_processed or 0)
+        cost = scanned / TIB * self.price_per_tib
+        return QueryEstimate(direction, self.tables[direction], scanned, cost, start, end)
 
     def batches(self, start: dt.date, end: dt.date) -> Iterator[pa.RecordBatch]:
         storage = self._storage_client()
+        dates = [start] if start == end else [start, end]
         for direction in self.tables:
             job = self._run(direction, start, end, dry_run=False)
-            rows = _call(lambda job=job: job.result(page_size=self.page_size), self.tables)
-            for batch in rows.to_arrow_iterable(bqstorage_client=storage, max_queue_size=2):
+            rows = self._call(lambda job=job: job.result(page_size=self.page_size), dates)
+            stream = iter(rows.to_arrow_iterable(bqstorage_client=storage, max_queue_size=2))
+            # Pages (and the Storage API's read session) are fetched while iterating: a
+            # refusal there gets the same advice as one of the query itself.
+            while (batch := self._call(lambda s=stream: next(s, None), dates)) is not None:
                 if batch.num_rows:
                     yield to_unified(batch)
 
@@ -131,6 +220,8 @@ class BigQuerySource:
         """The Storage Read API client when allowed and installed; None reads over REST."""
         if not self.use_storage_api:
             return None
+        if self.storage_client is not None:
+            return self.storage_client
         try:
             from google.cloud import bigquery_storage
         except ImportError:
@@ -144,14 +235,25 @@ class BigQuerySource:
         config = self._job_config(direction, start, end, dry_run=dry_run)
         # 429s, 5xx and dropped connections are retried with backoff (the client's
         # defaults); a job that fails on a transient backend error is re-run.
-        return _call(
+        return self._call(
             lambda: self.client.query(
                 self.sql[direction],
                 job_config=config,
                 retry=DEFAULT_RETRY.with_deadline(600),
                 job_retry=None if dry_run else DEFAULT_JOB_RETRY,
             ),
+            None if dry_run else ([start] if start == end else [start, end]),
+        )
+
+    def _call(self, func: Callable[[], Any], dates: list[dt.date] | None) -> Any:
+        """`func()`, its errors turned into SourceError with advice (`dates`: what a
+        failure leaves uningested; None: a dry run, before anything is queried)."""
+        return _call(
+            func,
             self.tables,
+            account=account_of(self.client),
+            project=getattr(self.client, "project", None),
+            dates=dates,
         )
 
 
@@ -162,7 +264,29 @@ def to_unified(batch: pa.RecordBatch) -> pa.RecordBatch:
     return table.combine_chunks().to_batches()[0]
 
 
-def _call(func, tables: dict[str, str]):
+def account_of(client: Any) -> str | None:
+    """The e-mail of the account a BigQuery client runs as, when its credentials say it
+    (service accounts, the metadata server's account once used, signed-in users)."""
+    credentials = getattr(client, "_credentials", None)
+    for name in ("service_account_email", "signer_email", "account"):
+        try:
+            value = getattr(credentials, name, None)
+        except Exception:  # a property that needs a refresh: the name is unknown
+            value = None
+        # The metadata server's credentials say "default" until their first use.
+        if isinstance(value, str) and "@" in value:
+            return value
+    return None
+
+
+def _call(
+    func: Callable[[], Any],
+    tables: dict[str, str],
+    *,
+    account: str | None = None,
+    project: str | None = None,
+    dates: list[dt.date] | None = None,
+) -> Any:
     """Run a BigQuery call; turn access and missing-table errors into advice."""
     from google.api_core import exceptions
 
@@ -173,15 +297,22 @@ def _call(func, tables: dict[str, str]):
             f"BigQuery table not found ({exc.message}); check `source.downloads_table` and "
             f"`source.uploads_table` ({', '.join(tables.values())}) and `source.location`"
         ) from exc
-    except (exceptions.Forbidden, exceptions.Unauthorized) as exc:
+    except exceptions.Unauthorized as exc:
         raise SourceError(
-            f"BigQuery refused the query ({exc.message}). The account running Piecewise "
-            "needs roles/bigquery.jobUser on the billing project (`source.project`) to run "
-            "queries, and read access to the tables (M-Lab's `measurement-lab.ndt` views are "
-            "open to any Google account that has joined M-Lab's discuss group). Grant the role "
-            "with: gcloud projects add-iam-policy-binding PROJECT "
-            "--member=serviceAccount:ACCOUNT --role=roles/bigquery.jobUser; locally, sign in "
-            "with: gcloud auth application-default login"
+            f"BigQuery did not accept the credentials ({_error_text(exc)}): locally, sign in "
+            "with: gcloud auth application-default login; in the cloud, the function runs as "
+            f"its own service account (docs/deploy.md). {_outcome(dates)}"
+        ) from exc
+    except exceptions.Forbidden as exc:
+        # PermissionDenied, the Storage Read API's (gRPC) refusal, is a Forbidden too.
+        reasons = {e.get("reason") for e in exc.errors or [] if isinstance(e, dict)}
+        if reasons & {"rateLimitExceeded", "quotaExceeded"}:
+            raise SourceError(
+                f"BigQuery's rate limit or quota stopped the query ({_error_text(exc)}), after "
+                f"retries: run again later. {_outcome(dates)}"
+            ) from exc
+        raise SourceError(
+            access_advice(_error_text(exc), tables, account=account, project=project, dates=dates)
         ) from exc
     except exceptions.BadRequest as exc:
         if "bytes billed" in str(exc.message).lower():
@@ -191,3 +322,94 @@ def _call(func, tables: dict[str, str]):
                 "narrow the dates or raise the limit"
             ) from exc
         raise
+
+
+def _error_text(exc: Any) -> str:
+    """What the service said: the message, and the reason (`accessDenied`) when given."""
+    errors = [e for e in getattr(exc, "errors", None) or [] if isinstance(e, dict)]
+    # BigQuery's own words; the exception's message adds the request line and job id.
+    given = [e["message"] for e in errors if isinstance(e.get("message"), str)]
+    message = given[0] if given else str(getattr(exc, "message", "") or exc)
+    reasons = [e.get("reason") for e in errors]
+    code = getattr(exc, "code", None)
+    tags = [str(int(code))] if isinstance(code, int) else []
+    tags += [r for r in reasons if r]
+    return f"{' '.join(tags)}: {message}" if tags else message
+
+
+def _outcome(dates: list[dt.date] | None) -> str:
+    """What a failed call leaves: `dates` of the query (None: a dry run)."""
+    if dates is None:
+        return "Nothing was ingested: this was the run's dry run, before any billed query"
+    read = (
+        f"for {dates[0]}"
+        if len(dates) == 1
+        else f"from M-Lab's archive days {dates[0]} to {dates[-1]}"
+    )
+    return (
+        f"Nothing was ingested {read}: a date is written whole or not at all, and the next "
+        "run reads it again"
+    )
+
+
+def access_advice(
+    error: str,
+    tables: dict[str, str],
+    *,
+    account: str | None = None,
+    project: str | None = None,
+    dates: list[dt.date] | None = None,
+) -> str:
+    """The message of a refusal (403 / accessDenied / PERMISSION_DENIED): which account
+    was refused, what to do, and that nothing was ingested."""
+    who = (
+        f"the account {account}"
+        if account
+        else "the account running Piecewise (the client does not know its name: `gcloud auth "
+        "list` locally; in the cloud, the ingest function's service account, docs/deploy.md)"
+    )
+    member = (
+        f"serviceAccount:{account}"
+        if account and "gserviceaccount" in account
+        else (f"user:{account}" if account else "serviceAccount:ACCOUNT")
+    )
+    billing = project or "PROJECT"
+    outcome = _outcome(dates)
+    if "billingnotenabled" in error.lower().replace(" ", ""):
+        return (
+            f"BigQuery refused {who} the query: billing is not enabled on the project that "
+            f"runs it, `{billing}` (`source.project`) ({error}). Enable billing there, or run "
+            f'the jobs in M-Lab\'s project (`source.project = "{MLAB_PROJECT}"`, for members '
+            f"of M-Lab's discuss group, {MLAB_DISCUSS}). " + outcome
+        )
+    lowered = error.lower()
+    if "readsessions" in lowered or "read session" in lowered:
+        return (
+            f"the BigQuery Storage Read API refused {who} a read session ({error}): reading "
+            f"results that way needs bigquery.readsessions.create on the billing project "
+            f"`{billing}` (`source.project`). Grant roles/bigquery.readSessionUser: gcloud "
+            f"projects add-iam-policy-binding {billing} --member={member} "
+            "--role=roles/bigquery.readSessionUser (terraform/iam.tf grants it to the ingest "
+            "accounts), or set `source.use_storage_api = false` to read results over REST. "
+            + outcome
+        )
+    job_project = re.search(r"bigquery\.jobs\.create permission in project ([\w.:-]+)", error)
+    own_project = job_project is not None and job_project.group(1).rstrip(".") != MLAB_PROJECT
+    mlab = any(t.startswith(MLAB_PROJECT + ".") for t in tables.values())
+    if not own_project and (MLAB_PROJECT in error or mlab):
+        return (
+            f"BigQuery refused {who} access to M-Lab's data ({error}). M-Lab opens its "
+            f"BigQuery tables, and pays for queries run in its `{MLAB_PROJECT}` project, only "
+            f"to accounts in its discuss group ({MLAB_DISCUSS}): join the group with this "
+            "Google account; a service account cannot join by itself, so ask M-Lab to add it "
+            f'({MLAB_SUPPORT}; their BigQuery quickstart, "Using a Service Account"; '
+            "docs/deploy.md, step 0), then run again. " + outcome
+        )
+    return (
+        f"BigQuery refused {who} the query ({error}). It needs roles/bigquery.jobUser on "
+        f"the billing project `{billing}` (`source.project`) to run queries, and read "
+        f"access to the tables ({', '.join(tables.values())}; M-Lab's are open to accounts "
+        f"in its discuss group, {MLAB_DISCUSS}). Grant the role with: gcloud projects "
+        f"add-iam-policy-binding {billing} --member={member} --role=roles/bigquery.jobUser; "
+        "locally, sign in with: gcloud auth application-default login. " + outcome
+    )

@@ -1,0 +1,395 @@
+"""What a BigQuery run costs and who may run it, through the real BigQuery client against
+a local HTTP server that answers as BigQuery does (tests/bigquery_http.py): the dry run's
+plan, totals and month; the cap of a whole run, checked before any billed query; and the
+messages of a refusal (403): M-Lab's discuss group, a missing role, the Storage Read API."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("google.cloud.bigquery")
+
+from bigquery_http import (  # noqa: E402
+    TABLE_DENIED,
+    BigQueryHTTP,
+    job_date,
+    job_direction,
+    job_range,
+    jobs_denied,
+)
+from piecewise.cli import main  # noqa: E402
+from piecewise.config import Config, parse_config  # noqa: E402
+from piecewise.ingest import IngestFailed  # noqa: E402
+from piecewise.ledger import STATE_KEY, LedgerState, Release, SealedPeriod  # noqa: E402
+from piecewise.manifest import Manifest  # noqa: E402
+from piecewise.pipeline import Stores, bigquery_source, run_ingest  # noqa: E402
+from piecewise.sources.bigquery import RunTooCostly, SourceError  # noqa: E402
+
+GB = 10**9
+D1, D2, D3 = dt.date(2025, 6, 1), dt.date(2025, 6, 2), dt.date(2025, 6, 3)
+ACCOUNT = "piecewise-ingest@my-project.iam.gserviceaccount.com"
+
+
+def scanned(job: dict) -> int:
+    """A day of M-Lab's views as its published runs measured it, 48 GB of downloads and
+    68 GB of uploads whatever the region, for each archive day the query reads (a run's
+    query of a date reads two: the date's and the next)."""
+    start, end, direction = job_range(job)
+    days = (dt.date.fromisoformat(end) - dt.date.fromisoformat(start)).days + 1
+    return days * (48 if direction == "download" else 68) * GB
+
+
+@pytest.fixture
+def bq() -> Iterator[BigQueryHTTP]:
+    with BigQueryHTTP(dry_run_bytes=scanned) as server:
+        yield server
+
+
+def config_text(endpoint: str, tmp: Path, *, start: dt.date = D1, source: str = "") -> str:
+    return f"""
+[region]
+bbox = [-124.85, 46.0, -116.91, 49.01]
+[[layers]]
+id = "hex"
+kind = "h3"
+resolution = 5
+[periods]
+start = {start.isoformat()}
+[stores]
+private = "file://{tmp / "private"}"
+public = "file://{tmp / "public"}"
+[source]
+kind = "bigquery"
+project = "piecewise-test"
+api_endpoint = "{endpoint}"
+{source}
+"""
+
+
+def make_config(bq: BigQueryHTTP, tmp: Path, **kwargs: object) -> Config:
+    return parse_config(config_text(bq.endpoint, tmp, **kwargs), base_dir=tmp)  # type: ignore[arg-type]
+
+
+def write_config(bq: BigQueryHTTP, tmp: Path, **kwargs: object) -> Path:
+    path = tmp / "bq.toml"
+    path.write_text(config_text(bq.endpoint, tmp, **kwargs))  # type: ignore[arg-type]
+    return path
+
+
+def seal(cfg: Config, *dates: dt.date) -> None:
+    """Record `dates` as published as final, as a release does (the ledger's state)."""
+    sealed = tuple(SealedPeriod("day", d, ((d, d),), 1) for d in dates)
+    release = Release(1, "2025-07-01T00:00:00Z", sealed, dict.fromkeys(dates, "x@y"), {})
+    Stores.of(cfg).private.write_json(STATE_KEY, LedgerState().with_release(release).as_dict())
+
+
+# -- the cap of a whole run ------------------------------------------------------------------
+
+
+def test_a_run_over_its_cap_stops_before_any_billed_query_and_writes_nothing(
+    bq: BigQueryHTTP, tmp_path: Path
+) -> None:
+    cfg = make_config(bq, tmp_path, source="maximum_bytes_per_run = 500_000_000_000")
+    with pytest.raises(RunTooCostly) as info:
+        run_ingest(cfg, D1, D3, progress=False)
+    message = str(info.value)
+    assert (
+        "would scan 696.0 GB, 196.0 GB more than `source.maximum_bytes_per_run` (500.0 GB"
+        in message
+    )
+    assert "--start/--end" in message and "about 2 dates a run at 232.0 GB a date" in message
+    assert "nothing was queried or ingested" in message
+    # One dry run per query a run makes (a date and a direction), and no billed query.
+    assert sorted((job_date(j), job_direction(j)) for j in bq.dry_runs) == [
+        (d.isoformat(), direction) for d in (D1, D2, D3) for direction in ("download", "upload")
+    ]
+    assert bq.billed == []
+    assert Stores.of(cfg).private.list("") == [], "no file, record, lock or GeoIP copy"
+
+
+def test_the_cli_says_by_how_much_and_what_to_change(
+    bq: BigQueryHTTP, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(bq, tmp_path, source="maximum_bytes_per_run = 600_000_000_000")
+    assert (
+        main(["ingest", "-c", str(path), "-q", "--start", "2025-06-01", "--end", "2025-06-03"]) == 1
+    )
+    error = capsys.readouterr().err
+    assert "96.0 GB more than `source.maximum_bytes_per_run`" in error
+    assert "or raise `source.maximum_bytes_per_run`" in error
+    assert bq.billed == []
+
+
+def test_a_run_within_its_cap_goes_on_to_its_queries(bq: BigQueryHTTP, tmp_path: Path) -> None:
+    cfg = make_config(bq, tmp_path, source="maximum_bytes_per_run = 800_000_000_000")
+    with pytest.raises(IngestFailed):  # this server has no tables: the queries fail
+        run_ingest(cfg, D1, D3, progress=False)
+    assert len(bq.dry_runs) == 6
+    assert {job_date(j) for j in bq.billed} == {"2025-06-01", "2025-06-02", "2025-06-03"}
+    # What was dry-run is what the run queries: the same archive days for each date (here
+    # each date's first query, its downloads, fails and ends the date).
+    downloads = {r for r in map(job_range, bq.dry_runs) if r[2] == "download"}
+    assert set(map(job_range, bq.billed)) == downloads
+
+
+def test_without_a_cap_a_run_makes_no_dry_run(bq: BigQueryHTTP, tmp_path: Path) -> None:
+    """No cap, nothing to compare with: the run saves its two dry runs a date (each
+    query is still held to `maximum_bytes_billed`)."""
+    cfg = make_config(bq, tmp_path)
+    with pytest.raises(IngestFailed):
+        run_ingest(cfg, D1, D2, progress=False)
+    assert bq.dry_runs == [] and len(bq.billed) >= 2
+
+
+def test_dates_published_as_final_do_not_count_against_the_cap(
+    bq: BigQueryHTTP, tmp_path: Path
+) -> None:
+    cfg = make_config(bq, tmp_path, source="maximum_bytes_per_run = 480_000_000_000")
+    seal(cfg, D2)  # never read again: two dates of 232 GB are left, under the cap
+    with pytest.raises(IngestFailed) as info:
+        run_ingest(cfg, D1, D3, progress=False)
+    assert {job_date(j) for j in bq.dry_runs} == {"2025-06-01", "2025-06-03"}
+    assert info.value.result.sealed == [D2]
+
+
+def test_a_refused_dry_run_says_nothing_was_queried(tmp_path: Path) -> None:
+    with BigQueryHTTP(deny=lambda job: TABLE_DENIED) as bq:
+        cfg = make_config(bq, tmp_path, source="maximum_bytes_per_run = 400_000_000_000")
+        with pytest.raises(SourceError) as info:
+            run_ingest(cfg, D1, D1, progress=False)
+        assert bq.billed == []
+    assert "dry run, before any billed query" in str(info.value)
+    assert "discuss" in str(info.value)
+
+
+# -- the dry run -----------------------------------------------------------------------------
+
+
+def test_the_dry_run_prints_each_query_the_total_and_a_month_of_runs(
+    bq: BigQueryHTTP, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(bq, tmp_path)
+    argv = ["ingest", "-c", str(path), "--start", "2025-06-01", "--end", "2025-06-02", "--dry-run"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "2025-06-01 download measurement-lab.ndt.unified_downloads: 96,000,000,000 bytes" in out
+    assert "2025-06-02 upload   measurement-lab.ndt.unified_uploads: 136,000,000,000 bytes" in out
+    assert (
+        "total of this run, 2 dates (2025-06-01 to 2025-06-02): 464,000,000,000 bytes "
+        "(464.0 GB), $2.6375" in out
+    )
+    assert "a date: 232.0 GB (both directions, each query reading the date's archive day" in out
+    assert "a run: (1 + 3) dates x 232.0 GB = 928.0 GB" in out
+    assert "a month: 30 runs x 928.0 GB = 27,840.0 GB = 25.32 TiB x $6.25/TiB = $158.25" in out
+    assert bq.billed == [] and len(bq.dry_runs) == 4
+    assert not (tmp_path / "private").exists(), "a dry run writes nothing"
+
+
+def test_the_dry_run_plans_the_dates_a_run_without_dates_reads(
+    bq: BigQueryHTTP, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the manifest lacks since periods.start and the re-read days, less the dates
+    published as final: what `piecewise ingest` alone would read."""
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    start = yesterday - dt.timedelta(days=9)
+    days = [start + dt.timedelta(days=i) for i in range(10)]
+    sealed_gap, open_gap = days[2], days[4]
+    path = write_config(bq, tmp_path, start=start)
+    cfg = parse_config(path.read_text(), base_dir=tmp_path)
+    manifest = Manifest(Stores.of(cfg).private)
+    for day in days:
+        if day not in (sealed_gap, open_gap):
+            manifest.record(day, {"download": 1, "upload": 1}, "sha256:a", None, {})
+    seal(cfg, sealed_gap)
+    assert main(["ingest", "-c", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    wanted = [open_gap, *days[-3:]]  # the gap, and reread_days = 3 days again
+    assert {job_date(j) for j in bq.dry_runs} == {d.isoformat() for d in wanted}
+    assert f"left out 1 dates published as final, never read again: {sealed_gap}" in out
+    assert "total of this run, 4 dates" in out
+    assert "a month: 30 runs x 928.0 GB" in out
+    assert bq.billed == []
+
+
+def test_the_dry_run_tells_whether_the_run_and_a_scheduled_run_fit_the_cap(
+    bq: BigQueryHTTP, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(bq, tmp_path, source="maximum_bytes_per_run = 600_000_000_000")
+    argv = ["ingest", "-c", str(path), "--start", "2025-06-01", "--end", "2025-06-03", "--dry-run"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "this run would stop before any billed query, 96.0 GB over" in out
+    assert "a scheduled run (928.0 GB) does not fit: raise it or lower ingest.reread_days" in out
+
+
+# -- refusals --------------------------------------------------------------------------------
+
+
+def refused(
+    message: str | tuple[int, str, str], tmp_path: Path, *, project: str = "piecewise-test"
+) -> tuple[str, BigQueryHTTP]:
+    """The error of a one-date run whose query BigQuery refuses with `message`, run as the
+    service account ACCOUNT: the run's message, with the date's line."""
+    with BigQueryHTTP(
+        deny=lambda job: None if job["configuration"].get("dryRun") else message
+    ) as bq:
+        cfg = make_config(bq, tmp_path)
+        source = bigquery_source(cfg, client=bq.client(account=ACCOUNT, project=project))
+        with pytest.raises(IngestFailed) as info:
+            run_ingest(cfg, D1, D1, source=source, progress=False)
+    assert list(info.value.result.failed) == [D1]
+    return f"{info.value}\n{info.value.result.summary()}", bq
+
+
+def test_a_refusal_of_mlab_data_names_the_account_the_discuss_group_and_the_date(
+    tmp_path: Path,
+) -> None:
+    error, bq = refused(TABLE_DENIED, tmp_path)
+    assert bq.tokens >= 1, "the client signed in as the service account"
+    assert f"BigQuery refused the account {ACCOUNT} access to M-Lab's data" in error
+    assert "403 accessDenied: Access Denied: Table measurement-lab:ndt.unified_downloads" in error
+    assert "https://groups.google.com/a/measurementlab.net/g/discuss" in error
+    assert "support@measurementlab.net" in error and '"Using a Service Account"' in error
+    assert "failed 1 dates: 2025-06-01: SourceError" in error and "Nothing was ingested" in error
+    private = tmp_path / "private"
+    assert not list(private.rglob("*.parquet")) and not list(private.rglob("manifest/**/*.json"))
+
+
+def test_jobs_refused_in_mlabs_project_point_to_the_discuss_group(tmp_path: Path) -> None:
+    error, _ = refused(jobs_denied("measurement-lab"), tmp_path, project="measurement-lab")
+    assert "access to M-Lab's data" in error and "discuss" in error
+    assert "roles/bigquery.jobUser" not in error
+
+
+def test_jobs_refused_in_the_billing_project_ask_for_the_job_user_role(tmp_path: Path) -> None:
+    error, _ = refused(jobs_denied("my-project"), tmp_path, project="my-project")
+    assert f"BigQuery refused the account {ACCOUNT} the query" in error
+    assert (
+        "gcloud projects add-iam-policy-binding my-project "
+        f"--member=serviceAccount:{ACCOUNT} --role=roles/bigquery.jobUser" in error
+    )
+    assert "Nothing was ingested" in error
+
+
+@pytest.mark.parametrize(
+    ("refusal", "said"),
+    [
+        (
+            (
+                403,
+                "quotaExceeded",
+                "Quota exceeded: Your project exceeded quota for free query bytes scanned.",
+            ),
+            "BigQuery's rate limit or quota stopped the query (403 quotaExceeded: Quota exceeded",
+        ),
+        (
+            (403, "billingNotEnabled", "Billing has not been enabled for this project."),
+            "billing is not enabled on the project that runs it, `piecewise-test`",
+        ),
+        (
+            (401, "authError", "Request is missing required authentication credential."),
+            "BigQuery did not accept the credentials (401 authError: Request is missing",
+        ),
+    ],
+)
+def test_refusals_that_are_not_about_access_say_what_they_are(
+    refusal: tuple[int, str, str], said: str, tmp_path: Path
+) -> None:
+    """A 403 of a quota or of billing, or a 401, is no matter for M-Lab's group."""
+    error, _ = refused(refusal, tmp_path)  # type: ignore[arg-type]
+    assert said in error and "Nothing was ingested" in error
+    assert "discuss group (" not in error
+
+
+def test_an_unknown_account_is_said_to_be_unknown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with BigQueryHTTP(deny=lambda job: TABLE_DENIED) as bq:
+        path = write_config(bq, tmp_path)
+        assert (
+            main(["ingest", "-c", str(path), "-q", "--start", "2025-06-01", "--end", "2025-06-01"])
+            == 1
+        )
+    error = capsys.readouterr().err
+    assert "the account running Piecewise (the client does not know its name" in error
+    assert "discuss" in error
+
+
+class ReadAPI:
+    """A gRPC server on 127.0.0.1 that answers the BigQuery Storage Read API's
+    CreateReadSession as BigQuery does an account without bigquery.readsessions.create."""
+
+    MESSAGE = (
+        "request failed: the user does not have 'bigquery.readsessions.create' permission "
+        "for 'projects/piecewise-test'"
+    )
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        import grpc
+
+        self.calls = 0
+
+        def refuse(request: bytes, context: grpc.ServicerContext) -> bytes:
+            self.calls += 1
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, self.MESSAGE)
+            return b""
+
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=2))
+        service = "google.cloud.bigquery.storage.v1.BigQueryRead"
+        handler = grpc.unary_unary_rpc_method_handler(refuse)  # raw bytes in and out
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, {"CreateReadSession": handler}),)
+        )
+        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+
+    def client(self) -> object:
+        import grpc
+        from google.cloud.bigquery_storage_v1 import BigQueryReadClient
+        from google.cloud.bigquery_storage_v1.services.big_query_read.transports import (
+            BigQueryReadGrpcTransport,
+        )
+
+        channel = grpc.insecure_channel(self.address)
+        return BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=channel))
+
+    def stop(self) -> None:
+        self.server.stop(None)
+
+
+def test_a_refused_read_session_asks_for_the_role_or_rest(tmp_path: Path) -> None:
+    """The query runs, but reading its results through the Storage Read API needs
+    bigquery.readsessions.create: the message names the role, and the way around it."""
+    pytest.importorskip("google.cloud.bigquery_storage")
+    from piecewise.sources.bigquery import BigQuerySource
+
+    read_api = ReadAPI()
+    try:
+        with BigQueryHTTP(results_rows=100_000) as bq:
+            cfg = make_config(bq, tmp_path)
+            source = BigQuerySource(
+                client=bq.client(account=ACCOUNT),
+                tables={"download": "measurement-lab.ndt.unified_downloads"},
+                region=cfg.region,
+                maximum_bytes_billed=2**30,
+                storage_client=read_api.client(),
+            )
+            with pytest.raises(IngestFailed) as info:
+                run_ingest(cfg, D1, D1, source=source, progress=False)
+        assert read_api.calls >= 1 and len(bq.billed) == 1
+    finally:
+        read_api.stop()
+    error = info.value.result.failed[D1]
+    assert f"the BigQuery Storage Read API refused the account {ACCOUNT} a read session" in error
+    assert "'bigquery.readsessions.create' permission" in error
+    assert (
+        "gcloud projects add-iam-policy-binding piecewise-test "
+        f"--member=serviceAccount:{ACCOUNT} --role=roles/bigquery.readSessionUser" in error
+    )
+    assert "set `source.use_storage_api = false`" in error and "Nothing was ingested" in error
