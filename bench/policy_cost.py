@@ -24,6 +24,9 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from demo_config import example_text  # noqa: E402
 
 from piecewise.config import parse_config  # noqa: E402
 from piecewise.ledger import Ledger  # noqa: E402
@@ -34,7 +37,7 @@ KINDS = ("day", "month", "quarter", "year")
 
 
 def config_text(root: Path, last: dt.date) -> str:
-    text = (ROOT / "piecewise.example.toml").read_text().replace('"var/', f'"{ROOT}/var/')
+    text = example_text()
     text = text.replace("end = 2025-12-31", f"end = {last.isoformat()}")
     return text.replace('"file://var/', f'"file://{root}/')
 

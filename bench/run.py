@@ -37,6 +37,8 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+from demo_config import example_text
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "var" / "demo"
 YEAR = (dt.date(2025, 1, 1), dt.date(2025, 12, 31))
@@ -99,10 +101,9 @@ GUNICORN_ENV = ("WORKERS", "THREADS", "CLOUD_RUN_TIMEOUT_SECONDS", "THREADED_TIM
 def bench_config(workdir: Path, tests_per_year: int) -> Path:
     """The demo config (counties + H3 resolution 6, every period, ISP rules) with its
     stores in `workdir` and a synthetic rate giving about `tests_per_year` rows."""
-    text = (ROOT / "piecewise.example.toml").read_text()
+    text = example_text()
     # One session is about 1.95 rows (a download and, usually, an upload).
     per_day = tests_per_year / 365 / 1.95
-    text = text.replace('"var/', f'"{ROOT}/var/')
     text = text.replace("file://var/private", f"file://{workdir}/private")
     text = text.replace("file://var/public", f"file://{workdir}/public")
     text = text.replace("tests_per_day = 2500", f"tests_per_day = {per_day:.1f}")
@@ -262,8 +263,9 @@ def fanout_report(runs: dict[int, list[dict]], repeat: int, cmd: str | None) -> 
     out += [
         f"`piecewise ingest --workers N` of {first['dates']} dates "
         f"({FANOUT_DAYS[0]} to {FANOUT_DAYS[1]}, {first['rows']:,} synthetic tests at the "
-        "benchmark year's rate) into a fresh private store: one unit of work per date "
-        "(read, enrich, write, record), N spawned worker processes. Each run includes "
+        "benchmark year's rate) into a fresh private store: the dates cut into N blocks "
+        "of consecutive dates, each a unit of work (read together, enrich, write and "
+        "record each date), N spawned worker processes. Each run includes "
         "starting its workers (each imports Piecewise and loads the GeoIP database and "
         f"the polygons once). This machine has {os.cpu_count()} cores: beyond that, "
         "workers only add overhead. CPU seconds are the run's own and its workers' (user "
@@ -290,7 +292,7 @@ def fanout_report(runs: dict[int, list[dict]], repeat: int, cmd: str | None) -> 
         "brings, and extra workers compete for the same cores (see the CPU seconds). The "
         "fan-out pays "
         "with more cores, bigger dates (a large region), or a source that waits on the "
-        "network (BigQuery): in the cloud, one function instance per date.",
+        "network (BigQuery): in the cloud, one function instance per block of dates.",
     ]
     return out
 
@@ -784,7 +786,7 @@ def child_bq_ingest(workdir: str) -> dict:
                 config = bigquery.LoadJobConfig(source_format="PARQUET")
                 client.load_table_from_file(f, table, job_config=config).result()
         ids = {d: t.full_table_id.replace(":", ".") for d, t in tables.items()}
-        text = (ROOT / "piecewise.example.toml").read_text().replace('"var/', f'"{ROOT}/var/')
+        text = example_text()
         text = text.replace("file://var/private", f"file://{work}/private")
         text = text.replace("file://var/public", f"file://{work}/public")
         source = text.index("\n[source]") + 1

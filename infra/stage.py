@@ -6,10 +6,10 @@
 `build` writes `<out>/<name>/` for every function in `functions/`: its `main.py`, a copy
 of the `piecewise` package (sources and package data; no tests, no caches), the pinned
 `requirements.txt` from `infra/requirements/<name>.txt`, and with `--config` that file as
-`piecewise.toml` plus the files it names (boundaries, a GeoIP database, places) at the
-same paths relative to it. The same inputs give byte-identical folders (fixed order,
-modes and times), so Terraform's zip of a folder, and the object named by its hash,
-change only when that function's code or settings do.
+`piecewise.toml` plus the files it names (boundaries, a GeoIP database, places, a query
+file) at the same paths relative to it. The same inputs give byte-identical folders
+(fixed order, modes and times), so Terraform's zip of a folder, and the object named by
+its hash, change only when that function's code or settings do.
 
 `lock` resolves `infra/requirements/<name>.txt` from pyproject.toml (the core
 dependencies plus the extras in FUNCTIONS) with uv, for the functions' runtime.
@@ -95,6 +95,8 @@ def config_files(config: Path) -> list[PurePosixPath]:
         named.append(("geoip.asn_database", database))
     if places := data.get("source", {}).get("places"):
         named.append(("source.places", places))
+    if query := data.get("source", {}).get("query_file"):
+        named.append(("source.query_file", query))
     out = []
     for key, value in named:
         rel = PurePosixPath(value)

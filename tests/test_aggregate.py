@@ -28,6 +28,8 @@ def test_one_per_client_day_keeps_one_test_per_ip_day_direction_and_all_unknown(
                 "date": pa.array([r[1] for r in rows], pa.date32()),
                 "direction": [r[2] for r in rows],
                 "client_ip": pa.array([r[3] for r in rows], pa.string()),
+                "mbps": pa.array([10.0] * len(rows)),
+                "min_rtt_ms": pa.array([None] * len(rows), pa.float64()),
             }
         )
     )

@@ -88,7 +88,7 @@ def test_meta_describes_the_publication(client: Client, published: Published) ->
     assert meta["privacy"] == {"min_tests": 8, "min_clients": 3}
     assert meta["histogram"] == index["histogram"]
     assert meta["thresholds"] == index["thresholds"]
-    assert meta["sampling"] == "all"
+    assert meta["sampling"] == "one_per_client_day"  # the default
     assert meta["directions"] == ["download", "upload"]
     assert [(layer["id"], layer["areas"]) for layer in meta["layers"]] == [
         (layer["id"], layer["areas"]) for layer in index["layers"]
@@ -186,7 +186,7 @@ def test_stats_csv_one_row_per_cell(client: Client, published: Published) -> Non
     rows = list(csv.DictReader(io.StringIO(response.text)))
     columns = [t["column"] for t in published.index["thresholds"]]
     assert list(rows[0]) == [
-        *("area", "name", "isp", "direction", "suppressed", "tests", "clients"),
+        *("area", "name", "isp", "direction", "suppressed", "tests", "clients", "coarse"),
         *("p10", "p25", "median", "p75", "p90", "mean", "geomean"),
         *("rtt_median", "rtt_p90", "loss_median"),
         *columns,

@@ -196,7 +196,7 @@ def test_a_whole_month_is_the_months_cell(client: Client, published: Published) 
         ("counties", "2025-03-05", "2025-03-17", KING, "Comcast Xfinity,Starlink", "download"),
         ("counties", "2025-01-01", "2025-12-31", None, "Starlink", "download"),
         ("hex", "2025-02-28", "2025-04-01", None, "all", "download"),
-        ("hex", "2025-03-15", "2025-03-15", None, "all", "upload"),
+        ("hex", "2025-03-01", "2025-03-31", None, "all", "upload"),
         ("counties", "2024-12-25", "2025-02-25", KING, "all", "download"),
     ],
 )

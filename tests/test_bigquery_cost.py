@@ -17,7 +17,6 @@ from bigquery_http import (  # noqa: E402
     TABLE_DENIED,
     BigQueryHTTP,
     job_date,
-    job_direction,
     job_range,
     jobs_denied,
 )
@@ -37,7 +36,7 @@ ACCOUNT = "piecewise-ingest@my-project.iam.gserviceaccount.com"
 def scanned(job: dict) -> int:
     """A day of M-Lab's views as its published runs measured it, 48 GB of downloads and
     68 GB of uploads whatever the region, for each archive day the query reads (a run's
-    query of a date reads two: the date's and the next)."""
+    consecutive dates are read together, from their days and the next)."""
     start, end, direction = job_range(job)
     days = (dt.date.fromisoformat(end) - dt.date.fromisoformat(start)).days + 1
     return days * (48 if direction == "download" else 68) * GB
@@ -93,33 +92,54 @@ def seal(cfg: Config, *dates: dt.date) -> None:
 def test_a_run_over_its_cap_stops_before_any_billed_query_and_writes_nothing(
     bq: BigQueryHTTP, tmp_path: Path
 ) -> None:
-    cfg = make_config(bq, tmp_path, source="maximum_bytes_per_run = 500_000_000_000")
+    cfg = make_config(bq, tmp_path, source="maximum_bytes_per_run = 400_000_000_000")
     with pytest.raises(RunTooCostly) as info:
         run_ingest(cfg, D1, D3, progress=False)
     message = str(info.value)
+    # Three dates read together: four archive days (the next holds late tests), 464 GB.
     assert (
-        "would scan 696.0 GB, 196.0 GB more than `source.maximum_bytes_per_run` (500.0 GB"
-        in message
+        "would scan 464.0 GB, 64.0 GB more than `source.maximum_bytes_per_run` (400.0 GB" in message
     )
-    assert "--start/--end" in message and "about 2 dates a run at 232.0 GB a date" in message
+    assert "--start/--end" in message and (
+        "about 2 consecutive dates a run at 116.0 GB an archive day (n dates read n + 1)" in message
+    )
     assert "nothing was queried or ingested" in message
-    # One dry run per query a run makes (a date and a direction), and no billed query.
-    assert sorted((job_date(j), job_direction(j)) for j in bq.dry_runs) == [
-        (d.isoformat(), direction) for d in (D1, D2, D3) for direction in ("download", "upload")
+    # One dry run per query a run makes (its block of dates and a direction), no billed one.
+    assert sorted(job_range(j) for j in bq.dry_runs) == [
+        ("2025-06-01", "2025-06-04", direction) for direction in ("download", "upload")
     ]
     assert bq.billed == []
     assert Stores.of(cfg).private.list("") == [], "no file, record, lock or GeoIP copy"
 
 
+def test_the_ingest_function_answers_a_run_over_its_cap_with_422_naming_the_key(
+    bq: BigQueryHTTP, tmp_path: Path
+) -> None:
+    """Retrying would stop again: not a 500 for the scheduler to retry, a 4xx naming
+    what to change; nothing is billed or written."""
+    from piecewise.handlers import handle_ingest
+
+    cfg = make_config(bq, tmp_path, source="maximum_bytes_per_run = 400_000_000_000")
+    body = {"start": "2025-06-01", "end": "2025-06-03"}
+    for fan_out in (None, lambda data, attributes: None):
+        answer, status = handle_ingest(
+            cfg, body, today=D3 + dt.timedelta(days=2), publish_date=fan_out
+        )
+        assert status == 422 and answer["parameter"] == "source.maximum_bytes_per_run"
+        assert "64.0 GB more than `source.maximum_bytes_per_run`" in answer["error"]
+    assert bq.billed == []
+    assert Stores.of(cfg).private.list("tests/") == []
+
+
 def test_the_cli_says_by_how_much_and_what_to_change(
     bq: BigQueryHTTP, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write_config(bq, tmp_path, source="maximum_bytes_per_run = 600_000_000_000")
+    path = write_config(bq, tmp_path, source="maximum_bytes_per_run = 450_000_000_000")
     assert (
         main(["ingest", "-c", str(path), "-q", "--start", "2025-06-01", "--end", "2025-06-03"]) == 1
     )
     error = capsys.readouterr().err
-    assert "96.0 GB more than `source.maximum_bytes_per_run`" in error
+    assert "14.0 GB more than `source.maximum_bytes_per_run`" in error
     assert "or raise `source.maximum_bytes_per_run`" in error
     assert bq.billed == []
 
@@ -128,28 +148,33 @@ def test_a_run_within_its_cap_goes_on_to_its_queries(bq: BigQueryHTTP, tmp_path:
     cfg = make_config(bq, tmp_path, source="maximum_bytes_per_run = 800_000_000_000")
     with pytest.raises(IngestFailed):  # this server has no tables: the queries fail
         run_ingest(cfg, D1, D3, progress=False)
-    assert len(bq.dry_runs) == 6
-    assert {job_date(j) for j in bq.billed} == {"2025-06-01", "2025-06-02", "2025-06-03"}
-    # What was dry-run is what the run queries: the same archive days for each date (here
-    # each date's first query, its downloads, fails and ends the date).
-    downloads = {r for r in map(job_range, bq.dry_runs) if r[2] == "download"}
-    assert set(map(job_range, bq.billed)) == downloads
+    # What was dry-run, once, is what the run queries: the block's archive days (here
+    # its first query, the downloads, fails and ends the block).
+    assert sorted(map(job_range, bq.dry_runs)) == [
+        ("2025-06-01", "2025-06-04", "download"),
+        ("2025-06-01", "2025-06-04", "upload"),
+    ]
+    assert set(map(job_range, bq.billed)) == {("2025-06-01", "2025-06-04", "download")}
 
 
-def test_without_a_cap_a_run_makes_no_dry_run(bq: BigQueryHTTP, tmp_path: Path) -> None:
-    """No cap, nothing to compare with: the run saves its two dry runs a date (each
-    query is still held to `maximum_bytes_billed`)."""
+def test_without_a_cap_a_run_dry_runs_only_what_may_not_fit_one_query(
+    bq: BigQueryHTTP, tmp_path: Path
+) -> None:
+    """No cap: no check of the run; a query of several archive days is dry-run first
+    (free) to know whether its days fit `maximum_bytes_billed`; a query of one day is
+    not."""
     cfg = make_config(bq, tmp_path)
     with pytest.raises(IngestFailed):
         run_ingest(cfg, D1, D2, progress=False)
-    assert bq.dry_runs == [] and len(bq.billed) >= 2
+    assert [job_range(j) for j in bq.dry_runs] == [("2025-06-01", "2025-06-03", "download")]
+    assert [job_range(j) for j in bq.billed] == [("2025-06-01", "2025-06-03", "download")]
 
 
 def test_dates_published_as_final_do_not_count_against_the_cap(
     bq: BigQueryHTTP, tmp_path: Path
 ) -> None:
     cfg = make_config(bq, tmp_path, source="maximum_bytes_per_run = 480_000_000_000")
-    seal(cfg, D2)  # never read again: two dates of 232 GB are left, under the cap
+    seal(cfg, D2)  # never read again: D1 and D3, two blocks of 232 GB, are under the cap
     with pytest.raises(IngestFailed) as info:
         run_ingest(cfg, D1, D3, progress=False)
     assert {job_date(j) for j in bq.dry_runs} == {"2025-06-01", "2025-06-03"}
@@ -176,16 +201,19 @@ def test_the_dry_run_prints_each_query_the_total_and_a_month_of_runs(
     argv = ["ingest", "-c", str(path), "--start", "2025-06-01", "--end", "2025-06-02", "--dry-run"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "2025-06-01 download measurement-lab.ndt.unified_downloads: 96,000,000,000 bytes" in out
-    assert "2025-06-02 upload   measurement-lab.ndt.unified_uploads: 136,000,000,000 bytes" in out
+    # Two dates read together: three archive days.
+    downloads = "2025-06-01 to 2025-06-03 download measurement-lab.ndt.unified_downloads"
+    assert f"{downloads}: 144,000,000,000 bytes" in out
+    uploads = "2025-06-01 to 2025-06-03 upload   measurement-lab.ndt.unified_uploads"
+    assert f"{uploads}: 204,000,000,000 bytes" in out
     assert (
-        "total of this run, 2 dates (2025-06-01 to 2025-06-02): 464,000,000,000 bytes "
-        "(464.0 GB), $2.6375" in out
+        "total of this run, 2 dates (2025-06-01 to 2025-06-02): 348,000,000,000 bytes "
+        "(348.0 GB), $1.9782" in out
     )
-    assert "a date: 232.0 GB (both directions, each query reading the date's archive day" in out
-    assert "a run: (1 + 3) dates x 232.0 GB = 928.0 GB" in out
-    assert "a month: 30 runs x 928.0 GB = 27,840.0 GB = 25.32 TiB x $6.25/TiB = $158.25" in out
-    assert bq.billed == [] and len(bq.dry_runs) == 4
+    assert "an archive day: 116.0 GB (both directions, the whole world's day" in out
+    assert "a run: 4 archive days (its 3 dates and the next day" in out
+    assert "a month: 30 runs x 464.0 GB = 13,920.0 GB = 12.66 TiB x $6.25/TiB = $79.13" in out
+    assert bq.billed == [] and len(bq.dry_runs) == 2
     assert not (tmp_path / "private").exists(), "a dry run writes nothing"
 
 
@@ -207,23 +235,23 @@ def test_the_dry_run_plans_the_dates_a_run_without_dates_reads(
     seal(cfg, sealed_gap)
     assert main(["ingest", "-c", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    wanted = [open_gap, *days[-3:]]  # the gap, and reread_days = 3 days again
-    assert {job_date(j) for j in bq.dry_runs} == {d.isoformat() for d in wanted}
+    # The gap, and reread_days = 3 days again (in two blocks: each block's first date).
+    assert {job_date(j) for j in bq.dry_runs} == {open_gap.isoformat(), days[-3].isoformat()}
     assert f"left out 1 dates published as final, never read again: {sealed_gap}" in out
     assert "total of this run, 4 dates" in out
-    assert "a month: 30 runs x 928.0 GB" in out
+    assert "a month: 30 runs x 464.0 GB" in out
     assert bq.billed == []
 
 
 def test_the_dry_run_tells_whether_the_run_and_a_scheduled_run_fit_the_cap(
     bq: BigQueryHTTP, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write_config(bq, tmp_path, source="maximum_bytes_per_run = 600_000_000_000")
+    path = write_config(bq, tmp_path, source="maximum_bytes_per_run = 450_000_000_000")
     argv = ["ingest", "-c", str(path), "--start", "2025-06-01", "--end", "2025-06-03", "--dry-run"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "this run would stop before any billed query, 96.0 GB over" in out
-    assert "a scheduled run (928.0 GB) does not fit: raise it or lower ingest.reread_days" in out
+    assert "this run would stop before any billed query, 14.0 GB over" in out
+    assert "a scheduled run (464.0 GB) does not fit: raise it or lower ingest.reread_days" in out
 
 
 # -- refusals --------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 pytest.importorskip("google.cloud.bigquery")
@@ -184,6 +185,8 @@ def test_bigquery_engine_equals_the_one_machine_engine(
     enriched: Input, emulator: BigQueryEmulator
 ) -> None:
     config = bigquery_config(enriched, emulator, "file://unused")
+    every_test = config.aggregation.model_copy(update={"sampling": "all"})
+    config = config.model_copy(update={"aggregation": every_test})
     engine = BigQueryEngine.of(config)
     private = Stores.of(enriched.config).private
     assert engine.load(private, enriched.dates) == enriched.tests.num_rows
@@ -191,8 +194,14 @@ def test_bigquery_engine_equals_the_one_machine_engine(
     kinds, thresholds = list(config.periods.kinds), list(config.thresholds)
     in_bigquery = engine.cells(enriched.dates, kinds, thresholds)
     # Both count a client by its network (piecewise.clients), the engine as it loads.
-    one_machine = compute_cells([network_keyed(enriched.tests)], layers, kinds, thresholds)
+    keyed_tests = network_keyed(enriched.tests)
+    one_machine = compute_cells([keyed_tests], layers, kinds, thresholds)
     assert_same_cells(one_machine, in_bigquery)
+    # The tests too roughly located to count (sql/coarse_counts.sql, run by both).
+    coarse = cells_sql.coarse_in_duckdb(keyed_tests, layers, kinds)
+    expected = keyed(cells_sql.with_coarse(one_machine[0], coarse))
+    assert pc.sum(expected.column("coarse")).as_py() > 0
+    assert keyed(in_bigquery[0]).column("coarse").equals(expected.column("coarse"))
     assert_quantiles_within_tolerance(in_bigquery[0], enriched)
 
 
@@ -289,7 +298,10 @@ def test_dry_run_estimates_every_query(enriched: Input, emulator: BigQueryEmulat
     kinds = list(enriched.config.periods.kinds)
     estimates = engine.estimate(enriched.dates, kinds, list(enriched.config.thresholds))
     assert [(e.layer, e.kind) for e in estimates] == [
-        (layer.id, kind) for layer in enriched.config.layers for kind in kinds
+        (layer.id, name)
+        for layer in enriched.config.layers
+        for kind in kinds
+        for name in (kind, f"{kind} coarse")
     ]
     assert all(e.bytes >= 0 and e.cost_usd >= 0 for e in estimates)
 
@@ -308,7 +320,7 @@ def test_cli_dry_run_prints_every_query_and_creates_nothing(
     assert _aggregate_dry_run(config) == 0
     lines = capsys.readouterr().out.splitlines()
     kinds = list(config.periods.kinds)
-    assert len(lines) == len(config.layers) * len(kinds) + 1
+    assert len(lines) == len(config.layers) * len(kinds) * 2 + 1  # cells and coarse counts
     assert all("bytes" in line and "$" in line for line in lines[:-1])
     assert "GiB" in lines[-1] and "$" in lines[-1]
     # The next release covers the dates from periods.start on.
@@ -340,5 +352,5 @@ engine = "bigquery"
         parse_config(base + 'dataset = "a.b"\n', base_dir=tmp_path)
     with pytest.raises(ConfigError, match=r"aggregation\.maximum_bytes_billed"):
         parse_config(base + 'dataset = "a"\nmaximum_bytes_billed = 0\n', base_dir=tmp_path)
-    with pytest.raises(ConfigError, match=r"aggregation: `sampling`"):
-        parse_config(base + 'dataset = "a"\nsampling = "one_per_client_day"\n', base_dir=tmp_path)
+    # Both samplings run in BigQuery too.
+    parse_config(base + 'dataset = "a"\nsampling = "one_per_client_day"\n', base_dir=tmp_path)

@@ -210,9 +210,49 @@ def test_a_run_within_its_cap_ingests_after_its_dry_runs(
         result = run_ingest(cfg, D1, D2, progress=False)
         # (Other tests of this module add late rows to the emulator's tables.)
         assert result.dates == [D1, D2] and result.rows["download"] >= 3
-        # One dry run per query the run then makes: the same archive days, each date.
-        assert sorted(map(job_range, bq.dry_runs)) == sorted(map(job_range, bq.billed))
-        assert {r[0] for r in map(job_range, bq.dry_runs)} == {"2025-06-01", "2025-06-02"}
+        # The run's check dry-ran the queries it then made: the two dates' archive days
+        # and the next, in one query per direction (a query's own dry run, before it
+        # runs, is free and tells whether its days fit one query).
+        assert set(map(job_range, bq.billed)) <= set(map(job_range, bq.dry_runs))
+        assert sorted(map(job_range, bq.billed)) == [
+            ("2025-06-01", "2025-06-03", "download"),
+            ("2025-06-01", "2025-06-03", "upload"),
+        ]
+
+
+def archive_days(job: dict) -> int:
+    start, end, _ = job_range(job)
+    return (dt.date.fromisoformat(end) - dt.date.fromisoformat(start)).days + 1
+
+
+def test_days_over_the_per_query_limit_are_read_by_more_queries_each_day_once(
+    emulator: BigQueryEmulator, loaded, tmp_path: Path
+) -> None:
+    """58 GB an archive day, at most 130 GB a query: three dates (four archive days) are
+    read in two queries of two days per direction, and give the files of one query."""
+    _, tables = loaded
+    files = {}
+    for cap in (10**12, 130 * 10**9):
+        with BigQueryHTTP(
+            target=emulator.endpoint, dry_run_bytes=lambda job: 58 * 10**9 * archive_days(job)
+        ) as bq:
+            folder = tmp_path / str(cap)
+            text = config_text(emulator, tables, folder).replace(emulator.endpoint, bq.endpoint)
+            cfg = parse_config(text + f"maximum_bytes_billed = {cap}\n", base_dir=folder)
+            assert run_ingest(cfg, D1, D3, progress=False).dates == [D1, D2, D3]
+            billed = sorted(map(job_range, bq.billed))
+        private = Stores.of(cfg).private
+        files[cap] = {k: private.read_bytes(k) for k in private.list("tests/")}
+        if cap < 10**12:
+            assert billed == [
+                ("2025-06-01", "2025-06-02", "download"),
+                ("2025-06-01", "2025-06-02", "upload"),
+                ("2025-06-03", "2025-06-04", "download"),
+                ("2025-06-03", "2025-06-04", "upload"),
+            ]
+        else:
+            assert [b[:2] for b in billed] == [("2025-06-01", "2025-06-04")] * 2
+    assert files[130 * 10**9] == files[10**12] and len(files[10**12]) == 6
 
 
 class FlakyProxy:
@@ -325,3 +365,80 @@ def test_scheduled_runs_fill_gaps_and_reread_late_days(
     third = run_ingest(cfg, source=bigquery_source(cfg), progress=False, today=today)
     assert third.dates == [D3]
     assert {k: stores.private.read_bytes(k) for k in stores.private.list("tests/")} == before
+
+
+# -- another query ---------------------------------------------------------------------
+
+
+def bundled_query() -> str:
+    from piecewise.sources.bigquery import query_text
+
+    return query_text()
+
+
+def test_a_query_file_reads_the_tests_instead_of_the_bundled_query(loaded, tmp_path: Path) -> None:
+    """A switch of table or query is a configuration change plus a query file: here the
+    bundled query keeping only tests above 40 Mbps."""
+    client, tables = loaded
+    query = tmp_path / "fast_tests.sql"
+    query.write_text(bundled_query() + "  AND a.MeanThroughputMbps > 40\n")
+    src = BigQuerySource(
+        client=client,
+        tables=tables,
+        region=Region(bbox=WA_BOX),
+        maximum_bytes_billed=10 * 2**30,
+        use_storage_api=False,
+        query_file=query,
+    )
+    assert "d1-sea" in ids(src, D1, D3) and "d2-sea" not in ids(src, D1, D3)
+    assert ids(src, D1, D3) == sorted(
+        i for i in ids(source(loaded), D1, D3) if i in ids(src, D1, D3)
+    )
+
+
+def test_a_query_file_with_an_unknown_parameter_or_another_shape_is_refused(
+    loaded, tmp_path: Path
+) -> None:
+    client, tables = loaded
+    unknown = tmp_path / "unknown.sql"
+    unknown.write_text(bundled_query().replace("@country", "@country_code"))
+    with pytest.raises(SourceError, match=r"unknown query parameter @country_code"):
+        BigQuerySource(
+            client=client, tables=tables, region=Region(bbox=WA_BOX), maximum_bytes_billed=1,
+            query_file=unknown,
+        )  # fmt: skip
+    shape = tmp_path / "shape.sql"
+    shape.write_text(bundled_query().replace("STRUCT(server.Site AS Site) AS server", "1 AS x"))
+    src = BigQuerySource(
+        client=client,
+        tables=tables,
+        region=Region(bbox=WA_BOX),
+        maximum_bytes_billed=10 * 2**30,
+        use_storage_api=False,
+        query_file=shape,
+    )
+    with pytest.raises(SourceError, match=rf"source.query_file {shape}.*no column 'server'"):
+        list(src.batches(D1, D1))
+
+
+def test_the_query_file_is_a_setting_of_the_config(
+    emulator: BigQueryEmulator, loaded, tmp_path: Path
+) -> None:
+    from piecewise.config import ConfigError, load_config
+    from piecewise.pipeline import ingest_fingerprint
+
+    _, tables = loaded
+    text = config_text(emulator, tables, tmp_path)
+    missing = tmp_path / "missing.toml"
+    missing.write_text(text + 'query_file = "none.sql"\n')
+    with pytest.raises(ConfigError, match=r"source.query_file: file not found: .*none.sql"):
+        load_config(missing)
+    (tmp_path / "q.sql").write_text(bundled_query())
+    cfg = parse_config(text + 'query_file = "q.sql"\n', base_dir=tmp_path)
+    assert cfg.source.query_file == tmp_path / "q.sql"
+    bundled = ingest_fingerprint(parse_config(text, base_dir=tmp_path))
+    same_text = ingest_fingerprint(cfg)
+    (tmp_path / "q.sql").write_text(bundled_query() + "  AND a.MinRTT < 100\n")
+    # The rows depend on the query's text: a changed query is a changed setting.
+    assert ingest_fingerprint(cfg) != same_text and bundled != same_text
+    assert run_ingest(cfg, D1, D1, progress=False).dates == [D1]

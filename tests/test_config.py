@@ -41,7 +41,7 @@ def problems(text: str) -> str:
 
 def test_example_config_is_valid_and_resolves_paths() -> None:
     cfg = load_config(EXAMPLE, check_files=False)
-    assert [layer.id for layer in cfg.layers] == ["counties", "h3r6"]
+    assert [layer.id for layer in cfg.layers] == ["counties", "h3r4"]
     counties = cfg.layers[0]
     assert isinstance(counties, PolygonLayer)
     assert counties.file == ROOT / "var/demo/wa-counties.geojson"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from piecewise.areas import OUTSIDE, UNLOCATED
+from piecewise.areas import COARSE, OUTSIDE, UNLOCATED
 from piecewise.config import Config, parse_config
 from piecewise.enrich import Enricher
 from piecewise.schema import UNIFIED
@@ -65,7 +65,7 @@ def row(i: int, **over) -> dict:
         },
         "client": {
             "IP": "73.11.0.10",
-            "Geo": {"Latitude": lat, "Longitude": lon, "CountryCode": "US"},
+            "Geo": {"Latitude": lat, "Longitude": lon, "CountryCode": "US", "City": "Seattle"},
             "Network": {"ASNumber": 7922, "ASName": "Comcast"},
         },
         "server": {"Site": "sea01"},
@@ -97,7 +97,8 @@ def test_a_tests_date_is_its_own_utc_date_not_its_archives(enricher: Enricher) -
 
 
 def test_labels_isp_and_areas(enricher: Enricher) -> None:
-    out, report = enricher.enrich(pa.Table.from_pylist([row(0)], schema=UNIFIED))
+    precise = row(0, client__Geo__AccuracyRadiusKm=1)
+    out, report = enricher.enrich(pa.Table.from_pylist([precise], schema=UNIFIED))
     r = out.to_pylist()[0]
     assert r["isp"] == "Comcast Xfinity" and r["isp_source"] == "maxmind" and r["asn"] == 7922
     assert r["area_counties"] == "53033"
@@ -156,3 +157,69 @@ def test_outside_every_polygon_is_labelled(enricher: Enricher, demo_data: Path) 
 def test_directions_are_normalised(enricher: Enricher) -> None:
     out, _ = enricher.enrich(pa.Table.from_pylist([row(0, a__Direction="Upload")], schema=UNIFIED))
     assert out.column("direction").to_pylist() == ["upload"]
+
+
+def test_a_test_counts_only_in_the_layers_its_location_is_precise_enough_for(
+    enricher: Enricher,
+) -> None:
+    """20 km off: fine for King County (a disc of its size has a 44 km radius), too
+    rough for a 36 km² hexagon (3.4 km): there it counts as coarse where its point is."""
+    rough = row(0, client__Geo__AccuracyRadiusKm=20)
+    out, report = enricher.enrich(pa.Table.from_pylist([rough], schema=UNIFIED))
+    r = out.to_pylist()[0]
+    assert r["area_counties"] == "53033" and r["rough_counties"] is None
+    assert r["area_hex"] == COARSE and r["rough_hex"].startswith("86")
+    assert r["accuracy_radius_km"] == 20 and r["radius_source"] == "reported"
+    assert report.too_coarse == {"counties": 0, "hex": 1}
+    assert report.radius_reported == 1
+
+
+def test_a_point_many_clients_share_without_a_radius_is_a_centroid(enricher: Enricher) -> None:
+    """Older rows have no radius: five or more distinct clients on one exact point is a
+    city centroid (25 km by default); a point of its own is taken to be 5 km off."""
+    pile = [row(i, client__IP=f"198.51.100.{i}") for i in range(5)]
+    alone = row(9, at=(47.2, -122.4), client__IP="198.51.100.99")
+    same_client = [row(20 + i, at=(47.3, -122.2), client__IP="198.51.100.50") for i in range(6)]
+    rows = pile + [alone] + same_client
+    out, report = enricher.enrich(pa.Table.from_pylist(rows, schema=UNIFIED))
+    kept = {r["id"]: r for r in out.to_pylist()}
+    assert {kept[f"t{i}"]["radius_source"] for i in range(5)} == {"pile"}
+    assert kept["t0"]["radius_km"] == 25.0 and kept["t0"]["accuracy_radius_km"] is None
+    assert kept["t9"]["radius_source"] == "assumed" and kept["t9"]["radius_km"] == 5.0
+    # One client testing six times from one point is not a centroid.
+    assert kept["t20"]["radius_source"] == "assumed"
+    assert report.radius_from_pile == 5 and report.radius_assumed == 7
+    # 25 km: still King County (44 km); not a hexagon.
+    assert kept["t0"]["area_counties"] == "53033" and kept["t0"]["area_hex"] == COARSE
+
+
+def test_a_location_without_a_city_or_a_radius_is_a_states_centroid(enricher: Enricher) -> None:
+    """No radius and no city (older rows at a state's centroid): 250 km off by default,
+    too rough for a county and a hexagon alike, however many clients share the point; a
+    row that gives its radius keeps it."""
+    state = [
+        row(i, at=(47.4, -120.5), client__IP=f"198.51.100.{i}", client__Geo__City=city)
+        for i, city in enumerate([None, "", None, None, None, None])
+    ]
+    given = row(9, at=(47.4, -120.5), client__Geo__City=None, client__Geo__AccuracyRadiusKm=10)
+    out, report = enricher.enrich(pa.Table.from_pylist([*state, given], schema=UNIFIED))
+    kept = {r["id"]: r for r in out.to_pylist()}
+    for i in range(6):
+        assert kept[f"t{i}"]["radius_source"] == "cityless"
+        assert kept[f"t{i}"]["radius_km"] == 250.0
+        assert kept[f"t{i}"]["area_counties"] == COARSE and kept[f"t{i}"]["area_hex"] == COARSE
+    assert kept["t9"]["radius_source"] == "reported" and kept["t9"]["area_counties"] != COARSE
+    assert report.radius_cityless == 6 and report.radius_reported == 1
+    assert report.too_coarse == {"counties": 6, "hex": 7}
+
+
+def test_the_rule_takes_its_numbers_from_the_config(demo_data: Path, tmp_path: Path) -> None:
+    cfg = config(demo_data, tmp_path)
+    strict = cfg.model_copy(
+        update={"location": cfg.location.model_copy(update={"max_radius_ratio": 0.25})}
+    )
+    out, report = Enricher(strict).enrich(
+        pa.Table.from_pylist([row(0, client__Geo__AccuracyRadiusKm=20)], schema=UNIFIED)
+    )
+    assert out.to_pylist()[0]["area_counties"] == COARSE  # 20 km > 0.25 x 44 km
+    assert report.too_coarse["counties"] == 1

@@ -210,22 +210,29 @@ def dates_topic(deployment, pubsub: PubSubEmulator, monkeypatch: pytest.MonkeyPa
     return subscription, worker
 
 
-def test_a_backfill_fans_out_one_message_per_date_and_the_last_date_announces_the_batch(
+def test_a_backfill_fans_out_one_message_per_block_and_the_last_block_announces_the_batch(
     deployment, dates_topic, pubsub: PubSubEmulator
 ) -> None:
     config_path, ingest, aggregate, ingested = deployment
     dates_subscription, worker = dates_topic
-    response = ingest.post("/", json={"start": "2025-03-30", "end": "2025-04-01"})
+    config_path.write_text(config_path.read_text() + "\n[ingest]\nblock_days = 2\n")
+    response = ingest.post("/", json={"start": "2025-03-29", "end": "2025-04-02"})
     assert response.status_code == 202, response.get_data(as_text=True)
-    queued = ["2025-03-30", "2025-03-31", "2025-04-01"]
+    queued = ["2025-03-29", "2025-03-30", "2025-03-31", "2025-04-01", "2025-04-02"]
     assert response.get_json()["queued"] == queued
+    assert response.get_json()["blocks"] == 3
     private = Stores.of(load_config(config_path)).private
     assert private.list("tests/") == []  # nothing ingested by the planner itself
 
     messages = pubsub.pull(dates_subscription, max_messages=10, timeout=10)
-    assert sorted(json.loads(m.data)["date"] for m in messages) == queued
+    # Blocks of at most two consecutive dates, each read from the source at once.
+    assert sorted(json.loads(m.data)["dates"] for m in messages) == [
+        queued[0:2],
+        queued[2:4],
+        queued[4:],
+    ]
     assert {m.attributes["event"] for m in messages} == {"ingest-date"}
-    # The date workers, in any order; a redelivered message changes nothing.
+    # The workers, in any order; a redelivered message changes nothing.
     for i, message in enumerate([messages[2], messages[0], messages[1]]):
         headers, body = cloud_event(message.data, message.attributes)
         answer = worker.post("/", headers=headers, json=body)
@@ -241,9 +248,10 @@ def test_a_backfill_fans_out_one_message_per_date_and_the_last_date_announces_th
     index = Stores.of(load_config(config_path)).public.read_json("v1/index.json")
     assert index["periods"]["day"] == queued
 
-    # A single date is still ingested inline.
-    response = ingest.post("/", json={"start": "2025-03-02", "end": "2025-03-02"})
-    assert response.status_code == 200 and response.get_json()["dates"] == ["2025-03-02"]
+    # A single block is still ingested inline.
+    response = ingest.post("/", json={"start": "2025-03-02", "end": "2025-03-03"})
+    assert response.status_code == 200
+    assert response.get_json()["dates"] == ["2025-03-02", "2025-03-03"]
     assert pubsub.pull(dates_subscription, max_messages=1, timeout=1) == []
 
 
@@ -252,18 +260,42 @@ def test_the_date_worker_drops_a_bad_message_and_retries_a_busy_date(deployment,
     _, worker = dates_topic
     headers, body = cloud_event(b'{"date": "2025-03-01"}', {})
     assert worker.post("/", headers=headers, json=body).status_code == 200  # dropped
+    for bad in ('"dates": ["2025-03-01", "2025-03-03"]', '"dates": []', '"dates": "2025-03-01"'):
+        text = f'{{{bad}, "batch": "20250302T060000Z-0123abcd", "size": 3, '
+        text += '"planned_at": "2025-03-02T06:00:00+00:00"}'
+        headers, body = cloud_event(text.encode(), {})
+        assert worker.post("/", headers=headers, json=body).status_code == 200  # dropped
+    private = Stores.of(load_config(config_path)).private
+    assert private.list("tests/") == []
     message = json.dumps(
         {
-            "date": "2025-03-01",
+            "dates": ["2025-03-01", "2025-03-02"],
             "batch": "20250302T060000Z-0123abcd",
-            "size": 2,
+            "size": 3,
             "planned_at": "2025-03-02T06:00:00+00:00",
         }
     ).encode()
-    private = Stores.of(load_config(config_path)).private
     headers, body = cloud_event(message, {"event": "ingest-date"})
-    with RunLock(private, "ingest-2025-03-01"):  # another worker has the date
+    with RunLock(private, "ingest-2025-03-02"):  # another worker has a date of the block
         assert worker.post("/", headers=headers, json=body).status_code == 500
-    assert worker.post("/", headers=headers, json=body).status_code == 200
+    # The other date landed; the retry ingests the held one and marks both done.
     assert Manifest(private).dates() == [dt.date(2025, 3, 1)]
-    assert private.list("fanout/") == ["fanout/20250302T060000Z-0123abcd/2025-03-01.json"]
+    assert worker.post("/", headers=headers, json=body).status_code == 200
+    assert Manifest(private).dates() == [dt.date(2025, 3, 1), dt.date(2025, 3, 2)]
+    assert private.list("fanout/") == [
+        "fanout/20250302T060000Z-0123abcd/2025-03-01.json",
+        "fanout/20250302T060000Z-0123abcd/2025-03-02.json",
+    ]
+    # A message of one `date`, as published before blocks, is a block of that date.
+    legacy = json.dumps(
+        {
+            "date": "2025-03-03",
+            "batch": "20250302T060000Z-0123abcd",
+            "size": 3,
+            "planned_at": "2025-03-02T06:00:00+00:00",
+        }
+    ).encode()
+    headers, body = cloud_event(legacy, {"event": "ingest-date"})
+    assert worker.post("/", headers=headers, json=body).status_code == 200
+    assert Manifest(private).dates()[-1] == dt.date(2025, 3, 3)
+    assert private.list("fanout/") == []  # the batch was complete, announced, forgotten

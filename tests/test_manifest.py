@@ -89,7 +89,7 @@ def test_recording_the_same_content_again_keeps_its_time_and_identity(tmp_path: 
     the content was first written) and `identity` (what a release records) stay."""
     store = open_store(tmp_path.as_uri())
     manifest = Manifest(store)
-    quality = QualityReport(rows_in=3, rows_out=3, outside_layer={"h3r6": 1}).as_dict()
+    quality = QualityReport(rows_in=3, rows_out=3, outside_layer={"h3r4": 1}).as_dict()
     first = manifest.record(
         D(2026, 5, 1),
         {"download": 3},

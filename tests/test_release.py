@@ -13,7 +13,7 @@ import pytest
 
 from piecewise.ledger import Ledger, LedgerError, SealBroken
 from piecewise.lock import LockHeld, RunLock
-from piecewise.manifest import Manifest
+from piecewise.manifest import Manifest, manifest_key
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
 from piecewise.release import ReleaseAborted
 from piecewise.store import Store
@@ -441,3 +441,35 @@ def test_a_backfill_of_years_is_published_a_year_at_a_time(tmp_path: Path, demo_
     by_release = {p.label: p.release for p in state.sealed.values()}
     assert by_release["2024"] == 1 and by_release["2025"] == 2
     assert by_release["2024-12-31"] == 1 and by_release["2025-01-01"] == 2
+
+
+def read_only_on(private: Store, date: dt.date, moment: dt.datetime) -> None:
+    """Make `date`'s record say it was read once, at `moment` (its later scheduled
+    re-reads failed)."""
+    key = manifest_key(date)
+    record = private.read_json(key)
+    at = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    record["ingested_at"] = at
+    record["reads"] = [{"at": at, "rows": record["rows"]}]
+    private.write_json(key, record)
+
+
+def test_a_date_whose_last_re_read_failed_waits_and_is_read_again(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """2 March was read on 3 March only: the runs of 4 and 5 March, which should have
+    read it again (three re-read days), failed. On 10 March it is past the window, yet
+    not final: the release leaves it out, and the next scheduled run reads it again."""
+    cfg = config_for(tmp_path, demo_data)
+    stores = Stores.of(cfg)
+    run_ingest(cfg, day(1), day(8), progress=False)
+    read_only_on(stores.private, day(2), dt.datetime(2025, 3, 3, 6, tzinfo=dt.UTC))
+    first = run_aggregate(cfg, today=day(10))
+    # Each day is a period of its own: 2 March alone waits (its month would too).
+    assert "2025-03-02" not in first.periods["day"]
+    assert first.periods["day"] == [d.isoformat() for d in (day(1), *map(day, range(3, 7)))]
+    again = run_ingest(cfg, progress=False, today=day(10))
+    assert day(2) in again.dates and day(1) not in again.dates
+    assert Manifest(stores.private).get(day(2)).read_to_the_end(cfg.ingest.reread_days)
+    second = run_aggregate(cfg, today=day(10))
+    assert "2025-03-02" in second.periods["day"]

@@ -260,9 +260,9 @@ def test_controls_change_the_map_and_the_url(page, site_server, index, month_sta
     assert page.get_by_label("Period length", exact=True).input_value() == "day"
 
     # Hexagons: other features, the layer's hexagon ids.
-    page.get_by_label("Areas", exact=True).select_option("h3r6")
+    page.get_by_label("Areas", exact=True).select_option("h3r4")
     wait_idle(page)
-    assert hash_state(page)["layer"] == "h3r6"
+    assert hash_state(page)["layer"] == "h3r4"
     ids = {f["id"] for f in rendered(page)}
     assert ids and all(re.fullmatch(r"[0-9a-f]{15}", i) for i in ids)
 
@@ -308,6 +308,9 @@ def test_clicking_an_area_opens_its_panel(page, site_server, month_stats, screen
     assert f"{cell['tests']:,} tests" in summary.inner_text()
     numbers = page.locator("#panel-numbers").inner_text()
     assert f"{cell['tests']:,}" in numbers and f"{cell['clients']:,}" in numbers
+    # How many of the area's tests were located too roughly to count in it.
+    rough = page.locator("#panel-numbers tbody tr", has_text="Located too roughly").inner_text()
+    assert rough.split("\t")[1] == f"{cell['coarse']:,}"
 
     chart = page.locator("#panel-series .uplot canvas").first
     box = chart.bounding_box()
@@ -414,18 +417,18 @@ def test_the_csv_link_is_the_statistics_endpoint(page, site_server, index):
     assert status == 200 and content_type.startswith("text/csv")
     assert body.splitlines()[0].startswith("area,name,isp,direction,suppressed,tests")
 
-    page.get_by_label("Areas", exact=True).select_option("h3r6")
+    page.get_by_label("Areas", exact=True).select_option("h3r4")
     wait_idle(page)
     isp = index["isps"][0]
     page.get_by_label("ISP", exact=True).select_option(isp)
     href = page.locator("#csv-link").get_attribute("href")
     assert href == (
-        f"{site_server.url}v1/layers/h3r6/stats?period={period}&isp={enc(isp)}&format=csv"
+        f"{site_server.url}v1/layers/h3r4/stats?period={period}&isp={enc(isp)}&format=csv"
     )
     status, content_type, _ = fetch(href)
     assert status == 200 and content_type.startswith("text/csv")
     table = page.get_by_role("link", name="See these numbers as a table").get_attribute("href")
-    assert table.startswith("table?layer=h3r6&kind=month")
+    assert table.startswith("table?layer=h3r4&kind=month")
     assert fetch(site_server.url + table)[0] == 200
 
 

@@ -1,11 +1,12 @@
 """Cloud Functions (ingest, HTTP, called by Cloud Scheduler with OIDC; ingest_date,
 CloudEvent, triggered by the dates topic): ingest, then announce.
 
-`ingest` ingests one date inline; asked for more (a backfill `{start, end}`, or the
-catch-up of what the manifest lacks), it refreshes the GeoIP database once and
-publishes one message per date to PIECEWISE_DATES_TOPIC, when that is set, for
-`ingest_date` to ingest one date each (answering 202); the last date of a batch
-announces all of them on PIECEWISE_TOPIC.
+`ingest` ingests one block of dates inline (at most `ingest.block_days` consecutive
+dates: the daily run's); asked for more (a backfill `{start, end}`, or the catch-up of
+what the manifest lacks), it refreshes the GeoIP database once and publishes one
+message per block to PIECEWISE_DATES_TOPIC, when that is set, for `ingest_date` to
+ingest one block each (answering 202); the last block of a batch announces all of its
+dates on PIECEWISE_TOPIC.
 
 Settings: PIECEWISE_CONFIG (the config file, default `piecewise.toml` beside this
 file), PIECEWISE_TOPIC (`projects/P/topics/T`, where the ingested dates go),
@@ -60,8 +61,9 @@ def ingest(request):
 
 @functions_framework.cloud_event
 def ingest_date(cloud_event) -> None:
-    """One date of a backfill. A failure raises, so Pub/Sub delivers the message again
-    (a date is idempotent); a message that is not an ingest-date message is dropped."""
+    """One block of dates of a backfill. A failure raises, so Pub/Sub delivers the
+    message again (a date is idempotent); a message that is not an ingest-date message
+    is dropped."""
     try:
         data = base64.b64decode(cloud_event.data["message"]["data"])
         DateMessage.parse(data)

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from piecewise import periods, privacy
 from piecewise.areas import PSEUDO_AREAS
-from piecewise.cellfields import QUANTILE_NAMES, STATISTICS
+from piecewise.cellfields import COUNTS, MEASURES, QUANTILE_NAMES, STATISTICS
 from piecewise.cellstats import (
     CellStatistics,
     DirectionData,
@@ -34,7 +34,7 @@ from piecewise.clients import network_keyed
 from piecewise.config import RESERVED_ISP, Config, Threshold
 from piecewise.ingest import tests_key
 from piecewise.sampling import with_pick
-from piecewise.schema import DIRECTIONS, area_column, enriched_schema
+from piecewise.schema import DIRECTIONS, area_column, enriched_schema, rough_column
 from piecewise.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,9 @@ def cell_schema(thresholds: list[Threshold]) -> pa.Schema:
         pa.field("area", pa.string()),
         pa.field("isp", pa.string()),
         pa.field("direction", pa.string()),
-        pa.field("tests", pa.int64()),
-        pa.field("clients", pa.int64()),
     ]
-    fields += [pa.field(n, pa.float64()) for n in STAT_COLUMNS[2:]]
+    fields += [pa.field(n, pa.int64()) for n in COUNTS]
+    fields += [pa.field(n, pa.float64()) for n in MEASURES]
     fields += [pa.field(share_column(t), pa.float64()) for t in thresholds]
     fields.append(pa.field("published", pa.bool_()))
     fields.append(pa.field("complement", pa.bool_()))
@@ -119,10 +118,11 @@ def load_tests(
     """The enriched tests of `dates` and `directions`, only the columns aggregation
     uses, with the repetitive strings dictionary-encoded to keep memory down."""
     areas = [area_column(i) for i in layer_ids]
-    columns = TEST_COLUMNS + areas
+    roughs = [rough_column(i) for i in layer_ids]
+    columns = TEST_COLUMNS + areas + roughs
     keys = [tests_key(d, date) for date in dates for d in directions]
     present = set(private.list("tests/"))
-    dictionary = ["direction", "isp", "client_ip", *areas]
+    dictionary = ["direction", "isp", "client_ip", *areas, *roughs]
     schema = enriched_schema(layer_ids)
 
     def read(key: str) -> pa.Table:
@@ -353,6 +353,7 @@ def _tables(
         "direction": constant(task.direction),
         "tests": pa.array(s.tests[idx]),
         "clients": pa.array(s.clients[idx]),
+        "coarse": pa.array(np.zeros(n, dtype=np.int64)),  # counted apart: with_coarse
     }
     for name in QUANTILE_NAMES:
         cols[name] = pa.array(s.quantiles[name][idx])
@@ -485,21 +486,32 @@ def cells_of_tests(
     """Sampling and cell statistics of tests (given a direction at a time, or all in
     one table); `wanted` limits the cells to those periods. Nothing is decided yet."""
 
+    # cells_sql imports this module: imported here.
+    from piecewise.engines.cells_sql import coarse_in_duckdb, coarse_table, with_coarse
+
+    layer_ids = [layer.id for layer in config.layers]
+    kinds = list(config.periods.kinds)
+    coarse: list[pa.Table] = []
+
     def sampled() -> Iterable[pa.Table]:
         for tests in tables:
             # A client is a network (an IPv6 client its /64), for sampling and counts.
             tests = apply_sampling(network_keyed(tests), config.aggregation.sampling)
+            # The tests too roughly located for a layer count apart (piecewise.location).
+            coarse.append(coarse_in_duckdb(tests, layer_ids, kinds))
             yield tests.drop_columns(["pick"]) if "pick" in tests.column_names else tests
             del tests  # before the next table is loaded
 
-    return compute_cells(
+    stats, hist = compute_cells(
         sampled(),
-        [layer.id for layer in config.layers],
-        list(config.periods.kinds),
+        layer_ids,
+        kinds,
         list(config.thresholds),
         wanted=wanted,
         threads=config.aggregation.threads,
     )
+    counts = pa.concat_tables(coarse) if coarse else coarse_table([])
+    return with_coarse(stats, counts), hist
 
 
 def aggregate_tests(

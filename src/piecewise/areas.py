@@ -19,10 +19,12 @@ from shapely import STRtree
 from shapely.geometry import shape
 
 from piecewise.config import Config, H3Layer, PolygonLayer, Region
+from piecewise.location import equivalent_radius_km, polygon_area_km2
 
 OUTSIDE = "_outside"  # located, but in no polygon of the layer
 UNLOCATED = "_unlocated"  # no usable coordinates
-PSEUDO_AREAS = (OUTSIDE, UNLOCATED)
+COARSE = "_coarse"  # located too roughly for the layer's areas (piecewise.location)
+PSEUDO_AREAS = (OUTSIDE, UNLOCATED, COARSE)
 
 
 class BoundaryError(Exception):
@@ -77,16 +79,25 @@ def _load_geojson(path: Path) -> list[dict]:
 
 @dataclass(frozen=True)
 class Assignment:
-    """The area of each point: `labels[codes[i]]` is point i's area id (or OUTSIDE)."""
+    """The area of each point: `labels[codes[i]]` is point i's area id (or OUTSIDE);
+    `scales[k]` is the radius (km) of a disc the size of area `labels[k]` (infinite for
+    OUTSIDE)."""
 
     labels: list[str]
     codes: np.ndarray
+    scales: np.ndarray
 
     def per_row(self, point_of_row: np.ndarray) -> pa.Array:
         """Area ids of rows, given each row's point (-1: no point, UNLOCATED)."""
         codes = np.append(self.codes, len(self.labels))
         labels = pa.array([*self.labels, UNLOCATED], pa.string())
         return labels.take(pa.array(codes[point_of_row]))
+
+    def scale_per_row(self, point_of_row: np.ndarray) -> np.ndarray:
+        """The radius (km) of each row's area; infinite without one."""
+        scales = np.append(self.scales, np.inf)
+        codes = np.append(self.codes, len(self.labels))
+        return scales[codes[point_of_row]]
 
 
 class RegionFilter:
@@ -120,11 +131,17 @@ class H3Areas:
     def __init__(self, layer: H3Layer) -> None:
         self.layer = layer
 
+    @property
+    def scale_km(self) -> float:
+        """The radius of a disc the size of the layer's average hexagon."""
+        return equivalent_radius_km(h3.average_hexagon_area(self.layer.resolution, "km^2"))
+
     def assign(self, lat: np.ndarray, lon: np.ndarray) -> Assignment:
         res = self.layer.resolution
         cell = h3.latlng_to_cell
         labels = [cell(a, o, res) for a, o in zip(lat.tolist(), lon.tolist(), strict=True)]
-        return Assignment(labels, np.arange(len(labels), dtype=np.int64))
+        scales = np.full(len(labels), self.scale_km)
+        return Assignment(labels, np.arange(len(labels), dtype=np.int64), scales)
 
     def name_of(self, area_id: str) -> str:
         return area_id
@@ -169,6 +186,7 @@ class PolygonAreas:
         self.names = dict(zip(ids, names, strict=True))
         self.geoms = geoms
         self.tree = STRtree(geoms)
+        self.scales = np.array([equivalent_radius_km(polygon_area_km2(g)) for g in geoms])
 
     def assign(self, lat: np.ndarray, lon: np.ndarray) -> Assignment:
         codes = np.full(len(lat), len(self.ids), dtype=np.int64)  # OUTSIDE
@@ -180,7 +198,7 @@ class PolygonAreas:
             first = np.ones(len(point_idx), dtype=bool)
             first[1:] = point_idx[1:] != point_idx[:-1]
             codes[point_idx[first]] = geom_idx[first]
-        return Assignment([*self.ids, OUTSIDE], codes)
+        return Assignment([*self.ids, OUTSIDE], codes, np.append(self.scales, np.inf))
 
     def name_of(self, area_id: str) -> str:
         return self.names.get(area_id, area_id)

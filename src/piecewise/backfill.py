@@ -1,15 +1,18 @@
-"""A backfill split into one message per date, and knowing when its last date landed.
+"""A backfill split into one message per block of dates, and knowing when its last
+date landed.
 
-The planner (the ingest function, asked for more than one date) publishes one
-`DateMessage` per date of a batch; a worker (one function instance per message) ingests
-its date, then marks it done under the batch:
+The planner (the ingest function, asked for dates of more than one block) publishes
+one `DateMessage` per block of consecutive dates of a batch (at most
+`ingest.block_days`: a block is read from the source at once, each archive day once);
+a worker (one function instance per message) ingests its block, then marks each of its
+dates done under the batch:
 
     fanout/{batch}/{YYYY-MM-DD}.json        one marker per finished date
 
 Markers are per date, never a shared counter, so concurrent workers cannot lose one.
-Each worker writes its marker, then lists the batch: the worker that finds every date
+Each worker writes its markers, then lists the batch: the worker that finds every date
 marked announces the whole batch (all its dates in one "ingested" message, so the
-aggregation runs once per batch, not once per date). Two workers finishing together
+aggregation runs once per batch, not once per block). Two workers finishing together
 may both see the batch complete and both announce it: aggregation is idempotent, so
 that costs one extra run, never a missed one (a marker is written before its writer
 lists, and listings are consistent).
@@ -36,9 +39,9 @@ def new_batch(planned_at: dt.datetime) -> str:
 
 @dataclass(frozen=True)
 class DateMessage:
-    """One unit of work: ingest `date`, one of the `size` dates of `batch`."""
+    """One unit of work: ingest `dates` (consecutive), of the `size` dates of `batch`."""
 
-    date: dt.date
+    dates: tuple[dt.date, ...]
     batch: str
     size: int
     planned_at: dt.datetime
@@ -46,7 +49,7 @@ class DateMessage:
     def to_bytes(self) -> bytes:
         return json.dumps(
             {
-                "date": self.date.isoformat(),
+                "dates": [d.isoformat() for d in self.dates],
                 "batch": self.batch,
                 "size": self.size,
                 "planned_at": self.planned_at.astimezone(dt.UTC).isoformat(),
@@ -56,18 +59,30 @@ class DateMessage:
 
     @classmethod
     def parse(cls, data: bytes) -> DateMessage:
-        """The message in `data`; ValueError if it is not one."""
+        """The message in `data`; ValueError if it is not one. A message of one `date`
+        (as published before blocks) is a block of that date."""
         try:
             obj = json.loads(data)
+            days = obj["dates"] if "dates" in obj else [obj["date"]]
+            if not isinstance(days, list):
+                raise TypeError("dates is not a list")
             message = cls(
-                date=dt.date.fromisoformat(obj["date"]),
+                dates=tuple(dt.date.fromisoformat(d) for d in days),
                 batch=str(obj["batch"]),
                 size=int(obj["size"]),
                 planned_at=dt.datetime.fromisoformat(obj["planned_at"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"not an ingest-date message: {data[:200]!r}") from exc
-        if not _BATCH.match(message.batch) or message.size < 1:
+        consecutive = all(
+            (b - a).days == 1 for a, b in zip(message.dates, message.dates[1:], strict=False)
+        )
+        if (
+            not _BATCH.match(message.batch)
+            or not message.dates
+            or not consecutive
+            or not 1 <= len(message.dates) <= message.size
+        ):
             raise ValueError(f"not an ingest-date message: {data[:200]!r}")
         if message.planned_at.tzinfo is None:
             raise ValueError(f"planned_at must carry its time zone: {data[:200]!r}")
@@ -75,10 +90,11 @@ class DateMessage:
 
 
 def mark_done(private: Store, message: DateMessage) -> list[dt.date] | None:
-    """Mark the message's date done; every date of its batch once all are done, else
-    None. Call it after the date is recorded in the manifest."""
+    """Mark the message's dates done; every date of its batch once all are done, else
+    None. Call it after the dates are recorded in the manifest."""
     prefix = f"{BATCH_PREFIX}{message.batch}/"
-    private.write_json(f"{prefix}{message.date.isoformat()}.json", {"date": str(message.date)})
+    for date in message.dates:
+        private.write_json(f"{prefix}{date.isoformat()}.json", {"date": str(date)})
     done = sorted(
         dt.date.fromisoformat(key.rsplit("/", 1)[-1].removesuffix(".json"))
         for key in private.list(prefix)

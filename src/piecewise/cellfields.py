@@ -7,9 +7,11 @@ the fields without importing the aggregation (DuckDB, numpy work) into a cold st
 from __future__ import annotations
 
 QUANTILE_NAMES: tuple[str, ...] = ("p10", "p25", "median", "p75", "p90")
-STATISTICS: tuple[str, ...] = (
-    "tests",
-    "clients",
+# Whole numbers: tests, distinct clients, and tests located too roughly to count in the
+# area (whose rough location is in it: piecewise.location).
+COUNTS: tuple[str, ...] = ("tests", "clients", "coarse")
+# Numbers over the cell's tests.
+MEASURES: tuple[str, ...] = (
     *QUANTILE_NAMES,
     "mean",
     "geomean",
@@ -17,3 +19,4 @@ STATISTICS: tuple[str, ...] = (
     "rtt_p90",
     "loss_median",
 )
+STATISTICS: tuple[str, ...] = (*COUNTS, *MEASURES)

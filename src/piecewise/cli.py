@@ -51,7 +51,24 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
     layers = ", ".join(f"{layer.id} ({layer.kind})" for layer in cfg.layers)
     print(f"{args.file}: OK — source {cfg.source.kind}, layers {layers}")
+    for line in _layer_warnings(cfg):
+        print(f"warning: {line}", file=sys.stderr)
     return 0
+
+
+def _layer_warnings(cfg: Config) -> list[str]:
+    """Layers finer than IP geolocation usually locates a test (piecewise.location)."""
+    import statistics
+
+    from piecewise.areas import H3Areas, build_layers
+    from piecewise.location import layer_scale_warnings
+
+    scales = {}
+    for layer_id, layer in build_layers(cfg).items():
+        scales[layer_id] = (
+            layer.scale_km if isinstance(layer, H3Areas) else statistics.median(layer.scales)
+        )
+    return layer_scale_warnings(scales, cfg.location)
 
 
 def _ingest(args: argparse.Namespace, cfg: Config) -> IngestResult:
@@ -125,7 +142,9 @@ def _dry_run(args: argparse.Namespace, cfg: Config) -> int:
             f"left out {len(left)} dates published as final, never read again: {_ranges_text(left)}"
         )
     estimates = estimate(dates) if dates else []
-    rows = [(f"{e.start} {e.direction:8} {e.table}", e.bytes, e.cost_usd) for e in estimates]
+    rows = [
+        (f"{e.start} to {e.end} {e.direction:8} {e.table}", e.bytes, e.cost_usd) for e in estimates
+    ]
     total_bytes, total_cost = _print_estimates(rows)
     if dates:
         print(
@@ -138,19 +157,29 @@ def _dry_run(args: argparse.Namespace, cfg: Config) -> int:
         print("this run reads nothing: the manifest has every date")
     settings = cfg.source
     price = getattr(settings, "price_per_tib", 6.25)
-    # What a date of a run costs, for the month: the run's own dates, or yesterday alone.
-    sample = estimates or estimate([_yesterday()])
-    per_date = sum(e.bytes for e in sample) / (len({e.start for e in sample}) or 1)
+    # What an archive day costs, for the month: from the run's own queries, or from a
+    # dry run of yesterday alone (a block of dates reads its days and the next one).
+    from piecewise.ingest import date_blocks
+
+    sample_dates = dates or [_yesterday()]
+    sample = estimates or estimate(sample_dates)
+    block_days = cfg.ingest.block_days
+    archive_days = sum(len(block) + 1 for block in date_blocks(sample_dates, block_days))
+    per_day = sum(e.bytes for e in sample) / archive_days
     reread = cfg.ingest.reread_days
-    run = (1 + reread) * per_date
+    # The re-read dates (at least yesterday), and the next day of each block of them.
+    run_days = max(reread, 1) + -(-max(reread, 1) // block_days)
+    run = run_days * per_day
     month = 30 * run
-    basis = "the dates above" if estimates else f"a dry run of {_yesterday()}"
+    basis = "the queries above" if estimates else f"a dry run of {_yesterday()}"
     print(
-        f"a month of scheduled runs, each reading yesterday and re-reading "
-        f"ingest.reread_days = {reread} days:\n"
-        f"  a date: {gb(per_date)} (both directions, each query reading the date's archive "
-        f"day and the next; the average of {basis})\n"
-        f"  a run: (1 + {reread}) dates x {gb(per_date)} = {gb(run)}\n"
+        f"a month of scheduled runs, each reading the last ingest.reread_days = {reread} "
+        f"dates again (at least yesterday):\n"
+        f"  an archive day: {gb(per_day)} (both directions, the whole world's day of the "
+        f"views; from {basis})\n"
+        f"  a run: {run_days} archive days (its {max(reread, 1)} dates and the next day of "
+        f"each block of ingest.block_days = {block_days}, where tests near midnight are "
+        f"archived) x {gb(per_day)} = {gb(run)}\n"
         f"  a month: 30 runs x {gb(run)} = {gb(month)} = {month / TIB:,.2f} TiB "
         f"x ${price:g}/TiB = ${month / TIB * price:,.2f} on demand"
     )

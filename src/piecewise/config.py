@@ -165,6 +165,52 @@ class Periods(_Strict):
         return sorted(v, key=PERIOD_KINDS.index)
 
 
+class Location(_Strict):
+    """When a test's location is precise enough to count in an area (piecewise.location):
+    M-Lab's coordinates are IP geolocation, often a postal, city or state centroid."""
+
+    max_radius_ratio: float = Field(
+        # MaxMind's radius is where the address likely is (about two chances in three):
+        # a bound, not the typical error. Twice the area's radius keeps a town's
+        # centroid in its county (M-Lab's county statistics count every test where its
+        # point falls) and out of hexagons far smaller than the town.
+        2.0,
+        gt=0,
+        description="A test counts in an area when its location's accuracy radius is at "
+        "most this many times the area's own radius (that of a disc of its size); "
+        "otherwise it counts only in coarser layers.",
+    )
+    pile_clients: int = Field(
+        5,
+        ge=2,
+        description="A coordinate shared by at least this many distinct clients in one "
+        "ingest batch (about a date's tests) is a centroid, when rows give no radius.",
+    )
+    pile_radius_km: float = Field(
+        25.0,
+        gt=0,
+        description="The radius, km, taken for a centroid found that way (a city's, typically).",
+    )
+    unknown_radius_km: float = Field(
+        5.0,
+        ge=0,
+        description="The radius, km, taken for a row without one that is not on a centroid.",
+    )
+    cityless_radius_km: float = Field(
+        250.0,
+        gt=0,
+        description="The radius, km, taken for a row without one whose location names no "
+        "city: the centroid of a state or a country.",
+    )
+    min_counted_share: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Ingest warns when fewer than this share of a date's located tests "
+        "are precise enough for a layer: the layer is finer than the data supports.",
+    )
+
+
 class Privacy(_Strict):
     min_tests: int = Field(30, ge=1, description="Fewest tests for a cell to be published.")
     min_clients: int = Field(
@@ -281,14 +327,21 @@ class BigQuerySourceConfig(_Strict):
         "measurement-lab.ndt.unified_uploads", pattern=BIGQUERY_TABLE, description="Table id."
     )
     location: str | None = Field(None, description="BigQuery location of the jobs, e.g. US.")
+    query_file: Path | None = Field(
+        None,
+        description="A SQL file that reads the tests instead of the bundled query of "
+        "M-Lab's unified views (for another table, such as ndt.ndt7_union): the same "
+        "named parameters and output columns; `{table}` stands for the direction's table.",
+    )
     maximum_bytes_billed: int = Field(
-        # A query reads one date of one direction from two archive days, the date's and
-        # the next: M-Lab's published runs scanned about 48 GB (downloads) and 68 GB
-        # (uploads) a day, so 96 and 136 GB; this passes them with room to grow and stops
-        # a query that reads more than four days (docs/deploy.md, "What it costs").
+        # M-Lab's published runs scanned about 48 GB (downloads) and 68 GB (uploads) an
+        # archive day: a query of up to six and four days fits; a run's days beyond are
+        # read by more queries, each day once (docs/deploy.md, "What it costs").
         300 * 2**30,
         ge=1,
-        description="Every query fails instead of scanning more than this many bytes.",
+        description="Every query fails instead of scanning more than this many bytes; a "
+        "run whose archive days would pass it in one query (by its dry run) reads them "
+        "in several, each day once.",
     )
     maximum_bytes_per_run: int | None = Field(
         None,
@@ -412,6 +465,15 @@ class Ingest(_Strict):
         ge=0,
         description="Most dates one scheduled run ingests; a bigger backlog is an error. "
         "0: no limit.",
+    )
+    block_days: int = Field(
+        31,
+        ge=1,
+        le=31,
+        description="Most consecutive dates read from the source together (one unit of "
+        "work, one message of a fan-out): M-Lab archives a test near midnight the next "
+        "day, so a block of n dates reads n + 1 archive days; longer blocks cost less, "
+        "shorter ones spread over more workers.",
     )
     lock_ttl_minutes: int = Field(
         120,
@@ -704,6 +766,7 @@ class Config(_Strict):
     source: SourceConfig
     geoip: GeoIP = Field(default_factory=GeoIP)
     ingest: Ingest = Field(default_factory=Ingest)
+    location: Location = Field(default_factory=Location)
     api: Api = Field(default_factory=Api)
     survey: Survey = Field(default_factory=Survey)
     site: Site = Field(default_factory=Site)
@@ -818,6 +881,8 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
         )
     if isinstance(cfg.source, SyntheticSourceConfig) and cfg.source.places is not None:
         updates["source"] = cfg.source.model_copy(update={"places": rel(cfg.source.places)})
+    if isinstance(cfg.source, BigQuerySourceConfig) and cfg.source.query_file is not None:
+        updates["source"] = cfg.source.model_copy(update={"query_file": rel(cfg.source.query_file)})
     return cfg.model_copy(update=updates)
 
 
@@ -833,6 +898,12 @@ def _check_files(cfg: Config) -> list[str]:
             )
     if cfg.geoip.asn_database is not None and not cfg.geoip.asn_database.is_file():
         problems.append(f"  geoip.asn_database: file not found: {cfg.geoip.asn_database}")
+    query = cfg.source.query_file if isinstance(cfg.source, BigQuerySourceConfig) else None
+    if query is not None and not query.is_file():
+        problems.append(
+            f"  source.query_file: file not found: {query} (remove the key to read M-Lab's "
+            "unified views with the bundled query)"
+        )
     return problems
 
 

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from piecewise.areas import (
+    COARSE,
     OUTSIDE,
     AreaLayer,
     RegionFilter,
@@ -20,9 +21,17 @@ from piecewise.areas import (
 )
 from piecewise.config import Config
 from piecewise.isp import AsnDatabase, IspNamer, label_isps
+from piecewise.location import radii, too_coarse
 from piecewise.quality import QualityReport
 from piecewise.sampling import fingerprints
-from piecewise.schema import DIRECTIONS, UNIFIED, area_column, enriched_schema, test_dates
+from piecewise.schema import (
+    DIRECTIONS,
+    UNIFIED,
+    area_column,
+    enriched_schema,
+    rough_column,
+    test_dates,
+)
 
 MAX_MBPS = 100_000.0  # above any access link: a broken measurement
 
@@ -136,11 +145,40 @@ class Enricher:
             "isp_source": isp.source,
             "pick": fingerprints(_field("id")),
         }
+        reported = _field("client.Geo.AccuracyRadiusKm").to_numpy(zero_copy_only=False)
+        city = columns["city"]
+        cityless = pc.fill_null(pc.equal(pc.utf8_length(city), 0), True)
+        radius = radii(
+            reported.astype(float),
+            row_pt,
+            ip,
+            self.config.location,
+            cityless.to_numpy(zero_copy_only=False),
+        )
+        columns["accuracy_radius_km"] = pa.array(
+            np.where(np.isfinite(reported.astype(float)), reported.astype(float), np.nan),
+            from_pandas=True,
+        )
+        columns["radius_km"] = pa.array(radius.km, from_pandas=True)
+        columns["radius_source"] = radius.source_array()
+        located = has_pt & keep
+        report.radius_reported = radius.count("reported", located)
+        report.radius_from_pile = radius.count("pile", located)
+        report.radius_assumed = radius.count("assumed", located)
+        report.radius_cityless = radius.count("cityless", located)
         for layer_id, layer in self.layers.items():
-            areas = layer.assign(points.lat, points.lon).per_row(row_pt)
-            columns[area_column(layer_id)] = areas
+            assignment = layer.assign(points.lat, points.lon)
+            areas = assignment.per_row(row_pt)
             outside = pc.equal(areas, OUTSIDE).to_numpy(zero_copy_only=False)
             report.outside_layer[layer_id] = int((outside & keep).sum())
+            # Too rough a location for this layer's areas: counted in none of them,
+            # and as `coarse` in the one its point falls in (piecewise.location).
+            coarse = too_coarse(radius.km, assignment.scale_per_row(row_pt), self.config.location)
+            coarse &= ~outside
+            report.too_coarse[layer_id] = int((coarse & keep).sum())
+            mask = pa.array(coarse)
+            columns[area_column(layer_id)] = pc.if_else(mask, COARSE, areas)
+            columns[rough_column(layer_id)] = pc.if_else(mask, areas, pa.scalar(None, pa.string()))
 
         out = pa.table(columns, schema=self.schema)
         if not keep.all():  # filtering chunked columns is much slower than one copy first

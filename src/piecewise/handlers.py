@@ -2,12 +2,13 @@
 
 `handle_ingest` answers the ingest function's HTTP request (Cloud Scheduler, with an
 optional JSON body `{"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"}`) and publishes one
-message naming the dates it wrote; given a dates topic, it splits more than one date
-into one message per date instead, each ingested by `handle_ingest_date` (the date
-worker), and the batch's last worker announces all its dates in one message (see
-piecewise.backfill); `handle_ingested` is the aggregate function's reaction to that
-message. Errors that a retry can fix propagate (the function fails
-and Scheduler or Pub/Sub retries; both steps are idempotent); bad requests get a 4xx.
+message naming the dates it wrote; given a dates topic, it splits dates of more than one
+block (`ingest.block_days` consecutive dates) into one message per block instead, each
+ingested by `handle_ingest_date` (the worker), and the batch's last worker announces all
+its dates in one message (see piecewise.backfill); `handle_ingested` is the aggregate
+function's reaction to that message. Errors that a retry can fix propagate (the
+function fails and Scheduler or Pub/Sub retries; both steps are idempotent); bad
+requests get a 4xx.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from piecewise.backfill import DateMessage, forget_batch, mark_done, new_batch
 from piecewise.config import Config
-from piecewise.ingest import IngestFailed, NoTestsSelected
+from piecewise.ingest import IngestFailed, NoTestsSelected, date_blocks
 from piecewise.lock import LockHeld
 from piecewise.manifest import DateRange, DateRangeError, Manifest
 from piecewise.pipeline import (
@@ -32,6 +33,7 @@ from piecewise.pipeline import (
     run_ingest,
     stored_geoip_database,
 )
+from piecewise.sources.bigquery import RunTooCostly
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +51,10 @@ def handle_ingest(
     geoip_license_key: str | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Ingest the requested dates (none: fill every gap and re-read the last days);
-    returns the JSON answer and its HTTP status. With `publish_date`, more than one date
-    is not ingested here: one message per date goes out (202), each for a date worker
-    (handle_ingest_date); a single date is still ingested inline."""
+    returns the JSON answer and its HTTP status. With `publish_date`, dates of more than
+    one block are not ingested here: one message per block goes out (202), each for a
+    worker (handle_ingest_date); a single block (a daily run's dates) is ingested
+    inline."""
     if body is not None and not isinstance(body, Mapping):
         return {"error": "the body must be a JSON object", "parameter": "body"}, 400
     body = body or {}
@@ -88,8 +91,10 @@ def handle_ingest(
             )
         except LockHeld as exc:
             return {"error": str(exc)}, 409
-        if len(plan.dates) > 1:
-            return fan_out(plan, publish_date), 202
+        except RunTooCostly as exc:
+            return _too_costly(exc)
+        if len(date_blocks(plan.dates, config.ingest.block_days)) > 1:
+            return fan_out(plan, publish_date, config.ingest.block_days), 202
     try:
         result = run_ingest(
             config,
@@ -101,6 +106,8 @@ def handle_ingest(
         )
     except LockHeld as exc:
         return {"error": str(exc)}, 409
+    except RunTooCostly as exc:
+        return _too_costly(exc)
     except NoTestsSelected as exc:
         return {"error": str(exc), "parameter": "region"}, 422
     except IngestFailed as exc:
@@ -116,6 +123,12 @@ def handle_ingest(
     return answer, 200
 
 
+def _too_costly(exc: RunTooCostly) -> tuple[dict[str, Any], int]:
+    """A run stopped by its cap, before any billed query: nothing to retry as it is."""
+    log.error("%s", exc)
+    return {"error": str(exc), "parameter": "source.maximum_bytes_per_run"}, 422
+
+
 def _announce(dates: list[dt.date], publish: Publish | None) -> list[str]:
     written = [d.isoformat() for d in dates]
     if publish is not None and written:
@@ -123,15 +136,29 @@ def _announce(dates: list[dt.date], publish: Publish | None) -> list[str]:
     return written
 
 
-def fan_out(plan: IngestPlan, publish_date: Publish) -> dict[str, Any]:
-    """Publish one message per date of `plan` (the GeoIP database is already refreshed
-    and stored: workers use it as it is)."""
+def fan_out(plan: IngestPlan, publish_date: Publish, block_days: int) -> dict[str, Any]:
+    """Publish one message per block of at most `block_days` consecutive dates of
+    `plan` (the GeoIP database is already refreshed and stored: workers use it as it
+    is)."""
     batch = new_batch(plan.planned_at)
-    for date in plan.dates:
-        message = DateMessage(date, batch, len(plan.dates), plan.planned_at)
+    blocks = date_blocks(plan.dates, block_days)
+    for block in blocks:
+        message = DateMessage(tuple(block), batch, len(plan.dates), plan.planned_at)
         publish_date(message.to_bytes(), {"event": "ingest-date"})
-    log.info("queued %d dates as batch %s", len(plan.dates), batch)
-    return {"queued": [d.isoformat() for d in plan.dates], "batch": batch}
+    log.info("queued %d dates in %d blocks as batch %s", len(plan.dates), len(blocks), batch)
+    return {"queued": [d.isoformat() for d in plan.dates], "blocks": len(blocks), "batch": batch}
+
+
+class BlockFailed(Exception):
+    """Dates of a block failed (`failed`: date -> error): fail, so that Pub/Sub delivers
+    the message again; the block's dates that landed are skipped then."""
+
+    def __init__(self, failed: dict[dt.date, str | None]) -> None:
+        self.failed = failed
+        super().__init__(
+            f"{len(failed)} dates failed: "
+            + "; ".join(f"{d}: {e}" for d, e in sorted(failed.items()))
+        )
 
 
 class DateBusy(Exception):
@@ -142,9 +169,10 @@ class DateBusy(Exception):
 def handle_ingest_date(
     config: Config, data: bytes, *, publish: Publish | None = None
 ) -> dict[str, Any]:
-    """Ingest the one date of an ingest-date message, mark it done in its batch, and
-    announce the whole batch once its last date is done. Raises ValueError for a
-    message that is not one (drop it), DateBusy or any failure for a retry."""
+    """Ingest the block of dates of an ingest-date message, mark them done in its batch,
+    and announce the whole batch once its last date is done. Raises ValueError for a
+    message that is not one (drop it); DateBusy, or BlockFailed naming the dates and
+    errors, for a retry (the dates that landed are then `current`, not read again)."""
     message = DateMessage.parse(data)
     stores = Stores.of(config)
     config, geoip = stored_geoip_database(config, stores.private)
@@ -152,16 +180,19 @@ def handle_ingest_date(
     allow_empty = bool(Manifest(stores.private).dates())
     ingester = DateIngester(config, geoip, stores=stores)
     try:
-        outcome = ingester.ingest_date(
-            message.date, allow_empty=allow_empty, planned_at=message.planned_at
+        outcomes = ingester.ingest_block(
+            list(message.dates), allow_empty=allow_empty, planned_at=message.planned_at
         )
     finally:
         ingester.close()
-    if outcome.status == "skipped":
-        raise DateBusy(outcome.error)
-    if outcome.status == "empty":
-        # Nothing written; the next run without dates plans it again (no record).
-        log.error("no tests in the region on %s: check `region` and `source`", message.date)
+    if failed := {o.date: o.error for o in outcomes if o.status == "failed"}:
+        raise BlockFailed(failed)
+    if busy := [o for o in outcomes if o.status == "skipped"]:
+        raise DateBusy("; ".join(f"{o.date}: {o.error}" for o in busy))
+    for outcome in outcomes:
+        if outcome.status == "empty":
+            # Nothing written; the next run without dates plans it again (no record).
+            log.error("no tests in the region on %s: check `region` and `source`", outcome.date)
     complete = mark_done(stores.private, message)
     if complete is not None:
         if publish is not None:
@@ -169,8 +200,8 @@ def handle_ingest_date(
         forget_batch(stores.private, message.batch)
         log.info("batch %s complete: %d dates", message.batch, len(complete))
     return {
-        "date": message.date.isoformat(),
-        "status": outcome.status,
+        "dates": [d.isoformat() for d in message.dates],
+        "status": {o.date.isoformat(): o.status for o in outcomes},
         "batch": message.batch,
         "complete": complete is not None,
     }

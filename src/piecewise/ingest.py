@@ -60,13 +60,6 @@ def ingested_dates(private: Store) -> list[dt.date]:
     return sorted(dates)
 
 
-def _tests_of(batches: Iterable[pa.RecordBatch], date: dt.date) -> Iterable[pa.RecordBatch]:
-    """The rows of `batches` whose test was taken on `date` (UTC)."""
-    day = pa.scalar(date, pa.date32())
-    for batch in batches:
-        yield batch.filter(pc.fill_null(pc.equal(test_dates(batch), day), False).combine_chunks())
-
-
 def _chunks(batches: Iterable[pa.RecordBatch], rows: int) -> Iterable[pa.Table]:
     """Source batches regrouped into tables of about `rows` rows: enrichment looks up
     each distinct address and coordinate once per table, so bigger tables do less work."""
@@ -152,6 +145,27 @@ class NoTestsSelected(Exception):
     """No date of a run has a test in the region (a region that selects nothing)."""
 
 
+MAX_BLOCK_DAYS = 31  # consecutive dates read together (each archive day read once)
+
+
+def date_blocks(dates: Iterable[dt.date], max_days: int = MAX_BLOCK_DAYS) -> list[list[dt.date]]:
+    """`dates`, sorted, cut into runs of consecutive dates of at most `max_days`: each
+    run is read from the source at once, over its archive days and the next one."""
+    blocks: list[list[dt.date]] = []
+    for date in sorted(set(dates)):
+        if blocks and date == blocks[-1][-1] + dt.timedelta(days=1) and len(blocks[-1]) < max_days:
+            blocks[-1].append(date)
+        else:
+            blocks.append([date])
+    return blocks
+
+
+def archive_span(block: list[dt.date]) -> tuple[dt.date, dt.date]:
+    """The archive days (M-Lab's `date` partitions) a block of dates is read from: its
+    own and the next day, since a test near midnight is archived the next day."""
+    return block[0], block[-1] + dt.timedelta(days=1)
+
+
 def ingest(
     source: Source,
     enricher: Enricher,
@@ -162,46 +176,67 @@ def ingest(
     progress: bool = True,
     on_date: OnDate | None = None,
     allow_empty: bool = False,
+    block_days: int = MAX_BLOCK_DAYS,
 ) -> IngestResult:
     """Ingest each date: all of a date's files are written, then `on_date(date, rows
     per direction, report, digest of the files)` is called (to record the date). A
-    date's tests are those taken on it (UTC), read from its archive partition and the
-    next. Dates for which the source returns nothing are written once another date of
+    date's tests are those taken on it (UTC): consecutive dates are read together, from
+    their archive days and the next (`date_blocks`, `archive_span`), each archive day
+    once. Dates for which the source returns nothing are written once another date of
     the run has tests; if none has, nothing is written and NoTestsSelected says so (a
     region that selects nothing). With `allow_empty`, such dates are written at once
-    (the caller knows the region selects tests on other dates)."""
-    dates = list(dates)
+    (the caller knows the region selects tests on other dates). Blocks hold at most
+    `block_days` dates."""
+    blocks = date_blocks(dates, block_days)
     result = IngestResult()
     empty: list[tuple[dt.date, QualityReport]] = []
-    bar = tqdm(dates, desc="ingest", unit="day", disable=not progress, leave=False)
-    for date in bar:
-        report = QualityReport()
+    bar = tqdm(
+        total=sum(map(len, blocks)), desc="ingest", unit="day", disable=not progress, leave=False
+    )
+    for block in blocks:
         with tempfile.TemporaryDirectory(prefix="piecewise-ingest-") as spill:
-            spools = {d: DaySpool(enricher.schema, batch_rows, Path(spill)) for d in DIRECTIONS}
-            # M-Lab's `date` is the day a test was archived: a test near midnight can sit
-            # in the next day's partition. A date's tests are read from both.
-            archived = source.batches(date, date + dt.timedelta(days=1))
-            for chunk in _chunks(_tests_of(archived, date), batch_rows):
-                enriched, chunk_report = enricher.enrich(chunk)
-                report.add(chunk_report)
-                for direction, spool in spools.items():
-                    spool.add(enriched.filter(pc.equal(enriched.column("direction"), direction)))
-                del enriched
-            none_located = report.rows_out == report.unlocated
-            if none_located and not result.dates and not allow_empty:
-                empty.append((date, report))
-                continue
-            for empty_date, empty_report in empty:
-                _write_date(
-                    private,
-                    empty_date,
-                    _empty_spools(enricher, spill),
-                    empty_report,
-                    result,
-                    on_date,
-                )
-            empty = []
-            _write_date(private, date, spools, report, result, on_date)
+            # Each spool holds its share of `batch_rows` in memory before spilling.
+            held = max(batch_rows // len(block), 1024)
+            spools = {
+                date: {d: DaySpool(enricher.schema, held, Path(spill)) for d in DIRECTIONS}
+                for date in block
+            }
+            reports = {date: QualityReport() for date in block}
+            days = pa.array(block, pa.date32())
+            for chunk in _chunks(source.batches(*archive_span(block)), batch_rows):
+                # The chunk's rows of each date of the block, enriched and counted apart.
+                taken = test_dates(chunk)
+                for date, day in zip(block, days, strict=True):
+                    mask = pc.fill_null(pc.equal(taken, day), False)
+                    if not pc.any(mask).as_py():
+                        continue
+                    enriched, chunk_report = enricher.enrich(chunk.filter(mask))
+                    reports[date].add(chunk_report)
+                    for direction, spool in spools[date].items():
+                        spool.add(
+                            enriched.filter(pc.equal(enriched.column("direction"), direction))
+                        )
+                    del enriched
+            for date in block:
+                report = reports[date]
+                none_located = report.rows_out == report.unlocated
+                if none_located and not result.dates and not allow_empty:
+                    empty.append((date, report))
+                    bar.update()
+                    continue
+                for empty_date, empty_report in empty:
+                    _write_date(
+                        private,
+                        empty_date,
+                        _empty_spools(enricher, spill),
+                        empty_report,
+                        result,
+                        on_date,
+                    )
+                empty = []
+                _write_date(private, date, spools.pop(date), report, result, on_date)
+                bar.update()
+    bar.close()
     if empty:
         first, last = empty[0][0], empty[-1][0]
         raise NoTestsSelected(

@@ -38,6 +38,24 @@ _DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MAX_READS = 10
 
 
+def unfinished_dates(
+    manifest: Manifest, dates: Iterable[dt.date], reread_days: int
+) -> list[dt.date]:
+    """Of recorded `dates`, those not read to the end of their re-read window (a
+    scheduled run that should have read them again failed): sorted. Reads one record
+    per date; a damaged record counts as unfinished."""
+    out = []
+    for date in sorted(set(dates)):
+        try:
+            record = manifest.get(date)
+        except StoreError:
+            out.append(date)
+            continue
+        if record is not None and not record.read_to_the_end(reread_days):
+            out.append(date)
+    return out
+
+
 def manifest_key(date: dt.date) -> str:
     return f"{MANIFEST_PREFIX}{date:%Y}/{date.isoformat()}.json"
 
@@ -102,6 +120,20 @@ class DateRecord:
     # Every read of the date from the source with these settings, oldest first (bounded:
     # MAX_READS). Not part of `identity`: a read that finds the same rows changes nothing.
     reads: tuple[Read, ...] = ()
+
+    def last_read_day(self) -> dt.date | None:
+        """The UTC day the date was last read from the source (its latest read, else
+        when its content was written; None for a record that says neither)."""
+        if self.reads:
+            return _parse_utc(self.reads[-1].at).date()
+        return _parse_utc(self.ingested_at).date() if self.ingested_at else None
+
+    def read_to_the_end(self, reread_days: int) -> bool:
+        """Whether the date was read on or after the last day a scheduled run reads it
+        (`date + max(reread_days, 1)`): rows M-Lab adds later than that are not waited
+        for. A date whose later runs failed was not, and is read again."""
+        last = self.last_read_day()
+        return last is not None and last >= self.date + dt.timedelta(days=max(reread_days, 1))
 
     @property
     def identity(self) -> str:
@@ -342,10 +374,12 @@ def dates_to_ingest(
     yesterday: dt.date,
     reread_days: int,
     max_days: int | None,
+    unfinished: Iterable[dt.date] = (),
 ) -> list[dt.date]:
     """The dates a scheduled run ingests, sorted: each date from `start` to `yesterday`
-    that has no record in `manifest_dates`, and the last `reread_days` days up to
-    `yesterday` again (M-Lab data for recent days still grows).
+    that has no record in `manifest_dates`, the last `reread_days` days up to
+    `yesterday` again (M-Lab data for recent days still grows), and the `unfinished`
+    dates: past the window, but not read to its end (see DateRecord.read_to_the_end).
 
     Raises DateRangeError (a ValueError) when `start` is after `yesterday`, or when more
     than `max_days` dates would be ingested (None: no limit)."""
@@ -360,6 +394,7 @@ def dates_to_ingest(
             "day of data to ingest yet; check `periods.start` in the config",
         )
     wanted = {day for day in _days(start, yesterday) if day not in manifest_dates}
+    wanted.update(day for day in unfinished if start <= day <= yesterday)
     if reread_days:
         wanted.update(_days(max(start, yesterday - dt.timedelta(days=reread_days - 1)), yesterday))
     result = sorted(wanted)

@@ -25,14 +25,23 @@ from piecewise.ingest import (
     IngestFailed,
     IngestResult,
     NoTestsSelected,
+    OnDate,
+    date_blocks,
     dates_between,
     ingest,
 )
 from piecewise.ledger import Ledger
 from piecewise.lock import LockHeld, RunLock
-from piecewise.manifest import Manifest, dates_to_ingest, fingerprint, geoip_identity
+from piecewise.manifest import (
+    Manifest,
+    dates_to_ingest,
+    fingerprint,
+    geoip_identity,
+    unfinished_dates,
+)
 from piecewise.quality import QualityReport
 from piecewise.sources.base import Source
+from piecewise.sources.bigquery import SourceError, query_digest
 from piecewise.store import Store, StoreError, open_store
 
 if TYPE_CHECKING:
@@ -84,6 +93,8 @@ def bigquery_source(config: Config, client: Any = None) -> BigQuerySource:
         maximum_bytes_billed=src.maximum_bytes_billed,
         price_per_tib=src.price_per_tib,
         use_storage_api=src.use_storage_api and not src.api_endpoint,
+        block_days=config.ingest.block_days,
+        query_file=src.query_file,
     )
 
 
@@ -102,9 +113,16 @@ class Stores:
 
 def ingest_fingerprint(config: Config) -> str:
     """What ingested rows depend on besides the source's data and the GeoIP database."""
+    source = config.source
+    query = (
+        {"query": query_digest(source.query_file)}
+        if isinstance(source, BigQuerySourceConfig)
+        else {}
+    )
     return fingerprint(
         {
-            "source": config.source.model_dump(mode="json"),
+            **query,
+            "source": source.model_dump(mode="json"),
             "region": config.region.model_dump(mode="json"),
             "layers": [layer.model_dump(mode="json") for layer in config.layers],
             "isps": [rule.model_dump(mode="json") for rule in config.isps],
@@ -159,16 +177,40 @@ def plan_ingest(
     `ingest.reread_days` days again."""
     if start is None and end is None:
         yesterday = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=1)
+        recorded = set(manifest.dates())
+        reread = config.ingest.reread_days
+        unfinished = unfinished_dates(
+            manifest, awaiting_finality(manifest.store, recorded, yesterday, reread), reread
+        )
+        if unfinished:
+            log.warning(
+                "reading again %d dates whose re-read window ended without their last read "
+                "(a scheduled run failed): %s",
+                len(unfinished),
+                ", ".join(d.isoformat() for d in unfinished[:10]),
+            )
         return dates_to_ingest(
-            set(manifest.dates()),
+            recorded,
             config.periods.start,
             yesterday,
-            config.ingest.reread_days,
+            reread,
             config.ingest.max_days or None,
+            unfinished,
         )
     first, last = start or end, end or start
     assert first is not None and last is not None
     return dates_between(first, last)
+
+
+def awaiting_finality(
+    private: Store, recorded: set[dt.date], yesterday: dt.date, reread_days: int
+) -> list[dt.date]:
+    """Recorded dates past the re-read window (no scheduled run reads them again) that
+    are not published as final: those whose last read is checked before they are."""
+    window = yesterday - dt.timedelta(days=reread_days - 1) if reread_days else yesterday
+    ledger = Ledger(private)
+    sealed, state = ledger.sealed_dates(), ledger.state()
+    return sorted(d for d in recorded if d < window and d not in sealed and not state.excluded(d))
 
 
 def dates_left_as_published(private: Store, dates: list[dt.date]) -> list[dt.date]:
@@ -182,12 +224,11 @@ def dates_left_as_published(private: Store, dates: list[dt.date]) -> list[dt.dat
 def check_run_cost(
     config: Config, dates: list[dt.date], private: Store, source: Source | None = None
 ) -> list[QueryEstimate] | None:
-    """Before any billed query: dry-run the queries a run of `dates` makes (one per date
-    and direction, free) and raise RunTooCostly, a SourceError saying by how much and
-    what to change, when together they would scan more than
-    `source.maximum_bytes_per_run`. Without that cap nothing is dry-run (two API calls a
-    date, for nothing to compare with: each query is still held to
-    `maximum_bytes_billed`); a source that bills nothing is not checked."""
+    """Before any billed query: dry-run the queries a run of `dates` makes (per block of
+    consecutive dates and direction, free) and raise RunTooCostly, a SourceError saying
+    by how much and what to change, when together they would scan more than
+    `source.maximum_bytes_per_run`. Without that cap the run is not checked (each query
+    is still held to `maximum_bytes_billed`); a source that bills nothing is not."""
     settings = config.source
     if not isinstance(settings, BigQuerySourceConfig) or settings.maximum_bytes_per_run is None:
         return None
@@ -319,27 +360,53 @@ class DateIngester:
         allow_empty: bool = False,
         planned_at: dt.datetime | None = None,
     ) -> DateOutcome:
-        """Ingest `date`; `empty` when it has no tests in the region and not
-        `allow_empty` (nothing is written). With `planned_at` (when the work was split),
-        a date that another worker ingested after that second, from the same settings and
-        GeoIP database, is skipped: overlapping runs read each date once. Errors propagate."""
-        try:
-            lock = RunLock(self.stores.private, f"ingest-{date.isoformat()}", ttl=self.ttl)
-            lock.acquire()
-        except LockHeld as exc:
-            log.info("skipping %s: %s", date, exc)
-            return DateOutcome(date, "skipped", error=str(exc))
+        """Ingest `date` alone (see ingest_block)."""
+        return self.ingest_block([date], allow_empty=allow_empty, planned_at=planned_at)[0]
+
+    def ingest_block(
+        self,
+        dates: list[dt.date],
+        *,
+        allow_empty: bool = False,
+        planned_at: dt.datetime | None = None,
+    ) -> list[DateOutcome]:
+        """Ingest `dates` (consecutive: read from the source together, each archive day
+        once), each under its own lock; an outcome per date. `empty` for each when none
+        has tests in the region and not `allow_empty` (nothing is written). With
+        `planned_at` (when the work was split), a date that another worker ingested after
+        that second, from the same settings and GeoIP database, is skipped: overlapping
+        runs read each date once. When the block fails, the dates written before are
+        `ingested` and the others are read again one at a time (so that one bad date
+        does not hold back the rest), unless the source refused the read itself
+        (SourceError: not about a date); those that fail again are `failed`."""
+        outcomes: dict[dt.date, DateOutcome] = {}
+        held: dict[dt.date, RunLock] = {}
         try:
             state = self.ledger.state()
-            if date in self.ledger.sealed_dates() or state.excluded(date):
-                # Published as final (or inside a published period that does not cover
-                # it, so never to be published): reading it again would only cost.
-                log.info("skipping %s: published as final, it is not read again", date)
-                return DateOutcome(date, "sealed", error="published as final")
-            if planned_at is not None and self._ingested_since(date, planned_at):
-                log.info("skipping %s: another run ingested it since %s", date, planned_at)
-                return DateOutcome(date, "current", error="ingested by another run meanwhile")
-            recorded: list[DateOutcome] = []
+            sealed = self.ledger.sealed_dates()
+            for date in dates:
+                lock = RunLock(self.stores.private, f"ingest-{date.isoformat()}", ttl=self.ttl)
+                try:
+                    lock.acquire()
+                except LockHeld as exc:
+                    log.info("skipping %s: %s", date, exc)
+                    outcomes[date] = DateOutcome(date, "skipped", error=str(exc))
+                    continue
+                if date in sealed or state.excluded(date):
+                    # Published as final (or inside a published period that does not
+                    # cover it, so never to be published): reading it again would cost.
+                    log.info("skipping %s: published as final, it is not read again", date)
+                    outcomes[date] = DateOutcome(date, "sealed", error="published as final")
+                    lock.release()
+                elif planned_at is not None and self._ingested_since(date, planned_at):
+                    log.info("skipping %s: another run ingested it since %s", date, planned_at)
+                    outcomes[date] = DateOutcome(
+                        date, "current", error="ingested by another run meanwhile"
+                    )
+                    lock.release()
+                else:
+                    held[date] = lock
+            todo = sorted(held)
 
             def record(
                 day: dt.date, rows: dict[str, int], report: QualityReport, digest: str
@@ -347,8 +414,58 @@ class DateIngester:
                 self.manifest.record(
                     day, rows, self.fingerprint, self.geoip, report.as_dict(), digest=digest
                 )
-                recorded.append(DateOutcome(day, "ingested", rows, report.as_dict()))
+                outcomes[day] = DateOutcome(day, "ingested", rows, report.as_dict())
 
+            if todo:
+                try:
+                    ingest(
+                        self.source,
+                        self.enricher,
+                        self.stores.private,
+                        todo,
+                        batch_rows=self.config.ingest.batch_rows,
+                        block_days=self.config.ingest.block_days,
+                        progress=False,
+                        on_date=record,
+                        allow_empty=allow_empty,
+                    )
+                except NoTestsSelected:
+                    for date in todo:
+                        outcomes[date] = DateOutcome(date, "empty")
+                except Exception as exc:
+                    log.debug("ingest of %s to %s failed", todo[0], todo[-1], exc_info=True)
+                    left = [date for date in todo if date not in outcomes]
+                    if len(left) > 1 and not isinstance(exc, SourceError):
+                        # One bad date must not hold back the others: each left is
+                        # read alone (a source refusal, which says what to do, is not
+                        # about a date: all wait for the next run).
+                        log.warning(
+                            "ingest of %s to %s failed (%s: %s): the %d dates left are read "
+                            "one at a time",
+                            todo[0],
+                            todo[-1],
+                            type(exc).__name__,
+                            exc,
+                            len(left),
+                        )
+                        alone = self._one_at_a_time(left, record, allow_empty)
+                        outcomes.update((o.date, o) for o in alone)
+                    for date in todo:
+                        outcomes.setdefault(
+                            date, DateOutcome(date, "failed", error=f"{type(exc).__name__}: {exc}")
+                        )
+        finally:
+            for lock in held.values():
+                lock.release()
+        return [outcomes[date] for date in dates]
+
+    def _one_at_a_time(
+        self, dates: list[dt.date], record: OnDate, allow_empty: bool
+    ) -> list[DateOutcome]:
+        """Ingest each of `dates` (whose locks are held) alone, recorded by `record`; the
+        outcomes of those that fail or are empty."""
+        failed: list[DateOutcome] = []
+        for date in dates:
             try:
                 ingest(
                     self.source,
@@ -356,15 +473,17 @@ class DateIngester:
                     self.stores.private,
                     [date],
                     batch_rows=self.config.ingest.batch_rows,
+                    block_days=self.config.ingest.block_days,
                     progress=False,
                     on_date=record,
                     allow_empty=allow_empty,
                 )
             except NoTestsSelected:
-                return DateOutcome(date, "empty")
-            return recorded[0]
-        finally:
-            lock.release()
+                failed.append(DateOutcome(date, "empty"))
+            except Exception as exc:
+                log.debug("ingest of %s failed", date, exc_info=True)
+                failed.append(DateOutcome(date, "failed", error=f"{type(exc).__name__}: {exc}"))
+        return failed
 
     def _ingested_since(self, date: dt.date, moment: dt.datetime) -> bool:
         try:
@@ -389,13 +508,15 @@ def _start_worker(
     _WORKER = DateIngester(config, geoip, stores=stores, source=source)
 
 
-def _work(date: dt.date, allow_empty: bool, planned_at: dt.datetime | None) -> DateOutcome:
+def _work(
+    block: list[dt.date], allow_empty: bool, planned_at: dt.datetime | None
+) -> list[DateOutcome]:
     assert _WORKER is not None
     try:
-        return _WORKER.ingest_date(date, allow_empty=allow_empty, planned_at=planned_at)
-    except Exception as exc:  # reported with its date; the pool goes on with the others
-        log.debug("ingest of %s failed", date, exc_info=True)
-        return DateOutcome(date, "failed", error=f"{type(exc).__name__}: {exc}")
+        return _WORKER.ingest_block(block, allow_empty=allow_empty, planned_at=planned_at)
+    except Exception as exc:  # reported with its dates; the pool goes on with the others
+        log.debug("ingest of %s failed", block, exc_info=True)
+        return [DateOutcome(d, "failed", error=f"{type(exc).__name__}: {exc}") for d in block]
 
 
 def ingest_dates(
@@ -410,20 +531,25 @@ def ingest_dates(
     planned_at: dt.datetime | None = None,
     progress: bool = True,
 ) -> list[DateOutcome]:
-    """Ingest each date as its own unit of work, `workers` at a time (1: in this
-    process, one after the other; more: a pool of processes started with `spawn`,
-    since DuckDB and the readers' threads do not survive a fork). A failed date is
-    reported in its outcome; the others go on. `config` must already point at the
-    GeoIP database to use (see prepare_geoip_database)."""
+    """Ingest the dates in blocks of consecutive dates, each a unit of work read from
+    the source at once (each archive day once: see piecewise.ingest.date_blocks),
+    `workers` at a time (1: in this process, one after the other; more: a pool of
+    processes started with `spawn`, since DuckDB and the readers' threads do not survive
+    a fork, the dates cut into as many blocks). A failed date is reported in its
+    outcome; the others go on. `config` must already point at the GeoIP database to use
+    (see prepare_geoip_database)."""
     bar = tqdm(total=len(dates), desc="ingest", unit="day", disable=not progress, leave=False)
     outcomes: list[DateOutcome] = []
+    most = config.ingest.block_days
+    size = most if workers <= 1 else max(1, -(-len(dates) // workers))
+    blocks = date_blocks(dates, min(size, most))
     try:
-        if workers <= 1 or len(dates) <= 1:
+        if workers <= 1 or len(blocks) <= 1:
             _start_worker(config, geoip, stores, source)
             try:
-                for date in dates:
-                    outcomes.append(_work(date, allow_empty, planned_at))
-                    bar.update()
+                for block in blocks:
+                    outcomes += _work(block, allow_empty, planned_at)
+                    bar.update(len(block))
             finally:
                 global _WORKER
                 assert _WORKER is not None
@@ -432,23 +558,24 @@ def ingest_dates(
         else:
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(
-                max_workers=min(workers, len(dates)),
+                max_workers=min(workers, len(blocks)),
                 mp_context=context,
                 initializer=_start_worker,
                 initargs=(config, geoip, stores, source),
             ) as pool:
                 futures = {
-                    pool.submit(_work, date, allow_empty, planned_at): date for date in dates
+                    pool.submit(_work, block, allow_empty, planned_at): block for block in blocks
                 }
                 for future in as_completed(futures):
+                    block = futures[future]
                     try:
-                        outcomes.append(future.result())
+                        outcomes += future.result()
                     except Exception as exc:  # the worker process died (killed, out of memory)
-                        date = futures[future]
-                        outcomes.append(
-                            DateOutcome(date, "failed", error=f"{type(exc).__name__}: {exc}")
-                        )
-                    bar.update()
+                        outcomes += [
+                            DateOutcome(d, "failed", error=f"{type(exc).__name__}: {exc}")
+                            for d in block
+                        ]
+                    bar.update(len(block))
     finally:
         bar.close()
     return sorted(outcomes, key=lambda o: o.date)
@@ -477,6 +604,10 @@ def run_ingest(
     after the other dates landed when some failed, and NoTestsSelected when no date has
     a test in the region."""
     stores = stores or Stores.of(config)
+    count = workers or config.ingest.workers
+    if source is None and count <= 1:
+        # One source for the check and the reads: the queries reuse the check's dry runs.
+        source = make_source(config)
     plan = plan_run(
         config,
         start,
@@ -489,7 +620,6 @@ def run_ingest(
     if not plan.dates:
         return IngestResult()
     config, geoip, dates, planned_at = plan.config, plan.geoip, plan.dates, plan.planned_at
-    count = workers or config.ingest.workers
     outcomes = ingest_dates(
         config,
         dates,
@@ -534,6 +664,8 @@ def run_ingest(
             result.sealed.append(outcome.date)
         else:
             result.failed[outcome.date] = outcome.error or "no tests in the region"
+    for line in result.quality.precision_warnings(config.location.min_counted_share):
+        log.warning(line)
     if result.failed:
         raise IngestFailed(result)
     return result

@@ -28,15 +28,24 @@ class QualityReport:
     # Kept rows named without the MaxMind database because it was past the GeoLite
     # licence's limit (their ISPs came from M-Lab, as counted above).
     isp_geoip_refused: int = 0
+    # How kept located rows' location precision was known (piecewise.location): the
+    # radius M-Lab reported, one taken for a centroid, one taken for any other point.
+    radius_reported: int = 0
+    radius_from_pile: int = 0
+    radius_assumed: int = 0
+    radius_cityless: int = 0
     outside_layer: dict[str, int] = field(default_factory=dict)
+    # Per layer: kept located rows too roughly located for its areas.
+    too_coarse: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: QualityReport) -> None:
         for f in fields(self):
-            if f.name == "outside_layer":
-                for k, v in other.outside_layer.items():
-                    self.outside_layer[k] = self.outside_layer.get(k, 0) + v
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, dict):
+                for k, v in theirs.items():
+                    mine[k] = mine.get(k, 0) + v
             else:
-                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+                setattr(self, f.name, mine + theirs)
 
     @property
     def dropped(self) -> int:
@@ -48,12 +57,29 @@ class QualityReport:
             + self.dropped_duplicate_id
         )
 
+    def precision_warnings(self, min_share: float) -> list[str]:
+        """A line per layer in which fewer than `min_share` of the located tests count
+        (piecewise.location)."""
+        from piecewise.location import precision_warnings
+
+        located = {
+            layer: self.rows_out - self.unlocated - self.outside_layer.get(layer, 0)
+            for layer in self.too_coarse
+        }
+        return precision_warnings(self.too_coarse, located, min_share)
+
     def as_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> QualityReport:
-        return cls(**{**data, "outside_layer": dict(data.get("outside_layer") or {})})
+        return cls(
+            **{
+                **data,
+                "outside_layer": dict(data.get("outside_layer") or {}),
+                "too_coarse": dict(data.get("too_coarse") or {}),
+            }
+        )
 
     def summary(self) -> str:
         parts = [f"{self.rows_in} rows read", f"{self.rows_out} kept"]

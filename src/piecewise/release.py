@@ -50,7 +50,7 @@ from piecewise.finality import (
 from piecewise.ingest import ingested_dates
 from piecewise.ledger import Ledger, LedgerError, LedgerState, Release, SealBroken, SealedPeriod
 from piecewise.lock import RunLock
-from piecewise.manifest import Manifest
+from piecewise.manifest import Manifest, unfinished_dates
 from piecewise.publish import INDEX_KEY, PREFIX, AreasFile, Publisher
 from piecewise.schema import DIRECTIONS
 from piecewise.store import KeyNotFound
@@ -251,9 +251,23 @@ def plan_release(
     config: Config, stores: Stores, state: LedgerState, today: dt.date
 ) -> list[FinalPeriod]:
     """The periods of the next release: final on `today` and not released."""
-    available = set(Manifest(stores.private).dates()) & set(ingested_dates(stores.private))
+    manifest = Manifest(stores.private)
+    available = set(manifest.dates()) & set(ingested_dates(stores.private))
     coverage = Coverage(config.periods.start, config.periods.end, state)
-    through = final_through(today, config.ingest.reread_days)
+    reread = config.ingest.reread_days
+    through = final_through(today, reread)
+    # A date whose last scheduled re-read failed is not final yet: the next ingest
+    # reads it again (pipeline.plan_ingest).
+    waiting = [d for d in available if d <= through and d not in state.dates]
+    unfinished = unfinished_dates(manifest, waiting, reread)
+    if unfinished:
+        log.warning(
+            "%d dates are not final until read again to the end of their re-read window "
+            "(a scheduled ingest failed): %s",
+            len(unfinished),
+            ", ".join(d.isoformat() for d in unfinished[:10]),
+        )
+    available -= set(unfinished)
     return final_periods(released_kinds(config, state), coverage, available, through)
 
 

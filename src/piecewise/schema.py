@@ -87,6 +87,11 @@ ENRICHED_BASE = pa.schema(
         pa.field("isp_source", pa.string()),
         # FARM_FINGERPRINT of the id: which test sampling keeps (piecewise.sampling)
         pa.field("pick", pa.int64()),
+        # How precisely the test is located (piecewise.location): the radius M-Lab gave
+        # (km, null without one), the radius taken, and where that came from.
+        pa.field("accuracy_radius_km", pa.float64()),
+        pa.field("radius_km", pa.float64()),
+        pa.field("radius_source", pa.string()),
     ]
 )
 
@@ -104,8 +109,15 @@ def area_column(layer_id: str) -> str:
     return f"area_{layer_id}"
 
 
+def rough_column(layer_id: str) -> str:
+    """The area a test's point falls in when it is too coarse to count there."""
+    return f"rough_{layer_id}"
+
+
 def enriched_schema(layer_ids: list[str]) -> pa.Schema:
     schema = ENRICHED_BASE
     for layer_id in layer_ids:
         schema = schema.append(pa.field(area_column(layer_id), pa.string()))
+    for layer_id in layer_ids:
+        schema = schema.append(pa.field(rough_column(layer_id), pa.string()))
     return schema

@@ -27,7 +27,7 @@ from mapbox_vector_tile.Mapbox import vector_tile_pb2
 from pmtiles.tile import Compression, TileType, zxy_to_tileid
 from pmtiles.writer import Writer
 
-from piecewise.cellfields import STATISTICS
+from piecewise.cellfields import COUNTS, STATISTICS
 
 EXTENT = 4096  # tile coordinates per side
 BUFFER = 64  # tile coordinates drawn beyond each edge, so that strokes join up
@@ -43,7 +43,7 @@ DIRECTIONS = ("download", "upload")
 # Per ISP only the map's metrics (and the share columns).
 ISP_STATS = ("tests", "median", "rtt_median")
 # Published statistics that are not means of the tests: never averaged into a parent.
-NOT_AVERAGED = ("tests", "clients")
+NOT_AVERAGED = COUNTS
 ATTRIBUTION = (
     '<a href="https://www.measurementlab.net/">M-Lab</a> NDT speed tests, aggregated by Piecewise'
 )

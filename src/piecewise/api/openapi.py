@@ -8,7 +8,8 @@ from typing import Any
 
 from piecewise import __version__
 from piecewise.api.params import BOTH, DIRECTIONS, ENDPOINTS, KINDS, Endpoint, Param
-from piecewise.api.reader import SERIES_FIELDS, Snapshot
+from piecewise.api.reader import Snapshot
+from piecewise.cellfields import MEASURES
 
 NUMBER = {"type": ["number", "null"]}
 COUNT = {"type": "integer", "minimum": 0}
@@ -17,8 +18,8 @@ DATE = {"type": "string", "format": "date"}
 DIRECTION = {"type": "string", "enum": list(DIRECTIONS)}
 DIRECTION_CHOICE = {"type": "string", "enum": [*DIRECTIONS, BOTH]}
 KIND = {"type": "string", "enum": list(KINDS)}
-# The statistics besides the two counts.
-STAT_FIELDS = SERIES_FIELDS[2:]
+# The statistics besides the counts.
+STAT_FIELDS = MEASURES
 
 
 def ref(name: str) -> dict:
@@ -48,9 +49,12 @@ CELL = obj(
         "direction": DIRECTION,
         "tests": COUNT,
         "clients": COUNT,
+        # Not in the files of periods published by earlier versions.
+        "coarse": {"type": ["integer", "null"], "minimum": 0},
         **{f: NUMBER for f in STAT_FIELDS},
         "shares": {"type": "object", "additionalProperties": NUMBER},
     },
+    required=["area", "name", "isp", "direction", "tests", "clients", *STAT_FIELDS, "shares"],
     description="A published cell and its statistics (definitions: docs/data.md).",
 )
 SUPPRESSED_CELL = obj(
@@ -210,9 +214,11 @@ SCHEMAS: dict[str, dict] = {
                         "direction": DIRECTION,
                         "tests": array({"type": ["integer", "null"], "minimum": 0}),
                         "clients": array({"type": ["integer", "null"], "minimum": 0}),
+                        "coarse": array({"type": ["integer", "null"], "minimum": 0}),
                         **{f: array(NUMBER) for f in STAT_FIELDS},
                         "shares": {"type": "object", "additionalProperties": array(NUMBER)},
-                    }
+                    },
+                    required=["isp", "direction", "tests", "clients", *STAT_FIELDS, "shares"],
                 )
             ),
         }

@@ -370,8 +370,8 @@ def series(snap: Snapshot, q: SeriesQuery, limits: Limits) -> dict:
     nulls = b"[" + b",".join([b"null"] * len(axis)) + b"]"
 
     def values(arrays: dict[str, bytes] | None, name: str) -> bytes:
-        if arrays is None:
-            return nulls
+        if arrays is None or name not in arrays:
+            return nulls  # no cell, or a column its release did not publish yet
         if take is None:
             return arrays[name]
         array = json.loads(arrays[name])

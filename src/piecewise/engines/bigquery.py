@@ -28,7 +28,7 @@ from piecewise.config import Config, Threshold
 from piecewise.engines import cells_sql
 from piecewise.ingest import tests_key
 from piecewise.sampling import with_pick
-from piecewise.schema import DIRECTIONS, area_column, enriched_schema
+from piecewise.schema import DIRECTIONS, area_column, enriched_schema, rough_column
 from piecewise.sources.bigquery import TIB, SourceError
 from piecewise.store import Store, parquet_bytes
 
@@ -74,7 +74,11 @@ class BigQueryEngine:
         self.layer_ids = list(layer_ids)
         self.maximum_bytes_billed = maximum_bytes_billed
         self.price_per_tib = price_per_tib
-        self.columns = TEST_COLUMNS + [area_column(i) for i in self.layer_ids]
+        self.columns = (
+            TEST_COLUMNS
+            + [area_column(i) for i in self.layer_ids]
+            + [rough_column(i) for i in self.layer_ids]
+        )
 
     @classmethod
     def of(cls, config: Config, client: Any = None) -> BigQueryEngine:
@@ -186,12 +190,21 @@ class BigQueryEngine:
 
     # -- aggregation -----------------------------------------------------------------
 
-    def _job_config(self, kind: str, dates: list[dt.date], thresholds: list[Threshold], dry_run):
+    def _job_config(
+        self,
+        kind: str,
+        dates: list[dt.date],
+        thresholds: list[Threshold],
+        dry_run: bool,
+        sql: str,
+    ):
         from google.cloud import bigquery
 
         params = []
         params_of = cells_sql.parameters(kind, dates, thresholds, self.sampling)
         for name, (kind_of, value) in params_of.items():
+            if f"@{name}" not in sql:
+                continue  # each query names only what it uses
             if kind_of.startswith("ARRAY<"):
                 params.append(bigquery.ArrayQueryParameter(name, kind_of[6:-1], value))
             else:
@@ -204,33 +217,40 @@ class BigQueryEngine:
         )
 
     def _queries(self, kinds: list[str], thresholds: list[Threshold]):
+        """(what, layer, kind, sql): the cells, then the coarse counts, of each layer."""
         for layer in self.layer_ids:
-            sql = cells_sql.bigquery_sql(f"`{self.table}`", layer, len(thresholds))
+            cells = cells_sql.bigquery_sql(f"`{self.table}`", layer, len(thresholds))
+            coarse = cells_sql.coarse_sql(f"`{self.table}`", layer)
             for kind in kinds:
-                yield layer, kind, sql
+                yield "cells", layer, kind, cells
+                yield "coarse", layer, kind, coarse
+
+    def _run(self, sql: str, config) -> pa.Table:
+        job = _call(lambda: self.client.query(sql, job_config=config))
+        return _call(lambda: job.result().to_arrow(create_bqstorage_client=False))
 
     def cells(
         self, dates: list[dt.date], kinds: list[str], thresholds: list[Threshold]
     ) -> tuple[pa.Table, pa.Table]:
         """The (stats, hist) tables of every period of `dates` (loaded before)."""
-        parts = []
-        for layer, kind, sql in self._queries(kinds, thresholds):
-            config = self._job_config(kind, dates, thresholds, dry_run=False)
-            job = _call(lambda sql=sql, config=config: self.client.query(sql, job_config=config))
-            rows = _call(lambda job=job: job.result().to_arrow(create_bqstorage_client=False))
-            parts.append((layer, kind, rows))
-        return cells_sql.cell_tables(parts, thresholds)
+        parts: dict[str, list] = {"cells": [], "coarse": []}
+        for what, layer, kind, sql in self._queries(kinds, thresholds):
+            config = self._job_config(kind, dates, thresholds, dry_run=False, sql=sql)
+            parts[what].append((layer, kind, self._run(sql, config)))
+        stats, hist = cells_sql.cell_tables(parts["cells"], thresholds)
+        return cells_sql.with_coarse(stats, cells_sql.coarse_table(parts["coarse"])), hist
 
     def estimate(
         self, dates: list[dt.date], kinds: list[str], thresholds: list[Threshold]
     ) -> list[QueryEstimate]:
         """Dry-run every aggregation query against the table as loaded now."""
         out = []
-        for layer, kind, sql in self._queries(kinds, thresholds):
-            config = self._job_config(kind, dates, thresholds, dry_run=True)
+        for what, layer, kind, sql in self._queries(kinds, thresholds):
+            config = self._job_config(kind, dates, thresholds, dry_run=True, sql=sql)
             job = _call(lambda sql=sql, config=config: self.client.query(sql, job_config=config))
             scanned = int(job.total_bytes_processed or 0)
-            out.append(QueryEstimate(layer, kind, scanned, scanned / TIB * self.price_per_tib))
+            label = kind if what == "cells" else f"{kind} coarse"
+            out.append(QueryEstimate(layer, label, scanned, scanned / TIB * self.price_per_tib))
         return out
 
 

@@ -27,10 +27,10 @@ from sqlglot import exp
 
 from piecewise.aggregate import HIST_SCHEMA, cell_schema, plain_strings, share_column
 from piecewise.areas import PSEUDO_AREAS
-from piecewise.cellfields import STATISTICS
+from piecewise.cellfields import MEASURES
 from piecewise.config import RESERVED_ISP, Threshold
 from piecewise.histogram import BUCKETS, LOW, RATIO
-from piecewise.schema import area_column
+from piecewise.schema import area_column, rough_column
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TABLE_ID = re.compile(r"^`?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){0,2}`?$")
@@ -53,6 +53,81 @@ def bigquery_sql(table: str, layer_id: str, thresholds: int) -> str:
     if not shares:
         text = text.replace("AS loss_median,\n", "AS loss_median\n")
     return text.replace("{table}", table).replace("{area}", area)
+
+
+def coarse_sql(table: str, layer_id: str) -> str:
+    """The query of the `coarse` counts of one layer (any period kind) over `table`."""
+    rough = rough_column(layer_id)
+    if not IDENTIFIER.match(rough) or not TABLE_ID.match(table):
+        raise ValueError(f"not an identifier: {rough!r} or {table!r}")
+    text = resources.files("piecewise.sql").joinpath("coarse_counts.sql").read_text("utf-8")
+    return text.replace("{table}", table).replace("{rough}", rough)
+
+
+COARSE_KEYS = ("layer", "kind", "period", "area", "isp", "direction")
+
+
+def coarse_table(parts: list[tuple[str, str, pa.Table]]) -> pa.Table:
+    """Query results (layer, kind, rows) as one table: the keys and `coarse`."""
+    tables = []
+    for layer, kind, rows in parts:
+        n = rows.num_rows
+        tables.append(
+            pa.table(
+                {
+                    "layer": pa.array([layer] * n, pa.string()),
+                    "kind": pa.array([kind] * n, pa.string()),
+                    "period": rows.column("period").cast(pa.date32()),
+                    "area": rows.column("area").cast(pa.string()),
+                    "isp": rows.column("isp").cast(pa.string()),
+                    "direction": rows.column("direction").cast(pa.string()),
+                    "coarse": rows.column("coarse").cast(pa.int64()),
+                }
+            )
+        )
+    if not tables:
+        return pa.table(
+            {k: pa.array([], pa.date32() if k == "period" else pa.string()) for k in COARSE_KEYS}
+            | {"coarse": pa.array([], pa.int64())}
+        )
+    return pa.concat_tables(tables)
+
+
+def with_coarse(stats: pa.Table, coarse: pa.Table) -> pa.Table:
+    """`stats` with its `coarse` column from `coarse` (by key; 0 where it has none), the
+    rows in their order (histograms refer to them by position)."""
+    keys = list(COARSE_KEYS)
+    plain = {k: stats.column(k).cast(pa.date32() if k == "period" else pa.string()) for k in keys}
+    left = pa.table({**plain, "row": pa.array(np.arange(stats.num_rows, dtype=np.int64))})
+    joined = left.join(coarse.select([*keys, "coarse"]), keys=keys, join_type="left outer")
+    joined = joined.sort_by("row")
+    counts = pc.fill_null(joined.column("coarse"), 0).cast(pa.int64())
+    return stats.set_column(stats.schema.get_field_index("coarse"), "coarse", counts)
+
+
+def coarse_in_duckdb(
+    tests: pa.Table, layer_ids: list[str], kinds: list[str], sampling: str = "all"
+) -> pa.Table:
+    """The `coarse` counts of sql/coarse_counts.sql, run by DuckDB on enriched tests."""
+    dates = pc.unique(tests.column("date")).to_pylist()
+    if not dates or tests.num_rows == 0:
+        return coarse_table([])
+    con = duckdb.connect()
+    try:
+        con.register(DUCKDB_TABLE, tests)
+        parts = []
+        for layer in layer_ids:
+            sql = duckdb_sql(coarse_sql(DUCKDB_TABLE, layer))
+            for kind in kinds:
+                params = {
+                    k: v
+                    for k, (_, v) in parameters(kind, dates, [], sampling).items()
+                    if f"${k}" in sql
+                }
+                parts.append((layer, kind, con.sql(sql, params=params).to_arrow_table()))
+        return coarse_table(parts)
+    finally:
+        con.close()
 
 
 def _exact_percentile(node: exp.Expression) -> exp.Expression:
@@ -111,8 +186,9 @@ def cell_tables(
             "tests": rows.column("tests").cast(pa.int64()),
             "clients": rows.column("clients").cast(pa.int64()),
         }
-        names = list(STATISTICS[2:])
-        for name in names:
+        # Tests located too roughly to count here: a count of their own (coarse_counts.sql).
+        cols["coarse"] = pa.array(np.zeros(n, dtype=np.int64))
+        for name in MEASURES:
             # A cell without a value of a metric: NaN, as the one-machine engine has it.
             cols[name] = pc.fill_null(rows.column(name).cast(pa.float64()), np.nan)
         for i, t in enumerate(thresholds):

@@ -1,9 +1,10 @@
 """M-Lab's unified views in BigQuery as a test source, with a cost guard.
 
 One query per direction and date range (`sql/unified_tests.sql`, every value a query
-parameter, the table id from the validated config); a run reads one date at a time,
-from its archive day and the next (`query_days`). Every query carries
-`maximum_bytes_billed`; `estimate()` / `estimate_dates()` dry-run the queries (free) and
+parameter, the table id from the validated config); a run reads its consecutive dates
+together, from their archive days and the next (piecewise.ingest.archive_span), in as
+few queries as each stay under `maximum_bytes_billed` (found by dry runs), which every
+query carries; `estimate()` / `estimate_dates()` dry-run the queries (free) and
 report the bytes they would scan and what that costs at on-demand prices, and
 `check_run()` stops a run whose queries together would scan more than a cap. The views
 are partitioned by date, not by place, and their filter reads raw columns: a query pays
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -67,13 +69,6 @@ class QueryEstimate:
     end: dt.date | None = None
 
 
-def query_days(date: dt.date) -> tuple[dt.date, dt.date]:
-    """The archive days (`date` partitions) a run's queries of `date` read: its own and
-    the next, since M-Lab archives a test near midnight the next day and a date's tests
-    are those taken on it (piecewise.ingest). Each is a whole day of the views."""
-    return date, date + dt.timedelta(days=1)
-
-
 def gb(count: float) -> str:
     """Bytes as decimal gigabytes, as BigQuery's console and M-Lab's figures give them."""
     return f"{count / GB:,.1f} GB"
@@ -85,17 +80,47 @@ def _dates_text(dates: list[dt.date]) -> str:
     return f"{len(dates)} dates from {dates[0]} to {dates[-1]}"
 
 
-def _sql(table: str) -> str:
+# The query parameters every run passes (a query file may use any of them, and no other).
+PARAMETERS = frozenset(
+    {
+        "direction", "start_date", "end_date", "use_bbox",
+        "west", "south", "east", "north", "country", "subdivisions",
+    }
+)  # fmt: skip
+_PARAMETER = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def query_text(query_file: Path | None = None) -> str:
+    """The SQL that reads the tests: `query_file`, or the bundled query of M-Lab's
+    unified views (sql/unified_tests.sql)."""
+    if query_file is None:
+        return resources.files("piecewise.sql").joinpath("unified_tests.sql").read_text("utf-8")
+    try:
+        text = query_file.read_text("utf-8")
+    except OSError as exc:
+        raise SourceError(f"source.query_file: cannot read {query_file}: {exc}") from exc
+    unknown = sorted(set(_PARAMETER.findall(_without_comments(text))) - PARAMETERS)
+    if unknown:
+        raise SourceError(
+            f"source.query_file {query_file}: unknown query parameter @{unknown[0]}; a query "
+            f"may use {', '.join('@' + p for p in sorted(PARAMETERS))} (docs/configuration.md)"
+        )
+    return text
+
+
+def _without_comments(sql: str) -> str:
+    return re.sub(r"--[^\n]*|/\*.*?\*/", "", sql, flags=re.S)
+
+
+def query_digest(query_file: Path | None = None) -> str:
+    """What identifies the query a run reads with (its text)."""
+    return hashlib.sha256(query_text(query_file).encode()).hexdigest()[:16]
+
+
+def _sql(table: str, text: str) -> str:
     if not TABLE_ID.match(table):
         raise SourceError(f"table id {table!r} is not of the form project.dataset.table")
-    text = resources.files("piecewise.sql").joinpath("unified_tests.sql").read_text("utf-8")
     return text.replace("{table}", table)
-
-
-def fingerprint(tables: dict[str, str], region: Region) -> str:
-    """Identifies what a query reads: the SQL text, the tables and the region filter."""
-    parts = [_sql(t) for t in tables.values()] + [region.model_dump_json()]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 class BigQuerySource:
@@ -112,6 +137,8 @@ class BigQuerySource:
         use_storage_api: bool = True,
         page_size: int = 10_000,
         storage_client: Any = None,
+        block_days: int = 31,
+        query_file: Path | None = None,
     ) -> None:
         for direction in tables:
             if direction not in DIRECTIONS:
@@ -126,7 +153,13 @@ class BigQuerySource:
         # The Storage Read API client to use (tests point one at a local server); None:
         # built from the BigQuery client's credentials when needed.
         self.storage_client = storage_client
-        self.sql = {d: _sql(t) for d, t in self.tables.items()}
+        self.block_days = block_days  # as ingest.block_days: the runs' blocks of dates
+        self.query_file = query_file
+        text = query_text(query_file)
+        self.sql = {d: _sql(t, text) for d, t in self.tables.items()}
+        # Dry runs made, by (direction, first and last archive day): free, but each a
+        # round trip; a run's queries reuse those of its check.
+        self._estimates: dict[tuple[str, dt.date, dt.date], QueryEstimate] = {}
 
     def _parameters(self, direction: str, start: dt.date, end: dt.date) -> list:
         from google.cloud import bigquery
@@ -162,28 +195,51 @@ class BigQuerySource:
         return [self._estimate(d, start, end) for d in self.tables]
 
     def estimate_dates(self, dates: Iterable[dt.date]) -> list[QueryEstimate]:
-        """Dry-run the queries a run of `dates` makes, one per date and direction, each
-        over the date's `query_days`, by date then direction; nothing runs, nothing is
-        billed."""
-        work = [(d, *query_days(day)) for day in sorted(set(dates)) for d in self.tables]
+        """Dry-run the queries a run of `dates` makes: per block of consecutive dates and
+        direction, over the block's archive days and the next (piecewise.ingest.
+        date_blocks, archive_span), in as few queries as fit `maximum_bytes_billed`
+        (see `queries`); nothing runs, nothing is billed."""
+        from piecewise.ingest import archive_span, date_blocks
+
+        blocks = date_blocks(dates, self.block_days)
+        work = [(d, *archive_span(block)) for block in blocks for d in self.tables]
         if len(work) <= 1:
-            return [self._estimate(*item) for item in work]
+            return [e for item in work for e in self.queries(*item)]
         with ThreadPoolExecutor(max_workers=min(DRY_RUN_THREADS, len(work))) as pool:
-            return list(pool.map(lambda item: self._estimate(*item), work))
+            return [e for found in pool.map(lambda item: self.queries(*item), work) for e in found]
+
+    def queries(self, direction: str, start: dt.date, end: dt.date) -> list[QueryEstimate]:
+        """The queries that read archive days `start`..`end` of `direction`, dry-run: one,
+        or, when that would scan more than `maximum_bytes_billed`, the days cut in halves
+        until each part fits (each archive day is still read once; a single day over the
+        limit stays a query of its own, which BigQuery then refuses). Dry runs are
+        remembered, so a run's queries are those its dry runs reported."""
+        estimate = self._estimate(direction, start, end)
+        if estimate.bytes <= self.maximum_bytes_billed or start == end:
+            return [estimate]
+        middle = start + dt.timedelta(days=(end - start).days // 2)
+        return self.queries(direction, start, middle) + self.queries(
+            direction, middle + dt.timedelta(days=1), end
+        )
 
     def check_run(self, dates: Iterable[dt.date], maximum_bytes: int) -> list[QueryEstimate]:
         """Dry-run the queries of a run of `dates` and raise RunTooCostly when together
         they would scan more than `maximum_bytes`; the estimates otherwise."""
-        estimates = self.estimate_dates(dates)
+        from piecewise.ingest import date_blocks
+
+        days = sorted(set(dates))
+        estimates = self.estimate_dates(days)
         total = sum(e.bytes for e in estimates)
         if total > maximum_bytes:
-            days = sorted({e.start for e in estimates if e.start is not None})
-            per_day = total / len(days) if days else total
-            fit = int(maximum_bytes // per_day) if per_day else 0
+            # A block of n consecutive dates reads n + 1 archive days.
+            archive_days = sum(len(b) + 1 for b in date_blocks(days, self.block_days))
+            per_day = total / archive_days if archive_days else total
+            fit = int(maximum_bytes // per_day) - 1 if per_day else 0
             parts = (
-                f"about {fit} date{'' if fit == 1 else 's'} a run at {gb(per_day)} a date"
-                if fit
-                else f"though a single date, {gb(per_day)}, is more than the cap"
+                f"about {fit} consecutive date{'' if fit == 1 else 's'} a run at "
+                f"{gb(per_day)} an archive day (n dates read n + 1)"
+                if fit >= 1
+                else f"though a single date, {gb(2 * per_day)}, is more than the cap"
             )
             raise RunTooCostly(
                 f"the {len(estimates)} queries of this run ({_dates_text(days)}, "
@@ -198,23 +254,40 @@ class BigQuerySource:
         return estimates
 
     def _estimate(self, direction: str, start: dt.date, end: dt.date) -> QueryEstimate:
+        key = (direction, start, end)
+        if (known := self._estimates.get(key)) is not None:
+            return known
         job = self._run(direction, start, end, dry_run=True)
         scanned = int(job.total_bytes_processed or 0)
         cost = scanned / TIB * self.price_per_tib
-        return QueryEstimate(direction, self.tables[direction], scanned, cost, start, end)
+        estimate = QueryEstimate(direction, self.tables[direction], scanned, cost, start, end)
+        self._estimates[key] = estimate
+        return estimate
 
     def batches(self, start: dt.date, end: dt.date) -> Iterator[pa.RecordBatch]:
         storage = self._storage_client()
-        dates = [start] if start == end else [start, end]
         for direction in self.tables:
-            job = self._run(direction, start, end, dry_run=False)
-            rows = self._call(lambda job=job: job.result(page_size=self.page_size), dates)
-            stream = iter(rows.to_arrow_iterable(bqstorage_client=storage, max_queue_size=2))
-            # Pages (and the Storage API's read session) are fetched while iterating: a
-            # refusal there gets the same advice as one of the query itself.
-            while (batch := self._call(lambda s=stream: next(s, None), dates)) is not None:
-                if batch.num_rows:
-                    yield to_unified(batch)
+            # Days over several queries when one would pass `maximum_bytes_billed`.
+            parts = (
+                [(start, end)]
+                if start == end
+                else [(e.start or start, e.end or end) for e in self.queries(direction, start, end)]
+            )
+            for first, last in parts:
+                yield from self._read(direction, first, last, storage)
+
+    def _read(
+        self, direction: str, start: dt.date, end: dt.date, storage: Any
+    ) -> Iterator[pa.RecordBatch]:
+        dates = [start] if start == end else [start, end]
+        job = self._run(direction, start, end, dry_run=False)
+        rows = self._call(lambda: job.result(page_size=self.page_size), dates)
+        stream = iter(rows.to_arrow_iterable(bqstorage_client=storage, max_queue_size=2))
+        # Pages (and the Storage API's read session) are fetched while iterating: a
+        # refusal there gets the same advice as one of the query itself.
+        while (batch := self._call(lambda: next(stream, None), dates)) is not None:
+            if batch.num_rows:
+                yield to_unified(batch, self.query_file)
 
     def _storage_client(self) -> Any:
         """The Storage Read API client when allowed and installed; None reads over REST."""
@@ -257,10 +330,22 @@ class BigQuerySource:
         )
 
 
-def to_unified(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """A result batch cast to the exact unified schema (types and nesting)."""
+def to_unified(batch: pa.RecordBatch, query_file: Path | None = None) -> pa.RecordBatch:
+    """A result batch cast to the exact unified schema (types and nesting); SourceError
+    naming what is missing or of another type when the query's columns do not fit."""
     table = pa.Table.from_batches([batch])
-    table = table.select([f.name for f in UNIFIED]).cast(UNIFIED)
+    missing = [f.name for f in UNIFIED if f.name not in table.column_names]
+    try:
+        if missing:
+            raise ValueError(f"no column {missing[0]!r}")
+        table = table.select([f.name for f in UNIFIED]).cast(UNIFIED)
+    except (ValueError, TypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        query = f"source.query_file {query_file}" if query_file else "the bundled query"
+        raise SourceError(
+            f"the rows of {query} do not have Piecewise's unified shape ({exc}): a query "
+            "returns id, date and the structs a, client and server with the fields of "
+            "sql/unified_tests.sql, of the same types (docs/configuration.md)"
+        ) from exc
     return table.combine_chunks().to_batches()[0]
 
 

@@ -5,7 +5,22 @@
 -- per configured threshold; every value is a query parameter.
 -- APPROX_QUANTILES(x, 100)[OFFSET(k)] is the k-th percentile: approximate in BigQuery,
 -- exact (linear interpolation, quantile_cont) in DuckDB.
-WITH tests AS (
+WITH sampled AS (
+  -- sampling one_per_client_day: of each client's tests of a date and direction (all of
+  -- them, wherever located), the one with the lowest FARM_FINGERPRINT of its id
+  -- (`pick`), as M-Lab's statistics (piecewise.sampling)
+  SELECT *
+  FROM {table}
+  WHERE date BETWEEN @first_date AND @last_date
+    AND date IN UNNEST(@dates)
+  QUALIFY NOT @one_per_client_day
+    OR client_ip IS NULL
+    OR ROW_NUMBER() OVER (
+      PARTITION BY direction, date, client_ip ORDER BY pick, mbps, min_rtt_ms
+    ) = 1
+),
+
+tests AS (
   SELECT
     direction,
     CASE @kind
@@ -23,16 +38,9 @@ WITH tests AS (
     -- piecewise.histogram.bucket_of: log-spaced buckets, the ends clamped
     CAST(LEAST(GREATEST(FLOOR(LN(mbps / @low) / LN(@ratio)), 0), @buckets - 1) AS INT64)
       AS bucket
-  FROM {table}
-  WHERE date BETWEEN @first_date AND @last_date
-    AND date IN UNNEST(@dates)
-    AND {area} IS NOT NULL
+  FROM sampled
+  WHERE {area} IS NOT NULL
     AND {area} NOT IN UNNEST(@pseudo_areas)
-  -- sampling one_per_client_day: the test of each client, date and direction with the
-  -- lowest FARM_FINGERPRINT of its id (`pick`), as M-Lab's statistics (piecewise.sampling)
-  QUALIFY NOT @one_per_client_day
-    OR client_ip IS NULL
-    OR ROW_NUMBER() OVER (PARTITION BY direction, date, client_ip ORDER BY pick) = 1
 ),
 
 stats AS (

@@ -165,6 +165,12 @@ export class Panel {
           ...DIRECTIONS.map((d) => (sup(d) ? INSUFFICIENT : cell(d) ? `${formatMbps(cell(d).p10)} to ${formatMbps(cell(d).p90)}` : "no tests")),
         ],
         ["Median latency", ...DIRECTIONS.map((d) => val(d, formatMs, "rtt_median"))],
+        [
+          // Tests whose IP location is too rough for areas this small (a town's or a
+          // state's centroid): counted in larger areas, not here. Null before it was kept.
+          "Located too roughly to count here",
+          ...DIRECTIONS.map((d) => (sup(d) ? INSUFFICIENT : cell(d) ? (cell(d).coarse == null ? "–" : formatCount(cell(d).coarse)) : "no tests")),
+        ],
       ];
       for (const t of this.index.thresholds || []) {
         rows.push([

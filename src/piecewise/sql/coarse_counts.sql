@@ -1,0 +1,35 @@
+-- Tests located too roughly to count in the areas of one layer (piecewise.location), by
+-- the area their point falls in, period, direction and ISP (each ISP, and every ISP
+-- together as @all_isps): the `coarse` count of the cells. GoogleSQL; DuckDB runs it
+-- transpiled by sqlglot, as sql/cells.sql. {table} and {rough} are identifiers from
+-- the validated config; every value is a query parameter. Sampled as sql/cells.sql is.
+WITH tests AS (
+  SELECT
+    direction,
+    CASE @kind
+      WHEN 'day' THEN date
+      WHEN 'month' THEN DATE_TRUNC(date, MONTH)
+      WHEN 'quarter' THEN DATE_TRUNC(date, QUARTER)
+      ELSE DATE_TRUNC(date, YEAR)
+    END AS period,
+    {rough} AS area,
+    isp
+  FROM {table}
+  WHERE date BETWEEN @first_date AND @last_date
+    AND date IN UNNEST(@dates)
+  QUALIFY NOT @one_per_client_day
+    OR client_ip IS NULL
+    OR ROW_NUMBER() OVER (
+      PARTITION BY direction, date, client_ip ORDER BY pick, mbps, min_rtt_ms
+    ) = 1
+)
+
+SELECT
+  area,
+  period,
+  direction,
+  IF(GROUPING(isp) = 1, @all_isps, isp) AS isp,
+  COUNT(*) AS coarse
+FROM tests
+WHERE area IS NOT NULL
+GROUP BY GROUPING SETS ((area, period, direction), (area, period, direction, isp))
