@@ -299,3 +299,28 @@ def test_the_map_credits_geolite_beside_mlab(tmp_path: Path) -> None:
     own = f'[site]\nattribution = "M-Lab NDT; {GEOLITE_NOTICE}"'
     cfg = config(tmp_path, f'asn_database = "{path}"', own)
     assert runtime_config(cfg)["attribution"] == f"M-Lab NDT; {GEOLITE_NOTICE}"
+
+
+def test_the_tiles_credit_geolite_beside_mlab(tmp_path: Path) -> None:
+    """Map tiles carry the data: their metadata credits what the data came from."""
+    from pmtiles.reader import MmapSource, Reader
+
+    from piecewise.tiles import ATTRIBUTION
+
+    path = maxmind_db(tmp_path / "asn.mmdb", BUILT)
+    credits = {}
+    for name, cfg in (
+        ("without", config(tmp_path)),
+        ("geolite", config(tmp_path, f'asn_database = "{path}"')),
+    ):
+        publisher = Publisher(cfg, Stores.of(cfg).public, build_layers(cfg))
+        tiles = publisher.layer_tiles("hex", [], {"thresholds": []})
+        doc = {"cells": [], "suppressed": [], "layer": "hex", "kind": "day", "period": "x"}
+        archive = tiles.write("day", str(DATE), doc)
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "a.pmtiles").write_bytes(archive.data)
+        with open(folder / "a.pmtiles", "rb") as f:
+            credits[name] = Reader(MmapSource(f)).metadata()["attribution"]
+    assert credits["without"] == ATTRIBUTION
+    assert credits["geolite"] == f"{ATTRIBUTION}; ISP names: {GEOLITE_NOTICE}"

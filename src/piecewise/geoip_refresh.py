@@ -984,6 +984,16 @@ def data_sources(config: Config) -> list[dict[str, str]]:
     return sources
 
 
+def tile_attribution(config: Config) -> str:
+    """The credit in the tiles' metadata: M-Lab's data, and the GeoLite licence's notice
+    when a GeoLite database names the ISPs."""
+    from piecewise.tiles import ATTRIBUTION
+
+    if maxmind_product(config) == "GeoLite":
+        return f"{ATTRIBUTION}; ISP names: {GEOLITE_NOTICE}"
+    return ATTRIBUTION
+
+
 def attribution(config: Config) -> str:
     """The credit the map shows: `site.attribution`, followed by MaxMind's when a MaxMind
     database names the ISPs and the text does not hold it already (the GeoLite licence's

@@ -284,6 +284,8 @@ class Publisher:
     def layer_tiles(self, layer: str, ids: list[str], settings: dict) -> LayerTiles:
         """The tile writer of a layer, drawing the shapes of `ids` (for an H3 layer, the
         cells of the periods to write are enough: each archive draws its own cells)."""
+        from piecewise.geoip_refresh import tile_attribution  # reads a MaxMind file's metadata
+
         area_layer = self.layers[layer]
         resolution = area_layer.layer.resolution if isinstance(area_layer, H3Areas) else None
         return LayerTiles(
@@ -294,6 +296,7 @@ class Publisher:
             [{"label": t["label"], "column": t["column"]} for t in settings["thresholds"]],
             resolution,
             self.config.project.name,
+            tile_attribution(self.config),
         )
 
     def write_areas(self, layer: str, ids: list[str]) -> AreasFile:

@@ -461,9 +461,11 @@ def build_archive(
     name: str,
     description: str,
     where: str,
+    attribution: str = ATTRIBUTION,
 ) -> Archive:
     """The PMTiles archive of one period of a layer. `names` maps area ids to names
-    (H3 parents are named by their id); `where` names the archive in errors."""
+    (H3 parents are named by their id); `where` names the archive in errors;
+    `attribution` is the metadata's credit of the data's sources."""
     encoder = TileEncoder(geometry.layer)
     seen: set[tuple[int | None, str]] = set()
     fields: dict[str, str] = {"id": "String", "name": "String"}
@@ -515,7 +517,7 @@ def build_archive(
     metadata = {
         "name": name,
         "description": description,
-        "attribution": ATTRIBUTION,
+        "attribution": attribution,
         "format": "pbf",
         "type": "overlay",
         "version": "1",
@@ -558,8 +560,10 @@ class LayerTiles:
         thresholds: list[Mapping],
         resolution: int | None,
         project: str,
+        attribution: str = ATTRIBUTION,
     ) -> None:
         self.store = store
+        self.attribution = attribution
         self.layer = layer
         self._shapes = shapes
         self.names = names
@@ -588,6 +592,7 @@ class LayerTiles:
             name=f"{self.project}: {self.layer}, {kind} {label}",
             description=f"Broadband statistics of {self.layer} for the {kind} {label}",
             where=key,
+            attribution=self.attribution,
         )
         self.store.write_bytes(key, archive.data, content_type=CONTENT_TYPE, cache_control=CACHE)
         if kind not in self.newest or label > self.newest[kind][0]:
