@@ -13,7 +13,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 TILE_TOOLS := .venv-tiletools
 
-.PHONY: run test bench bench-tools lint format demo-data install clean bq-emulator site browser
+.PHONY: run test test-fast bench bench-tools lint format demo-data install clean bq-emulator site browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -57,6 +57,12 @@ test: $(STAMP) demo-data bq-emulator site browser checkov-venv
 	$(VENV)/bin/ruff check src tests bench functions infra
 	$(VENV)/bin/ruff format --check src tests bench functions infra
 	$(VENV)/bin/pytest -q
+
+# The edit loop: lint and the tests that need no emulator, browser or long run (about
+# three minutes here); `make test` runs them all.
+test-fast: $(STAMP) demo-data
+	$(VENV)/bin/ruff check src tests bench functions infra
+	$(VENV)/bin/pytest -q -m "not slow and not service and not browser"
 
 bench: $(STAMP) demo-data site browser bench-tools
 	$(PY) bench/run.py --tile-tools $(TILE_TOOLS) --write docs/benchmarks.md
