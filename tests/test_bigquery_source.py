@@ -441,4 +441,11 @@ def test_the_query_file_is_a_setting_of_the_config(
     (tmp_path / "q.sql").write_text(bundled_query() + "  AND a.MinRTT < 100\n")
     # The rows depend on the query's text: a changed query is a changed setting.
     assert ingest_fingerprint(cfg) != same_text and bundled != same_text
+    # What a run costs and who pays for it do not.
+    cheaper = parse_config(
+        text.replace(f'project = "{emulator.project}"', 'project = "another"')
+        + "maximum_bytes_per_run = 1000\nprice_per_tib = 5.0\n",
+        base_dir=tmp_path,
+    )
+    assert ingest_fingerprint(cheaper) == bundled
     assert run_ingest(cfg, D1, D1, progress=False).dates == [D1]

@@ -111,6 +111,17 @@ class Stores:
         )
 
 
+# Source settings that change what a run costs or how it reads, never which rows it gets.
+COST_ONLY = {
+    "project",
+    "location",
+    "maximum_bytes_billed",
+    "maximum_bytes_per_run",
+    "price_per_tib",
+    "use_storage_api",
+}
+
+
 def ingest_fingerprint(config: Config) -> str:
     """What ingested rows depend on besides the source's data and the GeoIP database."""
     source = config.source
@@ -122,7 +133,8 @@ def ingest_fingerprint(config: Config) -> str:
     return fingerprint(
         {
             **query,
-            "source": source.model_dump(mode="json"),
+            # Who pays, the caps and how results travel do not change the rows.
+            "source": source.model_dump(mode="json", exclude=COST_ONLY),
             "region": config.region.model_dump(mode="json"),
             "layers": [layer.model_dump(mode="json") for layer in config.layers],
             "isps": [rule.model_dump(mode="json") for rule in config.isps],
