@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from piecewise.clients import client_network, network_keyed
+from piecewise.clients import _fast_network, client_network, network_keyed
 
 CASES = [
     # IPv4: as it is, canonical.
@@ -196,3 +196,33 @@ def test_the_column_form_agrees_with_the_one_address_form(
     table = pa.table({"client_ip": values.dictionary_encode() if dictionary else values})
     expected = [None if ip is None else client_network(ip) for ip in ips]
     assert network_keyed(table).column("client_ip").to_pylist() == expected
+
+
+# Text that looks like an address: what the C library's parser and Python's may judge
+# differently (groups of odd lengths, dotted tails, several "::", zone ids).
+ADDRESS_LIKE = st.text(alphabet="0123456789abcdefABCDEF:.%ff", max_size=45)
+SPELLED_IPV6 = st.builds(
+    lambda n, pick: (
+        _spellings(ipaddress.IPv6Address(n))[pick]
+        if pick < 5
+        # An embedded IPv4 tail (RFC 4291 2.2, form 3), mapped or not.
+        else str(ipaddress.IPv6Address(n)).rsplit(":", 2)[0]
+        + ":"
+        + str(ipaddress.IPv4Address(n & 0xFFFFFFFF))
+    ),
+    st.one_of(
+        st.integers(min_value=0, max_value=2**128 - 1),
+        st.integers(min_value=0, max_value=2**32 - 1).map(lambda n: 0xFFFF << 32 | n),
+    ),
+    st.integers(min_value=0, max_value=5),
+)
+
+
+@given(ip=st.one_of(ADDRESS_LIKE, SPELLED_IPV6, IPV4, st.text(max_size=20)))
+def test_the_fast_rule_for_a_column_is_the_rule(ip: str) -> None:
+    assert _fast_network(ip) == client_network(ip)
+
+
+@pytest.mark.parametrize(("ip", "key"), CASES)
+def test_the_fast_rule_gives_each_documented_key(ip: str, key: str) -> None:
+    assert _fast_network(ip) == key
