@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from piecewise.dayspool import DaySpool
 from piecewise.pipeline import run_ingest
@@ -39,18 +40,31 @@ def test_spilled_runs_merge_into_the_in_memory_order(tmp_path: Path) -> None:
     assert small.rows == big.rows == 3500
 
 
+def test_spools_sharing_a_folder_keep_their_own_runs(tmp_path: Path) -> None:
+    # Every date and direction of a block spills into the same temporary folder.
+    spools = [DaySpool(table(1, 0).schema, memory_rows=100, spill_dir=tmp_path) for _ in range(3)]
+    for seed, spool in enumerate(spools):
+        for part in range(3):
+            spool.add(table(150, seed * 10 + part))
+    for seed, spool in enumerate(spools):
+        merged = pq.read_table(pa.BufferReader(spool.merged_parquet()))
+        expected = {f"t{seed * 10 + part}-{i}" for part in range(3) for i in range(150)}
+        assert set(merged.column("id").to_pylist()) == expected
+        assert spool.rows == 450 and spool.duplicates == 0
+
+
 def test_ingest_in_small_batches_gives_the_same_tests_and_repeats_bytes(
-    tmp_path: Path, demo_data: Path
+    tmp_path: Path, demo_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Spools of 64 rows: every date's tests spill, in blocks of several dates.
+    monkeypatch.setattr("piecewise.ingest.MIN_SPOOL_ROWS", 64)
     whole = make_config(tmp_path / "whole", demo_data)
     (tmp_path / "whole").mkdir()
     run_ingest(whole, START, END, progress=False)
     small_dir = tmp_path / "small"
     small_dir.mkdir()
     small = make_config(small_dir, demo_data)
-    small = small.model_copy(
-        update={"ingest": small.ingest.model_copy(update={"batch_rows": 1024})}
-    )
+    small = small.model_copy(update={"ingest": small.ingest.model_copy(update={"batch_rows": 512})})
     run_ingest(small, START, END, progress=False)
     for path in sorted((tmp_path / "whole/private/tests").rglob("*.parquet")):
         other = small_dir / "private/tests" / path.relative_to(tmp_path / "whole/private/tests")

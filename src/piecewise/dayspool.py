@@ -7,6 +7,7 @@ twice) is kept once: `duplicates` counts the others."""
 from __future__ import annotations
 
 import io
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -23,7 +24,8 @@ class DaySpool:
     def __init__(self, schema: pa.Schema, memory_rows: int, spill_dir: Path) -> None:
         self.schema = schema
         self.memory_rows = memory_rows
-        self.spill_dir = spill_dir
+        self.spill_dir = spill_dir  # shared: each spool spills into a folder of its own
+        self.run_dir: Path | None = None
         self.parts: list[pa.Table] = []
         self.held = 0
         self.rows = 0  # rows kept, once the spool is read out
@@ -41,7 +43,9 @@ class DaySpool:
 
     def _spill(self) -> None:
         run = pa.concat_tables(self.parts).sort_by(ORDER)
-        path = self.spill_dir / f"run-{len(self.runs):05d}.parquet"
+        if self.run_dir is None:
+            self.run_dir = Path(tempfile.mkdtemp(prefix="spool-", dir=self.spill_dir))
+        path = self.run_dir / f"run-{len(self.runs):05d}.parquet"
         pq.write_table(run, path, compression="lz4")
         self.runs.append(path)
         self.parts, self.held = [], 0
@@ -62,7 +66,7 @@ class DaySpool:
             self._spill()
         sql = resources.files("piecewise.sql").joinpath("merge_sorted_runs.sql").read_text()
         con = duckdb.connect(
-            config={"memory_limit": MERGE_MEMORY, "temp_directory": str(self.spill_dir)}
+            config={"memory_limit": MERGE_MEMORY, "temp_directory": str(self.run_dir)}
         )
         sink = io.BytesIO()
         try:
