@@ -11,8 +11,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from piecewise.schema import UNIFIED
+from piecewise.sources import files
 from piecewise.sources.files import ExportFileError, FilesSource
 from piecewise.store import open_store
 
@@ -430,3 +433,119 @@ def test_exports_in_a_bucket(kind: str, request: pytest.FixtureRequest) -> None:
     assert rows_of(source, D2, D3) == JSON_EXPECTED[1:] + [
         parquet_expected(d, i, "upload") for d in (1, 2) for i in (0, 1)
     ]
+
+
+# -- the fast JSON reader agrees with the exact one ----------------------------------------
+
+# Each field as BigQuery writes it, or as another exporter might: INT64 as a number,
+# FLOAT64 as text ("NaN"), timestamps in other spellings, whole structs null or absent.
+_INT = st.integers(min_value=-(2**40), max_value=2**40)
+_FLOAT = st.floats(allow_nan=False, allow_infinity=False, width=32)
+_TEXT = st.text(max_size=12)
+_JSON_VALUE = {
+    "int": st.one_of(_INT.map(str), _INT, st.none(), st.just(" 7 ")),
+    "float": st.one_of(_FLOAT, _FLOAT.map(str), st.sampled_from(["NaN", "Infinity"]), st.none()),
+    "text": st.one_of(_TEXT, st.none(), st.just(12)),
+    "time": st.one_of(
+        st.sampled_from(
+            [
+                "2025-01-02 03:04:05.123456 UTC",
+                "2025-01-02T03:04:05Z",
+                "2025-01-02T03:04:05+02:00",
+                "2025-01-03 23:59:59 UTC",
+                "2025-01-02",
+            ]
+        ),
+        st.none(),
+    ),
+    "date": st.sampled_from(["2025-01-01", "2025-01-02", "2025-01-03", "2025-01-09", None]),
+}
+
+
+def _kind(t: pa.DataType) -> str:
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_timestamp(t):
+        return "time"
+    if pa.types.is_date(t):
+        return "date"
+    return "text"
+
+
+# Only what BigQuery's exports write: the fast reader's own ground.
+_BIGQUERY_VALUE = {
+    **_JSON_VALUE,
+    "int": st.one_of(_INT.map(str), st.none()),
+    "float": st.one_of(_FLOAT, st.none()),
+    "text": st.one_of(_TEXT, st.none()),
+}
+
+
+def _json_of(t: pa.DataType, values: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    if pa.types.is_struct(t):
+        fields = {f.name: _json_of(f.type, values) for f in t}
+        return st.one_of(st.none(), st.fixed_dictionaries({}, optional=fields))
+    return values[_kind(t)]
+
+
+def _json_row(values: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {"date": values["date"]},
+        optional={f.name: _json_of(f.type, values) for f in UNIFIED if f.name != "date"},
+    )
+
+
+_JSON_ROW = st.one_of(_json_row(_BIGQUERY_VALUE), _json_row(_JSON_VALUE))
+
+
+def _collect(read: Any) -> tuple[list[dict], str | None]:
+    rows: list[dict] = []
+    try:
+        for batch in read:
+            rows += batch.to_pylist()
+    except ExportFileError as exc:
+        return rows, str(exc)
+    return rows, None
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.one_of(
+        st.lists(_json_row(_BIGQUERY_VALUE), max_size=40), st.lists(_JSON_ROW, max_size=40)
+    ),
+    blank_every=st.integers(min_value=0, max_value=7),
+    block=st.sampled_from([300, 2048, 1 << 20]),
+)
+def test_the_fast_json_reader_gives_what_the_exact_reader_gives(
+    rows: list[dict[str, Any]], blank_every: int, block: int, tmp_path_factory: Any
+) -> None:
+    lines = [json.dumps(row) for row in rows]
+    if blank_every:
+        lines = [
+            x
+            for i, line in enumerate(lines)
+            for x in ([line, "  "] if i % blank_every == 0 else [line])
+        ]
+    path = tmp_path_factory.mktemp("json") / "d.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    export = FilesSource(str(path), None).files("download")[0]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(files, "JSON_BLOCK_BYTES", block)
+        fast, fast_error = _collect(files._read_json(export, D1, D3, 7))
+    exact, exact_error = _collect(files._read_json_rows(export, D1, D3, 7))
+    assert fast_error == exact_error
+    if exact_error is None:  # NaN is not equal to itself: compare the texts
+        assert json.dumps(fast, default=str) == json.dumps(exact, default=str)
+
+
+def test_a_file_of_bigquery_exports_is_read_by_the_fast_reader_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "d.jsonl").write_bytes(jsonl([JSON_ROWS[0]] * 50))
+    export = FilesSource(str(tmp_path / "d.jsonl"), None).files("download")[0]
+    monkeypatch.setattr(files, "_read_json_rows", None)  # fails if called
+    assert [r["id"] for b in files._read_json(export, D1, D3, 8) for r in b.to_pylist()] == [
+        "d1"
+    ] * 50

@@ -8,11 +8,13 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from piecewise.config import parse_config
-from piecewise.ingest import quality_key
+from piecewise.ingest import quality_key, read_ahead
 from piecewise.ingest import tests_key as file_of
 from piecewise.pipeline import Stores, run_ingest
+from piecewise.sources.files import FilesSource
 
 D1, D2 = dt.date(2025, 1, 1), dt.date(2025, 1, 2)
 SEATTLE = (47.6, -122.3)
@@ -95,3 +97,57 @@ def test_a_test_returned_twice_is_stored_once_and_counted(tmp_path: Path, demo_d
     quality = Stores.of(cfg).private.read_json(quality_key(D1))
     assert quality["dropped_duplicate_id"] == 1
     assert quality["rows_in"] == 3 and quality["rows_out"] == 2
+
+
+def test_exported_files_are_read_once_per_run_whatever_the_number_of_dates(
+    tmp_path: Path, demo_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 75 dates, more than two blocks of ingest.block_days (31), five of them without
+    # tests: one read, and each date's tests in its own file.
+    days = [D1 + dt.timedelta(days=n) for n in range(75) if not 40 <= n < 45]
+    rows = [
+        export_row(f"t{n}-{k}", day, f"{day.isoformat()} {k:02d}:00:00 UTC")
+        for n, day in enumerate(days)
+        for k in range(n % 3 + 1)
+    ]
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / "tests.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    reads: list[tuple[dt.date, dt.date]] = []
+    batches = FilesSource.batches
+
+    def counted(self: FilesSource, start: dt.date, end: dt.date):  # type: ignore[no-untyped-def]
+        reads.append((start, end))
+        return batches(self, start, end)
+
+    monkeypatch.setattr(FilesSource, "batches", counted)
+    cfg = config(tmp_path, demo_data)
+    result = run_ingest(cfg, days[0], days[-1], progress=False)
+    assert reads == [(days[0], days[-1] + dt.timedelta(days=1))]
+    span = (days[-1] - days[0]).days + 1
+    assert sorted(result.dates) == [days[0] + dt.timedelta(days=n) for n in range(span)]
+    for n, day in enumerate(days):
+        table = pq.read_table(tmp_path / "private" / file_of("download", day))
+        assert sorted(table.column("id").to_pylist()) == [f"t{n}-{k}" for k in range(n % 3 + 1)]
+
+
+def test_reading_ahead_keeps_the_order_raises_the_sources_error_and_stops_when_closed() -> None:
+    produced: list[int] = []
+
+    def numbers(fail_at: int | None = None):  # type: ignore[no-untyped-def]
+        for n in range(100):
+            if n == fail_at:
+                raise OSError(f"source failed at {n}")
+            produced.append(n)
+            yield n
+
+    assert list(read_ahead(numbers())) == list(range(100))
+    got: list[int] = []
+    with pytest.raises(OSError, match="source failed at 7"):
+        for n in read_ahead(numbers(fail_at=7)):
+            got.append(n)
+    assert got == list(range(7))
+    produced.clear()
+    ahead = read_ahead(numbers(), depth=2)
+    assert next(ahead) == 0
+    ahead.close()  # the producer stops: at most the items waiting and one more
+    assert len(produced) <= 4

@@ -14,11 +14,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import queue
 import tempfile
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
@@ -75,6 +78,53 @@ def _chunks(batches: Iterable[pa.RecordBatch], rows: int) -> Iterable[pa.Table]:
             pending, count = [], 0
     if pending:
         yield pa.Table.from_batches(pending)
+
+
+_DONE = object()
+
+
+def read_ahead(items: Iterable[pa.Table], depth: int = 1) -> Iterator[pa.Table]:
+    """`items`, each produced in a thread of its own while the caller works on the one
+    before (a source reads, parses or waits on the network while the last chunk is
+    enriched and written). At most `depth` wait; the producer's error is raised here, in
+    order; closing the iterator stops the producer."""
+    slots: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            outcome: object = _DONE
+        except BaseException as exc:  # handed to the consumer, raised there
+            outcome = exc
+        while not stop.is_set():
+            try:
+                slots.put(outcome, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    worker = threading.Thread(target=produce, name="piecewise-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        worker.join()
 
 
 # Called once a date's files are written: (date, rows per direction, report, digest).
@@ -146,6 +196,7 @@ class NoTestsSelected(Exception):
 
 
 MAX_BLOCK_DAYS = 31  # consecutive dates read together (each archive day read once)
+MIN_SPOOL_ROWS = 1024  # rows a date's spool holds in memory at least before spilling
 
 
 def date_blocks(dates: Iterable[dt.date], max_days: int = MAX_BLOCK_DAYS) -> list[list[dt.date]]:
@@ -177,6 +228,7 @@ def ingest(
     on_date: OnDate | None = None,
     allow_empty: bool = False,
     block_days: int = MAX_BLOCK_DAYS,
+    whole_run: bool = False,
 ) -> IngestResult:
     """Ingest each date: all of a date's files are written, then `on_date(date, rows
     per direction, report, digest of the files)` is called (to record the date). A
@@ -186,8 +238,10 @@ def ingest(
     the run has tests; if none has, nothing is written and NoTestsSelected says so (a
     region that selects nothing). With `allow_empty`, such dates are written at once
     (the caller knows the region selects tests on other dates). Blocks hold at most
-    `block_days` dates."""
-    blocks = date_blocks(dates, block_days)
+    `block_days` dates; with `whole_run` (a source whose every read reads all of it,
+    such as exported files), all the dates are one block, read once."""
+    blocks = [sorted(set(dates))] if whole_run else date_blocks(dates, block_days)
+    blocks = [block for block in blocks if block]
     result = IngestResult()
     empty: list[tuple[dt.date, QualityReport]] = []
     bar = tqdm(
@@ -196,21 +250,17 @@ def ingest(
     for block in blocks:
         with tempfile.TemporaryDirectory(prefix="piecewise-ingest-") as spill:
             # Each spool holds its share of `batch_rows` in memory before spilling.
-            held = max(batch_rows // len(block), 1024)
+            held = max(batch_rows // len(block), MIN_SPOOL_ROWS)
             spools = {
                 date: {d: DaySpool(enricher.schema, held, Path(spill)) for d in DIRECTIONS}
                 for date in block
             }
             reports = {date: QualityReport() for date in block}
-            days = pa.array(block, pa.date32())
-            for chunk in _chunks(source.batches(*archive_span(block)), batch_rows):
+            chunks = read_ahead(_chunks(source.batches(*archive_span(block)), batch_rows))
+            for chunk in chunks:
                 # The chunk's rows of each date of the block, enriched and counted apart.
-                taken = test_dates(chunk)
-                for date, day in zip(block, days, strict=True):
-                    mask = pc.fill_null(pc.equal(taken, day), False)
-                    if not pc.any(mask).as_py():
-                        continue
-                    enriched, chunk_report = enricher.enrich(chunk.filter(mask))
+                for date, rows in _by_date(chunk, reports):
+                    enriched, chunk_report = enricher.enrich(rows)
                     reports[date].add(chunk_report)
                     for direction, spool in spools[date].items():
                         spool.add(
@@ -245,6 +295,28 @@ def ingest(
             "written"
         )
     return result
+
+
+def _by_date(
+    chunk: pa.Table, dates: Mapping[dt.date, object]
+) -> Iterator[tuple[dt.date, pa.Table]]:
+    """The rows of `chunk` taken on each of `dates` (in the chunk's order within a
+    date), by one stable sort of the test dates rather than a pass per date."""
+    days = test_dates(chunk).cast(pa.int32()).to_numpy(zero_copy_only=False)
+    if days.dtype.kind == "f":  # a null date (no time, no archive date): on no date
+        days = np.where(np.isnan(days), np.iinfo(np.int32).min, days).astype(np.int64)
+    order = np.argsort(days, kind="stable")
+    ordered = days[order]
+    # One gather into date order (chunks joined first: a take across many chunks is
+    # slow), then each date is a slice of it.
+    chunk = chunk.combine_chunks().take(order)
+    epoch = dt.date(1970, 1, 1)
+    numbers = [(date - epoch).days for date in dates]
+    bounds = np.searchsorted(ordered, numbers + [n + 1 for n in numbers])
+    for i, date in enumerate(dates):
+        lo, hi = int(bounds[i]), int(bounds[i + len(numbers)])
+        if hi > lo:
+            yield date, chunk.slice(lo, hi - lo)
 
 
 def _empty_spools(enricher: Enricher, spill: str) -> dict[str, DaySpool]:

@@ -355,6 +355,9 @@ class DateIngester:
         self.config = config
         self.stores = stores or Stores.of(config)
         self.source = source or make_source(config)
+        # A source whose every read reads all of it (exported files): a block is the
+        # whole run, read once, whatever `ingest.block_days` says.
+        self.whole_run = bool(getattr(self.source, "reads_whole_files", False))
         self.geoip = geoip
         self.fingerprint = ingest_fingerprint(config)
         self.manifest = Manifest(self.stores.private)
@@ -437,6 +440,7 @@ class DateIngester:
                         todo,
                         batch_rows=self.config.ingest.batch_rows,
                         block_days=self.config.ingest.block_days,
+                        whole_run=self.whole_run,
                         progress=False,
                         on_date=record,
                         allow_empty=allow_empty,
@@ -520,6 +524,13 @@ def _start_worker(
     _WORKER = DateIngester(config, geoip, stores=stores, source=source)
 
 
+def _stop_worker() -> None:
+    global _WORKER
+    assert _WORKER is not None
+    _WORKER.close()
+    _WORKER = None
+
+
 def _work(
     block: list[dt.date], allow_empty: bool, planned_at: dt.datetime | None
 ) -> list[DateOutcome]:
@@ -558,15 +569,15 @@ def ingest_dates(
     try:
         if workers <= 1 or len(blocks) <= 1:
             _start_worker(config, geoip, stores, source)
+            assert _WORKER is not None
+            if _WORKER.whole_run:
+                blocks = [sorted(dates)] if dates else []
             try:
                 for block in blocks:
                     outcomes += _work(block, allow_empty, planned_at)
                     bar.update(len(block))
             finally:
-                global _WORKER
-                assert _WORKER is not None
-                _WORKER.close()
-                _WORKER = None
+                _stop_worker()
         else:
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(

@@ -10,7 +10,9 @@ import pyarrow as pa
 
 
 class Source(Protocol):
-    """A source of unified NDT test rows (see `piecewise.schema.UNIFIED`)."""
+    """A source of unified NDT test rows (see `piecewise.schema.UNIFIED`). A source
+    whose every read costs reading all of it (files not split by date) says so with a
+    true `reads_whole_files` attribute: ingest then reads a whole run at once."""
 
     def batches(self, start: dt.date, end: dt.date) -> Iterator[pa.RecordBatch]:
         """Yield the tests dated `start` through `end` (inclusive), both directions,

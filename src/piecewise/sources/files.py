@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.json as pj
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
 
@@ -35,6 +37,9 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 _A = UNIFIED.field("a")
 _DIRECTION_INDEX = _A.type.get_field_index("Direction")
 _TIME_CAST = {"allow_time_truncate": True}
+JSON_BLOCK_BYTES = 8 << 20  # what Arrow's JSON reader parses at a time (a row must fit)
+
+log = logging.getLogger(__name__)
 
 
 class ExportFileError(ValueError):
@@ -64,7 +69,11 @@ def export_format(name: str) -> tuple[str, str | None] | None:
 
 
 class FilesSource:
-    """A `Source` reading unified-view exports (see the module docstring)."""
+    """A `Source` reading unified-view exports (see the module docstring). Any read
+    reads every file (they are not split by date), so ingest reads them once per run
+    (`reads_whole_files`)."""
+
+    reads_whole_files = True
 
     def __init__(
         self,
@@ -227,9 +236,54 @@ def _zoned_timestamp_text(array: pa.Array) -> pa.Array:
 # -- JSON lines ------------------------------------------------------------------------------
 
 
+def _json_kinds(target: pa.DataType) -> pa.DataType:
+    """The type Arrow's JSON reader is asked for, per field of `target`, as BigQuery's
+    exports write them: INT64, DATE and TIMESTAMP as JSON strings, FLOAT64 as numbers."""
+    if pa.types.is_struct(target):
+        return pa.struct([pa.field(f.name, _json_kinds(f.type)) for f in target])
+    if pa.types.is_floating(target):
+        return target
+    return pa.string()
+
+
+_JSON_SCHEMA = pa.schema([pa.field(f.name, _json_kinds(f.type)) for f in UNIFIED])
+
+
 def _read_json(
     export: ExportFile, start: dt.date, end: dt.date, batch_size: int
 ) -> Iterator[pa.RecordBatch]:
+    """Arrow's JSON reader (C++, several threads) for the rows written as BigQuery
+    exports them; from the first row it cannot read the same way (another kind of JSON
+    value, a text it would parse differently, an object too large for a block), the
+    exact reader below takes over, skipping the rows already read."""
+    consumed = 0
+    try:
+        with export.fs.open(export.path, "rb", compression=export.compression) as raw:
+            reader = pj.open_json(
+                raw,
+                read_options=pj.ReadOptions(block_size=JSON_BLOCK_BYTES),
+                parse_options=pj.ParseOptions(
+                    explicit_schema=_JSON_SCHEMA, unexpected_field_behavior="ignore"
+                ),
+            )
+            while True:
+                read = reader.read_next_batch()
+                batch = _in_range(_conform_batch(read), start, end)
+                consumed += read.num_rows
+                for offset in range(0, batch.num_rows, batch_size):
+                    yield batch.slice(offset, batch_size)
+    except StopIteration:
+        return
+    except (pa.ArrowException, ExportFileError, OSError, EOFError, ValueError) as exc:
+        log.debug("%s: read row by row from row %d on (%s)", export.url, consumed + 1, exc)
+    yield from _read_json_rows(export, start, end, batch_size, skip=consumed)
+
+
+def _read_json_rows(
+    export: ExportFile, start: dt.date, end: dt.date, batch_size: int, skip: int = 0
+) -> Iterator[pa.RecordBatch]:
+    """Row by row in Python, exactly as documented (any JSON kind a value may come in;
+    errors name the line and the field), after the first `skip` rows."""
     rows: list[dict[str, Any]] = []
     lines = _json_lines(export)
     lineno = 0
@@ -238,6 +292,9 @@ def _read_json(
             item = next(lines, None)
             if item is None:
                 break
+            if skip:
+                skip -= 1
+                continue
             lineno, obj = item
             row = _row_in_range(obj, start, end)
         except ExportFileError:
