@@ -59,6 +59,7 @@ SECTIONS = (
     "tiles",
     "bq",
     "fanout",
+    "files",
     "api",
     "api_memory",
     "survey",
@@ -72,6 +73,7 @@ HEADINGS = {
     "tiles": "## Vector tiles of a year",
     "bq": "## Ingest from BigQuery, one day",
     "fanout": "## Fan-out ingest, a 30-day backfill",
+    "files": "## Ingest from exported files",  # bench/files_ingest.py
     "api": "## Statistics API",
     "api_memory": "## Statistics API memory",
     "survey": "## Survey submissions",  # bench/survey_load.py
@@ -1871,6 +1873,7 @@ def main() -> int:
     survey: dict | None = None
     site: dict | None = None
     policy: dict | None = None
+    files: dict | None = None
     with holder as tmp:
         workdir = Path(tmp).resolve()
         config = str(bench_config(workdir, args.tests))
@@ -1934,6 +1937,10 @@ def main() -> int:
                 bq_days.append(run_child("--child", "bq_ingest", str(day_dir)))
         if "fanout" in wanted:
             fanout = fanout_runs(workdir, args.tests, args.repeat)
+        if "files" in wanted:
+            from files_ingest import files_bench
+
+            files = files_bench(workdir / "files", args.repeat)
         if "api" in wanted:
             api_tmp = workdir / "api"
             api_tmp.mkdir(exist_ok=True)
@@ -2068,6 +2075,12 @@ def main() -> int:
         for line in fanout_report(fanout, args.repeat, section_cmd):
             say(line)
         sections["fanout"], lines = lines, []
+    if files is not None:
+        from files_ingest import files_report
+
+        for line in files_report(files, section_cmd):
+            say(line)
+        sections["files"], lines = lines, []
     if api is not None:
         for line in api_report(api, section_cmd):
             say(line)
