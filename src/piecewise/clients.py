@@ -89,9 +89,12 @@ def _keyed_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
         raise TypeError(f"client addresses must be strings, not {kind}")
     if column.num_chunks == 0 or len(column) == 0:
         return column
-    # One shared dictionary of the distinct addresses; the rows only index into it.
-    encoded = column if dictionary else pc.dictionary_encode(column)
-    encoded = encoded.unify_dictionaries()
+    # One shared dictionary of the distinct addresses; the rows only index into it
+    # (chunks joined first: unifying the dictionaries of hundreds of chunks is slow).
+    if dictionary:
+        encoded = column.unify_dictionaries()
+    else:
+        encoded = pa.chunked_array([pc.dictionary_encode(column.combine_chunks())])
     keys = _keys_of(encoded.chunk(0).dictionary)
     if not dictionary:
         return pa.chunked_array(
