@@ -315,8 +315,7 @@ def test_the_tiles_credit_geolite_beside_mlab(tmp_path: Path) -> None:
     ):
         publisher = Publisher(cfg, Stores.of(cfg).public, build_layers(cfg))
         tiles = publisher.layer_tiles("hex", [], {"thresholds": []})
-        doc = {"cells": [], "suppressed": [], "layer": "hex", "kind": "day", "period": "x"}
-        archive = tiles.write("day", str(DATE), doc)
+        archive = tiles.shapes_archive()
         folder = tmp_path / name
         folder.mkdir()
         (folder / "a.pmtiles").write_bytes(archive.data)

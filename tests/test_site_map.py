@@ -57,8 +57,21 @@ def hash_state(page) -> dict[str, str]:
 
 
 def rendered(page, layer: str = FILL) -> list[dict]:
+    """The features drawn in `layer`: each shape's properties (id, name, resolution)
+    with the numbers of the period joined to it (its feature state). An H3 cell without
+    tests in the period is in the archive but not drawn (no state): left out."""
     return page.evaluate(
-        f"window.piecewiseMap.queryRenderedFeatures({{layers: ['{layer}']}}).map(f => f.properties)"
+        f"""window.piecewiseMap.queryRenderedFeatures({{layers: ['{layer}']}})
+            .filter(f => f.state.drawn || !/^[0-9a-f]{{15}}$/.test(f.properties.id))
+            .map(f => ({{...f.properties, ...f.state}}))"""
+    )
+
+
+def numbers_loaded(page) -> list[str]:
+    """The paths of the periods' numbers the page has fetched."""
+    return page.evaluate(
+        "performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)"
+        ".filter(p => p.includes('/v1/tiles/') && p.endsWith('.json'))"
     )
 
 
@@ -159,9 +172,11 @@ def test_map_draws_the_published_statistics(page, site_server, index, month_stat
     state = hash_state(page)
     assert state["layer"] == "counties"
     assert state["kind"] == "month" and state["period"] == index["periods"]["month"][-1]
+    counties = next(entry for entry in index["layers"] if entry["id"] == "counties")
     assert page.evaluate("window.piecewiseMap.getSource('stats').url").endswith(
-        f"/data/v1/tiles/counties/month/{state['period']}.pmtiles"
+        f"/data/{counties['tiles']['shapes']}"
     )
+    assert f"/data/v1/tiles/counties/month/{state['period']}.json" in numbers_loaded(page)
 
     features = {f["id"]: f for f in rendered(page)}
     published = {
@@ -183,9 +198,21 @@ def test_map_draws_the_published_statistics(page, site_server, index, month_stat
         elif area in suppressed:
             assert props.get("download_suppressed") is True
             assert "download_median" not in props and "download_tests" not in props
+        else:  # no test in the period: no numbers
+            assert not any(k.startswith("download_") for k in props)
     assert compared >= 10, f"only {compared} published counties drawn"
-    # Suppressed counties are hatched, and only they.
-    hatched = {f["id"] for f in rendered(page, HATCH)}
+    # Suppressed counties are hatched, and only they: the hatch shows where the
+    # suppressed flag is set without a number.
+    hatch = json.dumps(
+        page.evaluate(f"window.piecewiseMap.getPaintProperty('{HATCH}', 'fill-opacity')")
+    )
+    assert '["feature-state","download_suppressed"]' in hatch.replace(" ", "")
+    assert '["feature-state","download_median"]' in hatch.replace(" ", "")
+    hatched = {
+        f["id"]
+        for f in rendered(page, HATCH)
+        if f.get("download_suppressed") is True and f.get("download_median") is None
+    }
     assert hatched == suppressed & set(features)
 
     # The legend explains the classes, insufficient data and no tests.
@@ -235,9 +262,16 @@ def test_controls_change_the_map_and_the_url(page, site_server, index, month_sta
     page.keyboard.press("ArrowLeft")
     wait_idle(page)
     assert hash_state(page)["period"] == months[-2]
-    assert page.evaluate("window.piecewiseMap.getSource('stats').url").endswith(
-        f"/month/{months[-2]}.pmtiles"
-    )
+    assert f"/data/v1/tiles/counties/month/{months[-2]}.json" in numbers_loaded(page)
+    # The previous month's numbers replaced the newest month's on the same shapes.
+    before = site_server.public.read_json(f"v1/stats/counties/month/{months[-2]}.json")
+    tests = {
+        c["area"]: c["tests"]
+        for c in before["cells"]
+        if c["isp"] == "all" and c["direction"] == "download"
+    }
+    drawn = {f["id"]: f.get("download_tests") for f in rendered(page)}
+    assert len(drawn) > 10 and all(drawn[a] == tests.get(a) for a in drawn)
     assert page.locator("#period-label").inner_text() == "January 2025"
 
     # Days: the slider spans every day, the map shows the newest day that starts in the month.

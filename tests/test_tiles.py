@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import hashlib
 import json
 from pathlib import Path
 
@@ -23,8 +24,16 @@ from piecewise.store import Store
 MAX_TILE = 500 * 1024
 
 
-def archive(store: Store, layer: str, kind: str, label: str) -> Reader:
-    return Reader(MemorySource(store.read_bytes(f"v1/tiles/{layer}/{kind}/{label}.pmtiles")))
+def shapes(run: Published, layer: str) -> Reader:
+    entry = next(e for e in run.index["layers"] if e["id"] == layer)
+    return Reader(MemorySource(run.public.read_bytes(entry["tiles"]["shapes"])))
+
+
+def numbers(store: Store, layer: str, kind: str, label: str) -> dict[str, dict]:
+    """The map's numbers of one period, by area id."""
+    doc = store.read_json(f"v1/tiles/{layer}/{kind}/{label}.json")
+    assert (doc["layer"], doc["kind"], doc["period"]) == (layer, kind, label)
+    return doc["features"]
 
 
 def decoded_tiles(reader: Reader) -> dict[tuple[int, int, int], list[dict]]:
@@ -69,20 +78,30 @@ def run(published: Published) -> Published:
 
 def test_index_lists_the_tiles(run: Published) -> None:
     index = run.index
-    assert index["paths"]["tiles"] == "v1/tiles/{layer}/{kind}/{period}.pmtiles"
+    assert index["paths"]["tiles"] == "v1/tiles/{layer}/{kind}/{period}.json"
     by_id = {layer["id"]: layer for layer in index["layers"]}
-    assert by_id["counties"]["tiles"] == {"minzoom": 0, "maxzoom": 9, "source_layer": "counties"}
-    assert by_id["hex"]["tiles"] == {"minzoom": 0, "maxzoom": 7, "source_layer": "hex"}
+    for layer, maxzoom in (("counties", 9), ("hex", 7)):
+        entry = by_id[layer]["tiles"]
+        assert {k: entry[k] for k in ("minzoom", "maxzoom", "source_layer")} == {
+            "minzoom": 0,
+            "maxzoom": maxzoom,
+            "source_layer": layer,
+        }
+        # The shapes' archive is named by its content: a new one for new shapes.
+        data = run.public.read_bytes(entry["shapes"])
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        assert entry["shapes"] == f"v1/tiles/{layer}/shapes.{digest}.pmtiles"
     for layer in by_id:
         for kind, labels in index["periods"].items():
             for label in labels:
                 key = index["paths"]["tiles"].format(layer=layer, kind=kind, period=label)
                 assert run.public.exists(key), key
+    assert not [k for k in run.public.list("v1/tiles/") if "latest" in k]
 
 
 def test_header_and_metadata(run: Published) -> None:
     for layer, maxzoom in (("counties", 9), ("hex", 7)):
-        reader = archive(run.public, layer, "month", "2025-03")
+        reader = shapes(run, layer)
         header = reader.header()
         assert header["tile_type"] == TileType.MVT
         assert header["tile_compression"] == Compression.GZIP
@@ -95,51 +114,45 @@ def test_header_and_metadata(run: Published) -> None:
         assert (vector_layer["minzoom"], vector_layer["maxzoom"]) == (0, maxzoom)
         fields = vector_layer["fields"]
         assert fields["id"] == "String" and fields["name"] == "String"
-        assert fields["download_median"] == "Number"
-        assert fields["download_share_25_3"] == "Number"
-        assert fields["download_median@Comcast Xfinity"] == "Number"
+        # Numbers are the periods' own files, not the shapes'.
+        assert set(fields) == {"id", "name"} | ({"resolution"} if layer == "hex" else set())
 
 
-@pytest.mark.parametrize("kind", ["day", "month", "year"])
-def test_every_county_carries_its_period_statistics_at_every_zoom(
-    run: Published, kind: str
-) -> None:
-    label = run.index["periods"][kind][-1 if kind == "day" else 1 if kind == "month" else 0]
-    stats = run.public.read_json(f"v1/stats/counties/{kind}/{label}.json")
-    expected = expected_properties(stats, run.index["thresholds"])
+def test_every_county_is_drawn_at_every_zoom_with_its_name_only(run: Published) -> None:
     areas = run.public.read_json("v1/areas/counties.geojson")
     names = {f["id"]: f["properties"]["name"] for f in areas["features"]}
     seen: dict[int, set[str]] = {}
-    for (z, _x, _y), features in decoded_tiles(
-        archive(run.public, "counties", kind, label)
-    ).items():
+    for (z, _x, _y), features in decoded_tiles(shapes(run, "counties")).items():
         for f in features:
             p = f["properties"]
             seen.setdefault(z, set()).add(p["id"])
-            assert p["name"] == names[p["id"]]
-            assert stat_props(p) == expected.get(p["id"], {}), (z, p["id"])
+            assert p == {"id": p["id"], "name": names[p["id"]]}
     assert set(seen) == set(range(0, 10))
     for z, ids in seen.items():
         assert ids == set(names), z  # every area, with or without a published cell
+
+
+@pytest.mark.parametrize("kind", ["day", "month", "year"])
+def test_each_period_carries_its_published_statistics(run: Published, kind: str) -> None:
+    label = run.index["periods"][kind][-1 if kind == "day" else 1 if kind == "month" else 0]
+    stats = run.public.read_json(f"v1/stats/counties/{kind}/{label}.json")
+    expected = expected_properties(stats, run.index["thresholds"])
+    assert numbers(run.public, "counties", kind, label) == expected
 
 
 def test_suppressed_cells_carry_no_numbers(run: Published) -> None:
     label = run.index["periods"]["day"][3]
     stats = run.public.read_json(f"v1/stats/counties/day/{label}.json")
     assert stats["suppressed"]
-    suppressed = {(a, i, d) for a, i, d in stats["suppressed"]}
-    for features in decoded_tiles(archive(run.public, "counties", "day", label)).values():
-        for f in features:
-            p = f["properties"]
-            for area, isp, d in suppressed:
-                if area != p["id"]:
-                    continue
-                suffix = "" if isp == "all" else f"@{isp}"
-                assert p[f"{d}_suppressed{suffix}"] is True
-                numbers = [k for k in p if k.startswith(f"{d}_") and k.endswith(suffix)]
-                if isp == "all":
-                    numbers = [k for k in numbers if "@" not in k]
-                assert numbers == [f"{d}_suppressed{suffix}"]
+    features = numbers(run.public, "counties", "day", label)
+    for area, isp, d in stats["suppressed"]:
+        p = features[area]
+        suffix = "" if isp == "all" else f"@{isp}"
+        assert p[f"{d}_suppressed{suffix}"] is True
+        found = [k for k in p if k.startswith(f"{d}_") and k.endswith(suffix)]
+        if isp == "all":
+            found = [k for k in found if "@" not in k]
+        assert found == [f"{d}_suppressed{suffix}"]
 
 
 def test_hexagons_and_their_test_weighted_parents(run: Published) -> None:
@@ -148,88 +161,76 @@ def test_hexagons_and_their_test_weighted_parents(run: Published) -> None:
     stats = run.public.read_json(f"v1/stats/hex/month/{label}.json")
     expected = expected_properties(stats, run.index["thresholds"])
     every = {f["id"] for f in run.public.read_json("v1/areas/hex.geojson")["features"]}
-    # The hexagons drawn: those with a cell in the period, published or suppressed.
-    areas = {c["area"] for c in stats["cells"]} | {a for a, _i, _d in stats["suppressed"]}
-    assert areas <= every
-    published = {(c["area"], c["isp"], c["direction"]): c for c in stats["cells"]}
-    hidden = {tuple(s) for s in stats["suppressed"]}
-    by_zoom: dict[int, dict[str, dict]] = {}
-    for (z, _x, _y), features in decoded_tiles(archive(run.public, "hex", "month", label)).items():
+    # The shapes: every hexagon of the areas file and its parents, by zoom.
+    by_zoom: dict[int, set[str]] = {}
+    for (z, _x, _y), features in decoded_tiles(shapes(run, "hex")).items():
         for f in features:
             p = f["properties"]
             assert p["resolution"] == min(resolution, max(0, z - 2))
             assert h3.get_resolution(p["id"]) == p["resolution"]
-            by_zoom.setdefault(z, {})[p["id"]] = p
+            by_zoom.setdefault(z, set()).add(p["id"])
     assert set(by_zoom) == set(range(0, 8))
-    for z in (7,):
-        assert set(by_zoom[z]) == areas
-        for area, p in by_zoom[z].items():
-            assert stat_props(p) == expected.get(area, {})
-    checked = 0
-    for z in range(0, 7):
+    for z, ids in by_zoom.items():
         res = min(resolution, max(0, z - 2))
-        assert set(by_zoom[z]) == {h3.cell_to_parent(a, res) for a in areas}
-        for parent, p in by_zoom[z].items():
-            assert p["name"] == parent
-            for d in ("download", "upload"):
-                for isp in ("all", "Comcast Xfinity"):
-                    suffix = "" if isp == "all" else f"@{isp}"
-                    kids = [
-                        published[(a, isp, d)]
-                        for a in areas
-                        if h3.cell_to_parent(a, res) == parent and (a, isp, d) in published
-                    ]
-                    if not kids:
-                        was_hidden = any(
-                            h3.cell_to_parent(a, res) == parent
-                            for a, i, dd in hidden
-                            if (i, dd) == (isp, d)
-                        )
-                        assert p.get(f"{d}_suppressed{suffix}") is (True if was_hidden else None)
-                        assert f"{d}_tests{suffix}" not in p
-                        continue
-                    tests = sum(c["tests"] for c in kids)
-                    assert p[f"{d}_tests{suffix}"] == tests
-                    assert f"{d}_clients{suffix}" not in p
-                    median = sum(c["median"] * c["tests"] for c in kids) / tests
-                    assert p[f"{d}_median{suffix}"] == pytest.approx(median, abs=1e-4)
-                    share = sum(c["shares"]["25/3"] * c["tests"] for c in kids) / tests
-                    assert p[f"{d}_share_25_3{suffix}"] == pytest.approx(share, abs=1e-4)
-                    checked += 1
+        assert ids == {h3.cell_to_parent(a, res) for a in every}, z
+    # The period's numbers: its hexagons (a cell in the period, published or not) and
+    # their parents at every coarser resolution.
+    areas = {c["area"] for c in stats["cells"]} | {a for a, _i, _d in stats["suppressed"]}
+    assert areas <= every
+    features = numbers(run.public, "hex", "month", label)
+    assert set(features) == {h3.cell_to_parent(a, r) for a in areas for r in range(resolution + 1)}
+    for area in areas:
+        assert features[area] == expected.get(area, {})
+    published = {(c["area"], c["isp"], c["direction"]): c for c in stats["cells"]}
+    hidden = {tuple(s) for s in stats["suppressed"]}
+    checked = 0
+    for parent, p in features.items():
+        res = h3.get_resolution(parent)
+        if res == resolution:
+            continue
+        for d in ("download", "upload"):
+            for isp in ("all", "Comcast Xfinity"):
+                suffix = "" if isp == "all" else f"@{isp}"
+                kids = [
+                    published[(a, isp, d)]
+                    for a in areas
+                    if h3.cell_to_parent(a, res) == parent and (a, isp, d) in published
+                ]
+                if not kids:
+                    was_hidden = any(
+                        h3.cell_to_parent(a, res) == parent
+                        for a, i, dd in hidden
+                        if (i, dd) == (isp, d)
+                    )
+                    assert p.get(f"{d}_suppressed{suffix}") is (True if was_hidden else None)
+                    assert f"{d}_tests{suffix}" not in p
+                    continue
+                tests = sum(c["tests"] for c in kids)
+                assert p[f"{d}_tests{suffix}"] == tests
+                assert f"{d}_clients{suffix}" not in p
+                median = sum(c["median"] * c["tests"] for c in kids) / tests
+                assert p[f"{d}_median{suffix}"] == pytest.approx(median, abs=1e-4)
+                share = sum(c["shares"]["25/3"] * c["tests"] for c in kids) / tests
+                assert p[f"{d}_share_25_3{suffix}"] == pytest.approx(share, abs=1e-4)
+                checked += 1
     assert checked > 20
 
 
 def test_tiles_stay_small_and_the_builder_refuses_a_large_one(
     run: Published, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    year = run.index["periods"]["year"][0]
     for layer in ("counties", "hex"):
-        decoded_tiles(archive(run.public, layer, "year", year))  # asserts the size
+        decoded_tiles(shapes(run, layer))  # asserts the size
     monkeypatch.setattr(tiles, "MAX_TILE_BYTES", 200)
+    year = run.index["periods"]["year"][0]
     stats = run.public.read_json(f"v1/stats/counties/year/{year}.json")
     areas = run.public.read_json("v1/areas/counties.geojson")
-    shapes = {f["id"]: f["geometry"] for f in areas["features"]}
-    geometry = tiles.LayerGeometry("counties", shapes)
+    geometry = tiles.LayerGeometry("counties", {f["id"]: f["geometry"] for f in areas["features"]})
     period = tiles.PeriodProperties.from_stats(stats, run.index["thresholds"], {}, None)
-    with pytest.raises(
-        tiles.TileTooLarge, match=r"v1/tiles/counties/year/2025.pmtiles: tile 0/0/0"
-    ):
+    with pytest.raises(tiles.TileTooLarge, match=r"v1/tiles/counties/shapes: tile 0/0/0"):
         tiles.build_archive(
-            geometry,
-            period,
-            {},
-            name="x",
-            description="x",
-            where="v1/tiles/counties/year/2025.pmtiles",
+            geometry, period, {}, name="x", description="x", where="v1/tiles/counties/shapes"
         )
-
-
-def test_latest_is_the_newest_period(run: Published) -> None:
-    for layer in ("counties", "hex"):
-        for kind, labels in run.index["periods"].items():
-            latest = run.public.read_bytes(f"v1/tiles/{layer}/{kind}/latest.pmtiles")
-            newest = run.public.read_bytes(f"v1/tiles/{layer}/{kind}/{labels[-1]}.pmtiles")
-            assert latest == newest, (layer, kind)
 
 
 class Recording(Store):
@@ -266,32 +267,41 @@ def small(tmp_path: Path, demo_data: Path):
     return config, tmp_path
 
 
-def test_a_release_writes_the_tiles_of_its_periods_only(small) -> None:
+def test_a_release_writes_the_numbers_of_its_periods_and_new_shapes_only(small) -> None:
     config, tmp = small
     stores = Stores.of(config)
     recording = Recording(stores.public)
-    before = {p: p.read_bytes() for p in (tmp / "public/v1/tiles").rglob("*.pmtiles")}
+    before = {p: p.read_bytes() for p in (tmp / "public/v1/tiles").rglob("*.*")}
+    index = json.loads((tmp / "public/v1/index.json").read_text())
     assert run_aggregate(config, stores=Stores(stores.private, recording)).release == 2
     stats = {k.split("/", 2)[2][: -len(".json")] for k in recording.written if "/stats/" in k}
-    written = {k.split("/", 2)[2][: -len(".pmtiles")] for k in recording.written if "/tiles/" in k}
+    written = {k.split("/", 2)[2] for k in recording.written if "/tiles/" in k}
     day = (RUN_START + dt.timedelta(days=9)).isoformat()
     assert stats == {f"{layer.id}/day/{day}" for layer in config.layers}
-    latest = {k for k in written if k.endswith("/latest")}
-    assert written - latest == stats
-    # The newest day was written, so was its alias.
-    assert {k.rsplit("/", 1)[0] for k in latest} == {k.rsplit("/", 1)[0] for k in stats}
-    # Archives published before are left as they were.
+    assert {k[: -len(".json")] for k in written if k.endswith(".json")} == stats
+    # The counties' shapes are the same: their archive is not written again. The
+    # hexagons' is, only if the new day brought a hexagon never released before.
+    after = json.loads((tmp / "public/v1/index.json").read_text())
+    for old, new in zip(index["layers"], after["layers"], strict=True):
+        if old["tiles"]["shapes"] == new["tiles"]["shapes"]:
+            assert new["tiles"]["shapes"] not in recording.written
+        else:
+            assert old["type"] == "h3" and old["areas"] < new["areas"]
+    assert (
+        next(e for e in after["layers"] if e["id"] == "counties")["tiles"]
+        == next(e for e in index["layers"] if e["id"] == "counties")["tiles"]
+    )
+    # Files published before are left as they were.
     for path, data in before.items():
-        if path.name != "latest.pmtiles":
-            assert path.read_bytes() == data, path
+        assert path.read_bytes() == data, path
 
 
-def test_a_crash_mid_write_leaves_no_partial_archive(small) -> None:
+def test_a_crash_mid_write_leaves_no_partial_file(small) -> None:
     config, tmp = small
     stores = Stores.of(config)
     label = (RUN_START + dt.timedelta(days=9)).isoformat()
-    target = tmp / f"public/v1/tiles/hex/day/{label}.pmtiles"
-    failing = Recording(stores.public, fail_on=f"hex/day/{label}.pmtiles")
+    target = tmp / f"public/v1/tiles/hex/day/{label}.json"
+    failing = Recording(stores.public, fail_on=f"hex/day/{label}.json")
     with pytest.raises(OSError, match="injected failure"):
         run_aggregate(config, stores=Stores(stores.private, failing))
     assert not [p for p in (tmp / "public").rglob("*") if p.name.startswith(".")]
@@ -303,5 +313,26 @@ def test_a_crash_mid_write_leaves_no_partial_archive(small) -> None:
             gzip.decompress(data)
     assert run_aggregate(config).completed == 2
     assert json.loads((tmp / "public/v1/index.json").read_text())["release"]["number"] == 2
-    reader = Reader(MemorySource(target.read_bytes()))
-    assert reader.header()["tile_type"] == TileType.MVT
+    assert json.loads(target.read_text())["period"] == label
+
+
+def test_a_publication_with_an_archive_per_period_gets_its_numbers_files(small) -> None:
+    # Made before the numbers were files of their own: its index names no shapes'
+    # archive. The next release writes every earlier period's numbers from its
+    # statistics file, the same as they would have been written then.
+    config, tmp = small
+    public = tmp / "public"
+    written = {p: p.read_bytes() for p in (public / "v1/tiles").rglob("*.json")}
+    assert written
+    for path in written:
+        path.unlink()
+    index = json.loads((public / "v1/index.json").read_text())
+    for layer in index["layers"]:
+        del layer["tiles"]["shapes"]
+    index["paths"]["tiles"] = "v1/tiles/{layer}/{kind}/{period}.pmtiles"
+    (public / "v1/index.json").write_text(json.dumps(index))
+    assert run_aggregate(config).release == 2
+    for path, data in written.items():
+        assert path.read_bytes() == data, path
+    after = json.loads((public / "v1/index.json").read_text())
+    assert all(layer["tiles"]["shapes"] for layer in after["layers"])

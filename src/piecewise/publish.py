@@ -77,6 +77,7 @@ class AreasFile:
 
     key: str
     count: int
+    shapes: str | None = None  # the archive of its shapes (vector tiles)
 
 
 @dataclass(frozen=True)
@@ -282,8 +283,8 @@ class Publisher:
         return sorted(ids)
 
     def layer_tiles(self, layer: str, ids: list[str], settings: dict) -> LayerTiles:
-        """The tile writer of a layer, drawing the shapes of `ids` (for an H3 layer, the
-        cells of the periods to write are enough: each archive draws its own cells)."""
+        """The tile writer of a layer, drawing the shapes of `ids` (those of its areas
+        file: for an H3 layer, every cell ever released)."""
         from piecewise.geoip_refresh import tile_attribution  # reads a MaxMind file's metadata
 
         area_layer = self.layers[layer]
@@ -350,7 +351,12 @@ class Publisher:
             if isinstance(layer, H3Layer):
                 entry["resolution"] = layer.resolution
             minzoom, maxzoom = zoom_range(layer.resolution if isinstance(layer, H3Layer) else None)
-            entry["tiles"] = {"minzoom": minzoom, "maxzoom": maxzoom, "source_layer": layer.id}
+            entry["tiles"] = {
+                "minzoom": minzoom,
+                "maxzoom": maxzoom,
+                "source_layer": layer.id,
+                "shapes": areas[layer.id].shapes if layer.id in areas else None,
+            }
             layers.append(entry)
         return {
             "version": VERSION,
@@ -389,7 +395,7 @@ class Publisher:
                 "series": f"{PREFIX}/series/{{layer}}/{{area}}.json",
                 "cube": f"{PREFIX}/cube/{{layer}}/{{kind}}/{{period}}.parquet",
                 "areas": f"{PREFIX}/areas/{{layer}}.geojson",
-                "tiles": f"{PREFIX}/tiles/{{layer}}/{{kind}}/{{period}}.pmtiles",
+                "tiles": f"{PREFIX}/tiles/{{layer}}/{{kind}}/{{period}}.json",
             },
         }
 

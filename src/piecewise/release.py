@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -483,6 +483,7 @@ def complete_release(
     cells, cube = ledger.pending_tables()
     after = state.with_release(release)
     publisher = Publisher(config, stores.public, build_layers(config))
+    previous = _published_index(stores)
     isps: set[str] = set()
     areas: dict[str, AreasFile] = {}
     for layer in config.layers:
@@ -491,8 +492,7 @@ def complete_release(
         released = ledger.layer_cells(layer.id, below=release.number)
         everything = pa.concat_tables([*released, mine], promote_options="permissive")
         ids = publisher.area_ids(layer.id, pc.unique(everything.column("area")).to_pylist())
-        drawn = publisher.area_ids(layer.id, pc.unique(mine.column("area")).to_pylist())
-        tiles = publisher.layer_tiles(layer.id, drawn, release.settings)
+        tiles = publisher.layer_tiles(layer.id, ids, release.settings)
         starts = [(p.kind, p.start) for p in release.periods]
         # Every period the index lists has files in every layer, even one without a
         # cell there (a layer added after the period was released, say): empty ones.
@@ -506,18 +506,37 @@ def complete_release(
             release=release.number,
             tiles=tiles,
         )
-        for kind in periods.KINDS:
-            newest = [start for k, start in after.sealed if k == kind]
-            if newest:
-                tiles.write_latest(kind, periods.label(kind, max(newest)))
+        if previous is not None and not _has_period_numbers(previous, layer.id):
+            # Published before the map's numbers were files of their own: made from
+            # the statistics files already public (nothing new is published).
+            for kind, start in sorted(state.sealed):
+                key = f"{PREFIX}/stats/{layer.id}/{kind}/{periods.label(kind, start)}.json"
+                if publisher.public.exists(key):
+                    tiles.write(kind, periods.label(kind, start), publisher.public.read_json(key))
         publisher.write_series(layer.id, everything)
-        areas[layer.id] = publisher.write_areas(layer.id, ids)
+        areas[layer.id] = replace(publisher.write_areas(layer.id, ids), shapes=tiles.write_shapes())
         shown = everything.filter(everything.column("published"))
         isps.update(pc.unique(shown.column("isp")).to_pylist())
         if lock is not None:
             lock.refresh()  # a long release is not taken for a crashed one
     publisher.write_index(_index(config, publisher, release, after, isps, areas))
     ledger.commit(release, cells, cube)
+
+
+def _published_index(stores: Stores) -> dict | None:
+    try:
+        return stores.public.read_json(INDEX_KEY)
+    except KeyNotFound:
+        return None
+
+
+def _has_period_numbers(index: dict, layer: str) -> bool:
+    """Whether a published index's layer has its periods' map numbers as JSON files
+    beside an archive of its shapes (earlier releases had an archive per period)."""
+    entry = next((e for e in index.get("layers", []) if e.get("id") == layer), None)
+    if entry is None:
+        return True  # a layer new in this release: its periods are all written now
+    return bool(entry.get("tiles", {}).get("shapes"))
 
 
 def _without_files(
@@ -585,7 +604,9 @@ def _index_is_current(config: Config, stores: Stores, ledger: Ledger, state: Led
     publisher = Publisher(config, stores.public, build_layers(config))
     release = Release(state.release, str(current.get("generated_at")), (), {}, {})
     areas = {
-        layer["id"]: AreasFile(layer["geometry"], layer["areas"])
+        layer["id"]: AreasFile(
+            layer["geometry"], layer["areas"], layer.get("tiles", {}).get("shapes")
+        )
         for layer in current.get("layers", [])
     }
     again = _index(config, publisher, release, state, set(current.get("isps", [])), areas)

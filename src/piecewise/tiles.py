@@ -1,18 +1,21 @@
-"""Vector tiles of each layer and period: PMTiles v3 archives of gzip-compressed
-Mapbox Vector Tiles, one vector layer named by the layer id (layout and properties:
-docs/data.md, "v1/tiles").
+"""Vector tiles of each layer: one PMTiles v3 archive of gzip-compressed Mapbox Vector
+Tiles holding the layer's shapes, and for each period a small JSON document of the
+numbers the map joins to those shapes (MapLibre feature state). Layout and properties:
+docs/data.md, "v1/tiles".
 
-A run draws a layer's shapes once: every tile's features are clipped, simplified and
-quantised by mapbox-vector-tile (`LayerGeometry`); each period then only adds the
-features' properties to the same geometry (`encode_tile`) and writes one archive with
-the pmtiles writer. Only published numbers reach a tile: a suppressed cell is a flag,
-and an H3 parent drawn at low zoom is the test-weighted mean of its published children.
+A layer's shapes change only with its areas, so a new period adds a JSON document, not
+an archive: the archive is drawn once per release (`LayerGeometry`: every tile's
+features clipped, simplified and quantised by mapbox-vector-tile, then written with the
+pmtiles writer) under a name of its own content, and written only when it is new. Only
+published numbers reach a period's document: a suppressed cell is a flag, and an H3
+parent drawn at low zoom is the test-weighted mean of its published children.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import io
 import math
 from collections import defaultdict
@@ -37,7 +40,8 @@ POLYGON_MAXZOOM = 9  # polygon layers: MapLibre overzooms beyond this
 H3_ZOOM_OFFSET = 2  # H3 layers draw resolution min(layer resolution, zoom - 2)
 GZIP_LEVEL = 6
 CONTENT_TYPE = "application/vnd.pmtiles"
-CACHE = "public, max-age=300"
+# Both are written once under their name and never change: cached for a year.
+CACHE = "public, max-age=31536000, immutable"
 ALL = "all"
 DIRECTIONS = ("download", "upload")
 # Per ISP only the map's metrics (and the share columns).
@@ -53,8 +57,14 @@ class TileTooLarge(ValueError):
     """A tile is over MAX_TILE_BYTES; the message names the archive and the tile."""
 
 
-def tile_key(layer: str, kind: str, label: str) -> str:
-    return f"v1/tiles/{layer}/{kind}/{label}.pmtiles"
+def shapes_key(layer: str, digest: str) -> str:
+    """The archive of a layer's shapes, named by (a digest of) its content."""
+    return f"v1/tiles/{layer}/shapes.{digest}.pmtiles"
+
+
+def period_key(layer: str, kind: str, label: str) -> str:
+    """The map's numbers of one period of a layer."""
+    return f"v1/tiles/{layer}/{kind}/{label}.json"
 
 
 def h3_resolution_at(zoom: int, resolution: int) -> int:
@@ -369,6 +379,16 @@ class PeriodProperties:
             areas[res] = {_parent(a, res) for a in cells}
         return cls(by_res, areas)
 
+    def features(self) -> dict[str, dict]:
+        """The numbers of every drawn feature by area id (H3 cells and parents alike:
+        their ids differ), as the period's document holds them."""
+        out: dict[str, dict] = {}
+        for res, props in self.by_res.items():
+            drawn = props.keys() if self.areas is None else self.areas.get(res, set())
+            for area in sorted(drawn):
+                out[area] = props.get(area, {})
+        return out
+
 
 # -- tiles and archives ---------------------------------------------------------------
 
@@ -547,8 +567,8 @@ def build_archive(
 
 
 class LayerTiles:
-    """Writes the archives of one layer: its geometry is drawn on the first write and
-    reused for every period of the run. `shapes` is a callable giving the layer's area
+    """Writes the tiles of one layer: the archive of its shapes (`write_shapes`) and
+    each period's numbers (`write`). `shapes` is a callable giving the layer's area
     shapes (WGS 84 GeoJSON by area id), `names` the area names."""
 
     def __init__(
@@ -571,9 +591,6 @@ class LayerTiles:
         self.resolution = resolution
         self.project = project
         self._geometry: LayerGeometry | None = None
-        # The newest archive written of each kind (labels of a kind sort by time), kept
-        # for its alias: (label, bytes).
-        self.newest: dict[str, tuple[str, bytes]] = {}
 
     @property
     def geometry(self) -> LayerGeometry:
@@ -581,34 +598,50 @@ class LayerTiles:
             self._geometry = LayerGeometry(self.layer, self._shapes(), self.resolution)
         return self._geometry
 
-    def write(self, kind: str, label: str, doc: Mapping) -> Archive:
-        """The archive of one period from its statistics document, written atomically."""
-        key = tile_key(self.layer, kind, label)
-        period = PeriodProperties.from_stats(doc, self.thresholds, self.names, self.resolution)
-        archive = build_archive(
+    def shapes_archive(self) -> Archive:
+        """The archive of every area's shape, with its `id`, `name` and (H3) `resolution`."""
+        return build_archive(
             self.geometry,
-            period,
+            PeriodProperties({res: {} for res in self._resolutions()}),
             self.names,
-            name=f"{self.project}: {self.layer}, {kind} {label}",
-            description=f"Broadband statistics of {self.layer} for the {kind} {label}",
-            where=key,
+            name=f"{self.project}: {self.layer}",
+            description=f"The areas of {self.layer}; the numbers of each period are in "
+            f"v1/tiles/{self.layer}/{{kind}}/{{period}}.json",
+            where=f"v1/tiles/{self.layer}/shapes",
             attribution=self.attribution,
         )
-        self.store.write_bytes(key, archive.data, content_type=CONTENT_TYPE, cache_control=CACHE)
-        if kind not in self.newest or label > self.newest[kind][0]:
-            self.newest[kind] = (label, archive.data)
-        return archive
 
-    def write_latest(self, kind: str, newest: str | None) -> None:
-        """`latest.pmtiles` of a kind: the same bytes as its newest period's archive,
-        written again when that archive was (or when the alias is missing)."""
-        if newest is None:
-            return
-        key = tile_key(self.layer, kind, "latest")
-        label, data = self.newest.get(kind, (None, None))
-        if label != newest or data is None:
-            source = tile_key(self.layer, kind, newest)
-            if self.store.exists(key) or not self.store.exists(source):
-                return
-            data = self.store.read_bytes(source)
-        self.store.write_bytes(key, data, content_type=CONTENT_TYPE, cache_control=CACHE)
+    def _resolutions(self) -> list[int | None]:
+        if self.resolution is None:
+            return [None]
+        return list(range(self.resolution + 1))
+
+    def write_shapes(self) -> str:
+        """Writes the shapes' archive under a name of its own content unless it is
+        there already (the same areas give the same bytes); its key."""
+        archive = self.shapes_archive()
+        key = shapes_key(self.layer, hashlib.sha256(archive.data).hexdigest()[:16])
+        if not self.store.exists(key):
+            self.store.write_bytes(
+                key, archive.data, content_type=CONTENT_TYPE, cache_control=CACHE
+            )
+        return key
+
+    def write(self, kind: str, label: str, doc: Mapping) -> dict:
+        """The map's numbers of one period from its statistics document, written
+        atomically; the document written."""
+        period = PeriodProperties.from_stats(doc, self.thresholds, self.names, self.resolution)
+        out = {
+            "version": 1,
+            "layer": self.layer,
+            "kind": kind,
+            "period": label,
+            "release": doc.get("release"),
+            "features": period.features(),
+        }
+        self.store.write_json(
+            period_key(self.layer, kind, label),
+            out,
+            cache_control=CACHE,
+        )
+        return out

@@ -1,6 +1,7 @@
-// The map page: areas coloured by a statistic from the published PMTiles, the controls
-// that choose what is shown, the legend, and the panel of a selected area. Its whole
-// state is in the URL's hash (state.js).
+// The map page: each layer's shapes from its published PMTiles archive, coloured by a
+// statistic of the chosen period (the period's numbers, joined to the shapes as
+// feature state), the controls that choose what is shown, the legend, and the panel of
+// a selected area. Its whole state is in the URL's hash (state.js).
 import "maplibre-gl/dist/maplibre-gl.css";
 import "uplot/dist/uPlot.min.css";
 import { AttributionControl, Map as MapLibre, NavigationControl, addProtocol, prewarm, setWorkerUrl } from "maplibre-gl";
@@ -10,12 +11,13 @@ import {
   KIND_NAMES,
   NO_DATA_COLOR,
   classes,
+  drawnOpacity,
   fillColor,
+  hatchOpacity,
   metricsFor,
   periodLabel,
   periodStart,
   publicationNote,
-  suppressedFilter,
 } from "./metrics.js";
 import { Panel } from "./panel.js";
 import { formatView, normalise, parseView, readHash, writeHash } from "./state.js";
@@ -39,6 +41,9 @@ let state;
 let map;
 let panel;
 let mapLoaded = false;
+// The period whose numbers the map shows ("layer/kind/period"), and the one loading.
+let shownNumbers = null;
+let loadingNumbers = null;
 const areaLists = new Map();
 
 // -- messages -------------------------------------------------------------------------
@@ -69,11 +74,19 @@ const layerInfo = (id = state.layer) => index.layers.find((l) => l.id === id);
 const metricInfo = (id = state.metric) => metrics.find((m) => m.id === id);
 const ispLabel = (isp) => (isp === "all" ? "all ISPs" : isp);
 
-function tileUrl(s = state) {
-  const template = index.paths?.tiles || "v1/tiles/{layer}/{kind}/{period}.pmtiles";
+/** The archive of a layer's shapes (the same for every period). */
+function shapesUrl(s = state) {
+  return new URL(layerInfo(s.layer).tiles.shapes, config.dataBase).href;
+}
+
+/** The numbers of a layer's period, joined to its shapes. */
+function numbersUrl(s = state) {
+  const template = index.paths?.tiles || "v1/tiles/{layer}/{kind}/{period}.json";
   const path = template.replace("{layer}", s.layer).replace("{kind}", s.kind).replace("{period}", s.period);
   return new URL(path, config.dataBase).href;
 }
+
+const numbersKey = (s = state) => `${s.layer}/${s.kind}/${s.period}`;
 
 function apiUrl(path, params) {
   const query = Object.entries(params)
@@ -111,6 +124,7 @@ function statsLayers() {
   const metric = metricInfo();
   const common = { source: SOURCE, "source-layer": info.tiles?.source_layer || info.id };
   const selected = ["==", ["get", "id"], state.area || ""];
+  const everyArea = info.type !== "h3";
   return [
     {
       id: LAYERS.fill,
@@ -118,28 +132,32 @@ function statsLayers() {
       ...common,
       paint: {
         "fill-color": fillColor(metric, state.direction, state.isp),
-        "fill-opacity": config.basemap_style ? 0.78 : 0.92,
+        "fill-opacity": drawnOpacity(config.basemap_style ? 0.78 : 0.92, everyArea),
       },
     },
     {
       id: LAYERS.hatch,
       type: "fill",
       ...common,
-      filter: suppressedFilter(metric, state.direction, state.isp),
-      paint: { "fill-pattern": HATCH, "fill-opacity": 0.9 },
+      paint: { "fill-pattern": HATCH, "fill-opacity": hatchOpacity(metric, state.direction, state.isp) },
     },
     {
       id: LAYERS.line,
       type: "line",
       ...common,
-      paint: { "line-color": "#4a4f57", "line-width": ["interpolate", ["linear"], ["zoom"], 4, 0.3, 9, 1] },
+      paint: {
+        "line-color": "#4a4f57",
+        "line-width": ["interpolate", ["linear"], ["zoom"], 4, 0.3, 9, 1],
+        "line-opacity": drawnOpacity(1, everyArea),
+      },
     },
     { id: LAYERS.casing, type: "line", ...common, filter: selected, paint: { "line-color": "#000", "line-width": 5 } },
     { id: LAYERS.selected, type: "line", ...common, filter: selected, paint: { "line-color": "#fff", "line-width": 2 } },
   ];
 }
 
-const statsSource = () => ({ type: "vector", url: `pmtiles://${tileUrl()}` });
+// Feature state is keyed by the `id` property: H3 indexes do not fit a JavaScript number.
+const statsSource = () => ({ type: "vector", url: `pmtiles://${shapesUrl()}`, promoteId: "id" });
 
 /** Without a basemap: the statistics on a plain background, in the first style, so
  * that the tiles load while the map starts. */
@@ -157,17 +175,48 @@ function addStatsLayers() {
   const before = map.getStyle().layers.find((l) => l.type === "symbol")?.id;
   map.addSource(SOURCE, statsSource());
   for (const layer of statsLayers()) map.addLayer(layer, before);
+  shownNumbers = null;
+  loadNumbers();
 }
 
 function removeStatsLayers() {
   for (const id of Object.values(LAYERS)) if (map.getLayer(id)) map.removeLayer(id);
   if (map.getSource(SOURCE)) map.removeSource(SOURCE);
+  shownNumbers = null;
 }
 
 function updatePaint() {
   const metric = metricInfo();
   map.setPaintProperty(LAYERS.fill, "fill-color", fillColor(metric, state.direction, state.isp));
-  map.setFilter(LAYERS.hatch, suppressedFilter(metric, state.direction, state.isp));
+  map.setPaintProperty(LAYERS.hatch, "fill-opacity", hatchOpacity(metric, state.direction, state.isp));
+}
+
+/** Joins the current period's numbers to the layer's shapes (once they are loaded,
+ * the previous period's are replaced at once, so that no mix of two is drawn). */
+async function loadNumbers() {
+  const key = numbersKey();
+  if (!map?.getSource(SOURCE) || key === shownNumbers || key === loadingNumbers) return;
+  loadingNumbers = key;
+  document.body.dataset.mapState = "loading";
+  const sourceLayer = layerInfo().tiles?.source_layer || state.layer;
+  let doc;
+  try {
+    doc = await fetchJson(numbersUrl());
+  } catch (err) {
+    if (loadingNumbers !== key) return;
+    loadingNumbers = null;
+    fail(`The numbers of ${periodLabel(state.period)} could not be loaded (${err.message}).`);
+    return;
+  }
+  if (loadingNumbers !== key) return; // another period was chosen meanwhile
+  loadingNumbers = null;
+  if (key !== numbersKey() || !map.getSource(SOURCE)) return;
+  map.removeFeatureState({ source: SOURCE, sourceLayer });
+  for (const [id, numbers] of Object.entries(doc.features || {})) {
+    map.setFeatureState({ source: SOURCE, sourceLayer, id }, { ...numbers, drawn: true });
+  }
+  shownNumbers = key;
+  map.triggerRepaint();
 }
 
 function updateSelection() {
@@ -195,7 +244,7 @@ async function createMap() {
   } else {
     // Frame the published areas: the archive's header (one small range request that
     // the protocol then reuses for the tiles).
-    const archive = new PMTiles(tileUrl());
+    const archive = new PMTiles(shapesUrl());
     protocol.add(archive);
     try {
       const h = await archive.getHeader();
@@ -241,18 +290,20 @@ async function createMap() {
   map.on("load", () => {
     mapLoaded = true;
     // The state may have changed while the map started.
-    if (map.getSource(SOURCE)?.url !== `pmtiles://${tileUrl()}`) {
+    if (map.getSource(SOURCE)?.url !== `pmtiles://${shapesUrl()}`) {
       removeStatsLayers();
       addStatsLayers();
     } else {
       updatePaint();
       updateSelection();
+      loadNumbers();
     }
   });
   map.once("idle", () => {
     if ($("status").textContent === LOADING) setStatus("");
   });
   map.on("idle", () => {
+    if (loadingNumbers || shownNumbers !== numbersKey()) return; // the period's numbers are on their way
     document.body.dataset.mapState = "idle";
     if (!areaLists.has(`${state.layer}/${state.period}`)) loadAreaList();
   });
@@ -278,6 +329,7 @@ function onMapClick(e) {
   if (!feature) return;
   const info = layerInfo();
   const p = feature.properties;
+  if (info.type === "h3" && !feature.state?.drawn) return; // a cell without tests in the period
   if (info.type === "h3" && p.resolution != null && Number(p.resolution) < info.resolution) {
     // A coarser hexagon drawn at this zoom: zoom in to the layer's own hexagons.
     map.easeTo({ center: e.lngLat, zoom: (info.tiles?.maxzoom ?? info.resolution + 2) + 0.01 });
@@ -375,13 +427,13 @@ function applyState(prev) {
   describeMap();
   if (map && mapLoaded) {
     document.body.dataset.mapState = "loading";
-    const sourceChanged = !prev || prev.layer !== state.layer || prev.kind !== state.kind || prev.period !== state.period;
-    if (sourceChanged) {
+    if (!prev || prev.layer !== state.layer) {
       removeStatsLayers();
       addStatsLayers();
     } else {
       updatePaint();
       updateSelection();
+      loadNumbers();
     }
     if (!areaLists.has(`${state.layer}/${state.period}`)) loadAreaList();
     else fillAreaPicker();

@@ -1,5 +1,6 @@
 // What the map can colour areas by, their class breaks and colours, how numbers are
-// written, and the MapLibre expressions that read them from the tiles' properties.
+// written, and the MapLibre expressions that read them from each area's feature state
+// (the period's numbers, joined to the shapes in the browser).
 
 // Viridis, 8 steps: sequential, readable by the common colour-vision deficiencies,
 // and none of its colours is the grey of "insufficient data" or the white of "no tests".
@@ -98,18 +99,32 @@ export function classes(metric, direction) {
   return out;
 }
 
+/** A number of the period joined to the area (MapLibre feature state; null if none). */
+const stateOf = (key) => ["feature-state", key];
+
 /** The fill colour of an area: a class colour, grey when suppressed, white without tests. */
 export function fillColor(metric, direction, isp) {
-  const value = propertyKey(metric.stat, direction, isp);
-  const suppressed = propertyKey("suppressed", direction, isp);
-  const step = ["step", ["to-number", ["get", value]], PALETTE[0]];
+  const value = stateOf(propertyKey(metric.stat, direction, isp));
+  const suppressed = stateOf(propertyKey("suppressed", direction, isp));
+  const step = ["step", ["to-number", value], PALETTE[0]];
   metric.breaks[direction].forEach((b, i) => step.push(b, PALETTE[i + 1]));
-  return ["case", ["has", value], step, ["==", ["get", suppressed], true], SUPPRESSED_COLOR, NO_DATA_COLOR];
+  return ["case", ["!=", value, null], step, ["==", suppressed, true], SUPPRESSED_COLOR, NO_DATA_COLOR];
 }
 
-/** Features whose cell is suppressed (drawn hatched). */
-export function suppressedFilter(metric, direction, isp) {
-  return ["all", ["!", ["has", propertyKey(metric.stat, direction, isp)]], ["==", ["get", propertyKey("suppressed", direction, isp)], true]];
+/** Whether an area's cell is suppressed (drawn hatched): no number, the flag set. */
+export function suppressedCondition(metric, direction, isp) {
+  return ["all", ["==", stateOf(propertyKey(metric.stat, direction, isp)), null], ["==", stateOf(propertyKey("suppressed", direction, isp)), true]];
+}
+
+/** The opacity of the hatch layer: visible on suppressed cells only. */
+export function hatchOpacity(metric, direction, isp) {
+  return ["case", suppressedCondition(metric, direction, isp), 0.9, 0];
+}
+
+/** An opacity shown only on the areas the period draws (H3 layers draw only the cells
+ * of the period and their parents; polygon layers draw every area). */
+export function drawnOpacity(opacity, everyArea) {
+  return everyArea ? opacity : ["case", ["boolean", stateOf("drawn"), false], opacity, 0];
 }
 
 /** The label of a period for people: `2025-03` → `March 2025`. */
