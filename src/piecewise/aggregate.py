@@ -32,6 +32,7 @@ from piecewise.cellstats import (
 )
 from piecewise.clients import network_keyed
 from piecewise.config import RESERVED_ISP, Config, Threshold
+from piecewise.dictionaries import one_dictionary
 from piecewise.ingest import tests_key
 from piecewise.sampling import with_pick
 from piecewise.schema import DIRECTIONS, area_column, enriched_schema, rough_column
@@ -178,12 +179,7 @@ class _Codes:
 def _encode(arr: pa.ChunkedArray, exclude: tuple[str, ...] = ()) -> _Codes:
     """Dense integer codes 0..k-1 of a string or dictionary column; nulls and the
     `exclude`d values get code k."""
-    if not pa.types.is_dictionary(arr.type):
-        # One column, one dictionary: encoding each chunk (a date's file) and unifying
-        # hundreds of dictionaries afterwards is many times slower.
-        arr = pa.chunked_array([pc.dictionary_encode(arr.combine_chunks())])
-    elif arr.num_chunks > 1:
-        arr = arr.unify_dictionaries()
+    arr = one_dictionary(arr)
     labels = arr.chunk(0).dictionary.to_pylist() if arr.num_chunks else []
     indices = [pc.fill_null(c.indices, len(labels)).to_numpy() for c in arr.chunks]
     codes = np.concatenate(indices).astype(np.int32) if indices else np.zeros(0, np.int32)

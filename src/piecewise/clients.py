@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from piecewise.dictionaries import one_dictionary
+
 __all__ = ["IPV6_PREFIX", "client_network", "network_keyed"]
 
 IPV6_PREFIX = 64
@@ -91,10 +93,7 @@ def _keyed_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
         return column
     # One shared dictionary of the distinct addresses; the rows only index into it
     # (chunks joined first: unifying the dictionaries of hundreds of chunks is slow).
-    if dictionary:
-        encoded = column.unify_dictionaries()
-    else:
-        encoded = pa.chunked_array([pc.dictionary_encode(column.combine_chunks())])
+    encoded = one_dictionary(column)
     keys = _keys_of(encoded.chunk(0).dictionary)
     if not dictionary:
         return pa.chunked_array(
