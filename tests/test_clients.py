@@ -4,6 +4,7 @@ its /64, and the same rule on an Arrow column of any string type, nulls kept."""
 from __future__ import annotations
 
 import ipaddress
+import re
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -11,7 +12,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from piecewise.clients import _fast_network, client_network, network_keyed
+from piecewise.clients import (
+    _CANONICAL_KEY,
+    _fast_network,
+    _keys_of,
+    client_network,
+    network_keyed,
+)
 
 CASES = [
     # IPv4: as it is, canonical.
@@ -226,3 +233,28 @@ def test_the_fast_rule_for_a_column_is_the_rule(ip: str) -> None:
 @pytest.mark.parametrize(("ip", "key"), CASES)
 def test_the_fast_rule_gives_each_documented_key(ip: str, key: str) -> None:
     assert _fast_network(ip) == key
+
+
+@given(prefix=st.integers(min_value=0, max_value=2**64 - 1))
+def test_every_key_is_recognised_as_a_key_without_being_parsed(prefix: int) -> None:
+    key = str(ipaddress.IPv6Network((prefix << 64, 64)))
+    assert re.fullmatch(_CANONICAL_KEY, key)
+    values = pa.array([key, None])
+    assert _keys_of(values).to_pylist() == [key, None]
+
+
+@given(text=st.from_regex(_CANONICAL_KEY, fullmatch=True))
+def test_what_is_recognised_as_a_key_is_its_own_key(text: str) -> None:
+    assert client_network(text) == text
+
+
+def test_a_key_column_as_the_private_store_holds_it_is_kept() -> None:
+    keys = ["2001:db8:1:2::/64", "::/64", "0:0:0:1::/64", "2001:db8::/64", "203.0.113.7"]
+    not_keys = ["2001:db8:1:0::/64", "2001:0db8::/64", "2001:DB8::/64", "2001:db8::1/64"]
+    for text in keys:
+        assert client_network(text) == text
+    for text in not_keys:
+        assert not re.fullmatch(_CANONICAL_KEY, text)
+    table = pa.table({"client_ip": pa.array(keys + not_keys)})
+    expected = keys + [client_network(t) for t in not_keys]
+    assert network_keyed(table).column("client_ip").to_pylist() == expected

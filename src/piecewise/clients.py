@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from piecewise.dictionaries import one_dictionary
 
-__all__ = ["IPV6_PREFIX", "client_network", "network_keyed"]
+__all__ = ["IPV6_PREFIX", "client_network", "network_keyed", "network_keys"]
 
 IPV6_PREFIX = 64
 _HOST_BITS = 128 - IPV6_PREFIX
@@ -25,6 +25,13 @@ _HOST_BITS = 128 - IPV6_PREFIX
 # rule leaves it as it is, so the vectorised form keeps it without a Python call.
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _CANONICAL_IPV4 = rf"^{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}$"
+# A /64 key as `client_network` writes it (RFC 5952: lower-case groups without leading
+# zeros, the "::" standing for the zero host half and any zero groups before it): a key
+# is its own key, so the private store's keys are kept without a Python call either.
+_GROUP = r"(?:0|[1-9a-f][0-9a-f]{0,3})"
+_LAST = r"[1-9a-f][0-9a-f]{0,3}"
+_CANONICAL_KEY = rf"^(?:(?:{_GROUP}:){{0,3}}{_LAST}::/{IPV6_PREFIX}|::/{IPV6_PREFIX})$"
+_KEPT = rf"{_CANONICAL_IPV4}|{_CANONICAL_KEY}"
 
 
 def client_network(ip: str) -> str:
@@ -74,7 +81,7 @@ def _fast_network(ip: str) -> str:
 def _keys_of(values: pa.Array) -> pa.Array:
     """`client_network` of each value of a string array (nulls stay null), calling
     Python only for the values that are not canonical IPv4 addresses already."""
-    canonical = pc.fill_null(pc.match_substring_regex(values, _CANONICAL_IPV4), True)
+    canonical = pc.fill_null(pc.match_substring_regex(values, _KEPT), True)
     other = pc.invert(canonical)
     positions = np.flatnonzero(other.to_numpy(zero_copy_only=False))
     if positions.size == 0:
@@ -91,8 +98,7 @@ def _keyed_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
         raise TypeError(f"client addresses must be strings, not {kind}")
     if column.num_chunks == 0 or len(column) == 0:
         return column
-    # One shared dictionary of the distinct addresses; the rows only index into it
-    # (chunks joined first: unifying the dictionaries of hundreds of chunks is slow).
+    # One shared dictionary of the distinct addresses; the rows only index into it.
     encoded = one_dictionary(column)
     keys = _keys_of(encoded.chunk(0).dictionary)
     if not dictionary:
@@ -111,6 +117,12 @@ def _keyed_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
         for chunk in encoded.chunks
     ]
     return pa.chunked_array(chunks, type=kind)
+
+
+def network_keys(values: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
+    """`client_network` of each value of a string column (nulls stay null), as strings."""
+    column = values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
+    return _keyed_column(column)
 
 
 def network_keyed(table: pa.Table, column: str = "client_ip") -> pa.Table:

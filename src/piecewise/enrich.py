@@ -19,6 +19,7 @@ from piecewise.areas import (
     build_layers,
     distinct_points,
 )
+from piecewise.clients import network_keys
 from piecewise.config import Config
 from piecewise.isp import AsnDatabase, IspNamer, label_isps
 from piecewise.location import radii, too_coarse
@@ -132,7 +133,8 @@ class Enricher:
             "mbps": pa.array(mbps_np),
             "min_rtt_ms": pa.array(rtt, from_pandas=True),
             "loss_rate": pa.array(loss, from_pandas=True),
-            "client_ip": ip,
+            # The client, not its address: an IPv6 client is its /64 (piecewise.clients).
+            "client_ip": network_keys(ip).combine_chunks(),
             "latitude": lat_arr,
             "longitude": lon_arr,
             "country": _field("client.Geo.CountryCode"),
