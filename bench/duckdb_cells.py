@@ -1,0 +1,83 @@
+"""The plain DuckDB baseline of the aggregation benchmark: the cells of the benchmark
+year (counts, distinct clients, five quantiles, mean, geometric mean, RTT and loss
+medians, two shares, and the histograms) as GROUPING SETS queries over the private
+store's Parquet files (bench/sql/plain_cells.sql, plain_histograms.sql), one pair per
+layer, with `threads = 2`. No sampling (the benchmark counts every test), suppression,
+statistics files or tiles: less than `piecewise aggregate` does."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+SQL = Path(__file__).resolve().parent / "sql"
+THREADS = 2
+MEMORY = "12GB"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def child_duckdb_cells(config_path: str) -> dict:
+    import duckdb
+    import psutil
+
+    from piecewise.areas import PSEUDO_AREAS
+    from piecewise.config import load_config
+    from piecewise.histogram import BUCKETS, LOW, RATIO
+    from piecewise.pipeline import Stores
+    from piecewise.schema import area_column
+
+    cfg = load_config(config_path)
+    private = Stores.of(cfg).private
+    files = sorted(str(p) for p in Path(private.local_path("tests")).rglob("*.parquet"))
+    first, second = cfg.thresholds[0], cfg.thresholds[1]
+    params = {
+        "download_1": first.download,
+        "upload_1": first.upload,
+        "download_2": second.download,
+        "upload_2": second.upload,
+    }
+    peak = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        proc = psutil.Process()
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.05)
+
+    threading.Thread(target=watch, daemon=True).start()
+    start = time.perf_counter()
+    con = duckdb.connect(config={"threads": THREADS, "memory_limit": MEMORY})
+    cells = buckets = tests = 0
+    try:
+        con.execute(
+            "CREATE TEMP TABLE all_tests AS SELECT * FROM read_parquet($files)", {"files": files}
+        )
+        tests = con.execute("SELECT count(*) FROM all_tests").fetchone()[0]
+        for layer in cfg.layers:
+            area = _ident(area_column(layer.id))
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE tests AS SELECT *, {area} AS area FROM all_tests "
+                f"WHERE {area} IS NOT NULL AND NOT list_contains($pseudo, {area})",
+                {"pseudo": sorted(PSEUDO_AREAS)},
+            )
+            query = (SQL / "plain_cells.sql").read_text()
+            cells += con.sql(query, params=params).to_arrow_table().num_rows
+            hist = {"low": LOW, "ratio": RATIO, "buckets": BUCKETS}
+            query = (SQL / "plain_histograms.sql").read_text()
+            buckets += con.sql(query, params=hist).to_arrow_table().num_rows
+    finally:
+        con.close()
+    seconds = time.perf_counter() - start
+    done.set()
+    return {
+        "seconds": seconds,
+        "tests": tests,
+        "cells": cells,
+        "buckets": buckets,
+        "peak_rss_mib": peak[0] / 2**20,
+    }
