@@ -25,7 +25,8 @@ def daily_bench(config: Path, workdir: Path) -> dict:
     """Copies the year's stores (aggregated) into `workdir`, then for each of DAYS new
     dates ingests it (not timed) and times `piecewise aggregate`."""
     from piecewise.config import load_config
-    from piecewise.pipeline import run_ingest
+    from piecewise.ingest import ingested_dates
+    from piecewise.pipeline import Stores, run_ingest
 
     source = config.parent
     shutil.rmtree(workdir, ignore_errors=True)
@@ -37,9 +38,11 @@ def daily_bench(config: Path, workdir: Path) -> dict:
     daily = workdir / "daily.toml"
     daily.write_text(text)
     cfg = load_config(daily)
+    # The days after the last one the store holds (an earlier run may have added some).
+    first = max([dt.date(2025, 12, 31), *ingested_dates(Stores.of(cfg).private)])
     runs = []
-    for n in range(DAYS):
-        day = dt.date(2026, 1, 1) + dt.timedelta(days=n)
+    for n in range(1, DAYS + 1):
+        day = first + dt.timedelta(days=n)
         ingested = run_ingest(cfg, day, day, progress=False)
         cmd = [sys.executable, "-m", "piecewise.cli", "aggregate", "--config", str(daily)]
         start = time.perf_counter()

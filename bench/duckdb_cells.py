@@ -7,6 +7,7 @@ statistics files or tiles: less than `piecewise aggregate` does."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from pathlib import Path
@@ -32,13 +33,19 @@ def child_duckdb_cells(config_path: str) -> dict:
 
     cfg = load_config(config_path)
     private = Stores.of(cfg).private
-    files = sorted(str(p) for p in Path(private.local_path("tests")).rglob("*.parquet"))
-    first, second = cfg.thresholds[0], cfg.thresholds[1]
+    # The dates the aggregation covers: those of the configured span.
+    first, last = cfg.periods.start, cfg.periods.end or dt.date.max
+    files = sorted(
+        str(p)
+        for p in Path(private.local_path("tests")).rglob("*.parquet")
+        if first <= dt.date.fromisoformat(p.stem) <= last
+    )
+    one, two = cfg.thresholds[0], cfg.thresholds[1]
     params = {
-        "download_1": first.download,
-        "upload_1": first.upload,
-        "download_2": second.download,
-        "upload_2": second.upload,
+        "download_1": one.download,
+        "upload_1": one.upload,
+        "download_2": two.download,
+        "upload_2": two.upload,
     }
     peak = [0]
     done = threading.Event()

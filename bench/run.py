@@ -215,12 +215,24 @@ def child_enrich_baseline(config_path: str, rows: int) -> dict:
 
 
 def child_ingest(config_path: str) -> dict:
-    from piecewise.config import load_config
-    from piecewise.pipeline import run_ingest
+    """The year ingested (dates already ingested with the same settings are kept):
+    seconds, the year's rows in the store, and whether anything was read."""
+    import pyarrow.parquet as pq
 
+    from piecewise.config import load_config
+    from piecewise.pipeline import Stores, run_ingest
+
+    cfg = load_config(config_path)
     start = time.perf_counter()
-    result = run_ingest(load_config(config_path), *YEAR, progress=False)
-    return {"seconds": time.perf_counter() - start, "rows": sum(result.rows.values())}
+    result = run_ingest(cfg, *YEAR, progress=False)
+    seconds = time.perf_counter() - start
+    private = Stores.of(cfg).private
+    rows = sum(
+        pq.read_metadata(private.local_path(key)).num_rows
+        for key in private.list("tests/")
+        if key.endswith(".parquet") and key.rsplit("/", 1)[-1][:4] == str(YEAR[0].year)
+    )
+    return {"seconds": seconds, "rows": rows, "ingested": bool(result.dates)}
 
 
 def child_fanout(config_path: str, workers: int) -> dict:
@@ -2063,7 +2075,9 @@ def main() -> int:
         say(HEADINGS["aggregate"])
         say()
         say(
-            f"{ingest['rows']:,} tests of 2025 (ingest took {ingest['seconds']:.0f} s), "
+            f"{ingest['rows']:,} tests of 2025"
+            + (f" (ingest took {ingest['seconds']:.0f} s)" if ingest.get("ingested") else "")
+            + ", "
             "layers: 39 counties and H3 resolution 6; periods day, month, quarter, year; each "
             f"ISP and all; both directions: {aggregate[0]['cells']:,} cells "
             f"({aggregate[0]['published']:,} published). `piecewise aggregate` (read the "

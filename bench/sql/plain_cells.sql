@@ -31,3 +31,5 @@ GROUP BY GROUPING SETS (
     (direction, area, isp, day), (direction, area, isp, month),
     (direction, area, isp, quarter), (direction, area, isp, year)
 )
+-- Tests of no known ISP count in the all-ISP cells only, as in Piecewise.
+HAVING GROUPING(isp) = 1 OR isp IS NOT NULL

@@ -19,3 +19,5 @@ GROUP BY GROUPING SETS (
     (direction, area, isp, day, bucket), (direction, area, isp, month, bucket),
     (direction, area, isp, quarter, bucket), (direction, area, isp, year, bucket)
 )
+-- Tests of no known ISP count in the all-ISP cells only, as in Piecewise.
+HAVING GROUPING(isp) = 1 OR isp IS NOT NULL

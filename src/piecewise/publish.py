@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import logging
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 VERSION = 1
 PREFIX = "v1"
+WRITERS = 2  # periods written side by side
 INDEX_KEY = f"{PREFIX}/index.json"
 METRICS = {
     "tests": "number of tests",
@@ -173,6 +175,7 @@ class Publisher:
         privacy)."""
         shares = [(t["label"], t["column"]) for t in settings["thresholds"]]
         privacy = settings["privacy"]
+        work: list[tuple[str, dt.date, pa.Table, pa.Table]] = []
         for kind in periods.KINDS:
             wanted = sorted(start for k, start in starts if k == kind)
             if not wanted:
@@ -185,20 +188,30 @@ class Publisher:
                 d = (start - EPOCH).days
                 lo, hi = np.searchsorted(days, [d, d + 1])
                 rows = of_kind.slice(lo, hi - lo)
-                flag = rows.column("published")
                 clo, chi = np.searchsorted(cube_days, [d, d + 1])
-                self.write_period(
-                    layer,
-                    kind,
-                    start,
-                    rows.filter(flag),
-                    rows.filter(pc.invert(flag)),
-                    cube_of_kind.slice(clo, chi - clo).select(CUBE_COLUMNS),
-                    shares=shares,
-                    privacy=privacy,
-                    release=release,
-                    tiles=tiles,
-                )
+                work.append((kind, start, rows, cube_of_kind.slice(clo, chi - clo)))
+
+        def write(item: tuple[str, dt.date, pa.Table, pa.Table]) -> None:
+            kind, start, rows, cube_rows = item
+            flag = rows.column("published")
+            self.write_period(
+                layer,
+                kind,
+                start,
+                rows.filter(flag),
+                rows.filter(pc.invert(flag)),
+                cube_rows.select(CUBE_COLUMNS),
+                shares=shares,
+                privacy=privacy,
+                release=release,
+                tiles=tiles,
+            )
+
+        # Two at a time: one encodes JSON while the other's Parquet and file writes,
+        # which release the GIL, go on. Each file is written atomically on its own.
+        with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+            for _ in pool.map(write, work):
+                pass
 
     def write_series(self, layer: str, cells: pa.Table) -> list[str]:
         """One file per area: each kind's full period axis, one series per ISP and
