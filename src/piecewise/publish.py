@@ -182,8 +182,8 @@ class Publisher:
                 continue
             of_kind = cells.filter(pc.equal(cells.column("kind"), kind))
             cube_of_kind = cube.filter(pc.equal(cube.column("kind"), kind))
-            days = of_kind.column("period").cast(pa.int32()).to_numpy()
-            cube_days = cube_of_kind.column("period").cast(pa.int32()).to_numpy()
+            days = of_kind.column("period").cast(pa.int32()).to_numpy().astype(np.int64)
+            cube_days = cube_of_kind.column("period").cast(pa.int32()).to_numpy().astype(np.int64)
             for start in wanted:
                 d = (start - EPOCH).days
                 lo, hi = np.searchsorted(days, [d, d + 1])

@@ -1,0 +1,25 @@
+"""Period arithmetic (`piecewise.periods`): the ordinal of each row's period."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from piecewise import periods
+
+EPOCH = dt.date(1970, 1, 1)
+
+
+@given(
+    days=st.lists(st.integers(min_value=-40_000, max_value=60_000), max_size=200),
+    kind=st.sampled_from(periods.KINDS),
+)
+def test_each_rows_ordinal_is_that_of_its_periods_start(days: list[int], kind: str) -> None:
+    got = periods.ordinals(kind, np.array(days, dtype=np.int32))
+    assert got.dtype == np.int64 and len(got) == len(days)
+    for day, ordinal in zip(days, got.tolist(), strict=True):
+        date = EPOCH + dt.timedelta(days=day)
+        assert periods.start_of_ordinal(kind, ordinal) == periods.start_of(kind, date)
