@@ -95,6 +95,9 @@ API_WARMUP_SECONDS = 10  # before the measured runs of a mix, not counted
 # keep-alive timeout: a connection idle longer is closed under wrk, a socket error).
 API_MAX_CONNECTIONS = 64
 COLD_STARTS = 5  # fresh processes per first request
+CAPACITY_CONNECTIONS = 16  # closed-loop connections (twice gunicorn's 8 threads)
+CAPACITY_PATHS = 60_000  # more than a closed-loop run sends: none is sent twice
+CAPACITY_RPS = 1_000
 API_P99_MS = 25
 RANGE_P99_MS = 100
 COLD_START_S = 1.5
@@ -1084,15 +1087,18 @@ def connections(rate: int) -> int:
     return max(2, min(API_MAX_CONNECTIONS, rate // 4))
 
 
-def wrk_run(port: int, paths: list[str], rate: int, seconds: int, tmp: Path) -> dict:
-    """`paths` at `rate` requests/s for `seconds` (bench/wrk_rate.lua's timetable)."""
+def wrk_run(
+    port: int, paths: list[str], rate: int, seconds: int, tmp: Path, conns: int | None = None
+) -> dict:
+    """`paths` at `rate` requests/s for `seconds` (bench/wrk_rate.lua's timetable; rate
+    0: as fast as `conns` connections go, a closed loop)."""
     listing = tmp / "paths.txt"
     listing.write_text("\n".join(paths) + "\n")
     out = subprocess.run(
         [
             "wrk",
             "-t1",
-            f"-c{connections(rate)}",
+            f"-c{conns or connections(rate)}",
             f"-d{seconds}s",
             "--timeout",
             "10s",
@@ -1190,6 +1196,18 @@ def api_bench(config: Path, public: Path, repeat: int, tmp: Path) -> dict:
                 for lower in (rate // 2, rate // 4):
                     r = wrk_run(server.port, make(lower * API_SECONDS * 2), lower, API_SECONDS, tmp)
                     ladder[name].append({**r, "asked": lower})
+        # Capacity: the precomputed mix as fast as the server answers (closed loop).
+        capacity = [
+            wrk_run(
+                server.port,
+                makers["precomputed"](CAPACITY_PATHS),
+                0,
+                API_SECONDS,
+                tmp,
+                conns=CAPACITY_CONNECTIONS,
+            )
+            for _ in range(repeat)
+        ]
         rss = server.worker_rss_mib()
     options = gunicorn_options()
     return {
@@ -1197,6 +1215,7 @@ def api_bench(config: Path, public: Path, repeat: int, tmp: Path) -> dict:
         "first": first,
         "runs": runs,
         "ladder": ladder,
+        "capacity": capacity,
         "rates": rates,
         "worst_keys": len(worst),
         "rss_mib": rss,
@@ -1815,6 +1834,20 @@ def api_report(api: dict, cmd: str | None) -> list[str]:
         f"**{verdict('range_days', RANGE_P99_MS)}**."
     )
     say("")
+    capacity = api.get("capacity") or []
+    if capacity:
+        rps = median_of(capacity, "rate")
+        say(
+            f"Capacity: the precomputed mix sent as fast as the server answers (`wrk` with "
+            f"{CAPACITY_CONNECTIONS} connections and no timetable, a closed loop, "
+            f"{len(capacity)} runs of {API_SECONDS} s, fresh paths): "
+            + ", ".join(f"{r['rate']:,.0f}" for r in capacity)
+            + f" requests/s, median **{rps:,.0f}**, p99 "
+            f"{ms(median_of(capacity, 'p99_us'))} ms, "
+            f"{max(r['errors'] for r in capacity)} errors. Target: at least "
+            f"{CAPACITY_RPS:,} requests/s: **{'met' if rps >= CAPACITY_RPS else 'NOT met'}**."
+        )
+        say("")
     cold = api["cold"]
     say(
         f"Cold start, {COLD_STARTS} fresh processes per first request (medians): from "

@@ -3,7 +3,7 @@
 --   wrk -t1 -cCONNECTIONS -dSECONDS -s bench/wrk_rate.lua http://HOST:PORT -- PATHS RATE
 --
 -- PATHS is a file of request paths, one a line; RATE is requests per second (run one
--- thread: the schedule is per thread). wrk by itself sends the next request as soon
+-- thread: the schedule is per thread), or 0 for none (a closed loop: capacity). wrk by itself sends the next request as soon
 -- as a connection's answer arrives; here each request gets a slot on a fixed timetable
 -- (start + k / RATE, from the monotonic clock through LuaJIT's FFI) and waits for it,
 -- so the rate does not follow the server's speed. A request can only go out late when
@@ -45,7 +45,9 @@ function init(args)
       paths[#paths + 1] = line
     end
   end
-  interval_ms = 1000 / tonumber(args[2])
+  -- RATE 0: no timetable, each request as soon as a connection is free (closed loop).
+  local rate = tonumber(args[2])
+  interval_ms = rate > 0 and 1000 / rate or 0
   wrk.headers["Accept-Encoding"] = "gzip"
 end
 
@@ -55,6 +57,9 @@ function request()
 end
 
 function delay()
+  if interval_ms == 0 then
+    return 0
+  end
   local now = now_ms()
   if start_ms == nil then
     start_ms = now
