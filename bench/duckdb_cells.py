@@ -8,9 +8,10 @@ statistics files or tiles: less than `piecewise aggregate` does."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
 from pathlib import Path
+
+from rss import watch_rss
 
 SQL = Path(__file__).resolve().parent / "sql"
 THREADS = 2
@@ -23,7 +24,6 @@ def _ident(name: str) -> str:
 
 def child_duckdb_cells(config_path: str) -> dict:
     import duckdb
-    import psutil
 
     from piecewise.areas import PSEUDO_AREAS
     from piecewise.config import load_config
@@ -47,16 +47,7 @@ def child_duckdb_cells(config_path: str) -> dict:
         "download_2": two.download,
         "upload_2": two.upload,
     }
-    peak = [0]
-    done = threading.Event()
-
-    def watch() -> None:
-        proc = psutil.Process()
-        while not done.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.05)
-
-    threading.Thread(target=watch, daemon=True).start()
+    peak, done = watch_rss()
     start = time.perf_counter()
     con = duckdb.connect(config={"threads": THREADS, "memory_limit": MEMORY})
     cells = buckets = tests = 0

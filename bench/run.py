@@ -39,6 +39,7 @@ from pathlib import Path
 
 from demo_config import example_text
 from duckdb_cells import child_duckdb_cells  # noqa: F401 (a child, called by name)
+from rss import watch_rss
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "var" / "demo"
@@ -319,23 +320,10 @@ def fanout_report(runs: dict[int, list[dict]], repeat: int, cmd: str | None) -> 
 
 def child_aggregate(config_path: str) -> dict:
     """`piecewise aggregate` of every ingested date: load, cells, publish."""
-    import threading
-
-    import psutil
-
     from piecewise.config import load_config
     from piecewise.pipeline import run_aggregate
 
-    peak = [0]
-    done = threading.Event()
-
-    def watch() -> None:  # RSS sampled: ru_maxrss also counts freed arenas' peaks
-        proc = psutil.Process()
-        while not done.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.02)
-
-    threading.Thread(target=watch, daemon=True).start()
+    peak, done = watch_rss()
     start = time.perf_counter()
     result = run_aggregate(load_config(config_path))
     seconds = time.perf_counter() - start
@@ -348,23 +336,6 @@ def child_aggregate(config_path: str) -> dict:
         "peak_rss_mib": max(peak[0] / 2**20, 0.0),
         "max_rss_mib": peak_rss_mib(),
     }
-
-
-def _watch_rss() -> tuple[list[int], threading.Event]:
-    """The process's resident size sampled every 20 ms until the event is set."""
-    import psutil
-
-    peak = [0]
-    done = threading.Event()
-
-    def watch() -> None:
-        proc = psutil.Process()
-        while not done.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.02)
-
-    threading.Thread(target=watch, daemon=True).start()
-    return peak, done
 
 
 def _cpu_seconds() -> float:
@@ -388,7 +359,7 @@ def child_engine_cells(config_path: str, engine: str) -> dict:
     layer_ids = [layer.id for layer in cfg.layers]
     kinds = list(cfg.periods.kinds)
     thresholds = list(cfg.thresholds)
-    peak, done = _watch_rss()
+    peak, done = watch_rss()
     start, cpu0 = time.perf_counter(), _cpu_seconds()
     dates = ingested_dates(Stores.of(cfg).private)
     tests = load_tests(Stores.of(cfg).private, dates, layer_ids)
@@ -517,24 +488,12 @@ def child_tiles(config_path: str) -> dict:
     archive once, then each period's numbers from its statistics document, written to
     the public store. The statistics files are read before each period's clock starts:
     aggregation has them in memory."""
-    import threading
-
-    import psutil
     from pmtiles.reader import MemorySource, Reader, all_tiles
 
     from piecewise.store import json_bytes
 
     public, index, layers = _tile_layers(config_path)
-    peak = [0]
-    done = threading.Event()
-
-    def watch() -> None:
-        proc = psutil.Process()
-        while not done.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.02)
-
-    threading.Thread(target=watch, daemon=True).start()
+    peak, done = watch_rss()
     result: dict = {"layers": {}, "archives": 0, "bytes": 0, "largest": 0, "seconds": 0.0}
     result["cpu_seconds"] = 0.0
     result["periods"] = 0
