@@ -73,6 +73,11 @@ def _json_columns(table: pa.Table, digits: int = 4) -> dict[str, list]:
     return out
 
 
+def stats_key(layer: str, kind: str, label: str) -> str:
+    """The statistics file of one period of a layer."""
+    return f"{PREFIX}/stats/{layer}/{kind}/{label}.json"
+
+
 @dataclass(frozen=True)
 class AreasFile:
     """A layer's areas file as a release names it: its key and its number of areas."""
@@ -149,9 +154,7 @@ class Publisher:
                 )
             ],
         }
-        self.public.write_json(
-            f"{PREFIX}/stats/{layer}/{kind}/{label}.json", doc, cache_control=CACHE_LONG
-        )
+        self.public.write_json(stats_key(layer, kind, label), doc, cache_control=CACHE_LONG)
         self.public.write_parquet(f"{PREFIX}/cube/{layer}/{kind}/{label}.parquet", cube)
         if tiles is not None:
             tiles.write(kind, label, doc)

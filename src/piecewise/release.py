@@ -51,7 +51,7 @@ from piecewise.ingest import ingested_dates
 from piecewise.ledger import Ledger, LedgerError, LedgerState, Release, SealBroken, SealedPeriod
 from piecewise.lock import RunLock
 from piecewise.manifest import Manifest, unfinished_dates
-from piecewise.publish import INDEX_KEY, PREFIX, AreasFile, Publisher
+from piecewise.publish import INDEX_KEY, PREFIX, AreasFile, Publisher, stats_key
 from piecewise.schema import DIRECTIONS
 from piecewise.store import KeyNotFound
 
@@ -512,9 +512,10 @@ def complete_release(
             # Published before the map's numbers were files of their own: made from
             # the statistics files already public (nothing new is published).
             for kind, start in sorted(state.sealed):
-                key = f"{PREFIX}/stats/{layer.id}/{kind}/{periods.label(kind, start)}.json"
+                label = periods.label(kind, start)
+                key = stats_key(layer.id, kind, label)
                 if publisher.public.exists(key):
-                    tiles.write(kind, periods.label(kind, start), publisher.public.read_json(key))
+                    tiles.write(kind, label, publisher.public.read_json(key))
         publisher.write_series(layer.id, everything)
         areas[layer.id] = replace(publisher.write_areas(layer.id, ids), shapes=tiles.write_shapes())
         shown = everything.filter(everything.column("published"))
@@ -556,7 +557,7 @@ def _without_files(
     return [
         (kind, start)
         for kind, start in missing
-        if f"{PREFIX}/stats/{layer}/{kind}/{periods.label(kind, start)}.json" not in present
+        if stats_key(layer, kind, periods.label(kind, start)) not in present
     ]
 
 
