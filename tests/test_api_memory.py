@@ -322,12 +322,25 @@ def test_each_kept_value_counts_at_least_the_memory_it_holds(published: Publishe
     measured: list[tuple[tuple, int, int]] = []
 
     def measure(key: tuple, load: Callable[[], object]) -> None:
-        gc.collect()
-        before = tracemalloc.get_traced_memory()[0]
-        load()
-        gc.collect()
-        held = tracemalloc.get_traced_memory()[0] - before
-        measured.append((key, held, snap._data._values[key][1]))
+        # tracemalloc counts every thread's allocations, and threads other tests leave
+        # behind (an fsspec event loop, say) allocate now and then: what they add can only
+        # raise a figure, so a load found over its count is dropped and measured again,
+        # and its least figure kept.
+        least = None
+        for _ in range(3):
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            load()
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - before
+            counted = snap._data._values[key][1]
+            least = held if least is None else min(least, held)
+            if least <= counted:
+                break
+            snap._data.bytes -= snap._data._values.pop(key)[1]
+            load()  # once unmeasured: what the first load of a kind made once is made
+            snap._data.bytes -= snap._data._values.pop(key)[1]
+        measured.append((key, least, counted))
 
     def stats(layer: str, kind: str, label: str) -> None:
         period = snap.stats(layer, kind, label)
