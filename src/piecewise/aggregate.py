@@ -37,6 +37,7 @@ from piecewise.ingest import tests_key
 from piecewise.sampling import with_pick
 from piecewise.schema import DIRECTIONS, area_column, enriched_schema, rough_column
 from piecewise.store import Store, StoreError
+from piecewise.tables import plain_strings
 
 log = logging.getLogger(__name__)
 
@@ -93,15 +94,6 @@ HIST_SCHEMA = pa.schema(
 )
 KEY_COLUMNS = ("layer", "kind", "area", "isp", "direction")
 CANONICAL_ORDER = ("layer", "kind", "period", "area", "isp", "direction")
-
-
-def plain_strings(table: pa.Table) -> pa.Table:
-    """Dictionary-encoded key columns (compact in memory) as plain strings."""
-    for name in KEY_COLUMNS:
-        i = table.schema.get_field_index(name)
-        if i >= 0 and pa.types.is_dictionary(table.schema.field(i).type):
-            table = table.set_column(i, name, table.column(i).cast(pa.string()))
-    return table
 
 
 def _sql(name: str) -> str:

@@ -44,11 +44,19 @@ class RankedMetric:
 
     @classmethod
     def of(cls, values: np.ndarray) -> RankedMetric:
-        order = np.argsort(values, kind="stable")
+        # NaN sorts last either way, but it keeps numpy off its vectorised sort (three
+        # times slower on five million values): NaN goes in as +inf, unless +inf is a
+        # value too and the two would tie. Ties keep no particular order: equal values
+        # are interchangeable in every statistic.
+        missing = np.isnan(values)
+        if missing.any() and not np.isposinf(values).any():
+            order = np.argsort(np.where(missing, np.inf, values))
+        else:
+            order = np.argsort(values)
         dtype = np.int32 if len(values) < 2**31 else np.int64
         rank = np.empty(len(values), dtype=dtype)
         rank[order] = np.arange(len(values), dtype=dtype)
-        valid = int(np.count_nonzero(~np.isnan(values)))
+        valid = len(values) - int(np.count_nonzero(missing))
         return cls(values[order], rank, bits_for(max(len(values) - 1, 0)), valid)
 
     def sorted_composite(self, group: np.ndarray, group_bits: int) -> np.ndarray:

@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 
 from piecewise import periods
 from piecewise.store import KeyNotFound, Store, StoreError
+from piecewise.tables import plain_strings, rows_where
 
 log = logging.getLogger(__name__)
 
@@ -348,9 +349,12 @@ class Ledger:
                 pc.equal(year, group["year"]),
             )
             key = table_key(what, group["layer"], group["kind"], group["year"])
-            rows = table.filter(mask)
+            rows = rows_where(table, mask)  # a slice: the release's tables are sorted
             if self.store.exists(key):
                 old = self.store.read_parquet(key)
                 old = old.filter(pc.less(old.column("release"), number))
+                if old.schema != rows.schema:
+                    # Written by another version (say, with its keys as plain strings).
+                    old, rows = plain_strings(old), plain_strings(rows)
                 rows = pa.concat_tables([old, rows], promote_options="permissive")
             self.store.write_parquet(key, rows)

@@ -29,6 +29,7 @@ from piecewise.areas import AreaLayer, H3Areas
 from piecewise.config import Config, H3Layer
 from piecewise.histogram import HistogramSpec
 from piecewise.store import JSON_CONTENT_TYPE, Store, json_bytes
+from piecewise.tables import plain_strings, rows_equal
 from piecewise.tiles import LayerTiles, zoom_range
 
 log = logging.getLogger(__name__)
@@ -183,8 +184,8 @@ class Publisher:
             wanted = sorted(start for k, start in starts if k == kind)
             if not wanted:
                 continue
-            of_kind = cells.filter(pc.equal(cells.column("kind"), kind))
-            cube_of_kind = cube.filter(pc.equal(cube.column("kind"), kind))
+            of_kind = rows_equal(cells, "kind", kind)
+            cube_of_kind = rows_equal(cube, "kind", kind)
             days = of_kind.column("period").cast(pa.int32()).to_numpy().astype(np.int64)
             cube_days = cube_of_kind.column("period").cast(pa.int32()).to_numpy().astype(np.int64)
             for start in wanted:
@@ -203,7 +204,7 @@ class Publisher:
                 start,
                 rows.filter(flag),
                 rows.filter(pc.invert(flag)),
-                cube_rows.select(CUBE_COLUMNS),
+                plain_strings(cube_rows.select(CUBE_COLUMNS)),
                 shares=shares,
                 privacy=privacy,
                 release=release,

@@ -34,7 +34,6 @@ from piecewise.aggregate import (
     apply_privacy,
     cells_of_tests,
     load_tests,
-    plain_strings,
     share_column,
 )
 from piecewise.areas import build_layers
@@ -54,6 +53,7 @@ from piecewise.manifest import Manifest, unfinished_dates
 from piecewise.publish import INDEX_KEY, PREFIX, AreasFile, Publisher, stats_key
 from piecewise.schema import DIRECTIONS
 from piecewise.store import KeyNotFound
+from piecewise.tables import encoded_strings, plain_strings, rows_equal
 
 if TYPE_CHECKING:
     from piecewise.pipeline import Stores
@@ -444,8 +444,12 @@ def _cube(cells: pa.Table, hist: pa.Table) -> pa.Table:
     published = published.take(pc.sort_indices(published, [(c, "ascending") for c in KEYS]))
     rows = published.column("row").to_numpy()
     hist_cell = hist.column("cell").to_numpy()
-    order = np.lexsort((hist.column("bucket").to_numpy(), hist_cell))
-    hist_cell = hist_cell[order]
+    bucket = hist.column("bucket").to_numpy()
+    if _ascending(hist_cell, bucket):
+        order = np.arange(len(hist_cell))  # as compute_cells makes it: nothing to sort
+    else:
+        order = np.lexsort((bucket, hist_cell))
+        hist_cell = hist_cell[order]
     first = np.searchsorted(hist_cell, rows, side="left")
     lengths = np.searchsorted(hist_cell, rows, side="right") - first
     owner = np.repeat(np.arange(len(rows)), lengths)
@@ -454,9 +458,20 @@ def _cube(cells: pa.Table, hist: pa.Table) -> pa.Table:
         int(ends[-1]) if len(ends) else 0
     )
     picked = order[sel]
-    cube = published.select(KEYS).take(pa.array(owner, pa.int64()))
+    # The key columns as dictionaries: the cube repeats each cell's key for every
+    # bucket (millions of rows), as integers rather than copies of the text.
+    keys = encoded_strings(published.select(KEYS), KEYS)
+    cube = keys.take(pa.array(owner, pa.int64()))
     cube = cube.append_column("bucket", hist.column("bucket").take(pa.array(picked)))
     return cube.append_column("count", hist.column("count").take(pa.array(picked)))
+
+
+def _ascending(cell: np.ndarray, bucket: np.ndarray) -> bool:
+    """Whether the rows are in (cell, bucket) order, each pair once."""
+    if len(cell) < 2:
+        return True
+    step = np.diff(cell)
+    return bool((step >= 0).all() and ((step > 0) | (bucket[1:] > bucket[:-1])).all())
 
 
 def complete_release(
@@ -489,8 +504,8 @@ def complete_release(
     isps: set[str] = set()
     areas: dict[str, AreasFile] = {}
     for layer in config.layers:
-        mine = cells.filter(pc.equal(cells.column("layer"), layer.id))
-        mine_cube = cube.filter(pc.equal(cube.column("layer"), layer.id))
+        mine = rows_equal(cells, "layer", layer.id)
+        mine_cube = rows_equal(cube, "layer", layer.id)
         released = ledger.layer_cells(layer.id, below=release.number)
         everything = pa.concat_tables([*released, mine], promote_options="permissive")
         ids = publisher.area_ids(layer.id, pc.unique(everything.column("area")).to_pylist())

@@ -25,12 +25,13 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
-from piecewise.aggregate import HIST_SCHEMA, cell_schema, plain_strings, share_column
+from piecewise.aggregate import HIST_SCHEMA, cell_schema, share_column
 from piecewise.areas import PSEUDO_AREAS
 from piecewise.cellfields import MEASURES
 from piecewise.config import RESERVED_ISP, Threshold
 from piecewise.histogram import BUCKETS, LOW, RATIO
 from piecewise.schema import area_column, rough_column
+from piecewise.tables import plain_strings
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TABLE_ID = re.compile(r"^`?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){0,2}`?$")

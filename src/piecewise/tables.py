@@ -1,0 +1,52 @@
+"""Selections of Arrow tables that the release's tables make cheap.
+
+A release's cells and histograms are kept sorted by layer, kind and period, so the rows
+of one layer, kind or year sit together: taking them as a slice shares the table's
+memory, where a filter would copy millions of strings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["encoded_strings", "plain_strings", "rows_equal", "rows_where"]
+
+
+def rows_where(table: pa.Table, mask: pa.ChunkedArray | pa.Array) -> pa.Table:
+    """The rows where `mask` is true, in order: a zero-copy slice when they are
+    contiguous (as in a table sorted on the column tested), else a filtered copy."""
+    hits = np.flatnonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False))
+    if len(hits) == 0:
+        return table.slice(0, 0)
+    first, last = int(hits[0]), int(hits[-1])
+    if last - first + 1 == len(hits):
+        return table.slice(first, len(hits))
+    return table.take(pa.array(hits))
+
+
+def rows_equal(table: pa.Table, column: str, value: Any) -> pa.Table:
+    """The rows whose `column` equals `value` (see `rows_where`)."""
+    return rows_where(table, pc.equal(table.column(column), value))
+
+
+def encoded_strings(table: pa.Table, columns: tuple[str, ...] | list[str]) -> pa.Table:
+    """`table` with its string `columns` dictionary-encoded: taking rows then moves
+    integers, not text (the columns are read back as the same strings)."""
+    for name in columns:
+        i = table.schema.get_field_index(name)
+        if i >= 0 and pa.types.is_string(table.schema.field(i).type):
+            table = table.set_column(i, name, pc.dictionary_encode(table.column(i)))
+    return table
+
+
+def plain_strings(table: pa.Table) -> pa.Table:
+    """`table` with its dictionary-encoded string columns (compact in memory) as plain
+    strings, as the files that readers use hold them."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type) and pa.types.is_string(field.type.value_type):
+            table = table.set_column(i, field.name, table.column(i).cast(pa.string()))
+    return table

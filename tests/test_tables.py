@@ -1,0 +1,62 @@
+"""Selections of Arrow tables: a slice where the rows sit together, the same rows as a
+filter in every case."""
+
+from __future__ import annotations
+
+import random
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from piecewise.tables import encoded_strings, plain_strings, rows_equal, rows_where
+
+
+def table(kinds: list[str | None]) -> pa.Table:
+    return pa.table({"kind": pa.array(kinds, pa.string()), "n": pa.array(range(len(kinds)))})
+
+
+def test_contiguous_rows_are_a_slice_of_the_same_memory() -> None:
+    t = table(["day"] * 3 + ["month"] * 4 + ["year"])
+    got = rows_equal(t, "kind", "month")
+    assert got.column("n").to_pylist() == [3, 4, 5, 6]
+    # A slice shares the table's buffers: the data starts at the same address.
+    assert (
+        got.column("n").chunk(0).buffers()[1].address == t.column("n").chunk(0).buffers()[1].address
+    )
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_rows_are_those_a_filter_keeps(seed: int) -> None:
+    rng = random.Random(seed)
+    kinds = [rng.choice(["day", "month", None]) for _ in range(rng.randrange(0, 40))]
+    if rng.random() < 0.5:
+        kinds.sort(key=lambda k: (k is None, k or ""))
+    t = table(kinds)
+    if rng.random() < 0.5:
+        t = pa.concat_tables([t.slice(0, len(kinds) // 2), t.slice(len(kinds) // 2)])
+    mask = pc.equal(t.column("kind"), "month")
+    assert rows_where(t, mask).equals(t.filter(mask))
+    assert rows_equal(t, "kind", "day").equals(t.filter(pc.equal(t.column("kind"), "day")))
+
+
+def test_no_rows_keeps_the_schema() -> None:
+    t = table(["day", "day"])
+    got = rows_equal(t, "kind", "year")
+    assert got.num_rows == 0 and got.schema == t.schema
+
+
+def test_encoded_strings_read_back_as_the_same_strings() -> None:
+    t = pa.table(
+        {
+            "area": ["53033", "53033", None, "53061"],
+            "tests": [1, 2, 3, 4],
+            "kind": ["day", "day", "day", "day"],
+        }
+    )
+    encoded = encoded_strings(t, ["area", "kind", "absent"])
+    assert pa.types.is_dictionary(encoded.schema.field("area").type)
+    assert pa.types.is_dictionary(encoded.schema.field("kind").type)
+    assert encoded.schema.field("tests").type == pa.int64()
+    assert plain_strings(encoded).equals(t)
+    assert plain_strings(t) is t or plain_strings(t).equals(t)
