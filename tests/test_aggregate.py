@@ -1,11 +1,23 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
-from piecewise.aggregate import apply_privacy, apply_sampling, cell_schema
+from api_fixtures import pipeline_config
+from piecewise.aggregate import (
+    apply_privacy,
+    apply_sampling,
+    cell_schema,
+    compute_cells,
+    load_tests,
+)
+from piecewise.clients import network_keyed
+from piecewise.engines import cells_sql
+from piecewise.pipeline import Stores, run_ingest
 from piecewise.sampling import fingerprints, with_pick
 
 
@@ -78,3 +90,28 @@ def test_two_cells_with_one_key_are_refused_before_any_is_decided() -> None:
     twice = _cells([("all", "download"), ("Comcast", "download"), ("Comcast", "download")])
     with pytest.raises(ValueError, match="two cells share the key .*Comcast"):
         apply_privacy(twice, ["day"], 30, 10)
+
+
+@pytest.mark.parametrize("sampling", ["all", "one_per_client_day"])
+def test_coarse_counts_are_those_of_the_sql_definition(
+    tmp_path: Path, demo_data: Path, sampling: str
+) -> None:
+    """Each cell's `coarse` count (tests in its area too roughly located to count) is
+    what sql/coarse_counts.sql gives on the same tests, for every layer, kind and
+    grouping, sampled or not."""
+    config = pipeline_config(tmp_path, demo_data)
+    dates = sorted(
+        run_ingest(config, dt.date(2025, 3, 27), dt.date(2025, 4, 4), progress=False).dates
+    )
+    layers = [layer.id for layer in config.layers]
+    kinds = list(config.periods.kinds)
+    tests = apply_sampling(
+        network_keyed(load_tests(Stores.of(config).private, dates, layers)), sampling
+    )
+    stats, _ = compute_cells([tests.drop_columns(["pick"])], layers, kinds, config.thresholds)
+    expected = cells_sql.with_coarse(stats, cells_sql.coarse_in_duckdb(tests, layers, kinds))
+    assert pc.sum(expected.column("coarse")).as_py() > 0
+    for layer in layers:  # some cells of every layer have some, and some have none
+        mine = expected.filter(pc.equal(expected.column("layer"), layer)).column("coarse")
+        assert pc.max(mine).as_py() > 0 and pc.min(mine).as_py() == 0
+    assert stats.column("coarse").equals(expected.column("coarse"))

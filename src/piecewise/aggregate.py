@@ -192,6 +192,31 @@ class _Task:
     by_isp: bool
 
 
+def _column(table: pa.Table, name: str) -> pa.ChunkedArray | None:
+    return table.column(name) if name in table.column_names else None
+
+
+@dataclass(frozen=True)
+class _Rough:
+    """The tests located too roughly for a layer's areas (piecewise.location): their
+    rows, and the code (among the layer's area codes) of the area their point is in."""
+
+    rows: np.ndarray
+    area: np.ndarray  # int64
+
+    @classmethod
+    def of(cls, column: pa.ChunkedArray | None, areas: _Codes) -> _Rough:
+        if column is None:  # tests enriched before locations were judged: none
+            return cls(np.zeros(0, np.int64), np.zeros(0, np.int64))
+        rough = _encode(column)
+        code_of = {label: i for i, label in enumerate(areas.labels)}
+        # An area without a code has no cell to count in: -1, as a missing one.
+        remap = np.array([code_of.get(label, -1) for label in rough.labels] + [-1], np.int64)
+        area = remap[rough.codes]
+        rows = np.flatnonzero(area >= 0)
+        return cls(rows, area[rows])
+
+
 @dataclass(frozen=True)
 class _DirectionInputs:
     """One direction's rows, encoded once and shared by all of its groupings."""
@@ -200,6 +225,7 @@ class _DirectionInputs:
     isp: _Codes
     periods: dict[str, _Codes]
     areas: dict[str, _Codes]
+    rough: dict[str, _Rough]
     thresholds: list[float]
 
     @classmethod
@@ -224,23 +250,43 @@ class _DirectionInputs:
             rel = (ords - base).astype(np.int32)
             labels = [periods.start_of_ordinal(kind, base + i) for i in range(int(rel.max()) + 1)]
             period_codes[kind] = _Codes(rel, labels, bits_for(len(labels)))
+        areas = {i: _encode(rows.column(area_column(i)), PSEUDO_AREAS) for i in layer_ids}
         return cls(
             data=DirectionData.build(mbps, rtt, loss, client),
             isp=_encode(rows.column("isp")),
             periods=period_codes,
-            areas={i: _encode(rows.column(area_column(i)), PSEUDO_AREAS) for i in layer_ids},
+            areas=areas,
+            rough={i: _Rough.of(_column(rows, rough_column(i)), areas[i]) for i in layer_ids},
             thresholds=[t.download if direction == "download" else t.upload for t in thresholds],
         )
 
-    def cells(self, task: _Task) -> CellStatistics:
-        area = self.areas[task.layer]
-        per = self.periods[task.kind]
-        group = (area.codes.astype(np.int64) << per.bits) | per.codes
-        bits = area.bits + per.bits
+    def _group(self, task: _Task, area: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        """The cell key of each row (of `rows` only, if given) with area codes `area`."""
+        per = self.periods[task.kind].codes
+        group = (area.astype(np.int64) << self.periods[task.kind].bits) | (
+            per if rows is None else per[rows]
+        )
         if task.by_isp:
-            group = (group << self.isp.bits) | self.isp.codes
-            bits += self.isp.bits
-        return cell_statistics(self.data, group, bits, self.thresholds)
+            isp = self.isp.codes if rows is None else self.isp.codes[rows]
+            group = (group << self.isp.bits) | isp
+        return group
+
+    def cells(self, task: _Task) -> tuple[CellStatistics, np.ndarray]:
+        """The statistics of every cell of the task's grouping, and each cell's `coarse`
+        count: the tests in its area, period and ISP located too roughly to count."""
+        area = self.areas[task.layer]
+        bits = area.bits + self.periods[task.kind].bits + (self.isp.bits if task.by_isp else 0)
+        stats = cell_statistics(
+            self.data, self._group(task, area.codes, None), bits, self.thresholds
+        )
+        rough = self.rough[task.layer]
+        keys = np.sort(self._group(task, rough.area, rough.rows))
+        if not len(keys):
+            return stats, np.zeros(len(stats.keys), np.int64)
+        first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        distinct, counts = keys[first], np.diff(np.r_[first, len(keys)])
+        at = np.minimum(np.searchsorted(distinct, stats.keys), len(distinct) - 1)
+        return stats, np.where(distinct[at] == stats.keys, counts[at], 0)
 
 
 def compute_cells(
@@ -251,9 +297,11 @@ def compute_cells(
     wanted: dict[str, set[dt.date]] | None = None,
     threads: int = 0,
 ) -> tuple[pa.Table, pa.Table]:
-    """Statistics and histograms of every cell. `tables` may come one direction at a
-    time (each is dropped once encoded, to keep memory down); `wanted` limits the
-    output to those periods (by kind and start date), which the rows must cover whole."""
+    """Statistics and histograms of every cell, with its `coarse` count (the tests in
+    its area located too roughly to count there: sql/coarse_counts.sql, held equal by
+    the tests). `tables` may come one direction at a time (each is dropped once
+    encoded, to keep memory down); `wanted` limits the output to those periods (by kind
+    and start date), which the rows must cover whole."""
     inputs: dict[str, _DirectionInputs] = {}
     for tests in tables:
         direction_of_row = _encode(tests.column("direction"))
@@ -269,9 +317,11 @@ def compute_cells(
 
     def run(task: _Task) -> tuple[pa.Table, pa.Table]:
         d = inputs[task.direction]
+        stats, coarse = d.cells(task)
         return _tables(
             task,
-            d.cells(task),
+            stats,
+            coarse,
             d.areas[task.layer],
             d.periods[task.kind],
             d.isp,
@@ -304,6 +354,7 @@ def compute_cells(
 def _tables(
     task: _Task,
     s: CellStatistics,
+    coarse: np.ndarray,
     area: _Codes,
     per: _Codes,
     isp: _Codes,
@@ -344,7 +395,7 @@ def _tables(
         "direction": constant(task.direction),
         "tests": pa.array(s.tests[idx]),
         "clients": pa.array(s.clients[idx]),
-        "coarse": pa.array(np.zeros(n, dtype=np.int64)),  # counted apart: with_coarse
+        "coarse": pa.array(coarse[idx]),
     }
     for name in QUANTILE_NAMES:
         cols[name] = pa.array(s.quantiles[name][idx])
@@ -477,23 +528,17 @@ def cells_of_tests(
     """Sampling and cell statistics of tests (given a direction at a time, or all in
     one table); `wanted` limits the cells to those periods. Nothing is decided yet."""
 
-    # cells_sql imports this module: imported here.
-    from piecewise.engines.cells_sql import coarse_in_duckdb, coarse_table, with_coarse
-
     layer_ids = [layer.id for layer in config.layers]
     kinds = list(config.periods.kinds)
-    coarse: list[pa.Table] = []
 
     def sampled() -> Iterable[pa.Table]:
         for tests in tables:
             # A client is a network (an IPv6 client its /64), for sampling and counts.
             tests = apply_sampling(network_keyed(tests), config.aggregation.sampling)
-            # The tests too roughly located for a layer count apart (piecewise.location).
-            coarse.append(coarse_in_duckdb(tests, layer_ids, kinds))
             yield tests.drop_columns(["pick"]) if "pick" in tests.column_names else tests
             del tests  # before the next table is loaded
 
-    stats, hist = compute_cells(
+    return compute_cells(
         sampled(),
         layer_ids,
         kinds,
@@ -501,8 +546,6 @@ def cells_of_tests(
         wanted=wanted,
         threads=config.aggregation.threads,
     )
-    counts = pa.concat_tables(coarse) if coarse else coarse_table([])
-    return with_coarse(stats, counts), hist
 
 
 def aggregate_tests(
