@@ -11,9 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 
 import duckdb
@@ -302,21 +303,12 @@ def compute_cells(
     the tests). `tables` may come one direction at a time (each is dropped once
     encoded, to keep memory down); `wanted` limits the output to those periods (by kind
     and start date), which the rows must cover whole."""
-    inputs: dict[str, _DirectionInputs] = {}
-    for tests in tables:
-        direction_of_row = _encode(tests.column("direction"))
-        for code, direction in enumerate(direction_of_row.labels):
-            if direction not in DIRECTIONS:
-                raise ValueError(f"unknown direction {direction!r} in the private store")
-            if direction in inputs:
-                raise ValueError(f"{direction} tests were given twice")
-            rows = tests.filter(pa.array(direction_of_row.codes == code))
-            inputs[direction] = _DirectionInputs.of(rows, direction, layer_ids, kinds, thresholds)
-            del rows
-        del tests  # before the next table is loaded
+    seen: set[str] = set()
+    stats_parts: list[pa.Table] = []
+    hist_parts: list[pa.Table] = []
+    offset = 0
 
-    def run(task: _Task) -> tuple[pa.Table, pa.Table]:
-        d = inputs[task.direction]
+    def run(d: _DirectionInputs, task: _Task) -> tuple[pa.Table, pa.Table]:
         stats, coarse = d.cells(task)
         return _tables(
             task,
@@ -329,22 +321,39 @@ def compute_cells(
             wanted,
         )
 
-    tasks = [
-        _Task(direction, layer, kind, by_isp)
-        for direction in inputs
-        for layer in layer_ids
-        for kind in kinds
-        for by_isp in (False, True)
-    ]
-    stats_parts: list[pa.Table] = []
-    hist_parts: list[pa.Table] = []
-    offset = 0
+    # One direction at a time: its groupings side by side, then its encoded rows are
+    # dropped before the next direction is read.
     with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
-        for stats_table, hist_table in pool.map(run, tasks):
-            stats_parts.append(stats_table)
-            cell = pc.add(hist_table.column("cell"), offset)
-            hist_parts.append(hist_table.set_column(0, "cell", cell))
-            offset += stats_table.num_rows
+        for tests in tables:
+            direction_of_row = _encode(tests.column("direction"))
+            encoded: list[tuple[str, _DirectionInputs]] = []
+            for code, direction in enumerate(direction_of_row.labels):
+                if direction not in DIRECTIONS:
+                    raise ValueError(f"unknown direction {direction!r} in the private store")
+                if direction in seen:
+                    raise ValueError(f"{direction} tests were given twice")
+                seen.add(direction)
+                one = len(direction_of_row.labels) == 1
+                rows = tests if one else tests.filter(pa.array(direction_of_row.codes == code))
+                encoded.append(
+                    (direction, _DirectionInputs.of(rows, direction, layer_ids, kinds, thresholds))
+                )
+                del rows
+            del tests  # before the groupings are computed (the caller lets go of it too)
+            while encoded:
+                direction, d = encoded.pop(0)
+                tasks = [
+                    _Task(direction, layer, kind, by_isp)
+                    for layer in layer_ids
+                    for kind in kinds
+                    for by_isp in (False, True)
+                ]
+                for stats_table, hist_table in pool.map(partial(run, d), tasks):
+                    stats_parts.append(stats_table)
+                    cell = pc.add(hist_table.column("cell"), offset)
+                    hist_parts.append(hist_table.set_column(0, "cell", cell))
+                    offset += stats_table.num_rows
+                del d
     if not stats_parts:
         return plain_strings(cell_schema(thresholds).empty_table()), HIST_SCHEMA.empty_table()
     stats = pa.concat_tables(stats_parts, promote_options="permissive")
@@ -531,12 +540,20 @@ def cells_of_tests(
     layer_ids = [layer.id for layer in config.layers]
     kinds = list(config.periods.kinds)
 
-    def sampled() -> Iterable[pa.Table]:
-        for tests in tables:
-            # A client is a network (an IPv6 client its /64), for sampling and counts.
-            tests = apply_sampling(network_keyed(tests), config.aggregation.sampling)
-            yield tests.drop_columns(["pick"]) if "pick" in tests.column_names else tests
-            del tests  # before the next table is loaded
+    def prepared(tests: pa.Table) -> pa.Table:
+        # A client is a network (an IPv6 client its /64), for sampling and counts.
+        tests = apply_sampling(network_keyed(tests), config.aggregation.sampling)
+        return tests.drop_columns(["pick"]) if "pick" in tests.column_names else tests
+
+    def sampled() -> Iterator[pa.Table]:
+        # No name here holds a table once it is given (compute_cells drops each one
+        # when it is encoded, before computing its groupings).
+        rest = iter(tables)
+        while True:
+            try:
+                yield prepared(next(rest))
+            except StopIteration:
+                return
 
     return compute_cells(
         sampled(),

@@ -371,7 +371,8 @@ def _tests_by_direction(
     config: Config, stores: Stores, dates: list[dt.date], loaded: list[int]
 ) -> Iterator[pa.Table]:
     layer_ids = [layer.id for layer in config.layers]
-    for direction in DIRECTIONS:
+
+    def load(direction: str) -> pa.Table:
         tests = load_tests(
             stores.private,
             dates,
@@ -381,8 +382,10 @@ def _tests_by_direction(
         )
         loaded.append(tests.num_rows)
         log.info("aggregating %d %s tests of %d dates", tests.num_rows, direction, len(dates))
-        yield tests
-        del tests  # before the next direction is loaded
+        return tests
+
+    for direction in DIRECTIONS:
+        yield load(direction)  # not kept here: the consumer drops it when encoded
 
 
 def _empty_cells(config: Config) -> tuple[pa.Table, pa.Table]:
