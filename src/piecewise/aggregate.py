@@ -175,7 +175,9 @@ def _encode(arr: pa.ChunkedArray, exclude: tuple[str, ...] = ()) -> _Codes:
     arr = one_dictionary(arr)
     labels = arr.chunk(0).dictionary.to_pylist() if arr.num_chunks else []
     indices = [pc.fill_null(c.indices, len(labels)).to_numpy() for c in arr.chunks]
-    codes = np.concatenate(indices).astype(np.int32) if indices else np.zeros(0, np.int32)
+    codes = (
+        np.concatenate(indices).astype(np.int32, copy=False) if indices else np.zeros(0, np.int32)
+    )
     keep = [i for i, v in enumerate(labels) if v not in exclude]
     if len(keep) < len(labels):
         remap = np.full(len(labels) + 1, len(keep), dtype=np.int32)
@@ -238,9 +240,15 @@ class _DirectionInputs:
         kinds: list[str],
         thresholds: list[Threshold],
     ) -> _DirectionInputs:
-        mbps = rows.column("mbps").to_numpy().astype(np.float64)
-        rtt = pc.fill_null(rows.column("min_rtt_ms"), np.nan).to_numpy().astype(np.float64)
-        loss = pc.fill_null(rows.column("loss_rate"), np.nan).to_numpy().astype(np.float64)
+        mbps = rows.column("mbps").to_numpy().astype(np.float64, copy=False)
+        rtt = (
+            pc.fill_null(rows.column("min_rtt_ms"), np.nan)
+            .to_numpy()
+            .astype(np.float64, copy=False)
+        )
+        loss = (
+            pc.fill_null(rows.column("loss_rate"), np.nan).to_numpy().astype(np.float64, copy=False)
+        )
         clients = _encode(rows.column("client_ip"))
         client = (clients.codes + 1) % (len(clients.labels) + 1)  # unknown client: 0
         days = rows.column("date").combine_chunks().cast(pa.int32()).to_numpy().astype(np.int64)

@@ -63,7 +63,8 @@ class RankedMetric:
         """`group << bits | rank`, sorted: each cell's rows together, by value."""
         if group_bits + self.bits > 63:
             raise OverflowError("composite key does not fit in 63 bits")
-        comp = (group << self.bits) | self.rank
+        comp = np.left_shift(group, self.bits)
+        np.bitwise_or(comp, self.rank, out=comp)
         comp.sort()
         return comp
 
@@ -75,22 +76,23 @@ class CellLayout:
     keys: np.ndarray  # the group key of each cell, ascending
     starts: np.ndarray  # first position of each cell
     counts: np.ndarray  # rows per cell
-    ranks: np.ndarray  # per position: the row's rank in the metric
 
 
-def layout(group: np.ndarray, group_bits: int, metric: RankedMetric) -> CellLayout:
+def layout(
+    group: np.ndarray, group_bits: int, metric: RankedMetric
+) -> tuple[np.ndarray, CellLayout]:
+    """The grouping's sorted composite key with the metric, and its cells."""
     comp = metric.sorted_composite(group, group_bits)
-    keys_per_row = comp >> metric.bits
-    ranks = comp & ((1 << metric.bits) - 1)
     if len(comp) == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return CellLayout(empty, empty, empty, ranks)
+        return comp, CellLayout(empty, empty, empty)
+    keys_per_row = comp >> metric.bits
     boundary = np.empty(len(comp), dtype=bool)
     boundary[0] = True
     np.not_equal(keys_per_row[1:], keys_per_row[:-1], out=boundary[1:])
     starts = np.flatnonzero(boundary)
     counts = np.diff(np.append(starts, len(comp)))
-    return CellLayout(keys_per_row[starts], starts, counts, ranks)
+    return comp, CellLayout(keys_per_row[starts], starts, counts)
 
 
 def quantiles_at(
@@ -164,6 +166,14 @@ class DirectionData:
         )
 
 
+def _below(comp: np.ndarray, bits: int, cells: CellLayout, rank: int) -> np.ndarray:
+    """Per cell, how many of its rows rank below `rank`, from a sorted composite: a
+    cell's ranks ascend, so they are those before where `key << bits | rank` would go
+    (a search per cell, not a pass over the rows)."""
+    # `+`, not `|`: `rank` may be 2**bits (every row), which is where the next key starts.
+    return np.searchsorted(comp, (cells.keys << bits) + rank) - cells.starts
+
+
 def _metric_quantiles(
     metric: RankedMetric, group: np.ndarray, group_bits: int, cells: CellLayout, qs
 ) -> list[np.ndarray]:
@@ -171,12 +181,10 @@ def _metric_quantiles(
     sort in the same order and sizes, so only the ranks at a few positions are read."""
     comp = metric.sorted_composite(group, group_bits)
     mask = (1 << metric.bits) - 1
-    if metric.valid == len(comp):
+    if metric.valid == len(comp) or not len(comp):
         valid = cells.counts
-    elif len(comp):  # NaN ranks are the largest, so they end each cell
-        valid = np.add.reduceat((comp & mask) < metric.valid, cells.starts).astype(np.int64)
-    else:
-        valid = cells.counts
+    else:  # NaN ranks are the largest, so they end each cell
+        valid = _below(comp, metric.bits, cells, metric.valid)
     return quantiles_at(lambda pos: metric.sorted_values[comp[pos] & mask], cells.starts, valid, qs)
 
 
@@ -187,14 +195,19 @@ def _distinct_clients(
         raise OverflowError("composite key does not fit in 63 bits")
     if not len(group):
         return np.zeros(0, dtype=np.int64)
-    comp = (group << client_bits) | client
+    comp = np.left_shift(group, client_bits)
+    np.bitwise_or(comp, client, out=comp)
     comp.sort()
-    # A known client (code > 0) counts where it first appears in its cell.
-    new_client = np.empty(len(comp), dtype=bool)
-    new_client[0] = True
-    np.not_equal(comp[1:], comp[:-1], out=new_client[1:])
-    new_client &= (comp & ((1 << client_bits) - 1)) != 0
-    return np.add.reduceat(new_client, cells.starts).astype(np.int64)
+    # Each (cell, client) pair where it first appears; cells are runs of the array, so
+    # a cell's distinct pairs are counted by where its bounds fall among those.
+    first = np.empty(len(comp), dtype=bool)
+    first[0] = True
+    np.not_equal(comp[1:], comp[:-1], out=first[1:])
+    firsts = np.flatnonzero(first)
+    distinct = np.diff(np.searchsorted(firsts, np.append(cells.starts, len(comp))))
+    # Unknown clients (code 0) sort first in their cell and are not a client.
+    unknown = (comp[cells.starts] & ((1 << client_bits) - 1)) == 0
+    return distinct - unknown
 
 
 def cell_statistics(
@@ -205,28 +218,44 @@ def cell_statistics(
 ) -> CellStatistics:
     """Every statistic of every cell of one grouping. `group` is each row's
     non-negative int64 cell key, below 2**group_bits."""
-    cells = layout(group, group_bits, data.mbps)
-    values = data.mbps.sorted_values[cells.ranks]
+    # Each temporary (millions of rows) is let go as soon as it is used: two groupings
+    # run side by side.
+    comp, cells = layout(group, group_bits, data.mbps)
     starts, counts = cells.starts, cells.counts
+    mbps = data.mbps
     if len(starts):
-        total = np.add.reduceat(values, starts)
-        log_total = np.add.reduceat(data.log_sorted[cells.ranks], starts)
-        shares = [np.add.reduceat(values >= t, starts) / counts for t in thresholds]
+        # The tests at or above a threshold: ranks from the first value at or above it
+        # up to the first NaN (values ascend with the rank).
+        valid = mbps.sorted_values[: mbps.valid]
+        upto = _below(comp, mbps.bits, cells, mbps.valid)
+        shares = [
+            (upto - _below(comp, mbps.bits, cells, int(np.searchsorted(valid, t, "left")))) / counts
+            for t in thresholds
+        ]
     else:
-        total = log_total = np.zeros(0)
         shares = [np.zeros(0) for _ in thresholds]
+    ranks = np.bitwise_and(comp, (1 << mbps.bits) - 1, out=comp)  # in place: comp is done
+    del comp
+    values = mbps.sorted_values[ranks]
     quantiles = quantiles_at(values.__getitem__, starts, counts, QUANTILES)
+    total = np.add.reduceat(values, starts) if len(starts) else np.zeros(0)
+    del values
+    log_total = np.add.reduceat(data.log_sorted[ranks], starts) if len(starts) else np.zeros(0)
 
     # Buckets rise with the value, so within a cell equal buckets are adjacent runs.
-    bucket = data.bucket_sorted[cells.ranks]
+    bucket = data.bucket_sorted[ranks]
+    del ranks
     run = np.empty(len(bucket), dtype=bool)
     if len(bucket):
         run[0] = True
         np.not_equal(bucket[1:], bucket[:-1], out=run[1:])
         run[starts] = True
     run_starts = np.flatnonzero(run)
+    del run
     run_counts = np.diff(run_starts, append=len(bucket))
     run_cell = np.searchsorted(starts, run_starts, side="right") - 1
+    run_bucket = bucket[run_starts]
+    del bucket, run_starts
 
     rtt_median, rtt_p90 = _metric_quantiles(data.rtt, group, group_bits, cells, (0.5, 0.9))
     (loss_median,) = _metric_quantiles(data.loss, group, group_bits, cells, (0.5,))
@@ -242,6 +271,6 @@ def cell_statistics(
         loss_median=loss_median,
         shares=shares,
         hist_cell=run_cell,
-        hist_bucket=bucket[run_starts],
+        hist_bucket=run_bucket,
         hist_count=run_counts,
     )

@@ -65,13 +65,13 @@ def parse_label(kind: str, text: str) -> dt.date:
 def ordinals(kind: str, days: np.ndarray) -> np.ndarray:
     """Per row, an int64 ordinal of its period (days since 1970-01-01 in, any base out)."""
     if kind == "day":
-        return days.astype(np.int64)
+        return days.astype(np.int64, copy=False)
     if len(days) == 0:
         return np.zeros(0, np.int64)
     # Millions of rows over a few hundred dates: each date's ordinal once, then looked up.
     first = int(days.min())
     span = np.arange(first, int(days.max()) + 1, dtype=np.int64)
-    return _span_ordinals(kind, span)[days.astype(np.int64) - first]
+    return _span_ordinals(kind, span)[days - first]
 
 
 def _span_ordinals(kind: str, days: np.ndarray) -> np.ndarray:
