@@ -345,3 +345,52 @@ def test_endpoints_as_storage_options(
         store.write_json("x.json", [1])
         assert store.read_json("x.json") == [1]
         assert store.list() == ["x.json"]
+
+
+def test_writes_synced_once_are_flushed_together_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside `synced_once` a local folder's writes are atomic but not fsynced one by
+    one; the file system is synced once when the block ends, and only if it ends well."""
+    from piecewise import store as store_module
+
+    fsyncs: list[int] = []
+    syncs: list[Path] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    real_sync = store_module._sync_file_system
+    monkeypatch.setattr(
+        store_module,
+        "_sync_file_system",
+        lambda folder: (syncs.append(folder), real_sync(folder))[1],
+    )
+    s = open_store(tmp_path.as_uri())
+    with s.synced_once():
+        with s.synced_once():  # nested: one sync, at the outer end
+            s.write_bytes("a/one.json", b"1")
+        s.write_bytes("a/two.json", b"2")
+        assert fsyncs == [] and syncs == []
+        assert s.read_bytes("a/one.json") == b"1"
+    assert syncs == [tmp_path] and fsyncs == []
+    assert not s.deferring_sync
+    s.write_bytes("a/three.json", b"3")  # outside: fsynced at once, file and folder
+    assert len(fsyncs) == 2 and syncs == [tmp_path]
+
+    with pytest.raises(RuntimeError), s.synced_once():
+        s.write_bytes("a/four.json", b"4")
+        raise RuntimeError("cut short")
+    assert syncs == [tmp_path] and not s.deferring_sync
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "four.json",
+        "one.json",
+        "three.json",
+        "two.json",
+    ]
+
+
+def test_synced_once_is_plain_writing_for_object_stores(memory_url: str) -> None:
+    s = open_store(memory_url)
+    with s.synced_once():
+        assert not s.deferring_sync
+        s.write_bytes("k", b"v")
+    assert s.read_bytes("k") == b"v"

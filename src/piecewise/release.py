@@ -506,40 +506,45 @@ def complete_release(
     previous = _published_index(stores)
     isps: set[str] = set()
     areas: dict[str, AreasFile] = {}
-    for layer in config.layers:
-        mine = rows_equal(cells, "layer", layer.id)
-        mine_cube = rows_equal(cube, "layer", layer.id)
-        released = ledger.layer_cells(layer.id, below=release.number)
-        everything = pa.concat_tables([*released, mine], promote_options="permissive")
-        ids = publisher.area_ids(layer.id, pc.unique(everything.column("area")).to_pylist())
-        tiles = publisher.layer_tiles(layer.id, ids, release.settings)
-        starts = [(p.kind, p.start) for p in release.periods]
-        # Every period the index lists has files in every layer, even one without a
-        # cell there (a layer added after the period was released, say): empty ones.
-        starts += _without_files(publisher, layer.id, state, released)
-        publisher.write_periods(
-            layer.id,
-            mine,
-            mine_cube,
-            starts=starts,
-            settings=release.settings,
-            release=release.number,
-            tiles=tiles,
-        )
-        if previous is not None and not _has_period_numbers(previous, layer.id):
-            # Published before the map's numbers were files of their own: made from
-            # the statistics files already public (nothing new is published).
-            for kind, start in sorted(state.sealed):
-                label = periods.label(kind, start)
-                key = stats_key(layer.id, kind, label)
-                if publisher.public.exists(key):
-                    tiles.write(kind, label, publisher.public.read_json(key))
-        publisher.write_series(layer.id, everything)
-        areas[layer.id] = replace(publisher.write_areas(layer.id, ids), shapes=tiles.write_shapes())
-        shown = everything.filter(everything.column("published"))
-        isps.update(pc.unique(shown.column("isp")).to_pylist())
-        if lock is not None:
-            lock.refresh()  # a long release is not taken for a crashed one
+    # The period, series and area files are made durable together, before the index
+    # that lists them is written.
+    with stores.public.synced_once():
+        for layer in config.layers:
+            mine = rows_equal(cells, "layer", layer.id)
+            mine_cube = rows_equal(cube, "layer", layer.id)
+            released = ledger.layer_cells(layer.id, below=release.number)
+            everything = pa.concat_tables([*released, mine], promote_options="permissive")
+            ids = publisher.area_ids(layer.id, pc.unique(everything.column("area")).to_pylist())
+            tiles = publisher.layer_tiles(layer.id, ids, release.settings)
+            starts = [(p.kind, p.start) for p in release.periods]
+            # Every period the index lists has files in every layer, even one without a
+            # cell there (a layer added after the period was released, say): empty ones.
+            starts += _without_files(publisher, layer.id, state, released)
+            publisher.write_periods(
+                layer.id,
+                mine,
+                mine_cube,
+                starts=starts,
+                settings=release.settings,
+                release=release.number,
+                tiles=tiles,
+            )
+            if previous is not None and not _has_period_numbers(previous, layer.id):
+                # Published before the map's numbers were files of their own: made from
+                # the statistics files already public (nothing new is published).
+                for kind, start in sorted(state.sealed):
+                    label = periods.label(kind, start)
+                    key = stats_key(layer.id, kind, label)
+                    if publisher.public.exists(key):
+                        tiles.write(kind, label, publisher.public.read_json(key))
+            publisher.write_series(layer.id, everything)
+            areas[layer.id] = replace(
+                publisher.write_areas(layer.id, ids), shapes=tiles.write_shapes()
+            )
+            shown = everything.filter(everything.column("published"))
+            isps.update(pc.unique(shown.column("isp")).to_pylist())
+            if lock is not None:
+                lock.refresh()  # a long release is not taken for a crashed one
     publisher.write_index(_index(config, publisher, release, after, isps, areas))
     ledger.commit(release, cells, cube)
 
