@@ -2066,6 +2066,9 @@ def main() -> int:
         agg_mem = max(r["peak_rss_mib"] for r in aggregate)
         say(HEADINGS["aggregate"])
         say()
+        if section_cmd:
+            say(f"Measured by `{section_cmd}` on {dt.date.today().isoformat()}.")
+            say()
         say(
             f"{ingest['rows']:,} tests of 2025"
             + (f" (ingest took {ingest['seconds']:.0f} s)" if ingest.get("ingested") else "")
