@@ -70,7 +70,7 @@ def _fast_network(ip: str) -> str:
     if ":" in ip:
         try:
             packed = socket.inet_pton(socket.AF_INET6, ip)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL in the text
             return client_network(ip)
         if packed[:12] == _MAPPED_PREFIX:
             return socket.inet_ntop(socket.AF_INET, packed[12:])
