@@ -20,3 +20,6 @@ MEASURES: tuple[str, ...] = (
     "loss_median",
 )
 STATISTICS: tuple[str, ...] = (*COUNTS, *MEASURES)
+
+# Decimals of every published measure (statistics files, series, the dataset).
+DIGITS = 4

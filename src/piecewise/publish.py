@@ -26,7 +26,9 @@ import pyarrow.compute as pc
 from piecewise import __version__, periods
 from piecewise.aggregate import ALL_ISPS, STAT_COLUMNS, share_column, share_label
 from piecewise.areas import AreaLayer, H3Areas
+from piecewise.cellfields import DIGITS
 from piecewise.config import Config, H3Layer
+from piecewise.dataset import DATASET_KEYS
 from piecewise.histogram import HistogramSpec
 from piecewise.store import JSON_CONTENT_TYPE, Store, json_bytes
 from piecewise.tables import plain_strings, rows_equal
@@ -60,7 +62,7 @@ ORDER = [(c, "ascending") for c in ("period", "area", "isp", "direction")]
 CUBE_COLUMNS = ["area", "isp", "direction", "bucket", "count"]
 
 
-def _json_columns(table: pa.Table, digits: int = 4) -> dict[str, list]:
+def _json_columns(table: pa.Table, digits: int = DIGITS) -> dict[str, list]:
     """Columns as Python lists for JSON: floats rounded, NaN and null as None."""
     out = {}
     for field, column in zip(table.schema, table.columns, strict=True):
@@ -407,6 +409,9 @@ class Publisher:
             },
             "sampling": self.config.aggregation.sampling,
             "histogram": HistogramSpec().as_dict(),
+            # Every published cell as one Parquet file and one SQLite database (with
+            # Datasette's metadata), rewritten by each release (piecewise.dataset).
+            "dataset": dict(DATASET_KEYS),
             "paths": {
                 "stats": f"{PREFIX}/stats/{{layer}}/{{kind}}/{{period}}.json",
                 "series": f"{PREFIX}/series/{{layer}}/{{area}}.json",

@@ -38,6 +38,7 @@ from piecewise.aggregate import (
 )
 from piecewise.areas import build_layers
 from piecewise.config import Config
+from piecewise.dataset import dataset_metadata, dataset_table, write_dataset
 from piecewise.finality import (
     Coverage,
     FinalPeriod,
@@ -506,7 +507,8 @@ def complete_release(
     previous = _published_index(stores)
     isps: set[str] = set()
     areas: dict[str, AreasFile] = {}
-    # The period, series and area files are made durable together, before the index
+    published: dict[str, pa.Table] = {}
+    # The period, series, area and dataset files are made durable together, before the index
     # that lists them is written.
     with stores.public.synced_once():
         for layer in config.layers:
@@ -543,8 +545,25 @@ def complete_release(
             )
             shown = everything.filter(everything.column("published"))
             isps.update(pc.unique(shown.column("isp")).to_pylist())
+            published[layer.id] = shown
             if lock is not None:
                 lock.refresh()  # a long release is not taken for a crashed one
+        # Every cell published so far as one dataset (numbers already public).
+        from piecewise.geoip_refresh import data_sources  # reads the MaxMind file's metadata
+
+        shares = {t["column"]: t["label"] for t in release.settings["thresholds"]}
+        names = {layer: publisher.layers[layer].name_of for layer in published}
+        write_dataset(
+            stores.public,
+            dataset_table(published, names, shares),
+            dataset_metadata(
+                title=config.project.name,
+                description=config.project.description,
+                sources=data_sources(config),
+                shares=shares,
+                release=release.number,
+            ),
+        )
     publisher.write_index(_index(config, publisher, release, after, isps, areas))
     ledger.commit(release, cells, cube)
 

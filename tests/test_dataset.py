@@ -1,0 +1,203 @@
+"""The dataset: every published cell as one Parquet file and one SQLite database, the
+same numbers as the statistics files, opened by DuckDB, pandas and Datasette."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from api_fixtures import Published
+from piecewise.cellfields import STATISTICS
+from piecewise.dataset import DATABASE, DATASET_KEYS, TABLE, sqlite_bytes
+from services import free_port, stop_process
+
+Key = tuple[str, str, str, str, str, str]  # layer, kind, period, area, isp, direction
+
+
+def from_stats_files(published: Published) -> dict[Key, dict]:
+    """Every published cell, read from the statistics files the index lists."""
+    index = published.index
+    shares = {t["label"]: t["column"] for t in index["thresholds"]}
+    cells: dict[Key, dict] = {}
+    for layer in index["layers"]:
+        for kind, labels in index["periods"].items():
+            for label in labels:
+                key = index["paths"]["stats"].format(layer=layer["id"], kind=kind, period=label)
+                doc = published.public.read_json(key)
+                for cell in doc["cells"]:
+                    row = {name: cell[name] for name in STATISTICS}
+                    row |= {shares[label]: v for label, v in cell["shares"].items()}
+                    row |= {"area_name": cell["name"], "release": doc["release"]}
+                    row |= {"start": doc["start"], "end": doc["end"]}
+                    k = (layer["id"], kind, label, cell["area"], cell["isp"], cell["direction"])
+                    assert k not in cells
+                    cells[k] = row
+    return cells
+
+
+def rows_by_key(rows: list[dict]) -> dict[Key, dict]:
+    out = {}
+    for row in rows:
+        key = tuple(row[c] for c in ("layer", "kind", "period", "area", "isp", "direction"))
+        assert key not in out, key
+        out[key] = row
+    return out
+
+
+def same(a: object, b: object) -> bool:
+    if a is None or (isinstance(a, float) and math.isnan(a)):
+        return b is None or (isinstance(b, float) and math.isnan(b))
+    return a == b
+
+
+def assert_same_cells(got: dict[Key, dict], expected: dict[Key, dict]) -> None:
+    assert got.keys() == expected.keys()
+    for key, want in expected.items():
+        row = got[key]
+        for name, value in want.items():
+            assert same(row[name], value), (key, name, row[name], value)
+
+
+@pytest.fixture(scope="module")
+def expected(published: Published) -> dict[Key, dict]:
+    cells = from_stats_files(published)
+    assert len(cells) > 1000
+    return cells
+
+
+def test_the_index_lists_the_dataset(published: Published) -> None:
+    assert published.index["dataset"] == DATASET_KEYS
+    for key in DATASET_KEYS.values():
+        assert published.public.exists(key)
+
+
+def test_the_parquet_file_holds_every_published_cell_as_the_statistics_files(
+    published: Published, expected: dict[Key, dict]
+) -> None:
+    table = pq.read_table(published.public.local_path(DATASET_KEYS["parquet"]))
+    rows = table.to_pylist()
+    for row in rows:
+        row["start"], row["end"] = row["start"].isoformat(), row["end"].isoformat()
+    assert_same_cells(rows_by_key(rows), expected)
+    # Sorted for reading: by layer, kind, first date, area, ISP, direction.
+    keys = [(r["layer"], r["kind"], r["start"], r["area"], r["isp"], r["direction"]) for r in rows]
+    assert keys == sorted(keys)
+
+
+def test_the_sqlite_database_holds_the_same_rows(
+    published: Published, expected: dict[Key, dict]
+) -> None:
+    path = published.public.local_path(DATASET_KEYS["sqlite"])
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    con.row_factory = sqlite3.Row
+    try:
+        rows = [dict(r) for r in con.execute(f"SELECT * FROM {TABLE}")]
+        plan = " ".join(
+            str(r[-1])
+            for r in con.execute(
+                f"EXPLAIN QUERY PLAN SELECT * FROM {TABLE} WHERE layer = ? AND area = ?",
+                ("counties", "53033"),
+            )
+        )
+    finally:
+        con.close()
+    assert_same_cells(rows_by_key(rows), expected)
+    assert "USING INDEX" in plan  # an area's series is not a scan
+
+
+def test_duckdb_and_pandas_read_it_in_a_line(published: Published) -> None:
+    path = published.public.local_path(DATASET_KEYS["parquet"])
+    [(n,)] = duckdb.sql(
+        f"SELECT count(*) FROM '{path}' WHERE layer = 'counties' AND kind = 'month'"
+    ).fetchall()
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.read_parquet(path)
+    assert n == len(frame[(frame.layer == "counties") & (frame.kind == "month")]) > 0
+
+
+def test_sqlite_refuses_a_column_name_it_would_have_to_quote() -> None:
+    with pytest.raises(ValueError, match="not a column name"):
+        sqlite_bytes(pa.table({'x"; DROP TABLE cells; --': [1]}))
+
+
+def _get_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.service
+def test_datasette_serves_the_database_with_its_metadata(
+    published: Published, expected: dict[Key, dict], tmp_path: Path
+) -> None:
+    """The round trip an analyst makes: `datasette` (from PyPI) on the published files,
+    queried over HTTP."""
+    folder = published.public.local_path(DATASET_KEYS["sqlite"]).parent
+    port = free_port()
+    log = (tmp_path / "datasette.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "datasette",
+            "serve",
+            str(folder / f"{DATABASE}.sqlite"),
+            "--metadata",
+            str(folder / "metadata.json"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                metadata = _get_json(f"{base}/-/metadata.json")
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError((tmp_path / "datasette.log").read_text()) from None
+                time.sleep(0.2)
+        assert metadata["title"] == published.index["project"]["name"]
+        assert metadata["license"] == "CC0 1.0"
+        columns = metadata["databases"][DATABASE]["tables"][TABLE]["columns"]
+        assert "Mbps" in columns["median"]
+
+        sql = f"SELECT count(*) AS n FROM {TABLE}"
+        url = f"{base}/{DATABASE}.json?" + urllib.parse.urlencode({"sql": sql, "_shape": "array"})
+        assert _get_json(url) == [{"n": len(expected)}]
+
+        key = next(k for k in sorted(expected) if k[1] == "month" and k[4] == "all")
+        layer, kind, period, area, isp, direction = key
+        query = {
+            "layer": layer,
+            "kind": kind,
+            "period": period,
+            "area": area,
+            "isp": isp,
+            "direction": direction,
+            "_shape": "array",
+        }
+        url = f"{base}/{DATABASE}/{TABLE}.json?" + urllib.parse.urlencode(query)
+        (row,) = _get_json(url)
+        for name, value in expected[key].items():
+            assert same(row[name], value), (name, row[name], value)
+    finally:
+        stop_process(process)
+        log.close()
