@@ -562,6 +562,18 @@ def test_the_page_says_how_fresh_the_data_is(page, site_server, index):
     assert note.startswith("Data through February 28, 2025.")
 
 
+def test_the_page_links_the_dataset(page, site_server, index):
+    """Every published number in one file, linked from the footer: both links serve
+    the files index.json names."""
+    open_map(page, site_server)
+    assert page.locator("#dataset-links").is_visible()
+    for kind in ("parquet", "sqlite"):
+        href = page.locator(f"#dataset-{kind}").get_attribute("href")
+        assert href.endswith(index["dataset"][kind])
+        response = page.request.get(href)
+        assert response.ok and len(response.body()) > 1000
+
+
 def test_an_open_month_is_said_to_come_when_final(page, site_server, index):
     """A deployment that keeps going: the month in progress is not on the map yet."""
     publication = {

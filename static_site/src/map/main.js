@@ -701,6 +701,11 @@ async function main() {
     return;
   }
   $("freshness").textContent = publicationNote(index.publication);
+  if (index.dataset?.parquet && index.dataset?.sqlite) {
+    $("dataset-parquet").href = new URL(index.dataset.parquet, config.dataBase).href;
+    $("dataset-sqlite").href = new URL(index.dataset.sqlite, config.dataBase).href;
+    $("dataset-links").hidden = false;
+  }
   const kinds = Object.keys(index.periods || {}).filter((k) => index.periods[k]?.length);
   if (!index.layers?.length || !kinds.length) {
     noData();
