@@ -17,6 +17,7 @@ const dev = process.argv.includes("--dev");
 export const ENTRIES = {
   map: "src/map/main.js",
   speedtest: "src/speedtest/main.js",
+  report: "src/report/main.js",
 };
 
 // Loaded by the libraries at run time by URL, so copied as they are.

@@ -61,7 +61,9 @@ export class Panel {
     this.controller = null;
     this.chart = null;
     this.isOpen = false;
-    root.querySelector("#panel-close").addEventListener("click", () => this.onClose());
+    // The map's panel has a close button; the report page shows the same content
+    // without one.
+    root.querySelector("#panel-close")?.addEventListener("click", () => this.onClose());
     root.addEventListener("keydown", (e) => {
       if (e.key === "Escape") this.onClose();
     });
@@ -97,6 +99,11 @@ export class Panel {
     this.root.setAttribute("aria-busy", "true");
     document.body.classList.add("panel-open");
     q("#panel-title").textContent = params.name || area;
+    const report = q("#panel-report");
+    if (report) {
+      const view = new URLSearchParams({ layer, kind, period, isp, direction, area });
+      report.href = `report.html#${view.toString()}`;
+    }
     q("#panel-summary").textContent = `Loading ${params.name || area}, ${periodLabel(period)}…`;
     for (const id of ["#panel-numbers", "#panel-series", "#panel-histogram", "#panel-isps"]) {
       q(id).replaceChildren(message("Loading…"));

@@ -1,0 +1,103 @@
+"""The printable report of one area (report.html), in a real browser: reached from the
+map's panel, the same numbers as the statistics files, and a PDF that the browser's
+"Save as PDF" makes cleanly (a few pages, nothing wider than the page)."""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Iterator
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+READY = "['ready', 'error'].includes(document.body.dataset.state)"
+# A4 at the report's 15 mm margins: 180 mm of width, in CSS pixels (96 per inch).
+A4_CONTENT_PX = 180 / 25.4 * 96
+
+
+@pytest.fixture
+def page(page) -> Iterator[object]:
+    """The fixtures' page, checked for script errors at the end."""
+    yield page
+    errors = [e for e in page.console_errors if "favicon" not in e]
+    assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def busiest_month(site_server) -> tuple[str, dict]:
+    index = site_server.public.read_json("v1/index.json")
+    period = index["periods"]["month"][-1]
+    stats = site_server.public.read_json(f"v1/stats/counties/month/{period}.json")
+    cells = [c for c in stats["cells"] if c["isp"] == "all" and c["direction"] == "download"]
+    return period, max(cells, key=lambda c: c["tests"])
+
+
+def open_report(page, site_server, period: str, area: str) -> None:
+    view = urllib.parse.urlencode(
+        {"layer": "counties", "kind": "month", "period": period, "isp": "all", "area": area}
+    )
+    page.goto(f"{site_server.url}report.html#{view}")
+    page.wait_for_function(READY)
+
+
+def test_the_panel_links_its_report(page, site_server, busiest_month) -> None:
+    period, cell = busiest_month
+    page.goto(f"{site_server.url}#layer=counties&kind=month&period={period}&area={cell['area']}")
+    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    link = page.locator("#panel-report")
+    view = dict(urllib.parse.parse_qsl(link.get_attribute("href").split("#", 1)[1]))
+    assert view == {
+        "layer": "counties",
+        "kind": "month",
+        "period": period,
+        "isp": "all",
+        "direction": "download",
+        "area": cell["area"],
+    }
+    link.click()
+    page.wait_for_function(READY)
+    assert page.url.split("#")[0].endswith("/report.html")
+    assert page.locator("body").get_attribute("data-state") == "ready"
+    assert page.locator("#panel-title").inner_text() == cell["name"]
+
+
+def test_the_report_shows_the_areas_numbers_and_how_they_were_made(
+    page, site_server, busiest_month
+) -> None:
+    period, cell = busiest_month
+    open_report(page, site_server, period, cell["area"])
+    assert page.locator("body").get_attribute("data-state") == "ready"
+    assert cell["name"] in page.title()
+    numbers = page.locator("#panel-numbers").inner_text()
+    assert f"{cell['tests']:,}" in numbers and f"{cell['clients']:,}" in numbers
+    assert page.locator("#panel-series .uplot canvas").count() >= 1
+    assert page.locator("#panel-histogram svg").count() == 1
+    assert "All ISPs" in page.locator("#panel-isps").inner_text()
+    method = page.locator("#report-method").inner_text()
+    privacy = site_server.public.read_json("v1/index.json")["privacy"]
+    assert f"at least {privacy['min_tests']} tests" in method
+    assert "Measurement Lab (M-Lab) NDT" in method and "CC0 1.0" in method
+
+
+def test_the_report_prints_to_a_clean_pdf(page, site_server, busiest_month) -> None:
+    period, cell = busiest_month
+    open_report(page, site_server, period, cell["area"])
+    page.emulate_media(media="print")
+    # On paper: no navigation or buttons, and nothing wider than an A4 page's text.
+    assert not page.locator("#print").is_visible()
+    assert not page.locator(".site-header nav").is_visible()
+    for selector in ("#panel-series canvas", "#panel-numbers table", "#panel-isps table"):
+        box = page.locator(selector).first.bounding_box()
+        assert box is not None and box["width"] <= A4_CONTENT_PX, (selector, box)
+    pdf = page.pdf(format="A4", print_background=True)
+    pages = len(re.findall(rb"/Type\s*/Page(?![a-z])", pdf))
+    assert 1 <= pages <= 4, pages
+    assert len(pdf) > 20_000  # the chart and the tables are in it, not a blank page
+
+
+def test_a_report_without_an_area_says_what_to_do(page, site_server) -> None:
+    page.goto(f"{site_server.url}report.html")
+    page.wait_for_function(READY)
+    assert "No area is chosen" in page.locator("#report-error").inner_text()
