@@ -39,6 +39,7 @@ from piecewise.manifest import (
     geoip_identity,
     unfinished_dates,
 )
+from piecewise.memory import use_system_allocator
 from piecewise.quality import QualityReport
 from piecewise.sources.base import Source
 from piecewise.sources.bigquery import SourceError, query_digest
@@ -626,6 +627,7 @@ def run_ingest(
     (DateIngester), `workers` at a time (default `ingest.workers`). Raises IngestFailed
     after the other dates landed when some failed, and NoTestsSelected when no date has
     a test in the region."""
+    use_system_allocator()
     stores = stores or Stores.of(config)
     count = workers or config.ingest.workers
     if source is None and count <= 1:
@@ -705,4 +707,5 @@ def run_aggregate(
     UTC) and not yet published; see piecewise.release."""
     from piecewise.release import run_release
 
+    use_system_allocator()
     return run_release(config, stores or Stores.of(config), today=today, now=now)
