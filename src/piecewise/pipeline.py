@@ -353,6 +353,7 @@ class DateIngester:
         stores: Stores | None = None,
         source: Source | None = None,
     ) -> None:
+        use_system_allocator()  # also where a date is ingested on its own (a fan-out worker)
         self.config = config
         self.stores = stores or Stores.of(config)
         self.source = source or make_source(config)
