@@ -13,9 +13,6 @@ import datetime as dt
 import os
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +22,7 @@ import pytest
 from piecewise.config import Config, load_config
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
 from piecewise.store import Store
-from services import free_port, stop_process
+from services import free_port, stop_process, wait_until_answering
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE_DIR = ROOT / "static_site" / "dist"
@@ -89,20 +86,6 @@ def ndt7_server() -> Iterator[object]:
         server.stop()
 
 
-def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"piecewise serve exited: {log_path.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url + "healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.1)
-    raise RuntimeError(f"piecewise serve did not answer: {log_path.read_text()[-2000:]}")
-
-
 @pytest.fixture(scope="session")
 def site_server(
     tmp_path_factory: pytest.TempPathFactory, demo_data: Path, ndt7_server: object
@@ -127,7 +110,7 @@ def site_server(
         )
     url = f"http://127.0.0.1:{port}/"
     try:
-        _wait_until_serving(url, process, log_path)
+        wait_until_answering(url + "healthz", process, log_path, SERVER_START_TIMEOUT_S)
         yield SiteServer(
             url=url,
             config=config,

@@ -38,6 +38,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_answering(
+    url: str, process: subprocess.Popen, log_path: Path, timeout: float = 60
+) -> None:
+    """Wait until a server we started answers `url` with a success; RuntimeError with
+    the tail of its log if it exits first or does not answer within `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[:4]} exited: {log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    raise RuntimeError(f"{process.args[:4]} did not answer {url}: {log_path.read_text()[-2000:]}")
+
+
 def unique_bucket(prefix: str = "pw-test") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 

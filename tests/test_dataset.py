@@ -8,7 +8,6 @@ import math
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 from api_fixtures import Published
 from piecewise.cellfields import STATISTICS
 from piecewise.dataset import DATABASE, DATASET_KEYS, TABLE, sqlite_bytes
-from services import free_port, stop_process
+from services import free_port, stop_process, wait_until_answering
 
 Key = tuple[str, str, str, str, str, str]  # layer, kind, period, area, isp, direction
 
@@ -145,7 +144,8 @@ def test_datasette_serves_the_database_with_its_metadata(
     queried over HTTP."""
     folder = published.public.local_path(DATASET_KEYS["sqlite"]).parent
     port = free_port()
-    log = (tmp_path / "datasette.log").open("w")
+    log_path = tmp_path / "datasette.log"
+    log = log_path.open("w")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -165,15 +165,8 @@ def test_datasette_serves_the_database_with_its_metadata(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                metadata = _get_json(f"{base}/-/metadata.json")
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError((tmp_path / "datasette.log").read_text()) from None
-                time.sleep(0.2)
+        wait_until_answering(f"{base}/-/metadata.json", process, log_path)
+        metadata = _get_json(f"{base}/-/metadata.json")
         assert metadata["title"] == published.index["project"]["name"]
         assert metadata["license"] == "CC0 1.0"
         columns = metadata["databases"][DATABASE]["tables"][TABLE]["columns"]

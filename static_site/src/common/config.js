@@ -40,6 +40,15 @@ export function showTableLinks(config) {
   }
 }
 
+/** An API URL: `path` below the configured API base, with the non-null `params`. */
+export function apiUrl(config, path, params = {}) {
+  const query = Object.entries(params)
+    .filter(([, v]) => v != null)
+    .map(([k, v]) => `${k}=${encodeURIComponent(v)}`)
+    .join("&");
+  return `${config.apiBase}${path}${query ? `?${query}` : ""}`;
+}
+
 /** Fetches JSON, turning HTTP errors into Errors carrying the server's message. */
 export async function fetchJson(url, options = {}) {
   const response = await fetch(url, options);

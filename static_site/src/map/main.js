@@ -6,7 +6,7 @@ import "maplibre-gl/dist/maplibre-gl.css";
 import "uplot/dist/uPlot.min.css";
 import { AttributionControl, Map as MapLibre, NavigationControl, addProtocol, prewarm, setWorkerUrl } from "maplibre-gl";
 import { PMTiles, Protocol } from "pmtiles";
-import { fetchJson, loadConfig } from "../common/config.js";
+import { apiUrl as apiUrlOf, fetchJson, loadConfig } from "../common/config.js";
 import {
   KIND_NAMES,
   NO_DATA_COLOR,
@@ -89,11 +89,7 @@ function numbersUrl(s = state) {
 const numbersKey = (s = state) => `${s.layer}/${s.kind}/${s.period}`;
 
 function apiUrl(path, params) {
-  const query = Object.entries(params)
-    .filter(([, v]) => v != null)
-    .map(([k, v]) => `${k}=${encodeURIComponent(v)}`)
-    .join("&");
-  return `${config.apiBase}${path}${query ? `?${query}` : ""}`;
+  return apiUrlOf(config, path, params);
 }
 
 function escapeHtml(text) {

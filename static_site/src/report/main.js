@@ -3,7 +3,7 @@
 // the area panel's content on a page of its own, from the public data and the API.
 // The area is in the URL's hash, as on the map (`#layer=counties&area=53033&...`).
 import "uplot/dist/uPlot.min.css";
-import { fetchJson, loadConfig } from "../common/config.js";
+import { apiUrl, fetchJson, loadConfig } from "../common/config.js";
 import { metricsFor, periodLabel, publicationNote } from "../map/metrics.js";
 import { Panel } from "../map/panel.js";
 import { normalise, readHash, toHash } from "../map/state.js";
@@ -102,14 +102,13 @@ async function start() {
   $("report-method").replaceChildren(...method(index));
   $("print").addEventListener("click", () => window.print());
 
-  const apiUrl = (path, params) => {
-    const query = Object.entries(params)
-      .filter(([, v]) => v != null)
-      .map(([k, v]) => `${k}=${encodeURIComponent(v)}`)
-      .join("&");
-    return `${config.apiBase}${path}${query ? `?${query}` : ""}`;
-  };
-  const panel = new Panel({ root: $("panel"), apiUrl, index, config, onClose: () => {} });
+  const panel = new Panel({
+    root: $("panel"),
+    apiUrl: (path, params) => apiUrl(config, path, params),
+    index,
+    config,
+    onClose: () => {},
+  });
   await panel.open({
     layer: state.layer,
     layerName: layer?.name || state.layer,
