@@ -353,7 +353,8 @@ class DateIngester:
         stores: Stores | None = None,
         source: Source | None = None,
     ) -> None:
-        use_system_allocator()  # also where a date is ingested on its own (a fan-out worker)
+        # Every ingest path makes one (in this process or in a worker): the jobs' allocator.
+        use_system_allocator()
         self.config = config
         self.stores = stores or Stores.of(config)
         self.source = source or make_source(config)
@@ -628,7 +629,6 @@ def run_ingest(
     (DateIngester), `workers` at a time (default `ingest.workers`). Raises IngestFailed
     after the other dates landed when some failed, and NoTestsSelected when no date has
     a test in the region."""
-    use_system_allocator()
     stores = stores or Stores.of(config)
     count = workers or config.ingest.workers
     if source is None and count <= 1:
