@@ -17,7 +17,9 @@ import logging
 import queue
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,6 +198,7 @@ class NoTestsSelected(Exception):
 
 
 MAX_BLOCK_DAYS = 31  # consecutive dates read together (each archive day read once)
+ENCODE_THREADS = 2  # dates whose files are made at once
 MIN_SPOOL_ROWS = 1024  # rows a date's spool holds in memory at least before spilling
 
 
@@ -267,7 +270,7 @@ def ingest(
                             enriched.filter(pc.equal(enriched.column("direction"), direction))
                         )
                     del enriched
-            for date in block:
+            for date, files in _encoded(spools, block):
                 report = reports[date]
                 none_located = report.rows_out == report.unlocated
                 if none_located and not result.dates and not allow_empty:
@@ -278,13 +281,13 @@ def ingest(
                     _write_date(
                         private,
                         empty_date,
-                        _empty_spools(enricher, spill),
+                        _encode(_empty_spools(enricher, spill)),
                         empty_report,
                         result,
                         on_date,
                     )
                 empty = []
-                _write_date(private, date, spools.pop(date), report, result, on_date)
+                _write_date(private, date, files, report, result, on_date)
                 bar.update()
     bar.close()
     if empty:
@@ -323,25 +326,61 @@ def _empty_spools(enricher: Enricher, spill: str) -> dict[str, DaySpool]:
     return {d: DaySpool(enricher.schema, 1, Path(spill)) for d in DIRECTIONS}
 
 
+@dataclass(frozen=True)
+class DateFiles:
+    """A date's Parquet file of each direction, made from its spools: the bytes, the
+    rows kept, and the rows dropped as a repeated test id."""
+
+    data: dict[str, bytes]
+    rows: dict[str, int]
+    duplicates: dict[str, int]
+
+
+def _encode(spools: Mapping[str, DaySpool]) -> DateFiles:
+    data, rows, duplicates = {}, {}, {}
+    for direction, spool in spools.items():
+        table = spool.in_memory()
+        data[direction] = parquet_bytes(table) if table is not None else spool.merged_parquet()
+        rows[direction] = spool.rows
+        duplicates[direction] = spool.duplicates
+    return DateFiles(data, rows, duplicates)
+
+
+def _encoded(
+    spools: dict[dt.date, dict[str, DaySpool]], dates: Sequence[dt.date]
+) -> Iterator[tuple[dt.date, DateFiles]]:
+    """Each of `dates`' files, in order, made by `ENCODE_THREADS` threads (Arrow's sort
+    and Parquet writer, and DuckDB's merge, run without the interpreter's lock) at most
+    twice as many dates ahead of the caller, who writes them; each date's spools are
+    let go once its files are made."""
+    with ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="piecewise-encode") as pool:
+        waiting: deque[tuple[dt.date, Future[DateFiles]]] = deque()
+        for date in dates:
+            waiting.append((date, pool.submit(_encode, spools.pop(date))))
+            if len(waiting) >= 2 * ENCODE_THREADS:
+                done, future = waiting.popleft()
+                yield done, future.result()
+        while waiting:
+            done, future = waiting.popleft()
+            yield done, future.result()
+
+
 def _write_date(
     private: Store,
     date: dt.date,
-    spools: dict[str, DaySpool],
+    files: DateFiles,
     report: QualityReport,
     result: IngestResult,
     on_date: OnDate | None,
 ) -> None:
-    counts = {}
     digest = hashlib.sha256()
-    for direction, spool in spools.items():
-        table = spool.in_memory()
-        data = parquet_bytes(table) if table is not None else spool.merged_parquet()
+    for direction, data in files.data.items():
         private.write_bytes(tests_key(direction, date), data, content_type=PARQUET_CONTENT_TYPE)
         digest.update(direction.encode() + b"\0" + hashlib.sha256(data).digest())
-        counts[direction] = spool.rows
-        result.rows[direction] += spool.rows
-        report.dropped_duplicate_id += spool.duplicates
-        report.rows_out -= spool.duplicates
+        result.rows[direction] += files.rows[direction]
+        report.dropped_duplicate_id += files.duplicates[direction]
+        report.rows_out -= files.duplicates[direction]
+    counts = dict(files.rows)
     private.write_json(quality_key(date), report.as_dict())
     if on_date is not None:
         on_date(date, counts, report, "sha256:" + digest.hexdigest())

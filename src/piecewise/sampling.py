@@ -17,22 +17,20 @@ import numpy as np
 import pyarrow as pa
 
 PICK = "pick"
-_SIGN = 1 << 64
 
 
 def fingerprints(ids: pa.Array | pa.ChunkedArray) -> pa.Array:
     """FARM_FINGERPRINT of each id, as BigQuery returns it (signed INT64); null for a
     null id."""
     values = ids.to_pylist()
-    out = np.zeros(len(values), dtype=np.int64)
-    valid = np.ones(len(values), dtype=bool)
-    for i, value in enumerate(values):
-        if value is None:
-            valid[i] = False
-            continue
-        number = farmhash.fingerprint64(value)
-        out[i] = number - _SIGN if number >= 1 << 63 else number
-    return pa.array(out, pa.int64(), mask=~valid)
+    if ids.null_count == 0:
+        numbers = np.fromiter(map(farmhash.fingerprint64, values), np.uint64, len(values))
+        return pa.array(numbers.view(np.int64), pa.int64())  # unsigned bits read as signed
+    numbers = np.fromiter(
+        (0 if v is None else farmhash.fingerprint64(v) for v in values), np.uint64, len(values)
+    )
+    null = np.fromiter((v is None for v in values), bool, len(values))
+    return pa.array(numbers.view(np.int64), pa.int64(), mask=null)
 
 
 def with_pick(table: pa.Table) -> pa.Table:
