@@ -188,8 +188,8 @@ def test_stats_csv_one_row_per_cell(client: Client, published: Published) -> Non
     assert list(rows[0]) == [
         *("area", "name", "isp", "direction", "suppressed", "tests", "clients", "coarse"),
         *("p10", "p25", "median", "p75", "p90", "mean", "geomean"),
-        *("rtt_median", "rtt_p90", "loss_median"),
-        *columns,
+        *("rtt_median", "rtt_p90", "loss_median", "median_low", "median_high"),
+        *(f"{c}{end}" for c in columns for end in ("", "_low", "_high")),
     ]
     cells = {(c["area"], c["direction"]): c for c in doc["cells"] if c["isp"] == "all"}
     hidden = {(s[0], s[2]) for s in doc["suppressed"] if s[1] == "all"}
@@ -204,8 +204,12 @@ def test_stats_csv_one_row_per_cell(client: Client, published: Published) -> Non
         cell = cells[key]
         assert int(row["tests"]) == cell["tests"]
         assert float(row["median"]) == cell["median"]
+        assert float(row["median_low"]) == cell["median_low"] <= cell["median"]
+        assert float(row["median_high"]) == cell["median_high"] >= cell["median"]
         for t, column in zip(published.index["thresholds"], columns, strict=True):
             assert float(row[column]) == cell["shares"][t["label"]]
+            assert float(row[f"{column}_low"]) == cell["shares_low"][t["label"]]
+            assert float(row[f"{column}_high"]) == cell["shares_high"][t["label"]]
     # A name a spreadsheet would run as a formula is quoted; names with commas survive.
     spokane = [r for r in rows if r["area"] == SPOKANE]
     assert spokane and all(r["name"] == "'" + RENAMED[SPOKANE] for r in spokane)

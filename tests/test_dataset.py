@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from api_fixtures import Published
-from piecewise.cellfields import STATISTICS
+from piecewise.cellfields import PUBLISHED
 from piecewise.dataset import DATABASE, DATASET_KEYS, TABLE, sqlite_bytes
 from services import free_port, stop_process, wait_until_answering
 
@@ -36,8 +36,13 @@ def from_stats_files(published: Published) -> dict[Key, dict]:
                 key = index["paths"]["stats"].format(layer=layer["id"], kind=kind, period=label)
                 doc = published.public.read_json(key)
                 for cell in doc["cells"]:
-                    row = {name: cell[name] for name in STATISTICS}
-                    row |= {shares[label]: v for label, v in cell["shares"].items()}
+                    row = {name: cell[name] for name in PUBLISHED}
+                    for key, end in (
+                        ("shares", ""),
+                        ("shares_low", "_low"),
+                        ("shares_high", "_high"),
+                    ):
+                        row |= {shares[label] + end: v for label, v in cell[key].items()}
                     row |= {"area_name": cell["name"], "release": doc["release"]}
                     row |= {"start": doc["start"], "end": doc["end"]}
                     k = (layer["id"], kind, label, cell["area"], cell["isp"], cell["direction"])

@@ -20,6 +20,12 @@ MEASURES: tuple[str, ...] = (
     "loss_median",
 )
 STATISTICS: tuple[str, ...] = (*COUNTS, *MEASURES)
+# The bounds of each published cell's 95 % confidence interval for its median, added at
+# publication from its histogram (piecewise.intervals), not by the aggregation engines.
+INTERVALS: tuple[str, ...] = ("median_low", "median_high")
+PUBLISHED: tuple[str, ...] = (*STATISTICS, *INTERVALS)
+# A share column's interval bounds (Wilson) are columns named with these endings.
+SHARE_BOUNDS: tuple[str, ...] = ("_low", "_high")
 
 # Decimals of every published measure (statistics files, series, the dataset).
 DIGITS = 4

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from piecewise import periods
-from piecewise.cellfields import COUNTS, DIGITS, STATISTICS
+from piecewise.cellfields import COUNTS, DIGITS, PUBLISHED, SHARE_BOUNDS
 from piecewise.store import JSON_CONTENT_TYPE, Store, json_bytes, parquet_bytes
 
 __all__ = ["DATASET_KEYS", "dataset_metadata", "dataset_table", "sqlite_bytes", "write_dataset"]
@@ -62,6 +62,8 @@ DESCRIPTIONS = {
     "rtt_median": "Median MinRTT, milliseconds.",
     "rtt_p90": "90th percentile of MinRTT, milliseconds.",
     "loss_median": "Median loss rate, 0 to 1.",
+    "median_low": "Lower bound of the median's 95 % confidence interval, Mbps (order statistics).",
+    "median_high": "Upper bound of the median's 95 % confidence interval, Mbps.",
     "release": "The release that published the cell (it is never published again).",
 }
 
@@ -101,13 +103,12 @@ def dataset_table(
             "isp": shown.column("isp").cast(pa.string()),
             "direction": shown.column("direction").cast(pa.string()),
         }
-        # The numbers as the statistics files publish them (rounded alike).
-        for name in STATISTICS:
-            columns[name] = _published(shown.column(name))
-        for column in shares:
-            columns[column] = (
-                _published(shown.column(column))
-                if column in shown.column_names
+        # The numbers as the statistics files publish them (rounded alike); cells of
+        # releases from before a column existed have it null.
+        for name in (*PUBLISHED, *_share_columns(shares)):
+            columns[name] = (
+                _published(shown.column(name))
+                if name in shown.column_names
                 else pa.nulls(shown.num_rows, pa.float64())
             )
         columns["release"] = shown.column("release").cast(pa.int64())
@@ -117,6 +118,11 @@ def dataset_table(
     table = pa.concat_tables(parts, promote_options="permissive").combine_chunks()
     order = [(c, "ascending") for c in ("layer", "kind", "start", "area", "isp", "direction")]
     return table.sort_by(order)
+
+
+def _share_columns(shares: Mapping[str, str]) -> list[str]:
+    """Each share column, then its interval's bounds."""
+    return [c + end for c in shares for end in ("", *SHARE_BOUNDS)]
 
 
 def _published(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -131,8 +137,8 @@ def _empty(shares: Mapping[str, str]) -> pa.Table:
     fields = [
         pa.field(c, pa.date32() if c in ("start", "end") else pa.string()) for c in KEY_COLUMNS
     ]
-    fields += [pa.field(c, pa.int64() if c in COUNTS else pa.float64()) for c in STATISTICS]
-    fields += [pa.field(c, pa.float64()) for c in shares]
+    fields += [pa.field(c, pa.int64() if c in COUNTS else pa.float64()) for c in PUBLISHED]
+    fields += [pa.field(c, pa.float64()) for c in _share_columns(shares)]
     fields.append(pa.field("release", pa.int64()))
     return pa.schema(fields).empty_table()
 
@@ -185,6 +191,9 @@ def dataset_metadata(
     columns = dict(DESCRIPTIONS)
     for column, label in shares.items():
         columns[column] = f"Share of tests at or above {label} Mbps (download/upload), 0 to 1."
+        low, high = (column + end for end in SHARE_BOUNDS)
+        columns[low] = f"Lower bound of the 95 % confidence interval (Wilson) of {column}."
+        columns[high] = f"Upper bound of the 95 % confidence interval (Wilson) of {column}."
     return {
         "title": title,
         "description": (

@@ -24,9 +24,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from piecewise import __version__, periods
-from piecewise.aggregate import ALL_ISPS, STAT_COLUMNS, share_column, share_label
+from piecewise.aggregate import (
+    ALL_ISPS,
+    is_share_column,
+    share_bounds,
+    share_column,
+    share_label,
+)
 from piecewise.areas import AreaLayer, H3Areas
-from piecewise.cellfields import DIGITS
+from piecewise.cellfields import DIGITS, INTERVALS, PUBLISHED, SHARE_BOUNDS
 from piecewise.config import Config, H3Layer
 from piecewise.dataset import DATASET_KEYS
 from piecewise.histogram import HistogramSpec
@@ -54,7 +60,13 @@ METRICS = {
     "rtt_p90": "90th percentile of MinRTT (ms)",
     "loss_median": "median loss rate (0-1)",
     "shares": "share of tests at or above each threshold's speed for the direction (0-1)",
+    "median_low": "lower bound of the median's 95 % confidence interval (Mbps)",
+    "median_high": "upper bound of the median's 95 % confidence interval (Mbps)",
+    "shares_low": "lower bound of each share's 95 % confidence interval (Wilson)",
+    "shares_high": "upper bound of each share's 95 % confidence interval (Wilson)",
 }
+# A cell's share bounds in the statistics files: one object per bound, like `shares`.
+SHARES_BOUNDS = ("shares_low", "shares_high")
 CACHE_SHORT = "public, max-age=300"
 CACHE_LONG = "public, max-age=3600"
 EPOCH = dt.date(1970, 1, 1)
@@ -74,6 +86,19 @@ def _json_columns(table: pa.Table, digits: int = DIGITS) -> dict[str, list]:
         else:
             out[field.name] = column.to_pylist()
     return out
+
+
+def _with_floats(table: pa.Table, names: list[str]) -> pa.Table:
+    """`table` with a null column of floats for each of `names` it lacks."""
+    for name in names:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, pa.float64()))
+    return table
+
+
+def _series_columns(shares: list[str]) -> list[str]:
+    """A series file's columns: every statistic, then each share and its bounds."""
+    return [*PUBLISHED, *(c for share in shares for c in (share, *share_bounds(share)))]
 
 
 def stats_key(layer: str, kind: str, label: str) -> str:
@@ -113,11 +138,13 @@ class Publisher:
                 "isp": columns["isp"][i],
                 "direction": columns["direction"][i],
             }
-            for name in STAT_COLUMNS:
-                cell[name] = columns[name][i]
-            cell["shares"] = {
-                label: columns[col][i] if col in columns else None for label, col in shares
-            }
+            for name in PUBLISHED:
+                cell[name] = columns[name][i] if name in columns else None
+            for key, suffix in (("shares", ""), *zip(SHARES_BOUNDS, SHARE_BOUNDS, strict=True)):
+                cell[key] = {
+                    label: columns[col + suffix][i] if col + suffix in columns else None
+                    for label, col in shares
+                }
             out.append(cell)
         return out
 
@@ -225,8 +252,10 @@ class Publisher:
         `cells` holds every released cell of the layer (all kinds). Areas are written
         one at a time, so memory holds one area's series."""
         table = cells.filter(cells.column("published"))
-        shares = sorted(c for c in table.column_names if c.startswith("share_"))
-        series_cols = [*STAT_COLUMNS, *shares]
+        shares = sorted(c for c in table.column_names if is_share_column(c))
+        # Cells released before intervals were published have none: null.
+        table = _with_floats(table, [*INTERVALS, *(b for c in shares for b in share_bounds(c))])
+        series_cols = _series_columns(shares)
         axes: dict[str, tuple[list[str], dict[int, int]]] = {}
         for kind in periods.KINDS:
             days = table.filter(pc.equal(table.column("kind"), kind)).column("period")
@@ -262,7 +291,7 @@ class Publisher:
         axes: dict[str, tuple[list[str], dict[int, int]]],
         shares: list[str],
     ) -> None:
-        series_cols = [*STAT_COLUMNS, *shares]
+        series_cols = _series_columns(shares)
         cols = _json_columns(table)
         cols["period"] = table.column("period").cast(pa.int32()).to_pylist()
         kinds: dict[str, dict] = {}

@@ -33,10 +33,13 @@ from piecewise.aggregate import (
     ALL_ISPS,
     apply_privacy,
     cells_of_tests,
+    is_share_column,
     load_tests,
+    share_bounds,
     share_column,
 )
 from piecewise.areas import build_layers
+from piecewise.cellfields import INTERVALS
 from piecewise.config import Config
 from piecewise.dataset import dataset_metadata, dataset_table, write_dataset
 from piecewise.finality import (
@@ -48,6 +51,7 @@ from piecewise.finality import (
     next_periods,
 )
 from piecewise.ingest import ingested_dates
+from piecewise.intervals import median_bounds, wilson
 from piecewise.ledger import Ledger, LedgerError, LedgerState, Release, SealBroken, SealedPeriod
 from piecewise.lock import RunLock
 from piecewise.manifest import Manifest, unfinished_dates
@@ -350,7 +354,8 @@ def _compute(
     ]
     cells = pa.concat_tables(decided, promote_options="permissive") if decided else stats
     cells = cells.sort_by([(c, "ascending") for c in KEYS])
-    cube = _cube(cells, hist)
+    cube, owner = _cube(cells, hist)
+    cells = _with_intervals(cells, owner, cube)
     cells = cells.drop_columns(["row"]).append_column(
         "release", pa.array(np.full(cells.num_rows, number, np.int64))
     )
@@ -440,8 +445,9 @@ def _group_key(table: pa.Table) -> pa.ChunkedArray:
     )
 
 
-def _cube(cells: pa.Table, hist: pa.Table) -> pa.Table:
-    """The histograms of the published cells, by cell key and bucket."""
+def _cube(cells: pa.Table, hist: pa.Table) -> tuple[pa.Table, np.ndarray]:
+    """The histograms of the published cells, by cell key and bucket, and the published
+    cell (its position among them, in key order) of each row."""
     # The published cells in key order (a few hundred thousand rows), and each cell's
     # buckets in order: the cube comes out sorted without sorting its millions of rows.
     published = cells.filter(cells.column("published"))
@@ -467,7 +473,33 @@ def _cube(cells: pa.Table, hist: pa.Table) -> pa.Table:
     keys = encoded_strings(published.select(KEYS), KEYS)
     cube = keys.take(pa.array(owner, pa.int64()))
     cube = cube.append_column("bucket", hist.column("bucket").take(pa.array(picked)))
-    return cube.append_column("count", hist.column("count").take(pa.array(picked)))
+    return cube.append_column("count", hist.column("count").take(pa.array(picked))), owner
+
+
+def _with_intervals(cells: pa.Table, owner: np.ndarray, cube: pa.Table) -> pa.Table:
+    """`cells` (in key order) with the 95 % intervals of each published cell: its
+    median's, from its histogram (`cube`, whose rows belong to the `owner`-th published
+    cell), and each share's; null for the others (piecewise.intervals)."""
+    published = cells.column("published").to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(published)
+    low, high = median_bounds(
+        owner,
+        cube.column("bucket").to_numpy(),
+        cube.column("count").to_numpy(),
+        len(rows),
+    )
+    missing = ~published
+    for name, bound in zip(INTERVALS, (low, high), strict=True):
+        values = np.full(cells.num_rows, np.nan)
+        values[rows] = bound
+        cells = cells.append_column(name, pa.array(values, mask=missing | np.isnan(values)))
+    tests = cells.column("tests").to_numpy(zero_copy_only=False).astype(np.float64)
+    for column in [c for c in cells.column_names if is_share_column(c)]:
+        share = cells.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+        lower, upper = wilson(np.round(share * tests), tests)
+        for name, bound in zip(share_bounds(column), (lower, upper), strict=True):
+            cells = cells.append_column(name, pa.array(bound, mask=missing | np.isnan(bound)))
+    return cells
 
 
 def _ascending(cell: np.ndarray, bucket: np.ndarray) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 from piecewise import __version__
 from piecewise.api.params import BOTH, DIRECTIONS, ENDPOINTS, KINDS, Endpoint, Param
 from piecewise.api.reader import Snapshot
-from piecewise.cellfields import MEASURES
+from piecewise.cellfields import INTERVALS, MEASURES
 
 NUMBER = {"type": ["number", "null"]}
 COUNT = {"type": "integer", "minimum": 0}
@@ -18,8 +18,10 @@ DATE = {"type": "string", "format": "date"}
 DIRECTION = {"type": "string", "enum": list(DIRECTIONS)}
 DIRECTION_CHOICE = {"type": "string", "enum": [*DIRECTIONS, BOTH]}
 KIND = {"type": "string", "enum": list(KINDS)}
-# The statistics besides the counts.
-STAT_FIELDS = MEASURES
+# The statistics besides the counts, then the bounds of the median's interval.
+STAT_FIELDS = (*MEASURES, *INTERVALS)
+# Each share's value, and its interval's bounds, by threshold label.
+SHARE_OBJECTS = ("shares", "shares_low", "shares_high")
 
 
 def ref(name: str) -> dict:
@@ -52,9 +54,9 @@ CELL = obj(
         # Not in the files of periods published by earlier versions.
         "coarse": {"type": ["integer", "null"], "minimum": 0},
         **{f: NUMBER for f in STAT_FIELDS},
-        "shares": {"type": "object", "additionalProperties": NUMBER},
+        **{k: {"type": ["object", "null"], "additionalProperties": NUMBER} for k in SHARE_OBJECTS},
     },
-    required=["area", "name", "isp", "direction", "tests", "clients", *STAT_FIELDS, "shares"],
+    required=["area", "name", "isp", "direction", "tests", "clients", *STAT_FIELDS, *SHARE_OBJECTS],
     description="A published cell and its statistics (definitions: docs/data.md).",
 )
 SUPPRESSED_CELL = obj(
@@ -216,9 +218,12 @@ SCHEMAS: dict[str, dict] = {
                         "clients": array({"type": ["integer", "null"], "minimum": 0}),
                         "coarse": array({"type": ["integer", "null"], "minimum": 0}),
                         **{f: array(NUMBER) for f in STAT_FIELDS},
-                        "shares": {"type": "object", "additionalProperties": array(NUMBER)},
+                        **{
+                            k: {"type": "object", "additionalProperties": array(NUMBER)}
+                            for k in SHARE_OBJECTS
+                        },
                     },
-                    required=["isp", "direction", "tests", "clients", *STAT_FIELDS, "shares"],
+                    required=["isp", "direction", "tests", "clients", *STAT_FIELDS, *SHARE_OBJECTS],
                 )
             ),
         }
@@ -280,6 +285,10 @@ SCHEMAS: dict[str, dict] = {
             ),
             "mean": NUMBER,
             "geomean": NUMBER,
+            "median_interval": obj(
+                {"low": NUMBER, "high": NUMBER, "level": {"type": "number"}},
+                description="The median's 95 % confidence interval (docs/data.md).",
+            ),
             "relative_error": {"type": "number"},
             "accuracy": TEXT,
             "coverage": obj(

@@ -30,12 +30,14 @@ from piecewise.api.reader import (
     CSV_KEYS,
     CSV_NUMBERS,
     SERIES_FIELDS,
+    SHARE_OBJECTS,
     AreaCell,
     IspStats,
     LayerInfo,
     PeriodStats,
     Snapshot,
 )
+from piecewise.cellfields import SHARE_BOUNDS
 from piecewise.histogram import BUCKETS, LOW, RATIO
 
 
@@ -229,7 +231,7 @@ def stats_geojson(snap: Snapshot, sel: StatsSelection) -> bytes:
 def stats_csv(snap: Snapshot, sel: StatsSelection) -> bytes:
     """One CSV row per cell, suppressed rows without statistics."""
     group = sel.group
-    header = [*CSV_KEYS, "suppressed", *CSV_NUMBERS, *(column for _, column in snap.shares)]
+    header = [*CSV_KEYS, "suppressed", *CSV_NUMBERS, *snap.csv_share_columns]
     ends = {d: snap.key_end(sel.isp, d)[1] for d in DIRECTIONS}
     published = group.csv_lines(snap.shares)
     lines = [csv_bytes(header, [])]
@@ -382,16 +384,14 @@ def series(snap: Snapshot, q: SeriesQuery, limits: Limits) -> dict:
         pairs = step.series.get((q.isp, direction)) if step else None
         arrays = dict(pairs) if pairs is not None else None
         fields = {field: values(arrays, field) for field in SERIES_FIELDS}
-        share_values = json_object(
-            {},
-            **{
-                label: values(arrays, column) if arrays and column in arrays else nulls
-                for column, label in shares
-            },
-        )
-        out.append(
-            json_object({"isp": q.isp, "direction": direction}, **fields, shares=share_values)
-        )
+        share_objects = {
+            key: json_object(
+                {},
+                **{label: values(arrays, column + end) for column, label in shares},
+            )
+            for key, end in zip(SHARE_OBJECTS, ("", *SHARE_BOUNDS), strict=True)
+        }
+        out.append(json_object({"isp": q.isp, "direction": direction}, **fields, **share_objects))
     head = {
         "layer": q.layer,
         "area": q.area,

@@ -27,6 +27,7 @@ from piecewise.api.params import ALL_ISPS, DIRECTIONS, RangeQuery
 from piecewise.api.queries import Limits, area_name, layer_of
 from piecewise.api.reader import PeriodCube, Snapshot
 from piecewise.histogram import BUCKETS, bucket_midpoint, quantiles_from_histogram
+from piecewise.intervals import LEVEL, median_bounds
 
 COARSE_TO_FINE = ("year", "quarter", "month", "day")
 MAX_KEYS = 100  # excluded cell keys and gaps listed in `coverage`
@@ -308,9 +309,11 @@ def merge_range(snap: Snapshot, r: ResolvedRange) -> dict:
         weights = totals[present].astype(np.float64)
         mean = float((weights * mids).sum() / tests)
         geomean = float(math.exp((weights * np.log(mids)).sum() / tests))
+        low, high = median_bounds(np.zeros(len(present)), present, totals[present], 1)
+        median_low, median_high = float(low[0]), float(high[0])
     else:
         quantiles = [None] * len(r.quantiles)
-        mean = geomean = None
+        mean = geomean = median_low = median_high = None
     by_kind: dict[str, list[str]] = {}
     for kind, start in pieces:
         by_kind.setdefault(kind, []).append(periods.label(kind, start))
@@ -333,11 +336,13 @@ def merge_range(snap: Snapshot, r: ResolvedRange) -> dict:
         ],
         "mean": _round(mean),
         "geomean": _round(geomean),
+        "median_interval": {"low": _round(median_low), "high": _round(median_high), "level": LEVEL},
         "relative_error": snap.relative_error,
         "accuracy": (
             "tests is exact; quantiles, mean and geomean are read from histogram bucket "
             "midpoints and lie within relative_error of the exact values over the same "
-            "tests (for throughputs from 0.001 to 100,000 Mbps)"
+            "tests (for throughputs from 0.001 to 100,000 Mbps); median_interval is the "
+            "median's distribution-free 95 % confidence interval, widened to bucket edges"
         ),
         "coverage": {
             "complete": result.excluded == 0,

@@ -44,7 +44,7 @@ from piecewise import periods
 from piecewise.api.cache import LoadingCache
 from piecewise.api.errors import DataUnavailable
 from piecewise.api.formats import csv_value, json_bytes
-from piecewise.cellfields import STATISTICS
+from piecewise.cellfields import PUBLISHED, SHARE_BOUNDS
 from piecewise.histogram import BUCKETS, LOW, RATIO
 from piecewise.store import KeyNotFound, Store, StoreError
 
@@ -53,9 +53,11 @@ log = logging.getLogger(__name__)
 INDEX_KEY = "v1/index.json"
 DIRECTIONS = ("download", "upload")
 # The statistics of a series, and of a row of CSV after its key and `suppressed`.
-SERIES_FIELDS = STATISTICS
+SERIES_FIELDS = PUBLISHED
+# A cell's shares, and their intervals' bounds: objects by threshold label.
+SHARE_OBJECTS = ("shares", "shares_low", "shares_high")
 # The fields of a published cell, in the order the API shows them.
-CELL_FIELDS = ("area", "name", "isp", "direction", *SERIES_FIELDS, "shares")
+CELL_FIELDS = ("area", "name", "isp", "direction", *SERIES_FIELDS, *SHARE_OBJECTS)
 _CELL_KEYS = frozenset(CELL_FIELDS)
 CSV_KEYS = ("area", "name", "isp", "direction")
 CSV_NUMBERS = SERIES_FIELDS
@@ -226,7 +228,8 @@ class PeriodStats:
         self.end = str(doc["end"])
         cells = doc["cells"]
         if not all(c.keys() == _CELL_KEYS for c in cells):
-            cells = [{k: c[k] for k in CELL_FIELDS if k in c} for c in cells]
+            # Cells of files written by earlier versions lack the newer fields: null.
+            cells = [{k: c.get(k) for k in CELL_FIELDS} for c in cells]
             raw = None
         triples = doc["suppressed"]
         if not all(isinstance(t, list) and len(t) == 3 for t in triples):
@@ -319,8 +322,10 @@ class _CsvLine:
         return self._line[:-2]
 
     def cell(self, cell: dict, shares: list[tuple[str, str]]) -> bytes:
-        found = cell.get("shares") or {}
-        numbers = [cell.get(f) for f in CSV_NUMBERS] + [found.get(label) for label, _ in shares]
+        found = [cell.get(key) or {} for key in SHARE_OBJECTS]
+        numbers = [cell.get(f) for f in CSV_NUMBERS] + [
+            values.get(label) for label, _ in shares for values in found
+        ]
         try:
             figures = ",".join([_FIGURE[type(v)](v) for v in numbers])
         except KeyError:
@@ -472,6 +477,11 @@ class Snapshot:
         """(label, CSV column) of each threshold share."""
         return [(t["label"], t["column"]) for t in self.thresholds]
 
+    @functools.cached_property
+    def csv_share_columns(self) -> list[str]:
+        """The CSV columns of the shares: each share, then its interval's bounds."""
+        return [column + end for _, column in self.shares for end in ("", *SHARE_BOUNDS)]
+
     def area_key(self, layer: str, area: str) -> tuple[bytes, bytes, bytes]:
         """How answers start a suppressed key of the area: its JSON object up to the ISP
         (`{"area":..,"name":..,`), its CSV line up to the ISP (`area,name,`), and its
@@ -497,7 +507,7 @@ class Snapshot:
         return parts if parts is not None else self._key_end(isp, direction)
 
     def _key_end(self, isp: str, direction: str) -> tuple[bytes, bytes]:
-        blanks = [None] * (len(CSV_NUMBERS) + len(self.shares))
+        blanks = [None] * (len(CSV_NUMBERS) + len(self.csv_share_columns))
         return (
             json_bytes({"isp": isp, "direction": direction})[1:],
             csv_line([isp, direction, True, *blanks]),
@@ -748,7 +758,8 @@ class SeriesFile:
     def __init__(self, doc: dict, snap: Snapshot) -> None:
         listed = {t["column"]: t["label"] for t in snap.thresholds}
         self.thresholds: dict[str, str] | None = listed or doc.get("thresholds") or None
-        columns = frozenset([*SERIES_FIELDS, *listed]) if listed else None
+        bounds = [c + end for c in listed for end in SHARE_BOUNDS]
+        columns = frozenset([*SERIES_FIELDS, *listed, *bounds]) if listed else None
         self.kinds: dict[str, SeriesStep] = {}
         for kind, step in doc["kinds"].items():
             if not step or kind not in snap.periods:
