@@ -8,6 +8,7 @@ Needs the built site (`make site`) and chromium (`make browser`)."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import urllib.parse
 import urllib.request
@@ -345,6 +346,10 @@ def test_clicking_an_area_opens_its_panel(page, site_server, month_stats, screen
     # How many of the area's tests were located too roughly to count in it.
     rough = page.locator("#panel-numbers tbody tr", has_text="Located too roughly").inner_text()
     assert rough.split("\t")[1] == f"{cell['coarse']:,}"
+    # The median's 95 % interval, as the statistics file has it.
+    interval = page.locator("#panel-numbers tbody tr", has_text="95% interval").inner_text()
+    low, high = (math.floor(cell[k] + 0.5) for k in ("median_low", "median_high"))
+    assert interval.split("\t")[1] == f"{low:,} Mbps to {high:,} Mbps"
 
     chart = page.locator("#panel-series .uplot canvas").first
     box = chart.bounding_box()
@@ -357,11 +362,15 @@ def test_clicking_an_area_opens_its_panel(page, site_server, month_stats, screen
     )
     data = page.evaluate(
         "Array.from(document.querySelectorAll('#panel-series details tbody tr'),"
-        " r => r.children[1].textContent)"
+        " r => [r.children[1].textContent, r.children[2].textContent])"
     )
     assert len(data) == len(months["periods"])
-    for shown, value in zip(data, download["median"], strict=True):
+    for (shown, band), value, low in zip(
+        data, download["median"], download["median_low"], strict=True
+    ):
         assert (shown == "no published value") == (value is None)
+        # Each published median with its interval, drawn as a band around the line.
+        assert (band == "–") == (low is None) and (low is None or " to " in band)
 
     assert page.locator("#panel-histogram svg rect").count() > 3
     isps = page.locator("#panel-isps tbody tr")

@@ -1,8 +1,9 @@
 // The time series of an area (loaded on first use): median download and upload in
-// Mbps on the left axis, median latency in ms on the right. Periods without a
-// published value are gaps, never joined across; a table of the values follows.
+// Mbps on the left axis, each in a band of its 95 % confidence interval, median
+// latency in ms on the right. Periods without a published value are gaps, never joined
+// across; a table of the values follows.
 import uPlot from "uplot";
-import { formatCount, formatMbps, formatMs, periodLabel } from "./metrics.js";
+import { formatCount, formatInterval, formatMbps, formatMs, periodLabel } from "./metrics.js";
 
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
@@ -25,6 +26,12 @@ const LINES = [
   { key: "rtt_median", direction: "download", label: "Latency median", scale: "ms", stroke: "#1b1b1b", dash: [2, 3] },
 ];
 
+// The medians' 95 % intervals, drawn as bands in their line's colour.
+const BANDS = [
+  { direction: "download", label: "Download 95% interval", fill: "rgba(0, 114, 178, 0.15)" },
+  { direction: "upload", label: "Upload 95% interval", fill: "rgba(213, 94, 0, 0.15)" },
+];
+
 export function drawSeries(target, doc, params) {
   const periods = doc.periods || [];
   const x = periods.map((_, i) => i);
@@ -32,6 +39,11 @@ export function drawSeries(target, doc, params) {
   const columns = LINES.map((l) => {
     const s = find(l.direction);
     return periods.map((_, i) => s?.[l.key]?.[i] ?? null);
+  });
+  // Each band as two series, its upper then its lower bound (uPlot fills between).
+  const bounds = BANDS.flatMap((b) => {
+    const s = find(b.direction);
+    return ["median_high", "median_low"].map((key) => periods.map((_, i) => s?.[key]?.[i] ?? null));
   });
   const tests = testsByDirection(find, periods.length);
   const published = columns[0].filter((v) => v != null).length;
@@ -67,7 +79,20 @@ export function drawSeries(target, doc, params) {
         points: { show: true, size: 5, fill: l.stroke },
         value: (u, v) => (v == null ? "–" : l.scale === "ms" ? formatMs(v) : formatMbps(v)),
       })),
+      ...BANDS.flatMap((b) =>
+        ["upper", "lower"].map((end) => ({
+          label: `${b.label}, ${end}`,
+          scale: "mbps",
+          stroke: "transparent",
+          width: 0,
+          spanGaps: false,
+          points: { show: false },
+          value: (u, v) => (v == null ? "–" : formatMbps(v)),
+        })),
+      ),
     ],
+    // Series 1 to 3 are the lines; each band's bounds follow, upper first.
+    bands: BANDS.map((b, i) => ({ series: [LINES.length + 1 + 2 * i, LINES.length + 2 + 2 * i], fill: b.fill })),
     axes: [
       {
         stroke: "#1b1b1b",
@@ -79,7 +104,7 @@ export function drawSeries(target, doc, params) {
       { scale: "ms", label: "ms", side: 1, stroke: "#1b1b1b", grid: { show: false }, size: 45 },
     ],
   };
-  const chart = new uPlot(opts, [x, ...columns], box);
+  const chart = new uPlot(opts, [x, ...columns, ...bounds], box);
   const observer = new ResizeObserver(() => {
     const w = Math.max(260, Math.floor(target.clientWidth));
     if (w && Math.abs(w - chart.width) > 2) chart.setSize({ width: w, height: 220 });
@@ -92,7 +117,7 @@ export function drawSeries(target, doc, params) {
   summary.textContent = "The chart's values as a table";
   const tbl = document.createElement("table");
   tbl.className = "numbers series";
-  const head = ["Period", "Download median", "Upload median", "Latency median", "Download tests", "Upload tests"];
+  const head = ["Period", "Download median", "Download 95% interval", "Upload median", "Upload 95% interval", "Latency median", "Download tests", "Upload tests"];
   tbl.innerHTML = `<thead><tr>${head.map((h, i) => `<th scope="col"${i ? ' class="num"' : ""}>${h}</th>`).join("")}</tr></thead>`;
   const body = document.createElement("tbody");
   periods.forEach((p, i) => {
@@ -100,7 +125,9 @@ export function drawSeries(target, doc, params) {
     const cells = [
       periodLabel(p),
       fmtOr(columns[0][i], formatMbps),
+      formatInterval(bounds[1][i], bounds[0][i], formatMbps),
       fmtOr(columns[1][i], formatMbps),
+      formatInterval(bounds[3][i], bounds[2][i], formatMbps),
       fmtOr(columns[2][i], formatMs),
       fmtOr(tests.download[i], formatCount),
       fmtOr(tests.upload[i], formatCount),

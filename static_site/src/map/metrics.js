@@ -21,6 +21,10 @@ export function formatMs(v) {
 export function formatShare(v) {
   return v == null ? "–" : `${int.format(v * 100)}%`;
 }
+/** A 95 % interval's bounds, `low to high` in `format`'s unit ("–" without one). */
+export function formatInterval(low, high, format) {
+  return low == null || high == null ? "–" : `${format(low)} to ${format(high)}`;
+}
 export function formatCount(v) {
   return v == null ? "–" : int.format(v);
 }
