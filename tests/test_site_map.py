@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 FILL = "areas-fill"
 HATCH = "areas-suppressed"
+UNCERTAIN = "areas-uncertain"
 IDLE = "document.body.dataset.mapState === 'idle'"
 CONTROLS = {
     "layer": "Areas",
@@ -194,6 +195,8 @@ def test_map_draws_the_published_statistics(page, site_server, index, month_stat
             assert props["download_tests"] == cell["tests"]
             assert props["download_median"] == pytest.approx(cell["median"], abs=1e-4)
             assert props["download_rtt_median"] == pytest.approx(cell["rtt_median"], abs=1e-4)
+            for bound in ("median_low", "median_high"):
+                assert props[f"download_{bound}"] == pytest.approx(cell[bound], abs=1e-4)
             assert "download_suppressed" not in props
             compared += 1
         elif area in suppressed:
@@ -215,10 +218,30 @@ def test_map_draws_the_published_statistics(page, site_server, index, month_stat
         if f.get("download_suppressed") is True and f.get("download_median") is None
     }
     assert hatched == suppressed & set(features)
+    # Medians whose 95 % interval is wider than half of them have a dashed outline.
+    dashed = json.dumps(
+        page.evaluate(f"window.piecewiseMap.getPaintProperty('{UNCERTAIN}', 'line-opacity')")
+    ).replace(" ", "")
+    assert '["feature-state","download_median_low"]' in dashed
+    assert '["feature-state","download_median_high"]' in dashed
+    wide = {
+        area
+        for area, c in published.items()
+        if c["median_high"] - c["median_low"] > 0.5 * c["median"]
+    }
+    assert wide, "no published county of the month has a wide interval: nothing is checked"
+    marked = {
+        f["id"]
+        for f in rendered(page, UNCERTAIN)
+        if f.get("download_median_low") is not None
+        and f["download_median_high"] - f["download_median_low"] > 0.5 * f["download_median"]
+    }
+    assert marked == wide & set(features)
 
     # The legend explains the classes, insufficient data and no tests.
     legend = page.locator("#legend-items").inner_text()
     assert "Mbps" in legend and "No tests" in legend
+    assert "Dashed outline: uncertain median" in legend
     privacy = index["privacy"]
     assert f"fewer than {privacy['min_tests']} tests or {privacy['min_clients']}" in legend
     footer = page.locator(".credit").inner_text()

@@ -59,7 +59,7 @@ def expected_properties(stats: dict, thresholds: list[dict]) -> dict[str, dict]:
         if isp == "all":
             p.update({f"{d}_{k}": v for k, v in values.items()})
         else:
-            keep = {"tests", "median", "rtt_median", *column.values()}
+            keep = {"tests", "median", "rtt_median", "median_low", "median_high", *column.values()}
             p.update({f"{d}_{k}@{isp}": v for k, v in values.items() if k in keep})
     for area, isp, d in stats["suppressed"]:
         key = f"{d}_suppressed" if isp == "all" else f"{d}_suppressed@{isp}"

@@ -30,7 +30,7 @@ from mapbox_vector_tile.Mapbox import vector_tile_pb2
 from pmtiles.tile import Compression, TileType, zxy_to_tileid
 from pmtiles.writer import Writer
 
-from piecewise.cellfields import COUNTS, STATISTICS
+from piecewise.cellfields import COUNTS, INTERVALS, STATISTICS
 
 EXTENT = 4096  # tile coordinates per side
 BUFFER = 64  # tile coordinates drawn beyond each edge, so that strokes join up
@@ -45,9 +45,10 @@ CACHE = "public, max-age=31536000, immutable"
 ALL = "all"
 DIRECTIONS = ("download", "upload")
 # Per ISP only the map's metrics (and the share columns).
-ISP_STATS = ("tests", "median", "rtt_median")
-# Published statistics that are not means of the tests: never averaged into a parent.
-NOT_AVERAGED = COUNTS
+ISP_STATS = ("tests", "median", "rtt_median", *INTERVALS)
+# Published numbers that are not means of the tests (counts, interval bounds): never
+# averaged into a parent.
+NOT_AVERAGED = (*COUNTS, *INTERVALS)
 ATTRIBUTION = (
     '<a href="https://www.measurementlab.net/">M-Lab</a> NDT speed tests, aggregated by Piecewise'
 )
@@ -255,7 +256,7 @@ def _cell_numbers(cell: Mapping, shares: Mapping[str, str]) -> dict[str, float |
     return out
 
 
-_STATS = STATISTICS
+_STATS = (*STATISTICS, *INTERVALS)
 
 
 def _properties(

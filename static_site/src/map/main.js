@@ -18,6 +18,8 @@ import {
   periodLabel,
   periodStart,
   publicationNote,
+  uncertainOpacity,
+  WIDE_INTERVAL,
 } from "./metrics.js";
 import { Panel } from "./panel.js";
 import { formatView, normalise, parseView, readHash, writeHash } from "./state.js";
@@ -27,6 +29,7 @@ export const LAYERS = {
   fill: "areas-fill",
   hatch: "areas-suppressed",
   line: "areas-line",
+  uncertain: "areas-uncertain",
   casing: "areas-selected-casing",
   selected: "areas-selected",
 };
@@ -147,6 +150,18 @@ function statsLayers() {
         "line-opacity": drawnOpacity(1, everyArea),
       },
     },
+    {
+      // A dashed outline where the median's 95 % interval is wide (few tests).
+      id: LAYERS.uncertain,
+      type: "line",
+      ...common,
+      paint: {
+        "line-color": "#1b1b1b",
+        "line-width": 2.5,
+        "line-dasharray": [1.5, 1],
+        "line-opacity": uncertainOpacity(metric, state.direction, state.isp),
+      },
+    },
     { id: LAYERS.casing, type: "line", ...common, filter: selected, paint: { "line-color": "#000", "line-width": 5 } },
     { id: LAYERS.selected, type: "line", ...common, filter: selected, paint: { "line-color": "#fff", "line-width": 2 } },
   ];
@@ -185,6 +200,7 @@ function updatePaint() {
   const metric = metricInfo();
   map.setPaintProperty(LAYERS.fill, "fill-color", fillColor(metric, state.direction, state.isp));
   map.setPaintProperty(LAYERS.hatch, "fill-opacity", hatchOpacity(metric, state.direction, state.isp));
+  map.setPaintProperty(LAYERS.uncertain, "line-opacity", uncertainOpacity(metric, state.direction, state.isp));
 }
 
 /** Joins the current period's numbers to the layer's shapes (once they are loaded,
@@ -645,6 +661,15 @@ function updateLegend() {
   const none = document.createElement("li");
   none.append(swatch({ background: NO_DATA_COLOR, borderColor: "#4a4f57" }), "No tests");
   items.push(suppressed, none);
+  if (metric.stat === "median") {
+    const uncertain = document.createElement("li");
+    uncertain.className = "legend-uncertain";
+    uncertain.append(
+      swatch({ background: "#fff", border: "2px dashed #1b1b1b" }),
+      `Dashed outline: uncertain median (its 95% interval is wider than ${WIDE_INTERVAL * 100}% of it)`,
+    );
+    items.push(uncertain);
+  }
   $("legend-items").replaceChildren(...items);
 }
 

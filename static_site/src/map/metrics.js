@@ -120,6 +120,23 @@ export function suppressedCondition(metric, direction, isp) {
   return ["all", ["==", stateOf(propertyKey(metric.stat, direction, isp)), null], ["==", stateOf(propertyKey("suppressed", direction, isp)), true]];
 }
 
+// A median is marked uncertain when its 95 % interval is wider than this share of it.
+export const WIDE_INTERVAL = 0.5;
+
+/** Whether an area's median is uncertain: its 95 % interval (docs/data.md) wider than
+ * `WIDE_INTERVAL` of the median. Only the median measure has such marks; the hexagons
+ * that summarise others at low zoom have no interval. */
+export function uncertainCondition(metric, direction, isp) {
+  if (metric.stat !== "median") return false;
+  const [low, high, median] = ["median_low", "median_high", "median"].map((k) => stateOf(propertyKey(k, direction, isp)));
+  return ["all", ["!=", low, null], ["!=", high, null], [">", ["-", ["to-number", high], ["to-number", low]], ["*", WIDE_INTERVAL, ["to-number", median]]]];
+}
+
+/** The opacity of the dashed outline of uncertain medians. */
+export function uncertainOpacity(metric, direction, isp) {
+  return ["case", uncertainCondition(metric, direction, isp), 1, 0];
+}
+
 /** The opacity of the hatch layer: visible on suppressed cells only. */
 export function hatchOpacity(metric, direction, isp) {
   return ["case", suppressedCondition(metric, direction, isp), 0.9, 0];
