@@ -45,9 +45,8 @@ def median_ranks(n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """1-based ranks (l, u) of the 95 % interval for the median of each count of `n`
     values; 0 for both where there is none (fewer than 6 values)."""
     n = np.asarray(n, dtype=np.int64)
-    lower = np.zeros(len(n), dtype=np.int64)
-    for value in np.unique(n):
-        lower[n == value] = _lower_rank(int(value)) if value > 0 else 0
+    counts, of_cell = np.unique(n, return_inverse=True)
+    lower = np.array([_lower_rank(int(c)) for c in counts], dtype=np.int64)[of_cell]
     upper = np.where(lower > 0, n + 1 - lower, 0)
     return lower, upper
 
