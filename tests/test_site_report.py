@@ -4,6 +4,7 @@ map's panel, the same numbers as the statistics files, and a PDF that the browse
 
 from __future__ import annotations
 
+import math
 import re
 import urllib.parse
 from collections.abc import Iterator
@@ -72,6 +73,10 @@ def test_the_report_shows_the_areas_numbers_and_how_they_were_made(
     assert cell["name"] in page.title()
     numbers = page.locator("#panel-numbers").inner_text()
     assert f"{cell['tests']:,}" in numbers and f"{cell['clients']:,}" in numbers
+    # The median with its 95 % interval, as the statistics file has them.
+    interval = page.locator("#panel-numbers tbody tr", has_text="95% interval").inner_text()
+    low, high = (math.floor(cell[k] + 0.5) for k in ("median_low", "median_high"))
+    assert interval.split("\t")[1] == f"{low:,} Mbps to {high:,} Mbps"
     assert page.locator("#panel-series .uplot canvas").count() >= 1
     assert page.locator("#panel-histogram svg").count() == 1
     assert "All ISPs" in page.locator("#panel-isps").inner_text()
