@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from piecewise import periods, privacy
 from piecewise.areas import PSEUDO_AREAS
-from piecewise.cellfields import COUNTS, MEASURES, QUANTILE_NAMES, SHARE_BOUNDS, STATISTICS
+from piecewise.cellfields import COUNTS, MEASURES, QUANTILE_NAMES, STATISTICS
 from piecewise.cellstats import (
     CellStatistics,
     DirectionData,
@@ -59,17 +59,6 @@ STAT_COLUMNS = list(STATISTICS)
 
 def share_column(threshold: Threshold) -> str:
     return f"share_{threshold.download:g}_{threshold.upload:g}".replace(".", "p")
-
-
-def share_bounds(column: str) -> tuple[str, str]:
-    """The columns of a share column's interval: its lower and upper bounds."""
-    low, high = SHARE_BOUNDS
-    return column + low, column + high
-
-
-def is_share_column(name: str) -> bool:
-    """Whether a cell column is a threshold's share (not one of its interval bounds)."""
-    return name.startswith("share_") and not name.endswith(SHARE_BOUNDS)
 
 
 def share_label(column: str) -> str:

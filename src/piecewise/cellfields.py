@@ -24,8 +24,22 @@ STATISTICS: tuple[str, ...] = (*COUNTS, *MEASURES)
 # publication from its histogram (piecewise.intervals), not by the aggregation engines.
 INTERVALS: tuple[str, ...] = ("median_low", "median_high")
 PUBLISHED: tuple[str, ...] = (*STATISTICS, *INTERVALS)
-# A share column's interval bounds (Wilson) are columns named with these endings.
-SHARE_BOUNDS: tuple[str, ...] = ("_low", "_high")
+# A cell's shares and their 95 % intervals' bounds (Wilson): in the statistics files and
+# the API, one object each, by threshold label; in tables, series and CSV, one column
+# each per threshold, the share's column name with these endings.
+SHARE_OBJECTS: tuple[str, ...] = ("shares", "shares_low", "shares_high")
+SHARE_ENDINGS: tuple[str, ...] = ("", "_low", "_high")
+
+
+def share_columns(column: str) -> tuple[str, ...]:
+    """A share's column, then its interval's lower and upper bounds' columns."""
+    return tuple(column + end for end in SHARE_ENDINGS)
+
+
+def is_share_column(name: str) -> bool:
+    """Whether a cell column is a threshold's share (not one of its interval bounds)."""
+    return name.startswith("share_") and not name.endswith(SHARE_ENDINGS[1:])
+
 
 # Decimals of every published measure (statistics files, series, the dataset).
 DIGITS = 4

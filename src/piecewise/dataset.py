@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from piecewise import periods
-from piecewise.cellfields import COUNTS, DIGITS, PUBLISHED, SHARE_BOUNDS
+from piecewise.cellfields import COUNTS, DIGITS, PUBLISHED, share_columns
 from piecewise.store import JSON_CONTENT_TYPE, Store, json_bytes, parquet_bytes
 
 __all__ = ["DATASET_KEYS", "dataset_metadata", "dataset_table", "sqlite_bytes", "write_dataset"]
@@ -122,7 +122,7 @@ def dataset_table(
 
 def _share_columns(shares: Mapping[str, str]) -> list[str]:
     """Each share column, then its interval's bounds."""
-    return [c + end for c in shares for end in ("", *SHARE_BOUNDS)]
+    return [c for column in shares for c in share_columns(column)]
 
 
 def _published(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -191,7 +191,7 @@ def dataset_metadata(
     columns = dict(DESCRIPTIONS)
     for column, label in shares.items():
         columns[column] = f"Share of tests at or above {label} Mbps (download/upload), 0 to 1."
-        low, high = (column + end for end in SHARE_BOUNDS)
+        _, low, high = share_columns(column)
         columns[low] = f"Lower bound of the 95 % confidence interval (Wilson) of {column}."
         columns[high] = f"Upper bound of the 95 % confidence interval (Wilson) of {column}."
     return {

@@ -24,15 +24,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from piecewise import __version__, periods
-from piecewise.aggregate import (
-    ALL_ISPS,
-    is_share_column,
-    share_bounds,
-    share_column,
-    share_label,
-)
+from piecewise.aggregate import ALL_ISPS, share_column, share_label
 from piecewise.areas import AreaLayer, H3Areas
-from piecewise.cellfields import DIGITS, INTERVALS, PUBLISHED, SHARE_BOUNDS
+from piecewise.cellfields import (
+    DIGITS,
+    PUBLISHED,
+    SHARE_ENDINGS,
+    SHARE_OBJECTS,
+    is_share_column,
+    share_columns,
+)
 from piecewise.config import Config, H3Layer
 from piecewise.dataset import DATASET_KEYS
 from piecewise.histogram import HistogramSpec
@@ -65,8 +66,6 @@ METRICS = {
     "shares_low": "lower bound of each share's 95 % confidence interval (Wilson)",
     "shares_high": "upper bound of each share's 95 % confidence interval (Wilson)",
 }
-# A cell's share bounds in the statistics files: one object per bound, like `shares`.
-SHARES_BOUNDS = ("shares_low", "shares_high")
 CACHE_SHORT = "public, max-age=300"
 CACHE_LONG = "public, max-age=3600"
 EPOCH = dt.date(1970, 1, 1)
@@ -98,7 +97,7 @@ def _with_floats(table: pa.Table, names: list[str]) -> pa.Table:
 
 def _series_columns(shares: list[str]) -> list[str]:
     """A series file's columns: every statistic, then each share and its bounds."""
-    return [*PUBLISHED, *(c for share in shares for c in (share, *share_bounds(share)))]
+    return [*PUBLISHED, *(c for share in shares for c in share_columns(share))]
 
 
 def stats_key(layer: str, kind: str, label: str) -> str:
@@ -130,6 +129,12 @@ class Publisher:
         """Published cells as JSON objects, floats rounded, NaN as null."""
         area_layer = self.layers[layer]
         columns = _json_columns(table)
+        # Each share object's columns by threshold label (None: a column this table
+        # lacks, from a release before it existed).
+        objects = [
+            (key, [(label, columns.get(col + end)) for label, col in shares])
+            for key, end in zip(SHARE_OBJECTS, SHARE_ENDINGS, strict=True)
+        ]
         out = []
         for i, area in enumerate(columns["area"]):
             cell = {
@@ -140,11 +145,8 @@ class Publisher:
             }
             for name in PUBLISHED:
                 cell[name] = columns[name][i] if name in columns else None
-            for key, suffix in (("shares", ""), *zip(SHARES_BOUNDS, SHARE_BOUNDS, strict=True)):
-                cell[key] = {
-                    label: columns[col + suffix][i] if col + suffix in columns else None
-                    for label, col in shares
-                }
+            for key, sources in objects:
+                cell[key] = {label: None if c is None else c[i] for label, c in sources}
             out.append(cell)
         return out
 
@@ -253,9 +255,9 @@ class Publisher:
         one at a time, so memory holds one area's series."""
         table = cells.filter(cells.column("published"))
         shares = sorted(c for c in table.column_names if is_share_column(c))
-        # Cells released before intervals were published have none: null.
-        table = _with_floats(table, [*INTERVALS, *(b for c in shares for b in share_bounds(c))])
         series_cols = _series_columns(shares)
+        # Cells released before intervals were published have none: null.
+        table = _with_floats(table, series_cols)
         axes: dict[str, tuple[list[str], dict[int, int]]] = {}
         for kind in periods.KINDS:
             days = table.filter(pc.equal(table.column("kind"), kind)).column("period")

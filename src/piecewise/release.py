@@ -33,13 +33,11 @@ from piecewise.aggregate import (
     ALL_ISPS,
     apply_privacy,
     cells_of_tests,
-    is_share_column,
     load_tests,
-    share_bounds,
     share_column,
 )
 from piecewise.areas import build_layers
-from piecewise.cellfields import INTERVALS
+from piecewise.cellfields import INTERVALS, is_share_column, share_columns
 from piecewise.config import Config
 from piecewise.dataset import dataset_metadata, dataset_table, write_dataset
 from piecewise.finality import (
@@ -497,7 +495,7 @@ def _with_intervals(cells: pa.Table, owner: np.ndarray, cube: pa.Table) -> pa.Ta
     for column in [c for c in cells.column_names if is_share_column(c)]:
         share = cells.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
         lower, upper = wilson(np.round(share * tests), tests)
-        for name, bound in zip(share_bounds(column), (lower, upper), strict=True):
+        for name, bound in zip(share_columns(column)[1:], (lower, upper), strict=True):
             cells = cells.append_column(name, pa.array(bound, mask=missing | np.isnan(bound)))
     return cells
 

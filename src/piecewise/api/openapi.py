@@ -9,7 +9,7 @@ from typing import Any
 from piecewise import __version__
 from piecewise.api.params import BOTH, DIRECTIONS, ENDPOINTS, KINDS, Endpoint, Param
 from piecewise.api.reader import Snapshot
-from piecewise.cellfields import INTERVALS, MEASURES
+from piecewise.cellfields import INTERVALS, MEASURES, SHARE_OBJECTS
 
 NUMBER = {"type": ["number", "null"]}
 COUNT = {"type": "integer", "minimum": 0}
@@ -20,8 +20,6 @@ DIRECTION_CHOICE = {"type": "string", "enum": [*DIRECTIONS, BOTH]}
 KIND = {"type": "string", "enum": list(KINDS)}
 # The statistics besides the counts, then the bounds of the median's interval.
 STAT_FIELDS = (*MEASURES, *INTERVALS)
-# Each share's value, and its interval's bounds, by threshold label.
-SHARE_OBJECTS = ("shares", "shares_low", "shares_high")
 
 
 def ref(name: str) -> dict:

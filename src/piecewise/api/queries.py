@@ -30,14 +30,13 @@ from piecewise.api.reader import (
     CSV_KEYS,
     CSV_NUMBERS,
     SERIES_FIELDS,
-    SHARE_OBJECTS,
     AreaCell,
     IspStats,
     LayerInfo,
     PeriodStats,
     Snapshot,
 )
-from piecewise.cellfields import SHARE_BOUNDS
+from piecewise.cellfields import SHARE_ENDINGS, SHARE_OBJECTS
 from piecewise.histogram import BUCKETS, LOW, RATIO
 
 
@@ -389,7 +388,7 @@ def series(snap: Snapshot, q: SeriesQuery, limits: Limits) -> dict:
                 {},
                 **{label: values(arrays, column + end) for column, label in shares},
             )
-            for key, end in zip(SHARE_OBJECTS, ("", *SHARE_BOUNDS), strict=True)
+            for key, end in zip(SHARE_OBJECTS, SHARE_ENDINGS, strict=True)
         }
         out.append(json_object({"isp": q.isp, "direction": direction}, **fields, **share_objects))
     head = {

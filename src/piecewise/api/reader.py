@@ -44,7 +44,7 @@ from piecewise import periods
 from piecewise.api.cache import LoadingCache
 from piecewise.api.errors import DataUnavailable
 from piecewise.api.formats import csv_value, json_bytes
-from piecewise.cellfields import PUBLISHED, SHARE_BOUNDS
+from piecewise.cellfields import PUBLISHED, SHARE_OBJECTS, share_columns
 from piecewise.histogram import BUCKETS, LOW, RATIO
 from piecewise.store import KeyNotFound, Store, StoreError
 
@@ -54,8 +54,6 @@ INDEX_KEY = "v1/index.json"
 DIRECTIONS = ("download", "upload")
 # The statistics of a series, and of a row of CSV after its key and `suppressed`.
 SERIES_FIELDS = PUBLISHED
-# A cell's shares, and their intervals' bounds: objects by threshold label.
-SHARE_OBJECTS = ("shares", "shares_low", "shares_high")
 # The fields of a published cell, in the order the API shows them.
 CELL_FIELDS = ("area", "name", "isp", "direction", *SERIES_FIELDS, *SHARE_OBJECTS)
 _CELL_KEYS = frozenset(CELL_FIELDS)
@@ -480,7 +478,7 @@ class Snapshot:
     @functools.cached_property
     def csv_share_columns(self) -> list[str]:
         """The CSV columns of the shares: each share, then its interval's bounds."""
-        return [column + end for _, column in self.shares for end in ("", *SHARE_BOUNDS)]
+        return [c for _, column in self.shares for c in share_columns(column)]
 
     def area_key(self, layer: str, area: str) -> tuple[bytes, bytes, bytes]:
         """How answers start a suppressed key of the area: its JSON object up to the ISP
@@ -758,8 +756,8 @@ class SeriesFile:
     def __init__(self, doc: dict, snap: Snapshot) -> None:
         listed = {t["column"]: t["label"] for t in snap.thresholds}
         self.thresholds: dict[str, str] | None = listed or doc.get("thresholds") or None
-        bounds = [c + end for c in listed for end in SHARE_BOUNDS]
-        columns = frozenset([*SERIES_FIELDS, *listed, *bounds]) if listed else None
+        shares = [c for column in listed for c in share_columns(column)]
+        columns = frozenset([*SERIES_FIELDS, *shares]) if listed else None
         self.kinds: dict[str, SeriesStep] = {}
         for kind, step in doc["kinds"].items():
             if not step or kind not in snap.periods:
