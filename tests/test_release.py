@@ -473,3 +473,37 @@ def test_a_date_whose_last_re_read_failed_waits_and_is_read_again(
     assert Manifest(stores.private).get(day(2)).read_to_the_end(cfg.ingest.reread_days)
     second = run_aggregate(cfg, today=day(10))
     assert "2025-03-02" in second.periods["day"]
+
+
+def test_intervals_published_by_a_release_stay_in_the_series_after_later_ones(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """Each release rewrites every area's series from the ledger: the intervals of the
+    periods an earlier release published are still there, as their statistics files
+    (published once) have them."""
+    cfg = config_for(tmp_path, demo_data)
+    public = tmp_path / "public"
+    run_ingest(cfg, day(1), day(5), progress=False)
+    assert run_aggregate(cfg, today=day(6)).release == 1
+    run_ingest(cfg, day(6), day(12), progress=False)
+    assert run_aggregate(cfg, today=day(13)).release == 2
+    first = "2025-03-01"
+    stats = json.loads((public / f"v1/stats/counties/day/{first}.json").read_text())
+    compared = 0
+    for cell in stats["cells"]:
+        series = json.loads((public / f"v1/series/counties/{cell['area']}.json").read_text())
+        day_series = series["kinds"]["day"]
+        at = day_series["periods"].index(first)
+        (row,) = [
+            s
+            for s in day_series["series"]
+            if s["isp"] == cell["isp"] and s["direction"] == cell["direction"]
+        ]
+        assert cell["median_low"] is not None and cell["median_low"] <= cell["median"]
+        assert row["median_low"][at] == cell["median_low"]
+        assert row["median_high"][at] == cell["median_high"]
+        for column, label in series["thresholds"].items():
+            assert row[f"{column}_low"][at] == cell["shares_low"][label]
+            assert row[f"{column}_high"][at] == cell["shares_high"][label]
+        compared += 1
+    assert compared > 0
