@@ -407,9 +407,18 @@ def test_no_number_of_a_suppressed_cell_reaches_any_answer(tmp_path: Path) -> No
             for isp in ("all", "Big ISP", "Small, Inc."):
                 q = urllib.parse.urlencode({"period": label, "format": fmt, "isp": isp})
                 urls.append(f"/v1/layers/{LAYER}/stats?{q}")
+        for measure in ("median", "p90", "mean", "share_25_3"):
+            for direction in ("download", "upload"):
+                q = urllib.parse.urlencode(
+                    {"period": label, "measure": measure, "direction": direction}
+                )
+                urls.append(f"/v1/layers/{LAYER}/rankings?{q}")
         for area in made.areas:
             urls.append(f"/v1/layers/{LAYER}/areas/{area}?period={label}")
             urls.append(f"/v1/layers/{LAYER}/areas/{area}/isps?period={label}")
+            for direction in ("download", "upload"):
+                q = urllib.parse.urlencode({"period": label, "direction": direction})
+                urls.append(f"/v1/layers/{LAYER}/areas/{area}/compare?{q}")
             for isp in ("all", "Big ISP", "Small, Inc."):
                 for direction in ("download", "upload"):
                     q = urllib.parse.urlencode(

@@ -34,7 +34,12 @@ from api_fixtures import Published
 from piecewise.api import ApiApp, build_api
 from piecewise.api.errors import BadParameter
 from piecewise.api.openapi import openapi_document
-from piecewise.api.params import ENDPOINTS, parse_date, parse_period, parse_quantiles
+from piecewise.api.params import (
+    ENDPOINTS,
+    parse_date,
+    parse_period,
+    parse_quantiles,
+)
 
 EXAMPLES = 100  # per operation and mode: about half a minute in all
 # A valid value of each parameter, for requests that must pass parsing.
@@ -52,6 +57,9 @@ VALID = {
     "isps": "all",
     "quantiles": "0.5",
     "coarse": "2",
+    "measure": "share_25_3",
+    "order": "best",
+    "limit": "5",
 }
 
 

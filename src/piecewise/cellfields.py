@@ -20,6 +20,9 @@ MEASURES: tuple[str, ...] = (
     "loss_median",
 )
 STATISTICS: tuple[str, ...] = (*COUNTS, *MEASURES)
+# The measures where less is better (latency, loss); for the others (throughputs and
+# shares), more is better. Rankings order areas by it (docs/api.md).
+LOWER_IS_BETTER: frozenset[str] = frozenset({"rtt_median", "rtt_p90", "loss_median"})
 # The bounds of each published cell's 95 % confidence interval for its median, added at
 # publication from its histogram (piecewise.intervals), not by the aggregation engines.
 INTERVALS: tuple[str, ...] = ("median_low", "median_high")

@@ -21,17 +21,19 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from piecewise.api import formats, queries, ranges
+from piecewise.api import formats, queries, ranges, rankings
 from piecewise.api.errors import ApiError, DataUnavailable, MethodNotAllowed, NotFound
 from piecewise.api.openapi import openapi_document
 from piecewise.api.params import (
     ENDPOINTS,
     AreaQuery,
+    CompareQuery,
     Endpoint,
     HistogramQuery,
     MetaQuery,
     Query,
     RangeQuery,
+    RankingsQuery,
     SeriesQuery,
     StatsQuery,
     parse_request,
@@ -230,6 +232,10 @@ class ApiApp:
                 body = queries.histogram(snap, query)
             case RangeQuery():
                 body = ranges.merge_range(snap, ranges.resolve(snap, query, self.limits))
+            case RankingsQuery():
+                body = rankings.rankings(snap, query)
+            case CompareQuery():
+                body = rankings.compare(snap, query)
         if not isinstance(body, bytes):
             body = formats.json_bytes(body)
         return rendered(body, formats.MEDIA_TYPES[fmt])

@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 from piecewise import __version__
-from piecewise.api.params import BOTH, DIRECTIONS, ENDPOINTS, KINDS, Endpoint, Param
+from piecewise.api.params import BOTH, DIRECTIONS, ENDPOINTS, KINDS, ORDERS, Endpoint, Param
 from piecewise.api.reader import Snapshot
 from piecewise.cellfields import INTERVALS, MEASURES, SHARE_OBJECTS
 
@@ -57,6 +57,7 @@ CELL = obj(
     required=["area", "name", "isp", "direction", "tests", "clients", *STAT_FIELDS, *SHARE_OBJECTS],
     description="A published cell and its statistics (definitions: docs/data.md).",
 )
+AREA_NAME = obj({"area": TEXT, "name": TEXT})
 SUPPRESSED_CELL = obj(
     {"area": TEXT, "name": TEXT, "isp": TEXT, "direction": DIRECTION},
     description="A suppressed cell: its key, never a number.",
@@ -321,6 +322,108 @@ SCHEMAS: dict[str, dict] = {
             ),
         }
     ),
+    "Rankings": obj(
+        {
+            "layer": TEXT,
+            **PERIOD_FIELDS,
+            "isp": TEXT,
+            "direction": DIRECTION,
+            "measure": TEXT,
+            "order": {"type": "string", "enum": list(ORDERS)},
+            "better": {"type": "string", "enum": ["higher", "lower"]},
+            "level": {
+                "type": ["number", "null"],
+                "description": "The intervals' confidence level; null for a measure "
+                "without intervals.",
+            },
+            "ranked_areas": COUNT,
+            "truncated": {"type": "boolean"},
+            "ranked": array(ref("RankedArea")),
+            "unranked": array(AREA_NAME),
+            "suppressed": array(AREA_NAME),
+        }
+    ),
+    "RankedArea": obj(
+        {
+            "rank": {"type": "integer", "minimum": 1},
+            "area": TEXT,
+            "name": TEXT,
+            "value": {"type": "number"},
+            "low": NUMBER,
+            "high": NUMBER,
+            "tests": COUNT,
+            "clients": COUNT,
+            "possible_ranks": {
+                "oneOf": [
+                    {"type": "null"},
+                    obj(
+                        {
+                            "first": {"type": "integer", "minimum": 1},
+                            "last": {"type": "integer", "minimum": 1},
+                        }
+                    ),
+                ],
+                "description": "The ranks the area's interval allows among the ranked areas.",
+            },
+            "overlapping": {"type": ["integer", "null"], "minimum": 0},
+            "distinguishable": {"type": ["boolean", "null"]},
+        },
+        description="An area's place: null interval fields where the measure has none.",
+    ),
+    "Compare": obj(
+        {
+            "layer": TEXT,
+            "area": TEXT,
+            "name": TEXT,
+            **PERIOD_FIELDS,
+            "isp": TEXT,
+            "direction": DIRECTION,
+            "suppressed": {"type": "boolean"},
+            "cell": {"oneOf": [{"type": "null"}, ref("Cell")]},
+            "region": obj(
+                {
+                    "areas": COUNT,
+                    "tests": COUNT,
+                    "median": NUMBER,
+                    "median_low": NUMBER,
+                    "median_high": NUMBER,
+                    "quantiles": array(
+                        obj({"q": {"type": "number", "minimum": 0, "maximum": 1}, "value": NUMBER})
+                    ),
+                    "mean": NUMBER,
+                    "geomean": NUMBER,
+                    "relative_error": {"type": "number"},
+                    "coverage": {"type": "object"},
+                }
+            ),
+            "comparison": obj(
+                {
+                    "measure": TEXT,
+                    "level": {"type": "number"},
+                    "ratio": NUMBER,
+                    "verdict": {
+                        "type": ["string", "null"],
+                        "enum": ["lower", "higher", "not_distinguishable", None],
+                    },
+                }
+            ),
+            "rank": {
+                "oneOf": [
+                    {"type": "null"},
+                    obj(
+                        {
+                            "measure": TEXT,
+                            "order": {"type": "string", "enum": list(ORDERS)},
+                            "rank": {"type": "integer", "minimum": 1},
+                            "of": COUNT,
+                            "possible_ranks": {"type": ["object", "null"]},
+                            "distinguishable": {"type": ["boolean", "null"]},
+                        }
+                    ),
+                ]
+            },
+        }
+    ),
     "OpenAPI": {"type": "object", "required": ["openapi", "paths"]},
 }
 RESPONSE_SCHEMA = {
@@ -331,6 +434,8 @@ RESPONSE_SCHEMA = {
     "series": "Series",
     "histogram": "Histogram",
     "range": "Range",
+    "rankings": "Rankings",
+    "compare": "Compare",
     "openapi": "OpenAPI",
 }
 HEADERS = {
@@ -355,6 +460,9 @@ def _parameter(p: Param, snap: Snapshot | None) -> dict:
             schema["enum"] = list(snap.layers)
         elif p.name == "isp":
             schema["enum"] = ["all", *snap.isps]
+        elif p.name == "measure":
+            schema.pop("pattern", None)
+            schema["enum"] = [*MEASURES, *(column for _, column in snap.shares)]
         elif p.name == "period" and snap.periods:
             schema["examples"] = [labels[-1] for labels in snap.periods.values() if labels]
     return {

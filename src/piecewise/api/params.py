@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from piecewise import periods
 from piecewise.api.errors import BadParameter
+from piecewise.cellfields import MEASURES
 from piecewise.histogram import BUCKETS
 
 DIRECTIONS = ("download", "upload")
@@ -44,6 +45,12 @@ _DATE_RE = re.compile(DATE_PATTERN, re.ASCII)
 _PERIOD_RE = re.compile(PERIOD_PATTERN, re.ASCII)
 _QUANTILES_RE = re.compile(QUANTILES_PATTERN, re.ASCII)
 _INT_RE = re.compile("[0-9]{1,6}", re.ASCII)
+# A threshold's share column (`share_25_3`, `share_12p5_1`: docs/data.md); which ones
+# exist is the publication's (`/v1/meta` `thresholds[].column`).
+SHARE_PATTERN = "share_[0-9a-z+-]{1,30}_[0-9a-z+-]{1,30}"
+MEASURE_PATTERN = f"({'|'.join(MEASURES)}|{SHARE_PATTERN})"
+ORDERS = ("worst", "best")
+MAX_LIMIT = 100_000
 PERIOD_FORMS = ["YYYY-MM-DD", "YYYY-MM", "YYYY-Qn", "YYYY"]  # years 1900 to 2999
 
 
@@ -122,7 +129,36 @@ class RangeQuery:
     quantiles: tuple[float, ...]
 
 
-Query = MetaQuery | StatsQuery | AreaQuery | SeriesQuery | HistogramQuery | RangeQuery
+@dataclass(frozen=True)
+class RankingsQuery:
+    layer: str
+    period: Period
+    measure: str  # a statistic of MEASURES or a published share column
+    isp: str
+    direction: str
+    order: str
+    limit: int | None  # None: every ranked area
+
+
+@dataclass(frozen=True)
+class CompareQuery:
+    layer: str
+    area: str
+    period: Period
+    isp: str
+    direction: str
+
+
+Query = (
+    MetaQuery
+    | StatsQuery
+    | AreaQuery
+    | SeriesQuery
+    | HistogramQuery
+    | RangeQuery
+    | RankingsQuery
+    | CompareQuery
+)
 Args = Mapping[str, Sequence[str]]
 
 
@@ -341,6 +377,28 @@ def _range(path: dict[str, str], q: dict[str, str]) -> RangeQuery:
     )
 
 
+def _rankings(path: dict[str, str], q: dict[str, str]) -> RankingsQuery:
+    return RankingsQuery(
+        layer=path["layer"],
+        period=parse_period(q["period"]),
+        measure=q.get("measure", "median"),  # checked against the publication's
+        isp=q.get("isp", ALL_ISPS),
+        direction=parse_choice(q.get("direction", "download"), "direction", DIRECTIONS),
+        order=parse_choice(q.get("order", "worst"), "order", ORDERS),
+        limit=parse_int(q["limit"], "limit", 1, MAX_LIMIT) if "limit" in q else None,
+    )
+
+
+def _compare(path: dict[str, str], q: dict[str, str]) -> CompareQuery:
+    return CompareQuery(
+        layer=path["layer"],
+        area=path["area"],
+        period=parse_period(q["period"]),
+        isp=q.get("isp", ALL_ISPS),
+        direction=parse_choice(q.get("direction", "download"), "direction", DIRECTIONS),
+    )
+
+
 _LAYER = Param(
     "layer",
     "A layer id from /v1/meta (`layers[].id`).",
@@ -533,6 +591,50 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             ),
         ),
         _range,
+    ),
+    Endpoint(
+        "rankings",
+        "/layers/<layer>/rankings",
+        "The areas of a layer ranked by a measure for one period",
+        "Published cells only, worst or best first, each with its value, its 95 % "
+        "interval (the median and the shares), its tests and the ranks its interval "
+        "allows; areas whose intervals overlap another's are marked as not distinguishable. "
+        "Suppressed areas are listed by id only.",
+        (
+            _LAYER,
+            _PERIOD,
+            Param(
+                "measure",
+                f"The statistic to rank by: {', '.join(MEASURES)}, or a share column from "
+                "/v1/meta `thresholds[].column` (`share_25_3`).",
+                {"type": "string", "pattern": f"^{MEASURE_PATTERN}$", "default": "median"},
+            ),
+            _ISP,
+            _DIRECTION_ONE,
+            Param(
+                "order",
+                "`worst` first (the default) or `best` first. Less is better for latency "
+                "and loss (rtt_median, rtt_p90, loss_median), more for the others.",
+                {"type": "string", "enum": list(ORDERS), "default": "worst"},
+            ),
+            Param(
+                "limit",
+                "At most this many ranked areas (default: all of them).",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+            ),
+        ),
+        _rankings,
+    ),
+    Endpoint(
+        "compare",
+        "/layers/<layer>/areas/<area>/compare",
+        "One area against the region as a whole",
+        "The area's published cell beside the region's statistics (every published cell "
+        "of the layer for the period, merged from histograms as `range` merges them), "
+        "whether their medians' 95 % intervals tell them apart, and the area's rank "
+        "by median among the layer's areas.",
+        (_LAYER, _AREA, _PERIOD, _ISP, _DIRECTION_ONE),
+        _compare,
     ),
     Endpoint(
         "openapi",

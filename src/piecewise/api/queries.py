@@ -117,6 +117,8 @@ LINKS = {
     "series": "/v1/layers/{layer}/areas/{area}/series?step={kind}",
     "histogram": "/v1/layers/{layer}/histogram?area={area}&period={period}",
     "range": "/v1/layers/{layer}/range?start={date}&end={date}",
+    "rankings": "/v1/layers/{layer}/rankings?period={period}&measure={measure}",
+    "compare": "/v1/layers/{layer}/areas/{area}/compare?period={period}",
 }
 
 
