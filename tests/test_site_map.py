@@ -411,6 +411,49 @@ def test_clicking_an_area_opens_its_panel(page, site_server, month_stats, screen
     assert "area" not in hash_state(page)
 
 
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, …, 11th, 12th, 13th, …, 21st."""
+    last = n % 10 if n % 100 not in (11, 12, 13) else 0
+    return f"{n:,}" + {1: "st", 2: "nd", 3: "rd"}.get(last, "th")
+
+
+def test_the_panel_compares_the_area_with_the_region(page, site_server, index, month_stats):
+    """The comparison section: the area's median and interval beside the region's, the
+    verdict and the rank, as the API's compare answer and the statistics file have them."""
+    cell = busiest(month_stats)
+    period = month_stats["period"]
+    open_map(page, site_server, f"layer=counties&kind=month&period={period}&area={cell['area']}")
+    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    _, _, body = fetch(
+        f"{site_server.url}/v1/layers/counties/areas/{cell['area']}/compare?period={period}"
+    )
+    answer = json.loads(body)
+    region = answer["region"]
+    rows = page.evaluate(
+        "Array.from(document.querySelectorAll('#panel-compare tbody tr'),"
+        " r => Array.from(r.children, c => c.textContent))"
+    )
+    mbps = lambda v: f"{math.floor(v + 0.5):,} Mbps"  # noqa: E731
+    assert rows[0] == ["Median download", mbps(cell["median"]), mbps(region["median"])]
+    assert rows[1] == [
+        "95% interval",
+        f"{mbps(cell['median_low'])} to {mbps(cell['median_high'])}",
+        f"{mbps(region['median_low'])} to {mbps(region['median_high'])}",
+    ]
+    assert rows[2] == ["Tests", f"{cell['tests']:,}", f"{region['tests']:,}"]
+    text = page.locator("#panel-compare").inner_text()
+    overlap = (
+        cell["median_low"] <= region["median_high"] and region["median_low"] <= cell["median_high"]
+    )
+    assert ("No clear difference" in text) == overlap
+    if not overlap:
+        side = "lower" if cell["median_high"] < region["median_low"] else "higher"
+        assert f"median is {side} than the region" in text
+    rank = answer["rank"]
+    assert f" fastest median download of {rank['of']} areas" in text
+    assert text.count(f"{ordinal(rank['rank'])} fastest") == 1
+
+
 def test_the_area_list_selects_areas_from_the_keyboard(page, site_server, month_stats):
     open_map(page, site_server)
     isp_select = page.get_by_label("ISP", exact=True)

@@ -80,6 +80,9 @@ def test_the_report_shows_the_areas_numbers_and_how_they_were_made(
     assert page.locator("#panel-series .uplot canvas").count() >= 1
     assert page.locator("#panel-histogram svg").count() == 1
     assert "All ISPs" in page.locator("#panel-isps").inner_text()
+    # The area against the region, with its rank among the layer's areas.
+    compare = page.locator("#panel-compare").inner_text()
+    assert "Region" in compare and " fastest median download of " in compare
     method = page.locator("#report-method").inner_text()
     privacy = site_server.public.read_json("v1/index.json")["privacy"]
     assert f"at least {privacy['min_tests']} tests" in method
@@ -93,7 +96,12 @@ def test_the_report_prints_to_a_clean_pdf(page, site_server, busiest_month) -> N
     # On paper: no navigation or buttons, and nothing wider than an A4 page's text.
     assert not page.locator("#print").is_visible()
     assert not page.locator(".site-header nav").is_visible()
-    for selector in ("#panel-series canvas", "#panel-numbers table", "#panel-isps table"):
+    for selector in (
+        "#panel-series canvas",
+        "#panel-numbers table",
+        "#panel-compare table",
+        "#panel-isps table",
+    ):
         box = page.locator(selector).first.bounding_box()
         assert box is not None and box["width"] <= A4_CONTENT_PX, (selector, box)
     pdf = page.pdf(format="A4", print_background=True)

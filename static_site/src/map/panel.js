@@ -19,6 +19,13 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+const ORDINAL = new Intl.PluralRules("en-US", { type: "ordinal" });
+const SUFFIX = { one: "st", two: "nd", few: "rd", other: "th" };
+/** 1st, 2nd, 3rd, 4th … */
+function ordinal(n) {
+  return `${formatCount(n)}${SUFFIX[ORDINAL.select(n)]}`;
+}
+
 function message(text, cls = "muted") {
   return el("p", { class: cls }, text);
 }
@@ -105,7 +112,7 @@ export class Panel {
       report.href = `report.html#${view.toString()}`;
     }
     q("#panel-summary").textContent = `Loading ${params.name || area}, ${periodLabel(period)}…`;
-    for (const id of ["#panel-numbers", "#panel-series", "#panel-histogram", "#panel-isps"]) {
+    for (const id of ["#panel-numbers", "#panel-compare", "#panel-series", "#panel-histogram", "#panel-isps"]) {
       q(id).replaceChildren(message("Loading…"));
     }
     this.destroyChart();
@@ -116,6 +123,7 @@ export class Panel {
     const isps = get(`${areaPath}/isps`, { period });
     const series = get(`${areaPath}/series`, { step: kind, isp });
     const histogram = get(`${base}/histogram`, { area, period, isp, direction, coarse: 10 });
+    const compare = get(`${areaPath}/compare`, { period, isp, direction });
 
     const stale = () => controller !== this.controller;
     const show = async (promise, render, target) => {
@@ -133,6 +141,7 @@ export class Panel {
       show(isps, (doc) => this.renderIsps(doc), "#panel-isps"),
       show(series, (doc) => this.renderSeries(doc), "#panel-series"),
       show(histogram, (doc) => this.renderHistogram(doc), "#panel-histogram"),
+      show(compare, (doc) => this.renderCompare(doc), "#panel-compare"),
     ]);
     if (stale()) return;
     this.root.removeAttribute("aria-busy");
@@ -224,6 +233,53 @@ export class Panel {
     q("#panel-isps").replaceChildren(
       table(`ISPs in ${name}, ${periodLabel(p.period)}`, ["ISP", "Download median", "Upload median", "Latency median", "Download tests"], rows, "numbers isps"),
     );
+  }
+
+  /** This area against the region as a whole (every published area of the layer). */
+  renderCompare(doc) {
+    const p = this.params;
+    const target = this.root.querySelector("#panel-compare");
+    const name = doc.name || p.name || p.area;
+    const region = doc.region;
+    const cell = doc.cell;
+    if (doc.suppressed) {
+      target.replaceChildren(message(`${name}: ${INSUFFICIENT} to compare with the region.`, "insufficient"));
+      return;
+    }
+    if (!cell || cell.median == null) {
+      target.replaceChildren(message(`No ${p.direction} tests in ${name} to compare with the region.`));
+      return;
+    }
+    const interval = (low, high) => formatInterval(low, high, formatMbps);
+    const rows = [
+      [`Median ${p.direction}`, formatMbps(cell.median), formatMbps(region.median)],
+      ["95% interval", interval(cell.median_low, cell.median_high), interval(region.median_low, region.median_high)],
+      ["Tests", formatCount(cell.tests), formatCount(region.tests)],
+    ];
+    const verdicts = {
+      lower: `${name}'s median is lower than the region's: the two 95% intervals do not overlap.`,
+      higher: `${name}'s median is higher than the region's: the two 95% intervals do not overlap.`,
+      not_distinguishable: "No clear difference from the region: the two 95% intervals overlap.",
+    };
+    const verdict = verdicts[doc.comparison?.verdict] || "Too few tests to tell whether it differs from the region.";
+    const parts = [
+      table(`${name} compared with the region`, ["", name, "Region"], rows),
+      el("p", { class: "verdict" }, verdict),
+    ];
+    const r = doc.rank;
+    if (r) {
+      const allowed = r.possible_ranks;
+      const span =
+        allowed && allowed.first !== allowed.last
+          ? `; with its interval, anywhere from ${ordinal(allowed.first)} to ${ordinal(allowed.last)}`
+          : "";
+      const text = `${ordinal(r.rank)} fastest median ${p.direction} of ${formatCount(r.of)} areas with published numbers${span}.`;
+      parts.push(el("p", { class: "rank" }, text));
+    }
+    const left = region.coverage && !region.coverage.complete ? region.coverage.excluded_cells : 0;
+    const without = left ? `; ${formatCount(left)} area-periods with too few tests to publish are left out` : "";
+    parts.push(el("p", { class: "muted" }, `The region: every area of this layer with published numbers, together${without}.`));
+    target.replaceChildren(...parts);
   }
 
   async renderSeries(doc) {
