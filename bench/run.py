@@ -41,6 +41,8 @@ from demo_config import example_text
 from duckdb_cells import child_duckdb_cells  # noqa: F401 (a child, called by name)
 from rss import watch_rss
 
+from piecewise.cellfields import MEASURES
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "var" / "demo"
 YEAR = (dt.date(2025, 1, 1), dt.date(2025, 12, 31))
@@ -839,6 +841,10 @@ class ApiCatalogue:
         self.periods: dict[str, list[str]] = index["periods"]
         self.isps: list[str] = index["isps"]
         self.layers: list[str] = [layer["id"] for layer in index["layers"]]
+        self.measures: list[str] = [
+            *MEASURES,
+            *(t["column"] for t in index.get("thresholds") or []),
+        ]
         self.paths: dict[str, str] = index["paths"]
         self.areas: dict[str, list[str]] = {}
         for layer in index["layers"]:
@@ -910,6 +916,30 @@ def precomputed_paths(cat: ApiCatalogue, rng: random.Random, n: int) -> list[str
             fmt = rng.choice(["json", "json", "geojson", "csv"])
             if fmt != "json":
                 params["format"] = fmt
+        out.append(_path(template, params))
+    return out
+
+
+def ranking_paths(cat: ApiCatalogue, rng: random.Random, n: int) -> list[str]:
+    """Half rankings of a layer's areas (any period, measure, order; every ISP or one;
+    either direction), half one area against the region (any area and period)."""
+    kinds = list(cat.periods)
+    out = []
+    for _ in range(n):
+        layer = rng.choice(cat.layers)
+        kind = rng.choice(kinds)
+        params = {"period": rng.choice(cat.periods[kind])}
+        if rng.random() < 0.5:
+            params["measure"] = rng.choice(cat.measures)
+            params["order"] = rng.choice(["worst", "best"])
+            template = f"/v1/layers/{layer}/rankings"
+        else:
+            area = rng.choice(cat.areas[layer])
+            template = f"/v1/layers/{layer}/areas/{urllib.parse.quote(area)}/compare"
+        if rng.random() < 0.5:
+            params["isp"] = rng.choice(cat.isps)
+        if rng.random() < 0.5:
+            params["direction"] = "upload"
         out.append(_path(template, params))
     return out
 
@@ -1121,12 +1151,23 @@ def api_bench(config: Path, public: Path, repeat: int, tmp: Path) -> dict:
                 if status != 200:
                     raise RuntimeError(f"{path}: {status}")
                 cold[name].append((listening, seconds))
-    rates = {"precomputed": API_RATE, "range": RANGE_RATE, "range_days": RANGE_RATE}
-    limits = {"precomputed": API_P99_MS, "range": RANGE_P99_MS, "range_days": RANGE_P99_MS}
+    rates = {
+        "precomputed": API_RATE,
+        "range": RANGE_RATE,
+        "range_days": RANGE_RATE,
+        "rankings": RANGE_RATE,
+    }
+    limits = {
+        "precomputed": API_P99_MS,
+        "range": RANGE_P99_MS,
+        "range_days": RANGE_P99_MS,
+        "rankings": RANGE_P99_MS,
+    }
     makers = {
         "precomputed": lambda n: precomputed_paths(cat, rng, n),
         "range": lambda n: range_paths(cat, rng, n),
         "range_days": lambda n: range_paths(cat, rng, n, worst),
+        "rankings": lambda n: ranking_paths(cat, rng, n),
     }
     runs: dict[str, list[dict]] = {}
     ladder: dict[str, list[dict]] = {}
@@ -1738,6 +1779,12 @@ def api_report(api: dict, cmd: str | None) -> list[str]:
         "direction keys): the merge descends to every day of the range (docs/api.md, "
         "`range`, step 2), the most periods one area can visit."
     )
+    say(
+        "- **rankings and comparisons**: half `/v1/layers/{layer}/rankings?period=...` "
+        "(any layer and period, any measure and order), half "
+        "`/v1/layers/{layer}/areas/{area}/compare?period=...` (any area: the region is "
+        "the whole layer merged for the period); every ISP or one, either direction."
+    )
     say("")
     say(
         "| mix | rate asked (req/s) | achieved | requests | errors | late | p50 | p90 | "
@@ -1748,6 +1795,7 @@ def api_report(api: dict, cmd: str | None) -> list[str]:
         "precomputed": "precomputed",
         "range": "range",
         "range_days": "range, day by day",
+        "rankings": "rankings and comparisons",
     }
     for key, name in names.items():
         rs = runs[key]
@@ -1790,7 +1838,8 @@ def api_report(api: dict, cmd: str | None) -> list[str]:
         f"without errors: **{verdict('precomputed', API_P99_MS)}**; range merges p99 at "
         f"most {RANGE_P99_MS} ms (at {RANGE_RATE} requests/s): "
         f"**{verdict('range', RANGE_P99_MS)}**, day by day: "
-        f"**{verdict('range_days', RANGE_P99_MS)}**."
+        f"**{verdict('range_days', RANGE_P99_MS)}**; rankings and comparisons (at "
+        f"{RANGE_RATE} requests/s): **{verdict('rankings', RANGE_P99_MS)}**."
     )
     say("")
     capacity = api.get("capacity") or []
