@@ -82,6 +82,27 @@ upload = 3
 download = 100
 upload = 20
 
+# Use cases with every kind of limit: all four; MinRTT alone (both directions); a
+# download's speed and loss only (uploads have no share).
+[[use_cases]]
+id = "video_calls"
+name = "Video calls"
+download = 25
+upload = 25
+rtt_ms = 50
+loss = 0.005
+
+[[use_cases]]
+id = "low_latency"
+name = "Low latency"
+rtt_ms = 20
+
+[[use_cases]]
+id = "streaming"
+name = "Streaming"
+download = 25
+loss = 0.01
+
 [stores]
 private = "file://private"
 public = "file://public"

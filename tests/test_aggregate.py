@@ -108,7 +108,7 @@ def test_coarse_counts_are_those_of_the_sql_definition(
     tests = apply_sampling(
         network_keyed(load_tests(Stores.of(config).private, dates, layers)), sampling
     )
-    stats, _ = compute_cells([tests.drop_columns(["pick"])], layers, kinds, config.thresholds)
+    stats, _ = compute_cells([tests.drop_columns(["pick"])], layers, kinds, config.share_rules)
     expected = cells_sql.with_coarse(stats, cells_sql.coarse_in_duckdb(tests, layers, kinds))
     assert pc.sum(expected.column("coarse")).as_py() > 0
     for layer in layers:  # some cells of every layer have some, and some have none

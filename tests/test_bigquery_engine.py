@@ -121,7 +121,7 @@ def assert_same_cells(a: tuple[pa.Table, pa.Table], b: tuple[pa.Table, pa.Table]
 
 def test_the_definition_in_duckdb_equals_the_one_machine_engine(enriched: Input) -> None:
     layers = [layer.id for layer in enriched.config.layers]
-    kinds, thresholds = list(enriched.config.periods.kinds), list(enriched.config.thresholds)
+    kinds, thresholds = list(enriched.config.periods.kinds), list(enriched.config.share_rules)
     one_machine = compute_cells([enriched.tests], layers, kinds, thresholds)
     definition = cells_sql.run_in_duckdb(enriched.tests, layers, kinds, thresholds)
     assert_same_cells(one_machine, definition)
@@ -191,7 +191,7 @@ def test_bigquery_engine_equals_the_one_machine_engine(
     private = Stores.of(enriched.config).private
     assert engine.load(private, enriched.dates) == enriched.tests.num_rows
     layers = [layer.id for layer in config.layers]
-    kinds, thresholds = list(config.periods.kinds), list(config.thresholds)
+    kinds, thresholds = list(config.periods.kinds), list(config.share_rules)
     in_bigquery = engine.cells(enriched.dates, kinds, thresholds)
     # Both count a client by its network (piecewise.clients), the engine as it loads.
     keyed_tests = network_keyed(enriched.tests)
@@ -219,7 +219,7 @@ def test_bigquery_engine_keeps_the_tests_the_one_machine_engine_keeps(
     engine = BigQueryEngine.of(config)
     engine.load(Stores.of(enriched.config).private, enriched.dates)
     layers = [layer.id for layer in config.layers]
-    kinds, thresholds = list(config.periods.kinds), list(config.thresholds)
+    kinds, thresholds = list(config.periods.kinds), list(config.share_rules)
     in_bigquery = engine.cells(enriched.dates, kinds, thresholds)
     sampled = apply_sampling(network_keyed(enriched.tests), "one_per_client_day")
     assert sampled.num_rows < enriched.tests.num_rows
@@ -296,7 +296,7 @@ def test_dry_run_estimates_every_query(enriched: Input, emulator: BigQueryEmulat
     engine = BigQueryEngine.of(bigquery_config(enriched, emulator, "file://unused"))
     engine.ensure_table()
     kinds = list(enriched.config.periods.kinds)
-    estimates = engine.estimate(enriched.dates, kinds, list(enriched.config.thresholds))
+    estimates = engine.estimate(enriched.dates, kinds, list(enriched.config.share_rules))
     assert [(e.layer, e.kind) for e in estimates] == [
         (layer.id, name)
         for layer in enriched.config.layers

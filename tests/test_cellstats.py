@@ -5,7 +5,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from piecewise.cellstats import QUANTILE_NAMES, QUANTILES, DirectionData, cell_statistics
+from piecewise.cellstats import (
+    QUANTILE_NAMES,
+    QUANTILES,
+    DirectionData,
+    ShareTest,
+    cell_statistics,
+)
 
 
 def reference(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
@@ -13,9 +19,24 @@ def reference(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
     return [float(np.quantile(v, q)) if len(v) else float("nan") for q in qs]
 
 
-def check(mbps, rtt, loss, client, group, group_bits, thresholds=(25.0,)) -> None:
+def meets(limits, mbps, rtt, loss) -> np.ndarray:
+    """Tests meeting (speed at least, MinRTT at most, loss at most); NaN never meets."""
+    speed, rtt_max, loss_max = limits
+    ok = np.ones(len(mbps), dtype=bool)
+    for value, limit, at_least in (
+        (mbps, speed, True),
+        (rtt, rtt_max, False),
+        (loss, loss_max, False),
+    ):
+        if limit is not None:
+            ok &= ~np.isnan(value) & ((value >= limit) if at_least else (value <= limit))
+    return ok
+
+
+def check(mbps, rtt, loss, client, group, group_bits, shares=((25.0, None, None),)) -> None:
     data = DirectionData.build(mbps, rtt, loss, client)
-    s = cell_statistics(data, group, group_bits, list(thresholds))
+    tests = [ShareTest.of(data, mbps, rtt, loss, limits) for limits in shares]
+    s = cell_statistics(data, group, group_bits, tests)
     assert list(s.keys) == sorted(set(group.tolist()))
     for i, key in enumerate(s.keys):
         m = group == key
@@ -29,8 +50,11 @@ def check(mbps, rtt, loss, client, group, group_bits, thresholds=(25.0,)) -> Non
             [s.rtt_median[i], s.rtt_p90[i]], reference(rtt[m], (0.5, 0.9)), rtol=1e-12
         )
         np.testing.assert_allclose([s.loss_median[i]], reference(loss[m], (0.5,)), rtol=1e-12)
-        for t, share in zip(thresholds, s.shares, strict=True):
-            assert share[i] == pytest.approx((mbps[m] >= t).mean())
+        for limits, share in zip(shares, s.shares, strict=True):
+            if limits == (None, None, None):
+                assert np.isnan(share[i])  # nothing asked: no share
+            else:
+                assert share[i] == pytest.approx(meets(limits, mbps[m], rtt[m], loss[m]).mean())
         assert s.hist_count[s.hist_cell == i].sum() == m.sum()
 
 
@@ -44,7 +68,17 @@ def test_random_cells_match_numpy() -> None:
     loss[rng.random(n) < 0.5] = np.nan
     client = rng.integers(0, 300, n)
     group = rng.integers(0, 60, n).astype(np.int64)
-    check(mbps, rtt, loss, client, group, 6, thresholds=(10.0, 25.0, 100.0))
+    # Speeds alone (read from the ranks), and use cases' limits (counted per test).
+    shares = (
+        (10.0, None, None),
+        (25.0, None, None),
+        (100.0, None, None),
+        (25.0, 30.0, 0.05),
+        (None, 20.0, None),
+        (None, None, 0.02),
+        (None, None, None),
+    )
+    check(mbps, rtt, loss, client, group, 6, shares=shares)
 
 
 def test_ties_and_single_rows() -> None:

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import Client
 
-from piecewise.config import Config, IspRule
+from piecewise.config import Config, IspRule, UseCase
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
 from piecewise.serve import TABLE_COLUMNS, _fmt, build_app
 from piecewise.store import Store
@@ -63,7 +63,9 @@ def site(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Site:
     (demo / "wa-counties.geojson").write_text(json.dumps(counties))
     cfg = make_config(tmp, demo)
     isps = [IspRule(name=EVIL_ISP, asns=[7922]), *cfg.isps[1:]]
-    cfg = cfg.model_copy(update={"isps": isps})
+    # A use case too: its column is headed by its name, and its upload cells are empty.
+    case = UseCase(id="streaming", name="Streaming", download=25, loss=0.01)
+    cfg = cfg.model_copy(update={"isps": isps, "use_cases": [case]})
     run_ingest(cfg, START, END, progress=False)
     run_aggregate(cfg)
     public = Stores.of(cfg).public
@@ -178,7 +180,9 @@ def assert_table_matches(
     suppressed one a row saying "insufficient data"; nothing else."""
     stats = site.public.read_json(f"v1/stats/{layer}/{kind}/{period}.json")
     labels = [t["label"] for t in site.index["thresholds"]]
-    assert page.head == ["Area", *(h for _, h, _ in TABLE_COLUMNS), *(f"≥ {s}" for s in labels)]
+    shares = [t["label"] if "id" in t else f"≥ {t['label']}" for t in site.index["thresholds"]]
+    assert shares[-1] == "Streaming"
+    assert page.head == ["Area", *(h for _, h, _ in TABLE_COLUMNS), *shares]
     cells = {
         c["name"]: c for c in stats["cells"] if c["isp"] == isp and c["direction"] == direction
     }

@@ -454,6 +454,37 @@ def test_the_panel_compares_the_area_with_the_region(page, site_server, index, m
     assert text.count(f"{ordinal(rank['rank'])} fastest") == 1
 
 
+def test_a_use_case_is_a_measure_and_a_panel_row(page, site_server, index, month_stats):
+    """The demo's use cases (M-Lab's IQB): each is a measure whose colours are its
+    shares in the statistics file, with its needs said, and a row of the panel."""
+    case = next(t for t in index["thresholds"] if t.get("id") == "video_calls")
+    column, label = case["column"], case["label"]
+    open_map(page, site_server, f"layer=counties&metric={column}")
+    assert f'"download_{column}"' in fill_expression(page)
+    option = page.locator(f"#metric option[value='{column}']").inner_text()
+    assert option == "Video calls: share of tests that meet its needs"
+    want = {
+        c["area"]: c["shares"][label]
+        for c in month_stats["cells"]
+        if c["isp"] == "all" and c["direction"] == "download"
+    }
+    drawn = {f["id"]: f.get(f"download_{column}") for f in rendered(page)}
+    assert len(drawn) > 10 and all(drawn[a] == want.get(a) for a in drawn)
+    assert len({v for v in drawn.values() if v is not None}) > 5  # not one colour
+    note = page.locator("#legend-caption").inner_text()
+    assert "downloads at least 25 Mbps, MinRTT at most 50 ms, loss at most 0.5%" in note
+    assert "uploads at least 25 Mbps, MinRTT at most 50 ms" in note
+
+    cell = busiest(month_stats)
+    open_map(page, site_server, f"layer=counties&metric={column}&area={cell['area']}")
+    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    row = page.locator("#panel-numbers tbody tr", has_text=f"Good enough for {label}")
+    shown = row.inner_text().split("\t")[1]
+    pct = lambda v: f"{math.floor(v * 100 + 0.5)}%"  # noqa: E731
+    low, high = cell["shares_low"][label], cell["shares_high"][label]
+    assert shown == f"{pct(cell['shares'][label])} ({pct(low)} to {pct(high)})"
+
+
 def test_the_area_list_selects_areas_from_the_keyboard(page, site_server, month_stats):
     open_map(page, site_server)
     isp_select = page.get_by_label("ISP", exact=True)

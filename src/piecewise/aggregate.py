@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,11 +29,12 @@ from piecewise.cellfields import COUNTS, MEASURES, QUANTILE_NAMES, STATISTICS
 from piecewise.cellstats import (
     CellStatistics,
     DirectionData,
+    ShareTest,
     bits_for,
     cell_statistics,
 )
 from piecewise.clients import network_keyed
-from piecewise.config import RESERVED_ISP, Config, Threshold
+from piecewise.config import RESERVED_ISP, Config, ShareRule
 from piecewise.dictionaries import one_dictionary
 from piecewise.ingest import tests_key
 from piecewise.sampling import with_pick
@@ -57,18 +59,18 @@ TEST_COLUMNS = [
 STAT_COLUMNS = list(STATISTICS)
 
 
-def share_column(threshold: Threshold) -> str:
-    return f"share_{threshold.download:g}_{threshold.upload:g}".replace(".", "p")
-
-
 def share_label(column: str) -> str:
-    """The threshold label of a share column (`share_12p5_3` -> `12.5/3`), the inverse
-    of `share_column` and `Threshold.label`."""
-    download, upload = column.removeprefix("share_").split("_")
-    return f"{download.replace('p', '.')}/{upload.replace('p', '.')}"
+    """The label of a share column no longer configured, from its name alone: a speed
+    threshold's (`share_12p5_3` -> `12.5/3`, the inverse of `ShareRule.column` and
+    `.label`), or a use case's id (`share_video_calls` -> `video_calls`)."""
+    parts = column.removeprefix("share_").split("_")
+    speeds = re.compile(r"[0-9]+(p[0-9]+)?")
+    if len(parts) == 2 and all(speeds.fullmatch(p) for p in parts):
+        return "/".join(p.replace("p", ".") for p in parts)
+    return column.removeprefix("share_")
 
 
-def cell_schema(thresholds: list[Threshold]) -> pa.Schema:
+def cell_schema(thresholds: list[ShareRule]) -> pa.Schema:
     fields = [
         pa.field("layer", pa.string()),
         pa.field("kind", pa.string()),
@@ -79,7 +81,7 @@ def cell_schema(thresholds: list[Threshold]) -> pa.Schema:
     ]
     fields += [pa.field(n, pa.int64()) for n in COUNTS]
     fields += [pa.field(n, pa.float64()) for n in MEASURES]
-    fields += [pa.field(share_column(t), pa.float64()) for t in thresholds]
+    fields += [pa.field(t.column, pa.float64()) for t in thresholds]
     fields.append(pa.field("published", pa.bool_()))
     fields.append(pa.field("complement", pa.bool_()))
     return pa.schema(fields)
@@ -229,7 +231,7 @@ class _DirectionInputs:
     periods: dict[str, _Codes]
     areas: dict[str, _Codes]
     rough: dict[str, _Rough]
-    thresholds: list[float]
+    shares: list[ShareTest]
 
     @classmethod
     def of(
@@ -238,7 +240,7 @@ class _DirectionInputs:
         direction: str,
         layer_ids: list[str],
         kinds: list[str],
-        thresholds: list[Threshold],
+        thresholds: list[ShareRule],
     ) -> _DirectionInputs:
         mbps = rows.column("mbps").to_numpy().astype(np.float64, copy=False)
         rtt = (
@@ -260,13 +262,14 @@ class _DirectionInputs:
             labels = [periods.start_of_ordinal(kind, base + i) for i in range(int(rel.max()) + 1)]
             period_codes[kind] = _Codes(rel, labels, bits_for(len(labels)))
         areas = {i: _encode(rows.column(area_column(i)), PSEUDO_AREAS) for i in layer_ids}
+        data = DirectionData.build(mbps, rtt, loss, client)
         return cls(
-            data=DirectionData.build(mbps, rtt, loss, client),
+            data=data,
             isp=_encode(rows.column("isp")),
             periods=period_codes,
             areas=areas,
             rough={i: _Rough.of(_column(rows, rough_column(i)), areas[i]) for i in layer_ids},
-            thresholds=[t.download if direction == "download" else t.upload for t in thresholds],
+            shares=[ShareTest.of(data, mbps, rtt, loss, t.limits(direction)) for t in thresholds],
         )
 
     def _group(self, task: _Task, area: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
@@ -286,7 +289,7 @@ class _DirectionInputs:
         area = self.areas[task.layer]
         bits = area.bits + self.periods[task.kind].bits + (self.isp.bits if task.by_isp else 0)
         stats = cell_statistics(
-            self.data, self._group(task, area.codes, None), bits, self.thresholds
+            self.data, self._group(task, area.codes, None), bits, self.shares
         )
         rough = self.rough[task.layer]
         keys = np.sort(self._group(task, rough.area, rough.rows))
@@ -302,7 +305,7 @@ def compute_cells(
     tables: Iterable[pa.Table],
     layer_ids: list[str],
     kinds: list[str],
-    thresholds: list[Threshold],
+    thresholds: list[ShareRule],
     wanted: dict[str, set[dt.date]] | None = None,
     threads: int = 0,
 ) -> tuple[pa.Table, pa.Table]:
@@ -375,7 +378,7 @@ def _tables(
     area: _Codes,
     per: _Codes,
     isp: _Codes,
-    thresholds: list[Threshold],
+    thresholds: list[ShareRule],
     wanted: dict[str, set[dt.date]] | None,
 ) -> tuple[pa.Table, pa.Table]:
     keys = s.keys
@@ -422,7 +425,7 @@ def _tables(
     cols["rtt_p90"] = pa.array(s.rtt_p90[idx])
     cols["loss_median"] = pa.array(s.loss_median[idx])
     for t, share in zip(thresholds, s.shares, strict=True):
-        cols[share_column(t)] = pa.array(share[idx])
+        cols[t.column] = pa.array(share[idx], from_pandas=True)  # NaN: no share, null
     cols["published"] = pa.array(np.zeros(n, dtype=bool))
     cols["complement"] = pa.array(np.zeros(n, dtype=bool))
 
@@ -567,7 +570,7 @@ def cells_of_tests(
         sampled(),
         layer_ids,
         kinds,
-        list(config.thresholds),
+        list(config.share_rules),
         wanted=wanted,
         threads=config.aggregation.threads,
     )

@@ -137,6 +137,44 @@ class CellStatistics:
 
 
 @dataclass(frozen=True)
+class ShareTest:
+    """What one share asks of one direction's tests: only a speed (`speed`: the share
+    is read from the ranks), or more (`meets`: whether each test meets every limit, by
+    the test's throughput rank); `applies` False when nothing is asked (no share)."""
+
+    applies: bool
+    speed: float | None = None
+    meets: np.ndarray | None = None
+
+    @classmethod
+    def of(
+        cls,
+        data: DirectionData,
+        mbps: np.ndarray,
+        rtt: np.ndarray,
+        loss: np.ndarray,
+        limits: tuple[float | None, float | None, float | None],
+    ) -> ShareTest:
+        """From the limits (speed at least, MinRTT at most, loss at most) and the rows'
+        values: a test without a value a limit reads does not meet it."""
+        speed, rtt_max, loss_max = limits
+        if speed is None and rtt_max is None and loss_max is None:
+            return cls(applies=False)
+        if rtt_max is None and loss_max is None:
+            return cls(applies=True, speed=speed)
+        ok = np.ones(len(mbps), dtype=bool)
+        if speed is not None:
+            ok &= mbps >= speed
+        if rtt_max is not None:
+            ok &= rtt <= rtt_max
+        if loss_max is not None:
+            ok &= loss <= loss_max
+        meets = np.empty(len(ok), dtype=np.uint8)
+        meets[data.mbps.rank] = ok
+        return cls(applies=True, meets=meets)
+
+
+@dataclass(frozen=True)
 class DirectionData:
     """One direction's tests, ranked once per metric, shared by all its groupings."""
 
@@ -214,7 +252,7 @@ def cell_statistics(
     data: DirectionData,
     group: np.ndarray,
     group_bits: int,
-    thresholds: list[float],
+    tests: list[ShareTest],
 ) -> CellStatistics:
     """Every statistic of every cell of one grouping. `group` is each row's
     non-negative int64 cell key, below 2**group_bits."""
@@ -223,19 +261,21 @@ def cell_statistics(
     comp, cells = layout(group, group_bits, data.mbps)
     starts, counts = cells.starts, cells.counts
     mbps = data.mbps
+    shares: list[np.ndarray] = [np.full(len(starts), np.nan) for _ in tests]
     if len(starts):
-        # The tests at or above a threshold: ranks from the first value at or above it
-        # up to the first NaN (values ascend with the rank).
+        # The tests at or above a speed: ranks from the first value at or above it up to
+        # the first NaN (values ascend with the rank).
         valid = mbps.sorted_values[: mbps.valid]
         upto = _below(comp, mbps.bits, cells, mbps.valid)
-        shares = [
-            (upto - _below(comp, mbps.bits, cells, int(np.searchsorted(valid, t, "left")))) / counts
-            for t in thresholds
-        ]
-    else:
-        shares = [np.zeros(0) for _ in thresholds]
+        for i, test in enumerate(tests):
+            if test.applies and test.meets is None:
+                first = int(np.searchsorted(valid, test.speed, "left"))
+                shares[i] = (upto - _below(comp, mbps.bits, cells, first)) / counts
     ranks = np.bitwise_and(comp, (1 << mbps.bits) - 1, out=comp)  # in place: comp is done
     del comp
+    for i, test in enumerate(tests):
+        if test.meets is not None and len(starts):
+            shares[i] = np.add.reduceat(test.meets[ranks], starts, dtype=np.int64) / counts
     values = mbps.sorted_values[ranks]
     quantiles = quantiles_at(values.__getitem__, starts, counts, QUANTILES)
     total = np.add.reduceat(values, starts) if len(starts) else np.zeros(0)

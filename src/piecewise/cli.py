@@ -297,7 +297,7 @@ def _aggregate_dry_run(cfg: Config) -> int:
             f"{len(dates)} dates (load jobs are not billed); estimate after that"
         )
         return 0
-    estimates = engine.estimate(dates, list(cfg.periods.kinds), list(cfg.thresholds))
+    estimates = engine.estimate(dates, list(cfg.periods.kinds), list(cfg.share_rules))
     rows = [(f"{e.layer:12} {e.kind:8}", e.bytes, e.cost_usd) for e in estimates]
     total_bytes, total_cost = _print_estimates(rows)
     print(

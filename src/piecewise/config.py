@@ -218,13 +218,104 @@ class Privacy(_Strict):
     )
 
 
-class Threshold(_Strict):
-    download: float = Field(gt=0, description="Mbps")
-    upload: float = Field(gt=0, description="Mbps")
+class ShareRule(_Strict):
+    """What a test must reach to count in one of a cell's shares: a speed threshold
+    (`[[thresholds]]`), or a use case (`[[use_cases]]`) with any of four limits. A
+    download test is held to `download`, `rtt_ms` and `loss`; an upload test to
+    `upload` and `rtt_ms` (M-Lab measures no loss for uploads). A direction held to
+    none of them has no share (null)."""
+
+    download: float | None = Field(None, gt=0, description="Mbps, at least")
+    upload: float | None = Field(None, gt=0, description="Mbps, at least")
+    rtt_ms: float | None = Field(None, gt=0, description="MinRTT, ms, at most")
+    loss: float | None = Field(None, ge=0, le=1, description="Loss rate, 0 to 1, at most")
 
     @property
     def label(self) -> str:
         return f"{self.download:g}/{self.upload:g}"
+
+    @property
+    def column(self) -> str:
+        """The share's column in cell tables, series and CSV (docs/data.md)."""
+        return f"share_{self.download:g}_{self.upload:g}".replace(".", "p")
+
+    def limits(self, direction: str) -> tuple[float | None, float | None, float | None]:
+        """The speed (at least), MinRTT (at most) and loss (at most) a test of the
+        direction is held to; None where there is no such limit."""
+        if direction == "download":
+            return self.download, self.rtt_ms, self.loss
+        return self.upload, self.rtt_ms, None
+
+    def applies(self, direction: str) -> bool:
+        return any(v is not None for v in self.limits(direction))
+
+    def describe(self) -> dict:
+        """As `index.json` lists it (docs/data.md, index.json)."""
+        out: dict = {
+            "label": self.label,
+            "download": self.download,
+            "upload": self.upload,
+            "column": self.column,
+        }
+        return out
+
+
+class Threshold(ShareRule):
+    """A speed threshold: the share of download tests at or above `download` and of
+    upload tests at or above `upload`."""
+
+    download: float = Field(gt=0, description="Mbps")  # type: ignore[assignment]
+    upload: float = Field(gt=0, description="Mbps")  # type: ignore[assignment]
+
+
+USE_CASE_ID = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+class UseCase(ShareRule):
+    """What people do with a connection and what it needs (M-Lab's Internet Quality
+    Barometer): the share of tests that meet all of its limits for their direction."""
+
+    id: str = Field(
+        description="Lowercase letters, digits and _, starting with a letter (at most 32, "
+        "not ending in _low or _high): the share's column is share_{id}.",
+    )
+    name: str = Field(min_length=1, max_length=60, description="As the map and panel show it.")
+    source: str | None = Field(None, description="Where the limits come from.")
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    @property
+    def column(self) -> str:
+        return f"share_{self.id}"
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not USE_CASE_ID.match(v) or v.endswith(("_low", "_high")):
+            raise ValueError(
+                f"use case id {v!r} must be lowercase letters, digits and _, starting "
+                "with a letter, at most 32 characters, not ending in _low or _high"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> UseCase:
+        if not (self.applies("download") or self.applies("upload")):
+            raise ValueError(
+                f"use case {self.id!r} has no limit: give download, upload, rtt_ms or loss"
+            )
+        return self
+
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            "id": self.id,
+            "rtt_ms": self.rtt_ms,
+            "loss": self.loss,
+            "source": self.source,
+        }
 
 
 class Aggregation(_Strict):
@@ -761,6 +852,7 @@ class Config(_Strict):
     periods: Periods
     privacy: Privacy = Field(default_factory=Privacy)
     thresholds: list[Threshold] = Field(default_factory=list)
+    use_cases: list[UseCase] = Field(default_factory=list)
     aggregation: Aggregation = Field(default_factory=Aggregation)
     stores: Stores
     source: SourceConfig
@@ -805,6 +897,25 @@ class Config(_Strict):
         if dupes := _repeated([t.label for t in v]):
             raise ValueError(f"thresholds must differ; repeated: {', '.join(dupes)}")
         return v
+
+    @model_validator(mode="after")
+    def _distinct_shares(self) -> Config:
+        rules = self.share_rules
+        for what, names in (
+            ("labels", [r.label for r in rules]),
+            ("columns", [r.column for r in rules]),
+        ):
+            if dupes := _repeated(names):
+                raise ValueError(
+                    f"thresholds and use cases must have distinct {what}; repeated: "
+                    f"{', '.join(dupes)}"
+                )
+        return self
+
+    @property
+    def share_rules(self) -> list[ShareRule]:
+        """Every share a cell publishes: the speed thresholds, then the use cases."""
+        return [*self.thresholds, *self.use_cases]
 
     @model_validator(mode="after")
     def _survey_layer(self) -> Config:

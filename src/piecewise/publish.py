@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from piecewise import __version__, periods
-from piecewise.aggregate import ALL_ISPS, share_column, share_label
+from piecewise.aggregate import ALL_ISPS, share_label
 from piecewise.areas import AreaLayer, H3Areas
 from piecewise.cellfields import (
     DIGITS,
@@ -116,12 +116,16 @@ class AreasFile:
 
 @dataclass(frozen=True)
 class Publisher:
-    """Writes the public files of a layer, period or release. `thresholds` are the
-    speed thresholds (label and share column) the statistics files name."""
+    """Writes the public files of a layer, period or release."""
 
     config: Config
     public: Store
     layers: dict[str, AreaLayer]
+
+    @property
+    def share_labels(self) -> dict[str, str]:
+        """Share column -> label, of the configured thresholds and use cases."""
+        return {rule.column: rule.label for rule in self.config.share_rules}
 
     def _published_json(
         self, layer: str, table: pa.Table, shares: list[tuple[str, str]]
@@ -316,7 +320,7 @@ class Publisher:
             "layer": layer,
             "area": area,
             "name": self.layers[layer].name_of(area),
-            "thresholds": {c: share_label(c) for c in shares},
+            "thresholds": {c: self.share_labels.get(c) or share_label(c) for c in shares},
             "kinds": kinds,
         }
         self.public.write_json(
@@ -425,15 +429,7 @@ class Publisher:
             "isps": sorted(isps),
             "directions": ["download", "upload"],
             "metrics": METRICS,
-            "thresholds": [
-                {
-                    "label": t.label,
-                    "download": t.download,
-                    "upload": t.upload,
-                    "column": share_column(t),
-                }
-                for t in self.config.thresholds
-            ],
+            "thresholds": [t.describe() for t in self.config.share_rules],
             "privacy": {
                 "min_tests": self.config.privacy.min_tests,
                 "min_clients": self.config.privacy.min_clients,

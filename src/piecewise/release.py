@@ -34,7 +34,6 @@ from piecewise.aggregate import (
     apply_privacy,
     cells_of_tests,
     load_tests,
-    share_column,
 )
 from piecewise.areas import build_layers
 from piecewise.cellfields import INTERVALS, is_share_column, share_columns
@@ -110,13 +109,7 @@ def release_settings(config: Config) -> dict:
     return {
         "privacy": config.privacy.model_dump(),
         "thresholds": [
-            {
-                "label": t.label,
-                "download": t.download,
-                "upload": t.upload,
-                "column": share_column(t),
-            }
-            for t in config.thresholds
+            t.describe() for t in config.share_rules
         ],
         "sampling": config.aggregation.sampling,
         "suppression": SUPPRESSION,
@@ -395,7 +388,7 @@ def _tests_by_direction(
 def _empty_cells(config: Config) -> tuple[pa.Table, pa.Table]:
     from piecewise.aggregate import HIST_SCHEMA, cell_schema
 
-    return cell_schema(list(config.thresholds)).empty_table(), HIST_SCHEMA.empty_table()
+    return cell_schema(list(config.share_rules)).empty_table(), HIST_SCHEMA.empty_table()
 
 
 def _decide(

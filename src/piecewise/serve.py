@@ -162,17 +162,26 @@ def _fmt(value: object, style: str = "") -> str:
 
 
 def _threshold_note(thresholds: list[dict]) -> str:
-    if not thresholds:
-        return ""
-    t = thresholds[0]
-    label, down, up = (
-        html.escape(f"{v:g}" if isinstance(v, int | float) else str(v))
-        for v in (t.get("label"), t.get("download"), t.get("upload"))
-    )
-    return (
-        f" A column &ldquo;&ge;&nbsp;{label}&rdquo; is the share of tests at or above "
-        f"{down}&nbsp;Mbps (download) or {up}&nbsp;Mbps (upload)."
-    )
+    speeds = [t for t in thresholds if "id" not in t]
+    cases = [t for t in thresholds if "id" in t]
+    note = ""
+    if speeds:
+        t = speeds[0]
+        label, down, up = (
+            html.escape(f"{v:g}" if isinstance(v, int | float) else str(v))
+            for v in (t.get("label"), t.get("download"), t.get("upload"))
+        )
+        note += (
+            f" A column &ldquo;&ge;&nbsp;{label}&rdquo; is the share of tests at or above "
+            f"{down}&nbsp;Mbps (download) or {up}&nbsp;Mbps (upload)."
+        )
+    if cases:
+        names = ", ".join(html.escape(str(t.get("label"))) for t in cases)
+        note += (
+            f" A use case&rsquo;s column ({names}) is the share of tests that meet all of "
+            "its needs for their direction: speed, latency and, for downloads, loss."
+        )
+    return note
 
 
 def _count(n: int, noun: str) -> str:
@@ -392,7 +401,10 @@ class PublicSite:
             hidden = {a: n or names.get(str(a)) or str(a) for a, n in hidden.items()}
         shares = [str(t.get("label")) for t in index.get("thresholds", [])]
         head = "".join(f"<th scope=col>{html.escape(h)}</th>" for _, h, _ in TABLE_COLUMNS)
-        head += "".join(f"<th scope=col>≥ {html.escape(s)}</th>" for s in shares)
+        head += "".join(
+            f"<th scope=col>{'' if 'id' in t else '≥ '}{html.escape(s)}</th>"
+            for t, s in zip(index.get("thresholds", []), shares, strict=True)
+        )
         body = []
         for c in published:
             cells = [f"<th scope=row>{html.escape(str(c.get('name') or c.get('area')))}</th>"]

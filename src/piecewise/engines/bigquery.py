@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from piecewise.aggregate import TEST_COLUMNS
 from piecewise.clients import network_keyed
-from piecewise.config import Config, Threshold
+from piecewise.config import Config, ShareRule
 from piecewise.engines import cells_sql
 from piecewise.ingest import tests_key
 from piecewise.sampling import with_pick
@@ -194,7 +194,7 @@ class BigQueryEngine:
         self,
         kind: str,
         dates: list[dt.date],
-        thresholds: list[Threshold],
+        thresholds: list[ShareRule],
         dry_run: bool,
         sql: str,
     ):
@@ -216,10 +216,10 @@ class BigQueryEngine:
             use_query_cache=not dry_run,
         )
 
-    def _queries(self, kinds: list[str], thresholds: list[Threshold]):
+    def _queries(self, kinds: list[str], thresholds: list[ShareRule]):
         """(what, layer, kind, sql): the cells, then the coarse counts, of each layer."""
         for layer in self.layer_ids:
-            cells = cells_sql.bigquery_sql(f"`{self.table}`", layer, len(thresholds))
+            cells = cells_sql.bigquery_sql(f"`{self.table}`", layer, thresholds)
             coarse = cells_sql.coarse_sql(f"`{self.table}`", layer)
             for kind in kinds:
                 yield "cells", layer, kind, cells
@@ -230,7 +230,7 @@ class BigQueryEngine:
         return _call(lambda: job.result().to_arrow(create_bqstorage_client=False))
 
     def cells(
-        self, dates: list[dt.date], kinds: list[str], thresholds: list[Threshold]
+        self, dates: list[dt.date], kinds: list[str], thresholds: list[ShareRule]
     ) -> tuple[pa.Table, pa.Table]:
         """The (stats, hist) tables of every period of `dates` (loaded before)."""
         parts: dict[str, list] = {"cells": [], "coarse": []}
@@ -241,7 +241,7 @@ class BigQueryEngine:
         return cells_sql.with_coarse(stats, cells_sql.coarse_table(parts["coarse"])), hist
 
     def estimate(
-        self, dates: list[dt.date], kinds: list[str], thresholds: list[Threshold]
+        self, dates: list[dt.date], kinds: list[str], thresholds: list[ShareRule]
     ) -> list[QueryEstimate]:
         """Dry-run every aggregation query against the table as loaded now."""
         out = []
@@ -294,6 +294,6 @@ def aggregate_in_bigquery(
 
     engine = BigQueryEngine.of(config, client)
     loaded = engine.load(private, dates)
-    stats, hist = engine.cells(dates, list(config.periods.kinds), list(config.thresholds))
+    stats, hist = engine.cells(dates, list(config.periods.kinds), list(config.share_rules))
     stats, hist = keep_periods(stats, hist, wanted)
     return stats, hist, loaded

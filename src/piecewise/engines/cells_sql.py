@@ -25,10 +25,10 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
-from piecewise.aggregate import HIST_SCHEMA, cell_schema, share_column
+from piecewise.aggregate import HIST_SCHEMA, cell_schema
 from piecewise.areas import PSEUDO_AREAS
 from piecewise.cellfields import MEASURES
-from piecewise.config import RESERVED_ISP, Threshold
+from piecewise.config import RESERVED_ISP, ShareRule
 from piecewise.histogram import BUCKETS, LOW, RATIO
 from piecewise.schema import area_column, rough_column
 from piecewise.tables import plain_strings
@@ -38,16 +38,37 @@ TABLE_ID = re.compile(r"^`?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){0,2}`?$")
 DUCKDB_TABLE = "tests"
 
 
-def bigquery_sql(table: str, layer_id: str, thresholds: int) -> str:
+def share_sql(i: int, rule: ShareRule) -> str:
+    """The select expression of a cell's i-th share: the fraction of its tests that meet
+    every limit of the rule for their direction (parameters `@download_i`, `@upload_i`,
+    `@rtt_i`, `@loss_i`, present for the limits the rule has); NULL for a direction held
+    to none. A test without the value a limit reads does not meet it (NULL is not true)."""
+    speed = {d: rule.limits(d)[0] is not None for d in ("download", "upload")}
+    conditions = []
+    if speed["download"] and speed["upload"]:
+        conditions.append(f"mbps >= IF(direction = 'download', @download_{i}, @upload_{i})")
+    elif speed["download"]:
+        conditions.append(f"(direction = 'upload' OR mbps >= @download_{i})")
+    elif speed["upload"]:
+        conditions.append(f"(direction = 'download' OR mbps >= @upload_{i})")
+    if rule.rtt_ms is not None:
+        conditions.append(f"min_rtt_ms <= @rtt_{i}")
+    if rule.loss is not None:
+        # M-Lab measures no loss for uploads: the limit is a download's only.
+        conditions.append(f"(direction = 'upload' OR loss_rate <= @loss_{i})")
+    share = f"COUNTIF({' AND '.join(conditions)}) / COUNT(*)"
+    for direction in ("download", "upload"):
+        if not rule.applies(direction):
+            share = f"IF(direction = '{direction}', NULL, {share})"
+    return f"{share} AS share_{i}"
+
+
+def bigquery_sql(table: str, layer_id: str, rules: list[ShareRule]) -> str:
     """The query for one layer (any period kind: `@kind`) over `table`."""
     area = area_column(layer_id)
     if not IDENTIFIER.match(area) or not TABLE_ID.match(table):
         raise ValueError(f"not an identifier: {area!r} or {table!r}")
-    shares = ",\n    ".join(
-        f"COUNTIF(mbps >= IF(direction = 'download', @download_{i}, @upload_{i})) / COUNT(*)"
-        f" AS share_{i}"
-        for i in range(thresholds)
-    )
+    shares = ",\n    ".join(share_sql(i, rule) for i, rule in enumerate(rules))
     text = resources.files("piecewise.sql").joinpath("cells.sql").read_text("utf-8")
     # Without thresholds the list of shares would end in a dangling comma.
     text = text.replace("    {shares}\n", f"    {shares}\n" if shares else "")
@@ -147,7 +168,7 @@ def duckdb_sql(bigquery_text: str) -> str:
 
 
 def parameters(
-    kind: str, dates: list[dt.date], thresholds: list[Threshold], sampling: str = "all"
+    kind: str, dates: list[dt.date], thresholds: list[ShareRule], sampling: str = "all"
 ) -> dict[str, tuple[str, Any]]:
     """The query's parameters: name -> (BigQuery type, value); arrays as 'ARRAY<T>'."""
     out: dict[str, tuple[str, Any]] = {
@@ -163,13 +184,19 @@ def parameters(
         "buckets": ("INT64", BUCKETS),
     }
     for i, t in enumerate(thresholds):
-        out[f"download_{i}"] = ("FLOAT64", float(t.download))
-        out[f"upload_{i}"] = ("FLOAT64", float(t.upload))
+        for name, value in (
+            ("download", t.download),
+            ("upload", t.upload),
+            ("rtt", t.rtt_ms),
+            ("loss", t.loss),
+        ):
+            if value is not None:
+                out[f"{name}_{i}"] = ("FLOAT64", float(value))
     return out
 
 
 def cell_tables(
-    parts: list[tuple[str, str, pa.Table]], thresholds: list[Threshold]
+    parts: list[tuple[str, str, pa.Table]], thresholds: list[ShareRule]
 ) -> tuple[pa.Table, pa.Table]:
     """Query results (layer, kind, rows) as `compute_cells`'s (stats, hist) tables."""
     schema = cell_schema(thresholds)
@@ -193,7 +220,7 @@ def cell_tables(
             # A cell without a value of a metric: NaN, as the one-machine engine has it.
             cols[name] = pc.fill_null(rows.column(name).cast(pa.float64()), np.nan)
         for i, t in enumerate(thresholds):
-            cols[share_column(t)] = rows.column(f"share_{i}").cast(pa.float64())
+            cols[t.column] = rows.column(f"share_{i}").cast(pa.float64())
         cols["published"] = pa.array(np.zeros(n, dtype=bool))
         cols["complement"] = pa.array(np.zeros(n, dtype=bool))
         stats_parts.append(pa.table(cols).select(schema.names).cast(schema))
@@ -221,7 +248,7 @@ def run_in_duckdb(
     tests: pa.Table,
     layer_ids: list[str],
     kinds: list[str],
-    thresholds: list[Threshold],
+    thresholds: list[ShareRule],
 ) -> tuple[pa.Table, pa.Table]:
     """The definition run by DuckDB on enriched tests (both directions, one table)."""
     dates = pc.unique(tests.column("date")).to_pylist()
@@ -232,7 +259,7 @@ def run_in_duckdb(
         con.register(DUCKDB_TABLE, tests)
         parts = []
         for layer in layer_ids:
-            sql = duckdb_sql(bigquery_sql(DUCKDB_TABLE, layer, len(thresholds)))
+            sql = duckdb_sql(bigquery_sql(DUCKDB_TABLE, layer, thresholds))
             for kind in kinds:
                 params = {k: v for k, (_, v) in parameters(kind, dates, thresholds).items()}
                 parts.append((layer, kind, con.sql(sql, params=params).to_arrow_table()))

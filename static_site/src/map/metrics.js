@@ -29,6 +29,17 @@ export function formatCount(v) {
   return v == null ? "–" : int.format(v);
 }
 
+/** A use case's limits in words (index.json `thresholds`, an entry with an `id`). */
+export function useCaseNeeds(t) {
+  const both = t.rtt_ms != null ? [`MinRTT at most ${t.rtt_ms} ms`] : [];
+  const down = [...(t.download != null ? [`at least ${t.download} Mbps`] : []), ...both, ...(t.loss != null ? [`loss at most ${nf(2).format(t.loss * 100)}%`] : [])];
+  const up = [...(t.upload != null ? [`at least ${t.upload} Mbps`] : []), ...both];
+  const parts = [];
+  if (down.length) parts.push(`downloads ${down.join(", ")}`);
+  if (up.length) parts.push(`uploads ${up.join(", ")}`);
+  return parts.join("; ");
+}
+
 /**
  * The map's measures. `stat` is the statistic's name in the tiles and the API;
  * `breaks` the lower bounds of the classes after the first, per direction.
@@ -60,9 +71,9 @@ export function metricsFor(thresholds) {
     metrics.push({
       id: t.column,
       stat: t.column,
-      label: `Share of tests at or above ${t.label} Mbps`,
+      label: t.id ? `${t.label}: share of tests that meet its needs` : `Share of tests at or above ${t.label} Mbps`,
       unit: "%",
-      note: `share of tests at or above ${t.download} Mbps (download) or ${t.upload} Mbps (upload)`,
+      note: t.id ? useCaseNeeds(t) : `share of tests at or above ${t.download} Mbps (download) or ${t.upload} Mbps (upload)`,
       threshold: t,
       breaks: { download: [0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99], upload: [0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99] },
       format: formatShare,

@@ -195,7 +195,7 @@ export class Panel {
       ];
       for (const t of this.index.thresholds || []) {
         rows.push([
-          `At or above ${t.label} Mbps`,
+          t.id ? `Good enough for ${t.label}` : `At or above ${t.label} Mbps`,
           ...DIRECTIONS.map((d) => {
             if (sup(d)) return INSUFFICIENT;
             const c = cell(d);
