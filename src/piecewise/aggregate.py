@@ -288,9 +288,7 @@ class _DirectionInputs:
         count: the tests in its area, period and ISP located too roughly to count."""
         area = self.areas[task.layer]
         bits = area.bits + self.periods[task.kind].bits + (self.isp.bits if task.by_isp else 0)
-        stats = cell_statistics(
-            self.data, self._group(task, area.codes, None), bits, self.shares
-        )
+        stats = cell_statistics(self.data, self._group(task, area.codes, None), bits, self.shares)
         rough = self.rough[task.layer]
         keys = np.sort(self._group(task, rough.area, rough.rows))
         if not len(keys):

@@ -108,9 +108,7 @@ def release_settings(config: Config) -> dict:
     """What a release's cells are decided and written under."""
     return {
         "privacy": config.privacy.model_dump(),
-        "thresholds": [
-            t.describe() for t in config.share_rules
-        ],
+        "thresholds": [t.describe() for t in config.share_rules],
         "sampling": config.aggregation.sampling,
         "suppression": SUPPRESSION,
         "layers": [layer.id for layer in config.layers],
