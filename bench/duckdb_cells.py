@@ -1,8 +1,8 @@
 """The plain DuckDB baseline of the aggregation benchmark: the cells of the benchmark
 year (counts, distinct clients, five quantiles, mean, geometric mean, RTT and loss
-medians, two shares, and the histograms) as GROUPING SETS queries over the private
-store's Parquet files (bench/sql/plain_cells.sql, plain_histograms.sql), one pair per
-layer, with `threads = 2`. No sampling (the benchmark counts every test), suppression,
+medians, two shares and one per use case, and the histograms) as GROUPING SETS queries
+over the private store's Parquet files (bench/sql/plain_cells.sql, plain_histograms.sql),
+one pair per layer, with `threads = 2`. No sampling (the benchmark counts every test), suppression,
 statistics files or tiles: less than `piecewise aggregate` does."""
 
 from __future__ import annotations
@@ -47,6 +47,21 @@ def child_duckdb_cells(config_path: str) -> dict:
         "download_2": two.download,
         "upload_2": two.upload,
     }
+    case_tests, case_shares = [], []
+    for i, case in enumerate(cfg.use_cases):
+        limits = []
+        for name, value, test in (
+            ("download", case.download, "direction = 'upload' OR mbps >= ${}"),
+            ("upload", case.upload, "direction = 'download' OR mbps >= ${}"),
+            ("rtt", case.rtt_ms, "min_rtt_ms <= ${}"),
+            ("loss", case.loss, "direction = 'upload' OR loss_rate <= ${}"),
+        ):
+            if value is not None:
+                params[f"{name}_u{i}"] = value
+                limits.append("(" + test.format(f"{name}_u{i}") + ")")
+        # A test without the value a limit reads does not meet it, as in Piecewise.
+        case_tests.append(f",\n        coalesce({' AND '.join(limits)}, false) AS ok_u{i}")
+        case_shares.append(f",\n    avg(ok_u{i}::INTEGER) AS share_u{i}")
     peak, done = watch_rss()
     start = time.perf_counter()
     con = duckdb.connect(config={"threads": THREADS, "memory_limit": MEMORY})
@@ -63,7 +78,12 @@ def child_duckdb_cells(config_path: str) -> dict:
                 f"WHERE {area} IS NOT NULL AND NOT list_contains($pseudo, {area})",
                 {"pseudo": sorted(PSEUDO_AREAS)},
             )
-            query = (SQL / "plain_cells.sql").read_text()
+            query = (
+                (SQL / "plain_cells.sql")
+                .read_text()
+                .replace("{use_case_tests}", "".join(case_tests))
+                .replace("{use_case_shares}", "".join(case_shares))
+            )
             cells += con.sql(query, params=params).to_arrow_table().num_rows
             hist = {"low": LOW, "ratio": RATIO, "buckets": BUCKETS}
             query = (SQL / "plain_histograms.sql").read_text()

@@ -1,7 +1,9 @@
 -- The cells of one layer as an analyst would write them in DuckDB: every period kind,
 -- with and without the ISP, in one GROUPING SETS query; no sampling, suppression or
 -- files. `tests` is a view of the located tests of the layer (its area as `area`).
--- Parameters: $download_1, $upload_1, $download_2, $upload_2 (the two thresholds' speeds).
+-- Parameters: $download_1, $upload_1, $download_2, $upload_2 (the two thresholds' speeds);
+-- The two use-case placeholders below hold one line per use case (its limits as
+-- parameters $download_uN, $upload_uN, $rtt_uN, $loss_uN), empty without use cases.
 WITH t AS (
     SELECT
         direction, area, isp, client_ip, mbps, min_rtt_ms, loss_rate,
@@ -10,7 +12,7 @@ WITH t AS (
         date_trunc('quarter', date) AS quarter,
         date_trunc('year', date) AS year,
         mbps >= CASE direction WHEN 'download' THEN $download_1 ELSE $upload_1 END AS ok_1,
-        mbps >= CASE direction WHEN 'download' THEN $download_2 ELSE $upload_2 END AS ok_2
+        mbps >= CASE direction WHEN 'download' THEN $download_2 ELSE $upload_2 END AS ok_2{use_case_tests}
     FROM tests
 )
 SELECT
@@ -23,7 +25,7 @@ SELECT
     quantile_cont(min_rtt_ms, [0.5, 0.9]) AS rtt,
     quantile_cont(loss_rate, 0.5) AS loss_median,
     avg(ok_1::INTEGER) AS share_1,
-    avg(ok_2::INTEGER) AS share_2
+    avg(ok_2::INTEGER) AS share_2{use_case_shares}
 FROM t
 GROUP BY GROUPING SETS (
     (direction, area, day), (direction, area, month),
