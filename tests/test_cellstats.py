@@ -35,7 +35,7 @@ def meets(limits, mbps, rtt, loss) -> np.ndarray:
 
 def check(mbps, rtt, loss, client, group, group_bits, shares=((25.0, None, None),)) -> None:
     data = DirectionData.build(mbps, rtt, loss, client)
-    tests = [ShareTest.of(data, mbps, rtt, loss, limits) for limits in shares]
+    tests = ShareTest.all_of(data, rtt, loss, list(shares))
     s = cell_statistics(data, group, group_bits, tests)
     assert list(s.keys) == sorted(set(group.tolist()))
     for i, key in enumerate(s.keys):
@@ -79,6 +79,9 @@ def test_random_cells_match_numpy() -> None:
         (None, None, None),
     )
     check(mbps, rtt, loss, client, group, 6, shares=shares)
+    # More use cases than fit in a byte of bits.
+    many = tuple((float(s), float(r), None) for s in (5, 20, 50, 100) for r in (15, 25, 40))
+    check(mbps, rtt, loss, client, group, 6, shares=many)
 
 
 def test_ties_and_single_rows() -> None:

@@ -269,7 +269,7 @@ class _DirectionInputs:
             periods=period_codes,
             areas=areas,
             rough={i: _Rough.of(_column(rows, rough_column(i)), areas[i]) for i in layer_ids},
-            shares=[ShareTest.of(data, mbps, rtt, loss, t.limits(direction)) for t in thresholds],
+            shares=ShareTest.all_of(data, rtt, loss, [t.limits(direction) for t in thresholds]),
         )
 
     def _group(self, task: _Task, area: np.ndarray, rows: np.ndarray | None) -> np.ndarray:

@@ -139,39 +139,60 @@ class CellStatistics:
 @dataclass(frozen=True)
 class ShareTest:
     """What one share asks of one direction's tests: only a speed (`speed`: the share
-    is read from the ranks), or more (`meets`: whether each test meets every limit, by
+    is read from the ranks), or more (bit `bit` of `meets`: whether each test meets every
+    limit, by
     the test's throughput rank); `applies` False when nothing is asked (no share)."""
 
     applies: bool
     speed: float | None = None
-    meets: np.ndarray | None = None
+    meets: np.ndarray | None = None  # uint8, by throughput rank; up to 8 shares' bits
+    bit: int = 0
 
     @classmethod
-    def of(
+    def all_of(
         cls,
         data: DirectionData,
-        mbps: np.ndarray,
         rtt: np.ndarray,
         loss: np.ndarray,
-        limits: tuple[float | None, float | None, float | None],
-    ) -> ShareTest:
-        """From the limits (speed at least, MinRTT at most, loss at most) and the rows'
-        values: a test without a value a limit reads does not meet it."""
-        speed, rtt_max, loss_max = limits
-        if speed is None and rtt_max is None and loss_max is None:
-            return cls(applies=False)
-        if rtt_max is None and loss_max is None:
-            return cls(applies=True, speed=speed)
-        ok = np.ones(len(mbps), dtype=bool)
-        if speed is not None:
-            ok &= mbps >= speed
-        if rtt_max is not None:
-            ok &= rtt <= rtt_max
-        if loss_max is not None:
-            ok &= loss <= loss_max
-        meets = np.empty(len(ok), dtype=np.uint8)
-        meets[data.mbps.rank] = ok
-        return cls(applies=True, meets=meets)
+        limits: list[tuple[float | None, float | None, float | None]],
+    ) -> list[ShareTest]:
+        """Each share's test, from its limits (speed at least, MinRTT at most, loss at
+        most) and the rows' MinRTT and loss: a test without a value a limit reads does
+        not meet it. The rows' values are put in throughput-rank order once, for all."""
+        by_rank: dict[str, np.ndarray] = {}
+
+        def ranked(name: str, values: np.ndarray) -> np.ndarray:
+            if name not in by_rank:
+                out = np.empty(len(values), dtype=values.dtype)
+                out[data.mbps.rank] = values
+                by_rank[name] = out
+            return by_rank[name]
+
+        tests = []
+        packed: np.ndarray | None = None
+        bit = 8
+        for speed, rtt_max, loss_max in limits:
+            if speed is None and rtt_max is None and loss_max is None:
+                tests.append(cls(applies=False))
+                continue
+            if rtt_max is None and loss_max is None:
+                tests.append(cls(applies=True, speed=speed))
+                continue
+            ok = np.ones(len(rtt), dtype=bool)
+            if speed is not None:
+                ok[: np.searchsorted(data.mbps.sorted_values[: data.mbps.valid], speed)] = False
+                ok[data.mbps.valid :] = False
+            if rtt_max is not None:
+                ok &= ranked("rtt", rtt) <= rtt_max
+            if loss_max is not None:
+                ok &= ranked("loss", loss) <= loss_max
+            if bit == 8:  # eight shares to a byte: a grouping gathers each byte once
+                packed, bit = np.zeros(len(ok), dtype=np.uint8), 0
+            assert packed is not None
+            packed |= ok.view(np.uint8) << np.uint8(bit)
+            tests.append(cls(applies=True, meets=packed, bit=bit))
+            bit += 1
+        return tests
 
 
 @dataclass(frozen=True)
@@ -273,9 +294,15 @@ def cell_statistics(
                 shares[i] = (upto - _below(comp, mbps.bits, cells, first)) / counts
     ranks = np.bitwise_and(comp, (1 << mbps.bits) - 1, out=comp)  # in place: comp is done
     del comp
+    gathered: dict[int, np.ndarray] = {}  # each packed byte array in this grouping's order
     for i, test in enumerate(tests):
         if test.meets is not None and len(starts):
-            shares[i] = np.add.reduceat(test.meets[ranks], starts, dtype=np.int64) / counts
+            key = id(test.meets)
+            if key not in gathered:
+                gathered[key] = test.meets[ranks]
+            mine = np.bitwise_and(gathered[key], np.uint8(1 << test.bit))
+            shares[i] = (np.add.reduceat(mine, starts, dtype=np.int64) >> test.bit) / counts
+    del gathered
     values = mbps.sorted_values[ranks]
     quantiles = quantiles_at(values.__getitem__, starts, counts, QUANTILES)
     total = np.add.reduceat(values, starts) if len(starts) else np.zeros(0)
