@@ -123,6 +123,24 @@ def bench_config(workdir: Path, tests_per_year: int) -> Path:
     return path
 
 
+def without_use_cases(config: Path) -> Path:
+    """The same config without its `[[use_cases]]` tables, beside it: what the
+    aggregation costs for the use cases, measured in the same run."""
+    import tomllib
+
+    text = config.read_text()
+    blocks = text.split("\n[[use_cases]]\n")
+    if len(blocks) == 1:
+        return config
+    # Each use case's block ends at the first blank line after it.
+    rest = [block.split("\n\n", 1)[1] if "\n\n" in block else "" for block in blocks[1:]]
+    out = config.with_name(config.stem + "-without-use-cases.toml")
+    out.write_text(blocks[0] + "\n" + "".join(rest))
+    if tomllib.loads(out.read_text()).get("use_cases"):
+        raise SystemExit(f"could not take the use cases out of {config}")
+    return out
+
+
 def run_child(*args: str) -> dict:
     """Run one measurement in a subprocess; it prints one JSON object last."""
     out = subprocess.run(
@@ -1981,10 +1999,17 @@ def main() -> int:
         if wanted & {"aggregate", "api", "api_memory", "tiles", "site", "daily"}:
             config, ingest, reused = year_store(workdir, args.tests, "aggregate" in wanted)
             if "aggregate" in wanted:
-                aggregate = []
+                aggregate, plain = [], []
+                plain_config = str(without_use_cases(Path(config)))
                 for _ in range(args.repeat):
+                    # Paired: with the config's use cases, then without them.
                     fresh_publication(workdir)
                     aggregate.append(run_child("--child", "aggregate", config))
+                    if plain_config != config:
+                        fresh_publication(workdir)
+                        plain.append(run_child("--child", "aggregate", plain_config))
+                fresh_publication(workdir)
+                run_child("--child", "aggregate", config)  # the store as the config makes it
                 duck = [
                     run_child("--child", "duckdb_cells", config)
                     for _ in range(max(1, args.repeat // 2))
@@ -2133,6 +2158,12 @@ def main() -> int:
         say("| | seconds | peak memory (MiB) | cells |")
         say("|---|---:|---:|---:|")
         say(f"| `piecewise aggregate` | {agg_s:.1f} | {agg_mem:,.0f} | {aggregate[0]['cells']:,} |")
+        if plain:
+            say(
+                f"| `piecewise aggregate` without the config's use cases (the thresholds' "
+                f"shares only) | {median_of(plain, 'seconds'):.1f} | "
+                f"{max(r['peak_rss_mib'] for r in plain):,.0f} | {plain[0]['cells']:,} |"
+            )
         say(
             f"| the same cells as plain DuckDB `GROUPING SETS` queries (no suppression, no "
             f"files, no tiles; `threads = 2`) | {duck_s:.1f} | {duck_mem:,.0f} | "
@@ -2144,7 +2175,8 @@ def main() -> int:
             "plain_histograms.sql) reads the same Parquet files and computes, per layer, "
             "every period kind with and without the ISP in one query: tests, distinct "
             "clients, five quantiles, mean, geometric mean, RTT median and 90th "
-            "percentile, loss median, the two shares, and the histograms' "
+            "percentile, loss median, the two thresholds' shares and each use case's, and "
+            "the histograms' "
             f"{duck[0]['buckets']:,} buckets; tests too roughly located for a layer count in "
             "none of its areas, as in Piecewise."
         )
