@@ -176,6 +176,13 @@ def test_datasette_serves_the_database_with_its_metadata(
         assert metadata["license"] == "CC0 1.0"
         columns = metadata["databases"][DATABASE]["tables"][TABLE]["columns"]
         assert "Mbps" in columns["median"]
+        assert columns["share_25_3"].startswith("Share of tests at or above 25/3 Mbps")
+        assert "use case Video calls" in columns["share_video_calls"]
+        assert (
+            "downloads at least 25 Mbps, MinRTT at most 50 ms, loss at most 0.005"
+            in (columns["share_video_calls"])
+        )
+        assert "uploads" not in columns["share_streaming"]  # a download-only use case
 
         sql = f"SELECT count(*) AS n FROM {TABLE}"
         url = f"{base}/{DATABASE}.json?" + urllib.parse.urlencode({"sql": sql, "_shape": "array"})

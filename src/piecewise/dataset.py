@@ -182,15 +182,38 @@ def sqlite_bytes(table: pa.Table) -> bytes:
         return path.read_bytes()
 
 
+def use_case_needs(rule: Mapping) -> str:
+    """A use case's limits in words, from its entry in index.json `thresholds`."""
+    both = [f"MinRTT at most {rule['rtt_ms']:g} ms"] if rule.get("rtt_ms") is not None else []
+    down = [f"at least {rule['download']:g} Mbps"] if rule.get("download") is not None else []
+    down += both + ([f"loss at most {rule['loss']:g}"] if rule.get("loss") is not None else [])
+    up = [f"at least {rule['upload']:g} Mbps"] if rule.get("upload") is not None else []
+    up += both
+    parts = [(what, limits) for what, limits in (("downloads", down), ("uploads", up)) if limits]
+    return "; ".join(f"{what} {', '.join(limits)}" for what, limits in parts)
+
+
+def share_description(rule: Mapping) -> str:
+    """What a share column holds, from its entry in index.json `thresholds`."""
+    if "id" in rule:
+        return (
+            f"Share of tests that meet every need of the use case {rule['label']} for their "
+            f"direction ({use_case_needs(rule)}), 0 to 1; null where it sets none."
+        )
+    return f"Share of tests at or above {rule['label']} Mbps (download/upload), 0 to 1."
+
+
 def dataset_metadata(
-    *, title: str, description: str, sources: list[dict], shares: Mapping[str, str], release: int
+    *, title: str, description: str, sources: list[dict], shares: list[Mapping], release: int
 ) -> dict:
     """Datasette's metadata for the database: what it is, whose data, what each column
-    holds."""
+    holds. `shares` are the release's thresholds and use cases (index.json
+    `thresholds`)."""
     source = sources[0] if sources else {}
     columns = dict(DESCRIPTIONS)
-    for column, label in shares.items():
-        columns[column] = f"Share of tests at or above {label} Mbps (download/upload), 0 to 1."
+    for rule in shares:
+        column = rule["column"]
+        columns[column] = share_description(rule)
         _, low, high = share_columns(column)
         columns[low] = f"Lower bound of the 95 % confidence interval (Wilson) of {column}."
         columns[high] = f"Upper bound of the 95 % confidence interval (Wilson) of {column}."

@@ -581,7 +581,7 @@ def complete_release(
                 title=config.project.name,
                 description=config.project.description,
                 sources=data_sources(config),
-                shares=shares,
+                shares=release.settings["thresholds"],
                 release=release.number,
             ),
         )
