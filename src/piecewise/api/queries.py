@@ -101,7 +101,7 @@ def directions(direction: str) -> tuple[str, ...]:
     return DIRECTIONS if direction == BOTH else (direction,)
 
 
-def _period_fields(stats: PeriodStats) -> dict:
+def period_fields(stats: PeriodStats) -> dict:
     return {"kind": stats.kind, "period": stats.label, "start": stats.start, "end": stats.end}
 
 
@@ -176,7 +176,7 @@ def select_stats(snap: Snapshot, q: StatsQuery) -> StatsSelection:
 def _head(sel: StatsSelection) -> dict:
     return {
         "layer": sel.layer,
-        **_period_fields(sel.stats),
+        **period_fields(sel.stats),
         "isp": sel.isp,
         "direction": sel.direction,
     }
@@ -274,7 +274,7 @@ def _area_head(q: AreaQuery, name: str, stats: PeriodStats) -> dict:
         "layer": q.layer,
         "area": q.area,
         "name": name,
-        **_period_fields(stats),
+        **period_fields(stats),
         "direction": q.direction,
     }
 

@@ -23,7 +23,7 @@ import numpy as np
 from piecewise.api.errors import BadParameter
 from piecewise.api.formats import json_array, json_bytes, json_object
 from piecewise.api.params import DEFAULT_QUANTILES, CompareQuery, RankingsQuery
-from piecewise.api.queries import area_name, known_isp, layer_of, published_period
+from piecewise.api.queries import area_name, known_isp, layer_of, period_fields, published_period
 from piecewise.api.ranges import ResolvedRange, merge_range
 from piecewise.api.reader import Snapshot
 from piecewise.cellfields import INTERVALS, LOWER_IS_BETTER, MEASURES
@@ -233,10 +233,7 @@ def rankings(snap: Snapshot, q: RankingsQuery) -> bytes:
     shown = len(ranked.areas) if q.limit is None else min(q.limit, len(ranked.areas))
     head = {
         "layer": q.layer,
-        "kind": stats.kind,
-        "period": stats.label,
-        "start": stats.start,
-        "end": stats.end,
+        **period_fields(stats),
         "isp": q.isp,
         "direction": q.direction,
         "measure": q.measure,
@@ -337,10 +334,7 @@ def compare(snap: Snapshot, q: CompareQuery) -> bytes:
             "layer": q.layer,
             "area": q.area,
             "name": name,
-            "kind": stats.kind,
-            "period": stats.label,
-            "start": stats.start,
-            "end": stats.end,
+            **period_fields(stats),
             "isp": q.isp,
             "direction": q.direction,
             "suppressed": q.area in suppressed,
