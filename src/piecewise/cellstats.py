@@ -139,9 +139,9 @@ class CellStatistics:
 @dataclass(frozen=True)
 class ShareTest:
     """What one share asks of one direction's tests: only a speed (`speed`: the share
-    is read from the ranks), or more (bit `bit` of `meets`: whether each test meets every
-    limit, by
-    the test's throughput rank); `applies` False when nothing is asked (no share)."""
+    is read from the ranks), or more (bit `bit` of `meets`: whether each test meets
+    every limit, by the test's throughput rank); `applies` False when nothing is asked
+    (no share)."""
 
     applies: bool
     speed: float | None = None
@@ -169,7 +169,7 @@ class ShareTest:
             return by_rank[name]
 
         tests = []
-        packed: np.ndarray | None = None
+        packed = np.zeros(0, dtype=np.uint8)
         bit = 8
         for speed, rtt_max, loss_max in limits:
             if speed is None and rtt_max is None and loss_max is None:
@@ -188,7 +188,6 @@ class ShareTest:
                 ok &= ranked("loss", loss) <= loss_max
             if bit == 8:  # eight shares to a byte: a grouping gathers each byte once
                 packed, bit = np.zeros(len(ok), dtype=np.uint8), 0
-            assert packed is not None
             packed |= ok.view(np.uint8) << np.uint8(bit)
             tests.append(cls(applies=True, meets=packed, bit=bit))
             bit += 1

@@ -251,13 +251,12 @@ class ShareRule(_Strict):
 
     def describe(self) -> dict:
         """As `index.json` lists it (docs/data.md, index.json)."""
-        out: dict = {
+        return {
             "label": self.label,
             "download": self.download,
             "upload": self.upload,
             "column": self.column,
         }
-        return out
 
 
 class Threshold(ShareRule):
