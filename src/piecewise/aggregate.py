@@ -57,6 +57,7 @@ TEST_COLUMNS = [
     "pick",
 ]
 STAT_COLUMNS = list(STATISTICS)
+_SPEED = re.compile(r"[0-9]+(p[0-9]+)?")  # a speed in a threshold's column: 12p5 is 12.5
 
 
 def share_label(column: str) -> str:
@@ -64,8 +65,7 @@ def share_label(column: str) -> str:
     threshold's (`share_12p5_3` -> `12.5/3`, the inverse of `ShareRule.column` and
     `.label`), or a use case's id (`share_video_calls` -> `video_calls`)."""
     parts = column.removeprefix("share_").split("_")
-    speeds = re.compile(r"[0-9]+(p[0-9]+)?")
-    if len(parts) == 2 and all(speeds.fullmatch(p) for p in parts):
+    if len(parts) == 2 and all(_SPEED.fullmatch(p) for p in parts):
         return "/".join(p.replace("p", ".") for p in parts)
     return column.removeprefix("share_")
 

@@ -2,7 +2,8 @@
 -- period, direction and ISP (each ISP, and every ISP together as @all_isps).
 -- GoogleSQL; DuckDB runs it transpiled by sqlglot (piecewise.engines.cells_sql).
 -- {table} and {area} are identifiers from the validated config and {shares} one line
--- per configured threshold; every value is a query parameter.
+-- per configured threshold and use case (engines/cells_sql.share_sql); every value is a
+-- query parameter.
 -- APPROX_QUANTILES(x, 100)[OFFSET(k)] is the k-th percentile: approximate in BigQuery,
 -- exact (linear interpolation, quantile_cont) in DuckDB.
 WITH sampled AS (
