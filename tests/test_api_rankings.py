@@ -6,6 +6,7 @@ errors."""
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 
 import numpy as np
@@ -16,7 +17,9 @@ from werkzeug.test import Client
 
 from api_fixtures import LAYER, Published, hand_made
 from piecewise.api import build_api
+from piecewise.api.params import MEASURE_PATTERN
 from piecewise.api.rankings import rank_areas
+from piecewise.cellfields import MEASURES
 
 PERIODS = ("2025-03", "2025-Q1", "2025-03-10")
 LESS_IS_BETTER = {"rtt_median", "rtt_p90", "loss_median"}
@@ -352,3 +355,13 @@ def test_bad_requests_name_the_parameter(
     client: Client, url: str, status: int, parameter: str
 ) -> None:
     failure(client, url, status, parameter)
+
+
+def test_the_documented_measure_pattern_admits_every_share_column(published: Published) -> None:
+    """Without a publication the OpenAPI document gives `measure` a pattern, not a list:
+    every statistic and every share column (thresholds' and use cases') fits it."""
+    pattern = re.compile(MEASURE_PATTERN)
+    columns = [t["column"] for t in published.index["thresholds"]]
+    assert "share_video_calls" in columns and "share_low_latency" in columns
+    assert all(pattern.fullmatch(name) for name in [*MEASURES, *columns])
+    assert not pattern.fullmatch("speed") and not pattern.fullmatch("share_")

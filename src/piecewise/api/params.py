@@ -45,9 +45,9 @@ _DATE_RE = re.compile(DATE_PATTERN, re.ASCII)
 _PERIOD_RE = re.compile(PERIOD_PATTERN, re.ASCII)
 _QUANTILES_RE = re.compile(QUANTILES_PATTERN, re.ASCII)
 _INT_RE = re.compile("[0-9]{1,6}", re.ASCII)
-# A threshold's share column (`share_25_3`, `share_12p5_1`: docs/data.md); which ones
-# exist is the publication's (`/v1/meta` `thresholds[].column`).
-SHARE_PATTERN = "share_[0-9a-z+-]{1,30}_[0-9a-z+-]{1,30}"
+# A share column (a threshold's `share_25_3`, `share_12p5_1`, a use case's `share_gaming`:
+# docs/data.md); which ones exist is the publication's (`/v1/meta` `thresholds[].column`).
+SHARE_PATTERN = "share_[0-9a-z_+-]{1,64}"
 MEASURE_PATTERN = f"({'|'.join(MEASURES)}|{SHARE_PATTERN})"
 ORDERS = ("worst", "best")
 MAX_LIMIT = 100_000
