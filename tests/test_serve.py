@@ -64,7 +64,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Site:
     cfg = make_config(tmp, demo)
     isps = [IspRule(name=EVIL_ISP, asns=[7922]), *cfg.isps[1:]]
     # A use case too: its column is headed by its name, and its upload cells are empty.
-    case = UseCase(id="streaming", name="Streaming", download=25, loss=0.01)
+    case = UseCase(id="streaming", name='<b>Streaming</b> & "more"', download=25, loss=0.01)
     cfg = cfg.model_copy(update={"isps": isps, "use_cases": [case]})
     run_ingest(cfg, START, END, progress=False)
     run_aggregate(cfg)
@@ -181,7 +181,7 @@ def assert_table_matches(
     stats = site.public.read_json(f"v1/stats/{layer}/{kind}/{period}.json")
     labels = [t["label"] for t in site.index["thresholds"]]
     shares = [t["label"] if "id" in t else f"≥ {t['label']}" for t in site.index["thresholds"]]
-    assert shares[-1] == "Streaming"
+    assert shares[-1] == '<b>Streaming</b> & "more"'  # escaped in the page, shown as text
     assert page.head == ["Area", *(h for _, h, _ in TABLE_COLUMNS), *shares]
     cells = {
         c["name"]: c for c in stats["cells"] if c["isp"] == isp and c["direction"] == direction
