@@ -308,20 +308,45 @@ class Ledger:
         """Append a published release's cells and histograms to the tables and record
         it. Safe to run again after a crash part way: rows of this release are replaced,
         not doubled."""
+        state = self._next_state(release)
+        if state is None:
+            return self.state()
+        self.append_tables(release, cells, cube)
+        return self.record(release)
+
+    def _next_state(self, release: Release) -> LedgerState | None:
+        """The state `release` follows (None when it is recorded already, its clean-up
+        done), or LedgerError when it does not follow the last release."""
         state = self.state()
         if release.number <= state.release:
             self.discard_pending()
-            return state
+            return None
         if release.number != state.release + 1:
             raise LedgerError(
                 f"release {release.number} does not follow release {state.release} in "
                 f"{self.store.url}"
             )
+        return state
+
+    def append_tables(self, release: Release, cells: pa.Table, cube: pa.Table) -> None:
+        """Put a release's cells and histograms in the tables, before it is recorded:
+        readers of the tables (`layer_cells`) take only rows of recorded releases, and a
+        run again after a crash replaces the rows of this release, not doubles them. So
+        it may run while the release's public files are written."""
+        if self._next_state(release) is None:
+            return
         self._append("cells", cells, release.number)
         numbered = cube.append_column(
             "release", pa.array([release.number] * cube.num_rows, pa.int64())
         )
         self._append("cube", numbered, release.number)
+
+    def record(self, release: Release) -> LedgerState:
+        """Record a release whose tables are appended and files published: its periods
+        sealed, its pending record cleared."""
+        state = self._next_state(release)
+        if state is None:
+            return self.state()
         new_state = state.with_release(release)
         self.store.write_json(STATE_KEY, new_state.as_dict())
         self.discard_pending()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -523,6 +524,27 @@ def complete_release(
             "it, then change them"
         )
     cells, cube = ledger.pending_tables()
+    with ThreadPoolExecutor(max_workers=1) as background:
+        # The ledger's tables take the release's rows while its files are written (their
+        # Parquet encoding leaves the interpreter free); it is recorded after both.
+        appending = background.submit(ledger.append_tables, release, cells, cube)
+        publisher, index = _publish_files(config, stores, ledger, release, state, cells, cube, lock)
+        appending.result()
+    publisher.write_index(index)
+    ledger.record(release)
+
+
+def _publish_files(
+    config: Config,
+    stores: Stores,
+    ledger: Ledger,
+    release: Release,
+    state: LedgerState,
+    cells: pa.Table,
+    cube: pa.Table,
+    lock: RunLock | None,
+) -> tuple[Publisher, dict]:
+    """The release's public files but the index, which it returns to be written last."""
     after = state.with_release(release)
     publisher = Publisher(config, stores.public, build_layers(config))
     previous = _published_index(stores)
@@ -585,8 +607,7 @@ def complete_release(
                 release=release.number,
             ),
         )
-    publisher.write_index(_index(config, publisher, release, after, isps, areas))
-    ledger.commit(release, cells, cube)
+    return publisher, _index(config, publisher, release, after, isps, areas)
 
 
 def _published_index(stores: Stores) -> dict | None:
