@@ -15,8 +15,8 @@ are never ingested again (`sealed_dates`), so a coarser period released later ho
 exactly the tests of its sealed parts.
 
 A release is written ahead here in full (release.json last: the mark that the rest is
-whole), then to the public store, then committed: its cells appended to the cell
-tables, the state replaced, pending/ removed. A run that finds a pending release
+whole), then to the public store while its cells are appended to the cell tables
+(`append_tables`), then committed (`record`): the state replaced, pending/ removed. A run that finds a pending release
 completes it first, from what was recorded, so a crash anywhere, once retried, leaves
 the bytes of an uninterrupted run. Cell rows carry their release number; rows of a
 release above the state's (a commit cut short) are ignored until it is committed.
@@ -303,16 +303,6 @@ class Ledger:
             table = self.store.read_parquet(key)
             tables.append(table.filter(pc.less(table.column("release"), below)))
         return tables
-
-    def commit(self, release: Release, cells: pa.Table, cube: pa.Table) -> LedgerState:
-        """Append a published release's cells and histograms to the tables and record
-        it. Safe to run again after a crash part way: rows of this release are replaced,
-        not doubled."""
-        state = self._next_state(release)
-        if state is None:
-            return self.state()
-        self.append_tables(release, cells, cube)
-        return self.record(release)
 
     def _next_state(self, release: Release) -> LedgerState | None:
         """The state `release` follows (None when it is recorded already, its clean-up
