@@ -16,10 +16,11 @@ exactly the tests of its sealed parts.
 
 A release is written ahead here in full (release.json last: the mark that the rest is
 whole), then to the public store while its cells are appended to the cell tables
-(`append_tables`), then committed (`record`): the state replaced, pending/ removed. A run that finds a pending release
-completes it first, from what was recorded, so a crash anywhere, once retried, leaves
-the bytes of an uninterrupted run. Cell rows carry their release number; rows of a
-release above the state's (a commit cut short) are ignored until it is committed.
+(`append_tables`), then committed (`record`): the state replaced, pending/ removed.
+A run that finds a pending release completes it first, from what was recorded, so a
+crash anywhere, once retried, leaves the bytes of an uninterrupted run. Cell rows carry
+their release number; rows of a release above the state's (a commit cut short, or the
+tables appended while the files are written) are ignored until it is committed.
 """
 
 from __future__ import annotations
