@@ -87,6 +87,13 @@ def test_the_report_shows_the_areas_numbers_and_how_they_were_made(
     privacy = site_server.public.read_json("v1/index.json")["privacy"]
     assert f"at least {privacy['min_tests']} tests" in method
     assert "Measurement Lab (M-Lab) NDT" in method and "CC0 1.0" in method
+    # How sure a number is, and what each use case needs, with its source.
+    assert "95% confidence interval" in method and "do not overlap" in method
+    assert (
+        "Video calls: downloads at least 25 Mbps, MinRTT at most 50 ms, loss at most 0.5%; "
+        "uploads at least 25 Mbps, MinRTT at most 50 ms "
+        "(M-Lab Internet Quality Barometer (IQB), 2025)."
+    ) in method
 
 
 def test_the_report_prints_to_a_clean_pdf(page, site_server, busiest_month) -> None:

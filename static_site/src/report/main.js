@@ -4,7 +4,7 @@
 // The area is in the URL's hash, as on the map (`#layer=counties&area=53033&...`).
 import "uplot/dist/uPlot.min.css";
 import { apiUrl, fetchJson, loadConfig } from "../common/config.js";
-import { metricsFor, periodLabel, publicationNote } from "../map/metrics.js";
+import { metricsFor, periodLabel, publicationNote, useCaseNeeds } from "../map/metrics.js";
 import { Panel } from "../map/panel.js";
 import { normalise, readHash, toHash } from "../map/state.js";
 
@@ -51,6 +51,25 @@ function method(index) {
         "every date in it is final, and never changes after.",
     ),
   );
+  parts.push(
+    paragraph(
+      "How sure a number is: each median and share comes with its 95% confidence interval, the range " +
+        "in which the value over all such tests lies 19 times in 20; the fewer the tests, the wider it is. " +
+        "The area is compared with the region (every area of the layer with published numbers, together) " +
+        "by their medians: a difference is called clear only when the two intervals do not overlap.",
+    ),
+  );
+  const cases = (index.thresholds || []).filter((t) => t.id);
+  if (cases.length) {
+    parts.push(paragraph("Use cases: a test is good enough for a use case when it meets all of its needs for its direction."));
+    const list = document.createElement("ul");
+    for (const t of cases) {
+      const li = document.createElement("li");
+      li.textContent = `${t.label}: ${useCaseNeeds(t)}${t.source ? ` (${t.source})` : ""}.`;
+      list.append(li);
+    }
+    parts.push(list);
+  }
   const note = publicationNote(index.publication);
   if (note) parts.push(paragraph(note));
   const release = index.release || {};
