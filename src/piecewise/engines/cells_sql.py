@@ -40,23 +40,28 @@ DUCKDB_TABLE = "tests"
 
 def share_sql(i: int, rule: ShareRule) -> str:
     """The select expression of a cell's i-th share: the fraction of its tests that meet
-    every limit of the rule for their direction (parameters `@download_i`, `@upload_i`,
-    `@rtt_i`, `@loss_i`, present for the limits the rule has); NULL for a direction held
-    to none. A test without the value a limit reads does not meet it (NULL is not true)."""
-    speed = {d: rule.limits(d)[0] is not None for d in ("download", "upload")}
-    conditions = []
-    if speed["download"] and speed["upload"]:
-        conditions.append(f"mbps >= IF(direction = 'download', @download_{i}, @upload_{i})")
-    elif speed["download"]:
-        conditions.append(f"(direction = 'upload' OR mbps >= @download_{i})")
-    elif speed["upload"]:
-        conditions.append(f"(direction = 'download' OR mbps >= @upload_{i})")
-    if rule.rtt_ms is not None:
-        conditions.append(f"min_rtt_ms <= @rtt_{i}")
-    if rule.loss is not None:
-        # M-Lab measures no loss for uploads: the limit is a download's only.
-        conditions.append(f"(direction = 'upload' OR loss_rate <= @loss_{i})")
-    share = f"COUNTIF({' AND '.join(conditions)}) / COUNT(*)"
+    every limit the rule sets for their direction (`ShareRule.limits`: parameters
+    `@download_i` or `@upload_i`, `@rtt_i`, `@loss_i`, present for the limits the rule
+    has); NULL for a direction held to none. A test without the value a limit reads
+    does not meet it (NULL is not true)."""
+
+    def condition(direction: str) -> str:
+        speed, rtt, loss = rule.limits(direction)
+        parts = [
+            test
+            for limit, test in (
+                (speed, f"mbps >= @{direction}_{i}"),
+                (rtt, f"min_rtt_ms <= @rtt_{i}"),
+                (loss, f"loss_rate <= @loss_{i}"),
+            )
+            if limit is not None
+        ]
+        return " AND ".join(parts) or "NULL"
+
+    share = (
+        f"COUNTIF(IF(direction = 'download', {condition('download')}, "
+        f"{condition('upload')})) / COUNT(*)"
+    )
     for direction in ("download", "upload"):
         if not rule.applies(direction):
             share = f"IF(direction = '{direction}', NULL, {share})"
