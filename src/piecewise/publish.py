@@ -122,11 +122,6 @@ class Publisher:
     public: Store
     layers: dict[str, AreaLayer]
 
-    @property
-    def share_labels(self) -> dict[str, str]:
-        """Share column -> label, of the configured thresholds and use cases."""
-        return {rule.column: rule.label for rule in self.config.share_rules}
-
     def _published_json(
         self, layer: str, table: pa.Table, shares: list[tuple[str, str]]
     ) -> list[dict]:
@@ -259,6 +254,10 @@ class Publisher:
         one at a time, so memory holds one area's series."""
         table = cells.filter(cells.column("published"))
         shares = sorted(c for c in table.column_names if is_share_column(c))
+        # Each share column's label: the configured threshold's or use case's, else
+        # (a rule no longer configured) read from the column's name.
+        configured = {rule.column: rule.label for rule in self.config.share_rules}
+        share_labels = {c: configured.get(c) or share_label(c) for c in shares}
         series_cols = _series_columns(shares)
         # Cells released before intervals were published have none: null.
         table = _with_floats(table, series_cols)
@@ -285,7 +284,7 @@ class Publisher:
                 np.concatenate([[0], bounds]), np.append(bounds, len(areas)), strict=True
             ):
                 area = str(areas[lo])
-                self._write_area_series(layer, area, table.slice(lo, hi - lo), axes, shares)
+                self._write_area_series(layer, area, table.slice(lo, hi - lo), axes, share_labels)
                 written.append(area)
         return written
 
@@ -295,9 +294,10 @@ class Publisher:
         area: str,
         table: pa.Table,
         axes: dict[str, tuple[list[str], dict[int, int]]],
-        shares: list[str],
+        share_labels: dict[str, str],
     ) -> None:
-        series_cols = _series_columns(shares)
+        """`share_labels`: each share column, in order, and its label."""
+        series_cols = _series_columns(list(share_labels))
         cols = _json_columns(table)
         cols["period"] = table.column("period").cast(pa.int32()).to_pylist()
         kinds: dict[str, dict] = {}
@@ -320,7 +320,7 @@ class Publisher:
             "layer": layer,
             "area": area,
             "name": self.layers[layer].name_of(area),
-            "thresholds": {c: self.share_labels.get(c) or share_label(c) for c in shares},
+            "thresholds": share_labels,
             "kinds": kinds,
         }
         self.public.write_json(

@@ -113,15 +113,15 @@ def _share_label(snap: Snapshot, measure: str) -> str:
     return label
 
 
-def _measure_of(snap: Snapshot, measure: str, cell: dict) -> tuple[float | None, float, float]:
-    """A cell's value of the measure and its interval's bounds (NaN where none)."""
-    if measure in MEASURES:
+def _measure_of(measure: str, label: str | None, cell: dict) -> tuple[float | None, float, float]:
+    """A cell's value of the measure (a share's when `label` names it) and its
+    interval's bounds (NaN where none)."""
+    if label is None:
         value = cell.get(measure)
         if measure == MEDIAN:
             low, high = (cell.get(name) for name in INTERVALS)
             return value, _nan(low), _nan(high)
         return value, np.nan, np.nan
-    label = _share_label(snap, measure)
     value = (cell.get("shares") or {}).get(label)
     low = (cell.get("shares_low") or {}).get(label)
     high = (cell.get("shares_high") or {}).get(label)
@@ -144,8 +144,8 @@ def ranking(
     best_first: bool,
 ) -> tuple[Ranking, list[str]]:
     """The ranked published cells, and the areas of those without a value."""
-    if measure not in MEASURES:
-        _share_label(snap, measure)  # refused even when no cell is published
+    # A share's label, resolved once (and refused even when no cell is published).
+    label = None if measure in MEASURES else _share_label(snap, measure)
     areas: list[str] = []
     values: list[float] = []
     lows: list[float] = []
@@ -154,7 +154,7 @@ def ranking(
     clients: list[int] = []
     unranked: list[str] = []
     for cell in cells:
-        value, low, high = _measure_of(snap, measure, cell)
+        value, low, high = _measure_of(measure, label, cell)
         if value is None:
             unranked.append(cell["area"])
             continue
@@ -165,11 +165,14 @@ def ranking(
         tests.append(int(cell["tests"]))
         clients.append(int(cell["clients"]))
     with_interval = has_interval(measure)
+    value_array = np.array(values, dtype=np.float64)
+    low_array = np.array(lows, dtype=np.float64)
+    high_array = np.array(highs, dtype=np.float64)
     order, rank, first, last, overlapping = rank_areas(
         areas,
-        np.array(values, dtype=np.float64),
-        np.array(lows, dtype=np.float64) if with_interval else None,
-        np.array(highs, dtype=np.float64) if with_interval else None,
+        value_array,
+        low_array if with_interval else None,
+        high_array if with_interval else None,
         lower_is_better=measure in LOWER_IS_BETTER,
         best_first=best_first,
     )
@@ -177,9 +180,9 @@ def ranking(
     return (
         Ranking(
             areas=[areas[i] for i in take],
-            values=np.array(values, dtype=np.float64)[order],
-            lows=np.array(lows, dtype=np.float64)[order],
-            highs=np.array(highs, dtype=np.float64)[order],
+            values=value_array[order],
+            lows=low_array[order],
+            highs=high_array[order],
             tests=[tests[i] for i in take],
             clients=[clients[i] for i in take],
             rank=rank,
@@ -195,11 +198,11 @@ def _number(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
 
-def _entry(snap: Snapshot, layer: str, r: Ranking, i: int) -> dict:
+def _entry(names: dict[str, str], r: Ranking, i: int) -> dict:
     entry: dict = {
         "rank": int(r.rank[i]),
         "area": r.areas[i],
-        "name": snap.areas(layer).names.get(r.areas[i], r.areas[i]),
+        "name": names.get(r.areas[i], r.areas[i]),
         "value": float(r.values[i]),
         "low": _number(r.lows[i]),
         "high": _number(r.highs[i]),
@@ -243,7 +246,8 @@ def rankings(snap: Snapshot, q: RankingsQuery) -> bytes:
         "ranked_areas": len(ranked.areas),
         "truncated": shown < len(ranked.areas),
     }
-    entries = [json_bytes(_entry(snap, q.layer, ranked, i)) for i in range(shown)]
+    names = snap.areas(q.layer).names
+    entries = [json_bytes(_entry(names, ranked, i)) for i in range(shown)]
     return json_object(
         head,
         ranked=json_array(entries),
@@ -320,7 +324,7 @@ def compare(snap: Snapshot, q: CompareQuery) -> bytes:
             (_nan(region["median_low"]), _nan(region["median_high"])),
         )
         i = ranked.areas.index(q.area)
-        entry = _entry(snap, q.layer, ranked, i)
+        entry = _entry(snap.areas(q.layer).names, ranked, i)
         rank = {
             "measure": MEDIAN,
             "order": "best",
