@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from piecewise.privacy import (
+    EVENING,
+    REST_OF_DAY,
     CellKeys,
     build_relations,
     determined_cells,
@@ -22,22 +24,35 @@ MIN_TESTS, MIN_CLIENTS = 30, 10
 
 
 def cells_of(
-    area: np.ndarray, isp: np.ndarray, day: np.ndarray, client: np.ndarray, isps: int
+    area: np.ndarray,
+    isp: np.ndarray,
+    day: np.ndarray,
+    client: np.ndarray,
+    isps: int,
+    evening: np.ndarray | None = None,
 ) -> CellKeys:
     """Every cell (area x ISP or all x period of each kind) of some tests, with their
-    test and distinct client counts, computed the plain way."""
-    found: dict[tuple[int, int, int, int], tuple[int, int]] = {}
+    test and distinct client counts, computed the plain way. With `evening` (a flag per
+    test), also the cells of the evening (where it has tests) and of the rest of the
+    day (with every cell of all hours, even empty)."""
+    found: dict[tuple[int, int, int, int, int], tuple[int, int]] = {}
+    parts = [(0, np.ones(len(day), bool))]
+    if evening is not None:
+        parts += [(EVENING, evening), (REST_OF_DAY, ~evening)]
     for k, kind in enumerate(KINDS):
         start = period_starts(kind, day)
         for isp_key in range(isps + 1):
             of_isp = np.ones(len(day), bool) if isp_key == isps else isp == isp_key
             for a in np.unique(area):
                 for p in np.unique(start[of_isp & (area == a)]):
-                    sel = of_isp & (area == a) & (start == p)
-                    found[(int(a), isp_key, k, int(p))] = (
-                        int(sel.sum()),
-                        len(np.unique(client[sel])),
-                    )
+                    for hours, of_hours in parts:
+                        sel = of_isp & (area == a) & (start == p) & of_hours
+                        # The rest of the day comes with every cell, even empty.
+                        if sel.any() or hours == REST_OF_DAY:
+                            found[(int(a), isp_key, k, int(p), hours)] = (
+                                int(sel.sum()),
+                                len(np.unique(client[sel])),
+                            )
     keys = sorted(found)
     arr = np.array(keys, dtype=np.int64)
     return CellKeys(
@@ -50,12 +65,16 @@ def cells_of(
         tests=np.array([found[k][0] for k in keys]),
         clients=np.array([found[k][1] for k in keys]),
         rank=np.arange(len(keys)),
+        hours=None if evening is None else arr[:, 4],
     )
 
 
-def random_cells(seed: int, days: int, rate: float, isps: int, areas: int = 2) -> CellKeys:
+def random_cells(
+    seed: int, days: int, rate: float, isps: int, areas: int = 2, evening: float = 0.0
+) -> CellKeys:
     """Tests spread over `days` from 2025-02-15 (so months and a quarter are crossed),
-    ISPs of very unequal size, clients that test on several days."""
+    ISPs of very unequal size, clients that test on several days; with `evening`, that
+    share of the tests in the evening hours, and the cells of the hours."""
     rng = np.random.default_rng(seed)
     n = int(rng.poisson(rate * days * areas))
     start = (dt.date(2025, 2, 15) - EPOCH).days
@@ -63,14 +82,19 @@ def random_cells(seed: int, days: int, rate: float, isps: int, areas: int = 2) -
     area = rng.integers(0, areas, n)
     day = start + rng.integers(0, days, n)
     client = rng.integers(0, 60, n) + 1000 * isp + 100_000 * area
-    return cells_of(area, isp, day, client, isps)
+    in_evening = rng.random(n) < evening if evening else None
+    return cells_of(area, isp, day, client, isps, in_evening)
 
 
 def leaf_rank_determined(cells: CellKeys, published: np.ndarray) -> np.ndarray:
     """Which cells are sums and differences of published ones, checked in the space of
-    the finest cells ("leaves"), independently of the relations."""
+    the finest cells ("leaves": a day's ISP, and with hours the evening or the rest of
+    that day), independently of the relations."""
     day = KINDS.index("day")
+    hours = cells.hours_codes()
     leaves = np.flatnonzero((cells.kind == day) & (cells.isp != cells.all_isp))
+    if cells.hours is not None:
+        leaves = leaves[hours[leaves] != 0]
     matrix = np.zeros((len(cells.tests), len(leaves)))
     for row in range(len(cells.tests)):
         kind = KINDS[cells.kind[row]]
@@ -78,6 +102,7 @@ def leaf_rank_determined(cells: CellKeys, published: np.ndarray) -> np.ndarray:
             (cells.group[leaves] == cells.group[row])
             & (period_starts(kind, cells.period[leaves]) == cells.period[row])
             & ((cells.isp[row] == cells.all_isp) | (cells.isp[leaves] == cells.isp[row]))
+            & ((hours[row] == 0) | (hours[leaves] == hours[row]))
         )
         matrix[row, inside] = 1.0
     known = matrix[published]
@@ -193,6 +218,7 @@ def _subset(cells: CellKeys, rows: np.ndarray) -> CellKeys:
         tests=cells.tests[rows],
         clients=cells.clients[rows],
         rank=cells.rank[rows],
+        hours=None if cells.hours is None else cells.hours[rows],
     )
 
 
@@ -259,3 +285,101 @@ def test_what_earlier_releases_gave_away_is_accepted_not_added_to() -> None:
     first, _ = suppress(cells, MIN_TESTS, MIN_CLIENTS)
     again, complement = suppress(cells, 60, MIN_CLIENTS, np.ones_like(first), first)
     assert (again == first).all() and not complement.any()
+
+
+def test_the_rest_of_the_day_is_not_all_hours_less_the_evening() -> None:
+    # One area and ISP, one day: 40 tests, 37 of them in the evening. Both pass; the
+    # other 3 would be all hours less the evening.
+    day = np.full(40, (dt.date(2025, 3, 3) - EPOCH).days)
+    evening = np.arange(40) >= 3
+    cells = cells_of(np.zeros(40, int), np.zeros(40, int), day, np.arange(40), 1, evening)
+    published, complement = suppress(cells, MIN_TESTS, MIN_CLIENTS)
+    hours = cells.hours_codes()
+    assert not published[hours == REST_OF_DAY].any()
+    assert not complement[hours == REST_OF_DAY].any()
+    for kind in range(len(KINDS)):
+        of_kind = cells.kind == kind
+        # Of all hours and the evening, one at most, per ISP key: the evening (fewer
+        # tests) is the one withheld.
+        assert published[of_kind & (hours == 0)].all()
+        assert not published[of_kind & (hours == EVENING)].any()
+        assert complement[of_kind & (hours == EVENING)].all()
+    known = determined_cells(published, build_relations(cells), cells)
+    assert not known[cells.tests < MIN_TESTS].any()
+    assert not leaf_rank_determined(cells, published)[cells.tests < MIN_TESTS].any()
+
+
+def test_a_rest_of_the_day_that_passes_lets_both_be_published() -> None:
+    day = np.full(100, (dt.date(2025, 3, 3) - EPOCH).days)
+    evening = np.arange(100) >= 50
+    cells = cells_of(np.zeros(100, int), np.zeros(100, int), day, np.arange(100), 1, evening)
+    published, complement = suppress(cells, MIN_TESTS, MIN_CLIENTS)
+    hours = cells.hours_codes()
+    assert published[hours != REST_OF_DAY].all() and not complement.any()
+
+
+def failing_groups(cells: CellKeys) -> np.ndarray:
+    """The cells that are a group of tests failing the thresholds (an empty rest of the
+    day is no group)."""
+    return (cells.tests > 0) & ((cells.tests < MIN_TESTS) | (cells.clients < MIN_CLIENTS))
+
+
+@pytest.mark.parametrize("evening", [0.2, 0.5, 0.9])
+@pytest.mark.parametrize("seed", range(5))
+def test_no_failing_cell_of_any_hours_is_a_combination_of_published_cells(
+    seed: int, evening: float
+) -> None:
+    """An outsider holding every published cell, of all hours and of the evening, and
+    differencing them any way (ISPs, periods, hours together): no group that fails the
+    thresholds comes out, the rest of the day included."""
+    rng = np.random.default_rng(seed)
+    cells = random_cells(seed, days=45, rate=float(rng.uniform(4, 40)), isps=4, evening=evening)
+    published, _ = suppress(cells, MIN_TESTS, MIN_CLIENTS)
+    failing = failing_groups(cells)
+    assert not (published & failing).any()
+    assert not published[cells.hours_codes() == REST_OF_DAY].any()
+    assert not (leaf_rank_determined(cells, published) & failing).any()
+    r = build_relations(cells)
+    known = known_cells(published, r)
+    for rel in np.flatnonzero(known[r.parent]).tolist():
+        children = r.child[r.start[rel] : r.start[rel + 1]]
+        rest = children[~known[children]]
+        total = int(cells.tests[rest].sum())
+        assert total == 0 or total >= MIN_TESTS
+    # The evening is published where it can be: not nothing.
+    assert published[cells.hours_codes() == EVENING].any() or evening < 0.5
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_exact_determination_with_hours_agrees_with_an_independent_rank_check(
+    seed: int,
+) -> None:
+    rng = np.random.default_rng(seed)
+    cells = random_cells(seed, days=35, rate=float(rng.uniform(2, 30)), isps=3, evening=0.3)
+    published = rng.random(len(cells.tests)) < rng.uniform(0.2, 0.95)
+    published &= cells.hours_codes() != REST_OF_DAY
+    exact = determined_cells(published, build_relations(cells), cells)
+    assert (exact == leaf_rank_determined(cells, published)).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_releases_with_hours_day_after_day_never_reveal_a_failing_cell(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    cells = random_cells(
+        seed, days=70, rate=float(rng.uniform(3, 25)), isps=3, evening=float(rng.uniform(0.2, 0.6))
+    )
+    ends = np.array(
+        [_period_end(KINDS[k], p) for k, p in zip(cells.kind, cells.period, strict=True)]
+    )
+    published = np.zeros(len(ends), dtype=bool)
+    decided = np.zeros(len(ends), dtype=bool)
+    for today in np.unique(ends).tolist():
+        rows = np.flatnonzero(ends <= today)
+        sub = _subset(cells, rows)
+        flags, _ = suppress(sub, MIN_TESTS, MIN_CLIENTS, decided[rows], published[rows])
+        assert (flags[decided[rows]] == published[rows][decided[rows]]).all()
+        published[rows] = flags
+        decided[rows] = True
+    failing = failing_groups(cells)
+    assert not (published & failing).any()
+    assert not (leaf_rank_determined(cells, published) & failing).any()

@@ -14,7 +14,15 @@ children`:
 - ISP: a period's `all` cell is the sum of that period's ISP cells;
 - time: a cell of a period kind is the sum of the cells of the next finer configured
   kind inside it (year = its quarters, quarter = its months, month = its days), for
-  each ISP key, `all` included.
+  each ISP key, `all` included;
+- hours: where evening hours are published, a cell of all hours is the sum of its
+  evening cell and of the rest of the day's. The rest of the day is never published,
+  but it is a group of tests an outsider can compute (all hours less the evening), so
+  it takes part as a cell of its own: never published, never withheld by choice, and
+  held to the thresholds like any other.
+
+The ISP and time relations hold within each of the three (all hours, the evening, the
+rest of the day).
 
 A cell is *known* when it is published or can be computed from published cells.
 Two rules must hold:
@@ -57,6 +65,11 @@ from piecewise import periods
 
 ISP_RELATION = 0
 TIME_RELATION = 1
+HOURS_RELATION = 2
+# The `hours` codes of CellKeys.
+ALL_HOURS = 0
+EVENING = 1
+REST_OF_DAY = 2
 # Period kinds from coarse to fine: a time relation joins each configured kind to the
 # next finer configured kind.
 GRANULARITY = ("year", "quarter", "month", "day")
@@ -68,7 +81,9 @@ class CellKeys:
 
     `group` identifies what relations never cross (layer, direction and area), `isp`
     is the ISP code with `all_isp` the code of the `all` cell, `kind` indexes `kinds`,
-    and `period` is the period's start in days since 1970-01-01.
+    and `period` is the period's start in days since 1970-01-01. `hours` is ALL_HOURS,
+    EVENING or REST_OF_DAY (None: every cell is of all hours); a cell of the rest of
+    the day must come with the cell of all hours it is part of.
     """
 
     group: np.ndarray
@@ -80,6 +95,14 @@ class CellKeys:
     tests: np.ndarray
     clients: np.ndarray
     rank: np.ndarray  # a canonical order of the cells, for deterministic tie-breaks
+    hours: np.ndarray | None = None
+
+    def hours_codes(self) -> np.ndarray:
+        return np.zeros(len(self.tests), np.int64) if self.hours is None else self.hours
+
+    def within(self) -> np.ndarray:
+        """What the ISP and time relations never cross: the group and the hours."""
+        return self.group.astype(np.int64) * 3 + self.hours_codes()
 
 
 @dataclass(frozen=True)
@@ -88,7 +111,7 @@ class Relations:
     the relation of child entry `e` (entries are sorted by relation)."""
 
     parent: np.ndarray
-    kind: np.ndarray  # ISP_RELATION or TIME_RELATION
+    kind: np.ndarray  # ISP_RELATION, TIME_RELATION or HOURS_RELATION
     child: np.ndarray
     rel: np.ndarray
     start: np.ndarray
@@ -142,8 +165,12 @@ def build_relations(cells: CellKeys) -> Relations:
         rels.append(rel + offset)
         offset += len(uniq)
 
-    # ISP relations: the `all` cell of (group, kind, period) over its ISP cells.
-    key, _ = _group_index(cells.group, cells.kind, cells.period)
+    # The ISP and time relations hold within one of the hours (all, evening, the rest).
+    hours = cells.hours_codes()
+    within = cells.within()
+
+    # ISP relations: the `all` cell of (group, hours, kind, period) over its ISP cells.
+    key, _ = _group_index(within, cells.kind, cells.period)
     is_all = cells.isp == cells.all_isp
     all_row = np.full(int(key.max()) + 1 if n else 0, -1, np.int64)
     all_row[key[is_all]] = rows[is_all]
@@ -160,8 +187,8 @@ def build_relations(cells: CellKeys) -> Relations:
         fine_rows = rows[cells.kind == fi]
         coarse_rows = rows[cells.kind == ci]
         starts = period_starts(coarse, cells.period[fine_rows])
-        # Find each fine cell's parent: same group and ISP, the coarse kind, `starts`.
-        g = np.concatenate([cells.group[coarse_rows], cells.group[fine_rows]])
+        # Find each fine cell's parent: same group, hours and ISP, the coarse kind, `starts`.
+        g = np.concatenate([within[coarse_rows], within[fine_rows]])
         i = np.concatenate([cells.isp[coarse_rows], cells.isp[fine_rows]])
         p = np.concatenate([cells.period[coarse_rows], starts])
         ids, _ = _group_index(g, i, p)
@@ -177,6 +204,22 @@ def build_relations(cells: CellKeys) -> Relations:
         # A fine cell whose coarser period is not released has no parent: no relation.
         has_parent = parent_of >= 0
         add(parent_of[has_parent], fine_rows[has_parent], TIME_RELATION)
+
+    # Hours relations: the cell of all hours over its evening and rest-of-day cells.
+    part_rows = rows[hours != ALL_HOURS]
+    if len(part_rows):
+        whole_rows = rows[hours == ALL_HOURS]
+        g = np.concatenate([cells.group[whole_rows], cells.group[part_rows]])
+        i = np.concatenate([cells.isp[whole_rows], cells.isp[part_rows]])
+        k = np.concatenate([cells.kind[whole_rows], cells.kind[part_rows]])
+        p = np.concatenate([cells.period[whole_rows], cells.period[part_rows]])
+        ids, _ = _group_index(g, i, k, p)
+        owner = np.full(int(ids.max()) + 1, -1, np.int64)
+        owner[ids[: len(whole_rows)]] = whole_rows
+        parent_of = owner[ids[len(whole_rows) :]]
+        if (parent_of < 0).any():
+            raise ValueError("an evening or rest-of-day cell has no cell of all hours")
+        add(parent_of, part_rows, HOURS_RELATION)
 
     def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
@@ -246,7 +289,8 @@ def _violations(
         np.maximum.reduceat(clients, r.start[:-1]),
         cells.clients[r.parent] - known_clients,
     )
-    fails = (tests < min_tests) | (clients < min_clients)
+    # Only an empty rest of the day can leave no tests: nobody to reveal.
+    fails = ((tests < min_tests) | (clients < min_clients)) & (tests > 0)
     return np.flatnonzero(known[r.parent] & (count >= 1) & fails)
 
 
@@ -428,6 +472,41 @@ def determined_cells(
     """Every cell whose value follows from the published cells by some linear
     combination of the relations (exact, by linear algebra).
 
+    A rest-of-day cell is all hours less the evening, and takes part in no other
+    relation that its parts do not already imply: put `all hours - evening` in its
+    place and its ISP and time relations become differences of those of all hours and
+    of the evening, while it stays free in its hours relation. So the cells of all
+    hours and of the evening are solved as if apart (`_determined`), without those
+    relations, and a rest-of-day cell is determined exactly when both of its parts are
+    (a missing evening cell is an empty one).
+    """
+    hours = cells.hours_codes()
+    if not (hours == REST_OF_DAY).any():
+        return _determined(published, r, cells, groups, np.ones(r.count, dtype=bool))
+    apart = (r.kind != HOURS_RELATION) & (hours[r.parent] != REST_OF_DAY)
+    known = _determined(published, r, cells, groups, apart)
+    entry_hours = hours[r.child]
+    in_hours = r.kind[r.rel] == HOURS_RELATION
+    evening_of = np.full(r.count, -1, np.int64)
+    evening = in_hours & (entry_hours == EVENING)
+    evening_of[r.rel[evening]] = r.child[evening]
+    rest = in_hours & (entry_hours == REST_OF_DAY)
+    rest_cell, rel = r.child[rest], r.rel[rest]
+    sibling = evening_of[rel]
+    evening_known = np.where(sibling >= 0, known[np.maximum(sibling, 0)], True)
+    known[rest_cell] |= known[r.parent[rel]] & evening_known
+    return known
+
+
+def _determined(
+    published: np.ndarray,
+    r: Relations,
+    cells: CellKeys,
+    groups: np.ndarray | None,
+    active: np.ndarray,
+) -> np.ndarray:
+    """`determined_cells` over the `active` relations only.
+
     The unknown cells are first peeled: a relation with one unknown cell determines
     it, and an unknown cell in only one relation is free, so that relation says nothing
     about the others and is dropped. Then each unknown `all` cell of the finest period
@@ -442,9 +521,9 @@ def determined_cells(
     n = len(published)
     mem_rel, mem_cell, mem_coef = r.members()
     known = published.copy()
-    active = np.ones(r.count, dtype=bool)
+    active = active.copy()
     if groups is not None:
-        active = np.isin(cells.group[r.parent], groups)
+        active &= np.isin(cells.group[r.parent], groups)
     while True:
         live = ~known[mem_cell] & active[mem_rel]
         unknowns = np.bincount(mem_rel, weights=live, minlength=r.count)
@@ -468,7 +547,9 @@ def determined_cells(
     e_rel, e_cell, e_coef, substituted = _substitute_finest_totals(
         mem_rel[live], mem_cell[live], mem_coef[live], r, cells, touches_known
     )
-    _, group_of_rel = np.unique(cells.group[r.parent], return_inverse=True)
+    # Solved per group and hours: the relations left never cross them.
+    block = cells.within()
+    _, group_of_rel = np.unique(block[r.parent], return_inverse=True)
     useful = np.zeros(int(group_of_rel.max()) + 1, dtype=bool)
     useful[group_of_rel[touches_known]] = True
     keep = useful[group_of_rel[e_rel]]
@@ -479,13 +560,13 @@ def determined_cells(
     bounds = np.flatnonzero(np.diff(groups_of)) + 1
     pending_of: dict[int, list[tuple[int, np.ndarray]]] = {}
     for cell, parts in substituted.items():
-        pending_of.setdefault(int(cells.group[cell]), []).append((cell, parts))
+        pending_of.setdefault(int(block[cell]), []).append((cell, parts))
     # The blocks are small: BLAS threads only contend for the cores (several times
     # slower than one thread when the machine is busy).
     with threadpool_limits(limits=1, user_api="blas"):
         for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(groups_of)], strict=True):
             if lo < hi:
-                _solve_group(lo, hi, e_rel, e_cell, e_coef, cells, known, pending_of)
+                _solve_group(lo, hi, e_rel, e_cell, e_coef, block, known, pending_of)
     return known
 
 
@@ -495,16 +576,17 @@ def _solve_group(
     e_rel: np.ndarray,
     e_cell: np.ndarray,
     e_coef: np.ndarray,
-    cells: CellKeys,
+    block_of: np.ndarray,
     known: np.ndarray,
     pending_of: dict[int, list[tuple[int, np.ndarray]]],
 ) -> None:
-    """Mark the determined cells of one group's block of entries `lo:hi`."""
+    """Mark the determined cells of one block of entries `lo:hi` (a group's, in one of
+    the hours)."""
     rels, local_rel = np.unique(e_rel[lo:hi], return_inverse=True)
     cols, local_col = np.unique(e_cell[lo:hi], return_inverse=True)
     block = _Block(local_rel, local_col, e_coef[lo:hi], len(rels), len(cols))
     known[cols[block.determined()]] = True
-    pending = pending_of.get(int(cells.group[e_cell[lo]]), [])
+    pending = pending_of.get(int(block_of[e_cell[lo]]), [])
     if pending:
         vectors = np.zeros((len(cols), len(pending)))
         for k, (_, parts) in enumerate(pending):
@@ -575,7 +657,8 @@ def suppress(
     complements: boolean arrays over the cells.
 
     `sealed` marks cells decided by earlier releases, and `released` which of those were
-    published: they keep their decision. Only the other cells are decided here.
+    published: they keep their decision. Only the other cells are decided here. Cells
+    of the rest of the day are never published, and never counted as complements.
 
     Rounds of the quick check (cells derived one relation at a time) run until no
     residual fails; then the exact check (`determined_cells`) looks for what the quick
@@ -586,7 +669,11 @@ def suppress(
     n = len(cells.tests)
     sealed = np.zeros(n, dtype=bool) if sealed is None else sealed.astype(bool)
     released = np.zeros(n, dtype=bool) if released is None else released.astype(bool) & sealed
-    passes = (cells.tests >= min_tests) & (cells.clients >= min_clients)
+    # The rest of the day is never published, as if decided so long ago.
+    rest = cells.hours_codes() == REST_OF_DAY
+    sealed, released = sealed | rest, released & ~rest
+    # An empty rest of the day (every test in the evening) is no group of anyone.
+    passes = (cells.tests >= min_tests) & (cells.clients >= min_clients) | rest & (cells.tests == 0)
     published = np.where(sealed, released, passes)
     r = build_relations(cells)
     lookup = _Lookup.of(r, n)
