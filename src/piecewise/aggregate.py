@@ -34,8 +34,9 @@ from piecewise.cellstats import (
     cell_statistics,
 )
 from piecewise.clients import network_keyed
-from piecewise.config import RESERVED_ISP, Config, ShareRule
+from piecewise.config import RESERVED_ISP, Config, Evening, ShareRule
 from piecewise.dictionaries import one_dictionary
+from piecewise.hours import base_layer, evening_layer, in_evening, is_evening
 from piecewise.ingest import tests_key
 from piecewise.sampling import with_pick
 from piecewise.schema import DIRECTIONS, area_column, enriched_schema, rough_column
@@ -110,12 +111,14 @@ def load_tests(
     *,
     directions: tuple[str, ...] = DIRECTIONS,
     threads: int = 0,
+    times: bool = False,
 ) -> pa.Table:
     """The enriched tests of `dates` and `directions`, only the columns aggregation
-    uses, with the repetitive strings dictionary-encoded to keep memory down."""
+    uses (`test_time` too with `times`, for the evening hours), with the repetitive
+    strings dictionary-encoded to keep memory down."""
     areas = [area_column(i) for i in layer_ids]
     roughs = [rough_column(i) for i in layer_ids]
-    columns = TEST_COLUMNS + areas + roughs
+    columns = TEST_COLUMNS + (["test_time"] if times else []) + areas + roughs
     keys = [tests_key(d, date) for date in dates for d in directions]
     present = set(private.list("tests/"))
     dictionary = ["direction", "isp", "client_ip", *areas, *roughs]
@@ -192,9 +195,15 @@ def _encode(arr: pa.ChunkedArray, exclude: tuple[str, ...] = ()) -> _Codes:
 @dataclass(frozen=True)
 class _Task:
     direction: str
-    layer: str
+    layer: str  # the configured layer whose areas group the tests
     kind: str
     by_isp: bool
+    evening: bool = False  # the evening's tests only, as the layer's evening twin
+
+    @property
+    def label(self) -> str:
+        """The layer the cells are of."""
+        return evening_layer(self.layer) if self.evening else self.layer
 
 
 def _column(table: pa.Table, name: str) -> pa.ChunkedArray | None:
@@ -306,18 +315,22 @@ def compute_cells(
     thresholds: list[ShareRule],
     wanted: dict[str, set[dt.date]] | None = None,
     threads: int = 0,
+    evening: Evening | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Statistics and histograms of every cell, with its `coarse` count (the tests in
     its area located too roughly to count there: sql/coarse_counts.sql, held equal by
     the tests). `tables` may come one direction at a time (each is dropped once
     encoded, to keep memory down); `wanted` limits the output to those periods (by kind
-    and start date), which the rows must cover whole."""
+    and start date), which the rows must cover whole. With `evening` (the rows need
+    `test_time`), each layer's cells are also computed from the evening's tests alone,
+    as the layer's evening twin (piecewise.hours)."""
     seen: set[str] = set()
     stats_parts: list[pa.Table] = []
     hist_parts: list[pa.Table] = []
     offset = 0
 
-    def run(d: _DirectionInputs, task: _Task) -> tuple[pa.Table, pa.Table]:
+    def run(inputs: dict[bool, _DirectionInputs], task: _Task) -> tuple[pa.Table, pa.Table]:
+        d = inputs[task.evening]
         stats, coarse = d.cells(task)
         return _tables(
             task,
@@ -335,7 +348,7 @@ def compute_cells(
     with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
         for tests in tables:
             direction_of_row = _encode(tests.column("direction"))
-            encoded: list[tuple[str, _DirectionInputs]] = []
+            encoded: list[tuple[str, dict[bool, _DirectionInputs]]] = []
             for code, direction in enumerate(direction_of_row.labels):
                 if direction not in DIRECTIONS:
                     raise ValueError(f"unknown direction {direction!r} in the private store")
@@ -344,15 +357,21 @@ def compute_cells(
                 seen.add(direction)
                 one = len(direction_of_row.labels) == 1
                 rows = tests if one else tests.filter(pa.array(direction_of_row.codes == code))
-                encoded.append(
-                    (direction, _DirectionInputs.of(rows, direction, layer_ids, kinds, thresholds))
-                )
-                del rows
+                inputs = {False: _DirectionInputs.of(rows, direction, layer_ids, kinds, thresholds)}
+                if evening is not None:
+                    rows = rows.filter(pa.array(in_evening(rows.column("test_time"), evening)))
+                    if rows.num_rows:
+                        inputs[True] = _DirectionInputs.of(
+                            rows, direction, layer_ids, kinds, thresholds
+                        )
+                encoded.append((direction, inputs))
+                del rows, inputs
             del tests  # before the groupings are computed (the caller lets go of it too)
             while encoded:
                 direction, d = encoded.pop(0)
                 tasks = [
-                    _Task(direction, layer, kind, by_isp)
+                    _Task(direction, layer, kind, by_isp, hours)
+                    for hours in sorted(d)
                     for layer in layer_ids
                     for kind in kinds
                     for by_isp in (False, True)
@@ -399,7 +418,7 @@ def _tables(
         return pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), pa.array([value]))
 
     cols = {
-        "layer": constant(task.layer),
+        "layer": constant(task.label),
         "kind": constant(task.kind),
         "period": pa.array(period_days[per_code[idx]], pa.int32()).cast(pa.date32()),
         "area": pa.DictionaryArray.from_arrays(
@@ -483,12 +502,18 @@ def apply_privacy(
         column = pc.dictionary_encode(stats.column(name).cast(pa.string())).combine_chunks()
         return column.indices.to_numpy().astype(np.int64), column.dictionary.to_pylist()
 
-    layer, _ = codes("layer")
+    layer, layer_labels = codes("layer")
     direction, _ = codes("direction")
     area, _ = codes("area")
     isp, isp_labels = codes("isp")
     kind, kind_labels = codes("kind")
-    group = (area * (int(layer.max()) + 1) + layer) * 2 + direction
+    # An evening twin's cells relate to its layer's: one group, the hours told apart.
+    bases = sorted({base_layer(label) for label in layer_labels})
+    base = np.array([bases.index(base_layer(label)) for label in layer_labels])[layer]
+    hours = np.array(
+        [privacy.EVENING if is_evening(label) else privacy.ALL_HOURS for label in layer_labels]
+    )[layer]
+    group = (area * len(bases) + base) * 2 + direction
     keys = {c: stats.column(c).cast(pa.string()) for c in KEY_COLUMNS}
     keys["period"] = stats.column("period")
     canonical = pc.sort_indices(
@@ -507,16 +532,65 @@ def apply_privacy(
         tests=stats.column("tests").to_numpy(),
         clients=stats.column("clients").to_numpy(),
         rank=rank,
+        hours=hours,
     )
+    cells = _with_rest_of_day(cells)
+    n = stats.num_rows
     released = None
     if sealed is not None:
         released = stats.column("published").to_numpy(zero_copy_only=False).astype(bool)
+        released = np.r_[released, np.zeros(len(cells.tests) - n, dtype=bool)]
+        sealed = np.r_[sealed, np.zeros(len(cells.tests) - n, dtype=bool)]
     published, complement = privacy.suppress(cells, min_tests, min_clients, sealed, released)
+    published, complement = published[:n], complement[:n]
     if sealed is not None:
-        complement |= sealed & stats.column("complement").to_numpy(zero_copy_only=False)
+        complement |= sealed[:n] & stats.column("complement").to_numpy(zero_copy_only=False)
     for name, flags in (("published", published), ("complement", complement)):
         stats = stats.set_column(stats.schema.get_field_index(name), name, pa.array(flags))
     return stats
+
+
+def _with_rest_of_day(cells: privacy.CellKeys) -> privacy.CellKeys:
+    """The cells, and after them the rest of the day of each cell of all hours in a
+    group with evening cells: its tests those of all hours less the evening's, its
+    clients a lower bound (those of all hours less the evening's; a client may test at
+    both times), which errs on the side of withholding."""
+    hours = cells.hours_codes()
+    evening = np.flatnonzero(hours == privacy.EVENING)
+    if not len(evening):
+        return cells
+    whole = np.flatnonzero(
+        (hours == privacy.ALL_HOURS) & np.isin(cells.group, np.unique(cells.group[evening]))
+    )
+    rows = np.r_[whole, evening]
+    ids, _ = privacy.group_index(
+        cells.group[rows], cells.isp[rows], cells.kind[rows], cells.period[rows]
+    )
+    evening_of = np.full(int(ids.max()) + 1, -1, np.int64)
+    evening_of[ids[len(whole) :]] = evening
+    match = evening_of[ids[: len(whole)]]
+    has = match >= 0
+    m = np.maximum(match, 0)
+    tests = cells.tests[whole] - np.where(has, cells.tests[m], 0)
+    clients = np.maximum(cells.clients[whole] - np.where(has, cells.clients[m], 0), 0)
+    if (tests < 0).any():
+        raise ValueError("an evening cell has more tests than its cell of all hours")
+
+    def more(column: np.ndarray, extra: np.ndarray) -> np.ndarray:
+        return np.r_[column, extra.astype(column.dtype, copy=False)]
+
+    return privacy.CellKeys(
+        group=more(cells.group, cells.group[whole]),
+        isp=more(cells.isp, cells.isp[whole]),
+        all_isp=cells.all_isp,
+        kind=more(cells.kind, cells.kind[whole]),
+        kinds=cells.kinds,
+        period=more(cells.period, cells.period[whole]),
+        tests=more(cells.tests, tests),
+        clients=more(cells.clients, clients),
+        rank=more(cells.rank, len(cells.rank) + cells.rank[whole]),
+        hours=more(hours, np.full(len(whole), privacy.REST_OF_DAY)),
+    )
 
 
 def _check_unique(keys: pa.Table, order: np.ndarray) -> None:
@@ -571,6 +645,7 @@ def cells_of_tests(
         list(config.share_rules),
         wanted=wanted,
         threads=config.aggregation.threads,
+        evening=config.evening,
     )
 
 

@@ -218,6 +218,54 @@ class Privacy(_Strict):
     )
 
 
+class Evening(_Strict):
+    """The evening hours, when networks are busiest (the BEAD challenge rules count the
+    tests taken from 7 to 11 pm local time): every cell is also published for the tests
+    of these hours alone, as the layer `{id}-evening` (piecewise.hours)."""
+
+    start: int = Field(19, ge=0, le=23, description="First hour, local time (19: from 19:00).")
+    end: int = Field(
+        23,
+        ge=0,
+        le=23,
+        description="Hour the evening ends, local time, not included (23: until 22:59:59); "
+        "may be after midnight (start = 22, end = 2).",
+    )
+    timezone: str = Field(
+        description="The region's time zone, an IANA name such as 'America/Los_Angeles' "
+        "(daylight saving time is followed).",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"time zone {v!r} is not an IANA name this machine knows "
+                "(such as 'America/Chicago'; see `timedatectl list-timezones`)"
+            ) from exc
+        return v
+
+    @model_validator(mode="after")
+    def _some_hours(self) -> Evening:
+        if self.start == self.end:
+            raise ValueError(f"evening start and end are both {self.start}: give the hours apart")
+        return self
+
+    @property
+    def hours(self) -> list[int]:
+        """The local hours of the evening, in order (start to end, wrapping at midnight)."""
+        return [(self.start + i) % 24 for i in range((self.end - self.start) % 24)]
+
+    def describe(self) -> dict:
+        """As `index.json` says it (docs/data.md)."""
+        return {"start": self.start, "end": self.end, "timezone": self.timezone}
+
+
 class ShareRule(_Strict):
     """What a test must reach to count in one of a cell's shares: a speed threshold
     (`[[thresholds]]`), or a use case (`[[use_cases]]`) with any of four limits. A
@@ -852,6 +900,7 @@ class Config(_Strict):
     privacy: Privacy = Field(default_factory=Privacy)
     thresholds: list[Threshold] = Field(default_factory=list)
     use_cases: list[UseCase] = Field(default_factory=list)
+    evening: Evening | None = None
     aggregation: Aggregation = Field(default_factory=Aggregation)
     stores: Stores
     source: SourceConfig
@@ -909,6 +958,15 @@ class Config(_Strict):
                     f"thresholds and use cases must have distinct {what}; repeated: "
                     f"{', '.join(dupes)}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _evening_engine(self) -> Config:
+        if self.evening is not None and self.aggregation.engine == "bigquery":
+            raise ValueError(
+                "evening hours are computed by the one-machine engine only: set "
+                'aggregation.engine = "duckdb", or remove [evening]'
+            )
         return self
 
     @property

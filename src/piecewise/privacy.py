@@ -129,7 +129,7 @@ class Relations:
         return rel, cell, coef
 
 
-def _group_index(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def group_index(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the id of its distinct tuple of `columns`, and the rows sorted by it."""
     order = np.lexsort(columns[::-1])
     if len(order) == 0:
@@ -170,7 +170,7 @@ def build_relations(cells: CellKeys) -> Relations:
     within = cells.within()
 
     # ISP relations: the `all` cell of (group, hours, kind, period) over its ISP cells.
-    key, _ = _group_index(within, cells.kind, cells.period)
+    key, _ = group_index(within, cells.kind, cells.period)
     is_all = cells.isp == cells.all_isp
     all_row = np.full(int(key.max()) + 1 if n else 0, -1, np.int64)
     all_row[key[is_all]] = rows[is_all]
@@ -191,7 +191,7 @@ def build_relations(cells: CellKeys) -> Relations:
         g = np.concatenate([within[coarse_rows], within[fine_rows]])
         i = np.concatenate([cells.isp[coarse_rows], cells.isp[fine_rows]])
         p = np.concatenate([cells.period[coarse_rows], starts])
-        ids, _ = _group_index(g, i, p)
+        ids, _ = group_index(g, i, p)
         owner = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, np.int64)
         owner[ids[: len(coarse_rows)]] = coarse_rows
         parent_of = owner[ids[len(coarse_rows) :]]
@@ -213,7 +213,7 @@ def build_relations(cells: CellKeys) -> Relations:
         i = np.concatenate([cells.isp[whole_rows], cells.isp[part_rows]])
         k = np.concatenate([cells.kind[whole_rows], cells.kind[part_rows]])
         p = np.concatenate([cells.period[whole_rows], cells.period[part_rows]])
-        ids, _ = _group_index(g, i, k, p)
+        ids, _ = group_index(g, i, k, p)
         owner = np.full(int(ids.max()) + 1, -1, np.int64)
         owner[ids[: len(whole_rows)]] = whole_rows
         parent_of = owner[ids[len(whole_rows) :]]

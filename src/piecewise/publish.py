@@ -37,6 +37,7 @@ from piecewise.cellfields import (
 from piecewise.config import Config, H3Layer
 from piecewise.dataset import DATASET_KEYS
 from piecewise.histogram import HistogramSpec
+from piecewise.hours import base_layer, evening_layer
 from piecewise.store import JSON_CONTENT_TYPE, Store, json_bytes
 from piecewise.tables import plain_strings, rows_equal
 from piecewise.tiles import LayerTiles, zoom_range
@@ -126,7 +127,7 @@ class Publisher:
         self, layer: str, table: pa.Table, shares: list[tuple[str, str]]
     ) -> list[dict]:
         """Published cells as JSON objects, floats rounded, NaN as null."""
-        area_layer = self.layers[layer]
+        area_layer = self.layers[base_layer(layer)]
         columns = _json_columns(table)
         # Each share object's columns by threshold label (None: a column this table
         # lacks, from a release before it existed).
@@ -319,7 +320,7 @@ class Publisher:
             "version": VERSION,
             "layer": layer,
             "area": area,
-            "name": self.layers[layer].name_of(area),
+            "name": self.layers[base_layer(layer)].name_of(area),
             "thresholds": share_labels,
             "kinds": kinds,
         }
@@ -331,7 +332,7 @@ class Publisher:
         """The areas of a layer's areas file: every area of a polygon layer, every H3
         cell with a released cell (published or not)."""
         ids = {a for a in released if a is not None}
-        area_layer = self.layers[layer]
+        area_layer = self.layers[base_layer(layer)]
         if not isinstance(area_layer, H3Areas):
             ids.update(area_layer.ids)
         return sorted(ids)
@@ -341,7 +342,7 @@ class Publisher:
         file: for an H3 layer, every cell ever released)."""
         from piecewise.geoip_refresh import tile_attribution  # reads a MaxMind file's metadata
 
-        area_layer = self.layers[layer]
+        area_layer = self.layers[base_layer(layer)]
         resolution = area_layer.layer.resolution if isinstance(area_layer, H3Areas) else None
         return LayerTiles(
             self.public,
@@ -358,7 +359,7 @@ class Publisher:
         """The layer's areas file, under a name of its own content (which the index
         names: a reader of an older index keeps finding the file it names) and under
         `{layer}.geojson`, the newest one."""
-        area_layer = self.layers[layer]
+        area_layer = self.layers[base_layer(layer)]
         geometry = area_layer.geometry(ids)
         features = [
             {
@@ -411,7 +412,20 @@ class Publisher:
                 "source_layer": layer.id,
                 "shapes": areas[layer.id].shapes if layer.id in areas else None,
             }
+            if self.config.evening is not None:
+                entry["evening"] = evening_layer(layer.id)
             layers.append(entry)
+        if self.config.evening is not None:
+            # Each layer's evening twin: its areas, shapes and tiles, numbers of its own.
+            for entry in list(layers):
+                twin = {key: value for key, value in entry.items() if key != "evening"}
+                twin.update(
+                    id=entry["evening"],
+                    name=f"{entry['name']}, evening hours",
+                    hours="evening",
+                    layer=entry["id"],
+                )
+                layers.append(twin)
         return {
             "version": VERSION,
             "generator": f"piecewise {__version__}",
@@ -430,6 +444,8 @@ class Publisher:
             "directions": ["download", "upload"],
             "metrics": METRICS,
             "thresholds": [t.describe() for t in self.config.share_rules],
+            # The evening hours each layer's evening twin counts (local time), if any.
+            "evening": self.config.evening.describe() if self.config.evening else None,
             "privacy": {
                 "min_tests": self.config.privacy.min_tests,
                 "min_clients": self.config.privacy.min_clients,

@@ -48,6 +48,7 @@ from piecewise.finality import (
     final_through,
     next_periods,
 )
+from piecewise.hours import base_layer, evening_layer, output_layers
 from piecewise.ingest import ingested_dates
 from piecewise.intervals import median_bounds, wilson
 from piecewise.ledger import Ledger, LedgerError, LedgerState, Release, SealBroken, SealedPeriod
@@ -113,7 +114,7 @@ def release_settings(config: Config) -> dict:
         "sampling": config.aggregation.sampling,
         "suppression": SUPPRESSION,
         "layers": [layer.id for layer in config.layers],
-    }
+    } | ({"evening": config.evening.describe()} if config.evening is not None else {})
 
 
 def _utc_now() -> dt.datetime:
@@ -375,6 +376,7 @@ def _tests_by_direction(
             layer_ids,
             directions=(direction,),
             threads=config.aggregation.threads,
+            times=config.evening is not None,
         )
         loaded.append(tests.num_rows)
         log.info("aggregating %d %s tests of %d dates", tests.num_rows, direction, len(dates))
@@ -399,13 +401,17 @@ def _decide(
     kinds: list[str],
     wanted: dict[str, set[dt.date]],
 ) -> pa.Table:
-    """The new cells of one layer with their decision, taken together with the sealed
-    cells of the same years and areas (the only ones they relate to)."""
-    new = stats.filter(pc.equal(stats.column("layer"), layer))
+    """The new cells of one layer and of its evening twin with their decision, taken
+    together with the sealed cells of the same years and areas (the only ones they
+    relate to)."""
+    mine = [layer, evening_layer(layer)]
+    new = stats.filter(pc.is_in(stats.column("layer"), pa.array(mine)))
     if new.num_rows == 0:
         return new
     years = {start.year for starts in wanted.values() for start in starts}
-    old_parts = ledger.layer_cells(layer, below=number, years=years)
+    old_parts = [
+        part for one in mine for part in ledger.layer_cells(one, below=number, years=years)
+    ]
     columns = [*KEYS, "tests", "clients", "published", "complement"]
     if old_parts:
         old = pa.concat_tables([t.select(columns) for t in old_parts], promote_options="permissive")
@@ -550,23 +556,29 @@ def _publish_files(
     previous = _published_index(stores)
     isps: set[str] = set()
     areas: dict[str, AreasFile] = {}
+    drawn: dict[str, list[str]] = {}  # the areas of each configured layer's file
     published: dict[str, pa.Table] = {}
     # The period, series, area and dataset files are made durable together, before the index
     # that lists them is written.
     with stores.public.synced_once():
-        for layer in config.layers:
-            mine = rows_equal(cells, "layer", layer.id)
-            mine_cube = rows_equal(cube, "layer", layer.id)
-            released = ledger.layer_cells(layer.id, below=release.number)
+        for layer_id in output_layers(config):
+            base = base_layer(layer_id)
+            mine = rows_equal(cells, "layer", layer_id)
+            mine_cube = rows_equal(cube, "layer", layer_id)
+            released = ledger.layer_cells(layer_id, below=release.number)
             everything = pa.concat_tables([*released, mine], promote_options="permissive")
-            ids = publisher.area_ids(layer.id, pc.unique(everything.column("area")).to_pylist())
-            tiles = publisher.layer_tiles(layer.id, ids, release.settings)
+            if layer_id == base:
+                ids = publisher.area_ids(layer_id, pc.unique(everything.column("area")).to_pylist())
+                drawn[layer_id] = ids
+            else:  # an evening twin: its layer's areas and shapes
+                ids = drawn[base]
+            tiles = publisher.layer_tiles(layer_id, ids, release.settings)
             starts = [(p.kind, p.start) for p in release.periods]
             # Every period the index lists has files in every layer, even one without a
             # cell there (a layer added after the period was released, say): empty ones.
-            starts += _without_files(publisher, layer.id, state, released)
+            starts += _without_files(publisher, layer_id, state, released)
             publisher.write_periods(
-                layer.id,
+                layer_id,
                 mine,
                 mine_cube,
                 starts=starts,
@@ -574,28 +586,31 @@ def _publish_files(
                 release=release.number,
                 tiles=tiles,
             )
-            if previous is not None and not _has_period_numbers(previous, layer.id):
+            if previous is not None and not _has_period_numbers(previous, layer_id):
                 # Published before the map's numbers were files of their own: made from
                 # the statistics files already public (nothing new is published).
                 for kind, start in sorted(state.sealed):
                     label = periods.label(kind, start)
-                    key = stats_key(layer.id, kind, label)
+                    key = stats_key(layer_id, kind, label)
                     if publisher.public.exists(key):
                         tiles.write(kind, label, publisher.public.read_json(key))
-            publisher.write_series(layer.id, everything)
-            areas[layer.id] = replace(
-                publisher.write_areas(layer.id, ids), shapes=tiles.write_shapes()
-            )
+            publisher.write_series(layer_id, everything)
+            if layer_id == base:
+                areas[layer_id] = replace(
+                    publisher.write_areas(layer_id, ids), shapes=tiles.write_shapes()
+                )
+            else:
+                areas[layer_id] = areas[base]
             shown = everything.filter(everything.column("published"))
             isps.update(pc.unique(shown.column("isp")).to_pylist())
-            published[layer.id] = shown
+            published[layer_id] = shown
             if lock is not None:
                 lock.refresh()  # a long release is not taken for a crashed one
         # Every cell published so far as one dataset (numbers already public).
         from piecewise.geoip_refresh import data_sources  # reads the MaxMind file's metadata
 
         shares = {t["column"]: t["label"] for t in release.settings["thresholds"]}
-        names = {layer: publisher.layers[layer].name_of for layer in published}
+        names = {layer: publisher.layers[base_layer(layer)].name_of for layer in published}
         write_dataset(
             stores.public,
             dataset_table(published, names, shares),
