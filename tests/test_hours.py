@@ -158,6 +158,6 @@ def test_the_bigquery_engine_with_evening_hours_is_refused_by_name() -> None:
         (Path(__file__).parent.parent / "piecewise.example.toml").read_text(encoding="utf-8")
     )
     assert data["evening"]["timezone"] == ZONE  # the example ships the evening
-    data["aggregation"]["engine"] = "bigquery"
+    data["aggregation"].update(engine="bigquery", dataset="piecewise")
     with pytest.raises(ValidationError, match=r"remove \[evening\]"):
         Config.model_validate(data)
