@@ -103,6 +103,9 @@ name = "Streaming"
 download = 25
 loss = 0.01
 
+[evening]
+timezone = "America/Los_Angeles"
+
 [stores]
 private = "file://private"
 public = "file://public"

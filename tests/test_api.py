@@ -548,13 +548,13 @@ def test_a_trailing_slash_is_the_same_endpoint(client: Client) -> None:
 
 def test_errors_list_what_is_allowed(client: Client, published: Published) -> None:
     body = error(client, "/v1/layers/nope/stats?period=2025", 404, "layer")
-    assert body["allowed"] == ["counties", "hex"]
+    assert body["allowed"] == ["counties", "hex", "counties-evening", "hex-evening"]
     body = error(client, "/v1/layers/counties/stats?period=2025&direction=x", 400, "direction")
     assert body["allowed"] == ["download", "upload", "both"]
     body = error(client, "/v1/layers/counties/stats?period=2025&isp=x", 404, "isp")
     assert body["allowed"] == ["all", *published.index["isps"]]
     body = error(client, "/v1/layers/counties/stats?period=2025&zz=1&yy=2", 400, "zz")
-    assert body["allowed"] == ["period", "isp", "direction", "format"]
+    assert body["allowed"] == ["hours", "period", "isp", "direction", "format"]
     assert "'zz'" in body["message"] and "'yy'" in body["message"]
 
 
@@ -1145,3 +1145,35 @@ kind = "synthetic"
     finally:
         stop_process(process)
         process.stdout.close()
+
+
+def test_hours_evening_reads_the_evening_twin(client: Client, published: Published) -> None:
+    period = published.index["periods"]["month"][-1]
+    twin = published.public.read_json(f"v1/stats/counties-evening/month/{period}.json")
+    whole = published.public.read_json(f"v1/stats/counties/month/{period}.json")
+
+    def medians(doc: dict) -> dict:
+        return {
+            c["area"]: c["median"]
+            for c in doc["cells"]
+            if c["isp"] == "all" and c["direction"] == "download"
+        }
+
+    url = f"/v1/layers/counties/stats?period={period}&direction=download"
+    evening = ok(client, url + "&hours=evening")
+    assert evening["layer"] == "counties-evening"
+    assert medians(evening) == medians(twin) != medians(whole)
+    assert ok(client, url + "&hours=all") == ok(client, url)
+    # The twin may be named as the layer itself.
+    assert (
+        ok(client, f"/v1/layers/counties-evening/stats?period={period}&direction=download")["cells"]
+        == evening["cells"]
+    )
+    body = error(client, url + "&hours=night", 400, "hours")
+    assert body["allowed"] == ["all", "evening"]
+    meta = ok(client, "/v1/meta")
+    assert meta["evening"] == {"start": 19, "end": 23, "timezone": "America/Los_Angeles"}
+    entries = {e["id"]: e for e in meta["layers"]}
+    assert entries["counties"]["evening"] == "counties-evening"
+    assert entries["counties-evening"]["hours"] == "evening"
+    assert entries["counties-evening"]["layer"] == "counties"

@@ -40,11 +40,13 @@ from piecewise.api.params import (
     parse_period,
     parse_quantiles,
 )
+from piecewise.hours import base_layer
 
 EXAMPLES = 100  # per operation and mode: about half a minute in all
 # A valid value of each parameter, for requests that must pass parsing.
 VALID = {
     "layer": "counties",
+    "hours": "evening",
     "area": "53033",
     "period": "2025-03",
     "isp": "all",
@@ -223,7 +225,9 @@ def with_real_names(case, rnd: random.Random, published: Published):
 
 @functools.cache
 def _area_ids(root: str, layer: str) -> list[str]:
-    features = json.loads((Path(root) / f"v1/areas/{layer}.geojson").read_text())["features"]
+    # An evening twin's areas are its layer's.
+    path = Path(root) / f"v1/areas/{base_layer(layer)}.geojson"
+    features = json.loads(path.read_text())["features"]
     return sorted(f["properties"]["id"] for f in features)
 
 

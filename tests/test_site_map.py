@@ -485,10 +485,41 @@ def test_a_use_case_is_a_measure_and_a_panel_row(page, site_server, index, month
     assert shown == f"{pct(cell['shares'][label])} ({pct(low)} to {pct(high)})"
 
 
+def test_the_evening_toggle_shows_the_evening_twin(page, site_server, index):
+    """Ticking "Evening hours only" colours the same areas with the evening's numbers
+    (the twin's files), keeps the choice in the URL, and the panel says whose."""
+    assert index["evening"]["start"] == 19
+    period = index["periods"]["month"][-1]
+    evening = site_server.public.read_json(f"v1/stats/counties-evening/month/{period}.json")
+    open_map(page, site_server, "layer=counties")
+    layers = page.locator("#layer option").all_inner_texts()
+    assert not any("evening" in name for name in layers)  # a toggle, not a layer
+    toggle = page.get_by_label("Evening hours only (7 pm to 11 pm)")
+    with page.expect_response(lambda r: "/tiles/counties-evening/month/" in r.url):
+        toggle.check()
+    wait_idle(page)
+    assert "hours=evening" in page.url
+    want = {
+        c["area"]: c["median"]
+        for c in evening["cells"]
+        if c["isp"] == "all" and c["direction"] == "download"
+    }
+    drawn = {f["id"]: f.get("download_median") for f in rendered(page)}
+    assert len(drawn) > 10 and all(drawn[a] == want.get(a) for a in drawn)
+    assert sum(v is not None for v in drawn.values()) > 3
+    cell = busiest(evening)
+    open_map(page, site_server, f"layer=counties&hours=evening&area={cell['area']}")
+    assert page.get_by_label("Evening hours only (7 pm to 11 pm)").is_checked()
+    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    assert "evening hours" in page.locator("#panel").inner_text()
+
+
 def test_the_area_list_selects_areas_from_the_keyboard(page, site_server, month_stats):
     open_map(page, site_server)
     isp_select = page.get_by_label("ISP", exact=True)
     isp_select.focus()
+    page.keyboard.press("Tab")  # the evening toggle, then the area list
+    assert page.evaluate("document.activeElement.id") == "evening"
     page.keyboard.press("Tab")
     picker = page.get_by_label("Find an area", exact=True)
     assert page.evaluate("document.activeElement.id") == "area-picker"

@@ -103,10 +103,25 @@ SCHEMAS: dict[str, dict] = {
                         "type": TEXT,
                         "areas": COUNT,
                         "resolution": {"type": "integer"},
+                        "evening": {
+                            "type": "string",
+                            "description": "The id of the layer's evening twin.",
+                        },
+                        "hours": {"type": "string", "enum": ["evening"]},
+                        "layer": {
+                            "type": "string",
+                            "description": "An evening twin's layer (`hours=evening` on "
+                            "that layer reads the twin).",
+                        },
                     },
                     required=["id", "name", "type", "areas"],
                 )
             ),
+            "evening": {
+                "type": ["object", "null"],
+                "description": "The evening hours of the evening twins: `start`, `end` "
+                "(hours, local time, `end` not included) and `timezone`; null when none.",
+            },
             "periods": {"type": "object", "additionalProperties": array(TEXT)},
             "isps": array(TEXT),
             "directions": array(DIRECTION),

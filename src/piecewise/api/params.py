@@ -19,6 +19,7 @@ from piecewise import periods
 from piecewise.api.errors import BadParameter
 from piecewise.cellfields import MEASURES
 from piecewise.histogram import BUCKETS
+from piecewise.hours import evening_layer
 
 DIRECTIONS = ("download", "upload")
 BOTH = "both"
@@ -311,13 +312,19 @@ def parse_request(endpoint: Endpoint, path_values: dict[str, str], args: Args) -
 # -- the endpoints ----------------------------------------------------------------------
 
 
+def _layer(path: dict[str, str], q: dict[str, str]) -> str:
+    """The layer a request reads: the path's, or its evening twin with `hours=evening`."""
+    hours = parse_choice(q.get("hours", "all"), "hours", HOURS)
+    return evening_layer(path["layer"]) if hours == "evening" else path["layer"]
+
+
 def _meta(path: dict[str, str], q: dict[str, str]) -> MetaQuery:
     return MetaQuery()
 
 
 def _stats(path: dict[str, str], q: dict[str, str]) -> StatsQuery:
     return StatsQuery(
-        layer=path["layer"],
+        layer=_layer(path, q),
         period=parse_period(q["period"]),
         isp=q.get("isp", ALL_ISPS),
         direction=parse_choice(q.get("direction", BOTH), "direction", [*DIRECTIONS, BOTH]),
@@ -327,7 +334,7 @@ def _stats(path: dict[str, str], q: dict[str, str]) -> StatsQuery:
 
 def _area(path: dict[str, str], q: dict[str, str]) -> AreaQuery:
     return AreaQuery(
-        layer=path["layer"],
+        layer=_layer(path, q),
         area=path["area"],
         period=parse_period(q["period"]),
         direction=parse_choice(q.get("direction", BOTH), "direction", [*DIRECTIONS, BOTH]),
@@ -340,7 +347,7 @@ def _series(path: dict[str, str], q: dict[str, str]) -> SeriesQuery:
     if start is not None and end is not None and end < start:
         raise BadParameter(f"end {end} is before start {start}", parameter="end")
     return SeriesQuery(
-        layer=path["layer"],
+        layer=_layer(path, q),
         area=path["area"],
         step=parse_choice(q["step"], "step", KINDS),
         start=start,
@@ -352,7 +359,7 @@ def _series(path: dict[str, str], q: dict[str, str]) -> SeriesQuery:
 
 def _histogram(path: dict[str, str], q: dict[str, str]) -> HistogramQuery:
     return HistogramQuery(
-        layer=path["layer"],
+        layer=_layer(path, q),
         area=q["area"],
         period=parse_period(q["period"]),
         isp=q.get("isp", ALL_ISPS),
@@ -367,7 +374,7 @@ def _range(path: dict[str, str], q: dict[str, str]) -> RangeQuery:
     if end < start:
         raise BadParameter(f"end {end} is before start {start}", parameter="end")
     return RangeQuery(
-        layer=path["layer"],
+        layer=_layer(path, q),
         start=start,
         end=end,
         areas=parse_names(q["areas"], "areas") if "areas" in q else None,
@@ -379,7 +386,7 @@ def _range(path: dict[str, str], q: dict[str, str]) -> RangeQuery:
 
 def _rankings(path: dict[str, str], q: dict[str, str]) -> RankingsQuery:
     return RankingsQuery(
-        layer=path["layer"],
+        layer=_layer(path, q),
         period=parse_period(q["period"]),
         measure=q.get("measure", "median"),  # checked against the publication's
         isp=q.get("isp", ALL_ISPS),
@@ -391,7 +398,7 @@ def _rankings(path: dict[str, str], q: dict[str, str]) -> RankingsQuery:
 
 def _compare(path: dict[str, str], q: dict[str, str]) -> CompareQuery:
     return CompareQuery(
-        layer=path["layer"],
+        layer=_layer(path, q),
         area=path["area"],
         period=parse_period(q["period"]),
         isp=q.get("isp", ALL_ISPS),
@@ -405,6 +412,14 @@ _LAYER = Param(
     {"type": "string", "minLength": 1},
     required=True,
     location="path",
+)
+HOURS = ("all", "evening")
+_HOURS = Param(
+    "hours",
+    "`all` (every test) or `evening`: the tests of the evening hours alone (19:00 to "
+    "23:00 local time by default; /v1/meta `evening`), the layer's evening twin. A 404 "
+    "where no evening hours are published.",
+    {"type": "string", "enum": list(HOURS), "default": "all"},
 )
 _AREA = Param(
     "area",
@@ -464,6 +479,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "JSON, GeoJSON (with the areas' shapes) or CSV.",
         (
             _LAYER,
+            _HOURS,
             _PERIOD,
             _ISP,
             _DIRECTION_BOTH,
@@ -481,7 +497,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/layers/<layer>/areas/<area>",
         "One area's cells for one period",
         "Every ISP's cells of the area side by side (`all` first); suppressed ISPs by name only.",
-        (_LAYER, _AREA, _PERIOD, _DIRECTION_BOTH),
+        (_LAYER, _HOURS, _AREA, _PERIOD, _DIRECTION_BOTH),
         _area,
     ),
     Endpoint(
@@ -492,6 +508,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "published period of the step), null where a cell is suppressed or has no tests.",
         (
             _LAYER,
+            _HOURS,
             _AREA,
             Param(
                 "step",
@@ -520,7 +537,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "The ISPs of one area side by side",
         "One entry per ISP (`all` first, then by published tests, most first) with its "
         "cells by direction; a suppressed cell is named, without numbers.",
-        (_LAYER, _AREA, _PERIOD, _DIRECTION_BOTH),
+        (_LAYER, _HOURS, _AREA, _PERIOD, _DIRECTION_BOTH),
         _area,
     ),
     Endpoint(
@@ -531,6 +548,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "optionally merged `coarse` buckets at a time.",
         (
             _LAYER,
+            _HOURS,
             Param(
                 "area",
                 "An area id of the layer.",
@@ -556,6 +574,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "relative error, merged from published cells only; `coverage` says which.",
         (
             _LAYER,
+            _HOURS,
             Param(
                 "start",
                 "First date (YYYY-MM-DD).",
@@ -602,6 +621,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Suppressed areas are listed by id only.",
         (
             _LAYER,
+            _HOURS,
             _PERIOD,
             Param(
                 "measure",
@@ -633,7 +653,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "of the layer for the period, merged from histograms as `range` merges them), "
         "whether their medians' 95 % intervals tell them apart, and the area's rank "
         "by median among the layer's areas.",
-        (_LAYER, _AREA, _PERIOD, _ISP, _DIRECTION_ONE),
+        (_LAYER, _HOURS, _AREA, _PERIOD, _ISP, _DIRECTION_ONE),
         _compare,
     ),
     Endpoint(

@@ -38,6 +38,7 @@ from piecewise.api.reader import (
 )
 from piecewise.cellfields import SHARE_ENDINGS, SHARE_OBJECTS
 from piecewise.histogram import BUCKETS, LOW, RATIO
+from piecewise.hours import base_layer, evening_layer, is_evening
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,12 @@ class Limits:
 
 def layer_of(snap: Snapshot, layer: str) -> LayerInfo:
     info = snap.layers.get(layer)
+    if info is None and is_evening(layer) and base_layer(layer) in snap.layers:
+        raise NotFound(
+            f"layer {base_layer(layer)} has no evening hours published (see /v1/meta `evening`)",
+            parameter="hours",
+            allowed=["all"],
+        )
     if info is None:
         raise NotFound(f"no layer {layer[:100]!r}", parameter="layer", allowed=list(snap.layers))
     return info
@@ -129,6 +136,10 @@ def meta(snap: Snapshot) -> dict:
         entry: dict = {"id": info.id, "name": info.name, "type": info.type, "areas": info.areas}
         if info.resolution is not None:
             entry["resolution"] = info.resolution
+        if is_evening(info.id):
+            entry.update(hours="evening", layer=base_layer(info.id))
+        elif evening_layer(info.id) in snap.layers:
+            entry["evening"] = evening_layer(info.id)
         layers.append(entry)
     return {
         "version": 1,
@@ -143,6 +154,7 @@ def meta(snap: Snapshot) -> dict:
         "directions": list(DIRECTIONS),
         "metrics": index.get("metrics") or {},
         "thresholds": snap.thresholds,
+        "evening": index.get("evening"),
         "privacy": index.get("privacy") or {},
         "histogram": index["histogram"],
         "sampling": index.get("sampling"),

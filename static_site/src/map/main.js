@@ -74,6 +74,9 @@ function noData(message) {
 // -- helpers --------------------------------------------------------------------------
 
 const layerInfo = (id = state.layer) => index.layers.find((l) => l.id === id);
+/** The layer whose numbers are shown: the chosen one, or its evening twin (same areas). */
+const dataLayer = (s = state) => (s.hours === "evening" && layerInfo(s.layer)?.evening) || s.layer;
+const dataLayerName = (s = state) => layerInfo(dataLayer(s))?.name || layerInfo(s.layer).name;
 const metricInfo = (id = state.metric) => metrics.find((m) => m.id === id);
 const ispLabel = (isp) => (isp === "all" ? "all ISPs" : isp);
 
@@ -85,14 +88,27 @@ function shapesUrl(s = state) {
 /** The numbers of a layer's period, joined to its shapes. */
 function numbersUrl(s = state) {
   const template = index.paths?.tiles || "v1/tiles/{layer}/{kind}/{period}.json";
-  const path = template.replace("{layer}", s.layer).replace("{kind}", s.kind).replace("{period}", s.period);
+  const path = template.replace("{layer}", dataLayer(s)).replace("{kind}", s.kind).replace("{period}", s.period);
   return new URL(path, config.dataBase).href;
 }
 
-const numbersKey = (s = state) => `${s.layer}/${s.kind}/${s.period}`;
+const numbersKey = (s = state) => `${dataLayer(s)}/${s.kind}/${s.period}`;
 
 function apiUrl(path, params) {
   return apiUrlOf(config, path, params);
+}
+
+/** "evening hours (7 pm to 11 pm)", from the index. */
+function eveningText() {
+  const { start, end } = index.evening;
+  return `evening hours (${clock(start)} to ${clock(end)})`;
+}
+
+/** An hour as people say it: 19 -> "7 pm", 0 -> "midnight". */
+function clock(hour) {
+  if (hour === 0) return "midnight";
+  if (hour === 12) return "noon";
+  return hour < 12 ? `${hour} am` : `${hour - 12} pm`;
 }
 
 function escapeHtml(text) {
@@ -317,7 +333,7 @@ async function createMap() {
   map.on("idle", () => {
     if (loadingNumbers || shownNumbers !== numbersKey()) return; // the period's numbers are on their way
     document.body.dataset.mapState = "idle";
-    if (!areaLists.has(`${state.layer}/${state.period}`)) loadAreaList();
+    if (!areaLists.has(`${dataLayer()}/${state.period}`)) loadAreaList();
   });
   map.on("movestart", () => {
     document.body.dataset.mapState = "loading";
@@ -426,7 +442,7 @@ function describeMap() {
   const canvas = map.getCanvas();
   canvas.setAttribute(
     "aria-label",
-    `Map of ${metricInfo().label.toLowerCase()} (${state.direction}) by ${layerInfo().name.toLowerCase()}, ${periodLabel(state.period)}, ${ispLabel(state.isp)}`,
+    `Map of ${metricInfo().label.toLowerCase()} (${state.direction}) by ${dataLayerName().toLowerCase()}, ${periodLabel(state.period)}, ${ispLabel(state.isp)}`,
   );
   canvas.setAttribute("aria-describedby", "map-help");
 }
@@ -447,18 +463,19 @@ function applyState(prev) {
       updateSelection();
       loadNumbers();
     }
-    if (!areaLists.has(`${state.layer}/${state.period}`)) loadAreaList();
+    if (!areaLists.has(`${dataLayer()}/${state.period}`)) loadAreaList();
     else fillAreaPicker();
   }
-  const panelKeys = ["layer", "kind", "period", "isp", "direction", "area"];
+  const panelKeys = ["layer", "hours", "kind", "period", "isp", "direction", "area"];
   if (!state.area) panel.close();
   else if (!prev || panelKeys.some((k) => prev[k] !== state[k]) || !panel.isOpen) openPanel();
 }
 
 function openPanel(name) {
   panel.open({
-    layer: state.layer,
-    layerName: layerInfo().name,
+    layer: dataLayer(),
+    layerName: dataLayerName(),
+    hours: dataLayer() === state.layer ? null : eveningText(),
     area: state.area,
     name: name || areaName(state.area),
     kind: state.kind,
@@ -470,7 +487,7 @@ function openPanel(name) {
 }
 
 function areaName(id) {
-  const list = areaLists.get(`${state.layer}/${state.period}`);
+  const list = areaLists.get(`${dataLayer()}/${state.period}`);
   return list?.find((a) => a.id === id)?.name || id;
 }
 
@@ -515,7 +532,7 @@ function options(select, items) {
 function buildControls() {
   options(
     $("layer"),
-    index.layers.map((l) => [l.id, l.name || l.id]),
+    index.layers.filter((l) => !l.hours).map((l) => [l.id, l.name || l.id]),
   );
   options(
     $("metric"),
@@ -530,6 +547,14 @@ function buildControls() {
   for (const id of ["layer", "metric", "direction", "kind", "period", "isp", "area-picker"]) $(id).disabled = false;
 
   $("layer").addEventListener("change", (e) => commit({ layer: e.target.value, area: null }));
+  if (index.evening) {
+    const { start, end } = index.evening;
+    $("evening-label").textContent = `Evening hours only (${clock(start)} to ${clock(end)})`;
+    $("evening-help").textContent = `Only the tests taken from ${clock(start)} to ${clock(end)} local time (${index.evening.timezone}), when networks are busiest.`;
+    $("hours-field").hidden = false;
+    $("evening").disabled = false;
+    $("evening").addEventListener("change", (e) => commit({ hours: e.target.checked ? "evening" : "all" }));
+  }
   $("metric").addEventListener("change", (e) => commit({ metric: e.target.value }));
   $("direction").addEventListener("change", (e) => commit({ direction: e.target.value }));
   $("isp").addEventListener("change", (e) => commit({ isp: e.target.value }));
@@ -581,6 +606,7 @@ function setDrawer(open) {
 
 function syncControls() {
   $("layer").value = state.layer;
+  $("evening").checked = state.hours === "evening";
   $("metric").value = state.metric;
   $("direction").value = state.direction;
   $("kind").value = state.kind;
@@ -603,11 +629,11 @@ function syncControls() {
 }
 
 async function loadAreaList() {
-  const key = `${state.layer}/${state.period}`;
+  const key = `${dataLayer()}/${state.period}`;
   if (areaLists.has(key)) return fillAreaPicker();
   areaLists.set(key, null);
   try {
-    const doc = await fetchJson(apiUrl(`layers/${encodeURIComponent(state.layer)}/stats`, { period: state.period, isp: "all", direction: "download" }));
+    const doc = await fetchJson(apiUrl(`layers/${encodeURIComponent(dataLayer())}/stats`, { period: state.period, isp: "all", direction: "download" }));
     const seen = new Map();
     for (const c of [...(doc.cells || []), ...(doc.suppressed || [])]) seen.set(c.area, c.name || c.area);
     const list = [...seen].map(([id, name]) => ({ id, name })).sort((a, b) => a.name.localeCompare(b.name, "en", { numeric: true }));
@@ -621,15 +647,15 @@ async function loadAreaList() {
 }
 
 function fillAreaPicker() {
-  const list = areaLists.get(`${state.layer}/${state.period}`);
+  const list = areaLists.get(`${dataLayer()}/${state.period}`);
   if (!list) return;
   const picker = $("area-picker");
-  if (picker.dataset.key === `${state.layer}/${state.period}`) {
+  if (picker.dataset.key === `${dataLayer()}/${state.period}`) {
     picker.value = state.area || "";
     return;
   }
   options(picker, [["", "Choose an area…"], ...list.map((a) => [a.id, a.name === a.id ? a.id : a.name])]);
-  picker.dataset.key = `${state.layer}/${state.period}`;
+  picker.dataset.key = `${dataLayer()}/${state.period}`;
   syncControls();
 }
 
@@ -686,10 +712,10 @@ function updateZoomNote() {
 
 function updateLinks() {
   const csv = $("csv-link");
-  csv.href = apiUrl(`layers/${encodeURIComponent(state.layer)}/stats`, { period: state.period, isp: state.isp, format: "csv" });
-  csv.setAttribute("download", `${state.layer}-${state.period}-${state.isp === "all" ? "all" : state.isp.replace(/[^\w.-]+/g, "_")}.csv`);
-  csv.setAttribute("aria-label", `Download CSV of ${layerInfo().name.toLowerCase()}, ${periodLabel(state.period)}, ${ispLabel(state.isp)}`);
-  const q = new URLSearchParams({ layer: state.layer, kind: state.kind, period: state.period, isp: state.isp, direction: state.direction });
+  csv.href = apiUrl(`layers/${encodeURIComponent(dataLayer())}/stats`, { period: state.period, isp: state.isp, format: "csv" });
+  csv.setAttribute("download", `${dataLayer()}-${state.period}-${state.isp === "all" ? "all" : state.isp.replace(/[^\w.-]+/g, "_")}.csv`);
+  csv.setAttribute("aria-label", `Download CSV of ${dataLayerName().toLowerCase()}, ${periodLabel(state.period)}, ${ispLabel(state.isp)}`);
+  const q = new URLSearchParams({ layer: dataLayer(), kind: state.kind, period: state.period, isp: state.isp, direction: state.direction });
   $("table-link").href = `table?${q}`;
 }
 

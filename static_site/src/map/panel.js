@@ -93,7 +93,8 @@ export class Panel {
     this.chart = null;
   }
 
-  /** Shows an area: `params` has layer, layerName, area, name, kind, period, isp, direction. */
+  /** Shows an area: `params` has layer, layerName, area, name, kind, period, isp, direction,
+   * and `hours` (how to say the evening hours, when the layer is an evening twin). */
   async open(params) {
     this.controller?.abort();
     const controller = new AbortController();
@@ -158,7 +159,8 @@ export class Panel {
     q("#panel-title").textContent = name;
     const entry = (doc.isps || []).find((e) => e.isp === p.isp);
     const ispText = p.isp === "all" ? "all ISPs" : p.isp;
-    const where = `${name}, ${periodLabel(p.period)}, ${ispText}`;
+    const when = p.hours ? `${periodLabel(p.period)}, ${p.hours}` : periodLabel(p.period);
+    const where = `${name}, ${when}, ${ispText}`;
 
     // Numbers for the chosen ISP, both directions.
     if (!entry) {

@@ -2,7 +2,7 @@
 // can be shared and restored. Control changes push a history entry; map moves replace
 // the current one.
 
-const ORDER = ["layer", "metric", "direction", "kind", "period", "isp", "area", "map"];
+const ORDER = ["layer", "hours", "metric", "direction", "kind", "period", "isp", "area", "map"];
 const KIND_PREFERENCE = ["month", "quarter", "year", "day"];
 
 /** The raw values in the current hash. */
@@ -39,7 +39,8 @@ export function formatView(map) {
  * to a default (the first layer, median download, the newest month, all ISPs).
  */
 export function normalise(raw, index, metrics) {
-  const layers = (index.layers || []).map((l) => l.id);
+  // Evening twins are shown through `hours`, not as layers of their own.
+  const layers = (index.layers || []).filter((l) => !l.hours).map((l) => l.id);
   const kinds = Object.keys(index.periods || {}).filter((k) => (index.periods[k] || []).length);
   const pick = (value, allowed, fallback) => (allowed.includes(value) ? value : fallback);
   const layer = pick(raw.layer, layers, layers[0]);
@@ -52,7 +53,8 @@ export function normalise(raw, index, metrics) {
   const isp = pick(raw.isp, ["all", ...(index.isps || [])], "all");
   const area = raw.area && /^[^_][^\s/]*$/.test(raw.area) ? raw.area : null;
   const view = parseView(raw.map);
-  return { layer, metric, direction, kind, period, isp, area, view: view ? raw.map : null };
+  const hours = index.evening && raw.hours === "evening" ? "evening" : "all";
+  return { layer, hours, metric, direction, kind, period, isp, area, view: view ? raw.map : null };
 }
 
 export function toHash(state) {
