@@ -229,13 +229,10 @@ def _period_end(kind: str, start: int) -> int:
     return (periods.end_of(kind, first) - EPOCH).days
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_releases_day_after_day_never_reveal_a_failing_cell_together(seed: int) -> None:
-    """Each day, the periods that ended are released, decided against the cells of
-    every earlier release (sealed); what all releases publish together determines no
-    failing cell, and no release changes an earlier decision."""
-    rng = np.random.default_rng(seed)
-    cells = random_cells(seed, days=80, rate=float(rng.uniform(3, 25)), isps=4)
+def released_day_by_day(cells: CellKeys) -> np.ndarray:
+    """What releases publish together when, each day, the periods that ended are
+    decided against every earlier release's cells (sealed); no release may change an
+    earlier decision."""
     ends = np.array(
         [_period_end(KINDS[k], p) for k, p in zip(cells.kind, cells.period, strict=True)]
     )
@@ -249,6 +246,17 @@ def test_releases_day_after_day_never_reveal_a_failing_cell_together(seed: int) 
         published[rows] = flags
         decided[rows] = True
     assert decided.all()
+    return published
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_releases_day_after_day_never_reveal_a_failing_cell_together(seed: int) -> None:
+    """Each day, the periods that ended are released, decided against the cells of
+    every earlier release (sealed); what all releases publish together determines no
+    failing cell, and no release changes an earlier decision."""
+    rng = np.random.default_rng(seed)
+    cells = random_cells(seed, days=80, rate=float(rng.uniform(3, 25)), isps=4)
+    published = released_day_by_day(cells)
     passes = (cells.tests >= MIN_TESTS) & (cells.clients >= MIN_CLIENTS)
     assert not (published & ~passes).any()
     assert not (leaf_rank_determined(cells, published) & ~passes).any()
@@ -368,18 +376,7 @@ def test_releases_with_hours_day_after_day_never_reveal_a_failing_cell(seed: int
     cells = random_cells(
         seed, days=70, rate=float(rng.uniform(3, 25)), isps=3, evening=float(rng.uniform(0.2, 0.6))
     )
-    ends = np.array(
-        [_period_end(KINDS[k], p) for k, p in zip(cells.kind, cells.period, strict=True)]
-    )
-    published = np.zeros(len(ends), dtype=bool)
-    decided = np.zeros(len(ends), dtype=bool)
-    for today in np.unique(ends).tolist():
-        rows = np.flatnonzero(ends <= today)
-        sub = _subset(cells, rows)
-        flags, _ = suppress(sub, MIN_TESTS, MIN_CLIENTS, decided[rows], published[rows])
-        assert (flags[decided[rows]] == published[rows][decided[rows]]).all()
-        published[rows] = flags
-        decided[rows] = True
+    published = released_day_by_day(cells)
     failing = failing_groups(cells)
     assert not (published & failing).any()
     assert not (leaf_rank_determined(cells, published) & failing).any()
