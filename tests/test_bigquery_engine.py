@@ -31,6 +31,7 @@ from piecewise.clients import network_keyed  # noqa: E402
 from piecewise.config import Config, ConfigError, parse_config  # noqa: E402
 from piecewise.engines import cells_sql  # noqa: E402
 from piecewise.engines.bigquery import BigQueryEngine  # noqa: E402
+from piecewise.hours import hour_layers, in_evening, output_layers  # noqa: E402
 from piecewise.ingest import tests_key as file_of  # noqa: E402
 from piecewise.pipeline import Stores, run_aggregate, run_ingest  # noqa: E402
 from piecewise.schema import area_column  # noqa: E402
@@ -66,11 +67,11 @@ def emulator() -> Iterator[BigQueryEmulator]:
 @pytest.fixture(scope="module")
 def enriched(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Input:
     tmp = tmp_path_factory.mktemp("bq-engine")
-    # The evening hours are the one-machine engine's only (config check says so).
-    config = pipeline_config(tmp, demo_data).model_copy(update={"evening": None})
+    config = pipeline_config(tmp, demo_data)
+    assert config.evening is not None  # the evening twins are compared too
     dates = run_ingest(config, START, END, progress=False).dates
     layers = [layer.id for layer in config.layers]
-    tests = load_tests(Stores.of(config).private, dates, layers)
+    tests = load_tests(Stores.of(config).private, dates, layers, times=True)
     return Input(config, tests, sorted(dates), tmp)
 
 
@@ -123,8 +124,10 @@ def assert_same_cells(a: tuple[pa.Table, pa.Table], b: tuple[pa.Table, pa.Table]
 def test_the_definition_in_duckdb_equals_the_one_machine_engine(enriched: Input) -> None:
     layers = [layer.id for layer in enriched.config.layers]
     kinds, thresholds = list(enriched.config.periods.kinds), list(enriched.config.share_rules)
-    one_machine = compute_cells([enriched.tests], layers, kinds, thresholds)
-    definition = cells_sql.run_in_duckdb(enriched.tests, layers, kinds, thresholds)
+    evening = enriched.config.evening
+    one_machine = compute_cells([enriched.tests], layers, kinds, thresholds, evening=evening)
+    definition = cells_sql.run_in_duckdb(enriched.tests, layers, kinds, thresholds, evening)
+    assert pc.sum(pc.equal(definition[0].column("layer"), "counties-evening")).as_py() > 0
     assert_same_cells(one_machine, definition)
     # DuckDB computes the file's percentiles exactly, as the one-machine engine does.
     sa, sb = keyed(one_machine[0]), keyed(definition[0])
@@ -145,15 +148,20 @@ def cell_values(data: Input) -> dict[tuple, dict[str, np.ndarray]]:
     direction = tests.column("direction").cast(pa.string()).to_pylist()
     isp = tests.column("isp").cast(pa.string()).to_pylist()
     rows: dict[tuple, list[int]] = {}
-    for layer in data.config.layers:
-        area = tests.column(area_column(layer.id)).cast(pa.string()).to_pylist()
+    evening = data.config.evening
+    in_hours = in_evening(tests.column("test_time"), evening) if evening else None
+    layer_ids = [layer.id for layer in data.config.layers]
+    for label, layer, evening_only in hour_layers(layer_ids, evening):
+        area = tests.column(area_column(layer)).cast(pa.string()).to_pylist()
         for kind in data.config.periods.kinds:
             starts = [
                 periods.start_of(kind, dt.date(1970, 1, 1) + dt.timedelta(int(d))) for d in days
             ]
             for i in range(tests.num_rows):
+                if evening_only and not in_hours[i]:
+                    continue
                 for who in (isp[i], ALL_ISPS):
-                    key = (layer.id, kind, starts[i].isoformat(), area[i], who, direction[i])
+                    key = (label, kind, starts[i].isoformat(), area[i], who, direction[i])
                     rows.setdefault(key, []).append(i)
     out = {}
     for key, idx in rows.items():
@@ -196,10 +204,11 @@ def test_bigquery_engine_equals_the_one_machine_engine(
     in_bigquery = engine.cells(enriched.dates, kinds, thresholds)
     # Both count a client by its network (piecewise.clients), the engine as it loads.
     keyed_tests = network_keyed(enriched.tests)
-    one_machine = compute_cells([keyed_tests], layers, kinds, thresholds)
+    evening = config.evening
+    one_machine = compute_cells([keyed_tests], layers, kinds, thresholds, evening=evening)
     assert_same_cells(one_machine, in_bigquery)
     # The tests too roughly located to count (sql/coarse_counts.sql, run by both).
-    coarse = cells_sql.coarse_in_duckdb(keyed_tests, layers, kinds)
+    coarse = cells_sql.coarse_in_duckdb(keyed_tests, layers, kinds, evening=evening)
     expected = keyed(cells_sql.with_coarse(one_machine[0], coarse))
     assert pc.sum(expected.column("coarse")).as_py() > 0
     assert keyed(in_bigquery[0]).column("coarse").equals(expected.column("coarse"))
@@ -224,7 +233,7 @@ def test_bigquery_engine_keeps_the_tests_the_one_machine_engine_keeps(
     in_bigquery = engine.cells(enriched.dates, kinds, thresholds)
     sampled = apply_sampling(network_keyed(enriched.tests), "one_per_client_day")
     assert sampled.num_rows < enriched.tests.num_rows
-    one_machine = compute_cells([sampled], layers, kinds, thresholds)
+    one_machine = compute_cells([sampled], layers, kinds, thresholds, evening=config.evening)
     assert_same_cells(one_machine, in_bigquery)
 
 
@@ -298,9 +307,10 @@ def test_dry_run_estimates_every_query(enriched: Input, emulator: BigQueryEmulat
     engine.ensure_table()
     kinds = list(enriched.config.periods.kinds)
     estimates = engine.estimate(enriched.dates, kinds, list(enriched.config.share_rules))
+    # Each layer's, then each evening twin's.
     assert [(e.layer, e.kind) for e in estimates] == [
-        (layer.id, name)
-        for layer in enriched.config.layers
+        (layer, name)
+        for layer in output_layers(enriched.config)
         for kind in kinds
         for name in (kind, f"{kind} coarse")
     ]
@@ -321,7 +331,8 @@ def test_cli_dry_run_prints_every_query_and_creates_nothing(
     assert _aggregate_dry_run(config) == 0
     lines = capsys.readouterr().out.splitlines()
     kinds = list(config.periods.kinds)
-    assert len(lines) == len(config.layers) * len(kinds) * 2 + 1  # cells and coarse counts
+    # Cells and coarse counts of each layer and evening twin, then the total.
+    assert len(lines) == len(output_layers(config)) * len(kinds) * 2 + 1
     assert all("bytes" in line and "$" in line for line in lines[:-1])
     assert "GiB" in lines[-1] and "$" in lines[-1]
     # The next release covers the dates from periods.start on.

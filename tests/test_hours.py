@@ -146,18 +146,3 @@ def test_no_published_pair_leaves_a_small_rest_of_the_day(seed: int) -> None:
         known = [o for o in others if o is not None]
         left = cell["tests"] - sum(o["tests"] for o in known)
         assert left == 0 or left >= 30
-
-
-def test_the_bigquery_engine_with_evening_hours_is_refused_by_name() -> None:
-    import tomllib
-    from pathlib import Path
-
-    from piecewise.config import Config
-
-    data = tomllib.loads(
-        (Path(__file__).parent.parent / "piecewise.example.toml").read_text(encoding="utf-8")
-    )
-    assert data["evening"]["timezone"] == ZONE  # the example ships the evening
-    data["aggregation"].update(engine="bigquery", dataset="piecewise")
-    with pytest.raises(ValidationError, match=r"remove \[evening\]"):
-        Config.model_validate(data)

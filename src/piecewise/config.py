@@ -960,15 +960,6 @@ class Config(_Strict):
                 )
         return self
 
-    @model_validator(mode="after")
-    def _evening_engine(self) -> Config:
-        if self.evening is not None and self.aggregation.engine == "bigquery":
-            raise ValueError(
-                "evening hours are computed by the one-machine engine only: set "
-                'aggregation.engine = "duckdb", or remove [evening]'
-            )
-        return self
-
     @property
     def share_rules(self) -> list[ShareRule]:
         """Every share a cell publishes: the speed thresholds, then the use cases."""

@@ -40,6 +40,15 @@ def output_layers(config: Config) -> list[str]:
     return ids + ([evening_layer(i) for i in ids] if config.evening is not None else [])
 
 
+def hour_layers(layer_ids: list[str], evening: Evening | None) -> list[tuple[str, str, bool]]:
+    """(the layer cells are of, the configured layer whose areas group them, whether
+    only the evening's tests count) for each layer, then for each evening twin."""
+    out = [(i, i, False) for i in layer_ids]
+    if evening is not None:
+        out += [(evening_layer(i), i, True) for i in layer_ids]
+    return out
+
+
 def in_evening(test_time: pa.ChunkedArray | pa.Array, evening: Evening) -> np.ndarray:
     """Whether each test was taken in the evening hours, local time (a test without a
     time was not)."""

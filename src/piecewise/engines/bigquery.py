@@ -24,8 +24,9 @@ import pyarrow as pa
 
 from piecewise.aggregate import TEST_COLUMNS
 from piecewise.clients import network_keyed
-from piecewise.config import Config, ShareRule
+from piecewise.config import Config, Evening, ShareRule
 from piecewise.engines import cells_sql
+from piecewise.hours import hour_layers
 from piecewise.ingest import tests_key
 from piecewise.sampling import with_pick
 from piecewise.schema import DIRECTIONS, area_column, enriched_schema, rough_column
@@ -42,6 +43,7 @@ _BQ_TYPES = {
     pa.date32(): "DATE",
     pa.float64(): "FLOAT64",
     pa.int64(): "INT64",
+    pa.timestamp("us", tz="UTC"): "TIMESTAMP",
 }
 
 
@@ -65,9 +67,11 @@ class BigQueryEngine:
         maximum_bytes_billed: int,
         price_per_tib: float = 6.25,
         sampling: str = "all",
+        evening: Evening | None = None,
     ) -> None:
         self.client = client
         self.sampling = sampling
+        self.evening = evening
         self.dataset = f"{client.project}.{dataset}"
         self.table = f"{self.dataset}.{TABLE}"
         self.staging = f"{self.dataset}.{STAGING}"
@@ -76,6 +80,7 @@ class BigQueryEngine:
         self.price_per_tib = price_per_tib
         self.columns = (
             TEST_COLUMNS
+            + (["test_time"] if evening is not None else [])
             + [area_column(i) for i in self.layer_ids]
             + [rough_column(i) for i in self.layer_ids]
         )
@@ -103,6 +108,7 @@ class BigQueryEngine:
             maximum_bytes_billed=agg.maximum_bytes_billed,
             price_per_tib=agg.price_per_tib,
             sampling=agg.sampling,
+            evening=config.evening,
         )
 
     # -- loading ---------------------------------------------------------------------
@@ -197,11 +203,14 @@ class BigQueryEngine:
         thresholds: list[ShareRule],
         dry_run: bool,
         sql: str,
+        evening_only: bool = False,
     ):
         from google.cloud import bigquery
 
         params = []
-        params_of = cells_sql.parameters(kind, dates, thresholds, self.sampling)
+        params_of = cells_sql.parameters(
+            kind, dates, thresholds, self.sampling, self.evening, evening_only
+        )
         for name, (kind_of, value) in params_of.items():
             if f"@{name}" not in sql:
                 continue  # each query names only what it uses
@@ -217,13 +226,14 @@ class BigQueryEngine:
         )
 
     def _queries(self, kinds: list[str], thresholds: list[ShareRule]):
-        """(what, layer, kind, sql): the cells, then the coarse counts, of each layer."""
-        for layer in self.layer_ids:
+        """(what, layer, kind, sql, evening only): the cells, then the coarse counts, of
+        each layer, then of each evening twin."""
+        for label, layer, evening_only in hour_layers(self.layer_ids, self.evening):
             cells = cells_sql.bigquery_sql(f"`{self.table}`", layer, thresholds)
             coarse = cells_sql.coarse_sql(f"`{self.table}`", layer)
             for kind in kinds:
-                yield "cells", layer, kind, cells
-                yield "coarse", layer, kind, coarse
+                yield "cells", label, kind, cells, evening_only
+                yield "coarse", label, kind, coarse, evening_only
 
     def _run(self, sql: str, config) -> pa.Table:
         job = _call(lambda: self.client.query(sql, job_config=config))
@@ -234,8 +244,8 @@ class BigQueryEngine:
     ) -> tuple[pa.Table, pa.Table]:
         """The (stats, hist) tables of every period of `dates` (loaded before)."""
         parts: dict[str, list] = {"cells": [], "coarse": []}
-        for what, layer, kind, sql in self._queries(kinds, thresholds):
-            config = self._job_config(kind, dates, thresholds, dry_run=False, sql=sql)
+        for what, layer, kind, sql, evening_only in self._queries(kinds, thresholds):
+            config = self._job_config(kind, dates, thresholds, False, sql, evening_only)
             parts[what].append((layer, kind, self._run(sql, config)))
         stats, hist = cells_sql.cell_tables(parts["cells"], thresholds)
         return cells_sql.with_coarse(stats, cells_sql.coarse_table(parts["coarse"])), hist
@@ -245,8 +255,8 @@ class BigQueryEngine:
     ) -> list[QueryEstimate]:
         """Dry-run every aggregation query against the table as loaded now."""
         out = []
-        for what, layer, kind, sql in self._queries(kinds, thresholds):
-            config = self._job_config(kind, dates, thresholds, dry_run=True, sql=sql)
+        for what, layer, kind, sql, evening_only in self._queries(kinds, thresholds):
+            config = self._job_config(kind, dates, thresholds, True, sql, evening_only)
             job = _call(lambda sql=sql, config=config: self.client.query(sql, job_config=config))
             scanned = int(job.total_bytes_processed or 0)
             label = kind if what == "cells" else f"{kind} coarse"

@@ -28,8 +28,9 @@ from sqlglot import exp
 from piecewise.aggregate import HIST_SCHEMA, cell_schema
 from piecewise.areas import PSEUDO_AREAS
 from piecewise.cellfields import MEASURES
-from piecewise.config import RESERVED_ISP, ShareRule
+from piecewise.config import RESERVED_ISP, Evening, ShareRule
 from piecewise.histogram import BUCKETS, LOW, RATIO
+from piecewise.hours import hour_layers
 from piecewise.schema import area_column, rough_column
 from piecewise.tables import plain_strings
 
@@ -133,9 +134,14 @@ def with_coarse(stats: pa.Table, coarse: pa.Table) -> pa.Table:
 
 
 def coarse_in_duckdb(
-    tests: pa.Table, layer_ids: list[str], kinds: list[str], sampling: str = "all"
+    tests: pa.Table,
+    layer_ids: list[str],
+    kinds: list[str],
+    sampling: str = "all",
+    evening: Evening | None = None,
 ) -> pa.Table:
-    """The `coarse` counts of sql/coarse_counts.sql, run by DuckDB on enriched tests."""
+    """The `coarse` counts of sql/coarse_counts.sql, run by DuckDB on enriched tests
+    (with `evening`, the evening twins' too)."""
     dates = pc.unique(tests.column("date")).to_pylist()
     if not dates or tests.num_rows == 0:
         return coarse_table([])
@@ -143,15 +149,12 @@ def coarse_in_duckdb(
     try:
         con.register(DUCKDB_TABLE, tests)
         parts = []
-        for layer in layer_ids:
+        for label, layer, evening_only in hour_layers(layer_ids, evening):
             sql = duckdb_sql(coarse_sql(DUCKDB_TABLE, layer))
             for kind in kinds:
-                params = {
-                    k: v
-                    for k, (_, v) in parameters(kind, dates, [], sampling).items()
-                    if f"${k}" in sql
-                }
-                parts.append((layer, kind, con.sql(sql, params=params).to_arrow_table()))
+                given = parameters(kind, dates, [], sampling, evening, evening_only)
+                params = {k: v for k, (_, v) in given.items() if f"${k}" in sql}
+                parts.append((label, kind, con.sql(sql, params=params).to_arrow_table()))
         return coarse_table(parts)
     finally:
         con.close()
@@ -173,10 +176,21 @@ def duckdb_sql(bigquery_text: str) -> str:
 
 
 def parameters(
-    kind: str, dates: list[dt.date], thresholds: list[ShareRule], sampling: str = "all"
+    kind: str,
+    dates: list[dt.date],
+    thresholds: list[ShareRule],
+    sampling: str = "all",
+    evening: Evening | None = None,
+    evening_only: bool = False,
 ) -> dict[str, tuple[str, Any]]:
-    """The query's parameters: name -> (BigQuery type, value); arrays as 'ARRAY<T>'."""
+    """The query's parameters: name -> (BigQuery type, value); arrays as 'ARRAY<T>'.
+    `evening_only` asks for an evening twin's cells, of the `evening` hours."""
+    if evening_only and evening is None:
+        raise ValueError("an evening twin's cells need the evening hours")
     out: dict[str, tuple[str, Any]] = {
+        "evening_only": ("BOOL", evening_only),
+        "timezone": ("STRING", evening.timezone if evening else "UTC"),
+        "evening_hours": ("ARRAY<INT64>", evening.hours if evening else []),
         "kind": ("STRING", kind),
         "one_per_client_day": ("BOOL", sampling == "one_per_client_day"),
         "first_date": ("DATE", min(dates)),
@@ -254,8 +268,10 @@ def run_in_duckdb(
     layer_ids: list[str],
     kinds: list[str],
     thresholds: list[ShareRule],
+    evening: Evening | None = None,
 ) -> tuple[pa.Table, pa.Table]:
-    """The definition run by DuckDB on enriched tests (both directions, one table)."""
+    """The definition run by DuckDB on enriched tests (both directions, one table; with
+    `evening`, the evening twins' cells too: the tests need `test_time`)."""
     dates = pc.unique(tests.column("date")).to_pylist()
     if not dates:
         return cell_tables([], thresholds)
@@ -263,11 +279,12 @@ def run_in_duckdb(
     try:
         con.register(DUCKDB_TABLE, tests)
         parts = []
-        for layer in layer_ids:
+        for label, layer, evening_only in hour_layers(layer_ids, evening):
             sql = duckdb_sql(bigquery_sql(DUCKDB_TABLE, layer, thresholds))
             for kind in kinds:
-                params = {k: v for k, (_, v) in parameters(kind, dates, thresholds).items()}
-                parts.append((layer, kind, con.sql(sql, params=params).to_arrow_table()))
+                given = parameters(kind, dates, thresholds, "all", evening, evening_only)
+                params = {k: v for k, (_, v) in given.items() if f"${k}" in sql}
+                parts.append((label, kind, con.sql(sql, params=params).to_arrow_table()))
         return cell_tables(parts, thresholds)
     finally:
         con.close()

@@ -13,7 +13,8 @@ WITH tests AS (
       ELSE DATE_TRUNC(date, YEAR)
     END AS period,
     {rough} AS area,
-    isp
+    isp,
+    EXTRACT(HOUR FROM test_time AT TIME ZONE @timezone) AS local_hour
   FROM {table}
   WHERE date BETWEEN @first_date AND @last_date
     AND date IN UNNEST(@dates)
@@ -32,4 +33,6 @@ SELECT
   COUNT(*) AS coarse
 FROM tests
 WHERE area IS NOT NULL
+  -- an evening twin's counts: the evening hours' tests alone, as sql/cells.sql
+  AND (NOT @evening_only OR local_hour IN UNNEST(@evening_hours))
 GROUP BY GROUPING SETS ((area, period, direction), (area, period, direction, isp))
