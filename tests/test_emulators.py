@@ -133,7 +133,9 @@ def test_rehearsal_runs_the_staged_functions_on_the_emulators(tmp_path: Path) ->
             log,
             timeout=120,
         )
-        assert {layer["id"] for layer in index["layers"]} == {"counties", "h3r4"}
+        # The example config publishes the evening: each layer and its twin.
+        layers = {"counties", "h3r4", "counties-evening", "h3r4-evening"}
+        assert {layer["id"] for layer in index["layers"]} == layers
         # Ingest wrote the private bucket.
         listing = json.loads(
             _call(f"{urls['gcs']}/storage/v1/b/{buckets['private']}/o?prefix=store/")[1]
@@ -142,7 +144,7 @@ def test_rehearsal_runs_the_staged_functions_on_the_emulators(tmp_path: Path) ->
 
         status, body, headers = _call(f"{urls['api']}/v1/meta", headers={"Origin": front})
         assert status == 200, body
-        assert {layer["id"] for layer in json.loads(body)["layers"]} == {"counties", "h3r4"}
+        assert {layer["id"] for layer in json.loads(body)["layers"]} == layers
         assert headers.get("Access-Control-Allow-Origin") == front
 
         # The storage front: the site and its config, the data with Range and CORS, and
