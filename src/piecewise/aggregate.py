@@ -329,8 +329,7 @@ def compute_cells(
     hist_parts: list[pa.Table] = []
     offset = 0
 
-    def run(inputs: dict[bool, _DirectionInputs], task: _Task) -> tuple[pa.Table, pa.Table]:
-        d = inputs[task.evening]
+    def run(d: _DirectionInputs, task: _Task) -> tuple[pa.Table, pa.Table]:
         stats, coarse = d.cells(task)
         return _tables(
             task,
@@ -344,11 +343,27 @@ def compute_cells(
         )
 
     # One direction at a time: its groupings side by side, then its encoded rows are
-    # dropped before the next direction is read.
+    # dropped before the next direction is read. Its evening rows are encoded only once
+    # the groupings of all hours are done and their rows let go.
     with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
+
+        def groupings(direction: str, d: _DirectionInputs, in_evening_only: bool) -> None:
+            nonlocal offset
+            tasks = [
+                _Task(direction, layer, kind, by_isp, in_evening_only)
+                for layer in layer_ids
+                for kind in kinds
+                for by_isp in (False, True)
+            ]
+            for stats_table, hist_table in pool.map(partial(run, d), tasks):
+                stats_parts.append(stats_table)
+                cell = pc.add(hist_table.column("cell"), offset)
+                hist_parts.append(hist_table.set_column(0, "cell", cell))
+                offset += stats_table.num_rows
+
         for tests in tables:
             direction_of_row = _encode(tests.column("direction"))
-            encoded: list[tuple[str, dict[bool, _DirectionInputs]]] = []
+            encoded: list[tuple[str, _DirectionInputs, pa.Table | None]] = []
             for code, direction in enumerate(direction_of_row.labels):
                 if direction not in DIRECTIONS:
                     raise ValueError(f"unknown direction {direction!r} in the private store")
@@ -357,31 +372,22 @@ def compute_cells(
                 seen.add(direction)
                 one = len(direction_of_row.labels) == 1
                 rows = tests if one else tests.filter(pa.array(direction_of_row.codes == code))
-                inputs = {False: _DirectionInputs.of(rows, direction, layer_ids, kinds, thresholds)}
+                later = None
                 if evening is not None:
-                    rows = rows.filter(pa.array(in_evening(rows.column("test_time"), evening)))
-                    if rows.num_rows:
-                        inputs[True] = _DirectionInputs.of(
-                            rows, direction, layer_ids, kinds, thresholds
-                        )
-                encoded.append((direction, inputs))
-                del rows, inputs
+                    later = rows.filter(pa.array(in_evening(rows.column("test_time"), evening)))
+                inputs = _DirectionInputs.of(rows, direction, layer_ids, kinds, thresholds)
+                encoded.append((direction, inputs, later if later and later.num_rows else None))
+                del rows, inputs, later
             del tests  # before the groupings are computed (the caller lets go of it too)
             while encoded:
-                direction, d = encoded.pop(0)
-                tasks = [
-                    _Task(direction, layer, kind, by_isp, hours)
-                    for hours in sorted(d)
-                    for layer in layer_ids
-                    for kind in kinds
-                    for by_isp in (False, True)
-                ]
-                for stats_table, hist_table in pool.map(partial(run, d), tasks):
-                    stats_parts.append(stats_table)
-                    cell = pc.add(hist_table.column("cell"), offset)
-                    hist_parts.append(hist_table.set_column(0, "cell", cell))
-                    offset += stats_table.num_rows
+                direction, d, later = encoded.pop(0)
+                groupings(direction, d, False)
                 del d
+                if later is not None:
+                    d = _DirectionInputs.of(later, direction, layer_ids, kinds, thresholds)
+                    del later
+                    groupings(direction, d, True)
+                    del d
     if not stats_parts:
         return plain_strings(cell_schema(thresholds).empty_table()), HIST_SCHEMA.empty_table()
     stats = pa.concat_tables(stats_parts, promote_options="permissive")

@@ -203,14 +203,11 @@ class BigQueryEngine:
         thresholds: list[ShareRule],
         dry_run: bool,
         sql: str,
-        evening_only: bool = False,
     ):
         from google.cloud import bigquery
 
         params = []
-        params_of = cells_sql.parameters(
-            kind, dates, thresholds, self.sampling, self.evening, evening_only
-        )
+        params_of = cells_sql.parameters(kind, dates, thresholds, self.sampling, self.evening)
         for name, (kind_of, value) in params_of.items():
             if f"@{name}" not in sql:
                 continue  # each query names only what it uses
@@ -226,14 +223,15 @@ class BigQueryEngine:
         )
 
     def _queries(self, kinds: list[str], thresholds: list[ShareRule]):
-        """(what, layer, kind, sql, evening only): the cells, then the coarse counts, of
-        each layer, then of each evening twin."""
+        """(what, layer, kind, sql): the cells, then the coarse counts, of each layer,
+        then of each evening twin."""
+        table = f"`{self.table}`"
         for label, layer, evening_only in hour_layers(self.layer_ids, self.evening):
-            cells = cells_sql.bigquery_sql(f"`{self.table}`", layer, thresholds)
-            coarse = cells_sql.coarse_sql(f"`{self.table}`", layer)
+            cells = cells_sql.bigquery_sql(table, layer, thresholds, evening_only)
+            coarse = cells_sql.coarse_sql(table, layer, evening_only)
             for kind in kinds:
-                yield "cells", label, kind, cells, evening_only
-                yield "coarse", label, kind, coarse, evening_only
+                yield "cells", label, kind, cells
+                yield "coarse", label, kind, coarse
 
     def _run(self, sql: str, config) -> pa.Table:
         job = _call(lambda: self.client.query(sql, job_config=config))
@@ -244,8 +242,8 @@ class BigQueryEngine:
     ) -> tuple[pa.Table, pa.Table]:
         """The (stats, hist) tables of every period of `dates` (loaded before)."""
         parts: dict[str, list] = {"cells": [], "coarse": []}
-        for what, layer, kind, sql, evening_only in self._queries(kinds, thresholds):
-            config = self._job_config(kind, dates, thresholds, False, sql, evening_only)
+        for what, layer, kind, sql in self._queries(kinds, thresholds):
+            config = self._job_config(kind, dates, thresholds, dry_run=False, sql=sql)
             parts[what].append((layer, kind, self._run(sql, config)))
         stats, hist = cells_sql.cell_tables(parts["cells"], thresholds)
         return cells_sql.with_coarse(stats, cells_sql.coarse_table(parts["coarse"])), hist
@@ -255,8 +253,8 @@ class BigQueryEngine:
     ) -> list[QueryEstimate]:
         """Dry-run every aggregation query against the table as loaded now."""
         out = []
-        for what, layer, kind, sql, evening_only in self._queries(kinds, thresholds):
-            config = self._job_config(kind, dates, thresholds, True, sql, evening_only)
+        for what, layer, kind, sql in self._queries(kinds, thresholds):
+            config = self._job_config(kind, dates, thresholds, dry_run=True, sql=sql)
             job = _call(lambda sql=sql, config=config: self.client.query(sql, job_config=config))
             scanned = int(job.total_bytes_processed or 0)
             label = kind if what == "cells" else f"{kind} coarse"

@@ -69,8 +69,16 @@ def share_sql(i: int, rule: ShareRule) -> str:
     return f"{share} AS share_{i}"
 
 
-def bigquery_sql(table: str, layer_id: str, rules: list[ShareRule]) -> str:
-    """The query for one layer (any period kind: `@kind`) over `table`."""
+# The condition of an evening twin's tests (sql/cells.sql, sql/coarse_counts.sql): the
+# hour of its time in the region's zone is an evening hour; a test without one is not.
+EVENING = "AND EXTRACT(HOUR FROM test_time AT TIME ZONE @timezone) IN UNNEST(@evening_hours)"
+
+
+def bigquery_sql(
+    table: str, layer_id: str, rules: list[ShareRule], evening_only: bool = False
+) -> str:
+    """The query for one layer (any period kind: `@kind`) over `table`; with
+    `evening_only`, for its evening twin (the table needs `test_time`)."""
     area = area_column(layer_id)
     if not IDENTIFIER.match(area) or not TABLE_ID.match(table):
         raise ValueError(f"not an identifier: {area!r} or {table!r}")
@@ -80,15 +88,18 @@ def bigquery_sql(table: str, layer_id: str, rules: list[ShareRule]) -> str:
     text = text.replace("    {shares}\n", f"    {shares}\n" if shares else "")
     if not shares:
         text = text.replace("AS loss_median,\n", "AS loss_median\n")
+    text = text.replace("{evening}", EVENING if evening_only else "")
     return text.replace("{table}", table).replace("{area}", area)
 
 
-def coarse_sql(table: str, layer_id: str) -> str:
-    """The query of the `coarse` counts of one layer (any period kind) over `table`."""
+def coarse_sql(table: str, layer_id: str, evening_only: bool = False) -> str:
+    """The query of the `coarse` counts of one layer (any period kind) over `table`,
+    or of its evening twin."""
     rough = rough_column(layer_id)
     if not IDENTIFIER.match(rough) or not TABLE_ID.match(table):
         raise ValueError(f"not an identifier: {rough!r} or {table!r}")
     text = resources.files("piecewise.sql").joinpath("coarse_counts.sql").read_text("utf-8")
+    text = text.replace("{evening}", EVENING if evening_only else "")
     return text.replace("{table}", table).replace("{rough}", rough)
 
 
@@ -150,9 +161,9 @@ def coarse_in_duckdb(
         con.register(DUCKDB_TABLE, tests)
         parts = []
         for label, layer, evening_only in hour_layers(layer_ids, evening):
-            sql = duckdb_sql(coarse_sql(DUCKDB_TABLE, layer))
+            sql = duckdb_sql(coarse_sql(DUCKDB_TABLE, layer, evening_only))
             for kind in kinds:
-                given = parameters(kind, dates, [], sampling, evening, evening_only)
+                given = parameters(kind, dates, [], sampling, evening)
                 params = {k: v for k, (_, v) in given.items() if f"${k}" in sql}
                 parts.append((label, kind, con.sql(sql, params=params).to_arrow_table()))
         return coarse_table(parts)
@@ -181,14 +192,10 @@ def parameters(
     thresholds: list[ShareRule],
     sampling: str = "all",
     evening: Evening | None = None,
-    evening_only: bool = False,
 ) -> dict[str, tuple[str, Any]]:
     """The query's parameters: name -> (BigQuery type, value); arrays as 'ARRAY<T>'.
-    `evening_only` asks for an evening twin's cells, of the `evening` hours."""
-    if evening_only and evening is None:
-        raise ValueError("an evening twin's cells need the evening hours")
+    An evening twin's query also reads the `evening` hours."""
     out: dict[str, tuple[str, Any]] = {
-        "evening_only": ("BOOL", evening_only),
         "timezone": ("STRING", evening.timezone if evening else "UTC"),
         "evening_hours": ("ARRAY<INT64>", evening.hours if evening else []),
         "kind": ("STRING", kind),
@@ -280,9 +287,9 @@ def run_in_duckdb(
         con.register(DUCKDB_TABLE, tests)
         parts = []
         for label, layer, evening_only in hour_layers(layer_ids, evening):
-            sql = duckdb_sql(bigquery_sql(DUCKDB_TABLE, layer, thresholds))
+            sql = duckdb_sql(bigquery_sql(DUCKDB_TABLE, layer, thresholds, evening_only))
             for kind in kinds:
-                given = parameters(kind, dates, thresholds, "all", evening, evening_only)
+                given = parameters(kind, dates, thresholds, "all", evening)
                 params = {k: v for k, (_, v) in given.items() if f"${k}" in sql}
                 parts.append((label, kind, con.sql(sql, params=params).to_arrow_table()))
         return cell_tables(parts, thresholds)

@@ -3,8 +3,9 @@
 -- GoogleSQL; DuckDB runs it transpiled by sqlglot (piecewise.engines.cells_sql).
 -- {table} and {area} are identifiers from the validated config and {shares} one line
 -- per configured threshold and use case (engines/cells_sql.share_sql); every value is a
--- query parameter. With @evening_only, the cells of the layer's evening twin
--- (piecewise.hours).
+-- query parameter. {evening} is empty, or for an evening twin's cells (piecewise.hours)
+-- the condition that keeps the sampled tests of the evening hours alone
+-- (engines/cells_sql.EVENING).
 -- APPROX_QUANTILES(x, 100)[OFFSET(k)] is the k-th percentile: approximate in BigQuery,
 -- exact (linear interpolation, quantile_cont) in DuckDB.
 WITH sampled AS (
@@ -43,9 +44,7 @@ tests AS (
   FROM sampled
   WHERE {area} IS NOT NULL
     AND {area} NOT IN UNNEST(@pseudo_areas)
-    -- an evening twin's cells: the sampled tests of the evening hours alone, read in
-    -- the region's time zone (a test without a time is not in them)
-    AND (NOT @evening_only OR EXTRACT(HOUR FROM test_time AT TIME ZONE @timezone) IN UNNEST(@evening_hours))
+    {evening}
 ),
 
 stats AS (

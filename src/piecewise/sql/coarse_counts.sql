@@ -2,8 +2,21 @@
 -- the area their point falls in, period, direction and ISP (each ISP, and every ISP
 -- together as @all_isps): the `coarse` count of the cells. GoogleSQL; DuckDB runs it
 -- transpiled by sqlglot, as sql/cells.sql. {table} and {rough} are identifiers from
--- the validated config; every value is a query parameter. Sampled as sql/cells.sql is.
-WITH tests AS (
+-- the validated config; every value is a query parameter. Sampled as sql/cells.sql is,
+-- and {evening} as there.
+WITH sampled AS (
+  SELECT *
+  FROM {table}
+  WHERE date BETWEEN @first_date AND @last_date
+    AND date IN UNNEST(@dates)
+  QUALIFY NOT @one_per_client_day
+    OR client_ip IS NULL
+    OR ROW_NUMBER() OVER (
+      PARTITION BY direction, date, client_ip ORDER BY pick, mbps, min_rtt_ms
+    ) = 1
+),
+
+tests AS (
   SELECT
     direction,
     CASE @kind
@@ -13,16 +26,10 @@ WITH tests AS (
       ELSE DATE_TRUNC(date, YEAR)
     END AS period,
     {rough} AS area,
-    isp,
-    EXTRACT(HOUR FROM test_time AT TIME ZONE @timezone) AS local_hour
-  FROM {table}
-  WHERE date BETWEEN @first_date AND @last_date
-    AND date IN UNNEST(@dates)
-  QUALIFY NOT @one_per_client_day
-    OR client_ip IS NULL
-    OR ROW_NUMBER() OVER (
-      PARTITION BY direction, date, client_ip ORDER BY pick, mbps, min_rtt_ms
-    ) = 1
+    isp
+  FROM sampled
+  WHERE TRUE
+    {evening}
 )
 
 SELECT
@@ -33,6 +40,4 @@ SELECT
   COUNT(*) AS coarse
 FROM tests
 WHERE area IS NOT NULL
-  -- an evening twin's counts: the evening hours' tests alone, as sql/cells.sql
-  AND (NOT @evening_only OR local_hour IN UNNEST(@evening_hours))
 GROUP BY GROUPING SETS ((area, period, direction), (area, period, direction, isp))
