@@ -146,3 +146,9 @@ def test_no_published_pair_leaves_a_small_rest_of_the_day(seed: int) -> None:
         known = [o for o in others if o is not None]
         left = cell["tests"] - sum(o["tests"] for o in known)
         assert left == 0 or left >= 30
+
+
+def test_the_evening_without_test_times_is_a_clear_error() -> None:
+    tests = random_tests(2, 100).drop_columns(["test_time"])
+    with pytest.raises(ValueError, match="test_time"):
+        compute_cells([tests], ["counties"], ["day"], [], evening=Evening(timezone=ZONE))

@@ -362,6 +362,11 @@ def compute_cells(
                 offset += stats_table.num_rows
 
         for tests in tables:
+            if evening is not None and "test_time" not in tests.column_names:
+                raise ValueError(
+                    "the evening hours need each test's test_time: load the tests with "
+                    "load_tests(..., times=True)"
+                )
             direction_of_row = _encode(tests.column("direction"))
             encoded: list[tuple[str, _DirectionInputs, pa.Table | None]] = []
             for code, direction in enumerate(direction_of_row.labels):
