@@ -64,6 +64,32 @@ def test_the_panel_links_its_report(page, site_server, busiest_month) -> None:
     assert page.locator("#panel-title").inner_text() == cell["name"]
 
 
+def test_an_evening_panel_links_an_evening_report(page, site_server, busiest_month) -> None:
+    """From the map with the evening hours ticked, the report shows the evening's
+    numbers (the layer's evening twin) and says so."""
+    period, cell = busiest_month
+    evening = site_server.public.read_json(f"v1/stats/counties-evening/month/{period}.json")
+    mine = next(
+        c
+        for c in evening["cells"]
+        if c["area"] == cell["area"] and c["isp"] == "all" and c["direction"] == "download"
+    )
+    page.goto(
+        f"{site_server.url}#layer=counties&hours=evening&kind=month&period={period}"
+        f"&area={cell['area']}"
+    )
+    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    link = page.locator("#panel-report")
+    view = dict(urllib.parse.parse_qsl(link.get_attribute("href").split("#", 1)[1]))
+    assert view["layer"] == "counties" and view["hours"] == "evening"
+    link.click()
+    page.wait_for_function(READY)
+    assert page.locator("#report-context").inner_text().startswith("Counties, evening hours")
+    assert "evening hours (7 pm to 11 pm)" in page.locator("#panel-summary").inner_text()
+    numbers = page.locator("#panel-numbers").inner_text()
+    assert f"{mine['tests']:,}" in numbers and mine["tests"] < cell["tests"]
+
+
 def test_the_report_shows_the_areas_numbers_and_how_they_were_made(
     page, site_server, busiest_month
 ) -> None:

@@ -11,7 +11,10 @@ import {
   KIND_NAMES,
   NO_DATA_COLOR,
   classes,
+  clock,
+  dataLayerOf,
   drawnOpacity,
+  eveningText,
   fillColor,
   hatchOpacity,
   metricsFor,
@@ -75,7 +78,7 @@ function noData(message) {
 
 const layerInfo = (id = state.layer) => index.layers.find((l) => l.id === id);
 /** The layer whose numbers are shown: the chosen one, or its evening twin (same areas). */
-const dataLayer = (s = state) => (s.hours === "evening" && layerInfo(s.layer)?.evening) || s.layer;
+const dataLayer = (s = state) => dataLayerOf(index, s);
 const dataLayerName = (s = state) => layerInfo(dataLayer(s))?.name || layerInfo(s.layer).name;
 const metricInfo = (id = state.metric) => metrics.find((m) => m.id === id);
 const ispLabel = (isp) => (isp === "all" ? "all ISPs" : isp);
@@ -96,19 +99,6 @@ const numbersKey = (s = state) => `${dataLayer(s)}/${s.kind}/${s.period}`;
 
 function apiUrl(path, params) {
   return apiUrlOf(config, path, params);
-}
-
-/** "evening hours (7 pm to 11 pm)", from the index. */
-function eveningText() {
-  const { start, end } = index.evening;
-  return `evening hours (${clock(start)} to ${clock(end)})`;
-}
-
-/** An hour as people say it: 19 -> "7 pm", 0 -> "midnight". */
-function clock(hour) {
-  if (hour === 0) return "midnight";
-  if (hour === 12) return "noon";
-  return hour < 12 ? `${hour} am` : `${hour - 12} pm`;
 }
 
 function escapeHtml(text) {
@@ -475,7 +465,8 @@ function openPanel(name) {
   panel.open({
     layer: dataLayer(),
     layerName: dataLayerName(),
-    hours: dataLayer() === state.layer ? null : eveningText(),
+    hours: dataLayer() === state.layer ? null : eveningText(index.evening),
+    view: { layer: state.layer, hours: state.hours },
     area: state.area,
     name: name || areaName(state.area),
     kind: state.kind,

@@ -159,6 +159,24 @@ export function drawnOpacity(opacity, everyArea) {
   return everyArea ? opacity : ["case", ["boolean", stateOf("drawn"), false], opacity, 0];
 }
 
+/** An hour as people say it: 19 → "7 pm", 0 → "midnight". */
+export function clock(hour) {
+  if (hour === 0) return "midnight";
+  if (hour === 12) return "noon";
+  return hour < 12 ? `${hour} am` : `${hour - 12} pm`;
+}
+
+/** "evening hours (7 pm to 11 pm)", from index.json's `evening`. */
+export function eveningText(evening) {
+  return `evening hours (${clock(evening.start)} to ${clock(evening.end)})`;
+}
+
+/** The layer whose numbers a view shows: its layer, or that layer's evening twin. */
+export function dataLayerOf(index, state) {
+  const info = (index.layers || []).find((l) => l.id === state.layer);
+  return (state.hours === "evening" && info?.evening) || state.layer;
+}
+
 /** The label of a period for people: `2025-03` → `March 2025`. */
 export function periodLabel(label) {
   let m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(label);

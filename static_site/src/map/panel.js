@@ -94,7 +94,8 @@ export class Panel {
   }
 
   /** Shows an area: `params` has layer, layerName, area, name, kind, period, isp, direction,
-   * and `hours` (how to say the evening hours, when the layer is an evening twin). */
+   * `hours` (how to say the evening hours, when the layer is an evening twin) and
+   * `view` (the map's `layer` and `hours`, for the report's link). */
   async open(params) {
     this.controller?.abort();
     const controller = new AbortController();
@@ -109,7 +110,10 @@ export class Panel {
     q("#panel-title").textContent = params.name || area;
     const report = q("#panel-report");
     if (report) {
-      const view = new URLSearchParams({ layer, kind, period, isp, direction, area });
+      // The report's view names the layer and the hours as the map's URL does.
+      const shown = params.view || { layer, hours: "all" };
+      const view = new URLSearchParams({ layer: shown.layer, kind, period, isp, direction, area });
+      if (shown.hours === "evening") view.set("hours", "evening");
       report.href = `report.html#${view.toString()}`;
     }
     q("#panel-summary").textContent = `Loading ${params.name || area}, ${periodLabel(period)}…`;

@@ -4,7 +4,7 @@
 // The area is in the URL's hash, as on the map (`#layer=counties&area=53033&...`).
 import "uplot/dist/uPlot.min.css";
 import { apiUrl, fetchJson, loadConfig } from "../common/config.js";
-import { metricsFor, periodLabel, publicationNote, useCaseNeeds } from "../map/metrics.js";
+import { dataLayerOf, eveningText, metricsFor, periodLabel, publicationNote, useCaseNeeds } from "../map/metrics.js";
 import { Panel } from "../map/panel.js";
 import { normalise, readHash, toHash } from "../map/state.js";
 
@@ -113,7 +113,9 @@ async function start() {
     fail("No area is chosen: open a report from an area's panel on the map.");
     return;
   }
-  const layer = (index.layers || []).find((l) => l.id === state.layer);
+  // With hours=evening, the numbers are the layer's evening twin's.
+  const shown = dataLayerOf(index, state);
+  const layer = (index.layers || []).find((l) => l.id === shown);
   const ispText = state.isp === "all" ? "all ISPs" : state.isp;
   $("report-context").textContent =
     `${layer?.name || state.layer} · ${periodLabel(state.period)} · ${ispText} · ${state.direction} speeds in the charts.`;
@@ -129,8 +131,10 @@ async function start() {
     onClose: () => {},
   });
   await panel.open({
-    layer: state.layer,
-    layerName: layer?.name || state.layer,
+    layer: shown,
+    layerName: layer?.name || shown,
+    hours: shown === state.layer ? null : eveningText(index.evening),
+    view: { layer: state.layer, hours: state.hours },
     area: state.area,
     name: null,
     kind: state.kind,
