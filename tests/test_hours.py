@@ -152,3 +152,15 @@ def test_the_evening_without_test_times_is_a_clear_error() -> None:
     tests = random_tests(2, 100).drop_columns(["test_time"])
     with pytest.raises(ValueError, match="test_time"):
         compute_cells([tests], ["counties"], ["day"], [], evening=Evening(timezone=ZONE))
+
+
+def test_config_check_says_the_evening_and_its_layers(capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    from piecewise.cli import main
+
+    example = Path(__file__).parent.parent / "piecewise.example.toml"
+    assert main(["config", "check", str(example)]) == 0
+    out = capsys.readouterr().out
+    assert "evening hours 19:00 to 23:00 America/Los_Angeles" in out
+    assert "as counties-evening, h3r4-evening" in out

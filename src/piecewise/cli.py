@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from piecewise.config import Config, ConfigError, load_config
+from piecewise.hours import evening_layer
 
 if TYPE_CHECKING:  # the pipeline's imports are heavy: `piecewise serve` needs none of them
     from piecewise.ingest import IngestResult
@@ -50,7 +51,14 @@ def _yesterday() -> dt.date:
 def cmd_config_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
     layers = ", ".join(f"{layer.id} ({layer.kind})" for layer in cfg.layers)
-    print(f"{args.file}: OK — source {cfg.source.kind}, layers {layers}")
+    evening = cfg.evening
+    hours = (
+        f"; evening hours {evening.start}:00 to {evening.end}:00 {evening.timezone}, as "
+        + ", ".join(evening_layer(layer.id) for layer in cfg.layers)
+        if evening is not None
+        else ""
+    )
+    print(f"{args.file}: OK — source {cfg.source.kind}, layers {layers}{hours}")
     for line in _layer_warnings(cfg):
         print(f"warning: {line}", file=sys.stderr)
     return 0
