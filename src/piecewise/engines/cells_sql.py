@@ -74,6 +74,13 @@ def share_sql(i: int, rule: ShareRule) -> str:
 EVENING = "AND EXTRACT(HOUR FROM test_time AT TIME ZONE @timezone) IN UNNEST(@evening_hours)"
 
 
+def _query_text(name: str) -> str:
+    """A query of sql/ with the sampled tests (sql/sampled.sql) in place of {sampled}."""
+    folder = resources.files("piecewise.sql")
+    sampled = folder.joinpath("sampled.sql").read_text("utf-8")
+    return folder.joinpath(name).read_text("utf-8").replace("{sampled}", sampled)
+
+
 def bigquery_sql(
     table: str, layer_id: str, rules: list[ShareRule], evening_only: bool = False
 ) -> str:
@@ -83,7 +90,7 @@ def bigquery_sql(
     if not IDENTIFIER.match(area) or not TABLE_ID.match(table):
         raise ValueError(f"not an identifier: {area!r} or {table!r}")
     shares = ",\n    ".join(share_sql(i, rule) for i, rule in enumerate(rules))
-    text = resources.files("piecewise.sql").joinpath("cells.sql").read_text("utf-8")
+    text = _query_text("cells.sql")
     # Without thresholds the list of shares would end in a dangling comma.
     text = text.replace("    {shares}\n", f"    {shares}\n" if shares else "")
     if not shares:
@@ -98,7 +105,7 @@ def coarse_sql(table: str, layer_id: str, evening_only: bool = False) -> str:
     rough = rough_column(layer_id)
     if not IDENTIFIER.match(rough) or not TABLE_ID.match(table):
         raise ValueError(f"not an identifier: {rough!r} or {table!r}")
-    text = resources.files("piecewise.sql").joinpath("coarse_counts.sql").read_text("utf-8")
+    text = _query_text("coarse_counts.sql")
     text = text.replace("{evening}", EVENING if evening_only else "")
     return text.replace("{table}", table).replace("{rough}", rough)
 

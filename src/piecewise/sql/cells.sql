@@ -1,27 +1,15 @@
 -- Statistics and histogram of every cell of one layer and one period kind: per area,
 -- period, direction and ISP (each ISP, and every ISP together as @all_isps).
 -- GoogleSQL; DuckDB runs it transpiled by sqlglot (piecewise.engines.cells_sql).
+-- The sampled tests of @dates (sql/sampled.sql) come in place of "sampled" in braces;
 -- {table} and {area} are identifiers from the validated config and {shares} one line
 -- per configured threshold and use case (engines/cells_sql.share_sql); every value is a
--- query parameter. {evening} is empty, or for an evening twin's cells (piecewise.hours)
--- the condition that keeps the sampled tests of the evening hours alone
--- (engines/cells_sql.EVENING).
+-- query parameter. "evening" in braces is empty, or for an evening twin's cells
+-- (piecewise.hours) the condition that keeps the sampled tests of the evening hours
+-- alone (engines/cells_sql.EVENING).
 -- APPROX_QUANTILES(x, 100)[OFFSET(k)] is the k-th percentile: approximate in BigQuery,
 -- exact (linear interpolation, quantile_cont) in DuckDB.
-WITH sampled AS (
-  -- sampling one_per_client_day: of each client's tests of a date and direction (all of
-  -- them, wherever located), the one with the lowest FARM_FINGERPRINT of its id
-  -- (`pick`), as M-Lab's statistics (piecewise.sampling)
-  SELECT *
-  FROM {table}
-  WHERE date BETWEEN @first_date AND @last_date
-    AND date IN UNNEST(@dates)
-  QUALIFY NOT @one_per_client_day
-    OR client_ip IS NULL
-    OR ROW_NUMBER() OVER (
-      PARTITION BY direction, date, client_ip ORDER BY pick, mbps, min_rtt_ms
-    ) = 1
-),
+WITH sampled AS ({sampled}),
 
 tests AS (
   SELECT

@@ -1,20 +1,10 @@
 -- Tests located too roughly to count in the areas of one layer (piecewise.location), by
 -- the area their point falls in, period, direction and ISP (each ISP, and every ISP
 -- together as @all_isps): the `coarse` count of the cells. GoogleSQL; DuckDB runs it
--- transpiled by sqlglot, as sql/cells.sql. {table} and {rough} are identifiers from
--- the validated config; every value is a query parameter. Sampled as sql/cells.sql is,
--- and {evening} as there.
-WITH sampled AS (
-  SELECT *
-  FROM {table}
-  WHERE date BETWEEN @first_date AND @last_date
-    AND date IN UNNEST(@dates)
-  QUALIFY NOT @one_per_client_day
-    OR client_ip IS NULL
-    OR ROW_NUMBER() OVER (
-      PARTITION BY direction, date, client_ip ORDER BY pick, mbps, min_rtt_ms
-    ) = 1
-),
+-- transpiled by sqlglot, as sql/cells.sql. The sampled tests, the table and the evening's
+-- condition come in as there, {rough} is an identifier from the validated config;
+-- every value is a query parameter.
+WITH sampled AS ({sampled}),
 
 tests AS (
   SELECT
