@@ -459,3 +459,14 @@ def test_decomposition_tiles_the_range_with_the_coarsest_periods(
 def test_isp_names_with_commas_are_split_whole(names: list[str]) -> None:
     known = frozenset({"A", "B, Inc.", "C,D,E", "F", "G,", "all"})
     assert split_isps(",".join(names), known) == tuple(dict.fromkeys(names))
+
+
+def test_evening_hours_where_none_are_published_are_a_404_naming_hours(made: HandMade) -> None:
+    client = Client(build_api(made.config()))
+    url = f"/v1/layers/{LAYER}/range?start=2025-01-01&end=2025-01-31"
+    response = client.get(url + "&hours=evening")
+    assert response.status_code == 404
+    error = response.json["error"]
+    assert error["parameter"] == "hours" and error["allowed"] == ["all"]
+    assert "no evening hours" in error["message"]
+    assert client.get(url).status_code == 200
