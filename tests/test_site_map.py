@@ -512,6 +512,10 @@ def test_the_evening_toggle_shows_the_evening_twin(page, site_server, index):
     assert page.get_by_label("Evening hours only (7 pm to 11 pm)").is_checked()
     page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
     assert "evening hours" in page.locator("#panel").inner_text()
+    # A link naming the twin as its layer opens its layer in the evening hours.
+    open_map(page, site_server, "layer=counties-evening")
+    assert page.locator("#layer").input_value() == "counties"
+    assert page.get_by_label("Evening hours only (7 pm to 11 pm)").is_checked()
 
 
 def test_the_area_list_selects_areas_from_the_keyboard(page, site_server, month_stats):

@@ -39,8 +39,11 @@ export function formatView(map) {
  * to a default (the first layer, median download, the newest month, all ISPs).
  */
 export function normalise(raw, index, metrics) {
-  // Evening twins are shown through `hours`, not as layers of their own.
+  // Evening twins are shown through `hours`, not as layers of their own: a link naming
+  // a twin as its layer opens its layer in the evening hours.
   const layers = (index.layers || []).filter((l) => !l.hours).map((l) => l.id);
+  const twin = (index.layers || []).find((l) => l.hours && l.id === raw.layer);
+  if (twin) raw = { ...raw, layer: twin.layer, hours: "evening" };
   const kinds = Object.keys(index.periods || {}).filter((k) => (index.periods[k] || []).length);
   const pick = (value, allowed, fallback) => (allowed.includes(value) ? value : fallback);
   const layer = pick(raw.layer, layers, layers[0]);
