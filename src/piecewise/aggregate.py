@@ -545,7 +545,7 @@ def apply_privacy(
         rank=rank,
         hours=hours,
     )
-    cells = _with_rest_of_day(cells)
+    cells = privacy.with_rest_of_day(cells)
     n = stats.num_rows
     released = None
     if sealed is not None:
@@ -559,49 +559,6 @@ def apply_privacy(
     for name, flags in (("published", published), ("complement", complement)):
         stats = stats.set_column(stats.schema.get_field_index(name), name, pa.array(flags))
     return stats
-
-
-def _with_rest_of_day(cells: privacy.CellKeys) -> privacy.CellKeys:
-    """The cells, and after them the rest of the day of each cell of all hours in a
-    group with evening cells: its tests those of all hours less the evening's, its
-    clients a lower bound (those of all hours less the evening's; a client may test at
-    both times), which errs on the side of withholding."""
-    hours = cells.hours_codes()
-    evening = np.flatnonzero(hours == privacy.EVENING)
-    if not len(evening):
-        return cells
-    whole = np.flatnonzero(
-        (hours == privacy.ALL_HOURS) & np.isin(cells.group, np.unique(cells.group[evening]))
-    )
-    rows = np.r_[whole, evening]
-    ids, _ = privacy.group_index(
-        cells.group[rows], cells.isp[rows], cells.kind[rows], cells.period[rows]
-    )
-    evening_of = np.full(int(ids.max()) + 1, -1, np.int64)
-    evening_of[ids[len(whole) :]] = evening
-    match = evening_of[ids[: len(whole)]]
-    has = match >= 0
-    m = np.maximum(match, 0)
-    tests = cells.tests[whole] - np.where(has, cells.tests[m], 0)
-    clients = np.maximum(cells.clients[whole] - np.where(has, cells.clients[m], 0), 0)
-    if (tests < 0).any():
-        raise ValueError("an evening cell has more tests than its cell of all hours")
-
-    def more(column: np.ndarray, extra: np.ndarray) -> np.ndarray:
-        return np.r_[column, extra.astype(column.dtype, copy=False)]
-
-    return privacy.CellKeys(
-        group=more(cells.group, cells.group[whole]),
-        isp=more(cells.isp, cells.isp[whole]),
-        all_isp=cells.all_isp,
-        kind=more(cells.kind, cells.kind[whole]),
-        kinds=cells.kinds,
-        period=more(cells.period, cells.period[whole]),
-        tests=more(cells.tests, tests),
-        clients=more(cells.clients, clients),
-        rank=more(cells.rank, len(cells.rank) + cells.rank[whole]),
-        hours=more(hours, np.full(len(whole), privacy.REST_OF_DAY)),
-    )
 
 
 def _check_unique(keys: pa.Table, order: np.ndarray) -> None:

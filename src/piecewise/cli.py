@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from piecewise.config import Config, ConfigError, load_config
-from piecewise.hours import evening_layer
 
 if TYPE_CHECKING:  # the pipeline's imports are heavy: `piecewise serve` needs none of them
     from piecewise.ingest import IngestResult
@@ -49,6 +48,8 @@ def _yesterday() -> dt.date:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from piecewise.hours import evening_layer  # imports pyarrow: only here
+
     cfg = load_config(args.file)
     layers = ", ".join(f"{layer.id} ({layer.kind})" for layer in cfg.layers)
     evening = cfg.evening

@@ -102,7 +102,7 @@ class CellKeys:
 
     def within(self) -> np.ndarray:
         """What the ISP and time relations never cross: the group and the hours."""
-        return self.group.astype(np.int64) * 3 + self.hours_codes()
+        return self.group.astype(np.int64) * (REST_OF_DAY + 1) + self.hours_codes()
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class Relations:
         return rel, cell, coef
 
 
-def group_index(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _group_index(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the id of its distinct tuple of `columns`, and the rows sorted by it."""
     order = np.lexsort(columns[::-1])
     if len(order) == 0:
@@ -143,6 +143,60 @@ def group_index(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ids = np.empty(len(order), np.int64)
     ids[order] = ids_sorted
     return ids, order
+
+
+def _owner_of(
+    owner_rows: np.ndarray, owner_keys: tuple[np.ndarray, ...], member_keys: tuple[np.ndarray, ...]
+) -> np.ndarray:
+    """For each member, the row of `owner_rows` whose key columns are the member's, or
+    -1 where there is none."""
+    columns = [np.concatenate([o, m]) for o, m in zip(owner_keys, member_keys, strict=True)]
+    ids, _ = _group_index(*columns)
+    owner = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, np.int64)
+    owner[ids[: len(owner_rows)]] = owner_rows
+    return owner[ids[len(owner_rows) :]]
+
+
+def _cell_key(cells: CellKeys, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    """What a cell of one of the hours shares with its cells of the other hours."""
+    return cells.group[rows], cells.isp[rows], cells.kind[rows], cells.period[rows]
+
+
+def with_rest_of_day(cells: CellKeys) -> CellKeys:
+    """The cells, and after them the rest of the day of each cell of all hours in a
+    group with evening cells: its tests those of all hours less the evening's, its
+    clients a lower bound (those of all hours less the evening's; a client may test at
+    both times), which errs on the side of withholding."""
+    hours = cells.hours_codes()
+    evening = np.flatnonzero(hours == EVENING)
+    if not len(evening):
+        return cells
+    whole = np.flatnonzero(
+        (hours == ALL_HOURS) & np.isin(cells.group, np.unique(cells.group[evening]))
+    )
+    match = _owner_of(evening, _cell_key(cells, evening), _cell_key(cells, whole))
+    has = match >= 0
+    m = np.maximum(match, 0)
+    tests = cells.tests[whole] - np.where(has, cells.tests[m], 0)
+    clients = np.maximum(cells.clients[whole] - np.where(has, cells.clients[m], 0), 0)
+    if (tests < 0).any():
+        raise ValueError("an evening cell has more tests than its cell of all hours")
+
+    def more(column: np.ndarray, extra: np.ndarray) -> np.ndarray:
+        return np.r_[column, extra.astype(column.dtype, copy=False)]
+
+    return CellKeys(
+        group=more(cells.group, cells.group[whole]),
+        isp=more(cells.isp, cells.isp[whole]),
+        all_isp=cells.all_isp,
+        kind=more(cells.kind, cells.kind[whole]),
+        kinds=cells.kinds,
+        period=more(cells.period, cells.period[whole]),
+        tests=more(cells.tests, tests),
+        clients=more(cells.clients, clients),
+        rank=more(cells.rank, len(cells.rank) + cells.rank[whole]),
+        hours=more(hours, np.full(len(whole), REST_OF_DAY)),
+    )
 
 
 def build_relations(cells: CellKeys) -> Relations:
@@ -170,7 +224,7 @@ def build_relations(cells: CellKeys) -> Relations:
     within = cells.within()
 
     # ISP relations: the `all` cell of (group, hours, kind, period) over its ISP cells.
-    key, _ = group_index(within, cells.kind, cells.period)
+    key, _ = _group_index(within, cells.kind, cells.period)
     is_all = cells.isp == cells.all_isp
     all_row = np.full(int(key.max()) + 1 if n else 0, -1, np.int64)
     all_row[key[is_all]] = rows[is_all]
@@ -188,13 +242,11 @@ def build_relations(cells: CellKeys) -> Relations:
         coarse_rows = rows[cells.kind == ci]
         starts = period_starts(coarse, cells.period[fine_rows])
         # Find each fine cell's parent: same group, hours and ISP, the coarse kind, `starts`.
-        g = np.concatenate([within[coarse_rows], within[fine_rows]])
-        i = np.concatenate([cells.isp[coarse_rows], cells.isp[fine_rows]])
-        p = np.concatenate([cells.period[coarse_rows], starts])
-        ids, _ = group_index(g, i, p)
-        owner = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, np.int64)
-        owner[ids[: len(coarse_rows)]] = coarse_rows
-        parent_of = owner[ids[len(coarse_rows) :]]
+        parent_of = _owner_of(
+            coarse_rows,
+            (within[coarse_rows], cells.isp[coarse_rows], cells.period[coarse_rows]),
+            (within[fine_rows], cells.isp[fine_rows], starts),
+        )
         if len(coarse_rows) and (parent_of < 0).any():
             # Some cells of the coarser periods are there but not all: a coarse period
             # is released whole, so this is a malformed input.
@@ -209,14 +261,7 @@ def build_relations(cells: CellKeys) -> Relations:
     part_rows = rows[hours != ALL_HOURS]
     if len(part_rows):
         whole_rows = rows[hours == ALL_HOURS]
-        g = np.concatenate([cells.group[whole_rows], cells.group[part_rows]])
-        i = np.concatenate([cells.isp[whole_rows], cells.isp[part_rows]])
-        k = np.concatenate([cells.kind[whole_rows], cells.kind[part_rows]])
-        p = np.concatenate([cells.period[whole_rows], cells.period[part_rows]])
-        ids, _ = group_index(g, i, k, p)
-        owner = np.full(int(ids.max()) + 1, -1, np.int64)
-        owner[ids[: len(whole_rows)]] = whole_rows
-        parent_of = owner[ids[len(whole_rows) :]]
+        parent_of = _owner_of(whole_rows, _cell_key(cells, whole_rows), _cell_key(cells, part_rows))
         if (parent_of < 0).any():
             raise ValueError("an evening or rest-of-day cell has no cell of all hours")
         add(parent_of, part_rows, HOURS_RELATION)
