@@ -90,16 +90,16 @@ class ReleaseResult:
     completed: int | None = None
     releases: int = 0
 
-    def add(self, release: Release, cells: pa.Table, tests: int) -> ReleaseResult:
+    def add(self, release: Release, cells: int, published: int, tests: int) -> ReleaseResult:
+        """With one more release of `cells` cells, `published` of them, from `tests`."""
         by_kind = {k: list(v) for k, v in self.periods.items()}
         for p in release.periods:
             by_kind.setdefault(p.kind, []).append(p.label)
-        published = int(pc.sum(cells.column("published")).as_py() or 0) if cells.num_rows else 0
         return ReleaseResult(
             release.number,
             by_kind,
             self.tests + tests,
-            self.cells + cells.num_rows,
+            self.cells + cells,
             self.published + published,
             self.completed,
             self.releases + 1,
@@ -163,8 +163,7 @@ def run_release(
             # One year at a time: bounded work per release, and progress kept.
             first_year = min((p.start.year for p in plan), default=None)
             plan = [p for p in plan if p.start.year == first_year]
-            release, cells, tests = _release_one(config, stores, ledger, state, plan, now, lock)
-            result = result.add(release, cells, tests)
+            result = result.add(*_release_one(config, stores, ledger, state, plan, now, lock))
             if not plan:
                 return result
 
@@ -177,8 +176,9 @@ def _release_one(
     plan: list[FinalPeriod],
     now: dt.datetime,
     lock: RunLock,
-) -> tuple[Release, pa.Table, int]:
-    """Compute, record, publish and commit one release of the planned periods."""
+) -> tuple[Release, int, int, int]:
+    """Compute, record, publish and commit one release of the planned periods; its
+    cells, published cells and tests read."""
     new_dates = sorted({d for p in plan for d in p.dates()} - set(state.dates))
     # The dates about to be sealed are held from ingest until the release is recorded
     # (from then on ingest refuses them): none can be written again meanwhile.
@@ -187,6 +187,10 @@ def _release_one(
         release, cells, cube, tests = _compute(config, stores, ledger, state, plan, now)
         lock.refresh()
         ledger.write_pending(release, cells, cube)
+        counts = cells.num_rows, int(pc.sum(cells.column("published")).as_py() or 0)
+        # Published from the recorded tables, as a run completing it would: these
+        # copies are let go first.
+        del cells, cube
         changed = _changed_dates(stores, release.dates)
         if changed:
             ledger.discard_pending()
@@ -198,7 +202,7 @@ def _release_one(
         for date_lock in held:
             date_lock.release()
     complete_release(config, stores, ledger, release, lock=lock)
-    return release, cells, tests
+    return release, *counts, tests
 
 
 def _hold_dates(stores: Stores, dates: list[dt.date], ttl: dt.timedelta) -> list[RunLock]:
@@ -345,9 +349,13 @@ def _compute(
     decided = [
         _decide(config, ledger, number, layer.id, stats, kinds, wanted) for layer in config.layers
     ]
+    # Each table is let go once the next is made from it: the year's cells and
+    # histograms are the largest things a release holds.
     cells = pa.concat_tables(decided, promote_options="permissive") if decided else stats
+    del decided, stats
     cells = cells.sort_by([(c, "ascending") for c in KEYS])
     cube, owner = _cube(cells, hist)
+    del hist
     cells = _with_intervals(cells, owner, cube)
     cells = cells.drop_columns(["row"]).append_column(
         "release", pa.array(np.full(cells.num_rows, number, np.int64))
@@ -452,26 +460,29 @@ def _cube(cells: pa.Table, hist: pa.Table) -> tuple[pa.Table, np.ndarray]:
     published = published.take(pc.sort_indices(published, [(c, "ascending") for c in KEYS]))
     rows = published.column("row").to_numpy()
     hist_cell = hist.column("cell").to_numpy()
-    bucket = hist.column("bucket").to_numpy()
-    if _ascending(hist_cell, bucket):
-        order = np.arange(len(hist_cell))  # as compute_cells makes it: nothing to sort
-    else:
-        order = np.lexsort((bucket, hist_cell))
+    order = None  # as compute_cells makes them, the rows need no sorting
+    if not _ascending(hist_cell, hist.column("bucket").to_numpy()):
+        order = np.lexsort((hist.column("bucket").to_numpy(), hist_cell))
         hist_cell = hist_cell[order]
     first = np.searchsorted(hist_cell, rows, side="left")
     lengths = np.searchsorted(hist_cell, rows, side="right") - first
-    owner = np.repeat(np.arange(len(rows)), lengths)
-    ends = np.cumsum(lengths)
-    sel = np.repeat(first - (ends - lengths), lengths) + np.arange(
-        int(ends[-1]) if len(ends) else 0
-    )
-    picked = order[sel]
+    del hist_cell
+    # Every row of a published cell, cell after cell: its cell's first row plus its
+    # place in the cell. Row numbers fit in 32 bits but for a table of billions.
+    index = np.int32 if hist.num_rows < 2**31 else np.int64
+    owner = np.repeat(np.arange(len(rows), dtype=index), lengths)
+    picked = np.arange(len(owner), dtype=index)
+    picked += np.repeat((first - (np.cumsum(lengths) - lengths)).astype(index), lengths)
+    if order is not None:
+        picked = order[picked]
+    del first, lengths, order
     # The key columns as dictionaries: the cube repeats each cell's key for every
     # bucket (millions of rows), as integers rather than copies of the text.
     keys = encoded_strings(published.select(KEYS), KEYS)
-    cube = keys.take(pa.array(owner, pa.int64()))
-    cube = cube.append_column("bucket", hist.column("bucket").take(pa.array(picked)))
-    return cube.append_column("count", hist.column("count").take(pa.array(picked))), owner
+    cube = keys.take(pa.array(owner))
+    taken = pa.array(picked)
+    cube = cube.append_column("bucket", hist.column("bucket").take(taken))
+    return cube.append_column("count", hist.column("count").take(taken)), owner
 
 
 def _with_intervals(cells: pa.Table, owner: np.ndarray, cube: pa.Table) -> pa.Table:
@@ -504,8 +515,10 @@ def _ascending(cell: np.ndarray, bucket: np.ndarray) -> bool:
     """Whether the rows are in (cell, bucket) order, each pair once."""
     if len(cell) < 2:
         return True
-    step = np.diff(cell)
-    return bool((step >= 0).all() and ((step > 0) | (bucket[1:] > bucket[:-1])).all())
+    if not (cell[1:] >= cell[:-1]).all():
+        return False
+    same = np.flatnonzero(cell[1:] == cell[:-1])  # a row and the next in one cell
+    return bool((bucket[same + 1] > bucket[same]).all())
 
 
 def complete_release(
