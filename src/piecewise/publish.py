@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -74,18 +74,25 @@ ORDER = [(c, "ascending") for c in ("period", "area", "isp", "direction")]
 CUBE_COLUMNS = ["area", "isp", "direction", "bucket", "count"]
 
 
-def _json_columns(table: pa.Table, digits: int = DIGITS) -> dict[str, list]:
-    """Columns as Python lists for JSON: floats rounded, NaN and null as None."""
+def _json_values(table: pa.Table, digits: int = DIGITS) -> dict[str, np.ndarray]:
+    """Columns as arrays of Python values for JSON: floats rounded, NaN and null as
+    None."""
     out = {}
     for field, column in zip(table.schema, table.columns, strict=True):
         if pa.types.is_floating(field.type):
             values = np.round(column.to_numpy(zero_copy_only=False).astype(np.float64), digits)
             objects = values.astype(object)
             objects[np.isnan(values)] = None
-            out[field.name] = objects.tolist()
         else:
-            out[field.name] = column.to_pylist()
+            objects = np.empty(len(column), dtype=object)
+            objects[:] = column.to_pylist()
+        out[field.name] = objects
     return out
+
+
+def _json_columns(table: pa.Table, digits: int = DIGITS) -> dict[str, list]:
+    """Columns as Python lists for JSON: floats rounded, NaN and null as None."""
+    return {name: values.tolist() for name, values in _json_values(table, digits).items()}
 
 
 def _with_floats(table: pa.Table, names: list[str]) -> pa.Table:
@@ -99,6 +106,92 @@ def _with_floats(table: pa.Table, names: list[str]) -> pa.Table:
 def _series_columns(shares: list[str]) -> list[str]:
     """A series file's columns: every statistic, then each share and its bounds."""
     return [*PUBLISHED, *(c for share in shares for c in share_columns(share))]
+
+
+SERIES_KEYS = ("area", "kind", "isp", "direction")
+SERIES_BATCH = 2000  # series laid out at once (each its kind's axis long), areas whole
+
+
+@dataclass(frozen=True)
+class _SeriesRuns:
+    """The series of a layer's published cells (`table` sorted by area, kind, ISP,
+    direction and period): runs of rows with one key, and each row's place on its
+    kind's axis (from the first to the last period of the kind published in the
+    layer)."""
+
+    keys: dict[str, np.ndarray]  # SERIES_KEYS' columns, by row
+    first: np.ndarray  # each run's first row (and the row count after the last)
+    run: np.ndarray  # each row's run
+    place: np.ndarray  # each row's place on its kind's axis
+    axes: dict[str, list[str]]  # each kind's period labels
+
+    @classmethod
+    def of(cls, table: pa.Table) -> _SeriesRuns:
+        keys = {c: table.column(c).to_numpy(zero_copy_only=False) for c in SERIES_KEYS}
+        days = table.column("period").cast(pa.int32()).to_numpy().astype(np.int64)
+        change = np.zeros(table.num_rows, dtype=bool)
+        change[:1] = True
+        for column in keys.values():
+            change[1:] |= column[1:] != column[:-1]
+        place = np.zeros(table.num_rows, dtype=np.int64)
+        axes: dict[str, list[str]] = {}
+        for kind in periods.KINDS:
+            mine = keys["kind"] == kind
+            if not mine.any():
+                continue
+            first, last = (EPOCH + dt.timedelta(days=int(f(days[mine]))) for f in (np.min, np.max))
+            axis = periods.axis(kind, first, last)
+            axes[kind] = [periods.label(kind, p) for p in axis]
+            place[mine] = np.searchsorted([(p - EPOCH).days for p in axis], days[mine])
+        first = np.append(np.flatnonzero(change), table.num_rows)
+        return cls(keys, first, np.cumsum(change) - 1, place, axes)
+
+    def key_of(self, run: int) -> tuple[str, str, str]:
+        """The kind, ISP and direction of a run."""
+        row = self.first[run]
+        kind, isp, direction = (str(self.keys[c][row]) for c in SERIES_KEYS[1:])
+        return kind, isp, direction
+
+    def batches(self, size: int) -> Iterator[list[tuple[str, range]]]:
+        """Whole areas with their runs, at most `size` runs at a time (or one area)."""
+        area = self.keys["area"][self.first[:-1]]
+        starts = np.flatnonzero(np.r_[True, area[1:] != area[:-1]]).tolist()
+        ends = [*starts[1:], len(area)]
+        batch: list[tuple[str, range]] = []
+        for lo, hi in zip(starts, ends, strict=True):
+            if batch and hi - batch[0][1].start > size:
+                yield batch
+                batch = []
+            batch.append((str(area[lo]), range(lo, hi)))
+        if batch:
+            yield batch
+
+    def lay_out(
+        self, areas: list[tuple[str, range]], values: dict[str, np.ndarray]
+    ) -> dict[int, dict[str, list]]:
+        """Each run of `areas` (a batch) as its columns' series: one list per column,
+        its kind's axis long, None where the run has no cell."""
+        runs = np.arange(areas[0][1].start, areas[-1][1].stop)
+        rows = slice(self.first[runs[0]], self.first[runs[-1] + 1])
+        run_of_row, place = self.run[rows], self.place[rows]
+        kind_of_run = self.keys["kind"][self.first[runs]]
+        out: dict[int, dict[str, list]] = {int(r): {} for r in runs}
+        for kind, labels in self.axes.items():
+            mine = runs[kind_of_run == kind]
+            if not len(mine):
+                continue
+            # Each row of the kind: its run's line and its place on the axis.
+            line = np.full(len(runs), -1)
+            line[mine - runs[0]] = np.arange(len(mine))
+            at = line[run_of_row - runs[0]]
+            picked = at >= 0
+            grid_rows, grid_cols = at[picked], place[picked]
+            for name, column in values.items():
+                grid = np.full((len(mine), len(labels)), None, dtype=object)
+                grid[grid_rows, grid_cols] = column[rows][picked]
+                for run, series in zip(mine.tolist(), grid.tolist(), strict=True):
+                    out[run][name] = series
+        return out
 
 
 def stats_key(layer: str, kind: str, label: str) -> str:
@@ -251,8 +344,9 @@ class Publisher:
     def write_series(self, layer: str, cells: pa.Table) -> list[str]:
         """One file per area: each kind's full period axis, one series per ISP and
         direction that has any published cell, null where there is no published cell.
-        `cells` holds every released cell of the layer (all kinds). Areas are written
-        one at a time, so memory holds one area's series."""
+        `cells` holds every released cell of the layer (all kinds). The series are laid
+        out a batch of areas at a time (up to `SERIES_BATCH` series), so memory holds
+        one batch's."""
         table = cells.filter(cells.column("published"))
         shares = sorted(c for c in table.column_names if is_share_column(c))
         # Each share column's label: the configured threshold's or use case's, else
@@ -260,62 +354,31 @@ class Publisher:
         configured = {rule.column: rule.label for rule in self.config.share_rules}
         share_labels = {c: configured.get(c) or share_label(c) for c in shares}
         series_cols = _series_columns(shares)
+        if not table.num_rows:
+            return []
         # Cells released before intervals were published have none: null.
         table = _with_floats(table, series_cols)
-        axes: dict[str, tuple[list[str], dict[int, int]]] = {}
-        for kind in periods.KINDS:
-            days = table.filter(pc.equal(table.column("kind"), kind)).column("period")
-            if len(days) == 0:
-                continue
-            first, last = pc.min(days).as_py(), pc.max(days).as_py()
-            axis = periods.axis(kind, first, last)
-            axes[kind] = (
-                [periods.label(kind, p) for p in axis],
-                {(p - EPOCH).days: i for i, p in enumerate(axis)},
-            )
+        table = table.select([*SERIES_KEYS, "period", *series_cols])
+        table = table.sort_by([(c, "ascending") for c in (*SERIES_KEYS, "period")])
+        runs = _SeriesRuns.of(table)
+        values = _json_values(table.select(series_cols))
         written: list[str] = []
-        if table.num_rows:
-            table = table.select(["area", "kind", "isp", "direction", "period", *series_cols])
-            table = table.sort_by(
-                [(c, "ascending") for c in ("area", "kind", "isp", "direction", "period")]
-            )
-            areas = table.column("area").to_numpy(zero_copy_only=False)
-            bounds = np.flatnonzero(areas[1:] != areas[:-1]) + 1
-            for lo, hi in zip(
-                np.concatenate([[0], bounds]), np.append(bounds, len(areas)), strict=True
-            ):
-                area = str(areas[lo])
-                self._write_area_series(layer, area, table.slice(lo, hi - lo), axes, share_labels)
+        for areas in runs.batches(SERIES_BATCH):
+            laid = runs.lay_out(areas, values)
+            for area, area_runs in areas:
+                kinds: dict[str, dict] = {}
+                for run in area_runs:
+                    kind, isp, direction = runs.key_of(run)
+                    doc = kinds.setdefault(kind, {"periods": runs.axes[kind], "series": []})
+                    doc["series"].append({"isp": isp, "direction": direction, **laid[run]})
+                self._write_area_series(layer, area, kinds, share_labels)
                 written.append(area)
         return written
 
     def _write_area_series(
-        self,
-        layer: str,
-        area: str,
-        table: pa.Table,
-        axes: dict[str, tuple[list[str], dict[int, int]]],
-        share_labels: dict[str, str],
+        self, layer: str, area: str, kinds: dict[str, dict], share_labels: dict[str, str]
     ) -> None:
         """`share_labels`: each share column, in order, and its label."""
-        series_cols = _series_columns(list(share_labels))
-        cols = _json_columns(table)
-        cols["period"] = table.column("period").cast(pa.int32()).to_pylist()
-        kinds: dict[str, dict] = {}
-        run_key = None
-        current: dict = {}
-        for i in range(table.num_rows):
-            key = (cols["kind"][i], cols["isp"][i], cols["direction"][i])
-            labels, position = axes[key[0]]
-            if key != run_key:
-                run_key = key
-                doc = kinds.setdefault(key[0], {"periods": labels, "series": []})
-                current = {"isp": key[1], "direction": key[2]}
-                current.update({c: [None] * len(labels) for c in series_cols})
-                doc["series"].append(current)
-            pos = position[cols["period"][i]]
-            for c in series_cols:
-                current[c][pos] = cols[c][i]
         doc = {
             "version": VERSION,
             "layer": layer,
