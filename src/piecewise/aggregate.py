@@ -38,6 +38,7 @@ from piecewise.config import RESERVED_ISP, Config, Evening, ShareRule
 from piecewise.dictionaries import one_dictionary
 from piecewise.hours import base_layer, evening_layer, in_evening, is_evening
 from piecewise.ingest import tests_key
+from piecewise.memory import give_back_free_memory
 from piecewise.sampling import with_pick
 from piecewise.schema import DIRECTIONS, area_column, enriched_schema, rough_column
 from piecewise.store import Store, StoreError
@@ -393,6 +394,8 @@ def compute_cells(
                     del later
                     groupings(direction, d, True)
                     del d
+                # A direction's rows and sorts are let go: the next one's are its own.
+                give_back_free_memory()
     if not stats_parts:
         return plain_strings(cell_schema(thresholds).empty_table()), HIST_SCHEMA.empty_table()
     stats = pa.concat_tables(stats_parts, promote_options="permissive")

@@ -18,7 +18,7 @@ import os
 
 import pyarrow as pa
 
-__all__ = ["use_system_allocator"]
+__all__ = ["give_back_free_memory", "use_system_allocator"]
 
 log = logging.getLogger(__name__)
 
@@ -48,3 +48,16 @@ def _limit_arenas(count: int) -> None:
     mallopt.restype = ctypes.c_int
     if mallopt(M_ARENA_MAX, count) != 1:
         log.debug("the C library did not take M_ARENA_MAX=%d", count)
+
+
+def give_back_free_memory() -> None:
+    """Hand the memory the C library's allocator keeps for reuse back to the system
+    (glibc's malloc_trim), between phases of a job: the tests a phase read and encoded
+    are let go, and what the next phase holds is then its own, not added to them in
+    the process's peak. No-op on other C libraries."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)

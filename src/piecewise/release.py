@@ -54,6 +54,7 @@ from piecewise.intervals import median_bounds, wilson
 from piecewise.ledger import Ledger, LedgerError, LedgerState, Release, SealBroken, SealedPeriod
 from piecewise.lock import RunLock
 from piecewise.manifest import Manifest, unfinished_dates
+from piecewise.memory import give_back_free_memory
 from piecewise.publish import INDEX_KEY, PREFIX, AreasFile, Publisher, stats_key
 from piecewise.schema import DIRECTIONS
 from piecewise.store import KeyNotFound
@@ -191,6 +192,7 @@ def _release_one(
         # Published from the recorded tables, as a run completing it would: these
         # copies are let go first.
         del cells, cube
+        give_back_free_memory()
         changed = _changed_dates(stores, release.dates)
         if changed:
             ledger.discard_pending()
@@ -342,6 +344,7 @@ def _compute(
         stats, hist = cells_of_tests(
             config, _tests_by_direction(config, stores, read, loaded), wanted=wanted
         )
+        give_back_free_memory()  # the tests are let go; the cells are a fraction of them
     stats = plain_strings(stats).append_column("row", pa.array(np.arange(stats.num_rows)))
     kinds = released_kinds(config, state)
     # One layer at a time: deciding them side by side measured no faster without the
