@@ -11,6 +11,7 @@ from piecewise.cellstats import (
     DirectionData,
     ShareTest,
     cell_statistics,
+    subset_shares,
 )
 
 
@@ -136,3 +137,43 @@ def test_composite_key_overflow_is_refused() -> None:
     data = DirectionData.build(np.ones(3), np.ones(3), np.ones(3), np.ones(3, dtype=np.int64))
     with pytest.raises(OverflowError):
         cell_statistics(data, np.zeros(3, dtype=np.int64), 62, [])
+
+
+def test_a_subset_ranked_from_the_whole_is_the_subset_ranked_alone() -> None:
+    """The evening's rows take their ranks from all the rows' (no second sort): every
+    statistic of every cell, the shares of speeds and of use cases among them, equal
+    those of the same rows ranked alone, and numpy's."""
+    rng = np.random.default_rng(11)
+    n = 4000
+    mbps = rng.lognormal(3, 1.2, n)
+    mbps[rng.random(n) < 0.05] = 50.0  # ties across the subset's edge
+    rtt = rng.lognormal(3, 0.4, n)
+    rtt[rng.random(n) < 0.1] = np.nan
+    loss = rng.random(n) * 0.1
+    loss[rng.random(n) < 0.5] = np.nan
+    client = rng.integers(0, 300, n)
+    group = rng.integers(0, 40, n).astype(np.int64)
+    kept = rng.random(n) < 0.3
+    limits = [(25.0, None, None), (25.0, 30.0, 0.05), (None, 20.0, None), (None, None, None)]
+    whole = DirectionData.build(mbps, rtt, loss, client)
+    data, ranks = whole.subset(kept)
+    tests = subset_shares(ShareTest.all_of(whole, rtt, loss, limits), ranks)
+    got = cell_statistics(data, group[kept], 6, tests)
+    alone = DirectionData.build(mbps[kept], rtt[kept], loss[kept], client[kept])
+    expected = cell_statistics(
+        alone, group[kept], 6, ShareTest.all_of(alone, rtt[kept], loss[kept], limits)
+    )
+    np.testing.assert_array_equal(got.keys, expected.keys)
+    np.testing.assert_array_equal(got.tests, expected.tests)
+    np.testing.assert_array_equal(got.clients, expected.clients)
+    for name in QUANTILE_NAMES:
+        np.testing.assert_array_equal(got.quantiles[name], expected.quantiles[name])
+    for name in ("mean", "geomean"):
+        np.testing.assert_allclose(getattr(got, name), getattr(expected, name), rtol=1e-12)
+    for name in ("rtt_median", "rtt_p90", "loss_median"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
+    for a, b in zip(got.shares, expected.shares, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for name in ("hist_cell", "hist_bucket", "hist_count"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
+    check(mbps[kept], rtt[kept], loss[kept], client[kept], group[kept], 6, shares=limits)

@@ -32,6 +32,7 @@ from piecewise.cellstats import (
     ShareTest,
     bits_for,
     cell_statistics,
+    subset_shares,
 )
 from piecewise.clients import network_keyed
 from piecewise.config import RESERVED_ISP, Config, Evening, ShareRule
@@ -282,6 +283,28 @@ class _DirectionInputs:
             shares=ShareTest.all_of(data, rtt, loss, [t.limits(direction) for t in thresholds]),
         )
 
+    def subset(self, kept: np.ndarray) -> _DirectionInputs:
+        """The inputs of the rows `kept` (a mask) alone, as if encoded from them: the
+        codes and labels stay, the ranks are this data's (a subset keeps the order)."""
+        data, ranks = self.data.subset(kept)
+        row_of = np.cumsum(kept) - 1
+
+        def codes(c: _Codes) -> _Codes:
+            return _Codes(c.codes[kept], c.labels, c.bits)
+
+        def rough(r: _Rough) -> _Rough:
+            inside = kept[r.rows]
+            return _Rough(row_of[r.rows[inside]], r.area[inside])
+
+        return _DirectionInputs(
+            data=data,
+            isp=codes(self.isp),
+            periods={k: codes(c) for k, c in self.periods.items()},
+            areas={k: codes(c) for k, c in self.areas.items()},
+            rough={k: rough(r) for k, r in self.rough.items()},
+            shares=subset_shares(self.shares, ranks),
+        )
+
     def _group(self, task: _Task, area: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
         """The cell key of each row (of `rows` only, if given) with area codes `area`."""
         per = self.periods[task.kind].codes
@@ -369,7 +392,7 @@ def compute_cells(
                     "load_tests(..., times=True)"
                 )
             direction_of_row = _encode(tests.column("direction"))
-            encoded: list[tuple[str, _DirectionInputs, pa.Table | None]] = []
+            encoded: list[tuple[str, _DirectionInputs, np.ndarray | None]] = []
             for code, direction in enumerate(direction_of_row.labels):
                 if direction not in DIRECTIONS:
                     raise ValueError(f"unknown direction {direction!r} in the private store")
@@ -378,22 +401,21 @@ def compute_cells(
                 seen.add(direction)
                 one = len(direction_of_row.labels) == 1
                 rows = tests if one else tests.filter(pa.array(direction_of_row.codes == code))
-                later = None
+                in_hours = None  # the evening's rows
                 if evening is not None:
-                    later = rows.filter(pa.array(in_evening(rows.column("test_time"), evening)))
+                    in_hours = in_evening(rows.column("test_time"), evening)
                 inputs = _DirectionInputs.of(rows, direction, layer_ids, kinds, thresholds)
-                encoded.append((direction, inputs, later if later and later.num_rows else None))
-                del rows, inputs, later
+                encoded.append((direction, inputs, in_hours))
+                del rows, inputs, in_hours
             del tests  # before the groupings are computed (the caller lets go of it too)
             while encoded:
-                direction, d, later = encoded.pop(0)
+                direction, d, in_hours = encoded.pop(0)
                 groupings(direction, d, False)
-                del d
-                if later is not None:
-                    d = _DirectionInputs.of(later, direction, layer_ids, kinds, thresholds)
-                    del later
+                if in_hours is not None and in_hours.any():
+                    # The evening's rows keep the order of all of them: not sorted again.
+                    d = d.subset(in_hours)
                     groupings(direction, d, True)
-                    del d
+                del d
                 # A direction's rows and sorts are let go: the next one's are its own.
                 give_back_free_memory()
     if not stats_parts:

@@ -59,6 +59,21 @@ class RankedMetric:
         valid = len(values) - int(np.count_nonzero(missing))
         return cls(values[order], rank, bits_for(max(len(values) - 1, 0)), valid)
 
+    def subset(self, kept: np.ndarray, row_of: np.ndarray) -> tuple[RankedMetric, np.ndarray]:
+        """The metric over the rows `kept` (a mask), renumbered by `row_of`, and the
+        ranks (in this metric) of those rows, ascending: a subset keeps the order, so
+        nothing is sorted again."""
+        order = np.empty(len(self.rank), dtype=self.rank.dtype)
+        order[self.rank] = np.arange(len(self.rank), dtype=self.rank.dtype)
+        ranks = np.flatnonzero(kept[order])
+        rank = np.empty(len(ranks), dtype=self.rank.dtype)
+        rank[row_of[order[ranks]]] = np.arange(len(ranks), dtype=self.rank.dtype)
+        valid = int(np.searchsorted(ranks, self.valid))
+        metric = RankedMetric(
+            self.sorted_values[ranks], rank, bits_for(max(len(ranks) - 1, 0)), valid
+        )
+        return metric, ranks
+
     def sorted_composite(self, group: np.ndarray, group_bits: int) -> np.ndarray:
         """`group << bits | rank`, sorted: each cell's rows together, by value."""
         if group_bits + self.bits > 63:
@@ -222,6 +237,40 @@ class DirectionData:
             log_sorted=np.log(ranked.sorted_values),
             bucket_sorted=bucket_of(ranked.sorted_values),
         )
+
+    def subset(self, kept: np.ndarray) -> tuple[DirectionData, np.ndarray]:
+        """The data of the rows `kept` (a mask; they are renumbered in order), ranked
+        from this data's ranks rather than sorted again; and their throughput ranks
+        here, ascending (for `subset_shares`)."""
+        row_of = np.cumsum(kept) - 1
+        mbps, ranks = self.mbps.subset(kept, row_of)
+        return (
+            DirectionData(
+                mbps=mbps,
+                rtt=self.rtt.subset(kept, row_of)[0],
+                loss=self.loss.subset(kept, row_of)[0],
+                client=self.client[kept],
+                client_bits=self.client_bits,
+                log_sorted=self.log_sorted[ranks],
+                bucket_sorted=self.bucket_sorted[ranks],
+            ),
+            ranks,
+        )
+
+
+def subset_shares(tests: list[ShareTest], ranks: np.ndarray) -> list[ShareTest]:
+    """The share tests of a subset of the rows, whose throughput ranks (ascending) are
+    `ranks`: each packed byte array taken once at those ranks."""
+    taken: dict[int, np.ndarray] = {}
+    out = []
+    for test in tests:
+        if test.meets is None:
+            out.append(test)
+            continue
+        if id(test.meets) not in taken:
+            taken[id(test.meets)] = test.meets[ranks]
+        out.append(ShareTest(True, test.speed, taken[id(test.meets)], test.bit))
+    return out
 
 
 def _below(comp: np.ndarray, bits: int, cells: CellLayout, rank: int) -> np.ndarray:

@@ -74,25 +74,35 @@ ORDER = [(c, "ascending") for c in ("period", "area", "isp", "direction")]
 CUBE_COLUMNS = ["area", "isp", "direction", "bucket", "count"]
 
 
+def _json_floats(column: pa.ChunkedArray | pa.Array, digits: int) -> np.ndarray:
+    """A float column as an array of Python values: rounded, NaN and null as None."""
+    values = np.round(column.to_numpy(zero_copy_only=False).astype(np.float64), digits)
+    objects = values.astype(object)
+    objects[np.isnan(values)] = None
+    return objects
+
+
 def _json_values(table: pa.Table, digits: int = DIGITS) -> dict[str, np.ndarray]:
     """Columns as arrays of Python values for JSON: floats rounded, NaN and null as
     None."""
     out = {}
     for field, column in zip(table.schema, table.columns, strict=True):
         if pa.types.is_floating(field.type):
-            values = np.round(column.to_numpy(zero_copy_only=False).astype(np.float64), digits)
-            objects = values.astype(object)
-            objects[np.isnan(values)] = None
+            out[field.name] = _json_floats(column, digits)
         else:
-            objects = np.empty(len(column), dtype=object)
-            objects[:] = column.to_pylist()
-        out[field.name] = objects
+            out[field.name] = np.empty(len(column), dtype=object)
+            out[field.name][:] = column.to_pylist()
     return out
 
 
 def _json_columns(table: pa.Table, digits: int = DIGITS) -> dict[str, list]:
     """Columns as Python lists for JSON: floats rounded, NaN and null as None."""
-    return {name: values.tolist() for name, values in _json_values(table, digits).items()}
+    return {
+        field.name: _json_floats(column, digits).tolist()
+        if pa.types.is_floating(field.type)
+        else column.to_pylist()
+        for field, column in zip(table.schema, table.columns, strict=True)
+    }
 
 
 def _with_floats(table: pa.Table, names: list[str]) -> pa.Table:
