@@ -233,9 +233,60 @@ class _Rough:
         return cls(rows, area[rows])
 
 
+def _client_codes(column: pa.ChunkedArray) -> np.ndarray:
+    """Each row's client as 1..n (0: unknown), without the clients' names."""
+    arr = one_dictionary(column)
+    if not arr.num_chunks:
+        return np.zeros(0, np.int64)
+    return np.concatenate(
+        [pc.fill_null(pc.add(c.indices, 1), 0).to_numpy().astype(np.int64) for c in arr.chunks]
+    )
+
+
+@dataclass(frozen=True)
+class _DirectionColumns:
+    """One direction's columns as arrays and codes, read from its table; the table can
+    be let go before they are ranked (the largest part of the encoding's memory)."""
+
+    mbps: np.ndarray
+    rtt: np.ndarray
+    loss: np.ndarray
+    client: np.ndarray  # 0 for unknown, else 1..n
+    isp: _Codes
+    periods: dict[str, _Codes]
+    areas: dict[str, _Codes]
+    rough: dict[str, _Rough]
+
+    @classmethod
+    def of(cls, rows: pa.Table, layer_ids: list[str], kinds: list[str]) -> _DirectionColumns:
+        def floats(name: str) -> np.ndarray:
+            values = pc.fill_null(rows.column(name), np.nan).to_numpy()
+            return values.astype(np.float64, copy=False)
+
+        days = rows.column("date").combine_chunks().cast(pa.int32()).to_numpy().astype(np.int64)
+        period_codes: dict[str, _Codes] = {}
+        for kind in kinds:
+            ords = periods.ordinals(kind, days)
+            base = int(ords.min())
+            rel = (ords - base).astype(np.int32)
+            labels = [periods.start_of_ordinal(kind, base + i) for i in range(int(rel.max()) + 1)]
+            period_codes[kind] = _Codes(rel, labels, bits_for(len(labels)))
+        areas = {i: _encode(rows.column(area_column(i)), PSEUDO_AREAS) for i in layer_ids}
+        return cls(
+            mbps=rows.column("mbps").to_numpy().astype(np.float64, copy=False),
+            rtt=floats("min_rtt_ms"),
+            loss=floats("loss_rate"),
+            client=_client_codes(rows.column("client_ip")),
+            isp=_encode(rows.column("isp")),
+            periods=period_codes,
+            areas=areas,
+            rough={i: _Rough.of(_column(rows, rough_column(i)), areas[i]) for i in layer_ids},
+        )
+
+
 @dataclass(frozen=True)
 class _DirectionInputs:
-    """One direction's rows, encoded once and shared by all of its groupings."""
+    """One direction's rows, encoded and ranked once, shared by all of its groupings."""
 
     data: DirectionData
     isp: _Codes
@@ -246,41 +297,17 @@ class _DirectionInputs:
 
     @classmethod
     def of(
-        cls,
-        rows: pa.Table,
-        direction: str,
-        layer_ids: list[str],
-        kinds: list[str],
-        thresholds: list[ShareRule],
+        cls, columns: _DirectionColumns, direction: str, thresholds: list[ShareRule]
     ) -> _DirectionInputs:
-        mbps = rows.column("mbps").to_numpy().astype(np.float64, copy=False)
-        rtt = (
-            pc.fill_null(rows.column("min_rtt_ms"), np.nan)
-            .to_numpy()
-            .astype(np.float64, copy=False)
-        )
-        loss = (
-            pc.fill_null(rows.column("loss_rate"), np.nan).to_numpy().astype(np.float64, copy=False)
-        )
-        clients = _encode(rows.column("client_ip"))
-        client = (clients.codes + 1) % (len(clients.labels) + 1)  # unknown client: 0
-        days = rows.column("date").combine_chunks().cast(pa.int32()).to_numpy().astype(np.int64)
-        period_codes: dict[str, _Codes] = {}
-        for kind in kinds:
-            ords = periods.ordinals(kind, days)
-            base = int(ords.min())
-            rel = (ords - base).astype(np.int32)
-            labels = [periods.start_of_ordinal(kind, base + i) for i in range(int(rel.max()) + 1)]
-            period_codes[kind] = _Codes(rel, labels, bits_for(len(labels)))
-        areas = {i: _encode(rows.column(area_column(i)), PSEUDO_AREAS) for i in layer_ids}
-        data = DirectionData.build(mbps, rtt, loss, client)
+        data = DirectionData.build(columns.mbps, columns.rtt, columns.loss, columns.client)
+        limits = [t.limits(direction) for t in thresholds]
         return cls(
             data=data,
-            isp=_encode(rows.column("isp")),
-            periods=period_codes,
-            areas=areas,
-            rough={i: _Rough.of(_column(rows, rough_column(i)), areas[i]) for i in layer_ids},
-            shares=ShareTest.all_of(data, rtt, loss, [t.limits(direction) for t in thresholds]),
+            isp=columns.isp,
+            periods=columns.periods,
+            areas=columns.areas,
+            rough=columns.rough,
+            shares=ShareTest.all_of(data, columns.rtt, columns.loss, limits),
         )
 
     def subset(self, kept: np.ndarray) -> _DirectionInputs:
@@ -392,7 +419,7 @@ def compute_cells(
                     "load_tests(..., times=True)"
                 )
             direction_of_row = _encode(tests.column("direction"))
-            encoded: list[tuple[str, _DirectionInputs, np.ndarray | None]] = []
+            encoded: list[tuple[str, _DirectionColumns, np.ndarray | None]] = []
             for code, direction in enumerate(direction_of_row.labels):
                 if direction not in DIRECTIONS:
                     raise ValueError(f"unknown direction {direction!r} in the private store")
@@ -404,12 +431,15 @@ def compute_cells(
                 in_hours = None  # the evening's rows
                 if evening is not None:
                     in_hours = in_evening(rows.column("test_time"), evening)
-                inputs = _DirectionInputs.of(rows, direction, layer_ids, kinds, thresholds)
-                encoded.append((direction, inputs, in_hours))
-                del rows, inputs, in_hours
-            del tests  # before the groupings are computed (the caller lets go of it too)
+                columns = _DirectionColumns.of(rows, layer_ids, kinds)
+                encoded.append((direction, columns, in_hours))
+                del rows, columns, in_hours
+            # Before the rows are ranked and grouped (the caller lets go of it too).
+            del tests
             while encoded:
-                direction, d, in_hours = encoded.pop(0)
+                direction, columns, in_hours = encoded.pop(0)
+                d = _DirectionInputs.of(columns, direction, thresholds)
+                del columns
                 groupings(direction, d, False)
                 if in_hours is not None and in_hours.any():
                     # The evening's rows keep the order of all of them: not sorted again.
