@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Sequence
+
+import orjson
 
 JSON = "application/json"
 GEOJSON = "application/geo+json"
@@ -16,7 +17,11 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def json_bytes(obj: object) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    """Compact UTF-8 JSON, keys in their order (orjson: several times the standard
+    library's speed on the hundreds of cells an answer holds). Copied out of orjson's
+    buffer, which keeps its whole capacity (4 KiB for a short value): the API keeps
+    these bytes in caches whose budgets count their length."""
+    return bytes(memoryview(orjson.dumps(obj)))
 
 
 def json_array(parts: Sequence[bytes]) -> bytes:

@@ -197,9 +197,8 @@ def _head(sel: StatsSelection) -> dict:
 def stats_json(snap: Snapshot, sel: StatsSelection) -> bytes:
     group = sel.group
     ends = {d: snap.key_end(sel.isp, d)[0] for d in DIRECTIONS}
-    suppressed = [
-        snap.area_key(sel.layer, area)[0] + ends[d] for area, d in group.suppressed(sel.direction)
-    ]
+    key_of = snap.area_keys(sel.layer)
+    suppressed = [key_of(area)[0] + ends[d] for area, d in group.suppressed(sel.direction)]
     return json_object(
         _head(sel),
         cells=json_array(group.published(sel.direction)),
@@ -215,15 +214,16 @@ def stats_geojson(snap: Snapshot, sel: StatsSelection) -> bytes:
     geometries = snap.areas(sel.layer).geometries
     group = sel.group
     ends = {d: snap.key_end(sel.isp, d)[0] for d in DIRECTIONS}
+    key_of = snap.area_keys(sel.layer)
     parts: list[bytes] = []
     for i in group.ordered(sel.direction):
         if i >= 0:
             area, direction = group.cell_areas[i], group.cell_directions[i]
-            start = snap.area_key(sel.layer, area)
+            start = key_of(area)
             properties = group.cells[i][:-1] + _PUBLISHED
         else:
             area, direction = group.hidden_areas[~i], group.hidden_directions[~i]
-            start = snap.area_key(sel.layer, area)
+            start = key_of(area)
             properties = start[0] + ends[direction][:-1] + _SUPPRESSED
         parts += (
             b'{"type":"Feature","id":',
@@ -247,13 +247,14 @@ def stats_csv(snap: Snapshot, sel: StatsSelection) -> bytes:
     header = [*CSV_KEYS, "suppressed", *CSV_NUMBERS, *snap.csv_share_columns]
     ends = {d: snap.key_end(sel.isp, d)[1] for d in DIRECTIONS}
     published = group.csv_lines(snap.shares)
+    key_of = snap.area_keys(sel.layer)
     lines = [csv_bytes(header, [])]
     for i in group.ordered(sel.direction):
         if i >= 0:
             lines.append(published[i])
         else:
             area = group.hidden_areas[~i]
-            lines.append(snap.area_key(sel.layer, area)[1] + ends[group.hidden_directions[~i]])
+            lines.append(key_of(area)[1] + ends[group.hidden_directions[~i]])
     return b"".join(lines)
 
 

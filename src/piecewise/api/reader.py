@@ -98,7 +98,7 @@ class LayerInfo:
 class LayerAreas:
     """The areas file of a layer: ids (sorted), names and geometries encoded as JSON, by
     id; and how answers write each area's suppressed keys (`keys`, made as asked for:
-    see `Snapshot.area_key`; their bytes are counted in the entry's size beforehand)."""
+    see `Snapshot.area_keys`; their bytes are counted in the entry's size beforehand)."""
 
     ids: tuple[str, ...]
     names: dict[str, str]
@@ -480,23 +480,29 @@ class Snapshot:
         """The CSV columns of the shares: each share, then its interval's bounds."""
         return [c for _, column in self.shares for c in share_columns(column)]
 
-    def area_key(self, layer: str, area: str) -> tuple[bytes, bytes, bytes]:
-        """How answers start a suppressed key of the area: its JSON object up to the ISP
-        (`{"area":..,"name":..,`), its CSV line up to the ISP (`area,name,`), and its
-        GeoJSON feature id up to the direction (`"area/`)."""
+    def area_keys(self, layer: str) -> Callable[[str], tuple[bytes, bytes, bytes]]:
+        """How answers start a suppressed key of an area of `layer`: its JSON object up
+        to the ISP (`{"area":..,"name":..,`), its CSV line up to the ISP (`area,name,`),
+        and its GeoJSON feature id up to the direction (`"area/`). The layer's areas are
+        looked up once, for every key of an answer."""
         areas = self.areas(layer)
-        parts = areas.keys.get(area)
-        if parts is None:
-            name = areas.names.get(area)
-            parts = (
-                json_bytes({"area": area, "name": area if name is None else name})[:-1] + b",",
-                csv_line([area, area if name is None else name])[:-2] + b",",
-                json_bytes(area)[:-1] + b"/",
-            )
-            if name is not None:
-                # Kept for the areas of the file only, whose bytes its size counts.
-                areas.keys[area] = parts
-        return parts
+
+        def key_of(area: str) -> tuple[bytes, bytes, bytes]:
+            parts = areas.keys.get(area)
+            if parts is None:
+                name = areas.names.get(area)
+                shown = area if name is None else name
+                parts = (
+                    json_bytes({"area": area, "name": shown})[:-1] + b",",
+                    csv_line([area, shown])[:-2] + b",",
+                    json_bytes(area)[:-1] + b"/",
+                )
+                if name is not None:
+                    # Kept for the areas of the file only, whose bytes its size counts.
+                    areas.keys[area] = parts
+            return parts
+
+        return key_of
 
     def key_end(self, isp: str, direction: str) -> tuple[bytes, bytes]:
         """How answers end a suppressed key: its JSON object from the ISP on, its CSV
