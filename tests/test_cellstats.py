@@ -59,16 +59,20 @@ def check(mbps, rtt, loss, client, group, group_bits, shares=((25.0, None, None)
         assert s.hist_count[s.hist_cell == i].sum() == m.sum()
 
 
-def test_random_cells_match_numpy() -> None:
-    rng = np.random.default_rng(7)
-    n = 5000
+def random_tests(rng: np.random.Generator, n: int, cells: int) -> tuple[np.ndarray, ...]:
+    """Throughput, MinRTT (a tenth missing), loss (half missing), client and cell of
+    `n` tests."""
     mbps = rng.lognormal(3, 1.2, n)
     rtt = rng.lognormal(3, 0.4, n)
     rtt[rng.random(n) < 0.1] = np.nan
     loss = rng.random(n) * 0.1
     loss[rng.random(n) < 0.5] = np.nan
     client = rng.integers(0, 300, n)
-    group = rng.integers(0, 60, n).astype(np.int64)
+    return mbps, rtt, loss, client, rng.integers(0, cells, n).astype(np.int64)
+
+
+def test_random_cells_match_numpy() -> None:
+    mbps, rtt, loss, client, group = random_tests(np.random.default_rng(7), 5000, 60)
     # Speeds alone (read from the ranks), and use cases' limits (counted per test).
     shares = (
         (10.0, None, None),
@@ -145,14 +149,8 @@ def test_a_subset_ranked_from_the_whole_is_the_subset_ranked_alone() -> None:
     those of the same rows ranked alone, and numpy's."""
     rng = np.random.default_rng(11)
     n = 4000
-    mbps = rng.lognormal(3, 1.2, n)
+    mbps, rtt, loss, client, group = random_tests(rng, n, 40)
     mbps[rng.random(n) < 0.05] = 50.0  # ties across the subset's edge
-    rtt = rng.lognormal(3, 0.4, n)
-    rtt[rng.random(n) < 0.1] = np.nan
-    loss = rng.random(n) * 0.1
-    loss[rng.random(n) < 0.5] = np.nan
-    client = rng.integers(0, 300, n)
-    group = rng.integers(0, 40, n).astype(np.int64)
     kept = rng.random(n) < 0.3
     limits = [(25.0, None, None), (25.0, 30.0, 0.05), (None, 20.0, None), (None, None, None)]
     whole = DirectionData.build(mbps, rtt, loss, client)
