@@ -253,6 +253,18 @@ def test_fingerprint_is_stable_and_tells_settings_apart() -> None:
     assert a.startswith("sha256:") and len(a) == len("sha256:") + 16
 
 
+def test_fingerprint_is_the_one_earlier_versions_recorded() -> None:
+    """The digest every manifest already holds, written by earlier versions: a change of
+    JSON encoder elsewhere must not make each ingested date look stale (numbers like
+    1e-05 and non-ASCII text are where encoders differ)."""
+    settings = {
+        "region": {"bbox": [-124.85, 45.54, -116.91, 49.01], "min_area": 1e-05},
+        "isps": [{"name": "Ziply Fiber", "patterns": ["ziply"]}],
+        "name": "Zürich",
+    }
+    assert fingerprint(settings) == "sha256:11f6d31c956d595e"
+
+
 def test_geoip_identity_names_type_and_build(tmp_path: Path) -> None:
     from piecewise.demo.geoip import build_demo_asn_db
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from piecewise import __version__
-from piecewise.store import KeyNotFound, Store, StoreError, json_bytes
+from piecewise.store import KeyNotFound, Store, StoreError
 
 MANIFEST_PREFIX = "manifest/dates/"
 RECORD_FORMAT = 1
@@ -279,8 +280,14 @@ class Manifest:
 
 def fingerprint(settings: Any) -> str:
     """A short stable digest of JSON-able `settings` (for example the source, region,
-    layer and ISP settings an ingest used): equal settings give equal fingerprints."""
-    return "sha256:" + hashlib.sha256(json_bytes(settings)).hexdigest()[:16]
+    layer and ISP settings an ingest used): equal settings give equal fingerprints.
+    Their canonical form is the standard library's compact, key-sorted JSON, as every
+    recorded fingerprint was made: another encoder writes some numbers otherwise
+    (`1e-05`, `0.00001`), and every date ingested would look stale and be read again."""
+    text = json.dumps(
+        settings, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False
+    )
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def geoip_identity(path: Path | str | None) -> str | None:
