@@ -149,8 +149,10 @@ class _SeriesRuns:
             mine = keys["kind"] == kind
             if not mine.any():
                 continue
-            first, last = (EPOCH + dt.timedelta(days=int(f(days[mine]))) for f in (np.min, np.max))
-            axis = periods.axis(kind, first, last)
+            earliest, latest = (
+                EPOCH + dt.timedelta(days=int(f(days[mine]))) for f in (np.min, np.max)
+            )
+            axis = periods.axis(kind, earliest, latest)
             axes[kind] = [periods.label(kind, p) for p in axis]
             place[mine] = np.searchsorted([(p - EPOCH).days for p in axis], days[mine])
         first = np.append(np.flatnonzero(change), table.num_rows)

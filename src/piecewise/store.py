@@ -437,7 +437,8 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-# Keys sorted; numbers, dates and non-string keys written as the standard library would.
+# Keys sorted; non-string keys written as strings, as the standard library writes them;
+# numpy's numbers taken as Python's.
 _JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
