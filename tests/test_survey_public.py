@@ -29,7 +29,6 @@ from piecewise.survey.export import export
 from piecewise.survey.mechanisms import GRID
 from piecewise.survey.public import (
     INDEX_KEY,
-    MEDIANS,
     Window,
     publish_survey,
     read_response,
@@ -39,6 +38,7 @@ from piecewise.survey.public import (
 )
 from piecewise.survey.ratelimit import client_hash
 from piecewise.survey.store import FirestoreSurveyStore, SqliteSurveyStore, SurveyStore
+from piecewise.survey.summary import MEDIANS
 from survey_fixtures import SALT, SURVEY_TOML, Clock, survey_config, valid_submission
 
 SEATTLE = (47.61, -122.33)
@@ -61,15 +61,22 @@ def response(
     download: float | None = 100.0,
     upload: float | None = 10.0,
     advertised: float | None = None,
+    answers: dict | None = None,
+    linked: bool = True,
 ) -> tuple[str, dict]:
-    """A stored response as the survey app writes it (`client=""`: its own hash)."""
+    """A stored response as the survey app writes it (`client=""`: its own hash); its
+    speed test carries M-Lab UUIDs unless `linked` is false."""
+    test: dict = {"download_mbps": download, "upload_mbps": upload}
+    if linked:
+        test |= {"download_uuid": f"ndt-{i}-d", "upload_uuid": f"ndt-{i}-u"}
+    given = {} if advertised is None else {"advertised_download": advertised}
     record: dict = {
         "submitted_at": when.isoformat(timespec="milliseconds"),
         "form_version": "v",
         "consent": True,
-        "answers": {} if advertised is None else {"advertised_download": advertised},
+        "answers": given | (answers or {}),
         "location": None if where is None else {"latitude": where[0], "longitude": where[1]},
-        "speed_test": {"download_mbps": download, "upload_mbps": upload},
+        "speed_test": test,
     }
     if client is not None:
         record["client"] = client or f"client-{i}"
@@ -375,7 +382,7 @@ def test_windows_published_by_any_store_are_left_as_they_are_when_the_settings_c
     result = publish_survey(changed, records, public, private, now=utc(2026, 4, 2))
     assert archive(public) == before
     [kept] = result.of("kept")
-    assert "published with epsilon 6.5, the settings now give 10.5" in kept.note
+    assert "published with epsilon 25, the settings now give 39" in kept.note
     assert "published with min_responses 10, the settings now say 20" in kept.note
 
 
@@ -594,11 +601,20 @@ def test_an_area_is_listed_when_its_noisy_count_reaches_min_responses_and_a_medi
             "measured_download_median": 80.0,
             "advertised_upload_median": None,
             "measured_upload_median": None,  # two gave it
+            "download_ratio_median": None,  # two gave an advertised speed
+            "monthly_cost_median": None,
+            "cost_per_mbps_median": None,
+            "below_half_share": None,
+            "satisfaction": None,
+            "connection_types": None,
         }
     ]
+    assert document["by_isp"] == []  # no response named its ISP
     assert document["min_responses"] == 3
     assert document["privacy"]["grid"] == list(GRID) and document["privacy"]["unit"] == "Mbps"
-    assert document["privacy"]["epsilon"] == 450  # the count, and four medians' two draws
+    # In each of two cells (the area's and its ISP's): the count, seven medians' two draws,
+    # the count under half the advertised speed, two histograms.
+    assert document["privacy"]["epsilon"] == 2 * (50 * (1 + 7 + 1 + 2) + 50 * 7)
     text = json.dumps(document)
     assert "47.61" not in text and "122.33" not in text and "r0001" not in text
 
@@ -624,7 +640,8 @@ def test_a_median_of_a_question_the_form_does_not_ask_is_always_null(tmp_path: P
     publish_survey(config, records, public, private, now=utc(2026, 4, 2))
     document = public.read_json("v1/survey/hex/2026-Q1.json")
     assert area_of(document)["advertised_download_median"] is None
-    assert document["privacy"]["epsilon"] == 250  # count, and two medians' two draws
+    # In each of two cells (the area's and its ISP's): the count, two medians' two draws.
+    assert document["privacy"]["epsilon"] == 2 * 250
 
 
 def test_the_survey_settings_have_documented_defaults_and_bounds(tmp_path: Path) -> None:
@@ -652,7 +669,9 @@ def test_the_published_fields_are_documented() -> None:
         *("version", "layer", "window", "label", "start", "end", "published_at"),
         *("min_responses", "clients", "privacy", "areas", "area", "name", "responses"),
         *("epsilon", "epsilon_count", "epsilon_median", "mechanism", "grid", "unit"),
-        *(m[0] for m in MEDIANS),
+        *("linked", "isps", "by_isp", "isp", "cells_per_response", "grids"),
+        *("below_half_share", "satisfaction", "connection_types"),
+        *(m.name for m in MEDIANS),
     ]
     assert [n for n in names if f"`{n}`" not in survey_md] == []
     assert "`v1/survey/{layer}/{label}.json`" in survey_md and f"`{INDEX_KEY}`" in survey_md
@@ -675,7 +694,7 @@ def test_cli_publish_says_what_it_published_and_what_it_kept(
     store.close()
     assert main(["survey", "publish", "--config", str(toml)]) == 0
     out = capsys.readouterr().out
-    assert "survey summary of layer hex, year windows, epsilon 6.5 per window" in out
+    assert "survey summary of layer hex, year windows, epsilon 25 per window" in out
     assert "published 2020: 0 of 34 areas listed -> v1/survey/hex/2020.json" in out
     assert main(["survey", "publish", "-c", str(toml)]) == 0
     out = capsys.readouterr().out

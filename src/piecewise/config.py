@@ -797,6 +797,12 @@ class Survey(_Strict):
     min_responses: int = Field(
         10, ge=1, description="Fewest responses, counted with noise, to list an area or a median."
     )
+    publish_isps: bool = Field(
+        True,
+        description="Also publish a cell per ISP the residents named (the form's `isp` "
+        "choices), beside each area's cell of every ISP; each response then counts in two "
+        "cells, which doubles what it costs in privacy.",
+    )
     epsilon_count: float = Field(
         0.5,
         gt=0,

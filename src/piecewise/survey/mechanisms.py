@@ -7,14 +7,18 @@ client changes what it reads by one response at most:
   distribution), P(k) = (1 - a) / (1 + a) * a^|k| with a = exp(-epsilon). One response
   moves a count by at most 1, so the noisy count is epsilon-DP; a threshold on the noisy
   count is a function of it, and so private too.
-- a median: the exponential mechanism over GRID, a fixed, bounded, log-spaced list of
-  candidates (the ISO 3 preferred numbers R20 from 0.1 to 10,000 Mbps). Each value is
-  first moved to its nearest candidate in log scale (below 0.1: 0.1; above 10,000:
-  10,000). A candidate c has the utility u(c) = -|below(c) - above(c)| / 2, minus its
-  distance in ranks from the middle of the values (below/above: how many values lie
-  strictly below/above c). One response changes u by at most 1, whether its value
-  changes or it is added or removed, so drawing c with probability proportional to
-  exp(epsilon * u(c) / 2) is epsilon-DP.
+- a median: the exponential mechanism over a grid, a fixed, bounded, log-spaced list of
+  candidates (the ISO 3 preferred numbers R20: speeds and monthly costs from 0.1 to
+  10,000, measured/advertised ratios from 0.01 to 10, costs per Mbps from 0.001 to
+  100). Each value is first moved to its nearest candidate in log scale (below the
+  lowest: the lowest; above the highest: the highest). A candidate c has the utility
+  u(c) = -|below(c) - above(c)| / 2, minus its distance in ranks from the middle of the
+  values (below/above: how many values lie strictly below/above c). One response
+  changes u by at most 1, whether its value changes or it is added or removed, so
+  drawing c with probability proportional to exp(epsilon * u(c) / 2) is epsilon-DP.
+- a histogram over fixed bins (satisfaction levels, connection types): each bin's count
+  plus its own geometric noise, at least 0. A response is in one bin at most, so adding
+  or removing one moves one count by 1: the histogram is epsilon-DP as a whole.
 
 Randomness comes from `random.SystemRandom` (the operating system's CSPRNG) unless a
 caller passes another generator (tests pass `random.Random(seed)`).
@@ -32,19 +36,29 @@ import numpy as np
 # ISO 3 preferred numbers, series R20 (steps of about 12 %): round values to read.
 R20 = ("1.00", "1.12", "1.25", "1.40", "1.60", "1.80", "2.00", "2.24", "2.50", "2.80")
 R20 += ("3.15", "3.55", "4.00", "4.50", "5.00", "5.60", "6.30", "7.10", "8.00", "9.00")
+
+
+def log_grid(low_exponent: int, high_exponent: int) -> tuple[float, ...]:
+    """The R20 numbers from 10^low to 10^high, both included."""
+    return (
+        *(
+            float(f"{mantissa}e{exponent}")
+            for exponent in range(low_exponent, high_exponent)
+            for mantissa in R20
+        ),
+        float(f"1e{high_exponent}"),
+    )
+
+
 GRID_LOW_EXPONENT = -1  # 0.1 Mbps
 GRID_HIGH_EXPONENT = 4  # 10,000 Mbps
-GRID: tuple[float, ...] = (
-    *(
-        float(f"{mantissa}e{exponent}")
-        for exponent in range(GRID_LOW_EXPONENT, GRID_HIGH_EXPONENT)
-        for mantissa in R20
-    ),
-    float(f"1e{GRID_HIGH_EXPONENT}"),
-)
-_LOG_GRID = np.log10(np.array(GRID))
-# A value is moved to the candidate nearest in log scale: the cuts lie halfway between.
-_CUTS = (_LOG_GRID[1:] + _LOG_GRID[:-1]) / 2
+# The grid of speeds (Mbps), and of monthly costs (0.10 to 10,000 in the currency).
+GRID: tuple[float, ...] = log_grid(GRID_LOW_EXPONENT, GRID_HIGH_EXPONENT)
+# Measured against advertised speed: 1 % to ten times.
+RATIO_GRID: tuple[float, ...] = log_grid(-2, 1)
+# Monthly cost per advertised Mbps: 0.001 to 100 in the currency.
+COST_PER_MBPS_GRID: tuple[float, ...] = log_grid(-3, 2)
+
 
 COUNT_MECHANISM = "two-sided geometric (discrete Laplace) noise"
 MEDIAN_MECHANISM = "exponential mechanism"
@@ -61,13 +75,16 @@ def system_random() -> Uniform:
     return random.SystemRandom()
 
 
-def snap(values: Iterable[float]) -> np.ndarray:
-    """The index in GRID of each value's nearest candidate (log scale); values at or below
-    zero go to the lowest candidate."""
+def snap(values: Iterable[float], grid: tuple[float, ...] = GRID) -> np.ndarray:
+    """The index in `grid` of each value's nearest candidate (log scale); values at or
+    below zero go to the lowest candidate."""
     array = np.asarray(list(values), dtype=np.float64)
+    logs_of_grid = np.log10(np.array(grid))
+    # A value is moved to the candidate nearest in log scale: the cuts lie halfway between.
+    cuts = (logs_of_grid[1:] + logs_of_grid[:-1]) / 2
     with np.errstate(divide="ignore", invalid="ignore"):
-        logs = np.log10(np.where(array > 0, array, GRID[0]))
-    return np.searchsorted(_CUTS, logs, side="left").astype(np.int64)
+        logs = np.log10(np.where(array > 0, array, grid[0]))
+    return np.searchsorted(cuts, logs, side="left").astype(np.int64)
 
 
 def geometric_noise(epsilon: float, rng: Uniform) -> int:
@@ -110,16 +127,26 @@ def utilities(indices: np.ndarray, size: int = len(GRID)) -> np.ndarray:
     return -np.abs(below - above) / 2.0
 
 
-def median_probabilities(indices: np.ndarray, epsilon: float) -> np.ndarray:
-    """The probability of each candidate of GRID: proportional to exp(epsilon * u / 2)."""
-    logits = epsilon * utilities(indices) / 2.0
+def median_probabilities(indices: np.ndarray, epsilon: float, size: int = len(GRID)) -> np.ndarray:
+    """The probability of each of a grid's `size` candidates: proportional to
+    exp(epsilon * u / 2)."""
+    logits = epsilon * utilities(indices, size) / 2.0
     weights = np.exp(logits - logits.max())
     return weights / weights.sum()
 
 
-def draw_median(values: Iterable[float], epsilon: float, rng: Uniform) -> float:
-    """One draw of the exponential mechanism over GRID for these values."""
-    probabilities = median_probabilities(snap(values), epsilon)
+def draw_median(
+    values: Iterable[float], epsilon: float, rng: Uniform, grid: tuple[float, ...] = GRID
+) -> float:
+    """One draw of the exponential mechanism over `grid` for these values."""
+    probabilities = median_probabilities(snap(values, grid), epsilon, len(grid))
     cumulative = np.cumsum(probabilities)
     position = np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")
-    return GRID[min(int(position), len(GRID) - 1)]
+    return grid[min(int(position), len(grid) - 1)]
+
+
+def noisy_histogram(counts: dict[str, int], epsilon: float, rng: Uniform) -> dict[str, int]:
+    """Every bin's count plus its own two-sided geometric noise, at least 0. The bins are
+    fixed in advance and one response is in one bin at most, so adding or removing a
+    response moves one count by 1: the whole histogram is epsilon-DP."""
+    return {name: max(0, noisy_count(n, epsilon, rng)) for name, n in counts.items()}

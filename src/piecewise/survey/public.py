@@ -43,13 +43,17 @@ from piecewise.areas import AreaLayer, H3Areas, PolygonAreas, RegionFilter
 from piecewise.config import Config, H3Layer
 from piecewise.lock import RunLock
 from piecewise.store import KeyNotFound, Store, json_bytes
-from piecewise.survey import mechanisms
-from piecewise.survey.form import default_fields
+from piecewise.survey import mechanisms, summary
 from piecewise.survey.mechanisms import Uniform
+from piecewise.survey.summary import Response, choice_answers, statistic_values
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+# A window's file: 2 added the ratio, costs, histograms and ISP cells, and reads measured
+# speeds from linked tests only. Windows published before keep their version.
+VERSION = 2
+INDEX_VERSION = 1
+RECORD_FORMAT = 1
 PREFIX = "v1/survey/"
 INDEX_KEY = "v1/survey/index.json"
 RECORD_PREFIX = "survey/published/"
@@ -59,12 +63,10 @@ GRACE = dt.timedelta(days=1)
 CACHE_CONTROL = "public, max-age=86400"
 INDEX_CACHE_CONTROL = "public, max-age=300"
 
-# (published name, where in a record: "answers" or "speed_test", key)
-MEDIANS = (
-    ("advertised_download_median", "answers", "advertised_download"),
-    ("measured_download_median", "speed_test", "download_mbps"),
-    ("advertised_upload_median", "answers", "advertised_upload"),
-    ("measured_upload_median", "speed_test", "upload_mbps"),
+LINKED_RULE = (
+    "measured speeds come only from a linked speed test: with its M-Lab UUID and a speed "
+    f"above 0 and at most {summary.PLAUSIBLE_MBPS:,.0f} Mbps; a response without one counts "
+    "in responses and in its answers' statistics"
 )
 CLIENTS_RULE = (
     "one response per client and window, its first located in an area of the layer; "
@@ -144,18 +146,6 @@ def due_windows(config: Config, now: dt.datetime) -> list[Window]:
 # -- responses -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Response:
-    """What the summary reads of a stored response."""
-
-    id: str
-    received: dt.datetime
-    client: str
-    latitude: float | None
-    longitude: float | None
-    values: dict[str, float | None]
-
-
 def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -182,11 +172,17 @@ def read_response(key: str, record: dict) -> Response | None:
     lat = lon = None
     if isinstance(location, dict):
         lat, lon = _number(location.get("latitude")), _number(location.get("longitude"))
-    values = {
-        name: _number((record.get(part) or {}).get(field_name))
-        for name, part, field_name in MEDIANS
-    }
-    return Response(key, received, client_key, lat, lon, values)
+    choices = choice_answers(record)
+    return Response(
+        key,
+        received,
+        client_key,
+        lat,
+        lon,
+        statistic_values(record),
+        isp=choices["isp"],
+        choices=choices,
+    )
 
 
 # -- areas -----------------------------------------------------------------------------
@@ -259,42 +255,49 @@ def _first(pair: tuple[Response, str]) -> tuple[dt.datetime, str]:
 # -- the release -----------------------------------------------------------------------
 
 
-def asked_medians(config: Config) -> list[str]:
-    """The medians drawn: the measured ones always, an advertised one when the form asks
-    that field (a median of a question not asked would only be noise)."""
-    fields = {f.name for f in config.survey.fields or default_fields(config)}
-    return [name for name, part, key in MEDIANS if part == "speed_test" or key in fields]
-
-
 def epsilon_total(config: Config) -> float:
-    """What one client's response can cost in one window: the area's count, and for each
-    median drawn, the count of values and the value."""
+    """What one client's response can cost in one window: in each cell it counts in (its
+    area's, and its ISP's there), the count, each median's count of values and value,
+    the count under half the advertised speed, and each histogram."""
     survey = config.survey
-    drawn = len(asked_medians(config))
-    return round(survey.epsilon_count * (1 + drawn) + survey.epsilon_median * drawn, 10)
+    return summary.plan(config).epsilon(survey.epsilon_count, survey.epsilon_median)
 
 
 def privacy_block(config: Config) -> dict:
     survey = config.survey
+    cells = summary.plan(config)
     return {
         "epsilon": epsilon_total(config),
         "epsilon_count": survey.epsilon_count,
         "epsilon_median": survey.epsilon_median,
+        "cells_per_response": cells.cells_per_response,
         "mechanism": {
             "count": (
                 f"{mechanisms.COUNT_MECHANISM}: noisy count = count + k, "
                 "P(k) = (1 - a) / (1 + a) * a^|k|, a = exp(-epsilon_count); "
-                "an area is listed when its noisy count is at least min_responses"
+                "a cell is listed when its noisy count is at least min_responses"
             ),
             "median": (
-                f"{mechanisms.MEDIAN_MECHANISM} over grid: values moved to the nearest "
-                "grid value (log scale); P(c) proportional to exp(epsilon_median * u(c) / 2), "
-                "u(c) = -|values below c - values above c| / 2; null unless the noisy "
-                "count (epsilon_count) of the values is at least min_responses"
+                f"{mechanisms.MEDIAN_MECHANISM} over the statistic's grid: values moved to "
+                "the nearest grid value (log scale); P(c) proportional to "
+                "exp(epsilon_median * u(c) / 2), u(c) = -|values below c - values above c| / 2; "
+                "null unless the noisy count (epsilon_count) of the values is at least "
+                "min_responses"
+            ),
+            "share": (
+                "below_half_share: the noisy count (epsilon_count) of the responses whose "
+                "ratio is under 0.5, over the ratio's noisy count, clipped to [0, 1]; null "
+                "when that count is under min_responses"
+            ),
+            "histogram": (
+                "each bin's count plus its own noise as a count's (epsilon_count for the "
+                "whole histogram), at least 0; null unless their total is at least "
+                "min_responses"
             ),
         },
         "grid": list(mechanisms.GRID),
         "unit": "Mbps",
+        "grids": {m.name: {"unit": m.unit, "values": list(m.grid)} for m in cells.medians},
     }
 
 
@@ -307,26 +310,22 @@ def summarize_window(
     *,
     published_at: dt.datetime,
 ) -> dict:
-    """The window's public file: one noisy draw per area of the layer."""
-    survey = config.survey
-    least = survey.min_responses
-    drawn = set(asked_medians(config))
+    """The window's public file: one noisy draw per area of the layer, and per area and
+    ISP of the form."""
+    cells = summary.plan(config)
     by_area = counted_by_area(layer.areas, layer.candidates, responses)
-    listed = []
+    listed, by_isp = [], []
     for area in layer.candidates:  # every area, in a fixed order: empty ones get noise too
         counted = by_area.get(area, [])
-        noisy = mechanisms.noisy_count(len(counted), survey.epsilon_count, rng)
-        if noisy < least:
-            continue
-        entry: dict = {"area": area, "name": layer.areas.name_of(area), "responses": noisy}
-        for name, _, _ in MEDIANS:
-            entry[name] = None
-            if name not in drawn:
-                continue
-            values = [r.values[name] for r in counted if r.values[name] is not None]
-            if mechanisms.noisy_count(len(values), survey.epsilon_count, rng) >= least:
-                entry[name] = mechanisms.draw_median(values, survey.epsilon_median, rng)
-        listed.append(entry)
+        name = layer.areas.name_of(area)
+        entry = summary.draw_cell(counted, cells, config, rng)
+        if entry is not None:
+            listed.append({"area": area, "name": name, **entry})
+        for isp in cells.isps:  # every ISP of the form, answered or not
+            mine = [r for r in counted if summary.isp_of(r, cells) == isp]
+            entry = summary.draw_cell(mine, cells, config, rng)
+            if entry is not None:
+                by_isp.append({"area": area, "name": name, "isp": isp, **entry})
     return {
         "version": VERSION,
         "layer": layer.id,
@@ -335,10 +334,13 @@ def summarize_window(
         "start": window.start.isoformat(),
         "end": window.end.isoformat(),
         "published_at": published_at.astimezone(dt.UTC).replace(microsecond=0).isoformat(),
-        "min_responses": least,
+        "min_responses": config.survey.min_responses,
         "clients": CLIENTS_RULE,
+        "linked": LINKED_RULE,
         "privacy": privacy_block(config),
+        "isps": list(cells.isps),
         "areas": listed,
+        "by_isp": by_isp,
     }
 
 
@@ -564,7 +566,7 @@ def _publish(
 ) -> Known:
     document = summarize_window(config, layer, window, responses, rng, published_at=now)
     text = json_bytes(document).decode("utf-8")
-    record = {"format": VERSION, "responses_read": len(responses), "text": text}
+    record = {"format": RECORD_FORMAT, "responses_read": len(responses), "text": text}
     # Recorded first: a run that stops before the public write restores these bytes.
     private.write_json(record_key(layer.id, window.label), record)
     public.write_bytes(
@@ -621,7 +623,7 @@ def _write_index(public: Store, known: dict[tuple[str, str], Known]) -> None:
         for k in sorted(known.values(), key=_order)
         if k.public
     ]
-    index = {"version": VERSION, "windows": entries}
+    index = {"version": INDEX_VERSION, "windows": entries}
     data = json_bytes(index)
     try:
         if public.read_bytes(INDEX_KEY) == data:
