@@ -147,6 +147,13 @@ resource "google_project_iam_member" "survey_firestore" {
   member  = google_service_account.function["survey"].member
 }
 
+# aggregate publishes the survey's windows that ended: it reads the responses, never writes.
+resource "google_project_iam_member" "aggregate_firestore" {
+  project = var.project
+  role    = "roles/datastore.viewer"
+  member  = google_service_account.function["aggregate"].member
+}
+
 resource "google_secret_manager_secret_iam_member" "survey_salt" {
   secret_id = google_secret_manager_secret.survey_salt.id
   role      = "roles/secretmanager.secretAccessor"

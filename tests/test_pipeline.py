@@ -322,6 +322,26 @@ def test_private_store_layout_and_no_ip_in_public(pipeline_run) -> None:
         assert "client_ip" not in text and "ndt-" not in text
 
 
+def test_the_aggregation_publishes_the_survey_windows_and_the_index_lists_them(
+    pipeline_run,
+) -> None:
+    cfg, tmp, _, result = pipeline_run
+    public = open_store(cfg.stores.public, base_dir=tmp)
+    assert public.read_json("v1/index.json")["survey"] == {
+        "index": "v1/survey/index.json",
+        "path": "v1/survey/{layer}/{label}.json",
+        "layer": "counties",
+        "window": "quarter",
+    }
+    # Every quarter from periods.start that ended (with a day's grace) by NOW, each once.
+    quarters = ["2025-Q1", "2025-Q2", "2025-Q3", "2025-Q4"]
+    assert [(w.label, w.status) for w in result.survey.windows] == [
+        (q, "published") for q in quarters
+    ]
+    windows = public.read_json("v1/survey/index.json")["windows"]
+    assert [w["path"] for w in windows] == [f"v1/survey/counties/{q}.json" for q in quarters]
+
+
 def test_running_the_same_dates_again_changes_nothing(pipeline_run) -> None:
     """Every period of the span is published; a second run finds every date published
     (so not read again) and nothing new to release: not a byte changes, index included."""
@@ -330,7 +350,7 @@ def test_running_the_same_dates_again_changes_nothing(pipeline_run) -> None:
     before_public = file_hashes(tmp / "public")
     again = run_ingest(cfg, START, END, progress=False)
     assert again.dates == [] and again.sealed == ingested.dates
-    assert run_aggregate(cfg).release is None
+    assert run_aggregate(cfg, now=NOW).release is None
     assert file_hashes(tmp / "private") == before_private
     assert file_hashes(tmp / "public") == before_public
 
@@ -373,12 +393,16 @@ def test_crash_mid_run_leaves_no_partial_file_and_rerun_completes(
     _, ref_tmp, _, _ = pipeline_run
     # The manifest says when each date was ingested: the one thing two runs differ in;
     # the ledger records those times too.
+    # The survey's windows are drawn with fresh noise by each deployment (the same
+    # responses, other draws): the rest must be the same bytes.
     data = lambda h: {  # noqa: E731
-        k: v for k, v in h.items() if not k.startswith(("manifest/", "ledger/state.json"))
+        k: v
+        for k, v in h.items()
+        if not k.startswith(("manifest/", "ledger/state.json", "survey/", "v1/survey/"))
     }
     assert data(file_hashes(tmp_path / "private")) == data(file_hashes(ref_tmp / "private"))
     assert sorted(Manifest(stores.private).dates()) == ingested_dates(stores.private)
-    assert file_hashes(tmp_path / "public") == file_hashes(ref_tmp / "public")
+    assert data(file_hashes(tmp_path / "public")) == data(file_hashes(ref_tmp / "public"))
 
 
 def test_one_per_client_day_sampling(tmp_path: Path, demo_data: Path) -> None:

@@ -709,3 +709,27 @@ def test_the_record_of_what_was_published_stays_private(tmp_path: Path) -> None:
     publish_survey(config_of(tmp_path), records, public, private, now=utc(2026, 4, 2))
     assert not any(key.startswith("survey/") for key in public.list(""))
     assert private.read_json(record_key("hex", "2026-Q1"))["responses_read"] == 4
+
+
+def test_the_aggregation_publishes_what_residents_posted_from_the_configs_store(
+    tmp_path: Path,
+) -> None:
+    from piecewise.pipeline import Stores, publish_config_survey
+
+    config = config_of(tmp_path, min_responses="1", **EXACT)
+    store = SqliteSurveyStore(tmp_path / "survey.sqlite3")  # the config's store
+    app = build_survey(config, salt=SALT, store=store, clock=Clock(utc(2026, 2, 10).timestamp()))
+    for i in range(3):
+        post(app, f"198.51.100.{i}", download_mbps=100.0 * (i + 1), monthly_cost=60.0)
+    post(app, "198.51.100.9", download_uuid=None)  # a test that cannot be linked
+    store.close()
+    result = publish_config_survey(config, Stores.of(config), now=utc(2026, 4, 2))
+    assert [(w.label, w.status) for w in result.windows] == [("2026-Q1", "published")]
+    document = Stores.of(config).public.read_json(result.windows[0].key)
+    [area] = document["areas"]
+    assert area["responses"] == 4
+    assert area["measured_download_median"] == 200.0  # the three linked tests
+    assert area["monthly_cost_median"] == 63.0  # all four answers (60 and 65.5)
+    assert area["download_ratio_median"] == 0.63  # 200 of 300 Mbps advertised: 0.667
+    [ziply] = document["by_isp"]
+    assert (ziply["isp"], ziply["responses"]) == ("Ziply Fiber", 4)

@@ -484,6 +484,7 @@ def test_each_principal_has_only_its_roles() -> None:
             ("roles/storage.objectUser", public, DATA_CONDITION),
             ("roles/storage.objectViewer", public, LIST_CONDITION),
             ("roles/bigquery.dataEditor", "google_bigquery_dataset.scale.dataset_id", None),
+            ("roles/datastore.viewer", "project", None),  # the survey's responses, read
         },
         "api": {("roles/storage.objectViewer", public, None)},
         "survey": {

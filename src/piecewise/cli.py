@@ -110,12 +110,14 @@ def _aggregate(cfg: Config) -> None:
         print(f"completed release {result.completed}, left pending by an interrupted run")
     if result.release is None:
         print("nothing new is final: no release (periods are published once they are final)")
-        return
-    counts = ", ".join(f"{len(v)} {k}" for k, v in result.periods.items())
-    print(
-        f"release {result.release}: {result.tests} tests into {result.cells} cells "
-        f"({result.published} published); periods: {counts or 'none'}"
-    )
+    else:
+        counts = ", ".join(f"{len(v)} {k}" for k, v in result.periods.items())
+        print(
+            f"release {result.release}: {result.tests} tests into {result.cells} cells "
+            f"({result.published} published); periods: {counts or 'none'}"
+        )
+    if result.survey is not None:
+        print("\n".join(result.survey.report()))
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -390,18 +392,10 @@ def cmd_survey_export(args: argparse.Namespace) -> int:
 
 
 def cmd_survey_publish(args: argparse.Namespace) -> int:
-    from piecewise.store import open_store
-    from piecewise.survey import open_config_store
-    from piecewise.survey.public import publish_survey
+    from piecewise.pipeline import Stores, publish_config_survey
 
     cfg = load_config(_config_path(args))
-    store = open_config_store(cfg)
-    try:
-        public = open_store(cfg.stores.public, base_dir=cfg.base_dir)
-        private = open_store(cfg.stores.private, base_dir=cfg.base_dir)
-        result = publish_survey(cfg, store.records(), public, private)
-    finally:
-        store.close()
+    result = publish_config_survey(cfg, Stores.of(cfg))
     print("\n".join(result.report()))
     return 0
 

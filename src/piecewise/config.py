@@ -754,7 +754,11 @@ class SurveyField(_Strict):
 class Survey(_Strict):
     """The public, write-only survey (`/v1/survey`, docs/survey.md)."""
 
-    enabled: bool = Field(True, description="Serve the survey (`piecewise serve`, function).")
+    enabled: bool = Field(
+        True,
+        description="Serve the survey (`piecewise serve`; the function always serves it) "
+        "and publish its windows with each aggregation.",
+    )
     consent_text: str = Field(
         DEFAULT_CONSENT, min_length=1, max_length=2000, description="What a resident agrees to."
     )

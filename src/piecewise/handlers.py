@@ -234,11 +234,18 @@ def handle_ingested(config: Config, data: bytes, *, today: dt.date | None = None
         result.tests,
         result.published,
     )
+    survey = None
+    if result.survey is not None:
+        survey = {w.status: [] for w in result.survey.windows}
+        for window in result.survey.windows:
+            survey[window.status].append(window.label)
+        log.info("survey: %s", "; ".join(result.survey.report()))
     return {
         "release": result.release,
         "periods": result.periods,
         "cells": result.cells,
         "published": result.published,
+        "survey": survey,
     }
 
 

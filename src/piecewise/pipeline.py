@@ -3,6 +3,7 @@ cloud functions: build what a config names, then ingest and aggregate."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import multiprocessing
@@ -48,6 +49,7 @@ from piecewise.store import Store, StoreError, open_store
 if TYPE_CHECKING:
     from piecewise.release import ReleaseResult
     from piecewise.sources.bigquery import BigQuerySource, QueryEstimate
+    from piecewise.survey.public import SurveyPublication
 
 log = logging.getLogger(__name__)
 
@@ -709,4 +711,24 @@ def run_aggregate(
     from piecewise.release import run_release
 
     use_system_allocator()
-    return run_release(config, stores or Stores.of(config), today=today, now=now)
+    stores = stores or Stores.of(config)
+    result = run_release(config, stores, today=today, now=now)
+    if config.survey.enabled:
+        # The survey's windows that ended are published with the release that follows
+        # them, each once (piecewise.survey.public).
+        result = dataclasses.replace(result, survey=publish_config_survey(config, stores, now=now))
+    return result
+
+
+def publish_config_survey(
+    config: Config, stores: Stores, *, now: dt.datetime | None = None
+) -> SurveyPublication:
+    """Publish the survey windows that have ended, from the config's survey store."""
+    from piecewise.survey import open_config_store
+    from piecewise.survey.public import publish_survey
+
+    survey = open_config_store(config)
+    try:
+        return publish_survey(config, survey.records(), stores.public, stores.private, now=now)
+    finally:
+        survey.close()

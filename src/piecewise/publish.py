@@ -530,6 +530,8 @@ class Publisher:
             # Every published cell as one Parquet file and one SQLite database (with
             # Datasette's metadata), rewritten by each release (piecewise.dataset).
             "dataset": dict(DATASET_KEYS),
+            # The residents' survey, published by window with noise (docs/survey.md).
+            "survey": survey_listing(self.config),
             "paths": {
                 "stats": f"{PREFIX}/stats/{{layer}}/{{kind}}/{{period}}.json",
                 "series": f"{PREFIX}/series/{{layer}}/{{area}}.json",
@@ -541,3 +543,19 @@ class Publisher:
 
     def write_index(self, doc: dict) -> None:
         self.public.write_json(INDEX_KEY, doc, cache_control="public, max-age=60")
+
+
+def survey_listing(config: Config) -> dict | None:
+    """Where the survey's windows are (null when the survey is off): the list of the
+    windows published, the path of each, its layer and length."""
+    if not config.survey.enabled:
+        return None
+    from piecewise.survey.public import INDEX_KEY as SURVEY_INDEX
+    from piecewise.survey.public import window_key
+
+    return {
+        "index": SURVEY_INDEX,
+        "path": window_key("{layer}", "{label}"),
+        "layer": config.survey_layer().id,
+        "window": config.survey.publish_window,
+    }

@@ -62,6 +62,7 @@ from piecewise.tables import encoded_strings, plain_strings, rows_equal
 
 if TYPE_CHECKING:
     from piecewise.pipeline import Stores
+    from piecewise.survey.public import SurveyPublication
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ class ReleaseResult:
     published: int
     completed: int | None = None
     releases: int = 0
+    # What the survey's publication did after the release (None: the survey is off).
+    survey: SurveyPublication | None = None
 
     def add(self, release: Release, cells: int, published: int, tests: int) -> ReleaseResult:
         """With one more release of `cells` cells, `published` of them, from `tests`."""
