@@ -36,6 +36,7 @@ from piecewise.api.params import (
     RankingsQuery,
     SeriesQuery,
     StatsQuery,
+    SurveyQuery,
     parse_request,
 )
 from piecewise.api.queries import Limits
@@ -237,6 +238,8 @@ class ApiApp:
                 body = rankings.rankings(snap, query)
             case CompareQuery():
                 body = rankings.compare(snap, query)
+            case SurveyQuery():
+                body = queries.survey(snap, query)
         if not isinstance(body, bytes):
             body = formats.json_bytes(body)
         return rendered(body, formats.MEDIA_TYPES[fmt])

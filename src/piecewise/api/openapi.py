@@ -10,6 +10,7 @@ from piecewise import __version__
 from piecewise.api.params import BOTH, DIRECTIONS, ENDPOINTS, KINDS, ORDERS, Endpoint, Param
 from piecewise.api.reader import Snapshot
 from piecewise.cellfields import INTERVALS, MEASURES, SHARE_OBJECTS
+from piecewise.survey.summary import MEDIANS as SURVEY_MEDIANS
 
 NUMBER = {"type": ["number", "null"]}
 COUNT = {"type": "integer", "minimum": 0}
@@ -439,6 +440,41 @@ SCHEMAS: dict[str, dict] = {
             },
         }
     ),
+    "Survey": obj(
+        {
+            "layer": TEXT,
+            "window": {"type": "string", "enum": ["month", "quarter", "year"]},
+            "label": TEXT,
+            "start": DATE,
+            "end": DATE,
+            "published_at": TEXT,
+            "version": {"type": "integer"},
+            "min_responses": COUNT,
+            "clients": TEXT,
+            "linked": {"type": ["string", "null"]},
+            "privacy": {"type": "object"},
+            "isp": TEXT,
+            "isps": array(TEXT),
+            "windows": array(TEXT),
+            "areas": array(
+                obj(
+                    {
+                        "area": TEXT,
+                        "name": TEXT,
+                        "responses": COUNT,
+                        **{m.name: NUMBER for m in SURVEY_MEDIANS},
+                        "below_half_share": NUMBER,
+                        "satisfaction": {"type": ["object", "null"]},
+                        "connection_types": {"type": ["object", "null"]},
+                    },
+                    # Windows of version 1 (published before the ratio, costs and
+                    # histograms) have the area, its count and the four speed medians.
+                    required=["area", "name", "responses", *(m.name for m in SURVEY_MEDIANS[:4])],
+                )
+            ),
+        },
+        description="One survey window (docs/survey.md): `linked` is null in version 1.",
+    ),
     "OpenAPI": {"type": "object", "required": ["openapi", "paths"]},
 }
 RESPONSE_SCHEMA = {
@@ -451,6 +487,7 @@ RESPONSE_SCHEMA = {
     "range": "Range",
     "rankings": "Rankings",
     "compare": "Compare",
+    "survey": "Survey",
     "openapi": "OpenAPI",
 }
 HEADERS = {

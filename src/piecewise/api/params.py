@@ -110,6 +110,13 @@ class SeriesQuery:
 
 
 @dataclass(frozen=True)
+class SurveyQuery:
+    layer: str
+    window: str | None  # a window's label; None: the latest published
+    isp: str
+
+
+@dataclass(frozen=True)
 class HistogramQuery:
     layer: str
     area: str
@@ -159,6 +166,7 @@ Query = (
     | RangeQuery
     | RankingsQuery
     | CompareQuery
+    | SurveyQuery
 )
 Args = Mapping[str, Sequence[str]]
 
@@ -384,6 +392,16 @@ def _range(path: dict[str, str], q: dict[str, str]) -> RangeQuery:
     )
 
 
+def _survey(path: dict[str, str], q: dict[str, str]) -> SurveyQuery:
+    window = q.get("window")
+    if window is not None and not SURVEY_WINDOW.fullmatch(window):
+        raise BadParameter(
+            f"window {window[:40]!r} is not a window's label: 2026, 2026-Q3 or 2026-07",
+            parameter="window",
+        )
+    return SurveyQuery(layer=path["layer"], window=window, isp=q.get("isp", ALL_ISPS))
+
+
 def _rankings(path: dict[str, str], q: dict[str, str]) -> RankingsQuery:
     return RankingsQuery(
         layer=_layer(path, q),
@@ -414,6 +432,7 @@ _LAYER = Param(
     location="path",
 )
 HOURS = ("all", "evening")
+SURVEY_WINDOW = re.compile(r"^[0-9]{4}(-Q[1-4]|-(0[1-9]|1[0-2]))?$")
 _HOURS = Param(
     "hours",
     "`all` (every test) or `evening`: the tests of the evening hours alone (19:00 to "
@@ -610,6 +629,36 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             ),
         ),
         _range,
+    ),
+    Endpoint(
+        "survey",
+        "/layers/<layer>/survey",
+        "The residents' survey of one window",
+        "What residents answered (promised speeds, cost, satisfaction, connection) beside "
+        "what their linked speed tests measured, by area, for every ISP or one; each "
+        "window published once with noise (differential privacy, docs/survey.md).",
+        (
+            Param(
+                "layer",
+                "The survey's layer (/v1/meta `survey.layer`).",
+                {"type": "string", "minLength": 1},
+                required=True,
+                location="path",
+            ),
+            Param(
+                "window",
+                "A published window's label (`2026`, `2026-Q3`, `2026-07`); default: the "
+                "latest published.",
+                {"type": "string", "pattern": SURVEY_WINDOW.pattern},
+            ),
+            Param(
+                "isp",
+                "An ISP of the window's `isps`, or `all` (every ISP together).",
+                {"type": "string", "minLength": 1, "default": ALL_ISPS},
+            ),
+        ),
+        _survey,
+        tags=("survey",),
     ),
     Endpoint(
         "rankings",

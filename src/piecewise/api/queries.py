@@ -25,6 +25,7 @@ from piecewise.api.params import (
     Period,
     SeriesQuery,
     StatsQuery,
+    SurveyQuery,
 )
 from piecewise.api.reader import (
     CSV_KEYS,
@@ -475,4 +476,64 @@ def histogram(snap: Snapshot, q: HistogramQuery) -> dict:
             }
             for g in present
         ],
+    }
+
+
+# Of a survey window, what every answer repeats: which cells, and how they were drawn.
+SURVEY_HEAD = (
+    "layer",
+    "window",
+    "label",
+    "start",
+    "end",
+    "published_at",
+    "version",
+    "min_responses",
+    "clients",
+    "linked",
+    "privacy",
+)
+
+
+def survey(snap: Snapshot, q: SurveyQuery) -> dict:
+    """One published survey window of the layer: its areas for every ISP or one."""
+    listing = snap.index.get("survey")
+    if not isinstance(listing, dict):
+        raise NotFound("this publication has no survey (survey.enabled is off)", parameter="layer")
+    if q.layer != listing.get("layer"):
+        raise NotFound(
+            f"the survey is published by layer {listing.get('layer')}, not {q.layer[:100]!r}",
+            parameter="layer",
+            allowed=[str(listing.get("layer"))],
+        )
+    windows = snap.survey_windows(q.layer)
+    labels = [label for label, _ in windows]
+    if not windows:
+        raise NotFound(
+            "no survey window is published yet: each is published after it ends",
+            parameter="window",
+        )
+    label = q.window or labels[-1]
+    if label not in labels:
+        raise NotFound(
+            f"no survey window {label!r} is published", parameter="window", allowed=labels
+        )
+    doc = json.loads(snap.survey_window(dict(windows)[label]))
+    isps = [ALL_ISPS, *doc.get("isps", [])]
+    if q.isp not in isps:
+        raise NotFound(f"window {label} has no ISP {q.isp[:100]!r}", parameter="isp", allowed=isps)
+    if q.isp == ALL_ISPS:
+        areas = doc.get("areas", [])
+    else:
+        areas = [
+            {k: v for k, v in cell.items() if k != "isp"}
+            for cell in doc.get("by_isp", [])
+            if cell.get("isp") == q.isp
+        ]
+    return {
+        **{key: doc.get(key) for key in SURVEY_HEAD},
+        "isp": q.isp,
+        "isps": isps,
+        "windows": labels,
+        "areas": areas,
     }

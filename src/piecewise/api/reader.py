@@ -561,6 +561,38 @@ class Snapshot:
                 "the public data cannot be read right now; try again shortly"
             ) from exc
 
+    def survey_windows(self, layer: str) -> tuple[tuple[str, str], ...]:
+        """The survey's published windows of `layer` as (label, path), oldest first; ()
+        when the release lists no survey or none is published yet. Read once per
+        release: a window published after it shows with the next release."""
+        listing = self.index.get("survey")
+        if not isinstance(listing, dict) or not isinstance(listing.get("index"), str):
+            return ()
+        key = listing["index"]
+
+        def load() -> tuple[tuple[tuple[str, str, str], ...], int]:
+            try:
+                doc, size = self._json(key)
+            except KeyNotFound:
+                return (), 64  # nothing published yet
+            windows = tuple(
+                (_text(w["layer"], "layer"), _text(w["label"], "label"), _text(w["path"], "path"))
+                for w in doc.get("windows", [])
+            )
+            return windows, size
+
+        windows = self._data.get(("survey-index",), lambda: self._must_exist(key, load))
+        return tuple((label, path) for of, label, path in windows if of == layer)
+
+    def survey_window(self, path: str) -> bytes:
+        """A published survey window's file, as published (never rewritten)."""
+
+        def load() -> tuple[bytes, int]:
+            data = self._read(path)
+            return data, len(data)
+
+        return self._data.get(("survey", path), lambda: self._must_exist(path, load))
+
     def _json(self, key: str) -> tuple[Any, int]:
         data = self._read(key)
         try:
