@@ -53,7 +53,7 @@ FUNCTIONS = {
     f.name: f
     for f in (
         Function("ingest", ("bigquery", "pubsub", "gcs", "functions"), needs_files=True),
-        Function("aggregate", ("gcs", "functions"), needs_files=True),
+        Function("aggregate", ("gcs", "firestore", "functions"), needs_files=True),
         Function("api", ("gcs", "functions"), needs_files=False),
         Function("survey", ("firestore", "functions"), needs_files=False),
     )

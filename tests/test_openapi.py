@@ -62,6 +62,7 @@ VALID = {
     "measure": "share_25_3",
     "order": "best",
     "limit": "5",
+    "window": "2025-Q1",
 }
 
 

@@ -13,7 +13,6 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from isal import igzip
@@ -22,6 +21,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from piecewise.api import formats, queries, ranges, rankings
+from piecewise.api.cors import Cors
 from piecewise.api.errors import ApiError, DataUnavailable, MethodNotAllowed, NotFound
 from piecewise.api.openapi import openapi_document
 from piecewise.api.params import (
@@ -98,25 +98,6 @@ def key_bytes(key: Hashable) -> int:
     if isinstance(key, tuple):
         return sys.getsizeof(key) + sum(key_bytes(item) for item in key)
     return sys.getsizeof(key)
-
-
-@dataclass(frozen=True)
-class Cors:
-    """Which web origins may read answers: `*`, or a list echoed back one at a time."""
-
-    origins: frozenset[str]
-
-    @property
-    def any(self) -> bool:
-        return "*" in self.origins
-
-    def headers(self, origin: str | None) -> list[tuple[str, str]]:
-        if self.any:
-            return [("Access-Control-Allow-Origin", "*")]
-        out = [("Vary", "Origin")]
-        if origin is not None and origin in self.origins:
-            out.append(("Access-Control-Allow-Origin", origin))
-        return out
 
 
 class ApiApp:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from piecewise.config import Config
-from piecewise.survey.app import SurveyApp
 from piecewise.survey.form import Form, build_form
 from piecewise.survey.store import SurveyStore, open_survey_store
+
+if TYPE_CHECKING:
+    from piecewise.survey.app import SurveyApp
 
 __all__ = ["Form", "SurveyApp", "build_form", "build_survey", "open_config_store"]
 
@@ -29,6 +32,8 @@ def build_survey(
     clock: Callable[[], float] = time.time,
 ) -> SurveyApp:
     """The survey over the config's store (or `store`, for tests and tools)."""
+    from piecewise.survey.app import SurveyApp
+
     return SurveyApp(
         build_form(config),
         store if store is not None else open_config_store(config),
@@ -36,3 +41,13 @@ def build_survey(
         salt=salt,
         clock=clock,
     )
+
+
+def __getattr__(name: str) -> Any:
+    # The app is imported when asked for, not with the package: the API's OpenAPI
+    # document reads the summary's names, and the survey app reads the API's pieces.
+    if name == "SurveyApp":
+        from piecewise.survey.app import SurveyApp
+
+        return SurveyApp
+    raise AttributeError(name)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
-from piecewise.api.app import Cors
+from piecewise.api.cors import Cors
 from piecewise.api.errors import ApiError, BadParameter, MethodNotAllowed, NotFound
 from piecewise.api.formats import JSON, json_bytes
 from piecewise.config import Survey as SurveySettings
