@@ -391,6 +391,53 @@ def cmd_survey_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_survey_evidence(args: argparse.Namespace) -> int:
+    from piecewise.survey import open_config_store
+    from piecewise.survey.evidence import EvidenceError, export_evidence, rule_of
+
+    cfg = load_config(_config_path(args), check_files=False)
+    if args.output not in (None, "-"):
+        _refuse_public(cfg, Path(args.output))
+    store = open_config_store(cfg)
+    try:
+        if args.output in (None, "-"):
+            found = export_evidence(cfg, store.records(), args.format, sys.stdout.buffer)
+            sys.stdout.flush()
+        else:
+            with open(args.output, "wb") as out:
+                found = export_evidence(cfg, store.records(), args.format, out)
+    except EvidenceError as exc:
+        raise ConfigError(str(_config_path(args)), [f"  {exc}"]) from None
+    finally:
+        store.close()
+    rule = rule_of(cfg)
+    meeting = sum(1 for place in found if rule.reasons(place))
+    tests = sum(len(place.tests) for place in found)
+    print(
+        f"{tests} tests at {len(found)} places; {meeting} places meet the evening rule "
+        f"(at least {rule.evening_days} days)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _refuse_public(cfg: Config, output: Path) -> None:
+    """Evidence names places and M-Lab UUIDs: never into the public store's folder."""
+    public = cfg.stores.public
+    if not public.startswith("file://"):
+        return
+    root = Path(public.removeprefix("file://"))
+    root = root if root.is_absolute() else cfg.base_dir / root
+    if output.resolve().is_relative_to(root.resolve()):
+        raise ConfigError(
+            "--output",
+            [
+                f"  {output} is inside the public store ({public}): the evidence is for "
+                "operators only; write it elsewhere"
+            ],
+        )
+
+
 def cmd_survey_publish(args: argparse.Namespace) -> int:
     from piecewise.pipeline import Stores, publish_config_survey
 
@@ -541,6 +588,15 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     export.add_argument("--output", "-o", help="file to write (default: standard output)")
     export.set_defaults(func=cmd_survey_export)
+    evidence = survey_sub.add_parser(
+        "evidence",
+        help="write the tests of each place, and the places that meet the evening rule "
+        "(operators only, never published; docs/survey.md)",
+    )
+    with_config(evidence)
+    evidence.add_argument("--format", choices=("csv", "geojson"), default="csv")
+    evidence.add_argument("--output", "-o", help="file to write (default: standard output)")
+    evidence.set_defaults(func=cmd_survey_evidence)
     publish = survey_sub.add_parser(
         "publish",
         help="publish each ended window of the survey summary by area, once (noisy counts "

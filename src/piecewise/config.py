@@ -801,6 +801,19 @@ class Survey(_Strict):
     min_responses: int = Field(
         10, ge=1, description="Fewest responses, counted with noise, to list an area or a median."
     )
+    evidence_precision: int = Field(
+        3,
+        ge=0,
+        le=6,
+        description="Decimal places of latitude and longitude that group responses into "
+        "places in the evidence export (3: about 110 m; operators only, never published).",
+    )
+    evidence_required_download: float = Field(
+        100.0, gt=0, description="The download speed a place should get, Mbps (BEAD: 100)."
+    )
+    evidence_required_upload: float = Field(
+        20.0, gt=0, description="The upload speed a place should get, Mbps (BEAD: 20)."
+    )
     publish_isps: bool = Field(
         True,
         description="Also publish a cell per ISP the residents named (the form's `isp` "

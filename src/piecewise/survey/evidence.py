@@ -1,0 +1,290 @@
+"""Evidence for challenges, for operators only (`piecewise survey evidence`; never public).
+
+Consented, located responses with a linked speed test (piecewise.survey.summary) are
+grouped by place: the location rounded to `survey.evidence_precision` decimal places.
+Every test of a place is listed with its time (UTC and local), measured and advertised
+speeds, ISP and M-Lab UUIDs. A place meets the BEAD-style rule when it has evening tests
+(the `[evening]` hours, local time) on at least `EVENING_DAYS` different days and their
+median download or upload is below what was advertised there or below the required
+speed (`survey.evidence_required_download` / `_upload`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import IO
+from zoneinfo import ZoneInfo
+
+from piecewise.api.formats import csv_bytes
+from piecewise.config import Config
+from piecewise.survey.summary import linked_test
+
+# The BEAD challenge rules ask for three tests on different days in the evening hours.
+EVENING_DAYS = 3
+CSV_COLUMNS = (
+    "place",
+    "latitude",
+    "longitude",
+    "meets_rule",
+    "response",
+    "submitted_at",
+    "local_time",
+    "evening",
+    "isp",
+    "download_mbps",
+    "upload_mbps",
+    "advertised_download",
+    "advertised_upload",
+    "download_uuid",
+    "upload_uuid",
+)
+
+
+class EvidenceError(ValueError):
+    """The config cannot say what the rule needs; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Test:
+    response: str
+    submitted_at: dt.datetime  # UTC: when the server received the response
+    local_time: dt.datetime
+    evening: bool
+    isp: str | None
+    download_mbps: float
+    upload_mbps: float | None
+    advertised_download: float | None
+    advertised_upload: float | None
+    download_uuid: str
+    upload_uuid: str | None
+
+
+@dataclass
+class Place:
+    """The tests at one rounded location, and whether they meet the rule."""
+
+    latitude: float
+    longitude: float
+    precision: int
+    tests: list[Test] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return f"{self.latitude:.{self.precision}f},{self.longitude:.{self.precision}f}"
+
+    @property
+    def evening_tests(self) -> list[Test]:
+        return [t for t in self.tests if t.evening]
+
+    @property
+    def evening_days(self) -> int:
+        return len({t.local_time.date() for t in self.evening_tests})
+
+    def evening_median(self, direction: str) -> float | None:
+        values = [
+            v for t in self.evening_tests if (v := getattr(t, f"{direction}_mbps")) is not None
+        ]
+        return statistics.median(values) if values else None
+
+    def advertised(self, direction: str) -> float | None:
+        values = [v for t in self.tests if (v := getattr(t, f"advertised_{direction}")) is not None]
+        return statistics.median(values) if values else None
+
+
+@dataclass(frozen=True)
+class Rule:
+    required_download: float
+    required_upload: float
+    evening_days: int = EVENING_DAYS
+
+    def reasons(self, place: Place) -> list[str]:
+        """Why the place meets the rule; [] when it does not."""
+        days = place.evening_days
+        if days < self.evening_days:
+            return []
+        out = []
+        for direction, required in (
+            ("download", self.required_download),
+            ("upload", self.required_upload),
+        ):
+            median = place.evening_median(direction)
+            if median is None:
+                continue
+            advertised = place.advertised(direction)
+            if advertised is not None and median < advertised:
+                out.append(
+                    f"evening median {direction} {median:g} Mbps is below the advertised "
+                    f"{advertised:g} Mbps ({len(place.evening_tests)} tests on {days} days)"
+                )
+            if median < required:
+                out.append(
+                    f"evening median {direction} {median:g} Mbps is below the required "
+                    f"{required:g} Mbps ({len(place.evening_tests)} tests on {days} days)"
+                )
+        return out
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _isp(answers: dict) -> str | None:
+    isp = answers.get("isp")
+    if isp == "other" and isinstance(answers.get("isp_other"), str):
+        return f"other: {answers['isp_other']}"
+    return isp if isinstance(isp, str) else None
+
+
+def _evening(config: Config) -> tuple[ZoneInfo, frozenset[int]]:
+    if config.evening is None:
+        raise EvidenceError(
+            "evidence needs the region's evening hours and time zone: add an [evening] "
+            'table with timezone = "America/Chicago" (the IANA name of yours; the hours '
+            "default to 19 to 23, local time)"
+        )
+    return ZoneInfo(config.evening.timezone), frozenset(config.evening.hours)
+
+
+def places(config: Config, records: Iterable[tuple[str, dict]]) -> list[Place]:
+    """The places of the consented, located responses with a linked download test, each
+    with its tests in time order; places in order of their id."""
+    zone, hours = _evening(config)
+    precision = config.survey.evidence_precision
+    by_place: dict[tuple[float, float], Place] = {}
+    for key, record in records:
+        location = record.get("location")
+        if record.get("consent") is not True or not isinstance(location, dict):
+            continue
+        lat, lon = _number(location.get("latitude")), _number(location.get("longitude"))
+        test = linked_test(record.get("speed_test"))
+        if lat is None or lon is None or "download_mbps" not in test:
+            continue
+        try:
+            received = dt.datetime.fromisoformat(str(record["submitted_at"]))
+        except (KeyError, ValueError):
+            continue
+        if received.tzinfo is None:
+            received = received.replace(tzinfo=dt.UTC)
+        received = received.astimezone(dt.UTC)
+        local = received.astimezone(zone)
+        answers = record.get("answers")
+        answers = answers if isinstance(answers, dict) else {}
+        speed = record.get("speed_test") or {}
+        spot = (round(lat, precision), round(lon, precision))
+        place = by_place.setdefault(spot, Place(spot[0], spot[1], precision))
+        place.tests.append(
+            Test(
+                response=key,
+                submitted_at=received,
+                local_time=local,
+                evening=local.hour in hours,
+                isp=_isp(answers),
+                download_mbps=test["download_mbps"],
+                upload_mbps=test.get("upload_mbps"),
+                advertised_download=_number(answers.get("advertised_download")),
+                advertised_upload=_number(answers.get("advertised_upload")),
+                download_uuid=str(speed["download_uuid"]),
+                upload_uuid=str(speed["upload_uuid"]) if "upload_mbps" in test else None,
+            )
+        )
+    for place in by_place.values():
+        place.tests.sort(key=lambda t: (t.submitted_at, t.response))
+    return sorted(by_place.values(), key=lambda p: (p.latitude, p.longitude))
+
+
+def rule_of(config: Config) -> Rule:
+    survey = config.survey
+    return Rule(survey.evidence_required_download, survey.evidence_required_upload)
+
+
+def write_csv(found: list[Place], rule: Rule, out: IO[bytes]) -> None:
+    rows = []
+    for place in found:
+        meets = bool(rule.reasons(place))
+        for t in place.tests:
+            rows.append(
+                [
+                    place.id,
+                    place.latitude,
+                    place.longitude,
+                    meets,
+                    t.response,
+                    t.submitted_at.isoformat(),
+                    t.local_time.isoformat(),
+                    t.evening,
+                    t.isp,
+                    t.download_mbps,
+                    t.upload_mbps,
+                    t.advertised_download,
+                    t.advertised_upload,
+                    t.download_uuid,
+                    t.upload_uuid,
+                ]
+            )
+    out.write(csv_bytes(list(CSV_COLUMNS), rows))
+
+
+def geojson(found: list[Place], rule: Rule) -> dict:
+    features = []
+    for place in found:
+        reasons = rule.reasons(place)
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [place.longitude, place.latitude]},
+                "properties": {
+                    "place": place.id,
+                    "meets_rule": bool(reasons),
+                    "reasons": reasons,
+                    "tests": len(place.tests),
+                    "evening_tests": len(place.evening_tests),
+                    "evening_days": place.evening_days,
+                    "evening_median_download": place.evening_median("download"),
+                    "evening_median_upload": place.evening_median("upload"),
+                    "advertised_download": place.advertised("download"),
+                    "advertised_upload": place.advertised("upload"),
+                    "required_download": rule.required_download,
+                    "required_upload": rule.required_upload,
+                    "isps": sorted({t.isp for t in place.tests if t.isp}),
+                    "test_list": [
+                        {
+                            "response": t.response,
+                            "submitted_at": t.submitted_at.isoformat(),
+                            "local_time": t.local_time.isoformat(),
+                            "evening": t.evening,
+                            "isp": t.isp,
+                            "download_mbps": t.download_mbps,
+                            "upload_mbps": t.upload_mbps,
+                            "advertised_download": t.advertised_download,
+                            "advertised_upload": t.advertised_upload,
+                            "download_uuid": t.download_uuid,
+                            "upload_uuid": t.upload_uuid,
+                        }
+                        for t in place.tests
+                    ],
+                },
+            }
+        )
+    return {"type": "FeatureCollection", "features": features}
+
+
+def export_evidence(
+    config: Config, records: Iterable[tuple[str, dict]], fmt: str, out: IO[bytes]
+) -> list[Place]:
+    """Write the evidence as `csv` (a row per test) or `geojson` (a point per place);
+    returns the places."""
+    found = places(config, records)
+    rule = rule_of(config)
+    if fmt == "csv":
+        write_csv(found, rule, out)
+    elif fmt == "geojson":
+        out.write(json.dumps(geojson(found, rule), ensure_ascii=False, indent=1).encode())
+    else:
+        raise ValueError(f"unknown format {fmt!r}: use csv or geojson")
+    return found
