@@ -22,6 +22,7 @@ import pytest
 from piecewise.config import Config, load_config
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
 from piecewise.store import Store
+from piecewise.survey.store import SqliteSurveyStore
 from services import free_port, stop_process, wait_until_answering
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +75,47 @@ def site_config_text(tmp: Path, demo: Path, locate_url: str) -> str:
     return text + f'\n[site]\nndt7_locate_url = "{locate_url}"\n'
 
 
+# Residents of King County who answered in February 2025 (the 2025-Q1 window): enough
+# for the window to list the county with its figures whatever the noise.
+SURVEY_AREA = "53033"
+SURVEY_RESPONSES = 60
+
+
+def seed_survey(path: Path) -> None:
+    """Responses as the survey app stores them, each from its own network, with a linked
+    test: promised 300 Mbps, measured 100 to 218, paying 55 to 84, mostly satisfied."""
+    store = SqliteSurveyStore(path)
+    try:
+        for i in range(SURVEY_RESPONSES):
+            when = dt.datetime(2025, 2, 3 + i % 20, 20, i, tzinfo=dt.UTC)
+            store.put(
+                f"seed-{i:03d}",
+                {
+                    "submitted_at": when.isoformat(timespec="milliseconds"),
+                    "form_version": "seed",
+                    "consent": True,
+                    "answers": {
+                        "isp": "Comcast Xfinity" if i % 3 else "Ziply Fiber",
+                        "connection_type": "Cable" if i % 3 else "Fiber",
+                        "advertised_download": 300,
+                        "advertised_upload": 20,
+                        "monthly_cost": 55 + i % 30,
+                        "satisfaction": 2 + i % 4,
+                    },
+                    "location": {"latitude": 47.61 + i * 1e-4, "longitude": -122.33},
+                    "speed_test": {
+                        "download_mbps": 100.0 + 2 * i,
+                        "upload_mbps": 15.0,
+                        "download_uuid": f"ndt-seed-{i}-d",
+                        "upload_uuid": f"ndt-seed-{i}-u",
+                    },
+                    "client": f"seed-client-{i}",
+                },
+            )
+    finally:
+        store.close()
+
+
 @pytest.fixture(scope="session")
 def ndt7_server() -> Iterator[object]:
     from ndt7_server import Ndt7TestServer
@@ -96,8 +138,9 @@ def site_server(
     config_path = tmp / "piecewise.toml"
     config_path.write_text(site_config_text(tmp, demo_data, ndt7_server.locate_url))
     config = load_config(config_path)
+    seed_survey(tmp / "survey.sqlite3")
     run_ingest(config, SITE_START, SITE_END, progress=False)
-    run_aggregate(config)
+    run_aggregate(config)  # publishes the survey windows that ended, 2025-Q1 among them
     port = free_port()
     log_path = tmp / "serve.log"
     with log_path.open("wb") as log:

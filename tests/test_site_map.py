@@ -16,6 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from browser_fixtures import SURVEY_AREA, SURVEY_RESPONSES
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 FILL = "areas-fill"
@@ -483,6 +485,81 @@ def test_a_use_case_is_a_measure_and_a_panel_row(page, site_server, index, month
     pct = lambda v: f"{math.floor(v * 100 + 0.5)}%"  # noqa: E731
     low, high = cell["shares_low"][label], cell["shares_high"][label]
     assert shown == f"{pct(cell['shares'][label])} ({pct(low)} to {pct(high)})"
+
+
+def test_the_residents_survey_is_a_measure_family_and_a_panel_section(
+    page, site_server, index, screenshot_dir
+):
+    """The survey's window of the period colours its layer by what residents answered
+    (the ratio, the cost, satisfaction), hatches the areas it does not list, and the
+    panel shows the area's answers beside M-Lab's numbers: all as the window file has
+    them."""
+    assert index["survey"]["layer"] == "counties"
+    windows = site_server.public.read_json(index["survey"]["index"])["windows"]
+    window = next(w for w in windows if w["label"] == "2025-Q1")
+    survey = site_server.public.read_json(window["path"])
+    king = next(a for a in survey["areas"] if a["area"] == SURVEY_AREA)
+    assert king["responses"] >= SURVEY_RESPONSES - 10 and king["download_ratio_median"]
+
+    # A survey measure on another layer opens the survey's layer.
+    open_map(page, site_server, "layer=h3r4&metric=survey_ratio&kind=month&period=2025-02")
+    assert hash_state(page)["layer"] == "counties"
+    assert '"survey:download_ratio_median"' in fill_expression(page)
+    listed = {a["area"]: a["download_ratio_median"] for a in survey["areas"]}
+    drawn = {f["id"]: f.get("survey:download_ratio_median") for f in rendered(page)}
+    assert drawn[SURVEY_AREA] == king["download_ratio_median"]
+    assert all(v == listed.get(a) for a, v in drawn.items())
+    # The areas the window does not list (no figure) are hatched, and only they.
+    hatch = json.dumps(
+        page.evaluate(f"window.piecewiseMap.getPaintProperty('{HATCH}', 'fill-opacity')")
+    )
+    assert hatch.replace(" ", "") == (
+        '["case",["==",["feature-state","survey:download_ratio_median"],null],0.9,0]'
+    )
+    assert any(v is None for v in drawn.values())  # some counties have too few
+    caption = page.locator("#legend-caption").inner_text()
+    assert "residents' survey of Q1 2025" in caption
+    assert "Too few responses" in page.locator("#legend-items").inner_text()
+    option = page.locator("#metric option[value='survey_satisfied']").inner_text()
+    assert option == "Residents' survey: share satisfied"
+
+    # Satisfaction: the share of the two highest answers, from the noisy counts.
+    open_map(page, site_server, "layer=counties&metric=survey_satisfied&kind=month&period=2025-02")
+    levels = king["satisfaction"]
+    share = (levels["4"] + levels["5"]) / sum(levels.values())
+    drawn = {f["id"]: f.get("survey:satisfied_share") for f in rendered(page)}
+    assert drawn[SURVEY_AREA] == pytest.approx(share)
+
+    # The panel: the area's answers, beside M-Lab's numbers.
+    open_map(
+        page,
+        site_server,
+        f"layer=counties&metric=survey_ratio&kind=month&period=2025-02&area={SURVEY_AREA}",
+    )
+    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    section = page.locator("#panel-survey")
+    assert section.is_visible()
+    text = section.inner_text()
+    row = lambda name: section.locator("tbody tr", has_text=name).inner_text().split("\t")[1]  # noqa: E731
+    assert row("Responses") == f"{king['responses']:,}"
+    assert row("Measured against promised") == f"{king['download_ratio_median']:.2f}×"
+    assert row("Promised download") == f"{king['advertised_download_median']:,.0f} Mbps"
+    assert row("Satisfied") == f"{math.floor(share * 100 + 0.5)}%"
+    assert "Cable" in row("Connection types") and "noise" in text
+    page.screenshot(path=str(screenshot_dir / "survey.png"), full_page=False)
+
+    # Another ISP: the window's cells of that ISP.
+    ziply = next(
+        (c for c in survey["by_isp"] if c["area"] == SURVEY_AREA and c["isp"] == "Ziply Fiber"),
+        None,
+    )
+    open_map(
+        page,
+        site_server,
+        "layer=counties&metric=survey_ratio&kind=month&period=2025-02&isp=Ziply%20Fiber",
+    )
+    drawn = {f["id"]: f.get("survey:download_ratio_median@Ziply Fiber") for f in rendered(page)}
+    assert drawn.get(SURVEY_AREA) == (ziply["download_ratio_median"] if ziply else None)
 
 
 def test_the_evening_toggle_shows_the_evening_twin(page, site_server, index):

@@ -19,6 +19,9 @@ import {
   hatchOpacity,
   metricsFor,
   periodLabel,
+  surveyMetrics,
+  surveyStates,
+  surveyWindowFor,
   periodStart,
   publicationNote,
   uncertainOpacity,
@@ -49,6 +52,10 @@ let panel;
 let mapLoaded = false;
 // The period whose numbers the map shows ("layer/kind/period"), and the one loading.
 let shownNumbers = null;
+// The survey's published windows of its layer (a promise, read once), and the window
+// whose figures the map shows (null: none for the period).
+let surveyWindows = null;
+let shownSurvey = null;
 let loadingNumbers = null;
 const areaLists = new Map();
 
@@ -218,8 +225,9 @@ async function loadNumbers() {
   document.body.dataset.mapState = "loading";
   const sourceLayer = layerInfo().tiles?.source_layer || state.layer;
   let doc;
+  let survey;
   try {
-    doc = await fetchJson(numbersUrl());
+    [doc, survey] = await Promise.all([fetchJson(numbersUrl()), loadSurvey()]);
   } catch (err) {
     if (loadingNumbers !== key) return;
     loadingNumbers = null;
@@ -230,11 +238,33 @@ async function loadNumbers() {
   loadingNumbers = null;
   if (key !== numbersKey() || !map.getSource(SOURCE)) return;
   map.removeFeatureState({ source: SOURCE, sourceLayer });
-  for (const [id, numbers] of Object.entries(doc.features || {})) {
-    map.setFeatureState({ source: SOURCE, sourceLayer, id }, { ...numbers, drawn: true });
-  }
+  const states = {};
+  for (const [id, numbers] of Object.entries(doc.features || {})) states[id] = { ...numbers, drawn: true };
+  for (const [id, figures] of Object.entries(survey.states)) states[id] = { ...(states[id] || {}), ...figures };
+  for (const [id, values] of Object.entries(states)) map.setFeatureState({ source: SOURCE, sourceLayer, id }, values);
   shownNumbers = key;
+  shownSurvey = survey.window;
+  updateLegend();
   map.triggerRepaint();
+}
+
+/** The survey's figures for the period (its layer, all hours only): the window that
+ * shows it and the feature states of its cells; none elsewhere or without a window.
+ * A survey that cannot be read leaves the map's own numbers drawn. */
+async function loadSurvey(s = state) {
+  const none = { window: null, states: {} };
+  if (!index.survey || s.layer !== index.survey.layer || s.hours !== "all") return none;
+  surveyWindows ||= fetchJson(new URL(index.survey.index, config.dataBase), { cache: "no-cache" })
+    .then((doc) => (doc.windows || []).filter((w) => w.layer === index.survey.layer))
+    .catch(() => []);
+  const chosen = surveyWindowFor(await surveyWindows, s.period);
+  if (!chosen) return none;
+  try {
+    const doc = await fetchJson(new URL(chosen.path, config.dataBase));
+    return { window: chosen, states: surveyStates(doc) };
+  } catch {
+    return none;
+  }
 }
 
 function updateSelection() {
@@ -474,6 +504,8 @@ function openPanel(name) {
     isp: state.isp,
     direction: state.direction,
     metric: metricInfo(),
+    // The survey window the map shows, for the panel's residents' section.
+    surveyWindow: index.survey && state.layer === index.survey.layer && state.hours === "all" ? shownSurvey?.label || null : null,
   });
 }
 
@@ -662,6 +694,7 @@ function swatch(style) {
 
 function updateLegend() {
   const metric = metricInfo();
+  if (metric.survey) return surveyLegend(metric);
   const priv = index.privacy || config.privacy || {};
   $("legend-caption").textContent = `${metric.label}, ${state.direction}, ${ispLabel(state.isp)}, ${periodLabel(state.period)} (${metric.note}).`;
   const items = classes(metric, state.direction).map((c) => {
@@ -687,6 +720,26 @@ function updateLegend() {
     );
     items.push(uncertain);
   }
+  $("legend-items").replaceChildren(...items);
+}
+
+/** The legend of a survey measure: its window, its classes, and the hatch of the areas
+ * with too few responses. */
+function surveyLegend(metric) {
+  const when = shownSurvey ? `residents' survey of ${periodLabel(shownSurvey.label)}` : `no residents' survey window covers ${periodLabel(state.period)}`;
+  $("legend-caption").textContent = `${metric.label}, ${ispLabel(state.isp)}, ${when} (${metric.note}).`;
+  const items = classes(metric, "download").map((c) => {
+    const li = document.createElement("li");
+    li.append(swatch({ background: c.color }), c.label);
+    return li;
+  });
+  const few = document.createElement("li");
+  few.className = "legend-suppressed";
+  few.append(
+    swatch({ background: `repeating-linear-gradient(135deg, #3c4043 0 2px, #d6d9dc 2px 6px)` }),
+    "Too few responses to publish (counted with noise; docs/survey.md), or none answered",
+  );
+  items.push(few);
   $("legend-items").replaceChildren(...items);
 }
 
@@ -749,7 +802,7 @@ async function main() {
     noData();
     return;
   }
-  metrics = metricsFor(index.thresholds);
+  metrics = [...metricsFor(index.thresholds), ...surveyMetrics(index.survey)];
   state = normalise(readHash(), index, metrics);
   writeHash(state);
   panel = new Panel({

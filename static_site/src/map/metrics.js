@@ -93,6 +93,122 @@ export function metricsFor(thresholds) {
   return metrics;
 }
 
+/** A ratio of measured to promised speed: `0.63×`. */
+const twoDigits = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+export function formatRatio(v) {
+  return v == null ? "–" : `${twoDigits.format(v)}×`;
+}
+/** An amount in the survey's currency (the form's unit): `63` or `0.25`. */
+export function formatAmount(v) {
+  return v == null ? "–" : v < 10 ? nf(2).format(v) : int.format(v);
+}
+
+/**
+ * The residents' survey's measures (index.json `survey`): drawn from the survey's
+ * published windows for the survey's layer; they have no direction. An area the
+ * window does not list (too few responses) is hatched.
+ */
+export function surveyMetrics(survey) {
+  if (!survey) return [];
+  const both = (b) => ({ download: b, upload: b });
+  return [
+    {
+      id: "survey_ratio",
+      survey: true,
+      stat: "download_ratio_median",
+      label: "Residents' survey: measured against promised download",
+      unit: "×",
+      note: "median of each resident's measured download over the download they were promised; 1× is what was promised",
+      breaks: both([0.25, 0.5, 0.7, 0.8, 0.9, 1, 1.1]),
+      format: formatRatio,
+      short: (v) => nf(2).format(v),
+    },
+    {
+      id: "survey_cost",
+      survey: true,
+      stat: "monthly_cost_median",
+      label: "Residents' survey: monthly cost",
+      unit: "per month",
+      note: "median of what residents say they pay per month",
+      breaks: both([30, 40, 50, 60, 70, 80, 100]),
+      format: formatAmount,
+      short: (v) => int.format(v),
+    },
+    {
+      id: "survey_satisfied",
+      survey: true,
+      stat: "satisfied_share",
+      label: "Residents' survey: share satisfied",
+      unit: "%",
+      note: "share of residents who answered 4 or 5 of 5 to how satisfied they are",
+      breaks: both([0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]),
+      format: formatShare,
+      short: (v) => int.format(v * 100),
+    },
+  ];
+}
+
+/** The feature-state key of a survey statistic for an ISP (`all` or a name). */
+export function surveyKey(stat, isp) {
+  return isp && isp !== "all" ? `survey:${stat}@${isp}` : `survey:${stat}`;
+}
+
+/** The share of the two highest answers of a satisfaction histogram (noisy counts),
+ * or null without answers. */
+export function satisfiedShare(histogram) {
+  if (!histogram) return null;
+  const levels = Object.keys(histogram).sort((a, b) => Number(a) - Number(b));
+  const total = levels.reduce((sum, k) => sum + histogram[k], 0);
+  if (!total || levels.length < 2) return null;
+  return levels.slice(-2).reduce((sum, k) => sum + histogram[k], 0) / total;
+}
+
+/** The feature states of a survey window's cells: {area: {key: value}}. */
+export function surveyStates(doc) {
+  const out = {};
+  const add = (cell, isp) => {
+    const values = {
+      download_ratio_median: cell.download_ratio_median ?? null,
+      monthly_cost_median: cell.monthly_cost_median ?? null,
+      satisfied_share: satisfiedShare(cell.satisfaction),
+      responses: cell.responses,
+    };
+    const target = (out[cell.area] ||= {});
+    for (const [stat, value] of Object.entries(values)) target[surveyKey(stat, isp)] = value;
+  };
+  for (const cell of doc.areas || []) add(cell, "all");
+  for (const cell of doc.by_isp || []) add(cell, cell.isp);
+  return out;
+}
+
+/** The first and last day of a period label (`2025-03` → ["2025-03-01", "2025-03-31"]). */
+export function periodRange(label) {
+  const pad = (n) => String(n).padStart(2, "0");
+  const lastDay = (y, m) => new Date(Date.UTC(y, m, 0)).getUTCDate();
+  let m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(label);
+  if (m) return [label, label];
+  m = /^(\d{4})-(\d{2})$/.exec(label);
+  if (m) return [`${label}-01`, `${label}-${pad(lastDay(+m[1], +m[2]))}`];
+  m = /^(\d{4})-Q(\d)$/.exec(label);
+  if (m) {
+    const first = (+m[2] - 1) * 3 + 1;
+    return [`${m[1]}-${pad(first)}-01`, `${m[1]}-${pad(first + 2)}-${pad(lastDay(+m[1], first + 2))}`];
+  }
+  m = /^(\d{4})$/.exec(label);
+  if (m) return [`${label}-01-01`, `${label}-12-31`];
+  return [label, label];
+}
+
+/** The survey window a period shows: the latest that holds it whole, else the latest
+ * that overlaps it; null when none does. `windows`: the survey index's entries. */
+export function surveyWindowFor(windows, period) {
+  const [start, end] = periodRange(period);
+  const holding = windows.filter((w) => w.start <= start && end <= w.end);
+  if (holding.length) return holding[holding.length - 1];
+  const overlapping = windows.filter((w) => w.start <= end && start <= w.end);
+  return overlapping.length ? overlapping[overlapping.length - 1] : null;
+}
+
 /** The tile property holding a statistic for a direction and ISP (`all` or a name). */
 export function propertyKey(stat, direction, isp) {
   return isp && isp !== "all" ? `${direction}_${stat}@${isp}` : `${direction}_${stat}`;
@@ -117,17 +233,21 @@ export function classes(metric, direction) {
 /** A number of the period joined to the area (MapLibre feature state; null if none). */
 const stateOf = (key) => ["feature-state", key];
 
-/** The fill colour of an area: a class colour, grey when suppressed, white without tests. */
+/** The fill colour of an area: a class colour, grey when suppressed, white without tests
+ * (a survey measure: grey wherever the window lists no figure). */
 export function fillColor(metric, direction, isp) {
-  const value = stateOf(propertyKey(metric.stat, direction, isp));
-  const suppressed = stateOf(propertyKey("suppressed", direction, isp));
+  const value = stateOf(metric.survey ? surveyKey(metric.stat, isp) : propertyKey(metric.stat, direction, isp));
   const step = ["step", ["to-number", value], PALETTE[0]];
   metric.breaks[direction].forEach((b, i) => step.push(b, PALETTE[i + 1]));
+  if (metric.survey) return ["case", ["!=", value, null], step, SUPPRESSED_COLOR];
+  const suppressed = stateOf(propertyKey("suppressed", direction, isp));
   return ["case", ["!=", value, null], step, ["==", suppressed, true], SUPPRESSED_COLOR, NO_DATA_COLOR];
 }
 
-/** Whether an area's cell is suppressed (drawn hatched): no number, the flag set. */
+/** Whether an area's cell is suppressed (drawn hatched): no number, the flag set; for a
+ * survey measure, no figure (too few responses). */
 export function suppressedCondition(metric, direction, isp) {
+  if (metric.survey) return ["==", stateOf(surveyKey(metric.stat, isp)), null];
   return ["all", ["==", stateOf(propertyKey(metric.stat, direction, isp)), null], ["==", stateOf(propertyKey("suppressed", direction, isp)), true]];
 }
 

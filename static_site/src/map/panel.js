@@ -3,7 +3,7 @@
 // only once an area is selected. Suppressed numbers read "insufficient data", never 0.
 import { fetchJson } from "../common/config.js";
 import { histogramSvg } from "./histogram.js";
-import { formatCount, formatInterval, formatMbps, formatMs, formatShare, periodLabel } from "./metrics.js";
+import { formatAmount, formatCount, formatInterval, formatMbps, formatMs, formatRatio, formatShare, periodLabel, satisfiedShare } from "./metrics.js";
 
 const INSUFFICIENT = "insufficient data";
 const DIRECTIONS = ["download", "upload"];
@@ -129,6 +129,11 @@ export class Panel {
     const series = get(`${areaPath}/series`, { step: kind, isp });
     const histogram = get(`${base}/histogram`, { area, period, isp, direction, coarse: 10 });
     const compare = get(`${areaPath}/compare`, { period, isp, direction });
+    // The residents' survey, beside M-Lab's figures, where the map shows a window of it.
+    const surveySection = q("#panel-survey-section");
+    if (surveySection) surveySection.hidden = !params.surveyWindow;
+    const survey = params.surveyWindow ? get(`${base}/survey`, { window: params.surveyWindow, isp }) : null;
+    if (survey) q("#panel-survey").replaceChildren(message("Loading…"));
 
     const stale = () => controller !== this.controller;
     const show = async (promise, render, target) => {
@@ -147,6 +152,7 @@ export class Panel {
       show(series, (doc) => this.renderSeries(doc), "#panel-series"),
       show(histogram, (doc) => this.renderHistogram(doc), "#panel-histogram"),
       show(compare, (doc) => this.renderCompare(doc), "#panel-compare"),
+      survey && show(survey, (doc) => this.renderSurvey(doc), "#panel-survey"),
     ]);
     if (stale()) return;
     this.root.removeAttribute("aria-busy");
@@ -154,6 +160,46 @@ export class Panel {
       q("#panel-numbers").replaceChildren(message("The numbers could not be loaded.", "error"));
       q("#panel-summary").textContent = `${params.name || area}: the numbers could not be loaded.`;
     }
+  }
+
+  /** What residents of the area answered in the survey window the map shows, published
+   * with noise; "too few responses" where the window does not list the area. */
+  renderSurvey(doc) {
+    const p = this.params;
+    const target = this.root.querySelector("#panel-survey");
+    const name = p.name || p.area;
+    const when = `the residents' survey of ${periodLabel(doc.label)}`;
+    const who = p.isp === "all" ? "" : ` with ${p.isp}`;
+    const cell = (doc.areas || []).find((a) => a.area === p.area);
+    if (!cell) {
+      target.replaceChildren(
+        message(`Too few residents of ${name}${who} answered ${when} to publish their answers (at least ${formatCount(doc.min_responses)}, counted with noise).`),
+      );
+      return;
+    }
+    const types = Object.entries(cell.connection_types || {})
+      .filter(([, n]) => n > 0)
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 3)
+      .map(([type, n]) => `${type} ${formatCount(n)}`)
+      .join(", ");
+    const rows = [
+      ["Responses", formatCount(cell.responses)],
+      ["Promised download (median)", formatMbps(cell.advertised_download_median)],
+      ["Measured download, linked tests (median)", formatMbps(cell.measured_download_median)],
+      ["Measured against promised (median)", formatRatio(cell.download_ratio_median)],
+      ["Getting under half of what was promised", formatShare(cell.below_half_share)],
+      ["Monthly cost (median)", formatAmount(cell.monthly_cost_median)],
+      ["Cost per promised Mbps (median)", formatAmount(cell.cost_per_mbps_median)],
+      ["Satisfied (4 or 5 of 5)", formatShare(satisfiedShare(cell.satisfaction))],
+      ["Connection types (most answered)", types || "–"],
+    ];
+    target.replaceChildren(
+      table(`What residents of ${name}${who} say, ${when}`, ["", periodLabel(doc.label)], rows),
+      message(
+        `From ${when}, ${who ? `residents${who}` : "every ISP"}: each figure is drawn with noise so that no single answer can be read off (docs/survey.md); "–" where too few gave it. Measured speeds come only from tests linked by their M-Lab IDs.`,
+      ),
+    );
   }
 
   renderIsps(doc) {

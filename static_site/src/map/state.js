@@ -46,8 +46,10 @@ export function normalise(raw, index, metrics) {
   if (twin) raw = { ...raw, layer: twin.layer, hours: "evening" };
   const kinds = Object.keys(index.periods || {}).filter((k) => (index.periods[k] || []).length);
   const pick = (value, allowed, fallback) => (allowed.includes(value) ? value : fallback);
-  const layer = pick(raw.layer, layers, layers[0]);
   const metric = pick(raw.metric, metrics.map((m) => m.id), "median");
+  // The survey's measures exist for the survey's layer, in all hours, only.
+  const survey = metrics.find((m) => m.id === metric)?.survey && index.survey?.layer;
+  const layer = survey && layers.includes(survey) ? survey : pick(raw.layer, layers, layers[0]);
   const direction = pick(raw.direction, ["download", "upload"], "download");
   const defaultKind = KIND_PREFERENCE.find((k) => kinds.includes(k)) || kinds[0];
   const kind = pick(raw.kind, kinds, defaultKind);
@@ -56,7 +58,7 @@ export function normalise(raw, index, metrics) {
   const isp = pick(raw.isp, ["all", ...(index.isps || [])], "all");
   const area = raw.area && /^[^_][^\s/]*$/.test(raw.area) ? raw.area : null;
   const view = parseView(raw.map);
-  const hours = index.evening && raw.hours === "evening" ? "evening" : "all";
+  const hours = index.evening && raw.hours === "evening" && !survey ? "evening" : "all";
   return { layer, hours, metric, direction, kind, period, isp, area, view: view ? raw.map : null };
 }
 
