@@ -397,3 +397,63 @@ def test_too_many_posts_show_when_to_try_again(page, site_server, tmp_path):
     assert page.locator("#error-summary").is_hidden()
     assert state(page) == "survey"
     assert list(survey.store.records()) == []
+
+
+KEPT = "piecewise.evening-record"
+
+
+def kept_test(day: str, uuid: str) -> dict:
+    return {
+        "time": f"{day}T04:00:00.000Z",
+        "local_date": day,
+        "evening": True,
+        "download_mbps": 40,
+        "upload_mbps": 5,
+        "download_uuid": uuid,
+        "upload_uuid": uuid + "-u",
+        "idempotency_key": None,
+    }
+
+
+def test_an_evening_record_is_kept_in_this_browser_only_when_asked(
+    browser, site_server, ndt7_server
+):
+    """8 pm in Seattle (the demo's evening hours and zone) with two evening tests kept on
+    earlier days: the third completes the record; unticking forgets every test; ticking
+    again keeps this one, and the page counts what is left to do."""
+    context = browser.new_context(timezone_id="Europe/Paris")  # not the region's zone
+    page = context.new_page()
+    try:
+        page.clock.set_fixed_time("2026-01-08T04:00:00Z")  # 20:00 in Seattle, 7 January
+        open_speedtest(page, site_server)
+        earlier = [kept_test("2026-01-04", "ndt-a"), kept_test("2026-01-05", "ndt-b")]
+        page.evaluate(
+            "([key, tests]) => localStorage.setItem(key, JSON.stringify({tests}))", [KEPT, earlier]
+        )
+        page.get_by_label("I have read and accept M-Lab's data policy", exact=False).check()
+        page.get_by_role("button", name="Start the speed test").click()
+        wait_state(page, "result", timeout=TEST_TIMEOUT_MS)
+        status = page.locator("#evening-status")
+        assert "This test was in the evening (7 pm to 11 pm)." in status.inner_text()
+        assert "evening tests on 3 of the 3 different days" in status.inner_text()
+        assert "Your evening record is complete." in status.inner_text()
+        record = page.evaluate(f"JSON.parse(localStorage.getItem('{KEPT}'))")
+        assert [t["local_date"] for t in record["tests"]] == [
+            "2026-01-04",
+            "2026-01-05",
+            "2026-01-07",
+        ]
+        assert record["tests"][2]["download_uuid"] == shown_result(page)["download_uuid"]
+
+        keep = page.get_by_label("Keep my tests in this browser", exact=False)
+        assert keep.is_checked()
+        keep.uncheck()
+        assert page.evaluate(f"localStorage.getItem('{KEPT}')") is None
+        assert "Keep your tests in this browser to build one." in status.inner_text()
+        keep.check()
+        assert "evening tests on 1 of the 3 different days" in status.inner_text()
+        assert "2 more evening tests on other days would complete it." in status.inner_text()
+        record = page.evaluate(f"JSON.parse(localStorage.getItem('{KEPT}'))")
+        assert len(record["tests"]) == 1
+    finally:
+        context.close()

@@ -57,6 +57,9 @@ def runtime_config(config: Config, table_page: bool = False) -> dict:
             "min_tests": config.privacy.min_tests,
             "min_clients": config.privacy.min_clients,
         },
+        # The evening hours and the region's time zone: the speed-test page counts a
+        # resident's evening tests by them (null: 7 to 11 pm in the browser's zone).
+        "evening": config.evening.describe() if config.evening else None,
     }
 
 

@@ -4,7 +4,9 @@
 // `document.body.dataset.state` follows the page: loading, consent, running, result,
 // error, survey, thanks.
 import { fetchJson, loadConfig } from "../common/config.js";
+import { clock } from "../map/metrics.js";
 import { runSpeedTest } from "./ndt7test.js";
+import { DAYS_NEEDED, attachKey, eveningHours, eveningOf, forget, keepTest, loadRecord, localTime, progress } from "./record.js";
 import {
   clearErrors,
   collect,
@@ -32,6 +34,7 @@ const page = {
   result: null,
   form: null,
   running: false,
+  resultTime: null, // when the last test ended
 };
 
 function setState(state, { showResult = false } = {}) {
@@ -118,7 +121,11 @@ async function startTest() {
       showProgress,
     );
     page.result = result;
+    page.resultTime = new Date();
     showResult(result);
+    // A resident who keeps an evening record has every new test added to it.
+    if (loadRecord() && result.downloadUuid) keepTest(result, page.resultTime, eveningOf(page.config));
+    showRecord();
     $("phase").textContent = "The test is done.";
     setState("result");
     $("result-view").focus();
@@ -129,6 +136,34 @@ async function startTest() {
   } finally {
     page.running = false;
   }
+}
+
+/** What the last test adds to an evening record, and how many evening tests on other
+ * days would complete one (kept in this browser only, if the resident asks). */
+function showRecord() {
+  const evening = eveningOf(page.config);
+  const hours = `${clock(evening.start)} to ${clock(evening.end)}`;
+  const isEvening = eveningHours(evening).includes(localTime(page.resultTime, evening).hour);
+  const record = loadRecord();
+  const thisOne = isEvening ? `This test was in the evening (${hours}).` : `This test was not in the evening (${hours}).`;
+  let text;
+  if (!record) {
+    text = `${thisOne} Tests in the evening on ${DAYS_NEEDED} different days make a record that can back a challenge of what a provider says it delivers. Keep your tests in this browser to build one.`;
+  } else {
+    const { days, needed } = progress(record);
+    const more = needed === 1 ? "1 more evening test" : `${needed} more evening tests`;
+    text = `${thisOne} Your kept tests: evening tests on ${days} of the ${DAYS_NEEDED} different days a record needs. ${needed ? `${more} on other days would complete it.` : "Your evening record is complete."}`;
+  }
+  $("keep-tests").checked = Boolean(record);
+  $("keep-tests").disabled = !page.result?.downloadUuid && !record;
+  $("evening-status").textContent = text;
+  $("evening-record").hidden = false;
+}
+
+function onKeepChange(ev) {
+  if (ev.target.checked && page.result?.downloadUuid) keepTest(page.result, page.resultTime, eveningOf(page.config));
+  else forget();
+  showRecord();
 }
 
 // -- the survey ---------------------------------------------------------------------
@@ -188,6 +223,7 @@ async function onSubmit(ev) {
   try {
     const answer = await submit(url, form, body);
     if (answer.ok) {
+      attachKey(form.result, form.idempotencyKey); // kept only with an evening record
       clearErrors(form, summary, list);
       setState("thanks");
       $("thanks-view").focus();
@@ -248,6 +284,7 @@ async function main() {
   $("error-to-survey").addEventListener("click", () => openSurvey(null));
   $("to-survey").addEventListener("click", () => openSurvey(page.result));
   $("survey-form").addEventListener("submit", onSubmit);
+  $("keep-tests").addEventListener("change", onKeepChange);
   setState("consent");
 }
 

@@ -1,0 +1,88 @@
+// A resident's evening record, kept in this browser only and only when they ask: each
+// test's time, speeds and M-Lab IDs (and the survey's idempotency key once answered),
+// so that tests taken in the evening hours on different days can back a challenge of a
+// provider's coverage (the BEAD rules ask for three; docs/survey.md, Evidence).
+// Nothing here is sent anywhere.
+
+const KEY = "piecewise.evening-record";
+export const DAYS_NEEDED = 3;
+const DEFAULT_EVENING = { start: 19, end: 23, timezone: null };
+
+/** The evening of the site's config (`evening`), else 7 to 11 pm in the browser's zone. */
+export function eveningOf(config) {
+  return config?.evening || DEFAULT_EVENING;
+}
+
+/** The local hours of the evening, wrapping at midnight (22 to 2: 22, 23, 0, 1). */
+export function eveningHours(evening) {
+  const hours = [];
+  for (let h = evening.start; h !== evening.end; h = (h + 1) % 24) hours.push(h);
+  return hours;
+}
+
+/** A time's local date (YYYY-MM-DD) and hour in the evening's time zone. */
+export function localTime(when, evening) {
+  const parts = new Intl.DateTimeFormat("en-CA", {
+    timeZone: evening.timezone || undefined,
+    year: "numeric",
+    month: "2-digit",
+    day: "2-digit",
+    hour: "2-digit",
+    hourCycle: "h23",
+  }).formatToParts(when);
+  const get = (type) => parts.find((p) => p.type === type)?.value;
+  return { date: `${get("year")}-${get("month")}-${get("day")}`, hour: Number(get("hour")) };
+}
+
+function read(storage) {
+  try {
+    const record = JSON.parse(storage.getItem(KEY) || "null");
+    return record && Array.isArray(record.tests) ? record : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The kept record ({tests}), or null when the resident keeps none. */
+export function loadRecord(storage = window.localStorage) {
+  return read(storage);
+}
+
+/** Starts keeping (with the resident's consent), or adds a test to the kept record. */
+export function keepTest(result, when, evening, storage = window.localStorage) {
+  const record = read(storage) || { tests: [] };
+  const { date, hour } = localTime(when, evening);
+  if (!record.tests.some((t) => t.download_uuid && t.download_uuid === result.downloadUuid)) {
+    record.tests.push({
+      time: when.toISOString(),
+      local_date: date,
+      evening: eveningHours(evening).includes(hour),
+      download_mbps: result.downloadMbps,
+      upload_mbps: result.uploadMbps,
+      download_uuid: result.downloadUuid || null,
+      upload_uuid: result.uploadUuid || null,
+      idempotency_key: null,
+    });
+  }
+  storage.setItem(KEY, JSON.stringify(record));
+  return record;
+}
+
+/** Notes the survey answer sent with a kept test (its idempotency key). */
+export function attachKey(result, key, storage = window.localStorage) {
+  const record = read(storage);
+  const test = record?.tests.find((t) => t.download_uuid && t.download_uuid === result?.downloadUuid);
+  if (!test) return;
+  test.idempotency_key = key;
+  storage.setItem(KEY, JSON.stringify(record));
+}
+
+export function forget(storage = window.localStorage) {
+  storage.removeItem(KEY);
+}
+
+/** Evening days of the kept tests (with M-Lab IDs), and how many more would complete it. */
+export function progress(record) {
+  const days = new Set((record?.tests || []).filter((t) => t.evening && t.download_uuid).map((t) => t.local_date));
+  return { days: days.size, needed: Math.max(0, DAYS_NEEDED - days.size) };
+}
