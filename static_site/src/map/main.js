@@ -692,33 +692,43 @@ function swatch(style) {
   return s;
 }
 
+const HATCH_SWATCH = { background: `repeating-linear-gradient(135deg, #3c4043 0 2px, #d6d9dc 2px 6px)` };
+
+/** A legend entry: a swatch of `style` and its text. */
+function legendItem(style, text, className = null) {
+  const li = document.createElement("li");
+  if (className) li.className = className;
+  li.append(swatch(style), text);
+  return li;
+}
+
+/** The legend's colour classes of a measure. */
+function classItems(metric, direction) {
+  return classes(metric, direction).map((c) => legendItem({ background: c.color }, c.label));
+}
+
 function updateLegend() {
   const metric = metricInfo();
   if (metric.survey) return surveyLegend(metric);
   const priv = index.privacy || config.privacy || {};
   $("legend-caption").textContent = `${metric.label}, ${state.direction}, ${ispLabel(state.isp)}, ${periodLabel(state.period)} (${metric.note}).`;
-  const items = classes(metric, state.direction).map((c) => {
-    const li = document.createElement("li");
-    li.append(swatch({ background: c.color }), c.label);
-    return li;
-  });
-  const suppressed = document.createElement("li");
-  suppressed.className = "legend-suppressed";
-  suppressed.append(
-    swatch({ background: `repeating-linear-gradient(135deg, #3c4043 0 2px, #d6d9dc 2px 6px)` }),
-    `Insufficient data: fewer than ${priv.min_tests ?? "?"} tests or ${priv.min_clients ?? "?"} distinct clients (not published)`,
+  const items = classItems(metric, state.direction);
+  items.push(
+    legendItem(
+      HATCH_SWATCH,
+      `Insufficient data: fewer than ${priv.min_tests ?? "?"} tests or ${priv.min_clients ?? "?"} distinct clients (not published)`,
+      "legend-suppressed",
+    ),
+    legendItem({ background: NO_DATA_COLOR, borderColor: "#4a4f57" }, "No tests"),
   );
-  const none = document.createElement("li");
-  none.append(swatch({ background: NO_DATA_COLOR, borderColor: "#4a4f57" }), "No tests");
-  items.push(suppressed, none);
   if (metric.stat === "median") {
-    const uncertain = document.createElement("li");
-    uncertain.className = "legend-uncertain";
-    uncertain.append(
-      swatch({ background: "#fff", border: "2px dashed #1b1b1b" }),
-      `Dashed outline: uncertain median (its 95% interval is wider than ${WIDE_INTERVAL * 100}% of it)`,
+    items.push(
+      legendItem(
+        { background: "#fff", border: "2px dashed #1b1b1b" },
+        `Dashed outline: uncertain median (its 95% interval is wider than ${WIDE_INTERVAL * 100}% of it)`,
+        "legend-uncertain",
+      ),
     );
-    items.push(uncertain);
   }
   $("legend-items").replaceChildren(...items);
 }
@@ -728,18 +738,8 @@ function updateLegend() {
 function surveyLegend(metric) {
   const when = shownSurvey ? `residents' survey of ${periodLabel(shownSurvey.label)}` : `no residents' survey window covers ${periodLabel(state.period)}`;
   $("legend-caption").textContent = `${metric.label}, ${ispLabel(state.isp)}, ${when} (${metric.note}).`;
-  const items = classes(metric, "download").map((c) => {
-    const li = document.createElement("li");
-    li.append(swatch({ background: c.color }), c.label);
-    return li;
-  });
-  const few = document.createElement("li");
-  few.className = "legend-suppressed";
-  few.append(
-    swatch({ background: `repeating-linear-gradient(135deg, #3c4043 0 2px, #d6d9dc 2px 6px)` }),
-    "Too few responses to publish (counted with noise; docs/survey.md), or none answered",
-  );
-  items.push(few);
+  const items = classItems(metric, "download");
+  items.push(legendItem(HATCH_SWATCH, "Too few responses to publish (counted with noise; docs/survey.md), or none answered", "legend-suppressed"));
   $("legend-items").replaceChildren(...items);
 }
 
