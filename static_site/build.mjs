@@ -4,7 +4,7 @@
 // `node build.mjs [--dev]`. The build is written beside the target and renamed into
 // place, so a server never serves half a build and a failed build leaves the old one.
 import { build } from "esbuild";
-import { cp, mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { cp, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -27,7 +27,52 @@ const RUNTIME_FILES = {
   "node_modules/@m-lab/ndt7/src/ndt7-upload-worker.js": "ndt7-upload-worker.js",
 };
 
+/**
+ * The message catalogues (src/i18n/*.json) must hold the same keys, and every key the
+ * pages use (`t("…")`, `tPlural("…")` in src/, `data-i18n*` in public/) must be in them:
+ * the build fails otherwise, naming the keys.
+ */
+async function checkCatalogues() {
+  const dir = join(here, "src", "i18n");
+  const catalogues = {};
+  for (const name of (await readdir(dir)).filter((n) => n.endsWith(".json"))) {
+    catalogues[name.replace(/\.json$/, "")] = JSON.parse(await readFile(join(dir, name), "utf8"));
+  }
+  const keys = new Set(Object.keys(catalogues.en || {}));
+  const problems = [];
+  for (const [lang, catalogue] of Object.entries(catalogues)) {
+    const missing = [...keys].filter((k) => !(k in catalogue));
+    const extra = Object.keys(catalogue).filter((k) => !keys.has(k));
+    if (missing.length) problems.push(`${lang}.json lacks ${missing.join(", ")}`);
+    if (extra.length) problems.push(`${lang}.json has keys en.json lacks: ${extra.join(", ")}`);
+  }
+  const used = new Set();
+  const files = async (root, ext) =>
+    (await readdir(root, { recursive: true })).filter((f) => f.endsWith(ext)).map((f) => join(root, f));
+  for (const file of await files(join(here, "src"), ".js")) {
+    const text = await readFile(file, "utf8");
+    for (const m of text.matchAll(/\bt\("([^"]+)"/g)) used.add(m[1]);
+    for (const m of text.matchAll(/\btPlural\("([^"]+)"/g)) {
+      used.add(`${m[1]}.one`);
+      used.add(`${m[1]}.other`);
+    }
+    for (const m of text.matchAll(/"((?:speedtest|survey|record|clock|nav|language)\.[a-z_.]+)"/g)) used.add(m[1]);
+  }
+  for (const file of await files(join(here, "public"), ".html")) {
+    const text = await readFile(file, "utf8");
+    for (const m of text.matchAll(/data-i18n(?:-html)?="([^"]+)"/g)) used.add(m[1]);
+    for (const m of text.matchAll(/data-i18n-attr="([^"]+)"/g)) {
+      for (const pair of m[1].split(";")) used.add(pair.split(":")[1]);
+    }
+  }
+  // A plural message is used by its stem (`record.more`: `record.more.one`, `.other`).
+  const unknown = [...used].filter((k) => !keys.has(k) && !keys.has(`${k}.other`));
+  if (unknown.length) problems.push(`used but in no catalogue: ${unknown.join(", ")}`);
+  if (problems.length) throw new Error(`message catalogues:\n  ${problems.join("\n  ")}`);
+}
+
 try {
+  await checkCatalogues();
   await rm(dist, { recursive: true, force: true });
   await mkdir(dist, { recursive: true });
   const result = await build({

@@ -457,3 +457,84 @@ def test_an_evening_record_is_kept_in_this_browser_only_when_asked(
         assert len(record["tests"]) == 1
     finally:
         context.close()
+
+
+def test_a_resident_takes_the_test_and_answers_in_spanish(
+    browser, site_server, ndt7_server, screenshot_dir
+):
+    """A browser that prefers Spanish gets the page, the test, the survey's questions
+    (the config's translations), its messages and the thanks in Spanish; the stored
+    answers are the form's own values; the menu switches to English, kept in the URL."""
+    from piecewise.config import DEFAULT_CONSENT_ES
+
+    context = browser.new_context(locale="es-MX")
+    page = context.new_page()
+    try:
+        open_speedtest(page, site_server)
+        assert page.locator("html").get_attribute("lang") == "es"
+        assert page.get_by_role("heading", name="Pruebe su conexión y cuéntenos sobre ella").count()
+        assert page.locator("#start-hint").inner_text() == (
+            "La prueba empieza cuando acepte la política de datos."
+        )
+        page.get_by_label("He leído y acepto la política de datos de M-Lab", exact=False).check()
+        page.get_by_role("button", name="Iniciar la prueba de velocidad").click()
+        wait_state(page, "result", timeout=TEST_TIMEOUT_MS)
+        result = shown_result(page)
+        assert page.locator("#result-title").inner_text() == "Su resultado"
+        # Numbers as Spanish writes them (a decimal comma), by the page's language.
+        shown = page.locator("#result-download").inner_text()
+        spanish = "v => new Intl.NumberFormat('es', {maximumFractionDigits: 2}).format(v)"
+        assert shown == page.evaluate(spanish, result["download_mbps"])
+        assert page.locator("#evening-status").inner_text().startswith("Esta prueba")
+
+        page.get_by_role("button", name="Continuar a la encuesta").click()
+        wait_state(page, "survey")
+        page.locator("#survey-form").wait_for(state="visible")
+        isp = page.get_by_role("group", name="¿Quién es su proveedor de internet?")
+        assert isp.get_by_label("Otro").count() == 1
+        kind = page.get_by_role("group", name="¿Qué tipo de conexión es?")
+        kind.get_by_label("Fibra óptica").check()
+        page.get_by_label("¿Cuánto paga al mes?").fill("70")
+        assert page.get_by_role("button", name="Compartir mi ubicación").is_visible()
+        # Nothing chosen for the required ISP, no consent: messages in Spanish.
+        with page.expect_response(lambda r: r.request.method == "POST") as posted:
+            page.get_by_role("button", name="Enviar mis respuestas").click()
+        assert posted.value.status == 400
+        summary = page.locator("#error-summary")
+        summary.wait_for(state="visible")
+        assert "Revise estas respuestas" in summary.inner_text()
+        assert "Esta respuesta es obligatoria." in summary.inner_text()
+        consent = page.get_by_label(DEFAULT_CONSENT_ES[:40], exact=False)
+        assert "Marque esta casilla" in describedby_text(page, consent)
+        page.screenshot(path=str(screenshot_dir / "survey-es.png"), full_page=True)
+
+        first_isp = site_server.config.isps[0].name
+        isp.get_by_label(first_isp).check()
+        consent.check()
+        with page.expect_response(lambda r: r.request.method == "POST") as posted:
+            page.get_by_role("button", name="Enviar mis respuestas").click()
+        assert posted.value.status == 201
+        wait_state(page, "thanks")
+        assert page.get_by_role("heading", name="Gracias").is_visible()
+        store = SqliteSurveyStore(site_server.survey_db)
+        try:
+            [record] = [
+                r
+                for _, r in store.records()
+                if (r["speed_test"] or {}).get("download_uuid") == result["download_uuid"]
+            ]
+        finally:
+            store.close()
+        assert record["answers"]["connection_type"] == "Fiber"  # the value, not its text
+        assert record["answers"]["isp"] == first_isp and record["answers"]["monthly_cost"] == 70
+
+        # The menu: English, kept in the URL.
+        with page.expect_navigation():
+            page.select_option("#lang", "en")
+        assert "lang=en" in page.url
+        wait_state(page, "consent")
+        assert page.get_by_role(
+            "heading", name="Test your connection, then tell us about it"
+        ).count()
+    finally:
+        context.close()

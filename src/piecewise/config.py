@@ -699,6 +699,25 @@ DEFAULT_CONSENT = (
 )
 
 
+LANGUAGE = r"^[a-z]{2,3}(-[A-Z]{2})?$"
+DEFAULT_CONSENT_ES = (
+    "Acepto que Piecewise guarde mis respuestas, el resultado de mi prueba de velocidad y, "
+    "si la comparto, mi ubicación, para publicar estadísticas por zona que nunca me "
+    "identifican."
+)
+
+
+class FieldTranslation(_Strict):
+    """A question in another language: what the page shows; answers keep their values."""
+
+    label: str = Field(min_length=1, max_length=500, description="The question.")
+    choices: dict[str, Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=dict,
+        description="Each choice's text, by the choice (the value stored stays the choice).",
+    )
+    unit: str = Field("", max_length=20, description="number: the unit, if it reads otherwise.")
+
+
 class SurveyField(_Strict):
     """One question of the survey form."""
 
@@ -719,6 +738,10 @@ class SurveyField(_Strict):
     integer: bool = Field(False, description="number: whole numbers only.")
     max_length: int = Field(
         500, ge=1, le=4000, description="text (and the name of an `other` choice): characters."
+    )
+    translations: dict[Annotated[str, Field(pattern=LANGUAGE)], FieldTranslation] = Field(
+        default_factory=dict,
+        description="The question in other languages, by language code (`es`, `pt-BR`).",
     )
 
     @model_validator(mode="after")
@@ -743,6 +766,13 @@ class SurveyField(_Strict):
             )
         if self.type == "number" and (self.minimum is None or self.maximum is None):
             raise ValueError(f"field {self.name!r}: a number needs `minimum` and `maximum`")
+        for language, text in self.translations.items():
+            unknown = sorted(set(text.choices) - set(self.choices) - {"other"})
+            if unknown:
+                raise ValueError(
+                    f"field {self.name!r}: translations.{language}.choices names "
+                    f"{', '.join(map(repr, unknown))}, not among its choices"
+                )
         if self.minimum is not None and self.maximum is not None:
             if not (math.isfinite(self.minimum) and math.isfinite(self.maximum)):
                 raise ValueError(f"field {self.name!r}: `minimum`/`maximum` must be finite")
@@ -761,6 +791,14 @@ class Survey(_Strict):
     )
     consent_text: str = Field(
         DEFAULT_CONSENT, min_length=1, max_length=2000, description="What a resident agrees to."
+    )
+    consent_translations: dict[
+        Annotated[str, Field(pattern=LANGUAGE)],
+        Annotated[str, Field(min_length=1, max_length=2000)],
+    ] = Field(
+        default_factory=dict,
+        description="`consent_text` in other languages, by language code; with the "
+        "default text and none given, its Spanish.",
     )
     fields: list[SurveyField] | None = Field(
         None,

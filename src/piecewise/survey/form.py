@@ -17,12 +17,18 @@ import json
 import math
 import re
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from piecewise.config import Config, SurveyField
+from piecewise.config import (
+    DEFAULT_CONSENT,
+    DEFAULT_CONSENT_ES,
+    Config,
+    FieldTranslation,
+    SurveyField,
+)
 
 HONEYPOT = "website"
 IDEMPOTENCY_KEY = "idempotency_key"
@@ -51,9 +57,24 @@ _TRUE = ("yes", "true", "on", "1")
 _FALSE = ("no", "false", "off", "0")
 
 
+def _es(label: str, **choices: str) -> dict[str, FieldTranslation]:
+    return {"es": FieldTranslation(label=label, choices=choices)}
+
+
+# The default connection types and "other" in Spanish (the stored answer stays English).
+CONNECTION_TYPES_ES = {
+    "Cable": "Cable",
+    "Fiber": "Fibra óptica",
+    "DSL": "DSL",
+    "Fixed wireless": "Inalámbrica fija",
+    "Satellite": "Satélite",
+    "Mobile": "Móvil",
+}
+
+
 def default_fields(config: Config) -> list[SurveyField]:
-    """The default form: ISP (the configured ones, or another by name), connection type,
-    advertised speeds, monthly cost, satisfaction and comments."""
+    """The default form, in English and Spanish: ISP (the configured ones, or another by
+    name), connection type, advertised speeds, monthly cost, satisfaction and comments."""
     isps = [rule.name for rule in config.isps]
     isp = SurveyField(
         name="isp",
@@ -63,6 +84,9 @@ def default_fields(config: Config) -> list[SurveyField]:
         choices=isps or ["Unknown"],
         other=True,
         max_length=100,
+        translations=_es(
+            "¿Quién es su proveedor de internet?", **({} if isps else {"Unknown": "No lo sé"})
+        ),
     )
     return [
         isp,
@@ -73,6 +97,7 @@ def default_fields(config: Config) -> list[SurveyField]:
             choices=CONNECTION_TYPES,
             other=True,
             max_length=100,
+            translations=_es("¿Qué tipo de conexión es?", **CONNECTION_TYPES_ES),
         ),
         SurveyField(
             name="advertised_download",
@@ -81,6 +106,7 @@ def default_fields(config: Config) -> list[SurveyField]:
             unit="Mbps",
             minimum=0,
             maximum=100000,
+            translations=_es("Velocidad de descarga anunciada"),
         ),
         SurveyField(
             name="advertised_upload",
@@ -89,6 +115,7 @@ def default_fields(config: Config) -> list[SurveyField]:
             unit="Mbps",
             minimum=0,
             maximum=100000,
+            translations=_es("Velocidad de subida anunciada"),
         ),
         SurveyField(
             name="monthly_cost",
@@ -97,6 +124,7 @@ def default_fields(config: Config) -> list[SurveyField]:
             unit="USD",
             minimum=0,
             maximum=10000,
+            translations=_es("¿Cuánto paga al mes?"),
         ),
         SurveyField(
             name="satisfaction",
@@ -105,8 +133,15 @@ def default_fields(config: Config) -> list[SurveyField]:
             minimum=1,
             maximum=5,
             integer=True,
+            translations=_es("¿Qué tan satisfecho está con su servicio? (1: nada, 5: mucho)"),
         ),
-        SurveyField(name="comments", type="text", label="Anything else?", max_length=2000),
+        SurveyField(
+            name="comments",
+            type="text",
+            label="Anything else?",
+            max_length=2000,
+            translations=_es("¿Algo más?"),
+        ),
     ]
 
 
@@ -187,6 +222,7 @@ class Form:
     consent_text: str
     model: type[Submission]
     version: str
+    consent_translations: dict[str, str] = field(default_factory=dict)
 
     @property
     def field_names(self) -> list[str]:
@@ -202,7 +238,12 @@ class Form:
         """What `GET /v1/survey/form` answers: everything a page needs to render it."""
         return {
             "version": self.version,
-            "consent": {"name": "consent", "text": self.consent_text, "required": True},
+            "consent": {
+                "name": "consent",
+                "text": self.consent_text,
+                "required": True,
+                "translations": self.consent_translations,
+            },
             "fields": [field_definition(f) for f in self.fields],
             "location": [
                 {"name": n, "label": label, "minimum": lo, "maximum": hi, "unit": unit}
@@ -366,7 +407,21 @@ def field_definition(f: SurveyField) -> dict:
         out.update(unit=f.unit, minimum=f.minimum, maximum=f.maximum, integer=f.integer)
     if f.type == "text":
         out["max_length"] = f.max_length
+    if f.translations:
+        out["translations"] = {
+            language: text.model_dump(exclude_defaults=True)
+            for language, text in sorted(f.translations.items())
+        }
     return out
+
+
+def consent_translations(config: Config) -> dict[str, str]:
+    """The consent text in other languages: the config's, else the default text's
+    Spanish when the text is the default one."""
+    survey = config.survey
+    if survey.consent_translations:
+        return dict(sorted(survey.consent_translations.items()))
+    return {"es": DEFAULT_CONSENT_ES} if survey.consent_text == DEFAULT_CONSENT else {}
 
 
 def _names(spec: tuple) -> list[str]:
@@ -433,10 +488,12 @@ def build_form(config: Config) -> Form:
     spec[IDEMPOTENCY_KEY] = (Annotated[str, Field(pattern=IDEMPOTENCY_PATTERN)] | None, None)
     spec[HONEYPOT] = (Annotated[str, Field(max_length=1000)] | None, None)
     model = create_model("SurveySubmission", __base__=Submission, **spec)
+    consent = consent_translations(config)
     definition = {
         "fields": [field_definition(f) for f in fields],
         "consent": config.survey.consent_text,
+        "consent_translations": consent,
     }
     canonical = json.dumps(definition, sort_keys=True, separators=(",", ":")).encode()
     version = hashlib.sha256(canonical).hexdigest()[:12]
-    return Form(fields, config.survey.consent_text, model, version)
+    return Form(fields, config.survey.consent_text, model, version, consent)

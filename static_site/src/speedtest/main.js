@@ -4,7 +4,7 @@
 // `document.body.dataset.state` follows the page: loading, consent, running, result,
 // error, survey, thanks.
 import { fetchJson, loadConfig } from "../common/config.js";
-import { clock } from "../map/metrics.js";
+import { chooseLanguage, clockText, language, languageMenu, setLanguage, t, tPlural, translatePage } from "../common/i18n.js";
 import { runSpeedTest } from "./ndt7test.js";
 import { DAYS_NEEDED, attachKey, eveningHours, eveningOf, forget, keepTest, loadRecord, localTime, progress } from "./record.js";
 import {
@@ -18,15 +18,11 @@ import {
 
 const $ = (id) => document.getElementById(id);
 const VIEWS = ["consent", "running", "result", "error", "survey", "thanks"];
-const PHASES = {
-  locate: "Finding a nearby test server…",
-  download: "Measuring your download speed…",
-  upload: "Measuring your upload speed…",
-};
+const PHASES = { locate: "speedtest.phase_locate", download: "speedtest.phase_download", upload: "speedtest.phase_upload" };
 const number = (digits) =>
-  new Intl.NumberFormat(undefined, { minimumFractionDigits: 0, maximumFractionDigits: digits });
-const mbpsFormat = number(2);
-const msFormat = number(3);
+  new Intl.NumberFormat(language(), { minimumFractionDigits: 0, maximumFractionDigits: digits });
+let mbpsFormat;
+let msFormat;
 
 const page = {
   config: null,
@@ -60,9 +56,9 @@ let lastPhase = null;
 function showProgress({ phase, mbps, fraction }) {
   if (phase !== lastPhase) {
     lastPhase = phase;
-    $("phase").textContent = PHASES[phase] || "";
+    $("phase").textContent = PHASES[phase] ? t(PHASES[phase]) : "";
     $("current-direction").textContent =
-      phase === "download" ? "download" : phase === "upload" ? "upload" : "";
+      phase === "download" ? t("speedtest.current_download") : phase === "upload" ? t("speedtest.current_upload") : "";
     $("current-mbps").textContent = "–";
     for (const step of ["download", "upload"]) {
       const el = $(`step-${step}`);
@@ -93,12 +89,12 @@ function showResult(result) {
   put("result-upload", mbpsFormat.format(result.uploadMbps), result.uploadMbps);
   put(
     "result-rtt",
-    result.minRttMs === null ? "not measured" : msFormat.format(result.minRttMs),
+    result.minRttMs === null ? t("speedtest.not_measured") : msFormat.format(result.minRttMs),
     result.minRttMs,
   );
-  put("result-server", result.server || "unknown", result.server);
-  put("result-download-uuid", result.downloadUuid || "none", result.downloadUuid);
-  put("result-upload-uuid", result.uploadUuid || "none", result.uploadUuid);
+  put("result-server", result.server || t("speedtest.unknown"), result.server);
+  put("result-download-uuid", result.downloadUuid || t("speedtest.none"), result.downloadUuid);
+  put("result-upload-uuid", result.uploadUuid || t("speedtest.none"), result.uploadUuid);
 }
 
 async function startTest() {
@@ -108,7 +104,7 @@ async function startTest() {
   lastPhase = null;
   $("progress").value = 0;
   $("current-mbps").textContent = "–";
-  $("phase").textContent = PHASES.locate;
+  $("phase").textContent = t(PHASES.locate);
   setState("running");
   $("running-title").focus();
   try {
@@ -126,7 +122,7 @@ async function startTest() {
     // A resident who keeps an evening record has every new test added to it.
     if (loadRecord() && result.downloadUuid) keepTest(result, page.resultTime, eveningOf(page.config));
     showRecord();
-    $("phase").textContent = "The test is done.";
+    $("phase").textContent = t("speedtest.phase_done");
     setState("result");
     $("result-view").focus();
   } catch (err) {
@@ -142,17 +138,17 @@ async function startTest() {
  * days would complete one (kept in this browser only, if the resident asks). */
 function showRecord() {
   const evening = eveningOf(page.config);
-  const hours = `${clock(evening.start)} to ${clock(evening.end)}`;
+  const hours = t("record.hours", { start: clockText(evening.start), end: clockText(evening.end) });
   const isEvening = eveningHours(evening).includes(localTime(page.resultTime, evening).hour);
   const record = loadRecord();
-  const thisOne = isEvening ? `This test was in the evening (${hours}).` : `This test was not in the evening (${hours}).`;
+  const thisOne = t(isEvening ? "record.evening" : "record.not_evening", { hours });
   let text;
   if (!record) {
-    text = `${thisOne} Tests in the evening on ${DAYS_NEEDED} different days make a record that can back a challenge of what a provider says it delivers. Keep your tests in this browser to build one.`;
+    text = `${thisOne} ${t("record.invite", { days: DAYS_NEEDED })}`;
   } else {
     const { days, needed } = progress(record);
-    const more = needed === 1 ? "1 more evening test" : `${needed} more evening tests`;
-    text = `${thisOne} Your kept tests: evening tests on ${days} of the ${DAYS_NEEDED} different days a record needs. ${needed ? `${more} on other days would complete it.` : "Your evening record is complete."}`;
+    const kept = t("record.kept", { done: days, days: DAYS_NEEDED });
+    text = `${thisOne} ${kept} ${needed ? tPlural("record.more", needed) : t("record.complete")}`;
   }
   $("keep-tests").checked = Boolean(record);
   $("keep-tests").disabled = !page.result?.downloadUuid && !record;
@@ -183,17 +179,17 @@ async function openSurvey(result) {
     return;
   }
   form.hidden = true;
-  surveyStatus("Loading the survey…", false);
+  surveyStatus(t("speedtest.survey_loading"), false);
   let definition;
   try {
     definition = await page.formPromise;
   } catch (err) {
     page.formPromise = loadForm(); // a later visit tries again
-    surveyStatus(`The survey could not be loaded (${err.message}). Please try again later.`);
+    surveyStatus(t("speedtest.survey_failed", { error: err.message }));
     return;
   }
   if (!result && !speedTestOptional(definition)) {
-    surveyStatus("This survey needs a speed test result: please run the test first.");
+    surveyStatus(t("speedtest.survey_needs_test"));
     return;
   }
   surveyStatus("");
@@ -250,6 +246,11 @@ function loadForm() {
 // -- start --------------------------------------------------------------------------
 
 async function main() {
+  setLanguage(chooseLanguage());
+  mbpsFormat = number(2);
+  msFormat = number(3);
+  translatePage();
+  languageMenu($("lang"));
   try {
     page.config = await loadConfig();
   } catch (err) {
@@ -259,7 +260,7 @@ async function main() {
   const config = page.config;
   if (config.project?.name) {
     $("project-name").textContent = config.project.name;
-    document.title = `Speed test & survey · ${config.project.name}`;
+    document.title = t("speedtest.title", { project: config.project.name });
   }
   $("api-link").href = `${config.apiBase}openapi.json`;
   if (config.ndt7?.data_policy_url) $("policy-link").href = config.ndt7.data_policy_url;
@@ -269,11 +270,9 @@ async function main() {
   const start = $("start-test");
   const sync = () => {
     start.disabled = !accept.checked || !config.ndt7?.locate_url;
-    $("start-hint").textContent = !config.ndt7?.locate_url
-      ? "The speed test is not set up on this site; you can still answer the survey."
-      : accept.checked
-        ? "Ready: the test takes about 20 seconds."
-        : "The test starts once you accept the data policy.";
+    $("start-hint").textContent = t(
+      !config.ndt7?.locate_url ? "speedtest.hint_no_test" : accept.checked ? "speedtest.hint_ready" : "speedtest.hint_accept",
+    );
   };
   accept.addEventListener("change", sync);
   sync();

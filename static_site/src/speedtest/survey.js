@@ -1,6 +1,8 @@
 // The survey form, rendered from its definition (`GET {surveyBase}form`), and its
 // submission (`POST` to the survey's URL as JSON) with per-field errors from a 400.
 
+import { formatNumber as formatIn, language as lang, localized, t, tPlural } from "../common/i18n.js";
+
 let uid = 0;
 
 /** Makes an element: h("input", {type: "text", id}, children...). */
@@ -25,13 +27,27 @@ function requiredMark(required) {
 }
 
 function formatNumber(n) {
-  return new Intl.NumberFormat(undefined, { maximumFractionDigits: 6 }).format(n);
+  return formatIn(n, { maximumFractionDigits: 6 });
+}
+
+/** A question's label and unit in the page's language (the config's translations). */
+function questionLabel(def) {
+  return localized(def).label || def.label;
+}
+
+function unitOf(def) {
+  return localized(def).unit || def.unit;
+}
+
+/** A choice's text in the page's language; the value sent stays the choice. */
+function choiceText(def, choice) {
+  return localized(def).choices?.[choice] || (choice === "other" ? t("survey.other") : choice);
 }
 
 function rangeHint(def) {
-  const unit = def.unit ? ` ${def.unit}` : "";
-  const whole = def.integer ? "A whole number from" : "From";
-  return `${whole} ${formatNumber(def.minimum)} to ${formatNumber(def.maximum)}${unit}.`;
+  const unit = unitOf(def) ? ` ${unitOf(def)}` : "";
+  const params = { min: formatNumber(def.minimum), max: formatNumber(def.maximum), unit };
+  return t(def.integer ? "survey.range_whole" : "survey.range", params);
 }
 
 /**
@@ -51,7 +67,7 @@ class Question {
   }
 
   setError(message) {
-    this.errorEl.textContent = message ? `Error: ${message}` : "";
+    this.errorEl.textContent = message ? t("survey.error", { message }) : "";
     this.errorEl.hidden = !message;
     this.root.classList.toggle("has-error", Boolean(message));
     for (const el of this.described) {
@@ -93,14 +109,14 @@ function numberQuestion(def) {
   const root = h(
     "div",
     { class: "field" },
-    h("label", { for: id }, def.label, requiredMark(def.required)),
+    h("label", { for: id }, questionLabel(def), requiredMark(def.required)),
     hintEl(hintId, rangeHint(def)),
-    h("div", { class: "with-unit" }, input, def.unit ? h("span", { class: "unit", text: def.unit }) : null),
+    h("div", { class: "with-unit" }, input, unitOf(def) ? h("span", { class: "unit", text: unitOf(def) }) : null),
   );
   const q = new Question(def.name, root, input, [input]);
   root.insertBefore(q.errorEl, root.querySelector(".with-unit"));
   q.read = () => {
-    if (input.validity.badInput) return { error: "Enter a number." };
+    if (input.validity.badInput) return { error: t("survey.enter_number") };
     if (input.value.trim() === "") return { value: undefined };
     return { value: Number(input.value) };
   };
@@ -126,8 +142,8 @@ function textQuestion(def) {
   const root = h(
     "div",
     { class: "field" },
-    h("label", { for: id }, def.label, requiredMark(def.required)),
-    hintEl(hintId, `At most ${formatNumber(def.max_length)} characters.`),
+    h("label", { for: id }, questionLabel(def), requiredMark(def.required)),
+    hintEl(hintId, t("survey.at_most_chars", { n: formatNumber(def.max_length) })),
   );
   const q = new Question(def.name, root, input, [input]);
   root.append(q.errorEl, input);
@@ -141,7 +157,7 @@ function optionGroup(def, type, options) {
   const fieldset = h(
     "fieldset",
     { class: `field group${options.length > 4 ? " many" : ""}` },
-    h("legend", { id: legendId }, def.label, requiredMark(def.required)),
+    h("legend", { id: legendId }, questionLabel(def), requiredMark(def.required)),
   );
   const inputs = options.map(([value, label]) => {
     const id = inputId(def.name);
@@ -153,8 +169,8 @@ function optionGroup(def, type, options) {
 }
 
 function choiceQuestion(def) {
-  const options = def.choices.map((c) => [c, c]);
-  if (def.other) options.push(["other", "Other"]);
+  const options = def.choices.map((c) => [c, choiceText(def, c)]);
+  if (def.other) options.push(["other", choiceText(def, "other")]);
   const { fieldset, inputs } = optionGroup(def, "radio", options);
   const q = new Question(def.name, fieldset, inputs[0], [fieldset]);
   fieldset.insertBefore(q.errorEl, fieldset.querySelector(".option"));
@@ -171,7 +187,7 @@ function choiceQuestion(def) {
     const otherRoot = h(
       "div",
       { class: "field other", hidden: true },
-      h("label", { for: id }, "Name it", h("span", { class: "visually-hidden", text: ` (${def.label})` })),
+      h("label", { for: id }, t("survey.name_it"), h("span", { class: "visually-hidden", text: ` (${questionLabel(def)})` })),
     );
     const other = new Question(def.other_field, otherRoot, otherInput, [otherInput]);
     otherRoot.append(other.errorEl, otherInput);
@@ -193,8 +209,8 @@ function choiceQuestion(def) {
 }
 
 function multiChoiceQuestion(def) {
-  const { fieldset, inputs } = optionGroup(def, "checkbox", def.choices.map((c) => [c, c]));
-  fieldset.insertBefore(h("p", { class: "hint", text: "Choose any that apply." }), fieldset.querySelector(".option"));
+  const { fieldset, inputs } = optionGroup(def, "checkbox", def.choices.map((c) => [c, choiceText(def, c)]));
+  fieldset.insertBefore(h("p", { class: "hint", text: t("survey.any_that_apply") }), fieldset.querySelector(".option"));
   const q = new Question(def.name, fieldset, inputs[0], [fieldset]);
   fieldset.insertBefore(q.errorEl, fieldset.querySelector(".option"));
   q.read = () => {
@@ -205,7 +221,7 @@ function multiChoiceQuestion(def) {
 }
 
 function yesNoQuestion(def) {
-  const { fieldset, inputs } = optionGroup(def, "radio", [["true", "Yes"], ["false", "No"]]);
+  const { fieldset, inputs } = optionGroup(def, "radio", [["true", t("survey.yes")], ["false", t("survey.no")]]);
   fieldset.classList.add("inline");
   const q = new Question(def.name, fieldset, inputs[0], [fieldset]);
   fieldset.insertBefore(q.errorEl, fieldset.querySelector(".option"));
@@ -231,13 +247,13 @@ function consentQuestion(def) {
   const root = h(
     "div",
     { class: "field consent" },
-    h("div", { class: "check" }, input, h("label", { for: id }, def.text, requiredMark(true))),
+    h("div", { class: "check" }, input, h("label", { for: id }, def.translations?.[lang()] || def.text, requiredMark(true))),
   );
   const q = new Question(def.name, root, input, [input]);
   root.insertBefore(q.errorEl, root.firstChild);
   q.read = () => ({ value: input.checked });
-  q.friendly = () => "Tick this box to agree, or your answers cannot be stored.";
-  q.summaryLabel = "Your agreement";
+  q.friendly = () => t("survey.consent_friendly");
+  q.summaryLabel = t("survey.consent_label");
   return q;
 }
 
@@ -245,35 +261,35 @@ function consentQuestion(def) {
 function locationBlock(defs) {
   const names = defs.map((d) => d.name);
   const status = h("p", { class: "hint", id: inputId("location-status"), role: "status" });
-  const share = h("button", { type: "button", class: "secondary", "aria-describedby": status.id }, "Share my location");
-  const clear = h("button", { type: "button", class: "secondary", hidden: true }, "Remove my location");
+  const share = h("button", { type: "button", class: "secondary", "aria-describedby": status.id }, t("survey.share_location"));
+  const clear = h("button", { type: "button", class: "secondary", hidden: true }, t("survey.remove_location"));
   const fieldset = h(
     "fieldset",
     { class: "field group location" },
-    h("legend", { text: "Your location (optional)" }),
-    h("p", {
-      class: "hint",
-      text:
-        "Sharing where you are lets your answers count for your area. Your browser asks " +
-        "first; the exact location is stored with your answers and never published.",
-    }),
+    h("legend", { text: t("survey.location_legend") }),
+    h("p", { class: "hint", text: t("survey.location_hint") }),
   );
   const q = new Question("latitude", fieldset, share, [fieldset]);
   fieldset.append(q.errorEl, h("div", { class: "actions" }, share, clear), status);
   let position = null;
   const show = () => {
     clear.hidden = position === null;
-    status.textContent = position
-      ? `Location shared: ${position.latitude.toFixed(4)}, ${position.longitude.toFixed(4)}` +
-        (position.accuracy_m != null ? ` (within about ${Math.round(position.accuracy_m)} m).` : ".")
-      : "";
+    if (!position) {
+      status.textContent = "";
+      return;
+    }
+    const where = { lat: position.latitude.toFixed(4), lon: position.longitude.toFixed(4) };
+    status.textContent =
+      position.accuracy_m != null
+        ? t("survey.location_shared_within", { ...where, m: formatNumber(Math.round(position.accuracy_m)) })
+        : t("survey.location_shared", where);
   };
   share.addEventListener("click", () => {
     if (!("geolocation" in navigator)) {
-      status.textContent = "This browser cannot share a location.";
+      status.textContent = t("survey.location_unsupported");
       return;
     }
-    status.textContent = "Asking your browser for your location…";
+    status.textContent = t("survey.location_asking");
     share.disabled = true;
     navigator.geolocation.getCurrentPosition(
       (pos) => {
@@ -290,9 +306,7 @@ function locationBlock(defs) {
       (err) => {
         share.disabled = false;
         status.textContent =
-          err.code === err.PERMISSION_DENIED
-            ? "Location not shared: permission was refused. You can answer without it."
-            : "Your location could not be found. You can answer without it.";
+          err.code === err.PERMISSION_DENIED ? t("survey.location_refused") : t("survey.location_failed");
       },
       { enableHighAccuracy: false, timeout: 20000, maximumAge: 600000 },
     );
@@ -317,7 +331,7 @@ function speedTestBlock(defs, result, labels) {
   const fieldset = h(
     "fieldset",
     { class: "field group speed" },
-    h("legend", { text: "Your speed test result" }),
+    h("legend", { text: t("survey.result_legend") }),
   );
   const questions = [];
   if (!result) {
@@ -325,7 +339,7 @@ function speedTestBlock(defs, result, labels) {
       h("p", {
         class: "hint",
         id: "no-speed-test",
-        text: "You skipped the speed test, so your answers are sent without a result.",
+        text: t("survey.skipped"),
       }),
     );
   }
@@ -351,7 +365,7 @@ function speedTestBlock(defs, result, labels) {
       value: String(value),
       class: def.unit ? null : "id",
     });
-    const label = labels[def.name] || def.label || def.name;
+    const label = labels[def.name] ? t(labels[def.name]) : def.label || def.name;
     const root = h(
       "div",
       { class: "field" },
@@ -368,11 +382,11 @@ function speedTestBlock(defs, result, labels) {
 }
 
 const SPEED_LABELS = {
-  download_mbps: "Download",
-  upload_mbps: "Upload",
-  min_rtt_ms: "Minimum round trip",
-  download_uuid: "Download test ID",
-  upload_uuid: "Upload test ID",
+  download_mbps: "speedtest.download",
+  upload_mbps: "speedtest.upload",
+  min_rtt_ms: "survey.min_rtt",
+  download_uuid: "speedtest.download_id",
+  upload_uuid: "speedtest.upload_id",
 };
 
 /** Whether the form lets a response come without a speed test result. */
@@ -416,7 +430,7 @@ export function renderSurvey(container, definition, result) {
       autocomplete: "off",
     });
     container.append(
-      h("div", { class: "hp", "aria-hidden": "true" }, h("label", { for: honeypot.id, text: "Website" }), honeypot),
+      h("div", { class: "hp", "aria-hidden": "true" }, h("label", { for: honeypot.id, text: t("survey.website") }), honeypot),
     );
   }
   if (definition.consent) {
@@ -446,15 +460,11 @@ export function collect(form) {
   return { body, errors };
 }
 
-function plural(n, word) {
-  return `${n} ${word}${n === 1 ? "" : "s"}`;
-}
-
 export function waitText(seconds) {
-  if (!(seconds > 0)) return "a little while";
-  if (seconds < 90) return plural(Math.ceil(seconds), "second");
-  if (seconds < 5400) return plural(Math.ceil(seconds / 60), "minute");
-  return plural(Math.ceil(seconds / 3600), "hour");
+  if (!(seconds > 0)) return t("survey.wait.while");
+  if (seconds < 90) return tPlural("survey.wait.second", Math.ceil(seconds));
+  if (seconds < 5400) return tPlural("survey.wait.minute", Math.ceil(seconds / 60));
+  return tPlural("survey.wait.hour", Math.ceil(seconds / 3600));
 }
 
 /**
@@ -474,7 +484,7 @@ export async function submit(url, form, body) {
       body: JSON.stringify(body),
     });
   } catch {
-    return { message: "Your answers could not be sent: the connection failed. Please try again." };
+    return { message: t("survey.send_failed") };
   }
   let answer = null;
   try {
@@ -494,30 +504,30 @@ export async function submit(url, form, body) {
       };
     case 429:
       return {
-        message: `You have sent answers several times in a short while. Please try again in ${waitText(retryAfter)}.`,
+        message: t("survey.too_many", { wait: waitText(retryAfter) }),
       };
     case 503:
       return {
-        message: `The survey cannot store answers right now. Please try again in ${waitText(retryAfter)}; your answers stay on this page.`,
+        message: t("survey.unavailable", { wait: waitText(retryAfter) }),
       };
     case 413:
-      return { message: "Your answers are too long to send. Please shorten the comments." };
+      return { message: t("survey.too_long") };
     default:
       return {
-        message: `Your answers could not be sent (${err.message || `HTTP ${response.status}`}). Please try again later.`,
+        message: t("survey.send_error", { error: err.message || `HTTP ${response.status}` }),
       };
   }
 }
 
 // The survey's messages (pydantic's) in plainer words; others are shown as they come.
 const PLAIN = [
-  [/^Field required$/, () => "This answer is required."],
-  [/^Input should be less than or equal to (.+)$/, (m) => `Enter ${m[1]} or less.`],
-  [/^Input should be greater than or equal to (.+)$/, (m) => `Enter ${m[1]} or more.`],
-  [/^Input should be a valid integer/, () => "Enter a whole number."],
-  [/^Input should be a valid number/, () => "Enter a number."],
-  [/^String should have at most (\d+) characters?$/, (m) => `Use at most ${m[1]} characters.`],
-  [/^Input should be '/, () => "Choose one of the answers listed."],
+  [/^Field required$/, () => t("survey.required")],
+  [/^Input should be less than or equal to (.+)$/, (m) => t("survey.at_most", { n: m[1] })],
+  [/^Input should be greater than or equal to (.+)$/, (m) => t("survey.at_least", { n: m[1] })],
+  [/^Input should be a valid integer/, () => t("survey.whole_number")],
+  [/^Input should be a valid number/, () => t("survey.enter_number")],
+  [/^String should have at most (\d+) characters?$/, (m) => t("survey.use_at_most", { n: m[1] })],
+  [/^Input should be '/, () => t("survey.choose_listed")],
 ];
 
 export function plainMessage(message) {

@@ -1,0 +1,94 @@
+// The pages' languages: message catalogues (src/i18n/*.json, every key in each; the
+// build fails otherwise), the language from the URL (`?lang=es`) or else the browser's,
+// and numbers, plurals and dates formatted for it by `Intl`.
+import en from "../i18n/en.json";
+import es from "../i18n/es.json";
+
+export const CATALOGUES = { en, es };
+export const LANGUAGE_NAMES = { en: "English", es: "Español" };
+let current = "en";
+
+/** The language asked in the URL, else the first of the browser's we have, else English. */
+export function chooseLanguage(search = window.location.search, preferred = navigator.languages) {
+  const asked = new URLSearchParams(search).get("lang");
+  if (asked && CATALOGUES[asked]) return asked;
+  for (const tag of preferred || []) {
+    const base = String(tag).toLowerCase().split("-")[0];
+    if (CATALOGUES[base]) return base;
+  }
+  return "en";
+}
+
+export function setLanguage(lang) {
+  current = CATALOGUES[lang] ? lang : "en";
+  document.documentElement.lang = current;
+  return current;
+}
+
+export function language() {
+  return current;
+}
+
+/** A message with `{name}` filled from `params`. */
+export function t(key, params = {}) {
+  const text = CATALOGUES[current][key] ?? CATALOGUES.en[key];
+  if (text === undefined) throw new Error(`no message "${key}"`);
+  return text.replace(/\{(\w+)\}/g, (whole, name) => (name in params ? String(params[name]) : whole));
+}
+
+/** A message that depends on a count: `key.one`, `key.other` (by the language's rules). */
+export function tPlural(key, n, params = {}) {
+  const form = new Intl.PluralRules(current).select(n);
+  const catalogue = CATALOGUES[current];
+  const chosen = `${key}.${form}` in catalogue ? `${key}.${form}` : `${key}.other`;
+  return t(chosen, { n: formatNumber(n), ...params });
+}
+
+export function formatNumber(n, options = {}) {
+  return new Intl.NumberFormat(current, options).format(n);
+}
+
+/** The hour as people say it: 19 → "7 pm" / "7 p. m.", 0 → "midnight". */
+export function clockText(hour) {
+  if (hour === 0) return t("clock.midnight");
+  if (hour === 12) return t("clock.noon");
+  return hour < 12 ? t("clock.am", { h: hour }) : t("clock.pm", { h: hour - 12 });
+}
+
+/** Fills the page's marked elements: `data-i18n` (text), `data-i18n-html` (the
+ * catalogue's own markup), `data-i18n-attr` (`attr:key;attr:key`). */
+export function translatePage(root = document) {
+  for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of root.querySelectorAll("[data-i18n-html]")) el.innerHTML = t(el.dataset.i18nHtml);
+  for (const el of root.querySelectorAll("[data-i18n-attr]")) {
+    for (const pair of el.dataset.i18nAttr.split(";")) {
+      const [attr, key] = pair.split(":");
+      el.setAttribute(attr, t(key));
+    }
+  }
+}
+
+/** A language menu: choosing one reloads the page in it, kept in the URL (`?lang=`). */
+export function languageMenu(select) {
+  select.replaceChildren(
+    ...Object.entries(LANGUAGE_NAMES).map(([code, name]) => {
+      const option = document.createElement("option");
+      option.value = code;
+      option.lang = code;
+      option.textContent = name;
+      return option;
+    }),
+  );
+  select.value = current;
+  select.addEventListener("change", () => {
+    const url = new URL(window.location.href);
+    url.searchParams.set("lang", select.value);
+    window.location.assign(url.href);
+  });
+}
+
+/** A form definition's text in the current language (its `translations`, else as is). */
+export function localized(def) {
+  const text = def.translations?.[current];
+  return text || {};
+}
