@@ -176,7 +176,38 @@ def test_the_cli_writes_evidence_never_into_the_public_store_and_needs_the_eveni
     inside = tmp_path / "public" / "evidence.csv"
     assert main(["survey", "evidence", "-c", str(toml), "-o", str(inside)]) == 2
     assert "inside the public store" in capsys.readouterr().err and not inside.exists()
+    # The public store given as a plain path, reached through another spelling.
+    plain = (SURVEY_TOML + survey + EVENING).replace(
+        'public = "file://public"', f'public = "{tmp_path / "web"}"'
+    )
+    toml.write_text(plain)
+    (tmp_path / "web" / "v1").mkdir(parents=True)
+    sneaky = tmp_path / "web" / "v1" / ".." / "evidence.csv"
+    assert main(["survey", "evidence", "-c", str(toml), "-o", str(sneaky)]) == 2
+    assert "inside the public store" in capsys.readouterr().err and not sneaky.exists()
 
     toml.write_text(SURVEY_TOML + survey)
+    before = out.read_bytes()
     assert main(["survey", "evidence", "-c", str(toml), "-o", str(out)]) == 2
     assert "[evening]" in capsys.readouterr().err
+    assert out.read_bytes() == before  # nothing opened, nothing lost
+
+
+def test_an_evening_past_midnight_counts_its_small_hours_for_the_day_it_began(
+    tmp_path: Path,
+) -> None:
+    """Evenings from 22:00 to 02:00: 23:00 on the 5th and 01:00 on the 6th are one
+    evening; with 23:00 on the 6th that makes two days, not three."""
+    late = '\n[evening]\ntimezone = "America/Los_Angeles"\nstart = 22\nend = 2\n'
+    config = survey_config(tmp_path, late)
+    rows = [
+        response(SEATTLE, local(5, 23), 40.0),
+        response(SEATTLE, local(6, 1), 50.0),
+        response(SEATTLE, local(6, 23), 60.0),
+    ]
+    [place] = places(config, [(f"r{i}", row) for i, row in enumerate(rows)])
+    assert [t.evening for t in place.tests] == [True, True, True]
+    assert place.evening_days == 2 and rule_of(config).reasons(place) == []
+    rows.append(response(SEATTLE, local(8, 0, 30), 45.0))  # the 7th's evening
+    [place] = places(config, [(f"r{i}", row) for i, row in enumerate(rows)])
+    assert place.evening_days == 3 and rule_of(config).reasons(place)

@@ -733,3 +733,22 @@ def test_the_aggregation_publishes_what_residents_posted_from_the_configs_store(
     assert area["download_ratio_median"] == 0.63  # 200 of 300 Mbps advertised: 0.667
     [ziply] = document["by_isp"]
     assert (ziply["isp"], ziply["responses"]) == ("Ziply Fiber", 4)
+
+
+def test_a_survey_that_cannot_be_published_leaves_the_release_and_says_why(
+    tmp_path: Path,
+) -> None:
+    """Another run holds the survey's lock: the aggregation's release stands, the error is
+    reported, and the next run publishes the windows."""
+    from piecewise.lock import RunLock
+    from piecewise.pipeline import Stores, run_aggregate
+
+    config = config_of(tmp_path)
+    stores = Stores.of(config)
+    with RunLock(stores.private, "survey-publish"):
+        held = run_aggregate(config, now=utc(2026, 4, 2))
+    assert held.survey is None and "survey-publish" in (held.survey_error or "")
+    assert not stores.public.exists(INDEX_KEY)
+    later = run_aggregate(config, now=utc(2026, 4, 2))
+    assert later.survey_error is None
+    assert [w.label for w in later.survey.published] == ["2026-Q1"]

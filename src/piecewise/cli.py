@@ -118,6 +118,8 @@ def _aggregate(cfg: Config) -> None:
         )
     if result.survey is not None:
         print("\n".join(result.survey.report()))
+    if result.survey_error is not None:
+        print(f"the survey was not published (the next run tries again): {result.survey_error}")
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -393,11 +395,15 @@ def cmd_survey_export(args: argparse.Namespace) -> int:
 
 def cmd_survey_evidence(args: argparse.Namespace) -> int:
     from piecewise.survey import open_config_store
-    from piecewise.survey.evidence import EvidenceError, export_evidence, rule_of
+    from piecewise.survey.evidence import EvidenceError, evening_of, export_evidence, rule_of
 
     cfg = load_config(_config_path(args), check_files=False)
     if args.output not in (None, "-"):
         _refuse_public(cfg, Path(args.output))
+    try:
+        evening_of(cfg)  # before any file is opened: a missing [evening] writes nothing
+    except EvidenceError as exc:
+        raise ConfigError(str(_config_path(args)), [f"  {exc}"]) from None
     store = open_config_store(cfg)
     try:
         if args.output in (None, "-"):
@@ -423,17 +429,15 @@ def cmd_survey_evidence(args: argparse.Namespace) -> int:
 
 def _refuse_public(cfg: Config, output: Path) -> None:
     """Evidence names places and M-Lab UUIDs: never into the public store's folder."""
-    public = cfg.stores.public
-    if not public.startswith("file://"):
-        return
-    root = Path(public.removeprefix("file://"))
-    root = root if root.is_absolute() else cfg.base_dir / root
-    if output.resolve().is_relative_to(root.resolve()):
+    from piecewise.store import store_location
+
+    public = store_location(cfg.stores.public, cfg.base_dir)
+    if public.contains(store_location(output.expanduser())):
         raise ConfigError(
             "--output",
             [
-                f"  {output} is inside the public store ({public}): the evidence is for "
-                "operators only; write it elsewhere"
+                f"  {output} is inside the public store ({cfg.stores.public}): the evidence "
+                "is for operators only; write it elsewhere"
             ],
         )
 

@@ -715,8 +715,17 @@ def run_aggregate(
     result = run_release(config, stores, today=today, now=now)
     if config.survey.enabled:
         # The survey's windows that ended are published with the release that follows
-        # them, each once (piecewise.survey.public).
-        result = dataclasses.replace(result, survey=publish_config_survey(config, stores, now=now))
+        # them, each once (piecewise.survey.public). A survey store that cannot be read
+        # leaves the release as it is: its windows wait for the next aggregation.
+        from piecewise.survey.store import SurveyStoreUnavailable
+
+        try:
+            survey = publish_config_survey(config, stores, now=now)
+        except (SurveyStoreUnavailable, LockHeld, StoreError, OSError) as exc:
+            log.error("the survey's windows were not published this time: %s", exc)
+            result = dataclasses.replace(result, survey_error=str(exc))
+        else:
+            result = dataclasses.replace(result, survey=survey)
     return result
 
 

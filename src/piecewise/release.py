@@ -93,6 +93,8 @@ class ReleaseResult:
     releases: int = 0
     # What the survey's publication did after the release (None: the survey is off).
     survey: SurveyPublication | None = None
+    # Why the survey's publication failed (its windows wait for the next run), if it did.
+    survey_error: str | None = None
 
     def add(self, release: Release, cells: int, published: int, tests: int) -> ReleaseResult:
         """With one more release of `cells` cells, `published` of them, from `tests`."""

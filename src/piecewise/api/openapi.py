@@ -131,6 +131,11 @@ SCHEMAS: dict[str, dict] = {
             "privacy": {"type": "object"},
             "histogram": {"type": "object"},
             "sampling": {"type": ["string", "null"]},
+            "survey": {
+                "type": ["object", "null"],
+                "description": "Where the residents' survey is published: `index`, `path`, "
+                "`layer` (the layer of /v1/layers/{layer}/survey) and `window`; null when none.",
+            },
             "links": {"type": "object", "additionalProperties": TEXT},
         }
     ),

@@ -159,6 +159,8 @@ def meta(snap: Snapshot) -> dict:
         "privacy": index.get("privacy") or {},
         "histogram": index["histogram"],
         "sampling": index.get("sampling"),
+        # Where the residents' survey is published, and by which layer (null: none).
+        "survey": index.get("survey"),
         "links": LINKS,
     }
 

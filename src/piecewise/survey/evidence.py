@@ -21,7 +21,8 @@ from zoneinfo import ZoneInfo
 
 from piecewise.api.formats import csv_bytes
 from piecewise.config import Config
-from piecewise.survey.summary import linked_test
+from piecewise.survey.public import received_at
+from piecewise.survey.summary import linked_test, number
 
 # The BEAD challenge rules ask for three tests on different days in the evening hours.
 EVENING_DAYS = 3
@@ -54,6 +55,7 @@ class Test:
     submitted_at: dt.datetime  # UTC: when the server received the response
     local_time: dt.datetime
     evening: bool
+    evening_date: dt.date  # the day its evening began (after midnight: the day before)
     isp: str | None
     download_mbps: float
     upload_mbps: float | None
@@ -82,7 +84,7 @@ class Place:
 
     @property
     def evening_days(self) -> int:
-        return len({t.local_time.date() for t in self.evening_tests})
+        return len({t.evening_date for t in self.evening_tests})
 
     def evening_median(self, direction: str) -> float | None:
         values = [
@@ -128,12 +130,6 @@ class Rule:
         return out
 
 
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
 def _isp(answers: dict) -> str | None:
     isp = answers.get("isp")
     if isp == "other" and isinstance(answers.get("isp_other"), str):
@@ -141,37 +137,43 @@ def _isp(answers: dict) -> str | None:
     return isp if isinstance(isp, str) else None
 
 
-def _evening(config: Config) -> tuple[ZoneInfo, frozenset[int]]:
+def evening_of(config: Config) -> tuple[ZoneInfo, tuple[int, ...]]:
+    """The region's time zone and the evening's hours, in order; EvidenceError without
+    an [evening] table."""
     if config.evening is None:
         raise EvidenceError(
             "evidence needs the region's evening hours and time zone: add an [evening] "
             'table with timezone = "America/Chicago" (the IANA name of yours; the hours '
             "default to 19 to 23, local time)"
         )
-    return ZoneInfo(config.evening.timezone), frozenset(config.evening.hours)
+    return ZoneInfo(config.evening.timezone), tuple(config.evening.hours)
+
+
+def evening_date(local: dt.datetime, hours: tuple[int, ...]) -> dt.date:
+    """The day an evening test counts for: an evening that runs past midnight (22 to
+    2) counts its small hours for the day it began."""
+    if hours and hours[-1] < hours[0] and local.hour <= hours[-1]:
+        return local.date() - dt.timedelta(days=1)
+    return local.date()
 
 
 def places(config: Config, records: Iterable[tuple[str, dict]]) -> list[Place]:
     """The places of the consented, located responses with a linked download test, each
     with its tests in time order; places in order of their id."""
-    zone, hours = _evening(config)
+    zone, hours = evening_of(config)
     precision = config.survey.evidence_precision
     by_place: dict[tuple[float, float], Place] = {}
     for key, record in records:
         location = record.get("location")
         if record.get("consent") is not True or not isinstance(location, dict):
             continue
-        lat, lon = _number(location.get("latitude")), _number(location.get("longitude"))
+        lat, lon = number(location.get("latitude")), number(location.get("longitude"))
         test = linked_test(record.get("speed_test"))
         if lat is None or lon is None or "download_mbps" not in test:
             continue
-        try:
-            received = dt.datetime.fromisoformat(str(record["submitted_at"]))
-        except (KeyError, ValueError):
+        received = received_at(record)
+        if received is None:
             continue
-        if received.tzinfo is None:
-            received = received.replace(tzinfo=dt.UTC)
-        received = received.astimezone(dt.UTC)
         local = received.astimezone(zone)
         answers = record.get("answers")
         answers = answers if isinstance(answers, dict) else {}
@@ -184,11 +186,12 @@ def places(config: Config, records: Iterable[tuple[str, dict]]) -> list[Place]:
                 submitted_at=received,
                 local_time=local,
                 evening=local.hour in hours,
+                evening_date=evening_date(local, hours),
                 isp=_isp(answers),
                 download_mbps=test["download_mbps"],
                 upload_mbps=test.get("upload_mbps"),
-                advertised_download=_number(answers.get("advertised_download")),
-                advertised_upload=_number(answers.get("advertised_upload")),
+                advertised_download=number(answers.get("advertised_download")),
+                advertised_upload=number(answers.get("advertised_upload")),
                 download_uuid=str(speed["download_uuid"]),
                 upload_uuid=str(speed["upload_uuid"]) if "upload_mbps" in test else None,
             )

@@ -45,7 +45,7 @@ from piecewise.lock import RunLock
 from piecewise.store import KeyNotFound, Store, json_bytes
 from piecewise.survey import mechanisms, summary
 from piecewise.survey.mechanisms import Uniform
-from piecewise.survey.summary import Response, choice_answers, statistic_values
+from piecewise.survey.summary import Response, choice_answers, number, statistic_values
 
 log = logging.getLogger(__name__)
 
@@ -146,13 +146,8 @@ def due_windows(config: Config, now: dt.datetime) -> list[Window]:
 # -- responses -------------------------------------------------------------------------
 
 
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _received(record: dict) -> dt.datetime | None:
+def received_at(record: dict) -> dt.datetime | None:
+    """When the server received a stored response (UTC), or None if unreadable."""
     try:
         when = dt.datetime.fromisoformat(str(record["submitted_at"]))
     except (KeyError, ValueError):
@@ -162,7 +157,7 @@ def _received(record: dict) -> dt.datetime | None:
 
 def read_response(key: str, record: dict) -> Response | None:
     """The response, or None when it has no readable `submitted_at`."""
-    received = _received(record)
+    received = received_at(record)
     if received is None:
         return None
     client = record.get("client")
@@ -171,7 +166,7 @@ def read_response(key: str, record: dict) -> Response | None:
     location = record.get("location")
     lat = lon = None
     if isinstance(location, dict):
-        lat, lon = _number(location.get("latitude")), _number(location.get("longitude"))
+        lat, lon = number(location.get("latitude")), number(location.get("longitude"))
     choices = choice_answers(record)
     return Response(
         key,

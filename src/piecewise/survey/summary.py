@@ -37,7 +37,6 @@ PLAUSIBLE_MBPS = 10_000.0
 HALF = 0.5
 # A number field is a histogram's bins when its whole numbers are at most this many.
 MOST_LEVELS = 11
-ALL_ISPS = "all"
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,8 @@ HISTOGRAMS = (("satisfaction", "satisfaction"), ("connection_types", "connection
 NUMBERS = ("advertised_download", "advertised_upload", "monthly_cost")
 
 
-def _number(value: object) -> float | None:
+def number(value: object) -> float | None:
+    """A number answer as a float; None for anything else (text, true/false, none)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
@@ -132,7 +132,7 @@ def linked_test(speed_test: object) -> dict[str, float]:
         return {}
     out = {}
     for direction in ("download", "upload"):
-        mbps = _number(speed_test.get(f"{direction}_mbps"))
+        mbps = number(speed_test.get(f"{direction}_mbps"))
         uuid = speed_test.get(f"{direction}_uuid")
         if isinstance(uuid, str) and uuid and mbps is not None and 0 < mbps <= PLAUSIBLE_MBPS:
             out[f"{direction}_mbps"] = mbps
@@ -143,7 +143,7 @@ def statistic_values(record: dict) -> dict[str, float | None]:
     """Each median's value in a stored record."""
     raw = record.get("answers")
     raw = raw if isinstance(raw, dict) else {}
-    answers = {name: _number(raw.get(name)) for name in NUMBERS}
+    answers = {name: number(raw.get(name)) for name in NUMBERS}
     test = linked_test(record.get("speed_test"))
     return {m.name: m.value(answers, test) for m in MEDIANS}
 

@@ -11,16 +11,16 @@ let current = "en";
 /** The language asked in the URL, else the first of the browser's we have, else English. */
 export function chooseLanguage(search = window.location.search, preferred = navigator.languages) {
   const asked = new URLSearchParams(search).get("lang");
-  if (asked && CATALOGUES[asked]) return asked;
+  if (asked && Object.hasOwn(CATALOGUES, asked)) return asked;
   for (const tag of preferred || []) {
     const base = String(tag).toLowerCase().split("-")[0];
-    if (CATALOGUES[base]) return base;
+    if (Object.hasOwn(CATALOGUES, base)) return base;
   }
   return "en";
 }
 
 export function setLanguage(lang) {
-  current = CATALOGUES[lang] ? lang : "en";
+  current = Object.hasOwn(CATALOGUES, lang) ? lang : "en";
   document.documentElement.lang = current;
   return current;
 }
@@ -31,7 +31,8 @@ export function language() {
 
 /** A message with `{name}` filled from `params`. */
 export function t(key, params = {}) {
-  const text = CATALOGUES[current][key] ?? CATALOGUES.en[key];
+  const own = (catalogue) => (Object.hasOwn(catalogue, key) ? catalogue[key] : undefined);
+  const text = own(CATALOGUES[current]) ?? own(CATALOGUES.en);
   if (text === undefined) throw new Error(`no message "${key}"`);
   return text.replace(/\{(\w+)\}/g, (whole, name) => (name in params ? String(params[name]) : whole));
 }
@@ -40,7 +41,7 @@ export function t(key, params = {}) {
 export function tPlural(key, n, params = {}) {
   const form = new Intl.PluralRules(current).select(n);
   const catalogue = CATALOGUES[current];
-  const chosen = `${key}.${form}` in catalogue ? `${key}.${form}` : `${key}.other`;
+  const chosen = Object.hasOwn(catalogue, `${key}.${form}`) ? `${key}.${form}` : `${key}.other`;
   return t(chosen, { n: formatNumber(n), ...params });
 }
 

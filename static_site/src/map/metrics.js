@@ -140,7 +140,7 @@ export function surveyMetrics(survey) {
       stat: "satisfied_share",
       label: "Residents' survey: share satisfied",
       unit: "%",
-      note: "share of residents who answered 4 or 5 of 5 to how satisfied they are",
+      note: "share of residents who gave one of the two highest answers to how satisfied they are (4 or 5 of 5 on the default form)",
       breaks: both([0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]),
       format: formatShare,
       short: (v) => int.format(v * 100),

@@ -132,7 +132,14 @@ export class Panel {
     // The residents' survey, beside M-Lab's figures, where the map shows a window of it.
     const surveySection = q("#panel-survey-section");
     if (surveySection) surveySection.hidden = !params.surveyWindow;
-    const survey = params.surveyWindow ? get(`${base}/survey`, { window: params.surveyWindow, isp }) : null;
+    // A 404 (the window not in the API's release yet, or no cells for this ISP) is said
+    // in the section, not as a failure.
+    const survey = params.surveyWindow
+      ? get(`${base}/survey`, { window: params.surveyWindow, isp }).catch((err) => {
+          if (err.status === 404) return { missing: err.message, label: params.surveyWindow };
+          throw err;
+        })
+      : null;
     if (survey) q("#panel-survey").replaceChildren(message("Loading…"));
 
     const stale = () => controller !== this.controller;
@@ -168,6 +175,10 @@ export class Panel {
     const p = this.params;
     const target = this.root.querySelector("#panel-survey");
     const name = p.name || p.area;
+    if (doc.missing) {
+      target.replaceChildren(message(`The residents' survey of ${periodLabel(doc.label)} has no figures here: ${doc.missing}.`));
+      return;
+    }
     const when = `the residents' survey of ${periodLabel(doc.label)}`;
     const who = p.isp === "all" ? "" : ` with ${p.isp}`;
     const cell = (doc.areas || []).find((a) => a.area === p.area);
@@ -191,7 +202,7 @@ export class Panel {
       ["Getting under half of what was promised", formatShare(cell.below_half_share)],
       ["Monthly cost (median)", formatAmount(cell.monthly_cost_median)],
       ["Cost per promised Mbps (median)", formatAmount(cell.cost_per_mbps_median)],
-      ["Satisfied (4 or 5 of 5)", formatShare(satisfiedShare(cell.satisfaction))],
+      ["Satisfied (the two highest answers)", formatShare(satisfiedShare(cell.satisfaction))],
       ["Connection types (most answered)", types || "–"],
     ];
     target.replaceChildren(

@@ -16,8 +16,21 @@ export function eveningOf(config) {
 /** The local hours of the evening, wrapping at midnight (22 to 2: 22, 23, 0, 1). */
 export function eveningHours(evening) {
   const hours = [];
-  for (let h = evening.start; h !== evening.end; h = (h + 1) % 24) hours.push(h);
+  const end = Number(evening.end);
+  for (let h = Number(evening.start), n = 0; h !== end && n < 24; h = (h + 1) % 24, n++) hours.push(h);
   return hours;
+}
+
+/** The day an evening test counts for: an evening that runs past midnight (22 to 2)
+ * counts its small hours for the day it began (as `piecewise survey evidence` does). */
+export function eveningDate(date, hour, evening) {
+  const hours = eveningHours(evening);
+  if (hours.length && hours[hours.length - 1] < hours[0] && hour <= hours[hours.length - 1]) {
+    const day = new Date(`${date}T00:00:00Z`);
+    day.setUTCDate(day.getUTCDate() - 1);
+    return day.toISOString().slice(0, 10);
+  }
+  return date;
 }
 
 /** A time's local date (YYYY-MM-DD) and hour in the evening's time zone. */
@@ -36,6 +49,7 @@ export function localTime(when, evening) {
 
 function read(storage) {
   try {
+    if (!storage) return null;
     const record = JSON.parse(storage.getItem(KEY) || "null");
     return record && Array.isArray(record.tests) ? record : null;
   } catch {
@@ -44,19 +58,22 @@ function read(storage) {
 }
 
 /** The kept record ({tests}), or null when the resident keeps none. */
-export function loadRecord(storage = window.localStorage) {
+export function loadRecord(storage = safeStorage()) {
   return read(storage);
 }
 
 /** Starts keeping (with the resident's consent), or adds a test to the kept record. */
-export function keepTest(result, when, evening, storage = window.localStorage) {
+export function keepTest(result, when, evening, storage = safeStorage()) {
+  // A browser that keeps nothing (private mode, a full store) keeps no record: said so
+  // by the checkbox staying unticked, never by a failed page.
   const record = read(storage) || { tests: [] };
   const { date, hour } = localTime(when, evening);
   if (!record.tests.some((t) => t.download_uuid && t.download_uuid === result.downloadUuid)) {
+    const isEvening = eveningHours(evening).includes(hour);
     record.tests.push({
       time: when.toISOString(),
-      local_date: date,
-      evening: eveningHours(evening).includes(hour),
+      local_date: isEvening ? eveningDate(date, hour, evening) : date,
+      evening: isEvening,
       download_mbps: result.downloadMbps,
       upload_mbps: result.uploadMbps,
       download_uuid: result.downloadUuid || null,
@@ -64,21 +81,42 @@ export function keepTest(result, when, evening, storage = window.localStorage) {
       idempotency_key: null,
     });
   }
-  storage.setItem(KEY, JSON.stringify(record));
+  try {
+    storage.setItem(KEY, JSON.stringify(record));
+  } catch {
+    return null;
+  }
   return record;
 }
 
 /** Notes the survey answer sent with a kept test (its idempotency key). */
-export function attachKey(result, key, storage = window.localStorage) {
+export function attachKey(result, key, storage = safeStorage()) {
   const record = read(storage);
   const test = record?.tests.find((t) => t.download_uuid && t.download_uuid === result?.downloadUuid);
   if (!test) return;
   test.idempotency_key = key;
-  storage.setItem(KEY, JSON.stringify(record));
+  try {
+    storage.setItem(KEY, JSON.stringify(record));
+  } catch {
+    // the record stays as it was
+  }
 }
 
-export function forget(storage = window.localStorage) {
-  storage.removeItem(KEY);
+export function forget(storage = safeStorage()) {
+  try {
+    storage?.removeItem(KEY);
+  } catch {
+    // nothing was kept
+  }
+}
+
+/** The browser's localStorage, or null where reading it throws (blocked storage). */
+function safeStorage() {
+  try {
+    return window.localStorage;
+  } catch {
+    return null;
+  }
 }
 
 /** Evening days of the kept tests (with M-Lab IDs), and how many more would complete it. */
