@@ -211,3 +211,10 @@ def test_an_evening_past_midnight_counts_its_small_hours_for_the_day_it_began(
     rows.append(response(SEATTLE, local(8, 0, 30), 45.0))  # the 7th's evening
     [place] = places(config, [(f"r{i}", row) for i, row in enumerate(rows)])
     assert place.evening_days == 3 and rule_of(config).reasons(place)
+
+
+def test_a_test_posted_twice_is_one_test(tmp_path: Path) -> None:
+    config = survey_config(tmp_path, EVENING)
+    twice = response(SEATTLE, local(5, 20), 40.0)
+    [place] = places(config, [("a", twice), ("b", dict(twice)), ("c", twice)])
+    assert [t.response for t in place.tests] == ["a"]

@@ -752,3 +752,10 @@ def test_a_survey_that_cannot_be_published_leaves_the_release_and_says_why(
     later = run_aggregate(config, now=utc(2026, 4, 2))
     assert later.survey_error is None
     assert [w.label for w in later.survey.published] == ["2026-Q1"]
+
+
+def test_an_isp_choice_may_not_be_the_key_of_every_isp(tmp_path: Path) -> None:
+    fields = '[[survey.fields]]\nname = "isp"\ntype = "choice"\nlabel = "ISP"\nchoices = ["All"]\n'
+    with pytest.raises(ConfigError) as info:
+        config_of(tmp_path, fields)
+    assert "the key of every ISP together" in str(info.value)

@@ -766,6 +766,11 @@ class SurveyField(_Strict):
             )
         if self.type == "number" and (self.minimum is None or self.maximum is None):
             raise ValueError(f"field {self.name!r}: a number needs `minimum` and `maximum`")
+        if self.name == "isp" and any(c.strip().lower() == RESERVED_ISP for c in self.choices):
+            raise ValueError(
+                f'field "isp": a choice may not be "{RESERVED_ISP}", the key of every ISP '
+                "together in the published survey"
+            )
         for language, text in self.translations.items():
             unknown = sorted(set(text.choices) - set(self.choices) - {"other"})
             if unknown:

@@ -163,7 +163,8 @@ def places(config: Config, records: Iterable[tuple[str, dict]]) -> list[Place]:
     zone, hours = evening_of(config)
     precision = config.survey.evidence_precision
     by_place: dict[tuple[float, float], Place] = {}
-    for key, record in records:
+    seen: set[str] = set()  # a test posted twice (a retried post) is one test
+    for key, record in sorted(records, key=_received_first):
         location = record.get("location")
         if record.get("consent") is not True or not isinstance(location, dict):
             continue
@@ -178,6 +179,9 @@ def places(config: Config, records: Iterable[tuple[str, dict]]) -> list[Place]:
         answers = record.get("answers")
         answers = answers if isinstance(answers, dict) else {}
         speed = record.get("speed_test") or {}
+        if str(speed["download_uuid"]) in seen:
+            continue
+        seen.add(str(speed["download_uuid"]))
         spot = (round(lat, precision), round(lon, precision))
         place = by_place.setdefault(spot, Place(spot[0], spot[1], precision))
         place.tests.append(
@@ -199,6 +203,11 @@ def places(config: Config, records: Iterable[tuple[str, dict]]) -> list[Place]:
     for place in by_place.values():
         place.tests.sort(key=lambda t: (t.submitted_at, t.response))
     return sorted(by_place.values(), key=lambda p: (p.latitude, p.longitude))
+
+
+def _received_first(item: tuple[str, dict]) -> tuple[str, str]:
+    """Records in the order received (ISO times sort as text), then by key."""
+    return str(item[1].get("submitted_at")), item[0]
 
 
 def rule_of(config: Config) -> Rule:

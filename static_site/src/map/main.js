@@ -256,7 +256,10 @@ async function loadSurvey(s = state) {
   if (!index.survey || s.layer !== index.survey.layer || s.hours !== "all") return none;
   surveyWindows ||= fetchJson(new URL(index.survey.index, config.dataBase), { cache: "no-cache" })
     .then((doc) => (doc.windows || []).filter((w) => w.layer === index.survey.layer))
-    .catch(() => []);
+    .catch(() => {
+      surveyWindows = null; // asked again with the next period
+      return [];
+    });
   const chosen = surveyWindowFor(await surveyWindows, s.period);
   if (!chosen) return none;
   try {
