@@ -246,6 +246,7 @@ def handle_ingested(config: Config, data: bytes, *, today: dt.date | None = None
         "cells": result.cells,
         "published": result.published,
         "survey": survey,
+        "survey_error": result.survey_error,
     }
 
 
