@@ -11,6 +11,7 @@ from piecewise.api.params import BOTH, DIRECTIONS, ENDPOINTS, KINDS, ORDERS, End
 from piecewise.api.reader import Snapshot
 from piecewise.cellfields import INTERVALS, MEASURES, SHARE_OBJECTS
 from piecewise.survey.summary import MEDIANS as SURVEY_MEDIANS
+from piecewise.survey.summary import SPEED_MEDIANS
 
 NUMBER = {"type": ["number", "null"]}
 COUNT = {"type": "integer", "minimum": 0}
@@ -474,7 +475,7 @@ SCHEMAS: dict[str, dict] = {
                     },
                     # Windows of version 1 (published before the ratio, costs and
                     # histograms) have the area, its count and the four speed medians.
-                    required=["area", "name", "responses", *(m.name for m in SURVEY_MEDIANS[:4])],
+                    required=["area", "name", "responses", *(m.name for m in SPEED_MEDIANS)],
                 )
             ),
         },

@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import IO
 from zoneinfo import ZoneInfo
 
@@ -26,23 +26,6 @@ from piecewise.survey.summary import linked_test, number
 
 # The BEAD challenge rules ask for three tests on different days in the evening hours.
 EVENING_DAYS = 3
-CSV_COLUMNS = (
-    "place",
-    "latitude",
-    "longitude",
-    "meets_rule",
-    "response",
-    "submitted_at",
-    "local_time",
-    "evening",
-    "isp",
-    "download_mbps",
-    "upload_mbps",
-    "advertised_download",
-    "advertised_upload",
-    "download_uuid",
-    "upload_uuid",
-)
 
 
 class EvidenceError(ValueError):
@@ -63,6 +46,17 @@ class Test:
     advertised_upload: float | None
     download_uuid: str
     upload_uuid: str | None
+
+    def listed(self) -> dict:
+        """What the export lists of the test (a CSV row's test columns, a GeoJSON point's
+        `test_list` entry): its fields but `evening_date`, times in ISO 8601."""
+        values = {name: getattr(self, name) for name in TEST_COLUMNS}
+        return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in values.items()}
+
+
+# A CSV row: the place, whether it meets the rule, then the test.
+PLACE_COLUMNS = ("place", "latitude", "longitude", "meets_rule")
+TEST_COLUMNS = tuple(f.name for f in fields(Test) if f.name != "evening_date")
 
 
 @dataclass
@@ -220,26 +214,8 @@ def write_csv(found: list[Place], rule: Rule, out: IO[bytes]) -> None:
     for place in found:
         meets = bool(rule.reasons(place))
         for t in place.tests:
-            rows.append(
-                [
-                    place.id,
-                    place.latitude,
-                    place.longitude,
-                    meets,
-                    t.response,
-                    t.submitted_at.isoformat(),
-                    t.local_time.isoformat(),
-                    t.evening,
-                    t.isp,
-                    t.download_mbps,
-                    t.upload_mbps,
-                    t.advertised_download,
-                    t.advertised_upload,
-                    t.download_uuid,
-                    t.upload_uuid,
-                ]
-            )
-    out.write(csv_bytes(list(CSV_COLUMNS), rows))
+            rows.append([place.id, place.latitude, place.longitude, meets, *t.listed().values()])
+    out.write(csv_bytes([*PLACE_COLUMNS, *TEST_COLUMNS], rows))
 
 
 def geojson(found: list[Place], rule: Rule) -> dict:
@@ -264,22 +240,7 @@ def geojson(found: list[Place], rule: Rule) -> dict:
                     "required_download": rule.required_download,
                     "required_upload": rule.required_upload,
                     "isps": sorted({t.isp for t in place.tests if t.isp}),
-                    "test_list": [
-                        {
-                            "response": t.response,
-                            "submitted_at": t.submitted_at.isoformat(),
-                            "local_time": t.local_time.isoformat(),
-                            "evening": t.evening,
-                            "isp": t.isp,
-                            "download_mbps": t.download_mbps,
-                            "upload_mbps": t.upload_mbps,
-                            "advertised_download": t.advertised_download,
-                            "advertised_upload": t.advertised_upload,
-                            "download_uuid": t.download_uuid,
-                            "upload_uuid": t.upload_uuid,
-                        }
-                        for t in place.tests
-                    ],
+                    "test_list": [t.listed() for t in place.tests],
                 },
             }
         )

@@ -78,31 +78,29 @@ def _cost_per_mbps(answers: dict, test: dict) -> float | None:
     return None if cost is None or advertised is None else cost / advertised
 
 
+def _answer(name: str, question: str, unit: str) -> Median:
+    """The median of one number question's answers."""
+    return Median(name, GRID, unit, (question,), lambda a, t: a.get(question))
+
+
+def _measured(direction: str) -> Median:
+    """The median of the linked tests' speeds in one direction."""
+    return Median(
+        f"measured_{direction}_median", GRID, "Mbps", (), lambda a, t: t.get(f"{direction}_mbps")
+    )
+
+
+# The speeds, promised and measured: what windows of every version have.
+SPEED_MEDIANS: tuple[Median, ...] = (
+    _answer("advertised_download_median", "advertised_download", "Mbps"),
+    _measured("download"),
+    _answer("advertised_upload_median", "advertised_upload", "Mbps"),
+    _measured("upload"),
+)
 MEDIANS: tuple[Median, ...] = (
-    Median(
-        "advertised_download_median",
-        GRID,
-        "Mbps",
-        ("advertised_download",),
-        lambda a, t: a.get("advertised_download"),
-    ),
-    Median("measured_download_median", GRID, "Mbps", (), lambda a, t: t.get("download_mbps")),
-    Median(
-        "advertised_upload_median",
-        GRID,
-        "Mbps",
-        ("advertised_upload",),
-        lambda a, t: a.get("advertised_upload"),
-    ),
-    Median("measured_upload_median", GRID, "Mbps", (), lambda a, t: t.get("upload_mbps")),
+    *SPEED_MEDIANS,
     Median("download_ratio_median", RATIO_GRID, "ratio", ("advertised_download",), _ratio),
-    Median(
-        "monthly_cost_median",
-        GRID,
-        "currency",
-        ("monthly_cost",),
-        lambda a, t: a.get("monthly_cost"),
-    ),
+    _answer("monthly_cost_median", "monthly_cost", "currency"),
     Median(
         "cost_per_mbps_median",
         COST_PER_MBPS_GRID,

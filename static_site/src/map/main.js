@@ -248,12 +248,15 @@ async function loadNumbers() {
   map.triggerRepaint();
 }
 
+/** Whether a view shows the survey's figures: its layer, in all hours. */
+const surveyShown = (s = state) => Boolean(index.survey) && s.layer === index.survey.layer && s.hours === "all";
+
 /** The survey's figures for the period (its layer, all hours only): the window that
  * shows it and the feature states of its cells; none elsewhere or without a window.
  * A survey that cannot be read leaves the map's own numbers drawn. */
 async function loadSurvey(s = state) {
   const none = { window: null, states: {} };
-  if (!index.survey || s.layer !== index.survey.layer || s.hours !== "all") return none;
+  if (!surveyShown(s)) return none;
   surveyWindows ||= fetchJson(new URL(index.survey.index, config.dataBase), { cache: "no-cache" })
     .then((doc) => (doc.windows || []).filter((w) => w.layer === index.survey.layer))
     .catch(() => {
@@ -508,7 +511,7 @@ function openPanel(name) {
     direction: state.direction,
     metric: metricInfo(),
     // The survey window the map shows, for the panel's residents' section.
-    surveyWindow: index.survey && state.layer === index.survey.layer && state.hours === "all" ? shownSurvey?.label || null : null,
+    surveyWindow: surveyShown() ? shownSurvey?.label || null : null,
   });
 }
 

@@ -1,6 +1,7 @@
 // What the map can colour areas by, their class breaks and colours, how numbers are
 // written, and the MapLibre expressions that read them from each area's feature state
 // (the period's numbers, joined to the shapes in the browser).
+import { clockText } from "../common/i18n.js";
 
 // Viridis, 8 steps: sequential, readable by the common colour-vision deficiencies,
 // and none of its colours is the grey of "insufficient data" or the white of "no tests".
@@ -281,9 +282,7 @@ export function drawnOpacity(opacity, everyArea) {
 
 /** An hour as people say it: 19 → "7 pm", 0 → "midnight". */
 export function clock(hour) {
-  if (hour === 0) return "midnight";
-  if (hour === 12) return "noon";
-  return hour < 12 ? `${hour} am` : `${hour - 12} pm`;
+  return clockText(hour);
 }
 
 /** "evening hours (7 pm to 11 pm)", from index.json's `evening`. */

@@ -6,7 +6,7 @@
 import { fetchJson, loadConfig } from "../common/config.js";
 import { chooseLanguage, clockText, language, languageMenu, setLanguage, t, tPlural, translatePage } from "../common/i18n.js";
 import { runSpeedTest } from "./ndt7test.js";
-import { DAYS_NEEDED, attachKey, eveningHours, eveningOf, forget, keepTest, loadRecord, localTime, progress } from "./record.js";
+import { DAYS_NEEDED, attachKey, eveningOf, eveningOfTime, forget, keepTest, loadRecord, progress } from "./record.js";
 import {
   clearErrors,
   collect,
@@ -139,9 +139,8 @@ async function startTest() {
 function showRecord() {
   const evening = eveningOf(page.config);
   const hours = t("record.hours", { start: clockText(evening.start), end: clockText(evening.end) });
-  const isEvening = eveningHours(evening).includes(localTime(page.resultTime, evening).hour);
   const record = loadRecord();
-  const thisOne = t(isEvening ? "record.evening" : "record.not_evening", { hours });
+  const thisOne = t(eveningOfTime(page.resultTime, evening).evening ? "record.evening" : "record.not_evening", { hours });
   let text;
   if (!record) {
     text = `${thisOne} ${t("record.invite", { days: DAYS_NEEDED })}`;

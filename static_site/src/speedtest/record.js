@@ -21,6 +21,13 @@ export function eveningHours(evening) {
   return hours;
 }
 
+/** Whether a moment falls in the evening hours, and the day its evening counts for. */
+export function eveningOfTime(when, evening) {
+  const { date, hour } = localTime(when, evening);
+  const isEvening = eveningHours(evening).includes(hour);
+  return { evening: isEvening, date: isEvening ? eveningDate(date, hour, evening) : date };
+}
+
 /** The day an evening test counts for: an evening that runs past midnight (22 to 2)
  * counts its small hours for the day it began (as `piecewise survey evidence` does). */
 export function eveningDate(date, hour, evening) {
@@ -67,13 +74,12 @@ export function keepTest(result, when, evening, storage = safeStorage()) {
   // A browser that keeps nothing (private mode, a full store) keeps no record: said so
   // by the checkbox staying unticked, never by a failed page.
   const record = read(storage) || { tests: [] };
-  const { date, hour } = localTime(when, evening);
   if (!record.tests.some((t) => t.download_uuid && t.download_uuid === result.downloadUuid)) {
-    const isEvening = eveningHours(evening).includes(hour);
+    const moment = eveningOfTime(when, evening);
     record.tests.push({
       time: when.toISOString(),
-      local_date: isEvening ? eveningDate(date, hour, evening) : date,
-      evening: isEvening,
+      local_date: moment.date,
+      evening: moment.evening,
       download_mbps: result.downloadMbps,
       upload_mbps: result.uploadMbps,
       download_uuid: result.downloadUuid || null,
