@@ -41,6 +41,7 @@ def pipeline_config(tmp: Path, demo: Path) -> Config:
         f"""
 [project]
 name = "API test region"
+translations = {{ es = "Región de prueba de la API" }}
 
 [region]
 bbox = [-124.85, 45.54, -116.91, 49.01]
@@ -49,6 +50,7 @@ polygon = "{demo / "wa-state.geojson"}"
 [[layers]]
 id = "counties"
 kind = "polygons"
+translations = {{ es = "Condados", pt-BR = "Condados" }}
 file = "{demo / "wa-counties.geojson"}"
 id_property = "GEOID"
 name_property = "NAME"
@@ -87,6 +89,7 @@ upload = 20
 [[use_cases]]
 id = "video_calls"
 name = "Video calls"
+translations = {{ es = "Videollamadas" }}
 download = 25
 upload = 25
 rtt_ms = 50

@@ -83,3 +83,21 @@ def test_series_do_not_depend_on_the_batch(
         for area in written:
             key = f"v1/series/{layer}/{area}.json"
             assert out.read_bytes(key) == published.public.read_bytes(key)
+
+
+def test_the_index_names_layers_use_cases_and_the_project_in_other_languages(
+    published: Published,
+) -> None:
+    """Names given in other languages are published beside the name; an evening twin
+    has none of its own (the site names it from its layer's), nor does a layer or use
+    case without any."""
+    index = published.index
+    assert index["project"]["translations"] == {"es": "Región de prueba de la API"}
+    layers = {layer["id"]: layer for layer in index["layers"]}
+    assert layers["counties"]["translations"] == {"es": "Condados", "pt-BR": "Condados"}
+    assert "translations" not in layers["counties-evening"]
+    assert "translations" not in layers["hex"]
+    rules = {rule["column"]: rule for rule in index["thresholds"]}
+    assert rules["share_video_calls"]["translations"] == {"es": "Videollamadas"}
+    assert "translations" not in rules["share_low_latency"]
+    assert "translations" not in rules["share_25_3"]

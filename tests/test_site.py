@@ -66,6 +66,29 @@ def test_runtime_config_defaults_point_at_the_local_server(tmp_path: Path) -> No
     assert rc["privacy"] == {"min_tests": 12, "min_clients": 4}
 
 
+def test_runtime_config_names_the_survey_answers_in_the_forms_languages(
+    tmp_path: Path,
+) -> None:
+    """The map names published connection types in a reader's language: the form's own
+    translations of the choices (the default form's Spanish; a custom form's)."""
+    default = runtime_config(config(tmp_path))["survey_choices"]
+    assert default["connection_type"]["es"]["Fiber"] == "Fibra óptica"
+    custom = config(
+        tmp_path,
+        """
+[[survey.fields]]
+name = "connection_type"
+type = "choice"
+label = "Connection"
+choices = ["Fiber", "Cable"]
+translations = { pt-BR = { label = "Conexão", choices = { Fiber = "Fibra" } } }
+""",
+    )
+    assert runtime_config(custom)["survey_choices"] == {
+        "connection_type": {"pt-BR": {"Fiber": "Fibra"}}
+    }
+
+
 def test_runtime_config_takes_the_site_table(tmp_path: Path) -> None:
     cfg = config(
         tmp_path,

@@ -562,6 +562,115 @@ def test_the_residents_survey_is_a_measure_family_and_a_panel_section(
     assert drawn.get(SURVEY_AREA) == (ziply["download_ratio_median"] if ziply else None)
 
 
+def test_the_survey_figures_on_the_map_and_in_the_panel_in_spanish(page, site_server, index):
+    """A resident who reads Spanish (`?lang=es`, or a browser that prefers it) gets the
+    map, the survey's measures, the legend, the area panel and its report in Spanish,
+    the figures written as Spanish writes numbers; the language stays in the URL with
+    the map's state, and the menu switches back to English."""
+    windows = site_server.public.read_json(index["survey"]["index"])["windows"]
+    window = next(w for w in windows if w["label"] == "2025-Q1")
+    survey = site_server.public.read_json(window["path"])
+    king = next(a for a in survey["areas"] if a["area"] == SURVEY_AREA)
+    view = f"layer=counties&metric=survey_ratio&kind=month&period=2025-02&area={SURVEY_AREA}"
+    page.goto(f"{site_server.url}?lang=es#{view}")
+    wait_idle(page)
+    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    assert page.locator("html").get_attribute("lang") == "es"
+    spanish = lambda v, digits=0: page.evaluate(  # noqa: E731
+        "([v, d]) => new Intl.NumberFormat('es', "
+        "{minimumFractionDigits: d, maximumFractionDigits: d}).format(v)",
+        [v, digits],
+    )
+
+    # The controls, the measure and the legend.
+    assert page.get_by_label("Buscar un área", exact=True).count() == 1
+    assert page.locator("#drawer-toggle").text_content() == "Opciones del mapa"
+    assert page.locator("#metric option:checked").inner_text() == (
+        "Encuesta a residentes: descarga medida frente a la prometida"
+    )
+    assert page.locator("#period-label").inner_text() == "febrero de 2025"
+    assert page.locator("#kind option:checked").inner_text() == "Mes"
+    # The operator's names, in the config's Spanish.
+    assert page.locator("#project-name").inner_text() == "Banda ancha en el estado de Washington"
+    assert page.locator("#layer option:checked").inner_text() == "Condados"
+    calls = page.locator("#metric option[value='share_video_calls']").inner_text()
+    assert calls == "Videollamadas: proporción de pruebas que cumplen sus necesidades"
+    caption = page.locator("#legend-caption").inner_text()
+    assert "todos los proveedores, encuesta a residentes de T1 2025" in caption
+    assert "Muy pocas respuestas para publicarlas" in page.locator("#legend-items").inner_text()
+    label = page.evaluate("window.piecewiseMap.getCanvas().getAttribute('aria-label')")
+    assert label.startswith("Mapa de encuesta a residentes")
+
+    # The panel: the survey section beside M-Lab's numbers, with Spanish numbers.
+    assert page.locator("#survey-title").inner_text() == "Lo que dicen los residentes"
+    section = page.locator("#panel-survey")
+
+    def row(name: str) -> str:  # the value of the row whose heading starts with `name`
+        heading = page.locator("th", has_text=re.compile(f"^{re.escape(name)}"))
+        return section.locator("tbody tr").filter(has=heading).inner_text().split("\t")[1]
+
+    assert row("Respuestas") == spanish(king["responses"])
+    assert row("Medida frente a prometida") == f"{spanish(king['download_ratio_median'], 2)}×"
+    promised = king["advertised_download_median"]
+    assert row("Descarga prometida") == f"{spanish(promised)} Mbps"
+    levels = king["satisfaction"]
+    share = (levels["4"] + levels["5"]) / sum(levels.values())
+    assert row("Satisfechos") == f"{math.floor(share * 100 + 0.5)} %"
+    assert "ruido" in section.inner_text()
+    # Connection types in the form's own Spanish (config.json's `survey_choices`).
+    assert "Cable" in row("Tipos de conexión")
+    top = max(king["connection_types"], key=king["connection_types"].get)
+    spanish_types = {
+        "Fiber": "Fibra óptica",
+        "Fixed wireless": "Inalámbrica fija",
+        "Satellite": "Satélite",
+        "Mobile": "Móvil",
+    }
+    assert spanish_types.get(top, top) in row("Tipos de conexión")
+    numbers = page.locator("#panel-numbers")
+    assert numbers.locator("thead").inner_text().split() == ["Descarga", "Subida"]
+    assert numbers.locator("tbody tr", has_text="Pruebas").count() >= 1
+    assert page.locator("#numbers-title").inner_text() == "Cifras"
+    assert "mediana de descarga" in page.locator("#panel-summary").inner_text()
+    assert page.console_errors == []
+
+    # The report keeps the language (and so do the site's own links).
+    speedtest = page.locator("nav").get_by_role("link", name="Prueba de velocidad y encuesta")
+    assert "lang=es" in speedtest.get_attribute("href")
+    page.get_by_role("link", name="Informe imprimible de esta área").click()
+    page.wait_for_function("document.body.dataset.state === 'ready'")
+    assert "lang=es" in page.url and page.locator("html").get_attribute("lang") == "es"
+    assert page.get_by_role("heading", name="Cómo se calcularon estas cifras").count() == 1
+    assert page.get_by_role("button", name="Imprimir o guardar como PDF").count() == 1
+    page.go_back()
+    wait_idle(page)
+
+    # The menu: English, with the map's state kept.
+    with page.expect_navigation():
+        page.select_option("#lang", "en")
+    wait_idle(page)
+    assert "lang=en" in page.url and hash_state(page)["area"] == SURVEY_AREA
+    assert page.locator("html").get_attribute("lang") == "en"
+    assert "residents' survey of Q1 2025" in page.locator("#legend-caption").inner_text()
+
+
+def test_a_browser_that_prefers_spanish_gets_the_map_in_spanish(browser, site_server):
+    context = browser.new_context(locale="es-ES", viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    try:
+        page.goto(site_server.url)
+        wait_idle(page)
+        assert page.locator("html").get_attribute("lang") == "es"
+        assert page.locator("#legend-title").inner_text() == "Leyenda"
+        assert page.locator("#metric option[value='median']").inner_text() == "Velocidad mediana"
+        assert "Privacidad:" in page.locator("#privacy-note").inner_text()
+        # No language asked in the URL: the links stay as they are (chosen again there).
+        href = page.locator("nav").get_by_role("link", name="Mapa").get_attribute("href")
+        assert href == "./"
+    finally:
+        context.close()
+
+
 def test_the_evening_toggle_shows_the_evening_twin(page, site_server, index):
     """Ticking "Evening hours only" colours the same areas with the evening's numbers
     (the twin's files), keeps the choice in the URL, and the panel says whose."""

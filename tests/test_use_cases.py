@@ -106,6 +106,23 @@ def test_bad_use_cases_name_the_problem(text: str, message: str) -> None:
     assert "use_cases[0]" in str(error.value)  # the key, named
 
 
+def test_a_use_case_named_in_other_languages() -> None:
+    cfg = use_case_config(
+        '[[use_cases]]\nid = "gaming"\nname = "Gaming"\nrtt_ms = 10\n'
+        'translations = { es = "Videojuegos", pt-BR = "Jogos" }\n'
+    )
+    assert cfg.use_cases[0].describe()["translations"] == {"es": "Videojuegos", "pt-BR": "Jogos"}
+    assert cfg.use_cases[0].label == "Gaming"  # the files, the API and the dataset keep it
+    for entry, message in [
+        ('Spanish = "Videojuegos"', "should match pattern"),
+        ('es = ""', "at least 1"),
+    ]:
+        text = f'[[use_cases]]\nid = "g"\nname = "G"\nrtt_ms = 10\ntranslations = {{ {entry} }}\n'
+        with pytest.raises(ConfigError, match=message) as error:
+            use_case_config(text)
+        assert "use_cases[0].translations" in str(error.value)  # the key, named
+
+
 def test_labels_and_columns_must_be_distinct() -> None:
     with pytest.raises(ConfigError, match="distinct labels; repeated: Gaming"):
         use_case_config(

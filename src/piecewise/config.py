@@ -12,7 +12,7 @@ import math
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -47,9 +47,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# A language code as the site knows it: `es`, `pt-BR`.
+LANGUAGE = r"^[a-z]{2,3}(-[A-Z]{2})?$"
+
+
+def _names(what: str) -> Any:
+    """A name in other languages, by language code (`es = "Condados"`): the site shows
+    it to a reader of that language, the name itself to the others."""
+    return Field(
+        default_factory=dict,
+        description=f'{what} in other languages, by language code (es = "...").',
+    )
+
+
+Names = dict[Annotated[str, Field(pattern=LANGUAGE)], Annotated[str, Field(min_length=1)]]
+
+
 class Project(_Strict):
     name: str = Field("Piecewise", min_length=1, description="Shown in page titles.")
     description: str = ""
+    translations: Names = _names("The name")
 
 
 class Region(_Strict):
@@ -97,6 +114,7 @@ class H3Layer(_Strict):
     id: str = Field(description="Short identifier used in URLs and file names.")
     kind: Literal["h3"]
     name: str = ""
+    translations: Names = _names("The name")
     resolution: int = Field(ge=0, le=15, description="H3 resolution, 0 (coarsest) to 15.")
 
 
@@ -104,6 +122,7 @@ class PolygonLayer(_Strict):
     id: str
     kind: Literal["polygons"]
     name: str = ""
+    translations: Names = _names("The name")
     file: Path = Field(description="GeoJSON FeatureCollection of (Multi)Polygons.")
     id_property: str = Field(description="Feature property holding the area's unique id.")
     name_property: str = Field(description="Feature property holding the area's display name.")
@@ -328,6 +347,7 @@ class UseCase(ShareRule):
     )
     name: str = Field(min_length=1, max_length=60, description="As the map and panel show it.")
     source: str | None = Field(None, description="Where the limits come from.")
+    translations: Names = _names("The name")
 
     @property
     def label(self) -> str:
@@ -362,6 +382,7 @@ class UseCase(ShareRule):
             "rtt_ms": self.rtt_ms,
             "loss": self.loss,
             "source": self.source,
+            **({"translations": dict(self.translations)} if self.translations else {}),
         }
 
 
@@ -699,7 +720,6 @@ DEFAULT_CONSENT = (
 )
 
 
-LANGUAGE = r"^[a-z]{2,3}(-[A-Z]{2})?$"
 DEFAULT_CONSENT_ES = (
     "Acepto que Piecewise guarde mis respuestas, el resultado de mi prueba de velocidad y, "
     "si la comparto, mi ubicación, para publicar estadísticas por zona que nunca me "

@@ -480,6 +480,8 @@ class Publisher:
             }
             if isinstance(layer, H3Layer):
                 entry["resolution"] = layer.resolution
+            if layer.translations:
+                entry["translations"] = dict(layer.translations)
             minzoom, maxzoom = zoom_range(layer.resolution if isinstance(layer, H3Layer) else None)
             entry["tiles"] = {
                 "minzoom": minzoom,
@@ -493,7 +495,13 @@ class Publisher:
         if self.config.evening is not None:
             # Each layer's evening twin: its areas, shapes and tiles, numbers of its own.
             for entry in list(layers):
-                twin = {key: value for key, value in entry.items() if key != "evening"}
+                # Its name in other languages is its layer's, said as evening hours by
+                # the site.
+                twin = {
+                    key: value
+                    for key, value in entry.items()
+                    if key not in ("evening", "translations")
+                }
                 twin.update(
                     id=entry["evening"],
                     name=f"{entry['name']}, evening hours",
@@ -510,6 +518,11 @@ class Publisher:
             "project": {
                 "name": self.config.project.name,
                 "description": self.config.project.description,
+                **(
+                    {"translations": dict(self.config.project.translations)}
+                    if self.config.project.translations
+                    else {}
+                ),
             },
             # Whose data the statistics are made of, with the notices their licences ask for.
             "sources": data_sources(self.config),

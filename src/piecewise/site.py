@@ -19,6 +19,10 @@ from werkzeug.wrappers import Request, Response
 from piecewise import __version__
 from piecewise.config import Config
 from piecewise.geoip_refresh import attribution
+from piecewise.survey.form import default_fields
+
+# The survey's answers the map names in words (the area panel's connection types).
+NAMED_ANSWERS = ("connection_type",)
 
 # Where `make site` builds the pages, relative to the project's root.
 DEFAULT_SITE_DIR = Path(__file__).resolve().parents[2] / "static_site" / "dist"
@@ -44,7 +48,12 @@ def runtime_config(config: Config, table_page: bool = False) -> dict:
     return {
         "version": 1,
         "generator": f"piecewise {__version__}",
-        "project": {"name": config.project.name, "description": config.project.description},
+        "project": {
+            "name": config.project.name,
+            "description": config.project.description,
+            # The name in other languages (a page shows its language's, if given).
+            "translations": dict(config.project.translations),
+        },
         "api_url": site.api_url,
         "data_url": site.data_url,
         "survey_url": site.survey_url,
@@ -60,6 +69,18 @@ def runtime_config(config: Config, table_page: bool = False) -> dict:
         # The evening hours and the region's time zone: the speed-test page counts a
         # resident's evening tests by them (null: 7 to 11 pm in the browser's zone).
         "evening": config.evening.describe() if config.evening else None,
+        # How the map names the survey's published answers in other languages: the
+        # form's own translations of their choices ({field: {language: {choice: text}}}).
+        "survey_choices": survey_choices(config),
+    }
+
+
+def survey_choices(config: Config) -> dict[str, dict[str, dict[str, str]]]:
+    fields = config.survey.fields or default_fields(config)
+    return {
+        f.name: {lang: dict(text.choices) for lang, text in f.translations.items() if text.choices}
+        for f in fields
+        if f.name in NAMED_ANSWERS
     }
 
 

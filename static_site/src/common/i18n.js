@@ -45,8 +45,34 @@ export function tPlural(key, n, params = {}) {
   return t(chosen, { n: formatNumber(n), ...params });
 }
 
+const numberFormats = new Map();
+/** A number written for the language (`Intl.NumberFormat`, kept per options). */
 export function formatNumber(n, options = {}) {
-  return new Intl.NumberFormat(current, options).format(n);
+  const key = `${current}|${JSON.stringify(options)}`;
+  let format = numberFormats.get(key);
+  if (!format) numberFormats.set(key, (format = new Intl.NumberFormat(current, options)));
+  return format.format(n);
+}
+
+/** A date (UTC) written for the language: `options` as `Intl.DateTimeFormat`'s. */
+export function formatDate(date, options) {
+  return date.toLocaleDateString(current, { timeZone: "UTC", ...options });
+}
+
+/** A page of the site in the language the URL asked for: `href` with its `?lang=`
+ * (only when the URL names one; a browser's own choice is made again there). */
+export function withLanguage(href) {
+  const asked = new URLSearchParams(window.location.search).get("lang");
+  if (!asked || !Object.hasOwn(CATALOGUES, asked)) return href;
+  const url = new URL(href, window.location.href);
+  url.searchParams.set("lang", asked);
+  return url.origin === window.location.origin ? `${url.pathname}${url.search}${url.hash}` : url.href;
+}
+
+/** Keeps the language of the URL in the page's links to the site's other pages
+ * (those marked `data-keep-lang`). */
+export function keepLanguage(root = document) {
+  for (const a of root.querySelectorAll("a[data-keep-lang]")) a.setAttribute("href", withLanguage(a.getAttribute("href")));
 }
 
 /** The hour as people say it: 19 → "7 pm" / "7 p. m.", 0 → "midnight". */
@@ -86,6 +112,12 @@ export function languageMenu(select) {
     url.searchParams.set("lang", select.value);
     window.location.assign(url.href);
   });
+}
+
+/** An operator's name for something (the project, a layer, a use case) in the page's
+ * language: its `translations` (config), else its own name (or label). */
+export function nameOf(entry) {
+  return entry?.translations?.[current] || entry?.name || entry?.label || "";
 }
 
 /** A form definition's text in the current language (its `translations`, else as is). */

@@ -3,33 +3,33 @@
 // latency in ms on the right. Periods without a published value are gaps, never joined
 // across; a table of the values follows.
 import uPlot from "uplot";
+import { formatDate, t, tPlural } from "../common/i18n.js";
 import { formatCount, formatInterval, formatMbps, formatMs, periodLabel } from "./metrics.js";
 
-const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-
-/** A period's label on the time axis: `Mar 7`, `Mar 2025`, `Q1 2025`, `2025`. */
+/** A period's label on the time axis: `Mar 7`, `Mar 2025`, `Q1 2025`, `2025` (in the
+ * page's language). */
 function shortLabel(label) {
   let m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(label);
-  if (m) return `${MONTHS[+m[2] - 1]} ${+m[3]}`;
+  if (m) return formatDate(new Date(Date.UTC(+m[1], +m[2] - 1, +m[3])), { month: "short", day: "numeric" });
   m = /^(\d{4})-(\d{2})$/.exec(label);
-  if (m) return `${MONTHS[+m[2] - 1]} ${m[1]}`;
+  if (m) return formatDate(new Date(Date.UTC(+m[1], +m[2] - 1, 1)), { month: "short", year: "numeric" });
   m = /^(\d{4})-Q(\d)$/.exec(label);
-  if (m) return `Q${m[2]} ${m[1]}`;
+  if (m) return t("period.quarter", { quarter: m[2], year: m[1] });
   return label;
 }
 
 // Okabe–Ito colours, told apart by the common colour-vision deficiencies; the lines
 // also differ in dash.
 const LINES = [
-  { key: "median", direction: "download", label: "Download median", scale: "mbps", stroke: "#0072b2", dash: null },
-  { key: "median", direction: "upload", label: "Upload median", scale: "mbps", stroke: "#d55e00", dash: [6, 4] },
-  { key: "rtt_median", direction: "download", label: "Latency median", scale: "ms", stroke: "#1b1b1b", dash: [2, 3] },
+  { key: "median", direction: "download", label: "chart.download_median", scale: "mbps", stroke: "#0072b2", dash: null },
+  { key: "median", direction: "upload", label: "chart.upload_median", scale: "mbps", stroke: "#d55e00", dash: [6, 4] },
+  { key: "rtt_median", direction: "download", label: "chart.latency_median", scale: "ms", stroke: "#1b1b1b", dash: [2, 3] },
 ];
 
 // The medians' 95 % intervals, drawn as bands in their line's colour.
 const BANDS = [
-  { direction: "download", label: "Download 95% interval", fill: "rgba(0, 114, 178, 0.15)" },
-  { direction: "upload", label: "Upload 95% interval", fill: "rgba(213, 94, 0, 0.15)" },
+  { direction: "download", label: "chart.download_interval", fill: "rgba(0, 114, 178, 0.15)" },
+  { direction: "upload", label: "chart.upload_interval", fill: "rgba(213, 94, 0, 0.15)" },
 ];
 
 export function drawSeries(target, doc, params) {
@@ -47,17 +47,18 @@ export function drawSeries(target, doc, params) {
   });
   const tests = testsByDirection(find, periods.length);
   const published = columns[0].filter((v) => v != null).length;
-  const ispText = params.isp === "all" ? "all ISPs" : params.isp;
+  const ispText = params.isp === "all" ? t("isp.all_lower") : params.isp;
+  const kind = ["day", "month", "quarter", "year"].includes(params.kind) ? params.kind : "period";
 
   const caption = document.createElement("p");
   caption.className = "muted";
   caption.textContent = published
-    ? `${periods.length} ${params.kind === "day" ? "days" : `${params.kind}s`}, ${ispText}; ${published} with published download numbers. Gaps: insufficient data or no tests.`
-    : `No published numbers for ${ispText} in any ${params.kind}: too few tests or clients to publish.`;
+    ? t("chart.caption", { periods: tPlural(`chart.count_${kind}`, periods.length), isp: ispText, published: formatCount(published) })
+    : t("chart.caption_none", { isp: ispText, kind: t(`chart.any_${kind}`) });
   const box = document.createElement("div");
   box.className = "uplot-box";
   box.setAttribute("role", "img");
-  box.setAttribute("aria-label", `Chart of median download and upload speed and latency of ${doc.name || doc.area} by ${params.kind}, ${ispText}`);
+  box.setAttribute("aria-label", t("chart.label", { area: doc.name || doc.area, kind: t(`chart.by_${kind}`), isp: ispText }));
   target.append(caption, box);
 
   const width = Math.max(260, Math.floor(target.clientWidth || 320));
@@ -68,9 +69,9 @@ export function drawSeries(target, doc, params) {
     cursor: { points: { size: 7 } },
     scales: { x: { time: false, range: (u, min, max) => [min - 0.5, max + 0.5] }, mbps: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] }, ms: { range: (u, min, max) => [0, Math.max(1, max * 1.2)] } },
     series: [
-      { label: params.kind === "day" ? "Day" : "Period", value: (u, v, si, i) => (i == null ? "–" : periodLabel(periods[i])) },
+      { label: t(params.kind === "day" ? "period.kind_day" : "chart.period"), value: (u, v, si, i) => (i == null ? "–" : periodLabel(periods[i])) },
       ...LINES.map((l) => ({
-        label: l.label,
+        label: t(l.label),
         scale: l.scale,
         stroke: l.stroke,
         width: 2,
@@ -81,7 +82,7 @@ export function drawSeries(target, doc, params) {
       })),
       ...BANDS.flatMap((b) =>
         ["upper", "lower"].map((end) => ({
-          label: `${b.label}, ${end}`,
+          label: t(`chart.${end}`, { band: t(b.label) }),
           scale: "mbps",
           stroke: "transparent",
           width: 0,
@@ -114,11 +115,30 @@ export function drawSeries(target, doc, params) {
   // The same values as a table, for screen readers and for copying.
   const details = document.createElement("details");
   const summary = document.createElement("summary");
-  summary.textContent = "The chart's values as a table";
+  summary.textContent = t("chart.table_summary");
   const tbl = document.createElement("table");
   tbl.className = "numbers series";
-  const head = ["Period", "Download median", "Download 95% interval", "Upload median", "Upload 95% interval", "Latency median", "Download tests", "Upload tests"];
-  tbl.innerHTML = `<thead><tr>${head.map((h, i) => `<th scope="col"${i ? ' class="num"' : ""}>${h}</th>`).join("")}</tr></thead>`;
+  const head = [
+    "chart.period",
+    "chart.download_median",
+    "chart.download_interval",
+    "chart.upload_median",
+    "chart.upload_interval",
+    "chart.latency_median",
+    "chart.download_tests",
+    "chart.upload_tests",
+  ].map((key) => t(key));
+  const headRow = document.createElement("tr");
+  head.forEach((h, i) => {
+    const th = document.createElement("th");
+    th.scope = "col";
+    if (i) th.className = "num";
+    th.textContent = h;
+    headRow.append(th);
+  });
+  const thead = document.createElement("thead");
+  thead.append(headRow);
+  tbl.append(thead);
   const body = document.createElement("tbody");
   periods.forEach((p, i) => {
     const tr = document.createElement("tr");
@@ -158,7 +178,7 @@ export function drawSeries(target, doc, params) {
 }
 
 function fmtOr(v, f) {
-  return v == null ? "no published value" : f(v);
+  return v == null ? t("chart.no_value") : f(v);
 }
 
 function testsByDirection(find, n) {

@@ -1,5 +1,6 @@
 // The distribution of a cell's throughput as an SVG bar chart on a log scale (the
 // histogram's buckets are log-spaced, so the bars are of equal width).
+import { formatNumber, t } from "../common/i18n.js";
 import { formatCount, formatMbps } from "./metrics.js";
 
 const NS = "http://www.w3.org/2000/svg";
@@ -36,13 +37,20 @@ export function histogramSvg(buckets, what) {
     viewBox: `0 0 ${W} ${H}`,
     class: "histogram",
     role: "img",
-    "aria-label": `Histogram of ${what}: ${formatCount(total)} tests from ${formatMbps(buckets[0].lower)} to ${formatMbps(buckets[buckets.length - 1].upper)}; the middle half between about ${formatMbps(q1)} and ${formatMbps(q3)}.`,
+    "aria-label": t("histogram.label", {
+      what,
+      tests: formatCount(total),
+      low: formatMbps(buckets[0].lower),
+      high: formatMbps(buckets[buckets.length - 1].upper),
+      q1: formatMbps(q1),
+      q3: formatMbps(q3),
+    }),
   });
   for (const b of buckets) {
     const x0 = xs(b.lower);
     const x1 = xs(b.upper);
     const rect = svg("rect", { x: x0, y: ys(b.count), width: Math.max(1, x1 - x0 - 0.5), height: H - m.bottom - ys(b.count), fill: "#0072b2" });
-    rect.append(svg("title", {}, `${formatMbps(b.lower)} to ${formatMbps(b.upper)}: ${formatCount(b.count)} tests`));
+    rect.append(svg("title", {}, t("histogram.bar", { low: formatMbps(b.lower), high: formatMbps(b.upper), tests: formatCount(b.count) })));
     root.append(rect);
   }
   root.append(svg("line", { x1: m.left, x2: W - m.right, y1: H - m.bottom, y2: H - m.bottom, stroke: "#1b1b1b" }));
@@ -50,8 +58,8 @@ export function histogramSvg(buckets, what) {
     const v = 10 ** e;
     const x = xs(v);
     root.append(svg("line", { x1: x, x2: x, y1: H - m.bottom, y2: H - m.bottom + 4, stroke: "#1b1b1b" }));
-    root.append(svg("text", { x, y: H - m.bottom + 16, "text-anchor": "middle", "font-size": 11, fill: "#1b1b1b" }, v >= 1 ? formatCount(v) : String(v)));
+    root.append(svg("text", { x, y: H - m.bottom + 16, "text-anchor": "middle", "font-size": 11, fill: "#1b1b1b" }, v >= 1 ? formatCount(v) : formatNumber(v)));
   }
-  root.append(svg("text", { x: W - m.right, y: H - 2, "text-anchor": "end", "font-size": 11, fill: "#4a4f57" }, "Mbps (log scale)"));
+  root.append(svg("text", { x: W - m.right, y: H - 2, "text-anchor": "end", "font-size": 11, fill: "#4a4f57" }, t("histogram.axis")));
   return root;
 }

@@ -7,8 +7,8 @@ import "uplot/dist/uPlot.min.css";
 import { AttributionControl, Map as MapLibre, NavigationControl, addProtocol, prewarm, setWorkerUrl } from "maplibre-gl";
 import { PMTiles, Protocol } from "pmtiles";
 import { apiUrl as apiUrlOf, fetchJson, loadConfig } from "../common/config.js";
+import { chooseLanguage, formatNumber, keepLanguage, language, languageMenu, nameOf, setLanguage, t, translatePage } from "../common/i18n.js";
 import {
-  KIND_NAMES,
   NO_DATA_COLOR,
   classes,
   clock,
@@ -16,7 +16,10 @@ import {
   drawnOpacity,
   eveningText,
   fillColor,
+  formatPercent,
   hatchOpacity,
+  kindName,
+  layerName,
   metricsFor,
   periodLabel,
   surveyMetrics,
@@ -40,7 +43,7 @@ export const LAYERS = {
   selected: "areas-selected",
 };
 const HATCH = "hatch";
-const LOADING = "Loading the map…";
+const loadingText = () => t("map.loading");
 const $ = (id) => document.getElementById(id);
 
 let config;
@@ -74,10 +77,7 @@ function fail(message) {
 }
 
 function noData(message) {
-  setStatus(
-    message ||
-      "No data has been published yet. The map shows the statistics once the first aggregation run has written them.",
-  );
+  setStatus(message || t("map.no_data"));
   document.body.dataset.mapState = "nodata";
 }
 
@@ -86,9 +86,11 @@ function noData(message) {
 const layerInfo = (id = state.layer) => index.layers.find((l) => l.id === id);
 /** The layer whose numbers are shown: the chosen one, or its evening twin (same areas). */
 const dataLayer = (s = state) => dataLayerOf(index, s);
-const dataLayerName = (s = state) => layerInfo(dataLayer(s))?.name || layerInfo(s.layer).name;
+const dataLayerName = (s = state) => layerName(index, dataLayer(s));
 const metricInfo = (id = state.metric) => metrics.find((m) => m.id === id);
-const ispLabel = (isp) => (isp === "all" ? "all ISPs" : isp);
+const ispLabel = (isp) => (isp === "all" ? t("isp.all_lower") : isp);
+/** A direction in a sentence ("download", "descarga"). */
+const directionText = (d) => t(`panel.${d}`);
 
 /** The archive of a layer's shapes (the same for every period). */
 function shapesUrl(s = state) {
@@ -231,7 +233,7 @@ async function loadNumbers() {
   } catch (err) {
     if (loadingNumbers !== key) return;
     loadingNumbers = null;
-    fail(`The numbers of ${periodLabel(state.period)} could not be loaded (${err.message}).`);
+    fail(t("map.numbers_failed", { period: periodLabel(state.period), error: err.message }));
     return;
   }
   if (loadingNumbers !== key) return; // another period was chosen meanwhile
@@ -244,6 +246,7 @@ async function loadNumbers() {
   for (const [id, values] of Object.entries(states)) map.setFeatureState({ source: SOURCE, sourceLayer, id }, values);
   shownNumbers = key;
   shownSurvey = survey.window;
+  if (panel.isOpen) panel.setSurveyWindow(surveyShown() ? shownSurvey?.label || null : null);
   updateLegend();
   map.triggerRepaint();
 }
@@ -308,7 +311,7 @@ async function createMap() {
       ];
       options.fitBoundsOptions = { padding: 16 };
     } catch (err) {
-      fail(`The map tiles could not be loaded (${err.message}).`);
+      fail(t("map.tiles_failed", { error: err.message }));
       options.center = [0, 20];
       options.zoom = 1;
     }
@@ -331,7 +334,7 @@ async function createMap() {
     }
     const url = e?.source?.url || e?.error?.url || "";
     if (String(url).includes(".pmtiles") || e?.sourceId === SOURCE) {
-      setStatus(`The map tiles could not be loaded (${e.error?.message || "error"}).`, { error: true });
+      setStatus(t("map.tiles_failed", { error: e.error?.message || "error" }), { error: true });
     }
   });
   // The hatch of suppressed areas, made here rather than loaded from a sprite.
@@ -354,7 +357,7 @@ async function createMap() {
     }
   });
   map.once("idle", () => {
-    if ($("status").textContent === LOADING) setStatus("");
+    if ($("status").textContent === loadingText()) setStatus("");
   });
   map.on("idle", () => {
     if (loadingNumbers || shownNumbers !== numbersKey()) return; // the period's numbers are on their way
@@ -387,7 +390,7 @@ function onMapClick(e) {
   if (info.type === "h3" && p.resolution != null && Number(p.resolution) < info.resolution) {
     // A coarser hexagon drawn at this zoom: zoom in to the layer's own hexagons.
     map.easeTo({ center: e.lngLat, zoom: (info.tiles?.maxzoom ?? info.resolution + 2) + 0.01 });
-    setStatus("Zoomed in to the layer's own hexagons: click again to pick one.");
+    setStatus(t("map.zoomed_in"));
     setTimeout(() => setStatus(""), 4000);
     return;
   }
@@ -468,7 +471,13 @@ function describeMap() {
   const canvas = map.getCanvas();
   canvas.setAttribute(
     "aria-label",
-    `Map of ${metricInfo().label.toLowerCase()} (${state.direction}) by ${dataLayerName().toLowerCase()}, ${periodLabel(state.period)}, ${ispLabel(state.isp)}`,
+    t("map.label", {
+      measure: metricInfo().label.toLowerCase(),
+      direction: directionText(state.direction),
+      layer: dataLayerName().toLowerCase(),
+      period: periodLabel(state.period),
+      isp: ispLabel(state.isp),
+    }),
   );
   canvas.setAttribute("aria-describedby", "map-help");
 }
@@ -561,7 +570,7 @@ function options(select, items) {
 function buildControls() {
   options(
     $("layer"),
-    index.layers.filter((l) => !l.hours).map((l) => [l.id, l.name || l.id]),
+    index.layers.filter((l) => !l.hours).map((l) => [l.id, layerName(index, l.id)]),
   );
   options(
     $("metric"),
@@ -570,16 +579,16 @@ function buildControls() {
   const kinds = Object.keys(index.periods).filter((k) => index.periods[k]?.length);
   options(
     $("kind"),
-    kinds.map((k) => [k, KIND_NAMES[k] || k]),
+    kinds.map((k) => [k, kindName(k)]),
   );
-  options($("isp"), [["all", "All ISPs"], ...(index.isps || []).map((i) => [i, i])]);
+  options($("isp"), [["all", t("isp.all")], ...(index.isps || []).map((i) => [i, i])]);
   for (const id of ["layer", "metric", "direction", "kind", "period", "isp", "area-picker"]) $(id).disabled = false;
 
   $("layer").addEventListener("change", (e) => commit({ layer: e.target.value, area: null }));
   if (index.evening) {
     const { start, end } = index.evening;
-    $("evening-label").textContent = `Evening hours only (${clock(start)} to ${clock(end)})`;
-    $("evening-help").textContent = `Only the tests taken from ${clock(start)} to ${clock(end)} local time (${index.evening.timezone}), when networks are busiest.`;
+    $("evening-label").textContent = t("map.evening_label", { start: clock(start), end: clock(end) });
+    $("evening-help").textContent = t("map.evening_help", { start: clock(start), end: clock(end), timezone: index.evening.timezone });
     $("hours-field").hidden = false;
     $("evening").disabled = false;
     $("evening").addEventListener("change", (e) => commit({ hours: e.target.checked ? "evening" : "all" }));
@@ -665,11 +674,11 @@ async function loadAreaList() {
     const doc = await fetchJson(apiUrl(`layers/${encodeURIComponent(dataLayer())}/stats`, { period: state.period, isp: "all", direction: "download" }));
     const seen = new Map();
     for (const c of [...(doc.cells || []), ...(doc.suppressed || [])]) seen.set(c.area, c.name || c.area);
-    const list = [...seen].map(([id, name]) => ({ id, name })).sort((a, b) => a.name.localeCompare(b.name, "en", { numeric: true }));
+    const list = [...seen].map(([id, name]) => ({ id, name })).sort((a, b) => a.name.localeCompare(b.name, language(), { numeric: true }));
     areaLists.set(key, list);
   } catch (err) {
     areaLists.delete(key);
-    $("area-picker-help").textContent = `The list of areas could not be loaded (${err.message}).`;
+    $("area-picker-help").textContent = t("map.areas_failed", { error: err.message });
     return;
   }
   fillAreaPicker();
@@ -683,7 +692,7 @@ function fillAreaPicker() {
     picker.value = state.area || "";
     return;
   }
-  options(picker, [["", "Choose an area…"], ...list.map((a) => [a.id, a.name === a.id ? a.id : a.name])]);
+  options(picker, [["", t("map.choose_area")], ...list.map((a) => [a.id, a.name === a.id ? a.id : a.name])]);
   picker.dataset.key = `${dataLayer()}/${state.period}`;
   syncControls();
 }
@@ -717,23 +726,21 @@ function updateLegend() {
   const metric = metricInfo();
   if (metric.survey) return surveyLegend(metric);
   const priv = index.privacy || config.privacy || {};
-  $("legend-caption").textContent = `${metric.label}, ${state.direction}, ${ispLabel(state.isp)}, ${periodLabel(state.period)} (${metric.note}).`;
+  $("legend-caption").textContent = t("legend.caption", {
+    measure: metric.label,
+    direction: directionText(state.direction),
+    isp: ispLabel(state.isp),
+    period: periodLabel(state.period),
+    note: metric.note,
+  });
   const items = classItems(metric, state.direction);
   items.push(
-    legendItem(
-      HATCH_SWATCH,
-      `Insufficient data: fewer than ${priv.min_tests ?? "?"} tests or ${priv.min_clients ?? "?"} distinct clients (not published)`,
-      "legend-suppressed",
-    ),
-    legendItem({ background: NO_DATA_COLOR, borderColor: "#4a4f57" }, "No tests"),
+    legendItem(HATCH_SWATCH, t("legend.insufficient", { min_tests: priv.min_tests ?? "?", min_clients: priv.min_clients ?? "?" }), "legend-suppressed"),
+    legendItem({ background: NO_DATA_COLOR, borderColor: "#4a4f57" }, t("legend.no_tests")),
   );
   if (metric.stat === "median") {
     items.push(
-      legendItem(
-        { background: "#fff", border: "2px dashed #1b1b1b" },
-        `Dashed outline: uncertain median (its 95% interval is wider than ${WIDE_INTERVAL * 100}% of it)`,
-        "legend-uncertain",
-      ),
+      legendItem({ background: "#fff", border: "2px dashed #1b1b1b" }, t("legend.uncertain", { share: formatPercent(formatNumber(WIDE_INTERVAL * 100)) }), "legend-uncertain"),
     );
   }
   $("legend-items").replaceChildren(...items);
@@ -742,10 +749,12 @@ function updateLegend() {
 /** The legend of a survey measure: its window, its classes, and the hatch of the areas
  * with too few responses. */
 function surveyLegend(metric) {
-  const when = shownSurvey ? `residents' survey of ${periodLabel(shownSurvey.label)}` : `no residents' survey window covers ${periodLabel(state.period)}`;
-  $("legend-caption").textContent = `${metric.label}, ${ispLabel(state.isp)}, ${when} (${metric.note}).`;
+  const when = shownSurvey
+    ? t("legend.survey_window", { window: periodLabel(shownSurvey.label) })
+    : t("legend.survey_no_window", { period: periodLabel(state.period) });
+  $("legend-caption").textContent = t("legend.survey_caption", { measure: metric.label, isp: ispLabel(state.isp), when, note: metric.note });
   const items = classItems(metric, "download");
-  items.push(legendItem(HATCH_SWATCH, "Too few responses to publish (counted with noise; docs/survey.md), or none answered", "legend-suppressed"));
+  items.push(legendItem(HATCH_SWATCH, t("legend.survey_too_few"), "legend-suppressed"));
   $("legend-items").replaceChildren(...items);
 }
 
@@ -755,16 +764,14 @@ function updateZoomNote() {
   const note = $("legend-note");
   const coarse = info.type === "h3" && map && map.getZoom() < (info.tiles?.maxzoom ?? info.resolution + 2);
   note.hidden = !coarse;
-  note.textContent = coarse
-    ? "At this zoom the hexagons are larger ones that summarise the published hexagons inside them (tests added up, other numbers averaged weighted by tests). Zoom in, or click one, to see the layer's own."
-    : "";
+  note.textContent = coarse ? t("legend.coarse_hexagons") : "";
 }
 
 function updateLinks() {
   const csv = $("csv-link");
   csv.href = apiUrl(`layers/${encodeURIComponent(dataLayer())}/stats`, { period: state.period, isp: state.isp, format: "csv" });
   csv.setAttribute("download", `${dataLayer()}-${state.period}-${state.isp === "all" ? "all" : state.isp.replace(/[^\w.-]+/g, "_")}.csv`);
-  csv.setAttribute("aria-label", `Download CSV of ${dataLayerName().toLowerCase()}, ${periodLabel(state.period)}, ${ispLabel(state.isp)}`);
+  csv.setAttribute("aria-label", t("map.csv_label", { layer: dataLayerName().toLowerCase(), period: periodLabel(state.period), isp: ispLabel(state.isp) }));
   const q = new URLSearchParams({ layer: dataLayer(), kind: state.kind, period: state.period, isp: state.isp, direction: state.direction });
   $("table-link").href = `table?${q}`;
 }
@@ -772,6 +779,10 @@ function updateLinks() {
 // -- start ----------------------------------------------------------------------------
 
 async function main() {
+  setLanguage(chooseLanguage());
+  translatePage();
+  languageMenu($("lang"));
+  keepLanguage();
   setWorkerUrl(new URL("maplibre-gl-worker.mjs", window.location.href).href);
   // Start the map's workers while the config and the index load.
   prewarm();
@@ -782,19 +793,19 @@ async function main() {
     return;
   }
   if (config.project?.name) {
-    $("project-name").textContent = config.project.name;
-    document.title = `${config.project.name} · map`;
+    $("project-name").textContent = nameOf(config.project);
+    document.title = t("map.title", { project: nameOf(config.project) });
   }
   $("api-link").href = `${config.apiBase}openapi.json`;
   if (config.attribution) $("attribution").textContent = config.attribution;
   const priv = config.privacy || {};
-  $("privacy-note").textContent = `Privacy: an area, period and ISP is published only with at least ${priv.min_tests ?? "?"} tests from at least ${priv.min_clients ?? "?"} distinct clients; otherwise it shows as insufficient data.`;
+  $("privacy-note").textContent = t("map.privacy", { min_tests: priv.min_tests ?? "?", min_clients: priv.min_clients ?? "?" });
 
   try {
     index = await fetchJson(new URL("v1/index.json", config.dataBase), { cache: "no-cache" });
   } catch (err) {
     if (err.status === 404) noData();
-    else fail(`The published data could not be loaded (${err.message}).`);
+    else fail(t("map.index_failed", { error: err.message }));
     return;
   }
   $("freshness").textContent = publicationNote(index.publication);
@@ -820,7 +831,7 @@ async function main() {
   });
   buildControls();
   applyState(null);
-  setStatus(LOADING);
+  setStatus(loadingText());
   window.addEventListener("popstate", () => {
     const prev = state;
     state = normalise(readHash(), index, metrics);
@@ -831,7 +842,7 @@ async function main() {
   try {
     await createMap();
   } catch (err) {
-    fail(`The map could not be shown (${err.message}).`);
+    fail(t("map.map_failed", { error: err.message }));
   }
 }
 

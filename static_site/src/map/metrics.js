@@ -1,7 +1,7 @@
 // What the map can colour areas by, their class breaks and colours, how numbers are
 // written, and the MapLibre expressions that read them from each area's feature state
 // (the period's numbers, joined to the shapes in the browser).
-import { clockText } from "../common/i18n.js";
+import { clockText, formatDate, formatNumber, nameOf, t } from "../common/i18n.js";
 
 // Viridis, 8 steps: sequential, readable by the common colour-vision deficiencies,
 // and none of its colours is the grey of "insufficient data" or the white of "no tests".
@@ -9,8 +9,11 @@ export const PALETTE = ["#440154", "#46327e", "#365c8d", "#277f8e", "#1fa187", "
 export const SUPPRESSED_COLOR = "#9aa0a6";
 export const NO_DATA_COLOR = "#ffffff";
 
-const nf = (digits) => new Intl.NumberFormat("en-US", { maximumFractionDigits: digits });
+// Numbers are written for the page's language (common/i18n.js), when they are shown.
+const nf = (digits) => ({ format: (v) => formatNumber(v, { maximumFractionDigits: digits }) });
 const int = nf(0);
+/** A configured limit as it was written (no grouping), in the language's digits. */
+const plain = (v) => formatNumber(v, { useGrouping: false, maximumFractionDigits: 6 });
 
 /** Throughput in Mbps: one decimal under 10, whole numbers above. */
 export function formatMbps(v) {
@@ -19,25 +22,33 @@ export function formatMbps(v) {
 export function formatMs(v) {
   return v == null ? "–" : `${nf(1).format(v)} ms`;
 }
+/** A percentage as the language writes it ("45%", "45 %"). */
+export function formatPercent(n) {
+  return t("format.percent", { n });
+}
 export function formatShare(v) {
-  return v == null ? "–" : `${int.format(v * 100)}%`;
+  return v == null ? "–" : formatPercent(int.format(v * 100));
 }
 /** A 95 % interval's bounds, `low to high` in `format`'s unit ("–" without one). */
 export function formatInterval(low, high, format) {
-  return low == null || high == null ? "–" : `${format(low)} to ${format(high)}`;
+  return low == null || high == null ? "–" : t("format.interval", { low: format(low), high: format(high) });
 }
 export function formatCount(v) {
   return v == null ? "–" : int.format(v);
 }
 
 /** A use case's limits in words (index.json `thresholds`, an entry with an `id`). */
-export function useCaseNeeds(t) {
-  const both = t.rtt_ms != null ? [`MinRTT at most ${t.rtt_ms} ms`] : [];
-  const down = [...(t.download != null ? [`at least ${t.download} Mbps`] : []), ...both, ...(t.loss != null ? [`loss at most ${nf(2).format(t.loss * 100)}%`] : [])];
-  const up = [...(t.upload != null ? [`at least ${t.upload} Mbps`] : []), ...both];
+export function useCaseNeeds(u) {
+  const both = u.rtt_ms != null ? [t("use_case.rtt_at_most", { ms: plain(u.rtt_ms) })] : [];
+  const down = [
+    ...(u.download != null ? [t("use_case.at_least", { mbps: plain(u.download) })] : []),
+    ...both,
+    ...(u.loss != null ? [t("use_case.loss_at_most", { share: formatPercent(nf(2).format(u.loss * 100)) })] : []),
+  ];
+  const up = [...(u.upload != null ? [t("use_case.at_least", { mbps: plain(u.upload) })] : []), ...both];
   const parts = [];
-  if (down.length) parts.push(`downloads ${down.join(", ")}`);
-  if (up.length) parts.push(`uploads ${up.join(", ")}`);
+  if (down.length) parts.push(t("use_case.downloads", { needs: down.join(", ") }));
+  if (up.length) parts.push(t("use_case.uploads", { needs: up.join(", ") }));
   return parts.join("; ");
 }
 
@@ -50,9 +61,9 @@ export function metricsFor(thresholds) {
     {
       id: "median",
       stat: "median",
-      label: "Median speed",
+      label: t("measure.median"),
       unit: "Mbps",
-      note: "median throughput of the tests",
+      note: t("measure.median_note"),
       breaks: { download: [10, 25, 50, 100, 200, 500, 1000], upload: [3, 10, 20, 50, 100, 200, 500] },
       format: formatMbps,
       short: (v) => int.format(v),
@@ -60,22 +71,22 @@ export function metricsFor(thresholds) {
     {
       id: "rtt_median",
       stat: "rtt_median",
-      label: "Median latency",
+      label: t("measure.rtt_median"),
       unit: "ms",
-      note: "median minimum round-trip time; lower is better",
+      note: t("measure.rtt_median_note"),
       breaks: { download: [10, 20, 30, 40, 60, 80, 120], upload: [10, 20, 30, 40, 60, 80, 120] },
       format: formatMs,
       short: (v) => int.format(v),
     },
   ];
-  for (const t of thresholds || []) {
+  for (const u of thresholds || []) {
     metrics.push({
-      id: t.column,
-      stat: t.column,
-      label: t.id ? `${t.label}: share of tests that meet its needs` : `Share of tests at or above ${t.label} Mbps`,
+      id: u.column,
+      stat: u.column,
+      label: u.id ? t("measure.use_case", { use_case: nameOf(u) }) : t("measure.threshold", { label: u.label }),
       unit: "%",
-      note: t.id ? useCaseNeeds(t) : `share of tests at or above ${t.download} Mbps (download) or ${t.upload} Mbps (upload)`,
-      threshold: t,
+      note: u.id ? useCaseNeeds(u) : t("measure.threshold_note", { download: plain(u.download), upload: plain(u.upload) }),
+      threshold: u,
       breaks: { download: [0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99], upload: [0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99] },
       format: formatShare,
       short: (v) => int.format(v * 100),
@@ -84,9 +95,9 @@ export function metricsFor(thresholds) {
   metrics.push({
     id: "tests",
     stat: "tests",
-    label: "Number of tests",
-    unit: "tests",
-    note: "tests in the period",
+    label: t("measure.tests"),
+    unit: t("measure.tests_unit"),
+    note: t("measure.tests_note"),
     breaks: { download: [50, 100, 200, 500, 1000, 2000, 5000], upload: [50, 100, 200, 500, 1000, 2000, 5000] },
     format: formatCount,
     short: (v) => int.format(v),
@@ -95,9 +106,8 @@ export function metricsFor(thresholds) {
 }
 
 /** A ratio of measured to promised speed: `0.63×`. */
-const twoDigits = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 export function formatRatio(v) {
-  return v == null ? "–" : `${twoDigits.format(v)}×`;
+  return v == null ? "–" : `${formatNumber(v, { minimumFractionDigits: 2, maximumFractionDigits: 2 })}×`;
 }
 /** An amount in the survey's currency (the form's unit): `63` or `0.25`. */
 export function formatAmount(v) {
@@ -117,9 +127,9 @@ export function surveyMetrics(survey) {
       id: "survey_ratio",
       survey: true,
       stat: "download_ratio_median",
-      label: "Residents' survey: measured against promised download",
+      label: t("measure.survey_ratio"),
       unit: "×",
-      note: "median of each resident's measured download over the download they were promised; 1× is what was promised",
+      note: t("measure.survey_ratio_note"),
       breaks: both([0.25, 0.5, 0.7, 0.8, 0.9, 1, 1.1]),
       format: formatRatio,
       short: (v) => nf(2).format(v),
@@ -128,9 +138,9 @@ export function surveyMetrics(survey) {
       id: "survey_cost",
       survey: true,
       stat: "monthly_cost_median",
-      label: "Residents' survey: monthly cost",
-      unit: "per month",
-      note: "median of what residents say they pay per month",
+      label: t("measure.survey_cost"),
+      unit: t("measure.survey_cost_unit"),
+      note: t("measure.survey_cost_note"),
       breaks: both([30, 40, 50, 60, 70, 80, 100]),
       format: formatAmount,
       short: (v) => int.format(v),
@@ -139,9 +149,9 @@ export function surveyMetrics(survey) {
       id: "survey_satisfied",
       survey: true,
       stat: "satisfied_share",
-      label: "Residents' survey: share satisfied",
+      label: t("measure.survey_satisfied"),
       unit: "%",
-      note: "share of residents who gave one of the two highest answers to how satisfied they are (4 or 5 of 5 on the default form)",
+      note: t("measure.survey_satisfied_note"),
       breaks: both([0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]),
       format: formatShare,
       short: (v) => int.format(v * 100),
@@ -223,10 +233,10 @@ export function classes(metric, direction) {
     const from = i === 0 ? null : breaks[i - 1];
     const to = i === breaks.length ? null : breaks[i];
     let label;
-    if (from == null) label = `under ${metric.short(to)}`;
-    else if (to == null) label = `${metric.short(from)} or more`;
-    else label = `${metric.short(from)} to ${metric.short(to)}`;
-    out.push({ color: PALETTE[i], from, to, label: `${label} ${metric.unit === "%" ? "%" : metric.unit}`.replace(" %", "%") });
+    if (from == null) label = t("legend.under", { to: metric.short(to) });
+    else if (to == null) label = t("legend.or_more", { from: metric.short(from) });
+    else label = t("legend.from_to", { from: metric.short(from), to: metric.short(to) });
+    out.push({ color: PALETTE[i], from, to, label: metric.unit === "%" ? formatPercent(label) : `${label} ${metric.unit}` });
   }
   return out;
 }
@@ -287,7 +297,17 @@ export function clock(hour) {
 
 /** "evening hours (7 pm to 11 pm)", from index.json's `evening`. */
 export function eveningText(evening) {
-  return `evening hours (${clock(evening.start)} to ${clock(evening.end)})`;
+  return t("hours.evening_text", { start: clock(evening.start), end: clock(evening.end) });
+}
+
+/** A layer's name in the page's language; an evening twin's is its layer's, in the
+ * evening hours. */
+export function layerName(index, id) {
+  const info = (index.layers || []).find((l) => l.id === id);
+  if (!info) return id;
+  if (!info.hours) return nameOf(info) || info.id;
+  const base = index.layers.find((l) => l.id === info.layer);
+  return t("map.evening_layer", { layer: base ? nameOf(base) || base.id : info.layer });
 }
 
 /** The layer whose numbers a view shows: its layer, or that layer's evening twin. */
@@ -299,11 +319,11 @@ export function dataLayerOf(index, state) {
 /** The label of a period for people: `2025-03` → `March 2025`. */
 export function periodLabel(label) {
   let m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(label);
-  if (m) return new Date(Date.UTC(+m[1], +m[2] - 1, +m[3])).toLocaleDateString("en-US", { timeZone: "UTC", day: "numeric", month: "long", year: "numeric" });
+  if (m) return formatDate(new Date(Date.UTC(+m[1], +m[2] - 1, +m[3])), { day: "numeric", month: "long", year: "numeric" });
   m = /^(\d{4})-(\d{2})$/.exec(label);
-  if (m) return new Date(Date.UTC(+m[1], +m[2] - 1, 1)).toLocaleDateString("en-US", { timeZone: "UTC", month: "long", year: "numeric" });
+  if (m) return formatDate(new Date(Date.UTC(+m[1], +m[2] - 1, 1)), { month: "long", year: "numeric" });
   m = /^(\d{4})-Q(\d)$/.exec(label);
-  if (m) return `Q${m[2]} ${m[1]}`;
+  if (m) return t("period.quarter", { quarter: m[2], year: m[1] });
   return label;
 }
 
@@ -316,17 +336,14 @@ export function publicationNote(publication) {
   if (!publication) return "";
   const parts = [];
   if (publication.complete_through) {
-    parts.push(`Data through ${periodLabel(publication.complete_through)}.`);
+    parts.push(t("publication.through", { date: periodLabel(publication.complete_through) }));
   }
   const open = ["month", "quarter", "year"].find((kind) => publication.next?.[kind]);
   if (open) {
     const next = publication.next[open];
-    parts.push(
-      `Each period is published once, when final: ${periodLabel(next.period)} appears about ` +
-        `${periodLabel(next.expected)}; until then, its days do as they become final.`,
-    );
+    parts.push(t("publication.next", { period: periodLabel(next.period), expected: periodLabel(next.expected) }));
   } else if (publication.end) {
-    parts.push(`The data ends on ${periodLabel(publication.end)}.`);
+    parts.push(t("publication.end", { date: periodLabel(publication.end) }));
   }
   return parts.join(" ");
 }
@@ -339,4 +356,7 @@ export function periodStart(label) {
   return Date.UTC(Number(m[1]), month, m[3] ? Number(m[3]) : 1) / 1000;
 }
 
-export const KIND_NAMES = { day: "Day", month: "Month", quarter: "Quarter", year: "Year" };
+/** A period kind's name for people ("Month"), or the kind as it is. */
+export function kindName(kind) {
+  return ["day", "month", "quarter", "year"].includes(kind) ? t(`period.kind_${kind}`) : kind;
+}

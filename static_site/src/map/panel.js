@@ -2,11 +2,15 @@
 // distribution of its throughput, and its ISPs side by side — all from the API, asked
 // only once an area is selected. Suppressed numbers read "insufficient data", never 0.
 import { fetchJson } from "../common/config.js";
+import { language, nameOf, t, tPlural, withLanguage } from "../common/i18n.js";
 import { histogramSvg } from "./histogram.js";
 import { formatAmount, formatCount, formatInterval, formatMbps, formatMs, formatRatio, formatShare, periodLabel, satisfiedShare } from "./metrics.js";
 
-const INSUFFICIENT = "insufficient data";
 const DIRECTIONS = ["download", "upload"];
+/** How a suppressed number reads, in the page's language. */
+const insufficient = () => t("panel.insufficient");
+/** "download", "downloads", "Download": a direction as a sentence uses it. */
+const dir = (d, form = "") => t(`panel.${d}${form}`);
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -19,11 +23,10 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-const ORDINAL = new Intl.PluralRules("en-US", { type: "ordinal" });
-const SUFFIX = { one: "st", two: "nd", few: "rd", other: "th" };
-/** 1st, 2nd, 3rd, 4th … */
+/** 1st, 2nd, 3rd, 4th … (1.º, 2.º … in Spanish): `panel.ordinal.<rule>`. */
 function ordinal(n) {
-  return `${formatCount(n)}${SUFFIX[ORDINAL.select(n)]}`;
+  const rule = new Intl.PluralRules(language(), { type: "ordinal" }).select(n);
+  return t(`panel.ordinal.${rule}`, { n: formatCount(n) });
 }
 
 function message(text, cls = "muted") {
@@ -49,7 +52,7 @@ function table(caption, head, rows, cls = "numbers") {
             ...r.map((cell, i) =>
               i === 0
                 ? el("th", { scope: "row" }, cell)
-                : el("td", { class: cell === INSUFFICIENT ? "num insufficient" : "num" }, cell),
+                : el("td", { class: cell === insufficient() ? "num insufficient" : "num" }, cell),
             ),
           ),
         ),
@@ -114,11 +117,11 @@ export class Panel {
       const shown = params.view || { layer, hours: "all" };
       const view = new URLSearchParams({ layer: shown.layer, kind, period, isp, direction, area });
       if (shown.hours === "evening") view.set("hours", "evening");
-      report.href = `report.html#${view.toString()}`;
+      report.href = withLanguage(`report.html#${view.toString()}`);
     }
-    q("#panel-summary").textContent = `Loading ${params.name || area}, ${periodLabel(period)}…`;
+    q("#panel-summary").textContent = t("panel.loading_area", { area: params.name || area, period: periodLabel(period) });
     for (const id of ["#panel-numbers", "#panel-compare", "#panel-series", "#panel-histogram", "#panel-isps"]) {
-      q(id).replaceChildren(message("Loading…"));
+      q(id).replaceChildren(message(t("panel.loading")));
     }
     this.destroyChart();
 
@@ -129,18 +132,7 @@ export class Panel {
     const series = get(`${areaPath}/series`, { step: kind, isp });
     const histogram = get(`${base}/histogram`, { area, period, isp, direction, coarse: 10 });
     const compare = get(`${areaPath}/compare`, { period, isp, direction });
-    // The residents' survey, beside M-Lab's figures, where the map shows a window of it.
-    const surveySection = q("#panel-survey-section");
-    if (surveySection) surveySection.hidden = !params.surveyWindow;
-    // A 404 (the window not in the API's release yet, or no cells for this ISP) is said
-    // in the section, not as a failure.
-    const survey = params.surveyWindow
-      ? get(`${base}/survey`, { window: params.surveyWindow, isp }).catch((err) => {
-          if (err.status === 404) return { missing: err.message, label: params.surveyWindow };
-          throw err;
-        })
-      : null;
-    if (survey) q("#panel-survey").replaceChildren(message("Loading…"));
+    const survey = this.loadSurvey(controller);
 
     const stale = () => controller !== this.controller;
     const show = async (promise, render, target) => {
@@ -150,7 +142,7 @@ export class Panel {
         return doc;
       } catch (err) {
         if (err.name === "AbortError" || stale()) return null;
-        q(target).replaceChildren(message(`Could not be loaded: ${err.message}`, "error"));
+        q(target).replaceChildren(message(t("panel.load_failed", { error: err.message }), "error"));
         return null;
       }
     };
@@ -159,14 +151,50 @@ export class Panel {
       show(series, (doc) => this.renderSeries(doc), "#panel-series"),
       show(histogram, (doc) => this.renderHistogram(doc), "#panel-histogram"),
       show(compare, (doc) => this.renderCompare(doc), "#panel-compare"),
-      survey && show(survey, (doc) => this.renderSurvey(doc), "#panel-survey"),
+      survey,
     ]);
     if (stale()) return;
     this.root.removeAttribute("aria-busy");
     if (!ispDoc) {
-      q("#panel-numbers").replaceChildren(message("The numbers could not be loaded.", "error"));
-      q("#panel-summary").textContent = `${params.name || area}: the numbers could not be loaded.`;
+      q("#panel-numbers").replaceChildren(message(t("panel.numbers_failed"), "error"));
+      q("#panel-summary").textContent = t("panel.summary_failed", { area: params.name || area });
     }
+  }
+
+  /** The residents' survey, beside M-Lab's figures, where the map shows a window of it
+   * (`params.surveyWindow`; the section is hidden without one). A 404 (the window not
+   * in the API's release yet, or no cells for this ISP) is said in the section. */
+  loadSurvey(controller) {
+    const p = this.params;
+    const section = this.root.querySelector("#panel-survey-section");
+    if (section) section.hidden = !p.surveyWindow;
+    if (!section || !p.surveyWindow) return null;
+    const target = this.root.querySelector("#panel-survey");
+    target.replaceChildren(message(t("panel.loading")));
+    const stale = () => controller !== this.controller;
+    const url = this.apiUrl(`layers/${encodeURIComponent(p.layer)}/survey`, { window: p.surveyWindow, isp: p.isp });
+    return fetchJson(url, { signal: controller.signal })
+      .catch((err) => {
+        if (err.status === 404) return { missing: err.message, label: p.surveyWindow };
+        throw err;
+      })
+      .then((doc) => {
+        if (!stale()) this.renderSurvey(doc);
+        return doc;
+      })
+      .catch((err) => {
+        if (err.name !== "AbortError" && !stale()) target.replaceChildren(message(t("panel.load_failed", { error: err.message }), "error"));
+        return null;
+      });
+  }
+
+  /** The map learns which survey window it shows once the period's figures are in,
+   * which may be after the panel opened (a shared link to an area): show it then. */
+  setSurveyWindow(window) {
+    const p = this.params;
+    if (!this.isOpen || !p || (p.surveyWindow || null) === (window || null)) return;
+    p.surveyWindow = window;
+    this.loadSurvey(this.controller);
   }
 
   /** What residents of the area answered in the survey window the map shows, published
@@ -176,15 +204,15 @@ export class Panel {
     const target = this.root.querySelector("#panel-survey");
     const name = p.name || p.area;
     if (doc.missing) {
-      target.replaceChildren(message(`The residents' survey of ${periodLabel(doc.label)} has no figures here: ${doc.missing}.`));
+      target.replaceChildren(message(t("panel.survey_missing", { window: periodLabel(doc.label), reason: doc.missing })));
       return;
     }
-    const when = `the residents' survey of ${periodLabel(doc.label)}`;
-    const who = p.isp === "all" ? "" : ` with ${p.isp}`;
+    const when = t("panel.survey_when", { window: periodLabel(doc.label) });
+    const who = p.isp === "all" ? "" : t("panel.survey_with", { isp: p.isp });
     const cell = (doc.areas || []).find((a) => a.area === p.area);
     if (!cell) {
       target.replaceChildren(
-        message(`Too few residents of ${name}${who} answered ${when} to publish their answers (at least ${formatCount(doc.min_responses)}, counted with noise).`),
+        message(t("panel.survey_too_few", { area: name, who, when, min: formatCount(doc.min_responses) })),
       );
       return;
     }
@@ -192,24 +220,22 @@ export class Panel {
       .filter(([, n]) => n > 0)
       .sort((a, b) => b[1] - a[1])
       .slice(0, 3)
-      .map(([type, n]) => `${type} ${formatCount(n)}`)
+      .map(([type, n]) => `${this.config?.survey_choices?.connection_type?.[language()]?.[type] || type} ${formatCount(n)}`)
       .join(", ");
     const rows = [
-      ["Responses", formatCount(cell.responses)],
-      ["Promised download (median)", formatMbps(cell.advertised_download_median)],
-      ["Measured download, linked tests (median)", formatMbps(cell.measured_download_median)],
-      ["Measured against promised (median)", formatRatio(cell.download_ratio_median)],
-      ["Getting under half of what was promised", formatShare(cell.below_half_share)],
-      ["Monthly cost (median)", formatAmount(cell.monthly_cost_median)],
-      ["Cost per promised Mbps (median)", formatAmount(cell.cost_per_mbps_median)],
-      ["Satisfied (the two highest answers)", formatShare(satisfiedShare(cell.satisfaction))],
-      ["Connection types (most answered)", types || "–"],
+      [t("panel.survey_responses"), formatCount(cell.responses)],
+      [t("panel.survey_promised"), formatMbps(cell.advertised_download_median)],
+      [t("panel.survey_measured"), formatMbps(cell.measured_download_median)],
+      [t("panel.survey_ratio"), formatRatio(cell.download_ratio_median)],
+      [t("panel.survey_below_half"), formatShare(cell.below_half_share)],
+      [t("panel.survey_cost"), formatAmount(cell.monthly_cost_median)],
+      [t("panel.survey_cost_per_mbps"), formatAmount(cell.cost_per_mbps_median)],
+      [t("panel.survey_satisfied"), formatShare(satisfiedShare(cell.satisfaction))],
+      [t("panel.survey_types"), types || "–"],
     ];
     target.replaceChildren(
-      table(`What residents of ${name}${who} say, ${when}`, ["", periodLabel(doc.label)], rows),
-      message(
-        `From ${when}, ${who ? `residents${who}` : "every ISP"}: each figure is drawn with noise so that no single answer can be read off (docs/survey.md); "–" where too few gave it. Measured speeds come only from tests linked by their M-Lab IDs.`,
-      ),
+      table(t("panel.survey_caption", { area: name, who, when }), ["", periodLabel(doc.label)], rows),
+      message(t("panel.survey_note", { when, who: who ? t("panel.survey_residents", { who }) : t("panel.survey_every_isp") })),
     );
   }
 
@@ -219,82 +245,88 @@ export class Panel {
     const name = doc.name || p.name || p.area;
     q("#panel-title").textContent = name;
     const entry = (doc.isps || []).find((e) => e.isp === p.isp);
-    const ispText = p.isp === "all" ? "all ISPs" : p.isp;
+    const ispText = p.isp === "all" ? t("isp.all_lower") : p.isp;
     const when = p.hours ? `${periodLabel(p.period)}, ${p.hours}` : periodLabel(p.period);
     const where = `${name}, ${when}, ${ispText}`;
+    const noTests = t("panel.no_tests");
 
     // Numbers for the chosen ISP, both directions.
     if (!entry) {
-      q("#panel-numbers").replaceChildren(message(`No tests in ${periodLabel(p.period)} for ${ispText}.`));
-      q("#panel-summary").textContent = `${where}: no tests.`;
+      q("#panel-numbers").replaceChildren(message(t("panel.no_tests_for", { period: periodLabel(p.period), isp: ispText })));
+      q("#panel-summary").textContent = t("panel.summary_no_tests", { where });
     } else {
       const cell = (d) => entry[d];
       const sup = (d) => (entry.suppressed || []).includes(d);
       const val = (d, f, key) => {
-        if (sup(d)) return INSUFFICIENT;
+        if (sup(d)) return insufficient();
         const c = cell(d);
-        return c ? f(c[key]) : "no tests";
+        return c ? f(c[key]) : noTests;
       };
       const rows = [
-        ["Tests", ...DIRECTIONS.map((d) => val(d, formatCount, "tests"))],
-        ["Distinct clients", ...DIRECTIONS.map((d) => val(d, formatCount, "clients"))],
-        ["Median speed", ...DIRECTIONS.map((d) => val(d, formatMbps, "median"))],
+        [t("panel.tests"), ...DIRECTIONS.map((d) => val(d, formatCount, "tests"))],
+        [t("panel.clients"), ...DIRECTIONS.map((d) => val(d, formatCount, "clients"))],
+        [t("panel.median"), ...DIRECTIONS.map((d) => val(d, formatMbps, "median"))],
         [
           // Where the median of all such tests lies, 19 times in 20 (docs/data.md).
-          "Median, 95% interval",
-          ...DIRECTIONS.map((d) => (sup(d) ? INSUFFICIENT : cell(d) ? formatInterval(cell(d).median_low, cell(d).median_high, formatMbps) : "no tests")),
+          t("panel.median_interval"),
+          ...DIRECTIONS.map((d) => (sup(d) ? insufficient() : cell(d) ? formatInterval(cell(d).median_low, cell(d).median_high, formatMbps) : noTests)),
         ],
         [
-          "10th to 90th percentile",
-          ...DIRECTIONS.map((d) => (sup(d) ? INSUFFICIENT : cell(d) ? `${formatMbps(cell(d).p10)} to ${formatMbps(cell(d).p90)}` : "no tests")),
+          t("panel.p10_p90"),
+          ...DIRECTIONS.map((d) => (sup(d) ? insufficient() : cell(d) ? t("format.interval", { low: formatMbps(cell(d).p10), high: formatMbps(cell(d).p90) }) : noTests)),
         ],
-        ["Median latency", ...DIRECTIONS.map((d) => val(d, formatMs, "rtt_median"))],
+        [t("panel.rtt_median"), ...DIRECTIONS.map((d) => val(d, formatMs, "rtt_median"))],
         [
           // Tests whose IP location is too rough for areas this small (a town's or a
           // state's centroid): counted in larger areas, not here. Null before it was kept.
-          "Located too roughly to count here",
-          ...DIRECTIONS.map((d) => (sup(d) ? INSUFFICIENT : cell(d) ? (cell(d).coarse == null ? "–" : formatCount(cell(d).coarse)) : "no tests")),
+          t("panel.coarse"),
+          ...DIRECTIONS.map((d) => (sup(d) ? insufficient() : cell(d) ? (cell(d).coarse == null ? "–" : formatCount(cell(d).coarse)) : noTests)),
         ],
       ];
-      for (const t of this.index.thresholds || []) {
+      for (const u of this.index.thresholds || []) {
         rows.push([
-          t.id ? `Good enough for ${t.label}` : `At or above ${t.label} Mbps`,
+          u.id ? t("panel.good_enough", { use_case: nameOf(u) }) : t("panel.at_or_above", { label: u.label }),
           ...DIRECTIONS.map((d) => {
-            if (sup(d)) return INSUFFICIENT;
+            if (sup(d)) return insufficient();
             const c = cell(d);
-            if (!c) return "no tests";
-            const share = formatShare(c.shares?.[t.label] ?? c[t.column]);
-            const low = c.shares_low?.[t.label];
-            const high = c.shares_high?.[t.label];
+            if (!c) return noTests;
+            const share = formatShare(c.shares?.[u.label] ?? c[u.column]);
+            const low = c.shares_low?.[u.label];
+            const high = c.shares_high?.[u.label];
             return low == null || high == null ? share : `${share} (${formatInterval(low, high, formatShare)})`;
           }),
         ]);
       }
-      q("#panel-numbers").replaceChildren(table(`Statistics of ${where}`, ["", "Download", "Upload"], rows));
+      q("#panel-numbers").replaceChildren(table(t("panel.statistics_of", { where }), ["", dir("download", "_title"), dir("upload", "_title")], rows));
       const d = entry[p.direction];
       q("#panel-summary").textContent = sup(p.direction)
-        ? `${where}: insufficient data for ${p.direction}s (too few tests or clients to publish).`
+        ? t("panel.summary_insufficient", { where, direction: dir(p.direction, "_plural") })
         : d
-          ? `${where}: median ${p.direction} ${formatMbps(d.median)} from ${formatCount(d.tests)} tests.`
-          : `${where}: no ${p.direction} tests.`;
+          ? t("panel.summary", { where, direction: dir(p.direction), median: formatMbps(d.median), tests: tPlural("panel.tests_count", d.tests) })
+          : t("panel.summary_none", { where, direction: dir(p.direction) });
     }
 
     // Every ISP side by side.
     const list = doc.isps || [];
     if (!list.length) {
-      q("#panel-isps").replaceChildren(message("No tests in this period."));
+      q("#panel-isps").replaceChildren(message(t("panel.no_tests_period")));
       return;
     }
-    const fmt = (e, d, f, key) => ((e.suppressed || []).includes(d) ? INSUFFICIENT : e[d] ? f(e[d][key]) : "–");
+    const fmt = (e, d, f, key) => ((e.suppressed || []).includes(d) ? insufficient() : e[d] ? f(e[d][key]) : "–");
     const rows = list.map((e) => [
-      e.isp === "all" ? "All ISPs" : e.isp,
+      e.isp === "all" ? t("isp.all") : e.isp,
       fmt(e, "download", formatMbps, "median"),
       fmt(e, "upload", formatMbps, "median"),
       fmt(e, "download", formatMs, "rtt_median"),
       fmt(e, "download", formatCount, "tests"),
     ]);
     q("#panel-isps").replaceChildren(
-      table(`ISPs in ${name}, ${periodLabel(p.period)}`, ["ISP", "Download median", "Upload median", "Latency median", "Download tests"], rows, "numbers isps"),
+      table(
+        t("panel.isps_caption", { area: name, period: periodLabel(p.period) }),
+        ["panel.isp", "chart.download_median", "chart.upload_median", "chart.latency_median", "chart.download_tests"].map((key) => t(key)),
+        rows,
+        "numbers isps",
+      ),
     );
   }
 
@@ -306,42 +338,36 @@ export class Panel {
     const region = doc.region;
     const cell = doc.cell;
     if (doc.suppressed) {
-      target.replaceChildren(message(`${name}: ${INSUFFICIENT} to compare with the region.`, "insufficient"));
+      target.replaceChildren(message(t("panel.compare_insufficient", { area: name }), "insufficient"));
       return;
     }
     if (!cell || cell.median == null) {
-      target.replaceChildren(message(`No ${p.direction} tests in ${name} to compare with the region.`));
+      target.replaceChildren(message(t("panel.compare_none", { area: name, direction: dir(p.direction) })));
       return;
     }
     const interval = (low, high) => formatInterval(low, high, formatMbps);
     const rows = [
-      [`Median ${p.direction}`, formatMbps(cell.median), formatMbps(region.median)],
-      ["95% interval", interval(cell.median_low, cell.median_high), interval(region.median_low, region.median_high)],
-      ["Tests", formatCount(cell.tests), formatCount(region.tests)],
+      [t("panel.compare_median", { direction: dir(p.direction) }), formatMbps(cell.median), formatMbps(region.median)],
+      [t("panel.interval"), interval(cell.median_low, cell.median_high), interval(region.median_low, region.median_high)],
+      [t("panel.tests"), formatCount(cell.tests), formatCount(region.tests)],
     ];
-    const verdicts = {
-      lower: `${name}'s median is lower than the region's: the two 95% intervals do not overlap.`,
-      higher: `${name}'s median is higher than the region's: the two 95% intervals do not overlap.`,
-      not_distinguishable: "No clear difference from the region: the two 95% intervals overlap.",
-    };
-    const verdict = verdicts[doc.comparison?.verdict] || "Too few tests to tell whether it differs from the region.";
+    const verdicts = { lower: "panel.verdict_lower", higher: "panel.verdict_higher", not_distinguishable: "panel.verdict_same" };
+    const verdict = t(verdicts[doc.comparison?.verdict] || "panel.verdict_unknown", { area: name });
     const parts = [
-      table(`${name} compared with the region`, ["", name, "Region"], rows),
+      table(t("panel.compare_caption", { area: name }), ["", name, t("panel.region")], rows),
       el("p", { class: "verdict" }, verdict),
     ];
     const r = doc.rank;
     if (r) {
       const allowed = r.possible_ranks;
       const span =
-        allowed && allowed.first !== allowed.last
-          ? `; with its interval, anywhere from ${ordinal(allowed.first)} to ${ordinal(allowed.last)}`
-          : "";
-      const text = `${ordinal(r.rank)} fastest median ${p.direction} of ${formatCount(r.of)} areas with published numbers${span}.`;
+        allowed && allowed.first !== allowed.last ? t("panel.rank_span", { first: ordinal(allowed.first), last: ordinal(allowed.last) }) : "";
+      const text = t("panel.rank", { rank: ordinal(r.rank), direction: dir(p.direction), of: formatCount(r.of), span });
       parts.push(el("p", { class: "rank" }, text));
     }
     const left = region.coverage && !region.coverage.complete ? region.coverage.excluded_cells : 0;
-    const without = left ? `; ${formatCount(left)} area-periods with too few tests to publish are left out` : "";
-    parts.push(el("p", { class: "muted" }, `The region: every area of this layer with published numbers, together${without}.`));
+    const without = left ? t("panel.region_without", { n: formatCount(left) }) : "";
+    parts.push(el("p", { class: "muted" }, t("panel.region_note", { without })));
     target.replaceChildren(...parts);
   }
 
@@ -357,18 +383,18 @@ export class Panel {
   renderHistogram(doc) {
     const p = this.params;
     const target = this.root.querySelector("#panel-histogram");
-    const ispText = p.isp === "all" ? "all ISPs" : p.isp;
+    const ispText = p.isp === "all" ? t("isp.all_lower") : p.isp;
     if (doc.suppressed) {
-      target.replaceChildren(message(`${p.direction[0].toUpperCase()}${p.direction.slice(1)} speeds, ${ispText}: ${INSUFFICIENT} (too few tests or clients to publish).`, "insufficient"));
+      target.replaceChildren(message(t("panel.histogram_insufficient", { speeds: dir(p.direction, "_speeds"), isp: ispText }), "insufficient"));
       return;
     }
     if (!doc.tests || !doc.buckets?.length) {
-      target.replaceChildren(message(`No ${p.direction} tests for ${ispText} in ${periodLabel(p.period)}.`));
+      target.replaceChildren(message(t("panel.histogram_none", { direction: dir(p.direction), isp: ispText, period: periodLabel(p.period) })));
       return;
     }
     target.replaceChildren(
-      el("p", { class: "muted" }, `${p.direction[0].toUpperCase()}${p.direction.slice(1)} speeds of ${formatCount(doc.tests)} tests, ${ispText}, ${periodLabel(p.period)}.`),
-      histogramSvg(doc.buckets, `${p.direction} speed`),
+      el("p", { class: "muted" }, t("panel.histogram_caption", { speeds: dir(p.direction, "_speeds"), tests: formatCount(doc.tests), isp: ispText, period: periodLabel(p.period) })),
+      histogramSvg(doc.buckets, dir(p.direction, "_speed")),
     );
   }
 }

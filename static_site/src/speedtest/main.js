@@ -4,7 +4,7 @@
 // `document.body.dataset.state` follows the page: loading, consent, running, result,
 // error, survey, thanks.
 import { fetchJson, loadConfig } from "../common/config.js";
-import { chooseLanguage, clockText, language, languageMenu, setLanguage, t, tPlural, translatePage } from "../common/i18n.js";
+import { chooseLanguage, clockText, keepLanguage, language, languageMenu, nameOf, setLanguage, t, tPlural, translatePage } from "../common/i18n.js";
 import { runSpeedTest } from "./ndt7test.js";
 import { DAYS_NEEDED, attachKey, eveningOf, eveningOfTime, forget, keepTest, loadRecord, progress } from "./record.js";
 import {
@@ -250,6 +250,7 @@ async function main() {
   msFormat = number(3);
   translatePage();
   languageMenu($("lang"));
+  keepLanguage();
   try {
     page.config = await loadConfig();
   } catch (err) {
@@ -258,8 +259,8 @@ async function main() {
   }
   const config = page.config;
   if (config.project?.name) {
-    $("project-name").textContent = config.project.name;
-    document.title = t("speedtest.title", { project: config.project.name });
+    $("project-name").textContent = nameOf(config.project);
+    document.title = t("speedtest.title", { project: nameOf(config.project) });
   }
   $("api-link").href = `${config.apiBase}openapi.json`;
   if (config.ndt7?.data_policy_url) $("policy-link").href = config.ndt7.data_policy_url;
