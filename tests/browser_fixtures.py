@@ -166,6 +166,40 @@ def site_server(
         stop_process(process)
 
 
+# Text elements whose colour is under 4.5:1 against the background they are drawn on
+# (the first opaque background up the tree), as "text (ratio)".
+CONTRAST_JS = """(selector) => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const background = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] === 1)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const out = [];
+  for (const el of document.querySelectorAll(selector)) {
+    if (!el.offsetParent || !el.textContent.trim()) continue;
+    const a = lum(rgb(getComputedStyle(el).color).slice(0, 3));
+    const b = lum(background(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 4.5) out.push(`${el.textContent.trim().slice(0, 40)} (${ratio.toFixed(2)})`);
+  }
+  return out;
+}"""
+# Every page's header: its name, links and language menu.
+HEADER_TEXT = ".site-header a, .site-header h1, .site-header label"
+
+
+def low_contrast(page, selector: str) -> list[str]:
+    """The text of `selector` (and of the page's header) under 4.5:1 contrast."""
+    return page.evaluate(CONTRAST_JS, f"{selector}, {HEADER_TEXT}")
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[object]:
     if not os.access(CHROMIUM, os.X_OK):

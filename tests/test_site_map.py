@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from browser_fixtures import SURVEY_AREA, SURVEY_RESPONSES
+from browser_fixtures import SURVEY_AREA, SURVEY_RESPONSES, low_contrast
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -107,35 +107,6 @@ def point_of(page, area: str) -> dict[str, float]:
 def enc(text: str) -> str:
     """As the page's encodeURIComponent."""
     return urllib.parse.quote(text, safe="!~*'()")
-
-
-# Text elements whose colour is under 4.5:1 against the background they are drawn on
-# (the first opaque background up the tree), as "text (ratio)".
-CONTRAST_JS = """() => {
-  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
-  const lum = ([r, g, b]) => {
-    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
-    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
-  };
-  const background = (el) => {
-    for (let e = el; e; e = e.parentElement) {
-      const c = rgb(getComputedStyle(e).backgroundColor);
-      if (c.length === 3 || (c.length === 4 && c[3] === 1)) return c.slice(0, 3);
-    }
-    return [255, 255, 255];
-  };
-  const out = [];
-  const sel = '.sidebar label, .sidebar p, .sidebar li, .sidebar a, .sidebar output, '
-    + '.panel h2, .panel h3, .panel p, .panel th, .panel td, .site-header a, .site-header h1';
-  for (const el of document.querySelectorAll(sel)) {
-    if (!el.offsetParent || !el.textContent.trim()) continue;
-    const a = lum(rgb(getComputedStyle(el).color).slice(0, 3));
-    const b = lum(background(el));
-    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
-    if (ratio < 4.5) out.push(`${el.textContent.trim().slice(0, 40)} (${ratio.toFixed(2)})`);
-  }
-  return out;
-}"""
 
 
 def fetch(url: str) -> tuple[int, str, str]:
@@ -858,7 +829,8 @@ def test_controls_have_names_and_ids_are_unique(page, site_server):
     assert duplicates == []
     assert page.evaluate("document.documentElement.lang") == "en"
     page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
-    low = page.evaluate(CONTRAST_JS)
+    sidebar = ".sidebar label, .sidebar p, .sidebar li, .sidebar a, .sidebar output"
+    low = low_contrast(page, f"{sidebar}, .panel h2, .panel h3, .panel p, .panel th, .panel td")
     assert low == [], f"text under 4.5:1 contrast: {low}"
     canvas_name = page.locator(".maplibregl-canvas").get_attribute("aria-label")
     assert canvas_name.startswith("Map of median speed (download) by counties")

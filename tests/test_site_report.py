@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from browser_fixtures import low_contrast
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 READY = "['ready', 'error'].includes(document.body.dataset.state)"
@@ -120,6 +122,8 @@ def test_the_report_shows_the_areas_numbers_and_how_they_were_made(
         "uploads at least 25 Mbps, MinRTT at most 50 ms "
         "(M-Lab Internet Quality Barometer (IQB), 2025)."
     ) in method
+    low = low_contrast(page, ".report p, .report h2, .report h3, .report th, .report td")
+    assert low == [], f"text under 4.5:1 contrast: {low}"
 
 
 def test_the_report_prints_to_a_clean_pdf(page, site_server, busiest_month) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from werkzeug.test import Client
 
+from browser_fixtures import low_contrast
 from piecewise.survey import build_survey
 from piecewise.survey.store import SqliteSurveyStore
 from survey_fixtures import SALT, survey_config
@@ -472,6 +473,8 @@ def test_a_resident_takes_the_test_and_answers_in_spanish(
     try:
         open_speedtest(page, site_server)
         assert page.locator("html").get_attribute("lang") == "es"
+        low = low_contrast(page, "main label, main p, main a, main h2, main li")
+        assert low == [], f"text under 4.5:1 contrast: {low}"
         assert page.get_by_role("heading", name="Pruebe su conexión y cuéntenos sobre ella").count()
         assert page.locator("#start-hint").inner_text() == (
             "La prueba empieza cuando acepte la política de datos."
