@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,19 +129,22 @@ def ndt7_server() -> Iterator[object]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def site_server(
-    tmp_path_factory: pytest.TempPathFactory, demo_data: Path, ndt7_server: object
+@contextmanager
+def running_site(
+    tmp: Path, demo_data: Path, locate_url: str, *, aggregate: bool = True
 ) -> Iterator[SiteServer]:
+    """`piecewise serve` with the built site over the demo's two months, ingested, with
+    the seeded survey responses; aggregated (and the survey published) unless
+    `aggregate` is false, as before the first scheduled run."""
     if not (SITE_DIR / "index.html").is_file():
         pytest.fail(f"the site is not built in {SITE_DIR}: run `make site`")
-    tmp = tmp_path_factory.mktemp("site")
     config_path = tmp / "piecewise.toml"
-    config_path.write_text(site_config_text(tmp, demo_data, ndt7_server.locate_url))
+    config_path.write_text(site_config_text(tmp, demo_data, locate_url))
     config = load_config(config_path)
     seed_survey(tmp / "survey.sqlite3")
     run_ingest(config, SITE_START, SITE_END, progress=False)
-    run_aggregate(config)  # publishes the survey windows that ended, 2025-Q1 among them
+    if aggregate:
+        run_aggregate(config)  # publishes the survey windows that ended, 2025-Q1 among them
     port = free_port()
     log_path = tmp / "serve.log"
     with log_path.open("wb") as log:
@@ -164,6 +168,14 @@ def site_server(
         )
     finally:
         stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def site_server(
+    tmp_path_factory: pytest.TempPathFactory, demo_data: Path, ndt7_server: object
+) -> Iterator[SiteServer]:
+    with running_site(tmp_path_factory.mktemp("site"), demo_data, ndt7_server.locate_url) as site:
+        yield site
 
 
 # Text elements whose colour is under 4.5:1 against the background they are drawn on
