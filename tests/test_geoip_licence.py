@@ -20,6 +20,7 @@ from piecewise.config import Config, parse_config
 from piecewise.demo.geoip import asn_networks, build_demo_asn_db
 from piecewise.geoip_refresh import (
     GEOLITE_NOTICE,
+    SYNTHETIC_SOURCE,
     data_sources,
     licence_limit,
     newer_build_epoch,
@@ -68,7 +69,12 @@ def maxmind_db(path: Path, built: dt.datetime, database_type: str = "GeoLite2-AS
     return path
 
 
-def config(tmp: Path, geoip: str = "", site: str = "") -> Config:
+SYNTHETIC = 'kind = "synthetic"\nseed = 11\ntests_per_day = 60'
+# M-Lab's exports (the files are never read here): the tests are M-Lab's.
+MLAB_EXPORTS = 'kind = "files"\ndownloads = "exports/"'
+
+
+def config(tmp: Path, geoip: str = "", site: str = "", source: str = SYNTHETIC) -> Config:
     return parse_config(
         f"""
 [region]
@@ -83,9 +89,7 @@ start = {DATE}
 private = "file://private"
 public = "file://public"
 [source]
-kind = "synthetic"
-seed = 11
-tests_per_day = 60
+{source}
 [geoip]
 {geoip}
 {site}
@@ -262,30 +266,41 @@ def test_the_index_credits_geolite_beside_mlab_when_a_geolite_database_names_the
     tmp_path: Path,
 ) -> None:
     path = maxmind_db(tmp_path / "asn.mmdb", BUILT)
-    sources = index_of(config(tmp_path, f'asn_database = "{path}"'))["sources"]
+    sources = index_of(config(tmp_path, f'asn_database = "{path}"', source=MLAB_EXPORTS))["sources"]
     assert sources[0] == MLAB
     assert sources[1]["name"] == "MaxMind GeoLite2"
     assert sources[1]["notice"] == GEOLITE_NOTICE
     assert sources[1]["license"] == "GeoLite End User License Agreement"
     # Refreshed from MaxMind, the same.
     url = "https://download.maxmind.com/geoip/databases/GeoLite2-ASN/download?suffix=tar.gz"
-    cfg = config(tmp_path, f'source_url = "{url}"\naccount_id = "1"')
+    cfg = config(tmp_path, f'source_url = "{url}"\naccount_id = "1"', source=MLAB_EXPORTS)
     assert index_of(cfg)["sources"] == sources
 
 
 def test_the_index_credits_only_mlab_without_maxmind_data(tmp_path: Path) -> None:
-    assert index_of(config(tmp_path))["sources"] == [MLAB]
+    assert index_of(config(tmp_path, source=MLAB_EXPORTS))["sources"] == [MLAB]
     demo = build_demo_asn_db(tmp_path / "demo.mmdb")  # made-up blocks, not MaxMind's
-    assert index_of(config(tmp_path, f'asn_database = "{demo}"'))["sources"] == [MLAB]
+    cfg = config(tmp_path, f'asn_database = "{demo}"', source=MLAB_EXPORTS)
+    assert index_of(cfg)["sources"] == [MLAB]
+    assert index_of(cfg)["synthetic"] is False
+
+
+def test_synthetic_tests_are_credited_as_such_never_as_mlabs(tmp_path: Path) -> None:
+    """The synthetic source's tests are not measurements: the index names them so (and
+    the dataset's metadata, made from it), and says `synthetic` for the site."""
+    index = index_of(config(tmp_path))
+    assert index["synthetic"] is True
+    assert index["sources"] == [SYNTHETIC_SOURCE]
+    assert "not measured" in SYNTHETIC_SOURCE["provides"]
 
 
 def test_a_geoip2_database_is_credited_without_the_geolite_notice(tmp_path: Path) -> None:
     path = maxmind_db(tmp_path / "isp.mmdb", BUILT, "GeoIP2-ISP")
-    sources = data_sources(config(tmp_path, f'asn_database = "{path}"'))
+    sources = data_sources(config(tmp_path, f'asn_database = "{path}"', source=MLAB_EXPORTS))
     assert [s["name"] for s in sources] == [MLAB["name"], "MaxMind GeoIP2"]
     assert "notice" not in sources[1]
     # The file named but not on this machine (the aggregate function's): by its name.
-    missing = config(tmp_path, 'asn_database = "elsewhere/GeoIP2-ISP.mmdb"')
+    missing = config(tmp_path, 'asn_database = "elsewhere/GeoIP2-ISP.mmdb"', source=MLAB_EXPORTS)
     assert [s["name"] for s in data_sources(missing)] == [MLAB["name"], "MaxMind GeoIP2"]
 
 

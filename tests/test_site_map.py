@@ -861,6 +861,13 @@ def test_the_page_says_how_fresh_the_data_is(page, site_server, index):
     assert note.startswith("Data through February 28, 2025.")
 
 
+def test_the_page_says_the_demos_tests_are_synthetic(page, site_server, index):
+    assert index["synthetic"] is True
+    open_map(page, site_server)
+    note = page.locator("#synthetic-note")
+    assert note.is_visible() and "synthetic" in note.inner_text()
+
+
 def test_the_page_links_the_dataset(page, site_server, index):
     """Every published number in one file, linked from the footer: both links serve
     the files index.json names."""

@@ -114,7 +114,9 @@ def test_the_report_shows_the_areas_numbers_and_how_they_were_made(
     method = page.locator("#report-method").inner_text()
     privacy = site_server.public.read_json("v1/index.json")["privacy"]
     assert f"at least {privacy['min_tests']} tests" in method
-    assert "Measurement Lab (M-Lab) NDT" in method and "CC0 1.0" in method
+    # The demo's tests are synthetic, and the report says so, above and in its sources.
+    assert "Synthetic speed tests (Piecewise demo)" in method and "CC0 1.0" in method
+    assert page.locator("#synthetic-note").is_visible()
     # How sure a number is, and what each use case needs, with its source.
     assert "95% confidence interval" in method and "do not overlap" in method
     assert (

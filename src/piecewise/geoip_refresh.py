@@ -781,6 +781,14 @@ MLAB_SOURCE = {
     "license": "CC0 1.0",
     "url": "https://www.measurementlab.net/",
 }
+# What the synthetic source's tests are: made on this machine, on the model of M-Lab's
+# data, and credited as such so that no one takes them for measurements.
+SYNTHETIC_SOURCE = {
+    "name": "Synthetic speed tests (Piecewise demo)",
+    "provides": "speed tests generated on the model of M-Lab's NDT data, not measured",
+    "license": "CC0 1.0",
+    "url": "https://www.measurementlab.net/",
+}
 # `piecewise demo-geoip` writes a GeoLite2-ASN lookalike of made-up blocks: not MaxMind's
 # data, so neither its licence nor its credit applies.
 _DEMO_DESCRIPTION = "piecewise demo"
@@ -959,8 +967,10 @@ def maxmind_product(config: Config) -> str | None:
 
 def data_sources(config: Config) -> list[dict[str, str]]:
     """The published data's sources, with the notices their licences ask for: M-Lab's
-    NDT data (CC0), and the MaxMind database that names the ISPs, when there is one."""
-    sources = [dict(MLAB_SOURCE)]
+    NDT data (CC0), or the synthetic tests standing in for it, and the MaxMind database
+    that names the ISPs, when there is one."""
+    synthetic = config.source.kind == "synthetic"
+    sources = [dict(SYNTHETIC_SOURCE if synthetic else MLAB_SOURCE)]
     product = maxmind_product(config)
     if product == "GeoLite":
         sources.append(

@@ -809,6 +809,7 @@ async function main() {
     return;
   }
   $("freshness").textContent = publicationNote(index.publication);
+  $("synthetic-note").hidden = !index.synthetic;
   if (index.dataset?.parquet && index.dataset?.sqlite) {
     $("dataset-parquet").href = new URL(index.dataset.parquet, config.dataBase).href;
     $("dataset-sqlite").href = new URL(index.dataset.sqlite, config.dataBase).href;

@@ -81,6 +81,7 @@ async function start() {
     fail(err.status === 404 ? t("report.no_data") : t("map.index_failed", { error: err.message }));
     return;
   }
+  $("synthetic-note").hidden = !index.synthetic;
   if (index.project?.name) {
     $("project-name").textContent = nameOf(index.project);
     document.title = t("report.title", { project: nameOf(index.project) });
