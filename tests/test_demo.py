@@ -136,16 +136,6 @@ def _run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess
     return subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def demo_node_modules() -> Path:
-    node_modules = DEMO_INFRA / "node_modules"
-    if not (node_modules / "us-atlas" / "counties-10m.json").exists():
-        npm = shutil.which("npm")
-        assert npm, "npm is needed to install infra/demo's packages"
-        _run([npm, "ci", "--prefix", str(DEMO_INFRA), "--no-audit", "--no-fund"])
-    return node_modules
-
-
 @pytest.mark.slow
 def test_boundaries_build_39_counties(demo_node_modules: Path, tmp_path: Path) -> None:
     import shapely

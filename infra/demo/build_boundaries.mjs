@@ -1,15 +1,20 @@
 #!/usr/bin/env node
-// Build the demo's real boundaries for Washington State from the npm package us-atlas
-// (U.S. Census Bureau cartographic boundaries, 1:10,000,000, TopoJSON in lon/lat).
+// Builds real boundaries of a U.S. state, or of some of its counties, from the npm
+// package us-atlas (U.S. Census Bureau cartographic boundaries, 1:10,000,000, TopoJSON
+// in lon/lat): the demo's Washington State, and `piecewise init`'s places.
 //
-// Usage: node build_boundaries.mjs OUT_DIR
+// Usage:
+//   node build_boundaries.mjs OUT_DIR
+//       the demo: Washington State's 39 counties (wa-counties.geojson) and outline
+//       (wa-state.geojson)
+//   node build_boundaries.mjs OUT_DIR --state FIPS [--counties FIPS,FIPS...] --prefix P
+//       the state's counties, or the ones listed, as P-counties.geojson, and their
+//       outline (the state's, or the listed counties' union) as P-state.geojson
+//   node build_boundaries.mjs --list
+//       every state and county us-atlas has, as JSON on stdout:
+//       {"states": [{"id", "name"}], "counties": [{"id", "name", "state"}]}
 //
-// Writes:
-//   OUT_DIR/wa-counties.geojson  FeatureCollection, one feature per county (39),
-//                                properties {GEOID: 5-digit county FIPS, NAME}
-//   OUT_DIR/wa-state.geojson     FeatureCollection with the state outline,
-//                                properties {GEOID: "53", NAME: "Washington"}
-//
+// Counties have properties {GEOID: 5-digit county FIPS, NAME}; the outline {GEOID, NAME}.
 // Output is deterministic (features sorted by GEOID, coordinates rounded to 1e-6 degree,
 // rings wound per RFC 7946: exterior counter-clockwise, holes clockwise), so running it
 // twice gives byte-identical files. Each file is written to a temporary file in OUT_DIR
@@ -24,9 +29,8 @@ const require = createRequire(import.meta.url);
 const topojson = require("topojson-client");
 const us = require("us-atlas/counties-10m.json");
 
-const STATE_FIPS = "53";
-const STATE_NAME = "Washington";
-const EXPECTED_COUNTIES = 39;
+// The demo's state, when no other is asked for.
+const DEMO = { state: "53", prefix: "wa", counties: 39 };
 
 function round6(x) {
   return Math.round(x * 1e6) / 1e6;
@@ -81,16 +85,25 @@ function cleanRing(ring, exterior) {
   return out;
 }
 
+// A ring left with under three distinct points (a sliver that merging or the spike
+// removal closes up) is no area: a hole is dropped, and a polygon with such a shell too.
+const isRing = (ring) => ring.length >= 4;
+
 function cleanPolygon(rings) {
-  return rings.map((ring, i) => cleanRing(ring, i === 0));
+  const [shell, ...holes] = rings.map((ring, i) => cleanRing(ring, i === 0));
+  return isRing(shell) ? [shell, ...holes.filter(isRing)] : null;
 }
 
 function cleanGeometry(geometry) {
   if (geometry.type === "Polygon") {
-    return { type: "Polygon", coordinates: cleanPolygon(geometry.coordinates) };
+    const polygon = cleanPolygon(geometry.coordinates);
+    if (!polygon) throw new Error("a polygon with no area");
+    return { type: "Polygon", coordinates: polygon };
   }
   if (geometry.type === "MultiPolygon") {
-    return { type: "MultiPolygon", coordinates: geometry.coordinates.map(cleanPolygon) };
+    const polygons = geometry.coordinates.map(cleanPolygon).filter((p) => p);
+    if (!polygons.length) throw new Error("a multipolygon with no area");
+    return { type: "MultiPolygon", coordinates: polygons };
   }
   throw new Error(`unexpected geometry type ${geometry.type}`);
 }
@@ -110,42 +123,93 @@ function writeAtomic(file, value) {
   }
 }
 
-function main(argv) {
-  if (argv.length !== 1) {
-    process.stderr.write("usage: node build_boundaries.mjs OUT_DIR\n");
-    return 2;
+function usage() {
+  process.stderr.write(
+    "usage: node build_boundaries.mjs OUT_DIR [--state FIPS [--counties FIPS,...] --prefix NAME]\n" +
+      "       node build_boundaries.mjs --list\n",
+  );
+  return 2;
+}
+
+function list() {
+  const states = us.objects.states.geometries
+    .map((g) => ({ id: String(g.id).padStart(2, "0"), name: g.properties.name }))
+    .sort((a, b) => a.id.localeCompare(b.id));
+  const counties = us.objects.counties.geometries
+    .map((g) => {
+      const id = String(g.id).padStart(5, "0");
+      return { id, name: g.properties.name, state: id.slice(0, 2) };
+    })
+    .sort((a, b) => a.id.localeCompare(b.id));
+  process.stdout.write(JSON.stringify({ states, counties }) + "\n");
+  return 0;
+}
+
+function options(argv) {
+  const out = { dir: null, state: null, counties: null, prefix: null };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "--state" || arg === "--counties" || arg === "--prefix") {
+      if (i + 1 >= argv.length) return null;
+      out[arg.slice(2)] = argv[++i];
+    } else if (arg.startsWith("--") || out.dir !== null) {
+      return null;
+    } else {
+      out.dir = arg;
+    }
   }
-  const outDir = path.resolve(argv[0]);
+  return out.dir === null ? null : out;
+}
+
+function main(argv) {
+  if (argv.length === 1 && argv[0] === "--list") return list();
+  const opts = options(argv);
+  if (!opts || (opts.state === null) !== (opts.prefix === null)) return usage();
+  const demo = opts.state === null;
+  const stateFips = demo ? DEMO.state : opts.state.padStart(2, "0");
+  const prefix = demo ? DEMO.prefix : opts.prefix;
+  if (!/^[a-z0-9][a-z0-9_-]*$/.test(prefix)) throw new Error(`bad prefix ${prefix}`);
+  const outDir = path.resolve(opts.dir);
   mkdirSync(outDir, { recursive: true });
 
-  const counties = us.objects.counties.geometries
-    .filter((g) => String(g.id).startsWith(STATE_FIPS))
-    .sort((a, b) => String(a.id).localeCompare(String(b.id)))
-    .map((g) => {
-      const f = topojson.feature(us, g);
-      return {
-        type: "Feature",
-        properties: { GEOID: String(g.id).padStart(5, "0"), NAME: g.properties.name },
-        geometry: cleanGeometry(f.geometry),
-      };
-    });
-  if (counties.length !== EXPECTED_COUNTIES) {
-    throw new Error(`expected ${EXPECTED_COUNTIES} counties, found ${counties.length}`);
-  }
-
-  const stateGeom = us.objects.states.geometries.find((g) => String(g.id) === STATE_FIPS);
-  if (!stateGeom) throw new Error(`state ${STATE_FIPS} not in us-atlas`);
-  const state = {
+  const stateGeom = us.objects.states.geometries.find((g) => String(g.id).padStart(2, "0") === stateFips);
+  if (!stateGeom) throw new Error(`state ${stateFips} is not in us-atlas`);
+  const asked = opts.counties ? new Set(opts.counties.split(",").map((c) => c.trim().padStart(5, "0"))) : null;
+  const geometries = us.objects.counties.geometries
+    .filter((g) => String(g.id).padStart(5, "0").startsWith(stateFips))
+    .filter((g) => !asked || asked.has(String(g.id).padStart(5, "0")))
+    .sort((a, b) => String(a.id).localeCompare(String(b.id)));
+  const counties = geometries.map((g) => ({
     type: "Feature",
-    properties: { GEOID: STATE_FIPS, NAME: STATE_NAME },
-    geometry: cleanGeometry(topojson.feature(us, stateGeom).geometry),
-  };
+    properties: { GEOID: String(g.id).padStart(5, "0"), NAME: g.properties.name },
+    geometry: cleanGeometry(topojson.feature(us, g).geometry),
+  }));
+  if (asked) {
+    const found = new Set(counties.map((f) => f.properties.GEOID));
+    const missing = [...asked].filter((c) => !found.has(c));
+    if (missing.length) throw new Error(`counties not in state ${stateFips}: ${missing.join(", ")}`);
+  }
+  if (demo && counties.length !== DEMO.counties) {
+    throw new Error(`expected ${DEMO.counties} counties, found ${counties.length}`);
+  }
+  if (!counties.length) throw new Error(`state ${stateFips} has no counties in us-atlas`);
 
-  writeAtomic(path.join(outDir, "wa-counties.geojson"), featureCollection(counties));
-  writeAtomic(path.join(outDir, "wa-state.geojson"), featureCollection([state]));
-  process.stdout.write(
-    `wrote ${counties.length} counties and the state outline to ${outDir}\n`,
-  );
+  // The outline: the state's own, or the union of the counties asked for.
+  const outline = asked
+    ? {
+        type: "Feature",
+        properties: { GEOID: stateFips, NAME: `${stateGeom.properties.name} (${counties.length} counties)` },
+        geometry: cleanGeometry(topojson.merge(us, geometries)),
+      }
+    : {
+        type: "Feature",
+        properties: { GEOID: stateFips, NAME: stateGeom.properties.name },
+        geometry: cleanGeometry(topojson.feature(us, stateGeom).geometry),
+      };
+
+  writeAtomic(path.join(outDir, `${prefix}-counties.geojson`), featureCollection(counties));
+  writeAtomic(path.join(outDir, `${prefix}-state.geojson`), featureCollection([outline]));
+  process.stdout.write(`wrote ${counties.length} counties and the outline to ${outDir}\n`);
   return 0;
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -482,6 +483,57 @@ def cmd_site_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from piecewise.init import InitError, atlas_place, geojson_place, init_place
+
+    config_path = Path(args.output)
+    try:
+        if bool(args.state) == bool(args.geojson):
+            raise InitError(
+                "give a place: --state NAME (with --counties, if some) or --geojson FILE"
+            )
+        if args.geojson and not args.timezone:
+            raise InitError(
+                "--timezone: the region's time zone is needed for the evening hours of a "
+                "GeoJSON's areas (an IANA name, such as America/Chicago)"
+            )
+        if args.state and (args.id_property or args.name_property):
+            raise InitError("--id-property and --name-property are for --geojson")
+        counties = [c for c in (args.counties or "").split(",") if c.strip()] or None
+        if counties and not args.state:
+            raise InitError("--counties needs --state")
+        root = Path(args.data_dir) if args.data_dir else config_path.parent / "var" / "places"
+        if args.state:
+            place = atlas_place(root, args.state, counties, title=args.name)
+        else:
+            place = geojson_place(
+                Path(args.geojson),
+                root,
+                timezone=args.timezone,
+                id_property=args.id_property,
+                name_property=args.name_property,
+                layer_name=args.layer_name,
+                title=args.name,
+            )
+        if args.timezone and args.state:
+            place = dataclasses.replace(place, timezone=args.timezone)
+        written = init_place(
+            place, config_path=config_path, resolution=args.resolution, force=args.force
+        )
+    except InitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {written.config}: {written.place.title}, {written.areas} areas "
+        f"({written.place.layer_name}) and H3 resolution {written.resolution} "
+        f"({written.hexagons} hexagons), evening hours in {written.place.timezone}; "
+        f"boundaries, places and a demo GeoIP database in {written.place.areas.parent}"
+    )
+    print(f"next: piecewise run --config {written.config}   (synthetic tests of this place)")
+    print(f"then: piecewise serve --config {written.config}")
+    return 0
+
+
 def cmd_demo_geoip(args: argparse.Namespace) -> int:
     from piecewise.demo.geoip import build_demo_asn_db
 
@@ -608,6 +660,34 @@ def parser() -> argparse.ArgumentParser:
     )
     with_config(publish)
     publish.set_defaults(func=cmd_survey_publish)
+
+    init = sub.add_parser(
+        "init",
+        help="write a configuration for a place (a U.S. state, counties of one, or a GeoJSON "
+        "of areas) with a synthetic demo of it",
+    )
+    where = init.add_argument_group("the place (one of)")
+    where.add_argument("--state", help="a U.S. state: name (Oregon), postal code (OR) or FIPS (41)")
+    where.add_argument(
+        "--counties", help="some counties of --state: names or FIPS codes, comma-separated"
+    )
+    where.add_argument("--geojson", help="a GeoJSON FeatureCollection of the areas' polygons")
+    init.add_argument("--id-property", help="--geojson: the property holding each area's id")
+    init.add_argument("--name-property", help="--geojson: the property holding its name")
+    init.add_argument("--layer-name", help="--geojson: what the areas are called (Wards)")
+    init.add_argument(
+        "--timezone", help="IANA time zone of the evening hours (default: the state's)"
+    )
+    init.add_argument("--name", help="the project's name (default: from the place)")
+    init.add_argument(
+        "--resolution", type=int, help="H3 resolution of the hexagon layer (default: from the size)"
+    )
+    init.add_argument("--output", "-o", default="piecewise.toml", help="the file to write")
+    init.add_argument(
+        "--data-dir", help="where the boundaries and places go (default: var/places/PLACE)"
+    )
+    init.add_argument("--force", action="store_true", help="replace --output if it exists")
+    init.set_defaults(func=cmd_init)
 
     demo = sub.add_parser("demo-geoip", help="write the demo MaxMind ASN database")
     demo.add_argument("out", help="path of the .mmdb file to write")

@@ -1,0 +1,264 @@
+"""`piecewise init`: a configuration for another place, by flags, that passes
+`piecewise config check` and runs the demo pipeline on that place's own areas; and
+what it answers to a place it cannot set up.
+
+Needs node and infra/demo's packages (us-atlas), as the demo's boundaries do."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import shapely
+from shapely.geometry import box, mapping, shape
+
+from browser_fixtures import SERVER_START_TIMEOUT_S, SITE_DIR
+from piecewise.cli import main
+from piecewise.config import load_config
+from piecewise.init import COARSEST, FINEST, MOST_HEXAGONS, choose_resolution, hexagons_at
+from piecewise.pipeline import Stores, run_aggregate, run_ingest
+from services import free_port, stop_process, wait_until_answering
+
+pytestmark = pytest.mark.slow  # node, and a pipeline run per place
+
+DAYS = (dt.date(2025, 1, 1), dt.date(2025, 1, 10))
+
+
+def init(tmp_path: Path, *args: str) -> tuple[int, Path]:
+    config = tmp_path / "piecewise.toml"
+    return main(["init", "--output", str(config), *args]), config
+
+
+def run_demo(config_path: Path) -> dict:
+    """The demo pipeline over a few days of the place's synthetic tests: its index."""
+    config = load_config(config_path)
+    run_ingest(config, *DAYS, progress=False)
+    run_aggregate(config)
+    return Stores.of(config).public.read_json("v1/index.json")
+
+
+def test_a_state_by_name_gets_its_counties_region_hexagons_and_a_working_demo(
+    demo_node_modules: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code, path = init(tmp_path, "--state", "Oregon")
+    assert code == 0, capsys.readouterr().err
+    said = capsys.readouterr().out
+    assert "Oregon broadband, 36 areas" in said and "piecewise run --config" in said
+    config = load_config(path)
+    assert config.project.name == "Oregon broadband"
+    assert config.region.subdivisions == ["OR"]
+    assert config.evening is not None and config.evening.timezone == "America/Los_Angeles"
+    counties, hexagons = config.layers
+    areas = json.loads(Path(counties.file).read_text())["features"]
+    assert len(areas) == 36 and {f["properties"]["GEOID"][:2] for f in areas} == {"41"}
+    assert hexagons.kind == "h3" and COARSEST <= hexagons.resolution <= FINEST
+    west, south, east, north = config.region.bbox
+    assert west < -124.5 and east > -116.5 and south < 42 and north > 46.2  # Oregon's
+    # The synthetic places: one per county, inside it.
+    with (path.parent / "var/places/oregon/places.csv").open() as f:
+        places = list(csv.DictReader(f))
+    assert len(places) == 36 and {p["subdivision"] for p in places} == {"OR"}
+    shapes = {f["properties"]["NAME"]: shape(f["geometry"]) for f in areas}
+    for p in places:
+        point = shapely.Point(float(p["longitude"]), float(p["latitude"]))
+        assert shapes[p["name"]].contains(point), p["name"]
+    # Every choice explained in the file's comments.
+    text = path.read_text()
+    assert f"resolution {hexagons.resolution} (hexagons of about" in text
+    assert "One place per area" in text and "synthetic" in text
+
+    index = run_demo(path)
+    assert index["synthetic"] is True
+    listed = {layer["id"]: layer["areas"] for layer in index["layers"]}
+    assert listed["counties"] == 36 and listed[f"h3r{hexagons.resolution}"] > 20
+    stats = Stores.of(config).public.read_json("v1/stats/counties/day/2025-01-05.json")
+    published = {c["area"] for c in stats["cells"] if c["isp"] == "all"}
+    withheld = {key[0] for key in stats["suppressed"]}  # [area, isp, direction]
+    assert len(published) > 20 and "41051" in published | withheld  # Multnomah (Portland)
+    assert all(area.startswith("41") for area in published | withheld)
+
+
+def test_some_counties_of_a_state_by_name_and_code(
+    demo_node_modules: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code, path = init(
+        tmp_path,
+        "--state",
+        "CO",
+        "--counties",
+        "Denver, Boulder County,08059",
+        "--name",
+        "Front Range",
+    )
+    assert code == 0, capsys.readouterr().err
+    config = load_config(path)
+    assert config.project.name == "Front Range"
+    assert config.evening.timezone == "America/Denver"
+    counties = json.loads(Path(config.layers[0].file).read_text())["features"]
+    assert sorted(f["properties"]["GEOID"] for f in counties) == ["08013", "08031", "08059"]
+    # The region is the three counties' union, not the state.
+    outline = shape(json.loads(Path(config.region.polygon).read_text())["features"][0]["geometry"])
+    union = shapely.union_all([shape(f["geometry"]) for f in counties])
+    assert outline.symmetric_difference(union).area < 1e-6 * union.area
+    # A small region gets finer hexagons than a state, within what geolocation supports.
+    assert config.layers[1].resolution >= 5
+    index = run_demo(path)
+    assert {layer["id"]: layer["areas"] for layer in index["layers"]}["counties"] == 3
+
+
+def wards(path: Path, *, points: bool = False, same_names: bool = False) -> Path:
+    """A user's GeoJSON: a 4 × 3 grid of wards around Austin, Texas."""
+    features = []
+    for i in range(4):
+        for j in range(3):
+            cell = box(-97.85 + 0.06 * i, 30.2 + 0.06 * j, -97.79 + 0.06 * i, 30.26 + 0.06 * j)
+            geometry = mapping(cell.centroid if points else cell)
+            number = 0 if same_names else 3 * i + j + 1
+            props = {"ward": f"W{number:02d}", "label": f"Ward {number}", "council": "A"}
+            features.append({"type": "Feature", "properties": props, "geometry": geometry})
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
+
+
+def test_a_users_geojson_with_its_id_and_name_properties_detected(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    geojson = wards(tmp_path / "austin-wards.geojson")
+    code, path = init(
+        tmp_path,
+        "--geojson",
+        str(geojson),
+        "--timezone",
+        "America/Chicago",
+        "--layer-name",
+        "Wards",
+    )
+    assert code == 0, capsys.readouterr().err
+    config = load_config(path)
+    layer = config.layers[0]
+    assert (layer.id_property, layer.name_property, layer.name) == ("ward", "label", "Wards")
+    assert config.evening.timezone == "America/Chicago"
+    assert config.layers[1].resolution == FINEST  # a city: the finest hexagons allowed
+    index = run_demo(path)
+    assert {layer["id"]: layer["areas"] for layer in index["layers"]}["areas"] == 12
+    names = Stores.of(config).public.read_json(index["layers"][0]["geometry"])
+    assert {f["properties"]["name"] for f in names["features"]} >= {"Ward 1", "Ward 12"}
+
+
+def test_the_resolution_is_the_finest_with_few_enough_hexagons() -> None:
+    texas = box(-106.6, 25.8, -93.5, 36.5)
+    resolution, count = choose_resolution(texas)
+    assert count <= MOST_HEXAGONS or resolution == COARSEST
+    if resolution < FINEST:
+        assert hexagons_at(texas, resolution + 1) > MOST_HEXAGONS
+    city = box(-97.9, 30.1, -97.6, 30.4)
+    assert choose_resolution(city)[0] == FINEST
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--state", "Oregn"], "--state 'Oregn': no such U.S. state (did you mean Oregon?)"),
+        (
+            ["--state", "Oregon", "--counties", "King"],
+            "--counties: 'King' is not a county of Oregon",
+        ),
+        (["--counties", "King"], "give a place: --state NAME"),
+        (["--state", "WA", "--resolution", "9"], "--resolution 9: hexagons of"),
+        (
+            ["--state", "WA", "--id-property", "x"],
+            "--id-property and --name-property are for --geojson",
+        ),
+    ],
+)
+def test_a_place_that_cannot_be_set_up_is_named_with_the_fix(
+    demo_node_modules: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    args: list[str],
+    message: str,
+) -> None:
+    code, path = init(tmp_path, *args)
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not path.exists()
+
+
+def test_a_geojson_that_cannot_make_areas_is_refused_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    zone = ["--timezone", "America/Chicago"]
+    points = wards(tmp_path / "points.geojson", points=True)
+    assert init(tmp_path, "--geojson", str(points), *zone)[0] == 2
+    assert "no Polygon or MultiPolygon features (found Point)" in capsys.readouterr().err
+    same = wards(tmp_path / "same.geojson", same_names=True)
+    # `council` and `ward` repeat: no property can be the id.
+    assert init(tmp_path, "--geojson", str(same), *zone)[0] == 2
+    assert "no property has a distinct value for every feature" in capsys.readouterr().err
+    good = wards(tmp_path / "good.geojson")
+    assert init(tmp_path, "--geojson", str(good), *zone, "--id-property", "council")[0] == 2
+    assert "--id-property 'council': not a distinct" in capsys.readouterr().err
+    assert init(tmp_path, "--geojson", str(good))[0] == 2
+    assert "--timezone: the region's time zone is needed" in capsys.readouterr().err
+    (tmp_path / "broken.geojson").write_text("{not json")
+    assert init(tmp_path, "--geojson", str(tmp_path / "broken.geojson"), *zone)[0] == 2
+    assert "not a readable GeoJSON file" in capsys.readouterr().err
+
+
+def test_an_existing_configuration_is_kept_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    geojson = wards(tmp_path / "wards.geojson")
+    zone = ["--timezone", "America/Chicago"]
+    path = tmp_path / "piecewise.toml"
+    path.write_text("# mine\n")
+    assert init(tmp_path, "--geojson", str(geojson), *zone)[0] == 2
+    assert "exists: choose another --output, or --force" in capsys.readouterr().err
+    assert path.read_text() == "# mine\n"
+    assert init(tmp_path, "--geojson", str(geojson), *zone, "--force")[0] == 0
+    assert load_config(path).layers[0].id == "areas"
+
+
+@pytest.mark.browser
+def test_the_new_places_map_draws_its_own_areas(
+    demo_node_modules: Path, tmp_path: Path, browser, capsys: pytest.CaptureFixture
+) -> None:
+    """Oregon, from `piecewise init` to a served map in Chromium: Oregon's counties
+    drawn with their numbers, and the note that the tests are synthetic."""
+    code, path = init(tmp_path, "--state", "41")
+    assert code == 0, capsys.readouterr().err
+    index = run_demo(path)
+    day = index["periods"]["day"][-1]
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "piecewise.cli", "serve", "--config", str(path)]
+            + ["--host", "127.0.0.1", "--port", str(port), "--site", str(SITE_DIR)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_until_answering(url + "healthz", process, log_path, SERVER_START_TIMEOUT_S)
+        page.goto(f"{url}#layer=counties&kind=day&period={day}")
+        page.wait_for_function("document.body.dataset.mapState === 'idle'")
+        drawn = page.evaluate(
+            """window.piecewiseMap.queryRenderedFeatures({layers: ['areas-fill']})
+                 .map(f => [f.properties.id, f.state.download_median ?? null])"""
+        )
+        ids = {area for area, _ in drawn}
+        assert len(ids) == 36 and all(area.startswith("41") for area in ids)
+        assert sum(median is not None for _, median in drawn) > 20
+        assert page.locator("#project-name").inner_text() == "Oregon broadband"
+        assert page.locator("#synthetic-note").is_visible()
+    finally:
+        page.close()
+        stop_process(process)
