@@ -12,7 +12,13 @@ import pytest
 
 from services import GcsEmulator, MotoS3Server, unique_bucket
 
-pytest_plugins = ["demo_fixtures", "api_fixtures", "survey_fixtures", "browser_fixtures"]
+pytest_plugins = [
+    "demo_fixtures",
+    "api_fixtures",
+    "survey_fixtures",
+    "browser_fixtures",
+    "maxmind_fixtures",
+]
 
 # gcsfs reads this once, at import: without it every bucket lookup against an emulator
 # first waits ~60 s on gRPC. Set before anything imports gcsfs.

@@ -534,6 +534,20 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from piecewise.doctor import checks, report
+
+    cfg = load_config(_config_path(args))
+    print(f"what going live with {_config_path(args)} needs:")
+    found = []
+    for check in checks(cfg):
+        found.append(check)
+        print("\n".join(check.lines()), flush=True)
+    print(report(found)[-1])
+    # 1 when a step must be fixed (✗); a demo's steps still to take (!) are not failures.
+    return 1 if any(c.status == "fail" for c in found) else 0
+
+
 def cmd_demo_geoip(args: argparse.Namespace) -> int:
     from piecewise.demo.geoip import build_demo_asn_db
 
@@ -660,6 +674,14 @@ def parser() -> argparse.ArgumentParser:
     )
     with_config(publish)
     publish.set_defaults(func=cmd_survey_publish)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check, step by step, what going live needs (source, stores, MaxMind, M-Lab's "
+        "BigQuery access and cost, survey salt), with the fix for each",
+    )
+    with_config(doctor)
+    doctor.set_defaults(func=cmd_doctor)
 
     init = sub.add_parser(
         "init",
