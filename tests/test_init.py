@@ -9,8 +9,11 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -262,3 +265,116 @@ def test_the_new_places_map_draws_its_own_areas(
     finally:
         page.close()
         stop_process(process)
+
+
+class Terminal:
+    """A process on a pseudo-terminal: what it prints, and lines typed into it."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        import pty
+
+        self.master, slave = pty.openpty()
+        self.process = subprocess.Popen(
+            args, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, close_fds=True
+        )
+        os.close(slave)
+        self.seen = ""
+        self.at = 0  # where the next expect starts looking
+
+    def expect(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.seen[self.at :]:
+            left = deadline - time.monotonic()
+            assert left > 0, f"waited for {text!r}; the terminal shows:\n{self.seen}"
+            ready, _, _ = select.select([self.master], [], [], left)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:  # the process ended and closed its side
+                chunk = b""
+            assert chunk, f"ended before {text!r}; the terminal shows:\n{self.seen}"
+            self.seen += chunk.decode("utf-8", errors="replace")
+        self.at = self.seen.index(text, self.at) + len(text)
+
+    def type(self, line: str) -> None:
+        os.write(self.master, f"{line}\n".encode())
+
+    def close(self) -> int:
+        code = self.process.wait(timeout=60)
+        os.close(self.master)
+        return code
+
+
+def test_the_questions_in_a_terminal_with_a_wrong_answer_asked_again(
+    demo_node_modules: Path, tmp_path: Path
+) -> None:
+    terminal = Terminal([sys.executable, "-m", "piecewise.cli", "init"], tmp_path)
+    try:
+        terminal.expect("The place: a U.S. state")
+        terminal.type("Oregn")
+        terminal.expect("no such U.S. state (did you mean Oregon?)")
+        terminal.expect("The place:")
+        terminal.type("Oregon")
+        terminal.expect("Only some counties of Oregon?")
+        terminal.type("Multnomah, Nowhere")
+        terminal.expect("'Nowhere' is not a county of Oregon")
+        terminal.expect("Only some counties of Oregon?")
+        terminal.type("Multnomah, Washington, 41005")
+        terminal.expect("The project's name")
+        terminal.type("Portland area")
+        terminal.expect("Write the configuration to (Enter: piecewise.toml)")
+        terminal.type("portland.toml")
+        terminal.expect("wrote portland.toml: Portland area, 3 areas")
+    finally:
+        code = terminal.close()
+    assert code == 0
+    config = load_config(tmp_path / "portland.toml")
+    counties = json.loads(Path(config.layers[0].file).read_text())["features"]
+    assert sorted(f["properties"]["GEOID"] for f in counties) == ["41005", "41051", "41067"]
+
+
+def test_a_geojson_in_a_terminal_asks_its_time_zone(tmp_path: Path) -> None:
+    wards(tmp_path / "wards.geojson")
+    (tmp_path / "piecewise.toml").write_text("# mine\n")
+    terminal = Terminal([sys.executable, "-m", "piecewise.cli", "init"], tmp_path)
+    try:
+        terminal.expect("The place:")
+        terminal.type("wards.geojson")
+        terminal.expect("Its time zone")
+        terminal.type("America/Austin")
+        terminal.expect("'America/Austin' is not a time zone")
+        terminal.type("America/Chicago")
+        terminal.expect("What are the areas called?")
+        terminal.type("Wards")
+        terminal.expect("The project's name")
+        terminal.type("")
+        terminal.expect("Write the configuration to")
+        terminal.type("")
+        terminal.expect("piecewise.toml exists: replace it? [y/N]")
+        terminal.type("n")
+        terminal.expect("exists: choose another --output, or --force")
+    finally:
+        code = terminal.close()
+    assert code == 2
+    assert (tmp_path / "piecewise.toml").read_text() == "# mine\n"
+
+
+def test_a_region_larger_than_any_state_is_sent_to_the_bigquery_engine(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    country = tmp_path / "contiguous-us.geojson"
+    shape_ = box(-124.7, 24.5, -66.9, 49.4)
+    feature = {"type": "Feature", "properties": {"id": "us"}, "geometry": mapping(shape_)}
+    country.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    args = ["--geojson", str(country), "--timezone", "America/Chicago"]
+    code, path = init(tmp_path, *args)
+    assert code == 2 and not path.exists()
+    said = capsys.readouterr().err
+    assert "more than the largest state" in said and "--bigquery-dataset NAME" in said
+    code, path = init(tmp_path, *args, "--bigquery-dataset", "piecewise_us")
+    assert code == 0, capsys.readouterr().err
+    config = load_config(path)
+    assert config.aggregation.engine == "bigquery"
+    assert config.aggregation.dataset == "piecewise_us"
+    assert config.layers[1].resolution == COARSEST

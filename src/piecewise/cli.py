@@ -484,10 +484,18 @@ def cmd_site_config(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from piecewise.init import InitError, atlas_place, geojson_place, init_place
+    from piecewise.init import InitError, atlas_place, geojson_place, init_place, interview
 
-    config_path = Path(args.output)
     try:
+        if not (args.state or args.geojson or args.counties) and sys.stdin.isatty():
+            answers = vars(args)
+            try:
+                interview(answers)
+            except EOFError:
+                print("\nnothing written", file=sys.stderr)
+                return 1
+            args = argparse.Namespace(**answers)
+        config_path = Path(args.output)
         if bool(args.state) == bool(args.geojson):
             raise InitError(
                 "give a place: --state NAME (with --counties, if some) or --geojson FILE"
@@ -518,7 +526,11 @@ def cmd_init(args: argparse.Namespace) -> int:
         if args.timezone and args.state:
             place = dataclasses.replace(place, timezone=args.timezone)
         written = init_place(
-            place, config_path=config_path, resolution=args.resolution, force=args.force
+            place,
+            config_path=config_path,
+            resolution=args.resolution,
+            force=args.force,
+            bigquery_dataset=args.bigquery_dataset,
         )
     except InitError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -707,6 +719,10 @@ def parser() -> argparse.ArgumentParser:
     init.add_argument("--output", "-o", default="piecewise.toml", help="the file to write")
     init.add_argument(
         "--data-dir", help="where the boundaries and places go (default: var/places/PLACE)"
+    )
+    init.add_argument(
+        "--bigquery-dataset",
+        help="aggregate in BigQuery, in this dataset (regions larger than a state need it)",
     )
     init.add_argument("--force", action="store_true", help="replace --output if it exists")
     init.set_defaults(func=cmd_init)

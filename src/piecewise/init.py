@@ -19,9 +19,11 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import h3
 from shapely.geometry import mapping, shape
@@ -40,6 +42,10 @@ COARSEST, FINEST = 3, 6
 # The most hexagons the chosen resolution gives the region: enough to see places apart,
 # few enough that most hold the tests of a town or more.
 MOST_HEXAGONS = 250
+# The largest region one machine aggregates each day: the largest state's (Alaska, about
+# 1.7 M km²; every state has fewer tests a year than the one-machine engine takes, see
+# docs/scaling.md). A larger user region (a country) aggregates in BigQuery.
+LARGEST_ONE_MACHINE_KM2 = 1_800_000
 # One place per area, each the same weight: us-atlas has no population (edit the
 # places file to weigh them by it).
 PLACE_WEIGHT = 10_000
@@ -186,7 +192,7 @@ class Atlas:
         near = [n for n in self.states.values() if n.casefold().startswith(folded[:3])]
         hint = f" (did you mean {', '.join(sorted(near))}?)" if near and folded else ""
         raise InitError(
-            f"--state {asked!r}: no such U.S. state{hint}; give a name (Oregon), a postal "
+            f"--state {text!r}: no such U.S. state{hint}; give a name (Oregon), a postal "
             "code (OR) or a FIPS code (41)"
         )
 
@@ -204,7 +210,7 @@ class Atlas:
             if of == state and name.casefold() == folded:
                 return code
         raise InitError(
-            f"--counties: {asked!r} is not a county of {self.states[state]}; give its name "
+            f"--counties: {text!r} is not a county of {self.states[state]}; give its name "
             f"or its FIPS code ({state}001 …)"
         )
 
@@ -576,6 +582,11 @@ def render_config(
     return text
 
 
+def region_km2(region: Any) -> float:
+    """The region's area, from H3 cells of resolution 3 (about 12,400 km² each)."""
+    return hexagons_at(region, 3) * h3.average_hexagon_area(3, unit="km^2")
+
+
 @dataclass(frozen=True)
 class Written:
     config: Path
@@ -586,7 +597,12 @@ class Written:
 
 
 def init_place(
-    place: Place, *, config_path: Path, resolution: int | None = None, force: bool = False
+    place: Place,
+    *,
+    config_path: Path,
+    resolution: int | None = None,
+    force: bool = False,
+    bigquery_dataset: str | None = None,
 ) -> Written:
     """Writes the place's places file, demo GeoIP database and configuration (checked
     as `piecewise config check` does before it is put in place), the data beside the
@@ -595,6 +611,13 @@ def init_place(
         raise InitError(f"{config_path} exists: choose another --output, or --force to replace it")
     data = place.areas.parent
     region = _outline(place)
+    km2 = region_km2(region)
+    if km2 > LARGEST_ONE_MACHINE_KM2 and bigquery_dataset is None:
+        raise InitError(
+            f"the region covers about {km2:,.0f} km², more than the largest state: more tests "
+            "a year than one machine aggregates each day (docs/scaling.md). Add "
+            '--bigquery-dataset NAME to aggregate in BigQuery (engine = "bigquery")'
+        )
     if resolution is None:
         resolution, hexagons = choose_resolution(region)
     else:
@@ -612,6 +635,17 @@ def init_place(
         hexagons=hexagons,
         region=region,
     )
+    if bigquery_dataset is not None:
+        text = _replace(
+            text,
+            '[aggregation]\nsampling = "one_per_client_day"\n',
+            "[aggregation]\n"
+            "# A region this large aggregates in BigQuery (docs/scaling.md): the enriched tests\n"
+            "# are loaded into the dataset's `tests` table, in the credentials' project.\n"
+            'engine = "bigquery"\n'
+            f"dataset = {_toml(bigquery_dataset)}\n"
+            'sampling = "one_per_client_day"\n',
+        )
     tmp = config_path.with_name(f".{config_path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     try:
@@ -621,3 +655,76 @@ def init_place(
         raise
     tmp.replace(config_path)
     return Written(config_path, place, areas, resolution, hexagons)
+
+
+# -- in a terminal ----------------------------------------------------------------------
+
+
+def interview(
+    answers: dict[str, Any],
+    *,
+    ask: Callable[[str], str] = input,
+    say: Callable[[str], None] = print,
+) -> None:
+    """Asks, in a terminal, what the flags would say (`answers`: the CLI's, filled in
+    place): the place, its counties or the GeoJSON's time zone and layer name, the
+    project's name and the file to write. A wrong answer is said and asked again."""
+    say("Set up Piecewise for a place: a U.S. state, some of its counties, or a GeoJSON file")
+    say("of your areas. Every answer can be given as a flag instead (piecewise init --help).")
+    atlas: Atlas | None = None
+    while True:
+        where = ask("The place: a U.S. state (name, postal code or FIPS) or a GeoJSON file: ")
+        where = where.strip()
+        if not where:
+            continue
+        if where.casefold().endswith((".geojson", ".json")) or Path(where).is_file():
+            if Path(where).is_file():
+                answers["geojson"] = where
+                break
+            say(f"  {where}: no such file")
+            continue
+        atlas = atlas or Atlas.load()
+        try:
+            fips = atlas.state(where)
+        except InitError as exc:
+            say(f"  {exc}")
+            continue
+        answers["state"] = where
+        break
+    if answers.get("state"):
+        assert atlas is not None
+        while True:
+            listed = ask(
+                f"Only some counties of {atlas.states[fips]}? Names or FIPS codes, "
+                "comma-separated (Enter: the whole state): "
+            )
+            names = [c for c in listed.split(",") if c.strip()]
+            try:
+                for name in names:
+                    atlas.county(fips, name)
+            except InitError as exc:
+                say(f"  {exc}")
+                continue
+            answers["counties"] = ",".join(names) or None
+            break
+    else:
+        while True:
+            zone = ask("Its time zone, for the evening hours (an IANA name, America/Chicago): ")
+            zone = zone.strip()
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                say(
+                    f"  {zone!r} is not a time zone this machine knows "
+                    "(America/Chicago, Europe/Paris …)"
+                )
+                continue
+            answers["timezone"] = zone
+            break
+        answers["layer_name"] = ask("What are the areas called? (Enter: Areas): ").strip() or None
+    answers["name"] = ask("The project's name (Enter: from the place): ").strip() or None
+    output = ask(f"Write the configuration to (Enter: {answers['output']}): ").strip()
+    answers["output"] = output or answers["output"]
+    if Path(answers["output"]).exists() and not answers.get("force"):
+        again = ask(f"{answers['output']} exists: replace it? [y/N] ").strip().casefold()
+        answers["force"] = again in ("y", "yes")
