@@ -18,7 +18,7 @@ from piecewise.config import Config, parse_config
 from piecewise.ingest import IngestFailed, dates_between, ingested_dates
 from piecewise.lock import LockHeld, RunLock
 from piecewise.manifest import Manifest
-from piecewise.pipeline import Stores, run_aggregate, run_ingest
+from piecewise.pipeline import Stores, ingest_fingerprint, make_source, run_aggregate, run_ingest
 from piecewise.store import Store, open_store
 
 START = dt.date(2025, 3, 25)
@@ -491,3 +491,24 @@ def test_a_region_that_selects_nothing_writes_nothing(tmp_path: Path, demo_data:
     assert not (tmp_path / "private").exists() or not any(
         p.is_file() and not p.name.endswith(".lock") for p in (tmp_path / "private").rglob("*")
     )
+
+
+def test_what_ingest_read_is_known_by_what_changes_rows_only(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """A layer's names in other languages change no row: stores ingested before they were
+    given keep their fingerprint. The synthetic tests' daily rhythm follows the region's
+    time zone (`[evening]`): another zone is other rows, and another fingerprint."""
+    text = config_text(demo_data)
+    plain = ingest_fingerprint(parse_config(text, base_dir=tmp_path))
+    named = text.replace(
+        'id = "counties"\n', 'id = "counties"\ntranslations = { es = "Condados" }\n'
+    )
+    assert ingest_fingerprint(parse_config(named, base_dir=tmp_path)) == plain
+    pacific = parse_config(
+        text + '\n[evening]\ntimezone = "America/Los_Angeles"\n', base_dir=tmp_path
+    )
+    assert ingest_fingerprint(pacific) == plain  # the demo's zone, as before
+    eastern = parse_config(text + '\n[evening]\ntimezone = "America/New_York"\n', base_dir=tmp_path)
+    assert ingest_fingerprint(eastern) != plain
+    assert str(make_source(eastern).timezone) == "America/New_York"

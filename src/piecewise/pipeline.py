@@ -44,6 +44,7 @@ from piecewise.memory import use_system_allocator
 from piecewise.quality import QualityReport
 from piecewise.sources.base import Source
 from piecewise.sources.bigquery import SourceError, query_digest
+from piecewise.sources.synthetic import DEFAULT_TIMEZONE as SYNTHETIC_TIMEZONE
 from piecewise.store import Store, StoreError, open_store
 
 if TYPE_CHECKING:
@@ -61,7 +62,12 @@ def make_source(config: Config) -> Source:
         from piecewise.sources.synthetic import SyntheticSource
 
         places = load_places_csv(src.places) if src.places else load_demo_places()
-        return SyntheticSource(seed=src.seed, tests_per_day=src.tests_per_day, places=places)
+        return SyntheticSource(
+            seed=src.seed,
+            tests_per_day=src.tests_per_day,
+            places=places,
+            timezone=synthetic_timezone(config),
+        )
     if isinstance(src, FilesSourceConfig):
         from piecewise.sources.files import FilesSource
 
@@ -125,6 +131,12 @@ COST_ONLY = {
 }
 
 
+def synthetic_timezone(config: Config) -> str:
+    """The local time of the synthetic tests' daily rhythm: the region's, as the evening
+    hours name it, else the demo's."""
+    return config.evening.timezone if config.evening is not None else SYNTHETIC_TIMEZONE
+
+
 def ingest_fingerprint(config: Config) -> str:
     """What ingested rows depend on besides the source's data and the GeoIP database."""
     source = config.source
@@ -133,13 +145,21 @@ def ingest_fingerprint(config: Config) -> str:
         if isinstance(source, BigQuerySourceConfig)
         else {}
     )
+    # The synthetic tests' local time, when it is not the demo's (so that stores made
+    # before it followed the region keep their fingerprint).
+    zone = synthetic_timezone(config) if isinstance(source, SyntheticSourceConfig) else None
+    timing = {"timezone": zone} if zone not in (None, SYNTHETIC_TIMEZONE) else {}
     return fingerprint(
         {
             **query,
+            **timing,
             # Who pays, the caps and how results travel do not change the rows.
             "source": source.model_dump(mode="json", exclude=COST_ONLY),
             "region": config.region.model_dump(mode="json"),
-            "layers": [layer.model_dump(mode="json") for layer in config.layers],
+            # A layer's names in other languages change no row.
+            "layers": [
+                layer.model_dump(mode="json", exclude={"translations"}) for layer in config.layers
+            ],
             "isps": [rule.model_dump(mode="json") for rule in config.isps],
         }
     )

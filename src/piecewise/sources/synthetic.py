@@ -514,6 +514,10 @@ def _radius_table() -> tuple[np.ndarray, np.ndarray]:
     return values, cdf
 
 
+# The demo's local time (Washington State's), when no region's is given.
+DEFAULT_TIMEZONE = "America/Los_Angeles"
+
+
 class SyntheticSource:
     """Synthetic NDT tests for a region (a `piecewise.sources.base.Source`).
 
@@ -538,7 +542,7 @@ class SyntheticSource:
         clients_per_daily_test: float = 30.0,
         null_geo_fraction: float = 0.02,
         null_network_fraction: float = 0.01,
-        timezone: str = "America/Los_Angeles",
+        timezone: str = DEFAULT_TIMEZONE,
         sites: Sequence[ServerSite] = SITES,
     ) -> None:
         if not (math.isfinite(tests_per_day) and tests_per_day >= 0):
