@@ -305,10 +305,15 @@ def test_a_geoip2_database_is_credited_without_the_geolite_notice(tmp_path: Path
 
 
 def test_the_map_credits_geolite_beside_mlab(tmp_path: Path) -> None:
-    default = runtime_config(config(tmp_path))["attribution"]
+    default = runtime_config(config(tmp_path, source=MLAB_EXPORTS))["attribution"]
     assert default == "Speed tests: Measurement Lab (M-Lab) NDT"
+    # Synthetic tests are credited as such, never as M-Lab's.
+    synthetic = runtime_config(config(tmp_path))["attribution"]
+    assert synthetic == "Speed tests: synthetic (Piecewise demo), on the model of M-Lab NDT"
     path = maxmind_db(tmp_path / "asn.mmdb", BUILT)
-    credit = runtime_config(config(tmp_path, f'asn_database = "{path}"'))["attribution"]
+    credit = runtime_config(config(tmp_path, f'asn_database = "{path}"', source=MLAB_EXPORTS))[
+        "attribution"
+    ]
     assert credit == f"{default} · ISP names: {GEOLITE_NOTICE}"
     # An operator's own credit that holds the notice already is left as it is.
     own = f'[site]\nattribution = "M-Lab NDT; {GEOLITE_NOTICE}"'

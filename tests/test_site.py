@@ -244,6 +244,10 @@ def test_the_site_credits_geolite_beside_mlab_when_the_isps_come_from_geolite(
     path.write_text(BASE + f'\n[geoip]\nsource_url = "{url}"\naccount_id = "1"\n')
     assert main(["site-config", "--config", str(path)]) == 0
     credit = json.loads(capsys.readouterr().out)["attribution"]
-    assert credit == f"Speed tests: Measurement Lab (M-Lab) NDT · ISP names: {GEOLITE_NOTICE}"
+    # The test config's tests are synthetic: the default credit says so.
+    assert credit == (
+        f"Speed tests: synthetic (Piecewise demo), on the model of M-Lab NDT · ISP names: "
+        f"{GEOLITE_NOTICE}"
+    )
     served = Client(build_app(config(tmp_path, f'\n[geoip]\nsource_url = "{url}"\n')))
     assert served.get("/config.json").json["attribution"] == credit

@@ -925,6 +925,10 @@ class Survey(_Strict):
         return Api._origins([origin.lower() for origin in v])
 
 
+# The map's credit unless the config gives one (of synthetic tests, it says so instead).
+DEFAULT_ATTRIBUTION = "Speed tests: Measurement Lab (M-Lab) NDT"
+
+
 class Site(_Strict):
     """The map and speed-test pages (`static_site/`): where the browser finds the API,
     the public data and the survey, the basemap, and M-Lab's locate service. Written to
@@ -958,7 +962,7 @@ class Site(_Strict):
         description="M-Lab's data policy, which a resident accepts before a speed test.",
     )
     attribution: str = Field(
-        "Speed tests: Measurement Lab (M-Lab) NDT",
+        DEFAULT_ATTRIBUTION,
         max_length=500,
         description="Credit shown on the map.",
     )

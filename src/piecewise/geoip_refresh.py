@@ -62,7 +62,7 @@ from typing import Any
 
 import maxminddb
 
-from piecewise.config import Config
+from piecewise.config import DEFAULT_ATTRIBUTION, Config
 from piecewise.store import KeyNotFound, Store, StoreError, local_path_for, open_store
 
 __all__ = [
@@ -781,6 +781,8 @@ MLAB_SOURCE = {
     "license": "CC0 1.0",
     "url": "https://www.measurementlab.net/",
 }
+# The map's default credit (`site.attribution`), and what it says of synthetic tests.
+SYNTHETIC_CREDIT = "Speed tests: synthetic (Piecewise demo), on the model of M-Lab NDT"
 # What the synthetic source's tests are: made on this machine, on the model of M-Lab's
 # data, and credited as such so that no one takes them for measurements.
 SYNTHETIC_SOURCE = {
@@ -1007,8 +1009,10 @@ def tile_attribution(config: Config) -> str:
 def attribution(config: Config) -> str:
     """The credit the map shows: `site.attribution`, followed by MaxMind's when a MaxMind
     database names the ISPs and the text does not hold it already (the GeoLite licence's
-    notice for GeoLite)."""
+    notice for GeoLite). Synthetic tests, under the default credit, are credited as such."""
     text = config.site.attribution
+    if config.source.kind == "synthetic" and text == DEFAULT_ATTRIBUTION:
+        text = SYNTHETIC_CREDIT
     product = maxmind_product(config)
     if product == "GeoLite" and GEOLITE_NOTICE not in text:
         return f"{text} · ISP names: {GEOLITE_NOTICE}"
