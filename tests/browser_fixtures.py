@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -145,29 +146,51 @@ def running_site(
     run_ingest(config, SITE_START, SITE_END, progress=False)
     if aggregate:
         run_aggregate(config)  # publishes the survey windows that ended, 2025-Q1 among them
-    port = free_port()
-    log_path = tmp / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "piecewise.cli", "serve", "--config", str(config_path)]
-            + ["--host", "127.0.0.1", "--port", str(port), "--site", str(SITE_DIR)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=tmp,
-        )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_until_answering(url + "healthz", process, log_path, SERVER_START_TIMEOUT_S)
+    with serving(config_path, tmp) as url:
         yield SiteServer(
             url=url,
             config=config,
             config_path=config_path,
             public=Stores.of(config).public,
             survey_db=tmp / "survey.sqlite3",
-            log_path=log_path,
+            log_path=tmp / "serve.log",
         )
+
+
+@contextmanager
+def serving(config_path: Path, cwd: Path) -> Iterator[str]:
+    """`piecewise serve` of a config with the built site, on a free port of 127.0.0.1,
+    its output in `cwd`/serve.log: its URL (with a trailing slash), stopped by PID."""
+    port = free_port()
+    log_path = cwd / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "piecewise.cli", "serve", "--config", str(config_path)]
+            + ["--host", "127.0.0.1", "--port", str(port), "--site", str(SITE_DIR)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_answering(url + "healthz", process, log_path, SERVER_START_TIMEOUT_S)
+        yield url
     finally:
         stop_process(process)
+
+
+def survey_cell(public: Store, window: str, area: str) -> dict:
+    """The published cell of `area` in the survey window labelled `window` (2025-Q1)."""
+    index = public.read_json("v1/index.json")
+    windows = public.read_json(index["survey"]["index"])["windows"]
+    path = next(w["path"] for w in windows if w["label"] == window)
+    return next(a for a in public.read_json(path)["areas"] if a["area"] == area)
+
+
+def table_row(page, section, name: str) -> str:
+    """The value of the row of `section`'s table whose heading starts with `name`."""
+    heading = page.locator("th", has_text=re.compile(f"^{re.escape(name)}"))
+    return section.locator("tbody tr").filter(has=heading).inner_text().split("\t")[1]
 
 
 @pytest.fixture(scope="session")

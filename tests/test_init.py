@@ -20,12 +20,11 @@ import pytest
 import shapely
 from shapely.geometry import box, mapping, shape
 
-from browser_fixtures import SERVER_START_TIMEOUT_S, SITE_DIR
+from browser_fixtures import serving
 from piecewise.cli import main
 from piecewise.config import load_config
 from piecewise.init import COARSEST, FINEST, MOST_HEXAGONS, choose_resolution, hexagons_at
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
-from services import free_port, stop_process, wait_until_answering
 
 pytestmark = pytest.mark.slow  # node, and a pipeline run per place
 
@@ -56,6 +55,8 @@ def test_a_state_by_name_gets_its_counties_region_hexagons_and_a_working_demo(
     assert config.project.name == "Oregon broadband"
     assert config.region.subdivisions == ["OR"]
     assert config.evening is not None and config.evening.timezone == "America/Los_Angeles"
+    # The ISP rules: common U.S. providers, the demo's synthetic ones among them.
+    assert {"AT&T", "Comcast Xfinity", "Cox", "Starlink"} <= {rule.name for rule in config.isps}
     counties, hexagons = config.layers
     areas = json.loads(Path(counties.file).read_text())["features"]
     assert len(areas) == 36 and {f["properties"]["GEOID"][:2] for f in areas} == {"41"}
@@ -115,11 +116,12 @@ def test_some_counties_of_a_state_by_name_and_code(
 
 
 def wards(path: Path, *, points: bool = False, same_names: bool = False) -> Path:
-    """A user's GeoJSON: a 4 × 3 grid of wards around Austin, Texas."""
+    """A user's GeoJSON: a 4 × 3 grid of districts around Austin, Texas."""
     features = []
     for i in range(4):
         for j in range(3):
-            cell = box(-97.85 + 0.06 * i, 30.2 + 0.06 * j, -97.79 + 0.06 * i, 30.26 + 0.06 * j)
+            # About 20 km a side: IP geolocation places few tests finely enough for less.
+            cell = box(-98.1 + 0.2 * i, 30.0 + 0.2 * j, -97.9 + 0.2 * i, 30.2 + 0.2 * j)
             geometry = mapping(cell.centroid if points else cell)
             number = 0 if same_names else 3 * i + j + 1
             props = {"ward": f"W{number:02d}", "label": f"Ward {number}", "council": "A"}
@@ -227,44 +229,55 @@ def test_an_existing_configuration_is_kept_unless_forced(
     assert load_config(path).layers[0].id == "areas"
 
 
+PLACES = {
+    "Oregon": (["--state", "41"], "counties", 36, "41", "Oregon broadband"),
+    "three Colorado counties": (
+        ["--state", "Colorado", "--counties", "Denver,Boulder,Jefferson"],
+        "counties",
+        3,
+        "08",
+        "Boulder, Denver, Jefferson (Colorado) broadband",
+    ),
+    "a GeoJSON of wards": (
+        ["--geojson", "WARDS", "--timezone", "America/Chicago"],
+        "areas",
+        12,
+        "W",
+        "austin-wards broadband",
+    ),
+}
+
+
 @pytest.mark.browser
+@pytest.mark.parametrize("place", sorted(PLACES))
 def test_the_new_places_map_draws_its_own_areas(
-    demo_node_modules: Path, tmp_path: Path, browser, capsys: pytest.CaptureFixture
+    demo_node_modules: Path, tmp_path: Path, browser, capsys: pytest.CaptureFixture, place: str
 ) -> None:
-    """Oregon, from `piecewise init` to a served map in Chromium: Oregon's counties
-    drawn with their numbers, and the note that the tests are synthetic."""
-    code, path = init(tmp_path, "--state", "41")
+    """From `piecewise init` to a served map in Chromium: the place's own areas drawn
+    with their numbers, its name, and the note that the tests are synthetic."""
+    args, layer, count, prefix, title = PLACES[place]
+    geojson = str(wards(tmp_path / "austin-wards.geojson"))
+    code, path = init(tmp_path, *[geojson if a == "WARDS" else a for a in args])
     assert code == 0, capsys.readouterr().err
     index = run_demo(path)
     day = index["periods"]["day"][-1]
-    port = free_port()
-    log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "piecewise.cli", "serve", "--config", str(path)]
-            + ["--host", "127.0.0.1", "--port", str(port), "--site", str(SITE_DIR)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     try:
-        url = f"http://127.0.0.1:{port}/"
-        wait_until_answering(url + "healthz", process, log_path, SERVER_START_TIMEOUT_S)
-        page.goto(f"{url}#layer=counties&kind=day&period={day}")
-        page.wait_for_function("document.body.dataset.mapState === 'idle'")
-        drawn = page.evaluate(
-            """window.piecewiseMap.queryRenderedFeatures({layers: ['areas-fill']})
-                 .map(f => [f.properties.id, f.state.download_median ?? null])"""
-        )
-        ids = {area for area, _ in drawn}
-        assert len(ids) == 36 and all(area.startswith("41") for area in ids)
-        assert sum(median is not None for _, median in drawn) > 20
-        assert page.locator("#project-name").inner_text() == "Oregon broadband"
-        assert page.locator("#synthetic-note").is_visible()
+        with serving(path, tmp_path) as url:
+            page.goto(f"{url}#layer={layer}&kind=day&period={day}")
+            page.wait_for_function("document.body.dataset.mapState === 'idle'")
+            drawn = page.evaluate(
+                """window.piecewiseMap.queryRenderedFeatures({layers: ['areas-fill']})
+                     .map(f => [f.properties.id, f.state.download_median ?? null])"""
+            )
+            ids = {area for area, _ in drawn}
+            assert len(ids) == count and all(area.startswith(prefix) for area in ids)
+            with_numbers = {area for area, median in drawn if median is not None}
+            assert len(with_numbers) > count // 2
+            assert page.locator("#project-name").inner_text() == title
+            assert page.locator("#synthetic-note").is_visible()
     finally:
         page.close()
-        stop_process(process)
 
 
 class Terminal:
@@ -378,3 +391,25 @@ def test_a_region_larger_than_any_state_is_sent_to_the_bigquery_engine(
     assert config.aggregation.engine == "bigquery"
     assert config.aggregation.dataset == "piecewise_us"
     assert config.layers[1].resolution == COARSEST
+
+
+def test_areas_finer_than_ip_geolocation_are_written_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Blocks of a few hundred metres: IP geolocation cannot place tests in them. The
+    file is written (the operator may have their own data), and the warning of
+    `piecewise config check` says so at once."""
+    blocks = tmp_path / "blocks.geojson"
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"block": f"B{i}"},
+            "geometry": mapping(box(-97.74 + 0.003 * i, 30.26, -97.737 + 0.003 * i, 30.263)),
+        }
+        for i in range(5)
+    ]
+    blocks.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    code, _ = init(tmp_path, "--geojson", str(blocks), "--timezone", "America/Chicago")
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "warning: layer areas: its areas are about" in err and "finer than" in err

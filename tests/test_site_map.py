@@ -16,7 +16,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from browser_fixtures import SURVEY_AREA, SURVEY_RESPONSES, low_contrast
+from browser_fixtures import (
+    SURVEY_AREA,
+    SURVEY_RESPONSES,
+    low_contrast,
+    survey_cell,
+    table_row,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -538,10 +544,7 @@ def test_the_survey_figures_on_the_map_and_in_the_panel_in_spanish(page, site_se
     map, the survey's measures, the legend, the area panel and its report in Spanish,
     the figures written as Spanish writes numbers; the language stays in the URL with
     the map's state, and the menu switches back to English."""
-    windows = site_server.public.read_json(index["survey"]["index"])["windows"]
-    window = next(w for w in windows if w["label"] == "2025-Q1")
-    survey = site_server.public.read_json(window["path"])
-    king = next(a for a in survey["areas"] if a["area"] == SURVEY_AREA)
+    king = survey_cell(site_server.public, "2025-Q1", SURVEY_AREA)
     view = f"layer=counties&metric=survey_ratio&kind=month&period=2025-02&area={SURVEY_AREA}"
     page.goto(f"{site_server.url}?lang=es#{view}")
     wait_idle(page)
@@ -576,9 +579,7 @@ def test_the_survey_figures_on_the_map_and_in_the_panel_in_spanish(page, site_se
     assert page.locator("#survey-title").inner_text() == "Lo que dicen los residentes"
     section = page.locator("#panel-survey")
 
-    def row(name: str) -> str:  # the value of the row whose heading starts with `name`
-        heading = page.locator("th", has_text=re.compile(f"^{re.escape(name)}"))
-        return section.locator("tbody tr").filter(has=heading).inner_text().split("\t")[1]
+    row = lambda name: table_row(page, section, name)  # noqa: E731
 
     assert row("Respuestas") == spanish(king["responses"])
     assert row("Medida frente a prometida") == f"{spanish(king['download_ratio_median'], 2)}×"

@@ -11,7 +11,6 @@ Needs the built site (`make site`) and chromium (`make browser`)."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_fixtures import SURVEY_AREA, SiteServer, running_site
+from browser_fixtures import SURVEY_AREA, SiteServer, running_site, survey_cell, table_row
 from piecewise.config import DEFAULT_CONSENT_ES
 from piecewise.survey.form import default_fields
 from piecewise.survey.store import SqliteSurveyStore
@@ -157,11 +156,7 @@ def test_a_resident_tests_answers_and_finds_the_figures_on_the_map(
             cwd=fresh_site.config_path.parent,
         )
         assert done.returncode == 0, done.stderr
-        index = fresh_site.public.read_json("v1/index.json")
-        windows = fresh_site.public.read_json(index["survey"]["index"])["windows"]
-        window = next(w for w in windows if w["label"] == "2025-Q1")
-        published = fresh_site.public.read_json(window["path"])
-        king = next(a for a in published["areas"] if a["area"] == SURVEY_AREA)
+        king = survey_cell(fresh_site.public, "2025-Q1", SURVEY_AREA)
 
         # The map and the panel, in the resident's language, as the window has them.
         view = f"layer=counties&metric=survey_ratio&kind=month&period=2025-02&area={SURVEY_AREA}"
@@ -171,9 +166,7 @@ def test_a_resident_tests_answers_and_finds_the_figures_on_the_map(
         assert page.locator("#survey-title").inner_text() == words["survey"]
         section = page.locator("#panel-survey")
 
-        def row(name: str) -> str:
-            heading = page.locator("th", has_text=re.compile(f"^{re.escape(name)}"))
-            return section.locator("tbody tr").filter(has=heading).inner_text().split("\t")[1]
+        row = lambda name: table_row(page, section, name)  # noqa: E731
 
         number = "([v, d, l]) => new Intl.NumberFormat(l, {minimumFractionDigits: d, maximumFractionDigits: d}).format(v)"  # noqa: E501
         assert row(words["responses"]) == page.evaluate(number, [king["responses"], 0, language])

@@ -110,6 +110,28 @@ STATE_TIME_ZONES = {
     "72": ("PR", "America/Puerto_Rico"),
     "78": ("VI", "America/St_Thomas"),
 }
+# Common U.S. providers, as MaxMind's GeoLite2-ASN and M-Lab's data name their networks:
+# (display name, AS numbers, organisation patterns). A start for a place's [[isps]], to
+# edit: an organisation that no rule matches keeps its own name.
+US_PROVIDERS: tuple[tuple[str, tuple[int, ...], tuple[str, ...]], ...] = (
+    ("AT&T", (7018,), ("at&t", "att-internet")),
+    ("Comcast Xfinity", (7922,), ("comcast",)),
+    ("Spectrum", (20115,), ("charter",)),
+    ("Verizon", (6167, 701), ("cellco", "verizon")),
+    ("T-Mobile", (21928,), ("t-mobile",)),
+    ("Cox", (22773,), ("cox communications",)),
+    ("Lumen / CenturyLink", (209,), ("centurylink", "qwest", "lumen")),
+    ("Frontier", (5650,), ("frontier",)),
+    ("Optimum", (6128,), ("cablevision", "optimum", "altice")),
+    ("Kinetic (Windstream)", (7029,), ("windstream",)),
+    ("Mediacom", (30036,), ("mediacom",)),
+    ("Sparklight (Cable One)", (11492,), ("cable one",)),
+    ("WOW!", (12083,), ("wideopenwest",)),
+    ("Google Fiber", (16591,), ("google fiber",)),
+    ("Ziply Fiber", (20055,), ("ziply", "wholesail")),
+    ("Astound", (11404,), ("wave", "astound", "rcn")),
+    ("Starlink", (14593,), ("starlink", "spacex")),
+)
 # Property names an id or a name is looked for under in a user's GeoJSON, in order.
 ID_PROPERTIES = ("GEOID", "geoid", "id", "ID", "Id", "code", "CODE", "FIPS", "fips")
 NAME_PROPERTIES = ("NAME", "name", "Name", "NAMELSAD", "label", "LABEL", "title")
@@ -552,6 +574,21 @@ def render_config(
     ]
     layers = "\n".join(lines)
     text = text[:start] + layers + text[end:]
+    start = text.index('[[isps]]\nname = "Comcast Xfinity"')
+    end = text.index("# Calendar periods")
+    rules = [
+        "# Common U.S. providers (written by `piecewise init`): edit them, add the place's own,",
+        "# or remove those that do not serve it.",
+    ]
+    for name, asns, patterns in US_PROVIDERS:
+        rules += [
+            "[[isps]]",
+            f"name = {_toml(name)}",
+            f"asns = {json.dumps(list(asns))}",
+            f"patterns = {json.dumps(list(patterns))}",
+            "",
+        ]
+    text = text[:start] + "\n".join(rules) + "\n" + text[end:]
     text = _replace(text, 'timezone = "America/Los_Angeles"', f"timezone = {_toml(place.timezone)}")
     text = _replace(
         text,
