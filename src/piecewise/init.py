@@ -176,10 +176,13 @@ def _atlas_ready() -> None:
     npm = shutil.which("npm")
     if npm is None:
         raise InitError("npm is needed once to install us-atlas: run `make demo-data`")
-    subprocess.run(
+    done = subprocess.run(
         [npm, "ci", "--prefix", str(ATLAS_DIR), "--no-audit", "--no-fund", "--silent"],
-        check=True,
+        capture_output=True,
+        text=True,
     )
+    if done.returncode:
+        raise InitError(f"us-atlas could not be installed (npm ci): {done.stderr.strip()}")
 
 
 @dataclass(frozen=True)
@@ -193,8 +196,10 @@ class Atlas:
     def load(cls) -> Atlas:
         _atlas_ready()
         done = subprocess.run(
-            [_node(), str(ATLAS_SCRIPT), "--list"], capture_output=True, text=True, check=True
+            [_node(), str(ATLAS_SCRIPT), "--list"], capture_output=True, text=True
         )
+        if done.returncode:
+            raise InitError(f"us-atlas could not be read: {done.stderr.strip()}")
         doc = json.loads(done.stdout)
         return cls(
             states={s["id"]: s["name"] for s in doc["states"]},
