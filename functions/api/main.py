@@ -11,7 +11,7 @@ import os
 import threading
 
 import functions_framework
-from werkzeug.wrappers import Response
+from werkzeug.wrappers import Request, Response
 
 from piecewise.api import ApiApp, build_api
 from piecewise.config import load_config
@@ -24,6 +24,9 @@ _lock = threading.Lock()
 
 def _api() -> ApiApp:
     global _app
+    app = _app
+    if app is not None:  # built: no lock on the way of every request
+        return app
     with _lock:
         if _app is None:
             # The API reads no boundary or GeoIP files: they need not be deployed with it.
@@ -35,5 +38,6 @@ def _api() -> ApiApp:
 
 
 @functions_framework.http
-def api(request):
-    return Response.from_app(_api(), request.environ)
+def api(request: Request) -> Response:
+    # Flask's request is a werkzeug request: answered directly, not through WSGI again.
+    return _api().handle(request)

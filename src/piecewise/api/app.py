@@ -116,8 +116,12 @@ class ApiApp:
         self._adapter = self.url_map.bind("api", "/")
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        return self.handle(Request(environ))(environ, start_response)
+
+    def handle(self, request: Request) -> Response:
+        """The answer to a request, as a response (the Cloud Function returns it to
+        functions-framework's Flask as it is, without a second WSGI round)."""
         started = time.perf_counter()
-        request = Request(environ)
         try:
             response = self.respond(request)
         except ApiError as exc:
@@ -134,7 +138,7 @@ class ApiApp:
             response.status_code,
             (time.perf_counter() - started) * 1000,
         )
-        return response(environ, start_response)
+        return response
 
     # -- routing ---------------------------------------------------------------------
 
