@@ -210,6 +210,8 @@ def test_a_geojson_that_cannot_make_areas_is_refused_with_the_reason(
     assert "--id-property 'council': not a distinct" in capsys.readouterr().err
     assert init(tmp_path, "--geojson", str(good))[0] == 2
     assert "--timezone: the region's time zone is needed" in capsys.readouterr().err
+    assert init(tmp_path, "--geojson", str(good), "--timezone", "Mars/Base")[0] == 2
+    assert "--timezone 'Mars/Base': not a time zone" in capsys.readouterr().err
     (tmp_path / "broken.geojson").write_text("{not json")
     assert init(tmp_path, "--geojson", str(tmp_path / "broken.geojson"), *zone)[0] == 2
     assert "not a readable GeoJSON file" in capsys.readouterr().err
@@ -356,7 +358,7 @@ def test_a_geojson_in_a_terminal_asks_its_time_zone(tmp_path: Path) -> None:
         terminal.type("wards.geojson")
         terminal.expect("Its time zone")
         terminal.type("America/Austin")
-        terminal.expect("'America/Austin' is not a time zone")
+        terminal.expect("--timezone 'America/Austin': not a time zone")
         terminal.type("America/Chicago")
         terminal.expect("What are the areas called?")
         terminal.type("Wards")
@@ -413,3 +415,30 @@ def test_areas_finer_than_ip_geolocation_are_written_with_a_warning(
     assert code == 0
     err = capsys.readouterr().err
     assert "warning: layer areas: its areas are about" in err and "finer than" in err
+
+
+def test_a_self_crossing_polygon_is_made_valid_as_the_layer_will_make_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    bowtie = [[-97.8, 30.2], [-97.6, 30.4], [-97.6, 30.2], [-97.8, 30.4], [-97.8, 30.2]]
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"id": "a"},
+            "geometry": {"type": "Polygon", "coordinates": [bowtie]},
+        },
+        {
+            "type": "Feature",
+            "properties": {"id": "b"},
+            "geometry": mapping(box(-97.5, 30.2, -97.3, 30.4)),
+        },
+    ]
+    path = tmp_path / "bowtie.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    code, config_path = init(tmp_path, "--geojson", str(path), "--timezone", "America/Chicago")
+    assert code == 0, capsys.readouterr().err
+    config = load_config(config_path)
+    outline = shape(json.loads(Path(config.region.polygon).read_text())["features"][0]["geometry"])
+    assert outline.is_valid and outline.area > 0.03  # the bowtie's two triangles and the square
+    index = run_demo(config_path)
+    assert {layer["id"]: layer["areas"] for layer in index["layers"]}["areas"] == 2

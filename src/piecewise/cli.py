@@ -484,7 +484,14 @@ def cmd_site_config(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from piecewise.init import InitError, atlas_place, geojson_place, init_place, interview
+    from piecewise.init import (
+        InitError,
+        atlas_place,
+        check_timezone,
+        geojson_place,
+        init_place,
+        interview,
+    )
 
     try:
         if not (args.state or args.geojson or args.counties) and sys.stdin.isatty():
@@ -505,6 +512,8 @@ def cmd_init(args: argparse.Namespace) -> int:
                 "--timezone: the region's time zone is needed for the evening hours of a "
                 "GeoJSON's areas (an IANA name, such as America/Chicago)"
             )
+        if args.timezone:
+            check_timezone(args.timezone)
         if args.state and (args.id_property or args.name_property):
             raise InitError("--id-property and --name-property are for --geojson")
         counties = [c for c in (args.counties or "").split(",") if c.strip()] or None

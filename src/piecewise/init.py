@@ -26,10 +26,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import h3
-from shapely.geometry import mapping, shape
+from shapely import make_valid
+from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.ops import unary_union
 
-from piecewise.config import load_config
+from piecewise.config import ConfigError, load_config
 from piecewise.demo.geoip import build_demo_asn_db
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -365,11 +366,13 @@ def geojson_place(
             f"(properties: {', '.join(keys)})"
         )
     try:
-        union = unary_union([shape(f["geometry"]) for f in features])
-    except (ValueError, TypeError, KeyError) as exc:
+        # Made valid as the layer's areas will be (piecewise.areas): a self-crossing
+        # ring becomes the polygons it outlines.
+        union = polygonal(unary_union([make_valid(shape(f["geometry"])) for f in features]))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise InitError(f"--geojson {path}: a polygon cannot be read ({exc})") from exc
-    if union.is_empty or not union.is_valid:
-        union = union.buffer(0)
+    if union.is_empty:
+        raise InitError(f"--geojson {path}: its polygons cover no area")
     west, south, east, north = union.bounds
     if not (-180 <= west <= east <= 180 and -90 <= south <= north <= 90):
         raise InitError(f"--geojson {path}: coordinates are not longitude and latitude (WGS 84)")
@@ -413,9 +416,16 @@ def _write_json(path: Path, doc: Any) -> None:
 # -- choices ----------------------------------------------------------------------------
 
 
+def polygonal(geometry: Any) -> MultiPolygon:
+    """The polygons of a geometry (a valid union may also hold lines and points)."""
+    parts = getattr(geometry, "geoms", [geometry])
+    polygons = [g for part in parts for g in getattr(part, "geoms", [part])]
+    return MultiPolygon([g for g in polygons if isinstance(g, Polygon) and not g.is_empty])
+
+
 def _outline(place: Place) -> Any:
     doc = json.loads(place.outline.read_text(encoding="utf-8"))
-    return unary_union([shape(f["geometry"]) for f in doc["features"]])
+    return polygonal(unary_union([make_valid(shape(f["geometry"])) for f in doc["features"]]))
 
 
 def hexagons_at(region: Any, resolution: int) -> int:
@@ -441,6 +451,16 @@ def choose_resolution(region: Any) -> tuple[int, int]:
     return chosen
 
 
+def check_timezone(zone: str) -> None:
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InitError(
+            f"--timezone {zone!r}: not a time zone this machine knows (an IANA name, "
+            "America/Chicago, Europe/Paris …)"
+        ) from None
+
+
 def check_resolution(resolution: int) -> None:
     if resolution > FINEST:
         km2 = h3.average_hexagon_area(resolution, unit="km^2")
@@ -462,7 +482,7 @@ def write_places(place: Place, path: Path) -> int:
     subdivision = place.subdivisions[0] if place.subdivisions else ""
     for feature in doc["features"]:
         props = feature.get("properties") or {}
-        point = shape(feature["geometry"]).representative_point()
+        point = make_valid(shape(feature["geometry"])).representative_point()
         name = str(props.get(place.name_property) or props.get(place.id_property))
         writer.writerow(
             [name, subdivision, place.country, f"{point.y:.5f}", f"{point.x:.5f}", PLACE_WEIGHT]
@@ -692,6 +712,9 @@ def init_place(
     tmp.write_text(text, encoding="utf-8")
     try:
         load_config(tmp)
+    except ConfigError as exc:  # said of the file it would have been
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(str(config_path), exc.problems) from None
     except Exception:
         tmp.unlink(missing_ok=True)
         raise
@@ -754,12 +777,9 @@ def interview(
             zone = ask("Its time zone, for the evening hours (an IANA name, America/Chicago): ")
             zone = zone.strip()
             try:
-                ZoneInfo(zone)
-            except (ZoneInfoNotFoundError, ValueError):
-                say(
-                    f"  {zone!r} is not a time zone this machine knows "
-                    "(America/Chicago, Europe/Paris …)"
-                )
+                check_timezone(zone)
+            except InitError as exc:
+                say(f"  {exc}")
                 continue
             answers["timezone"] = zone
             break
