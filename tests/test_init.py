@@ -442,3 +442,11 @@ def test_a_self_crossing_polygon_is_made_valid_as_the_layer_will_make_it(
     assert outline.is_valid and outline.area > 0.03  # the bowtie's two triangles and the square
     index = run_demo(config_path)
     assert {layer["id"]: layer["areas"] for layer in index["layers"]}["areas"] == 2
+
+
+def test_a_name_is_written_as_given_whatever_its_characters(tmp_path: Path) -> None:
+    name = 'The "Hill" \\ Country\n☃ {broadband}'
+    geojson = wards(tmp_path / "wards.geojson")
+    code, path = init(tmp_path, "--geojson", str(geojson), "--timezone", "UTC", "--name", name)
+    assert code == 0
+    assert load_config(path).project.name == name

@@ -544,6 +544,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     except InitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a folder or file that cannot be written
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(
         f"wrote {written.config}: {written.place.title}, {written.areas} areas "
         f"({written.place.layer_name}) and H3 resolution {written.resolution} "

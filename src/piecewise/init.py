@@ -535,14 +535,18 @@ def render_config(
     text = _replace(
         text,
         "# Piecewise configuration: the demo, a year of synthetic tests in Washington State.",
-        f"# Piecewise configuration for {place.title}, written by `piecewise init`: a year\n"
+        f"# Piecewise configuration for {' '.join(place.title.split())}, written by "
+        "`piecewise init`: a year\n"
         "# of synthetic tests of this place until a real source is set in [source].",
+    )
+    project = (
+        f"[project]\nname = {_toml(place.title)}\n"
+        'description = "Measured download, upload and latency by area (synthetic demo data '
+        'until a real source is configured)."\n'
     )
     text, found = re.subn(
         r"\[project\]\nname = .*\ndescription = .*\n(# .*\n)*translations = .*\n",
-        f"[project]\nname = {_toml(place.title)}\n"
-        'description = "Measured download, upload and latency by area (synthetic demo data '
-        'until a real source is configured)."\n',
+        lambda _: project,  # as it is: a replacement string would read its backslashes
         text,
         count=1,
     )
