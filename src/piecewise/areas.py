@@ -19,6 +19,7 @@ from shapely import STRtree
 from shapely.geometry import shape
 
 from piecewise.config import Config, H3Layer, PolygonLayer, Region
+from piecewise.errors import PiecewiseError
 from piecewise.location import equivalent_radius_km, polygon_area_km2
 
 OUTSIDE = "_outside"  # located, but in no polygon of the layer
@@ -27,7 +28,7 @@ COARSE = "_coarse"  # located too roughly for the layer's areas (piecewise.locat
 PSEUDO_AREAS = (OUTSIDE, UNLOCATED, COARSE)
 
 
-class BoundaryError(Exception):
+class BoundaryError(PiecewiseError):
     """A boundary file that cannot be used, with the file and the reason."""
 
 

@@ -541,9 +541,6 @@ def cmd_init(args: argparse.Namespace) -> int:
             force=args.force,
             bigquery_dataset=args.bigquery_dataset,
         )
-    except InitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except OSError as exc:  # a folder or file that cannot be written
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -751,46 +748,19 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from piecewise.areas import BoundaryError
-    from piecewise.ingest import IngestFailed, NoTestsSelected
-    from piecewise.lock import LockHeld
+    from piecewise.errors import PiecewiseError
     from piecewise.logs import setup_logging
-    from piecewise.manifest import DateRangeError
-    from piecewise.sources.bigquery import SourceError
-    from piecewise.sources.files import ExportFileError
-    from piecewise.store import StoreError
-    from piecewise.survey.store import SurveyStoreUnavailable
 
     args = parser().parse_args(argv)
     setup_logging(level=logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.func(args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (
-        BoundaryError,
-        ExportFileError,
-        StoreError,
-        SourceError,
-        NoTestsSelected,
-        SurveyStoreUnavailable,
-    ) as exc:
-        # Bad input files or an unreachable store: the message names the file or URL.
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except IngestFailed as exc:
-        # The summary above named every date; the others landed.
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except DateRangeError as exc:
-        # start after yesterday, or a backlog over `ingest.max_days`: says what to change
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except LockHeld as exc:
-        # Another run is at work: not a failure of this one; cron and schedulers may retry.
-        print(f"busy: {exc}", file=sys.stderr)
-        return 75  # EX_TEMPFAIL
+    except PiecewiseError as exc:
+        # The message names what went wrong and what to change: a setting (2), an input
+        # file, store or service (1), or another run at work (75, which schedulers may
+        # retry). An ingest's summary above it named every date.
+        print(f"{exc.prefix}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
 

@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from piecewise.errors import PiecewiseError
+
 PERIOD_KINDS = ("day", "month", "quarter", "year")
 RESERVED_ISP = "all"  # the key of cells over every ISP
 BIGQUERY_TABLE = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){1,2}$"
@@ -34,8 +36,10 @@ def _repeated(values: list[str]) -> list[str]:
     return sorted({v for v in values if values.count(v) > 1})
 
 
-class ConfigError(Exception):
+class ConfigError(PiecewiseError):
     """A configuration problem; `str()` is a message for a person, one line per problem."""
+
+    exit_code = 2
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source

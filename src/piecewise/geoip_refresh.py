@@ -63,6 +63,7 @@ from typing import Any
 import maxminddb
 
 from piecewise.config import DEFAULT_ATTRIBUTION, Config
+from piecewise.errors import PiecewiseError
 from piecewise.store import KeyNotFound, Store, StoreError, local_path_for, open_store
 
 __all__ = [
@@ -113,7 +114,7 @@ _QUERY_SECRET = re.compile(r"(?i)((?:license_key|licence_key|key|token)=)[^&#\s'
 _USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://)[^/@\s'\"]*@")
 
 
-class GeoIPError(Exception):
+class GeoIPError(PiecewiseError):
     """The GeoIP database could not be fetched, read or stored; the message says why,
     with the license key redacted."""
 

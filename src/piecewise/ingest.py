@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from piecewise.dayspool import DaySpool
 from piecewise.enrich import Enricher
+from piecewise.errors import PiecewiseError
 from piecewise.quality import QualityReport
 from piecewise.schema import DIRECTIONS, test_dates
 from piecewise.sources.base import Source
@@ -179,7 +180,7 @@ def _ranges_text(dates: list[dt.date]) -> str:
     return ", ".join(a.isoformat() if a == b else f"{a} to {b}" for a, b in runs)
 
 
-class IngestFailed(Exception):
+class IngestFailed(PiecewiseError):
     """Some dates of a run failed; the others landed. `result` says which did what."""
 
     def __init__(self, result: IngestResult) -> None:
@@ -193,7 +194,7 @@ class IngestFailed(Exception):
         self.result = result
 
 
-class NoTestsSelected(Exception):
+class NoTestsSelected(PiecewiseError):
     """No date of a run has a test in the region (a region that selects nothing)."""
 
 

@@ -32,6 +32,7 @@ from shapely.ops import unary_union
 
 from piecewise.config import ConfigError, load_config
 from piecewise.demo.geoip import build_demo_asn_db
+from piecewise.errors import PiecewiseError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "piecewise.example.toml"
@@ -138,8 +139,10 @@ ID_PROPERTIES = ("GEOID", "geoid", "id", "ID", "Id", "code", "CODE", "FIPS", "fi
 NAME_PROPERTIES = ("NAME", "name", "Name", "NAMELSAD", "label", "LABEL", "title")
 
 
-class InitError(Exception):
+class InitError(PiecewiseError):
     """A place that cannot be set up, with what to do instead."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)

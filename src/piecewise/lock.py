@@ -39,6 +39,7 @@ from types import TracebackType
 from typing import Any
 
 from piecewise import __version__
+from piecewise.errors import PiecewiseError
 from piecewise.store import KeyNotFound, Store, StoreError, json_bytes
 
 try:
@@ -110,8 +111,12 @@ class LockHolder:
         return f"host {self.host}, pid {self.pid}, since {self.started}"
 
 
-class LockHeld(Exception):
-    """Another run holds the lock; the message says who and since when."""
+class LockHeld(PiecewiseError):
+    """Another run holds the lock; the message says who and since when. Not a failure
+    of the run that meets it: schedulers may retry."""
+
+    exit_code = 75  # EX_TEMPFAIL
+    prefix = "busy"
 
     def __init__(self, message: str, holder: LockHolder | None) -> None:
         super().__init__(message)

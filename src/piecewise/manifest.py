@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from piecewise import __version__
+from piecewise.errors import PiecewiseError
 from piecewise.store import KeyNotFound, Store, StoreError
 
 MANIFEST_PREFIX = "manifest/dates/"
@@ -366,9 +367,11 @@ def lateness(records: Iterable[DateRecord]) -> Lateness:
     return Lateness(arrived, sorted(dates), read_once, first_late, last_read)
 
 
-class DateRangeError(ValueError):
+class DateRangeError(PiecewiseError, ValueError):
     """A bad date range, or too many dates; `field` names the parameter or setting at
     fault (`start`, `end` or `max_days`)."""
+
+    exit_code = 2
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)

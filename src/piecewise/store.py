@@ -29,6 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.spec import AbstractFileSystem
 
+from piecewise.errors import PiecewiseError
+
 _LOCAL_SCHEMES = ("file",)
 _OBJECT_SCHEMES = {"gs": "gcs", "gcs": "gcs", "s3": "s3", "s3a": "s3", "memory": "memory"}
 _TEMP_MARK = ".tmp-"
@@ -36,7 +38,7 @@ JSON_CONTENT_TYPE = "application/json"
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 
 
-class StoreError(OSError):
+class StoreError(PiecewiseError, OSError):
     """A store operation failed; the message names the store URL and the key. An
     OSError, so that code handling I/O failures handles store failures too."""
 

@@ -32,6 +32,7 @@ from typing import Any
 import pyarrow as pa
 
 from piecewise.config import Region
+from piecewise.errors import PiecewiseError
 from piecewise.schema import DIRECTIONS, UNIFIED
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ MLAB_SUPPORT = "support@measurementlab.net"
 DRY_RUN_THREADS = 4
 
 
-class SourceError(Exception):
+class SourceError(PiecewiseError):
     """A query that cannot run, with what to do about it."""
 
 

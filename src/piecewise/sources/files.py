@@ -27,6 +27,7 @@ import pyarrow.json as pj
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
 
+from piecewise.errors import PiecewiseError
 from piecewise.schema import DIRECTIONS, UNIFIED
 from piecewise.store import url_to_fs
 
@@ -41,7 +42,7 @@ JSON_BLOCK_BYTES = 2 << 20  # what Arrow's JSON reader parses at a time (a row m
 log = logging.getLogger(__name__)
 
 
-class ExportFileError(ValueError):
+class ExportFileError(PiecewiseError, ValueError):
     """An export file that cannot be read; the message names the file and the problem."""
 
 

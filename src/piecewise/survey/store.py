@@ -21,10 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from piecewise.errors import PiecewiseError
+
 SQLITE_BUSY_MS = 5000
 
 
-class SurveyStoreUnavailable(Exception):
+class SurveyStoreUnavailable(PiecewiseError):
     """The store cannot be reached or written right now; a retry may succeed."""
 
 
