@@ -4,7 +4,7 @@
 // across; a table of the values follows.
 import uPlot from "uplot";
 import { formatDate, t, tPlural } from "../common/i18n.js";
-import { formatCount, formatInterval, formatMbps, formatMs, periodLabel } from "./metrics.js";
+import { PERIOD_KINDS, formatCount, formatInterval, formatMbps, formatMs, ispLabel, periodLabel } from "./metrics.js";
 
 /** A period's label on the time axis: `Mar 7`, `Mar 2025`, `Q1 2025`, `2025` (in the
  * page's language). */
@@ -47,8 +47,8 @@ export function drawSeries(target, doc, params) {
   });
   const tests = testsByDirection(find, periods.length);
   const published = columns[0].filter((v) => v != null).length;
-  const ispText = params.isp === "all" ? t("isp.all_lower") : params.isp;
-  const kind = ["day", "month", "quarter", "year"].includes(params.kind) ? params.kind : "period";
+  const ispText = ispLabel(params.isp);
+  const kind = PERIOD_KINDS.includes(params.kind) ? params.kind : "period";
 
   const caption = document.createElement("p");
   caption.className = "muted";

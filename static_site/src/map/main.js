@@ -13,11 +13,13 @@ import {
   classes,
   clock,
   dataLayerOf,
+  directionText,
   drawnOpacity,
   eveningText,
   fillColor,
   formatPercent,
   hatchOpacity,
+  ispLabel,
   kindName,
   layerName,
   metricsFor,
@@ -88,9 +90,6 @@ const layerInfo = (id = state.layer) => index.layers.find((l) => l.id === id);
 const dataLayer = (s = state) => dataLayerOf(index, s);
 const dataLayerName = (s = state) => layerName(index, dataLayer(s));
 const metricInfo = (id = state.metric) => metrics.find((m) => m.id === id);
-const ispLabel = (isp) => (isp === "all" ? t("isp.all_lower") : isp);
-/** A direction in a sentence ("download", "descarga"). */
-const directionText = (d) => t(`panel.${d}`);
 
 /** The archive of a layer's shapes (the same for every period). */
 function shapesUrl(s = state) {

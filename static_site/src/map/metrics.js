@@ -356,7 +356,21 @@ export function periodStart(label) {
   return Date.UTC(Number(m[1]), month, m[3] ? Number(m[3]) : 1) / 1000;
 }
 
+// The kinds of period the catalogues name.
+export const PERIOD_KINDS = ["day", "month", "quarter", "year"];
+
 /** A period kind's name for people ("Month"), or the kind as it is. */
 export function kindName(kind) {
-  return ["day", "month", "quarter", "year"].includes(kind) ? t(`period.kind_${kind}`) : kind;
+  return PERIOD_KINDS.includes(kind) ? t(`period.kind_${kind}`) : kind;
+}
+
+/** An ISP as a sentence says it: `all` is "all ISPs", in the page's language. */
+export function ispLabel(isp) {
+  return isp === "all" ? t("isp.all_lower") : isp;
+}
+
+/** A direction as a sentence uses it: "download", or with `form` "_plural"
+ * ("downloads"), "_title" ("Download"), "_speed", "_speeds". */
+export function directionText(direction, form = "") {
+  return t(`panel.${direction}${form}`);
 }

@@ -4,13 +4,23 @@
 import { fetchJson } from "../common/config.js";
 import { language, nameOf, t, tPlural, withLanguage } from "../common/i18n.js";
 import { histogramSvg } from "./histogram.js";
-import { formatAmount, formatCount, formatInterval, formatMbps, formatMs, formatRatio, formatShare, periodLabel, satisfiedShare } from "./metrics.js";
+import {
+  directionText as dir,
+  formatAmount,
+  formatCount,
+  formatInterval,
+  formatMbps,
+  formatMs,
+  formatRatio,
+  formatShare,
+  ispLabel,
+  periodLabel,
+  satisfiedShare,
+} from "./metrics.js";
 
 const DIRECTIONS = ["download", "upload"];
 /** How a suppressed number reads, in the page's language. */
 const insufficient = () => t("panel.insufficient");
-/** "download", "downloads", "Download": a direction as a sentence uses it. */
-const dir = (d, form = "") => t(`panel.${d}${form}`);
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -245,7 +255,7 @@ export class Panel {
     const name = doc.name || p.name || p.area;
     q("#panel-title").textContent = name;
     const entry = (doc.isps || []).find((e) => e.isp === p.isp);
-    const ispText = p.isp === "all" ? t("isp.all_lower") : p.isp;
+    const ispText = ispLabel(p.isp);
     const when = p.hours ? `${periodLabel(p.period)}, ${p.hours}` : periodLabel(p.period);
     const where = `${name}, ${when}, ${ispText}`;
     const noTests = t("panel.no_tests");
@@ -383,7 +393,7 @@ export class Panel {
   renderHistogram(doc) {
     const p = this.params;
     const target = this.root.querySelector("#panel-histogram");
-    const ispText = p.isp === "all" ? t("isp.all_lower") : p.isp;
+    const ispText = ispLabel(p.isp);
     if (doc.suppressed) {
       target.replaceChildren(message(t("panel.histogram_insufficient", { speeds: dir(p.direction, "_speeds"), isp: ispText }), "insufficient"));
       return;

@@ -5,7 +5,7 @@
 import "uplot/dist/uPlot.min.css";
 import { apiUrl, fetchJson, loadConfig } from "../common/config.js";
 import { chooseLanguage, keepLanguage, languageMenu, nameOf, setLanguage, t, translatePage, withLanguage } from "../common/i18n.js";
-import { dataLayerOf, eveningText, layerName, metricsFor, periodLabel, publicationNote, useCaseNeeds } from "../map/metrics.js";
+import { dataLayerOf, eveningText, ispLabel, layerName, metricsFor, periodLabel, publicationNote, useCaseNeeds } from "../map/metrics.js";
 import { Panel } from "../map/panel.js";
 import { normalise, readHash, toHash } from "../map/state.js";
 
@@ -93,11 +93,10 @@ async function start() {
   }
   // With hours=evening, the numbers are the layer's evening twin's.
   const shown = dataLayerOf(index, state);
-  const ispText = state.isp === "all" ? t("isp.all_lower") : state.isp;
   $("report-context").textContent = t("report.context", {
     layer: layerName(index, shown),
     period: periodLabel(state.period),
-    isp: ispText,
+    isp: ispLabel(state.isp),
     speeds: t(`report.${state.direction === "upload" ? "upload" : "download"}_speeds`),
   });
   $("map-link").href = withLanguage(`./${toHash(state)}`);
