@@ -44,6 +44,11 @@ def run_demo(config_path: Path) -> dict:
     return Stores.of(config).public.read_json("v1/index.json")
 
 
+def areas_listed(index: dict) -> dict[str, int]:
+    """Each published layer's number of areas, as index.json lists them."""
+    return {layer["id"]: layer["areas"] for layer in index["layers"]}
+
+
 def test_a_state_by_name_gets_its_counties_region_hexagons_and_a_working_demo(
     demo_node_modules: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -78,7 +83,7 @@ def test_a_state_by_name_gets_its_counties_region_hexagons_and_a_working_demo(
 
     index = run_demo(path)
     assert index["synthetic"] is True
-    listed = {layer["id"]: layer["areas"] for layer in index["layers"]}
+    listed = areas_listed(index)
     assert listed["counties"] == 36 and listed[f"h3r{hexagons.resolution}"] > 20
     stats = Stores.of(config).public.read_json("v1/stats/counties/day/2025-01-05.json")
     published = {c["area"] for c in stats["cells"] if c["isp"] == "all"}
@@ -112,7 +117,7 @@ def test_some_counties_of_a_state_by_name_and_code(
     # A small region gets finer hexagons than a state, within what geolocation supports.
     assert config.layers[1].resolution >= 5
     index = run_demo(path)
-    assert {layer["id"]: layer["areas"] for layer in index["layers"]}["counties"] == 3
+    assert areas_listed(index)["counties"] == 3
 
 
 def wards(path: Path, *, points: bool = False, same_names: bool = False) -> Path:
@@ -150,7 +155,7 @@ def test_a_users_geojson_with_its_id_and_name_properties_detected(
     assert config.evening.timezone == "America/Chicago"
     assert config.layers[1].resolution == FINEST  # a city: the finest hexagons allowed
     index = run_demo(path)
-    assert {layer["id"]: layer["areas"] for layer in index["layers"]}["areas"] == 12
+    assert areas_listed(index)["areas"] == 12
     names = Stores.of(config).public.read_json(index["layers"][0]["geometry"])
     assert {f["properties"]["name"] for f in names["features"]} >= {"Ward 1", "Ward 12"}
 
@@ -441,7 +446,7 @@ def test_a_self_crossing_polygon_is_made_valid_as_the_layer_will_make_it(
     outline = shape(json.loads(Path(config.region.polygon).read_text())["features"][0]["geometry"])
     assert outline.is_valid and outline.area > 0.03  # the bowtie's two triangles and the square
     index = run_demo(config_path)
-    assert {layer["id"]: layer["areas"] for layer in index["layers"]}["areas"] == 2
+    assert areas_listed(index)["areas"] == 2
 
 
 def test_a_name_is_written_as_given_whatever_its_characters(tmp_path: Path) -> None:

@@ -550,10 +550,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         f"({written.hexagons} hexagons), evening hours in {written.place.timezone}; "
         f"boundaries, places and a demo GeoIP database in {written.place.areas.parent}"
     )
-    written_config = load_config(written.config)
-    for line in _layer_warnings(written_config):
+    for line in _layer_warnings(written.settings):
         print(f"warning: {line}", file=sys.stderr)
-    periods = written_config.periods
+    periods = written.settings.periods
     dates = f" --start {periods.start}" + (f" --end {periods.end}" if periods.end else "")
     print(f"next: piecewise run --config {written.config}{dates}   (synthetic tests of this place)")
     print(f"then: piecewise serve --config {written.config}")

@@ -30,7 +30,7 @@ from shapely import make_valid
 from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.ops import unary_union
 
-from piecewise.config import ConfigError, load_config
+from piecewise.config import Config, ConfigError, load_config
 from piecewise.demo.geoip import build_demo_asn_db
 from piecewise.errors import PiecewiseError
 
@@ -442,10 +442,10 @@ def hexagons_at(region: Any, resolution: int) -> int:
     return len(cells)
 
 
-def choose_resolution(region: Any) -> tuple[int, int]:
+def choose_resolution(region: Any, coarsest: int | None = None) -> tuple[int, int]:
     """The finest resolution from COARSEST to FINEST that gives the region at most
-    MOST_HEXAGONS cells, and its count."""
-    chosen = (COARSEST, hexagons_at(region, COARSEST))
+    MOST_HEXAGONS cells, and its count (`coarsest`: the count at COARSEST, if known)."""
+    chosen = (COARSEST, hexagons_at(region, COARSEST) if coarsest is None else coarsest)
     for resolution in range(COARSEST + 1, FINEST + 1):
         count = hexagons_at(region, resolution)
         if count > MOST_HEXAGONS:
@@ -651,14 +651,15 @@ def render_config(
     return text
 
 
-def region_km2(region: Any) -> float:
-    """The region's area, from H3 cells of resolution 3 (about 12,400 km² each)."""
-    return hexagons_at(region, 3) * h3.average_hexagon_area(3, unit="km^2")
+def region_km2(coarsest: int) -> float:
+    """The region's area, from its count of H3 cells at COARSEST (about 12,400 km² each)."""
+    return coarsest * h3.average_hexagon_area(COARSEST, unit="km^2")
 
 
 @dataclass(frozen=True)
 class Written:
     config: Path
+    settings: Config  # the file, as read back
     place: Place
     areas: int
     resolution: int
@@ -680,7 +681,8 @@ def init_place(
         raise InitError(f"{config_path} exists: choose another --output, or --force to replace it")
     data = place.areas.parent
     region = _outline(place)
-    km2 = region_km2(region)
+    coarsest = hexagons_at(region, COARSEST)
+    km2 = region_km2(coarsest)
     if km2 > LARGEST_ONE_MACHINE_KM2 and bigquery_dataset is None:
         raise InitError(
             f"the region covers about {km2:,.0f} km², more than the largest state: more tests "
@@ -688,7 +690,7 @@ def init_place(
             '--bigquery-dataset NAME to aggregate in BigQuery (engine = "bigquery")'
         )
     if resolution is None:
-        resolution, hexagons = choose_resolution(region)
+        resolution, hexagons = choose_resolution(region, coarsest)
     else:
         check_resolution(resolution)
         hexagons = hexagons_at(region, resolution)
@@ -718,7 +720,7 @@ def init_place(
     tmp = config_path.with_name(f".{config_path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     try:
-        load_config(tmp)
+        settings = load_config(tmp)
     except ConfigError as exc:  # said of the file it would have been
         tmp.unlink(missing_ok=True)
         raise ConfigError(str(config_path), exc.problems) from None
@@ -726,7 +728,7 @@ def init_place(
         tmp.unlink(missing_ok=True)
         raise
     tmp.replace(config_path)
-    return Written(config_path, place, areas, resolution, hexagons)
+    return Written(config_path, settings, place, areas, resolution, hexagons)
 
 
 # -- in a terminal ----------------------------------------------------------------------
