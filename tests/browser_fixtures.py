@@ -230,6 +230,15 @@ CONTRAST_JS = """(selector) => {
 HEADER_TEXT = ".site-header a, .site-header h1, .site-header label"
 
 
+def wait_for_panel(page) -> None:
+    """Waits until the map's area panel is open and has loaded: the panel is hidden
+    (and not busy) before the map opens it, so "not busy" alone can pass too early."""
+    page.wait_for_function(
+        "(() => { const p = document.getElementById('panel');"
+        " return !p.hidden && !p.hasAttribute('aria-busy'); })()"
+    )
+
+
 def low_contrast(page, selector: str) -> list[str]:
     """The text of `selector` (and of the page's header) under 4.5:1 contrast."""
     return page.evaluate(CONTRAST_JS, f"{selector}, {HEADER_TEXT}")

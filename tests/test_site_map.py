@@ -22,6 +22,7 @@ from browser_fixtures import (
     low_contrast,
     survey_cell,
     table_row,
+    wait_for_panel,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -341,7 +342,7 @@ def test_clicking_an_area_opens_its_panel(page, site_server, month_stats, screen
     assert hash_state(page)["area"] == cell["area"]
     summary = page.locator("#panel-summary")
     assert summary.get_attribute("aria-live") == "polite"
-    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    wait_for_panel(page)
     assert f"{cell['tests']:,} tests" in summary.inner_text()
     numbers = page.locator("#panel-numbers").inner_text()
     assert f"{cell['tests']:,}" in numbers and f"{cell['clients']:,}" in numbers
@@ -402,7 +403,7 @@ def test_the_panel_compares_the_area_with_the_region(page, site_server, index, m
     cell = busiest(month_stats)
     period = month_stats["period"]
     open_map(page, site_server, f"layer=counties&kind=month&period={period}&area={cell['area']}")
-    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    wait_for_panel(page)
     _, _, body = fetch(
         f"{site_server.url}/v1/layers/counties/areas/{cell['area']}/compare?period={period}"
     )
@@ -456,7 +457,7 @@ def test_a_use_case_is_a_measure_and_a_panel_row(page, site_server, index, month
 
     cell = busiest(month_stats)
     open_map(page, site_server, f"layer=counties&metric={column}&area={cell['area']}")
-    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    wait_for_panel(page)
     row = page.locator("#panel-numbers tbody tr", has_text=f"Good enough for {label}")
     shown = row.inner_text().split("\t")[1]
     pct = lambda v: f"{math.floor(v * 100 + 0.5)}%"  # noqa: E731
@@ -513,7 +514,7 @@ def test_the_residents_survey_is_a_measure_family_and_a_panel_section(
         site_server,
         f"layer=counties&metric=survey_ratio&kind=month&period=2025-02&area={SURVEY_AREA}",
     )
-    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    wait_for_panel(page)
     section = page.locator("#panel-survey")
     assert section.is_visible()
     text = section.inner_text()
@@ -548,7 +549,7 @@ def test_the_survey_figures_on_the_map_and_in_the_panel_in_spanish(page, site_se
     view = f"layer=counties&metric=survey_ratio&kind=month&period=2025-02&area={SURVEY_AREA}"
     page.goto(f"{site_server.url}?lang=es#{view}")
     wait_idle(page)
-    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    wait_for_panel(page)
     assert page.locator("html").get_attribute("lang") == "es"
     spanish = lambda v, digits=0: page.evaluate(  # noqa: E731
         "([v, d]) => new Intl.NumberFormat('es', "
@@ -668,7 +669,7 @@ def test_the_evening_toggle_shows_the_evening_twin(page, site_server, index):
     cell = busiest(evening)
     open_map(page, site_server, f"layer=counties&hours=evening&area={cell['area']}")
     assert page.get_by_label("Evening hours only (7 pm to 11 pm)").is_checked()
-    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    wait_for_panel(page)
     assert "evening hours" in page.locator("#panel").inner_text()
     # A link naming the twin as its layer opens its layer in the evening hours.
     open_map(page, site_server, "layer=counties-evening")
@@ -700,7 +701,7 @@ def test_the_area_list_selects_areas_from_the_keyboard(page, site_server, month_
     with page.expect_response(lambda r: "/series?" in r.url and "isp=" in r.url) as series:
         isp_select.select_option(other["isp"])
     assert f"isp={enc(other['isp'])}" in series.value.url
-    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    wait_for_panel(page)
     assert other["isp"] in page.locator("#panel-summary").inner_text()
 
 
@@ -719,7 +720,7 @@ def test_suppressed_numbers_read_insufficient_data(page, site_server, index):
     assert found, "the demo publication has no suppressed county"
     kind, period, area = found
     open_map(page, site_server, f"layer=counties&kind={kind}&period={period}&area={area}")
-    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    wait_for_panel(page)
     numbers = page.locator("#panel-numbers").inner_text()
     assert "insufficient data" in numbers
     assert "insufficient data" in page.locator("#panel-summary").inner_text()
@@ -732,7 +733,7 @@ def test_the_panel_reports_a_failing_api(page, site_server, month_stats):
     page.route("**/v1/layers/*/areas/*/series*", lambda route: route.fulfill(status=503, body="{}"))
     cell = busiest(month_stats)
     open_map(page, site_server, f"area={cell['area']}")
-    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    wait_for_panel(page)
     assert "could not be loaded" in page.locator("#panel-series").inner_text().lower()
     assert f"{cell['tests']:,}" in page.locator("#panel-numbers").inner_text()
     page.console_errors.clear()  # the browser logs the failed request
@@ -793,7 +794,7 @@ def test_phone_screen(browser, site_server, month_stats, screenshot_dir):
         assert not isp.is_visible()
         assert page.evaluate("document.activeElement.id") == "panel"
         page.wait_for_selector("#panel-series .uplot canvas")
-        page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+        wait_for_panel(page)
         wait_idle(page)
         sheet = page.locator("#panel").bounding_box()
         assert sheet["y"] + sheet["height"] == pytest.approx(844, abs=1)  # a bottom sheet
@@ -829,7 +830,7 @@ def test_controls_have_names_and_ids_are_unique(page, site_server):
     )
     assert duplicates == []
     assert page.evaluate("document.documentElement.lang") == "en"
-    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    wait_for_panel(page)
     sidebar = ".sidebar label, .sidebar p, .sidebar li, .sidebar a, .sidebar output"
     low = low_contrast(page, f"{sidebar}, .panel h2, .panel h3, .panel p, .panel th, .panel td")
     assert low == [], f"text under 4.5:1 contrast: {low}"

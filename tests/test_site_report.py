@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from browser_fixtures import low_contrast
+from browser_fixtures import low_contrast, wait_for_panel
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -48,7 +48,7 @@ def open_report(page, site_server, period: str, area: str) -> None:
 def test_the_panel_links_its_report(page, site_server, busiest_month) -> None:
     period, cell = busiest_month
     page.goto(f"{site_server.url}#layer=counties&kind=month&period={period}&area={cell['area']}")
-    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    wait_for_panel(page)
     link = page.locator("#panel-report")
     view = dict(urllib.parse.parse_qsl(link.get_attribute("href").split("#", 1)[1]))
     assert view == {
@@ -80,7 +80,7 @@ def test_an_evening_panel_links_an_evening_report(page, site_server, busiest_mon
         f"{site_server.url}#layer=counties&hours=evening&kind=month&period={period}"
         f"&area={cell['area']}"
     )
-    page.wait_for_function("!document.getElementById('panel').hasAttribute('aria-busy')")
+    wait_for_panel(page)
     link = page.locator("#panel-report")
     view = dict(urllib.parse.parse_qsl(link.get_attribute("href").split("#", 1)[1]))
     assert view["layer"] == "counties" and view["hours"] == "evening"
