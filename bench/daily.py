@@ -25,8 +25,8 @@ TARGET_S = 5.0
 def daily_bench(config: Path, workdir: Path) -> dict:
     """Copies the year's stores (aggregated) into `workdir`, then for each of DAYS new
     dates ingests it (not timed) and times `piecewise aggregate`."""
-    from piecewise.config import load_config
-    from piecewise.ingest import ingested_dates
+    from piecewise.core.config import load_config
+    from piecewise.ingest.dates import ingested_dates
     from piecewise.pipeline import Stores, run_ingest
 
     source = config.parent

@@ -25,11 +25,11 @@ def _ident(name: str) -> str:
 def child_duckdb_cells(config_path: str) -> dict:
     import duckdb
 
-    from piecewise.areas import PSEUDO_AREAS
-    from piecewise.config import load_config
-    from piecewise.histogram import BUCKETS, LOW, RATIO
+    from piecewise.core.areas import PSEUDO_AREAS
+    from piecewise.core.config import load_config
+    from piecewise.core.histogram import BUCKETS, LOW, RATIO
+    from piecewise.core.schema import area_column
     from piecewise.pipeline import Stores
-    from piecewise.schema import area_column
 
     cfg = load_config(config_path)
     private = Stores.of(cfg).private

@@ -80,7 +80,7 @@ def _bigquery_json(value: Any) -> Any:
 
 def export(case: Case, folder: Path) -> int:
     """Writes the case's two export files in `folder` (kept for later runs); rows."""
-    from piecewise.sources.synthetic import SyntheticSource
+    from piecewise.demo.synthetic import SyntheticSource
 
     done = folder / "rows.txt"
     if done.is_file():

@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from demo_config import example_text  # noqa: E402
 
-from piecewise.config import parse_config  # noqa: E402
-from piecewise.ledger import Ledger  # noqa: E402
+from piecewise.core.config import parse_config  # noqa: E402
 from piecewise.pipeline import Stores, run_aggregate, run_ingest  # noqa: E402
+from piecewise.storage.ledger import Ledger  # noqa: E402
 
 FIRST = dt.date(2025, 1, 1)
 KINDS = ("day", "month", "quarter", "year")

@@ -41,7 +41,7 @@ from demo_config import example_text
 from duckdb_cells import child_duckdb_cells  # noqa: F401 (a child, called by name)
 from rss import watch_rss
 
-from piecewise.cellfields import MEASURES
+from piecewise.core.cellfields import MEASURES
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "var" / "demo"
@@ -180,8 +180,8 @@ def child_enrich(config_path: str, rows: int) -> dict:
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     import pyarrow as pa
 
-    from piecewise.config import load_config
-    from piecewise.enrich import Enricher
+    from piecewise.core.config import load_config
+    from piecewise.ingest.enrich import Enricher
     from piecewise.pipeline import make_source
 
     cfg = load_config(config_path)
@@ -221,7 +221,7 @@ def child_enrich_baseline(config_path: str, rows: int) -> dict:
     import shapely
     from shapely.geometry import Point, shape
 
-    from piecewise.config import PolygonLayer, load_config
+    from piecewise.core.config import PolygonLayer, load_config
     from piecewise.pipeline import make_source
 
     cfg = load_config(config_path)
@@ -260,7 +260,7 @@ def child_ingest(config_path: str) -> dict:
     seconds, the year's rows in the store, and whether anything was read."""
     import pyarrow.parquet as pq
 
-    from piecewise.config import load_config
+    from piecewise.core.config import load_config
     from piecewise.pipeline import Stores, run_ingest
 
     cfg = load_config(config_path)
@@ -278,7 +278,7 @@ def child_ingest(config_path: str) -> dict:
 
 def child_fanout(config_path: str, workers: int) -> dict:
     """`piecewise ingest --workers N` of the 30-day backfill into a fresh private store."""
-    from piecewise.config import load_config
+    from piecewise.core.config import load_config
     from piecewise.pipeline import run_ingest
 
     def cpu() -> float:
@@ -357,7 +357,7 @@ def fanout_report(runs: dict[int, list[dict]], repeat: int, cmd: str | None) -> 
 
 def child_aggregate(config_path: str) -> dict:
     """`piecewise aggregate` of every ingested date: load, cells, publish."""
-    from piecewise.config import load_config
+    from piecewise.core.config import load_config
     from piecewise.pipeline import run_aggregate
 
     peak, done = watch_rss()
@@ -386,10 +386,10 @@ def child_engine_cells(config_path: str, engine: str) -> dict:
     definition (`sql/cells.sql` transpiled to DuckDB, one query per layer and kind)."""
     import duckdb
 
-    from piecewise.aggregate import compute_cells, load_tests
-    from piecewise.config import load_config
-    from piecewise.engines import cells_sql
-    from piecewise.ingest import ingested_dates
+    from piecewise.aggregate import cells_sql
+    from piecewise.aggregate.local import compute_cells, load_tests
+    from piecewise.core.config import load_config
+    from piecewise.ingest.dates import ingested_dates
     from piecewise.pipeline import Stores
 
     cfg = load_config(config_path)
@@ -441,8 +441,8 @@ def child_engine_bigquery(config_path: str) -> dict:
 
     sys.path.insert(0, str(ROOT / "tests"))
     from bigquery_emulator import BigQueryEmulator
-    from piecewise.config import load_config
-    from piecewise.engines.bigquery import BigQueryEngine
+    from piecewise.aggregate.bigquery import BigQueryEngine
+    from piecewise.core.config import load_config
     from piecewise.pipeline import Stores
 
     cfg = load_config(config_path)
@@ -499,10 +499,10 @@ def child_engine_bigquery(config_path: str) -> dict:
 def _tile_layers(config_path: str):
     """The year's layers as the publisher tiles them: (layer id, LayerTiles) each, from
     the public areas files, and the public store and index."""
-    from piecewise.areas import H3Areas, build_layers
-    from piecewise.config import load_config
+    from piecewise.core.areas import H3Areas, build_layers
+    from piecewise.core.config import load_config
     from piecewise.pipeline import Stores
-    from piecewise.tiles import LayerTiles
+    from piecewise.publish.tiles import LayerTiles
 
     cfg = load_config(config_path)
     public = Stores.of(cfg).public
@@ -527,7 +527,7 @@ def child_tiles(config_path: str) -> dict:
     aggregation has them in memory."""
     from pmtiles.reader import MemorySource, Reader, all_tiles
 
-    from piecewise.store import json_bytes
+    from piecewise.storage.store import json_bytes
 
     public, index, layers = _tile_layers(config_path)
     peak, done = watch_rss()
@@ -589,7 +589,7 @@ def _builder_features(tiles, doc: dict) -> list[dict]:
     the piecewise tiles carry and tippecanoe's per-feature zoom range."""
     import h3
 
-    from piecewise.tiles import PeriodProperties, h3_resolution_at
+    from piecewise.publish.tiles import PeriodProperties, h3_resolution_at
 
     period = PeriodProperties.from_stats(doc, tiles.thresholds, tiles.names, tiles.resolution)
     shapes = tiles._shapes()
@@ -645,7 +645,7 @@ def child_tiles_compare(config_path: str, builder: str, tools: str) -> dict:
                 cpu = time.process_time()
                 start = time.perf_counter()
                 if builder == "piecewise":
-                    from piecewise.tiles import PeriodProperties, build_archive
+                    from piecewise.publish.tiles import PeriodProperties, build_archive
 
                     period = PeriodProperties.from_stats(
                         doc, tiles.thresholds, tiles.names, tiles.resolution
@@ -661,7 +661,11 @@ def child_tiles_compare(config_path: str, builder: str, tools: str) -> dict:
                         ).data
                     )
                 elif builder == "python-per-archive":
-                    from piecewise.tiles import LayerGeometry, PeriodProperties, build_archive
+                    from piecewise.publish.tiles import (
+                        LayerGeometry,
+                        PeriodProperties,
+                        build_archive,
+                    )
 
                     geometry = LayerGeometry(layer_id, tiles._shapes(), tiles.resolution)
                     period = PeriodProperties.from_stats(
@@ -716,9 +720,9 @@ else:
 def child_cells(config_path: str, engine: str, limit: int) -> dict:
     """Cell statistics only (no store I/O) of the first `limit` ingested tests, by
     Piecewise's engine or by a plain pandas groupby of the same statistics."""
-    from piecewise.aggregate import aggregate_tests, load_tests
-    from piecewise.config import load_config
-    from piecewise.ingest import ingested_dates
+    from piecewise.aggregate.local import aggregate_tests, load_tests
+    from piecewise.core.config import load_config
+    from piecewise.ingest.dates import ingested_dates
     from piecewise.pipeline import Stores
 
     # All hours only: the pandas groupby computes no evening cells.
@@ -746,7 +750,7 @@ def pandas_cells(cfg, tests) -> int:
     import numpy as np
     import pandas as pd
 
-    from piecewise.histogram import bucket_of
+    from piecewise.core.histogram import bucket_of
 
     df = tests.to_pandas()
     df["date"] = pd.to_datetime(df["date"])
@@ -791,7 +795,7 @@ def child_bq_prepare(workdir: str, rows: int) -> dict:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from piecewise.sources.synthetic import SyntheticSource
+    from piecewise.demo.synthetic import SyntheticSource
 
     day = BQ_DAY
     table = pa.Table.from_batches(
@@ -814,7 +818,7 @@ def child_bq_ingest(workdir: str) -> dict:
     from google.cloud import bigquery
 
     from bigquery_emulator import BigQueryEmulator, create_unified_tables
-    from piecewise.config import parse_config
+    from piecewise.core.config import parse_config
     from piecewise.pipeline import bigquery_source, run_ingest
 
     work = Path(workdir)
@@ -1423,8 +1427,8 @@ def child_api_gc(config_path: str) -> dict:
 
     from werkzeug.test import Client
 
-    from piecewise.api import build_api
-    from piecewise.config import load_config
+    from piecewise.core.config import load_config
+    from piecewise.web.api import build_api
 
     cfg = load_config(config_path, check_files=False)
     app = build_api(cfg)
@@ -1569,7 +1573,7 @@ def write_sections(path: Path, preamble: list[str] | None, sections: dict[str, l
 
 
 BUILDER_NAMES = {
-    "piecewise": "Piecewise's earlier builder (`piecewise.tiles.build_archive`: geometry "
+    "piecewise": "Piecewise's earlier builder (`piecewise.publish.tiles.build_archive`: geometry "
     "once per layer, mapbox-vector-tile protobuf + pmtiles writer)",
     "python-per-archive": "the same, geometry drawn again for every archive "
     "(mapbox-vector-tile `encode` per tile)",
@@ -1724,7 +1728,7 @@ def engines_report(
         "bytes processed; BigQuery's own dry run does)"
     )
     out += [
-        f"The BigQuery engine (`engines/bigquery.py`) through the real client "
+        f"The BigQuery engine (`aggregate/bigquery.py`) through the real client "
         f"(google-cloud-bigquery) against the local BigQuery emulator (local-bigquery), on "
         f"{bq['days']} days of the year ({first} to {last}): the private store's Parquet "
         "files uploaded by load jobs into a staging table, then one transaction replacing "

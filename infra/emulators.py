@@ -497,7 +497,7 @@ class Rehearsal:
             api_url=f"{self.urls['api']}/v1",
             survey_url=f"{self.urls['survey']}/v1/survey",
         )
-        from piecewise.config import ConfigError, load_config
+        from piecewise.core.config import ConfigError, load_config
 
         try:
             self.config = load_config(config)
@@ -568,7 +568,7 @@ class Rehearsal:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def upload_site(self) -> int:
-        from piecewise.site import runtime_config_bytes
+        from piecewise.web.site import runtime_config_bytes
 
         if not (self.site_dir / "index.html").is_file():
             print(f"no site in {self.site_dir} (run `make site`): data only", file=sys.stderr)

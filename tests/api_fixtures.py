@@ -14,11 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from piecewise import periods
-from piecewise.config import Config, parse_config
-from piecewise.histogram import BUCKETS, HistogramSpec, bucket_of
+from piecewise.core import periods
+from piecewise.core.config import Config, parse_config
+from piecewise.core.histogram import BUCKETS, HistogramSpec, bucket_of
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
-from piecewise.store import Store, open_store
+from piecewise.storage.store import Store, open_store
 
 # -- the real pipeline run ---------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from piecewise.schema import UNIFIED
+from piecewise.core.schema import UNIFIED
 from services import stop_process
 
 if TYPE_CHECKING:
@@ -192,7 +192,7 @@ class BigQueryEmulator:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-# M-Lab's unified views, as BigQuery sees them: derived from piecewise.schema.UNIFIED so
+# M-Lab's unified views, as BigQuery sees them: derived from piecewise.core.schema.UNIFIED so
 # the two never drift. All fields NULLABLE, as in the real views.
 _BQ_TYPES = {
     pa.string(): "STRING",

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from piecewise.config import Config, load_config
+from piecewise.core.config import Config, load_config
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
-from piecewise.store import Store
-from piecewise.survey.store import SqliteSurveyStore
+from piecewise.storage.store import Store
+from piecewise.web.survey.store import SqliteSurveyStore
 from services import free_port, stop_process, wait_until_answering
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from piecewise.config import Config, parse_config
-from piecewise.survey import SurveyApp, build_survey
-from piecewise.survey.store import FirestoreSurveyStore, SqliteSurveyStore, SurveyStore
+from piecewise.core.config import Config, parse_config
+from piecewise.web.survey import SurveyApp, build_survey
+from piecewise.web.survey.store import FirestoreSurveyStore, SqliteSurveyStore, SurveyStore
 
 SURVEY_TOML = """
 [region]

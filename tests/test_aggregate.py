@@ -8,17 +8,17 @@ import pyarrow.compute as pc
 import pytest
 
 from api_fixtures import pipeline_config
-from piecewise.aggregate import (
+from piecewise.aggregate import cells_sql
+from piecewise.aggregate.local import (
     apply_privacy,
     apply_sampling,
     cell_schema,
     compute_cells,
     load_tests,
 )
-from piecewise.clients import network_keyed
-from piecewise.engines import cells_sql
+from piecewise.ingest.clients import network_keyed
+from piecewise.ingest.sampling import fingerprints, with_pick
 from piecewise.pipeline import Stores, run_ingest
-from piecewise.sampling import fingerprints, with_pick
 
 
 def test_one_per_client_day_keeps_one_test_per_ip_day_direction_and_all_unknown() -> None:

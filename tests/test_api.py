@@ -1,4 +1,4 @@
-"""The statistics API (`piecewise.api`) on real published data and on hand-made stores:
+"""The statistics API (`piecewise.web.api`) on real published data and on hand-made stores:
 every endpoint's numbers against the public files, suppression, formats, HTTP caching,
 CORS, errors, refreshing, and that it never touches the private store."""
 
@@ -22,13 +22,13 @@ from hypothesis import strategies as st
 from werkzeug.test import Client, TestResponse
 
 from api_fixtures import LAYER, RENAMED, Published, cell_stats, hand_made, write_index
-from piecewise import periods
-from piecewise.api import build_api
-from piecewise.api.errors import BadParameter
-from piecewise.api.params import ENDPOINTS, parse_date, parse_period, parse_request
-from piecewise.config import parse_config
-from piecewise.serve import build_app
-from piecewise.store import Store, open_store
+from piecewise.core import periods
+from piecewise.core.config import parse_config
+from piecewise.storage.store import Store, open_store
+from piecewise.web.api import build_api
+from piecewise.web.api.errors import BadParameter
+from piecewise.web.api.params import ENDPOINTS, parse_date, parse_period, parse_request
+from piecewise.web.serve import build_app
 
 KING = "53033"
 SPOKANE = "53063"
@@ -836,7 +836,7 @@ def test_cors_with_listed_origins(published: Published) -> None:
 
 
 def test_bad_cors_origins_are_config_errors(tmp_path: Path) -> None:
-    from piecewise.config import ConfigError
+    from piecewise.core.config import ConfigError
 
     made_config = """
 [region]

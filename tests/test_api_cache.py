@@ -7,7 +7,7 @@ import gc
 import threading
 import weakref
 
-from piecewise.api.cache import ENTRY_BYTES, LoadingCache
+from piecewise.web.api.cache import ENTRY_BYTES, LoadingCache
 
 
 def test_each_missing_key_is_loaded_once_even_by_several_threads() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from piecewise.api.app import ALLOWED_METHODS
-from piecewise.api.openapi import ERRORS, SCHEMAS
-from piecewise.api.params import ENDPOINTS
+from piecewise.web.api.app import ALLOWED_METHODS
+from piecewise.web.api.openapi import ERRORS, SCHEMAS
+from piecewise.web.api.params import ENDPOINTS
 
 ROOT = Path(__file__).resolve().parents[1]
 API_MD = ROOT / "docs" / "api.md"

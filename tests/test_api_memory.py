@@ -23,9 +23,9 @@ import pytest
 from werkzeug.test import Client
 
 from api_fixtures import LAYER, Published, hand_made
-from piecewise.api import build_api
-from piecewise.api.cache import LoadingCache
-from piecewise.api.reader import Snapshot
+from piecewise.web.api import build_api
+from piecewise.web.api.cache import LoadingCache
+from piecewise.web.api.reader import Snapshot
 from services import free_port, stop_process
 
 MEASURED = 3_000  # distinct queries whose memory is measured

@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 from werkzeug.test import Client
 
 from api_fixtures import LAYER, HandMade, Published, hand_made
-from piecewise import periods
-from piecewise.api import build_api
-from piecewise.api.errors import BadParameter
-from piecewise.api.ranges import decompose, split_isps
-from piecewise.store import Store
+from piecewise.core import periods
+from piecewise.storage.store import Store
+from piecewise.web.api import build_api
+from piecewise.web.api.errors import BadParameter
+from piecewise.web.api.ranges import decompose, split_isps
 from test_api import KING, SPOKANE, CountingStore
 
 LOW, RATIO = 0.001, 1.02  # index.json: histogram.low, histogram.ratio
@@ -310,7 +310,7 @@ def test_suppressed_keys_are_read_alone_as_written(published: Published) -> None
     they are the file's own, and any other layout falls back to decoding it whole."""
     import json
 
-    from piecewise.api.reader import _suppressed_part
+    from piecewise.web.api.reader import _suppressed_part
 
     keys = [k for k in published.public.list("v1/stats/") if k.endswith(".json")]
     assert len(keys) > 50

@@ -1,4 +1,4 @@
-"""Rankings and the area-against-region comparison (`piecewise.api.rankings`): every
+"""Rankings and the area-against-region comparison (`piecewise.web.api.rankings`): every
 entry against the statistics files ranked independently here (pairwise, without the
 module's sorting and searching), the ranks an interval allows checked by brute force,
 suppressed areas never placed, the region equal to the range endpoint's merge, and the
@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from werkzeug.test import Client
 
 from api_fixtures import LAYER, Published, hand_made
-from piecewise.api import build_api
-from piecewise.api.params import MEASURE_PATTERN
-from piecewise.api.rankings import rank_areas
-from piecewise.cellfields import MEASURES
+from piecewise.core.cellfields import MEASURES
+from piecewise.web.api import build_api
+from piecewise.web.api.params import MEASURE_PATTERN
+from piecewise.web.api.rankings import rank_areas
 
 PERIODS = ("2025-03", "2025-Q1", "2025-03-10")
 LESS_IS_BETTER = {"rtt_median", "rtt_p90", "loss_median"}

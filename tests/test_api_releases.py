@@ -18,9 +18,9 @@ from werkzeug.test import Client, EnvironBuilder
 from werkzeug.wrappers import Request
 
 from api_fixtures import LAYER, THRESHOLDS, HandMade, _write_series, build_store, write_index
-from piecewise.api import ApiApp, build_api
-from piecewise.api.params import parse_request
-from piecewise.api.reader import PeriodAxis, SeriesStep, Snapshot
+from piecewise.web.api import ApiApp, build_api
+from piecewise.web.api.params import parse_request
+from piecewise.web.api.reader import PeriodAxis, SeriesStep, Snapshot
 
 A_WHEN = "2026-02-01T00:00:00+00:00"
 B_WHEN = "2026-03-01T00:00:00+00:00"

@@ -11,9 +11,9 @@ import pytest
 from werkzeug.test import Client
 
 from api_fixtures import Published
-from piecewise.api import build_api
-from piecewise.store import open_store
-from piecewise.survey.public import publish_survey, read_response
+from piecewise.storage.store import open_store
+from piecewise.web.api import build_api
+from piecewise.web.survey.public import publish_survey, read_response
 
 
 @pytest.fixture(scope="module")

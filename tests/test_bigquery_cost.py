@@ -21,12 +21,12 @@ from bigquery_http import (  # noqa: E402
     jobs_denied,
 )
 from piecewise.cli import main  # noqa: E402
-from piecewise.config import Config, parse_config  # noqa: E402
-from piecewise.ingest import IngestFailed  # noqa: E402
-from piecewise.ledger import STATE_KEY, LedgerState, Release, SealedPeriod  # noqa: E402
-from piecewise.manifest import Manifest  # noqa: E402
+from piecewise.core.config import Config, parse_config  # noqa: E402
+from piecewise.ingest.dates import IngestFailed  # noqa: E402
+from piecewise.ingest.sources.bigquery import RunTooCostly, SourceError  # noqa: E402
 from piecewise.pipeline import Stores, bigquery_source, run_ingest  # noqa: E402
-from piecewise.sources.bigquery import RunTooCostly, SourceError  # noqa: E402
+from piecewise.storage.ledger import STATE_KEY, LedgerState, Release, SealedPeriod  # noqa: E402
+from piecewise.storage.manifest import Manifest  # noqa: E402
 
 GB = 10**9
 D1, D2, D3 = dt.date(2025, 6, 1), dt.date(2025, 6, 2), dt.date(2025, 6, 3)
@@ -395,7 +395,7 @@ def test_a_refused_read_session_asks_for_the_role_or_rest(tmp_path: Path) -> Non
     """The query runs, but reading its results through the Storage Read API needs
     bigquery.readsessions.create: the message names the role, and the way around it."""
     pytest.importorskip("google.cloud.bigquery_storage")
-    from piecewise.sources.bigquery import BigQuerySource
+    from piecewise.ingest.sources.bigquery import BigQuerySource
 
     read_api = ReadAPI()
     try:

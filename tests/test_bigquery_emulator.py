@@ -15,7 +15,7 @@ import pytest
 from google.api_core import exceptions
 
 from bigquery_emulator import BigQueryEmulator, create_unified_tables, unified_row
-from piecewise.schema import UNIFIED
+from piecewise.core.schema import UNIFIED
 
 bigquery = pytest.importorskip(
     "google.cloud.bigquery", reason="needs google-cloud-bigquery==3.47.0 in the main venv"

@@ -20,22 +20,22 @@ pytest.importorskip("google.cloud.bigquery")
 
 from api_fixtures import pipeline_config  # noqa: E402
 from bigquery_emulator import BigQueryEmulator  # noqa: E402
-from piecewise import periods  # noqa: E402
-from piecewise.aggregate import (  # noqa: E402
+from piecewise.aggregate import cells_sql  # noqa: E402
+from piecewise.aggregate.bigquery import BigQueryEngine  # noqa: E402
+from piecewise.aggregate.local import (  # noqa: E402
     ALL_ISPS,
     apply_sampling,
     compute_cells,
     load_tests,
 )
-from piecewise.clients import network_keyed  # noqa: E402
-from piecewise.config import Config, ConfigError, parse_config  # noqa: E402
-from piecewise.engines import cells_sql  # noqa: E402
-from piecewise.engines.bigquery import BigQueryEngine  # noqa: E402
-from piecewise.hours import hour_layers, in_evening, output_layers  # noqa: E402
-from piecewise.ingest import tests_key as file_of  # noqa: E402
+from piecewise.core import periods  # noqa: E402
+from piecewise.core.config import Config, ConfigError, parse_config  # noqa: E402
+from piecewise.core.hours import hour_layers, in_evening, output_layers  # noqa: E402
+from piecewise.core.schema import area_column  # noqa: E402
+from piecewise.ingest.clients import network_keyed  # noqa: E402
+from piecewise.ingest.dates import tests_key as file_of  # noqa: E402
 from piecewise.pipeline import Stores, run_aggregate, run_ingest  # noqa: E402
-from piecewise.schema import area_column  # noqa: E402
-from piecewise.store import open_store  # noqa: E402
+from piecewise.storage.store import open_store  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.service]
 
@@ -202,7 +202,7 @@ def test_bigquery_engine_equals_the_one_machine_engine(
     layers = [layer.id for layer in config.layers]
     kinds, thresholds = list(config.periods.kinds), list(config.share_rules)
     in_bigquery = engine.cells(enriched.dates, kinds, thresholds)
-    # Both count a client by its network (piecewise.clients), the engine as it loads.
+    # Both count a client by its network (piecewise.ingest.clients), the engine as it loads.
     keyed_tests = network_keyed(enriched.tests)
     evening = config.evening
     one_machine = compute_cells([keyed_tests], layers, kinds, thresholds, evening=evening)

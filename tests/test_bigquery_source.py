@@ -14,11 +14,11 @@ pytest.importorskip("google.cloud.bigquery")
 from bigquery_emulator import BigQueryEmulator, create_unified_tables, unified_row  # noqa: E402
 from bigquery_http import BigQueryHTTP, job_range  # noqa: E402
 from piecewise.cli import main  # noqa: E402
-from piecewise.config import Region, parse_config  # noqa: E402
-from piecewise.ingest import tests_key as file_of  # noqa: E402
+from piecewise.core.config import Region, parse_config  # noqa: E402
+from piecewise.core.schema import UNIFIED  # noqa: E402
+from piecewise.ingest.dates import tests_key as file_of  # noqa: E402
+from piecewise.ingest.sources.bigquery import BigQuerySource, SourceError  # noqa: E402
 from piecewise.pipeline import Stores, bigquery_source, run_ingest  # noqa: E402
-from piecewise.schema import UNIFIED  # noqa: E402
-from piecewise.sources.bigquery import BigQuerySource, SourceError  # noqa: E402
 
 pytestmark = pytest.mark.service
 
@@ -371,7 +371,7 @@ def test_scheduled_runs_fill_gaps_and_reread_late_days(
 
 
 def bundled_query() -> str:
-    from piecewise.sources.bigquery import query_text
+    from piecewise.ingest.sources.bigquery import query_text
 
     return query_text()
 
@@ -424,7 +424,7 @@ def test_a_query_file_with_an_unknown_parameter_or_another_shape_is_refused(
 def test_the_query_file_is_a_setting_of_the_config(
     emulator: BigQueryEmulator, loaded, tmp_path: Path
 ) -> None:
-    from piecewise.config import ConfigError, load_config
+    from piecewise.core.config import ConfigError, load_config
     from piecewise.pipeline import ingest_fingerprint
 
     _, tables = loaded

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from piecewise.cellstats import (
+from piecewise.aggregate.cellstats import (
     QUANTILE_NAMES,
     QUANTILES,
     DirectionData,
@@ -126,7 +126,7 @@ def test_histogram_runs_are_sorted_and_exact() -> None:
     group = rng.integers(0, 5, 2000).astype(np.int64)
     data = DirectionData.build(mbps, mbps, mbps, np.ones(2000, dtype=np.int64))
     s = cell_statistics(data, group, 3, [])
-    from piecewise.histogram import bucket_of
+    from piecewise.core.histogram import bucket_of
 
     for i, key in enumerate(s.keys):
         expected = np.bincount(bucket_of(mbps[group == key]))

@@ -1,4 +1,4 @@
-"""Who a client is (`piecewise.clients`): an IPv4 address as it is, an IPv6 address by
+"""Who a client is (`piecewise.ingest.clients`): an IPv4 address as it is, an IPv6 address by
 its /64, and the same rule on an Arrow column of any string type, nulls kept."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from piecewise.clients import (
+from piecewise.ingest.clients import (
     _CANONICAL_KEY,
     _fast_network,
     _keys_of,

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from piecewise.cli import main
-from piecewise.config import ConfigError, H3Layer, PolygonLayer, load_config, parse_config
-from piecewise.store import store_location
+from piecewise.core.config import ConfigError, H3Layer, PolygonLayer, load_config, parse_config
+from piecewise.storage.store import store_location
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "piecewise.example.toml"

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from api_fixtures import Published
-from piecewise.cellfields import PUBLISHED
-from piecewise.dataset import DATABASE, DATASET_KEYS, TABLE, sqlite_bytes
+from piecewise.core.cellfields import PUBLISHED
+from piecewise.publish.dataset import DATABASE, DATASET_KEYS, TABLE, sqlite_bytes
 from services import free_port, stop_process, wait_until_answering
 
 Key = tuple[str, str, str, str, str, str]  # layer, kind, period, area, isp, direction

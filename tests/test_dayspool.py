@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from piecewise.dayspool import DaySpool
+from piecewise.ingest.dayspool import DaySpool
 from piecewise.pipeline import run_ingest
 from test_pipeline import END, START, file_hashes, make_config
 
@@ -57,7 +57,7 @@ def test_ingest_in_small_batches_gives_the_same_tests_and_repeats_bytes(
     tmp_path: Path, demo_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Spools of 64 rows: every date's tests spill, in blocks of several dates.
-    monkeypatch.setattr("piecewise.ingest.MIN_SPOOL_ROWS", 64)
+    monkeypatch.setattr("piecewise.ingest.dates.MIN_SPOOL_ROWS", 64)
     whole = make_config(tmp_path / "whole", demo_data)
     (tmp_path / "whole").mkdir()
     run_ingest(whole, START, END, progress=False)

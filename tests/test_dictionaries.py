@@ -1,4 +1,4 @@
-"""One dictionary per column (`piecewise.dictionaries`): the values stay, the codes are
+"""One dictionary per column (`piecewise.storage.dictionaries`): the values stay, the codes are
 one set for the whole column."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from piecewise.dictionaries import one_dictionary
+from piecewise.storage.dictionaries import one_dictionary
 
 
 def _values(arr: pa.ChunkedArray) -> list:

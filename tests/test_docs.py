@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import BaseModel
 
-from piecewise import periods
-from piecewise.aggregate import ALL_ISPS, cell_schema
-from piecewise.areas import PSEUDO_AREAS
-from piecewise.config import (
+from piecewise.aggregate.local import ALL_ISPS, cell_schema
+from piecewise.core import periods
+from piecewise.core.areas import PSEUDO_AREAS
+from piecewise.core.config import (
     Config,
     ConfigError,
     FilesSourceConfig,
@@ -31,10 +31,10 @@ from piecewise.config import (
     load_config,
     parse_config,
 )
-from piecewise.histogram import BUCKETS, LOW, RATIO
+from piecewise.core.histogram import BUCKETS, LOW, RATIO
+from piecewise.core.schema import ENRICHED_BASE
+from piecewise.ingest.quality import QualityReport
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
-from piecewise.quality import QualityReport
-from piecewise.schema import ENRICHED_BASE
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGURATION_MD = ROOT / "docs" / "configuration.md"

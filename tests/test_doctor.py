@@ -12,7 +12,7 @@ import pytest
 from bigquery_http import TABLE_DENIED, BigQueryHTTP
 from maxmind_fixtures import ACCOUNT, KEY, FakeMaxMind, demo_mmdb, maxmind_tar_gz
 from piecewise.cli import main
-from piecewise.config import parse_config
+from piecewise.core.config import parse_config
 from piecewise.demo.geoip import build_demo_asn_db
 from piecewise.doctor import Check, checks, report
 

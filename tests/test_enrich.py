@@ -7,10 +7,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from piecewise.areas import COARSE, OUTSIDE, UNLOCATED
-from piecewise.config import Config, parse_config
-from piecewise.enrich import Enricher
-from piecewise.schema import UNIFIED
+from piecewise.core.areas import COARSE, OUTSIDE, UNLOCATED
+from piecewise.core.config import Config, parse_config
+from piecewise.core.schema import UNIFIED
+from piecewise.ingest.enrich import Enricher
 
 SEATTLE = (47.6062, -122.3321)  # King County, 53033
 COEUR_DALENE = (47.6777, -116.7805)  # Idaho: in the box, outside the state

@@ -7,19 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from piecewise.areas import BoundaryError
 from piecewise.cli import main
-from piecewise.config import ConfigError
-from piecewise.errors import PiecewiseError
-from piecewise.geoip_refresh import GeoIPError
-from piecewise.ingest import IngestFailed, NoTestsSelected
+from piecewise.core.areas import BoundaryError
+from piecewise.core.config import ConfigError
+from piecewise.core.errors import PiecewiseError
+from piecewise.ingest.dates import IngestFailed, NoTestsSelected
+from piecewise.ingest.geoip import GeoIPError
+from piecewise.ingest.sources.bigquery import SourceError
+from piecewise.ingest.sources.files import ExportFileError
 from piecewise.init import InitError
-from piecewise.lock import LockHeld
-from piecewise.manifest import DateRangeError
-from piecewise.sources.bigquery import SourceError
-from piecewise.sources.files import ExportFileError
-from piecewise.store import StoreError
-from piecewise.survey.store import SurveyStoreUnavailable
+from piecewise.storage.lock import LockHeld
+from piecewise.storage.manifest import DateRangeError
+from piecewise.storage.store import StoreError
+from piecewise.web.survey.store import SurveyStoreUnavailable
 
 CONFIG = """
 [region]

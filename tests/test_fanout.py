@@ -12,15 +12,15 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from piecewise import ingest as ingest_layout
 from piecewise.cli import main
-from piecewise.config import Config
-from piecewise.ingest import IngestFailed, dates_between
-from piecewise.manifest import Manifest, manifest_key
+from piecewise.core.config import Config
+from piecewise.core.schema import DIRECTIONS
+from piecewise.ingest import dates as ingest_layout
+from piecewise.ingest.dates import IngestFailed, dates_between
+from piecewise.ingest.sources.base import Source
 from piecewise.pipeline import DateIngester, Stores, make_source, run_aggregate, run_ingest
-from piecewise.schema import DIRECTIONS
-from piecewise.sources.base import Source
-from piecewise.store import Store, open_store
+from piecewise.storage.manifest import Manifest, manifest_key
+from piecewise.storage.store import Store, open_store
 from test_pipeline import START, config_text, file_hashes, make_config
 
 DATES = dates_between(START, START + dt.timedelta(days=5))
@@ -202,7 +202,7 @@ def test_a_failing_date_is_reported_and_the_others_land(
 
 
 def test_a_date_another_worker_holds_is_skipped(tmp_path: Path, demo_data: Path) -> None:
-    from piecewise.lock import RunLock
+    from piecewise.storage.lock import RunLock
 
     cfg = make_config(tmp_path, demo_data)
     private = open_store(cfg.stores.private, base_dir=cfg.base_dir)

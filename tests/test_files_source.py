@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from piecewise.schema import UNIFIED
-from piecewise.sources import files
-from piecewise.sources.files import ExportFileError, FilesSource
-from piecewise.store import open_store
+from piecewise.core.schema import UNIFIED
+from piecewise.ingest.sources import files
+from piecewise.ingest.sources.files import ExportFileError, FilesSource
+from piecewise.storage.store import open_store
 
 D1, D2, D3 = dt.date(2025, 1, 1), dt.date(2025, 1, 2), dt.date(2025, 1, 3)
 

@@ -14,10 +14,10 @@ import pytest
 functions_framework = pytest.importorskip("functions_framework")
 pytest.importorskip("google.cloud.pubsub_v1")
 
-from piecewise.config import load_config  # noqa: E402
-from piecewise.lock import RunLock  # noqa: E402
-from piecewise.manifest import Manifest  # noqa: E402
+from piecewise.core.config import load_config  # noqa: E402
 from piecewise.pipeline import Stores  # noqa: E402
+from piecewise.storage.lock import RunLock  # noqa: E402
+from piecewise.storage.manifest import Manifest  # noqa: E402
 from pubsub_emulator import PubSubEmulator  # noqa: E402
 
 pytestmark = pytest.mark.service

@@ -1,7 +1,7 @@
 """MaxMind's GeoLite licence: a database is not used more than 30 days after a newer one
 was released (ingest falls back to M-Lab's names, says so and counts it), and the
 published data and the map credit MaxMind beside M-Lab. Deleting superseded copies:
-test_geoip_refresh.py. The databases here are real MaxMind DB files, written with
+test_geoip.py. The databases here are real MaxMind DB files, written with
 mmdb-writer like MaxMind's own (same type and description), over the demo's blocks."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pytest
 from mmdb_writer import MmdbU32, MMDBWriter
 from netaddr import IPSet
 
-from piecewise.areas import build_layers
-from piecewise.config import Config, parse_config
+from piecewise.core.areas import build_layers
+from piecewise.core.config import Config, parse_config
 from piecewise.demo.geoip import asn_networks, build_demo_asn_db
-from piecewise.geoip_refresh import (
+from piecewise.ingest.geoip import (
     GEOLITE_NOTICE,
     SYNTHETIC_SOURCE,
     data_sources,
@@ -26,11 +26,11 @@ from piecewise.geoip_refresh import (
     newer_build_epoch,
     refresh_geoip,
 )
-from piecewise.manifest import Manifest
 from piecewise.pipeline import Stores, prepare_geoip_database, run_ingest, stored_geoip_database
-from piecewise.publish import Publisher
-from piecewise.site import runtime_config
-from piecewise.store import open_store
+from piecewise.publish.files import Publisher
+from piecewise.storage.manifest import Manifest
+from piecewise.storage.store import open_store
+from piecewise.web.site import runtime_config
 
 BUILT = dt.datetime(2026, 4, 28, tzinfo=dt.UTC)  # a Tuesday, as MaxMind's builds are
 LIMIT = dt.datetime(2026, 6, 4, tzinfo=dt.UTC)  # a week for the next build, then 30 days
@@ -325,7 +325,7 @@ def test_the_tiles_credit_geolite_beside_mlab(tmp_path: Path) -> None:
     """Map tiles carry the data: their metadata credits what the data came from."""
     from pmtiles.reader import MmapSource, Reader
 
-    from piecewise.tiles import ATTRIBUTION
+    from piecewise.publish.tiles import ATTRIBUTION
 
     path = maxmind_db(tmp_path / "asn.mmdb", BUILT)
     credits = {}

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from piecewise.histogram import (
+from piecewise.core.histogram import (
     BUCKETS,
     HIGH,
     LOW,

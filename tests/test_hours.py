@@ -11,10 +11,10 @@ import pyarrow.compute as pc
 import pytest
 from pydantic import ValidationError
 
-from piecewise.aggregate import ALL_ISPS, apply_privacy, compute_cells
-from piecewise.config import Evening
-from piecewise.hours import base_layer, evening_layer, in_evening, is_evening
-from piecewise.tables import plain_strings
+from piecewise.aggregate.local import ALL_ISPS, apply_privacy, compute_cells
+from piecewise.core.config import Evening
+from piecewise.core.hours import base_layer, evening_layer, in_evening, is_evening
+from piecewise.core.tables import plain_strings
 
 ZONE = "America/Los_Angeles"
 UTC = dt.UTC

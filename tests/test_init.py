@@ -22,7 +22,7 @@ from shapely.geometry import box, mapping, shape
 
 from browser_fixtures import serving
 from piecewise.cli import main
-from piecewise.config import load_config
+from piecewise.core.config import load_config
 from piecewise.init import COARSEST, FINEST, MOST_HEXAGONS, choose_resolution, hexagons_at
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
 

@@ -11,8 +11,8 @@ import pytest
 from scipy import stats
 
 from api_fixtures import Published
-from piecewise.histogram import LOW, RATIO, bucket_of
-from piecewise.intervals import median_bounds, median_ranks, wilson
+from piecewise.core.histogram import LOW, RATIO, bucket_of
+from piecewise.core.intervals import median_bounds, median_ranks, wilson
 
 
 def reference_lower_rank(n: int) -> int:

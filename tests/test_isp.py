@@ -10,10 +10,10 @@ import pytest
 from mmdb_writer import MmdbU32, MMDBWriter
 from netaddr import IPSet
 
-from piecewise.config import IspRule
+from piecewise.core.config import IspRule
 from piecewise.demo.geoip import build_demo_asn_db
 from piecewise.demo.isps import DEMO_ISPS
-from piecewise.isp import UNKNOWN_ISP, AsnDatabase, IspNamer, label_isps
+from piecewise.ingest.isp import UNKNOWN_ISP, AsnDatabase, IspNamer, label_isps
 
 
 @pytest.fixture(scope="module")

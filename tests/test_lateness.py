@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from piecewise.cli import main
-from piecewise.config import parse_config
-from piecewise.manifest import Manifest
+from piecewise.core.config import parse_config
 from piecewise.pipeline import Stores
+from piecewise.storage.manifest import Manifest
 
 
 def config_text(tmp: Path, reread_days: int = 3) -> str:

@@ -13,8 +13,8 @@ import pytest
 import shapely
 
 from piecewise.cli import main
-from piecewise.config import Location, parse_config
-from piecewise.location import (
+from piecewise.core.config import Location, parse_config
+from piecewise.core.location import (
     equivalent_radius_km,
     layer_scale_warnings,
     polygon_area_km2,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from piecewise.lock import LockHeld, LockHolder, RunLock, lock_key
-from piecewise.store import Store, open_store
+from piecewise.storage.lock import LockHeld, LockHolder, RunLock, lock_key
+from piecewise.storage.store import Store, open_store
 
 T0 = dt.datetime(2026, 5, 1, 6, 0, tzinfo=dt.UTC)
 
@@ -86,7 +86,7 @@ def test_stale_lock_is_broken_with_a_warning(
         RunLock(store, "ingest", clock=clock).acquire()
 
     clock.now = T0 + dt.timedelta(hours=2, minutes=1)
-    with caplog.at_level(logging.WARNING, logger="piecewise.lock"):
+    with caplog.at_level(logging.WARNING, logger="piecewise.storage.lock"):
         taker = RunLock(store, "ingest", clock=clock)
         taker.acquire()
     assert "breaking stale lock locks/ingest.lock" in caplog.text
@@ -173,8 +173,8 @@ def test_bad_arguments(name: str, ttl: float, memory_url: str) -> None:
 CONTENDER = textwrap.dedent(
     """
     import sys
-    from piecewise.lock import LockHeld, RunLock
-    from piecewise.store import open_store
+    from piecewise.storage.lock import LockHeld, RunLock
+    from piecewise.storage.store import open_store
 
     try:
         with RunLock(open_store(sys.argv[1]), "ingest"):

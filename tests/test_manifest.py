@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from piecewise import __version__
-from piecewise.manifest import (
+from piecewise.ingest.quality import QualityReport
+from piecewise.storage.manifest import (
     MAX_READS,
     DateRange,
     DateRangeError,
@@ -25,8 +26,7 @@ from piecewise.manifest import (
     lateness,
     manifest_key,
 )
-from piecewise.quality import QualityReport
-from piecewise.store import StoreError, open_store
+from piecewise.storage.store import StoreError, open_store
 
 D = dt.date
 

@@ -12,7 +12,7 @@ import pytest
 
 SCRIPT = """
 import pyarrow as pa
-from piecewise.memory import use_system_allocator
+from piecewise.core.memory import use_system_allocator
 use_system_allocator()
 buffer = pa.allocate_buffer(1 << 20)  # taken from the pool now in force
 print(pa.default_memory_pool().backend_name, pa.total_allocated_bytes() >= 1 << 20)
@@ -43,7 +43,7 @@ def test_a_pool_the_environment_chose_is_kept(pool: str) -> None:
 
 TRIM = """
 import numpy as np
-from piecewise.memory import give_back_free_memory, use_system_allocator
+from piecewise.core.memory import give_back_free_memory, use_system_allocator
 
 def rss_mib():
     with open("/proc/self/statm") as f:

@@ -31,16 +31,16 @@ from werkzeug.serving import make_server
 from werkzeug.test import Client
 
 from api_fixtures import Published
-from piecewise.api import ApiApp, build_api
-from piecewise.api.errors import BadParameter
-from piecewise.api.openapi import openapi_document
-from piecewise.api.params import (
+from piecewise.core.hours import base_layer
+from piecewise.web.api import ApiApp, build_api
+from piecewise.web.api.errors import BadParameter
+from piecewise.web.api.openapi import openapi_document
+from piecewise.web.api.params import (
     ENDPOINTS,
     parse_date,
     parse_period,
     parse_quantiles,
 )
-from piecewise.hours import base_layer
 
 EXAMPLES = 100  # per operation and mode: about half a minute in all
 # A valid value of each parameter, for requests that must pass parsing.

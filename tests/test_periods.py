@@ -1,4 +1,4 @@
-"""Period arithmetic (`piecewise.periods`): the ordinal of each row's period."""
+"""Period arithmetic (`piecewise.core.periods`): the ordinal of each row's period."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from piecewise import periods
+from piecewise.core import periods
 
 EPOCH = dt.date(1970, 1, 1)
 

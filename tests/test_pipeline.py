@@ -12,14 +12,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from piecewise import periods
-from piecewise.clients import client_network
-from piecewise.config import Config, parse_config
-from piecewise.ingest import IngestFailed, dates_between, ingested_dates
-from piecewise.lock import LockHeld, RunLock
-from piecewise.manifest import Manifest
+from piecewise.core import periods
+from piecewise.core.config import Config, parse_config
+from piecewise.ingest.clients import client_network
+from piecewise.ingest.dates import IngestFailed, dates_between, ingested_dates
 from piecewise.pipeline import Stores, ingest_fingerprint, make_source, run_aggregate, run_ingest
-from piecewise.store import Store, open_store
+from piecewise.storage.lock import LockHeld, RunLock
+from piecewise.storage.manifest import Manifest
+from piecewise.storage.store import Store, open_store
 
 START = dt.date(2025, 3, 25)
 END = dt.date(2025, 4, 6)  # crosses a month and a quarter boundary
@@ -481,7 +481,7 @@ def test_a_date_that_failed_half_way_has_no_manifest_record(
 
 
 def test_a_region_that_selects_nothing_writes_nothing(tmp_path: Path, demo_data: Path) -> None:
-    from piecewise.ingest import NoTestsSelected
+    from piecewise.ingest.dates import NoTestsSelected
 
     cfg = make_config(tmp_path, demo_data)
     ocean = cfg.region.model_copy(update={"bbox": (-140.0, 30.0, -135.0, 35.0), "polygon": None})

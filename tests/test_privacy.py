@@ -7,7 +7,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from piecewise.privacy import (
+from piecewise.aggregate.privacy import (
     EVENING,
     REST_OF_DAY,
     CellKeys,
@@ -223,7 +223,7 @@ def _subset(cells: CellKeys, rows: np.ndarray) -> CellKeys:
 
 
 def _period_end(kind: str, start: int) -> int:
-    from piecewise import periods
+    from piecewise.core import periods
 
     first = EPOCH + dt.timedelta(days=int(start))
     return (periods.end_of(kind, first) - EPOCH).days

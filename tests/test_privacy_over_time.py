@@ -27,14 +27,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from piecewise.aggregate import apply_sampling, network_keyed
-from piecewise.clients import client_network
-from piecewise.config import Config, parse_config
+from piecewise.aggregate.local import apply_sampling, network_keyed
+from piecewise.core.config import Config, parse_config
 from piecewise.demo.places import load_demo_places
-from piecewise.ledger import Ledger
+from piecewise.demo.synthetic import SyntheticSource
+from piecewise.ingest.clients import client_network
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
-from piecewise.sources.synthetic import SyntheticSource
-from piecewise.store import Store
+from piecewise.storage.ledger import Ledger
+from piecewise.storage.store import Store
 
 pytestmark = pytest.mark.slow
 

@@ -7,12 +7,13 @@ import pyarrow as pa
 import pytest
 
 from api_fixtures import Published
-from piecewise import periods, publish
-from piecewise.areas import build_layers
-from piecewise.cellfields import PUBLISHED, SHARE_ENDINGS, SHARE_OBJECTS
-from piecewise.ledger import Ledger
-from piecewise.publish import Publisher
-from piecewise.store import open_store
+from piecewise.core import periods
+from piecewise.core.areas import build_layers
+from piecewise.core.cellfields import PUBLISHED, SHARE_ENDINGS, SHARE_OBJECTS
+from piecewise.publish import files as publish
+from piecewise.publish.files import Publisher
+from piecewise.storage.ledger import Ledger
+from piecewise.storage.store import open_store
 
 
 def stats_files(published: Published) -> dict[tuple[str, str, str], dict]:

@@ -11,12 +11,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from piecewise.ledger import Ledger, LedgerError, SealBroken
-from piecewise.lock import LockHeld, RunLock
-from piecewise.manifest import Manifest, manifest_key
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
-from piecewise.release import ReleaseAborted
-from piecewise.store import Store
+from piecewise.publish.release import ReleaseAborted
+from piecewise.storage.ledger import Ledger, LedgerError, SealBroken
+from piecewise.storage.lock import LockHeld, RunLock
+from piecewise.storage.manifest import Manifest, manifest_key
+from piecewise.storage.store import Store
 from test_pipeline import file_hashes, make_config
 
 MAR = dt.date(2025, 3, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from piecewise.sampling import fingerprints, with_pick
+from piecewise.ingest.sampling import fingerprints, with_pick
 
 
 @pytest.mark.parametrize(

@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import Client
 
-from piecewise.config import Config, IspRule, UseCase
+from piecewise.core.config import Config, IspRule, UseCase
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
-from piecewise.serve import TABLE_COLUMNS, _fmt, build_app
-from piecewise.store import Store
+from piecewise.storage.store import Store
+from piecewise.web.serve import TABLE_COLUMNS, _fmt, build_app
 from test_pipeline import END, START, make_config
 
 # Names that would inject markup if the page did not escape them.

@@ -1,4 +1,4 @@
-"""piecewise.site: the pages' runtime config.json, the [site] table, and how
+"""piecewise.web.site: the pages' runtime config.json, the [site] table, and how
 `piecewise serve` serves a built site (the pages themselves: test_site_map.py and
 test_site_speedtest.py, in a browser)."""
 
@@ -11,9 +11,9 @@ import pytest
 from werkzeug.test import Client
 
 from piecewise.cli import main
-from piecewise.config import ConfigError, parse_config
-from piecewise.serve import build_app
-from piecewise.site import runtime_config
+from piecewise.core.config import ConfigError, parse_config
+from piecewise.web.serve import build_app
+from piecewise.web.site import runtime_config
 
 BASE = """
 [region]
@@ -237,7 +237,7 @@ def test_a_bad_cli_url_names_the_flag(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_the_site_credits_geolite_beside_mlab_when_the_isps_come_from_geolite(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from piecewise.geoip_refresh import GEOLITE_NOTICE
+    from piecewise.ingest.geoip import GEOLITE_NOTICE
 
     url = "https://download.maxmind.com/geoip/databases/GeoLite2-ASN/download?suffix=tar.gz"
     path = tmp_path / "piecewise.toml"

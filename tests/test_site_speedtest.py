@@ -17,8 +17,8 @@ import pytest
 from werkzeug.test import Client
 
 from browser_fixtures import low_contrast
-from piecewise.survey import build_survey
-from piecewise.survey.store import SqliteSurveyStore
+from piecewise.web.survey import build_survey
+from piecewise.web.survey.store import SqliteSurveyStore
 from survey_fixtures import SALT, survey_config
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -466,7 +466,7 @@ def test_a_resident_takes_the_test_and_answers_in_spanish(
     """A browser that prefers Spanish gets the page, the test, the survey's questions
     (the config's translations), its messages and the thanks in Spanish; the stored
     answers are the form's own values; the menu switches to English, kept in the URL."""
-    from piecewise.config import DEFAULT_CONSENT_ES
+    from piecewise.core.config import DEFAULT_CONSENT_ES
 
     context = browser.new_context(locale="es-MX")
     page = context.new_page()

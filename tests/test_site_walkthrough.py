@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from browser_fixtures import SURVEY_AREA, SiteServer, running_site, survey_cell, table_row
-from piecewise.config import DEFAULT_CONSENT_ES
-from piecewise.survey.form import default_fields
-from piecewise.survey.store import SqliteSurveyStore
+from piecewise.core.config import DEFAULT_CONSENT_ES
+from piecewise.web.survey.form import default_fields
+from piecewise.web.survey.store import SqliteSurveyStore
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

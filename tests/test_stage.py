@@ -166,7 +166,7 @@ def test_staging_is_complete_and_repeatable(tmp_path: Path) -> None:
             ROOT / "functions" / name / "main.py"
         ).read_bytes()
         assert (tmp_path / "a" / name / "piecewise.toml").read_bytes() == config.read_bytes()
-        assert "piecewise/__init__.py" in tree and "piecewise/sql/unified_tests.sql" in tree
+        assert "piecewise/__init__.py" in tree and "piecewise/ingest/sql/unified_tests.sql" in tree
         assert not any("__pycache__" in p or p.endswith(".pyc") for p in tree)
         assert {mode & 0o777 for mode, _ in tree.values()} == {0o644}
         package = {p for p in tree if p.startswith("piecewise/")}

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from piecewise.schema import UNIFIED
-from piecewise.store import KeyNotFound, Store, StoreError, open_store
+from piecewise.core.schema import UNIFIED
+from piecewise.storage.store import KeyNotFound, Store, StoreError, open_store
 from services import GcsEmulator, MotoS3Server
 
 
@@ -353,7 +353,7 @@ def test_writes_synced_once_are_flushed_together_at_the_end(
 ) -> None:
     """Inside `synced_once` a local folder's writes are atomic but not fsynced one by
     one; the file system is synced once when the block ends, and only if it ends well."""
-    from piecewise import store as store_module
+    from piecewise.storage import store as store_module
 
     fsyncs: list[int] = []
     syncs: list[Path] = []

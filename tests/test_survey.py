@@ -17,11 +17,11 @@ import pytest
 from werkzeug.test import Client, create_environ
 from werkzeug.wrappers import Response
 
-from piecewise.config import ConfigError
-from piecewise.survey import SurveyApp, build_form, build_survey
-from piecewise.survey.export import export
-from piecewise.survey.ratelimit import client_hash
-from piecewise.survey.store import FirestoreSurveyStore, SqliteSurveyStore, SurveyStore
+from piecewise.core.config import ConfigError
+from piecewise.web.survey import SurveyApp, build_form, build_survey
+from piecewise.web.survey.export import export
+from piecewise.web.survey.ratelimit import client_hash
+from piecewise.web.survey.store import FirestoreSurveyStore, SqliteSurveyStore, SurveyStore
 from survey_fixtures import SALT, Clock, survey_config, valid_submission
 
 Make = Callable[..., tuple[SurveyApp, Clock]]
@@ -702,8 +702,8 @@ def test_cli_export(tmp_path: Path, capsysbinary: pytest.CaptureFixture) -> None
 
 
 def test_serve_mounts_the_survey_beside_the_api(tmp_path: Path) -> None:
-    from piecewise.api import build_api
-    from piecewise.serve import build_app
+    from piecewise.web.api import build_api
+    from piecewise.web.serve import build_app
 
     config = survey_config(tmp_path)
     survey = build_survey(config, salt=SALT)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from piecewise.survey.evidence import export_evidence, places, rule_of
-from piecewise.survey.store import SqliteSurveyStore
+from piecewise.web.survey.evidence import export_evidence, places, rule_of
+from piecewise.web.survey.store import SqliteSurveyStore
 from survey_fixtures import survey_config
 
 EVENING = '\n[evening]\ntimezone = "America/Los_Angeles"\n'

@@ -27,8 +27,8 @@ from schemathesis.specs.openapi.checks import (
 from werkzeug.serving import make_server
 from werkzeug.test import Client
 
-from piecewise.survey import SurveyApp, build_form, build_survey
-from piecewise.survey.store import FirestoreSurveyStore, SqliteSurveyStore, SurveyStore
+from piecewise.web.survey import SurveyApp, build_form, build_survey
+from piecewise.web.survey.store import FirestoreSurveyStore, SqliteSurveyStore, SurveyStore
 from survey_fixtures import SALT, survey_config, valid_submission
 
 EXAMPLES = 300

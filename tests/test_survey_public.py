@@ -22,12 +22,12 @@ import h3
 import pytest
 from werkzeug.test import Client
 
-from piecewise.config import Config, ConfigError
-from piecewise.store import Store, open_store
-from piecewise.survey import build_survey, mechanisms
-from piecewise.survey.export import export
-from piecewise.survey.mechanisms import GRID
-from piecewise.survey.public import (
+from piecewise.core.config import Config, ConfigError
+from piecewise.storage.store import Store, open_store
+from piecewise.web.survey import build_survey, mechanisms
+from piecewise.web.survey.export import export
+from piecewise.web.survey.mechanisms import GRID
+from piecewise.web.survey.public import (
     INDEX_KEY,
     Window,
     publish_survey,
@@ -36,9 +36,9 @@ from piecewise.survey.public import (
     summarize_window,
     survey_layer,
 )
-from piecewise.survey.ratelimit import client_hash
-from piecewise.survey.store import FirestoreSurveyStore, SqliteSurveyStore, SurveyStore
-from piecewise.survey.summary import MEDIANS
+from piecewise.web.survey.ratelimit import client_hash
+from piecewise.web.survey.store import FirestoreSurveyStore, SqliteSurveyStore, SurveyStore
+from piecewise.web.survey.summary import MEDIANS
 from survey_fixtures import SALT, SURVEY_TOML, Clock, survey_config, valid_submission
 
 SEATTLE = (47.61, -122.33)
@@ -740,8 +740,8 @@ def test_a_survey_that_cannot_be_published_leaves_the_release_and_says_why(
 ) -> None:
     """Another run holds the survey's lock: the aggregation's release stands, the error is
     reported, and the next run publishes the windows."""
-    from piecewise.lock import RunLock
     from piecewise.pipeline import Stores, run_aggregate
+    from piecewise.storage.lock import RunLock
 
     config = config_of(tmp_path)
     stores = Stores.of(config)

@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from piecewise.store import open_store
-from piecewise.survey import mechanisms
-from piecewise.survey.mechanisms import COST_PER_MBPS_GRID, GRID, RATIO_GRID
-from piecewise.survey.public import (
+from piecewise.storage.store import open_store
+from piecewise.web.survey import mechanisms
+from piecewise.web.survey.mechanisms import COST_PER_MBPS_GRID, GRID, RATIO_GRID
+from piecewise.web.survey.public import (
     Window,
     publish_survey,
     read_response,
     summarize_window,
     survey_layer,
 )
-from piecewise.survey.summary import MEDIANS, PLAUSIBLE_MBPS, plan
+from piecewise.web.survey.summary import MEDIANS, PLAUSIBLE_MBPS, plan
 from survey_fixtures import survey_config
 
 SEATTLE = (47.61, -122.33)

@@ -16,12 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from piecewise.clients import client_network
+from piecewise.core.schema import UNIFIED
 from piecewise.demo.geoip import build_demo_asn_db
 from piecewise.demo.isps import DEMO_ISPS, AutonomousSystem, DemoIsp, PlanTier, Technology
 from piecewise.demo.places import Place, load_demo_places
-from piecewise.schema import UNIFIED
-from piecewise.sources.synthetic import (
+from piecewise.demo.synthetic import (
     ARRIVAL_LAG_SHARES,
     DUPLICATE_SHARE,
     LOCATION_SHARES,
@@ -31,6 +30,7 @@ from piecewise.sources.synthetic import (
     Location,
     SyntheticSource,
 )
+from piecewise.ingest.clients import client_network
 
 START = dt.date(2025, 3, 3)  # a Monday; the range crosses the switch to daylight time
 END = dt.date(2025, 3, 16)

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from piecewise.tables import encoded_strings, plain_strings, rows_equal, rows_where
+from piecewise.core.tables import encoded_strings, plain_strings, rows_equal, rows_where
 
 
 def table(kinds: list[str | None]) -> pa.Table:

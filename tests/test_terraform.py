@@ -21,7 +21,7 @@ from typing import Any
 import hcl2
 import pytest
 
-from piecewise.config import Config
+from piecewise.core.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 TERRAFORM = ROOT / "terraform"

@@ -17,10 +17,10 @@ from pmtiles.reader import MemorySource, Reader, all_tiles
 from pmtiles.tile import Compression, TileType
 
 from api_fixtures import RUN_START, Published, pipeline_config
-from piecewise import tiles
-from piecewise.hours import output_layers
+from piecewise.core.hours import output_layers
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
-from piecewise.store import Store
+from piecewise.publish import tiles
+from piecewise.storage.store import Store
 
 MAX_TILE = 500 * 1024
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from api_fixtures import Published
-from piecewise.aggregate import apply_sampling, load_tests, share_label
-from piecewise.clients import network_keyed
-from piecewise.config import ConfigError, UseCase, parse_config
-from piecewise.intervals import wilson
+from piecewise.aggregate.local import apply_sampling, load_tests, share_label
+from piecewise.core.config import ConfigError, UseCase, parse_config
+from piecewise.core.intervals import wilson
+from piecewise.ingest.clients import network_keyed
 
 MINIMAL = """
 [region]

@@ -14,9 +14,9 @@ import os
 
 import functions_framework
 
-from piecewise.config import load_config
+from piecewise.core.config import load_config
+from piecewise.core.logs import setup_logging
 from piecewise.handlers import handle_ingested, ingested_dates
-from piecewise.logs import setup_logging
 
 setup_logging(structured=True)
 log = logging.getLogger("piecewise.functions.aggregate")

@@ -13,9 +13,9 @@ import threading
 import functions_framework
 from werkzeug.wrappers import Request, Response
 
-from piecewise.api import ApiApp, build_api
-from piecewise.config import load_config
-from piecewise.logs import setup_logging
+from piecewise.core.config import load_config
+from piecewise.core.logs import setup_logging
+from piecewise.web.api import ApiApp, build_api
 
 setup_logging(structured=True)
 _app: ApiApp | None = None

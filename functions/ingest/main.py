@@ -23,10 +23,10 @@ import os
 
 import functions_framework
 
-from piecewise.backfill import DateMessage
-from piecewise.config import ConfigError, load_config
+from piecewise.core.config import ConfigError, load_config
+from piecewise.core.logs import setup_logging
 from piecewise.handlers import handle_ingest, handle_ingest_date, pubsub_publisher
-from piecewise.logs import setup_logging
+from piecewise.ingest.backfill import DateMessage
 
 setup_logging(structured=True)
 log = logging.getLogger("piecewise.functions.ingest")

@@ -16,9 +16,9 @@ import functions_framework
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
-from piecewise.config import load_config
-from piecewise.logs import setup_logging
-from piecewise.survey import build_survey
+from piecewise.core.config import load_config
+from piecewise.core.logs import setup_logging
+from piecewise.web.survey import build_survey
 
 setup_logging(structured=True)
 _app: ProxyFix | None = None

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from piecewise.config import Config, ConfigError, load_config
+from piecewise.core.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:  # the pipeline's imports are heavy: `piecewise serve` needs none of them
-    from piecewise.ingest import IngestResult
+    from piecewise.ingest.dates import IngestResult
 
 log = logging.getLogger("piecewise")
 
@@ -49,7 +49,7 @@ def _yesterday() -> dt.date:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from piecewise.hours import evening_layer  # imports pyarrow: only here
+    from piecewise.core.hours import evening_layer  # imports pyarrow: only here
 
     cfg = load_config(args.file)
     layers = ", ".join(f"{layer.id} ({layer.kind})" for layer in cfg.layers)
@@ -67,11 +67,11 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def _layer_warnings(cfg: Config) -> list[str]:
-    """Layers finer than IP geolocation usually locates a test (piecewise.location)."""
+    """Layers finer than IP geolocation usually locates a test (piecewise.core.location)."""
     import statistics
 
-    from piecewise.areas import H3Areas, build_layers
-    from piecewise.location import layer_scale_warnings
+    from piecewise.core.areas import H3Areas, build_layers
+    from piecewise.core.location import layer_scale_warnings
 
     scales = {}
     for layer_id, layer in build_layers(cfg).items():
@@ -82,7 +82,7 @@ def _layer_warnings(cfg: Config) -> list[str]:
 
 
 def _ingest(args: argparse.Namespace, cfg: Config) -> IngestResult:
-    from piecewise.ingest import IngestFailed
+    from piecewise.ingest.dates import IngestFailed
     from piecewise.pipeline import run_ingest
 
     # Neither date: what the manifest lacks, and the last few days again.
@@ -134,10 +134,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def _dry_run(args: argparse.Namespace, cfg: Config) -> int:
     """What the run would query: each query's bytes and cost, the run's total, and a
     month of scheduled runs; dry runs only (billed nothing), nothing written."""
-    from piecewise.ingest import _ranges_text
-    from piecewise.manifest import Manifest
+    from piecewise.ingest.dates import _ranges_text
+    from piecewise.ingest.sources.bigquery import TIB, gb
     from piecewise.pipeline import Stores, dates_left_as_published, make_source, plan_ingest
-    from piecewise.sources.bigquery import TIB, gb
+    from piecewise.storage.manifest import Manifest
 
     source = make_source(cfg)
     estimate = getattr(source, "estimate_dates", None)
@@ -173,7 +173,7 @@ def _dry_run(args: argparse.Namespace, cfg: Config) -> int:
     price = getattr(settings, "price_per_tib", 6.25)
     # What an archive day costs, for the month: from the run's own queries, or from a
     # dry run of yesterday alone (a block of dates reads its days and the next one).
-    from piecewise.ingest import date_blocks
+    from piecewise.ingest.dates import date_blocks
 
     sample_dates = dates or [_yesterday()]
     sample = estimates or estimate(sample_dates)
@@ -223,9 +223,9 @@ def _print_estimates(rows: list[tuple[str, int, float]]) -> tuple[float, float]:
 def cmd_lateness(args: argparse.Namespace) -> int:
     """From the manifest's read histories: how many rows arrived 1, 2, 3... days after
     their date, and which `ingest.reread_days` would have caught 99 % of them."""
-    from piecewise.ingest import _ranges_text
-    from piecewise.manifest import Manifest, lateness
+    from piecewise.ingest.dates import _ranges_text
     from piecewise.pipeline import Stores
+    from piecewise.storage.manifest import Manifest, lateness
 
     cfg = load_config(_config_path(args))
     manifest = Manifest(Stores.of(cfg).private)
@@ -289,14 +289,14 @@ def _aggregate_dry_run(cfg: Config) -> int:
     """What each aggregation query of the BigQuery engine would scan and cost for the
     next release, over the tests table as loaded now; runs nothing, loads nothing,
     creates nothing."""
-    from piecewise.ledger import Ledger
     from piecewise.pipeline import Stores
-    from piecewise.release import plan_release
+    from piecewise.publish.release import plan_release
+    from piecewise.storage.ledger import Ledger
 
     if cfg.aggregation.engine != "bigquery":
         print(f"engine {cfg.aggregation.engine!r} runs no billed queries: nothing to estimate")
         return 0
-    from piecewise.engines.bigquery import BigQueryEngine
+    from piecewise.aggregate.bigquery import BigQueryEngine
 
     stores = Stores.of(cfg)
     plan = plan_release(cfg, stores, Ledger(stores.private).state(), _today())
@@ -323,7 +323,7 @@ def _aggregate_dry_run(cfg: Config) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from piecewise.ingest import IngestFailed
+    from piecewise.ingest.dates import IngestFailed
 
     cfg = load_config(_config_path(args))
     try:
@@ -338,14 +338,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from werkzeug.serving import run_simple
 
-    from piecewise.api import build_api
-    from piecewise.serve import build_app
-    from piecewise.site import DEFAULT_SITE_DIR
+    from piecewise.web.api import build_api
+    from piecewise.web.serve import build_app
+    from piecewise.web.site import DEFAULT_SITE_DIR
 
     cfg = load_config(_config_path(args))
     mounts = {"/v1": build_api(cfg)}
     if cfg.survey.enabled:
-        from piecewise.survey import build_survey
+        from piecewise.web.survey import build_survey
 
         mounts["/v1/survey"] = build_survey(cfg, salt=_survey_salt(cfg))
     site_dir = Path(args.site) if args.site else DEFAULT_SITE_DIR
@@ -376,8 +376,8 @@ def _survey_salt(cfg: Config) -> bytes:
 
 
 def cmd_survey_export(args: argparse.Namespace) -> int:
-    from piecewise.survey import build_form, open_config_store
-    from piecewise.survey.export import export
+    from piecewise.web.survey import build_form, open_config_store
+    from piecewise.web.survey.export import export
 
     cfg = load_config(_config_path(args), check_files=False)
     store = open_config_store(cfg)
@@ -395,8 +395,8 @@ def cmd_survey_export(args: argparse.Namespace) -> int:
 
 
 def cmd_survey_evidence(args: argparse.Namespace) -> int:
-    from piecewise.survey import open_config_store
-    from piecewise.survey.evidence import EvidenceError, evening_of, export_evidence, rule_of
+    from piecewise.web.survey import open_config_store
+    from piecewise.web.survey.evidence import EvidenceError, evening_of, export_evidence, rule_of
 
     cfg = load_config(_config_path(args), check_files=False)
     if args.output not in (None, "-"):
@@ -430,7 +430,7 @@ def cmd_survey_evidence(args: argparse.Namespace) -> int:
 
 def _refuse_public(cfg: Config, output: Path) -> None:
     """Evidence names places and M-Lab UUIDs: never into the public store's folder."""
-    from piecewise.store import store_location
+    from piecewise.storage.store import store_location
 
     public = store_location(cfg.stores.public, cfg.base_dir)
     if public.contains(store_location(output.expanduser())):
@@ -456,8 +456,8 @@ def cmd_site_config(args: argparse.Namespace) -> int:
     """Write the pages' runtime config.json (for a site served from a bucket)."""
     from pydantic import ValidationError
 
-    from piecewise.config import Site
-    from piecewise.site import runtime_config_bytes
+    from piecewise.core.config import Site
+    from piecewise.web.site import runtime_config_bytes
 
     cfg = load_config(_config_path(args), check_files=False)
     overrides = {
@@ -747,8 +747,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from piecewise.errors import PiecewiseError
-    from piecewise.logs import setup_logging
+    from piecewise.core.errors import PiecewiseError
+    from piecewise.core.logs import setup_logging
 
     args = parser().parse_args(argv)
     setup_logging(level=logging.DEBUG if args.verbose else logging.INFO)

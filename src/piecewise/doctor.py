@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from piecewise.config import Config
+from piecewise.core.config import Config
 
 Status = Literal["ok", "todo", "fail"]
 MARKS = {"ok": "✓", "todo": "!", "fail": "✗"}
@@ -59,7 +59,7 @@ def check_source(config: Config) -> Check:
 
 def check_stores(config: Config) -> Iterator[Check]:
     from piecewise.pipeline import Stores
-    from piecewise.store import StoreError
+    from piecewise.storage.store import StoreError
 
     stores = Stores.of(config)
     for name, store in (("private", stores.private), ("public", stores.public)):
@@ -84,13 +84,13 @@ def check_stores(config: Config) -> Iterator[Check]:
 
 
 def check_geoip(config: Config, now: dt.datetime) -> Check:
-    from piecewise.geoip_refresh import (
+    from piecewise.ingest.geoip import (
         GeoIPError,
         database_facts,
         licence_limit,
         refresh_geoip,
     )
-    from piecewise.store import open_store
+    from piecewise.storage.store import open_store
 
     settings = config.geoip
     refresh = (
@@ -159,7 +159,7 @@ def check_geoip(config: Config, now: dt.datetime) -> Check:
 
 
 def check_bigquery(config: Config, yesterday: dt.date) -> Iterator[Check]:
-    from piecewise.sources.bigquery import TIB, SourceError, gb
+    from piecewise.ingest.sources.bigquery import TIB, SourceError, gb
 
     if config.source.kind != "bigquery":
         return

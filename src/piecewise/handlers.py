@@ -5,7 +5,7 @@ optional JSON body `{"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"}`) and publishes
 message naming the dates it wrote; given a dates topic, it splits dates of more than one
 block (`ingest.block_days` consecutive dates) into one message per block instead, each
 ingested by `handle_ingest_date` (the worker), and the batch's last worker announces all
-its dates in one message (see piecewise.backfill); `handle_ingested` is the aggregate
+its dates in one message (see piecewise.ingest.backfill); `handle_ingested` is the aggregate
 function's reaction to that message. Errors that a retry can fix propagate (the
 function fails and Scheduler or Pub/Sub retries; both steps are idempotent); bad
 requests get a 4xx.
@@ -19,11 +19,10 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from piecewise.backfill import DateMessage, forget_batch, mark_done, new_batch
-from piecewise.config import Config
-from piecewise.ingest import IngestFailed, NoTestsSelected, date_blocks
-from piecewise.lock import LockHeld
-from piecewise.manifest import DateRange, DateRangeError, Manifest
+from piecewise.core.config import Config
+from piecewise.ingest.backfill import DateMessage, forget_batch, mark_done, new_batch
+from piecewise.ingest.dates import IngestFailed, NoTestsSelected, date_blocks
+from piecewise.ingest.sources.bigquery import RunTooCostly
 from piecewise.pipeline import (
     DateIngester,
     IngestPlan,
@@ -33,7 +32,8 @@ from piecewise.pipeline import (
     run_ingest,
     stored_geoip_database,
 )
-from piecewise.sources.bigquery import RunTooCostly
+from piecewise.storage.lock import LockHeld
+from piecewise.storage.manifest import DateRange, DateRangeError, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def handle_ingest(
     log.info("ingested %d dates (%s)", len(written), result.quality.summary())
     answer: dict[str, Any] = {"dates": written, "rows": result.rows}
     if result.sealed:
-        # Published as final before: left as they were (see piecewise.ledger).
+        # Published as final before: left as they were (see piecewise.storage.ledger).
         answer["sealed"] = [d.isoformat() for d in result.sealed]
     return answer, 200
 
@@ -218,7 +218,7 @@ def ingested_dates(data: bytes) -> list[dt.date]:
 
 def handle_ingested(config: Config, data: bytes, *, today: dt.date | None = None) -> dict[str, Any]:
     """Publish what the ingest announced in `data` made final (with the dates it read,
-    the periods that are final by now: see piecewise.release). While another
+    the periods that are final by now: see piecewise.publish.release). While another
     aggregation holds the lock, LockHeld propagates: the message is delivered again."""
     dates = ingested_dates(data)
     try:

@@ -30,9 +30,9 @@ from shapely import make_valid
 from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.ops import unary_union
 
-from piecewise.config import Config, ConfigError, load_config
+from piecewise.core.config import Config, ConfigError, load_config
+from piecewise.core.errors import PiecewiseError
 from piecewise.demo.geoip import build_demo_asn_db
-from piecewise.errors import PiecewiseError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "piecewise.example.toml"
@@ -369,7 +369,7 @@ def geojson_place(
             f"(properties: {', '.join(keys)})"
         )
     try:
-        # Made valid as the layer's areas will be (piecewise.areas): a self-crossing
+        # Made valid as the layer's areas will be (piecewise.core.areas): a self-crossing
         # ring becomes the polygons it outlines.
         union = polygonal(unary_union([make_valid(shape(f["geometry"])) for f in features]))
     except (ValueError, TypeError, KeyError, AttributeError) as exc:

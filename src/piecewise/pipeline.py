@@ -15,14 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from piecewise.config import (
+from piecewise.core.config import (
     BigQuerySourceConfig,
     Config,
     FilesSourceConfig,
     SyntheticSourceConfig,
 )
-from piecewise.enrich import Enricher
-from piecewise.ingest import (
+from piecewise.core.memory import use_system_allocator
+from piecewise.demo.synthetic import DEFAULT_TIMEZONE as SYNTHETIC_TIMEZONE
+from piecewise.ingest.dates import (
     IngestFailed,
     IngestResult,
     NoTestsSelected,
@@ -31,26 +32,25 @@ from piecewise.ingest import (
     dates_between,
     ingest,
 )
-from piecewise.ledger import Ledger
-from piecewise.lock import LockHeld, RunLock
-from piecewise.manifest import (
+from piecewise.ingest.enrich import Enricher
+from piecewise.ingest.quality import QualityReport
+from piecewise.ingest.sources.base import Source
+from piecewise.ingest.sources.bigquery import SourceError, query_digest
+from piecewise.storage.ledger import Ledger
+from piecewise.storage.lock import LockHeld, RunLock
+from piecewise.storage.manifest import (
     Manifest,
     dates_to_ingest,
     fingerprint,
     geoip_identity,
     unfinished_dates,
 )
-from piecewise.memory import use_system_allocator
-from piecewise.quality import QualityReport
-from piecewise.sources.base import Source
-from piecewise.sources.bigquery import SourceError, query_digest
-from piecewise.sources.synthetic import DEFAULT_TIMEZONE as SYNTHETIC_TIMEZONE
-from piecewise.store import Store, StoreError, open_store
+from piecewise.storage.store import Store, StoreError, open_store
 
 if TYPE_CHECKING:
-    from piecewise.release import ReleaseResult
-    from piecewise.sources.bigquery import BigQuerySource, QueryEstimate
-    from piecewise.survey.public import SurveyPublication
+    from piecewise.ingest.sources.bigquery import BigQuerySource, QueryEstimate
+    from piecewise.publish.release import ReleaseResult
+    from piecewise.web.survey.public import SurveyPublication
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def make_source(config: Config) -> Source:
     src = config.source
     if isinstance(src, SyntheticSourceConfig):
         from piecewise.demo.places import load_demo_places, load_places_csv
-        from piecewise.sources.synthetic import SyntheticSource
+        from piecewise.demo.synthetic import SyntheticSource
 
         places = load_places_csv(src.places) if src.places else load_demo_places()
         return SyntheticSource(
@@ -69,7 +69,7 @@ def make_source(config: Config) -> Source:
             timezone=synthetic_timezone(config),
         )
     if isinstance(src, FilesSourceConfig):
-        from piecewise.sources.files import FilesSource
+        from piecewise.ingest.sources.files import FilesSource
 
         return FilesSource(downloads=src.downloads, uploads=src.uploads, base_dir=config.base_dir)
     if isinstance(src, BigQuerySourceConfig):
@@ -79,7 +79,7 @@ def make_source(config: Config) -> Source:
 
 def bigquery_source(config: Config, client: Any = None) -> BigQuerySource:
     """The BigQuery source a config names; `client` replaces the one built from it."""
-    from piecewise.sources.bigquery import BigQuerySource
+    from piecewise.ingest.sources.bigquery import BigQuerySource
 
     src = config.source
     assert isinstance(src, BigQuerySourceConfig)
@@ -179,7 +179,7 @@ def prepare_geoip_database(
     the caller (the CLI reads it from the environment variable named by
     `geoip.license_key_env`). A GeoLite database past its licence's limit is not used:
     the config names none and says why (see geoip_refresh.licensed_geoip)."""
-    from piecewise.geoip_refresh import licensed_geoip, newer_build_epoch, prepare_geoip
+    from piecewise.ingest.geoip import licensed_geoip, newer_build_epoch, prepare_geoip
 
     settings = config.geoip
     now = now or dt.datetime.now(dt.UTC)
@@ -317,7 +317,7 @@ def stored_geoip_database(
     """Like prepare_geoip_database, without refreshing (nor deleting from the store: the
     planner does): what a unit of work running away from its planner (a cloud function
     instance per date) uses. Its own cache keeps only the copy in use."""
-    from piecewise.geoip_refresh import (
+    from piecewise.ingest.geoip import (
         GeoIPError,
         licensed_geoip,
         newer_build_epoch,
@@ -365,7 +365,7 @@ class DateIngester:
     leaves the date without a record, invisible to aggregation, and a re-run completes
     it with the same bytes. A date that a release published as final is sealed: it is
     never read again (`sealed`), so the periods released after it hold the tests that
-    were published (see piecewise.ledger)."""
+    were published (see piecewise.storage.ledger)."""
 
     def __init__(
         self,
@@ -580,7 +580,7 @@ def ingest_dates(
     progress: bool = True,
 ) -> list[DateOutcome]:
     """Ingest the dates in blocks of consecutive dates, each a unit of work read from
-    the source at once (each archive day once: see piecewise.ingest.date_blocks),
+    the source at once (each archive day once: see piecewise.ingest.dates.date_blocks),
     `workers` at a time (1: in this process, one after the other; more: a pool of
     processes started with `spawn`, since DuckDB and the readers' threads do not survive
     a fork, the dates cut into as many blocks). A failed date is reported in its
@@ -727,17 +727,17 @@ def run_aggregate(
     now: dt.datetime | None = None,
 ) -> ReleaseResult:
     """Publish, as one release, every period that is final on `today` (default: now,
-    UTC) and not yet published; see piecewise.release."""
-    from piecewise.release import run_release
+    UTC) and not yet published; see piecewise.publish.release."""
+    from piecewise.publish.release import run_release
 
     use_system_allocator()
     stores = stores or Stores.of(config)
     result = run_release(config, stores, today=today, now=now)
     if config.survey.enabled:
         # The survey's windows that ended are published with the release that follows
-        # them, each once (piecewise.survey.public). A survey store that cannot be read
+        # them, each once (piecewise.web.survey.public). A survey store that cannot be read
         # leaves the release as it is: its windows wait for the next aggregation.
-        from piecewise.survey.store import SurveyStoreUnavailable
+        from piecewise.web.survey.store import SurveyStoreUnavailable
 
         try:
             survey = publish_config_survey(config, stores, now=now)
@@ -753,8 +753,8 @@ def publish_config_survey(
     config: Config, stores: Stores, *, now: dt.datetime | None = None
 ) -> SurveyPublication:
     """Publish the survey windows that have ended, from the config's survey store."""
-    from piecewise.survey import open_config_store
-    from piecewise.survey.public import publish_survey
+    from piecewise.web.survey import open_config_store
+    from piecewise.web.survey.public import publish_survey
 
     survey = open_config_store(config)
     try:

@@ -2,7 +2,7 @@
 autonomous systems and address blocks, with which access technology and plans.
 
 The table drives both the demo GeoLite2-ASN database (`piecewise.demo.geoip`) and the
-synthetic test source (`piecewise.sources.synthetic`), so the address a synthetic test
+synthetic test source (`piecewise.demo.synthetic`), so the address a synthetic test
 comes from resolves, in the demo database, to an AS of the provider that carried it.
 
 The providers, AS numbers and organisation spellings follow the real ones as MaxMind's

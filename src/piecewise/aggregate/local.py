@@ -1,0 +1,686 @@
+"""Aggregation: enriched tests in, one row of statistics per cell out.
+
+A cell is layer x area x period (day, month, quarter, year) x ISP (each, and "all") x
+direction. DuckDB applies the sampling rule (`sql/*.sql`); the exact per-cell
+statistics come from `cellstats`, one grouping per task, run on a thread pool (the
+numpy sorts release the GIL).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from importlib import resources
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from piecewise.aggregate import privacy
+from piecewise.aggregate.cellstats import (
+    CellStatistics,
+    DirectionData,
+    ShareTest,
+    bits_for,
+    cell_statistics,
+    subset_shares,
+)
+from piecewise.core import periods
+from piecewise.core.areas import PSEUDO_AREAS
+from piecewise.core.cellfields import COUNTS, MEASURES, QUANTILE_NAMES, STATISTICS
+from piecewise.core.config import RESERVED_ISP, Config, Evening, ShareRule
+from piecewise.core.hours import base_layer, evening_layer, in_evening, is_evening
+from piecewise.core.memory import give_back_free_memory
+from piecewise.core.schema import DIRECTIONS, area_column, enriched_schema, rough_column
+from piecewise.core.tables import plain_strings
+from piecewise.ingest.clients import network_keyed
+from piecewise.ingest.dates import tests_key
+from piecewise.ingest.sampling import with_pick
+from piecewise.storage.dictionaries import one_dictionary
+from piecewise.storage.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+ALL_ISPS = RESERVED_ISP
+EPOCH = dt.date(1970, 1, 1)
+TEST_COLUMNS = [
+    "date",
+    "direction",
+    "mbps",
+    "min_rtt_ms",
+    "loss_rate",
+    "client_ip",
+    "isp",
+    "pick",
+]
+STAT_COLUMNS = list(STATISTICS)
+_SPEED = re.compile(r"[0-9]+(p[0-9]+)?")  # a speed in a threshold's column: 12p5 is 12.5
+
+
+def share_label(column: str) -> str:
+    """The label of a share column no longer configured, from its name alone: a speed
+    threshold's (`share_12p5_3` -> `12.5/3`, the inverse of `ShareRule.column` and
+    `.label`), or a use case's id (`share_video_calls` -> `video_calls`)."""
+    parts = column.removeprefix("share_").split("_")
+    if len(parts) == 2 and all(_SPEED.fullmatch(p) for p in parts):
+        return "/".join(p.replace("p", ".") for p in parts)
+    return column.removeprefix("share_")
+
+
+def cell_schema(thresholds: list[ShareRule]) -> pa.Schema:
+    fields = [
+        pa.field("layer", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("period", pa.date32()),
+        pa.field("area", pa.string()),
+        pa.field("isp", pa.string()),
+        pa.field("direction", pa.string()),
+    ]
+    fields += [pa.field(n, pa.int64()) for n in COUNTS]
+    fields += [pa.field(n, pa.float64()) for n in MEASURES]
+    fields += [pa.field(t.column, pa.float64()) for t in thresholds]
+    fields.append(pa.field("published", pa.bool_()))
+    fields.append(pa.field("complement", pa.bool_()))
+    return pa.schema(fields)
+
+
+# Histogram runs: `cell` is the row of the cell in the statistics table.
+HIST_SCHEMA = pa.schema(
+    [
+        pa.field("cell", pa.int64()),
+        pa.field("bucket", pa.uint16()),
+        pa.field("count", pa.int32()),
+    ]
+)
+KEY_COLUMNS = ("layer", "kind", "area", "isp", "direction")
+CANONICAL_ORDER = ("layer", "kind", "period", "area", "isp", "direction")
+
+
+def _sql(name: str) -> str:
+    return resources.files("piecewise.aggregate.sql").joinpath(name).read_text(encoding="utf-8")
+
+
+def load_tests(
+    private: Store,
+    dates: list[dt.date],
+    layer_ids: list[str],
+    *,
+    directions: tuple[str, ...] = DIRECTIONS,
+    threads: int = 0,
+    times: bool = False,
+) -> pa.Table:
+    """The enriched tests of `dates` and `directions`, only the columns aggregation
+    uses (`test_time` too with `times`, for the evening hours), with the repetitive
+    strings dictionary-encoded to keep memory down."""
+    areas = [area_column(i) for i in layer_ids]
+    roughs = [rough_column(i) for i in layer_ids]
+    columns = TEST_COLUMNS + (["test_time"] if times else []) + areas + roughs
+    keys = [tests_key(d, date) for date in dates for d in directions]
+    present = set(private.list("tests/"))
+    dictionary = ["direction", "isp", "client_ip", *areas, *roughs]
+    schema = enriched_schema(layer_ids)
+
+    def read(key: str) -> pa.Table:
+        try:
+            return private.read_parquet(key, columns=columns, read_dictionary=dictionary)
+        except StoreError:
+            # A file ingested before a layer was added has no column for it: its tests
+            # count as not located in that layer.
+            have = set(private.parquet_schema(key).names)
+            if set(columns) <= have:
+                raise
+            # Files of earlier versions have no `pick`: it is computed from the id.
+            wanted = [c for c in columns if c in have] + (["id"] if "pick" not in have else [])
+            table = private.read_parquet(
+                key, columns=wanted, read_dictionary=[c for c in dictionary if c in have]
+            )
+            table = with_pick(table)
+            for name in columns:
+                if name not in table.column_names:
+                    empty = pa.nulls(table.num_rows, schema.field(name).type)
+                    table = table.append_column(name, empty.dictionary_encode())
+            return table.select(columns)
+
+    # Parquet decoding releases the GIL: read files side by side.
+    with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
+        tables = list(pool.map(read, [k for k in keys if k in present]))
+    if not tables:
+        return schema.empty_table().select(columns)
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def apply_sampling(tests: pa.Table, sampling: str) -> pa.Table:
+    """`all` keeps every test; `one_per_client_day` keeps one test per client, date and
+    direction: the one with the lowest `pick`, as M-Lab's statistics do
+    (piecewise.ingest.sampling)."""
+    if sampling == "all" or tests.num_rows == 0:
+        return tests
+    con = duckdb.connect()
+    try:
+        con.register("tests", tests)
+        return con.sql(_sql("one_per_client_day.sql")).to_arrow_table()
+    finally:
+        con.close()
+
+
+@dataclass(frozen=True)
+class _Codes:
+    codes: np.ndarray
+    labels: list
+    bits: int
+
+
+def _encode(arr: pa.ChunkedArray, exclude: tuple[str, ...] = ()) -> _Codes:
+    """Dense integer codes 0..k-1 of a string or dictionary column; nulls and the
+    `exclude`d values get code k."""
+    arr = one_dictionary(arr)
+    labels = arr.chunk(0).dictionary.to_pylist() if arr.num_chunks else []
+    indices = [pc.fill_null(c.indices, len(labels)).to_numpy() for c in arr.chunks]
+    codes = (
+        np.concatenate(indices).astype(np.int32, copy=False) if indices else np.zeros(0, np.int32)
+    )
+    keep = [i for i, v in enumerate(labels) if v not in exclude]
+    if len(keep) < len(labels):
+        remap = np.full(len(labels) + 1, len(keep), dtype=np.int32)
+        remap[keep] = np.arange(len(keep))
+        codes = remap[codes]
+        labels = [labels[i] for i in keep]
+    return _Codes(codes, labels, bits_for(len(labels)))
+
+
+@dataclass(frozen=True)
+class _Task:
+    direction: str
+    layer: str  # the configured layer whose areas group the tests
+    kind: str
+    by_isp: bool
+    evening: bool = False  # the evening's tests only, as the layer's evening twin
+
+    @property
+    def label(self) -> str:
+        """The layer the cells are of."""
+        return evening_layer(self.layer) if self.evening else self.layer
+
+
+def _column(table: pa.Table, name: str) -> pa.ChunkedArray | None:
+    return table.column(name) if name in table.column_names else None
+
+
+@dataclass(frozen=True)
+class _Rough:
+    """The tests located too roughly for a layer's areas (piecewise.core.location): their
+    rows, and the code (among the layer's area codes) of the area their point is in."""
+
+    rows: np.ndarray
+    area: np.ndarray  # int64
+
+    @classmethod
+    def of(cls, column: pa.ChunkedArray | None, areas: _Codes) -> _Rough:
+        if column is None:  # tests enriched before locations were judged: none
+            return cls(np.zeros(0, np.int64), np.zeros(0, np.int64))
+        rough = _encode(column)
+        code_of = {label: i for i, label in enumerate(areas.labels)}
+        # An area without a code has no cell to count in: -1, as a missing one.
+        remap = np.array([code_of.get(label, -1) for label in rough.labels] + [-1], np.int64)
+        area = remap[rough.codes]
+        rows = np.flatnonzero(area >= 0)
+        return cls(rows, area[rows])
+
+
+def _client_codes(column: pa.ChunkedArray) -> np.ndarray:
+    """Each row's client as 1..n (0: unknown), without the clients' names."""
+    arr = one_dictionary(column)
+    if not arr.num_chunks:
+        return np.zeros(0, np.int64)
+    return np.concatenate(
+        [pc.fill_null(pc.add(c.indices, 1), 0).to_numpy().astype(np.int64) for c in arr.chunks]
+    )
+
+
+@dataclass(frozen=True)
+class _DirectionColumns:
+    """One direction's columns as arrays and codes, read from its table; the table can
+    be let go before they are ranked (the largest part of the encoding's memory)."""
+
+    mbps: np.ndarray
+    rtt: np.ndarray
+    loss: np.ndarray
+    client: np.ndarray  # 0 for unknown, else 1..n
+    isp: _Codes
+    periods: dict[str, _Codes]
+    areas: dict[str, _Codes]
+    rough: dict[str, _Rough]
+
+    @classmethod
+    def of(cls, rows: pa.Table, layer_ids: list[str], kinds: list[str]) -> _DirectionColumns:
+        def floats(name: str) -> np.ndarray:
+            values = pc.fill_null(rows.column(name), np.nan).to_numpy()
+            return values.astype(np.float64, copy=False)
+
+        days = rows.column("date").combine_chunks().cast(pa.int32()).to_numpy().astype(np.int64)
+        period_codes: dict[str, _Codes] = {}
+        for kind in kinds:
+            ords = periods.ordinals(kind, days)
+            base = int(ords.min())
+            rel = (ords - base).astype(np.int32)
+            labels = [periods.start_of_ordinal(kind, base + i) for i in range(int(rel.max()) + 1)]
+            period_codes[kind] = _Codes(rel, labels, bits_for(len(labels)))
+        areas = {i: _encode(rows.column(area_column(i)), PSEUDO_AREAS) for i in layer_ids}
+        return cls(
+            mbps=rows.column("mbps").to_numpy().astype(np.float64, copy=False),
+            rtt=floats("min_rtt_ms"),
+            loss=floats("loss_rate"),
+            client=_client_codes(rows.column("client_ip")),
+            isp=_encode(rows.column("isp")),
+            periods=period_codes,
+            areas=areas,
+            rough={i: _Rough.of(_column(rows, rough_column(i)), areas[i]) for i in layer_ids},
+        )
+
+
+@dataclass(frozen=True)
+class _DirectionInputs:
+    """One direction's rows, encoded and ranked once, shared by all of its groupings."""
+
+    data: DirectionData
+    isp: _Codes
+    periods: dict[str, _Codes]
+    areas: dict[str, _Codes]
+    rough: dict[str, _Rough]
+    shares: list[ShareTest]
+
+    @classmethod
+    def of(
+        cls, columns: _DirectionColumns, direction: str, thresholds: list[ShareRule]
+    ) -> _DirectionInputs:
+        data = DirectionData.build(columns.mbps, columns.rtt, columns.loss, columns.client)
+        limits = [t.limits(direction) for t in thresholds]
+        return cls(
+            data=data,
+            isp=columns.isp,
+            periods=columns.periods,
+            areas=columns.areas,
+            rough=columns.rough,
+            shares=ShareTest.all_of(data, columns.rtt, columns.loss, limits),
+        )
+
+    def subset(self, kept: np.ndarray) -> _DirectionInputs:
+        """The inputs of the rows `kept` (a mask) alone, as if encoded from them: the
+        codes and labels stay, the ranks are this data's (a subset keeps the order)."""
+        data, ranks = self.data.subset(kept)
+        row_of = np.cumsum(kept) - 1
+
+        def codes(c: _Codes) -> _Codes:
+            return _Codes(c.codes[kept], c.labels, c.bits)
+
+        def rough(r: _Rough) -> _Rough:
+            inside = kept[r.rows]
+            return _Rough(row_of[r.rows[inside]], r.area[inside])
+
+        return _DirectionInputs(
+            data=data,
+            isp=codes(self.isp),
+            periods={k: codes(c) for k, c in self.periods.items()},
+            areas={k: codes(c) for k, c in self.areas.items()},
+            rough={k: rough(r) for k, r in self.rough.items()},
+            shares=subset_shares(self.shares, ranks),
+        )
+
+    def _group(self, task: _Task, area: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        """The cell key of each row (of `rows` only, if given) with area codes `area`."""
+        per = self.periods[task.kind].codes
+        group = (area.astype(np.int64) << self.periods[task.kind].bits) | (
+            per if rows is None else per[rows]
+        )
+        if task.by_isp:
+            isp = self.isp.codes if rows is None else self.isp.codes[rows]
+            group = (group << self.isp.bits) | isp
+        return group
+
+    def cells(self, task: _Task) -> tuple[CellStatistics, np.ndarray]:
+        """The statistics of every cell of the task's grouping, and each cell's `coarse`
+        count: the tests in its area, period and ISP located too roughly to count."""
+        area = self.areas[task.layer]
+        bits = area.bits + self.periods[task.kind].bits + (self.isp.bits if task.by_isp else 0)
+        stats = cell_statistics(self.data, self._group(task, area.codes, None), bits, self.shares)
+        rough = self.rough[task.layer]
+        keys = np.sort(self._group(task, rough.area, rough.rows))
+        if not len(keys):
+            return stats, np.zeros(len(stats.keys), np.int64)
+        first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        distinct, counts = keys[first], np.diff(np.r_[first, len(keys)])
+        at = np.minimum(np.searchsorted(distinct, stats.keys), len(distinct) - 1)
+        return stats, np.where(distinct[at] == stats.keys, counts[at], 0)
+
+
+def compute_cells(
+    tables: Iterable[pa.Table],
+    layer_ids: list[str],
+    kinds: list[str],
+    thresholds: list[ShareRule],
+    wanted: dict[str, set[dt.date]] | None = None,
+    threads: int = 0,
+    evening: Evening | None = None,
+) -> tuple[pa.Table, pa.Table]:
+    """Statistics and histograms of every cell, with its `coarse` count (the tests in
+    its area located too roughly to count there: sql/coarse_counts.sql, held equal by
+    the tests). `tables` may come one direction at a time (each is dropped once
+    encoded, to keep memory down); `wanted` limits the output to those periods (by kind
+    and start date), which the rows must cover whole. With `evening` (the rows need
+    `test_time`), each layer's cells are also computed from the evening's tests alone,
+    as the layer's evening twin (piecewise.core.hours)."""
+    seen: set[str] = set()
+    stats_parts: list[pa.Table] = []
+    hist_parts: list[pa.Table] = []
+    offset = 0
+
+    def run(d: _DirectionInputs, task: _Task) -> tuple[pa.Table, pa.Table]:
+        stats, coarse = d.cells(task)
+        return _tables(
+            task,
+            stats,
+            coarse,
+            d.areas[task.layer],
+            d.periods[task.kind],
+            d.isp,
+            thresholds,
+            wanted,
+        )
+
+    # One direction at a time: its groupings side by side, then its encoded rows are
+    # dropped before the next direction is read. Its evening rows are encoded only once
+    # the groupings of all hours are done and their rows let go.
+    with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
+
+        def groupings(direction: str, d: _DirectionInputs, in_evening_only: bool) -> None:
+            nonlocal offset
+            tasks = [
+                _Task(direction, layer, kind, by_isp, in_evening_only)
+                for layer in layer_ids
+                for kind in kinds
+                for by_isp in (False, True)
+            ]
+            for stats_table, hist_table in pool.map(partial(run, d), tasks):
+                stats_parts.append(stats_table)
+                cell = pc.add(hist_table.column("cell"), offset)
+                hist_parts.append(hist_table.set_column(0, "cell", cell))
+                offset += stats_table.num_rows
+
+        for tests in tables:
+            if evening is not None and "test_time" not in tests.column_names:
+                raise ValueError(
+                    "the evening hours need each test's test_time: load the tests with "
+                    "load_tests(..., times=True)"
+                )
+            direction_of_row = _encode(tests.column("direction"))
+            encoded: list[tuple[str, _DirectionColumns, np.ndarray | None]] = []
+            for code, direction in enumerate(direction_of_row.labels):
+                if direction not in DIRECTIONS:
+                    raise ValueError(f"unknown direction {direction!r} in the private store")
+                if direction in seen:
+                    raise ValueError(f"{direction} tests were given twice")
+                seen.add(direction)
+                one = len(direction_of_row.labels) == 1
+                rows = tests if one else tests.filter(pa.array(direction_of_row.codes == code))
+                in_hours = None  # the evening's rows
+                if evening is not None:
+                    in_hours = in_evening(rows.column("test_time"), evening)
+                columns = _DirectionColumns.of(rows, layer_ids, kinds)
+                encoded.append((direction, columns, in_hours))
+                del rows, columns, in_hours
+            # Before the rows are ranked and grouped (the caller lets go of it too).
+            del tests
+            while encoded:
+                direction, columns, in_hours = encoded.pop(0)
+                d = _DirectionInputs.of(columns, direction, thresholds)
+                del columns
+                groupings(direction, d, False)
+                if in_hours is not None and in_hours.any():
+                    # The evening's rows keep the order of all of them: not sorted again.
+                    d = d.subset(in_hours)
+                    groupings(direction, d, True)
+                del d
+                # A direction's rows and sorts are let go: the next one's are its own.
+                give_back_free_memory()
+    if not stats_parts:
+        return plain_strings(cell_schema(thresholds).empty_table()), HIST_SCHEMA.empty_table()
+    stats = pa.concat_tables(stats_parts, promote_options="permissive")
+    return stats, pa.concat_tables(hist_parts)
+
+
+def _tables(
+    task: _Task,
+    s: CellStatistics,
+    coarse: np.ndarray,
+    area: _Codes,
+    per: _Codes,
+    isp: _Codes,
+    thresholds: list[ShareRule],
+    wanted: dict[str, set[dt.date]] | None,
+) -> tuple[pa.Table, pa.Table]:
+    keys = s.keys
+    if task.by_isp:
+        isp_code = keys & ((1 << isp.bits) - 1)
+        keys = keys >> isp.bits
+    per_code = keys & ((1 << per.bits) - 1)
+    area_code = keys >> per.bits
+    keep = area_code < len(area.labels)
+    if task.by_isp:
+        keep &= isp_code < len(isp.labels)
+    if wanted is not None:
+        wanted_codes = [i for i, p in enumerate(per.labels) if p in wanted.get(task.kind, ())]
+        keep &= np.isin(per_code, wanted_codes)
+    idx = np.flatnonzero(keep)
+    n = len(idx)
+    period_days = np.array([(p - EPOCH).days for p in per.labels], dtype=np.int32)
+
+    def constant(value: str) -> pa.DictionaryArray:
+        return pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), pa.array([value]))
+
+    cols = {
+        "layer": constant(task.label),
+        "kind": constant(task.kind),
+        "period": pa.array(period_days[per_code[idx]], pa.int32()).cast(pa.date32()),
+        "area": pa.DictionaryArray.from_arrays(
+            area_code[idx].astype(np.int32), pa.array(area.labels, pa.string())
+        ),
+        "isp": pa.DictionaryArray.from_arrays(
+            isp_code[idx].astype(np.int32), pa.array(isp.labels, pa.string())
+        )
+        if task.by_isp
+        else constant(ALL_ISPS),
+        "direction": constant(task.direction),
+        "tests": pa.array(s.tests[idx]),
+        "clients": pa.array(s.clients[idx]),
+        "coarse": pa.array(coarse[idx]),
+    }
+    for name in QUANTILE_NAMES:
+        cols[name] = pa.array(s.quantiles[name][idx])
+    cols["mean"] = pa.array(s.mean[idx])
+    cols["geomean"] = pa.array(s.geomean[idx])
+    cols["rtt_median"] = pa.array(s.rtt_median[idx])
+    cols["rtt_p90"] = pa.array(s.rtt_p90[idx])
+    cols["loss_median"] = pa.array(s.loss_median[idx])
+    for t, share in zip(thresholds, s.shares, strict=True):
+        cols[t.column] = pa.array(share[idx], from_pandas=True)  # NaN: no share, null
+    cols["published"] = pa.array(np.zeros(n, dtype=bool))
+    cols["complement"] = pa.array(np.zeros(n, dtype=bool))
+
+    # Histogram runs of the kept cells, by their row in this table.
+    row_of_cell = np.full(len(s.keys), -1, dtype=np.int64)
+    row_of_cell[idx] = np.arange(n)
+    hrow = row_of_cell[s.hist_cell]
+    hkeep = hrow >= 0
+    hist = pa.table(
+        [
+            pa.array(hrow[hkeep]),
+            pa.array(s.hist_bucket[hkeep], pa.uint16()),
+            pa.array(s.hist_count[hkeep].astype(np.int32)),
+        ],
+        schema=HIST_SCHEMA,
+    )
+    return pa.table(cols), hist
+
+
+def keep_periods(
+    stats: pa.Table, hist: pa.Table, wanted: dict[str, set[dt.date]]
+) -> tuple[pa.Table, pa.Table]:
+    """Only the cells of the `wanted` periods (by kind and start), with their
+    histogram rows renumbered."""
+    keep = np.zeros(stats.num_rows, dtype=bool)
+    kinds = stats.column("kind").cast(pa.string()).to_numpy(zero_copy_only=False)
+    days = stats.column("period").cast(pa.int32()).to_numpy()
+    for kind, starts in wanted.items():
+        codes = np.array([(s - EPOCH).days for s in starts], dtype=np.int64)
+        keep |= (kinds == kind) & np.isin(days, codes)
+    rows = np.flatnonzero(keep)
+    renumber = np.full(stats.num_rows, -1, dtype=np.int64)
+    renumber[rows] = np.arange(len(rows))
+    cell = renumber[hist.column("cell").to_numpy()]
+    kept = cell >= 0
+    hist = hist.filter(pa.array(kept)).set_column(0, "cell", pa.array(cell[kept]))
+    return stats.take(pa.array(rows)), hist
+
+
+def apply_privacy(
+    stats: pa.Table,
+    kinds: list[str],
+    min_tests: int,
+    min_clients: int,
+    sealed: np.ndarray | None = None,
+) -> pa.Table:
+    """Mark which cells may be published (`published`) and which pass the thresholds but
+    are withheld so that no sum of published cells reveals a failing one
+    (`complement`); see `piecewise.aggregate.privacy`. Every period of `stats` must be whole:
+    all of its ISPs and all of the finer periods inside it. Cells flagged `sealed`
+    were decided by an earlier release: their `published` column is kept as given, and
+    the others are decided around them."""
+    if stats.num_rows == 0:
+        return stats
+
+    def codes(name: str) -> tuple[np.ndarray, list]:
+        column = pc.dictionary_encode(stats.column(name).cast(pa.string())).combine_chunks()
+        return column.indices.to_numpy().astype(np.int64), column.dictionary.to_pylist()
+
+    layer, layer_labels = codes("layer")
+    direction, _ = codes("direction")
+    area, _ = codes("area")
+    isp, isp_labels = codes("isp")
+    kind, kind_labels = codes("kind")
+    # An evening twin's cells relate to its layer's: one group, the hours told apart.
+    bases = sorted({base_layer(label) for label in layer_labels})
+    base = np.array([bases.index(base_layer(label)) for label in layer_labels])[layer]
+    hours = np.array(
+        [privacy.EVENING if is_evening(label) else privacy.ALL_HOURS for label in layer_labels]
+    )[layer]
+    group = (area * len(bases) + base) * 2 + direction
+    keys = {c: stats.column(c).cast(pa.string()) for c in KEY_COLUMNS}
+    keys["period"] = stats.column("period")
+    canonical = pc.sort_indices(
+        pa.table(keys), sort_keys=[(c, "ascending") for c in CANONICAL_ORDER]
+    ).to_numpy()
+    _check_unique(pa.table(keys), canonical)
+    rank = np.empty(len(canonical), np.int64)
+    rank[canonical] = np.arange(len(canonical))
+    cells = privacy.CellKeys(
+        group=group,
+        isp=isp,
+        all_isp=isp_labels.index(ALL_ISPS) if ALL_ISPS in isp_labels else -1,
+        kind=np.array([kinds.index(k) for k in kind_labels])[kind],
+        kinds=tuple(kinds),
+        period=stats.column("period").cast(pa.int32()).to_numpy().astype(np.int64),
+        tests=stats.column("tests").to_numpy(),
+        clients=stats.column("clients").to_numpy(),
+        rank=rank,
+        hours=hours,
+    )
+    cells = privacy.with_rest_of_day(cells)
+    n = stats.num_rows
+    released = None
+    if sealed is not None:
+        released = stats.column("published").to_numpy(zero_copy_only=False).astype(bool)
+        released = np.r_[released, np.zeros(len(cells.tests) - n, dtype=bool)]
+        sealed = np.r_[sealed, np.zeros(len(cells.tests) - n, dtype=bool)]
+    published, complement = privacy.suppress(cells, min_tests, min_clients, sealed, released)
+    published, complement = published[:n], complement[:n]
+    if sealed is not None:
+        complement |= sealed[:n] & stats.column("complement").to_numpy(zero_copy_only=False)
+    for name, flags in (("published", published), ("complement", complement)):
+        stats = stats.set_column(stats.schema.get_field_index(name), name, pa.array(flags))
+    return stats
+
+
+def _check_unique(keys: pa.Table, order: np.ndarray) -> None:
+    """Two cells with one key would be decided apart and published side by side: refuse
+    (an ISP named like the all-ISP key, say, or a release counted twice)."""
+    if len(order) < 2:
+        return
+    ordered = keys.take(pa.array(order))
+    same = np.ones(len(order) - 1, dtype=bool)
+    for name in ordered.column_names:
+        column = ordered.column(name).combine_chunks()
+        same &= (
+            pc.equal(column.slice(1), column.slice(0, len(column) - 1))
+            .fill_null(False)
+            .to_numpy(zero_copy_only=False)
+        )
+    if same.any():
+        first = ordered.slice(int(np.flatnonzero(same)[0]), 1).to_pylist()[0]
+        raise ValueError(f"two cells share the key {first}: each cell must be counted once")
+
+
+def cells_of_tests(
+    config: Config,
+    tables: Iterable[pa.Table],
+    wanted: dict[str, set[dt.date]] | None = None,
+) -> tuple[pa.Table, pa.Table]:
+    """Sampling and cell statistics of tests (given a direction at a time, or all in
+    one table); `wanted` limits the cells to those periods. Nothing is decided yet."""
+
+    layer_ids = [layer.id for layer in config.layers]
+    kinds = list(config.periods.kinds)
+
+    def prepared(tests: pa.Table) -> pa.Table:
+        # A client is a network (an IPv6 client its /64), for sampling and counts.
+        tests = apply_sampling(network_keyed(tests), config.aggregation.sampling)
+        return tests.drop_columns(["pick"]) if "pick" in tests.column_names else tests
+
+    def sampled() -> Iterator[pa.Table]:
+        # No name here holds a table once it is given (compute_cells drops each one
+        # when it is encoded, before computing its groupings).
+        rest = iter(tables)
+        while True:
+            try:
+                yield prepared(next(rest))
+            except StopIteration:
+                return
+
+    return compute_cells(
+        sampled(),
+        layer_ids,
+        kinds,
+        list(config.share_rules),
+        wanted=wanted,
+        threads=config.aggregation.threads,
+        evening=config.evening,
+    )
+
+
+def aggregate_tests(
+    config: Config,
+    tables: Iterable[pa.Table],
+    wanted: dict[str, set[dt.date]] | None = None,
+) -> tuple[pa.Table, pa.Table]:
+    """`cells_of_tests`, then which cells may be published (as one release alone)."""
+    stats, hist = cells_of_tests(config, tables, wanted)
+    stats = apply_privacy(
+        stats, list(config.periods.kinds), config.privacy.min_tests, config.privacy.min_clients
+    )
+    return stats, hist

@@ -1,1 +1,0 @@
-"""Aggregation engines that run the SQL definition of the cell statistics."""

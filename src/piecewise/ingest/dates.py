@@ -1,0 +1,396 @@
+"""Ingest: read a source date by date, enrich, and write the private store.
+
+Layout of the private store (see docs/data.md):
+
+    tests/{direction}/{YYYY}/{YYYY-MM-DD}.parquet   one file per date and direction
+    quality/{YYYY}/{YYYY-MM-DD}.json                 what validation found that date
+
+Every file is written atomically and rows are sorted by (test_time, id), so ingesting
+a date again replaces its files with the same bytes: never duplicates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import queue
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm import tqdm
+
+from piecewise.core.errors import PiecewiseError
+from piecewise.core.schema import DIRECTIONS, test_dates
+from piecewise.ingest.dayspool import DaySpool
+from piecewise.ingest.enrich import Enricher
+from piecewise.ingest.quality import QualityReport
+from piecewise.ingest.sources.base import Source
+from piecewise.storage.store import PARQUET_CONTENT_TYPE, Store, parquet_bytes
+
+log = logging.getLogger(__name__)
+
+
+def tests_key(direction: str, date: dt.date) -> str:
+    return f"tests/{direction}/{date:%Y}/{date.isoformat()}.parquet"
+
+
+def quality_key(date: dt.date) -> str:
+    return f"quality/{date:%Y}/{date.isoformat()}.json"
+
+
+def dates_between(start: dt.date, end: dt.date) -> list[dt.date]:
+    if end < start:
+        raise ValueError(f"end date {end} is before start date {start}")
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def ingested_dates(private: Store) -> list[dt.date]:
+    """Dates that have a test file in the private store (either direction)."""
+    dates = set()
+    for key in private.list("tests/"):
+        name = key.rsplit("/", 1)[-1]
+        if name.endswith(".parquet"):
+            try:
+                dates.add(dt.date.fromisoformat(name.removesuffix(".parquet")))
+            except ValueError:
+                continue
+    return sorted(dates)
+
+
+def _chunks(batches: Iterable[pa.RecordBatch], rows: int) -> Iterable[pa.Table]:
+    """Source batches regrouped into tables of about `rows` rows: enrichment looks up
+    each distinct address and coordinate once per table, so bigger tables do less work."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        count += batch.num_rows
+        if count >= rows:
+            yield pa.Table.from_batches(pending)
+            pending, count = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending)
+
+
+_DONE = object()
+
+
+def read_ahead(items: Iterable[pa.Table], depth: int = 1) -> Iterator[pa.Table]:
+    """`items`, each produced in a thread of its own while the caller works on the one
+    before (a source reads, parses or waits on the network while the last chunk is
+    enriched and written). At most `depth` wait; the producer's error is raised here, in
+    order; closing the iterator stops the producer."""
+    slots: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            outcome: object = _DONE
+        except BaseException as exc:  # handed to the consumer, raised there
+            outcome = exc
+        while not stop.is_set():
+            try:
+                slots.put(outcome, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    worker = threading.Thread(target=produce, name="piecewise-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        worker.join()
+
+
+# Called once a date's files are written: (date, rows per direction, report, digest).
+OnDate = Callable[[dt.date, dict[str, int], QualityReport, str], None]
+
+
+@dataclass
+class IngestResult:
+    dates: list[dt.date] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
+    quality: QualityReport = field(default_factory=QualityReport)
+    # Dates another worker was ingesting (its lock was held), or ingested since this run
+    # was planned: left to that worker.
+    skipped: list[dt.date] = field(default_factory=list)
+    # Dates that failed, with the error; the other dates of the run still landed.
+    failed: dict[dt.date, str] = field(default_factory=dict)
+    # Dates published as final before: never read again (see piecewise.storage.ledger).
+    sealed: list[dt.date] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [
+            f"ingested {len(self.dates)} dates: {self.rows['download']} download and "
+            f"{self.rows['upload']} upload tests ({self.quality.summary()})"
+        ]
+        if self.skipped:
+            parts.append(
+                f"skipped {len(self.skipped)} dates another run was ingesting or ingested: "
+                + ", ".join(d.isoformat() for d in self.skipped)
+            )
+        if self.sealed:
+            parts.append(
+                f"left {len(self.sealed)} dates as they were published (final): "
+                + _ranges_text(self.sealed)
+            )
+        if self.failed:
+            parts.append(
+                f"failed {len(self.failed)} dates: "
+                + "; ".join(f"{d.isoformat()}: {e}" for d, e in sorted(self.failed.items()))
+            )
+        return "\n".join(parts)
+
+
+def _ranges_text(dates: list[dt.date]) -> str:
+    runs: list[list[dt.date]] = []
+    for day in sorted(dates):
+        if runs and day == runs[-1][1] + dt.timedelta(days=1):
+            runs[-1][1] = day
+        else:
+            runs.append([day, day])
+    return ", ".join(a.isoformat() if a == b else f"{a} to {b}" for a, b in runs)
+
+
+class IngestFailed(PiecewiseError):
+    """Some dates of a run failed; the others landed. `result` says which did what."""
+
+    def __init__(self, result: IngestResult) -> None:
+        failed = ", ".join(d.isoformat() for d in sorted(result.failed))
+        first = min(result.failed)
+        super().__init__(
+            f"{len(result.failed)} of {len(result.failed) + len(result.dates)} dates failed "
+            f"({failed}); first, {first}: {result.failed[first]}. Run them again: each "
+            "date is ingested whole or not at all"
+        )
+        self.result = result
+
+
+class NoTestsSelected(PiecewiseError):
+    """No date of a run has a test in the region (a region that selects nothing)."""
+
+
+MAX_BLOCK_DAYS = 31  # consecutive dates read together (each archive day read once)
+ENCODE_THREADS = 2  # dates whose files are made at once
+MIN_SPOOL_ROWS = 1024  # rows a date's spool holds in memory at least before spilling
+
+
+def date_blocks(dates: Iterable[dt.date], max_days: int = MAX_BLOCK_DAYS) -> list[list[dt.date]]:
+    """`dates`, sorted, cut into runs of consecutive dates of at most `max_days`: each
+    run is read from the source at once, over its archive days and the next one."""
+    blocks: list[list[dt.date]] = []
+    for date in sorted(set(dates)):
+        if blocks and date == blocks[-1][-1] + dt.timedelta(days=1) and len(blocks[-1]) < max_days:
+            blocks[-1].append(date)
+        else:
+            blocks.append([date])
+    return blocks
+
+
+def archive_span(block: list[dt.date]) -> tuple[dt.date, dt.date]:
+    """The archive days (M-Lab's `date` partitions) a block of dates is read from: its
+    own and the next day, since a test near midnight is archived the next day."""
+    return block[0], block[-1] + dt.timedelta(days=1)
+
+
+def ingest(
+    source: Source,
+    enricher: Enricher,
+    private: Store,
+    dates: Iterable[dt.date],
+    *,
+    batch_rows: int = 1_048_576,
+    progress: bool = True,
+    on_date: OnDate | None = None,
+    allow_empty: bool = False,
+    block_days: int = MAX_BLOCK_DAYS,
+    whole_run: bool = False,
+) -> IngestResult:
+    """Ingest each date: all of a date's files are written, then `on_date(date, rows
+    per direction, report, digest of the files)` is called (to record the date). A
+    date's tests are those taken on it (UTC): consecutive dates are read together, from
+    their archive days and the next (`date_blocks`, `archive_span`), each archive day
+    once. Dates for which the source returns nothing are written once another date of
+    the run has tests; if none has, nothing is written and NoTestsSelected says so (a
+    region that selects nothing). With `allow_empty`, such dates are written at once
+    (the caller knows the region selects tests on other dates). Blocks hold at most
+    `block_days` dates; with `whole_run` (a source whose every read reads all of it,
+    such as exported files), all the dates are one block, read once."""
+    blocks = [sorted(set(dates))] if whole_run else date_blocks(dates, block_days)
+    blocks = [block for block in blocks if block]
+    result = IngestResult()
+    empty: list[tuple[dt.date, QualityReport]] = []
+    bar = tqdm(
+        total=sum(map(len, blocks)), desc="ingest", unit="day", disable=not progress, leave=False
+    )
+    for block in blocks:
+        with tempfile.TemporaryDirectory(prefix="piecewise-ingest-") as spill:
+            # Each spool holds its share of `batch_rows` in memory before spilling.
+            held = max(batch_rows // len(block), MIN_SPOOL_ROWS)
+            spools = {
+                date: {d: DaySpool(enricher.schema, held, Path(spill)) for d in DIRECTIONS}
+                for date in block
+            }
+            reports = {date: QualityReport() for date in block}
+            chunks = read_ahead(_chunks(source.batches(*archive_span(block)), batch_rows))
+            for chunk in chunks:
+                # The chunk's rows of each date of the block, enriched and counted apart.
+                for date, rows in _by_date(chunk, reports):
+                    enriched, chunk_report = enricher.enrich(rows)
+                    reports[date].add(chunk_report)
+                    for direction, spool in spools[date].items():
+                        spool.add(
+                            enriched.filter(pc.equal(enriched.column("direction"), direction))
+                        )
+                    del enriched
+            for date, files in _encoded(spools, block):
+                report = reports[date]
+                none_located = report.rows_out == report.unlocated
+                if none_located and not result.dates and not allow_empty:
+                    empty.append((date, report))
+                    bar.update()
+                    continue
+                for empty_date, empty_report in empty:
+                    _write_date(
+                        private,
+                        empty_date,
+                        _encode(_empty_spools(enricher, spill)),
+                        empty_report,
+                        result,
+                        on_date,
+                    )
+                empty = []
+                _write_date(private, date, files, report, result, on_date)
+                bar.update()
+    bar.close()
+    if empty:
+        first, last = empty[0][0], empty[-1][0]
+        raise NoTestsSelected(
+            f"no tests in the region on any of the {len(empty)} dates from {first} to {last}: "
+            "check `region` (bbox, polygon, country, subdivisions) and `source`; nothing was "
+            "written"
+        )
+    return result
+
+
+def _by_date(
+    chunk: pa.Table, dates: Mapping[dt.date, object]
+) -> Iterator[tuple[dt.date, pa.Table]]:
+    """The rows of `chunk` taken on each of `dates` (in the chunk's order within a
+    date), by one stable sort of the test dates rather than a pass per date."""
+    days = test_dates(chunk).cast(pa.int32()).to_numpy(zero_copy_only=False)
+    if days.dtype.kind == "f":  # a null date (no time, no archive date): on no date
+        days = np.where(np.isnan(days), np.iinfo(np.int32).min, days).astype(np.int64)
+    order = np.argsort(days, kind="stable")
+    ordered = days[order]
+    # One gather into date order (chunks joined first: a take across many chunks is
+    # slow), then each date is a slice of it.
+    chunk = chunk.combine_chunks().take(order)
+    epoch = dt.date(1970, 1, 1)
+    numbers = [(date - epoch).days for date in dates]
+    bounds = np.searchsorted(ordered, numbers + [n + 1 for n in numbers])
+    for i, date in enumerate(dates):
+        lo, hi = int(bounds[i]), int(bounds[i + len(numbers)])
+        if hi > lo:
+            yield date, chunk.slice(lo, hi - lo)
+
+
+def _empty_spools(enricher: Enricher, spill: str) -> dict[str, DaySpool]:
+    return {d: DaySpool(enricher.schema, 1, Path(spill)) for d in DIRECTIONS}
+
+
+@dataclass(frozen=True)
+class DateFiles:
+    """A date's Parquet file of each direction, made from its spools: the bytes, the
+    rows kept, and the rows dropped as a repeated test id."""
+
+    data: dict[str, bytes]
+    rows: dict[str, int]
+    duplicates: dict[str, int]
+
+
+def _encode(spools: Mapping[str, DaySpool]) -> DateFiles:
+    data, rows, duplicates = {}, {}, {}
+    for direction, spool in spools.items():
+        table = spool.in_memory()
+        data[direction] = parquet_bytes(table) if table is not None else spool.merged_parquet()
+        rows[direction] = spool.rows
+        duplicates[direction] = spool.duplicates
+    return DateFiles(data, rows, duplicates)
+
+
+def _encoded(
+    spools: dict[dt.date, dict[str, DaySpool]], dates: Sequence[dt.date]
+) -> Iterator[tuple[dt.date, DateFiles]]:
+    """Each of `dates`' files, in order, made by `ENCODE_THREADS` threads (Arrow's sort
+    and Parquet writer, and DuckDB's merge, run without the interpreter's lock) at most
+    twice as many dates ahead of the caller, who writes them; each date's spools are
+    let go once its files are made."""
+    with ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="piecewise-encode") as pool:
+        waiting: deque[tuple[dt.date, Future[DateFiles]]] = deque()
+        for date in dates:
+            waiting.append((date, pool.submit(_encode, spools.pop(date))))
+            if len(waiting) >= 2 * ENCODE_THREADS:
+                done, future = waiting.popleft()
+                yield done, future.result()
+        while waiting:
+            done, future = waiting.popleft()
+            yield done, future.result()
+
+
+def _write_date(
+    private: Store,
+    date: dt.date,
+    files: DateFiles,
+    report: QualityReport,
+    result: IngestResult,
+    on_date: OnDate | None,
+) -> None:
+    digest = hashlib.sha256()
+    for direction, data in files.data.items():
+        private.write_bytes(tests_key(direction, date), data, content_type=PARQUET_CONTENT_TYPE)
+        digest.update(direction.encode() + b"\0" + hashlib.sha256(data).digest())
+        result.rows[direction] += files.rows[direction]
+        report.dropped_duplicate_id += files.duplicates[direction]
+        report.rows_out -= files.duplicates[direction]
+    counts = dict(files.rows)
+    private.write_json(quality_key(date), report.as_dict())
+    if on_date is not None:
+        on_date(date, counts, report, "sha256:" + digest.hexdigest())
+    result.quality.add(report)
+    result.dates.append(date)
+    log.debug(
+        "ingested %s: %d download, %d upload rows (%s)",
+        date,
+        counts["download"],
+        counts["upload"],
+        report.summary(),
+    )

@@ -1,0 +1,198 @@
+"""Enrichment: unified rows in, validated and labelled flat rows out.
+
+Each batch is flattened, validated (bad rows are counted in a `QualityReport`, never
+dropped silently), labelled with its ISP (each distinct IP looked up once) and with
+an area of every layer (each distinct coordinate resolved once).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from piecewise.core.areas import (
+    COARSE,
+    OUTSIDE,
+    AreaLayer,
+    RegionFilter,
+    build_layers,
+    distinct_points,
+)
+from piecewise.core.config import Config
+from piecewise.core.location import radii, too_coarse
+from piecewise.core.schema import (
+    DIRECTIONS,
+    UNIFIED,
+    area_column,
+    enriched_schema,
+    rough_column,
+    test_dates,
+)
+from piecewise.ingest.clients import network_keys
+from piecewise.ingest.isp import AsnDatabase, IspNamer, label_isps
+from piecewise.ingest.quality import QualityReport
+from piecewise.ingest.sampling import fingerprints
+
+MAX_MBPS = 100_000.0  # above any access link: a broken measurement
+
+
+def _flatten(table: pa.Table) -> pa.Table:
+    """Every leaf of the nested unified row as a column named by its path
+    (`client.Geo.Latitude`); a null parent struct makes its leaves null. No copy."""
+    while any(pa.types.is_struct(f.type) for f in table.schema):
+        table = table.flatten()
+    return table
+
+
+class Enricher:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.namer = IspNamer(config.isps)
+        self.database = (
+            AsnDatabase(config.geoip.asn_database) if config.geoip.asn_database else None
+        )
+        # Set when the database is past the GeoLite licence's limit: the rows it would
+        # have named are counted, so that every quality report shows the fallback.
+        self.geoip_refused = config.geoip.refused
+        self.region = RegionFilter(config.region)
+        self.layers: dict[str, AreaLayer] = build_layers(config)
+        self.schema = enriched_schema(list(self.layers))
+
+    def enrich(self, batch: pa.RecordBatch | pa.Table) -> tuple[pa.Table, QualityReport]:
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        table = table.cast(UNIFIED) if table.schema != UNIFIED else table
+        report = QualityReport(rows_in=table.num_rows)
+        flat = _flatten(table)
+
+        def _field(path: str) -> pa.ChunkedArray:
+            return flat.column(path)
+
+        date = test_dates(table)  # the test's own UTC date, not its archive's
+        direction = pc.utf8_lower(_field("a.Direction"))
+        mbps = pc.cast(_field("a.MeanThroughputMbps"), pa.float64())
+
+        no_date = pc.is_null(date)
+        bad_direction = pc.invert(pc.fill_null(pc.is_in(direction, pa.array(DIRECTIONS)), False))
+        mbps_np = mbps.to_numpy(zero_copy_only=False).astype(np.float64)  # null -> nan
+        bad_mbps = ~(np.isfinite(mbps_np) & (mbps_np > 0) & (mbps_np <= MAX_MBPS))
+
+        no_date_np = no_date.to_numpy(zero_copy_only=False)
+        bad_dir_np = bad_direction.to_numpy(zero_copy_only=False) & ~no_date_np
+        bad_mbps &= ~no_date_np & ~bad_dir_np
+        report.dropped_no_date = int(no_date_np.sum())
+        report.dropped_bad_direction = int(bad_dir_np.sum())
+        report.dropped_bad_throughput = int(bad_mbps.sum())
+
+        lat = _field("client.Geo.Latitude").to_numpy(zero_copy_only=False).astype(float)
+        lon = _field("client.Geo.Longitude").to_numpy(zero_copy_only=False).astype(float)
+        present = ~(np.isnan(lat) | np.isnan(lon))
+        good_coord = present & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+        # (0, 0) is GeoIP's "unknown", not a place in the Gulf of Guinea.
+        good_coord &= ~((lat == 0) & (lon == 0))
+        report.nulled_bad_coordinates = int((present & ~good_coord).sum())
+        lat = np.where(good_coord, lat, np.nan)
+        lon = np.where(good_coord, lon, np.nan)
+        lat_arr = pa.array(lat, from_pandas=True)
+        lon_arr = pa.array(lon, from_pandas=True)
+        points = distinct_points(lat_arr, lon_arr)
+
+        in_region_pt = self.region.contains(points.lat, points.lon)
+        row_pt = points.inverse
+        outside = np.zeros(table.num_rows, dtype=bool)
+        has_pt = row_pt >= 0
+        outside[has_pt] = ~in_region_pt[row_pt[has_pt]]
+        keep = ~(no_date_np | bad_dir_np | bad_mbps)
+        report.dropped_outside_region = int((outside & keep).sum())
+        keep &= ~outside
+
+        rtt = _field("a.MinRTT").to_numpy(zero_copy_only=False).astype(float)
+        bad_rtt = ~np.isnan(rtt) & ~(np.isfinite(rtt) & (rtt >= 0))
+        report.nulled_bad_rtt = int((bad_rtt & keep).sum())
+        rtt = np.where(bad_rtt, np.nan, rtt)
+        loss = _field("a.LossRate").to_numpy(zero_copy_only=False).astype(float)
+        bad_loss = ~np.isnan(loss) & ~((loss >= 0) & (loss <= 1))
+        report.nulled_bad_loss = int((bad_loss & keep).sum())
+        loss = np.where(bad_loss, np.nan, loss)
+
+        ip = _field("client.IP").combine_chunks()
+        isp = label_isps(
+            ip,
+            _field("client.Network.ASNumber"),
+            _field("client.Network.ASName"),
+            self.namer,
+            self.database,
+        )
+
+        columns: dict[str, pa.Array] = {
+            "id": _field("id"),
+            "uuid": _field("a.UUID"),
+            "date": date,
+            "test_time": _field("a.TestTime"),
+            "direction": direction,
+            "mbps": pa.array(mbps_np),
+            "min_rtt_ms": pa.array(rtt, from_pandas=True),
+            "loss_rate": pa.array(loss, from_pandas=True),
+            # The client, not its address: an IPv6 client is its /64 (piecewise.ingest.clients).
+            "client_ip": network_keys(ip).combine_chunks(),
+            "latitude": lat_arr,
+            "longitude": lon_arr,
+            "country": _field("client.Geo.CountryCode"),
+            "subdivision": _field("client.Geo.Subdivision1ISOCode"),
+            "city": _field("client.Geo.City"),
+            "server_site": _field("server.Site"),
+            "asn": isp.asn,
+            "as_name": isp.as_name,
+            "isp": isp.isp,
+            "isp_source": isp.source,
+            "pick": fingerprints(_field("id")),
+        }
+        reported = _field("client.Geo.AccuracyRadiusKm").to_numpy(zero_copy_only=False)
+        city = columns["city"]
+        cityless = pc.fill_null(pc.equal(pc.utf8_length(city), 0), True)
+        radius = radii(
+            reported.astype(float),
+            row_pt,
+            ip,
+            self.config.location,
+            cityless.to_numpy(zero_copy_only=False),
+        )
+        columns["accuracy_radius_km"] = pa.array(
+            np.where(np.isfinite(reported.astype(float)), reported.astype(float), np.nan),
+            from_pandas=True,
+        )
+        columns["radius_km"] = pa.array(radius.km, from_pandas=True)
+        columns["radius_source"] = radius.source_array()
+        located = has_pt & keep
+        report.radius_reported = radius.count("reported", located)
+        report.radius_from_pile = radius.count("pile", located)
+        report.radius_assumed = radius.count("assumed", located)
+        report.radius_cityless = radius.count("cityless", located)
+        for layer_id, layer in self.layers.items():
+            assignment = layer.assign(points.lat, points.lon)
+            areas = assignment.per_row(row_pt)
+            outside = pc.equal(areas, OUTSIDE).to_numpy(zero_copy_only=False)
+            report.outside_layer[layer_id] = int((outside & keep).sum())
+            # Too rough a location for this layer's areas: counted in none of them,
+            # and as `coarse` in the one its point falls in (piecewise.core.location).
+            coarse = too_coarse(radius.km, assignment.scale_per_row(row_pt), self.config.location)
+            coarse &= ~outside
+            report.too_coarse[layer_id] = int((coarse & keep).sum())
+            mask = pa.array(coarse)
+            columns[area_column(layer_id)] = pc.if_else(mask, COARSE, areas)
+            columns[rough_column(layer_id)] = pc.if_else(mask, areas, pa.scalar(None, pa.string()))
+
+        out = pa.table(columns, schema=self.schema)
+        if not keep.all():  # filtering chunked columns is much slower than one copy first
+            out = out.combine_chunks().filter(pa.array(keep))
+        report.rows_out = out.num_rows
+        if self.geoip_refused is not None:
+            report.isp_geoip_refused = report.rows_out
+        report.unlocated = int((~has_pt & keep).sum())
+        source = np.bincount(isp.source_code[keep], minlength=3)
+        report.isp_from_maxmind, report.isp_from_mlab, report.isp_unknown = map(int, source)
+        return out, report
+
+    def close(self) -> None:
+        if self.database is not None:
+            self.database.close()

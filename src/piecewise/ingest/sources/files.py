@@ -1,0 +1,495 @@
+"""Tests from files exported from M-Lab's unified views, as BigQuery exports them.
+
+`FilesSource(downloads="gs://b/exports/downloads-*.jsonl.gz", uploads="file://./up/")`
+reads Parquet (`.parquet`) or newline-delimited JSON (`.jsonl`, `.json`, `.ndjson`,
+each optionally `.gz`) from any store URL: one file, a folder (every export file below
+it; names starting with `.` or `_` are skipped) or a glob. Rows come out in
+`piecewise.core.schema.UNIFIED`, whatever the export looks like: fields missing or in another
+order, extra columns, whole structs null, INT64 as JSON strings ("7922"), TIMESTAMP as
+"2025-01-01 12:34:56.123456 UTC" or ISO 8601, DATE as "2025-01-01".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.spec import AbstractFileSystem
+
+from piecewise.core.errors import PiecewiseError
+from piecewise.core.schema import DIRECTIONS, UNIFIED
+from piecewise.storage.store import url_to_fs
+
+PARQUET_SUFFIXES = (".parquet",)
+JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_A = UNIFIED.field("a")
+_DIRECTION_INDEX = _A.type.get_field_index("Direction")
+_TIME_CAST = {"allow_time_truncate": True}
+JSON_BLOCK_BYTES = 2 << 20  # what Arrow's JSON reader parses at a time (a row must fit)
+
+log = logging.getLogger(__name__)
+
+
+class ExportFileError(PiecewiseError, ValueError):
+    """An export file that cannot be read; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    url: str
+    fs: AbstractFileSystem
+    path: str
+    format: str  # "parquet" or "json"
+    compression: str | None
+
+
+def export_format(name: str) -> tuple[str, str | None] | None:
+    """("parquet" | "json", compression) from a file name, or None if not an export."""
+    lower = name.lower()
+    compression = None
+    if lower.endswith(".gz"):
+        lower, compression = lower[: -len(".gz")], "gzip"
+    if lower.endswith(PARQUET_SUFFIXES) and compression is None:
+        return "parquet", None
+    if lower.endswith(JSON_SUFFIXES):
+        return "json", compression
+    return None
+
+
+class FilesSource:
+    """A `Source` reading unified-view exports (see the module docstring). Any read
+    reads every file (they are not split by date), so ingest reads them once per run
+    (`reads_whole_files`)."""
+
+    reads_whole_files = True
+
+    def __init__(
+        self,
+        downloads: str | None,
+        uploads: str | None,
+        base_dir: Path | None = None,
+        batch_size: int = 65536,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        if downloads is None and uploads is None:
+            raise ValueError("FilesSource needs a downloads or an uploads location (or both)")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.locations = {"download": downloads, "upload": uploads}
+        self.base_dir = base_dir
+        self.batch_size = batch_size
+        self.storage_options = storage_options or {}
+
+    def files(self, direction: str) -> list[ExportFile]:
+        """The export files for `direction` ("download" or "upload"), sorted."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        url = self.locations[direction]
+        return [] if url is None else self._expand(url)
+
+    def batches(self, start: dt.date, end: dt.date) -> Iterator[pa.RecordBatch]:
+        """Downloads, then uploads, each file in name order; only rows dated
+        `start`..`end` (a null date is in no range). A missing `a.Direction` is taken
+        from the input it came from."""
+        for direction in DIRECTIONS:
+            for export in self.files(direction):
+                read = _read_parquet if export.format == "parquet" else _read_json
+                for batch in read(export, start, end, self.batch_size):
+                    batch = _fill_direction(batch, direction)
+                    if batch.num_rows:
+                        yield batch
+
+    def _expand(self, url: str) -> list[ExportFile]:
+        fs, path = url_to_fs(url, self.base_dir, **self.storage_options)
+        if _GLOB_CHARS.search(path):
+            found = fs.glob(path, detail=True)
+            paths = [p for p, info in found.items() if info.get("type") == "file"]
+            explicit = False
+        elif fs.isfile(path):
+            paths, explicit = [path], True
+        elif fs.isdir(path):
+            paths, explicit = fs.find(path, withdirs=False), False
+        else:
+            raise FileNotFoundError(f"no export file or folder at {url}")
+        exports = []
+        for p in sorted(paths):
+            name = p.rstrip("/").rsplit("/", 1)[-1]
+            kind = export_format(name)
+            if explicit and kind is None:
+                raise ExportFileError(
+                    f"{url}: not an export file (expected .parquet, .jsonl, .json or .ndjson,"
+                    " optionally .gz)"
+                )
+            if kind is None or (not explicit and name.startswith((".", "_"))):
+                continue
+            exports.append(ExportFile(_url_of(fs, p), fs, p, *kind))
+        if not exports:
+            raise FileNotFoundError(f"no export files (.parquet, .jsonl, .json, .ndjson) at {url}")
+        return exports
+
+
+def _url_of(fs: AbstractFileSystem, path: str) -> str:
+    url = fs.unstrip_protocol(path)
+    # memory paths are rooted at "/": say memory://x/y as open_store does, not memory:///x/y
+    return url.replace("memory:///", "memory://", 1) if url.startswith("memory:///") else url
+
+
+# -- Parquet -------------------------------------------------------------------------------
+
+
+def _read_parquet(
+    export: ExportFile, start: dt.date, end: dt.date, batch_size: int
+) -> Iterator[pa.RecordBatch]:
+    import pyarrow.dataset as ds  # here: it imports pandas, a fifth of a second of start-up
+
+    try:
+        if isinstance(export.fs, LocalFileSystem):
+            dataset = ds.dataset(export.path, format="parquet")
+        else:
+            dataset = ds.dataset(export.path, format="parquet", filesystem=export.fs)
+        names = dataset.schema.names
+        columns = [name for name in UNIFIED.names if name in names]
+        date_field = dataset.schema.field("date") if "date" in names else None
+        pushdown = date_field is not None and date_field.type == pa.date32()
+        in_range = (ds.field("date") >= start) & (ds.field("date") <= end)
+        scanned = iter(
+            dataset.to_batches(
+                columns=columns, filter=in_range if pushdown else None, batch_size=batch_size
+            )
+        )
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise ExportFileError(f"{export.url}: cannot read as Parquet: {exc}") from exc
+    while True:
+        try:
+            batch = next(scanned, None)
+            if batch is None:
+                return
+            batch = _conform_batch(batch)
+        except ExportFileError as exc:
+            raise ExportFileError(f"{export.url}: {exc}") from exc
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise ExportFileError(f"{export.url}: cannot read as Parquet: {exc}") from exc
+        yield _in_range(batch, start, end)
+
+
+def _conform_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    arrays = []
+    for field in UNIFIED:
+        index = batch.schema.get_field_index(field.name)
+        column = batch.column(index) if index >= 0 else pa.nulls(batch.num_rows, field.type)
+        arrays.append(_conform(column, field.type, field.name))
+    return pa.RecordBatch.from_arrays(arrays, schema=UNIFIED)
+
+
+def _conform(array: pa.Array, target: pa.DataType, name: str) -> pa.Array:
+    """`array` as type `target`: struct fields matched by name (missing ones null, extra
+    ones dropped), leaves cast (strings parsed)."""
+    if array.type == target:
+        return array
+    if pa.types.is_null(array.type):
+        return pa.nulls(len(array), target)
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    if pa.types.is_struct(target):
+        if not pa.types.is_struct(array.type):
+            raise ExportFileError(f"column {name}: expected a struct, found {array.type}")
+        children = dict(zip((f.name for f in array.type), array.flatten(), strict=True))
+        conformed = [
+            _conform(children[f.name], f.type, f"{name}.{f.name}")
+            if f.name in children
+            else pa.nulls(len(array), f.type)
+            for f in target
+        ]
+        mask = array.is_null() if array.null_count else None
+        return pa.StructArray.from_arrays(conformed, fields=list(target), mask=mask)
+    if pa.types.is_timestamp(target) and _is_text(array.type):
+        utc = _utc_timestamp_text(array, target)
+        if utc is not None:
+            return utc
+        array = _zoned_timestamp_text(array)
+    try:
+        return pc.cast(array, options=pc.CastOptions(target, **_TIME_CAST))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ExportFileError(
+            f"column {name}: cannot read {array.type} as {target}: {exc}"
+        ) from exc
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _utc_timestamp_text(array: pa.Array, target: pa.TimestampType) -> pa.Array | None:
+    """The common case, fast: every time written as BigQuery writes it, in UTC with the
+    zone named ("2025-01-01 12:34:56.123456 UTC"). Read without the name, as times
+    without a zone, then taken as UTC; None when any value is written another way."""
+    if target.tz not in ("UTC", "+00:00") or array.null_count == len(array):
+        return None
+    if not pc.all(pc.ends_with(array, " UTC")).as_py():
+        return None
+    naive = pc.utf8_slice_codeunits(array, 0, -4)
+    try:
+        times = pc.cast(naive, options=pc.CastOptions(pa.timestamp(target.unit), **_TIME_CAST))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None  # an offset, or some other text: the general path reads or refuses it
+    return times.cast(target)
+
+
+def _zoned_timestamp_text(array: pa.Array) -> pa.Array:
+    # BigQuery writes "2025-01-01 12:34:56.123456 UTC"; Arrow wants an offset or "Z".
+    array = pc.replace_substring_regex(array, r"\s*UTC$", "Z")
+    naive = r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)$"
+    return pc.replace_substring_regex(array, naive, r"\1Z")
+
+
+# -- JSON lines ------------------------------------------------------------------------------
+
+
+def _json_kinds(target: pa.DataType) -> pa.DataType:
+    """The type Arrow's JSON reader is asked for, per field of `target`, as BigQuery's
+    exports write them: INT64, DATE and TIMESTAMP as JSON strings, FLOAT64 as numbers."""
+    if pa.types.is_struct(target):
+        return pa.struct([pa.field(f.name, _json_kinds(f.type)) for f in target])
+    if pa.types.is_floating(target):
+        return target
+    return pa.string()
+
+
+_JSON_SCHEMA = pa.schema([pa.field(f.name, _json_kinds(f.type)) for f in UNIFIED])
+
+
+def _read_json(
+    export: ExportFile, start: dt.date, end: dt.date, batch_size: int
+) -> Iterator[pa.RecordBatch]:
+    """Arrow's JSON reader (C++, several threads) for the rows written as BigQuery
+    exports them; from the first row it cannot read the same way (another kind of JSON
+    value, a text it would parse differently, an object too large for a block), the
+    exact reader below takes over, skipping the rows already read."""
+    consumed = 0
+    try:
+        with export.fs.open(export.path, "rb", compression=export.compression) as raw:
+            reader = pj.open_json(
+                raw,
+                read_options=pj.ReadOptions(block_size=JSON_BLOCK_BYTES),
+                parse_options=pj.ParseOptions(
+                    explicit_schema=_JSON_SCHEMA, unexpected_field_behavior="ignore"
+                ),
+            )
+            while True:
+                read = reader.read_next_batch()
+                batch = _in_range(_conform_batch(read), start, end)
+                consumed += read.num_rows
+                for offset in range(0, batch.num_rows, batch_size):
+                    yield batch.slice(offset, batch_size)
+    except StopIteration:
+        return
+    except (pa.ArrowException, ExportFileError, OSError, EOFError, ValueError) as exc:
+        log.debug("%s: read row by row from row %d on (%s)", export.url, consumed + 1, exc)
+    yield from _read_json_rows(export, start, end, batch_size, skip=consumed)
+
+
+def _read_json_rows(
+    export: ExportFile, start: dt.date, end: dt.date, batch_size: int, skip: int = 0
+) -> Iterator[pa.RecordBatch]:
+    """Row by row in Python, exactly as documented (any JSON kind a value may come in;
+    errors name the line and the field), after the first `skip` rows."""
+    rows: list[dict[str, Any]] = []
+    lines = _json_lines(export)
+    lineno = 0
+    while True:
+        try:
+            item = next(lines, None)
+            if item is None:
+                break
+            if skip:
+                skip -= 1
+                continue
+            lineno, obj = item
+            row = _row_in_range(obj, start, end)
+        except ExportFileError:
+            raise
+        except ValueError as exc:
+            raise ExportFileError(f"{export.url}: line {lineno}: {exc}") from exc
+        if row is not None:
+            rows.append(row)
+            if len(rows) == batch_size:
+                yield pa.RecordBatch.from_pylist(rows, schema=UNIFIED)
+                rows = []
+    if rows:
+        yield pa.RecordBatch.from_pylist(rows, schema=UNIFIED)
+
+
+def _json_lines(export: ExportFile) -> Iterator[tuple[int, Any]]:
+    lineno = 0
+    try:
+        with (
+            export.fs.open(export.path, "rb", compression=export.compression) as raw,
+            io.TextIOWrapper(raw, encoding="utf-8") as text,
+        ):
+            for lineno, line in enumerate(text, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError as exc:
+                    raise ExportFileError(
+                        f"{export.url}: line {lineno}: not valid JSON: {exc}"
+                    ) from exc
+                if not isinstance(obj, dict):
+                    raise ExportFileError(
+                        f"{export.url}: line {lineno}: expected a JSON object per line,"
+                        f" found {type(obj).__name__}"
+                    )
+                yield lineno, obj
+    except ExportFileError:
+        raise
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ExportFileError(
+            f"{export.url}: cannot read as JSON lines near line {lineno + 1}: {exc}"
+        ) from exc
+
+
+def _row_in_range(obj: dict[str, Any], start: dt.date, end: dt.date) -> dict[str, Any] | None:
+    date = _to_date(obj.get("date"), "date")
+    if date is None or not start <= date <= end:
+        return None
+    row = _normalise_row(obj)
+    row["date"] = date
+    return row
+
+
+def _normaliser(target: pa.DataType, name: str) -> Callable[[Any], Any]:
+    """A function turning a parsed JSON value into the Python value Arrow builds a
+    `target` from; compiled once per schema, since walking Arrow types per row is slow."""
+    if pa.types.is_struct(target):
+        prefix = f"{name}." if name else ""
+        parts = [(f.name, _normaliser(f.type, prefix + f.name)) for f in target]
+
+        def struct(value: Any) -> Any:
+            if value is None:
+                return None
+            if not isinstance(value, dict):
+                raise ValueError(f"field {name}: expected an object, found {_show(value)}")
+            return {key: part(value.get(key)) for key, part in parts}
+
+        return struct
+    convert = _LEAVES[target]
+
+    def leaf(value: Any) -> Any:
+        return None if value is None else convert(value, name)
+
+    return leaf
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _to_string(value: Any, name: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"field {name}: expected a string, found {_show(value)}")
+    return str(value)
+
+
+def _to_int(value: Any, name: str) -> int:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            return int(value.strip())  # BigQuery exports INT64 as a JSON string
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ValueError
+    except ValueError:
+        raise ValueError(f"field {name}: cannot read {_show(value)} as INT64") from None
+
+
+def _to_float(value: Any, name: str) -> float:
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError
+        return float(value)  # strings too: "NaN", "Infinity", "1e-05"
+    except ValueError:
+        raise ValueError(f"field {name}: cannot read {_show(value)} as FLOAT64") from None
+
+
+def _to_date(value: Any, name: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return dt.date.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"field {name}: cannot read {_show(value)} as DATE") from None
+
+
+def _to_timestamp(value: Any, name: str) -> dt.datetime:
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        text = value.strip()
+        if text.endswith("UTC"):
+            text = text[: -len("UTC")].rstrip() + "+00:00"
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"field {name}: cannot read {_show(value)} as TIMESTAMP") from None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+_LEAVES: dict[pa.DataType, Callable[[Any, str], Any]] = {
+    pa.string(): _to_string,
+    pa.int64(): _to_int,
+    pa.float64(): _to_float,
+    pa.date32(): _to_date,
+    pa.timestamp("us", tz="UTC"): _to_timestamp,
+}
+
+
+_normalise_row = _normaliser(pa.struct(list(UNIFIED)), "")
+
+
+# -- both formats ----------------------------------------------------------------------------
+
+
+def _in_range(batch: pa.RecordBatch, start: dt.date, end: dt.date) -> pa.RecordBatch:
+    date = batch.column("date")
+    keep = pc.and_(
+        pc.greater_equal(date, pa.scalar(start, pa.date32())),
+        pc.less_equal(date, pa.scalar(end, pa.date32())),
+    )
+    if keep.null_count == 0 and pc.all(keep).as_py():
+        return batch
+    return batch.filter(keep)  # a null date is dropped
+
+
+def _fill_direction(batch: pa.RecordBatch, direction: str) -> pa.RecordBatch:
+    """Set `a.Direction` where it is null (a null `a` becomes a struct holding only it)."""
+    a = batch.column("a")
+    children = a.flatten()
+    if a.null_count == 0 and children[_DIRECTION_INDEX].null_count == 0:
+        return batch
+    children[_DIRECTION_INDEX] = pc.fill_null(children[_DIRECTION_INDEX], direction)
+    filled = pa.StructArray.from_arrays(children, fields=list(_A.type))
+    columns = list(batch.columns)
+    columns[UNIFIED.get_field_index("a")] = filled
+    return pa.RecordBatch.from_arrays(columns, schema=UNIFIED)

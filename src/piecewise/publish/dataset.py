@@ -1,0 +1,262 @@
+"""Every published cell of a publication as one dataset, for analysts who would rather
+not read hundreds of JSON files: a Parquet file and a SQLite database of the same rows,
+with the metadata Datasette reads (titles, descriptions, licence, source).
+
+Each release rewrites the three files (`DATASET_KEYS`) from the cells published so far,
+so they only ever hold numbers that are public already; their `release` column says
+which release published each cell (docs/data.md, The dataset).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from piecewise.core import periods
+from piecewise.core.cellfields import COUNTS, DIGITS, PUBLISHED, share_columns
+from piecewise.storage.store import JSON_CONTENT_TYPE, Store, json_bytes, parquet_bytes
+
+__all__ = ["DATASET_KEYS", "dataset_metadata", "dataset_table", "sqlite_bytes", "write_dataset"]
+
+DATASET_KEYS = {
+    "parquet": "v1/dataset/cells.parquet",
+    "sqlite": "v1/dataset/piecewise.sqlite",
+    "metadata": "v1/dataset/metadata.json",
+}
+TABLE = "cells"
+DATABASE = "piecewise"  # Datasette names a database after its file
+CACHE = "public, max-age=300"  # rewritten by every release, as the index is
+SQLITE_CONTENT_TYPE = "application/vnd.sqlite3"
+PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+
+KEY_COLUMNS = ("layer", "kind", "period", "start", "end", "area", "area_name", "isp", "direction")
+
+# What each column holds, for Datasette's metadata and docs/data.md.
+DESCRIPTIONS = {
+    "layer": "The layer id (a set of areas: counties, hexagons...).",
+    "kind": "The period kind: day, month, quarter or year.",
+    "period": "The period's label: 2025-01-31, 2025-01, 2025-Q1 or 2025.",
+    "start": "The period's first date (UTC).",
+    "end": "The period's last date (UTC).",
+    "area": "The area id within its layer.",
+    "area_name": "The area's name.",
+    "isp": "The ISP's display name, or `all` for every ISP together.",
+    "direction": "download or upload.",
+    "tests": "Number of tests.",
+    "clients": "Number of distinct clients (IP addresses; an IPv6 client is its /64).",
+    "coarse": "Tests whose location was too rough to count in this area's layer.",
+    "p10": "10th percentile of throughput, Mbps.",
+    "p25": "25th percentile of throughput, Mbps.",
+    "median": "Median throughput, Mbps.",
+    "p75": "75th percentile of throughput, Mbps.",
+    "p90": "90th percentile of throughput, Mbps.",
+    "mean": "Mean throughput, Mbps.",
+    "geomean": "Geometric mean of throughput, Mbps (M-Lab's log-average).",
+    "rtt_median": "Median MinRTT, milliseconds.",
+    "rtt_p90": "90th percentile of MinRTT, milliseconds.",
+    "loss_median": "Median loss rate, 0 to 1.",
+    "median_low": "Lower bound of the median's 95 % confidence interval, Mbps (order statistics).",
+    "median_high": "Upper bound of the median's 95 % confidence interval, Mbps.",
+    "release": "The release that published the cell (it is never published again).",
+}
+
+
+def dataset_table(
+    cells: Mapping[str, pa.Table],
+    area_name: Mapping[str, Callable[[str], str]],
+    shares: Mapping[str, str],
+) -> pa.Table:
+    """The published cells of every layer (`cells`: each layer's released cells, any
+    decision) as one table sorted by layer, kind, start, area, ISP and direction.
+    `area_name` gives each layer's area names; `shares` maps each share column to its
+    threshold's label (its description)."""
+    parts = []
+    for layer, table in cells.items():
+        shown = table.filter(pc.fill_null(table.column("published"), False))
+        if not shown.num_rows:
+            continue
+        kinds = shown.column("kind").cast(pa.string()).to_pylist()
+        starts = shown.column("period").cast(pa.date32()).to_pylist()
+        labels: dict[tuple[str, dt.date], tuple[str, dt.date]] = {}
+        for pair in set(zip(kinds, starts, strict=True)):
+            labels[pair] = (periods.label(*pair), periods.end_of(*pair))
+        pairs = list(zip(kinds, starts, strict=True))
+        areas = shown.column("area").cast(pa.string())
+        names = area_name[layer]
+        distinct = pc.unique(areas).to_pylist()
+        name_of = dict(zip(distinct, (names(a) for a in distinct), strict=True))
+        columns: dict[str, pa.Array | pa.ChunkedArray] = {
+            "layer": pa.array([layer] * shown.num_rows, pa.string()),
+            "kind": pa.array(kinds, pa.string()),
+            "period": pa.array([labels[p][0] for p in pairs], pa.string()),
+            "start": pa.array(starts, pa.date32()),
+            "end": pa.array([labels[p][1] for p in pairs], pa.date32()),
+            "area": areas,
+            "area_name": pa.array([name_of[a] for a in areas.to_pylist()], pa.string()),
+            "isp": shown.column("isp").cast(pa.string()),
+            "direction": shown.column("direction").cast(pa.string()),
+        }
+        # The numbers as the statistics files publish them (rounded alike); cells of
+        # releases from before a column existed have it null.
+        for name in (*PUBLISHED, *_share_columns(shares)):
+            columns[name] = (
+                _published(shown.column(name))
+                if name in shown.column_names
+                else pa.nulls(shown.num_rows, pa.float64())
+            )
+        columns["release"] = shown.column("release").cast(pa.int64())
+        parts.append(pa.table(columns))
+    if not parts:
+        return _empty(shares)
+    table = pa.concat_tables(parts, promote_options="permissive").combine_chunks()
+    order = [(c, "ascending") for c in ("layer", "kind", "start", "area", "isp", "direction")]
+    return table.sort_by(order)
+
+
+def _share_columns(shares: Mapping[str, str]) -> list[str]:
+    """Each share column, then its interval's bounds."""
+    return [c for column in shares for c in share_columns(column)]
+
+
+def _published(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """A measure rounded to the published decimals (NaN as null); counts as they are."""
+    if not pa.types.is_floating(column.type):
+        return column
+    values = np.round(column.to_numpy(zero_copy_only=False).astype(np.float64), DIGITS)
+    return pa.array(values, pa.float64(), from_pandas=True)
+
+
+def _empty(shares: Mapping[str, str]) -> pa.Table:
+    fields = [
+        pa.field(c, pa.date32() if c in ("start", "end") else pa.string()) for c in KEY_COLUMNS
+    ]
+    fields += [pa.field(c, pa.int64() if c in COUNTS else pa.float64()) for c in PUBLISHED]
+    fields += [pa.field(c, pa.float64()) for c in _share_columns(shares)]
+    fields.append(pa.field("release", pa.int64()))
+    return pa.schema(fields).empty_table()
+
+
+def sqlite_bytes(table: pa.Table) -> bytes:
+    """`table` as a SQLite database of one table, `cells`, typed (dates as ISO text),
+    indexed for the usual questions (a layer's period; an area's series)."""
+    types = {
+        pa.types.is_integer: "INTEGER",
+        pa.types.is_floating: "REAL",
+    }
+
+    def sql_type(t: pa.DataType) -> str:
+        return next((v for test, v in types.items() if test(t)), "TEXT")
+
+    names = table.column_names
+    for name in names:
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"not a column name: {name!r}")
+    columns = ", ".join(f'"{n}" {sql_type(table.schema.field(n).type)}' for n in names)
+    placeholders = ", ".join("?" for _ in names)
+    values = []
+    for name in names:
+        column = table.column(name)
+        if pa.types.is_date(column.type):
+            column = column.cast(pa.string())
+        values.append(column.to_pylist())
+    with tempfile.TemporaryDirectory(prefix="piecewise-dataset-") as folder:
+        path = Path(folder) / f"{DATABASE}.sqlite"
+        con = sqlite3.connect(path)
+        try:
+            con.execute(f"CREATE TABLE {TABLE} ({columns})")
+            con.executemany(
+                f"INSERT INTO {TABLE} VALUES ({placeholders})", zip(*values, strict=True)
+            )
+            con.execute(f"CREATE INDEX {TABLE}_period ON {TABLE} (layer, kind, period)")
+            con.execute(f"CREATE INDEX {TABLE}_area ON {TABLE} (layer, area, kind)")
+            con.commit()
+        finally:
+            con.close()
+        return path.read_bytes()
+
+
+def use_case_needs(rule: Mapping) -> str:
+    """A use case's limits in words, from its entry in index.json `thresholds`."""
+    both = [f"MinRTT at most {rule['rtt_ms']:g} ms"] if rule.get("rtt_ms") is not None else []
+    down = [f"at least {rule['download']:g} Mbps"] if rule.get("download") is not None else []
+    down += both + ([f"loss at most {rule['loss']:g}"] if rule.get("loss") is not None else [])
+    up = [f"at least {rule['upload']:g} Mbps"] if rule.get("upload") is not None else []
+    up += both
+    parts = [(what, limits) for what, limits in (("downloads", down), ("uploads", up)) if limits]
+    return "; ".join(f"{what} {', '.join(limits)}" for what, limits in parts)
+
+
+def share_description(rule: Mapping) -> str:
+    """What a share column holds, from its entry in index.json `thresholds`."""
+    if "id" in rule:
+        return (
+            f"Share of tests that meet every need of the use case {rule['label']} for their "
+            f"direction ({use_case_needs(rule)}), 0 to 1; null where it sets none."
+        )
+    return f"Share of tests at or above {rule['label']} Mbps (download/upload), 0 to 1."
+
+
+def dataset_metadata(
+    *, title: str, description: str, sources: list[dict], shares: list[Mapping], release: int
+) -> dict:
+    """Datasette's metadata for the database: what it is, whose data, what each column
+    holds. `shares` are the release's thresholds and use cases (index.json
+    `thresholds`)."""
+    source = sources[0] if sources else {}
+    columns = dict(DESCRIPTIONS)
+    for rule in shares:
+        column = rule["column"]
+        columns[column] = share_description(rule)
+        _, low, high = share_columns(column)
+        columns[low] = f"Lower bound of the 95 % confidence interval (Wilson) of {column}."
+        columns[high] = f"Upper bound of the 95 % confidence interval (Wilson) of {column}."
+    return {
+        "title": title,
+        "description": (
+            f"{description} Every published cell of release {release}: "
+            "statistics of M-Lab NDT speed tests by area, period, ISP and direction."
+        ).strip(),
+        "license": source.get("license", ""),
+        "source": source.get("name", ""),
+        "source_url": source.get("url", ""),
+        "databases": {
+            DATABASE: {
+                "tables": {
+                    TABLE: {
+                        "description": "One row per published cell (area x period x ISP x "
+                        "direction); suppressed cells are not in it.",
+                        "columns": columns,
+                    }
+                }
+            }
+        },
+    }
+
+
+def write_dataset(public: Store, table: pa.Table, metadata: dict) -> None:
+    """The dataset's three files, each written atomically."""
+    public.write_bytes(
+        DATASET_KEYS["parquet"],
+        parquet_bytes(table),
+        content_type=PARQUET_CONTENT_TYPE,
+        cache_control=CACHE,
+    )
+    public.write_bytes(
+        DATASET_KEYS["sqlite"],
+        sqlite_bytes(table),
+        content_type=SQLITE_CONTENT_TYPE,
+        cache_control=CACHE,
+    )
+    public.write_bytes(
+        DATASET_KEYS["metadata"],
+        json_bytes(metadata),
+        content_type=JSON_CONTENT_TYPE,
+        cache_control=CACHE,
+    )

@@ -1,0 +1,577 @@
+"""Writing the public data, version 1 (layout and fields: docs/data.md).
+
+Only aggregates leave this module, and only for cells that passed the privacy
+threshold: a suppressed cell is listed by its key alone, as an `[area, isp, direction]`
+entry of the period file's `suppressed` list.
+
+A period's files (statistics, cube, tiles) are written once, by the release that makes
+it final, and never change after; the series and areas files of a layer grow as periods
+are added (the numbers they hold never change either). `index.json` is written last, so
+a reader that starts from it finds every file it names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from piecewise import __version__
+from piecewise.aggregate.local import ALL_ISPS, share_label
+from piecewise.core import periods
+from piecewise.core.areas import AreaLayer, H3Areas
+from piecewise.core.cellfields import (
+    DIGITS,
+    PUBLISHED,
+    SHARE_ENDINGS,
+    SHARE_OBJECTS,
+    is_share_column,
+    share_columns,
+)
+from piecewise.core.config import Config, H3Layer
+from piecewise.core.histogram import HistogramSpec
+from piecewise.core.hours import base_layer, evening_layer
+from piecewise.core.tables import plain_strings, rows_equal
+from piecewise.publish.dataset import DATASET_KEYS
+from piecewise.publish.tiles import LayerTiles, zoom_range
+from piecewise.storage.store import JSON_CONTENT_TYPE, Store, json_bytes
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+PREFIX = "v1"
+WRITERS = 2  # periods written side by side
+INDEX_KEY = f"{PREFIX}/index.json"
+METRICS = {
+    "tests": "number of tests",
+    "clients": "distinct client IP addresses",
+    "p10": "10th percentile of throughput (Mbps)",
+    "p25": "25th percentile of throughput (Mbps)",
+    "median": "median throughput (Mbps)",
+    "p75": "75th percentile of throughput (Mbps)",
+    "p90": "90th percentile of throughput (Mbps)",
+    "mean": "mean throughput (Mbps)",
+    "geomean": "geometric mean of throughput (Mbps), as M-Lab's log-average",
+    "rtt_median": "median MinRTT (ms)",
+    "rtt_p90": "90th percentile of MinRTT (ms)",
+    "loss_median": "median loss rate (0-1)",
+    "shares": "share of tests at or above each threshold's speed for the direction (0-1)",
+    "median_low": "lower bound of the median's 95 % confidence interval (Mbps)",
+    "median_high": "upper bound of the median's 95 % confidence interval (Mbps)",
+    "shares_low": "lower bound of each share's 95 % confidence interval (Wilson)",
+    "shares_high": "upper bound of each share's 95 % confidence interval (Wilson)",
+}
+CACHE_SHORT = "public, max-age=300"
+CACHE_LONG = "public, max-age=3600"
+EPOCH = dt.date(1970, 1, 1)
+ORDER = [(c, "ascending") for c in ("period", "area", "isp", "direction")]
+CUBE_COLUMNS = ["area", "isp", "direction", "bucket", "count"]
+
+
+def _json_floats(column: pa.ChunkedArray | pa.Array, digits: int) -> np.ndarray:
+    """A float column as an array of Python values: rounded, NaN and null as None."""
+    values = np.round(column.to_numpy(zero_copy_only=False).astype(np.float64), digits)
+    objects = values.astype(object)
+    objects[np.isnan(values)] = None
+    return objects
+
+
+def _json_values(table: pa.Table, digits: int = DIGITS) -> dict[str, np.ndarray]:
+    """Columns as arrays of Python values for JSON: floats rounded, NaN and null as
+    None."""
+    out = {}
+    for field, column in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_floating(field.type):
+            out[field.name] = _json_floats(column, digits)
+        else:
+            out[field.name] = np.empty(len(column), dtype=object)
+            out[field.name][:] = column.to_pylist()
+    return out
+
+
+def _json_columns(table: pa.Table, digits: int = DIGITS) -> dict[str, list]:
+    """Columns as Python lists for JSON: floats rounded, NaN and null as None."""
+    return {
+        field.name: _json_floats(column, digits).tolist()
+        if pa.types.is_floating(field.type)
+        else column.to_pylist()
+        for field, column in zip(table.schema, table.columns, strict=True)
+    }
+
+
+def _with_floats(table: pa.Table, names: list[str]) -> pa.Table:
+    """`table` with a null column of floats for each of `names` it lacks."""
+    for name in names:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, pa.float64()))
+    return table
+
+
+def _series_columns(shares: list[str]) -> list[str]:
+    """A series file's columns: every statistic, then each share and its bounds."""
+    return [*PUBLISHED, *(c for share in shares for c in share_columns(share))]
+
+
+SERIES_KEYS = ("area", "kind", "isp", "direction")
+SERIES_BATCH = 2000  # series laid out at once (each its kind's axis long), areas whole
+
+
+@dataclass(frozen=True)
+class _SeriesRuns:
+    """The series of a layer's published cells (`table` sorted by area, kind, ISP,
+    direction and period): runs of rows with one key, and each row's place on its
+    kind's axis (from the first to the last period of the kind published in the
+    layer)."""
+
+    keys: dict[str, np.ndarray]  # SERIES_KEYS' columns, by row
+    first: np.ndarray  # each run's first row (and the row count after the last)
+    run: np.ndarray  # each row's run
+    place: np.ndarray  # each row's place on its kind's axis
+    axes: dict[str, list[str]]  # each kind's period labels
+
+    @classmethod
+    def of(cls, table: pa.Table) -> _SeriesRuns:
+        keys = {c: table.column(c).to_numpy(zero_copy_only=False) for c in SERIES_KEYS}
+        days = table.column("period").cast(pa.int32()).to_numpy().astype(np.int64)
+        change = np.zeros(table.num_rows, dtype=bool)
+        change[:1] = True
+        for column in keys.values():
+            change[1:] |= column[1:] != column[:-1]
+        place = np.zeros(table.num_rows, dtype=np.int64)
+        axes: dict[str, list[str]] = {}
+        for kind in periods.KINDS:
+            mine = keys["kind"] == kind
+            if not mine.any():
+                continue
+            earliest, latest = (
+                EPOCH + dt.timedelta(days=int(f(days[mine]))) for f in (np.min, np.max)
+            )
+            axis = periods.axis(kind, earliest, latest)
+            axes[kind] = [periods.label(kind, p) for p in axis]
+            place[mine] = np.searchsorted([(p - EPOCH).days for p in axis], days[mine])
+        first = np.append(np.flatnonzero(change), table.num_rows)
+        return cls(keys, first, np.cumsum(change) - 1, place, axes)
+
+    def key_of(self, run: int) -> tuple[str, str, str]:
+        """The kind, ISP and direction of a run."""
+        row = self.first[run]
+        kind, isp, direction = (str(self.keys[c][row]) for c in SERIES_KEYS[1:])
+        return kind, isp, direction
+
+    def batches(self, size: int) -> Iterator[list[tuple[str, range]]]:
+        """Whole areas with their runs, at most `size` runs at a time (or one area)."""
+        area = self.keys["area"][self.first[:-1]]
+        starts = np.flatnonzero(np.r_[True, area[1:] != area[:-1]]).tolist()
+        ends = [*starts[1:], len(area)]
+        batch: list[tuple[str, range]] = []
+        for lo, hi in zip(starts, ends, strict=True):
+            if batch and hi - batch[0][1].start > size:
+                yield batch
+                batch = []
+            batch.append((str(area[lo]), range(lo, hi)))
+        if batch:
+            yield batch
+
+    def lay_out(
+        self, areas: list[tuple[str, range]], values: dict[str, np.ndarray]
+    ) -> dict[int, dict[str, list]]:
+        """Each run of `areas` (a batch) as its columns' series: one list per column,
+        its kind's axis long, None where the run has no cell."""
+        runs = np.arange(areas[0][1].start, areas[-1][1].stop)
+        rows = slice(self.first[runs[0]], self.first[runs[-1] + 1])
+        run_of_row, place = self.run[rows], self.place[rows]
+        kind_of_run = self.keys["kind"][self.first[runs]]
+        out: dict[int, dict[str, list]] = {int(r): {} for r in runs}
+        for kind, labels in self.axes.items():
+            mine = runs[kind_of_run == kind]
+            if not len(mine):
+                continue
+            # Each row of the kind: its run's line and its place on the axis.
+            line = np.full(len(runs), -1)
+            line[mine - runs[0]] = np.arange(len(mine))
+            at = line[run_of_row - runs[0]]
+            picked = at >= 0
+            grid_rows, grid_cols = at[picked], place[picked]
+            for name, column in values.items():
+                grid = np.full((len(mine), len(labels)), None, dtype=object)
+                grid[grid_rows, grid_cols] = column[rows][picked]
+                for run, series in zip(mine.tolist(), grid.tolist(), strict=True):
+                    out[run][name] = series
+        return out
+
+
+def stats_key(layer: str, kind: str, label: str) -> str:
+    """The statistics file of one period of a layer."""
+    return f"{PREFIX}/stats/{layer}/{kind}/{label}.json"
+
+
+@dataclass(frozen=True)
+class AreasFile:
+    """A layer's areas file as a release names it: its key and its number of areas."""
+
+    key: str
+    count: int
+    shapes: str | None = None  # the archive of its shapes (vector tiles)
+
+
+@dataclass(frozen=True)
+class Publisher:
+    """Writes the public files of a layer, period or release."""
+
+    config: Config
+    public: Store
+    layers: dict[str, AreaLayer]
+
+    def _published_json(
+        self, layer: str, table: pa.Table, shares: list[tuple[str, str]]
+    ) -> list[dict]:
+        """Published cells as JSON objects, floats rounded, NaN as null."""
+        area_layer = self.layers[base_layer(layer)]
+        columns = _json_columns(table)
+        # Each share object's columns by threshold label (None: a column this table
+        # lacks, from a release before it existed).
+        objects = [
+            (key, [(label, columns.get(col + end)) for label, col in shares])
+            for key, end in zip(SHARE_OBJECTS, SHARE_ENDINGS, strict=True)
+        ]
+        out = []
+        for i, area in enumerate(columns["area"]):
+            cell = {
+                "area": area,
+                "name": area_layer.name_of(area),
+                "isp": columns["isp"][i],
+                "direction": columns["direction"][i],
+            }
+            for name in PUBLISHED:
+                cell[name] = columns[name][i] if name in columns else None
+            for key, sources in objects:
+                cell[key] = {label: None if c is None else c[i] for label, c in sources}
+            out.append(cell)
+        return out
+
+    def write_period(
+        self,
+        layer: str,
+        kind: str,
+        start: dt.date,
+        published: pa.Table,
+        suppressed: pa.Table,
+        cube: pa.Table,
+        *,
+        shares: list[tuple[str, str]],
+        privacy: dict,
+        release: int,
+        tiles: LayerTiles | None = None,
+    ) -> None:
+        """The statistics, cube and tile files of one period, published by `release`
+        under `privacy`. `published` and `suppressed` hold its cells sorted by area, ISP
+        and direction; `cube` the histograms of the published ones, in the same order."""
+        label = periods.label(kind, start)
+        doc = {
+            "version": VERSION,
+            "layer": layer,
+            "kind": kind,
+            "period": label,
+            "start": start.isoformat(),
+            "end": periods.end_of(kind, start).isoformat(),
+            "privacy": privacy,
+            "release": release,
+            "cells": self._published_json(layer, published, shares),
+            "suppressed": [
+                list(row)
+                for row in zip(
+                    *(suppressed.column(c).to_pylist() for c in ("area", "isp", "direction")),
+                    strict=True,
+                )
+            ],
+        }
+        self.public.write_json(stats_key(layer, kind, label), doc, cache_control=CACHE_LONG)
+        self.public.write_parquet(f"{PREFIX}/cube/{layer}/{kind}/{label}.parquet", cube)
+        if tiles is not None:
+            tiles.write(kind, label, doc)
+
+    def write_periods(
+        self,
+        layer: str,
+        cells: pa.Table,
+        cube: pa.Table,
+        *,
+        starts: list[tuple[str, dt.date]],
+        settings: dict,
+        release: int,
+        tiles: LayerTiles | None = None,
+    ) -> None:
+        """The files of each period of `starts` (kind, first date) for one layer, from a
+        release's cells of that layer: `cells` sorted by kind, period, area, ISP and
+        direction, `cube` (the histograms of its published cells) by the same and the
+        bucket. A period without cells gets its files all the same (empty), so that every
+        period the index lists has them. `settings` are the release's (thresholds,
+        privacy)."""
+        shares = [(t["label"], t["column"]) for t in settings["thresholds"]]
+        privacy = settings["privacy"]
+        work: list[tuple[str, dt.date, pa.Table, pa.Table]] = []
+        for kind in periods.KINDS:
+            wanted = sorted(start for k, start in starts if k == kind)
+            if not wanted:
+                continue
+            of_kind = rows_equal(cells, "kind", kind)
+            cube_of_kind = rows_equal(cube, "kind", kind)
+            days = of_kind.column("period").cast(pa.int32()).to_numpy().astype(np.int64)
+            cube_days = cube_of_kind.column("period").cast(pa.int32()).to_numpy().astype(np.int64)
+            for start in wanted:
+                d = (start - EPOCH).days
+                lo, hi = np.searchsorted(days, [d, d + 1])
+                rows = of_kind.slice(lo, hi - lo)
+                clo, chi = np.searchsorted(cube_days, [d, d + 1])
+                work.append((kind, start, rows, cube_of_kind.slice(clo, chi - clo)))
+
+        def write(item: tuple[str, dt.date, pa.Table, pa.Table]) -> None:
+            kind, start, rows, cube_rows = item
+            flag = rows.column("published")
+            self.write_period(
+                layer,
+                kind,
+                start,
+                rows.filter(flag),
+                rows.filter(pc.invert(flag)),
+                plain_strings(cube_rows.select(CUBE_COLUMNS)),
+                shares=shares,
+                privacy=privacy,
+                release=release,
+                tiles=tiles,
+            )
+
+        # Two at a time: one encodes JSON while the other's Parquet and file writes,
+        # which release the GIL, go on. Each file is written atomically on its own.
+        with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+            for _ in pool.map(write, work):
+                pass
+
+    def write_series(self, layer: str, cells: pa.Table) -> list[str]:
+        """One file per area: each kind's full period axis, one series per ISP and
+        direction that has any published cell, null where there is no published cell.
+        `cells` holds every released cell of the layer (all kinds). The series are laid
+        out a batch of areas at a time (up to `SERIES_BATCH` series), so memory holds
+        one batch's."""
+        table = cells.filter(cells.column("published"))
+        shares = sorted(c for c in table.column_names if is_share_column(c))
+        # Each share column's label: the configured threshold's or use case's, else
+        # (a rule no longer configured) read from the column's name.
+        configured = {rule.column: rule.label for rule in self.config.share_rules}
+        share_labels = {c: configured.get(c) or share_label(c) for c in shares}
+        series_cols = _series_columns(shares)
+        if not table.num_rows:
+            return []
+        # Cells released before intervals were published have none: null.
+        table = _with_floats(table, series_cols)
+        table = table.select([*SERIES_KEYS, "period", *series_cols])
+        table = table.sort_by([(c, "ascending") for c in (*SERIES_KEYS, "period")])
+        runs = _SeriesRuns.of(table)
+        values = _json_values(table.select(series_cols))
+        written: list[str] = []
+        for areas in runs.batches(SERIES_BATCH):
+            laid = runs.lay_out(areas, values)
+            for area, area_runs in areas:
+                kinds: dict[str, dict] = {}
+                for run in area_runs:
+                    kind, isp, direction = runs.key_of(run)
+                    doc = kinds.setdefault(kind, {"periods": runs.axes[kind], "series": []})
+                    doc["series"].append({"isp": isp, "direction": direction, **laid[run]})
+                self._write_area_series(layer, area, kinds, share_labels)
+                written.append(area)
+        return written
+
+    def _write_area_series(
+        self, layer: str, area: str, kinds: dict[str, dict], share_labels: dict[str, str]
+    ) -> None:
+        """`share_labels`: each share column, in order, and its label."""
+        doc = {
+            "version": VERSION,
+            "layer": layer,
+            "area": area,
+            "name": self.layers[base_layer(layer)].name_of(area),
+            "thresholds": share_labels,
+            "kinds": kinds,
+        }
+        self.public.write_json(
+            f"{PREFIX}/series/{layer}/{area}.json", doc, cache_control=CACHE_SHORT
+        )
+
+    def area_ids(self, layer: str, released: Iterable[str]) -> list[str]:
+        """The areas of a layer's areas file: every area of a polygon layer, every H3
+        cell with a released cell (published or not)."""
+        ids = {a for a in released if a is not None}
+        area_layer = self.layers[base_layer(layer)]
+        if not isinstance(area_layer, H3Areas):
+            ids.update(area_layer.ids)
+        return sorted(ids)
+
+    def layer_tiles(self, layer: str, ids: list[str], settings: dict) -> LayerTiles:
+        """The tile writer of a layer, drawing the shapes of `ids` (those of its areas
+        file: for an H3 layer, every cell ever released)."""
+        from piecewise.ingest.geoip import tile_attribution  # reads a MaxMind file's metadata
+
+        area_layer = self.layers[base_layer(layer)]
+        resolution = area_layer.layer.resolution if isinstance(area_layer, H3Areas) else None
+        return LayerTiles(
+            self.public,
+            layer,
+            lambda: area_layer.geometry(ids),
+            {a: area_layer.name_of(a) for a in ids},
+            [{"label": t["label"], "column": t["column"]} for t in settings["thresholds"]],
+            resolution,
+            self.config.project.name,
+            tile_attribution(self.config),
+        )
+
+    def write_areas(self, layer: str, ids: list[str]) -> AreasFile:
+        """The layer's areas file, under a name of its own content (which the index
+        names: a reader of an older index keeps finding the file it names) and under
+        `{layer}.geojson`, the newest one."""
+        area_layer = self.layers[base_layer(layer)]
+        geometry = area_layer.geometry(ids)
+        features = [
+            {
+                "type": "Feature",
+                "id": a,
+                "properties": {"id": a, "name": area_layer.name_of(a)},
+                "geometry": geometry[a],
+            }
+            for a in sorted(geometry)
+        ]
+        data = json_bytes({"type": "FeatureCollection", "features": features})
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        key = f"{PREFIX}/areas/{layer}.{digest}.geojson"
+        for target in (key, f"{PREFIX}/areas/{layer}.geojson"):
+            self.public.write_bytes(
+                target, data, content_type=JSON_CONTENT_TYPE, cache_control=CACHE_LONG
+            )
+        return AreasFile(key, len(features))
+
+    def index(
+        self,
+        *,
+        release: dict,
+        period_sets: dict[str, list[str]],
+        isps: set[str],
+        areas: dict[str, AreasFile],
+        publication: dict,
+    ) -> dict:
+        """The index document of a release (written by `write_index`)."""
+        from piecewise.ingest.geoip import data_sources  # reads a MaxMind file's metadata
+
+        isps = isps - {ALL_ISPS}
+        layers = []
+        for layer in self.config.layers:
+            entry = {
+                "id": layer.id,
+                "name": layer.name or layer.id,
+                "type": layer.kind,
+                "areas": areas[layer.id].count if layer.id in areas else 0,
+                "geometry": areas[layer.id].key
+                if layer.id in areas
+                else f"{PREFIX}/areas/{layer.id}.geojson",
+            }
+            if isinstance(layer, H3Layer):
+                entry["resolution"] = layer.resolution
+            if layer.translations:
+                entry["translations"] = dict(layer.translations)
+            minzoom, maxzoom = zoom_range(layer.resolution if isinstance(layer, H3Layer) else None)
+            entry["tiles"] = {
+                "minzoom": minzoom,
+                "maxzoom": maxzoom,
+                "source_layer": layer.id,
+                "shapes": areas[layer.id].shapes if layer.id in areas else None,
+            }
+            if self.config.evening is not None:
+                entry["evening"] = evening_layer(layer.id)
+            layers.append(entry)
+        if self.config.evening is not None:
+            # Each layer's evening twin: its areas, shapes and tiles, numbers of its own.
+            for entry in list(layers):
+                # Its name in other languages is its layer's, said as evening hours by
+                # the site.
+                twin = {
+                    key: value
+                    for key, value in entry.items()
+                    if key not in ("evening", "translations")
+                }
+                twin.update(
+                    id=entry["evening"],
+                    name=f"{entry['name']}, evening hours",
+                    hours="evening",
+                    layer=entry["id"],
+                )
+                layers.append(twin)
+        return {
+            "version": VERSION,
+            "generator": f"piecewise {__version__}",
+            "generated_at": release["released_at"],
+            "release": release,
+            "publication": publication,
+            "project": {
+                "name": self.config.project.name,
+                "description": self.config.project.description,
+                **(
+                    {"translations": dict(self.config.project.translations)}
+                    if self.config.project.translations
+                    else {}
+                ),
+            },
+            # Whose data the statistics are made of, with the notices their licences ask for.
+            "sources": data_sources(self.config),
+            # Tests generated by the synthetic source, not measured: the site says so.
+            "synthetic": self.config.source.kind == "synthetic",
+            "layers": layers,
+            "periods": period_sets,
+            "isps": sorted(isps),
+            "directions": ["download", "upload"],
+            "metrics": METRICS,
+            "thresholds": [t.describe() for t in self.config.share_rules],
+            # The evening hours each layer's evening twin counts (local time), if any.
+            "evening": self.config.evening.describe() if self.config.evening else None,
+            "privacy": {
+                "min_tests": self.config.privacy.min_tests,
+                "min_clients": self.config.privacy.min_clients,
+            },
+            "sampling": self.config.aggregation.sampling,
+            "histogram": HistogramSpec().as_dict(),
+            # Every published cell as one Parquet file and one SQLite database (with
+            # Datasette's metadata), rewritten by each release (piecewise.publish.dataset).
+            "dataset": dict(DATASET_KEYS),
+            # The residents' survey, published by window with noise (docs/survey.md).
+            "survey": survey_listing(self.config),
+            "paths": {
+                "stats": f"{PREFIX}/stats/{{layer}}/{{kind}}/{{period}}.json",
+                "series": f"{PREFIX}/series/{{layer}}/{{area}}.json",
+                "cube": f"{PREFIX}/cube/{{layer}}/{{kind}}/{{period}}.parquet",
+                "areas": f"{PREFIX}/areas/{{layer}}.geojson",
+                "tiles": f"{PREFIX}/tiles/{{layer}}/{{kind}}/{{period}}.json",
+            },
+        }
+
+    def write_index(self, doc: dict) -> None:
+        self.public.write_json(INDEX_KEY, doc, cache_control="public, max-age=60")
+
+
+def survey_listing(config: Config) -> dict | None:
+    """Where the survey's windows are (null when the survey is off): the list of the
+    windows published, the path of each, its layer and length."""
+    if not config.survey.enabled:
+        return None
+    from piecewise.web.survey.public import INDEX_KEY as SURVEY_INDEX
+    from piecewise.web.survey.public import window_key
+
+    return {
+        "index": SURVEY_INDEX,
+        "path": window_key("{layer}", "{label}"),
+        "layer": config.survey_layer().id,
+        "window": config.survey.publish_window,
+    }

@@ -1,0 +1,746 @@
+"""Releases of the public store: what became final is computed, decided against
+everything released before, recorded in the ledger, then published, once.
+
+A run (`run_release`), under the private store's `aggregate` lock:
+
+1. completes a release left pending by a run that stopped part way (see
+   piecewise.storage.ledger), exactly as it was recorded;
+2. finds the periods that are final and not yet released (piecewise.publish.finality);
+3. computes their cells from the dates they cover, and decides which may be published
+   against the sealed cells of the same years (piecewise.aggregate.privacy): nothing released is
+   ever withheld again or changed;
+4. records the release in the ledger (pending), checks that no date it read was
+   ingested again meanwhile, writes the public files, then commits.
+
+So every number ever published is published once, with one value; what all releases
+publish together is what the ledger holds, and no suppressed cell is determined by it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from piecewise.aggregate.local import (
+    ALL_ISPS,
+    apply_privacy,
+    cells_of_tests,
+    load_tests,
+)
+from piecewise.core import periods
+from piecewise.core.areas import build_layers
+from piecewise.core.cellfields import INTERVALS, is_share_column, share_columns
+from piecewise.core.config import Config
+from piecewise.core.hours import base_layer, evening_layer, output_layers
+from piecewise.core.intervals import median_bounds, wilson
+from piecewise.core.memory import give_back_free_memory
+from piecewise.core.schema import DIRECTIONS
+from piecewise.core.tables import encoded_strings, plain_strings, rows_equal
+from piecewise.ingest.dates import ingested_dates
+from piecewise.publish.dataset import dataset_metadata, dataset_table, write_dataset
+from piecewise.publish.files import INDEX_KEY, PREFIX, AreasFile, Publisher, stats_key
+from piecewise.publish.finality import (
+    Coverage,
+    FinalPeriod,
+    complete_through,
+    final_periods,
+    final_through,
+    next_periods,
+)
+from piecewise.storage.ledger import (
+    Ledger,
+    LedgerError,
+    LedgerState,
+    Release,
+    SealBroken,
+    SealedPeriod,
+)
+from piecewise.storage.lock import RunLock
+from piecewise.storage.manifest import Manifest, unfinished_dates
+from piecewise.storage.store import KeyNotFound
+
+if TYPE_CHECKING:
+    from piecewise.pipeline import Stores
+    from piecewise.web.survey.public import SurveyPublication
+
+log = logging.getLogger(__name__)
+
+LOCK = "aggregate"
+# How cells are withheld (see piecewise.aggregate.privacy): recorded with each release.
+SUPPRESSION = "complementary-2"
+KEYS = ["layer", "kind", "period", "area", "isp", "direction"]
+
+
+class ReleaseAborted(LedgerError):
+    """A date was ingested again while its release was being computed; nothing was
+    published, and the next run starts over."""
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    """What a run published: the last release's number (None: nothing new), the
+    periods by kind, the tests read, the cells computed and how many of them are
+    published (over its releases), the number of a pending release completed first
+    (if any), and how many releases it made."""
+
+    release: int | None
+    periods: dict[str, list[str]]
+    tests: int
+    cells: int
+    published: int
+    completed: int | None = None
+    releases: int = 0
+    # What the survey's publication did after the release (None: the survey is off).
+    survey: SurveyPublication | None = None
+    # Why the survey's publication failed (its windows wait for the next run), if it did.
+    survey_error: str | None = None
+
+    def add(self, release: Release, cells: int, published: int, tests: int) -> ReleaseResult:
+        """With one more release of `cells` cells, `published` of them, from `tests`."""
+        by_kind = {k: list(v) for k, v in self.periods.items()}
+        for p in release.periods:
+            by_kind.setdefault(p.kind, []).append(p.label)
+        return ReleaseResult(
+            release.number,
+            by_kind,
+            self.tests + tests,
+            self.cells + cells,
+            self.published + published,
+            self.completed,
+            self.releases + 1,
+        )
+
+
+def release_settings(config: Config) -> dict:
+    """What a release's cells are decided and written under."""
+    return {
+        "privacy": config.privacy.model_dump(),
+        "thresholds": [t.describe() for t in config.share_rules],
+        "sampling": config.aggregation.sampling,
+        "suppression": SUPPRESSION,
+        "layers": [layer.id for layer in config.layers],
+    } | ({"evening": config.evening.describe()} if config.evening is not None else {})
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def run_release(
+    config: Config,
+    stores: Stores,
+    *,
+    today: dt.date | None = None,
+    now: dt.datetime | None = None,
+) -> ReleaseResult:
+    """Publish every period that is final on `today` (UTC; default: now) and not yet
+    released, at `now`: one release per year of new periods, oldest first, so that
+    a backfill of years is published in bounded steps (each committed before the
+    next). LockHeld when another run is at it, or an ingest holds a date to publish."""
+    now = now or _utc_now()
+    today = today or now.astimezone(dt.UTC).date()
+    ledger = Ledger(stores.private)
+    ttl = dt.timedelta(minutes=config.ingest.lock_ttl_minutes)
+    with RunLock(stores.private, LOCK, ttl=ttl) as lock:
+        completed = None
+        pending = ledger.pending()
+        if pending is None:
+            ledger.clear_leftovers()
+        else:
+            log.info("completing release %d, left pending by an earlier run", pending.number)
+            complete_release(config, stores, ledger, pending, lock=lock)
+            completed = pending.number
+        _check_public_store(stores, ledger.state())
+        result = ReleaseResult(None, {}, 0, 0, 0, completed)
+        while True:
+            state = ledger.state()
+            plan = plan_release(config, stores, state, today)
+            if not plan:
+                if result.release is not None or _index_is_current(config, stores, ledger, state):
+                    if result.release is None:
+                        log.info("nothing new is final: no release")
+                    return result
+                log.info("the settings changed: a release of the same periods")
+            # One year at a time: bounded work per release, and progress kept.
+            first_year = min((p.start.year for p in plan), default=None)
+            plan = [p for p in plan if p.start.year == first_year]
+            result = result.add(*_release_one(config, stores, ledger, state, plan, now, lock))
+            if not plan:
+                return result
+
+
+def _release_one(
+    config: Config,
+    stores: Stores,
+    ledger: Ledger,
+    state: LedgerState,
+    plan: list[FinalPeriod],
+    now: dt.datetime,
+    lock: RunLock,
+) -> tuple[Release, int, int, int]:
+    """Compute, record, publish and commit one release of the planned periods; its
+    cells, published cells and tests read."""
+    new_dates = sorted({d for p in plan for d in p.dates()} - set(state.dates))
+    # The dates about to be sealed are held from ingest until the release is recorded
+    # (from then on ingest refuses them): none can be written again meanwhile.
+    held = _hold_dates(stores, new_dates, lock.ttl)
+    try:
+        release, cells, cube, tests = _compute(config, stores, ledger, state, plan, now)
+        lock.refresh()
+        ledger.write_pending(release, cells, cube)
+        counts = cells.num_rows, int(pc.sum(cells.column("published")).as_py() or 0)
+        # Published from the recorded tables, as a run completing it would: these
+        # copies are let go first.
+        del cells, cube
+        give_back_free_memory()
+        changed = _changed_dates(stores, release.dates)
+        if changed:
+            ledger.discard_pending()
+            raise ReleaseAborted(
+                f"{', '.join(d.isoformat() for d in changed)} was ingested again while "
+                "release was computed from it: nothing was published; run again"
+            )
+    finally:
+        for date_lock in held:
+            date_lock.release()
+    complete_release(config, stores, ledger, release, lock=lock)
+    return release, *counts, tests
+
+
+def _hold_dates(stores: Stores, dates: list[dt.date], ttl: dt.timedelta) -> list[RunLock]:
+    """The ingest locks of `dates`, all or none (LockHeld: an ingest is writing one)."""
+    held: list[RunLock] = []
+    try:
+        for date in dates:
+            date_lock = RunLock(stores.private, f"ingest-{date.isoformat()}", ttl=ttl)
+            date_lock.acquire()
+            held.append(date_lock)
+    except BaseException:
+        for date_lock in held:
+            date_lock.release()
+        raise
+    return held
+
+
+def _check_public_store(stores: Stores, state: LedgerState) -> None:
+    """Refuse to publish into a public store the ledger does not account for: one of
+    an earlier version (which republished open periods), or one ahead of the ledger
+    (a ledger lost or restored from an older copy): a new release would publish
+    periods again, with other numbers."""
+    try:
+        index = stores.public.read_json(INDEX_KEY)
+    except KeyNotFound:
+        return
+    published = (index.get("release") or {}).get("number") if isinstance(index, dict) else None
+    if published is None:
+        raise LedgerError(
+            f"the public store {stores.public.url} holds data published by an earlier "
+            "version of Piecewise (its index names no release): publishing into it again "
+            "would republish its periods with other numbers. Publish to a new, empty "
+            "public store (or empty its v1/ folder, if nobody can have kept a copy)"
+        )
+    if int(published) > state.release:
+        raise LedgerError(
+            f"the public store {stores.public.url} holds release {published}, but the "
+            f"ledger in {stores.private.url} knows only {state.release}: it was lost or "
+            "restored from an older copy. Restore the ledger (ledger/ in the private "
+            "store) as of that release; publishing now would republish its periods with "
+            "other numbers"
+        )
+
+
+def plan_release(
+    config: Config, stores: Stores, state: LedgerState, today: dt.date
+) -> list[FinalPeriod]:
+    """The periods of the next release: final on `today` and not released."""
+    manifest = Manifest(stores.private)
+    available = set(manifest.dates()) & set(ingested_dates(stores.private))
+    coverage = Coverage(config.periods.start, config.periods.end, state)
+    reread = config.ingest.reread_days
+    through = final_through(today, reread)
+    # A date whose last scheduled re-read failed is not final yet: the next ingest
+    # reads it again (pipeline.plan_ingest).
+    waiting = [d for d in available if d <= through and d not in state.dates]
+    unfinished = unfinished_dates(manifest, waiting, reread)
+    if unfinished:
+        log.warning(
+            "%d dates are not final until read again to the end of their re-read window "
+            "(a scheduled ingest failed): %s",
+            len(unfinished),
+            ", ".join(d.isoformat() for d in unfinished[:10]),
+        )
+    available -= set(unfinished)
+    return final_periods(released_kinds(config, state), coverage, available, through)
+
+
+def released_kinds(config: Config, state: LedgerState) -> list[str]:
+    """The period kinds to publish: the configured ones, and any kind released before
+    (one that stopped being published would leave its coarser periods related to only
+    part of their tests: a year to the months released, say, not to the days after)."""
+    dropped = sorted({k for k, _ in state.sealed} - set(config.periods.kinds))
+    if dropped:
+        log.warning(
+            "period kinds %s are no longer configured but were published: they go on "
+            "being published, so that every period is the sum of its parts",
+            ", ".join(dropped),
+        )
+    return [k for k in periods.KINDS if k in config.periods.kinds or k in dropped]
+
+
+def _identities(stores: Stores, dates: Iterable[dt.date]) -> dict[dt.date, str]:
+    manifest = Manifest(stores.private)
+    out = {}
+    for date in sorted(set(dates)):
+        record = manifest.get(date)
+        if record is None:
+            raise ReleaseAborted(f"{date} lost its ingest record; run again")
+        out[date] = record.identity
+    return out
+
+
+def _changed_dates(stores: Stores, recorded: dict[dt.date, str]) -> list[dt.date]:
+    manifest = Manifest(stores.private)
+    out = []
+    for date, identity in sorted(recorded.items()):
+        record = manifest.get(date)
+        if record is None or record.identity != identity:
+            out.append(date)
+    return out
+
+
+def _compute(
+    config: Config,
+    stores: Stores,
+    ledger: Ledger,
+    state: LedgerState,
+    plan: list[FinalPeriod],
+    now: dt.datetime,
+) -> tuple[Release, pa.Table, pa.Table, int]:
+    """The cells of the planned periods, decided, as a release ready to record."""
+    number = state.release + 1
+    read = sorted({d for p in plan for d in p.dates()})
+    identities = _identities(stores, read)
+    for date, identity in identities.items():
+        sealed = state.dates.get(date)
+        if sealed is not None and sealed != identity:
+            raise SealBroken(
+                f"{date} was published as final in an earlier release, but its tests in "
+                f"{stores.private.url} changed since (ingested again, or edited): its "
+                "published numbers can no longer be extended consistently. Restore the "
+                "date's files (tests/*/{date:%Y}/...) from a backup of the private store"
+            )
+    wanted: dict[str, set[dt.date]] = {}
+    for p in plan:
+        wanted.setdefault(p.kind, set()).add(p.start)
+    loaded: list[int] = []
+    if not read:
+        stats, hist = _empty_cells(config)
+    elif config.aggregation.engine == "bigquery":
+        from piecewise.aggregate.bigquery import aggregate_in_bigquery
+
+        stats, hist, count = aggregate_in_bigquery(config, stores.private, read, wanted)
+        loaded.append(count)
+    else:
+        stats, hist = cells_of_tests(
+            config, _tests_by_direction(config, stores, read, loaded), wanted=wanted
+        )
+        give_back_free_memory()  # the tests are let go; the cells are a fraction of them
+    stats = plain_strings(stats).append_column("row", pa.array(np.arange(stats.num_rows)))
+    kinds = released_kinds(config, state)
+    # One layer at a time: deciding them side by side measured no faster without the
+    # evening twins, and held both layers' relations at once (docs/benchmarks.md).
+    decided = [
+        _decide(config, ledger, number, layer.id, stats, kinds, wanted) for layer in config.layers
+    ]
+    # Each table is let go once the next is made from it: the year's cells and
+    # histograms are the largest things a release holds.
+    cells = pa.concat_tables(decided, promote_options="permissive") if decided else stats
+    del decided, stats
+    cells = cells.sort_by([(c, "ascending") for c in KEYS])
+    cube, owner = _cube(cells, hist)
+    del hist
+    cells = _with_intervals(cells, owner, cube)
+    cells = cells.drop_columns(["row"]).append_column(
+        "release", pa.array(np.full(cells.num_rows, number, np.int64))
+    )
+    release = Release(
+        number=number,
+        released_at=_iso(now),
+        periods=tuple(SealedPeriod(p.kind, p.start, p.ranges, number) for p in plan),
+        dates={d: v for d, v in identities.items() if d not in state.dates},
+        settings=release_settings(config),
+    )
+    return release, cells, cube, sum(loaded)
+
+
+def _has_kind(state: LedgerState, kind: str) -> bool:
+    return any(k == kind for k, _ in state.sealed)
+
+
+def _tests_by_direction(
+    config: Config, stores: Stores, dates: list[dt.date], loaded: list[int]
+) -> Iterator[pa.Table]:
+    layer_ids = [layer.id for layer in config.layers]
+
+    def load(direction: str) -> pa.Table:
+        tests = load_tests(
+            stores.private,
+            dates,
+            layer_ids,
+            directions=(direction,),
+            threads=config.aggregation.threads,
+            times=config.evening is not None,
+        )
+        loaded.append(tests.num_rows)
+        log.info("aggregating %d %s tests of %d dates", tests.num_rows, direction, len(dates))
+        return tests
+
+    for direction in DIRECTIONS:
+        yield load(direction)  # not kept here: the consumer drops it when encoded
+
+
+def _empty_cells(config: Config) -> tuple[pa.Table, pa.Table]:
+    from piecewise.aggregate.local import HIST_SCHEMA, cell_schema
+
+    return cell_schema(list(config.share_rules)).empty_table(), HIST_SCHEMA.empty_table()
+
+
+def _decide(
+    config: Config,
+    ledger: Ledger,
+    number: int,
+    layer: str,
+    stats: pa.Table,
+    kinds: list[str],
+    wanted: dict[str, set[dt.date]],
+) -> pa.Table:
+    """The new cells of one layer and of its evening twin with their decision, taken
+    together with the sealed cells of the same years and areas (the only ones they
+    relate to)."""
+    mine = [layer, evening_layer(layer)]
+    new = stats.filter(pc.is_in(stats.column("layer"), pa.array(mine)))
+    if new.num_rows == 0:
+        return new
+    years = {start.year for starts in wanted.values() for start in starts}
+    old_parts = [
+        part for one in mine for part in ledger.layer_cells(one, below=number, years=years)
+    ]
+    columns = [*KEYS, "tests", "clients", "published", "complement"]
+    if old_parts:
+        old = pa.concat_tables([t.select(columns) for t in old_parts], promote_options="permissive")
+        # Only the areas and directions of the new cells: relations never cross them.
+        touched = pc.unique(_group_key(new))
+        old = old.filter(pc.is_in(_group_key(old), touched))
+    else:
+        old = None
+    fresh = new.select(columns)
+    combined = fresh if old is None else pa.concat_tables([old.cast(fresh.schema), fresh])
+    sealed = np.zeros(combined.num_rows, dtype=bool)
+    if old is not None:
+        sealed[: old.num_rows] = True
+    decided = apply_privacy(
+        combined, kinds, config.privacy.min_tests, config.privacy.min_clients, sealed=sealed
+    )
+    offset = 0 if old is None else old.num_rows
+    for name in ("published", "complement"):
+        flags = decided.column(name).slice(offset)
+        new = new.set_column(new.schema.get_field_index(name), name, flags)
+    return new
+
+
+def _group_key(table: pa.Table) -> pa.ChunkedArray:
+    return pc.binary_join_element_wise(
+        table.column("area").cast(pa.string()), table.column("direction").cast(pa.string()), "\x1f"
+    )
+
+
+def _cube(cells: pa.Table, hist: pa.Table) -> tuple[pa.Table, np.ndarray]:
+    """The histograms of the published cells, by cell key and bucket, and the published
+    cell (its position among them, in key order) of each row."""
+    # The published cells in key order (a few hundred thousand rows), and each cell's
+    # buckets in order: the cube comes out sorted without sorting its millions of rows.
+    published = cells.filter(cells.column("published"))
+    published = published.take(pc.sort_indices(published, [(c, "ascending") for c in KEYS]))
+    rows = published.column("row").to_numpy()
+    hist_cell = hist.column("cell").to_numpy()
+    order = None  # as compute_cells makes them, the rows need no sorting
+    if not _ascending(hist_cell, hist.column("bucket").to_numpy()):
+        order = np.lexsort((hist.column("bucket").to_numpy(), hist_cell))
+        hist_cell = hist_cell[order]
+    first = np.searchsorted(hist_cell, rows, side="left")
+    lengths = np.searchsorted(hist_cell, rows, side="right") - first
+    del hist_cell
+    # Every row of a published cell, cell after cell: its cell's first row plus its
+    # place in the cell. Row numbers fit in 32 bits but for a table of billions.
+    index = np.int32 if hist.num_rows < 2**31 else np.int64
+    owner = np.repeat(np.arange(len(rows), dtype=index), lengths)
+    picked = np.arange(len(owner), dtype=index)
+    picked += np.repeat((first - (np.cumsum(lengths) - lengths)).astype(index), lengths)
+    if order is not None:
+        picked = order[picked]
+    del first, lengths, order
+    # The key columns as dictionaries: the cube repeats each cell's key for every
+    # bucket (millions of rows), as integers rather than copies of the text.
+    keys = encoded_strings(published.select(KEYS), KEYS)
+    cube = keys.take(pa.array(owner))
+    taken = pa.array(picked)
+    cube = cube.append_column("bucket", hist.column("bucket").take(taken))
+    return cube.append_column("count", hist.column("count").take(taken)), owner
+
+
+def _with_intervals(cells: pa.Table, owner: np.ndarray, cube: pa.Table) -> pa.Table:
+    """`cells` (in key order) with the 95 % intervals of each published cell: its
+    median's, from its histogram (`cube`, whose rows belong to the `owner`-th published
+    cell), and each share's; null for the others (piecewise.core.intervals)."""
+    published = cells.column("published").to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(published)
+    low, high = median_bounds(
+        owner,
+        cube.column("bucket").to_numpy(),
+        cube.column("count").to_numpy(),
+        len(rows),
+    )
+    missing = ~published
+    for name, bound in zip(INTERVALS, (low, high), strict=True):
+        values = np.full(cells.num_rows, np.nan)
+        values[rows] = bound
+        cells = cells.append_column(name, pa.array(values, mask=missing | np.isnan(values)))
+    tests = cells.column("tests").to_numpy(zero_copy_only=False).astype(np.float64)
+    for column in [c for c in cells.column_names if is_share_column(c)]:
+        share = cells.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+        lower, upper = wilson(np.round(share * tests), tests)
+        for name, bound in zip(share_columns(column)[1:], (lower, upper), strict=True):
+            cells = cells.append_column(name, pa.array(bound, mask=missing | np.isnan(bound)))
+    return cells
+
+
+def _ascending(cell: np.ndarray, bucket: np.ndarray) -> bool:
+    """Whether the rows are in (cell, bucket) order, each pair once."""
+    if len(cell) < 2:
+        return True
+    if not (cell[1:] >= cell[:-1]).all():
+        return False
+    same = np.flatnonzero(cell[1:] == cell[:-1])  # a row and the next in one cell
+    return bool((bucket[same + 1] > bucket[same]).all())
+
+
+def complete_release(
+    config: Config,
+    stores: Stores,
+    ledger: Ledger,
+    release: Release,
+    *,
+    lock: RunLock | None = None,
+) -> None:
+    """Write a recorded release to the public store and commit it: with the same
+    config, the same bytes whenever it is run again."""
+    state = ledger.state()
+    if release.number <= state.release:
+        ledger.discard_pending()  # committed already; only the clean-up was cut short
+        return
+    recorded = release.settings.get("layers")
+    configured = [layer.id for layer in config.layers]
+    if recorded is not None and recorded != configured:
+        raise LedgerError(
+            f"release {release.number} was recorded with the layers {', '.join(recorded)} "
+            f"but the config now has {', '.join(configured) or 'none'}: it must be "
+            "published as it was recorded. Restore the layers in the config to complete "
+            "it, then change them"
+        )
+    cells, cube = ledger.pending_tables()
+    with ThreadPoolExecutor(max_workers=1) as background:
+        # The ledger's tables take the release's rows while its files are written (their
+        # Parquet encoding leaves the interpreter free); it is recorded after both.
+        appending = background.submit(ledger.append_tables, release, cells, cube)
+        publisher, index = _publish_files(config, stores, ledger, release, state, cells, cube, lock)
+        appending.result()
+    publisher.write_index(index)
+    ledger.record(release)
+
+
+def _publish_files(
+    config: Config,
+    stores: Stores,
+    ledger: Ledger,
+    release: Release,
+    state: LedgerState,
+    cells: pa.Table,
+    cube: pa.Table,
+    lock: RunLock | None,
+) -> tuple[Publisher, dict]:
+    """The release's public files but the index, which it returns to be written last."""
+    after = state.with_release(release)
+    publisher = Publisher(config, stores.public, build_layers(config))
+    previous = _published_index(stores)
+    isps: set[str] = set()
+    areas: dict[str, AreasFile] = {}
+    drawn: dict[str, list[str]] = {}  # the areas of each configured layer's file
+    published: dict[str, pa.Table] = {}
+    # The period, series, area and dataset files are made durable together, before the index
+    # that lists them is written.
+    with stores.public.synced_once():
+        for layer_id in output_layers(config):
+            base = base_layer(layer_id)
+            mine = rows_equal(cells, "layer", layer_id)
+            mine_cube = rows_equal(cube, "layer", layer_id)
+            released = ledger.layer_cells(layer_id, below=release.number)
+            everything = pa.concat_tables([*released, mine], promote_options="permissive")
+            if layer_id == base:
+                ids = publisher.area_ids(layer_id, pc.unique(everything.column("area")).to_pylist())
+                drawn[layer_id] = ids
+            else:  # an evening twin: its layer's areas and shapes
+                ids = drawn[base]
+            tiles = publisher.layer_tiles(layer_id, ids, release.settings)
+            starts = [(p.kind, p.start) for p in release.periods]
+            # Every period the index lists has files in every layer, even one without a
+            # cell there (a layer added after the period was released, say): empty ones.
+            starts += _without_files(publisher, layer_id, state, released)
+            publisher.write_periods(
+                layer_id,
+                mine,
+                mine_cube,
+                starts=starts,
+                settings=release.settings,
+                release=release.number,
+                tiles=tiles,
+            )
+            if previous is not None and not _has_period_numbers(previous, layer_id):
+                # Published before the map's numbers were files of their own: made from
+                # the statistics files already public (nothing new is published).
+                for kind, start in sorted(state.sealed):
+                    label = periods.label(kind, start)
+                    key = stats_key(layer_id, kind, label)
+                    if publisher.public.exists(key):
+                        tiles.write(kind, label, publisher.public.read_json(key))
+            publisher.write_series(layer_id, everything)
+            if layer_id == base:
+                areas[layer_id] = replace(
+                    publisher.write_areas(layer_id, ids), shapes=tiles.write_shapes()
+                )
+            else:
+                areas[layer_id] = areas[base]
+            shown = everything.filter(everything.column("published"))
+            isps.update(pc.unique(shown.column("isp")).to_pylist())
+            published[layer_id] = shown
+            if lock is not None:
+                lock.refresh()  # a long release is not taken for a crashed one
+        # Every cell published so far as one dataset (numbers already public).
+        from piecewise.ingest.geoip import data_sources  # reads the MaxMind file's metadata
+
+        shares = {t["column"]: t["label"] for t in release.settings["thresholds"]}
+        names = {layer: publisher.layers[base_layer(layer)].name_of for layer in published}
+        write_dataset(
+            stores.public,
+            dataset_table(published, names, shares),
+            dataset_metadata(
+                title=config.project.name,
+                description=config.project.description,
+                sources=data_sources(config),
+                shares=release.settings["thresholds"],
+                release=release.number,
+            ),
+        )
+    return publisher, _index(config, publisher, release, after, isps, areas)
+
+
+def _published_index(stores: Stores) -> dict | None:
+    try:
+        return stores.public.read_json(INDEX_KEY)
+    except KeyNotFound:
+        return None
+
+
+def _has_period_numbers(index: dict, layer: str) -> bool:
+    """Whether a published index's layer has its periods' map numbers as JSON files
+    beside an archive of its shapes (earlier releases had an archive per period)."""
+    entry = next((e for e in index.get("layers", []) if e.get("id") == layer), None)
+    if entry is None:
+        return True  # a layer new in this release: its periods are all written now
+    return bool(entry.get("tiles", {}).get("shapes"))
+
+
+def _without_files(
+    publisher: Publisher, layer: str, state: LedgerState, released: list[pa.Table]
+) -> list[tuple[str, dt.date]]:
+    """Periods released before without a cell of `layer` nor a statistics file."""
+    with_cells: set[tuple[str, dt.date]] = set()
+    for table in released:
+        pairs = table.select(["kind", "period"]).group_by(["kind", "period"]).aggregate([])
+        with_cells.update(zip(*pairs.to_pydict().values(), strict=True))
+    missing = [key for key in sorted(state.sealed) if key not in with_cells]
+    if not missing:
+        return []
+    present = set(publisher.public.list(f"{PREFIX}/stats/{layer}/"))
+    return [
+        (kind, start)
+        for kind, start in missing
+        if stats_key(layer, kind, periods.label(kind, start)) not in present
+    ]
+
+
+def _index(
+    config: Config,
+    publisher: Publisher,
+    release: Release,
+    state: LedgerState,
+    isps: set[str],
+    areas: dict[str, AreasFile],
+) -> dict:
+    kinds = [k for k in periods.KINDS if k in config.periods.kinds or _has_kind(state, k)]
+    period_sets = {
+        kind: [periods.label(kind, start) for k, start in sorted(state.sealed) if k == kind]
+        for kind in kinds
+    }
+    coverage = Coverage(config.periods.start, config.periods.end, state)
+    through = complete_through(coverage)
+    publication = {
+        "policy": "final",
+        "reread_days": config.ingest.reread_days,
+        "complete_through": through.isoformat() if through else None,
+        "latest": {kind: labels[-1] for kind, labels in period_sets.items() if labels},
+        "next": next_periods(kinds, coverage, config.ingest.reread_days),
+        "end": config.periods.end.isoformat() if config.periods.end else None,
+    }
+    return publisher.index(
+        release={"number": release.number, "released_at": release.released_at},
+        period_sets=period_sets,
+        isps=isps - {ALL_ISPS},
+        areas=areas,
+        publication=publication,
+    )
+
+
+def _index_is_current(config: Config, stores: Stores, ledger: Ledger, state: LedgerState) -> bool:
+    """Whether the published index is what the settings would write now for the same
+    release (a settings change, say of the project's name, needs a new one)."""
+    if state.release == 0:
+        return False
+    try:
+        current = stores.public.read_json(INDEX_KEY)
+    except KeyNotFound:
+        return False
+    if current.get("release", {}).get("number") != state.release:
+        return False
+    publisher = Publisher(config, stores.public, build_layers(config))
+    release = Release(state.release, str(current.get("generated_at")), (), {}, {})
+    areas = {
+        layer["id"]: AreasFile(
+            layer["geometry"], layer["areas"], layer.get("tiles", {}).get("shapes")
+        )
+        for layer in current.get("layers", [])
+    }
+    again = _index(config, publisher, release, state, set(current.get("isps", [])), areas)
+    again["release"] = current.get("release")
+    return again == current

@@ -1,0 +1,448 @@
+"""`piecewise serve`: one local WSGI server for the public data and a plain page.
+
+`/` is the map site when it is built (`static_site/dist`, see `piecewise.web.site`), else
+the plain page; `/table` is the plain page listing layers, periods and a table of
+statistics (no JavaScript); `/data/<key>` serves the public store (with HTTP Range, ETag
+and conditional requests, as object storage does, which PMTiles needs); `/config.json`
+tells the pages where everything is. Other apps (the API, the survey) are mounted under
+their own prefixes through `mounts`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import logging
+import math
+import mimetypes
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from piecewise.core.config import Config
+from piecewise.storage.store import PARQUET_CONTENT_TYPE, Store, open_store
+from piecewise.web.site import RUNTIME_CONFIG, SiteFiles, runtime_config_bytes
+
+log = logging.getLogger(__name__)
+
+WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+DIRECTIONS = ("download", "upload")
+# (field of a published cell, column heading, how its value is shown: see `_fmt`)
+TABLE_COLUMNS = (
+    ("tests", "Tests", "count"),
+    ("clients", "Clients", "count"),
+    ("median", "Median Mbps", "mbps"),
+    ("p10", "10th pct. Mbps", "mbps"),
+    ("p90", "90th pct. Mbps", "mbps"),
+    ("mean", "Mean Mbps", "mbps"),
+    ("rtt_median", "Median RTT ms", "ms"),
+    ("loss_median", "Median loss", "percent"),
+)
+KIND_NAMES = {"day": "Day", "week": "Week", "month": "Month", "quarter": "Quarter", "year": "Year"}
+
+STYLE = """
+*{box-sizing:border-box}
+body{font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;
+color:#1b1b1b;background:#fff}
+.wrap{max-width:76rem;margin:0 auto;padding:0 1rem}
+header{background:#0b3d6e;color:#fff;padding:1.25rem 0}
+h1{font-size:1.75rem;line-height:1.2;margin:0 0 .35rem}
+header p{margin:0;color:#e3ecf6;max-width:48rem}
+h2{font-size:1.2rem;margin:1.75rem 0 .5rem}
+p{max-width:48rem}
+.muted{color:#4a4f57}
+a{color:#0b57d0}
+a:hover{color:#083c91}
+form{display:flex;flex-wrap:wrap;gap:.75rem 1rem;align-items:end;margin:1rem 0;padding:1rem;
+background:#f3f5f8;border:1px solid #d5dbe3;border-radius:.5rem}
+label{display:flex;flex-direction:column;gap:.25rem;min-width:0;font-size:.875rem;
+font-weight:600;color:#2b2f36}
+select,button{font:inherit;font-size:1rem;min-height:2.5rem;padding:.35rem .5rem;
+border:1px solid #7b8594;border-radius:.375rem;background:#fff;color:#1b1b1b;max-width:100%}
+button{background:#0b57d0;border-color:#0b57d0;color:#fff;font-weight:600;
+padding:.35rem 1.25rem;cursor:pointer}
+button:hover{background:#083c91}
+:focus-visible{outline:3px solid #e8a300;outline-offset:2px}
+.table-wrap{overflow-x:auto;border:1px solid #d5dbe3;border-radius:.5rem}
+table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums;font-size:.95rem}
+caption{caption-side:top;text-align:left;padding:.75rem .75rem .6rem;font-size:1.05rem;
+font-weight:700;border-bottom:1px solid #d5dbe3}
+caption span{display:block;font-size:.875rem;font-weight:400;color:#4a4f57}
+th,td{padding:.4rem .65rem;text-align:right;white-space:nowrap}
+thead th{background:#f3f5f8;font-size:.85rem;line-height:1.25;vertical-align:bottom;
+white-space:normal;min-width:4.5rem;border-bottom:2px solid #b9c2ce}
+th:first-child{text-align:left}
+tbody th{font-weight:600}
+tbody tr{border-top:1px solid #e4e8ee}
+tbody tr:nth-child(even){background:#fafbfc}
+td.na{text-align:left;color:#4a4f57;font-style:italic}
+footer{margin:2rem 0;padding-top:1rem;border-top:1px solid #d5dbe3;font-size:.95rem}
+footer ul{padding-left:1.25rem;margin:.25rem 0 1rem}
+@media (max-width:40rem){
+ body{font-size:15px}
+ h1{font-size:1.4rem}
+ form{flex-direction:column;align-items:stretch}
+ select{width:100%}
+ th,td{padding:.35rem .5rem}
+}
+"""
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{style}</style></head><body>
+<header><div class="wrap"><h1>{title}</h1>{description}</div></header>
+<main class="wrap">
+<p>Broadband speed and latency measured by <a href="https://www.measurementlab.net/tests/ndt/">
+M-Lab NDT</a> speed tests, summarised by area. To protect the people who tested, areas with
+fewer than {min_tests} tests or {min_clients} distinct clients show
+<em>insufficient data</em>.</p>
+<form method="get" aria-label="Choose the statistics to show">{controls}
+<button type="submit">Show</button></form>
+{table}
+</main>
+<footer class="wrap">
+<h2>About the data</h2>
+<p class="muted">Generated {generated}. Speeds in megabits per second (Mbps), round-trip
+times (RTT) in milliseconds.{threshold_note}</p>
+<h3>Layers</h3><ul>{layers}</ul>
+<h3>Periods</h3><ul>{periods}</ul>
+<p>All public files are listed in <a href="/data/v1/index.json">/data/v1/index.json</a>.</p>
+</footer>
+</body></html>
+"""
+
+NO_DATA_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}: no data yet</title>
+<style>{style}</style></head><body>
+<header><div class="wrap"><h1>{title}</h1></div></header>
+<main class="wrap">
+<h2>No public data yet</h2>
+<p>{reason}</p>
+<p>Publish some first, for example
+<code>piecewise run --config piecewise.toml --start 2025-01-01 --end 2025-01-31</code>,
+then reload this page.</p>
+</main></body></html>
+"""
+
+
+def _options(name: str, label: str, values: list[tuple[str, str]], selected: str) -> str:
+    """A labelled `<select>` of (value, text) options."""
+    opts = "".join(
+        f'<option value="{html.escape(v)}"{" selected" if v == selected else ""}>'
+        f"{html.escape(text)}</option>"
+        for v, text in values
+    )
+    return f'<label>{html.escape(label)}<select name="{name}">{opts}</select></label>'
+
+
+def _fmt(value: object, style: str = "") -> str:
+    """A value as table text: counts with thousands separators, Mbps and ms with one
+    decimal (two below 10), `percent` for a 0-1 share; missing values as an en dash.
+    Anything that is not a number is HTML-escaped."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return html.escape(str(value))
+    if style == "percent":
+        pct = value * 100
+        return f"{pct:.1f}%" if pct >= 10 or pct == 0 else f"{pct:.2f}%"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+def _threshold_note(thresholds: list[dict]) -> str:
+    speeds = [t for t in thresholds if "id" not in t]
+    cases = [t for t in thresholds if "id" in t]
+    note = ""
+    if speeds:
+        t = speeds[0]
+        label, down, up = (
+            html.escape(f"{v:g}" if isinstance(v, int | float) else str(v))
+            for v in (t.get("label"), t.get("download"), t.get("upload"))
+        )
+        note += (
+            f" A column &ldquo;&ge;&nbsp;{label}&rdquo; is the share of tests at or above "
+            f"{down}&nbsp;Mbps (download) or {up}&nbsp;Mbps (upload)."
+        )
+    if cases:
+        names = ", ".join(html.escape(str(t.get("label"))) for t in cases)
+        note += (
+            f" A use case&rsquo;s column ({names}) is the share of tests that meet all of "
+            "its needs for their direction: speed, latency and, for downloads, loss."
+        )
+    return note
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def _pick(value: str | None, allowed: list[str], default: str) -> str:
+    return value if value is not None and value in allowed else default
+
+
+class PublicSite:
+    """The map site (when built), the plain table page and the public store files."""
+
+    def __init__(self, config: Config, public: Store, site: SiteFiles | None = None) -> None:
+        self.config = config
+        self.public = public
+        self.site = site
+        self.url_map = Map(
+            [
+                Rule("/", endpoint="home"),
+                Rule("/table", endpoint="page"),
+                Rule("/healthz", endpoint="health"),
+                Rule("/data/<path:key>", endpoint="data"),
+                Rule(f"/{RUNTIME_CONFIG}", endpoint="runtime_config"),
+                Rule("/<path:name>", endpoint="site_file"),
+            ],
+            # Keys are exact: `/data//x` is no redirect to `/data/x` but an unknown key.
+            merge_slashes=False,
+        )
+        self._names: dict[tuple[str, str], dict[str, str]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        request = Request(environ)
+        adapter = self.url_map.bind_to_environ(environ)
+        try:
+            endpoint, values = adapter.match()
+            response = getattr(self, f"on_{endpoint}")(request, **values)
+        except HTTPException as exc:
+            response = exc.get_response(environ)
+        return response(environ, start_response)
+
+    def on_home(self, request: Request) -> Response:
+        """The map when the site is built, else the table page."""
+        if self.site is not None and self.site.built:
+            return self.site.response(request, "index.html")
+        return self.on_page(request)
+
+    def on_site_file(self, request: Request, name: str) -> Response:
+        if self.site is None:
+            raise NotFound()
+        return self.site.response(request, name)
+
+    def on_runtime_config(self, request: Request) -> Response:
+        data = runtime_config_bytes(self.config, table_page=True)
+        response = Response(data, mimetype="application/json")
+        response.set_etag(hashlib.sha256(data).hexdigest()[:32])
+        response.cache_control.no_cache = True
+        return response.make_conditional(request)
+
+    def on_health(self, request: Request) -> Response:
+        return Response("ok\n", mimetype="text/plain")
+
+    def on_data(self, request: Request, key: str) -> Response:
+        try:
+            data = self.public.read_bytes(key)
+        except (FileNotFoundError, ValueError) as exc:
+            # ValueError: not a valid key (`..`, empty segments, NUL), so nothing stored.
+            raise NotFound(f"no such file: {key}") from exc
+        if key.endswith((".json", ".geojson")):
+            mimetype = "application/json"
+        elif key.endswith(".parquet"):
+            mimetype = PARQUET_CONTENT_TYPE
+        else:
+            mimetype = mimetypes.guess_type(key)[0] or "application/octet-stream"
+        response = Response(data, mimetype=mimetype)
+        response.set_etag(hashlib.sha256(data).hexdigest()[:32])
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Access-Control-Expose-Headers"] = "ETag, Content-Range, Content-Length"
+        response.cache_control.public = True
+        response.cache_control.max_age = 60
+        return response.make_conditional(request, accept_ranges=True, complete_length=len(data))
+
+    def _no_data(self, reason: str) -> Response:
+        body = NO_DATA_PAGE.format(
+            title=html.escape(self.config.project.name), style=STYLE, reason=reason
+        )
+        response = Response(body, status=503, mimetype="text/html")
+        response.headers["Retry-After"] = "60"
+        return response
+
+    def _area_names(self, index: dict, layer: str) -> dict[str, str]:
+        """Area id → name from the layer's published geometry (cached per publication);
+        the names of suppressed areas are not in the statistics files."""
+        entry = next((e for e in index["layers"] if e.get("id") == layer), {})
+        key = entry.get("geometry") or f"v1/areas/{layer}.geojson"
+        cache_key = (key, str(index.get("generated_at")))
+        with self._lock:
+            if cache_key in self._names:
+                return self._names[cache_key]
+        try:
+            features = json.loads(self.public.read_bytes(key)).get("features") or []
+            names = {
+                str(f["properties"]["id"]): str(f["properties"].get("name") or "")
+                for f in features
+                if "id" in (f.get("properties") or {})
+            }
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            log.warning("no area names for layer %s: %s", layer, exc)
+            names = {}
+        with self._lock:
+            if len(self._names) > 16:
+                self._names.clear()
+            self._names[cache_key] = names
+        return names
+
+    def on_page(self, request: Request) -> Response:
+        store = html.escape(self.public.url)
+        try:
+            index = self.public.read_json("v1/index.json")
+        except FileNotFoundError:
+            return self._no_data(f"The public store <code>{store}</code> has no index yet.")
+        except (OSError, ValueError) as exc:
+            log.error("cannot read the public index: %s", exc)
+            return self._no_data(
+                f"The index in the public store <code>{store}</code> cannot be read."
+            )
+        layer_entries = [e for e in index.get("layers", []) if e.get("id")]
+        if not layer_entries:
+            return self._no_data(f"The public store <code>{store}</code> lists no layers.")
+        layer_names = {e["id"]: e.get("name") or e["id"] for e in layer_entries}
+        layers = list(layer_names)
+        all_periods = index.get("periods") or {}
+        kinds = [k for k in all_periods if all_periods[k]]
+        args = request.args
+        layer = _pick(args.get("layer"), layers, layers[0])
+        kind = _pick(args.get("kind"), kinds, kinds[-1] if kinds else "")
+        plist = list(reversed(all_periods.get(kind, [])))
+        period = _pick(args.get("period"), plist, plist[0] if plist else "")
+        isps = ["all", *index.get("isps", [])]
+        isp = _pick(args.get("isp"), isps, "all")
+        direction = _pick(args.get("direction"), list(DIRECTIONS), "download")
+
+        table = self._table(index, layer, layer_names[layer], kind, period, isp, direction)
+        controls = "".join(
+            [
+                _options("layer", "Layer", list(layer_names.items()), layer),
+                _options("kind", "Period kind", [(k, KIND_NAMES.get(k, k)) for k in kinds], kind),
+                _options("period", "Period", [(p, p) for p in plist], period),
+                _options("isp", "ISP", [(i, "All ISPs" if i == "all" else i) for i in isps], isp),
+                _options("direction", "Direction", [(d, d.title()) for d in DIRECTIONS], direction),
+            ]
+        )
+        layer_items = "".join(
+            f"<li>{html.escape(str(e.get('name') or e['id']))} "
+            f"(<code>{html.escape(str(e['id']))}</code>, {_fmt(e.get('areas'))} areas)</li>"
+            for e in layer_entries
+        )
+        period_items = "".join(
+            f"<li>{html.escape(KIND_NAMES.get(k, k))}: {len(v)} "
+            f"({html.escape(str(v[0]))} – {html.escape(str(v[-1]))})</li>"
+            for k, v in all_periods.items()
+            if v
+        )
+        project = index.get("project") or {}
+        description = project.get("description") or ""
+        privacy = index.get("privacy") or {}
+        page = PAGE.format(
+            title=html.escape(project.get("name") or self.config.project.name),
+            description=f"<p>{html.escape(description)}</p>" if description else "",
+            style=STYLE,
+            generated=html.escape(str(index.get("generated_at", "?"))),
+            min_tests=_fmt(privacy.get("min_tests", self.config.privacy.min_tests)),
+            min_clients=_fmt(privacy.get("min_clients", self.config.privacy.min_clients)),
+            layers=layer_items,
+            periods=period_items,
+            threshold_note=_threshold_note(index.get("thresholds") or []),
+            controls=controls,
+            table=table,
+        )
+        return Response(page, mimetype="text/html")
+
+    def _table(
+        self,
+        index: dict,
+        layer: str,
+        layer_name: str,
+        kind: str,
+        period: str,
+        isp: str,
+        direction: str,
+    ) -> str:
+        if not period:
+            return "<p>No data for this selection.</p>"
+        try:
+            stats = self.public.read_json(f"v1/stats/{layer}/{kind}/{period}.json")
+        except (OSError, ValueError) as exc:
+            log.warning("no statistics for %s/%s/%s: %s", layer, kind, period, exc)
+            return "<p>No data for this selection.</p>"
+        rows = [
+            c
+            for c in stats.get("cells", [])
+            if c.get("isp") == isp and c.get("direction") == direction
+        ]
+        published = sorted(
+            (c for c in rows if not c.get("suppressed")), key=lambda c: -(c.get("tests") or 0)
+        )
+        # Suppressed cells: `[area, isp, direction]` triples, or cells marked suppressed.
+        hidden = {c.get("area"): c.get("name") for c in rows if c.get("suppressed")}
+        for entry in stats.get("suppressed", []):
+            if isinstance(entry, list | tuple) and len(entry) == 3:
+                area, cell_isp, cell_direction = entry
+                if cell_isp == isp and cell_direction == direction:
+                    hidden.setdefault(area, None)
+        if any(name is None for name in hidden.values()):
+            names = self._area_names(index, layer)
+            hidden = {a: n or names.get(str(a)) or str(a) for a, n in hidden.items()}
+        shares = [str(t.get("label")) for t in index.get("thresholds", [])]
+        head = "".join(f"<th scope=col>{html.escape(h)}</th>" for _, h, _ in TABLE_COLUMNS)
+        head += "".join(
+            f"<th scope=col>{'' if 'id' in t else '≥ '}{html.escape(s)}</th>"
+            for t, s in zip(index.get("thresholds", []), shares, strict=True)
+        )
+        body = []
+        for c in published:
+            cells = [f"<th scope=row>{html.escape(str(c.get('name') or c.get('area')))}</th>"]
+            cells += [f"<td>{_fmt(c.get(k), style)}</td>" for k, _, style in TABLE_COLUMNS]
+            cell_shares = c.get("shares") or {}
+            cells += [f"<td>{_fmt(cell_shares.get(s), 'percent')}</td>" for s in shares]
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        span = len(TABLE_COLUMNS) + len(shares)
+        for name in sorted(hidden.values(), key=lambda n: str(n).casefold()):
+            body.append(
+                f"<tr><th scope=row>{html.escape(str(name))}</th>"
+                f'<td colspan="{span}" class="na">insufficient data</td></tr>'
+            )
+        if not body:
+            body.append(f'<tr><td colspan="{span + 1}" class="na">No areas.</td></tr>')
+        isp_text = "all ISPs" if isp == "all" else isp
+        caption = html.escape(
+            f"{direction.title()} · {layer_name} · {KIND_NAMES.get(kind, kind).lower()} "
+            f"{period} · {isp_text}"
+        )
+        summary = f"{_count(len(published), 'area')} with data"
+        if hidden:
+            summary += f", {len(hidden):,} with insufficient data"
+        return (
+            '<div class="table-wrap" role="region" aria-label="Statistics table" tabindex="0">'
+            f"<table><caption>{caption}<span>{summary}</span></caption>"
+            f"<thead><tr><th scope=col>Area</th>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>"
+        )
+
+
+def build_app(
+    config: Config, mounts: dict[str, WSGIApp] | None = None, site_dir: Path | None = None
+) -> WSGIApp:
+    """The local server: the map site built in `site_dir` at `/` (else the table page),
+    the table page at `/table`, the public store at `/data/`, the pages' runtime
+    `config.json`, plus any apps mounted at prefixes (for example `{"/v1": api_app}`)."""
+    # Only the public store: nothing served here may come from the private one.
+    public = open_store(config.stores.public, base_dir=config.base_dir)
+    site = PublicSite(config, public, SiteFiles(site_dir) if site_dir is not None else None)
+    return DispatcherMiddleware(site, mounts or {}) if mounts else site

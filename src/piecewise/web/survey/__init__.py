@@ -1,0 +1,53 @@
+"""The public, write-only survey (`/v1/survey`; docs/survey.md).
+
+`build_survey(config, salt=...)` gives the WSGI app over the configured store; the salt
+of client hashes comes from the environment, read by the callers (CLI, function).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from piecewise.core.config import Config
+from piecewise.web.survey.form import Form, build_form
+from piecewise.web.survey.store import SurveyStore, open_survey_store
+
+if TYPE_CHECKING:
+    from piecewise.web.survey.app import SurveyApp
+
+__all__ = ["Form", "SurveyApp", "build_form", "build_survey", "open_config_store"]
+
+
+def open_config_store(config: Config) -> SurveyStore:
+    return open_survey_store(config.survey.store, base_dir=config.base_dir)
+
+
+def build_survey(
+    config: Config,
+    *,
+    salt: bytes,
+    store: SurveyStore | None = None,
+    clock: Callable[[], float] = time.time,
+) -> SurveyApp:
+    """The survey over the config's store (or `store`, for tests and tools)."""
+    from piecewise.web.survey.app import SurveyApp
+
+    return SurveyApp(
+        build_form(config),
+        store if store is not None else open_config_store(config),
+        config.survey,
+        salt=salt,
+        clock=clock,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    # The app is imported when asked for, not with the package: the API's OpenAPI
+    # document reads the summary's names, and the survey app reads the API's pieces.
+    if name == "SurveyApp":
+        from piecewise.web.survey.app import SurveyApp
+
+        return SurveyApp
+    raise AttributeError(name)
