@@ -56,12 +56,14 @@ run: demo-data site
 test: $(STAMP) demo-data bq-emulator site browser checkov-venv
 	$(VENV)/bin/ruff check src tests bench functions infra
 	$(VENV)/bin/ruff format --check src tests bench functions infra
+	npm run --prefix $(SITE) --silent lint
 	$(VENV)/bin/pytest -q
 
 # The edit loop: lint and the tests that need no emulator, browser or long run (about
 # three minutes here); `make test` runs them all.
-test-fast: $(STAMP) demo-data
+test-fast: $(STAMP) demo-data $(SITE)/node_modules/.package-lock.json
 	$(VENV)/bin/ruff check src tests bench functions infra
+	npm run --prefix $(SITE) --silent lint
 	$(VENV)/bin/pytest -q -m "not slow and not service and not browser"
 
 bench: $(STAMP) demo-data site browser bench-tools
@@ -88,9 +90,10 @@ browser:
 	@test -x $(CHROMIUM) || { \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
-lint: $(STAMP)
+lint: $(STAMP) $(SITE)/node_modules/.package-lock.json
 	$(VENV)/bin/ruff check src tests bench functions infra
 	$(VENV)/bin/ruff format --check src tests bench functions infra
+	npm run --prefix $(SITE) --silent lint
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format src tests bench functions infra

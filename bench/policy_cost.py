@@ -29,11 +29,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 from demo_config import example_text  # noqa: E402
 
 from piecewise.core.config import parse_config  # noqa: E402
+from piecewise.core.vocabulary import PERIOD_KINDS  # noqa: E402
 from piecewise.pipeline import Stores, run_aggregate, run_ingest  # noqa: E402
 from piecewise.storage.ledger import Ledger  # noqa: E402
 
 FIRST = dt.date(2025, 1, 1)
-KINDS = ("day", "month", "quarter", "year")
 HEADING = "## Publishing each period once"
 
 
@@ -50,7 +50,7 @@ def counts(private: Path) -> dict[str, tuple[int, int, int]]:
         tables.append(pq.read_table(path, columns=["kind", "published", "complement"]))
     table = pa.concat_tables(tables)
     out = {}
-    for kind in KINDS:
+    for kind in PERIOD_KINDS:
         rows = table.filter(pc.equal(table.column("kind"), kind))
         out[kind] = (
             rows.num_rows,
@@ -125,7 +125,7 @@ def policy_report(r: dict, cmd: str | None) -> list[str]:
     head += ["complements, one release", "complements, daily"]
     lines += ["", "| " + " | ".join(head) + " |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
     total = [0] * 5
-    for kind in KINDS:
+    for kind in PERIOD_KINDS:
         a, b = r["once"][kind], r["daily"][kind]
         if not a[0]:
             continue

@@ -41,7 +41,8 @@ from demo_config import example_text
 from duckdb_cells import child_duckdb_cells  # noqa: F401 (a child, called by name)
 from rss import watch_rss
 
-from piecewise.core.cellfields import MEASURES
+from piecewise.core.vocabulary import MEASURES
+from piecewise.storage.layout import INDEX_KEY, TESTS_PREFIX, areas_key, stats_key
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "var" / "demo"
@@ -270,7 +271,7 @@ def child_ingest(config_path: str) -> dict:
     private = Stores.of(cfg).private
     rows = sum(
         pq.read_metadata(private.local_path(key)).num_rows
-        for key in private.list("tests/")
+        for key in private.list(TESTS_PREFIX)
         if key.endswith(".parquet") and key.rsplit("/", 1)[-1][:4] == str(YEAR[0].year)
     )
     return {"seconds": seconds, "rows": rows, "ingested": bool(result.dates)}
@@ -472,7 +473,7 @@ def child_engine_bigquery(config_path: str) -> dict:
     # bytes + its UTF-8 bytes, DATE / FLOAT64 / INT64 8 bytes, NULL 0. (The emulator's
     # num_bytes is a placeholder: rows x columns x 8.)
     logical = 0
-    for key in private.list("tests/"):
+    for key in private.list(TESTS_PREFIX):
         if any(key.endswith(f"/{d.isoformat()}.parquet") for d in dates):
             part = private.read_parquet(key, columns=engine.columns)
             for column in part.columns:
@@ -506,10 +507,10 @@ def _tile_layers(config_path: str):
 
     cfg = load_config(config_path)
     public = Stores.of(cfg).public
-    index = public.read_json("v1/index.json")
+    index = public.read_json(INDEX_KEY)
     out = []
     for layer_id, area_layer in build_layers(cfg).items():
-        areas = public.read_json(f"v1/areas/{layer_id}.geojson")["features"]
+        areas = public.read_json(areas_key(layer_id))["features"]
         shapes = {f["id"]: f["geometry"] for f in areas}
         names = {f["id"]: f["properties"]["name"] for f in areas}
         res = area_layer.layer.resolution if isinstance(area_layer, H3Areas) else None
@@ -550,7 +551,7 @@ def child_tiles(config_path: str) -> dict:
         count = nbytes = 0
         for kind, labels in index["periods"].items():
             for label in labels:
-                doc = public.read_json(f"v1/stats/{layer_id}/{kind}/{label}.json")
+                doc = public.read_json(stats_key(layer_id, kind, label))
                 start, cpu = time.perf_counter(), time.process_time()
                 written = tiles.write(kind, label, doc)
                 spent += time.perf_counter() - start
@@ -638,7 +639,7 @@ def child_tiles_compare(config_path: str, builder: str, tools: str) -> dict:
         tiles.geometry  # noqa: B018 (the shapes and zooms, drawn outside the clock)
         runs = []
         for kind, label in _sample_periods(index):
-            doc = public.read_json(f"v1/stats/{layer_id}/{kind}/{label}.json")
+            doc = public.read_json(stats_key(layer_id, kind, label))
             with tempfile.TemporaryDirectory() as tmp:
                 target = Path(tmp) / "out.pmtiles"
                 children = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -17,6 +17,7 @@ import pytest
 from piecewise.core import periods
 from piecewise.core.config import Config, parse_config
 from piecewise.core.histogram import BUCKETS, HistogramSpec, bucket_of
+from piecewise.core.vocabulary import PERIOD_KINDS
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
 from piecewise.storage.store import Store, open_store
 
@@ -152,7 +153,6 @@ def published(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Publ
 # -- hand-made stores ----------------------------------------------------------------------
 
 LAYER = "grid"
-KINDS = ("day", "month", "quarter", "year")
 THRESHOLDS = [{"label": "25/3", "download": 25.0, "upload": 3.0, "column": "share_25_3"}]
 Key = tuple[str, str, str, str, str]  # kind, label, area, isp, direction
 
@@ -243,7 +243,7 @@ def build_store(
             day = start + dt.timedelta(days=offset)
             for direction, scale in (("download", 120.0), ("upload", 15.0)):
                 tests = np.round(rng.lognormal(np.log(scale), 0.9, n), 6) + 0.01
-                for kind in KINDS:
+                for kind in PERIOD_KINDS:
                     label = periods.label(kind, periods.start_of(kind, day))
                     for key_isp in (isp, "all"):
                         key = (kind, label, area, key_isp, direction)
@@ -254,11 +254,11 @@ def build_store(
         (made.suppressed if len(v) < min_tests or key in forced else made.published).add(key)
     area_ids = sorted({k[2] for k in made.values} | set(extra_areas))
     made.areas = tuple(area_ids)
-    labels: dict[str, set[str]] = {kind: set() for kind in KINDS}
+    labels: dict[str, set[str]] = {kind: set() for kind in PERIOD_KINDS}
     for kind, label, *_ in made.values:
         labels[kind].add(label)
     isps = sorted({k[3] for k in made.published} - {"all"})
-    for kind in KINDS:
+    for kind in PERIOD_KINDS:
         for label in sorted(labels[kind]):
             _write_period(made, kind, label)
     _write_series(made, labels)
@@ -303,7 +303,7 @@ def write_index(
                     "geometry": f"v1/areas/{LAYER}.geojson",
                 }
             ],
-            "periods": {kind: sorted(labels[kind]) for kind in KINDS},
+            "periods": {kind: sorted(labels[kind]) for kind in PERIOD_KINDS},
             "isps": isps,
             "directions": ["download", "upload"],
             "metrics": {"tests": "number of tests"},
@@ -379,7 +379,7 @@ def _write_series(made: HandMade, labels: dict[str, set[str]]) -> None:
     fields += ["rtt_median", "rtt_p90", "loss_median"]
     for area in made.areas:
         kinds = {}
-        for kind in KINDS:
+        for kind in PERIOD_KINDS:
             published = [k for k in made.published if k[0] == kind]
             if not published:
                 continue

@@ -24,6 +24,7 @@ from werkzeug.test import Client, TestResponse
 from api_fixtures import LAYER, RENAMED, Published, cell_stats, hand_made, write_index
 from piecewise.core import periods
 from piecewise.core.config import parse_config
+from piecewise.core.vocabulary import PERIOD_KINDS
 from piecewise.storage.store import Store, open_store
 from piecewise.web.api import build_api
 from piecewise.web.api.errors import BadParameter
@@ -715,9 +716,7 @@ def test_parsing_raises_nothing_but_bad_parameter(endpoint, args: dict) -> None:
         assert exc.body()["error"]["status"] == 400
 
 
-@given(
-    day=st.dates(dt.date(1900, 1, 1), dt.date(2999, 12, 31)), kind=st.sampled_from(periods.KINDS)
-)
+@given(day=st.dates(dt.date(1900, 1, 1), dt.date(2999, 12, 31)), kind=st.sampled_from(PERIOD_KINDS))
 def test_period_labels_round_trip(day: dt.date, kind: str) -> None:
     start = periods.start_of(kind, day)
     label = periods.label(kind, start)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from werkzeug.test import Client
 
 from api_fixtures import LAYER, Published, hand_made
-from piecewise.core.cellfields import MEASURES
+from piecewise.core.vocabulary import MEASURES
 from piecewise.web.api import build_api
 from piecewise.web.api.params import MEASURE_PATTERN
 from piecewise.web.api.rankings import rank_areas

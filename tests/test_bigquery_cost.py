@@ -25,7 +25,8 @@ from piecewise.core.config import Config, parse_config  # noqa: E402
 from piecewise.ingest.dates import IngestFailed  # noqa: E402
 from piecewise.ingest.sources.bigquery import RunTooCostly, SourceError  # noqa: E402
 from piecewise.pipeline import Stores, bigquery_source, run_ingest  # noqa: E402
-from piecewise.storage.ledger import STATE_KEY, LedgerState, Release, SealedPeriod  # noqa: E402
+from piecewise.storage.layout import LEDGER_STATE_KEY
+from piecewise.storage.ledger import LedgerState, Release, SealedPeriod  # noqa: E402
 from piecewise.storage.manifest import Manifest  # noqa: E402
 
 GB = 10**9
@@ -83,7 +84,9 @@ def seal(cfg: Config, *dates: dt.date) -> None:
     """Record `dates` as published as final, as a release does (the ledger's state)."""
     sealed = tuple(SealedPeriod("day", d, ((d, d),), 1) for d in dates)
     release = Release(1, "2025-07-01T00:00:00Z", sealed, dict.fromkeys(dates, "x@y"), {})
-    Stores.of(cfg).private.write_json(STATE_KEY, LedgerState().with_release(release).as_dict())
+    Stores.of(cfg).private.write_json(
+        LEDGER_STATE_KEY, LedgerState().with_release(release).as_dict()
+    )
 
 
 # -- the cap of a whole run ------------------------------------------------------------------

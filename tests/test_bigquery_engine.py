@@ -23,7 +23,6 @@ from bigquery_emulator import BigQueryEmulator  # noqa: E402
 from piecewise.aggregate import cells_sql  # noqa: E402
 from piecewise.aggregate.bigquery import BigQueryEngine  # noqa: E402
 from piecewise.aggregate.local import (  # noqa: E402
-    ALL_ISPS,
     apply_sampling,
     compute_cells,
     load_tests,
@@ -32,9 +31,10 @@ from piecewise.core import periods  # noqa: E402
 from piecewise.core.config import Config, ConfigError, parse_config  # noqa: E402
 from piecewise.core.hours import hour_layers, in_evening, output_layers  # noqa: E402
 from piecewise.core.schema import area_column  # noqa: E402
+from piecewise.core.vocabulary import ALL_ISPS  # noqa: E402
 from piecewise.ingest.clients import network_keyed  # noqa: E402
-from piecewise.ingest.dates import tests_key as file_of  # noqa: E402
 from piecewise.pipeline import Stores, run_aggregate, run_ingest  # noqa: E402
+from piecewise.storage.layout import tests_key as file_of  # noqa: E402
 from piecewise.storage.store import open_store  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.service]

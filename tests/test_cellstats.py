@@ -6,13 +6,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from piecewise.aggregate.cellstats import (
-    QUANTILE_NAMES,
-    QUANTILES,
     DirectionData,
     ShareTest,
     cell_statistics,
     subset_shares,
 )
+from piecewise.core.vocabulary import QUANTILE_LEVELS, QUANTILE_NAMES
 
 
 def reference(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
@@ -43,7 +42,7 @@ def check(mbps, rtt, loss, client, group, group_bits, shares=((25.0, None, None)
         m = group == key
         assert s.tests[i] == m.sum()
         assert s.clients[i] == len(set(client[m].tolist()) - {0})
-        for name, expected in zip(QUANTILE_NAMES, reference(mbps[m], QUANTILES), strict=True):
+        for name, expected in zip(QUANTILE_NAMES, reference(mbps[m], QUANTILE_LEVELS), strict=True):
             assert s.quantiles[name][i] == pytest.approx(expected, rel=1e-12)
         assert s.mean[i] == pytest.approx(mbps[m].mean(), rel=1e-9)
         assert s.geomean[i] == pytest.approx(np.exp(np.log(mbps[m]).mean()), rel=1e-9)

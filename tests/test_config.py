@@ -318,3 +318,12 @@ def test_cli_config_check_names_the_keys_of_nested_stores(
     public, private = base / "var" / "public", base / "var"
     assert f"the public store {public} is inside the private store {private}" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["all", "ALL", " All "])
+def test_no_isp_rule_takes_the_all_isp_key(name: str) -> None:
+    """`all` is the key of cells over every ISP (piecewise.core.vocabulary.ALL_ISPS): an
+    ISP named so, in any case, would be read as every ISP together."""
+    text = MINIMAL + f'\n[[isps]]\nname = "{name}"\nasns = [64500]\n'
+    with pytest.raises(ConfigError, match='"all" is reserved for all ISPs together'):
+        parse_config(text, base_dir=Path("/tmp"))

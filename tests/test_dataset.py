@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from api_fixtures import Published
-from piecewise.core.cellfields import PUBLISHED
-from piecewise.publish.dataset import DATABASE, DATASET_KEYS, TABLE, sqlite_bytes
+from piecewise.core.vocabulary import PUBLISHED
+from piecewise.publish.dataset import DATABASE, TABLE, sqlite_bytes
+from piecewise.storage.layout import DATASET_KEYS
 from services import free_port, stop_process, wait_until_answering
 
 Key = tuple[str, str, str, str, str, str]  # layer, kind, period, area, isp, direction

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import BaseModel
 
-from piecewise.aggregate.local import ALL_ISPS, cell_schema
+from piecewise.aggregate.local import cell_schema
 from piecewise.core import periods
 from piecewise.core.areas import PSEUDO_AREAS
 from piecewise.core.config import (
@@ -33,6 +33,7 @@ from piecewise.core.config import (
 )
 from piecewise.core.histogram import BUCKETS, LOW, RATIO
 from piecewise.core.schema import ENRICHED_BASE
+from piecewise.core.vocabulary import ALL_ISPS, PERIOD_KINDS
 from piecewise.ingest.quality import QualityReport
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
 
@@ -202,7 +203,7 @@ def test_cell_columns_are_documented(data_md: str) -> None:
 def test_labels_and_constants_are_documented(data_md: str) -> None:
     assert not undocumented([*PSEUDO_AREAS, ALL_ISPS], data_md)
     day = dt.date(2025, 3, 7)  # the example of the page's table of period labels
-    labels = [periods.label(kind, periods.start_of(kind, day)) for kind in periods.KINDS]
+    labels = [periods.label(kind, periods.start_of(kind, day)) for kind in PERIOD_KINDS]
     assert not undocumented(labels, data_md)
     for value in (f"{LOW:g}", f"{RATIO:g}", str(BUCKETS), f"{BUCKETS - 1}"):
         assert value in data_md

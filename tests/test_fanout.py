@@ -14,12 +14,13 @@ import pytest
 
 from piecewise.cli import main
 from piecewise.core.config import Config
-from piecewise.core.schema import DIRECTIONS
+from piecewise.core.vocabulary import DIRECTIONS
 from piecewise.ingest import dates as ingest_layout
 from piecewise.ingest.dates import IngestFailed, dates_between
 from piecewise.ingest.sources.base import Source
 from piecewise.pipeline import DateIngester, Stores, make_source, run_aggregate, run_ingest
-from piecewise.storage.manifest import Manifest, manifest_key
+from piecewise.storage.layout import manifest_key
+from piecewise.storage.manifest import Manifest
 from piecewise.storage.store import Store, open_store
 from test_pipeline import START, config_text, file_hashes, make_config
 

@@ -11,10 +11,11 @@ import pyarrow.compute as pc
 import pytest
 from pydantic import ValidationError
 
-from piecewise.aggregate.local import ALL_ISPS, apply_privacy, compute_cells
+from piecewise.aggregate.local import apply_privacy, compute_cells
 from piecewise.core.config import Evening
 from piecewise.core.hours import base_layer, evening_layer, in_evening, is_evening
 from piecewise.core.tables import plain_strings
+from piecewise.core.vocabulary import ALL_ISPS
 
 ZONE = "America/Los_Angeles"
 UTC = dt.UTC

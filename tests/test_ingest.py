@@ -11,10 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from piecewise.core.config import parse_config
-from piecewise.ingest.dates import quality_key, read_ahead
-from piecewise.ingest.dates import tests_key as file_of
+from piecewise.ingest.dates import read_ahead
 from piecewise.ingest.sources.files import FilesSource
 from piecewise.pipeline import Stores, run_ingest
+from piecewise.storage.layout import quality_key
+from piecewise.storage.layout import tests_key as file_of
 
 D1, D2 = dt.date(2025, 1, 1), dt.date(2025, 1, 2)
 SEATTLE = (47.6, -122.3)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from piecewise.storage.lock import LockHeld, LockHolder, RunLock, lock_key
+from piecewise.storage.layout import lock_key
+from piecewise.storage.lock import LockHeld, LockHolder, RunLock
 from piecewise.storage.store import Store, open_store
 
 T0 = dt.datetime(2026, 5, 1, 6, 0, tzinfo=dt.UTC)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from piecewise import __version__
 from piecewise.ingest.quality import QualityReport
+from piecewise.storage.layout import manifest_key
 from piecewise.storage.manifest import (
     MAX_READS,
     DateRange,
@@ -24,7 +25,6 @@ from piecewise.storage.manifest import (
     fingerprint,
     geoip_identity,
     lateness,
-    manifest_key,
 )
 from piecewise.storage.store import StoreError, open_store
 

@@ -9,13 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from piecewise.core import periods
+from piecewise.core.vocabulary import PERIOD_KINDS
 
 EPOCH = dt.date(1970, 1, 1)
 
 
 @given(
     days=st.lists(st.integers(min_value=-40_000, max_value=60_000), max_size=200),
-    kind=st.sampled_from(periods.KINDS),
+    kind=st.sampled_from(PERIOD_KINDS),
 )
 def test_each_rows_ordinal_is_that_of_its_periods_start(days: list[int], kind: str) -> None:
     got = periods.ordinals(kind, np.array(days, dtype=np.int32))

@@ -17,8 +17,8 @@ from piecewise.aggregate.privacy import (
     period_starts,
     suppress,
 )
+from piecewise.core.vocabulary import PERIOD_KINDS
 
-KINDS = ("day", "month", "quarter", "year")
 EPOCH = dt.date(1970, 1, 1)
 MIN_TESTS, MIN_CLIENTS = 30, 10
 
@@ -39,7 +39,7 @@ def cells_of(
     parts = [(0, np.ones(len(day), bool))]
     if evening is not None:
         parts += [(EVENING, evening), (REST_OF_DAY, ~evening)]
-    for k, kind in enumerate(KINDS):
+    for k, kind in enumerate(PERIOD_KINDS):
         start = period_starts(kind, day)
         for isp_key in range(isps + 1):
             of_isp = np.ones(len(day), bool) if isp_key == isps else isp == isp_key
@@ -60,7 +60,7 @@ def cells_of(
         isp=arr[:, 1],
         all_isp=isps,
         kind=arr[:, 2],
-        kinds=KINDS,
+        kinds=PERIOD_KINDS,
         period=arr[:, 3],
         tests=np.array([found[k][0] for k in keys]),
         clients=np.array([found[k][1] for k in keys]),
@@ -90,14 +90,14 @@ def leaf_rank_determined(cells: CellKeys, published: np.ndarray) -> np.ndarray:
     """Which cells are sums and differences of published ones, checked in the space of
     the finest cells ("leaves": a day's ISP, and with hours the evening or the rest of
     that day), independently of the relations."""
-    day = KINDS.index("day")
+    day = PERIOD_KINDS.index("day")
     hours = cells.hours_codes()
     leaves = np.flatnonzero((cells.kind == day) & (cells.isp != cells.all_isp))
     if cells.hours is not None:
         leaves = leaves[hours[leaves] != 0]
     matrix = np.zeros((len(cells.tests), len(leaves)))
     for row in range(len(cells.tests)):
-        kind = KINDS[cells.kind[row]]
+        kind = PERIOD_KINDS[cells.kind[row]]
         inside = (
             (cells.group[leaves] == cells.group[row])
             & (period_starts(kind, cells.period[leaves]) == cells.period[row])
@@ -122,7 +122,7 @@ def test_one_small_isp_beside_a_published_total_takes_a_sibling_with_it() -> Non
     client = np.arange(len(isp))
     cells = cells_of(np.zeros(len(isp), int), isp, day, client, isps=3)
     published, complement = suppress(cells, MIN_TESTS, MIN_CLIENTS)
-    day_kind = KINDS.index("day")
+    day_kind = PERIOD_KINDS.index("day")
     by_isp = {int(cells.isp[i]): bool(published[i]) for i in np.flatnonzero(cells.kind == day_kind)}
     # all = 145 is published; ISP 2 fails; ISP 1 (the smallest that passes) is
     # withheld so that all - ISP 0 = 45 tests is all anyone learns of ISPs 1 and 2.
@@ -142,11 +142,11 @@ def test_a_small_day_is_not_the_month_minus_the_other_days() -> None:
         np.zeros(len(day), int), np.zeros(len(day), int), day, np.arange(len(day)), isps=1
     )
     published, _ = suppress(cells, MIN_TESTS, MIN_CLIENTS)
-    days = np.flatnonzero(cells.kind == KINDS.index("day"))
+    days = np.flatnonzero(cells.kind == PERIOD_KINDS.index("day"))
     tests_published = {int(cells.tests[i]): bool(published[i]) for i in days}
     # Day 3 fails; day 1 (the smaller passing day) goes with it, for ISP and `all`.
     assert tests_published == {50: False, 60: True, 4: False}
-    months = np.flatnonzero(cells.kind == KINDS.index("month"))
+    months = np.flatnonzero(cells.kind == PERIOD_KINDS.index("month"))
     assert published[months].all()
     known = determined_cells(published, build_relations(cells), cells)
     assert not known[cells.tests < MIN_TESTS].any()
@@ -234,7 +234,7 @@ def released_day_by_day(cells: CellKeys) -> np.ndarray:
     decided against every earlier release's cells (sealed); no release may change an
     earlier decision."""
     ends = np.array(
-        [_period_end(KINDS[k], p) for k, p in zip(cells.kind, cells.period, strict=True)]
+        [_period_end(PERIOD_KINDS[k], p) for k, p in zip(cells.kind, cells.period, strict=True)]
     )
     published = np.zeros(len(ends), dtype=bool)
     decided = np.zeros(len(ends), dtype=bool)
@@ -270,12 +270,12 @@ def test_a_sealed_published_cell_is_never_withheld_again() -> None:
     cells = cells_of(
         np.zeros(len(day), int), np.zeros(len(day), int), day, np.arange(len(day)), isps=1
     )
-    days = cells.kind == KINDS.index("day")
+    days = cells.kind == PERIOD_KINDS.index("day")
     sealed = days.copy()
     released = days & (cells.tests >= MIN_TESTS)
     published, complement = suppress(cells, MIN_TESTS, MIN_CLIENTS, sealed, released)
     assert (published[days] == released[days]).all()
-    months = cells.kind == KINDS.index("month")
+    months = cells.kind == PERIOD_KINDS.index("month")
     assert not published[months].any() and complement[months].all()
     assert not complement[days].any()
     known = determined_cells(published, build_relations(cells), cells)
@@ -305,7 +305,7 @@ def test_the_rest_of_the_day_is_not_all_hours_less_the_evening() -> None:
     hours = cells.hours_codes()
     assert not published[hours == REST_OF_DAY].any()
     assert not complement[hours == REST_OF_DAY].any()
-    for kind in range(len(KINDS)):
+    for kind in range(len(PERIOD_KINDS)):
         of_kind = cells.kind == kind
         # Of all hours and the evening, one at most, per ISP key: the evening (fewer
         # tests) is the one withheld.

@@ -9,7 +9,7 @@ import pytest
 from api_fixtures import Published
 from piecewise.core import periods
 from piecewise.core.areas import build_layers
-from piecewise.core.cellfields import PUBLISHED, SHARE_ENDINGS, SHARE_OBJECTS
+from piecewise.core.vocabulary import PUBLISHED, SHARE_ENDINGS, SHARE_OBJECTS
 from piecewise.publish import files as publish
 from piecewise.publish.files import Publisher
 from piecewise.storage.ledger import Ledger

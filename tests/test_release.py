@@ -13,9 +13,10 @@ import pytest
 
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
 from piecewise.publish.release import ReleaseAborted
+from piecewise.storage.layout import manifest_key
 from piecewise.storage.ledger import Ledger, LedgerError, SealBroken
 from piecewise.storage.lock import LockHeld, RunLock
-from piecewise.storage.manifest import Manifest, manifest_key
+from piecewise.storage.manifest import Manifest
 from piecewise.storage.store import Store
 from test_pipeline import file_hashes, make_config
 

@@ -23,16 +23,15 @@ import pytest
 from werkzeug.test import Client
 
 from piecewise.core.config import Config, ConfigError
+from piecewise.storage.layout import SURVEY_INDEX_KEY, survey_record_key
 from piecewise.storage.store import Store, open_store
 from piecewise.web.survey import build_survey, mechanisms
 from piecewise.web.survey.export import export
 from piecewise.web.survey.mechanisms import GRID
 from piecewise.web.survey.public import (
-    INDEX_KEY,
     Window,
     publish_survey,
     read_response,
-    record_key,
     summarize_window,
     survey_layer,
 )
@@ -327,7 +326,7 @@ def test_an_archive_before_and_after_a_response_differs_only_by_a_later_window(
     first = publish_survey(config, store.records(), public, private, now=utc(2026, 4, 2))
     assert [w.label for w in first.published] == ["2026-Q1"]
     before = archive(public)
-    assert sorted(before) == ["v1/survey/hex/2026-Q1.json", INDEX_KEY]
+    assert sorted(before) == ["v1/survey/hex/2026-Q1.json", SURVEY_INDEX_KEY]
 
     # One more response: received with the server's clock in Q1 (behind) and one in Q2.
     clock.now = utc(2026, 3, 31, 23).timestamp()
@@ -345,8 +344,8 @@ def test_an_archive_before_and_after_a_response_differs_only_by_a_later_window(
     later = publish_survey(config, store.records(), public, private, now=utc(2026, 7, 2))
     after = archive(public)
     assert [w.label for w in later.published] == ["2026-Q2"]
-    assert {k: v for k, v in after.items() if k in before and k != INDEX_KEY} == {
-        k: v for k, v in before.items() if k != INDEX_KEY
+    assert {k: v for k, v in after.items() if k in before and k != SURVEY_INDEX_KEY} == {
+        k: v for k, v in before.items() if k != SURVEY_INDEX_KEY
     }
     q2 = json.loads(after["v1/survey/hex/2026-Q2.json"])
     assert area_of(q2)["responses"] == 1 and area_of(q2)["measured_download_median"] == 7.1
@@ -361,7 +360,7 @@ def test_a_window_is_never_drawn_again_even_when_its_public_file_is_lost(tmp_pat
     publish_survey(config, records, public, private, now=utc(2026, 4, 2))
     key = "v1/survey/hex/2026-Q1.json"
     published = public.read_bytes(key)
-    assert json.loads(private.read_json(record_key("hex", "2026-Q1"))["text"]) == json.loads(
+    assert json.loads(private.read_json(survey_record_key("hex", "2026-Q1"))["text"]) == json.loads(
         published
     )
     public.delete(key)  # a run stopped between its record and the public write, a lost bucket
@@ -404,7 +403,7 @@ def test_a_window_is_published_a_days_grace_after_it_ends_under_the_statistics_l
     public, private = stores(tmp_path)
     records = [response(1, utc(2026, 7, 31, 23, 59))]
     early = publish_survey(config, records, public, private, now=due - dt.timedelta(seconds=1))
-    assert early.published == [] and public.list("v1/survey/") == [INDEX_KEY]
+    assert early.published == [] and public.list("v1/survey/") == [SURVEY_INDEX_KEY]
     assert early.next_window is not None and early.next_window.label == label
     assert f"next: {label} (1 responses so far) is published from {due.date()}" in (early.report())
     assert ends + dt.timedelta(days=1) == due
@@ -478,7 +477,7 @@ def test_the_cumulative_file_of_earlier_versions_is_removed(tmp_path: Path) -> N
 def test_the_index_lists_every_published_window(tmp_path: Path) -> None:
     public, private = stores(tmp_path)
     publish_survey(config_of(tmp_path), [], public, private, now=utc(2026, 7, 2))
-    index = public.read_json(INDEX_KEY)
+    index = public.read_json(SURVEY_INDEX_KEY)
     assert index == {
         "version": 1,
         "windows": [
@@ -674,7 +673,7 @@ def test_the_published_fields_are_documented() -> None:
         *(m.name for m in MEDIANS),
     ]
     assert [n for n in names if f"`{n}`" not in survey_md] == []
-    assert "`v1/survey/{layer}/{label}.json`" in survey_md and f"`{INDEX_KEY}`" in survey_md
+    assert "`v1/survey/{layer}/{label}.json`" in survey_md and f"`{SURVEY_INDEX_KEY}`" in survey_md
 
 
 def test_cli_publish_says_what_it_published_and_what_it_kept(
@@ -708,7 +707,7 @@ def test_the_record_of_what_was_published_stays_private(tmp_path: Path) -> None:
     records = [response(i, utc(2026, 2, 1)) for i in range(4)]
     publish_survey(config_of(tmp_path), records, public, private, now=utc(2026, 4, 2))
     assert not any(key.startswith("survey/") for key in public.list(""))
-    assert private.read_json(record_key("hex", "2026-Q1"))["responses_read"] == 4
+    assert private.read_json(survey_record_key("hex", "2026-Q1"))["responses_read"] == 4
 
 
 def test_the_aggregation_publishes_what_residents_posted_from_the_configs_store(
@@ -748,7 +747,7 @@ def test_a_survey_that_cannot_be_published_leaves_the_release_and_says_why(
     with RunLock(stores.private, "survey-publish"):
         held = run_aggregate(config, now=utc(2026, 4, 2))
     assert held.survey is None and "survey-publish" in (held.survey_error or "")
-    assert not stores.public.exists(INDEX_KEY)
+    assert not stores.public.exists(SURVEY_INDEX_KEY)
     later = run_aggregate(config, now=utc(2026, 4, 2))
     assert later.survey_error is None
     assert [w.label for w in later.survey.published] == ["2026-Q1"]

@@ -26,11 +26,12 @@ from piecewise.aggregate import cells_sql
 from piecewise.aggregate.local import TEST_COLUMNS
 from piecewise.core.config import Config, Evening, ShareRule
 from piecewise.core.hours import hour_layers
-from piecewise.core.schema import DIRECTIONS, area_column, enriched_schema, rough_column
+from piecewise.core.schema import area_column, enriched_schema, rough_column
+from piecewise.core.vocabulary import DIRECTIONS
 from piecewise.ingest.clients import network_keyed
-from piecewise.ingest.dates import tests_key
 from piecewise.ingest.sampling import with_pick
 from piecewise.ingest.sources.bigquery import TIB, SourceError
+from piecewise.storage.layout import TESTS_PREFIX, tests_key
 from piecewise.storage.store import Store, parquet_bytes
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class BigQueryEngine:
         from google.cloud import bigquery
 
         self.ensure_table()
-        present = set(private.list("tests/"))
+        present = set(private.list(TESTS_PREFIX))
         keys = [tests_key(d, date) for date in dates for d in DIRECTIONS]
         keys = [k for k in keys if k in present]
         if not keys:

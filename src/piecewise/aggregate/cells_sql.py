@@ -27,12 +27,12 @@ from sqlglot import exp
 
 from piecewise.aggregate.local import HIST_SCHEMA, cell_schema
 from piecewise.core.areas import PSEUDO_AREAS
-from piecewise.core.cellfields import MEASURES
-from piecewise.core.config import RESERVED_ISP, Evening, ShareRule
+from piecewise.core.config import Evening, ShareRule
 from piecewise.core.histogram import BUCKETS, LOW, RATIO
 from piecewise.core.hours import hour_layers
 from piecewise.core.schema import area_column, rough_column
 from piecewise.core.tables import plain_strings
+from piecewise.core.vocabulary import ALL_ISPS, DIRECTIONS, MEASURES
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TABLE_ID = re.compile(r"^`?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){0,2}`?$")
@@ -63,7 +63,7 @@ def share_sql(i: int, rule: ShareRule) -> str:
         f"COUNTIF(IF(direction = 'download', {condition('download')}, "
         f"{condition('upload')})) / COUNT(*)"
     )
-    for direction in ("download", "upload"):
+    for direction in DIRECTIONS:
         if not rule.applies(direction):
             share = f"IF(direction = '{direction}', NULL, {share})"
     return f"{share} AS share_{i}"
@@ -211,7 +211,7 @@ def parameters(
         "last_date": ("DATE", max(dates)),
         "dates": ("ARRAY<DATE>", sorted(dates)),
         "pseudo_areas": ("ARRAY<STRING>", list(PSEUDO_AREAS)),
-        "all_isps": ("STRING", RESERVED_ISP),
+        "all_isps": ("STRING", ALL_ISPS),
         "low": ("FLOAT64", LOW),
         "ratio": ("FLOAT64", RATIO),
         "buckets": ("INT64", BUCKETS),

@@ -22,10 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from piecewise.core.cellfields import QUANTILE_NAMES
 from piecewise.core.histogram import bucket_of
-
-QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
+from piecewise.core.vocabulary import QUANTILE_LEVELS, QUANTILE_NAMES
 
 
 def bits_for(max_value: int) -> int:
@@ -352,7 +350,7 @@ def cell_statistics(
             shares[i] = (np.add.reduceat(mine, starts, dtype=np.int64) >> test.bit) / counts
     del gathered
     values = mbps.sorted_values[ranks]
-    quantiles = quantiles_at(values.__getitem__, starts, counts, QUANTILES)
+    quantiles = quantiles_at(values.__getitem__, starts, counts, QUANTILE_LEVELS)
     total = np.add.reduceat(values, starts) if len(starts) else np.zeros(0)
     del values
     log_total = np.add.reduceat(data.log_sorted[ranks], starts) if len(starts) else np.zeros(0)

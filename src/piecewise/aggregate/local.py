@@ -34,21 +34,27 @@ from piecewise.aggregate.cellstats import (
 )
 from piecewise.core import periods
 from piecewise.core.areas import PSEUDO_AREAS
-from piecewise.core.cellfields import COUNTS, MEASURES, QUANTILE_NAMES, STATISTICS
-from piecewise.core.config import RESERVED_ISP, Config, Evening, ShareRule
+from piecewise.core.config import Config, Evening, ShareRule
 from piecewise.core.hours import base_layer, evening_layer, in_evening, is_evening
 from piecewise.core.memory import give_back_free_memory
-from piecewise.core.schema import DIRECTIONS, area_column, enriched_schema, rough_column
+from piecewise.core.schema import area_column, enriched_schema, rough_column
 from piecewise.core.tables import plain_strings
+from piecewise.core.vocabulary import (
+    ALL_ISPS,
+    COUNTS,
+    DIRECTIONS,
+    MEASURES,
+    QUANTILE_NAMES,
+    STATISTICS,
+)
 from piecewise.ingest.clients import network_keyed
-from piecewise.ingest.dates import tests_key
 from piecewise.ingest.sampling import with_pick
 from piecewise.storage.dictionaries import one_dictionary
+from piecewise.storage.layout import TESTS_PREFIX, tests_key
 from piecewise.storage.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-ALL_ISPS = RESERVED_ISP
 EPOCH = dt.date(1970, 1, 1)
 TEST_COLUMNS = [
     "date",
@@ -123,7 +129,7 @@ def load_tests(
     roughs = [rough_column(i) for i in layer_ids]
     columns = TEST_COLUMNS + (["test_time"] if times else []) + areas + roughs
     keys = [tests_key(d, date) for date in dates for d in directions]
-    present = set(private.list("tests/"))
+    present = set(private.list(TESTS_PREFIX))
     dictionary = ["direction", "isp", "client_ip", *areas, *roughs]
     schema = enriched_schema(layer_ids)
 

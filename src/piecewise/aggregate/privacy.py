@@ -61,7 +61,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from piecewise.core import periods
+from piecewise.core.vocabulary import PERIOD_KINDS
 
 ISP_RELATION = 0
 TIME_RELATION = 1
@@ -294,7 +294,7 @@ def period_starts(kind: str, days: np.ndarray) -> np.ndarray:
         return (m - m % 3).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
     if kind == "year":
         return d.astype("datetime64[Y]").astype("datetime64[D]").astype(np.int64)
-    raise ValueError(f"unknown period kind {kind!r}; use one of {', '.join(periods.KINDS)}")
+    raise ValueError(f"unknown period kind {kind!r}; use one of {', '.join(PERIOD_KINDS)}")
 
 
 def known_cells(published: np.ndarray, relations: Relations) -> np.ndarray:

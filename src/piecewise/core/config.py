@@ -25,9 +25,8 @@ from pydantic import (
 )
 
 from piecewise.core.errors import PiecewiseError
+from piecewise.core.vocabulary import ALL_ISPS, PERIOD_KINDS
 
-PERIOD_KINDS = ("day", "month", "quarter", "year")
-RESERVED_ISP = "all"  # the key of cells over every ISP
 BIGQUERY_TABLE = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){1,2}$"
 LAYER_ID = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
@@ -161,9 +160,7 @@ class IspRule(_Strict):
 
 
 class Periods(_Strict):
-    kinds: list[Literal["day", "month", "quarter", "year"]] = Field(
-        default_factory=lambda: list(PERIOD_KINDS)
-    )
+    kinds: list[Literal[PERIOD_KINDS]] = Field(default_factory=lambda: list(PERIOD_KINDS))
     start: dt.date = Field(description="First date of data the deployment keeps current.")
     end: dt.date | None = Field(
         None,
@@ -792,9 +789,9 @@ class SurveyField(_Strict):
             )
         if self.type == "number" and (self.minimum is None or self.maximum is None):
             raise ValueError(f"field {self.name!r}: a number needs `minimum` and `maximum`")
-        if self.name == "isp" and any(c.strip().lower() == RESERVED_ISP for c in self.choices):
+        if self.name == "isp" and any(c.strip().lower() == ALL_ISPS for c in self.choices):
             raise ValueError(
-                f'field "isp": a choice may not be "{RESERVED_ISP}", the key of every ISP '
+                f'field "isp": a choice may not be "{ALL_ISPS}", the key of every ISP '
                 "together in the published survey"
             )
         for language, text in self.translations.items():
@@ -1031,8 +1028,8 @@ class Config(_Strict):
         names = [rule.name for rule in v]
         if dupes := _repeated(names):
             raise ValueError(f"ISP names must be unique; repeated: {', '.join(dupes)}")
-        if any(n.strip().lower() == RESERVED_ISP for n in names):
-            raise ValueError(f'"{RESERVED_ISP}" is reserved for all ISPs together: rename the rule')
+        if any(n.strip().lower() == ALL_ISPS for n in names):
+            raise ValueError(f'"{ALL_ISPS}" is reserved for all ISPs together: rename the rule')
         return v
 
     @field_validator("thresholds")

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-KINDS = ("day", "month", "quarter", "year")
+from piecewise.core.vocabulary import PERIOD_KINDS
 
 
 def start_of(kind: str, date: dt.date) -> dt.date:
@@ -19,7 +19,7 @@ def start_of(kind: str, date: dt.date) -> dt.date:
         return dt.date(date.year, 3 * ((date.month - 1) // 3) + 1, 1)
     if kind == "year":
         return dt.date(date.year, 1, 1)
-    raise ValueError(f"unknown period kind {kind!r}; use one of {', '.join(KINDS)}")
+    raise ValueError(f"unknown period kind {kind!r}; use one of {', '.join(PERIOD_KINDS)}")
 
 
 def end_of(kind: str, start: dt.date) -> dt.date:
@@ -59,7 +59,7 @@ def parse_label(kind: str, text: str) -> dt.date:
             return dt.date(int(text), 1, 1)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{text!r} is not a {kind} period") from exc
-    raise ValueError(f"unknown period kind {kind!r}; use one of {', '.join(KINDS)}")
+    raise ValueError(f"unknown period kind {kind!r}; use one of {', '.join(PERIOD_KINDS)}")
 
 
 def ordinals(kind: str, days: np.ndarray) -> np.ndarray:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-DIRECTIONS = ("download", "upload")
-
 # The columns of M-Lab's ndt.unified_downloads / unified_uploads that Piecewise reads.
 # Every field is nullable, as in the real views.
 UNIFIED = pa.schema(

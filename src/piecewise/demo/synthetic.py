@@ -156,6 +156,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from piecewise.core.schema import UNIFIED
+from piecewise.core.vocabulary import DIRECTIONS
 from piecewise.demo.isps import DEMO_ISPS, AutonomousSystem, DemoIsp, Technology
 from piecewise.demo.places import Place, load_demo_places
 
@@ -588,7 +589,7 @@ class SyntheticSource:
             [_CONTINENT.get(p.country) for p in self.places], pa.string()
         )
         self._site_codes = pa.array([s.code for s in self.sites], pa.string())
-        self._directions = pa.array(["download", "upload"], pa.string())
+        self._directions = pa.array(DIRECTIONS, pa.string())
         plat = np.array([p.lat for p in self.places])
         plon = np.array([p.lon for p in self.places])
         slat = np.array([s.lat for s in self.sites])

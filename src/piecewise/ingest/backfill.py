@@ -26,9 +26,9 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from piecewise.storage.layout import fanout_prefix
 from piecewise.storage.store import Store
 
-BATCH_PREFIX = "fanout/"
 _BATCH = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 
 
@@ -92,7 +92,7 @@ class DateMessage:
 def mark_done(private: Store, message: DateMessage) -> list[dt.date] | None:
     """Mark the message's dates done; every date of its batch once all are done, else
     None. Call it after the dates are recorded in the manifest."""
-    prefix = f"{BATCH_PREFIX}{message.batch}/"
+    prefix = fanout_prefix(message.batch)
     for date in message.dates:
         private.write_json(f"{prefix}{date.isoformat()}.json", {"date": str(date)})
     done = sorted(
@@ -106,5 +106,5 @@ def mark_done(private: Store, message: DateMessage) -> list[dt.date] | None:
 def forget_batch(private: Store, batch: str) -> None:
     """Remove a finished batch's markers (a worker still listing them then sees an
     incomplete batch and stays quiet: the batch was announced)."""
-    for key in list(private.list(f"{BATCH_PREFIX}{batch}/")):
+    for key in list(private.list(fanout_prefix(batch))):
         private.delete(key)

@@ -29,22 +29,16 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from piecewise.core.errors import PiecewiseError
-from piecewise.core.schema import DIRECTIONS, test_dates
+from piecewise.core.schema import test_dates
+from piecewise.core.vocabulary import DIRECTIONS
 from piecewise.ingest.dayspool import DaySpool
 from piecewise.ingest.enrich import Enricher
 from piecewise.ingest.quality import QualityReport
 from piecewise.ingest.sources.base import Source
+from piecewise.storage.layout import TESTS_PREFIX, quality_key, tests_key
 from piecewise.storage.store import PARQUET_CONTENT_TYPE, Store, parquet_bytes
 
 log = logging.getLogger(__name__)
-
-
-def tests_key(direction: str, date: dt.date) -> str:
-    return f"tests/{direction}/{date:%Y}/{date.isoformat()}.parquet"
-
-
-def quality_key(date: dt.date) -> str:
-    return f"quality/{date:%Y}/{date.isoformat()}.json"
 
 
 def dates_between(start: dt.date, end: dt.date) -> list[dt.date]:
@@ -56,7 +50,7 @@ def dates_between(start: dt.date, end: dt.date) -> list[dt.date]:
 def ingested_dates(private: Store) -> list[dt.date]:
     """Dates that have a test file in the private store (either direction)."""
     dates = set()
-    for key in private.list("tests/"):
+    for key in private.list(TESTS_PREFIX):
         name = key.rsplit("/", 1)[-1]
         if name.endswith(".parquet"):
             try:

@@ -22,13 +22,13 @@ from piecewise.core.areas import (
 from piecewise.core.config import Config
 from piecewise.core.location import radii, too_coarse
 from piecewise.core.schema import (
-    DIRECTIONS,
     UNIFIED,
     area_column,
     enriched_schema,
     rough_column,
     test_dates,
 )
+from piecewise.core.vocabulary import DIRECTIONS
 from piecewise.ingest.clients import network_keys
 from piecewise.ingest.isp import AsnDatabase, IspNamer, label_isps
 from piecewise.ingest.quality import QualityReport

@@ -64,6 +64,7 @@ import maxminddb
 
 from piecewise.core.config import DEFAULT_ATTRIBUTION, Config
 from piecewise.core.errors import PiecewiseError
+from piecewise.storage.layout import GEOIP_PREFIX, geoip_folder
 from piecewise.storage.store import KeyNotFound, Store, StoreError, local_path_for, open_store
 
 __all__ = [
@@ -91,7 +92,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GEOIP_PREFIX = "geoip/"
 VERSION_NAME = "version.json"
 VERSION_FORMAT = 1
 LICENSE_PLACEHOLDER = "{license_key}"
@@ -107,8 +107,8 @@ CREDENTIALS_HINT = (
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_DELAY = 60.0
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_DATE_FOLDER = re.compile(r"^geoip/(\d{4}-\d{2}-\d{2})/version\.json$")
-_FOLDER_FILE = re.compile(r"^geoip/(\d{4}-\d{2}-\d{2})/[^/]+$")
+_DATE_FOLDER = re.compile(rf"^{re.escape(GEOIP_PREFIX)}(\d{{4}}-\d{{2}}-\d{{2}})/version\.json$")
+_FOLDER_FILE = re.compile(rf"^{re.escape(GEOIP_PREFIX)}(\d{{4}}-\d{{2}}-\d{{2}})/[^/]+$")
 _DATE_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _QUERY_SECRET = re.compile(r"(?i)((?:license_key|licence_key|key|token)=)[^&#\s'\"]*")
 _USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://)[^/@\s'\"]*@")
@@ -162,7 +162,7 @@ class GeoIPVersion:
 
     @property
     def folder(self) -> str:
-        return f"{GEOIP_PREFIX}{self.date.isoformat()}/"
+        return geoip_folder(self.date)
 
     @property
     def database_key(self) -> str:

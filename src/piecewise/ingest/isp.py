@@ -12,7 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from piecewise.core.config import RESERVED_ISP, IspRule
+from piecewise.core.config import IspRule
+from piecewise.core.vocabulary import ALL_ISPS
 
 UNKNOWN_ISP = "Unknown"
 SOURCES = ("maxmind", "mlab", "none")  # where a test's ISP came from
@@ -65,7 +66,7 @@ class IspNamer:
             result = next((name for rx, name in self._patterns if rx.search(org)), None)
         if result is None:
             result = org.strip() if org and org.strip() else (f"AS{asn}" if asn else UNKNOWN_ISP)
-            if result.casefold() == RESERVED_ISP:
+            if result.casefold() == ALL_ISPS:
                 result = self._unreserved(result, asn)
         self._cache[key] = result
         return result

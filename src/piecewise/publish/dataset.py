@@ -20,16 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from piecewise.core import periods
-from piecewise.core.cellfields import COUNTS, DIGITS, PUBLISHED, share_columns
+from piecewise.core.vocabulary import COUNTS, DIGITS, PUBLISHED, share_columns
+from piecewise.storage.layout import DATASET_KEYS
 from piecewise.storage.store import JSON_CONTENT_TYPE, Store, json_bytes, parquet_bytes
 
 __all__ = ["DATASET_KEYS", "dataset_metadata", "dataset_table", "sqlite_bytes", "write_dataset"]
 
-DATASET_KEYS = {
-    "parquet": "v1/dataset/cells.parquet",
-    "sqlite": "v1/dataset/piecewise.sqlite",
-    "metadata": "v1/dataset/metadata.json",
-}
 TABLE = "cells"
 DATABASE = "piecewise"  # Datasette names a database after its file
 CACHE = "public, max-age=300"  # rewritten by every release, as the index is

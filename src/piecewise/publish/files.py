@@ -24,50 +24,45 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from piecewise import __version__
-from piecewise.aggregate.local import ALL_ISPS, share_label
+from piecewise.aggregate.local import share_label
 from piecewise.core import periods
 from piecewise.core.areas import AreaLayer, H3Areas
-from piecewise.core.cellfields import (
+from piecewise.core.config import Config, H3Layer
+from piecewise.core.histogram import HistogramSpec
+from piecewise.core.hours import base_layer, evening_layer
+from piecewise.core.tables import plain_strings, rows_equal
+from piecewise.core.vocabulary import (
+    ALL_ISPS,
+    DESCRIPTIONS,
     DIGITS,
+    DIRECTIONS,
+    PERIOD_KINDS,
     PUBLISHED,
     SHARE_ENDINGS,
     SHARE_OBJECTS,
     is_share_column,
     share_columns,
 )
-from piecewise.core.config import Config, H3Layer
-from piecewise.core.histogram import HistogramSpec
-from piecewise.core.hours import base_layer, evening_layer
-from piecewise.core.tables import plain_strings, rows_equal
-from piecewise.publish.dataset import DATASET_KEYS
 from piecewise.publish.tiles import LayerTiles, zoom_range
+from piecewise.storage.layout import (
+    AREAS_VERSIONED,
+    DATASET_KEYS,
+    INDEX_KEY,
+    PATHS,
+    SURVEY_INDEX_KEY,
+    SURVEY_WINDOW,
+    areas_key,
+    cube_key,
+    fill,
+    series_key,
+    stats_key,
+)
 from piecewise.storage.store import JSON_CONTENT_TYPE, Store, json_bytes
 
 log = logging.getLogger(__name__)
 
 VERSION = 1
-PREFIX = "v1"
 WRITERS = 2  # periods written side by side
-INDEX_KEY = f"{PREFIX}/index.json"
-METRICS = {
-    "tests": "number of tests",
-    "clients": "distinct client IP addresses",
-    "p10": "10th percentile of throughput (Mbps)",
-    "p25": "25th percentile of throughput (Mbps)",
-    "median": "median throughput (Mbps)",
-    "p75": "75th percentile of throughput (Mbps)",
-    "p90": "90th percentile of throughput (Mbps)",
-    "mean": "mean throughput (Mbps)",
-    "geomean": "geometric mean of throughput (Mbps), as M-Lab's log-average",
-    "rtt_median": "median MinRTT (ms)",
-    "rtt_p90": "90th percentile of MinRTT (ms)",
-    "loss_median": "median loss rate (0-1)",
-    "shares": "share of tests at or above each threshold's speed for the direction (0-1)",
-    "median_low": "lower bound of the median's 95 % confidence interval (Mbps)",
-    "median_high": "upper bound of the median's 95 % confidence interval (Mbps)",
-    "shares_low": "lower bound of each share's 95 % confidence interval (Wilson)",
-    "shares_high": "upper bound of each share's 95 % confidence interval (Wilson)",
-}
 CACHE_SHORT = "public, max-age=300"
 CACHE_LONG = "public, max-age=3600"
 EPOCH = dt.date(1970, 1, 1)
@@ -146,7 +141,7 @@ class _SeriesRuns:
             change[1:] |= column[1:] != column[:-1]
         place = np.zeros(table.num_rows, dtype=np.int64)
         axes: dict[str, list[str]] = {}
-        for kind in periods.KINDS:
+        for kind in PERIOD_KINDS:
             mine = keys["kind"] == kind
             if not mine.any():
                 continue
@@ -205,11 +200,6 @@ class _SeriesRuns:
                 for run, series in zip(mine.tolist(), grid.tolist(), strict=True):
                     out[run][name] = series
         return out
-
-
-def stats_key(layer: str, kind: str, label: str) -> str:
-    """The statistics file of one period of a layer."""
-    return f"{PREFIX}/stats/{layer}/{kind}/{label}.json"
 
 
 @dataclass(frozen=True)
@@ -293,7 +283,7 @@ class Publisher:
             ],
         }
         self.public.write_json(stats_key(layer, kind, label), doc, cache_control=CACHE_LONG)
-        self.public.write_parquet(f"{PREFIX}/cube/{layer}/{kind}/{label}.parquet", cube)
+        self.public.write_parquet(cube_key(layer, kind, label), cube)
         if tiles is not None:
             tiles.write(kind, label, doc)
 
@@ -317,7 +307,7 @@ class Publisher:
         shares = [(t["label"], t["column"]) for t in settings["thresholds"]]
         privacy = settings["privacy"]
         work: list[tuple[str, dt.date, pa.Table, pa.Table]] = []
-        for kind in periods.KINDS:
+        for kind in PERIOD_KINDS:
             wanted = sorted(start for k, start in starts if k == kind)
             if not wanted:
                 continue
@@ -400,9 +390,7 @@ class Publisher:
             "thresholds": share_labels,
             "kinds": kinds,
         }
-        self.public.write_json(
-            f"{PREFIX}/series/{layer}/{area}.json", doc, cache_control=CACHE_SHORT
-        )
+        self.public.write_json(series_key(layer, area), doc, cache_control=CACHE_SHORT)
 
     def area_ids(self, layer: str, released: Iterable[str]) -> list[str]:
         """The areas of a layer's areas file: every area of a polygon layer, every H3
@@ -448,8 +436,8 @@ class Publisher:
         ]
         data = json_bytes({"type": "FeatureCollection", "features": features})
         digest = hashlib.sha256(data).hexdigest()[:16]
-        key = f"{PREFIX}/areas/{layer}.{digest}.geojson"
-        for target in (key, f"{PREFIX}/areas/{layer}.geojson"):
+        key = fill(AREAS_VERSIONED, layer=layer, digest=digest)
+        for target in (key, areas_key(layer)):
             self.public.write_bytes(
                 target, data, content_type=JSON_CONTENT_TYPE, cache_control=CACHE_LONG
             )
@@ -475,9 +463,7 @@ class Publisher:
                 "name": layer.name or layer.id,
                 "type": layer.kind,
                 "areas": areas[layer.id].count if layer.id in areas else 0,
-                "geometry": areas[layer.id].key
-                if layer.id in areas
-                else f"{PREFIX}/areas/{layer.id}.geojson",
+                "geometry": areas[layer.id].key if layer.id in areas else areas_key(layer.id),
             }
             if isinstance(layer, H3Layer):
                 entry["resolution"] = layer.resolution
@@ -532,8 +518,8 @@ class Publisher:
             "layers": layers,
             "periods": period_sets,
             "isps": sorted(isps),
-            "directions": ["download", "upload"],
-            "metrics": METRICS,
+            "directions": list(DIRECTIONS),
+            "metrics": DESCRIPTIONS,
             "thresholds": [t.describe() for t in self.config.share_rules],
             # The evening hours each layer's evening twin counts (local time), if any.
             "evening": self.config.evening.describe() if self.config.evening else None,
@@ -548,13 +534,7 @@ class Publisher:
             "dataset": dict(DATASET_KEYS),
             # The residents' survey, published by window with noise (docs/survey.md).
             "survey": survey_listing(self.config),
-            "paths": {
-                "stats": f"{PREFIX}/stats/{{layer}}/{{kind}}/{{period}}.json",
-                "series": f"{PREFIX}/series/{{layer}}/{{area}}.json",
-                "cube": f"{PREFIX}/cube/{{layer}}/{{kind}}/{{period}}.parquet",
-                "areas": f"{PREFIX}/areas/{{layer}}.geojson",
-                "tiles": f"{PREFIX}/tiles/{{layer}}/{{kind}}/{{period}}.json",
-            },
+            "paths": dict(PATHS),
         }
 
     def write_index(self, doc: dict) -> None:
@@ -566,12 +546,9 @@ def survey_listing(config: Config) -> dict | None:
     windows published, the path of each, its layer and length."""
     if not config.survey.enabled:
         return None
-    from piecewise.web.survey.public import INDEX_KEY as SURVEY_INDEX
-    from piecewise.web.survey.public import window_key
-
     return {
-        "index": SURVEY_INDEX,
-        "path": window_key("{layer}", "{label}"),
+        "index": SURVEY_INDEX_KEY,
+        "path": SURVEY_WINDOW,
         "layer": config.survey_layer().id,
         "window": config.survey.publish_window,
     }

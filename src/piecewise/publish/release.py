@@ -30,23 +30,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from piecewise.aggregate.local import (
-    ALL_ISPS,
     apply_privacy,
     cells_of_tests,
     load_tests,
 )
 from piecewise.core import periods
 from piecewise.core.areas import build_layers
-from piecewise.core.cellfields import INTERVALS, is_share_column, share_columns
 from piecewise.core.config import Config
 from piecewise.core.hours import base_layer, evening_layer, output_layers
 from piecewise.core.intervals import median_bounds, wilson
 from piecewise.core.memory import give_back_free_memory
-from piecewise.core.schema import DIRECTIONS
 from piecewise.core.tables import encoded_strings, plain_strings, rows_equal
+from piecewise.core.vocabulary import (
+    ALL_ISPS,
+    DIRECTIONS,
+    INTERVALS,
+    PERIOD_KINDS,
+    is_share_column,
+    share_columns,
+)
 from piecewise.ingest.dates import ingested_dates
 from piecewise.publish.dataset import dataset_metadata, dataset_table, write_dataset
-from piecewise.publish.files import INDEX_KEY, PREFIX, AreasFile, Publisher, stats_key
+from piecewise.publish.files import AreasFile, Publisher
 from piecewise.publish.finality import (
     Coverage,
     FinalPeriod,
@@ -55,6 +60,7 @@ from piecewise.publish.finality import (
     final_through,
     next_periods,
 )
+from piecewise.storage.layout import INDEX_KEY, stats_key, stats_prefix
 from piecewise.storage.ledger import (
     Ledger,
     LedgerError,
@@ -296,7 +302,7 @@ def released_kinds(config: Config, state: LedgerState) -> list[str]:
             "being published, so that every period is the sum of its parts",
             ", ".join(dropped),
         )
-    return [k for k in periods.KINDS if k in config.periods.kinds or k in dropped]
+    return [k for k in PERIOD_KINDS if k in config.periods.kinds or k in dropped]
 
 
 def _identities(stores: Stores, dates: Iterable[dt.date]) -> dict[dt.date, str]:
@@ -682,7 +688,7 @@ def _without_files(
     missing = [key for key in sorted(state.sealed) if key not in with_cells]
     if not missing:
         return []
-    present = set(publisher.public.list(f"{PREFIX}/stats/{layer}/"))
+    present = set(publisher.public.list(stats_prefix(layer)))
     return [
         (kind, start)
         for kind, start in missing
@@ -698,7 +704,7 @@ def _index(
     isps: set[str],
     areas: dict[str, AreasFile],
 ) -> dict:
-    kinds = [k for k in periods.KINDS if k in config.periods.kinds or _has_kind(state, k)]
+    kinds = [k for k in PERIOD_KINDS if k in config.periods.kinds or _has_kind(state, k)]
     period_sets = {
         kind: [periods.label(kind, start) for k, start in sorted(state.sealed) if k == kind]
         for kind in kinds

@@ -30,7 +30,8 @@ from mapbox_vector_tile.Mapbox import vector_tile_pb2
 from pmtiles.tile import Compression, TileType, zxy_to_tileid
 from pmtiles.writer import Writer
 
-from piecewise.core.cellfields import COUNTS, INTERVALS, STATISTICS
+from piecewise.core.vocabulary import ALL_ISPS, COUNTS, INTERVALS, STATISTICS
+from piecewise.storage.layout import numbers_key, shapes_key
 
 EXTENT = 4096  # tile coordinates per side
 BUFFER = 64  # tile coordinates drawn beyond each edge, so that strokes join up
@@ -42,8 +43,6 @@ GZIP_LEVEL = 6
 CONTENT_TYPE = "application/vnd.pmtiles"
 # Both are written once under their name and never change: cached for a year.
 CACHE = "public, max-age=31536000, immutable"
-ALL = "all"
-DIRECTIONS = ("download", "upload")
 # Per ISP only the map's metrics (and the share columns).
 ISP_STATS = ("tests", "median", "rtt_median", *INTERVALS)
 # Published numbers that are not means of the tests (counts, interval bounds): never
@@ -56,16 +55,6 @@ ATTRIBUTION = (
 
 class TileTooLarge(ValueError):
     """A tile is over MAX_TILE_BYTES; the message names the archive and the tile."""
-
-
-def shapes_key(layer: str, digest: str) -> str:
-    """The archive of a layer's shapes, named by (a digest of) its content."""
-    return f"v1/tiles/{layer}/shapes.{digest}.pmtiles"
-
-
-def period_key(layer: str, kind: str, label: str) -> str:
-    """The map's numbers of one period of a layer."""
-    return f"v1/tiles/{layer}/{kind}/{label}.json"
 
 
 def h3_resolution_at(zoom: int, resolution: int) -> int:
@@ -270,7 +259,7 @@ def _properties(
     props: dict[str, dict] = defaultdict(dict)
     for (area, isp, direction), values in numbers.items():
         p = props[area]
-        if isp == ALL:
+        if isp == ALL_ISPS:
             for name, value in values.items():
                 p[f"{direction}_{name}"] = value
         else:
@@ -278,7 +267,7 @@ def _properties(
                 if name in values:
                     p[f"{direction}_{name}@{isp}"] = values[name]
     for area, isp, direction in suppressed:
-        key = f"{direction}_suppressed" if isp == ALL else f"{direction}_suppressed@{isp}"
+        key = f"{direction}_suppressed" if isp == ALL_ISPS else f"{direction}_suppressed@{isp}"
         props[area][key] = True
     return props
 
@@ -607,8 +596,8 @@ class LayerTiles:
             self.names,
             name=f"{self.project}: {self.layer}",
             description=f"The areas of {self.layer}; the numbers of each period are in "
-            f"v1/tiles/{self.layer}/{{kind}}/{{period}}.json",
-            where=f"v1/tiles/{self.layer}/shapes",
+            f"{numbers_key(self.layer, '{kind}', '{period}')}",
+            where=shapes_key(self.layer, "*"),
             attribution=self.attribution,
         )
 
@@ -641,7 +630,7 @@ class LayerTiles:
             "features": period.features(),
         }
         self.store.write_json(
-            period_key(self.layer, kind, label),
+            numbers_key(self.layer, kind, label),
             out,
             cache_control=CACHE,
         )

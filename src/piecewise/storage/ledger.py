@@ -36,23 +36,22 @@ import pyarrow.compute as pc
 
 from piecewise.core import periods
 from piecewise.core.tables import plain_strings, rows_where
+from piecewise.core.vocabulary import PERIOD_KINDS
+from piecewise.storage.layout import (
+    LEDGER_PREFIX,
+    LEDGER_STATE_KEY,
+    PENDING_CELLS_KEY,
+    PENDING_CUBE_KEY,
+    PENDING_RELEASE_KEY,
+    ledger_table_key,
+)
 from piecewise.storage.store import KeyNotFound, Store, StoreError
 
 log = logging.getLogger(__name__)
 
-PREFIX = "ledger/"
-STATE_KEY = "ledger/state.json"
-PENDING_KEY = "ledger/pending/release.json"
-PENDING_CELLS_KEY = "ledger/pending/cells.parquet"
-PENDING_CUBE_KEY = "ledger/pending/cube.parquet"
 STATE_FORMAT = 1
 
 Range = tuple[dt.date, dt.date]
-
-
-def table_key(what: str, layer: str, kind: str, year: int) -> str:
-    """`ledger/cells/...` (cells and decisions) or `ledger/cube/...` (histograms)."""
-    return f"ledger/{what}/{layer}/{kind}/{year:04d}.parquet"
 
 
 class LedgerError(StoreError):
@@ -122,7 +121,7 @@ class SealedPeriod:
 
 def _periods_json(items: Iterable[SealedPeriod]) -> dict[str, list]:
     out: dict[str, list] = {}
-    for p in sorted(items, key=lambda p: (periods.KINDS.index(p.kind), p.start)):
+    for p in sorted(items, key=lambda p: (PERIOD_KINDS.index(p.kind), p.start)):
         out.setdefault(p.kind, []).append(p.as_json())
     return out
 
@@ -183,7 +182,7 @@ class LedgerState:
         publishing it would change what that period's cells are the sum of."""
         if date in self.dates:
             return False
-        return any((kind, periods.start_of(kind, date)) in self.sealed for kind in periods.KINDS)
+        return any((kind, periods.start_of(kind, date)) in self.sealed for kind in PERIOD_KINDS)
 
     def with_release(self, release: Release) -> LedgerState:
         sealed = dict(self.sealed)
@@ -237,26 +236,28 @@ class Ledger:
             return None
 
     def state(self) -> LedgerState:
-        data = self._json(STATE_KEY)
+        data = self._json(LEDGER_STATE_KEY)
         if data is None:
             return LedgerState()
         try:
             return LedgerState.from_dict(data)
         except (KeyError, TypeError, ValueError) as exc:
             raise LedgerError(
-                f"{STATE_KEY} in {self.store.url} is damaged ({exc}): it records what was "
+                f"{LEDGER_STATE_KEY} in {self.store.url} is damaged ({exc}): it records what was "
                 "published; restore it from a backup of the private store (without it, "
                 "periods already public could be published again with other numbers)"
             ) from exc
 
     def pending(self) -> Release | None:
-        data = self._json(PENDING_KEY)
+        data = self._json(PENDING_RELEASE_KEY)
         if data is None:
             return None
         try:
             return Release.from_dict(data)
         except (KeyError, TypeError, ValueError) as exc:
-            raise LedgerError(f"{PENDING_KEY} in {self.store.url} is damaged ({exc})") from exc
+            raise LedgerError(
+                f"{PENDING_RELEASE_KEY} in {self.store.url} is damaged ({exc})"
+            ) from exc
 
     def sealed_dates(self) -> set[dt.date]:
         """Dates no ingest may write again: covered by a released period, or by the
@@ -271,13 +272,13 @@ class Ledger:
         """Record a release before any of it is published; release.json goes last."""
         self.store.write_parquet(PENDING_CELLS_KEY, cells)
         self.store.write_parquet(PENDING_CUBE_KEY, cube)
-        self.store.write_json(PENDING_KEY, release.as_dict())
+        self.store.write_json(PENDING_RELEASE_KEY, release.as_dict())
 
     def pending_tables(self) -> tuple[pa.Table, pa.Table]:
         return self.store.read_parquet(PENDING_CELLS_KEY), self.store.read_parquet(PENDING_CUBE_KEY)
 
     def discard_pending(self) -> None:
-        self.store.delete(PENDING_KEY)  # first: the rest is then unused
+        self.store.delete(PENDING_RELEASE_KEY)  # first: the rest is then unused
         self.store.delete(PENDING_CELLS_KEY)
         self.store.delete(PENDING_CUBE_KEY)
 
@@ -295,7 +296,7 @@ class Ledger:
     ) -> list[pa.Table]:
         """The released cells of a layer (every kind; only `years` if given) from
         releases numbered below `below`."""
-        prefix = f"ledger/cells/{layer}/"
+        prefix = f"{LEDGER_PREFIX}cells/{layer}/"
         wanted = None if years is None else {f"{y:04d}.parquet" for y in years}
         tables = []
         for key in self.store.list(prefix):
@@ -339,7 +340,7 @@ class Ledger:
         if state is None:
             return self.state()
         new_state = state.with_release(release)
-        self.store.write_json(STATE_KEY, new_state.as_dict())
+        self.store.write_json(LEDGER_STATE_KEY, new_state.as_dict())
         self.discard_pending()
         log.info("release %d committed: %d periods", release.number, len(release.periods))
         return new_state
@@ -364,7 +365,7 @@ class Ledger:
                 ),
                 pc.equal(year, group["year"]),
             )
-            key = table_key(what, group["layer"], group["kind"], group["year"])
+            key = ledger_table_key(what, group["layer"], group["kind"], group["year"])
             rows = rows_where(table, mask)  # a slice: the release's tables are sorted
             if self.store.exists(key):
                 old = self.store.read_parquet(key)

@@ -40,6 +40,7 @@ from typing import Any
 
 from piecewise import __version__
 from piecewise.core.errors import PiecewiseError
+from piecewise.storage.layout import lock_key
 from piecewise.storage.store import KeyNotFound, Store, StoreError, json_bytes
 
 try:
@@ -52,12 +53,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TTL = dt.timedelta(hours=2)
 _ATTEMPTS = 5  # retries when a lock is released or broken while we look at it
 _MEMORY_GUARD = threading.Lock()  # makes memory:// create-if-absent atomic
-
-
-def lock_key(name: str) -> str:
-    if not name or not name.replace("-", "").replace("_", "").isalnum():
-        raise ValueError(f"lock name must be letters, digits, '-' and '_', got {name!r}")
-    return f"locks/{name}.lock"
 
 
 def _utcnow() -> dt.datetime:

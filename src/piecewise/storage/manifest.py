@@ -31,9 +31,9 @@ from typing import Any
 
 from piecewise import __version__
 from piecewise.core.errors import PiecewiseError
+from piecewise.storage.layout import MANIFEST_PREFIX, manifest_key
 from piecewise.storage.store import KeyNotFound, Store, StoreError
 
-MANIFEST_PREFIX = "manifest/dates/"
 RECORD_FORMAT = 1
 _DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # Reads a record keeps: the first (the baseline of lateness) and the latest ones.
@@ -56,10 +56,6 @@ def unfinished_dates(
         if record is not None and not record.read_to_the_end(reread_days):
             out.append(date)
     return out
-
-
-def manifest_key(date: dt.date) -> str:
-    return f"{MANIFEST_PREFIX}{date:%Y}/{date.isoformat()}.json"
 
 
 def _utc_iso(moment: dt.datetime) -> str:

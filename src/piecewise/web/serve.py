@@ -26,13 +26,14 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from piecewise.core.config import Config
+from piecewise.core.vocabulary import DIRECTIONS
+from piecewise.storage.layout import INDEX_KEY, areas_key, stats_key
 from piecewise.storage.store import PARQUET_CONTENT_TYPE, Store, open_store
 from piecewise.web.site import RUNTIME_CONFIG, SiteFiles, runtime_config_bytes
 
 log = logging.getLogger(__name__)
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
-DIRECTIONS = ("download", "upload")
 # (field of a published cell, column heading, how its value is shown: see `_fmt`)
 TABLE_COLUMNS = (
     ("tests", "Tests", "count"),
@@ -277,7 +278,7 @@ class PublicSite:
         """Area id → name from the layer's published geometry (cached per publication);
         the names of suppressed areas are not in the statistics files."""
         entry = next((e for e in index["layers"] if e.get("id") == layer), {})
-        key = entry.get("geometry") or f"v1/areas/{layer}.geojson"
+        key = entry.get("geometry") or areas_key(layer)
         cache_key = (key, str(index.get("generated_at")))
         with self._lock:
             if cache_key in self._names:
@@ -301,7 +302,7 @@ class PublicSite:
     def on_page(self, request: Request) -> Response:
         store = html.escape(self.public.url)
         try:
-            index = self.public.read_json("v1/index.json")
+            index = self.public.read_json(INDEX_KEY)
         except FileNotFoundError:
             return self._no_data(f"The public store <code>{store}</code> has no index yet.")
         except (OSError, ValueError) as exc:
@@ -377,7 +378,7 @@ class PublicSite:
         if not period:
             return "<p>No data for this selection.</p>"
         try:
-            stats = self.public.read_json(f"v1/stats/{layer}/{kind}/{period}.json")
+            stats = self.public.read_json(stats_key(layer, kind, period))
         except (OSError, ValueError) as exc:
             log.warning("no statistics for %s/%s/%s: %s", layer, kind, period, exc)
             return "<p>No data for this selection.</p>"

@@ -14,7 +14,7 @@ export async function loadConfig() {
   try {
     response = await fetch(new URL("config.json", window.location.href), { cache: "no-cache" });
   } catch (err) {
-    throw new Error(`The site's config.json could not be loaded (${err.message}).`);
+    throw new Error(`The site's config.json could not be loaded (${err.message}).`, { cause: err });
   }
   if (!response.ok) {
     throw new Error(`The site's config.json could not be loaded (HTTP ${response.status}).`);
@@ -52,7 +52,7 @@ export function apiUrl(config, path, params = {}) {
 /** Fetches JSON, turning HTTP errors into Errors carrying the server's message. */
 export async function fetchJson(url, options = {}) {
   const response = await fetch(url, options);
-  let body = null;
+  let body;
   try {
     body = await response.json();
   } catch {

@@ -4,7 +4,8 @@
 // across; a table of the values follows.
 import uPlot from "uplot";
 import { formatDate, t, tPlural } from "../common/i18n.js";
-import { PERIOD_KINDS, formatCount, formatInterval, formatMbps, formatMs, ispLabel, periodLabel } from "./metrics.js";
+import { DIRECTIONS, PERIOD_KINDS } from "../common/vocabulary.js";
+import { formatCount, formatInterval, formatMbps, formatMs, ispLabel, periodLabel } from "./metrics.js";
 
 /** A period's label on the time axis: `Mar 7`, `Mar 2025`, `Q1 2025`, `2025` (in the
  * page's language). */
@@ -183,7 +184,7 @@ function fmtOr(v, f) {
 
 function testsByDirection(find, n) {
   const out = {};
-  for (const d of ["download", "upload"]) {
+  for (const d of DIRECTIONS) {
     const s = find(d);
     out[d] = Array.from({ length: n }, (_, i) => s?.tests?.[i] ?? null);
   }

@@ -8,6 +8,7 @@ import { AttributionControl, Map as MapLibre, NavigationControl, addProtocol, pr
 import { PMTiles, Protocol } from "pmtiles";
 import { apiUrl as apiUrlOf, fetchJson, loadConfig } from "../common/config.js";
 import { chooseLanguage, formatNumber, keepLanguage, language, languageMenu, nameOf, setLanguage, t, translatePage } from "../common/i18n.js";
+import { ALL_ISPS, DIRECTIONS, INDEX_PATH, fillPath } from "../common/vocabulary.js";
 import {
   NO_DATA_COLOR,
   classes,
@@ -98,8 +99,7 @@ function shapesUrl(s = state) {
 
 /** The numbers of a layer's period, joined to its shapes. */
 function numbersUrl(s = state) {
-  const template = index.paths?.tiles || "v1/tiles/{layer}/{kind}/{period}.json";
-  const path = template.replace("{layer}", dataLayer(s)).replace("{kind}", s.kind).replace("{period}", s.period);
+  const path = fillPath(index.paths.tiles, { layer: dataLayer(s), kind: s.kind, period: s.period });
   return new URL(path, config.dataBase).href;
 }
 
@@ -580,7 +580,7 @@ function buildControls() {
     $("kind"),
     kinds.map((k) => [k, kindName(k)]),
   );
-  options($("isp"), [["all", t("isp.all")], ...(index.isps || []).map((i) => [i, i])]);
+  options($("isp"), [[ALL_ISPS, t("isp.all")], ...(index.isps || []).map((i) => [i, i])]);
   for (const id of ["layer", "metric", "direction", "kind", "period", "isp", "area-picker"]) $(id).disabled = false;
 
   $("layer").addEventListener("change", (e) => commit({ layer: e.target.value, area: null }));
@@ -670,7 +670,7 @@ async function loadAreaList() {
   if (areaLists.has(key)) return fillAreaPicker();
   areaLists.set(key, null);
   try {
-    const doc = await fetchJson(apiUrl(`layers/${encodeURIComponent(dataLayer())}/stats`, { period: state.period, isp: "all", direction: "download" }));
+    const doc = await fetchJson(apiUrl(`layers/${encodeURIComponent(dataLayer())}/stats`, { period: state.period, isp: ALL_ISPS, direction: DIRECTIONS[0] }));
     const seen = new Map();
     for (const c of [...(doc.cells || []), ...(doc.suppressed || [])]) seen.set(c.area, c.name || c.area);
     const list = [...seen].map(([id, name]) => ({ id, name })).sort((a, b) => a.name.localeCompare(b.name, language(), { numeric: true }));
@@ -769,7 +769,7 @@ function updateZoomNote() {
 function updateLinks() {
   const csv = $("csv-link");
   csv.href = apiUrl(`layers/${encodeURIComponent(dataLayer())}/stats`, { period: state.period, isp: state.isp, format: "csv" });
-  csv.setAttribute("download", `${dataLayer()}-${state.period}-${state.isp === "all" ? "all" : state.isp.replace(/[^\w.-]+/g, "_")}.csv`);
+  csv.setAttribute("download", `${dataLayer()}-${state.period}-${state.isp === ALL_ISPS ? ALL_ISPS : state.isp.replace(/[^\w.-]+/g, "_")}.csv`);
   csv.setAttribute("aria-label", t("map.csv_label", { layer: dataLayerName().toLowerCase(), period: periodLabel(state.period), isp: ispLabel(state.isp) }));
   const q = new URLSearchParams({ layer: dataLayer(), kind: state.kind, period: state.period, isp: state.isp, direction: state.direction });
   $("table-link").href = `table?${q}`;
@@ -801,7 +801,7 @@ async function main() {
   $("privacy-note").textContent = t("map.privacy", { min_tests: priv.min_tests ?? "?", min_clients: priv.min_clients ?? "?" });
 
   try {
-    index = await fetchJson(new URL("v1/index.json", config.dataBase), { cache: "no-cache" });
+    index = await fetchJson(new URL(INDEX_PATH, config.dataBase), { cache: "no-cache" });
   } catch (err) {
     if (err.status === 404) noData();
     else fail(t("map.index_failed", { error: err.message }));

@@ -2,6 +2,7 @@
 // written, and the MapLibre expressions that read them from each area's feature state
 // (the period's numbers, joined to the shapes in the browser).
 import { clockText, formatDate, formatNumber, nameOf, t } from "../common/i18n.js";
+import { ALL_ISPS, PERIOD_KINDS } from "../common/vocabulary.js";
 
 // Viridis, 8 steps: sequential, readable by the common colour-vision deficiencies,
 // and none of its colours is the grey of "insufficient data" or the white of "no tests".
@@ -161,7 +162,7 @@ export function surveyMetrics(survey) {
 
 /** The feature-state key of a survey statistic for an ISP (`all` or a name). */
 export function surveyKey(stat, isp) {
-  return isp && isp !== "all" ? `survey:${stat}@${isp}` : `survey:${stat}`;
+  return isp && isp !== ALL_ISPS ? `survey:${stat}@${isp}` : `survey:${stat}`;
 }
 
 /** The share of the two highest answers of a satisfaction histogram (noisy counts),
@@ -187,7 +188,7 @@ export function surveyStates(doc) {
     const target = (out[cell.area] ||= {});
     for (const [stat, value] of Object.entries(values)) target[surveyKey(stat, isp)] = value;
   };
-  for (const cell of doc.areas || []) add(cell, "all");
+  for (const cell of doc.areas || []) add(cell, ALL_ISPS);
   for (const cell of doc.by_isp || []) add(cell, cell.isp);
   return out;
 }
@@ -222,7 +223,7 @@ export function surveyWindowFor(windows, period) {
 
 /** The tile property holding a statistic for a direction and ISP (`all` or a name). */
 export function propertyKey(stat, direction, isp) {
-  return isp && isp !== "all" ? `${direction}_${stat}@${isp}` : `${direction}_${stat}`;
+  return isp && isp !== ALL_ISPS ? `${direction}_${stat}@${isp}` : `${direction}_${stat}`;
 }
 
 /** The classes of a metric for a direction: [{color, from, to, label}]. */
@@ -356,9 +357,6 @@ export function periodStart(label) {
   return Date.UTC(Number(m[1]), month, m[3] ? Number(m[3]) : 1) / 1000;
 }
 
-// The kinds of period the catalogues name.
-export const PERIOD_KINDS = ["day", "month", "quarter", "year"];
-
 /** A period kind's name for people ("Month"), or the kind as it is. */
 export function kindName(kind) {
   return PERIOD_KINDS.includes(kind) ? t(`period.kind_${kind}`) : kind;
@@ -366,7 +364,7 @@ export function kindName(kind) {
 
 /** An ISP as a sentence says it: `all` is "all ISPs", in the page's language. */
 export function ispLabel(isp) {
-  return isp === "all" ? t("isp.all_lower") : isp;
+  return isp === ALL_ISPS ? t("isp.all_lower") : isp;
 }
 
 /** A direction as a sentence uses it: "download", or with `form` "_plural"

@@ -3,6 +3,7 @@
 // only once an area is selected. Suppressed numbers read "insufficient data", never 0.
 import { fetchJson } from "../common/config.js";
 import { language, nameOf, t, tPlural, withLanguage } from "../common/i18n.js";
+import { ALL_ISPS, DIRECTIONS } from "../common/vocabulary.js";
 import { histogramSvg } from "./histogram.js";
 import {
   directionText as dir,
@@ -18,7 +19,6 @@ import {
   satisfiedShare,
 } from "./metrics.js";
 
-const DIRECTIONS = ["download", "upload"];
 /** How a suppressed number reads, in the page's language. */
 const insufficient = () => t("panel.insufficient");
 
@@ -218,7 +218,7 @@ export class Panel {
       return;
     }
     const when = t("panel.survey_when", { window: periodLabel(doc.label) });
-    const who = p.isp === "all" ? "" : t("panel.survey_with", { isp: p.isp });
+    const who = p.isp === ALL_ISPS ? "" : t("panel.survey_with", { isp: p.isp });
     const cell = (doc.areas || []).find((a) => a.area === p.area);
     if (!cell) {
       target.replaceChildren(
@@ -324,7 +324,7 @@ export class Panel {
     }
     const fmt = (e, d, f, key) => ((e.suppressed || []).includes(d) ? insufficient() : e[d] ? f(e[d][key]) : "–");
     const rows = list.map((e) => [
-      e.isp === "all" ? t("isp.all") : e.isp,
+      e.isp === ALL_ISPS ? t("isp.all") : e.isp,
       fmt(e, "download", formatMbps, "median"),
       fmt(e, "upload", formatMbps, "median"),
       fmt(e, "download", formatMs, "rtt_median"),

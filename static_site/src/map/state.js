@@ -2,6 +2,8 @@
 // can be shared and restored. Control changes push a history entry; map moves replace
 // the current one.
 
+import { ALL_ISPS, DIRECTIONS } from "../common/vocabulary.js";
+
 const ORDER = ["layer", "hours", "metric", "direction", "kind", "period", "isp", "area", "map"];
 const KIND_PREFERENCE = ["month", "quarter", "year", "day"];
 
@@ -50,12 +52,12 @@ export function normalise(raw, index, metrics) {
   // The survey's measures exist for the survey's layer, in all hours, only.
   const survey = metrics.find((m) => m.id === metric)?.survey && index.survey?.layer;
   const layer = survey && layers.includes(survey) ? survey : pick(raw.layer, layers, layers[0]);
-  const direction = pick(raw.direction, ["download", "upload"], "download");
+  const direction = pick(raw.direction, DIRECTIONS, DIRECTIONS[0]);
   const defaultKind = KIND_PREFERENCE.find((k) => kinds.includes(k)) || kinds[0];
   const kind = pick(raw.kind, kinds, defaultKind);
   const periods = index.periods?.[kind] || [];
   const period = pick(raw.period, periods, periods[periods.length - 1]);
-  const isp = pick(raw.isp, ["all", ...(index.isps || [])], "all");
+  const isp = pick(raw.isp, [ALL_ISPS, ...(index.isps || [])], ALL_ISPS);
   const area = raw.area && /^[^_][^\s/]*$/.test(raw.area) ? raw.area : null;
   const view = parseView(raw.map);
   const hours = index.evening && raw.hours === "evening" && !survey ? "evening" : "all";

@@ -5,6 +5,7 @@
 import "uplot/dist/uPlot.min.css";
 import { apiUrl, fetchJson, loadConfig } from "../common/config.js";
 import { chooseLanguage, keepLanguage, languageMenu, nameOf, setLanguage, t, translatePage, withLanguage } from "../common/i18n.js";
+import { INDEX_PATH } from "../common/vocabulary.js";
 import { dataLayerOf, eveningText, ispLabel, layerName, metricsFor, periodLabel, publicationNote, useCaseNeeds } from "../map/metrics.js";
 import { Panel } from "../map/panel.js";
 import { normalise, readHash, toHash } from "../map/state.js";
@@ -76,7 +77,7 @@ async function start() {
   $("api-link").href = `${config.apiBase}openapi.json`;
   let index;
   try {
-    index = await fetchJson(new URL("v1/index.json", config.dataBase), { cache: "no-cache" });
+    index = await fetchJson(new URL(INDEX_PATH, config.dataBase), { cache: "no-cache" });
   } catch (err) {
     fail(err.status === 404 ? t("report.no_data") : t("map.index_failed", { error: err.message }));
     return;

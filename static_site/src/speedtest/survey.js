@@ -486,7 +486,7 @@ export async function submit(url, form, body) {
   } catch {
     return { message: t("survey.send_failed") };
   }
-  let answer = null;
+  let answer;
   try {
     answer = await response.json();
   } catch {

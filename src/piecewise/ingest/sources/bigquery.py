@@ -33,7 +33,8 @@ import pyarrow as pa
 
 from piecewise.core.config import Region
 from piecewise.core.errors import PiecewiseError
-from piecewise.core.schema import DIRECTIONS, UNIFIED
+from piecewise.core.schema import UNIFIED
+from piecewise.core.vocabulary import DIRECTIONS
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
 
 from piecewise.core.errors import PiecewiseError
-from piecewise.core.schema import DIRECTIONS, UNIFIED
+from piecewise.core.schema import UNIFIED
+from piecewise.core.vocabulary import DIRECTIONS
 from piecewise.storage.store import url_to_fs
 
 PARQUET_SUFFIXES = (".parquet",)

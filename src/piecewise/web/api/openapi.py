@@ -7,8 +7,8 @@ import copy
 from typing import Any
 
 from piecewise import __version__
-from piecewise.core.cellfields import INTERVALS, MEASURES, SHARE_OBJECTS
-from piecewise.web.api.params import BOTH, DIRECTIONS, ENDPOINTS, KINDS, ORDERS, Endpoint, Param
+from piecewise.core.vocabulary import DIRECTIONS, INTERVALS, MEASURES, PERIOD_KINDS, SHARE_OBJECTS
+from piecewise.web.api.params import BOTH, ENDPOINTS, ORDERS, Endpoint, Param
 from piecewise.web.api.reader import Snapshot
 from piecewise.web.survey.summary import MEDIANS as SURVEY_MEDIANS
 from piecewise.web.survey.summary import SPEED_MEDIANS
@@ -19,7 +19,7 @@ TEXT = {"type": "string"}
 DATE = {"type": "string", "format": "date"}
 DIRECTION = {"type": "string", "enum": list(DIRECTIONS)}
 DIRECTION_CHOICE = {"type": "string", "enum": [*DIRECTIONS, BOTH]}
-KIND = {"type": "string", "enum": list(KINDS)}
+KIND = {"type": "string", "enum": list(PERIOD_KINDS)}
 # The statistics besides the counts, then the bounds of the median's interval.
 STAT_FIELDS = (*MEASURES, *INTERVALS)
 

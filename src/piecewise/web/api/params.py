@@ -16,19 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from piecewise.core import periods
-from piecewise.core.cellfields import MEASURES
 from piecewise.core.histogram import BUCKETS
 from piecewise.core.hours import evening_layer
+from piecewise.core.vocabulary import ALL_ISPS, DIRECTIONS, MEASURES, PERIOD_KINDS, QUANTILE_LEVELS
 from piecewise.web.api.errors import BadParameter
 
-DIRECTIONS = ("download", "upload")
 BOTH = "both"
 FORMATS = ("json", "geojson", "csv")
-KINDS = periods.KINDS
-ALL_ISPS = "all"
 MAX_QUANTILES = 20
 MAX_TEXT = 100_000  # characters of one parameter value
-DEFAULT_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+DEFAULT_QUANTILES = QUANTILE_LEVELS
 
 # ECMA-262 patterns for the OpenAPI document; Python matches them with `fullmatch`
 # (`$` would also match before a final newline) and ASCII digits only.
@@ -357,7 +354,7 @@ def _series(path: dict[str, str], q: dict[str, str]) -> SeriesQuery:
     return SeriesQuery(
         layer=_layer(path, q),
         area=path["area"],
-        step=parse_choice(q["step"], "step", KINDS),
+        step=parse_choice(q["step"], "step", PERIOD_KINDS),
         start=start,
         end=end,
         isp=q.get("isp", ALL_ISPS),
@@ -532,7 +529,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             Param(
                 "step",
                 "The period kind of the time axis.",
-                {"type": "string", "enum": list(KINDS)},
+                {"type": "string", "enum": list(PERIOD_KINDS)},
                 required=True,
             ),
             Param(

@@ -14,15 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from piecewise.core import periods
-from piecewise.core.cellfields import SHARE_ENDINGS, SHARE_OBJECTS
 from piecewise.core.histogram import BUCKETS, LOW, RATIO
 from piecewise.core.hours import base_layer, evening_layer, is_evening
+from piecewise.core.vocabulary import ALL_ISPS, DIRECTIONS, SHARE_ENDINGS, SHARE_OBJECTS
 from piecewise.web.api.errors import BadParameter, NotFound
 from piecewise.web.api.formats import csv_bytes, json_array, json_bytes, json_object
 from piecewise.web.api.params import (
-    ALL_ISPS,
     BOTH,
-    DIRECTIONS,
     AreaQuery,
     HistogramQuery,
     Period,

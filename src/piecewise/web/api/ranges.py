@@ -24,8 +24,9 @@ import numpy as np
 from piecewise.core import periods
 from piecewise.core.histogram import BUCKETS, bucket_midpoint, quantiles_from_histogram
 from piecewise.core.intervals import LEVEL, median_bounds
+from piecewise.core.vocabulary import ALL_ISPS, DIRECTIONS
 from piecewise.web.api.errors import BadParameter, NotFound
-from piecewise.web.api.params import ALL_ISPS, DIRECTIONS, RangeQuery
+from piecewise.web.api.params import RangeQuery
 from piecewise.web.api.queries import Limits, area_name, layer_of
 from piecewise.web.api.reader import PeriodCube, Snapshot
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from piecewise.core.cellfields import INTERVALS, LOWER_IS_BETTER, MEASURES
 from piecewise.core.intervals import LEVEL
+from piecewise.core.vocabulary import INTERVALS, LOWER_IS_BETTER, MEASURES
 from piecewise.web.api.errors import BadParameter
 from piecewise.web.api.formats import json_array, json_bytes, json_object
 from piecewise.web.api.params import DEFAULT_QUANTILES, CompareQuery, RankingsQuery

@@ -41,8 +41,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from piecewise.core import periods
-from piecewise.core.cellfields import PUBLISHED, SHARE_OBJECTS, share_columns
 from piecewise.core.histogram import BUCKETS, LOW, RATIO
+from piecewise.core.vocabulary import (
+    DIRECTIONS,
+    PERIOD_KINDS,
+    PUBLISHED,
+    SHARE_OBJECTS,
+    share_columns,
+)
+from piecewise.storage.layout import INDEX_KEY, areas_key
 from piecewise.storage.store import KeyNotFound, Store, StoreError
 from piecewise.web.api.cache import LoadingCache
 from piecewise.web.api.errors import DataUnavailable
@@ -50,8 +57,6 @@ from piecewise.web.api.formats import csv_value, json_bytes
 
 log = logging.getLogger(__name__)
 
-INDEX_KEY = "v1/index.json"
-DIRECTIONS = ("download", "upload")
 # The statistics of a series, and of a row of CSV after its key and `suppressed`.
 SERIES_FIELDS = PUBLISHED
 # The fields of a published cell, in the order the API shows them.
@@ -59,7 +64,6 @@ CELL_FIELDS = ("area", "name", "isp", "direction", *SERIES_FIELDS, *SHARE_OBJECT
 _CELL_KEYS = frozenset(CELL_FIELDS)
 CSV_KEYS = ("area", "name", "isp", "direction")
 CSV_NUMBERS = SERIES_FIELDS
-DIRECTION_KEYS = ("download", "upload", "both")
 # Cell codes: ((area code * ISP_STRIDE) + ISP code) * 2 + direction (0 download, 1 upload).
 ISP_STRIDE = 1 << 24
 # Statistics files are written with sorted keys: `suppressed` comes last but `version`.
@@ -440,12 +444,12 @@ class Snapshot:
                 type=str(entry.get("type", "")),
                 areas=int(entry.get("areas", 0)),
                 resolution=entry.get("resolution"),
-                geometry=_text(entry.get("geometry") or f"v1/areas/{layer_id}.geojson", "geometry"),
+                geometry=_text(entry.get("geometry") or areas_key(layer_id), "geometry"),
             )
-        # Period kinds in the order of `periods.KINDS` (day first).
+        # Period kinds in the order of `PERIOD_KINDS` (day first).
         self.periods: dict[str, tuple[str, ...]] = {
             kind: tuple(_text(p, "period") for p in index["periods"][kind])
-            for kind in periods.KINDS
+            for kind in PERIOD_KINDS
             if kind in index["periods"]
         }
         self.period_sets = {kind: frozenset(labels) for kind, labels in self.periods.items()}

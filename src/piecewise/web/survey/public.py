@@ -41,6 +41,13 @@ import numpy as np
 from piecewise.core import periods
 from piecewise.core.areas import AreaLayer, H3Areas, PolygonAreas, RegionFilter
 from piecewise.core.config import Config, H3Layer
+from piecewise.storage.layout import (
+    SURVEY_INDEX_KEY,
+    SURVEY_PREFIX,
+    SURVEY_RECORDS_PREFIX,
+    survey_record_key,
+    survey_window_key,
+)
 from piecewise.storage.lock import RunLock
 from piecewise.storage.store import KeyNotFound, Store, json_bytes
 from piecewise.web.survey import mechanisms, summary
@@ -54,9 +61,6 @@ log = logging.getLogger(__name__)
 VERSION = 2
 INDEX_VERSION = 1
 RECORD_FORMAT = 1
-PREFIX = "v1/survey/"
-INDEX_KEY = "v1/survey/index.json"
-RECORD_PREFIX = "survey/published/"
 LOCK = "survey-publish"
 # Posts in flight when a window ends (stamped before its end, stored just after) are in.
 GRACE = dt.timedelta(days=1)
@@ -116,15 +120,7 @@ class Window:
         return self.start <= other.end and other.start <= self.end
 
     def key(self, layer: str) -> str:
-        return window_key(layer, self.label)
-
-
-def window_key(layer: str, label: str) -> str:
-    return f"{PREFIX}{layer}/{label}.json"
-
-
-def record_key(layer: str, label: str) -> str:
-    return f"{RECORD_PREFIX}{layer}/{label}.json"
+        return survey_window_key(layer, self.label)
 
 
 def first_window(config: Config) -> Window:
@@ -370,13 +366,13 @@ def _parse_key(key: str, prefix: str) -> tuple[str, Window] | None:
 
 def known_windows(public: Store, private: Store) -> dict[tuple[str, str], Known]:
     known: dict[tuple[str, str], Known] = {}
-    for key in public.list(PREFIX):
-        parsed = _parse_key(key, PREFIX)
+    for key in public.list(SURVEY_PREFIX):
+        parsed = _parse_key(key, SURVEY_PREFIX)
         if parsed is not None:
             layer, window = parsed
             known.setdefault((layer, window.label), Known(layer, window)).public = True
-    for key in private.list(RECORD_PREFIX):
-        parsed = _parse_key(key, RECORD_PREFIX)
+    for key in private.list(SURVEY_RECORDS_PREFIX):
+        parsed = _parse_key(key, SURVEY_RECORDS_PREFIX)
         if parsed is not None:
             layer, window = parsed
             entry = known.setdefault((layer, window.label), Known(layer, window))
@@ -563,7 +559,7 @@ def _publish(
     text = json_bytes(document).decode("utf-8")
     record = {"format": RECORD_FORMAT, "responses_read": len(responses), "text": text}
     # Recorded first: a run that stops before the public write restores these bytes.
-    private.write_json(record_key(layer.id, window.label), record)
+    private.write_json(survey_record_key(layer.id, window.label), record)
     public.write_bytes(
         window.key(layer.id), text.encode("utf-8"), "application/json", CACHE_CONTROL
     )
@@ -596,8 +592,8 @@ def _remove_cumulative(config: Config, public: Store) -> list[str]:
     every run (each version differenced with the next gave responses away)."""
     removed = []
     for layer in config.layers:
-        key = f"{PREFIX}{layer.id}.json"
-        if key != INDEX_KEY and public.exists(key):
+        key = f"{SURVEY_PREFIX}{layer.id}.json"
+        if key != SURVEY_INDEX_KEY and public.exists(key):
             public.delete(key)
             removed.append(key)
     return removed
@@ -621,8 +617,10 @@ def _write_index(public: Store, known: dict[tuple[str, str], Known]) -> None:
     index = {"version": INDEX_VERSION, "windows": entries}
     data = json_bytes(index)
     try:
-        if public.read_bytes(INDEX_KEY) == data:
+        if public.read_bytes(SURVEY_INDEX_KEY) == data:
             return
     except KeyNotFound:
         pass
-    public.write_bytes(INDEX_KEY, data, "application/json", cache_control=INDEX_CACHE_CONTROL)
+    public.write_bytes(
+        SURVEY_INDEX_KEY, data, "application/json", cache_control=INDEX_CACHE_CONTROL
+    )

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from piecewise.core.config import Config, SurveyField
+from piecewise.core.vocabulary import DIRECTIONS
 from piecewise.web.survey import mechanisms
 from piecewise.web.survey.form import default_fields
 from piecewise.web.survey.mechanisms import COST_PER_MBPS_GRID, GRID, RATIO_GRID, Uniform
@@ -129,7 +130,7 @@ def linked_test(speed_test: object) -> dict[str, float]:
     if not isinstance(speed_test, dict):
         return {}
     out = {}
-    for direction in ("download", "upload"):
+    for direction in DIRECTIONS:
         mbps = number(speed_test.get(f"{direction}_mbps"))
         uuid = speed_test.get(f"{direction}_uuid")
         if isinstance(uuid, str) and uuid and mbps is not None and 0 < mbps <= PLAUSIBLE_MBPS:

@@ -1,0 +1,135 @@
+"""Every key of the two stores, defined once: the private store's (tests, manifest,
+locks, ledger, GeoIP, fan-out batches, survey records) and the public store's version 1
+(docs/data.md). Templates use `{name}` placeholders; the public ones are published as
+they are in index.json's `paths`, so that readers (the API, the map) fill them rather
+than build keys of their own."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+# -- the private store ------------------------------------------------------------------
+
+TESTS_PREFIX = "tests/"
+QUALITY_PREFIX = "quality/"
+MANIFEST_PREFIX = "manifest/dates/"
+LOCKS_PREFIX = "locks/"
+LEDGER_PREFIX = "ledger/"
+LEDGER_STATE_KEY = f"{LEDGER_PREFIX}state.json"
+PENDING_RELEASE_KEY = f"{LEDGER_PREFIX}pending/release.json"
+PENDING_CELLS_KEY = f"{LEDGER_PREFIX}pending/cells.parquet"
+PENDING_CUBE_KEY = f"{LEDGER_PREFIX}pending/cube.parquet"
+GEOIP_PREFIX = "geoip/"
+FANOUT_PREFIX = "fanout/"
+SURVEY_RECORDS_PREFIX = "survey/published/"
+
+
+def _dated(prefix: str, date: dt.date, suffix: str) -> str:
+    """`{prefix}{year}/{date}{suffix}`: a year's files in one folder."""
+    return f"{prefix}{date:%Y}/{date.isoformat()}{suffix}"
+
+
+def tests_key(direction: str, date: dt.date) -> str:
+    """One date's enriched tests of one direction."""
+    return _dated(f"{TESTS_PREFIX}{direction}/", date, ".parquet")
+
+
+def quality_key(date: dt.date) -> str:
+    """What validation counted in one date's source rows."""
+    return _dated(QUALITY_PREFIX, date, ".json")
+
+
+def manifest_key(date: dt.date) -> str:
+    """How one date's files were made (the ingest manifest)."""
+    return _dated(MANIFEST_PREFIX, date, ".json")
+
+
+def lock_key(name: str) -> str:
+    """The lock of one kind of run (`aggregate`, a date's ingest)."""
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"lock name must be letters, digits, '-' and '_', got {name!r}")
+    return f"{LOCKS_PREFIX}{name}.lock"
+
+
+def ledger_table_key(what: str, layer: str, kind: str, year: int) -> str:
+    """`ledger/cells/...` (cells and decisions) or `ledger/cube/...` (histograms)."""
+    return f"{LEDGER_PREFIX}{what}/{layer}/{kind}/{year:04d}.parquet"
+
+
+def geoip_folder(date: dt.date) -> str:
+    """The folder of the GeoIP database stored on `date`, and of its version file."""
+    return f"{GEOIP_PREFIX}{date.isoformat()}/"
+
+
+def fanout_prefix(batch: str) -> str:
+    """The done-markers of one backfill's messages."""
+    return f"{FANOUT_PREFIX}{batch}/"
+
+
+def survey_record_key(layer: str, label: str) -> str:
+    """What one published survey window was made of (never public)."""
+    return f"{SURVEY_RECORDS_PREFIX}{layer}/{label}.json"
+
+
+# -- the public store, version 1 ----------------------------------------------------------
+
+PUBLIC_PREFIX = "v1"
+INDEX_KEY = f"{PUBLIC_PREFIX}/index.json"
+# index.json's `paths`, as published.
+PATHS: dict[str, str] = {
+    "stats": f"{PUBLIC_PREFIX}/stats/{{layer}}/{{kind}}/{{period}}.json",
+    "series": f"{PUBLIC_PREFIX}/series/{{layer}}/{{area}}.json",
+    "cube": f"{PUBLIC_PREFIX}/cube/{{layer}}/{{kind}}/{{period}}.parquet",
+    "areas": f"{PUBLIC_PREFIX}/areas/{{layer}}.geojson",
+    "tiles": f"{PUBLIC_PREFIX}/tiles/{{layer}}/{{kind}}/{{period}}.json",
+}
+SHAPES = f"{PUBLIC_PREFIX}/tiles/{{layer}}/shapes.{{digest}}.pmtiles"
+AREAS_VERSIONED = f"{PUBLIC_PREFIX}/areas/{{layer}}.{{digest}}.geojson"
+DATASET_KEYS: dict[str, str] = {
+    "parquet": f"{PUBLIC_PREFIX}/dataset/cells.parquet",
+    "sqlite": f"{PUBLIC_PREFIX}/dataset/piecewise.sqlite",
+    "metadata": f"{PUBLIC_PREFIX}/dataset/metadata.json",
+}
+SURVEY_PREFIX = f"{PUBLIC_PREFIX}/survey/"
+SURVEY_INDEX_KEY = f"{SURVEY_PREFIX}index.json"
+SURVEY_WINDOW = f"{SURVEY_PREFIX}{{layer}}/{{label}}.json"
+
+
+def fill(template: str, **values: object) -> str:
+    """A template with its `{name}` placeholders filled (`fill(PATHS["stats"], layer=...)`)."""
+    return template.format(**values)
+
+
+def stats_key(layer: str, kind: str, period: str) -> str:
+    return fill(PATHS["stats"], layer=layer, kind=kind, period=period)
+
+
+def series_key(layer: str, area: str) -> str:
+    return fill(PATHS["series"], layer=layer, area=area)
+
+
+def cube_key(layer: str, kind: str, period: str) -> str:
+    return fill(PATHS["cube"], layer=layer, kind=kind, period=period)
+
+
+def areas_key(layer: str) -> str:
+    return fill(PATHS["areas"], layer=layer)
+
+
+def numbers_key(layer: str, kind: str, period: str) -> str:
+    """The map's numbers of one period of a layer (beside its shapes' archive)."""
+    return fill(PATHS["tiles"], layer=layer, kind=kind, period=period)
+
+
+def shapes_key(layer: str, digest: str) -> str:
+    """The archive of a layer's shapes, named by (a digest of) its content."""
+    return fill(SHAPES, layer=layer, digest=digest)
+
+
+def survey_window_key(layer: str, label: str) -> str:
+    return fill(SURVEY_WINDOW, layer=layer, label=label)
+
+
+def stats_prefix(layer: str) -> str:
+    """The folder of a layer's statistics files (every kind and period)."""
+    return PATHS["stats"].partition("{kind}")[0].format(layer=layer)
