@@ -25,8 +25,6 @@ import platform
 import random
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +40,7 @@ from duckdb_cells import child_duckdb_cells  # noqa: F401 (a child, called by na
 from rss import watch_rss
 
 from piecewise.core.vocabulary import MEASURES
+from piecewise.devtools import ChildServer, free_port
 from piecewise.storage.layout import INDEX_KEY, TESTS_PREFIX, areas_key, stats_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1024,12 +1023,6 @@ def range_paths(
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ApiServer:
     """`functions-framework --target api --source functions/api/main.py` on 127.0.0.1, as
     Cloud Functions runs the api function (gunicorn, the framework's defaults), in a
@@ -1050,31 +1043,14 @@ class ApiServer:
             "--port",
             str(self.port),
         ]
-        self.log = log
-        with log.open("ab") as out:
-            self.started = time.perf_counter()
-            self.process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.started = time.perf_counter()
+        self.child = ChildServer("the API", command, log, append=True, cwd=ROOT, env=env)
+        self.process = self.child.process
 
     def wait_listening(self, timeout: float = 60) -> float:
         """Seconds from the start of the process until it accepts connections."""
-        deadline = self.started + timeout
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return time.perf_counter() - self.started
-            except OSError:
-                if self.process.poll() is not None or time.perf_counter() > deadline:
-                    tail = self.log.read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"the API did not start:\n{tail}") from None
-                time.sleep(0.002)
+        self.child.wait_listening(self.port, timeout, poll=0.002)
+        return time.perf_counter() - self.started
 
     def get(self, path: str) -> tuple[int, float]:
         """One request on a new connection: the status and seconds to the whole answer."""
@@ -1096,14 +1072,7 @@ class ApiServer:
 
     def stop(self) -> None:
         """Terminate the process group (gunicorn's master and worker), then kill it."""
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        self.child.stop()
 
 
 @contextlib.contextmanager

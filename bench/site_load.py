@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import gzip
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,24 +28,14 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from piecewise.devtools import CHROMIUM, CHROMIUM_ARGS, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 SITE_DIR = ROOT / "static_site" / "dist"
 HEADING = "## Map page"
 RUNS = 5
 LOAD_TARGET_S = 2.0
 JS_TARGET_KIB = 500
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--use-gl=angle",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 # Records when the page first reports its map idle, in the page's own clock.
 IDLE_PROBE = """
 (() => {
@@ -61,12 +50,6 @@ IDLE_PROBE = """
 })();
 """
 JS_TYPES = ("javascript", "ecmascript")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -145,7 +128,7 @@ def site_bench(config: Path, runs: int = RUNS, log: Path | None = None) -> dict:
     log = log or Path(os.environ.get("TMPDIR", "/tmp")) / "piecewise-site-bench.log"
     with site_server(config, log) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            executable_path=CHROMIUM, args=list(CHROMIUM_ARGS), headless=True
         )
         try:
             one_load(browser, url)  # warms the server's caches; not counted

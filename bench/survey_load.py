@@ -20,10 +20,7 @@ import http.client
 import json
 import os
 import queue
-import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,6 +28,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from piecewise.devtools import ChildServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## Survey submissions"
@@ -55,48 +54,25 @@ def bench_config(workdir: Path) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serve(config: Path, log: Path) -> Iterator[int]:
     """`piecewise serve` in its own process group; stopped by its PID."""
     port = free_port()
     env = {**os.environ, "PIECEWISE_SURVEY_SALT": uuid.uuid4().hex}
     piecewise = Path(sys.executable).with_name("piecewise")
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [str(piecewise), "serve", "-c", str(config), "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = ChildServer(
+        "piecewise serve",
+        [str(piecewise), "serve", "-c", str(config), "--port", str(port)],
+        log,
+        append=True,
+        cwd=ROOT,
+        env=env,
+    )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(log.read_text(errors="replace")[-3000:]) from None
-                time.sleep(0.02)
+        server.wait_listening(port)
         yield port
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            try:
-                process.wait(timeout=10)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        server.stop()
 
 
 def submission(k: int) -> dict:

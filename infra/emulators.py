@@ -36,7 +36,6 @@ BigQuery (the source is synthetic), ingress settings, sizes and timeouts.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import glob
 import hashlib
@@ -48,7 +47,6 @@ import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -59,6 +57,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from piecewise.devtools import ChildServer, ServerFailed, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -91,12 +91,6 @@ def _stage_module() -> Any:
     return module
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http(
     method: str,
     url: str,
@@ -119,67 +113,18 @@ def http(
 # --- processes ---------------------------------------------------------------------------
 
 
-class Child:
-    """A server we started, leading its own process group (gcloud spawns Java children),
-    with its output in a log file; stopped by that group."""
-
-    def __init__(self, name: str, command: list[str], log: Path, **popen: Any) -> None:
-        self.name = name
-        self.log_path = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                **popen,
-            )
-        self.pid = self.process.pid
-
-    def log(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+class Child(ChildServer):
+    """A server of the rehearsal (piecewise.devtools.ChildServer: its own process group,
+    stopped by its PID), whose failures are the rehearsal's."""
 
     def wait_until(self, url: str, deadline: float, ok: bytes | None = None) -> None:
-        """Until `url` answers at all (or with a body starting with `ok`)."""
-        while True:
-            if self.process.poll() is not None:
-                raise RehearsalError(
-                    f"{self.name} exited with code {self.process.returncode}:\n{self.log()}"
-                )
-            try:
-                status, body, _ = http("GET", url, timeout=2)
-                if ok is None or body.strip().startswith(ok):
-                    return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise RehearsalError(f"{self.name} did not answer at {url}:\n{self.log()}")
-            time.sleep(0.1)
-
-    def _group_alive(self) -> bool:
+        """Until `url` answers at all (or with a body starting with `ok`), by `deadline`
+        (time.monotonic())."""
+        accept = None if ok is None else (lambda _status, body: body.strip().startswith(ok))
         try:
-            os.killpg(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-    def stop(self, timeout: float = 10) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, sig)
-            deadline = time.monotonic() + timeout
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=timeout)
-            while self._group_alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if not self._group_alive() and self.process.poll() is not None:
-                return
+            super().wait_until(url, max(0.0, deadline - time.monotonic()), accept)
+        except ServerFailed as exc:
+            raise RehearsalError(str(exc)) from None
 
 
 def _sdk_jar(pattern: str) -> Path | None:

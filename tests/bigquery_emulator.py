@@ -13,14 +13,12 @@ with the real `google-cloud-bigquery` client from `BigQueryEmulator.client()`; p
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import fcntl
 import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from piecewise.core.schema import UNIFIED
+from piecewise.devtools import free_ports
 from services import stop_process
 
 if TYPE_CHECKING:
@@ -85,15 +84,6 @@ def ensure_emulator_venv(venv: Path = BQ_VENV, build: bool = True) -> Path:
     return python
 
 
-def _free_ports(count: int) -> list[int]:
-    # Hold every socket open until all are bound, so the ports differ.
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-
-
 class BigQueryEmulator:
     """local-bigquery serving REST on `endpoint` (and the Storage API over gRPC on
     `grpc_address`) for `project`, its data in a temporary folder; stop() by PID."""
@@ -106,7 +96,7 @@ class BigQueryEmulator:
     ) -> None:
         python = ensure_emulator_venv(build=build_venv)
         self.project = project
-        self.port, self.grpc_port = _free_ports(2)
+        self.port, self.grpc_port = free_ports(2)
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.grpc_address = f"127.0.0.1:{self.grpc_port}"
         self.data_dir = Path(tempfile.mkdtemp(prefix="bq-emulator-"))

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from piecewise.core.config import Config, load_config
+from piecewise.devtools import CHROMIUM, CHROMIUM_ARGS
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
 from piecewise.storage.store import Store
 from piecewise.web.survey.store import SqliteSurveyStore
@@ -29,19 +30,6 @@ from services import free_port, stop_process, wait_until_answering
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE_DIR = ROOT / "static_site" / "dist"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-# Software WebGL (no GPU here), and nothing that calls out from the browser.
-CHROMIUM_ARGS = [
-    "--use-gl=angle",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 # Two months of the demo: day and month periods to slide over, both demo layers.
 SITE_START = dt.date(2025, 1, 1)
 SITE_END = dt.date(2025, 2, 28)
@@ -252,7 +240,7 @@ def browser() -> Iterator[object]:
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            executable_path=CHROMIUM, args=list(CHROMIUM_ARGS), headless=True
         )
         try:
             yield browser

@@ -10,11 +10,8 @@ nothing else in the test process sees it.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
-import signal
-import subprocess
 import tempfile
 import time
 import urllib.error
@@ -22,7 +19,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from pubsub_emulator import _free_port, _sdk_roots, find_java
+from piecewise.devtools import ChildServer, free_port
+from pubsub_emulator import _sdk_roots, find_java
 
 DEFAULT_PROJECT = "piecewise-test"
 _JAR_GLOB = "platform/cloud-firestore-emulator/cloud-firestore-emulator.jar"
@@ -47,30 +45,27 @@ class FirestoreEmulator:
                 "SDK's google-cloud-cli-firestore-emulator"
             )
         self.project = project
-        self.port = _free_port()
+        self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.data_dir = Path(tempfile.mkdtemp(prefix="firestore-emulator-"))
         self.log_path = self.data_dir / "emulator.log"
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    java,
-                    "-Duser.language=en",
-                    f"-Djava.io.tmpdir={self.data_dir}",
-                    "-cp",
-                    str(jar),
-                    _MAIN,
-                    "start",
-                    "--host=127.0.0.1",
-                    f"--port={self.port}",
-                ],
-                cwd=self.data_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.pid = self.process.pid
+        self.child = ChildServer(
+            "Firestore emulator",
+            [
+                java,
+                "-Duser.language=en",
+                f"-Djava.io.tmpdir={self.data_dir}",
+                "-cp",
+                str(jar),
+                _MAIN,
+                "start",
+                "--host=127.0.0.1",
+                f"--port={self.port}",
+            ],
+            self.log_path,
+            cwd=self.data_dir,
+        )
+        self.process, self.pid = self.child.process, self.child.pid
         deadline = time.monotonic() + start_timeout
         try:
             while True:
@@ -119,15 +114,7 @@ class FirestoreEmulator:
             resp.read()
 
     def stop(self, timeout: float = 10) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                self.process.wait(timeout=timeout)
+        self.child.stop(timeout)
         import shutil
 
         shutil.rmtree(self.data_dir, ignore_errors=True)

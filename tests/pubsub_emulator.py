@@ -28,13 +28,10 @@ letter (a project or topic called "p" is rejected with INVALID_ARGUMENT).
 from __future__ import annotations
 
 import base64
-import contextlib
 import glob
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -43,6 +40,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+from piecewise.devtools import ChildServer, free_port
 
 DEFAULT_PROJECT = "piecewise-test"
 _JAR_GLOB = "platform/pubsub-emulator/lib/cloud-pubsub-emulator-*-all.jar"
@@ -54,12 +53,6 @@ _INSTALL_HINT = (
     f"(`apt-get install {_EMULATOR_PACKAGE}`, from Google's Cloud SDK apt repository, "
     "or `gcloud components install pubsub-emulator` for a non-apt Cloud SDK)"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _sdk_roots() -> list[Path]:
@@ -131,27 +124,25 @@ class PubSubEmulator:
         if launcher not in ("auto", "jar", "gcloud"):
             raise ValueError(f"launcher must be 'auto', 'jar' or 'gcloud', not {launcher!r}")
         self.project = project
-        self.port = _free_port()
+        self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.base_url = f"http://{self.host}"
         self.launcher = launcher
         self.data_dir = Path(tempfile.mkdtemp(prefix="pubsub-emulator-"))
         self.log_path = self.data_dir / "emulator.log"
+        self.child: ChildServer | None = None
         self.process: subprocess.Popen[bytes] | None = None
         started = time.monotonic()
         try:
             command, env = self._command()
-            with self.log_path.open("wb") as log:
-                self.process = subprocess.Popen(
-                    command,
-                    cwd=self.data_dir,
-                    env={**os.environ, **env},
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            self.pid = self.process.pid
+            self.child = ChildServer(
+                "Pub/Sub emulator",
+                command,
+                self.log_path,
+                cwd=self.data_dir,
+                env={**os.environ, **env},
+            )
+            self.process, self.pid = self.child.process, self.child.pid
             self._wait_ready(started + start_timeout)
         except BaseException:
             self.stop()
@@ -218,35 +209,12 @@ class PubSubEmulator:
         except OSError:
             return ""
 
-    def _group_alive(self) -> bool:
-        try:
-            os.killpg(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
     def stop(self, timeout: float = 10) -> None:
         """Terminate the emulator's process group (SIGTERM, then SIGKILL); remove the dir."""
-        proc = self.process
-        if proc is not None:
-            # The group id is the leader's PID (start_new_session). It outlives the leader
-            # while any member lives: gcloud's Java child stays in it after gcloud exits.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=timeout)
-            while self._group_alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self._group_alive() or proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                proc.wait(timeout=timeout)
-                kill_deadline = time.monotonic() + timeout
-                while self._group_alive() and time.monotonic() < kill_deadline:
-                    time.sleep(0.05)
+        if self.child is not None:
+            # The whole group: gcloud's Java child stays in it after gcloud exits.
+            self.child.stop(timeout)
+            self.child = None
             self.process = None
         if getattr(self, "data_dir", None) is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,8 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+
+from piecewise.devtools import free_port  # noqa: F401 (the tests' helper)
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
@@ -30,12 +31,6 @@ def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=timeout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until_answering(

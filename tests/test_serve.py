@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from hypothesis import strategies as st
 from werkzeug.test import Client
 
 from piecewise.core.config import Config, IspRule, UseCase
+from piecewise.devtools import free_port
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
 from piecewise.storage.store import Store
 from piecewise.web.serve import TABLE_COLUMNS, _fmt, build_app
@@ -525,12 +525,6 @@ def test_healthz(site: Site) -> None:
 
 
 # -- the real CLI ---------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
