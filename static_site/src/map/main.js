@@ -7,19 +7,13 @@ import "uplot/dist/uPlot.min.css";
 import { AttributionControl, Map as MapLibre, NavigationControl, addProtocol, prewarm, setWorkerUrl } from "maplibre-gl";
 import { PMTiles, Protocol } from "pmtiles";
 import { apiUrl as apiUrlOf, fetchJson, loadConfig } from "../common/config.js";
-import { chooseLanguage, formatNumber, keepLanguage, language, languageMenu, nameOf, setLanguage, t, translatePage } from "../common/i18n.js";
+import { chooseLanguage, keepLanguage, languageMenu, nameOf, setLanguage, t, translatePage } from "../common/i18n.js";
 import { ALL_ISPS, DIRECTIONS, INDEX_PATH, fillPath } from "../common/vocabulary.js";
 import {
-  NO_DATA_COLOR,
-  classes,
   clock,
   dataLayerOf,
   directionText,
-  drawnOpacity,
   eveningText,
-  fillColor,
-  formatPercent,
-  hatchOpacity,
   ispLabel,
   kindName,
   layerName,
@@ -30,22 +24,13 @@ import {
   surveyWindowFor,
   periodStart,
   publicationNote,
-  uncertainOpacity,
-  WIDE_INTERVAL,
 } from "./metrics.js";
+import { AreaLists } from "./arealist.js";
+import { legend, surveyLegend } from "./legend.js";
+import { HATCH, LAYERS, SOURCE, hatchImage, plainStyle, statsLayers, statsPaint, statsSource } from "./layers.js";
 import { Panel } from "./panel.js";
 import { formatView, normalise, parseView, readHash, writeHash } from "./state.js";
 
-const SOURCE = "stats";
-export const LAYERS = {
-  fill: "areas-fill",
-  hatch: "areas-suppressed",
-  line: "areas-line",
-  uncertain: "areas-uncertain",
-  casing: "areas-selected-casing",
-  selected: "areas-selected",
-};
-const HATCH = "hatch";
 const loadingText = () => t("map.loading");
 const $ = (id) => document.getElementById(id);
 
@@ -63,7 +48,10 @@ let shownNumbers = null;
 let surveyWindows = null;
 let shownSurvey = null;
 let loadingNumbers = null;
-const areaLists = new Map();
+// The areas of each layer and period, by name, for the list beside the map.
+const areaLists = new AreaLists((layer, period) =>
+  fetchJson(apiUrl(`layers/${encodeURIComponent(layer)}/stats`, { period, isp: ALL_ISPS, direction: DIRECTIONS[0] })),
+);
 
 // -- messages -------------------------------------------------------------------------
 
@@ -115,91 +103,14 @@ function escapeHtml(text) {
 
 // -- the map --------------------------------------------------------------------------
 
-/** An 8×8 diagonal hatch on a light grey, for suppressed areas. */
-function hatchImage() {
-  const size = 8;
-  const data = new Uint8Array(size * size * 4);
-  for (let y = 0; y < size; y++) {
-    for (let x = 0; x < size; x++) {
-      const on = (x + y) % size < 2;
-      const i = (y * size + x) * 4;
-      const [r, g, b] = on ? [60, 64, 67] : [214, 217, 220];
-      data.set([r, g, b, 255], i);
-    }
-  }
-  return { width: size, height: size, data };
-}
-
-/** The statistics' source and layers for the current state (fills, hatching for
- * suppressed cells, boundaries, the selected area's outline). */
-function statsLayers() {
-  const info = layerInfo();
-  const metric = metricInfo();
-  const common = { source: SOURCE, "source-layer": info.tiles?.source_layer || info.id };
-  const selected = ["==", ["get", "id"], state.area || ""];
-  const everyArea = info.type !== "h3";
-  return [
-    {
-      id: LAYERS.fill,
-      type: "fill",
-      ...common,
-      paint: {
-        "fill-color": fillColor(metric, state.direction, state.isp),
-        "fill-opacity": drawnOpacity(config.basemap_style ? 0.78 : 0.92, everyArea),
-      },
-    },
-    {
-      id: LAYERS.hatch,
-      type: "fill",
-      ...common,
-      paint: { "fill-pattern": HATCH, "fill-opacity": hatchOpacity(metric, state.direction, state.isp) },
-    },
-    {
-      id: LAYERS.line,
-      type: "line",
-      ...common,
-      paint: {
-        "line-color": "#4a4f57",
-        "line-width": ["interpolate", ["linear"], ["zoom"], 4, 0.3, 9, 1],
-        "line-opacity": drawnOpacity(1, everyArea),
-      },
-    },
-    {
-      // A dashed outline where the median's 95 % interval is wide (few tests).
-      id: LAYERS.uncertain,
-      type: "line",
-      ...common,
-      paint: {
-        "line-color": "#1b1b1b",
-        "line-width": 2.5,
-        "line-dasharray": [1.5, 1],
-        "line-opacity": uncertainOpacity(metric, state.direction, state.isp),
-      },
-    },
-    { id: LAYERS.casing, type: "line", ...common, filter: selected, paint: { "line-color": "#000", "line-width": 5 } },
-    { id: LAYERS.selected, type: "line", ...common, filter: selected, paint: { "line-color": "#fff", "line-width": 2 } },
-  ];
-}
-
-// Feature state is keyed by the `id` property: H3 indexes do not fit a JavaScript number.
-const statsSource = () => ({ type: "vector", url: `pmtiles://${shapesUrl()}`, promoteId: "id" });
-
-/** Without a basemap: the statistics on a plain background, in the first style, so
- * that the tiles load while the map starts. */
-function plainStyle() {
-  return {
-    version: 8,
-    name: "Plain",
-    sources: { [SOURCE]: statsSource() },
-    layers: [{ id: "background", type: "background", paint: { "background-color": "#e9edf2" } }, ...statsLayers()],
-  };
-}
+/** The statistics' layers for the current state. */
+const currentLayers = () => statsLayers(layerInfo(), metricInfo(), state, Boolean(config.basemap_style));
 
 /** Adds the statistics to the style (under a basemap's labels, if it has any). */
 function addStatsLayers() {
   const before = map.getStyle().layers.find((l) => l.type === "symbol")?.id;
-  map.addSource(SOURCE, statsSource());
-  for (const layer of statsLayers()) map.addLayer(layer, before);
+  map.addSource(SOURCE, statsSource(shapesUrl()));
+  for (const layer of currentLayers()) map.addLayer(layer, before);
   shownNumbers = null;
   loadNumbers();
 }
@@ -211,10 +122,7 @@ function removeStatsLayers() {
 }
 
 function updatePaint() {
-  const metric = metricInfo();
-  map.setPaintProperty(LAYERS.fill, "fill-color", fillColor(metric, state.direction, state.isp));
-  map.setPaintProperty(LAYERS.hatch, "fill-opacity", hatchOpacity(metric, state.direction, state.isp));
-  map.setPaintProperty(LAYERS.uncertain, "line-opacity", uncertainOpacity(metric, state.direction, state.isp));
+  for (const [layer, property, value] of statsPaint(metricInfo(), state)) map.setPaintProperty(layer, property, value);
 }
 
 /** Joins the current period's numbers to the layer's shapes (once they are loaded,
@@ -287,7 +195,7 @@ async function createMap() {
   const view = parseView(state.view);
   const options = {
     container: "map",
-    style: config.basemap_style || plainStyle(),
+    style: config.basemap_style || plainStyle(shapesUrl(), currentLayers()),
     attributionControl: false,
     dragRotate: false,
     pitchWithRotate: false,
@@ -328,7 +236,7 @@ async function createMap() {
     if (!mapLoaded && !fellBack) {
       // The basemap is unreachable (offline, say): boundaries on a plain background.
       fellBack = true;
-      map.setStyle(plainStyle());
+      map.setStyle(plainStyle(shapesUrl(), currentLayers()));
       return;
     }
     const url = e?.source?.url || e?.error?.url || "";
@@ -361,7 +269,7 @@ async function createMap() {
   map.on("idle", () => {
     if (loadingNumbers || shownNumbers !== numbersKey()) return; // the period's numbers are on their way
     document.body.dataset.mapState = "idle";
-    if (!areaLists.has(`${dataLayer()}/${state.period}`)) loadAreaList();
+    if (!areaLists.has(dataLayer(), state.period)) loadAreaList();
   });
   map.on("movestart", () => {
     document.body.dataset.mapState = "loading";
@@ -497,7 +405,7 @@ function applyState(prev) {
       updateSelection();
       loadNumbers();
     }
-    if (!areaLists.has(`${dataLayer()}/${state.period}`)) loadAreaList();
+    if (!areaLists.has(dataLayer(), state.period)) loadAreaList();
     else fillAreaPicker();
   }
   const panelKeys = ["layer", "hours", "kind", "period", "isp", "direction", "area"];
@@ -524,7 +432,7 @@ function openPanel(name) {
 }
 
 function areaName(id) {
-  const list = areaLists.get(`${dataLayer()}/${state.period}`);
+  const list = areaLists.get(dataLayer(), state.period);
   return list?.find((a) => a.id === id)?.name || id;
 }
 
@@ -666,17 +574,9 @@ function syncControls() {
 }
 
 async function loadAreaList() {
-  const key = `${dataLayer()}/${state.period}`;
-  if (areaLists.has(key)) return fillAreaPicker();
-  areaLists.set(key, null);
   try {
-    const doc = await fetchJson(apiUrl(`layers/${encodeURIComponent(dataLayer())}/stats`, { period: state.period, isp: ALL_ISPS, direction: DIRECTIONS[0] }));
-    const seen = new Map();
-    for (const c of [...(doc.cells || []), ...(doc.suppressed || [])]) seen.set(c.area, c.name || c.area);
-    const list = [...seen].map(([id, name]) => ({ id, name })).sort((a, b) => a.name.localeCompare(b.name, language(), { numeric: true }));
-    areaLists.set(key, list);
+    await areaLists.load(dataLayer(), state.period);
   } catch (err) {
-    areaLists.delete(key);
     $("area-picker-help").textContent = t("map.areas_failed", { error: err.message });
     return;
   }
@@ -684,7 +584,7 @@ async function loadAreaList() {
 }
 
 function fillAreaPicker() {
-  const list = areaLists.get(`${dataLayer()}/${state.period}`);
+  const list = areaLists.get(dataLayer(), state.period);
   if (!list) return;
   const picker = $("area-picker");
   if (picker.dataset.key === `${dataLayer()}/${state.period}`) {
@@ -698,62 +598,13 @@ function fillAreaPicker() {
 
 // -- legend and links -----------------------------------------------------------------
 
-function swatch(style) {
-  const s = document.createElement("span");
-  s.className = "swatch";
-  s.setAttribute("aria-hidden", "true");
-  Object.assign(s.style, style);
-  return s;
-}
-
-const HATCH_SWATCH = { background: `repeating-linear-gradient(135deg, #3c4043 0 2px, #d6d9dc 2px 6px)` };
-
-/** A legend entry: a swatch of `style` and its text. */
-function legendItem(style, text, className = null) {
-  const li = document.createElement("li");
-  if (className) li.className = className;
-  li.append(swatch(style), text);
-  return li;
-}
-
-/** The legend's colour classes of a measure. */
-function classItems(metric, direction) {
-  return classes(metric, direction).map((c) => legendItem({ background: c.color }, c.label));
-}
-
 function updateLegend() {
   const metric = metricInfo();
-  if (metric.survey) return surveyLegend(metric);
-  const priv = index.privacy || config.privacy || {};
-  $("legend-caption").textContent = t("legend.caption", {
-    measure: metric.label,
-    direction: directionText(state.direction),
-    isp: ispLabel(state.isp),
-    period: periodLabel(state.period),
-    note: metric.note,
-  });
-  const items = classItems(metric, state.direction);
-  items.push(
-    legendItem(HATCH_SWATCH, t("legend.insufficient", { min_tests: priv.min_tests ?? "?", min_clients: priv.min_clients ?? "?" }), "legend-suppressed"),
-    legendItem({ background: NO_DATA_COLOR, borderColor: "#4a4f57" }, t("legend.no_tests")),
-  );
-  if (metric.stat === "median") {
-    items.push(
-      legendItem({ background: "#fff", border: "2px dashed #1b1b1b" }, t("legend.uncertain", { share: formatPercent(formatNumber(WIDE_INTERVAL * 100)) }), "legend-uncertain"),
-    );
-  }
-  $("legend-items").replaceChildren(...items);
-}
-
-/** The legend of a survey measure: its window, its classes, and the hatch of the areas
- * with too few responses. */
-function surveyLegend(metric) {
-  const when = shownSurvey
-    ? t("legend.survey_window", { window: periodLabel(shownSurvey.label) })
-    : t("legend.survey_no_window", { period: periodLabel(state.period) });
-  $("legend-caption").textContent = t("legend.survey_caption", { measure: metric.label, isp: ispLabel(state.isp), when, note: metric.note });
-  const items = classItems(metric, "download");
-  items.push(legendItem(HATCH_SWATCH, t("legend.survey_too_few"), "legend-suppressed"));
+  const view = { direction: state.direction, isp: state.isp, period: state.period };
+  const { caption, items } = metric.survey
+    ? surveyLegend(metric, view, shownSurvey)
+    : legend(metric, view, index.privacy || config.privacy || {});
+  $("legend-caption").textContent = caption;
   $("legend-items").replaceChildren(...items);
 }
 

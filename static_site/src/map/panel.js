@@ -3,6 +3,7 @@
 // only once an area is selected. Suppressed numbers read "insufficient data", never 0.
 import { fetchJson } from "../common/config.js";
 import { language, nameOf, t, tPlural, withLanguage } from "../common/i18n.js";
+import { h } from "../common/dom.js";
 import { ALL_ISPS, DIRECTIONS } from "../common/vocabulary.js";
 import { histogramSvg } from "./histogram.js";
 import {
@@ -22,17 +23,6 @@ import {
 /** How a suppressed number reads, in the page's language. */
 const insufficient = () => t("panel.insufficient");
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v == null) continue;
-    if (k === "class") node.className = v;
-    else node.setAttribute(k, v);
-  }
-  node.append(...children.filter((c) => c != null));
-  return node;
-}
-
 /** 1st, 2nd, 3rd, 4th … (1.º, 2.º … in Spanish): `panel.ordinal.<rule>`. */
 function ordinal(n) {
   const rule = new Intl.PluralRules(language(), { type: "ordinal" }).select(n);
@@ -40,29 +30,29 @@ function ordinal(n) {
 }
 
 function message(text, cls = "muted") {
-  return el("p", { class: cls }, text);
+  return h("p", { class: cls }, text);
 }
 
 function table(caption, head, rows, cls = "numbers") {
-  return el(
+  return h(
     "div",
     { class: "table-wrap" },
-    el(
+    h(
       "table",
       { class: cls },
-      el("caption", { class: "visually-hidden" }, caption),
-      el("thead", {}, el("tr", {}, ...head.map((h, i) => el("th", { scope: "col", class: i ? "num" : null }, h)))),
-      el(
+      h("caption", { class: "visually-hidden" }, caption),
+      h("thead", {}, h("tr", {}, ...head.map((heading, i) => h("th", { scope: "col", class: i ? "num" : null }, heading)))),
+      h(
         "tbody",
         {},
         ...rows.map((r) =>
-          el(
+          h(
             "tr",
             {},
             ...r.map((cell, i) =>
               i === 0
-                ? el("th", { scope: "row" }, cell)
-                : el("td", { class: cell === insufficient() ? "num insufficient" : "num" }, cell),
+                ? h("th", { scope: "row" }, cell)
+                : h("td", { class: cell === insufficient() ? "num insufficient" : "num" }, cell),
             ),
           ),
         ),
@@ -365,7 +355,7 @@ export class Panel {
     const verdict = t(verdicts[doc.comparison?.verdict] || "panel.verdict_unknown", { area: name });
     const parts = [
       table(t("panel.compare_caption", { area: name }), ["", name, t("panel.region")], rows),
-      el("p", { class: "verdict" }, verdict),
+      h("p", { class: "verdict" }, verdict),
     ];
     const r = doc.rank;
     if (r) {
@@ -373,11 +363,11 @@ export class Panel {
       const span =
         allowed && allowed.first !== allowed.last ? t("panel.rank_span", { first: ordinal(allowed.first), last: ordinal(allowed.last) }) : "";
       const text = t("panel.rank", { rank: ordinal(r.rank), direction: dir(p.direction), of: formatCount(r.of), span });
-      parts.push(el("p", { class: "rank" }, text));
+      parts.push(h("p", { class: "rank" }, text));
     }
     const left = region.coverage && !region.coverage.complete ? region.coverage.excluded_cells : 0;
     const without = left ? t("panel.region_without", { n: formatCount(left) }) : "";
-    parts.push(el("p", { class: "muted" }, t("panel.region_note", { without })));
+    parts.push(h("p", { class: "muted" }, t("panel.region_note", { without })));
     target.replaceChildren(...parts);
   }
 
@@ -403,7 +393,7 @@ export class Panel {
       return;
     }
     target.replaceChildren(
-      el("p", { class: "muted" }, t("panel.histogram_caption", { speeds: dir(p.direction, "_speeds"), tests: formatCount(doc.tests), isp: ispText, period: periodLabel(p.period) })),
+      h("p", { class: "muted" }, t("panel.histogram_caption", { speeds: dir(p.direction, "_speeds"), tests: formatCount(doc.tests), isp: ispText, period: periodLabel(p.period) })),
       histogramSvg(doc.buckets, dir(p.direction, "_speed")),
     );
   }

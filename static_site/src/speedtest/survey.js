@@ -2,23 +2,9 @@
 // submission (`POST` to the survey's URL as JSON) with per-field errors from a 400.
 
 import { formatNumber as formatIn, language as lang, localized, t, tPlural } from "../common/i18n.js";
+import { h } from "../common/dom.js";
 
 let uid = 0;
-
-/** Makes an element: h("input", {type: "text", id}, children...). */
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === null || value === undefined || value === false) continue;
-    if (key === "dataset") Object.assign(el.dataset, value);
-    else if (key === "text") el.textContent = value;
-    else el.setAttribute(key, value === true ? "" : String(value));
-  }
-  for (const child of children.flat()) {
-    if (child !== null && child !== undefined && child !== false) el.append(child);
-  }
-  return el;
-}
 
 function requiredMark(required) {
   return required
