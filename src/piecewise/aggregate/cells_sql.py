@@ -283,13 +283,15 @@ def run_in_duckdb(
     kinds: list[str],
     thresholds: list[ShareRule],
     evening: Evening | None = None,
+    settings: dict[str, object] | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """The definition run by DuckDB on enriched tests (both directions, one table; with
-    `evening`, the evening twins' cells too: the tests need `test_time`)."""
+    `evening`, the evening twins' cells too: the tests need `test_time`). `settings`:
+    DuckDB's (`threads`, `memory_limit`), its defaults without."""
     dates = pc.unique(tests.column("date")).to_pylist()
     if not dates:
         return cell_tables([], thresholds)
-    con = duckdb.connect()
+    con = duckdb.connect(config=dict(settings or {}))
     try:
         con.register(DUCKDB_TABLE, tests)
         parts = []
