@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from configs import DEMO_THRESHOLDS, demo_geoip, demo_layers, stores
 from piecewise.core import periods
 from piecewise.core.config import Config, parse_config
 from piecewise.core.histogram import BUCKETS, HistogramSpec, bucket_of
@@ -44,31 +45,7 @@ def pipeline_config(tmp: Path, demo: Path) -> Config:
 name = "API test region"
 translations = {{ es = "Región de prueba de la API" }}
 
-[region]
-bbox = [-124.85, 45.54, -116.91, 49.01]
-polygon = "{demo / "wa-state.geojson"}"
-
-[[layers]]
-id = "counties"
-kind = "polygons"
-translations = {{ es = "Condados", pt-BR = "Condados" }}
-file = "{demo / "wa-counties.geojson"}"
-id_property = "GEOID"
-name_property = "NAME"
-
-[[layers]]
-id = "hex"
-kind = "h3"
-resolution = 5
-
-[[isps]]
-name = "Comcast Xfinity"
-asns = [7922]
-
-[[isps]]
-name = "Starlink"
-patterns = ["starlink"]
-
+{demo_layers(demo, translations={"es": "Condados", "pt-BR": "Condados"})}
 [periods]
 start = {RUN_START.isoformat()}
 end = {RUN_END.isoformat()}
@@ -77,14 +54,7 @@ end = {RUN_END.isoformat()}
 min_tests = 8
 min_clients = 3
 
-[[thresholds]]
-download = 25
-upload = 3
-
-[[thresholds]]
-download = 100
-upload = 20
-
+{DEMO_THRESHOLDS}
 # Use cases with every kind of limit: all four; MinRTT alone (both directions); a
 # download's speed and loss only (uploads have no share).
 [[use_cases]]
@@ -110,18 +80,13 @@ loss = 0.01
 [evening]
 timezone = "America/Los_Angeles"
 
-[stores]
-private = "file://private"
-public = "file://public"
-
+{stores()}
 [source]
 kind = "synthetic"
 seed = 5
 tests_per_day = 300
 
-[geoip]
-asn_database = "{demo / "GeoLite2-ASN-demo.mmdb"}"
-
+{demo_geoip(demo)}
 [api]
 refresh_seconds = 0
 """,
@@ -129,9 +94,10 @@ refresh_seconds = 0
     )
 
 
-@pytest.fixture(scope="session")
-def published(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Published:
-    tmp = tmp_path_factory.mktemp("api")
+def renamed_demo(tmp: Path, demo_data: Path, renamed: dict[str, str]) -> Path:
+    """The demo data in `tmp/demo`, the counties in `renamed` (GEOID: name) bearing
+    those names (names an outsider might choose to break the pages and files that show
+    them)."""
     demo = tmp / "demo"
     demo.mkdir()
     for name in ("wa-state.geojson", "GeoLite2-ASN-demo.mmdb"):
@@ -139,8 +105,15 @@ def published(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Publ
     counties = json.loads((demo_data / "wa-counties.geojson").read_text())
     for feature in counties["features"]:
         props = feature["properties"]
-        props["NAME"] = RENAMED.get(props["GEOID"], props["NAME"])
+        props["NAME"] = renamed.get(props["GEOID"], props["NAME"])
     (demo / "wa-counties.geojson").write_text(json.dumps(counties))
+    return demo
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Published:
+    tmp = tmp_path_factory.mktemp("api")
+    demo = renamed_demo(tmp, demo_data, RENAMED)
     config = pipeline_config(tmp, demo)
     run_ingest(config, RUN_START, RUN_END, progress=False)
     run_aggregate(config)

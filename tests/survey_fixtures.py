@@ -9,37 +9,20 @@ from pathlib import Path
 
 import pytest
 
+from configs import hexes, isp, region, stores, study_periods, synthetic, toml_config
 from piecewise.core.config import Config, parse_config
 from piecewise.web.survey import SurveyApp, build_survey
 from piecewise.web.survey.store import FirestoreSurveyStore, SqliteSurveyStore, SurveyStore
 
-SURVEY_TOML = """
-[region]
-bbox = [-124.85, 45.54, -116.91, 49.01]
-
-[[layers]]
-id = "hex"
-kind = "h3"
-resolution = 3
-
-[[isps]]
-name = "Comcast Xfinity"
-asns = [7922]
-
-[[isps]]
-name = "Ziply Fiber"
-asns = [20055]
-
-[periods]
-start = 2025-01-01
-
-[stores]
-private = "file://private"
-public = "file://public"
-
-[source]
-kind = "synthetic"
-"""
+SURVEY_TOML = toml_config(
+    region(),
+    hexes(3),
+    isp("Comcast Xfinity", asns=[7922]),
+    isp("Ziply Fiber", asns=[20055]),
+    study_periods(),
+    stores(),
+    synthetic(),
+)
 SALT = b"test-salt-0123456789"
 
 

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from werkzeug.test import Client, TestResponse
 
 from api_fixtures import LAYER, RENAMED, Published, cell_stats, hand_made, write_index
+from configs import counties, hexes, region, stores, study_periods, synthetic, toml_config
 from piecewise.core import periods
 from piecewise.core.config import parse_config
 from piecewise.core.vocabulary import PERIOD_KINDS
@@ -980,23 +981,13 @@ def function_client(
     functions_framework = pytest.importorskip("functions_framework")
     config = tmp_path / "piecewise.toml"
     config.write_text(
-        f"""
-[region]
-bbox = [-124.85, 45.54, -116.91, 49.01]
-[[layers]]
-id = "counties"
-kind = "polygons"
-file = "not-deployed-with-the-api.geojson"
-id_property = "GEOID"
-name_property = "NAME"
-[periods]
-start = 2025-01-01
-[stores]
-private = "file:///nonexistent/private"
-public = "{published.public.url}"
-[source]
-kind = "synthetic"
-"""
+        toml_config(
+            region(),
+            counties(None, file="not-deployed-with-the-api.geojson"),
+            study_periods(),
+            stores("file:///nonexistent/private", published.public.url),
+            synthetic(),
+        )
     )
     monkeypatch.setenv("PIECEWISE_CONFIG", str(config))
     root = Path(__file__).resolve().parents[1]
@@ -1090,21 +1081,13 @@ def test_piecewise_serve_serves_the_api_over_http(published: Published, tmp_path
 
     config = tmp_path / "piecewise.toml"
     config.write_text(
-        f"""
-[region]
-bbox = [-124.85, 45.54, -116.91, 49.01]
-[[layers]]
-id = "counties"
-kind = "h3"
-resolution = 5
-[periods]
-start = 2025-01-01
-[stores]
-private = "{(tmp_path / "private").as_uri()}"
-public = "{published.public.url}"
-[source]
-kind = "synthetic"
-"""
+        toml_config(
+            region(),
+            hexes(5, "counties"),
+            study_periods(),
+            stores((tmp_path / "private").as_uri(), published.public.url),
+            synthetic(),
+        )
     )
     port = free_port()
     script = Path(sys.executable).with_name("piecewise")

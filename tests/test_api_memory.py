@@ -23,6 +23,7 @@ import pytest
 from werkzeug.test import Client
 
 from api_fixtures import LAYER, Published, hand_made
+from configs import hexes, region, stores, study_periods, synthetic, table, toml_config
 from piecewise.web.api import build_api
 from piecewise.web.api.cache import LoadingCache
 from piecewise.web.api.reader import Snapshot
@@ -152,25 +153,15 @@ def api_process(published: Published, tmp_path: Path) -> Iterator[tuple[int, int
     cache of 1 MiB (which the warm-up fills): (PID, port). Stopped by its PID."""
     config = tmp_path / "piecewise.toml"
     config.write_text(
-        f"""
-[region]
-bbox = [-124.85, 45.54, -116.91, 49.01]
-[[layers]]
-id = "cells"
-kind = "h3"
-resolution = 5
-[periods]
-start = 2025-01-01
-[stores]
-private = "{(tmp_path / "private").as_uri()}"
-public = "{published.public.url}"
-[source]
-kind = "synthetic"
-[survey]
-enabled = false
-[api]
-response_cache_mb = 1
-"""
+        toml_config(
+            region(),
+            hexes(5, "cells"),
+            study_periods(),
+            stores((tmp_path / "private").as_uri(), published.public.url),
+            synthetic(),
+            table("survey", enabled=False),
+            table("api", response_cache_mb=1),
+        )
     )
     port = free_port()
     log = (tmp_path / "serve.log").open("wb")

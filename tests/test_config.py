@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from configs import hexes, region, stores, study_periods, synthetic, toml_config
 from piecewise.cli import main
 from piecewise.core.config import ConfigError, H3Layer, PolygonLayer, load_config, parse_config
 from piecewise.storage.store import store_location
@@ -12,25 +13,7 @@ from piecewise.storage.store import store_location
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "piecewise.example.toml"
 
-MINIMAL = """
-[region]
-bbox = [-124.85, 45.54, -116.91, 49.01]
-
-[[layers]]
-id = "hex"
-kind = "h3"
-resolution = 7
-
-[periods]
-start = 2025-01-01
-
-[stores]
-private = "file://private"
-public = "file://public"
-
-[source]
-kind = "synthetic"
-"""
+MINIMAL = toml_config(region(), hexes(7), study_periods(), stores(), synthetic())
 
 
 def problems(text: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bigquery_http import TABLE_DENIED, BigQueryHTTP
+from configs import hexes, region, stores, study_periods, toml_config
 from maxmind_fixtures import ACCOUNT, KEY, FakeMaxMind, demo_mmdb, maxmind_tar_gz
 from piecewise.cli import main
 from piecewise.core.config import parse_config
@@ -33,23 +34,14 @@ def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def config_text(tmp: Path, *, source: str = "", geoip: str = "", public: str = "") -> str:
     source = source or 'kind = "synthetic"\nseed = 1\ntests_per_day = 50'
-    return f"""
-[region]
-bbox = [-124.85, 45.54, -116.91, 49.01]
-[[layers]]
-id = "hex"
-kind = "h3"
-resolution = 4
-[periods]
-start = 2025-01-01
-[stores]
-private = "file://{tmp / "private"}"
-public = "{public or f"file://{tmp / 'public'}"}"
-[source]
-{source}
-[geoip]
-{geoip}
-"""
+    return toml_config(
+        region(),
+        hexes(4),
+        study_periods(),
+        stores(f"file://{tmp / 'private'}", public or f"file://{tmp / 'public'}"),
+        f"[source]\n{source}",
+        f"[geoip]\n{geoip}",
+    )
 
 
 def by_step(found: list[Check]) -> dict[str, Check]:

@@ -7,6 +7,17 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from configs import (
+    counties,
+    demo_geoip,
+    hexes,
+    isp,
+    region,
+    stores,
+    study_periods,
+    synthetic,
+    toml_config,
+)
 from piecewise.core.areas import COARSE, OUTSIDE, UNLOCATED
 from piecewise.core.config import Config, parse_config
 from piecewise.core.schema import UNIFIED
@@ -19,33 +30,16 @@ OCEAN = (47.0, -124.6)  # inside the bounding box, off the coast: in no county
 
 def config(demo: Path, tmp: Path) -> Config:
     return parse_config(
-        f"""
-[region]
-bbox = [-125.0, 45.0, -116.0, 49.5]
-polygon = "{demo / "wa-state.geojson"}"
-[[layers]]
-id = "counties"
-kind = "polygons"
-file = "{demo / "wa-counties.geojson"}"
-id_property = "GEOID"
-name_property = "NAME"
-[[layers]]
-id = "hex"
-kind = "h3"
-resolution = 6
-[[isps]]
-name = "Comcast Xfinity"
-asns = [7922]
-[periods]
-start = 2025-01-01
-[stores]
-private = "file://p"
-public = "file://q"
-[source]
-kind = "synthetic"
-[geoip]
-asn_database = "{demo / "GeoLite2-ASN-demo.mmdb"}"
-""",
+        toml_config(
+            region(demo, bbox="[-125.0, 45.0, -116.0, 49.5]"),
+            counties(demo),
+            hexes(6),
+            isp("Comcast Xfinity", asns=[7922]),
+            study_periods(),
+            stores("file://p", "file://q"),
+            synthetic(),
+            demo_geoip(demo),
+        ),
         base_dir=tmp,
     )
 

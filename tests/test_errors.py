@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from configs import hexes, region, stores, study_periods, synthetic, toml_config
 from piecewise.cli import main
 from piecewise.core.areas import BoundaryError
 from piecewise.core.config import ConfigError
@@ -21,22 +22,7 @@ from piecewise.storage.manifest import DateRangeError
 from piecewise.storage.store import StoreError
 from piecewise.web.survey.store import SurveyStoreUnavailable
 
-CONFIG = """
-[region]
-bbox = [-124.85, 45.54, -116.91, 49.01]
-[[layers]]
-id = "hex"
-kind = "h3"
-resolution = 4
-[periods]
-start = 2025-01-01
-[stores]
-private = "file://private"
-public = "file://public"
-[source]
-kind = "synthetic"
-tests_per_day = 50
-"""
+CONFIG = toml_config(region(), hexes(4), study_periods(), stores(), synthetic(tests_per_day=50))
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,16 @@ import pytest
 functions_framework = pytest.importorskip("functions_framework")
 pytest.importorskip("google.cloud.pubsub_v1")
 
+from configs import (  # noqa: E402
+    counties,
+    demo_geoip,
+    region,
+    stores,
+    study_periods,
+    synthetic,
+    table,
+    toml_config,
+)
 from piecewise.core.config import load_config  # noqa: E402
 from piecewise.pipeline import Stores  # noqa: E402
 from piecewise.storage.lock import RunLock  # noqa: E402
@@ -36,29 +46,15 @@ def deployment(
 ):
     config = tmp_path / "piecewise.toml"
     config.write_text(
-        f"""
-[region]
-bbox = [-124.85, 45.54, -116.91, 49.01]
-[[layers]]
-id = "counties"
-kind = "polygons"
-file = "{demo_data / "wa-counties.geojson"}"
-id_property = "GEOID"
-name_property = "NAME"
-[periods]
-start = 2025-03-01
-[privacy]
-min_tests = 5
-min_clients = 2
-[stores]
-private = "file://private"
-public = "file://public"
-[source]
-kind = "synthetic"
-tests_per_day = 200
-[geoip]
-asn_database = "{demo_data / "GeoLite2-ASN-demo.mmdb"}"
-"""
+        toml_config(
+            region(),
+            counties(demo_data),
+            study_periods("2025-03-01"),
+            table("privacy", min_tests=5, min_clients=2),
+            stores(),
+            synthetic(tests_per_day=200),
+            demo_geoip(demo_data),
+        )
     )
     name = tmp_path.name.replace("_", "-")[-40:]
     topic = pubsub.create_topic(f"ingested-{name}")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from configs import counties, demo_geoip, region, stores, study_periods, table, toml_config
 from piecewise.core.config import parse_config
 from piecewise.ingest.dates import read_ahead
 from piecewise.ingest.sources.files import FilesSource
@@ -37,26 +38,14 @@ def export_row(test: str, archived: dt.date, taken: str | None) -> dict:
 
 def config(tmp: Path, demo: Path):
     return parse_config(
-        f"""
-[region]
-bbox = [-124.85, 45.54, -116.91, 49.01]
-[[layers]]
-id = "counties"
-kind = "polygons"
-file = "{demo / "wa-counties.geojson"}"
-id_property = "GEOID"
-name_property = "NAME"
-[periods]
-start = {D1.isoformat()}
-[stores]
-private = "file://private"
-public = "file://public"
-[source]
-kind = "files"
-downloads = "exports"
-[geoip]
-asn_database = "{demo / "GeoLite2-ASN-demo.mmdb"}"
-""",
+        toml_config(
+            region(),
+            counties(demo),
+            study_periods(D1.isoformat()),
+            stores(),
+            table("source", kind="files", downloads="exports"),
+            demo_geoip(demo),
+        ),
         base_dir=tmp,
     )
 

@@ -12,6 +12,16 @@ import pyarrow as pa
 import pytest
 import shapely
 
+from configs import (
+    counties,
+    demo_geoip,
+    hexes,
+    region,
+    stores,
+    study_periods,
+    synthetic,
+    toml_config,
+)
 from piecewise.cli import main
 from piecewise.core.config import Location, parse_config
 from piecewise.core.location import (
@@ -77,27 +87,14 @@ def test_config_check_warns_of_a_layer_finer_than_ip_geolocation(
 ) -> None:
     config = tmp_path / "piecewise.toml"
     config.write_text(
-        f"""
-[region]
-bbox = [-124.85, 45.54, -116.91, 49.01]
-[[layers]]
-id = "counties"
-kind = "polygons"
-file = "{demo_data / "wa-counties.geojson"}"
-id_property = "GEOID"
-name_property = "NAME"
-[[layers]]
-id = "blocks"
-kind = "h3"
-resolution = 9
-[periods]
-start = 2025-01-01
-[stores]
-private = "file://private"
-public = "file://public"
-[source]
-kind = "synthetic"
-"""
+        toml_config(
+            region(),
+            counties(demo_data),
+            hexes(9, "blocks"),
+            study_periods(),
+            stores(),
+            synthetic(),
+        )
     )
     assert main(["config", "check", str(config)]) == 0
     err = capsys.readouterr().err
@@ -110,25 +107,14 @@ def test_ingest_warns_when_a_layer_is_finer_than_the_data(
     tmp_path: Path, demo_data: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = parse_config(
-        f"""
-[region]
-bbox = [-124.85, 45.54, -116.91, 49.01]
-polygon = "{demo_data / "wa-state.geojson"}"
-[[layers]]
-id = "fine"
-kind = "h3"
-resolution = 8
-[periods]
-start = 2025-01-01
-[stores]
-private = "file://private"
-public = "file://public"
-[source]
-kind = "synthetic"
-tests_per_day = 200
-[geoip]
-asn_database = "{demo_data / "GeoLite2-ASN-demo.mmdb"}"
-""",
+        toml_config(
+            region(demo_data),
+            hexes(8, "fine"),
+            study_periods(),
+            stores(),
+            synthetic(tests_per_day=200),
+            demo_geoip(demo_data),
+        ),
         base_dir=tmp_path,
     )
     day = dt.date(2025, 1, 6)

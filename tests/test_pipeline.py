@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from configs import DEMO_THRESHOLDS, demo_geoip, demo_layers, stores
 from piecewise.core import periods
 from piecewise.core.config import Config, parse_config
 from piecewise.ingest.clients import client_network
@@ -38,30 +39,7 @@ def config_text(demo: Path, **overrides: str) -> str:
 [project]
 name = "Test region"
 
-[region]
-bbox = [-124.85, 45.54, -116.91, 49.01]
-polygon = "{demo / "wa-state.geojson"}"
-
-[[layers]]
-id = "counties"
-kind = "polygons"
-file = "{demo / "wa-counties.geojson"}"
-id_property = "GEOID"
-name_property = "NAME"
-
-[[layers]]
-id = "hex"
-kind = "h3"
-resolution = 5
-
-[[isps]]
-name = "Comcast Xfinity"
-asns = [7922]
-
-[[isps]]
-name = "Starlink"
-patterns = ["starlink"]
-
+{demo_layers(demo)}
 [periods]
 start = {overrides.get("start", START.isoformat())}
 {f"end = {end}" if end else ""}
@@ -70,29 +48,17 @@ start = {overrides.get("start", START.isoformat())}
 min_tests = {overrides.get("min_tests", "8")}
 min_clients = 3
 
-[[thresholds]]
-download = 25
-upload = 3
-
-[[thresholds]]
-download = 100
-upload = 20
-
+{DEMO_THRESHOLDS}
 [aggregation]
 sampling = "{overrides.get("sampling", "all")}"
 
-[stores]
-private = "file://private"
-public = "file://public"
-
+{stores()}
 [source]
 kind = "synthetic"
 seed = 11
 tests_per_day = 400
 
-[geoip]
-asn_database = "{demo / "GeoLite2-ASN-demo.mmdb"}"
-"""
+{demo_geoip(demo)}"""
 
 
 def file_hashes(root: Path) -> dict[str, str]:

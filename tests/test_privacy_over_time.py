@@ -27,6 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from configs import counties, demo_geoip, hexes, region, stores, toml_config
+from configs import isp as isp_rule
 from piecewise.aggregate.local import apply_sampling, network_keyed
 from piecewise.core.config import Config, parse_config
 from piecewise.demo.places import load_demo_places
@@ -50,30 +52,15 @@ LAGS = (1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 3, 4, 6, 9)
 
 
 def config_text(demo: Path, min_tests: int, renamed: bool) -> str:
-    rename = '\n[[isps]]\nname = "Xfinity (renamed)"\nasns = [7922]\n' if renamed else ""
+    rename = isp_rule("Xfinity (renamed)", asns=[7922]) if renamed else ""
+    layers = toml_config(region(demo), counties(demo), hexes(4))
+    starlink = isp_rule("Starlink", patterns=["starlink"])
     return f"""
 [project]
 name = "Over time"
 
-[region]
-bbox = [-124.85, 45.54, -116.91, 49.01]
-polygon = "{demo / "wa-state.geojson"}"
-
-[[layers]]
-id = "counties"
-kind = "polygons"
-file = "{demo / "wa-counties.geojson"}"
-id_property = "GEOID"
-name_property = "NAME"
-
-[[layers]]
-id = "hex"
-kind = "h3"
-resolution = 4
-
-[[isps]]
-name = "Starlink"
-patterns = ["starlink"]
+{layers}
+{starlink}
 {rename}
 [periods]
 start = {FIRST.isoformat()}
@@ -89,18 +76,13 @@ upload = 3
 [ingest]
 reread_days = {REREAD}
 
-[stores]
-private = "file://private"
-public = "file://public"
-
+{stores()}
 [source]
 kind = "files"
 downloads = "exports/download"
 uploads = "exports/upload"
 
-[geoip]
-asn_database = "{demo / "GeoLite2-ASN-demo.mmdb"}"
-"""
+{demo_geoip(demo)}"""
 
 
 def write_exports(root: Path) -> dict[dt.date, dict[str, pa.Table]]:

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import Client
 
+from api_fixtures import renamed_demo
 from piecewise.core.config import Config, IspRule, UseCase
 from piecewise.devtools import free_port
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
@@ -52,15 +53,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Site:
     """A pipeline run over START..END whose county layer names KING and ADAMS and whose
     ISPs include EVIL_ISP."""
     tmp = tmp_path_factory.mktemp("serve")
-    demo = tmp / "demo"
-    demo.mkdir()
-    for name in ("wa-state.geojson", "GeoLite2-ASN-demo.mmdb"):
-        (demo / name).symlink_to(demo_data / name)
-    counties = json.loads((demo_data / "wa-counties.geojson").read_text())
-    for feature in counties["features"]:
-        props = feature["properties"]
-        props["NAME"] = RENAMED.get(props["GEOID"], props["NAME"])
-    (demo / "wa-counties.geojson").write_text(json.dumps(counties))
+    demo = renamed_demo(tmp, demo_data, RENAMED)
     cfg = make_config(tmp, demo)
     isps = [IspRule(name=EVIL_ISP, asns=[7922]), *cfg.isps[1:]]
     # A use case too: its column is headed by its name, and its upload cells are empty.
