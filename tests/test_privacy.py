@@ -14,9 +14,9 @@ from piecewise.aggregate.privacy import (
     build_relations,
     determined_cells,
     known_cells,
-    period_starts,
     suppress,
 )
+from piecewise.core import periods
 from piecewise.core.vocabulary import PERIOD_KINDS
 
 EPOCH = dt.date(1970, 1, 1)
@@ -40,7 +40,7 @@ def cells_of(
     if evening is not None:
         parts += [(EVENING, evening), (REST_OF_DAY, ~evening)]
     for k, kind in enumerate(PERIOD_KINDS):
-        start = period_starts(kind, day)
+        start = periods.start_days(kind, day)
         for isp_key in range(isps + 1):
             of_isp = np.ones(len(day), bool) if isp_key == isps else isp == isp_key
             for a in np.unique(area):
@@ -100,7 +100,7 @@ def leaf_rank_determined(cells: CellKeys, published: np.ndarray) -> np.ndarray:
         kind = PERIOD_KINDS[cells.kind[row]]
         inside = (
             (cells.group[leaves] == cells.group[row])
-            & (period_starts(kind, cells.period[leaves]) == cells.period[row])
+            & (periods.start_days(kind, cells.period[leaves]) == cells.period[row])
             & ((cells.isp[row] == cells.all_isp) | (cells.isp[leaves] == cells.isp[row]))
             & ((hours[row] == 0) | (hours[leaves] == hours[row]))
         )

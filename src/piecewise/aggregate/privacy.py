@@ -61,7 +61,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from piecewise.core.vocabulary import PERIOD_KINDS
+from piecewise.core import periods
 
 ISP_RELATION = 0
 TIME_RELATION = 1
@@ -240,7 +240,7 @@ def build_relations(cells: CellKeys) -> Relations:
         ci, fi = cells.kinds.index(coarse), cells.kinds.index(fine)
         fine_rows = rows[cells.kind == fi]
         coarse_rows = rows[cells.kind == ci]
-        starts = period_starts(coarse, cells.period[fine_rows])
+        starts = periods.start_days(coarse, cells.period[fine_rows])
         # Find each fine cell's parent: same group, hours and ISP, the coarse kind, `starts`.
         parent_of = _owner_of(
             coarse_rows,
@@ -280,21 +280,6 @@ def build_relations(cells: CellKeys) -> Relations:
         rel=rel,
         start=np.searchsorted(rel, np.arange(len(parent) + 1)),
     )
-
-
-def period_starts(kind: str, days: np.ndarray) -> np.ndarray:
-    """The start (days since 1970-01-01) of the `kind` period holding each day."""
-    d = days.astype("datetime64[D]")
-    if kind == "day":
-        return days.astype(np.int64)
-    if kind == "month":
-        return d.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
-    if kind == "quarter":
-        m = d.astype("datetime64[M]").astype(np.int64)
-        return (m - m % 3).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
-    if kind == "year":
-        return d.astype("datetime64[Y]").astype("datetime64[D]").astype(np.int64)
-    raise ValueError(f"unknown period kind {kind!r}; use one of {', '.join(PERIOD_KINDS)}")
 
 
 def known_cells(published: np.ndarray, relations: Relations) -> np.ndarray:

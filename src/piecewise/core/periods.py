@@ -84,12 +84,28 @@ def _span_ordinals(kind: str, days: np.ndarray) -> np.ndarray:
     return d.astype("datetime64[Y]").astype(np.int64)
 
 
+# Months in a period of each kind longer than a day: an ordinal times this is the
+# period's first month, counted from January 1970.
+_MONTHS = {"month": 1, "quarter": 3, "year": 12}
+
+
 def start_of_ordinal(kind: str, ordinal: int) -> dt.date:
     epoch = dt.date(1970, 1, 1)
     if kind == "day":
         return epoch + dt.timedelta(days=int(ordinal))
-    months = {"month": 1, "quarter": 3, "year": 12}[kind] * int(ordinal)
+    months = _MONTHS[kind] * int(ordinal)
     return dt.date(1970 + months // 12, months % 12 + 1, 1)
+
+
+def start_days(kind: str, days: np.ndarray) -> np.ndarray:
+    """Per row, the first day of the `kind` period holding it: `start_of` over arrays,
+    days since 1970-01-01 in and out."""
+    if kind == "day":
+        return days.astype(np.int64)
+    if kind not in _MONTHS:
+        raise ValueError(f"unknown period kind {kind!r}; use one of {', '.join(PERIOD_KINDS)}")
+    months = ordinals(kind, days) * _MONTHS[kind]
+    return months.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
 
 
 def affected(kinds: Iterable[str], dates: Iterable[dt.date]) -> dict[str, set[dt.date]]:
