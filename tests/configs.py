@@ -15,11 +15,14 @@ WA_BBOX = "[-124.85, 45.54, -116.91, 49.01]"
 
 
 def _value(value: object) -> str:
-    """A TOML value: strings quoted, booleans in lower case, dates and numbers as they are."""
+    """A TOML value: strings quoted, booleans in lower case, lists and inline tables of
+    values, dates and numbers as they are."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
         return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {_value(v)}" for k, v in value.items()) + " }"
     return str(value)

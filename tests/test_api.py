@@ -838,22 +838,14 @@ def test_cors_with_listed_origins(published: Published) -> None:
 def test_bad_cors_origins_are_config_errors(tmp_path: Path) -> None:
     from piecewise.core.config import ConfigError
 
-    made_config = """
-[region]
-bbox = [0, 0, 1, 1]
-[[layers]]
-id = "hex"
-kind = "h3"
-resolution = 3
-[periods]
-start = 2025-01-01
-[stores]
-private = "file://a"
-public = "file://b"
-[source]
-kind = "synthetic"
-[api]
-"""
+    made_config = toml_config(
+        region(bbox="[0, 0, 1, 1]"),
+        hexes(3),
+        study_periods(),
+        stores("file://a", "file://b"),
+        synthetic(),
+        "[api]",
+    )
     for origins in ('["https://x.org/"]', '["*", "https://x.org"]', '["x.org"]'):
         with pytest.raises(ConfigError) as info:
             parse_config(made_config + f"cors_origins = {origins}\n", base_dir=tmp_path)

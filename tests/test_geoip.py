@@ -19,6 +19,7 @@ import pytest
 from mmdb_writer import MmdbU32, MMDBWriter
 from netaddr import IPSet
 
+from configs import hexes, region, stores, study_periods, synthetic, toml_config
 from maxmind_fixtures import (
     ACCOUNT,
     KEY,
@@ -652,25 +653,14 @@ def test_private_store_of_each_kind(
 def _config_with_geoip(tmp: Path, geoip: str):
     from piecewise.core.config import parse_config
 
-    text = f"""
-[region]
-bbox = [-124.85, 45.54, -116.91, 49.01]
-[[layers]]
-id = "hex"
-kind = "h3"
-resolution = 5
-[periods]
-start = 2025-03-25
-[stores]
-private = "file://private"
-public = "file://public"
-[source]
-kind = "synthetic"
-seed = 11
-tests_per_day = 50
-[geoip]
-{geoip}
-"""
+    text = toml_config(
+        region(),
+        hexes(5),
+        study_periods("2025-03-25"),
+        stores(),
+        synthetic(seed=11, tests_per_day=50),
+        f"[geoip]\n{geoip}",
+    )
     return parse_config(text, base_dir=tmp)
 
 

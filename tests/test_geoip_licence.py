@@ -15,6 +15,7 @@ import pytest
 from mmdb_writer import MmdbU32, MMDBWriter
 from netaddr import IPSet
 
+from configs import hexes, region, stores, study_periods, toml_config
 from piecewise.core.areas import build_layers
 from piecewise.core.config import Config, parse_config
 from piecewise.demo.geoip import asn_networks, build_demo_asn_db
@@ -76,24 +77,15 @@ MLAB_EXPORTS = 'kind = "files"\ndownloads = "exports/"'
 
 def config(tmp: Path, geoip: str = "", site: str = "", source: str = SYNTHETIC) -> Config:
     return parse_config(
-        f"""
-[region]
-bbox = [-124.85, 45.54, -116.91, 49.01]
-[[layers]]
-id = "hex"
-kind = "h3"
-resolution = 5
-[periods]
-start = {DATE}
-[stores]
-private = "file://private"
-public = "file://public"
-[source]
-{source}
-[geoip]
-{geoip}
-{site}
-""",
+        toml_config(
+            region(),
+            hexes(5),
+            study_periods(str(DATE)),
+            stores(),
+            f"[source]\n{source}",
+            f"[geoip]\n{geoip}",
+            site,
+        ),
         base_dir=tmp,
     )
 

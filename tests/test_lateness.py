@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from configs import hexes, region, stores, study_periods, synthetic, table, toml_config
 from piecewise.cli import main
 from piecewise.core.config import parse_config
 from piecewise.pipeline import Stores
@@ -15,23 +16,14 @@ from piecewise.storage.manifest import Manifest
 
 
 def config_text(tmp: Path, reread_days: int = 3) -> str:
-    return f"""
-[region]
-bbox = [-124.85, 45.54, -116.91, 49.01]
-[[layers]]
-id = "hex"
-kind = "h3"
-resolution = 3
-[periods]
-start = 2025-01-01
-[stores]
-private = "file://{tmp / "private"}"
-public = "file://{tmp / "public"}"
-[source]
-kind = "synthetic"
-[ingest]
-reread_days = {reread_days}
-"""
+    return toml_config(
+        region(),
+        hexes(3),
+        study_periods(),
+        stores(f"file://{tmp / 'private'}", f"file://{tmp / 'public'}"),
+        synthetic(),
+        table("ingest", reread_days=reread_days),
+    )
 
 
 def read(manifest: Manifest, date: dt.date, days_after: int, down: int, up: int) -> None:

@@ -4,41 +4,27 @@ test_site_speedtest.py, in a browser)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
 import pytest
 from werkzeug.test import Client
 
+from configs import hexes, region, stores, synthetic, table, toml_config
 from piecewise.cli import main
 from piecewise.core.config import ConfigError, parse_config
 from piecewise.web.serve import build_app
 from piecewise.web.site import runtime_config
 
-BASE = """
-[region]
-bbox = [-124.85, 45.54, -116.91, 49.01]
-
-[[layers]]
-id = "hex"
-kind = "h3"
-resolution = 5
-
-[periods]
-kinds = ["month"]
-start = 2025-01-01
-
-[privacy]
-min_tests = 12
-min_clients = 4
-
-[stores]
-private = "file://private"
-public = "file://public"
-
-[source]
-kind = "synthetic"
-"""
+BASE = toml_config(
+    region(),
+    hexes(5),
+    table("periods", kinds=["month"], start=dt.date(2025, 1, 1)),
+    table("privacy", min_tests=12, min_clients=4),
+    stores(),
+    synthetic(),
+)
 
 
 def config(tmp_path: Path, site: str = ""):
