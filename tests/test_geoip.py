@@ -584,7 +584,7 @@ def test_a_newer_build_fetched_earlier_is_not_deleted_as_superseded(
 def test_a_worker_keeps_only_the_copy_in_use_in_its_cache_and_leaves_the_store(
     tmp_path: Path, private: Store, april: bytes, may: bytes
 ) -> None:
-    from piecewise.pipeline import stored_geoip_database
+    from piecewise.ingest.geoip import stored_geoip_database
 
     cfg = _config_with_geoip(tmp_path, 'source_url = "gs://b/GeoLite2-ASN.mmdb"\ncache_dir = "w"')
     worker_cache = tmp_path / "w"
@@ -665,7 +665,8 @@ def _config_with_geoip(tmp: Path, geoip: str):
 
 
 def test_ingest_refreshes_once_and_records_the_database(tmp_path: Path, maxmind, april) -> None:
-    from piecewise.pipeline import Stores, prepare_geoip_database, run_ingest
+    from piecewise.ingest.geoip import prepare_geoip_database
+    from piecewise.pipeline import Stores, run_ingest
 
     maxmind.body = maxmind_tar_gz(april, EPOCH_APRIL)
     cfg = _config_with_geoip(

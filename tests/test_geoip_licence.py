@@ -25,9 +25,11 @@ from piecewise.ingest.geoip import (
     data_sources,
     licence_limit,
     newer_build_epoch,
+    prepare_geoip_database,
     refresh_geoip,
+    stored_geoip_database,
 )
-from piecewise.pipeline import Stores, prepare_geoip_database, run_ingest, stored_geoip_database
+from piecewise.pipeline import Stores, run_ingest
 from piecewise.publish.files import Publisher
 from piecewise.storage.manifest import Manifest
 from piecewise.storage.store import open_store

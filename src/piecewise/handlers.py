@@ -22,6 +22,7 @@ from typing import Any
 from piecewise.core.config import Config
 from piecewise.ingest.backfill import DateMessage, forget_batch, mark_done, new_batch
 from piecewise.ingest.dates import IngestFailed, NoTestsSelected, date_blocks
+from piecewise.ingest.geoip import stored_geoip_database
 from piecewise.ingest.sources.bigquery import RunTooCostly
 from piecewise.pipeline import (
     DateIngester,
@@ -30,7 +31,6 @@ from piecewise.pipeline import (
     plan_run,
     run_aggregate,
     run_ingest,
-    stored_geoip_database,
 )
 from piecewise.storage.lock import LockHeld
 from piecewise.storage.manifest import DateRange, DateRangeError, Manifest

@@ -7,10 +7,8 @@ import dataclasses
 import datetime as dt
 import logging
 import multiprocessing
-import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
@@ -33,6 +31,7 @@ from piecewise.ingest.dates import (
     ingest,
 )
 from piecewise.ingest.enrich import Enricher
+from piecewise.ingest.geoip import prepare_geoip_database
 from piecewise.ingest.quality import QualityReport
 from piecewise.ingest.sources.base import Source
 from piecewise.ingest.sources.bigquery import SourceError, query_digest
@@ -42,7 +41,6 @@ from piecewise.storage.manifest import (
     Manifest,
     dates_to_ingest,
     fingerprint,
-    geoip_identity,
     unfinished_dates,
 )
 from piecewise.storage.store import Store, StoreError, open_store
@@ -79,22 +77,12 @@ def make_source(config: Config) -> Source:
 
 def bigquery_source(config: Config, client: Any = None) -> BigQuerySource:
     """The BigQuery source a config names; `client` replaces the one built from it."""
-    from piecewise.ingest.sources.bigquery import BigQuerySource
+    from piecewise.ingest.sources.bigquery import BigQuerySource, bigquery_client
 
     src = config.source
     assert isinstance(src, BigQuerySourceConfig)
     if client is None:
-        from google.cloud import bigquery
-
-        options: dict[str, Any] = {}
-        if src.api_endpoint:
-            from google.auth.credentials import AnonymousCredentials
-
-            options = {
-                "client_options": {"api_endpoint": src.api_endpoint},
-                "credentials": AnonymousCredentials(),
-            }
-        client = bigquery.Client(project=src.project, location=src.location, **options)
+        client = bigquery_client(src.project, src.location, src.api_endpoint)
     return BigQuerySource(
         client=client,
         tables={"download": src.downloads_table, "upload": src.uploads_table},
@@ -163,41 +151,6 @@ def ingest_fingerprint(config: Config) -> str:
             "isps": [rule.model_dump(mode="json") for rule in config.isps],
         }
     )
-
-
-def prepare_geoip_database(
-    config: Config,
-    private: Store,
-    license_key: str | None,
-    *,
-    now: dt.datetime | None = None,
-) -> tuple[Config, str | None]:
-    """The config with `geoip.asn_database` pointing at the database to use, and that
-    database's identity for the manifest. With `geoip.source_url`, the stored database
-    is refreshed when due (a failed refresh keeps the previous one), copied to
-    `geoip.cache_dir`, and the copies it supersedes are deleted; `license_key` comes from
-    the caller (the CLI reads it from the environment variable named by
-    `geoip.license_key_env`). A GeoLite database past its licence's limit is not used:
-    the config names none and says why (see geoip_refresh.licensed_geoip)."""
-    from piecewise.ingest.geoip import licensed_geoip, newer_build_epoch, prepare_geoip
-
-    settings = config.geoip
-    now = now or dt.datetime.now(dt.UTC)
-    if settings.source_url is None:
-        path = settings.asn_database
-        return licensed_geoip(config, path, geoip_identity(path), now)
-    cache_dir = settings.cache_dir or Path(tempfile.gettempdir()) / "piecewise-geoip"
-    path, version = prepare_geoip(
-        private,
-        settings.source_url,
-        cache_dir,
-        license_key=license_key,
-        account_id=settings.account_id,
-        now=now,
-        max_age_days=settings.max_age_days,
-    )
-    newer = newer_build_epoch(private, version)
-    return licensed_geoip(config, path, version.identity, now, newer_build_epoch=newer)
 
 
 def plan_ingest(
@@ -309,35 +262,6 @@ def plan_run(
         check_run_cost(config, dates, stores.private, source)
         config, geoip = prepare_geoip_database(config, stores.private, license_key)
     return IngestPlan(config, geoip, dates, planned_at)
-
-
-def stored_geoip_database(
-    config: Config, private: Store, *, now: dt.datetime | None = None
-) -> tuple[Config, str | None]:
-    """Like prepare_geoip_database, without refreshing (nor deleting from the store: the
-    planner does): what a unit of work running away from its planner (a cloud function
-    instance per date) uses. Its own cache keeps only the copy in use."""
-    from piecewise.ingest.geoip import (
-        GeoIPError,
-        licensed_geoip,
-        newer_build_epoch,
-        newest_geoip,
-        prune_geoip,
-    )
-
-    settings = config.geoip
-    now = now or dt.datetime.now(dt.UTC)
-    if settings.source_url is None:
-        path = settings.asn_database
-        return licensed_geoip(config, path, geoip_identity(path), now)
-    cache_dir = settings.cache_dir or Path(tempfile.gettempdir()) / "piecewise-geoip"
-    found = newest_geoip(private, cache_dir)
-    if found is None:
-        raise GeoIPError(f"no GeoIP database stored in {private.url}: run a planner first")
-    path, version = found
-    prune_geoip(None, cache_dir, version)
-    newer = newer_build_epoch(private, version)
-    return licensed_geoip(config, path, version.identity, now, newer_build_epoch=newer)
 
 
 @dataclass(frozen=True)

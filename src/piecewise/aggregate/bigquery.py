@@ -90,17 +90,9 @@ class BigQueryEngine:
     def of(cls, config: Config, client: Any = None) -> BigQueryEngine:
         agg = config.aggregation
         if client is None:
-            from google.cloud import bigquery
+            from piecewise.ingest.sources.bigquery import bigquery_client
 
-            options: dict[str, Any] = {}
-            if agg.api_endpoint:
-                from google.auth.credentials import AnonymousCredentials
-
-                options = {
-                    "client_options": {"api_endpoint": agg.api_endpoint},
-                    "credentials": AnonymousCredentials(),
-                }
-            client = bigquery.Client(project=agg.project, location=agg.location, **options)
+            client = bigquery_client(agg.project, agg.location, agg.api_endpoint)
         assert agg.dataset is not None  # the config requires it with this engine
         return cls(
             client=client,

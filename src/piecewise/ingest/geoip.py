@@ -65,6 +65,7 @@ import maxminddb
 from piecewise.core.config import DEFAULT_ATTRIBUTION, Config
 from piecewise.core.errors import PiecewiseError
 from piecewise.storage.layout import GEOIP_PREFIX, geoip_folder
+from piecewise.storage.manifest import geoip_identity
 from piecewise.storage.store import KeyNotFound, Store, StoreError, local_path_for, open_store
 
 __all__ = [
@@ -1020,3 +1021,67 @@ def attribution(config: Config) -> str:
     if product == "GeoIP2" and "maxmind" not in text.lower():
         return f"{text} · ISP names: MaxMind GeoIP2"
     return text
+
+
+# -- the database a run uses -------------------------------------------------------------
+
+
+def _configured_database(config: Config, now: dt.datetime) -> tuple[Config, str | None]:
+    """The database the config names (no `geoip.source_url`), if its licence allows."""
+    path = config.geoip.asn_database
+    return licensed_geoip(config, path, geoip_identity(path), now)
+
+
+def _cache_dir(config: Config) -> Path:
+    """Where the stored databases are copied to be read."""
+    return config.geoip.cache_dir or Path(tempfile.gettempdir()) / "piecewise-geoip"
+
+
+def prepare_geoip_database(
+    config: Config,
+    private: Store,
+    license_key: str | None,
+    *,
+    now: dt.datetime | None = None,
+) -> tuple[Config, str | None]:
+    """The config with `geoip.asn_database` pointing at the database to use, and that
+    database's identity for the manifest. With `geoip.source_url`, the stored database
+    is refreshed when due (a failed refresh keeps the previous one), copied to
+    `geoip.cache_dir`, and the copies it supersedes are deleted; `license_key` comes from
+    the caller (the CLI reads it from the environment variable named by
+    `geoip.license_key_env`). A GeoLite database past its licence's limit is not used:
+    the config names none and says why (see licensed_geoip)."""
+    settings = config.geoip
+    now = now or dt.datetime.now(dt.UTC)
+    if settings.source_url is None:
+        return _configured_database(config, now)
+    path, version = prepare_geoip(
+        private,
+        settings.source_url,
+        _cache_dir(config),
+        license_key=license_key,
+        account_id=settings.account_id,
+        now=now,
+        max_age_days=settings.max_age_days,
+    )
+    newer = newer_build_epoch(private, version)
+    return licensed_geoip(config, path, version.identity, now, newer_build_epoch=newer)
+
+
+def stored_geoip_database(
+    config: Config, private: Store, *, now: dt.datetime | None = None
+) -> tuple[Config, str | None]:
+    """Like prepare_geoip_database, without refreshing (nor deleting from the store: the
+    planner does): what a unit of work running away from its planner (a cloud function
+    instance per date) uses. Its own cache keeps only the copy in use."""
+    now = now or dt.datetime.now(dt.UTC)
+    if config.geoip.source_url is None:
+        return _configured_database(config, now)
+    cache_dir = _cache_dir(config)
+    found = newest_geoip(private, cache_dir)
+    if found is None:
+        raise GeoIPError(f"no GeoIP database stored in {private.url}: run a planner first")
+    path, version = found
+    prune_geoip(None, cache_dir, version)
+    newer = newer_build_epoch(private, version)
+    return licensed_geoip(config, path, version.identity, now, newer_build_epoch=newer)

@@ -48,6 +48,22 @@ MLAB_SUPPORT = "support@measurementlab.net"
 DRY_RUN_THREADS = 4
 
 
+def bigquery_client(project: str | None, location: str | None, api_endpoint: str | None) -> Any:
+    """A BigQuery client: the credentials' own, or anonymous ones against `api_endpoint`
+    (another endpoint, such as a local emulator)."""
+    from google.cloud import bigquery
+
+    options: dict[str, Any] = {}
+    if api_endpoint:
+        from google.auth.credentials import AnonymousCredentials
+
+        options = {
+            "client_options": {"api_endpoint": api_endpoint},
+            "credentials": AnonymousCredentials(),
+        }
+    return bigquery.Client(project=project, location=location, **options)
+
+
 class SourceError(PiecewiseError):
     """A query that cannot run, with what to do about it."""
 
