@@ -20,6 +20,7 @@ from piecewise.core.config import Config, parse_config
 from piecewise.core.histogram import BUCKETS, HistogramSpec, bucket_of
 from piecewise.core.vocabulary import PERIOD_KINDS
 from piecewise.pipeline import Stores, run_aggregate, run_ingest
+from piecewise.storage.layout import areas_key
 from piecewise.storage.store import Store, open_store
 
 # -- the real pipeline run ---------------------------------------------------------------
@@ -235,6 +236,13 @@ def build_store(
         for label in sorted(labels[kind]):
             _write_period(made, kind, label)
     _write_series(made, labels)
+    write_areas(made.store, area_ids)
+    write_index(made, labels, isps)
+    return made
+
+
+def write_areas(store: Store, area_ids: list[str]) -> None:
+    """The layer's areas file, as `build_store` writes it: a unit square per area."""
     features = [
         {
             "type": "Feature",
@@ -247,11 +255,7 @@ def build_store(
         }
         for i, a in enumerate(area_ids)
     ]
-    store.write_json(
-        f"v1/areas/{LAYER}.geojson", {"type": "FeatureCollection", "features": features}
-    )
-    write_index(made, labels, isps)
-    return made
+    store.write_json(areas_key(LAYER), {"type": "FeatureCollection", "features": features})
 
 
 def write_index(

@@ -17,7 +17,15 @@ from pathlib import Path
 from werkzeug.test import Client, EnvironBuilder
 from werkzeug.wrappers import Request
 
-from api_fixtures import LAYER, THRESHOLDS, HandMade, _write_series, build_store, write_index
+from api_fixtures import (
+    LAYER,
+    THRESHOLDS,
+    HandMade,
+    _write_series,
+    build_store,
+    write_areas,
+    write_index,
+)
 from piecewise.web.api import ApiApp, build_api
 from piecewise.web.api.params import parse_request
 from piecewise.web.api.reader import PeriodAxis, SeriesStep, Snapshot
@@ -32,25 +40,6 @@ class Release:
     labels: dict[str, set[str]]
     isps: list[str]
     when: str
-
-
-def write_areas(made: HandMade) -> None:
-    """The layer's areas file, as `build_store` writes it, for `made.areas`."""
-    features = [
-        {
-            "type": "Feature",
-            "id": a,
-            "properties": {"id": a, "name": f"Area {a.upper()}"},
-            "geometry": {
-                "type": "Polygon",
-                "coordinates": [[[i, 0], [i + 1, 0], [i + 1, 1], [i, 1], [i, 0]]],
-            },
-        }
-        for i, a in enumerate(made.areas)
-    ]
-    made.store.write_json(
-        f"v1/areas/{LAYER}.geojson", {"type": "FeatureCollection", "features": features}
-    )
 
 
 def earlier(made: HandMade, labels: dict[str, set[str]]) -> HandMade:
@@ -72,7 +61,7 @@ def earlier(made: HandMade, labels: dict[str, set[str]]) -> HandMade:
 def publish(made: HandMade, release: Release) -> None:
     """The files a release writes besides its periods' own, index last."""
     _write_series(made, release.labels)
-    write_areas(made)
+    write_areas(made.store, made.areas)
     write_index(made, release.labels, release.isps, when=release.when)
 
 

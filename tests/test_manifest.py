@@ -90,24 +90,15 @@ def test_recording_the_same_content_again_keeps_its_time_and_identity(tmp_path: 
     store = open_store(tmp_path.as_uri())
     manifest = Manifest(store)
     quality = QualityReport(rows_in=3, rows_out=3, outside_layer={"h3r4": 1}).as_dict()
-    first = manifest.record(
-        D(2026, 5, 1),
-        {"download": 3},
-        "sha256:a",
-        None,
-        quality,
-        digest="sha256:files",
-        now=dt.datetime(2026, 5, 2, tzinfo=dt.UTC),
-    )
-    again = manifest.record(
-        D(2026, 5, 1),
-        {"download": 3},
-        "sha256:a",
-        None,
-        quality,
-        digest="sha256:files",
-        now=dt.datetime(2026, 5, 3, tzinfo=dt.UTC),
-    )
+
+    def read_on(day: int) -> object:
+        """The same rows of 2026-05-01, read on May `day`."""
+        now = dt.datetime(2026, 5, day, tzinfo=dt.UTC)
+        args = ({"download": 3}, "sha256:a", None, quality)
+        return manifest.record(D(2026, 5, 1), *args, digest="sha256:files", now=now)
+
+    first = read_on(2)
+    again = read_on(3)
     assert again.ingested_at == "2026-05-02T00:00:00Z" and again.identity == first.identity
     assert [r.at for r in again.reads] == ["2026-05-02T00:00:00Z", "2026-05-03T00:00:00Z"]
     assert manifest.get(D(2026, 5, 1)) == again
