@@ -310,3 +310,16 @@ def test_no_isp_rule_takes_the_all_isp_key(name: str) -> None:
     text = MINIMAL + f'\n[[isps]]\nname = "{name}"\nasns = [64500]\n'
     with pytest.raises(ConfigError, match='"all" is reserved for all ISPs together'):
         parse_config(text, base_dir=Path("/tmp"))
+
+
+@pytest.mark.parametrize(("written", "read"), [("local", "local"), ("duckdb", "local")])
+def test_the_local_engine_is_read_by_its_name_and_its_former_one(written: str, read: str) -> None:
+    cfg = parse_config(MINIMAL + f'\n[aggregation]\nengine = "{written}"\n', base_dir=Path("/tmp"))
+    assert cfg.aggregation.engine == read
+    assert parse_config(MINIMAL, base_dir=Path("/tmp")).aggregation.engine == "local"
+
+
+def test_an_unknown_engine_names_the_choices() -> None:
+    with pytest.raises(ConfigError, match="aggregation.engine") as info:
+        parse_config(MINIMAL + '\n[aggregation]\nengine = "spark"\n', base_dir=Path("/tmp"))
+    assert "'local'" in str(info.value) and "'bigquery'" in str(info.value)

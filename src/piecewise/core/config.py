@@ -388,10 +388,12 @@ class UseCase(ShareRule):
 
 
 class Aggregation(_Strict):
-    engine: Literal["duckdb", "bigquery"] = Field(
-        "duckdb",
-        description="'duckdb' computes on this machine; 'bigquery' loads the enriched tests "
-        "into a BigQuery table and aggregates there (the keys below).",
+    engine: Literal["local", "bigquery"] = Field(
+        "local",
+        description="'local' computes on this machine (DuckDB reads the store, the cells "
+        "are computed by sorting); 'bigquery' loads the enriched tests into a BigQuery "
+        "table and aggregates there (the keys below). 'duckdb', the local engine's former "
+        "name, is read as 'local'.",
     )
     sampling: Literal["all", "one_per_client_day"] = Field(
         "one_per_client_day",
@@ -422,6 +424,13 @@ class Aggregation(_Strict):
         description="BigQuery engine: another API endpoint, such as a local emulator; "
         "anonymous credentials are used with it.",
     )
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _former_name(cls, v: object) -> object:
+        """`duckdb`, the local engine's former name, is read as `local`: configurations
+        written with it keep working."""
+        return "local" if v == "duckdb" else v
 
     @model_validator(mode="after")
     def _bigquery_keys(self) -> Aggregation:
