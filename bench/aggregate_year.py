@@ -36,7 +36,7 @@ def child_cells(config_path: str, engine: str, limit: int) -> dict:
     from piecewise.aggregate.local import aggregate_tests, load_tests
     from piecewise.core.config import load_config
     from piecewise.ingest.dates import ingested_dates
-    from piecewise.pipeline import Stores
+    from piecewise.storage.store import Stores
 
     # All hours only: the pandas groupby computes no evening cells.
     cfg = load_config(config_path).model_copy(update={"evening": None})

@@ -120,7 +120,8 @@ def child_ingest(config_path: str) -> dict:
     import pyarrow.parquet as pq
 
     from piecewise.core.config import load_config
-    from piecewise.pipeline import Stores, run_ingest
+    from piecewise.pipeline import run_ingest
+    from piecewise.storage.store import Stores
 
     cfg = load_config(config_path)
     start = time.perf_counter()

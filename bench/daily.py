@@ -27,7 +27,8 @@ def daily_bench(config: Path, workdir: Path) -> dict:
     dates ingests it (not timed) and times `piecewise aggregate`."""
     from piecewise.core.config import load_config
     from piecewise.ingest.dates import ingested_dates
-    from piecewise.pipeline import Stores, run_ingest
+    from piecewise.pipeline import run_ingest
+    from piecewise.storage.store import Stores
 
     source = config.parent
     shutil.rmtree(workdir, ignore_errors=True)

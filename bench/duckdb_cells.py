@@ -29,7 +29,7 @@ def child_duckdb_cells(config_path: str) -> dict:
     from piecewise.core.config import load_config
     from piecewise.core.histogram import BUCKETS, LOW, RATIO
     from piecewise.core.schema import area_column
-    from piecewise.pipeline import Stores
+    from piecewise.storage.store import Stores
 
     cfg = load_config(config_path)
     private = Stores.of(cfg).private

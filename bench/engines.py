@@ -29,7 +29,7 @@ def child_engine_cells(config_path: str, engine: str) -> dict:
     from piecewise.aggregate.local import compute_cells, load_tests
     from piecewise.core.config import load_config
     from piecewise.ingest.dates import ingested_dates
-    from piecewise.pipeline import Stores
+    from piecewise.storage.store import Stores
 
     cfg = load_config(config_path)
     layer_ids = [layer.id for layer in cfg.layers]
@@ -71,7 +71,7 @@ def child_engine_bigquery(config_path: str) -> dict:
     from bigquery_emulator import BigQueryEmulator
     from piecewise.aggregate.bigquery import BigQueryEngine
     from piecewise.core.config import load_config
-    from piecewise.pipeline import Stores
+    from piecewise.storage.store import Stores
 
     cfg = load_config(config_path)
     first, last = ENGINE_BQ_DAYS

@@ -30,8 +30,9 @@ from demo_config import example_text  # noqa: E402
 
 from piecewise.core.config import parse_config  # noqa: E402
 from piecewise.core.vocabulary import PERIOD_KINDS  # noqa: E402
-from piecewise.pipeline import Stores, run_aggregate, run_ingest  # noqa: E402
+from piecewise.pipeline import run_aggregate, run_ingest  # noqa: E402
 from piecewise.storage.ledger import Ledger  # noqa: E402
+from piecewise.storage.store import Stores  # noqa: E402
 
 FIRST = dt.date(2025, 1, 1)
 HEADING = "## Publishing each period once"

@@ -21,8 +21,8 @@ def _tile_layers(config_path: str):
     the public areas files, and the public store and index."""
     from piecewise.core.areas import H3Areas, build_layers
     from piecewise.core.config import load_config
-    from piecewise.pipeline import Stores
     from piecewise.publish.tiles import LayerTiles
+    from piecewise.storage.store import Stores
 
     cfg = load_config(config_path)
     public = Stores.of(cfg).public

@@ -19,9 +19,9 @@ from piecewise.core import periods
 from piecewise.core.config import Config, parse_config
 from piecewise.core.histogram import BUCKETS, HistogramSpec, bucket_of
 from piecewise.core.vocabulary import PERIOD_KINDS
-from piecewise.pipeline import Stores, run_aggregate, run_ingest
+from piecewise.pipeline import run_aggregate, run_ingest
 from piecewise.storage.layout import areas_key
-from piecewise.storage.store import Store, open_store
+from piecewise.storage.store import Store, Stores, open_store
 
 # -- the real pipeline run ---------------------------------------------------------------
 

@@ -23,8 +23,8 @@ import pytest
 
 from piecewise.core.config import Config, load_config
 from piecewise.devtools import CHROMIUM, CHROMIUM_ARGS
-from piecewise.pipeline import Stores, run_aggregate, run_ingest
-from piecewise.storage.store import Store
+from piecewise.pipeline import run_aggregate, run_ingest
+from piecewise.storage.store import Store, Stores
 from piecewise.web.survey.store import SqliteSurveyStore
 from services import free_port, stop_process, wait_until_answering
 

@@ -18,7 +18,8 @@ from piecewise.aggregate.local import (
 )
 from piecewise.ingest.clients import network_keyed
 from piecewise.ingest.sampling import fingerprints, with_pick
-from piecewise.pipeline import Stores, run_ingest
+from piecewise.pipeline import run_ingest
+from piecewise.storage.store import Stores
 
 
 def test_one_per_client_day_keeps_one_test_per_ip_day_direction_and_all_unknown() -> None:

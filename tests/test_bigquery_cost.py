@@ -24,10 +24,11 @@ from piecewise.cli import main  # noqa: E402
 from piecewise.core.config import Config, parse_config  # noqa: E402
 from piecewise.ingest.dates import IngestFailed  # noqa: E402
 from piecewise.ingest.sources.bigquery import RunTooCostly, SourceError  # noqa: E402
-from piecewise.pipeline import Stores, bigquery_source, run_ingest  # noqa: E402
+from piecewise.pipeline import bigquery_source, run_ingest  # noqa: E402
 from piecewise.storage.layout import LEDGER_STATE_KEY
 from piecewise.storage.ledger import LedgerState, Release, SealedPeriod  # noqa: E402
 from piecewise.storage.manifest import Manifest  # noqa: E402
+from piecewise.storage.store import Stores  # noqa: E402
 
 GB = 10**9
 D1, D2, D3 = dt.date(2025, 6, 1), dt.date(2025, 6, 2), dt.date(2025, 6, 3)

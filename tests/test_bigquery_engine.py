@@ -33,9 +33,12 @@ from piecewise.core.hours import hour_layers, in_evening, output_layers  # noqa:
 from piecewise.core.schema import area_column  # noqa: E402
 from piecewise.core.vocabulary import ALL_ISPS  # noqa: E402
 from piecewise.ingest.clients import network_keyed  # noqa: E402
-from piecewise.pipeline import Stores, run_aggregate, run_ingest  # noqa: E402
+from piecewise.pipeline import run_aggregate, run_ingest  # noqa: E402
 from piecewise.storage.layout import tests_key as file_of  # noqa: E402
-from piecewise.storage.store import open_store  # noqa: E402
+from piecewise.storage.store import (
+    Stores,  # noqa: E402
+    open_store,  # noqa: E402
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.service]
 

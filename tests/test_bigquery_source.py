@@ -17,8 +17,9 @@ from piecewise.cli import main  # noqa: E402
 from piecewise.core.config import Region, parse_config  # noqa: E402
 from piecewise.core.schema import UNIFIED  # noqa: E402
 from piecewise.ingest.sources.bigquery import BigQuerySource, SourceError  # noqa: E402
-from piecewise.pipeline import Stores, bigquery_source, run_ingest  # noqa: E402
+from piecewise.pipeline import bigquery_source, run_ingest  # noqa: E402
 from piecewise.storage.layout import tests_key as file_of  # noqa: E402
+from piecewise.storage.store import Stores  # noqa: E402
 
 pytestmark = pytest.mark.service
 

@@ -35,7 +35,8 @@ from piecewise.core.histogram import BUCKETS, LOW, RATIO
 from piecewise.core.schema import ENRICHED_BASE
 from piecewise.core.vocabulary import ALL_ISPS, PERIOD_KINDS
 from piecewise.ingest.quality import QualityReport
-from piecewise.pipeline import Stores, run_aggregate, run_ingest
+from piecewise.pipeline import run_aggregate, run_ingest
+from piecewise.storage.store import Stores
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGURATION_MD = ROOT / "docs" / "configuration.md"

@@ -18,10 +18,10 @@ from piecewise.core.vocabulary import DIRECTIONS
 from piecewise.ingest import dates as ingest_layout
 from piecewise.ingest.dates import IngestFailed, dates_between
 from piecewise.ingest.sources.base import Source
-from piecewise.pipeline import DateIngester, Stores, make_source, run_aggregate, run_ingest
+from piecewise.pipeline import DateIngester, make_source, run_aggregate, run_ingest
 from piecewise.storage.layout import manifest_key
 from piecewise.storage.manifest import Manifest
-from piecewise.storage.store import Store, open_store
+from piecewise.storage.store import Store, Stores, open_store
 from test_pipeline import START, config_text, file_hashes, make_config
 
 DATES = dates_between(START, START + dt.timedelta(days=5))

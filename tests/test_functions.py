@@ -25,9 +25,9 @@ from configs import (  # noqa: E402
     toml_config,
 )
 from piecewise.core.config import load_config  # noqa: E402
-from piecewise.pipeline import Stores  # noqa: E402
 from piecewise.storage.lock import RunLock  # noqa: E402
 from piecewise.storage.manifest import Manifest  # noqa: E402
+from piecewise.storage.store import Stores  # noqa: E402
 from pubsub_emulator import PubSubEmulator  # noqa: E402
 
 pytestmark = pytest.mark.service

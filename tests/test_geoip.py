@@ -666,7 +666,8 @@ def _config_with_geoip(tmp: Path, geoip: str):
 
 def test_ingest_refreshes_once_and_records_the_database(tmp_path: Path, maxmind, april) -> None:
     from piecewise.ingest.geoip import prepare_geoip_database
-    from piecewise.pipeline import Stores, run_ingest
+    from piecewise.pipeline import run_ingest
+    from piecewise.storage.store import Stores
 
     maxmind.body = maxmind_tar_gz(april, EPOCH_APRIL)
     cfg = _config_with_geoip(

@@ -29,10 +29,10 @@ from piecewise.ingest.geoip import (
     refresh_geoip,
     stored_geoip_database,
 )
-from piecewise.pipeline import Stores, run_ingest
+from piecewise.pipeline import run_ingest
 from piecewise.publish.files import Publisher
 from piecewise.storage.manifest import Manifest
-from piecewise.storage.store import open_store
+from piecewise.storage.store import Stores, open_store
 from piecewise.web.site import runtime_config
 
 BUILT = dt.datetime(2026, 4, 28, tzinfo=dt.UTC)  # a Tuesday, as MaxMind's builds are

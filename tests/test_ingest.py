@@ -14,9 +14,10 @@ from configs import counties, demo_geoip, region, stores, study_periods, table, 
 from piecewise.core.config import parse_config
 from piecewise.ingest.dates import read_ahead
 from piecewise.ingest.sources.files import FilesSource
-from piecewise.pipeline import Stores, run_ingest
+from piecewise.pipeline import run_ingest
 from piecewise.storage.layout import quality_key
 from piecewise.storage.layout import tests_key as file_of
+from piecewise.storage.store import Stores
 
 D1, D2 = dt.date(2025, 1, 1), dt.date(2025, 1, 2)
 SEATTLE = (47.6, -122.3)

@@ -24,7 +24,8 @@ from browser_fixtures import serving
 from piecewise.cli import main
 from piecewise.core.config import load_config
 from piecewise.init import COARSEST, FINEST, MOST_HEXAGONS, choose_resolution, hexagons_at
-from piecewise.pipeline import Stores, run_aggregate, run_ingest
+from piecewise.pipeline import run_aggregate, run_ingest
+from piecewise.storage.store import Stores
 
 pytestmark = pytest.mark.slow  # node, and a pipeline run per place
 

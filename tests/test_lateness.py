@@ -11,8 +11,8 @@ import pytest
 from configs import hexes, region, stores, study_periods, synthetic, table, toml_config
 from piecewise.cli import main
 from piecewise.core.config import parse_config
-from piecewise.pipeline import Stores
 from piecewise.storage.manifest import Manifest
+from piecewise.storage.store import Stores
 
 
 def config_text(tmp: Path, reread_days: int = 3) -> str:

@@ -17,10 +17,10 @@ from piecewise.core import periods
 from piecewise.core.config import Config, parse_config
 from piecewise.ingest.clients import client_network
 from piecewise.ingest.dates import IngestFailed, dates_between, ingested_dates
-from piecewise.pipeline import Stores, ingest_fingerprint, make_source, run_aggregate, run_ingest
+from piecewise.pipeline import ingest_fingerprint, make_source, run_aggregate, run_ingest
 from piecewise.storage.lock import LockHeld, RunLock
 from piecewise.storage.manifest import Manifest
-from piecewise.storage.store import Store, open_store
+from piecewise.storage.store import Store, Stores, open_store
 
 START = dt.date(2025, 3, 25)
 END = dt.date(2025, 4, 6)  # crosses a month and a quarter boundary

@@ -34,9 +34,9 @@ from piecewise.core.config import Config, parse_config
 from piecewise.demo.places import load_demo_places
 from piecewise.demo.synthetic import SyntheticSource
 from piecewise.ingest.clients import client_network
-from piecewise.pipeline import Stores, run_aggregate, run_ingest
+from piecewise.pipeline import run_aggregate, run_ingest
 from piecewise.storage.ledger import Ledger
-from piecewise.storage.store import Store
+from piecewise.storage.store import Store, Stores
 
 pytestmark = pytest.mark.slow
 

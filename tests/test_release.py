@@ -11,13 +11,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from piecewise.pipeline import Stores, run_aggregate, run_ingest
+from piecewise.pipeline import run_aggregate, run_ingest
 from piecewise.publish.release import ReleaseAborted
 from piecewise.storage.layout import manifest_key
 from piecewise.storage.ledger import Ledger, LedgerError, SealBroken
 from piecewise.storage.lock import LockHeld, RunLock
 from piecewise.storage.manifest import Manifest
-from piecewise.storage.store import Store
+from piecewise.storage.store import Store, Stores
 from test_pipeline import file_hashes, make_config
 
 MAR = dt.date(2025, 3, 1)

@@ -26,8 +26,8 @@ from werkzeug.test import Client
 from api_fixtures import renamed_demo
 from piecewise.core.config import Config, IspRule, UseCase
 from piecewise.devtools import free_port
-from piecewise.pipeline import Stores, run_aggregate, run_ingest
-from piecewise.storage.store import Store
+from piecewise.pipeline import run_aggregate, run_ingest
+from piecewise.storage.store import Store, Stores
 from piecewise.web.serve import TABLE_COLUMNS, _fmt, build_app
 from test_pipeline import END, START, make_config
 

@@ -713,7 +713,8 @@ def test_the_record_of_what_was_published_stays_private(tmp_path: Path) -> None:
 def test_the_aggregation_publishes_what_residents_posted_from_the_configs_store(
     tmp_path: Path,
 ) -> None:
-    from piecewise.pipeline import Stores, publish_config_survey
+    from piecewise.pipeline import publish_config_survey
+    from piecewise.storage.store import Stores
 
     config = config_of(tmp_path, min_responses="1", **EXACT)
     store = SqliteSurveyStore(tmp_path / "survey.sqlite3")  # the config's store
@@ -739,8 +740,9 @@ def test_a_survey_that_cannot_be_published_leaves_the_release_and_says_why(
 ) -> None:
     """Another run holds the survey's lock: the aggregation's release stands, the error is
     reported, and the next run publishes the windows."""
-    from piecewise.pipeline import Stores, run_aggregate
+    from piecewise.pipeline import run_aggregate
     from piecewise.storage.lock import RunLock
+    from piecewise.storage.store import Stores
 
     config = config_of(tmp_path)
     stores = Stores.of(config)

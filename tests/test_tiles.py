@@ -18,9 +18,9 @@ from pmtiles.tile import Compression, TileType
 
 from api_fixtures import RUN_START, Published, pipeline_config
 from piecewise.core.hours import output_layers
-from piecewise.pipeline import Stores, run_aggregate, run_ingest
+from piecewise.pipeline import run_aggregate, run_ingest
 from piecewise.publish import tiles
-from piecewise.storage.store import Store
+from piecewise.storage.store import Store, Stores
 
 MAX_TILE = 500 * 1024
 

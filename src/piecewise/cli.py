@@ -136,8 +136,9 @@ def _dry_run(args: argparse.Namespace, cfg: Config) -> int:
     month of scheduled runs; dry runs only (billed nothing), nothing written."""
     from piecewise.ingest.dates import _ranges_text
     from piecewise.ingest.sources.bigquery import TIB, gb
-    from piecewise.pipeline import Stores, dates_left_as_published, make_source, plan_ingest
+    from piecewise.pipeline import dates_left_as_published, make_source, plan_ingest
     from piecewise.storage.manifest import Manifest
+    from piecewise.storage.store import Stores
 
     source = make_source(cfg)
     estimate = getattr(source, "estimate_dates", None)
@@ -224,8 +225,8 @@ def cmd_lateness(args: argparse.Namespace) -> int:
     """From the manifest's read histories: how many rows arrived 1, 2, 3... days after
     their date, and which `ingest.reread_days` would have caught 99 % of them."""
     from piecewise.ingest.dates import _ranges_text
-    from piecewise.pipeline import Stores
     from piecewise.storage.manifest import Manifest, lateness
+    from piecewise.storage.store import Stores
 
     cfg = load_config(_config_path(args))
     manifest = Manifest(Stores.of(cfg).private)
@@ -289,9 +290,9 @@ def _aggregate_dry_run(cfg: Config) -> int:
     """What each aggregation query of the BigQuery engine would scan and cost for the
     next release, over the tests table as loaded now; runs nothing, loads nothing,
     creates nothing."""
-    from piecewise.pipeline import Stores
     from piecewise.publish.release import plan_release
     from piecewise.storage.ledger import Ledger
+    from piecewise.storage.store import Stores
 
     if cfg.aggregation.engine != "bigquery":
         print(f"engine {cfg.aggregation.engine!r} runs no billed queries: nothing to estimate")
@@ -444,7 +445,8 @@ def _refuse_public(cfg: Config, output: Path) -> None:
 
 
 def cmd_survey_publish(args: argparse.Namespace) -> int:
-    from piecewise.pipeline import Stores, publish_config_survey
+    from piecewise.pipeline import publish_config_survey
+    from piecewise.storage.store import Stores
 
     cfg = load_config(_config_path(args))
     result = publish_config_survey(cfg, Stores.of(cfg))

@@ -58,8 +58,7 @@ def check_source(config: Config) -> Check:
 
 
 def check_stores(config: Config) -> Iterator[Check]:
-    from piecewise.pipeline import Stores
-    from piecewise.storage.store import StoreError
+    from piecewise.storage.store import StoreError, Stores
 
     stores = Stores.of(config)
     for name, store in (("private", stores.private), ("public", stores.public)):

@@ -43,7 +43,7 @@ from piecewise.storage.manifest import (
     fingerprint,
     unfinished_dates,
 )
-from piecewise.storage.store import Store, StoreError, open_store
+from piecewise.storage.store import Store, StoreError, Stores
 
 if TYPE_CHECKING:
     from piecewise.ingest.sources.bigquery import BigQuerySource, QueryEstimate
@@ -93,19 +93,6 @@ def bigquery_source(config: Config, client: Any = None) -> BigQuerySource:
         block_days=config.ingest.block_days,
         query_file=src.query_file,
     )
-
-
-@dataclass(frozen=True)
-class Stores:
-    private: Store
-    public: Store
-
-    @classmethod
-    def of(cls, config: Config) -> Stores:
-        return cls(
-            private=open_store(config.stores.private, base_dir=config.base_dir),
-            public=open_store(config.stores.public, base_dir=config.base_dir),
-        )
 
 
 # Source settings that change what a run costs or how it reads, never which rows it gets.

@@ -74,7 +74,7 @@ from piecewise.storage.manifest import Manifest, unfinished_dates
 from piecewise.storage.store import KeyNotFound
 
 if TYPE_CHECKING:
-    from piecewise.pipeline import Stores
+    from piecewise.storage.store import Stores
     from piecewise.web.survey.public import SurveyPublication
 
 log = logging.getLogger(__name__)

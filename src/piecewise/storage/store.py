@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import orjson
@@ -30,6 +30,9 @@ import pyarrow.parquet as pq
 from fsspec.spec import AbstractFileSystem
 
 from piecewise.core.errors import PiecewiseError
+
+if TYPE_CHECKING:
+    from piecewise.core.config import Config
 
 _LOCAL_SCHEMES = ("file",)
 _OBJECT_SCHEMES = {"gs": "gcs", "gcs": "gcs", "s3": "s3", "s3a": "s3", "memory": "memory"}
@@ -465,3 +468,19 @@ def open_store(url: str, base_dir: Path | None = None, **storage_options: Any) -
     scheme, _ = _split_scheme(url)
     canonical = f"{scheme}://{root.lstrip('/')}" if scheme != "memory" else f"memory:/{root}"
     return Store(canonical.rstrip("/") if root else f"{scheme}://", fs, root)
+
+
+@dataclass(frozen=True)
+class Stores:
+    """A configuration's two stores: the private one (tests, manifest, ledger) and the
+    public one (what is published)."""
+
+    private: Store
+    public: Store
+
+    @classmethod
+    def of(cls, config: Config) -> Stores:
+        return cls(
+            private=open_store(config.stores.private, base_dir=config.base_dir),
+            public=open_store(config.stores.public, base_dir=config.base_dir),
+        )
