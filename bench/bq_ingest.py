@@ -44,7 +44,8 @@ def child_bq_ingest(workdir: str) -> dict:
 
     from bigquery_emulator import BigQueryEmulator, create_unified_tables
     from piecewise.core.config import parse_config
-    from piecewise.pipeline import bigquery_source, run_ingest
+    from piecewise.ingest.sources.make import bigquery_source
+    from piecewise.pipeline import run_ingest
 
     work = Path(workdir)
     with BigQueryEmulator() as emulator:

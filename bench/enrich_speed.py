@@ -21,7 +21,7 @@ def child_enrich(config_path: str, rows: int) -> dict:
 
     from piecewise.core.config import load_config
     from piecewise.ingest.enrich import Enricher
-    from piecewise.pipeline import make_source
+    from piecewise.ingest.sources.make import make_source
 
     cfg = load_config(config_path)
     source = make_source(cfg)
@@ -61,7 +61,7 @@ def child_enrich_baseline(config_path: str, rows: int) -> dict:
     from shapely.geometry import Point, shape
 
     from piecewise.core.config import PolygonLayer, load_config
-    from piecewise.pipeline import make_source
+    from piecewise.ingest.sources.make import make_source
 
     cfg = load_config(config_path)
     table = next(

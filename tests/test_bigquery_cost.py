@@ -24,7 +24,8 @@ from piecewise.cli import main  # noqa: E402
 from piecewise.core.config import Config, parse_config  # noqa: E402
 from piecewise.ingest.dates import IngestFailed  # noqa: E402
 from piecewise.ingest.sources.bigquery import RunTooCostly, SourceError  # noqa: E402
-from piecewise.pipeline import bigquery_source, run_ingest  # noqa: E402
+from piecewise.ingest.sources.make import bigquery_source  # noqa: E402
+from piecewise.pipeline import run_ingest  # noqa: E402
 from piecewise.storage.layout import LEDGER_STATE_KEY
 from piecewise.storage.ledger import LedgerState, Release, SealedPeriod  # noqa: E402
 from piecewise.storage.manifest import Manifest  # noqa: E402

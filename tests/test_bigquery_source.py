@@ -17,7 +17,8 @@ from piecewise.cli import main  # noqa: E402
 from piecewise.core.config import Region, parse_config  # noqa: E402
 from piecewise.core.schema import UNIFIED  # noqa: E402
 from piecewise.ingest.sources.bigquery import BigQuerySource, SourceError  # noqa: E402
-from piecewise.pipeline import bigquery_source, run_ingest  # noqa: E402
+from piecewise.ingest.sources.make import bigquery_source  # noqa: E402
+from piecewise.pipeline import run_ingest  # noqa: E402
 from piecewise.storage.layout import tests_key as file_of  # noqa: E402
 from piecewise.storage.store import Stores  # noqa: E402
 
@@ -426,7 +427,7 @@ def test_the_query_file_is_a_setting_of_the_config(
     emulator: BigQueryEmulator, loaded, tmp_path: Path
 ) -> None:
     from piecewise.core.config import ConfigError, load_config
-    from piecewise.pipeline import ingest_fingerprint
+    from piecewise.ingest.plan import ingest_fingerprint
 
     _, tables = loaded
     text = config_text(emulator, tables, tmp_path)

@@ -18,7 +18,8 @@ from piecewise.core.vocabulary import DIRECTIONS
 from piecewise.ingest import dates as ingest_layout
 from piecewise.ingest.dates import IngestFailed, dates_between
 from piecewise.ingest.sources.base import Source
-from piecewise.pipeline import DateIngester, make_source, run_aggregate, run_ingest
+from piecewise.ingest.sources.make import make_source
+from piecewise.pipeline import DateIngester, run_aggregate, run_ingest
 from piecewise.storage.layout import manifest_key
 from piecewise.storage.manifest import Manifest
 from piecewise.storage.store import Store, Stores, open_store

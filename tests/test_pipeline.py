@@ -17,7 +17,9 @@ from piecewise.core import periods
 from piecewise.core.config import Config, parse_config
 from piecewise.ingest.clients import client_network
 from piecewise.ingest.dates import IngestFailed, dates_between, ingested_dates
-from piecewise.pipeline import ingest_fingerprint, make_source, run_aggregate, run_ingest
+from piecewise.ingest.plan import ingest_fingerprint
+from piecewise.ingest.sources.make import make_source
+from piecewise.pipeline import run_aggregate, run_ingest
 from piecewise.storage.lock import LockHeld, RunLock
 from piecewise.storage.manifest import Manifest
 from piecewise.storage.store import Store, Stores, open_store

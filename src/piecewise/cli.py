@@ -135,8 +135,9 @@ def _dry_run(args: argparse.Namespace, cfg: Config) -> int:
     """What the run would query: each query's bytes and cost, the run's total, and a
     month of scheduled runs; dry runs only (billed nothing), nothing written."""
     from piecewise.ingest.dates import _ranges_text
+    from piecewise.ingest.plan import dates_left_as_published, plan_ingest
     from piecewise.ingest.sources.bigquery import TIB, gb
-    from piecewise.pipeline import dates_left_as_published, make_source, plan_ingest
+    from piecewise.ingest.sources.make import make_source
     from piecewise.storage.manifest import Manifest
     from piecewise.storage.store import Stores
 

@@ -162,7 +162,7 @@ def check_bigquery(config: Config, yesterday: dt.date) -> Iterator[Check]:
 
     if config.source.kind != "bigquery":
         return
-    from piecewise.pipeline import bigquery_source
+    from piecewise.ingest.sources.make import bigquery_source
 
     try:
         source = bigquery_source(config)

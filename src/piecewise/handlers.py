@@ -23,8 +23,9 @@ from piecewise.core.config import Config
 from piecewise.ingest.backfill import DateMessage, forget_batch, mark_done, new_batch
 from piecewise.ingest.dates import IngestFailed, NoTestsSelected, date_blocks
 from piecewise.ingest.geoip import stored_geoip_database
+from piecewise.ingest.plan import IngestPlan, plan_run
 from piecewise.ingest.sources.bigquery import RunTooCostly
-from piecewise.pipeline import DateIngester, IngestPlan, plan_run, run_aggregate, run_ingest
+from piecewise.pipeline import DateIngester, run_aggregate, run_ingest
 from piecewise.storage.lock import LockHeld
 from piecewise.storage.manifest import DateRange, DateRangeError, Manifest
 from piecewise.storage.store import Stores

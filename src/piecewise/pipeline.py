@@ -13,242 +13,32 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from piecewise.core.config import (
-    BigQuerySourceConfig,
-    Config,
-    FilesSourceConfig,
-    SyntheticSourceConfig,
-)
+from piecewise.core.config import Config
 from piecewise.core.memory import use_system_allocator
-from piecewise.demo.synthetic import DEFAULT_TIMEZONE as SYNTHETIC_TIMEZONE
 from piecewise.ingest.dates import (
     IngestFailed,
     IngestResult,
     NoTestsSelected,
     OnDate,
     date_blocks,
-    dates_between,
     ingest,
 )
 from piecewise.ingest.enrich import Enricher
-from piecewise.ingest.geoip import prepare_geoip_database
+from piecewise.ingest.plan import ingest_fingerprint, plan_run
 from piecewise.ingest.quality import QualityReport
 from piecewise.ingest.sources.base import Source
-from piecewise.ingest.sources.bigquery import SourceError, query_digest
+from piecewise.ingest.sources.bigquery import SourceError
+from piecewise.ingest.sources.make import make_source
 from piecewise.storage.ledger import Ledger
 from piecewise.storage.lock import LockHeld, RunLock
-from piecewise.storage.manifest import (
-    Manifest,
-    dates_to_ingest,
-    fingerprint,
-    unfinished_dates,
-)
-from piecewise.storage.store import Store, StoreError, Stores
+from piecewise.storage.manifest import Manifest
+from piecewise.storage.store import StoreError, Stores
 
 if TYPE_CHECKING:
-    from piecewise.ingest.sources.bigquery import BigQuerySource, QueryEstimate
     from piecewise.publish.release import ReleaseResult
     from piecewise.web.survey.public import SurveyPublication
 
 log = logging.getLogger(__name__)
-
-
-def make_source(config: Config) -> Source:
-    src = config.source
-    if isinstance(src, SyntheticSourceConfig):
-        from piecewise.demo.places import load_demo_places, load_places_csv
-        from piecewise.demo.synthetic import SyntheticSource
-
-        places = load_places_csv(src.places) if src.places else load_demo_places()
-        return SyntheticSource(
-            seed=src.seed,
-            tests_per_day=src.tests_per_day,
-            places=places,
-            timezone=synthetic_timezone(config),
-        )
-    if isinstance(src, FilesSourceConfig):
-        from piecewise.ingest.sources.files import FilesSource
-
-        return FilesSource(downloads=src.downloads, uploads=src.uploads, base_dir=config.base_dir)
-    if isinstance(src, BigQuerySourceConfig):
-        return bigquery_source(config)
-    raise TypeError(f"unsupported source {src!r}")
-
-
-def bigquery_source(config: Config, client: Any = None) -> BigQuerySource:
-    """The BigQuery source a config names; `client` replaces the one built from it."""
-    from piecewise.ingest.sources.bigquery import BigQuerySource, bigquery_client
-
-    src = config.source
-    assert isinstance(src, BigQuerySourceConfig)
-    if client is None:
-        client = bigquery_client(src.project, src.location, src.api_endpoint)
-    return BigQuerySource(
-        client=client,
-        tables={"download": src.downloads_table, "upload": src.uploads_table},
-        region=config.region,
-        maximum_bytes_billed=src.maximum_bytes_billed,
-        price_per_tib=src.price_per_tib,
-        use_storage_api=src.use_storage_api and not src.api_endpoint,
-        block_days=config.ingest.block_days,
-        query_file=src.query_file,
-    )
-
-
-# Source settings that change what a run costs or how it reads, never which rows it gets.
-COST_ONLY = {
-    "project",
-    "location",
-    "maximum_bytes_billed",
-    "maximum_bytes_per_run",
-    "price_per_tib",
-    "use_storage_api",
-}
-
-
-def synthetic_timezone(config: Config) -> str:
-    """The local time of the synthetic tests' daily rhythm: the region's, as the evening
-    hours name it, else the demo's."""
-    return config.evening.timezone if config.evening is not None else SYNTHETIC_TIMEZONE
-
-
-def ingest_fingerprint(config: Config) -> str:
-    """What ingested rows depend on besides the source's data and the GeoIP database."""
-    source = config.source
-    query = (
-        {"query": query_digest(source.query_file)}
-        if isinstance(source, BigQuerySourceConfig)
-        else {}
-    )
-    # The synthetic tests' local time, when it is not the demo's (so that stores made
-    # before it followed the region keep their fingerprint).
-    zone = synthetic_timezone(config) if isinstance(source, SyntheticSourceConfig) else None
-    timing = {"timezone": zone} if zone not in (None, SYNTHETIC_TIMEZONE) else {}
-    return fingerprint(
-        {
-            **query,
-            **timing,
-            # Who pays, the caps and how results travel do not change the rows.
-            "source": source.model_dump(mode="json", exclude=COST_ONLY),
-            "region": config.region.model_dump(mode="json"),
-            # A layer's names in other languages change no row.
-            "layers": [
-                layer.model_dump(mode="json", exclude={"translations"}) for layer in config.layers
-            ],
-            "isps": [rule.model_dump(mode="json") for rule in config.isps],
-        }
-    )
-
-
-def plan_ingest(
-    config: Config,
-    start: dt.date | None,
-    end: dt.date | None,
-    manifest: Manifest,
-    today: dt.date | None = None,
-) -> list[dt.date]:
-    """The dates a run ingests: `start`..`end` (either alone: that one date); without
-    either, what the manifest lacks since `periods.start` and the last
-    `ingest.reread_days` days again."""
-    if start is None and end is None:
-        yesterday = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=1)
-        recorded = set(manifest.dates())
-        reread = config.ingest.reread_days
-        unfinished = unfinished_dates(
-            manifest, awaiting_finality(manifest.store, recorded, yesterday, reread), reread
-        )
-        if unfinished:
-            log.warning(
-                "reading again %d dates whose re-read window ended without their last read "
-                "(a scheduled run failed): %s",
-                len(unfinished),
-                ", ".join(d.isoformat() for d in unfinished[:10]),
-            )
-        return dates_to_ingest(
-            recorded,
-            config.periods.start,
-            yesterday,
-            reread,
-            config.ingest.max_days or None,
-            unfinished,
-        )
-    first, last = start or end, end or start
-    assert first is not None and last is not None
-    return dates_between(first, last)
-
-
-def awaiting_finality(
-    private: Store, recorded: set[dt.date], yesterday: dt.date, reread_days: int
-) -> list[dt.date]:
-    """Recorded dates past the re-read window (no scheduled run reads them again) that
-    are not published as final: those whose last read is checked before they are."""
-    window = yesterday - dt.timedelta(days=reread_days - 1) if reread_days else yesterday
-    ledger = Ledger(private)
-    sealed, state = ledger.sealed_dates(), ledger.state()
-    return sorted(d for d in recorded if d < window and d not in sealed and not state.excluded(d))
-
-
-def dates_left_as_published(private: Store, dates: list[dt.date]) -> list[dt.date]:
-    """The dates of `dates` that a run leaves as they are, reading nothing: published as
-    final (sealed), or inside a published period that does not cover them."""
-    ledger = Ledger(private)
-    sealed, state = ledger.sealed_dates(), ledger.state()
-    return [d for d in dates if d in sealed or state.excluded(d)]
-
-
-def check_run_cost(
-    config: Config, dates: list[dt.date], private: Store, source: Source | None = None
-) -> list[QueryEstimate] | None:
-    """Before any billed query: dry-run the queries a run of `dates` makes (per block of
-    consecutive dates and direction, free) and raise RunTooCostly, a SourceError saying
-    by how much and what to change, when together they would scan more than
-    `source.maximum_bytes_per_run`. Without that cap the run is not checked (each query
-    is still held to `maximum_bytes_billed`); a source that bills nothing is not."""
-    settings = config.source
-    if not isinstance(settings, BigQuerySourceConfig) or settings.maximum_bytes_per_run is None:
-        return None
-    left = set(dates_left_as_published(private, dates))
-    read = [d for d in dates if d not in left]
-    check = getattr(source or make_source(config), "check_run", None)
-    if check is None or not read:
-        return None
-    return check(read, settings.maximum_bytes_per_run)
-
-
-@dataclass(frozen=True)
-class IngestPlan:
-    """The work of one ingest run, split into dates."""
-
-    config: Config  # pointing at the GeoIP database to use
-    geoip: str | None  # that database's identity, for the manifest
-    dates: list[dt.date]
-    planned_at: dt.datetime  # when: a date recorded after this needs no second read
-
-
-def plan_run(
-    config: Config,
-    start: dt.date | None,
-    end: dt.date | None,
-    *,
-    stores: Stores,
-    today: dt.date | None = None,
-    license_key: str | None = None,
-    source: Source | None = None,
-) -> IngestPlan:
-    """Choose the dates (see plan_ingest), check the run's cost against
-    `source.maximum_bytes_per_run` (check_run_cost: RunTooCostly before anything is
-    queried or written) and refresh the GeoIP database when due, once for all the units
-    of work, under the store's `ingest` lock: one planner at a time (LockHeld otherwise)."""
-    ttl = dt.timedelta(minutes=config.ingest.lock_ttl_minutes)
-    with RunLock(stores.private, "ingest", ttl=ttl):
-        planned_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        dates = plan_ingest(config, start, end, Manifest(stores.private), today)
-        if not dates:
-            log.info("nothing to ingest: the manifest has every date")
-            return IngestPlan(config, None, [], planned_at)
-        check_run_cost(config, dates, stores.private, source)
-        config, geoip = prepare_geoip_database(config, stores.private, license_key)
-    return IngestPlan(config, geoip, dates, planned_at)
 
 
 @dataclass(frozen=True)
