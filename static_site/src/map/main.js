@@ -10,22 +10,20 @@ import { apiUrl as apiUrlOf, fetchJson, loadConfig } from "../common/config.js";
 import { chooseLanguage, keepLanguage, languageMenu, nameOf, setLanguage, t, translatePage } from "../common/i18n.js";
 import { ALL_ISPS, DIRECTIONS, INDEX_PATH, fillPath } from "../common/vocabulary.js";
 import {
-  clock,
   dataLayerOf,
   directionText,
   eveningText,
   ispLabel,
-  kindName,
   layerName,
   metricsFor,
   periodLabel,
   surveyMetrics,
   surveyStates,
   surveyWindowFor,
-  periodStart,
   publicationNote,
 } from "./metrics.js";
 import { AreaLists } from "./arealist.js";
+import { buildControls, options, setDrawer, syncControls as syncControlsTo } from "./controls.js";
 import { legend, surveyLegend } from "./legend.js";
 import { HATCH, LAYERS, SOURCE, hatchImage, plainStyle, statsLayers, statsPaint, statsSource } from "./layers.js";
 import { Panel } from "./panel.js";
@@ -463,115 +461,20 @@ function closeArea() {
 
 // -- controls -------------------------------------------------------------------------
 
-function options(select, items) {
-  select.replaceChildren(
-    ...items.map(([value, label]) => {
-      const o = document.createElement("option");
-      o.value = value;
-      o.textContent = label;
-      return o;
-    }),
-  );
+/** The area picker's choice: on a phone the drawer closes, so that the map and the
+ * area's sheet show. */
+function pickArea(id, name) {
+  const drawer = isPhone() && document.body.classList.contains("drawer-open");
+  if (drawer) setDrawer(false);
+  selectArea(id, name, { focusPanel: drawer });
+  // After the drawer's closing has resized the map.
+  requestAnimationFrame(() => {
+    map?.resize();
+    revealArea(id);
+  });
 }
 
-function buildControls() {
-  options(
-    $("layer"),
-    index.layers.filter((l) => !l.hours).map((l) => [l.id, layerName(index, l.id)]),
-  );
-  options(
-    $("metric"),
-    metrics.map((m) => [m.id, m.label]),
-  );
-  const kinds = Object.keys(index.periods).filter((k) => index.periods[k]?.length);
-  options(
-    $("kind"),
-    kinds.map((k) => [k, kindName(k)]),
-  );
-  options($("isp"), [[ALL_ISPS, t("isp.all")], ...(index.isps || []).map((i) => [i, i])]);
-  for (const id of ["layer", "metric", "direction", "kind", "period", "isp", "area-picker"]) $(id).disabled = false;
-
-  $("layer").addEventListener("change", (e) => commit({ layer: e.target.value, area: null }));
-  if (index.evening) {
-    const { start, end } = index.evening;
-    $("evening-label").textContent = t("map.evening_label", { start: clock(start), end: clock(end) });
-    $("evening-help").textContent = t("map.evening_help", { start: clock(start), end: clock(end), timezone: index.evening.timezone });
-    $("hours-field").hidden = false;
-    $("evening").disabled = false;
-    $("evening").addEventListener("change", (e) => commit({ hours: e.target.checked ? "evening" : "all" }));
-  }
-  $("metric").addEventListener("change", (e) => commit({ metric: e.target.value }));
-  $("direction").addEventListener("change", (e) => commit({ direction: e.target.value }));
-  $("isp").addEventListener("change", (e) => commit({ isp: e.target.value }));
-  $("kind").addEventListener("change", (e) => {
-    const kind = e.target.value;
-    const periods = index.periods[kind];
-    // Keep the time: the newest period of the new kind that starts at or before the old one.
-    const t = periodStart(state.period);
-    const inside = periods.filter((p) => periodStart(p) <= t);
-    commit({ kind, period: inside.length ? inside[inside.length - 1] : periods[periods.length - 1] });
-  });
-  const slider = $("period");
-  slider.addEventListener("input", () => {
-    $("period-label").textContent = periodLabel(index.periods[state.kind][Number(slider.value)]);
-  });
-  slider.addEventListener("change", () => {
-    const period = index.periods[state.kind][Number(slider.value)];
-    if (period && period !== state.period) commit({ period });
-  });
-  $("area-picker").addEventListener("change", (e) => {
-    const id = e.target.value;
-    if (!id) return closeArea();
-    // On a phone the drawer closes, so that the map and the area's sheet show.
-    const drawer = isPhone() && document.body.classList.contains("drawer-open");
-    if (drawer) setDrawer(false);
-    selectArea(id, e.target.selectedOptions[0]?.textContent, { focusPanel: drawer });
-    // After the drawer's closing has resized the map.
-    requestAnimationFrame(() => {
-      map?.resize();
-      revealArea(id);
-    });
-  });
-  $("area-picker").addEventListener("focus", () => loadAreaList());
-  $("controls").addEventListener("submit", (e) => e.preventDefault());
-  // The skip link moves focus without touching the hash, which holds the map's state.
-  document.querySelector(".skip-link").addEventListener("click", (e) => {
-    e.preventDefault();
-    $("controls").focus();
-  });
-
-  const toggle = $("drawer-toggle");
-  toggle.addEventListener("click", () => setDrawer(toggle.getAttribute("aria-expanded") !== "true"));
-}
-
-function setDrawer(open) {
-  $("drawer-toggle").setAttribute("aria-expanded", String(open));
-  document.body.classList.toggle("drawer-open", open);
-}
-
-function syncControls() {
-  $("layer").value = state.layer;
-  $("evening").checked = state.hours === "evening";
-  $("metric").value = state.metric;
-  $("direction").value = state.direction;
-  $("kind").value = state.kind;
-  $("isp").value = state.isp;
-  const periods = index.periods[state.kind];
-  const slider = $("period");
-  slider.max = String(periods.length - 1);
-  slider.value = String(periods.indexOf(state.period));
-  slider.disabled = periods.length < 2;
-  slider.setAttribute("aria-valuetext", periodLabel(state.period));
-  $("period-label").textContent = periodLabel(state.period);
-  const picker = $("area-picker");
-  if (state.area && ![...picker.options].some((o) => o.value === state.area)) {
-    const o = document.createElement("option");
-    o.value = state.area;
-    o.textContent = areaName(state.area);
-    picker.append(o);
-  }
-  picker.value = state.area || "";
-}
+const syncControls = () => syncControlsTo(index, state, areaName);
 
 async function loadAreaList() {
   try {
@@ -680,7 +583,7 @@ async function main() {
     config,
     onClose: closeArea,
   });
-  buildControls();
+  buildControls(index, metrics, { view: () => state, commit, pickArea, closeArea, loadAreas: loadAreaList });
   applyState(null);
   setStatus(loadingText());
   window.addEventListener("popstate", () => {
