@@ -3,6 +3,7 @@
 // and numbers, plurals and dates formatted for it by `Intl`.
 import en from "../i18n/en.json";
 import es from "../i18n/es.json";
+import { h } from "./dom.js";
 
 export const CATALOGUES = { en, es };
 export const LANGUAGE_NAMES = { en: "English", es: "Español" };
@@ -97,15 +98,7 @@ export function translatePage(root = document) {
 
 /** A language menu: choosing one reloads the page in it, kept in the URL (`?lang=`). */
 export function languageMenu(select) {
-  select.replaceChildren(
-    ...Object.entries(LANGUAGE_NAMES).map(([code, name]) => {
-      const option = document.createElement("option");
-      option.value = code;
-      option.lang = code;
-      option.textContent = name;
-      return option;
-    }),
-  );
+  select.replaceChildren(...Object.entries(LANGUAGE_NAMES).map(([code, name]) => h("option", { value: code, lang: code }, name)));
   select.value = current;
   select.addEventListener("change", () => {
     const url = new URL(window.location.href);

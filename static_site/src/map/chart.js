@@ -6,6 +6,7 @@ import uPlot from "uplot";
 import { formatDate, t, tPlural } from "../common/i18n.js";
 import { DIRECTIONS, PERIOD_KINDS } from "../common/vocabulary.js";
 import { formatCount, formatInterval, formatMbps, formatMs, ispLabel, periodLabel } from "./metrics.js";
+import { h } from "../common/dom.js";
 
 /** A period's label on the time axis: `Mar 7`, `Mar 2025`, `Q1 2025`, `2025` (in the
  * page's language). */
@@ -51,15 +52,18 @@ export function drawSeries(target, doc, params) {
   const ispText = ispLabel(params.isp);
   const kind = PERIOD_KINDS.includes(params.kind) ? params.kind : "period";
 
-  const caption = document.createElement("p");
-  caption.className = "muted";
-  caption.textContent = published
-    ? t("chart.caption", { periods: tPlural(`chart.count_${kind}`, periods.length), isp: ispText, published: formatCount(published) })
-    : t("chart.caption_none", { isp: ispText, kind: t(`chart.any_${kind}`) });
-  const box = document.createElement("div");
-  box.className = "uplot-box";
-  box.setAttribute("role", "img");
-  box.setAttribute("aria-label", t("chart.label", { area: doc.name || doc.area, kind: t(`chart.by_${kind}`), isp: ispText }));
+  const caption = h(
+    "p",
+    { class: "muted" },
+    published
+      ? t("chart.caption", { periods: tPlural(`chart.count_${kind}`, periods.length), isp: ispText, published: formatCount(published) })
+      : t("chart.caption_none", { isp: ispText, kind: t(`chart.any_${kind}`) }),
+  );
+  const box = h("div", {
+    class: "uplot-box",
+    role: "img",
+    "aria-label": t("chart.label", { area: doc.name || doc.area, kind: t(`chart.by_${kind}`), isp: ispText }),
+  });
   target.append(caption, box);
 
   const width = Math.max(260, Math.floor(target.clientWidth || 320));
@@ -114,11 +118,6 @@ export function drawSeries(target, doc, params) {
   observer.observe(target);
 
   // The same values as a table, for screen readers and for copying.
-  const details = document.createElement("details");
-  const summary = document.createElement("summary");
-  summary.textContent = t("chart.table_summary");
-  const tbl = document.createElement("table");
-  tbl.className = "numbers series";
   const head = [
     "chart.period",
     "chart.download_median",
@@ -129,45 +128,27 @@ export function drawSeries(target, doc, params) {
     "chart.download_tests",
     "chart.upload_tests",
   ].map((key) => t(key));
-  const headRow = document.createElement("tr");
-  head.forEach((h, i) => {
-    const th = document.createElement("th");
-    th.scope = "col";
-    if (i) th.className = "num";
-    th.textContent = h;
-    headRow.append(th);
-  });
-  const thead = document.createElement("thead");
-  thead.append(headRow);
-  tbl.append(thead);
-  const body = document.createElement("tbody");
-  periods.forEach((p, i) => {
-    const tr = document.createElement("tr");
-    const cells = [
-      periodLabel(p),
-      fmtOr(columns[0][i], formatMbps),
-      formatInterval(bounds[1][i], bounds[0][i], formatMbps),
-      fmtOr(columns[1][i], formatMbps),
-      formatInterval(bounds[3][i], bounds[2][i], formatMbps),
-      fmtOr(columns[2][i], formatMs),
-      fmtOr(tests.download[i], formatCount),
-      fmtOr(tests.upload[i], formatCount),
-    ];
-    cells.forEach((c, j) => {
-      const td = document.createElement(j ? "td" : "th");
-      if (j) td.className = "num";
-      else td.scope = "row";
-      td.textContent = c;
-      tr.append(td);
-    });
-    body.append(tr);
-  });
-  tbl.append(body);
-  const wrap = document.createElement("div");
-  wrap.className = "table-wrap";
-  wrap.append(tbl);
-  details.append(summary, wrap);
-  target.append(details);
+  const rows = periods.map((p, i) => [
+    periodLabel(p),
+    fmtOr(columns[0][i], formatMbps),
+    formatInterval(bounds[1][i], bounds[0][i], formatMbps),
+    fmtOr(columns[1][i], formatMbps),
+    formatInterval(bounds[3][i], bounds[2][i], formatMbps),
+    fmtOr(columns[2][i], formatMs),
+    fmtOr(tests.download[i], formatCount),
+    fmtOr(tests.upload[i], formatCount),
+  ]);
+  const tbl = h(
+    "table",
+    { class: "numbers series" },
+    h("thead", {}, h("tr", {}, head.map((text, i) => h("th", { scope: "col", class: i ? "num" : null }, text)))),
+    h(
+      "tbody",
+      {},
+      rows.map((cells) => h("tr", {}, cells.map((c, j) => (j ? h("td", { class: "num" }, c) : h("th", { scope: "row" }, c))))),
+    ),
+  );
+  target.append(h("details", {}, h("summary", {}, t("chart.table_summary")), h("div", { class: "table-wrap" }, tbl)));
 
   return {
     destroy() {

@@ -1,5 +1,6 @@
 // The controls beside the map: what they offer (from index.json), how a change becomes
 // a new view, the period slider, the area picker and the drawer on phones.
+import { h } from "../common/dom.js";
 import { t } from "../common/i18n.js";
 import { ALL_ISPS } from "../common/vocabulary.js";
 import { clock, kindName, layerName, periodLabel, periodStart } from "./metrics.js";
@@ -8,14 +9,7 @@ const $ = (id) => document.getElementById(id);
 
 /** Replaces a select's options with `items`, [value, label] pairs. */
 export function options(select, items) {
-  select.replaceChildren(
-    ...items.map(([value, label]) => {
-      const o = document.createElement("option");
-      o.value = value;
-      o.textContent = label;
-      return o;
-    }),
-  );
+  select.replaceChildren(...items.map(([value, label]) => h("option", { value }, label)));
 }
 
 /** Fills the controls from the publication (`index`, its `metrics`) and wires them:
@@ -108,10 +102,7 @@ export function syncControls(index, state, areaName) {
   $("period-label").textContent = periodLabel(state.period);
   const picker = $("area-picker");
   if (state.area && ![...picker.options].some((o) => o.value === state.area)) {
-    const o = document.createElement("option");
-    o.value = state.area;
-    o.textContent = areaName(state.area);
-    picker.append(o);
+    picker.append(h("option", { value: state.area }, areaName(state.area)));
   }
   picker.value = state.area || "";
 }

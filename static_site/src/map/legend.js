@@ -1,13 +1,12 @@
 // The map's legend: what the colours, the hatching and the outlines of the areas mean,
 // in the page's language.
+import { h } from "../common/dom.js";
 import { formatNumber, t } from "../common/i18n.js";
 import { DIRECTIONS } from "../common/vocabulary.js";
 import { NO_DATA_COLOR, WIDE_INTERVAL, classes, directionText, formatPercent, ispLabel, periodLabel } from "./metrics.js";
 
 function swatch(style) {
-  const s = document.createElement("span");
-  s.className = "swatch";
-  s.setAttribute("aria-hidden", "true");
+  const s = h("span", { class: "swatch", "aria-hidden": "true" });
   Object.assign(s.style, style);
   return s;
 }
@@ -16,10 +15,7 @@ const HATCH_SWATCH = { background: `repeating-linear-gradient(135deg, #3c4043 0 
 
 /** A legend entry: a swatch of `style` and its text. */
 function legendItem(style, text, className = null) {
-  const li = document.createElement("li");
-  if (className) li.className = className;
-  li.append(swatch(style), text);
-  return li;
+  return h("li", { class: className }, swatch(style), text);
 }
 
 /** The legend's colour classes of a measure. */

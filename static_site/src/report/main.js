@@ -9,6 +9,7 @@ import { INDEX_PATH } from "../common/vocabulary.js";
 import { dataLayerOf, eveningText, ispLabel, layerName, metricsFor, periodLabel, publicationNote, useCaseNeeds } from "../map/metrics.js";
 import { Panel } from "../map/panel.js";
 import { normalise, readHash, toHash } from "../map/state.js";
+import { h } from "../common/dom.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -19,11 +20,7 @@ function fail(text) {
   document.body.dataset.state = "error";
 }
 
-function paragraph(text) {
-  const p = document.createElement("p");
-  p.textContent = text;
-  return p;
-}
+const paragraph = (text) => h("p", {}, text);
 
 /** How the numbers were made, from index.json: sampling, privacy, location, sources. */
 function method(index) {
@@ -36,28 +33,19 @@ function method(index) {
   const cases = (index.thresholds || []).filter((u) => u.id);
   if (cases.length) {
     parts.push(paragraph(t("report.method_use_cases")));
-    const list = document.createElement("ul");
-    for (const u of cases) {
-      const li = document.createElement("li");
-      li.textContent = `${nameOf(u)}: ${useCaseNeeds(u)}${u.source ? ` (${u.source})` : ""}.`;
-      list.append(li);
-    }
-    parts.push(list);
+    parts.push(h("ul", {}, cases.map((u) => h("li", {}, `${nameOf(u)}: ${useCaseNeeds(u)}${u.source ? ` (${u.source})` : ""}.`))));
   }
   const note = publicationNote(index.publication);
   if (note) parts.push(paragraph(note));
   const release = index.release || {};
   parts.push(paragraph(t("report.release", { number: release.number ?? "?", made: release.released_at ?? "?" })));
-  const sources = document.createElement("ul");
-  for (const s of index.sources || []) {
-    const li = document.createElement("li");
-    const a = document.createElement("a");
-    a.href = s.url;
-    a.textContent = s.name;
-    li.append(a, t("report.source", { provides: s.provides, license: s.license }));
-    if (s.notice) li.append(` ${s.notice}`);
-    sources.append(li);
-  }
+  const sources = h(
+    "ul",
+    {},
+    (index.sources || []).map((s) =>
+      h("li", {}, h("a", { href: s.url }, s.name), t("report.source", { provides: s.provides, license: s.license }), s.notice ? ` ${s.notice}` : null),
+    ),
+  );
   const heading = paragraph(t("report.sources"));
   return [...parts, heading, sources];
 }
