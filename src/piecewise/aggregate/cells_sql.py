@@ -75,10 +75,16 @@ EVENING = "AND EXTRACT(HOUR FROM test_time AT TIME ZONE @timezone) IN UNNEST(@ev
 
 
 def _query_text(name: str) -> str:
-    """A query of sql/ with the sampled tests (sql/sampled.sql) in place of {sampled}."""
+    """A query of sql/ with its shared parts in place: the sampled tests
+    (sql/sampled.sql) for {sampled}, a period's first day (sql/period_start.sql) for
+    {period_start}."""
     folder = resources.files("piecewise.aggregate.sql")
-    sampled = folder.joinpath("sampled.sql").read_text("utf-8")
-    return folder.joinpath(name).read_text("utf-8").replace("{sampled}", sampled)
+    text = folder.joinpath(name).read_text("utf-8")
+    for part in ("sampled", "period_start"):
+        shared = folder.joinpath(f"{part}.sql").read_text("utf-8")
+        body = "\n".join(line for line in shared.splitlines() if not line.startswith("--"))
+        text = text.replace(f"{{{part}}}", body.strip())
+    return text
 
 
 def bigquery_sql(

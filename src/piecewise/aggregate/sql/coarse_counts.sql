@@ -9,12 +9,7 @@ WITH sampled AS ({sampled}),
 tests AS (
   SELECT
     direction,
-    CASE @kind
-      WHEN 'day' THEN date
-      WHEN 'month' THEN DATE_TRUNC(date, MONTH)
-      WHEN 'quarter' THEN DATE_TRUNC(date, QUARTER)
-      ELSE DATE_TRUNC(date, YEAR)
-    END AS period,
+    {period_start} AS period,
     {rough} AS area,
     isp
   FROM sampled

@@ -2,7 +2,7 @@
 -- client's tests of a date and direction (all of them, wherever located), the one with
 -- the lowest FARM_FINGERPRINT of its id (`pick`), as M-Lab's statistics
 -- (piecewise.ingest.sampling); tests without a client are all kept. Put in place of
--- "sampled" in braces in sql/cells.sql and sql/coarse_counts.sql (engines/cells_sql).
+-- "sampled" in braces in sql/cells.sql and sql/coarse_counts.sql (aggregate/cells_sql).
   SELECT *
   FROM {table}
   WHERE date BETWEEN @first_date AND @last_date
