@@ -134,3 +134,20 @@ def axis(kind: str, first: dt.date, last: dt.date) -> list[dt.date]:
         out.append(cur)
         cur = end_of(kind, cur) + dt.timedelta(days=1)
     return out
+
+
+class OnePeriod:
+    """For a record of one period, whose `kind` and `start` are fields of its own: the
+    period's label and last day."""
+
+    kind: str
+    start: dt.date
+
+    @property
+    def label(self) -> str:
+        return label(self.kind, self.start)
+
+    @property
+    def end(self) -> dt.date:
+        """Its last day."""
+        return end_of(self.kind, self.start)

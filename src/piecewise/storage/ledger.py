@@ -81,7 +81,7 @@ def dates_of(ranges: Iterable[Range]) -> list[dt.date]:
 
 
 @dataclass(frozen=True)
-class SealedPeriod:
+class SealedPeriod(periods.OnePeriod):
     """A released period: its kind and start, the dates its cells cover, and the
     release that published it."""
 
@@ -89,14 +89,6 @@ class SealedPeriod:
     start: dt.date
     ranges: tuple[Range, ...]
     release: int
-
-    @property
-    def label(self) -> str:
-        return periods.label(self.kind, self.start)
-
-    @property
-    def end(self) -> dt.date:
-        return periods.end_of(self.kind, self.start)
 
     def dates(self) -> list[dt.date]:
         return dates_of(self.ranges)

@@ -82,7 +82,7 @@ CLIENTS_RULE = (
 
 
 @dataclass(frozen=True, order=True)
-class Window:
+class Window(periods.OnePeriod):
     """One calendar window (UTC): a month, quarter or year from `start`."""
 
     start: dt.date
@@ -97,15 +97,6 @@ class Window:
         """The window named `2026`, `2026-Q3` or `2026-07`; ValueError otherwise."""
         kind = "year" if label.isdigit() else "quarter" if "-Q" in label else "month"
         return cls(periods.parse_label(kind, label), kind)
-
-    @property
-    def label(self) -> str:
-        return periods.label(self.kind, self.start)
-
-    @property
-    def end(self) -> dt.date:
-        """Its last day."""
-        return periods.end_of(self.kind, self.start)
 
     @property
     def due(self) -> dt.datetime:
