@@ -277,7 +277,7 @@ def plan_release(
     reread = config.ingest.reread_days
     through = final_through(today, reread)
     # A date whose last scheduled re-read failed is not final yet: the next ingest
-    # reads it again (pipeline.plan_ingest).
+    # reads it again (ingest.plan.plan_ingest).
     waiting = [d for d in available if d <= through and d not in state.dates]
     unfinished = unfinished_dates(manifest, waiting, reread)
     if unfinished:
