@@ -136,7 +136,7 @@ def child_ingest(config_path: str) -> dict:
     return {"seconds": seconds, "rows": rows, "ingested": bool(result.dates)}
 
 
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
 

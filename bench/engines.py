@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 import time
 
-from common import HEADINGS, ROOT, _cpu_seconds, median_of
+from common import HEADINGS, ROOT, cpu_seconds, median_of
 from rss import watch_rss
 
 from piecewise.storage.layout import TESTS_PREFIX
@@ -36,10 +36,10 @@ def child_engine_cells(config_path: str, engine: str) -> dict:
     kinds = list(cfg.periods.kinds)
     thresholds = list(cfg.thresholds)
     peak, done = watch_rss()
-    start, cpu0 = time.perf_counter(), _cpu_seconds()
+    start, cpu0 = time.perf_counter(), cpu_seconds()
     dates = ingested_dates(Stores.of(cfg).private)
     tests = load_tests(Stores.of(cfg).private, dates, layer_ids)
-    loaded, cpu1 = time.perf_counter(), _cpu_seconds()
+    loaded, cpu1 = time.perf_counter(), cpu_seconds()
     if engine == "sorting":
         stats, _ = compute_cells([tests], layer_ids, kinds, thresholds)
         queries = 0
@@ -47,7 +47,7 @@ def child_engine_cells(config_path: str, engine: str) -> dict:
         settings = {"threads": ENGINE_SQL_THREADS, "memory_limit": ENGINE_SQL_MEMORY}
         stats, _ = cells_sql.run_in_duckdb(tests, layer_ids, kinds, thresholds, settings=settings)
         queries = len(layer_ids) * len(kinds)  # one per layer and kind (no evening here)
-    end, cpu2 = time.perf_counter(), _cpu_seconds()
+    end, cpu2 = time.perf_counter(), cpu_seconds()
     done.set()
     return {
         "tests": tests.num_rows,

@@ -16,7 +16,7 @@ from bigquery_http import BigQueryHTTP, job_range  # noqa: E402
 from piecewise.cli import main  # noqa: E402
 from piecewise.core.config import Region, parse_config  # noqa: E402
 from piecewise.core.schema import UNIFIED  # noqa: E402
-from piecewise.ingest.sources.bigquery import BigQuerySource, SourceError  # noqa: E402
+from piecewise.ingest.sources.bigquery import BigQuerySource, SourceError, over_billing_cap  # noqa: E402
 from piecewise.ingest.sources.make import bigquery_source  # noqa: E402
 from piecewise.pipeline import run_ingest  # noqa: E402
 from piecewise.storage.layout import tests_key as file_of  # noqa: E402
@@ -451,3 +451,20 @@ def test_the_query_file_is_a_setting_of_the_config(
     )
     assert ingest_fingerprint(cheaper) == bundled
     assert run_ingest(cfg, D1, D1, progress=False).dates == [D1]
+
+
+def test_a_query_over_the_billing_cap_is_said_with_the_setting_and_the_dry_run() -> None:
+    """The source and the BigQuery engine say BigQuery's cost-guard refusal the same way,
+    each naming its own setting and command."""
+    from google.api_core import exceptions
+
+    refused = exceptions.BadRequest("Query exceeded limit for bytes billed: 1000. 2000 needed")
+    for what, table, command in [
+        ("the query", "source", "piecewise ingest"),
+        ("the aggregation", "aggregation", "piecewise aggregate"),
+    ]:
+        error = over_billing_cap(refused, what, table, command)
+        assert isinstance(error, SourceError)
+        assert str(error).startswith(f"{what} would scan more than `{table}.maximum_bytes_billed`")
+        assert f"`{command} --dry-run`" in str(error) and "2000 needed" in str(error)
+    assert over_billing_cap(exceptions.BadRequest("Syntax error"), "x", "source", "y") is None

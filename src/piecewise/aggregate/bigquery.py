@@ -30,7 +30,7 @@ from piecewise.core.schema import area_column, enriched_schema, rough_column
 from piecewise.core.vocabulary import DIRECTIONS
 from piecewise.ingest.clients import network_keyed
 from piecewise.ingest.sampling import with_pick
-from piecewise.ingest.sources.bigquery import TIB, SourceError
+from piecewise.ingest.sources.bigquery import TIB, bigquery_client, over_billing_cap
 from piecewise.storage.layout import TESTS_PREFIX, tests_key
 from piecewise.storage.store import Store, parquet_bytes
 
@@ -90,8 +90,6 @@ class BigQueryEngine:
     def of(cls, config: Config, client: Any = None) -> BigQueryEngine:
         agg = config.aggregation
         if client is None:
-            from piecewise.ingest.sources.bigquery import bigquery_client
-
             client = bigquery_client(agg.project, agg.location, agg.api_endpoint)
         assert agg.dataset is not None  # the config requires it with this engine
         return cls(
@@ -273,12 +271,9 @@ def _call(func):
     try:
         return func()
     except exceptions.BadRequest as exc:
-        if "bytes billed" in str(exc.message).lower():
-            raise SourceError(
-                f"the aggregation would scan more than `aggregation.maximum_bytes_billed` "
-                f"({exc.message}); check the cost with `piecewise aggregate --dry-run`, "
-                "then narrow the dates or raise the limit"
-            ) from exc
+        capped = over_billing_cap(exc, "the aggregation", "aggregation", "piecewise aggregate")
+        if capped is not None:
+            raise capped from exc
         raise
 
 

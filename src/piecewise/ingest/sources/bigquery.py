@@ -420,13 +420,21 @@ def _call(
             access_advice(_error_text(exc), tables, account=account, project=project, dates=dates)
         ) from exc
     except exceptions.BadRequest as exc:
-        if "bytes billed" in str(exc.message).lower():
-            raise SourceError(
-                f"the query would scan more than `source.maximum_bytes_billed` "
-                f"({exc.message}); check the cost with `piecewise ingest --dry-run`, then "
-                "narrow the dates or raise the limit"
-            ) from exc
+        capped = over_billing_cap(exc, "the query", "source", "piecewise ingest")
+        if capped is not None:
+            raise capped from exc
         raise
+
+
+def over_billing_cap(exc: Any, what: str, table: str, command: str) -> SourceError | None:
+    """The advice for a query BigQuery refused under its `maximum_bytes_billed` cap (set in
+    the config's `table`), or None for any other bad request."""
+    if "bytes billed" not in str(exc.message).lower():
+        return None
+    return SourceError(
+        f"{what} would scan more than `{table}.maximum_bytes_billed` ({exc.message}); check "
+        f"the cost with `{command} --dry-run`, then narrow the dates or raise the limit"
+    )
 
 
 def _error_text(exc: Any) -> str:
