@@ -139,9 +139,9 @@ class ChildServer:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, sig)
+            deadline = time.monotonic() + timeout
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=timeout)
-            deadline = time.monotonic() + timeout
             while self.group_alive() and time.monotonic() < deadline:
                 time.sleep(0.05)
             if self.process.poll() is not None and not self.group_alive():
