@@ -289,6 +289,35 @@ def test_days_without_data_are_reported(client: Client) -> None:
     assert body["coverage"]["periods"] == {"month": ["2025-02", "2025-03", "2025-04"]}
 
 
+def test_two_instances_list_the_same_excluded_keys(published: Published) -> None:
+    """An instance numbers areas and ISPs as it first meets them; the keys a merge lists
+    must not follow that order, or two instances would answer one request differently."""
+    hexes = sorted(
+        f["properties"]["id"]
+        for f in published.public.read_json("v1/areas/hex.geojson")["features"]
+    )
+    region = {"start": "2025-03-01", "end": "2025-03-20", "isps": "Starlink,Comcast Xfinity"}
+    bodies = []
+    for order in (hexes, hexes[::-1]):
+        client = Client(build_api(published.config))
+        for area in order:  # each area met first in this order
+            merge(client, "hex", start="2025-03-03", end="2025-03-03", areas=area)
+        bodies.append(client.get(f"/v1/layers/hex/range?{urllib.parse.urlencode(region)}").data)
+    assert bodies[0] == bodies[1]
+    listed = Client(build_api(published.config)).get(
+        f"/v1/layers/hex/range?{urllib.parse.urlencode(region)}"
+    )
+    assert listed.data == bodies[0]
+    assert listed.status_code == 200, listed.text[:300]
+    excluded = listed.json["coverage"]["excluded"]
+    assert len(excluded) > 1
+    by_period: dict[str, list[tuple[str, str]]] = {}
+    for e in excluded:
+        by_period.setdefault(e["period"], []).append((e["area"], e["isp"]))
+    for keys in by_period.values():
+        assert keys == sorted(keys)
+
+
 def test_decoded_files_are_reused(published: Published) -> None:
     store = CountingStore(published.public.url)
     client = Client(build_api(published.config, store=store))

@@ -15,6 +15,7 @@ geometric mean come from bucket midpoints, within the histogram's relative error
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -248,7 +249,14 @@ class Merger:
     def exclude(self, hidden: list[int], label: str) -> None:
         self.result.excluded += len(hidden)
         room = MAX_KEYS - len(self.result.excluded_keys)
-        self.result.excluded_keys += [(code, label) for code in hidden[:room]]
+        if room <= 0:
+            return
+        # The keys listed are the first by area and ISP, not by code: an instance numbers
+        # the names as it first meets them, so the order of codes is its own, and two
+        # instances would list different keys for the same request.
+        describe = self.snap.codebook(self.layer).describe_unit
+        first = heapq.nsmallest(room, hidden, key=lambda code: describe(code // 2))
+        self.result.excluded_keys += [(code, label) for code in first]
 
 
 def members(sorted_codes: np.ndarray, values: np.ndarray) -> np.ndarray:
