@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+from orjson import Fragment
 
 from piecewise.core import periods
 from piecewise.core.histogram import BUCKETS, LOW, RATIO
@@ -342,7 +343,7 @@ def area_isps(snap: Snapshot, q: AreaQuery) -> bytes:
 # -- /v1/layers/{layer}/areas/{area}/series ---------------------------------------------------
 
 
-def series(snap: Snapshot, q: SeriesQuery, limits: Limits) -> dict:
+def series(snap: Snapshot, q: SeriesQuery, limits: Limits) -> bytes:
     layer_of(snap, q.layer)
     name = area_name(snap, q.layer, q.area)
     known_isp(snap, q.isp)
@@ -384,29 +385,27 @@ def series(snap: Snapshot, q: SeriesQuery, limits: Limits) -> dict:
     if not same_axis:
         position = {label: i for i, label in enumerate(published)}
         take = [position.get(label) for label in axis]
-    nulls = b"[" + b",".join([b"null"] * len(axis)) + b"]"
+    nulls = Fragment(b"[" + b",".join([b"null"] * len(axis)) + b"]")
 
-    def values(arrays: dict[str, bytes] | None, name: str) -> bytes:
+    def values(arrays: dict[str, bytes] | None, name: str) -> Fragment:
         if arrays is None or name not in arrays:
             return nulls  # no cell, or a column its release did not publish yet
         if take is None:
-            return arrays[name]
+            return Fragment(arrays[name])
         array = json.loads(arrays[name])
-        return json_bytes([None if i is None else array[i] for i in take])
+        return Fragment(json_bytes([None if i is None else array[i] for i in take]))
 
+    # One dict for the encoder, the arrays in it as they were encoded (orjson Fragments).
     out = []
     for direction in directions(q.direction):
         pairs = step.series.get((q.isp, direction)) if step else None
         arrays = dict(pairs) if pairs is not None else None
-        fields = {field: values(arrays, field) for field in SERIES_FIELDS}
-        share_objects = {
-            key: json_object(
-                {},
-                **{label: values(arrays, column + end) for column, label in shares},
-            )
-            for key, end in zip(SHARE_OBJECTS, SHARE_ENDINGS, strict=True)
-        }
-        out.append(json_object({"isp": q.isp, "direction": direction}, **fields, **share_objects))
+        entry: dict[str, object] = {"isp": q.isp, "direction": direction}
+        for field in SERIES_FIELDS:
+            entry[field] = values(arrays, field)
+        for key, end in zip(SHARE_OBJECTS, SHARE_ENDINGS, strict=True):
+            entry[key] = {label: values(arrays, column + end) for column, label in shares}
+        out.append(entry)
     head = {
         "layer": q.layer,
         "area": q.area,
@@ -417,8 +416,9 @@ def series(snap: Snapshot, q: SeriesQuery, limits: Limits) -> dict:
         "isp": q.isp,
         "direction": q.direction,
         "periods": list(axis),
+        "series": out,
     }
-    return json_object(head, series=json_array(out))
+    return json_bytes(head)
 
 
 # -- /v1/layers/{layer}/histogram ------------------------------------------------------------

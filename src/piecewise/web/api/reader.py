@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 
 from piecewise.core import periods
 from piecewise.core.histogram import BUCKETS, LOW, RATIO
@@ -196,7 +197,7 @@ class IspStats:
         lines = self.made.get(("csv", self.isp))
         if lines is None:
             line = _CsvLine()
-            cells = json.loads(b"[" + b",".join(self.cells) + b"]")
+            cells = orjson.loads(b"[" + b",".join(self.cells) + b"]")
             lines = tuple([line.cell(cell, shares) for cell in cells])
             self.made[("csv", self.isp)] = lines
         return lines
