@@ -1,5 +1,5 @@
 """Section `api`: the statistics API (functions/api/main.py under functions-framework
-and gunicorn) loaded by wrk."""
+and gunicorn, as terraform/ deploys it) loaded by wrk."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import http.client
 import json
+import math
 import os
 import random
 import statistics
@@ -39,9 +40,40 @@ CAPACITY_RPS = 1_000
 API_P99_MS = 25
 RANGE_P99_MS = 100
 COLD_START_S = 1.5
-# Environment that would change how functions-framework runs gunicorn: Cloud Functions
-# sets none of it, so the framework's defaults apply (1 worker, 4 threads per core).
+# Environment that changes how functions-framework runs gunicorn. The deployment sets
+# WORKERS and THREADS for the api function (terraform/functions.tf, from its size); the
+# rest Cloud Functions leaves unset. None is taken from the shell running the bench.
 GUNICORN_ENV = ("WORKERS", "THREADS", "CLOUD_RUN_TIMEOUT_SECONDS", "THREADED_TIMEOUT_ENABLED")
+TERRAFORM_VARIABLES = ROOT / "terraform" / "variables.tf"
+
+
+def gunicorn_env(cpu: str, concurrency: int) -> dict[str, str]:
+    """WORKERS and THREADS as terraform/functions.tf gives them to the api function of
+    `cpu` CPUs and `concurrency` requests at once: a worker per whole CPU (a Python
+    process runs on one core at a time), threads enough for the concurrency."""
+    workers = max(1, math.floor(float(cpu)))
+    return {"WORKERS": str(workers), "THREADS": str(math.ceil(concurrency / workers))}
+
+
+def deployed_size() -> tuple[str, int]:
+    """The api function's CPUs and concurrency, as terraform/variables.tf sizes it."""
+    import hcl2
+
+    options = hcl2.SerializationOptions(
+        strip_string_quotes=True, explicit_blocks=False, with_comments=False
+    )
+    with TERRAFORM_VARIABLES.open() as f:
+        doc = hcl2.load(f, serialization_options=options)
+    for block in doc["variable"]:
+        if "function_sizes" in block:
+            api = block["function_sizes"]["default"]["api"]
+            return str(api["cpu"]), int(api["concurrency"])
+    raise RuntimeError(f"{TERRAFORM_VARIABLES} has no function_sizes")
+
+
+def deployed_env() -> dict[str, str]:
+    """The gunicorn settings the deployed api function runs with."""
+    return gunicorn_env(*deployed_size())
 
 
 class ApiCatalogue:
@@ -198,12 +230,13 @@ def range_paths(
 
 class ApiServer:
     """`functions-framework --target api --source functions/api/main.py` on 127.0.0.1, as
-    Cloud Functions runs the api function (gunicorn, the framework's defaults), in a
-    process group of its own, stopped by its PID."""
+    Cloud Functions runs the api function, with `gunicorn` (WORKERS and THREADS; none:
+    the framework's defaults), in a process group of its own, stopped by its PID."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, gunicorn: dict[str, str] | None = None) -> None:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in GUNICORN_ENV}
+        env.update(gunicorn or {})
         env["PIECEWISE_CONFIG"] = str(config)
         command = [
             str(Path(sys.executable).with_name("functions-framework")),
@@ -238,10 +271,15 @@ class ApiServer:
         return response.status, time.perf_counter() - started
 
     def worker_rss_mib(self) -> float:
+        """The resident memory of the largest worker."""
+        return max(self.workers_rss_mib(), default=0.0)
+
+    def workers_rss_mib(self) -> list[float]:
+        """The resident memory of each worker (gunicorn's master's children)."""
         import psutil
 
         procs = psutil.Process(self.process.pid).children(recursive=True)
-        return max((p.memory_info().rss for p in procs), default=0) / 2**20
+        return [p.memory_info().rss / 2**20 for p in procs]
 
     def stop(self) -> None:
         """Terminate the process group (gunicorn's master and worker), then kill it."""
@@ -249,8 +287,10 @@ class ApiServer:
 
 
 @contextlib.contextmanager
-def api_server(config: Path, log: Path) -> Iterator[ApiServer]:
-    server = ApiServer(config, log)
+def api_server(
+    config: Path, log: Path, gunicorn: dict[str, str] | None = None
+) -> Iterator[ApiServer]:
+    server = ApiServer(config, log, gunicorn)
     try:
         yield server
     finally:
@@ -293,14 +333,18 @@ def wrk_run(
     return result
 
 
-def gunicorn_options() -> dict:
-    """The options functions-framework gives gunicorn here, with GUNICORN_ENV unset."""
+def gunicorn_options(gunicorn: dict[str, str] | None = None) -> dict:
+    """The options functions-framework gives gunicorn here with `gunicorn` and the rest of
+    GUNICORN_ENV unset."""
     from functions_framework._http.gunicorn import GunicornApplication
 
     saved = {k: os.environ.pop(k) for k in GUNICORN_ENV if k in os.environ}
+    os.environ.update(gunicorn or {})
     try:
         return dict(GunicornApplication(None, "127.0.0.1", 0, False).options)
     finally:
+        for k in gunicorn or {}:
+            os.environ.pop(k, None)
         os.environ.update(saved)
 
 
@@ -308,6 +352,19 @@ def wrk_version() -> str:
     out = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
     words = (out.stdout + out.stderr).split()
     return words[1] if len(words) > 1 else "?"
+
+
+def read_every_file(server: ApiServer, cat: ApiCatalogue, workers: int = 1) -> None:
+    """Each statistics and series file asked for, one request at a time: a serving
+    instance has read them long before (the cost of a first read is the cold start's).
+    Each request goes to one of the workers, whichever accepts its connection: with
+    several, each file is asked for twice per worker, so that a worker misses a given
+    file (and reads it under load) with odds of ((workers - 1) / workers) ** (2 *
+    workers): 1 in 16 with two."""
+    for path in every_file_paths(cat) * (1 if workers == 1 else 2 * workers):
+        status, _ = server.get(path)
+        if status != 200:
+            raise RuntimeError(f"{path}: {status}")
 
 
 def api_bench(config: Path, public: Path, repeat: int, tmp: Path) -> dict:
@@ -334,10 +391,11 @@ def api_bench(config: Path, public: Path, repeat: int, tmp: Path) -> dict:
             {"start": "2025-01-15", "end": "2025-12-15", "areas": h3[len(h3) // 2]},
         ),
     }
+    deployed = deployed_env()
     cold: dict[str, list[tuple[float, float]]] = {name: [] for name in first}
     for _ in range(COLD_STARTS):
         for name, path in first.items():
-            with api_server(config, log) as server:
+            with api_server(config, log, deployed) as server:
                 listening = server.wait_listening()
                 status, seconds = server.get(path)
                 if status != 200:
@@ -363,14 +421,9 @@ def api_bench(config: Path, public: Path, repeat: int, tmp: Path) -> dict:
     }
     runs: dict[str, list[dict]] = {}
     ladder: dict[str, list[dict]] = {}
-    with api_server(config, log) as server:
+    with api_server(config, log, deployed) as server:
         server.wait_listening()
-        # A serving instance has read its files long before: each statistics and series
-        # file is asked for once (the cost of a first read is the cold start's, above).
-        for path in every_file_paths(cat):
-            status, _ = server.get(path)
-            if status != 200:
-                raise RuntimeError(f"{path}: {status}")
+        read_every_file(server, cat, int(deployed["WORKERS"]))
         for name, make in makers.items():
             rate = rates[name]
             # Twice the paths a run can send: none is sent twice in a run.
@@ -400,14 +453,35 @@ def api_bench(config: Path, public: Path, repeat: int, tmp: Path) -> dict:
             )
             for _ in range(repeat)
         ]
-        rss = server.worker_rss_mib()
-    options = gunicorn_options()
+        rss = server.workers_rss_mib()
+    # The same closed loop on one worker, the framework's default: what the deployment's
+    # worker per CPU brings.
+    with api_server(config, log) as server:
+        server.wait_listening()
+        read_every_file(server, cat)
+        one_worker = [
+            wrk_run(
+                server.port,
+                makers["precomputed"](CAPACITY_PATHS),
+                0,
+                API_SECONDS,
+                tmp,
+                conns=CAPACITY_CONNECTIONS,
+            )
+            for _ in range(repeat)
+        ]
+    options = gunicorn_options(deployed)
+    cpu, concurrency = deployed_size()
     return {
         "cold": cold,
         "first": first,
         "runs": runs,
         "ladder": ladder,
         "capacity": capacity,
+        "one_worker": one_worker,
+        "cpu": cpu,
+        "concurrency": concurrency,
+        "one_worker_threads": gunicorn_options()["threads"],
         "rates": rates,
         "worst_keys": len(worst),
         "rss_mib": rss,
@@ -437,9 +511,11 @@ def api_report(api: dict, cmd: str | None) -> list[str]:
         "`functions/api/main.py` served as Cloud Functions serves it: `functions-framework "
         "--target api --source functions/api/main.py --host 127.0.0.1 --port PORT` "
         f"(functions-framework {api['ff_version']}, gunicorn {api['gunicorn_version']}: "
-        f"{api['workers']} worker, `gthread`, {api['threads']} threads, no timeout; these are the "
-        "framework's defaults, four threads per core, taken when `WORKERS`, `THREADS` and "
-        "`CLOUD_RUN_TIMEOUT_SECONDS` are unset, as Cloud Functions (2nd gen) leaves them), "
+        f"{api['workers']} workers of {api['threads']} threads, `gthread`, no timeout), "
+        "with `WORKERS` and `THREADS` as terraform/functions.tf sets them for the api "
+        f"function's size in terraform/variables.tf ({api['cpu']} CPUs, "
+        f"{api['concurrency']} requests at once: a worker per CPU, threads for the "
+        "concurrency; the framework's own default is one worker, whatever the CPUs), "
         "with the default `[api]` settings, over the public data of the year aggregated "
         f"above ({api['tests']:,} tests; {api['areas']} areas in {api['layers']} layers, "
         f"{api['periods']} periods, {api['isps']} ISPs)."
@@ -459,9 +535,10 @@ def api_report(api: dict, cmd: str | None) -> list[str]:
         "behind, and the latency of those requests understates the wait). Latency is from "
         "a request's first byte sent to its answer's last byte received. Errors are "
         "answers other than 2xx/3xx plus socket errors (connect, read, write, timeout at "
-        "10 s). The 2 cores are shared: the server (one Python process), `wrk` and "
-        "the kernel's loopback traffic. The server first answers one request for each "
-        "statistics file and each series file, one at a time, as a serving instance would "
+        "10 s). The 2 cores are shared: the server (its workers, one Python process each), "
+        "`wrk` and the kernel's loopback traffic. The server first answers requests for "
+        "each statistics file and each series file, one at a time (twice per worker, as "
+        "the kernel hands each connection to one of them), as a serving instance would "
         "have read them long before (a first read is part of the cold start, above); "
         "then each mix is sent for "
         f"{API_WARMUP_SECONDS} s at its rate to load the instance's caches (not counted), "
@@ -531,7 +608,9 @@ def api_report(api: dict, cmd: str | None) -> list[str]:
         + "; ".join(
             f"{names[k]} " + ", ".join(ms(r["p99_us"]) for r in runs[k]) + " ms" for k in names
         )
-        + f". The worker's resident memory after the runs: {api['rss_mib']:,.0f} MiB."
+        + ". The workers' resident memory after the runs: "
+        + ", ".join(f"{m:,.0f}" for m in api["rss_mib"])
+        + " MiB."
     )
     say("")
 
@@ -565,6 +644,18 @@ def api_report(api: dict, cmd: str | None) -> list[str]:
             f"{ms(median_of(capacity, 'p99_us'))} ms, "
             f"{max(r['errors'] for r in capacity)} errors. Target: at least "
             f"{CAPACITY_RPS:,} requests/s: **{'met' if rps >= CAPACITY_RPS else 'NOT met'}**."
+        )
+        say("")
+    one = api.get("one_worker") or []
+    if one:
+        say(
+            f"The same closed loop on one worker of {api['one_worker_threads']} threads "
+            "(functions-framework's default, `WORKERS` and `THREADS` unset), in the same "
+            "run: "
+            + ", ".join(f"{r['rate']:,.0f}" for r in one)
+            + f" requests/s, median {median_of(one, 'rate'):,.0f}, p99 "
+            f"{ms(median_of(one, 'p99_us'))} ms. One Python process runs on one core at "
+            "a time; the deployment's second worker uses the second CPU."
         )
         say("")
     cold = api["cold"]

@@ -211,7 +211,9 @@ def api_memory_report(mem: dict, cmd: str | None) -> list[str]:
         say("")
     say(
         "The server of [Statistics API](#statistics-api) (functions-framework, gunicorn: "
-        f"{mem['workers']} worker, {mem['threads']} threads, the default `[api]` settings: "
+        f"{mem['workers']} worker, {mem['threads']} threads: the growth of one worker's "
+        "memory, which each of the deployment's workers has on its own; the default "
+        "`[api]` settings: "
         "`data_cache_mb = 768`, "
         f"`response_cache_mb = 64`) over the same year, sent {mem['queries']:,} distinct "
         f"valid queries over {MEMORY_CLIENTS} keep-alive connections at once "

@@ -50,9 +50,17 @@ locals {
       PIECEWISE_TOPIC  = google_pubsub_topic.ingested.id
     }
     aggregate = { PIECEWISE_CONFIG = "piecewise.toml" }
-    api       = { PIECEWISE_CONFIG = "piecewise.toml" }
-    survey    = { PIECEWISE_CONFIG = "piecewise.toml" }
+    api = {
+      PIECEWISE_CONFIG = "piecewise.toml"
+      # functions-framework runs gunicorn with WORKERS processes of THREADS threads each
+      # (its defaults: one worker, four threads per CPU). One worker per whole CPU, and
+      # threads enough for the instance's concurrency.
+      WORKERS = local.api_workers
+      THREADS = tostring(ceil(var.function_sizes["api"].concurrency / local.api_workers))
+    }
+    survey = { PIECEWISE_CONFIG = "piecewise.toml" }
   }
+  api_workers = tostring(max(1, floor(tonumber(var.function_sizes["api"].cpu))))
   secret_env = {
     ingest = { (local.geoip_license_key_env) = google_secret_manager_secret.maxmind_license_key.secret_id }
     # The planner refreshes the GeoIP database; a date worker uses the stored one.

@@ -83,8 +83,10 @@ variable "function_sizes" {
     "ingest-date" = { memory = "4Gi", cpu = "2", timeout = 540, max_instances = 10, concurrency = 1 }
     # DuckDB over the periods holding the dates; 540 s is the most an event function gets.
     aggregate = { memory = "8Gi", cpu = "2", timeout = 540, max_instances = 1, concurrency = 1 }
-    # Threaded, read-only, caches decoded files (api.data_cache_mb, default 768 MiB).
-    api = { memory = "2Gi", cpu = "1", timeout = 60, max_instances = 10, concurrency = 16 }
+    # Read-only; one gunicorn worker per CPU (a Python process runs on one core at a
+    # time), each with its own caches of decoded files and answers (api.data_cache_mb,
+    # default 768 MiB, and api.response_cache_mb): memory for two of them and headroom.
+    api = { memory = "4Gi", cpu = "2", timeout = 60, max_instances = 10, concurrency = 16 }
     # Small posts, I/O bound on Firestore.
     survey = { memory = "512Mi", cpu = "1", timeout = 30, max_instances = 5, concurrency = 8 }
   }

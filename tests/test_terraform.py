@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import tomllib
 from pathlib import Path
@@ -31,6 +32,8 @@ OPTIONS = hcl2.SerializationOptions(
     strip_string_quotes=True, explicit_blocks=False, with_comments=False
 )
 PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
+# The variables functions-framework reads to run gunicorn.
+GUNICORN_SETTINGS = {"WORKERS", "THREADS"}
 # The accounts that run code at runtime: every function's, the scheduler's, the trigger's.
 RUNTIME_ACCOUNTS = {"scheduler", "trigger"}  # and every function's, added below
 # aggregate's grants on the public bucket: objects under the data folder; lists of it.
@@ -265,7 +268,8 @@ def test_each_function_gets_exactly_the_settings_its_adapter_reads(name: str) ->
     literal, from_config = _adapter_settings(name)
     env = TF["locals"]["env"][name]
     secret_env = TF["locals"]["secret_env"][name]
-    given = set(env) | {_ref(k) for k in secret_env}
+    # What functions-framework reads to run gunicorn is the framework's, not main.py's.
+    given = (set(env) - GUNICORN_SETTINGS) | {_ref(k) for k in secret_env}
     wanted = set(literal) | {
         f"(local.{_config_env_local(table, field)})" for table, field in from_config
     }
@@ -291,6 +295,79 @@ def test_each_function_gets_exactly_the_settings_its_adapter_reads(name: str) ->
     dynamic = _one(service["dynamic"])["secret_environment_variables"]
     assert dynamic["for_each"] == "${local.secret_env[each.key]}"
     assert _one(dynamic["content"])["version"] == "latest"
+
+
+def _functions_expression(name: str) -> str:
+    """The expression of `name = ...` on one line of terraform/functions.tf."""
+    found = [
+        m.group(1)
+        for line in (TERRAFORM / "functions.tf").read_text().splitlines()
+        if (m := re.fullmatch(rf"\s*{name}\s*=\s*(.+)", line))
+    ]
+    assert len(found) == 1, f"{name} is not on exactly one line of functions.tf"
+    return found[0]
+
+
+def _gunicorn_settings(cpu: str, concurrency: int) -> tuple[str, str]:
+    """WORKERS and THREADS as Terraform computes them for an api function of this size."""
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("no terraform binary on this machine")
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "main.tf").write_text(
+            'variable "function_sizes" {\n'
+            f'  default = {{ api = {{ cpu = "{cpu}", concurrency = {concurrency} }} }}\n'
+            "}\n"
+            "locals {\n"
+            f"  api_workers = {_functions_expression('api_workers')}\n"
+            f"  threads = {_functions_expression('THREADS')}\n"
+            "}\n"
+        )
+        result = subprocess.run(
+            [terraform, "console"],
+            input="jsonencode([local.api_workers, local.threads])\n",
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            env=TERRAFORM_ENV,
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    workers, threads = json.loads(json.loads(result.stdout.strip()))
+    return workers, threads
+
+
+def test_the_api_runs_a_worker_per_cpu_as_the_bench_runs_it() -> None:
+    """One gunicorn worker per whole CPU (at least one), threads enough for the
+    instance's concurrency; the bench's API server takes the same from the same size."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from api_load import deployed_env, deployed_size, gunicorn_env
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    env = TF["locals"]["env"]["api"]
+    assert env["WORKERS"] == "${local.api_workers}"
+    size = TF["variable"]["function_sizes"]["default"]["api"]
+    assert deployed_size() == (size["cpu"], size["concurrency"])
+    for cpu, concurrency, workers, threads in [
+        ("1", 16, "1", "16"),
+        ("2", 16, "2", "8"),
+        ("4", 10, "4", "3"),
+        ("0.5", 8, "1", "8"),
+        ("2.5", 80, "2", "40"),
+    ]:
+        assert _gunicorn_settings(cpu, concurrency) == (workers, threads)
+        assert gunicorn_env(cpu, concurrency) == {"WORKERS": workers, "THREADS": threads}
+    workers, threads = _gunicorn_settings(size["cpu"], size["concurrency"])
+    assert deployed_env() == {"WORKERS": workers, "THREADS": threads}
+    assert int(workers) >= 2, "the API's two workers: docs/benchmarks.md, Statistics API"
+    # Each worker holds its own caches: the memory holds them all at their budgets, and
+    # half a GiB more per worker for the rest of the process (its RSS is ~700 MiB in the
+    # bench, with the caches not full).
+    api = Config.model_fields["api"].default_factory()
+    per_worker = api.data_cache_mb + api.response_cache_mb + 512
+    memory = size["memory"]
+    assert memory.endswith("Gi") and int(memory[:-2]) * 1024 >= int(workers) * per_worker
 
 
 def test_the_topic_reaches_aggregate() -> None:
