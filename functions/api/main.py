@@ -1,8 +1,8 @@
 """Cloud Function (HTTP, public): the read-only statistics API, /v1/... (docs/api.md).
 
 Settings: PIECEWISE_CONFIG (the config file, default `piecewise.toml` beside this file).
-The app is built once per instance and keeps its caches between requests; it reads
-only the public store.
+The app is built once per worker process (the deployment runs one per CPU,
+docs/deploy.md) and keeps its caches between requests; it reads only the public store.
 """
 
 from __future__ import annotations
