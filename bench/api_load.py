@@ -120,8 +120,9 @@ def _path(template: str, params: dict[str, str]) -> str:
 
 
 def every_file_paths(cat: ApiCatalogue) -> list[str]:
-    """One request per statistics file (every layer and period) and per series file
-    (every area), so that an instance has read them all."""
+    """One request per statistics file (every layer and period), per series file (every
+    area) and per cube file (a histogram of each period), so that an instance has read
+    them all."""
     out = [
         _path(f"/v1/layers/{layer}/stats", {"period": label})
         for layer in cat.layers
@@ -132,6 +133,12 @@ def every_file_paths(cat: ApiCatalogue) -> list[str]:
         _path(f"/v1/layers/{layer}/areas/{urllib.parse.quote(area)}/series", {"step": "year"})
         for layer in cat.layers
         for area in cat.areas[layer]
+    ]
+    out += [
+        _path(f"/v1/layers/{layer}/histogram", {"area": cat.areas[layer][0], "period": label})
+        for layer in cat.layers
+        for labels in cat.periods.values()
+        for label in labels
     ]
     return out
 
@@ -355,7 +362,7 @@ def wrk_version() -> str:
 
 
 def read_every_file(server: ApiServer, cat: ApiCatalogue, workers: int = 1) -> None:
-    """Each statistics and series file asked for, one request at a time: a serving
+    """Each statistics, series and cube file asked for, one request at a time: a serving
     instance has read them long before (the cost of a first read is the cold start's).
     Each request goes to one of the workers, whichever accepts its connection: with
     several, each file is asked for twice per worker, so that a worker misses a given
@@ -537,7 +544,7 @@ def api_report(api: dict, cmd: str | None) -> list[str]:
         "answers other than 2xx/3xx plus socket errors (connect, read, write, timeout at "
         "10 s). The 2 cores are shared: the server (its workers, one Python process each), "
         "`wrk` and the kernel's loopback traffic. The server first answers requests for "
-        "each statistics file and each series file, one at a time (twice per worker, as "
+        "each statistics, series and cube file, one at a time (twice per worker, as "
         "the kernel hands each connection to one of them), as a serving instance would "
         "have read them long before (a first read is part of the cold start, above); "
         "then each mix is sent for "

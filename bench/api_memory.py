@@ -115,14 +115,7 @@ def api_memory_bench(config: Path, public: Path, tmp: Path) -> dict:
     cat = ApiCatalogue(public)
     rng = random.Random(20_000)
     seen: set[str] = set()
-    warm = every_file_paths(cat)
-    # A histogram of each period reads every cube file once.
-    warm += [
-        _path(f"/v1/layers/{layer}/histogram", {"area": cat.areas[layer][0], "period": label})
-        for layer in cat.layers
-        for labels in cat.periods.values()
-        for label in labels
-    ]
+    warm = every_file_paths(cat)  # every statistics, series and cube file
     warm += distinct_paths(cat, rng, MEMORY_WARMUP, seen)
     measured = distinct_paths(cat, rng, MEMORY_QUERIES, seen)
     samples: list[tuple[int, float]] = []
@@ -169,12 +162,6 @@ def child_api_gc(config_path: str) -> dict:
     cat = ApiCatalogue(Path(cfg.stores.public.removeprefix("file://")))
     rng = random.Random(1)
     paths = every_file_paths(cat)
-    paths += [
-        _path(f"/v1/layers/{layer}/histogram", {"area": cat.areas[layer][0], "period": label})
-        for layer in cat.layers
-        for labels in cat.periods.values()
-        for label in labels
-    ]
     paths += distinct_paths(cat, rng, MEMORY_WARMUP, set())
     for path in paths:
         status = client.get(path).status_code
