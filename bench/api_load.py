@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from common import HEADINGS, ROOT, median_of, ms
@@ -374,6 +374,16 @@ def read_every_file(server: ApiServer, cat: ApiCatalogue, workers: int = 1) -> N
             raise RuntimeError(f"{path}: {status}")
 
 
+def closed_loop(
+    server: ApiServer, make: Callable[[int], list[str]], repeat: int, tmp: Path
+) -> list[dict]:
+    """`repeat` runs of paths from `make` sent as fast as the server answers them."""
+    return [
+        wrk_run(server.port, make(CAPACITY_PATHS), 0, API_SECONDS, tmp, conns=CAPACITY_CONNECTIONS)
+        for _ in range(repeat)
+    ]
+
+
 def api_bench(config: Path, public: Path, repeat: int, tmp: Path) -> dict:
     """Cold starts, then one warm server under the precomputed mix and the range mixes;
     a mix that misses its target is measured once more at half and a quarter its rate."""
@@ -449,34 +459,14 @@ def api_bench(config: Path, public: Path, repeat: int, tmp: Path) -> dict:
                     r = wrk_run(server.port, make(lower * API_SECONDS * 2), lower, API_SECONDS, tmp)
                     ladder[name].append({**r, "asked": lower})
         # Capacity: the precomputed mix as fast as the server answers (closed loop).
-        capacity = [
-            wrk_run(
-                server.port,
-                makers["precomputed"](CAPACITY_PATHS),
-                0,
-                API_SECONDS,
-                tmp,
-                conns=CAPACITY_CONNECTIONS,
-            )
-            for _ in range(repeat)
-        ]
+        capacity = closed_loop(server, makers["precomputed"], repeat, tmp)
         rss = server.workers_rss_mib()
     # The same closed loop on one worker, the framework's default: what the deployment's
     # worker per CPU brings.
     with api_server(config, log) as server:
         server.wait_listening()
         read_every_file(server, cat)
-        one_worker = [
-            wrk_run(
-                server.port,
-                makers["precomputed"](CAPACITY_PATHS),
-                0,
-                API_SECONDS,
-                tmp,
-                conns=CAPACITY_CONNECTIONS,
-            )
-            for _ in range(repeat)
-        ]
+        one_worker = closed_loop(server, makers["precomputed"], repeat, tmp)
     options = gunicorn_options(deployed)
     cpu, concurrency = deployed_size()
     return {

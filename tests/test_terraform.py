@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -161,15 +162,20 @@ def _evaluate(config_text: str, *expressions: str) -> list[Any]:
             + "".join(f"  {name} = {_local_source(name)}\n" for name in names)
             + "}\n"
         )
-        result = subprocess.run(
-            [terraform, "console"],
-            input=f"jsonencode([{', '.join(expressions)}])\n",
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            env=TERRAFORM_ENV,
-            timeout=120,
-        )
+        return _console(terraform, Path(tmp), expressions)
+
+
+def _console(terraform: str, folder: Path, expressions: Iterable[str]) -> list[Any]:
+    """The values of `expressions` in the Terraform module in `folder`."""
+    result = subprocess.run(
+        [terraform, "console"],
+        input=f"jsonencode([{', '.join(expressions)}])\n",
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env=TERRAFORM_ENV,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(json.loads(result.stdout.strip()))
 
@@ -323,17 +329,7 @@ def _gunicorn_settings(cpu: str, concurrency: int) -> tuple[str, str]:
             f"  threads = {_functions_expression('THREADS')}\n"
             "}\n"
         )
-        result = subprocess.run(
-            [terraform, "console"],
-            input="jsonencode([local.api_workers, local.threads])\n",
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            env=TERRAFORM_ENV,
-            timeout=120,
-        )
-    assert result.returncode == 0, result.stdout + result.stderr
-    workers, threads = json.loads(json.loads(result.stdout.strip()))
+        workers, threads = _console(terraform, Path(tmp), ["local.api_workers", "local.threads"])
     return workers, threads
 
 
