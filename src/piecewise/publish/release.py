@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from threadpoolctl import threadpool_limits
 
 from piecewise.aggregate.local import (
     apply_privacy,
@@ -365,11 +367,25 @@ def _compute(
         give_back_free_memory()  # the tests are let go; the cells are a fraction of them
     stats = plain_strings(stats).append_column("row", pa.array(np.arange(stats.num_rows)))
     kinds = released_kinds(config, state)
-    # One layer at a time: deciding them side by side measured no faster without the
-    # evening twins, and held both layers' relations at once (docs/benchmarks.md).
-    decided = [
-        _decide(config, ledger, number, layer.id, stats, kinds, wanted) for layer in config.layers
+    # Relations never cross layers or directions: each (layer, direction) is decided on
+    # its own, two at a time. Each holds half of its layer's relations, so two at once
+    # hold about what one layer does.
+    parts = [
+        (new, old)
+        for layer in config.layers
+        for new, old in _decision_parts(ledger, number, layer.id, stats, wanted)
     ]
+    threads = min(2, config.aggregation.threads or os.cpu_count() or 1)
+    # The BLAS limit of the solver is set around every thread: process-wide, it is
+    # restored once all are done (threads setting and restoring it in turn could leave
+    # it wrong).
+    with (
+        threadpool_limits(limits=1, user_api="blas"),
+        ThreadPoolExecutor(max_workers=threads) as pool,
+    ):
+        decided = list(pool.map(lambda part: _decide(config, kinds, *part), parts))
+        del parts
+    give_back_free_memory()  # what the solvers held, before the cells are sorted
     # Each table is let go once the next is made from it: the year's cells and
     # histograms are the largest things a release holds.
     cells = pa.concat_tables(decided, promote_options="permissive") if decided else stats
@@ -423,35 +439,46 @@ def _empty_cells(config: Config) -> tuple[pa.Table, pa.Table]:
     return cell_schema(list(config.share_rules)).empty_table(), HIST_SCHEMA.empty_table()
 
 
-def _decide(
-    config: Config,
+_DECIDED_BY = [*KEYS, "tests", "clients", "published", "complement"]
+
+
+def _decision_parts(
     ledger: Ledger,
     number: int,
     layer: str,
     stats: pa.Table,
-    kinds: list[str],
     wanted: dict[str, set[dt.date]],
-) -> pa.Table:
-    """The new cells of one layer and of its evening twin with their decision, taken
-    together with the sealed cells of the same years and areas (the only ones they
-    relate to)."""
+) -> Iterator[tuple[pa.Table, pa.Table | None]]:
+    """The new cells of one layer and of its evening twin, a direction at a time, each
+    with the sealed cells of the same years, areas and direction (the only ones they
+    relate to), or None when there are none."""
     mine = [layer, evening_layer(layer)]
     new = stats.filter(pc.is_in(stats.column("layer"), pa.array(mine)))
     if new.num_rows == 0:
-        return new
+        return
     years = {start.year for starts in wanted.values() for start in starts}
     old_parts = [
         part for one in mine for part in ledger.layer_cells(one, below=number, years=years)
     ]
-    columns = [*KEYS, "tests", "clients", "published", "complement"]
+    old = None
     if old_parts:
-        old = pa.concat_tables([t.select(columns) for t in old_parts], promote_options="permissive")
-        # Only the areas and directions of the new cells: relations never cross them.
-        touched = pc.unique(_group_key(new))
-        old = old.filter(pc.is_in(_group_key(old), touched))
-    else:
+        old = pa.concat_tables(
+            [t.select(_DECIDED_BY) for t in old_parts], promote_options="permissive"
+        )
+        # Only the areas and directions of the new cells.
+        old = old.filter(pc.is_in(_group_key(old), pc.unique(_group_key(new))))
+    for direction in DIRECTIONS:
+        of_direction = rows_equal(new, "direction", direction)
+        if of_direction.num_rows:
+            yield of_direction, None if old is None else rows_equal(old, "direction", direction)
+
+
+def _decide(config: Config, kinds: list[str], new: pa.Table, old: pa.Table | None) -> pa.Table:
+    """`new` (cells of one layer, its evening twin and one direction) with their
+    decision, taken together with `old`, the sealed cells they relate to."""
+    fresh = new.select(_DECIDED_BY)
+    if old is not None and old.num_rows == 0:
         old = None
-    fresh = new.select(columns)
     combined = fresh if old is None else pa.concat_tables([old.cast(fresh.schema), fresh])
     sealed = np.zeros(combined.num_rows, dtype=bool)
     if old is not None:
