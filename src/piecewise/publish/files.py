@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from piecewise import __version__
 from piecewise.aggregate.local import share_label
@@ -63,6 +62,7 @@ log = logging.getLogger(__name__)
 
 VERSION = 1
 WRITERS = 2  # periods written side by side
+PERIOD_BATCH = 4096  # rows of consecutive periods made JSON values together
 CACHE_SHORT = "public, max-age=300"
 CACHE_LONG = "public, max-age=3600"
 EPOCH = dt.date(1970, 1, 1)
@@ -224,7 +224,9 @@ class Publisher:
     ) -> list[dict]:
         """Published cells as JSON objects, floats rounded, NaN as null."""
         area_layer = self.layers[base_layer(layer)]
-        columns = _json_columns(table)
+        wanted = {"area", "isp", "direction", *PUBLISHED}
+        wanted.update(col + end for _label, col in shares for end in SHARE_ENDINGS)
+        columns = _json_columns(table.select([c for c in table.column_names if c in wanted]))
         # Each share object's columns by threshold label (None: a column this table
         # lacks, from a release before it existed).
         objects = [
@@ -251,18 +253,19 @@ class Publisher:
         layer: str,
         kind: str,
         start: dt.date,
-        published: pa.Table,
-        suppressed: pa.Table,
+        published: list[dict],
+        suppressed: list[list[str]],
         cube: pa.Table,
         *,
-        shares: list[tuple[str, str]],
         privacy: dict,
         release: int,
         tiles: LayerTiles | None = None,
     ) -> None:
         """The statistics, cube and tile files of one period, published by `release`
-        under `privacy`. `published` and `suppressed` hold its cells sorted by area, ISP
-        and direction; `cube` the histograms of the published ones, in the same order."""
+        under `privacy`. `published` holds its published cells as JSON objects
+        (`_published_json`) and `suppressed` the keys (area, ISP, direction) of the
+        others, both sorted by area, ISP and direction; `cube` the histograms of the
+        published ones, in the same order."""
         label = periods.label(kind, start)
         doc = {
             "version": VERSION,
@@ -273,14 +276,8 @@ class Publisher:
             "end": periods.end_of(kind, start).isoformat(),
             "privacy": privacy,
             "release": release,
-            "cells": self._published_json(layer, published, shares),
-            "suppressed": [
-                list(row)
-                for row in zip(
-                    *(suppressed.column(c).to_pylist() for c in ("area", "isp", "direction")),
-                    strict=True,
-                )
-            ],
+            "cells": published,
+            "suppressed": suppressed,
         }
         self.public.write_json(stats_key(layer, kind, label), doc, cache_control=CACHE_LONG)
         self.public.write_parquet(cube_key(layer, kind, label), cube)
@@ -306,7 +303,9 @@ class Publisher:
         privacy)."""
         shares = [(t["label"], t["column"]) for t in settings["thresholds"]]
         privacy = settings["privacy"]
-        work: list[tuple[str, dt.date, pa.Table, pa.Table]] = []
+        # Consecutive periods of a kind, up to PERIOD_BATCH rows, are made JSON values
+        # together (per column, not per period and column), then written one by one.
+        work: list[tuple[str, pa.Table, list[tuple[dt.date, int, int, pa.Table]]]] = []
         for kind in PERIOD_KINDS:
             wanted = sorted(start for k, start in starts if k == kind)
             if not wanted:
@@ -315,28 +314,46 @@ class Publisher:
             cube_of_kind = rows_equal(cube, "kind", kind)
             days = of_kind.column("period").cast(pa.int32()).to_numpy().astype(np.int64)
             cube_days = cube_of_kind.column("period").cast(pa.int32()).to_numpy().astype(np.int64)
+            batch: list[tuple[dt.date, int, int, pa.Table]] = []
             for start in wanted:
                 d = (start - EPOCH).days
-                lo, hi = np.searchsorted(days, [d, d + 1])
-                rows = of_kind.slice(lo, hi - lo)
+                lo, hi = (int(i) for i in np.searchsorted(days, [d, d + 1]))
                 clo, chi = np.searchsorted(cube_days, [d, d + 1])
-                work.append((kind, start, rows, cube_of_kind.slice(clo, chi - clo)))
+                if batch and hi - batch[0][1] > PERIOD_BATCH:
+                    work.append((kind, of_kind, batch))
+                    batch = []
+                batch.append((start, lo, hi, cube_of_kind.slice(clo, chi - clo)))
+            work.append((kind, of_kind, batch))
 
-        def write(item: tuple[str, dt.date, pa.Table, pa.Table]) -> None:
-            kind, start, rows, cube_rows = item
-            flag = rows.column("published")
-            self.write_period(
-                layer,
-                kind,
-                start,
-                rows.filter(flag),
-                rows.filter(pc.invert(flag)),
-                plain_strings(cube_rows.select(CUBE_COLUMNS)),
-                shares=shares,
-                privacy=privacy,
-                release=release,
-                tiles=tiles,
-            )
+        def write(item: tuple[str, pa.Table, list[tuple[dt.date, int, int, pa.Table]]]) -> None:
+            kind, of_kind, batch = item
+            first = batch[0][1]
+            rows = of_kind.slice(first, batch[-1][2] - first)
+            flag = rows.column("published").to_numpy(zero_copy_only=False).astype(bool)
+            shown, hidden = np.flatnonzero(flag), np.flatnonzero(~flag)
+            published = self._published_json(layer, rows.take(shown), shares)
+            withheld = rows.take(hidden)
+            suppressed = [
+                list(key)
+                for key in zip(
+                    *(withheld.column(c).to_pylist() for c in ("area", "isp", "direction")),
+                    strict=True,
+                )
+            ]
+            for start, lo, hi, cube_rows in batch:
+                a, b = np.searchsorted(shown, [lo - first, hi - first])
+                c, d = np.searchsorted(hidden, [lo - first, hi - first])
+                self.write_period(
+                    layer,
+                    kind,
+                    start,
+                    published[a:b],
+                    suppressed[c:d],
+                    plain_strings(cube_rows.select(CUBE_COLUMNS)),
+                    privacy=privacy,
+                    release=release,
+                    tiles=tiles,
+                )
 
         # Two at a time: one encodes JSON while the other's Parquet and file writes,
         # which release the GIL, go on. Each file is written atomically on its own.

@@ -238,7 +238,7 @@ def _share_columns(thresholds: Iterable[Mapping]) -> dict[str, str]:
 
 def _cell_numbers(cell: Mapping, shares: Mapping[str, str]) -> dict[str, float | int]:
     """A published cell's statistics by name, shares by column; nulls left out."""
-    out = {k: v for k, v in cell.items() if k in _STATS and v is not None}
+    out = {k: v for k in _STATS if (v := cell.get(k)) is not None}
     for label, value in (cell.get("shares") or {}).items():
         if value is not None:
             out[shares[label]] = value
@@ -248,27 +248,39 @@ def _cell_numbers(cell: Mapping, shares: Mapping[str, str]) -> dict[str, float |
 _STATS = (*STATISTICS, *INTERVALS)
 
 
+Hidden = dict[tuple[str, str], set[str]]  # the suppressed areas by (ISP, direction)
+
+
+def _hidden(suppressed: Iterable[Iterable[str]]) -> Hidden:
+    """Suppressed keys (area, ISP, direction) grouped by ISP and direction."""
+    out: Hidden = defaultdict(set)
+    for area, isp, direction in suppressed:
+        out[(isp, direction)].add(area)
+    return out
+
+
 def _properties(
     numbers: Mapping[tuple[str, str, str], Mapping[str, float | int]],
-    suppressed: Iterable[tuple[str, str, str]],
+    hidden: Hidden,
     share_cols: Iterable[str],
 ) -> dict[str, dict]:
     """Feature properties by area id, from published numbers keyed (area, isp,
-    direction) and suppressed keys."""
+    direction) and the suppressed areas by ISP and direction."""
     isp_stats = (*ISP_STATS, *share_cols)
     props: dict[str, dict] = defaultdict(dict)
     for (area, isp, direction), values in numbers.items():
-        p = props[area]
+        prefix = f"{direction}_"
         if isp == ALL_ISPS:
-            for name, value in values.items():
-                p[f"{direction}_{name}"] = value
+            props[area].update(zip(map(prefix.__add__, values), values.values(), strict=True))
         else:
-            for name in isp_stats:
-                if name in values:
-                    p[f"{direction}_{name}@{isp}"] = values[name]
-    for area, isp, direction in suppressed:
+            suffix = f"@{isp}"
+            props[area].update(
+                {prefix + name + suffix: values[name] for name in isp_stats if name in values}
+            )
+    for (isp, direction), areas in hidden.items():
         key = f"{direction}_suppressed" if isp == ALL_ISPS else f"{direction}_suppressed@{isp}"
-        props[area][key] = True
+        for area in areas:
+            props[area][key] = True
     return props
 
 
@@ -282,16 +294,17 @@ Numbers = dict[tuple[str, str, str], dict[str, float | int]]
 
 def _parent_levels(
     numbers: Mapping[tuple[str, str, str], Mapping[str, float | int]],
-    suppressed: Iterable[tuple[str, str, str]],
+    hidden: Hidden,
     resolution: int,
     digits: int = 4,
-) -> dict[int, tuple[Numbers, list[tuple[str, str, str]]]]:
+) -> dict[int, tuple[Numbers, Hidden]]:
     """The numbers of the H3 parents at every resolution below `resolution`, keyed
     (parent, isp, direction): tests summed, every other statistic the test-weighted
     mean over the published cells below the parent that have it (clients left out),
     rounded as published. A parent key with no published cell below it is suppressed
-    if a cell below it was. Each level is summed from the one below (the sums of
-    weights and weighted values add up exactly)."""
+    if a cell below it was (`hidden`: the suppressed areas by ISP and direction). Each
+    level is summed from the one below (the sums of weights and weighted values add up
+    exactly)."""
     level: dict[tuple[str, str, str], dict[str, list[float]]] = {}
     for key, values in numbers.items():
         tests = values["tests"]
@@ -300,7 +313,6 @@ def _parent_levels(
             if name not in NOT_AVERAGED:
                 acc[name] = [value * tests, tests]
         level[key] = acc
-    hidden_keys = set(suppressed)
     out = {}
     for res in range(resolution - 1, -1, -1):
         upper: dict[tuple[str, str, str], dict[str, list[float]]] = {}
@@ -318,15 +330,18 @@ def _parent_levels(
                     total[0] += a
                     total[1] += b
         level = upper
-        hidden_keys = {(_parent(a, res), i, d) for a, i, d in hidden_keys}
+        up = {a: _parent(a, res) for a in set().union(*hidden.values())}
+        hidden = {key: {up[a] for a in areas} for key, areas in hidden.items()}
         parents: Numbers = {}
+        shown: Hidden = defaultdict(set)  # the parents with numbers, the same way
         for key, acc in level.items():
+            shown[key[1:]].add(key[0])
             result: dict[str, float | int] = {"tests": int(acc["tests"][0])}
             for name, (weighted, weight) in acc.items():
                 if name != "tests" and weight > 0:
                     result[name] = round(weighted / weight, digits)
             parents[key] = result
-        out[res] = (parents, sorted(hidden_keys - parents.keys()))
+        out[res] = (parents, {key: areas - shown[key] for key, areas in hidden.items()})
     return out
 
 
@@ -356,17 +371,18 @@ class PeriodProperties:
         numbers = {
             (c["area"], c["isp"], c["direction"]): _cell_numbers(c, shares) for c in doc["cells"]
         }
-        suppressed = [tuple(s) for s in doc["suppressed"]]
+        hidden = _hidden(doc["suppressed"])
         by_res: dict[int | None, dict[str, dict]] = {}
         if resolution is None:
-            by_res[None] = _properties(numbers, suppressed, share_cols)
+            by_res[None] = _properties(numbers, hidden, share_cols)
             return cls(by_res)
-        by_res[resolution] = _properties(numbers, suppressed, share_cols)
-        cells = {a for a, _i, _d in numbers} | {a for a, _i, _d in suppressed}
+        by_res[resolution] = _properties(numbers, hidden, share_cols)
+        cells = {a for a, _i, _d in numbers}.union(*hidden.values())
         areas = {resolution: cells}
-        for res, (parents, hidden) in _parent_levels(numbers, suppressed, resolution).items():
-            by_res[res] = _properties(parents, hidden, share_cols)
-            areas[res] = {_parent(a, res) for a in cells}
+        for res, (parents, above) in _parent_levels(numbers, hidden, resolution).items():
+            by_res[res] = _properties(parents, above, share_cols)
+            # The parents of the level below's areas: the same as those of the cells.
+            areas[res] = {_parent(a, res) for a in areas[res + 1]}
         return cls(by_res, areas)
 
     def features(self) -> dict[str, dict]:
