@@ -1,19 +1,25 @@
 """The public series files against the statistics files they repeat, and the same
-files whatever the batch the series are laid out in."""
+series, statistics, cube and map numbers files whatever the batch they are laid out
+in."""
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from api_fixtures import Published
 from piecewise.core import periods
 from piecewise.core.areas import build_layers
+from piecewise.core.hours import base_layer, output_layers
 from piecewise.core.vocabulary import PUBLISHED, SHARE_ENDINGS, SHARE_OBJECTS
 from piecewise.publish import files as publish
+from piecewise.publish import tiles
 from piecewise.publish.files import Publisher
+from piecewise.storage.layout import cube_key, numbers_key, stats_key
 from piecewise.storage.ledger import Ledger
-from piecewise.storage.store import open_store
+from piecewise.storage.store import json_bytes, open_store
 
 
 def stats_files(published: Published) -> dict[tuple[str, str, str], dict]:
@@ -84,6 +90,82 @@ def test_series_do_not_depend_on_the_batch(
         for area in written:
             key = f"v1/series/{layer}/{area}.json"
             assert out.read_bytes(key) == published.public.read_bytes(key)
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_period_files_do_not_depend_on_the_batch(
+    published: Published, batch: int, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """The last release's periods made JSON a few rows at a time (periods whole): its
+    statistics, cube and map numbers files are the published ones, byte for byte."""
+    monkeypatch.setattr(publish, "PERIOD_BATCH", batch)
+    config = published.config
+    out = open_store(tmp_path.as_uri())
+    publisher = Publisher(config, out, build_layers(config))
+    ledger = Ledger(published.private)
+    state = ledger.state()
+    number = state.release
+    starts = [(p.kind, p.start) for p in state.sealed.values() if p.release == number]
+    checked = 0
+    for layer in output_layers(config):
+        every = pa.concat_tables(ledger.layer_cells(base_layer(layer), below=number + 1))
+        ids = publisher.area_ids(layer, pc.unique(every.column("area")).to_pylist())
+        mine = pa.concat_tables(ledger.layer_cells(layer, below=number + 1))
+        mine = mine.filter(pc.equal(mine.column("release"), number))
+        cubes = [
+            published.private.read_parquet(key)
+            for key in published.private.list(f"ledger/cube/{layer}/")
+        ]
+        cube = pa.concat_tables(cubes)
+        cube = cube.filter(pc.equal(cube.column("release"), number))
+        publisher.write_periods(
+            layer,
+            mine,
+            cube,
+            starts=starts,
+            settings=state.settings,
+            release=number,
+            tiles=publisher.layer_tiles(layer, ids, state.settings),
+        )
+        for kind, start in starts:
+            label = periods.label(kind, start)
+            for key in (
+                stats_key(layer, kind, label),
+                cube_key(layer, kind, label),
+                numbers_key(layer, kind, label),
+            ):
+                assert out.read_bytes(key) == published.public.read_bytes(key), key
+                checked += 1
+    assert checked >= 3 * 4 * len(output_layers(config))
+
+
+HOSTILE = ["plain", 'a "quoted" name', "back\\slash", "tab\there", "é ñ 中文 🙂", "\u2028\x01", ""]
+
+
+def test_suppressed_keys_made_by_arrow_are_the_json_of_the_lists() -> None:
+    """The suppressed keys of each period, made JSON by Arrow, are the bytes the JSON
+    writer gives the same lists, whatever the characters; and grouped by ISP and
+    direction as the map's numbers group them from those lists."""
+    rng = np.random.default_rng(3)
+    n = 200
+    table = pa.table(
+        {
+            "area": pa.array(rng.choice(HOSTILE, n)).dictionary_encode(),
+            "isp": rng.choice(HOSTILE[:4] + ["all"], n),
+            "direction": rng.choice(["download", "upload"], n),
+        }
+    )
+    bounds = np.array([0, 0, 1, 57, 57, 130, n])
+    made = publish._keys_json(table, bounds)
+    groups = publish._keys_by_isp(table, bounds)
+    assert len(made) == len(groups) == len(bounds) - 1
+    rows = [
+        list(r.values())
+        for r in table.cast(pa.schema([(c, pa.string()) for c in table.column_names])).to_pylist()
+    ]
+    for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        assert json_bytes({"s": made[k]}) == json_bytes({"s": rows[lo:hi]})
+        assert groups[k] == dict(tiles._hidden(rows[lo:hi]))
 
 
 def test_the_index_names_layers_use_cases_and_the_project_in_other_languages(

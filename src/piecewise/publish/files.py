@@ -20,7 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from piecewise import __version__
 from piecewise.aggregate.local import share_label
@@ -42,7 +44,7 @@ from piecewise.core.vocabulary import (
     is_share_column,
     share_columns,
 )
-from piecewise.publish.tiles import LayerTiles, zoom_range
+from piecewise.publish.tiles import Hidden, LayerTiles, zoom_range
 from piecewise.storage.layout import (
     AREAS_VERSIONED,
     DATASET_KEYS,
@@ -107,6 +109,51 @@ def _with_floats(table: pa.Table, names: list[str]) -> pa.Table:
         if name not in table.column_names:
             table = table.append_column(name, pa.nulls(table.num_rows, pa.float64()))
     return table
+
+
+def _json_texts(column: pa.ChunkedArray) -> pa.Array:
+    """Each value of a string column as its JSON text, as orjson writes it (made once
+    per distinct value)."""
+    encoded = pc.dictionary_encode(column.cast(pa.string())).combine_chunks()
+    texts = [orjson.dumps(v).decode("utf-8") for v in encoded.dictionary.to_pylist()]
+    return pa.array(texts, pa.string()).take(encoded.indices)
+
+
+KEY_COLUMNS = ("area", "isp", "direction")
+
+
+def _keys_json(table: pa.Table, bounds: np.ndarray) -> list[orjson.Fragment]:
+    """The keys (area, ISP, direction) of each run of rows `bounds[k]:bounds[k + 1]`
+    as one JSON array of arrays, the bytes `json_bytes` writes for the same lists,
+    made by Arrow rather than as Python lists."""
+    if len(bounds) < 2:
+        return []
+    keys = pc.binary_join_element_wise(*(_json_texts(table.column(c)) for c in KEY_COLUMNS), ",")
+    keys = pc.binary_join_element_wise("[", keys, "]", "")
+    runs = pa.ListArray.from_arrays(pa.array(bounds, pa.int32()), keys)
+    return [orjson.Fragment(f"[{text}]") for text in pc.binary_join(runs, ",").to_pylist()]
+
+
+def _keys_by_isp(table: pa.Table, bounds: np.ndarray) -> list[Hidden]:
+    """For each run of rows `bounds[k]:bounds[k + 1]`, its areas by (ISP, direction)."""
+    isp = pc.dictionary_encode(table.column("isp").cast(pa.string())).combine_chunks()
+    way = pc.dictionary_encode(table.column("direction").cast(pa.string())).combine_chunks()
+    isps, ways = isp.dictionary.to_pylist(), way.dictionary.to_pylist()
+    code = isp.indices.to_numpy().astype(np.int64) * max(len(ways), 1)
+    code += way.indices.to_numpy().astype(np.int64)
+    areas = np.array(table.column("area").to_pylist(), dtype=object)
+    out: list[Hidden] = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        order = lo + np.argsort(code[lo:hi], kind="stable")
+        codes = code[order]
+        cuts = np.flatnonzero(np.diff(codes)) + 1
+        groups: Hidden = {}
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(codes)], strict=True):
+            if b > a:
+                c = int(codes[a])
+                groups[(isps[c // len(ways)], ways[c % len(ways)])] = set(areas[order[a:b]])
+        out.append(groups)
+    return out
 
 
 def _series_columns(shares: list[str]) -> list[str]:
@@ -254,18 +301,21 @@ class Publisher:
         kind: str,
         start: dt.date,
         published: list[dict],
-        suppressed: list[list[str]],
+        suppressed: list[list[str]] | orjson.Fragment,
         cube: pa.Table,
         *,
         privacy: dict,
         release: int,
         tiles: LayerTiles | None = None,
+        hidden: Hidden | None = None,
     ) -> None:
         """The statistics, cube and tile files of one period, published by `release`
         under `privacy`. `published` holds its published cells as JSON objects
         (`_published_json`) and `suppressed` the keys (area, ISP, direction) of the
-        others, both sorted by area, ISP and direction; `cube` the histograms of the
-        published ones, in the same order."""
+        others (or their JSON array, `_keys_json`), both sorted by area, ISP and
+        direction; `cube` the histograms of the published ones, in the same order.
+        `hidden`: the suppressed areas by ISP and direction, for the map's numbers
+        (else read from `suppressed`)."""
         label = periods.label(kind, start)
         doc = {
             "version": VERSION,
@@ -282,7 +332,7 @@ class Publisher:
         self.public.write_json(stats_key(layer, kind, label), doc, cache_control=CACHE_LONG)
         self.public.write_parquet(cube_key(layer, kind, label), cube)
         if tiles is not None:
-            tiles.write(kind, label, doc)
+            tiles.write(kind, label, doc, hidden=hidden)
 
     def write_periods(
         self,
@@ -332,27 +382,25 @@ class Publisher:
             flag = rows.column("published").to_numpy(zero_copy_only=False).astype(bool)
             shown, hidden = np.flatnonzero(flag), np.flatnonzero(~flag)
             published = self._published_json(layer, rows.take(shown), shares)
-            withheld = rows.take(hidden)
-            suppressed = [
-                list(key)
-                for key in zip(
-                    *(withheld.column(c).to_pylist() for c in ("area", "isp", "direction")),
-                    strict=True,
-                )
-            ]
-            for start, lo, hi, cube_rows in batch:
+            # Each period's suppressed rows, one run after the other.
+            runs = [np.searchsorted(hidden, [lo - first, hi - first]) for _s, lo, hi, _c in batch]
+            withheld = rows.take(hidden[np.concatenate([np.arange(c, d) for c, d in runs])])
+            bounds = np.r_[0, np.cumsum([d - c for c, d in runs])]
+            suppressed = _keys_json(withheld, bounds)
+            groups = _keys_by_isp(withheld, bounds) if tiles is not None else None
+            for k, (start, lo, hi, cube_rows) in enumerate(batch):
                 a, b = np.searchsorted(shown, [lo - first, hi - first])
-                c, d = np.searchsorted(hidden, [lo - first, hi - first])
                 self.write_period(
                     layer,
                     kind,
                     start,
                     published[a:b],
-                    suppressed[c:d],
+                    suppressed[k],
                     plain_strings(cube_rows.select(CUBE_COLUMNS)),
                     privacy=privacy,
                     release=release,
                     tiles=tiles,
+                    hidden=None if groups is None else groups[k],
                 )
 
         # Two at a time: one encodes JSON while the other's Parquet and file writes,

@@ -363,15 +363,17 @@ class PeriodProperties:
         thresholds: Iterable[Mapping],
         names: Mapping[str, str],
         resolution: int | None,
+        hidden: Hidden | None = None,
     ) -> PeriodProperties:
-        """From a statistics file's document (`cells`, `suppressed`); `names` gives each
-        area's name, `resolution` is the H3 layer's (None for polygons)."""
+        """From a statistics file's document (`cells`, and `suppressed` unless `hidden`
+        gives its areas by ISP and direction); `names` gives each area's name,
+        `resolution` is the H3 layer's (None for polygons)."""
         shares = _share_columns(thresholds)
         share_cols = list(shares.values())
         numbers = {
             (c["area"], c["isp"], c["direction"]): _cell_numbers(c, shares) for c in doc["cells"]
         }
-        hidden = _hidden(doc["suppressed"])
+        hidden = _hidden(doc["suppressed"]) if hidden is None else hidden
         by_res: dict[int | None, dict[str, dict]] = {}
         if resolution is None:
             by_res[None] = _properties(numbers, hidden, share_cols)
@@ -633,10 +635,13 @@ class LayerTiles:
             )
         return key
 
-    def write(self, kind: str, label: str, doc: Mapping) -> dict:
-        """The map's numbers of one period from its statistics document, written
-        atomically; the document written."""
-        period = PeriodProperties.from_stats(doc, self.thresholds, self.names, self.resolution)
+    def write(self, kind: str, label: str, doc: Mapping, hidden: Hidden | None = None) -> dict:
+        """The map's numbers of one period from its statistics document (its suppressed
+        areas by ISP and direction from `hidden` if given), written atomically; the
+        document written."""
+        period = PeriodProperties.from_stats(
+            doc, self.thresholds, self.names, self.resolution, hidden=hidden
+        )
         out = {
             "version": 1,
             "layer": self.layer,
