@@ -11,6 +11,7 @@ from piecewise.aggregate.privacy import (
     EVENING,
     REST_OF_DAY,
     CellKeys,
+    _Block,
     build_relations,
     determined_cells,
     known_cells,
@@ -380,3 +381,29 @@ def test_releases_with_hours_day_after_day_never_reveal_a_failing_cell(seed: int
     failing = failing_groups(cells)
     assert not (published & failing).any()
     assert not (leaf_rank_determined(cells, published) & failing).any()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sums_of_unit_vectors_are_in_the_row_space_as_the_vectors_say(seed: int) -> None:
+    """Whether the sum of some columns' unit vectors lies in a relation matrix's row
+    space, read from the columns themselves, is what the product with the indicator
+    vectors says: for disjoint parts (each a day's ISP cells) and for parts sharing
+    columns, wide and tall matrices alike."""
+    rng = np.random.default_rng(seed)
+    m, n = (int(x) for x in rng.integers(2, 12, 2))
+    dense = rng.choice([0.0, 0.0, 1.0, -1.0], size=(m, n))
+    dense[0] = 0.0
+    dense[0, : n // 2] = 1.0  # a relation over half of the columns: their sum is in
+    rows, cols = np.nonzero(dense)
+    block = _Block(rows, cols, dense[rows, cols], m, n)
+    block.determined()
+    order = rng.permutation(n)
+    cuts = np.sort(rng.choice(np.arange(1, n), size=min(3, n - 1), replace=False))
+    disjoint = [np.sort(p) for p in np.split(order, cuts) if len(p)]
+    shared = [*disjoint, np.arange(n // 2), np.arange(n)]
+    for parts in (disjoint, shared):
+        vectors = np.zeros((n, len(parts)))
+        for k, part in enumerate(parts):
+            vectors[part, k] = 1.0
+        assert block.contains_sums(parts).tolist() == block.contains(vectors).tolist()
+    assert block.contains_sums([np.arange(n // 2)]).tolist() == [True]

@@ -478,6 +478,26 @@ class _Block:
             np.add.at(diagonal, cols[a], weight * coef[a] * coef[b] * pinv[rows[a], rows[b]])
         return diagonal > 1 - 1e-6
 
+    def contains_sums(self, parts: list[np.ndarray]) -> np.ndarray:
+        """For each of `parts` (column indices), whether the sum of those columns' unit
+        vectors lies in the row space (after `determined`). Parts that share no column
+        and repeat none (each a day's ISP cells, say) take the image of their sums
+        from the columns themselves, not from a product with the n x k vectors: the
+        entries are whole numbers, so the sums are the product's, exactly."""
+        flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        sizes = np.array([len(p) for p in parts], dtype=np.int64)
+        if self.basis is not None or not sizes.all() or len(np.unique(flat)) < len(flat):
+            vectors = np.zeros((self.n, len(parts)))
+            for k, part in enumerate(parts):
+                vectors[part, k] = 1.0
+            return self.contains(vectors)
+        assert self.pinv is not None
+        dense = np.zeros((self.m, self.n))
+        dense[self.rows, self.cols] = self.coef
+        image = np.add.reduceat(dense[:, flat], np.r_[0, np.cumsum(sizes)[:-1]], axis=1)
+        kept = np.einsum("ik,ik->k", image, self.pinv @ image)
+        return kept > sizes * (1 - 1e-6)
+
     def contains(self, vectors: np.ndarray) -> np.ndarray:
         """For each column of `vectors` (n x k), whether it lies in the row space
         (after `determined`)."""
@@ -618,10 +638,8 @@ def _solve_group(
     known[cols[block.determined()]] = True
     pending = pending_of.get(int(block_of[e_cell[lo]]), [])
     if pending:
-        vectors = np.zeros((len(cols), len(pending)))
-        for k, (_, parts) in enumerate(pending):
-            vectors[np.searchsorted(cols, parts), k] = 1.0
-        for (cell, _), inside in zip(pending, block.contains(vectors), strict=True):
+        parts = [np.searchsorted(cols, cells) for _, cells in pending]
+        for (cell, _), inside in zip(pending, block.contains_sums(parts), strict=True):
             known[cell] = bool(inside)
 
 
