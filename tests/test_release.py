@@ -8,16 +8,18 @@ import json
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from piecewise.pipeline import run_aggregate, run_ingest
+from piecewise.publish import release
 from piecewise.publish.release import ReleaseAborted
 from piecewise.storage.layout import manifest_key
 from piecewise.storage.ledger import Ledger, LedgerError, SealBroken
 from piecewise.storage.lock import LockHeld, RunLock
 from piecewise.storage.manifest import Manifest
-from piecewise.storage.store import Store, Stores
+from piecewise.storage.store import Store, Stores, open_store
 from test_pipeline import file_hashes, make_config
 
 MAR = dt.date(2025, 3, 1)
@@ -510,3 +512,21 @@ def test_intervals_published_by_a_release_stay_in_the_series_after_later_ones(
             assert row[f"{column}_high"][at] == cell["shares_high"][label]
         compared += 1
     assert compared > 0
+
+
+def test_cells_of_an_unknown_direction_are_refused_not_left_undecided() -> None:
+    """The decisions are taken a direction at a time: a cell of any other direction
+    would be decided by none and dropped from the release, so it is refused."""
+    stats = pa.table(
+        {
+            "layer": ["counties", "counties", "counties-evening"],
+            "direction": ["download", "sideways", "upload"],
+        }
+    )
+    ledger = Ledger(open_store("memory://unknown-direction"))
+    wanted = {"day": {dt.date(2025, 1, 1)}}
+    with pytest.raises(ValueError, match="unknown direction: sideways"):
+        list(release._decision_parts(ledger, 1, "counties", stats, wanted))
+    fine = stats.filter(pa.array([True, False, True]))
+    parts = list(release._decision_parts(ledger, 1, "counties", fine, wanted))
+    assert [p.column("direction").to_pylist() for p, _old in parts] == [["download"], ["upload"]]

@@ -467,6 +467,10 @@ def _decision_parts(
         )
         # Only the areas and directions of the new cells.
         old = old.filter(pc.is_in(_group_key(old), pc.unique(_group_key(new))))
+    unknown = set(pc.unique(new.column("direction").cast(pa.string())).to_pylist())
+    unknown -= set(DIRECTIONS)
+    if unknown:  # its cells would be decided by no part, and lost
+        raise ValueError(f"cells of an unknown direction: {', '.join(sorted(map(str, unknown)))}")
     for direction in DIRECTIONS:
         of_direction = rows_equal(new, "direction", direction)
         if of_direction.num_rows:
