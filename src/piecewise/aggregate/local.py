@@ -38,7 +38,7 @@ from piecewise.core.config import Config, Evening, ShareRule
 from piecewise.core.hours import base_layer, evening_layer, in_evening, is_evening
 from piecewise.core.memory import give_back_free_memory
 from piecewise.core.schema import area_column, enriched_schema, rough_column
-from piecewise.core.tables import plain_strings
+from piecewise.core.tables import plain_strings, string_codes
 from piecewise.core.vocabulary import (
     ALL_ISPS,
     COUNTS,
@@ -571,15 +571,11 @@ def apply_privacy(
     if stats.num_rows == 0:
         return stats
 
-    def codes(name: str) -> tuple[np.ndarray, list]:
-        column = pc.dictionary_encode(stats.column(name).cast(pa.string())).combine_chunks()
-        return column.indices.to_numpy().astype(np.int64), column.dictionary.to_pylist()
-
-    layer, layer_labels = codes("layer")
-    direction, _ = codes("direction")
-    area, _ = codes("area")
-    isp, isp_labels = codes("isp")
-    kind, kind_labels = codes("kind")
+    layer, layer_labels = string_codes(stats.column("layer"))
+    direction, _ = string_codes(stats.column("direction"))
+    area, _ = string_codes(stats.column("area"))
+    isp, isp_labels = string_codes(stats.column("isp"))
+    kind, kind_labels = string_codes(stats.column("kind"))
     # An evening twin's cells relate to its layer's: one group, the hours told apart.
     bases = sorted({base_layer(label) for label in layer_labels})
     base = np.array([bases.index(base_layer(label)) for label in layer_labels])[layer]

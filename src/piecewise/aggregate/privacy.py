@@ -447,11 +447,16 @@ class _Block:
         self.pinv: np.ndarray | None = None  # (A A^T)^+ when m <= n
         self.basis: np.ndarray | None = None  # an orthonormal basis of the row space
 
+    def dense(self) -> np.ndarray:
+        """A as a dense m x n matrix."""
+        out = np.zeros((self.m, self.n))
+        out[self.rows, self.cols] = self.coef
+        return out
+
     def determined(self) -> np.ndarray:
         """For each column, whether its unit vector lies in the row space."""
         if self.m > self.n:
-            dense = np.zeros((self.m, self.n))
-            dense[self.rows, self.cols] = self.coef
+            dense = self.dense()
             values, vectors = np.linalg.eigh(dense.T @ dense)
             self.basis = vectors[:, values > 1e-9 * max(float(values.max()), 1.0)]
             return (self.basis**2).sum(axis=1) > 1 - 1e-6
@@ -492,9 +497,7 @@ class _Block:
                 vectors[part, k] = 1.0
             return self.contains(vectors)
         assert self.pinv is not None
-        dense = np.zeros((self.m, self.n))
-        dense[self.rows, self.cols] = self.coef
-        image = np.add.reduceat(dense[:, flat], np.r_[0, np.cumsum(sizes)[:-1]], axis=1)
+        image = np.add.reduceat(self.dense()[:, flat], np.r_[0, np.cumsum(sizes)[:-1]], axis=1)
         kept = np.einsum("ik,ik->k", image, self.pinv @ image)
         return kept > sizes * (1 - 1e-6)
 
@@ -506,9 +509,7 @@ class _Block:
             kept = ((self.basis.T @ vectors) ** 2).sum(axis=0)
         else:
             assert self.pinv is not None
-            dense = np.zeros((self.m, self.n))
-            dense[self.rows, self.cols] = self.coef
-            image = dense @ vectors
+            image = self.dense() @ vectors
             kept = np.einsum("ik,ik->k", image, self.pinv @ image)
         return kept > norms * (1 - 1e-6)
 

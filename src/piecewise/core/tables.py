@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["encoded_strings", "plain_strings", "rows_equal", "rows_where"]
+__all__ = ["encoded_strings", "plain_strings", "rows_equal", "rows_where", "string_codes"]
 
 
 def rows_where(table: pa.Table, mask: pa.ChunkedArray | pa.Array) -> pa.Table:
@@ -50,3 +50,12 @@ def plain_strings(table: pa.Table) -> pa.Table:
         if pa.types.is_dictionary(field.type) and pa.types.is_string(field.type.value_type):
             table = table.set_column(i, field.name, table.column(i).cast(pa.string()))
     return table
+
+
+def string_codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list]:
+    """Each row's code (int64) among the column's distinct values as strings, and those
+    values in code order: one dictionary over every chunk, plain or encoded alike."""
+    encoded = pc.dictionary_encode(column.cast(pa.string()))
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    return encoded.indices.to_numpy().astype(np.int64), encoded.dictionary.to_pylist()

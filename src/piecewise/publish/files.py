@@ -31,7 +31,7 @@ from piecewise.core.areas import AreaLayer, H3Areas
 from piecewise.core.config import Config, H3Layer
 from piecewise.core.histogram import HistogramSpec
 from piecewise.core.hours import base_layer, evening_layer
-from piecewise.core.tables import plain_strings, rows_equal
+from piecewise.core.tables import plain_strings, rows_equal, string_codes
 from piecewise.core.vocabulary import (
     ALL_ISPS,
     DESCRIPTIONS,
@@ -114,9 +114,9 @@ def _with_floats(table: pa.Table, names: list[str]) -> pa.Table:
 def _json_texts(column: pa.ChunkedArray) -> pa.Array:
     """Each value of a string column as its JSON text, as orjson writes it (made once
     per distinct value)."""
-    encoded = pc.dictionary_encode(column.cast(pa.string())).combine_chunks()
-    texts = [orjson.dumps(v).decode("utf-8") for v in encoded.dictionary.to_pylist()]
-    return pa.array(texts, pa.string()).take(encoded.indices)
+    codes, values = string_codes(column)
+    texts = [orjson.dumps(v).decode("utf-8") for v in values]
+    return pa.array(texts, pa.string()).take(pa.array(codes))
 
 
 KEY_COLUMNS = ("area", "isp", "direction")
@@ -136,11 +136,9 @@ def _keys_json(table: pa.Table, bounds: np.ndarray) -> list[orjson.Fragment]:
 
 def _keys_by_isp(table: pa.Table, bounds: np.ndarray) -> list[Hidden]:
     """For each run of rows `bounds[k]:bounds[k + 1]`, its areas by (ISP, direction)."""
-    isp = pc.dictionary_encode(table.column("isp").cast(pa.string())).combine_chunks()
-    way = pc.dictionary_encode(table.column("direction").cast(pa.string())).combine_chunks()
-    isps, ways = isp.dictionary.to_pylist(), way.dictionary.to_pylist()
-    code = isp.indices.to_numpy().astype(np.int64) * max(len(ways), 1)
-    code += way.indices.to_numpy().astype(np.int64)
+    isp, isps = string_codes(table.column("isp"))
+    way, ways = string_codes(table.column("direction"))
+    code = isp * max(len(ways), 1) + way
     areas = np.array(table.column("area").to_pylist(), dtype=object)
     out: list[Hidden] = []
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
