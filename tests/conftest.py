@@ -25,6 +25,22 @@ pytest_plugins = [
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The files with a slow test first, then those that start a service or a browser,
+    then the rest, each group in its usual order: `make test` shares the files out among
+    its processes in this order, so the longest are not left for the end."""
+    rank: dict[Path, int] = {}
+    for item in items:
+        if item.get_closest_marker("slow"):
+            mine = 0
+        elif item.get_closest_marker("service") or item.get_closest_marker("browser"):
+            mine = 1
+        else:
+            mine = 2
+        rank[item.path] = min(rank.get(item.path, 2), mine)
+    items.sort(key=lambda item: rank[item.path])
+
+
 def _clear_fs_caches() -> None:
     # fsspec caches filesystem instances by their arguments; with the endpoint coming
     # from the environment a cached instance would outlive the test that made it.
