@@ -216,7 +216,6 @@ class DirectionData:
     loss: RankedMetric
     client: np.ndarray  # 0 for unknown client, else 1..n
     client_bits: int
-    log_sorted: np.ndarray
     bucket_sorted: np.ndarray
 
     @classmethod
@@ -232,7 +231,6 @@ class DirectionData:
             loss=loss_ranked,
             client=client,
             client_bits=bits_for(int(client.max()) if len(client) else 0),
-            log_sorted=np.log(ranked.sorted_values),
             bucket_sorted=bucket_of(ranked.sorted_values),
         )
 
@@ -249,7 +247,6 @@ class DirectionData:
                 loss=self.loss.subset(kept, row_of)[0],
                 client=self.client[kept],
                 client_bits=self.client_bits,
-                log_sorted=self.log_sorted[ranks],
                 bucket_sorted=self.bucket_sorted[ranks],
             ),
             ranks,
@@ -352,8 +349,10 @@ def cell_statistics(
     values = mbps.sorted_values[ranks]
     quantiles = quantiles_at(values.__getitem__, starts, counts, QUANTILE_LEVELS)
     total = np.add.reduceat(values, starts) if len(starts) else np.zeros(0)
+    # The logarithms of the values as gathered (a pass over them) rather than gathered
+    # from the logarithms in value order (a random access per row): the same numbers.
+    log_total = np.add.reduceat(np.log(values), starts) if len(starts) else np.zeros(0)
     del values
-    log_total = np.add.reduceat(data.log_sorted[ranks], starts) if len(starts) else np.zeros(0)
 
     # Buckets rise with the value, so within a cell equal buckets are adjacent runs.
     bucket = data.bucket_sorted[ranks]

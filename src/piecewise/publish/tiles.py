@@ -17,6 +17,7 @@ import functools
 import gzip
 import hashlib
 import io
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -238,7 +239,7 @@ def _share_columns(thresholds: Iterable[Mapping]) -> dict[str, str]:
 
 def _cell_numbers(cell: Mapping, shares: Mapping[str, str]) -> dict[str, float | int]:
     """A published cell's statistics by name, shares by column; nulls left out."""
-    out = {k: v for k in _STATS if (v := cell.get(k)) is not None}
+    out = {k: v for k, v in zip(_STATS, map(cell.get, _STATS), strict=True) if v is not None}
     for label, value in (cell.get("shares") or {}).items():
         if value is not None:
             out[shares[label]] = value
@@ -268,15 +269,19 @@ def _properties(
     direction) and the suppressed areas by ISP and direction."""
     isp_stats = (*ISP_STATS, *share_cols)
     props: dict[str, dict] = defaultdict(dict)
+    # Each ISP and direction's property names, made once.
+    named: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for (area, isp, direction), values in numbers.items():
-        prefix = f"{direction}_"
         if isp == ALL_ISPS:
+            prefix = f"{direction}_"
             props[area].update(zip(map(prefix.__add__, values), values.values(), strict=True))
-        else:
-            suffix = f"@{isp}"
-            props[area].update(
-                {prefix + name + suffix: values[name] for name in isp_stats if name in values}
-            )
+            continue
+        names = named.get((isp, direction))
+        if names is None:
+            names = named[(isp, direction)] = [
+                (name, f"{direction}_{name}@{isp}") for name in isp_stats
+            ]
+        props[area].update({key: values[name] for name, key in names if name in values})
     for (isp, direction), areas in hidden.items():
         key = f"{direction}_suppressed" if isp == ALL_ISPS else f"{direction}_suppressed@{isp}"
         for area in areas:
@@ -292,6 +297,26 @@ def _parent(cell: str, res: int) -> str:
 Numbers = dict[tuple[str, str, str], dict[str, float | int]]
 
 
+def _rounded(values: np.ndarray, digits: int) -> list:
+    """`round(v, digits)` of each value, as Python rounds (the exact decimal value,
+    ties to even), as nested lists. Scaled by 10**digits, a value is rounded by numpy
+    where the scaled product is more than two units in its last place from a half (so
+    that the product's own rounding cannot change the side it falls on); the quotient
+    of that whole number by 10**digits is then the double nearest the decimal, which is
+    Python's result too. The few others (and values too large or not finite) are left
+    to Python."""
+    scale = 10.0**digits
+    scaled = values * scale
+    whole = np.rint(scaled)
+    out = whole / scale
+    with np.errstate(invalid="ignore"):
+        near = np.abs(scaled - np.floor(scaled) - 0.5) <= np.abs(scaled) * 2.0**-50
+        unsure = near | ~(np.abs(scaled) < 2.0**52)
+    for at in zip(*np.nonzero(unsure), strict=True):
+        out[at] = round(float(values[at]), digits)
+    return out.tolist()
+
+
 def _parent_levels(
     numbers: Mapping[tuple[str, str, str], Mapping[str, float | int]],
     hidden: Hidden,
@@ -305,41 +330,62 @@ def _parent_levels(
     if a cell below it was (`hidden`: the suppressed areas by ISP and direction). Each
     level is summed from the one below (the sums of weights and weighted values add up
     exactly)."""
-    level: dict[tuple[str, str, str], dict[str, list[float]]] = {}
-    for key, values in numbers.items():
-        tests = values["tests"]
-        acc = {"tests": [tests, 0.0]}
-        for name, value in values.items():
-            if name not in NOT_AVERAGED:
-                acc[name] = [value * tests, tests]
-        level[key] = acc
+    # The averaged statistics' names as they first appear; each level holds, per key,
+    # its tests and each statistic's weighted sum and weight as arrays. Sums start from
+    # -0.0 (x + -0.0 is x for every x, as if the first term began the sum) and add the
+    # terms in the keys' order, as one would by hand: the same numbers to the last bit.
+    names: dict[str, int] = {}
+    for values in numbers.values():
+        for name in values:
+            if name not in NOT_AVERAGED and name not in names:
+                names[name] = len(names)
+    keys = list(numbers)
+    tests = np.fromiter((values["tests"] for values in numbers.values()), np.float64, len(keys))
+    weighted = np.full((len(keys), len(names)), -0.0)
+    weight = np.zeros((len(keys), len(names)))
+    for name, j in names.items():
+        value = np.fromiter(
+            (values.get(name, np.nan) for values in numbers.values()), np.float64, len(keys)
+        )
+        present = ~np.isnan(value)
+        weighted[present, j] = value[present] * tests[present]
+        weight[present, j] = tests[present]
+    listed = list(names)
     out = {}
     for res in range(resolution - 1, -1, -1):
-        upper: dict[tuple[str, str, str], dict[str, list[float]]] = {}
-        for (area, isp, direction), acc in level.items():
-            key = (_parent(area, res), isp, direction)
-            target = upper.get(key)
-            if target is None:
-                upper[key] = {name: [a, b] for name, (a, b) in acc.items()}
-                continue
-            for name, (a, b) in acc.items():
-                total = target.get(name)
-                if total is None:
-                    target[name] = [a, b]
-                else:
-                    total[0] += a
-                    total[1] += b
-        level = upper
-        up = {a: _parent(a, res) for a in set().union(*hidden.values())}
-        hidden = {key: {up[a] for a in areas} for key, areas in hidden.items()}
+        code: dict[tuple[str, str, str], int] = {}
+        rows = np.fromiter(
+            (
+                code.setdefault((_parent(area, res), isp, direction), len(code))
+                for area, isp, direction in keys
+            ),
+            np.int64,
+            len(keys),
+        )
+        keys = list(code)
+        sums = np.full(len(keys), -0.0)
+        np.add.at(sums, rows, tests)
+        tests = sums
+        sums = np.full((len(keys), len(names)), -0.0)
+        np.add.at(sums, rows, weighted)
+        weighted = sums
+        sums = np.zeros((len(keys), len(names)))
+        np.add.at(sums, rows, weight)
+        weight = sums
+        below = list(set().union(*hidden.values()))
+        up = dict(zip(below, map(_parent, below, itertools.repeat(res)), strict=True))
+        hidden = {key: set(map(up.__getitem__, areas)) for key, areas in hidden.items()}
         parents: Numbers = {}
         shown: Hidden = defaultdict(set)  # the parents with numbers, the same way
-        for key, acc in level.items():
+        has = weight > 0
+        means = np.divide(weighted, weight, out=np.zeros_like(weighted), where=has)
+        rounded = _rounded(means, digits)
+        for key, total, mean, row in zip(keys, tests.tolist(), rounded, has.tolist(), strict=True):
             shown[key[1:]].add(key[0])
-            result: dict[str, float | int] = {"tests": int(acc["tests"][0])}
-            for name, (weighted, weight) in acc.items():
-                if name != "tests" and weight > 0:
-                    result[name] = round(weighted / weight, digits)
+            result: dict[str, float | int] = {"tests": int(total)}
+            for name, value, there in zip(listed, mean, row, strict=True):
+                if there:
+                    result[name] = value
             parents[key] = result
         out[res] = (parents, {key: areas - shown[key] for key, areas in hidden.items()})
     return out
