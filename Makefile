@@ -13,7 +13,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 TILE_TOOLS := .venv-tiletools
 
-.PHONY: run test test-fast bench bench-tools lint format demo-data install clean bq-emulator site browser
+.PHONY: run test test-setup test-fast bench bench-tools lint format demo-data install clean bq-emulator site browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -59,7 +59,11 @@ run: demo-data site
 TEST_WORKERS ?= 2
 PYTEST := $(VENV)/bin/pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
-test: $(STAMP) demo-data bq-emulator site browser checkov-venv
+# What the tests need, installed side by side (each target's output kept together).
+test-setup: $(STAMP) demo-data bq-emulator site browser checkov-venv
+
+test:
+	$(MAKE) --no-print-directory -j4 --output-sync=target test-setup
 	$(VENV)/bin/ruff check src tests bench functions infra
 	$(VENV)/bin/ruff format --check src tests bench functions infra
 	npm run --prefix $(SITE) --silent lint
