@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import secrets
 import socket
@@ -48,6 +49,11 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+
+# The server's connections log their closing at INFO from its thread, which can run
+# past the test that started it (and its captured output): only warnings and errors.
+SERVER_LOG = logging.getLogger("websockets.server.ndt7")
+SERVER_LOG.setLevel(logging.WARNING)
 
 SUBPROTOCOL = "net.measurementlab.ndt.v7"
 DOWNLOAD_PATH = "/ndt/v7/download"
@@ -250,6 +256,7 @@ class Ndt7TestServer:
             max_size=MAX_RECEIVED_MESSAGE_BYTES,
             compression=None,  # ndt7 forbids per-message compression
             close_timeout=2,
+            logger=SERVER_LOG,
         ) as server:
             self._server = server
             self.port = next(iter(server.sockets)).getsockname()[1]
