@@ -317,6 +317,15 @@ def _rounded(values: np.ndarray, digits: int) -> list:
     return out.tolist()
 
 
+def _sums(rows: np.ndarray, count: int, terms: np.ndarray) -> np.ndarray:
+    """The terms (rows of `terms`) summed into `count` groups by `rows`, each group's in
+    the terms' order, from -0.0 (x + -0.0 is x for every x, as if the first term began
+    the sum): the sums made one by one, to the last bit."""
+    sums = np.full((count, *terms.shape[1:]), -0.0)
+    np.add.at(sums, rows, terms)
+    return sums
+
+
 def _parent_levels(
     numbers: Mapping[tuple[str, str, str], Mapping[str, float | int]],
     hidden: Hidden,
@@ -331,9 +340,8 @@ def _parent_levels(
     level is summed from the one below (the sums of weights and weighted values add up
     exactly)."""
     # The averaged statistics' names as they first appear; each level holds, per key,
-    # its tests and each statistic's weighted sum and weight as arrays. Sums start from
-    # -0.0 (x + -0.0 is x for every x, as if the first term began the sum) and add the
-    # terms in the keys' order, as one would by hand: the same numbers to the last bit.
+    # its tests and each statistic's weighted sum and weight as arrays, summed (`_sums`)
+    # in the keys' order, as one would by hand.
     names: dict[str, int] = {}
     for values in numbers.values():
         for name in values:
@@ -363,15 +371,7 @@ def _parent_levels(
             len(keys),
         )
         keys = list(code)
-        sums = np.full(len(keys), -0.0)
-        np.add.at(sums, rows, tests)
-        tests = sums
-        sums = np.full((len(keys), len(names)), -0.0)
-        np.add.at(sums, rows, weighted)
-        weighted = sums
-        sums = np.zeros((len(keys), len(names)))
-        np.add.at(sums, rows, weight)
-        weight = sums
+        tests, weighted, weight = (_sums(rows, len(keys), t) for t in (tests, weighted, weight))
         below = list(set().union(*hidden.values()))
         up = dict(zip(below, map(_parent, below, itertools.repeat(res)), strict=True))
         hidden = {key: set(map(up.__getitem__, areas)) for key, areas in hidden.items()}
