@@ -10,10 +10,7 @@ which release published each cell (docs/data.md, The dataset).
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
-import tempfile
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -21,13 +18,20 @@ import pyarrow.compute as pc
 
 from piecewise.core import periods
 from piecewise.core.vocabulary import COUNTS, DIGITS, PUBLISHED, share_columns
+from piecewise.publish.dataset_sqlite import DATABASE, TABLE, sqlite_bytes
 from piecewise.storage.layout import DATASET_KEYS
 from piecewise.storage.store import JSON_CONTENT_TYPE, Store, json_bytes, parquet_bytes
 
-__all__ = ["DATASET_KEYS", "dataset_metadata", "dataset_table", "sqlite_bytes", "write_dataset"]
+__all__ = [
+    "DATABASE",
+    "DATASET_KEYS",
+    "TABLE",
+    "dataset_metadata",
+    "dataset_table",
+    "sqlite_bytes",
+    "write_dataset",
+]
 
-TABLE = "cells"
-DATABASE = "piecewise"  # Datasette names a database after its file
 CACHE = "public, max-age=300"  # rewritten by every release, as the index is
 SQLITE_CONTENT_TYPE = "application/vnd.sqlite3"
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
@@ -139,45 +143,6 @@ def _empty(shares: Mapping[str, str]) -> pa.Table:
     return pa.schema(fields).empty_table()
 
 
-def sqlite_bytes(table: pa.Table) -> bytes:
-    """`table` as a SQLite database of one table, `cells`, typed (dates as ISO text),
-    indexed for the usual questions (a layer's period; an area's series)."""
-    types = {
-        pa.types.is_integer: "INTEGER",
-        pa.types.is_floating: "REAL",
-    }
-
-    def sql_type(t: pa.DataType) -> str:
-        return next((v for test, v in types.items() if test(t)), "TEXT")
-
-    names = table.column_names
-    for name in names:
-        if not name.replace("_", "").isalnum():
-            raise ValueError(f"not a column name: {name!r}")
-    columns = ", ".join(f'"{n}" {sql_type(table.schema.field(n).type)}' for n in names)
-    placeholders = ", ".join("?" for _ in names)
-    values = []
-    for name in names:
-        column = table.column(name)
-        if pa.types.is_date(column.type):
-            column = column.cast(pa.string())
-        values.append(column.to_pylist())
-    with tempfile.TemporaryDirectory(prefix="piecewise-dataset-") as folder:
-        path = Path(folder) / f"{DATABASE}.sqlite"
-        con = sqlite3.connect(path)
-        try:
-            con.execute(f"CREATE TABLE {TABLE} ({columns})")
-            con.executemany(
-                f"INSERT INTO {TABLE} VALUES ({placeholders})", zip(*values, strict=True)
-            )
-            con.execute(f"CREATE INDEX {TABLE}_period ON {TABLE} (layer, kind, period)")
-            con.execute(f"CREATE INDEX {TABLE}_area ON {TABLE} (layer, area, kind)")
-            con.commit()
-        finally:
-            con.close()
-        return path.read_bytes()
-
-
 def use_case_needs(rule: Mapping) -> str:
     """A use case's limits in words, from its entry in index.json `thresholds`."""
     both = [f"MinRTT at most {rule['rtt_ms']:g} ms"] if rule.get("rtt_ms") is not None else []
@@ -236,8 +201,11 @@ def dataset_metadata(
     }
 
 
-def write_dataset(public: Store, table: pa.Table, metadata: dict) -> None:
-    """The dataset's three files, each written atomically."""
+def write_dataset(
+    public: Store, table: pa.Table, metadata: dict, sqlite: bytes | None = None
+) -> None:
+    """The dataset's three files, each written atomically; `sqlite`: the database of
+    `table` (`sqlite_bytes`) if it was built already."""
     public.write_bytes(
         DATASET_KEYS["parquet"],
         parquet_bytes(table),
@@ -246,7 +214,7 @@ def write_dataset(public: Store, table: pa.Table, metadata: dict) -> None:
     )
     public.write_bytes(
         DATASET_KEYS["sqlite"],
-        sqlite_bytes(table),
+        sqlite_bytes(table) if sqlite is None else sqlite,
         content_type=SQLITE_CONTENT_TYPE,
         cache_control=CACHE,
     )

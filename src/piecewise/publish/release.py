@@ -53,6 +53,7 @@ from piecewise.core.vocabulary import (
 )
 from piecewise.ingest.dates import ingested_dates
 from piecewise.publish.dataset import dataset_metadata, dataset_table, write_dataset
+from piecewise.publish.dataset_sqlite import SqliteBuild
 from piecewise.publish.files import AreasFile, Publisher
 from piecewise.publish.finality import (
     Coverage,
@@ -625,15 +626,28 @@ def _publish_files(
     areas: dict[str, AreasFile] = {}
     drawn: dict[str, list[str]] = {}  # the areas of each configured layer's file
     published: dict[str, pa.Table] = {}
+    # The released cells of each layer: the dataset's rows (its SQLite database is built
+    # in a child process while the other files are written), then each layer's files.
+    layer_cells: dict[str, tuple[pa.Table, pa.Table, list[pa.Table], pa.Table]] = {}
+    for layer_id in output_layers(config):
+        mine = rows_equal(cells, "layer", layer_id)
+        released = ledger.layer_cells(layer_id, below=release.number)
+        everything = pa.concat_tables([*released, mine], promote_options="permissive")
+        layer_cells[layer_id] = (mine, rows_equal(cube, "layer", layer_id), released, everything)
+        shown = everything.filter(everything.column("published"))
+        isps.update(pc.unique(shown.column("isp")).to_pylist())
+        published[layer_id] = shown
+    shares = {t["column"]: t["label"] for t in release.settings["thresholds"]}
+    names = {layer: publisher.layers[base_layer(layer)].name_of for layer in published}
+    dataset = dataset_table(published, names, shares)
+    del published
     # The period, series, area and dataset files are made durable together, before the index
     # that lists them is written.
-    with stores.public.synced_once():
-        for layer_id in output_layers(config):
+    with stores.public.synced_once(), SqliteBuild(dataset) as database:
+        for layer_id in list(layer_cells):
+            # Each layer's cells are let go once its files are written.
+            mine, mine_cube, released, everything = layer_cells.pop(layer_id)
             base = base_layer(layer_id)
-            mine = rows_equal(cells, "layer", layer_id)
-            mine_cube = rows_equal(cube, "layer", layer_id)
-            released = ledger.layer_cells(layer_id, below=release.number)
-            everything = pa.concat_tables([*released, mine], promote_options="permissive")
             if layer_id == base:
                 ids = publisher.area_ids(layer_id, pc.unique(everything.column("area")).to_pylist())
                 drawn[layer_id] = ids
@@ -668,19 +682,14 @@ def _publish_files(
                 )
             else:
                 areas[layer_id] = areas[base]
-            shown = everything.filter(everything.column("published"))
-            isps.update(pc.unique(shown.column("isp")).to_pylist())
-            published[layer_id] = shown
             if lock is not None:
                 lock.refresh()  # a long release is not taken for a crashed one
         # Every cell published so far as one dataset (numbers already public).
         from piecewise.ingest.geoip import data_sources  # reads the MaxMind file's metadata
 
-        shares = {t["column"]: t["label"] for t in release.settings["thresholds"]}
-        names = {layer: publisher.layers[base_layer(layer)].name_of for layer in published}
         write_dataset(
             stores.public,
-            dataset_table(published, names, shares),
+            dataset,
             dataset_metadata(
                 title=config.project.name,
                 description=config.project.description,
@@ -688,6 +697,7 @@ def _publish_files(
                 shares=release.settings["thresholds"],
                 release=release.number,
             ),
+            sqlite=database.result(),
         )
     return publisher, _index(config, publisher, release, after, isps, areas)
 

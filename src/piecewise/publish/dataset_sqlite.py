@@ -1,0 +1,201 @@
+"""The dataset's SQLite database: `sqlite_bytes` builds it, `SqliteBuild` builds it in a
+child process while the release's other files are written.
+
+SQLite's inserts hold the interpreter (each of the dataset's hundred thousand rows is
+bound value by value), so a thread would only take turns with the rest of the release;
+a child process has an interpreter and a core of its own. It is the same function on the
+same bytes, so the database is byte for byte the one `sqlite_bytes` makes here.
+
+Run as a module, this is that child: an Arrow IPC stream of the table on standard input,
+the database's bytes on standard output, and nothing else imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import pyarrow as pa
+
+from piecewise.core.errors import PiecewiseError
+
+__all__ = ["DATABASE", "TABLE", "DatasetBuildError", "SqliteBuild", "sqlite_bytes"]
+
+TABLE = "cells"
+DATABASE = "piecewise"  # Datasette names a database after its file
+
+
+class DatasetBuildError(PiecewiseError):
+    """The child building the dataset's SQLite database failed; says how."""
+
+
+def sqlite_bytes(table: pa.Table) -> bytes:
+    """`table` as a SQLite database of one table, `cells`, typed (dates as ISO text),
+    indexed for the usual questions (a layer's period; an area's series)."""
+    types = {
+        pa.types.is_integer: "INTEGER",
+        pa.types.is_floating: "REAL",
+    }
+
+    def sql_type(t: pa.DataType) -> str:
+        return next((v for test, v in types.items() if test(t)), "TEXT")
+
+    names = table.column_names
+    for name in names:
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"not a column name: {name!r}")
+    columns = ", ".join(f'"{n}" {sql_type(table.schema.field(n).type)}' for n in names)
+    placeholders = ", ".join("?" for _ in names)
+    values = []
+    for name in names:
+        column = table.column(name)
+        if pa.types.is_date(column.type):
+            column = column.cast(pa.string())
+        values.append(column.to_pylist())
+    with tempfile.TemporaryDirectory(prefix="piecewise-dataset-") as folder:
+        path = Path(folder) / f"{DATABASE}.sqlite"
+        con = sqlite3.connect(path)
+        try:
+            con.execute(f"CREATE TABLE {TABLE} ({columns})")
+            con.executemany(
+                f"INSERT INTO {TABLE} VALUES ({placeholders})", zip(*values, strict=True)
+            )
+            con.execute(f"CREATE INDEX {TABLE}_period ON {TABLE} (layer, kind, period)")
+            con.execute(f"CREATE INDEX {TABLE}_area ON {TABLE} (layer, area, kind)")
+            con.commit()
+        finally:
+            con.close()
+        return path.read_bytes()
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# The child's program: this interpreter's import path (so it imports this very package,
+# wherever it is installed), then `main`.
+_CHILD = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+    f"from {__name__} import main; sys.exit(main())"
+)
+
+
+class SqliteBuild:
+    """`sqlite_bytes(table)`, started now and taken with `result()`: in a child process
+    when this process may use more than one core, else here when it is taken. Use it as
+    a context manager, so that a release that fails meanwhile stops the child."""
+
+    def __init__(self, table: pa.Table, *, child: bool | None = None) -> None:
+        self._table: pa.Table | None = table
+        self._process: subprocess.Popen[bytes] | None = None
+        self._errors: IO[bytes] | None = None
+        self._feeder: threading.Thread | None = None
+        if child is None:
+            child = _cores() > 1 and bool(sys.executable)
+        if child:
+            self._start(table)
+
+    def _start(self, table: pa.Table) -> None:
+        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed by result or close)
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, json.dumps(sys.path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._errors,
+        )
+        # Fed from a thread: the pipe holds little, and the child reads it only once
+        # started; the writes leave the interpreter to the release meanwhile.
+        self._feeder = threading.Thread(
+            target=_feed, args=(self._process.stdin, table), name="dataset-sqlite", daemon=True
+        )
+        self._feeder.start()
+        self._table = None
+
+    def result(self) -> bytes:
+        """The database's bytes; DatasetBuildError if the child failed."""
+        if self._process is None:
+            if self._table is None:
+                raise RuntimeError("the database was taken already, or its build stopped")
+            table, self._table = self._table, None
+            return sqlite_bytes(table)
+        process, self._process = self._process, None
+        assert process.stdout is not None and self._feeder is not None
+        try:
+            data = process.stdout.read()
+            code = process.wait()
+            self._feeder.join()
+            if code != 0:
+                raise DatasetBuildError(
+                    f"building the dataset's SQLite database failed (exit status {code}): "
+                    f"{self._child_errors()}"
+                )
+            return data
+        finally:
+            process.stdout.close()
+            self._close_errors()
+
+    def close(self) -> None:
+        """Stop the child if its database was not taken."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.wait()
+            if self._feeder is not None:
+                self._feeder.join()  # its writes fail now, and it closes the pipe
+            if process.stdout is not None:
+                process.stdout.close()
+        self._close_errors()
+        self._table = None
+
+    def _child_errors(self) -> str:
+        assert self._errors is not None
+        self._errors.seek(0)
+        lines = self._errors.read().decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else "it printed nothing"
+
+    def _close_errors(self) -> None:
+        if self._errors is not None:
+            self._errors.close()
+            self._errors = None
+
+    def __enter__(self) -> SqliteBuild:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _feed(pipe: IO[bytes] | None, table: pa.Table) -> None:
+    assert pipe is not None
+    try:
+        with pipe, pa.ipc.new_stream(pipe, table.schema) as writer:
+            writer.write_table(table)
+    except (
+        OSError,
+        pa.ArrowException,
+    ):  # the child stopped reading: its exit status and errors say why
+        pass
+
+
+def main() -> int:
+    """The child: the table from standard input, its database to standard output."""
+    table = pa.ipc.open_stream(sys.stdin.buffer).read_all()
+    sys.stdout.buffer.write(sqlite_bytes(table))
+    sys.stdout.buffer.flush()
+    return 0

@@ -1,0 +1,86 @@
+"""The dataset's SQLite database built in a child process: the same bytes as in this
+one, a clear error when the child fails, and no child left behind."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import sqlite3
+
+import pyarrow as pa
+import pytest
+
+import piecewise.publish.dataset_sqlite as dataset_sqlite
+from piecewise.publish.dataset_sqlite import TABLE, DatasetBuildError, SqliteBuild, sqlite_bytes
+
+
+def _table(rows: int) -> pa.Table:
+    """Every kind of column the dataset has, with nulls, NaN and non-ASCII text."""
+    return pa.table(
+        {
+            "layer": pa.array(["counties"] * rows),
+            "kind": pa.array(["day"] * rows),
+            "period": pa.array([f"p{i % 365}" for i in range(rows)]),
+            "area": pa.array([f"{i % 39:05d}" for i in range(rows)]),
+            "area_name": pa.array([None if i % 7 == 0 else f"Zürich {i}" for i in range(rows)]),
+            "start": pa.array(
+                [dt.date(2025, 1, 1) + dt.timedelta(days=i % 365) for i in range(rows)]
+            ),
+            "tests": pa.array([i for i in range(rows)], pa.int64()),
+            "median": pa.array(
+                [None if i % 5 == 0 else (math.nan if i % 11 == 0 else i / 3) for i in range(rows)],
+                pa.float64(),
+            ),
+        }
+    )
+
+
+def test_the_child_builds_the_bytes_this_process_builds() -> None:
+    table = _table(5_000)
+    here = sqlite_bytes(table)
+    with SqliteBuild(table, child=True) as build:
+        assert build._process is not None  # really in a child
+        assert build.result() == here
+    with SqliteBuild(table, child=False) as build:
+        assert build._process is None
+        assert build.result() == here
+
+
+def test_the_database_holds_the_table(tmp_path) -> None:
+    table = _table(100)
+    path = tmp_path / "d.sqlite"
+    with SqliteBuild(table, child=True) as build:
+        path.write_bytes(build.result())
+    con = sqlite3.connect(path)
+    try:
+        rows = con.execute(f"SELECT area_name, start, tests, median FROM {TABLE}").fetchall()
+    finally:
+        con.close()
+    assert len(rows) == 100
+    assert rows[1] == ("Zürich 1", "2025-01-02", 1, 1 / 3)
+    assert rows[0][0] is None and rows[5][3] is None  # nulls stay null
+
+
+def test_a_failing_child_says_why() -> None:
+    table = pa.table({'x"; DROP TABLE cells; --': [1]})
+    with SqliteBuild(table, child=True) as build, pytest.raises(DatasetBuildError) as caught:
+        build.result()
+    assert "not a column name" in str(caught.value)
+    assert "exit status 1" in str(caught.value)
+
+
+def test_a_child_whose_database_is_not_taken_is_stopped() -> None:
+    with SqliteBuild(_table(200_000), child=True) as build:
+        process = build._process
+        assert process is not None and process.poll() is None  # still building
+    assert process.returncode is not None  # stopped and waited for: no zombie
+    with pytest.raises(RuntimeError, match="taken already"):
+        build.result()
+
+
+def test_one_core_builds_it_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dataset_sqlite, "_cores", lambda: 1)
+    table = _table(10)
+    with SqliteBuild(table) as build:
+        assert build._process is None
+        assert build.result() == sqlite_bytes(table)
