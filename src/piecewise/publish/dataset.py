@@ -9,7 +9,6 @@ which release published each cell (docs/data.md, The dataset).
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -82,24 +81,23 @@ def dataset_table(
         shown = table.filter(pc.fill_null(table.column("published"), False))
         if not shown.num_rows:
             continue
-        kinds = shown.column("kind").cast(pa.string()).to_pylist()
-        starts = shown.column("period").cast(pa.date32()).to_pylist()
-        labels: dict[tuple[str, dt.date], tuple[str, dt.date]] = {}
-        for pair in set(zip(kinds, starts, strict=True)):
-            labels[pair] = (periods.label(*pair), periods.end_of(*pair))
-        pairs = list(zip(kinds, starts, strict=True))
+        kinds = shown.column("kind").cast(pa.string())
+        starts = shown.column("period").cast(pa.date32())
+        # Each row's period by its (kind, start) pair: labelled once per distinct pair.
+        pair, (kind_of, start_of) = _distinct_rows(kinds, starts)
+        label_of = [periods.label(k, s) for k, s in zip(kind_of, start_of, strict=True)]
+        end_of = [periods.end_of(k, s) for k, s in zip(kind_of, start_of, strict=True)]
         areas = shown.column("area").cast(pa.string())
+        area, (distinct,) = _distinct_rows(areas)
         names = area_name[layer]
-        distinct = pc.unique(areas).to_pylist()
-        name_of = dict(zip(distinct, (names(a) for a in distinct), strict=True))
         columns: dict[str, pa.Array | pa.ChunkedArray] = {
             "layer": pa.array([layer] * shown.num_rows, pa.string()),
-            "kind": pa.array(kinds, pa.string()),
-            "period": pa.array([labels[p][0] for p in pairs], pa.string()),
-            "start": pa.array(starts, pa.date32()),
-            "end": pa.array([labels[p][1] for p in pairs], pa.date32()),
+            "kind": kinds,
+            "period": pa.array(label_of, pa.string()).take(pair),
+            "start": starts,
+            "end": pa.array(end_of, pa.date32()).take(pair),
             "area": areas,
-            "area_name": pa.array([name_of[a] for a in areas.to_pylist()], pa.string()),
+            "area_name": pa.array([names(a) for a in distinct], pa.string()).take(area),
             "isp": shown.column("isp").cast(pa.string()),
             "direction": shown.column("direction").cast(pa.string()),
         }
@@ -118,6 +116,32 @@ def dataset_table(
     table = pa.concat_tables(parts, promote_options="permissive").combine_chunks()
     order = [(c, "ascending") for c in ("layer", "kind", "start", "area", "isp", "direction")]
     return table.sort_by(order)
+
+
+def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list]:
+    """Each row's number among the column's distinct values, and those values (None for
+    a null) as Python objects."""
+    encoded = pc.dictionary_encode(column.combine_chunks())
+    values = encoded.dictionary.to_pylist()
+    codes = encoded.indices.fill_null(len(values)).to_numpy(zero_copy_only=False)
+    return codes.astype(np.int64), [*values, None]
+
+
+def _distinct_rows(*columns: pa.ChunkedArray) -> tuple[pa.Array, list[list]]:
+    """Each row's number among the distinct rows of `columns`, and the values of those
+    distinct rows, column by column."""
+    key = np.zeros(len(columns[0]), dtype=np.int64)
+    values = []
+    for column in columns:
+        codes, distinct = _codes(column)
+        key = key * len(distinct) + codes
+        values.append(distinct)
+    rows, number = np.unique(key, return_inverse=True)
+    out = []
+    for distinct in reversed(values):
+        rows, code = np.divmod(rows, len(distinct))
+        out.append([distinct[c] for c in code.tolist()])
+    return pa.array(number.reshape(-1)), out[::-1]
 
 
 def _share_columns(shares: Mapping[str, str]) -> list[str]:
