@@ -81,12 +81,13 @@ def _json_floats(column: pa.ChunkedArray | pa.Array, digits: int) -> np.ndarray:
 
 
 def _json_values(table: pa.Table, digits: int = DIGITS) -> dict[str, np.ndarray]:
-    """Columns as arrays of Python values for JSON: floats rounded, NaN and null as
-    None."""
+    """Columns as arrays for JSON: floats rounded, as float64 (NaN for null, which JSON
+    writes as null, as it writes a NaN); others as Python values (None for null)."""
     out = {}
     for field, column in zip(table.schema, table.columns, strict=True):
         if pa.types.is_floating(field.type):
-            out[field.name] = _json_floats(column, digits)
+            values = column.to_numpy(zero_copy_only=False).astype(np.float64)
+            out[field.name] = np.round(values, digits)
         else:
             out[field.name] = np.empty(len(column), dtype=object)
             out[field.name][:] = column.to_pylist()
@@ -222,8 +223,9 @@ class _SeriesRuns:
     def lay_out(
         self, areas: list[tuple[str, range]], values: dict[str, np.ndarray]
     ) -> dict[int, dict[str, list]]:
-        """Each run of `areas` (a batch) as its columns' series: one list per column,
-        its kind's axis long, None where the run has no cell."""
+        """Each run of `areas` (a batch) as its columns' series: one array per column,
+        its kind's axis long, NaN (floats) or None where the run has no cell; JSON
+        writes either as null."""
         runs = np.arange(areas[0][1].start, areas[-1][1].stop)
         rows = slice(self.first[runs[0]], self.first[runs[-1] + 1])
         run_of_row, place = self.run[rows], self.place[rows]
@@ -240,9 +242,13 @@ class _SeriesRuns:
             picked = at >= 0
             grid_rows, grid_cols = at[picked], place[picked]
             for name, column in values.items():
-                grid = np.full((len(mine), len(labels)), None, dtype=object)
+                empty = np.nan if column.dtype == np.float64 else None
+                grid = np.full((len(mine), len(labels)), empty, dtype=column.dtype)
                 grid[grid_rows, grid_cols] = column[rows][picked]
-                for run, series in zip(mine.tolist(), grid.tolist(), strict=True):
+                # Floats stay arrays (each row of the grid, written by orjson as the
+                # same numbers a list of Python floats gives), others become lists.
+                lines = list(grid) if column.dtype == np.float64 else grid.tolist()
+                for run, series in zip(mine.tolist(), lines, strict=True):
                     out[run][name] = series
         return out
 
