@@ -300,7 +300,10 @@ class Ledger:
             if wanted is not None and key.rsplit("/", 1)[-1] not in wanted:
                 continue
             table = self.store.read_parquet(key)
-            tables.append(table.filter(pc.less(table.column("release"), below)))
+            release = table.column("release")
+            if table.num_rows and pc.max(release).as_py() >= below:  # else nothing to drop
+                table = table.filter(pc.less(release, below))
+            tables.append(table)
         return tables
 
     def _next_state(self, release: Release) -> LedgerState | None:
