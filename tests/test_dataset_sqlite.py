@@ -38,18 +38,21 @@ def _table(rows: int) -> pa.Table:
 def test_the_child_builds_the_bytes_this_process_builds() -> None:
     table = _table(5_000)
     here = sqlite_bytes(table)
-    with SqliteBuild(table, child=True) as build:
-        assert build._process is not None  # really in a child
+    with SqliteBuild(child=True) as build:
+        assert build.in_child
+        build.send(table)
         assert build.result() == here
-    with SqliteBuild(table, child=False) as build:
-        assert build._process is None
+    with SqliteBuild(child=False) as build:
+        assert not build.in_child
+        build.send(table)
         assert build.result() == here
 
 
 def test_the_database_holds_the_table(tmp_path) -> None:
     table = _table(100)
     path = tmp_path / "d.sqlite"
-    with SqliteBuild(table, child=True) as build:
+    with SqliteBuild(child=True) as build:
+        build.send(table)
         path.write_bytes(build.result())
     con = sqlite3.connect(path)
     try:
@@ -63,24 +66,38 @@ def test_the_database_holds_the_table(tmp_path) -> None:
 
 def test_a_failing_child_says_why() -> None:
     table = pa.table({'x"; DROP TABLE cells; --': [1]})
-    with SqliteBuild(table, child=True) as build, pytest.raises(DatasetBuildError) as caught:
+    with SqliteBuild(child=True) as build, pytest.raises(DatasetBuildError) as caught:
+        build.send(table)
         build.result()
     assert "not a column name" in str(caught.value)
     assert "exit status 1" in str(caught.value)
 
 
-def test_a_child_whose_database_is_not_taken_is_stopped() -> None:
-    with SqliteBuild(_table(200_000), child=True) as build:
+@pytest.mark.parametrize("sent", [True, False])
+def test_a_child_whose_database_is_not_taken_is_stopped(sent: bool) -> None:
+    with SqliteBuild(child=True) as build:
         process = build._process
-        assert process is not None and process.poll() is None  # still building
+        assert process is not None and process.poll() is None  # started, waiting or building
+        if sent:
+            build.send(_table(200_000))
     assert process.returncode is not None  # stopped and waited for: no zombie
-    with pytest.raises(RuntimeError, match="taken already"):
+    with pytest.raises(RuntimeError, match="no table to build"):
+        build.result()
+
+
+def test_a_table_is_sent_once() -> None:
+    with SqliteBuild(child=True) as build:
+        build.send(_table(10))
+        with pytest.raises(RuntimeError, match="sent already"):
+            build.send(_table(10))
+    with SqliteBuild(child=True) as build, pytest.raises(RuntimeError, match="none was sent"):
         build.result()
 
 
 def test_one_core_builds_it_here(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dataset_sqlite, "_cores", lambda: 1)
     table = _table(10)
-    with SqliteBuild(table) as build:
-        assert build._process is None
+    with SqliteBuild() as build:
+        assert not build.in_child
+        build.send(table)
         assert build.result() == sqlite_bytes(table)

@@ -21,7 +21,8 @@ from api_fixtures import RUN_START, Published, pipeline_config
 from piecewise.core.hours import output_layers
 from piecewise.pipeline import run_aggregate, run_ingest
 from piecewise.publish import tiles
-from piecewise.storage.store import Store, Stores
+from piecewise.storage.layout import shapes_memo_key
+from piecewise.storage.store import Store, Stores, open_store
 
 MAX_TILE = 500 * 1024
 
@@ -417,3 +418,67 @@ def test_parents_are_the_sums_one_would_make_by_hand_to_the_last_bit() -> None:
             assert {k: repr(v) for k, v in values.items()} == {
                 k: repr(v) for k, v in by_hand[res][key].items()
             }
+
+
+def _hexagons(cells: list[str]) -> dict[str, dict]:
+    return {
+        c: {"type": "Polygon", "coordinates": [[[lng, lat] for lat, lng in h3.cell_to_boundary(c)]]}
+        for c in cells
+    }
+
+
+class _Drawn:
+    """Counts the shapes' archives drawn (the real drawing, counted)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        draw = tiles.LayerTiles.shapes_archive
+
+        def counted(layer_tiles: tiles.LayerTiles) -> tiles.Archive:
+            self.count += 1
+            return draw(layer_tiles)
+
+        monkeypatch.setattr(tiles.LayerTiles, "shapes_archive", counted)
+
+
+def test_unchanged_shapes_are_not_drawn_again_and_any_change_draws_them(
+    monkeypatch: pytest.MonkeyPatch, memory_url: str
+) -> None:
+    public = open_store(f"{memory_url}/public")
+    memo = open_store(f"{memory_url}/private")
+    cells = sorted(h3.grid_disk(h3.latlng_to_cell(47.6, -122.3, 6), 2))
+    drawn = _Drawn(monkeypatch)
+
+    def write(names: dict[str, str] | None = None, with_memo: bool = True) -> str:
+        layer = tiles.LayerTiles(
+            public, "hex", lambda: _hexagons(cells), names or {}, [], 6, "Piecewise"
+        )
+        return layer.write_shapes(memo=memo if with_memo else None)
+
+    first = write()
+    assert drawn.count == 1
+    assert write() == first and drawn.count == 1  # the same inputs: not drawn again
+    assert write(with_memo=False) == first  # and the same bytes as drawing them
+    assert drawn.count == 2
+    # Any input changed draws them again: names, areas, the drawing code.
+    renamed = write({cells[0]: "Downtown"})
+    assert renamed != first and drawn.count == 3
+    assert write({cells[0]: "Downtown"}) == renamed and drawn.count == 3
+    cells.append(h3.latlng_to_cell(47.0, -120.0, 6))
+    grown = write({cells[0]: "Downtown"})
+    assert grown not in (first, renamed) and drawn.count == 4
+    code = tiles._drawing_code()
+    monkeypatch.setattr(tiles, "_drawing_code", lambda: {**code, "shapely": "99"})
+    assert write({cells[0]: "Downtown"}) == grown and drawn.count == 5
+    # An archive the memo names but the store lost is drawn again; so is any archive
+    # whose memo cannot be trusted.
+    public.delete(grown)
+    assert write({cells[0]: "Downtown"}) == grown and drawn.count == 6
+    assert public.exists(grown)
+    for entry in (b"not json", b'{"inputs": "x"}', b"[]"):
+        memo.write_bytes(shapes_memo_key("hex"), entry)
+        assert write({cells[0]: "Downtown"}) == grown
+    entry = memo.read_json(shapes_memo_key("hex"))
+    memo.write_json(shapes_memo_key("hex"), {**entry, "key": "v1/index.json"})
+    assert write({cells[0]: "Downtown"}) == grown
+    assert drawn.count == 10

@@ -64,6 +64,9 @@ def sqlite_bytes(table: pa.Table) -> bytes:
         path = Path(folder) / f"{DATABASE}.sqlite"
         con = sqlite3.connect(path)
         try:
+            # A scratch file, read once built and then deleted: nothing to make durable
+            # (the same bytes, without a sync of the disk).
+            con.execute("PRAGMA synchronous = OFF")
             con.execute(f"CREATE TABLE {TABLE} ({columns})")
             con.executemany(
                 f"INSERT INTO {TABLE} VALUES ({placeholders})", zip(*values, strict=True)
@@ -92,45 +95,57 @@ _CHILD = (
 
 
 class SqliteBuild:
-    """`sqlite_bytes(table)`, started now and taken with `result()`: in a child process
-    when this process may use more than one core, else here when it is taken. Use it as
-    a context manager, so that a release that fails meanwhile stops the child."""
+    """`sqlite_bytes` of the table `send` gives it, taken with `result()`: in a child
+    process, started at once (its start-up overlaps the caller's work until `send`),
+    when this process may use more than one core; else here, when it is taken. Use it
+    as a context manager, so that a release that fails meanwhile stops the child."""
 
-    def __init__(self, table: pa.Table, *, child: bool | None = None) -> None:
-        self._table: pa.Table | None = table
+    def __init__(self, *, child: bool | None = None) -> None:
+        self._table: pa.Table | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._errors: IO[bytes] | None = None
         self._feeder: threading.Thread | None = None
         if child is None:
             child = _cores() > 1 and bool(sys.executable)
         if child:
-            self._start(table)
+            self._errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed by result or close)
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, json.dumps(sys.path)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._errors,
+            )
 
-    def _start(self, table: pa.Table) -> None:
-        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed by result or close)
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, json.dumps(sys.path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._errors,
-        )
+    @property
+    def in_child(self) -> bool:
+        """Whether the database is built in a child process."""
+        return self._process is not None
+
+    def send(self, table: pa.Table) -> None:
+        """The table to build the database of (once)."""
+        if self._feeder is not None or self._table is not None:
+            raise RuntimeError("the table was sent already")
+        if self._process is None:
+            self._table = table
+            return
         # Fed from a thread: the pipe holds little, and the child reads it only once
         # started; the writes leave the interpreter to the release meanwhile.
         self._feeder = threading.Thread(
             target=_feed, args=(self._process.stdin, table), name="dataset-sqlite", daemon=True
         )
         self._feeder.start()
-        self._table = None
 
     def result(self) -> bytes:
         """The database's bytes; DatasetBuildError if the child failed."""
         if self._process is None:
             if self._table is None:
-                raise RuntimeError("the database was taken already, or its build stopped")
+                raise RuntimeError("no table to build: none was sent, or it was built already")
             table, self._table = self._table, None
             return sqlite_bytes(table)
+        if self._feeder is None:
+            raise RuntimeError("no table to build: none was sent")
         process, self._process = self._process, None
-        assert process.stdout is not None and self._feeder is not None
+        assert process.stdout is not None
         try:
             data = process.stdout.read()
             code = process.wait()
@@ -153,6 +168,8 @@ class SqliteBuild:
             process.wait()
             if self._feeder is not None:
                 self._feeder.join()  # its writes fail now, and it closes the pipe
+            elif process.stdin is not None:
+                process.stdin.close()
             if process.stdout is not None:
                 process.stdout.close()
         self._close_errors()

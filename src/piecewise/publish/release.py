@@ -626,24 +626,30 @@ def _publish_files(
     areas: dict[str, AreasFile] = {}
     drawn: dict[str, list[str]] = {}  # the areas of each configured layer's file
     published: dict[str, pa.Table] = {}
-    # The released cells of each layer: the dataset's rows (its SQLite database is built
-    # in a child process while the other files are written), then each layer's files.
-    layer_cells: dict[str, tuple[pa.Table, pa.Table, list[pa.Table], pa.Table]] = {}
-    for layer_id in output_layers(config):
-        mine = rows_equal(cells, "layer", layer_id)
-        released = ledger.layer_cells(layer_id, below=release.number)
-        everything = pa.concat_tables([*released, mine], promote_options="permissive")
-        layer_cells[layer_id] = (mine, rows_equal(cube, "layer", layer_id), released, everything)
-        shown = everything.filter(everything.column("published"))
-        isps.update(pc.unique(shown.column("isp")).to_pylist())
-        published[layer_id] = shown
-    shares = {t["column"]: t["label"] for t in release.settings["thresholds"]}
-    names = {layer: publisher.layers[base_layer(layer)].name_of for layer in published}
-    dataset = dataset_table(published, names, shares)
-    del published
     # The period, series, area and dataset files are made durable together, before the index
-    # that lists them is written.
-    with stores.public.synced_once(), SqliteBuild(dataset) as database:
+    # that lists them is written. The dataset's SQLite database is built in a child process
+    # while the other files are written.
+    with stores.public.synced_once(), SqliteBuild() as database:
+        # The released cells of each layer: the dataset's rows, then each layer's files.
+        layer_cells: dict[str, tuple[pa.Table, pa.Table, list[pa.Table], pa.Table]] = {}
+        for layer_id in output_layers(config):
+            mine = rows_equal(cells, "layer", layer_id)
+            released = ledger.layer_cells(layer_id, below=release.number)
+            everything = pa.concat_tables([*released, mine], promote_options="permissive")
+            layer_cells[layer_id] = (
+                mine,
+                rows_equal(cube, "layer", layer_id),
+                released,
+                everything,
+            )
+            shown = everything.filter(everything.column("published"))
+            isps.update(pc.unique(shown.column("isp")).to_pylist())
+            published[layer_id] = shown
+        shares = {t["column"]: t["label"] for t in release.settings["thresholds"]}
+        names = {layer: publisher.layers[base_layer(layer)].name_of for layer in published}
+        dataset = dataset_table(published, names, shares)
+        database.send(dataset)
+        del published
         for layer_id in list(layer_cells):
             # Each layer's cells are let go once its files are written.
             mine, mine_cube, released, everything = layer_cells.pop(layer_id)
@@ -678,7 +684,8 @@ def _publish_files(
             publisher.write_series(layer_id, everything)
             if layer_id == base:
                 areas[layer_id] = replace(
-                    publisher.write_areas(layer_id, ids), shapes=tiles.write_shapes()
+                    publisher.write_areas(layer_id, ids),
+                    shapes=tiles.write_shapes(memo=stores.private),
                 )
             else:
                 areas[layer_id] = areas[base]

@@ -16,12 +16,16 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import importlib.metadata
 import io
 import itertools
 import math
+import re
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import h3
 import mapbox_vector_tile
@@ -32,7 +36,8 @@ from pmtiles.tile import Compression, TileType, zxy_to_tileid
 from pmtiles.writer import Writer
 
 from piecewise.core.vocabulary import ALL_ISPS, COUNTS, INTERVALS, STATISTICS
-from piecewise.storage.layout import numbers_key, shapes_key
+from piecewise.storage.layout import numbers_key, shapes_key, shapes_memo_key
+from piecewise.storage.store import KeyNotFound, Store, StoreError, json_bytes
 
 EXTENT = 4096  # tile coordinates per side
 BUFFER = 64  # tile coordinates drawn beyond each edge, so that strokes join up
@@ -620,6 +625,35 @@ def build_archive(
     return Archive(out.getvalue(), count, largest)
 
 
+# The libraries that draw, encode and compress the tiles: a new version may change bytes.
+DRAWN_BY = ("h3", "mapbox-vector-tile", "numpy", "pmtiles", "protobuf", "shapely")
+
+
+@functools.cache
+def _drawing_code() -> dict[str, str]:
+    """What draws the shapes, besides their inputs: this module's source, the
+    libraries' versions and zlib's."""
+    return {
+        "source": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+        "zlib": zlib.ZLIB_RUNTIME_VERSION,
+        **{name: importlib.metadata.version(name) for name in DRAWN_BY},
+    }
+
+
+def _memo_key(memo: Store, layer: str, inputs: str) -> str | None:
+    """The key of the layer's shapes' archive drawn from `inputs`, as the memo has it;
+    None if it has none (or a memo it cannot read: the archive is drawn again)."""
+    try:
+        entry = memo.read_json(shapes_memo_key(layer))
+    except (KeyNotFound, StoreError, ValueError):
+        return None
+    if not isinstance(entry, dict) or entry.get("inputs") != inputs:
+        return None
+    key = entry.get("key")
+    pattern = re.escape(shapes_key(layer, "@")).replace("@", "[0-9a-f]{16}")
+    return key if isinstance(key, str) and re.fullmatch(pattern, key) else None
+
+
 class LayerTiles:
     """Writes the tiles of one layer: the archive of its shapes (`write_shapes`) and
     each period's numbers (`write`). `shapes` is a callable giving the layer's area
@@ -645,12 +679,33 @@ class LayerTiles:
         self.resolution = resolution
         self.project = project
         self._geometry: LayerGeometry | None = None
+        self._shape_of: Mapping[str, dict] | None = None
+
+    @property
+    def shapes(self) -> Mapping[str, dict]:
+        if self._shape_of is None:
+            self._shape_of = self._shapes()
+        return self._shape_of
 
     @property
     def geometry(self) -> LayerGeometry:
         if self._geometry is None:
-            self._geometry = LayerGeometry(self.layer, self._shapes(), self.resolution)
+            self._geometry = LayerGeometry(self.layer, self.shapes, self.resolution)
         return self._geometry
+
+    def shapes_inputs(self) -> str:
+        """A digest of everything the shapes' archive is made from: the areas' shapes and
+        names, the layer, its metadata, and the code that draws and encodes them."""
+        inputs = {
+            "layer": self.layer,
+            "resolution": self.resolution,
+            "shapes": self.shapes,
+            "names": self.names,
+            "project": self.project,
+            "attribution": self.attribution,
+            "code": _drawing_code(),
+        }
+        return hashlib.sha256(json_bytes(inputs)).hexdigest()
 
     def shapes_archive(self) -> Archive:
         """The archive of every area's shape, with its `id`, `name` and (H3) `resolution`."""
@@ -670,15 +725,27 @@ class LayerTiles:
             return [None]
         return list(range(self.resolution + 1))
 
-    def write_shapes(self) -> str:
+    def write_shapes(self, memo: Store | None = None) -> str:
         """Writes the shapes' archive under a name of its own content unless it is
-        there already (the same areas give the same bytes); its key."""
+        there already (the same areas give the same bytes); its key.
+
+        With `memo` (the private store), the archive is not drawn again when what it is
+        drawn from (`shapes_inputs`) is what the memo says the archive it names, still
+        in the store, was drawn from: the same inputs make the same bytes."""
+        inputs = None
+        if memo is not None:
+            inputs = self.shapes_inputs()
+            known = _memo_key(memo, self.layer, inputs)
+            if known is not None and self.store.exists(known):
+                return known
         archive = self.shapes_archive()
         key = shapes_key(self.layer, hashlib.sha256(archive.data).hexdigest()[:16])
         if not self.store.exists(key):
             self.store.write_bytes(
                 key, archive.data, content_type=CONTENT_TYPE, cache_control=CACHE
             )
+        if memo is not None:  # after the archive: a memo never names a missing one
+            memo.write_json(shapes_memo_key(self.layer), {"inputs": inputs, "key": key})
         return key
 
     def write(self, kind: str, label: str, doc: Mapping, hidden: Hidden | None = None) -> dict:

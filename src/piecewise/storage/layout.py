@@ -22,6 +22,7 @@ PENDING_CUBE_KEY = f"{LEDGER_PREFIX}pending/cube.parquet"
 GEOIP_PREFIX = "geoip/"
 FANOUT_PREFIX = "fanout/"
 SURVEY_RECORDS_PREFIX = "survey/published/"
+MEMO_PREFIX = "memo/"
 
 
 def _dated(prefix: str, date: dt.date, suffix: str) -> str:
@@ -64,6 +65,11 @@ def geoip_folder(date: dt.date) -> str:
 def fanout_prefix(batch: str) -> str:
     """The done-markers of one backfill's messages."""
     return f"{FANOUT_PREFIX}{batch}/"
+
+
+def shapes_memo_key(layer: str) -> str:
+    """What the last archive of a layer's shapes was drawn from, and its key."""
+    return f"{MEMO_PREFIX}shapes/{layer}.json"
 
 
 def survey_record_key(layer: str, label: str) -> str:
