@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from piecewise.core import periods
 from piecewise.core.vocabulary import COUNTS, DIGITS, PUBLISHED, share_columns
-from piecewise.publish.dataset_sqlite import DATABASE, TABLE, sqlite_bytes
+from piecewise.publish.dataset_sqlite import DATABASE, TABLE, SqliteBuild, sqlite_bytes
 from piecewise.storage.layout import DATASET_KEYS
 from piecewise.storage.store import JSON_CONTENT_TYPE, Store, json_bytes, parquet_bytes
 
@@ -226,10 +226,11 @@ def dataset_metadata(
 
 
 def write_dataset(
-    public: Store, table: pa.Table, metadata: dict, sqlite: bytes | None = None
+    public: Store, table: pa.Table, metadata: dict, database: SqliteBuild | None = None
 ) -> None:
-    """The dataset's three files, each written atomically; `sqlite`: the database of
-    `table` (`sqlite_bytes`) if it was built already."""
+    """The dataset's three files, each written atomically. `database`: the build of
+    `table`'s SQLite database, if one was started (its bytes are taken once the Parquet
+    file is written); else it is built here."""
     public.write_bytes(
         DATASET_KEYS["parquet"],
         parquet_bytes(table),
@@ -238,7 +239,7 @@ def write_dataset(
     )
     public.write_bytes(
         DATASET_KEYS["sqlite"],
-        sqlite_bytes(table) if sqlite is None else sqlite,
+        sqlite_bytes(table) if database is None else database.result(),
         content_type=SQLITE_CONTENT_TYPE,
         cache_control=CACHE,
     )

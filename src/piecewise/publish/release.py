@@ -633,8 +633,8 @@ def _publish_files(
         # The released cells of each layer: the dataset's rows, then each layer's files.
         layer_cells: dict[str, tuple[pa.Table, pa.Table, list[pa.Table], pa.Table]] = {}
         for layer_id in output_layers(config):
-            mine = rows_equal(cells, "layer", layer_id)
             released = ledger.layer_cells(layer_id, below=release.number)
+            mine = rows_equal(cells, "layer", layer_id)
             everything = pa.concat_tables([*released, mine], promote_options="permissive")
             layer_cells[layer_id] = (
                 mine,
@@ -704,7 +704,7 @@ def _publish_files(
                 shares=release.settings["thresholds"],
                 release=release.number,
             ),
-            sqlite=database.result(),
+            database,
         )
     return publisher, _index(config, publisher, release, after, isps, areas)
 
