@@ -38,11 +38,11 @@ def _table(rows: int) -> pa.Table:
 def test_the_child_builds_the_bytes_this_process_builds() -> None:
     table = _table(5_000)
     here = sqlite_bytes(table)
-    with SqliteBuild(child=True) as build:
+    with SqliteBuild(table.num_rows, child=True) as build:
         assert build.in_child
         build.send(table)
         assert build.result() == here
-    with SqliteBuild(child=False) as build:
+    with SqliteBuild(table.num_rows, child=False) as build:
         assert not build.in_child
         build.send(table)
         assert build.result() == here
@@ -51,7 +51,7 @@ def test_the_child_builds_the_bytes_this_process_builds() -> None:
 def test_the_database_holds_the_table(tmp_path) -> None:
     table = _table(100)
     path = tmp_path / "d.sqlite"
-    with SqliteBuild(child=True) as build:
+    with SqliteBuild(100, child=True) as build:
         build.send(table)
         path.write_bytes(build.result())
     con = sqlite3.connect(path)
@@ -66,7 +66,7 @@ def test_the_database_holds_the_table(tmp_path) -> None:
 
 def test_a_failing_child_says_why() -> None:
     table = pa.table({'x"; DROP TABLE cells; --': [1]})
-    with SqliteBuild(child=True) as build, pytest.raises(DatasetBuildError) as caught:
+    with SqliteBuild(1, child=True) as build, pytest.raises(DatasetBuildError) as caught:
         build.send(table)
         build.result()
     assert "not a column name" in str(caught.value)
@@ -75,9 +75,9 @@ def test_a_failing_child_says_why() -> None:
 
 @pytest.mark.parametrize("sent", [True, False])
 def test_a_child_whose_database_is_not_taken_is_stopped(sent: bool) -> None:
-    with SqliteBuild(child=True) as build:
+    with SqliteBuild(200_000, child=True) as build:
         process = build._process
-        assert process is not None and process.poll() is None  # started, waiting or building
+        assert process is not None and process.poll() is None  # started: waiting or building
         if sent:
             build.send(_table(200_000))
     assert process.returncode is not None  # stopped and waited for: no zombie
@@ -86,18 +86,22 @@ def test_a_child_whose_database_is_not_taken_is_stopped(sent: bool) -> None:
 
 
 def test_a_table_is_sent_once() -> None:
-    with SqliteBuild(child=True) as build:
+    with SqliteBuild(10, child=True) as build:
         build.send(_table(10))
         with pytest.raises(RuntimeError, match="sent already"):
             build.send(_table(10))
-    with SqliteBuild(child=True) as build, pytest.raises(RuntimeError, match="none was sent"):
+    with SqliteBuild(10, child=True) as build, pytest.raises(RuntimeError, match="none was sent"):
         build.result()
 
 
-def test_one_core_builds_it_here(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dataset_sqlite, "_cores", lambda: 1)
-    table = _table(10)
-    with SqliteBuild() as build:
-        assert not build.in_child
-        build.send(table)
-        assert build.result() == sqlite_bytes(table)
+def test_a_child_only_for_a_large_table_and_more_than_one_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dataset_sqlite, "CHILD_ROWS", 50)
+    for rows, cores, in_child in ((49, 2, False), (50, 2, True), (50, 1, False)):
+        monkeypatch.setattr(dataset_sqlite, "_cores", lambda cores=cores: cores)
+        table = _table(rows)
+        with SqliteBuild(rows) as build:
+            assert build.in_child is in_child, (rows, cores)
+            build.send(table)
+            assert build.result() == sqlite_bytes(table)

@@ -4,7 +4,8 @@ child process while the release's other files are written.
 SQLite's inserts hold the interpreter (each of the dataset's hundred thousand rows is
 bound value by value), so a thread would only take turns with the rest of the release;
 a child process has an interpreter and a core of its own. It is the same function on the
-same bytes, so the database is byte for byte the one `sqlite_bytes` makes here.
+same bytes, so the database is byte for byte the one `sqlite_bytes` makes here. A small
+table is built here: the child's start-up would cost more than it saves.
 
 Run as a module, this is that child: an Arrow IPC stream of the table on standard input,
 the database's bytes on standard output, and nothing else imported.
@@ -94,19 +95,27 @@ _CHILD = (
 )
 
 
-class SqliteBuild:
-    """`sqlite_bytes` of the table `send` gives it, taken with `result()`: in a child
-    process, started at once (its start-up overlaps the caller's work until `send`),
-    when this process may use more than one core; else here, when it is taken. Use it
-    as a context manager, so that a release that fails meanwhile stops the child."""
+# Fewer rows than this are built here: a child's start-up (an interpreter and pyarrow,
+# about a quarter of a CPU second) would cost more than the rows.
+CHILD_ROWS = 20_000
 
-    def __init__(self, *, child: bool | None = None) -> None:
+
+class SqliteBuild:
+    """`sqlite_bytes` of the table `send` gives it (`rows` long), taken with `result()`:
+    in a child process, started at once (its start-up overlaps the caller's work until
+    `send`), when the table has at least `CHILD_ROWS` rows and this process may use more
+    than one core; else here, when it is taken. Use it as a context manager, so that a
+    release that fails meanwhile stops the child."""
+
+    def __init__(self, rows: int, *, child: bool | None = None) -> None:
+        """`child`: True or False to decide, rather than by the rows and the cores."""
         self._table: pa.Table | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._errors: IO[bytes] | None = None
         self._feeder: threading.Thread | None = None
+        self._sent = False
         if child is None:
-            child = _cores() > 1 and bool(sys.executable)
+            child = rows >= CHILD_ROWS and _cores() > 1 and bool(sys.executable)
         if child:
             self._errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed by result or close)
             self._process = subprocess.Popen(
@@ -118,13 +127,14 @@ class SqliteBuild:
 
     @property
     def in_child(self) -> bool:
-        """Whether the database is built in a child process."""
+        """Whether the database is being built in a child process."""
         return self._process is not None
 
     def send(self, table: pa.Table) -> None:
         """The table to build the database of (once)."""
-        if self._feeder is not None or self._table is not None:
+        if self._sent:
             raise RuntimeError("the table was sent already")
+        self._sent = True
         if self._process is None:
             self._table = table
             return

@@ -23,6 +23,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -628,8 +629,8 @@ def _publish_files(
     published: dict[str, pa.Table] = {}
     # The period, series, area and dataset files are made durable together, before the index
     # that lists them is written. The dataset's SQLite database is built in a child process
-    # while the other files are written.
-    with stores.public.synced_once(), SqliteBuild() as database:
+    # while the other files are written (piecewise.publish.dataset_sqlite).
+    with stores.public.synced_once(), ExitStack() as stack:
         # The released cells of each layer: the dataset's rows, then each layer's files.
         layer_cells: dict[str, tuple[pa.Table, pa.Table, list[pa.Table], pa.Table]] = {}
         for layer_id in output_layers(config):
@@ -645,6 +646,8 @@ def _publish_files(
             shown = everything.filter(everything.column("published"))
             isps.update(pc.unique(shown.column("isp")).to_pylist())
             published[layer_id] = shown
+        rows = sum(table.num_rows for table in published.values())
+        database = stack.enter_context(SqliteBuild(rows))
         shares = {t["column"]: t["label"] for t in release.settings["thresholds"]}
         names = {layer: publisher.layers[base_layer(layer)].name_of for layer in published}
         dataset = dataset_table(published, names, shares)
