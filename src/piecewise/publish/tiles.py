@@ -20,6 +20,7 @@ import importlib.metadata
 import io
 import itertools
 import math
+import platform
 import re
 import zlib
 from collections import defaultdict
@@ -632,9 +633,10 @@ DRAWN_BY = ("h3", "mapbox-vector-tile", "numpy", "pmtiles", "protobuf", "shapely
 @functools.cache
 def _drawing_code() -> dict[str, str]:
     """What draws the shapes, besides their inputs: this module's source, the
-    libraries' versions and zlib's."""
+    libraries' versions, zlib's and Python's."""
     return {
         "source": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+        "python": platform.python_version(),
         "zlib": zlib.ZLIB_RUNTIME_VERSION,
         **{name: importlib.metadata.version(name) for name in DRAWN_BY},
     }
@@ -701,11 +703,20 @@ class LayerTiles:
             "resolution": self.resolution,
             "shapes": self.shapes,
             "names": self.names,
-            "project": self.project,
-            "attribution": self.attribution,
+            "text": self._archive_text(),
             "code": _drawing_code(),
         }
         return hashlib.sha256(json_bytes(inputs)).hexdigest()
+
+    def _archive_text(self) -> dict[str, str]:
+        """The shapes' archive's name, description, place (in errors) and credit."""
+        return {
+            "name": f"{self.project}: {self.layer}",
+            "description": f"The areas of {self.layer}; the numbers of each period are in "
+            f"{numbers_key(self.layer, '{kind}', '{period}')}",
+            "where": shapes_key(self.layer, "*"),
+            "attribution": self.attribution,
+        }
 
     def shapes_archive(self) -> Archive:
         """The archive of every area's shape, with its `id`, `name` and (H3) `resolution`."""
@@ -713,11 +724,7 @@ class LayerTiles:
             self.geometry,
             PeriodProperties({res: {} for res in self._resolutions()}),
             self.names,
-            name=f"{self.project}: {self.layer}",
-            description=f"The areas of {self.layer}; the numbers of each period are in "
-            f"{numbers_key(self.layer, '{kind}', '{period}')}",
-            where=shapes_key(self.layer, "*"),
-            attribution=self.attribution,
+            **self._archive_text(),
         )
 
     def _resolutions(self) -> list[int | None]:
