@@ -9,6 +9,9 @@ CONFIG ?= piecewise.example.toml
 DEMO := var/demo
 START ?= 2025-01-01
 END ?= 2025-12-31
+# Processes that ingest the demo's dates side by side (each a block of them; the files
+# are the same bytes whatever the number): 2 uses the two cores of a small machine.
+INGEST_WORKERS ?= 2
 HOST ?= 127.0.0.1
 PORT ?= 8080
 TILE_TOOLS := .venv-tiletools
@@ -50,7 +53,7 @@ site: $(SITE)/dist/.built
 
 run: demo-data site
 	$(PIECEWISE) config check $(CONFIG)
-	time $(PIECEWISE) run --config $(CONFIG) --start $(START) --end $(END)
+	time $(PIECEWISE) run --config $(CONFIG) --start $(START) --end $(END) --workers $(INGEST_WORKERS)
 	$(PIECEWISE) serve --config $(CONFIG) --host $(HOST) --port $(PORT)
 
 # The tests run in TEST_WORKERS processes (pytest-xdist), each test file whole in one
