@@ -468,6 +468,7 @@ def test_unchanged_shapes_are_not_drawn_again_and_any_change_draws_them(
     grown = write({cells[0]: "Downtown"})
     assert grown not in (first, renamed) and drawn.count == 4
     code = tiles._drawing_code()
+    assert code is not None
     monkeypatch.setattr(tiles, "_drawing_code", lambda: {**code, "shapely": "99"})
     assert write({cells[0]: "Downtown"}) == grown and drawn.count == 5
     # An archive the memo names but the store lost is drawn again; so is any archive
@@ -482,3 +483,10 @@ def test_unchanged_shapes_are_not_drawn_again_and_any_change_draws_them(
     memo.write_json(shapes_memo_key("hex"), {**entry, "key": "v1/index.json"})
     assert write({cells[0]: "Downtown"}) == grown
     assert drawn.count == 10
+    # Drawing code it cannot tell (a library not installed as a distribution): drawn
+    # every time, the memo left as it is.
+    monkeypatch.setattr(tiles, "_drawing_code", lambda: None)
+    before = memo.read_bytes(shapes_memo_key("hex"))
+    assert write({cells[0]: "Downtown"}) == grown and drawn.count == 11
+    assert write({cells[0]: "Downtown"}) == grown and drawn.count == 12
+    assert memo.read_bytes(shapes_memo_key("hex")) == before

@@ -631,14 +631,19 @@ DRAWN_BY = ("h3", "mapbox-vector-tile", "numpy", "pmtiles", "protobuf", "shapely
 
 
 @functools.cache
-def _drawing_code() -> dict[str, str]:
+def _drawing_code() -> dict[str, str] | None:
     """What draws the shapes, besides their inputs: this module's source, the
-    libraries' versions, zlib's and Python's."""
+    libraries' versions, zlib's and Python's; None when a library's version is unknown
+    (not installed as a distribution): then the shapes are always drawn."""
+    try:
+        versions = {name: importlib.metadata.version(name) for name in DRAWN_BY}
+    except importlib.metadata.PackageNotFoundError:
+        return None
     return {
         "source": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
         "python": platform.python_version(),
         "zlib": zlib.ZLIB_RUNTIME_VERSION,
-        **{name: importlib.metadata.version(name) for name in DRAWN_BY},
+        **versions,
     }
 
 
@@ -695,16 +700,20 @@ class LayerTiles:
             self._geometry = LayerGeometry(self.layer, self.shapes, self.resolution)
         return self._geometry
 
-    def shapes_inputs(self) -> str:
+    def shapes_inputs(self) -> str | None:
         """A digest of everything the shapes' archive is made from: the areas' shapes and
-        names, the layer, its metadata, and the code that draws and encodes them."""
+        names, the layer, its metadata, and the code that draws and encodes them (None
+        when that code cannot be told)."""
+        code = _drawing_code()
+        if code is None:
+            return None
         inputs = {
             "layer": self.layer,
             "resolution": self.resolution,
             "shapes": self.shapes,
             "names": self.names,
             "text": self._archive_text(),
-            "code": _drawing_code(),
+            "code": code,
         }
         return hashlib.sha256(json_bytes(inputs)).hexdigest()
 
@@ -739,9 +748,8 @@ class LayerTiles:
         With `memo` (the private store), the archive is not drawn again when what it is
         drawn from (`shapes_inputs`) is what the memo says the archive it names, still
         in the store, was drawn from: the same inputs make the same bytes."""
-        inputs = None
-        if memo is not None:
-            inputs = self.shapes_inputs()
+        inputs = None if memo is None else self.shapes_inputs()
+        if memo is not None and inputs is not None:
             known = _memo_key(memo, self.layer, inputs)
             if known is not None and self.store.exists(known):
                 return known
@@ -751,7 +759,7 @@ class LayerTiles:
             self.store.write_bytes(
                 key, archive.data, content_type=CONTENT_TYPE, cache_control=CACHE
             )
-        if memo is not None:  # after the archive: a memo never names a missing one
+        if memo is not None and inputs is not None:  # after the archive: never a missing one
             memo.write_json(shapes_memo_key(self.layer), {"inputs": inputs, "key": key})
         return key
 
