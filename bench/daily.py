@@ -76,7 +76,8 @@ def daily_report(result: dict, year_tests: int, cmd: str | None) -> list[str]:
         "the scheduler runs it (start-up included). With each period published once, when "
         "final, the run computes the new day's cells, decides their suppression against "
         "what is published, and writes that day's files, the series and areas it changes, "
-        "and the index.",
+        "the dataset (its SQLite database built in a second process meanwhile) and the "
+        "index; a layer's shapes are drawn again only when its areas change.",
         "",
         "| date | tests that day | seconds | what the run said |",
         "|---|---:|---:|---|",
