@@ -13,7 +13,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["encoded_strings", "plain_strings", "rows_equal", "rows_where", "string_codes"]
+__all__ = [
+    "encoded_strings",
+    "plain_strings",
+    "rounded_floats",
+    "rows_equal",
+    "rows_where",
+    "string_codes",
+]
 
 
 def rows_where(table: pa.Table, mask: pa.ChunkedArray | pa.Array) -> pa.Table:
@@ -59,3 +66,9 @@ def string_codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list]:
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.combine_chunks()
     return encoded.indices.to_numpy().astype(np.int64), encoded.dictionary.to_pylist()
+
+
+def rounded_floats(column: pa.ChunkedArray | pa.Array, digits: int) -> np.ndarray:
+    """A float column as float64 rounded to `digits` decimals (as published), NaN for
+    null."""
+    return np.round(column.to_numpy(zero_copy_only=False).astype(np.float64), digits)

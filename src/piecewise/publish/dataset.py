@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from piecewise.core import periods
+from piecewise.core.tables import rounded_floats
 from piecewise.core.vocabulary import COUNTS, DIGITS, PUBLISHED, share_columns
 from piecewise.publish.dataset_sqlite import DATABASE, TABLE, SqliteBuild, sqlite_bytes
 from piecewise.storage.layout import DATASET_KEYS
@@ -153,8 +154,7 @@ def _published(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """A measure rounded to the published decimals (NaN as null); counts as they are."""
     if not pa.types.is_floating(column.type):
         return column
-    values = np.round(column.to_numpy(zero_copy_only=False).astype(np.float64), DIGITS)
-    return pa.array(values, pa.float64(), from_pandas=True)
+    return pa.array(rounded_floats(column, DIGITS), pa.float64(), from_pandas=True)
 
 
 def _empty(shares: Mapping[str, str]) -> pa.Table:

@@ -31,7 +31,7 @@ from piecewise.core.areas import AreaLayer, H3Areas
 from piecewise.core.config import Config, H3Layer
 from piecewise.core.histogram import HistogramSpec
 from piecewise.core.hours import base_layer, evening_layer
-from piecewise.core.tables import plain_strings, rows_equal, string_codes
+from piecewise.core.tables import plain_strings, rounded_floats, rows_equal, string_codes
 from piecewise.core.vocabulary import (
     ALL_ISPS,
     DESCRIPTIONS,
@@ -74,7 +74,7 @@ CUBE_COLUMNS = ["area", "isp", "direction", "bucket", "count"]
 
 def _json_floats(column: pa.ChunkedArray | pa.Array, digits: int) -> np.ndarray:
     """A float column as an array of Python values: rounded, NaN and null as None."""
-    values = np.round(column.to_numpy(zero_copy_only=False).astype(np.float64), digits)
+    values = rounded_floats(column, digits)
     objects = values.astype(object)
     objects[np.isnan(values)] = None
     return objects
@@ -86,8 +86,7 @@ def _json_values(table: pa.Table, digits: int = DIGITS) -> dict[str, np.ndarray]
     out = {}
     for field, column in zip(table.schema, table.columns, strict=True):
         if pa.types.is_floating(field.type):
-            values = column.to_numpy(zero_copy_only=False).astype(np.float64)
-            out[field.name] = np.round(values, digits)
+            out[field.name] = rounded_floats(column, digits)
         else:
             out[field.name] = np.empty(len(column), dtype=object)
             out[field.name][:] = column.to_pylist()
