@@ -105,3 +105,8 @@ def test_a_child_only_for_a_large_table_and_more_than_one_core(
             assert build.in_child is in_child, (rows, cores)
             build.send(table)
             assert build.result() == sqlite_bytes(table)
+    # Cores the caller allows (aggregation.threads) decide over those the machine has.
+    monkeypatch.setattr(dataset_sqlite, "_cores", lambda: 2)
+    for allowed, in_child in ((1, False), (2, True), (0, True)):
+        with SqliteBuild(50, cores=allowed) as build:
+            assert build.in_child is in_child, allowed

@@ -107,15 +107,16 @@ class SqliteBuild:
     than one core; else here, when it is taken. Use it as a context manager, so that a
     release that fails meanwhile stops the child."""
 
-    def __init__(self, rows: int, *, child: bool | None = None) -> None:
-        """`child`: True or False to decide, rather than by the rows and the cores."""
+    def __init__(self, rows: int, *, cores: int = 0, child: bool | None = None) -> None:
+        """`cores`: how many this process may use (0: those it is allowed); `child`: True
+        or False to decide, rather than by the rows and the cores."""
         self._table: pa.Table | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._errors: IO[bytes] | None = None
         self._feeder: threading.Thread | None = None
         self._sent = False
         if child is None:
-            child = rows >= CHILD_ROWS and _cores() > 1 and bool(sys.executable)
+            child = rows >= CHILD_ROWS and (cores or _cores()) > 1 and bool(sys.executable)
         if child:
             self._errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed by result or close)
             self._process = subprocess.Popen(

@@ -647,7 +647,8 @@ def _publish_files(
             isps.update(pc.unique(shown.column("isp")).to_pylist())
             published[layer_id] = shown
         rows = sum(table.num_rows for table in published.values())
-        database = stack.enter_context(SqliteBuild(rows))
+        # A configuration limited to one thread keeps the release on one core.
+        database = stack.enter_context(SqliteBuild(rows, cores=config.aggregation.threads))
         shares = {t["column"]: t["label"] for t in release.settings["thresholds"]}
         names = {layer: publisher.layers[base_layer(layer)].name_of for layer in published}
         dataset = dataset_table(published, names, shares)
