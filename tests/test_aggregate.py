@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pytest
 
 from api_fixtures import pipeline_config
-from piecewise.aggregate import cells_sql
+from piecewise.aggregate import cells_sql, local
 from piecewise.aggregate.local import (
     apply_privacy,
     apply_sampling,
@@ -116,3 +116,39 @@ def test_coarse_counts_are_those_of_the_sql_definition(
         mine = expected.filter(pc.equal(expected.column("layer"), layer)).column("coarse")
         assert pc.max(mine).as_py() > 0 and pc.min(mine).as_py() == 0
     assert stats.column("coarse").equals(expected.column("coarse"))
+
+
+def test_a_layer_grouped_from_its_located_rows_has_the_same_cells(
+    tmp_path: Path, demo_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows of a layer's areas grouped apart (a subset that keeps the ranks) give
+    every cell, statistic, histogram and coarse count, all hours and evening alike, that
+    grouping every row gives."""
+    config = pipeline_config(tmp_path, demo_data)
+    assert config.evening is not None
+    dates = sorted(
+        run_ingest(config, dt.date(2025, 3, 27), dt.date(2025, 4, 2), progress=False).dates
+    )
+    layers = [layer.id for layer in config.layers]
+    kinds = list(config.periods.kinds)
+    tests = load_tests(Stores.of(config).private, dates, layers, times=True)
+    for layer in layers:  # some rows of every layer are in none of its areas
+        assert (
+            pc.sum(pc.starts_with(tests.column(f"area_{layer}").cast(pa.string()), "_")).as_py() > 0
+        )
+
+    def cells(located_subset: float) -> tuple[pa.Table, pa.Table]:
+        monkeypatch.setattr(local, "LOCATED_SUBSET", located_subset)
+        return compute_cells([tests], layers, kinds, config.share_rules, evening=config.evening)
+
+    def stream(table: pa.Table) -> bytes:  # the same bytes: NaN is no obstacle
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return sink.getvalue().to_pybytes()
+
+    every_row, apart = cells(0.0), cells(1.0)  # never apart, always apart
+    assert every_row[0].num_rows > 0 and every_row[1].num_rows > 0
+    assert pc.sum(every_row[0].column("coarse")).as_py() > 0
+    assert stream(apart[0]) == stream(every_row[0])
+    assert stream(apart[1]) == stream(every_row[1])

@@ -56,6 +56,13 @@ from piecewise.storage.store import Store, StoreError
 log = logging.getLogger(__name__)
 
 EPOCH = dt.date(1970, 1, 1)
+# A layer whose areas hold at most this share of a direction's rows groups the subset
+# of those rows (`_DirectionInputs.located`). With M-Lab's locations, a fine layer's
+# areas often hold a small part of the tests (the rest located to a city or a postcode
+# only): in the benchmark year, H3 resolution 6 holds 6 % of them, and grouping them
+# apart saves about 7 of the aggregation's 46 CPU seconds. The counties hold 74 %:
+# apart, they took as long and 300 MiB more.
+LOCATED_SUBSET = 0.5
 TEST_COLUMNS = [
     "date",
     "direction",
@@ -350,12 +357,28 @@ class _DirectionInputs:
             group = (group << self.isp.bits) | isp
         return group
 
-    def cells(self, task: _Task) -> tuple[CellStatistics, np.ndarray]:
+    def located(self, layer: str) -> _DirectionInputs:
+        """The inputs of the rows in one of the layer's areas, or these inputs when more
+        than LOCATED_SUBSET of them are: rows in no area (located too roughly for it,
+        or not at all) belong to no cell of the layer, and grouping them would only be
+        undone."""
+        area = self.areas[layer]
+        inside = area.codes < len(area.labels)
+        if np.count_nonzero(inside) > LOCATED_SUBSET * len(inside):
+            return self
+        return self.subset(inside)
+
+    def cells(
+        self, task: _Task, located: _DirectionInputs | None = None
+    ) -> tuple[CellStatistics, np.ndarray]:
         """The statistics of every cell of the task's grouping, and each cell's `coarse`
-        count: the tests in its area, period and ISP located too roughly to count."""
-        area = self.areas[task.layer]
+        count: the tests in its area, period and ISP located too roughly to count.
+        `located`: these inputs' `located(task.layer)`, made once for every grouping of
+        the layer (the cells and their statistics are the same)."""
+        rows = located if located is not None else self
+        area = rows.areas[task.layer]
         bits = area.bits + self.periods[task.kind].bits + (self.isp.bits if task.by_isp else 0)
-        stats = cell_statistics(self.data, self._group(task, area.codes, None), bits, self.shares)
+        stats = cell_statistics(rows.data, rows._group(task, area.codes, None), bits, rows.shares)
         rough = self.rough[task.layer]
         keys = np.sort(self._group(task, rough.area, rough.rows))
         if not len(keys):
@@ -387,8 +410,10 @@ def compute_cells(
     hist_parts: list[pa.Table] = []
     offset = 0
 
-    def run(d: _DirectionInputs, task: _Task) -> tuple[pa.Table, pa.Table]:
-        stats, coarse = d.cells(task)
+    def run(
+        d: _DirectionInputs, located: dict[str, _DirectionInputs], task: _Task
+    ) -> tuple[pa.Table, pa.Table]:
+        stats, coarse = d.cells(task, located[task.layer])
         return _tables(
             task,
             stats,
@@ -413,7 +438,10 @@ def compute_cells(
                 for kind in kinds
                 for by_isp in (False, True)
             ]
-            for stats_table, hist_table in pool.map(partial(run, d), tasks):
+            # Each layer's located rows, made once for its groupings (a subset keeps
+            # the ranks: nothing is sorted again).
+            located = {layer: d.located(layer) for layer in layer_ids}
+            for stats_table, hist_table in pool.map(partial(run, d, located), tasks):
                 stats_parts.append(stats_table)
                 cell = pc.add(hist_table.column("cell"), offset)
                 hist_parts.append(hist_table.set_column(0, "cell", cell))
