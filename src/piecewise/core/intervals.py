@@ -55,16 +55,19 @@ def median_bounds(
     owner: np.ndarray, bucket: np.ndarray, count: np.ndarray, cells: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each cell's median interval (Mbps; NaN where there is none) from its histogram:
-    rows (`owner` cell, `bucket`, `count`) sorted by owner, then bucket."""
-    owner = np.asarray(owner, dtype=np.int64)
-    count = np.asarray(count, dtype=np.int64)
+    rows (`owner` cell, `bucket`, `count`) sorted by owner, then bucket. The rows are a
+    year's histograms (millions): integer ones are not copied whole (`running` aside)."""
+    owner, count = (
+        a if a.dtype.kind in "iu" else a.astype(np.int64) for a in map(np.asarray, (owner, count))
+    )
     low = np.full(cells, np.nan)
     high = np.full(cells, np.nan)
     if len(owner) == 0:
         return low, high
     totals = np.bincount(owner, weights=count, minlength=cells).astype(np.int64)
     before = np.concatenate([[0], np.cumsum(totals)[:-1]])  # tests of the cells before
-    running = np.cumsum(count)  # over all rows: each cell's ranks, shifted by `before`
+    # Over all rows: each cell's ranks, shifted by `before`.
+    running = np.cumsum(count, dtype=np.int64)
     first, last = median_ranks(totals)
     has = first > 0
     cell = np.flatnonzero(has)
@@ -72,8 +75,9 @@ def median_bounds(
     # count reaches before + r.
     at_first = np.searchsorted(running, before[cell] + first[cell], side="left")
     at_last = np.searchsorted(running, before[cell] + last[cell], side="left")
-    b_first = np.asarray(bucket, dtype=np.float64)[at_first]
-    b_last = np.asarray(bucket, dtype=np.float64)[at_last]
+    del running
+    b_first = np.asarray(bucket)[at_first].astype(np.float64)
+    b_last = np.asarray(bucket)[at_last].astype(np.float64)
     low[cell] = np.where(b_first == 0, 0.0, LOW * RATIO**b_first)
     high[cell] = LOW * RATIO ** (b_last + 1)
     return low, high
