@@ -405,5 +405,7 @@ def test_sums_of_unit_vectors_are_in_the_row_space_as_the_vectors_say(seed: int)
         vectors = np.zeros((n, len(parts)))
         for k, part in enumerate(parts):
             vectors[part, k] = 1.0
-        assert block.contains_sums(parts).tolist() == block.contains(vectors).tolist()
-    assert block.contains_sums([np.arange(n // 2)]).tolist() == [True]
+        flat, sizes = np.concatenate(parts), np.array([len(p) for p in parts])
+        assert block.contains_sums(flat, sizes).tolist() == block.contains(vectors).tolist()
+    half = np.arange(n // 2)
+    assert block.contains_sums(half, np.array([len(half)])).tolist() == [True]

@@ -483,18 +483,16 @@ class _Block:
             np.add.at(diagonal, cols[a], weight * coef[a] * coef[b] * pinv[rows[a], rows[b]])
         return diagonal > 1 - 1e-6
 
-    def contains_sums(self, parts: list[np.ndarray]) -> np.ndarray:
-        """For each of `parts` (column indices), whether the sum of those columns' unit
-        vectors lies in the row space (after `determined`). Parts that share no column
-        and repeat none (each a day's ISP cells, say) take the image of their sums
-        from the columns themselves, not from a product with the n x k vectors: the
-        entries are whole numbers, so the sums are the product's, exactly."""
-        flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        sizes = np.array([len(p) for p in parts], dtype=np.int64)
+    def contains_sums(self, flat: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """For each part (column indices: the parts one after the other in `flat`, of
+        `sizes`), whether the sum of those columns' unit vectors lies in the row space
+        (after `determined`). Parts that share no column and repeat none (each a day's
+        ISP cells, say) take the image of their sums from the columns themselves, not
+        from a product with the n x k vectors: the entries are whole numbers, so the
+        sums are the product's, exactly."""
         if self.basis is not None or not sizes.all() or len(np.unique(flat)) < len(flat):
-            vectors = np.zeros((self.n, len(parts)))
-            for k, part in enumerate(parts):
-                vectors[part, k] = 1.0
+            vectors = np.zeros((self.n, len(sizes)))
+            vectors[flat, np.repeat(np.arange(len(sizes)), sizes)] = 1.0
             return self.contains(vectors)
         assert self.pinv is not None
         image = np.add.reduceat(self.dense()[:, flat], np.r_[0, np.cumsum(sizes)[:-1]], axis=1)
@@ -609,15 +607,18 @@ def _determined(
     e_rel, e_cell, e_coef = e_rel[order], e_cell[order], e_coef[order]
     groups_of = group_of_rel[e_rel]
     bounds = np.flatnonzero(np.diff(groups_of)) + 1
-    pending_of: dict[int, list[tuple[int, np.ndarray]]] = {}
-    for cell, parts in substituted.items():
-        pending_of.setdefault(int(block[cell]), []).append((cell, parts))
+    # The substituted cells of each block (their positions in `substituted`).
+    of_block = block[substituted.cell]
+    by_block = np.argsort(of_block, kind="stable")
+    blocks, firsts = np.unique(of_block[by_block], return_index=True)
+    ends = np.append(firsts, len(by_block))[1:]
+    pending_of = {int(b): by_block[lo:hi] for b, lo, hi in zip(blocks, firsts, ends, strict=True)}
     # The blocks are small: BLAS threads only contend for the cores (several times
     # slower than one thread when the machine is busy).
     with threadpool_limits(limits=1, user_api="blas"):
         for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(groups_of)], strict=True):
             if lo < hi:
-                _solve_group(lo, hi, e_rel, e_cell, e_coef, block, known, pending_of)
+                _solve_group(lo, hi, e_rel, e_cell, e_coef, block, known, substituted, pending_of)
     return known
 
 
@@ -629,7 +630,8 @@ def _solve_group(
     e_coef: np.ndarray,
     block_of: np.ndarray,
     known: np.ndarray,
-    pending_of: dict[int, list[tuple[int, np.ndarray]]],
+    substituted: _Substituted,
+    pending_of: dict[int, np.ndarray],
 ) -> None:
     """Mark the determined cells of one block of entries `lo:hi` (a group's, in one of
     the hours)."""
@@ -637,11 +639,35 @@ def _solve_group(
     cols, local_col = np.unique(e_cell[lo:hi], return_inverse=True)
     block = _Block(local_rel, local_col, e_coef[lo:hi], len(rels), len(cols))
     known[cols[block.determined()]] = True
-    pending = pending_of.get(int(block_of[e_cell[lo]]), [])
-    if pending:
-        parts = [np.searchsorted(cols, cells) for _, cells in pending]
-        for (cell, _), inside in zip(pending, block.contains_sums(parts), strict=True):
-            known[cell] = bool(inside)
+    pending = pending_of.get(int(block_of[e_cell[lo]]))
+    if pending is not None:
+        cells, sizes = substituted.parts(pending)
+        known[substituted.cell[pending]] = block.contains_sums(np.searchsorted(cols, cells), sizes)
+
+
+@dataclass(frozen=True)
+class _Substituted:
+    """Cells substituted away (`_substitute_finest_totals`), each with the unknown ISP
+    cells whose sum took its place: those of `cell[i]` are
+    `members[offsets[i]:offsets[i + 1]]`, ascending."""
+
+    cell: np.ndarray
+    offsets: np.ndarray
+    members: np.ndarray
+
+    @classmethod
+    def none(cls) -> _Substituted:
+        return cls(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64))
+
+    def parts(self, which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The members of the cells `which` (positions), one cell's after the other's,
+        and how many each has."""
+        first = self.offsets[which]
+        sizes = self.offsets[which + 1] - first
+        # Position p of the result, in the part of cell k, is member
+        # first[k] + (p - where k's part starts in the result).
+        shift = np.repeat(first - (np.cumsum(sizes) - sizes), sizes)
+        return self.members[shift + np.arange(len(shift))], sizes
 
 
 def _substitute_finest_totals(
@@ -651,15 +677,15 @@ def _substitute_finest_totals(
     r: Relations,
     cells: CellKeys,
     touches_known: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, _Substituted]:
     """Substitute each unknown finest-period `all` cell that is the parent of its ISP
     relation, a child of one time relation, and in nothing else: the ISP relation's
     other entries move into the time relation (`sum of ISPs` put in the cell's place).
-    Returns the new entries, and for each substituted cell its unknown ISP cells.
+    Returns the new entries, and the substituted cells with their unknown ISP cells.
     `touches_known` is updated for the merged relations."""
     order = [k for k in GRANULARITY if k in cells.kinds]
     if len(order) < 2 or len(e_rel) == 0:
-        return e_rel, e_cell, e_coef, {}
+        return e_rel, e_cell, e_coef, _Substituted.none()
     finest = cells.kinds.index(order[-1])
     count = np.bincount(e_cell, minlength=len(cells.tests))
     total = (cells.kind[e_cell] == finest) & (cells.isp[e_cell] == cells.all_isp)
@@ -672,7 +698,7 @@ def _substitute_finest_totals(
     time_rel_of[e_cell[time_child]] = e_rel[time_child]
     chosen = np.flatnonzero((isp_rel_of >= 0) & (time_rel_of >= 0))
     if len(chosen) == 0:
-        return e_rel, e_cell, e_coef, {}
+        return e_rel, e_cell, e_coef, _Substituted.none()
     into = np.full(r.count, -1, np.int64)  # ISP relation -> the time relation it joins
     into[isp_rel_of[chosen]] = time_rel_of[chosen]
     touches_known[time_rel_of[chosen]] |= touches_known[isp_rel_of[chosen]]
@@ -682,13 +708,9 @@ def _substitute_finest_totals(
     dropped[chosen] = True
     drop = dropped[e_cell]
     moved = np.flatnonzero((into[e_rel] >= 0) & ~drop)
-    by_rel = np.argsort(e_rel[moved], kind="stable")
-    moved_sorted = moved[by_rel]
-    rels, starts = np.unique(e_rel[moved_sorted], return_index=True)
-    substituted = {
-        int(owner[rel]): np.sort(e_cell[part])
-        for rel, part in zip(rels.tolist(), np.split(moved_sorted, starts[1:]), strict=True)
-    }
+    moved = moved[np.lexsort((e_cell[moved], e_rel[moved]))]  # by relation, then cell
+    rels, starts = np.unique(e_rel[moved], return_index=True)
+    substituted = _Substituted(owner[rels], np.r_[starts, len(moved)], e_cell[moved])
     new_rel = e_rel.copy()
     new_rel[moved] = into[e_rel[moved]]
     keep = ~drop
