@@ -152,3 +152,15 @@ def test_a_layer_grouped_from_its_located_rows_has_the_same_cells(
     assert pc.sum(every_row[0].column("coarse")).as_py() > 0
     assert stream(apart[0]) == stream(every_row[0])
     assert stream(apart[1]) == stream(every_row[1])
+
+    # A layer with no row in any of its areas: apart, it groups no row at all.
+    column = f"area_{layers[-1]}"
+    tests = tests.set_column(
+        tests.schema.get_field_index(column),
+        column,
+        pa.array(["_coarse"] * tests.num_rows).dictionary_encode(),
+    )
+    every_row, apart = cells(0.0), cells(1.0)
+    assert layers[-1] not in pc.unique(every_row[0].column("layer")).to_pylist()
+    assert stream(apart[0]) == stream(every_row[0])
+    assert stream(apart[1]) == stream(every_row[1])
