@@ -58,7 +58,8 @@ def median_bounds(
     rows (`owner` cell, `bucket`, `count`) sorted by owner, then bucket. The rows are a
     year's histograms (millions): integer ones are not copied whole (`running` aside)."""
     owner, count = (
-        a if a.dtype.kind in "iu" else a.astype(np.int64) for a in map(np.asarray, (owner, count))
+        a if np.can_cast(a.dtype, np.int64) else a.astype(np.int64)
+        for a in map(np.asarray, (owner, count))
     )
     low = np.full(cells, np.nan)
     high = np.full(cells, np.nan)
