@@ -98,6 +98,12 @@ def test_ties_and_single_rows() -> None:
     check(mbps, rtt, loss, client, group, 2)
 
 
+def test_a_metric_without_any_value_has_no_quantile() -> None:
+    """Uploads' loss: M-Lab measures none, so every cell's loss median is missing."""
+    mbps, rtt, _, client, group = random_tests(np.random.default_rng(3), 3000, 40)
+    check(mbps, rtt, np.full(len(mbps), np.nan), client, group, 6)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(

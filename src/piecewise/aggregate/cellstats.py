@@ -280,7 +280,11 @@ def _metric_quantiles(
     metric: RankedMetric, group: np.ndarray, group_bits: int, cells: CellLayout, qs
 ) -> list[np.ndarray]:
     """Quantiles of another metric over the same cells: the cells come out of the
-    sort in the same order and sizes, so only the ranks at a few positions are read."""
+    sort in the same order and sizes, so only the ranks at a few positions are read.
+    A metric without a value (uploads' loss: M-Lab measures none) has none anywhere:
+    nothing is sorted."""
+    if metric.valid == 0:
+        return [np.full(len(cells.starts), np.nan) for _ in qs]
     comp = metric.sorted_composite(group, group_bits)
     mask = (1 << metric.bits) - 1
     if metric.valid == len(comp) or not len(comp):
