@@ -5,9 +5,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from piecewise.aggregate import cellstats
 from piecewise.aggregate.cellstats import (
     DirectionData,
     ShareTest,
+    ascending_order,
     cell_statistics,
     subset_shares,
 )
@@ -180,3 +182,50 @@ def test_a_subset_ranked_from_the_whole_is_the_subset_ranked_alone() -> None:
     for name in ("hist_cell", "hist_bucket", "hist_count"):
         np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
     check(mbps[kept], rtt[kept], loss[kept], client[kept], group[kept], 6, shares=limits)
+
+
+def check_order(values: np.ndarray) -> None:
+    """`ascending_order` gives a permutation of the rows and the values as argsort
+    sorts them (NaN last), ties aside."""
+    order, ordered = ascending_order(values)
+    assert np.array_equal(np.sort(order), np.arange(len(values)))
+    assert np.array_equal(values[order], ordered, equal_nan=True)
+    expected = np.sort(values)  # NaN last
+    assert np.array_equal(ordered, expected, equal_nan=True)
+
+
+@pytest.mark.parametrize("packed_from", [0, cellstats.PACKED_SORT_MIN])
+def test_ascending_order_is_argsorts_order(monkeypatch, packed_from: int) -> None:
+    """Both ways (argsort below PACKED_SORT_MIN, packed keys above), on values whose
+    leading bits tie: neighbours a few units in the last place apart, in runs, shuffled."""
+    monkeypatch.setattr(cellstats, "PACKED_SORT_MIN", packed_from)
+    rng = np.random.default_rng(5)
+    base = rng.lognormal(3, 1.5, 40_000)
+    near = np.repeat(rng.lognormal(3, 1, 300), 100) * (1 + rng.integers(0, 50, 30_000) * 1e-15)
+    special = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, -1e300, 5e-324])
+    values = np.concatenate([base, near, -base[:5000], special, np.round(base, 1)])
+    rng.shuffle(values)
+    check_order(values)
+    check_order(np.full(50_000, np.nan))
+    check_order(np.full(50_000, 7.25))
+    check_order(np.zeros(0))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.sampled_from([1.0, np.nextafter(1.0, 2), np.nextafter(1.0, 0), 0.0, -0.0]),
+        ),
+        max_size=200,
+    )
+)
+def test_ascending_order_property(values) -> None:
+    """The packed sort on any floats, from the smallest array up."""
+    cellstats_min = cellstats.PACKED_SORT_MIN
+    cellstats.PACKED_SORT_MIN = 0
+    try:
+        check_order(np.array(values, dtype=np.float64))
+    finally:
+        cellstats.PACKED_SORT_MIN = cellstats_min

@@ -2,7 +2,7 @@
 
 A cell is one group of tests (say: area x month x ISP). Exact quantiles need each
 cell's values in order. Instead of sorting values per cell, each metric is ranked once
-(one argsort per metric and direction); then, for each grouping, the key
+(one sort per metric and direction); then, for each grouping, the key
 `group << rank_bits | rank` is sorted as one int64 array, which lays out every cell
 contiguously with its values in ascending order. Counts, sums, quantiles and the
 histogram (buckets are monotone in the value, so they come out as runs) are then read
@@ -31,6 +31,66 @@ def bits_for(max_value: int) -> int:
     return max(1, int(max_value).bit_length())
 
 
+# Below this many values numpy's argsort is as fast; the packed sort pays from here on.
+PACKED_SORT_MIN = 1 << 15
+_SIGN = np.uint64(1 << 63)
+_ALL_ONES = np.uint64(2**64 - 1)
+
+
+def _ordered_bits(values: np.ndarray) -> np.ndarray:
+    """Each float's bits as an unsigned integer that sorts as the float does: the sign
+    bit set for positives, every bit flipped for negatives (so -0.0 just before 0.0);
+    NaN (of either sign) as the largest, after +inf."""
+    bits = np.ascontiguousarray(values, dtype=np.float64).view(np.uint64)
+    negative = (bits >> np.uint64(63)).astype(bool)
+    key = np.where(negative, ~bits, bits | _SIGN)
+    key[np.isnan(values)] = _ALL_ONES
+    return key
+
+
+def ascending_order(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row numbers that put float `values` in ascending order, NaN last (equal values in
+    any order), and the values in that order. The same order as numpy's argsort up to
+    ties, several times faster on millions of values: argsort compares values and
+    moves their row numbers, while a plain sort of 64-bit integers (vectorised in
+    numpy) can carry the row in the low bits of one key. Each key is a value's leading
+    bits above its row number; values whose leading bits tie (within about 2**-29 of
+    each other, relatively, for five million rows) come out by row, and only the runs
+    where that mis-orders two values are put in order again, by their whole values."""
+    n = len(values)
+    if n < PACKED_SORT_MIN:
+        missing = np.isnan(values)
+        if missing.any() and not np.isposinf(values).any():
+            # NaN sorts last either way, but keeps numpy off its vectorised sort.
+            order = np.argsort(np.where(missing, np.inf, values))
+        else:
+            order = np.argsort(values)
+        return order, values[order]
+    key = _ordered_bits(values)
+    row_bits = np.uint64(bits_for(n - 1))
+    packed = (key >> row_bits) << row_bits
+    np.bitwise_or(packed, np.arange(n, dtype=np.uint64), out=packed)
+    packed.sort()
+    order = np.bitwise_and(packed, np.uint64((1 << int(row_bits)) - 1), out=packed)
+    order = order.view(np.int64)
+    ordered = values[order]
+    # NaN keys are the largest, with leading bits of their own: only the numbers can
+    # be out of order (and NaN compares false).
+    descents = np.flatnonzero(ordered[1:] < ordered[:-1])
+    if len(descents):
+        # A descent lies within a run of equal leading bits (the runs ascend): sort
+        # every row of those runs by its whole key, which keeps the runs in order too.
+        in_order = key[order]
+        lead = in_order >> row_bits
+        run = np.cumsum(np.r_[False, lead[1:] != lead[:-1]])
+        bad = np.zeros(int(run[-1]) + 1, dtype=bool)
+        bad[run[descents]] = True
+        rows = np.flatnonzero(bad[run])
+        order[rows] = order[rows][np.argsort(in_order[rows])]
+        ordered[rows] = values[order[rows]]
+    return order, ordered
+
+
 @dataclass(frozen=True)
 class RankedMetric:
     """One metric's values in ascending order (NaN last) and each row's rank in it."""
@@ -42,20 +102,15 @@ class RankedMetric:
 
     @classmethod
     def of(cls, values: np.ndarray) -> RankedMetric:
-        # NaN sorts last either way, but it keeps numpy off its vectorised sort (three
-        # times slower on five million values): NaN goes in as +inf, unless +inf is a
-        # value too and the two would tie. Ties keep no particular order: equal values
-        # are interchangeable in every statistic.
+        # Ties keep no particular order: equal values are interchangeable in every
+        # statistic.
         missing = np.isnan(values)
-        if missing.any() and not np.isposinf(values).any():
-            order = np.argsort(np.where(missing, np.inf, values))
-        else:
-            order = np.argsort(values)
+        order, ordered = ascending_order(values)
         dtype = np.int32 if len(values) < 2**31 else np.int64
         rank = np.empty(len(values), dtype=dtype)
         rank[order] = np.arange(len(values), dtype=dtype)
         valid = len(values) - int(np.count_nonzero(missing))
-        return cls(values[order], rank, bits_for(max(len(values) - 1, 0)), valid)
+        return cls(ordered, rank, bits_for(max(len(values) - 1, 0)), valid)
 
     def subset(self, kept: np.ndarray, row_of: np.ndarray) -> tuple[RankedMetric, np.ndarray]:
         """The metric over the rows `kept` (a mask), renumbered by `row_of`, and the
