@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from piecewise.core.tables import encoded_strings, plain_strings, rows_equal, rows_where
+from piecewise.core.tables import (
+    encoded_strings,
+    equal_mask,
+    plain_strings,
+    rows_equal,
+    rows_where,
+)
 
 
 def table(kinds: list[str | None]) -> pa.Table:
@@ -60,3 +67,35 @@ def test_encoded_strings_read_back_as_the_same_strings() -> None:
     assert encoded.schema.field("tests").type == pa.int64()
     assert plain_strings(encoded).equals(t)
     assert plain_strings(t) is t or plain_strings(t).equals(t)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_dictionary_column_is_compared_as_its_strings(seed: int) -> None:
+    """Chunks with dictionaries of their own (in other orders, with values no row uses,
+    one twice), nulls, and values absent from some chunks or all: the mask is Arrow's
+    comparison of the decoded strings."""
+    rng = random.Random(seed)
+    chunks = []
+    for _ in range(rng.randrange(1, 5)):
+        words = rng.sample(["day", "month", "year", "week"], rng.randrange(1, 5))
+        if rng.random() < 0.3:
+            words.append(words[0])  # a dictionary may hold a value twice
+        indices = [
+            None if rng.random() < 0.1 else rng.randrange(len(words))
+            for _ in range(rng.randrange(0, 30))
+        ]
+        chunks.append(
+            pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()), pa.array(words))
+        )
+    column = pa.chunked_array(chunks, pa.dictionary(pa.int32(), pa.string()))
+    decoded = column.cast(pa.string())
+    for value in ["day", "month", "quarter"]:
+        expected = pc.fill_null(pc.equal(decoded, value), False).to_numpy(zero_copy_only=False)
+        assert np.array_equal(equal_mask(column, value), expected)
+        t = pa.table({"kind": column, "n": pa.array(range(len(column)))})
+        assert (
+            rows_equal(t, "kind", value)
+            .column("n")
+            .equals(t.filter(pa.array(expected)).column("n"))
+        )
+    assert equal_mask(column.chunk(0), "day").dtype == bool

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 __all__ = [
     "encoded_strings",
+    "equal_mask",
     "plain_strings",
     "rounded_floats",
     "rows_equal",
@@ -23,10 +24,13 @@ __all__ = [
 ]
 
 
-def rows_where(table: pa.Table, mask: pa.ChunkedArray | pa.Array) -> pa.Table:
-    """The rows where `mask` is true, in order: a zero-copy slice when they are
-    contiguous (as in a table sorted on the column tested), else a filtered copy."""
-    hits = np.flatnonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False))
+def rows_where(table: pa.Table, mask: pa.ChunkedArray | pa.Array | np.ndarray) -> pa.Table:
+    """The rows where `mask` is true (null as false), in order: a zero-copy slice when
+    they are contiguous (as in a table sorted on the column tested), else a filtered
+    copy."""
+    if not isinstance(mask, np.ndarray):
+        mask = pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+    hits = np.flatnonzero(mask)
     if len(hits) == 0:
         return table.slice(0, 0)
     first, last = int(hits[0]), int(hits[-1])
@@ -37,7 +41,26 @@ def rows_where(table: pa.Table, mask: pa.ChunkedArray | pa.Array) -> pa.Table:
 
 def rows_equal(table: pa.Table, column: str, value: Any) -> pa.Table:
     """The rows whose `column` equals `value` (see `rows_where`)."""
-    return rows_where(table, pc.equal(table.column(column), value))
+    return rows_where(table, equal_mask(table.column(column), value))
+
+
+def equal_mask(column: pa.ChunkedArray | pa.Array, value: Any) -> np.ndarray:
+    """Where `column` equals `value` (null: false). A dictionary-encoded column is
+    compared by its codes: Arrow's comparison would decode every row's string first
+    (a tenth of a second for the nine million rows of a year's histograms)."""
+    if not pa.types.is_dictionary(column.type):
+        return pc.fill_null(pc.equal(column, value), False).to_numpy(zero_copy_only=False)
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts = [np.zeros(0, dtype=bool)]
+    for chunk in chunks:
+        hit = pc.fill_null(pc.equal(chunk.dictionary, value), False)
+        codes = np.flatnonzero(hit.to_numpy(zero_copy_only=False))
+        indices = chunk.indices.to_numpy(zero_copy_only=False)
+        part = indices == codes[0] if len(codes) == 1 else np.isin(indices, codes)
+        if chunk.null_count:
+            part &= chunk.is_valid().to_numpy(zero_copy_only=False)
+        parts.append(part)
+    return np.concatenate(parts)
 
 
 def encoded_strings(table: pa.Table, columns: tuple[str, ...] | list[str]) -> pa.Table:

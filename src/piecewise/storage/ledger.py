@@ -26,17 +26,19 @@ tables appended while the files are written) are ignored until it is committed.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from piecewise.core import periods
-from piecewise.core.tables import plain_strings, rows_where
+from piecewise.core.tables import equal_mask, plain_strings, rows_where
 from piecewise.core.vocabulary import PERIOD_KINDS
 from piecewise.storage.layout import (
     LEDGER_PREFIX,
@@ -51,6 +53,10 @@ from piecewise.storage.store import KeyNotFound, Store, StoreError
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = 1
+
+# The ledger's tables are only ever read whole: no column statistics (their minimum and
+# maximum) are written, which would cost about as much as the rest of the histograms'.
+STATISTICS = False
 
 Range = tuple[dt.date, dt.date]
 
@@ -266,8 +272,10 @@ class Ledger:
         both tables are written. The two are written side by side: their Parquet
         encoding leaves the interpreter free, and nothing else runs meanwhile."""
         with ThreadPoolExecutor(max_workers=1) as background:
-            writing = background.submit(self.store.write_parquet, PENDING_CUBE_KEY, cube)
-            self.store.write_parquet(PENDING_CELLS_KEY, cells)
+            writing = background.submit(
+                self.store.write_parquet, PENDING_CUBE_KEY, cube, statistics=STATISTICS
+            )
+            self.store.write_parquet(PENDING_CELLS_KEY, cells, statistics=STATISTICS)
             writing.result()
         self.store.write_json(PENDING_RELEASE_KEY, release.as_dict())
 
@@ -349,23 +357,21 @@ class Ledger:
         """Add a release's rows to the tables of `what` (by layer, kind and year)."""
         if table.num_rows == 0:
             return
-        year = pc.year(table.column("period"))
-        parts = pa.table(
-            {
-                "layer": table.column("layer").cast(pa.string()),
-                "kind": table.column("kind").cast(pa.string()),
-                "year": year,
-            }
+        # Each layer's, kind's and year's rows found once, compared by code (the
+        # histograms' keys are dictionary-encoded: nine million rows of them a year).
+        layers, kinds = (
+            {str(v): equal_mask(table.column(c), v) for v in pc.unique(table.column(c)).to_pylist()}
+            for c in ("layer", "kind")
         )
-        for group in parts.group_by(["layer", "kind", "year"]).aggregate([]).to_pylist():
-            mask = pc.and_(
-                pc.and_(
-                    pc.equal(parts.column("layer"), group["layer"]),
-                    pc.equal(parts.column("kind"), group["kind"]),
-                ),
-                pc.equal(year, group["year"]),
-            )
-            key = ledger_table_key(what, group["layer"], group["kind"], group["year"])
+        year = pc.year(table.column("period")).to_numpy(zero_copy_only=False)
+        years = {int(y): year == y for y in np.unique(year)}
+        for (layer, in_layer), (kind, of_kind), (y, in_year) in itertools.product(
+            layers.items(), kinds.items(), years.items()
+        ):
+            mask = in_layer & of_kind & in_year
+            if not mask.any():
+                continue
+            key = ledger_table_key(what, layer, kind, y)
             rows = rows_where(table, mask)  # a slice: the release's tables are sorted
             if self.store.exists(key):
                 old = self.store.read_parquet(key)
@@ -374,4 +380,4 @@ class Ledger:
                     # Written by another version (say, with its keys as plain strings).
                     old, rows = plain_strings(old), plain_strings(rows)
                 rows = pa.concat_tables([old, rows], promote_options="permissive")
-            self.store.write_parquet(key, rows)
+            self.store.write_parquet(key, rows, statistics=STATISTICS)
