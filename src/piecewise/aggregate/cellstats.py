@@ -31,7 +31,8 @@ def bits_for(max_value: int) -> int:
     return max(1, int(max_value).bit_length())
 
 
-# Below this many values numpy's argsort is as fast; the packed sort pays from here on.
+# Below this many values numpy's argsort is about as fast (under a millisecond); the
+# packed sort pays from here on (a quarter of the time at 100,000 values).
 PACKED_SORT_MIN = 1 << 15
 _SIGN = np.uint64(1 << 63)
 _ALL_ONES = np.uint64(2**64 - 1)
@@ -51,12 +52,13 @@ def _ordered_bits(values: np.ndarray) -> np.ndarray:
 def ascending_order(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row numbers that put float `values` in ascending order, NaN last (equal values in
     any order), and the values in that order. The same order as numpy's argsort up to
-    ties, several times faster on millions of values: argsort compares values and
-    moves their row numbers, while a plain sort of 64-bit integers (vectorised in
-    numpy) can carry the row in the low bits of one key. Each key is a value's leading
-    bits above its row number; values whose leading bits tie (within about 2**-29 of
-    each other, relatively, for five million rows) come out by row, and only the runs
-    where that mis-orders two values are put in order again, by their whole values."""
+    ties, in about half its time on millions of values (the sort itself a fifth):
+    argsort compares values and moves their row numbers, while a plain sort of 64-bit
+    integers (vectorised in numpy) can carry the row in the low bits of one key. Each
+    key is a value's leading bits above its row number; values whose leading bits tie
+    (within about 2**-29 of each other, relatively, for five million rows) come out by
+    row, and only the runs where that mis-orders two values are put in order again, by
+    their whole values."""
     n = len(values)
     if n < PACKED_SORT_MIN:
         missing = np.isnan(values)
