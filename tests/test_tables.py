@@ -3,6 +3,7 @@ filter in every case."""
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 
 import numpy as np
@@ -16,6 +17,8 @@ from piecewise.core.tables import (
     plain_strings,
     rows_equal,
     rows_where,
+    sort_order,
+    sorted_by,
 )
 
 
@@ -99,3 +102,58 @@ def test_a_dictionary_column_is_compared_as_its_strings(seed: int) -> None:
             .equals(t.filter(pa.array(expected)).column("n"))
         )
     assert equal_mask(column.chunk(0), "day").dtype == bool
+
+
+WORDS = ["", "a", "A", "b", "ab", "a\x00", "é", "z", "Ω", "😀", "AS7922", "AS209", "10"]
+
+
+def random_key_table(rng: random.Random) -> pa.Table:
+    """Columns of each kind a cell key has (plain and dictionary-encoded strings, in
+    chunks with dictionaries of their own; dates; integers), with nulls and ties."""
+    n = rng.randrange(0, 60)
+
+    def maybe(value):
+        return None if rng.random() < 0.1 else value
+
+    words = [maybe(rng.choice(WORDS)) for _ in range(n)]
+    half = n // 2
+    encoded = pa.chunked_array(
+        [
+            pa.array(words[:half]).dictionary_encode(),
+            pa.array(list(reversed(words[half:]))).dictionary_encode(),
+        ]
+    )
+    return pa.table(
+        {
+            "word": pa.array(words, pa.string()),
+            "encoded": encoded,
+            "day": pa.array(
+                [maybe(dt.date(2025, 1, 1) + dt.timedelta(rng.randrange(3))) for _ in range(n)],
+                pa.date32(),
+            ),
+            "number": pa.array([maybe(rng.randrange(-3, 3)) for _ in range(n)], pa.int64()),
+            "size": pa.array([rng.random() for _ in range(n)], pa.float64()),
+        }
+    )
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_sort_order_is_arrows(seed: int) -> None:
+    """Any order of any of the key columns: the rows Arrow's sort_indices gives, ties
+    in row order; a float column (left to Arrow) too, with the strings decoded."""
+    rng = random.Random(seed)
+    t = random_key_table(rng)
+    names = rng.sample(t.column_names, rng.randrange(1, len(t.column_names) + 1))
+    # Arrow sorts no dictionary column: the reference reads it as its strings.
+    plain = plain_strings(t)
+    expected = pc.sort_indices(plain, sort_keys=[(c, "ascending") for c in names]).to_numpy()
+    assert np.array_equal(sort_order(t, names), expected)
+    assert sorted_by(t, names).equals(t.take(pa.array(expected)))
+
+
+def test_sort_order_of_keys_too_many_for_63_bits_is_arrows() -> None:
+    values = list(range(300_000))
+    t = pa.table({c: pa.array(values[::-1]) for c in ("a", "b", "c", "d")})
+    names = ["a", "b", "c", "d"]
+    expected = pc.sort_indices(t, sort_keys=[(c, "ascending") for c in names]).to_numpy()
+    assert np.array_equal(sort_order(t, names), expected)

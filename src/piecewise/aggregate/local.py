@@ -38,7 +38,7 @@ from piecewise.core.config import Config, Evening, ShareRule
 from piecewise.core.hours import base_layer, evening_layer, in_evening, is_evening
 from piecewise.core.memory import give_back_free_memory
 from piecewise.core.schema import area_column, enriched_schema, rough_column
-from piecewise.core.tables import plain_strings, string_codes
+from piecewise.core.tables import plain_strings, sort_order, string_codes
 from piecewise.core.vocabulary import (
     ALL_ISPS,
     COUNTS,
@@ -613,9 +613,7 @@ def apply_privacy(
     group = (area * len(bases) + base) * 2 + direction
     keys = {c: stats.column(c).cast(pa.string()) for c in KEY_COLUMNS}
     keys["period"] = stats.column("period")
-    canonical = pc.sort_indices(
-        pa.table(keys), sort_keys=[(c, "ascending") for c in CANONICAL_ORDER]
-    ).to_numpy()
+    canonical = sort_order(pa.table(keys), CANONICAL_ORDER)
     _check_unique(pa.table(keys), canonical)
     rank = np.empty(len(canonical), np.int64)
     rank[canonical] = np.arange(len(canonical))

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from piecewise.core import periods
-from piecewise.core.tables import rounded_floats
+from piecewise.core.tables import rounded_floats, sorted_by
 from piecewise.core.vocabulary import COUNTS, DIGITS, PUBLISHED, share_columns
 from piecewise.publish.dataset_sqlite import DATABASE, TABLE, SqliteBuild, sqlite_bytes
 from piecewise.storage.layout import DATASET_KEYS
@@ -115,8 +115,7 @@ def dataset_table(
     if not parts:
         return _empty(shares)
     table = pa.concat_tables(parts, promote_options="permissive").combine_chunks()
-    order = [(c, "ascending") for c in ("layer", "kind", "start", "area", "isp", "direction")]
-    return table.sort_by(order)
+    return sorted_by(table, ("layer", "kind", "start", "area", "isp", "direction"))
 
 
 def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list]:

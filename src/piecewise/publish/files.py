@@ -31,7 +31,13 @@ from piecewise.core.areas import AreaLayer, H3Areas
 from piecewise.core.config import Config, H3Layer
 from piecewise.core.histogram import HistogramSpec
 from piecewise.core.hours import base_layer, evening_layer
-from piecewise.core.tables import plain_strings, rounded_floats, rows_equal, string_codes
+from piecewise.core.tables import (
+    plain_strings,
+    rounded_floats,
+    rows_equal,
+    sorted_by,
+    string_codes,
+)
 from piecewise.core.vocabulary import (
     ALL_ISPS,
     DESCRIPTIONS,
@@ -430,7 +436,7 @@ class Publisher:
         # Cells released before intervals were published have none: null.
         table = _with_floats(table, series_cols)
         table = table.select([*SERIES_KEYS, "period", *series_cols])
-        table = table.sort_by([(c, "ascending") for c in (*SERIES_KEYS, "period")])
+        table = sorted_by(table, (*SERIES_KEYS, "period"))
         runs = _SeriesRuns.of(table)
         values = _json_values(table.select(series_cols))
         written: list[str] = []

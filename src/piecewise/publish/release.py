@@ -43,7 +43,7 @@ from piecewise.core.config import Config
 from piecewise.core.hours import base_layer, evening_layer, output_layers
 from piecewise.core.intervals import median_bounds, wilson
 from piecewise.core.memory import give_back_free_memory
-from piecewise.core.tables import encoded_strings, plain_strings, rows_equal
+from piecewise.core.tables import encoded_strings, plain_strings, rows_equal, sorted_by
 from piecewise.core.vocabulary import (
     ALL_ISPS,
     DIRECTIONS,
@@ -392,7 +392,7 @@ def _compute(
     # histograms are the largest things a release holds.
     cells = pa.concat_tables(decided, promote_options="permissive") if decided else stats
     del decided, stats
-    cells = cells.sort_by([(c, "ascending") for c in KEYS])
+    cells = sorted_by(cells, KEYS)
     cube, owner = _cube(cells, hist)
     del hist
     cells = _with_intervals(cells, owner, cube)
@@ -511,7 +511,7 @@ def _cube(cells: pa.Table, hist: pa.Table) -> tuple[pa.Table, np.ndarray]:
     # The published cells in key order (a few hundred thousand rows), and each cell's
     # buckets in order: the cube comes out sorted without sorting its millions of rows.
     published = cells.filter(cells.column("published"))
-    published = published.take(pc.sort_indices(published, [(c, "ascending") for c in KEYS]))
+    published = sorted_by(published, KEYS)
     rows = published.column("row").to_numpy()
     hist_cell = hist.column("cell").to_numpy()
     order = None  # as compute_cells makes them, the rows need no sorting
