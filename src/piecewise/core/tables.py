@@ -24,6 +24,7 @@ __all__ = [
     "sort_order",
     "sorted_by",
     "string_codes",
+    "value_codes",
 ]
 
 
@@ -140,21 +141,25 @@ def _arrow_order(table: pa.Table, columns: Sequence[str]) -> np.ndarray:
     return pc.sort_indices(plain, sort_keys=keys).to_numpy().astype(np.int64)
 
 
+def value_codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list]:
+    """Each row's number among the column's distinct values (of any type, kept as it
+    is), a null's after them all; and those values as Python objects, None last (the
+    null's)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    encoded = pc.dictionary_encode(column)
+    values = encoded.dictionary.to_pylist()
+    codes = encoded.indices.fill_null(len(values)).to_numpy(zero_copy_only=False)
+    return codes.astype(np.int64), [*values, None]
+
+
 def _dense_ranks(column: pa.ChunkedArray) -> tuple[np.ndarray, int]:
     """Each row's rank among the column's distinct values (equal values one rank, in
     Python's order, which is Arrow's: strings by code point, as their UTF-8 bytes
     compare), null ranked after them all; and the number of distinct values."""
-    encoded = pc.dictionary_encode(column)
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = (
-            encoded.combine_chunks()
-            if encoded.num_chunks
-            else pa.DictionaryArray.from_arrays(pa.array([], pa.int32()), pa.array([]))
-        )
-    values = encoded.dictionary.to_pylist()
+    codes, values = value_codes(column)
     distinct = sorted({v for v in values if v is not None})
     rank_of = {v: i for i, v in enumerate(distinct)}
     null = len(distinct)
-    remap = np.array([rank_of.get(v, null) for v in values] + [null], dtype=np.int64)
-    indices = pc.fill_null(encoded.indices, len(values)).to_numpy(zero_copy_only=False)
-    return remap[indices.astype(np.int64)], len(distinct)
+    remap = np.array([rank_of.get(v, null) for v in values], dtype=np.int64)
+    return remap[codes], len(distinct)

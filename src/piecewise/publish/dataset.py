@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from piecewise.core import periods
-from piecewise.core.tables import rounded_floats, sorted_by
+from piecewise.core.tables import rounded_floats, sorted_by, value_codes
 from piecewise.core.vocabulary import COUNTS, DIGITS, PUBLISHED, share_columns
 from piecewise.publish.dataset_sqlite import DATABASE, TABLE, SqliteBuild, sqlite_bytes
 from piecewise.storage.layout import DATASET_KEYS
@@ -118,22 +118,13 @@ def dataset_table(
     return sorted_by(table, ("layer", "kind", "start", "area", "isp", "direction"))
 
 
-def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list]:
-    """Each row's number among the column's distinct values, and those values (None for
-    a null) as Python objects."""
-    encoded = pc.dictionary_encode(column.combine_chunks())
-    values = encoded.dictionary.to_pylist()
-    codes = encoded.indices.fill_null(len(values)).to_numpy(zero_copy_only=False)
-    return codes.astype(np.int64), [*values, None]
-
-
 def _distinct_rows(*columns: pa.ChunkedArray) -> tuple[pa.Array, list[list]]:
     """Each row's number among the distinct rows of `columns`, and the values of those
     distinct rows, column by column."""
     key = np.zeros(len(columns[0]), dtype=np.int64)
     values = []
     for column in columns:
-        codes, distinct = _codes(column)
+        codes, distinct = value_codes(column)
         key = key * len(distinct) + codes
         values.append(distinct)
     rows, number = np.unique(key, return_inverse=True)
