@@ -42,12 +42,15 @@ def _tile_layers(config_path: str):
 
 def child_tiles(config_path: str) -> dict:
     """Every tile file of the year, as aggregation writes them: each layer's shapes
-    archive once, then each period's numbers from its statistics document, written to
-    the public store. The statistics files are read before each period's clock starts:
-    aggregation has them in memory."""
+    archive once, then the numbers of each kind's periods, made together from their
+    cells and written to the public store. The cells are read from the statistics files
+    before each kind's clock starts: aggregation has them in memory."""
+    import numpy as np
+    import pyarrow as pa
     from pmtiles.reader import MemorySource, Reader, all_tiles
 
-    from piecewise.storage.store import json_bytes
+    from piecewise.publish.files import NUMBERS_BATCH
+    from piecewise.publish.numbers import stats_cells
 
     public, index, layers = _tile_layers(config_path)
     peak, done = watch_rss()
@@ -69,14 +72,24 @@ def child_tiles(config_path: str) -> dict:
         result["largest"] = max(result["largest"], max(sizes, default=0))
         count = nbytes = 0
         for kind, labels in index["periods"].items():
+            parts, release = [], None
             for label in labels:
                 doc = public.read_json(stats_key(layer_id, kind, label))
-                start, cpu = time.perf_counter(), time.process_time()
-                written = tiles.write(kind, label, doc)
-                spent += time.perf_counter() - start
-                spent_cpu += time.process_time() - cpu
-                count += 1
-                nbytes += len(json_bytes(written))
+                parts.append(stats_cells(doc, index["thresholds"]))
+                release = doc["release"]
+            bounds = np.cumsum([0, *(t.num_rows for t in parts)])
+            start, cpu = time.perf_counter(), time.process_time()
+            written, i = [], 0
+            while i < len(parts):  # consecutive periods up to NUMBERS_BATCH rows, as aggregation
+                j = max(i + 1, int(np.searchsorted(bounds, bounds[i] + NUMBERS_BATCH, "right")) - 1)
+                period = np.repeat(np.arange(j - i), np.diff(bounds[i : j + 1]))
+                cells = pa.concat_tables(parts[i:j])
+                written += tiles.write_numbers(kind, labels[i:j], release, cells, period)
+                i = j
+            spent += time.perf_counter() - start
+            spent_cpu += time.process_time() - cpu
+            count += len(labels)
+            nbytes += sum(written)
         mine.update(seconds=spent, cpu_seconds=spent_cpu, periods=count, numbers_bytes=nbytes)
         result["layers"][layer_id] = mine
         result["archives"] += 1
@@ -104,14 +117,22 @@ def _sample_periods(index: dict) -> list[tuple[str, str]]:
     return picked
 
 
+def _period_properties(tiles, doc: dict):
+    """A period's properties by drawn resolution, as its numbers document has them."""
+    from piecewise.publish.tiles import PeriodProperties
+
+    numbers = json.loads(tiles.stats_numbers(doc["kind"], doc["period"], doc))
+    return PeriodProperties.from_features(numbers["features"], tiles.resolution)
+
+
 def _builder_features(tiles, doc: dict) -> list[dict]:
     """GeoJSON features of every area (and, for H3, every parent) with the properties
     the piecewise tiles carry and tippecanoe's per-feature zoom range."""
     import h3
 
-    from piecewise.publish.tiles import PeriodProperties, h3_resolution_at
+    from piecewise.publish.tiles import h3_resolution_at
 
-    period = PeriodProperties.from_stats(doc, tiles.thresholds, tiles.names, tiles.resolution)
+    period = _period_properties(tiles, doc)
     shapes = tiles._shapes()
     minzoom, maxzoom = tiles.geometry.minzoom, tiles.geometry.maxzoom
     feats = []
@@ -165,11 +186,9 @@ def child_tiles_compare(config_path: str, builder: str, tools: str) -> dict:
                 cpu = time.process_time()
                 start = time.perf_counter()
                 if builder == "piecewise":
-                    from piecewise.publish.tiles import PeriodProperties, build_archive
+                    from piecewise.publish.tiles import build_archive
 
-                    period = PeriodProperties.from_stats(
-                        doc, tiles.thresholds, tiles.names, tiles.resolution
-                    )
+                    period = _period_properties(tiles, doc)
                     size = len(
                         build_archive(
                             tiles.geometry,
@@ -183,14 +202,11 @@ def child_tiles_compare(config_path: str, builder: str, tools: str) -> dict:
                 elif builder == "python-per-archive":
                     from piecewise.publish.tiles import (
                         LayerGeometry,
-                        PeriodProperties,
                         build_archive,
                     )
 
                     geometry = LayerGeometry(layer_id, tiles._shapes(), tiles.resolution)
-                    period = PeriodProperties.from_stats(
-                        doc, tiles.thresholds, tiles.names, tiles.resolution
-                    )
+                    period = _period_properties(tiles, doc)
                     size = len(
                         build_archive(
                             geometry, period, tiles.names, name="x", description="x", where="x"

@@ -15,7 +15,6 @@ from piecewise.core.areas import build_layers
 from piecewise.core.hours import base_layer, output_layers
 from piecewise.core.vocabulary import PUBLISHED, SHARE_ENDINGS, SHARE_OBJECTS
 from piecewise.publish import files as publish
-from piecewise.publish import tiles
 from piecewise.publish.files import Publisher
 from piecewise.storage.layout import cube_key, numbers_key, stats_key
 from piecewise.storage.ledger import Ledger
@@ -96,9 +95,11 @@ def test_series_do_not_depend_on_the_batch(
 def test_period_files_do_not_depend_on_the_batch(
     published: Published, batch: int, monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    """The last release's periods made JSON a few rows at a time (periods whole): its
-    statistics, cube and map numbers files are the published ones, byte for byte."""
+    """The last release's periods made JSON a few rows at a time (periods whole), their
+    map numbers a few more: its statistics, cube and map numbers files are the
+    published ones, byte for byte."""
     monkeypatch.setattr(publish, "PERIOD_BATCH", batch)
+    monkeypatch.setattr(publish, "NUMBERS_BATCH", batch * 3)
     config = published.config
     out = open_store(tmp_path.as_uri())
     publisher = Publisher(config, out, build_layers(config))
@@ -144,8 +145,7 @@ HOSTILE = ["plain", 'a "quoted" name', "back\\slash", "tab\there", "é ñ 中文
 
 def test_suppressed_keys_made_by_arrow_are_the_json_of_the_lists() -> None:
     """The suppressed keys of each period, made JSON by Arrow, are the bytes the JSON
-    writer gives the same lists, whatever the characters; and grouped by ISP and
-    direction as the map's numbers group them from those lists."""
+    writer gives the same lists, whatever the characters."""
     rng = np.random.default_rng(3)
     n = 200
     table = pa.table(
@@ -157,15 +157,13 @@ def test_suppressed_keys_made_by_arrow_are_the_json_of_the_lists() -> None:
     )
     bounds = np.array([0, 0, 1, 57, 57, 130, n])
     made = publish._keys_json(table, bounds)
-    groups = publish._keys_by_isp(table, bounds)
-    assert len(made) == len(groups) == len(bounds) - 1
+    assert len(made) == len(bounds) - 1
     rows = [
         list(r.values())
         for r in table.cast(pa.schema([(c, pa.string()) for c in table.column_names])).to_pylist()
     ]
     for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         assert json_bytes({"s": made[k]}) == json_bytes({"s": rows[lo:hi]})
-        assert groups[k] == dict(tiles._hidden(rows[lo:hi]))
 
 
 def test_the_index_names_layers_use_cases_and_the_project_in_other_languages(

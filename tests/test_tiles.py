@@ -12,7 +12,6 @@ from pathlib import Path
 
 import h3
 import mapbox_vector_tile
-import numpy as np
 import pytest
 from pmtiles.reader import MemorySource, Reader, all_tiles
 from pmtiles.tile import Compression, TileType
@@ -20,6 +19,7 @@ from pmtiles.tile import Compression, TileType
 from api_fixtures import RUN_START, Published, pipeline_config
 from piecewise.core.hours import output_layers
 from piecewise.pipeline import run_aggregate, run_ingest
+from piecewise.publish import numbers as numbers_module
 from piecewise.publish import tiles
 from piecewise.storage.layout import shapes_memo_key
 from piecewise.storage.store import Store, Stores, open_store
@@ -57,7 +57,7 @@ def expected_properties(stats: dict, thresholds: list[dict]) -> dict[str, dict]:
     for cell in stats["cells"]:
         p = props.setdefault(cell["area"], {})
         d, isp = cell["direction"], cell["isp"]
-        values = {k: cell[k] for k in tiles._STATS if cell.get(k) is not None}
+        values = {k: cell[k] for k in numbers_module.MAP_STATS if cell.get(k) is not None}
         values.update({column[k]: v for k, v in cell["shares"].items() if v is not None})
         if isp == "all":
             p.update({f"{d}_{k}": v for k, v in values.items()})
@@ -229,7 +229,9 @@ def test_tiles_stay_small_and_the_builder_refuses_a_large_one(
     stats = run.public.read_json(f"v1/stats/counties/year/{year}.json")
     areas = run.public.read_json("v1/areas/counties.geojson")
     geometry = tiles.LayerGeometry("counties", {f["id"]: f["geometry"] for f in areas["features"]})
-    period = tiles.PeriodProperties.from_stats(stats, run.index["thresholds"], {}, None)
+    layer = tiles.LayerTiles(run.public, "counties", dict, {}, run.index["thresholds"], None, "x")
+    doc = json.loads(layer.stats_numbers("year", year, stats))
+    period = tiles.PeriodProperties.from_features(doc["features"], None)
     with pytest.raises(tiles.TileTooLarge, match=r"v1/tiles/counties/shapes: tile 0/0/0"):
         tiles.build_archive(
             geometry, period, {}, name="x", description="x", where="v1/tiles/counties/shapes"
@@ -340,84 +342,6 @@ def test_a_publication_with_an_archive_per_period_gets_its_numbers_files(small) 
         assert path.read_bytes() == data, path
     after = json.loads((public / "v1/index.json").read_text())
     assert all(layer["tiles"]["shapes"] for layer in after["layers"])
-
-
-def test_rounding_is_pythons_to_the_last_bit() -> None:
-    rng = np.random.default_rng(7)
-    halves = (rng.integers(-(10**7), 10**7, 20_000) + 0.5) / 10**4
-    values = np.concatenate(
-        [
-            rng.random(20_000) * 1000,
-            -rng.random(2_000),
-            halves,
-            np.nextafter(halves, np.inf),
-            np.nextafter(halves, -np.inf),
-            [0.0, -0.0, 5e-5, -5e-5, 1.00005, 2.675, 4.5e15, 2.0**53, 1e300, np.inf, -np.inf],
-        ]
-    )
-    got = tiles._rounded(values.reshape(-1, 1), 4)
-    for value, (mine,) in zip(values.tolist(), got, strict=True):
-        expected = round(value, 4)
-        assert repr(mine) == repr(expected), value
-
-
-def _parents_by_hand(numbers: dict, resolution: int, digits: int = 4) -> dict:
-    """The parents' numbers as one would sum them by hand, level by level, key by key."""
-    level = {}
-    for key, values in numbers.items():
-        tests = values["tests"]
-        acc = {"tests": [tests, 0.0]}
-        acc.update(
-            {n: [v * tests, tests] for n, v in values.items() if n not in tiles.NOT_AVERAGED}
-        )
-        level[key] = acc
-    out = {}
-    for res in range(resolution - 1, -1, -1):
-        upper: dict = {}
-        for (area, isp, direction), acc in level.items():
-            target = upper.setdefault((h3.cell_to_parent(area, res), isp, direction), {})
-            for name, (a, b) in acc.items():
-                if name in target:
-                    target[name][0] += a
-                    target[name][1] += b
-                else:
-                    target[name] = [a, b]
-        level = upper
-        out[res] = {
-            key: {"tests": int(acc["tests"][0])}
-            | {n: round(a / b, digits) for n, (a, b) in acc.items() if n != "tests" and b > 0}
-            for key, acc in level.items()
-        }
-    return out
-
-
-def test_parents_are_the_sums_one_would_make_by_hand_to_the_last_bit() -> None:
-    rng = np.random.default_rng(11)
-    base = h3.latlng_to_cell(47.6, -122.3, 3)
-    cells = sorted(h3.cell_to_children(base, 6))[:300]
-    numbers = {}
-    for i, area in enumerate(cells):
-        for isp in ("all", "A", "B"):
-            for direction in ("download", "upload"):
-                if rng.random() < 0.3:
-                    continue
-                values = {"tests": int(rng.integers(1, 5000)), "clients": 3}
-                # Values of every size, -0.0, and statistics some cells lack.
-                values["median"] = float(rng.choice([-0.0, 0.0, 1e-9, rng.random() * 10**i % 1e6]))
-                if rng.random() < 0.7:
-                    values["share_25_3"] = float(rng.random())
-                if rng.random() < 0.5:
-                    values["rtt_median"] = float(-0.0 if rng.random() < 0.2 else rng.random() * 90)
-                numbers[(area, isp, direction)] = values
-    hidden = {("all", "download"): set(cells[-20:])}
-    levels = tiles._parent_levels(numbers, hidden, 6)
-    by_hand = _parents_by_hand(numbers, 6)
-    for res, (parents, _above) in levels.items():
-        assert list(parents) == list(by_hand[res])
-        for key, values in parents.items():
-            assert {k: repr(v) for k, v in values.items()} == {
-                k: repr(v) for k, v in by_hand[res][key].items()
-            }
 
 
 def _hexagons(cells: list[str]) -> dict[str, dict]:

@@ -50,7 +50,8 @@ from piecewise.core.vocabulary import (
     is_share_column,
     share_columns,
 )
-from piecewise.publish.tiles import Hidden, LayerTiles, zoom_range
+from piecewise.publish.numbers import MAP_STATS
+from piecewise.publish.tiles import LayerTiles, zoom_range
 from piecewise.storage.layout import (
     AREAS_VERSIONED,
     DATASET_KEYS,
@@ -71,6 +72,7 @@ log = logging.getLogger(__name__)
 VERSION = 1
 WRITERS = 2  # periods written side by side
 PERIOD_BATCH = 4096  # rows of consecutive periods made JSON values together
+NUMBERS_BATCH = 65536  # rows of consecutive periods whose map numbers are made together
 CACHE_SHORT = "public, max-age=300"
 CACHE_LONG = "public, max-age=3600"
 EPOCH = dt.date(1970, 1, 1)
@@ -138,26 +140,6 @@ def _keys_json(table: pa.Table, bounds: np.ndarray) -> list[orjson.Fragment]:
     keys = pc.binary_join_element_wise("[", keys, "]", "")
     runs = pa.ListArray.from_arrays(pa.array(bounds, pa.int32()), keys)
     return [orjson.Fragment(f"[{text}]") for text in pc.binary_join(runs, ",").to_pylist()]
-
-
-def _keys_by_isp(table: pa.Table, bounds: np.ndarray) -> list[Hidden]:
-    """For each run of rows `bounds[k]:bounds[k + 1]`, its areas by (ISP, direction)."""
-    isp, isps = string_codes(table.column("isp"))
-    way, ways = string_codes(table.column("direction"))
-    code = isp * max(len(ways), 1) + way
-    areas = np.array(table.column("area").to_pylist(), dtype=object)
-    out: list[Hidden] = []
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        order = lo + np.argsort(code[lo:hi], kind="stable")
-        codes = code[order]
-        cuts = np.flatnonzero(np.diff(codes)) + 1
-        groups: Hidden = {}
-        for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(codes)], strict=True):
-            if b > a:
-                c = int(codes[a])
-                groups[(isps[c // len(ways)], ways[c % len(ways)])] = set(areas[order[a:b]])
-        out.append(groups)
-    return out
 
 
 def _series_columns(shares: list[str]) -> list[str]:
@@ -259,6 +241,41 @@ class _SeriesRuns:
 
 
 @dataclass(frozen=True)
+class _Span:
+    """A period's rows among its kind's cells (`lo` to `hi`) and its cube."""
+
+    start: dt.date
+    lo: int
+    hi: int
+    cube: pa.Table
+
+
+def _batches(spans: list[_Span], rows: int) -> Iterator[list[_Span]]:
+    """Consecutive periods, whole, up to `rows` rows a batch (a larger period alone)."""
+    batch: list[_Span] = []
+    for span in spans:
+        if batch and span.hi - batch[0].lo > rows:
+            yield batch
+            batch = []
+        batch.append(span)
+    if batch:
+        yield batch
+
+
+def _map_cells(rows: pa.Table, share_columns: list[str]) -> pa.Table:
+    """The cells as the map's numbers are made from them (`numbers.features_json`): keys,
+    published flag, and each statistic and share column, floats rounded as published."""
+    names = [n for n in (*MAP_STATS, *share_columns) if n in rows.column_names]
+    out = {c: rows.column(c) for c in ("area", "isp", "direction", "published")}
+    for name in names:
+        column = rows.column(name)
+        if pa.types.is_floating(column.type):
+            column = pa.array(rounded_floats(column, DIGITS))
+        out[name] = column
+    return pa.table(out)
+
+
+@dataclass(frozen=True)
 class AreasFile:
     """A layer's areas file as a release names it: its key and its number of areas."""
 
@@ -315,16 +332,12 @@ class Publisher:
         *,
         privacy: dict,
         release: int,
-        tiles: LayerTiles | None = None,
-        hidden: Hidden | None = None,
     ) -> None:
-        """The statistics, cube and tile files of one period, published by `release`
-        under `privacy`. `published` holds its published cells as JSON objects
+        """The statistics and cube files of one period, published by `release` under
+        `privacy`. `published` holds its published cells as JSON objects
         (`_published_json`) and `suppressed` the keys (area, ISP, direction) of the
         others (or their JSON array, `_keys_json`), both sorted by area, ISP and
-        direction; `cube` the histograms of the published ones, in the same order.
-        `hidden`: the suppressed areas by ISP and direction, for the map's numbers
-        (else read from `suppressed`)."""
+        direction; `cube` the histograms of the published ones, in the same order."""
         label = periods.label(kind, start)
         doc = {
             "version": VERSION,
@@ -340,8 +353,6 @@ class Publisher:
         }
         self.public.write_json(stats_key(layer, kind, label), doc, cache_control=CACHE_LONG)
         self.public.write_parquet(cube_key(layer, kind, label), cube)
-        if tiles is not None:
-            tiles.write(kind, label, doc, hidden=hidden)
 
     def write_periods(
         self,
@@ -363,8 +374,10 @@ class Publisher:
         shares = [(t["label"], t["column"]) for t in settings["thresholds"]]
         privacy = settings["privacy"]
         # Consecutive periods of a kind, up to PERIOD_BATCH rows, are made JSON values
-        # together (per column, not per period and column), then written one by one.
-        work: list[tuple[str, pa.Table, list[tuple[dt.date, int, int, pa.Table]]]] = []
+        # together (per column, not per period and column), then written one by one;
+        # their map numbers likewise, up to NUMBERS_BATCH rows.
+        work: list[tuple[str, pa.Table, list[_Span]]] = []
+        numbers: list[tuple[str, pa.Table, list[_Span]]] = []
         for kind in PERIOD_KINDS:
             wanted = sorted(start for k, start in starts if k == kind)
             if not wanted:
@@ -373,50 +386,57 @@ class Publisher:
             cube_of_kind = rows_equal(cube, "kind", kind)
             days = of_kind.column("period").cast(pa.int32()).to_numpy().astype(np.int64)
             cube_days = cube_of_kind.column("period").cast(pa.int32()).to_numpy().astype(np.int64)
-            batch: list[tuple[dt.date, int, int, pa.Table]] = []
+            spans = []
             for start in wanted:
                 d = (start - EPOCH).days
                 lo, hi = (int(i) for i in np.searchsorted(days, [d, d + 1]))
                 clo, chi = np.searchsorted(cube_days, [d, d + 1])
-                if batch and hi - batch[0][1] > PERIOD_BATCH:
-                    work.append((kind, of_kind, batch))
-                    batch = []
-                batch.append((start, lo, hi, cube_of_kind.slice(clo, chi - clo)))
-            work.append((kind, of_kind, batch))
+                spans.append(_Span(start, lo, hi, cube_of_kind.slice(clo, chi - clo)))
+            work += [(kind, of_kind, b) for b in _batches(spans, PERIOD_BATCH)]
+            if tiles is not None:
+                numbers += [(kind, of_kind, b) for b in _batches(spans, NUMBERS_BATCH)]
 
-        def write(item: tuple[str, pa.Table, list[tuple[dt.date, int, int, pa.Table]]]) -> None:
+        def write(item: tuple[str, pa.Table, list[_Span]]) -> None:
             kind, of_kind, batch = item
-            first = batch[0][1]
-            rows = of_kind.slice(first, batch[-1][2] - first)
+            first = batch[0].lo
+            rows = of_kind.slice(first, batch[-1].hi - first)
             flag = rows.column("published").to_numpy(zero_copy_only=False).astype(bool)
             shown, hidden = np.flatnonzero(flag), np.flatnonzero(~flag)
             published = self._published_json(layer, rows.take(shown), shares)
             # Each period's suppressed rows, one run after the other.
-            runs = [np.searchsorted(hidden, [lo - first, hi - first]) for _s, lo, hi, _c in batch]
+            runs = [np.searchsorted(hidden, [s.lo - first, s.hi - first]) for s in batch]
             withheld = rows.take(hidden[np.concatenate([np.arange(c, d) for c, d in runs])])
             bounds = np.r_[0, np.cumsum([d - c for c, d in runs])]
             suppressed = _keys_json(withheld, bounds)
-            groups = _keys_by_isp(withheld, bounds) if tiles is not None else None
-            for k, (start, lo, hi, cube_rows) in enumerate(batch):
-                a, b = np.searchsorted(shown, [lo - first, hi - first])
+            for k, span in enumerate(batch):
+                a, b = np.searchsorted(shown, [span.lo - first, span.hi - first])
                 self.write_period(
                     layer,
                     kind,
-                    start,
+                    span.start,
                     published[a:b],
                     suppressed[k],
-                    plain_strings(cube_rows.select(CUBE_COLUMNS)),
+                    plain_strings(span.cube.select(CUBE_COLUMNS)),
                     privacy=privacy,
                     release=release,
-                    tiles=tiles,
-                    hidden=None if groups is None else groups[k],
                 )
+
+        def write_numbers(item: tuple[str, pa.Table, list[_Span]]) -> None:
+            assert tiles is not None
+            kind, of_kind, batch = item
+            rows = of_kind.take(np.concatenate([np.arange(s.lo, s.hi) for s in batch]))
+            period = np.repeat(np.arange(len(batch)), [s.hi - s.lo for s in batch])
+            labels = [periods.label(kind, s.start) for s in batch]
+            map_cells = _map_cells(rows, [column for _label, column in shares])
+            tiles.write_numbers(kind, labels, release, map_cells, period)
 
         # Two at a time: one encodes JSON while the other's Parquet and file writes,
         # which release the GIL, go on. Each file is written atomically on its own.
         with ThreadPoolExecutor(max_workers=WRITERS) as pool:
-            for _ in pool.map(write, work):
-                pass
+            done = [pool.submit(write_numbers, item) for item in numbers]
+            done += [pool.submit(write, item) for item in work]
+            for future in done:
+                future.result()
 
     def write_series(self, layer: str, cells: pa.Table) -> list[str]:
         """One file per area: each kind's full period axis, one series per ISP and

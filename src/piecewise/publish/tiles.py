@@ -18,27 +18,33 @@ import gzip
 import hashlib
 import importlib.metadata
 import io
-import itertools
 import math
 import platform
 import re
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h3
 import mapbox_vector_tile
 import numpy as np
+import orjson
 import shapely
 from mapbox_vector_tile.Mapbox import vector_tile_pb2
 from pmtiles.tile import Compression, TileType, zxy_to_tileid
 from pmtiles.writer import Writer
 
-from piecewise.core.vocabulary import ALL_ISPS, COUNTS, INTERVALS, STATISTICS
+from piecewise.publish.numbers import features_json, stats_cells
 from piecewise.storage.layout import numbers_key, shapes_key, shapes_memo_key
-from piecewise.storage.store import KeyNotFound, Store, StoreError, json_bytes
+from piecewise.storage.store import (
+    JSON_CONTENT_TYPE,
+    KeyNotFound,
+    Store,
+    StoreError,
+    json_bytes,
+)
 
 EXTENT = 4096  # tile coordinates per side
 BUFFER = 64  # tile coordinates drawn beyond each edge, so that strokes join up
@@ -50,11 +56,6 @@ GZIP_LEVEL = 6
 CONTENT_TYPE = "application/vnd.pmtiles"
 # Both are written once under their name and never change: cached for a year.
 CACHE = "public, max-age=31536000, immutable"
-# Per ISP only the map's metrics (and the share columns).
-ISP_STATS = ("tests", "median", "rtt_median", *INTERVALS)
-# Published numbers that are not means of the tests (counts, interval bounds): never
-# averaged into a parent.
-NOT_AVERAGED = (*COUNTS, *INTERVALS)
 ATTRIBUTION = (
     '<a href="https://www.measurementlab.net/">M-Lab</a> NDT speed tests, aggregated by Piecewise'
 )
@@ -237,164 +238,9 @@ def _encode_geometry(
 # -- properties -----------------------------------------------------------------------
 
 
-def _share_columns(thresholds: Iterable[Mapping]) -> dict[str, str]:
-    """Threshold label -> share column (`25/3` -> `share_25_3`), from index.json's
-    `thresholds`."""
-    return {t["label"]: t["column"] for t in thresholds}
-
-
-def _cell_numbers(cell: Mapping, shares: Mapping[str, str]) -> dict[str, float | int]:
-    """A published cell's statistics by name, shares by column; nulls left out."""
-    out = {k: v for k, v in zip(_STATS, map(cell.get, _STATS), strict=True) if v is not None}
-    for label, value in (cell.get("shares") or {}).items():
-        if value is not None:
-            out[shares[label]] = value
-    return out
-
-
-_STATS = (*STATISTICS, *INTERVALS)
-
-
-Hidden = dict[tuple[str, str], set[str]]  # the suppressed areas by (ISP, direction)
-
-
-def _hidden(suppressed: Iterable[Iterable[str]]) -> Hidden:
-    """Suppressed keys (area, ISP, direction) grouped by ISP and direction."""
-    out: Hidden = defaultdict(set)
-    for area, isp, direction in suppressed:
-        out[(isp, direction)].add(area)
-    return out
-
-
-def _properties(
-    numbers: Mapping[tuple[str, str, str], Mapping[str, float | int]],
-    hidden: Hidden,
-    share_cols: Iterable[str],
-) -> dict[str, dict]:
-    """Feature properties by area id, from published numbers keyed (area, isp,
-    direction) and the suppressed areas by ISP and direction."""
-    isp_stats = (*ISP_STATS, *share_cols)
-    props: dict[str, dict] = defaultdict(dict)
-    # Each ISP and direction's property names, made once.
-    named: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for (area, isp, direction), values in numbers.items():
-        if isp == ALL_ISPS:
-            prefix = f"{direction}_"
-            props[area].update(zip(map(prefix.__add__, values), values.values(), strict=True))
-            continue
-        names = named.get((isp, direction))
-        if names is None:
-            names = named[(isp, direction)] = [
-                (name, f"{direction}_{name}@{isp}") for name in isp_stats
-            ]
-        props[area].update({key: values[name] for name, key in names if name in values})
-    for (isp, direction), areas in hidden.items():
-        key = f"{direction}_suppressed" if isp == ALL_ISPS else f"{direction}_suppressed@{isp}"
-        for area in areas:
-            props[area][key] = True
-    return props
-
-
 @functools.lru_cache(maxsize=1 << 20)
 def _parent(cell: str, res: int) -> str:
     return h3.cell_to_parent(cell, res)
-
-
-Numbers = dict[tuple[str, str, str], dict[str, float | int]]
-
-
-def _rounded(values: np.ndarray, digits: int) -> list:
-    """`round(v, digits)` of each value, as Python rounds (the exact decimal value,
-    ties to even), as nested lists. Scaled by 10**digits, a value is rounded by numpy
-    where the scaled product is more than two units in its last place from a half (so
-    that the product's own rounding cannot change the side it falls on); the quotient
-    of that whole number by 10**digits is then the double nearest the decimal, which is
-    Python's result too. The few others (and values too large or not finite) are left
-    to Python."""
-    scale = 10.0**digits
-    scaled = values * scale
-    whole = np.rint(scaled)
-    out = whole / scale
-    with np.errstate(invalid="ignore"):
-        near = np.abs(scaled - np.floor(scaled) - 0.5) <= np.abs(scaled) * 2.0**-50
-        unsure = near | ~(np.abs(scaled) < 2.0**52)
-    for at in zip(*np.nonzero(unsure), strict=True):
-        out[at] = round(float(values[at]), digits)
-    return out.tolist()
-
-
-def _sums(rows: np.ndarray, count: int, terms: np.ndarray) -> np.ndarray:
-    """The terms (rows of `terms`) summed into `count` groups by `rows`, each group's in
-    the terms' order, from -0.0 (x + -0.0 is x for every x, as if the first term began
-    the sum): the sums made one by one, to the last bit."""
-    sums = np.full((count, *terms.shape[1:]), -0.0)
-    np.add.at(sums, rows, terms)
-    return sums
-
-
-def _parent_levels(
-    numbers: Mapping[tuple[str, str, str], Mapping[str, float | int]],
-    hidden: Hidden,
-    resolution: int,
-    digits: int = 4,
-) -> dict[int, tuple[Numbers, Hidden]]:
-    """The numbers of the H3 parents at every resolution below `resolution`, keyed
-    (parent, isp, direction): tests summed, every other statistic the test-weighted
-    mean over the published cells below the parent that have it (clients left out),
-    rounded as published. A parent key with no published cell below it is suppressed
-    if a cell below it was (`hidden`: the suppressed areas by ISP and direction). Each
-    level is summed from the one below (the sums of weights and weighted values add up
-    exactly)."""
-    # The averaged statistics' names as they first appear; each level holds, per key,
-    # its tests and each statistic's weighted sum and weight as arrays, summed (`_sums`)
-    # in the keys' order, as one would by hand.
-    names: dict[str, int] = {}
-    for values in numbers.values():
-        for name in values:
-            if name not in NOT_AVERAGED and name not in names:
-                names[name] = len(names)
-    keys = list(numbers)
-    tests = np.fromiter((values["tests"] for values in numbers.values()), np.float64, len(keys))
-    weighted = np.full((len(keys), len(names)), -0.0)
-    weight = np.zeros((len(keys), len(names)))
-    for name, j in names.items():
-        value = np.fromiter(
-            (values.get(name, np.nan) for values in numbers.values()), np.float64, len(keys)
-        )
-        present = ~np.isnan(value)
-        weighted[present, j] = value[present] * tests[present]
-        weight[present, j] = tests[present]
-    listed = list(names)
-    out = {}
-    for res in range(resolution - 1, -1, -1):
-        code: dict[tuple[str, str, str], int] = {}
-        rows = np.fromiter(
-            (
-                code.setdefault((_parent(area, res), isp, direction), len(code))
-                for area, isp, direction in keys
-            ),
-            np.int64,
-            len(keys),
-        )
-        keys = list(code)
-        tests, weighted, weight = (_sums(rows, len(keys), t) for t in (tests, weighted, weight))
-        below = list(set().union(*hidden.values()))
-        up = dict(zip(below, map(_parent, below, itertools.repeat(res)), strict=True))
-        hidden = {key: set(map(up.__getitem__, areas)) for key, areas in hidden.items()}
-        parents: Numbers = {}
-        shown: Hidden = defaultdict(set)  # the parents with numbers, the same way
-        has = weight > 0
-        means = np.divide(weighted, weight, out=np.zeros_like(weighted), where=has)
-        rounded = _rounded(means, digits)
-        for key, total, mean, row in zip(keys, tests.tolist(), rounded, has.tolist(), strict=True):
-            shown[key[1:]].add(key[0])
-            result: dict[str, float | int] = {"tests": int(total)}
-            for name, value, there in zip(listed, mean, row, strict=True):
-                if there:
-                    result[name] = value
-            parents[key] = result
-        out[res] = (parents, {key: areas - shown[key] for key, areas in hidden.items()})
-    return out
 
 
 @dataclass(frozen=True)
@@ -409,35 +255,17 @@ class PeriodProperties:
     areas: dict[int, set[str]] | None = None
 
     @classmethod
-    def from_stats(
-        cls,
-        doc: Mapping,
-        thresholds: Iterable[Mapping],
-        names: Mapping[str, str],
-        resolution: int | None,
-        hidden: Hidden | None = None,
+    def from_features(
+        cls, features: Mapping[str, Mapping], resolution: int | None
     ) -> PeriodProperties:
-        """From a statistics file's document (`cells`, and `suppressed` unless `hidden`
-        gives its areas by ISP and direction); `names` gives each area's name,
-        `resolution` is the H3 layer's (None for polygons)."""
-        shares = _share_columns(thresholds)
-        share_cols = list(shares.values())
-        numbers = {
-            (c["area"], c["isp"], c["direction"]): _cell_numbers(c, shares) for c in doc["cells"]
-        }
-        hidden = _hidden(doc["suppressed"]) if hidden is None else hidden
-        by_res: dict[int | None, dict[str, dict]] = {}
+        """From a period's numbers (the `features` of its document, `numbers`): for an
+        H3 layer of `resolution`, each feature at the resolution of its id."""
         if resolution is None:
-            by_res[None] = _properties(numbers, hidden, share_cols)
-            return cls(by_res)
-        by_res[resolution] = _properties(numbers, hidden, share_cols)
-        cells = {a for a, _i, _d in numbers}.union(*hidden.values())
-        areas = {resolution: cells}
-        for res, (parents, above) in _parent_levels(numbers, hidden, resolution).items():
-            by_res[res] = _properties(parents, above, share_cols)
-            # The parents of the level below's areas: the same as those of the cells.
-            areas[res] = {_parent(a, res) for a in areas[res + 1]}
-        return cls(by_res, areas)
+            return cls({None: {a: dict(p) for a, p in features.items()}})
+        by_res: dict[int | None, dict[str, dict]] = {r: {} for r in range(resolution + 1)}
+        for area, props in features.items():
+            by_res[h3.get_resolution(area)][area] = dict(props)
+        return cls(by_res, {r: set(props) for r, props in by_res.items() if r is not None})
 
     def features(self) -> dict[str, dict]:
         """The numbers of every drawn feature by area id (H3 cells and parents alike:
@@ -763,24 +591,52 @@ class LayerTiles:
             memo.write_json(shapes_memo_key(self.layer), {"inputs": inputs, "key": key})
         return key
 
-    def write(self, kind: str, label: str, doc: Mapping, hidden: Hidden | None = None) -> dict:
-        """The map's numbers of one period from its statistics document (its suppressed
-        areas by ISP and direction from `hidden` if given), written atomically; the
-        document written."""
-        period = PeriodProperties.from_stats(
-            doc, self.thresholds, self.names, self.resolution, hidden=hidden
-        )
-        out = {
-            "version": 1,
-            "layer": self.layer,
-            "kind": kind,
-            "period": label,
-            "release": doc.get("release"),
-            "features": period.features(),
-        }
-        self.store.write_json(
+    def numbers(self, kind: str, labels: Sequence[str], release, cells, period) -> list[bytes]:
+        """The map's numbers documents of periods `labels` (of `kind`, published by
+        `release`) from their cells (`numbers.features_json`: `cells` rounded as
+        published, `period` each row's index in `labels`)."""
+        shares = [t["column"] for t in self.thresholds]
+        features = features_json(cells, period, len(labels), shares, self.resolution)
+        return [
+            json_bytes(
+                {
+                    "version": 1,
+                    "layer": self.layer,
+                    "kind": kind,
+                    "period": label,
+                    "release": release,
+                    "features": orjson.Fragment(text),
+                }
+            )
+            for label, text in zip(labels, features, strict=True)
+        ]
+
+    def write_numbers(self, kind: str, labels: Sequence[str], release, cells, period) -> list[int]:
+        """Writes the numbers of periods `labels` (see `numbers`), each atomically; the
+        bytes of each."""
+        documents = self.numbers(kind, labels, release, cells, period)
+        for label, data in zip(labels, documents, strict=True):
+            self._put(kind, label, data)
+        return [len(data) for data in documents]
+
+    def _put(self, kind: str, label: str, data: bytes) -> None:
+        self.store.write_bytes(
             numbers_key(self.layer, kind, label),
-            out,
+            data,
+            content_type=JSON_CONTENT_TYPE,
             cache_control=CACHE,
         )
-        return out
+
+    def stats_numbers(self, kind: str, label: str, doc: Mapping) -> bytes:
+        """The numbers document of one period from its statistics document."""
+        cells = stats_cells(doc, self.thresholds)
+        return self.numbers(
+            kind, [label], doc.get("release"), cells, np.zeros(cells.num_rows, np.int64)
+        )[0]
+
+    def write(self, kind: str, label: str, doc: Mapping) -> int:
+        """Writes the map's numbers of one period from its statistics document,
+        atomically; the bytes written."""
+        data = self.stats_numbers(kind, label, doc)
+        self._put(kind, label, data)
+        return len(data)
