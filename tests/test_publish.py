@@ -166,6 +166,50 @@ def test_suppressed_keys_made_by_arrow_are_the_json_of_the_lists() -> None:
         assert json_bytes({"s": made[k]}) == json_bytes({"s": rows[lo:hi]})
 
 
+def test_cells_made_json_by_arrow_are_the_json_of_the_dicts() -> None:
+    """Published cells made JSON a column at a time are the bytes the JSON writer gives
+    the same cells as dicts: hostile names, labels and ISPs, nulls and NaN, -0.0, values
+    of every size, integers, and a share column a table lacks (an older release)."""
+    rng = np.random.default_rng(5)
+    n = 300
+    shares = [("25/3", "share_25_3"), (HOSTILE[1], "share_q"), ("Gaming", "share_gaming")]
+    columns: dict[str, pa.Array] = {
+        "area": pa.array(rng.choice(HOSTILE, n)).dictionary_encode(),
+        "isp": pa.array(rng.choice([*HOSTILE[:4], "all"], n)),
+        "direction": pa.array(rng.choice(["download", "upload"], n)),
+    }
+    for name in PUBLISHED:
+        if name in ("tests", "clients", "coarse"):
+            values = rng.integers(0, 10**9, n).tolist()
+            columns[name] = pa.array([None if rng.random() < 0.1 else v for v in values])
+            continue
+        values = rng.random(n) * 10.0 ** rng.integers(-8, 12, n)
+        values[rng.random(n) < 0.1] = np.nan
+        values[rng.random(n) < 0.05] = -0.0
+        mask = rng.random(n) < 0.1
+        columns[name] = pa.array(values, mask=mask)
+    for _label, column in shares[:2]:
+        for end in SHARE_ENDINGS:
+            columns[column + end] = pa.array(rng.random(n), mask=rng.random(n) < 0.2)
+    table = pa.table(columns)
+    made = publish._cells_json(table, lambda area: f"{area} «name»", shares)
+    rows = table.to_pylist()
+    for text, row in zip(made.to_pylist(), rows, strict=True):
+        cell = {"area": row["area"], "name": f"{row['area']} «name»"}
+        cell |= {"isp": row["isp"], "direction": row["direction"]}
+        for name in PUBLISHED:
+            value = row[name]
+            if isinstance(value, float):
+                value = None if value != value else float(np.round(value, 4))
+            cell[name] = value
+        for key, end in zip(SHARE_OBJECTS, SHARE_ENDINGS, strict=True):
+            cell[key] = {}
+            for label, column in shares:
+                value = row.get(column + end)
+                cell[key][label] = None if value is None else float(np.round(value, 4))
+        assert text.encode() == json_bytes(cell)
+
+
 def test_the_index_names_layers_use_cases_and_the_project_in_other_languages(
     published: Published,
 ) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -50,7 +50,7 @@ from piecewise.core.vocabulary import (
     is_share_column,
     share_columns,
 )
-from piecewise.publish.numbers import MAP_STATS
+from piecewise.publish.numbers import MAP_STATS, number_texts
 from piecewise.publish.tiles import LayerTiles, zoom_range
 from piecewise.storage.layout import (
     AREAS_VERSIONED,
@@ -80,14 +80,6 @@ ORDER = [(c, "ascending") for c in ("period", "area", "isp", "direction")]
 CUBE_COLUMNS = ["area", "isp", "direction", "bucket", "count"]
 
 
-def _json_floats(column: pa.ChunkedArray | pa.Array, digits: int) -> np.ndarray:
-    """A float column as an array of Python values: rounded, NaN and null as None."""
-    values = rounded_floats(column, digits)
-    objects = values.astype(object)
-    objects[np.isnan(values)] = None
-    return objects
-
-
 def _json_values(table: pa.Table, digits: int = DIGITS) -> dict[str, np.ndarray]:
     """Columns as arrays for JSON: floats rounded, as float64 (NaN for null, which JSON
     writes as null, as it writes a NaN); others as Python values (None for null)."""
@@ -99,16 +91,6 @@ def _json_values(table: pa.Table, digits: int = DIGITS) -> dict[str, np.ndarray]
             out[field.name] = np.empty(len(column), dtype=object)
             out[field.name][:] = column.to_pylist()
     return out
-
-
-def _json_columns(table: pa.Table, digits: int = DIGITS) -> dict[str, list]:
-    """Columns as Python lists for JSON: floats rounded, NaN and null as None."""
-    return {
-        field.name: _json_floats(column, digits).tolist()
-        if pa.types.is_floating(field.type)
-        else column.to_pylist()
-        for field, column in zip(table.schema, table.columns, strict=True)
-    }
 
 
 def _with_floats(table: pa.Table, names: list[str]) -> pa.Table:
@@ -130,6 +112,59 @@ def _json_texts(column: pa.ChunkedArray) -> pa.Array:
 KEY_COLUMNS = ("area", "isp", "direction")
 
 
+def _number_texts(column: pa.ChunkedArray | None, rows: int, digits: int = DIGITS) -> pa.Array:
+    """Each value of a numeric column as its JSON text, as orjson writes the value the
+    statistics file holds: floats rounded to `digits`, NaN and null as null (a missing
+    column: every value null)."""
+    if column is None:
+        return pa.array(["null"] * rows, pa.string())
+    if pa.types.is_floating(column.type):
+        return number_texts([rounded_floats(column, digits)])
+    if pa.types.is_integer(column.type):
+        return pc.fill_null(column.cast(pa.string()), "null").combine_chunks()
+    return pa.array([orjson.dumps(v).decode("utf-8") for v in column.to_pylist()], pa.string())
+
+
+def _cells_json(
+    table: pa.Table, name_of: Callable[[str], str], shares: list[tuple[str, str]]
+) -> pa.Array:
+    """Cells as the texts of their JSON objects in a statistics file (keys sorted, floats
+    rounded, NaN and null as null): the bytes `json_bytes` writes for the same cells as
+    Python dicts, made by Arrow a column at a time. `name_of` gives an area's name,
+    `shares` each threshold's label and column."""
+    rows = table.num_rows
+    columns = dict(zip(table.column_names, table.columns, strict=True))  # looked up once
+    codes, areas = string_codes(columns["area"])
+    names = [orjson.dumps(name_of(a)).decode("utf-8") for a in areas]
+    texts: dict[str, pa.Array] = {c: _json_texts(columns[c]) for c in KEY_COLUMNS}
+    texts["name"] = pa.array(names, pa.string()).take(pa.array(codes))
+    for name in PUBLISHED:
+        texts[name] = _number_texts(columns.get(name), rows)
+    # Each share object: its thresholds' values by label (null: a column this table
+    # lacks, from a release before it existed).
+    by_label = sorted(shares)
+    for key, end in zip(SHARE_OBJECTS, SHARE_ENDINGS, strict=True):
+        parts: list = []
+        for k, (label, col) in enumerate(by_label):
+            lead = "{" if k == 0 else ","
+            parts += [
+                lead + orjson.dumps(label).decode("utf-8") + ":",
+                _number_texts(columns.get(col + end), rows),
+            ]
+        texts[key] = (
+            pc.binary_join_element_wise(*parts, "}", "")
+            if parts
+            else pa.array(["{}"] * rows, pa.string())
+        )
+    pieces: list = []
+    for k, key in enumerate(sorted(texts)):
+        pieces += [
+            ("{" if k == 0 else ",") + orjson.dumps(key).decode("utf-8") + ":",
+            texts[key],
+        ]
+    return pc.binary_join_element_wise(*pieces, "}", "")
+
+
 def _keys_json(table: pa.Table, bounds: np.ndarray) -> list[orjson.Fragment]:
     """The keys (area, ISP, direction) of each run of rows `bounds[k]:bounds[k + 1]`
     as one JSON array of arrays, the bytes `json_bytes` writes for the same lists,
@@ -137,8 +172,12 @@ def _keys_json(table: pa.Table, bounds: np.ndarray) -> list[orjson.Fragment]:
     if len(bounds) < 2:
         return []
     keys = pc.binary_join_element_wise(*(_json_texts(table.column(c)) for c in KEY_COLUMNS), ",")
-    keys = pc.binary_join_element_wise("[", keys, "]", "")
-    runs = pa.ListArray.from_arrays(pa.array(bounds, pa.int32()), keys)
+    return _json_arrays(pc.binary_join_element_wise("[", keys, "]", ""), bounds)
+
+
+def _json_arrays(texts: pa.Array, bounds: np.ndarray) -> list[orjson.Fragment]:
+    """The JSON texts of each run `bounds[k]:bounds[k + 1]` as one JSON array."""
+    runs = pa.ListArray.from_arrays(pa.array(bounds, pa.int32()), texts)
     return [orjson.Fragment(f"[{text}]") for text in pc.binary_join(runs, ",").to_pylist()]
 
 
@@ -262,13 +301,23 @@ def _batches(spans: list[_Span], rows: int) -> Iterator[list[_Span]]:
         yield batch
 
 
+def _period_rows(rows: np.ndarray, batch: list[_Span], first: int) -> tuple[np.ndarray, np.ndarray]:
+    """Those of `rows` (ascending, counted from row `first`) in each period of `batch`,
+    one period after the other, and the bounds of each period's run."""
+    runs = [np.searchsorted(rows, [s.lo - first, s.hi - first]) for s in batch]
+    chosen = rows[np.concatenate([np.arange(c, d) for c, d in runs])]
+    return chosen, np.r_[0, np.cumsum([d - c for c, d in runs])]
+
+
 def _map_cells(rows: pa.Table, share_columns: list[str]) -> pa.Table:
     """The cells as the map's numbers are made from them (`numbers.features_json`): keys,
     published flag, and each statistic and share column, floats rounded as published."""
-    names = [n for n in (*MAP_STATS, *share_columns) if n in rows.column_names]
-    out = {c: rows.column(c) for c in ("area", "isp", "direction", "published")}
-    for name in names:
-        column = rows.column(name)
+    columns = dict(zip(rows.column_names, rows.columns, strict=True))
+    out = {c: columns[c] for c in ("area", "isp", "direction", "published")}
+    for name in (*MAP_STATS, *share_columns):
+        column = columns.get(name)
+        if column is None:
+            continue
         if pa.types.is_floating(column.type):
             column = pa.array(rounded_floats(column, DIGITS))
         out[name] = column
@@ -292,41 +341,12 @@ class Publisher:
     public: Store
     layers: dict[str, AreaLayer]
 
-    def _published_json(
-        self, layer: str, table: pa.Table, shares: list[tuple[str, str]]
-    ) -> list[dict]:
-        """Published cells as JSON objects, floats rounded, NaN as null."""
-        area_layer = self.layers[base_layer(layer)]
-        wanted = {"area", "isp", "direction", *PUBLISHED}
-        wanted.update(col + end for _label, col in shares for end in SHARE_ENDINGS)
-        columns = _json_columns(table.select([c for c in table.column_names if c in wanted]))
-        # Each share object's columns by threshold label (None: a column this table
-        # lacks, from a release before it existed).
-        objects = [
-            (key, [(label, columns.get(col + end)) for label, col in shares])
-            for key, end in zip(SHARE_OBJECTS, SHARE_ENDINGS, strict=True)
-        ]
-        out = []
-        for i, area in enumerate(columns["area"]):
-            cell = {
-                "area": area,
-                "name": area_layer.name_of(area),
-                "isp": columns["isp"][i],
-                "direction": columns["direction"][i],
-            }
-            for name in PUBLISHED:
-                cell[name] = columns[name][i] if name in columns else None
-            for key, sources in objects:
-                cell[key] = {label: None if c is None else c[i] for label, c in sources}
-            out.append(cell)
-        return out
-
     def write_period(
         self,
         layer: str,
         kind: str,
         start: dt.date,
-        published: list[dict],
+        published: list[dict] | orjson.Fragment,
         suppressed: list[list[str]] | orjson.Fragment,
         cube: pa.Table,
         *,
@@ -334,8 +354,8 @@ class Publisher:
         release: int,
     ) -> None:
         """The statistics and cube files of one period, published by `release` under
-        `privacy`. `published` holds its published cells as JSON objects
-        (`_published_json`) and `suppressed` the keys (area, ISP, direction) of the
+        `privacy`. `published` holds its published cells as JSON objects (or their
+        JSON array, from `_cells_json`) and `suppressed` the keys (area, ISP, direction) of the
         others (or their JSON array, `_keys_json`), both sorted by area, ISP and
         direction; `cube` the histograms of the published ones, in the same order."""
         label = periods.label(kind, start)
@@ -396,25 +416,27 @@ class Publisher:
             if tiles is not None:
                 numbers += [(kind, of_kind, b) for b in _batches(spans, NUMBERS_BATCH)]
 
+        area_layer = self.layers[base_layer(layer)]
+
         def write(item: tuple[str, pa.Table, list[_Span]]) -> None:
             kind, of_kind, batch = item
             first = batch[0].lo
             rows = of_kind.slice(first, batch[-1].hi - first)
             flag = rows.column("published").to_numpy(zero_copy_only=False).astype(bool)
             shown, hidden = np.flatnonzero(flag), np.flatnonzero(~flag)
-            published = self._published_json(layer, rows.take(shown), shares)
-            # Each period's suppressed rows, one run after the other.
-            runs = [np.searchsorted(hidden, [s.lo - first, s.hi - first]) for s in batch]
-            withheld = rows.take(hidden[np.concatenate([np.arange(c, d) for c, d in runs])])
-            bounds = np.r_[0, np.cumsum([d - c for c, d in runs])]
-            suppressed = _keys_json(withheld, bounds)
+            # Each period's published and suppressed rows, one run after the other.
+            chosen, bounds = _period_rows(shown, batch, first)
+            published = _json_arrays(
+                _cells_json(rows.take(chosen), area_layer.name_of, shares), bounds
+            )
+            chosen, bounds = _period_rows(hidden, batch, first)
+            suppressed = _keys_json(rows.take(chosen), bounds)
             for k, span in enumerate(batch):
-                a, b = np.searchsorted(shown, [span.lo - first, span.hi - first])
                 self.write_period(
                     layer,
                     kind,
                     span.start,
-                    published[a:b],
+                    published[k],
                     suppressed[k],
                     plain_strings(span.cube.select(CUBE_COLUMNS)),
                     privacy=privacy,

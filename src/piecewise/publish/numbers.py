@@ -163,12 +163,11 @@ class _Keys:
         return f"{d}_{label}" if i == ALL_ISPS else f"{d}_{label}@{i}"
 
 
-def _column(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _column(column: pa.ChunkedArray | None) -> tuple[np.ndarray, np.ndarray] | None:
     """A statistic's values (float64 or int64) and where each is present (not null, not
-    NaN); None if the table has no such column."""
-    if name not in table.column_names:
+    NaN); None for a column the cells lack."""
+    if column is None:
         return None
-    column = table.column(name)
     if pa.types.is_floating(column.type):
         values = column.to_numpy(zero_copy_only=False).astype(np.float64)
         return values, ~np.isnan(values)
@@ -210,7 +209,8 @@ def features_json(
         area = area_code
     else:
         area = np.array([h3.str_to_int(a) for a in area_values], dtype=np.int64)[area_code]
-    columns = {name: _column(cells, name) for name in names}
+    by_name = dict(zip(cells.column_names, cells.columns, strict=True))
+    columns = {name: _column(by_name.get(name)) for name in names}
     entries = _Entries()
     # The cells' own level.
     p, a, i, d = period[shown], area[shown], isp[shown], direction[shown]
@@ -288,9 +288,10 @@ def _member(rows: tuple[np.ndarray, ...], among: tuple[np.ndarray, ...]) -> np.n
     return np.isin(code[: len(rows[0])], code[len(rows[0]) :])
 
 
-def _texts(values: list[np.ndarray]) -> pa.Array:
-    """Each number as orjson writes it (the same text for a numpy number as for the
-    Python one), made in one call and split."""
+def number_texts(values: list[np.ndarray]) -> pa.Array:
+    """Each number of the arrays, one after the other, as orjson writes it (the same
+    text for a numpy number as for the Python one; NaN and infinities as null), made
+    in one call and split."""
     joined = np.concatenate(values) if values else np.zeros(0)
     if not len(joined):
         return pa.array([], pa.string())
@@ -333,7 +334,7 @@ def _assemble(
         order = np.lexsort((key_rank[key_code], place))
     else:
         order = np.argsort(place * len(key_ids) + key_rank[key_code], kind="stable")
-    floats, ints = _texts(entries.floats), _texts(entries.ints)
+    floats, ints = number_texts(entries.floats), number_texts(entries.ints)
     pool = pa.concat_arrays([floats, ints, pa.array([_TRUE])])
     value = value[order]
     slot = np.where(
