@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from piecewise.core.schema import UNIFIED
-from piecewise.storage.store import KeyNotFound, Store, StoreError, open_store
+from piecewise.storage.store import KeyNotFound, Store, StoreError, open_store, parquet_bytes
 from services import GcsEmulator, MotoS3Server
 
 
@@ -131,6 +133,30 @@ def test_parquet_round_trip(store_url: str) -> None:
     ids = store.read_parquet("tests/d.parquet", columns=["id", "date"])
     assert ids.column_names == ["id", "date"]
     assert ids.column("id").to_pylist() == ["test-0", "test-1", "test-2"]
+
+
+def test_parquet_dictionary_encodes_all_but_floats() -> None:
+    """Strings, dates and integers that repeat are dictionary-encoded; floats are not
+    (measured values seldom repeat); the table reads back the same."""
+    n = 5000
+    table = pa.table(
+        {
+            "area": pa.array(["a", "b"] * (n // 2)).dictionary_encode(),
+            "isp": ["x", "y", "z", "w", "v"] * (n // 5),
+            "day": pa.array([dt.date(2025, 1, 1 + k % 28) for k in range(n)]),
+            "tests": np.arange(n) % 7,
+            "median": np.random.default_rng(1).random(n),
+            "share": np.full(n, 0.5),
+        }
+    )
+    data = parquet_bytes(table)
+    meta = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0)
+    encodings = {meta.column(k).path_in_schema: meta.column(k).encodings for k in range(6)}
+    for name in ("area", "isp", "day", "tests"):
+        assert "RLE_DICTIONARY" in encodings[name], name
+    for name in ("median", "share"):
+        assert not any("DICTIONARY" in e for e in encodings[name]), name
+    assert pq.read_table(io.BytesIO(data)).equals(table)
 
 
 def test_parquet_bytes_are_deterministic(store_url: str) -> None:
