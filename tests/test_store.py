@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -378,9 +380,11 @@ def test_writes_synced_once_are_flushed_together_at_the_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Inside `synced_once` a local folder's writes are atomic but not fsynced one by
-    one; the file system is synced once when the block ends, and only if it ends well."""
+    one; the file system is synced once when the block ends, and only if it ends well
+    (its flushes along the way are kept out: one an hour)."""
     from piecewise.storage import store as store_module
 
+    monkeypatch.setattr(store_module, "FLUSH_EVERY", 3600.0)
     fsyncs: list[int] = []
     syncs: list[Path] = []
     real_fsync = os.fsync
@@ -413,6 +417,38 @@ def test_writes_synced_once_are_flushed_together_at_the_end(
         "three.json",
         "two.json",
     ]
+
+
+def test_synced_once_flushes_along_the_way_and_stops_with_the_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long block's writes are flushed as it goes (the end then waits for the last
+    ones only); the flushing stops with the block, whether it ends well or not."""
+    from piecewise.storage import store as store_module
+
+    monkeypatch.setattr(store_module, "FLUSH_EVERY", 0.01)
+    syncs: list[Path] = []
+    real_sync = store_module._sync_file_system
+    monkeypatch.setattr(
+        store_module,
+        "_sync_file_system",
+        lambda folder: (syncs.append(folder), real_sync(folder))[1],
+    )
+    s = open_store(tmp_path.as_uri())
+    with s.synced_once():
+        s.write_bytes("a/one.json", b"1")
+        deadline = time.monotonic() + 10
+        while not syncs and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert syncs  # flushed before the end
+    assert not [t for t in threading.enumerate() if t.name == "flush"]
+    after = len(syncs)
+    time.sleep(0.05)
+    assert len(syncs) == after  # nothing flushes once the block is over
+    with pytest.raises(RuntimeError), s.synced_once():
+        raise RuntimeError("cut short")
+    assert not [t for t in threading.enumerate() if t.name == "flush"]
+    assert s.read_bytes("a/one.json") == b"1"
 
 
 def test_synced_once_is_plain_writing_for_object_stores(memory_url: str) -> None:

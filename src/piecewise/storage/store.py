@@ -18,6 +18,7 @@ import io
 import json
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,10 +192,20 @@ class Store:
             yield
             return
         self.deferring_sync = True
+        # Meanwhile the file system is flushed every FLUSH_EVERY seconds, beside the
+        # writes (the call waits without the GIL): the sync at the end then has only
+        # the last writes to wait for, not all of them.
+        done = threading.Event()
+        flusher = threading.Thread(
+            target=_flush_until, args=(self.local_root, done), name="flush", daemon=True
+        )
+        flusher.start()
         try:
             yield
         finally:
             self.deferring_sync = False
+            done.set()
+            flusher.join()
         _sync_file_system(self.local_root)
 
     def __repr__(self) -> str:
@@ -403,6 +414,19 @@ def _replace_file(target: Path, data: bytes, *, sync: bool = True) -> None:
         raise
     if sync:
         _fsync_dir(target.parent)
+
+
+FLUSH_EVERY = 1.0  # seconds between flushes inside `synced_once`
+
+
+def _flush_until(folder: Path, done: threading.Event) -> None:
+    """Flush the file system of `folder` every FLUSH_EVERY seconds until `done`. A flush
+    that fails is left to the final sync, which reports it."""
+    while not done.wait(FLUSH_EVERY):
+        try:
+            _sync_file_system(folder)
+        except OSError:
+            return
 
 
 def _sync_file_system(folder: Path) -> None:
