@@ -122,7 +122,9 @@ class _Entries:
     float_count: int = 0
     int_count: int = 0
 
-    def add(self, period, area, key, values: np.ndarray | None) -> None:
+    def add(
+        self, period: np.ndarray, area: np.ndarray, key: np.ndarray, values: np.ndarray | None
+    ) -> None:
         """Properties of one key id each; `values` None for `true`, else floats or ints."""
         self.period.append(period)
         self.area.append(area)

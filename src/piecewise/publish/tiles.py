@@ -31,6 +31,7 @@ import h3
 import mapbox_vector_tile
 import numpy as np
 import orjson
+import pyarrow as pa
 import shapely
 from mapbox_vector_tile.Mapbox import vector_tile_pb2
 from pmtiles.tile import Compression, TileType, zxy_to_tileid
@@ -591,7 +592,14 @@ class LayerTiles:
             memo.write_json(shapes_memo_key(self.layer), {"inputs": inputs, "key": key})
         return key
 
-    def numbers(self, kind: str, labels: Sequence[str], release, cells, period) -> list[bytes]:
+    def numbers(
+        self,
+        kind: str,
+        labels: Sequence[str],
+        release: int | None,
+        cells: pa.Table,
+        period: np.ndarray,
+    ) -> list[bytes]:
         """The map's numbers documents of periods `labels` (of `kind`, published by
         `release`) from their cells (`numbers.features_json`: `cells` rounded as
         published, `period` each row's index in `labels`)."""
@@ -611,7 +619,14 @@ class LayerTiles:
             for label, text in zip(labels, features, strict=True)
         ]
 
-    def write_numbers(self, kind: str, labels: Sequence[str], release, cells, period) -> list[int]:
+    def write_numbers(
+        self,
+        kind: str,
+        labels: Sequence[str],
+        release: int | None,
+        cells: pa.Table,
+        period: np.ndarray,
+    ) -> list[int]:
         """Writes the numbers of periods `labels` (see `numbers`), each atomically; the
         bytes of each."""
         documents = self.numbers(kind, labels, release, cells, period)
