@@ -13,7 +13,18 @@ import pytest
 from piecewise.publish import numbers
 from piecewise.storage.store import json_bytes
 
-HOSTILE = ["plain", 'a "quoted" name', "back\\slash", "tab\there", "é ñ 中文 🙂", "\u2028\x01", ""]
+# Keys sort by code point: U+FF01 before an emoji (not so in UTF-16).
+HOSTILE = [
+    "plain",
+    'a "quoted" name',
+    "back\\slash",
+    "tab\there",
+    "é ñ 中文 🙂",
+    "\uff01 full width",
+    "\U0001f642 first",
+    "\u2028\x01",
+    "",
+]
 SHARES = ["share_25_3", "share_gaming"]
 # As docs/data.md lists them: per ISP, the map's metrics and the shares; a parent
 # averages neither counts nor interval bounds.

@@ -376,25 +376,32 @@ def test_endpoints_as_storage_options(
         assert store.list() == ["x.json"]
 
 
-def test_writes_synced_once_are_flushed_together_at_the_end(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Inside `synced_once` a local folder's writes are atomic but not fsynced one by
-    one; the file system is synced once when the block ends, and only if it ends well
-    (its flushes along the way are kept out: one an hour)."""
+def _counted_syncs(monkeypatch: pytest.MonkeyPatch, flush_every: float) -> list[Path]:
+    """The folders whose file system is synced from now on (each sync still made), with
+    `synced_once` flushing every `flush_every` seconds."""
     from piecewise.storage import store as store_module
 
-    monkeypatch.setattr(store_module, "FLUSH_EVERY", 3600.0)
-    fsyncs: list[int] = []
+    monkeypatch.setattr(store_module, "FLUSH_EVERY", flush_every)
     syncs: list[Path] = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
     real_sync = store_module._sync_file_system
     monkeypatch.setattr(
         store_module,
         "_sync_file_system",
         lambda folder: (syncs.append(folder), real_sync(folder))[1],
     )
+    return syncs
+
+
+def test_writes_synced_once_are_flushed_together_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside `synced_once` a local folder's writes are atomic but not fsynced one by
+    one; the file system is synced once when the block ends, and only if it ends well
+    (its flushes along the way are kept out: one an hour)."""
+    syncs = _counted_syncs(monkeypatch, flush_every=3600.0)
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
     s = open_store(tmp_path.as_uri())
     with s.synced_once():
         with s.synced_once():  # nested: one sync, at the outer end
@@ -424,16 +431,7 @@ def test_synced_once_flushes_along_the_way_and_stops_with_the_block(
 ) -> None:
     """A long block's writes are flushed as it goes (the end then waits for the last
     ones only); the flushing stops with the block, whether it ends well or not."""
-    from piecewise.storage import store as store_module
-
-    monkeypatch.setattr(store_module, "FLUSH_EVERY", 0.01)
-    syncs: list[Path] = []
-    real_sync = store_module._sync_file_system
-    monkeypatch.setattr(
-        store_module,
-        "_sync_file_system",
-        lambda folder: (syncs.append(folder), real_sync(folder))[1],
-    )
+    syncs = _counted_syncs(monkeypatch, flush_every=0.01)
     s = open_store(tmp_path.as_uri())
     with s.synced_once():
         s.write_bytes("a/one.json", b"1")
