@@ -82,7 +82,7 @@ def _first_codes(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order the distinct rows first appear, and the first row of each code. The columns'
     ranks are combined into one integer per row (numpy's rows are compared otherwise,
     several times slower)."""
-    key = np.zeros(len(columns[0]), dtype=np.int64)
+    key: np.ndarray | None = np.zeros(len(columns[0]), dtype=np.int64)
     span = 1
     for column in columns:
         values, ranks = np.unique(column, return_inverse=True)
@@ -106,9 +106,10 @@ def _first_codes(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class _Entries:
-    """Properties gathered level by level: each one's period, area (an id in `areas`),
-    key (an id in `keys`) and value (its index among the floats, the integers, or
-    `true`), and the drawn areas of each period."""
+    """Properties gathered level by level: each one's period, area (an H3 index, or a
+    code among the cells' areas for a polygon layer), key (an id of `_Keys`) and value
+    (its index among the floats, the integers, or `true`); and the areas drawn in each
+    period."""
 
     period: list[np.ndarray] = field(default_factory=list)
     area: list[np.ndarray] = field(default_factory=list)
@@ -125,7 +126,8 @@ class _Entries:
     def add(
         self, period: np.ndarray, area: np.ndarray, key: np.ndarray, values: np.ndarray | None
     ) -> None:
-        """Properties of one key id each; `values` None for `true`, else floats or ints."""
+        """One property per row of the arrays; `values` None for `true`, else floats or
+        integers."""
         self.period.append(period)
         self.area.append(area)
         self.key.append(key)
