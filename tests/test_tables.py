@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pytest
 
 from piecewise.core.tables import (
+    combined_key,
     encoded_strings,
     equal_mask,
     plain_strings,
@@ -157,3 +158,15 @@ def test_sort_order_of_keys_too_many_for_63_bits_is_arrows() -> None:
     names = ["a", "b", "c", "d"]
     expected = pc.sort_indices(t, sort_keys=[(c, "ascending") for c in names]).to_numpy()
     assert np.array_equal(sort_order(t, names), expected)
+
+
+def test_combined_key_orders_rows_as_their_codes_and_refuses_more_than_63_bits() -> None:
+    rng = np.random.default_rng(4)
+    parts = [(rng.integers(0, base, 500), base) for base in (3, 1, 1000, 7)]
+    key = combined_key(parts, 500)
+    assert key is not None
+    rows = list(zip(*(codes.tolist() for codes, _base in parts), strict=True))
+    assert sorted(range(500), key=lambda r: (rows[r], r)) == np.argsort(key, kind="stable").tolist()
+    assert len(set(rows)) == len(set(key.tolist()))
+    assert combined_key([(np.zeros(2, np.int64), 2**32)] * 2, 2) is None
+    assert combined_key([(np.zeros(2, np.int64), 2**31)] * 2, 2) is not None

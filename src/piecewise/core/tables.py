@@ -108,8 +108,7 @@ def sort_order(table: pa.Table, columns: Sequence[str]) -> np.ndarray:
     few, for a cell key's columns, next to its rows), the ranks are combined into one
     integer per row, and numpy sorts those. Columns of other types than strings,
     integers and dates (or keys too many to combine in 63 bits) are left to Arrow."""
-    key = np.zeros(table.num_rows, dtype=np.int64)
-    span = 1
+    parts = []
     for name in columns:
         column = table.column(name)
         kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
@@ -121,12 +120,28 @@ def sort_order(table: pa.Table, columns: Sequence[str]) -> np.ndarray:
         ):
             return _arrow_order(table, columns)
         ranks, count = _dense_ranks(column)
-        span *= count + 1
-        if span >= 2**63:
-            return _arrow_order(table, columns)
-        key *= count + 1
-        key += ranks
+        parts.append((ranks, count + 1))  # the null's rank is `count`
+    key = combined_key(parts, table.num_rows)
+    if key is None:
+        return _arrow_order(table, columns)
     return np.argsort(key, kind="stable")
+
+
+def combined_key(parts: Sequence[tuple[np.ndarray, int]], rows: int) -> np.ndarray | None:
+    """The codes of several columns (each `(codes, base)`, its codes below `base`) as
+    one int64 per row of `rows`, the first column's the most significant: equal keys
+    for equal rows, ordered as the rows' codes are. None when the bases' product does
+    not fit in 63 bits."""
+    span = 1
+    for _codes, base in parts:
+        span *= max(base, 1)
+        if span >= 2**63:
+            return None
+    key = np.zeros(rows, dtype=np.int64)
+    for codes, base in parts:
+        key *= max(base, 1)
+        key += codes
+    return key
 
 
 def sorted_by(table: pa.Table, columns: Sequence[str]) -> pa.Table:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from piecewise.core import periods
-from piecewise.core.tables import rounded_floats, sorted_by, value_codes
+from piecewise.core.tables import combined_key, rounded_floats, sorted_by, value_codes
 from piecewise.core.vocabulary import COUNTS, DIGITS, PUBLISHED, share_columns
 from piecewise.publish.dataset_sqlite import DATABASE, TABLE, SqliteBuild, sqlite_bytes
 from piecewise.storage.layout import DATASET_KEYS
@@ -121,12 +121,11 @@ def dataset_table(
 def _distinct_rows(*columns: pa.ChunkedArray) -> tuple[pa.Array, list[list]]:
     """Each row's number among the distinct rows of `columns`, and the values of those
     distinct rows, column by column."""
-    key = np.zeros(len(columns[0]), dtype=np.int64)
-    values = []
-    for column in columns:
-        codes, distinct = value_codes(column)
-        key = key * len(distinct) + codes
-        values.append(distinct)
+    coded = [value_codes(column) for column in columns]
+    values = [distinct for _codes, distinct in coded]
+    key = combined_key([(codes, len(distinct)) for codes, distinct in coded], len(columns[0]))
+    if key is None:  # a dataset's key columns are a few thousand values each
+        raise OverflowError("the dataset's key columns have too many distinct values")
     rows, number = np.unique(key, return_inverse=True)
     out = []
     for distinct in reversed(values):

@@ -50,7 +50,7 @@ from piecewise.core.vocabulary import (
     is_share_column,
     share_columns,
 )
-from piecewise.publish.numbers import MAP_STATS, number_texts
+from piecewise.publish.numbers import MAP_STATS, json_strings, number_texts
 from piecewise.publish.tiles import LayerTiles, zoom_range
 from piecewise.storage.layout import (
     AREAS_VERSIONED,
@@ -105,8 +105,7 @@ def _json_texts(column: pa.ChunkedArray) -> pa.Array:
     """Each value of a string column as its JSON text, as orjson writes it (made once
     per distinct value)."""
     codes, values = string_codes(column)
-    texts = [orjson.dumps(v).decode("utf-8") for v in values]
-    return pa.array(texts, pa.string()).take(pa.array(codes))
+    return json_strings(values).take(pa.array(codes))
 
 
 KEY_COLUMNS = ("area", "isp", "direction")
@@ -135,9 +134,8 @@ def _cells_json(
     rows = table.num_rows
     columns = dict(zip(table.column_names, table.columns, strict=True))  # looked up once
     codes, areas = string_codes(columns["area"])
-    names = [orjson.dumps(name_of(a)).decode("utf-8") for a in areas]
     texts: dict[str, pa.Array] = {c: _json_texts(columns[c]) for c in KEY_COLUMNS}
-    texts["name"] = pa.array(names, pa.string()).take(pa.array(codes))
+    texts["name"] = json_strings([name_of(a) for a in areas]).take(pa.array(codes))
     for name in PUBLISHED:
         texts[name] = _number_texts(columns.get(name), rows)
     # Each share object: its thresholds' values by label (null: a column this table

@@ -21,7 +21,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from piecewise.core.tables import string_codes
+from piecewise.core.tables import combined_key, string_codes
 from piecewise.core.vocabulary import ALL_ISPS, COUNTS, INTERVALS, STATISTICS
 
 # A cell's numbers as the map shows them, and per ISP only the map's metrics (and the
@@ -82,15 +82,11 @@ def _first_codes(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order the distinct rows first appear, and the first row of each code. The columns'
     ranks are combined into one integer per row (numpy's rows are compared otherwise,
     several times slower)."""
-    key: np.ndarray | None = np.zeros(len(columns[0]), dtype=np.int64)
-    span = 1
+    parts = []
     for column in columns:
         values, ranks = np.unique(column, return_inverse=True)
-        span *= len(values) + 1
-        if span >= 2**63:
-            key = None
-            break
-        key = key * (len(values) + 1) + ranks
+        parts.append((ranks.reshape(-1), len(values)))
+    key = combined_key(parts, len(columns[0]))
     if key is None:
         _rows, first, inverse = np.unique(
             np.stack(columns, axis=1), axis=0, return_index=True, return_inverse=True
@@ -311,7 +307,9 @@ def _ranks(strings: list[str]) -> np.ndarray:
     return rank
 
 
-def _json_strings(strings: list[str], before: str = "", after: str = "") -> pa.Array:
+def json_strings(strings: list[str], before: str = "", after: str = "") -> pa.Array:
+    """Each string as its JSON text (as orjson writes it), between `before` and
+    `after`."""
     return pa.array(
         [before + orjson.dumps(s).decode("utf-8") + after for s in strings], pa.string()
     )
@@ -345,11 +343,11 @@ def _assemble(
         value >= 0, value, np.where(value == -1, len(pool) - 1, len(floats) + (-2 - value))
     )
     texts = pc.binary_join_element_wise(
-        _json_strings(key_strings).take(pa.array(key_code[order])), pool.take(pa.array(slot)), ":"
+        json_strings(key_strings).take(pa.array(key_code[order])), pool.take(pa.array(slot)), ":"
     )
     bounds = np.searchsorted(place[order], np.r_[drawn, np.iinfo(np.int64).max])
     bodies = pc.binary_join(pa.ListArray.from_arrays(pa.array(bounds, pa.int32()), texts), ",")
-    names = _json_strings([strings[k] for k in np.argsort(area_rank)], after=":{")
+    names = json_strings([strings[k] for k in np.argsort(area_rank)], after=":{")
     objects = pc.binary_join_element_wise(names.take(pa.array(drawn % width)), bodies, "}", "")
     cuts = np.searchsorted(drawn // width, np.arange(count + 1))
     joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(cuts, pa.int32()), objects), ",")
