@@ -409,3 +409,34 @@ def test_sums_of_unit_vectors_are_in_the_row_space_as_the_vectors_say(seed: int)
         assert block.contains_sums(flat, sizes).tolist() == block.contains(vectors).tolist()
     half = np.arange(n // 2)
     assert block.contains_sums(half, np.array([len(half)])).tolist() == [True]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_block_determines_what_least_squares_determines(seed: int) -> None:
+    """Which unit vectors, and which sums of columns, lie in a relation matrix's row
+    space agrees with an independent least-squares check, on integer matrices with
+    repeated and dependent rows (so that the pivoting must drop some), wide and tall."""
+    rng = np.random.default_rng(seed)
+    m, n = (int(x) for x in rng.integers(2, 40, 2))
+    dense = rng.choice([0.0, 0.0, 0.0, 1.0, -1.0, 2.0], size=(m, n))
+    dense[rng.integers(0, m)] = dense[rng.integers(0, m)]  # a repeated row
+    first, second, third = rng.integers(0, m, 3)
+    dense[third] = dense[first] - 2 * dense[second]  # a row the others give
+    dense[0] = 0.0
+    dense[0, rng.integers(0, n)] = 1.0  # a cell given outright
+    rows, cols = np.nonzero(dense)
+    block = _Block(rows, cols, dense[rows, cols], m, n)
+    determined = block.determined()
+
+    def in_row_space(vectors: np.ndarray) -> np.ndarray:
+        coef, *_ = np.linalg.lstsq(dense.T, vectors, rcond=None)
+        return np.abs(dense.T @ coef - vectors).max(axis=0) < 1e-6
+
+    assert determined.tolist() == in_row_space(np.eye(n)).tolist()
+    assert determined.any()
+    parts = [np.sort(p) for p in np.array_split(rng.permutation(n), max(1, n // 3))]
+    vectors = np.zeros((n, len(parts)))
+    for k, part in enumerate(parts):
+        vectors[part, k] = 1.0
+    flat, sizes = np.concatenate(parts), np.array([len(p) for p in parts])
+    assert block.contains_sums(flat, sizes).tolist() == in_row_space(vectors).tolist()

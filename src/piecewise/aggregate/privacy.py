@@ -59,6 +59,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import linalg
+from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
 from piecewise.core import periods
@@ -438,14 +440,22 @@ class _Withholding:
 
 class _Block:
     """The relations of one group over its unknown cells: an m x n matrix A given by its
-    entries. Whether a vector lies in A's row space is read off the projection onto that
-    space, from the eigenvectors of the smaller of A A^T and A^T A (A A^T is built from
-    the pairs of entries that share a column, without forming A)."""
+    entries. Whether a vector v lies in A's row space is whether its projection onto
+    that space keeps its length: v' A^T (A A^T)^+ A v = v' v. When m <= n, a pivoted
+    Cholesky factorisation of A A^T (built from the pairs of entries that share a
+    column, without forming A) picks a basis of the rows, B, and the inverse of B B^T
+    gives the projection; with more relations than cells, the eigenvectors of A^T A
+    span the row space."""
 
     def __init__(self, rows: np.ndarray, cols: np.ndarray, coef: np.ndarray, m: int, n: int):
         self.rows, self.cols, self.coef, self.m, self.n = rows, cols, coef, m, n
-        self.pinv: np.ndarray | None = None  # (A A^T)^+ when m <= n
-        self.basis: np.ndarray | None = None  # an orthonormal basis of the row space
+        self.basis: np.ndarray | None = None  # an orthonormal basis of the row space (m > n)
+        # When m <= n: the rows of the basis B, each row's position among them (-1 when
+        # not in B), B B^T's lower Cholesky factor and the lower triangle of its inverse.
+        self.independent = np.zeros(0, np.int64)
+        self.position = np.zeros(0, np.int64)
+        self.factor: np.ndarray | None = None
+        self.inverse: np.ndarray | None = None
 
     def dense(self) -> np.ndarray:
         """A as a dense m x n matrix."""
@@ -473,31 +483,53 @@ class _Block:
             np.add.at(gram, (rows[a], rows[b]), coef[a] * coef[b])
             if distinct:  # both (i, j) and (j, i)
                 np.add.at(gram, (rows[b], rows[a]), coef[a] * coef[b])
-        values, vectors = np.linalg.eigh(gram)
-        big = values > 1e-9 * max(float(values.max()), 1.0)
-        pinv = (vectors[:, big] / values[big]) @ vectors[:, big].T
-        self.pinv = pinv
+        # The pivot taken at each step is the largest squared distance of a row left to
+        # the span of the rows taken; rows within 1e-9 of it (relative) depend on them.
+        tolerance = 1e-9 * max(float(gram.diagonal().max()), 1.0)
+        factor, pivots, rank, info = lapack.dpstrf(gram, lower=1, tol=tolerance)
+        if info < 0:
+            raise ValueError(f"dpstrf: argument {-info} is invalid")
+        self.independent = pivots[:rank] - 1
+        self.position = np.full(self.m, -1, np.int64)
+        self.position[self.independent] = np.arange(rank)
+        self.factor = factor[:rank, :rank]
+        self.inverse, info = lapack.dpotri(self.factor, lower=1)
+        if info != 0:
+            raise ValueError(f"dpotri: the factor is singular at {info}")
+        # The diagonal of the projection, column by column: the sum, over the pairs of a
+        # column's entries in rows of B, of their product with the inverse's entry.
         diagonal = np.zeros(self.n)
         for a, b, distinct in pairs:
+            i, j = self.position[rows[a]], self.position[rows[b]]
+            both = (i >= 0) & (j >= 0)
+            i, j = i[both], j[both]
             weight = 2.0 if distinct else 1.0
-            np.add.at(diagonal, cols[a], weight * coef[a] * coef[b] * pinv[rows[a], rows[b]])
+            entry = self.inverse[np.maximum(i, j), np.minimum(i, j)]
+            np.add.at(diagonal, cols[a][both], weight * coef[a][both] * coef[b][both] * entry)
         return diagonal > 1 - 1e-6
 
     def contains_sums(self, flat: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         """For each part (column indices: the parts one after the other in `flat`, of
         `sizes`), whether the sum of those columns' unit vectors lies in the row space
         (after `determined`). Parts that share no column and repeat none (each a day's
-        ISP cells, say) take the image of their sums from the columns themselves, not
-        from a product with the n x k vectors: the entries are whole numbers, so the
+        ISP cells, say) take the image of their sums from the entries of their columns,
+        not from a product with the n x k vectors: the entries are whole numbers, so the
         sums are the product's, exactly."""
         if self.basis is not None or not sizes.all() or len(np.unique(flat)) < len(flat):
             vectors = np.zeros((self.n, len(sizes)))
             vectors[flat, np.repeat(np.arange(len(sizes)), sizes)] = 1.0
             return self.contains(vectors)
-        assert self.pinv is not None
-        image = np.add.reduceat(self.dense()[:, flat], np.r_[0, np.cumsum(sizes)[:-1]], axis=1)
-        kept = np.einsum("ik,ik->k", image, self.pinv @ image)
-        return kept > sizes * (1 - 1e-6)
+        part_of = np.full(self.n, -1, np.int64)
+        part_of[flat] = np.repeat(np.arange(len(sizes)), sizes)
+        part, row = part_of[self.cols], self.position[self.rows]
+        inside = (part >= 0) & (row >= 0)
+        k = len(sizes)
+        image = np.bincount(
+            row[inside] * k + part[inside],
+            weights=self.coef[inside],
+            minlength=len(self.independent) * k,
+        ).reshape(len(self.independent), k)
+        return self._kept(image) > sizes * (1 - 1e-6)
 
     def contains(self, vectors: np.ndarray) -> np.ndarray:
         """For each column of `vectors` (n x k), whether it lies in the row space
@@ -506,10 +538,17 @@ class _Block:
         if self.basis is not None:
             kept = ((self.basis.T @ vectors) ** 2).sum(axis=0)
         else:
-            assert self.pinv is not None
-            image = self.dense() @ vectors
-            kept = np.einsum("ik,ik->k", image, self.pinv @ image)
+            kept = self._kept(self.dense()[self.independent] @ vectors)
         return kept > norms * (1 - 1e-6)
+
+    def _kept(self, image: np.ndarray) -> np.ndarray:
+        """For each column x of B's `image` (B v), the squared length of v's projection:
+        x' (B B^T)^-1 x, that is |L^-1 x|^2 with L the Cholesky factor."""
+        assert self.factor is not None
+        if len(self.independent) == 0:
+            return np.zeros(image.shape[1])
+        solved = linalg.solve_triangular(self.factor, image, lower=True, check_finite=False)
+        return (solved**2).sum(axis=0)
 
 
 def determined_cells(
