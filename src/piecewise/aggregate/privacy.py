@@ -59,8 +59,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg
-from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
 from piecewise.core import periods
@@ -486,6 +484,10 @@ class _Block:
         # The pivot taken at each step is the largest squared distance of a row left to
         # the span of the rows taken; rows within 1e-9 of it (relative) depend on them.
         tolerance = 1e-9 * max(float(gram.diagonal().max()), 1.0)
+        # Imported here: scipy.linalg takes a sixth of a second to import, and a daily
+        # run seldom has a group to solve.
+        from scipy.linalg import lapack
+
         factor, pivots, rank, info = lapack.dpstrf(gram, lower=1, tol=tolerance)
         if info < 0:
             raise ValueError(f"dpstrf: argument {-info} is invalid")
@@ -547,7 +549,11 @@ class _Block:
         assert self.factor is not None
         if len(self.independent) == 0:
             return np.zeros(image.shape[1])
-        solved = linalg.solve_triangular(self.factor, image, lower=True, check_finite=False)
+        from scipy.linalg import lapack
+
+        solved, info = lapack.dtrtrs(self.factor, image, lower=1)
+        if info != 0:
+            raise ValueError(f"dtrtrs: the factor is singular at {info}")
         return (solved**2).sum(axis=0)
 
 
