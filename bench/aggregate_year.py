@@ -125,7 +125,10 @@ def aggregate_report(
         "layers: 39 counties and H3 resolution 6; periods day, month, quarter, year; each "
         f"ISP and all; both directions: {aggregate[0]['cells']:,} cells "
         f"({aggregate[0]['published']:,} published). `piecewise aggregate` (read the "
-        "private store, sampling, cell statistics, write the public data):"
+        "private store, sampling, cell statistics, write the public data); medians of "
+        "the runs' seconds, and the largest peak memory: the resident size of the "
+        "process and its children together (the dataset's SQLite is built in one), "
+        "sampled every 20 ms:"
     )
     out.append("")
     duck_s = median_of(duck, "seconds")
