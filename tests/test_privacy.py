@@ -440,3 +440,12 @@ def test_a_block_determines_what_least_squares_determines(seed: int) -> None:
         vectors[part, k] = 1.0
     flat, sizes = np.concatenate(parts), np.array([len(p) for p in parts])
     assert block.contains_sums(flat, sizes).tolist() == in_row_space(vectors).tolist()
+
+
+def test_a_block_of_relations_that_cancel_determines_nothing() -> None:
+    """Relations whose entries are all zero (a substitution can cancel a cell out) say
+    nothing about any cell or sum of cells."""
+    rows, cols = np.array([0, 0, 1]), np.array([0, 1, 1])
+    block = _Block(rows, cols, np.zeros(3), 2, 3)
+    assert block.determined().tolist() == [False, False, False]
+    assert block.contains_sums(np.array([0, 1, 2]), np.array([2, 1])).tolist() == [False, False]

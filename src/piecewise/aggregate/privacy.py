@@ -482,7 +482,8 @@ class _Block:
             if distinct:  # both (i, j) and (j, i)
                 np.add.at(gram, (rows[b], rows[a]), coef[a] * coef[b])
         # The pivot taken at each step is the largest squared distance of a row left to
-        # the span of the rows taken; rows within 1e-9 of it (relative) depend on them.
+        # the span of the rows taken: once it is below 1e-9 of the largest row's squared
+        # length, the rows left depend on those taken.
         tolerance = 1e-9 * max(float(gram.diagonal().max()), 1.0)
         # Imported here: scipy.linalg takes a sixth of a second to import, and a daily
         # run seldom has a group to solve.
@@ -495,6 +496,8 @@ class _Block:
         self.position = np.full(self.m, -1, np.int64)
         self.position[self.independent] = np.arange(rank)
         self.factor = factor[:rank, :rank]
+        if rank == 0:  # every entry zero: no relation says anything
+            return np.zeros(self.n, dtype=bool)
         self.inverse, info = lapack.dpotri(self.factor, lower=1)
         if info != 0:
             raise ValueError(f"dpotri: the factor is singular at {info}")
