@@ -84,7 +84,8 @@ def child_tiles(config_path: str) -> dict:
                 j = max(i + 1, int(np.searchsorted(bounds, bounds[i] + NUMBERS_BATCH, "right")) - 1)
                 period = np.repeat(np.arange(j - i), np.diff(bounds[i : j + 1]))
                 cells = pa.concat_tables(parts[i:j])
-                written += tiles.write_numbers(kind, labels[i:j], release, cells, period)
+                documents = tiles.numbers(kind, labels[i:j], release, cells, period)
+                written += tiles.write_numbers(kind, labels[i:j], documents)
                 i = j
             spent += time.perf_counter() - start
             spent_cpu += time.process_time() - cpu

@@ -448,7 +448,8 @@ class Publisher:
             period = np.repeat(np.arange(len(batch)), [s.hi - s.lo for s in batch])
             labels = [periods.label(kind, s.start) for s in batch]
             map_cells = _map_cells(rows, [column for _label, column in shares])
-            tiles.write_numbers(kind, labels, release, map_cells, period)
+            documents = tiles.numbers(kind, labels, release, map_cells, period)
+            tiles.write_numbers(kind, labels, documents)
 
         # Two at a time: one encodes JSON while the other's Parquet and file writes,
         # which release the GIL, go on. Each file is written atomically on its own.

@@ -619,17 +619,9 @@ class LayerTiles:
             for label, text in zip(labels, features, strict=True)
         ]
 
-    def write_numbers(
-        self,
-        kind: str,
-        labels: Sequence[str],
-        release: int | None,
-        cells: pa.Table,
-        period: np.ndarray,
-    ) -> list[int]:
-        """Writes the numbers of periods `labels` (see `numbers`), each atomically; the
-        bytes of each."""
-        documents = self.numbers(kind, labels, release, cells, period)
+    def write_numbers(self, kind: str, labels: Sequence[str], documents: list[bytes]) -> list[int]:
+        """Writes the numbers documents of periods `labels` (made by `numbers`), each
+        atomically; the bytes of each."""
         for label, data in zip(labels, documents, strict=True):
             self._put(kind, label, data)
         return [len(data) for data in documents]
