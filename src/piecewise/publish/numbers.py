@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from piecewise.core.tables import combined_key, string_codes
-from piecewise.core.vocabulary import ALL_ISPS, COUNTS, INTERVALS, STATISTICS
+from piecewise.core.vocabulary import ALL_ISPS, COUNTS, DIGITS, INTERVALS, STATISTICS
 
 # A cell's numbers as the map shows them, and per ISP only the map's metrics (and the
 # share columns).
@@ -31,7 +31,6 @@ ISP_STATS = ("tests", "median", "rtt_median", *INTERVALS)
 # Published numbers that are not means of the tests (counts, interval bounds): never
 # averaged into a parent.
 NOT_AVERAGED = (*COUNTS, *INTERVALS)
-DIGITS = 4  # a parent's means are rounded as the published numbers are
 SUPPRESSED = "suppressed"  # the flag's name: `{direction}_suppressed[@{isp}]`
 _TRUE = "true"
 
@@ -267,6 +266,7 @@ def _parent_levels(
         a = h3_parents(a[first], res)
         tests, weighted, weight = (sums(rows, len(first), t) for t in (tests, weighted, weight))
         has = weight > 0
+        # A parent's means are rounded to the published numbers' digits.
         means = rounded(np.divide(weighted, weight, out=np.zeros_like(weighted), where=has), DIGITS)
         every_isp = np.asarray(keys.isps, dtype=object)[i] == ALL_ISPS
         entries.add(p, a, keys.id(i, d, tests_n), tests.astype(np.int64))
