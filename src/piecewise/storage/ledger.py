@@ -337,7 +337,7 @@ class Ledger:
             return
         self._append("cells", cells, release.number)
         numbered = cube.append_column(
-            "release", pa.array([release.number] * cube.num_rows, pa.int64())
+            "release", pa.array(np.full(cube.num_rows, release.number, np.int64))
         )
         self._append("cube", numbered, release.number)
 
@@ -363,8 +363,8 @@ class Ledger:
             {str(v): equal_mask(table.column(c), v) for v in pc.unique(table.column(c)).to_pylist()}
             for c in ("layer", "kind")
         )
-        year = pc.year(table.column("period")).to_numpy(zero_copy_only=False)
-        years = {int(y): year == y for y in np.unique(year)}
+        year = pc.year(table.column("period"))
+        years = {y: np.asarray(pc.equal(year, y)) for y in pc.unique(year).to_pylist()}
         for (layer, in_layer), (kind, of_kind), (y, in_year) in itertools.product(
             layers.items(), kinds.items(), years.items()
         ):

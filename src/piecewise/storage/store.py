@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import io
 import json
 import os
 import secrets
@@ -397,16 +396,25 @@ class Store:
 def _replace_file(target: Path, data: bytes, *, sync: bool = True) -> None:
     """Write `target` through a hidden temporary file beside it: fsync (unless `sync`
     is False: the caller syncs later), then rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}{_TEMP_MARK}{secrets.token_hex(6)}")
     # O_EXCL: never write into someone else's file; mode 0o666 & umask like any new file.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    # The folder is made only when missing (a release writes thousands of files into
+    # a few hundred folders).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        fd = os.open(tmp, flags, 0o666)
+    except FileNotFoundError:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, flags, 0o666)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if sync:
-                os.fsync(f.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -468,7 +476,9 @@ def parquet_bytes(table: pa.Table, *, statistics: bool = True) -> bytes:
     a year's histograms). Float columns are not dictionary-encoded (measured values
     seldom repeat: trying costs a year's ledger cells a third of their writing time and
     leaves them larger)."""
-    sink = io.BytesIO()
+    # An Arrow buffer, not a Python file object: the writer then never calls back into
+    # the interpreter (each call waits for the GIL while other threads work).
+    sink = pa.BufferOutputStream()
     dictionary = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
     pq.write_table(
         table,
@@ -477,7 +487,7 @@ def parquet_bytes(table: pa.Table, *, statistics: bool = True) -> bytes:
         write_statistics=statistics,
         use_dictionary=dictionary,
     )
-    return sink.getvalue()
+    return sink.getvalue().to_pybytes()
 
 
 # Keys sorted; non-string keys written as strings, as the standard library writes them;
