@@ -317,6 +317,25 @@ def test_failed_data_write_leaves_no_partial_file(
     assert leftovers(tmp_path) == []
 
 
+def test_short_writes_are_continued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel may take part of a write (a signal, a full pipe): the rest follows."""
+    store = open_store(tmp_path.as_uri())
+    real_write = os.write
+    calls = []
+
+    def short(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        return real_write(fd, bytes(data)[:4096])
+
+    monkeypatch.setattr(os, "write", short)
+    data = bytes(range(256)) * 100  # 25,600 bytes: seven writes
+    store.write_bytes("deep/new/x.bin", data)
+    monkeypatch.undo()
+    assert len(calls) == 7
+    assert store.read_bytes("deep/new/x.bin") == data
+    assert leftovers(tmp_path) == []
+
+
 def test_unserialisable_table_leaves_old_content(tmp_path: Path) -> None:
     store = open_store(tmp_path.as_uri())
     store.write_json("k.json", {"v": 1})
