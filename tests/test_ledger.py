@@ -4,11 +4,14 @@ never those of a release appended but not yet committed."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
-from piecewise.storage.ledger import Ledger
+from piecewise.storage.ledger import Ledger, Release
 from piecewise.storage.store import open_store
 
 
@@ -42,3 +45,182 @@ def test_layer_cells_takes_the_releases_below(on_disk: bool, memory_url: str, tm
     assert areas(4) == ["a1", "a2", "a3", "a4", "a5", "a6"]
     assert areas(10) == areas(4)
     assert ledger.layer_cells("h3r6", below=4) == []
+
+
+# -- the pending release's tables -------------------------------------------------------
+
+LAYERS = ["counties", "counties-evening", "h3r6"]  # '-' sorts before '/' in a key
+
+
+def _release(number: int) -> Release:
+    return Release(number, "2026-01-02T00:00:00Z", (), {}, {"layers": LAYERS})
+
+
+def _dictionary(values: list[str]) -> pa.DictionaryArray:
+    return pa.array(values).dictionary_encode()
+
+
+def _release_tables(number: int, seed: int = 0) -> tuple[pa.Table, pa.Table]:
+    """A release's cells and histograms over three layers, two kinds and two years,
+    sorted by layer, kind and period as a release's are."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for layer in sorted(LAYERS):
+        for kind in ("day", "month"):
+            for period in (dt.date(2024, 12, 1), dt.date(2025, 1, 1), dt.date(2025, 2, 1)):
+                for area in ("a", "b"):
+                    rows.append((layer, kind, period, area))
+    layer, kind, period, area = (list(c) for c in zip(*rows, strict=True))
+    n = len(rows)
+    cells = pa.table(
+        {
+            "layer": _dictionary(layer),
+            "kind": _dictionary(kind),
+            "period": period,
+            "area": _dictionary(area),
+            "tests": rng.integers(1, 100, n),
+            "median": rng.random(n),
+            "published": rng.random(n) > 0.3,
+            "release": pa.array(np.full(n, number, np.int64)),
+        }
+    )
+    buckets = 3
+    cube = pa.table(
+        {
+            "layer": _dictionary(np.repeat(layer, buckets).tolist()),
+            "kind": _dictionary(np.repeat(kind, buckets).tolist()),
+            "period": pa.array(np.repeat(period, buckets).tolist(), pa.date32()),
+            "area": _dictionary(np.repeat(area, buckets).tolist()),
+            "bucket": pa.array(np.tile(np.arange(buckets), n), pa.uint16()),
+            "count": pa.array(rng.integers(1, 9, n * buckets), pa.int32()),
+        }
+    )
+    return cells, cube
+
+
+def _ledger_files(store_root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(store_root).as_posix(): p.read_bytes()
+        for p in sorted((store_root / "ledger").rglob("*.parquet"))
+        if "pending" not in p.parts
+    }
+
+
+def test_a_pending_release_is_recorded_by_ledger_table_and_read_back_whole(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(open_store(tmp_path.as_uri()))
+    cells, cube = _release_tables(1)
+    ledger.write_pending(_release(1), cells, cube)
+    parts = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet"))
+    # Three layers, two kinds, two years, both tables.
+    assert len(parts) == 24
+    assert "ledger/pending/cells/counties-evening/month/2024.parquet" in parts
+    assert "ledger/pending/cube/h3r6/day/2025.parquet" in parts
+    assert ledger.pending() == _release(1)
+    back_cells, back_cube = ledger.pending_tables()
+    assert back_cells.equals(cells)
+    assert back_cube.equals(cube)
+
+
+def test_a_pending_part_becomes_its_new_ledger_table_as_it_is(tmp_path: Path) -> None:
+    """Parts of tables the ledger does not have yet are taken as they are; the tables
+    are those appending the release's rows themselves gives."""
+    store = open_store(tmp_path.as_uri())
+    ledger = Ledger(store)
+    cells, cube = _release_tables(1)
+    ledger.write_pending(_release(1), cells, cube)
+    pending = {
+        key.replace("ledger/pending/", "ledger/"): store.read_bytes(key)
+        for key in store.list("ledger/pending/")
+        if key.endswith(".parquet")
+    }
+    ledger.append_tables(_release(1), *ledger.pending_tables())
+    assert _ledger_files(tmp_path) == pending
+    # The same release appended from its tables, as recorded before parts.
+    other = tmp_path / "other"
+    direct = Ledger(open_store(other.as_uri()))
+    direct._append("cells", cells, 1)
+    direct._append("cube", cube.append_column("release", pa.array([1] * cube.num_rows)), 1)
+    assert _ledger_files(other) == pending
+
+
+def test_a_release_recorded_whole_by_an_earlier_version_is_completed(tmp_path: Path) -> None:
+    """ledger/pending/cells.parquet and cube.parquet, as versions before the parts wrote
+    them: read back and appended as the parts would be."""
+    store = open_store(tmp_path.as_uri())
+    ledger = Ledger(store)
+    cells, cube = _release_tables(1)
+    store.write_parquet("ledger/pending/cells.parquet", cells)
+    store.write_parquet("ledger/pending/cube.parquet", cube)
+    store.write_json("ledger/pending/release.json", _release(1).as_dict())
+    back_cells, back_cube = ledger.pending_tables()
+    assert back_cells.equals(cells) and back_cube.equals(cube)
+    ledger.append_tables(_release(1), back_cells, back_cube)
+    parts = tmp_path / "parts"
+    by_parts = Ledger(open_store(parts.as_uri()))
+    by_parts.write_pending(_release(1), cells, cube)
+    by_parts.append_tables(_release(1), *by_parts.pending_tables())
+    assert _ledger_files(tmp_path) == _ledger_files(parts)
+    ledger.record(_release(1))
+    assert store.list("ledger/pending/") == []
+
+
+def test_later_releases_join_the_tables_and_a_repeated_append_replaces_its_rows(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(open_store(tmp_path.as_uri()))
+    for number in (1, 2):
+        cells, cube = _release_tables(number, seed=number)
+        ledger.write_pending(_release(number), cells, cube)
+        ledger.append_tables(_release(number), *ledger.pending_tables())
+        # Cut short after appending: the retry appends again, rows replaced, not doubled.
+        ledger.append_tables(_release(number), *ledger.pending_tables())
+        ledger.record(_release(number))
+    for layer in LAYERS:
+        tables = ledger.layer_cells(layer, below=3)
+        releases = pa.concat_tables(tables).column("release").to_pylist()
+        assert releases.count(1) == releases.count(2) == 12, layer
+    first = _release_tables(1, seed=1)[0]
+    mine = pa.concat_tables(ledger.layer_cells("h3r6", below=2))
+    expected = first.filter(pc.equal(first.column("layer"), "h3r6"))
+    assert sorted(mine.column("median").to_pylist()) == sorted(
+        expected.column("median").to_pylist()
+    )
+
+
+def test_tables_out_of_order_are_refused_before_anything_is_recorded(tmp_path: Path) -> None:
+    store = open_store(tmp_path.as_uri())
+    ledger = Ledger(store)
+    cells, cube = _release_tables(1)
+    shuffled = cells.take(pa.array(np.random.default_rng(3).permutation(cells.num_rows)))
+    with pytest.raises(ValueError, match="sorted by layer, kind and period"):
+        ledger.write_pending(_release(1), shuffled, cube)
+    assert ledger.pending() is None
+
+
+def test_an_empty_release_is_recorded_whole(tmp_path: Path) -> None:
+    store = open_store(tmp_path.as_uri())
+    ledger = Ledger(store)
+    cells, cube = (t.slice(0, 0) for t in _release_tables(1))
+    ledger.write_pending(_release(1), cells, cube)
+    assert sorted(store.list("ledger/pending/")) == [
+        "ledger/pending/cells.parquet",
+        "ledger/pending/cube.parquet",
+        "ledger/pending/release.json",
+    ]
+    back_cells, back_cube = ledger.pending_tables()
+    assert back_cells.schema == cells.schema and back_cells.num_rows == 0
+    assert back_cube.schema == cube.schema and back_cube.num_rows == 0
+    ledger.append_tables(_release(1), back_cells, back_cube)
+    assert _ledger_files(tmp_path) == {}
+
+
+def test_leftovers_of_a_release_never_recorded_are_cleared(tmp_path: Path) -> None:
+    store = open_store(tmp_path.as_uri())
+    ledger = Ledger(store)
+    ledger.write_pending(_release(1), *_release_tables(1))
+    store.delete("ledger/pending/release.json")  # cut before the mark
+    assert ledger.pending() is None
+    ledger.clear_leftovers()
+    assert store.list("ledger/pending/") == []

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -106,9 +108,18 @@ def test_the_cli_says_busy_with_status_75(tmp_path: Path, demo_data: Path, capsy
 class CountingStores:
     """The two stores of a run, failing their n-th write or delete, counted together."""
 
-    def __init__(self, stores: Stores, fail_at: int | None = None) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        fail_at: int | None = None,
+        fail_on: Callable[[str], bool] | None = None,
+    ) -> None:
+        """`fail_at`: the write to fail, counted; `fail_on`: fail the first write of a
+        key it accepts instead."""
         self.count = 0
         self.fail_at = fail_at
+        self.fail_on = fail_on
+        self.lock = threading.Lock()  # the ledger writes two files at a time
         self.stores = Stores(self._wrap(stores.private), self._wrap(stores.public))
 
     def _wrap(self, inner: Store) -> Store:
@@ -129,9 +140,12 @@ class CountingStores:
         return Wrapped()
 
     def tick(self, key: str) -> None:
-        self.count += 1
-        if self.count == self.fail_at:
-            raise OSError(f"injected crash at write {self.count} ({key})")
+        with self.lock:
+            self.count += 1
+            failing = self.count == self.fail_at or (self.fail_on is not None and self.fail_on(key))
+            if failing:
+                self.fail_on = None
+                raise OSError(f"injected crash at write {self.count} ({key})")
 
 
 @pytest.mark.slow
@@ -426,7 +440,8 @@ def test_a_pending_release_is_completed_only_with_its_recorded_layers(
     cfg = config_for(tmp_path, demo_data)
     run_ingest(cfg, day(1), day(2), progress=False)
     stores = Stores.of(cfg)
-    crashing = CountingStores(Stores(stores.private, stores.public), fail_at=4)
+    # Cut at the first public file: the release is recorded by then.
+    crashing = CountingStores(stores, fail_on=lambda key: key.startswith("v1/"))
     with pytest.raises(OSError, match="injected crash"):
         run_aggregate(cfg, stores=crashing.stores)
     assert Ledger(stores.private).pending() is not None

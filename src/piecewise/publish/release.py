@@ -600,8 +600,8 @@ def complete_release(
         )
     cells, cube = ledger.pending_tables()
     with ThreadPoolExecutor(max_workers=1) as background:
-        # The ledger's tables take the release's rows while its files are written (their
-        # Parquet encoding leaves the interpreter free); it is recorded after both.
+        # The ledger's tables take the release's rows while its files are written (the
+        # pending parts, copied or joined to the rows a table has); recorded after both.
         appending = background.submit(ledger.append_tables, release, cells, cube)
         publisher, index = _publish_files(config, stores, ledger, release, state, cells, cube, lock)
         appending.result()

@@ -16,9 +16,12 @@ MANIFEST_PREFIX = "manifest/dates/"
 LOCKS_PREFIX = "locks/"
 LEDGER_PREFIX = "ledger/"
 LEDGER_STATE_KEY = f"{LEDGER_PREFIX}state.json"
-PENDING_RELEASE_KEY = f"{LEDGER_PREFIX}pending/release.json"
-PENDING_CELLS_KEY = f"{LEDGER_PREFIX}pending/cells.parquet"
-PENDING_CUBE_KEY = f"{LEDGER_PREFIX}pending/cube.parquet"
+PENDING_PREFIX = f"{LEDGER_PREFIX}pending/"
+PENDING_RELEASE_KEY = f"{PENDING_PREFIX}release.json"
+# A pending release's tables whole (an empty one, or as earlier versions recorded them);
+# otherwise they are recorded in parts, one per ledger table (`pending_table_key`).
+PENDING_CELLS_KEY = f"{PENDING_PREFIX}cells.parquet"
+PENDING_CUBE_KEY = f"{PENDING_PREFIX}cube.parquet"
 GEOIP_PREFIX = "geoip/"
 FANOUT_PREFIX = "fanout/"
 SURVEY_RECORDS_PREFIX = "survey/published/"
@@ -55,6 +58,22 @@ def lock_key(name: str) -> str:
 def ledger_table_key(what: str, layer: str, kind: str, year: int) -> str:
     """`ledger/cells/...` (cells and decisions) or `ledger/cube/...` (histograms)."""
     return f"{LEDGER_PREFIX}{what}/{layer}/{kind}/{year:04d}.parquet"
+
+
+def pending_table_key(what: str, layer: str, kind: str, year: int) -> str:
+    """The part of a pending release's cells or histograms bound for one ledger table."""
+    return f"{PENDING_PREFIX}{what}/{layer}/{kind}/{year:04d}.parquet"
+
+
+def parse_pending_table_key(key: str) -> tuple[str, str, str, int] | None:
+    """(what, layer, kind, year) of a `pending_table_key`; None for any other key."""
+    if not key.startswith(PENDING_PREFIX) or not key.endswith(".parquet"):
+        return None
+    parts = key[len(PENDING_PREFIX) : -len(".parquet")].split("/")
+    if len(parts) != 4 or not parts[3].isdigit():
+        return None
+    what, layer, kind, year = parts
+    return what, layer, kind, int(year)
 
 
 def geoip_folder(date: dt.date) -> str:

@@ -6,8 +6,12 @@ twice with different numbers.
     ledger/cells/{layer}/{kind}/{YYYY}.parquet    every released cell, with its decision
     ledger/cube/{layer}/{kind}/{YYYY}.parquet     the histograms of its published cells
     ledger/pending/release.json                   the release being published (its plan)
-    ledger/pending/cells.parquet                  that release's cells
-    ledger/pending/cube.parquet                   the histograms of its published cells
+    ledger/pending/cells/{layer}/{kind}/{YYYY}.parquet
+                                                  that release's cells, by ledger table
+    ledger/pending/cube/{layer}/{kind}/{YYYY}.parquet
+                                                  the histograms of its published cells
+    ledger/pending/cells.parquet, cube.parquet    or either table whole (when empty, or
+                                                  as versions before 2026-12 recorded it)
 
 A period is released once, when it is final (see piecewise.publish.finality), and is *sealed*
 from then on: its cells keep their numbers and their decision, and the dates it covers
@@ -17,6 +21,8 @@ exactly the tests of its sealed parts.
 A release is written ahead here in full (release.json last: the mark that the rest is
 whole), then to the public store while its cells are appended to the cell tables
 (`append_tables`), then committed (`record`): the state replaced, pending/ removed.
+Its tables are recorded in the parts the ledger's tables take, in their format: a part
+whose table does not exist yet (a new year, say) becomes it as it is, not encoded again.
 A run that finds a pending release completes it first, from what was recorded, so a
 crash anywhere, once retried, leaves the bytes of an uninterrupted run. Cell rows carry
 their release number; rows of a release above the state's (a commit cut short, or the
@@ -28,7 +34,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,10 +51,13 @@ from piecewise.storage.layout import (
     LEDGER_STATE_KEY,
     PENDING_CELLS_KEY,
     PENDING_CUBE_KEY,
+    PENDING_PREFIX,
     PENDING_RELEASE_KEY,
     ledger_table_key,
+    parse_pending_table_key,
+    pending_table_key,
 )
-from piecewise.storage.store import KeyNotFound, Store, StoreError
+from piecewise.storage.store import PARQUET_CONTENT_TYPE, KeyNotFound, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -268,30 +277,75 @@ class Ledger:
     # -- the release being published ---------------------------------------------------
 
     def write_pending(self, release: Release, cells: pa.Table, cube: pa.Table) -> None:
-        """Record a release before any of it is published; release.json goes last, once
-        both tables are written. The two are written side by side: their Parquet
-        encoding leaves the interpreter free, and nothing else runs meanwhile."""
-        with ThreadPoolExecutor(max_workers=1) as background:
-            writing = background.submit(
-                self.store.write_parquet, PENDING_CUBE_KEY, cube, statistics=STATISTICS
-            )
-            self.store.write_parquet(PENDING_CELLS_KEY, cells, statistics=STATISTICS)
-            writing.result()
+        """Record a release before any of it is published: its cells and histograms
+        (each sorted by layer, kind and period, as a release's are) in the parts the
+        ledger's tables take, then release.json, the mark that they are whole. The parts
+        are encoded two at a time: their Parquet encoding leaves the interpreter free,
+        and nothing else runs meanwhile."""
+        writes: list[tuple[str, pa.Table]] = []
+        for what, table, whole in (
+            ("cells", cells, PENDING_CELLS_KEY),
+            ("cube", cube, PENDING_CUBE_KEY),
+        ):
+            if table.num_rows == 0:  # no part to take its columns from: whole
+                writes.append((whole, table))
+                continue
+            if what == "cube":  # as the ledger's table holds them
+                table = _numbered(table, release.number)
+            writes += [
+                (pending_table_key(what, *part), rows) for part, rows in _sorted_parts(table)
+            ]
+        writes.sort(key=lambda write: -write[1].num_rows)  # the largest first, side by side
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = [
+                pool.submit(self.store.write_parquet, key, table, statistics=STATISTICS)
+                for key, table in writes
+            ]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                for future in futures:  # the release is not recorded: no more of it
+                    future.cancel()
+                raise
         self.store.write_json(PENDING_RELEASE_KEY, release.as_dict())
 
+    def _pending_parts(self) -> dict[str, list[tuple[tuple[str, str, int], str]]]:
+        """The parts of the pending tables (cells, cube): each one's ledger table
+        (layer, kind, year) and key, in the order of the tables' rows."""
+        parts: dict[str, list[tuple[tuple[str, str, int], str]]] = {"cells": [], "cube": []}
+        for key in self.store.list(PENDING_PREFIX):
+            parsed = parse_pending_table_key(key)
+            if parsed is not None and parsed[0] in parts:
+                what, layer, kind, year = parsed
+                parts[what].append(((layer, kind, year), key))
+        for found in parts.values():
+            found.sort()
+        return parts
+
     def pending_tables(self) -> tuple[pa.Table, pa.Table]:
-        return self.store.read_parquet(PENDING_CELLS_KEY), self.store.read_parquet(PENDING_CUBE_KEY)
+        """The pending release's cells and histograms, as they were given to
+        `write_pending`."""
+        parts = self._pending_parts()
+        tables = []
+        for what, whole in (("cells", PENDING_CELLS_KEY), ("cube", PENDING_CUBE_KEY)):
+            if not parts[what]:
+                tables.append(self.store.read_parquet(whole))
+                continue
+            table = pa.concat_tables([self.store.read_parquet(key) for _part, key in parts[what]])
+            tables.append(table.drop_columns(["release"]) if what == "cube" else table)
+        cells, cube = tables
+        return cells, cube
 
     def discard_pending(self) -> None:
         self.store.delete(PENDING_RELEASE_KEY)  # first: the rest is then unused
-        self.store.delete(PENDING_CELLS_KEY)
-        self.store.delete(PENDING_CUBE_KEY)
+        self.clear_leftovers()
 
     def clear_leftovers(self) -> None:
         """Remove the tables of a release that was never recorded, or whose clean-up
         was cut short (there is no release.json)."""
-        for key in (PENDING_CELLS_KEY, PENDING_CUBE_KEY):
-            if self.store.exists(key):
+        for key in self.store.list(PENDING_PREFIX):
+            if key != PENDING_RELEASE_KEY:
                 self.store.delete(key)
 
     # -- released cells ---------------------------------------------------------------
@@ -332,14 +386,19 @@ class Ledger:
         """Put a release's cells and histograms in the tables, before it is recorded:
         readers of the tables (`layer_cells`) take only rows of recorded releases, and a
         run again after a crash replaces the rows of this release, not doubles them. So
-        it may run while the release's public files are written."""
+        it may run while the release's public files are written. `cells` and `cube` are
+        the pending tables: recorded in parts, the parts are appended instead."""
         if self._next_state(release) is None:
             return
-        self._append("cells", cells, release.number)
-        numbered = cube.append_column(
-            "release", pa.array(np.full(cube.num_rows, release.number, np.int64))
-        )
-        self._append("cube", numbered, release.number)
+        parts = self._pending_parts()
+        for what, table in (("cells", cells), ("cube", cube)):
+            if not parts[what]:  # recorded whole
+                numbered = _numbered(table, release.number) if what == "cube" else table
+                for part, rows in _parts(numbered):
+                    self._add(ledger_table_key(what, *part), rows, release.number)
+                continue
+            for part, key in parts[what]:
+                self._add(ledger_table_key(what, *part), key, release.number)
 
     def record(self, release: Release) -> LedgerState:
         """Record a release whose tables are appended and files published: its periods
@@ -355,29 +414,72 @@ class Ledger:
 
     def _append(self, what: str, table: pa.Table, number: int) -> None:
         """Add a release's rows to the tables of `what` (by layer, kind and year)."""
-        if table.num_rows == 0:
+        for part, rows in _parts(table):
+            self._add(ledger_table_key(what, *part), rows, number)
+
+    def _add(self, key: str, rows: pa.Table | str, number: int) -> None:
+        """Put the rows of release `number` (a table, or the key of a pending part) in
+        the ledger table `key`, replacing any it holds already (a run cut short)."""
+        old = self.store.read_parquet(key) if self.store.exists(key) else None
+        if old is not None:
+            old = old.filter(pc.less(old.column("release"), number))
+        if old is None or old.num_rows == 0:  # new: a pending part becomes it as it is
+            if isinstance(rows, str):
+                data = self.store.read_bytes(rows)
+                self.store.write_bytes(key, data, content_type=PARQUET_CONTENT_TYPE)
+            else:
+                self.store.write_parquet(key, rows, statistics=STATISTICS)
             return
-        # Each layer's, kind's and year's rows found once, compared by code (the
-        # histograms' keys are dictionary-encoded: nine million rows of them a year).
-        layers, kinds = (
-            {str(v): equal_mask(table.column(c), v) for v in pc.unique(table.column(c)).to_pylist()}
-            for c in ("layer", "kind")
-        )
-        year = pc.year(table.column("period"))
-        years = {y: np.asarray(pc.equal(year, y)) for y in pc.unique(year).to_pylist()}
-        for (layer, in_layer), (kind, of_kind), (y, in_year) in itertools.product(
-            layers.items(), kinds.items(), years.items()
-        ):
-            mask = in_layer & of_kind & in_year
-            if not mask.any():
-                continue
-            key = ledger_table_key(what, layer, kind, y)
-            rows = rows_where(table, mask)  # a slice: the release's tables are sorted
-            if self.store.exists(key):
-                old = self.store.read_parquet(key)
-                old = old.filter(pc.less(old.column("release"), number))
-                if old.schema != rows.schema:
-                    # Written by another version (say, with its keys as plain strings).
-                    old, rows = plain_strings(old), plain_strings(rows)
-                rows = pa.concat_tables([old, rows], promote_options="permissive")
-            self.store.write_parquet(key, rows, statistics=STATISTICS)
+        if isinstance(rows, str):
+            rows = self.store.read_parquet(rows)
+        if old.schema != rows.schema:
+            # Written by another version (say, with its keys as plain strings).
+            old, rows = plain_strings(old), plain_strings(rows)
+        both = pa.concat_tables([old, rows], promote_options="permissive")
+        self.store.write_parquet(key, both, statistics=STATISTICS)
+
+
+def _numbered(cube: pa.Table, number: int) -> pa.Table:
+    """Histogram rows as the ledger keeps them: with their release's number."""
+    return cube.append_column("release", pa.array(np.full(cube.num_rows, number, np.int64)))
+
+
+def _masks(table: pa.Table) -> Iterator[tuple[tuple[str, str, int], np.ndarray]]:
+    """Which rows of `table` are bound for each ledger table: (layer, kind, year) and a
+    mask, in sorted order of the three."""
+    if table.num_rows == 0:
+        return
+    # Each layer's, kind's and year's rows found once, compared by code (the
+    # histograms' keys are dictionary-encoded: nine million rows of them a year).
+    layers, kinds = (
+        {str(v): equal_mask(table.column(c), v) for v in pc.unique(table.column(c)).to_pylist()}
+        for c in ("layer", "kind")
+    )
+    year = pc.year(table.column("period"))
+    years = {y: np.asarray(pc.equal(year, y)) for y in pc.unique(year).to_pylist()}
+    for layer, kind, y in itertools.product(sorted(layers), sorted(kinds), sorted(years)):
+        mask = layers[layer] & kinds[kind] & years[y]
+        if mask.any():
+            yield (layer, kind, y), mask
+
+
+def _parts(table: pa.Table) -> Iterator[tuple[tuple[str, str, int], pa.Table]]:
+    """The rows of `table` bound for each ledger table (see `_masks`)."""
+    for part, mask in _masks(table):
+        yield part, rows_where(table, mask)
+
+
+def _sorted_parts(table: pa.Table) -> Iterator[tuple[tuple[str, str, int], pa.Table]]:
+    """`_parts` as slices, one after the other: ValueError unless `table` is sorted by
+    layer, kind and year, so that the parts joined in order give it back."""
+    end = 0
+    for part, mask in _masks(table):
+        hits = np.flatnonzero(mask)
+        if hits[0] != end or hits[-1] != end + len(hits) - 1:
+            raise ValueError(
+                "a pending release's tables must be sorted by layer, kind and period, "
+                f"as a release's are: the rows of {'/'.join(map(str, part))} do not "
+                "follow the previous ones in one run"
+            )
+        yield part, table.slice(end, len(hits))
+        end += len(hits)
