@@ -296,12 +296,16 @@ class DirectionData:
         from this data's ranks rather than sorted again; and their throughput ranks
         here, ascending (for `subset_shares`)."""
         row_of = np.cumsum(kept) - 1
-        mbps, ranks = self.mbps.subset(kept, row_of)
+        # Each metric's gathers and scatters release the GIL: the three side by side.
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            (mbps, ranks), (rtt, _), (loss, _) = pool.map(
+                lambda metric: metric.subset(kept, row_of), (self.mbps, self.rtt, self.loss)
+            )
         return (
             DirectionData(
                 mbps=mbps,
-                rtt=self.rtt.subset(kept, row_of)[0],
-                loss=self.loss.subset(kept, row_of)[0],
+                rtt=rtt,
+                loss=loss,
                 client=self.client[kept],
                 client_bits=self.client_bits,
                 bucket_sorted=self.bucket_sorted[ranks],
