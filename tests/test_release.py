@@ -4,15 +4,19 @@ a crash anywhere completed to the bytes of an uninterrupted run."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from piecewise.pipeline import run_aggregate, run_ingest
 from piecewise.publish import release
@@ -545,3 +549,14 @@ def test_cells_of_an_unknown_direction_are_refused_not_left_undecided() -> None:
     fine = stats.filter(pa.array([True, False, True]))
     parts = list(release._decision_parts(ledger, 1, "counties", fine, wanted))
     assert [p.column("direction").to_pylist() for p, _old in parts] == [["download"], ["upload"]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 3)), min_size=0, max_size=12))
+def test_histogram_rows_are_taken_as_ordered_only_when_they_are(pairs) -> None:
+    """The cube skips sorting the histograms only when every row follows the one before
+    it by cell, then bucket (a repeated pair or a step back is not in order)."""
+    cell = np.array([c for c, _b in pairs], dtype=np.int64)
+    bucket = np.array([b for _c, b in pairs], dtype=np.uint16)
+    expected = all(p < q for p, q in itertools.pairwise(pairs))
+    assert release._ascending(cell, bucket) == expected

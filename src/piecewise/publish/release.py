@@ -545,22 +545,30 @@ def _with_intervals(cells: pa.Table, owner: np.ndarray, cube: pa.Table) -> pa.Ta
     cell), and each share's; null for the others (piecewise.core.intervals)."""
     published = cells.column("published").to_numpy(zero_copy_only=False)
     rows = np.flatnonzero(published)
-    low, high = median_bounds(
-        owner,
-        cube.column("bucket").to_numpy(),
-        cube.column("count").to_numpy(),
-        len(rows),
-    )
     missing = ~published
-    for name, bound in zip(INTERVALS, (low, high), strict=True):
-        values = np.full(cells.num_rows, np.nan)
-        values[rows] = bound
-        cells = cells.append_column(name, pa.array(values, mask=missing | np.isnan(values)))
     tests = cells.column("tests").to_numpy(zero_copy_only=False).astype(np.float64)
-    for column in [c for c in cells.column_names if is_share_column(c)]:
+
+    def share_bounds(column: str) -> list[tuple[str, np.ndarray]]:
         share = cells.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
-        lower, upper = wilson(np.round(share * tests), tests)
-        for name, bound in zip(share_columns(column)[1:], (lower, upper), strict=True):
+        bounds = wilson(np.round(share * tests), tests)
+        return list(zip(share_columns(column)[1:], bounds, strict=True))
+
+    # The shares' intervals in the background (numpy lets go of the GIL), the medians'
+    # here; appended in the same order either way.
+    shares = [c for c in cells.column_names if is_share_column(c)]
+    with ThreadPoolExecutor(max_workers=1) as background:
+        of_shares = background.submit(lambda: [b for c in shares for b in share_bounds(c)])
+        low, high = median_bounds(
+            owner,
+            cube.column("bucket").to_numpy(),
+            cube.column("count").to_numpy(),
+            len(rows),
+        )
+        for name, bound in zip(INTERVALS, (low, high), strict=True):
+            values = np.full(cells.num_rows, np.nan)
+            values[rows] = bound
+            cells = cells.append_column(name, pa.array(values, mask=missing | np.isnan(values)))
+        for name, bound in of_shares.result():
             cells = cells.append_column(name, pa.array(bound, mask=missing | np.isnan(bound)))
     return cells
 
@@ -569,10 +577,11 @@ def _ascending(cell: np.ndarray, bucket: np.ndarray) -> bool:
     """Whether the rows are in (cell, bucket) order, each pair once."""
     if len(cell) < 2:
         return True
-    if not (cell[1:] >= cell[:-1]).all():
-        return False
-    same = np.flatnonzero(cell[1:] == cell[:-1])  # a row and the next in one cell
-    return bool((bucket[same + 1] > bucket[same]).all())
+    # Each row and the next: a later cell, or the same cell and a later bucket (masks
+    # only: no index of the millions of pairs in one cell).
+    later = cell[1:] > cell[:-1]
+    later |= (cell[1:] == cell[:-1]) & (bucket[1:] > bucket[:-1])
+    return bool(later.all())
 
 
 def complete_release(
