@@ -547,17 +547,23 @@ def _with_intervals(cells: pa.Table, owner: np.ndarray, cube: pa.Table) -> pa.Ta
     rows = np.flatnonzero(published)
     missing = ~published
     tests = cells.column("tests").to_numpy(zero_copy_only=False).astype(np.float64)
+    shares = {
+        column: cells.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+        for column in cells.column_names
+        if is_share_column(column)
+    }
 
-    def share_bounds(column: str) -> list[tuple[str, np.ndarray]]:
-        share = cells.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
-        bounds = wilson(np.round(share * tests), tests)
-        return list(zip(share_columns(column)[1:], bounds, strict=True))
+    def share_bounds() -> list[tuple[str, np.ndarray]]:
+        out: list[tuple[str, np.ndarray]] = []
+        for column, share in shares.items():
+            bounds = wilson(np.round(share * tests), tests)
+            out += zip(share_columns(column)[1:], bounds, strict=True)
+        return out
 
     # The shares' intervals in the background (numpy lets go of the GIL), the medians'
     # here; appended in the same order either way.
-    shares = [c for c in cells.column_names if is_share_column(c)]
     with ThreadPoolExecutor(max_workers=1) as background:
-        of_shares = background.submit(lambda: [b for c in shares for b in share_bounds(c)])
+        of_shares = background.submit(share_bounds)
         low, high = median_bounds(
             owner,
             cube.column("bucket").to_numpy(),
