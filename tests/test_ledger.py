@@ -189,13 +189,22 @@ def test_later_releases_join_the_tables_and_a_repeated_append_replaces_its_rows(
     )
 
 
-def test_tables_out_of_order_are_refused_before_anything_is_recorded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("disorder", ["shuffled", "kinds", "years"])
+def test_tables_out_of_order_are_refused_before_anything_is_recorded(
+    tmp_path: Path, disorder: str
+) -> None:
     store = open_store(tmp_path.as_uri())
     ledger = Ledger(store)
     cells, cube = _release_tables(1)
-    shuffled = cells.take(pa.array(np.random.default_rng(3).permutation(cells.num_rows)))
+    order = np.arange(cells.num_rows)
+    if disorder == "shuffled":
+        order = np.random.default_rng(3).permutation(cells.num_rows)
+    elif disorder == "kinds":  # the first layer's first day and first month swapped
+        order[[0, 6]] = order[[6, 0]]
+    else:  # a 2025 day before a 2024 one, within one layer and kind
+        order[[1, 2]] = order[[2, 1]]
     with pytest.raises(ValueError, match="sorted by layer, kind and period"):
-        ledger.write_pending(_release(1), shuffled, cube)
+        ledger.write_pending(_release(1), cells.take(pa.array(order)), cube)
     assert ledger.pending() is None
 
 

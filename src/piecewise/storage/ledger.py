@@ -471,15 +471,34 @@ def _parts(table: pa.Table) -> Iterator[tuple[tuple[str, str, int], pa.Table]]:
 
 def _sorted_parts(table: pa.Table) -> Iterator[tuple[tuple[str, str, int], pa.Table]]:
     """`_parts` as slices, one after the other: ValueError unless `table` is sorted by
-    layer, kind and year, so that the parts joined in order give it back."""
-    end = 0
-    for part, mask in _masks(table):
-        hits = np.flatnonzero(mask)
-        if hits[0] != end or hits[-1] != end + len(hits) - 1:
-            raise ValueError(
-                "a pending release's tables must be sorted by layer, kind and period, "
-                f"as a release's are: the rows of {'/'.join(map(str, part))} do not "
-                "follow the previous ones in one run"
-            )
-        yield part, table.slice(end, len(hits))
-        end += len(hits)
+    layer, kind and year, so that the parts joined in order give it back. Each layer's
+    rows are found among all, each kind's among its layer's, each year's among its
+    kind's (a sorted table: each a run)."""
+
+    def runs(rows: pa.Table, masks: Iterable[tuple[Any, np.ndarray]]) -> Iterator[Any]:
+        end = 0
+        for value, mask in masks:
+            count = int(np.count_nonzero(mask))
+            first = int(mask.argmax())
+            if first != end or not mask[first : first + count].all():
+                raise ValueError(
+                    "a pending release's tables must be sorted by layer, kind and period, "
+                    f"as a release's are: the rows of {value} do not follow the previous "
+                    "ones in one run"
+                )
+            yield value, rows.slice(first, count)
+            end += count
+
+    def by_value(rows: pa.Table, column: str) -> Iterator[tuple[str, np.ndarray]]:
+        values = sorted(str(v) for v in pc.unique(rows.column(column)).to_pylist())
+        return ((v, equal_mask(rows.column(column), v)) for v in values)
+
+    if table.num_rows == 0:
+        return
+    for layer, of_layer in runs(table, by_value(table, "layer")):
+        for kind, of_kind in runs(of_layer, by_value(of_layer, "kind")):
+            year = pc.year(of_kind.column("period"))
+            years = sorted(pc.unique(year).to_pylist())
+            masks = ((y, np.asarray(pc.equal(year, y))) for y in years)
+            for y, rows in runs(of_kind, masks):
+                yield (layer, kind, y), rows
