@@ -394,8 +394,7 @@ class Ledger:
         for what, table in (("cells", cells), ("cube", cube)):
             if not parts[what]:  # recorded whole
                 numbered = _numbered(table, release.number) if what == "cube" else table
-                for part, rows in _parts(numbered):
-                    self._add(ledger_table_key(what, *part), rows, release.number)
+                self._append(what, numbered, release.number)
                 continue
             for part, key in parts[what]:
                 self._add(ledger_table_key(what, *part), key, release.number)
@@ -444,29 +443,30 @@ def _numbered(cube: pa.Table, number: int) -> pa.Table:
     return cube.append_column("release", pa.array(np.full(cube.num_rows, number, np.int64)))
 
 
-def _masks(table: pa.Table) -> Iterator[tuple[tuple[str, str, int], np.ndarray]]:
-    """Which rows of `table` are bound for each ledger table: (layer, kind, year) and a
-    mask, in sorted order of the three."""
-    if table.num_rows == 0:
-        return
-    # Each layer's, kind's and year's rows found once, compared by code (the
-    # histograms' keys are dictionary-encoded: nine million rows of them a year).
-    layers, kinds = (
-        {str(v): equal_mask(table.column(c), v) for v in pc.unique(table.column(c)).to_pylist()}
-        for c in ("layer", "kind")
-    )
-    year = pc.year(table.column("period"))
-    years = {y: np.asarray(pc.equal(year, y)) for y in pc.unique(year).to_pylist()}
-    for layer, kind, y in itertools.product(sorted(layers), sorted(kinds), sorted(years)):
-        mask = layers[layer] & kinds[kind] & years[y]
-        if mask.any():
-            yield (layer, kind, y), mask
+def _by_value(rows: pa.Table, column: str) -> list[tuple[str, np.ndarray]]:
+    """Each distinct value of a string column, sorted, and which rows hold it (compared
+    by code: the histograms' keys are dictionary-encoded, nine million rows a year)."""
+    values = sorted(str(v) for v in pc.unique(rows.column(column)).to_pylist())
+    return [(v, equal_mask(rows.column(column), v)) for v in values]
+
+
+def _by_year(rows: pa.Table) -> list[tuple[int, np.ndarray]]:
+    """Each year of the rows' periods, ascending, and which rows are in it."""
+    year = pc.year(rows.column("period"))
+    return [(y, np.asarray(pc.equal(year, y))) for y in sorted(pc.unique(year).to_pylist())]
 
 
 def _parts(table: pa.Table) -> Iterator[tuple[tuple[str, str, int], pa.Table]]:
-    """The rows of `table` bound for each ledger table (see `_masks`)."""
-    for part, mask in _masks(table):
-        yield part, rows_where(table, mask)
+    """The rows of `table` bound for each ledger table: (layer, kind, year) and the rows,
+    in sorted order of the three, whatever the order of the rows."""
+    if table.num_rows == 0:
+        return
+    for (layer, in_layer), (kind, of_kind), (y, in_year) in itertools.product(
+        _by_value(table, "layer"), _by_value(table, "kind"), _by_year(table)
+    ):
+        mask = in_layer & of_kind & in_year
+        if mask.any():
+            yield (layer, kind, y), rows_where(table, mask)
 
 
 def _sorted_parts(table: pa.Table) -> Iterator[tuple[tuple[str, str, int], pa.Table]]:
@@ -489,16 +489,9 @@ def _sorted_parts(table: pa.Table) -> Iterator[tuple[tuple[str, str, int], pa.Ta
             yield value, rows.slice(first, count)
             end += count
 
-    def by_value(rows: pa.Table, column: str) -> Iterator[tuple[str, np.ndarray]]:
-        values = sorted(str(v) for v in pc.unique(rows.column(column)).to_pylist())
-        return ((v, equal_mask(rows.column(column), v)) for v in values)
-
     if table.num_rows == 0:
         return
-    for layer, of_layer in runs(table, by_value(table, "layer")):
-        for kind, of_kind in runs(of_layer, by_value(of_layer, "kind")):
-            year = pc.year(of_kind.column("period"))
-            years = sorted(pc.unique(year).to_pylist())
-            masks = ((y, np.asarray(pc.equal(year, y))) for y in years)
-            for y, rows in runs(of_kind, masks):
+    for layer, of_layer in runs(table, _by_value(table, "layer")):
+        for kind, of_kind in runs(of_layer, _by_value(of_layer, "kind")):
+            for y, rows in runs(of_kind, _by_year(of_kind)):
                 yield (layer, kind, y), rows
