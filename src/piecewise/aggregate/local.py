@@ -272,11 +272,27 @@ class _DirectionColumns:
     rough: dict[str, _Rough]
 
     @classmethod
-    def of(cls, rows: pa.Table, layer_ids: list[str], kinds: list[str]) -> _DirectionColumns:
+    def of(
+        cls,
+        rows: pa.Table,
+        layer_ids: list[str],
+        kinds: list[str],
+        pool: ThreadPoolExecutor | None = None,
+    ) -> _DirectionColumns:
+        """The columns of `rows`; with `pool`, the places (areas) are encoded on it
+        while this thread encodes the rest (both release the GIL for most of it)."""
+
         def floats(name: str) -> np.ndarray:
             values = pc.fill_null(rows.column(name), np.nan).to_numpy()
             return values.astype(np.float64, copy=False)
 
+        def places() -> tuple[dict[str, _Codes], dict[str, _Rough]]:
+            areas = {i: _encode(rows.column(area_column(i)), PSEUDO_AREAS) for i in layer_ids}
+            return areas, {
+                i: _Rough.of(_column(rows, rough_column(i)), areas[i]) for i in layer_ids
+            }
+
+        located = pool.submit(places) if pool is not None else None
         days = rows.column("date").combine_chunks().cast(pa.int32()).to_numpy().astype(np.int64)
         period_codes: dict[str, _Codes] = {}
         for kind in kinds:
@@ -285,16 +301,20 @@ class _DirectionColumns:
             rel = (ords - base).astype(np.int32)
             labels = [periods.start_of_ordinal(kind, base + i) for i in range(int(rel.max()) + 1)]
             period_codes[kind] = _Codes(rel, labels, bits_for(len(labels)))
-        areas = {i: _encode(rows.column(area_column(i)), PSEUDO_AREAS) for i in layer_ids}
+        mbps = rows.column("mbps").to_numpy().astype(np.float64, copy=False)
+        rtt, loss = floats("min_rtt_ms"), floats("loss_rate")
+        client = _client_codes(rows.column("client_ip"))
+        isp = _encode(rows.column("isp"))
+        areas, rough = located.result() if located is not None else places()
         return cls(
-            mbps=rows.column("mbps").to_numpy().astype(np.float64, copy=False),
-            rtt=floats("min_rtt_ms"),
-            loss=floats("loss_rate"),
-            client=_client_codes(rows.column("client_ip")),
-            isp=_encode(rows.column("isp")),
+            mbps=mbps,
+            rtt=rtt,
+            loss=loss,
+            client=client,
+            isp=isp,
             periods=period_codes,
             areas=areas,
-            rough={i: _Rough.of(_column(rows, rough_column(i)), areas[i]) for i in layer_ids},
+            rough=rough,
         )
 
 
@@ -463,11 +483,16 @@ def compute_cells(
                 seen.add(direction)
                 one = len(direction_of_row.labels) == 1
                 rows = tests if one else tests.filter(pa.array(direction_of_row.codes == code))
-                in_hours = None  # the evening's rows
-                if evening is not None:
-                    in_hours = in_evening(rows.column("test_time"), evening)
-                columns = _DirectionColumns.of(rows, layer_ids, kinds)
+                # The evening's rows, found on the pool while the columns are encoded.
+                hours = (
+                    pool.submit(in_evening, rows.column("test_time"), evening)
+                    if evening is not None
+                    else None
+                )
+                columns = _DirectionColumns.of(rows, layer_ids, kinds, pool)
+                in_hours = hours.result() if hours is not None else None
                 encoded.append((direction, columns, in_hours))
+                del hours
                 del rows, columns, in_hours
             # Before the rows are ranked and grouped (the caller lets go of it too).
             del tests
