@@ -3,7 +3,7 @@
 The fast tests check the locks against pyproject.toml and that staging is complete and
 byte-for-byte repeatable. The slow one installs each staged folder's requirements.txt
 into a fresh virtualenv (pip, as Cloud Functions' build does; the pins fetched once
-from the indexes into a wheelhouse the four installs share) and serves each folder
+from the indexes into a wheelhouse the installs share) and serves each folder
 with that venv's functions-framework, against a GCS emulator and the Firestore
 emulator: ingest writes a day, aggregate publishes it, the api answers from it, the
 survey serves its form and stores a post.
@@ -197,35 +197,23 @@ def _wheelhouse(folder: Path, locks: list[Path]) -> Path:
     indexes pip is configured with, as the build would): the locks share most of their
     pins, and reading the indexes' pages, not installing, is most of an install's time
     here. A package pinned at two versions is fetched at both."""
-    batches: list[dict[str, str]] = []
+    batches: list[dict[str, str]] = []  # package -> version, each package once a batch
     for lock in locks:
-        for line in lock.read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            match = PIN.match(line)
-            assert match, f"not an exact pin in {lock}: {line!r}"
-            name = _canonical(match.group(1))
-            if any(batch.get(name) == line for batch in batches):
+        for name, version in _pins(lock.read_text().splitlines()).items():
+            if any(batch.get(name) == version for batch in batches):
                 continue
             batch = next((b for b in batches if name not in b), None)
             if batch is None:
                 batches.append(batch := {})
-            batch[name] = line
+            batch[name] = version
     for k, batch in enumerate(batches):
         pins = folder.parent / f"{folder.name}-{k}.txt"
-        pins.write_text("\n".join(batch.values()) + "\n")
+        pins.write_text("".join(f"{name}=={version}\n" for name, version in batch.items()))
         # The locks pin every dependency: each is fetched as pinned, none resolved here
         # (the installs below resolve them, from these files alone).
         _pip(
             Path(sys.executable),
-            "download",
-            "--quiet",
-            "--no-deps",
-            "-d",
-            str(folder),
-            "-r",
-            str(pins),
+            *("download", "--quiet", "--no-deps", "-d", str(folder), "-r", str(pins)),
         )
     return folder
 
