@@ -492,8 +492,7 @@ def compute_cells(
                 columns = _DirectionColumns.of(rows, layer_ids, kinds, pool)
                 in_hours = hours.result() if hours is not None else None
                 encoded.append((direction, columns, in_hours))
-                del hours
-                del rows, columns, in_hours
+                del hours, rows, columns, in_hours
             # Before the rows are ranked and grouped (the caller lets go of it too).
             del tests
             while encoded:
