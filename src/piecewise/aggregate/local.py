@@ -292,7 +292,7 @@ class _DirectionColumns:
                 i: _Rough.of(_column(rows, rough_column(i)), areas[i]) for i in layer_ids
             }
 
-        located = pool.submit(places) if pool is not None else None
+        placing = pool.submit(places) if pool is not None else None
         days = rows.column("date").combine_chunks().cast(pa.int32()).to_numpy().astype(np.int64)
         period_codes: dict[str, _Codes] = {}
         for kind in kinds:
@@ -305,7 +305,7 @@ class _DirectionColumns:
         rtt, loss = floats("min_rtt_ms"), floats("loss_rate")
         client = _client_codes(rows.column("client_ip"))
         isp = _encode(rows.column("isp"))
-        areas, rough = located.result() if located is not None else places()
+        areas, rough = placing.result() if placing is not None else places()
         return cls(
             mbps=mbps,
             rtt=rtt,
