@@ -165,3 +165,60 @@ def test_config_check_says_the_evening_and_its_layers(capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "evening hours 19:00 to 23:00 America/Los_Angeles" in out
     assert "as counties-evening, h3r4-evening" in out
+
+
+def _hours_one_by_one(moments: list[dt.datetime | None], zone: str) -> list[int | None]:
+    return [None if m is None else m.astimezone(ZoneInfo(zone)).hour for m in moments]
+
+
+@pytest.mark.parametrize(
+    "zone",
+    [
+        ZONE,
+        "Asia/Kathmandu",  # +5:45
+        "Australia/Lord_Howe",  # +10:30, half an hour of daylight saving
+        "America/St_Johns",  # -3:30 with daylight saving
+        "Africa/Monrovia",  # -0:44:30 until 1972: a quarter hour spans two local hours
+        "Pacific/Apia",  # skipped 30 December 2011
+        "UTC",
+    ],
+)
+def test_each_tests_local_hour_as_zoneinfo_reads_it(zone: str) -> None:
+    """The table of quarter hours against converting each test on its own: around
+    every daylight saving change, in zones of odd offsets, and over spans and gaps that
+    make the table too long to be worth it (2008 to 1960)."""
+    rng = np.random.default_rng(7)
+    seconds = [
+        # Five years of tests, 20 seconds either side of the hour most often.
+        np.datetime64("2008-01-01", "s").astype(np.int64) + rng.integers(0, 5 * 365 * 86400, 4000),
+        (np.datetime64("2011-01-01", "s").astype(np.int64) // 3600 + rng.integers(0, 8760, 2000))
+        * 3600
+        + rng.integers(-20, 20, 2000),
+        # Before 1972, every ten seconds of two days: in Monrovia a quarter hour of UTC
+        # spans two local hours, so each test is converted on its own.
+        np.datetime64("1960-01-01", "s").astype(np.int64) + np.arange(0, 2 * 86400, 10),
+    ]
+    for case in ([seconds[0], seconds[1]], [seconds[2]], [seconds[0][:10], seconds[2][:3]]):
+        whole = np.concatenate(case)
+        micros = rng.integers(0, 10**6, len(whole))
+        moments: list[dt.datetime | None] = [
+            dt.datetime.fromtimestamp(int(s), UTC) + dt.timedelta(microseconds=int(u))
+            for s, u in zip(whole, micros, strict=True)
+        ]
+        moments[::97] = [None] * len(moments[::97])
+        expected = _hours_one_by_one(moments, zone)
+        for start in (0, 19, 22):
+            evening = Evening(start=start, end=(start + 4) % 24, timezone=zone)
+            want = [h is not None and h in evening.hours for h in expected]
+            assert in_evening(times(*moments), evening).tolist() == want, (zone, start)
+
+
+def test_the_evening_of_any_timestamp_column() -> None:
+    """Naive times are UTC; seconds and nanoseconds as microseconds; a plain array, no
+    tests and only tests without a time."""
+    evening = Evening(timezone=ZONE)
+    moment = dt.datetime(2025, 7, 1, 3, 0)  # 20:00 PDT
+    for kind in (pa.timestamp("s"), pa.timestamp("ns", tz="UTC"), pa.timestamp("us")):
+        assert in_evening(pa.array([moment, None], kind), evening).tolist() == [True, False]
+    assert in_evening(pa.chunked_array([], pa.timestamp("us", tz="UTC")), evening).tolist() == []
+    assert in_evening(times(None, None), evening).tolist() == [False, False]
