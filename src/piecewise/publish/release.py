@@ -22,7 +22,7 @@ import datetime as dt
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -78,6 +78,7 @@ from piecewise.storage.manifest import Manifest, unfinished_dates
 from piecewise.storage.store import KeyNotFound
 
 if TYPE_CHECKING:
+    from piecewise.publish.tiles import LayerTiles
     from piecewise.storage.store import Stores
     from piecewise.web.survey.public import SurveyPublication
 
@@ -669,8 +670,28 @@ def _publish_files(
         dataset = dataset_table(published, names, shares)
         database.send(dataset)
         del published
+        # A layer's series and areas files are written on a thread of their own while the
+        # next layer's period files are: those are written two at a time, and each
+        # layer's last ones leave a core idle. One layer's at a time, in order (an evening
+        # twin names its layer's areas file).
+        tails = ThreadPoolExecutor(max_workers=1)
+        stack.callback(tails.shutdown, wait=True, cancel_futures=True)
+        finishing: list[Future] = []
+
+        def finish(layer_id: str, everything: pa.Table, ids: list[str], tiles: LayerTiles) -> None:
+            publisher.write_series(layer_id, everything)
+            base = base_layer(layer_id)
+            if layer_id == base:
+                areas[layer_id] = replace(
+                    publisher.write_areas(layer_id, ids),
+                    shapes=tiles.write_shapes(memo=stores.private),
+                )
+            else:
+                areas[layer_id] = areas[base]
+
         for layer_id in list(layer_cells):
-            # Each layer's cells are let go once its files are written.
+            # Each layer's cells are let go once its files are written (two layers' at a
+            # time: one's series beside the next one's periods).
             mine, mine_cube, released, everything = layer_cells.pop(layer_id)
             base = base_layer(layer_id)
             if layer_id == base:
@@ -700,16 +721,13 @@ def _publish_files(
                     key = stats_key(layer_id, kind, label)
                     if publisher.public.exists(key):
                         tiles.write(kind, label, publisher.public.read_json(key))
-            publisher.write_series(layer_id, everything)
-            if layer_id == base:
-                areas[layer_id] = replace(
-                    publisher.write_areas(layer_id, ids),
-                    shapes=tiles.write_shapes(memo=stores.private),
-                )
-            else:
-                areas[layer_id] = areas[base]
+            finishing.append(tails.submit(finish, layer_id, everything, ids, tiles))
+            for done in [f for f in finishing if f.done()]:
+                done.result()  # a failure stops the release here
             if lock is not None:
                 lock.refresh()  # a long release is not taken for a crashed one
+        for future in finishing:
+            future.result()
         # Every cell published so far as one dataset (numbers already public).
         from piecewise.ingest.geoip import data_sources  # reads the MaxMind file's metadata
 
