@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from piecewise.core.config import Evening
 from piecewise.pipeline import run_aggregate, run_ingest
 from piecewise.publish import release
 from piecewise.publish.release import ReleaseAborted
@@ -194,6 +195,29 @@ def test_a_crash_at_any_write_ends_as_an_uninterrupted_run_after_the_retry(
         assert file_hashes(root / "private") == expected_private, k
         assert file_hashes(root / "public") == expected_public, k
         shutil.rmtree(root)
+
+
+def test_one_thread_or_several_write_the_same_release(tmp_path: Path, demo_data: Path) -> None:
+    """With `threads = 1` each layer's files are written one after the other; by
+    default a layer's series and areas beside the next layer's periods: the same bytes,
+    index and ledger included, evening twins too."""
+    template = tmp_path / "template"
+    cfg = config_for(template, demo_data, end=day(4).isoformat())
+    # The survey's windows are drawn afresh by each run. The evening twins name their
+    # layers' areas files.
+    survey = cfg.survey.model_copy(update={"enabled": False})
+    cfg = cfg.model_copy(update={"survey": survey, "evening": Evening(timezone="Etc/GMT+8")})
+    run_ingest(cfg, day(1), day(4), progress=False)
+    hashes = []
+    for threads in (1, 0):
+        root = tmp_path / f"threads-{threads}"
+        shutil.copytree(template, root, symlinks=True)
+        aggregation = cfg.aggregation.model_copy(update={"threads": threads})
+        mine = cfg.model_copy(update={"base_dir": root, "aggregation": aggregation})
+        assert run_aggregate(mine, now=NOW).release == 1
+        hashes.append((file_hashes(root / "public"), file_hashes(root / "private")))
+    assert any("-evening/" in key for key in hashes[0][0])
+    assert hashes[0] == hashes[1]
 
 
 def test_a_date_ingested_again_meanwhile_aborts_the_release(

@@ -673,7 +673,9 @@ def _publish_files(
         # A layer's series and areas files are written on a thread of their own while the
         # next layer's period files are: those are written two at a time, and each
         # layer's last ones leave a core idle. One layer's at a time, in order (an evening
-        # twin names its layer's areas file).
+        # twin names its layer's areas file). With `threads = 1`, each layer's before the
+        # next layer's periods.
+        beside = (config.aggregation.threads or os.cpu_count() or 1) > 1
         tails = ThreadPoolExecutor(max_workers=1)
         stack.callback(tails.shutdown, wait=True, cancel_futures=True)
         finishing: list[Future] = []
@@ -722,7 +724,7 @@ def _publish_files(
                     if publisher.public.exists(key):
                         tiles.write(kind, label, publisher.public.read_json(key))
             finishing.append(tails.submit(finish, layer_id, everything, ids, tiles))
-            for done in [f for f in finishing if f.done()]:
+            for done in [f for f in finishing if f.done() or not beside]:
                 done.result()  # a failure stops the release here
             if lock is not None:
                 lock.refresh()  # a long release is not taken for a crashed one
