@@ -222,3 +222,13 @@ def test_the_evening_of_any_timestamp_column() -> None:
         assert in_evening(pa.array([moment, None], kind), evening).tolist() == [True, False]
     assert in_evening(pa.chunked_array([], pa.timestamp("us", tz="UTC")), evening).tolist() == []
     assert in_evening(times(None, None), evening).tolist() == [False, False]
+    # Slices and chunks of a day of quarter hours read as the whole does.
+    start = dt.datetime(2025, 7, 1, tzinfo=UTC)
+    day = pa.array([start + dt.timedelta(minutes=15 * i) for i in range(96)], times().type)
+    whole = in_evening(day, evening)
+    assert whole.sum() == 16
+    for lo, n in ((3, 50), (17, 70), (0, 96)):
+        want = whole[lo : lo + n].tolist()
+        assert in_evening(day.slice(lo, n), evening).tolist() == want
+        parts = pa.chunked_array([day.slice(lo, 5), day.slice(lo + 5, n - 5)])
+        assert in_evening(parts, evening).tolist() == want
