@@ -15,7 +15,7 @@ from configs import hexes, region, stores, synthetic, table, toml_config
 from piecewise.cli import main
 from piecewise.core.config import ConfigError, parse_config
 from piecewise.web.serve import build_app
-from piecewise.web.site import runtime_config
+from piecewise.web.site import DEFAULT_SITE_DIR, runtime_config
 
 BASE = toml_config(
     region(),
@@ -139,6 +139,14 @@ def test_serve_shows_the_built_map_at_the_root_and_the_table_at_table(
     # No publication yet: the table page says so.
     assert client.get("/table").status_code == 503
     assert "No public data yet" in client.get("/table").text
+
+
+def test_serve_looks_for_the_site_where_make_site_builds_it() -> None:
+    """`piecewise serve` without --site serves the project's static_site/dist, the
+    folder its build script writes (make run builds it, then serves)."""
+    project = Path(__file__).resolve().parents[1]
+    assert project / "static_site" / "dist" == DEFAULT_SITE_DIR
+    assert (DEFAULT_SITE_DIR.parent / "build.mjs").is_file()
 
 
 def test_without_a_built_site_the_root_is_the_table_page(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from piecewise.web.survey.form import default_fields
 NAMED_ANSWERS = ("connection_type",)
 
 # Where `make site` builds the pages, relative to the project's root.
-DEFAULT_SITE_DIR = Path(__file__).resolve().parents[2] / "static_site" / "dist"
+DEFAULT_SITE_DIR = Path(__file__).resolve().parents[3] / "static_site" / "dist"
 RUNTIME_CONFIG = "config.json"
 CONTENT_TYPES = {
     ".mjs": "text/javascript",
