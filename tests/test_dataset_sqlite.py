@@ -48,6 +48,29 @@ def test_the_child_builds_the_bytes_this_process_builds() -> None:
         assert build.result() == here
 
 
+def test_rows_inserted_a_batch_at_a_time_make_the_same_database(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """The rows go in as Python values a batch at a time: the bytes are those of one
+    insert of them all, whatever the batches, chunks of the table included."""
+    table = _table(1_000)
+    chunked = pa.concat_tables([table.slice(0, 333), table.slice(333, 1), table.slice(334)])
+    monkeypatch.setattr(dataset_sqlite, "INSERT_ROWS", 10**9)
+    whole = sqlite_bytes(table)
+    for size in (1, 7, 500, 999):
+        monkeypatch.setattr(dataset_sqlite, "INSERT_ROWS", size)
+        assert sqlite_bytes(table) == whole, size
+        assert sqlite_bytes(chunked) == whole, size
+    path = tmp_path / "d.sqlite"
+    path.write_bytes(whole)
+    con = sqlite3.connect(path)
+    try:
+        tests = [r[0] for r in con.execute(f"SELECT tests FROM {TABLE} ORDER BY rowid")]
+    finally:
+        con.close()
+    assert tests == list(range(1_000))
+
+
 def test_the_database_holds_the_table(tmp_path) -> None:
     table = _table(100)
     path = tmp_path / "d.sqlite"

@@ -38,6 +38,9 @@ class DatasetBuildError(PiecewiseError):
     """The child building the dataset's SQLite database failed; says how."""
 
 
+INSERT_ROWS = 8192  # rows made Python values and inserted at a time
+
+
 def sqlite_bytes(table: pa.Table) -> bytes:
     """`table` as a SQLite database of one table, `cells`, typed (dates as ISO text),
     indexed for the usual questions (a layer's period; an area's series)."""
@@ -55,12 +58,6 @@ def sqlite_bytes(table: pa.Table) -> bytes:
             raise ValueError(f"not a column name: {name!r}")
     columns = ", ".join(f'"{n}" {sql_type(table.schema.field(n).type)}' for n in names)
     placeholders = ", ".join("?" for _ in names)
-    values = []
-    for name in names:
-        column = table.column(name)
-        if pa.types.is_date(column.type):
-            column = column.cast(pa.string())
-        values.append(column.to_pylist())
     with tempfile.TemporaryDirectory(prefix="piecewise-dataset-") as folder:
         path = Path(folder) / f"{DATABASE}.sqlite"
         con = sqlite3.connect(path)
@@ -69,9 +66,19 @@ def sqlite_bytes(table: pa.Table) -> bytes:
             # (the same bytes, without a sync of the disk).
             con.execute("PRAGMA synchronous = OFF")
             con.execute(f"CREATE TABLE {TABLE} ({columns})")
-            con.executemany(
-                f"INSERT INTO {TABLE} VALUES ({placeholders})", zip(*values, strict=True)
-            )
+            # A batch of rows at a time as Python values (a year's hundred thousand cells
+            # of some fifty columns, whole, would be five million objects), in order, in
+            # one transaction: the same database as one insert of them all.
+            for batch in table.to_batches(max_chunksize=INSERT_ROWS):
+                values = []
+                for name in names:
+                    column = batch.column(name)
+                    if pa.types.is_date(column.type):
+                        column = column.cast(pa.string())
+                    values.append(column.to_pylist())
+                con.executemany(
+                    f"INSERT INTO {TABLE} VALUES ({placeholders})", zip(*values, strict=True)
+                )
             con.execute(f"CREATE INDEX {TABLE}_period ON {TABLE} (layer, kind, period)")
             con.execute(f"CREATE INDEX {TABLE}_area ON {TABLE} (layer, area, kind)")
             con.commit()
