@@ -724,7 +724,9 @@ def _publish_files(
                     if publisher.public.exists(key):
                         tiles.write(kind, label, publisher.public.read_json(key))
             finishing.append(tails.submit(finish, layer_id, everything, ids, tiles))
-            for done in [f for f in finishing if f.done() or not beside]:
+            if not beside:
+                finishing[-1].result()
+            for done in [f for f in finishing if f.done()]:
                 done.result()  # a failure stops the release here
             if lock is not None:
                 lock.refresh()  # a long release is not taken for a crashed one
