@@ -93,13 +93,21 @@ def test_two_cells_with_one_key_are_refused_before_any_is_decided() -> None:
         apply_privacy(twice, ["day"], 30, 10)
 
 
-@pytest.mark.parametrize("sampling", ["all", "one_per_client_day"])
+@pytest.mark.parametrize(
+    ("sampling", "key_bits"), [("all", 63), ("one_per_client_day", 63), ("all", 8)]
+)
 def test_coarse_counts_are_those_of_the_sql_definition(
-    tmp_path: Path, demo_data: Path, sampling: str
+    tmp_path: Path,
+    demo_data: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sampling: str,
+    key_bits: int,
 ) -> None:
     """Each cell's `coarse` count (tests in its area too roughly located to count) is
     what sql/coarse_counts.sql gives on the same tests, for every layer, kind and
-    grouping, sampled or not."""
+    grouping, sampled or not; the roughly located tests counted by one packed key or,
+    when it would not fit (8 bits here), test by test."""
+    monkeypatch.setattr(local, "ROUGH_KEY_BITS", key_bits)
     config = pipeline_config(tmp_path, demo_data)
     dates = sorted(
         run_ingest(config, dt.date(2025, 3, 27), dt.date(2025, 4, 4), progress=False).dates

@@ -63,6 +63,9 @@ EPOCH = dt.date(1970, 1, 1)
 # apart saves about 7 of the aggregation's 46 CPU seconds. The counties hold 74 %:
 # apart, they took as long and 300 MiB more.
 LOCATED_SUBSET = 0.5
+# The bits a key packing a roughly located test's area, period of every kind and ISP
+# may take (`_DirectionInputs.rough_cells`); beyond them each test is its own group.
+ROUGH_KEY_BITS = 63
 TEST_COLUMNS = [
     "date",
     "direction",
@@ -247,6 +250,19 @@ class _Rough:
         return cls(rows, area[rows])
 
 
+@dataclass(frozen=True)
+class _RoughCells:
+    """A layer's roughly located tests counted by area, period of every kind and ISP:
+    the finest cells any of the layer's groupings takes, so that each grouping counts
+    these groups rather than the rows (a fine layer holds few tests and has most of
+    them located roughly)."""
+
+    area: np.ndarray  # int64
+    periods: dict[str, np.ndarray]  # each kind's period code
+    isp: np.ndarray
+    counts: np.ndarray  # int64: tests in each group
+
+
 def _client_codes(column: pa.ChunkedArray) -> np.ndarray:
     """Each row's client as 1..n (0: unknown), without the clients' names."""
     arr = one_dictionary(column)
@@ -366,16 +382,45 @@ class _DirectionInputs:
             shares=subset_shares(self.shares, ranks),
         )
 
-    def _group(self, task: _Task, area: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
-        """The cell key of each row (of `rows` only, if given) with area codes `area`."""
-        per = self.periods[task.kind].codes
-        group = (area.astype(np.int64) << self.periods[task.kind].bits) | (
-            per if rows is None else per[rows]
-        )
+    def _group(
+        self, task: _Task, area: np.ndarray, period: np.ndarray, isp: np.ndarray
+    ) -> np.ndarray:
+        """The cell key of each row with codes `area`, `period` (of the task's kind) and
+        `isp`."""
+        group = (area.astype(np.int64) << self.periods[task.kind].bits) | period
         if task.by_isp:
-            isp = self.isp.codes if rows is None else self.isp.codes[rows]
             group = (group << self.isp.bits) | isp
         return group
+
+    def rough_cells(self, layer: str) -> _RoughCells:
+        """The layer's roughly located tests by area, period of every kind and ISP
+        (`_RoughCells`): one sort of a key packing all of them, or, when they do not fit
+        in one, a group of each row."""
+        rough = self.rough[layer]
+        kinds = sorted(self.periods)
+        codes = [self.periods[kind] for kind in kinds]
+        bits = bits_for(int(rough.area.max()) if len(rough.area) else 0)
+        if bits + sum(c.bits for c in codes) + self.isp.bits > ROUGH_KEY_BITS:
+            return _RoughCells(
+                rough.area,
+                {kind: c.codes[rough.rows] for kind, c in zip(kinds, codes, strict=True)},
+                self.isp.codes[rough.rows],
+                np.ones(len(rough.rows), np.int64),
+            )
+        key = rough.area.astype(np.int64)
+        for c in [*codes, self.isp]:
+            key <<= c.bits
+            key |= c.codes[rough.rows]
+        key.sort()
+        first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else key
+        counts = np.diff(np.r_[first, len(key)])
+        key = key[first]
+        fields: list[np.ndarray] = []
+        for c in [self.isp, *reversed(codes)]:
+            fields.append(key & ((1 << c.bits) - 1))
+            key >>= c.bits
+        isp, *per = fields
+        return _RoughCells(key, dict(zip(kinds, reversed(per), strict=True)), isp, counts)
 
     def located(self, layer: str) -> _DirectionInputs:
         """The inputs of the rows in one of the layer's areas, or these inputs when more
@@ -389,22 +434,30 @@ class _DirectionInputs:
         return self.subset(inside)
 
     def cells(
-        self, task: _Task, located: _DirectionInputs | None = None
+        self,
+        task: _Task,
+        located: _DirectionInputs | None = None,
+        rough: _RoughCells | None = None,
     ) -> tuple[CellStatistics, np.ndarray]:
         """The statistics of every cell of the task's grouping, and each cell's `coarse`
         count: the tests in its area, period and ISP located too roughly to count.
-        `located`: these inputs' `located(task.layer)`, made once for every grouping of
-        the layer (the cells and their statistics are the same)."""
+        `located`: these inputs' `located(task.layer)`, and `rough` their
+        `rough_cells(task.layer)`, each made once for every grouping of the layer (the
+        cells and their statistics are the same)."""
         rows = located if located is not None else self
         area = rows.areas[task.layer]
         bits = area.bits + self.periods[task.kind].bits + (self.isp.bits if task.by_isp else 0)
-        stats = cell_statistics(rows.data, rows._group(task, area.codes, None), bits, rows.shares)
-        rough = self.rough[task.layer]
-        keys = np.sort(self._group(task, rough.area, rough.rows))
+        group = rows._group(task, area.codes, rows.periods[task.kind].codes, rows.isp.codes)
+        stats = cell_statistics(rows.data, group, bits, rows.shares)
+        del group
+        rough = rough if rough is not None else self.rough_cells(task.layer)
+        keys = self._group(task, rough.area, rough.periods[task.kind], rough.isp)
         if not len(keys):
             return stats, np.zeros(len(stats.keys), np.int64)
+        order = np.argsort(keys)
+        keys = keys[order]
         first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-        distinct, counts = keys[first], np.diff(np.r_[first, len(keys)])
+        distinct, counts = keys[first], np.add.reduceat(rough.counts[order], first)
         at = np.minimum(np.searchsorted(distinct, stats.keys), len(distinct) - 1)
         return stats, np.where(distinct[at] == stats.keys, counts[at], 0)
 
@@ -431,9 +484,12 @@ def compute_cells(
     offset = 0
 
     def run(
-        d: _DirectionInputs, located: dict[str, _DirectionInputs], task: _Task
+        d: _DirectionInputs,
+        located: dict[str, _DirectionInputs],
+        rough: dict[str, _RoughCells],
+        task: _Task,
     ) -> tuple[pa.Table, pa.Table]:
-        stats, coarse = d.cells(task, located[task.layer])
+        stats, coarse = d.cells(task, located[task.layer], rough[task.layer])
         return _tables(
             task,
             stats,
@@ -461,7 +517,9 @@ def compute_cells(
             # Each layer's located rows, made once for its groupings (a subset keeps
             # the ranks: nothing is sorted again).
             located = {layer: d.located(layer) for layer in layer_ids}
-            for stats_table, hist_table in pool.map(partial(run, d, located), tasks):
+            # And its roughly located tests counted once for all its groupings.
+            rough = dict(zip(layer_ids, pool.map(d.rough_cells, layer_ids), strict=True))
+            for stats_table, hist_table in pool.map(partial(run, d, located, rough), tasks):
                 stats_parts.append(stats_table)
                 cell = pc.add(hist_table.column("cell"), offset)
                 hist_parts.append(hist_table.set_column(0, "cell", cell))
