@@ -12,6 +12,7 @@ from piecewise.aggregate.privacy import (
     REST_OF_DAY,
     CellKeys,
     _Block,
+    _group_index,
     build_relations,
     determined_cells,
     known_cells,
@@ -449,3 +450,24 @@ def test_a_block_of_relations_that_cancel_determines_nothing() -> None:
     block = _Block(rows, cols, np.zeros(3), 2, 3)
     assert block.determined().tolist() == [False, False, False]
     assert block.contains_sums(np.array([0, 1, 2]), np.array([2, 1])).tolist() == [False, False]
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_group_index_ranks_the_distinct_tuples_in_order(wide: bool) -> None:
+    """Each row's id is its tuple's rank among the distinct tuples, lexicographically,
+    whether the columns are packed into one key or, too wide for it, sorted apart;
+    negative values (days before 1970) and small integer types included."""
+    rng = np.random.default_rng(7)
+    n = 5_000
+    columns = [
+        rng.integers(-400, 400, n),  # days around 1970
+        rng.integers(0, 3, n).astype(np.int8),
+        rng.choice(np.array([0, 2**40, 2**41 + 5] if wide else [0, 7, 49]), n),
+    ]
+    if wide:  # 10 + 2 + 42 + 31 bits, and 13 for the row: more than one key holds
+        columns.append(rng.choice(np.array([3, 2**30]), n))
+    tuples = list(zip(*(c.tolist() for c in columns), strict=True))
+    rank = {t: i for i, t in enumerate(sorted(set(tuples)))}
+    assert _group_index(*columns).tolist() == [rank[t] for t in tuples]
+    assert len(rank) < n  # some tuples repeat
+    assert _group_index(np.zeros(0, np.int64)).tolist() == []

@@ -129,20 +129,40 @@ class Relations:
         return rel, cell, coef
 
 
-def _group_index(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the id of its distinct tuple of `columns`, and the rows sorted by it."""
-    order = np.lexsort(columns[::-1])
-    if len(order) == 0:
-        return np.zeros(0, np.int64), order
-    sorted_cols = [c[order] for c in columns]
-    change = np.zeros(len(order), dtype=bool)
-    change[0] = True
-    for c in sorted_cols:
-        change[1:] |= c[1:] != c[:-1]
-    ids_sorted = np.cumsum(change) - 1
-    ids = np.empty(len(order), np.int64)
-    ids[order] = ids_sorted
-    return ids, order
+def _group_index(*columns: np.ndarray) -> np.ndarray:
+    """Per row, the id of its distinct tuple of integer `columns`: their rank among the
+    distinct tuples, in lexicographic order. The columns (less their minimum) and the
+    row number are packed into one integer key when they fit in 63 bits, and the keys
+    sorted (several times faster than `np.lexsort` on a year's million cells);
+    otherwise the columns are sorted lexicographically."""
+    n = len(columns[0])
+    if n == 0:
+        return np.zeros(0, np.int64)
+    row_bits = max(1, (n - 1).bit_length())
+    fields = [(int(c.min()), max(1, int(c.max() - c.min()).bit_length())) for c in columns]
+    if row_bits + sum(bits for _, bits in fields) <= 63:
+        key = np.zeros(n, np.int64)
+        for c, (low, bits) in zip(columns, fields, strict=True):
+            key <<= bits
+            key |= c - low
+        key <<= row_bits
+        key |= np.arange(n)
+        key.sort()
+        order = key & ((1 << row_bits) - 1)
+        key >>= row_bits
+        change = np.empty(n, dtype=bool)
+        change[0] = True
+        np.not_equal(key[1:], key[:-1], out=change[1:])
+    else:
+        order = np.lexsort(columns[::-1])
+        change = np.zeros(n, dtype=bool)
+        change[0] = True
+        for c in columns:
+            ordered = c[order]
+            change[1:] |= ordered[1:] != ordered[:-1]
+    ids = np.empty(n, np.int64)
+    ids[order] = np.cumsum(change) - 1
+    return ids
 
 
 def _owner_of(
@@ -151,7 +171,7 @@ def _owner_of(
     """For each member, the row of `owner_rows` whose key columns are the member's, or
     -1 where there is none."""
     columns = [np.concatenate([o, m]) for o, m in zip(owner_keys, member_keys, strict=True)]
-    ids, _ = _group_index(*columns)
+    ids = _group_index(*columns)
     owner = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, np.int64)
     owner[ids[: len(owner_rows)]] = owner_rows
     return owner[ids[len(owner_rows) :]]
@@ -224,7 +244,7 @@ def build_relations(cells: CellKeys) -> Relations:
     within = cells.within()
 
     # ISP relations: the `all` cell of (group, hours, kind, period) over its ISP cells.
-    key, _ = _group_index(within, cells.kind, cells.period)
+    key = _group_index(within, cells.kind, cells.period)
     is_all = cells.isp == cells.all_isp
     all_row = np.full(int(key.max()) + 1 if n else 0, -1, np.int64)
     all_row[key[is_all]] = rows[is_all]
