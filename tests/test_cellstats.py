@@ -182,6 +182,15 @@ def test_a_subset_ranked_from_the_whole_is_the_subset_ranked_alone() -> None:
     for name in ("hist_cell", "hist_bucket", "hist_count"):
         np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
     check(mbps[kept], rtt[kept], loss[kept], client[kept], group[kept], 6, shares=limits)
+    # Each metric's rows in value order are its ranks' inverse, the whole's and the
+    # subset's alike (a subset takes them from the whole's, and a subset of it from it).
+    inner, _ = data.subset(rng.random(len(data.client)) < 0.5)
+    for made in (whole, data, inner):
+        for metric in (made.mbps, made.rtt, made.loss):
+            assert np.array_equal(metric.rank[metric.order], np.arange(len(metric.rank)))
+            assert np.array_equal(
+                metric.sorted_values, np.sort(metric.sorted_values), equal_nan=True
+            )
 
 
 def check_order(values: np.ndarray) -> None:

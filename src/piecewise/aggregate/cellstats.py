@@ -95,10 +95,12 @@ def ascending_order(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class RankedMetric:
-    """One metric's values in ascending order (NaN last) and each row's rank in it."""
+    """One metric's values in ascending order (NaN last), each row's rank in it, and the
+    rows in that order (the ranks' inverse)."""
 
     sorted_values: np.ndarray
     rank: np.ndarray
+    order: np.ndarray
     bits: int
     valid: int  # values that are not NaN: ranks 0..valid-1
 
@@ -112,20 +114,19 @@ class RankedMetric:
         rank = np.empty(len(values), dtype=dtype)
         rank[order] = np.arange(len(values), dtype=dtype)
         valid = len(values) - int(np.count_nonzero(missing))
-        return cls(ordered, rank, bits_for(max(len(values) - 1, 0)), valid)
+        return cls(ordered, rank, order.astype(dtype), bits_for(max(len(values) - 1, 0)), valid)
 
     def subset(self, kept: np.ndarray, row_of: np.ndarray) -> tuple[RankedMetric, np.ndarray]:
         """The metric over the rows `kept` (a mask), renumbered by `row_of`, and the
         ranks (in this metric) of those rows, ascending: a subset keeps the order, so
         nothing is sorted again."""
-        order = np.empty(len(self.rank), dtype=self.rank.dtype)
-        order[self.rank] = np.arange(len(self.rank), dtype=self.rank.dtype)
-        ranks = np.flatnonzero(kept[order])
+        ranks = np.flatnonzero(kept[self.order])
+        order = row_of[self.order[ranks]].astype(self.rank.dtype)
         rank = np.empty(len(ranks), dtype=self.rank.dtype)
-        rank[row_of[order[ranks]]] = np.arange(len(ranks), dtype=self.rank.dtype)
+        rank[order] = np.arange(len(ranks), dtype=self.rank.dtype)
         valid = int(np.searchsorted(ranks, self.valid))
         metric = RankedMetric(
-            self.sorted_values[ranks], rank, bits_for(max(len(ranks) - 1, 0)), valid
+            self.sorted_values[ranks], rank, order, bits_for(max(len(ranks) - 1, 0)), valid
         )
         return metric, ranks
 
