@@ -245,16 +245,30 @@ def test_parents_are_the_sums_one_would_make_by_hand_to_the_last_bit() -> None:
         assert got == expected, res
 
 
-@pytest.mark.parametrize("distinct", [50, 70_000])
-def test_first_codes_number_rows_as_they_first_appear(distinct: int) -> None:
-    """Few distinct values (their ranks combined in one integer) or too many to combine
-    in 63 bits (rows compared whole): the codes a dict gives rows as it meets them."""
-    rng = np.random.default_rng(distinct)
+@pytest.mark.parametrize("layout", ["sparse", "dense", "wide", "too many"])
+def test_first_codes_number_rows_as_they_first_appear(layout: str) -> None:
+    """Sparse values (their ranks combined in one integer, sorted with the row), values
+    of small ranges, negative ones too (less their least, combined), a combination too
+    wide to hold the row as well, or too many values to combine in 63 bits (rows compared
+    whole): the codes a dict gives rows as it meets them."""
+    rng = np.random.default_rng(len(layout))
     n = 80_000
-    columns = [rng.integers(0, distinct, n) * 2**40 + rng.integers(0, 3, n) for _ in range(4)]
+    if layout == "dense":
+        columns = [rng.integers(-300, 300, n), rng.integers(0, 3, n).astype(np.int8)]
+    else:
+        # Values of 60,000 rows, then 20,000 of those rows again, shuffled in: each
+        # column has about 38,000 distinct values, four of them combined take about 61
+        # bits (and the rows 17 more), five more than 63.
+        distinct, count = {"sparse": (50, 4), "wide": (60_000, 4)}.get(layout, (60_000, 5))
+        made = [rng.integers(0, distinct, 60_000) * 2**40 for _ in range(count)]
+        rows = rng.permutation(np.r_[np.arange(60_000), rng.integers(0, 60_000, 20_000)])
+        columns = [column[rows] for column in made]
     code, first = numbers._first_codes(*columns)
     seen: dict[tuple, int] = {}
     expected = [seen.setdefault(row, len(seen)) for row in zip(*map(list, columns), strict=True)]
     assert code.tolist() == expected
     rows = list(zip(*map(list, columns), strict=True))
     assert [rows[k] for k in first] == list(seen)
+    assert len(set(expected)) < n  # some rows repeat
+    empty = numbers._first_codes(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    assert [part.tolist() for part in empty] == [[], []]

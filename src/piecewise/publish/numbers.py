@@ -79,24 +79,50 @@ def sums(rows: np.ndarray, count: int, terms: np.ndarray) -> np.ndarray:
 def _first_codes(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each row's code among the distinct rows of `columns` (integers), numbered in the
     order the distinct rows first appear, and the first row of each code. The columns'
-    ranks are combined into one integer per row (numpy's rows are compared otherwise,
-    several times slower)."""
-    parts = []
-    for column in columns:
-        values, ranks = np.unique(column, return_inverse=True)
-        parts.append((ranks.reshape(-1), len(values)))
-    key = combined_key(parts, len(columns[0]))
+    codes are combined into one integer per row (numpy's rows are compared otherwise,
+    several times slower), and that with the row's number into one sorted key: each
+    distinct row's first comes first among its equals (about twice as fast as the
+    stable sort `np.unique` takes for first rows)."""
+    n = len(columns[0])
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    key = combined_key([_codes_of(column) for column in columns], n)
+    row_bits = max(1, (n - 1).bit_length())
     if key is None:
         _rows, first, inverse = np.unique(
             np.stack(columns, axis=1), axis=0, return_index=True, return_inverse=True
         )
         inverse = inverse.reshape(-1)
-    else:
+    elif int(key.max()).bit_length() + row_bits > 63:
         _unique, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    else:
+        key <<= row_bits
+        key |= np.arange(n)
+        key.sort()
+        rows = key & ((1 << row_bits) - 1)
+        key >>= row_bits
+        starts = np.empty(n, dtype=bool)
+        starts[0] = True
+        np.not_equal(key[1:], key[:-1], out=starts[1:])
+        first = rows[starts]  # each distinct row's first, in the order of the keys
+        inverse = np.empty(n, dtype=np.int64)
+        inverse[rows] = np.cumsum(starts) - 1
     order = np.argsort(first, kind="stable")
     code = np.empty(len(order), dtype=np.int64)
     code[order] = np.arange(len(order))
     return code[inverse], first[order]
+
+
+def _codes_of(column: np.ndarray) -> tuple[np.ndarray, int]:
+    """Codes of a column's values that keep their order and equality, and their bound:
+    an integer column's values less its least when they span not much more than it has
+    rows, else their ranks among its distinct values."""
+    if column.dtype.kind in "iu":
+        low, high = int(column.min()), int(column.max())
+        if high - low <= 2 * len(column) + 1024:
+            return column.astype(np.int64) - low, high - low + 1
+    values, ranks = np.unique(column, return_inverse=True)
+    return ranks.reshape(-1), len(values)
 
 
 @dataclass
