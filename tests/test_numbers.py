@@ -248,13 +248,18 @@ def test_parents_are_the_sums_one_would_make_by_hand_to_the_last_bit() -> None:
 @pytest.mark.parametrize("layout", ["sparse", "dense", "wide", "too many"])
 def test_first_codes_number_rows_as_they_first_appear(layout: str) -> None:
     """Sparse values (their ranks combined in one integer, sorted with the row), values
-    of small ranges, negative ones too (less their least, combined), a combination too
-    wide to hold the row as well, or too many values to combine in 63 bits (rows compared
-    whole): the codes a dict gives rows as it meets them."""
+    of small ranges, negative ones and ones near 2**64 too (less their least,
+    combined), a combination too wide to hold the row as well, or too many values to
+    combine in 63 bits (rows compared whole): the codes a dict gives rows as it meets
+    them."""
     rng = np.random.default_rng(len(layout))
     n = 80_000
     if layout == "dense":
-        columns = [rng.integers(-300, 300, n), rng.integers(0, 3, n).astype(np.int8)]
+        columns = [
+            rng.integers(-300, 300, n),
+            rng.integers(-100, 100, n).astype(np.int8),
+            np.uint64(2**64 - 1) - rng.integers(0, 3, n).astype(np.uint64),
+        ]
     else:
         # Values of 60,000 rows, then 20,000 of those rows again, shuffled in: each
         # column has about 38,000 distinct values, four of them combined take about 61

@@ -120,6 +120,9 @@ def _codes_of(column: np.ndarray) -> tuple[np.ndarray, int]:
     if column.dtype.kind in "iu":
         low, high = int(column.min()), int(column.max())
         if high - low <= 2 * len(column) + 1024:
+            # Unsigned values (up to 2**64 - 1) less their least in their own type.
+            if column.dtype.kind == "u":
+                return (column - column.min()).astype(np.int64), high - low + 1
             return column.astype(np.int64) - low, high - low + 1
     values, ranks = np.unique(column, return_inverse=True)
     return ranks.reshape(-1), len(values)
