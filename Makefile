@@ -74,7 +74,7 @@ test:
 
 # The edit loop: lint and the tests that need no emulator, browser or long run (about
 # two and a half minutes here); `make test` runs them all.
-test-fast: $(STAMP) demo-data $(SITE)/node_modules/.package-lock.json
+test-fast: $(STAMP) demo-data $(SITE)/node_modules/.package-lock.json checkov-venv
 	$(VENV)/bin/ruff check src tests bench functions infra
 	npm run --prefix $(SITE) --silent lint
 	$(PYTEST) -m "not slow and not service and not browser"
