@@ -62,6 +62,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from piecewise.core import periods
+from piecewise.core.tables import combined_key, key_runs
 
 ISP_RELATION = 0
 TIME_RELATION = 1
@@ -132,27 +133,23 @@ class Relations:
 def _group_index(*columns: np.ndarray) -> np.ndarray:
     """Per row, the id of its distinct tuple of integer `columns`: their rank among the
     distinct tuples, in lexicographic order. The columns (less their minimum) and the
-    row number are packed into one integer key when they fit in 63 bits, and the keys
+    row number are combined into one integer key when they fit in 63 bits, and the keys
     sorted (several times faster than `np.lexsort` on a year's million cells);
     otherwise the columns are sorted lexicographically."""
     n = len(columns[0])
     if n == 0:
         return np.zeros(0, np.int64)
-    row_bits = max(1, (n - 1).bit_length())
-    fields = [(int(c.min()), max(1, int(c.max() - c.min()).bit_length())) for c in columns]
-    if row_bits + sum(bits for _, bits in fields) <= 63:
-        key = np.zeros(n, np.int64)
-        for c, (low, bits) in zip(columns, fields, strict=True):
-            key <<= bits
-            key |= c - low
-        key <<= row_bits
-        key |= np.arange(n)
-        key.sort()
-        order = key & ((1 << row_bits) - 1)
-        key >>= row_bits
-        change = np.empty(n, dtype=bool)
-        change[0] = True
-        np.not_equal(key[1:], key[:-1], out=change[1:])
+    lows = [int(c.min()) for c in columns]
+    key = combined_key(
+        [
+            (c.astype(np.int64, copy=False) - low, int(c.max()) - low + 1)
+            for c, low in zip(columns, lows, strict=True)
+        ],
+        n,
+    )
+    runs = None if key is None else key_runs(key)
+    if runs is not None:
+        order, change = runs
     else:
         order = np.lexsort(columns[::-1])
         change = np.zeros(n, dtype=bool)

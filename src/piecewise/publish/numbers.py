@@ -21,7 +21,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from piecewise.core.tables import combined_key, string_codes
+from piecewise.core.tables import combined_key, key_runs, string_codes
 from piecewise.core.vocabulary import ALL_ISPS, COUNTS, DIGITS, INTERVALS, STATISTICS
 
 # A cell's numbers as the map shows them, and per ISP only the map's metrics (and the
@@ -87,26 +87,19 @@ def _first_codes(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     key = combined_key([_codes_of(column) for column in columns], n)
-    row_bits = max(1, (n - 1).bit_length())
-    if key is None:
+    runs = None if key is None else key_runs(key)
+    if runs is not None:
+        rows, starts = runs
+        first = rows[starts]  # each distinct row's first, in the order of the keys
+        inverse = np.empty(n, dtype=np.int64)
+        inverse[rows] = np.cumsum(starts) - 1
+    elif key is not None:
+        _unique, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    else:
         _rows, first, inverse = np.unique(
             np.stack(columns, axis=1), axis=0, return_index=True, return_inverse=True
         )
         inverse = inverse.reshape(-1)
-    elif int(key.max()).bit_length() + row_bits > 63:
-        _unique, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    else:
-        key <<= row_bits
-        key |= np.arange(n)
-        key.sort()
-        rows = key & ((1 << row_bits) - 1)
-        key >>= row_bits
-        starts = np.empty(n, dtype=bool)
-        starts[0] = True
-        np.not_equal(key[1:], key[:-1], out=starts[1:])
-        first = rows[starts]  # each distinct row's first, in the order of the keys
-        inverse = np.empty(n, dtype=np.int64)
-        inverse[rows] = np.cumsum(starts) - 1
     order = np.argsort(first, kind="stable")
     code = np.empty(len(order), dtype=np.int64)
     code[order] = np.arange(len(order))
