@@ -16,9 +16,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from importlib import resources
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,6 +30,7 @@ from piecewise.aggregate.cellstats import (
     cell_statistics,
     subset_shares,
 )
+from piecewise.aggregate.sampling import one_per_client_day
 from piecewise.core import periods
 from piecewise.core.areas import PSEUDO_AREAS
 from piecewise.core.config import Config, Evening, ShareRule
@@ -119,10 +118,6 @@ KEY_COLUMNS = ("layer", "kind", "area", "isp", "direction")
 CANONICAL_ORDER = ("layer", "kind", "period", "area", "isp", "direction")
 
 
-def _sql(name: str) -> str:
-    return resources.files("piecewise.aggregate.sql").joinpath(name).read_text(encoding="utf-8")
-
-
 def load_tests(
     private: Store,
     dates: list[dt.date],
@@ -175,15 +170,10 @@ def load_tests(
 def apply_sampling(tests: pa.Table, sampling: str) -> pa.Table:
     """`all` keeps every test; `one_per_client_day` keeps one test per client, date and
     direction: the one with the lowest `pick`, as M-Lab's statistics do
-    (piecewise.ingest.sampling)."""
+    (piecewise.aggregate.sampling)."""
     if sampling == "all" or tests.num_rows == 0:
         return tests
-    con = duckdb.connect()
-    try:
-        con.register("tests", tests)
-        return con.sql(_sql("one_per_client_day.sql")).to_arrow_table()
-    finally:
-        con.close()
+    return one_per_client_day(tests)
 
 
 @dataclass(frozen=True)
