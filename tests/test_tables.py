@@ -15,7 +15,7 @@ from piecewise.core.tables import (
     combined_key,
     encoded_strings,
     equal_mask,
-    key_runs,
+    key_groups,
     plain_strings,
     rows_equal,
     rows_where,
@@ -173,23 +173,22 @@ def test_combined_key_orders_rows_as_their_codes_and_refuses_more_than_63_bits()
     assert combined_key([(np.zeros(2, np.int64), 2**31)] * 2, 2) is not None
 
 
-def test_key_runs_give_rows_in_key_order_and_where_each_run_begins() -> None:
-    """Rows sorted by key, ties in row order (as a stable argsort), a run beginning at
-    each new key; None, the keys untouched, when key and row do not fit in 63 bits."""
+def test_key_groups_rank_the_distinct_keys_and_give_each_ones_first_row() -> None:
+    """Each row's group is its key's rank among the distinct keys, each group's first row
+    the first with that key (as np.unique's); None, the keys untouched, when key and row
+    do not fit in 63 bits."""
     rng = np.random.default_rng(9)
     for n, high in [(1, 1), (7, 1), (3_000, 40), (3_000, 2**50)]:
         key = rng.integers(0, high, n)
-        expected = np.argsort(key, kind="stable")
-        runs = key_runs(key.copy())
-        assert runs is not None
-        rows, starts = runs
-        assert rows.tolist() == expected.tolist()
-        ordered = key[expected]
-        assert starts.tolist() == [True, *(ordered[1:] != ordered[:-1]).tolist()]
-    empty = key_runs(np.zeros(0, np.int64))
+        _unique, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        groups = key_groups(key.copy())
+        assert groups is not None
+        assert groups[0].tolist() == inverse.reshape(-1).tolist()
+        assert groups[1].tolist() == first.tolist()
+    empty = key_groups(np.zeros(0, np.int64))
     assert empty is not None and [part.tolist() for part in empty] == [[], []]
     wide = np.array([2**52, 5, 2**52 - 1], np.int64)  # 53 bits, and 11 for 1,025 rows
-    assert key_runs(np.resize(wide, 1_024)) is not None
+    assert key_groups(np.resize(wide, 1_024)) is not None
     big = np.resize(wide, 1_025)
-    assert key_runs(big) is None
+    assert key_groups(big) is None
     assert big.tolist() == np.resize(wide, 1_025).tolist()

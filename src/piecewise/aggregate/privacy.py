@@ -62,7 +62,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from piecewise.core import periods
-from piecewise.core.tables import combined_key, key_runs
+from piecewise.core.tables import combined_key, key_groups
 
 ISP_RELATION = 0
 TIME_RELATION = 1
@@ -147,16 +147,15 @@ def _group_index(*columns: np.ndarray) -> np.ndarray:
         ],
         n,
     )
-    runs = None if key is None else key_runs(key)
-    if runs is not None:
-        order, change = runs
-    else:
-        order = np.lexsort(columns[::-1])
-        change = np.zeros(n, dtype=bool)
-        change[0] = True
-        for c in columns:
-            ordered = c[order]
-            change[1:] |= ordered[1:] != ordered[:-1]
+    groups = None if key is None else key_groups(key)
+    if groups is not None:
+        return groups[0]
+    order = np.lexsort(columns[::-1])
+    change = np.zeros(n, dtype=bool)
+    change[0] = True
+    for c in columns:
+        ordered = c[order]
+        change[1:] |= ordered[1:] != ordered[:-1]
     ids = np.empty(n, np.int64)
     ids[order] = np.cumsum(change) - 1
     return ids

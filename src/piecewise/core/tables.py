@@ -144,27 +144,29 @@ def combined_key(parts: Sequence[tuple[np.ndarray, int]], rows: int) -> np.ndarr
     return key
 
 
-def key_runs(key: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The row numbers of `key` (non-negative int64s, overwritten here) in the order of
-    their keys, equal keys' rows in row order, and where each run of equal keys begins
-    in that order (True at each run's first row). Each key and its row's number are
-    packed into one integer and the integers sorted: about twice as fast as a stable
-    argsort on a year's million cells. None when the two do not fit in 63 bits."""
+def key_groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each row's group, the rank of its key among the distinct `key`s (non-negative
+    int64s, overwritten here), and each group's first row. Each key and its row's
+    number are packed into one integer and the integers sorted: about twice as fast as
+    the stable sort `np.unique` takes on a year's million cells. None when the two do
+    not fit in 63 bits."""
     n = len(key)
     if n == 0:
-        return np.zeros(0, np.int64), np.zeros(0, dtype=bool)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     row_bits = max(1, (n - 1).bit_length())
     if int(key.max()).bit_length() + row_bits > 63:
         return None
     key <<= row_bits
     key |= np.arange(n)
     key.sort()
-    rows = key & ((1 << row_bits) - 1)
+    rows = key & ((1 << row_bits) - 1)  # the rows in key order, equals in row order
     key >>= row_bits
     starts = np.empty(n, dtype=bool)
     starts[0] = True
     np.not_equal(key[1:], key[:-1], out=starts[1:])
-    return rows, starts
+    group = np.empty(n, np.int64)
+    group[rows] = np.cumsum(starts) - 1
+    return group, rows[starts]
 
 
 def sorted_by(table: pa.Table, columns: Sequence[str]) -> pa.Table:

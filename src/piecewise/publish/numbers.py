@@ -21,7 +21,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from piecewise.core.tables import combined_key, key_runs, string_codes
+from piecewise.core.tables import combined_key, key_groups, string_codes
 from piecewise.core.vocabulary import ALL_ISPS, COUNTS, DIGITS, INTERVALS, STATISTICS
 
 # A cell's numbers as the map shows them, and per ISP only the map's metrics (and the
@@ -87,12 +87,9 @@ def _first_codes(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     key = combined_key([_codes_of(column) for column in columns], n)
-    runs = None if key is None else key_runs(key)
-    if runs is not None:
-        rows, starts = runs
-        first = rows[starts]  # each distinct row's first, in the order of the keys
-        inverse = np.empty(n, dtype=np.int64)
-        inverse[rows] = np.cumsum(starts) - 1
+    groups = None if key is None else key_groups(key)
+    if groups is not None:
+        inverse, first = groups  # each distinct row's first, in the order of the keys
     elif key is not None:
         _unique, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     else:
