@@ -464,8 +464,13 @@ def test_group_index_ranks_the_distinct_tuples_in_order(wide: bool) -> None:
         rng.integers(0, 3, n).astype(np.int8),
         rng.choice(np.array([0, 2**40, 2**41 + 5] if wide else [0, 7, 49]), n),
     ]
-    if wide:  # 10 + 2 + 42 + 31 bits, and 13 for the row: more than one key holds
-        columns.append(rng.choice(np.array([3, 2**30]), n))
+    if wide:
+        # The rows drawn from 3,000 tuples, with four more columns of sparse values (coded
+        # by rank): about 3,000**4 times 7,200 codes, 58 bits, and 13 for the row: more
+        # than one key holds.
+        pick = rng.integers(0, 3_000, n)
+        columns = [c[pick] for c in columns]
+        columns += [values[pick] for values in rng.integers(0, 2**40, (4, 3_000))]
     tuples = list(zip(*(c.tolist() for c in columns), strict=True))
     rank = {t: i for i, t in enumerate(sorted(set(tuples)))}
     assert _group_index(*columns).tolist() == [rank[t] for t in tuples]

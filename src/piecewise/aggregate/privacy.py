@@ -62,7 +62,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from piecewise.core import periods
-from piecewise.core.tables import combined_key, key_groups
+from piecewise.core.tables import combined_key, key_groups, ordered_codes
 
 ISP_RELATION = 0
 TIME_RELATION = 1
@@ -132,21 +132,14 @@ class Relations:
 
 def _group_index(*columns: np.ndarray) -> np.ndarray:
     """Per row, the id of its distinct tuple of integer `columns`: their rank among the
-    distinct tuples, in lexicographic order. The columns (less their minimum) and the
-    row number are combined into one integer key when they fit in 63 bits, and the keys
+    distinct tuples, in lexicographic order. The columns' codes (`ordered_codes`) and
+    the row number are combined into one integer key when they fit in 63 bits, and the keys
     sorted (several times faster than `np.lexsort` on a year's million cells);
     otherwise the columns are sorted lexicographically."""
     n = len(columns[0])
     if n == 0:
         return np.zeros(0, np.int64)
-    lows = [int(c.min()) for c in columns]
-    key = combined_key(
-        [
-            (c.astype(np.int64, copy=False) - low, int(c.max()) - low + 1)
-            for c, low in zip(columns, lows, strict=True)
-        ],
-        n,
-    )
+    key = combined_key([ordered_codes(c) for c in columns], n)
     groups = None if key is None else key_groups(key)
     if groups is not None:
         return groups[0]

@@ -144,6 +144,21 @@ def combined_key(parts: Sequence[tuple[np.ndarray, int]], rows: int) -> np.ndarr
     return key
 
 
+def ordered_codes(column: np.ndarray) -> tuple[np.ndarray, int]:
+    """Codes (int64) of a column's values that keep their order and equality, and their
+    bound, for `combined_key`: an integer column's values less its least when they
+    span not much more than it has rows, else their ranks among its distinct values."""
+    if column.dtype.kind in "iu":
+        low, high = int(column.min()), int(column.max())
+        if high - low <= 2 * len(column) + 1024:
+            # Unsigned values (up to 2**64 - 1) less their least in their own type.
+            if column.dtype.kind == "u":
+                return (column - column.min()).astype(np.int64), high - low + 1
+            return column.astype(np.int64) - low, high - low + 1
+    values, ranks = np.unique(column, return_inverse=True)
+    return ranks.reshape(-1), len(values)
+
+
 def key_groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Each row's group, the rank of its key among the distinct `key`s (non-negative
     int64s, overwritten here), and each group's first row. Each key and its row's

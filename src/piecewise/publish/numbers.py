@@ -21,7 +21,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from piecewise.core.tables import combined_key, key_groups, string_codes
+from piecewise.core.tables import combined_key, key_groups, ordered_codes, string_codes
 from piecewise.core.vocabulary import ALL_ISPS, COUNTS, DIGITS, INTERVALS, STATISTICS
 
 # A cell's numbers as the map shows them, and per ISP only the map's metrics (and the
@@ -86,7 +86,7 @@ def _first_codes(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = len(columns[0])
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    key = combined_key([_codes_of(column) for column in columns], n)
+    key = combined_key([ordered_codes(column) for column in columns], n)
     groups = None if key is None else key_groups(key)
     if groups is not None:
         inverse, first = groups  # each distinct row's first, in the order of the keys
@@ -101,21 +101,6 @@ def _first_codes(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     code = np.empty(len(order), dtype=np.int64)
     code[order] = np.arange(len(order))
     return code[inverse], first[order]
-
-
-def _codes_of(column: np.ndarray) -> tuple[np.ndarray, int]:
-    """Codes of a column's values that keep their order and equality, and their bound:
-    an integer column's values less its least when they span not much more than it has
-    rows, else their ranks among its distinct values."""
-    if column.dtype.kind in "iu":
-        low, high = int(column.min()), int(column.max())
-        if high - low <= 2 * len(column) + 1024:
-            # Unsigned values (up to 2**64 - 1) less their least in their own type.
-            if column.dtype.kind == "u":
-                return (column - column.min()).astype(np.int64), high - low + 1
-            return column.astype(np.int64) - low, high - low + 1
-    values, ranks = np.unique(column, return_inverse=True)
-    return ranks.reshape(-1), len(values)
 
 
 @dataclass
