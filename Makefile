@@ -26,7 +26,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(STAMP)
+# The package's bytecode, compiled ahead: every process (a scheduled run, an ingest
+# worker, a test's server) then starts without compiling its modules, as one of an
+# installed package does. An editable install has none, and where PYTHONDONTWRITEBYTECODE
+# is set Python never writes it as it imports; a source changed since is compiled again.
+BYTECODE := $(VENV)/.bytecode
+$(BYTECODE): $(STAMP) $(shell find src -name '*.py' 2>/dev/null)
+	$(PY) -m compileall -q src
+	touch $@
+
+install: $(STAMP) $(BYTECODE)
 
 infra/demo/node_modules/.package-lock.json: infra/demo/package.json infra/demo/package-lock.json
 	npm ci --prefix infra/demo --no-audit --no-fund --silent
@@ -51,7 +60,7 @@ $(SITE)/dist/.built: $(SITE)/node_modules/.package-lock.json $(SITE)/build.mjs $
 
 site: $(SITE)/dist/.built
 
-run: demo-data site
+run: $(BYTECODE) demo-data site
 	$(PIECEWISE) config check $(CONFIG)
 	time $(PIECEWISE) run --config $(CONFIG) --start $(START) --end $(END) --workers $(INGEST_WORKERS)
 	$(PIECEWISE) serve --config $(CONFIG) --host $(HOST) --port $(PORT)
@@ -63,7 +72,7 @@ TEST_WORKERS ?= 2
 PYTEST := $(VENV)/bin/pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # What the tests need, installed side by side (each target's output kept together).
-test-setup: $(STAMP) demo-data bq-emulator site browser checkov-venv
+test-setup: $(STAMP) $(BYTECODE) demo-data bq-emulator site browser checkov-venv
 
 test:
 	$(MAKE) --no-print-directory -j4 --output-sync=target test-setup
@@ -74,12 +83,12 @@ test:
 
 # The edit loop: lint and the tests that need no emulator, browser or long run (about
 # two and a half minutes here); `make test` runs them all.
-test-fast: $(STAMP) demo-data $(SITE)/node_modules/.package-lock.json checkov-venv
+test-fast: $(STAMP) $(BYTECODE) demo-data $(SITE)/node_modules/.package-lock.json checkov-venv
 	$(VENV)/bin/ruff check src tests bench functions infra
 	npm run --prefix $(SITE) --silent lint
 	$(PYTEST) -m "not slow and not service and not browser"
 
-bench: $(STAMP) demo-data site browser bench-tools
+bench: $(STAMP) $(BYTECODE) demo-data site browser bench-tools
 	$(PY) bench/run.py --tile-tools $(TILE_TOOLS) --write docs/benchmarks.md
 
 # The API benchmark's load generator, wrk, from the system's packages (Debian's apt),
