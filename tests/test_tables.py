@@ -21,6 +21,7 @@ from piecewise.core.tables import (
     rows_where,
     sort_order,
     sorted_by,
+    tuple_groups,
 )
 
 
@@ -171,6 +172,24 @@ def test_combined_key_orders_rows_as_their_codes_and_refuses_more_than_63_bits()
     assert len(set(rows)) == len(set(key.tolist()))
     assert combined_key([(np.zeros(2, np.int64), 2**32)] * 2, 2) is None
     assert combined_key([(np.zeros(2, np.int64), 2**31)] * 2, 2) is not None
+
+
+def test_tuple_groups_rank_the_distinct_tuples_and_give_each_ones_first_row() -> None:
+    """As np.unique of the tuples has them, whether their key and row fit in 63 bits,
+    only their key does, or not even that."""
+    rng = np.random.default_rng(11)
+    n = 3_000
+    for bases in [(3, 7, 40), (2**25, 2**25, 2**10), (2**30, 2**30, 2**10)]:
+        codes = [rng.integers(0, base, 40)[rng.integers(0, 40, n)] for base in bases]
+        _rows, first, inverse = np.unique(
+            np.stack(codes, axis=1), axis=0, return_index=True, return_inverse=True
+        )
+        group, firsts = tuple_groups(list(zip(codes, bases, strict=True)), n)
+        assert group.tolist() == inverse.reshape(-1).tolist(), bases
+        assert firsts.tolist() == first.tolist(), bases
+        assert len(firsts) < n  # tuples repeat
+    empty = tuple_groups([(np.zeros(0, np.int64), 1)], 0)
+    assert [part.tolist() for part in empty] == [[], []]
 
 
 def test_key_groups_rank_the_distinct_keys_and_give_each_ones_first_row() -> None:

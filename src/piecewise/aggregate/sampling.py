@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from piecewise.core.tables import combined_key, key_groups, value_codes
+from piecewise.core.tables import tuple_groups, value_codes
 from piecewise.storage.dictionaries import one_dictionary
 
 __all__ = ["GROUP_COLUMNS", "ORDER", "one_per_client_day"]
@@ -87,14 +87,7 @@ def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, int]:
 
 def _groups(codes: list[np.ndarray]) -> tuple[np.ndarray, int]:
     """The group (numbered from 0) of each row of equal `codes`, and the number of groups."""
-    n = len(codes[0])
-    key = combined_key([(c, int(c.max()) + 1) for c in codes], n)
-    groups = None if key is None else key_groups(key)
-    if groups is None:
-        _unique, group = np.unique(np.stack(codes, axis=1), axis=0, return_inverse=True)
-        group = group.reshape(-1)
-        return group, int(group.max()) + 1
-    group, firsts = groups
+    group, firsts = tuple_groups([(c, int(c.max()) + 1) for c in codes], len(codes[0]))
     return group, len(firsts)
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "sort_order",
     "sorted_by",
     "string_codes",
+    "tuple_groups",
     "value_codes",
 ]
 
@@ -182,6 +183,29 @@ def key_groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     group = np.empty(n, np.int64)
     group[rows] = np.cumsum(starts) - 1
     return group, rows[starts]
+
+
+def tuple_groups(
+    parts: Sequence[tuple[np.ndarray, int]], rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's group, the rank of its tuple of codes (`parts`, as `combined_key` takes
+    them) among the distinct tuples in lexicographic order, and each group's first row:
+    by `key_groups` when their combined key and the row fit in 63 bits, else by
+    `np.unique` of the key or, wider than 63 bits, of the tuples."""
+    key = combined_key(parts, rows)
+    if key is not None:
+        groups = key_groups(key)
+        if groups is not None:
+            return groups
+        _unique, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    else:
+        _rows, first, inverse = np.unique(
+            np.stack([codes for codes, _base in parts], axis=1),
+            axis=0,
+            return_index=True,
+            return_inverse=True,
+        )
+    return inverse.reshape(-1), first
 
 
 def sorted_by(table: pa.Table, columns: Sequence[str]) -> pa.Table:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from piecewise.core import periods
-from piecewise.core.tables import combined_key, rounded_floats, sorted_by, value_codes
+from piecewise.core.tables import rounded_floats, sorted_by, tuple_groups, value_codes
 from piecewise.core.vocabulary import COUNTS, DIGITS, PUBLISHED, share_columns
 from piecewise.publish.dataset_sqlite import DATABASE, TABLE, SqliteBuild, sqlite_bytes
 from piecewise.storage.layout import DATASET_KEYS
@@ -119,19 +118,14 @@ def dataset_table(
 
 
 def _distinct_rows(*columns: pa.ChunkedArray) -> tuple[pa.Array, list[list]]:
-    """Each row's number among the distinct rows of `columns`, and the values of those
-    distinct rows, column by column."""
+    """Each row's number among the distinct rows of `columns` (in the order of their
+    values), and the values of those distinct rows, column by column."""
     coded = [value_codes(column) for column in columns]
-    values = [distinct for _codes, distinct in coded]
-    key = combined_key([(codes, len(distinct)) for codes, distinct in coded], len(columns[0]))
-    if key is None:  # a dataset's key columns are a few thousand values each
-        raise OverflowError("the dataset's key columns have too many distinct values")
-    rows, number = np.unique(key, return_inverse=True)
-    out = []
-    for distinct in reversed(values):
-        rows, code = np.divmod(rows, len(distinct))
-        out.append([distinct[c] for c in code.tolist()])
-    return pa.array(number.reshape(-1)), out[::-1]
+    number, first = tuple_groups(
+        [(codes, len(distinct)) for codes, distinct in coded], len(columns[0])
+    )
+    out = [[distinct[c] for c in codes[first].tolist()] for codes, distinct in coded]
+    return pa.array(number), out
 
 
 def _share_columns(shares: Mapping[str, str]) -> list[str]:

@@ -21,7 +21,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from piecewise.core.tables import combined_key, key_groups, ordered_codes, string_codes
+from piecewise.core.tables import ordered_codes, string_codes, tuple_groups
 from piecewise.core.vocabulary import ALL_ISPS, COUNTS, DIGITS, INTERVALS, STATISTICS
 
 # A cell's numbers as the map shows them, and per ISP only the map's metrics (and the
@@ -86,17 +86,8 @@ def _first_codes(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = len(columns[0])
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    key = combined_key([ordered_codes(column) for column in columns], n)
-    groups = None if key is None else key_groups(key)
-    if groups is not None:
-        inverse, first = groups  # each distinct row's first, in the order of the keys
-    elif key is not None:
-        _unique, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    else:
-        _rows, first, inverse = np.unique(
-            np.stack(columns, axis=1), axis=0, return_index=True, return_inverse=True
-        )
-        inverse = inverse.reshape(-1)
+    # Each distinct row's first, in the order of the rows' codes.
+    inverse, first = tuple_groups([ordered_codes(column) for column in columns], n)
     order = np.argsort(first, kind="stable")
     code = np.empty(len(order), dtype=np.int64)
     code[order] = np.arange(len(order))
