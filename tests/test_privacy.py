@@ -16,6 +16,7 @@ from piecewise.aggregate.privacy import (
     build_relations,
     determined_cells,
     known_cells,
+    related_spans,
     suppress,
 )
 from piecewise.core import periods
@@ -231,17 +232,29 @@ def _period_end(kind: str, start: int) -> int:
     return (periods.end_of(kind, first) - EPOCH).days
 
 
-def released_day_by_day(cells: CellKeys) -> np.ndarray:
+def released_day_by_day(cells: CellKeys, related_only: bool = False) -> np.ndarray:
     """What releases publish together when, each day, the periods that ended are
-    decided against every earlier release's cells (sealed); no release may change an
-    earlier decision."""
+    decided against every earlier release's cells (sealed), or with `related_only`
+    against those of `related_spans` alone, as a release reads them; no release may
+    change an earlier decision."""
     ends = np.array(
         [_period_end(PERIOD_KINDS[k], p) for k, p in zip(cells.kind, cells.period, strict=True)]
     )
     published = np.zeros(len(ends), dtype=bool)
     decided = np.zeros(len(ends), dtype=bool)
+    start = [EPOCH + dt.timedelta(days=int(p)) for p in cells.period]
     for today in np.unique(ends).tolist():
         rows = np.flatnonzero(ends <= today)
+        if related_only:
+            new: dict[str, set[dt.date]] = {}
+            for row in np.flatnonzero((ends <= today) & ~decided).tolist():
+                new.setdefault(PERIOD_KINDS[cells.kind[row]], set()).add(start[row])
+            sealed = {
+                (PERIOD_KINDS[cells.kind[row]], start[row]) for row in np.flatnonzero(decided)
+            }
+            spans = related_spans(PERIOD_KINDS, new, sealed)
+            inside = np.array([any(lo <= d <= hi for lo, hi in spans) for d in start])
+            rows = np.flatnonzero((ends <= today) & (~decided | inside))
         sub = _subset(cells, rows)
         flags, _ = suppress(sub, MIN_TESTS, MIN_CLIENTS, decided[rows], published[rows])
         assert (flags[decided[rows]] == published[rows][decided[rows]]).all()
@@ -262,6 +275,48 @@ def test_releases_day_after_day_never_reveal_a_failing_cell_together(seed: int) 
     passes = (cells.tests >= MIN_TESTS) & (cells.clients >= MIN_CLIENTS)
     assert not (published & ~passes).any()
     assert not (leaf_rank_determined(cells, published) & ~passes).any()
+
+
+@pytest.mark.parametrize("evening", [0.0, 0.4])
+@pytest.mark.parametrize("seed", range(4))
+def test_a_release_decides_the_same_with_only_the_sealed_cells_it_relates_to(
+    seed: int, evening: float
+) -> None:
+    """Releases made with only the sealed cells of `related_spans` (a day whose month is
+    not released yet: none) take every decision that releases made with every sealed
+    cell take."""
+    rng = np.random.default_rng(seed)
+    cells = random_cells(seed, days=80, rate=float(rng.uniform(3, 25)), isps=3, evening=evening)
+    everything = released_day_by_day(cells)
+    assert everything.any() and not everything.all()
+    assert (released_day_by_day(cells, related_only=True) == everything).all()
+
+
+def test_related_spans_reach_the_coarsest_period_released_or_new() -> None:
+    d = dt.date
+    kinds = ["day", "month", "quarter", "year"]
+    sealed = {("day", d(2025, 3, n)) for n in range(1, 31)} | {("month", d(2025, 1, 1))}
+    sealed |= {("month", d(2025, 2, 1))}
+    # A day whose month is not released: itself, whatever was sealed before it.
+    assert related_spans(kinds, {"day": {d(2025, 3, 30)}}, sealed) == [
+        (d(2025, 3, 30), d(2025, 3, 30))
+    ]
+    # The last day with its month and quarter: the quarter, every sealed cell in it.
+    new = {"day": {d(2025, 3, 31)}, "month": {d(2025, 3, 1)}, "quarter": {d(2025, 1, 1)}}
+    assert related_spans(kinds, new, sealed) == [(d(2025, 1, 1), d(2025, 3, 31))]
+    # A year released before its quarters (say, a kind configured later): the year.
+    assert related_spans(kinds, {"quarter": {d(2024, 4, 1)}}, {("year", d(2024, 1, 1))}) == [
+        (d(2024, 1, 1), d(2024, 12, 31))
+    ]
+    # Only the configured kinds relate: without months, a day's year.
+    spans = related_spans(["day", "year"], {"day": {d(2025, 3, 31)}}, {("year", d(2025, 1, 1))})
+    assert spans == [(d(2025, 1, 1), d(2025, 12, 31))]
+    # Adjacent and overlapping spans merged, in order.
+    new = {"day": {d(2025, 5, 2), d(2025, 5, 1), d(2025, 5, 9)}}
+    assert related_spans(kinds, new, set()) == [
+        (d(2025, 5, 1), d(2025, 5, 2)),
+        (d(2025, 5, 9), d(2025, 5, 9)),
+    ]
 
 
 def test_a_sealed_published_cell_is_never_withheld_again() -> None:

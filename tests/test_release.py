@@ -567,11 +567,11 @@ def test_cells_of_an_unknown_direction_are_refused_not_left_undecided() -> None:
         }
     )
     ledger = Ledger(open_store("memory://unknown-direction"))
-    wanted = {"day": {dt.date(2025, 1, 1)}}
+    spans = [(dt.date(2025, 1, 1), dt.date(2025, 1, 1))]
     with pytest.raises(ValueError, match="unknown direction: sideways"):
-        list(release._decision_parts(ledger, 1, "counties", stats, wanted))
+        list(release._decision_parts(ledger, 1, "counties", stats, spans))
     fine = stats.filter(pa.array([True, False, True]))
-    parts = list(release._decision_parts(ledger, 1, "counties", fine, wanted))
+    parts = list(release._decision_parts(ledger, 1, "counties", fine, spans))
     assert [p.column("direction").to_pylist() for p, _old in parts] == [["download"], ["upload"]]
 
 

@@ -56,6 +56,8 @@ never added to.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +76,40 @@ REST_OF_DAY = 2
 # Period kinds from coarse to fine: a time relation joins each configured kind to the
 # next finer configured kind.
 GRANULARITY = ("year", "quarter", "month", "day")
+
+
+def related_spans(
+    kinds: Iterable[str],
+    new: Mapping[str, Iterable[dt.date]],
+    sealed: Collection[tuple[str, dt.date]],
+) -> list[tuple[dt.date, dt.date]]:
+    """The date spans holding every sealed cell that the cells of the `new` periods
+    (starts by kind) can relate to, through any chain of relations: for each new period,
+    the span of its coarsest ancestor among `kinds` that is sealed or new (itself when
+    there is none). Relations join a period only to periods nested in it or holding it,
+    and only while the coarser one is sealed or new, so nothing outside these spans is
+    ever in a relation with a new cell; deciding without it takes the same decisions.
+    Sorted, overlaps merged."""
+    order = [k for k in GRANULARITY if k in set(kinds)]  # coarse to fine
+    present = set(sealed) | {(k, s) for k, starts in new.items() for s in starts}
+    spans = set()
+    for kind, starts in new.items():
+        coarser = order[: order.index(kind)] if kind in order else []
+        for start in starts:
+            top = (kind, start)
+            for parent_kind in coarser:  # the coarsest first
+                parent = (parent_kind, periods.start_of(parent_kind, start))
+                if parent in present:
+                    top = parent
+                    break
+            spans.add((top[1], periods.end_of(*top)))
+    merged: list[tuple[dt.date, dt.date]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1] + dt.timedelta(days=1):
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
 
 
 @dataclass(frozen=True)

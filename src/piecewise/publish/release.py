@@ -7,8 +7,8 @@ A run (`run_release`), under the private store's `aggregate` lock:
    piecewise.storage.ledger), exactly as it was recorded;
 2. finds the periods that are final and not yet released (piecewise.publish.finality);
 3. computes their cells from the dates they cover, and decides which may be published
-   against the sealed cells of the same years (piecewise.aggregate.privacy): nothing released is
-   ever withheld again or changed;
+   against the sealed cells they can be related to (piecewise.aggregate.privacy,
+   `related_spans`): nothing released is ever withheld again or changed;
 4. records the release in the ledger (pending), checks that no date it read was
    ingested again meanwhile, writes the public files, then commits.
 
@@ -33,10 +33,12 @@ import pyarrow.compute as pc
 from threadpoolctl import threadpool_limits
 
 from piecewise.aggregate.local import (
+    EPOCH,
     apply_privacy,
     cells_of_tests,
     load_tests,
 )
+from piecewise.aggregate.privacy import related_spans
 from piecewise.core import periods
 from piecewise.core.areas import build_layers
 from piecewise.core.config import Config
@@ -373,10 +375,11 @@ def _compute(
     # Relations never cross layers or directions: each (layer, direction) is decided on
     # its own, two at a time. Each holds half of its layer's relations, so two at once
     # hold about what one layer does.
+    spans = related_spans(kinds, wanted, state.sealed)
     parts = [
         (new, old)
         for layer in config.layers
-        for new, old in _decision_parts(ledger, number, layer.id, stats, wanted)
+        for new, old in _decision_parts(ledger, number, layer.id, stats, spans)
     ]
     threads = min(2, config.aggregation.threads or os.cpu_count() or 1)
     # The BLAS limit of the solver is set around every thread: process-wide, it is
@@ -451,16 +454,18 @@ def _decision_parts(
     number: int,
     layer: str,
     stats: pa.Table,
-    wanted: dict[str, set[dt.date]],
+    spans: list[tuple[dt.date, dt.date]],
 ) -> Iterator[tuple[pa.Table, pa.Table | None]]:
     """The new cells of one layer and of its evening twin, a direction at a time, each
-    with the sealed cells of the same years, areas and direction (the only ones they
-    relate to), or None when there are none."""
+    with the sealed cells they can relate to (`spans`: `related_spans` of the release's
+    periods; of those, the areas and direction of the new cells), or None when there are
+    none. A day's cells whose month is not released yet relate to no sealed cell: the
+    decision of a day at the end of a year does not take the year's cells again."""
     mine = [layer, evening_layer(layer)]
     new = stats.filter(pc.is_in(stats.column("layer"), pa.array(mine)))
     if new.num_rows == 0:
         return
-    years = {start.year for starts in wanted.values() for start in starts}
+    years = {y for lo, hi in spans for y in range(lo.year, hi.year + 1)}
     old_parts = [
         part for one in mine for part in ledger.layer_cells(one, below=number, years=years)
     ]
@@ -469,6 +474,7 @@ def _decision_parts(
         old = pa.concat_tables(
             [t.select(_DECIDED_BY) for t in old_parts], promote_options="permissive"
         )
+        old = old.filter(_within(old.column("period"), spans))
         # Only the areas and directions of the new cells.
         old = old.filter(pc.is_in(_group_key(old), pc.unique(_group_key(new))))
     unknown = set(pc.unique(new.column("direction").cast(pa.string())).to_pylist())
@@ -499,6 +505,16 @@ def _decide(config: Config, kinds: list[str], new: pa.Table, old: pa.Table | Non
         flags = decided.column(name).slice(offset)
         new = new.set_column(new.schema.get_field_index(name), name, flags)
     return new
+
+
+def _within(period: pa.ChunkedArray, spans: list[tuple[dt.date, dt.date]]) -> np.ndarray:
+    """Which periods start inside one of `spans` (sorted, apart)."""
+    days = period.cast(pa.int32()).to_numpy().astype(np.int64)
+    bounds = np.array([((lo - EPOCH).days, (hi - EPOCH).days) for lo, hi in spans], np.int64)
+    if not len(bounds):
+        return np.zeros(len(days), dtype=bool)
+    at = np.searchsorted(bounds[:, 0], days, side="right") - 1
+    return (at >= 0) & (days <= bounds[np.maximum(at, 0), 1])
 
 
 def _group_key(table: pa.Table) -> pa.ChunkedArray:
