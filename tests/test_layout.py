@@ -14,12 +14,31 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 DAY = dt.date(2025, 2, 3)
 
 
+def test_a_ledger_part_is_a_month_of_days_or_a_year_of_the_other_kinds() -> None:
+    assert layout.part_span("2025-02") == (dt.date(2025, 2, 1), dt.date(2025, 2, 28))
+    assert layout.part_span("2024-02") == (dt.date(2024, 2, 1), dt.date(2024, 2, 29))
+    assert layout.part_span("2025") == (dt.date(2025, 1, 1), dt.date(2025, 12, 31))
+    for other in ("2025-13", "2025-00", "0000", "25", "2025-1", "2025-01-01", "cells"):
+        assert layout.part_span(other) is None, other
+    for kind in ("day", "month", "quarter", "year"):
+        part = layout.ledger_part(kind, DAY)
+        lo, hi = layout.part_span(part)
+        assert lo <= DAY <= hi
+    key = layout.pending_table_key("cells", "hex", "day", "2025-02")
+    assert layout.parse_pending_table_key(key) == ("cells", "hex", "day", "2025-02")
+    assert layout.parse_pending_table_key(key.replace("2025-02", "2025-2")) is None
+
+
 def test_private_keys_group_a_years_files_in_one_folder() -> None:
     assert layout.tests_key("upload", DAY) == "tests/upload/2025/2025-02-03.parquet"
     assert layout.quality_key(DAY) == "quality/2025/2025-02-03.json"
     assert layout.manifest_key(DAY) == "manifest/dates/2025/2025-02-03.json"
-    assert (
-        layout.ledger_table_key("cube", "hex", "month", 25) == "ledger/cube/hex/month/0025.parquet"
+    month_part = layout.ledger_part("month", dt.date(25, 3, 1))
+    assert layout.ledger_table_key("cube", "hex", "month", month_part) == (
+        "ledger/cube/hex/month/0025.parquet"
+    )
+    assert layout.ledger_table_key("cells", "hex", "day", layout.ledger_part("day", DAY)) == (
+        "ledger/cells/hex/day/2025-02.parquet"
     )
     assert layout.geoip_folder(DAY) == "geoip/2025-02-03/"
     assert layout.fanout_prefix("b1") == "fanout/b1/"

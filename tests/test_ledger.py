@@ -47,6 +47,55 @@ def test_layer_cells_takes_the_releases_below(on_disk: bool, memory_url: str, tm
     assert ledger.layer_cells("h3r6", below=4) == []
 
 
+def _days(release: int, days: list[dt.date]) -> pa.Table:
+    return pa.table(
+        {
+            "layer": ["counties"] * len(days),
+            "kind": ["day"] * len(days),
+            "period": days,
+            "area": [f"a{d:%m%d}" for d in days],
+            "release": pa.array([release] * len(days), pa.int64()),
+        }
+    )
+
+
+def test_a_day_rewrites_its_months_part_and_a_year_of_days_from_before_is_read_with_it(
+    tmp_path: Path,
+) -> None:
+    """Days are kept a month to a part, so a day's release rewrites its month's rows
+    only; a ledger that kept a year of days in one part (before 2026-12) is read with
+    the month parts added since."""
+    store = open_store(tmp_path.as_uri())
+    ledger = Ledger(store)
+    jan, feb, mar = (dt.date(2025, m, 1) for m in (1, 2, 3))
+    store.write_parquet(
+        "ledger/cells/counties/day/2025.parquet", _days(1, [jan, jan.replace(day=2)])
+    )
+    ledger._append("cells", _days(2, [feb]), 2)
+    february = tmp_path / "ledger/cells/counties/day/2025-02.parquet"
+    before = (february.read_bytes(), february.stat().st_mtime_ns)
+    ledger._append("cells", _days(3, [mar, mar.replace(day=2)]), 3)
+    assert (february.read_bytes(), february.stat().st_mtime_ns) == before
+    assert sorted(store.list("ledger/cells/")) == [
+        "ledger/cells/counties/day/2025-02.parquet",
+        "ledger/cells/counties/day/2025-03.parquet",
+        "ledger/cells/counties/day/2025.parquet",
+    ]
+
+    def periods(**kwargs) -> list[dt.date]:
+        tables = ledger.layer_cells("counties", below=4, **kwargs)
+        return sorted(pa.concat_tables(tables).column("period").to_pylist()) if tables else []
+
+    assert periods() == [jan, jan.replace(day=2), feb, mar, mar.replace(day=2)]
+    assert periods(within=[(feb, feb), (mar.replace(day=2), mar.replace(day=9))]) == [
+        feb,
+        mar.replace(day=2),
+    ]
+    assert periods(within=[(jan.replace(day=2), feb.replace(day=27))]) == [jan.replace(day=2), feb]
+    assert periods(within=[(dt.date(2024, 1, 1), dt.date(2024, 12, 31))]) == []
+    assert periods(within=[]) == []
+
+
 # -- the pending release's tables -------------------------------------------------------
 
 LAYERS = ["counties", "counties-evening", "h3r6"]  # '-' sorts before '/' in a key
@@ -113,10 +162,12 @@ def test_a_pending_release_is_recorded_by_ledger_table_and_read_back_whole(
     cells, cube = _release_tables(1)
     ledger.write_pending(_release(1), cells, cube)
     parts = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet"))
-    # Three layers, two kinds, two years, both tables.
-    assert len(parts) == 24
+    # Three layers, both tables; the months in a part a year (two), the days in a part
+    # a month (three).
+    assert len(parts) == 3 * 2 * (2 + 3)
     assert "ledger/pending/cells/counties-evening/month/2024.parquet" in parts
-    assert "ledger/pending/cube/h3r6/day/2025.parquet" in parts
+    assert "ledger/pending/cube/h3r6/day/2024-12.parquet" in parts
+    assert "ledger/pending/cube/h3r6/day/2025-02.parquet" in parts
     assert ledger.pending() == _release(1)
     back_cells, back_cube = ledger.pending_tables()
     assert back_cells.equals(cells)

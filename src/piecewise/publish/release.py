@@ -33,7 +33,6 @@ import pyarrow.compute as pc
 from threadpoolctl import threadpool_limits
 
 from piecewise.aggregate.local import (
-    EPOCH,
     apply_privacy,
     cells_of_tests,
     load_tests,
@@ -465,16 +464,14 @@ def _decision_parts(
     new = stats.filter(pc.is_in(stats.column("layer"), pa.array(mine)))
     if new.num_rows == 0:
         return
-    years = {y for lo, hi in spans for y in range(lo.year, hi.year + 1)}
     old_parts = [
-        part for one in mine for part in ledger.layer_cells(one, below=number, years=years)
+        part for one in mine for part in ledger.layer_cells(one, below=number, within=spans)
     ]
     old = None
     if old_parts:
         old = pa.concat_tables(
             [t.select(_DECIDED_BY) for t in old_parts], promote_options="permissive"
         )
-        old = old.filter(_within(old.column("period"), spans))
         # Only the areas and directions of the new cells.
         old = old.filter(pc.is_in(_group_key(old), pc.unique(_group_key(new))))
     unknown = set(pc.unique(new.column("direction").cast(pa.string())).to_pylist())
@@ -505,16 +502,6 @@ def _decide(config: Config, kinds: list[str], new: pa.Table, old: pa.Table | Non
         flags = decided.column(name).slice(offset)
         new = new.set_column(new.schema.get_field_index(name), name, flags)
     return new
-
-
-def _within(period: pa.ChunkedArray, spans: list[tuple[dt.date, dt.date]]) -> np.ndarray:
-    """Which periods start inside one of `spans` (sorted, apart)."""
-    days = period.cast(pa.int32()).to_numpy().astype(np.int64)
-    bounds = np.array([((lo - EPOCH).days, (hi - EPOCH).days) for lo, hi in spans], np.int64)
-    if not len(bounds):
-        return np.zeros(len(days), dtype=bool)
-    at = np.searchsorted(bounds[:, 0], days, side="right") - 1
-    return (at >= 0) & (days <= bounds[np.maximum(at, 0), 1])
 
 
 def _group_key(table: pa.Table) -> pa.ChunkedArray:

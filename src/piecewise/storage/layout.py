@@ -7,6 +7,9 @@ than build keys of their own."""
 from __future__ import annotations
 
 import datetime as dt
+import re
+
+from piecewise.core import periods
 
 # -- the private store ------------------------------------------------------------------
 
@@ -55,25 +58,46 @@ def lock_key(name: str) -> str:
     return f"{LOCKS_PREFIX}{name}.lock"
 
 
-def ledger_table_key(what: str, layer: str, kind: str, year: int) -> str:
-    """`ledger/cells/...` (cells and decisions) or `ledger/cube/...` (histograms)."""
-    return f"{LEDGER_PREFIX}{what}/{layer}/{kind}/{year:04d}.parquet"
+_PART = re.compile(r"(\d{4})(?:-(0[1-9]|1[0-2]))?")
 
 
-def pending_table_key(what: str, layer: str, kind: str, year: int) -> str:
+def ledger_part(kind: str, start: dt.date) -> str:
+    """The part of a ledger table holding a period's rows: its month for a day (so a
+    day's release rewrites a month's days, not a year's), its year for the others."""
+    return f"{start.year:04d}-{start.month:02d}" if kind == "day" else f"{start.year:04d}"
+
+
+def part_span(part: str) -> tuple[dt.date, dt.date] | None:
+    """The first and last dates of a `ledger_part` (`YYYY` or `YYYY-MM`); None for any
+    other name."""
+    match = _PART.fullmatch(part)
+    if match is None or int(match[1]) == 0:
+        return None
+    kind = "year" if match[2] is None else "month"
+    first = dt.date(int(match[1]), int(match[2] or 1), 1)
+    return first, periods.end_of(kind, first)
+
+
+def ledger_table_key(what: str, layer: str, kind: str, part: str) -> str:
+    """`ledger/cells/...` (cells and decisions) or `ledger/cube/...` (histograms) of
+    one `ledger_part`."""
+    return f"{LEDGER_PREFIX}{what}/{layer}/{kind}/{part}.parquet"
+
+
+def pending_table_key(what: str, layer: str, kind: str, part: str) -> str:
     """The part of a pending release's cells or histograms bound for one ledger table."""
-    return f"{PENDING_PREFIX}{what}/{layer}/{kind}/{year:04d}.parquet"
+    return f"{PENDING_PREFIX}{what}/{layer}/{kind}/{part}.parquet"
 
 
-def parse_pending_table_key(key: str) -> tuple[str, str, str, int] | None:
-    """(what, layer, kind, year) of a `pending_table_key`; None for any other key."""
+def parse_pending_table_key(key: str) -> tuple[str, str, str, str] | None:
+    """(what, layer, kind, part) of a `pending_table_key`; None for any other key."""
     if not key.startswith(PENDING_PREFIX) or not key.endswith(".parquet"):
         return None
     parts = key[len(PENDING_PREFIX) : -len(".parquet")].split("/")
-    if len(parts) != 4 or not parts[3].isdigit():
+    if len(parts) != 4 or part_span(parts[3]) is None:
         return None
-    what, layer, kind, year = parts
-    return what, layer, kind, int(year)
+    what, layer, kind, part = parts
+    return what, layer, kind, part
 
 
 def geoip_folder(date: dt.date) -> str:

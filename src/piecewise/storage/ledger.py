@@ -3,15 +3,20 @@ given, so that each release is decided against all of it, and no period is publi
 twice with different numbers.
 
     ledger/state.json                             the committed state (LedgerState)
-    ledger/cells/{layer}/{kind}/{YYYY}.parquet    every released cell, with its decision
-    ledger/cube/{layer}/{kind}/{YYYY}.parquet     the histograms of its published cells
+    ledger/cells/{layer}/{kind}/{part}.parquet    every released cell, with its decision
+    ledger/cube/{layer}/{kind}/{part}.parquet     the histograms of its published cells
     ledger/pending/release.json                   the release being published (its plan)
-    ledger/pending/cells/{layer}/{kind}/{YYYY}.parquet
+    ledger/pending/cells/{layer}/{kind}/{part}.parquet
                                                   that release's cells, by ledger table
-    ledger/pending/cube/{layer}/{kind}/{YYYY}.parquet
+    ledger/pending/cube/{layer}/{kind}/{part}.parquet
                                                   the histograms of its published cells
     ledger/pending/cells.parquet, cube.parquet    or either table whole (when empty, or
                                                   as versions before 2026-12 recorded it)
+
+A `part` is a month (`YYYY-MM`) of days, a year (`YYYY`) of the other kinds: a release
+rewrites the parts it adds rows to, so a day's release rewrites a month's days rather
+than a year's. Ledgers written before 2026-12 keep a year of days in `day/YYYY.parquet`;
+it is read with the month parts written since (a release's rows are in one part only).
 
 A period is released once, when it is final (see piecewise.publish.finality), and is *sealed*
 from then on: its cells keep their numbers and their decision, and the dates it covers
@@ -34,7 +39,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,8 +58,10 @@ from piecewise.storage.layout import (
     PENDING_CUBE_KEY,
     PENDING_PREFIX,
     PENDING_RELEASE_KEY,
+    ledger_part,
     ledger_table_key,
     parse_pending_table_key,
+    part_span,
     pending_table_key,
 )
 from piecewise.storage.store import PARQUET_CONTENT_TYPE, KeyNotFound, Store, StoreError
@@ -68,6 +75,7 @@ STATE_FORMAT = 1
 STATISTICS = False
 
 Range = tuple[dt.date, dt.date]
+EPOCH = dt.date(1970, 1, 1)
 
 
 class LedgerError(StoreError):
@@ -310,15 +318,15 @@ class Ledger:
                 raise
         self.store.write_json(PENDING_RELEASE_KEY, release.as_dict())
 
-    def _pending_parts(self) -> dict[str, list[tuple[tuple[str, str, int], str]]]:
+    def _pending_parts(self) -> dict[str, list[tuple[tuple[str, str, str], str]]]:
         """The parts of the pending tables (cells, cube): each one's ledger table
-        (layer, kind, year) and key, in the order of the tables' rows."""
-        parts: dict[str, list[tuple[tuple[str, str, int], str]]] = {"cells": [], "cube": []}
+        (layer, kind, part) and key, in the order of the tables' rows."""
+        parts: dict[str, list[tuple[tuple[str, str, str], str]]] = {"cells": [], "cube": []}
         for key in self.store.list(PENDING_PREFIX):
             parsed = parse_pending_table_key(key)
             if parsed is not None and parsed[0] in parts:
-                what, layer, kind, year = parsed
-                parts[what].append(((layer, kind, year), key))
+                what, layer, kind, part = parsed
+                parts[what].append(((layer, kind, part), key))
         for found in parts.values():
             found.sort()
         return parts
@@ -351,20 +359,26 @@ class Ledger:
     # -- released cells ---------------------------------------------------------------
 
     def layer_cells(
-        self, layer: str, *, below: int, years: Iterable[int] | None = None
+        self, layer: str, *, below: int, within: Sequence[Range] | None = None
     ) -> list[pa.Table]:
-        """The released cells of a layer (every kind; only `years` if given) from
-        releases numbered below `below`."""
+        """The released cells of a layer (every kind) from releases numbered below
+        `below`; with `within` (date spans, sorted and apart), only the cells of periods
+        starting in one of them, read from the parts that hold such periods."""
         prefix = f"{LEDGER_PREFIX}cells/{layer}/"
-        wanted = None if years is None else {f"{y:04d}.parquet" for y in years}
         tables = []
         for key in self.store.list(prefix):
-            if wanted is not None and key.rsplit("/", 1)[-1] not in wanted:
-                continue
+            if within is not None:
+                span = part_span(key.rsplit("/", 1)[-1].removesuffix(".parquet"))
+                if span is not None and not any(
+                    lo <= span[1] and span[0] <= hi for lo, hi in within
+                ):
+                    continue
             table = self.store.read_parquet(key)
             release = table.column("release")
             if table.num_rows and pc.max(release).as_py() >= below:  # else nothing to drop
                 table = table.filter(pc.less(release, below))
+            if within is not None:
+                table = table.filter(starts_within(table.column("period"), within))
             tables.append(table)
         return tables
 
@@ -438,6 +452,16 @@ class Ledger:
         self.store.write_parquet(key, both, statistics=STATISTICS)
 
 
+def starts_within(period: pa.ChunkedArray | pa.Array, spans: Sequence[Range]) -> np.ndarray:
+    """Which periods (their start dates) start inside one of `spans` (sorted, apart)."""
+    days = period.cast(pa.int32()).to_numpy().astype(np.int64)
+    bounds = np.array([((lo - EPOCH).days, (hi - EPOCH).days) for lo, hi in spans], np.int64)
+    if not len(bounds):
+        return np.zeros(len(days), dtype=bool)
+    at = np.searchsorted(bounds[:, 0], days, side="right") - 1
+    return (at >= 0) & (days <= bounds[np.maximum(at, 0), 1])
+
+
 def _numbered(cube: pa.Table, number: int) -> pa.Table:
     """Histogram rows as the ledger keeps them: with their release's number."""
     return cube.append_column("release", pa.array(np.full(cube.num_rows, number, np.int64)))
@@ -450,29 +474,41 @@ def _by_value(rows: pa.Table, column: str) -> list[tuple[str, np.ndarray]]:
     return [(v, equal_mask(rows.column(column), v)) for v in values]
 
 
-def _by_year(rows: pa.Table) -> list[tuple[int, np.ndarray]]:
-    """Each year of the rows' periods, ascending, and which rows are in it."""
-    year = pc.year(rows.column("period"))
-    return [(y, np.asarray(pc.equal(year, y))) for y in sorted(pc.unique(year).to_pylist())]
+def _by_part(rows: pa.Table, kind: str) -> list[tuple[str, np.ndarray]]:
+    """Each `ledger_part` of the rows' periods (rows of one kind), ascending, and which
+    rows are in it."""
+    period = rows.column("period")
+    code = pc.year(period)
+    if kind == "day":  # as ledger_part has it: a month of days
+        code = pc.add(pc.multiply(code, 100), pc.month(period))
+    out = []
+    for value in sorted(pc.unique(code).to_pylist()):
+        start = dt.date(value, 1, 1) if value < 10_000 else dt.date(value // 100, value % 100, 1)
+        out.append((ledger_part(kind, start), np.asarray(pc.equal(code, value))))
+    return out
 
 
-def _parts(table: pa.Table) -> Iterator[tuple[tuple[str, str, int], pa.Table]]:
-    """The rows of `table` bound for each ledger table: (layer, kind, year) and the rows,
+def _parts(table: pa.Table) -> Iterator[tuple[tuple[str, str, str], pa.Table]]:
+    """The rows of `table` bound for each ledger table: (layer, kind, part) and the rows,
     in sorted order of the three, whatever the order of the rows."""
     if table.num_rows == 0:
         return
-    for (layer, in_layer), (kind, of_kind), (y, in_year) in itertools.product(
-        _by_value(table, "layer"), _by_value(table, "kind"), _by_year(table)
+    for (layer, in_layer), (kind, of_kind) in itertools.product(
+        _by_value(table, "layer"), _by_value(table, "kind")
     ):
-        mask = in_layer & of_kind & in_year
-        if mask.any():
-            yield (layer, kind, y), rows_where(table, mask)
+        mine = in_layer & of_kind
+        if not mine.any():
+            continue
+        for part, in_part in _by_part(table, kind):
+            mask = mine & in_part
+            if mask.any():
+                yield (layer, kind, part), rows_where(table, mask)
 
 
-def _sorted_parts(table: pa.Table) -> Iterator[tuple[tuple[str, str, int], pa.Table]]:
+def _sorted_parts(table: pa.Table) -> Iterator[tuple[tuple[str, str, str], pa.Table]]:
     """`_parts` as slices, one after the other: ValueError unless `table` is sorted by
-    layer, kind and year, so that the parts joined in order give it back. Each layer's
-    rows are found among all, each kind's among its layer's, each year's among its
+    layer, kind and period, so that the parts joined in order give it back. Each layer's
+    rows are found among all, each kind's among its layer's, each part's among its
     kind's (a sorted table: each a run)."""
 
     def runs(rows: pa.Table, masks: Iterable[tuple[Any, np.ndarray]]) -> Iterator[Any]:
@@ -493,5 +529,5 @@ def _sorted_parts(table: pa.Table) -> Iterator[tuple[tuple[str, str, int], pa.Ta
         return
     for layer, of_layer in runs(table, _by_value(table, "layer")):
         for kind, of_kind in runs(of_layer, _by_value(of_layer, "kind")):
-            for y, rows in runs(of_kind, _by_year(of_kind)):
-                yield (layer, kind, y), rows
+            for part, rows in runs(of_kind, _by_part(of_kind, kind)):
+                yield (layer, kind, part), rows
