@@ -80,7 +80,7 @@ GRANULARITY = ("year", "quarter", "month", "day")
 
 def related_spans(
     kinds: Iterable[str],
-    new: Mapping[str, Iterable[dt.date]],
+    new: Mapping[str, Collection[dt.date]],
     sealed: Collection[tuple[str, dt.date]],
 ) -> list[tuple[dt.date, dt.date]]:
     """The date spans holding every sealed cell that the cells of the `new` periods

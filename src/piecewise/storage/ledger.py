@@ -478,14 +478,19 @@ def _by_part(rows: pa.Table, kind: str) -> list[tuple[str, np.ndarray]]:
     """Each `ledger_part` of the rows' periods (rows of one kind), ascending, and which
     rows are in it."""
     period = rows.column("period")
-    code = pc.year(period)
-    if kind == "day":  # as ledger_part has it: a month of days
-        code = pc.add(pc.multiply(code, 100), pc.month(period))
-    out = []
-    for value in sorted(pc.unique(code).to_pylist()):
-        start = dt.date(value, 1, 1) if value < 10_000 else dt.date(value // 100, value % 100, 1)
-        out.append((ledger_part(kind, start), np.asarray(pc.equal(code, value))))
-    return out
+    year = pc.year(period)
+    if kind == "day":  # a month of days, as ledger_part has it
+        code = pc.add(pc.multiply(year, 100), pc.month(period))
+        codes = sorted(pc.unique(code).to_pylist())
+        starts = [dt.date(c // 100, c % 100, 1) for c in codes]
+    else:
+        code = year
+        codes = sorted(pc.unique(code).to_pylist())
+        starts = [dt.date(c, 1, 1) for c in codes]
+    return [
+        (ledger_part(kind, start), np.asarray(pc.equal(code, c)))
+        for c, start in zip(codes, starts, strict=True)
+    ]
 
 
 def _parts(table: pa.Table) -> Iterator[tuple[tuple[str, str, str], pa.Table]]:
@@ -493,13 +498,13 @@ def _parts(table: pa.Table) -> Iterator[tuple[tuple[str, str, str], pa.Table]]:
     in sorted order of the three, whatever the order of the rows."""
     if table.num_rows == 0:
         return
-    for (layer, in_layer), (kind, of_kind) in itertools.product(
-        _by_value(table, "layer"), _by_value(table, "kind")
-    ):
+    kinds = _by_value(table, "kind")
+    parts = {kind: _by_part(table, kind) for kind, _of_kind in kinds}
+    for (layer, in_layer), (kind, of_kind) in itertools.product(_by_value(table, "layer"), kinds):
         mine = in_layer & of_kind
         if not mine.any():
             continue
-        for part, in_part in _by_part(table, kind):
+        for part, in_part in parts[kind]:
             mask = mine & in_part
             if mask.any():
                 yield (layer, kind, part), rows_where(table, mask)
