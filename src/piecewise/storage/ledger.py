@@ -289,7 +289,8 @@ class Ledger:
         (each sorted by layer, kind and period, as a release's are) in the parts the
         ledger's tables take, then release.json, the mark that they are whole. The parts
         are encoded two at a time: their Parquet encoding leaves the interpreter free,
-        and nothing else runs meanwhile."""
+        and nothing else runs meanwhile; the store is synced once, after the last part
+        (a year's release has about a hundred), before release.json is written."""
         writes: list[tuple[str, pa.Table]] = []
         for what, table, whole in (
             ("cells", cells, PENDING_CELLS_KEY),
@@ -304,7 +305,7 @@ class Ledger:
                 (pending_table_key(what, *part), rows) for part, rows in _sorted_parts(table)
             ]
         writes.sort(key=lambda write: -write[1].num_rows)  # the largest first, side by side
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        with self.store.synced_once(), ThreadPoolExecutor(max_workers=2) as pool:
             futures = [
                 pool.submit(self.store.write_parquet, key, table, statistics=STATISTICS)
                 for key, table in writes
@@ -401,17 +402,19 @@ class Ledger:
         readers of the tables (`layer_cells`) take only rows of recorded releases, and a
         run again after a crash replaces the rows of this release, not doubles them. So
         it may run while the release's public files are written. `cells` and `cube` are
-        the pending tables: recorded in parts, the parts are appended instead."""
+        the pending tables: recorded in parts, the parts are appended instead. The
+        tables are durable when it returns (the store synced once, after the last)."""
         if self._next_state(release) is None:
             return
         parts = self._pending_parts()
-        for what, table in (("cells", cells), ("cube", cube)):
-            if not parts[what]:  # recorded whole
-                numbered = _numbered(table, release.number) if what == "cube" else table
-                self._append(what, numbered, release.number)
-                continue
-            for part, key in parts[what]:
-                self._add(ledger_table_key(what, *part), key, release.number)
+        with self.store.synced_once():
+            for what, table in (("cells", cells), ("cube", cube)):
+                if not parts[what]:  # recorded whole
+                    numbered = _numbered(table, release.number) if what == "cube" else table
+                    self._append(what, numbered, release.number)
+                    continue
+                for part, key in parts[what]:
+                    self._add(ledger_table_key(what, *part), key, release.number)
 
     def record(self, release: Release) -> LedgerState:
         """Record a release whose tables are appended and files published: its periods
@@ -514,7 +517,11 @@ def _sorted_parts(table: pa.Table) -> Iterator[tuple[tuple[str, str, str], pa.Ta
     """`_parts` as slices, one after the other: ValueError unless `table` is sorted by
     layer, kind and period, so that the parts joined in order give it back. Each layer's
     rows are found among all, each kind's among its layer's, each part's among its
-    kind's (a sorted table: each a run)."""
+    kind's (a sorted table: each a run; a kind's rows in the order of their periods)."""
+    unsorted = (
+        "a pending release's tables must be sorted by layer, kind and period, as a "
+        "release's are: the rows of {} do not follow the previous ones in one run"
+    )
 
     def runs(rows: pa.Table, masks: Iterable[tuple[Any, np.ndarray]]) -> Iterator[Any]:
         end = 0
@@ -522,17 +529,26 @@ def _sorted_parts(table: pa.Table) -> Iterator[tuple[tuple[str, str, str], pa.Ta
             count = int(np.count_nonzero(mask))
             first = int(mask.argmax())
             if first != end or not mask[first : first + count].all():
-                raise ValueError(
-                    "a pending release's tables must be sorted by layer, kind and period, "
-                    f"as a release's are: the rows of {value} do not follow the previous "
-                    "ones in one run"
-                )
+                raise ValueError(unsorted.format(value))
             yield value, rows.slice(first, count)
             end += count
+
+    def parts(rows: pa.Table, kind: str) -> Iterator[tuple[str, pa.Table]]:
+        # Rows in the order of their periods: each part's rows from the first of its
+        # period starts on (a search, where masks would take a pass per part).
+        days = rows.column("period").cast(pa.int32()).to_numpy()
+        if (days[1:] < days[:-1]).any():
+            raise ValueError(unsorted.format(f"{kind} periods"))
+        first, last = (EPOCH + dt.timedelta(days=int(d)) for d in (days[0], days[-1]))
+        starts = periods.axis("month" if kind == "day" else "year", first, last)
+        at = np.searchsorted(days, [(start - EPOCH).days for start in starts]).tolist()
+        for start, lo, hi in zip(starts, at, [*at[1:], len(days)], strict=True):
+            if hi > lo:
+                yield ledger_part(kind, start), rows.slice(lo, hi - lo)
 
     if table.num_rows == 0:
         return
     for layer, of_layer in runs(table, _by_value(table, "layer")):
         for kind, of_kind in runs(of_layer, _by_value(of_layer, "kind")):
-            for part, rows in runs(of_kind, _by_part(of_kind, kind)):
+            for part, rows in parts(of_kind, kind):
                 yield (layer, kind, part), rows
