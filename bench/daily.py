@@ -25,8 +25,9 @@ HEADING = "## Daily aggregation"
 DAYS = 3
 TARGET_S = 5.0
 HERE = Path(__file__).resolve().parent
-# The year's end: published through LATE_FROM - 1 day beforehand (not timed), then
-# each of DAYS days released on its own, as scheduled runs on these days would.
+# The year's end: a copy of the year's stores published as of LATE_BEFORE (not
+# timed), then the runs of LATE_DAYS, each releasing the one day final on it, as
+# scheduled runs on these days would.
 LATE_BEFORE = dt.date(2025, 12, 30)  # final then: every date to 26 December
 LATE_DAYS = [dt.date(2025, 12, 31), dt.date(2026, 1, 1), dt.date(2026, 1, 2)]
 
