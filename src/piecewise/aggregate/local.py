@@ -36,6 +36,7 @@ from piecewise.core.areas import PSEUDO_AREAS
 from piecewise.core.config import Config, Evening, ShareRule
 from piecewise.core.hours import base_layer, evening_layer, in_evening, is_evening
 from piecewise.core.memory import give_back_free_memory
+from piecewise.core.periods import EPOCH
 from piecewise.core.schema import area_column, enriched_schema, rough_column
 from piecewise.core.tables import plain_strings, sort_order, string_codes
 from piecewise.core.vocabulary import (
@@ -54,7 +55,6 @@ from piecewise.storage.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-EPOCH = dt.date(1970, 1, 1)
 # A layer whose areas hold at most this share of a direction's rows groups the subset
 # of those rows (`_DirectionInputs.located`). With M-Lab's locations, a fine layer's
 # areas often hold a small part of the tests (the rest located to a city or a postcode

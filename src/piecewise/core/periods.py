@@ -9,6 +9,8 @@ import numpy as np
 
 from piecewise.core.vocabulary import PERIOD_KINDS
 
+EPOCH = dt.date(1970, 1, 1)  # day numbers (`days` below) count from it
+
 
 def start_of(kind: str, date: dt.date) -> dt.date:
     if kind == "day":
@@ -90,9 +92,8 @@ _MONTHS = {"month": 1, "quarter": 3, "year": 12}
 
 
 def start_of_ordinal(kind: str, ordinal: int) -> dt.date:
-    epoch = dt.date(1970, 1, 1)
     if kind == "day":
-        return epoch + dt.timedelta(days=int(ordinal))
+        return EPOCH + dt.timedelta(days=int(ordinal))
     months = _MONTHS[kind] * int(ordinal)
     return dt.date(1970 + months // 12, months % 12 + 1, 1)
 

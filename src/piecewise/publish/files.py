@@ -31,6 +31,7 @@ from piecewise.core.areas import AreaLayer, H3Areas
 from piecewise.core.config import Config, H3Layer
 from piecewise.core.histogram import HistogramSpec
 from piecewise.core.hours import base_layer, evening_layer
+from piecewise.core.periods import EPOCH
 from piecewise.core.tables import (
     plain_strings,
     rounded_floats,
@@ -79,7 +80,6 @@ PERIOD_BATCH = 32768
 NUMBERS_BATCH = 65536  # rows of consecutive periods whose map numbers are made together
 CACHE_SHORT = "public, max-age=300"
 CACHE_LONG = "public, max-age=3600"
-EPOCH = dt.date(1970, 1, 1)
 ORDER = [(c, "ascending") for c in ("period", "area", "isp", "direction")]
 CUBE_COLUMNS = ["area", "isp", "direction", "bucket", "count"]
 

@@ -61,10 +61,17 @@ def lock_key(name: str) -> str:
 _PART = re.compile(r"(\d{4})(?:-(0[1-9]|1[0-2]))?")
 
 
+def part_kind(kind: str) -> str:
+    """The period a ledger part of `kind`'s rows spans: a month of days (so a day's
+    release rewrites a month's days, not a year's), a year of the other kinds."""
+    return "month" if kind == "day" else "year"
+
+
 def ledger_part(kind: str, start: dt.date) -> str:
-    """The part of a ledger table holding a period's rows: its month for a day (so a
-    day's release rewrites a month's days, not a year's), its year for the others."""
-    return f"{start.year:04d}-{start.month:02d}" if kind == "day" else f"{start.year:04d}"
+    """The part of a ledger table holding the rows of the `kind` period from `start`."""
+    if part_kind(kind) == "month":
+        return f"{start.year:04d}-{start.month:02d}"
+    return f"{start.year:04d}"
 
 
 def part_span(part: str) -> tuple[dt.date, dt.date] | None:

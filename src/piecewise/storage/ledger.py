@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from piecewise.core import periods
+from piecewise.core.periods import EPOCH
 from piecewise.core.tables import equal_mask, plain_strings, rows_where
 from piecewise.core.vocabulary import PERIOD_KINDS
 from piecewise.storage.layout import (
@@ -61,6 +62,7 @@ from piecewise.storage.layout import (
     ledger_part,
     ledger_table_key,
     parse_pending_table_key,
+    part_kind,
     part_span,
     pending_table_key,
 )
@@ -75,7 +77,6 @@ STATE_FORMAT = 1
 STATISTICS = False
 
 Range = tuple[dt.date, dt.date]
-EPOCH = dt.date(1970, 1, 1)
 
 
 class LedgerError(StoreError):
@@ -484,19 +485,11 @@ def _by_value(rows: pa.Table, column: str) -> list[tuple[str, np.ndarray]]:
 def _by_part(rows: pa.Table, kind: str) -> list[tuple[str, np.ndarray]]:
     """Each `ledger_part` of the rows' periods (rows of one kind), ascending, and which
     rows are in it."""
-    period = rows.column("period")
-    year = pc.year(period)
-    if kind == "day":  # a month of days, as ledger_part has it
-        code = pc.add(pc.multiply(year, 100), pc.month(period))
-        codes = sorted(pc.unique(code).to_pylist())
-        starts = [dt.date(c // 100, c % 100, 1) for c in codes]
-    else:
-        code = year
-        codes = sorted(pc.unique(code).to_pylist())
-        starts = [dt.date(c, 1, 1) for c in codes]
+    days = rows.column("period").cast(pa.int32()).to_numpy()
+    start = periods.start_days(part_kind(kind), days)
     return [
-        (ledger_part(kind, start), np.asarray(pc.equal(code, c)))
-        for c, start in zip(codes, starts, strict=True)
+        (ledger_part(kind, EPOCH + dt.timedelta(days=int(s))), start == s)
+        for s in np.unique(start).tolist()
     ]
 
 
@@ -544,7 +537,7 @@ def _sorted_parts(table: pa.Table) -> Iterator[tuple[tuple[str, str, str], pa.Ta
         if (days[1:] < days[:-1]).any():
             raise ValueError(unsorted.format(f"{kind} periods"))
         first, last = (EPOCH + dt.timedelta(days=int(d)) for d in (days[0], days[-1]))
-        starts = periods.axis("month" if kind == "day" else "year", first, last)
+        starts = periods.axis(part_kind(kind), first, last)
         at = np.searchsorted(days, [(start - EPOCH).days for start in starts]).tolist()
         for start, lo, hi in zip(starts, at, [*at[1:], len(days)], strict=True):
             if hi > lo:
