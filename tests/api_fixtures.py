@@ -20,7 +20,7 @@ from piecewise.core.config import Config, parse_config
 from piecewise.core.histogram import BUCKETS, HistogramSpec, bucket_of
 from piecewise.core.vocabulary import PERIOD_KINDS
 from piecewise.pipeline import run_aggregate, run_ingest
-from piecewise.storage.layout import areas_key
+from piecewise.storage.layout import PATHS, areas_key
 from piecewise.storage.store import Store, Stores, open_store
 
 # -- the real pipeline run ---------------------------------------------------------------
@@ -141,6 +141,8 @@ class HandMade:
     published: set[Key] = field(default_factory=set)
     suppressed: set[Key] = field(default_factory=set)
     areas: tuple[str, ...] = ()
+    # The series' layout: a file per area and year (as published), or one per area.
+    series_template: str = PATHS["series"]
 
     def config_text(self, **api: object) -> str:
         settings = "\n".join(
@@ -203,10 +205,12 @@ def build_store(
     force_suppressed: Iterable[Key] = (),
     extra_areas: Iterable[str] = (),
     seed: int = 1,
+    series_template: str = PATHS["series"],
 ) -> HandMade:
     """A store of layer `grid`: `daily[(area, isp)]` gives each day's number of download
     and upload tests from `start`; cells with fewer than `min_tests` tests, and those
-    in `force_suppressed`, are suppressed."""
+    in `force_suppressed`, are suppressed. Its series are laid out by
+    `series_template` (a file per area and year, or `WHOLE_SERIES`)."""
     rng = np.random.default_rng(seed)
     store = open_store((root / "public").as_uri())
     values: dict[Key, list[np.ndarray]] = {}
@@ -223,6 +227,7 @@ def build_store(
                         key = (kind, label, area, key_isp, direction)
                         values.setdefault(key, []).append(tests)
     made = HandMade(root, store, {k: np.concatenate(v) for k, v in values.items()})
+    made.series_template = series_template
     forced = set(force_suppressed)
     for key, v in made.values.items():
         (made.suppressed if len(v) < min_tests or key in forced else made.published).add(key)
@@ -290,7 +295,7 @@ def write_index(
             "histogram": HistogramSpec().as_dict(),
             "paths": {
                 "stats": "v1/stats/{layer}/{kind}/{period}.json",
-                "series": "v1/series/{layer}/{area}.json",
+                "series": made.series_template,
                 "cube": "v1/cube/{layer}/{kind}/{period}.parquet",
                 "areas": "v1/areas/{layer}.geojson",
             },
@@ -352,43 +357,56 @@ def _write_period(made: HandMade, kind: str, label: str) -> None:
 
 
 def _write_series(made: HandMade, labels: dict[str, set[str]]) -> None:
+    """Each area's series as the pipeline lays them out: with a file per year, each
+    kind's axis from its first to its last published period of the year."""
     fields = ["tests", "clients", "p10", "p25", "median", "p75", "p90", "mean", "geomean"]
     fields += ["rtt_median", "rtt_p90", "loss_median"]
-    for area in made.areas:
-        kinds = {}
-        for kind in PERIOD_KINDS:
-            published = [k for k in made.published if k[0] == kind]
-            if not published:
-                continue
-            starts = [_period_start(kind, k[1]) for k in published]
-            axis = [periods.label(kind, p) for p in periods.axis(kind, min(starts), max(starts))]
-            series = []
-            for isp, direction in sorted({(k[3], k[4]) for k in published if k[2] == area}):
-                entry: dict = {"isp": isp, "direction": direction}
-                entry.update({f: [None] * len(axis) for f in fields})
-                entry["share_25_3"] = [None] * len(axis)
-                for i, label in enumerate(axis):
-                    key = (kind, label, area, isp, direction)
-                    if key in made.published:
-                        stats = cell_stats(made.values[key], direction)
-                        for f in fields:
-                            entry[f][i] = stats[f]
-                        entry["share_25_3"][i] = stats["shares"]["25/3"]
-                series.append(entry)
-            if series:
-                kinds[kind] = {"periods": axis, "series": series}
-        if kinds:
-            made.store.write_json(
-                f"v1/series/{LAYER}/{area}.json",
-                {
+    by_year = "{year}" in made.series_template
+    years = sorted({_period_start(k[0], k[1]).year for k in made.published})
+    for year in years if by_year else [None]:
+        for area in made.areas:
+            kinds = {}
+            for kind in PERIOD_KINDS:
+                published = [
+                    k
+                    for k in made.published
+                    if k[0] == kind and year in (None, _period_start(kind, k[1]).year)
+                ]
+                if not published:
+                    continue
+                starts = [_period_start(kind, k[1]) for k in published]
+                axis = [
+                    periods.label(kind, p) for p in periods.axis(kind, min(starts), max(starts))
+                ]
+                series = []
+                for isp, direction in sorted({(k[3], k[4]) for k in published if k[2] == area}):
+                    entry: dict = {"isp": isp, "direction": direction}
+                    entry.update({f: [None] * len(axis) for f in fields})
+                    entry["share_25_3"] = [None] * len(axis)
+                    for i, label in enumerate(axis):
+                        key = (kind, label, area, isp, direction)
+                        if key in made.published:
+                            stats = cell_stats(made.values[key], direction)
+                            for f in fields:
+                                entry[f][i] = stats[f]
+                            entry["share_25_3"][i] = stats["shares"]["25/3"]
+                    series.append(entry)
+                if series:
+                    kinds[kind] = {"periods": axis, "series": series}
+            if kinds:
+                doc = {
                     "version": 1,
                     "layer": LAYER,
                     "area": area,
                     "name": f"Area {area.upper()}",
                     "thresholds": {"share_25_3": "25/3"},
                     "kinds": kinds,
-                },
-            )
+                }
+                if year is not None:
+                    doc["year"] = year
+                made.store.write_json(
+                    made.series_template.format(layer=LAYER, area=area, year=year), doc
+                )
 
 
 def hand_made(tmp: Path) -> HandMade:

@@ -21,11 +21,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import Client, TestResponse
 
-from api_fixtures import LAYER, RENAMED, Published, cell_stats, hand_made, write_index
+from api_fixtures import (
+    LAYER,
+    RENAMED,
+    HandMade,
+    Published,
+    build_store,
+    cell_stats,
+    hand_made,
+    write_index,
+)
 from configs import counties, hexes, region, stores, study_periods, synthetic, toml_config
 from piecewise.core import periods
 from piecewise.core.config import parse_config
 from piecewise.core.vocabulary import PERIOD_KINDS
+from piecewise.storage.layout import PATHS, WHOLE_SERIES
 from piecewise.storage.store import Store, open_store
 from piecewise.web.api import build_api
 from piecewise.web.api.errors import BadParameter
@@ -284,7 +294,7 @@ def test_area_isps_sorted_by_tests(client: Client, published: Published) -> None
 
 
 def test_series_follow_the_series_file(client: Client, published: Published) -> None:
-    doc = published.public.read_json(f"v1/series/counties/{KING}.json")
+    doc = published.public.read_json(f"v1/series/counties/{KING}/2025.json")
     day = doc["kinds"]["day"]
     body = ok(client, f"/v1/layers/counties/areas/{KING}/series?step=day")
     assert body["periods"] == published.index["periods"]["day"] == day["periods"]
@@ -330,6 +340,80 @@ def test_series_of_an_area_without_published_cells_is_all_null(tmp_path: Path) -
         assert s["tests"] == s["median"] == [None] * 4
         assert s["shares"] == {"25/3": [None] * 4}
     error(client, f"/v1/layers/{LAYER}/areas/a9/series?step=day", 404, "area")
+
+
+def across_years(tmp: Path, template: str) -> HandMade:
+    """75 days from 2024-11-20 to 2025-02-02: a1 has tests every day, a2 from 2025-01-04
+    on (no file of 2024), a1's every 5th day too few to publish; a3 has none."""
+    days = 75
+    return build_store(
+        tmp,
+        {
+            ("a1", "Big ISP"): [4 if d % 5 == 0 else 30 for d in range(days)],
+            ("a2", "Big ISP"): [0] * 45 + [25] * 30,
+        },
+        start=dt.date(2024, 11, 20),
+        min_tests=20,
+        extra_areas=["a3"],
+        series_template=template,
+    )
+
+
+def series_urls() -> list[str]:
+    out = []
+    for step in PERIOD_KINDS:
+        for area in ("a1", "a2", "a3"):
+            for window in ("", "&start=2024-12-25&end=2025-01-10", "&start=2025-01-02"):
+                for isp in ("all", "Big%20ISP"):
+                    out.append(
+                        f"/v1/layers/{LAYER}/areas/{area}/series?step={step}&isp={isp}{window}"
+                    )
+    return out
+
+
+def test_series_across_years_join_each_years_file(tmp_path: Path) -> None:
+    """A series over a year's end takes each period from the file of its year: every
+    value is its cell's where the cell is published and null elsewhere, and the axis
+    runs on without a gap."""
+    made = across_years(tmp_path, PATHS["series"])
+    assert made.store.exists(f"v1/series/{LAYER}/a1/2024.json")
+    assert made.store.exists(f"v1/series/{LAYER}/a1/2025.json")
+    assert made.store.exists(f"v1/series/{LAYER}/a2/2025.json")
+    assert not made.store.exists(f"v1/series/{LAYER}/a2/2024.json")
+    client = Client(build_api(made.config()))
+    shown = 0
+    for url in series_urls():
+        body = ok(client, url)
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+        step, area, isp = query["step"][0], url.split("/")[5], query["isp"][0]
+        starts = [periods.parse_label(step, label) for label in body["periods"]]
+        assert starts == periods.axis(step, starts[0], starts[-1])
+        if "start" not in query:
+            assert body["periods"][0].startswith("2024") and body["periods"][-1].startswith("2025")
+        for line in body["series"]:
+            for i, label in enumerate(body["periods"]):
+                key = (step, label, area, isp, line["direction"])
+                if key in made.published:
+                    stats = cell_stats(made.values[key], line["direction"])
+                    assert line["tests"][i] == stats["tests"]
+                    assert line["median"][i] == stats["median"]
+                    assert line["shares"]["25/3"][i] == stats["shares"]["25/3"]
+                    shown += 1
+                else:
+                    assert line["tests"][i] is None and line["median"][i] is None
+    assert shown > 100
+
+
+def test_series_of_a_store_with_one_file_per_area_answer_the_same(tmp_path: Path) -> None:
+    """A store published before the series had a file per year (its index names one file
+    per area): the same answers, byte for byte."""
+    by_year = Client(build_api(across_years(tmp_path / "years", PATHS["series"]).config()))
+    made = across_years(tmp_path / "whole", WHOLE_SERIES)
+    assert made.store.exists(f"v1/series/{LAYER}/a1.json")
+    assert not made.store.exists(f"v1/series/{LAYER}/a1/2025.json")
+    whole = Client(build_api(made.config()))
+    for url in series_urls():
+        assert get(whole, url).data == get(by_year, url).data, url
 
 
 # -- histogram --------------------------------------------------------------------------------

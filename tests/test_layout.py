@@ -55,7 +55,7 @@ def test_a_lock_name_cannot_leave_the_locks_folder(name: str) -> None:
 
 def test_public_keys_fill_the_templates_index_json_publishes() -> None:
     assert layout.stats_key("hex", "month", "2025-02") == "v1/stats/hex/month/2025-02.json"
-    assert layout.series_key("counties", "53033") == "v1/series/counties/53033.json"
+    assert layout.series_key("counties", "53033", 2025) == "v1/series/counties/53033/2025.json"
     assert layout.cube_key("hex", "year", "2025") == "v1/cube/hex/year/2025.parquet"
     assert layout.areas_key("hex") == "v1/areas/hex.geojson"
     assert layout.numbers_key("hex", "day", "2025-02-03") == "v1/tiles/hex/day/2025-02-03.json"

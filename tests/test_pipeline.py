@@ -272,7 +272,7 @@ def test_cube_holds_histograms_of_published_cells_only(pipeline_run) -> None:
 def test_series_have_explicit_gaps(pipeline_run) -> None:
     cfg, tmp, _, _ = pipeline_run
     public = open_store(cfg.stores.public, base_dir=tmp)
-    doc = public.read_json("v1/series/counties/53033.json")  # King County
+    doc = public.read_json("v1/series/counties/53033/2025.json")  # King County
     assert doc["name"] == "King"
     days = doc["kinds"]["day"]
     assert days["periods"][0] == START.isoformat() and days["periods"][-1] == END.isoformat()

@@ -34,7 +34,8 @@ def test_every_series_slot_is_its_period_file_cell_or_null(published: Published)
     """Each layer's series, read as a reader would: a slot holds the published cell of
     its period, area, ISP and direction exactly as the period's statistics file has it
     (every statistic, share and bound), and is null where that file publishes no such
-    cell; every published cell is in its area's series."""
+    cell; every published cell is in its area's series, in the file of the year its
+    period starts in."""
     files = stats_files(published)
     layers = {layer for layer, _, _ in files}
     assert any(layer.endswith("-evening") for layer in layers)  # the twins too
@@ -45,16 +46,19 @@ def test_every_series_slot_is_its_period_file_cell_or_null(published: Published)
             if name == layer:
                 for cell in doc["cells"]:
                     cells[cell["area"], kind, label, cell["isp"], cell["direction"]] = cell
-        areas = {area for area, *_ in cells}
-        for area in sorted(areas):
-            series = published.public.read_json(f"v1/series/{layer}/{area}.json")
+        years = {(area, periods.parse_label(kind, label).year) for area, kind, label, *_ in cells}
+        assert {year for _, year in years} == {2025}
+        for area, year in sorted(years):
+            series = published.public.read_json(f"v1/series/{layer}/{area}/{year}.json")
             assert series["area"] == area and series["layer"] == layer
+            assert series["year"] == year
             labels = series["thresholds"]
             for kind, doc in series["kinds"].items():
                 # The axis: every period of the kind, from the layer's first published
-                # one to its last, without a gap.
+                # one of the year to its last, without a gap.
                 starts = [periods.parse_label(kind, p) for p in doc["periods"]]
                 assert starts == periods.axis(kind, starts[0], starts[-1])
+                assert {start.year for start in starts} == {year}
                 for line in doc["series"]:
                     for at, label in enumerate(doc["periods"]):
                         cell = cells.get((area, kind, label, line["isp"], line["direction"]))
@@ -86,8 +90,8 @@ def test_series_do_not_depend_on_the_batch(
         cells = pa.concat_tables(ledger.layer_cells(layer, below=number + 1))
         written = publisher.write_series(layer, cells)
         assert written
-        for area in written:
-            key = f"v1/series/{layer}/{area}.json"
+        for area, year in written:
+            key = f"v1/series/{layer}/{area}/{year}.json"
             assert out.read_bytes(key) == published.public.read_bytes(key)
 
 

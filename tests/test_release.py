@@ -18,11 +18,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from piecewise.core.areas import build_layers
 from piecewise.core.config import Evening
+from piecewise.core.hours import output_layers
 from piecewise.pipeline import run_aggregate, run_ingest
 from piecewise.publish import release
+from piecewise.publish.files import Publisher
 from piecewise.publish.release import ReleaseAborted
-from piecewise.storage.layout import manifest_key
+from piecewise.storage.layout import WHOLE_SERIES, manifest_key, series_key
 from piecewise.storage.ledger import Ledger, LedgerError, SealBroken
 from piecewise.storage.lock import LockHeld, RunLock
 from piecewise.storage.manifest import Manifest
@@ -493,6 +496,78 @@ def test_a_backfill_of_years_is_published_a_year_at_a_time(tmp_path: Path, demo_
     assert by_release["2024-12-31"] == 1 and by_release["2025-01-01"] == 2
 
 
+def series_files(public: Path) -> dict[str, int]:
+    """Each series file, and when it was last written."""
+    return {
+        str(p.relative_to(public)): p.stat().st_mtime_ns
+        for p in sorted((public / "v1/series").rglob("*.json"))
+    }
+
+
+def test_a_release_rewrites_the_series_of_its_own_years_only(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """Released day by day over a year's end: a release writes the series files of the
+    years its periods start in, and no others. The first release after an index naming
+    one series file per area (an earlier version's) writes every year's and leaves those
+    files as they were. What each year's files hold is, at the end, what the ledger's
+    cells of that year make of them, byte for byte."""
+    cfg = config_for(tmp_path, demo_data, start="2024-12-27")
+    cfg = _with_periods(cfg, start=dt.date(2024, 12, 27))
+    public = tmp_path / "public"
+    run_ingest(cfg, dt.date(2024, 12, 27), dt.date(2025, 1, 6), progress=False)
+    # 4 January: the days of 2024 to the 31st, and December, Q4 and 2024 with them.
+    assert run_aggregate(cfg, today=dt.date(2025, 1, 4)).periods["year"] == ["2024"]
+    first = series_files(public)
+    assert first and all(key.endswith("/2024.json") for key in first)
+    # As an earlier version left it: one file per area, which its index names.
+    whole: dict[str, bytes] = {}
+    for key in first:
+        old = public / (key.removesuffix("/2024.json") + ".json")
+        old.write_bytes(b'{"written": "earlier"}')
+        whole[str(old.relative_to(public))] = old.read_bytes()
+        (public / key).unlink()
+    index = json.loads((public / "v1/index.json").read_text())
+    index["paths"]["series"] = WHOLE_SERIES
+    (public / "v1/index.json").write_text(json.dumps(index))
+    assert run_aggregate(cfg, today=dt.date(2025, 1, 6)).periods["day"] == [
+        "2025-01-01",
+        "2025-01-02",
+    ]
+    second = series_files(public)
+    assert {k for k in second if k.endswith("/2024.json")} == set(first)
+    assert any(k.endswith("/2025.json") for k in second)
+    for key, data in whole.items():
+        assert (public / key).read_bytes() == data  # left as they were
+    index = json.loads((public / "v1/index.json").read_text())
+    assert index["paths"]["series"] == "v1/series/{layer}/{area}/{year}.json"
+    # 8 January: two more days of 2025; the files of 2024 are not written again.
+    run_ingest(cfg, dt.date(2025, 1, 7), dt.date(2025, 1, 8), progress=False)
+    assert run_aggregate(cfg, today=dt.date(2025, 1, 8)).periods["day"] == [
+        "2025-01-03",
+        "2025-01-04",
+    ]
+    third = series_files(public)
+    for key, written in second.items():
+        if key.endswith("/2024.json"):
+            assert third[key] == written, key
+        elif key.endswith("/2025.json"):
+            assert third[key] != written, key  # each gained two days
+    # Each year's files as the ledger's cells make them now, all at once.
+    ledger = Ledger(Stores.of(cfg).private)
+    number = ledger.state().release
+    out = open_store((tmp_path / "again").as_uri())
+    publisher = Publisher(cfg, out, build_layers(cfg))
+    made = 0
+    for layer in output_layers(cfg):
+        cells = pa.concat_tables(ledger.layer_cells(layer, below=number + 1))
+        for area, year in publisher.write_series(layer, cells):
+            key = series_key(layer, area, year)
+            assert out.read_bytes(key) == (public / key).read_bytes(), key
+            made += 1
+    assert made == len([k for k in third if k.count("/") == 4])
+
+
 def read_only_on(private: Store, date: dt.date, moment: dt.datetime) -> None:
     """Make `date`'s record say it was read once, at `moment` (its later scheduled
     re-reads failed)."""
@@ -528,9 +603,9 @@ def test_a_date_whose_last_re_read_failed_waits_and_is_read_again(
 def test_intervals_published_by_a_release_stay_in_the_series_after_later_ones(
     tmp_path: Path, demo_data: Path
 ) -> None:
-    """Each release rewrites every area's series from the ledger: the intervals of the
-    periods an earlier release published are still there, as their statistics files
-    (published once) have them."""
+    """Each release rewrites every area's series of its year from the ledger: the
+    intervals of the periods an earlier release published are still there, as their
+    statistics files (published once) have them."""
     cfg = config_for(tmp_path, demo_data)
     public = tmp_path / "public"
     run_ingest(cfg, day(1), day(5), progress=False)
@@ -541,7 +616,7 @@ def test_intervals_published_by_a_release_stay_in_the_series_after_later_ones(
     stats = json.loads((public / f"v1/stats/counties/day/{first}.json").read_text())
     compared = 0
     for cell in stats["cells"]:
-        series = json.loads((public / f"v1/series/counties/{cell['area']}.json").read_text())
+        series = json.loads((public / f"v1/series/counties/{cell['area']}/2025.json").read_text())
         day_series = series["kinds"]["day"]
         at = day_series["periods"].index(first)
         (row,) = [

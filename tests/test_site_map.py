@@ -358,7 +358,7 @@ def test_clicking_an_area_opens_its_panel(page, site_server, month_stats, screen
     box = chart.bounding_box()
     assert box["width"] > 100 and box["height"] > 100
     # The chart's points: the months published in the series file, gaps as nulls.
-    series_file = site_server.public.read_json(f"v1/series/counties/{cell['area']}.json")
+    series_file = site_server.public.read_json(f"v1/series/counties/{cell['area']}/2025.json")
     months = series_file["kinds"]["month"]
     download = next(
         s for s in months["series"] if s["isp"] == "all" and s["direction"] == "download"

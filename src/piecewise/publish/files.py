@@ -194,10 +194,10 @@ SERIES_BATCH = 2000  # series laid out at once (each its kind's axis long), area
 
 @dataclass(frozen=True)
 class _SeriesRuns:
-    """The series of a layer's published cells (`table` sorted by area, kind, ISP,
-    direction and period): runs of rows with one key, and each row's place on its
-    kind's axis (from the first to the last period of the kind published in the
-    layer)."""
+    """The series of a layer's published cells of a year (`table` sorted by area, kind,
+    ISP, direction and period): runs of rows with one key, and each row's place on its
+    kind's axis (from the first to the last period of the kind published in the layer
+    in `table`)."""
 
     keys: dict[str, np.ndarray]  # SERIES_KEYS' columns, by row
     first: np.ndarray  # each run's first row (and the row count after the last)
@@ -463,12 +463,17 @@ class Publisher:
             for future in done:
                 future.result()
 
-    def write_series(self, layer: str, cells: pa.Table) -> list[str]:
-        """One file per area: each kind's full period axis, one series per ISP and
-        direction that has any published cell, null where there is no published cell.
-        `cells` holds every released cell of the layer (all kinds). The series are laid
-        out a batch of areas at a time (up to `SERIES_BATCH` series), so memory holds
-        one batch's."""
+    def write_series(
+        self, layer: str, cells: pa.Table, years: Iterable[int] | None = None
+    ) -> list[tuple[str, int]]:
+        """The layer's series files of `years` (every year with a published cell when
+        None): one file per area and year, of the periods that start in the year. Each
+        kind's axis runs from the first to the last period of the kind published in the
+        layer that year, one series per ISP and direction with a published cell, null
+        where there is none. `cells` holds the layer's released cells of those years at
+        least (all kinds). The series are laid out a batch of areas at a time (up to
+        `SERIES_BATCH` series), so memory holds one batch's. Returns the (area, year) of
+        each file written."""
         table = cells.filter(cells.column("published"))
         shares = sorted(c for c in table.column_names if is_share_column(c))
         # Each share column's label: the configured threshold's or use case's, else
@@ -476,29 +481,43 @@ class Publisher:
         configured = {rule.column: rule.label for rule in self.config.share_rules}
         share_labels = {c: configured.get(c) or share_label(c) for c in shares}
         series_cols = _series_columns(shares)
-        if not table.num_rows:
+        year_of_row = pc.year(table.column("period"))
+        present = sorted(pc.unique(year_of_row).to_pylist())
+        wanted = present if years is None else sorted(set(years) & set(present))
+        if not wanted:
             return []
+        if wanted != present:
+            table = table.filter(pc.is_in(year_of_row, pa.array(wanted, year_of_row.type)))
         # Cells released before intervals were published have none: null.
         table = _with_floats(table, series_cols)
         table = table.select([*SERIES_KEYS, "period", *series_cols])
+        # Sorted once: each year's rows, taken in order, stay sorted.
         table = sorted_by(table, (*SERIES_KEYS, "period"))
-        runs = _SeriesRuns.of(table)
-        values = _json_values(table.select(series_cols))
-        written: list[str] = []
-        for areas in runs.batches(SERIES_BATCH):
-            laid = runs.lay_out(areas, values)
-            for area, area_runs in areas:
-                kinds: dict[str, dict] = {}
-                for run in area_runs:
-                    kind, isp, direction = runs.key_of(run)
-                    doc = kinds.setdefault(kind, {"periods": runs.axes[kind], "series": []})
-                    doc["series"].append({"isp": isp, "direction": direction, **laid[run]})
-                self._write_area_series(layer, area, kinds, share_labels)
-                written.append(area)
+        year_of_row = pc.year(table.column("period"))
+        written: list[tuple[str, int]] = []
+        for year in wanted:
+            of_year = table if len(wanted) == 1 else table.filter(pc.equal(year_of_row, year))
+            runs = _SeriesRuns.of(of_year)
+            values = _json_values(of_year.select(series_cols))
+            for areas in runs.batches(SERIES_BATCH):
+                laid = runs.lay_out(areas, values)
+                for area, area_runs in areas:
+                    kinds: dict[str, dict] = {}
+                    for run in area_runs:
+                        kind, isp, direction = runs.key_of(run)
+                        doc = kinds.setdefault(kind, {"periods": runs.axes[kind], "series": []})
+                        doc["series"].append({"isp": isp, "direction": direction, **laid[run]})
+                    self._write_area_series(layer, area, year, kinds, share_labels)
+                    written.append((area, year))
         return written
 
     def _write_area_series(
-        self, layer: str, area: str, kinds: dict[str, dict], share_labels: dict[str, str]
+        self,
+        layer: str,
+        area: str,
+        year: int,
+        kinds: dict[str, dict],
+        share_labels: dict[str, str],
     ) -> None:
         """`share_labels`: each share column, in order, and its label."""
         doc = {
@@ -506,10 +525,11 @@ class Publisher:
             "layer": layer,
             "area": area,
             "name": self.layers[base_layer(layer)].name_of(area),
+            "year": year,
             "thresholds": share_labels,
             "kinds": kinds,
         }
-        self.public.write_json(series_key(layer, area), doc, cache_control=CACHE_SHORT)
+        self.public.write_json(series_key(layer, area, year), doc, cache_control=CACHE_SHORT)
 
     def area_ids(self, layer: str, released: Iterable[str]) -> list[str]:
         """The areas of a layer's areas file: every area of a polygon layer, every H3

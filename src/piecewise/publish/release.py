@@ -65,7 +65,7 @@ from piecewise.publish.finality import (
     final_through,
     next_periods,
 )
-from piecewise.storage.layout import INDEX_KEY, stats_key, stats_prefix
+from piecewise.storage.layout import INDEX_KEY, PATHS, stats_key, stats_prefix
 from piecewise.storage.ledger import (
     Ledger,
     LedgerError,
@@ -643,6 +643,11 @@ def _publish_files(
     after = state.with_release(release)
     publisher = Publisher(config, stores.public, build_layers(config))
     previous = _published_index(stores)
+    # The series files of the years the release has periods in: the others' cells are
+    # as they were. After an index naming another layout of them, every year's.
+    years: set[int] | None = {p.start.year for p in release.periods}
+    if previous is None or previous.get("paths", {}).get("series") != PATHS["series"]:
+        years = None
     isps: set[str] = set()
     areas: dict[str, AreasFile] = {}
     drawn: dict[str, list[str]] = {}  # the areas of each configured layer's file
@@ -685,7 +690,7 @@ def _publish_files(
         finishing: list[Future] = []
 
         def finish(layer_id: str, everything: pa.Table, ids: list[str], tiles: LayerTiles) -> None:
-            publisher.write_series(layer_id, everything)
+            publisher.write_series(layer_id, everything, years)
             base = base_layer(layer_id)
             if layer_id == base:
                 areas[layer_id] = replace(

@@ -134,7 +134,7 @@ INDEX_KEY = f"{PUBLIC_PREFIX}/index.json"
 # index.json's `paths`, as published.
 PATHS: dict[str, str] = {
     "stats": f"{PUBLIC_PREFIX}/stats/{{layer}}/{{kind}}/{{period}}.json",
-    "series": f"{PUBLIC_PREFIX}/series/{{layer}}/{{area}}.json",
+    "series": f"{PUBLIC_PREFIX}/series/{{layer}}/{{area}}/{{year}}.json",
     "cube": f"{PUBLIC_PREFIX}/cube/{{layer}}/{{kind}}/{{period}}.parquet",
     "areas": f"{PUBLIC_PREFIX}/areas/{{layer}}.geojson",
     "tiles": f"{PUBLIC_PREFIX}/tiles/{{layer}}/{{kind}}/{{period}}.json",
@@ -160,8 +160,14 @@ def stats_key(layer: str, kind: str, period: str) -> str:
     return fill(PATHS["stats"], layer=layer, kind=kind, period=period)
 
 
-def series_key(layer: str, area: str) -> str:
-    return fill(PATHS["series"], layer=layer, area=area)
+def series_key(layer: str, area: str, year: int) -> str:
+    """An area's series of the periods that start in `year`."""
+    return fill(PATHS["series"], layer=layer, area=area, year=year)
+
+
+# The series' path before it had a file per year (one file of every period): a release
+# writing the current layout after an index naming this one writes every year's files.
+WHOLE_SERIES = f"{PUBLIC_PREFIX}/series/{{layer}}/{{area}}.json"
 
 
 def cube_key(layer: str, kind: str, period: str) -> str:

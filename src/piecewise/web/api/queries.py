@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 from orjson import Fragment
 
 from piecewise.core import periods
@@ -373,33 +374,52 @@ def series(snap: Snapshot, q: SeriesQuery, limits: Limits) -> bytes:
                 parameter="end" if q.end else "start",
             )
         axis = snap.axis_labels(q.step, first, last)
-    doc = snap.series(q.layer, q.area)
-    step = doc.kinds.get(q.step) if doc else None
-    thresholds = (doc.thresholds if doc else None) or {
+    files = (
+        [snap.series(q.layer, q.area, year) for year in snap.series_years(first, last)]
+        if first is not None and last is not None
+        else []
+    )
+    docs = [doc for doc in files if doc is not None]
+    steps = [step for step in (doc.kinds.get(q.step) for doc in docs) if step is not None]
+    thresholds = next((doc.thresholds for doc in docs if doc.thresholds), None) or {
         t["column"]: t["label"] for t in snap.thresholds
     }
     shares = sorted(thresholds.items(), key=lambda t: t[1])
-    published = step.periods if step else ()
-    same_axis = published == axis
-    take = None
+    # Each period of the axis: the file (of its year) and the place there that hold it.
+    same_axis = len(steps) == 1 and steps[0].periods == axis
+    take: list[tuple[int, int] | None] = []
     if not same_axis:
-        position = {label: i for i, label in enumerate(published)}
-        take = [position.get(label) for label in axis]
+        where = {
+            label: (k, i) for k, step in enumerate(steps) for i, label in enumerate(step.periods)
+        }
+        take = [where.get(label) for label in axis]
     nulls = Fragment(b"[" + b",".join([b"null"] * len(axis)) + b"]")
 
-    def values(arrays: dict[str, bytes] | None, name: str) -> Fragment:
-        if arrays is None or name not in arrays:
-            return nulls  # no cell, or a column its release did not publish yet
-        if take is None:
-            return Fragment(arrays[name])
-        array = json.loads(arrays[name])
-        return Fragment(json_bytes([None if i is None else array[i] for i in take]))
+    def values(arrays: list[dict[str, bytes] | None], name: str) -> Fragment:
+        """The column `name` along the axis, from each file's arrays (None: no cell)."""
+        if same_axis:
+            mine = arrays[0]
+            # No cell, or a column its release did not publish yet: null.
+            return nulls if mine is None or name not in mine else Fragment(mine[name])
+        decoded = [
+            orjson.loads(mine[name]) if mine is not None and name in mine else None
+            for mine in arrays
+        ]
+        if all(array is None for array in decoded):
+            return nulls
+        out = []
+        for at in take:
+            array = None if at is None else decoded[at[0]]
+            out.append(None if array is None else array[at[1]])
+        return Fragment(json_bytes(out))
 
     # One dict for the encoder, the arrays in it as they were encoded (orjson Fragments).
     out = []
     for direction in directions(q.direction):
-        pairs = step.series.get((q.isp, direction)) if step else None
-        arrays = dict(pairs) if pairs is not None else None
+        arrays = [
+            None if pairs is None else dict(pairs)
+            for pairs in (step.series.get((q.isp, direction)) for step in steps)
+        ]
         entry: dict[str, object] = {"isp": q.isp, "direction": direction}
         for field in SERIES_FIELDS:
             entry[field] = values(arrays, field)

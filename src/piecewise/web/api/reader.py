@@ -718,9 +718,27 @@ class Snapshot:
 
         return self._data.get(("cube", layer, kind, label), load)
 
-    def series(self, layer: str, area: str) -> SeriesFile | None:
-        """The area's series file; None when it has none (no published cell)."""
-        key = self.key("series", layer=layer, area=area)
+    @functools.cached_property
+    def years(self) -> frozenset[int]:
+        """The years in which the periods this release lists start."""
+        return frozenset(
+            periods.parse_label(kind, label).year
+            for kind, labels in self.periods.items()
+            for label in labels
+        )
+
+    def series_years(self, first: dt.date, last: dt.date) -> tuple[int | None, ...]:
+        """The years whose series files hold the periods from the one holding `first` to
+        the one holding `last` (a period is in the file of the year it starts in):
+        `(None,)` when the release's series are a file per area, every year in one."""
+        if "{year}" not in self.paths["series"]:
+            return (None,)
+        return tuple(y for y in range(first.year, last.year + 1) if y in self.years)
+
+    def series(self, layer: str, area: str, year: int | None) -> SeriesFile | None:
+        """The area's series file of `year` (None: the area's one file, in a release
+        that has no file per year); None when it has none (no published cell)."""
+        key = self.key("series", layer=layer, area=area, year=str(year))
 
         def load() -> tuple[SeriesFile | None, int]:
             try:
@@ -737,7 +755,7 @@ class Snapshot:
                 raise DataUnavailable("the public data cannot be read right now") from exc
             return series, series.size
 
-        return self._data.get(("series", layer, area), load)
+        return self._data.get(("series", layer, area, year), load)
 
 
 class PeriodAxis(NamedTuple):
