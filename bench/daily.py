@@ -127,9 +127,10 @@ def daily_report(result: dict, year_tests: int, cmd: str | None) -> list[str]:
         f"{DAYS} new dates ingested and `piecewise aggregate` run in a fresh process, as "
         "the scheduler runs it (start-up included). With each period published once, when "
         "final, the run computes the new day's cells, decides their suppression against "
-        "what is published, and writes that day's files, the series and areas it changes, "
-        "the dataset (its SQLite database built in a second process meanwhile) and the "
-        "index; a layer's shapes are drawn again only when its areas change.",
+        "what is published, and writes that day's files, the areas it changes, the series "
+        "and the dataset of its year (each year's files its own; the SQLite database built "
+        "in a second process meanwhile when the year's rows are many) and the index; a "
+        "layer's shapes are drawn again only when its areas change.",
         "",
         "| date | tests that day | seconds | what the run said |",
         "|---|---:|---:|---|",

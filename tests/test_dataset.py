@@ -1,4 +1,4 @@
-"""The dataset: every published cell as one Parquet file and one SQLite database, the
+"""The dataset: every published cell, a Parquet file and a SQLite database a year, the
 same numbers as the statistics files, opened by DuckDB, pandas and Datasette."""
 
 from __future__ import annotations
@@ -52,6 +52,15 @@ def from_stats_files(published: Published) -> dict[Key, dict]:
     return cells
 
 
+def year_files(published: Published, kind: str) -> list[tuple[int, Path]]:
+    """Each year the index lists, and its file of the dataset (`parquet`, `sqlite`)."""
+    dataset = published.index["dataset"]
+    return [
+        (year, published.public.local_path(dataset[kind].format(year=year)))
+        for year in dataset["years"]
+    ]
+
+
 def rows_by_key(rows: list[dict]) -> dict[Key, dict]:
     out = {}
     for row in rows:
@@ -83,52 +92,64 @@ def expected(published: Published) -> dict[Key, dict]:
 
 
 def test_the_index_lists_the_dataset(published: Published) -> None:
-    assert published.index["dataset"] == DATASET_KEYS
-    for key in DATASET_KEYS.values():
-        assert published.public.exists(key)
+    years = sorted(
+        {int(label[:4]) for labels in published.index["periods"].values() for label in labels}
+    )
+    assert published.index["dataset"] == {**DATASET_KEYS, "years": years} and years
+    assert published.public.exists(DATASET_KEYS["metadata"])
+    for kind in ("parquet", "sqlite"):
+        for _year, path in year_files(published, kind):
+            assert path.is_file()
 
 
-def test_the_parquet_file_holds_every_published_cell_as_the_statistics_files(
+def test_the_parquet_files_hold_every_published_cell_as_the_statistics_files(
     published: Published, expected: dict[Key, dict]
 ) -> None:
-    table = pq.read_table(published.public.local_path(DATASET_KEYS["parquet"]))
-    rows = table.to_pylist()
+    rows = []
+    for year, path in year_files(published, "parquet"):
+        mine = pq.read_table(path).to_pylist()
+        assert {row["start"].year for row in mine} == {year}  # its year's periods
+        # Sorted for reading: by layer, kind, first date, area, ISP, direction.
+        keys = [
+            (r["layer"], r["kind"], r["start"], r["area"], r["isp"], r["direction"]) for r in mine
+        ]
+        assert keys == sorted(keys)
+        rows += mine
     for row in rows:
         row["start"], row["end"] = row["start"].isoformat(), row["end"].isoformat()
     assert_same_cells(rows_by_key(rows), expected)
-    # Sorted for reading: by layer, kind, first date, area, ISP, direction.
-    keys = [(r["layer"], r["kind"], r["start"], r["area"], r["isp"], r["direction"]) for r in rows]
-    assert keys == sorted(keys)
 
 
-def test_the_sqlite_database_holds_the_same_rows(
+def test_the_sqlite_databases_hold_the_same_rows(
     published: Published, expected: dict[Key, dict]
 ) -> None:
-    path = published.public.local_path(DATASET_KEYS["sqlite"])
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    con.row_factory = sqlite3.Row
-    try:
-        rows = [dict(r) for r in con.execute(f"SELECT * FROM {TABLE}")]
-        plan = " ".join(
-            str(r[-1])
-            for r in con.execute(
-                f"EXPLAIN QUERY PLAN SELECT * FROM {TABLE} WHERE layer = ? AND area = ?",
-                ("counties", "53033"),
+    rows = []
+    for _year, path in year_files(published, "sqlite"):
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        con.row_factory = sqlite3.Row
+        try:
+            rows += [dict(r) for r in con.execute(f"SELECT * FROM {TABLE}")]
+            plan = " ".join(
+                str(r[-1])
+                for r in con.execute(
+                    f"EXPLAIN QUERY PLAN SELECT * FROM {TABLE} WHERE layer = ? AND area = ?",
+                    ("counties", "53033"),
+                )
             )
-        )
-    finally:
-        con.close()
+        finally:
+            con.close()
+        assert "USING INDEX" in plan  # an area's series is not a scan
     assert_same_cells(rows_by_key(rows), expected)
-    assert "USING INDEX" in plan  # an area's series is not a scan
 
 
 def test_duckdb_and_pandas_read_it_in_a_line(published: Published) -> None:
-    path = published.public.local_path(DATASET_KEYS["parquet"])
+    (_year, path), *_ = year_files(published, "parquet")
+    every_year = path.parent / "cells-*.parquet"
     [(n,)] = duckdb.sql(
-        f"SELECT count(*) FROM '{path}' WHERE layer = 'counties' AND kind = 'month'"
+        f"SELECT count(*) FROM '{every_year}' WHERE layer = 'counties' AND kind = 'month'"
     ).fetchall()
     pandas = pytest.importorskip("pandas")
-    frame = pandas.read_parquet(path)
+    frame = pandas.concat([pandas.read_parquet(p) for _, p in year_files(published, "parquet")])
     assert n == len(frame[(frame.layer == "counties") & (frame.kind == "month")]) > 0
 
 
@@ -143,12 +164,13 @@ def _get_json(url: str) -> object:
 
 
 @pytest.mark.service
-def test_datasette_serves_the_database_with_its_metadata(
+def test_datasette_serves_the_databases_with_their_metadata(
     published: Published, expected: dict[Key, dict], tmp_path: Path
 ) -> None:
     """The round trip an analyst makes: `datasette` (from PyPI) on the published files,
-    queried over HTTP."""
-    folder = published.public.local_path(DATASET_KEYS["sqlite"]).parent
+    every year's database at once, queried over HTTP."""
+    databases = year_files(published, "sqlite")
+    folder = published.public.local_path(DATASET_KEYS["metadata"]).parent
     port = free_port()
     log_path = tmp_path / "datasette.log"
     log = log_path.open("w")
@@ -158,7 +180,7 @@ def test_datasette_serves_the_database_with_its_metadata(
             "-m",
             "datasette",
             "serve",
-            str(folder / f"{DATABASE}.sqlite"),
+            *(str(path) for _year, path in databases),
             "--metadata",
             str(folder / "metadata.json"),
             "--host",
@@ -175,7 +197,9 @@ def test_datasette_serves_the_database_with_its_metadata(
         metadata = _get_json(f"{base}/-/metadata.json")
         assert metadata["title"] == published.index["project"]["name"]
         assert metadata["license"] == "CC0 1.0"
-        columns = metadata["databases"][DATABASE]["tables"][TABLE]["columns"]
+        assert set(metadata["databases"]) == {DATABASE.format(year=y) for y, _ in databases}
+        (year, _path), *_ = databases
+        columns = metadata["databases"][DATABASE.format(year=year)]["tables"][TABLE]["columns"]
         assert "Mbps" in columns["median"]
         assert columns["share_25_3"].startswith("Share of tests at or above 25/3 Mbps")
         assert "use case Video calls" in columns["share_video_calls"]
@@ -186,8 +210,12 @@ def test_datasette_serves_the_database_with_its_metadata(
         assert "uploads" not in columns["share_streaming"]  # a download-only use case
 
         sql = f"SELECT count(*) AS n FROM {TABLE}"
-        url = f"{base}/{DATABASE}.json?" + urllib.parse.urlencode({"sql": sql, "_shape": "array"})
-        assert _get_json(url) == [{"n": len(expected)}]
+        counted = 0
+        for year, _path in databases:
+            query = urllib.parse.urlencode({"sql": sql, "_shape": "array"})
+            [answer] = _get_json(f"{base}/{DATABASE.format(year=year)}.json?{query}")
+            counted += answer["n"]
+        assert counted == len(expected)
 
         key = next(k for k in sorted(expected) if k[1] == "month" and k[4] == "all")
         layer, kind, period, area, isp, direction = key
@@ -200,7 +228,8 @@ def test_datasette_serves_the_database_with_its_metadata(
             "direction": direction,
             "_shape": "array",
         }
-        url = f"{base}/{DATABASE}/{TABLE}.json?" + urllib.parse.urlencode(query)
+        database = DATABASE.format(year=expected[key]["start"][:4])
+        url = f"{base}/{database}/{TABLE}.json?" + urllib.parse.urlencode(query)
         (row,) = _get_json(url)
         for name, value in expected[key].items():
             assert same(row[name], value), (name, row[name], value)

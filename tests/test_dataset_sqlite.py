@@ -1,4 +1,4 @@
-"""The dataset's SQLite database built in a child process: the same bytes as in this
+"""The dataset's SQLite databases built in a child process: the same bytes as in this
 one, a clear error when the child fails, and no child left behind."""
 
 from __future__ import annotations
@@ -36,16 +36,19 @@ def _table(rows: int) -> pa.Table:
 
 
 def test_the_child_builds_the_bytes_this_process_builds() -> None:
-    table = _table(5_000)
-    here = sqlite_bytes(table)
-    with SqliteBuild(table.num_rows, child=True) as build:
-        assert build.in_child
-        build.send(table)
-        assert build.result() == here
-    with SqliteBuild(table.num_rows, child=False) as build:
-        assert not build.in_child
-        build.send(table)
-        assert build.result() == here
+    """Each table's database, in the order sent (one a year of the dataset); none for
+    none sent."""
+    tables = [_table(5_000), _table(0), _table(3)]
+    here = [sqlite_bytes(table) for table in tables]
+    assert len(set(here)) == 3
+    for child in (True, False):
+        with SqliteBuild(5_003, child=child) as build:
+            assert build.in_child is child
+            build.send(tables)
+            assert build.result() == here
+        with SqliteBuild(0, child=child) as build:
+            build.send([])
+            assert build.result() == []
 
 
 def test_rows_inserted_a_batch_at_a_time_make_the_same_database(
@@ -75,8 +78,9 @@ def test_the_database_holds_the_table(tmp_path) -> None:
     table = _table(100)
     path = tmp_path / "d.sqlite"
     with SqliteBuild(100, child=True) as build:
-        build.send(table)
-        path.write_bytes(build.result())
+        build.send([table])
+        (database,) = build.result()
+        path.write_bytes(database)
     con = sqlite3.connect(path)
     try:
         rows = con.execute(f"SELECT area_name, start, tests, median FROM {TABLE}").fetchall()
@@ -90,7 +94,7 @@ def test_the_database_holds_the_table(tmp_path) -> None:
 def test_a_failing_child_says_why() -> None:
     table = pa.table({'x"; DROP TABLE cells; --': [1]})
     with SqliteBuild(1, child=True) as build, pytest.raises(DatasetBuildError) as caught:
-        build.send(table)
+        build.send([_table(2), table])
         build.result()
     assert "not a column name" in str(caught.value)
     assert "exit status 1" in str(caught.value)
@@ -102,7 +106,7 @@ def test_a_child_whose_database_is_not_taken_is_stopped(sent: bool) -> None:
         process = build._process
         assert process is not None and process.poll() is None  # started: waiting or building
         if sent:
-            build.send(_table(200_000))
+            build.send([_table(200_000)])
     assert process.returncode is not None  # stopped and waited for: no zombie
     with pytest.raises(RuntimeError, match="no table to build"):
         build.result()
@@ -110,9 +114,9 @@ def test_a_child_whose_database_is_not_taken_is_stopped(sent: bool) -> None:
 
 def test_a_table_is_sent_once() -> None:
     with SqliteBuild(10, child=True) as build:
-        build.send(_table(10))
+        build.send([_table(10)])
         with pytest.raises(RuntimeError, match="sent already"):
-            build.send(_table(10))
+            build.send([_table(10)])
     with SqliteBuild(10, child=True) as build, pytest.raises(RuntimeError, match="none was sent"):
         build.result()
 
@@ -126,8 +130,8 @@ def test_a_child_only_for_a_large_table_and_more_than_one_core(
         table = _table(rows)
         with SqliteBuild(rows) as build:
             assert build.in_child is in_child, (rows, cores)
-            build.send(table)
-            assert build.result() == sqlite_bytes(table)
+            build.send([table])
+            assert build.result() == [sqlite_bytes(table)]
     # Cores the caller allows (aggregation.threads) decide over those the machine has.
     monkeypatch.setattr(dataset_sqlite, "_cores", lambda: 2)
     for allowed, in_child in ((1, False), (2, True), (0, True)):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import re
 import shutil
 import threading
 from collections.abc import Callable
@@ -20,12 +21,19 @@ from hypothesis import strategies as st
 
 from piecewise.core.areas import build_layers
 from piecewise.core.config import Evening
-from piecewise.core.hours import output_layers
+from piecewise.core.hours import base_layer, output_layers
 from piecewise.pipeline import run_aggregate, run_ingest
 from piecewise.publish import release
+from piecewise.publish.dataset import dataset_table, dataset_years, sqlite_bytes
 from piecewise.publish.files import Publisher
 from piecewise.publish.release import ReleaseAborted
-from piecewise.storage.layout import WHOLE_SERIES, manifest_key, series_key
+from piecewise.storage.layout import (
+    DATASET_KEYS,
+    WHOLE_DATASET,
+    WHOLE_SERIES,
+    manifest_key,
+    series_key,
+)
 from piecewise.storage.ledger import Ledger, LedgerError, SealBroken
 from piecewise.storage.lock import LockHeld, RunLock
 from piecewise.storage.manifest import Manifest
@@ -496,62 +504,82 @@ def test_a_backfill_of_years_is_published_a_year_at_a_time(tmp_path: Path, demo_
     assert by_release["2024-12-31"] == 1 and by_release["2025-01-01"] == 2
 
 
-def series_files(public: Path) -> dict[str, int]:
-    """Each series file, and when it was last written."""
+def year_files(public: Path) -> dict[str, int]:
+    """Each file of a year (the series files and the dataset's), and when it was last
+    written."""
+    found = [*(public / "v1/series").rglob("*.json"), *(public / "v1/dataset").glob("*-*.*")]
     return {
         str(p.relative_to(public)): p.stat().st_mtime_ns
-        for p in sorted((public / "v1/series").rglob("*.json"))
+        for p in sorted(found)
+        if re.search(r"[/-][0-9]{4}\.(json|parquet|sqlite)$", str(p))
     }
 
 
-def test_a_release_rewrites_the_series_of_its_own_years_only(
+def of_year(key: str, year: int) -> bool:
+    return key.endswith((f"/{year}.json", f"-{year}.parquet", f"-{year}.sqlite"))
+
+
+def test_a_release_rewrites_the_series_and_dataset_of_its_own_years_only(
     tmp_path: Path, demo_data: Path
 ) -> None:
-    """Released day by day over a year's end: a release writes the series files of the
-    years its periods start in, and no others. The first release after an index naming
-    one series file per area (an earlier version's) writes every year's and leaves those
-    files as they were. What each year's files hold is, at the end, what the ledger's
-    cells of that year make of them, byte for byte."""
+    """Released day by day over a year's end: a release writes the series and dataset
+    files of the years its periods start in, and no others. The first release after an
+    index naming one series file per area and one dataset of every year (an earlier
+    version's) writes every year's and leaves those files as they were. What each
+    year's files hold is, at the end, what the ledger's cells of that year make of
+    them, byte for byte."""
     cfg = config_for(tmp_path, demo_data, start="2024-12-27")
     cfg = _with_periods(cfg, start=dt.date(2024, 12, 27))
     public = tmp_path / "public"
     run_ingest(cfg, dt.date(2024, 12, 27), dt.date(2025, 1, 6), progress=False)
     # 4 January: the days of 2024 to the 31st, and December, Q4 and 2024 with them.
     assert run_aggregate(cfg, today=dt.date(2025, 1, 4)).periods["year"] == ["2024"]
-    first = series_files(public)
-    assert first and all(key.endswith("/2024.json") for key in first)
-    # As an earlier version left it: one file per area, which its index names.
-    whole: dict[str, bytes] = {}
-    for key in first:
-        old = public / (key.removesuffix("/2024.json") + ".json")
-        old.write_bytes(b'{"written": "earlier"}')
-        whole[str(old.relative_to(public))] = old.read_bytes()
-        (public / key).unlink()
+    first = year_files(public)
+    assert first and all(of_year(key, 2024) for key in first)
+    assert "v1/dataset/cells-2024.parquet" in first and "v1/dataset/piecewise-2024.sqlite" in first
+    # As an earlier version left it: one series file per area and one dataset of every
+    # year, which its index names.
     index = json.loads((public / "v1/index.json").read_text())
+    assert index["dataset"]["years"] == [2024]
+    earlier: dict[str, bytes] = {}
+    for key in first:
+        if key.startswith("v1/series/"):
+            old = key.removesuffix("/2024.json") + ".json"
+        else:
+            old = key.replace("-2024.", ".")
+        earlier[old] = f"written by an earlier version: {old}".encode()
+        (public / old).write_bytes(earlier[old])
+        (public / key).unlink()
     index["paths"]["series"] = WHOLE_SERIES
+    index["dataset"] = {**index["dataset"], **WHOLE_DATASET}
+    del index["dataset"]["years"]
     (public / "v1/index.json").write_text(json.dumps(index))
     assert run_aggregate(cfg, today=dt.date(2025, 1, 6)).periods["day"] == [
         "2025-01-01",
         "2025-01-02",
     ]
-    second = series_files(public)
-    assert {k for k in second if k.endswith("/2024.json")} == set(first)
-    assert any(k.endswith("/2025.json") for k in second)
-    for key, data in whole.items():
+    second = year_files(public)
+    assert {k for k in second if of_year(k, 2024)} == set(first)
+    assert "v1/dataset/cells-2025.parquet" in second
+    assert any(k.startswith("v1/series/") and of_year(k, 2025) for k in second)
+    for key, data in earlier.items():
         assert (public / key).read_bytes() == data  # left as they were
     index = json.loads((public / "v1/index.json").read_text())
     assert index["paths"]["series"] == "v1/series/{layer}/{area}/{year}.json"
+    assert index["dataset"]["parquet"] == "v1/dataset/cells-{year}.parquet"
+    assert index["dataset"]["years"] == [2024, 2025]
     # 8 January: two more days of 2025; the files of 2024 are not written again.
     run_ingest(cfg, dt.date(2025, 1, 7), dt.date(2025, 1, 8), progress=False)
     assert run_aggregate(cfg, today=dt.date(2025, 1, 8)).periods["day"] == [
         "2025-01-03",
         "2025-01-04",
     ]
-    third = series_files(public)
+    third = year_files(public)
+    assert third.keys() >= second.keys()
     for key, written in second.items():
-        if key.endswith("/2024.json"):
+        if of_year(key, 2024):
             assert third[key] == written, key
-        elif key.endswith("/2025.json"):
+        else:
             assert third[key] != written, key  # each gained two days
     # Each year's files as the ledger's cells make them now, all at once.
     ledger = Ledger(Stores.of(cfg).private)
@@ -559,13 +587,30 @@ def test_a_release_rewrites_the_series_of_its_own_years_only(
     out = open_store((tmp_path / "again").as_uri())
     publisher = Publisher(cfg, out, build_layers(cfg))
     made = 0
+    published = {}
+    index = json.loads((public / "v1/index.json").read_text())
+    counts = {entry["id"]: entry["areas"] for entry in index["layers"]}
     for layer in output_layers(cfg):
         cells = pa.concat_tables(ledger.layer_cells(layer, below=number + 1))
+        published[layer] = cells.filter(cells.column("published"))
+        if layer == "hex":  # every hexagon with a cell of any year, published or not
+            assert counts[layer] == len(set(cells.column("area").to_pylist()))
         for area, year in publisher.write_series(layer, cells):
             key = series_key(layer, area, year)
             assert out.read_bytes(key) == (public / key).read_bytes(), key
             made += 1
-    assert made == len([k for k in third if k.count("/") == 4])
+    assert made == len([k for k in third if k.startswith("v1/series/")])
+    # The ISPs with a published cell in any year, the index's.
+    shown = {isp for table in published.values() for isp in table.column("isp").to_pylist()}
+    assert set(index["isps"]) == shown - {"all"}
+    names = {layer: publisher.layers[base_layer(layer)].name_of for layer in published}
+    shares = {t["column"]: t["label"] for t in index["thresholds"]}
+    for year, table in dataset_years(dataset_table(published, names, shares), [2024, 2025]).items():
+        assert table.num_rows
+        key = DATASET_KEYS["parquet"].format(year=year)
+        assert pq.read_table(public / key).equals(table), key
+        key = DATASET_KEYS["sqlite"].format(year=year)
+        assert (public / key).read_bytes() == sqlite_bytes(table), key
 
 
 def read_only_on(private: Store, date: dt.date, moment: dt.datetime) -> None:

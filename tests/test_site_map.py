@@ -871,15 +871,19 @@ def test_the_page_says_the_demos_tests_are_synthetic(page, site_server, index):
 
 
 def test_the_page_links_the_dataset(page, site_server, index):
-    """Every published number in one file, linked from the footer: both links serve
-    the files index.json names."""
+    """Every published number, a file a year, linked from the footer: each year's two
+    links serve the files index.json names."""
     open_map(page, site_server)
     assert page.locator("#dataset-links").is_visible()
-    for kind in ("parquet", "sqlite"):
-        href = page.locator(f"#dataset-{kind}").get_attribute("href")
-        assert href.endswith(index["dataset"][kind])
-        response = page.request.get(href)
-        assert response.ok and len(response.body()) > 1000
+    years = index["dataset"]["years"]
+    assert years
+    for year in years:
+        for kind in ("parquet", "sqlite"):
+            href = page.locator(f"#dataset-{kind}-{year}").get_attribute("href")
+            assert href.endswith(index["dataset"][kind].format(year=year))
+            response = page.request.get(href)
+            assert response.ok and len(response.body()) > 1000
+    assert page.locator("#dataset-links a").count() == 2 * len(years)
 
 
 def test_an_open_month_is_said_to_come_when_final(page, site_server, index):

@@ -1,15 +1,17 @@
-"""Every published cell of a publication as one dataset, for analysts who would rather
-not read hundreds of JSON files: a Parquet file and a SQLite database of the same rows,
-with the metadata Datasette reads (titles, descriptions, licence, source).
+"""Every published cell of a publication as a dataset, for analysts who would rather
+not read hundreds of JSON files: for each year, a Parquet file and a SQLite database of
+the same rows (the cells of the periods that start in that year), with the metadata
+Datasette reads (titles, descriptions, licence, source).
 
-Each release rewrites the three files (`DATASET_KEYS`) from the cells published so far,
-so they only ever hold numbers that are public already; their `release` column says
-which release published each cell (docs/data.md, The dataset).
+A release rewrites the files of the years its periods start in (`DATASET_KEYS`) from
+the cells published so far, and the metadata, so they only ever hold numbers that are
+public already; their `release` column says which release published each cell
+(docs/data.md, The dataset).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,11 +29,12 @@ __all__ = [
     "TABLE",
     "dataset_metadata",
     "dataset_table",
+    "dataset_years",
     "sqlite_bytes",
     "write_dataset",
 ]
 
-CACHE = "public, max-age=300"  # rewritten by every release, as the index is
+CACHE = "public, max-age=300"  # a year's rewritten by every release of its periods
 SQLITE_CONTENT_TYPE = "application/vnd.sqlite3"
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 
@@ -117,6 +120,15 @@ def dataset_table(
     return sorted_by(table, ("layer", "kind", "start", "area", "isp", "direction"))
 
 
+def dataset_years(table: pa.Table, years: Iterable[int]) -> dict[int, pa.Table]:
+    """The rows of `table` (a `dataset_table`) of each of `years`, those of the periods
+    that start in it, in order: a year without any is an empty table."""
+    year_of_row = pc.year(table.column("start"))
+    return {
+        year: table.filter(pc.equal(year_of_row, year)).combine_chunks() for year in sorted(years)
+    }
+
+
 def _distinct_rows(*columns: pa.ChunkedArray) -> tuple[pa.Array, list[list]]:
     """Each row's number among the distinct rows of `columns` (in the order of their
     values), and the values of those distinct rows, column by column."""
@@ -172,11 +184,17 @@ def share_description(rule: Mapping) -> str:
 
 
 def dataset_metadata(
-    *, title: str, description: str, sources: list[dict], shares: list[Mapping], release: int
+    *,
+    title: str,
+    description: str,
+    sources: list[dict],
+    shares: list[Mapping],
+    release: int,
+    years: Iterable[int],
 ) -> dict:
-    """Datasette's metadata for the database: what it is, whose data, what each column
-    holds. `shares` are the release's thresholds and use cases (index.json
-    `thresholds`)."""
+    """Datasette's metadata for the databases of `years`: what they are, whose data,
+    what each column holds. `shares` are the release's thresholds and use cases
+    (index.json `thresholds`)."""
     source = sources[0] if sources else {}
     columns = dict(DESCRIPTIONS)
     for rule in shares:
@@ -195,37 +213,50 @@ def dataset_metadata(
         "source": source.get("name", ""),
         "source_url": source.get("url", ""),
         "databases": {
-            DATABASE: {
+            DATABASE.format(year=year): {
+                "description": f"The cells of the periods that start in {year}.",
                 "tables": {
                     TABLE: {
                         "description": "One row per published cell (area x period x ISP x "
                         "direction); suppressed cells are not in it.",
                         "columns": columns,
                     }
-                }
+                },
             }
+            for year in sorted(years)
         },
     }
 
 
 def write_dataset(
-    public: Store, table: pa.Table, metadata: dict, database: SqliteBuild | None = None
+    public: Store,
+    tables: Mapping[int, pa.Table],
+    metadata: dict,
+    database: SqliteBuild | None = None,
 ) -> None:
-    """The dataset's three files, each written atomically. `database`: the build of
-    `table`'s SQLite database, if one was started (its bytes are taken once the Parquet
-    file is written); else it is built here."""
-    public.write_bytes(
-        DATASET_KEYS["parquet"],
-        parquet_bytes(table),
-        content_type=PARQUET_CONTENT_TYPE,
-        cache_control=CACHE,
+    """The dataset's files of each year of `tables` (its rows, by year) and the
+    metadata, each written atomically. `database`: the build of the tables' SQLite
+    databases, if one was started with them in order (their bytes are taken once the
+    Parquet files are written); else they are built here."""
+    for year, table in tables.items():
+        public.write_bytes(
+            DATASET_KEYS["parquet"].format(year=year),
+            parquet_bytes(table),
+            content_type=PARQUET_CONTENT_TYPE,
+            cache_control=CACHE,
+        )
+    databases = (
+        [sqlite_bytes(table) for table in tables.values()]
+        if database is None
+        else database.result()
     )
-    public.write_bytes(
-        DATASET_KEYS["sqlite"],
-        sqlite_bytes(table) if database is None else database.result(),
-        content_type=SQLITE_CONTENT_TYPE,
-        cache_control=CACHE,
-    )
+    for year, data in zip(tables, databases, strict=True):
+        public.write_bytes(
+            DATASET_KEYS["sqlite"].format(year=year),
+            data,
+            content_type=SQLITE_CONTENT_TYPE,
+            cache_control=CACHE,
+        )
     public.write_bytes(
         DATASET_KEYS["metadata"],
         json_bytes(metadata),

@@ -1,5 +1,5 @@
-"""The dataset's SQLite database: `sqlite_bytes` builds it, `SqliteBuild` builds it in a
-child process while the release's other files are written.
+"""The dataset's SQLite databases: `sqlite_bytes` builds one, `SqliteBuild` builds a
+release's (one a year) in a child process while the release's other files are written.
 
 SQLite's inserts hold the interpreter (each of the dataset's hundred thousand rows is
 bound value by value), so a thread would only take turns with the rest of the release;
@@ -7,8 +7,9 @@ a child process has an interpreter and a core of its own. It is the same functio
 same bytes, so the database is byte for byte the one `sqlite_bytes` makes here. A small
 table is built here: the child's start-up would cost more than it saves.
 
-Run as a module, this is that child: an Arrow IPC stream of the table on standard input,
-the database's bytes on standard output, and nothing else imported.
+Run as a module, this is that child: on standard input, each table as an Arrow IPC
+stream after its length (8 bytes, little-endian); on standard output, each table's
+database after its length, in the same order; nothing else imported.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import struct
 import subprocess
 import sys
 import tempfile
@@ -31,7 +33,7 @@ from piecewise.core.errors import PiecewiseError
 __all__ = ["DATABASE", "TABLE", "DatasetBuildError", "SqliteBuild", "sqlite_bytes"]
 
 TABLE = "cells"
-DATABASE = "piecewise"  # Datasette names a database after its file
+DATABASE = "piecewise-{year}"  # Datasette names a database after its file
 
 
 class DatasetBuildError(PiecewiseError):
@@ -59,7 +61,7 @@ def sqlite_bytes(table: pa.Table) -> bytes:
     columns = ", ".join(f'"{n}" {sql_type(table.schema.field(n).type)}' for n in names)
     placeholders = ", ".join("?" for _ in names)
     with tempfile.TemporaryDirectory(prefix="piecewise-dataset-") as folder:
-        path = Path(folder) / f"{DATABASE}.sqlite"
+        path = Path(folder) / "dataset.sqlite"
         con = sqlite3.connect(path)
         try:
             # A scratch file, read once built and then deleted: nothing to make durable
@@ -108,16 +110,16 @@ CHILD_ROWS = 20_000
 
 
 class SqliteBuild:
-    """`sqlite_bytes` of the table `send` gives it (`rows` long), taken with `result()`:
-    in a child process, started at once (its start-up overlaps the caller's work until
-    `send`), when the table has at least `CHILD_ROWS` rows and this process may use more
-    than one core; else here, when it is taken. Use it as a context manager, so that a
-    release that fails meanwhile stops the child."""
+    """`sqlite_bytes` of each table `send` gives it (`rows` long in all), taken with
+    `result()`: in a child process, started at once (its start-up overlaps the caller's
+    work until `send`), when the tables have at least `CHILD_ROWS` rows and this process
+    may use more than one core; else here, when they are taken. Use it as a context
+    manager, so that a release that fails meanwhile stops the child."""
 
     def __init__(self, rows: int, *, cores: int = 0, child: bool | None = None) -> None:
         """`cores`: how many this process may use (0: those it is allowed); `child`: True
         or False to decide, rather than by the rows and the cores."""
-        self._table: pa.Table | None = None
+        self._tables: list[pa.Table] | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._errors: IO[bytes] | None = None
         self._feeder: threading.Thread | None = None
@@ -138,28 +140,32 @@ class SqliteBuild:
         """Whether the database is being built in a child process."""
         return self._process is not None
 
-    def send(self, table: pa.Table) -> None:
-        """The table to build the database of (once)."""
+    def send(self, tables: list[pa.Table]) -> None:
+        """The tables to build a database of each (once)."""
         if self._sent:
-            raise RuntimeError("the table was sent already")
+            raise RuntimeError("the tables were sent already")
         self._sent = True
         if self._process is None:
-            self._table = table
+            self._tables = list(tables)
             return
         # Fed from a thread: the pipe holds little, and the child reads it only once
         # started; the writes leave the interpreter to the release meanwhile.
         self._feeder = threading.Thread(
-            target=_feed, args=(self._process.stdin, table), name="dataset-sqlite", daemon=True
+            target=_feed,
+            args=(self._process.stdin, list(tables)),
+            name="dataset-sqlite",
+            daemon=True,
         )
         self._feeder.start()
 
-    def result(self) -> bytes:
-        """The database's bytes; DatasetBuildError if the child failed."""
+    def result(self) -> list[bytes]:
+        """Each table's database, in the order sent; DatasetBuildError if the child
+        failed."""
         if self._process is None:
-            if self._table is None:
-                raise RuntimeError("no table to build: none was sent, or it was built already")
-            table, self._table = self._table, None
-            return sqlite_bytes(table)
+            if self._tables is None:
+                raise RuntimeError("no table to build: none was sent, or they were built already")
+            tables, self._tables = self._tables, None
+            return [sqlite_bytes(table) for table in tables]
         if self._feeder is None:
             raise RuntimeError("no table to build: none was sent")
         process, self._process = self._process, None
@@ -173,7 +179,7 @@ class SqliteBuild:
                     f"building the dataset's SQLite database failed (exit status {code}): "
                     f"{self._child_errors()}"
                 )
-            return data
+            return _unframe(data)
         finally:
             process.stdout.close()
             self._close_errors()
@@ -191,7 +197,7 @@ class SqliteBuild:
             if process.stdout is not None:
                 process.stdout.close()
         self._close_errors()
-        self._table = None
+        self._tables = None
 
     def _child_errors(self) -> str:
         assert self._errors is not None
@@ -216,11 +222,20 @@ class SqliteBuild:
         self.close()
 
 
-def _feed(pipe: IO[bytes] | None, table: pa.Table) -> None:
+_LENGTH = struct.Struct("<Q")  # what comes before each table and each database
+
+
+def _feed(pipe: IO[bytes] | None, tables: list[pa.Table]) -> None:
     assert pipe is not None
     try:
-        with pipe, pa.ipc.new_stream(pipe, table.schema) as writer:
-            writer.write_table(table)
+        with pipe:
+            for table in tables:
+                sink = pa.BufferOutputStream()
+                with pa.ipc.new_stream(sink, table.schema) as writer:
+                    writer.write_table(table)
+                stream = sink.getvalue()
+                pipe.write(_LENGTH.pack(stream.size))
+                pipe.write(stream)
     except (
         OSError,
         pa.ArrowException,
@@ -228,9 +243,27 @@ def _feed(pipe: IO[bytes] | None, table: pa.Table) -> None:
         pass
 
 
+def _unframe(data: bytes) -> list[bytes]:
+    """The parts of `data`, each after its length."""
+    parts, at = [], 0
+    while at < len(data):
+        (size,) = _LENGTH.unpack_from(data, at)
+        at += _LENGTH.size
+        if at + size > len(data):
+            raise DatasetBuildError("the child building the dataset's SQLite stopped mid-way")
+        parts.append(data[at : at + size])
+        at += size
+    return parts
+
+
 def main() -> int:
-    """The child: the table from standard input, its database to standard output."""
-    table = pa.ipc.open_stream(sys.stdin.buffer).read_all()
-    sys.stdout.buffer.write(sqlite_bytes(table))
-    sys.stdout.buffer.flush()
+    """The child: each table from standard input, its database to standard output."""
+    source, out = sys.stdin.buffer, sys.stdout.buffer
+    while head := source.read(_LENGTH.size):
+        (size,) = _LENGTH.unpack(head)
+        table = pa.ipc.open_stream(pa.py_buffer(source.read(size))).read_all()
+        data = sqlite_bytes(table)
+        out.write(_LENGTH.pack(len(data)))
+        out.write(data)
+    out.flush()
     return 0

@@ -668,9 +668,19 @@ class Publisher:
             },
             "sampling": self.config.aggregation.sampling,
             "histogram": HistogramSpec().as_dict(),
-            # Every published cell as one Parquet file and one SQLite database (with
-            # Datasette's metadata), rewritten by each release (piecewise.publish.dataset).
-            "dataset": dict(DATASET_KEYS),
+            # Every published cell, a Parquet file and a SQLite database a year (with
+            # Datasette's metadata), a year's rewritten by each release of its periods
+            # (piecewise.publish.dataset); the years: those of the periods listed.
+            "dataset": {
+                **DATASET_KEYS,
+                "years": sorted(
+                    {
+                        periods.parse_label(kind, label).year
+                        for kind, labels in period_sets.items()
+                        for label in labels
+                    }
+                ),
+            },
             # The residents' survey, published by window with noise (docs/survey.md).
             "survey": survey_listing(self.config),
             "paths": dict(PATHS),

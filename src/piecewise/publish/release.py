@@ -54,7 +54,12 @@ from piecewise.core.vocabulary import (
     share_columns,
 )
 from piecewise.ingest.dates import ingested_dates
-from piecewise.publish.dataset import dataset_metadata, dataset_table, write_dataset
+from piecewise.publish.dataset import (
+    dataset_metadata,
+    dataset_table,
+    dataset_years,
+    write_dataset,
+)
 from piecewise.publish.dataset_sqlite import SqliteBuild
 from piecewise.publish.files import AreasFile, Publisher
 from piecewise.publish.finality import (
@@ -65,7 +70,7 @@ from piecewise.publish.finality import (
     final_through,
     next_periods,
 )
-from piecewise.storage.layout import INDEX_KEY, PATHS, stats_key, stats_prefix
+from piecewise.storage.layout import DATASET_KEYS, INDEX_KEY, PATHS, stats_key, stats_prefix
 from piecewise.storage.ledger import (
     Ledger,
     LedgerError,
@@ -643,41 +648,57 @@ def _publish_files(
     after = state.with_release(release)
     publisher = Publisher(config, stores.public, build_layers(config))
     previous = _published_index(stores)
-    # The series files of the years the release has periods in: the others' cells are
-    # as they were. After an index naming another layout of them, every year's.
+    # The series and dataset files of the years the release has periods in, made from
+    # those years' cells: the other years' cells, and so their files, are as they were.
+    # After an index naming another layout of them (or none), every year's.
     years: set[int] | None = {p.start.year for p in release.periods}
-    if previous is None or previous.get("paths", {}).get("series") != PATHS["series"]:
+    if previous is None or not _years_layout(previous):
         years = None
+    every_year = sorted({start.year for _kind, start in after.sealed})
+    written = every_year if years is None else sorted(years)
+    spans = [(dt.date(year, 1, 1), dt.date(year, 12, 31)) for year in written]
     isps: set[str] = set()
     areas: dict[str, AreasFile] = {}
     drawn: dict[str, list[str]] = {}  # the areas of each configured layer's file
     published: dict[str, pa.Table] = {}
     # The period, series, area and dataset files are made durable together, before the index
-    # that lists them is written. The dataset's SQLite database is built in a child process
-    # while the other files are written (piecewise.publish.dataset_sqlite).
+    # that lists them is written. The dataset's SQLite databases are built in a child
+    # process while the other files are written (piecewise.publish.dataset_sqlite).
     with stores.public.synced_once(), ExitStack() as stack:
-        # The released cells of each layer: the dataset's rows, then each layer's files.
-        layer_cells: dict[str, tuple[pa.Table, pa.Table, list[pa.Table], pa.Table]] = {}
+        # The released cells of each layer: every column of the years written (the
+        # dataset's rows, then the layer's series), and of every year the keys (which
+        # ISPs, areas and periods have cells).
+        layer_cells: dict[str, tuple[pa.Table, pa.Table, list[pa.Table], pa.Table, list]] = {}
         for layer_id in output_layers(config):
-            released = ledger.layer_cells(layer_id, below=release.number)
             mine = rows_equal(cells, "layer", layer_id)
+            if years is None:
+                released = ledger.layer_cells(layer_id, below=release.number)
+                keys = [table.select(CELL_KEYS) for table in released]
+            else:
+                released = ledger.layer_cells(layer_id, below=release.number, within=spans)
+                keys = ledger.layer_cells(layer_id, below=release.number, columns=CELL_KEYS)
             everything = pa.concat_tables([*released, mine], promote_options="permissive")
+            del released
+            every_key = pa.concat_tables(
+                [*keys, mine.select(CELL_KEYS)], promote_options="permissive"
+            )
             layer_cells[layer_id] = (
                 mine,
                 rows_equal(cube, "layer", layer_id),
-                released,
+                keys,
                 everything,
+                pc.unique(every_key.column("area")).to_pylist(),
             )
-            shown = everything.filter(everything.column("published"))
+            shown = every_key.filter(every_key.column("published"))
             isps.update(pc.unique(shown.column("isp")).to_pylist())
-            published[layer_id] = shown
+            published[layer_id] = everything.filter(everything.column("published"))
         rows = sum(table.num_rows for table in published.values())
         # A configuration limited to one thread keeps the release on one core.
         database = stack.enter_context(SqliteBuild(rows, cores=config.aggregation.threads))
         shares = {t["column"]: t["label"] for t in release.settings["thresholds"]}
         names = {layer: publisher.layers[base_layer(layer)].name_of for layer in published}
-        dataset = dataset_table(published, names, shares)
-        database.send(dataset)
+        dataset = dataset_years(dataset_table(published, names, shares), written)
+        database.send(list(dataset.values()))
         del published
         # A layer's series and areas files are written on a thread of their own while the
         # next layer's period files are: those are written two at a time, and each
@@ -703,10 +724,10 @@ def _publish_files(
         for layer_id in list(layer_cells):
             # Each layer's cells are let go once its files are written (two layers' at a
             # time: one's series beside the next one's periods).
-            mine, mine_cube, released, everything = layer_cells.pop(layer_id)
+            mine, mine_cube, released, everything, with_cells = layer_cells.pop(layer_id)
             base = base_layer(layer_id)
             if layer_id == base:
-                ids = publisher.area_ids(layer_id, pc.unique(everything.column("area")).to_pylist())
+                ids = publisher.area_ids(layer_id, with_cells)
                 drawn[layer_id] = ids
             else:  # an evening twin: its layer's areas and shapes
                 ids = drawn[base]
@@ -745,7 +766,8 @@ def _publish_files(
             give_back_free_memory()
         for future in finishing:
             future.result()
-        # Every cell published so far as one dataset (numbers already public).
+        # Every cell published so far, a dataset a year (numbers already public): the
+        # years written, and the metadata of every year's.
         from piecewise.ingest.geoip import data_sources  # reads the MaxMind file's metadata
 
         write_dataset(
@@ -757,10 +779,24 @@ def _publish_files(
                 sources=data_sources(config),
                 shares=release.settings["thresholds"],
                 release=release.number,
+                years=every_year,
             ),
             database,
         )
     return publisher, _index(config, publisher, release, after, isps, areas)
+
+
+# The columns of the released cells that say which ISPs, areas and periods have cells.
+CELL_KEYS = ["kind", "period", "area", "isp", "published"]
+
+
+def _years_layout(index: dict) -> bool:
+    """Whether a published index names the series and dataset files by year, as this
+    version writes them."""
+    dataset = index.get("dataset") or {}
+    return (index.get("paths") or {}).get("series") == PATHS["series"] and all(
+        dataset.get(kind) == DATASET_KEYS[kind] for kind in ("parquet", "sqlite")
+    )
 
 
 def _published_index(stores: Stores) -> dict | None:

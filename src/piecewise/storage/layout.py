@@ -141,10 +141,18 @@ PATHS: dict[str, str] = {
 }
 SHAPES = f"{PUBLIC_PREFIX}/tiles/{{layer}}/shapes.{{digest}}.pmtiles"
 AREAS_VERSIONED = f"{PUBLIC_PREFIX}/areas/{{layer}}.{{digest}}.geojson"
+# The dataset: a Parquet file and a SQLite database of each year's published cells (a
+# cell's year is its period's first date's), and Datasette's metadata of them all.
 DATASET_KEYS: dict[str, str] = {
+    "parquet": f"{PUBLIC_PREFIX}/dataset/cells-{{year}}.parquet",
+    "sqlite": f"{PUBLIC_PREFIX}/dataset/piecewise-{{year}}.sqlite",
+    "metadata": f"{PUBLIC_PREFIX}/dataset/metadata.json",
+}
+# The dataset's files before it had files per year (every year in one): a release
+# writing the current layout after an index naming these writes every year's files.
+WHOLE_DATASET: dict[str, str] = {
     "parquet": f"{PUBLIC_PREFIX}/dataset/cells.parquet",
     "sqlite": f"{PUBLIC_PREFIX}/dataset/piecewise.sqlite",
-    "metadata": f"{PUBLIC_PREFIX}/dataset/metadata.json",
 }
 SURVEY_PREFIX = f"{PUBLIC_PREFIX}/survey/"
 SURVEY_INDEX_KEY = f"{SURVEY_PREFIX}index.json"

@@ -365,11 +365,18 @@ class Ledger:
     # -- released cells ---------------------------------------------------------------
 
     def layer_cells(
-        self, layer: str, *, below: int, within: Sequence[Range] | None = None
+        self,
+        layer: str,
+        *,
+        below: int,
+        within: Sequence[Range] | None = None,
+        columns: Sequence[str] | None = None,
     ) -> list[pa.Table]:
         """The released cells of a layer (every kind) from releases numbered below
         `below`; with `within` (date spans, sorted and apart), only the cells of periods
-        starting in one of them, read from the parts that hold such periods."""
+        starting in one of them, read from the parts that hold such periods; with
+        `columns`, only those columns (and `release`, `period`) read."""
+        read = None if columns is None else sorted({*columns, "release", "period"})
         prefix = f"{LEDGER_PREFIX}cells/{layer}/"
         tables = []
         for key in self.store.list(prefix):
@@ -379,7 +386,7 @@ class Ledger:
                     lo <= span[1] and span[0] <= hi for lo, hi in within
                 ):
                     continue
-            table = self.store.read_parquet(key)
+            table = self.store.read_parquet(key, columns=read)
             release = table.column("release")
             if table.num_rows and pc.max(release).as_py() >= below:  # else nothing to drop
                 table = table.filter(pc.less(release, below))

@@ -22,6 +22,7 @@ import {
   surveyWindowFor,
   publicationNote,
 } from "./metrics.js";
+import { h } from "../common/dom.js";
 import { AreaLists } from "./arealist.js";
 import { buildControls, options, setDrawer, syncControls as syncControlsTo } from "./controls.js";
 import { legend, surveyLegend } from "./legend.js";
@@ -68,6 +69,18 @@ function fail(message) {
 function noData(message) {
   setStatus(message || t("map.no_data"));
   document.body.dataset.mapState = "nodata";
+}
+
+/** The footer's links to the dataset: each year's Parquet file and SQLite database,
+ * the newest year first (index.json `dataset`). */
+function datasetLinks(dataset) {
+  const years = Array.isArray(dataset?.years) ? [...dataset.years].sort((a, b) => b - a) : [];
+  if (!dataset?.parquet || !dataset?.sqlite || !years.length) return;
+  const link = (kind, year, text) =>
+    h("a", { id: `dataset-${kind}-${year}`, href: new URL(fillPath(dataset[kind], { year }), config.dataBase).href, download: true }, text);
+  const entries = years.map((year, i) => [i ? "; " : "", `${year}: `, link("parquet", year, "Parquet"), " · ", link("sqlite", year, "SQLite")]);
+  $("dataset-years").replaceChildren(...entries.flat());
+  $("dataset-links").hidden = false;
 }
 
 // -- helpers --------------------------------------------------------------------------
@@ -563,11 +576,7 @@ async function main() {
   }
   $("freshness").textContent = publicationNote(index.publication);
   $("synthetic-note").hidden = !index.synthetic;
-  if (index.dataset?.parquet && index.dataset?.sqlite) {
-    $("dataset-parquet").href = new URL(index.dataset.parquet, config.dataBase).href;
-    $("dataset-sqlite").href = new URL(index.dataset.sqlite, config.dataBase).href;
-    $("dataset-links").hidden = false;
-  }
+  datasetLinks(index.dataset);
   const kinds = Object.keys(index.periods || {}).filter((k) => index.periods[k]?.length);
   if (!index.layers?.length || !kinds.length) {
     noData();
