@@ -124,9 +124,14 @@ def dataset_years(table: pa.Table, years: Iterable[int]) -> dict[int, pa.Table]:
     """The rows of `table` (a `dataset_table`) of each of `years`, those of the periods
     that start in it, in order: a year without any is an empty table."""
     year_of_row = pc.year(table.column("start"))
-    return {
-        year: table.filter(pc.equal(year_of_row, year)).combine_chunks() for year in sorted(years)
-    }
+    bounds = pc.min_max(year_of_row)
+    out = {}
+    for year in sorted(years):
+        if bounds["min"].as_py() == bounds["max"].as_py() == year:
+            out[year] = table.combine_chunks()  # every row is of this year
+        else:
+            out[year] = table.filter(pc.equal(year_of_row, year)).combine_chunks()
+    return out
 
 
 def _distinct_rows(*columns: pa.ChunkedArray) -> tuple[pa.Array, list[list]]:

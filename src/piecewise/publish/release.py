@@ -676,7 +676,10 @@ def _publish_files(
                 keys = [table.select(CELL_KEYS) for table in released]
             else:
                 released = ledger.layer_cells(layer_id, below=release.number, within=spans)
-                keys = ledger.layer_cells(layer_id, below=release.number, columns=CELL_KEYS)
+                others = ledger.layer_cells(
+                    layer_id, below=release.number, within=_other_years(written), columns=CELL_KEYS
+                )
+                keys = [table.select(CELL_KEYS) for table in [*released, *others]]
             everything = pa.concat_tables([*released, mine], promote_options="permissive")
             del released
             every_key = pa.concat_tables(
@@ -788,6 +791,19 @@ def _publish_files(
 
 # The columns of the released cells that say which ISPs, areas and periods have cells.
 CELL_KEYS = ["kind", "period", "area", "isp", "published"]
+
+
+def _other_years(years: list[int]) -> list[tuple[dt.date, dt.date]]:
+    """The spans of every date outside `years` (sorted, distinct), sorted and apart."""
+    spans, first = [], dt.date.min
+    for year in years:
+        if year > first.year:
+            spans.append((first, dt.date(year - 1, 12, 31)))
+        if year == dt.MAXYEAR:
+            return spans
+        first = dt.date(year + 1, 1, 1)
+    spans.append((first, dt.date.max))
+    return spans
 
 
 def _years_layout(index: dict) -> bool:

@@ -380,17 +380,23 @@ class Ledger:
         prefix = f"{LEDGER_PREFIX}cells/{layer}/"
         tables = []
         for key in self.store.list(prefix):
+            # A part holds the periods that start in its span: all of them are wanted
+            # when a span of `within` holds it whole (no rows to take out).
+            whole = within is None
             if within is not None:
                 span = part_span(key.rsplit("/", 1)[-1].removesuffix(".parquet"))
                 if span is not None and not any(
                     lo <= span[1] and span[0] <= hi for lo, hi in within
                 ):
                     continue
+                whole = span is not None and any(
+                    lo <= span[0] and span[1] <= hi for lo, hi in within
+                )
             table = self.store.read_parquet(key, columns=read)
             release = table.column("release")
             if table.num_rows and pc.max(release).as_py() >= below:  # else nothing to drop
                 table = table.filter(pc.less(release, below))
-            if within is not None:
+            if within is not None and not whole:
                 table = table.filter(starts_within(table.column("period"), within))
             tables.append(table)
         return tables
