@@ -7,10 +7,11 @@ publication. A snapshot loads each file the first time it is needed and keeps th
 decoded result (parsed statistics, series and areas; the cube as numpy arrays) in a
 byte-bounded LRU shared by the threads of the instance.
 
-One release at a time: a series file is rewritten by every later release (it gains
-periods and ISPs) and an areas file may gain areas, so what a snapshot reads of them is
-cut to its own index: series to the periods it lists, and an areas file that is not
-the one its index counts is a publication in progress (503). Statistics and cube files
+One release at a time: a series file (an area's year) is rewritten by every later
+release with periods in its year (it gains periods and ISPs) and an areas file may gain
+areas, so what a snapshot reads of them is cut to its own index: series to the periods
+it lists, and an areas file that is not the one its index counts is a publication in
+progress (503). Statistics and cube files
 of a listed period never change, and a snapshot reads only listed periods.
 
 Memory: everything a snapshot keeps is counted in one of its two byte budgets, or is
@@ -772,10 +773,11 @@ class SeriesStep:
     its periods, and for each (ISP, direction) each array (statistic or share column)
     encoded as JSON, as (column, JSON) pairs.
 
-    A series file is rewritten by every release, so it may hold periods (and ISPs) of a
-    later one: its axis is cut to the periods from the first to the last the release
-    lists, a value of a period the release does not list is null, and a series left
-    without any value is dropped. What remains is what the release's own file held."""
+    A series file is rewritten by every release with periods in its year, so it may hold
+    periods (and ISPs) of a later one: its axis is cut to the periods from the first to
+    the last the release lists, a value of a period the release does not list is null,
+    and a series left without any value is dropped. What remains is what the release's
+    own file held."""
 
     __slots__ = ("periods", "series", "size")
 
