@@ -245,6 +245,7 @@ def index_of(cfg: Config) -> dict:
         isps=set(),
         areas={},
         publication={},
+        dataset_years=[],
     )
 
 

@@ -590,8 +590,10 @@ class Publisher:
         isps: set[str],
         areas: dict[str, AreasFile],
         publication: dict,
+        dataset_years: list[int],
     ) -> dict:
-        """The index document of a release (written by `write_index`)."""
+        """The index document of a release (written by `write_index`); `dataset_years`:
+        the years of the periods released, which have dataset files."""
         from piecewise.ingest.geoip import data_sources  # reads a MaxMind file's metadata
 
         isps = isps - {ALL_ISPS}
@@ -670,17 +672,8 @@ class Publisher:
             "histogram": HistogramSpec().as_dict(),
             # Every published cell, a Parquet file and a SQLite database a year (with
             # Datasette's metadata), a year's rewritten by each release of its periods
-            # (piecewise.publish.dataset); the years: those of the periods listed.
-            "dataset": {
-                **DATASET_KEYS,
-                "years": sorted(
-                    {
-                        periods.parse_label(kind, label).year
-                        for kind, labels in period_sets.items()
-                        for label in labels
-                    }
-                ),
-            },
+            # (piecewise.publish.dataset).
+            "dataset": {**DATASET_KEYS, "years": dataset_years},
             # The residents' survey, published by window with noise (docs/survey.md).
             "survey": survey_listing(self.config),
             "paths": dict(PATHS),

@@ -654,7 +654,7 @@ def _publish_files(
     years: set[int] | None = {p.start.year for p in release.periods}
     if previous is None or not _years_layout(previous):
         years = None
-    every_year = sorted({start.year for _kind, start in after.sealed})
+    every_year = _released_years(after)
     written = every_year if years is None else sorted(years)
     spans = [(dt.date(year, 1, 1), dt.date(year, 12, 31)) for year in written]
     isps: set[str] = set()
@@ -714,7 +714,7 @@ def _publish_files(
         finishing: list[Future] = []
 
         def finish(layer_id: str, everything: pa.Table, ids: list[str], tiles: LayerTiles) -> None:
-            publisher.write_series(layer_id, everything, years)
+            publisher.write_series(layer_id, everything, written)
             base = base_layer(layer_id)
             if layer_id == base:
                 areas[layer_id] = replace(
@@ -879,7 +879,14 @@ def _index(
         isps=isps - {ALL_ISPS},
         areas=areas,
         publication=publication,
+        dataset_years=_released_years(state),
     )
+
+
+def _released_years(state: LedgerState) -> list[int]:
+    """The years in which the released periods start: those of the series and dataset
+    files."""
+    return sorted({start.year for _kind, start in state.sealed})
 
 
 def _index_is_current(config: Config, stores: Stores, ledger: Ledger, state: LedgerState) -> bool:
