@@ -8,6 +8,7 @@ import datetime as dt
 import gzip
 import hashlib
 import json
+from collections import OrderedDict
 from pathlib import Path
 
 import h3
@@ -377,6 +378,7 @@ def test_unchanged_shapes_are_not_drawn_again_and_any_change_draws_them(
         layer = tiles.LayerTiles(
             public, "hex", lambda: _hexagons(cells), names or {}, [], 6, "Piecewise"
         )
+        tiles._DRAWN.clear()  # the memo in the store alone, as a new process has it
         return layer.write_shapes(memo=memo if with_memo else None)
 
     first = write()
@@ -414,3 +416,30 @@ def test_unchanged_shapes_are_not_drawn_again_and_any_change_draws_them(
     assert write({cells[0]: "Downtown"}) == grown and drawn.count == 11
     assert write({cells[0]: "Downtown"}) == grown and drawn.count == 12
     assert memo.read_bytes(shapes_memo_key("hex")) == before
+
+
+def test_a_process_draws_the_same_shapes_once_whatever_the_store(
+    monkeypatch: pytest.MonkeyPatch, memory_url: str
+) -> None:
+    """A retry in the same process, or another store of the same places: the archive
+    drawn from the same inputs is written again without drawing, with the same bytes;
+    other inputs are drawn, and only the latest `DRAWN_KEPT` archives are kept."""
+    monkeypatch.setattr(tiles, "_DRAWN", OrderedDict())
+    monkeypatch.setattr(tiles, "DRAWN_KEPT", 2)
+    cells = sorted(h3.grid_disk(h3.latlng_to_cell(47.6, -122.3, 6), 1))
+    drawn = _Drawn(monkeypatch)
+
+    def write(store: str, names: dict[str, str]) -> bytes:
+        public = open_store(f"{memory_url}/{store}")
+        layer = tiles.LayerTiles(public, "hex", lambda: _hexagons(cells), names, [], 6, "P")
+        return public.read_bytes(layer.write_shapes())
+
+    first = write("a", {})
+    assert write("b", {}) == first and drawn.count == 1
+    renamed = write("c", {cells[0]: "Downtown"})
+    assert renamed != first and drawn.count == 2
+    assert write("d", {}) == first and drawn.count == 2
+    write("e", {cells[1]: "Uptown"})  # a third: the least recently used is forgotten
+    assert drawn.count == 3
+    assert write("f", {}) == first and drawn.count == 3
+    assert write("g", {cells[0]: "Downtown"}) == renamed and drawn.count == 4

@@ -21,9 +21,10 @@ import io
 import math
 import platform
 import re
+import threading
 import zlib
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -476,6 +477,32 @@ def _drawing_code() -> dict[str, str] | None:
     }
 
 
+# The archives this process drew, by the digest of what each was drawn from
+# (`LayerTiles.shapes_inputs`), the latest last: a retry in the same process, or stores
+# of the same places published one after another, draw a layer's shapes once.
+_DRAWN: OrderedDict[str, Archive] = OrderedDict()
+_DRAWN_LOCK = threading.Lock()
+DRAWN_KEPT = 8  # archives kept (a county layer's is about 0.1 MiB)
+
+
+def _drawn(inputs: str | None, draw: Callable[[], Archive]) -> Archive:
+    """The archive drawn from `inputs`: the one this process drew already, else
+    `draw()` (kept unless `inputs` is None: then the drawing code cannot be told)."""
+    if inputs is None:
+        return draw()
+    with _DRAWN_LOCK:
+        archive = _DRAWN.get(inputs)
+        if archive is not None:
+            _DRAWN.move_to_end(inputs)
+            return archive
+    archive = draw()
+    with _DRAWN_LOCK:
+        _DRAWN[inputs] = archive
+        while len(_DRAWN) > DRAWN_KEPT:
+            _DRAWN.popitem(last=False)
+    return archive
+
+
 def _memo_key(memo: Store, layer: str, inputs: str) -> str | None:
     """The key of the layer's shapes' archive drawn from `inputs`, as the memo has it;
     None if it has none (or a memo it cannot read: the archive is drawn again)."""
@@ -576,13 +603,14 @@ class LayerTiles:
 
         With `memo` (the private store), the archive is not drawn again when what it is
         drawn from (`shapes_inputs`) is what the memo says the archive it names, still
-        in the store, was drawn from: the same inputs make the same bytes."""
-        inputs = None if memo is None else self.shapes_inputs()
+        in the store, was drawn from: the same inputs make the same bytes. Nor when this
+        process drew it from the same inputs already."""
+        inputs = self.shapes_inputs()
         if memo is not None and inputs is not None:
             known = _memo_key(memo, self.layer, inputs)
             if known is not None and self.store.exists(known):
                 return known
-        archive = self.shapes_archive()
+        archive = _drawn(inputs, self.shapes_archive)
         key = shapes_key(self.layer, hashlib.sha256(archive.data).hexdigest()[:16])
         if not self.store.exists(key):
             self.store.write_bytes(
