@@ -237,20 +237,30 @@ def archived_periods(sim: Simulation) -> dict[str, list[tuple[bytes, Archived]]]
     return out
 
 
-def members(
-    snapshot: pa.Table, layer: str, kind: str, period: dt.date, area: str, isp: str, direction: str
-) -> tuple[np.ndarray, int]:
-    """The ids (row numbers of the snapshot's sorted ids) of a cell's tests, and its
-    distinct clients."""
-    start = pc.call_function(
+def period_starts(snapshot: pa.Table, kind: str) -> pa.Array:
+    """The start of the `kind` period of each of the snapshot's tests."""
+    return pc.call_function(
         "floor_temporal",
         [snapshot.column("date")],
         pc.RoundTemporalOptions(
             unit={"day": "day", "month": "month", "quarter": "quarter", "year": "year"}[kind]
         ),
     )
+
+
+def members(
+    snapshot: pa.Table,
+    starts: pa.Array,
+    layer: str,
+    period: dt.date,
+    area: str,
+    isp: str,
+    direction: str,
+) -> tuple[np.ndarray, int]:
+    """The ids (row numbers of the snapshot's sorted ids) of a cell's tests, and its
+    distinct clients; `starts` are the snapshot's `period_starts` of the cell's kind."""
     mask = pc.and_(
-        pc.equal(start, pa.scalar(period, pa.date32())),
+        pc.equal(starts, pa.scalar(period, pa.date32())),
         pc.and_(
             pc.equal(snapshot.column(f"area_{layer}"), area),
             pc.equal(snapshot.column("direction"), direction),
@@ -295,19 +305,23 @@ def blocks_of(sim: Simulation) -> tuple[dict[tuple[str, str, str], Block], int, 
     withheld = 0
     smallest = min(v[0][1].privacy["min_tests"] for v in files.values())
     # Each period file once: every archive holds the same bytes (the test above).
+    starts: dict[tuple[int, str], pa.Array] = {}
     for versions in files.values():
         _, period = versions[0]
         snapshot = sim.snapshots[period.release]
+        if (period.release, period.kind) not in starts:
+            starts[(period.release, period.kind)] = period_starts(snapshot, period.kind)
+        cell_starts = starts[(period.release, period.kind)]
         least, fewest = period.privacy["min_tests"], period.privacy["min_clients"]
         for area, isp, direction, tests in period.published:
             ids, _ = members(
-                snapshot, period.layer, period.kind, period.period, area, isp, direction
+                snapshot, cell_starts, period.layer, period.period, area, isp, direction
             )
             assert len(ids) == tests, "the attacker's membership matches the published count"
             blocks[(period.layer, area, direction)].published.append(ids)
         for area, isp, direction in period.suppressed:
             ids, clients = members(
-                snapshot, period.layer, period.kind, period.period, area, isp, direction
+                snapshot, cell_starts, period.layer, period.period, area, isp, direction
             )
             if len(ids) < least or clients < fewest:
                 blocks[(period.layer, area, direction)].withheld.append(ids)
@@ -343,12 +357,18 @@ def attack(blocks: dict[tuple[str, str, str], Block], smallest: int) -> tuple[in
     return leaves, determined
 
 
+@pytest.fixture(scope="module")
+def blocks(simulation: Simulation) -> tuple[dict[tuple[str, str, str], Block], int, int]:
+    """`blocks_of` the simulation, once for the tests below (which change none)."""
+    return blocks_of(simulation)
+
+
 def test_no_withheld_cell_is_determined_by_everything_ever_published(
-    simulation: Simulation,
+    simulation: Simulation, blocks: tuple[dict[tuple[str, str, str], Block], int, int]
 ) -> None:
     assert simulation.releases >= 30
-    blocks, withheld, smallest = blocks_of(simulation)
-    leaves, determined = attack(blocks, smallest)
+    every, withheld, smallest = blocks
+    leaves, determined = attack(every, smallest)
     print(
         f"{simulation.releases} releases in {len(simulation.archives)} archives: "
         f"{withheld} withheld cells and {leaves} small leaves checked, {determined} determined"
@@ -358,13 +378,14 @@ def test_no_withheld_cell_is_determined_by_everything_ever_published(
 
 
 def test_the_attacker_finds_a_cell_given_away_by_a_second_version(
-    simulation: Simulation,
+    blocks: tuple[dict[tuple[str, str, str], Block], int, int],
 ) -> None:
     """The check is not blind: had a period been published twice, the second time with
     one more withheld cell's tests in it (a month republished with one more day), the
     difference would give that cell away, and the attacker says so."""
-    blocks, _, smallest = blocks_of(simulation)
-    key, block = max(blocks.items(), key=lambda item: len(item[1].withheld))
+    every, _, smallest = blocks
+    key, found = max(every.items(), key=lambda item: len(item[1].withheld))
+    block = Block(list(found.published), list(found.withheld))  # the fixture's unchanged
     secret = block.withheld[0]
     first = next(c for c in block.published if not np.intersect1d(c, secret).size)
     block.published.append(np.union1d(first, secret))
