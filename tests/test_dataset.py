@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sqlite3
 import subprocess
 import sys
@@ -95,7 +96,9 @@ def test_the_index_lists_the_dataset(published: Published) -> None:
     years = sorted(
         {int(label[:4]) for labels in published.index["periods"].values() for label in labels}
     )
-    assert published.index["dataset"] == {**DATASET_KEYS, "years": years} and years
+    listed = published.index["dataset"]
+    assert {k: v for k, v in listed.items() if k != "inputs"} == {**DATASET_KEYS, "years": years}
+    assert years and re.fullmatch(r"[0-9a-f]{16}", listed["inputs"])
     assert published.public.exists(DATASET_KEYS["metadata"])
     for kind in ("parquet", "sqlite"):
         for _year, path in year_files(published, kind):

@@ -95,6 +95,39 @@ def test_series_do_not_depend_on_the_batch(
             assert out.read_bytes(key) == published.public.read_bytes(key)
 
 
+def test_a_years_series_are_made_of_its_own_cells_whatever_else_comes_with_them(
+    published: Published, tmp_path
+) -> None:
+    """A year's series files are the same bytes written from its own cells or from
+    every year's (a release's own years, or every year after a settings change): a
+    share no longer configured is listed in the years where it has a value only."""
+    config = published.config
+    ledger = Ledger(published.private)
+    number = ledger.state().release
+    cells = pa.concat_tables(ledger.layer_cells("counties", below=number + 1))
+    # The same cells a year earlier, with a share of a rule configured no more.
+    starts = [d.replace(year=d.year - 1) for d in cells.column("period").to_pylist()]
+    earlier = cells.set_column(
+        cells.column_names.index("period"), "period", pa.array(starts, pa.date32())
+    ).append_column("share_5_1", pa.array(np.full(cells.num_rows, 0.5)))
+    both = pa.concat_tables([earlier, cells], promote_options="permissive")
+    stores = {name: open_store((tmp_path / name).as_uri()) for name in ("own", "every")}
+    own = Publisher(config, stores["own"], build_layers(config))
+    every = Publisher(config, stores["every"], build_layers(config))
+    written = own.write_series("counties", cells, [2025])
+    assert written and {year for _, year in written} == {2025}
+    assert set(every.write_series("counties", both)) == {
+        *written,
+        *((area, 2024) for area, _ in written),
+    }
+    for area, year in written:
+        key = f"v1/series/counties/{area}/{year}.json"
+        assert stores["own"].read_bytes(key) == stores["every"].read_bytes(key)
+        assert "share_5_1" not in stores["every"].read_json(key)["thresholds"]
+        earlier_key = f"v1/series/counties/{area}/2024.json"
+        assert stores["every"].read_json(earlier_key)["thresholds"]["share_5_1"] == "5/1"
+
+
 @pytest.mark.parametrize("batch", [1, 7])
 def test_period_files_do_not_depend_on_the_batch(
     published: Published, batch: int, monkeypatch: pytest.MonkeyPatch, tmp_path

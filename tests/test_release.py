@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from piecewise.core.areas import build_layers
-from piecewise.core.config import Evening
+from piecewise.core.config import Evening, Threshold, UseCase
 from piecewise.core.hours import base_layer, output_layers
 from piecewise.pipeline import run_aggregate, run_ingest
 from piecewise.publish import release
@@ -519,6 +520,44 @@ def of_year(key: str, year: int) -> bool:
     return key.endswith((f"/{year}.json", f"-{year}.parquet", f"-{year}.sqlite"))
 
 
+def assert_year_files_as_the_ledger_makes_them(cfg, public: Path, again: Path) -> None:
+    """Each year's series and dataset files, and the index's ISPs and areas, are what
+    the ledger's released cells make of them now, byte for byte (written into `again`
+    all at once)."""
+    ledger = Ledger(Stores.of(cfg).private)
+    number = ledger.state().release
+    out = open_store(again.as_uri())
+    publisher = Publisher(cfg, out, build_layers(cfg))
+    files = year_files(public)
+    made = 0
+    published = {}
+    index = json.loads((public / "v1/index.json").read_text())
+    counts = {entry["id"]: entry["areas"] for entry in index["layers"]}
+    for layer in output_layers(cfg):
+        parts = ledger.layer_cells(layer, below=number + 1)
+        cells = pa.concat_tables(parts, promote_options="permissive")
+        published[layer] = cells.filter(cells.column("published"))
+        if layer == "hex":  # every hexagon with a cell of any year, published or not
+            assert counts[layer] == len(set(cells.column("area").to_pylist()))
+        for area, year in publisher.write_series(layer, cells):
+            key = series_key(layer, area, year)
+            assert out.read_bytes(key) == (public / key).read_bytes(), key
+            made += 1
+    assert made == len([k for k in files if k.startswith("v1/series/")])
+    # The ISPs with a published cell in any year, the index's.
+    shown = {isp for table in published.values() for isp in table.column("isp").to_pylist()}
+    assert set(index["isps"]) == shown - {"all"}
+    names = {layer: publisher.layers[base_layer(layer)].name_of for layer in published}
+    shares = {t["column"]: t["label"] for t in index["thresholds"]}
+    years = index["dataset"]["years"]
+    for year, table in dataset_years(dataset_table(published, names, shares), years).items():
+        assert table.num_rows
+        key = DATASET_KEYS["parquet"].format(year=year)
+        assert pq.read_table(public / key).equals(table), key
+        key = DATASET_KEYS["sqlite"].format(year=year)
+        assert (public / key).read_bytes() == sqlite_bytes(table), key
+
+
 def test_a_release_rewrites_the_series_and_dataset_of_its_own_years_only(
     tmp_path: Path, demo_data: Path
 ) -> None:
@@ -582,35 +621,55 @@ def test_a_release_rewrites_the_series_and_dataset_of_its_own_years_only(
         else:
             assert third[key] != written, key  # each gained two days
     # Each year's files as the ledger's cells make them now, all at once.
-    ledger = Ledger(Stores.of(cfg).private)
-    number = ledger.state().release
-    out = open_store((tmp_path / "again").as_uri())
-    publisher = Publisher(cfg, out, build_layers(cfg))
-    made = 0
-    published = {}
-    index = json.loads((public / "v1/index.json").read_text())
-    counts = {entry["id"]: entry["areas"] for entry in index["layers"]}
-    for layer in output_layers(cfg):
-        cells = pa.concat_tables(ledger.layer_cells(layer, below=number + 1))
-        published[layer] = cells.filter(cells.column("published"))
-        if layer == "hex":  # every hexagon with a cell of any year, published or not
-            assert counts[layer] == len(set(cells.column("area").to_pylist()))
-        for area, year in publisher.write_series(layer, cells):
-            key = series_key(layer, area, year)
-            assert out.read_bytes(key) == (public / key).read_bytes(), key
-            made += 1
-    assert made == len([k for k in third if k.startswith("v1/series/")])
-    # The ISPs with a published cell in any year, the index's.
-    shown = {isp for table in published.values() for isp in table.column("isp").to_pylist()}
-    assert set(index["isps"]) == shown - {"all"}
-    names = {layer: publisher.layers[base_layer(layer)].name_of for layer in published}
-    shares = {t["column"]: t["label"] for t in index["thresholds"]}
-    for year, table in dataset_years(dataset_table(published, names, shares), [2024, 2025]).items():
-        assert table.num_rows
-        key = DATASET_KEYS["parquet"].format(year=year)
-        assert pq.read_table(public / key).equals(table), key
-        key = DATASET_KEYS["sqlite"].format(year=year)
-        assert (public / key).read_bytes() == sqlite_bytes(table), key
+    assert_year_files_as_the_ledger_makes_them(cfg, public, tmp_path / "again")
+
+
+def test_a_settings_change_rewrites_every_years_series_and_dataset(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """A threshold added, one renamed: with the next day's release (of 2025) the files
+    of 2024 are written again too, so that every year's have the same columns and
+    labels, and a query over every year's Parquet files finds the new one; so does a
+    release of no new period, for a settings change alone."""
+    cfg = config_for(tmp_path, demo_data, start="2024-12-27")
+    cfg = _with_periods(cfg, start=dt.date(2024, 12, 27))
+    public = tmp_path / "public"
+    run_ingest(cfg, dt.date(2024, 12, 27), dt.date(2025, 1, 8), progress=False)
+    run_aggregate(cfg, today=dt.date(2025, 1, 4))
+    run_aggregate(cfg, today=dt.date(2025, 1, 6))
+    before = year_files(public)
+    assert any(of_year(key, 2024) for key in before) and any(of_year(k, 2025) for k in before)
+    assert "share_50_10" not in pq.read_schema(public / "v1/dataset/cells-2024.parquet").names
+    added = [*cfg.thresholds, Threshold(download=50, upload=10)]
+    calls = UseCase(id="calls", name="Video calls", download=25, upload=25, rtt_ms=50)
+    cfg = cfg.model_copy(update={"thresholds": added, "use_cases": [calls]})
+    assert run_aggregate(cfg, today=dt.date(2025, 1, 8)).periods["day"] == [
+        "2025-01-03",
+        "2025-01-04",
+    ]
+    after = year_files(public)
+    assert all(after[key] != when for key, when in before.items()), "every year's again"
+    con = duckdb.connect()
+    glob = str(public / "v1/dataset/cells-*.parquet")
+    rows = con.execute(
+        "SELECT year(start) AS y, count(*), count(share_50_10) FROM read_parquet($glob) "
+        "GROUP BY y ORDER BY y",
+        {"glob": glob},
+    ).fetchall()
+    assert [y for y, _, _ in rows] == [2024, 2025]
+    assert rows[0][1] > 0 and rows[0][2] == 0  # null: 2024 was released before the rule
+    series = next((public / "v1/series").rglob("2024.json"))
+    assert "share_50_10" in json.loads(series.read_text())["thresholds"]
+    assert_year_files_as_the_ledger_makes_them(cfg, public, tmp_path / "again")
+    # The settings alone: a release of no period writes every year's files again.
+    before = year_files(public)
+    cfg = cfg.model_copy(update={"use_cases": [calls.model_copy(update={"name": "Calls"})]})
+    result = run_aggregate(cfg, today=dt.date(2025, 1, 8))
+    assert result.release is not None and not any(result.periods.values())
+    after = year_files(public)
+    assert all(after[key] != when for key, when in before.items())
+    assert json.loads(series.read_text())["thresholds"]["share_calls"] == "Calls"
+    assert_year_files_as_the_ledger_makes_them(cfg, public, tmp_path / "again-2")
 
 
 def read_only_on(private: Store, date: dt.date, moment: dt.datetime) -> None:

@@ -27,10 +27,10 @@ import pyarrow.compute as pc
 from piecewise import __version__
 from piecewise.aggregate.local import share_label
 from piecewise.core import periods
-from piecewise.core.areas import AreaLayer, H3Areas
+from piecewise.core.areas import AreaLayer, H3Areas, PolygonAreas
 from piecewise.core.config import Config, H3Layer
 from piecewise.core.histogram import HistogramSpec
-from piecewise.core.hours import base_layer, evening_layer
+from piecewise.core.hours import base_layer, evening_layer, output_layers
 from piecewise.core.periods import EPOCH
 from piecewise.core.tables import (
     plain_strings,
@@ -475,11 +475,8 @@ class Publisher:
         `SERIES_BATCH` series), so memory holds one batch's. Returns the (area, year) of
         each file written."""
         table = cells.filter(cells.column("published"))
-        shares = sorted(c for c in table.column_names if is_share_column(c))
-        # Each share column's label: the configured threshold's or use case's, else
-        # (a rule no longer configured) read from the column's name.
         configured = {rule.column: rule.label for rule in self.config.share_rules}
-        share_labels = {c: configured.get(c) or share_label(c) for c in shares}
+        shares = sorted({*configured, *(c for c in table.column_names if is_share_column(c))})
         series_cols = _series_columns(shares)
         year_of_row = pc.year(table.column("period"))
         present = sorted(pc.unique(year_of_row).to_pylist())
@@ -497,8 +494,15 @@ class Publisher:
         written: list[tuple[str, int]] = []
         for year in wanted:
             of_year = table if len(wanted) == 1 else table.filter(pc.equal(year_of_row, year))
+            # The shares configured now, and any other (a rule no longer configured) with a
+            # value in the year: whichever years' cells `cells` holds besides. Each
+            # share's label: the configured threshold's or use case's, else read from the
+            # column's name.
+            rows = of_year.num_rows
+            mine = [c for c in shares if c in configured or of_year.column(c).null_count < rows]
+            share_labels = {c: configured.get(c) or share_label(c) for c in mine}
             runs = _SeriesRuns.of(of_year)
-            values = _json_values(of_year.select(series_cols))
+            values = _json_values(of_year.select(_series_columns(mine)))
             for areas in runs.batches(SERIES_BATCH):
                 laid = runs.lay_out(areas, values)
                 for area, area_runs in areas:
@@ -671,13 +675,32 @@ class Publisher:
             "sampling": self.config.aggregation.sampling,
             "histogram": HistogramSpec().as_dict(),
             # Every published cell, a Parquet file and a SQLite database a year (with
-            # Datasette's metadata), a year's rewritten by each release of its periods
-            # (piecewise.publish.dataset).
-            "dataset": {**DATASET_KEYS, "years": dataset_years},
+            # Datasette's metadata), a year's rewritten by each release of its periods,
+            # and every year's when what they hold besides the cells changed (`inputs`,
+            # `year_files_inputs`) (piecewise.publish.dataset).
+            "dataset": {**DATASET_KEYS, "years": dataset_years, "inputs": self.year_files_inputs()},
             # The residents' survey, published by window with noise (docs/survey.md).
             "survey": survey_listing(self.config),
             "paths": dict(PATHS),
         }
+
+    def year_files_inputs(self) -> str:
+        """A digest of what each year's series and dataset files hold besides the cells:
+        the share rules' columns and labels, the layers (evening twins too) and the names
+        of each polygon layer's areas (an H3 cell's is its id). A release whose digest is
+        not the published index's rewrites every year's files, not only its own years'."""
+        names = {
+            layer_id: layer.names
+            for layer_id, layer in sorted(self.layers.items())
+            if isinstance(layer, PolygonAreas)
+        }
+        inputs = {
+            "version": VERSION,
+            "shares": [[rule.column, rule.label] for rule in self.config.share_rules],
+            "layers": output_layers(self.config),
+            "names": names,
+        }
+        return hashlib.sha256(json_bytes(inputs)).hexdigest()[:16]
 
     def write_index(self, doc: dict) -> None:
         self.public.write_json(INDEX_KEY, doc, cache_control="public, max-age=60")

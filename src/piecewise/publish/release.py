@@ -650,9 +650,11 @@ def _publish_files(
     previous = _published_index(stores)
     # The series and dataset files of the years the release has periods in, made from
     # those years' cells: the other years' cells, and so their files, are as they were.
-    # After an index naming another layout of them (or none), every year's.
+    # After an index naming another layout of them (or none), or files made of other
+    # settings (share rules, layers, area names), every year's.
     years: set[int] | None = {p.start.year for p in release.periods}
-    if previous is None or not _years_layout(previous):
+    made_of = None if previous is None else (previous.get("dataset") or {}).get("inputs")
+    if made_of != publisher.year_files_inputs() or not _years_layout(previous or {}):
         years = None
     every_year = _released_years(after)
     written = every_year if years is None else sorted(years)
