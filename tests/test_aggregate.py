@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -16,6 +17,7 @@ from piecewise.aggregate.local import (
     compute_cells,
     load_tests,
 )
+from piecewise.core.tables import plain_strings
 from piecewise.ingest.clients import network_keyed
 from piecewise.ingest.sampling import fingerprints, with_pick
 from piecewise.pipeline import run_ingest
@@ -172,3 +174,68 @@ def test_a_layer_grouped_from_its_located_rows_has_the_same_cells(
     assert layers[-1] not in pc.unique(every_row[0].column("layer")).to_pylist()
     assert stream(apart[0]) == stream(every_row[0])
     assert stream(apart[1]) == stream(every_row[1])
+
+
+def test_wanted_periods_grouped_from_their_own_rows_have_the_same_cells(
+    tmp_path: Path, demo_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cells of some periods only (a month's last day and the month, as the release
+    that makes the month final wants them), each kind grouped from its wanted periods'
+    rows alone or from every row: the same cells, statistics, histograms and coarse
+    counts, all hours and evening alike, as every period's cells limited to them. A
+    wanted day without a test has no cell either way."""
+    config = pipeline_config(tmp_path, demo_data)
+    assert config.evening is not None
+    dates = sorted(
+        run_ingest(config, dt.date(2025, 3, 25), dt.date(2025, 4, 2), progress=False).dates
+    )
+    layers = [layer.id for layer in config.layers]
+    kinds = list(config.periods.kinds)
+    tests = load_tests(Stores.of(config).private, dates, layers, times=True)
+    march, last = dt.date(2025, 3, 1), dt.date(2025, 3, 31)
+    wanted = {"day": {last, dt.date(2025, 4, 20)}, "month": {march}}
+
+    def cells(subset: float | None) -> tuple[pa.Table, pa.Table]:
+        if subset is None:  # every period's cells, then those wanted
+            every = compute_cells(
+                [tests], layers, kinds, config.share_rules, evening=config.evening
+            )
+            return local.keep_periods(*every, wanted)
+        monkeypatch.setattr(local, "WANTED_SUBSET", subset)
+        return compute_cells(
+            [tests], layers, kinds, config.share_rules, wanted=wanted, evening=config.evening
+        )
+
+    def canonical(stats: pa.Table, hist: pa.Table) -> bytes:
+        """The cells in key order, each histogram row by its cell's place in it."""
+        keys = ["layer", "kind", "period", "area", "isp", "direction"]
+        order = pc.sort_indices(
+            stats.select(keys).cast(
+                pa.schema(
+                    [pa.field(k, pa.string() if k != "period" else pa.date32()) for k in keys]
+                )
+            ),
+            [(k, "ascending") for k in keys],
+        ).to_numpy()
+        place = np.empty(len(order), np.int64)
+        place[order] = np.arange(len(order))
+        hist = hist.set_column(0, "cell", pa.array(place[hist.column("cell").to_numpy()]))
+        hist = hist.sort_by([("cell", "ascending"), ("bucket", "ascending")])
+        sink = pa.BufferOutputStream()
+        for table in (plain_strings(stats.take(pa.array(order))), hist):
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+        return sink.getvalue().to_pybytes()
+
+    expected = cells(None)
+    kinds_and_periods = set(
+        zip(
+            expected[0].column("kind").cast(pa.string()).to_pylist(),
+            expected[0].column("period").to_pylist(),
+            strict=True,
+        )
+    )
+    assert kinds_and_periods == {("day", last), ("month", march)}
+    assert "counties-evening" in expected[0].column("layer").cast(pa.string()).to_pylist()
+    for subset in (1.0, 0.5, 0.0):  # always apart, the day apart, never apart
+        assert canonical(*cells(subset)) == canonical(*expected), subset

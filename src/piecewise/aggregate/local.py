@@ -62,6 +62,10 @@ log = logging.getLogger(__name__)
 # apart saves about 7 of the aggregation's 46 CPU seconds. The counties hold 74 %:
 # apart, they took as long and 300 MiB more.
 LOCATED_SUBSET = 0.5
+# A period kind whose wanted periods hold at most this share of a direction's rows is
+# grouped from those rows alone (`compute_cells`): on a month's last day, the day's
+# cells from its 1/31 of the month's tests rather than every day of the month.
+WANTED_SUBSET = 0.5
 # The bits a key packing a roughly located test's area, period of every kind and ISP
 # may take (`_DirectionInputs.rough_cells`); beyond them each test is its own group.
 ROUGH_KEY_BITS = 63
@@ -472,6 +476,8 @@ def compute_cells(
     stats_parts: list[pa.Table] = []
     hist_parts: list[pa.Table] = []
     offset = 0
+    if wanted is not None:  # the other kinds' cells would all be left out
+        kinds = [kind for kind in kinds if wanted.get(kind)]
 
     def run(
         d: _DirectionInputs,
@@ -497,11 +503,27 @@ def compute_cells(
     with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
 
         def groupings(direction: str, d: _DirectionInputs, in_evening_only: bool) -> None:
+            # The kinds grouped from every row, and those grouped from their wanted
+            # periods' rows alone (a subset keeps the ranks: nothing is sorted again).
+            inputs: list[tuple[_DirectionInputs, list[str]]] = [(d, [])]
+            for kind in kinds:
+                mine = _wanted_rows(d.periods[kind], wanted, kind)
+                if mine is None:
+                    inputs[0][1].append(kind)
+                elif mine.any():  # else no wanted period of the kind has a test here
+                    inputs.append((d.subset(mine), [kind]))
+            for rows, of_kinds in inputs:
+                if of_kinds:
+                    cells_of(direction, rows, of_kinds, in_evening_only)
+
+        def cells_of(
+            direction: str, d: _DirectionInputs, of_kinds: list[str], in_evening_only: bool
+        ) -> None:
             nonlocal offset
             tasks = [
                 _Task(direction, layer, kind, by_isp, in_evening_only)
                 for layer in layer_ids
-                for kind in kinds
+                for kind in of_kinds
                 for by_isp in (False, True)
             ]
             # Each layer's located rows, made once for its groupings (a subset keeps
@@ -564,6 +586,19 @@ def compute_cells(
         return plain_strings(cell_schema(thresholds).empty_table()), HIST_SCHEMA.empty_table()
     stats = pa.concat_tables(stats_parts, promote_options="permissive")
     return stats, pa.concat_tables(hist_parts)
+
+
+def _wanted_rows(
+    per: _Codes, wanted: dict[str, set[dt.date]] | None, kind: str
+) -> np.ndarray | None:
+    """The rows (a mask) in the `wanted` periods of `kind` (`per`: each row's period of
+    the kind), when they are at most WANTED_SUBSET of the rows; else None: the kind is
+    grouped from every row, and its other periods' cells left out after."""
+    if wanted is None or not len(per.codes):
+        return None
+    codes = [i for i, p in enumerate(per.labels) if p in wanted.get(kind, ())]
+    mine = np.isin(per.codes, codes)
+    return mine if np.count_nonzero(mine) <= WANTED_SUBSET * len(mine) else None
 
 
 def _tables(
