@@ -42,7 +42,7 @@ from piecewise.storage.store import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.service]
 
-START, END = dt.date(2025, 2, 21), dt.date(2025, 3, 3)  # across a month, from before periods.start
+START, END = dt.date(2025, 2, 17), dt.date(2025, 3, 9)  # across a month and a quarter
 KEY = ["layer", "kind", "period", "area", "isp", "direction"]
 QUANTILES = {"p10": 0.1, "p25": 0.25, "median": 0.5, "p75": 0.75, "p90": 0.9}
 OTHER_QUANTILES = {"rtt_median": ("min_rtt_ms", 0.5), "rtt_p90": ("min_rtt_ms", 0.9)}

@@ -127,20 +127,12 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory, demo_data: Path):
     return cfg, tmp, ingested, result
 
 
-@pytest.fixture(scope="module")
-def reference(pipeline_run) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The private store's rows, and every cell computed from them directly: once for
-    the tests below, each of which takes its own copy."""
-    cfg, tmp, _, _ = pipeline_run
-    raw = raw_tests(tmp / "private")
-    return raw, reference_cells(raw, cfg)
-
-
-def test_every_published_number_matches_an_independent_computation(pipeline_run, reference) -> None:
+def test_every_published_number_matches_an_independent_computation(pipeline_run) -> None:
     cfg, tmp, ingested, result = pipeline_run
     public = open_store(cfg.stores.public, base_dir=tmp)
-    raw, ref = reference[0], reference[1].copy()
+    raw = raw_tests(tmp / "private")
     assert len(raw) == sum(ingested.rows.values()) > 5000
+    ref = reference_cells(raw, cfg)
     ref_index = {
         (r.layer, r.kind, periods.label(r.kind, r.period), r.area, r.isp, r.direction): r
         for r in ref.itertuples(index=False)
@@ -195,13 +187,13 @@ def leaf_matrix(cells: pd.DataFrame, finest: str) -> tuple[np.ndarray, list[tupl
     return matrix, [tuple(k) for k in cells[["kind", "period", "isp"]].itertuples(index=False)]
 
 
-def test_no_suppressed_cell_can_be_computed_from_published_ones(pipeline_run, reference) -> None:
+def test_no_suppressed_cell_can_be_computed_from_published_ones(pipeline_run) -> None:
     """Whatever sums and differences of published cells one takes (tests, histograms,
     means and shares all add up), no cell under the thresholds comes out: its vector of
     leaves is not in the span of the published cells' vectors."""
     cfg, tmp, _, _ = pipeline_run
     public = open_store(cfg.stores.public, base_dir=tmp)
-    ref = reference[1].copy()
+    ref = reference_cells(raw_tests(tmp / "private"), cfg)
     published = set()
     for layer in cfg.layers:
         for kind in cfg.periods.kinds:
@@ -234,12 +226,12 @@ def test_no_suppressed_cell_can_be_computed_from_published_ones(pipeline_run, re
     assert checked > 100
 
 
-def test_an_isp_cannot_be_recovered_as_all_minus_the_other_isps(pipeline_run, reference) -> None:
+def test_an_isp_cannot_be_recovered_as_all_minus_the_other_isps(pipeline_run) -> None:
     """The classic differencing: when an area's `all` cell is published, the ISP cells
     withheld from it together hold enough tests to pass the thresholds."""
     cfg, tmp, _, _ = pipeline_run
     public = open_store(cfg.stores.public, base_dir=tmp)
-    ref = reference[1].copy()
+    ref = reference_cells(raw_tests(tmp / "private"), cfg)
     tests = {
         (r.layer, r.kind, periods.label(r.kind, r.period), r.area, r.isp, r.direction): r.tests
         for r in ref.itertuples(index=False)
