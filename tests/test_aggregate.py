@@ -17,6 +17,7 @@ from piecewise.aggregate.local import (
     compute_cells,
     load_tests,
 )
+from piecewise.core.config import Config
 from piecewise.core.tables import plain_strings
 from piecewise.ingest.clients import network_keyed
 from piecewise.ingest.sampling import fingerprints, with_pick
@@ -128,20 +129,28 @@ def test_coarse_counts_are_those_of_the_sql_definition(
     assert stats.column("coarse").equals(expected.column("coarse"))
 
 
+def _evening_tests(
+    tmp_path: Path, demo_data: Path, start: dt.date, end: dt.date
+) -> tuple[Config, list[str], list[str], pa.Table]:
+    """The test region's config (with evening hours), its layers and period kinds, and
+    the tests of `start` to `end` ingested and read back with their times."""
+    config = pipeline_config(tmp_path, demo_data)
+    assert config.evening is not None
+    dates = sorted(run_ingest(config, start, end, progress=False).dates)
+    layers = [layer.id for layer in config.layers]
+    kinds = list(config.periods.kinds)
+    return config, layers, kinds, load_tests(Stores.of(config).private, dates, layers, times=True)
+
+
 def test_a_layer_grouped_from_its_located_rows_has_the_same_cells(
     tmp_path: Path, demo_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The rows of a layer's areas grouped apart (a subset that keeps the ranks) give
     every cell, statistic, histogram and coarse count, all hours and evening alike, that
     grouping every row gives."""
-    config = pipeline_config(tmp_path, demo_data)
-    assert config.evening is not None
-    dates = sorted(
-        run_ingest(config, dt.date(2025, 3, 27), dt.date(2025, 4, 2), progress=False).dates
+    config, layers, kinds, tests = _evening_tests(
+        tmp_path, demo_data, dt.date(2025, 3, 27), dt.date(2025, 4, 2)
     )
-    layers = [layer.id for layer in config.layers]
-    kinds = list(config.periods.kinds)
-    tests = load_tests(Stores.of(config).private, dates, layers, times=True)
     for layer in layers:  # some rows of every layer are in none of its areas
         assert (
             pc.sum(pc.starts_with(tests.column(f"area_{layer}").cast(pa.string()), "_")).as_py() > 0
@@ -184,14 +193,9 @@ def test_wanted_periods_grouped_from_their_own_rows_have_the_same_cells(
     rows alone or from every row: the same cells, statistics, histograms and coarse
     counts, all hours and evening alike, as every period's cells limited to them. A
     wanted day without a test has no cell either way."""
-    config = pipeline_config(tmp_path, demo_data)
-    assert config.evening is not None
-    dates = sorted(
-        run_ingest(config, dt.date(2025, 3, 25), dt.date(2025, 4, 2), progress=False).dates
+    config, layers, kinds, tests = _evening_tests(
+        tmp_path, demo_data, dt.date(2025, 3, 25), dt.date(2025, 4, 2)
     )
-    layers = [layer.id for layer in config.layers]
-    kinds = list(config.periods.kinds)
-    tests = load_tests(Stores.of(config).private, dates, layers, times=True)
     march, last = dt.date(2025, 3, 1), dt.date(2025, 3, 31)
     wanted = {"day": {last, dt.date(2025, 4, 20)}, "month": {march}}
 

@@ -503,18 +503,21 @@ def compute_cells(
     with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
 
         def groupings(direction: str, d: _DirectionInputs, in_evening_only: bool) -> None:
-            # The kinds grouped from every row, and those grouped from their wanted
-            # periods' rows alone (a subset keeps the ranks: nothing is sorted again).
-            inputs: list[tuple[_DirectionInputs, list[str]]] = [(d, [])]
+            # The kinds grouped from every row, then each kind grouped from its wanted
+            # periods' rows alone (a subset keeps the ranks: nothing is sorted again),
+            # one subset at a time.
+            whole: list[str] = []
+            apart: list[tuple[str, np.ndarray]] = []
             for kind in kinds:
                 mine = _wanted_rows(d.periods[kind], wanted, kind)
                 if mine is None:
-                    inputs[0][1].append(kind)
+                    whole.append(kind)
                 elif mine.any():  # else no wanted period of the kind has a test here
-                    inputs.append((d.subset(mine), [kind]))
-            for rows, of_kinds in inputs:
-                if of_kinds:
-                    cells_of(direction, rows, of_kinds, in_evening_only)
+                    apart.append((kind, mine))
+            if whole:
+                cells_of(direction, d, whole, in_evening_only)
+            for kind, mine in apart:
+                cells_of(direction, d.subset(mine), [kind], in_evening_only)
 
         def cells_of(
             direction: str, d: _DirectionInputs, of_kinds: list[str], in_evening_only: bool
