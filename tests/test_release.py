@@ -30,6 +30,7 @@ from piecewise.publish.files import Publisher
 from piecewise.publish.release import ReleaseAborted
 from piecewise.storage.layout import (
     DATASET_KEYS,
+    LEDGER_STATE_KEY,
     WHOLE_DATASET,
     WHOLE_SERIES,
     manifest_key,
@@ -670,6 +671,56 @@ def test_a_settings_change_rewrites_every_years_series_and_dataset(
     assert all(after[key] != when for key, when in before.items())
     assert json.loads(series.read_text())["thresholds"]["share_calls"] == "Calls"
     assert_year_files_as_the_ledger_makes_them(cfg, public, tmp_path / "again-2")
+
+
+def test_a_settings_release_cut_short_ends_as_an_uninterrupted_one(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """A release that rewrites every year's files for a settings change, cut at a year
+    file before the index, at the index, and after it (the ledger's record): the retry
+    ends with the very bytes of the release that never stopped, every year's files,
+    index and ledger included."""
+    template = tmp_path / "template"
+    cfg = config_for(template, demo_data, start="2024-12-27")
+    cfg = _with_periods(cfg, start=dt.date(2024, 12, 27))
+    survey = cfg.survey.model_copy(update={"enabled": False})  # drawn afresh by each run
+    cfg = cfg.model_copy(update={"survey": survey})
+    run_ingest(cfg, dt.date(2024, 12, 27), dt.date(2025, 1, 8), progress=False)
+    moment = dt.datetime(2025, 1, 4, 12, tzinfo=dt.UTC)
+    run_aggregate(cfg, today=dt.date(2025, 1, 4), now=moment)
+    run_aggregate(cfg, today=dt.date(2025, 1, 6), now=moment + dt.timedelta(days=2))
+    added = [*cfg.thresholds, Threshold(download=50, upload=10)]
+    today, now = dt.date(2025, 1, 8), moment + dt.timedelta(days=4)
+
+    def fresh(name: str) -> tuple[Path, Stores]:
+        root = tmp_path / name
+        shutil.copytree(template, root, symlinks=True)
+        mine = cfg.model_copy(update={"base_dir": root, "thresholds": added})
+        return root, Stores.of(mine)
+
+    mine = cfg.model_copy(update={"thresholds": added})
+    reference, stores = fresh("reference")
+    before = year_files(reference / "public")
+    assert run_aggregate(mine, stores=stores, today=today, now=now).release == 3
+    assert all(year_files(reference / "public")[k] != t for k, t in before.items())
+    expected_private = file_hashes(reference / "private")
+    expected_public = file_hashes(reference / "public")
+    points = {
+        "a series file of 2024": lambda key: key.endswith("/2024.json"),
+        "the dataset of 2024": lambda key: key.endswith("cells-2024.parquet"),
+        "the index": lambda key: key == "v1/index.json",
+        "the ledger's record": lambda key: key == LEDGER_STATE_KEY,
+    }
+    for name, where in points.items():
+        root, stores = fresh(name.replace(" ", "-"))
+        failing = CountingStores(stores, fail_on=where)
+        with pytest.raises(OSError, match="injected crash"):
+            run_aggregate(mine, stores=failing.stores, today=today, now=now)
+        result = run_aggregate(mine, stores=stores, today=today, now=now)
+        assert result.release in (None, 3), name
+        assert file_hashes(root / "private") == expected_private, name
+        assert file_hashes(root / "public") == expected_public, name
+        shutil.rmtree(root)
 
 
 def read_only_on(private: Store, date: dt.date, moment: dt.datetime) -> None:

@@ -50,7 +50,7 @@ import pyarrow.compute as pc
 
 from piecewise.core import periods
 from piecewise.core.periods import EPOCH
-from piecewise.core.tables import equal_mask, plain_strings, rows_where
+from piecewise.core.tables import encoded_strings, equal_mask, plain_strings, rows_where
 from piecewise.core.vocabulary import PERIOD_KINDS
 from piecewise.storage.layout import (
     LEDGER_PREFIX,
@@ -470,6 +470,11 @@ class Ledger:
             # Written by another version (say, with its keys as plain strings).
             old, rows = plain_strings(old), plain_strings(rows)
         both = pa.concat_tables([old, rows], promote_options="permissive")
+        # Its strings encoded afresh from its rows: the part's bytes then depend on its
+        # rows alone, not on the dictionaries of what it held (a run cut short after
+        # writing it leaves its own rows' values in them).
+        encoded = [f.name for f in both.schema if pa.types.is_dictionary(f.type)]
+        both = encoded_strings(plain_strings(both), encoded)
         self.store.write_parquet(key, both, statistics=STATISTICS)
 
 
