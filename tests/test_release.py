@@ -383,15 +383,26 @@ def _with_periods(cfg, **changes):
 def test_a_kind_dropped_from_the_config_goes_on_being_published(
     tmp_path: Path, demo_data: Path, caplog
 ) -> None:
-    """Else the year would be related to the months released, not to the days after."""
-    cfg = config_for(tmp_path, demo_data, end=day(61).isoformat())  # 1 March to 30 April
+    """Else the year would be related to the months released, not to the days after;
+    and each of its periods has the cells it would have had with the kind configured."""
+    template = tmp_path / "template"
+    cfg = config_for(template, demo_data, end=day(61).isoformat())  # 1 March to 30 April
+    cfg = cfg.model_copy(update={"layers": cfg.layers[:1]})
     run_ingest(cfg, day(1), day(31), progress=False)
     assert "month" in run_aggregate(cfg).periods
+    shutil.copytree(template, tmp_path / "kept", symlinks=True)
     no_months = _with_periods(cfg, kinds=["day", "quarter", "year"])
     run_ingest(no_months, day(32), day(61), progress=False)
     second = run_aggregate(no_months)
     assert second.periods["month"] == ["2025-04"]
     assert "no longer configured but were published" in caplog.text
+    kept = cfg.model_copy(update={"base_dir": tmp_path / "kept"})
+    run_ingest(kept, day(32), day(61), progress=False)
+    assert run_aggregate(kept).periods == second.periods
+    april = "v1/stats/counties/month/2025-04.json"
+    doc = json.loads((template / "public" / april).read_text())
+    assert len(doc["cells"]) > 100 and doc["suppressed"]
+    assert doc == json.loads((tmp_path / "kept/public" / april).read_text())
 
 
 def test_moving_the_start_later_keeps_published_dates_in_their_periods(
@@ -491,6 +502,9 @@ def test_a_pending_release_is_completed_only_with_its_recorded_layers(
     fewer = cfg.model_copy(update={"layers": cfg.layers[:1]})
     with pytest.raises(LedgerError, match="recorded with the layers counties, hex"):
         run_aggregate(fewer)
+    evening = cfg.model_copy(update={"evening": Evening(timezone="America/Los_Angeles")})
+    with pytest.raises(LedgerError, match=r"recorded with no evening hours .* Restore \[evening\]"):
+        run_aggregate(evening)
     assert run_aggregate(cfg).completed == 1
 
 
@@ -721,6 +735,60 @@ def test_a_settings_release_cut_short_ends_as_an_uninterrupted_one(
         assert file_hashes(root / "private") == expected_private, name
         assert file_hashes(root / "public") == expected_public, name
         shutil.rmtree(root)
+
+
+def test_a_release_completed_after_its_share_rules_changed_is_followed_by_theirs(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """A release is recorded, cut short at its first public file, and the config's share
+    rules change before the retry: a threshold added, then (cut short again, in the year
+    files of a settings release) a use case renamed and the config put back. The retry
+    writes the files as the release was recorded; the same run then makes a release of
+    the config's rules, so that every year's files end with the same columns and labels,
+    the config's."""
+    calls = UseCase(id="calls", name="Video calls", download=25, upload=25, rtt_ms=50)
+    cfg = config_for(tmp_path, demo_data, start="2024-12-27")
+    cfg = _with_periods(cfg, start=dt.date(2024, 12, 27))
+    cfg = cfg.model_copy(update={"layers": cfg.layers[:1], "use_cases": [calls]})
+    public = tmp_path / "public"
+    run_ingest(cfg, dt.date(2024, 12, 27), dt.date(2025, 1, 10), progress=False)
+    run_aggregate(cfg, today=dt.date(2025, 1, 4))
+    run_aggregate(cfg, today=dt.date(2025, 1, 6))
+    stores = Stores.of(cfg)
+    crashing = CountingStores(stores, fail_on=lambda key: key.startswith("v1/"))
+    with pytest.raises(OSError, match="injected crash"):
+        run_aggregate(cfg, stores=crashing.stores, today=dt.date(2025, 1, 8))
+    added = cfg.model_copy(
+        update={"thresholds": [*cfg.thresholds, Threshold(download=50, upload=10)]}
+    )
+    result = run_aggregate(added, today=dt.date(2025, 1, 8))
+    assert (result.completed, result.release) == (3, 4)  # 3 as recorded, then 4
+    index = json.loads((public / "v1/index.json").read_text())
+    assert index["periods"]["day"][-1] == "2025-01-04"
+    glob = str(public / "v1/dataset/cells-*.parquet")
+    rows = duckdb.connect().execute(
+        "SELECT year(start) AS y, count(share_50_10) FROM read_parquet($glob) GROUP BY y",
+        {"glob": glob},
+    )
+    assert sorted(rows.fetchall()) == [(2024, 0), (2025, 0)]  # released before the rule
+    assert_year_files_as_the_ledger_makes_them(added, public, tmp_path / "again")
+    # A settings release cut in 2025's series, after 2024's were written; the config
+    # put back before the retry.
+    renamed = added.model_copy(update={"use_cases": [calls.model_copy(update={"name": "Calls"})]})
+    crashing = CountingStores(
+        stores, fail_on=lambda key: key.startswith("v1/series/") and key.endswith("/2025.json")
+    )
+    with pytest.raises(OSError, match="injected crash"):
+        run_aggregate(renamed, stores=crashing.stores, today=dt.date(2025, 1, 8))
+    result = run_aggregate(added, today=dt.date(2025, 1, 8))
+    assert (result.completed, result.release) == (5, 6)
+    labels = {
+        json.loads(p.read_text())["thresholds"]["share_calls"]
+        for p in (public / "v1/series").rglob("*.json")
+    }
+    assert labels == {"Video calls"}
+    assert_year_files_as_the_ledger_makes_them(added, public, tmp_path / "again-2")
+    assert run_aggregate(added, today=dt.date(2025, 1, 8)).release is None
 
 
 def read_only_on(private: Store, date: dt.date, moment: dt.datetime) -> None:

@@ -286,10 +286,10 @@ def aggregate_in_bigquery(
 ) -> tuple[pa.Table, pa.Table, int]:
     """Load `dates` and compute in BigQuery the cells of the `wanted` periods (which
     the dates cover whole): (stats, hist, tests loaded), nothing decided yet."""
-    from piecewise.aggregate.local import keep_periods
+    from piecewise.aggregate.local import grouped_kinds, keep_periods
 
     engine = BigQueryEngine.of(config, client)
     loaded = engine.load(private, dates)
-    stats, hist = engine.cells(dates, list(config.periods.kinds), list(config.share_rules))
+    stats, hist = engine.cells(dates, grouped_kinds(config, wanted), list(config.share_rules))
     stats, hist = keep_periods(stats, hist, wanted)
     return stats, hist, loaded

@@ -44,6 +44,7 @@ from piecewise.core.vocabulary import (
     COUNTS,
     DIRECTIONS,
     MEASURES,
+    PERIOD_KINDS,
     QUANTILE_NAMES,
     STATISTICS,
 )
@@ -779,6 +780,14 @@ def _check_unique(keys: pa.Table, order: np.ndarray) -> None:
         raise ValueError(f"two cells share the key {first}: each cell must be counted once")
 
 
+def grouped_kinds(config: Config, wanted: dict[str, set[dt.date]] | None) -> list[str]:
+    """The period kinds to group: the configured ones, or those of `wanted`, which may
+    hold a kind no longer configured but still released (publish.release.released_kinds)."""
+    if wanted is None:
+        return list(config.periods.kinds)
+    return [kind for kind in PERIOD_KINDS if wanted.get(kind)]
+
+
 def cells_of_tests(
     config: Config,
     tables: Iterable[pa.Table],
@@ -788,7 +797,7 @@ def cells_of_tests(
     one table); `wanted` limits the cells to those periods. Nothing is decided yet."""
 
     layer_ids = [layer.id for layer in config.layers]
-    kinds = list(config.periods.kinds)
+    kinds = grouped_kinds(config, wanted)
 
     def prepared(tests: pa.Table) -> pa.Table:
         # A client is a network (an IPv6 client its /64), for sampling and counts.

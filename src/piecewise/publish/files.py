@@ -335,13 +335,29 @@ class AreasFile:
     shapes: str | None = None  # the archive of its shapes (vector tiles)
 
 
+def labels_by_column(rules: Iterable[dict]) -> dict[str, str]:
+    """Each share's label by its column, from share rules as they are described
+    (`ShareRule.describe()`, as a release records them)."""
+    return {rule["column"]: rule["label"] for rule in rules}
+
+
 @dataclass(frozen=True)
 class Publisher:
-    """Writes the public files of a layer, period or release."""
+    """Writes the public files of a layer, period or release. `shares` are the share
+    rules (label by column) the series and dataset files are made with: a release's
+    recorded ones (the configured ones when not given), so that a release completed
+    after the config changed writes its files as it was recorded."""
 
     config: Config
     public: Store
     layers: dict[str, AreaLayer]
+    shares: dict[str, str] | None = None
+
+    def share_rules(self) -> dict[str, str]:
+        """`shares`, or the configured share rules' labels by column."""
+        if self.shares is not None:
+            return self.shares
+        return {rule.column: rule.label for rule in self.config.share_rules}
 
     def write_period(
         self,
@@ -475,7 +491,7 @@ class Publisher:
         `SERIES_BATCH` series), so memory holds one batch's. Returns the (area, year) of
         each file written."""
         table = cells.filter(cells.column("published"))
-        configured = {rule.column: rule.label for rule in self.config.share_rules}
+        configured = self.share_rules()
         shares = sorted({*configured, *(c for c in table.column_names if is_share_column(c))})
         series_cols = _series_columns(shares)
         year_of_row = pc.year(table.column("period"))
@@ -696,7 +712,7 @@ class Publisher:
         }
         inputs = {
             "version": VERSION,
-            "shares": [[rule.column, rule.label] for rule in self.config.share_rules],
+            "shares": [[column, label] for column, label in self.share_rules().items()],
             "layers": output_layers(self.config),
             "names": names,
         }

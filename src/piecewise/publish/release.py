@@ -61,7 +61,7 @@ from piecewise.publish.dataset import (
     write_dataset,
 )
 from piecewise.publish.dataset_sqlite import SqliteBuild
-from piecewise.publish.files import AreasFile, Publisher
+from piecewise.publish.files import AreasFile, Publisher, labels_by_column
 from piecewise.publish.finality import (
     Coverage,
     FinalPeriod,
@@ -623,6 +623,15 @@ def complete_release(
             "published as it was recorded. Restore the layers in the config to complete "
             "it, then change them"
         )
+    evening = config.evening.describe() if config.evening is not None else None
+    if recorded is not None and release.settings.get("evening") != evening:
+        # The evening twins' cells were computed, or not, for the recorded hours.
+        raise LedgerError(
+            f"release {release.number} was recorded with "
+            f"{_evening_text(release.settings.get('evening'))} but the config now has "
+            f"{_evening_text(evening)}: it must be published as it was recorded. Restore "
+            "[evening] in the config to complete it, then change it"
+        )
     cells, cube = ledger.pending_tables()
     with ThreadPoolExecutor(max_workers=1) as background:
         # The ledger's tables take the release's rows while its files are written (the
@@ -632,6 +641,12 @@ def complete_release(
         appending.result()
     publisher.write_index(index)
     ledger.record(release)
+
+
+def _evening_text(evening: dict | None) -> str:
+    if evening is None:
+        return "no evening hours"
+    return f"the evening hours {evening['start']} to {evening['end']} ({evening['timezone']})"
 
 
 def _publish_files(
@@ -646,7 +661,11 @@ def _publish_files(
 ) -> tuple[Publisher, dict]:
     """The release's public files but the index, which it returns to be written last."""
     after = state.with_release(release)
-    publisher = Publisher(config, stores.public, build_layers(config))
+    # The year files are made of the release's recorded share rules, whatever the config
+    # says now (a release completed after a crash and a settings change): the index then
+    # names their digest, and the next run makes a release of the new settings.
+    shares = labels_by_column(release.settings["thresholds"])
+    publisher = Publisher(config, stores.public, build_layers(config), shares)
     previous = _published_index(stores)
     # The series and dataset files of the years the release has periods in, made from
     # those years' cells: the other years' cells, and so their files, are as they were.
@@ -700,7 +719,6 @@ def _publish_files(
         rows = sum(table.num_rows for table in published.values())
         # A configuration limited to one thread keeps the release on one core.
         database = stack.enter_context(SqliteBuild(rows, cores=config.aggregation.threads))
-        shares = {t["column"]: t["label"] for t in release.settings["thresholds"]}
         names = {layer: publisher.layers[base_layer(layer)].name_of for layer in published}
         dataset = dataset_years(dataset_table(published, names, shares), written)
         database.send(list(dataset.values()))
