@@ -96,6 +96,35 @@ def test_a_day_rewrites_its_months_part_and_a_year_of_days_from_before_is_read_w
     assert periods(within=[]) == []
 
 
+def test_a_release_an_earlier_version_put_in_a_year_of_days_ends_in_its_month_only(
+    tmp_path: Path,
+) -> None:
+    """A version that kept a year of days in one part appended a release's rows to it,
+    then was cut short before recording it; completed by this version (recorded whole:
+    `_append`), its rows go to their month's part and out of the year's, so that each
+    day is in the ledger once; the year's other rows stay."""
+    store = open_store(tmp_path.as_uri())
+    ledger = Ledger(store)
+    jan, feb = dt.date(2025, 1, 1), dt.date(2025, 2, 1)
+    year = "ledger/cells/counties/day/2025.parquet"
+    store.write_parquet(year, pa.concat_tables([_days(1, [jan]), _days(2, [feb])]))
+    ledger._append("cells", _days(2, [feb]), 2)
+    assert (
+        pa.concat_tables(ledger.layer_cells("counties", below=3))
+        .sort_by("period")
+        .equals(pa.concat_tables([_days(1, [jan]), _days(2, [feb])]))
+    )
+    assert store.read_parquet(year).column("period").to_pylist() == [jan]
+    again = store.read_bytes(year)
+    ledger._append("cells", _days(2, [feb]), 2)  # a retry: the same bytes
+    assert store.read_bytes(year) == again
+    # A year part left with only the release's rows goes.
+    store.write_parquet("ledger/cells/counties/day/2024.parquet", _days(2, [dt.date(2024, 5, 1)]))
+    ledger._append("cells", _days(2, [dt.date(2024, 5, 1)]), 2)
+    assert not store.exists("ledger/cells/counties/day/2024.parquet")
+    assert store.exists("ledger/cells/counties/day/2024-05.parquet")
+
+
 # -- the pending release's tables -------------------------------------------------------
 
 LAYERS = ["counties", "counties-evening", "h3r6"]  # '-' sorts before '/' in a key

@@ -737,15 +737,16 @@ def test_a_settings_release_cut_short_ends_as_an_uninterrupted_one(
         shutil.rmtree(root)
 
 
-def test_a_release_completed_after_its_share_rules_changed_is_followed_by_theirs(
+def test_a_release_completed_after_the_settings_changed_ends_with_the_configs_files(
     tmp_path: Path, demo_data: Path
 ) -> None:
     """A release is recorded, cut short at its first public file, and the config's share
-    rules change before the retry: a threshold added, then (cut short again, in the year
-    files of a settings release) a use case renamed and the config put back. The retry
-    writes the files as the release was recorded; the same run then makes a release of
-    the config's rules, so that every year's files end with the same columns and labels,
-    the config's."""
+    rules change before the retry: a threshold added; then (cut short again, in the year
+    files of a settings release) a use case renamed, and the config put back; then the
+    same with the areas' names. The retry writes the files as the release was recorded,
+    every year's; the same run then makes a release of the config's settings if they
+    differ, so that every year's files end with the same columns and labels, the
+    config's."""
     calls = UseCase(id="calls", name="Video calls", download=25, upload=25, rtt_ms=50)
     cfg = config_for(tmp_path, demo_data, start="2024-12-27")
     cfg = _with_periods(cfg, start=dt.date(2024, 12, 27))
@@ -775,9 +776,11 @@ def test_a_release_completed_after_its_share_rules_changed_is_followed_by_theirs
     # A settings release cut in 2025's series, after 2024's were written; the config
     # put back before the retry.
     renamed = added.model_copy(update={"use_cases": [calls.model_copy(update={"name": "Calls"})]})
-    crashing = CountingStores(
-        stores, fail_on=lambda key: key.startswith("v1/series/") and key.endswith("/2025.json")
-    )
+
+    def in_2025s_series(key: str) -> bool:
+        return key.startswith("v1/series/") and key.endswith("/2025.json")
+
+    crashing = CountingStores(stores, fail_on=in_2025s_series)
     with pytest.raises(OSError, match="injected crash"):
         run_aggregate(renamed, stores=crashing.stores, today=dt.date(2025, 1, 8))
     result = run_aggregate(added, today=dt.date(2025, 1, 8))
@@ -788,6 +791,18 @@ def test_a_release_completed_after_its_share_rules_changed_is_followed_by_theirs
     }
     assert labels == {"Video calls"}
     assert_year_files_as_the_ledger_makes_them(added, public, tmp_path / "again-2")
+    assert run_aggregate(added, today=dt.date(2025, 1, 8)).release is None
+    # The areas named by their ids, cut short in 2025's series; the names put back.
+    by_id = added.model_copy(
+        update={"layers": [added.layers[0].model_copy(update={"name_property": "GEOID"})]}
+    )
+    crashing = CountingStores(stores, fail_on=in_2025s_series)
+    with pytest.raises(OSError, match="injected crash"):
+        run_aggregate(by_id, stores=crashing.stores, today=dt.date(2025, 1, 8))
+    assert run_aggregate(added, today=dt.date(2025, 1, 8)).completed == 7
+    named = [json.loads(p.read_text()) for p in (public / "v1/series").rglob("*.json")]
+    assert named and all(doc["name"] != doc["area"] for doc in named)
+    assert_year_files_as_the_ledger_makes_them(added, public, tmp_path / "again-3")
     assert run_aggregate(added, today=dt.date(2025, 1, 8)).release is None
 
 

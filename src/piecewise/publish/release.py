@@ -177,7 +177,10 @@ def run_release(
             ledger.clear_leftovers()
         else:
             log.info("completing release %d, left pending by an earlier run", pending.number)
-            complete_release(config, stores, ledger, pending, lock=lock)
+            # The run cut short may have written some years' files of other settings (a
+            # config put back since): every year's are written again, the same bytes
+            # when nothing changed.
+            complete_release(config, stores, ledger, pending, lock=lock, every_year=True)
             completed = pending.number
         _check_public_store(stores, ledger.state())
         result = ReleaseResult(None, {}, 0, 0, 0, completed)
@@ -607,9 +610,12 @@ def complete_release(
     release: Release,
     *,
     lock: RunLock | None = None,
+    every_year: bool = False,
 ) -> None:
     """Write a recorded release to the public store and commit it: with the same
-    config, the same bytes whenever it is run again."""
+    config, the same bytes whenever it is run again. With `every_year`, every year's
+    series and dataset files are written, not only those of its periods' years (and of
+    every year when their settings changed)."""
     state = ledger.state()
     if release.number <= state.release:
         ledger.discard_pending()  # committed already; only the clean-up was cut short
@@ -637,7 +643,9 @@ def complete_release(
         # The ledger's tables take the release's rows while its files are written (the
         # pending parts, copied or joined to the rows a table has); recorded after both.
         appending = background.submit(ledger.append_tables, release, cells, cube)
-        publisher, index = _publish_files(config, stores, ledger, release, state, cells, cube, lock)
+        publisher, index = _publish_files(
+            config, stores, ledger, release, state, cells, cube, lock, every_year
+        )
         appending.result()
     publisher.write_index(index)
     ledger.record(release)
@@ -658,6 +666,7 @@ def _publish_files(
     cells: pa.Table,
     cube: pa.Table,
     lock: RunLock | None,
+    every_year: bool = False,
 ) -> tuple[Publisher, dict]:
     """The release's public files but the index, which it returns to be written last."""
     after = state.with_release(release)
@@ -670,10 +679,10 @@ def _publish_files(
     # The series and dataset files of the years the release has periods in, made from
     # those years' cells: the other years' cells, and so their files, are as they were.
     # After an index naming another layout of them (or none), or files made of other
-    # settings (share rules, layers, area names), every year's.
+    # settings (share rules, layers, area names), every year's; and when asked to.
     years: set[int] | None = {p.start.year for p in release.periods}
     made_of = None if previous is None else (previous.get("dataset") or {}).get("inputs")
-    if made_of != publisher.year_files_inputs() or not _years_layout(previous or {}):
+    if every_year or made_of != publisher.year_files_inputs() or not _years_layout(previous or {}):
         years = None
     every_year = _released_years(after)
     written = every_year if years is None else sorted(years)

@@ -447,9 +447,28 @@ class Ledger:
         return new_state
 
     def _append(self, what: str, table: pa.Table, number: int) -> None:
-        """Add a release's rows to the tables of `what` (by layer, kind and year)."""
+        """Add a release's rows to the tables of `what` (by layer, kind and part). Only
+        a release recorded whole comes here: one an earlier version recorded, which kept
+        a year of days in one part and may have put the rows there before it was cut
+        short. They are taken out of that part, so that they are in one part only."""
         for part, rows in _parts(table):
             self._add(ledger_table_key(what, *part), rows, number)
+            layer, kind, name = part
+            if part_kind(kind) != "year":
+                self._take_out(ledger_table_key(what, layer, kind, name[:4]), number)
+
+    def _take_out(self, key: str, number: int) -> None:
+        """Remove the rows of release `number` and later from the ledger table `key`."""
+        if not self.store.exists(key):
+            return
+        old = self.store.read_parquet(key)
+        kept = old.filter(pc.less(old.column("release"), number))
+        if kept.num_rows == old.num_rows:
+            return
+        if kept.num_rows == 0:
+            self.store.delete(key)
+            return
+        self.store.write_parquet(key, _encoded_afresh(kept), statistics=STATISTICS)
 
     def _add(self, key: str, rows: pa.Table | str, number: int) -> None:
         """Put the rows of release `number` (a table, or the key of a pending part) in
@@ -470,12 +489,15 @@ class Ledger:
             # Written by another version (say, with its keys as plain strings).
             old, rows = plain_strings(old), plain_strings(rows)
         both = pa.concat_tables([old, rows], promote_options="permissive")
-        # Its strings encoded afresh from its rows: the part's bytes then depend on its
-        # rows alone, not on the dictionaries of what it held (a run cut short after
-        # writing it leaves its own rows' values in them).
-        encoded = [f.name for f in both.schema if pa.types.is_dictionary(f.type)]
-        both = encoded_strings(plain_strings(both), encoded)
-        self.store.write_parquet(key, both, statistics=STATISTICS)
+        self.store.write_parquet(key, _encoded_afresh(both), statistics=STATISTICS)
+
+
+def _encoded_afresh(table: pa.Table) -> pa.Table:
+    """`table` with its dictionary strings encoded afresh from its rows: a part's bytes
+    then depend on its rows alone, not on the dictionaries of what it held (a run cut
+    short after writing it leaves its own rows' values in them)."""
+    encoded = [f.name for f in table.schema if pa.types.is_dictionary(f.type)]
+    return encoded_strings(plain_strings(table), encoded)
 
 
 def starts_within(period: pa.ChunkedArray | pa.Array, spans: Sequence[Range]) -> np.ndarray:
