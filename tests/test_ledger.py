@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from piecewise.storage.ledger import Ledger, Release
+from piecewise.storage.ledger import Ledger, LedgerState, Release
 from piecewise.storage.store import open_store
 
 
@@ -313,3 +313,23 @@ def test_leftovers_of_a_release_never_recorded_are_cleared(tmp_path: Path) -> No
     assert ledger.pending() is None
     ledger.clear_leftovers()
     assert store.list("ledger/pending/") == []
+
+
+def test_the_state_keeps_which_tests_each_release_counted() -> None:
+    """`counting`: the first release of each change of the evening hours or sampling;
+    a state written before it was kept counts every release as its last."""
+    evening = {"start": 19, "end": 23, "timezone": "America/Los_Angeles"}
+
+    def release(number: int, **settings) -> Release:
+        return Release(number, "2026-01-02T00:00:00Z", (), {}, {"sampling": "all", **settings})
+
+    old = LedgerState.from_dict(LedgerState().with_release(release(1)).as_dict() | {"counting": []})
+    assert old.counting == () and old.counted_by(1) == {"evening": None, "sampling": "all"}
+    state = old.with_release(release(2)).with_release(release(3, evening=evening))
+    state = state.with_release(release(4, evening=evening))
+    state = LedgerState.from_dict(state.as_dict())
+    assert state.counting == (
+        (1, {"evening": None, "sampling": "all"}),
+        (3, {"evening": evening, "sampling": "all"}),
+    )
+    assert [state.counted_by(n)["evening"] for n in (1, 2, 3, 4)] == [None, None, evening, evening]

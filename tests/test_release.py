@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from piecewise.core import periods
 from piecewise.core.areas import build_layers
 from piecewise.core.config import Evening, Threshold, UseCase
 from piecewise.core.hours import base_layer, output_layers
@@ -36,7 +37,7 @@ from piecewise.storage.layout import (
     manifest_key,
     series_key,
 )
-from piecewise.storage.ledger import Ledger, LedgerError, SealBroken
+from piecewise.storage.ledger import Ledger, LedgerError, SealBroken, counting_settings
 from piecewise.storage.lock import LockHeld, RunLock
 from piecewise.storage.manifest import Manifest
 from piecewise.storage.store import Store, Stores, open_store
@@ -403,6 +404,81 @@ def test_a_kind_dropped_from_the_config_goes_on_being_published(
     doc = json.loads((template / "public" / april).read_text())
     assert len(doc["cells"]) > 100 and doc["suppressed"]
     assert doc == json.loads((tmp_path / "kept/public" / april).read_text())
+
+
+def _sum_gaps(layer_cells: pa.Table, kind: str, finer: str) -> list[int]:
+    """For each published cell of `kind` whose `finer` cells are all published, its
+    tests less theirs: what an outsider can work out from the published counts."""
+    rows = layer_cells.select(["kind", "period", "area", "isp", "direction", "tests", "published"])
+    coarse: dict = {}
+    parts: dict = {}
+    for row in rows.to_pylist():
+        start = periods.start_of(kind, row["period"])
+        key = (start, row["area"], row["isp"], row["direction"])
+        if row["kind"] == kind:
+            coarse[key] = row
+        elif row["kind"] == finer:
+            parts.setdefault(key, []).append(row)
+    return [
+        cell["tests"] - sum(part["tests"] for part in parts.get(key, []))
+        for key, cell in coarse.items()
+        if cell["published"] and all(part["published"] for part in parts.get(key, []))
+    ]
+
+
+@pytest.mark.parametrize("change", ["evening on", "evening hours", "sampling"])
+def test_cells_counted_otherwise_than_their_released_parts_are_withheld(
+    tmp_path: Path, demo_data: Path, caplog, change: str
+) -> None:
+    """1 March (a quiet day: few tests) is released, then the evening hours are turned on
+    (or moved, or the sampling changed): March's cells of the layers that count other
+    tests would not be the sum of its days, and the difference, 1 March's tests counted
+    the new way, a group no threshold was held to. So they are withheld, the month's,
+    the quarter's, the year's; April, wholly after the change, is published."""
+    cfg = config_for(tmp_path, demo_data, end=day(61).isoformat())
+    source = cfg.source.model_copy(update={"tests_per_day": 1500})
+    cfg = cfg.model_copy(update={"layers": cfg.layers[:1], "source": source})
+    zone = "America/Los_Angeles"
+    before, after = {
+        "evening on": (cfg, cfg.model_copy(update={"evening": Evening(timezone=zone)})),
+        "evening hours": (
+            cfg.model_copy(update={"evening": Evening(timezone=zone)}),
+            cfg.model_copy(update={"evening": Evening(start=18, end=22, timezone=zone)}),
+        ),
+        "sampling": (
+            cfg,
+            cfg.model_copy(
+                update={
+                    "aggregation": cfg.aggregation.model_copy(
+                        update={"sampling": "one_per_client_day"}
+                    )
+                }
+            ),
+        ),
+    }[change]
+    assert counting_settings(release.release_settings(before)) != counting_settings(
+        release.release_settings(after)
+    )
+    quiet = before.model_copy(update={"source": source.model_copy(update={"tests_per_day": 60})})
+    run_ingest(quiet, day(1), day(1), progress=False)
+    assert run_aggregate(before).periods == {"day": ["2025-03-01"]}
+    run_ingest(after, day(2), day(61), progress=False)
+    assert run_aggregate(after).periods["month"] == ["2025-03", "2025-04"]
+    ledger = Ledger(Stores.of(cfg).private)
+    withheld = "counties-evening" if change.startswith("evening") else "counties"
+    for layer in ("counties", "counties-evening") if after.evening else ("counties",):
+        cells = pa.concat_tables(ledger.layer_cells(layer, below=3), promote_options="permissive")
+        shown: dict[tuple[str, str], bool] = {}
+        for row in cells.select(["kind", "period", "published"]).to_pylist():
+            key = (row["kind"], row["period"].isoformat())
+            shown[key] = shown.get(key, False) or row["published"]
+        for gap in _sum_gaps(cells, "month", "day"):
+            assert gap == 0 or gap >= cfg.privacy.min_tests, layer
+        march = [("month", "2025-03-01"), ("quarter", "2025-01-01"), ("year", "2025-01-01")]
+        assert [shown[key] for key in march] == [layer != withheld] * 3, layer
+        assert shown[("month", "2025-04-01")] and shown[("quarter", "2025-04-01")]
+        assert shown[("day", "2025-03-02")]
+    assert "are withheld" in caplog.text
 
 
 def test_moving_the_start_later_keeps_published_dates_in_their_periods(

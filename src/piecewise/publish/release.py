@@ -41,7 +41,7 @@ from piecewise.aggregate.privacy import related_spans
 from piecewise.core import periods
 from piecewise.core.areas import build_layers
 from piecewise.core.config import Config
-from piecewise.core.hours import base_layer, evening_layer, output_layers
+from piecewise.core.hours import base_layer, evening_layer, is_evening, output_layers
 from piecewise.core.intervals import median_bounds, wilson
 from piecewise.core.memory import give_back_free_memory
 from piecewise.core.tables import encoded_strings, plain_strings, rows_equal, sorted_by
@@ -78,6 +78,7 @@ from piecewise.storage.ledger import (
     Release,
     SealBroken,
     SealedPeriod,
+    counting_settings,
 )
 from piecewise.storage.lock import RunLock
 from piecewise.storage.manifest import Manifest, unfinished_dates
@@ -378,6 +379,7 @@ def _compute(
         )
         give_back_free_memory()  # the tests are let go; the cells are a fraction of them
     stats = plain_strings(stats).append_column("row", pa.array(np.arange(stats.num_rows)))
+    withheld = _counted_otherwise(config, state, stats)
     kinds = released_kinds(config, state)
     # Relations never cross layers or directions: each (layer, direction) is decided on
     # its own, two at a time. Each holds half of its layer's relations, so two at once
@@ -396,7 +398,7 @@ def _compute(
         threadpool_limits(limits=1, user_api="blas"),
         ThreadPoolExecutor(max_workers=threads) as pool,
     ):
-        decided = list(pool.map(lambda part: _decide(config, kinds, *part), parts))
+        decided = list(pool.map(lambda part: _decide(config, kinds, *part, withheld), parts))
         del parts
     give_back_free_memory()  # what the solvers held, before the cells are sorted
     # Each table is let go once the next is made from it: the year's cells and
@@ -492,16 +494,32 @@ def _decision_parts(
             yield of_direction, None if old is None else rows_equal(old, "direction", direction)
 
 
-def _decide(config: Config, kinds: list[str], new: pa.Table, old: pa.Table | None) -> pa.Table:
+def _decide(
+    config: Config,
+    kinds: list[str],
+    new: pa.Table,
+    old: pa.Table | None,
+    withheld: np.ndarray | None = None,
+) -> pa.Table:
     """`new` (cells of one layer, its evening twin and one direction) with their
-    decision, taken together with `old`, the sealed cells they relate to."""
+    decision, taken together with `old`, the sealed cells they relate to. The cells of
+    `withheld` (rows of the release's cells, `_counted_otherwise`) are withheld
+    whatever their counts: decided as if sealed unpublished, the others around them."""
     fresh = new.select(_DECIDED_BY)
     if old is not None and old.num_rows == 0:
         old = None
+    forced = np.zeros(new.num_rows, dtype=bool)
+    if withheld is not None and len(withheld):
+        forced = np.isin(new.column("row").to_numpy(), withheld)
+        if forced.any():
+            fresh = fresh.set_column(
+                fresh.schema.get_field_index("published"), "published", pa.array(~forced)
+            )
     combined = fresh if old is None else pa.concat_tables([old.cast(fresh.schema), fresh])
     sealed = np.zeros(combined.num_rows, dtype=bool)
     if old is not None:
         sealed[: old.num_rows] = True
+    sealed[combined.num_rows - new.num_rows :] = forced
     decided = apply_privacy(
         combined, kinds, config.privacy.min_tests, config.privacy.min_clients, sealed=sealed
     )
@@ -510,6 +528,51 @@ def _decide(config: Config, kinds: list[str], new: pa.Table, old: pa.Table | Non
         flags = decided.column(name).slice(offset)
         new = new.set_column(new.schema.get_field_index(name), name, flags)
     return new
+
+
+def _counted_otherwise(config: Config, state: LedgerState, stats: pa.Table) -> np.ndarray:
+    """The rows of `stats` (new cells) to withhold because a sealed period they overlap
+    counted other tests: released under other evening hours (or none) for an evening
+    twin's cell, under another sampling for any cell. Such a cell is not the sum of its
+    sealed parts (a month's evening against its days released before the evening hours
+    were configured, say), and the difference, a group of tests no threshold was held
+    to, would follow from what is published. So it is withheld; the periods wholly
+    after the change are published as usual."""
+    now = counting_settings(release_settings(config))
+    history = [counted for _first, counted in state.counting]
+    if not history and state.release:  # a ledger from before the history was kept
+        history = [counting_settings(state.settings)]
+    if all(counted == now for counted in history):
+        return np.zeros(0, np.int64)
+    changed: dict[str, set[dt.date]] = {"evening": set(), "sampling": set()}
+    for period in state.sealed.values():
+        counted = state.counted_by(period.release)
+        for what, dates in changed.items():
+            if counted[what] != now[what]:
+                dates.update(period.dates())
+    if not changed["evening"] and not changed["sampling"]:
+        return np.zeros(0, np.int64)
+    unique = stats.select(["layer", "kind", "period"]).group_by(["layer", "kind", "period"])
+    out: list[np.ndarray] = []
+    for key in unique.aggregate([]).to_pylist():
+        layer, kind, start = key["layer"], key["kind"], key["period"]
+        affected = changed["sampling"] | (changed["evening"] if is_evening(layer) else set())
+        end = periods.end_of(kind, start)
+        if any(start <= date <= end for date in affected):
+            mask = pc.and_(
+                pc.and_(
+                    pc.equal(stats.column("layer"), layer), pc.equal(stats.column("kind"), kind)
+                ),
+                pc.equal(stats.column("period"), pa.scalar(start, pa.date32())),
+            )
+            out.append(stats.column("row").filter(mask).to_numpy())
+    if out:
+        log.warning(
+            "cells of %d periods are withheld: they overlap periods released while the "
+            "evening hours or the sampling counted other tests",
+            len(out),
+        )
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
 def _group_key(table: pa.Table) -> pa.ChunkedArray:

@@ -180,6 +180,12 @@ class Release:
         )
 
 
+def counting_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a release that decide which tests its cells count: the evening
+    hours (its evening twins') and the sampling (every cell's)."""
+    return {"evening": settings.get("evening"), "sampling": settings.get("sampling")}
+
+
 @dataclass(frozen=True)
 class LedgerState:
     """What every committed release together published."""
@@ -189,6 +195,18 @@ class LedgerState:
     sealed: dict[tuple[str, dt.date], SealedPeriod] = field(default_factory=dict)
     dates: dict[dt.date, str] = field(default_factory=dict)  # sealed date -> identity
     settings: dict[str, Any] = field(default_factory=dict)  # of the last release
+    # The first release of each change of `counting_settings`, with them, ascending. A
+    # ledger written before it was kept has none: every release counted as the last.
+    counting: tuple[tuple[int, dict[str, Any]], ...] = ()
+
+    def counted_by(self, release: int) -> dict[str, Any]:
+        """`counting_settings` of a committed release."""
+        found = counting_settings(self.settings)
+        for first, counted in self.counting:
+            if first > release:
+                break
+            found = counted
+        return found
 
     def period(self, kind: str, start: dt.date) -> SealedPeriod | None:
         return self.sealed.get((kind, start))
@@ -205,12 +223,19 @@ class LedgerState:
         sealed = dict(self.sealed)
         for p in release.periods:
             sealed[(p.kind, p.start)] = p
+        counting = self.counting
+        if self.release and not counting:  # from before it was kept
+            counting = ((1, counting_settings(self.settings)),)
+        counted = counting_settings(release.settings)
+        if not counting or counting[-1][1] != counted:
+            counting = (*counting, (release.number, counted))
         return LedgerState(
             release=release.number,
             released_at=release.released_at,
             sealed=sealed,
             dates={**self.dates, **release.dates},
             settings=release.settings,
+            counting=counting,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -221,6 +246,7 @@ class LedgerState:
             "periods": _periods_json(self.sealed.values()),
             "dates": {d.isoformat(): v for d, v in sorted(self.dates.items())},
             "settings": self.settings,
+            "counting": [[first, counted] for first, counted in self.counting],
         }
 
     @classmethod
@@ -234,6 +260,7 @@ class LedgerState:
             sealed={(p.kind, p.start): p for p in items},
             dates={dt.date.fromisoformat(d): str(v) for d, v in data["dates"].items()},
             settings=dict(data.get("settings") or {}),
+            counting=tuple((int(first), dict(c)) for first, c in data.get("counting") or ()),
         )
 
 
