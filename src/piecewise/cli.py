@@ -299,6 +299,7 @@ def _aggregate_dry_run(cfg: Config) -> int:
         print(f"engine {cfg.aggregation.engine!r} runs no billed queries: nothing to estimate")
         return 0
     from piecewise.aggregate.bigquery import BigQueryEngine
+    from piecewise.aggregate.local import grouped_kinds
 
     stores = Stores.of(cfg)
     plan = plan_release(cfg, stores, Ledger(stores.private).state(), _today())
@@ -313,7 +314,12 @@ def _aggregate_dry_run(cfg: Config) -> int:
             f"{len(dates)} dates (load jobs are not billed); estimate after that"
         )
         return 0
-    estimates = engine.estimate(dates, list(cfg.periods.kinds), list(cfg.share_rules))
+    # The kinds the run would group: those of the planned periods (a kind no longer
+    # configured but still released among them).
+    wanted: dict[str, set[dt.date]] = {}
+    for period in plan:
+        wanted.setdefault(period.kind, set()).add(period.start)
+    estimates = engine.estimate(dates, grouped_kinds(cfg, wanted), list(cfg.share_rules))
     rows = [(f"{e.layer:12} {e.kind:8}", e.bytes, e.cost_usd) for e in estimates]
     total_bytes, total_cost = _print_estimates(rows)
     print(

@@ -280,9 +280,18 @@ def build_relations(cells: CellKeys) -> Relations:
             (within[fine_rows], cells.isp[fine_rows], starts),
         )
         if len(coarse_rows) and (parent_of < 0).any():
-            # Some cells of the coarser periods are there but not all: a coarse period
-            # is released whole, so this is a malformed input.
-            missing = set(starts[parent_of < 0].tolist()) & set(cells.period[coarse_rows].tolist())
+            # Some cells of a coarser period of the same hours are there but not all: a
+            # coarse period is released whole, so this is a malformed input. (An evening
+            # twin's coarser period may have no cells while its layer's has: released
+            # while no evening hours were configured.)
+            lost = parent_of < 0
+            present = set(
+                zip(hours[coarse_rows].tolist(), cells.period[coarse_rows].tolist(), strict=True)
+            )
+            missing = (
+                set(zip(hours[fine_rows][lost].tolist(), starts[lost].tolist(), strict=True))
+                & present
+            )
             if missing:
                 raise ValueError(f"a {fine} cell has no {coarse} cell holding it")
         # A fine cell whose coarser period is not released has no parent: no relation.

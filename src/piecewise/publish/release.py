@@ -44,7 +44,13 @@ from piecewise.core.config import Config
 from piecewise.core.hours import base_layer, evening_layer, is_evening, output_layers
 from piecewise.core.intervals import median_bounds, wilson
 from piecewise.core.memory import give_back_free_memory
-from piecewise.core.tables import encoded_strings, plain_strings, rows_equal, sorted_by
+from piecewise.core.tables import (
+    encoded_strings,
+    equal_mask,
+    plain_strings,
+    rows_equal,
+    sorted_by,
+)
 from piecewise.core.vocabulary import (
     ALL_ISPS,
     DIRECTIONS,
@@ -379,7 +385,8 @@ def _compute(
         )
         give_back_free_memory()  # the tests are let go; the cells are a fraction of them
     stats = plain_strings(stats).append_column("row", pa.array(np.arange(stats.num_rows)))
-    withheld = _counted_otherwise(config, state, stats)
+    recounted = _Recounted.of(config, state)
+    withheld = _counted_otherwise(recounted, stats)
     kinds = released_kinds(config, state)
     # Relations never cross layers or directions: each (layer, direction) is decided on
     # its own, two at a time. Each holds half of its layer's relations, so two at once
@@ -388,7 +395,7 @@ def _compute(
     parts = [
         (new, old)
         for layer in config.layers
-        for new, old in _decision_parts(ledger, number, layer.id, stats, spans)
+        for new, old in _decision_parts(ledger, number, layer.id, stats, spans, recounted)
     ]
     threads = min(2, config.aggregation.threads or os.cpu_count() or 1)
     # The BLAS limit of the solver is set around every thread: process-wide, it is
@@ -464,19 +471,26 @@ def _decision_parts(
     layer: str,
     stats: pa.Table,
     spans: list[tuple[dt.date, dt.date]],
+    recounted: _Recounted | None = None,
 ) -> Iterator[tuple[pa.Table, pa.Table | None]]:
     """The new cells of one layer and of its evening twin, a direction at a time, each
     with the sealed cells they can relate to (`spans`: `related_spans` of the release's
     periods; of those, the areas and direction of the new cells), or None when there are
     none. A day's cells whose month is not released yet relate to no sealed cell: the
-    decision of a day at the end of a year does not take the year's cells again."""
+    decision of a day at the end of a year does not take the year's cells again. Sealed
+    cells that counted other tests than the new ones would (`recounted`) are left out:
+    no relation holds between the two, and the new cells they would relate to are
+    withheld (`_counted_otherwise`)."""
     mine = [layer, evening_layer(layer)]
     new = stats.filter(pc.is_in(stats.column("layer"), pa.array(mine)))
     if new.num_rows == 0:
         return
-    old_parts = [
-        part for one in mine for part in ledger.layer_cells(one, below=number, within=spans)
-    ]
+    old_parts = []
+    for one in mine:
+        for part in ledger.layer_cells(one, below=number, within=spans):
+            if recounted:
+                part = part.filter(pa.array(~recounted.overlapping(one, part)))
+            old_parts.append(part)
     old = None
     if old_parts:
         old = pa.concat_tables(
@@ -530,49 +544,85 @@ def _decide(
     return new
 
 
-def _counted_otherwise(config: Config, state: LedgerState, stats: pa.Table) -> np.ndarray:
-    """The rows of `stats` (new cells) to withhold because a sealed period they overlap
-    counted other tests: released under other evening hours (or none) for an evening
-    twin's cell, under another sampling for any cell. Such a cell is not the sum of its
-    sealed parts (a month's evening against its days released before the evening hours
-    were configured, say), and the difference, a group of tests no threshold was held
-    to, would follow from what is published. So it is withheld; the periods wholly
+@dataclass(frozen=True)
+class _Recounted:
+    """The dates of the sealed periods whose cells counted other tests than a release
+    under the config would: released under other evening hours (or none), which
+    concerns the evening twins, or under another sampling, which concerns every layer
+    (day numbers, ascending)."""
+
+    evening: np.ndarray
+    sampling: np.ndarray
+
+    @classmethod
+    def of(cls, config: Config, state: LedgerState) -> _Recounted:
+        now = counting_settings(release_settings(config))
+        history = [counted for _first, counted in state.counting]
+        if not history and state.release:  # a ledger from before the history was kept
+            history = [counting_settings(state.settings)]
+        found: dict[str, set[dt.date]] = {"evening": set(), "sampling": set()}
+        if any(counted[what] != now[what] for counted in history for what in found):
+            for period in state.sealed.values():
+                counted = state.counted_by(period.release)
+                for what, dates in found.items():
+                    if counted[what] != now[what]:
+                        dates.update(period.dates())
+
+        def days(dates: set[dt.date]) -> np.ndarray:
+            return np.array(sorted((d - periods.EPOCH).days for d in dates), dtype=np.int64)
+
+        return cls(days(found["evening"]), days(found["sampling"]))
+
+    def __bool__(self) -> bool:
+        return bool(len(self.evening) or len(self.sampling))
+
+    def overlapping(self, layer: str, cells: pa.Table) -> np.ndarray:
+        """Which of `cells` (of `layer`) are of a period that holds any of those dates:
+        such a period is not the sum of its sealed parts, nor a part of theirs."""
+        dates = np.union1d(self.sampling, self.evening) if is_evening(layer) else self.sampling
+        if not len(dates) or not cells.num_rows:
+            return np.zeros(cells.num_rows, dtype=bool)
+        kinds = cells.column("kind").cast(pa.string()).to_numpy(zero_copy_only=False)
+        starts = cells.column("period").cast(pa.int32()).to_numpy().astype(np.int64)
+        ends = starts.copy()
+        for kind in set(kinds.tolist()) - {"day"}:
+            mine = kinds == kind
+            unique, at = np.unique(starts[mine], return_inverse=True)
+            last = [
+                (periods.end_of(kind, periods.EPOCH + dt.timedelta(days=day)) - periods.EPOCH).days
+                for day in unique.tolist()
+            ]
+            ends[mine] = np.array(last, dtype=np.int64)[at]
+        first = np.searchsorted(dates, starts)
+        out = first < len(dates)
+        out[out] = dates[first[out]] <= ends[out]
+        return out
+
+
+def _counted_otherwise(recounted: _Recounted, stats: pa.Table) -> np.ndarray:
+    """The rows of `stats` (new cells) to withhold because their period holds dates of a
+    sealed period that counted other tests (`recounted`). Such a cell is not the sum of
+    its sealed parts (a month's evening against its days released before the evening
+    hours were configured, say), and the difference, a group of tests no threshold was
+    held to, would follow from what is published. So it is withheld; the periods wholly
     after the change are published as usual."""
-    now = counting_settings(release_settings(config))
-    history = [counted for _first, counted in state.counting]
-    if not history and state.release:  # a ledger from before the history was kept
-        history = [counting_settings(state.settings)]
-    if all(counted == now for counted in history):
+    if not recounted:
         return np.zeros(0, np.int64)
-    changed: dict[str, set[dt.date]] = {"evening": set(), "sampling": set()}
-    for period in state.sealed.values():
-        counted = state.counted_by(period.release)
-        for what, dates in changed.items():
-            if counted[what] != now[what]:
-                dates.update(period.dates())
-    if not changed["evening"] and not changed["sampling"]:
-        return np.zeros(0, np.int64)
-    unique = stats.select(["layer", "kind", "period"]).group_by(["layer", "kind", "period"])
-    out: list[np.ndarray] = []
-    for key in unique.aggregate([]).to_pylist():
-        layer, kind, start = key["layer"], key["kind"], key["period"]
-        affected = changed["sampling"] | (changed["evening"] if is_evening(layer) else set())
-        end = periods.end_of(kind, start)
-        if any(start <= date <= end for date in affected):
-            mask = pc.and_(
-                pc.and_(
-                    pc.equal(stats.column("layer"), layer), pc.equal(stats.column("kind"), kind)
-                ),
-                pc.equal(stats.column("period"), pa.scalar(start, pa.date32())),
-            )
-            out.append(stats.column("row").filter(mask).to_numpy())
-    if out:
+    rows = stats.column("row").to_numpy()
+    out = [
+        rows[equal_mask(stats.column("layer"), layer)][
+            recounted.overlapping(layer, rows_equal(stats, "layer", layer))
+        ]
+        for layer in pc.unique(stats.column("layer")).to_pylist()
+    ]
+    withheld = np.concatenate(out) if out else np.zeros(0, np.int64)
+    if len(withheld):
         log.warning(
-            "cells of %d periods are withheld: they overlap periods released while the "
-            "evening hours or the sampling counted other tests",
-            len(out),
+            "%d cells are withheld: their periods hold dates released while the evening "
+            "hours or the sampling counted other tests",
+            len(withheld),
         )
-    return np.concatenate(out) if out else np.zeros(0, np.int64)
+    return withheld
 
 
 def _group_key(table: pa.Table) -> pa.ChunkedArray:
