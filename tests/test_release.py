@@ -481,6 +481,113 @@ def test_cells_counted_otherwise_than_their_released_parts_are_withheld(
     assert "are withheld" in caplog.text
 
 
+def _outsider_gaps(cfg, kinds: list[str]) -> list[tuple]:
+    """Every difference an outsider can take from the published cells that is a group
+    below the thresholds: a coarser cell less its finer ones, an `all` cell less its
+    ISPs', a cell of all hours less its evening twin (when all of them are published)."""
+    ledger = Ledger(Stores.of(cfg).private)
+    rows = {
+        layer: pa.concat_tables(ledger.layer_cells(layer, below=99), promote_options="permissive")
+        .select(["kind", "period", "area", "isp", "direction", "tests", "published"])
+        .to_pylist()
+        for layer in output_layers(cfg)
+    }
+    gaps: list[tuple] = []
+
+    def check(what: str, whole: dict, parts: list[dict]) -> None:
+        if whole["published"] and all(part["published"] for part in parts):
+            gap = whole["tests"] - sum(part["tests"] for part in parts)
+            if gap and abs(gap) < cfg.privacy.min_tests:
+                gaps.append((what, whole["kind"], whole["period"], whole["area"], gap))
+
+    order = [k for k in ("day", "month", "quarter", "year") if k in kinds]
+    for cells in rows.values():
+        for finer, kind in itertools.pairwise(order):
+            coarse: dict = {}
+            parts: dict = {}
+            for row in cells:
+                start = periods.start_of(kind, row["period"])
+                key = (start, row["area"], row["isp"], row["direction"])
+                if row["kind"] == kind:
+                    coarse[key] = row
+                elif row["kind"] == finer:
+                    parts.setdefault(key, []).append(row)
+            for key, whole in coarse.items():
+                check("time", whole, parts.get(key, []))
+        by_isp: dict = {}
+        for row in cells:
+            by_isp.setdefault(
+                (row["kind"], row["period"], row["area"], row["direction"]), []
+            ).append(row)
+        for members in by_isp.values():
+            for whole in (m for m in members if m["isp"] == "all"):
+                check("isp", whole, [m for m in members if m["isp"] != "all"])
+    if cfg.evening is not None:
+        for layer in (layer.id for layer in cfg.layers):
+            twin = {
+                (r["kind"], r["period"], r["area"], r["isp"], r["direction"]): r
+                for r in rows[f"{layer}-evening"]
+            }
+            for row in rows[layer]:
+                key = (row["kind"], row["period"], row["area"], row["isp"], row["direction"])
+                if key in twin:
+                    check("hours", row, [twin[key]])
+    return gaps
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "sequence",
+    [
+        "evening on, off, on",
+        "evening hours moved and moved back",
+        "sampling changed twice, evening on",
+        "a day kind added, the evening hours moved",
+    ],
+)
+def test_a_sequence_of_counting_changes_never_stops_nor_gives_a_small_group_away(
+    tmp_path: Path, demo_data: Path, sequence: str
+) -> None:
+    """March released in three steps (days 1-10 with a quiet first day, to 20 with a
+    quiet 11th, then the rest with April), each under other evening hours or sampling
+    (or kinds): every release completes, and no published cell less its published parts
+    is a group below the threshold."""
+    cfg = config_for(tmp_path, demo_data, end=day(61).isoformat())
+    source = cfg.source.model_copy(update={"tests_per_day": 1500})
+    cfg = cfg.model_copy(update={"layers": cfg.layers[:1], "source": source})
+    quiet = cfg.model_copy(update={"source": source.model_copy(update={"tests_per_day": 60})})
+    for first, last, config in ((1, 1, quiet), (2, 10, cfg), (11, 11, quiet), (12, 61, cfg)):
+        run_ingest(config, day(first), day(last), progress=False)
+    zone = "America/Los_Angeles"
+    evening = cfg.model_copy(update={"evening": Evening(timezone=zone)})
+    moved = cfg.model_copy(update={"evening": Evening(start=18, end=22, timezone=zone)})
+
+    def sampled(config, how: str):
+        aggregation = config.aggregation.model_copy(update={"sampling": how})
+        return config.model_copy(update={"aggregation": aggregation})
+
+    no_days = _with_periods(evening, kinds=["month", "quarter", "year"])
+    # (config, as of) of each step; March's month is released on 5 April.
+    steps = {
+        "evening on, off, on": [(evening, day(14)), (cfg, day(36)), (evening, None)],
+        "evening hours moved and moved back": [
+            (evening, day(14)),
+            (moved, day(24)),
+            (evening, None),
+        ],
+        "sampling changed twice, evening on": [
+            (evening, day(14)),
+            (sampled(evening, "one_per_client_day"), day(24)),
+            (evening, None),
+        ],
+        "a day kind added, the evening hours moved": [(no_days, day(36)), (moved, None)],
+    }[sequence]
+    for config, today in steps:
+        assert run_aggregate(config, today=today).release is not None
+    last = steps[-1][0]
+    assert _outsider_gaps(last, last.periods.kinds) == []
+
+
 def test_moving_the_start_later_keeps_published_dates_in_their_periods(
     tmp_path: Path, demo_data: Path
 ) -> None:
