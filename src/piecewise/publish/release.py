@@ -187,7 +187,7 @@ def run_release(
             # The run cut short may have written some years' files of other settings (a
             # config put back since): every year's are written again, the same bytes
             # when nothing changed.
-            complete_release(config, stores, ledger, pending, lock=lock, every_year=True)
+            complete_release(config, stores, ledger, pending, lock=lock, all_years=True)
             completed = pending.number
         _check_public_store(stores, ledger.state())
         result = ReleaseResult(None, {}, 0, 0, 0, completed)
@@ -723,10 +723,10 @@ def complete_release(
     release: Release,
     *,
     lock: RunLock | None = None,
-    every_year: bool = False,
+    all_years: bool = False,
 ) -> None:
     """Write a recorded release to the public store and commit it: with the same
-    config, the same bytes whenever it is run again. With `every_year`, every year's
+    config, the same bytes whenever it is run again. With `all_years`, every year's
     series and dataset files are written, not only those of its periods' years (and of
     every year when their settings changed)."""
     state = ledger.state()
@@ -757,7 +757,7 @@ def complete_release(
         # pending parts, copied or joined to the rows a table has); recorded after both.
         appending = background.submit(ledger.append_tables, release, cells, cube)
         publisher, index = _publish_files(
-            config, stores, ledger, release, state, cells, cube, lock, every_year
+            config, stores, ledger, release, state, cells, cube, lock, all_years
         )
         appending.result()
     publisher.write_index(index)
@@ -779,7 +779,7 @@ def _publish_files(
     cells: pa.Table,
     cube: pa.Table,
     lock: RunLock | None,
-    every_year: bool = False,
+    all_years: bool = False,
 ) -> tuple[Publisher, dict]:
     """The release's public files but the index, which it returns to be written last."""
     after = state.with_release(release)
@@ -795,7 +795,7 @@ def _publish_files(
     # settings (share rules, layers, area names), every year's; and when asked to.
     years: set[int] | None = {p.start.year for p in release.periods}
     made_of = None if previous is None else (previous.get("dataset") or {}).get("inputs")
-    if every_year or made_of != publisher.year_files_inputs() or not _years_layout(previous or {}):
+    if all_years or made_of != publisher.year_files_inputs() or not _years_layout(previous or {}):
         years = None
     every_year = _released_years(after)
     written = every_year if years is None else sorted(years)
