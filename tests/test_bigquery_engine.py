@@ -34,7 +34,9 @@ from piecewise.core.schema import area_column  # noqa: E402
 from piecewise.core.vocabulary import ALL_ISPS  # noqa: E402
 from piecewise.ingest.clients import network_keyed  # noqa: E402
 from piecewise.pipeline import run_aggregate, run_ingest  # noqa: E402
+from piecewise.publish.release import plan_release  # noqa: E402
 from piecewise.storage.layout import tests_key as file_of  # noqa: E402
+from piecewise.storage.ledger import Ledger  # noqa: E402
 from piecewise.storage.store import (
     Stores,  # noqa: E402
     open_store,  # noqa: E402
@@ -333,9 +335,14 @@ def test_cli_dry_run_prints_every_query_and_creates_nothing(
     engine.ensure_table()
     assert _aggregate_dry_run(config) == 0
     lines = capsys.readouterr().out.splitlines()
-    kinds = list(config.periods.kinds)
+    # The kinds the next run groups: those of the periods it would release.
+    stores = Stores.of(config)
+    plan = plan_release(config, stores, Ledger(stores.private).state(), dt.date.today())
+    kinds = {p.kind for p in plan}
+    assert "day" in kinds and kinds < set(config.periods.kinds)
     # Cells and coarse counts of each layer and evening twin, then the total.
     assert len(lines) == len(output_layers(config)) * len(kinds) * 2 + 1
+    assert all(line.split()[1] in kinds for line in lines[:-1])
     assert all("bytes" in line and "$" in line for line in lines[:-1])
     assert "GiB" in lines[-1] and "$" in lines[-1]
     # The next release covers the dates from periods.start on.
