@@ -291,7 +291,7 @@ def _aggregate_dry_run(cfg: Config) -> int:
     """What each aggregation query of the BigQuery engine would scan and cost for the
     next release, over the tests table as loaded now; runs nothing, loads nothing,
     creates nothing."""
-    from piecewise.publish.release import plan_release
+    from piecewise.publish.release import plan_release, wanted_periods
     from piecewise.storage.ledger import Ledger
     from piecewise.storage.store import Stores
 
@@ -316,10 +316,8 @@ def _aggregate_dry_run(cfg: Config) -> int:
         return 0
     # The kinds the run would group: those of the planned periods (a kind no longer
     # configured but still released among them).
-    wanted: dict[str, set[dt.date]] = {}
-    for period in plan:
-        wanted.setdefault(period.kind, set()).add(period.start)
-    estimates = engine.estimate(dates, grouped_kinds(cfg, wanted), list(cfg.share_rules))
+    kinds = grouped_kinds(cfg, wanted_periods(plan))
+    estimates = engine.estimate(dates, kinds, list(cfg.share_rules))
     rows = [(f"{e.layer:12} {e.kind:8}", e.bytes, e.cost_usd) for e in estimates]
     total_bytes, total_cost = _print_estimates(rows)
     print(

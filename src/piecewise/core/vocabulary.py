@@ -8,6 +8,8 @@ the fields without importing the aggregation (DuckDB, numpy work) into a cold st
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 # The two directions of a test, in the order cells, files and answers list them.
 DIRECTIONS: tuple[str, ...] = ("download", "upload")
 # The ISP key of cells over every ISP; no ISP may be named so (any case).
@@ -75,6 +77,12 @@ def share_columns(column: str) -> tuple[str, ...]:
 def is_share_column(name: str) -> bool:
     """Whether a cell column is a threshold's share (not one of its interval bounds)."""
     return name.startswith("share_") and not name.endswith(SHARE_ENDINGS[1:])
+
+
+def labels_by_column(rules: Iterable[dict]) -> dict[str, str]:
+    """Each share's label by its column, from share rules as they are described
+    (`ShareRule.describe()`: as a release records them and the index lists them)."""
+    return {rule["column"]: rule["label"] for rule in rules}
 
 
 # Decimals of every published measure (statistics files, series, the dataset).

@@ -335,12 +335,6 @@ class AreasFile:
     shapes: str | None = None  # the archive of its shapes (vector tiles)
 
 
-def labels_by_column(rules: Iterable[dict]) -> dict[str, str]:
-    """Each share's label by its column, from share rules as they are described
-    (`ShareRule.describe()`, as a release records them)."""
-    return {rule["column"]: rule["label"] for rule in rules}
-
-
 @dataclass(frozen=True)
 class Publisher:
     """Writes the public files of a layer, period or release. `shares` are the share

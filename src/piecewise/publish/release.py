@@ -49,6 +49,7 @@ from piecewise.core.tables import (
     equal_mask,
     plain_strings,
     rows_equal,
+    rows_where,
     sorted_by,
 )
 from piecewise.core.vocabulary import (
@@ -57,6 +58,7 @@ from piecewise.core.vocabulary import (
     INTERVALS,
     PERIOD_KINDS,
     is_share_column,
+    labels_by_column,
     share_columns,
 )
 from piecewise.ingest.dates import ingested_dates
@@ -67,7 +69,7 @@ from piecewise.publish.dataset import (
     write_dataset,
 )
 from piecewise.publish.dataset_sqlite import SqliteBuild
-from piecewise.publish.files import AreasFile, Publisher, labels_by_column
+from piecewise.publish.files import AreasFile, Publisher
 from piecewise.publish.finality import (
     Coverage,
     FinalPeriod,
@@ -368,9 +370,7 @@ def _compute(
                 "published numbers can no longer be extended consistently. Restore the "
                 "date's files (tests/*/{date:%Y}/...) from a backup of the private store"
             )
-    wanted: dict[str, set[dt.date]] = {}
-    for p in plan:
-        wanted.setdefault(p.kind, set()).add(p.start)
+    wanted = wanted_periods(plan)
     loaded: list[int] = []
     if not read:
         stats, hist = _empty_cells(config)
@@ -428,6 +428,14 @@ def _compute(
         settings=release_settings(config),
     )
     return release, cells, cube, sum(loaded)
+
+
+def wanted_periods(plan: Iterable[FinalPeriod]) -> dict[str, set[dt.date]]:
+    """The first dates of the planned periods, by kind: what the engines compute."""
+    wanted: dict[str, set[dt.date]] = {}
+    for p in plan:
+        wanted.setdefault(p.kind, set()).add(p.start)
+    return wanted
 
 
 def _has_kind(state: LedgerState, kind: str) -> bool:
@@ -557,10 +565,8 @@ class _Recounted:
     @classmethod
     def of(cls, config: Config, state: LedgerState) -> _Recounted:
         now = counting_settings(release_settings(config))
-        history = [counted for _first, counted in state.counting]
-        if not history and state.release:  # a ledger from before the history was kept
-            history = [counting_settings(state.settings)]
         found: dict[str, set[dt.date]] = {"evening": set(), "sampling": set()}
+        history = [counted for _first, counted in state.counting_history()]
         if any(counted[what] != now[what] for counted in history for what in found):
             for period in state.sealed.values():
                 counted = state.counted_by(period.release)
@@ -608,13 +614,10 @@ def _counted_otherwise(recounted: _Recounted, stats: pa.Table) -> np.ndarray:
     after the change are published as usual."""
     if not recounted:
         return np.zeros(0, np.int64)
-    rows = stats.column("row").to_numpy()
-    out = [
-        rows[equal_mask(stats.column("layer"), layer)][
-            recounted.overlapping(layer, rows_equal(stats, "layer", layer))
-        ]
-        for layer in pc.unique(stats.column("layer")).to_pylist()
-    ]
+    out = []
+    for layer in pc.unique(stats.column("layer")).to_pylist():
+        mine = rows_where(stats, equal_mask(stats.column("layer"), layer))
+        out.append(mine.column("row").to_numpy()[recounted.overlapping(layer, mine)])
     withheld = np.concatenate(out) if out else np.zeros(0, np.int64)
     if len(withheld):
         log.warning(
@@ -733,8 +736,8 @@ def complete_release(
     if release.number <= state.release:
         ledger.discard_pending()  # committed already; only the clean-up was cut short
         return
-    recorded = release.settings.get("layers")
-    configured = [layer.id for layer in config.layers]
+    now = release_settings(config)
+    recorded, configured = release.settings.get("layers"), now["layers"]
     if recorded is not None and recorded != configured:
         raise LedgerError(
             f"release {release.number} was recorded with the layers {', '.join(recorded)} "
@@ -742,7 +745,7 @@ def complete_release(
             "published as it was recorded. Restore the layers in the config to complete "
             "it, then change them"
         )
-    evening = config.evening.describe() if config.evening is not None else None
+    evening = now.get("evening")
     if recorded is not None and release.settings.get("evening") != evening:
         # The evening twins' cells were computed, or not, for the recorded hours.
         raise LedgerError(

@@ -199,10 +199,17 @@ class LedgerState:
     # ledger written before it was kept has none: every release counted as the last.
     counting: tuple[tuple[int, dict[str, Any]], ...] = ()
 
+    def counting_history(self) -> tuple[tuple[int, dict[str, Any]], ...]:
+        """`counting`, or for a ledger from before it was kept, every release counted as
+        the last."""
+        if self.counting or not self.release:
+            return self.counting
+        return ((1, counting_settings(self.settings)),)
+
     def counted_by(self, release: int) -> dict[str, Any]:
         """`counting_settings` of a committed release."""
         found = counting_settings(self.settings)
-        for first, counted in self.counting:
+        for first, counted in self.counting_history():
             if first > release:
                 break
             found = counted
@@ -223,9 +230,7 @@ class LedgerState:
         sealed = dict(self.sealed)
         for p in release.periods:
             sealed[(p.kind, p.start)] = p
-        counting = self.counting
-        if self.release and not counting:  # from before it was kept
-            counting = ((1, counting_settings(self.settings)),)
+        counting = self.counting_history()
         counted = counting_settings(release.settings)
         if not counting or counting[-1][1] != counted:
             counting = (*counting, (release.number, counted))

@@ -18,7 +18,13 @@ from orjson import Fragment
 from piecewise.core import periods
 from piecewise.core.histogram import BUCKETS, LOW, RATIO
 from piecewise.core.hours import base_layer, evening_layer, is_evening
-from piecewise.core.vocabulary import ALL_ISPS, DIRECTIONS, SHARE_ENDINGS, SHARE_OBJECTS
+from piecewise.core.vocabulary import (
+    ALL_ISPS,
+    DIRECTIONS,
+    SHARE_ENDINGS,
+    SHARE_OBJECTS,
+    labels_by_column,
+)
 from piecewise.web.api.errors import BadParameter, NotFound
 from piecewise.web.api.formats import csv_bytes, json_array, json_bytes, json_object
 from piecewise.web.api.params import (
@@ -381,9 +387,9 @@ def series(snap: Snapshot, q: SeriesQuery, limits: Limits) -> bytes:
     )
     docs = [doc for doc in files if doc is not None]
     steps = [step for step in (doc.kinds.get(q.step) for doc in docs) if step is not None]
-    thresholds = next((doc.thresholds for doc in docs if doc.thresholds), None) or {
-        t["column"]: t["label"] for t in snap.thresholds
-    }
+    thresholds = next((doc.thresholds for doc in docs if doc.thresholds), None) or labels_by_column(
+        snap.thresholds
+    )
     shares = sorted(thresholds.items(), key=lambda t: t[1])
     # Each period of the axis: the file (of its year) and the place there that hold it.
     same_axis = len(steps) == 1 and steps[0].periods == axis

@@ -49,6 +49,7 @@ from piecewise.core.vocabulary import (
     PERIOD_KINDS,
     PUBLISHED,
     SHARE_OBJECTS,
+    labels_by_column,
     share_columns,
 )
 from piecewise.storage.layout import INDEX_KEY, areas_key
@@ -817,7 +818,7 @@ class SeriesFile:
     lists them)."""
 
     def __init__(self, doc: dict, snap: Snapshot) -> None:
-        listed = {t["column"]: t["label"] for t in snap.thresholds}
+        listed = labels_by_column(snap.thresholds)
         self.thresholds: dict[str, str] | None = listed or doc.get("thresholds") or None
         shares = [c for column in listed for c in share_columns(column)]
         columns = frozenset([*SERIES_FIELDS, *shares]) if listed else None
