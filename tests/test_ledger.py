@@ -316,20 +316,37 @@ def test_leftovers_of_a_release_never_recorded_are_cleared(tmp_path: Path) -> No
 
 
 def test_the_state_keeps_which_tests_each_release_counted() -> None:
-    """`counting`: the first release of each change of the evening hours or sampling;
-    a state written before it was kept counts every release as its last."""
+    """`counting`: the first release of each change of the evening hours, sampling or
+    layers (in any order); a state written before it was kept counts every release as
+    its last, and one written before the layers were kept has them unknown."""
     evening = {"start": 19, "end": 23, "timezone": "America/Los_Angeles"}
 
     def release(number: int, **settings) -> Release:
-        return Release(number, "2026-01-02T00:00:00Z", (), {}, {"sampling": "all", **settings})
+        settings = {"sampling": "all", "layers": ["hex", "counties"], **settings}
+        return Release(number, "2026-01-02T00:00:00Z", (), {}, settings)
 
+    both = ["counties", "hex"]
     old = LedgerState.from_dict(LedgerState().with_release(release(1)).as_dict() | {"counting": []})
-    assert old.counting == () and old.counted_by(1) == {"evening": None, "sampling": "all"}
+    assert old.counting == () and old.counted_by(1) == {
+        "evening": None,
+        "sampling": "all",
+        "layers": both,
+    }
     state = old.with_release(release(2)).with_release(release(3, evening=evening))
-    state = state.with_release(release(4, evening=evening))
+    state = state.with_release(release(4, evening=evening, layers=["counties", "hex"]))
+    state = state.with_release(release(5, evening=evening, layers=["hex"]))
     state = LedgerState.from_dict(state.as_dict())
     assert state.counting == (
-        (1, {"evening": None, "sampling": "all"}),
-        (3, {"evening": evening, "sampling": "all"}),
+        (1, {"evening": None, "sampling": "all", "layers": both}),
+        (3, {"evening": evening, "sampling": "all", "layers": both}),
+        (5, {"evening": evening, "sampling": "all", "layers": ["hex"]}),
     )
     assert [state.counted_by(n)["evening"] for n in (1, 2, 3, 4)] == [None, None, evening, evening]
+    before_layers = state.as_dict() | {"counting": [[1, {"evening": None, "sampling": "all"}]]}
+    state = LedgerState.from_dict(before_layers).with_release(release(6))
+    assert state.counting == (
+        (1, {"evening": None, "sampling": "all"}),
+        (6, {"evening": None, "sampling": "all", "layers": both}),
+    )
+    state = LedgerState.from_dict(state.as_dict())
+    assert [state.counted_by(n).get("layers") for n in (5, 6)] == [None, both]

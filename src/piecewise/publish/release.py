@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -89,7 +90,7 @@ from piecewise.storage.ledger import (
     counting_settings,
 )
 from piecewise.storage.lock import RunLock
-from piecewise.storage.manifest import Manifest, unfinished_dates
+from piecewise.storage.manifest import DateRecord, Manifest, unfinished_dates
 from piecewise.storage.store import KeyNotFound
 
 if TYPE_CHECKING:
@@ -328,14 +329,14 @@ def released_kinds(config: Config, state: LedgerState) -> list[str]:
     return [k for k in PERIOD_KINDS if k in config.periods.kinds or k in dropped]
 
 
-def _identities(stores: Stores, dates: Iterable[dt.date]) -> dict[dt.date, str]:
+def _records(stores: Stores, dates: Iterable[dt.date]) -> dict[dt.date, DateRecord]:
     manifest = Manifest(stores.private)
     out = {}
     for date in sorted(set(dates)):
         record = manifest.get(date)
         if record is None:
             raise ReleaseAborted(f"{date} lost its ingest record; run again")
-        out[date] = record.identity
+        out[date] = record
     return out
 
 
@@ -360,7 +361,8 @@ def _compute(
     """The cells of the planned periods, decided, as a release ready to record."""
     number = state.release + 1
     read = sorted({d for p in plan for d in p.dates()})
-    identities = _identities(stores, read)
+    records = _records(stores, read)
+    identities = {date: record.identity for date, record in records.items()}
     for date, identity in identities.items():
         sealed = state.dates.get(date)
         if sealed is not None and sealed != identity:
@@ -385,7 +387,7 @@ def _compute(
         )
         give_back_free_memory()  # the tests are let go; the cells are a fraction of them
     stats = plain_strings(stats).append_column("row", pa.array(np.arange(stats.num_rows)))
-    recounted = _Recounted.of(config, state)
+    recounted = _Recounted.of(config, state, records)
     withheld = _counted_otherwise(recounted, stats)
     kinds = released_kinds(config, state)
     # Relations never cross layers or directions: each (layer, direction) is decided on
@@ -555,37 +557,58 @@ def _decide(
 @dataclass(frozen=True)
 class _Recounted:
     """The dates of the sealed periods whose cells counted other tests than a release
-    under the config would: released under other evening hours (or none), which
-    concerns the evening twins, or under another sampling, which concerns every layer
-    (day numbers, ascending)."""
+    under the config would (day numbers, ascending): released under other evening hours
+    (or none), which concerns the evening twins, under another sampling, which concerns
+    every layer, or, for a layer of the config, released while it was out of the config
+    though ingested while it was in (`layers`, by layer id): their tests are located in
+    the layer, and no cell of it was released for them."""
 
     evening: np.ndarray
     sampling: np.ndarray
+    layers: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, config: Config, state: LedgerState) -> _Recounted:
+    def of(
+        cls, config: Config, state: LedgerState, records: dict[dt.date, DateRecord]
+    ) -> _Recounted:
+        """Of the sealed periods in `state`; for the layers, of the dates of `records`
+        (the dates read: those of the periods to release) only."""
         now = counting_settings(release_settings(config))
         found: dict[str, set[dt.date]] = {"evening": set(), "sampling": set()}
-        history = [counted for _first, counted in state.counting_history()]
-        if any(counted[what] != now[what] for counted in history for what in found):
+        history = state.counting_history()
+        if any(counted[what] != now[what] for _first, counted in history for what in found):
             for period in state.sealed.values():
                 counted = state.counted_by(period.release)
                 for what, dates in found.items():
                     if counted[what] != now[what]:
                         dates.update(period.dates())
+        left_out: dict[str, set[dt.date]] = {}
+        for layer, releases in _layers_away(history, now["layers"] or ()).items():
+            for period in state.sealed.values():
+                if any(first <= period.release < end for first, end in releases):
+                    left_out.setdefault(layer, set()).update(
+                        d for d in period.dates() if d in records and _has_layer(records[d], layer)
+                    )
 
         def days(dates: set[dt.date]) -> np.ndarray:
             return np.array(sorted((d - periods.EPOCH).days for d in dates), dtype=np.int64)
 
-        return cls(days(found["evening"]), days(found["sampling"]))
+        return cls(
+            days(found["evening"]),
+            days(found["sampling"]),
+            {layer: days(dates) for layer, dates in left_out.items() if dates},
+        )
 
     def __bool__(self) -> bool:
-        return bool(len(self.evening) or len(self.sampling))
+        return bool(len(self.evening) or len(self.sampling) or self.layers)
 
     def overlapping(self, layer: str, cells: pa.Table) -> np.ndarray:
         """Which of `cells` (of `layer`) are of a period that holds any of those dates:
         such a period is not the sum of its sealed parts, nor a part of theirs."""
         dates = np.union1d(self.sampling, self.evening) if is_evening(layer) else self.sampling
+        away = self.layers.get(base_layer(layer))
+        if away is not None:
+            dates = np.union1d(dates, away)
         if not len(dates) or not cells.num_rows:
             return np.zeros(cells.num_rows, dtype=bool)
         kinds = cells.column("kind").cast(pa.string()).to_numpy(zero_copy_only=False)
@@ -605,6 +628,33 @@ class _Recounted:
         return out
 
 
+def _layers_away(
+    history: tuple[tuple[int, dict[str, Any]], ...], layers: Iterable[str]
+) -> dict[str, list[tuple[int, float]]]:
+    """For each of `layers`, the releases (first, end: `first <= number < end`) made
+    while it was out of the config, from the counting history (releases whose layers
+    were not recorded are taken as made with it)."""
+    ends = [first for first, _ in history[1:]] + [math.inf] * bool(history)
+    away: dict[str, list[tuple[int, float]]] = {}
+    for layer in layers:
+        for (first, counted), end in zip(history, ends, strict=True):
+            recorded = counted.get("layers")
+            if recorded is not None and layer not in recorded:
+                away.setdefault(layer, []).append((first, end))
+    return away
+
+
+def _has_layer(record: DateRecord, layer: str) -> bool:
+    """Whether the date's tests were ingested with `layer` in the config (its files have
+    its column): the ingest counted its tests outside the layer's areas. A record that
+    says nothing of the layers (an early version's) is taken as ingested with it, but
+    for a date without tests."""
+    counted = record.quality.get("outside_layer")
+    if counted:
+        return layer in counted
+    return any(record.rows.values())
+
+
 def _counted_otherwise(recounted: _Recounted, stats: pa.Table) -> np.ndarray:
     """The rows of `stats` (new cells) to withhold because their period holds dates of a
     sealed period that counted other tests (`recounted`). Such a cell is not the sum of
@@ -622,7 +672,8 @@ def _counted_otherwise(recounted: _Recounted, stats: pa.Table) -> np.ndarray:
     if len(withheld):
         log.warning(
             "%d cells are withheld: their periods hold dates released while the evening "
-            "hours or the sampling counted other tests",
+            "hours or the sampling counted other tests, or while their layer was out of "
+            "the config",
             len(withheld),
         )
     return withheld

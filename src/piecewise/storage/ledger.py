@@ -182,8 +182,14 @@ class Release:
 
 def counting_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The settings of a release that decide which tests its cells count: the evening
-    hours (its evening twins') and the sampling (every cell's)."""
-    return {"evening": settings.get("evening"), "sampling": settings.get("sampling")}
+    hours (its evening twins'), the sampling (every cell's) and the layers it has cells
+    of (None in a release recorded before they were kept)."""
+    layers = settings.get("layers")
+    return {
+        "evening": settings.get("evening"),
+        "sampling": settings.get("sampling"),
+        "layers": None if layers is None else sorted(layers),
+    }
 
 
 @dataclass(frozen=True)
