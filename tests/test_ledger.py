@@ -318,7 +318,8 @@ def test_leftovers_of_a_release_never_recorded_are_cleared(tmp_path: Path) -> No
 def test_the_state_keeps_which_tests_each_release_counted() -> None:
     """`counting`: the first release of each change of the evening hours, sampling or
     layers (in any order); a state written before it was kept counts every release as
-    its last, and one written before the layers were kept has them unknown."""
+    its last, and one written before the layers were kept counts its last change's
+    releases as made with the last release's layers."""
     evening = {"start": 19, "end": 23, "timezone": "America/Los_Angeles"}
 
     def release(number: int, **settings) -> Release:
@@ -343,10 +344,11 @@ def test_the_state_keeps_which_tests_each_release_counted() -> None:
     )
     assert [state.counted_by(n)["evening"] for n in (1, 2, 3, 4)] == [None, None, evening, evening]
     before_layers = state.as_dict() | {"counting": [[1, {"evening": None, "sampling": "all"}]]}
+    # The last change's releases are taken as made with the last release's layers.
     state = LedgerState.from_dict(before_layers).with_release(release(6))
     assert state.counting == (
-        (1, {"evening": None, "sampling": "all"}),
+        (1, {"evening": None, "sampling": "all", "layers": ["hex"]}),
         (6, {"evening": None, "sampling": "all", "layers": both}),
     )
     state = LedgerState.from_dict(state.as_dict())
-    assert [state.counted_by(n).get("layers") for n in (5, 6)] == [None, both]
+    assert [state.counted_by(n)["layers"] for n in (5, 6)] == [["hex"], both]

@@ -499,7 +499,9 @@ def _decision_parts(
     for one in mine:
         for part in ledger.layer_cells(one, below=number, within=spans):
             if recounted:
-                part = part.filter(pa.array(~recounted.overlapping(one, part)))
+                left_out = recounted.overlapping(one, part)
+                if left_out.any():
+                    part = part.filter(pa.array(~left_out))
             old_parts.append(part)
     old = None
     if old_parts:

@@ -183,7 +183,7 @@ class Release:
 def counting_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The settings of a release that decide which tests its cells count: the evening
     hours (its evening twins'), the sampling (every cell's) and the layers it has cells
-    of (None in a release recorded before they were kept)."""
+    of."""
     layers = settings.get("layers")
     return {
         "evening": settings.get("evening"),
@@ -207,10 +207,16 @@ class LedgerState:
 
     def counting_history(self) -> tuple[tuple[int, dict[str, Any]], ...]:
         """`counting`, or for a ledger from before it was kept, every release counted as
-        the last."""
-        if self.counting or not self.release:
+        the last. Where the layers were not kept yet, the last change's releases are
+        taken as made with the last release's layers."""
+        if not self.release:
             return self.counting
-        return ((1, counting_settings(self.settings)),)
+        if not self.counting:
+            return ((1, counting_settings(self.settings)),)
+        *earlier, (first, last) = self.counting
+        if last.get("layers") is None:
+            last = {**last, "layers": counting_settings(self.settings)["layers"]}
+        return (*earlier, (first, last))
 
     def counted_by(self, release: int) -> dict[str, Any]:
         """`counting_settings` of a committed release."""
