@@ -620,6 +620,28 @@ def test_a_sequence_of_counting_changes_never_stops_nor_gives_a_small_group_away
     assert _outsider_gaps(last, last.periods.kinds) == []
 
 
+def test_the_evening_hours_back_after_a_release_without_them_publish_on(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """March 1-26 released without evening hours, the rest of March (28 a quiet day)
+    with its month and quarter with them, April's first days without, the year with
+    them again. March's sealed evening cells counted other dates' tests under other
+    hours and are left out of the year's decision; their cells of all hours have no
+    rest of the day then (it is not all of their hours): else 28 March's rest of the
+    day followed from March's, its evening from that, and the release failed for good
+    on a group it could not withhold."""
+    cfg = config_for(tmp_path, demo_data, end=day(61).isoformat())
+    source = cfg.source.model_copy(update={"tests_per_day": 900})
+    cfg = cfg.model_copy(update={"layers": cfg.layers[:1], "source": source})
+    quiet = cfg.model_copy(update={"source": source.model_copy(update={"tests_per_day": 40})})
+    for first, last, config in ((1, 27, cfg), (28, 28, quiet), (29, 61, cfg)):
+        run_ingest(config, day(first), day(last), progress=False)
+    evening = cfg.model_copy(update={"evening": Evening(timezone="America/Los_Angeles")})
+    for config, today in ((cfg, day(30)), (evening, day(37)), (cfg, day(45)), (evening, None)):
+        assert run_aggregate(config, today=today).release is not None
+    assert _outsider_gaps(evening, list(evening.periods.kinds)) == []
+
+
 def test_moving_the_start_later_keeps_published_dates_in_their_periods(
     tmp_path: Path, demo_data: Path
 ) -> None:

@@ -705,13 +705,16 @@ def apply_privacy(
     min_tests: int,
     min_clients: int,
     sealed: np.ndarray | None = None,
+    evening_apart: np.ndarray | None = None,
 ) -> pa.Table:
     """Mark which cells may be published (`published`) and which pass the thresholds but
     are withheld so that no sum of published cells reveals a failing one
     (`complement`); see `piecewise.aggregate.privacy`. Every period of `stats` must be whole:
     all of its ISPs and all of the finer periods inside it. Cells flagged `sealed`
     were decided by an earlier release: their `published` column is kept as given, and
-    the others are decided around them."""
+    the others are decided around them. Cells of all hours flagged `evening_apart`
+    have their evening tests under these hours in no cell of `stats`
+    (`privacy.with_rest_of_day`)."""
     if stats.num_rows == 0:
         return stats
 
@@ -745,7 +748,7 @@ def apply_privacy(
         rank=rank,
         hours=hours,
     )
-    cells = privacy.with_rest_of_day(cells)
+    cells = privacy.with_rest_of_day(cells, evening_apart)
     n = stats.num_rows
     released = None
     if sealed is not None:

@@ -194,18 +194,22 @@ def _cell_key(cells: CellKeys, rows: np.ndarray) -> tuple[np.ndarray, ...]:
     return cells.group[rows], cells.isp[rows], cells.kind[rows], cells.period[rows]
 
 
-def with_rest_of_day(cells: CellKeys) -> CellKeys:
+def with_rest_of_day(cells: CellKeys, evening_apart: np.ndarray | None = None) -> CellKeys:
     """The cells, and after them the rest of the day of each cell of all hours in a
     group with evening cells: its tests those of all hours less the evening's, its
     clients a lower bound (those of all hours less the evening's; a client may test at
-    both times), which errs on the side of withholding."""
+    both times), which errs on the side of withholding. A cell of all hours flagged in
+    `evening_apart` has none: its evening tests under these hours are in no cell here
+    (released under other hours, or none), so its rest of the day is no group anyone
+    can compute, and taking it as all of its hours would make it known."""
     hours = cells.hours_codes()
     evening = np.flatnonzero(hours == EVENING)
     if not len(evening):
         return cells
-    whole = np.flatnonzero(
-        (hours == ALL_HOURS) & np.isin(cells.group, np.unique(cells.group[evening]))
-    )
+    whole = (hours == ALL_HOURS) & np.isin(cells.group, np.unique(cells.group[evening]))
+    if evening_apart is not None:
+        whole[: len(evening_apart)] &= ~evening_apart
+    whole = np.flatnonzero(whole)
     match = _owner_of(evening, _cell_key(cells, evening), _cell_key(cells, whole))
     has = match >= 0
     m = np.maximum(match, 0)

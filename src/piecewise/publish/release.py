@@ -473,6 +473,8 @@ def _empty_cells(config: Config) -> tuple[pa.Table, pa.Table]:
 
 
 _DECIDED_BY = [*KEYS, "tests", "clients", "published", "complement"]
+# Of a sealed cell of all hours: its evening twin's cell is left out of the decision.
+_EVENING_APART = "evening_apart"
 
 
 def _decision_parts(
@@ -498,16 +500,18 @@ def _decision_parts(
     old_parts = []
     for one in mine:
         for part in ledger.layer_cells(one, below=number, within=spans):
+            part = part.select(_DECIDED_BY)
+            apart = np.zeros(part.num_rows, dtype=bool)
             if recounted:
                 left_out = recounted.overlapping(one, part)
+                if one == layer:  # its evening twin's cells of these periods are left out
+                    apart = recounted.overlapping(evening_layer(layer), part)
                 if left_out.any():
-                    part = part.filter(pa.array(~left_out))
-            old_parts.append(part)
+                    part, apart = part.filter(pa.array(~left_out)), apart[~left_out]
+            old_parts.append(part.append_column(_EVENING_APART, pa.array(apart)))
     old = None
     if old_parts:
-        old = pa.concat_tables(
-            [t.select(_DECIDED_BY) for t in old_parts], promote_options="permissive"
-        )
+        old = pa.concat_tables(old_parts, promote_options="permissive")
         # Only the areas and directions of the new cells.
         old = old.filter(pc.is_in(_group_key(old), pc.unique(_group_key(new))))
     unknown = set(pc.unique(new.column("direction").cast(pa.string())).to_pylist())
@@ -534,6 +538,13 @@ def _decide(
     fresh = new.select(_DECIDED_BY)
     if old is not None and old.num_rows == 0:
         old = None
+    apart = None
+    if old is not None:
+        apart = np.r_[
+            old.column(_EVENING_APART).to_numpy(zero_copy_only=False).astype(bool),
+            np.zeros(new.num_rows, dtype=bool),
+        ]
+        old = old.drop_columns([_EVENING_APART])
     forced = np.zeros(new.num_rows, dtype=bool)
     if withheld is not None and len(withheld):
         forced = np.isin(new.column("row").to_numpy(), withheld)
@@ -547,7 +558,12 @@ def _decide(
         sealed[: old.num_rows] = True
     sealed[combined.num_rows - new.num_rows :] = forced
     decided = apply_privacy(
-        combined, kinds, config.privacy.min_tests, config.privacy.min_clients, sealed=sealed
+        combined,
+        kinds,
+        config.privacy.min_tests,
+        config.privacy.min_clients,
+        sealed=sealed,
+        evening_apart=apart,
     )
     offset = 0 if old is None else old.num_rows
     for name in ("published", "complement"):
