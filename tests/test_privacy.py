@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from piecewise.aggregate.privacy import (
+    ALL_HOURS,
     EVENING,
     REST_OF_DAY,
     CellKeys,
@@ -18,6 +19,7 @@ from piecewise.aggregate.privacy import (
     known_cells,
     related_spans,
     suppress,
+    with_rest_of_day,
 )
 from piecewise.core import periods
 from piecewise.core.vocabulary import PERIOD_KINDS
@@ -531,3 +533,41 @@ def test_group_index_ranks_the_distinct_tuples_in_order(wide: bool) -> None:
     assert _group_index(*columns).tolist() == [rank[t] for t in tuples]
     assert len(rank) < n  # some tuples repeat
     assert _group_index(np.zeros(0, np.int64)).tolist() == []
+
+
+def test_what_only_the_quick_check_counts_known_from_earlier_releases_stops_no_release() -> None:
+    """Days 2 and 3 of a month were released under other evening hours (their evening
+    cells left out, so no rest of the day), day 1 and the month's evening cells under
+    these. The quick check then reads the rest of the month as day 1's, so the month as
+    known, so day 3 (2 tests, withheld) as known, from the earlier releases alone; the
+    exact check, rightly, does not (that rest of the day is not day 1's alone). Every
+    cell is sealed, so nothing could be withheld for it: the decision keeps them as they
+    were instead of failing."""
+    start = (dt.date(2025, 3, 1) - periods.EPOCH).days
+    day_of = [start, start + 1, start + 2]
+    # all hours: month, days 1-3; evening: month, day 1
+    kind = np.array([1, 0, 0, 0, 1, 0])
+    period = np.array([start, *day_of, start, day_of[0]], dtype=np.int64)
+    tests = np.array([22, 10, 10, 2, 4, 4])
+    hours = np.array([ALL_HOURS] * 4 + [EVENING] * 2)
+    cells = CellKeys(
+        group=np.zeros(6, np.int64),
+        isp=np.zeros(6, np.int64),
+        all_isp=0,
+        kind=kind,
+        kinds=("day", "month"),
+        period=period,
+        tests=tests,
+        clients=tests.copy(),
+        rank=np.arange(6),
+        hours=hours,
+    )
+    apart = np.array([False, False, True, True, False, False])
+    cells = with_rest_of_day(cells, apart)
+    assert len(cells.tests) == 8  # the rest of the month's day and of day 1 only
+    released = np.array([False, True, True, False, True, True, False, False])
+    sealed = np.r_[np.ones(6, bool), np.zeros(2, bool)]
+    assert known_cells(released, build_relations(cells))[3]  # day 3, by the quick check
+    assert not determined_cells(released, build_relations(cells), cells)[3]
+    published, complement = suppress(cells, 3, 1, sealed, released & sealed)
+    assert published[:6].tolist() == released[:6].tolist() and not complement.any()
