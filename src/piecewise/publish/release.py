@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -593,17 +592,23 @@ class _Recounted:
         (the dates read: those of the periods to release) only."""
         now = counting_settings(release_settings(config))
         found: dict[str, set[dt.date]] = {"evening": set(), "sampling": set()}
-        history = state.counting_history()
-        if any(counted[what] != now[what] for _first, counted in history for what in found):
+        left_out: dict[str, set[dt.date]] = {}
+
+        def away(counted: dict[str, Any]) -> list[str]:
+            """The config's layers out of a release's (none where they were not kept)."""
+            recorded = counted.get("layers")
+            return [] if recorded is None else [x for x in now["layers"] if x not in recorded]
+
+        history = [counted for _first, counted in state.counting_history()]
+        if any(
+            counted[what] != now[what] or away(counted) for counted in history for what in found
+        ):
             for period in state.sealed.values():
                 counted = state.counted_by(period.release)
                 for what, dates in found.items():
                     if counted[what] != now[what]:
                         dates.update(period.dates())
-        left_out: dict[str, set[dt.date]] = {}
-        for layer, releases in _layers_away(history, now["layers"] or ()).items():
-            for period in state.sealed.values():
-                if any(first <= period.release < end for first, end in releases):
+                for layer in away(counted):
                     left_out.setdefault(layer, set()).update(
                         d for d in period.dates() if d in records and _has_layer(records[d], layer)
                     )
@@ -644,22 +649,6 @@ class _Recounted:
         out = first < len(dates)
         out[out] = dates[first[out]] <= ends[out]
         return out
-
-
-def _layers_away(
-    history: tuple[tuple[int, dict[str, Any]], ...], layers: Iterable[str]
-) -> dict[str, list[tuple[int, float]]]:
-    """For each of `layers`, the releases (first, end: `first <= number < end`) made
-    while it was out of the config, from the counting history (releases whose layers
-    were not recorded are taken as made with it)."""
-    ends = [first for first, _ in history[1:]] + [math.inf] * bool(history)
-    away: dict[str, list[tuple[int, float]]] = {}
-    for layer in layers:
-        for (first, counted), end in zip(history, ends, strict=True):
-            recorded = counted.get("layers")
-            if recorded is not None and layer not in recorded:
-                away.setdefault(layer, []).append((first, end))
-    return away
 
 
 def _has_layer(record: DateRecord, layer: str) -> bool:
