@@ -14,7 +14,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 DAY = dt.date(2025, 2, 3)
 
 
-def test_a_ledger_part_is_a_month_of_days_or_a_year_of_the_other_kinds() -> None:
+def test_a_ledger_part_is_a_month_of_periods_or_a_year_of_years() -> None:
     assert layout.part_span("2025-02") == (dt.date(2025, 2, 1), dt.date(2025, 2, 28))
     assert layout.part_span("2024-02") == (dt.date(2024, 2, 1), dt.date(2024, 2, 29))
     assert layout.part_span("2025") == (dt.date(2025, 1, 1), dt.date(2025, 12, 31))
@@ -24,6 +24,9 @@ def test_a_ledger_part_is_a_month_of_days_or_a_year_of_the_other_kinds() -> None
         part = layout.ledger_part(kind, DAY)
         lo, hi = layout.part_span(part)
         assert lo <= DAY <= hi
+        # A year's rows apart, a year at a time; every other kind's a month at a time:
+        # a release adds to its periods' parts only, not to a year of earlier ones.
+        assert part == ("2025" if kind == "year" else "2025-02"), kind
     key = layout.pending_table_key("cells", "hex", "day", "2025-02")
     assert layout.parse_pending_table_key(key) == ("cells", "hex", "day", "2025-02")
     assert layout.parse_pending_table_key(key.replace("2025-02", "2025-2")) is None
@@ -33,9 +36,13 @@ def test_private_keys_group_a_years_files_in_one_folder() -> None:
     assert layout.tests_key("upload", DAY) == "tests/upload/2025/2025-02-03.parquet"
     assert layout.quality_key(DAY) == "quality/2025/2025-02-03.json"
     assert layout.manifest_key(DAY) == "manifest/dates/2025/2025-02-03.json"
-    month_part = layout.ledger_part("month", dt.date(25, 3, 1))
-    assert layout.ledger_table_key("cube", "hex", "month", month_part) == (
-        "ledger/cube/hex/month/0025.parquet"
+    year_part = layout.ledger_part("year", dt.date(25, 1, 1))
+    assert layout.ledger_table_key("cube", "hex", "year", year_part) == (
+        "ledger/cube/hex/year/0025.parquet"
+    )
+    month_part = layout.ledger_part("quarter", dt.date(25, 4, 1))
+    assert layout.ledger_table_key("cells", "hex", "quarter", month_part) == (
+        "ledger/cells/hex/quarter/0025-04.parquet"
     )
     assert layout.ledger_table_key("cells", "hex", "day", layout.ledger_part("day", DAY)) == (
         "ledger/cells/hex/day/2025-02.parquet"

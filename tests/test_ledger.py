@@ -47,11 +47,11 @@ def test_layer_cells_takes_the_releases_below(on_disk: bool, memory_url: str, tm
     assert ledger.layer_cells("h3r6", below=4) == []
 
 
-def _days(release: int, days: list[dt.date]) -> pa.Table:
+def _days(release: int, days: list[dt.date], kind: str = "day") -> pa.Table:
     return pa.table(
         {
             "layer": ["counties"] * len(days),
-            "kind": ["day"] * len(days),
+            "kind": [kind] * len(days),
             "period": days,
             "area": [f"a{d:%m%d}" for d in days],
             "release": pa.array([release] * len(days), pa.int64()),
@@ -94,6 +94,42 @@ def test_a_day_rewrites_its_months_part_and_a_year_of_days_from_before_is_read_w
     assert periods(within=[(jan.replace(day=2), feb.replace(day=27))]) == [jan.replace(day=2), feb]
     assert periods(within=[(dt.date(2024, 1, 1), dt.date(2024, 12, 31))]) == []
     assert periods(within=[]) == []
+
+
+@pytest.mark.parametrize("kind", ["month", "quarter"])
+def test_a_month_or_quarter_has_a_part_of_its_own_and_a_year_of_them_from_before_is_read(
+    tmp_path: Path, kind: str
+) -> None:
+    """A month's or a quarter's release writes its own part (from its first month),
+    leaving the earlier ones as they are; a ledger that kept a year of them in one part
+    (before 2026-12) is read with the parts added since, each period once."""
+    store = open_store(tmp_path.as_uri())
+    ledger = Ledger(store)
+    step = 1 if kind == "month" else 3
+    first, second, third = (dt.date(2025, 1 + step * n, 1) for n in range(3))
+    year = f"ledger/cells/counties/{kind}/2025.parquet"
+    store.write_parquet(year, _days(1, [first], kind))
+    ledger._append("cells", _days(2, [second], kind), 2)
+    own = tmp_path / f"ledger/cells/counties/{kind}/{second:%Y-%m}.parquet"
+    before = [(p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / year, own)]
+    ledger._append("cells", _days(3, [third], kind), 3)
+    assert [(p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / year, own)] == before
+    assert sorted(store.list("ledger/cells/")) == [
+        f"ledger/cells/counties/{kind}/{second:%Y-%m}.parquet",
+        f"ledger/cells/counties/{kind}/{third:%Y-%m}.parquet",
+        year,
+    ]
+
+    def periods(**kwargs) -> list[dt.date]:
+        tables = ledger.layer_cells("counties", below=4, **kwargs)
+        return sorted(pa.concat_tables(tables).column("period").to_pylist()) if tables else []
+
+    assert periods() == [first, second, third]
+    assert periods(within=[(second, third)]) == [second, third]
+    assert periods(within=[(first, first)]) == [first]
+    assert sorted(
+        pa.concat_tables(ledger.layer_cells("counties", below=3)).column("period").to_pylist()
+    ) == [first, second]
 
 
 def test_a_release_an_earlier_version_put_in_a_year_of_days_ends_in_its_month_only(
@@ -191,10 +227,10 @@ def test_a_pending_release_is_recorded_by_ledger_table_and_read_back_whole(
     cells, cube = _release_tables(1)
     ledger.write_pending(_release(1), cells, cube)
     parts = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet"))
-    # Three layers, both tables; the months in a part a year (two), the days in a part
-    # a month (three).
-    assert len(parts) == 3 * 2 * (2 + 3)
-    assert "ledger/pending/cells/counties-evening/month/2024.parquet" in parts
+    # Three layers, both tables; the months and the days each in a part a month
+    # (three of each).
+    assert len(parts) == 3 * 2 * (3 + 3)
+    assert "ledger/pending/cells/counties-evening/month/2024-12.parquet" in parts
     assert "ledger/pending/cube/h3r6/day/2024-12.parquet" in parts
     assert "ledger/pending/cube/h3r6/day/2025-02.parquet" in parts
     assert ledger.pending() == _release(1)

@@ -62,9 +62,12 @@ _PART = re.compile(r"(\d{4})(?:-(0[1-9]|1[0-2]))?")
 
 
 def part_kind(kind: str) -> str:
-    """The period a ledger part of `kind`'s rows spans: a month of days (so a day's
-    release rewrites a month's days, not a year's), a year of the other kinds."""
-    return "month" if kind == "day" else "year"
+    """The period a ledger part of `kind`'s rows spans (a part holds the periods that
+    start in it): a month for every kind but the year, a year for years. A release adds
+    its rows to the part of each of its periods, rewriting what the part held: a day's
+    release rewrites a month's days, not a year's, and a month's or a quarter's its own
+    part alone, not the year's months or quarters before it."""
+    return "year" if kind == "year" else "month"
 
 
 def ledger_part(kind: str, start: dt.date) -> str:

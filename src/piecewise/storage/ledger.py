@@ -13,10 +13,14 @@ twice with different numbers.
     ledger/pending/cells.parquet, cube.parquet    or either table whole (when empty, or
                                                   as versions before 2026-12 recorded it)
 
-A `part` is a month (`YYYY-MM`) of days, a year (`YYYY`) of the other kinds: a release
-rewrites the parts it adds rows to, so a day's release rewrites a month's days rather
-than a year's. Ledgers written before 2026-12 keep a year of days in `day/YYYY.parquet`;
-it is read with the month parts written since (a release's rows are in one part only).
+A `part` holds the periods starting in one month (`YYYY-MM`) for every kind but the
+year, in one year (`YYYY`) for years: a release rewrites the parts it adds rows to, so a
+day's release rewrites a month's days rather than a year's, and a month's release
+writes a part of its own rather than rewriting the year's months before it. Ledgers
+written before 2026-12 keep a year of days in `day/YYYY.parquet`, and those written
+before 2026-12-06 a year of months or quarters in `month/YYYY.parquet` and
+`quarter/YYYY.parquet`; such a part is read with the month parts written since (a
+release's rows are in one part only).
 
 A period is released once, when it is final (see piecewise.publish.finality), and is *sealed*
 from then on: its cells keep their numbers and their decision, and the dates it covers
@@ -493,8 +497,9 @@ class Ledger:
     def _append(self, what: str, table: pa.Table, number: int) -> None:
         """Add a release's rows to the tables of `what` (by layer, kind and part). Only
         a release recorded whole comes here: one an earlier version recorded, which kept
-        a year of days in one part and may have put the rows there before it was cut
-        short. They are taken out of that part, so that they are in one part only."""
+        a year of days (or months, or quarters) in one part and may have put the rows
+        there before it was cut short. They are taken out of that part, so that they are
+        in one part only."""
         for part, rows in _parts(table):
             self._add(ledger_table_key(what, *part), rows, number)
             layer, kind, name = part
