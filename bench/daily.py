@@ -19,9 +19,10 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
+
+import production
 
 HEADING = "## Daily aggregation"
 DAYS = 3
@@ -64,7 +65,7 @@ def _copy(source: Path, workdir: Path, config: Path, *, published: bool) -> Path
 
 def _as_of(daily: Path, day: dt.date) -> tuple[float, dict]:
     """`bench/aggregate_as_of.py` on `day` in a fresh process: its seconds and summary."""
-    cmd = [sys.executable, str(HERE / "aggregate_as_of.py"), str(daily), day.isoformat()]
+    cmd = production.command(str(HERE / "aggregate_as_of.py"), str(daily), day.isoformat())
     start = time.perf_counter()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -91,7 +92,7 @@ def daily_bench(config: Path, workdir: Path) -> dict:
     for n in range(1, DAYS + 1):
         day = first + dt.timedelta(days=n)
         ingested = run_ingest(cfg, day, day, progress=False)
-        cmd = [sys.executable, "-m", "piecewise.cli", "aggregate", "--config", str(daily)]
+        cmd = production.command("-m", "piecewise.cli", "aggregate", "--config", str(daily))
         start = time.perf_counter()
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)
         seconds = time.perf_counter() - start

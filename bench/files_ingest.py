@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import production  # noqa: E402
 from demo_config import example_text  # noqa: E402
 
 HEADING = "## Ingest from exported files"
@@ -122,7 +123,7 @@ def ingest_once(case: Case, folder: Path, run: Path) -> dict:
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
     cfg = config(case, folder, run)
-    cmd = [sys.executable, "-m", "piecewise.cli", "ingest", "--config", str(cfg)]
+    cmd = production.command("-m", "piecewise.cli", "ingest", "--config", str(cfg))
     cmd += ["--start", case.start.isoformat(), "--end", case.end.isoformat(), "-q"]
     start = time.perf_counter()
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

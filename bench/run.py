@@ -47,6 +47,7 @@ from duckdb_cells import child_duckdb_cells
 from engines import child_engine_bigquery, child_engine_cells, engines_report
 from enrich_speed import child_enrich, child_enrich_baseline, enrich_report
 from fanout import child_fanout, fanout_report, fanout_runs
+from production import without_pandas
 from tiles_build import child_tiles, child_tiles_compare, tiles_report
 
 # The measurements that run each in a fresh process: `run.py --child NAME ARGS...`.
@@ -114,6 +115,8 @@ def main() -> int:
         name, *rest = args.child
         func = CHILDREN[name]
         typed = [int(x) if x.isdigit() else x for x in rest]
+        if (name, typed[1:2]) != ("cells", ["pandas"]):  # the pandas baseline's has it
+            without_pandas()
         print(json.dumps(func(*typed)))
         return 0
 
@@ -280,7 +283,10 @@ def main() -> int:
             f"{dt.date.today().isoformat()}: {os.cpu_count()} cores, "
             f"{platform.python_implementation()} {platform.python_version()}, "
             f"{platform.machine()}. Medians of {args.repeat} runs, each in a fresh process; "
-            "this machine is shared and noisy, so compare the ratios measured in the same run."
+            "this machine is shared and noisy, so compare the ratios measured in the same run. "
+            "Piecewise's runs are timed as an install runs them, without pandas (a development "
+            "dependency here, which pyarrow imports on its first conversion of Python values "
+            "whenever it can: 0.2-0.4 s of every fresh process; bench/production.py)."
         )
         preamble, lines = lines, []
     section_cmd = None if everything else cmd
