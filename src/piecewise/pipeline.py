@@ -11,8 +11,6 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
-
 from piecewise.core.config import Config
 from piecewise.core.memory import use_system_allocator
 from piecewise.ingest.dates import (
@@ -287,6 +285,8 @@ def ingest_dates(
     a fork, the dates cut into as many blocks). A failed date is reported in its
     outcome; the others go on. `config` must already point at the GeoIP database to use
     (see prepare_geoip_database)."""
+    from tqdm import tqdm  # here: an aggregation, which shows no bar, starts sooner
+
     bar = tqdm(total=len(dates), desc="ingest", unit="day", disable=not progress, leave=False)
     outcomes: list[DateOutcome] = []
     most = config.ingest.block_days

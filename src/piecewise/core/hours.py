@@ -17,6 +17,8 @@ import pyarrow.compute as pc
 from piecewise.core.config import Config, Evening
 
 SUFFIX = "-evening"
+# The demo's local time (Washington State's), where a config names no region's.
+DEMO_TIMEZONE = "America/Los_Angeles"
 
 
 def evening_layer(layer: str) -> str:

@@ -155,6 +155,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from piecewise.core.hours import DEMO_TIMEZONE
 from piecewise.core.schema import UNIFIED
 from piecewise.core.vocabulary import DIRECTIONS
 from piecewise.demo.isps import DEMO_ISPS, AutonomousSystem, DemoIsp, Technology
@@ -515,8 +516,7 @@ def _radius_table() -> tuple[np.ndarray, np.ndarray]:
     return values, cdf
 
 
-# The demo's local time (Washington State's), when no region's is given.
-DEFAULT_TIMEZONE = "America/Los_Angeles"
+DEFAULT_TIMEZONE = DEMO_TIMEZONE
 
 
 class SyntheticSource:

@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from tqdm import tqdm
 
 from piecewise.core.errors import PiecewiseError
 from piecewise.core.schema import test_dates
@@ -242,6 +241,8 @@ def ingest(
     blocks = [block for block in blocks if block]
     result = IngestResult()
     empty: list[tuple[dt.date, QualityReport]] = []
+    from tqdm import tqdm  # here: an aggregation, which shows no bar, starts sooner
+
     bar = tqdm(
         total=sum(map(len, blocks)), desc="ingest", unit="day", disable=not progress, leave=False
     )

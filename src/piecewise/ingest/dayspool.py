@@ -11,7 +11,6 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -64,6 +63,10 @@ class DaySpool:
         """Every spilled row, sorted, as one Parquet file (zstd), in bounded memory."""
         if self.parts:
             self._spill()
+        # Loaded here, by a day large enough to spill, not by every process that imports
+        # ingest (aggregation among them: 60 ms of its start).
+        import duckdb
+
         sql = resources.files("piecewise.ingest.sql").joinpath("merge_sorted_runs.sql").read_text()
         con = duckdb.connect(
             config={"memory_limit": MERGE_MEMORY, "temp_directory": str(self.run_dir)}

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from piecewise.core.config import BigQuerySourceConfig, Config, SyntheticSourceConfig
-from piecewise.demo.synthetic import DEFAULT_TIMEZONE as SYNTHETIC_TIMEZONE
+from piecewise.core.hours import DEMO_TIMEZONE as SYNTHETIC_TIMEZONE
 from piecewise.ingest.dates import dates_between
 from piecewise.ingest.geoip import prepare_geoip_database
 from piecewise.ingest.sources.base import Source

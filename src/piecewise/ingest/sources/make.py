@@ -11,7 +11,7 @@ from piecewise.core.config import (
     FilesSourceConfig,
     SyntheticSourceConfig,
 )
-from piecewise.demo.synthetic import DEFAULT_TIMEZONE as SYNTHETIC_TIMEZONE
+from piecewise.core.hours import DEMO_TIMEZONE as SYNTHETIC_TIMEZONE
 from piecewise.ingest.sources.base import Source
 
 if TYPE_CHECKING:
