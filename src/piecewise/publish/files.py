@@ -458,7 +458,12 @@ class Publisher:
         def write_numbers(item: tuple[str, pa.Table, list[_Span]]) -> None:
             assert tiles is not None
             kind, of_kind, batch = item
-            rows = of_kind.take(np.concatenate([np.arange(s.lo, s.hi) for s in batch]))
+            if all(a.hi == b.lo for a, b in zip(batch, batch[1:], strict=False)):
+                # The periods' rows in one run (every period of the kind, say): shared,
+                # not copied (a copy of each column took a fifth of the numbers' time).
+                rows = of_kind.slice(batch[0].lo, batch[-1].hi - batch[0].lo)
+            else:
+                rows = of_kind.take(np.concatenate([np.arange(s.lo, s.hi) for s in batch]))
             period = np.repeat(np.arange(len(batch)), [s.hi - s.lo for s in batch])
             labels = [periods.label(kind, s.start) for s in batch]
             map_cells = _map_cells(rows, [column for _label, column in shares])
