@@ -28,7 +28,7 @@ class _Absent(MetaPathFinder):
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def find_spec(self, fullname: str, path=None, target=None):  # noqa: ANN001
+    def find_spec(self, fullname: str, path=None, target=None):
         if fullname == self.name or fullname.startswith(self.name + "."):
             raise ImportError(f"{fullname} is not installed with Piecewise (benchmark run)")
         return None
