@@ -96,6 +96,49 @@ def test_two_cells_with_one_key_are_refused_before_any_is_decided() -> None:
         apply_privacy(twice, ["day"], 30, 10)
 
 
+def test_clients_keyed_as_they_are_encoded_are_those_of_the_keyed_column(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """With `key_clients` (as `cells_of_tests` runs it), the cells count a network
+    once, as they do from a column keyed first (`network_keyed`); without, every
+    address is a client of its own. The tests' IPv6 clients are given as addresses of
+    their /64 here, several to a network, one dictionary to each date's rows."""
+    config = pipeline_config(tmp_path, demo_data)
+    dates = sorted(
+        run_ingest(config, dt.date(2025, 3, 27), dt.date(2025, 3, 29), progress=False).dates
+    )
+    layers = [layer.id for layer in config.layers]
+    kinds = list(config.periods.kinds)
+    keyed = load_tests(Stores.of(config).private, dates, layers)
+    column = keyed.column("client_ip")
+    assert column.num_chunks > 1
+    chunks, at = [], 0
+    for chunk in column.chunks:
+        addresses = [
+            key.replace("::/64", f"::{(at + i) % 5 + 1:x}")
+            if key is not None and key.endswith("::/64")
+            else key
+            for i, key in enumerate(chunk.cast(pa.string()).to_pylist())
+        ]
+        chunks.append(pa.array(addresses, pa.string()).dictionary_encode())
+        at += len(chunk)
+    raw = keyed.set_column(
+        keyed.schema.get_field_index("client_ip"), "client_ip", pa.chunked_array(chunks)
+    )
+    assert network_keyed(raw).column("client_ip").cast(pa.string()).equals(column.cast(pa.string()))
+    expected, _ = compute_cells([keyed], layers, kinds, config.share_rules)
+    got, _ = compute_cells([raw], layers, kinds, config.share_rules, key_clients=True)
+    assert got.schema == expected.schema
+    for name in expected.column_names:  # NaN (a statistic without values) equal to NaN
+        mine, theirs = got.column(name), expected.column(name)
+        if pa.types.is_floating(mine.type):
+            assert np.array_equal(mine.to_numpy(), theirs.to_numpy(), equal_nan=True), name
+        else:
+            assert mine.equals(theirs), name
+    apart, _ = compute_cells([raw], layers, kinds, config.share_rules)
+    assert pc.sum(apart.column("clients")).as_py() > pc.sum(expected.column("clients")).as_py()
+
+
 @pytest.mark.parametrize(
     ("sampling", "key_bits"), [("all", 63), ("one_per_client_day", 63), ("all", 8)]
 )

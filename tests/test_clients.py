@@ -17,6 +17,7 @@ from piecewise.ingest.clients import (
     _fast_network,
     _keys_of,
     client_network,
+    network_codes,
     network_keyed,
 )
 
@@ -203,6 +204,19 @@ def test_the_column_form_agrees_with_the_one_address_form(
     table = pa.table({"client_ip": values.dictionary_encode() if dictionary else values})
     expected = [None if ip is None else client_network(ip) for ip in ips]
     assert network_keyed(table).column("client_ip").to_pylist() == expected
+
+
+@given(ips=st.lists(st.one_of(ANY_IP, st.sampled_from(["2001:db8:1:2::1", "2001:db8:1:2::9"]))))
+def test_each_value_has_the_code_of_its_network_first_seen(ips: list[str | None]) -> None:
+    """`network_codes`: values of one network share a code and only they do, numbered
+    as the networks first appear; null is -1."""
+    codes = network_codes(pa.array(ips, pa.string())).tolist()
+    keys = [None if ip is None else client_network(ip) for ip in ips]
+    first: dict[str, int] = {}
+    for key in keys:
+        if key is not None:
+            first.setdefault(key, len(first))
+    assert codes == [-1 if key is None else first[key] for key in keys]
 
 
 # Text that looks like an address: what the C library's parser and Python's may judge

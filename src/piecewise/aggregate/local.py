@@ -48,7 +48,7 @@ from piecewise.core.vocabulary import (
     QUANTILE_NAMES,
     STATISTICS,
 )
-from piecewise.ingest.clients import network_keyed
+from piecewise.ingest.clients import network_codes, network_keyed
 from piecewise.ingest.sampling import with_pick
 from piecewise.storage.dictionaries import one_dictionary
 from piecewise.storage.layout import TESTS_PREFIX, tests_key
@@ -258,14 +258,21 @@ class _RoughCells:
     counts: np.ndarray  # int64: tests in each group
 
 
-def _client_codes(column: pa.ChunkedArray) -> np.ndarray:
-    """Each row's client as 1..n (0: unknown), without the clients' names."""
+def _client_codes(column: pa.ChunkedArray, keyed: bool = False) -> np.ndarray:
+    """Each row's client as 1..n (0: unknown), without the clients' names. With
+    `keyed`, a client is its network (piecewise.ingest.clients: an IPv6 address its
+    /64), found from the column's distinct values, not rewritten row by row."""
     arr = one_dictionary(column)
     if not arr.num_chunks:
         return np.zeros(0, np.int64)
-    return np.concatenate(
-        [pc.fill_null(pc.add(c.indices, 1), 0).to_numpy().astype(np.int64) for c in arr.chunks]
+    rows = np.concatenate(
+        [pc.fill_null(c.indices, -1).to_numpy().astype(np.int64) for c in arr.chunks]
     )
+    if not keyed:
+        return rows + 1
+    # Each distinct value's network code, and -1 (no client) at the end for nulls.
+    code_of = np.append(network_codes(arr.chunk(0).dictionary), -1)
+    return code_of[rows] + 1
 
 
 @dataclass(frozen=True)
@@ -289,9 +296,11 @@ class _DirectionColumns:
         layer_ids: list[str],
         kinds: list[str],
         pool: ThreadPoolExecutor | None = None,
+        key_clients: bool = False,
     ) -> _DirectionColumns:
-        """The columns of `rows`; with `pool`, the places (areas) are encoded on it
-        while this thread encodes the rest (both release the GIL for most of it)."""
+        """The columns of `rows`; with `pool`, the places (areas) and the clients are
+        encoded on it while this thread encodes the rest (each releases the GIL for most
+        of it). With `key_clients`, a client is its network (`_client_codes`)."""
 
         def floats(name: str) -> np.ndarray:
             values = pc.fill_null(rows.column(name), np.nan).to_numpy()
@@ -303,7 +312,11 @@ class _DirectionColumns:
                 i: _Rough.of(_column(rows, rough_column(i)), areas[i]) for i in layer_ids
             }
 
+        def clients() -> np.ndarray:
+            return _client_codes(rows.column("client_ip"), key_clients)
+
         placing = pool.submit(places) if pool is not None else None
+        clienting = pool.submit(clients) if pool is not None else None
         days = rows.column("date").combine_chunks().cast(pa.int32()).to_numpy().astype(np.int64)
         period_codes: dict[str, _Codes] = {}
         for kind in kinds:
@@ -314,9 +327,9 @@ class _DirectionColumns:
             period_codes[kind] = _Codes(rel, labels, bits_for(len(labels)))
         mbps = rows.column("mbps").to_numpy().astype(np.float64, copy=False)
         rtt, loss = floats("min_rtt_ms"), floats("loss_rate")
-        client = _client_codes(rows.column("client_ip"))
         isp = _encode(rows.column("isp"))
         areas, rough = placing.result() if placing is not None else places()
+        client = clienting.result() if clienting is not None else clients()
         return cls(
             mbps=mbps,
             rtt=rtt,
@@ -465,6 +478,7 @@ def compute_cells(
     wanted: dict[str, set[dt.date]] | None = None,
     threads: int = 0,
     evening: Evening | None = None,
+    key_clients: bool = False,
 ) -> tuple[pa.Table, pa.Table]:
     """Statistics and histograms of every cell, with its `coarse` count (the tests in
     its area located too roughly to count there: sql/coarse_counts.sql, held equal by
@@ -472,7 +486,9 @@ def compute_cells(
     encoded, to keep memory down); `wanted` limits the output to those periods (by kind
     and start date), which the rows must cover whole. With `evening` (the rows need
     `test_time`), each layer's cells are also computed from the evening's tests alone,
-    as the layer's evening twin (piecewise.core.hours)."""
+    as the layer's evening twin (piecewise.core.hours). Distinct clients are distinct
+    `client_ip` values, or with `key_clients` distinct networks
+    (piecewise.ingest.clients: as `network_keyed` would make the column)."""
     seen: set[str] = set()
     stats_parts: list[pa.Table] = []
     hist_parts: list[pa.Table] = []
@@ -563,7 +579,7 @@ def compute_cells(
                     if evening is not None
                     else None
                 )
-                columns = _DirectionColumns.of(rows, layer_ids, kinds, pool)
+                columns = _DirectionColumns.of(rows, layer_ids, kinds, pool, key_clients)
                 in_hours = hours.result() if hours is not None else None
                 encoded.append((direction, columns, in_hours))
                 del hours, rows, columns, in_hours
@@ -802,9 +818,14 @@ def cells_of_tests(
     layer_ids = [layer.id for layer in config.layers]
     kinds = grouped_kinds(config, wanted)
 
+    sampling = config.aggregation.sampling
+
     def prepared(tests: pa.Table) -> pa.Table:
-        # A client is a network (an IPv6 client its /64), for sampling and counts.
-        tests = apply_sampling(network_keyed(tests), config.aggregation.sampling)
+        # A client is a network (an IPv6 client its /64), for sampling and counts: keyed
+        # here when sampling picks by client, else as the clients are encoded
+        # (`key_clients`), beside the other columns rather than before them.
+        if sampling != "all":
+            tests = apply_sampling(network_keyed(tests), sampling)
         return tests.drop_columns(["pick"]) if "pick" in tests.column_names else tests
 
     def sampled() -> Iterator[pa.Table]:
@@ -825,6 +846,7 @@ def cells_of_tests(
         wanted=wanted,
         threads=config.aggregation.threads,
         evening=config.evening,
+        key_clients=True,
     )
 
 

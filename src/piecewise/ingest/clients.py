@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from piecewise.storage.dictionaries import one_dictionary
 
-__all__ = ["IPV6_PREFIX", "client_network", "network_keyed", "network_keys"]
+__all__ = ["IPV6_PREFIX", "client_network", "network_codes", "network_keyed", "network_keys"]
 
 IPV6_PREFIX = 64
 _HOST_BITS = 128 - IPV6_PREFIX
@@ -117,6 +117,16 @@ def _keyed_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
         for chunk in encoded.chunks
     ]
     return pa.chunked_array(chunks, type=kind)
+
+
+def network_codes(values: pa.Array) -> np.ndarray:
+    """For each value of a string array (a column's distinct values, say), the code
+    (int64, from 0) of its `client_network` among theirs: the values of one network
+    share a code, in the order each network first appears; -1 for null."""
+    if len(values) == 0:
+        return np.zeros(0, np.int64)
+    encoded = pc.dictionary_encode(_keys_of(values))
+    return pc.fill_null(encoded.indices, -1).to_numpy().astype(np.int64)
 
 
 def network_keys(values: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
