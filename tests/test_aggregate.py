@@ -96,6 +96,18 @@ def test_two_cells_with_one_key_are_refused_before_any_is_decided() -> None:
         apply_privacy(twice, ["day"], 30, 10)
 
 
+def test_client_codes_keyed_or_not_and_nulls_no_client() -> None:
+    """Each row's client code (0: none): by address, or by network when keyed; a column
+    of nulls alone (no address at all, typed null) has no client either way."""
+    one = pa.array(["2001:db8::1", None, "192.0.2.1"]).dictionary_encode()
+    two = pa.array(["2001:db8::2", "192.0.2.1"]).dictionary_encode()
+    column = pa.chunked_array([one, two])
+    assert local._client_codes(column).tolist() == [1, 0, 2, 3, 2]
+    assert local._client_codes(column, keyed=True).tolist() == [1, 0, 2, 1, 2]
+    nulls = pa.chunked_array([pa.array([None, None])])
+    assert local._client_codes(nulls, keyed=True).tolist() == [0, 0]
+
+
 def test_clients_keyed_as_they_are_encoded_are_those_of_the_keyed_column(
     tmp_path: Path, demo_data: Path
 ) -> None:

@@ -219,6 +219,13 @@ def test_each_value_has_the_code_of_its_network_first_seen(ips: list[str | None]
     assert codes == [-1 if key is None else first[key] for key in keys]
 
 
+def test_network_codes_of_nothing_are_none_and_of_numbers_an_error() -> None:
+    assert network_codes(pa.array([], pa.string())).tolist() == []
+    assert network_codes(pa.array(["2001:db8::1", None], pa.large_string())).tolist() == [0, -1]
+    with pytest.raises(TypeError, match="client addresses must be strings, not int64"):
+        network_codes(pa.array([1, 2]))
+
+
 # Text that looks like an address: what the C library's parser and Python's may judge
 # differently (groups of odd lengths, dotted tails, several "::", zone ids).
 ADDRESS_LIKE = st.text(alphabet="0123456789abcdefABCDEF:.%ff", max_size=45)

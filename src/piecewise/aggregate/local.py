@@ -268,10 +268,11 @@ def _client_codes(column: pa.ChunkedArray, keyed: bool = False) -> np.ndarray:
     rows = np.concatenate(
         [pc.fill_null(c.indices, -1).to_numpy().astype(np.int64) for c in arr.chunks]
     )
-    if not keyed:
+    values = arr.chunk(0).dictionary
+    if not keyed or pa.types.is_null(values.type):  # (a column of nulls: no client)
         return rows + 1
     # Each distinct value's network code, and -1 (no client) at the end for nulls.
-    code_of = np.append(network_codes(arr.chunk(0).dictionary), -1)
+    code_of = np.append(network_codes(values), -1)
     return code_of[rows] + 1
 
 

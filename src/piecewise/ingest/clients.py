@@ -123,6 +123,8 @@ def network_codes(values: pa.Array) -> np.ndarray:
     """For each value of a string array (a column's distinct values, say), the code
     (int64, from 0) of its `client_network` among theirs: the values of one network
     share a code, in the order each network first appears; -1 for null."""
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        raise TypeError(f"client addresses must be strings, not {values.type}")
     if len(values) == 0:
         return np.zeros(0, np.int64)
     encoded = pc.dictionary_encode(_keys_of(values))
