@@ -93,20 +93,18 @@ def _keys_of(values: pa.Array) -> pa.Array:
 def _keyed_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
     kind = column.type
     dictionary = pa.types.is_dictionary(kind)
-    value_type = kind.value_type if dictionary else kind
-    if not (pa.types.is_string(value_type) or pa.types.is_large_string(value_type)):
-        raise TypeError(f"client addresses must be strings, not {kind}")
+    _require_text(kind.value_type if dictionary else kind, kind)
     if column.num_chunks == 0 or len(column) == 0:
         return column
     # One shared dictionary of the distinct addresses; the rows only index into it.
     encoded = one_dictionary(column)
-    keys = _keys_of(encoded.chunk(0).dictionary)
     if not dictionary:
+        keys = _keys_of(encoded.chunk(0).dictionary)
         return pa.chunked_array(
             [pc.take(keys, chunk.indices) for chunk in encoded.chunks], type=kind
         )
     # Several addresses of one /64 give one key: re-encode so the dictionary stays unique.
-    recoded = pc.dictionary_encode(keys)
+    recoded = _networks(encoded.chunk(0).dictionary)
     index_type = kind.index_type
     chunks = [
         pa.DictionaryArray.from_arrays(
@@ -119,16 +117,26 @@ def _keyed_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pa.chunked_array(chunks, type=kind)
 
 
+def _require_text(value_type: pa.DataType, kind: pa.DataType) -> None:
+    """TypeError naming `kind` unless its values (`value_type`) are strings."""
+    if not (pa.types.is_string(value_type) or pa.types.is_large_string(value_type)):
+        raise TypeError(f"client addresses must be strings, not {kind}")
+
+
+def _networks(values: pa.Array) -> pa.DictionaryArray:
+    """The `client_network` of each value of a string array, dictionary-encoded: one
+    entry for each network, in the order each first appears (nulls stay null)."""
+    return pc.dictionary_encode(_keys_of(values))
+
+
 def network_codes(values: pa.Array) -> np.ndarray:
     """For each value of a string array (a column's distinct values, say), the code
     (int64, from 0) of its `client_network` among theirs: the values of one network
     share a code, in the order each network first appears; -1 for null."""
-    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-        raise TypeError(f"client addresses must be strings, not {values.type}")
+    _require_text(values.type, values.type)
     if len(values) == 0:
         return np.zeros(0, np.int64)
-    encoded = pc.dictionary_encode(_keys_of(values))
-    return pc.fill_null(encoded.indices, -1).to_numpy().astype(np.int64)
+    return pc.fill_null(_networks(values).indices, -1).to_numpy().astype(np.int64)
 
 
 def network_keys(values: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
