@@ -516,9 +516,6 @@ def _radius_table() -> tuple[np.ndarray, np.ndarray]:
     return values, cdf
 
 
-DEFAULT_TIMEZONE = DEMO_TIMEZONE
-
-
 class SyntheticSource:
     """Synthetic NDT tests for a region (a `piecewise.ingest.sources.base.Source`).
 
@@ -543,7 +540,7 @@ class SyntheticSource:
         clients_per_daily_test: float = 30.0,
         null_geo_fraction: float = 0.02,
         null_network_fraction: float = 0.01,
-        timezone: str = DEFAULT_TIMEZONE,
+        timezone: str = DEMO_TIMEZONE,
         sites: Sequence[ServerSite] = SITES,
     ) -> None:
         if not (math.isfinite(tests_per_day) and tests_per_day >= 0):
