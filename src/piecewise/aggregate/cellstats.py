@@ -68,27 +68,30 @@ def ascending_order(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         else:
             order = np.argsort(values)
         return order, values[order]
-    key = _ordered_bits(values)
     row_bits = np.uint64(bits_for(n - 1))
-    packed = (key >> row_bits) << row_bits
+    packed = _ordered_bits(values)
+    packed >>= row_bits
+    packed <<= row_bits
     np.bitwise_or(packed, np.arange(n, dtype=np.uint64), out=packed)
     packed.sort()
-    order = np.bitwise_and(packed, np.uint64((1 << int(row_bits)) - 1), out=packed)
-    order = order.view(np.int64)
+    order = np.bitwise_and(packed, np.uint64((1 << int(row_bits)) - 1)).view(np.int64)
     ordered = values[order]
     # NaN keys are the largest, with leading bits of their own: only the numbers can
     # be out of order (and NaN compares false).
     descents = np.flatnonzero(ordered[1:] < ordered[:-1])
     if len(descents):
-        # A descent lies within a run of equal leading bits (the runs ascend): sort
-        # every row of those runs by its whole key, which keeps the runs in order too.
-        in_order = key[order]
-        lead = in_order >> row_bits
-        run = np.cumsum(np.r_[False, lead[1:] != lead[:-1]])
-        bad = np.zeros(int(run[-1]) + 1, dtype=bool)
-        bad[run[descents]] = True
-        rows = np.flatnonzero(bad[run])
-        order[rows] = order[rows][np.argsort(in_order[rows])]
+        # A descent lies within a run of equal leading bits (the runs ascend), found in
+        # the sorted keys by a search each: every row of those runs is sorted by its
+        # whole key, which keeps the runs in order too.
+        lead = np.unique(packed[descents] >> row_bits)
+        firsts = np.searchsorted(packed, lead << row_bits)
+        ends = np.searchsorted(packed, (lead + np.uint64(1)) << row_bits)
+        del packed
+        sizes = ends - firsts
+        # The runs' positions, one run after another: firsts[i] + 0..sizes[i]-1.
+        rows = np.arange(int(sizes.sum())) + np.repeat(firsts - (np.cumsum(sizes) - sizes), sizes)
+        whole = _ordered_bits(ordered[rows])
+        order[rows] = order[rows][np.argsort(whole)]
         ordered[rows] = values[order[rows]]
     return order, ordered
 
