@@ -9,6 +9,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from hypothesis import settings
 
 from services import GcsEmulator, MotoS3Server, unique_bucket
 
@@ -19,6 +20,12 @@ pytest_plugins = [
     "browser_fixtures",
     "maxmind_fixtures",
 ]
+
+# Speed is measured by the benchmarks (bench/), never by a test's clock: no deadline
+# per example, whose default (200 ms) a first example can miss on a busy machine while
+# it imports what it uses, failing as an error of timing rather than of the property.
+settings.register_profile("piecewise", deadline=None)
+settings.load_profile("piecewise")
 
 # gcsfs reads this once, at import: without it every bucket lookup against an emulator
 # first waits ~60 s on gRPC. Set before anything imports gcsfs.
