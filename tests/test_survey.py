@@ -725,6 +725,61 @@ def test_serve_mounts_the_survey_beside_the_api(tmp_path: Path) -> None:
     assert (tmp_path / "survey.sqlite3").is_file()
 
 
+def test_serve_without_the_salt_variable_keeps_a_client_one_client_across_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`piecewise serve` without `survey.salt_env`'s variable salts client hashes with a
+    salt it keeps in the private store (made once): a household that posts after each
+    of three restarts in one quarter is one client there, so it counts once in the
+    window's summary (a new random salt per run made it three clients)."""
+    import datetime as dt
+
+    from piecewise.cli import _survey_salt
+    from piecewise.storage.store import Stores
+    from piecewise.web.survey.public import publish_survey
+
+    config = survey_config(
+        tmp_path,
+        publish_start='"2026-01-01"',
+        min_responses="1",
+        epsilon_count="50",  # noise too small to move a count
+        epsilon_median="50",
+    )
+    monkeypatch.delenv(config.survey.salt_env, raising=False)
+    store = SqliteSurveyStore(tmp_path / "survey.sqlite3")
+    salts = []
+    for run, day in enumerate((2, 9, 16)):  # three runs of the server in the first quarter
+        salts.append(_survey_salt(config))
+        at = dt.datetime(2026, 2, day, tzinfo=dt.UTC).timestamp()
+        app = build_survey(config, salt=salts[-1], store=store, clock=Clock(at))
+        response = Client(app).post(
+            "/v1/survey",
+            data=json.dumps(valid_submission(satisfaction=1 + run)),
+            content_type="application/json",
+            environ_base={"REMOTE_ADDR": IP},
+        )
+        assert response.status_code == 201
+    assert len({record["client"] for _, record in store.records()}) == 1
+    stores = Stores.of(config)
+    assert salts[0] == salts[1] == salts[2] == stores.private.read_bytes("survey/salt")
+    assert len(salts[0]) >= 32 and not stores.public.list("")
+    publication = publish_survey(
+        config,
+        store.records(),
+        stores.public,
+        stores.private,
+        now=dt.datetime(2026, 4, 2, tzinfo=dt.UTC),
+    )
+    [window] = [w for w in publication.windows if w.status == "published"]
+    document = stores.public.read_json(window.key)
+    assert [area["responses"] for area in document["areas"]] == [1]
+    store.close()
+    # The variable, when set, is the salt (the one kept is left as it is).
+    monkeypatch.setenv(config.survey.salt_env, "a-salt-from-the-environment-0123")
+    assert _survey_salt(config) == b"a-salt-from-the-environment-0123"
+    assert stores.private.read_bytes("survey/salt") == salts[0]
+
+
 def test_the_cloud_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     functions_framework = pytest.importorskip("functions_framework")
     root = Path(__file__).resolve().parents[1]

@@ -370,15 +370,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _survey_salt(cfg: Config) -> bytes:
     """The secret of client hashes, from the variable named by `survey.salt_env`; without
-    it, a random one for this process (rate limits then restart with the server)."""
+    it, the one kept in the private store, made the first time (`kept_salt`): a client
+    stays one client when the server restarts."""
     salt = os.environ.get(cfg.survey.salt_env, "")
     if salt:
         return salt.encode()
+    from piecewise.storage.layout import SURVEY_SALT_KEY
+    from piecewise.storage.store import Stores
+    from piecewise.web.survey import kept_salt
+
+    private = Stores.of(cfg).private
     log.warning(
-        "%s is not set: client hashes use a random salt until the server stops",
+        "%s is not set: client hashes use the salt kept in %s (%s); set the variable in a "
+        "deployment, the same in every survey process (docs/survey.md)",
         cfg.survey.salt_env,
+        private.url,
+        SURVEY_SALT_KEY,
     )
-    return os.urandom(32)
+    return kept_salt(private)
 
 
 def cmd_survey_export(args: argparse.Namespace) -> int:

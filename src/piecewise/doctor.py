@@ -207,7 +207,8 @@ def check_salt(config: Config) -> Check:
         return Check(
             "survey salt",
             "fail",
-            f"{name} is not set: each process would salt client hashes its own random way",
+            f"{name} is not set: the survey function refuses to start, and `piecewise "
+            "serve` salts client hashes with one it keeps in the private store",
             fix,
         )
     if len(salt) < MIN_SALT:

@@ -28,6 +28,9 @@ PENDING_CUBE_KEY = f"{PENDING_PREFIX}cube.parquet"
 GEOIP_PREFIX = "geoip/"
 FANOUT_PREFIX = "fanout/"
 SURVEY_RECORDS_PREFIX = "survey/published/"
+# The salt of the survey's client hashes that `piecewise serve` keeps when the variable
+# `survey.salt_env` names is not set (never public, never in the survey store).
+SURVEY_SALT_KEY = "survey/salt"
 MEMO_PREFIX = "memo/"
 
 
