@@ -312,6 +312,26 @@ def test_no_isp_rule_takes_the_all_isp_key(name: str) -> None:
         parse_config(text, base_dir=Path("/tmp"))
 
 
+@pytest.mark.parametrize("name", ["other", "x" * 101])
+def test_an_isp_rule_the_default_survey_form_cannot_offer_is_refused_with_its_key(
+    name: str,
+) -> None:
+    """The default survey form's ISP question offers the rules' names: "other" (its own
+    answer for an unlisted ISP) or a name over 100 characters made the form, and so the
+    survey and its publication, fail after the config loaded. Refused when it loads,
+    naming the rule; with [[survey.fields]] of its own, the name is the config's to
+    choose."""
+    text = MINIMAL + '\n[[isps]]\nname = "Comcast"\nasns = [7922]\n'
+    text += f'\n[[isps]]\nname = "{name}"\nasns = [64500]\n'
+    with pytest.raises(ConfigError, match=r"isps\[1\]\.name .* survey's ISP question"):
+        parse_config(text, base_dir=Path("/tmp"))
+    own = (
+        '\n[survey]\nstore = "sqlite://s.sqlite3"\n[[survey.fields]]\nname = "speed"\n'
+        'type = "yes_no"\nlabel = "Fast enough?"\n'
+    )
+    assert parse_config(text + own, base_dir=Path("/tmp")).isps[1].name == name
+
+
 @pytest.mark.parametrize(("written", "read"), [("local", "local"), ("duckdb", "local")])
 def test_the_local_engine_is_read_by_its_name_and_its_former_one(written: str, read: str) -> None:
     cfg = parse_config(MINIMAL + f'\n[aggregation]\nengine = "{written}"\n', base_dir=Path("/tmp"))

@@ -750,6 +750,11 @@ class FieldTranslation(_Strict):
     unit: str = Field("", max_length=20, description="number: the unit, if it reads otherwise.")
 
 
+# The longest answer a choice of the survey form may be (an ISP rule's name, in the
+# default form's ISP question).
+CHOICE_MAX_LENGTH = 100
+
+
 class SurveyField(_Strict):
     """One question of the survey form."""
 
@@ -757,7 +762,7 @@ class SurveyField(_Strict):
     type: Literal["choice", "multi_choice", "number", "text", "yes_no"]
     label: str = Field(min_length=1, max_length=500, description="The question as shown.")
     required: bool = False
-    choices: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+    choices: list[Annotated[str, Field(min_length=1, max_length=CHOICE_MAX_LENGTH)]] = Field(
         default_factory=list, description="Allowed answers of a choice or multi_choice."
     )
     other: bool = Field(
@@ -1047,6 +1052,24 @@ class Config(_Strict):
         if dupes := _repeated([t.label for t in v]):
             raise ValueError(f"thresholds must differ; repeated: {', '.join(dupes)}")
         return v
+
+    @model_validator(mode="after")
+    def _isps_answer_the_default_form(self) -> Config:
+        # Without [[survey.fields]], the survey's ISP question offers the rules' names
+        # (piecewise.web.survey.form.default_fields; the function serves it whether or
+        # not `survey.enabled`): a name no choice may be would fail there, not here.
+        if self.survey.fields:
+            return self
+        for i, rule in enumerate(self.isps):
+            if rule.name == "other" or len(rule.name) > CHOICE_MAX_LENGTH:
+                raise ValueError(
+                    f"isps[{i}].name {rule.name[:40]!r}{'...' if len(rule.name) > 40 else ''} "
+                    "is an answer of the survey's ISP question, which takes at most "
+                    f'{CHOICE_MAX_LENGTH} characters and not "other" (its own answer for an '
+                    "unlisted ISP): rename the rule, or give the survey [[survey.fields]] of "
+                    "its own"
+                )
+        return self
 
     @model_validator(mode="after")
     def _distinct_shares(self) -> Config:
