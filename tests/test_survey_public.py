@@ -370,6 +370,32 @@ def test_a_window_is_never_drawn_again_even_when_its_public_file_is_lost(tmp_pat
     assert any("the same bytes" in line for line in result.report())
 
 
+def test_a_lost_window_of_earlier_settings_is_written_again_with_its_bytes(
+    tmp_path: Path,
+) -> None:
+    """A quarter published, then the windows made monthly, then the public files lost:
+    the quarter comes back from its record with the same bytes (it was restored only
+    while it was a window of the settings in force), and the months it overlaps are
+    still not published."""
+    public, private = stores(tmp_path)
+    records = [response(i, utc(2026, 2, 1), download=10.0 * (i + 1)) for i in range(30)]
+    publish_survey(config_of(tmp_path), records, public, private, now=utc(2026, 4, 2))
+    quarter = public.read_bytes("v1/survey/hex/2026-Q1.json")
+    monthly = config_of(tmp_path, publish_window='"month"')
+    publish_survey(monthly, records, public, private, now=utc(2026, 5, 2))
+    index = public.read_bytes(SURVEY_INDEX_KEY)
+    for key in public.list(""):
+        public.delete(key)  # a lost bucket
+    result = publish_survey(monthly, records, public, private, now=utc(2026, 5, 3))
+    assert public.read_bytes("v1/survey/hex/2026-Q1.json") == quarter
+    assert [(w.label, w.status) for w in result.windows if w.status != "skipped"] == [
+        ("2026-04", "restored"),
+        ("2026-Q1", "restored"),
+    ]
+    assert {w.label for w in result.of("skipped")} == {"2026-01", "2026-02", "2026-03"}
+    assert public.read_bytes(SURVEY_INDEX_KEY) == index
+
+
 def test_windows_published_by_any_store_are_left_as_they_are_when_the_settings_change(
     tmp_path: Path,
 ) -> None:
@@ -466,11 +492,15 @@ def test_a_new_window_length_or_layer_never_publishes_a_response_twice(tmp_path:
 
 
 def test_the_cumulative_file_of_earlier_versions_is_removed(tmp_path: Path) -> None:
+    """Of a layer configured or not (one taken out of the config kept its file)."""
     public, private = stores(tmp_path)
     public.write_json("v1/survey/hex.json", {"areas": []})
+    public.write_json("v1/survey/tracts.json", {"areas": []})  # no such layer now
     result = publish_survey(config_of(tmp_path), [], public, private, now=utc(2026, 4, 2))
-    assert result.removed == ["v1/survey/hex.json"]
+    assert result.removed == ["v1/survey/hex.json", "v1/survey/tracts.json"]
     assert not public.exists("v1/survey/hex.json")
+    assert not public.exists("v1/survey/tracts.json")
+    assert public.exists(SURVEY_INDEX_KEY) and public.exists("v1/survey/hex/2026-Q1.json")
     assert "removed v1/survey/hex.json" in "\n".join(result.report())
 
 

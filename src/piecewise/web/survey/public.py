@@ -529,7 +529,12 @@ def publish_survey(
                     of_areas=len(layer.candidates),
                 )
             )
-        result.removed = _remove_cumulative(config, public)
+        # A window published under other settings (another layer or window length) whose
+        # public file went missing: its recorded bytes again too.
+        for entry in sorted(known.values(), key=_order):
+            if entry.record is not None and not entry.public:
+                result.windows.append(_keep(config, public, entry, 0))
+        result.removed = _remove_cumulative(public)
         _write_index(public, known)
         result.next_window = due[-1].next() if due else first
         result.waiting = len(by_window.get(result.next_window, []))
@@ -578,13 +583,14 @@ def _keep(config: Config, public: Store, known: Known, now_count: int) -> Window
     return WindowResult(known.window.label, "kept", key, note=_changes(config, record, now_count))
 
 
-def _remove_cumulative(config: Config, public: Store) -> list[str]:
-    """Delete `v1/survey/{layer}.json`, the cumulative file earlier versions rewrote on
-    every run (each version differenced with the next gave responses away)."""
+def _remove_cumulative(public: Store) -> list[str]:
+    """Delete every `v1/survey/{layer}.json`, the cumulative file earlier versions
+    rewrote on every run (each version differenced with the next gave responses away),
+    of a layer still configured or not."""
     removed = []
-    for layer in config.layers:
-        key = f"{SURVEY_PREFIX}{layer.id}.json"
-        if key != SURVEY_INDEX_KEY and public.exists(key):
+    for key in sorted(public.list(SURVEY_PREFIX)):
+        name = key[len(SURVEY_PREFIX) :]
+        if key != SURVEY_INDEX_KEY and "/" not in name and name.endswith(".json"):
             public.delete(key)
             removed.append(key)
     return removed
