@@ -780,6 +780,39 @@ def test_serve_without_the_salt_variable_keeps_a_client_one_client_across_restar
     assert stores.private.read_bytes("survey/salt") == salts[0]
 
 
+@pytest.mark.parametrize("hops", [0, 1, 2])
+def test_serve_behind_reverse_proxies_counts_each_resident_as_a_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hops: int
+) -> None:
+    """`piecewise serve --proxy-hops N`: behind N reverse proxies every post comes from
+    the nearest one; the client is the address the first of them saw. Without the
+    option (or with too few hops) every resident behind the proxies is one client,
+    rate-limited and counted once together."""
+    from piecewise.cli import main, serve_app
+
+    config = survey_config(tmp_path)
+    monkeypatch.setenv(config.survey.salt_env, "a-salt-from-the-environment-0123")
+    client = Client(serve_app(config, tmp_path / "no-site", proxy_hops=hops))
+    residents = ["198.51.100.1", "198.51.100.2", "2001:db8:5::1"]
+    for i, resident in enumerate(residents):
+        # Each proxy adds the address it was reached from; the nearest is the peer.
+        chain = [resident, "10.0.0.2"][: max(hops, 1)]
+        response = client.post(
+            "/v1/survey",
+            data=json.dumps(valid_submission(satisfaction=1 + i)),
+            content_type="application/json",
+            headers={"X-Forwarded-For": ", ".join(chain)},
+            environ_base={"REMOTE_ADDR": "10.0.0.9"},
+        )
+        assert response.status_code == 201
+    store = SqliteSurveyStore(tmp_path / "survey.sqlite3")
+    clients = {record["client"] for _, record in store.records()}
+    assert len(clients) == (len(residents) if hops else 1)
+    store.close()
+    with pytest.raises(SystemExit):
+        main(["serve", "--config", "unused.toml", "--proxy-hops", "-1"])
+
+
 def test_the_cloud_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     functions_framework = pytest.importorskip("functions_framework")
     root = Path(__file__).resolve().parents[1]

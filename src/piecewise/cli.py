@@ -15,6 +15,7 @@ from piecewise.core.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:  # the pipeline's imports are heavy: `piecewise serve` needs none of them
     from piecewise.ingest.dates import IngestResult
+    from piecewise.web.serve import WSGIApp
 
 log = logging.getLogger("piecewise")
 
@@ -33,6 +34,16 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
+def _hops(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of proxies from 0 to 10")
     return value
 
 
@@ -341,23 +352,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from werkzeug.serving import run_simple
-
+def serve_app(cfg: Config, site_dir: Path, *, proxy_hops: int = 0) -> WSGIApp:
+    """What `piecewise serve` serves: the API, the survey (when enabled) and the site.
+    With `proxy_hops`, that many reverse proxies in front each add the address they were
+    reached from to X-Forwarded-For, and the survey's client is the address the first of
+    them saw (else every resident behind them is the proxy: one client)."""
     from piecewise.web.api import build_api
     from piecewise.web.serve import build_app
-    from piecewise.web.site import DEFAULT_SITE_DIR
 
-    cfg = load_config(_config_path(args))
     mounts = {"/v1": build_api(cfg)}
     if cfg.survey.enabled:
         from piecewise.web.survey import build_survey
 
         mounts["/v1/survey"] = build_survey(cfg, salt=_survey_salt(cfg))
+    app = build_app(cfg, mounts=mounts, site_dir=site_dir)
+    if not proxy_hops:
+        return app
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    return ProxyFix(app, x_for=proxy_hops)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from werkzeug.serving import run_simple
+
+    from piecewise.web.site import DEFAULT_SITE_DIR
+
+    cfg = load_config(_config_path(args))
     site_dir = Path(args.site) if args.site else DEFAULT_SITE_DIR
     if not (site_dir / "index.html").is_file():
         log.warning("no map site built in %s (run `make site`): / shows the table page", site_dir)
-    app = build_app(cfg, mounts=mounts, site_dir=site_dir)
+    app = serve_app(cfg, site_dir, proxy_hops=args.proxy_hops)
     survey = f", survey: http://{args.host}:{args.port}/v1/survey" if cfg.survey.enabled else ""
     print(
         f"serving {cfg.project.name} on http://{args.host}:{args.port}/ "
@@ -675,6 +700,15 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument(
         "--site", help="folder of the built map site (default: static_site/dist of the project)"
+    )
+    serve.add_argument(
+        "--proxy-hops",
+        type=_hops,
+        default=0,
+        metavar="N",
+        help="reverse proxies in front of the server, each adding the address it was reached "
+        "from to X-Forwarded-For: the survey counts the address the first one saw as the "
+        "client (default 0: the connection's own address)",
     )
     serve.set_defaults(func=cmd_serve)
 
