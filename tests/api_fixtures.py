@@ -22,6 +22,7 @@ from piecewise.core.vocabulary import PERIOD_KINDS
 from piecewise.pipeline import run_aggregate, run_ingest
 from piecewise.storage.layout import PATHS, areas_key
 from piecewise.storage.store import Store, Stores, open_store
+from piecewise.web.survey import open_config_store
 
 # -- the real pipeline run ---------------------------------------------------------------
 
@@ -116,6 +117,7 @@ def published(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Publ
     tmp = tmp_path_factory.mktemp("api")
     demo = renamed_demo(tmp, demo_data, RENAMED)
     config = pipeline_config(tmp, demo)
+    open_config_store(config).close()  # the survey's store, as its server makes it
     run_ingest(config, RUN_START, RUN_END, progress=False)
     run_aggregate(config)
     stores = Stores.of(config)

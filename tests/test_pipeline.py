@@ -23,6 +23,7 @@ from piecewise.pipeline import run_aggregate, run_ingest
 from piecewise.storage.lock import LockHeld, RunLock
 from piecewise.storage.manifest import Manifest
 from piecewise.storage.store import Store, Stores, open_store
+from piecewise.web.survey import open_config_store
 
 START = dt.date(2025, 3, 25)
 END = dt.date(2025, 4, 6)  # crosses a month and a quarter boundary
@@ -122,6 +123,7 @@ def reference_cells(raw: pd.DataFrame, cfg: Config) -> pd.DataFrame:
 def pipeline_run(tmp_path_factory: pytest.TempPathFactory, demo_data: Path):
     tmp = tmp_path_factory.mktemp("pipeline")
     cfg = make_config(tmp, demo_data)
+    open_config_store(cfg).close()  # the survey's store, as its server makes it
     ingested = run_ingest(cfg, START, END, progress=False)
     result = run_aggregate(cfg, now=NOW)
     return cfg, tmp, ingested, result

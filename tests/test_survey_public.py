@@ -776,6 +776,7 @@ def test_a_survey_that_cannot_be_published_leaves_the_release_and_says_why(
 
     config = config_of(tmp_path)
     stores = Stores.of(config)
+    SqliteSurveyStore(tmp_path / "survey.sqlite3").close()  # as the server makes it
     with RunLock(stores.private, "survey-publish"):
         held = run_aggregate(config, now=utc(2026, 4, 2))
     assert held.survey is None and "survey-publish" in (held.survey_error or "")
@@ -783,6 +784,35 @@ def test_a_survey_that_cannot_be_published_leaves_the_release_and_says_why(
     later = run_aggregate(config, now=utc(2026, 4, 2))
     assert later.survey_error is None
     assert [w.label for w in later.survey.published] == ["2026-Q1"]
+
+
+def test_a_store_path_that_names_no_store_publishes_nothing_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    """`survey.store` mistyped (or a run on another machine): the aggregation's reader
+    made an empty store there and published every due window empty, for good (a window
+    is never rewritten), while the real store held its responses. Now nothing is made
+    nor published, the run says why, and once the path is right the windows are
+    published with the responses."""
+    from piecewise.pipeline import run_aggregate
+    from piecewise.storage.store import Stores
+
+    real = SqliteSurveyStore(tmp_path / "survey.sqlite3")
+    for key, record in [response(i, utc(2026, 2, 1)) for i in range(30)]:
+        real.put(key, record)
+    real.close()
+    typo = config_of(tmp_path, store='"sqlite://survey.sqlite"', **EXACT)
+    missed = run_aggregate(typo, now=utc(2026, 4, 2))
+    assert missed.survey is None and "no survey store at" in (missed.survey_error or "")
+    assert str(tmp_path / "survey.sqlite") in missed.survey_error
+    assert not (tmp_path / "survey.sqlite").exists()
+    stores = Stores.of(typo)
+    assert not stores.public.exists(SURVEY_INDEX_KEY)
+    assert not stores.private.list("survey/published/")
+    right = run_aggregate(config_of(tmp_path, **EXACT), now=utc(2026, 4, 3))
+    assert [w.label for w in right.survey.published] == ["2026-Q1"]
+    q1 = stores.public.read_json("v1/survey/hex/2026-Q1.json")
+    assert area_of(q1)["responses"] == 30
 
 
 def test_an_isp_choice_may_not_be_the_key_of_every_isp(tmp_path: Path) -> None:

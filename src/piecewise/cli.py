@@ -420,7 +420,7 @@ def cmd_survey_export(args: argparse.Namespace) -> int:
     from piecewise.web.survey.export import export
 
     cfg = load_config(_config_path(args), check_files=False)
-    store = open_config_store(cfg)
+    store = open_config_store(cfg, create=False)
     try:
         if args.output in (None, "-"):
             n = export(build_form(cfg), store.records(), args.format, sys.stdout.buffer)
@@ -445,7 +445,7 @@ def cmd_survey_evidence(args: argparse.Namespace) -> int:
         evening_of(cfg)  # before any file is opened: a missing [evening] writes nothing
     except EvidenceError as exc:
         raise ConfigError(str(_config_path(args)), [f"  {exc}"]) from None
-    store = open_config_store(cfg)
+    store = open_config_store(cfg, create=False)
     try:
         if args.output in (None, "-"):
             found = export_evidence(cfg, store.records(), args.format, sys.stdout.buffer)

@@ -438,12 +438,14 @@ def run_aggregate(
         # The survey's windows that ended are published with the release that follows
         # them, each once (piecewise.web.survey.public). A survey store that cannot be read
         # leaves the release as it is: its windows wait for the next aggregation.
-        from piecewise.web.survey.store import SurveyStoreUnavailable
+        from piecewise.web.survey.store import SurveyStoreMissing, SurveyStoreUnavailable
 
         try:
             survey = publish_config_survey(config, stores, now=now)
         except (SurveyStoreUnavailable, LockHeld, StoreError, OSError) as exc:
-            log.error("the survey's windows were not published this time: %s", exc)
+            # No store yet (no server has run) is no fault: the windows wait for one.
+            level = logging.WARNING if isinstance(exc, SurveyStoreMissing) else logging.ERROR
+            log.log(level, "the survey's windows were not published this time: %s", exc)
             result = dataclasses.replace(result, survey_error=str(exc))
         else:
             result = dataclasses.replace(result, survey=survey)
@@ -457,7 +459,7 @@ def publish_config_survey(
     from piecewise.web.survey import open_config_store
     from piecewise.web.survey.public import publish_survey
 
-    survey = open_config_store(config)
+    survey = open_config_store(config, create=False)
     try:
         return publish_survey(config, survey.records(), stores.public, stores.private, now=now)
     finally:

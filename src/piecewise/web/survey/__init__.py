@@ -49,8 +49,10 @@ def kept_salt(private: Store) -> bytes:
         return salt
 
 
-def open_config_store(config: Config) -> SurveyStore:
-    return open_survey_store(config.survey.store, base_dir=config.base_dir)
+def open_config_store(config: Config, *, create: bool = True) -> SurveyStore:
+    """The config's survey store; readers (publication, exports) pass `create=False`:
+    a SQLite file that does not exist is then `SurveyStoreMissing`, never made empty."""
+    return open_survey_store(config.survey.store, base_dir=config.base_dir, create=create)
 
 
 def build_survey(

@@ -30,6 +30,12 @@ class SurveyStoreUnavailable(PiecewiseError):
     """The store cannot be reached or written right now; a retry may succeed."""
 
 
+class SurveyStoreMissing(SurveyStoreUnavailable):
+    """A store opened to be read that does not exist: nothing was ever stored in it.
+    Readers never create one: an empty store made at a mistyped path would have every
+    window that is due published empty, for good."""
+
+
 class SurveyStore(Protocol):
     def put(self, key: str, record: dict) -> bool: ...
 
@@ -46,8 +52,18 @@ class SqliteSurveyStore:
     """Responses in a table keyed by idempotency key; rate counters in another, pruned
     of windows that ended. One connection per thread (WAL, so reads never block)."""
 
-    def __init__(self, path: Path | str, *, timeout: float = SQLITE_BUSY_MS / 1000) -> None:
+    def __init__(
+        self, path: Path | str, *, timeout: float = SQLITE_BUSY_MS / 1000, create: bool = True
+    ) -> None:
+        """`create`: make the file when it does not exist (the survey's app, which stores
+        responses); readers pass False, and a missing file is `SurveyStoreMissing`."""
         self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise SurveyStoreMissing(
+                f"no survey store at {self.path}: nothing was ever stored there "
+                "(`piecewise serve` and the survey function make it when they start), or "
+                "`survey.store` names another file; the survey's windows wait until it exists"
+            )
         self.timeout = timeout
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -229,12 +245,14 @@ class FirestoreSurveyStore:
         self.client.close()
 
 
-def open_survey_store(url: str, *, base_dir: Path = Path(".")) -> SurveyStore:
-    """`sqlite://PATH` (relative to `base_dir`) or `firestore://COLLECTION`."""
+def open_survey_store(url: str, *, base_dir: Path = Path("."), create: bool = True) -> SurveyStore:
+    """`sqlite://PATH` (relative to `base_dir`) or `firestore://COLLECTION`. Without
+    `create`, a SQLite file that does not exist is `SurveyStoreMissing` (a Firestore
+    collection exists once named)."""
     scheme, _, rest = url.partition("://")
     if scheme == "sqlite":
         path = Path(rest)
-        return SqliteSurveyStore(path if path.is_absolute() else base_dir / path)
+        return SqliteSurveyStore(path if path.is_absolute() else base_dir / path, create=create)
     if scheme == "firestore":
         return FirestoreSurveyStore(rest)
     raise ValueError(f"unsupported survey store {url!r}: use sqlite:// or firestore://")
