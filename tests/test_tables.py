@@ -19,6 +19,7 @@ from piecewise.core.tables import (
     plain_strings,
     rows_equal,
     rows_where,
+    run_positions,
     sort_order,
     sorted_by,
     tuple_groups,
@@ -211,3 +212,16 @@ def test_key_groups_rank_the_distinct_keys_and_give_each_ones_first_row() -> Non
     big = np.resize(wide, 1_025)
     assert key_groups(big) is None
     assert big.tolist() == np.resize(wide, 1_025).tolist()
+
+
+def test_run_positions_lay_the_runs_one_after_another() -> None:
+    """Each run's positions in turn, against the plain loop over them, in the asked type
+    (runs in any order, of any size, empty ones too)."""
+    rng = np.random.default_rng(3)
+    first = rng.integers(0, 1000, 200)
+    sizes = rng.integers(0, 6, 200)
+    expected = np.concatenate([np.arange(f, f + n) for f, n in zip(first, sizes, strict=True)])
+    for dtype in (np.int64, np.int32):
+        positions = run_positions(first, sizes, dtype)
+        assert positions.dtype == dtype and np.array_equal(positions, expected)
+    assert len(run_positions(np.zeros(0, np.int64), np.zeros(0, np.int64))) == 0

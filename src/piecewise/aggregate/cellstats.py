@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from piecewise.core.histogram import bucket_of
+from piecewise.core.tables import run_positions
 from piecewise.core.vocabulary import QUANTILE_LEVELS, QUANTILE_NAMES
 
 
@@ -87,9 +88,7 @@ def ascending_order(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         firsts = np.searchsorted(packed, lead << row_bits)
         ends = np.searchsorted(packed, (lead + np.uint64(1)) << row_bits)
         del packed
-        sizes = ends - firsts
-        # The runs' positions, one run after another: firsts[i] + 0..sizes[i]-1.
-        rows = np.arange(int(sizes.sum())) + np.repeat(firsts - (np.cumsum(sizes) - sizes), sizes)
+        rows = run_positions(firsts, ends - firsts)
         whole = _ordered_bits(ordered[rows])
         order[rows] = order[rows][np.argsort(whole)]
         ordered[rows] = values[order[rows]]

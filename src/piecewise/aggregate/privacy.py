@@ -64,7 +64,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from piecewise.core import periods
-from piecewise.core.tables import ordered_codes, tuple_groups
+from piecewise.core.tables import ordered_codes, run_positions, tuple_groups
 
 ISP_RELATION = 0
 TIME_RELATION = 1
@@ -757,10 +757,7 @@ class _Substituted:
         and how many each has."""
         first = self.offsets[which]
         sizes = self.offsets[which + 1] - first
-        # Position p of the result, in the part of cell k, is member
-        # first[k] + (p - where k's part starts in the result).
-        shift = np.repeat(first - (np.cumsum(sizes) - sizes), sizes)
-        return self.members[shift + np.arange(len(shift))], sizes
+        return self.members[run_positions(first, sizes)], sizes
 
 
 def _substitute_finest_totals(

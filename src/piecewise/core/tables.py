@@ -21,6 +21,7 @@ __all__ = [
     "rounded_floats",
     "rows_equal",
     "rows_where",
+    "run_positions",
     "sort_order",
     "sorted_by",
     "string_codes",
@@ -143,6 +144,17 @@ def combined_key(parts: Sequence[tuple[np.ndarray, int]], rows: int) -> np.ndarr
         key *= max(base, 1)
         key += codes
     return key
+
+
+def run_positions(
+    first: np.ndarray, sizes: np.ndarray, dtype: type[np.integer] = np.int64
+) -> np.ndarray:
+    """The positions of runs laid one after another: `first[i]` to `first[i] +
+    sizes[i] - 1` for each run in turn (each position its run's first plus its place
+    in the run), in `dtype`."""
+    positions = np.arange(int(np.sum(sizes)), dtype=dtype)
+    positions += np.repeat((first - (np.cumsum(sizes) - sizes)).astype(dtype), sizes)
+    return positions
 
 
 def ordered_codes(column: np.ndarray) -> tuple[np.ndarray, int]:

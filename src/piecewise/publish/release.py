@@ -50,6 +50,7 @@ from piecewise.core.tables import (
     plain_strings,
     rows_equal,
     rows_where,
+    run_positions,
     sorted_by,
 )
 from piecewise.core.vocabulary import (
@@ -712,8 +713,7 @@ def _cube(cells: pa.Table, hist: pa.Table) -> tuple[pa.Table, np.ndarray]:
     # place in the cell. Row numbers fit in 32 bits but for a table of billions.
     index = np.int32 if hist.num_rows < 2**31 else np.int64
     owner = np.repeat(np.arange(len(rows), dtype=index), lengths)
-    picked = np.arange(len(owner), dtype=index)
-    picked += np.repeat((first - (np.cumsum(lengths) - lengths)).astype(index), lengths)
+    picked = run_positions(first, lengths, index)
     if order is not None:
         picked = order[picked]
     del first, lengths, order
