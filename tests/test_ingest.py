@@ -7,12 +7,15 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from configs import counties, demo_geoip, region, stores, study_periods, table, toml_config
 from piecewise.core.config import parse_config
-from piecewise.ingest.dates import read_ahead
+from piecewise.core.schema import UNIFIED
+from piecewise.ingest.dates import _by_date, _chunks, read_ahead
 from piecewise.ingest.sources.files import FilesSource
 from piecewise.pipeline import run_ingest
 from piecewise.storage.layout import quality_key
@@ -142,3 +145,86 @@ def test_reading_ahead_keeps_the_order_raises_the_sources_error_and_stops_when_c
     assert next(ahead) == 0
     ahead.close()  # the producer stops: at most the items waiting and one more
     assert len(produced) <= 4
+
+
+def _unified(rows: list[tuple[str, dt.date | None]]) -> pa.Table:
+    """A unified table of download tests (id, the date they were taken on or None)."""
+    return pa.Table.from_pylist(
+        [
+            {
+                "id": test,
+                "date": day,
+                "a": {"TestTime": None if day is None else dt.datetime(*day.timetuple()[:3], 12)},
+            }
+            for test, day in rows
+        ],
+        schema=UNIFIED,
+    )
+
+
+def test_a_chunk_is_cut_by_date_in_its_own_order_whether_sliced_or_gathered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    days = [D1 + dt.timedelta(days=n) for n in range(3)]
+    # Two streams in date order (an export's downloads, then its uploads), a test
+    # without a date, and a date outside the block.
+    streams = [[(f"{kind}-{n}", day) for day in days for n in range(20)] for kind in ("down", "up")]
+    rows = [*streams[0], ("no-date", None), *streams[1], ("later", D1 + dt.timedelta(days=9))]
+    wanted = {day: [t for t, d in rows if d == day] for day in days}
+
+    def cut(table: pa.Table) -> dict[dt.date, list[str]]:
+        return {
+            day: part.column("id").to_pylist() for day, part in _by_date(table, dict.fromkeys(days))
+        }
+
+    sliced = _unified(rows)
+    assert cut(sliced) == wanted  # six runs: slices of the chunk
+    for day, part in _by_date(sliced, dict.fromkeys(days)):
+        assert part.column("id").num_chunks <= 2, day  # its two runs, no copy
+    monkeypatch.setattr("piecewise.ingest.dates.MAX_SLICES_PER_DATE", 0)
+    assert cut(sliced) == wanted  # gathered
+    monkeypatch.undo()
+    shuffled = [rows[k] for k in np.random.default_rng(7).permutation(len(rows))]
+    assert cut(_unified(shuffled)) == {day: [t for t, d in shuffled if d == day] for day in days}
+
+
+def test_chunks_say_which_is_the_last() -> None:
+    table = _unified([(f"t{n}", D1) for n in range(10)])
+    batches = [table.slice(0, 4), table.slice(4, 0), table.slice(4, 4), table.slice(8, 2)]
+
+    def sizes(rows: int) -> list[tuple[int, bool]]:
+        return [
+            (chunk.num_rows, last)
+            for chunk, last in _chunks((b.to_batches()[0] for b in batches if b.num_rows), rows)
+        ]
+
+    assert sizes(4) == [(4, False), (4, False), (2, True)]
+    assert sizes(8) == [(8, False), (2, True)]
+    assert sizes(10) == [(10, True)]
+    assert sizes(100) == [(10, True)]
+    assert list(_chunks(iter([]), 4)) == []
+
+
+def test_dates_are_written_in_order_when_the_last_chunk_holds_only_some(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    # Two export files, read in name order: D1's and D3's tests, then D2's. With chunks
+    # of 8 rows the last chunk holds only D2's: D1's files are made once D2's rows are
+    # in, D3's after; every date is written, in date order, with its own tests.
+    d3 = D1 + dt.timedelta(days=2)
+    first = [export_row(f"a{k}", D1, f"2025-01-01 {k:02d}:00:00 UTC") for k in range(8)]
+    first += [export_row(f"c{k}", d3, f"2025-01-03 {k:02d}:00:00 UTC") for k in range(8)]
+    second = [export_row(f"b{k}", D2, f"2025-01-02 {k:02d}:00:00 UTC") for k in range(5)]
+    (tmp_path / "exports").mkdir()
+    for name, rows in (("1.jsonl", first), ("2.jsonl", second)):
+        (tmp_path / "exports" / name).write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = config(tmp_path, demo_data)
+    cfg = cfg.model_copy(update={"ingest": cfg.ingest.model_copy(update={"batch_rows": 8})})
+    source = FilesSource("exports", None, base_dir=tmp_path)
+    chunks = list(_chunks(source.batches(D1, d3), cfg.ingest.batch_rows))
+    assert [(c.num_rows, last) for c, last in chunks] == [(16, False), (5, True)]
+    result = run_ingest(cfg, D1, d3, progress=False)
+    assert result.dates == [D1, D2, d3]
+    for day, prefix, count in ((D1, "a", 8), (D2, "b", 5), (d3, "c", 8)):
+        table = pq.read_table(tmp_path / "private" / file_of("download", day))
+        assert sorted(table.column("id").to_pylist()) == [f"{prefix}{k}" for k in range(count)]

@@ -18,10 +18,11 @@ import queue
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -59,27 +60,35 @@ def ingested_dates(private: Store) -> list[dt.date]:
     return sorted(dates)
 
 
-def _chunks(batches: Iterable[pa.RecordBatch], rows: int) -> Iterable[pa.Table]:
-    """Source batches regrouped into tables of about `rows` rows: enrichment looks up
-    each distinct address and coordinate once per table, so bigger tables do less work."""
+def _chunks(batches: Iterable[pa.RecordBatch], rows: int) -> Iterable[tuple[pa.Table, bool]]:
+    """Source batches regrouped into tables of about `rows` rows (enrichment looks up
+    each distinct address and coordinate once per table, so bigger tables do less
+    work), each with whether it is the last: a batch is read ahead to tell."""
     pending: list[pa.RecordBatch] = []
     count = 0
+    ready: pa.Table | None = None
     for batch in batches:
         if batch.num_rows == 0:
             continue
+        if ready is not None:
+            yield ready, False
+            ready = None
         pending.append(batch)
         count += batch.num_rows
         if count >= rows:
-            yield pa.Table.from_batches(pending)
+            ready = pa.Table.from_batches(pending)
             pending, count = [], 0
+    if ready is not None:
+        yield ready, not pending
     if pending:
-        yield pa.Table.from_batches(pending)
+        yield pa.Table.from_batches(pending), True
 
 
 _DONE = object()
+T = TypeVar("T")
 
 
-def read_ahead(items: Iterable[pa.Table], depth: int = 1) -> Iterator[pa.Table]:
+def read_ahead(items: Iterable[T], depth: int = 1) -> Iterator[T]:
     """`items`, each produced in a thread of its own while the caller works on the one
     before (a source reads, parses or waits on the network while the last chunk is
     enriched and written). At most `depth` wait; the producer's error is raised here, in
@@ -194,6 +203,9 @@ class NoTestsSelected(PiecewiseError):
 MAX_BLOCK_DAYS = 31  # consecutive dates read together (each archive day read once)
 ENCODE_THREADS = 2  # dates whose files are made at once
 MIN_SPOOL_ROWS = 1024  # rows a date's spool holds in memory at least before spilling
+# A chunk whose dates come in at most this many runs a date on average is cut into
+# slices rather than gathered (enrichment reads many slices more slowly than one).
+MAX_SLICES_PER_DATE = 16
 
 
 def date_blocks(dates: Iterable[dt.date], max_days: int = MAX_BLOCK_DAYS) -> list[list[dt.date]]:
@@ -246,8 +258,24 @@ def ingest(
     bar = tqdm(
         total=sum(map(len, blocks)), desc="ingest", unit="day", disable=not progress, leave=False
     )
+
+    def store(day: dt.date, files: DateFiles, report: QualityReport, spill: str) -> None:
+        none_located = report.rows_out == report.unlocated
+        if none_located and not result.dates and not allow_empty:
+            empty.append((day, report))
+        else:
+            for empty_date, empty_report in empty:
+                empty_files = _encode(_empty_spools(enricher, spill))
+                _write_date(private, empty_date, empty_files, empty_report, result, on_date)
+            empty.clear()
+            _write_date(private, day, files, report, result, on_date)
+        bar.update()
+
     for block in blocks:
-        with tempfile.TemporaryDirectory(prefix="piecewise-ingest-") as spill:
+        with (
+            tempfile.TemporaryDirectory(prefix="piecewise-ingest-") as spill,
+            _FileMaker() as maker,
+        ):
             # Each spool holds its share of `batch_rows` in memory before spilling.
             held = max(batch_rows // len(block), MIN_SPOOL_ROWS)
             spools = {
@@ -256,7 +284,7 @@ def ingest(
             }
             reports = {date: QualityReport() for date in block}
             chunks = read_ahead(_chunks(source.batches(*archive_span(block)), batch_rows))
-            for chunk in chunks:
+            for chunk, last in chunks:
                 # The chunk's rows of each date of the block, enriched and counted apart.
                 for date, rows in _by_date(chunk, reports):
                     enriched, chunk_report = enricher.enrich(rows)
@@ -266,25 +294,13 @@ def ingest(
                             enriched.filter(pc.equal(enriched.column("direction"), direction))
                         )
                     del enriched
-            for date, files in _encoded(spools, block):
-                report = reports[date]
-                none_located = report.rows_out == report.unlocated
-                if none_located and not result.dates and not allow_empty:
-                    empty.append((date, report))
-                    bar.update()
-                    continue
-                for empty_date, empty_report in empty:
-                    _write_date(
-                        private,
-                        empty_date,
-                        _encode(_empty_spools(enricher, spill)),
-                        empty_report,
-                        result,
-                        on_date,
-                    )
-                empty = []
-                _write_date(private, date, files, report, result, on_date)
-                bar.update()
+                    if last:  # this date's rows are all in, and those of the dates before
+                        maker.make_through(spools, date)
+                        for day, files in maker.made(wait=False):
+                            store(day, files, reports[day], spill)
+            maker.make_through(spools, None)
+            for day, files in maker.made(wait=True):
+                store(day, files, reports[day], spill)
     bar.close()
     if empty:
         first, last = empty[0][0], empty[-1][0]
@@ -300,18 +316,37 @@ def _by_date(
     chunk: pa.Table, dates: Mapping[dt.date, object]
 ) -> Iterator[tuple[dt.date, pa.Table]]:
     """The rows of `chunk` taken on each of `dates` (in the chunk's order within a
-    date), by one stable sort of the test dates rather than a pass per date."""
+    date), by one stable sort of the test dates rather than a pass per date. Rows that
+    come in runs of one date (a source read in date order, or in a few such streams)
+    are handed on as slices of the chunk, without a copy; otherwise the chunk is
+    gathered into date order once."""
     days = test_dates(chunk).cast(pa.int32()).to_numpy(zero_copy_only=False)
     if days.dtype.kind == "f":  # a null date (no time, no archive date): on no date
         days = np.where(np.isnan(days), np.iinfo(np.int32).min, days).astype(np.int64)
     order = np.argsort(days, kind="stable")
     ordered = days[order]
-    # One gather into date order (chunks joined first: a take across many chunks is
-    # slow), then each date is a slice of it.
-    chunk = chunk.combine_chunks().take(order)
     epoch = dt.date(1970, 1, 1)
     numbers = [(date - epoch).days for date in dates]
     bounds = np.searchsorted(ordered, numbers + [n + 1 for n in numbers])
+    # Where date order leaves the chunk's order: each run between is one slice.
+    starts = np.r_[0, np.flatnonzero(np.diff(order) != 1) + 1]
+    if len(starts) <= max(MAX_SLICES_PER_DATE * len(numbers), 1) and len(order):
+        ends = np.r_[starts[1:], len(order)]
+        for i, date in enumerate(dates):
+            lo, hi = int(bounds[i]), int(bounds[i + len(numbers)])
+            if hi <= lo:
+                continue
+            first, last = np.searchsorted(starts, [lo, hi], side="right") - 1
+            pieces = []
+            for run in range(int(first), int(last) + 1):
+                a, b = max(lo, int(starts[run])), min(hi, int(ends[run]))
+                if b > a:
+                    pieces.append(chunk.slice(int(order[a]), b - a))
+            yield date, pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
+        return
+    # One gather into date order (chunks joined first: a take across many chunks is
+    # slow), then each date is a slice of it.
+    chunk = chunk.combine_chunks().take(order)
     for i, date in enumerate(dates):
         lo, hi = int(bounds[i]), int(bounds[i + len(numbers)])
         if hi > lo:
@@ -342,23 +377,36 @@ def _encode(spools: Mapping[str, DaySpool]) -> DateFiles:
     return DateFiles(data, rows, duplicates)
 
 
-def _encoded(
-    spools: dict[dt.date, dict[str, DaySpool]], dates: Sequence[dt.date]
-) -> Iterator[tuple[dt.date, DateFiles]]:
-    """Each of `dates`' files, in order, made by `ENCODE_THREADS` threads (Arrow's sort
-    and Parquet writer, and DuckDB's merge, run without the interpreter's lock) at most
-    twice as many dates ahead of the caller, who writes them; each date's spools are
-    let go once its files are made."""
-    with ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="piecewise-encode") as pool:
-        waiting: deque[tuple[dt.date, Future[DateFiles]]] = deque()
-        for date in dates:
-            waiting.append((date, pool.submit(_encode, spools.pop(date))))
-            if len(waiting) >= 2 * ENCODE_THREADS:
-                done, future = waiting.popleft()
-                yield done, future.result()
-        while waiting:
-            done, future = waiting.popleft()
-            yield done, future.result()
+class _FileMaker:
+    """Makes dates' files (`_encode`), `ENCODE_THREADS` at a time (Arrow's sort and
+    Parquet writer, and DuckDB's merge, run without the interpreter's lock), each as soon
+    as its last rows are in (in a block's last chunk, while the next dates are
+    enriched), and hands them back in date order; a date's spools are let go once its
+    files are made."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="piecewise-encode")
+        self.making: deque[tuple[dt.date, Future[DateFiles]]] = deque()
+
+    def __enter__(self) -> _FileMaker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def make_through(
+        self, spools: dict[dt.date, dict[str, DaySpool]], last: dt.date | None
+    ) -> None:
+        """Start making the files of the dates of `spools` up to `last` (every one
+        when None), taking their spools out of `spools`."""
+        for day in sorted(d for d in spools if last is None or d <= last):
+            self.making.append((day, self.pool.submit(_encode, spools.pop(day))))
+
+    def made(self, *, wait: bool) -> Iterator[tuple[dt.date, DateFiles]]:
+        """The files made, in date order: those ready, or (`wait`) every one."""
+        while self.making and (wait or self.making[0][1].done()):
+            day, future = self.making.popleft()
+            yield day, future.result()
 
 
 def _write_date(
