@@ -272,18 +272,23 @@ class Served:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        self.target = target
+
+    def wait_answering(self) -> None:
+        """Returns once the server answers (started with the others: they start side by
+        side)."""
         deadline = time.monotonic() + 60
         while True:
             if self.process.poll() is not None:
-                raise AssertionError(f"{target} exited:\n{self.log.read_text()[-4000:]}")
+                raise AssertionError(f"{self.target} exited:\n{self.log.read_text()[-4000:]}")
             try:
                 with urllib.request.urlopen(self.url + "/", timeout=1):
-                    break
+                    return
             except urllib.error.HTTPError:
-                break  # it answers
+                return  # it answers
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"{target} did not answer") from None
+                    raise AssertionError(f"{self.target} did not answer") from None
                 time.sleep(0.2)
 
     def stop(self) -> None:
@@ -308,7 +313,7 @@ def served(tmp_path: Path, gcs_url: str, gcs_emulator, firestore) -> Iterator[di
     )
     out = tmp_path / "functions"
     folders = {name: stage.stage(name, out, config) for name in stage.FUNCTIONS}
-    # One venv per distinct requirements set (aggregate and api share theirs).
+    # One venv per distinct requirements set (functions pinned alike share one).
     by_lock: dict[bytes, list[str]] = {}
     for name, folder in folders.items():
         by_lock.setdefault((folder / "requirements.txt").read_bytes(), []).append(name)
@@ -340,6 +345,8 @@ def served(tmp_path: Path, gcs_url: str, gcs_emulator, firestore) -> Iterator[di
     try:
         for name, folder in folders.items():
             servers[name] = Served(venvs[name], folder, name, env)
+        for server in servers.values():
+            server.wait_answering()
         yield servers
     finally:
         for server in servers.values():
