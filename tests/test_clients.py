@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from piecewise.ingest.clients import (
     _CANONICAL_KEY,
+    _SPELLED_OUT,
     _fast_network,
     _keys_of,
     client_network,
@@ -281,3 +282,32 @@ def test_a_key_column_as_the_private_store_holds_it_is_kept() -> None:
     table = pa.table({"client_ip": pa.array(keys + not_keys)})
     expected = keys + [client_network(t) for t in not_keys]
     assert network_keyed(table).column("client_ip").to_pylist() == expected
+
+
+# Eight groups as RFC 5952 writes each (what Arrow keys without Python), zero groups
+# often: runs of them that a canonical text would have shortened, a zero first group.
+EIGHT_GROUPS = st.lists(
+    st.one_of(st.just(0), st.integers(min_value=0, max_value=0xFFFF)), min_size=8, max_size=8
+).map(lambda groups: ":".join(f"{g:x}" for g in groups))
+
+
+@given(
+    ips=st.lists(
+        st.one_of(
+            EIGHT_GROUPS,
+            st.from_regex(_SPELLED_OUT, fullmatch=True),
+            SPELLED_IPV6,
+            ADDRESS_LIKE,
+            IPV4,
+            st.none(),
+        ),
+        max_size=12,
+    )
+)
+@example(ips=["2001:db8:0:0:1:2:3:4", "2001:0:0:5:a:b:c:d", "1:0:0:0:0:0:0:0"])
+@example(ips=["0:0:0:0:0:ffff:102:304", "2001:db8:1:0:0:0:0:1", "2001:DB8:1:2:3:4:5:6"])
+def test_the_column_rule_keys_addresses_spelled_out_as_the_rule_does(
+    ips: list[str | None],
+) -> None:
+    keys = _keys_of(pa.array(ips, pa.string())).to_pylist()
+    assert keys == [None if ip is None else client_network(ip) for ip in ips]
