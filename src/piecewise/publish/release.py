@@ -970,10 +970,10 @@ def _publish_files(
             # next layer's are made (300-400 MiB a layer in the benchmark year).
             del mine, mine_cube, released
             give_back_free_memory()
-        for future in finishing:
-            future.result()
         # Every cell published so far, a dataset a year (numbers already public): the
-        # years written, and the metadata of every year's.
+        # years written, and the metadata of every year's; while the last layers' series
+        # are written (their thread holds the interpreter's lock, Arrow's Parquet writer
+        # and the SQLite child need it little).
         from piecewise.ingest.geoip import data_sources  # reads the MaxMind file's metadata
 
         write_dataset(
@@ -989,6 +989,8 @@ def _publish_files(
             ),
             database,
         )
+        for future in finishing:
+            future.result()
     return publisher, _index(config, publisher, release, after, isps, areas)
 
 
