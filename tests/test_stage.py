@@ -3,10 +3,11 @@
 The fast tests check the locks against pyproject.toml and that staging is complete and
 byte-for-byte repeatable. The slow one installs each staged folder's requirements.txt
 into a fresh virtualenv (pip, as Cloud Functions' build does; the pins fetched once
-from the indexes into a wheelhouse the installs share) and serves each folder
-with that venv's functions-framework, against a GCS emulator and the Firestore
-emulator: ingest writes a day, aggregate publishes it, the api answers from it, the
-survey serves its form and stores a post.
+from the indexes into a wheelhouse the installs share, and those every lock has
+installed once into a venv the others read, each install still resolving its whole
+lock) and serves each folder with that venv's functions-framework, against a GCS
+emulator and the Firestore emulator: ingest writes a day, aggregate publishes it, the
+api answers from it, the survey serves its form and stores a post.
 """
 
 from __future__ import annotations
@@ -218,8 +219,14 @@ def _wheelhouse(folder: Path, locks: list[Path]) -> Path:
     return folder
 
 
-def _venv(folder: Path, requirements: Path, wheels: Path) -> Path:
+def _venv(folder: Path, requirements: Path, wheels: Path, shared: Path | None = None) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    if shared is not None:
+        # The pins every lock has, installed once (`_shared`), read from here: pip below
+        # still resolves the whole lock, finding those installed (none is outside it).
+        (_site_packages(folder) / "piecewise-shared-pins.pth").write_text(
+            f"{_site_packages(shared)}\n"
+        )
     # Not byte-compiled: what is tested is that the pins resolve, install and serve (a
     # quarter of the install's time here is compiling every installed module). From
     # the wheelhouse, not the indexes: each lock's pins as `_wheelhouse` fetched them.
@@ -227,6 +234,27 @@ def _venv(folder: Path, requirements: Path, wheels: Path) -> Path:
         folder / "bin/python",
         *("install", "--quiet", "--no-compile", "--no-index", "--find-links", str(wheels)),
         *("-r", str(requirements)),
+    )
+    return folder
+
+
+def _site_packages(venv: Path) -> Path:
+    (found,) = venv.glob("lib/python3*/site-packages")
+    return found
+
+
+def _shared(folder: Path, locks: list[Path], wheels: Path) -> Path:
+    """A venv of the pins all `locks` have (the same package at the same version),
+    installed as they are (`--no-deps`: each lock's own install resolves them)."""
+    pins = [set(lock.read_text().split("\n")) for lock in locks]
+    common = sorted(line for line in set.intersection(*pins) if PIN.match(line.strip()))
+    listing = folder.parent / f"{folder.name}.txt"
+    listing.write_text("".join(f"{line.strip()}\n" for line in common))
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    _pip(
+        folder / "bin/python",
+        *("install", "--quiet", "--no-compile", "--no-index", "--no-deps"),
+        *("--find-links", str(wheels), "-r", str(listing)),
     )
     return folder
 
@@ -256,7 +284,11 @@ class Served:
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [
-                    str(venv / "bin/functions-framework"),
+                    # Its script is in the shared venv, whose own Python lacks the
+                    # function's other pins: run by this venv's Python.
+                    str(venv / "bin/python"),
+                    "-m",
+                    "functions_framework",
                     "--target",
                     target,
                     "--source",
@@ -320,15 +352,12 @@ def served(tmp_path: Path, gcs_url: str, gcs_emulator, firestore) -> Iterator[di
     wheels = _wheelhouse(
         tmp_path / "wheels", [folders[names[0]] / "requirements.txt" for names in by_lock.values()]
     )
+    locks = {names[0]: folders[names[0]] / "requirements.txt" for names in by_lock.values()}
+    shared = _shared(tmp_path / "venv-shared", list(locks.values()), wheels)
     with ThreadPoolExecutor(max_workers=len(by_lock)) as pool:
         built = {
-            names[0]: pool.submit(
-                _venv,
-                tmp_path / f"venv-{names[0]}",
-                folders[names[0]] / "requirements.txt",
-                wheels,
-            )
-            for names in by_lock.values()
+            name: pool.submit(_venv, tmp_path / f"venv-{name}", lock, wheels, shared)
+            for name, lock in locks.items()
         }
         venvs = {name: built[names[0]].result() for names in by_lock.values() for name in names}
     env = {
