@@ -426,7 +426,7 @@ class Ledger:
         `columns`, only those columns (and `release`, `period`) read."""
         read = None if columns is None else sorted({*columns, "release", "period"})
         prefix = f"{LEDGER_PREFIX}cells/{layer}/"
-        tables = []
+        wanted: list[tuple[str, bool]] = []  # each part's key, and whether all its rows are
         for key in self.store.list(prefix):
             # A part holds the periods that start in its span: all of them are wanted
             # when a span of `within` holds it whole (no rows to take out).
@@ -440,14 +440,24 @@ class Ledger:
                 whole = span is not None and any(
                     lo <= span[0] and span[1] <= hi for lo, hi in within
                 )
+            wanted.append((key, whole))
+
+        def read_part(part: tuple[str, bool]) -> pa.Table:
+            key, whole = part
             table = self.store.read_parquet(key, columns=read)
             release = table.column("release")
             if table.num_rows and pc.max(release).as_py() >= below:  # else nothing to drop
                 table = table.filter(pc.less(release, below))
             if within is not None and not whole:
                 table = table.filter(starts_within(table.column("period"), within))
-            tables.append(table)
-        return tables
+            return table
+
+        if len(wanted) < 2:
+            return [read_part(part) for part in wanted]
+        # Two at a time, in order, as `pending_tables` reads (a part's footer and
+        # columns, read, are most of its time).
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            return list(pool.map(read_part, wanted))
 
     def _next_state(self, release: Release) -> LedgerState | None:
         """The state `release` follows (None when it is recorded already, its clean-up
