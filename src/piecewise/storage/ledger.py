@@ -426,7 +426,7 @@ class Ledger:
         `columns`, only those columns (and `release`, `period`) read."""
         read = None if columns is None else sorted({*columns, "release", "period"})
         prefix = f"{LEDGER_PREFIX}cells/{layer}/"
-        wanted: list[tuple[str, bool]] = []  # each part's key, and whether all its rows are
+        wanted: list[tuple[str, bool]] = []  # each part read: its key, and whether whole
         for key in self.store.list(prefix):
             # A part holds the periods that start in its span: all of them are wanted
             # when a span of `within` holds it whole (no rows to take out).
