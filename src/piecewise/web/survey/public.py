@@ -355,9 +355,11 @@ def _parse_key(key: str, prefix: str) -> tuple[str, Window] | None:
         return None
 
 
-def known_windows(public: Store, private: Store) -> dict[tuple[str, str], Known]:
+def known_windows(public_keys: list[str], private: Store) -> dict[tuple[str, str], Known]:
+    """The windows published (`public_keys`: the public store's keys under
+    `v1/survey/`) or recorded in the private store."""
     known: dict[tuple[str, str], Known] = {}
-    for key in public.list(SURVEY_PREFIX):
+    for key in public_keys:
         parsed = _parse_key(key, SURVEY_PREFIX)
         if parsed is not None:
             layer, window = parsed
@@ -500,7 +502,9 @@ def publish_survey(
             by_window.setdefault(Window.of(kind, response.received.date()), []).append(response)
         first = first_window(config)
         result.before_first = sum(len(v) for w, v in by_window.items() if w < first)
-        known = known_windows(public, private)
+        # Listed once: the windows published, and the files of earlier versions.
+        survey_keys = public.list(SURVEY_PREFIX)
+        known = known_windows(survey_keys, private)
         due = due_windows(config, now)
         for window in due:
             responses = by_window.get(window, [])
@@ -534,7 +538,7 @@ def publish_survey(
         for entry in sorted(known.values(), key=_order):
             if entry.record is not None and not entry.public:
                 result.windows.append(_keep(config, public, entry, 0))
-        result.removed = _remove_cumulative(public)
+        result.removed = _remove_cumulative(public, survey_keys)
         _write_index(public, known)
         result.next_window = due[-1].next() if due else first
         result.waiting = len(by_window.get(result.next_window, []))
@@ -583,12 +587,12 @@ def _keep(config: Config, public: Store, known: Known, now_count: int) -> Window
     return WindowResult(known.window.label, "kept", key, note=_changes(config, record, now_count))
 
 
-def _remove_cumulative(public: Store) -> list[str]:
-    """Delete every `v1/survey/{layer}.json`, the cumulative file earlier versions
-    rewrote on every run (each version differenced with the next gave responses away),
-    of a layer still configured or not."""
+def _remove_cumulative(public: Store, listed: list[str]) -> list[str]:
+    """Delete every `v1/survey/{layer}.json` of `listed` (the keys under `v1/survey/`),
+    the cumulative file earlier versions rewrote on every run (each version differenced
+    with the next gave responses away), of a layer still configured or not."""
     removed = []
-    for key in sorted(public.list(SURVEY_PREFIX)):
+    for key in sorted(listed):
         name = key[len(SURVEY_PREFIX) :]
         if key != SURVEY_INDEX_KEY and "/" not in name and name.endswith(".json"):
             public.delete(key)
