@@ -330,27 +330,26 @@ def _by_date(
     bounds = np.searchsorted(ordered, numbers + [n + 1 for n in numbers])
     # Where date order leaves the chunk's order: each run between is one slice.
     starts = np.r_[0, np.flatnonzero(np.diff(order) != 1) + 1]
-    if len(starts) <= max(MAX_SLICES_PER_DATE * len(numbers), 1) and len(order):
-        ends = np.r_[starts[1:], len(order)]
-        for i, date in enumerate(dates):
-            lo, hi = int(bounds[i]), int(bounds[i + len(numbers)])
-            if hi <= lo:
-                continue
-            first, last = np.searchsorted(starts, [lo, hi], side="right") - 1
-            pieces = []
-            for run in range(int(first), int(last) + 1):
-                a, b = max(lo, int(starts[run])), min(hi, int(ends[run]))
-                if b > a:
-                    pieces.append(chunk.slice(int(order[a]), b - a))
-            yield date, pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
-        return
-    # One gather into date order (chunks joined first: a take across many chunks is
-    # slow), then each date is a slice of it.
-    chunk = chunk.combine_chunks().take(order)
+    sliced = len(starts) <= max(MAX_SLICES_PER_DATE * len(numbers), 1)
+    if not sliced:
+        # One gather into date order (chunks joined first: a take across many chunks
+        # is slow), then each date is a slice of it.
+        chunk = chunk.combine_chunks().take(order)
+    ends = np.r_[starts[1:], len(order)]
     for i, date in enumerate(dates):
         lo, hi = int(bounds[i]), int(bounds[i + len(numbers)])
-        if hi > lo:
+        if hi <= lo:
+            continue
+        if not sliced:
             yield date, chunk.slice(lo, hi - lo)
+            continue
+        first, last = np.searchsorted(starts, [lo, hi], side="right") - 1
+        pieces = []
+        for run in range(int(first), int(last) + 1):
+            a, b = max(lo, int(starts[run])), min(hi, int(ends[run]))
+            if b > a:
+                pieces.append(chunk.slice(int(order[a]), b - a))
+        yield date, pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
 
 
 def _empty_spools(enricher: Enricher, spill: str) -> dict[str, DaySpool]:
