@@ -219,14 +219,11 @@ def _wheelhouse(folder: Path, locks: list[Path]) -> Path:
     return folder
 
 
-def _venv(folder: Path, requirements: Path, wheels: Path, shared: Path | None = None) -> Path:
+def _venv(folder: Path, requirements: Path, wheels: Path, shared: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
-    if shared is not None:
-        # The pins every lock has, installed once (`_shared`), read from here: pip below
-        # still resolves the whole lock, finding those installed (none is outside it).
-        (_site_packages(folder) / "piecewise-shared-pins.pth").write_text(
-            f"{_site_packages(shared)}\n"
-        )
+    # The pins every lock has, installed once (`_shared`), read from here: pip below
+    # still resolves the whole lock, finding those installed (none is outside it).
+    (_site_packages(folder) / "piecewise-shared-pins.pth").write_text(f"{_site_packages(shared)}\n")
     # Not byte-compiled: what is tested is that the pins resolve, install and serve (a
     # quarter of the install's time here is compiling every installed module). From
     # the wheelhouse, not the indexes: each lock's pins as `_wheelhouse` fetched them.
@@ -246,10 +243,9 @@ def _site_packages(venv: Path) -> Path:
 def _shared(folder: Path, locks: list[Path], wheels: Path) -> Path:
     """A venv of the pins all `locks` have (the same package at the same version),
     installed as they are (`--no-deps`: each lock's own install resolves them)."""
-    pins = [set(lock.read_text().split("\n")) for lock in locks]
-    common = sorted(line for line in set.intersection(*pins) if PIN.match(line.strip()))
+    pins = [set(_pins(lock.read_text().splitlines()).items()) for lock in locks]
     listing = folder.parent / f"{folder.name}.txt"
-    listing.write_text("".join(f"{line.strip()}\n" for line in common))
+    listing.write_text("".join(f"{n}=={v}\n" for n, v in sorted(set.intersection(*pins))))
     subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
     _pip(
         folder / "bin/python",
