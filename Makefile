@@ -89,8 +89,8 @@ test:
 	npm run --prefix $(SITE) --silent lint
 	$(PYTEST)
 
-# The edit loop: lint and the tests that need no emulator, browser or long run (about
-# two and a half minutes here); `make test` runs them all.
+# The edit loop: lint and the tests that need no emulator, browser or long run (2.5-4
+# minutes here); `make test` runs them all.
 test-fast: $(STAMP) $(BYTECODE) demo-data $(SITE)/node_modules/.package-lock.json checkov-venv
 	$(VENV)/bin/ruff check src tests bench functions infra
 	npm run --prefix $(SITE) --silent lint
