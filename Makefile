@@ -21,7 +21,7 @@ TILE_TOOLS := .venv-tiletools
 # The virtualenvs are filled by uv (pinned in infra/requirements/tools.txt, installed
 # into .venv by pip), which fetches and unpacks in parallel and compiles the bytecode on
 # both cores: the same versions pip resolves, in half the time. UV_DEFAULT_INDEX names a
-# mirror if the default index is out of reach.
+# mirror if the default index is out of reach; if uv fails, pip installs instead.
 UV := $(VENV)/bin/uv
 $(UV): infra/requirements/tools.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -31,7 +31,9 @@ $(UV): infra/requirements/tools.txt
 	touch $@
 
 $(STAMP): pyproject.toml $(UV)
-	$(UV) pip install --quiet --compile-bytecode --python $(PY) -e '.[dev]'
+	$(UV) pip install --quiet --compile-bytecode --python $(PY) -e '.[dev]' || { \
+		echo "uv could not install .venv (UV_DEFAULT_INDEX names a mirror); pip will"; \
+		$(PY) -m pip install --quiet -e '.[dev]'; }
 	touch $@
 
 # The package's bytecode, compiled ahead: every process (a scheduled run, an ingest

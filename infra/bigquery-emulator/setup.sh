@@ -16,11 +16,14 @@ stamp="$venv/.installed"
 rm -f "$stamp"
 test -x "$venv/bin/python" || "$python" -m venv "$venv"
 # UV (a path to uv, as `make` passes it) installs faster, its bytecode compiled on every
-# core; else pip.
-if [ -n "${UV:-}" ]; then
-    "$UV" pip install --quiet --compile-bytecode --python "$venv/bin/python" \
-        -r "$here/requirements.txt"
+# core; without it, or if it fails, pip.
+if [ -n "${UV:-}" ] && "$UV" pip install --quiet --compile-bytecode \
+    --python "$venv/bin/python" -r "$here/requirements.txt"; then
+    :
 else
+    if [ -n "${UV:-}" ]; then
+        echo "uv could not install $venv (UV_DEFAULT_INDEX names a mirror); pip will" >&2
+    fi
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
         -r "$here/requirements.txt"
 fi
