@@ -140,7 +140,8 @@ BQ_VENV := .venv-bq
 BQ_DIR := infra/bigquery-emulator
 BQ_STAMP := $(BQ_VENV)/.installed
 
-$(BQ_STAMP): $(BQ_DIR)/requirements.txt $(BQ_DIR)/launch.py $(BQ_DIR)/setup.sh $(UV)
+$(BQ_STAMP): $(BQ_DIR)/requirements.txt $(BQ_DIR)/launch.py $(BQ_DIR)/setup.sh \
+		infra/install-requirements.sh $(UV)
 	BQ_PYTHON=$(BQ_PYTHON) UV=$(abspath $(UV)) bash $(BQ_DIR)/setup.sh $(BQ_VENV)
 
 bq-emulator: $(BQ_STAMP)
@@ -161,7 +162,8 @@ build: $(STAMP)
 lock: $(UV)
 	$(PYTHON) infra/stage.py lock --uv $(UV)
 
-$(CHECKOV_STAMP): $(CHECKOV_DIR)/requirements.txt $(CHECKOV_DIR)/setup.sh $(UV)
+$(CHECKOV_STAMP): $(CHECKOV_DIR)/requirements.txt $(CHECKOV_DIR)/setup.sh \
+		infra/install-requirements.sh $(UV)
 	UV=$(abspath $(UV)) bash $(CHECKOV_DIR)/setup.sh $(CHECKOV_VENV)
 
 checkov-venv: $(CHECKOV_STAMP)

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra" / "bigquery-emulator"
 SETUP = INFRA / "setup.sh"
+INSTALL = INFRA.parent / "install-requirements.sh"  # which setup.sh runs
 LAUNCHER = INFRA / "launch.py"
 BQ_VENV = Path(os.environ.get("BQ_VENV", REPO / ".venv-bq"))
 DEFAULT_PROJECT = "piecewise-test"
@@ -48,7 +49,7 @@ DEFAULT_DATASET = "local"
 
 def _expected_stamp() -> str:
     digest = hashlib.sha256()
-    for path in (INFRA / "requirements.txt", LAUNCHER, SETUP):
+    for path in (INFRA / "requirements.txt", LAUNCHER, SETUP, INSTALL):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 

@@ -15,18 +15,8 @@ stamp="$venv/.installed"
 }
 rm -f "$stamp"
 test -x "$venv/bin/python" || "$python" -m venv "$venv"
-# UV (a path to uv, as `make` passes it) installs faster, its bytecode compiled on every
-# core; without it, or if it fails, pip.
-if [ -n "${UV:-}" ] && "$UV" pip install --quiet --compile-bytecode \
-    --python "$venv/bin/python" -r "$here/requirements.txt"; then
-    :
-else
-    if [ -n "${UV:-}" ]; then
-        echo "uv could not install $venv (UV_DEFAULT_INDEX names a mirror); pip will" >&2
-    fi
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        -r "$here/requirements.txt"
-fi
+# By uv when UV names it (as `make` does), else by pip.
+bash "$here/../install-requirements.sh" "$venv" "$here/requirements.txt"
 "$venv/bin/python" "$here/launch.py" install-extensions
 # The stamp holds the checksum of what was installed, so a changed pin rebuilds.
-cat "$here/requirements.txt" "$here/launch.py" "$here/setup.sh" | sha256sum | cut -d' ' -f1 > "$stamp"
+cat "$here/requirements.txt" "$here/launch.py" "$here/setup.sh" "$here/../install-requirements.sh" | sha256sum | cut -d' ' -f1 > "$stamp"
