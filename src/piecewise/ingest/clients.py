@@ -28,17 +28,16 @@ _CANONICAL_IPV4 = rf"^{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}$"
 # A /64 key as `client_network` writes it (RFC 5952: lower-case groups without leading
 # zeros, the "::" standing for the zero host half and any zero groups before it): a key
 # is its own key, so the private store's keys are kept without a Python call either.
-_GROUP = r"(?:0|[1-9a-f][0-9a-f]{0,3})"
-_LAST = r"[1-9a-f][0-9a-f]{0,3}"
-_CANONICAL_KEY = rf"^(?:(?:{_GROUP}:){{0,3}}{_LAST}::/{IPV6_PREFIX}|::/{IPV6_PREFIX})$"
+_NONZERO = r"[1-9a-f][0-9a-f]{0,3}"  # a group that is not zero
+_GROUP = rf"(?:0|{_NONZERO})"
+_CANONICAL_KEY = rf"^(?:(?:{_GROUP}:){{0,3}}{_NONZERO}::/{IPV6_PREFIX}|::/{IPV6_PREFIX})$"
 _KEPT = rf"{_CANONICAL_IPV4}|{_CANONICAL_KEY}"
 # An IPv6 address written with its eight groups, each in RFC 5952's form, the first not
 # zero (so neither IPv4-mapped nor any other with "::" in it), as M-Lab writes nearly
 # every one it records (a host's random half has no two zero groups): its /64's key is
 # its first four groups, less trailing zero groups, and "::/64", made by Arrow's
 # regular expressions rather than a Python call per address.
-_FIRST = r"[1-9a-f][0-9a-f]{0,3}"
-_SPELLED_OUT = rf"^({_FIRST}(?::{_GROUP}){{3}})(?::{_GROUP}){{4}}$"
+_SPELLED_OUT = rf"^({_NONZERO}(?::{_GROUP}){{3}})(?::{_GROUP}){{4}}$"
 
 
 def client_network(ip: str) -> str:
