@@ -20,8 +20,9 @@ TILE_TOOLS := .venv-tiletools
 
 # The virtualenvs are filled by uv (pinned in infra/requirements/tools.txt, installed
 # into .venv by pip), which fetches and unpacks in parallel and compiles the bytecode on
-# both cores: the same versions pip resolves, in half the time. UV_DEFAULT_INDEX names a
-# mirror if the default index is out of reach; if uv fails, pip installs instead.
+# both cores: the same versions pip resolves, in half the time (infra/install-requirements.sh:
+# UV_DEFAULT_INDEX names a mirror if the default index is out of reach; if uv fails, pip
+# installs instead).
 UV := $(VENV)/bin/uv
 $(UV): infra/requirements/tools.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -30,10 +31,8 @@ $(UV): infra/requirements/tools.txt
 	$(PY) -m pip install --quiet -r infra/requirements/tools.txt
 	touch $@
 
-$(STAMP): pyproject.toml $(UV)
-	$(UV) pip install --quiet --compile-bytecode --python $(PY) -e '.[dev]' || { \
-		echo "uv could not install .venv (UV_DEFAULT_INDEX names a mirror); pip will"; \
-		$(PY) -m pip install --quiet -e '.[dev]'; }
+$(STAMP): pyproject.toml infra/install-requirements.sh $(UV)
+	UV=$(abspath $(UV)) bash infra/install-requirements.sh $(VENV) -e '.[dev]'
 	touch $@
 
 # The package's bytecode, compiled ahead: every process (a scheduled run, an ingest

@@ -15,6 +15,6 @@ stamp="$venv/.installed"
 rm -f "$stamp"
 test -x "$venv/bin/python" || "$python" -m venv "$venv"
 # By uv when UV names it (as `make` does), else by pip.
-bash "$here/../install-requirements.sh" "$venv" "$here/requirements.txt"
+bash "$here/../install-requirements.sh" "$venv" -r "$here/requirements.txt"
 # The stamp holds the checksum of what was installed, so a changed pin rebuilds.
 cat "$here/requirements.txt" "$here/setup.sh" "$here/../install-requirements.sh" | sha256sum | cut -d' ' -f1 > "$stamp"
