@@ -79,6 +79,9 @@ STATE_FORMAT = 1
 # The ledger's tables are only ever read whole: no column statistics (their minimum and
 # maximum) are written, which would cost about as much as the rest of the histograms'.
 STATISTICS = False
+# Parts written and read this many at a time: Parquet's encoding and decoding leave the
+# interpreter free, and a year's release has about a hundred parts.
+PART_THREADS = 2
 
 Range = tuple[dt.date, dt.date]
 
@@ -337,9 +340,10 @@ class Ledger:
         """Record a release before any of it is published: its cells and histograms
         (each sorted by layer, kind and period, as a release's are) in the parts the
         ledger's tables take, then release.json, the mark that they are whole. The parts
-        are encoded two at a time: their Parquet encoding leaves the interpreter free,
-        and nothing else runs meanwhile; the store is synced once, after the last part
-        (a year's release has about a hundred), before release.json is written."""
+        are encoded `PART_THREADS` at a time: their Parquet encoding leaves the
+        interpreter free, and nothing else runs meanwhile; the store is synced once, after
+        the last part (a year's release has about a hundred), before release.json is
+        written."""
         writes: list[tuple[str, pa.Table]] = []
         for what, table, whole in (
             ("cells", cells, PENDING_CELLS_KEY),
@@ -354,7 +358,7 @@ class Ledger:
                 (pending_table_key(what, *part), rows) for part, rows in _sorted_parts(table)
             ]
         writes.sort(key=lambda write: -write[1].num_rows)  # the largest first, side by side
-        with self.store.synced_once(), ThreadPoolExecutor(max_workers=2) as pool:
+        with self.store.synced_once(), ThreadPoolExecutor(max_workers=PART_THREADS) as pool:
             futures = [
                 pool.submit(self.store.write_parquet, key, table, statistics=STATISTICS)
                 for key, table in writes
@@ -383,12 +387,12 @@ class Ledger:
 
     def pending_tables(self) -> tuple[pa.Table, pa.Table]:
         """The pending release's cells and histograms, as they were given to
-        `write_pending`. The parts are read two at a time: a year's release has about a
-        hundred, most of them a month of one layer's days, where reading each file's
-        footer and columns, not decoding them, is most of the time."""
+        `write_pending`. The parts are read `PART_THREADS` at a time: a year's release
+        has about a hundred, most of them a month of one layer's days, where reading each
+        file's footer and columns, not decoding them, is most of the time."""
         parts = self._pending_parts()
         tables = []
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        with ThreadPoolExecutor(max_workers=PART_THREADS) as pool:
             for what, whole in (("cells", PENDING_CELLS_KEY), ("cube", PENDING_CUBE_KEY)):
                 if not parts[what]:
                     tables.append(self.store.read_parquet(whole))
@@ -452,11 +456,11 @@ class Ledger:
                 table = table.filter(starts_within(table.column("period"), within))
             return table
 
-        if len(wanted) < 2:
+        if len(wanted) < 2:  # one part: no pool
             return [read_part(part) for part in wanted]
-        # Two at a time, in order, as `pending_tables` reads (a part's footer and
+        # PART_THREADS at a time, in order, as `pending_tables` reads (a part's footer and
         # columns, read, are most of its time).
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        with ThreadPoolExecutor(max_workers=PART_THREADS) as pool:
             return list(pool.map(read_part, wanted))
 
     def _next_state(self, release: Release) -> LedgerState | None:
