@@ -149,29 +149,33 @@ def ms(us: float) -> str:
     return f"{us / 1000:,.1f}"
 
 
-# Where `fresh_publication` moves the earlier publications until `discard_publications`.
+# Where `set_aside` moves what the benchmark replaces, until `delete_set_aside`.
 DISCARDED = "discarded"
 
 
-def fresh_publication(workdir: Path) -> None:
-    """No release yet: the public store and the private store's ledger moved out of
-    the stores (into `workdir`/discarded, deleted by `discard_publications` once the
-    runs are timed), so that the next aggregation publishes the whole year again.
-    Moved rather than deleted: on a file system that avoids reusing an inode for a
-    while after it is freed (ext4 without a journal, as on this machine: one to five
-    minutes), each file created just after thousands were deleted is found a free inode
-    past all of them, which timed the deletion's aftermath in the next run (about 3 s
-    of the year's run when measured)."""
-    aside = workdir / DISCARDED
-    aside.mkdir(exist_ok=True)
-    for store in (workdir / "public", workdir / "private" / "ledger"):
-        if store.exists():
-            store.rename(aside / f"{store.name}-{time.time_ns()}")
+def set_aside(path: Path, workdir: Path) -> None:
+    """Move `path`, if there, into `workdir`/discarded (on the same file system), to be
+    deleted by `delete_set_aside` once every section has run. Moved rather than deleted:
+    on a file system that avoids reusing an inode for a while after it is freed (ext4
+    without a journal, as on this machine: one to five minutes), each file created just
+    after thousands were deleted is given a free inode past all of them, so a timed run
+    right after a deletion paid for it (about 3 s of the year's run when measured)."""
+    if path.exists():
+        aside = workdir / DISCARDED
+        aside.mkdir(exist_ok=True)
+        path.rename(aside / f"{path.name}-{time.time_ns()}")
 
 
-def discard_publications(workdir: Path) -> None:
-    """Delete the publications `fresh_publication` moved aside: after the timed runs."""
+def delete_set_aside(workdir: Path) -> None:
+    """Delete what `set_aside` moved: after every timed run."""
     shutil.rmtree(workdir / DISCARDED, ignore_errors=True)
+
+
+def fresh_publication(workdir: Path) -> None:
+    """No release yet: the public store and the private store's ledger set aside
+    (`set_aside`), so that the next aggregation publishes the whole year again."""
+    set_aside(workdir / "public", workdir)
+    set_aside(workdir / "private" / "ledger", workdir)
 
 
 def year_store(workdir: Path, tests: int, aggregate: bool) -> tuple[str, dict, bool]:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import production
+from common import set_aside
 
 HEADING = "## Daily aggregation"
 DAYS = 3
@@ -43,8 +44,9 @@ MONTH_RUNS = 3
 
 def _copy(source: Path, workdir: Path, config: Path, *, published: bool) -> Path:
     """The year's stores copied into `workdir` (the private one without its ledger
-    unless `published`), and a config for them that keeps going (no `end`)."""
-    shutil.rmtree(workdir, ignore_errors=True)
+    unless `published`), and a config for them that keeps going (no `end`). An earlier
+    copy there is set aside (`common.set_aside`), not deleted before the timed runs."""
+    set_aside(workdir, source)
     workdir.mkdir(parents=True)
     if published:
         for name in ("private", "public"):
@@ -120,7 +122,7 @@ def daily_bench(config: Path, workdir: Path) -> dict:
             }
         )
     month = _month_day(source, workdir, config)
-    shutil.rmtree(workdir, ignore_errors=True)
+    set_aside(workdir, source)
     return {
         "runs": runs,
         "seconds": statistics.median(r["seconds"] for r in runs),
@@ -140,7 +142,7 @@ def _month_day(source: Path, workdir: Path, config: Path) -> list[dict]:
     out = []
     for n in range(MONTH_RUNS):
         run = workdir / f"month-{n}"
-        shutil.rmtree(run, ignore_errors=True)
+        set_aside(run, source)
         shutil.copytree(template, run, copy_function=os.link)
         mine = run / "daily.toml"
         mine.unlink()  # a link to the template's: its own file
@@ -148,7 +150,7 @@ def _month_day(source: Path, workdir: Path, config: Path) -> list[dict]:
         seconds, summary = _as_of(mine, MONTH_DAY)
         released = [p for labels in summary["periods"].values() for p in labels]
         out.append({"released": ", ".join(released), "seconds": seconds, "tests": summary["tests"]})
-        shutil.rmtree(run, ignore_errors=True)
+        set_aside(run, source)
     return out
 
 

@@ -36,7 +36,7 @@ from common import (
     SECTIONS,
     bench_config,
     child_ingest,
-    discard_publications,
+    delete_set_aside,
     fresh_publication,
     run_child,
     without_evening,
@@ -269,7 +269,7 @@ def main() -> int:
             from policy_cost import policy_bench
 
             policy = policy_bench(workdir / "policy")
-        discard_publications(workdir)  # after every timed run (fresh_publication)
+        delete_set_aside(workdir)  # after every timed run
 
     cmd = (
         "make bench"
