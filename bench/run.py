@@ -100,7 +100,9 @@ def main() -> int:
         "--workdir",
         type=Path,
         help="keep the year's stores here (default: a temporary folder); the API section "
-        "reuses a year already aggregated here",
+        "reuses a year already aggregated here. The publications and copies the timed runs "
+        "replace are kept there until every section has run (bench/common.py, set_aside): "
+        "about 6 GB more at the end of the aggregate and daily sections",
     )
     p.add_argument(
         "--tile-tools",
