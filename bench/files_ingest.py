@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import production  # noqa: E402
+from common import delete_set_aside, set_aside  # noqa: E402
 from demo_config import example_text  # noqa: E402
 
 HEADING = "## Ingest from exported files"
@@ -117,10 +117,12 @@ def config(case: Case, folder: Path, run: Path) -> Path:
     return path
 
 
-def ingest_once(case: Case, folder: Path, run: Path) -> dict:
+def ingest_once(case: Case, folder: Path, run: Path, workdir: Path) -> dict:
     """One `piecewise ingest` of the case in a fresh process: wall seconds, peak memory
-    of that process, and the rows it read (from its summary line)."""
-    shutil.rmtree(run, ignore_errors=True)
+    of that process, and the rows it read (from its summary line). Into an empty `run`
+    folder: an earlier one is set aside in `workdir` (`common.set_aside`), not deleted
+    just before the timed run."""
+    set_aside(run, workdir)
     run.mkdir(parents=True)
     cfg = config(case, folder, run)
     cmd = production.command("-m", "piecewise.cli", "ingest", "--config", str(cfg))
@@ -136,7 +138,7 @@ def ingest_once(case: Case, folder: Path, run: Path) -> dict:
         raise SystemExit(f"piecewise ingest failed:\n{output}")
     summary = next(line for line in output.splitlines() if line.startswith("ingested "))
     read = int(summary.split("(", 1)[1].split(" rows read")[0])
-    shutil.rmtree(run / "private", ignore_errors=True)
+    set_aside(run, workdir)
     return {"seconds": seconds, "peak_mib": usage.ru_maxrss / 1024, "rows_read": read}
 
 
@@ -145,7 +147,8 @@ def files_bench(workdir: Path, repeat: int = 3) -> dict:
     for case in CASES:
         folder = workdir / "exports" / case.name
         rows = export(case, folder)
-        runs = [ingest_once(case, folder, workdir / "run" / case.name) for _ in range(repeat)]
+        run = workdir / "run" / case.name
+        runs = [ingest_once(case, folder, run, workdir) for _ in range(repeat)]
         out[case.name] = {
             "rows": rows,
             "bytes": sum(f.stat().st_size for f in folder.glob("*.jsonl")),
@@ -155,6 +158,7 @@ def files_bench(workdir: Path, repeat: int = 3) -> dict:
             "peak_mib": max(r["peak_mib"] for r in runs),
             "rows_read": runs[0]["rows_read"],
         }
+    delete_set_aside(workdir)  # after the timed runs
     return {"repeat": repeat, "cases": out}
 
 
