@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,13 @@ def test_ingest_in_small_batches_gives_the_same_tests_and_repeats_bytes(
     for path in sorted((tmp_path / "whole/private/tests").rglob("*.parquet")):
         other = small_dir / "private/tests" / path.relative_to(tmp_path / "whole/private/tests")
         assert pq.read_table(other).equals(pq.read_table(path)), path.name
+    # Centroids among rows without a radius are found over each whole date, however
+    # its rows were batched and spilled: the same radii, areas and quality reports.
+    reports = sorted((tmp_path / "whole/private/quality").rglob("*.json"))
+    assert reports and sum(json.loads(p.read_text())["radius_from_pile"] for p in reports) > 0
+    for path in reports:
+        other = small_dir / "private/quality" / path.relative_to(tmp_path / "whole/private/quality")
+        assert json.loads(other.read_text()) == json.loads(path.read_text()), path.name
     before = file_hashes(small_dir / "private/tests")
     run_ingest(small, START, END, progress=False)
     assert file_hashes(small_dir / "private/tests") == before

@@ -176,6 +176,12 @@ def test_a_point_many_clients_share_without_a_radius_is_a_centroid(enricher: Enr
     same_client = [row(20 + i, at=(47.3, -122.2), client__IP="198.51.100.50") for i in range(6)]
     rows = pile + [alone] + same_client
     out, report = enricher.enrich(pa.Table.from_pylist(rows, schema=UNIFIED))
+    # A part of a date takes every such point for an other one; the whole date's
+    # centroids settle them.
+    assert set(out.column("radius_source").to_pylist()) == {"assumed"}
+    assert report.radius_assumed == 12 and report.too_coarse == {"counties": 0, "hex": 0}
+    out, change = enricher.settle(out, enricher.centroids([out]))
+    report.add(change)
     kept = {r["id"]: r for r in out.to_pylist()}
     assert {kept[f"t{i}"]["radius_source"] for i in range(5)} == {"pile"}
     assert kept["t0"]["radius_km"] == 25.0 and kept["t0"]["accuracy_radius_km"] is None
@@ -185,6 +191,31 @@ def test_a_point_many_clients_share_without_a_radius_is_a_centroid(enricher: Enr
     assert report.radius_from_pile == 5 and report.radius_assumed == 7
     # 25 km: still King County (44 km); not a hexagon.
     assert kept["t0"]["area_counties"] == "53033" and kept["t0"]["area_hex"] == COARSE
+    assert kept["t0"]["rough_hex"].startswith("86") and kept["t0"]["rough_counties"] is None
+    assert kept["t9"]["area_hex"].startswith("86") and kept["t9"]["rough_hex"] is None
+    assert report.too_coarse == {"counties": 0, "hex": 5}
+
+
+def test_a_dates_centroids_do_not_depend_on_how_its_rows_are_split(enricher: Enricher) -> None:
+    """Five clients on one point, read in parts of any size (batches, chunks, one
+    direction's file and the other's): each part alone has fewer than five, the date
+    has five, and every part settles the same."""
+    rows = [
+        row(i, client__IP=f"198.51.100.{i}", a__Direction=("download", "upload")[i % 2])
+        for i in range(5)
+    ]
+    whole, _ = enricher.enrich(pa.Table.from_pylist(rows, schema=UNIFIED))
+    whole, _ = enricher.settle(whole, enricher.centroids([whole]))
+    parts = [
+        enricher.enrich(pa.Table.from_pylist(rows[i : i + 2], schema=UNIFIED)) for i in (0, 2, 4)
+    ]
+    tables = [table for table, _ in parts]
+    points = enricher.centroids(tables)
+    for table, _ in parts:
+        assert enricher.settle(table, enricher.centroids([table]))[0] is table  # alone: none
+    settled = pa.concat_tables([enricher.settle(table, points)[0] for table in tables])
+    assert settled.equals(whole)
+    assert set(settled.column("radius_source").to_pylist()) == {"pile"}
 
 
 def test_a_location_without_a_city_or_a_radius_is_a_states_centroid(enricher: Enricher) -> None:

@@ -228,3 +228,37 @@ def test_dates_are_written_in_order_when_the_last_chunk_holds_only_some(
     for day, prefix, count in ((D1, "a", 8), (D2, "b", 5), (d3, "c", 8)):
         table = pq.read_table(tmp_path / "private" / file_of("download", day))
         assert sorted(table.column("id").to_pylist()) == [f"{prefix}{k}" for k in range(count)]
+
+
+def test_a_dates_centroid_is_found_however_its_rows_are_batched(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """Five clients on one point without a radius make it a centroid (`pile`, 25 km).
+    Read in chunks of two rows, each chunk holds fewer than five: the date's centroids
+    are still found over all its tests, so the files and the quality report are those
+    of one chunk."""
+    written = {}
+    for name, batch_rows in (("whole", 1_048_576), ("pairs", 2)):
+        folder = tmp_path / name
+        (folder / "exports").mkdir(parents=True)
+        for k in range(5):  # a file each: five source batches
+            test = export_row(f"t{k}", D1, f"2025-01-01 {k + 8:02d}:00:00 UTC")
+            test["client"]["IP"] = f"198.51.100.{k + 1}"
+            test["client"]["Geo"]["City"] = "Seattle"
+            (folder / "exports" / f"{k}.jsonl").write_text(json.dumps(test))
+        cfg = config(folder, demo_data)
+        ingest = cfg.ingest.model_copy(update={"batch_rows": batch_rows})
+        cfg = cfg.model_copy(update={"ingest": ingest})
+        source = FilesSource("exports", None, base_dir=folder)
+        assert len(list(_chunks(source.batches(D1, D1), cfg.ingest.batch_rows))) == (
+            1 if name == "whole" else 3
+        )
+        run_ingest(cfg, D1, D1, progress=False)
+        tests = pq.read_table(folder / "private" / file_of("download", D1))
+        quality = json.loads((folder / "private" / quality_key(D1)).read_text())
+        written[name] = (tests, quality)
+    tests, quality = written["pairs"]
+    assert tests.column("radius_source").to_pylist() == ["pile"] * 5
+    assert tests.column("radius_km").to_pylist() == [25.0] * 5
+    assert quality["radius_from_pile"] == 5 and quality["radius_assumed"] == 0
+    assert tests.equals(written["whole"][0]) and quality == written["whole"][1]

@@ -25,8 +25,10 @@ from configs import (
 from piecewise.cli import main
 from piecewise.core.config import Location, parse_config
 from piecewise.core.location import (
+    centroids,
     equivalent_radius_km,
     layer_scale_warnings,
+    on_centroid,
     polygon_area_km2,
     precision_warnings,
     radii,
@@ -45,18 +47,31 @@ def test_an_areas_radius_is_that_of_a_disc_of_its_size() -> None:
 
 
 def test_a_reported_radius_wins_and_the_others_are_estimated() -> None:
-    rules = Location()
-    reported = np.array([12.0, np.nan, np.nan, np.nan, 0.0])
-    point = np.array([0, 1, 1, 2, 3])
-    clients = pa.array(["a", "b", "c", "d", "e"])
-    r = radii(reported, point, clients, rules.model_copy(update={"pile_clients": 2}))
-    assert r.km.tolist() == [12.0, 25.0, 25.0, 5.0, 5.0]
-    assert r.source.tolist() == [0, 1, 1, 2, 2]  # reported, pile, pile, assumed, assumed
-    assert r.source_array().to_pylist() == ["reported", "pile", "pile", "assumed", "assumed"]
+    reported = np.array([12.0, np.nan, np.nan, 0.0])
+    point = np.array([0, 1, 2, 3])
+    cityless = np.array([False, False, True, False])
+    r = radii(reported, point, Location(), cityless)
+    assert r.km.tolist() == [12.0, 5.0, 250.0, 5.0]
+    assert r.source.tolist() == [0, 2, 3, 2]
+    assert r.source_array().to_pylist() == ["reported", "assumed", "cityless", "assumed"]
+
+
+def test_a_centroid_is_a_point_enough_distinct_clients_share() -> None:
+    rules = Location(pile_clients=3)
+    lat = np.array([47.0, 47.0, 47.0, -0.0, 0.0, 0.0, 46.0, 46.0, 46.0, np.nan, 45.0])
+    lon = np.array([-122.0, -122.0, -122.0, 10.0, 10.0, 10.0, -121.0, -121.0, -121.0, 1.0, 1.0])
+    clients = pa.array(["a", "b", "c", "a", "b", "c", "a", "a", None, "d", "e"])
+    points = centroids(lat, lon, clients, rules)
+    # Three clients on 47,-122; three on the equator (-0.0 is 0.0); on 46,-121 one
+    # client three times and a row without one: no centroid.
+    assert sorted((p.real, p.imag) for p in points) == [(0.0, 10.0), (47.0, -122.0)]
+    assert on_centroid(lat, lon, points).tolist() == [True] * 6 + [False] * 5
+    assert not on_centroid(lat, lon, np.zeros(0, dtype=np.complex128)).any()
+    assert not len(centroids(np.array([np.nan]), np.array([1.0]), pa.array(["a"]), rules))
 
 
 def test_a_row_without_a_point_has_no_radius() -> None:
-    r = radii(np.array([np.nan]), np.array([-1]), pa.array([None], pa.string()), Location())
+    r = radii(np.array([np.nan]), np.array([-1]), Location())
     assert math.isnan(r.km[0]) and r.source_array().to_pylist() == [None]
     assert not too_coarse(r.km, np.array([1.0]), Location()).any()
 

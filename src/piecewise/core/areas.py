@@ -144,6 +144,11 @@ class H3Areas:
         scales = np.full(len(labels), self.scale_km)
         return Assignment(labels, np.arange(len(labels), dtype=np.int64), scales)
 
+    def scales_of(self, area_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """The radius (km) of each area of `area_ids`; infinite for OUTSIDE or null."""
+        outside = pc.fill_null(pc.equal(area_ids, OUTSIDE), True)
+        return np.where(outside.to_numpy(zero_copy_only=False), np.inf, self.scale_km)
+
     def name_of(self, area_id: str) -> str:
         return area_id
 
@@ -200,6 +205,13 @@ class PolygonAreas:
             first[1:] = point_idx[1:] != point_idx[:-1]
             codes[point_idx[first]] = geom_idx[first]
         return Assignment([*self.ids, OUTSIDE], codes, np.append(self.scales, np.inf))
+
+    def scales_of(self, area_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """The radius (km) of each area of `area_ids`; infinite for OUTSIDE, null or an
+        id not in the layer."""
+        index = pc.fill_null(pc.index_in(area_ids, pa.array(self.ids, pa.string())), -1)
+        scales = np.append(self.scales, np.inf)
+        return scales[index.to_numpy(zero_copy_only=False)]
 
     def name_of(self, area_id: str) -> str:
         return self.names.get(area_id, area_id)

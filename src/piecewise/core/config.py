@@ -203,8 +203,8 @@ class Location(_Strict):
     pile_clients: int = Field(
         5,
         ge=2,
-        description="A coordinate shared by at least this many distinct clients in one "
-        "ingest batch (about a date's tests) is a centroid, when rows give no radius.",
+        description="A coordinate shared by at least this many distinct clients among "
+        "the date's tests is a centroid, when rows give no radius.",
     )
     pile_radius_km: float = Field(
         25.0,

@@ -9,9 +9,12 @@ layer:
 - a test's radius is `AccuracyRadiusKm` when the row has one; without it (older rows),
   a location that names no city is a state's or country's centroid, taken to be
   `location.cityless_radius_km` off; a coordinate shared by at least
-  `location.pile_clients` distinct clients in the same ingest batch is a centroid,
-  taken to be `location.pile_radius_km` off, and any other point
-  `location.unknown_radius_km`;
+  `location.pile_clients` distinct clients among the date's tests is a centroid, taken
+  to be `location.pile_radius_km` off, and any other point `location.unknown_radius_km`.
+  Ingest enriches a date's tests in parts (as the source's rows come), taking every
+  point for an ordinary one (`radii`); once all the date's tests are in, the rows on
+  one of its centroids (`centroids`) are settled (`Enricher.settle`), so a date's radii
+  do not depend on how its rows were read, batched or split;
 - an area's radius is that of a disc of its size (`equivalent_radius_km`);
 - the test counts in the area when its radius is at most `location.max_radius_ratio`
   times the area's. Otherwise it is *too coarse* for that layer: it counts in coarser
@@ -77,44 +80,59 @@ class Radii:
 def radii(
     reported: np.ndarray,
     point_of_row: np.ndarray,
-    clients: pa.Array | pa.ChunkedArray,
     rules: Location,
     cityless: np.ndarray | None = None,
 ) -> Radii:
     """Each row's radius: `reported` (km, NaN where the row has none) when present and
     positive; else `rules.cityless_radius_km` where `cityless` (the row's location names
-    no city: a state's or country's centroid); else from how many distinct clients share
-    its exact point (`point_of_row`: the index of its distinct coordinate, -1 for
-    none)."""
-    n = len(point_of_row)
+    no city: a state's or country's centroid); else `rules.unknown_radius_km`, as
+    `assumed` (a centroid's rows are settled later, from the whole date: `centroids`).
+    `point_of_row`: the index of the row's distinct coordinate, -1 for none."""
     has_point = point_of_row >= 0
     given = has_point & np.isfinite(reported) & (reported > 0)
     km = np.where(given, reported, np.nan)
     source = np.where(given, 0, -1).astype(np.int8)
     missing = has_point & ~given
-    if missing.any():
-        codes = pc.dictionary_encode(clients)
-        if isinstance(codes, pa.ChunkedArray):
-            codes = codes.combine_chunks()
-        client = pc.fill_null(codes.indices, -1).to_numpy(zero_copy_only=False)
-        points = int(point_of_row.max()) + 1
-        rows = has_point & (client >= 0)
-        # Distinct clients per point: distinct (point, client) pairs, counted by point.
-        pairs = np.unique(
-            point_of_row[rows].astype(np.int64) * (len(codes.dictionary) + 1) + client[rows]
-        )
-        per_point = np.bincount(pairs // (len(codes.dictionary) + 1), minlength=points)
-        pile = np.zeros(n, dtype=bool)
-        pile[has_point] = per_point[point_of_row[has_point]] >= rules.pile_clients
-        km = np.where(missing & pile, rules.pile_radius_km, km)
-        km = np.where(missing & ~pile, rules.unknown_radius_km, km)
-        source = np.where(missing & pile, 1, source)
-        source = np.where(missing & ~pile, 2, source).astype(np.int8)
-        if cityless is not None:
-            region = missing & cityless
-            km = np.where(region, rules.cityless_radius_km, km)
-            source = np.where(region, 3, source).astype(np.int8)
+    km = np.where(missing, rules.unknown_radius_km, km)
+    source = np.where(missing, RADIUS_SOURCES.index("assumed"), source).astype(np.int8)
+    if cityless is not None:
+        region = missing & cityless
+        km = np.where(region, rules.cityless_radius_km, km)
+        source = np.where(region, RADIUS_SOURCES.index("cityless"), source).astype(np.int8)
     return Radii(km, source)
+
+
+def _points(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    # One number per coordinate (0.0 and -0.0 are one point, as they compare equal).
+    return np.asarray(lat, dtype=np.float64) + 1j * np.asarray(lon, dtype=np.float64)
+
+
+def centroids(
+    lat: np.ndarray, lon: np.ndarray, clients: pa.Array | pa.ChunkedArray, rules: Location
+) -> np.ndarray:
+    """The points (sorted, as `lat + 1j * lon`) shared by at least `rules.pile_clients`
+    distinct `clients` among these rows: a date's tests, every direction. Rows without
+    a point (NaN) or without a client count for none."""
+    located = ~(np.isnan(lat) | np.isnan(lon))
+    if not located.any():
+        return np.zeros(0, dtype=np.complex128)
+    codes = pc.dictionary_encode(clients)
+    if isinstance(codes, pa.ChunkedArray):
+        codes = codes.combine_chunks()
+    client = pc.fill_null(codes.indices, -1).to_numpy(zero_copy_only=False)
+    rows = located & (client >= 0)
+    points, point_of = np.unique(_points(lat[rows], lon[rows]), return_inverse=True)
+    width = len(codes.dictionary) + 1
+    pairs = np.unique(point_of.astype(np.int64) * width + client[rows])
+    per_point = np.bincount(pairs // width, minlength=len(points))
+    return points[per_point >= rules.pile_clients]
+
+
+def on_centroid(lat: np.ndarray, lon: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Per row: whether its point is one of `points` (from `centroids`)."""
+    if not len(points):
+        return np.zeros(len(lat), dtype=bool)
+    return np.isin(_points(lat, lon), points)
 
 
 def too_coarse(radius_km: np.ndarray, scale_km: np.ndarray, rules: Location) -> np.ndarray:

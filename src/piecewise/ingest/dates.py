@@ -259,7 +259,12 @@ def ingest(
         total=sum(map(len, blocks)), desc="ingest", unit="day", disable=not progress, leave=False
     )
 
+    def settle(day: dt.date) -> Enricher | None:
+        # Only rows taken for an ordinary point can turn out to be on a centroid.
+        return enricher if reports[day].radius_assumed else None
+
     def store(day: dt.date, files: DateFiles, report: QualityReport, spill: str) -> None:
+        report.add(files.settled)
         none_located = report.rows_out == report.unlocated
         if none_located and not result.dates and not allow_empty:
             empty.append((day, report))
@@ -295,10 +300,10 @@ def ingest(
                         )
                     del enriched
                     if last:  # this date's rows are all in, and those of the dates before
-                        maker.make_through(spools, date)
+                        maker.make_through(spools, date, settle)
                         for day, files in maker.made(wait=False):
                             store(day, files, reports[day], spill)
-            maker.make_through(spools, None)
+            maker.make_through(spools, None, settle)
             for day, files in maker.made(wait=True):
                 store(day, files, reports[day], spill)
     bar.close()
@@ -359,21 +364,45 @@ def _empty_spools(enricher: Enricher, spill: str) -> dict[str, DaySpool]:
 @dataclass(frozen=True)
 class DateFiles:
     """A date's Parquet file of each direction, made from its spools: the bytes, the
-    rows kept, and the rows dropped as a repeated test id."""
+    rows kept, the rows dropped as a repeated test id, and what settling the date's
+    centroids changed in its quality report (`Enricher.settle`)."""
 
     data: dict[str, bytes]
     rows: dict[str, int]
     duplicates: dict[str, int]
+    settled: QualityReport = field(default_factory=QualityReport)
 
 
-def _encode(spools: Mapping[str, DaySpool]) -> DateFiles:
+def _settle(spools: Mapping[str, DaySpool], enricher: Enricher) -> QualityReport:
+    """The date's rows on a centroid found among all its tests (every direction, every
+    part read) settled in its spools; what that changed in the quality report."""
+    columns = ["latitude", "longitude", "client_ip"]
+    points = enricher.centroids(t for spool in spools.values() for t in spool.tables(columns))
+    change = QualityReport()
+    if not len(points):
+        return change
+
+    def fix(table: pa.Table) -> pa.Table:
+        settled, part = enricher.settle(table, points)
+        change.add(part)
+        return settled
+
+    for spool in spools.values():
+        spool.rewrite(fix)
+    return change
+
+
+def _encode(spools: Mapping[str, DaySpool], enricher: Enricher | None = None) -> DateFiles:
+    """The date's files; its centroids settled first when `enricher` is given (some of
+    its rows were taken for an ordinary point)."""
+    settled = _settle(spools, enricher) if enricher is not None else QualityReport()
     data, rows, duplicates = {}, {}, {}
     for direction, spool in spools.items():
         table = spool.in_memory()
         data[direction] = parquet_bytes(table) if table is not None else spool.merged_parquet()
         rows[direction] = spool.rows
         duplicates[direction] = spool.duplicates
-    return DateFiles(data, rows, duplicates)
+    return DateFiles(data, rows, duplicates, settled)
 
 
 class _FileMaker:
@@ -394,12 +423,16 @@ class _FileMaker:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def make_through(
-        self, spools: dict[dt.date, dict[str, DaySpool]], last: dt.date | None
+        self,
+        spools: dict[dt.date, dict[str, DaySpool]],
+        last: dt.date | None,
+        settle: Callable[[dt.date], Enricher | None],
     ) -> None:
         """Start making the files of the dates of `spools` up to `last` (every one
-        when None), taking their spools out of `spools`."""
+        when None), taking their spools out of `spools`; `settle(date)` is the enricher
+        settling the date's centroids, or None when none can be."""
         for day in sorted(d for d in spools if last is None or d <= last):
-            self.making.append((day, self.pool.submit(_encode, spools.pop(day))))
+            self.making.append((day, self.pool.submit(_encode, spools.pop(day), settle(day))))
 
     def made(self, *, wait: bool) -> Iterator[tuple[dt.date, DateFiles]]:
         """The files made, in date order: those ready, or (`wait`) every one."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -48,6 +49,23 @@ class DaySpool:
         pq.write_table(run, path, compression="lz4")
         self.runs.append(path)
         self.parts, self.held = [], 0
+
+    def tables(self, columns: list[str]) -> Iterator[pa.Table]:
+        """`columns` of every row added, part by part (those held and those spilled)."""
+        for run in self.runs:
+            yield pq.read_table(run, columns=columns)
+        for part in self.parts:
+            yield part.select(columns)
+
+    def rewrite(self, fix: Callable[[pa.Table], pa.Table]) -> None:
+        """Every row added replaced by `fix`'s rows (the same rows, in the same order,
+        some of their values changed: a date's centroids settled), spilled runs too."""
+        self.parts = [fix(part) for part in self.parts]
+        for run in self.runs:
+            before = pq.read_table(run)
+            after = fix(before)
+            if after is not before:
+                pq.write_table(after, run, compression="lz4")
 
     def in_memory(self) -> pa.Table | None:
         """The sorted table when nothing was spilled (the common, small case)."""

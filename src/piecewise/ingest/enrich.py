@@ -7,6 +7,8 @@ an area of every layer (each distinct coordinate resolved once).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,7 +22,7 @@ from piecewise.core.areas import (
     distinct_points,
 )
 from piecewise.core.config import Config
-from piecewise.core.location import radii, too_coarse
+from piecewise.core.location import centroids, on_centroid, radii, too_coarse
 from piecewise.core.schema import (
     UNIFIED,
     area_column,
@@ -153,7 +155,6 @@ class Enricher:
         radius = radii(
             reported.astype(float),
             row_pt,
-            ip,
             self.config.location,
             cityless.to_numpy(zero_copy_only=False),
         )
@@ -165,8 +166,7 @@ class Enricher:
         columns["radius_source"] = radius.source_array()
         located = has_pt & keep
         report.radius_reported = radius.count("reported", located)
-        report.radius_from_pile = radius.count("pile", located)
-        report.radius_assumed = radius.count("assumed", located)
+        report.radius_assumed = radius.count("assumed", located)  # some settled later
         report.radius_cityless = radius.count("cityless", located)
         for layer_id, layer in self.layers.items():
             assignment = layer.assign(points.lat, points.lon)
@@ -192,6 +192,56 @@ class Enricher:
         source = np.bincount(isp.source_code[keep], minlength=3)
         report.isp_from_maxmind, report.isp_from_mlab, report.isp_unknown = map(int, source)
         return out, report
+
+    def centroids(self, tables: Iterable[pa.Table]) -> np.ndarray:
+        """The centroids (`piecewise.core.location.centroids`) among enriched rows: a
+        date's, every direction, every part."""
+        parts = [t.select(["latitude", "longitude", "client_ip"]) for t in tables]
+        rows = pa.concat_tables(parts) if parts else pa.table({})
+        if not rows.num_rows:
+            return np.zeros(0, dtype=np.complex128)
+        lat = rows.column("latitude").to_numpy().astype(np.float64)
+        lon = rows.column("longitude").to_numpy().astype(np.float64)
+        return centroids(lat, lon, rows.column("client_ip"), self.config.location)
+
+    def settle(self, table: pa.Table, points: np.ndarray) -> tuple[pa.Table, QualityReport]:
+        """Enriched rows with those on one of `points` (the date's centroids) that
+        `enrich` took for an ordinary point (`assumed`) now on a centroid (`pile`), with
+        that radius and the layers' areas it allows; and what that changes in the
+        date's quality report."""
+        change = QualityReport()
+        source = table.column("radius_source")
+        assumed = pc.fill_null(pc.equal(source, "assumed"), False).to_numpy(zero_copy_only=False)
+        if not len(points) or not assumed.any():
+            return table, change
+        lat = table.column("latitude").to_numpy().astype(np.float64)
+        lon = table.column("longitude").to_numpy().astype(np.float64)
+        pile = assumed.copy()
+        pile[assumed] = on_centroid(lat[assumed], lon[assumed], points)
+        moved = int(pile.sum())
+        if not moved:
+            return table, change
+        rules = self.config.location
+        change.radius_assumed, change.radius_from_pile = -moved, moved
+        mask = pa.array(pile)
+        km = np.where(pile, rules.pile_radius_km, table.column("radius_km").to_numpy())
+        columns = {
+            "radius_km": pa.array(km, from_pandas=True),
+            "radius_source": pc.if_else(mask, "pile", source),
+        }
+        for layer_id, layer in self.layers.items():
+            area, rough = table.column(area_column(layer_id)), table.column(rough_column(layer_id))
+            was = pc.is_valid(rough).to_numpy(zero_copy_only=False)  # too coarse before
+            where = pc.coalesce(rough, area)  # the area the point falls in
+            coarse = was.copy()
+            coarse[pile] = too_coarse(km[pile], layer.scales_of(where.filter(mask)), rules)
+            change.too_coarse[layer_id] = int(coarse[pile].sum()) - int(was[pile].sum())
+            flag = pa.array(coarse)
+            columns[area_column(layer_id)] = pc.if_else(flag, COARSE, where)
+            columns[rough_column(layer_id)] = pc.if_else(flag, where, pa.scalar(None, pa.string()))
+        for name, column in columns.items():
+            table = table.set_column(table.schema.get_field_index(name), name, column)
+        return table, change
 
     def close(self) -> None:
         if self.database is not None:
