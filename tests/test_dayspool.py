@@ -9,8 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from piecewise.ingest.dayspool import DaySpool
+from piecewise.ingest.dayspool import DaySpool, sorted_tests_parquet
 from piecewise.pipeline import run_ingest
+from piecewise.storage.store import parquet_bytes
 from test_pipeline import END, START, file_hashes, make_config
 
 
@@ -36,9 +37,36 @@ def test_spilled_runs_merge_into_the_in_memory_order(tmp_path: Path) -> None:
         small.add(part)
         big.add(part)
     assert len(small.runs) == 2 and big.in_memory() is not None  # 1400 and 1400 rows
-    merged = pq.read_table(pa.BufferReader(small.merged_parquet(batch_rows=512)))
-    assert merged.equals(big.in_memory())
+    merged = small.merged_parquet(batch_rows=512)
+    assert pq.read_table(pa.BufferReader(merged)).equals(big.in_memory())
     assert small.rows == big.rows == 3500
+    # Byte for byte: a date's file is the same whether its rows spilled or not.
+    again = DaySpool(parts[0].schema, memory_rows=10**9, spill_dir=tmp_path)
+    for part in parts:
+        again.add(part)
+    assert again.parquet() == merged
+
+
+def test_a_dates_file_depends_on_its_rows_not_their_chunks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Arrow's writer cuts pages where its input's chunks end: the same rows in other
+    # chunks would be other bytes. Three row groups of 1,000 rows, however chunked.
+    monkeypatch.setattr("piecewise.ingest.dayspool.ROW_GROUP_ROWS", 1000)
+    rows = pa.concat_tables([table(1250, seed) for seed in range(2)]).combine_chunks()
+    whole = sorted_tests_parquet(rows.to_batches(), rows.schema)
+    for size in (1, 7, 999, 1000, 1001, 2500):
+        assert sorted_tests_parquet(rows.to_batches(max_chunksize=size), rows.schema) == whole, size
+    meta = pq.ParquetFile(pa.BufferReader(whole)).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1000, 1000, 500]
+    assert pq.read_table(pa.BufferReader(whole)).equals(rows)
+    # One contiguous row group: the bytes `parquet_bytes` writes for the same table.
+    monkeypatch.setattr("piecewise.ingest.dayspool.ROW_GROUP_ROWS", 1024 * 1024)
+    assert sorted_tests_parquet(rows.to_batches(max_chunksize=7), rows.schema) == parquet_bytes(
+        rows
+    )
+    empty = rows.schema.empty_table()
+    assert sorted_tests_parquet(iter([]), rows.schema) == parquet_bytes(empty)
 
 
 def test_spools_sharing_a_folder_keep_their_own_runs(tmp_path: Path) -> None:
@@ -69,7 +97,7 @@ def test_ingest_in_small_batches_gives_the_same_tests_and_repeats_bytes(
     run_ingest(small, START, END, progress=False)
     for path in sorted((tmp_path / "whole/private/tests").rglob("*.parquet")):
         other = small_dir / "private/tests" / path.relative_to(tmp_path / "whole/private/tests")
-        assert pq.read_table(other).equals(pq.read_table(path)), path.name
+        assert other.read_bytes() == path.read_bytes(), path.name
     # Centroids among rows without a radius are found over each whole date, however
     # its rows were batched and spilled: the same radii, areas and quality reports.
     reports = sorted((tmp_path / "whole/private/quality").rglob("*.json"))

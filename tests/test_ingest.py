@@ -262,3 +262,56 @@ def test_a_dates_centroid_is_found_however_its_rows_are_batched(
     assert tests.column("radius_km").to_pylist() == [25.0] * 5
     assert quality["radius_from_pile"] == 5 and quality["radius_assumed"] == 0
     assert tests.equals(written["whole"][0]) and quality == written["whole"][1]
+
+
+def test_a_repeated_test_id_keeps_the_same_row_whatever_the_order_or_the_memory(
+    tmp_path: Path, demo_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An id returned twice, the copies differing (another time, another throughput,
+    another client), is kept once, and the copy kept is the same whichever file comes
+    first and whether the date's rows stay in memory or spill to disk: the earliest
+    test time, then the uuid, then every column in turn. Rows without an id are all
+    kept, in the same order."""
+    base = "2025-01-01 10:00:00 UTC"
+    copies = [
+        export_row("twice", D1, base),
+        export_row("twice", D1, base),
+        export_row("twice", D1, "2025-01-01 09:59:58 UTC"),  # earlier: the one kept
+        export_row("between", D1, "2025-01-01 09:59:59 UTC"),  # sorts between the copies
+        export_row("later", D1, "2025-01-01 11:00:00 UTC"),
+        export_row("later", D1, "2025-01-01 11:00:00 UTC"),
+        export_row("none", D1, base),
+        export_row("none", D1, base),
+    ]
+    copies[0]["a"]["MeanThroughputMbps"] = 50.0
+    copies[1]["a"]["MeanThroughputMbps"] = 70.0
+    copies[4]["client"]["IP"] = "198.51.100.7"
+    copies[5]["client"]["IP"] = "198.51.100.3"  # same time and uuid: the smaller client
+    for row in copies[6:]:
+        row["id"] = None
+    copies[7]["a"]["MinRTT"] = 30.0
+    written = []
+    for name, order, spool_rows in (
+        ("first", copies, 1_000_000),
+        ("reversed", copies[::-1], 1_000_000),
+        ("spilled", copies[::-1], 1),
+    ):
+        monkeypatch.setattr("piecewise.ingest.dates.MIN_SPOOL_ROWS", spool_rows)
+        folder = tmp_path / name
+        (folder / "exports").mkdir(parents=True)
+        for k, row in enumerate(order):  # a file each: the rows read in this order
+            (folder / "exports" / f"{k}.jsonl").write_text(json.dumps(row))
+        cfg = config(folder, demo_data)
+        cfg = cfg.model_copy(update={"ingest": cfg.ingest.model_copy(update={"batch_rows": 2})})
+        run_ingest(cfg, D1, D1, progress=False)
+        written.append((folder / "private" / file_of("download", D1)).read_bytes())
+        quality = json.loads((folder / "private" / quality_key(D1)).read_text())
+        assert quality["dropped_duplicate_id"] == 3, name
+    tests = pq.read_table(pa.BufferReader(written[0]))
+    assert tests.column("id").to_pylist() == ["twice", "between", None, None, "later"]
+    assert tests.column("mbps").to_pylist()[0] == 100.0  # the earlier copy
+    assert tests.column("min_rtt_ms").to_pylist()[2:4] == [10.0, 30.0]
+    assert tests.column("client_ip").to_pylist()[4] == "198.51.100.3"
+    for other in written[1:]:
+        assert pq.read_table(pa.BufferReader(other)).to_pylist() == tests.to_pylist()
+    assert written[1] == written[0] and written[2] == written[0]

@@ -5,8 +5,10 @@ Layout of the private store (see docs/data.md):
     tests/{direction}/{YYYY}/{YYYY-MM-DD}.parquet   one file per date and direction
     quality/{YYYY}/{YYYY-MM-DD}.json                 what validation found that date
 
-Every file is written atomically and rows are sorted by (test_time, id), so ingesting
-a date again replaces its files with the same bytes: never duplicates.
+Every file is written atomically and rows are sorted by (test_time, id), then every
+column (`dayspool.full_order`), and written in fixed row groups
+(`dayspool.sorted_tests_parquet`), so ingesting a date again replaces its files with
+the same bytes, however its rows were read: never duplicates.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from piecewise.ingest.enrich import Enricher
 from piecewise.ingest.quality import QualityReport
 from piecewise.ingest.sources.base import Source
 from piecewise.storage.layout import TESTS_PREFIX, quality_key, tests_key
-from piecewise.storage.store import PARQUET_CONTENT_TYPE, Store, parquet_bytes
+from piecewise.storage.store import PARQUET_CONTENT_TYPE, Store
 
 log = logging.getLogger(__name__)
 
@@ -398,8 +400,7 @@ def _encode(spools: Mapping[str, DaySpool], enricher: Enricher | None = None) ->
     settled = _settle(spools, enricher) if enricher is not None else QualityReport()
     data, rows, duplicates = {}, {}, {}
     for direction, spool in spools.items():
-        table = spool.in_memory()
-        data[direction] = parquet_bytes(table) if table is not None else spool.merged_parquet()
+        data[direction] = spool.parquet()
         rows[direction] = spool.rows
         duplicates[direction] = spool.duplicates
     return DateFiles(data, rows, duplicates, settled)

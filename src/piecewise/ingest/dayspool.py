@@ -1,23 +1,34 @@
 """A date's enriched tests of one direction, sorted for the private store in bounded
 memory: held in memory up to `memory_rows`, beyond that spilled as sorted runs to a
 temporary folder and merged by DuckDB's external sort while the Parquet file is
-written batch by batch. A test id seen twice (M-Lab's union views can return a row
-twice) is kept once: `duplicates` counts the others."""
+written a row group at a time. A test id seen twice (M-Lab's union views can return a
+row twice) is kept once, the copy first in `full_order`: `duplicates` counts the others.
+Either way the file's bytes are the same for the same rows (`sorted_tests_parquet`)."""
 
 from __future__ import annotations
 
-import io
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ORDER = [("test_time", "ascending"), ("id", "ascending"), ("uuid", "ascending")]
+
+
+def full_order(schema: pa.Schema) -> list[tuple[str, str]]:
+    """ORDER, then every column in turn (nulls last): a total order of the rows, so that
+    the copy of a repeated id kept and the order of rows without an id are the same
+    whatever order they came in (merge_sorted_runs.sql orders the same way)."""
+    return ORDER + [(name, "ascending") for name in schema.names]
+
+
 MERGE_MEMORY = "256MB"
+ROW_GROUP_ROWS = 1024 * 1024  # pyarrow's default largest row group
 
 
 class DaySpool:
@@ -72,13 +83,22 @@ class DaySpool:
         if self.runs:
             return None
         table = pa.concat_tables(self.parts) if self.parts else self.schema.empty_table()
-        table = _first_of_each_id(table.sort_by(ORDER))
+        table = _first_of_each_id(table.sort_by(full_order(self.schema)))
         self.duplicates = self.rows - table.num_rows
         self.rows = table.num_rows
         return table
 
+    def parquet(self) -> bytes:
+        """The date's file of this direction (`sorted_tests_parquet`): from memory, or merged
+        from the spilled runs in bounded memory."""
+        table = self.in_memory()
+        if table is not None:
+            return sorted_tests_parquet(table.to_batches(), self.schema)
+        return self.merged_parquet()
+
     def merged_parquet(self, batch_rows: int = 65536) -> bytes:
-        """Every spilled row, sorted, as one Parquet file (zstd), in bounded memory."""
+        """Every spilled row, sorted, as the date's file (`sorted_tests_parquet`), in bounded
+        memory."""
         if self.parts:
             self._spill()
         # Loaded here, by a day large enough to spill, not by every process that imports
@@ -89,31 +109,59 @@ class DaySpool:
         con = duckdb.connect(
             config={"memory_limit": MERGE_MEMORY, "temp_directory": str(self.run_dir)}
         )
-        sink = io.BytesIO()
+        kept = 0
         try:
             con.execute("SET TimeZone = 'UTC'")
             relation = con.sql(sql, params={"runs": [str(p) for p in self.runs]})
             reader = relation.to_arrow_reader(batch_rows)
-            kept = 0
-            with pq.ParquetWriter(sink, self.schema, compression="zstd") as writer:
+
+            def batches() -> Iterator[pa.RecordBatch]:
+                nonlocal kept
                 for batch in reader:
-                    writer.write_table(pa.Table.from_batches([batch]).cast(self.schema))
                     kept += batch.num_rows
+                    yield from pa.Table.from_batches([batch]).cast(self.schema).to_batches()
+
+            data = sorted_tests_parquet(batches(), self.schema)
         finally:
             con.close()
         self.duplicates = self.rows - kept
         self.rows = kept
-        return sink.getvalue()
+        return data
+
+
+def sorted_tests_parquet(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> bytes:
+    """Sorted tests as the private store's Parquet file: zstd, float columns without
+    dictionaries (as `parquet_bytes`), row groups of `ROW_GROUP_ROWS` rows each written
+    from one contiguous table. Arrow's writer cuts pages where its input's chunks end,
+    so this makes a date's bytes depend on its rows only, not on how ingest happened to
+    hold them (the chunks it read, memory or spilled runs)."""
+    sink = pa.BufferOutputStream()
+    dictionary = [f.name for f in schema if not pa.types.is_floating(f.type)]
+    with pq.ParquetWriter(sink, schema, compression="zstd", use_dictionary=dictionary) as writer:
+        pending: list[pa.RecordBatch] = []
+        held = 0
+        wrote = False
+        for batch in batches:
+            pending.append(batch)
+            held += batch.num_rows
+            while held >= ROW_GROUP_ROWS:
+                table = pa.Table.from_batches(pending, schema).combine_chunks()
+                writer.write_table(table.slice(0, ROW_GROUP_ROWS))
+                rest = table.slice(ROW_GROUP_ROWS)
+                pending, held, wrote = rest.to_batches(), rest.num_rows, True
+        if held or not wrote:
+            writer.write_table(pa.Table.from_batches(pending, schema).combine_chunks())
+    return sink.getvalue().to_pybytes()
 
 
 def _first_of_each_id(table: pa.Table) -> pa.Table:
-    """Rows sorted by ORDER, less the later rows of an id already seen (a repeated row
-    has the same test time, so it sorts next to the first)."""
+    """Rows sorted by `full_order`, less the later rows of an id already seen (the
+    copies of a test need not sort next to each other: another test time, another row
+    between them); rows without an id are all kept."""
     ids = table.column("id").combine_chunks()
-    if len(ids) < 2:
+    if len(ids) < 2 or pc.count_distinct(ids).as_py() == len(ids) - ids.null_count:
         return table
-    same = pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1)).fill_null(False)
-    if not pc.any(same).as_py():
-        return table
-    keep = pa.concat_arrays([pa.array([True]), pc.invert(same)])
-    return table.filter(keep)
+    code = pc.fill_null(pc.dictionary_encode(ids).indices, -1).to_numpy(zero_copy_only=False)
+    keep = code < 0
+    keep[np.unique(code, return_index=True)[1]] = True  # each id's first row
+    return table.filter(pa.array(keep))
