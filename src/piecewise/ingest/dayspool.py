@@ -98,7 +98,7 @@ class DaySpool:
 
     def merged_parquet(self, batch_rows: int = 65536) -> bytes:
         """Every spilled row, sorted, as the date's file (`sorted_tests_parquet`), in bounded
-        memory."""
+        memory: DuckDB's `MERGE_MEMORY` and a row group (`ROW_GROUP_ROWS` rows) at most."""
         if self.parts:
             self._spill()
         # Loaded here, by a day large enough to spill, not by every process that imports
