@@ -4,6 +4,7 @@ import datetime as dt
 import math
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -248,3 +249,47 @@ def test_the_rule_takes_its_numbers_from_the_config(demo_data: Path, tmp_path: P
     )
     assert out.to_pylist()[0]["area_counties"] == COARSE  # 20 km > 0.25 x 44 km
     assert report.too_coarse["counties"] == 1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_any_split_of_a_date_settles_as_the_whole(enricher: Enricher, seed: int) -> None:
+    """Points with three to seven distinct clients (the threshold is five), some clients
+    testing more than once, some rows with a radius or without a city; the date's rows
+    shuffled and cut into parts of random sizes: the parts, settled with the date's
+    centroids, are the whole date's rows settled, and their reports add up to its."""
+    rng = np.random.default_rng(seed)
+    spots = [(47.2 + 0.05 * k, -122.4 + 0.05 * k) for k in range(6)]
+    rows = []
+    for k, spot in enumerate(spots):
+        for c in range(3 + k):  # 3..8 distinct clients on spot k
+            for _ in range(int(rng.integers(1, 3))):
+                over = {"at": spot, "client__IP": f"198.51.{k}.{c}"}
+                if rng.random() < 0.1:
+                    over["client__Geo__AccuracyRadiusKm"] = 7
+                if rng.random() < 0.1:
+                    over["client__Geo__City"] = None
+                rows.append(row(len(rows), **over))
+    order = rng.permutation(len(rows))
+    rows = [rows[i] for i in order]
+    whole, whole_report = enricher.enrich(pa.Table.from_pylist(rows, schema=UNIFIED))
+    settled, change = enricher.settle(whole, enricher.centroids([whole]))
+    whole_report.add(change)
+    cuts = np.sort(rng.choice(np.arange(1, len(rows)), size=4, replace=False))
+    parts, report = [], None
+    for lo, hi in zip([0, *cuts], [*cuts, len(rows)], strict=True):
+        part, part_report = enricher.enrich(pa.Table.from_pylist(rows[lo:hi], schema=UNIFIED))
+        parts.append(part)
+        if report is None:
+            report = part_report
+        else:
+            report.add(part_report)
+    points = enricher.centroids(parts)
+    assert np.array_equal(points, enricher.centroids([whole]))
+    for part in parts:
+        part, part_change = enricher.settle(part, points)
+        report.add(part_change)
+        whole_part = settled.slice(0, part.num_rows)
+        settled = settled.slice(part.num_rows)
+        assert part.equals(whole_part)
+    assert report == whole_report
+    assert 0 < whole_report.radius_from_pile < whole_report.rows_out

@@ -2,7 +2,8 @@
 
 Each batch is flattened, validated (bad rows are counted in a `QualityReport`, never
 dropped silently), labelled with its ISP (each distinct IP looked up once) and with
-an area of every layer (each distinct coordinate resolved once).
+an area of every layer (each distinct coordinate resolved once). Once all of a date's
+rows are in, those on one of its centroids are settled (`Enricher.settle`).
 """
 
 from __future__ import annotations
