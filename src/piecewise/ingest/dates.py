@@ -34,7 +34,7 @@ from piecewise.core.errors import PiecewiseError
 from piecewise.core.schema import test_dates
 from piecewise.core.vocabulary import DIRECTIONS
 from piecewise.ingest.dayspool import DaySpool
-from piecewise.ingest.enrich import Enricher
+from piecewise.ingest.enrich import CENTROID_COLUMNS, Enricher
 from piecewise.ingest.quality import QualityReport
 from piecewise.ingest.sources.base import Source
 from piecewise.storage.layout import TESTS_PREFIX, quality_key, tests_key
@@ -378,8 +378,8 @@ class DateFiles:
 def _settle(spools: Mapping[str, DaySpool], enricher: Enricher) -> QualityReport:
     """The date's rows on a centroid found among all its tests (every direction, every
     part read) settled in its spools; what that changed in the quality report."""
-    columns = ["latitude", "longitude", "client_ip"]
-    points = enricher.centroids(t for spool in spools.values() for t in spool.tables(columns))
+    parts = (t for spool in spools.values() for t in spool.tables(CENTROID_COLUMNS))
+    points = enricher.centroids(parts)
     change = QualityReport()
     if not len(points):
         return change

@@ -38,6 +38,8 @@ from piecewise.ingest.quality import QualityReport
 from piecewise.ingest.sampling import fingerprints
 
 MAX_MBPS = 100_000.0  # above any access link: a broken measurement
+# What a date's centroids are counted from (`Enricher.centroids`).
+CENTROID_COLUMNS = ["latitude", "longitude", "client_ip"]
 
 
 def _flatten(table: pa.Table) -> pa.Table:
@@ -46,6 +48,15 @@ def _flatten(table: pa.Table) -> pa.Table:
     while any(pa.types.is_struct(f.type) for f in table.schema):
         table = table.flatten()
     return table
+
+
+def _placed(
+    coarse: np.ndarray, areas: pa.Array | pa.ChunkedArray
+) -> tuple[pa.Array | pa.ChunkedArray, pa.Array | pa.ChunkedArray]:
+    """A layer's area and rough columns for rows whose point falls in `areas`: those
+    too coarse for the layer (`coarse`) in no area but `COARSE`, the area kept as rough."""
+    mask = pa.array(coarse)
+    return pc.if_else(mask, COARSE, areas), pc.if_else(mask, areas, pa.scalar(None, pa.string()))
 
 
 class Enricher:
@@ -179,9 +190,7 @@ class Enricher:
             coarse = too_coarse(radius.km, assignment.scale_per_row(row_pt), self.config.location)
             coarse &= ~outside
             report.too_coarse[layer_id] = int((coarse & keep).sum())
-            mask = pa.array(coarse)
-            columns[area_column(layer_id)] = pc.if_else(mask, COARSE, areas)
-            columns[rough_column(layer_id)] = pc.if_else(mask, areas, pa.scalar(None, pa.string()))
+            columns[area_column(layer_id)], columns[rough_column(layer_id)] = _placed(coarse, areas)
 
         out = pa.table(columns, schema=self.schema)
         if not keep.all():  # filtering chunked columns is much slower than one copy first
@@ -197,7 +206,7 @@ class Enricher:
     def centroids(self, tables: Iterable[pa.Table]) -> np.ndarray:
         """The centroids (`piecewise.core.location.centroids`) among enriched rows: a
         date's, every direction, every part."""
-        parts = [t.select(["latitude", "longitude", "client_ip"]) for t in tables]
+        parts = [t.select(CENTROID_COLUMNS) for t in tables]
         rows = pa.concat_tables(parts) if parts else pa.table({})
         if not rows.num_rows:
             return np.zeros(0, dtype=np.complex128)
@@ -237,9 +246,7 @@ class Enricher:
             coarse = was.copy()
             coarse[pile] = too_coarse(km[pile], layer.scales_of(where.filter(mask)), rules)
             change.too_coarse[layer_id] = int(coarse[pile].sum()) - int(was[pile].sum())
-            flag = pa.array(coarse)
-            columns[area_column(layer_id)] = pc.if_else(flag, COARSE, where)
-            columns[rough_column(layer_id)] = pc.if_else(flag, where, pa.scalar(None, pa.string()))
+            columns[area_column(layer_id)], columns[rough_column(layer_id)] = _placed(coarse, where)
         for name, column in columns.items():
             table = table.set_column(table.schema.get_field_index(name), name, column)
         return table, change
