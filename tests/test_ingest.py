@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -270,8 +271,9 @@ def test_a_repeated_test_id_keeps_the_same_row_whatever_the_order_or_the_memory(
     """An id returned twice, the copies differing (another time, another throughput,
     another client), is kept once, and the copy kept is the same whichever file comes
     first and whether the date's rows stay in memory or spill to disk: the earliest
-    test time, then the uuid, then every column in turn. Rows without an id are all
-    kept, in the same order."""
+    test time, then the uuid, then every column in turn. Copies differing only in the
+    sign of a zero (equal in every comparison) are one row, written as 0.0. Rows
+    without an id are all kept, in the same order."""
     base = "2025-01-01 10:00:00 UTC"
     copies = [
         export_row("twice", D1, base),
@@ -282,14 +284,18 @@ def test_a_repeated_test_id_keeps_the_same_row_whatever_the_order_or_the_memory(
         export_row("later", D1, "2025-01-01 11:00:00 UTC"),
         export_row("none", D1, base),
         export_row("none", D1, base),
+        export_row("zero", D1, "2025-01-01 12:00:00 UTC"),
+        export_row("zero", D1, "2025-01-01 12:00:00 UTC"),
     ]
     copies[0]["a"]["MeanThroughputMbps"] = 50.0
     copies[1]["a"]["MeanThroughputMbps"] = 70.0
     copies[4]["client"]["IP"] = "198.51.100.7"
     copies[5]["client"]["IP"] = "198.51.100.3"  # same time and uuid: the smaller client
-    for row in copies[6:]:
+    for row in copies[6:8]:
         row["id"] = None
     copies[7]["a"]["MinRTT"] = 30.0
+    for row, sign in zip(copies[8:], (-1.0, 1.0), strict=True):
+        row["a"]["MinRTT"] = row["a"]["LossRate"] = math.copysign(0.0, sign)
     written = []
     for name, order, spool_rows in (
         ("first", copies, 1_000_000),
@@ -306,9 +312,11 @@ def test_a_repeated_test_id_keeps_the_same_row_whatever_the_order_or_the_memory(
         run_ingest(cfg, D1, D1, progress=False)
         written.append((folder / "private" / file_of("download", D1)).read_bytes())
         quality = json.loads((folder / "private" / quality_key(D1)).read_text())
-        assert quality["dropped_duplicate_id"] == 3, name
+        assert quality["dropped_duplicate_id"] == 4, name
     tests = pq.read_table(pa.BufferReader(written[0]))
-    assert tests.column("id").to_pylist() == ["twice", "between", None, None, "later"]
+    assert tests.column("id").to_pylist() == ["twice", "between", None, None, "later", "zero"]
+    for column in ("min_rtt_ms", "loss_rate"):
+        assert math.copysign(1.0, tests.column(column).to_pylist()[5]) == 1.0, column
     assert tests.column("mbps").to_pylist()[0] == 100.0  # the earlier copy
     assert tests.column("min_rtt_ms").to_pylist()[2:4] == [10.0, 30.0]
     assert tests.column("client_ip").to_pylist()[4] == "198.51.100.3"

@@ -82,13 +82,17 @@ class Enricher:
         def _field(path: str) -> pa.ChunkedArray:
             return flat.column(path)
 
+        def _number(path: str) -> np.ndarray:
+            # Nulls as NaN; -0.0 as 0.0: the same value, so the same bytes whichever
+            # copy of a repeated test is kept (piecewise.ingest.dayspool).
+            return _field(path).to_numpy(zero_copy_only=False).astype(np.float64) + 0.0
+
         date = test_dates(table)  # the test's own UTC date, not its archive's
         direction = pc.utf8_lower(_field("a.Direction"))
-        mbps = pc.cast(_field("a.MeanThroughputMbps"), pa.float64())
 
         no_date = pc.is_null(date)
         bad_direction = pc.invert(pc.fill_null(pc.is_in(direction, pa.array(DIRECTIONS)), False))
-        mbps_np = mbps.to_numpy(zero_copy_only=False).astype(np.float64)  # null -> nan
+        mbps_np = _number("a.MeanThroughputMbps")
         bad_mbps = ~(np.isfinite(mbps_np) & (mbps_np > 0) & (mbps_np <= MAX_MBPS))
 
         no_date_np = no_date.to_numpy(zero_copy_only=False)
@@ -98,8 +102,7 @@ class Enricher:
         report.dropped_bad_direction = int(bad_dir_np.sum())
         report.dropped_bad_throughput = int(bad_mbps.sum())
 
-        lat = _field("client.Geo.Latitude").to_numpy(zero_copy_only=False).astype(float)
-        lon = _field("client.Geo.Longitude").to_numpy(zero_copy_only=False).astype(float)
+        lat, lon = _number("client.Geo.Latitude"), _number("client.Geo.Longitude")
         present = ~(np.isnan(lat) | np.isnan(lon))
         good_coord = present & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
         # (0, 0) is GeoIP's "unknown", not a place in the Gulf of Guinea.
@@ -120,11 +123,11 @@ class Enricher:
         report.dropped_outside_region = int((outside & keep).sum())
         keep &= ~outside
 
-        rtt = _field("a.MinRTT").to_numpy(zero_copy_only=False).astype(float)
+        rtt = _number("a.MinRTT")
         bad_rtt = ~np.isnan(rtt) & ~(np.isfinite(rtt) & (rtt >= 0))
         report.nulled_bad_rtt = int((bad_rtt & keep).sum())
         rtt = np.where(bad_rtt, np.nan, rtt)
-        loss = _field("a.LossRate").to_numpy(zero_copy_only=False).astype(float)
+        loss = _number("a.LossRate")
         bad_loss = ~np.isnan(loss) & ~((loss >= 0) & (loss <= 1))
         report.nulled_bad_loss = int((bad_loss & keep).sum())
         loss = np.where(bad_loss, np.nan, loss)
@@ -161,17 +164,17 @@ class Enricher:
             "isp_source": isp.source,
             "pick": fingerprints(_field("id")),
         }
-        reported = _field("client.Geo.AccuracyRadiusKm").to_numpy(zero_copy_only=False)
+        reported = _number("client.Geo.AccuracyRadiusKm")
         city = columns["city"]
         cityless = pc.fill_null(pc.equal(pc.utf8_length(city), 0), True)
         radius = radii(
-            reported.astype(float),
+            reported,
             row_pt,
             self.config.location,
             cityless.to_numpy(zero_copy_only=False),
         )
         columns["accuracy_radius_km"] = pa.array(
-            np.where(np.isfinite(reported.astype(float)), reported.astype(float), np.nan),
+            np.where(np.isfinite(reported), reported, np.nan),
             from_pandas=True,
         )
         columns["radius_km"] = pa.array(radius.km, from_pandas=True)
