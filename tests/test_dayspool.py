@@ -9,9 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from piecewise.ingest.dayspool import DaySpool, sorted_tests_parquet
+from piecewise.ingest.dayspool import PLAIN_COLUMNS, DaySpool, sorted_tests_parquet
 from piecewise.pipeline import run_ingest
-from piecewise.storage.store import parquet_bytes
 from test_pipeline import END, START, file_hashes, make_config
 
 
@@ -60,13 +59,31 @@ def test_a_dates_file_depends_on_its_rows_not_their_chunks(
     meta = pq.ParquetFile(pa.BufferReader(whole)).metadata
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1000, 1000, 500]
     assert pq.read_table(pa.BufferReader(whole)).equals(rows)
-    # One contiguous row group: the bytes `parquet_bytes` writes for the same table.
     monkeypatch.setattr("piecewise.ingest.dayspool.ROW_GROUP_ROWS", 1024 * 1024)
-    assert sorted_tests_parquet(rows.to_batches(max_chunksize=7), rows.schema) == parquet_bytes(
-        rows
-    )
-    empty = rows.schema.empty_table()
-    assert sorted_tests_parquet(iter([]), rows.schema) == parquet_bytes(empty)
+    one = sorted_tests_parquet(rows.to_batches(max_chunksize=7), rows.schema)
+    assert pq.ParquetFile(pa.BufferReader(one)).metadata.num_row_groups == 1
+    assert one == sorted_tests_parquet([rows.combine_chunks().to_batches()[0]], rows.schema)
+    empty = pq.read_table(pa.BufferReader(sorted_tests_parquet(iter([]), rows.schema)))
+    assert empty.num_rows == 0 and empty.schema.equals(rows.schema)
+
+
+def test_a_dates_file_has_dictionaries_where_values_repeat_and_no_statistics() -> None:
+    """The columns with a value per test (`PLAIN_COLUMNS`) and the floats are written
+    plain, the others with a dictionary; no column has statistics (a date's file is
+    read whole); the rows read back the same."""
+    n = 3000
+    rows = table(n, 3).append_column("pick", pa.array(np.arange(n), pa.int64()))
+    rows = rows.append_column("isp", pa.array(["a", "b", "c"] * (n // 3)))
+    rows = rows.append_column("date", pa.array([dt.date(2025, 1, 1)] * n))
+    data = sorted_tests_parquet(rows.to_batches(), rows.schema)
+    group = pq.ParquetFile(pa.BufferReader(data)).metadata.row_group(0)
+    columns = {group.column(k).path_in_schema: group.column(k) for k in range(group.num_columns)}
+    assert set(columns) == set(PLAIN_COLUMNS) | {"mbps", "isp", "date"}
+    for name, column in columns.items():
+        dictionary = any("DICTIONARY" in e for e in column.encodings)
+        assert dictionary == (name in ("isp", "date")), name
+        assert not column.is_stats_set, name
+    assert pq.read_table(pa.BufferReader(data)).equals(rows)
 
 
 def test_spools_sharing_a_folder_keep_their_own_runs(tmp_path: Path) -> None:
