@@ -16,7 +16,7 @@ import pytest
 from configs import counties, demo_geoip, region, stores, study_periods, table, toml_config
 from piecewise.core.config import parse_config
 from piecewise.core.schema import UNIFIED
-from piecewise.ingest.dates import _by_date, _chunks, read_ahead
+from piecewise.ingest.dates import NoTestsSelected, _by_date, _chunks, read_ahead
 from piecewise.ingest.sources.files import FilesSource
 from piecewise.pipeline import run_ingest
 from piecewise.storage.layout import quality_key
@@ -229,6 +229,45 @@ def test_dates_are_written_in_order_when_the_last_chunk_holds_only_some(
     for day, prefix, count in ((D1, "a", 8), (D2, "b", 5), (d3, "c", 8)):
         table = pq.read_table(tmp_path / "private" / file_of("download", day))
         assert sorted(table.column("id").to_pylist()) == [f"{prefix}{k}" for k in range(count)]
+
+
+def test_a_date_of_unlocated_tests_only_keeps_them_whichever_date_comes_first(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """A date whose tests all lack coordinates is held until a date with a located test
+    shows the region selects something, then written with its own tests: the same file
+    and report as when a located date came before it. Alone, nothing is written."""
+    d0 = D1 - dt.timedelta(days=1)
+    unlocated = [export_row(f"u{k}", D1, f"2025-01-01 {k + 8:02d}:00:00 UTC") for k in range(3)]
+    for row in unlocated:
+        row["client"]["Geo"].update(Latitude=None, Longitude=None)
+    located = [export_row("d2", D2, "2025-01-02 08:00:00 UTC")]
+    before = [export_row("d0", d0, "2024-12-31 08:00:00 UTC")]
+    written = {}
+    for name, rows, start in (
+        ("after", unlocated + located, D1),
+        ("between", before + unlocated + located, d0),
+    ):
+        folder = tmp_path / name
+        (folder / "exports").mkdir(parents=True)
+        (folder / "exports" / "1.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        result = run_ingest(config(folder, demo_data), start, D2, progress=False)
+        assert D1 in result.dates, name
+        tests = (folder / "private" / file_of("download", D1)).read_bytes()
+        quality = json.loads((folder / "private" / quality_key(D1)).read_text())
+        written[name] = (tests, quality)
+    tests, quality = written["after"]
+    table = pq.read_table(pa.BufferReader(tests))
+    assert table.column("id").to_pylist() == ["u0", "u1", "u2"]
+    assert set(table.column("area_counties").to_pylist()) == {"_unlocated"}
+    assert quality["rows_out"] == quality["unlocated"] == 3
+    assert written["after"] == written["between"]
+    alone = tmp_path / "alone"
+    (alone / "exports").mkdir(parents=True)
+    (alone / "exports" / "1.jsonl").write_text("\n".join(json.dumps(r) for r in unlocated))
+    with pytest.raises(NoTestsSelected):
+        run_ingest(config(alone, demo_data), D1, D1, progress=False)
+    assert not (alone / "private" / file_of("download", D1)).exists()
 
 
 def test_a_dates_centroid_is_found_however_its_rows_are_batched(

@@ -22,7 +22,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -245,16 +245,19 @@ def ingest(
     per direction, report, digest of the files)` is called (to record the date). A
     date's tests are those taken on it (UTC): consecutive dates are read together, from
     their archive days and the next (`date_blocks`, `archive_span`), each archive day
-    once. Dates for which the source returns nothing are written once another date of
-    the run has tests; if none has, nothing is written and NoTestsSelected says so (a
-    region that selects nothing). With `allow_empty`, such dates are written at once
-    (the caller knows the region selects tests on other dates). Blocks hold at most
+    once. Dates without a located test (none at all, or only tests without usable
+    coordinates) are written, with their own tests, once another date of the run has
+    one; if none has, nothing is written and NoTestsSelected says so (a region that
+    selects nothing). With `allow_empty`, such dates are written at once (the caller
+    knows the region selects tests on other dates). Blocks hold at most
     `block_days` dates; with `whole_run` (a source whose every read reads all of it,
     such as exported files), all the dates are one block, read once."""
     blocks = [sorted(set(dates))] if whole_run else date_blocks(dates, block_days)
     blocks = [block for block in blocks if block]
     result = IngestResult()
-    empty: list[tuple[dt.date, QualityReport]] = []
+    # Dates without a located test, held until another date has one: each one's report,
+    # files (their bytes set aside on disk: a date may hold unlocated tests) and where.
+    empty: list[tuple[dt.date, QualityReport, DateFiles, dict[str, Path]]] = []
     from tqdm import tqdm  # here: an aggregation, which shows no bar, starts sooner
 
     bar = tqdm(
@@ -265,49 +268,55 @@ def ingest(
         # Only rows taken for an ordinary point can turn out to be on a centroid.
         return enricher if reports[day].radius_assumed else None
 
-    def store(day: dt.date, files: DateFiles, report: QualityReport, spill: str) -> None:
+    def store(day: dt.date, files: DateFiles, report: QualityReport) -> None:
         report.add(files.settled)
         none_located = report.rows_out == report.unlocated
         if none_located and not result.dates and not allow_empty:
-            empty.append((day, report))
+            paths = {d: aside / f"{day.isoformat()}-{d}.parquet" for d in files.data}
+            for direction, path in paths.items():
+                path.write_bytes(files.data[direction])
+            empty.append((day, report, replace(files, data={}), paths))
         else:
-            for empty_date, empty_report in empty:
-                empty_files = _encode(_empty_spools(enricher, spill))
+            for empty_date, empty_report, empty_files, paths in empty:
+                data = {d: path.read_bytes() for d, path in paths.items()}
+                empty_files = replace(empty_files, data=data)
                 _write_date(private, empty_date, empty_files, empty_report, result, on_date)
             empty.clear()
             _write_date(private, day, files, report, result, on_date)
         bar.update()
 
-    for block in blocks:
-        with (
-            tempfile.TemporaryDirectory(prefix="piecewise-ingest-") as spill,
-            _FileMaker() as maker,
-        ):
-            # Each spool holds its share of `batch_rows` in memory before spilling.
-            held = max(batch_rows // len(block), MIN_SPOOL_ROWS)
-            spools = {
-                date: {d: DaySpool(enricher.schema, held, Path(spill)) for d in DIRECTIONS}
-                for date in block
-            }
-            reports = {date: QualityReport() for date in block}
-            chunks = read_ahead(_chunks(source.batches(*archive_span(block)), batch_rows))
-            for chunk, last in chunks:
-                # The chunk's rows of each date of the block, enriched and counted apart.
-                for date, rows in _by_date(chunk, reports):
-                    enriched, chunk_report = enricher.enrich(rows)
-                    reports[date].add(chunk_report)
-                    for direction, spool in spools[date].items():
-                        spool.add(
-                            enriched.filter(pc.equal(enriched.column("direction"), direction))
-                        )
-                    del enriched
-                    if last:  # this date's rows are all in, and those of the dates before
-                        maker.make_through(spools, date, settle)
-                        for day, files in maker.made(wait=False):
-                            store(day, files, reports[day], spill)
-            maker.make_through(spools, None, settle)
-            for day, files in maker.made(wait=True):
-                store(day, files, reports[day], spill)
+    with tempfile.TemporaryDirectory(prefix="piecewise-held-") as aside_folder:
+        aside = Path(aside_folder)
+        for block in blocks:
+            with (
+                tempfile.TemporaryDirectory(prefix="piecewise-ingest-") as spill,
+                _FileMaker() as maker,
+            ):
+                # Each spool holds its share of `batch_rows` in memory before spilling.
+                held = max(batch_rows // len(block), MIN_SPOOL_ROWS)
+                spools = {
+                    date: {d: DaySpool(enricher.schema, held, Path(spill)) for d in DIRECTIONS}
+                    for date in block
+                }
+                reports = {date: QualityReport() for date in block}
+                chunks = read_ahead(_chunks(source.batches(*archive_span(block)), batch_rows))
+                for chunk, last in chunks:
+                    # The chunk's rows of each date of the block, enriched and counted apart.
+                    for date, rows in _by_date(chunk, reports):
+                        enriched, chunk_report = enricher.enrich(rows)
+                        reports[date].add(chunk_report)
+                        for direction, spool in spools[date].items():
+                            spool.add(
+                                enriched.filter(pc.equal(enriched.column("direction"), direction))
+                            )
+                        del enriched
+                        if last:  # this date's rows are all in, and those of the dates before
+                            maker.make_through(spools, date, settle)
+                            for day, files in maker.made(wait=False):
+                                store(day, files, reports[day])
+                maker.make_through(spools, None, settle)
+                for day, files in maker.made(wait=True):
+                    store(day, files, reports[day])
     bar.close()
     if empty:
         first, last = empty[0][0], empty[-1][0]
@@ -357,10 +366,6 @@ def _by_date(
             if b > a:
                 pieces.append(chunk.slice(int(order[a]), b - a))
         yield date, pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
-
-
-def _empty_spools(enricher: Enricher, spill: str) -> dict[str, DaySpool]:
-    return {d: DaySpool(enricher.schema, 1, Path(spill)) for d in DIRECTIONS}
 
 
 @dataclass(frozen=True)
