@@ -53,7 +53,8 @@ def error_body(code: int, message: str, reason: str, status: str) -> dict[str, A
 class BigQueryHTTP:
     """`dry_run_bytes(job)`: the bytes a dry-run job (the request's JSON) would scan;
     `deny(job)`: a refusal for a job (dry runs included), or None to answer it: a message
-    (403 `accessDenied`) or (status, reason, message).
+    (403 `accessDenied`) or (status, reason, message); `fail(job)`: for a billed job that
+    runs and fails, (reason, message), else None.
     `jobs` records every job inserted, as (dry run?, the request's JSON)."""
 
     def __init__(
@@ -63,9 +64,12 @@ class BigQueryHTTP:
         dry_run_bytes: Callable[[dict[str, Any]], int] | None = None,
         deny: Callable[[dict[str, Any]], str | tuple[int, str, str] | None] | None = None,
         results_rows: int | None = None,
+        fail: Callable[[dict[str, Any]], tuple[str, str] | None] | None = None,
     ) -> None:
         self.target = target
         self.results_rows = results_rows
+        self.fail = fail or (lambda job: None)
+        self.failed: dict[str, dict[str, Any]] = {}  # job id -> the failed job
         self.dry_run_bytes = dry_run_bytes or (lambda job: 0)
         self.deny = deny or (lambda job: None)
         self.jobs: list[tuple[bool, dict[str, Any]]] = []
@@ -117,10 +121,25 @@ class BigQueryHTTP:
                             200, _dry_run_job(job_insert.group(1), job, server.dry_run_bytes(job))
                         )
                         return
+                    failure = server.fail(job)
+                    if failure is not None:
+                        failed = _failed_job(job_insert.group(1), job, *failure)
+                        with server._lock:
+                            server.failed[failed["jobReference"]["jobId"]] = failed
+                        self._json(200, failed)
+                        return
                     if server.results_rows is not None:
                         self._json(200, _done_job(job_insert.group(1), job))
                         return
                 done = re.fullmatch(r"/bigquery/v2/projects/([^/]+)/(jobs|queries)/([^/]+)", path)
+                if done and self.command == "GET" and done.group(3) in server.failed:
+                    failed = server.failed[done.group(3)]
+                    if done.group(2) == "jobs":
+                        self._json(200, failed)
+                    else:  # getQueryResults of a failed job: BigQuery answers its error
+                        error = failed["status"]["errorResult"]
+                        self._json(400, error_body(400, error["message"], error["reason"], ""))
+                    return
                 if done and self.command == "GET" and server.results_rows is not None:
                     project, what, job_id = done.groups()
                     reference = {"projectId": project, "jobId": job_id, "location": "US"}
@@ -265,6 +284,23 @@ def _done_job(project: str, job: dict[str, Any]) -> dict[str, Any]:
         "jobReference": reference,
         "configuration": {**configuration, "query": query},
         "status": {"state": "DONE"},
+        "statistics": {"creationTime": "1767225600000", "query": {"totalBytesProcessed": "0"}},
+    }
+
+
+def _failed_job(project: str, job: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
+    """A query job that ran and failed (its `status.errorResult`), as BigQuery answers a
+    query over `maximum_bytes_billed` (`bytesBilledLimitExceeded`) or one that ran out of
+    resources."""
+    reference = {**job.get("jobReference", {}), "projectId": project}
+    reference.setdefault("location", "US")
+    error = {"reason": reason, "message": message}
+    return {
+        "kind": "bigquery#job",
+        "id": f"{project}:{reference['location']}.{reference.get('jobId', '')}",
+        "jobReference": reference,
+        "configuration": job.get("configuration", {}),
+        "status": {"state": "DONE", "errorResult": error, "errors": [error]},
         "statistics": {"creationTime": "1767225600000", "query": {"totalBytesProcessed": "0"}},
     }
 

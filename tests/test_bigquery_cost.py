@@ -186,6 +186,62 @@ def test_dates_published_as_final_do_not_count_against_the_cap(
     assert info.value.result.sealed == [D2]
 
 
+def test_a_run_cut_for_several_workers_is_checked_as_it_is_cut(
+    bq: BigQueryHTTP, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two workers read four dates as two blocks of two (each reads its days and the
+    next: six archive days, 696 GB), not one block (five, 580 GB): the cap and the dry
+    run count the blocks the run reads."""
+    cfg = make_config(bq, tmp_path, source="maximum_bytes_per_run = 600_000_000_000")
+    d4 = D3 + dt.timedelta(days=1)
+    with pytest.raises(RunTooCostly, match=r"would scan 696\.0 GB, 96\.0 GB more"):
+        run_ingest(cfg, D1, d4, progress=False, workers=2)
+    assert sorted(map(job_range, bq.dry_runs)) == [
+        (first, last, direction)
+        for first, last in (("2025-06-01", "2025-06-03"), ("2025-06-03", "2025-06-05"))
+        for direction in ("download", "upload")
+    ]
+    assert bq.billed == []
+    path = write_config(bq, tmp_path)
+    args = ["ingest", "-c", str(path), "--dry-run", "--start", "2025-06-01", "--end", "2025-06-04"]
+    assert main([*args, "--workers", "2"]) == 0
+    assert "total of this run, 4 dates (2025-06-01 to 2025-06-04): 696,000,000,000" in (
+        capsys.readouterr().out
+    )
+    assert bq.billed == []
+
+
+def test_a_query_over_the_billing_cap_ends_the_run_without_reading_dates_again(
+    tmp_path: Path,
+) -> None:
+    """BigQuery refuses a query over `maximum_bytes_billed` once it ran (the client raises
+    it as a 500): the run says which setting to change, and reads no date of the block
+    again alone (each such query would be billed again)."""
+    refusal = ("bytesBilledLimitExceeded", "Query exceeded limit for bytes billed: 1000.")
+    with BigQueryHTTP(dry_run_bytes=lambda job: 10**6, fail=lambda job: refusal) as bq:
+        cfg = make_config(bq, tmp_path)
+        with pytest.raises(IngestFailed) as info:
+            run_ingest(cfg, D1, D3, progress=False)
+        assert [job_range(j) for j in bq.billed] == [("2025-06-01", "2025-06-04", "download")]
+    errors = info.value.result.failed
+    assert sorted(errors) == [D1, D2, D3]
+    assert all("would scan more than `source.maximum_bytes_billed`" in e for e in errors.values())
+    assert all("`piecewise ingest --dry-run`" in e for e in errors.values())
+
+
+def test_a_query_that_fails_after_its_retries_is_not_read_again_date_by_date(
+    tmp_path: Path,
+) -> None:
+    failure = ("resourcesExceeded", "Resources exceeded during query execution.")
+    with BigQueryHTTP(dry_run_bytes=lambda job: 10**6, fail=lambda job: failure) as bq:
+        with pytest.raises(IngestFailed) as info:
+            run_ingest(make_config(bq, tmp_path), D1, D3, progress=False)
+        assert len(bq.billed) == 1
+    said = info.value.result.failed[D2]
+    assert "resourcesExceeded: Resources exceeded during query execution." in said
+    assert "Nothing was ingested from M-Lab's archive days 2025-06-01 to 2025-06-04" in said
+
+
 def test_a_refused_dry_run_says_nothing_was_queried(tmp_path: Path) -> None:
     with BigQueryHTTP(deny=lambda job: TABLE_DENIED) as bq:
         cfg = make_config(bq, tmp_path, source="maximum_bytes_per_run = 400_000_000_000")

@@ -16,7 +16,8 @@ import pytest
 from configs import counties, demo_geoip, region, stores, study_periods, table, toml_config
 from piecewise.core.config import parse_config
 from piecewise.core.schema import UNIFIED
-from piecewise.ingest.dates import NoTestsSelected, _by_date, _chunks, read_ahead
+from piecewise.ingest.dates import IngestFailed, NoTestsSelected, _by_date, _chunks, read_ahead
+from piecewise.ingest.enrich import Enricher
 from piecewise.ingest.sources.files import FilesSource
 from piecewise.pipeline import run_ingest
 from piecewise.storage.layout import quality_key
@@ -268,6 +269,76 @@ def test_a_date_of_unlocated_tests_only_keeps_them_whichever_date_comes_first(
     with pytest.raises(NoTestsSelected):
         run_ingest(config(alone, demo_data), D1, D1, progress=False)
     assert not (alone / "private" / file_of("download", D1)).exists()
+
+
+class DayByDay:
+    """The exports read as a source that reads by date (as BigQuery does), not whole
+    files; `bills_reads` as given; each read recorded."""
+
+    def __init__(self, inner: FilesSource, *, bills_reads: bool = False) -> None:
+        self.inner, self.bills_reads = inner, bills_reads
+        self.reads: list[tuple[dt.date, dt.date]] = []
+
+    def batches(self, start: dt.date, end: dt.date):  # type: ignore[no-untyped-def]
+        self.reads.append((start, end))
+        yield from self.inner.batches(start, end)
+
+
+def test_a_date_without_tests_is_read_once_when_the_region_has_shown_tests(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """Blocks of one date: D2 has no test. Read after D1's located tests, it is written
+    as an empty day at once, not read a second time after the run; in a store that has
+    dates, even a run of D2 alone reads it once."""
+    d3 = D2 + dt.timedelta(days=1)
+    rows = [export_row("one", D1, "2025-01-01 10:00:00 UTC")]
+    rows.append(export_row("three", d3, "2025-01-03 10:00:00 UTC"))
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / "1.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = config(tmp_path, demo_data)
+    cfg = cfg.model_copy(update={"ingest": cfg.ingest.model_copy(update={"block_days": 1})})
+    source = DayByDay(FilesSource("exports", None, base_dir=tmp_path))
+    assert run_ingest(cfg, D1, d3, source=source, progress=False).dates == [D1, D2, d3]
+    day = dt.timedelta(days=1)
+    assert source.reads == [(d, d + day) for d in (D1, D2, d3)]
+    assert pq.read_table(tmp_path / "private" / file_of("download", D2)).num_rows == 0
+    source.reads.clear()
+    assert run_ingest(cfg, D2, D2, source=source, progress=False).dates == [D2]
+    assert source.reads == [(D2, d3)]
+
+
+def test_a_failed_block_of_a_billed_source_is_not_read_again_date_by_date(
+    tmp_path: Path, demo_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block that fails (here its second date's enrichment) is read again a date at a
+    time when that is cheap, so that the other dates land; not when each read is billed:
+    the dates left fail, for the next run."""
+    rows = [
+        export_row(f"t{k}", D1 + dt.timedelta(days=k), f"2025-01-0{k + 1} 10:00:00 UTC")
+        for k in range(3)
+    ]
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / "1.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = config(tmp_path, demo_data)
+    enrich = Enricher.enrich
+
+    def failing(self: Enricher, table: pa.Table):  # type: ignore[no-untyped-def]
+        if "t1" in table.column("id").to_pylist():
+            raise ValueError("a row this enrichment cannot take")
+        return enrich(self, table)
+
+    monkeypatch.setattr(Enricher, "enrich", failing)
+    d3 = D1 + dt.timedelta(days=2)
+    # The block is one chunk, enriched before any date is written: none landed with it.
+    for bills, landed in ((False, [D1, d3]), (True, [])):
+        folder = tmp_path / f"bills-{bills}"
+        cfg = config(folder, demo_data).model_copy(update={"source": cfg.source})
+        source = DayByDay(FilesSource("exports", None, base_dir=tmp_path), bills_reads=bills)
+        with pytest.raises(IngestFailed) as info:
+            run_ingest(cfg, D1, d3, source=source, progress=False)
+        assert info.value.result.dates == landed, bills
+        assert len(source.reads) == (1 if bills else 4), bills
+        assert sorted(info.value.result.failed) == sorted({D1, D2, d3} - set(landed)), bills
 
 
 def test_a_dates_centroid_is_found_however_its_rows_are_batched(

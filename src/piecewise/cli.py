@@ -168,7 +168,9 @@ def _dry_run(args: argparse.Namespace, cfg: Config) -> int:
         print(
             f"left out {len(left)} dates published as final, never read again: {_ranges_text(left)}"
         )
-    estimates = estimate(dates) if dates else []
+    # Cut as the run would (more blocks with several workers, each reading a day more).
+    workers = args.workers or cfg.ingest.workers
+    estimates = estimate(dates, workers) if dates else []
     rows = [
         (f"{e.start} to {e.end} {e.direction:8} {e.table}", e.bytes, e.cost_usd) for e in estimates
     ]
@@ -186,12 +188,13 @@ def _dry_run(args: argparse.Namespace, cfg: Config) -> int:
     price = getattr(settings, "price_per_tib", 6.25)
     # What an archive day costs, for the month: from the run's own queries, or from a
     # dry run of yesterday alone (a block of dates reads its days and the next one).
-    from piecewise.ingest.dates import date_blocks
+    from piecewise.ingest.dates import run_blocks
 
     sample_dates = dates or [_yesterday()]
     sample = estimates or estimate(sample_dates)
     block_days = cfg.ingest.block_days
-    archive_days = sum(len(block) + 1 for block in date_blocks(sample_dates, block_days))
+    blocks = run_blocks(sample_dates, block_days, workers)
+    archive_days = sum(len(block) + 1 for block in blocks)
     per_day = sum(e.bytes for e in sample) / archive_days
     reread = cfg.ingest.reread_days
     # The re-read dates (at least yesterday), and the next day of each block of them.

@@ -18,14 +18,13 @@ from piecewise.ingest.dates import (
     IngestResult,
     NoTestsSelected,
     OnDate,
-    date_blocks,
     ingest,
+    run_blocks,
 )
 from piecewise.ingest.enrich import Enricher
 from piecewise.ingest.plan import ingest_fingerprint, plan_run
 from piecewise.ingest.quality import QualityReport
-from piecewise.ingest.sources.base import Source
-from piecewise.ingest.sources.bigquery import SourceError
+from piecewise.ingest.sources.base import Source, SourceError
 from piecewise.ingest.sources.make import make_source
 from piecewise.storage.ledger import Ledger
 from piecewise.storage.lock import LockHeld, RunLock
@@ -82,6 +81,10 @@ class DateIngester:
         # A source whose every read reads all of it (exported files): a block is the
         # whole run, read once, whatever `ingest.block_days` says.
         self.whole_run = bool(getattr(self.source, "reads_whole_files", False))
+        # Whether a date can be read again alone for little: not when each read reads
+        # every file again, nor when each is billed (BigQuery: its archive days again,
+        # beyond what the run's cost check allowed).
+        self.rereads_cheaply = not self.whole_run and not getattr(self.source, "bills_reads", False)
         self.geoip = geoip
         self.fingerprint = ingest_fingerprint(config)
         self.manifest = Manifest(self.stores.private)
@@ -116,8 +119,11 @@ class DateIngester:
         that second, from the same settings and GeoIP database, is skipped: overlapping
         runs read each date once. When the block fails, the dates written before are
         `ingested` and the others are read again one at a time (so that one bad date
-        does not hold back the rest), unless the source refused the read itself
-        (SourceError: not about a date); those that fail again are `failed`."""
+        does not hold back the rest), unless the source itself failed (SourceError: a
+        query refused or failed after its retries, an unreadable export file; not about
+        a date) or a date read alone costs much (`rereads_cheaply`: a billed query, or
+        every export file read again); those that fail again, or are not read again, are
+        `failed`, for the next run."""
         outcomes: dict[dt.date, DateOutcome] = {}
         held: dict[dt.date, RunLock] = {}
         try:
@@ -175,10 +181,23 @@ class DateIngester:
                 except Exception as exc:
                     log.debug("ingest of %s to %s failed", todo[0], todo[-1], exc_info=True)
                     left = [date for date in todo if date not in outcomes]
-                    if len(left) > 1 and not isinstance(exc, SourceError):
-                        # One bad date must not hold back the others: each left is
-                        # read alone (a source refusal, which says what to do, is not
-                        # about a date: all wait for the next run).
+                    if len(left) > 1 and isinstance(exc, SourceError):
+                        pass  # not about a date (it says what to do): all wait for the next run
+                    elif len(left) > 1 and not self.rereads_cheaply:
+                        log.warning(
+                            "ingest of %s to %s failed (%s: %s): the %d dates left are not read "
+                            "again one at a time, as each read would %s; the next run reads them",
+                            todo[0],
+                            todo[-1],
+                            type(exc).__name__,
+                            exc,
+                            len(left),
+                            "be billed again"
+                            if getattr(self.source, "bills_reads", False)
+                            else "read every export file again",
+                        )
+                    elif len(left) > 1:
+                        # One bad date must not hold back the others: each left is read alone.
                         log.warning(
                             "ingest of %s to %s failed (%s: %s): the %d dates left are read "
                             "one at a time",
@@ -279,7 +298,7 @@ def ingest_dates(
     progress: bool = True,
 ) -> list[DateOutcome]:
     """Ingest the dates in blocks of consecutive dates, each a unit of work read from
-    the source at once (each archive day once: see piecewise.ingest.dates.date_blocks),
+    the source at once (each archive day once: see piecewise.ingest.dates.run_blocks),
     `workers` at a time (1: in this process, one after the other; more: a pool of
     processes started with `spawn`, since DuckDB and the readers' threads do not survive
     a fork, the dates cut into as many blocks). A failed date is reported in its
@@ -289,9 +308,7 @@ def ingest_dates(
 
     bar = tqdm(total=len(dates), desc="ingest", unit="day", disable=not progress, leave=False)
     outcomes: list[DateOutcome] = []
-    most = config.ingest.block_days
-    size = most if workers <= 1 else max(1, -(-len(dates) // workers))
-    blocks = date_blocks(dates, min(size, most))
+    blocks = run_blocks(dates, config.ingest.block_days, workers)
     try:
         if workers <= 1 or len(blocks) <= 1:
             _start_worker(config, geoip, stores, source)
@@ -300,7 +317,11 @@ def ingest_dates(
                 blocks = [sorted(dates)] if dates else []
             try:
                 for block in blocks:
-                    outcomes += _work(block, allow_empty, planned_at)
+                    # Once a block had a located test the region is known to select
+                    # some: the next blocks' dates without one are written as they are
+                    # (not read a second time, after the run, to be written then).
+                    located = any(o.status == "ingested" for o in outcomes)
+                    outcomes += _work(block, allow_empty or located, planned_at)
                     bar.update(len(block))
             finally:
                 _stop_worker()
@@ -365,6 +386,7 @@ def run_ingest(
         today=today,
         license_key=geoip_license_key,
         source=source,
+        workers=count,
     )
     if not plan.dates:
         return IngestResult()
@@ -376,6 +398,9 @@ def run_ingest(
         stores=stores,
         source=source,
         workers=count,
+        # A store that has dates shows the region selects tests (as the ingest function
+        # decides): a date without any is written as such at once, never read twice.
+        allow_empty=bool(Manifest(stores.private).dates()),
         planned_at=planned_at,
         progress=progress,
     )

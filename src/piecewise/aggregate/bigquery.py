@@ -270,7 +270,7 @@ def _call(func):
 
     try:
         return func()
-    except exceptions.BadRequest as exc:
+    except exceptions.GoogleAPICallError as exc:
         capped = over_billing_cap(exc, "the aggregation", "aggregation", "piecewise aggregate")
         if capped is not None:
             raise capped from exc

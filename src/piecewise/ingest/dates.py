@@ -222,6 +222,18 @@ def date_blocks(dates: Iterable[dt.date], max_days: int = MAX_BLOCK_DAYS) -> lis
     return blocks
 
 
+def run_blocks(
+    dates: Iterable[dt.date], block_days: int = MAX_BLOCK_DAYS, workers: int = 1
+) -> list[list[dt.date]]:
+    """The blocks a run of `dates` reads (`date_blocks`), `workers` at a time: with more
+    than one, cut into about as many blocks as workers, so that they read side by side
+    (each block reads its archive days and the next one: a run cut finer reads more
+    days, which its cost check counts with the same blocks)."""
+    days = sorted(set(dates))
+    size = block_days if workers <= 1 else max(1, -(-len(days) // workers))
+    return date_blocks(days, min(size, block_days))
+
+
 def archive_span(block: list[dt.date]) -> tuple[dt.date, dt.date]:
     """The archive days (M-Lab's `date` partitions) a block of dates is read from: its
     own and the next day, since a test near midnight is archived the next day."""

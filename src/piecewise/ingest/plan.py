@@ -122,10 +122,15 @@ def dates_left_as_published(private: Store, dates: list[dt.date]) -> list[dt.dat
 
 
 def check_run_cost(
-    config: Config, dates: list[dt.date], private: Store, source: Source | None = None
+    config: Config,
+    dates: list[dt.date],
+    private: Store,
+    source: Source | None = None,
+    workers: int = 1,
 ) -> list[QueryEstimate] | None:
-    """Before any billed query: dry-run the queries a run of `dates` makes (per block of
-    consecutive dates and direction, free) and raise RunTooCostly, a SourceError saying
+    """Before any billed query: dry-run the queries a run of `dates` makes with
+    `workers` (per block of consecutive dates and direction, as the run cuts them:
+    piecewise.ingest.dates.run_blocks; free) and raise RunTooCostly, a SourceError saying
     by how much and what to change, when together they would scan more than
     `source.maximum_bytes_per_run`. Without that cap the run is not checked (each query
     is still held to `maximum_bytes_billed`); a source that bills nothing is not."""
@@ -137,7 +142,7 @@ def check_run_cost(
     check = getattr(source or make_source(config), "check_run", None)
     if check is None or not read:
         return None
-    return check(read, settings.maximum_bytes_per_run)
+    return check(read, settings.maximum_bytes_per_run, workers)
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,7 @@ def plan_run(
     today: dt.date | None = None,
     license_key: str | None = None,
     source: Source | None = None,
+    workers: int = 1,
 ) -> IngestPlan:
     """Choose the dates (see plan_ingest), check the run's cost against
     `source.maximum_bytes_per_run` (check_run_cost: RunTooCostly before anything is
@@ -171,6 +177,6 @@ def plan_run(
         if not dates:
             log.info("nothing to ingest: the manifest has every date")
             return IngestPlan(config, None, [], planned_at)
-        check_run_cost(config, dates, stores.private, source)
+        check_run_cost(config, dates, stores.private, source, workers)
         config, geoip = prepare_geoip_database(config, stores.private, license_key)
     return IngestPlan(config, geoip, dates, planned_at)

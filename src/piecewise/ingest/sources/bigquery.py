@@ -32,9 +32,9 @@ from typing import Any
 import pyarrow as pa
 
 from piecewise.core.config import Region
-from piecewise.core.errors import PiecewiseError
 from piecewise.core.schema import UNIFIED
 from piecewise.core.vocabulary import DIRECTIONS
+from piecewise.ingest.sources.base import SourceError
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,6 @@ def bigquery_client(project: str | None, location: str | None, api_endpoint: str
             "credentials": AnonymousCredentials(),
         }
     return bigquery.Client(project=project, location=location, **options)
-
-
-class SourceError(PiecewiseError):
-    """A query that cannot run, with what to do about it."""
 
 
 class RunTooCostly(SourceError):
@@ -146,6 +142,8 @@ def _sql(table: str, text: str) -> str:
 class BigQuerySource:
     """Reads `tables` (direction -> table id) for the configured region."""
 
+    bills_reads = True  # every query is billed: ingest never reads a date again alone
+
     def __init__(
         self,
         *,
@@ -214,14 +212,14 @@ class BigQuerySource:
         on-demand cost; nothing runs."""
         return [self._estimate(d, start, end) for d in self.tables]
 
-    def estimate_dates(self, dates: Iterable[dt.date]) -> list[QueryEstimate]:
-        """Dry-run the queries a run of `dates` makes: per block of consecutive dates and
-        direction, over the block's archive days and the next (piecewise.ingest.dates.
-        date_blocks, archive_span), in as few queries as fit `maximum_bytes_billed`
-        (see `queries`); nothing runs, nothing is billed."""
-        from piecewise.ingest.dates import archive_span, date_blocks
+    def estimate_dates(self, dates: Iterable[dt.date], workers: int = 1) -> list[QueryEstimate]:
+        """Dry-run the queries a run of `dates` makes with `workers`: per block of
+        consecutive dates and direction, over the block's archive days and the next
+        (piecewise.ingest.dates.run_blocks, archive_span), in as few queries as fit
+        `maximum_bytes_billed` (see `queries`); nothing runs, nothing is billed."""
+        from piecewise.ingest.dates import archive_span, run_blocks
 
-        blocks = date_blocks(dates, self.block_days)
+        blocks = run_blocks(dates, self.block_days, workers)
         work = [(d, *archive_span(block)) for block in blocks for d in self.tables]
         if len(work) <= 1:
             return [e for item in work for e in self.queries(*item)]
@@ -242,17 +240,19 @@ class BigQuerySource:
             direction, middle + dt.timedelta(days=1), end
         )
 
-    def check_run(self, dates: Iterable[dt.date], maximum_bytes: int) -> list[QueryEstimate]:
-        """Dry-run the queries of a run of `dates` and raise RunTooCostly when together
-        they would scan more than `maximum_bytes`; the estimates otherwise."""
-        from piecewise.ingest.dates import date_blocks
+    def check_run(
+        self, dates: Iterable[dt.date], maximum_bytes: int, workers: int = 1
+    ) -> list[QueryEstimate]:
+        """Dry-run the queries of a run of `dates` with `workers` and raise RunTooCostly
+        when together they would scan more than `maximum_bytes`; the estimates otherwise."""
+        from piecewise.ingest.dates import run_blocks
 
         days = sorted(set(dates))
-        estimates = self.estimate_dates(days)
+        estimates = self.estimate_dates(days, workers)
         total = sum(e.bytes for e in estimates)
         if total > maximum_bytes:
             # A block of n consecutive dates reads n + 1 archive days.
-            archive_days = sum(len(b) + 1 for b in date_blocks(days, self.block_days))
+            archive_days = sum(len(b) + 1 for b in run_blocks(days, self.block_days, workers))
             per_day = total / archive_days if archive_days else total
             fit = int(maximum_bytes // per_day) - 1 if per_day else 0
             parts = (
@@ -392,8 +392,10 @@ def _call(
     project: str | None = None,
     dates: list[dt.date] | None = None,
 ) -> Any:
-    """Run a BigQuery call; turn access and missing-table errors into advice."""
+    """Run a BigQuery call; turn its errors into SourceError with advice (access, missing
+    tables, quotas, the billing cap; any other, to run again later)."""
     from google.api_core import exceptions
+    from google.auth.exceptions import TransportError
 
     try:
         return func()
@@ -419,20 +421,34 @@ def _call(
         raise SourceError(
             access_advice(_error_text(exc), tables, account=account, project=project, dates=dates)
         ) from exc
-    except exceptions.BadRequest as exc:
+    except (exceptions.GoogleAPIError, TransportError) as exc:
+        # Whatever else BigQuery or the network answered, after the client's retries (5xx,
+        # 429, dropped connections): about the service, not a date.
         capped = over_billing_cap(exc, "the query", "source", "piecewise ingest")
         if capped is not None:
             raise capped from exc
-        raise
+        if isinstance(exc, exceptions.BadRequest):
+            raise SourceError(
+                f"BigQuery refused the query ({_error_text(exc)}): check `source.query_file`, "
+                f"if set, and the tables ({', '.join(tables.values())}). {_outcome(dates)}"
+            ) from exc
+        raise SourceError(
+            f"BigQuery failed ({_error_text(exc)}) after retries: run again later. "
+            f"{_outcome(dates)}"
+        ) from exc
 
 
 def over_billing_cap(exc: Any, what: str, table: str, command: str) -> SourceError | None:
     """The advice for a query BigQuery refused under its `maximum_bytes_billed` cap (set in
-    the config's `table`), or None for any other bad request."""
-    if "bytes billed" not in str(exc.message).lower():
+    the config's `table`), or None for any other error. BigQuery says it with the reason
+    `bytesBilledLimitExceeded`, which the client raises as a 500 (a reason it does not
+    map), not as a bad request."""
+    reasons = {e.get("reason") for e in getattr(exc, "errors", None) or [] if isinstance(e, dict)}
+    message = str(getattr(exc, "message", "") or exc)
+    if "bytesBilledLimitExceeded" not in reasons and "bytes billed" not in message.lower():
         return None
     return SourceError(
-        f"{what} would scan more than `{table}.maximum_bytes_billed` ({exc.message}); check "
+        f"{what} would scan more than `{table}.maximum_bytes_billed` ({message}); check "
         f"the cost with `{command} --dry-run`, then narrow the dates or raise the limit"
     )
 

@@ -27,9 +27,9 @@ import pyarrow.json as pj
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
 
-from piecewise.core.errors import PiecewiseError
 from piecewise.core.schema import UNIFIED
 from piecewise.core.vocabulary import DIRECTIONS
+from piecewise.ingest.sources.base import SourceError
 from piecewise.storage.store import url_to_fs
 
 PARQUET_SUFFIXES = (".parquet",)
@@ -43,7 +43,7 @@ JSON_BLOCK_BYTES = 2 << 20  # what Arrow's JSON reader parses at a time (a row m
 log = logging.getLogger(__name__)
 
 
-class ExportFileError(PiecewiseError, ValueError):
+class ExportFileError(SourceError, ValueError):
     """An export file that cannot be read; the message names the file and the problem."""
 
 
