@@ -985,6 +985,26 @@ def test_503_until_something_is_published_then_refresh(tmp_path: Path) -> None:
     assert empty.reads.count("v1/index.json") == 2
 
 
+@pytest.mark.parametrize(
+    ("path", "parameter"),
+    [
+        ("/v1/layers/nope/range?start=1900-01-01&end=2999-12-31", "end"),
+        ("/v1/layers/counties/range?start=1900-01-01&end=2999-12-31&areas=nope", "end"),
+        ("/v1/layers/nope/rankings?period=2025-01&measure=foo", "measure"),
+        ("/v1/layers/counties/rankings?period=1999-01&measure=foo", "measure"),
+        ("/v1/layers/nope/areas/x/series?step=day&start=1900-01-01&end=2999-12-31", "end"),
+        ("/v1/layers/counties/areas/x/series?step=day&start=2025-02-01&end=2025-01-01", "end"),
+    ],
+)
+def test_a_bad_parameter_is_a_400_before_anything_is_looked_up(
+    client: Client, path: str, parameter: str
+) -> None:
+    """docs/api.md: a bad parameter is a 400 even for an unknown layer, area or period."""
+    response = client.get(path)
+    assert response.status_code == 400, response.text[:300]
+    assert response.json["error"]["parameter"] == parameter
+
+
 def test_the_index_is_read_at_most_every_refresh_seconds(tmp_path: Path) -> None:
     made = hand_made(tmp_path)
     store = CountingStore(made.store.url)

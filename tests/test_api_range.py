@@ -10,6 +10,7 @@ import math
 import urllib.parse
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -23,7 +24,7 @@ from piecewise.core import periods
 from piecewise.storage.store import Store
 from piecewise.web.api import build_api
 from piecewise.web.api.errors import BadParameter
-from piecewise.web.api.ranges import decompose, split_isps
+from piecewise.web.api.ranges import MAX_KEYS, _gaps, decompose, split_isps
 from test_api import KING, SPOKANE, CountingStore
 
 LOW, RATIO = 0.001, 1.02  # index.json: histogram.low, histogram.ratio
@@ -289,6 +290,17 @@ def test_days_without_data_are_reported(client: Client) -> None:
     assert body["coverage"]["periods"] == {"month": ["2025-02", "2025-03", "2025-04"]}
 
 
+@pytest.mark.parametrize("gaps", [MAX_KEYS - 1, MAX_KEYS, MAX_KEYS + 1])
+def test_days_without_data_say_truncated_only_when_a_gap_is_left_out(gaps: int) -> None:
+    start = dt.date(2025, 1, 1)
+    published = {(start + dt.timedelta(days=2 * k + 1)).isoformat() for k in range(gaps)}
+    snap = SimpleNamespace(period_sets={"day": published})
+    found = _gaps(snap, start, start + dt.timedelta(days=2 * gaps - 1))  # type: ignore[arg-type]
+    assert found is not None and found["days"] == gaps
+    assert len(found["ranges"]) == min(gaps, MAX_KEYS)
+    assert found["truncated"] is (gaps > MAX_KEYS)
+
+
 def test_two_instances_list_the_same_excluded_keys(published: Published) -> None:
     """An instance numbers areas and ISPs as it first meets them; the keys a merge lists
     must not follow that order, or two instances would answer one request differently."""
@@ -429,6 +441,40 @@ def test_a_range_of_suppressed_days_merges_nothing(made: HandMade) -> None:
     assert body["mean"] is None
     assert body["coverage"]["excluded_cells"] == 7  # a2's days; a3 has no tests
     assert body["coverage"]["merged_cells"] == 0
+
+
+def test_a_range_over_a_month_not_yet_published_merges_its_published_days(
+    made: HandMade,
+) -> None:
+    """The month, quarter and year in progress are not published, their final days
+    are: a range over them merges those days (docs/api.md), as a range of the days does."""
+    index = made.store.read_json("v1/index.json")
+    before = {k: list(v) for k, v in index["periods"].items()}
+    for kind, label in (("month", "2025-02"), ("quarter", "2025-Q1"), ("year", "2025")):
+        index["periods"][kind] = [p for p in index["periods"][kind] if p != label]
+    made.store.write_json("v1/index.json", index)
+    try:
+        client = Client(build_api(made.config()))
+        february = [
+            ("day", periods.label("day", dt.date(2025, 2, d)), "a1", "all", "download")
+            for d in range(1, 29)
+        ]
+        used = [k for k in february if k in made.published]
+        assert used
+        body = merge(client, LAYER, start="2025-02-01", end="2025-02-28", areas="a1")
+        assert body["tests"] == len(published_values(made, used)) > 0
+        assert body["coverage"]["merged_cells_by_kind"] == {"day": len(used)}
+        by_days = merge(client, LAYER, start="2025-02-01", end="2025-02-27", areas="a1")
+        assert by_days["tests"] + len(published_values(made, used[-1:])) == body["tests"]
+        year = merge(client, LAYER, start="2025-01-01", end="2025-12-31", areas="a1")
+        january = merge(client, LAYER, start="2025-01-01", end="2025-01-31", areas="a1")
+        assert year["tests"] == january["tests"] + body["tests"]
+        assert year["coverage"]["excluded_cells"] == (
+            january["coverage"]["excluded_cells"] + body["coverage"]["excluded_cells"]
+        )
+    finally:
+        index["periods"] = before
+        made.store.write_json("v1/index.json", index)
 
 
 def test_kinds_that_cannot_tile_a_range_are_a_400(made: HandMade) -> None:

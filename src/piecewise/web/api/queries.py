@@ -8,6 +8,7 @@ public files hold none.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 
@@ -350,7 +351,25 @@ def area_isps(snap: Snapshot, q: AreaQuery) -> bytes:
 # -- /v1/layers/{layer}/areas/{area}/series ---------------------------------------------------
 
 
+def _check_span(first: dt.date, last: dt.date, q: SeriesQuery, limits: Limits) -> None:
+    """A 400 for a series that ends before it starts or spans more than the limit."""
+    if last < first:
+        raise BadParameter(
+            f"the series would end ({last}) before it starts ({first})",
+            parameter="end" if q.end else "start",
+        )
+    days = (last - first).days + 1
+    if days > limits.max_range_days:
+        raise BadParameter(
+            f"the series spans {days} days, more than the {limits.max_range_days} "
+            "allowed per request: give a later start or an earlier end",
+            parameter="end" if q.end else "start",
+        )
+
+
 def series(snap: Snapshot, q: SeriesQuery, limits: Limits) -> bytes:
+    if q.start is not None and q.end is not None:  # a 400 before anything is looked up
+        _check_span(q.start, q.end, q, limits)
     layer_of(snap, q.layer)
     name = area_name(snap, q.layer, q.area)
     known_isp(snap, q.isp)
@@ -367,18 +386,7 @@ def series(snap: Snapshot, q: SeriesQuery, limits: Limits) -> bytes:
     )
     axis: tuple[str, ...] = ()
     if first is not None and last is not None:
-        if last < first:
-            raise BadParameter(
-                f"the series would end ({last}) before it starts ({first})",
-                parameter="end" if q.end else "start",
-            )
-        days = (last - first).days + 1
-        if days > limits.max_range_days:
-            raise BadParameter(
-                f"the series spans {days} days, more than the {limits.max_range_days} "
-                "allowed per request: give a later start or an earlier end",
-                parameter="end" if q.end else "start",
-            )
+        _check_span(first, last, q, limits)
         axis = snap.axis_labels(q.step, first, last)
     files = (
         [snap.series(q.layer, q.area, year) for year in snap.series_years(first, last)]

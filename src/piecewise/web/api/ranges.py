@@ -79,15 +79,15 @@ def split_isps(text: str, known: frozenset[str]) -> tuple[str, ...]:
 
 
 def resolve(snap: Snapshot, q: RangeQuery, limits: Limits) -> ResolvedRange:
-    layer_of(snap, q.layer)
     days = (q.end - q.start).days + 1
-    if days > limits.max_range_days:
+    if days > limits.max_range_days:  # a 400 before anything is looked up
         raise BadParameter(
             f"the range spans {days} days, more than the {limits.max_range_days} allowed "
             "per request",
             parameter="end",
             allowed=[f"at most {limits.max_range_days} days"],
         )
+    layer_of(snap, q.layer)
     areas = snap.areas(q.layer).ids if q.areas is None else q.areas
     if len(areas) > limits.max_areas:
         raise BadParameter(
@@ -195,7 +195,8 @@ class Merger:
             return
         label = periods.label(kind, start)
         if label not in self.snap.period_sets[kind]:
-            return  # the period has no cells at all: nothing was tested in it
+            self.visit_unpublished(kind, start, cells)
+            return
         cube = self.snap.cube(self.layer, kind, label)
         idx = np.flatnonzero(members(cells, cube.codes))
         rest = cells[~members(np.sort(cube.codes[idx]), cells)]
@@ -219,6 +220,7 @@ class Merger:
         to every day makes hundreds of visits, where numpy's per-call cost dominates."""
         label = periods.label(kind, start)
         if label not in self.snap.period_sets[kind]:
+            self.visit_unpublished(kind, start, np.array(cells, dtype=np.int64))
             return
         cube = self.snap.cube(self.layer, kind, label)
         position = cube.position
@@ -245,6 +247,17 @@ class Merger:
             return
         for child in periods.axis(finer, start, periods.end_of(kind, start)):
             self.visit_few(finer, child, hidden)
+
+    def visit_unpublished(self, kind: str, start: dt.date, cells: np.ndarray) -> None:
+        """A period that is not published: not final yet (the month in progress), or
+        nothing was tested in it. What there is, is in its published finer periods (the
+        days that are final); a day not published has nothing, and is counted in
+        `days_without_data`."""
+        finer = self.finer[kind]
+        if finer is None:
+            return
+        for child in periods.axis(finer, start, periods.end_of(kind, start)):
+            self.visit(finer, child, cells)
 
     def exclude(self, hidden: list[int], label: str) -> None:
         self.result.excluded += len(hidden)
@@ -273,7 +286,7 @@ def _gaps(snap: Snapshot, start: dt.date, end: dt.date) -> dict | None:
     days = snap.period_sets.get("day")
     if days is None:
         return None
-    count = 0
+    count = gaps = 0
     ranges: list[list[str]] = []
     day = start
     open_gap: list[str] | None = None
@@ -283,13 +296,14 @@ def _gaps(snap: Snapshot, start: dt.date, end: dt.date) -> dict | None:
         else:
             count += 1
             if open_gap is None:
+                gaps += 1
                 open_gap = [day.isoformat(), day.isoformat()]
                 if len(ranges) < MAX_KEYS:
                     ranges.append(open_gap)
             else:
                 open_gap[1] = day.isoformat()
         day += ONE_DAY
-    return {"days": count, "ranges": ranges, "truncated": len(ranges) >= MAX_KEYS}
+    return {"days": count, "ranges": ranges, "truncated": gaps > len(ranges)}
 
 
 def _round(value: float | None) -> float | None:

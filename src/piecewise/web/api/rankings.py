@@ -232,6 +232,8 @@ def _named(snap: Snapshot, layer: str, areas: list[str]) -> list[dict]:
 
 
 def rankings(snap: Snapshot, q: RankingsQuery) -> bytes:
+    if q.measure not in MEASURES:  # a bad parameter is a 400 before anything is looked up
+        _share_label(snap, q.measure)
     layer_of(snap, q.layer)
     published_period(snap, q.period)
     known_isp(snap, q.isp)
