@@ -181,34 +181,29 @@ class DateIngester:
                 except Exception as exc:
                     log.debug("ingest of %s to %s failed", todo[0], todo[-1], exc_info=True)
                     left = [date for date in todo if date not in outcomes]
-                    if len(left) > 1 and isinstance(exc, SourceError):
-                        pass  # not about a date (it says what to do): all wait for the next run
-                    elif len(left) > 1 and not self.rereads_cheaply:
-                        log.warning(
-                            "ingest of %s to %s failed (%s: %s): the %d dates left are not read "
-                            "again one at a time, as each read would %s; the next run reads them",
-                            todo[0],
-                            todo[-1],
-                            type(exc).__name__,
-                            exc,
-                            len(left),
-                            "be billed again"
-                            if getattr(self.source, "bills_reads", False)
-                            else "read every export file again",
-                        )
-                    elif len(left) > 1:
-                        # One bad date must not hold back the others: each left is read alone.
-                        log.warning(
-                            "ingest of %s to %s failed (%s: %s): the %d dates left are read "
-                            "one at a time",
-                            todo[0],
-                            todo[-1],
-                            type(exc).__name__,
-                            exc,
-                            len(left),
-                        )
-                        alone = self._one_at_a_time(left, record, allow_empty)
-                        outcomes.update((o.date, o) for o in alone)
+                    # A SourceError is not about a date (it says what to do): all wait
+                    # for the next run. Otherwise one bad date must not hold back the
+                    # others: each left is read alone, where such a read costs little.
+                    if len(left) > 1 and not isinstance(exc, SourceError):
+                        failed = (todo[0], todo[-1], type(exc).__name__, exc, len(left))
+                        if self.rereads_cheaply:
+                            log.warning(
+                                "ingest of %s to %s failed (%s: %s): the %d dates left are "
+                                "read one at a time",
+                                *failed,
+                            )
+                            alone = self._one_at_a_time(left, record, allow_empty)
+                            outcomes.update((o.date, o) for o in alone)
+                        else:
+                            log.warning(
+                                "ingest of %s to %s failed (%s: %s): the %d dates left are not "
+                                "read again one at a time, as each read would %s; the next "
+                                "run reads them",
+                                *failed,
+                                "read every export file again"
+                                if self.whole_run
+                                else "be billed again",
+                            )
                     for date in todo:
                         outcomes.setdefault(
                             date, DateOutcome(date, "failed", error=f"{type(exc).__name__}: {exc}")
