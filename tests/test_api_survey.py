@@ -135,3 +135,29 @@ def test_a_window_with_residents_answers_is_served_whole(
         "/v1/layers/counties/survey", query_string={"window": "2025-Q2", "isp": "Comcast Xfinity"}
     ).json
     assert any(a["area"] == "53033" for a in comcast["areas"])
+
+
+def test_a_snapshot_keeps_the_windows_it_first_read(published: Published, tmp_path: Path) -> None:
+    """A snapshot lists the survey's windows as it first read them, for its life: a
+    window published since shows with the next release, even when the snapshot's data
+    cache has let its first reading go."""
+    from piecewise.web.api.cache import LoadingCache
+    from piecewise.web.api.reader import Snapshot
+
+    copy = open_store((tmp_path / "public").as_uri())
+    for key in published.public.list("v1/"):
+        copy.write_bytes(key, published.public.read_bytes(key))
+    snap = Snapshot(
+        copy, copy.read_bytes("v1/index.json"), data_cache_bytes=1 << 30, response_cache_bytes=0
+    )
+    first = snap.survey_windows("counties")
+    assert first
+    listing = copy.read_json("v1/survey/index.json")
+    later = {**listing["windows"][-1], "label": "2099-Q1", "path": "v1/survey/later.json"}
+    copy.write_json("v1/survey/index.json", {**listing, "windows": [*listing["windows"], later]})
+    snap._data = LoadingCache(1 << 30)  # everything it read let go
+    assert snap.survey_windows("counties") == first
+    fresh = Snapshot(
+        copy, copy.read_bytes("v1/index.json"), data_cache_bytes=1 << 30, response_cache_bytes=0
+    )
+    assert fresh.survey_windows("counties")[-1] == ("2099-Q1", "v1/survey/later.json")

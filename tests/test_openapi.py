@@ -172,6 +172,21 @@ def test_documented_patterns_agree_with_the_parsers(data: st.DataObject, name: s
     assert matches, text
 
 
+def test_the_documented_length_of_quantiles_is_the_one_taken() -> None:
+    """The OpenAPI document's `maxLength` is what the parser takes: the twenty longest
+    values fit, one character more is refused (duplicates included)."""
+    (longest,) = {
+        p.schema["maxLength"] for e in ENDPOINTS for p in e.params if p.name == "quantiles"
+    }
+    fitting = ",".join(f"0.{k:06d}" for k in range(1, 21))
+    assert len(fitting) == longest and len(parse_quantiles(fitting)) == 20
+    over = ",".join(["0.5"] * (longest // 4 + 2))
+    assert len(over) > longest
+    with pytest.raises(BadParameter) as info:
+        parse_quantiles(over)
+    assert info.value.parameter == "quantiles"
+
+
 # -- schemathesis ------------------------------------------------------------------------------
 
 

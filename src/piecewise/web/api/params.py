@@ -24,6 +24,9 @@ from piecewise.web.api.errors import BadParameter
 BOTH = "both"
 FORMATS = ("json", "geojson", "csv")
 MAX_QUANTILES = 20
+# Twenty values of up to six decimals ("0.123456"), with their commas: the longest
+# `quantiles` taken (the OpenAPI document's maxLength says the same).
+MAX_QUANTILES_TEXT = MAX_QUANTILES * 9 - 1
 MAX_TEXT = 100_000  # characters of one parameter value
 DEFAULT_QUANTILES = QUANTILE_LEVELS
 
@@ -255,7 +258,7 @@ def parse_int(text: str, name: str, low: int, high: int) -> int:
 
 def parse_quantiles(text: str, name: str = "quantiles") -> tuple[float, ...]:
     """Comma-separated fractions from 0 to 1 (`0.1,0.5,0.9`): sorted, each once."""
-    if len(text) > MAX_QUANTILES * 20 or not _QUANTILES_RE.fullmatch(text):
+    if len(text) > MAX_QUANTILES_TEXT or not _QUANTILES_RE.fullmatch(text):
         raise BadParameter(
             f"{name} must be numbers from 0 to 1 separated by commas (0.1,0.5,0.9), "
             f"not {_short(text)}",
@@ -620,7 +623,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 {
                     "type": "string",
                     "pattern": f"^{QUANTILES_PATTERN}$",
-                    "maxLength": MAX_QUANTILES * 9 - 1,
+                    "maxLength": MAX_QUANTILES_TEXT,
                     "default": ",".join(f"{q:g}" for q in DEFAULT_QUANTILES),
                 },
             ),

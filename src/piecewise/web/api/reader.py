@@ -467,6 +467,10 @@ class Snapshot:
         }
         self._data: LoadingCache[Any] = LoadingCache(data_cache_bytes)
         self.responses: LoadingCache[Any] = LoadingCache(response_cache_bytes)
+        # The survey's windows as this snapshot first read them, kept for its life
+        # (not in the data cache: an eviction would read them again, perhaps with a
+        # window published since, and its answers would disagree with each other).
+        self._survey_windows: tuple[tuple[str, str, str], ...] | None = None
         # Bounded by construction: codes are handed out only for the areas and ISPs of
         # this release's files and index (requests are checked against them first).
         self._codebooks: dict[str, CodeBook] = {layer: CodeBook() for layer in self.layers}
@@ -571,7 +575,8 @@ class Snapshot:
     def survey_windows(self, layer: str) -> tuple[tuple[str, str], ...]:
         """The survey's published windows of `layer` as (label, path), oldest first; ()
         when the release lists no survey or none is published yet. Read once per
-        release: a window published after it shows with the next release."""
+        snapshot, when first asked, and kept: a window published after that shows with
+        the next release."""
         listing = self.index.get("survey")
         if not isinstance(listing, dict) or not isinstance(listing.get("index"), str):
             return ()
@@ -588,8 +593,9 @@ class Snapshot:
             )
             return windows, size
 
-        windows = self._data.get(("survey-index",), lambda: self._must_exist(key, load))
-        return tuple((label, path) for of, label, path in windows if of == layer)
+        if self._survey_windows is None:
+            self._survey_windows, _ = self._must_exist(key, load)
+        return tuple((label, path) for of, label, path in self._survey_windows if of == layer)
 
     def survey_window(self, path: str) -> bytes:
         """A published survey window's file, as published (never rewritten)."""
