@@ -25,9 +25,9 @@ from piecewise.ingest.dates import IngestFailed, NoTestsSelected, date_blocks
 from piecewise.ingest.geoip import stored_geoip_database
 from piecewise.ingest.plan import IngestPlan, plan_run
 from piecewise.ingest.sources.bigquery import RunTooCostly
-from piecewise.pipeline import DateIngester, run_aggregate, run_ingest
+from piecewise.pipeline import DateIngester, region_has_shown_tests, run_aggregate, run_ingest
 from piecewise.storage.lock import LockHeld
-from piecewise.storage.manifest import DateRange, DateRangeError, Manifest
+from piecewise.storage.manifest import DateRange, DateRangeError
 from piecewise.storage.store import Stores
 
 log = logging.getLogger(__name__)
@@ -171,8 +171,7 @@ def handle_ingest_date(
     message = DateMessage.parse(data)
     stores = Stores.of(config)
     config, geoip = stored_geoip_database(config, stores.private)
-    # A date without tests is written as such once the region has shown tests elsewhere.
-    allow_empty = bool(Manifest(stores.private).dates())
+    allow_empty = region_has_shown_tests(stores.private)
     ingester = DateIngester(config, geoip, stores=stores)
     try:
         outcomes = ingester.ingest_block(

@@ -29,7 +29,7 @@ from piecewise.ingest.sources.make import make_source
 from piecewise.storage.ledger import Ledger
 from piecewise.storage.lock import LockHeld, RunLock
 from piecewise.storage.manifest import Manifest
-from piecewise.storage.store import StoreError, Stores
+from piecewise.storage.store import Store, StoreError, Stores
 
 if TYPE_CHECKING:
     from piecewise.publish.release import ReleaseResult
@@ -346,6 +346,13 @@ def ingest_dates(
     return sorted(outcomes, key=lambda o: o.date)
 
 
+def region_has_shown_tests(private: Store) -> bool:
+    """Whether the store has ingested dates, so the region is known to select tests: a
+    date without any is then written as an empty day at once (not held back for
+    NoTestsSelected, nor read a second time after the run)."""
+    return bool(Manifest(private).dates())
+
+
 def run_ingest(
     config: Config,
     start: dt.date | None = None,
@@ -393,9 +400,7 @@ def run_ingest(
         stores=stores,
         source=source,
         workers=count,
-        # A store that has dates shows the region selects tests (as the ingest function
-        # decides): a date without any is written as such at once, never read twice.
-        allow_empty=bool(Manifest(stores.private).dates()),
+        allow_empty=region_has_shown_tests(stores.private),
         planned_at=planned_at,
         progress=progress,
     )
