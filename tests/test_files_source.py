@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,41 @@ def test_date_range_is_inclusive(tmp_path: Path) -> None:
     in_file_order = ["out-of-range", "d3", "d4"]
     assert [r["id"] for r in rows_of(source, D3, dt.date(2025, 1, 31))] == in_file_order
     assert rows_of(source, dt.date(2024, 1, 1), dt.date(2024, 12, 31)) == []
+
+
+@pytest.mark.parametrize("kind", ["json", "json-exact", "parquet", "parquet-no-date-column"])
+def test_rows_without_a_date_are_counted_in_a_warning_naming_the_file(
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = [
+        {"id": "a", "date": "2025-01-01"},
+        {"id": "b", "date": None},
+        {"id": "c"},
+        {"id": "d", "date": "2024-12-31"},  # outside the run's dates: not counted
+    ]
+    if kind.startswith("parquet"):
+        path = tmp_path / "d.parquet"
+        table = pa.table(
+            {
+                "id": [r["id"] for r in rows],
+                "date": pa.array([r.get("date") for r in rows]).cast(pa.date32()),
+            }
+        )
+        if kind == "parquet-no-date-column":
+            table = table.drop_columns(["date"])
+        pq.write_table(table, path)
+    else:
+        path = tmp_path / "d.jsonl"
+        if kind == "json-exact":  # an INT64 as a JSON number: read row by row
+            rows[0]["client"] = {"Network": {"ASNumber": 7922}}
+        path.write_bytes(jsonl(rows))
+    caplog.set_level(logging.WARNING, logger=files.__name__)
+    read = [r["id"] for r in rows_of(FilesSource(str(path), None), D1, D3)]
+    skipped = 4 if kind == "parquet-no-date-column" else 2
+    assert read == ([] if skipped == 4 else ["a"])
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(path) in warning.getMessage()
+    assert f"{skipped} rows without a date skipped" in warning.getMessage()
 
 
 def test_batches_are_bounded(tmp_path: Path) -> None:
@@ -534,13 +570,15 @@ def test_the_fast_json_reader_gives_what_the_exact_reader_gives(
     path = tmp_path_factory.mktemp("json") / "d.jsonl"
     path.write_text("\n".join(lines) + "\n")
     export = FilesSource(str(path), None).files("download")[0]
+    fast_undated, exact_undated = files._Undated(), files._Undated()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(files, "JSON_BLOCK_BYTES", block)
-        fast, fast_error = _collect(files._read_json(export, D1, D3, 7))
-    exact, exact_error = _collect(files._read_json_rows(export, D1, D3, 7))
+        fast, fast_error = _collect(files._read_json(export, D1, D3, 7, fast_undated))
+    exact, exact_error = _collect(files._read_json_rows(export, D1, D3, 7, exact_undated))
     assert fast_error == exact_error
     if exact_error is None:  # NaN is not equal to itself: compare the texts
         assert json.dumps(fast, default=str) == json.dumps(exact, default=str)
+        assert fast_undated == exact_undated
 
 
 def test_a_file_of_bigquery_exports_is_read_by_the_fast_reader_alone(
@@ -549,6 +587,5 @@ def test_a_file_of_bigquery_exports_is_read_by_the_fast_reader_alone(
     (tmp_path / "d.jsonl").write_bytes(jsonl([JSON_ROWS[0]] * 50))
     export = FilesSource(str(tmp_path / "d.jsonl"), None).files("download")[0]
     monkeypatch.setattr(files, "_read_json_rows", None)  # fails if called
-    assert [r["id"] for b in files._read_json(export, D1, D3, 8) for r in b.to_pylist()] == [
-        "d1"
-    ] * 50
+    read = files._read_json(export, D1, D3, 8, files._Undated())
+    assert [r["id"] for b in read for r in b.to_pylist()] == ["d1"] * 50

@@ -56,6 +56,13 @@ class ExportFile:
     compression: str | None
 
 
+@dataclass
+class _Undated:
+    """The rows of one export file skipped for having no `date`, counted as read."""
+
+    rows: int = 0
+
+
 def export_format(name: str) -> tuple[str, str | None] | None:
     """("parquet" | "json", compression) from a file name, or None if not an export."""
     lower = name.lower()
@@ -107,10 +114,19 @@ class FilesSource:
         for direction in DIRECTIONS:
             for export in self.files(direction):
                 read = _read_parquet if export.format == "parquet" else _read_json
-                for batch in read(export, start, end, self.batch_size):
+                undated = _Undated()
+                for batch in read(export, start, end, self.batch_size, undated):
                     batch = _fill_direction(batch, direction)
                     if batch.num_rows:
                         yield batch
+                if undated.rows:
+                    log.warning(
+                        "%s: %s rows without a date skipped: each row needs the `date` of "
+                        "the day of M-Lab's archive it is in (the unified views' partition "
+                        "column), exported with the others",
+                        export.url,
+                        f"{undated.rows:,}",
+                    )
 
     def _expand(self, url: str) -> list[ExportFile]:
         fs, path = url_to_fs(url, self.base_dir, **self.storage_options)
@@ -151,7 +167,7 @@ def _url_of(fs: AbstractFileSystem, path: str) -> str:
 
 
 def _read_parquet(
-    export: ExportFile, start: dt.date, end: dt.date, batch_size: int
+    export: ExportFile, start: dt.date, end: dt.date, batch_size: int, undated: _Undated
 ) -> Iterator[pa.RecordBatch]:
     import pyarrow.dataset as ds  # here: it imports pandas, a fifth of a second of start-up
 
@@ -164,7 +180,9 @@ def _read_parquet(
         columns = [name for name in UNIFIED.names if name in names]
         date_field = dataset.schema.field("date") if "date" in names else None
         pushdown = date_field is not None and date_field.type == pa.date32()
+        # Rows without a date pass the filter, to be counted (`_in_range`).
         in_range = (ds.field("date") >= start) & (ds.field("date") <= end)
+        in_range |= ds.field("date").is_null()
         scanned = iter(
             dataset.to_batches(
                 columns=columns, filter=in_range if pushdown else None, batch_size=batch_size
@@ -182,7 +200,7 @@ def _read_parquet(
             raise ExportFileError(f"{export.url}: {exc}") from exc
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise ExportFileError(f"{export.url}: cannot read as Parquet: {exc}") from exc
-        yield _in_range(batch, start, end)
+        yield _in_range(batch, start, end, undated)
 
 
 def _conform_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -272,7 +290,7 @@ _JSON_SCHEMA = pa.schema([pa.field(f.name, _json_kinds(f.type)) for f in UNIFIED
 
 
 def _read_json(
-    export: ExportFile, start: dt.date, end: dt.date, batch_size: int
+    export: ExportFile, start: dt.date, end: dt.date, batch_size: int, undated: _Undated
 ) -> Iterator[pa.RecordBatch]:
     """Arrow's JSON reader (C++, several threads) for the rows written as BigQuery
     exports them; from the first row it cannot read the same way (another kind of JSON
@@ -290,7 +308,7 @@ def _read_json(
             )
             while True:
                 read = reader.read_next_batch()
-                batch = _in_range(_conform_batch(read), start, end)
+                batch = _in_range(_conform_batch(read), start, end, undated)
                 consumed += read.num_rows
                 for offset in range(0, batch.num_rows, batch_size):
                     yield batch.slice(offset, batch_size)
@@ -298,11 +316,16 @@ def _read_json(
         return
     except (pa.ArrowException, ExportFileError, OSError, EOFError, ValueError) as exc:
         log.debug("%s: read row by row from row %d on (%s)", export.url, consumed + 1, exc)
-    yield from _read_json_rows(export, start, end, batch_size, skip=consumed)
+    yield from _read_json_rows(export, start, end, batch_size, undated, skip=consumed)
 
 
 def _read_json_rows(
-    export: ExportFile, start: dt.date, end: dt.date, batch_size: int, skip: int = 0
+    export: ExportFile,
+    start: dt.date,
+    end: dt.date,
+    batch_size: int,
+    undated: _Undated,
+    skip: int = 0,
 ) -> Iterator[pa.RecordBatch]:
     """Row by row in Python, exactly as documented (any JSON kind a value may come in;
     errors name the line and the field), after the first `skip` rows."""
@@ -318,7 +341,7 @@ def _read_json_rows(
                 skip -= 1
                 continue
             lineno, obj = item
-            row = _row_in_range(obj, start, end)
+            row = _row_in_range(obj, start, end, undated)
         except ExportFileError:
             raise
         except ValueError as exc:
@@ -362,9 +385,14 @@ def _json_lines(export: ExportFile) -> Iterator[tuple[int, Any]]:
         ) from exc
 
 
-def _row_in_range(obj: dict[str, Any], start: dt.date, end: dt.date) -> dict[str, Any] | None:
+def _row_in_range(
+    obj: dict[str, Any], start: dt.date, end: dt.date, undated: _Undated
+) -> dict[str, Any] | None:
     date = _to_date(obj.get("date"), "date")
-    if date is None or not start <= date <= end:
+    if date is None:
+        undated.rows += 1
+        return None
+    if not start <= date <= end:
         return None
     row = _normalise_row(obj)
     row["date"] = date
@@ -472,8 +500,11 @@ _normalise_row = _normaliser(pa.struct(list(UNIFIED)), "")
 # -- both formats ----------------------------------------------------------------------------
 
 
-def _in_range(batch: pa.RecordBatch, start: dt.date, end: dt.date) -> pa.RecordBatch:
+def _in_range(
+    batch: pa.RecordBatch, start: dt.date, end: dt.date, undated: _Undated
+) -> pa.RecordBatch:
     date = batch.column("date")
+    undated.rows += date.null_count
     keep = pc.and_(
         pc.greater_equal(date, pa.scalar(start, pa.date32())),
         pc.less_equal(date, pa.scalar(end, pa.date32())),
