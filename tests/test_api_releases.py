@@ -14,6 +14,7 @@ import json
 import urllib.parse
 from pathlib import Path
 
+import pytest
 from werkzeug.test import Client, EnvironBuilder
 from werkzeug.wrappers import Request
 
@@ -26,7 +27,10 @@ from api_fixtures import (
     write_areas,
     write_index,
 )
+from piecewise.storage.layout import areas_key
 from piecewise.web.api import ApiApp, build_api
+from piecewise.web.api.cache import LoadingCache
+from piecewise.web.api.errors import DataUnavailable
 from piecewise.web.api.params import parse_request
 from piecewise.web.api.reader import PeriodAxis, SeriesStep, Snapshot
 
@@ -201,6 +205,29 @@ def test_a_new_index_switches_releases_while_a_request_in_flight_finishes_on_its
     # files it reads now are B's and the new snapshot has taken over.
     for url in A_URLS:
         assert render(app, in_flight, url) == a_answers[url][1], url
+
+
+def test_a_snapshot_that_let_its_areas_go_reads_them_again_from_a_later_release(
+    tmp_path: Path,
+) -> None:
+    """Under memory pressure a snapshot's areas leave its cache: read again after a later
+    release rewrote the file (an area added), they are cut to the snapshot's own, and
+    its answers stay its release's; an area of its own changed since is refused (503)."""
+    made, b_files, _ = two_releases(tmp_path)
+    a_answers = answers(Client(build_api(made.config())), A_URLS)
+    app = build_api(made.config())
+    assert Client(app).get(RANGE).data == a_answers[RANGE][1]  # reads A's areas file
+    snap = app.data.current()
+    write(made, b_files, [key for key in b_files if key != "v1/index.json"])
+    snap._data = LoadingCache(0)  # nothing kept: every file is read again
+    for url in A_URLS:
+        assert render(app, snap, url) == a_answers[url][1], url
+    areas = json.loads(b_files[areas_key(LAYER)])
+    feature = next(f for f in areas["features"] if f["properties"]["id"] == "a1")
+    feature["geometry"]["coordinates"][0][0] = [0.5, 0.5]
+    made.store.write_bytes(areas_key(LAYER), json.dumps(areas).encode())
+    with pytest.raises(DataUnavailable):
+        render(app, snap, RANGE)
 
 
 def render(app: ApiApp, snap: Snapshot, url: str) -> bytes:

@@ -471,6 +471,11 @@ class Snapshot:
         # (not in the data cache: an eviction would read them again, perhaps with a
         # window published since, and its answers would disagree with each other).
         self._survey_windows: tuple[tuple[str, str, str], ...] | None = None
+        # Each layer's areas as this snapshot first read them (their ids and a digest of
+        # their names and geometries; bounded by the index's areas), so that a copy read
+        # again after an eviction, from a file a later release has rewritten, is cut to
+        # them when it still holds them unchanged.
+        self._own_areas: dict[str, tuple[tuple[str, ...], bytes]] = {}
         # Bounded by construction: codes are handed out only for the areas and ISPs of
         # this release's files and index (requests are checked against them first).
         self._codebooks: dict[str, CodeBook] = {layer: CodeBook() for layer in self.layers}
@@ -639,8 +644,15 @@ class Snapshot:
 
         def load() -> tuple[LayerAreas, int]:
             areas, size = self._must_exist(key, lambda: _areas(self._json(key)))
+            own = self._own_areas.get(layer)
+            if own is not None and areas.ids != own[0]:
+                # Read again after an eviction, from a file a later release has rewritten
+                # (areas are added): this release's areas, if they are there unchanged.
+                areas, size = _cut_areas(areas, own[0])
             expected = self.area_counts.get(layer)
-            if expected is not None and expected != len(areas.ids):
+            if (expected is not None and expected != len(areas.ids)) or (
+                own is not None and _areas_digest(areas) != own[1]
+            ):
                 # Written by a later release whose index is not out yet (or not read yet):
                 # its new areas are not this release's. The next look at the index
                 # brings the release that matches it.
@@ -651,6 +663,8 @@ class Snapshot:
                     expected,
                 )
                 raise DataUnavailable("the public data is being updated; try again shortly")
+            if own is None:
+                self._own_areas[layer] = (areas.ids, _areas_digest(areas))
             return areas, size
 
         return self._data.get(("areas", layer), load)
@@ -847,11 +861,34 @@ def _areas(loaded: tuple[Any, int]) -> tuple[LayerAreas, int]:
         area = str(props.get("id", feature.get("id")))
         names[area] = str(props.get("name") or area)
         geometries[area] = json_bytes(feature.get("geometry"))
+    return _layer_areas(names, geometries)
+
+
+def _layer_areas(names: dict[str, str], geometries: dict[str, bytes]) -> tuple[LayerAreas, int]:
     size = sum(
         len(geometry) + 3 * (len(area) + len(names[area])) + AREA_BYTES
         for area, geometry in geometries.items()
     )
     return LayerAreas(tuple(sorted(names)), names, geometries, {}), size
+
+
+def _cut_areas(areas: LayerAreas, ids: tuple[str, ...]) -> tuple[LayerAreas, int]:
+    """`areas` cut to `ids`, those it holds."""
+    kept = [area for area in ids if area in areas.names]
+    return _layer_areas(
+        {area: areas.names[area] for area in kept},
+        {area: areas.geometries[area] for area in kept},
+    )
+
+
+def _areas_digest(areas: LayerAreas) -> bytes:
+    """A digest of the areas' ids, names and geometries."""
+    digest = hashlib.sha256()
+    for area in areas.ids:
+        for part in (area.encode(), areas.names[area].encode(), areas.geometries[area]):
+            digest.update(len(part).to_bytes(8, "little"))
+            digest.update(part)
+    return digest.digest()
 
 
 _CELLS_START = '{"cells":['
