@@ -21,6 +21,9 @@ locals {
   # survey.salt_env); those keys exist only in their tables, so a line match suffices.
   geoip_license_key_env = try(regex("(?m)^\\s*license_key_env\\s*=\\s*\"([A-Za-z_][A-Za-z0-9_]*)\"", local.config_text)[0], "MAXMIND_LICENSE_KEY")
   survey_salt_env       = try(regex("(?m)^\\s*salt_env\\s*=\\s*\"([A-Za-z_][A-Za-z0-9_]*)\"", local.config_text)[0], "PIECEWISE_SURVEY_SALT")
+  # The survey's Firestore collection (`[survey] store = "firestore://COLLECTION"`, the
+  # config's only `firestore://` URL), whose rate counters get a TTL policy below.
+  survey_collection = try(regex("(?m)^\\s*store\\s*=\\s*[\"']firestore://([^\"'/]+)[\"']", local.config_text)[0], "")
 
   private_bucket = "${var.prefix}-private-${var.project}"
   public_bucket  = "${var.prefix}-public-${var.project}"
@@ -182,6 +185,20 @@ resource "google_firestore_database" "survey" {
   # `terraform destroy` leaves the database and its responses (the provider's default).
   deletion_policy = "ABANDON"
   depends_on      = [google_project_service.apis]
+}
+
+# The survey's rate counters (COLLECTION-rate, one document per client hash and window)
+# are deleted by Firestore once their window has ended (`expires_at`), as the SQLite store
+# prunes them: no lasting record of who posted when.
+resource "google_firestore_field" "survey_rate_expiry" {
+  count      = local.survey_collection == "" ? 0 : 1
+  project    = var.project
+  database   = google_firestore_database.survey.name
+  collection = "${local.survey_collection}-rate"
+  field      = "expires_at"
+  ttl_config {}
+  # Read by id only: no single-field index on the timestamp.
+  index_config {}
 }
 
 # Where the scale engine (BigQuery aggregation of large regions) keeps its tables.

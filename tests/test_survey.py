@@ -293,6 +293,19 @@ def test_other_media_types_methods_and_paths(make_survey: Make) -> None:
     assert "Access-Control-Allow-Origin" not in preflight.headers  # x.org is not listed
 
 
+@pytest.mark.parametrize("name", ["satisfaction", "monthly_cost", "download_mbps"])
+def test_a_number_of_thousands_of_digits_is_a_400_naming_its_field(
+    make_survey: Make, survey_store: SurveyStore, name: str
+) -> None:
+    """Python converts at most 4,300 digits to an int; a float of more is infinite."""
+    app, _ = make_survey()
+    pairs = [("isp", "Ziply Fiber"), ("consent", "yes"), (name, "9" * 5000)]
+    response = post_form(app, pairs)
+    assert response.status_code == 400
+    assert name in {e["parameter"] for e in response.json["error"]["errors"]}, response.json
+    assert survey_store.count() == 0
+
+
 # -- idempotency -------------------------------------------------------------------------
 
 
@@ -311,6 +324,13 @@ def test_a_retried_post_is_stored_once(make_survey: Make, survey_store: SurveySt
     assert differ.status_code == 400
     bad = post(app, valid_submission(), headers={"Idempotency-Key": "short"})
     assert bad.json["error"]["parameter"] == "Idempotency-Key"
+    # Firestore refuses ids of the form __...__: no store takes such a key.
+    reserved = "__" + "a" * 16 + "__"
+    refused = post(app, valid_submission(), headers={"Idempotency-Key": reserved})
+    assert (refused.status_code, refused.json["error"]["parameter"]) == (400, "Idempotency-Key")
+    as_field = post(app, valid_submission(idempotency_key=reserved))
+    assert as_field.status_code == 400 and "idempotency_key" in as_field.text
+    assert post(app, valid_submission(idempotency_key="_a" + "_" * 16)).status_code == 201
 
 
 def test_without_a_key_identical_posts_of_a_client_are_stored_once(
@@ -321,9 +341,34 @@ def test_without_a_key_identical_posts_of_a_client_are_stored_once(
     two = post(app, valid_submission())
     other_client = post(app, valid_submission(), ip="198.51.100.1")
     other_answer = post(app, valid_submission(satisfaction=2))
-    assert [r.status_code for r in (one, two, other_client, other_answer)] == [201, 200, 201, 201]
-    assert one.json["id"] == two.json["id"] and one.json["id"].startswith("auto-")
+    assert [r.status_code for r in (one, two, other_client, other_answer)] == [201] * 4
+    assert one.json == two.json == {"id": one.json["id"], "stored": True}
+    assert one.json["id"].startswith("auto-")
     assert survey_store.count() == 3
+
+
+def test_without_a_key_the_answer_does_not_tell_a_neighbour_what_was_answered(
+    make_survey: Make, survey_store: SurveyStore
+) -> None:
+    """Posts without a key from one address (a household, a café, a carrier's NAT) are
+    one client: a guess at a neighbour's answers is answered alike whether it matches."""
+    app, _ = make_survey()
+    assert post(app, valid_submission(satisfaction=2)).status_code == 201  # the neighbour
+    guesses = {n: post(app, valid_submission(satisfaction=n)) for n in (1, 2, 3)}
+    assert {(r.status_code, r.json["stored"]) for r in guesses.values()} == {(201, True)}
+    assert survey_store.count() == 3  # the neighbour's, and the two guesses that differ
+
+
+def test_without_a_key_the_same_answers_in_a_later_window_are_stored_again(
+    make_survey: Make, survey_store: SurveyStore
+) -> None:
+    app, clock = make_survey()
+    first = post(app, valid_submission())
+    clock.now += 366 * 86400
+    later = post(app, valid_submission())
+    assert (first.status_code, later.status_code) == (201, 201)
+    assert first.json["id"] != later.json["id"]
+    assert survey_store.count() == 2
 
 
 def test_concurrent_retries_store_one(make_survey: Make, survey_store: SurveyStore) -> None:
@@ -402,7 +447,7 @@ def test_without_a_key_identical_posts_from_one_slash_64_are_stored_once(
     one = post(app, valid_submission(), ip="2001:db8:1:2::aaaa")
     two = post(app, valid_submission(), ip="2001:db8:1:2::bbbb")
     other = post(app, valid_submission(), ip="2001:db8:1:3::aaaa")
-    assert [r.status_code for r in (one, two, other)] == [201, 200, 201]
+    assert [r.status_code for r in (one, two, other)] == [201, 201, 201]
     assert one.json["id"] == two.json["id"] != other.json["id"]
     assert survey_store.count() == 2
 
@@ -888,4 +933,17 @@ def test_a_browser_posting_without_javascript_gets_a_page(
         assert f"<code>{name}</code>" in refused.text
     assert survey_store.count() == 1
     # A script accepting anything still gets JSON.
-    assert post_form(app, [("isp", "Ziply Fiber"), ("consent", "yes")]).json["stored"] is False
+    assert post_form(app, [("isp", "Ziply Fiber"), ("consent", "yes")]).json["stored"] is True
+    assert survey_store.count() == 1  # the same answers of the same client, within the hour
+
+
+def test_the_sqlite_store_syncs_each_commit_to_disk(tmp_path: Path) -> None:
+    """A response answered 201 survives a power cut: every commit is synced (FULL), not
+    only at checkpoints (NORMAL, in WAL mode, may lose the last ones)."""
+    store = SqliteSurveyStore(tmp_path / "s.sqlite3")
+    try:
+        assert store.put("k" * 16, {"submitted_at": "2026-01-01T00:00:00.000+00:00"})
+        assert store._db().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert store._db().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        store.close()

@@ -24,6 +24,7 @@ import hcl2
 import pytest
 
 from piecewise.core.config import Config
+from piecewise.web.survey.store import RATE_EXPIRY, RATE_SUFFIX
 
 ROOT = Path(__file__).resolve().parents[1]
 TERRAFORM = ROOT / "terraform"
@@ -151,7 +152,7 @@ def _evaluate(config_text: str, *expressions: str) -> list[Any]:
     terraform = shutil.which("terraform")
     if terraform is None:
         pytest.skip("no terraform binary on this machine")
-    names = ("public_bucket", "public_store", "public_data_prefix")
+    names = ("public_bucket", "public_store", "public_data_prefix", "survey_collection")
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "piecewise.toml").write_text(config_text)
         Path(tmp, "main.tf").write_text(
@@ -672,6 +673,32 @@ def test_the_data_folder_is_read_from_the_config(lines: str | None, prefix: str)
     assert store == expected_store  # not the private store's line, nor a comment
     assert folder == prefix
     assert accepted is bool(prefix)
+
+
+@pytest.mark.parametrize(
+    ("store", "collection"),
+    [
+        ('store = "firestore://survey-responses"', "survey-responses"),
+        ("store = 'firestore://responses'  # the survey's answers", "responses"),
+        ('store = "sqlite://var/survey.sqlite3"   # or "firestore://other"', ""),
+        ('# store = "firestore://commented"', ""),
+    ],
+)
+def test_the_survey_rate_counters_expire_in_the_collection_the_config_names(
+    store: str, collection: str
+) -> None:
+    """Firestore deletes the rate counters of ended windows (a TTL on `expires_at` of
+    COLLECTION-rate, as the store writes them), for the collection the config names."""
+    config = _deploy_config()
+    config, n = re.subn(r"(?m)^store = .*$", lambda _m: store, config)
+    assert n == 1
+    assert _evaluate(config, "local.survey_collection") == [collection]
+    field = TF["resource"]["google_firestore_field.survey_rate_expiry"]
+    assert field["count"] == '${local.survey_collection == "" ? 0 : 1}'
+    assert field["collection"] == "${local.survey_collection}" + RATE_SUFFIX
+    assert field["field"] == RATE_EXPIRY
+    assert field["ttl_config"] == [{}]
+    assert field["database"] == "${google_firestore_database.survey.name}"
 
 
 def test_the_build_account_builds_into_its_own_repository() -> None:

@@ -33,6 +33,7 @@ from piecewise.web.survey.form import (
     HONEYPOT,
     IDEMPOTENCY_KEY,
     IDEMPOTENCY_PATTERN,
+    IDEMPOTENCY_RULE,
     Form,
     InvalidSubmission,
     Submission,
@@ -199,7 +200,7 @@ class SurveyApp:
                 submission = self.form.parse_urlencoded(body)
         except InvalidSubmission as exc:
             raise InvalidFields(exc) from None
-        key = self.idempotency_key(request, submission, ip)
+        key, chosen = self.idempotency_key(request, submission, ip)
         if getattr(submission, HONEYPOT):
             # A bot filled the field people never see: it learns nothing, and nothing is kept.
             if self.wants_html(request):
@@ -213,6 +214,10 @@ class SurveyApp:
             created = self.store.put(key, record)
         except SurveyStoreUnavailable as exc:
             raise self.unavailable(exc) from exc
+        # Without a key of its own, a post is answered as stored either way: whether the
+        # same answers were already there must not tell anyone sharing the client's
+        # address (a household, a café, a carrier's NAT) what a neighbour answered.
+        created = created or not chosen
         status = 201 if created else 200
         if self.wants_html(request):
             return self.html(request, THANKS, status)
@@ -275,30 +280,33 @@ class SurveyApp:
             raise TooLarge(f"the body is over {limit} bytes", parameter="body")
         return body
 
-    def idempotency_key(self, request: Request, submission: Submission, ip: str) -> str:
-        """The client's key (header or field, the same if both); without one, a hash of
-        the client and its answers, so an identical repeat is stored once."""
+    def idempotency_key(
+        self, request: Request, submission: Submission, ip: str
+    ) -> tuple[str, bool]:
+        """The client's key (header or field, the same if both) and True; without one, a
+        hash of the client, its answers and the rate limit's window, so an identical
+        repeat within that window is stored once, and False."""
         header = request.headers.get("Idempotency-Key")
         field = getattr(submission, IDEMPOTENCY_KEY)
         if header is not None:
             if not re.fullmatch(IDEMPOTENCY_PATTERN, header):
                 raise BadParameter(
-                    "Idempotency-Key must be 16 to 128 letters, digits, _ or -",
-                    parameter="Idempotency-Key",
+                    f"Idempotency-Key must be {IDEMPOTENCY_RULE}", parameter="Idempotency-Key"
                 )
             if field is not None and field != header:
                 raise BadParameter(
                     "the Idempotency-Key header and the idempotency_key field differ",
                     parameter=IDEMPOTENCY_KEY,
                 )
-            return header
+            return header, True
         if field is not None:
-            return field
+            return field, True
         answers = submission.model_dump(mode="json", exclude={HONEYPOT})
+        window = int(self.clock() // self.settings.rate_window_seconds)
         canonical = json.dumps(
-            [self.form.version, client_hash(self.salt, ip), answers], sort_keys=True
+            [self.form.version, client_hash(self.salt, ip), answers, window], sort_keys=True
         )
-        return "auto-" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
+        return "auto-" + hashlib.sha256(canonical.encode()).hexdigest()[:32], False
 
     def unavailable(self, exc: SurveyStoreUnavailable) -> StoreUnavailable:
         log.error("survey store unavailable: %s", exc)

@@ -32,7 +32,9 @@ from piecewise.core.config import (
 
 HONEYPOT = "website"
 IDEMPOTENCY_KEY = "idempotency_key"
-IDEMPOTENCY_PATTERN = r"^[A-Za-z0-9_-]{16,128}$"
+# Not starting with "__": Firestore refuses document ids of the form __...__.
+IDEMPOTENCY_PATTERN = r"^(?:[A-Za-z0-9-][A-Za-z0-9_-]|_[A-Za-z0-9-])[A-Za-z0-9_-]{14,126}$"
+IDEMPOTENCY_RULE = "16 to 128 letters, digits, _ or -, not starting with __"
 UUID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 MAX_NAME_IN_MESSAGE = 100
 MAX_FORM_PAIRS = 200
@@ -460,7 +462,10 @@ def _to_number(text: str, integer: bool) -> int | float | str:
     if not _NUMBER.match(text):
         return text
     if integer and re.fullmatch(r"[+-]?\d+", text):
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:  # more digits than Python converts: fails validation as text
+            return text
     return float(text)
 
 

@@ -48,6 +48,12 @@ class SurveyStore(Protocol):
     def close(self) -> None: ...
 
 
+# Firestore's rate counters: the collection beside the responses' (its name + this),
+# and the timestamp a TTL policy deletes them by (terraform/main.tf sets that policy).
+RATE_SUFFIX = "-rate"
+RATE_EXPIRY = "expires_at"
+
+
 class SqliteSurveyStore:
     """Responses in a table keyed by idempotency key; rate counters in another, pruned
     of windows that ended. One connection per thread (WAL, so reads never block)."""
@@ -92,7 +98,9 @@ class SqliteSurveyStore:
                     self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
                 )
                 db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
+                # A response answered 201 must survive a power cut too (NORMAL may lose the
+                # last commits in WAL mode; each post is one small commit).
+                db.execute("PRAGMA synchronous=FULL")
             except (OSError, sqlite3.Error) as exc:
                 raise SurveyStoreUnavailable(f"cannot open {self.path}: {exc}") from exc
             self._local.db = db
@@ -177,7 +185,7 @@ class FirestoreSurveyStore:
         self.collection = collection
         self.timeout = timeout
         self._responses = self.client.collection(collection)
-        self._rates = self.client.collection(f"{collection}-rate")
+        self._rates = self.client.collection(collection + RATE_SUFFIX)
 
     @property
     def url(self) -> str:
@@ -214,7 +222,7 @@ class FirestoreSurveyStore:
         from google.api_core import exceptions
 
         doc = self._rates.document(f"{client}-{window}")
-        update = {"n": self._firestore.Increment(1), "expires_at": expires_at}
+        update = {"n": self._firestore.Increment(1), RATE_EXPIRY: expires_at}
         try:
             result = doc.set(update, merge=True, retry=self._retry(), timeout=self.timeout)
             # The server applies the increment atomically and returns the new count.
