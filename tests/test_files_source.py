@@ -589,3 +589,139 @@ def test_a_file_of_bigquery_exports_is_read_by_the_fast_reader_alone(
     monkeypatch.setattr(files, "_read_json_rows", None)  # fails if called
     read = files._read_json(export, D1, D3, 8, files._Undated())
     assert [r["id"] for b in read for r in b.to_pylist()] == ["d1"] * 50
+
+
+# -- hostile inputs: both readers agree, and say what is wrong ----------------------------
+
+_ROW = '{"id": "a", "date": "2025-01-01"}'
+
+
+def _both(tmp_path: Path, text: bytes) -> tuple[list[dict], str | None]:
+    """What the fast reader (with its hand-over) and the exact reader make of a file,
+    required to be the same."""
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(text)
+    export = FilesSource(str(path), None).files("download")[0]
+    fast = _collect(files._read_json(export, D1, D3, 7, files._Undated()))
+    exact = _collect(files._read_json_rows(export, D1, D3, 7, files._Undated()))
+    assert json.dumps(fast, default=str) == json.dumps(exact, default=str)
+    return fast
+
+
+def _network(asn: str) -> str:
+    return '{"id": "a", "date": "2025-01-01", "client": {"Network": {"ASNumber": ' + asn + "}}}"
+
+
+@pytest.mark.parametrize(
+    ("lines", "error"),
+    [
+        (["null", _ROW], "line 1: expected a JSON object"),  # Arrow's reader crashes on it
+        (["", "  ", "null", _ROW], "line 3: expected a JSON object"),
+        ([_ROW, "null", _ROW], "line 2: expected a JSON object"),
+        ([_ROW, '{"id": "\\ud800", "date": "2025-01-01"}'], "line 2: field id: "),
+        ([_network('"0x10"')], 'cannot read "0x10" as INT64'),
+        ([_network('"7_922"')], 'cannot read "7_922" as INT64'),
+        ([_network('"\u0667\u0669"')], "as INT64"),
+        ([_network('"9223372036854775808"')], "as INT64"),
+        ([_network("1e19")], "as INT64"),
+        (['{"id": "a", "date": "0000-01-01"}'], 'cannot read "0000-01-01" as DATE'),
+        (['{"id": "a", "date": "20250101"}'], 'cannot read "20250101" as DATE'),
+        (
+            ['{"id": "a", "date": "2025-01-01", "a": {"TestTime": "0000-01-01 00:00:00 UTC"}}'],
+            "as TIMESTAMP",
+        ),
+        (
+            ['{"id": "a", "date": "2025-01-01", "a": {"TestTime": "9999-12-31T23:59:59-01:00"}}'],
+            "as TIMESTAMP",
+        ),
+        (
+            ['{"id": "a", "date": "2025-01-01", "a": {"TestTime": "0001-01-01T00:00:00+01:00"}}'],
+            "as TIMESTAMP",
+        ),
+    ],
+)
+def test_hostile_json_gets_the_same_clear_error_from_both_readers(
+    tmp_path: Path, lines: list[str], error: str
+) -> None:
+    rows, message = _both(tmp_path, ("\n".join(lines) + "\n").encode())
+    assert message is not None and error in message, message
+    assert "d.jsonl: line " in message
+
+
+def test_text_that_is_not_utf8_is_refused_by_both_readers(tmp_path: Path) -> None:
+    for bad in (b"\xff", b"\xc0\xaf", b"\xed\xa0\x80"):
+        text = _ROW.encode() + b"\n" + b'{"id": "a' + bad + b'", "date": "2025-01-01"}\n'
+        rows, message = _both(tmp_path, text)
+        assert message is not None and "cannot read as JSON lines near line" in message
+
+
+def test_a_byte_order_mark_and_huge_numbers_read_alike(tmp_path: Path) -> None:
+    rows, message = _both(tmp_path, b"\xef\xbb\xbf" + _ROW.encode() + b"\n")
+    assert message is None and [r["id"] for r in rows] == ["a"]
+    huge = '{"id": "a", "date": "2025-01-01", "a": {"MinRTT": 1' + "0" * 400 + "}}"
+    rows, message = _both(tmp_path, huge.encode() + b"\n")
+    assert message is None and rows[0]["a"]["MinRTT"] == float("inf")
+
+
+def test_json_nested_too_deeply_is_a_clear_error(tmp_path: Path) -> None:
+    deep = '{"id": "a", "date": "2025-01-01", "x": ' + "[" * 100_000 + "1" + "]" * 100_000 + "}"
+    (tmp_path / "d.jsonl").write_text(deep + "\n")
+    export = FilesSource(str(tmp_path / "d.jsonl"), None).files("download")[0]
+    _, message = _collect(files._read_json_rows(export, D1, D3, 7, files._Undated()))
+    assert message is not None and "line 1: not valid JSON: nested too deeply" in message
+
+
+@pytest.mark.parametrize(
+    ("column", "error"),
+    [
+        (pa.array([20250101], pa.int32()), "column date: "),  # not days since 1970
+        (pa.array([True]), "column date: "),
+    ],
+)
+def test_parquet_numbers_are_no_dates(tmp_path: Path, column: pa.Array, error: str) -> None:
+    pq.write_table(pa.table({"id": ["a"], "date": column}), tmp_path / "d.parquet")
+    with pytest.raises(ExportFileError, match=error):
+        rows_of(FilesSource(str(tmp_path / "d.parquet"), None))
+
+
+@pytest.mark.parametrize(
+    ("a", "client", "expected"),
+    [
+        ({"TestTime": 1735689600}, None, "column a.TestTime: "),
+        ({"TestTime": "0000-01-01 00:00:00 UTC"}, None, "column a.TestTime: "),
+        ({"MinRTT": True}, None, "column a.MinRTT: "),
+        (None, {"Network": {"ASNumber": True}}, "column client.Network.ASNumber: "),
+        (None, {"Network": {"ASNumber": "0x10"}}, "column client.Network.ASNumber: "),
+        # As the exact reader reads the same JSON values:
+        (None, {"Network": {"ASNumber": " 7"}}, 7),
+        (None, {"Network": {"ASNumber": "+7"}}, 7),
+        (None, {"IP": 1.0}, "1.0"),
+        ({"TestTime": "2025-01-01 00:00:00.1234567 UTC"}, None, utc(2025, 1, 1, 0, 0, 0, 123456)),
+    ],
+)
+def test_parquet_columns_of_other_types_read_as_json_values_do(
+    tmp_path: Path, a: dict | None, client: dict | None, expected: object
+) -> None:
+    columns: dict[str, list] = {"id": ["a"], "date": [D1]}
+    if a is not None:
+        columns["a"] = [a]
+    if client is not None:
+        columns["client"] = [client]
+    pq.write_table(pa.table(columns), tmp_path / "d.parquet")
+    source = FilesSource(str(tmp_path / "d.parquet"), None)
+    if isinstance(expected, str) and expected.startswith("column "):
+        with pytest.raises(ExportFileError, match=expected.replace(".", r"\.")):
+            rows_of(source)
+        return
+
+    def value(row: dict) -> object:
+        if a is not None:
+            return row["a"]["TestTime"]
+        return row["client"]["IP"] if "IP" in client else row["client"]["Network"]["ASNumber"]
+
+    (row,) = rows_of(source)
+    assert value(row) == expected
+    # The same value in JSON, by either reader:
+    body = {"id": "a", "date": "2025-01-01", **({"a": a} if a else {"client": client})}
+    rows, message = _both(tmp_path, (json.dumps(body) + "\n").encode())
+    assert message is None and [value(r) for r in rows] == [expected]

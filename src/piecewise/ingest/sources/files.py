@@ -15,6 +15,7 @@ import datetime as dt
 import io
 import json
 import logging
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -214,9 +215,10 @@ def _conform_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 def _conform(array: pa.Array, target: pa.DataType, name: str) -> pa.Array:
     """`array` as type `target`: struct fields matched by name (missing ones null, extra
-    ones dropped), leaves cast (strings parsed)."""
+    ones dropped), leaves cast (strings parsed) as the exact reader converts each value
+    (`_LEAVES`): by Arrow where it gives the same, else value by value."""
     if array.type == target:
-        return array
+        return _in_years(array, name)
     if pa.types.is_null(array.type):
         return pa.nulls(len(array), target)
     if pa.types.is_dictionary(array.type):
@@ -233,17 +235,83 @@ def _conform(array: pa.Array, target: pa.DataType, name: str) -> pa.Array:
         ]
         mask = array.is_null() if array.null_count else None
         return pa.StructArray.from_arrays(conformed, fields=list(target), mask=mask)
-    if pa.types.is_timestamp(target) and _is_text(array.type):
-        utc = _utc_timestamp_text(array, target)
-        if utc is not None:
-            return utc
-        array = _zoned_timestamp_text(array)
+    if not _is_text(array.type):
+        if _by_value(array.type, target):
+            return _leaves(array, target, name)
+        try:
+            return _in_years(pc.cast(array, options=pc.CastOptions(target, **_TIME_CAST)), name)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise ExportFileError(
+                f"column {name}: cannot read {array.type} as {target}: {exc}"
+            ) from exc
+    text = array
     try:
-        return pc.cast(array, options=pc.CastOptions(target, **_TIME_CAST))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        if pa.types.is_integer(target) and any(
+            pc.any(pc.match_substring(text, x)).as_py() for x in "xX"
+        ):
+            raise ValueError("hexadecimal")  # Arrow reads "0x10" as 16, the exact reader not
+        if pa.types.is_timestamp(target):
+            utc = _utc_timestamp_text(text, target)
+            if utc is not None:
+                return _in_years(utc, name)
+            array = _zoned_timestamp_text(text)
+        return _in_years(pc.cast(array, options=pc.CastOptions(target, **_TIME_CAST)), name)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ExportFileError, ValueError):
+        # Blanks around a value, "+7", a time of nanoseconds, ...: as the exact reader
+        # reads each, or its error.
+        return _leaves(text, target, name)
+
+
+# The years Python's dates hold: days from 1970-01-01, and microseconds.
+_DAYS = range((dt.date(1, 1, 1) - dt.date(1970, 1, 1)).days, 2932896 + 1)
+_MICROSECONDS = range(-62135596800 * 10**6, 253402300800 * 10**6)
+_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+
+
+def _in_years(array: pa.Array, name: str) -> pa.Array:
+    """`array`, when a date or time column's values are all in years 1 to 9999."""
+    if pa.types.is_date32(array.type):
+        days, bounds = array.cast(pa.int32()), _DAYS
+    elif pa.types.is_timestamp(array.type):
+        per_second = _PER_SECOND[array.type.unit]
+        days = array.cast(pa.int64())
+        bounds = range(
+            _MICROSECONDS.start * per_second // 10**6, _MICROSECONDS.stop * per_second // 10**6
+        )
+    else:
+        return array
+    low, high = (v.as_py() for v in pc.min_max(days).values())
+    if low is not None and not (low in bounds and high in bounds):
+        raise ExportFileError(f"column {name}: a date or time outside the years 1 to 9999")
+    return array
+
+
+def _by_value(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether a column of `source` values is read value by value, as the exact reader
+    reads JSON values (where Arrow's cast would read them otherwise): true and false
+    are no number or text, a number is no date or time, and a float's text is Python's
+    ("1.0", not Arrow's "1")."""
+    if pa.types.is_boolean(source):
+        return not pa.types.is_boolean(target)
+    if pa.types.is_integer(source) or pa.types.is_floating(source):
+        return (
+            pa.types.is_date(target)
+            or pa.types.is_timestamp(target)
+            or (pa.types.is_floating(source) and _is_text(target))
+        )
+    return False
+
+
+def _leaves(array: pa.Array, target: pa.DataType, name: str) -> pa.Array:
+    """`array`'s values converted one by one by the exact reader's `_LEAVES`."""
+    convert = _LEAVES[target]
+    try:
+        values = [None if v is None else convert(v, name) for v in array.to_pylist()]
+    except ValueError as exc:  # "field {name}: ...": a column's, here
         raise ExportFileError(
-            f"column {name}: cannot read {array.type} as {target}: {exc}"
-        ) from exc
+            f"column {name}: {str(exc).removeprefix(f'field {name}: ')}"
+        ) from None
+    return pa.array(values, target)
 
 
 def _is_text(t: pa.DataType) -> bool:
@@ -297,6 +365,10 @@ def _read_json(
     value, a text it would parse differently, an object too large for a block), the
     exact reader below takes over, skipping the rows already read."""
     consumed = 0
+    if not _opens_with_an_object(export):
+        # Arrow's reader crashes the process on a file whose first value is `null`.
+        yield from _read_json_rows(export, start, end, batch_size, undated)
+        return
     try:
         with export.fs.open(export.path, "rb", compression=export.compression) as raw:
             reader = pj.open_json(
@@ -308,6 +380,12 @@ def _read_json(
             )
             while True:
                 read = reader.read_next_batch()
+                # Text that is not UTF-8 is kept by the reader as it is; a line that is
+                # `null` (or an object of none of the fields) is a row of nulls: the exact
+                # reader refuses the first and names the line of the second.
+                read.validate(full=True)
+                if _a_row_of_nulls(read):
+                    raise ValueError("a row of nulls: `null`, or no field read")
                 batch = _in_range(_conform_batch(read), start, end, undated)
                 consumed += read.num_rows
                 for offset in range(0, batch.num_rows, batch_size):
@@ -317,6 +395,35 @@ def _read_json(
     except (pa.ArrowException, ExportFileError, OSError, EOFError, ValueError) as exc:
         log.debug("%s: read row by row from row %d on (%s)", export.url, consumed + 1, exc)
     yield from _read_json_rows(export, start, end, batch_size, undated, skip=consumed)
+
+
+def _opens_with_an_object(export: ExportFile) -> bool:
+    """Whether the file's first JSON value (after a byte order mark and blanks) is an
+    object, or the file holds none."""
+    try:
+        with export.fs.open(export.path, "rb", compression=export.compression) as raw:
+            head = b""
+            while chunk := raw.read(1 << 16):
+                head = (head + chunk).lstrip(b" \t\r\n")
+                if head.startswith(_BOM):
+                    head = head[len(_BOM) :].lstrip(b" \t\r\n")
+                if len(head) >= len(_BOM):
+                    break
+    except (OSError, EOFError, ValueError):
+        return False  # the exact reader names the problem
+    return not head or head.startswith(b"{")
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _a_row_of_nulls(batch: pa.RecordBatch) -> bool:
+    if batch.column("date").null_count == 0:
+        return False
+    nothing = pc.and_(*(pc.is_null(column) for column in batch.columns[:2]))
+    for column in batch.columns[2:]:
+        nothing = pc.and_(nothing, pc.is_null(column))
+    return bool(pc.any(nothing).as_py())
 
 
 def _read_json_rows(
@@ -360,17 +467,18 @@ def _json_lines(export: ExportFile) -> Iterator[tuple[int, Any]]:
     try:
         with (
             export.fs.open(export.path, "rb", compression=export.compression) as raw,
-            io.TextIOWrapper(raw, encoding="utf-8") as text,
+            io.TextIOWrapper(raw, encoding="utf-8-sig") as text,  # a BOM is no text
         ):
             for lineno, line in enumerate(text, 1):
                 if not line.strip():
                     continue
                 try:
                     obj = json.loads(line)
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:
                     raise ExportFileError(
-                        f"{export.url}: line {lineno}: not valid JSON: {exc}"
-                    ) from exc
+                        f"{export.url}: line {lineno}: not valid JSON: "
+                        + (str(exc) if isinstance(exc, ValueError) else "nested too deeply")
+                    ) from None
                 if not isinstance(obj, dict):
                     raise ExportFileError(
                         f"{export.url}: line {lineno}: expected a JSON object per line,"
@@ -428,11 +536,25 @@ def _show(value: Any) -> str:
 
 
 def _to_string(value: Any, name: str) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"field {name}: expected a string, found {_show(value)}")
-    return str(value)
+    text = value if isinstance(value, str) else str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800"): not text UTF-8 can hold
+        raise ValueError(f"field {name}: {_show(value)} is not valid Unicode text") from None
+    return text
+
+
+# Numbers and dates as text, in ASCII digits only (Python would also read "7_922", "٧٩٢٢",
+# "20250101" and "2025-W01-3"; Arrow and BigQuery read none of them).
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT = re.compile(
+    r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|nan|inf|infinity)",
+    re.ASCII | re.IGNORECASE,
+)
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+_INT64 = range(-(1 << 63), 1 << 63)
 
 
 def _to_int(value: Any, name: str) -> int:
@@ -440,12 +562,16 @@ def _to_int(value: Any, name: str) -> int:
         if isinstance(value, bool):
             raise ValueError
         if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            return int(value.strip())  # BigQuery exports INT64 as a JSON string
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ValueError
+            number = value
+        elif isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+            number = int(value.strip())  # BigQuery exports INT64 as a JSON string
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        else:
+            raise ValueError
+        if number not in _INT64:
+            raise ValueError
+        return number
     except ValueError:
         raise ValueError(f"field {name}: cannot read {_show(value)} as INT64") from None
 
@@ -454,7 +580,11 @@ def _to_float(value: Any, name: str) -> float:
     try:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise ValueError
+        if isinstance(value, str) and not _FLOAT.fullmatch(value.strip()):
+            raise ValueError
         return float(value)  # strings too: "NaN", "Infinity", "1e-05"
+    except OverflowError:  # an integer of hundreds of digits: infinite, as "1e400" is
+        return math.inf if value > 0 else -math.inf
     except ValueError:
         raise ValueError(f"field {name}: cannot read {_show(value)} as FLOAT64") from None
 
@@ -463,7 +593,7 @@ def _to_date(value: Any, name: str) -> dt.date | None:
     if value is None:
         return None
     try:
-        if not isinstance(value, str):
+        if not isinstance(value, str) or not _DATE.fullmatch(value.strip()):
             raise ValueError
         return dt.date.fromisoformat(value.strip())
     except ValueError:
@@ -478,11 +608,11 @@ def _to_timestamp(value: Any, name: str) -> dt.datetime:
         if text.endswith("UTC"):
             text = text[: -len("UTC")].rstrip() + "+00:00"
         moment = dt.datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=dt.UTC)
+        return moment.astimezone(dt.UTC)
+    except (ValueError, OverflowError):  # OverflowError: past year 9999 or before 1 in UTC
         raise ValueError(f"field {name}: cannot read {_show(value)} as TIMESTAMP") from None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC)
 
 
 _LEAVES: dict[pa.DataType, Callable[[Any, str], Any]] = {
