@@ -725,3 +725,22 @@ def test_parquet_columns_of_other_types_read_as_json_values_do(
     body = {"id": "a", "date": "2025-01-01", **({"a": a} if a else {"client": client})}
     rows, message = _both(tmp_path, (json.dumps(body) + "\n").encode())
     assert message is None and [value(r) for r in rows] == [expected]
+
+
+def test_parquet_values_arrow_would_refuse_read_as_the_exact_reader_reads_them(
+    tmp_path: Path,
+) -> None:
+    big = 2**53 + 1  # no float holds it: Arrow's safe cast refuses, Python rounds
+    table = pa.table({"id": ["a"], "date": [D1], "a": [{"MinRTT": big}]})
+    pq.write_table(table, tmp_path / "d.parquet")
+    (row,) = rows_of(FilesSource(str(tmp_path / "d.parquet"), None))
+    assert row["a"]["MinRTT"] == float(big)
+    rows, message = _both(
+        tmp_path, b'{"id": "a", "date": "2025-01-01", "a": {"MinRTT": %d}}\n' % big
+    )
+    assert message is None and rows[0]["a"]["MinRTT"] == float(big)
+    # Bytes that are not text: an error naming the column, not a traceback.
+    table = pa.table({"id": pa.array([b"\xff"], pa.binary()), "date": [D1]})
+    pq.write_table(table, tmp_path / "b.parquet")
+    with pytest.raises(ExportFileError, match=r"b\.parquet: column id: expected a string"):
+        rows_of(FilesSource(str(tmp_path / "b.parquet"), None))

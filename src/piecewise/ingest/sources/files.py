@@ -240,10 +240,10 @@ def _conform(array: pa.Array, target: pa.DataType, name: str) -> pa.Array:
             return _leaves(array, target, name)
         try:
             return _in_years(pc.cast(array, options=pc.CastOptions(target, **_TIME_CAST)), name)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise ExportFileError(
-                f"column {name}: cannot read {array.type} as {target}: {exc}"
-            ) from exc
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            # An integer past 2**53 as a float, 1.5 as an integer, a list: as the exact
+            # reader reads each, or its error.
+            return _leaves(array, target, name)
     text = array
     try:
         if pa.types.is_integer(target) and any(
@@ -271,16 +271,16 @@ _PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 def _in_years(array: pa.Array, name: str) -> pa.Array:
     """`array`, when a date or time column's values are all in years 1 to 9999."""
     if pa.types.is_date32(array.type):
-        days, bounds = array.cast(pa.int32()), _DAYS
+        counts, bounds = array.cast(pa.int32()), _DAYS
     elif pa.types.is_timestamp(array.type):
         per_second = _PER_SECOND[array.type.unit]
-        days = array.cast(pa.int64())
+        counts = array.cast(pa.int64())
         bounds = range(
             _MICROSECONDS.start * per_second // 10**6, _MICROSECONDS.stop * per_second // 10**6
         )
     else:
         return array
-    low, high = (v.as_py() for v in pc.min_max(days).values())
+    low, high = (v.as_py() for v in pc.min_max(counts).values())
     if low is not None and not (low in bounds and high in bounds):
         raise ExportFileError(f"column {name}: a date or time outside the years 1 to 9999")
     return array
@@ -531,7 +531,7 @@ def _normaliser(target: pa.DataType, name: str) -> Callable[[Any], Any]:
 
 
 def _show(value: Any) -> str:
-    text = json.dumps(value)
+    text = json.dumps(value, default=repr)  # a Parquet column's bytes or date: as Python shows it
     return text if len(text) <= 60 else text[:57] + "..."
 
 
