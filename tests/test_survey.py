@@ -741,6 +741,11 @@ def test_cli_export(tmp_path: Path, capsysbinary: pytest.CaptureFixture) -> None
     out = tmp_path / "out.csv"
     assert main(["survey", "export", "-c", str(toml), "--format", "csv", "-o", str(out)]) == 0
     assert out.read_text().startswith("id,submitted_at,form_version,consent,isp,isp_other,")
+    # Every answer as given (places, comments): never into the public store's folder.
+    inside = tmp_path / "public" / "answers.csv"
+    assert main(["survey", "export", "-c", str(toml), "-o", str(inside)]) == 2
+    assert "inside the public store" in capsysbinary.readouterr().err.decode()
+    assert not inside.exists()
 
 
 # -- where it is served ------------------------------------------------------------------
@@ -873,6 +878,15 @@ def test_the_cloud_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     client = app.test_client()
     form = client.get("/v1/survey/form")
     assert form.status_code == 200 and form.json["fields"][0]["name"] == "isp"
+    # Without its salt the function does not start (no instance answers 500s).
+    with monkeypatch.context() as without:
+        without.delenv("PIECEWISE_SURVEY_SALT")
+        with pytest.raises(RuntimeError, match="set PIECEWISE_SURVEY_SALT to a long random"):
+            functions_framework.create_app(
+                target="survey",
+                source=str(root / "functions/survey/main.py"),
+                signature_type="http",
+            )
 
     def send(forwarded: str, satisfaction: int):
         return client.post(

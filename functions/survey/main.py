@@ -16,11 +16,26 @@ import functions_framework
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
-from piecewise.core.config import load_config
+from piecewise.core.config import Config, load_config
 from piecewise.core.logs import setup_logging
 from piecewise.web.survey import build_survey
 
 setup_logging(structured=True)
+
+
+def _settings() -> tuple[Config, bytes]:
+    config = load_config(os.environ.get("PIECEWISE_CONFIG", "piecewise.toml"), check_files=False)
+    salt = os.environ.get(config.survey.salt_env, "")
+    if not salt:
+        raise RuntimeError(
+            f"set {config.survey.salt_env} to a long random secret: it salts the client "
+            "hashes of the rate limit"
+        )
+    return config, salt.encode()
+
+
+# Read as the instance starts: without its salt the function does not start at all.
+_config, _salt = _settings()
 _app: ProxyFix | None = None
 _lock = threading.Lock()
 
@@ -29,16 +44,7 @@ def _survey() -> ProxyFix:
     global _app
     with _lock:
         if _app is None:
-            config = load_config(
-                os.environ.get("PIECEWISE_CONFIG", "piecewise.toml"), check_files=False
-            )
-            salt = os.environ.get(config.survey.salt_env, "")
-            if not salt:
-                raise RuntimeError(
-                    f"set {config.survey.salt_env} to a long random secret: it salts the "
-                    "client hashes of the rate limit"
-                )
-            _app = ProxyFix(build_survey(config, salt=salt.encode()), x_for=1)
+            _app = ProxyFix(build_survey(_config, salt=_salt), x_for=1)
         return _app
 
 

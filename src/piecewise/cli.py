@@ -423,6 +423,8 @@ def cmd_survey_export(args: argparse.Namespace) -> int:
     from piecewise.web.survey.export import export
 
     cfg = load_config(_config_path(args), check_files=False)
+    if args.output not in (None, "-"):
+        _refuse_public(cfg, Path(args.output), "the export holds every answer as given")
     store = open_config_store(cfg, create=False)
     try:
         if args.output in (None, "-"):
@@ -443,7 +445,7 @@ def cmd_survey_evidence(args: argparse.Namespace) -> int:
 
     cfg = load_config(_config_path(args), check_files=False)
     if args.output not in (None, "-"):
-        _refuse_public(cfg, Path(args.output))
+        _refuse_public(cfg, Path(args.output), "the evidence names places and M-Lab UUIDs")
     try:
         evening_of(cfg)  # before any file is opened: a missing [evening] writes nothing
     except EvidenceError as exc:
@@ -471,8 +473,8 @@ def cmd_survey_evidence(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_public(cfg: Config, output: Path) -> None:
-    """Evidence names places and M-Lab UUIDs: never into the public store's folder."""
+def _refuse_public(cfg: Config, output: Path, why: str) -> None:
+    """Survey exports (`why` they are private): never into the public store's folder."""
     from piecewise.storage.store import store_location
 
     public = store_location(cfg.stores.public, cfg.base_dir)
@@ -480,8 +482,8 @@ def _refuse_public(cfg: Config, output: Path) -> None:
         raise ConfigError(
             "--output",
             [
-                f"  {output} is inside the public store ({cfg.stores.public}): the evidence "
-                "is for operators only; write it elsewhere"
+                f"  {output} is inside the public store ({cfg.stores.public}): {why}, for "
+                "operators only; write it elsewhere"
             ],
         )
 
