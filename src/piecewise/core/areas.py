@@ -7,6 +7,7 @@ many tests share city-level coordinates, so each is resolved once.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +162,11 @@ class H3Areas:
         return out
 
 
+# What an area id may not hold: it names files of the public store (v1/series/{layer}/
+# {area}/...) and is one segment of the API's and the site's paths.
+_UNSAFE_ID = re.compile(r"[/\\?#%\x00-\x1f\x7f]")
+
+
 class PolygonAreas:
     def __init__(self, layer: PolygonLayer) -> None:
         self.layer = layer
@@ -180,6 +186,13 @@ class PolygonAreas:
             area_id = str(props[layer.id_property])
             if area_id in PSEUDO_AREAS or area_id.startswith("_"):
                 raise BoundaryError(f"{layer.file}: area id {area_id!r} may not start with '_'")
+            if _UNSAFE_ID.search(area_id) or area_id in (".", ".."):
+                # An id names files of the public store and a segment of the API's paths.
+                raise BoundaryError(
+                    f"{layer.file}: area id {area_id!r} (feature {i}) may not hold / \\ ? # % "
+                    "or control characters, nor be . or ..: choose another id_property, "
+                    "or rewrite the ids"
+                )
             ids.append(area_id)
             names.append(str(props.get(layer.name_property) or area_id))
             geoms.append(shapely.make_valid(shape(geom)))

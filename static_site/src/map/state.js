@@ -6,6 +6,8 @@ import { ALL_ISPS, DIRECTIONS } from "../common/vocabulary.js";
 
 const ORDER = ["layer", "hours", "metric", "direction", "kind", "period", "isp", "area", "map"];
 const KIND_PREFERENCE = ["month", "quarter", "year", "day"];
+// eslint-disable-next-line no-control-regex -- control characters are what it refuses
+const AREA_ID = /^[^_/\\?#%\x00-\x1f\x7f][^/\\?#%\x00-\x1f\x7f]*$/;
 
 /** The raw values in the current hash. */
 export function readHash(hash = window.location.hash) {
@@ -58,7 +60,9 @@ export function normalise(raw, index, metrics) {
   const periods = index.periods?.[kind] || [];
   const period = pick(raw.period, periods, periods[periods.length - 1]);
   const isp = pick(raw.isp, [ALL_ISPS, ...(index.isps || [])], ALL_ISPS);
-  const area = raw.area && /^[^_][^\s/]*$/.test(raw.area) ? raw.area : null;
+  // Any id a boundary file may hold (piecewise.core.areas): not starting with `_`, no
+  // `/ \ ? # %` or control characters, not `.` or `..`; blanks are fine.
+  const area = raw.area && AREA_ID.test(raw.area) && !/^\.\.?$/.test(raw.area) ? raw.area : null;
   const view = parseView(raw.map);
   const hours = index.evening && raw.hours === "evening" && !survey ? "evening" : "all";
   return { layer, hours, metric, direction, kind, period, isp, area, view: view ? raw.map : null };
