@@ -540,6 +540,32 @@ def test_the_residents_survey_is_a_measure_family_and_a_panel_section(
     assert drawn.get(SURVEY_AREA) == (ziply["download_ratio_median"] if ziply else None)
 
 
+def test_leaving_the_survey_layer_or_hours_leaves_its_measures(page, site_server, index):
+    """The survey's measures are of its layer in all hours: choosing another layer or the
+    evening shows the median there (not every area hatched as "Too few responses"), and
+    the link says so; choosing a survey measure again brings its layer back."""
+    survey_layer = index["survey"]["layer"]
+    other = next(
+        layer["id"]
+        for layer in index["layers"]
+        if layer["id"] != survey_layer and not layer.get("hours")
+    )
+    open_map(page, site_server, f"layer={survey_layer}&metric=survey_ratio&kind=month")
+    page.get_by_label(CONTROLS["layer"], exact=True).select_option(other)
+    wait_idle(page)
+    assert (hash_state(page)["layer"], hash_state(page)["metric"]) == (other, "median")
+    assert "survey:" not in fill_expression(page)
+    assert page.get_by_label(CONTROLS["metric"], exact=True).input_value() == "median"
+    page.get_by_label(CONTROLS["metric"], exact=True).select_option("survey_ratio")
+    wait_idle(page)
+    assert (hash_state(page)["layer"], hash_state(page)["metric"]) == (survey_layer, "survey_ratio")
+    assert page.get_by_label(CONTROLS["layer"], exact=True).input_value() == survey_layer
+    page.get_by_label("Evening hours only (7 pm to 11 pm)").check()
+    wait_idle(page)
+    assert (hash_state(page)["hours"], hash_state(page)["metric"]) == ("evening", "median")
+    assert "survey:" not in fill_expression(page)
+
+
 def test_the_survey_figures_on_the_map_and_in_the_panel_in_spanish(page, site_server, index):
     """A resident who reads Spanish (`?lang=es`, or a browser that prefers it) gets the
     map, the survey's measures, the legend, the area panel and its report in Spanish,
@@ -736,6 +762,29 @@ def test_the_panel_reports_a_failing_api(page, site_server, month_stats):
     wait_for_panel(page)
     assert "could not be loaded" in page.locator("#panel-series").inner_text().lower()
     assert f"{cell['tests']:,}" in page.locator("#panel-numbers").inner_text()
+    page.console_errors.clear()  # the browser logs the failed request
+
+
+def test_a_period_whose_numbers_fail_shows_no_other_periods_colours(page, site_server, index):
+    """The numbers of the chosen period cannot be loaded: the map says so and draws no
+    numbers (not the last period's under this one's name); the next period that loads
+    clears the message."""
+    newest, failing = index["periods"]["month"][-1], index["periods"]["month"][-2]
+    open_map(page, site_server, f"layer=counties&kind=month&period={newest}")
+    drawn = "window.piecewiseMap.queryRenderedFeatures({layers: ['areas-fill']})"
+    assert page.evaluate(f"{drawn}.filter(f => f.state.drawn).length") > 0
+    page.route(f"**/v1/tiles/counties/month/{failing}.json", lambda r: r.fulfill(status=500))
+    slider = page.get_by_label(CONTROLS["period"], exact=True)
+    slider.focus()
+    page.keyboard.press("ArrowLeft")  # the month before: `failing`
+    page.wait_for_function("document.body.dataset.mapState === 'error'")
+    status = page.locator("#status")
+    assert "could not be loaded" in status.inner_text()
+    page.wait_for_function(f"{drawn}.every(f => !f.state.drawn)")
+    page.keyboard.press("ArrowRight")  # the newest month again: loaded again
+    wait_idle(page)
+    assert page.evaluate(f"{drawn}.filter(f => f.state.drawn).length") > 0
+    assert status.is_hidden()
     page.console_errors.clear()  # the browser logs the failed request
 
 

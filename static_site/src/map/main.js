@@ -47,6 +47,8 @@ let shownNumbers = null;
 let surveyWindows = null;
 let shownSurvey = null;
 let loadingNumbers = null;
+// The message of the last period whose numbers could not be loaded (cleared by the next).
+let numbersFailure = null;
 // The areas of each layer and period, by name, for the list beside the map.
 const areaLists = new AreaLists((layer, period) =>
   fetchJson(apiUrl(`layers/${encodeURIComponent(layer)}/stats`, { period, isp: ALL_ISPS, direction: DIRECTIONS[0] })),
@@ -151,7 +153,11 @@ async function loadNumbers() {
   } catch (err) {
     if (loadingNumbers !== key) return;
     loadingNumbers = null;
-    fail(t("map.numbers_failed", { period: periodLabel(state.period), error: err.message }));
+    // Not the last period's colours under this one's name: none, and the reason.
+    if (map.getSource(SOURCE)) map.removeFeatureState({ source: SOURCE, sourceLayer });
+    shownNumbers = null;
+    numbersFailure = t("map.numbers_failed", { period: periodLabel(state.period), error: err.message });
+    fail(numbersFailure);
     return;
   }
   if (loadingNumbers !== key) return; // another period was chosen meanwhile
@@ -163,6 +169,8 @@ async function loadNumbers() {
   for (const [id, figures] of Object.entries(survey.states)) states[id] = { ...(states[id] || {}), ...figures };
   for (const [id, values] of Object.entries(states)) map.setFeatureState({ source: SOURCE, sourceLayer, id }, values);
   shownNumbers = key;
+  if (numbersFailure && $("status").textContent === numbersFailure) setStatus("");
+  numbersFailure = null;
   shownSurvey = survey.window;
   if (panel.isOpen) panel.setSurveyWindow(surveyShown() ? shownSurvey?.label || null : null);
   updateLegend();
@@ -378,7 +386,15 @@ function revealArea(id) {
 
 function commit(changes, { push = true } = {}) {
   const prev = state;
-  state = { ...state, ...changes };
+  const next = { ...state, ...changes };
+  // The survey's measures are of its layer in all hours (as `normalise` reads a link):
+  // choosing one shows that; another layer or the evening leaves them for the median.
+  if (index.survey && metricInfo(next.metric)?.survey) {
+    if ("metric" in changes) Object.assign(next, { layer: index.survey.layer, hours: "all" });
+    else if (next.layer !== index.survey.layer || next.hours !== "all") next.metric = "median";
+  }
+  if (next.layer !== prev.layer) next.area = null;
+  state = next;
   writeHash(state, { push });
   applyState(prev);
 }
