@@ -983,6 +983,29 @@ def test_load_errors_are_shown(page, site_server, pattern, message):
     page.console_errors.clear()
 
 
+def test_a_use_case_without_a_limit_for_a_direction_says_so_there(page, site_server, index):
+    """A use case asking nothing of uploads (only a download speed and loss) has no
+    upload share (null): the legend says so, not "No tests"."""
+    case = next(t for t in index["thresholds"] if t.get("id") == "video_calls")
+
+    def downloads_only(route):
+        response = route.fetch()
+        body = response.json()
+        for threshold in body["thresholds"]:
+            if threshold.get("id") == case["id"]:
+                threshold.update(upload=None, rtt_ms=None, loss=0.01)
+        route.fulfill(response=response, json=body)
+
+    page.route("**/data/v1/index.json", downloads_only)
+    open_map(page, site_server, f"layer=counties&metric={case['column']}&direction=upload")
+    items = page.locator("#legend-items").inner_text()
+    assert "This use case sets no limit for uploads" in items and "No tests" not in items
+    page.get_by_label(CONTROLS["direction"], exact=True).select_option("download")
+    wait_idle(page)
+    items = page.locator("#legend-items").inner_text()
+    assert "No tests" in items and "sets no limit" not in items
+
+
 def with_basemap(page, style_url: str) -> None:
     """Serves the page a config.json naming `style_url` as the basemap."""
 

@@ -1,5 +1,6 @@
-"""The map's state in the URL (static_site/src/map/state.js), run in node: a shared
-link keeps the areas a boundary file may name (piecewise.core.areas)."""
+"""The site's rules that have a twin in Python, run in node: a shared link keeps the areas
+a boundary file may name (static_site/src/map/state.js, piecewise.core.areas), and the
+map knows which directions a use case holds to a limit (src/common/shares.js)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,37 @@ def test_a_shared_link_keeps_every_area_id_a_boundary_file_may_hold() -> None:
 def test_a_link_naming_an_id_no_boundary_file_may_hold_opens_no_area() -> None:
     refused = ["_outside", "WA/033", "a\\b", "a?b", "a#b", "50%", ".", ".."]
     assert through_a_link(refused) == [None] * len(refused)
+
+
+SHARES = STATE.parents[1] / "common" / "shares.js"
+
+
+def test_the_map_and_the_aggregation_agree_on_which_directions_a_use_case_holds() -> None:
+    """A direction a use case holds to no limit has no share (null): the legend says so
+    rather than "No tests" (static_site/src/common/shares.js, ShareRule.applies)."""
+    from itertools import product
+
+    from piecewise.core.config import UseCase
+
+    cases = [
+        dict(zip(("download", "upload", "rtt_ms", "loss"), values, strict=True))
+        for values in product((None, 10.0), (None, 3.0), (None, 50.0), (None, 0.01))
+        if any(v is not None for v in values)
+    ]
+    script = (
+        "const m = await import(process.argv[1]);"
+        "const cases = JSON.parse(process.argv[2]);"
+        "console.log(JSON.stringify(cases.map((u) => ["
+        "m.holdsDirection(u, 'download'), m.holdsDirection(u, 'upload')])));"
+    )
+    result = subprocess.run(
+        ["node", "--input-type=module", "-e", script, SHARES.as_uri(), json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    rules = [UseCase(id=f"u{i}", name="U", **limits) for i, limits in enumerate(cases)]
+    want = [[rule.applies("download"), rule.applies("upload")] for rule in rules]
+    assert json.loads(result.stdout) == want
+    assert [False, True] in want and [True, False] in want  # both kinds are tried

@@ -3,6 +3,7 @@
 import { h } from "../common/dom.js";
 import { formatNumber, t } from "../common/i18n.js";
 import { DIRECTIONS } from "../common/vocabulary.js";
+import { holdsDirection } from "../common/shares.js";
 import { NO_DATA_COLOR, WIDE_INTERVAL, classes, directionText, formatPercent, ispLabel, periodLabel } from "./metrics.js";
 
 function swatch(style) {
@@ -35,6 +36,11 @@ export function legend(metric, view, privacy) {
     period: periodLabel(view.period),
     note: metric.note,
   });
+  if (metric.threshold && !holdsDirection(metric.threshold, view.direction)) {
+    // Not "no tests": the use case asks nothing of this direction, so it has no share.
+    const note = t("legend.no_limit", { direction: directionText(view.direction, "_plural") });
+    return { caption, items: [legendItem({ background: NO_DATA_COLOR, borderColor: "#4a4f57" }, note)] };
+  }
   const items = classItems(metric, view.direction);
   items.push(
     legendItem(HATCH_SWATCH, t("legend.insufficient", { min_tests: privacy.min_tests ?? "?", min_clients: privacy.min_clients ?? "?" }), "legend-suppressed"),
