@@ -827,6 +827,7 @@ def test_phone_screen(browser, site_server, month_stats, screenshot_dir):
         wait_idle(page)
         isp = page.get_by_label("ISP", exact=True)
         assert not isp.is_visible()  # the controls are in a closed drawer
+        assert page.locator("#synthetic-note").is_visible()  # but not that the tests are made up
         toggle = page.get_by_role("button", name="Map options")
         assert toggle.get_attribute("aria-expanded") == "false"
         toggle.tap()
@@ -855,6 +856,14 @@ def test_phone_screen(browser, site_server, month_stats, screenshot_dir):
         page.screenshot(path=str(screenshot_dir / "phone.png"))
         page.get_by_role("button", name="Close the area panel").tap()
         assert not page.locator("#panel").is_visible()
+        # Focus goes to the drawer's button (the list of areas is in the closed drawer).
+        assert page.evaluate("document.activeElement.id") == "drawer-toggle"
+        # The skip link opens the drawer to reach the controls.
+        page.locator(".skip-link").focus()
+        page.keyboard.press("Enter")
+        assert toggle.get_attribute("aria-expanded") == "true"
+        assert page.evaluate("document.activeElement.id") == "controls"
+        assert isp.is_visible()
         assert not errors, errors
     finally:
         context.close()

@@ -17,3 +17,7 @@ export function h(tag, attrs = {}, ...children) {
   }
   return node;
 }
+
+/** Whether `el` takes part in the layout (not `display: none`, itself or an ancestor):
+ * what can take the keyboard's focus. */
+export const isShown = (el) => el.getClientRects().length > 0;

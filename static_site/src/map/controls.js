@@ -1,6 +1,6 @@
 // The controls beside the map: what they offer (from index.json), how a change becomes
 // a new view, the period slider, the area picker and the drawer on phones.
-import { h } from "../common/dom.js";
+import { h, isShown } from "../common/dom.js";
 import { t } from "../common/i18n.js";
 import { ALL_ISPS } from "../common/vocabulary.js";
 import { clock, kindName, layerName, periodLabel, periodStart } from "./metrics.js";
@@ -71,6 +71,7 @@ export function buildControls(index, metrics, { view, commit, pickArea, closeAre
   // The skip link moves focus without touching the hash, which holds the map's state.
   document.querySelector(".skip-link").addEventListener("click", (e) => {
     e.preventDefault();
+    if (!isShown($("controls"))) setDrawer(true); // a phone's closed drawer holds them
     $("controls").focus();
   });
 

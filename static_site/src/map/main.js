@@ -22,7 +22,7 @@ import {
   surveyWindowFor,
   publicationNote,
 } from "./metrics.js";
-import { h } from "../common/dom.js";
+import { h, isShown } from "../common/dom.js";
 import { AreaLists } from "./arealist.js";
 import { buildControls, options, setDrawer, syncControls as syncControlsTo } from "./controls.js";
 import { legend, surveyLegend } from "./legend.js";
@@ -479,8 +479,9 @@ function selectArea(id, name, { focusPanel = true } = {}) {
 
 function closeArea() {
   if (!state.area) return;
-  // Focus goes back to the list of areas rather than to nowhere.
-  if ($("panel").contains(document.activeElement)) $("area-picker").focus();
+  // Focus goes back to the list of areas rather than to nowhere (on a phone, where that
+  // list is in the closed drawer, to the drawer's button).
+  if ($("panel").contains(document.activeElement)) (isShown($("area-picker")) ? $("area-picker") : $("drawer-toggle")).focus();
   state = { ...state, area: null };
   writeHash(state, { push: true });
   syncControls();
