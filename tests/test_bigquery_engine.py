@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -307,6 +308,35 @@ def test_loading_a_date_again_replaces_it(enriched: Input, emulator: BigQueryEmu
     engine.load(private, [day])
     assert count_of(engine, day) == expected > 0
     assert count_of(engine, other) == before_other
+
+
+class _WithoutDatasetCreation:
+    """A client as BigQuery answers an account without bigquery.datasets.create (the
+    cloud's aggregate function, which may edit the dataset Terraform made): creating a
+    dataset is refused, one that exists too (the permission is checked first)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def create_dataset(self, *args: Any, **kwargs: Any) -> Any:
+        from google.api_core import exceptions
+
+        raise exceptions.Forbidden("Access Denied: permission bigquery.datasets.create")
+
+
+def test_an_account_that_may_not_create_datasets_uses_the_one_there(
+    enriched: Input, emulator: BigQueryEmulator
+) -> None:
+    config = bigquery_config(enriched, emulator, "file://unused")
+    BigQueryEngine.of(config).ensure_table()  # the dataset, as Terraform makes it
+    engine = BigQueryEngine.of(config)
+    engine.client = _WithoutDatasetCreation(engine.client)
+    day = enriched.dates[0]
+    engine.load(Stores.of(enriched.config).private, [day])
+    assert count_of(engine, day) > 0
 
 
 def test_dry_run_estimates_every_query(enriched: Input, emulator: BigQueryEmulator) -> None:

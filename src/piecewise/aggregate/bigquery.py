@@ -122,9 +122,16 @@ class BigQueryEngine:
         return True
 
     def ensure_table(self) -> None:
+        from google.api_core import exceptions
         from google.cloud import bigquery
 
-        self.client.create_dataset(self.dataset, exists_ok=True)
+        # Created only when missing: BigQuery asks for bigquery.datasets.create before it
+        # looks whether the dataset exists, a permission the cloud's aggregate function
+        # has not (Terraform makes its dataset; it may edit that one only).
+        try:
+            self.client.get_dataset(self.dataset)
+        except exceptions.NotFound:
+            self.client.create_dataset(self.dataset, exists_ok=True)
         table = bigquery.Table(self.table, schema=self._schema())
         table.time_partitioning = bigquery.TimePartitioning(
             type_=bigquery.TimePartitioningType.DAY, field="date"
