@@ -701,6 +701,16 @@ def test_the_survey_rate_counters_expire_in_the_collection_the_config_names(
     assert field["database"] == "${google_firestore_database.survey.name}"
 
 
+def test_the_deploy_configs_locks_go_stale_soon_after_a_function_is_stopped() -> None:
+    """A function stopped at its timeout leaves its locks, and the retries of its message
+    fail until they are stale: the deploy config's lock lifetime outlasts the longest
+    function that takes locks, by minutes, not hours."""
+    ttl = tomllib.loads(_deploy_config())["ingest"]["lock_ttl_minutes"] * 60
+    sizes = TF["variable"]["function_sizes"]["default"]
+    longest = max(sizes[name]["timeout"] for name in ("ingest", "ingest-date", "aggregate"))
+    assert longest < ttl <= longest + 15 * 60
+
+
 def test_the_build_account_builds_into_its_own_repository() -> None:
     function = TF["resource"]["google_cloudfunctions2_function.function"]
     build = _one(function["build_config"])
