@@ -20,7 +20,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from piecewise.core.config import Config
-from piecewise.ingest.backfill import DateMessage, forget_batch, mark_done, new_batch
+from piecewise.ingest.backfill import (
+    DateMessage,
+    count_failure,
+    forget_batch,
+    mark_done,
+    new_batch,
+)
 from piecewise.ingest.dates import IngestFailed, NoTestsSelected, date_blocks
 from piecewise.ingest.geoip import stored_geoip_database
 from piecewise.ingest.plan import IngestPlan, plan_run
@@ -156,6 +162,11 @@ class BlockFailed(Exception):
         )
 
 
+# Attempts at a block before its message is acknowledged anyway (each reads the block
+# from the source again; the BigQuery client has already retried what it deems transient).
+MAX_BLOCK_ATTEMPTS = 3
+
+
 class DateBusy(Exception):
     """Another worker holds the date: fail, so that Pub/Sub delivers the message again
     later (by then the date is recorded, and the retry only marks it done)."""
@@ -167,7 +178,9 @@ def handle_ingest_date(
     """Ingest the block of dates of an ingest-date message, mark them done in its batch,
     and announce the whole batch once its last date is done. Raises ValueError for a
     message that is not one (drop it); DateBusy, or BlockFailed naming the dates and
-    errors, for a retry (the dates that landed are then `current`, not read again)."""
+    errors, for a retry (the dates that landed are then `current`, not read again),
+    until the block has failed `MAX_BLOCK_ATTEMPTS` times: then it is given up (logged,
+    and answered as `given_up`), and the next scheduled run plans its dates again."""
     message = DateMessage.parse(data)
     stores = Stores.of(config)
     config, geoip = stored_geoip_database(config, stores.private)
@@ -180,7 +193,27 @@ def handle_ingest_date(
     finally:
         ingester.close()
     if failed := {o.date: o.error for o in outcomes if o.status == "failed"}:
-        raise BlockFailed(failed)
+        attempts = count_failure(stores.private, message)
+        if attempts < MAX_BLOCK_ATTEMPTS:
+            raise BlockFailed(failed)
+        # Pub/Sub would deliver it again for a day, each attempt read (and billed) anew:
+        # given up. The next scheduled run plans the dates without a record again.
+        log.error(
+            "block %s to %s of batch %s failed %d times: given up until the next scheduled "
+            "run (%s)",
+            message.dates[0],
+            message.dates[-1],
+            message.batch,
+            attempts,
+            BlockFailed(failed),
+        )
+        return {
+            "dates": [d.isoformat() for d in message.dates],
+            "status": {o.date.isoformat(): o.status for o in outcomes},
+            "batch": message.batch,
+            "complete": False,
+            "given_up": True,
+        }
     if busy := [o for o in outcomes if o.status == "skipped"]:
         raise DateBusy("; ".join(f"{o.date}: {o.error}" for o in busy))
     for outcome in outcomes:

@@ -8,6 +8,7 @@ a worker (one function instance per message) ingests its block, then marks each 
 dates done under the batch:
 
     fanout/{batch}/{YYYY-MM-DD}.json        one marker per finished date
+    fanout/{batch}/failed/{first date}/...  one per failed attempt at a block
 
 Markers are per date, never a shared counter, so concurrent workers cannot lose one.
 Each worker writes its markers, then lists the batch: the worker that finds every date
@@ -98,9 +99,20 @@ def mark_done(private: Store, message: DateMessage) -> list[dt.date] | None:
     done = sorted(
         dt.date.fromisoformat(key.rsplit("/", 1)[-1].removesuffix(".json"))
         for key in private.list(prefix)
-        if key.endswith(".json")
+        if key.endswith(".json") and "/" not in key[len(prefix) :]  # not a failure's
     )
     return done if len(done) >= message.size else None
+
+
+def count_failure(private: Store, message: DateMessage) -> int:
+    """Record that an attempt at the message's block failed; how many have (one marker
+    per attempt, never a shared counter, so concurrent deliveries cannot lose one):
+
+        fanout/{batch}/failed/{first date}/{random}.json
+    """
+    prefix = f"{fanout_prefix(message.batch)}failed/{message.dates[0].isoformat()}/"
+    private.write_json(f"{prefix}{secrets.token_hex(8)}.json", {"dates": len(message.dates)})
+    return sum(1 for key in private.list(prefix) if key.endswith(".json"))
 
 
 def forget_batch(private: Store, batch: str) -> None:

@@ -1,0 +1,46 @@
+"""The functions' handlers without the functions (piecewise.handlers): a block of a
+backfill that keeps failing is given up after a few attempts, not read (and billed)
+again for the day Pub/Sub keeps delivering it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from piecewise.core.config import parse_config
+from piecewise.handlers import MAX_BLOCK_ATTEMPTS, BlockFailed, handle_ingest_date
+from piecewise.ingest.backfill import DateMessage, new_batch
+from piecewise.storage.manifest import Manifest
+from piecewise.storage.store import Stores
+from test_pipeline import config_text
+
+DAY = dt.date(2025, 3, 1)
+
+
+def test_a_block_that_keeps_failing_is_given_up_after_a_few_attempts(
+    tmp_path: Path, demo_data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    export = tmp_path / "downloads.jsonl"  # a value no reader takes: the block fails
+    row = {"id": "a", "date": DAY.isoformat(), "a": {"MinRTT": "fast"}}
+    export.write_text(json.dumps(row) + "\n")
+    text = config_text(demo_data).replace(
+        'kind = "synthetic"\nseed = 11\ntests_per_day = 400',
+        f'kind = "files"\ndownloads = "{export}"',
+    )
+    config = parse_config(text, base_dir=tmp_path)
+    now = dt.datetime(2025, 3, 3, 6, tzinfo=dt.UTC)
+    message = DateMessage((DAY,), new_batch(now), 1, now).to_bytes()
+    for _ in range(MAX_BLOCK_ATTEMPTS - 1):
+        with pytest.raises(BlockFailed, match="cannot read"):
+            handle_ingest_date(config, message)  # delivered again by Pub/Sub
+    caplog.set_level(logging.ERROR, logger="piecewise.handlers")
+    answer = handle_ingest_date(config, message)  # acknowledged: no more deliveries
+    assert answer["given_up"] is True and answer["status"] == {DAY.isoformat(): "failed"}
+    assert f"failed {MAX_BLOCK_ATTEMPTS} times: given up" in caplog.text
+    private = Stores.of(config).private
+    assert Manifest(private).dates() == []  # nothing recorded: the next run plans it
+    assert private.list("locks/") == []
