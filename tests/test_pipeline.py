@@ -482,3 +482,39 @@ def test_what_ingest_read_is_known_by_what_changes_rows_only(
     eastern = parse_config(text + '\n[evening]\ntimezone = "America/New_York"\n', base_dir=tmp_path)
     assert ingest_fingerprint(eastern) != plain
     assert str(make_source(eastern).timezone) == "America/New_York"
+
+
+def test_a_second_scheduled_run_of_the_day_does_not_read_again_what_the_first_read(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """The scheduler's retry of a failed run (minutes later) reads what is missing, not
+    the window the first attempt read today with the same settings: a billed source
+    would charge it again. The next day's run reads the window again."""
+    from piecewise.ingest.plan import ingest_fingerprint, plan_ingest
+
+    cfg = make_config(tmp_path, demo_data)
+    cfg = cfg.model_copy(
+        update={"ingest": cfg.ingest.model_copy(update={"reread_days": 3, "max_days": 40})}
+    )
+    today = START + dt.timedelta(days=10)
+    manifest = Manifest(Stores.of(cfg).private)
+    morning = dt.datetime.combine(today, dt.time(6), dt.UTC)
+    for day in range(9):  # the 10th date failed this morning: no record
+        manifest.record(
+            START + dt.timedelta(days=day),
+            {"download": 1},
+            ingest_fingerprint(cfg),
+            None,
+            {},
+            now=morning,
+        )
+    assert plan_ingest(cfg, None, None, manifest, today=today) == [START + dt.timedelta(days=9)]
+    # Read today with other settings: read again.
+    manifest.record(START + dt.timedelta(days=8), {"download": 1}, "other", None, {}, now=morning)
+    assert plan_ingest(cfg, None, None, manifest, today=today) == [
+        START + dt.timedelta(days=d) for d in (8, 9)
+    ]
+    # Tomorrow: the window again (and the new yesterday).
+    assert plan_ingest(cfg, None, None, manifest, today=today + dt.timedelta(days=1)) == [
+        START + dt.timedelta(days=d) for d in (8, 9, 10)
+    ]

@@ -18,7 +18,7 @@ from piecewise.ingest.sources.make import make_source, synthetic_timezone
 from piecewise.storage.ledger import Ledger
 from piecewise.storage.lock import RunLock
 from piecewise.storage.manifest import Manifest, dates_to_ingest, fingerprint, unfinished_dates
-from piecewise.storage.store import Store, Stores
+from piecewise.storage.store import Store, StoreError, Stores
 
 if TYPE_CHECKING:
     from piecewise.ingest.sources.bigquery import QueryEstimate
@@ -89,7 +89,7 @@ def plan_ingest(
                 len(unfinished),
                 ", ".join(d.isoformat() for d in unfinished[:10]),
             )
-        return dates_to_ingest(
+        planned = dates_to_ingest(
             recorded,
             config.periods.start,
             yesterday,
@@ -97,9 +97,36 @@ def plan_ingest(
             config.ingest.max_days or None,
             unfinished,
         )
+        # A second run of the day (the scheduler's retry of a failed run, say) does not
+        # read again what an earlier one read today with these settings: its rows barely
+        # grew since, and a billed source would charge the whole window again.
+        today_ = yesterday + dt.timedelta(days=1)
+        fresh = read_on(manifest, [d for d in planned if d in recorded], today_, config)
+        if fresh:
+            log.info(
+                "not reading again %d dates read earlier today (UTC): %s",
+                len(fresh),
+                ", ".join(d.isoformat() for d in sorted(fresh)[:10]),
+            )
+        return [d for d in planned if d not in fresh]
     first, last = start or end, end or start
     assert first is not None and last is not None
     return dates_between(first, last)
+
+
+def read_on(manifest: Manifest, dates: list[dt.date], day: dt.date, config: Config) -> set[dt.date]:
+    """The dates of `dates` whose last read from the source, with the settings of
+    `config`, was on `day` (UTC)."""
+    current = ingest_fingerprint(config)
+    found = set()
+    for date in dates:
+        try:
+            record = manifest.get(date)
+        except StoreError:
+            continue  # a damaged record: read the date again
+        if record is not None and record.fingerprint == current and record.last_read_day() == day:
+            found.add(date)
+    return found
 
 
 def awaiting_finality(
