@@ -52,6 +52,18 @@ def test_minimal_config_has_defaults() -> None:
         (('kind = "synthetic"', 'kind = "synthetic"\ntests_per_day = -1'), "source.tests_per_day"),
         (("start = 2025-01-01", 'start = "last year"'), "periods.start"),
         (("[periods]", "[periods]\nkinds = ['week']"), "periods.kinds[0]"),
+        # Accepted once, then a traceback far from the config:
+        (('kind = "synthetic"', 'kind = "synthetic"\ntests_per_day = inf'), "tests_per_day"),
+        (("[periods]", "[ingest]\nreread_days = 10000000\n[periods]"), "ingest.reread_days"),
+        (("[periods]", "[evening]\ntimezone = 'Factory'\n[periods]"), "evening.timezone"),
+        (("[periods]", "[evening]\ntimezone = 'posixrules'\n[periods]"), "evening.timezone"),
+        (("[periods]", "[[thresholds]]\ndownload = 1e-7\nupload = 1e21\n[periods]"), "6 sig"),
+        (("[periods]", "[[thresholds]]\ndownload = 25.00000001\nupload = 3\n[periods]"), "6 sig"),
+        (
+            ("[periods]", "[[thresholds]]\ndownload = 25\nupload = 3\nloss = 0\n[periods]"),
+            "use case",
+        ),
+        (("[region]\n", "[region]\nsubdivisions = ['US-WA']\n"), "region.subdivisions[0]"),
     ],
 )
 def test_errors_name_the_key(change: tuple[str, str], expected: str) -> None:

@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,21 @@ def _hops(text: str) -> int:
     return value
 
 
+def _ranged(low: int, high: int, what: str) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what} from {low} to {high}")
+        return value
+
+    return parse
+
+
 def _config_path(args: argparse.Namespace) -> Path:
     return Path(args.config or os.environ.get("PIECEWISE_CONFIG") or "piecewise.toml")
 
@@ -62,6 +78,9 @@ def _yesterday() -> dt.date:
 def cmd_config_check(args: argparse.Namespace) -> int:
     from piecewise.core.hours import evening_layer  # imports pyarrow: only here
 
+    if args.file is not None and args.config is not None and Path(args.config) != args.file:
+        raise ConfigError("config check", [f"  two files: {args.file} and --config {args.config}"])
+    args.file = args.file or _config_path(args)
     cfg = load_config(args.file)
     layers = ", ".join(f"{layer.id} ({layer.kind})" for layer in cfg.layers)
     evening = cfg.evening
@@ -96,8 +115,7 @@ def _ingest(args: argparse.Namespace, cfg: Config) -> IngestResult:
     from piecewise.ingest.dates import IngestFailed
     from piecewise.pipeline import run_ingest
 
-    # Neither date: what the manifest lacks, and the last few days again.
-    end = args.end or (_yesterday() if args.start else None)
+    end = _end(args)
     try:
         result = run_ingest(
             cfg,
@@ -112,6 +130,18 @@ def _ingest(args: argparse.Namespace, cfg: Config) -> IngestResult:
         raise
     print(result.summary())
     return result
+
+
+def _end(args: argparse.Namespace) -> dt.date | None:
+    """The run's last date: --end, else yesterday with --start; None with neither date
+    (what the manifest lacks, and the last few days again)."""
+    from piecewise.storage.manifest import DateRangeError
+
+    end = args.end or (_yesterday() if args.start else None)
+    if args.start is not None and end is not None and end < args.start:
+        given = "--end" if args.end else "yesterday (UTC, the default --end)"
+        raise DateRangeError("end", f"{given} {end} is before --start {args.start}")
+    return end
 
 
 def _aggregate(cfg: Config) -> None:
@@ -136,6 +166,7 @@ def _aggregate(cfg: Config) -> None:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = load_config(_config_path(args))
+    _end(args)  # a range that ends before it starts, before anything else
     if args.dry_run:
         return _dry_run(args, cfg)
     _ingest(args, cfg)
@@ -160,7 +191,7 @@ def _dry_run(args: argparse.Namespace, cfg: Config) -> int:
     private = Stores.of(cfg).private
     # The dates a real run reads: the same planner (without dates: what the manifest
     # lacks and the re-read days), less the dates it leaves as published.
-    end = args.end or (_yesterday() if args.start else None)
+    end = _end(args)
     planned = plan_ingest(cfg, args.start, end, Manifest(private), _today())
     left = dates_left_as_published(private, planned)
     dates = [d for d in planned if d not in left]
@@ -634,14 +665,18 @@ def parser() -> argparse.ArgumentParser:
 
     cfg = sub.add_parser("config", help="check a configuration file")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
-    check = cfg_sub.add_parser("check", help="validate FILE and name any bad key")
-    check.add_argument("file", type=Path)
-    check.set_defaults(func=cmd_config_check)
 
     def with_config(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
             "--config", "-c", help="config file (default: $PIECEWISE_CONFIG or piecewise.toml)"
         )
+
+    check = cfg_sub.add_parser("check", help="validate FILE and name any bad key")
+    check.add_argument(
+        "file", type=Path, nargs="?", help="the config file (or --config, as elsewhere)"
+    )
+    with_config(check)
+    check.set_defaults(func=cmd_config_check)
 
     for name, func, help_text in (
         ("ingest", cmd_ingest, "read, enrich and store the tests of a date range"),
@@ -680,7 +715,7 @@ def parser() -> argparse.ArgumentParser:
     with_config(late)
     late.add_argument(
         "--days",
-        type=_positive,
+        type=_ranged(1, 3660, "a number of days"),
         default=90,
         help="dates measured: this many, up to the last whose re-reads are done (default 90)",
     )
@@ -702,7 +737,7 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the public data and site locally")
     with_config(serve)
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=_ranged(1, 65535, "a port"), default=8080)
     serve.add_argument(
         "--site", help="folder of the built map site (default: static_site/dist of the project)"
     )
@@ -782,7 +817,9 @@ def parser() -> argparse.ArgumentParser:
     )
     init.add_argument("--name", help="the project's name (default: from the place)")
     init.add_argument(
-        "--resolution", type=int, help="H3 resolution of the hexagon layer (default: from the size)"
+        "--resolution",
+        type=_ranged(0, 15, "an H3 resolution"),
+        help="H3 resolution of the hexagon layer (default: from the size)",
     )
     init.add_argument("--output", "-o", default="piecewise.toml", help="the file to write")
     init.add_argument(

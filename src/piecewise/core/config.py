@@ -80,7 +80,7 @@ class Region(_Strict):
     )
     polygon: Path | None = Field(None, description="GeoJSON file whose union is the region.")
     country: str | None = Field(None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2.")
-    subdivisions: list[str] = Field(
+    subdivisions: list[Annotated[str, Field(pattern=r"^[A-Z0-9]{1,3}$")]] = Field(
         default_factory=list, description="ISO 3166-2 subdivision codes without prefix ('WA')."
     )
 
@@ -238,6 +238,18 @@ class Privacy(_Strict):
     )
 
 
+def _arrow_knows_zone(zone: str) -> None:
+    """ValueError unless Arrow, which finds the local hours, reads `zone` too (Python
+    also takes files of the zone database that name no place: `Factory`, `posixrules`)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        pc.hour(pa.array([0], pa.timestamp("us", tz="UTC")).cast(pa.timestamp("us", tz=zone)))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(str(exc)) from exc
+
+
 class Evening(_Strict):
     """The evening hours, when networks are busiest (the BEAD challenge rules count the
     tests taken from 7 to 11 pm local time): every cell is also published for the tests
@@ -263,6 +275,7 @@ class Evening(_Strict):
 
         try:
             ZoneInfo(v)
+            _arrow_knows_zone(v)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(
                 f"time zone {v!r} is not an IANA name this machine knows "
@@ -333,6 +346,25 @@ class Threshold(ShareRule):
 
     download: float = Field(gt=0, description="Mbps")  # type: ignore[assignment]
     upload: float = Field(gt=0, description="Mbps")  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _names_a_column(self) -> Threshold:
+        if self.rtt_ms is not None or self.loss is not None:
+            raise ValueError(
+                "a threshold is a pair of speeds: rtt_ms and loss are limits of a use case "
+                "([[use_cases]], with an id and a name)"
+            )
+        # The speeds name the share (`25/3`) and its column (`share_25_3`): written as
+        # they are, without an exponent, and told apart by what is written.
+        for name in ("download", "upload"):
+            value = getattr(self, name)
+            text = f"{value:g}"
+            if "e" in text or float(text) != value:
+                raise ValueError(
+                    f"{name} = {value!r}: give at most 6 significant digits, from 0.0001 to "
+                    "999999 Mbps (the speeds name the share's column, share_25_3)"
+                )
+        return self
 
 
 USE_CASE_ID = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -466,7 +498,9 @@ class Stores(_Strict):
 class SyntheticSourceConfig(_Strict):
     kind: Literal["synthetic"]
     seed: int = 42
-    tests_per_day: float = Field(1000.0, gt=0, description="Mean NDT sessions per day.")
+    tests_per_day: float = Field(
+        1000.0, gt=0, allow_inf_nan=False, description="Mean NDT sessions per day."
+    )
     places: Path | None = Field(
         None,
         description="CSV of places with columns name, subdivision, country, latitude, "
@@ -628,6 +662,7 @@ class Ingest(_Strict):
     reread_days: int = Field(
         3,
         ge=0,
+        le=366,
         description="Days up to yesterday that every scheduled run ingests again: M-Lab "
         "data for recent days still grows.",
     )
@@ -1163,6 +1198,14 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
                 "cache_dir": rel(cfg.geoip.cache_dir),
             }
         )
+    if cfg.geoip.source_url is not None:
+        from piecewise.storage.store import local_path_for  # lazy, as above
+
+        local = local_path_for(cfg.geoip.source_url, base)  # a copy in a local file
+        if local is not None:
+            geoip = updates.get("geoip", cfg.geoip)
+            assert isinstance(geoip, GeoIP)
+            updates["geoip"] = geoip.model_copy(update={"source_url": str(local)})
     if isinstance(cfg.source, SyntheticSourceConfig) and cfg.source.places is not None:
         updates["source"] = cfg.source.model_copy(update={"places": rel(cfg.source.places)})
     if isinstance(cfg.source, BigQuerySourceConfig) and cfg.source.query_file is not None:
@@ -1269,6 +1312,14 @@ def load_config(path: Path | str, *, check_files: bool = True) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(str(path), ["  file not found"]) from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(str(path), ["  a folder, not a config file"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            str(path), [f"  not UTF-8 text (byte {exc.start}): save the file as UTF-8"]
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(str(path), [f"  cannot be read: {exc.strerror or exc}"]) from exc
     cfg = parse_config(text, base_dir=path.parent, source=str(path))
     if check_files:
         problems = _check_files(cfg)

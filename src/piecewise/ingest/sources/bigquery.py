@@ -61,7 +61,17 @@ def bigquery_client(project: str | None, location: str | None, api_endpoint: str
             "client_options": {"api_endpoint": api_endpoint},
             "credentials": AnonymousCredentials(),
         }
-    return bigquery.Client(project=project, location=location, **options)
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        return bigquery.Client(project=project, location=location, **options)
+    except DefaultCredentialsError as exc:
+        raise SourceError(
+            f"no Google Cloud credentials for BigQuery ({exc}): on your machine, run "
+            "`gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS "
+            "to a service account's key file); in the cloud, the function's service account "
+            "is used (docs/deploy.md). `piecewise doctor` checks them."
+        ) from None
 
 
 class RunTooCostly(SourceError):
