@@ -72,6 +72,20 @@ def test_errors_name_the_key(change: tuple[str, str], expected: str) -> None:
     assert expected in problems(MINIMAL.replace(old, new, 1))
 
 
+@pytest.mark.parametrize(
+    ("table", "written", "fix"),
+    [
+        ("privacy", "min_tests = true", "min_tests = true: write a number"),
+        ("privacy", 'min_clients = "5"', 'min_clients = "5": write a number'),
+        ("survey", 'enabled = "no"', 'enabled = "no": write true or false'),
+        ("ingest", "workers = false", "workers = false: write a number"),
+    ],
+)
+def test_a_value_of_another_type_is_not_read_as_one(table: str, written: str, fix: str) -> None:
+    """`min_tests = true` would be 1 (every cell published), `enabled = "no"` false."""
+    assert f"{table}: {fix}" in problems(MINIMAL + f"\n[{table}]\n{written}\n")
+
+
 def test_unknown_key_says_how_to_fix() -> None:
     msg = problems(MINIMAL + "\n[privacy]\nmin_test = 5\n")
     assert "privacy.min_test" in msg and "remove it or check its spelling" in msg

@@ -8,11 +8,13 @@ Relative file paths and `file://` URLs resolve against the config file's folder.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -48,6 +50,40 @@ class ConfigError(PiecewiseError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_typed(cls, data: Any) -> Any:
+        """A number where a number is asked for and true or false where a switch is, as
+        TOML types them: pydantic alone would read `min_tests = true` as 1 and
+        `enabled = "no"` as false."""
+        if not isinstance(data, dict):
+            return data
+        for name, field in cls.model_fields.items():
+            kinds = _scalar_kinds(field.annotation)
+            value = data.get(name)
+            if kinds is None or value is None:
+                continue
+            shown = json.dumps(value, default=str)
+            if bool in kinds and not isinstance(value, bool):
+                raise ValueError(f"{name} = {shown}: write true or false (without quotes)")
+            if bool not in kinds and isinstance(value, bool | str):
+                raise ValueError(f"{name} = {shown}: write a number (without quotes)")
+        return data
+
+
+def _scalar_kinds(annotation: Any) -> set[type] | None:
+    """{int}, {float}, {bool} (or several) when a field takes only such values (and
+    None); None for any other field."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if annotation in (int, float, bool):
+        return {annotation}
+    if get_origin(annotation) in (Union, UnionType):
+        kinds = {a for a in get_args(annotation) if a is not type(None)}
+        kinds = {get_args(a)[0] if get_origin(a) is Annotated else a for a in kinds}
+        return kinds if kinds and kinds <= {int, float, bool} else None
+    return None
 
 
 # A language code as the site knows it: `es`, `pt-BR`.
