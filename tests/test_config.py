@@ -79,11 +79,18 @@ def test_errors_name_the_key(change: tuple[str, str], expected: str) -> None:
         ("privacy", 'min_clients = "5"', 'min_clients = "5": write a number'),
         ("survey", 'enabled = "no"', 'enabled = "no": write true or false'),
         ("ingest", "workers = false", "workers = false: write a number"),
+        ("region", 'bbox = ["-124.85", 45.54, -116.91, 49.01]', 'bbox[0] = "-124.85": write'),
+        ("region", "bbox = [-124.85, 45.54, -116.91, true]", "bbox[3] = true: write a number"),
     ],
 )
 def test_a_value_of_another_type_is_not_read_as_one(table: str, written: str, fix: str) -> None:
     """`min_tests = true` would be 1 (every cell published), `enabled = "no"` false."""
-    assert f"{table}: {fix}" in problems(MINIMAL + f"\n[{table}]\n{written}\n")
+    if table == "region":
+        text = MINIMAL.replace("bbox = [-124.85, 45.54, -116.91, 49.01]", written)
+        assert text != MINIMAL
+    else:
+        text = MINIMAL + f"\n[{table}]\n{written}\n"
+    assert f"{table}: {fix}" in problems(text)
 
 
 def test_unknown_key_says_how_to_fix() -> None:

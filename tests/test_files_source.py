@@ -744,3 +744,56 @@ def test_parquet_values_arrow_would_refuse_read_as_the_exact_reader_reads_them(
     pq.write_table(table, tmp_path / "b.parquet")
     with pytest.raises(ExportFileError, match=r"b\.parquet: column id: expected a string"):
         rows_of(FilesSource(str(tmp_path / "b.parquet"), None))
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 30])
+def test_a_null_line_at_the_start_of_any_block_is_a_clear_error(
+    tmp_path: Path, block_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Arrow's reader crashes the process on a block that starts with `null` (not only
+    the file's first): every block starts with an object's line."""
+    line = '{"id": "a", "date": "2025-01-01"}\n'
+    path = tmp_path / "d.jsonl"
+    path.write_text(line * 30 + "null\n  null\n" + line * 30)
+    monkeypatch.setattr(files, "JSON_BLOCK_BYTES", len(line) * block_rows)
+    export = FilesSource(str(path), None).files("download")[0]
+    rows, message = _collect(files._read_json(export, D1, D3, 7, files._Undated()))
+    assert message is not None and "line 31: expected a JSON object per line" in message
+    # Without the null lines, every block read by Arrow's reader alone.
+    path.write_text(line * 61)
+    monkeypatch.setattr(files, "_read_json_rows", None)  # fails if called
+    read = files._read_json(export, D1, D3, 100, files._Undated())
+    assert sum(b.num_rows for b in read) == 61
+
+
+def test_parquet_dates_and_text_are_checked_in_columns_of_the_exact_type(tmp_path: Path) -> None:
+    """A Parquet file of exactly the unified types (as BigQuery exports write it): a time
+    past year 9999 or text that is not UTF-8 is refused, as in any other file."""
+    late = UNIFIED.empty_table().to_pylist()
+    late = pa.Table.from_pylist(
+        [{"id": "a", "date": D1, "a": {"TestTime": dt.datetime(9999, 12, 31, 23, tzinfo=dt.UTC)}}],
+        schema=UNIFIED,
+    )
+    micros = late.column("a").combine_chunks().field("TestTime").cast(pa.int64())
+    shifted = pa.compute.add(micros, 3_600 * 10**6 * 2)  # two hours later: year 10000
+    a = late.column("a").combine_chunks()
+    fields = [a.field(i) for i in range(a.type.num_fields)]
+    fields[a.type.get_field_index("TestTime")] = shifted.cast(pa.timestamp("us", tz="UTC"))
+    late = late.set_column(
+        UNIFIED.get_field_index("a"), "a", pa.StructArray.from_arrays(fields, fields=list(a.type))
+    )
+    assert late.schema.equals(UNIFIED)
+    pq.write_table(late, tmp_path / "late.parquet")
+    with pytest.raises(ExportFileError, match=r"column a\.TestTime: a date or time outside"):
+        rows_of(FilesSource(str(tmp_path / "late.parquet"), None))
+    ids = pa.array([b"a\xffb"], pa.binary()).view(pa.string())  # not UTF-8, typed as text
+    text = pa.Table.from_arrays(
+        [
+            ids if f.name == "id" else pa.nulls(1, f.type) if f.name != "date" else pa.array([D1])
+            for f in UNIFIED
+        ],
+        schema=UNIFIED,
+    )
+    pq.write_table(text, tmp_path / "text.parquet")
+    with pytest.raises(ExportFileError, match=r"text\.parquet: cannot read as Parquet.*UTF8"):
+        rows_of(FilesSource(str(tmp_path / "text.parquet"), None))

@@ -299,6 +299,18 @@ def test_a_geoip2_database_is_credited_without_the_geolite_notice(tmp_path: Path
     assert [s["name"] for s in data_sources(missing)] == [MLAB["name"], "MaxMind GeoIP2"]
 
 
+def test_a_local_copy_is_credited_by_its_file_name_wherever_the_config_lies(
+    tmp_path: Path,
+) -> None:
+    """A relative file:// copy is found beside the config; the folders on the way there
+    (one named GeoIP2-anything, say) change nothing of the published credit."""
+    for folder in ("plain", "GeoIP2-configs"):
+        base = tmp_path / folder
+        base.mkdir()
+        cfg = config(base, 'source_url = "file://GeoLite2-ASN.mmdb"', source=MLAB_EXPORTS)
+        assert [s["name"] for s in data_sources(cfg)] == [MLAB["name"], "MaxMind GeoLite2"]
+
+
 def test_the_map_credits_geolite_beside_mlab(tmp_path: Path) -> None:
     default = runtime_config(config(tmp_path, source=MLAB_EXPORTS))["attribution"]
     assert default == "Speed tests: Measurement Lab (M-Lab) NDT"

@@ -14,6 +14,7 @@ import pytest
 from piecewise.core.config import parse_config
 from piecewise.handlers import MAX_BLOCK_ATTEMPTS, BlockFailed, handle_ingest_date
 from piecewise.ingest.backfill import DateMessage, new_batch
+from piecewise.pipeline import DateIngester
 from piecewise.storage.manifest import Manifest
 from piecewise.storage.store import Stores
 from test_pipeline import config_text
@@ -44,3 +45,25 @@ def test_a_block_that_keeps_failing_is_given_up_after_a_few_attempts(
     private = Stores.of(config).private
     assert Manifest(private).dates() == []  # nothing recorded: the next run plans it
     assert private.list("locks/") == []
+    # Delivered once more all the same (a duplicate): not read again.
+    export.unlink()  # a read would fail otherwise than by giving up
+    assert handle_ingest_date(config, message)["given_up"] is True
+
+
+def test_an_attempt_stopped_at_the_timeout_counts(
+    tmp_path: Path, demo_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt is counted as it starts: a block whose reading is stopped each time
+    (the function's timeout) is not delivered and read for ever either."""
+    config = parse_config(config_text(demo_data), base_dir=tmp_path)
+    now = dt.datetime(2025, 3, 3, 6, tzinfo=dt.UTC)
+    message = DateMessage((DAY,), new_batch(now), 1, now).to_bytes()
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise TimeoutError("the function's time is up")  # as the platform stops it
+
+    monkeypatch.setattr(DateIngester, "ingest_block", stopped)
+    for _ in range(MAX_BLOCK_ATTEMPTS):
+        with pytest.raises(TimeoutError):
+            handle_ingest_date(config, message)
+    assert handle_ingest_date(config, message)["given_up"] is True

@@ -488,33 +488,38 @@ def test_a_second_scheduled_run_of_the_day_does_not_read_again_what_the_first_re
     tmp_path: Path, demo_data: Path
 ) -> None:
     """The scheduler's retry of a failed run (minutes later) reads what is missing, not
-    the window the first attempt read today with the same settings: a billed source
-    would charge it again. The next day's run reads the window again."""
-    from piecewise.ingest.plan import ingest_fingerprint, plan_ingest
+    the window the first attempt read today with the same settings and GeoIP database: a
+    billed source would charge it again. The next day's run reads the window again."""
+    from piecewise.ingest.geoip import prepare_geoip_database
+    from piecewise.ingest.plan import ingest_fingerprint, plan_run
 
     cfg = make_config(tmp_path, demo_data)
     cfg = cfg.model_copy(
         update={"ingest": cfg.ingest.model_copy(update={"reread_days": 3, "max_days": 40})}
     )
+    stores = Stores.of(cfg)
     today = START + dt.timedelta(days=10)
-    manifest = Manifest(Stores.of(cfg).private)
+    manifest = Manifest(stores.private)
+    _, geoip = prepare_geoip_database(cfg, stores.private, None)
     morning = dt.datetime.combine(today, dt.time(6), dt.UTC)
-    for day in range(9):  # the 10th date failed this morning: no record
+
+    def read(day: int, fingerprint: str, database: str | None) -> None:
         manifest.record(
-            START + dt.timedelta(days=day),
-            {"download": 1},
-            ingest_fingerprint(cfg),
-            None,
-            {},
-            now=morning,
+            START + dt.timedelta(days=day), {"download": 1}, fingerprint, database, {}, now=morning
         )
-    assert plan_ingest(cfg, None, None, manifest, today=today) == [START + dt.timedelta(days=9)]
-    # Read today with other settings: read again.
-    manifest.record(START + dt.timedelta(days=8), {"download": 1}, "other", None, {}, now=morning)
-    assert plan_ingest(cfg, None, None, manifest, today=today) == [
-        START + dt.timedelta(days=d) for d in (8, 9)
-    ]
+
+    for day in range(9):  # the 10th date failed this morning: no record
+        read(day, ingest_fingerprint(cfg), geoip)
+
+    def planned(day: dt.date) -> list[dt.date]:
+        return plan_run(cfg, None, None, stores=stores, today=day).dates
+
+    assert planned(today) == [START + dt.timedelta(days=9)]
+    read(7, "other settings", geoip)  # read again: other settings,
+    read(8, ingest_fingerprint(cfg), None)  # or without the GeoIP database of this run
+    assert planned(today) == [START + dt.timedelta(days=d) for d in (7, 8, 9)]
     # Tomorrow: the window again (and the new yesterday).
-    assert plan_ingest(cfg, None, None, manifest, today=today + dt.timedelta(days=1)) == [
+    assert planned(today + dt.timedelta(days=1)) == [
         START + dt.timedelta(days=d) for d in (8, 9, 10)
     ]
+    assert plan_run(cfg, START, START, stores=stores, today=today).dates == [START]  # asked for

@@ -22,7 +22,8 @@ from typing import Any
 from piecewise.core.config import Config
 from piecewise.ingest.backfill import (
     DateMessage,
-    count_failure,
+    begin_attempt,
+    drop_attempt,
     forget_batch,
     mark_done,
     new_batch,
@@ -172,6 +173,16 @@ class DateBusy(Exception):
     later (by then the date is recorded, and the retry only marks it done)."""
 
 
+def _given_up(message: DateMessage, status: dict[str, str]) -> dict[str, Any]:
+    return {
+        "dates": [d.isoformat() for d in message.dates],
+        "status": status,
+        "batch": message.batch,
+        "complete": False,
+        "given_up": True,
+    }
+
+
 def handle_ingest_date(
     config: Config, data: bytes, *, publish: Publish | None = None
 ) -> dict[str, Any]:
@@ -179,10 +190,22 @@ def handle_ingest_date(
     and announce the whole batch once its last date is done. Raises ValueError for a
     message that is not one (drop it); DateBusy, or BlockFailed naming the dates and
     errors, for a retry (the dates that landed are then `current`, not read again),
-    until the block has failed `MAX_BLOCK_ATTEMPTS` times: then it is given up (logged,
-    and answered as `given_up`), and the next scheduled run plans its dates again."""
+    until `MAX_BLOCK_ATTEMPTS` attempts at the block (counted as they start, so one
+    stopped at the timeout counts) have failed: then it is given up (logged, answered as
+    `given_up`), and the next scheduled run plans again its dates without a record."""
     message = DateMessage.parse(data)
     stores = Stores.of(config)
+    attempt, attempt_key = begin_attempt(stores.private, message)
+    if attempt > MAX_BLOCK_ATTEMPTS:
+        # Delivered again after it was given up (or stopped at the timeout each time).
+        log.error(
+            "block %s to %s of batch %s: given up after %d attempts, not read again",
+            message.dates[0],
+            message.dates[-1],
+            message.batch,
+            MAX_BLOCK_ATTEMPTS,
+        )
+        return _given_up(message, {})
     config, geoip = stored_geoip_database(config, stores.private)
     allow_empty = region_has_shown_tests(stores.private)
     ingester = DateIngester(config, geoip, stores=stores)
@@ -192,28 +215,23 @@ def handle_ingest_date(
         )
     finally:
         ingester.close()
+    if all(o.status in ("skipped", "current", "sealed") for o in outcomes):
+        drop_attempt(stores.private, attempt_key)  # nothing was read
     if failed := {o.date: o.error for o in outcomes if o.status == "failed"}:
-        attempts = count_failure(stores.private, message)
-        if attempts < MAX_BLOCK_ATTEMPTS:
+        if attempt < MAX_BLOCK_ATTEMPTS:
             raise BlockFailed(failed)
         # Pub/Sub would deliver it again for a day, each attempt read (and billed) anew:
-        # given up. The next scheduled run plans the dates without a record again.
+        # given up. The next scheduled run plans again the dates without a record.
         log.error(
             "block %s to %s of batch %s failed %d times: given up until the next scheduled "
             "run (%s)",
             message.dates[0],
             message.dates[-1],
             message.batch,
-            attempts,
+            attempt,
             BlockFailed(failed),
         )
-        return {
-            "dates": [d.isoformat() for d in message.dates],
-            "status": {o.date.isoformat(): o.status for o in outcomes},
-            "batch": message.batch,
-            "complete": False,
-            "given_up": True,
-        }
+        return _given_up(message, {o.date.isoformat(): o.status for o in outcomes})
     if busy := [o for o in outcomes if o.status == "skipped"]:
         raise DateBusy("; ".join(f"{o.date}: {o.error}" for o in busy))
     for outcome in outcomes:

@@ -60,16 +60,42 @@ class _Strict(BaseModel):
         if not isinstance(data, dict):
             return data
         for name, field in cls.model_fields.items():
-            kinds = _scalar_kinds(field.annotation)
             value = data.get(name)
-            if kinds is None or value is None:
+            if value is None:
                 continue
-            shown = json.dumps(value, default=str)
-            if bool in kinds and not isinstance(value, bool):
-                raise ValueError(f"{name} = {shown}: write true or false (without quotes)")
-            if bool not in kinds and isinstance(value, bool | str):
-                raise ValueError(f"{name} = {shown}: write a number (without quotes)")
+            kinds = _scalar_kinds(field.annotation)
+            items = _item_kinds(field.annotation) if kinds is None else None
+            if kinds is not None:
+                _check_typed(name, value, kinds)
+            elif items is not None and isinstance(value, list | tuple):
+                for i, item in enumerate(value):
+                    _check_typed(f"{name}[{i}]", item, items)
         return data
+
+
+def _check_typed(name: str, value: Any, kinds: set[type]) -> None:
+    shown = json.dumps(value, default=str)
+    if bool in kinds and not isinstance(value, bool):
+        raise ValueError(f"{name} = {shown}: write true or false (without quotes)")
+    if bool not in kinds and isinstance(value, bool | str):
+        raise ValueError(f"{name} = {shown}: write a number (without quotes)")
+
+
+def _item_kinds(annotation: Any) -> set[type] | None:
+    """The kinds of a list's or tuple's items when they are all numbers or switches
+    (`bbox`, `asns`); None for any other field."""
+    if get_origin(annotation) in (Union, UnionType):
+        rest = [a for a in get_args(annotation) if a is not type(None)]
+        if len(rest) != 1:
+            return None
+        annotation = rest[0]
+    if get_origin(annotation) not in (list, tuple):
+        return None
+    args = [a for a in get_args(annotation) if a is not Ellipsis]
+    kinds = [_scalar_kinds(a) for a in args]
+    if not kinds or any(k is None for k in kinds):
+        return None
+    return set().union(*kinds)  # type: ignore[arg-type]
 
 
 def _scalar_kinds(annotation: Any) -> set[type] | None:

@@ -8,7 +8,7 @@ a worker (one function instance per message) ingests its block, then marks each 
 dates done under the batch:
 
     fanout/{batch}/{YYYY-MM-DD}.json        one marker per finished date
-    fanout/{batch}/failed/{first date}/...  one per failed attempt at a block
+    fanout/{batch}/attempts/{first date}/...  one per attempt at a block
 
 Markers are per date, never a shared counter, so concurrent workers cannot lose one.
 Each worker writes its markers, then lists the batch: the worker that finds every date
@@ -99,20 +99,29 @@ def mark_done(private: Store, message: DateMessage) -> list[dt.date] | None:
     done = sorted(
         dt.date.fromisoformat(key.rsplit("/", 1)[-1].removesuffix(".json"))
         for key in private.list(prefix)
-        if key.endswith(".json") and "/" not in key[len(prefix) :]  # not a failure's
+        if key.endswith(".json") and "/" not in key[len(prefix) :]  # not an attempt's
     )
     return done if len(done) >= message.size else None
 
 
-def count_failure(private: Store, message: DateMessage) -> int:
-    """Record that an attempt at the message's block failed; how many have (one marker
-    per attempt, never a shared counter, so concurrent deliveries cannot lose one):
+def begin_attempt(private: Store, message: DateMessage) -> tuple[int, str]:
+    """Record an attempt at the message's block before it reads anything (so that an
+    attempt stopped by the function's timeout counts too): its number among the
+    attempts recorded, and its marker's key (one per attempt, never a shared counter,
+    so concurrent deliveries cannot lose one):
 
-        fanout/{batch}/failed/{first date}/{random}.json
+        fanout/{batch}/attempts/{first date}/{random}.json
     """
-    prefix = f"{fanout_prefix(message.batch)}failed/{message.dates[0].isoformat()}/"
-    private.write_json(f"{prefix}{secrets.token_hex(8)}.json", {"dates": len(message.dates)})
-    return sum(1 for key in private.list(prefix) if key.endswith(".json"))
+    prefix = f"{fanout_prefix(message.batch)}attempts/{message.dates[0].isoformat()}/"
+    key = f"{prefix}{secrets.token_hex(8)}.json"
+    private.write_json(key, {"dates": len(message.dates)})
+    return sum(1 for k in private.list(prefix) if k.endswith(".json")), key
+
+
+def drop_attempt(private: Store, key: str) -> None:
+    """Forget an attempt that read nothing (its dates were busy or done): it costs
+    nothing, so it does not count."""
+    private.delete(key)
 
 
 def forget_batch(private: Store, batch: str) -> None:

@@ -953,7 +953,10 @@ def maxmind_product(config: Config) -> str | None:
     on every machine that has the same files."""
     settings = config.geoip
     if settings.source_url is not None:
-        name = settings.source_url
+        # A local copy by its file's name (not by the folders it lies in, which differ
+        # from machine to machine); a download or a bucket's object by its URL.
+        local = local_path_for(settings.source_url)
+        name = local.name if local is not None else settings.source_url
     elif settings.asn_database is not None:
         try:
             facts = database_facts(settings.asn_database)

@@ -89,7 +89,7 @@ def plan_ingest(
                 len(unfinished),
                 ", ".join(d.isoformat() for d in unfinished[:10]),
             )
-        planned = dates_to_ingest(
+        return dates_to_ingest(
             recorded,
             config.periods.start,
             yesterday,
@@ -97,34 +97,28 @@ def plan_ingest(
             config.ingest.max_days or None,
             unfinished,
         )
-        # A second run of the day (the scheduler's retry of a failed run, say) does not
-        # read again what an earlier one read today with these settings: its rows barely
-        # grew since, and a billed source would charge the whole window again.
-        today_ = yesterday + dt.timedelta(days=1)
-        fresh = read_on(manifest, [d for d in planned if d in recorded], today_, config)
-        if fresh:
-            log.info(
-                "not reading again %d dates read earlier today (UTC): %s",
-                len(fresh),
-                ", ".join(d.isoformat() for d in sorted(fresh)[:10]),
-            )
-        return [d for d in planned if d not in fresh]
     first, last = start or end, end or start
     assert first is not None and last is not None
     return dates_between(first, last)
 
 
-def read_on(manifest: Manifest, dates: list[dt.date], day: dt.date, config: Config) -> set[dt.date]:
-    """The dates of `dates` whose last read from the source, with the settings of
-    `config`, was on `day` (UTC)."""
-    current = ingest_fingerprint(config)
+def read_on(
+    manifest: Manifest, dates: list[dt.date], day: dt.date, config: Config, geoip: str | None
+) -> set[dt.date]:
+    """The dates of `dates` whose last read from the source was on `day` (UTC), with the
+    settings of `config` and the GeoIP database `geoip`."""
+    current = (ingest_fingerprint(config), geoip)
     found = set()
     for date in dates:
         try:
             record = manifest.get(date)
         except StoreError:
             continue  # a damaged record: read the date again
-        if record is not None and record.fingerprint == current and record.last_read_day() == day:
+        if (
+            record is not None
+            and (record.fingerprint, record.geoip) == current
+            and record.last_read_day() == day
+        ):
             found.add(date)
     return found
 
@@ -206,4 +200,17 @@ def plan_run(
             return IngestPlan(config, None, [], planned_at)
         check_run_cost(config, dates, stores.private, source, workers)
         config, geoip = prepare_geoip_database(config, stores.private, license_key)
+        if start is None and end is None:
+            # A second run of the day (the scheduler's retry of a failed one, say) does not
+            # read again what an earlier one read today with the same settings and GeoIP
+            # database: its rows barely grew, and a billed source would charge them again.
+            day = today or dt.datetime.now(dt.UTC).date()
+            fresh = read_on(Manifest(stores.private), dates, day, config, geoip)
+            if fresh:
+                log.info(
+                    "not reading again %d dates read earlier today (UTC): %s",
+                    len(fresh),
+                    ", ".join(d.isoformat() for d in sorted(fresh)[:10]),
+                )
+                dates = [d for d in dates if d not in fresh]
     return IngestPlan(config, geoip, dates, planned_at)

@@ -153,9 +153,12 @@ async function loadNumbers() {
   } catch (err) {
     if (loadingNumbers !== key) return;
     loadingNumbers = null;
-    // Not the last period's colours under this one's name: none, and the reason.
+    // Not the last period's colours (nor its survey window) under this one's name:
+    // none, and the reason.
     if (map.getSource(SOURCE)) map.removeFeatureState({ source: SOURCE, sourceLayer });
     shownNumbers = null;
+    shownSurvey = null;
+    updateLegend();
     numbersFailure = t("map.numbers_failed", { period: periodLabel(state.period), error: err.message });
     fail(numbersFailure);
     return;

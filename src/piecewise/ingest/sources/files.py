@@ -196,6 +196,7 @@ def _read_parquet(
             batch = next(scanned, None)
             if batch is None:
                 return
+            batch.validate(full=True)  # text that is not UTF-8 is read as it is
             batch = _conform_batch(batch)
         except ExportFileError as exc:
             raise ExportFileError(f"{export.url}: {exc}") from exc
@@ -217,7 +218,7 @@ def _conform(array: pa.Array, target: pa.DataType, name: str) -> pa.Array:
     """`array` as type `target`: struct fields matched by name (missing ones null, extra
     ones dropped), leaves cast (strings parsed) as the exact reader converts each value
     (`_LEAVES`): by Arrow where it gives the same, else value by value."""
-    if array.type == target:
+    if array.type == target and not pa.types.is_struct(target):
         return _in_years(array, name)
     if pa.types.is_null(array.type):
         return pa.nulls(len(array), target)
@@ -366,13 +367,15 @@ def _read_json(
     exact reader below takes over, skipping the rows already read."""
     consumed = 0
     if not _opens_with_an_object(export):
-        # Arrow's reader crashes the process on a file whose first value is `null`.
+        # Arrow's reader crashes the process on a block whose first value is `null`:
+        # the first block is the file's start; the others start where `_ObjectLines`
+        # ends its reads.
         yield from _read_json_rows(export, start, end, batch_size, undated)
         return
     try:
         with export.fs.open(export.path, "rb", compression=export.compression) as raw:
             reader = pj.open_json(
-                raw,
+                _ObjectLines(raw),
                 read_options=pj.ReadOptions(block_size=JSON_BLOCK_BYTES),
                 parse_options=pj.ParseOptions(
                     explicit_schema=_JSON_SCHEMA, unexpected_field_behavior="ignore"
@@ -415,6 +418,60 @@ def _opens_with_an_object(export: ExportFile) -> bool:
 
 
 _BOM = b"\xef\xbb\xbf"
+
+
+class _ObjectLines:
+    """A file read for Arrow's JSON reader, each read ending at a line break that an
+    object's line follows: the reader cuts its blocks at the last line break of each
+    read, so no block starts with a line the reader would crash on (`null`); such a
+    line inside a block is a row of nulls, handed over (`_a_row_of_nulls`). Where no
+    such line break is near a read's end, it raises, and the exact reader takes over."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._held = b""
+        self._ended = False
+        self.closed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        want = size if size > 0 else JSON_BLOCK_BYTES
+        data = self._held
+        # Beyond `want`, enough to see the line after a line break near its end.
+        while not self._ended and len(data) <= want + _LOOK_AHEAD:
+            more = self._raw.read(want + _LOOK_AHEAD + 1 - len(data))
+            self._ended = not more
+            data += more
+        if len(data) <= want:  # the rest of the file
+            self._held = b""
+            return data
+        cut = _before_an_object(data, want)
+        if cut is None:
+            raise ValueError(f"no line starts an object in the {want} bytes read")
+        self._held = data[cut:]
+        return data[:cut]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+_LOOK_AHEAD = 4096
+
+
+def _before_an_object(data: bytes, limit: int) -> int | None:
+    """The end of the last of `data`'s first `limit` bytes' lines, among their last 64,
+    that a line starting an object (after blanks) follows; None if none is."""
+    end = limit
+    for _ in range(64):
+        at = data.rfind(b"\n", 0, end)
+        if at < 0:
+            return None
+        if data[at + 1 : at + 1 + _LOOK_AHEAD].lstrip(b" \t\r\n")[:1] == b"{":
+            return at + 1
+        end = at
+    return None
 
 
 def _a_row_of_nulls(batch: pa.RecordBatch) -> bool:
