@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,18 +24,24 @@ console.log(JSON.stringify(kept));
 """
 
 
-def through_a_link(ids: list[str]) -> list[str | None]:
-    """Each area id as a shared link brings it back (None: dropped)."""
+def in_node(script: str, module: Path, value: object) -> Any:
+    """What `script` prints (JSON), run as an ES module in node with the site's `module`
+    as its first argument and `value` (JSON) as its second."""
     if shutil.which("node") is None:
         pytest.fail("node is needed (the site is built with it)")
     result = subprocess.run(
-        ["node", "--input-type=module", "-e", SCRIPT, STATE.as_uri(), json.dumps(ids)],
+        ["node", "--input-type=module", "-e", script, module.as_uri(), json.dumps(value)],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
     return json.loads(result.stdout)
+
+
+def through_a_link(ids: list[str]) -> list[str | None]:
+    """Each area id as a shared link brings it back (None: dropped)."""
+    return in_node(SCRIPT, STATE, ids)
 
 
 def test_a_shared_link_keeps_every_area_id_a_boundary_file_may_hold() -> None:
@@ -68,14 +75,7 @@ def test_the_map_and_the_aggregation_agree_on_which_directions_a_use_case_holds(
         "console.log(JSON.stringify(cases.map((u) => ["
         "m.holdsDirection(u, 'download'), m.holdsDirection(u, 'upload')])));"
     )
-    result = subprocess.run(
-        ["node", "--input-type=module", "-e", script, SHARES.as_uri(), json.dumps(cases)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
     rules = [UseCase(id=f"u{i}", name="U", **limits) for i, limits in enumerate(cases)]
     want = [[rule.applies("download"), rule.applies("upload")] for rule in rules]
-    assert json.loads(result.stdout) == want
+    assert in_node(script, SHARES, cases) == want
     assert [False, True] in want and [True, False] in want  # both kinds are tried
