@@ -49,6 +49,9 @@ def test_a_range_that_ends_before_it_starts_names_both_dates(
     later = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=5)).isoformat()
     err = refused(capsys, ["ingest", "-c", path, "--start", later, "-q"])
     assert "yesterday" in err and f"is before --start {later}" in err
+    # A day not over yet (or in years to come): nothing of it is complete.
+    err = refused(capsys, ["ingest", "-c", path, "--start", "2025-01-01", "--end", later])
+    assert f"--end {later} is after yesterday" in err
 
 
 def test_a_config_that_is_a_folder_or_not_utf8_is_named(
@@ -67,6 +70,8 @@ def test_a_config_that_is_a_folder_or_not_utf8_is_named(
     [
         (["lateness", "--days", "1000000"], "--days"),
         (["lateness", "--days", "0"], "--days"),
+        (["lateness", "--days", "1_000"], "--days"),
+        (["serve", "--port", " 80"], "--port"),
         (["serve", "--port", "-1"], "--port"),
         (["serve", "--port", "99999"], "--port"),
         (["init", "--state", "WA", "--resolution", "99"], "--resolution"),

@@ -49,6 +49,8 @@ def test_minimal_config_has_defaults() -> None:
         (("bbox = [-124.85, 45.54, -116.91, 49.01]", "bbox = [-116, 45, -124, 49]"), "region.bbox"),
         (('public = "file://public"', 'public = "file://private"'), "stores"),
         (('public = "file://public"', 'public = "ftp://x"'), "stores.public"),
+        (('private = "file://private"', 'private = "gs://"'), "names no folder or bucket"),
+        (('private = "file://private"', 'private = ""'), "names no folder or bucket"),
         (('kind = "synthetic"', 'kind = "synthetic"\ntests_per_day = -1'), "source.tests_per_day"),
         (("start = 2025-01-01", 'start = "last year"'), "periods.start"),
         (("[periods]", "[periods]\nkinds = ['week']"), "periods.kinds[0]"),

@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -52,10 +53,7 @@ def _ranged(low: int, high: int, what: str) -> Callable[[str], int]:
     """An argparse type: a whole number from `low` to `high`."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
+        value = int(text) if re.fullmatch(r"[+-]?[0-9]+", text) else low - 1
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what} from {low} to {high}")
         return value
@@ -141,6 +139,12 @@ def _end(args: argparse.Namespace) -> dt.date | None:
     if args.start is not None and end is not None and end < args.start:
         given = "--end" if args.end else "yesterday (UTC, the default --end)"
         raise DateRangeError("end", f"{given} {end} is before --start {args.start}")
+    if end is not None and end > _yesterday():
+        raise DateRangeError(
+            "end",
+            f"--end {end} is after yesterday ({_yesterday()}, UTC): a day's tests are "
+            "complete the day after",
+        )
     return end
 
 

@@ -549,10 +549,16 @@ class Stores(_Strict):
 
         if "\x00" in v:
             raise ValueError("a store URL cannot contain a NUL character")
-        scheme = _split_scheme(v)[0] or "file"
+        scheme, rest = _split_scheme(v)
+        scheme = scheme or "file"
         if scheme not in ("file", "gs", "s3", "memory"):
             raise ValueError(
                 f"unsupported scheme {scheme!r}: use file://, gs://, s3:// or memory://"
+            )
+        if scheme != "memory" and not rest.strip("/ "):  # "", "gs://", "file://"
+            raise ValueError(
+                f"{v!r} names no folder or bucket: give one, such as "
+                f"{'file://var/private' if scheme == 'file' else scheme + '://bucket/store'}"
             )
         return v
 
