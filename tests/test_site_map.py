@@ -1015,6 +1015,45 @@ def test_a_use_case_without_a_limit_for_a_direction_says_so_there(page, site_ser
     assert "No tests" in items and "sets no limit" not in items
 
 
+def test_the_area_list_tells_areas_of_one_name_apart_and_recovers_from_a_failure(
+    page, site_server, month_stats
+):
+    """Two areas of one name (two Washington Counties in a country's layer) are listed
+    with their ids; a list that failed to load says so, and once it loads, the usual
+    help comes back."""
+    first, second = sorted({c["area"] for c in month_stats["cells"]})[:2]
+    failures = []
+
+    def stats(route):
+        if not failures:  # the first load fails
+            failures.append(route.request.url)
+            route.fulfill(status=503, body="{}")
+            return
+        response = route.fetch()
+        body = response.json()
+        for cell in body["cells"] + body.get("suppressed", []):
+            if cell["area"] in (first, second):
+                cell["name"] = "Washington"
+        route.fulfill(response=response, json=body)
+
+    page.route("**/v1/layers/counties/stats?*", stats)
+    open_map(page, site_server, "layer=counties&kind=month")
+    help_text = page.locator("#area-picker-help")
+    page.wait_for_function(
+        "document.querySelector('#area-picker-help').textContent.includes('could not')"
+    )
+    page.get_by_label("Find an area", exact=True).focus()  # asks for the list again
+    wait_for_option(page, first)
+    assert "could not" not in help_text.inner_text()
+    assert "Areas with tests in this period" in help_text.inner_text()
+    labels = page.evaluate(
+        "[...document.querySelectorAll('#area-picker option')].map(o => [o.value, o.text])"
+    )
+    named = {value: text for value, text in labels}
+    assert named[first] == f"Washington ({first})" and named[second] == f"Washington ({second})"
+    page.console_errors.clear()  # the browser logs the failed request
+
+
 def with_basemap(page, style_url: str) -> None:
     """Serves the page a config.json naming `style_url` as the basemap."""
 

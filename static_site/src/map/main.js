@@ -513,9 +513,13 @@ async function loadAreaList() {
   try {
     await areaLists.load(dataLayer(), state.period);
   } catch (err) {
-    $("area-picker-help").textContent = t("map.areas_failed", { error: err.message });
+    const help = $("area-picker-help");
+    help.dataset.usual ??= help.textContent;
+    help.textContent = t("map.areas_failed", { error: err.message });
     return;
   }
+  const help = $("area-picker-help");
+  if (help.dataset.usual != null) help.textContent = help.dataset.usual; // the list came
   fillAreaPicker();
 }
 
@@ -527,7 +531,11 @@ function fillAreaPicker() {
     picker.value = state.area || "";
     return;
   }
-  options(picker, [["", t("map.choose_area")], ...list.map((a) => [a.id, a.name === a.id ? a.id : a.name])]);
+  // Two areas of one name (two Washington Counties) are told apart by their ids.
+  const named = new Map();
+  for (const a of list) named.set(a.name, (named.get(a.name) || 0) + 1);
+  const label = (a) => (a.name === a.id ? a.id : named.get(a.name) > 1 ? `${a.name} (${a.id})` : a.name);
+  options(picker, [["", t("map.choose_area")], ...list.map((a) => [a.id, label(a)])]);
   picker.dataset.key = `${dataLayer()}/${state.period}`;
   syncControls();
 }
