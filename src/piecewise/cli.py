@@ -39,16 +39,6 @@ def _positive(text: str) -> int:
     return value
 
 
-def _hops(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 10:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of proxies from 0 to 10")
-    return value
-
-
 def _ranged(low: int, high: int, what: str) -> Callable[[str], int]:
     """An argparse type: a whole number from `low` to `high`."""
 
@@ -170,7 +160,6 @@ def _aggregate(cfg: Config) -> None:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = load_config(_config_path(args))
-    _end(args)  # a range that ends before it starts, before anything else
     if args.dry_run:
         return _dry_run(args, cfg)
     _ingest(args, cfg)
@@ -187,6 +176,7 @@ def _dry_run(args: argparse.Namespace, cfg: Config) -> int:
     from piecewise.storage.manifest import Manifest
     from piecewise.storage.store import Stores
 
+    end = _end(args)  # a range that ends before it starts: refused whatever the source
     source = make_source(cfg)
     estimate = getattr(source, "estimate_dates", None)
     if estimate is None:
@@ -195,7 +185,6 @@ def _dry_run(args: argparse.Namespace, cfg: Config) -> int:
     private = Stores.of(cfg).private
     # The dates a real run reads: the same planner (without dates: what the manifest
     # lacks and the re-read days), less the dates it leaves as published.
-    end = _end(args)
     planned = plan_ingest(cfg, args.start, end, Manifest(private), _today())
     left = dates_left_as_published(private, planned)
     dates = [d for d in planned if d not in left]
@@ -747,7 +736,7 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--proxy-hops",
-        type=_hops,
+        type=_ranged(0, 10, "a number of proxies"),
         default=0,
         metavar="N",
         help="reverse proxies in front of the server, each adding the address it was reached "

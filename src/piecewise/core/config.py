@@ -81,35 +81,35 @@ def _check_typed(name: str, value: Any, kinds: set[type]) -> None:
         raise ValueError(f"{name} = {shown}: write a number (without quotes)")
 
 
-def _item_kinds(annotation: Any) -> set[type] | None:
-    """The kinds of a list's or tuple's items when they are all numbers or switches
-    (`bbox`, `asns`); None for any other field."""
+def _options(annotation: Any) -> set[Any]:
+    """The types a field takes besides None, each without its `Annotated` metadata."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
     if get_origin(annotation) in (Union, UnionType):
-        rest = [a for a in get_args(annotation) if a is not type(None)]
-        if len(rest) != 1:
-            return None
-        annotation = rest[0]
-    if get_origin(annotation) not in (list, tuple):
-        return None
-    args = [a for a in get_args(annotation) if a is not Ellipsis]
-    kinds = [_scalar_kinds(a) for a in args]
-    if not kinds or any(k is None for k in kinds):
-        return None
-    return set().union(*kinds)  # type: ignore[arg-type]
+        return {o for a in get_args(annotation) if a is not type(None) for o in _options(a)}
+    return {annotation}
 
 
 def _scalar_kinds(annotation: Any) -> set[type] | None:
     """{int}, {float}, {bool} (or several) when a field takes only such values (and
     None); None for any other field."""
-    if get_origin(annotation) is Annotated:
-        annotation = get_args(annotation)[0]
-    if annotation in (int, float, bool):
-        return {annotation}
-    if get_origin(annotation) in (Union, UnionType):
-        kinds = {a for a in get_args(annotation) if a is not type(None)}
-        kinds = {get_args(a)[0] if get_origin(a) is Annotated else a for a in kinds}
-        return kinds if kinds and kinds <= {int, float, bool} else None
-    return None
+    options = _options(annotation)
+    return options if options <= {int, float, bool} else None
+
+
+def _item_kinds(annotation: Any) -> set[type] | None:
+    """The kinds of a list's or tuple's items when they are all numbers or switches
+    (`bbox`, `asns`); None for any other field."""
+    options = _options(annotation)
+    if len(options) != 1:
+        return None
+    (container,) = options
+    if get_origin(container) not in (list, tuple):
+        return None
+    kinds = [_scalar_kinds(a) for a in get_args(container) if a is not Ellipsis]
+    if not kinds or any(k is None for k in kinds):
+        return None
+    return set().union(*kinds)  # type: ignore[arg-type]
 
 
 # A language code as the site knows it: `es`, `pt-BR`.

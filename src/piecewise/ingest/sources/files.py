@@ -12,6 +12,7 @@ order, extra columns, whole structs null, INT64 as JSON strings ("7922"), TIMEST
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import json
 import logging
@@ -264,8 +265,9 @@ def _conform(array: pa.Array, target: pa.DataType, name: str) -> pa.Array:
 
 
 # The years Python's dates hold: days from 1970-01-01, and microseconds.
-_DAYS = range((dt.date(1, 1, 1) - dt.date(1970, 1, 1)).days, 2932896 + 1)
-_MICROSECONDS = range(-62135596800 * 10**6, 253402300800 * 10**6)
+_EPOCH = dt.date(1970, 1, 1)
+_DAYS = range((dt.date.min - _EPOCH).days, (dt.date.max - _EPOCH).days + 1)
+_MICROSECONDS = range(_DAYS.start * 86_400 * 10**6, _DAYS.stop * 86_400 * 10**6)
 _PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 
 
@@ -475,11 +477,10 @@ def _before_an_object(data: bytes, limit: int) -> int | None:
 
 
 def _a_row_of_nulls(batch: pa.RecordBatch) -> bool:
+    """Whether a row has every column null (a `null` line, or no field read)."""
     if batch.column("date").null_count == 0:
         return False
-    nothing = pc.and_(*(pc.is_null(column) for column in batch.columns[:2]))
-    for column in batch.columns[2:]:
-        nothing = pc.and_(nothing, pc.is_null(column))
+    nothing = functools.reduce(pc.and_, (pc.is_null(column) for column in batch.columns))
     return bool(pc.any(nothing).as_py())
 
 
