@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -121,8 +122,10 @@ class MotoS3Server:
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
+        stop_process(self.process)
+        log = self.log()
         self.stop()
-        raise RuntimeError(f"moto_server on port {self.port} did not start:\n{self.log()}")
+        raise RuntimeError(f"moto_server on port {self.port} did not start:\n{log}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
@@ -136,3 +139,4 @@ class MotoS3Server:
 
     def stop(self) -> None:
         stop_process(self.process)
+        shutil.rmtree(self.log_path.parent, ignore_errors=True)

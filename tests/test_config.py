@@ -95,6 +95,15 @@ def test_a_value_of_another_type_is_not_read_as_one(table: str, written: str, fi
     assert f"{table}: {fix}" in problems(text)
 
 
+@pytest.mark.parametrize("key", ["min_tests", "min_clients"])
+def test_a_threshold_past_a_cells_count_is_refused_by_name(key: str) -> None:
+    """A cell counts in 32 bits: 1e20 as an integer failed the aggregation, not the check."""
+    text = MINIMAL + f"\n[privacy]\n{key} = 100000000000000000000\n"
+    assert f"privacy.{key}" in problems(text) and "2147483647" in problems(text)
+    cfg = parse_config(MINIMAL + f"\n[privacy]\n{key} = 2147483647\n", base_dir=Path("/tmp"))
+    assert getattr(cfg.privacy, key) == 2147483647
+
+
 def test_unknown_key_says_how_to_fix() -> None:
     msg = problems(MINIMAL + "\n[privacy]\nmin_test = 5\n")
     assert "privacy.min_test" in msg and "remove it or check its spelling" in msg

@@ -107,6 +107,11 @@ def test_form_version_changes_with_the_form(tmp_path: Path) -> None:
         ('[[survey.fields]]\nname = "a"\ntype = "number"\nlabel = "A"\n', "minimum"),
         ('[[survey.fields]]\nname = "consent"\ntype = "yes_no"\nlabel = "A"\n', "reserved"),
         ('[[survey.fields]]\nname = "Bad"\ntype = "yes_no"\nlabel = "A"\n', "pattern"),
+        (
+            '[[survey.fields]]\nname = "a"\ntype = "number"\nlabel = "A"\n'
+            "minimum = 0.2\nmaximum = 0.8\ninteger = true\n",
+            "no whole number lies between `minimum` (0.2) and `maximum` (0.8)",
+        ),
     ],
 )
 def test_bad_form_configs_are_refused_by_name(tmp_path: Path, fields: str, problem: str) -> None:
@@ -746,6 +751,35 @@ def test_cli_export(tmp_path: Path, capsysbinary: pytest.CaptureFixture) -> None
     assert main(["survey", "export", "-c", str(toml), "-o", str(inside)]) == 2
     assert "inside the public store" in capsysbinary.readouterr().err.decode()
     assert not inside.exists()
+
+
+def test_a_sqlite_path_from_home_is_the_home_folders_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sqlite://~/x` is the file in the home folder, as `file://~/x` is for a store (it
+    made a folder named `~` beside the config, and the check looked there too)."""
+    from piecewise.core.config import load_config
+    from piecewise.web.survey import open_config_store
+    from survey_fixtures import SURVEY_TOML
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    toml = tmp_path / "piecewise.toml"
+    toml.write_text(SURVEY_TOML + '\n[survey]\nstore = "sqlite://~/answers.sqlite3"\n')
+    store = open_config_store(load_config(toml, check_files=False))
+    try:
+        assert isinstance(store, SqliteSurveyStore) and store.path == home / "answers.sqlite3"
+    finally:
+        store.close()
+    assert (home / "answers.sqlite3").is_file() and not (tmp_path / "~").exists()
+    # The check that keeps the file out of the public store reads the same path.
+    toml.write_text(
+        SURVEY_TOML.replace('public = "file://public"', 'public = "file://~/site"')
+        + '\n[survey]\nstore = "sqlite://~/site/answers.sqlite3"\n'
+    )
+    with pytest.raises(ConfigError, match="inside the public store"):
+        load_config(toml, check_files=False)
 
 
 # -- where it is served ------------------------------------------------------------------

@@ -293,10 +293,20 @@ class Location(_Strict):
     )
 
 
+# A cell's counts are 32-bit (docs/data.md): a threshold above the largest would
+# publish nothing, and one past 64 bits fails the aggregation far from the config.
+_MOST_COUNTED = 2**31 - 1
+
+
 class Privacy(_Strict):
-    min_tests: int = Field(30, ge=1, description="Fewest tests for a cell to be published.")
+    min_tests: int = Field(
+        30, ge=1, le=_MOST_COUNTED, description="Fewest tests for a cell to be published."
+    )
     min_clients: int = Field(
-        10, ge=1, description="Fewest distinct client IPs for a cell to be published."
+        10,
+        ge=1,
+        le=_MOST_COUNTED,
+        description="Fewest distinct client IPs for a cell to be published.",
     )
 
 
@@ -923,6 +933,12 @@ class SurveyField(_Strict):
                 raise ValueError(f"field {self.name!r}: `minimum`/`maximum` must be finite")
             if self.minimum > self.maximum:
                 raise ValueError(f"field {self.name!r}: `minimum` is above `maximum`")
+            if self.integer and math.ceil(self.minimum) > math.floor(self.maximum):
+                raise ValueError(
+                    f"field {self.name!r}: no whole number lies between `minimum` "
+                    f"({self.minimum:g}) and `maximum` ({self.maximum:g}), and `integer = true` "
+                    "asks for one"
+                )
         return self
 
 
@@ -1337,7 +1353,7 @@ def _check_locations(cfg: Config) -> list[str]:
         )
     scheme, _, path = cfg.survey.store.partition("://")
     if scheme == "sqlite":  # firestore:// has no path
-        survey = store_location(Path(path), cfg.base_dir)
+        survey = store_location(Path(path).expanduser(), cfg.base_dir)
         if public.contains(survey):
             problems.append(
                 f"  survey.store, stores.public: the survey's SQLite file {survey} is inside "

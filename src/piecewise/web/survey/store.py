@@ -254,12 +254,13 @@ class FirestoreSurveyStore:
 
 
 def open_survey_store(url: str, *, base_dir: Path = Path("."), create: bool = True) -> SurveyStore:
-    """`sqlite://PATH` (relative to `base_dir`) or `firestore://COLLECTION`. Without
+    """`sqlite://PATH` (relative to `base_dir`; `~` is the home folder, as in a `file://`
+    store) or `firestore://COLLECTION`. Without
     `create`, a SQLite file that does not exist is `SurveyStoreMissing` (a Firestore
     collection exists once named)."""
     scheme, _, rest = url.partition("://")
     if scheme == "sqlite":
-        path = Path(rest)
+        path = Path(rest).expanduser()
         return SqliteSurveyStore(path if path.is_absolute() else base_dir / path, create=create)
     if scheme == "firestore":
         return FirestoreSurveyStore(rest)
