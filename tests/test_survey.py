@@ -985,6 +985,18 @@ def test_a_browser_posting_without_javascript_gets_a_page(
     assert survey_store.count() == 1  # the same answers of the same client, within the hour
 
 
+def test_a_write_that_finds_its_own_record_says_stored(survey_store: SurveyStore) -> None:
+    """Firestore retries a commit whose answer was lost; when the first one landed, the
+    retry finds the key taken by the very record it writes. That post was stored (it was
+    answered `stored: false`, as a repeat); a later post of the key is a repeat."""
+    record = {"submitted_at": "2026-01-01T00:00:00.000+00:00", "answers": {"a": 1.5, "b": [1]}}
+    later = {**record, "submitted_at": "2026-01-01T00:00:05.000+00:00"}
+    assert survey_store.put(KEY, record)
+    assert survey_store.put(KEY, dict(record))  # the write that landed, found by its retry
+    assert not survey_store.put(KEY, later)
+    assert [r for _, r in survey_store.records()] == [record]
+
+
 def test_the_sqlite_store_syncs_each_commit_to_disk(tmp_path: Path) -> None:
     """A response answered 201 survives a power cut: every commit is synced (FULL), not
     only at checkpoints (NORMAL, in WAL mode, may lose the last ones)."""

@@ -37,7 +37,11 @@ class SurveyStoreMissing(SurveyStoreUnavailable):
 
 
 class SurveyStore(Protocol):
-    def put(self, key: str, record: dict) -> bool: ...
+    def put(self, key: str, record: dict) -> bool:
+        """Store `record` under `key` unless the key is taken. True when the key holds
+        this very record (the same `submitted_at`: a retry of a write that landed),
+        False when it holds an earlier post's."""
+        ...
 
     def hit(self, client: str, window: int, expires_at: dt.datetime) -> int: ...
 
@@ -130,7 +134,10 @@ class SqliteSurveyStore:
                     "INSERT OR IGNORE INTO responses (id, submitted_at, record) VALUES (?, ?, ?)",
                     (key, record["submitted_at"], text),
                 )
-                return cursor.rowcount == 1
+                if cursor.rowcount == 1:
+                    return True
+                (held,) = db.execute("SELECT record FROM responses WHERE id = ?", (key,)).fetchone()
+                return held == text
         except sqlite3.Error as exc:
             raise SurveyStoreUnavailable(f"cannot write {self.path}: {exc}") from exc
 
@@ -210,10 +217,18 @@ class FirestoreSurveyStore:
 
         # One commit with an "exists = false" precondition: Firestore applies it
         # atomically (the whole document or nothing), and a retry finds it there.
+        doc = self._responses.document(key)
         try:
-            self._responses.document(key).create(record, retry=self._retry(), timeout=self.timeout)
+            doc.create(record, retry=self._retry(), timeout=self.timeout)
         except exceptions.AlreadyExists:
-            return False
+            # Either an earlier post's, or this one's: a commit that landed but whose
+            # answer was lost is retried and finds itself. `submitted_at` tells them
+            # apart (a later post of the same key has a later one).
+            try:
+                held = doc.get(retry=self._retry(), timeout=self.timeout).to_dict()
+            except (exceptions.GoogleAPIError, OSError, ValueError) as exc:
+                raise self._unavailable(exc) from exc
+            return held == record
         except (exceptions.GoogleAPIError, OSError, ValueError) as exc:
             raise self._unavailable(exc) from exc
         return True
