@@ -11,6 +11,11 @@ file) at the same paths relative to it. The same inputs give byte-identical fold
 (fixed order, modes and times), so Terraform's zip of a folder, and the object named by
 its hash, change only when that function's code or settings do.
 
+With `--config`, the config is first checked as the functions will read it, and what
+Terraform needs of it is written to `<out>/deploy.json` (`deploy_settings`): the
+variables that carry the secrets, the survey's collection, the public store, the scale
+engine's dataset. Terraform reads that file, never the TOML, which it cannot parse.
+
 `lock` resolves `infra/requirements/<name>.txt` from pyproject.toml (the core
 dependencies plus the extras in FUNCTIONS) with uv, for the functions' runtime.
 """
@@ -18,6 +23,8 @@ dependencies plus the extras in FUNCTIONS) with uv, for the functions' runtime.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -53,7 +60,8 @@ FUNCTIONS = {
     f.name: f
     for f in (
         Function("ingest", ("bigquery", "pubsub", "gcs", "functions"), needs_files=True),
-        Function("aggregate", ("gcs", "firestore", "functions"), needs_files=True),
+        # bigquery: the scale engine (`[aggregation] engine = "bigquery"`).
+        Function("aggregate", ("bigquery", "gcs", "firestore", "functions"), needs_files=True),
         Function("api", ("gcs", "functions"), needs_files=False),
         Function("survey", ("firestore", "functions"), needs_files=False),
     )
@@ -109,6 +117,50 @@ def config_files(config: Path) -> list[PurePosixPath]:
             raise StageError(f"{config}: {key}: file not found: {config.parent / rel}")
         out.append(rel)
     return sorted(set(out))
+
+
+def deploy_settings(config: Path, *, check_files: bool = True) -> dict[str, object]:
+    """What Terraform needs of `config`, read by the package's own loader (a config it
+    refuses is a StageError naming the key): the file's hash (so a plan refuses a stale
+    build), the environment variables that carry the secrets and whether ingest needs the
+    MaxMind key at all, the survey's store and Firestore collection, the public store,
+    the project BigQuery's queries run in, and the scale engine's dataset."""
+    sys.path.insert(0, str(PACKAGE.parent))
+    from piecewise.core.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, check_files=check_files)
+    except ConfigError as exc:
+        raise StageError(str(exc)) from exc
+    geoip = cfg.geoip
+    source = geoip.source_url or ""
+    scheme, _, rest = cfg.survey.store.partition("://")
+    bigquery = cfg.aggregation.engine == "bigquery"
+    return {
+        "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest(),
+        "public_store": cfg.stores.public,
+        "license_key_env": geoip.license_key_env,
+        # A key in the URL's placeholder or with the account ID (basic auth) only.
+        "license_key_needed": source.lower().startswith(("http://", "https://"))
+        and ("{license_key}" in source or geoip.account_id is not None),
+        "salt_env": cfg.survey.salt_env,
+        "survey_store": cfg.survey.store,
+        "survey_collection": rest if scheme == "firestore" else "",
+        "source_project": (getattr(cfg.source, "project", None) or "")
+        if cfg.source.kind == "bigquery"
+        else "",
+        "aggregation_engine": cfg.aggregation.engine,
+        "aggregation_project": (cfg.aggregation.project or "") if bigquery else "",
+        "aggregation_dataset": (cfg.aggregation.dataset or "") if bigquery else "",
+        "aggregation_location": (cfg.aggregation.location or "") if bigquery else "",
+    }
+
+
+def write_deploy_settings(config: Path, out: Path) -> Path:
+    path = out / "deploy.json"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(deploy_settings(config), indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def _put(src: Path, dest: Path) -> None:
@@ -194,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         config = args.config.resolve() if args.config else None
         if config is not None and not config.is_file():
             raise StageError(f"{args.config}: file not found")
+        if config is not None:
+            print(f"wrote {write_deploy_settings(config, args.out)}", file=sys.stderr)
         for name in args.only or sorted(FUNCTIONS):
             folder = stage(name, args.out, config)
             print(f"staged {folder}", file=sys.stderr)

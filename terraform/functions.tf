@@ -21,6 +21,10 @@ resource "google_storage_bucket_object" "source" {
       condition     = filesha256("${var.build_dir}/${each.key}/piecewise.toml") == filesha256(var.config_file)
       error_message = "The staged ${each.key} folder holds another config than config_file: run `make build DEPLOY_CONFIG=${var.config_file}` again."
     }
+    precondition {
+      condition     = local.deploy.config_sha256 == filesha256(var.config_file)
+      error_message = "${var.build_dir}/deploy.json was written for another config than config_file: run `make build DEPLOY_CONFIG=${var.config_file}` again."
+    }
   }
 }
 
@@ -28,6 +32,7 @@ resource "google_service_account" "function" {
   for_each     = local.functions
   account_id   = "${var.prefix}-${each.key}"
   display_name = "Piecewise ${each.key} function"
+  depends_on   = [google_project_service.apis]
 }
 
 # Builds the functions' images, instead of the default Compute Engine or Cloud Build
@@ -36,6 +41,7 @@ resource "google_service_account" "function" {
 resource "google_service_account" "build" {
   account_id   = "${var.prefix}-build"
   display_name = "Piecewise function builds"
+  depends_on   = [google_project_service.apis]
 }
 
 locals {
@@ -62,7 +68,9 @@ locals {
   }
   api_workers = tostring(max(1, floor(tonumber(var.function_sizes["api"].cpu))))
   secret_env = {
-    ingest = { (local.geoip_license_key_env) = google_secret_manager_secret.maxmind_license_key.secret_id }
+    # Only where the config downloads from MaxMind with the key: a secret the function
+    # names must have a version, or its instances do not start.
+    ingest = { for k, v in { (local.geoip_license_key_env) = google_secret_manager_secret.maxmind_license_key.secret_id } : k => v if local.deploy.license_key_needed }
     # The planner refreshes the GeoIP database; a date worker uses the stored one.
     "ingest-date" = {}
     aggregate     = {}
@@ -125,6 +133,13 @@ resource "google_cloudfunctions2_function" "function" {
     }
   }
 
+  lifecycle {
+    precondition {
+      condition     = each.key != "survey" || local.survey_collection != ""
+      error_message = "config_file's [survey] store is ${jsonencode(local.deploy.survey_store)}: in the cloud it must be store = \"firestore://COLLECTION\" (docs/deploy.md). A SQLite file would lie on one instance's disk, lost when it stops."
+    }
+  }
+
   depends_on = [
     google_project_iam_member.build_logs,
     google_project_iam_member.build_source_copies,
@@ -140,11 +155,13 @@ resource "google_cloudfunctions2_function" "function" {
 resource "google_service_account" "scheduler" {
   account_id   = "${var.prefix}-scheduler"
   display_name = "Piecewise scheduler (invokes ingest)"
+  depends_on   = [google_project_service.apis]
 }
 
 resource "google_service_account" "trigger" {
   account_id   = "${var.prefix}-trigger"
   display_name = "Piecewise Pub/Sub trigger (invokes aggregate and ingest-date)"
+  depends_on   = [google_project_service.apis]
 }
 
 resource "google_cloud_scheduler_job" "ingest" {

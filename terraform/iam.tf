@@ -6,17 +6,26 @@
 # account to it on request (docs/deploy.md, step 0): no grant here can give that. Here,
 # ingest runs its query jobs in this project (billed here).
 resource "google_project_iam_member" "ingest_bigquery_jobs" {
-  project = var.project
-  role    = "roles/bigquery.jobUser"
-  member  = google_service_account.function["ingest"].member
+  project    = var.project
+  role       = "roles/bigquery.jobUser"
+  member     = google_service_account.function["ingest"].member
+  depends_on = [google_project_service.apis]
+
+  lifecycle {
+    precondition {
+      condition     = contains(["", var.project, "measurement-lab"], local.deploy.source_project)
+      error_message = "config_file's [source] project is \"${local.deploy.source_project}\": the ingest accounts may run jobs in this project, ${var.project} (granted here), or in M-Lab's, measurement-lab (granted by M-Lab); another project would refuse every query."
+    }
+  }
 }
 
 # Reading query results through the BigQuery Storage Read API opens a read session in
 # this project (bigquery.readsessions.create); without it, results come over REST.
 resource "google_project_iam_member" "ingest_bigquery_read_sessions" {
-  project = var.project
-  role    = "roles/bigquery.readSessionUser"
-  member  = google_service_account.function["ingest"].member
+  project    = var.project
+  role       = "roles/bigquery.readSessionUser"
+  member     = google_service_account.function["ingest"].member
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_storage_bucket_iam_member" "ingest_private" {
@@ -47,15 +56,17 @@ resource "google_secret_manager_secret_iam_member" "maxmind_license_key" {
 # --- ingest-date: one date of a backfill; the same data as ingest, without the key -------
 # M-Lab must add this account to its discuss group too (docs/deploy.md, step 0).
 resource "google_project_iam_member" "ingest_date_bigquery_jobs" {
-  project = var.project
-  role    = "roles/bigquery.jobUser"
-  member  = google_service_account.function["ingest-date"].member
+  project    = var.project
+  role       = "roles/bigquery.jobUser"
+  member     = google_service_account.function["ingest-date"].member
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_project_iam_member" "ingest_date_bigquery_read_sessions" {
-  project = var.project
-  role    = "roles/bigquery.readSessionUser"
-  member  = google_service_account.function["ingest-date"].member
+  project    = var.project
+  role       = "roles/bigquery.readSessionUser"
+  member     = google_service_account.function["ingest-date"].member
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_storage_bucket_iam_member" "ingest_date_private" {
@@ -121,15 +132,23 @@ resource "google_storage_bucket_iam_member" "aggregate_public_list" {
 # The scale engine (`[aggregation] engine = "bigquery"`) runs query and load jobs,
 # billed to this project; its tables are in the dataset below, and only there.
 resource "google_project_iam_member" "aggregate_bigquery_jobs" {
-  project = var.project
-  role    = "roles/bigquery.jobUser"
-  member  = google_service_account.function["aggregate"].member
+  project    = var.project
+  role       = "roles/bigquery.jobUser"
+  member     = google_service_account.function["aggregate"].member
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_bigquery_dataset_iam_member" "aggregate_scale" {
   dataset_id = google_bigquery_dataset.scale.dataset_id
   role       = "roles/bigquery.dataEditor"
   member     = google_service_account.function["aggregate"].member
+
+  lifecycle {
+    precondition {
+      condition     = contains(["", var.project], local.deploy.aggregation_project)
+      error_message = "config_file's [aggregation] project is \"${local.deploy.aggregation_project}\": the scale engine's dataset and jobs are in this project, ${var.project}; leave project out or name it."
+    }
+  }
 }
 
 # --- api: reads the public bucket through the client library ---------------------------
@@ -140,18 +159,36 @@ resource "google_storage_bucket_iam_member" "api_public" {
 }
 
 # --- survey: Firestore documents, the salt ----------------------------------------------
-# Firestore grants are per project; the project holds one database, the survey's.
+# Firestore grants are per project; the project holds one database, the survey's. The
+# public survey stores answers and counts posts: it creates and updates documents and
+# reads one by its id (a retried write finds its own), and may not list, query or
+# delete them (roles/datastore.user would let a compromised instance read every answer).
+resource "google_project_iam_custom_role" "survey_writer" {
+  role_id     = replace("${var.prefix}_survey_writer", "-", "_")
+  title       = "Piecewise survey writer"
+  description = "Create, update and get Firestore documents by id; no list, query or delete."
+  permissions = [
+    "datastore.databases.getMetadata",
+    "datastore.entities.create",
+    "datastore.entities.get",
+    "datastore.entities.update",
+  ]
+  depends_on = [google_project_service.apis]
+}
+
 resource "google_project_iam_member" "survey_firestore" {
-  project = var.project
-  role    = "roles/datastore.user"
-  member  = google_service_account.function["survey"].member
+  project    = var.project
+  role       = google_project_iam_custom_role.survey_writer.id
+  member     = google_service_account.function["survey"].member
+  depends_on = [google_project_service.apis]
 }
 
 # aggregate publishes the survey's windows that ended: it reads the responses, never writes.
 resource "google_project_iam_member" "aggregate_firestore" {
-  project = var.project
-  role    = "roles/datastore.viewer"
-  member  = google_service_account.function["aggregate"].member
+  project    = var.project
+  role       = "roles/datastore.viewer"
+  member     = google_service_account.function["aggregate"].member
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_secret_manager_secret_iam_member" "survey_salt" {
@@ -164,9 +201,10 @@ resource "google_secret_manager_secret_iam_member" "survey_salt" {
 # What Cloud Functions documents for a build service account (logs, images, sources),
 # each on the one resource it concerns rather than on the project.
 resource "google_project_iam_member" "build_logs" {
-  project = var.project
-  role    = "roles/logging.logWriter"
-  member  = google_service_account.build.member
+  project    = var.project
+  role       = "roles/logging.logWriter"
+  member     = google_service_account.build.member
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_artifact_registry_repository_iam_member" "build_images" {
@@ -196,6 +234,7 @@ resource "google_project_iam_member" "build_source_copies" {
     description = "Cloud Functions' copies of the function sources only."
     expression  = "resource.name.startsWith('projects/_/buckets/${local.function_source_copies}/objects/')"
   }
+  depends_on = [google_project_service.apis]
 }
 
 # --- who may invoke each function's Cloud Run service ------------------------------------

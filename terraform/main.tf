@@ -16,26 +16,31 @@ locals {
     aggregate     = google_pubsub_topic.ingested.id
     "ingest-date" = google_pubsub_topic.dates.id
   }
-  config_text = file(var.config_file)
+  # What the staged config says, as the package's own loader reads it: `make build`
+  # writes deploy.json beside the staged folders (infra/stage.py), since Terraform cannot
+  # read TOML (a line match took `salt_env = 'X'` for the default, and an inline table
+  # for nothing). Its hash of the config lets a plan refuse a stale build.
+  deploy = jsondecode(file("${var.build_dir}/deploy.json"))
   # The environment variable names the config chooses (geoip.license_key_env,
-  # survey.salt_env); those keys exist only in their tables, so a line match suffices.
-  geoip_license_key_env = try(regex("(?m)^\\s*license_key_env\\s*=\\s*\"([A-Za-z_][A-Za-z0-9_]*)\"", local.config_text)[0], "MAXMIND_LICENSE_KEY")
-  survey_salt_env       = try(regex("(?m)^\\s*salt_env\\s*=\\s*\"([A-Za-z_][A-Za-z0-9_]*)\"", local.config_text)[0], "PIECEWISE_SURVEY_SALT")
-  # The survey's Firestore collection (`[survey] store = "firestore://COLLECTION"`, the
-  # config's only `firestore://` URL), whose rate counters get a TTL policy below.
-  survey_collection = try(regex("(?m)^\\s*store\\s*=\\s*[\"']firestore://([^\"'/]+)[\"']", local.config_text)[0], "")
+  # survey.salt_env), and whether ingest needs the MaxMind key at all.
+  geoip_license_key_env = local.deploy.license_key_env
+  survey_salt_env       = local.deploy.salt_env
+  # The survey's Firestore collection (`[survey] store = "firestore://COLLECTION"`),
+  # whose rate counters get a TTL policy below; "" for a SQLite file, which a plan
+  # refuses (functions.tf): an instance's disk is gone when it stops.
+  survey_collection = local.deploy.survey_collection
 
   private_bucket = "${var.prefix}-private-${var.project}"
   public_bucket  = "${var.prefix}-public-${var.project}"
   sources_bucket = "${var.prefix}-sources-${var.project}"
   public_base    = "https://storage.googleapis.com/${google_storage_bucket.public.name}"
 
-  # The public store as the config names it (`[stores] public`, the config's only key
-  # called `public`): gs://<public bucket>/<folder>. That folder holds the public data
-  # (v1/...); the site's pages lie beside it, at the bucket's root. The folder is all of
-  # the public bucket aggregate may write (iam.tf) and where data_url points: both are
-  # read from the config the functions run with, so neither can drift from it.
-  public_store       = try(regex("(?m)^\\s*public\\s*=\\s*[\"']([^\"']*)[\"']", local.config_text)[0], "")
+  # The public store as the config names it (`[stores] public`): gs://<public
+  # bucket>/<folder>. That folder holds the public data (v1/...); the site's pages lie
+  # beside it, at the bucket's root. The folder is all of the public bucket aggregate
+  # may write (iam.tf) and where data_url points: both are read from the config the
+  # functions run with, so neither can drift from it.
+  public_store       = local.deploy.public_store
   public_data_prefix = startswith(local.public_store, "gs://${local.public_bucket}/") ? trim(trimprefix(local.public_store, "gs://${local.public_bucket}/"), "/") : ""
 
   # Cloud Functions copies each function's source object into this bucket of its own
@@ -54,6 +59,7 @@ resource "google_project_service" "apis" {
     "bigquery.googleapis.com",
     "cloudbuild.googleapis.com",
     "cloudfunctions.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
     "cloudscheduler.googleapis.com",
     "eventarc.googleapis.com",
     "firestore.googleapis.com",
@@ -201,11 +207,13 @@ resource "google_firestore_field" "survey_rate_expiry" {
   index_config {}
 }
 
-# Where the scale engine (BigQuery aggregation of large regions) keeps its tables.
+# Where the scale engine (BigQuery aggregation of large regions) keeps its tables: the
+# dataset the config names (`[aggregation] dataset`, with engine = "bigquery"), made
+# here because aggregate's account may not create datasets; PREFIX_scale otherwise.
 resource "google_bigquery_dataset" "scale" {
   #checkov:skip=CKV_GCP_81:Google-managed encryption; a customer key would add a KMS key ring for intermediate tables only.
-  dataset_id                 = replace("${var.prefix}_scale", "-", "_")
-  location                   = var.bigquery_location
+  dataset_id                 = local.deploy.aggregation_dataset != "" ? local.deploy.aggregation_dataset : replace("${var.prefix}_scale", "-", "_")
+  location                   = local.deploy.aggregation_location != "" ? local.deploy.aggregation_location : var.bigquery_location
   description                = "Piecewise: working tables of the scale engine."
   delete_contents_on_destroy = false
   depends_on                 = [google_project_service.apis]

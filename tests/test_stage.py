@@ -183,6 +183,42 @@ def test_a_config_naming_a_file_outside_its_folder_is_refused(tmp_path: Path) ->
         stage.stage("ingest", tmp_path / "out", config)
 
 
+def test_a_build_with_a_config_writes_what_terraform_reads_of_it(tmp_path: Path) -> None:
+    """Terraform cannot read TOML: the build writes deploy.json from the package's own
+    loader (single-quoted strings and all: a line match missed them), with the config's
+    hash, which a plan holds against the config it is given."""
+    config = _config(tmp_path / "cfg", ("gs://b-private/s", "gs://b-public/data"), "sqlite://x")
+    text = config.read_text().replace('store = "sqlite://x"', "store = 'firestore://answers'")
+    text += "salt_env = 'COUNTY_SALT'\n"
+    text += "[geoip]\nsource_url = 'https://example.org/asn.tar.gz?key={license_key}'\n"
+    text += "license_key_env = 'COUNTY_MM_KEY'\n"
+    text += "[aggregation]\nengine = 'bigquery'\ndataset = 'wa_scale'\nlocation = 'US'\n"
+    config.write_text(text)
+    out = tmp_path / "out"
+    assert stage.main(["build", "--config", str(config), "--out", str(out), "--only", "api"]) == 0
+    settings = json.loads((out / "deploy.json").read_text())
+    assert settings == {
+        "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest(),
+        "public_store": "gs://b-public/data",
+        "license_key_env": "COUNTY_MM_KEY",
+        "license_key_needed": True,
+        "salt_env": "COUNTY_SALT",
+        "survey_store": "firestore://answers",
+        "survey_collection": "answers",
+        "source_project": "",
+        "aggregation_engine": "bigquery",
+        "aggregation_project": "",
+        "aggregation_dataset": "wa_scale",
+        "aggregation_location": "US",
+    }
+    # A copy of the database needs no key; a config the package refuses is not staged.
+    config.write_text(text.replace("https://example.org/asn.tar.gz?key={license_key}", "gs://b/a"))
+    assert stage.deploy_settings(config)["license_key_needed"] is False
+    config.write_text(text.replace("min_tests = 5", "min_tests = 0"))
+    with pytest.raises(stage.StageError, match=r"privacy\.min_tests"):
+        stage.deploy_settings(config)
+
+
 # --- the staged folders, installed and served -------------------------------------------
 
 

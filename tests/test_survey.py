@@ -377,12 +377,18 @@ def test_without_a_key_the_same_answers_in_a_later_window_are_stored_again(
 
 
 def test_concurrent_retries_store_one(make_survey: Make, survey_store: SurveyStore) -> None:
+    """Twelve posts of one key at once: one is stored, the others are repeats. (Each
+    says something of its own: the clock stands still here, and a write that finds its
+    very own record under the key is taken for a retry of itself inside the store.)"""
     app, _ = make_survey()
     statuses: list[int] = []
     lock = threading.Lock()
+    said = iter(range(12))
 
     def send() -> None:
-        status = post(app, valid_submission(idempotency_key=KEY)).status_code
+        with lock:
+            comment = f"post {next(said)}"
+        status = post(app, valid_submission(idempotency_key=KEY, comments=comment)).status_code
         with lock:
             statuses.append(status)
 
@@ -916,6 +922,15 @@ def test_the_cloud_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     with monkeypatch.context() as without:
         without.delenv("PIECEWISE_SURVEY_SALT")
         with pytest.raises(RuntimeError, match="set PIECEWISE_SURVEY_SALT to a long random"):
+            functions_framework.create_app(
+                target="survey",
+                source=str(root / "functions/survey/main.py"),
+                signature_type="http",
+            )
+    # On Cloud Run a SQLite file is on one instance's in-memory disk: it does not start.
+    with monkeypatch.context() as cloud:
+        cloud.setenv("K_SERVICE", "piecewise-survey")
+        with pytest.raises(RuntimeError, match="a deployed survey needs"):
             functions_framework.create_app(
                 target="survey",
                 source=str(root / "functions/survey/main.py"),

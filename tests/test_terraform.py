@@ -9,6 +9,7 @@ reason)."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import re
 import shutil
@@ -27,6 +28,10 @@ from piecewise.core.config import Config
 from piecewise.web.survey.store import RATE_EXPIRY, RATE_SUFFIX
 
 ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("stage", ROOT / "infra" / "stage.py")
+stage = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("stage", stage)
+_spec.loader.exec_module(stage)
 TERRAFORM = ROOT / "terraform"
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 FUNCTIONS = sorted(p.parent.name for p in (ROOT / "functions").glob("*/main.py"))
@@ -36,6 +41,8 @@ OPTIONS = hcl2.SerializationOptions(
 PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
 # The variables functions-framework reads to run gunicorn.
 GUNICORN_SETTINGS = {"WORKERS", "THREADS"}
+# The variables Cloud Run sets in every instance (its container contract).
+CLOUD_RUN_SETTINGS = {"K_SERVICE", "K_REVISION", "K_CONFIGURATION", "PORT"}
 # The accounts that run code at runtime: every function's, the scheduler's, the trigger's.
 RUNTIME_ACCOUNTS = {"scheduler", "trigger"}  # and every function's, added below
 # aggregate's grants on the public bucket: objects under the data folder; lists of it.
@@ -147,21 +154,31 @@ def _local_source(name: str) -> str:
 
 def _evaluate(config_text: str, *expressions: str) -> list[Any]:
     """The values of `expressions` as Terraform computes them (`terraform console`, no
-    provider needed) with the locals that read the config's public store, for a config
-    file holding `config_text` and the default prefix, project piecewise / my-project."""
+    provider needed) with the locals that read the staged config's settings, for a
+    config file holding `config_text` staged as `make build` stages it (deploy.json),
+    and the default prefix, project piecewise / my-project."""
     terraform = shutil.which("terraform")
     if terraform is None:
         pytest.skip("no terraform binary on this machine")
-    names = ("public_bucket", "public_store", "public_data_prefix", "survey_collection")
+    names = (
+        "deploy",
+        "public_bucket",
+        "public_store",
+        "public_data_prefix",
+        "survey_collection",
+        "geoip_license_key_env",
+        "survey_salt_env",
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "piecewise.toml").write_text(config_text)
+        config = Path(tmp, "piecewise.toml")
+        config.write_text(config_text)
+        deploy = stage.deploy_settings(config, check_files=False)
+        Path(tmp, "deploy.json").write_text(json.dumps(deploy))
         Path(tmp, "main.tf").write_text(
             'variable "prefix" {\n  default = "piecewise"\n}\n'
             'variable "project" {\n  default = "my-project"\n}\n'
-            "locals {\n"
-            '  config_text = file("${path.module}/piecewise.toml")\n'
-            + "".join(f"  {name} = {_local_source(name)}\n" for name in names)
-            + "}\n"
+            'variable "build_dir" {\n  default = "."\n}\n'
+            "locals {\n" + "".join(f"  {name} = {_local_source(name)}\n" for name in names) + "}\n"
         )
         return _console(terraform, Path(tmp), expressions)
 
@@ -222,16 +239,26 @@ def _adapter_settings(name: str) -> tuple[set[str], set[tuple[str, str]]]:
 
 
 def _config_env_local(table: str, field: str) -> str:
-    """The local that holds the variable name `[table] field` chooses; its fallback must
-    be the config's default."""
-    default = Config.model_fields[table].default_factory().__getattribute__(field)
+    """The local that holds the variable name `[table] field` chooses, as the staged
+    settings give it (infra/stage.py's deploy.json)."""
     for local, expression in TF["locals"].items():
-        if isinstance(expression, str) and f"\\\\s*{field}\\\\s*=" in expression:
-            assert expression.endswith(f'"{default}")}}'), (
-                f"local.{local} must fall back to {table}.{field}'s default {default!r}"
-            )
+        if expression == f"${{local.deploy.{field}}}":
             return local
-    raise AssertionError(f"no local reads {table}.{field} from the config file")
+    raise AssertionError(f"no local reads {table}.{field} from the staged settings")
+
+
+def _secret_env(name: str) -> dict[str, str]:
+    """`local.secret_env[name]`: a map, or a map kept only if a staged setting is true
+    (`{for k, v in {...} : k => v if local.deploy.X}`), as the map it keeps."""
+    value = TF["locals"]["secret_env"][name]
+    if isinstance(value, dict):
+        return value
+    match = re.fullmatch(
+        r"\$\{\{for k, v in \{(\(local\.\w+\)) = ([\w.]+)\} : k => v if local\.deploy\.\w+\}\}",
+        value,
+    )
+    assert match, f"secret_env[{name}] is neither a map nor a map kept on a setting: {value}"
+    return {f"${{{match.group(1)}}}": f"${{{match.group(2)}}}"}
 
 
 def test_every_function_is_deployed_with_its_entry_point() -> None:
@@ -274,10 +301,10 @@ def test_every_function_runs_as_its_own_service_account() -> None:
 def test_each_function_gets_exactly_the_settings_its_adapter_reads(name: str) -> None:
     literal, from_config = _adapter_settings(name)
     env = TF["locals"]["env"][name]
-    secret_env = TF["locals"]["secret_env"][name]
+    secret_env = _secret_env(name)
     # What functions-framework reads to run gunicorn is the framework's, not main.py's.
     given = (set(env) - GUNICORN_SETTINGS) | {_ref(k) for k in secret_env}
-    wanted = set(literal) | {
+    wanted = (set(literal) - CLOUD_RUN_SETTINGS) | {
         f"(local.{_config_env_local(table, field)})" for table, field in from_config
     }
     assert given == wanted, (
@@ -286,9 +313,7 @@ def test_each_function_gets_exactly_the_settings_its_adapter_reads(name: str) ->
     # The folder's other functions get some of what its main.py reads, no more.
     for other, function in TF["locals"]["functions"].items():
         if function["source"] == name and other != name:
-            theirs = set(TF["locals"]["env"][other]) | {
-                _ref(k) for k in TF["locals"]["secret_env"][other]
-            }
+            theirs = set(TF["locals"]["env"][other]) | {_ref(k) for k in _secret_env(other)}
             assert theirs <= wanted, f"{other}: {sorted(theirs - wanted)} are never read"
     assert env.get("PIECEWISE_CONFIG", "piecewise.toml") == "piecewise.toml"
     # Secrets only through Secret Manager: a config-named variable is never a plain value.
@@ -418,6 +443,24 @@ def test_each_source_object_is_named_by_its_archive_hash() -> None:
     ), source["name"]
     assert source["source"] == "${data.archive_file.source[each.key].output_path}"
     assert source["bucket"] == "${google_storage_bucket.sources.name}"
+
+
+def test_the_public_survey_may_write_answers_but_never_list_them() -> None:
+    """The survey function faces the internet: its role creates, updates and gets a
+    document by its id (what the Firestore store calls: create, set with an increment,
+    get after a create found its key taken), and holds no list, query or delete."""
+    role = TF["resource"]["google_project_iam_custom_role.survey_writer"]
+    assert sorted(role["permissions"]) == [
+        "datastore.databases.getMetadata",
+        "datastore.entities.create",
+        "datastore.entities.get",
+        "datastore.entities.update",
+    ]
+    source = (ROOT / "src" / "piecewise" / "web" / "survey" / "store.py").read_text()
+    firestore = source[source.index("class FirestoreSurveyStore") :]
+    put = firestore[firestore.index("    def put(") : firestore.index("    def records(")]
+    calls = set(re.findall(r"\.(create|set|get|update|delete|stream|list_documents)\(", put))
+    assert calls == {"create", "get", "set"}, calls
 
 
 def test_no_primitive_roles() -> None:
@@ -562,7 +605,7 @@ def test_each_principal_has_only_its_roles() -> None:
         },
         "api": {("roles/storage.objectViewer", public, None)},
         "survey": {
-            ("roles/datastore.user", "project", None),
+            ("${google_project_iam_custom_role.survey_writer.id}", "project", None),
             (
                 "roles/secretmanager.secretAccessor",
                 "google_secret_manager_secret.survey_salt.id",
@@ -699,6 +742,111 @@ def test_the_survey_rate_counters_expire_in_the_collection_the_config_names(
     assert field["field"] == RATE_EXPIRY
     assert field["ttl_config"] == [{}]
     assert field["database"] == "${google_firestore_database.survey.name}"
+
+
+def test_the_secrets_go_in_the_variables_the_config_names() -> None:
+    """`license_key_env = 'X'` is TOML too: a line match for double quotes read the
+    defaults, and the functions got their secrets under names they never read."""
+    config = _deploy_config().replace(
+        'account_id = "123456"', "account_id = '123456'\nlicense_key_env = 'COUNTY_MM_KEY'"
+    )
+    config = config.replace(
+        'store = "firestore://responses"', "store = 'firestore://responses'\nsalt_env = 'SALT'"
+    )
+    assert _evaluate(config, "local.geoip_license_key_env", "local.survey_salt_env") == [
+        "COUNTY_MM_KEY",
+        "SALT",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "needed"),
+    [
+        (None, True),  # docs/deploy.md's: MaxMind, with the account ID
+        ('source_url = "gs://my-bucket/GeoLite2-ASN.tar.gz"', False),
+        ('source_url = "https://example.org/asn.tar.gz?k={license_key}"', True),
+    ],
+)
+def test_ingest_names_the_maxmind_secret_only_where_the_config_uses_it(
+    source: str | None, needed: bool
+) -> None:
+    """A secret a function names must have a version or the function does not start:
+    ingest names the MaxMind key only when its download needs one."""
+    config = _deploy_config()
+    if source is not None:
+        config = re.sub(r"(?m)^source_url = .*\n", source + "\n", config)
+        config = re.sub(r"(?m)^account_id = .*\n", "", config)
+    assert _evaluate(config, "local.deploy.license_key_needed") == [needed]
+    ingest = TF["locals"]["secret_env"]["ingest"]
+    assert re.search(r"if local\.deploy\.license_key_needed\}\}$", ingest)
+
+
+def _precondition(resource: str, needle: str) -> str:
+    """The condition of `resource`'s precondition that mentions `needle`."""
+    conditions = [
+        c["condition"]
+        for c in _one(TF["resource"][resource]["lifecycle"])["precondition"]
+        if needle in c["condition"]
+    ]
+    assert len(conditions) == 1, conditions
+    return _ref(conditions[0])
+
+
+@pytest.mark.parametrize(
+    ("store", "accepted"),
+    [('"firestore://responses"', True), ('"sqlite://var/survey.sqlite3"', False)],
+)
+def test_a_plan_refuses_a_survey_kept_on_an_instances_disk(store: str, accepted: bool) -> None:
+    """In the cloud a SQLite file is on one instance's disk: the answers were lost when it
+    stopped, split between instances, never seen by aggregate."""
+    config = re.sub(r"(?m)^store = .*$", f"store = {store}", _deploy_config())
+    condition = _precondition("google_cloudfunctions2_function.function", "survey_collection")
+    survey, api = (condition.replace("each.key", f'"{name}"') for name in ("survey", "api"))
+    assert _evaluate(config, survey, api) == [accepted, True]
+
+
+@pytest.mark.parametrize(
+    ("aggregation", "dataset", "location", "accepted"),
+    [
+        ("", "piecewise_scale", "US", True),  # the local engine: the default dataset
+        ('engine = "bigquery"\ndataset = "wa_cells"\nlocation = "EU"', "wa_cells", "EU", True),
+        ('engine = "bigquery"\ndataset = "wa_cells"', "wa_cells", "US", True),
+        ('engine = "bigquery"\ndataset = "x"\nproject = "my-project"', "x", "US", True),
+        ('engine = "bigquery"\ndataset = "x"\nproject = "elsewhere"', "x", "US", False),
+    ],
+)
+def test_the_scale_engines_dataset_is_the_one_the_config_names(
+    aggregation: str, dataset: str, location: str, accepted: bool
+) -> None:
+    """Aggregate's account may not create datasets: Terraform makes the one the config
+    names (it made PREFIX_scale whatever the config said), in this project only."""
+    config = _deploy_config() + f"\n[aggregation]\n{aggregation}\n"
+    scale = TF["resource"]["google_bigquery_dataset.scale"]
+    precondition = _precondition("google_bigquery_dataset_iam_member.aggregate_scale", "project")
+    got = _evaluate(
+        config,
+        _ref(scale["dataset_id"]),
+        _ref(scale["location"]).replace("var.bigquery_location", '"US"'),  # its default
+        precondition,
+    )
+    assert got == [dataset, location, accepted]
+
+
+@pytest.mark.parametrize(
+    ("project", "accepted"),
+    [(None, True), ("my-project", True), ("measurement-lab", True), ("elsewhere", False)],
+)
+def test_the_queries_run_where_the_ingest_accounts_may_run_them(
+    project: str | None, accepted: bool
+) -> None:
+    """Terraform grants the BigQuery job roles in its own project; M-Lab grants its own.
+    A config billing another project failed every query with 403."""
+    config = _deploy_config()
+    line = f'project = "{project}"\n' if project else ""
+    config, n = re.subn(r"(?m)^project = .*\n", line, config)
+    assert n == 1
+    condition = _precondition("google_project_iam_member.ingest_bigquery_jobs", "source_project")
+    assert _evaluate(config, condition) == [accepted]
 
 
 def test_the_deploy_configs_locks_go_stale_soon_after_a_function_is_stopped() -> None:

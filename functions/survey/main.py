@@ -4,7 +4,7 @@ Settings: PIECEWISE_CONFIG (the config file, default `piecewise.toml` beside thi
 and the secret salt of client hashes in the variable that `survey.salt_env` names
 (default PIECEWISE_SURVEY_SALT). Firestore's project and credentials come from the
 function's environment. The client address is the one Google's front end put last in
-X-Forwarded-For.
+X-Forwarded-For. On Cloud Run (K_SERVICE set) it refuses to start with a SQLite store.
 """
 
 from __future__ import annotations
@@ -25,6 +25,12 @@ setup_logging(structured=True)
 
 def _settings() -> tuple[Config, bytes]:
     config = load_config(os.environ.get("PIECEWISE_CONFIG", "piecewise.toml"), check_files=False)
+    if os.environ.get("K_SERVICE") and not config.survey.store.startswith("firestore://"):
+        # On Cloud Run a file lies on one instance's in-memory disk: answered 201, lost.
+        raise RuntimeError(
+            f"survey.store = {config.survey.store!r}: a deployed survey needs "
+            '"firestore://COLLECTION" (a file is lost when its instance stops)'
+        )
     salt = os.environ.get(config.survey.salt_env, "")
     if not salt:
         raise RuntimeError(
