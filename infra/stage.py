@@ -132,17 +132,16 @@ def deploy_settings(config: Path, *, check_files: bool = True) -> dict[str, obje
         cfg = load_config(config, check_files=check_files)
     except ConfigError as exc:
         raise StageError(str(exc)) from exc
+    from piecewise.ingest.geoip import needs_license_key
+
     geoip = cfg.geoip
-    source = geoip.source_url or ""
     scheme, _, rest = cfg.survey.store.partition("://")
     bigquery = cfg.aggregation.engine == "bigquery"
     return {
         "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest(),
         "public_store": cfg.stores.public,
         "license_key_env": geoip.license_key_env,
-        # A key in the URL's placeholder or with the account ID (basic auth) only.
-        "license_key_needed": source.lower().startswith(("http://", "https://"))
-        and ("{license_key}" in source or geoip.account_id is not None),
+        "license_key_needed": needs_license_key(geoip.source_url, geoip.account_id),
         "salt_env": cfg.survey.salt_env,
         "survey_store": cfg.survey.store,
         "survey_collection": rest if scheme == "firestore" else "",

@@ -99,6 +99,40 @@ def test_the_licence_key_is_tried_against_maxmind(
     assert not (tmp_path / "private" / "geoip").exists()  # the download stayed in memory
 
 
+def test_a_copy_that_needs_no_key_is_tried_without_one(tmp_path: Path) -> None:
+    """A `file://` or bucket copy of the database downloads without MaxMind's key: the
+    step failed for want of one, while ingest read the copy."""
+    archive = tmp_path / "GeoLite2-ASN.tar.gz"
+    archive.write_bytes(maxmind_tar_gz(demo_mmdb(tmp_path, 1777334400), 1777334400))
+    cfg = parse_config(
+        config_text(tmp_path, geoip=f'source_url = "{archive.as_uri()}"'), base_dir=tmp_path
+    )
+    found = by_step(list(checks(cfg, now=NOW)))["ISP names"]
+    assert found.status == "ok" and "GeoLite2-ASN built" in found.found, found
+    assert "licence key" not in found.found
+
+
+@pytest.mark.parametrize("content", [b"not a database", None])
+def test_a_configured_database_that_cannot_be_used_fails_its_step_only(
+    tmp_path: Path, content: bytes | None
+) -> None:
+    """A file that is no MaxMind DB (or one of another type) was a traceback that ended
+    the doctor before the BigQuery and salt steps."""
+    database = tmp_path / "asn.mmdb"
+    if content is None:
+        from test_geoip import city_mmdb
+
+        content = city_mmdb(tmp_path)
+    database.write_bytes(content)
+    cfg = parse_config(
+        config_text(tmp_path, geoip=f'asn_database = "{database}"'), base_dir=tmp_path
+    )
+    found = by_step(list(checks(cfg, now=NOW)))
+    assert found["ISP names"].status == "fail", found["ISP names"]
+    assert "geoip.asn_database" in found["ISP names"].found
+    assert "survey salt" in found  # the steps after it still ran
+
+
 def bigquery_text(endpoint: str) -> str:
     return f'kind = "bigquery"\nproject = "piecewise-test"\napi_endpoint = "{endpoint}"'
 

@@ -694,9 +694,61 @@ def test_geoip_config_validation(tmp_path: Path) -> None:
         _config_with_geoip(tmp_path, 'asn_database = "x.mmdb"\nsource_url = "gs://b/x.mmdb"')
     with pytest.raises(ConfigError, match="not the key itself"):
         _config_with_geoip(tmp_path, 'source_url = "https://x/?license_key=abc"')
+    # curl's habit: the key would be in every error and log line about the download.
+    with pytest.raises(ConfigError, match="no user or password in the URL"):
+        _config_with_geoip(tmp_path, 'source_url = "https://123:Sup3rSecret@x.org/a.tar.gz"')
     cfg = _config_with_geoip(tmp_path, 'source_url = "https://x/?license_key={license_key}"')
     assert cfg.geoip.license_key_env == "MAXMIND_LICENSE_KEY" and cfg.geoip.max_age_days == 7
     assert cfg.geoip.allow_stale is False
     # Longer than the licence's 30 days would keep a superseded database in use.
     with pytest.raises(ConfigError, match="geoip.max_age_days"):
         _config_with_geoip(tmp_path, 'source_url = "gs://b/x.mmdb"\nmax_age_days = 31')
+
+
+@pytest.mark.parametrize("kind", ["city", "junk"])
+def test_a_configured_database_that_names_no_isp_is_refused_by_its_key(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A GeoLite2-City file named as `asn_database` named no ISP (every name fell back to
+    M-Lab's, credited to MaxMind), and a file that is no MaxMind DB was a traceback."""
+    from piecewise.cli import main
+
+    database = tmp_path / "db.mmdb"
+    database.write_bytes(city_mmdb(tmp_path) if kind == "city" else b"not a database")
+    config = tmp_path / "piecewise.toml"
+    config.write_text(
+        toml_config(
+            region(),
+            hexes(5),
+            study_periods("2025-03-25"),
+            stores(),
+            synthetic(seed=11, tests_per_day=50),
+            f'[geoip]\nasn_database = "{database}"',
+        )
+    )
+    code = main(["ingest", "--config", str(config), "--start", "2025-03-25", "--end", "2025-03-25"])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert "geoip.asn_database" in err
+    assert ("'GeoLite2-City' database" if kind == "city" else "not a MaxMind DB file") in err
+    assert not (tmp_path / "private" / "tests").exists()
+
+
+def test_the_pure_python_reader_reads_what_the_extension_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """maxminddb installs without its C extension where it cannot build it: a valid
+    database was then "not a MaxMind DB file" and the demo's setup a traceback."""
+    import pyarrow as pa
+
+    from piecewise.demo.geoip import build_demo_asn_db
+    from piecewise.ingest.geoip import check_database_file
+
+    path = build_demo_asn_db(tmp_path / "asn.mmdb")
+    ips = pa.array(["1.1.1.1", "2001:4860::1", "not an address", None, "73.1.2.3"])
+    with_extension = AsnDatabase(path).lookup(ips)
+    import maxminddb
+
+    monkeypatch.setattr(maxminddb, "_extension", None)  # as where it did not build
+    assert check_database_file(path, "the demo database")[1] == "GeoLite2-ASN"
+    assert AsnDatabase(path).lookup(ips) == with_extension

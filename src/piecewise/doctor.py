@@ -85,8 +85,10 @@ def check_stores(config: Config) -> Iterator[Check]:
 def check_geoip(config: Config, now: dt.datetime) -> Check:
     from piecewise.ingest.geoip import (
         GeoIPError,
+        check_database_file,
         database_facts,
         licence_limit,
+        needs_license_key,
         refresh_geoip,
     )
     from piecewise.storage.store import open_store
@@ -105,12 +107,12 @@ def check_geoip(config: Config, now: dt.datetime) -> Check:
                 "no MaxMind database: ISPs are named by M-Lab's own AS names",
                 refresh,
             )
+        database = settings.asn_database
         try:
-            facts = database_facts(settings.asn_database)
-        except (OSError, ValueError) as exc:
-            return Check(
-                "ISP names", "fail", f"{settings.asn_database} cannot be read ({exc})", refresh
-            )
+            check_database_file(database, f"geoip.asn_database ({database})")
+            facts = database_facts(database)
+        except (OSError, ValueError, GeoIPError) as exc:
+            return Check("ISP names", "fail", f"{database} cannot be used ({exc})", refresh)
         if facts.demo:
             return Check(
                 "ISP names",
@@ -129,7 +131,7 @@ def check_geoip(config: Config, now: dt.datetime) -> Check:
             refresh,
         )
     key = os.environ.get(settings.license_key_env, "")
-    if not key:
+    if not key and needs_license_key(settings.source_url, settings.account_id):
         return Check(
             "ISP names",
             "fail",
@@ -142,19 +144,18 @@ def check_geoip(config: Config, now: dt.datetime) -> Check:
         version = refresh_geoip(
             scratch,
             settings.source_url,
-            license_key=key,
+            license_key=key or None,
             account_id=settings.account_id,
             now=now,
             force=True,
             retries=1,
         )
     except GeoIPError as exc:
-        return Check("ISP names", "fail", f"MaxMind refused or failed the download: {exc}", refresh)
-    return Check(
-        "ISP names",
-        "ok",
-        f"the licence key downloads {version.identity} from {settings.source_url.split('?')[0]}",
-    )
+        who = "MaxMind refused or failed" if key else "failed"
+        return Check("ISP names", "fail", f"{who} the download: {exc}", refresh)
+    what = "the licence key downloads" if key else "downloads"
+    where = settings.source_url.split("?")[0]
+    return Check("ISP names", "ok", f"{what} {version.identity} from {where}")
 
 
 def check_bigquery(config: Config, yesterday: dt.date) -> Iterator[Check]:

@@ -705,6 +705,12 @@ class GeoIP(_Strict):
                 "put `license_key={license_key}` in the URL and the key in the environment "
                 "variable named by `license_key_env`, not the key itself"
             )
+        # `https://ID:KEY@host/...` (curl's habit) would end up in errors and logs whole.
+        if url is not None and re.match(r"(?i)^[a-z][a-z0-9+.-]*://[^/?#]*@", url):
+            raise ValueError(
+                "no user or password in the URL: set `account_id`, and the key in the "
+                "environment variable named by `license_key_env`"
+            )
         return url
 
     @model_validator(mode="after")

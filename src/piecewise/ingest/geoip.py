@@ -273,6 +273,15 @@ def urllib_fetch(request: urllib.request.Request, timeout: float) -> bytes:
     return body
 
 
+def needs_license_key(source_url: str | None, account_id: str | None) -> bool:
+    """Whether downloading `source_url` takes the license key: an HTTP(S) URL with the
+    `{license_key}` placeholder, or with an account ID (basic auth). A copy in a bucket
+    or a folder needs none."""
+    if source_url is None or not _is_http(source_url):
+        return False
+    return LICENSE_PLACEHOLDER in source_url or account_id is not None
+
+
 def _is_http(url: str) -> bool:
     return urllib.parse.urlsplit(url).scheme.lower() in ("http", "https")
 
@@ -448,30 +457,39 @@ def _looks_like_tar(data: bytes) -> bool:
 
 def check_database(data: bytes, what: str = "the GeoIP download") -> tuple[int, str]:
     """(build_epoch, database_type) of `data` if it is a readable MaxMind DB of an ASN or
-    ISP type (opened with the C extension, as `AsnDatabase` does); else GeoIPError."""
+    ISP type (opened as `AsnDatabase` opens it); else GeoIPError."""
     if not data:
         raise GeoIPError(f"{what} is empty")
     with tempfile.TemporaryDirectory(prefix="piecewise-geoip-") as folder:
         path = Path(folder) / "check.mmdb"
         path.write_bytes(data)
-        try:
-            reader = maxminddb.open_database(str(path), maxminddb.MODE_MMAP_EXT)
-        except Exception as exc:
-            reason = str(exc).replace(str(path), "the file")
-            raise GeoIPError(f"{what} is not a MaxMind DB file: {reason}") from None
-        try:
-            meta = reader.metadata()
-            database_type = str(meta.database_type)
-            build_epoch = int(meta.build_epoch)
-            for address in ("1.1.1.1", "8.8.8.8", "2001:4860:4860::8888"):
-                try:
-                    reader.get(address)
-                except ValueError:  # an IPv4-only database asked for IPv6
-                    continue
-        except Exception as exc:
-            raise GeoIPError(f"{what} is a damaged MaxMind DB file: {exc}") from None
-        finally:
-            reader.close()
+        return check_database_file(path, what, shown="the file")
+
+
+def check_database_file(
+    path: Path | str, what: str, *, shown: str | None = None
+) -> tuple[int, str]:
+    """(build_epoch, database_type) of the file at `path` if it is a readable MaxMind DB
+    of an ASN or ISP type; else GeoIPError naming `what` (a GeoLite2-City database would
+    name no ISP, and every ISP would fall back to M-Lab's names without a word)."""
+    try:
+        reader = maxminddb.open_database(str(path), maxminddb.MODE_AUTO)
+    except Exception as exc:
+        reason = str(exc).replace(str(path), shown) if shown else str(exc)
+        raise GeoIPError(f"{what} is not a MaxMind DB file: {reason}") from None
+    try:
+        meta = reader.metadata()
+        database_type = str(meta.database_type)
+        build_epoch = int(meta.build_epoch)
+        for address in ("1.1.1.1", "8.8.8.8", "2001:4860:4860::8888"):
+            try:
+                reader.get(address)
+            except ValueError:  # an IPv4-only database asked for IPv6
+                continue
+    except Exception as exc:
+        raise GeoIPError(f"{what} is a damaged MaxMind DB file: {exc}") from None
+    finally:
+        reader.close()
     if not any(kind in database_type.upper() for kind in ACCEPTED_TYPES):
         raise GeoIPError(
             f"{what} is a {database_type!r} database; an ASN or ISP database "
@@ -1032,6 +1050,8 @@ def attribution(config: Config) -> str:
 def _configured_database(config: Config, now: dt.datetime) -> tuple[Config, str | None]:
     """The database the config names (no `geoip.source_url`), if its licence allows."""
     path = config.geoip.asn_database
+    if path is not None:
+        check_database_file(path, f"geoip.asn_database ({path})")
     return licensed_geoip(config, path, geoip_identity(path), now)
 
 
