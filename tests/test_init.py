@@ -70,7 +70,8 @@ def test_a_state_by_name_gets_its_counties_region_hexagons_and_a_working_demo(
     west, south, east, north = config.region.bbox
     assert west < -124.5 and east > -116.5 and south < 42 and north > 46.2  # Oregon's
     # The synthetic places: one per county, inside it.
-    with (path.parent / "var/places/oregon/places.csv").open() as f:
+    # The data lies in a folder named for the config file.
+    with (path.parent / "var/places/piecewise/places.csv").open() as f:
         places = list(csv.DictReader(f))
     assert len(places) == 36 and {p["subdivision"] for p in places} == {"OR"}
     shapes = {f["properties"]["NAME"]: shape(f["geometry"]) for f in areas}
@@ -153,6 +154,10 @@ def test_a_users_geojson_with_its_id_and_name_properties_detected(
     config = load_config(path)
     layer = config.layers[0]
     assert (layer.id_property, layer.name_property, layer.name) == ("ward", "label", "Wards")
+    # Its country is not known here: none is written (it narrows BigQuery's query, and
+    # "US" selected nothing for a place elsewhere).
+    assert config.region.country is None and config.region.subdivisions == []
+    assert '# country = "US"   # the place\'s ISO code' in path.read_text()
     assert config.evening.timezone == "America/Chicago"
     assert config.layers[1].resolution == FINEST  # a city: the finest hexagons allowed
     index = run_demo(path)
@@ -233,8 +238,38 @@ def test_an_existing_configuration_is_kept_unless_forced(
     assert init(tmp_path, "--geojson", str(geojson), *zone)[0] == 2
     assert "exists: choose another --output, or --force" in capsys.readouterr().err
     assert path.read_text() == "# mine\n"
+    assert not (tmp_path / "var").exists()  # refused before anything was built
     assert init(tmp_path, "--geojson", str(geojson), *zone, "--force")[0] == 0
     assert load_config(path).layers[0].id == "areas"
+
+
+def test_two_configs_of_places_of_one_name_share_no_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The data folder was named for the place: a second config of the same name (the
+    2024 wards beside the 2020 ones, two sets of four counties of one state) rewrote the
+    first one's boundaries, and both published from the same stores."""
+    for year in ("2020", "2024"):
+        (tmp_path / year).mkdir()
+    old = wards(tmp_path / "2020" / "wards.geojson")
+    new = wards(tmp_path / "2024" / "wards.geojson")
+    text = json.loads(new.read_text())
+    text["features"] = text["features"][:6]  # the city redrew its wards
+    new.write_text(json.dumps(text))
+    zone = ["--timezone", "America/Chicago"]
+    first, second = tmp_path / "wards-2020.toml", tmp_path / "wards-2024.toml"
+    assert main(["init", "-o", str(first), "--geojson", str(old), *zone]) == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "var").rglob("*") if p.is_file()}
+    assert main(["init", "-o", str(second), "--geojson", str(new), *zone]) == 0, (
+        capsys.readouterr().err
+    )
+    after = {p: p.read_bytes() for p in before}
+    assert after == before  # the first config's files, as they were
+    one, two = load_config(first), load_config(second)
+    assert len(json.loads(Path(one.layers[0].file).read_text())["features"]) == 12
+    assert len(json.loads(Path(two.layers[0].file).read_text())["features"]) == 6
+    assert one.stores.private != two.stores.private and one.stores.public != two.stores.public
+    assert one.survey.store != two.survey.store
 
 
 PLACES = {
@@ -456,3 +491,14 @@ def test_a_name_is_written_as_given_whatever_its_characters(tmp_path: Path) -> N
     code, path = init(tmp_path, "--geojson", str(geojson), "--timezone", "UTC", "--name", name)
     assert code == 0
     assert load_config(path).project.name == name
+
+
+def test_a_territory_is_its_own_country_as_maxmind_codes_it(
+    demo_node_modules: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """M-Lab's `client.Geo` (MaxMind's) gives Puerto Rico the country code PR, not US
+    with the subdivision PR: the BigQuery query selected none of its tests."""
+    code, path = init(tmp_path, "--state", "Puerto Rico")
+    assert code == 0, capsys.readouterr().err
+    region = load_config(path).region
+    assert (region.country, region.subdivisions) == ("PR", [])

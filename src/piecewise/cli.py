@@ -553,6 +553,12 @@ def cmd_site_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _folder_name(config_path: Path) -> str:
+    """The data folder of a config written by `init`: its file's name without `.toml`,
+    in lower case letters, digits and dashes (`Oregon Metro.toml`: oregon-metro)."""
+    return re.sub(r"[^a-z0-9]+", "-", config_path.stem.casefold()).strip("-") or "place"
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from piecewise.init import (
         InitError,
@@ -589,9 +595,17 @@ def cmd_init(args: argparse.Namespace) -> int:
         counties = [c for c in (args.counties or "").split(",") if c.strip()] or None
         if counties and not args.state:
             raise InitError("--counties needs --state")
+        # Before anything is built: a refused init leaves every file as it was.
+        if config_path.exists() and not args.force:
+            raise InitError(
+                f"{config_path} exists: choose another --output, or --force to replace it"
+            )
         root = Path(args.data_dir) if args.data_dir else config_path.parent / "var" / "places"
+        # The data (boundaries, places, stores) in a folder named for the config file: two
+        # configs of one place, or of two places of one name, never share a file.
+        folder = _folder_name(config_path)
         if args.state:
-            place = atlas_place(root, args.state, counties, title=args.name)
+            place = atlas_place(root, args.state, counties, title=args.name, folder=folder)
         else:
             place = geojson_place(
                 Path(args.geojson),
@@ -601,6 +615,7 @@ def cmd_init(args: argparse.Namespace) -> int:
                 name_property=args.name_property,
                 layer_name=args.layer_name,
                 title=args.name,
+                folder=folder,
             )
         if args.timezone and args.state:
             place = dataclasses.replace(place, timezone=args.timezone)
@@ -816,7 +831,9 @@ def parser() -> argparse.ArgumentParser:
     )
     init.add_argument("--output", "-o", default="piecewise.toml", help="the file to write")
     init.add_argument(
-        "--data-dir", help="where the boundaries and places go (default: var/places/PLACE)"
+        "--data-dir",
+        help="where the folder of the boundaries, places and stores goes, named for the "
+        "config file (default: var/places/, beside the config)",
     )
     init.add_argument(
         "--bigquery-dataset",

@@ -54,6 +54,7 @@ PLACE_WEIGHT = 10_000
 
 # The primary IANA time zone of each state (where most people live), for the evening
 # hours; a state across two zones takes the more populous one (edit `[evening]`).
+TERRITORIES = frozenset({"AS", "GU", "MP", "PR", "VI"})
 STATE_TIME_ZONES = {
     "01": ("AL", "America/Chicago"),
     "02": ("AK", "America/Anchorage"),
@@ -247,10 +248,15 @@ class Atlas:
 
 
 def atlas_place(
-    root: Path, state: str, counties: list[str] | None = None, title: str | None = None
+    root: Path,
+    state: str,
+    counties: list[str] | None = None,
+    title: str | None = None,
+    *,
+    folder: str | None = None,
 ) -> Place:
-    """A state, or some of its counties, with boundaries built into a folder of `root`
-    named for it."""
+    """A state, or some of its counties, with boundaries built into `root / folder`
+    (a folder named for the place without `folder`)."""
     atlas = Atlas.load()
     fips = atlas.state(state)
     codes = sorted({atlas.county(fips, c) for c in counties}) if counties else None
@@ -259,7 +265,7 @@ def atlas_place(
     slug = re.sub(r"[^a-z0-9]+", "-", name.casefold()).strip("-")
     if codes:
         slug += "-" + "-".join(c[2:] for c in codes) if len(codes) <= 3 else f"-{len(codes)}"
-    out = root / slug
+    out = root / (folder or slug)
     args = [_node(), str(ATLAS_SCRIPT), str(out), "--state", fips, "--prefix", slug]
     if codes:
         args += ["--counties", ",".join(codes)]
@@ -286,8 +292,10 @@ def atlas_place(
         layer_id="counties",
         layer_name="Counties",
         layer_translations={"es": "Condados"},
-        country="US",
-        subdivisions=(postal,) if postal else (),
+        # MaxMind, and so M-Lab's `client.Geo`, gives the territories country codes of
+        # their own (ISO 3166-1: PR, GU, VI, AS, MP), not US and a subdivision.
+        country=postal if postal in TERRITORIES else "US",
+        subdivisions=(postal,) if postal and postal not in TERRITORIES else (),
         timezone=timezone,
     )
 
@@ -340,9 +348,11 @@ def geojson_place(
     name_property: str | None = None,
     layer_name: str | None = None,
     title: str | None = None,
+    folder: str | None = None,
 ) -> Place:
     """A user's GeoJSON of areas: its id and name properties given or detected, and its
-    outline (the union of the areas) written into a folder of `root` named for it."""
+    outline (the union of the areas) written into `root / folder` (a folder named for
+    the file without `folder`)."""
     features = _polygons(path)
     keys = sorted({k for f in features for k in (f.get("properties") or {})})
     if id_property is None:
@@ -380,7 +390,7 @@ def geojson_place(
     if not (-180 <= west <= east <= 180 and -90 <= south <= north <= 90):
         raise InitError(f"--geojson {path}: coordinates are not longitude and latitude (WGS 84)")
     slug = re.sub(r"[^a-z0-9]+", "-", path.stem.casefold()).strip("-") or "areas"
-    out = root / slug
+    out = root / (folder or slug)
     out.mkdir(parents=True, exist_ok=True)
     areas = out / f"{slug}-areas.geojson"
     outline = out / f"{slug}-outline.geojson"
@@ -569,7 +579,14 @@ def render_config(
     text = _replace(
         text, 'polygon = "var/demo/wa-state.geojson"', f"polygon = {_toml(rel(place.outline))}"
     )
-    text = _replace(text, 'country = "US"', f"country = {_toml(place.country or 'US')}")
+    if place.country:
+        text = _replace(text, 'country = "US"', f"country = {_toml(place.country)}")
+    else:  # a GeoJSON's place: its country is not known here, and narrows BigQuery's query
+        text = _replace(
+            text,
+            'country = "US"',
+            "# country = \"US\"   # the place's ISO code, for the BigQuery source: set it",
+        )
     text = _replace(
         text, 'subdivisions = ["WA"]', f"subdivisions = {json.dumps(list(place.subdivisions))}"
     )
