@@ -585,7 +585,7 @@ def render_config(
         text = _replace(
             text,
             'country = "US"',
-            "# country = \"US\"   # the place's ISO code, for the BigQuery source: set it",
+            '# country = "US"   # the place\'s ISO code, for the BigQuery source: set it',
         )
     text = _replace(
         text, 'subdivisions = ["WA"]', f"subdivisions = {json.dumps(list(place.subdivisions))}"
