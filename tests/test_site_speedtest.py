@@ -201,6 +201,8 @@ def test_speed_test_result_survey_errors_and_thanks(page, site_server, ndt7_serv
     assert posted.value.status == 201
     wait_state(page, "thanks")
     assert page.get_by_role("heading", name="Thank you").is_visible()
+    # Without a location the answers count in no area: the thanks says so.
+    assert "Without a location they are not counted" in page.locator("#thanks-text").inner_text()
     assert satisfaction.get_attribute("aria-invalid") is None
     page.screenshot(path=str(screenshot_dir / "thanks.png"), full_page=True)
 
@@ -240,6 +242,52 @@ def test_a_failed_test_says_why_and_still_offers_the_survey(page, site_server, n
     wait_state(page, "survey")
     page.locator("#survey-form").wait_for(state="visible")
     assert page.locator("#survey-form input[name=download_uuid]").count() == 0
+
+
+def test_answers_changed_after_a_lost_reply_are_a_response_of_their_own(page, site_server):
+    """The first send reached the survey, its answer did not reach the page; the resident
+    corrects an answer and sends again. With the first send's key the survey answered
+    200 "stored: false" and kept the uncorrected answers only, and the page said thanks."""
+    definition = form_definition(site_server)
+    open_speedtest(page, site_server)
+    page.get_by_role("button", name="Skip the test, go to the survey").click()
+    wait_state(page, "survey")
+    page.locator("#survey-form").wait_for(state="visible")
+    isp = definition["fields"][0]
+    page.get_by_role("group", name=isp["label"]).get_by_label(isp["choices"][0]).check()
+    cost = page.get_by_label("What do you pay per month?")
+    cost.fill("6550")
+    page.get_by_label("Anything else?").fill("lost reply, first")
+    page.get_by_label(definition["consent"]["text"], exact=False).check()
+    reached: list[int] = []
+
+    def lose_the_first_answer(route) -> None:
+        if reached:
+            route.continue_()
+            return
+        reached.append(route.fetch().status)  # stored by the survey...
+        route.abort()  # ...and its answer lost on the way back
+
+    page.route(re.compile(re.escape(site_server.url) + r"v1/survey$"), lose_the_first_answer)
+    page.get_by_role("button", name="Send my answers").click()
+    page.locator("#survey-status").wait_for(state="visible")
+    assert reached == [201] and state(page) == "survey"
+    cost.fill("65.50")
+    page.get_by_label("Anything else?").fill("lost reply, corrected")
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+        page.get_by_role("button", name="Send my answers").click()
+    assert posted.value.status == 201
+    wait_state(page, "thanks")
+    store = SqliteSurveyStore(site_server.survey_db)
+    try:
+        costs = {
+            r["answers"]["comments"]: r["answers"]["monthly_cost"]
+            for _, r in store.records()
+            if r["answers"].get("comments", "").startswith("lost reply")
+        }
+    finally:
+        store.close()
+    assert costs == {"lost reply, first": 6550, "lost reply, corrected": 65.5}
 
 
 # -- every field type, without the test: a survey app with such a form, in process ------
@@ -332,8 +380,9 @@ def test_every_field_type_and_location_without_the_test(page, site_server, tmp_p
     assert uses.get_by_role("checkbox").count() == 4
     assert outages.get_by_role("radio").count() == 2
     people = page.get_by_label("People in the household")
-    assert people.get_attribute("type") == "number"
-    assert (people.get_attribute("min"), people.get_attribute("max")) == ("1", "20")
+    # Text read in either convention (a box of type "number" read "1.000" as 1), with
+    # a phone's number keys; the range in the hint, the survey holds it.
+    assert (people.get_attribute("type"), people.get_attribute("inputmode")) == ("text", "numeric")
     assert "whole number from 1 to 20 people" in describedby_text(page, people).lower()
     notes = page.get_by_label("Notes")
     assert notes.get_attribute("maxlength") == "50"
@@ -358,6 +407,7 @@ def test_every_field_type_and_location_without_the_test(page, site_server, tmp_p
     page.get_by_role("button", name="Send my answers").click()
     wait_state(page, "thanks")
     assert survey.statuses[-1] == 201
+    assert "count in the statistics by area" in page.locator("#thanks-text").inner_text()
 
     ((_, record),) = list(survey.store.records())
     assert record["answers"] == {
@@ -497,7 +547,20 @@ def test_a_resident_takes_the_test_and_answers_in_spanish(
         assert isp.get_by_label("Otro").count() == 1
         kind = page.get_by_role("group", name="¿Qué tipo de conexión es?")
         kind.get_by_label("Fibra óptica").check()
-        page.get_by_label("¿Cuánto paga al mes?").fill("70")
+        # Numbers as a resident writes them: a decimal comma read as one; "1.000", a
+        # thousand or one, asked again before anything is sent (a box of type "number"
+        # sent 1 and 7050, and the survey stored them).
+        page.get_by_label("¿Cuánto paga al mes?").fill("70,50")
+        advertised = page.get_by_label("Velocidad de descarga anunciada")
+        assert "De 0 a 100000 Mbps" in describedby_text(page, advertised)  # no "100.000"
+        advertised.fill("1.000")
+        posts: list[str] = []
+        page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+        page.get_by_role("button", name="Enviar mis respuestas").click()
+        page.locator("#error-summary").wait_for(state="visible")
+        assert "«1.000» puede ser 1000 o 1" in describedby_text(page, advertised)
+        assert posts == []
+        advertised.fill("1000")
         assert page.get_by_role("button", name="Compartir mi ubicación").is_visible()
         # Nothing chosen for the required ISP, no consent: messages in Spanish.
         with page.expect_response(lambda r: r.request.method == "POST") as posted:
@@ -529,7 +592,8 @@ def test_a_resident_takes_the_test_and_answers_in_spanish(
         finally:
             store.close()
         assert record["answers"]["connection_type"] == "Fiber"  # the value, not its text
-        assert record["answers"]["isp"] == first_isp and record["answers"]["monthly_cost"] == 70
+        assert record["answers"]["isp"] == first_isp and record["answers"]["monthly_cost"] == 70.5
+        assert record["answers"]["advertised_download"] == 1000
 
         # The menu: English, kept in the URL.
         with page.expect_navigation():

@@ -556,6 +556,19 @@ def test_without_an_origin_the_fetch_metadata_decides(
     assert survey_store.count() == (status == 201)
 
 
+def test_a_page_on_another_origin_reads_when_to_try_again(
+    make_survey: Make, survey_store: SurveyStore
+) -> None:
+    """The site in its bucket posts across origins: without the header exposed, its page
+    read no Retry-After and said "in a little while" to a 429 that said 301 s."""
+    app, _ = make_survey(cors_origins=f'["{SITE}"]', rate_limit="1")
+    assert post_from(app, {"Origin": SITE}).status_code == 201
+    limited = post_from(app, {"Origin": SITE}, satisfaction=5)
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
+    assert limited.headers["Access-Control-Allow-Origin"] == SITE
+    assert "Retry-After" in limited.headers["Access-Control-Expose-Headers"]
+
+
 def test_the_surveys_own_origin_is_the_scheme_host_and_port_it_is_asked_at(
     make_survey: Make, survey_store: SurveyStore
 ) -> None:

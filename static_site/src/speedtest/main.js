@@ -5,11 +5,12 @@
 // error, survey, thanks.
 import { fetchJson, loadConfig } from "../common/config.js";
 import { chooseLanguage, clockText, keepLanguage, language, languageMenu, nameOf, setLanguage, t, tPlural, translatePage } from "../common/i18n.js";
-import { runSpeedTest } from "./ndt7test.js";
+import { SpeedTestError, runSpeedTest } from "./ndt7test.js";
 import { DAYS_NEEDED, attachKey, eveningOf, eveningOfTime, forget, keepTest, loadRecord, progress } from "./record.js";
 import {
   clearErrors,
   collect,
+  newKey,
   renderSurvey,
   showErrors,
   speedTestOptional,
@@ -126,7 +127,10 @@ async function startTest() {
     setState("result");
     $("result-view").focus();
   } catch (err) {
-    $("error-message").textContent = err.message;
+    // Said in the page's language; the test client's own words go to the console.
+    const kind = err instanceof SpeedTestError ? err.kind : "no_result";
+    $("error-message").textContent = t(`speedtest.failed_${kind}`);
+    console.warn(err);
     setState("error");
     $("error-view").focus();
   } finally {
@@ -178,13 +182,19 @@ async function openSurvey(result) {
     return;
   }
   form.hidden = true;
+  $("survey-retry").hidden = true;
   surveyStatus(t("speedtest.survey_loading"), false);
   let definition;
   try {
     definition = await page.formPromise;
   } catch (err) {
-    page.formPromise = loadForm(); // a later visit tries again
+    page.formPromise = loadForm(); // the button, or a later visit, tries again
     surveyStatus(t("speedtest.survey_failed", { error: err.message }));
+    // Another try keeps the test's result (a reload would lose it).
+    const retry = $("survey-retry");
+    retry.hidden = false;
+    retry.onclick = () => openSurvey(result);
+    retry.focus();
     return;
   }
   if (!result && !speedTestOptional(definition)) {
@@ -215,11 +225,21 @@ async function onSubmit(ev) {
   button.disabled = true;
   $("survey-form").setAttribute("aria-busy", "true");
   const url = page.config.surveyBase.replace(/\/+$/, "");
+  // A send again after a failure keeps its key (the survey stores a response once, if
+  // the first one did arrive); answers changed since then are a response of their own,
+  // which the first one's key would have dropped.
+  const sent = JSON.stringify(body);
+  if (form.sent !== undefined && form.sent !== sent) form.idempotencyKey = newKey();
+  form.sent = sent;
   try {
     const answer = await submit(url, form, body);
     if (answer.ok) {
       attachKey(form.result, form.idempotencyKey); // kept only with an evening record
       clearErrors(form, summary, list);
+      // Only answers with a location count in the statistics by area (docs/survey.md).
+      let thanks = body.latitude === undefined ? "speedtest.thanks_unlocated" : "speedtest.thanks";
+      if (answer.status === 200 && answer.answer?.stored === false) thanks = "speedtest.thanks_repeat";
+      $("thanks-text").textContent = t(thanks);
       setState("thanks");
       $("thanks-view").focus();
     } else if (answer.errors) {

@@ -27,11 +27,11 @@ export function wsProtocol(locateUrl) {
  * Runs the test. `onProgress({phase, mbps, fraction})` gets the phase ("locate",
  * "download", "upload"), the current speed and the share of the test done (0 to 1).
  * Resolves to {downloadMbps, uploadMbps, minRttMs, server, downloadUuid, uploadUuid};
- * rejects with an Error whose message can be shown.
+ * rejects with a SpeedTestError.
  */
 export async function runSpeedTest({ locateUrl, acceptedDataPolicy, clientVersion }, onProgress) {
   if (acceptedDataPolicy !== true) {
-    throw new Error("M-Lab's data policy must be accepted before the test runs.");
+    throw new SpeedTestError("policy", "M-Lab's data policy must be accepted before the test runs");
   }
   const here = window.location.href;
   const config = {
@@ -52,40 +52,48 @@ export async function runSpeedTest({ locateUrl, acceptedDataPolicy, clientVersio
     onProgress({ phase, mbps, fraction });
   };
 
-  const code = await ndt7.test(config, {
-    error: (err) => errors.push(typeof err === "string" ? err : err?.message || String(err)),
-    serverDiscovery: () => onProgress({ phase: "locate", mbps: null, fraction: 0 }),
-    serverChosen: (choice) => {
-      const where = [choice?.location?.city, choice?.location?.country].filter(Boolean);
-      seen.server = choice?.machine
-        ? `${choice.machine}${where.length ? ` (${where.join(", ")})` : ""}`
-        : null;
-    },
-    downloadStart: () => progress("download", null, 0, 0),
-    downloadMeasurement: ({ Source, Data }) => {
-      if (Source === "server") {
-        seen.downloadUuid ||= Data?.ConnectionInfo?.UUID || null;
-      } else {
-        progress("download", Data.MeanClientMbps, Data.ElapsedTime, 0);
-      }
-    },
-    downloadComplete: (data) => {
-      download = data;
-      onProgress({ phase: "download", mbps: null, fraction: 0.5 });
-    },
-    uploadStart: () => progress("upload", null, 0, 0.5),
-    uploadMeasurement: ({ Source, Data }) => {
-      if (Source === "server") {
-        seen.uploadUuid ||= Data?.ConnectionInfo?.UUID || null;
-        const mbps = appInfoMbps(Data?.AppInfo);
-        if (mbps !== null) progress("upload", mbps, Data.AppInfo.ElapsedTime / 1e6, 0.5);
-      }
-    },
-    uploadComplete: (data) => {
-      upload = data;
-      onProgress({ phase: "upload", mbps: null, fraction: 1 });
-    },
-  });
+  let code;
+  try {
+    code = await ndt7.test(config, {
+      error: (err) => errors.push(typeof err === "string" ? err : err?.message || String(err)),
+      serverDiscovery: () => onProgress({ phase: "locate", mbps: null, fraction: 0 }),
+      serverChosen: (choice) => {
+        const where = [choice?.location?.city, choice?.location?.country].filter(Boolean);
+        seen.server = choice?.machine
+          ? `${choice.machine}${where.length ? ` (${where.join(", ")})` : ""}`
+          : null;
+      },
+      downloadStart: () => progress("download", null, 0, 0),
+      downloadMeasurement: ({ Source, Data }) => {
+        if (Source === "server") {
+          seen.downloadUuid ||= Data?.ConnectionInfo?.UUID || null;
+        } else {
+          progress("download", Data.MeanClientMbps, Data.ElapsedTime, 0);
+        }
+      },
+      downloadComplete: (data) => {
+        download = data;
+        onProgress({ phase: "download", mbps: null, fraction: 0.5 });
+      },
+      uploadStart: () => progress("upload", null, 0, 0.5),
+      uploadMeasurement: ({ Source, Data }) => {
+        if (Source === "server") {
+          seen.uploadUuid ||= Data?.ConnectionInfo?.UUID || null;
+          const mbps = appInfoMbps(Data?.AppInfo);
+          if (mbps !== null) progress("upload", mbps, Data.AppInfo.ElapsedTime / 1e6, 0.5);
+        }
+      },
+      uploadComplete: (data) => {
+        upload = data;
+        onProgress({ phase: "upload", mbps: null, fraction: 1 });
+      },
+    });
+  } catch (err) {
+    // The client throws where the locate service answers something unexpected (a 429, no
+    // servers): its message is for developers.
+    errors.push(err?.message || String(err));
+    code = 1;
+  }
 
   // Download speed as the client saw it (M-Lab's own clients do the same), upload
   // speed as the server counted it; the minimum RTT from the download's TCP_INFO.
@@ -97,8 +105,13 @@ export async function runSpeedTest({ locateUrl, acceptedDataPolicy, clientVersio
     upload?.LastClientMeasurement?.MeanClientMbps;
   const minRtt = download?.LastServerMeasurement?.TCPInfo?.MinRTT;
   if (code !== 0 || errors.length || downloadMbps == null || uploadMbps == null) {
-    const reason = errors[0] || "no measurement came back";
-    throw new Error(`The speed test failed: ${describe(reason)}.`);
+    const detail = errors[0] || "no measurement came back";
+    // What went wrong, as a kind the page says in its language; the client's own words
+    // (English, for developers) stay in `detail`.
+    let kind = "no_result";
+    if (!seen.server) kind = "no_server";
+    else if (detail === "error") kind = "unreachable";
+    throw new SpeedTestError(kind, detail);
   }
   return {
     downloadMbps: round(downloadMbps, 2),
@@ -110,11 +123,13 @@ export async function runSpeedTest({ locateUrl, acceptedDataPolicy, clientVersio
   };
 }
 
-function describe(reason) {
-  // The workers report a WebSocket failure only by its event type.
-  if (reason === "error") return "the test server could not be reached or closed the connection";
-  if (/fetch|NetworkError|JSON/i.test(reason)) {
-    return "no test server could be found (M-Lab's locate service did not answer)";
+/** A test that did not finish: `kind` is "no_server" (M-Lab's locate service found
+ * none, or answered something else), "unreachable" (the server could not be reached or
+ * closed the connection) or "no_result"; `detail` is the client's own message. */
+export class SpeedTestError extends Error {
+  constructor(kind, detail) {
+    super(`The speed test failed (${kind}): ${detail}`);
+    this.kind = kind;
+    this.detail = detail;
   }
-  return String(reason).replace(/\.$/, "");
 }

@@ -3,6 +3,7 @@
 
 import { formatNumber as formatIn, language as lang, localized, t, tPlural } from "../common/i18n.js";
 import { h } from "../common/dom.js";
+import { parseNumber } from "./numbers.js";
 
 let uid = 0;
 
@@ -14,6 +15,12 @@ function requiredMark(required) {
 
 function formatNumber(n) {
   return formatIn(n, { maximumFractionDigits: 6 });
+}
+
+// Numbers a resident may copy into a box: no thousands separator, which one convention
+// reads as the other's decimal mark.
+function plainNumber(n) {
+  return formatIn(n, { maximumFractionDigits: 6, useGrouping: false });
 }
 
 /** A question's label and unit in the page's language (the config's translations). */
@@ -32,7 +39,7 @@ function choiceText(def, choice) {
 
 function rangeHint(def) {
   const unit = unitOf(def) ? ` ${unitOf(def)}` : "";
-  const params = { min: formatNumber(def.minimum), max: formatNumber(def.maximum), unit };
+  const params = { min: plainNumber(def.minimum), max: plainNumber(def.maximum), unit };
   return t(def.integer ? "survey.range_whole" : "survey.range", params);
 }
 
@@ -81,14 +88,14 @@ function hintEl(id, text) {
 function numberQuestion(def) {
   const id = inputId(def.name);
   const hintId = `${id}-hint`;
+  // Text, read by parseNumber: a box of type "number" took "65,50" as 6550 and "1.000"
+  // as 1 on a Spanish page (the browser's reading), without a word.
   const input = h("input", {
-    type: "number",
+    type: "text",
     id,
     name: def.name,
     inputmode: def.integer ? "numeric" : "decimal",
-    step: def.integer ? "1" : "any",
-    min: def.minimum,
-    max: def.maximum,
+    autocomplete: "off",
     required: def.required,
     "aria-describedby": hintId,
   });
@@ -102,9 +109,20 @@ function numberQuestion(def) {
   const q = new Question(def.name, root, input, [input]);
   root.insertBefore(q.errorEl, root.querySelector(".with-unit"));
   q.read = () => {
-    if (input.validity.badInput) return { error: t("survey.enter_number") };
-    if (input.value.trim() === "") return { value: undefined };
-    return { value: Number(input.value) };
+    const { value, error } = parseNumber(input.value);
+    if (error === "ambiguous") {
+      const text = input.value.trim();
+      const [thousands, decimal] = [text.replace(/[.,]/, ""), text.replace(/[.,]/, ".")];
+      return {
+        error: t("survey.ambiguous_number", {
+          text,
+          a: plainNumber(Number(thousands)),
+          b: plainNumber(Number(decimal)),
+        }),
+      };
+    }
+    if (error) return { error: t("survey.enter_number") };
+    return { value };
   };
   q.set = (value) => {
     input.value = value ?? "";
@@ -343,12 +361,13 @@ function speedTestBlock(defs, result, labels) {
     const value = values[def.name];
     if (value === null || value === undefined) continue;
     const id = inputId(def.name);
+    // Shown as the result card shows it (120,43 on a Spanish page), sent as measured.
     const input = h("input", {
       type: "text",
       id,
       name: def.name,
       readonly: true,
-      value: String(value),
+      value: def.unit ? plainNumber(value) : String(value),
       class: def.unit ? null : "id",
     });
     const label = labels[def.name] ? t(labels[def.name]) : def.label || def.name;
@@ -359,7 +378,7 @@ function speedTestBlock(defs, result, labels) {
     );
     const q = new Question(def.name, root, input, [input]);
     root.append(q.errorEl, input);
-    q.read = () => ({ value: def.unit ? Number(input.value) : input.value });
+    q.read = () => ({ value });
     questions.push(q);
     grid.append(root);
   }
@@ -427,7 +446,7 @@ export function renderSurvey(container, definition, result) {
   return { questions, honeypot, idempotencyKey: newKey() };
 }
 
-function newKey() {
+export function newKey() {
   if (crypto.randomUUID) return crypto.randomUUID();
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -454,7 +473,7 @@ export function waitText(seconds) {
 }
 
 /**
- * Posts the answers. Resolves to {ok: true} after 200/201/202, or {errors: [...]}
+ * Posts the answers. Resolves to {ok: true, answer, status} after 200/201/202, or {errors: [...]}
  * after a 400, or {message} for anything else (429/503 say when to retry).
  */
 export async function submit(url, form, body) {
@@ -478,7 +497,7 @@ export async function submit(url, form, body) {
   } catch {
     answer = null;
   }
-  if (response.ok) return { ok: true, answer };
+  if (response.ok) return { ok: true, answer, status: response.status };
   const retryAfter = Number(response.headers.get("Retry-After"));
   const err = answer?.error || {};
   switch (response.status) {
