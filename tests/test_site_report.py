@@ -134,7 +134,8 @@ def test_the_report_prints_to_a_clean_pdf(page, site_server, busiest_month) -> N
     page.emulate_media(media="print")
     # On paper: no navigation or buttons, and nothing wider than an A4 page's text.
     assert not page.locator("#print").is_visible()
-    assert not page.locator(".site-header nav").is_visible()
+    hidden = "els => els.length > 0 && els.every((e) => getComputedStyle(e).display === 'none')"
+    assert page.locator(".site-header nav").evaluate_all(hidden)  # the site's and languages
     for selector in (
         "#panel-series canvas",
         "#panel-numbers table",
@@ -153,3 +154,27 @@ def test_a_report_without_an_area_says_what_to_do(page, site_server) -> None:
     page.goto(f"{site_server.url}report.html")
     page.wait_for_function(READY)
     assert "No area is chosen" in page.locator("#report-error").inner_text()
+
+
+def test_a_link_asking_for_what_is_not_published_says_what_is_shown_instead(
+    page, site_server, busiest_month
+) -> None:
+    """A link to a period or an ISP that is not published showed another's numbers under
+    the same heading; a printed report is read without its link."""
+    period, cell = busiest_month
+    view = urllib.parse.urlencode(
+        {"layer": "counties", "kind": "month", "period": "1999-01", "isp": "Nobody Net"}
+        | {"area": cell["area"]}
+    )
+    page.goto(f"{site_server.url}report.html#{view}")
+    page.wait_for_function(READY)
+    notice = page.locator("#report-fallback")
+    assert notice.is_visible()
+    text = notice.inner_text()
+    assert "“1999-01”, which is not published: this report shows “" in text
+    assert "the ISP “Nobody Net”, which is not published: this report shows “all”" in text
+    # A link to what is published has no such notice (a new hash alone loads nothing).
+    open_report(page, site_server, period, cell["area"])
+    page.reload()
+    page.wait_for_function(READY)
+    assert page.locator("#report-fallback").is_hidden()

@@ -153,7 +153,8 @@ def test_speed_test_result_survey_errors_and_thanks(page, site_server, ndt7_serv
     form.wait_for(state="visible")
     for field in definition["fields"]:
         if field["type"] in ("choice", "multi_choice", "yes_no"):
-            group = page.get_by_role("group", name=field["label"])
+            role = "group" if field["type"] == "multi_choice" else "radiogroup"
+            group = page.get_by_role(role, name=field["label"])
             assert group.count() == 1, field["name"]
             options = len(field["choices"]) + (1 if field.get("other") else 0)
             assert group.locator(f"input[name={field['name']}]").count() == options
@@ -170,7 +171,7 @@ def test_speed_test_result_survey_errors_and_thanks(page, site_server, ndt7_serv
 
     # A bad answer and no consent: the survey's 400, shown beside each field.
     isp = definition["fields"][0]
-    page.get_by_role("group", name=isp["label"]).get_by_label(isp["choices"][2]).check()
+    page.get_by_role("radiogroup", name=isp["label"]).get_by_label(isp["choices"][2]).check()
     satisfaction = page.get_by_label("How satisfied", exact=False)
     satisfaction.fill("7")
     page.get_by_label("Anything else?").fill("Slow in the evenings.")
@@ -254,7 +255,7 @@ def test_answers_changed_after_a_lost_reply_are_a_response_of_their_own(page, si
     wait_state(page, "survey")
     page.locator("#survey-form").wait_for(state="visible")
     isp = definition["fields"][0]
-    page.get_by_role("group", name=isp["label"]).get_by_label(isp["choices"][0]).check()
+    page.get_by_role("radiogroup", name=isp["label"]).get_by_label(isp["choices"][0]).check()
     cost = page.get_by_label("What do you pay per month?")
     cost.fill("6550")
     page.get_by_label("Anything else?").fill("lost reply, first")
@@ -374,11 +375,17 @@ def test_every_field_type_and_location_without_the_test(page, site_server, tmp_p
     assert page.locator("#survey-form input[name=download_mbps]").count() == 0
     assert page.locator("#result-view").is_hidden()
 
-    provider = page.get_by_role("group", name="Your provider")
+    provider = page.get_by_role("radiogroup", name="Your provider")
     uses = page.get_by_role("group", name="What do you use the connection for?")
-    outages = page.get_by_role("group", name="Outages in the last month?")
+    outages = page.get_by_role("radiogroup", name="Outages in the last month?")
     assert uses.get_by_role("checkbox").count() == 4
     assert outages.get_by_role("radio").count() == 2
+    # A required question says so to a screen reader, and nothing is invalid untouched.
+    assert provider.get_attribute("aria-required") == "true"
+    assert outages.get_attribute("aria-required") is None
+    consent_box = page.get_by_label("I agree that Piecewise stores", exact=False)
+    assert consent_box.get_attribute("aria-required") == "true"
+    assert consent_box.get_attribute("required") is None  # announced invalid untouched
     people = page.get_by_label("People in the household")
     # Text read in either convention (a box of type "number" read "1.000" as 1), with
     # a phone's number keys; the range in the hint, the survey holds it.
@@ -402,7 +409,7 @@ def test_every_field_type_and_location_without_the_test(page, site_server, tmp_p
     page.get_by_role("button", name="Send my answers").click()
     page.locator("#error-summary").wait_for(state="visible")
     assert survey.statuses[-1] == 400
-    assert "name the isp" in describedby_text(page, other)
+    assert "Say which one, as you chose “Other”" in describedby_text(page, other)
     other.fill("Gamma Wireless")
     page.get_by_role("button", name="Send my answers").click()
     wait_state(page, "thanks")
@@ -427,7 +434,7 @@ def test_too_many_posts_show_when_to_try_again(page, site_server, tmp_path):
     open_speedtest(page, site_server)
     page.get_by_role("button", name="Skip the test, go to the survey").click()
     page.locator("#survey-form").wait_for(state="visible")
-    page.get_by_role("group", name="Your provider").get_by_label("Alpha Net").check()
+    page.get_by_role("radiogroup", name="Your provider").get_by_label("Alpha Net").check()
     page.get_by_label("I agree that Piecewise stores", exact=False).check()
     send = page.get_by_role("button", name="Send my answers")
     page.get_by_label("People in the household").fill("30")  # out of range: 400
@@ -543,9 +550,9 @@ def test_a_resident_takes_the_test_and_answers_in_spanish(
         page.get_by_role("button", name="Continuar a la encuesta").click()
         wait_state(page, "survey")
         page.locator("#survey-form").wait_for(state="visible")
-        isp = page.get_by_role("group", name="¿Quién es su proveedor de internet?")
+        isp = page.get_by_role("radiogroup", name="¿Quién es su proveedor de internet?")
         assert isp.get_by_label("Otro").count() == 1
-        kind = page.get_by_role("group", name="¿Qué tipo de conexión es?")
+        kind = page.get_by_role("radiogroup", name="¿Qué tipo de conexión es?")
         kind.get_by_label("Fibra óptica").check()
         # Numbers as a resident writes them: a decimal comma read as one; "1.000", a
         # thousand or one, asked again before anything is sent (a box of type "number"
@@ -570,6 +577,7 @@ def test_a_resident_takes_the_test_and_answers_in_spanish(
         summary.wait_for(state="visible")
         assert "Revise estas respuestas" in summary.inner_text()
         assert "Esta respuesta es obligatoria." in summary.inner_text()
+        assert isp.get_attribute("aria-invalid") == "true"  # the group, not only its text
         consent = page.get_by_label(DEFAULT_CONSENT_ES[:40], exact=False)
         assert "Marque esta casilla" in describedby_text(page, consent)
         page.screenshot(path=str(screenshot_dir / "survey-es.png"), full_page=True)
@@ -596,8 +604,10 @@ def test_a_resident_takes_the_test_and_answers_in_spanish(
         assert record["answers"]["advertised_download"] == 1000
 
         # The menu: English, kept in the URL.
+        # Links, not a select that reloaded at the first arrow key.
+        assert page.locator("#lang [aria-current]").inner_text() == "Español"
         with page.expect_navigation():
-            page.select_option("#lang", "en")
+            page.locator("#lang").get_by_role("link", name="English").click()
         assert "lang=en" in page.url
         wait_state(page, "consent")
         assert page.get_by_role(

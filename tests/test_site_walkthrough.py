@@ -114,7 +114,7 @@ def test_a_resident_tests_answers_and_finds_the_figures_on_the_map(
         uuid = page.locator("#survey-form input[name=download_uuid]").input_value()
         assert uuid  # the test's result, prefilled
         isp = fresh_site.config.isps[0].name
-        page.get_by_role("group", name=question(fresh_site, "isp", language)).get_by_label(
+        page.get_by_role("radiogroup", name=question(fresh_site, "isp", language)).get_by_label(
             isp
         ).check()
         page.get_by_label(question(fresh_site, "advertised_download", language)).fill("500")

@@ -1,6 +1,7 @@
 // The runtime config (`config.json` beside the page, written by `piecewise serve` or
 // the deployment): where the API, the public data and the survey are, as URLs
 // absolute or relative to the page.
+import { t } from "./i18n.js";
 
 /** Resolves a configured URL against the page; base URLs keep a trailing slash. */
 export function resolveBase(url) {
@@ -14,10 +15,10 @@ export async function loadConfig() {
   try {
     response = await fetch(new URL("config.json", window.location.href), { cache: "no-cache" });
   } catch (err) {
-    throw new Error(`The site's config.json could not be loaded (${err.message}).`, { cause: err });
+    throw new Error(t("site.config_failed", { why: err.message }), { cause: err });
   }
   if (!response.ok) {
-    throw new Error(`The site's config.json could not be loaded (HTTP ${response.status}).`);
+    throw new Error(t("site.config_failed", { why: `HTTP ${response.status}` }));
   }
   const raw = await response.json();
   const config = {

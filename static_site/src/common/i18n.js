@@ -96,15 +96,29 @@ export function translatePage(root = document) {
   }
 }
 
-/** A language menu: choosing one reloads the page in it, kept in the URL (`?lang=`). */
-export function languageMenu(select) {
-  select.replaceChildren(...Object.entries(LANGUAGE_NAMES).map(([code, name]) => h("option", { value: code, lang: code }, name)));
-  select.value = current;
-  select.addEventListener("change", () => {
+/** The languages as links, the page's own marked as current: following one reloads the
+ * page in it, kept in the URL (`?lang=`). (A select that reloaded on `change` went to
+ * the next language at the first arrow key, before a keyboard user could choose.) */
+export function languageMenu(nav) {
+  // The page's state lives in its URL (the map's hash changes as it is used): each
+  // link points at the URL as it is when the link is followed.
+  const hrefFor = (code) => {
     const url = new URL(window.location.href);
-    url.searchParams.set("lang", select.value);
-    window.location.assign(url.href);
-  });
+    url.searchParams.set("lang", code);
+    return url.href;
+  };
+  nav.replaceChildren(
+    ...Object.entries(LANGUAGE_NAMES).map(([code, name]) => {
+      if (code === current) return h("span", { lang: code, "aria-current": "true" }, name);
+      const link = h("a", { href: hrefFor(code), lang: code, hreflang: code }, name);
+      const refresh = () => link.setAttribute("href", hrefFor(code));
+      for (const event of ["focus", "pointerenter", "mousedown", "touchstart"]) {
+        link.addEventListener(event, refresh, { passive: true });
+      }
+      link.addEventListener("click", refresh);
+      return link;
+    }),
+  );
 }
 
 /** An operator's name for something (the project, a layer, a use case) in the page's

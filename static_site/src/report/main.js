@@ -50,6 +50,23 @@ function method(index) {
   return [...parts, heading, sources];
 }
 
+// What a link may ask for that the data may not hold; the report then shows another
+// (normalise's choice) and must say so: a printed report is read without its link.
+const ASKED = ["layer", "kind", "period", "isp", "metric", "direction", "hours"];
+
+/** A notice naming each value the link asked for and the report does not show. */
+function showFallbacks(asked, state, index) {
+  // A link naming an evening twin as its layer shows that layer in the evening hours.
+  const twin = (index.layers || []).find((l) => l.hours && l.id === asked.layer);
+  const wanted = twin ? { ...asked, layer: twin.layer, hours: "evening" } : asked;
+  const lines = ASKED.filter((key) => wanted[key] != null && wanted[key] !== state[key]).map((key) =>
+    t("report.fallback", { what: t(`report.asked.${key}`), asked: wanted[key], shown: state[key] }),
+  );
+  const el = $("report-fallback");
+  el.textContent = lines.join(" ");
+  el.hidden = lines.length === 0;
+}
+
 async function start() {
   setLanguage(chooseLanguage());
   translatePage();
@@ -75,11 +92,13 @@ async function start() {
     $("project-name").textContent = nameOf(index.project);
     document.title = t("report.title", { project: nameOf(index.project) });
   }
-  const state = normalise(readHash(), index, metricsFor(index.thresholds));
+  const asked = readHash();
+  const state = normalise(asked, index, metricsFor(index.thresholds));
   if (!state.area) {
     fail(t("report.no_area"));
     return;
   }
+  showFallbacks(asked, state, index);
   // With hours=evening, the numbers are the layer's evening twin's.
   const shown = dataLayerOf(index, state);
   $("report-context").textContent = t("report.context", {

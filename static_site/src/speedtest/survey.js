@@ -68,7 +68,7 @@ class Question {
       const ids = message ? `${this.errorEl.id} ${base}`.trim() : base;
       if (ids) el.setAttribute("aria-describedby", ids);
       else el.removeAttribute("aria-describedby");
-      if (el.matches("input, select, textarea")) {
+      if (el.matches("input, select, textarea, [role=radiogroup]")) {
         if (message) el.setAttribute("aria-invalid", "true");
         else el.removeAttribute("aria-invalid");
       }
@@ -155,12 +155,20 @@ function textQuestion(def) {
   return [q];
 }
 
-/** A group of radio buttons or checkboxes in a fieldset with its legend. */
+/** A group of radio buttons or checkboxes in a fieldset with its legend. A group of
+ * radio buttons is a radiogroup, which says whether an answer is required (the "*" is
+ * for eyes only); `required` on the buttons would call them invalid before any answer. */
 function optionGroup(def, type, options) {
   const legendId = inputId(`${def.name}-legend`);
+  const radios = type === "radio";
   const fieldset = h(
     "fieldset",
-    { class: `field group${options.length > 4 ? " many" : ""}` },
+    {
+      class: `field group${options.length > 4 ? " many" : ""}`,
+      role: radios ? "radiogroup" : null,
+      "aria-labelledby": radios ? legendId : null,
+      "aria-required": radios && def.required ? "true" : null,
+    },
     h("legend", { id: legendId }, questionLabel(def), requiredMark(def.required)),
   );
   const inputs = options.map(([value, label]) => {
@@ -247,7 +255,9 @@ const RENDERERS = {
 /** The consent checkbox (required, must be true). */
 function consentQuestion(def) {
   const id = inputId(def.name);
-  const input = h("input", { type: "checkbox", id, name: def.name, required: true });
+  // aria-required, not required: a required box is announced invalid before it is
+  // touched (the form is checked on sending, and the survey checks it again).
+  const input = h("input", { type: "checkbox", id, name: def.name, "aria-required": "true" });
   const root = h(
     "div",
     { class: "field consent" },
@@ -533,6 +543,7 @@ const PLAIN = [
   [/^Input should be a valid number/, () => t("survey.enter_number")],
   [/^String should have at most (\d+) characters?$/, (m) => t("survey.use_at_most", { n: m[1] })],
   [/^Input should be '/, () => t("survey.choose_listed")],
+  [/^name the \w+ when choosing "other"$/, () => t("survey.name_other")],
 ];
 
 export function plainMessage(message) {
