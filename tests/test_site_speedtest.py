@@ -461,6 +461,7 @@ KEPT = "piecewise.evening-record"
 
 
 def kept_test(day: str, uuid: str) -> dict:
+    """A test kept on `day` and sent with the survey and a location that evening."""
     return {
         "time": f"{day}T04:00:00.000Z",
         "local_date": day,
@@ -469,7 +470,11 @@ def kept_test(day: str, uuid: str) -> dict:
         "upload_mbps": 5,
         "download_uuid": uuid,
         "upload_uuid": uuid + "-u",
-        "idempotency_key": None,
+        "idempotency_key": f"key-{uuid}-0123456789",
+        "sent_at": f"{day}T04:05:00.000Z",
+        "located": True,
+        "sent_evening": True,
+        "sent_date": day,
     }
 
 
@@ -477,40 +482,74 @@ def test_an_evening_record_is_kept_in_this_browser_only_when_asked(
     browser, site_server, ndt7_server
 ):
     """8 pm in Seattle (the demo's evening hours and zone) with two evening tests kept on
-    earlier days: the third completes the record; unticking forgets every test; ticking
-    again keeps this one, and the page counts what is left to do."""
+    earlier days, each sent with the survey and a location: a third test counts once it
+    is sent so too, as `piecewise survey evidence` counts a record (it said "complete"
+    for tests no one had); unticking forgets every test; ticking again keeps this one."""
     context = browser.new_context(timezone_id="Europe/Paris")  # not the region's zone
+    context.grant_permissions(["geolocation"])
+    context.set_geolocation({"latitude": 47.606209, "longitude": -122.332071, "accuracy": 42})
     page = context.new_page()
     try:
         page.clock.set_fixed_time("2026-01-08T04:00:00Z")  # 20:00 in Seattle, 7 January
         open_speedtest(page, site_server)
         earlier = [kept_test("2026-01-04", "ndt-a"), kept_test("2026-01-05", "ndt-b")]
+        unsent = {**kept_test("2026-01-06", "ndt-c"), "idempotency_key": None, "located": False}
         page.evaluate(
-            "([key, tests]) => localStorage.setItem(key, JSON.stringify({tests}))", [KEPT, earlier]
+            "([key, tests]) => localStorage.setItem(key, JSON.stringify({tests}))",
+            [KEPT, [*earlier, unsent]],
         )
         page.get_by_label("I have read and accept M-Lab's data policy", exact=False).check()
         page.get_by_role("button", name="Start the speed test").click()
         wait_state(page, "result", timeout=TEST_TIMEOUT_MS)
         status = page.locator("#evening-status")
         assert "This test was in the evening (7 pm to 11 pm)." in status.inner_text()
-        assert "evening tests on 3 of the 3 different days" in status.inner_text()
-        assert "Your evening record is complete." in status.inner_text()
+        # The test kept but never sent, and this one not sent yet, count for nothing.
+        assert "evening tests sent with the survey and your location on 2 of the 3" in (
+            status.inner_text()
+        )
+        assert "1 more evening test on another day" in status.inner_text()
         record = page.evaluate(f"JSON.parse(localStorage.getItem('{KEPT}'))")
         assert [t["local_date"] for t in record["tests"]] == [
             "2026-01-04",
             "2026-01-05",
+            "2026-01-06",
             "2026-01-07",
         ]
-        assert record["tests"][2]["download_uuid"] == shown_result(page)["download_uuid"]
+        assert record["tests"][3]["download_uuid"] == shown_result(page)["download_uuid"]
 
+        # Sent with the survey and a location, in the evening: the record is complete.
+        page.get_by_role("button", name="Continue to the survey").click()
+        wait_state(page, "survey")
+        page.locator("#survey-form").wait_for(state="visible")
+        isp = form_definition(site_server)["fields"][0]
+        page.get_by_role("radiogroup", name=isp["label"]).get_by_label(isp["choices"][0]).check()
+        page.get_by_role("button", name="Share my location").click()
+        page.get_by_text("Location shared", exact=False).wait_for()
+        consent = form_definition(site_server)["consent"]["text"]
+        page.get_by_label(consent, exact=False).check()
+        page.get_by_role("button", name="Send my answers").click()
+        wait_state(page, "thanks")
+        assert "Your evening record is complete." in page.locator("#thanks-record").inner_text()
+        sent = page.evaluate(f"JSON.parse(localStorage.getItem('{KEPT}'))")["tests"][3]
+        assert (sent["located"], sent["sent_evening"], sent["sent_date"]) == (
+            True,
+            True,
+            "2026-01-07",
+        )
+
+        page.goto(site_server.url + "speedtest.html")
+        wait_state(page, "consent")
+        page.get_by_label("I have read and accept M-Lab's data policy", exact=False).check()
+        page.get_by_role("button", name="Start the speed test").click()
+        wait_state(page, "result", timeout=TEST_TIMEOUT_MS)
         keep = page.get_by_label("Keep my tests in this browser", exact=False)
         assert keep.is_checked()
         keep.uncheck()
         assert page.evaluate(f"localStorage.getItem('{KEPT}')") is None
         assert "Keep your tests in this browser to build one." in status.inner_text()
         keep.check()
-        assert "evening tests on 1 of the 3 different days" in status.inner_text()
-        assert "2 more evening tests on other days would complete it." in status.inner_text()
+        assert "on 0 of the 3 different days" in status.inner_text()
+        assert "3 more evening tests on other days" in status.inner_text()
         record = page.evaluate(f"JSON.parse(localStorage.getItem('{KEPT}'))")
         assert len(record["tests"]) == 1
     finally:

@@ -149,14 +149,19 @@ function showRecord() {
   if (!record) {
     text = `${thisOne} ${t("record.invite", { days: DAYS_NEEDED })}`;
   } else {
-    const { days, needed } = progress(record);
-    const kept = t("record.kept", { done: days, days: DAYS_NEEDED });
-    text = `${thisOne} ${kept} ${needed ? tPlural("record.more", needed) : t("record.complete")}`;
+    text = `${thisOne} ${recordText(record)}`;
   }
   $("keep-tests").checked = Boolean(record);
   $("keep-tests").disabled = !page.result?.downloadUuid && !record;
   $("evening-status").textContent = text;
   $("evening-record").hidden = false;
+}
+
+/** How far the kept record is, as the evidence will count it. */
+function recordText(record) {
+  const { days, needed } = progress(record);
+  const kept = t("record.kept", { done: days, days: DAYS_NEEDED });
+  return `${kept} ${needed ? tPlural("record.more", needed) : t("record.complete")}`;
 }
 
 function onKeepChange(ev) {
@@ -234,12 +239,20 @@ async function onSubmit(ev) {
   try {
     const answer = await submit(url, form, body);
     if (answer.ok) {
-      attachKey(form.result, form.idempotencyKey); // kept only with an evening record
+      // Kept only with an evening record.
+      attachKey(form.result, form.idempotencyKey, {
+        sentAt: new Date(),
+        located: body.latitude !== undefined,
+        evening: eveningOf(page.config),
+      });
       clearErrors(form, summary, list);
       // Only answers with a location count in the statistics by area (docs/survey.md).
       let thanks = body.latitude === undefined ? "speedtest.thanks_unlocated" : "speedtest.thanks";
       if (answer.status === 200 && answer.answer?.stored === false) thanks = "speedtest.thanks_repeat";
       $("thanks-text").textContent = t(thanks);
+      const record = loadRecord();
+      $("thanks-record").hidden = !record;
+      if (record) $("thanks-record").textContent = recordText(record);
       setState("thanks");
       $("thanks-view").focus();
     } else if (answer.errors) {

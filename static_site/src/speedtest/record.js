@@ -95,12 +95,19 @@ export function keepTest(result, when, evening, storage = safeStorage()) {
   return record;
 }
 
-/** Notes the survey answer sent with a kept test (its idempotency key). */
-export function attachKey(result, key, storage = safeStorage()) {
+/** Notes the survey answer sent with a kept test: its idempotency key, when it was
+ * sent and whether with a location. The evidence of a record is made from such answers
+ * only, their evening told by when they were received (`piecewise survey evidence`). */
+export function attachKey(result, key, { sentAt, located, evening }, storage = safeStorage()) {
   const record = read(storage);
   const test = record?.tests.find((t) => t.download_uuid && t.download_uuid === result?.downloadUuid);
   if (!test) return;
+  const moment = eveningOfTime(sentAt, evening);
   test.idempotency_key = key;
+  test.sent_at = sentAt.toISOString();
+  test.located = Boolean(located);
+  test.sent_evening = moment.evening;
+  test.sent_date = moment.date;
   try {
     storage.setItem(KEY, JSON.stringify(record));
   } catch {
@@ -125,8 +132,13 @@ function safeStorage() {
   }
 }
 
-/** Evening days of the kept tests (with M-Lab IDs), and how many more would complete it. */
+/** The days a record holds, as `piecewise survey evidence` will count them: a kept test
+ * sent with the survey and a location, in the evening hours when it was sent (a test
+ * kept but never sent is in no one's evidence); and how many more would complete it. */
 export function progress(record) {
-  const days = new Set((record?.tests || []).filter((t) => t.evening && t.download_uuid).map((t) => t.local_date));
+  const counted = (record?.tests || []).filter(
+    (t) => t.download_uuid && t.idempotency_key && t.located && t.sent_evening,
+  );
+  const days = new Set(counted.map((t) => t.sent_date));
   return { days: days.size, needed: Math.max(0, DAYS_NEEDED - days.size) };
 }
