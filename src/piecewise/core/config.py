@@ -845,16 +845,27 @@ SURVEY_RESERVED = (
     "idempotency_key",
     "website",
 )
+# What is stored and what it is used for, all of it (a resident agrees to this text):
+# the test IDs link a response to M-Lab's public record of the test, which holds the IP
+# address; the client hash limits posts; located tests may back a challenge's evidence.
 DEFAULT_CONSENT = (
-    "I agree that Piecewise stores my answers, my speed test result and, if I share it, "
-    "my location, to publish statistics by area that never identify me."
+    "I agree that Piecewise stores my answers, my speed test result with its M-Lab test "
+    "IDs (M-Lab publishes each test with its IP address), a code made from my network's "
+    "address (never the address) to limit repeated posts and, if I share it, my location: "
+    "to publish statistics by area that never identify me and, for tests with a location, "
+    "to back challenges of what providers deliver, shown to their reviewers with a "
+    "rounded place."
 )
 
 
 DEFAULT_CONSENT_ES = (
-    "Acepto que Piecewise guarde mis respuestas, el resultado de mi prueba de velocidad y, "
-    "si la comparto, mi ubicación, para publicar estadísticas por zona que nunca me "
-    "identifican."
+    "Acepto que Piecewise guarde mis respuestas, el resultado de mi prueba de velocidad con "
+    "sus identificadores de M-Lab (M-Lab publica cada prueba con su dirección IP), un "
+    "código hecho a partir de la dirección de mi red (nunca la dirección) para limitar "
+    "envíos repetidos y, si la comparto, mi ubicación: para publicar estadísticas por zona "
+    "que nunca me identifican y, en las pruebas con ubicación, para respaldar impugnaciones "
+    "de lo que entregan los proveedores, que se muestran a sus revisores con un lugar "
+    "redondeado."
 )
 
 
