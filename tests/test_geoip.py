@@ -492,6 +492,30 @@ def test_prepare_geoip_falls_back_to_the_stored_database(
     ) == (path, version)
 
 
+def test_a_damaged_stored_database_is_fetched_again_not_waited_out(
+    maxmind: FakeMaxMind, private: Store, april: bytes, tmp_path: Path
+) -> None:
+    """A stored copy that no longer matches its sha256 (a flipped byte, a lost object)
+    failed every ingest until the next refresh was due, a week later."""
+    cache = tmp_path / "cache"
+    maxmind.body = maxmind_tar_gz(april, EPOCH_APRIL)
+    _, version = prepare_geoip(
+        private, maxmind.url(), cache, license_key=KEY, account_id=ACCOUNT, now=NOW
+    )
+    assert maxmind.hits == 1
+    damaged = bytearray(private.read_bytes(version.database_key))
+    damaged[100] ^= 0xFF
+    private.write_bytes(version.database_key, bytes(damaged))
+    for copy in cache.rglob("*.mmdb"):
+        copy.unlink()
+    later = NOW + dt.timedelta(days=1)  # the refresh is not due for six days
+    path, again = prepare_geoip(
+        private, maxmind.url(), cache, license_key=KEY, account_id=ACCOUNT, now=later
+    )
+    assert maxmind.hits == 2 and path.read_bytes() == april
+    assert again.date == later.date() and again.build_epoch == EPOCH_APRIL
+
+
 # -- superseded copies are deleted (the GeoLite licence) ------------------------------------
 
 
@@ -752,3 +776,19 @@ def test_the_pure_python_reader_reads_what_the_extension_reads(
     monkeypatch.setattr(maxminddb, "_extension", None)  # as where it did not build
     assert check_database_file(path, "the demo database")[1] == "GeoLite2-ASN"
     assert AsnDatabase(path).lookup(ips) == with_extension
+
+
+def test_configs_of_two_stores_never_share_a_cache(tmp_path: Path) -> None:
+    """A run deletes every copy in its cache but the one it uses: two configs (two
+    stores, two databases) on one machine deleted or overwrote each other's copies."""
+    from piecewise.ingest.geoip import _cache_dir
+
+    one = _config_with_geoip(tmp_path / "a", 'source_url = "gs://b/x.mmdb"')
+    two = _config_with_geoip(tmp_path / "b", 'source_url = "gs://b/x.mmdb"')
+    assert one.stores.private == two.stores.private  # the same words, other folders
+    assert _cache_dir(one) != _cache_dir(two)
+    assert _cache_dir(one) == _cache_dir(
+        _config_with_geoip(tmp_path / "a", 'source_url = "gs://c"')
+    )
+    given = _config_with_geoip(tmp_path, 'source_url = "gs://b/x.mmdb"\ncache_dir = "here"')
+    assert _cache_dir(given) == tmp_path / "here"

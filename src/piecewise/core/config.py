@@ -694,7 +694,8 @@ class GeoIP(_Strict):
     cache_dir: Path | None = Field(
         None,
         description="Local folder for the copy of the database that ingest opens "
-        "(default: piecewise-geoip in the system temporary folder).",
+        "(default: piecewise-geoip/<a digest of the private store's URL> in the system "
+        "temporary folder, one per store).",
     )
 
     @field_validator("source_url")

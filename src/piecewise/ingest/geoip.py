@@ -66,7 +66,14 @@ from piecewise.core.config import DEFAULT_ATTRIBUTION, Config
 from piecewise.core.errors import PiecewiseError
 from piecewise.storage.layout import GEOIP_PREFIX, geoip_folder
 from piecewise.storage.manifest import geoip_identity
-from piecewise.storage.store import KeyNotFound, Store, StoreError, local_path_for, open_store
+from piecewise.storage.store import (
+    KeyNotFound,
+    Store,
+    StoreError,
+    local_path_for,
+    open_store,
+    store_location,
+)
 
 __all__ = [
     "CREDENTIALS_HINT",
@@ -691,7 +698,22 @@ def prepare_geoip(
         prune_geoip(private, cache_dir, found[1])
         return found
     found = newest_geoip(private, cache_dir)
-    if found is None:  # stored a moment ago, so only if the store lost it
+    if found is None:
+        # The stored copy no longer matches its sha256 (damaged in the store, or lost):
+        # fetched again now, rather than every ingest failing until max_age_days.
+        log.warning("the stored GeoIP database cannot be used: fetching it again")
+        refresh_geoip(
+            private,
+            source_url,
+            license_key=license_key,
+            account_id=account_id,
+            now=now,
+            max_age_days=max_age_days,
+            force=True,
+            **refresh_options,
+        )
+        found = newest_geoip(private, cache_dir)
+    if found is None:  # fetched a moment ago, so only if the store lost it
         raise GeoIPError(f"no usable GeoIP database in {private.url} after the refresh")
     # Only now, with the new copy verified, may the ones it supersedes go.
     prune_geoip(private, cache_dir, found[1])
@@ -1057,7 +1079,13 @@ def _configured_database(config: Config, now: dt.datetime) -> tuple[Config, str 
 
 def _cache_dir(config: Config) -> Path:
     """Where the stored databases are copied to be read."""
-    return config.geoip.cache_dir or Path(tempfile.gettempdir()) / "piecewise-geoip"
+    if config.geoip.cache_dir is not None:
+        return config.geoip.cache_dir
+    # One folder per private store: a run prunes every copy but its own from its cache,
+    # and another config's run (another store, another database) shares the machine.
+    where = f"{store_location(config.stores.private, config.base_dir)}"  # relative URLs too
+    store = hashlib.sha256(where.encode("utf-8")).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / "piecewise-geoip" / store
 
 
 def prepare_geoip_database(
