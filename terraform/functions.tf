@@ -165,11 +165,13 @@ resource "google_service_account" "trigger" {
 }
 
 resource "google_cloud_scheduler_job" "ingest" {
-  name             = "${var.prefix}-ingest-daily"
-  region           = var.region
-  schedule         = var.schedule
-  time_zone        = var.schedule_time_zone
-  attempt_deadline = "1800s"
+  name      = "${var.prefix}-ingest-daily"
+  region    = var.region
+  schedule  = var.schedule
+  time_zone = var.schedule_time_zone
+  # As long as ingest may run (at most 1800 s, the scheduler's limit): a shorter wait
+  # would call it again while it runs, and the retry would meet its lock.
+  attempt_deadline = "${var.function_sizes["ingest"].timeout}s"
   # Without a body, ingest fills every gap and re-reads the last days (409 while running).
   retry_config {
     retry_count          = 2

@@ -90,4 +90,18 @@ variable "function_sizes" {
     # Small posts, I/O bound on Firestore.
     survey = { memory = "512Mi", cpu = "1", timeout = 30, max_instances = 5, concurrency = 8 }
   }
+  # A map given replaces the default whole: every function must be in it.
+  validation {
+    condition     = length(setsubtract(["ingest", "ingest-date", "aggregate", "api", "survey"], keys(var.function_sizes))) == 0
+    error_message = "function_sizes must size every function: ingest, ingest-date, aggregate, api and survey (a map given replaces the default whole)."
+  }
+  # Cloud Functions' limits: 540 s for a function an event triggers, 3600 s over HTTP;
+  # Cloud Scheduler waits 1800 s at most for ingest, which must answer within that.
+  validation {
+    condition = alltrue([
+      for name, size in var.function_sizes :
+      size.timeout >= 1 && size.timeout <= (contains(["aggregate", "ingest-date"], name) ? 540 : (name == "ingest" ? 1800 : 3600))
+    ])
+    error_message = "function_sizes: a timeout is at most 540 s for aggregate and ingest-date (event functions), 1800 s for ingest (the scheduler's longest wait) and 3600 s for api and survey."
+  }
 }

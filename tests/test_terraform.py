@@ -849,6 +849,43 @@ def test_the_queries_run_where_the_ingest_accounts_may_run_them(
     assert _evaluate(config, condition) == [accepted]
 
 
+def _sizes_refused(sizes: dict[str, dict]) -> str:
+    """What `terraform console` says of `function_sizes = sizes` (its validation's
+    error, or "" when the value is taken)."""
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("no terraform binary on this machine")
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(TERRAFORM / "variables.tf", tmp)
+        given = ["-var", "project=p", "-var", "region=r", "-var", "config_file=x"]
+        result = subprocess.run(
+            [terraform, "console", *given, "-var", f"function_sizes={json.dumps(sizes)}"],
+            input="jsonencode(keys(var.function_sizes))\n",
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            env={**TERRAFORM_ENV, "NO_COLOR": "1"},
+            timeout=120,
+        )
+    return result.stderr if "Invalid value for variable" in result.stderr else ""
+
+
+def test_function_sizes_are_held_to_every_function_and_the_platforms_limits() -> None:
+    """A map given replaces the default whole (a plan then failed on a missing key,
+    far from it), and a timeout past Cloud Functions' or the scheduler's limit failed
+    the apply."""
+    sizes = TF["variable"]["function_sizes"]["default"]
+    assert _sizes_refused(sizes) == ""
+    assert "must size every function" in _sizes_refused({"api": sizes["api"]})
+    for name, timeout in (("aggregate", 900), ("ingest-date", 541), ("ingest", 1801)):
+        assert "a timeout is at most" in _sizes_refused(
+            {**sizes, name: {**sizes[name], "timeout": timeout}}
+        ), name
+    assert _sizes_refused({**sizes, "api": {**sizes["api"], "timeout": 3600}}) == ""
+    job = TF["resource"]["google_cloud_scheduler_job.ingest"]
+    assert job["attempt_deadline"] == '${var.function_sizes["ingest"].timeout}s'
+
+
 def test_the_deploy_configs_locks_go_stale_soon_after_a_function_is_stopped() -> None:
     """A function stopped at its timeout leaves its locks, and the retries of its message
     fail until they are stale: the deploy config's lock lifetime outlasts the longest
