@@ -100,8 +100,8 @@ variable "function_sizes" {
   validation {
     condition = alltrue([
       for name, size in var.function_sizes :
-      size.timeout >= 1 && size.timeout <= (contains(["aggregate", "ingest-date"], name) ? 540 : (name == "ingest" ? 1800 : 3600))
+      size.timeout >= (name == "ingest" ? 15 : 1) && size.timeout <= (contains(["aggregate", "ingest-date"], name) ? 540 : (name == "ingest" ? 1800 : 3600))
     ])
-    error_message = "function_sizes: a timeout is at most 540 s for aggregate and ingest-date (event functions), 1800 s for ingest (the scheduler's longest wait) and 3600 s for api and survey."
+    error_message = "function_sizes: a timeout is at most 540 s for aggregate and ingest-date (event functions), 15 to 1800 s for ingest (the scheduler's shortest and longest wait) and at most 3600 s for api and survey."
   }
 }

@@ -11,6 +11,7 @@ import json
 import logging
 import socket
 import tarfile
+import tempfile
 import traceback
 import urllib.parse
 from pathlib import Path
@@ -792,3 +793,24 @@ def test_configs_of_two_stores_never_share_a_cache(tmp_path: Path) -> None:
     )
     given = _config_with_geoip(tmp_path, 'source_url = "gs://b/x.mmdb"\ncache_dir = "here"')
     assert _cache_dir(given) == tmp_path / "here"
+
+
+def test_copies_of_the_shared_cache_before_it_was_per_store_are_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, april: bytes
+) -> None:
+    """Before a folder per store, copies lay in dated folders of piecewise-geoip itself:
+    superseded, they go as every superseded copy does (the GeoLite licence)."""
+    from piecewise.ingest.geoip import _cache_dir, prepare_geoip_database
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    source = tmp_path / "GeoLite2-ASN.tar.gz"
+    source.write_bytes(maxmind_tar_gz(april, EPOCH_APRIL))
+    cfg = _config_with_geoip(tmp_path, f'source_url = "{source.as_uri()}"')
+    legacy = _cache_dir(cfg).parent / "2026-03-01" / "GeoLite2-ASN.mmdb"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(april)
+    from piecewise.storage.store import Stores
+
+    prepare_geoip_database(cfg, Stores.of(cfg).private, None, now=NOW)
+    assert not legacy.exists() and not legacy.parent.exists()
+    assert list(_cache_dir(cfg).rglob("*.mmdb"))  # the copy in use, in the store's folder

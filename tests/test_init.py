@@ -70,8 +70,8 @@ def test_a_state_by_name_gets_its_counties_region_hexagons_and_a_working_demo(
     west, south, east, north = config.region.bbox
     assert west < -124.5 and east > -116.5 and south < 42 and north > 46.2  # Oregon's
     # The synthetic places: one per county, inside it.
-    # The data lies in a folder named for the config file.
-    with (path.parent / "var/places/piecewise/places.csv").open() as f:
+    # The data lies in a folder named for the config file and the place.
+    with (path.parent / "var/places/piecewise-oregon/places.csv").open() as f:
         places = list(csv.DictReader(f))
     assert len(places) == 36 and {p["subdivision"] for p in places} == {"OR"}
     shapes = {f["properties"]["NAME"]: shape(f["geometry"]) for f in areas}
@@ -270,6 +270,11 @@ def test_two_configs_of_places_of_one_name_share_no_file(
     assert len(json.loads(Path(two.layers[0].file).read_text())["features"]) == 6
     assert one.stores.private != two.stores.private and one.stores.public != two.stores.public
     assert one.survey.store != two.survey.store
+    # The first config replaced by another place's: that place's own folder and stores.
+    other = wards(tmp_path / "districts.geojson")
+    assert main(["init", "-o", str(first), "--geojson", str(other), *zone, "--force"]) == 0
+    assert load_config(first).stores.private != one.stores.private
+    assert {p: p.read_bytes() for p in before} == before
 
 
 PLACES = {

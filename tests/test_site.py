@@ -50,6 +50,8 @@ def test_runtime_config_defaults_point_at_the_local_server(tmp_path: Path) -> No
     assert rc["basemap_style"] is None
     assert rc["ndt7"]["locate_url"].startswith("https://locate.measurementlab.net/")
     assert rc["privacy"] == {"min_tests": 12, "min_clients": 4}
+    # The speed-test page counts a resident's record as the evidence export does.
+    assert rc["evidence_precision"] == config(tmp_path).survey.evidence_precision == 3
 
 
 def test_runtime_config_names_the_survey_answers_in_the_forms_languages(

@@ -35,6 +35,8 @@ def read(texts: list[str]) -> list[dict]:
         ("1.000,50", 1000.5),
         ("1,000.50", 1000.5),
         ("1 000,5", 1000.5),
+        ("1 000 000", 1000000),
+        ("12 345.6", 12345.6),
         ("1\u00a0000", 1000),
         ("1.000.000", 1000000),
         ("1,000,000", 1000000),
@@ -57,7 +59,12 @@ def test_one_mark_before_three_digits_is_asked_again_not_guessed(text: str) -> N
 
 
 @pytest.mark.parametrize(
-    "text", ["abc", "1e3", "1.", "1,2,3", "1.000,000.5", "1,00,000", "12.34.56", "--1", "1..2"]
+    "text",
+    [
+        *("abc", "1e3", "1.", "1,2,3", "1.000,000.5", "1,00,000", "12.34.56", "--1", "1..2"),
+        # A space groups by threes only: "65 50" was read as 6550.
+        *("65 50", "1 5", "1 2 3", "12 34,5", "1,5 0", "1 000 00", "1  000"),
+    ],
 )
 def test_what_is_not_a_number_is_refused(text: str) -> None:
     assert read([text]) == [{"error": "number"}]

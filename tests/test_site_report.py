@@ -172,7 +172,18 @@ def test_a_link_asking_for_what_is_not_published_says_what_is_shown_instead(
     assert notice.is_visible()
     text = notice.inner_text()
     assert "“1999-01”, which is not published: this report shows “" in text
-    assert "the ISP “Nobody Net”, which is not published: this report shows “all”" in text
+    assert "the ISP “Nobody Net”, which is not published: this report shows “all ISPs”" in text
+    assert text.count("which is not published") == 2  # the area, layer and kind are
+    # A survey measure shows its own layer in all hours: not a value left unpublished.
+    assert site_server.public.read_json("v1/index.json")["survey"]["layer"] == "counties"
+    view = urllib.parse.urlencode(
+        {"layer": "counties", "kind": "month", "period": period, "isp": "all"}
+        | {"hours": "evening", "metric": "survey_ratio", "area": cell["area"]}
+    )
+    page.goto(f"{site_server.url}report.html#{view}")
+    page.reload()
+    page.wait_for_function(READY)
+    assert page.locator("#report-fallback").is_hidden()
     # A link to what is published has no such notice (a new hash alone loads nothing).
     open_report(page, site_server, period, cell["area"])
     page.reload()

@@ -601,8 +601,9 @@ def cmd_init(args: argparse.Namespace) -> int:
                 f"{config_path} exists: choose another --output, or --force to replace it"
             )
         root = Path(args.data_dir) if args.data_dir else config_path.parent / "var" / "places"
-        # The data (boundaries, places, stores) in a folder named for the config file: two
-        # configs of one place, or of two places of one name, never share a file.
+        # The data (boundaries, places, stores) in a folder named for the config file and
+        # the place: two configs never share a file, nor does a config replaced by
+        # another place's take over the first one's stores.
         folder = _folder_name(config_path)
         if args.state:
             place = atlas_place(root, args.state, counties, title=args.name, folder=folder)

@@ -247,6 +247,16 @@ class Atlas:
         )
 
 
+def _data_folder(config_name: str | None, place: str) -> str:
+    """The folder of a config's data (boundaries, places, stores): named for the config
+    and the place, so that two configs never share one, and a config replaced (`--force`)
+    by another place's does not inherit the first place's stores; `oregon` for
+    oregon.toml of Oregon, `metro-oregon-4` for metro.toml of four Oregon counties."""
+    if config_name is None or config_name == place:
+        return place
+    return f"{config_name}-{place}"
+
+
 def atlas_place(
     root: Path,
     state: str,
@@ -255,8 +265,8 @@ def atlas_place(
     *,
     folder: str | None = None,
 ) -> Place:
-    """A state, or some of its counties, with boundaries built into `root / folder`
-    (a folder named for the place without `folder`)."""
+    """A state, or some of its counties, with boundaries built into a folder of `root`
+    named for `folder` (the config's name) and the place (`_data_folder`)."""
     atlas = Atlas.load()
     fips = atlas.state(state)
     codes = sorted({atlas.county(fips, c) for c in counties}) if counties else None
@@ -265,7 +275,7 @@ def atlas_place(
     slug = re.sub(r"[^a-z0-9]+", "-", name.casefold()).strip("-")
     if codes:
         slug += "-" + "-".join(c[2:] for c in codes) if len(codes) <= 3 else f"-{len(codes)}"
-    out = root / (folder or slug)
+    out = root / _data_folder(folder, slug)
     args = [_node(), str(ATLAS_SCRIPT), str(out), "--state", fips, "--prefix", slug]
     if codes:
         args += ["--counties", ",".join(codes)]
@@ -351,8 +361,8 @@ def geojson_place(
     folder: str | None = None,
 ) -> Place:
     """A user's GeoJSON of areas: its id and name properties given or detected, and its
-    outline (the union of the areas) written into `root / folder` (a folder named for
-    the file without `folder`)."""
+    outline (the union of the areas) written into a folder of `root` named for `folder`
+    (the config's name) and the file (`_data_folder`)."""
     features = _polygons(path)
     keys = sorted({k for f in features for k in (f.get("properties") or {})})
     if id_property is None:
@@ -390,7 +400,7 @@ def geojson_place(
     if not (-180 <= west <= east <= 180 and -90 <= south <= north <= 90):
         raise InitError(f"--geojson {path}: coordinates are not longitude and latitude (WGS 84)")
     slug = re.sub(r"[^a-z0-9]+", "-", path.stem.casefold()).strip("-") or "areas"
-    out = root / (folder or slug)
+    out = root / _data_folder(folder, slug)
     out.mkdir(parents=True, exist_ok=True)
     areas = out / f"{slug}-areas.geojson"
     outline = out / f"{slug}-outline.geojson"

@@ -1115,6 +1115,10 @@ def prepare_geoip_database(
         now=now,
         max_age_days=settings.max_age_days,
     )
+    if settings.cache_dir is None:
+        # Copies of the layout before a folder per store, dated folders beside those
+        # folders, are superseded as the others are (the GeoLite licence).
+        _prune_cache(_cache_dir(config).parent, version)
     newer = newer_build_epoch(private, version)
     return licensed_geoip(config, path, version.identity, now, newer_build_epoch=newer)
 

@@ -69,6 +69,9 @@ def runtime_config(config: Config, table_page: bool = False) -> dict:
         # The evening hours and the region's time zone: the speed-test page counts a
         # resident's evening tests by them (null: 7 to 11 pm in the browser's zone).
         "evening": config.evening.describe() if config.evening else None,
+        # The decimals of a place in the evidence export (survey.evidence_precision): a
+        # resident's record counts its days per place, as `piecewise survey evidence`.
+        "evidence_precision": config.survey.evidence_precision,
         # How the map names the survey's published answers in other languages: the
         # form's own translations of their choices ({field: {language: {choice: text}}}).
         "survey_choices": survey_choices(config),

@@ -5,8 +5,20 @@
 import "uplot/dist/uPlot.min.css";
 import { apiUrl, fetchJson, loadConfig } from "../common/config.js";
 import { chooseLanguage, keepLanguage, languageMenu, nameOf, setLanguage, t, translatePage, withLanguage } from "../common/i18n.js";
-import { INDEX_PATH } from "../common/vocabulary.js";
-import { dataLayerOf, eveningText, ispLabel, layerName, metricsFor, periodLabel, publicationNote, useCaseNeeds } from "../map/metrics.js";
+import {
+  dataLayerOf,
+  directionText,
+  eveningText,
+  ispLabel,
+  kindName,
+  layerName,
+  metricsFor,
+  periodLabel,
+  publicationNote,
+  surveyMetrics,
+  useCaseNeeds,
+} from "../map/metrics.js";
+import { ALL_ISPS, DIRECTIONS, INDEX_PATH } from "../common/vocabulary.js";
 import { Panel } from "../map/panel.js";
 import { normalise, readHash, toHash } from "../map/state.js";
 import { h } from "../common/dom.js";
@@ -50,17 +62,35 @@ function method(index) {
   return [...parts, heading, sources];
 }
 
-// What a link may ask for that the data may not hold; the report then shows another
-// (normalise's choice) and must say so: a printed report is read without its link.
-const ASKED = ["layer", "kind", "period", "isp", "metric", "direction", "hours"];
-
-/** A notice naming each value the link asked for and the report does not show. */
-function showFallbacks(asked, state, index) {
-  // A link naming an evening twin as its layer shows that layer in the evening hours.
+// What a link may ask for that the data does not hold: the report then shows another
+// (normalise's choice) and says so, since a printed report is read without its link.
+// Only values the index lacks: a survey measure showing its own layer is no fallback.
+function notPublished(asked, state, index) {
   const twin = (index.layers || []).find((l) => l.hours && l.id === asked.layer);
-  const wanted = twin ? { ...asked, layer: twin.layer, hours: "evening" } : asked;
-  const lines = ASKED.filter((key) => wanted[key] != null && wanted[key] !== state[key]).map((key) =>
-    t("report.fallback", { what: t(`report.asked.${key}`), asked: wanted[key], shown: state[key] }),
+  const layers = (index.layers || []).filter((l) => !l.hours).map((l) => l.id);
+  const kinds = Object.keys(index.periods || {}).filter((k) => (index.periods[k] || []).length);
+  const kind = kinds.includes(asked.kind) ? asked.kind : state.kind;
+  // The survey's measures are published too (the report shows the area's speeds).
+  const metrics = [...metricsFor(index.thresholds), ...surveyMetrics(index.survey)];
+  const missing = [];
+  const check = (key, known, shown) => {
+    if (asked[key] != null && !known) missing.push([key, asked[key], shown]);
+  };
+  check("layer", twin || layers.includes(asked.layer), layerName(index, state.layer));
+  check("kind", kinds.includes(asked.kind), kindName(state.kind));
+  check("period", (index.periods?.[kind] || []).includes(asked.period), periodLabel(state.period));
+  check("isp", asked.isp === ALL_ISPS || (index.isps || []).includes(asked.isp), ispLabel(state.isp));
+  check("metric", metrics.some((m) => m.id === asked.metric), metrics.find((m) => m.id === state.metric)?.label);
+  check("direction", DIRECTIONS.includes(asked.direction), directionText(state.direction));
+  if (asked.hours === "evening" && !index.evening) missing.push(["hours", asked.hours, t("report.asked.all_hours")]);
+  return missing;
+}
+
+/** A notice naming each value the link asked for that is not published, and what the
+ * report shows instead. */
+function showFallbacks(asked, state, index) {
+  const lines = notPublished(asked, state, index).map(([key, value, shown]) =>
+    t("report.fallback", { what: t(`report.asked.${key}`), asked: value, shown: shown ?? "" }),
   );
   const el = $("report-fallback");
   el.textContent = lines.join(" ");

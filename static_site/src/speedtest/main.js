@@ -6,7 +6,7 @@
 import { fetchJson, loadConfig } from "../common/config.js";
 import { chooseLanguage, clockText, keepLanguage, language, languageMenu, nameOf, setLanguage, t, tPlural, translatePage } from "../common/i18n.js";
 import { SpeedTestError, runSpeedTest } from "./ndt7test.js";
-import { DAYS_NEEDED, attachKey, eveningOf, eveningOfTime, forget, keepTest, loadRecord, progress } from "./record.js";
+import { DAYS_NEEDED, attachKey, eveningOf, eveningOfTime, forget, keepTest, loadRecord, placeOf, progress } from "./record.js";
 import {
   clearErrors,
   collect,
@@ -32,6 +32,7 @@ const page = {
   form: null,
   running: false,
   resultTime: null, // when the last test ended
+  testFailed: false, // the last test did not finish
 };
 
 function setState(state, { showResult = false } = {}) {
@@ -118,6 +119,7 @@ async function startTest() {
       showProgress,
     );
     page.result = result;
+    page.testFailed = false;
     page.resultTime = new Date();
     showResult(result);
     // A resident who keeps an evening record has every new test added to it.
@@ -128,6 +130,7 @@ async function startTest() {
     $("result-view").focus();
   } catch (err) {
     // Said in the page's language; the test client's own words go to the console.
+    page.testFailed = true;
     const kind = err instanceof SpeedTestError ? err.kind : "no_result";
     $("error-message").textContent = t(`speedtest.failed_${kind}`);
     console.warn(err);
@@ -207,7 +210,7 @@ async function openSurvey(result) {
     return;
   }
   surveyStatus("");
-  page.form = renderSurvey($("survey-fields"), definition, result);
+  page.form = renderSurvey($("survey-fields"), definition, result, { testFailed: !result && page.testFailed });
   page.form.result = result;
   clearErrors(page.form, $("error-summary"), $("error-list"));
   form.hidden = false;
@@ -236,20 +239,25 @@ async function onSubmit(ev) {
   const sent = JSON.stringify(body);
   if (form.sent !== undefined && form.sent !== sent) form.idempotencyKey = newKey();
   form.sent = sent;
+  surveyStatus(t("speedtest.sending"), false);
   try {
     const answer = await submit(url, form, body);
+    surveyStatus("");
     if (answer.ok) {
       // Kept only with an evening record.
       attachKey(form.result, form.idempotencyKey, {
         sentAt: new Date(),
-        located: body.latitude !== undefined,
+        place:
+          body.latitude === undefined
+            ? null
+            : placeOf(body.latitude, body.longitude, page.config.evidence_precision ?? 3),
         evening: eveningOf(page.config),
       });
       clearErrors(form, summary, list);
       // Only answers with a location count in the statistics by area (docs/survey.md).
-      let thanks = body.latitude === undefined ? "speedtest.thanks_unlocated" : "speedtest.thanks";
-      if (answer.status === 200 && answer.answer?.stored === false) thanks = "speedtest.thanks_repeat";
-      $("thanks-text").textContent = t(thanks);
+      const thanks = t(body.latitude === undefined ? "speedtest.thanks_unlocated" : "speedtest.thanks");
+      const repeat = answer.status === 200 && answer.answer?.stored === false;
+      $("thanks-text").textContent = repeat ? `${t("speedtest.thanks_repeat")} ${thanks}` : thanks;
       const record = loadRecord();
       $("thanks-record").hidden = !record;
       if (record) $("thanks-record").textContent = recordText(record);

@@ -2,7 +2,8 @@
 // 1 234,5 or 65,50. A box of type "number" read "1.000" as 1 and "65,50" as 6550 in a
 // Spanish page, without a word; here a value is read only when it means one thing.
 
-const SPACES = /[\s\u00a0\u202f]/g;
+// Spaces group thousands too (1 000 000, as French and the SI write them), by threes only.
+const SPACE_GROUPED = /^([+-]?)(\d{1,3}(?: \d{3})+)(?:([.,])(\d+))?$/;
 
 /**
  * `{value}` for text that reads as one number, `{value: undefined}` for an empty box,
@@ -11,8 +12,17 @@ const SPACES = /[\s\u00a0\u202f]/g;
  * convention and a fraction in the other.
  */
 export function parseNumber(text) {
-  const raw = String(text ?? "").replace(SPACES, "");
+  const raw = String(text ?? "")
+    .replace(/[\u00a0\u202f]/g, " ")
+    .trim();
   if (raw === "") return { value: undefined };
+  if (/\s/.test(raw)) {
+    // "65 50" is no number (it was read as 6550): a space only between groups of three.
+    const spaced = SPACE_GROUPED.exec(raw);
+    if (!spaced) return { error: "number" };
+    const [, sign, whole, , fraction] = spaced;
+    return { value: Number(`${sign}${whole.replace(/ /g, "")}${fraction ? `.${fraction}` : ""}`) };
+  }
   const match = /^([+-]?)(\d[\d.,]*)$/.exec(raw);
   if (!match || /[.,]$/.test(match[2])) return { error: "number" };
   const [, sign, body] = match;

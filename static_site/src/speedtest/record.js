@@ -98,14 +98,15 @@ export function keepTest(result, when, evening, storage = safeStorage()) {
 /** Notes the survey answer sent with a kept test: its idempotency key, when it was
  * sent and whether with a location. The evidence of a record is made from such answers
  * only, their evening told by when they were received (`piecewise survey evidence`). */
-export function attachKey(result, key, { sentAt, located, evening }, storage = safeStorage()) {
+export function attachKey(result, key, { sentAt, place, evening }, storage = safeStorage()) {
   const record = read(storage);
   const test = record?.tests.find((t) => t.download_uuid && t.download_uuid === result?.downloadUuid);
   if (!test) return;
   const moment = eveningOfTime(sentAt, evening);
   test.idempotency_key = key;
   test.sent_at = sentAt.toISOString();
-  test.located = Boolean(located);
+  test.located = Boolean(place);
+  test.place = place || null; // [latitude, longitude] rounded as the evidence rounds them
   test.sent_evening = moment.evening;
   test.sent_date = moment.date;
   try {
@@ -139,6 +140,20 @@ export function progress(record) {
   const counted = (record?.tests || []).filter(
     (t) => t.download_uuid && t.idempotency_key && t.located && t.sent_evening,
   );
-  const days = new Set(counted.map((t) => t.sent_date));
-  return { days: days.size, needed: Math.max(0, DAYS_NEEDED - days.size) };
+  // The evidence holds a record per place (the location rounded): the best place's days.
+  const byPlace = new Map();
+  for (const t of counted) {
+    const place = JSON.stringify(t.place ?? null);
+    if (!byPlace.has(place)) byPlace.set(place, new Set());
+    byPlace.get(place).add(t.sent_date);
+  }
+  const days = Math.max(0, ...[...byPlace.values()].map((d) => d.size));
+  return { days, needed: Math.max(0, DAYS_NEEDED - days) };
+}
+
+/** A location rounded to `precision` decimals, as `piecewise survey evidence` groups
+ * places (Python's round: halves to even are rare enough here to ignore). */
+export function placeOf(latitude, longitude, precision = 3) {
+  const factor = 10 ** precision;
+  return [Math.round(latitude * factor) / factor, Math.round(longitude * factor) / factor];
 }

@@ -108,6 +108,7 @@ function numberQuestion(def) {
   );
   const q = new Question(def.name, root, input, [input]);
   root.insertBefore(q.errorEl, root.querySelector(".with-unit"));
+  q.required = def.required;
   q.read = () => {
     const { value, error } = parseNumber(input.value);
     if (error === "ambiguous") {
@@ -122,6 +123,13 @@ function numberQuestion(def) {
       };
     }
     if (error) return { error: t("survey.enter_number") };
+    // What the survey would refuse, said before a post (each post counts against the
+    // rate limit, which a household or a library shares).
+    if (value !== undefined) {
+      if (def.integer && !Number.isInteger(value)) return { error: t("survey.whole_number") };
+      if (def.minimum != null && value < def.minimum) return { error: t("survey.at_least", { n: plainNumber(def.minimum) }) };
+      if (def.maximum != null && value > def.maximum) return { error: t("survey.at_most", { n: plainNumber(def.maximum) }) };
+    }
     return { value };
   };
   q.set = (value) => {
@@ -150,6 +158,7 @@ function textQuestion(def) {
     hintEl(hintId, t("survey.at_most_chars", { n: formatNumber(def.max_length) })),
   );
   const q = new Question(def.name, root, input, [input]);
+  q.required = def.required;
   root.append(q.errorEl, input);
   q.read = () => ({ value: input.value === "" ? undefined : input.value });
   return [q];
@@ -185,6 +194,7 @@ function choiceQuestion(def) {
   if (def.other) options.push(["other", choiceText(def, "other")]);
   const { fieldset, inputs } = optionGroup(def, "radio", options);
   const q = new Question(def.name, fieldset, inputs[0], [fieldset]);
+  q.required = def.required;
   fieldset.insertBefore(q.errorEl, fieldset.querySelector(".option"));
   q.read = () => ({ value: inputs.find((i) => i.checked)?.value });
   const questions = [q];
@@ -224,6 +234,7 @@ function multiChoiceQuestion(def) {
   const { fieldset, inputs } = optionGroup(def, "checkbox", def.choices.map((c) => [c, choiceText(def, c)]));
   fieldset.insertBefore(h("p", { class: "hint", text: t("survey.any_that_apply") }), fieldset.querySelector(".option"));
   const q = new Question(def.name, fieldset, inputs[0], [fieldset]);
+  q.required = def.required;
   fieldset.insertBefore(q.errorEl, fieldset.querySelector(".option"));
   q.read = () => {
     const values = inputs.filter((i) => i.checked).map((i) => i.value);
@@ -236,6 +247,7 @@ function yesNoQuestion(def) {
   const { fieldset, inputs } = optionGroup(def, "radio", [["true", t("survey.yes")], ["false", t("survey.no")]]);
   fieldset.classList.add("inline");
   const q = new Question(def.name, fieldset, inputs[0], [fieldset]);
+  q.required = def.required;
   fieldset.insertBefore(q.errorEl, fieldset.querySelector(".option"));
   q.read = () => {
     const checked = inputs.find((i) => i.checked);
@@ -265,7 +277,7 @@ function consentQuestion(def) {
   );
   const q = new Question(def.name, root, input, [input]);
   root.insertBefore(q.errorEl, root.firstChild);
-  q.read = () => ({ value: input.checked });
+  q.read = () => (input.checked ? { value: true } : { error: t("survey.consent_friendly") });
   q.friendly = () => t("survey.consent_friendly");
   q.summaryLabel = t("survey.consent_label");
   return q;
@@ -340,8 +352,9 @@ function locationBlock(defs) {
   return { root: fieldset, questions };
 }
 
-/** The speed test's result, shown read-only: filled by the test, or empty. */
-function speedTestBlock(defs, result, labels) {
+/** The speed test's result, shown read-only: filled by the test, or empty (skipped, or
+ * `failed`). */
+function speedTestBlock(defs, result, labels, failed) {
   const fieldset = h(
     "fieldset",
     { class: "field group speed" },
@@ -353,7 +366,7 @@ function speedTestBlock(defs, result, labels) {
       h("p", {
         class: "hint",
         id: "no-speed-test",
-        text: t("survey.skipped"),
+        text: t(failed ? "survey.no_result" : "survey.skipped"),
       }),
     );
   }
@@ -412,7 +425,7 @@ export function speedTestOptional(definition) {
 /**
  * Renders the form into `container`; returns {questions, honeypot} for submit().
  */
-export function renderSurvey(container, definition, result) {
+export function renderSurvey(container, definition, result, { testFailed = false } = {}) {
   container.replaceChildren();
   const questions = [];
   const fields = h("div", { class: "questions" });
@@ -425,7 +438,7 @@ export function renderSurvey(container, definition, result) {
   }
   container.append(fields);
   if (definition.speed_test?.length) {
-    const block = speedTestBlock(definition.speed_test, result, SPEED_LABELS);
+    const block = speedTestBlock(definition.speed_test, result, SPEED_LABELS, testFailed);
     container.append(block.root);
     questions.push(...block.questions);
   }
@@ -462,7 +475,9 @@ export function newKey() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** The answers as the survey expects them, or {errors} found before posting. */
+/** The answers as the survey expects them, or {errors} found before posting: what the
+ * survey would refuse of each answer alone (required, a number's range, consent); the
+ * survey checks everything again. */
 export function collect(form) {
   const body = {};
   const errors = [];
@@ -470,6 +485,7 @@ export function collect(form) {
     const { value, error } = q.read();
     if (error) errors.push({ parameter: q.name, message: error });
     else if (value !== undefined) body[q.name] = value;
+    else if (q.required) errors.push({ parameter: q.name, message: t("survey.required") });
   }
   if (form.honeypot?.value) body[form.honeypot.name] = form.honeypot.value;
   return { body, errors };
@@ -486,8 +502,11 @@ export function waitText(seconds) {
  * Posts the answers. Resolves to {ok: true, answer, status} after 200/201/202, or {errors: [...]}
  * after a 400, or {message} for anything else (429/503 say when to retry).
  */
-export async function submit(url, form, body) {
+export async function submit(url, form, body, { timeoutMs = 30000 } = {}) {
   let response;
+  // A connection that hangs ends as a failed send (the key makes a retry safe).
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
   try {
     response = await fetch(url, {
       method: "POST",
@@ -497,9 +516,12 @@ export async function submit(url, form, body) {
         "Idempotency-Key": form.idempotencyKey,
       },
       body: JSON.stringify(body),
+      signal: abort.signal,
     });
   } catch {
     return { message: t("survey.send_failed") };
+  } finally {
+    clearTimeout(timer);
   }
   let answer;
   try {
