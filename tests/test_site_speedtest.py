@@ -246,6 +246,8 @@ def test_a_failed_test_says_why_and_still_offers_the_survey(page, site_server, n
     wait_state(page, "survey")
     page.locator("#survey-form").wait_for(state="visible")
     assert page.locator("#survey-form input[name=download_uuid]").count() == 0
+    # Not "you skipped the test": it did not finish.
+    assert "did not finish" in page.locator("#no-speed-test").inner_text()
 
 
 def test_answers_changed_after_a_lost_reply_are_a_response_of_their_own(page, site_server):
