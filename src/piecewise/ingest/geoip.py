@@ -678,7 +678,8 @@ def prepare_geoip(
 
     A failed refresh (network, MaxMind, a bad download) is logged as a warning and the
     previous database is used; it raises only when there is no previous one."""
-    try:
+
+    def refresh(force: bool) -> None:
         refresh_geoip(
             private,
             source_url,
@@ -686,8 +687,12 @@ def prepare_geoip(
             account_id=account_id,
             now=now,
             max_age_days=max_age_days,
+            force=force,
             **refresh_options,
         )
+
+    try:
+        refresh(force=False)
     except GeoIPError as exc:
         found = newest_geoip(private, cache_dir)
         if found is None:
@@ -702,16 +707,7 @@ def prepare_geoip(
         # The stored copy no longer matches its sha256 (damaged in the store, or lost):
         # fetched again now, rather than every ingest failing until max_age_days.
         log.warning("the stored GeoIP database cannot be used: fetching it again")
-        refresh_geoip(
-            private,
-            source_url,
-            license_key=license_key,
-            account_id=account_id,
-            now=now,
-            max_age_days=max_age_days,
-            force=True,
-            **refresh_options,
-        )
+        refresh(force=True)
         found = newest_geoip(private, cache_dir)
     if found is None:  # fetched a moment ago, so only if the store lost it
         raise GeoIPError(f"no usable GeoIP database in {private.url} after the refresh")
