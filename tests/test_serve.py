@@ -465,6 +465,81 @@ def test_range_past_the_end_is_416(site: Site) -> None:
 
 
 @pytest.mark.parametrize(
+    ("range_header", "if_range", "whole"),
+    [
+        ("bytes=-99999999", None, True),  # a suffix longer than the file: all of it
+        ("bytes=0-1,5-6", None, True),  # several ranges: may be ignored, not refused
+        ("items=0-5", None, True),  # another unit: ignored
+        ("bytes=abc", None, True),  # nonsense: ignored
+        ("bytes=0-9", "W/", True),  # a weak validator cannot guard a range
+        ("bytes=0-9", "", False),  # the strong one can
+    ],
+)
+def test_a_range_is_taken_as_rfc_9110_has_it(
+    site: Site, range_header: str, if_range: str | None, whole: bool
+) -> None:
+    """416 was answered to ranges a server must serve or ignore (a Parquet reader asks a
+    small file for a longer suffix than it has)."""
+    data = site.public.read_bytes("v1/index.json")
+    headers = {"Range": range_header}
+    if if_range is not None:
+        etag = site.client.head("/data/v1/index.json").headers["ETag"]
+        headers["If-Range"] = if_range + etag
+    response = site.client.get("/data/v1/index.json", headers=headers)
+    if whole:
+        assert response.status_code in (200, 206) and response.data == data, response.status
+    else:
+        assert response.status_code == 206 and response.data == data[:10]
+
+
+def test_a_range_of_a_local_file_reads_the_range_not_the_file(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each 1-byte range of a 150 MB file read and hashed the whole file (PMTiles and
+    Parquet readers ask many small ranges)."""
+    from piecewise.storage.store import Store
+
+    def whole(self: Store, key: str) -> bytes:
+        raise AssertionError(f"{key} read whole")
+
+    monkeypatch.setattr(Store, "read_bytes", whole)
+    response = site.client.get("/data/v1/index.json", headers={"Range": "bytes=0-0"})
+    assert response.status_code == 206 and response.data == b"{"
+
+
+def test_data_answers_reads_only_and_any_origins_preflight(site: Site) -> None:
+    for method in ("DELETE", "PUT", "POST", "PATCH"):
+        for path in ("/data/v1/index.json", "/config.json", "/table", "/"):
+            response = site.client.open(path, method=method)
+            assert response.status_code == 405, (method, path)
+            assert "GET" in response.headers["Allow"]
+    preflight = site.client.options(
+        "/data/v1/index.json",
+        headers={
+            "Origin": "https://maps.example.org",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "range,if-none-match",
+        },
+    )
+    assert preflight.status_code == 204 and preflight.data == b""
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Range" in preflight.headers["Access-Control-Allow-Headers"]
+    missing = site.client.get("/data/v1/nope.json")
+    assert missing.status_code == 404 and missing.headers["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.parametrize("path", ["/data/" + "a" * 300, "/" + "a" * 300, "/data/v1/" + "é" * 200])
+def test_a_name_longer_than_a_file_system_takes_is_404(site: Site, path: str) -> None:
+    assert site.client.get(path).status_code == 404  # it was a 500 and a traceback
+
+
+def test_a_host_header_that_is_no_host_is_400(site: Site) -> None:
+    for path in ("/", "/data/v1/index.json", "/config.json", "/table"):
+        response = site.client.get(path, headers={"Host": "a..b"})
+        assert response.status_code == 400, path  # it was a 500 and a traceback
+
+
+@pytest.mark.parametrize(
     "path",
     [
         "/data/v1/nope.json",

@@ -401,7 +401,13 @@ def serve_app(cfg: Config, site_dir: Path, *, proxy_hops: int = 0) -> WSGIApp:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from werkzeug.serving import run_simple
+    from werkzeug.serving import WSGIRequestHandler, run_simple
+
+    class TimedRequestHandler(WSGIRequestHandler):
+        """A connection silent for a minute is closed: a request never finished (its
+        headers, its body) held a thread for ever."""
+
+        timeout = 60
 
     from piecewise.web.site import DEFAULT_SITE_DIR
 
@@ -416,7 +422,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"(API: http://{args.host}:{args.port}/v1/{survey})",
         flush=True,
     )
-    run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
+    run_simple(
+        args.host,
+        args.port,
+        app,
+        threaded=True,
+        use_reloader=False,
+        request_handler=TimedRequestHandler,
+    )
     return 0
 
 

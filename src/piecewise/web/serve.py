@@ -16,14 +16,16 @@ import json
 import logging
 import math
 import mimetypes
+import re
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import HTTPException, NotFound, RequestedRangeNotSatisfiable
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
+from werkzeug.wsgi import wrap_file
 
 from piecewise.core.config import Config
 from piecewise.core.vocabulary import DIRECTIONS
@@ -193,6 +195,39 @@ def _pick(value: str | None, allowed: list[str], default: str) -> str:
     return value if value is not None and value in allowed else default
 
 
+READ = ["GET", "HEAD"]
+# A preflight of a cross-origin read of the data: a range, a revalidation.
+DATA_PREFLIGHT = {
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+    "Access-Control-Allow-Headers": "Range, If-None-Match, If-Match, If-Modified-Since, If-Range",
+    "Access-Control-Max-Age": "3600",
+}
+_ONE_RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", re.IGNORECASE)
+
+
+def _with_cors(response: Response) -> Response:
+    """Any origin may read the public data, its errors (404, 416) too."""
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Access-Control-Expose-Headers"] = "ETag, Content-Range, Content-Length"
+    return response
+
+
+def plain_range(environ: dict, size: int) -> None:
+    """Keeps the request's Range only where RFC 9110 has a server honour it: one range of
+    bytes (another unit, several ranges or nonsense are ignored: the whole file, 200),
+    with no weak If-Range (a range needs a strong validator). A suffix longer than the
+    file is the whole file (`bytes=-99999` of 5 KiB), as object storage answers it."""
+    header = environ.get("HTTP_RANGE")
+    if header is None:
+        return
+    one = _ONE_RANGE.fullmatch(header)
+    weak = environ.get("HTTP_IF_RANGE", "").lstrip().startswith("W/")
+    if one is None or weak or one.group(1) == one.group(2) == "":
+        del environ["HTTP_RANGE"]
+    elif one.group(1) == "" and size > 0 and int(one.group(2)) > size:
+        environ["HTTP_RANGE"] = "bytes=0-"
+
+
 class PublicSite:
     """The map site (when built), the plain table page and the public store files."""
 
@@ -202,12 +237,13 @@ class PublicSite:
         self.site = site
         self.url_map = Map(
             [
-                Rule("/", endpoint="home"),
-                Rule("/table", endpoint="page"),
-                Rule("/healthz", endpoint="health"),
-                Rule("/data/<path:key>", endpoint="data"),
-                Rule(f"/{RUNTIME_CONFIG}", endpoint="runtime_config"),
-                Rule("/<path:name>", endpoint="site_file"),
+                # Files to read: GET and HEAD (and a CORS preflight of the data), else 405.
+                Rule("/", endpoint="home", methods=READ),
+                Rule("/table", endpoint="page", methods=READ),
+                Rule("/healthz", endpoint="health", methods=READ),
+                Rule("/data/<path:key>", endpoint="data", methods=[*READ, "OPTIONS"]),
+                Rule(f"/{RUNTIME_CONFIG}", endpoint="runtime_config", methods=READ),
+                Rule("/<path:name>", endpoint="site_file", methods=READ),
             ],
             # Keys are exact: `/data//x` is no redirect to `/data/x` but an unknown key.
             merge_slashes=False,
@@ -217,8 +253,9 @@ class PublicSite:
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
-        adapter = self.url_map.bind_to_environ(environ)
         try:
+            # Inside: a Host header that is no host name is a 400 (BadHost), not a 500.
+            adapter = self.url_map.bind_to_environ(environ)
             endpoint, values = adapter.match()
             response = getattr(self, f"on_{endpoint}")(request, **values)
         except HTTPException as exc:
@@ -247,24 +284,54 @@ class PublicSite:
         return Response("ok\n", mimetype="text/plain")
 
     def on_data(self, request: Request, key: str) -> Response:
+        """A public file as object storage serves it: ranges (PMTiles, a Parquet footer),
+        ETags, any origin. A local store's file is read only as far as the range asks
+        (a 1-byte range of a large file read and hashed it whole, every time)."""
+        if request.method == "OPTIONS":
+            return _with_cors(Response(status=204, headers=DATA_PREFLIGHT))
+        missing = _with_cors(NotFound(f"no such file: {key}").get_response(request.environ))
+        if any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in key.split("/")):
+            return missing  # no file system names one so long
         try:
-            data = self.public.read_bytes(key)
-        except (FileNotFoundError, ValueError) as exc:
+            local = self.public.local_path(key)
+            if local is not None:
+                stat = local.stat()
+                if not local.is_file():
+                    raise FileNotFoundError(key)
+                etag = f"{stat.st_size:x}-{stat.st_mtime_ns:x}"
+                body: Iterable[bytes] | bytes = wrap_file(request.environ, local.open("rb"))
+                size = stat.st_size
+            else:
+                body = self.public.read_bytes(key)
+                etag = hashlib.sha256(body).hexdigest()[:32]
+                size = len(body)
+        except (FileNotFoundError, NotADirectoryError, ValueError):
             # ValueError: not a valid key (`..`, empty segments, NUL), so nothing stored.
-            raise NotFound(f"no such file: {key}") from exc
+            return missing
+        except OSError as exc:  # the store failed (a bucket, a disk): try again later
+            log.warning("cannot read %s from the public store: %s", key, exc)
+            response = Response("the public store cannot be read now: retry later\n", 503)
+            response.headers["Retry-After"] = "10"
+            return _with_cors(response)
         if key.endswith((".json", ".geojson")):
             mimetype = "application/json"
         elif key.endswith(".parquet"):
             mimetype = PARQUET_CONTENT_TYPE
         else:
             mimetype = mimetypes.guess_type(key)[0] or "application/octet-stream"
-        response = Response(data, mimetype=mimetype)
-        response.set_etag(hashlib.sha256(data).hexdigest()[:32])
-        response.headers["Access-Control-Allow-Origin"] = "*"
-        response.headers["Access-Control-Expose-Headers"] = "ETag, Content-Range, Content-Length"
+        response = Response(body, mimetype=mimetype, direct_passthrough=local is not None)
+        response.content_length = size  # a file's body is a stream: its length is said
+        response.set_etag(etag)
+        _with_cors(response)
+        response.headers["X-Content-Type-Options"] = "nosniff"
         response.cache_control.public = True
         response.cache_control.max_age = 60
-        return response.make_conditional(request, accept_ranges=True, complete_length=len(data))
+        plain_range(request.environ, size)
+        try:
+            return response.make_conditional(request, accept_ranges=True, complete_length=size)
+        except RequestedRangeNotSatisfiable as exc:
+            response.close()
+            return _with_cors(exc.get_response(request.environ))
 
     def _no_data(self, reason: str) -> Response:
         body = NO_DATA_PAGE.format(

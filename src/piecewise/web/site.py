@@ -105,7 +105,11 @@ class SiteFiles:
 
     def response(self, request: Request, name: str) -> Response:
         path = safe_join(str(self.root), name or "index.html")
-        if path is None or not Path(path).is_file():
+        try:
+            found = path is not None and Path(path).is_file()
+        except OSError:  # a name longer than the file system takes
+            found = False
+        if not found:
             raise NotFound(f"no such page: /{name}")
         data = Path(path).read_bytes()
         suffix = Path(path).suffix
