@@ -102,6 +102,33 @@ def test_country_and_subdivision_filters(loaded) -> None:
     assert ids(source(loaded, subdivisions=["OR"]), D1, D3) == []
 
 
+def test_a_region_of_a_polygon_alone_is_selected_by_its_bounds(loaded, tmp_path: Path) -> None:
+    """Without a bbox, country or subdivisions the query selected every test of the
+    world (each enriched before the region dropped it): the polygon's bounds select."""
+    import json
+
+    west, south, east, north = WA_BOX
+    ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
+    polygon = tmp_path / "wa.geojson"
+    polygon.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {},
+                        "geometry": {"type": "Polygon", "coordinates": [ring]},
+                    }
+                ],
+            }
+        )
+    )
+    src = source(loaded, bbox=None, polygon=polygon)
+    assert src.region_box == WA_BOX
+    assert ids(src, D1, D1) == ["d1-sea", "d1-spo", "u1-sea"]  # not Portland's
+
+
 def test_dry_run_reports_every_query_and_runs_nothing(loaded) -> None:
     estimates = source(loaded).estimate(D1, D3)
     assert [e.direction for e in estimates] == ["download", "upload"]

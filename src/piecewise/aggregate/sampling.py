@@ -1,7 +1,11 @@
 """Which tests count: `one_per_client_day` sampling keeps one test per client, date and
-direction, as M-Lab's statistics pipeline does to keep heavy testers from skewing an
-area: the test with the lowest `pick` (FARM_FINGERPRINT of its id, computed at ingest:
-piecewise.ingest.sampling). Tests without a client are all kept.
+direction, in the spirit of M-Lab's statistics pipeline (which samples one test per
+client and day so that heavy testers do not skew an area), by a rule of its own: the
+test with the lowest `pick` (FARM_FINGERPRINT of its id, computed at ingest:
+piecewise.ingest.sampling) of the client's (IPv4 address or IPv6 /64) tests of the UTC
+test date. M-Lab's pipeline groups by archive date, full address and place and takes
+another member of a fingerprint order, so the tests kept differ from its. Tests without
+a client are all kept.
 
 The order is sql/sampled.sql's (BigQuery's): `pick`, then `mbps`, then `min_rtt_ms`,
 each ascending; a test without an id has no `pick` and comes first, as does a test

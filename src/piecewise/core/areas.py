@@ -102,6 +102,20 @@ class Assignment:
         return scales[codes[point_of_row]]
 
 
+def region_bounds(region: Region) -> tuple[float, float, float, float] | None:
+    """The box a source may select tests by: `bbox`, else the polygon's bounds (west,
+    south, east, north); None for a region of neither. (A region of a polygon alone
+    selected every test of the world from BigQuery, enriched before it was dropped.)"""
+    if region.bbox is not None:
+        return region.bbox
+    if region.polygon is None:
+        return None
+    polygon = RegionFilter(region).polygon
+    assert polygon is not None
+    west, south, east, north = (float(v) for v in polygon.bounds)
+    return west, south, east, north
+
+
 class RegionFilter:
     """Whether points lie in the configured region (bounding box and/or polygon)."""
 

@@ -501,9 +501,10 @@ class Aggregation(_Strict):
     )
     sampling: Literal["all", "one_per_client_day"] = Field(
         "one_per_client_day",
-        description="'one_per_client_day' keeps one test per client per day and direction, "
-        "as M-Lab's statistics do (the lowest FARM_FINGERPRINT of the test id), so heavy "
-        "testers do not skew results; 'all' keeps every test.",
+        description="'one_per_client_day' keeps one test per client per day and direction "
+        "(the lowest FARM_FINGERPRINT of the test id), so heavy testers do not skew "
+        "results, as M-Lab's statistics sample too (by a rule of their own); 'all' keeps "
+        "every test.",
     )
     threads: int = Field(0, ge=0, description="Worker threads; 0 means one per core.")
     project: str | None = Field(

@@ -1,10 +1,13 @@
-"""One test per client per day, picked as M-Lab's statistics pick it.
+"""One test per client per day, picked by the fingerprint of its id.
 
 Heavy testers (a household that runs a test every hour, a monitoring script) would
 otherwise weigh on an area's numbers as much as hundreds of neighbours. M-Lab's own
-statistics keep one test per client, day and direction: the one whose test id has the
-lowest `FARM_FINGERPRINT` (BigQuery's name for FarmHash's Fingerprint64). Piecewise
-computes that fingerprint once per test at ingest, as the `pick` column, so that both
+statistics sample one test per client and day too, by a rule of their own (grouped by
+archive date, full address and place, a member chosen along a fingerprint order), so
+the tests kept here differ from theirs. Piecewise keeps, of a client's tests of a UTC
+test date and direction, the one whose test id has the lowest `FARM_FINGERPRINT`
+(BigQuery's name for FarmHash's Fingerprint64). It computes that fingerprint once per
+test at ingest, as the `pick` column, so that both
 aggregation engines (DuckDB here, BigQuery there) order by the same number and keep the
 same test. A client is its network (piecewise.ingest.clients); tests without an address are
 all kept.

@@ -1,7 +1,7 @@
 -- The tests of @dates, sampled: with @one_per_client_day, of each
 -- client's tests of a date and direction (all of them, wherever located), the one with
--- the lowest FARM_FINGERPRINT of its id (`pick`), as M-Lab's statistics
--- (piecewise.ingest.sampling); tests without a client are all kept. Put in place of
+-- the lowest FARM_FINGERPRINT of its id (`pick`; a rule of its own, not M-Lab's
+-- statistics' member choice: piecewise.ingest.sampling); tests without a client are all kept. Put in place of
 -- "sampled" in braces in sql/cells.sql and sql/coarse_counts.sql (aggregate/cells_sql).
   SELECT *
   FROM {table}

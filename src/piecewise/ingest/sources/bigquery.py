@@ -19,6 +19,7 @@ group, a missing role, or the Storage Read API's own permission.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 import re
@@ -192,13 +193,13 @@ class BigQuerySource:
     def _parameters(self, direction: str, start: dt.date, end: dt.date) -> list:
         from google.cloud import bigquery
 
-        bbox = self.region.bbox or (0.0, 0.0, 0.0, 0.0)
-        west, south, east, north = bbox
+        bounds = self.region_box
+        west, south, east, north = bounds or (0.0, 0.0, 0.0, 0.0)
         return [
             bigquery.ScalarQueryParameter("direction", "STRING", direction),
             bigquery.ScalarQueryParameter("start_date", "DATE", start),
             bigquery.ScalarQueryParameter("end_date", "DATE", end),
-            bigquery.ScalarQueryParameter("use_bbox", "BOOL", self.region.bbox is not None),
+            bigquery.ScalarQueryParameter("use_bbox", "BOOL", bounds is not None),
             bigquery.ScalarQueryParameter("west", "FLOAT64", west),
             bigquery.ScalarQueryParameter("south", "FLOAT64", south),
             bigquery.ScalarQueryParameter("east", "FLOAT64", east),
@@ -206,6 +207,13 @@ class BigQuerySource:
             bigquery.ScalarQueryParameter("country", "STRING", self.region.country or ""),
             bigquery.ArrayQueryParameter("subdivisions", "STRING", list(self.region.subdivisions)),
         ]
+
+    @functools.cached_property
+    def region_box(self) -> tuple[float, float, float, float] | None:
+        """The region's box (`bbox`, else its polygon's bounds), read once."""
+        from piecewise.core.areas import region_bounds
+
+        return region_bounds(self.region)
 
     def _job_config(self, direction: str, start: dt.date, end: dt.date, *, dry_run: bool):
         from google.cloud import bigquery
