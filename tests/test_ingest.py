@@ -80,6 +80,44 @@ def test_a_test_archived_after_midnight_belongs_to_its_own_date(
     assert ids(D2) == ["early-2", "timeless"]
 
 
+def test_a_test_archived_days_late_is_on_no_date_whatever_the_blocks(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """A date's tests are those archived on it and the next day. A test archived two
+    days late was kept when its date was read in a block with the next one (whose
+    archive days hold it) and lost, uncounted, when read alone: its date's files then
+    differed by how a run cut its dates."""
+    rows = [
+        export_row("noon-1", D1, "2025-01-01 12:00:00 UTC"),
+        export_row("late-by-2", D1 + dt.timedelta(days=2), "2025-01-01 23:30:00 UTC"),
+        export_row("noon-2", D2, "2025-01-02 12:00:00 UTC"),
+        export_row("early", D1, "2025-01-02 01:00:00 UTC"),  # archived the day before
+    ]
+
+    def files(split: bool) -> tuple[dict[dt.date, bytes], list[dict]]:
+        root = tmp_path / ("split" if split else "block")
+        (root / "exports").mkdir(parents=True)
+        (root / "exports" / "tests.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        cfg = config(root, demo_data)
+        for first, last in ((D1, D1), (D2, D2)) if split else ((D1, D2),):
+            run_ingest(cfg, first, last, progress=False)
+        private = Stores.of(cfg).private
+        made = {d: (root / "private" / file_of("download", d)).read_bytes() for d in (D1, D2)}
+        return made, [private.read_json(quality_key(d)) for d in (D1, D2)]
+
+    alone, alone_quality = files(split=True)
+    together, together_quality = files(split=False)
+    assert alone == together
+    ids = sorted(
+        pq.read_table(tmp_path / "block/private" / file_of("download", D1))["id"].to_pylist()
+    )
+    assert ids == ["noon-1"]
+    # Counted where a read of its date holds its archive day: the block's reads both;
+    # D1 alone reads the archive days D1 and D2, D2 alone D2 and D3, neither.
+    assert [q["dropped_archived_late"] for q in together_quality] == [1, 1]
+    assert [q["dropped_archived_late"] for q in alone_quality] == [0, 0]
+
+
 def test_a_test_returned_twice_is_stored_once_and_counted(tmp_path: Path, demo_data: Path) -> None:
     rows = [export_row("once", D1, "2025-01-01 08:00:00 UTC")]
     rows += [export_row("twice", D1, "2025-01-01 09:00:00 UTC")] * 2

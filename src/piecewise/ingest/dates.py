@@ -351,6 +351,21 @@ def _by_date(
     days = test_dates(chunk).cast(pa.int32()).to_numpy(zero_copy_only=False)
     if days.dtype.kind == "f":  # a null date (no time, no archive date): on no date
         days = np.where(np.isnan(days), np.iinfo(np.int32).min, days).astype(np.int64)
+    # A date's tests are those archived on it or the next day (what a block reads for
+    # it, `archive_span`): a test archived later, or earlier, is on no date, whether or
+    # not this block's archive days hold it, so that a date's files are the same however
+    # a run cuts its dates into blocks. Counted for its date when that date is read.
+    archived = chunk.column("date").cast(pa.date32()).cast(pa.int32())
+    archived = archived.to_numpy(zero_copy_only=False).astype(np.float64)
+    lag = archived - days  # NaN without an archive date: kept by its test time
+    astray = (lag < 0) | (lag > 1)
+    if astray.any():
+        for date, report in dates.items():
+            n = int(np.count_nonzero(astray & (days == (date - dt.date(1970, 1, 1)).days)))
+            if n and isinstance(report, QualityReport):
+                report.rows_in += n
+                report.dropped_archived_late += n
+        days = np.where(astray, np.iinfo(np.int32).min, days)
     order = np.argsort(days, kind="stable")
     ordered = days[order]
     epoch = dt.date(1970, 1, 1)

@@ -18,6 +18,10 @@ class QualityReport:
     dropped_outside_region: int = 0
     # A row whose test id was already seen that date and direction (counted at write).
     dropped_duplicate_id: int = 0
+    # A row archived (M-Lab's `date`) neither on its test's date nor the next day: a
+    # date's tests are those archived on it and the next day, whatever the blocks a run
+    # reads (counted where a block reads the archive day holding it).
+    dropped_archived_late: int = 0
     nulled_bad_rtt: int = 0
     nulled_bad_loss: int = 0
     nulled_bad_coordinates: int = 0
@@ -55,6 +59,7 @@ class QualityReport:
             + self.dropped_bad_throughput
             + self.dropped_outside_region
             + self.dropped_duplicate_id
+            + self.dropped_archived_late
         )
 
     def precision_warnings(self, min_share: float) -> list[str]:
