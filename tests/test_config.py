@@ -104,6 +104,14 @@ def test_a_threshold_past_a_cells_count_is_refused_by_name(key: str) -> None:
     assert getattr(cfg.privacy, key) == 2147483647
 
 
+def test_a_geoip_cache_inside_the_public_store_is_refused() -> None:
+    """`/data` would serve MaxMind's database, which its licence does not allow."""
+    text = MINIMAL + '\n[geoip]\nsource_url = "gs://b/asn.tar.gz"\ncache_dir = "public/geoip"\n'
+    assert "geoip.cache_dir, stores.public" in problems(text)
+    beside = text.replace('cache_dir = "public/geoip"', 'cache_dir = "geoip-cache"')
+    assert parse_config(beside, base_dir=Path("/tmp")).geoip.cache_dir == Path("/tmp/geoip-cache")
+
+
 def test_unknown_key_says_how_to_fix() -> None:
     msg = problems(MINIMAL + "\n[privacy]\nmin_test = 5\n")
     assert "privacy.min_test" in msg and "remove it or check its spelling" in msg

@@ -1370,6 +1370,14 @@ def _check_locations(cfg: Config) -> list[str]:
             f"  stores.public, stores.private: the public store {public} is inside the "
             f"private store {private}: {STORES_APART}"
         )
+    if cfg.geoip.cache_dir is not None:
+        cache = store_location(cfg.geoip.cache_dir, cfg.base_dir)
+        if public.contains(cache) or cache.contains(public):
+            problems.append(
+                f"  geoip.cache_dir, stores.public: the GeoIP copies' folder {cache} and the "
+                f"public store {public} overlap, and the public store is published (MaxMind's "
+                "licence does not let its database be): give the cache a folder of its own"
+            )
     scheme, _, path = cfg.survey.store.partition("://")
     if scheme == "sqlite":  # firestore:// has no path
         survey = store_location(Path(path).expanduser(), cfg.base_dir)
