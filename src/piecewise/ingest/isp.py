@@ -21,6 +21,7 @@ SOURCES = ("maxmind", "mlab", "none")  # where a test's ISP came from
 # as group 1, block width in bits). A string the regex does not match (IPv6 with "::"
 # among its first groups, or not an address) stays whole: a block of its own.
 _H = "[0-9a-fA-F]{1,4}"
+_MAPPED_IPV4 = r"^(?i:::ffff:)(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$"
 BLOCKS = (
     (False, r"^(\d{1,3}\.\d{1,3})\.\d{1,3}\.\d{1,3}$", 16),
     (False, r"^(\d{1,3}\.\d{1,3}\.\d{1,3})\.\d{1,3}$", 24),
@@ -99,6 +100,10 @@ class AsnDatabase:
         /48): if the network holding the first address seen of a block is at least as
         wide as the block, it holds the whole block. Addresses in narrower networks are
         looked up one by one."""
+        # An IPv4-mapped address (`::ffff:a.b.c.d`) is the IPv4 client (as its key is,
+        # piecewise.ingest.clients): a database without IPv4 aliases in its IPv6 tree
+        # knows it only as a.b.c.d.
+        ips = pc.replace_substring_regex(ips, _MAPPED_IPV4, r"\1")
         n = len(ips)
         group = np.full(n, -1, dtype=np.int64)
         records: list[dict | None] = []
