@@ -272,6 +272,26 @@ def test_the_index_credits_geolite_beside_mlab_when_a_geolite_database_names_the
     assert index_of(cfg)["sources"] == sources
 
 
+def test_the_credit_of_published_maxmind_data_stays_when_the_config_drops_it(
+    tmp_path: Path,
+) -> None:
+    """Data published with a GeoLite database stays public: a `[geoip]` taken out of
+    the config (a key expired, say) took the credit the licence asks for off the index
+    and the tiles of the next release."""
+    path = maxmind_db(tmp_path / "asn.mmdb", BUILT)
+    with_geolite = config(tmp_path, f'asn_database = "{path}"', source=MLAB_EXPORTS)
+    first = Publisher(with_geolite, Stores.of(with_geolite).public, build_layers(with_geolite))
+    first.write_index(index_of(with_geolite))
+    without = config(tmp_path, source=MLAB_EXPORTS)
+    assert data_sources(without) == [MLAB]  # the config alone credits M-Lab only
+    later = Publisher(without, Stores.of(without).public, build_layers(without))
+    assert [s["name"] for s in later.sources] == [MLAB["name"], "MaxMind GeoLite2"]
+    assert later.sources[1]["notice"] == GEOLITE_NOTICE
+    assert [s["name"] for s in index_of(without)["sources"]] == [MLAB["name"], "MaxMind GeoLite2"]
+    tiles = later.layer_tiles("hex", [], {"thresholds": []})
+    assert GEOLITE_NOTICE in tiles.attribution
+
+
 def test_the_index_credits_only_mlab_without_maxmind_data(tmp_path: Path) -> None:
     assert index_of(config(tmp_path, source=MLAB_EXPORTS))["sources"] == [MLAB]
     demo = build_demo_asn_db(tmp_path / "demo.mmdb")  # made-up blocks, not MaxMind's

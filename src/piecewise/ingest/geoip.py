@@ -86,6 +86,7 @@ __all__ = [
     "LicenceLimit",
     "attribution",
     "data_sources",
+    "kept_sources",
     "licence_limit",
     "licensed_geoip",
     "newer_build_epoch",
@@ -1037,12 +1038,31 @@ def data_sources(config: Config) -> list[dict[str, str]]:
     return sources
 
 
-def tile_attribution(config: Config) -> str:
+def kept_sources(config: Config, earlier: Iterable[object]) -> list[dict[str, str]]:
+    """`data_sources(config)`, with the MaxMind credits of `earlier` (the sources of the
+    index a release replaces) kept: the data published with a MaxMind database stays
+    public when `[geoip]` changes or goes, and so does its credit, which the GeoLite
+    licence asks for wherever the data is."""
+    sources = data_sources(config)
+    names = {s["name"] for s in sources}
+    for source in earlier:
+        if not isinstance(source, dict):
+            continue
+        name = source.get("name")
+        if isinstance(name, str) and name.startswith("MaxMind") and name not in names:
+            sources.append({str(k): str(v) for k, v in source.items()})
+            names.add(name)
+    return sources
+
+
+def tile_attribution(config: Config, sources: Iterable[dict] = ()) -> str:
     """The credit in the tiles' metadata: M-Lab's data, and the GeoLite licence's notice
-    when a GeoLite database names the ISPs."""
+    when a GeoLite database names the ISPs (the config's, or one of `sources`, the
+    credits the published data keeps)."""
     from piecewise.publish.tiles import ATTRIBUTION
 
-    if maxmind_product(config) == "GeoLite":
+    geolite = any(s.get("name") == "MaxMind GeoLite2" for s in sources)
+    if geolite or maxmind_product(config) == "GeoLite":
         return f"{ATTRIBUTION}; ISP names: {GEOLITE_NOTICE}"
     return ATTRIBUTION
 

@@ -974,15 +974,13 @@ def _publish_files(
         # years written, and the metadata of every year's; while the last layers' series
         # are written (their thread holds the interpreter's lock, Arrow's Parquet writer
         # and the SQLite child need it little).
-        from piecewise.ingest.geoip import data_sources  # reads the MaxMind file's metadata
-
         write_dataset(
             stores.public,
             dataset,
             dataset_metadata(
                 title=config.project.name,
                 description=config.project.description,
-                sources=data_sources(config),
+                sources=publisher.sources,
                 shares=release.settings["thresholds"],
                 release=release.number,
                 years=every_year,
