@@ -847,7 +847,7 @@ def parser() -> argparse.ArgumentParser:
     init.add_argument(
         "--data-dir",
         help="where the folder of the boundaries, places and stores goes, named for the "
-        "config file (default: var/places/, beside the config)",
+        "config file and the place (default: var/places/, beside the config)",
     )
     init.add_argument(
         "--bigquery-dataset",
