@@ -130,8 +130,10 @@ resource "google_storage_bucket_iam_member" "aggregate_public_list" {
 }
 
 # The scale engine (`[aggregation] engine = "bigquery"`) runs query and load jobs,
-# billed to this project; its tables are in the dataset below, and only there.
+# billed to this project; its tables are in the dataset below, and only there. With the
+# local engine aggregate runs no job, and may run none (a billed query of anything).
 resource "google_project_iam_member" "aggregate_bigquery_jobs" {
+  count      = local.deploy.aggregation_engine == "bigquery" ? 1 : 0
   project    = var.project
   role       = "roles/bigquery.jobUser"
   member     = google_service_account.function["aggregate"].member

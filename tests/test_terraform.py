@@ -891,6 +891,19 @@ def test_function_sizes_are_held_to_every_function_and_the_platforms_limits() ->
     assert job["attempt_deadline"] == '${var.function_sizes["ingest"].timeout}s'
 
 
+@pytest.mark.parametrize(("engine", "granted"), [("local", 0), ("bigquery", 1)])
+def test_aggregate_may_run_bigquery_jobs_only_with_the_scale_engine(
+    engine: str, granted: int
+) -> None:
+    """With the local engine aggregate runs no BigQuery job: its account held the
+    project's jobUser role all the same (a billed query of anything, if taken over)."""
+    config = _deploy_config() + f'\n[aggregation]\nengine = "{engine}"\n'
+    if engine == "bigquery":
+        config += 'dataset = "wa_cells"\n'
+    grant = TF["resource"]["google_project_iam_member.aggregate_bigquery_jobs"]
+    assert _evaluate(config, _ref(grant["count"])) == [granted]
+
+
 def test_the_deploy_configs_locks_go_stale_soon_after_a_function_is_stopped() -> None:
     """A function stopped at its timeout leaves its locks, and the retries of its message
     fail until they are stale: the deploy config's lock lifetime outlasts the longest
