@@ -566,12 +566,6 @@ def cmd_site_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _folder_name(config_path: Path) -> str:
-    """The data folder of a config written by `init`: its file's name without `.toml`,
-    in lower case letters, digits and dashes (`Oregon Metro.toml`: oregon-metro)."""
-    return re.sub(r"[^a-z0-9]+", "-", config_path.stem.casefold()).strip("-") or "place"
-
-
 def cmd_init(args: argparse.Namespace) -> int:
     from piecewise.init import (
         InitError,
@@ -580,6 +574,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         geojson_place,
         init_place,
         interview,
+        slugify,
     )
 
     try:
@@ -617,7 +612,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         # The data (boundaries, places, stores) in a folder named for the config file and
         # the place: two configs never share a file, nor does a config replaced by
         # another place's take over the first one's stores.
-        folder = _folder_name(config_path)
+        folder = slugify(config_path.stem) or "place"
         if args.state:
             place = atlas_place(root, args.state, counties, title=args.name, folder=folder)
         else:

@@ -247,6 +247,12 @@ class Atlas:
         )
 
 
+def slugify(text: str) -> str:
+    """`text` as a file or folder name: lower case letters and digits, runs of anything
+    else one dash (`Oregon Metro`: oregon-metro); "" when nothing is left."""
+    return re.sub(r"[^a-z0-9]+", "-", text.casefold()).strip("-")
+
+
 def _data_folder(config_name: str | None, place: str) -> str:
     """The folder of a config's data (boundaries, places, stores): named for the config
     and the place, so that two configs never share one, and a config replaced (`--force`)
@@ -272,7 +278,7 @@ def atlas_place(
     codes = sorted({atlas.county(fips, c) for c in counties}) if counties else None
     postal, timezone = STATE_TIME_ZONES.get(fips, ("", "UTC"))
     name = atlas.states[fips]
-    slug = re.sub(r"[^a-z0-9]+", "-", name.casefold()).strip("-")
+    slug = slugify(name)
     if codes:
         slug += "-" + "-".join(c[2:] for c in codes) if len(codes) <= 3 else f"-{len(codes)}"
     out = root / _data_folder(folder, slug)
@@ -399,7 +405,7 @@ def geojson_place(
     west, south, east, north = union.bounds
     if not (-180 <= west <= east <= 180 and -90 <= south <= north <= 90):
         raise InitError(f"--geojson {path}: coordinates are not longitude and latitude (WGS 84)")
-    slug = re.sub(r"[^a-z0-9]+", "-", path.stem.casefold()).strip("-") or "areas"
+    slug = slugify(path.stem) or "areas"
     out = root / _data_folder(folder, slug)
     out.mkdir(parents=True, exist_ok=True)
     areas = out / f"{slug}-areas.geojson"

@@ -359,17 +359,18 @@ def _by_date(
     archived = archived.to_numpy(zero_copy_only=False).astype(np.float64)
     lag = archived - days  # NaN without an archive date: kept by its test time
     astray = (lag < 0) | (lag > 1)
+    epoch = dt.date(1970, 1, 1)
+    numbers = [(date - epoch).days for date in dates]
     if astray.any():
-        for date, report in dates.items():
-            n = int(np.count_nonzero(astray & (days == (date - dt.date(1970, 1, 1)).days)))
-            if n and isinstance(report, QualityReport):
+        late, counts = np.unique(days[astray], return_counts=True)
+        for number, n in zip(late.tolist(), counts.tolist(), strict=True):
+            report = dates.get(epoch + dt.timedelta(days=number))
+            if isinstance(report, QualityReport):
                 report.rows_in += n
                 report.dropped_archived_late += n
         days = np.where(astray, np.iinfo(np.int32).min, days)
     order = np.argsort(days, kind="stable")
     ordered = days[order]
-    epoch = dt.date(1970, 1, 1)
-    numbers = [(date - epoch).days for date in dates]
     bounds = np.searchsorted(ordered, numbers + [n + 1 for n in numbers])
     # Where date order leaves the chunk's order: each run between is one slice.
     starts = np.r_[0, np.flatnonzero(np.diff(order) != 1) + 1]

@@ -289,9 +289,12 @@ class PublicSite:
         (a 1-byte range of a large file read and hashed it whole, every time)."""
         if request.method == "OPTIONS":
             return _with_cors(Response(status=204, headers=DATA_PREFLIGHT))
-        missing = _with_cors(NotFound(f"no such file: {key}").get_response(request.environ))
+
+        def missing() -> Response:
+            return _with_cors(NotFound(f"no such file: {key}").get_response(request.environ))
+
         if any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in key.split("/")):
-            return missing  # no file system names one so long
+            return missing()  # no file system names one so long
         try:
             local = self.public.local_path(key)
             if local is not None:
@@ -307,7 +310,7 @@ class PublicSite:
                 size = len(body)
         except (FileNotFoundError, NotADirectoryError, ValueError):
             # ValueError: not a valid key (`..`, empty segments, NUL), so nothing stored.
-            return missing
+            return missing()
         except OSError as exc:  # the store failed (a bucket, a disk): try again later
             log.warning("cannot read %s from the public store: %s", key, exc)
             response = Response("the public store cannot be read now: retry later\n", 503)

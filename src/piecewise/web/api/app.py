@@ -233,11 +233,9 @@ class ApiApp:
         self, request: Request, vary: list[str], cache_control: str
     ) -> list[tuple[str, str]]:
         headers = [("Cache-Control", cache_control), ("X-Content-Type-Options", "nosniff")]
-        cors = self.cors.headers(request.headers.get("Origin"))
+        cors = self.cors.headers(request.headers.get("Origin"), expose="ETag")
         vary = vary + [v for k, v in cors if k == "Vary"]
         headers += [(k, v) for k, v in cors if k != "Vary"]
-        if any(k == "Access-Control-Allow-Origin" for k, _ in cors):
-            headers.append(("Access-Control-Expose-Headers", "ETag"))
         if vary:
             headers.append(("Vary", ", ".join(vary)))
         return headers

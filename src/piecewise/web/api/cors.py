@@ -15,10 +15,17 @@ class Cors:
     def any(self) -> bool:
         return "*" in self.origins
 
-    def headers(self, origin: str | None) -> list[tuple[str, str]]:
+    def headers(self, origin: str | None, expose: str | None = None) -> list[tuple[str, str]]:
+        """The answer's CORS headers for a page of `origin`; `expose`: the headers beyond
+        the safelisted ones that page may read (`ETag`, `Retry-After`), when it may read
+        the answer at all."""
         if self.any:
-            return [("Access-Control-Allow-Origin", "*")]
-        out = [("Vary", "Origin")]
-        if origin is not None and origin in self.origins:
+            out = [("Access-Control-Allow-Origin", "*")]
+        else:
+            out = [("Vary", "Origin")]
+            if origin is None or origin not in self.origins:
+                return out
             out.append(("Access-Control-Allow-Origin", origin))
+        if expose:
+            out.append(("Access-Control-Expose-Headers", expose))
         return out

@@ -316,11 +316,8 @@ class SurveyApp:
 
     def headers(self, request: Request) -> list[tuple[str, str]]:
         headers = [("X-Content-Type-Options", "nosniff")]
-        cors = self.cors.headers(request.headers.get("Origin"))
-        headers += cors
         # A page on another origin reads when to try again (429, 503) only if exposed.
-        if any(k == "Access-Control-Allow-Origin" for k, _ in cors):
-            headers.append(("Access-Control-Expose-Headers", "Retry-After"))
+        headers += self.cors.headers(request.headers.get("Origin"), expose="Retry-After")
         return headers
 
     def json(self, request: Request, body: bytes, status: int) -> Response:
