@@ -450,7 +450,8 @@ def test_too_many_posts_show_when_to_try_again(page, site_server, tmp_path):
     page.get_by_label("Name it", exact=False).fill("Gamma Wireless")
     send.click()
     status = page.locator("#survey-status")
-    status.wait_for(state="visible")
+    # "Sending your answers…" first, then the answer's message in its place.
+    page.locator("#survey-status", has_text="Please try again").wait_for()
     assert survey.statuses == [200, 400, 429]
     # The window ends on the clock's 10-minute marks: Retry-After is 1 to 600 s.
     seconds = int(survey.retry_after)
