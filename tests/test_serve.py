@@ -682,3 +682,23 @@ def test_cli_serves_over_real_http(site: Site, served_cli: str) -> None:
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"{served_cli}/data/v1/nope.json", timeout=10)
     assert err.value.code == 404
+    assert len(err.value.headers.get_all("Date")) == 1
+
+
+@pytest.mark.service
+def test_each_answer_has_one_date(site: Site, served_cli: str) -> None:
+    """The server's `Date` and the one an ETag's answer carries were both sent: a field
+    of one value twice, which a cache may refuse."""
+    with urllib.request.urlopen(f"{served_cli}/data/v1/index.json", timeout=10) as r:
+        etag = r.headers["ETag"]
+        assert len(r.headers.get_all("Date")) == 1
+    request = urllib.request.Request(
+        f"{served_cli}/data/v1/index.json", headers={"If-None-Match": etag}
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:  # urllib raises on a 304
+        urllib.request.urlopen(request, timeout=10)
+    assert err.value.code == 304
+    assert len(err.value.headers.get_all("Date")) == 1
+    for path in ("/", "/config.json", "/table", "/healthz"):
+        with urllib.request.urlopen(f"{served_cli}{path}", timeout=10) as r:
+            assert len(r.headers.get_all("Date")) == 1, path

@@ -405,9 +405,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     class TimedRequestHandler(WSGIRequestHandler):
         """A connection silent for a minute is closed: a request never finished (its
-        headers, its body) held a thread for ever."""
+        headers, its body) held a thread for ever. One `Date` per answer: the server
+        writes its own before the application's headers, and an answer made conditional
+        (a 200 or 304 with an ETag) carries one too, which a cache may take as a
+        malformed answer (RFC 9110: a field of one value)."""
 
         timeout = 60
+        _dated = False
+
+        def send_response(self, code: int, message: str | None = None) -> None:
+            self._dated = False
+            super().send_response(code, message)
+
+        def send_header(self, keyword: str, value: str) -> None:
+            if keyword.lower() == "date":
+                if self._dated:
+                    return
+                self._dated = True
+            super().send_header(keyword, value)
 
     from piecewise.web.site import DEFAULT_SITE_DIR
 
