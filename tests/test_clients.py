@@ -203,7 +203,7 @@ def test_the_column_form_agrees_with_the_one_address_form(
 ) -> None:
     values = pa.array(ips, pa.string())
     table = pa.table({"client_ip": values.dictionary_encode() if dictionary else values})
-    expected = [None if ip is None else client_network(ip) for ip in ips]
+    expected = [None if ip is None else client_network(ip) or None for ip in ips]
     assert network_keyed(table).column("client_ip").to_pylist() == expected
 
 
@@ -212,12 +212,24 @@ def test_each_value_has_the_code_of_its_network_first_seen(ips: list[str | None]
     """`network_codes`: values of one network share a code and only they do, numbered
     as the networks first appear; null is -1."""
     codes = network_codes(pa.array(ips, pa.string())).tolist()
-    keys = [None if ip is None else client_network(ip) for ip in ips]
+    keys = [None if ip is None else client_network(ip) or None for ip in ips]
     first: dict[str, int] = {}
     for key in keys:
         if key is not None:
             first.setdefault(key, len(first))
     assert codes == [-1 if key is None else first[key] for key in keys]
+
+
+@pytest.mark.parametrize("dictionary", [False, True])
+def test_a_blank_address_is_no_client(dictionary: bool) -> None:
+    """An export's empty `client.IP` was one client shared by every such test: counted
+    as one in `clients` and, with `one_per_client_day`, sampled down to one test a day."""
+    ips = ["", " ", "\t\u00a0", "203.0.113.7", None, "", "2001:db8:1:2::1"]
+    values = pa.array(ips, pa.string())
+    table = pa.table({"client_ip": values.dictionary_encode() if dictionary else values})
+    keyed = network_keyed(table).column("client_ip")
+    assert keyed.to_pylist() == [None, None, None, "203.0.113.7", None, None, "2001:db8:1:2::/64"]
+    assert network_codes(values).tolist() == [-1, -1, -1, 0, -1, -1, 1]
 
 
 def test_network_codes_of_nothing_are_none_and_of_numbers_an_error() -> None:

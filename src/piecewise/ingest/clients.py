@@ -43,7 +43,8 @@ _SPELLED_OUT = rf"^({_NONZERO}(?::{_GROUP}){{3}})(?::{_GROUP}){{4}}$"
 def client_network(ip: str) -> str:
     """The key of the client at `ip`: an IPv4 address in canonical form; an IPv6
     address's /64 network (`2001:db8:1:2::/64`, zone id dropped); an IPv4-mapped IPv6
-    address's IPv4 address. Anything else is returned stripped of surrounding blanks."""
+    address's IPv4 address. Anything else is returned stripped of surrounding blanks
+    (a blank, "", is no client: the columns' forms make it null)."""
     text = ip.strip()
     try:
         # Dispatch on ':' rather than ip_address(), which tries IPv4 first and raises.
@@ -85,9 +86,11 @@ def _fast_network(ip: str) -> str:
 
 
 def _keys_of(values: pa.Array) -> pa.Array:
-    """`client_network` of each value of a string array (nulls stay null): canonical
-    IPv4 addresses and keys kept as they are, IPv6 addresses spelled out in full keyed
-    by Arrow, Python called for the others only."""
+    """`client_network` of each value of a string array (nulls stay null, and a blank
+    value, an export's empty field, becomes null: no address is no client, not one
+    client shared by every such test): canonical IPv4 addresses and keys kept as they
+    are, IPv6 addresses spelled out in full keyed by Arrow, Python called for the others
+    only."""
     canonical = pc.fill_null(pc.match_substring_regex(values, _KEPT), True)
     other = pc.invert(canonical)
     positions = np.flatnonzero(other.to_numpy(zero_copy_only=False))
@@ -101,7 +104,7 @@ def _keys_of(values: pa.Array) -> pa.Array:
     keys = pc.binary_join_element_wise(prefixes, ending, pa.scalar("", values.type))
     left = np.flatnonzero(~spelled.to_numpy(zero_copy_only=False))
     if left.size:
-        mapped = [_fast_network(v) for v in rest.take(left).to_pylist()]
+        mapped = [_fast_network(v) or None for v in rest.take(left).to_pylist()]
         rest = pc.replace_with_mask(rest, pc.invert(spelled), pa.array(mapped, values.type))
     rest = pc.replace_with_mask(rest, spelled, keys)
     return pc.replace_with_mask(values, other, rest)
