@@ -348,6 +348,63 @@ def test_the_map_credits_geolite_beside_mlab(tmp_path: Path) -> None:
     assert runtime_config(cfg)["attribution"] == f"M-Lab NDT; {GEOLITE_NOTICE}"
 
 
+CREDIT_JS = Path(__file__).resolve().parents[1] / "static_site" / "src" / "common" / "credit.js"
+CREDIT_SCRIPT = """
+const m = await import(process.argv[1]);
+console.log(JSON.stringify(JSON.parse(process.argv[2]).map(([t, s]) => m.credit(t, s))));
+"""
+
+
+def map_credit(cases: list[tuple[str, list]]) -> list[str]:
+    """The map's credit (static_site/src/common/credit.js, run in node) for each pair of
+    config.json's `attribution` and index.json's `sources`."""
+    from test_site_state import in_node
+
+    return in_node(CREDIT_SCRIPT, CREDIT_JS, cases)
+
+
+def test_the_map_keeps_the_credit_of_published_maxmind_data_when_the_config_drops_it(
+    tmp_path: Path,
+) -> None:
+    """config.json's credit follows the config; the ISP names published with a GeoLite
+    database stay public after `[geoip]` goes, and the map showed them without the
+    notice their licence asks for. The map adds the credits index.json keeps, in the
+    words the server uses, once."""
+    path = maxmind_db(tmp_path / "asn.mmdb", BUILT)
+    with_geolite = config(tmp_path, f'asn_database = "{path}"', source=MLAB_EXPORTS)
+    without = config(tmp_path, source=MLAB_EXPORTS)
+    kept = data_sources(with_geolite)  # what the index keeps after `[geoip]` goes
+    geoip2 = config(
+        tmp_path,
+        f'asn_database = "{maxmind_db(tmp_path / "isp.mmdb", BUILT, "GeoIP2-ISP")}"',
+        source=MLAB_EXPORTS,
+    )
+    plain = runtime_config(without)["attribution"]
+    own = "Speed tests: M-Lab. ISP data © MaxMind"
+    cases = [
+        (plain, kept),  # the config dropped GeoLite: the map credits it as it did
+        (runtime_config(with_geolite)["attribution"], kept),  # credited already: once
+        (plain, data_sources(without)),  # nothing from MaxMind published
+        (plain, data_sources(geoip2)),
+        (runtime_config(geoip2)["attribution"], data_sources(geoip2)),
+        (own, data_sources(geoip2)),  # an operator's own mention of MaxMind
+        ("", kept),
+        (plain, [None, {"name": 5}, "MaxMind"]),  # a damaged index adds nothing
+        (plain, None),
+    ]
+    assert map_credit(cases) == [
+        runtime_config(with_geolite)["attribution"],
+        runtime_config(with_geolite)["attribution"],
+        plain,
+        runtime_config(geoip2)["attribution"],
+        runtime_config(geoip2)["attribution"],
+        own,
+        f"ISP names: {GEOLITE_NOTICE}",
+        plain,
+        plain,
+    ]
+
+
 def test_the_tiles_credit_geolite_beside_mlab(tmp_path: Path) -> None:
     """Map tiles carry the data: their metadata credits what the data came from."""
     from pmtiles.reader import MmapSource, Reader

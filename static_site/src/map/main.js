@@ -22,6 +22,7 @@ import {
   surveyWindowFor,
   publicationNote,
 } from "./metrics.js";
+import { credit } from "../common/credit.js";
 import { h, isShown } from "../common/dom.js";
 import { AreaLists } from "./arealist.js";
 import { buildControls, options, setDrawer, syncControls as syncControlsTo } from "./controls.js";
@@ -602,6 +603,8 @@ async function main() {
     else fail(t("map.index_failed", { error: err.message }));
     return;
   }
+  config.attribution = credit(config.attribution, index.sources);
+  if (config.attribution) $("attribution").textContent = config.attribution;
   $("freshness").textContent = publicationNote(index.publication);
   $("synthetic-note").hidden = !index.synthetic;
   datasetLinks(index.dataset);
