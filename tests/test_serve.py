@@ -28,7 +28,7 @@ from piecewise.core.config import Config, IspRule, UseCase
 from piecewise.devtools import free_port
 from piecewise.pipeline import run_aggregate, run_ingest
 from piecewise.storage.store import Store, Stores
-from piecewise.web.serve import TABLE_COLUMNS, _fmt, build_app
+from piecewise.web.serve import TABLE_COLUMNS, HostNames, _fmt, build_app
 from test_pipeline import END, START, make_config
 
 # Names that would inject markup if the page did not escape them.
@@ -683,6 +683,59 @@ def test_cli_serves_over_real_http(site: Site, served_cli: str) -> None:
         urllib.request.urlopen(f"{served_cli}/data/v1/nope.json", timeout=10)
     assert err.value.code == 404
     assert len(err.value.headers.get_all("Date")) == 1
+
+
+def _answer(environ: dict, start_response) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+@pytest.mark.parametrize(
+    ("host", "answered"),
+    [
+        ("127.0.0.1:8080", True),
+        ("127.0.0.1", True),
+        ("[::1]:8080", True),
+        ("192.168.1.20:8080", True),
+        ("localhost:8080", True),
+        ("LOCALHOST.", True),
+        ("map.localhost:8080", True),
+        ("broadband.example.org", True),  # listed
+        ("Broadband.Example.org.:443", True),
+        ("evil.example:8080", False),  # a name made to resolve to 127.0.0.1
+        ("127.0.0.1.nip.io:8080", False),
+        ("example.org", False),  # a listed name's parent
+        ("localhost.evil.example", False),
+        ("", True),  # no Host (HTTP/1.0): the server's own address
+    ],
+)
+def test_only_the_servers_own_names_are_answered(host: str, answered: bool) -> None:
+    """DNS rebinding: a page of another site whose name is made to resolve to 127.0.0.1
+    reached `piecewise serve` as its own origin, so the survey took its posts."""
+    client = Client(HostNames(_answer, ["broadband.example.org"]))
+    headers = {"Host": host} if host else {}
+    response = client.get("/v1/survey", headers=headers, environ_base={"SERVER_NAME": "127.0.0.1"})
+    assert (response.status_code == 200) is answered, response.text
+    if not answered:
+        assert response.status_code == 400
+        assert "--allowed-host" in response.text
+    anything = Client(HostNames(_answer, ["*"]))
+    assert anything.get("/", headers={"Host": "evil.example"}).status_code == 200
+
+
+@pytest.mark.service
+def test_the_cli_refuses_another_sites_name(site: Site, served_cli: str) -> None:
+    port = urllib.parse.urlsplit(served_cli).port
+    request = urllib.request.Request(
+        f"{served_cli}/v1/survey/form", headers={"Host": f"evil.example:{port}"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=10)
+    assert err.value.code == 400
+    assert "--allowed-host evil.example" in err.value.read().decode()
+    local = urllib.request.Request(f"{served_cli}/healthz", headers={"Host": f"localhost:{port}"})
+    with urllib.request.urlopen(local, timeout=10) as r:
+        assert r.status == 200
 
 
 @pytest.mark.service

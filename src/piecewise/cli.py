@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -379,13 +379,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve_app(cfg: Config, site_dir: Path, *, proxy_hops: int = 0) -> WSGIApp:
+def serve_app(
+    cfg: Config,
+    site_dir: Path,
+    *,
+    proxy_hops: int = 0,
+    allowed_hosts: Iterable[str] | None = None,
+) -> WSGIApp:
     """What `piecewise serve` serves: the API, the survey (when enabled) and the site.
     With `proxy_hops`, that many reverse proxies in front each add the address they were
     reached from to X-Forwarded-For, and the survey's client is the address the first of
-    them saw (else every resident behind them is the proxy: one client)."""
+    them saw (else every resident behind them is the proxy: one client). With
+    `allowed_hosts`, only requests to an IP address, localhost or one of those names are
+    answered (`HostNames`)."""
     from piecewise.web.api import build_api
-    from piecewise.web.serve import build_app
+    from piecewise.web.serve import HostNames, build_app
 
     mounts = {"/v1": build_api(cfg)}
     if cfg.survey.enabled:
@@ -393,11 +401,11 @@ def serve_app(cfg: Config, site_dir: Path, *, proxy_hops: int = 0) -> WSGIApp:
 
         mounts["/v1/survey"] = build_survey(cfg, salt=_survey_salt(cfg))
     app = build_app(cfg, mounts=mounts, site_dir=site_dir)
-    if not proxy_hops:
-        return app
-    from werkzeug.middleware.proxy_fix import ProxyFix
+    if proxy_hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
 
-    return ProxyFix(app, x_for=proxy_hops)
+        app = ProxyFix(app, x_for=proxy_hops)
+    return app if allowed_hosts is None else HostNames(app, allowed_hosts)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -430,7 +438,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     site_dir = Path(args.site) if args.site else DEFAULT_SITE_DIR
     if not (site_dir / "index.html").is_file():
         log.warning("no map site built in %s (run `make site`): / shows the table page", site_dir)
-    app = serve_app(cfg, site_dir, proxy_hops=args.proxy_hops)
+    app = serve_app(
+        cfg, site_dir, proxy_hops=args.proxy_hops, allowed_hosts=args.allowed_host or []
+    )
     survey = f", survey: http://{args.host}:{args.port}/v1/survey" if cfg.survey.enabled else ""
     print(
         f"serving {cfg.project.name} on http://{args.host}:{args.port}/ "
@@ -781,6 +791,14 @@ def parser() -> argparse.ArgumentParser:
         help="reverse proxies in front of the server, each adding the address it was reached "
         "from to X-Forwarded-For: the survey counts the address the first one saw as the "
         "client (default 0: the connection's own address)",
+    )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="a host name the server answers under, besides IP addresses and localhost (a "
+        "page of another site that makes its name resolve here is refused); once per name, "
+        "`*` for any: the name of a reverse proxy in front, say",
     )
     serve.set_defaults(func=cmd_serve)
 

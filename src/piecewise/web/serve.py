@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import ipaddress
 import json
 import logging
 import math
@@ -505,6 +506,48 @@ class PublicSite:
             f"<thead><tr><th scope=col>Area</th>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table></div>"
         )
+
+
+class HostNames:
+    """Answers only requests whose `Host` is one the server is meant to be reached by: an
+    IP address, `localhost` (and its subdomains), or a name `allowed` lists (`*`: any).
+    A page of another site whose name is made to resolve to this machine (DNS rebinding)
+    reaches a server on 127.0.0.1 as its own origin, so it could post survey answers
+    here; its requests carry its name, and are refused (400, naming the option)."""
+
+    def __init__(self, app: WSGIApp, allowed: Iterable[str]) -> None:
+        self.app = app
+        self.allowed = {name.lower().rstrip(".") for name in allowed}
+
+    def host_allowed(self, host: str) -> bool:
+        if "*" in self.allowed:
+            return True
+        name = host.lower()
+        if name.startswith("["):  # [v6 address]:port
+            name = name[1 : name.find("]")] if "]" in name else name[1:]
+        elif name.count(":") == 1:
+            name = name.split(":")[0]
+        name = name.rstrip(".")
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            pass
+        return name == "localhost" or name.endswith(".localhost") or name in self.allowed
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+        if self.host_allowed(host):
+            return self.app(environ, start_response)
+        shown = host[:100].encode("ascii", "backslashreplace").decode()
+        response = Response(
+            f"this server is not served under the name {shown!r}: start it with "
+            f"`piecewise serve --allowed-host {shown.split(':')[0] or 'NAME'}` to serve it "
+            "there (a name of yours, say, behind a reverse proxy)\n",
+            status=400,
+            mimetype="text/plain",
+        )
+        return response(environ, start_response)
 
 
 def build_app(
