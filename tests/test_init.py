@@ -25,7 +25,7 @@ from piecewise.cli import main
 from piecewise.core.config import load_config
 from piecewise.init import COARSEST, FINEST, MOST_HEXAGONS, choose_resolution, hexagons_at
 from piecewise.pipeline import run_aggregate, run_ingest
-from piecewise.storage.store import Stores
+from piecewise.storage.store import Stores, local_path_for
 
 pytestmark = pytest.mark.slow  # node, and a pipeline run per place
 
@@ -275,6 +275,36 @@ def test_two_configs_of_places_of_one_name_share_no_file(
     assert main(["init", "-o", str(first), "--geojson", str(other), *zone, "--force"]) == 0
     assert load_config(first).stores.private != one.stores.private
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_two_configs_of_one_name_given_one_data_folder_share_no_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Named for the config's file and the place, the data folder was one for
+    a/wards.toml and b/wards.toml given one `--data-dir`: the second rewrote the
+    first one's boundaries and shared its stores. It is refused, naming the first, and
+    free again once that config is gone."""
+    data = tmp_path / "shared"
+    areas = wards(tmp_path / "wards.geojson")
+    zone = ["--timezone", "America/Chicago", "--data-dir", str(data)]
+    first, second = tmp_path / "a" / "wards.toml", tmp_path / "b" / "wards.toml"
+    for folder in (first.parent, second.parent):
+        folder.mkdir()
+    assert main(["init", "-o", str(first), "--geojson", str(areas), *zone]) == 0
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    assert main(["init", "-o", str(second), "--geojson", str(areas), *zone]) == 2
+    err = capsys.readouterr().err
+    assert str(first.absolute()) in err and "--data-dir" in err
+    assert not second.exists()
+    assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
+    # The same config again (--force) keeps its folder; once the first config is
+    # gone, its folder is the second's.
+    assert main(["init", "-o", str(first), "--geojson", str(areas), *zone, "--force"]) == 0
+    first.unlink()
+    assert main(["init", "-o", str(second), "--geojson", str(areas), *zone]) == 0
+    cfg = load_config(second)
+    private = local_path_for(cfg.stores.private, cfg.base_dir)
+    assert private is not None and private.is_relative_to(data)
 
 
 PLACES = {

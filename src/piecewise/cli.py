@@ -639,7 +639,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         # another place's take over the first one's stores.
         folder = slugify(config_path.stem) or "place"
         if args.state:
-            place = atlas_place(root, args.state, counties, title=args.name, folder=folder)
+            place = atlas_place(
+                root, args.state, counties, title=args.name, folder=folder, owner=config_path
+            )
         else:
             place = geojson_place(
                 Path(args.geojson),
@@ -650,6 +652,7 @@ def cmd_init(args: argparse.Namespace) -> int:
                 layer_name=args.layer_name,
                 title=args.name,
                 folder=folder,
+                owner=config_path,
             )
         if args.timezone and args.state:
             place = dataclasses.replace(place, timezone=args.timezone)

@@ -263,6 +263,31 @@ def _data_folder(config_name: str | None, place: str) -> str:
     return f"{config_name}-{place}"
 
 
+OWNER_FILE = ".piecewise-config"
+
+
+def _claim(out: Path, owner: Path | None) -> None:
+    """Takes the data folder `out` for the config at `owner` (before anything is built
+    in it): refused while another config, still on disk, holds it. Two configs of one
+    file name in two folders, given one `--data-dir`, got one folder: the second rewrote
+    the first one's boundaries, and both published from the same stores."""
+    if owner is None:
+        return
+    mine = str(owner.absolute())
+    mark = out / OWNER_FILE
+    try:
+        held = mark.read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+        held = ""
+    if held and held != mine and Path(held).is_file():
+        raise InitError(
+            f"{out} holds the data of {held}: give this config another file name or "
+            "--data-dir, so that the two share no boundaries and no stores"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    mark.write_text(mine + "\n", encoding="utf-8")
+
+
 def atlas_place(
     root: Path,
     state: str,
@@ -270,9 +295,11 @@ def atlas_place(
     title: str | None = None,
     *,
     folder: str | None = None,
+    owner: Path | None = None,
 ) -> Place:
     """A state, or some of its counties, with boundaries built into a folder of `root`
-    named for `folder` (the config's name) and the place (`_data_folder`)."""
+    named for `folder` (the config's name) and the place (`_data_folder`), taken for the
+    config at `owner` (`_claim`)."""
     atlas = Atlas.load()
     fips = atlas.state(state)
     codes = sorted({atlas.county(fips, c) for c in counties}) if counties else None
@@ -285,6 +312,7 @@ def atlas_place(
     args = [_node(), str(ATLAS_SCRIPT), str(out), "--state", fips, "--prefix", slug]
     if codes:
         args += ["--counties", ",".join(codes)]
+    _claim(out, owner)
     out.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(args, capture_output=True, text=True)
     if done.returncode:
@@ -365,10 +393,12 @@ def geojson_place(
     layer_name: str | None = None,
     title: str | None = None,
     folder: str | None = None,
+    owner: Path | None = None,
 ) -> Place:
     """A user's GeoJSON of areas: its id and name properties given or detected, and its
     outline (the union of the areas) written into a folder of `root` named for `folder`
-    (the config's name) and the file (`_data_folder`)."""
+    (the config's name) and the file (`_data_folder`), taken for the config at `owner`
+    (`_claim`)."""
     features = _polygons(path)
     keys = sorted({k for f in features for k in (f.get("properties") or {})})
     if id_property is None:
@@ -407,7 +437,7 @@ def geojson_place(
         raise InitError(f"--geojson {path}: coordinates are not longitude and latitude (WGS 84)")
     slug = slugify(path.stem) or "areas"
     out = root / _data_folder(folder, slug)
-    out.mkdir(parents=True, exist_ok=True)
+    _claim(out, owner)
     areas = out / f"{slug}-areas.geojson"
     outline = out / f"{slug}-outline.geojson"
     _write_json(areas, {"type": "FeatureCollection", "features": features})
