@@ -51,10 +51,57 @@ locals {
 
 data "google_project" "this" {
   project_id = var.project
+  lifecycle {
+    # Checked here, where every plan reads it: on the budget, one of the two missing
+    # would leave no budget to check, and none made without a word.
+    precondition {
+      condition     = (var.billing_account == "") == (var.monthly_budget == 0)
+      error_message = "billing_account and monthly_budget go together: set both for a budget, or neither."
+    }
+  }
+}
+
+# --- Budget --------------------------------------------------------------------------------
+
+locals {
+  budget = var.billing_account != "" && var.monthly_budget > 0
+}
+
+# BigQuery's scans of M-Lab's views are nearly all of the bill (docs/deploy.md, What it
+# costs): an email to the billing account's administrators at half, 90 % and all of the
+# month's budget spent, and when the month's forecast passes it. An alert, not a cap.
+resource "google_billing_budget" "project" {
+  count           = local.budget ? 1 : 0
+  provider        = google.billing
+  billing_account = var.billing_account
+  display_name    = "${var.prefix} monthly"
+  budget_filter {
+    projects        = ["projects/${data.google_project.this.number}"]
+    calendar_period = "MONTH"
+  }
+  amount {
+    specified_amount {
+      units = tostring(var.monthly_budget)
+    }
+  }
+  threshold_rules {
+    threshold_percent = 0.5
+  }
+  threshold_rules {
+    threshold_percent = 0.9
+  }
+  threshold_rules {
+    threshold_percent = 1.0
+  }
+  threshold_rules {
+    threshold_percent = 1.0
+    spend_basis       = "FORECASTED_SPEND"
+  }
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_project_service" "apis" {
-  for_each = toset([
+  for_each = toset(concat([
     "artifactregistry.googleapis.com",
     "bigquery.googleapis.com",
     "cloudbuild.googleapis.com",
@@ -68,7 +115,7 @@ resource "google_project_service" "apis" {
     "run.googleapis.com",
     "secretmanager.googleapis.com",
     "storage.googleapis.com",
-  ])
+  ], local.budget ? ["billingbudgets.googleapis.com"] : []))
   service            = each.value
   disable_on_destroy = false
 }

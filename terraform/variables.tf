@@ -105,3 +105,23 @@ variable "function_sizes" {
     error_message = "function_sizes: a timeout is at most 540 s for aggregate and ingest-date (event functions), 15 to 1800 s for ingest (the scheduler's shortest and longest wait) and at most 3600 s for api and survey."
   }
 }
+
+variable "billing_account" {
+  description = "The project's billing account (XXXXXX-XXXXXX-XXXXXX): with monthly_budget, a budget of this project's costs whose alerts email the account's billing administrators. Empty: no budget."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.billing_account == "" || can(regex("^[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}$", var.billing_account))
+    error_message = "billing_account is a billing account id, six capital letters or digits three times with dashes (gcloud billing projects describe PROJECT), or empty for no budget."
+  }
+}
+
+variable "monthly_budget" {
+  description = "The project's monthly budget, in whole units of the billing account's currency: an email at half of it, at 90 % and at all of it spent, and when the month's forecast passes it. 0: no budget. Alerts only: nothing is stopped (source.maximum_bytes_per_run caps a run)."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.monthly_budget >= 0 && floor(var.monthly_budget) == var.monthly_budget
+    error_message = "monthly_budget is a whole number of the billing account's currency units (0: no budget)."
+  }
+}

@@ -930,6 +930,67 @@ def test_the_build_account_builds_into_its_own_repository() -> None:
     assert grants <= {_ref(d) for d in function["depends_on"]}
 
 
+def _budget_plan(billing_account: str, monthly_budget: str) -> list[Any] | str:
+    """For the two variables given: the variables' refusal (their validation's error),
+    else [budgets made, the plan's check passed, the APIs enabled], as `terraform
+    console` computes them from terraform/'s own expressions."""
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("no terraform binary on this machine")
+    budget = TF["resource"]["google_billing_budget.project"]
+    check = _one(TF["data"]["google_project.this"]["lifecycle"])["precondition"]
+    apis = TF["resource"]["google_project_service.apis"]["for_each"]
+    expressions = [_ref(budget["count"]), *(_ref(c["condition"]) for c in check), _ref(apis)]
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(TERRAFORM / "variables.tf", tmp)
+        Path(tmp, "main.tf").write_text(f"locals {{\n  budget = {_local_source('budget')}\n}}\n")
+        given = ["-var", "project=p", "-var", "region=r", "-var", "config_file=x"]
+        given += ["-var", f"billing_account={billing_account}"]
+        given += ["-var", f"monthly_budget={monthly_budget}"]
+        result = subprocess.run(
+            [terraform, "console", *given],
+            input=f"jsonencode([{', '.join(expressions)}])\n",
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            env={**TERRAFORM_ENV, "NO_COLOR": "1"},
+            timeout=120,
+        )
+    if "Invalid value for variable" in result.stderr:
+        return result.stderr
+    assert result.returncode == 0, result.stderr
+    return json.loads(json.loads(result.stdout))
+
+
+def test_a_budget_alerts_on_the_projects_costs_when_both_its_settings_are_given() -> None:
+    """BigQuery's scans are nearly all of the bill, and nothing told the operator when
+    they ran high: with a billing account and a monthly amount, a budget of this
+    project's costs alerts at half, 90 % and all of it, and on the month's forecast."""
+    account = "01A2B3-C4D5E6-F7A8B9"
+    made, checked, apis = _budget_plan(account, "120")
+    assert made == 1 and checked is True
+    assert "billingbudgets.googleapis.com" in apis
+    assert _budget_plan("", "0") == [0, True, sorted(set(apis) - {"billingbudgets.googleapis.com"})]
+    # One without the other is refused by the plan rather than made as no budget.
+    assert _budget_plan(account, "0")[:2] == [0, False]
+    assert _budget_plan("", "120")[:2] == [0, False]
+    assert "billing account id" in _budget_plan("my-account", "120")
+    assert "whole number" in _budget_plan(account, "-5")
+    assert "whole number" in _budget_plan(account, "12.5")
+    budget = TF["resource"]["google_billing_budget.project"]
+    assert budget["provider"] == "${google.billing}"  # with a quota project
+    filters = _one(budget["budget_filter"])
+    assert filters == {
+        "projects": ["projects/${data.google_project.this.number}"],
+        "calendar_period": "MONTH",
+    }
+    assert _one(_one(budget["amount"])["specified_amount"]) == {
+        "units": "${tostring(var.monthly_budget)}"
+    }
+    rules = {(r["threshold_percent"], r.get("spend_basis")) for r in budget["threshold_rules"]}
+    assert rules == {(0.5, None), (0.9, None), (1.0, None), (1.0, "FORECASTED_SPEND")}
+
+
 def test_terraform_is_formatted() -> None:
     """`terraform fmt -check` when the binary is here (it needs no providers)."""
     terraform = shutil.which("terraform")
