@@ -425,6 +425,9 @@ def test_index_json_has_etag_and_answers_304(site: Site) -> None:
     head = site.client.head("/data/v1/index.json")
     assert head.status_code == 200 and head.data == b""
     assert int(head.headers["Content-Length"]) == len(response.data)
+    # The server writes the Date (test_each_answer_has_one_date): none of the app's.
+    for answer in (response, again, other, head, site.client.get("/config.json")):
+        assert "Date" not in answer.headers
 
 
 @pytest.mark.parametrize(

@@ -90,6 +90,11 @@ def test_form_definition_comes_from_the_config(make_survey: Make) -> None:
     assert form["max_body_bytes"] == 16384
     assert [f["name"] for f in form["location"]] == ["latitude", "longitude", "accuracy_m"]
     assert "ETag" in response.headers
+    # The server (gunicorn in the function) writes the Date: none of the application's,
+    # which made two, on the 200 or on the 304.
+    assert "Date" not in response.headers
+    again = Client(app).get("/v1/survey/form", headers={"If-None-Match": response.headers["ETag"]})
+    assert again.status_code == 304 and "Date" not in again.headers
     assert Client(app).get("/v1/survey/form/").status_code == 200
 
 

@@ -32,6 +32,7 @@ from piecewise.core.config import Config
 from piecewise.core.vocabulary import DIRECTIONS
 from piecewise.storage.layout import INDEX_KEY, areas_key, stats_key
 from piecewise.storage.store import PARQUET_CONTENT_TYPE, Store, open_store
+from piecewise.web.conditional import conditional
 from piecewise.web.site import RUNTIME_CONFIG, SiteFiles, runtime_config_bytes
 
 log = logging.getLogger(__name__)
@@ -279,7 +280,7 @@ class PublicSite:
         response = Response(data, mimetype="application/json")
         response.set_etag(hashlib.sha256(data).hexdigest()[:32])
         response.cache_control.no_cache = True
-        return response.make_conditional(request)
+        return conditional(response, request)
 
     def on_health(self, request: Request) -> Response:
         return Response("ok\n", mimetype="text/plain")
@@ -332,7 +333,7 @@ class PublicSite:
         response.cache_control.max_age = 60
         plain_range(request.environ, size)
         try:
-            return response.make_conditional(request, accept_ranges=True, complete_length=size)
+            return conditional(response, request, accept_ranges=True, complete_length=size)
         except RequestedRangeNotSatisfiable as exc:
             response.close()
             return _with_cors(exc.get_response(request.environ))

@@ -19,6 +19,7 @@ from werkzeug.wrappers import Request, Response
 from piecewise import __version__
 from piecewise.core.config import Config
 from piecewise.ingest.geoip import attribution
+from piecewise.web.conditional import conditional
 from piecewise.web.survey.form import default_fields
 
 # The survey's answers the map names in words (the area panel's connection types).
@@ -118,4 +119,4 @@ class SiteFiles:
         response.set_etag(hashlib.sha256(data).hexdigest()[:32])
         response.cache_control.no_cache = True
         response.headers["X-Content-Type-Options"] = "nosniff"
-        return response.make_conditional(request)
+        return conditional(response, request)

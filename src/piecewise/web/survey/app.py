@@ -29,6 +29,7 @@ from piecewise.core.config import Survey as SurveySettings
 from piecewise.web.api.cors import Cors
 from piecewise.web.api.errors import ApiError, BadParameter, MethodNotAllowed, NotFound
 from piecewise.web.api.formats import JSON, json_bytes
+from piecewise.web.conditional import conditional
 from piecewise.web.survey.form import (
     HONEYPOT,
     IDEMPOTENCY_KEY,
@@ -171,7 +172,7 @@ class SurveyApp:
         response = self.json(request, body, 200)
         response.headers["Cache-Control"] = f"public, max-age={FORM_MAX_AGE}"
         response.set_etag(hashlib.sha256(body).hexdigest()[:32])
-        return response.make_conditional(request)
+        return conditional(response, request)
 
     # -- submissions -----------------------------------------------------------------------
 
