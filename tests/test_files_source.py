@@ -6,6 +6,7 @@ import datetime as dt
 import gzip
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -612,6 +613,61 @@ def _network(asn: str) -> str:
     return '{"id": "a", "date": "2025-01-01", "client": {"Network": {"ASNumber": ' + asn + "}}}"
 
 
+def _numbered(i: int, rtt: str = "12.5") -> str:
+    return json.dumps({"id": f"t{i}", "date": "2025-01-01"})[:-1] + f', "a": {{"MinRTT": {rtt}}}}}'
+
+
+LAYOUTS = {
+    "one a line": lambda rows: "".join(r + "\n" for r in rows),
+    "two a line": lambda rows: (
+        "".join(rows[i] + (" " if i % 2 == 0 else "\n") for i in range(len(rows))) + "\n"
+    ),
+    "glued": lambda rows: "".join(rows) + "\n",
+    "as jq prints them": lambda rows: "".join(
+        json.dumps(json.loads(r), indent=2) + "\n" for r in rows
+    ),
+    "CRLF and blank lines": lambda rows: "".join(r + "\r\n\r\n" for r in rows),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("block_rows", [3, 1000])
+def test_every_layout_arrows_reader_takes_is_read_alike_by_both_readers(
+    tmp_path: Path, layout: str, block_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Arrow's reader takes objects several to a line or over several lines (`jq`'s
+    output); the exact one took one a line only. So such a file was read when the fast
+    reader read it all, and refused when a row it could not read (`"NaN"` as a text)
+    handed the rest over: whether a file was read depended on its other rows."""
+    rows = [_numbered(i) for i in range(40)]
+    rows[29] = _numbered(29, '"NaN"')  # read by the exact reader only
+    monkeypatch.setattr(files, "JSON_BLOCK_BYTES", 60 * block_rows)
+    read, message = _both(tmp_path, LAYOUTS[layout](rows).encode())
+    assert message is None, message
+    assert [r["id"] for r in read] == [f"t{i}" for i in range(40)]  # each once, in order
+    assert math.isnan(read[29]["a"]["MinRTT"]) and read[30]["a"]["MinRTT"] == 12.5
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (_ROW + "\n{\n" + '"id": "x",\n', "line 3: not valid JSON: Expecting property name"),
+        (_ROW + ' {"id": "x" "date": 1}\n' + _ROW + "\n", "line 1: not valid JSON: Expecting ','"),
+        (_ROW + "\n" + _ROW + " null\n", "line 2: expected a JSON object, found null"),
+        (
+            "{\n" + '  "id": "a",\n' * 20_000 + "}\n",
+            "line 1: not valid JSON: a value that does not end",
+        ),
+        ('[{"id": "a", "date": "2025-01-01"}]\n', "line 1: expected a JSON object, found an array"),
+    ],
+)
+def test_a_value_broken_across_lines_is_named_at_its_line(
+    tmp_path: Path, text: str, error: str
+) -> None:
+    rows, message = _both(tmp_path, text.encode())
+    assert message is not None and error in message, message
+
+
 @pytest.mark.parametrize(
     ("lines", "error"),
     [
@@ -758,7 +814,7 @@ def test_a_null_line_at_the_start_of_any_block_is_a_clear_error(
     monkeypatch.setattr(files, "JSON_BLOCK_BYTES", len(line) * block_rows)
     export = FilesSource(str(path), None).files("download")[0]
     rows, message = _collect(files._read_json(export, D1, D3, 7, files._Undated()))
-    assert message is not None and "line 31: expected a JSON object per line" in message
+    assert message is not None and "line 31: expected a JSON object, found null" in message
     # Without the null lines, every block read by Arrow's reader alone.
     path.write_text(line * 61)
     monkeypatch.setattr(files, "_read_json_rows", None)  # fails if called

@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -495,7 +495,7 @@ def _read_json_rows(
     """Row by row in Python, exactly as documented (any JSON kind a value may come in;
     errors name the line and the field), after the first `skip` rows."""
     rows: list[dict[str, Any]] = []
-    lines = _json_lines(export)
+    lines = _json_objects(export)
     lineno = 0
     while True:
         try:
@@ -520,35 +520,122 @@ def _read_json_rows(
         yield pa.RecordBatch.from_pylist(rows, schema=UNIFIED)
 
 
-def _json_lines(export: ExportFile) -> Iterator[tuple[int, Any]]:
+_JSON = json.JSONDecoder()
+_JSON_BLANKS = " \t\r\n"
+# An object over several lines is decoded again as each line that may end it comes: past
+# these, a value that does not end is refused rather than held (Arrow's reader refuses
+# one over a block, JSON_BLOCK_BYTES, and hands it here). On one line, any size is read.
+_SPREAD_LINES = 10_000
+_SPREAD_CHARS = 16 << 20
+_KINDS = {dict: "an object", list: "an array", str: "a string", bool: "true or false"}
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return _KINDS.get(type(value), "a number")
+
+
+def _json_objects(export: ExportFile) -> Iterator[tuple[int, Any]]:
+    """The file's JSON objects one after another, each with the line it starts on: one a
+    line as BigQuery writes them, or in any layout Arrow's reader takes too (several on a
+    line, one over several lines, as `jq` prints them), so that whether a file is read,
+    and which rows the exact reader skips after the fast one, never depends on which of
+    the two reads a row."""
     lineno = 0
+    held = ""  # the start of a value that goes on, from line `first`
+    first = 0
+    spread = 0
     try:
         with (
             export.fs.open(export.path, "rb", compression=export.compression) as raw,
             io.TextIOWrapper(raw, encoding="utf-8-sig") as text,  # a BOM is no text
         ):
             for lineno, line in enumerate(text, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except (ValueError, RecursionError) as exc:
+                if not held:
+                    if not line.strip(_JSON_BLANKS):
+                        continue
+                    first, spread = lineno, 0
+                held += line
+                spread += 1
+                if spread > 1 and (spread > _SPREAD_LINES or len(held) > _SPREAD_CHARS):
                     raise ExportFileError(
-                        f"{export.url}: line {lineno}: not valid JSON: "
-                        + (str(exc) if isinstance(exc, ValueError) else "nested too deeply")
-                    ) from None
-                if not isinstance(obj, dict):
-                    raise ExportFileError(
-                        f"{export.url}: line {lineno}: expected a JSON object per line,"
-                        f" found {type(obj).__name__}"
+                        f"{export.url}: line {first}: not valid JSON: a value that does not "
+                        f"end within {_SPREAD_LINES:,} lines or {_SPREAD_CHARS:,} characters"
                     )
-                yield lineno, obj
+                # Decoded when the line may end a value: it ends with `}`, or what is held
+                # is no object's start (an error to name now, not at the file's end).
+                tail = line.rstrip(_JSON_BLANKS)
+                if not tail.endswith("}") and held.lstrip(_JSON_BLANKS)[:1] == "{":
+                    continue
+                for at, obj in _decoded(export, held, first):
+                    if obj is None:  # the rest of `held` goes on in the next line
+                        first += held.count("\n", 0, at)
+                        held = held[at:]
+                        spread = max(1, held.count("\n"))
+                        break
+                    yield at, obj
+                else:
+                    held = ""
+            # The end: the objects held, and the error of a value the file ends inside of.
+            for at, obj in _decoded(export, held, first):
+                if obj is None:
+                    _decoded_at_end(export, held[at:], first + held.count("\n", 0, at))
+                yield at, obj
     except ExportFileError:
         raise
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise ExportFileError(
             f"{export.url}: cannot read as JSON lines near line {lineno + 1}: {exc}"
         ) from exc
+
+
+def _decoded(export: ExportFile, text: str, first: int) -> Iterator[tuple[int, Any]]:
+    """The objects of `text` (whose first line is line `first`), each with its line;
+    then, if a value goes on past `text`, (its offset, None)."""
+    pos = 0
+    end = len(text.rstrip(_JSON_BLANKS))
+    while True:
+        while pos < len(text) and text[pos] in _JSON_BLANKS:
+            pos += 1
+        if pos >= end:
+            return
+        line = first + text.count("\n", 0, pos)
+        try:
+            obj, pos_after = _JSON.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            if exc.pos >= end:  # the text ended inside the value: the next line may end it
+                yield pos, None
+                return
+            raise ExportFileError(
+                f"{export.url}: line {first + text.count(chr(10), 0, exc.pos)}: not valid "
+                f"JSON: {exc.msg}"
+            ) from None
+        except RecursionError:
+            raise ExportFileError(
+                f"{export.url}: line {line}: not valid JSON: nested too deeply"
+            ) from None
+        if not isinstance(obj, dict):
+            raise ExportFileError(
+                f"{export.url}: line {line}: expected a JSON object, found {_kind(obj)}"
+            )
+        yield line, obj
+        pos = pos_after
+
+
+def _decoded_at_end(export: ExportFile, text: str, first: int) -> NoReturn:
+    """The error of a value the file ends inside of, at its last line."""
+    end = len(text.rstrip(_JSON_BLANKS))
+    try:
+        _JSON.raw_decode(text)
+        message = "the file ends inside a value"  # not reached: `text` holds no whole value
+    except json.JSONDecodeError as exc:
+        message = exc.msg
+    except RecursionError:
+        message = "nested too deeply"
+    raise ExportFileError(
+        f"{export.url}: line {first + text.count(chr(10), 0, end)}: not valid JSON: {message}"
+    )
 
 
 def _row_in_range(
