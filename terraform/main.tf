@@ -68,8 +68,9 @@ locals {
 }
 
 # BigQuery's scans of M-Lab's views are nearly all of the bill (docs/deploy.md, What it
-# costs): an email to the billing account's administrators at half, 90 % and all of the
-# month's budget spent, and when the month's forecast passes it. An alert, not a cap.
+# costs): an email to the billing account's administrators and users at half, 90 % and
+# all of the month's budget spent, and when the month's forecast passes it. An alert,
+# not a cap.
 resource "google_billing_budget" "project" {
   count           = local.budget ? 1 : 0
   provider        = google.billing

@@ -107,7 +107,7 @@ variable "function_sizes" {
 }
 
 variable "billing_account" {
-  description = "The project's billing account (XXXXXX-XXXXXX-XXXXXX): with monthly_budget, a budget of this project's costs whose alerts email the account's billing administrators. Empty: no budget."
+  description = "The project's billing account (XXXXXX-XXXXXX-XXXXXX): with monthly_budget, a budget of this project's costs whose alerts email the account's Billing Account Administrators and Users. Empty: no budget."
   type        = string
   default     = ""
   validation {

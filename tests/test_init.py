@@ -297,9 +297,12 @@ def test_two_configs_of_one_name_given_one_data_folder_share_no_file(
     assert str(first.absolute()) in err and "--data-dir" in err
     assert not second.exists()
     assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
-    # The same config again (--force) keeps its folder; once the first config is
-    # gone, its folder is the second's.
+    # The same config again (--force) keeps its folder, however its path is written;
+    # once the first config is gone, its folder is the second's.
     assert main(["init", "-o", str(first), "--geojson", str(areas), *zone, "--force"]) == 0
+    (tmp_path / "link").symlink_to(first.parent)
+    for spelled in (tmp_path / "b" / ".." / "a" / "wards.toml", tmp_path / "link" / "wards.toml"):
+        assert main(["init", "-o", str(spelled), "--geojson", str(areas), *zone, "--force"]) == 0
     first.unlink()
     assert main(["init", "-o", str(second), "--geojson", str(areas), *zone]) == 0
     cfg = load_config(second)

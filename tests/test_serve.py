@@ -4,11 +4,13 @@ match the published statistics, fallbacks, suppression, escaping), the public fi
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -28,7 +30,7 @@ from piecewise.core.config import Config, IspRule, UseCase
 from piecewise.devtools import free_port
 from piecewise.pipeline import run_aggregate, run_ingest
 from piecewise.storage.store import Store, Stores
-from piecewise.web.serve import TABLE_COLUMNS, HostNames, _fmt, build_app
+from piecewise.web.serve import TABLE_COLUMNS, HostNames, TimedRequestHandler, _fmt, build_app
 from test_pipeline import END, START, make_config
 
 # Names that would inject markup if the page did not escape them.
@@ -709,21 +711,58 @@ def _answer(environ: dict, start_response) -> list[bytes]:
         ("127.0.0.1.nip.io:8080", False),
         ("example.org", False),  # a listed name's parent
         ("localhost.evil.example", False),
-        ("", True),  # no Host (HTTP/1.0): the server's own address
+        ("maps.example.net:8080", True),  # listed with a port: the name counts
+        ("maps.example.net", True),
     ],
 )
 def test_only_the_servers_own_names_are_answered(host: str, answered: bool) -> None:
     """DNS rebinding: a page of another site whose name is made to resolve to 127.0.0.1
     reached `piecewise serve` as its own origin, so the survey took its posts."""
-    client = Client(HostNames(_answer, ["broadband.example.org"]))
-    headers = {"Host": host} if host else {}
-    response = client.get("/v1/survey", headers=headers, environ_base={"SERVER_NAME": "127.0.0.1"})
+    client = Client(HostNames(_answer, ["broadband.example.org", "Maps.Example.net:8080"]))
+    response = client.get("/v1/survey", headers={"Host": host})
     assert (response.status_code == 200) is answered, response.text
     if not answered:
         assert response.status_code == 400
         assert "--allowed-host" in response.text
     anything = Client(HostNames(_answer, ["*"]))
     assert anything.get("/", headers={"Host": "evil.example"}).status_code == 200
+
+
+@pytest.mark.parametrize(("server", "answered"), [("127.0.0.1", True), ("evil.example", False)])
+def test_a_request_without_a_host_is_taken_for_the_servers_own_name(
+    server: str, answered: bool
+) -> None:
+    """HTTP/1.0 sends no Host: the name is the server's (`SERVER_NAME`)."""
+    statuses: list[str] = []
+    app = HostNames(_answer, [])
+    app({"SERVER_NAME": server, "REQUEST_METHOD": "GET"}, lambda s, h: statuses.append(s))
+    assert statuses[0].startswith("200" if answered else "400")
+
+
+def test_the_server_sends_one_date_even_where_the_application_sends_its_own() -> None:
+    """`conditional` keeps the application's Date off; an application of another kind
+    (a mounted one, say) that writes its own still gets one Date on the wire."""
+    from werkzeug.serving import make_server
+
+    def dated(environ: dict, start_response) -> list[bytes]:
+        start_response(
+            "200 OK", [("Date", "Mon, 01 Jan 2024 00:00:00 GMT"), ("Content-Length", "2")]
+        )
+        return [b"ok"]
+
+    server = make_server("127.0.0.1", 0, dated, request_handler=TimedRequestHandler)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+        connection.request("GET", "/")
+        answer = connection.getresponse()
+        assert answer.read() == b"ok"
+        assert len(answer.headers.get_all("Date")) == 1
+        connection.close()
+    finally:
+        thread.join(timeout=10)
+        server.server_close()
 
 
 @pytest.mark.service

@@ -409,38 +409,18 @@ def serve_app(
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from werkzeug.serving import WSGIRequestHandler, run_simple
+    from werkzeug.serving import run_simple
 
-    class TimedRequestHandler(WSGIRequestHandler):
-        """A connection silent for a minute is closed: a request never finished (its
-        headers, its body) held a thread for ever. One `Date` per answer: the server
-        writes its own before the application's headers, and an answer made conditional
-        (a 200 or 304 with an ETag) carries one too, which a cache may take as a
-        malformed answer (RFC 9110: a field of one value)."""
-
-        timeout = 60
-        _dated = False
-
-        def send_response(self, code: int, message: str | None = None) -> None:
-            self._dated = False
-            super().send_response(code, message)
-
-        def send_header(self, keyword: str, value: str) -> None:
-            if keyword.lower() == "date":
-                if self._dated:
-                    return
-                self._dated = True
-            super().send_header(keyword, value)
-
+    from piecewise.web.serve import TimedRequestHandler
     from piecewise.web.site import DEFAULT_SITE_DIR
 
     cfg = load_config(_config_path(args))
     site_dir = Path(args.site) if args.site else DEFAULT_SITE_DIR
     if not (site_dir / "index.html").is_file():
         log.warning("no map site built in %s (run `make site`): / shows the table page", site_dir)
-    app = serve_app(
-        cfg, site_dir, proxy_hops=args.proxy_hops, allowed_hosts=args.allowed_host or []
-    )
+    # The name the server is started on is one it answers under (its URL is printed).
+    allowed = [args.host, *(args.allowed_host or [])]
+    app = serve_app(cfg, site_dir, proxy_hops=args.proxy_hops, allowed_hosts=allowed)
     survey = f", survey: http://{args.host}:{args.port}/v1/survey" if cfg.survey.enabled else ""
     print(
         f"serving {cfg.project.name} on http://{args.host}:{args.port}/ "
@@ -799,9 +779,9 @@ def parser() -> argparse.ArgumentParser:
         "--allowed-host",
         action="append",
         metavar="NAME",
-        help="a host name the server answers under, besides IP addresses and localhost (a "
-        "page of another site that makes its name resolve here is refused); once per name, "
-        "`*` for any: the name of a reverse proxy in front, say",
+        help="a host name the server answers under, besides IP addresses, localhost and "
+        "--host (a page of another site that makes its name resolve here is refused); once "
+        "per name, a port ignored, `*` for any: the name of a reverse proxy in front, say",
     )
     serve.set_defaults(func=cmd_serve)
 

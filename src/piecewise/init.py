@@ -273,13 +273,13 @@ def _claim(out: Path, owner: Path | None) -> None:
     the first one's boundaries, and both published from the same stores."""
     if owner is None:
         return
-    mine = str(owner.absolute())
+    mine = str(owner.resolve())  # one file, however its path is written (`..`, links)
     mark = out / OWNER_FILE
     try:
         held = mark.read_text(encoding="utf-8").strip()
     except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
         held = ""
-    if held and held != mine and Path(held).is_file():
+    if held and str(Path(held).resolve()) != mine and Path(held).is_file():
         raise InitError(
             f"{out} holds the data of {held}: give this config another file name or "
             "--data-dir, so that the two share no boundaries and no stores"

@@ -25,6 +25,7 @@ from pathlib import Path
 from werkzeug.exceptions import HTTPException, NotFound, RequestedRangeNotSatisfiable
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.routing import Map, Rule
+from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 from werkzeug.wsgi import wrap_file
 
@@ -518,17 +519,23 @@ class HostNames:
 
     def __init__(self, app: WSGIApp, allowed: Iterable[str]) -> None:
         self.app = app
-        self.allowed = {name.lower().rstrip(".") for name in allowed}
+        # A name given with a port is the name: the port is not compared.
+        self.allowed = {self.name_of(name) for name in allowed}
 
-    def host_allowed(self, host: str) -> bool:
-        if "*" in self.allowed:
-            return True
-        name = host.lower()
+    @staticmethod
+    def name_of(host: str) -> str:
+        """The host name of a `Host` value: no port, no brackets, lower case, no final dot."""
+        name = host.strip().lower()
         if name.startswith("["):  # [v6 address]:port
             name = name[1 : name.find("]")] if "]" in name else name[1:]
         elif name.count(":") == 1:
             name = name.split(":")[0]
-        name = name.rstrip(".")
+        return name.rstrip(".")
+
+    def host_allowed(self, host: str) -> bool:
+        if "*" in self.allowed:
+            return True
+        name = self.name_of(host)
         try:
             ipaddress.ip_address(name)
             return True
@@ -549,6 +556,29 @@ class HostNames:
             mimetype="text/plain",
         )
         return response(environ, start_response)
+
+
+class TimedRequestHandler(WSGIRequestHandler):
+    """`piecewise serve`'s handler of a connection. One silent for a minute is closed: a
+    request never finished (its headers, its body) held a thread for ever. One `Date` per
+    answer: the server writes its own before the application's headers, so an
+    application's own (werkzeug's `make_conditional` adds one; `conditional` takes it
+    off) is not sent beside it, which a cache may take as a malformed answer (RFC 9110:
+    a field of one value)."""
+
+    timeout = 60
+    _dated = False
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._dated = False
+        super().send_response(code, message)
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if keyword.lower() == "date":
+            if self._dated:
+                return
+            self._dated = True
+        super().send_header(keyword, value)
 
 
 def build_app(
