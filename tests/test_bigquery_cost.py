@@ -136,6 +136,24 @@ def test_the_ingest_function_answers_a_run_over_its_cap_with_422_naming_the_key(
     assert Stores.of(cfg).private.list("tests/") == []
 
 
+def test_the_ingest_function_refuses_dates_outside_the_periods_naming_the_parameter(
+    bq: BigQueryHTTP, tmp_path: Path
+) -> None:
+    """A backfill asked for dates the config never publishes was read and billed."""
+    from piecewise.handlers import handle_ingest
+
+    cfg = make_config(bq, tmp_path)
+    early = (cfg.periods.start - dt.timedelta(days=2)).isoformat()
+    for fan_out in (None, lambda data, attributes: None):
+        answer, status = handle_ingest(
+            cfg, {"start": early}, today=D3 + dt.timedelta(days=2), publish_date=fan_out
+        )
+        assert status == 400 and answer["parameter"] == "start"
+        assert f"is before periods.start ({cfg.periods.start})" in answer["error"]
+    assert bq.dry_runs == [] and bq.billed == []
+    assert Stores.of(cfg).private.list("") == []
+
+
 def test_the_cli_says_by_how_much_and_what_to_change(
     bq: BigQueryHTTP, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

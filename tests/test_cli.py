@@ -54,6 +54,28 @@ def test_a_range_that_ends_before_it_starts_names_both_dates(
     assert f"--end {later} is after yesterday" in err
 
 
+def test_dates_outside_the_configs_periods_are_refused_before_anything_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Dates before `periods.start` (or after `periods.end`) are never published: they
+    were read, and billed from BigQuery, without a word."""
+    periods = study_periods("2025-03-01", "2025-06-30")
+    path = str(config_file(tmp_path, MINIMAL.replace(study_periods(), periods)))
+    for command in (["ingest"], ["ingest", "--dry-run"], ["run"]):
+        err = refused(
+            capsys, [*command, "-c", path, "--start", "2025-02-27", "--end", "2025-03-02"]
+        )
+        assert "--start 2025-02-27 is before periods.start (2025-03-01)" in err
+        err = refused(
+            capsys, [*command, "-c", path, "--start", "2025-06-29", "--end", "2025-07-01"]
+        )
+        assert "--end 2025-07-01 is after periods.end (2025-06-30)" in err
+        err = refused(capsys, [*command, "-c", path, "--end", "2025-02-01"])  # that date alone
+        assert "--start 2025-02-01 is before periods.start" in err
+    assert not (tmp_path / "private").exists()  # nothing read, nothing written
+    assert main(["ingest", "-c", path, "--start", "2025-03-01", "--end", "2025-03-01", "-q"]) == 0
+
+
 def test_a_config_that_is_a_folder_or_not_utf8_is_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -103,7 +103,7 @@ def _ingest(args: argparse.Namespace, cfg: Config) -> IngestResult:
     from piecewise.ingest.dates import IngestFailed
     from piecewise.pipeline import run_ingest
 
-    end = _end(args)
+    end = _end(args, cfg)
     try:
         result = run_ingest(
             cfg,
@@ -120,9 +120,11 @@ def _ingest(args: argparse.Namespace, cfg: Config) -> IngestResult:
     return result
 
 
-def _end(args: argparse.Namespace) -> dt.date | None:
+def _end(args: argparse.Namespace, cfg: Config) -> dt.date | None:
     """The run's last date: --end, else yesterday with --start; None with neither date
-    (what the manifest lacks, and the last few days again)."""
+    (what the manifest lacks, and the last few days again). Dates outside the config's
+    `[periods]` are refused (`check_within_periods`)."""
+    from piecewise.ingest.plan import check_within_periods
     from piecewise.storage.manifest import DateRangeError
 
     end = args.end or (_yesterday() if args.start else None)
@@ -135,6 +137,8 @@ def _end(args: argparse.Namespace) -> dt.date | None:
             f"--end {end} is after yesterday ({_yesterday()}, UTC): a day's tests are "
             "complete the day after",
         )
+    if args.start is not None or args.end is not None:
+        check_within_periods(cfg, args.start or end, end, option="--")
     return end
 
 
@@ -176,7 +180,7 @@ def _dry_run(args: argparse.Namespace, cfg: Config) -> int:
     from piecewise.storage.manifest import Manifest
     from piecewise.storage.store import Stores
 
-    end = _end(args)  # a range that ends before it starts: refused whatever the source
+    end = _end(args, cfg)  # a range that ends before it starts: refused whatever the source
     source = make_source(cfg)
     estimate = getattr(source, "estimate_dates", None)
     if estimate is None:

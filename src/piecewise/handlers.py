@@ -30,7 +30,7 @@ from piecewise.ingest.backfill import (
 )
 from piecewise.ingest.dates import IngestFailed, NoTestsSelected, date_blocks
 from piecewise.ingest.geoip import stored_geoip_database
-from piecewise.ingest.plan import IngestPlan, plan_run
+from piecewise.ingest.plan import IngestPlan, check_within_periods, plan_run
 from piecewise.ingest.sources.bigquery import RunTooCostly
 from piecewise.pipeline import DateIngester, region_has_shown_tests, run_aggregate, run_ingest
 from piecewise.storage.lock import LockHeld
@@ -78,6 +78,7 @@ def handle_ingest(
                 today=today,
                 max_days=config.ingest.max_days or None,
             )
+            check_within_periods(config, dates.start, dates.end)
         except DateRangeError as exc:
             return {"error": str(exc), "parameter": exc.field}, 400
         start, end = dates.start, dates.end

@@ -17,7 +17,13 @@ from piecewise.ingest.sources.bigquery import query_digest
 from piecewise.ingest.sources.make import make_source, synthetic_timezone
 from piecewise.storage.ledger import Ledger
 from piecewise.storage.lock import RunLock
-from piecewise.storage.manifest import Manifest, dates_to_ingest, fingerprint, unfinished_dates
+from piecewise.storage.manifest import (
+    DateRangeError,
+    Manifest,
+    dates_to_ingest,
+    fingerprint,
+    unfinished_dates,
+)
 from piecewise.storage.store import Store, StoreError, Stores
 
 if TYPE_CHECKING:
@@ -63,6 +69,31 @@ def ingest_fingerprint(config: Config) -> str:
             "isps": [rule.model_dump(mode="json") for rule in config.isps],
         }
     )
+
+
+def check_within_periods(
+    config: Config, start: dt.date | None, end: dt.date | None, option: str = ""
+) -> None:
+    """Refuses dates asked for (`start`, `end`) outside `[periods]`: they would be read
+    (and, from BigQuery, billed) and never published. Raises DateRangeError naming the
+    parameter (written with `option` before it: `--` on the command line) and the
+    setting."""
+    periods = config.periods
+    if start is not None and start < periods.start:
+        raise DateRangeError(
+            "start",
+            f"{option}start {start} is before periods.start ({periods.start}) in the config: dates "
+            "before it are never published, so reading them (billed, from BigQuery) would "
+            f"be for nothing; ask for {periods.start} or later, or set periods.start earlier "
+            "first",
+        )
+    if end is not None and periods.end is not None and end > periods.end:
+        raise DateRangeError(
+            "end",
+            f"{option}end {end} is after periods.end ({periods.end}) in the config: dates after it "
+            "are never published, so reading them (billed, from BigQuery) would be for "
+            f"nothing; ask for {periods.end} or earlier, or set periods.end later first",
+        )
 
 
 def plan_ingest(
