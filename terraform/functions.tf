@@ -187,3 +187,13 @@ resource "google_cloud_scheduler_job" "ingest" {
   }
   depends_on = [google_project_service.apis]
 }
+
+# The survey keeps a resident's address only as a salted hash (docs/survey.md): Cloud
+# Run's request log of the survey function, which records each caller's address
+# (`httpRequest.remoteIp`) beside the time of the post, is not kept. Its own log lines
+# name no address.
+resource "google_logging_project_exclusion" "survey_requests" {
+  name        = "${var.prefix}-survey-requests"
+  description = "Piecewise: the survey's request log (each caller's IP address) is not kept."
+  filter      = "resource.type = \"cloud_run_revision\" AND resource.labels.service_name = \"${google_cloudfunctions2_function.function["survey"].name}\" AND log_id(\"run.googleapis.com/requests\")"
+}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -737,6 +738,33 @@ def test_a_request_without_a_host_is_taken_for_the_servers_own_name(
     app = HostNames(_answer, [])
     app({"SERVER_NAME": server, "REQUEST_METHOD": "GET"}, lambda s, h: statuses.append(s))
     assert statuses[0].startswith("200" if answered else "400")
+
+
+def test_the_request_log_names_no_client_address(caplog: pytest.LogCaptureFixture) -> None:
+    """werkzeug logged each request after its client's address (with `--proxy-hops`, the
+    resident's own, from X-Forwarded-For): a survey post's time and address side by
+    side tied an answer to an address the survey keeps only as a salted hash."""
+    from werkzeug.middleware.proxy_fix import ProxyFix
+    from werkzeug.serving import make_server
+
+    app = ProxyFix(_answer, x_for=1)
+    server = make_server("127.0.0.1", 0, app, request_handler=TimedRequestHandler)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="werkzeug"):
+            connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+            connection.request(
+                "POST", "/v1/survey", body=b"{}", headers={"X-Forwarded-For": "203.0.113.77"}
+            )
+            assert connection.getresponse().read() == b"ok"
+            connection.close()
+            thread.join(timeout=10)
+    finally:
+        server.server_close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert any('"POST /v1/survey HTTP/1.1" 200' in line for line in lines), lines
+    assert not any("203.0.113.77" in line or "127.0.0.1" in line for line in lines), lines
 
 
 def test_the_server_sends_one_date_even_where_the_application_sends_its_own() -> None:

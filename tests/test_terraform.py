@@ -991,6 +991,21 @@ def test_a_budget_alerts_on_the_projects_costs_when_both_its_settings_are_given(
     assert rules == {(0.5, None), (0.9, None), (1.0, None), (1.0, "FORECASTED_SPEND")}
 
 
+def test_the_survey_requests_log_with_each_callers_address_is_not_kept() -> None:
+    """docs/survey.md: the address is kept only as a salted hash. Cloud Run's request log
+    of the survey records each caller's address beside the time of the post."""
+    exclusion = TF["resource"]["google_logging_project_exclusion.survey_requests"]
+    survey = '${google_cloudfunctions2_function.function["survey"].name}'
+    assert exclusion["filter"] == (
+        'resource.type = "cloud_run_revision" AND resource.labels.service_name = '
+        f'"{survey}" AND log_id("run.googleapis.com/requests")'
+    )
+    assert TF["resource"]["google_cloudfunctions2_function.function"]["name"] == (
+        "${var.prefix}-${each.key}"
+    )
+    assert exclusion.get("disabled") in (None, False)
+
+
 def test_terraform_is_formatted() -> None:
     """`terraform fmt -check` when the binary is here (it needs no providers)."""
     terraform = shutil.which("terraform")
