@@ -21,7 +21,12 @@ from piecewise.core.config import ConfigError
 from piecewise.web.survey import SurveyApp, build_form, build_survey
 from piecewise.web.survey.export import export
 from piecewise.web.survey.ratelimit import client_hash
-from piecewise.web.survey.store import FirestoreSurveyStore, SqliteSurveyStore, SurveyStore
+from piecewise.web.survey.store import (
+    FirestoreSurveyStore,
+    SqliteSurveyStore,
+    SurveyStore,
+    SurveyStoreUnavailable,
+)
 from survey_fixtures import SALT, Clock, survey_config, valid_submission
 
 Make = Callable[..., tuple[SurveyApp, Clock]]
@@ -203,7 +208,32 @@ def test_form_encoded_submissions_convert_by_type(
     assert {e["parameter"] for e in bad.json["error"]["errors"]} == {"cost", "switch"}
     twice = post_form(app, [("cost", "1"), ("cost", "2"), ("consent", "on")])
     assert twice.status_code == 400 and twice.json["error"]["parameter"] == "cost"
+    # Numbers in ASCII digits only, as JSON has them: Python's own reading took Arabic
+    # and full-width digits, and a trailing line break.
+    for text in ("\u0663", "\uff11\uff10\uff10", "5\n", "\u0665.5"):
+        odd = post_form(app, [("cost", text), ("consent", "on")])
+        assert odd.status_code == 400 and odd.json["error"]["parameter"] == "cost", text
     assert survey_store.count() == 1
+
+
+def test_a_small_post_of_many_bad_fields_gets_a_small_answer(
+    make_survey: Make, survey_store: SurveyStore
+) -> None:
+    """Each unknown field was listed with every field's name: a 16 KiB body of about
+    1,900 unknown fields was answered with about 600 KB."""
+    app, _ = make_survey()
+    body = valid_submission(**{f"f{i}": 0 for i in range(1_400)})
+    data = json.dumps(body)
+    assert len(data) < 16_384
+    response = post(app, data, raw=True)
+    assert response.status_code == 400
+    error = response.json["error"]
+    assert error["message"] == "1400 fields are invalid (the first 20 listed)"
+    assert len(error["errors"]) == 20
+    assert [e["parameter"] for e in error["errors"]] == [f"f{i}" for i in range(20)]
+    assert "allowed" in error["errors"][0] and all("allowed" not in e for e in error["errors"][1:])
+    assert len(response.data) < 4 * len(data) // 10  # smaller than the post
+    assert survey_store.count() == 0
 
 
 def test_other_isp_needs_a_name(make_survey: Make, survey_store: SurveyStore) -> None:
@@ -680,6 +710,26 @@ def test_an_unavailable_sqlite_store_is_503_and_nothing_half_written(tmp_path: P
     assert store.count() == 0
     assert post(app, valid_submission()).status_code == 201
     store.close()
+
+
+def test_a_store_held_by_a_writer_is_unavailable_to_open_not_an_error_of_sqlite(
+    tmp_path: Path,
+) -> None:
+    """Opening the store begins a write (its tables): a file held past the timeout raised
+    sqlite's own error, which ended the aggregation that publishes the survey rather
+    than letting the windows wait (only the store's errors are taken as "unavailable")."""
+    path = tmp_path / "survey.sqlite3"
+    SqliteSurveyStore(path).close()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        for create in (False, True):
+            with pytest.raises(SurveyStoreUnavailable, match="database is locked"):
+                SqliteSurveyStore(path, create=create, timeout=0.2)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    SqliteSurveyStore(path, create=False, timeout=0.2).close()
 
 
 @pytest.mark.service

@@ -54,7 +54,8 @@ CONNECTION_TYPES = ["Cable", "Fiber", "DSL", "Fixed wireless", "Satellite", "Mob
 # Characters no answer needs: C0/C1 controls but tab and newlines, and lone surrogates
 # (which JSON's \\u escapes can carry but UTF-8 cannot store).
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
-_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d{1,3})?$")
+# ASCII digits only, as in JSON (Python's \d takes every script's, `int` and `float` too).
+_NUMBER = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?$")
 _TRUE = ("yes", "true", "on", "1")
 _FALSE = ("no", "false", "off", "0")
 
@@ -459,9 +460,9 @@ def _no_constant(name: str) -> None:
 
 
 def _to_number(text: str, integer: bool) -> int | float | str:
-    if not _NUMBER.match(text):
+    if not _NUMBER.fullmatch(text):
         return text
-    if integer and re.fullmatch(r"[+-]?\d+", text):
+    if integer and re.fullmatch(r"[+-]?[0-9]+", text):
         try:
             return int(text)
         except ValueError:  # more digits than Python converts: fails validation as text

@@ -78,16 +78,23 @@ class SqliteSurveyStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        with self._transaction() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS responses ("
-                "id TEXT PRIMARY KEY, submitted_at TEXT NOT NULL, record TEXT NOT NULL)"
-            )
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS rate_counts (client TEXT NOT NULL, "
-                "window INTEGER NOT NULL, n INTEGER NOT NULL, expires_at TEXT NOT NULL, "
-                "PRIMARY KEY (client, window))"
-            )
+        try:
+            with self._transaction() as db:
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS responses ("
+                    "id TEXT PRIMARY KEY, submitted_at TEXT NOT NULL, record TEXT NOT NULL)"
+                )
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS rate_counts (client TEXT NOT NULL, "
+                    "window INTEGER NOT NULL, n INTEGER NOT NULL, expires_at TEXT NOT NULL, "
+                    "PRIMARY KEY (client, window))"
+                )
+        except sqlite3.Error as exc:
+            # A file held by a writer past the timeout ("database is locked"), or no
+            # database: the store is unavailable (the windows wait for the next run), not
+            # an error that ends the run that publishes them.
+            self.close()
+            raise SurveyStoreUnavailable(f"cannot open {self.path}: {exc}") from exc
 
     @property
     def url(self) -> str:
