@@ -13,6 +13,7 @@ from werkzeug.test import Client
 from api_fixtures import Published
 from piecewise.storage.store import open_store
 from piecewise.web.api import build_api
+from piecewise.web.api.errors import DataUnavailable
 from piecewise.web.survey.public import publish_survey, read_response
 
 
@@ -137,10 +138,12 @@ def test_a_window_with_residents_answers_is_served_whole(
     assert any(a["area"] == "53033" for a in comcast["areas"])
 
 
-def test_a_snapshot_keeps_the_windows_it_first_read(published: Published, tmp_path: Path) -> None:
-    """A snapshot lists the survey's windows as it first read them, for its life: a
-    window published since shows with the next release, even when the snapshot's data
-    cache has let its first reading go."""
+def test_a_snapshot_keeps_the_windows_it_was_made_with(
+    published: Published, tmp_path: Path
+) -> None:
+    """A snapshot lists the survey's windows as read with its index, for its life: a
+    window published since shows with the next snapshot, even when the snapshot's data
+    cache has let everything go."""
     from piecewise.web.api.cache import LoadingCache
     from piecewise.web.api.reader import Snapshot
 
@@ -161,3 +164,36 @@ def test_a_snapshot_keeps_the_windows_it_first_read(published: Published, tmp_pa
         copy, copy.read_bytes("v1/index.json"), data_cache_bytes=1 << 30, response_cache_bytes=0
     )
     assert fresh.survey_windows("counties")[-1] == ("2099-Q1", "v1/survey/later.json")
+
+
+def test_every_worker_lists_the_windows_published_by_their_next_check(
+    published: Published, tmp_path: Path
+) -> None:
+    """The windows were read when a snapshot was first asked for them, and kept for the
+    release: a worker that answered between the release's index and the survey's
+    publication listed the old windows until the next release (a day), while a worker
+    asking later listed the new one, under the same release. Both indexes are read at
+    every check: once each worker has checked, they answer alike."""
+    from piecewise.web.api.reader import PublicData
+
+    copy = open_store((tmp_path / "public").as_uri())
+    for key in published.public.list("v1/"):
+        copy.write_bytes(key, published.public.read_bytes(key))
+    now = [0.0]
+    early = PublicData(copy, refresh_seconds=30, clock=lambda: now[0])
+    before = early.current().survey_windows("counties")
+    listing = copy.read_json("v1/survey/index.json")
+    later = {**listing["windows"][-1], "label": "2099-Q1", "path": "v1/survey/later.json"}
+    copy.write_json("v1/survey/index.json", {**listing, "windows": [*listing["windows"], later]})
+    late = PublicData(copy, refresh_seconds=30, clock=lambda: now[0])
+    assert late.current().survey_windows("counties")[-1] == ("2099-Q1", "v1/survey/later.json")
+    assert early.current().survey_windows("counties") == before  # until its next check
+    now[0] = 31.0
+    assert early.current().survey_windows("counties") == late.current().survey_windows("counties")
+    assert early.current().digest == late.current().digest
+    # A survey index that cannot be read is an error of the survey's answers only.
+    copy.write_bytes("v1/survey/index.json", b"{not json")
+    now[0] = 62.0
+    with pytest.raises(DataUnavailable):
+        early.current().survey_windows("counties")
+    assert early.current().layers

@@ -1,11 +1,12 @@
 """Cached reads of the public store (v1), for the API. Nothing here opens the private store.
 
 `PublicData.current()` gives the `Snapshot` of the latest publication. It reads
-`v1/index.json` at most once every `refresh_seconds`; when the index has changed, a new
-snapshot (with empty caches) replaces the old one, so every answer comes from one
-publication. A snapshot loads each file the first time it is needed and keeps the
-decoded result (parsed statistics, series and areas; the cube as numpy arrays) in a
-byte-bounded LRU shared by the threads of the instance.
+`v1/index.json` and the survey's `v1/survey/index.json` at most once every
+`refresh_seconds`; when either has changed, a new snapshot (with empty caches) replaces
+the old one, so every answer comes from one publication. A snapshot loads each file
+the first time it is needed and keeps the decoded result (parsed statistics, series
+and areas; the cube as numpy arrays) in a byte-bounded LRU shared by the threads of
+the instance.
 
 One release at a time: a series file (an area's year) is rewritten by every later
 release with periods in its year (it gains periods and ISPs) and an areas file may gain
@@ -52,7 +53,7 @@ from piecewise.core.vocabulary import (
     labels_by_column,
     share_columns,
 )
-from piecewise.storage.layout import INDEX_KEY, areas_key
+from piecewise.storage.layout import INDEX_KEY, SURVEY_INDEX_KEY, areas_key
 from piecewise.storage.store import KeyNotFound, Store, StoreError
 from piecewise.web.api.cache import LoadingCache
 from piecewise.web.api.errors import DataUnavailable
@@ -422,9 +423,14 @@ class Snapshot:
         *,
         data_cache_bytes: int,
         response_cache_bytes: int,
+        survey_bytes: bytes | None = None,
     ) -> None:
+        """`survey_bytes`: the survey's index (`v1/survey/index.json`) as read with
+        `index_bytes` (b"": none published yet); None reads it now."""
         self.store = store
-        self.digest = hashlib.sha256(index_bytes).hexdigest()
+        if survey_bytes is None:
+            survey_bytes = read_survey_index(store)
+        self.digest = snapshot_digest(index_bytes, survey_bytes)
         index = json.loads(index_bytes.decode("utf-8"))
         if not isinstance(index, dict) or index.get("version") != 1:
             raise ValueError("not a version 1 index")
@@ -467,10 +473,10 @@ class Snapshot:
         }
         self._data: LoadingCache[Any] = LoadingCache(data_cache_bytes)
         self.responses: LoadingCache[Any] = LoadingCache(response_cache_bytes)
-        # The survey's windows as this snapshot first read them, kept for its life
+        # The survey's windows as read with the index, kept for the snapshot's life
         # (not in the data cache: an eviction would read them again, perhaps with a
         # window published since, and its answers would disagree with each other).
-        self._survey_windows: tuple[tuple[str, str, str], ...] | None = None
+        self._survey_windows = self._windows_of(survey_bytes)
         # Each layer's areas as this snapshot first read them (their ids and a digest of
         # their names and geometries; bounded by the index's areas), so that a copy read
         # again after an eviction, from a file a later release has rewritten, is cut to
@@ -577,30 +583,34 @@ class Snapshot:
                 "the public data cannot be read right now; try again shortly"
             ) from exc
 
-    def survey_windows(self, layer: str) -> tuple[tuple[str, str], ...]:
-        """The survey's published windows of `layer` as (label, path), oldest first; ()
-        when the release lists no survey or none is published yet. Read once per
-        snapshot, when first asked, and kept: a window published after that shows with
-        the next release."""
+    def _windows_of(
+        self, survey_bytes: bytes
+    ) -> tuple[tuple[str, str, str], ...] | DataUnavailable:
+        """The windows (layer, label, path) of the survey's index as read with the
+        release's; () when the release lists no survey or none is published yet; the
+        error to answer when the file cannot be read."""
         listing = self.index.get("survey")
-        if not isinstance(listing, dict) or not isinstance(listing.get("index"), str):
+        if not isinstance(listing, dict) or not survey_bytes:
             return ()
-        key = listing["index"]
-
-        def load() -> tuple[tuple[tuple[str, str, str], ...], int]:
-            try:
-                doc, size = self._json(key)
-            except KeyNotFound:
-                return (), 64  # nothing published yet
-            windows = tuple(
+        try:
+            doc = json.loads(survey_bytes.decode("utf-8"))
+            return tuple(
                 (_text(w["layer"], "layer"), _text(w["label"], "label"), _text(w["path"], "path"))
                 for w in doc.get("windows", [])
             )
-            return windows, size
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.error("%s cannot be read: %r", SURVEY_INDEX_KEY, exc)
+            return DataUnavailable("the survey's windows cannot be read right now")
 
-        if self._survey_windows is None:
-            self._survey_windows, _ = self._must_exist(key, load)
-        return tuple((label, path) for of, label, path in self._survey_windows if of == layer)
+    def survey_windows(self, layer: str) -> tuple[tuple[str, str], ...]:
+        """The survey's published windows of `layer` as (label, path), oldest first; ()
+        when the release lists no survey or none is published yet. Read with the index,
+        at every check of it (`PublicData`): a window published since the last check
+        shows with the next snapshot, on every instance alike."""
+        windows = self._survey_windows
+        if isinstance(windows, DataUnavailable):
+            raise windows
+        return tuple((label, path) for of, label, path in windows if of == layer)
 
     def survey_window(self, path: str) -> bytes:
         """A published survey window's file, as published (never rewritten)."""
@@ -1004,6 +1014,24 @@ def _decode_cube(data: bytes, book: CodeBook) -> PeriodCube:
     )
 
 
+def read_survey_index(store: Store) -> bytes:
+    """The survey's index (`v1/survey/index.json`) as published, b"" when there is none:
+    read with the release's own, so that the windows an answer lists belong to its
+    snapshot, the same on every instance and worker."""
+    try:
+        return store.read_bytes(SURVEY_INDEX_KEY)
+    except KeyNotFound:
+        return b""
+
+
+def snapshot_digest(index_bytes: bytes, survey_bytes: bytes) -> str:
+    """What a snapshot answers from: the release's index and the survey's."""
+    digest = hashlib.sha256(index_bytes)
+    digest.update(b"\0survey\0")
+    digest.update(survey_bytes)
+    return digest.hexdigest()
+
+
 class PublicData:
     """The latest publication of a public store, checked at most every
     `refresh_seconds` (by re-reading the small index)."""
@@ -1061,13 +1089,22 @@ class PublicData:
                 self._problem = DataUnavailable("the public data cannot be read right now")
         else:
             current = self._snapshot
-            if current is None or hashlib.sha256(data).hexdigest() != current.digest:
+            try:
+                survey = read_survey_index(self.store)
+            except (StoreError, ValueError) as exc:  # the current snapshot answers on
+                log.error("cannot read %s: %s", SURVEY_INDEX_KEY, exc)
+                survey = None
+            if survey is None:
+                if current is None:
+                    self._problem = DataUnavailable("the public data cannot be read right now")
+            elif current is None or snapshot_digest(data, survey) != current.digest:
                 try:
                     self._snapshot = Snapshot(
                         self.store,
                         data,
                         data_cache_bytes=self.data_cache_bytes,
                         response_cache_bytes=self.response_cache_bytes,
+                        survey_bytes=survey,
                     )
                 except (ValueError, KeyError, TypeError, AttributeError) as exc:
                     log.error("cannot use %s: %r", INDEX_KEY, exc)
