@@ -531,6 +531,24 @@ def test_no_number_of_a_suppressed_cell_reaches_any_answer(tmp_path: Path) -> No
         assert not leaked, (url, sorted(leaked)[:5])
 
 
+def test_ranges_keep_no_memo_of_their_counts(tmp_path: Path) -> None:
+    """docs/api.md, Memory: nothing is kept per request beyond the two caches. The median
+    interval's rank was memoised by the range's test count, up to 65,536 counts (about
+    10 MiB) that requests choose."""
+    from piecewise.core.intervals import _lower_rank
+
+    made = hand_made(tmp_path)
+    client = Client(build_api(made.config(response_cache_mb=0)))
+    before = _lower_rank.cache_info().currsize
+    days = [f"2025-01-{d:02d}" for d in range(1, 29)]
+    for start in days[:14]:
+        for end in days[14:]:
+            response = client.get(f"/v1/layers/{LAYER}/range?start={start}&end={end}")
+            assert response.status_code == 200, response.text
+            assert "median_interval" in response.json
+    assert _lower_rank.cache_info().currsize == before
+
+
 def test_suppressed_cells_are_listed_by_key(tmp_path: Path) -> None:
     made = hand_made(tmp_path)
     client = Client(build_api(made.config()))

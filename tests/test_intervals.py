@@ -137,3 +137,10 @@ def test_published_intervals_are_those_of_the_published_histograms(
                 assert cell["shares_low"][share_label] <= share <= cell["shares_high"][share_label]
             checked += 1
     assert checked > 100
+
+
+def test_the_ranks_are_the_same_memoised_or_not() -> None:
+    n = np.array([0, 1, 5, 6, 7, 100, 1_000, 12_345, 1_000_000, 6, 100])
+    assert all(
+        (a == b).all() for a, b in zip(median_ranks(n), median_ranks(n, memo=False), strict=True)
+    )

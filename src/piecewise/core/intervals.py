@@ -24,8 +24,7 @@ LEVEL = 0.95
 Z = 1.959963984540054  # the standard normal's 97.5th percentile
 
 
-@lru_cache(maxsize=65_536)
-def _lower_rank(n: int) -> int:
+def _lower_rank_of(n: int) -> int:
     """The largest l with P(B <= l - 1) <= 2.5 %, B ~ Binomial(n, 1/2); 0 if none."""
     tail = (1 - LEVEL) / 2
     if n < 1:
@@ -41,22 +40,30 @@ def _lower_rank(n: int) -> int:
     return k0 + int(np.count_nonzero(cdf <= tail))
 
 
-def median_ranks(n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+# Memoised for the aggregation, whose periods share their cells' counts; the API, whose
+# requests choose the counts, computes each (microseconds) and keeps nothing.
+_lower_rank = lru_cache(maxsize=65_536)(_lower_rank_of)
+
+
+def median_ranks(n: np.ndarray, *, memo: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """1-based ranks (l, u) of the 95 % interval for the median of each count of `n`
-    values; 0 for both where there is none (fewer than 6 values)."""
+    values; 0 for both where there is none (fewer than 6 values). `memo`: keep each
+    count's rank for the next call (`_lower_rank`)."""
     n = np.asarray(n, dtype=np.int64)
     counts, of_cell = np.unique(n, return_inverse=True)
-    lower = np.array([_lower_rank(int(c)) for c in counts], dtype=np.int64)[of_cell]
+    rank = _lower_rank if memo else _lower_rank_of
+    lower = np.array([rank(int(c)) for c in counts], dtype=np.int64)[of_cell]
     upper = np.where(lower > 0, n + 1 - lower, 0)
     return lower, upper
 
 
 def median_bounds(
-    owner: np.ndarray, bucket: np.ndarray, count: np.ndarray, cells: int
+    owner: np.ndarray, bucket: np.ndarray, count: np.ndarray, cells: int, *, memo: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each cell's median interval (Mbps; NaN where there is none) from its histogram:
     rows (`owner` cell, `bucket`, `count`) sorted by owner, then bucket. The rows are a
-    year's histograms (millions): integer ones are not copied whole (`running` aside)."""
+    year's histograms (millions): integer ones are not copied whole (`running` aside).
+    `memo`: as `median_ranks`'s."""
     owner, count = (
         a if np.can_cast(a.dtype, np.int64) else a.astype(np.int64)
         for a in map(np.asarray, (owner, count))
@@ -69,7 +76,7 @@ def median_bounds(
     before = np.concatenate([[0], np.cumsum(totals)[:-1]])  # tests of the cells before
     # Over all rows: each cell's ranks, shifted by `before`.
     running = np.cumsum(count, dtype=np.int64)
-    first, last = median_ranks(totals)
+    first, last = median_ranks(totals, memo=memo)
     has = first > 0
     cell = np.flatnonzero(has)
     # The row of a cell's histogram holding its r-th test: the first whose running

@@ -332,7 +332,8 @@ def merge_range(snap: Snapshot, r: ResolvedRange) -> dict:
         weights = totals[present].astype(np.float64)
         mean = float((weights * mids).sum() / tests)
         geomean = float(math.exp((weights * np.log(mids)).sum() / tests))
-        low, high = median_bounds(np.zeros(len(present)), present, totals[present], 1)
+        # No memo of the request's count (docs/api.md, Memory).
+        low, high = median_bounds(np.zeros(len(present)), present, totals[present], 1, memo=False)
         median_low, median_high = float(low[0]), float(high[0])
     else:
         quantiles = [None] * len(r.quantiles)
