@@ -241,6 +241,15 @@ def test_stats_format_from_accept_header(client: Client) -> None:
     assert geo.mimetype == "application/geo+json"
     assert get(client, url, headers={"Accept": "*/*"}).mimetype == "application/json"
     assert get(client, url, headers={"Accept": "image/png"}).mimetype == "application/json"
+    # A media type's parameters choose the same format (they answered JSON).
+    for accept, mimetype in (
+        ("text/csv; charset=utf-8", "text/csv"),
+        ("text/csv;header=present", "text/csv"),
+        ("application/geo+json; charset=utf-8", "application/geo+json"),
+        ("text/csv;header=present;q=0.4, application/json;q=0.5", "application/json"),
+        ("application/json;q=0.2, text/csv; charset=utf-8;q=0.9", "text/csv"),
+    ):
+        assert get(client, url, headers={"Accept": accept}).mimetype == mimetype, accept
     # The parameter wins over the header.
     assert get(client, url + "&format=json", headers={"Accept": "text/csv"}).mimetype == (
         "application/json"

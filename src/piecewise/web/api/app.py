@@ -16,6 +16,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import NamedTuple
 
 from isal import igzip
+from werkzeug.datastructures import MIMEAccept
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
@@ -190,7 +191,13 @@ class ApiApp:
         return self.finish(request, Rendered._make(snap.responses.get(key, load)), endpoint)
 
     def negotiate(self, request: Request) -> str:
-        best = request.accept_mimetypes.best_match(
+        # A media type's parameters (`text/csv; charset=utf-8`, RFC 4180's
+        # `header=present`) choose no other format: werkzeug matches a value with
+        # parameters only to an offer with the same ones, and answered JSON.
+        accepted = MIMEAccept(
+            [(value.split(";", 1)[0].strip(), q) for value, q in request.accept_mimetypes]
+        )
+        best = accepted.best_match(
             [formats.JSON, formats.GEOJSON, "text/csv"], default=formats.JSON
         )
         return {formats.GEOJSON: "geojson", "text/csv": "csv"}.get(best or "", "json")
