@@ -142,6 +142,31 @@ def test_documented_parameters_are_the_accepted_ones(app: ApiApp, document: dict
                 assert set(bad["error"].get("allowed", enum)) >= set(enum) - {"all"}
 
 
+def test_the_surveys_parameters_are_documented_as_the_survey_takes_them(
+    app: ApiApp, document: dict
+) -> None:
+    """The statistics' enums were given to the survey: every layer (the survey answers
+    its own only, others 404) and the statistics' ISPs (without `other`, which a window
+    lists and answers)."""
+    client = Client(app)
+    [(path, operation)] = [(p, o) for p, o in operations(document) if o["operationId"] == "survey"]
+    by_name = {p["name"]: p for p in operation["parameters"]}
+    layers = by_name["layer"]["schema"]["enum"]
+    assert layers == ["counties"]
+    for layer in layers:
+        answer = client.get(path.replace("{layer}", layer))
+        assert answer.status_code == 200, answer.text
+    isps = answer.json["isps"]
+    assert "enum" not in by_name["isp"]["schema"] and "other" in isps
+    other = client.get(path.replace("{layer}", "counties") + "?isp=other")
+    assert other.status_code == 200, other.text
+    # The statistics' operations keep their enums.
+    [stats] = [o for _, o in operations(document) if o["operationId"] == "stats"]
+    stats_params = {p["name"]: p for p in stats["parameters"]}
+    assert len(stats_params["layer"]["schema"]["enum"]) > 1
+    assert "all" in stats_params["isp"]["schema"]["enum"]
+
+
 def documented_pattern(name: str) -> str:
     for endpoint in ENDPOINTS:
         for p in endpoint.params:

@@ -511,11 +511,18 @@ ERRORS = {
 }
 
 
-def _parameter(p: Param, snap: Snapshot | None) -> dict:
+def _parameter(p: Param, snap: Snapshot | None, endpoint: str = "") -> dict:
     schema = dict(p.schema)
     if snap is not None:
-        if p.name == "layer":
+        survey = snap.index.get("survey") if endpoint == "survey" else None
+        if p.name == "layer" and endpoint == "survey":
+            # The survey's one layer: the statistics' layers are 404 here.
+            if isinstance(survey, dict) and isinstance(survey.get("layer"), str):
+                schema["enum"] = [survey["layer"]]
+        elif p.name == "layer":
             schema["enum"] = list(snap.layers)
+        elif p.name == "isp" and endpoint == "survey":
+            pass  # each window's own ISPs (`other` among them), listed in its answer
         elif p.name == "isp":
             schema["enum"] = ["all", *snap.isps]
         elif p.name == "measure":
@@ -543,7 +550,7 @@ def _operation(endpoint: Endpoint, snap: Snapshot | None) -> dict:
         "summary": endpoint.summary,
         "description": endpoint.description + " HEAD answers the same without the body.",
         "tags": list(endpoint.tags),
-        "parameters": [_parameter(p, snap) for p in endpoint.params],
+        "parameters": [_parameter(p, snap, endpoint.name) for p in endpoint.params],
         "responses": {
             "200": {"description": "OK", "headers": HEADERS, "content": content},
             "304": {
