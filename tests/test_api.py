@@ -1021,6 +1021,15 @@ def test_503_until_something_is_published_then_refresh(tmp_path: Path) -> None:
         ("/v1/layers/counties/rankings?period=1999-01&measure=foo", "measure"),
         ("/v1/layers/nope/areas/x/series?step=day&start=1900-01-01&end=2999-12-31", "end"),
         ("/v1/layers/counties/areas/x/series?step=day&start=2025-02-01&end=2025-01-01", "end"),
+        # areas and isps were checked after the layer and areas were found (a 404).
+        (
+            "/v1/layers/nope/range?start=2025-01-01&end=2025-01-02&areas="
+            + ",".join(str(i) for i in range(1_001)),
+            "areas",
+        ),
+        ("/v1/layers/nope/range?start=2025-01-01&end=2025-01-02&isps=a,,b", "isps"),
+        ("/v1/layers/nope/range?start=2025-01-01&end=2025-01-02&isps=all,Starlink", "isps"),
+        ("/v1/layers/counties/range?start=2025-01-01&end=2025-01-02&areas=zz&isps=a,,b", "isps"),
     ],
 )
 def test_a_bad_parameter_is_a_400_before_anything_is_looked_up(

@@ -78,6 +78,16 @@ def split_isps(text: str, known: frozenset[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def _within_areas(n: int, limits: Limits, *, listed: bool) -> None:
+    if n > limits.max_areas:
+        raise BadParameter(
+            f"{n} areas are more than the {limits.max_areas} one request may merge"
+            + ("" if listed else "; list the areas wanted in `areas`"),
+            parameter="areas",
+            allowed=[f"at most {limits.max_areas} area ids"],
+        )
+
+
 def resolve(snap: Snapshot, q: RangeQuery, limits: Limits) -> ResolvedRange:
     days = (q.end - q.start).days + 1
     if days > limits.max_range_days:  # a 400 before anything is looked up
@@ -87,18 +97,22 @@ def resolve(snap: Snapshot, q: RangeQuery, limits: Limits) -> ResolvedRange:
             parameter="end",
             allowed=[f"at most {limits.max_range_days} days"],
         )
+    # What the request alone says is checked before anything is looked up: a bad
+    # parameter is a 400 even for an unknown layer (docs/api.md, Errors).
+    if q.areas is not None:
+        _within_areas(len(q.areas), limits, listed=True)
+    isps = split_isps(q.isps, snap.isp_set | {ALL_ISPS})
+    if ALL_ISPS in isps and len(isps) > 1:
+        raise BadParameter(
+            "isps: `all` already holds every ISP; give `all` alone or ISP names",
+            parameter="isps",
+        )
     layer_of(snap, q.layer)
     areas = snap.areas(q.layer).ids if q.areas is None else q.areas
-    if len(areas) > limits.max_areas:
-        raise BadParameter(
-            f"{len(areas)} areas are more than the {limits.max_areas} one request may merge"
-            + ("; list the areas wanted in `areas`" if q.areas is None else ""),
-            parameter="areas",
-            allowed=[f"at most {limits.max_areas} area ids"],
-        )
+    if q.areas is None:
+        _within_areas(len(areas), limits, listed=False)
     for area in areas if q.areas is not None else ():
         area_name(snap, q.layer, area, parameter="areas")
-    isps = split_isps(q.isps, snap.isp_set | {ALL_ISPS})
     for isp in isps:
         if isp != ALL_ISPS and isp not in snap.isp_set:
             raise NotFound(
@@ -106,11 +120,6 @@ def resolve(snap: Snapshot, q: RangeQuery, limits: Limits) -> ResolvedRange:
                 parameter="isps",
                 allowed=[ALL_ISPS, *snap.isps],
             )
-    if ALL_ISPS in isps and len(isps) > 1:
-        raise BadParameter(
-            "isps: `all` already holds every ISP; give `all` alone or ISP names",
-            parameter="isps",
-        )
     return ResolvedRange(
         layer=q.layer,
         start=q.start,
