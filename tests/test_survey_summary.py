@@ -183,6 +183,18 @@ def test_isp_cells_are_drawn_for_every_area_and_isp_and_can_be_turned_off(tmp_pa
     assert {isp for _, isp in listed} == set(cells.isps)
 
 
+def test_a_histograms_bins_are_the_whole_numbers_an_answer_may_be(tmp_path: Path) -> None:
+    """A scale from 0.5 to 5.5 got a bin 0 no answer can reach, which held only noise."""
+    fields = (
+        '[[survey.fields]]\nname = "satisfaction"\ntype = "number"\nlabel = "How?"\n'
+        "minimum = 0.5\nmaximum = 5.5\ninteger = true\n"
+    )
+    [histogram] = plan(survey_config(tmp_path, fields, **EXACT)).histograms
+    assert histogram.bins == ("1", "2", "3", "4", "5")
+    [scale] = plan(survey_config(tmp_path / "default", **EXACT)).histograms[:1]
+    assert scale.bins == ("1", "2", "3", "4", "5")  # the default 1 to 5
+
+
 def test_a_form_without_the_questions_draws_none_of_their_statistics(tmp_path: Path) -> None:
     fields = '[[survey.fields]]\nname = "note"\ntype = "text"\nlabel = "Anything?"\n'
     config = survey_config(tmp_path, fields, **EXACT)

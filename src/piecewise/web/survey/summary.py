@@ -22,6 +22,7 @@ speed (above 0 and at most `PLAUSIBLE_MBPS`). A response without one still count
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -200,8 +201,11 @@ def _bins(question: SurveyField | None) -> tuple[str, ...]:
         return (*question.choices, *(("other",) if question.other else ()))
     if question.type == "number" and question.integer:
         low, high = question.minimum, question.maximum
-        if low is not None and high is not None and 0 < high - low + 1 <= MOST_LEVELS:
-            return tuple(str(level) for level in range(int(low), int(high) + 1))
+        if low is not None and high is not None:
+            # The whole numbers an answer may be (a bound of 0.5 admits 1, not 0).
+            first, last = math.ceil(low), math.floor(high)
+            if 0 < last - first + 1 <= MOST_LEVELS:
+                return tuple(str(level) for level in range(first, last + 1))
     return ()
 
 
