@@ -574,9 +574,7 @@ class TimedRequestHandler(WSGIRequestHandler):
         """werkzeug's log of each request, without the client's address (werkzeug writes
         it first): a survey post's time and address side by side in a log tie an answer
         to an address, which the survey keeps only as a salted hash (docs/survey.md)."""
-        getattr(logging.getLogger("werkzeug"), type)(
-            "- - [%s] " + message.rstrip("\n"), self.log_date_time_string(), *args
-        )
+        getattr(logging.getLogger("werkzeug"), type)(message.rstrip("\n"), *args)
 
     def send_response(self, code: int, message: str | None = None) -> None:
         self._dated = False
