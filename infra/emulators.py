@@ -194,6 +194,7 @@ def write_config(
     folder: Path,
     *,
     start: dt.date,
+    end: dt.date | None = None,
     front: str,
     api_url: str,
     survey_url: str,
@@ -222,6 +223,9 @@ def write_config(
     periods = data.setdefault("periods", {})
     if not periods.get("start") or periods["start"] > start:
         periods["start"] = start
+    # The rehearsal's dates inside the study, or the ingest function refuses them.
+    if end is not None and periods.get("end") and periods["end"] < end:
+        periods["end"] = end
     data["stores"] = {
         "private": f"gs://{PRIVATE_BUCKET}/store",
         "public": f"gs://{PUBLIC_BUCKET}/data",
@@ -438,6 +442,7 @@ class Rehearsal:
         config = write_config(
             self.work / "deploy",
             start=self.start_date,
+            end=self.end_date,
             front=self.front,
             api_url=f"{self.urls['api']}/v1",
             survey_url=f"{self.urls['survey']}/v1/survey",

@@ -11,6 +11,8 @@ import pytest
 from configs import region, stores, study_periods, synthetic, table, toml_config
 from piecewise.cli import main
 from piecewise.core.config import load_config
+from piecewise.storage.manifest import Manifest
+from piecewise.storage.store import Stores
 
 MINIMAL = toml_config(
     region(),
@@ -71,9 +73,19 @@ def test_dates_outside_the_configs_periods_are_refused_before_anything_is_read(
         )
         assert "--end 2025-07-01 is after periods.end (2025-06-30)" in err
         err = refused(capsys, [*command, "-c", path, "--end", "2025-02-01"])  # that date alone
-        assert "--start 2025-02-01 is before periods.start" in err
+        assert "--end 2025-02-01 is before periods.start" in err
+        # A start alone runs to the study's end, long past: never to yesterday.
+        err = refused(capsys, [*command, "-c", path, "--start", "2025-07-02"])
+        assert "--start 2025-07-02 is after periods.end (2025-06-30)" in err
     assert not (tmp_path / "private").exists()  # nothing read, nothing written
     assert main(["ingest", "-c", path, "--start", "2025-03-01", "--end", "2025-03-01", "-q"]) == 0
+    assert main(["ingest", "-c", path, "--start", "2025-06-29", "-q"]) == 0
+    private = Stores.of(load_config(path)).private
+    assert sorted(Manifest(private).dates()) == [
+        dt.date(2025, 3, 1),
+        dt.date(2025, 6, 29),
+        dt.date(2025, 6, 30),
+    ]
 
 
 def test_a_config_that_is_a_folder_or_not_utf8_is_named(

@@ -67,3 +67,29 @@ def test_an_attempt_stopped_at_the_timeout_counts(
         with pytest.raises(TimeoutError):
             handle_ingest_date(config, message)
     assert handle_ingest_date(config, message)["given_up"] is True
+
+
+def test_a_start_alone_runs_to_the_end_of_a_study_over_before(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """A start alone ran to yesterday: once a study's end was past, the ingest function
+    refused it naming `end`, which the body did not give. It runs to `periods.end`."""
+    from piecewise.handlers import handle_ingest
+
+    config = parse_config(config_text(demo_data), base_dir=tmp_path)  # 2025-03-25 to 04-06
+    today = dt.date(2026, 12, 7)
+    answer, status = handle_ingest(config, {"start": "2025-04-05"}, today=today)
+    assert status == 200, answer
+    assert sorted(Manifest(Stores.of(config).private).dates()) == [
+        dt.date(2025, 4, 5),
+        dt.date(2025, 4, 6),
+    ]
+    for body, parameter, said in (
+        ({"start": "2025-04-08"}, "start", "start 2025-04-08 is after periods.end"),
+        ({"end": "2025-03-01"}, "end", "end 2025-03-01 is before periods.start"),
+        ({"start": "2025-04-01", "end": "2025-04-09"}, "end", "end 2025-04-09 is after"),
+        ({"start": "2025-03-20", "end": "2025-03-26"}, "start", "is before periods.start"),
+    ):
+        answer, status = handle_ingest(config, body, today=today)
+        assert status == 400 and answer["parameter"] == parameter, answer
+        assert said in answer["error"], answer

@@ -289,6 +289,20 @@ def test_last_days_are_read_again() -> None:
     )
 
 
+def test_a_study_that_has_ended_reads_nothing_after_its_end() -> None:
+    """`periods.end`: the scheduled run read every date from it to yesterday (billed,
+    never published), and a year on its 365 dates were over `max_days`."""
+    start, end, yesterday = D(2025, 1, 1), D(2025, 12, 31), D(2026, 12, 6)
+    have = set(days(start, D(2025, 12, 20)))
+    assert dates_to_ingest(have, start, yesterday, 3, 400, end=end) == days(D(2025, 12, 21), end)
+    # Its re-read days end with it: nothing once every date is recorded.
+    assert dates_to_ingest(set(days(start, end)), start, yesterday, 3, 400, end=end) == []
+    # Within the study, the last days are read again as before.
+    assert dates_to_ingest(have, start, D(2025, 12, 20), 3, None, end=end) == days(
+        D(2025, 12, 18), D(2025, 12, 20)
+    )
+
+
 def test_first_run_ingests_everything_since_start() -> None:
     assert dates_to_ingest(set(), D(2026, 3, 1), D(2026, 3, 5), 3, 10) == days(
         D(2026, 3, 1), D(2026, 3, 5)

@@ -121,24 +121,33 @@ def _ingest(args: argparse.Namespace, cfg: Config) -> IngestResult:
 
 
 def _end(args: argparse.Namespace, cfg: Config) -> dt.date | None:
-    """The run's last date: --end, else yesterday with --start; None with neither date
-    (what the manifest lacks, and the last few days again). Dates outside the config's
-    `[periods]` are refused (`check_within_periods`)."""
-    from piecewise.ingest.plan import check_within_periods
+    """The run's last date: --end, else with --start yesterday, or `periods.end` when the
+    study ended before; None with neither date (what the manifest lacks, and the last
+    few days again). Dates outside the config's `[periods]` are refused
+    (`check_within_periods`)."""
+    from piecewise.ingest.plan import check_within_periods, default_end
     from piecewise.storage.manifest import DateRangeError
 
-    end = args.end or (_yesterday() if args.start else None)
-    if args.start is not None and end is not None and end < args.start:
-        given = "--end" if args.end else "yesterday (UTC, the default --end)"
-        raise DateRangeError("end", f"{given} {end} is before --start {args.start}")
-    if end is not None and end > _yesterday():
+    yesterday = _yesterday()
+    if args.end is not None and args.end > yesterday:
         raise DateRangeError(
             "end",
-            f"--end {end} is after yesterday ({_yesterday()}, UTC): a day's tests are "
+            f"--end {args.end} is after yesterday ({yesterday}, UTC): a day's tests are "
             "complete the day after",
         )
-    if args.start is not None or args.end is not None:
-        check_within_periods(cfg, args.start or end, end, option="--")
+    if args.start is not None and args.end is None and args.start > yesterday:
+        raise DateRangeError(
+            "end", f"yesterday (UTC, the default --end) {yesterday} is before --start {args.start}"
+        )
+    if args.start is None and args.end is None:
+        return None
+    end = args.end or default_end(cfg, yesterday)
+    start = args.start or end
+    check_within_periods(
+        cfg, start, end, start_name="--start" if args.start else "--end", end_name="--end"
+    )
+    if end < start:
+        raise DateRangeError("end", f"--end {end} is before --start {start}")
     return end
 
 

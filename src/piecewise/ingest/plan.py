@@ -71,28 +71,47 @@ def ingest_fingerprint(config: Config) -> str:
     )
 
 
+def default_end(config: Config, yesterday: dt.date) -> dt.date:
+    """The last date of a run given a start only: yesterday, or `periods.end` before it."""
+    last = config.periods.end
+    return yesterday if last is None else min(yesterday, last)
+
+
 def check_within_periods(
-    config: Config, start: dt.date | None, end: dt.date | None, option: str = ""
+    config: Config,
+    start: dt.date,
+    end: dt.date,
+    *,
+    start_name: str = "start",
+    end_name: str = "end",
 ) -> None:
-    """Refuses dates asked for (`start`, `end`) outside `[periods]`: they would be read
+    """Refuses dates asked for (`start` to `end`) outside `[periods]`: they would be read
     (and, from BigQuery, billed) and never published. Raises DateRangeError naming the
-    parameter (written with `option` before it: `--` on the command line) and the
-    setting."""
+    parameter as the request gave it (`start_name`, `end_name`: `--start` on the
+    command line, say) and the setting."""
     periods = config.periods
-    if start is not None and start < periods.start:
+    wasted = "are never published, so reading them (billed, from BigQuery) would be for nothing"
+    field = start_name.lstrip("-")
+    if start < periods.start:
         raise DateRangeError(
-            "start",
-            f"{option}start {start} is before periods.start ({periods.start}) in the config: dates "
-            "before it are never published, so reading them (billed, from BigQuery) would "
-            f"be for nothing; ask for {periods.start} or later, or set periods.start earlier "
+            field,
+            f"{start_name} {start} is before periods.start ({periods.start}) in the config: "
+            f"dates before it {wasted}; ask for {periods.start} or later, or set "
+            "periods.start earlier first",
+        )
+    if periods.end is not None and start > periods.end:
+        raise DateRangeError(
+            field,
+            f"{start_name} {start} is after periods.end ({periods.end}) in the config: dates "
+            f"after it {wasted}; ask for {periods.end} or earlier, or set periods.end later "
             "first",
         )
-    if end is not None and periods.end is not None and end > periods.end:
+    if periods.end is not None and end > periods.end:
         raise DateRangeError(
-            "end",
-            f"{option}end {end} is after periods.end ({periods.end}) in the config: dates after it "
-            "are never published, so reading them (billed, from BigQuery) would be for "
-            f"nothing; ask for {periods.end} or earlier, or set periods.end later first",
+            end_name.lstrip("-"),
+            f"{end_name} {end} is after periods.end ({periods.end}) in the config: dates "
+            f"after it {wasted}; ask for {periods.end} or earlier, or set periods.end later "
+            "first",
         )
 
 
@@ -127,6 +146,7 @@ def plan_ingest(
             reread,
             config.ingest.max_days or None,
             unfinished,
+            end=config.periods.end,
         )
     first, last = start or end, end or start
     assert first is not None and last is not None

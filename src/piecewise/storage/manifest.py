@@ -381,11 +381,14 @@ def dates_to_ingest(
     reread_days: int,
     max_days: int | None,
     unfinished: Iterable[dt.date] = (),
+    end: dt.date | None = None,
 ) -> list[dt.date]:
     """The dates a scheduled run ingests, sorted: each date from `start` to `yesterday`
     that has no record in `manifest_dates`, the last `reread_days` days up to
     `yesterday` again (M-Lab data for recent days still grows), and the `unfinished`
-    dates: past the window, but not read to its end (see DateRecord.read_to_the_end).
+    dates: past the window, but not read to its end (see DateRecord.read_to_the_end);
+    none after `end` (`periods.end`: never published, so never read, and the re-read
+    days of a study that has ended end with it).
 
     Raises DateRangeError (a ValueError) when `start` is after `yesterday`, or when more
     than `max_days` dates would be ingested (None: no limit)."""
@@ -403,7 +406,7 @@ def dates_to_ingest(
     wanted.update(day for day in unfinished if start <= day <= yesterday)
     if reread_days:
         wanted.update(_days(max(start, yesterday - dt.timedelta(days=reread_days - 1)), yesterday))
-    result = sorted(wanted)
+    result = sorted(day for day in wanted if end is None or day <= end)
     if max_days is not None and len(result) > max_days:
         raise DateRangeError(
             "max_days",
