@@ -197,3 +197,34 @@ def test_every_worker_lists_the_windows_published_by_their_next_check(
     with pytest.raises(DataUnavailable):
         early.current().survey_windows("counties")
     assert early.current().layers
+
+
+def test_a_survey_index_that_cannot_be_read_at_start_fails_the_survey_only(
+    published: Published, tmp_path: Path
+) -> None:
+    """Read with the release's index: a first check that could not read it answered
+    nothing at all (503 everywhere); the statistics answer, the survey 503s until the
+    next check reads it."""
+    from piecewise.storage.store import Store, StoreError
+    from piecewise.web.api.reader import PublicData
+
+    class SurveyIndexFails(Store):
+        failing = True
+
+        def read_bytes(self, key: str) -> bytes:
+            if key == "v1/survey/index.json" and self.failing:
+                raise StoreError("the bucket did not answer")
+            return super().read_bytes(key)
+
+    inner = open_store((tmp_path / "public").as_uri())
+    for key in published.public.list("v1/"):
+        inner.write_bytes(key, published.public.read_bytes(key))
+    store = SurveyIndexFails(inner.url, inner.fs, inner.root, inner.local_root)
+    now = [0.0]
+    data = PublicData(store, refresh_seconds=30, clock=lambda: now[0])
+    assert data.current().layers
+    with pytest.raises(DataUnavailable):
+        data.current().survey_windows("counties")
+    store.failing = False
+    now[0] = 31.0
+    assert data.current().survey_windows("counties")

@@ -592,6 +592,8 @@ class Snapshot:
         listing = self.index.get("survey")
         if not isinstance(listing, dict) or not survey_bytes:
             return ()
+        if survey_bytes == UNREADABLE:
+            return DataUnavailable("the survey's windows cannot be read right now")
         try:
             doc = json.loads(survey_bytes.decode("utf-8"))
             return tuple(
@@ -1014,6 +1016,11 @@ def _decode_cube(data: bytes, book: CodeBook) -> PeriodCube:
     )
 
 
+# What a snapshot holds for a survey index that could not be read: its survey answers
+# 503, the rest of the API answers, and the next check reads it again.
+UNREADABLE = b"\0unreadable"
+
+
 def read_survey_index(store: Store) -> bytes:
     """The survey's index (`v1/survey/index.json`) as published, b"" when there is none:
     read with the release's own, so that the windows an answer lists belong to its
@@ -1090,14 +1097,14 @@ class PublicData:
         else:
             current = self._snapshot
             try:
-                survey = read_survey_index(self.store)
-            except (StoreError, ValueError) as exc:  # the current snapshot answers on
+                survey: bytes | None = read_survey_index(self.store)
+            except (StoreError, ValueError) as exc:
                 log.error("cannot read %s: %s", SURVEY_INDEX_KEY, exc)
-                survey = None
-            if survey is None:
-                if current is None:
-                    self._problem = DataUnavailable("the public data cannot be read right now")
-            elif current is None or snapshot_digest(data, survey) != current.digest:
+                # The current snapshot answers on; a first one answers all but the survey.
+                survey = None if current is not None else UNREADABLE
+            if survey is not None and (
+                current is None or snapshot_digest(data, survey) != current.digest
+            ):
                 try:
                     self._snapshot = Snapshot(
                         self.store,
