@@ -339,11 +339,11 @@ def test_decoded_files_are_reused(published: Published) -> None:
     reads = len(store.reads)
     assert reads > 10
     # Other quantiles, areas and directions over the same periods: nothing is read again
-    # (but the index: refresh_seconds is 0 here).
+    # (but the indexes, the release's and the survey's: refresh_seconds is 0 here).
     merge(client, "counties", **params, quantiles="0.05,0.95")
     merge(client, "counties", **{**params, "areas": SPOKANE}, direction="upload")
     merge(client, "counties", **{**params, "areas": KING}, quantiles="0.5")
-    assert set(store.reads[reads:]) == {"v1/index.json"}
+    assert set(store.reads[reads:]) == {"v1/index.json", "v1/survey/index.json"}
 
 
 def test_suppressed_keys_are_read_alone_as_written(published: Published) -> None:
