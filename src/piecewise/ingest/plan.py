@@ -90,29 +90,24 @@ def check_within_periods(
     parameter as the request gave it (`start_name`, `end_name`: `--start` on the
     command line, say) and the setting."""
     periods = config.periods
-    wasted = "are never published, so reading them (billed, from BigQuery) would be for nothing"
-    field = start_name.lstrip("-")
+
+    def outside(name: str, day: dt.date, side: str) -> DateRangeError:
+        bound = periods.start if side == "start" else periods.end
+        where, instead = ("before", "later") if side == "start" else ("after", "earlier")
+        return DateRangeError(
+            name.lstrip("-"),
+            f"{name} {day} is {where} periods.{side} ({bound}) in the config: dates {where} "
+            "it are never published, so reading them (billed, from BigQuery) would be for "
+            f"nothing; ask for {bound} or {instead}, or set periods.{side} "
+            f"{'earlier' if side == 'start' else 'later'} first",
+        )
+
     if start < periods.start:
-        raise DateRangeError(
-            field,
-            f"{start_name} {start} is before periods.start ({periods.start}) in the config: "
-            f"dates before it {wasted}; ask for {periods.start} or later, or set "
-            "periods.start earlier first",
-        )
+        raise outside(start_name, start, "start")
     if periods.end is not None and start > periods.end:
-        raise DateRangeError(
-            field,
-            f"{start_name} {start} is after periods.end ({periods.end}) in the config: dates "
-            f"after it {wasted}; ask for {periods.end} or earlier, or set periods.end later "
-            "first",
-        )
+        raise outside(start_name, start, "end")
     if periods.end is not None and end > periods.end:
-        raise DateRangeError(
-            end_name.lstrip("-"),
-            f"{end_name} {end} is after periods.end ({periods.end}) in the config: dates "
-            f"after it {wasted}; ask for {periods.end} or earlier, or set periods.end later "
-            "first",
-        )
+        raise outside(end_name, end, "end")
 
 
 def plan_ingest(
