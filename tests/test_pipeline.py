@@ -421,8 +421,15 @@ def test_scheduled_ingest_fills_gaps_and_rereads_the_last_days(
     again = run_ingest(cfg, progress=False, today=today + dt.timedelta(days=1))
     assert again.dates == [START + dt.timedelta(days=d) for d in (3, 9, 10)]
 
+    # A study reads nothing after its end: 40 days on, its last dates only (they were
+    # read to yesterday, and the backlog was over max_days).
+    later = run_ingest(cfg, progress=False, today=today + dt.timedelta(days=40))
+    assert later.dates == [START + dt.timedelta(days=d) for d in (11, 12)]
+    assert max(manifest.dates()) == END
+    # A deployment that keeps going, 40 days behind: more than max_days.
+    going = cfg.model_copy(update={"periods": cfg.periods.model_copy(update={"end": None})})
     with pytest.raises(ValueError, match="max_days = 20"):
-        run_ingest(cfg, progress=False, today=today + dt.timedelta(days=40))
+        run_ingest(going, progress=False, today=today + dt.timedelta(days=40))
 
 
 def test_ingest_refuses_to_run_beside_another_run(tmp_path: Path, demo_data: Path) -> None:
