@@ -583,17 +583,15 @@ class Snapshot:
                 "the public data cannot be read right now; try again shortly"
             ) from exc
 
-    def _windows_of(
-        self, survey_bytes: bytes
-    ) -> tuple[tuple[str, str, str], ...] | DataUnavailable:
+    def _windows_of(self, survey_bytes: bytes) -> tuple[tuple[str, str, str], ...] | str:
         """The windows (layer, label, path) of the survey's index as read with the
         release's; () when the release lists no survey or none is published yet; the
-        error to answer when the file cannot be read."""
+        message of the error to answer (503) when the file cannot be read."""
         listing = self.index.get("survey")
         if not isinstance(listing, dict) or not survey_bytes:
             return ()
         if survey_bytes == UNREADABLE:
-            return DataUnavailable("the survey's windows cannot be read right now")
+            return UNREADABLE_WINDOWS
         try:
             doc = json.loads(survey_bytes.decode("utf-8"))
             return tuple(
@@ -602,7 +600,7 @@ class Snapshot:
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.error("%s cannot be read: %r", SURVEY_INDEX_KEY, exc)
-            return DataUnavailable("the survey's windows cannot be read right now")
+            return UNREADABLE_WINDOWS
 
     def survey_windows(self, layer: str) -> tuple[tuple[str, str], ...]:
         """The survey's published windows of `layer` as (label, path), oldest first; ()
@@ -610,8 +608,8 @@ class Snapshot:
         at every check of it (`PublicData`): a window published since the last check
         shows with the next snapshot, on every instance alike."""
         windows = self._survey_windows
-        if isinstance(windows, DataUnavailable):
-            raise windows
+        if isinstance(windows, str):  # a new error each time (one raised again keeps growing)
+            raise DataUnavailable(windows)
         return tuple((label, path) for of, label, path in windows if of == layer)
 
     def survey_window(self, path: str) -> bytes:
@@ -1019,6 +1017,7 @@ def _decode_cube(data: bytes, book: CodeBook) -> PeriodCube:
 # What a snapshot holds for a survey index that could not be read: its survey answers
 # 503, the rest of the API answers, and the next check reads it again.
 UNREADABLE = b"\0unreadable"
+UNREADABLE_WINDOWS = "the survey's windows cannot be read right now"
 
 
 def read_survey_index(store: Store) -> bytes:
