@@ -267,11 +267,13 @@ OWNER_FILE = ".piecewise-config"
 
 
 def _claim(out: Path, owner: Path | None) -> None:
-    """Takes the data folder `out` for the config at `owner` (before anything is built
-    in it): refused while another config, still on disk, holds it. Two configs of one
-    file name in two folders, given one `--data-dir`, got one folder: the second rewrote
-    the first one's boundaries, and both published from the same stores."""
+    """Makes the data folder `out` and takes it for the config at `owner` (before
+    anything is built in it): refused while another config, still on disk, holds it.
+    Two configs of one file name in two folders, given one `--data-dir`, got one folder:
+    the second rewrote the first one's boundaries, and both published from the same
+    stores."""
     if owner is None:
+        out.mkdir(parents=True, exist_ok=True)
         return
     mine = str(owner.resolve())  # one file, however its path is written (`..`, links)
     mark = out / OWNER_FILE
@@ -313,7 +315,6 @@ def atlas_place(
     if codes:
         args += ["--counties", ",".join(codes)]
     _claim(out, owner)
-    out.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(args, capture_output=True, text=True)
     if done.returncode:
         raise InitError(f"the boundaries of {name} could not be built: {done.stderr.strip()}")
