@@ -197,12 +197,14 @@ def _evening_tests(
     return config, layers, kinds, load_tests(Stores.of(config).private, dates, layers, times=True)
 
 
-def test_a_layer_grouped_from_its_located_rows_has_the_same_cells(
-    tmp_path: Path, demo_data: Path, monkeypatch: pytest.MonkeyPatch
+def test_rows_in_none_of_a_layers_areas_change_none_of_its_cells(
+    tmp_path: Path, demo_data: Path
 ) -> None:
-    """The rows of a layer's areas grouped apart (a subset that keeps the ranks) give
-    every cell, statistic, histogram and coarse count, all hours and evening alike, that
-    grouping every row gives."""
+    """A layer's rows in none of its areas (located too roughly for it, or not at all)
+    are left out of its groupings before they are ordered: its cells, statistics and
+    histograms, all hours and evening alike, are those of its located rows alone, and
+    only its `coarse` counts come from the others. A layer with no row in any of its
+    areas has no cell."""
     config, layers, kinds, tests = _evening_tests(
         tmp_path, demo_data, dt.date(2025, 3, 27), dt.date(2025, 4, 2)
     )
@@ -211,33 +213,63 @@ def test_a_layer_grouped_from_its_located_rows_has_the_same_cells(
             pc.sum(pc.starts_with(tests.column(f"area_{layer}").cast(pa.string()), "_")).as_py() > 0
         )
 
-    def cells(located_subset: float) -> tuple[pa.Table, pa.Table]:
-        monkeypatch.setattr(local, "LOCATED_SUBSET", located_subset)
-        return compute_cells([tests], layers, kinds, config.share_rules, evening=config.evening)
+    def same(a: pa.Table, b: pa.Table) -> bool:
+        """The same columns and values, row by row (NaN equal to NaN, null to null)."""
+        a, b = plain_strings(a), plain_strings(b)
+        if a.schema != b.schema:
+            return False
+        for name in a.column_names:
+            x, y = a.column(name), b.column(name)
+            if pa.types.is_floating(x.type):
+                if not x.is_null().equals(y.is_null()):
+                    return False
+                x, y = pc.fill_null(x, 0.0).to_numpy(), pc.fill_null(y, 0.0).to_numpy()
+                if not np.array_equal(x, y, equal_nan=True):
+                    return False
+            elif x.to_pylist() != y.to_pylist():
+                return False
+        return True
 
-    def stream(table: pa.Table) -> bytes:  # the same bytes: NaN is no obstacle
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        return sink.getvalue().to_pybytes()
-
-    every_row, apart = cells(0.0), cells(1.0)  # never apart, always apart
-    assert every_row[0].num_rows > 0 and every_row[1].num_rows > 0
+    every_row = compute_cells([tests], layers, kinds, config.share_rules, evening=config.evening)
     assert pc.sum(every_row[0].column("coarse")).as_py() > 0
-    assert stream(apart[0]) == stream(every_row[0])
-    assert stream(apart[1]) == stream(every_row[1])
+    for layer in layers:
+        located = tests.filter(
+            pc.invert(pc.starts_with(tests.column(f"area_{layer}").cast(pa.string()), "_"))
+        )
+        assert 0 < located.num_rows < tests.num_rows
+        alone = compute_cells([located], [layer], kinds, config.share_rules, evening=config.evening)
+        mine = pc.is_in(
+            every_row[0].column("layer").cast(pa.string()),
+            pa.array([layer, f"{layer}-evening"]),
+        )
+        rows = np.flatnonzero(mine.to_numpy(zero_copy_only=False))
+        assert len(rows) == alone[0].num_rows > 0
+        cells = every_row[0].take(pa.array(rows))
+        assert same(cells.drop_columns(["coarse"]), alone[0].drop_columns(["coarse"]))
+        hist = every_row[1].filter(pc.is_in(every_row[1].column("cell"), pa.array(rows)))
+        place = np.full(every_row[0].num_rows, -1, np.int64)
+        place[rows] = np.arange(len(rows))
+        hist = hist.set_column(0, "cell", pa.array(place[hist.column("cell").to_numpy()]))
+        assert same(hist, alone[1])
 
-    # A layer with no row in any of its areas: apart, it groups no row at all.
+    # A layer with no row in any of its areas: no cell, the other layer's unchanged.
     column = f"area_{layers[-1]}"
-    tests = tests.set_column(
+    nowhere = tests.set_column(
         tests.schema.get_field_index(column),
         column,
         pa.array(["_coarse"] * tests.num_rows).dictionary_encode(),
     )
-    every_row, apart = cells(0.0), cells(1.0)
-    assert layers[-1] not in pc.unique(every_row[0].column("layer")).to_pylist()
-    assert stream(apart[0]) == stream(every_row[0])
-    assert stream(apart[1]) == stream(every_row[1])
+    stats, _ = compute_cells([nowhere], layers, kinds, config.share_rules, evening=config.evening)
+    assert not {layers[-1], f"{layers[-1]}-evening"} & set(stats.column("layer").to_pylist())
+    assert (
+        stats.num_rows
+        == pc.sum(
+            pc.is_in(
+                every_row[0].column("layer").cast(pa.string()),
+                pa.array([layers[0], f"{layers[0]}-evening"]),
+            )
+        ).as_py()
+    )
 
 
 def test_wanted_periods_grouped_from_their_own_rows_have_the_same_cells(

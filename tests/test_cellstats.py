@@ -11,6 +11,8 @@ from piecewise.aggregate.cellstats import (
     ShareTest,
     ascending_order,
     cell_statistics,
+    narrow,
+    stable_by,
     subset_shares,
 )
 from piecewise.core.vocabulary import QUANTILE_LEVELS, QUANTILE_NAMES
@@ -90,6 +92,31 @@ def test_random_cells_match_numpy() -> None:
     check(mbps, rtt, loss, client, group, 6, shares=many)
 
 
+def test_cell_keys_wider_than_a_radix_pass() -> None:
+    """Keys of 40 bits (three radix passes of at most 16 bits) and of 17 (a pass of 16
+    and one of 1): the same cells and statistics as numpy's."""
+    rng = np.random.default_rng(19)
+    mbps, rtt, loss, client, small = random_tests(rng, 4000, 50)
+    spread = rng.integers(0, 2**40, 50)
+    check(mbps, rtt, loss, client, spread[small], 40)
+    check(mbps, rtt, loss, client, np.int64(2**16) * (small % 2) + small, 17)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 2**63 - 1), max_size=300),
+    st.integers(1, 63),
+    st.randoms(use_true_random=False),
+)
+def test_stable_by_is_a_stable_sort_of_the_keys(values, bits, random) -> None:
+    """Any positions, any keys of any width: the positions ordered by key, equal keys in
+    the order they came."""
+    key = narrow(np.array(values, dtype=np.uint64) & np.uint64(2**bits - 1), bits)
+    seq = np.array(random.sample(range(len(values)), len(values)), dtype=np.int64)
+    expected = seq[np.argsort(key[seq], kind="stable")]
+    np.testing.assert_array_equal(stable_by(seq, key, bits), expected)
+
+
 def test_ties_and_single_rows() -> None:
     mbps = np.array([5.0, 5.0, 5.0, 1.0, 9.0, 2.0])
     nan = np.nan
@@ -147,7 +174,7 @@ def test_histogram_runs_are_sorted_and_exact() -> None:
 def test_composite_key_overflow_is_refused() -> None:
     data = DirectionData.build(np.ones(3), np.ones(3), np.ones(3), np.ones(3, dtype=np.int64))
     with pytest.raises(OverflowError):
-        cell_statistics(data, np.zeros(3, dtype=np.int64), 62, [])
+        cell_statistics(data, np.zeros(3, dtype=np.int64), 64, [])
 
 
 def test_a_subset_ranked_from_the_whole_is_the_subset_ranked_alone() -> None:
@@ -184,7 +211,7 @@ def test_a_subset_ranked_from_the_whole_is_the_subset_ranked_alone() -> None:
     check(mbps[kept], rtt[kept], loss[kept], client[kept], group[kept], 6, shares=limits)
     # Each metric's rows in value order are its ranks' inverse, the whole's and the
     # subset's alike (a subset takes them from the whole's, and a subset of it from it).
-    inner, _ = data.subset(rng.random(len(data.client)) < 0.5)
+    inner, _ = data.subset(rng.random(data.rows) < 0.5)
     for made in (whole, data, inner):
         for metric in (made.mbps, made.rtt, made.loss):
             assert np.array_equal(metric.rank[metric.order], np.arange(len(metric.rank)))

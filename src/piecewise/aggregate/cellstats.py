@@ -1,15 +1,19 @@
-"""Exact statistics of every cell of a grouping, by sorting composite integer keys.
+"""Exact statistics of every cell of a grouping, from each metric's ranks in cell order.
 
 A cell is one group of tests (say: area x month x ISP). Exact quantiles need each
 cell's values in order. Instead of sorting values per cell, each metric is ranked once
-(one sort per metric and direction); then, for each grouping, the key
-`group << rank_bits | rank` is sorted as one int64 array, which lays out every cell
-contiguously with its values in ascending order. Counts, sums, quantiles and the
-histogram (buckets are monotone in the value, so they come out as runs) are then read
-off that array with vectorised offsets. Distinct clients take one more sort of
-`group << client_bits | client`.
+(one sort per metric and direction, the clients by their code as one more); a grouping
+then needs, for each metric, the ranks ordered by cell: taking the ranks in ascending
+order and sorting them stably by each row's cell key lays every cell out contiguously
+with its values ascending. The cell keys are small integers (an area, a period, an
+ISP), and numpy's stable sort of 8 and 16-bit integers is a radix sort, linear and
+several times quicker than sorting 64-bit composite keys; the passes are shared where
+groupings agree (`piecewise.aggregate.local`: the area pass serves every grouping of a
+layer, the ISP pass every period kind). Counts, sums, quantiles, distinct clients and
+the histogram (buckets are monotone in the value, so they come out as runs) are then
+read off those orders with vectorised offsets.
 
-This is what makes a year of ten million tests fit in a minute on two cores: a
+This is what makes a year of ten million tests fit in seconds on two cores: a
 hash-aggregate with holistic quantiles per cell (one SQL GROUP BY per grouping) spends
 most of its time on per-group state; see docs/benchmarks.md.
 """
@@ -132,41 +136,6 @@ class RankedMetric:
         )
         return metric, ranks
 
-    def sorted_composite(self, group: np.ndarray, group_bits: int) -> np.ndarray:
-        """`group << bits | rank`, sorted: each cell's rows together, by value."""
-        if group_bits + self.bits > 63:
-            raise OverflowError("composite key does not fit in 63 bits")
-        comp = np.left_shift(group, self.bits)
-        np.bitwise_or(comp, self.rank, out=comp)
-        comp.sort()
-        return comp
-
-
-@dataclass(frozen=True)
-class CellLayout:
-    """Where each cell's rows sit once a grouping's composite key is sorted."""
-
-    keys: np.ndarray  # the group key of each cell, ascending
-    starts: np.ndarray  # first position of each cell
-    counts: np.ndarray  # rows per cell
-
-
-def layout(
-    group: np.ndarray, group_bits: int, metric: RankedMetric
-) -> tuple[np.ndarray, CellLayout]:
-    """The grouping's sorted composite key with the metric, and its cells."""
-    comp = metric.sorted_composite(group, group_bits)
-    if len(comp) == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return comp, CellLayout(empty, empty, empty)
-    keys_per_row = comp >> metric.bits
-    boundary = np.empty(len(comp), dtype=bool)
-    boundary[0] = True
-    np.not_equal(keys_per_row[1:], keys_per_row[:-1], out=boundary[1:])
-    starts = np.flatnonzero(boundary)
-    counts = np.diff(np.append(starts, len(comp)))
-    return comp, CellLayout(keys_per_row[starts], starts, counts)
-
 
 def quantiles_at(
     value_at: Callable[[np.ndarray], np.ndarray],
@@ -269,28 +238,43 @@ class ShareTest:
 
 @dataclass(frozen=True)
 class DirectionData:
-    """One direction's tests, ranked once per metric, shared by all its groupings."""
+    """One direction's tests, ranked once per metric, shared by all its groupings. The
+    clients are ranked too, by their code (0 for an unknown client, else 1..n), so that
+    a cell's clients come out in order as its values do."""
 
     mbps: RankedMetric
     rtt: RankedMetric
     loss: RankedMetric
-    client: np.ndarray  # 0 for unknown client, else 1..n
-    client_bits: int
+    clients: RankedMetric
     bucket_sorted: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return len(self.mbps.rank)
+
+    def metrics(self) -> dict[str, RankedMetric]:
+        """The metrics a grouping orders its rows by: a metric without any value (the
+        uploads' loss) is left out, as nothing is read from it."""
+        metrics = {"mbps": self.mbps, "rtt": self.rtt, "loss": self.loss, "clients": self.clients}
+        return {name: m for name, m in metrics.items() if m.valid or name in ("mbps", "clients")}
 
     @classmethod
     def build(
         cls, mbps: np.ndarray, rtt: np.ndarray, loss: np.ndarray, client: np.ndarray
     ) -> DirectionData:
-        # The three sorts release the GIL: rank the metrics side by side.
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            ranked, rtt_ranked, loss_ranked = pool.map(RankedMetric.of, (mbps, rtt, loss))
+        # The four sorts release the GIL: rank the metrics side by side.
+        if len(client) and int(client.max()) >= 2**53:
+            raise OverflowError("client codes beyond 2**53 are not ranked exactly")
+        codes = np.asarray(client, dtype=np.float64)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            ranked, rtt_ranked, loss_ranked, clients = pool.map(
+                RankedMetric.of, (mbps, rtt, loss, codes)
+            )
         return cls(
             mbps=ranked,
             rtt=rtt_ranked,
             loss=loss_ranked,
-            client=client,
-            client_bits=bits_for(int(client.max()) if len(client) else 0),
+            clients=clients,
             bucket_sorted=bucket_of(ranked.sorted_values),
         )
 
@@ -299,18 +283,18 @@ class DirectionData:
         from this data's ranks rather than sorted again; and their throughput ranks
         here, ascending (for `subset_shares`)."""
         row_of = np.cumsum(kept) - 1
-        # Each metric's gathers and scatters release the GIL: the three side by side.
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            (mbps, ranks), (rtt, _), (loss, _) = pool.map(
-                lambda metric: metric.subset(kept, row_of), (self.mbps, self.rtt, self.loss)
+        # Each metric's gathers and scatters release the GIL: side by side.
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            (mbps, ranks), (rtt, _), (loss, _), (clients, _) = pool.map(
+                lambda metric: metric.subset(kept, row_of),
+                (self.mbps, self.rtt, self.loss, self.clients),
             )
         return (
             DirectionData(
                 mbps=mbps,
                 rtt=rtt,
                 loss=loss,
-                client=self.client[kept],
-                client_bits=self.client_bits,
+                clients=clients,
                 bucket_sorted=self.bucket_sorted[ranks],
             ),
             ranks,
@@ -332,79 +316,144 @@ def subset_shares(tests: list[ShareTest], ranks: np.ndarray) -> list[ShareTest]:
     return out
 
 
-def _below(comp: np.ndarray, bits: int, cells: CellLayout, rank: int) -> np.ndarray:
-    """Per cell, how many of its rows rank below `rank`, from a sorted composite: a
-    cell's ranks ascend, so they are those before where `key << bits | rank` would go
-    (a search per cell, not a pass over the rows)."""
-    # `+`, not `|`: `rank` may be 2**bits (every row), which is where the next key starts.
-    return np.searchsorted(comp, (cells.keys << bits) + rank) - cells.starts
+def narrow(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Non-negative integer codes below 2**bits in the smallest unsigned type that holds
+    them: what a radix pass (`stable_by`) reads."""
+    if bits > 63:
+        raise OverflowError("a key of more than 63 bits")
+    dtype = (
+        np.uint8
+        if bits <= 8
+        else np.uint16
+        if bits <= 16
+        else np.uint32
+        if bits <= 32
+        else np.uint64
+    )
+    return codes.astype(dtype, copy=False)
+
+
+_DIGIT = 16  # bits a radix pass takes: numpy's stable sort of 8 and 16-bit integers
+
+
+def stable_by(seq: np.ndarray, key: np.ndarray, bits: int) -> np.ndarray:
+    """`seq` (positions in `key`) reordered by `key[seq]`, keeping the order of equal
+    keys. numpy's stable sort of 8 and 16-bit integers is a radix sort (linear, about a
+    fifth of a 64-bit sort's time): a wider key is taken 16 bits at a time, the lowest
+    first. A digit already in order (one period, say) costs one look."""
+    for shift in range(0, max(bits, 1), _DIGIT):
+        digit = key[seq]
+        if shift:
+            digit >>= digit.dtype.type(shift)
+        if bits - shift < digit.dtype.itemsize * 8:
+            digit = narrow(
+                digit & digit.dtype.type((1 << min(bits - shift, _DIGIT)) - 1),
+                min(bits - shift, _DIGIT),
+            )
+        if len(digit) < 2 or bool(np.all(digit[1:] >= digit[:-1])):
+            continue
+        seq = seq[np.argsort(digit, kind="stable")]
+    return seq
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """One grouping's rows in the order of each metric: each cell's rows together
+    (cells by ascending key), by ascending rank within it. `ranks[name]` are the
+    metric's ranks in that order; `keys`, `starts` and `counts` the cells' keys, first
+    positions and sizes, the same for every metric."""
+
+    keys: np.ndarray
+    starts: np.ndarray
+    counts: np.ndarray
+    ranks: dict[str, np.ndarray]
+
+    @classmethod
+    def of(
+        cls, ranks: dict[str, np.ndarray], key_of: Callable[[np.ndarray], np.ndarray]
+    ) -> Grouping:
+        """The grouping of `ranks` (each metric's, ordered by cell and rank), its cells
+        read from the throughput's: `key_of` gives the cell key (int64) of throughput
+        ranks."""
+        key = key_of(ranks["mbps"])
+        if not len(key):
+            empty = np.zeros(0, dtype=np.int64)
+            return cls(empty, empty, empty, ranks)
+        boundary = np.empty(len(key), dtype=bool)
+        boundary[0] = True
+        np.not_equal(key[1:], key[:-1], out=boundary[1:])
+        starts = np.flatnonzero(boundary)
+        counts = np.diff(np.append(starts, len(key)))
+        return cls(key[starts], starts, counts, ranks)
+
+
+def grouping(data: DirectionData, group: np.ndarray, group_bits: int) -> Grouping:
+    """The grouping of the rows by any non-negative int64 key below 2**group_bits (one
+    per row): each metric's ranks ordered by key, by a radix sort of the key in each
+    metric's rank order."""
+    if group_bits > 63:
+        raise OverflowError("a cell key does not fit in 63 bits")
+    key = narrow(group, group_bits)
+    ranks = {}
+    for name, metric in data.metrics().items():
+        start = np.arange(data.rows, dtype=metric.rank.dtype)
+        ranks[name] = stable_by(start, key[metric.order], group_bits)
+    return Grouping.of(ranks, lambda mbps: group[data.mbps.order[mbps]].astype(np.int64))
+
+
+def _below(ranks: np.ndarray, cells: Grouping, rank: int, of: int) -> np.ndarray:
+    """Per cell, how many of its rows rank below `rank` among the metric's `of` ranks
+    (`ranks`, a grouping's, may hold only some of them)."""
+    if rank <= 0:
+        return np.zeros(len(cells.starts), dtype=np.int64)
+    if rank >= of:
+        return cells.counts
+    return np.add.reduceat(ranks < rank, cells.starts, dtype=np.int64)
 
 
 def _metric_quantiles(
-    metric: RankedMetric, group: np.ndarray, group_bits: int, cells: CellLayout, qs
+    metric: RankedMetric, ranks: np.ndarray | None, cells: Grouping, qs
 ) -> list[np.ndarray]:
-    """Quantiles of another metric over the same cells: the cells come out of the
-    sort in the same order and sizes, so only the ranks at a few positions are read.
-    A metric without a value (uploads' loss: M-Lab measures none) has none anywhere:
-    nothing is sorted."""
-    if metric.valid == 0:
+    """Quantiles of another metric over the same cells, read at a few positions of its
+    ranks in cell order. A metric without a value (uploads' loss: M-Lab measures none)
+    has none anywhere."""
+    if metric.valid == 0 or ranks is None:
         return [np.full(len(cells.starts), np.nan) for _ in qs]
-    comp = metric.sorted_composite(group, group_bits)
-    mask = (1 << metric.bits) - 1
-    if metric.valid == len(comp) or not len(comp):
-        valid = cells.counts
-    else:  # NaN ranks are the largest, so they end each cell
-        valid = _below(comp, metric.bits, cells, metric.valid)
-    return quantiles_at(lambda pos: metric.sorted_values[comp[pos] & mask], cells.starts, valid, qs)
+    # NaN ranks are the largest, so they end each cell.
+    valid = _below(ranks, cells, metric.valid, len(metric.rank))
+    return quantiles_at(lambda pos: metric.sorted_values[ranks[pos]], cells.starts, valid, qs)
 
 
-def _distinct_clients(
-    client: np.ndarray, client_bits: int, group: np.ndarray, group_bits: int, cells: CellLayout
-) -> np.ndarray:
-    if group_bits + client_bits > 63:
-        raise OverflowError("composite key does not fit in 63 bits")
-    if not len(group):
+def _distinct_clients(clients: RankedMetric, ranks: np.ndarray, cells: Grouping) -> np.ndarray:
+    """Distinct clients per cell: a cell's clients come in order, so each is counted
+    where it first appears; unknown clients (code 0) come first and are not one."""
+    if not len(ranks):
         return np.zeros(0, dtype=np.int64)
-    comp = np.left_shift(group, client_bits)
-    np.bitwise_or(comp, client, out=comp)
-    comp.sort()
-    # Each (cell, client) pair where it first appears; cells are runs of the array, so
-    # a cell's distinct pairs are counted by where its bounds fall among those.
-    first = np.empty(len(comp), dtype=bool)
+    code = clients.sorted_values[ranks]
+    first = np.empty(len(code), dtype=bool)
     first[0] = True
-    np.not_equal(comp[1:], comp[:-1], out=first[1:])
-    firsts = np.flatnonzero(first)
-    distinct = np.diff(np.searchsorted(firsts, np.append(cells.starts, len(comp))))
-    # Unknown clients (code 0) sort first in their cell and are not a client.
-    unknown = (comp[cells.starts] & ((1 << client_bits) - 1)) == 0
-    return distinct - unknown
+    np.not_equal(code[1:], code[:-1], out=first[1:])
+    first[cells.starts] = True
+    return np.add.reduceat(first, cells.starts, dtype=np.int64) - (code[cells.starts] == 0)
 
 
-def cell_statistics(
-    data: DirectionData,
-    group: np.ndarray,
-    group_bits: int,
-    tests: list[ShareTest],
-) -> CellStatistics:
-    """Every statistic of every cell of one grouping. `group` is each row's
-    non-negative int64 cell key, below 2**group_bits."""
+def statistics(data: DirectionData, cells: Grouping, tests: list[ShareTest]) -> CellStatistics:
+    """Every statistic of every cell of one grouping."""
     # Each temporary (millions of rows) is let go as soon as it is used: two groupings
     # run side by side.
-    comp, cells = layout(group, group_bits, data.mbps)
     starts, counts = cells.starts, cells.counts
     mbps = data.mbps
+    ranks = cells.ranks["mbps"]
     shares: list[np.ndarray] = [np.full(len(starts), np.nan) for _ in tests]
     if len(starts):
         # The tests at or above a speed: ranks from the first value at or above it up to
         # the first NaN (values ascend with the rank).
         valid = mbps.sorted_values[: mbps.valid]
-        upto = _below(comp, mbps.bits, cells, mbps.valid)
+        upto = _below(ranks, cells, mbps.valid, data.rows)
         for i, test in enumerate(tests):
             if test.applies and test.meets is None:
                 first = int(np.searchsorted(valid, test.speed, "left"))
-                shares[i] = (upto - _below(comp, mbps.bits, cells, first)) / counts
-    ranks = np.bitwise_and(comp, (1 << mbps.bits) - 1, out=comp)  # in place: comp is done
-    del comp
+                shares[i] = (upto - _below(ranks, cells, first, data.rows)) / counts
     gathered: dict[int, np.ndarray] = {}  # each packed byte array in this grouping's order
     for i, test in enumerate(tests):
         if test.meets is not None and len(starts):
@@ -424,7 +473,6 @@ def cell_statistics(
 
     # Buckets rise with the value, so within a cell equal buckets are adjacent runs.
     bucket = data.bucket_sorted[ranks]
-    del ranks
     run = np.empty(len(bucket), dtype=bool)
     if len(bucket):
         run[0] = True
@@ -437,12 +485,12 @@ def cell_statistics(
     run_bucket = bucket[run_starts]
     del bucket, run_starts
 
-    rtt_median, rtt_p90 = _metric_quantiles(data.rtt, group, group_bits, cells, (0.5, 0.9))
-    (loss_median,) = _metric_quantiles(data.loss, group, group_bits, cells, (0.5,))
+    rtt_median, rtt_p90 = _metric_quantiles(data.rtt, cells.ranks.get("rtt"), cells, (0.5, 0.9))
+    (loss_median,) = _metric_quantiles(data.loss, cells.ranks.get("loss"), cells, (0.5,))
     return CellStatistics(
         keys=cells.keys,
         tests=counts,
-        clients=_distinct_clients(data.client, data.client_bits, group, group_bits, cells),
+        clients=_distinct_clients(data.clients, cells.ranks["clients"], cells),
         quantiles=dict(zip(QUANTILE_NAMES, quantiles, strict=True)),
         mean=total / np.maximum(counts, 1),
         geomean=np.exp(log_total / np.maximum(counts, 1)),
@@ -454,3 +502,14 @@ def cell_statistics(
         hist_bucket=run_bucket,
         hist_count=run_counts,
     )
+
+
+def cell_statistics(
+    data: DirectionData,
+    group: np.ndarray,
+    group_bits: int,
+    tests: list[ShareTest],
+) -> CellStatistics:
+    """Every statistic of every cell of one grouping. `group` is each row's
+    non-negative int64 cell key, below 2**group_bits."""
+    return statistics(data, grouping(data, group, group_bits), tests)

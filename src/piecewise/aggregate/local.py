@@ -25,9 +25,12 @@ from piecewise.aggregate import privacy
 from piecewise.aggregate.cellstats import (
     CellStatistics,
     DirectionData,
+    Grouping,
     ShareTest,
     bits_for,
-    cell_statistics,
+    narrow,
+    stable_by,
+    statistics,
     subset_shares,
 )
 from piecewise.aggregate.sampling import one_per_client_day
@@ -56,13 +59,6 @@ from piecewise.storage.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-# A layer whose areas hold at most this share of a direction's rows groups the subset
-# of those rows (`_DirectionInputs.located`). With M-Lab's locations, a fine layer's
-# areas often hold a small part of the tests (the rest located to a city or a postcode
-# only): in the benchmark year, H3 resolution 6 holds 6 % of them, and grouping them
-# apart saves about 7 of the aggregation's 46 CPU seconds. The counties hold 74 %:
-# apart, they took as long and 300 MiB more.
-LOCATED_SUBSET = 0.5
 # A period kind whose wanted periods hold at most this share of a direction's rows is
 # grouped from those rows alone (`compute_cells`): on a month's last day, the day's
 # cells from its 1/31 of the month's tests rather than every day of the month.
@@ -395,11 +391,74 @@ class _DirectionInputs:
         self, task: _Task, area: np.ndarray, period: np.ndarray, isp: np.ndarray
     ) -> np.ndarray:
         """The cell key of each row with codes `area`, `period` (of the task's kind) and
-        `isp`."""
-        group = (area.astype(np.int64) << self.periods[task.kind].bits) | period
-        if task.by_isp:
-            group = (group << self.isp.bits) | isp
-        return group
+        `isp`: period, then ISP (when the task is by ISP), then area, the order in which
+        a grouping's radix passes lay the cells out (`grouping`)."""
+        return _cell_key(
+            task,
+            period,
+            isp,
+            area,
+            self.periods[task.kind].bits,
+            self.isp.bits,
+            self.areas[task.layer].bits,
+        )
+
+    def rank_codes(self, kinds: list[str], pool: ThreadPoolExecutor) -> _RankCodes:
+        """Each metric's view of the rows' ISP and period codes (`_RankCodes`)."""
+        metrics = self.data.metrics()
+        isp = narrow(self.isp.codes, self.isp.bits)
+        per = {kind: narrow(self.periods[kind].codes, self.periods[kind].bits) for kind in kinds}
+
+        def by_rank(order: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+            return isp[order], {kind: codes[order] for kind, codes in per.items()}
+
+        seen = list(pool.map(by_rank, [m.order for m in metrics.values()]))
+        return _RankCodes(
+            isp={name: got[0] for name, got in zip(metrics, seen, strict=True)},
+            periods={name: got[1] for name, got in zip(metrics, seen, strict=True)},
+        )
+
+    def layer_order(self, layer: str, codes: _RankCodes, pool: ThreadPoolExecutor) -> _LayerOrder:
+        """The passes every grouping of `layer` shares (`_LayerOrder`), a metric at a
+        time on the pool: the rows in one of its areas, by area and rank, then by ISP,
+        area and rank. Rows in no area (located too roughly for the layer, or not at
+        all) are left out here, before any other pass."""
+        area = self.areas[layer]
+        codes_of_rows = narrow(area.codes, area.bits)
+        metrics = self.data.metrics()
+
+        def passes(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            by_rank = codes_of_rows[metrics[name].order]
+            located = np.flatnonzero(by_rank < len(area.labels)).astype(
+                metrics[name].rank.dtype, copy=False
+            )
+            by_area = stable_by(located, by_rank, area.bits)
+            by_isp = stable_by(by_area, codes.isp[name], self.isp.bits)
+            return by_area, by_isp, by_rank
+
+        done = dict(zip(metrics, pool.map(passes, list(metrics)), strict=True))
+        return _LayerOrder(
+            area={name: got[0] for name, got in done.items()},
+            isp_area={name: got[1] for name, got in done.items()},
+            area_code=done["mbps"][2],
+        )
+
+    def grouping(self, task: _Task, codes: _RankCodes, order: _LayerOrder) -> Grouping:
+        """The task's cells, each metric's ranks in cell order: the layer's shared
+        order (by area, or by ISP and area) put in order of period by one more radix
+        pass, a pass per metric."""
+        per = self.periods[task.kind]
+        shared = order.isp_area if task.by_isp else order.area
+        ranks = {
+            name: stable_by(base, codes.periods[name][task.kind], per.bits)
+            for name, base in shared.items()
+        }
+        period, isp = codes.periods["mbps"][task.kind], codes.isp["mbps"]
+
+        def key_of(mbps: np.ndarray) -> np.ndarray:
+            return self._group(task, order.area_code[mbps], period[mbps], isp[mbps])
+
+        return Grouping.of(ranks, key_of)
 
     def rough_cells(self, layer: str) -> _RoughCells:
         """The layer's roughly located tests by area, period of every kind and ISP
@@ -431,44 +490,67 @@ class _DirectionInputs:
         isp, *per = fields
         return _RoughCells(key, dict(zip(kinds, reversed(per), strict=True)), isp, counts)
 
-    def located(self, layer: str) -> _DirectionInputs:
-        """The inputs of the rows in one of the layer's areas, or these inputs when more
-        than LOCATED_SUBSET of them are: rows in no area (located too roughly for it,
-        or not at all) belong to no cell of the layer, and grouping them would only be
-        undone."""
-        area = self.areas[layer]
-        inside = area.codes < len(area.labels)
-        if np.count_nonzero(inside) > LOCATED_SUBSET * len(inside):
-            return self
-        return self.subset(inside)
-
     def cells(
-        self,
-        task: _Task,
-        located: _DirectionInputs | None = None,
-        rough: _RoughCells | None = None,
+        self, task: _Task, codes: _RankCodes, order: _LayerOrder, rough: _RoughCells
     ) -> tuple[CellStatistics, np.ndarray]:
         """The statistics of every cell of the task's grouping, and each cell's `coarse`
         count: the tests in its area, period and ISP located too roughly to count.
-        `located`: these inputs' `located(task.layer)`, and `rough` their
-        `rough_cells(task.layer)`, each made once for every grouping of the layer (the
-        cells and their statistics are the same)."""
-        rows = located if located is not None else self
-        area = rows.areas[task.layer]
-        bits = area.bits + self.periods[task.kind].bits + (self.isp.bits if task.by_isp else 0)
-        group = rows._group(task, area.codes, rows.periods[task.kind].codes, rows.isp.codes)
-        stats = cell_statistics(rows.data, group, bits, rows.shares)
-        del group
-        rough = rough if rough is not None else self.rough_cells(task.layer)
+        `codes`, `order` and `rough` (the layer's `rough_cells`) are made once for
+        every grouping of the layer."""
+        stats = statistics(self.data, self.grouping(task, codes, order), self.shares)
         keys = self._group(task, rough.area, rough.periods[task.kind], rough.isp)
         if not len(keys):
             return stats, np.zeros(len(stats.keys), np.int64)
-        order = np.argsort(keys)
-        keys = keys[order]
+        ordered = np.argsort(keys)
+        keys = keys[ordered]
         first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-        distinct, counts = keys[first], np.add.reduceat(rough.counts[order], first)
+        distinct, counts = keys[first], np.add.reduceat(rough.counts[ordered], first)
         at = np.minimum(np.searchsorted(distinct, stats.keys), len(distinct) - 1)
         return stats, np.where(distinct[at] == stats.keys, counts[at], 0)
+
+
+def _cell_key(
+    task: _Task,
+    period: np.ndarray,
+    isp: np.ndarray,
+    area: np.ndarray,
+    period_bits: int,
+    isp_bits: int,
+    area_bits: int,
+) -> np.ndarray:
+    """`period << (isp_bits + area_bits) | isp << area_bits | area` (without the ISP
+    when the task is of all ISPs), as int64."""
+    bits = period_bits + area_bits + (isp_bits if task.by_isp else 0)
+    if bits > 63:
+        raise OverflowError(f"a cell key of {bits} bits does not fit in 63")
+    key = period.astype(np.int64)
+    if task.by_isp:
+        key <<= isp_bits
+        key |= isp
+    key <<= area_bits
+    key |= area
+    return key
+
+
+@dataclass(frozen=True)
+class _RankCodes:
+    """Each metric's view of the rows' ISP and period codes: the code of the row of
+    each rank (`narrow`ed), which the radix passes of every layer's groupings read."""
+
+    isp: dict[str, np.ndarray]  # metric: ISP code by rank
+    periods: dict[str, dict[str, np.ndarray]]  # metric: kind: period code by rank
+
+
+@dataclass(frozen=True)
+class _LayerOrder:
+    """The passes every grouping of one layer shares, per metric: the ranks of the rows
+    in one of the layer's areas, ordered by area (and within an area by rank), and
+    ordered by ISP, area and rank; and each rank's area code (the throughput's), for
+    the cell keys."""
+
+    area: dict[str, np.ndarray]
+    isp_area: dict[str, np.ndarray]
+    area_code: np.ndarray
 
 
 def compute_cells(
@@ -499,11 +581,12 @@ def compute_cells(
 
     def run(
         d: _DirectionInputs,
-        located: dict[str, _DirectionInputs],
-        rough: dict[str, _RoughCells],
+        codes: _RankCodes,
+        order: _LayerOrder,
+        rough: _RoughCells,
         task: _Task,
     ) -> tuple[pa.Table, pa.Table]:
-        stats, coarse = d.cells(task, located[task.layer], rough[task.layer])
+        stats, coarse = d.cells(task, codes, order, rough)
         return _tables(
             task,
             stats,
@@ -541,22 +624,25 @@ def compute_cells(
             direction: str, d: _DirectionInputs, of_kinds: list[str], in_evening_only: bool
         ) -> None:
             nonlocal offset
-            tasks = [
-                _Task(direction, layer, kind, by_isp, in_evening_only)
-                for layer in layer_ids
-                for kind in of_kinds
-                for by_isp in (False, True)
-            ]
-            # Each layer's located rows, made once for its groupings (a subset keeps
-            # the ranks: nothing is sorted again).
-            located = {layer: d.located(layer) for layer in layer_ids}
-            # And its roughly located tests counted once for all its groupings.
-            rough = dict(zip(layer_ids, pool.map(d.rough_cells, layer_ids), strict=True))
-            for stats_table, hist_table in pool.map(partial(run, d, located, rough), tasks):
-                stats_parts.append(stats_table)
-                cell = pc.add(hist_table.column("cell"), offset)
-                hist_parts.append(hist_table.set_column(0, "cell", cell))
-                offset += stats_table.num_rows
+            # Each metric's codes by rank, and each layer's shared passes, made once
+            # for the groupings of the layer; a layer's passes are let go before the
+            # next layer's are made.
+            codes = d.rank_codes(of_kinds, pool)
+            for layer in layer_ids:
+                rough = pool.submit(d.rough_cells, layer)
+                order = d.layer_order(layer, codes, pool)
+                tasks = [
+                    _Task(direction, layer, kind, by_isp, in_evening_only)
+                    for kind in of_kinds
+                    for by_isp in (False, True)
+                ]
+                work = partial(run, d, codes, order, rough.result())
+                for stats_table, hist_table in pool.map(work, tasks):
+                    stats_parts.append(stats_table)
+                    cell = pc.add(hist_table.column("cell"), offset)
+                    hist_parts.append(hist_table.set_column(0, "cell", cell))
+                    offset += stats_table.num_rows
+                del order, rough, work
 
         for tests in tables:
             if evening is not None and "test_time" not in tests.column_names:
@@ -632,12 +718,13 @@ def _tables(
     thresholds: list[ShareRule],
     wanted: dict[str, set[dt.date]] | None,
 ) -> tuple[pa.Table, pa.Table]:
-    keys = s.keys
+    keys = s.keys  # period, ISP (by ISP), area: `_cell_key`
+    area_code = keys & ((1 << area.bits) - 1)
+    keys = keys >> area.bits
     if task.by_isp:
         isp_code = keys & ((1 << isp.bits) - 1)
         keys = keys >> isp.bits
-    per_code = keys & ((1 << per.bits) - 1)
-    area_code = keys >> per.bits
+    per_code = keys
     keep = area_code < len(area.labels)
     if task.by_isp:
         keep &= isp_code < len(isp.labels)
