@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from api_fixtures import pipeline_config
 from piecewise.aggregate import cells_sql, local
+from piecewise.aggregate.cellstats import bits_for, cell_statistics, subset_shares
 from piecewise.aggregate.local import (
     apply_privacy,
     apply_sampling,
@@ -17,8 +19,9 @@ from piecewise.aggregate.local import (
     compute_cells,
     load_tests,
 )
-from piecewise.core.config import Config
+from piecewise.core.config import Config, ShareRule
 from piecewise.core.tables import plain_strings
+from piecewise.core.vocabulary import QUANTILE_NAMES
 from piecewise.ingest.clients import network_keyed
 from piecewise.ingest.sampling import fingerprints, with_pick
 from piecewise.pipeline import run_ingest
@@ -203,8 +206,9 @@ def test_rows_in_none_of_a_layers_areas_change_none_of_its_cells(
     """A layer's rows in none of its areas (located too roughly for it, or not at all)
     are left out of its groupings before they are ordered: its cells, statistics and
     histograms, all hours and evening alike, are those of its located rows alone, and
-    only its `coarse` counts come from the others. A layer with no row in any of its
-    areas has no cell."""
+    only its `coarse` counts come from the others (none without them). A layer with no
+    row in any of its areas has no cell, and the other layer's cells stay as they
+    were."""
     config, layers, kinds, tests = _evening_tests(
         tmp_path, demo_data, dt.date(2025, 3, 27), dt.date(2025, 4, 2)
     )
@@ -246,6 +250,8 @@ def test_rows_in_none_of_a_layers_areas_change_none_of_its_cells(
         assert len(rows) == alone[0].num_rows > 0
         cells = every_row[0].take(pa.array(rows))
         assert same(cells.drop_columns(["coarse"]), alone[0].drop_columns(["coarse"]))
+        assert pc.max(cells.column("coarse")).as_py() > 0
+        assert pc.max(alone[0].column("coarse")).as_py() == 0
         hist = every_row[1].filter(pc.is_in(every_row[1].column("cell"), pa.array(rows)))
         place = np.full(every_row[0].num_rows, -1, np.int64)
         place[rows] = np.arange(len(rows))
@@ -261,14 +267,93 @@ def test_rows_in_none_of_a_layers_areas_change_none_of_its_cells(
     )
     stats, _ = compute_cells([nowhere], layers, kinds, config.share_rules, evening=config.evening)
     assert not {layers[-1], f"{layers[-1]}-evening"} & set(stats.column("layer").to_pylist())
-    assert (
-        stats.num_rows
-        == pc.sum(
+
+    def first_layer(table: pa.Table) -> pa.Table:
+        return table.filter(
             pc.is_in(
-                every_row[0].column("layer").cast(pa.string()),
+                table.column("layer").cast(pa.string()),
                 pa.array([layers[0], f"{layers[0]}-evening"]),
             )
-        ).as_py()
+        )
+
+    assert stats.num_rows > 0 and same(stats, first_layer(every_row[0]))
+
+
+@pytest.mark.parametrize(
+    ("areas", "isps", "days"), [(70_000, 300, 400), (40, 70_000, 12), (300, 5, 70_000)]
+)
+def test_shared_passes_over_codes_wider_than_a_radix_pass(areas: int, isps: int, days: int) -> None:
+    """Areas, ISPs or periods past 65,535 codes (two radix passes each) and past 255: a
+    layer's groupings, made from its shared passes, have the cells and statistics of
+    each grouping made alone from its located rows (`cell_statistics`, held to numpy's
+    by tests/test_cellstats.py)."""
+    rng = np.random.default_rng(areas + isps + days)
+    n = 30_000
+    mbps = np.round(rng.lognormal(3, 1.2, n), 1)  # ties
+    rtt = rng.lognormal(3, 0.4, n)
+    rtt[rng.random(n) < 0.1] = np.nan
+    loss = np.where(rng.random(n) < 0.5, np.nan, rng.random(n) * 0.1)
+    client = rng.integers(0, 4000, n)
+    # A few hundred distinct codes of each, spread over the whole range (plus the code
+    # past the last: no area, no ISP).
+    area = rng.choice(rng.choice(areas + 1, min(areas + 1, 500), replace=False), n)
+    isp = rng.choice(rng.choice(isps + 1, min(isps + 1, 300), replace=False), n)
+    day = rng.choice(rng.choice(days, min(days, 300), replace=False), n)
+    first = dt.date(2000, 1, 1)
+    columns = local._DirectionColumns(
+        mbps=mbps,
+        rtt=rtt,
+        loss=loss,
+        client=client,
+        isp=local._Codes(isp.astype(np.int32), [f"isp{i}" for i in range(isps)], bits_for(isps)),
+        periods={
+            "day": local._Codes(
+                day.astype(np.int32),
+                [first + dt.timedelta(days=i) for i in range(days)],
+                bits_for(days),
+            )
+        },
+        areas={
+            "a": local._Codes(
+                area.astype(np.int32), [f"{i}" for i in range(areas)], bits_for(areas)
+            )
+        },
+        rough={"a": local._Rough(np.zeros(0, np.int64), np.zeros(0, np.int64))},
+    )
+    rules = [ShareRule(download=25.0, upload=3.0), ShareRule(download=10.0, rtt_ms=30.0, loss=0.05)]
+    d = local._DirectionInputs.of(columns, "download", rules)
+    located = area < areas
+    alone, ranks = d.data.subset(located)
+    shares = subset_shares(d.shares, ranks)
+    with ThreadPoolExecutor(2) as pool:
+        codes = d.rank_codes(["day"], pool)
+        order = d.layer_order("a", codes, pool)
+    rough = d.rough_cells("a")
+    for by_isp in (False, True):
+        task = local._Task("download", "a", "day", by_isp)
+        got, _ = d.cells(task, codes, order, rough)
+        key = local._cell_key(task, day, isp, area, bits_for(days), bits_for(isps), bits_for(areas))
+        bits = bits_for(days) + bits_for(areas) + (bits_for(isps) if by_isp else 0)
+        expected = cell_statistics(alone, key[located], bits, shares)
+        assert len(got.keys) >= 480
+        for name in ("keys", "tests", "clients", "mean", "geomean", "rtt_median", "rtt_p90"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), name)
+        np.testing.assert_array_equal(got.loss_median, expected.loss_median)
+        for name in QUANTILE_NAMES:
+            np.testing.assert_array_equal(got.quantiles[name], expected.quantiles[name])
+        for a, b in zip(got.shares, expected.shares, strict=True):
+            np.testing.assert_array_equal(a, b)
+        for name in ("hist_cell", "hist_bucket", "hist_count"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
+
+
+def test_a_cell_key_wider_than_63_bits_is_refused() -> None:
+    task = local._Task("download", "a", "day", True)
+    codes = np.zeros(3, np.int64)
+    with pytest.raises(OverflowError, match="64 bits"):
+        local._cell_key(task, codes, codes, codes, 20, 20, 24)
+    assert local._cell_key(task, codes + 1, codes + 1, codes + 1, 20, 20, 23)[0] == (
+        (1 << 43) | (1 << 23) | 1
     )
 
 

@@ -171,7 +171,7 @@ def test_histogram_runs_are_sorted_and_exact() -> None:
         assert np.all(np.diff(s.hist_bucket[sel].astype(int)) > 0)
 
 
-def test_composite_key_overflow_is_refused() -> None:
+def test_a_cell_key_wider_than_63_bits_is_refused() -> None:
     data = DirectionData.build(np.ones(3), np.ones(3), np.ones(3), np.ones(3, dtype=np.int64))
     with pytest.raises(OverflowError):
         cell_statistics(data, np.zeros(3, dtype=np.int64), 64, [])
@@ -213,7 +213,7 @@ def test_a_subset_ranked_from_the_whole_is_the_subset_ranked_alone() -> None:
     # subset's alike (a subset takes them from the whole's, and a subset of it from it).
     inner, _ = data.subset(rng.random(data.rows) < 0.5)
     for made in (whole, data, inner):
-        for metric in (made.mbps, made.rtt, made.loss):
+        for metric in (made.mbps, made.rtt, made.loss, made.clients):
             assert np.array_equal(metric.rank[metric.order], np.arange(len(metric.rank)))
             assert np.array_equal(
                 metric.sorted_values, np.sort(metric.sorted_values), equal_nan=True

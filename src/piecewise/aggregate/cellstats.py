@@ -107,7 +107,6 @@ class RankedMetric:
     sorted_values: np.ndarray
     rank: np.ndarray
     order: np.ndarray
-    bits: int
     valid: int  # values that are not NaN: ranks 0..valid-1
 
     @classmethod
@@ -120,7 +119,7 @@ class RankedMetric:
         rank = np.empty(len(values), dtype=dtype)
         rank[order] = np.arange(len(values), dtype=dtype)
         valid = len(values) - int(np.count_nonzero(missing))
-        return cls(ordered, rank, order.astype(dtype), bits_for(max(len(values) - 1, 0)), valid)
+        return cls(ordered, rank, order.astype(dtype), valid)
 
     def subset(self, kept: np.ndarray, row_of: np.ndarray) -> tuple[RankedMetric, np.ndarray]:
         """The metric over the rows `kept` (a mask), renumbered by `row_of`, and the
@@ -131,10 +130,7 @@ class RankedMetric:
         rank = np.empty(len(ranks), dtype=self.rank.dtype)
         rank[order] = np.arange(len(ranks), dtype=self.rank.dtype)
         valid = int(np.searchsorted(ranks, self.valid))
-        metric = RankedMetric(
-            self.sorted_values[ranks], rank, order, bits_for(max(len(ranks) - 1, 0)), valid
-        )
-        return metric, ranks
+        return RankedMetric(self.sorted_values[ranks], rank, order, valid), ranks
 
 
 def quantiles_at(
@@ -342,14 +338,12 @@ def stable_by(seq: np.ndarray, key: np.ndarray, bits: int) -> np.ndarray:
     fifth of a 64-bit sort's time): a wider key is taken 16 bits at a time, the lowest
     first. A digit already in order (one period, say) costs one look."""
     for shift in range(0, max(bits, 1), _DIGIT):
+        width = min(bits - shift, _DIGIT)
         digit = key[seq]
         if shift:
             digit >>= digit.dtype.type(shift)
-        if bits - shift < digit.dtype.itemsize * 8:
-            digit = narrow(
-                digit & digit.dtype.type((1 << min(bits - shift, _DIGIT)) - 1),
-                min(bits - shift, _DIGIT),
-            )
+        if digit.dtype.itemsize > 2 or bits - shift > width:  # wider than this digit
+            digit = narrow(digit & digit.dtype.type((1 << width) - 1), width)
         if len(digit) < 2 or bool(np.all(digit[1:] >= digit[:-1])):
             continue
         seq = seq[np.argsort(digit, kind="stable")]
