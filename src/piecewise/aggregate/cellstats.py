@@ -114,12 +114,29 @@ class RankedMetric:
         # Ties keep no particular order: equal values are interchangeable in every
         # statistic.
         missing = np.isnan(values)
-        order, ordered = ascending_order(values)
         dtype = np.int32 if len(values) < 2**31 else np.int64
+        if missing.all():  # the uploads' loss: M-Lab measures none, nothing to sort
+            identity = np.arange(len(values), dtype=dtype)
+            return cls(values.copy(), identity, identity.copy(), 0)
+        order, ordered = ascending_order(values)
         rank = np.empty(len(values), dtype=dtype)
         rank[order] = np.arange(len(values), dtype=dtype)
         valid = len(values) - int(np.count_nonzero(missing))
         return cls(ordered, rank, order.astype(dtype), valid)
+
+    @classmethod
+    def of_codes(cls, codes: np.ndarray) -> RankedMetric:
+        """Non-negative integer codes (the clients') ranked by a radix sort of them
+        (`stable_by`), equal codes in row order; every code is a value."""
+        n = len(codes)
+        dtype = np.int32 if n < 2**31 else np.int64
+        bits = bits_for(int(codes.max()) if n else 0)
+        if n and int(codes.min()) < 0:
+            raise ValueError("codes to rank must not be negative")
+        order = stable_by(np.arange(n, dtype=dtype), narrow(codes, bits), bits)
+        rank = np.empty(n, dtype=dtype)
+        rank[order] = np.arange(n, dtype=dtype)
+        return cls(codes[order], rank, order, n)
 
     def subset(self, kept: np.ndarray, row_of: np.ndarray) -> tuple[RankedMetric, np.ndarray]:
         """The metric over the rows `kept` (a mask), renumbered by `row_of`, and the
@@ -259,13 +276,10 @@ class DirectionData:
         cls, mbps: np.ndarray, rtt: np.ndarray, loss: np.ndarray, client: np.ndarray
     ) -> DirectionData:
         # The four sorts release the GIL: rank the metrics side by side.
-        if len(client) and int(client.max()) >= 2**53:
-            raise OverflowError("client codes beyond 2**53 are not ranked exactly")
-        codes = np.asarray(client, dtype=np.float64)
         with ThreadPoolExecutor(max_workers=4) as pool:
-            ranked, rtt_ranked, loss_ranked, clients = pool.map(
-                RankedMetric.of, (mbps, rtt, loss, codes)
-            )
+            by_code = pool.submit(RankedMetric.of_codes, np.asarray(client))
+            ranked, rtt_ranked, loss_ranked = pool.map(RankedMetric.of, (mbps, rtt, loss))
+            clients = by_code.result()
         return cls(
             mbps=ranked,
             rtt=rtt_ranked,
