@@ -117,6 +117,16 @@ def test_stable_by_is_a_stable_sort_of_the_keys(values, bits, random) -> None:
     np.testing.assert_array_equal(stable_by(seq, key, bits), expected)
 
 
+def test_client_codes_are_ranked_as_non_negative_integers_only() -> None:
+    ranked = cellstats.RankedMetric.of_codes(np.array([3, 0, 70_000, 3, 1], dtype=np.int64))
+    assert ranked.order.tolist() == [1, 4, 0, 3, 2]  # equal codes in row order
+    assert ranked.sorted_values.tolist() == [0, 1, 3, 3, 70_000] and ranked.valid == 5
+    with pytest.raises(ValueError, match="negative"):
+        cellstats.RankedMetric.of_codes(np.array([2, -1]))
+    with pytest.raises(TypeError, match="integers"):
+        cellstats.RankedMetric.of_codes(np.array([2.5, 1.0]))
+
+
 def test_ties_and_single_rows() -> None:
     mbps = np.array([5.0, 5.0, 5.0, 1.0, 9.0, 2.0])
     nan = np.nan

@@ -128,11 +128,13 @@ class RankedMetric:
     def of_codes(cls, codes: np.ndarray) -> RankedMetric:
         """Non-negative integer codes (the clients') ranked by a radix sort of them
         (`stable_by`), equal codes in row order; every code is a value."""
+        if not np.issubdtype(codes.dtype, np.integer):
+            raise TypeError(f"codes to rank must be integers, not {codes.dtype}")
         n = len(codes)
-        dtype = np.int32 if n < 2**31 else np.int64
-        bits = bits_for(int(codes.max()) if n else 0)
         if n and int(codes.min()) < 0:
             raise ValueError("codes to rank must not be negative")
+        dtype = np.int32 if n < 2**31 else np.int64
+        bits = bits_for(int(codes.max()) if n else 0)
         order = stable_by(np.arange(n, dtype=dtype), narrow(codes, bits), bits)
         rank = np.empty(n, dtype=dtype)
         rank[order] = np.arange(n, dtype=dtype)
