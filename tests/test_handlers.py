@@ -89,6 +89,8 @@ def test_a_start_alone_runs_to_the_end_of_a_study_over_before(
         ({"end": "2025-03-01"}, "end", "end 2025-03-01 is before periods.start"),
         ({"start": "2025-04-01", "end": "2025-04-09"}, "end", "end 2025-04-09 is after"),
         ({"start": "2025-03-20", "end": "2025-03-26"}, "start", "is before periods.start"),
+        # A malformed start alone was parsed as an end, and named so.
+        ({"start": "2025-4-05"}, "start", "start must be a date as YYYY-MM-DD"),
     ):
         answer, status = handle_ingest(config, body, today=today)
         assert status == 400 and answer["parameter"] == parameter, answer

@@ -125,7 +125,7 @@ def _end(args: argparse.Namespace, cfg: Config) -> dt.date | None:
     study ended before; None with neither date (what the manifest lacks, and the last
     few days again). Dates outside the config's `[periods]` are refused
     (`check_within_periods`)."""
-    from piecewise.ingest.plan import check_within_periods, default_end
+    from piecewise.ingest.plan import check_within_periods, requested_end
     from piecewise.storage.manifest import DateRangeError
 
     yesterday = _yesterday()
@@ -139,9 +139,16 @@ def _end(args: argparse.Namespace, cfg: Config) -> dt.date | None:
         raise DateRangeError(
             "end", f"yesterday (UTC, the default --end) {yesterday} is before --start {args.start}"
         )
-    if args.start is None and args.end is None:
+    end = requested_end(
+        cfg,
+        args.start,
+        args.end,
+        yesterday,
+        start_name="--start" if args.start else "--end",
+        end_name="--end",
+    )
+    if end is None:
         return None
-    end = args.end or default_end(cfg, yesterday)
     start = args.start or end
     check_within_periods(
         cfg, start, end, start_name="--start" if args.start else "--end", end_name="--end"

@@ -30,7 +30,7 @@ from piecewise.ingest.backfill import (
 )
 from piecewise.ingest.dates import IngestFailed, NoTestsSelected, date_blocks
 from piecewise.ingest.geoip import stored_geoip_database
-from piecewise.ingest.plan import IngestPlan, check_within_periods, default_end, plan_run
+from piecewise.ingest.plan import IngestPlan, check_within_periods, plan_run, requested_end
 from piecewise.ingest.sources.bigquery import RunTooCostly
 from piecewise.pipeline import DateIngester, region_has_shown_tests, run_aggregate, run_ingest
 from piecewise.storage.lock import LockHeld
@@ -73,11 +73,11 @@ def handle_ingest(
     if body.get("start") or body.get("end"):
         try:
             end = body.get("end")
-            if end is None and body.get("start") and config.periods.end is not None:
+            if end is None:
                 # A start alone runs to yesterday, or to the end of a study over before.
-                first = DateRange.parse(body["start"], body["start"], today=today).start
-                check_within_periods(config, first, first)  # a start after the study's end
-                end = default_end(config, today - dt.timedelta(days=1)).isoformat()
+                first = DateRange.parse(body["start"], None, today=today).start
+                last = requested_end(config, first, None, today - dt.timedelta(days=1))
+                end = last.isoformat() if last is not None else None
             dates = DateRange.parse(
                 body.get("start"),
                 end,

@@ -77,6 +77,29 @@ def default_end(config: Config, yesterday: dt.date) -> dt.date:
     return yesterday if last is None else min(yesterday, last)
 
 
+def requested_end(
+    config: Config,
+    start: dt.date | None,
+    end: dt.date | None,
+    yesterday: dt.date,
+    *,
+    start_name: str = "start",
+    end_name: str = "end",
+) -> dt.date | None:
+    """The last date of a run asked for `start` to `end`, by the command line or the
+    ingest function alike: `end` as given; for a start alone, `default_end` (yesterday,
+    or `periods.end` when the study ended before), the start checked against
+    `[periods]` first, so that a start after the study's end is refused for what it is
+    rather than for an end no one gave; None with neither date (what the manifest
+    lacks, and the last few days again)."""
+    if end is not None:
+        return end
+    if start is None:
+        return None
+    check_within_periods(config, start, start, start_name=start_name, end_name=end_name)
+    return default_end(config, yesterday)
+
+
 def check_within_periods(
     config: Config,
     start: dt.date,
