@@ -138,9 +138,23 @@ def test_ties_and_single_rows() -> None:
 
 
 def test_a_metric_without_any_value_has_no_quantile() -> None:
-    """Uploads' loss: M-Lab measures none, so every cell's loss median is missing."""
+    """Uploads' loss: M-Lab measures none, so every cell's loss median is missing; the
+    metric is not sorted (its order is the rows'), has no valid value, and a subset of
+    it neither."""
     mbps, rtt, _, client, group = random_tests(np.random.default_rng(3), 3000, 40)
     check(mbps, rtt, np.full(len(mbps), np.nan), client, group, 6)
+    data = DirectionData.build(mbps, rtt, np.full(len(mbps), np.nan), client)
+    assert data.loss.valid == 0 and "loss" not in data.metrics()
+    np.testing.assert_array_equal(data.loss.order, np.arange(len(mbps)))
+    np.testing.assert_array_equal(data.loss.rank[data.loss.order], np.arange(len(mbps)))
+    part, _ = data.subset(np.arange(len(mbps)) % 3 == 0)
+    assert part.loss.valid == 0 and part.rows == 1000
+
+
+def test_client_codes_must_be_integers_to_be_ranked() -> None:
+    mbps = np.ones(3)
+    with pytest.raises(TypeError, match="integers"):
+        DirectionData.build(mbps, mbps, mbps, np.array([1.0, 2.0, 0.0]))
 
 
 @settings(max_examples=60, deadline=None)

@@ -69,6 +69,23 @@ def test_an_attempt_stopped_at_the_timeout_counts(
     assert handle_ingest_date(config, message)["given_up"] is True
 
 
+def test_a_start_alone_runs_to_yesterday_in_a_study_still_going(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """A start alone, while the study's end is still ahead: to yesterday, not to
+    `periods.end` (which is not over yet)."""
+    from piecewise.handlers import handle_ingest
+
+    config = parse_config(config_text(demo_data), base_dir=tmp_path)  # 2025-03-25 to 04-06
+    answer, status = handle_ingest(config, {"start": "2025-03-31"}, today=dt.date(2025, 4, 3))
+    assert status == 200, answer
+    assert sorted(Manifest(Stores.of(config).private).dates()) == [
+        dt.date(2025, 3, 31),
+        dt.date(2025, 4, 1),
+        dt.date(2025, 4, 2),
+    ]
+
+
 def test_a_start_alone_runs_to_the_end_of_a_study_over_before(
     tmp_path: Path, demo_data: Path
 ) -> None:

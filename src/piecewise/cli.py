@@ -144,7 +144,7 @@ def _end(args: argparse.Namespace, cfg: Config) -> dt.date | None:
         args.start,
         args.end,
         yesterday,
-        start_name="--start" if args.start else "--end",
+        start_name="--start",
         end_name="--end",
     )
     if end is None:
