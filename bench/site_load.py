@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SITE_DIR = ROOT / "static_site" / "dist"
 HEADING = "## Map page"
 RUNS = 5
-LOAD_TARGET_S = 2.0
-JS_TARGET_KIB = 500
+LOAD_TARGET_S = 1.0
+JS_TARGET_KIB = 450
 # Records when the page first reports its map idle, in the page's own clock.
 IDLE_PROBE = """
 (() => {
@@ -162,13 +162,16 @@ def site_report(result: dict, cmd: str | None, data: str) -> list[str]:
         f"built site (`make site`), {result['chromium']} headless with software WebGL "
         "(SwiftShader: no GPU here, so drawing is slower than on a phone's GPU), a fresh "
         "browser context per load (empty cache), after one unmeasured load. Time from the "
-        "start of navigation to the map's first idle with the statistics drawn.",
+        "start of navigation to the map's first idle with the statistics drawn. The "
+        "JavaScript is every script and worker a load fetched, each counted once; MapLibre "
+        "is built from its sources with the page, so the page and its workers share one "
+        "chunk of its code (docs/site.md).",
         "",
         "| figure | measured | target |",
         "|---|---|---|",
         f"| first load to map idle, median of {len(result['runs'])} | "
         f"{result['median_s']:.2f} s (runs: {', '.join(f'{s:.2f}' for s in result['runs'])}) "
-        f"| ≤ {LOAD_TARGET_S:.0f} s |",
+        f"| ≤ {LOAD_TARGET_S:g} s |",
         f"| JavaScript shipped, gzipped | {kib:.0f} KiB ({result['js_raw'] / 1024:.0f} KiB "
         f"uncompressed) | ≤ {JS_TARGET_KIB} KiB |",
         f"| features drawn at first idle | {result['features']:,} | |",

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from browser_fixtures import (
+    SITE_DIR,
     SURVEY_AREA,
     SURVEY_RESPONSES,
     low_contrast,
@@ -147,6 +148,63 @@ def page(page) -> Iterator[object]:
 
 
 # -- the map --------------------------------------------------------------------------
+
+
+def _built_outputs() -> dict[str, dict]:
+    """esbuild's outputs of the built site (meta.json), named relative to the site."""
+    meta = json.loads((SITE_DIR / "meta.json").read_text())
+    return {
+        re.sub(r"^.*?\.building-\d+/", "", path): output
+        for path, output in meta["outputs"].items()
+        if path.endswith(".js")
+    }
+
+
+def _static_closure(outputs: dict[str, dict], start: str) -> set[str]:
+    """`start` and every output it imports statically, transitively."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += [
+                re.sub(r"^.*?\.building-\d+/", "", i["path"])
+                for i in outputs[name]["imports"]
+                if i["kind"] == "import-statement"
+            ]
+    return seen
+
+
+def test_the_page_and_its_map_workers_load_maplibre_once(page, site_server):
+    """MapLibre is built with the page: its worker is an entry of the site's build whose
+    imports are chunks the page has loaded already, and no module of MapLibre is in two
+    of the scripts a first visit loads (the package's prebuilt page and worker bundles
+    each carried the code they share)."""
+    scripts: list[str] = []
+    page.on(
+        "response",
+        lambda r: (
+            scripts.append(r.url.removeprefix(site_server.url))
+            if "javascript" in r.headers.get("content-type", "")
+            else None
+        ),
+    )
+    open_map(page, site_server)
+    outputs = _built_outputs()
+    worker = "maplibre-gl-worker.js"
+    assert worker in scripts
+    page_scripts = _static_closure(outputs, "map.js")
+    assert _static_closure(outputs, worker) - {worker} <= page_scripts
+    assert page_scripts | {worker} <= set(scripts)
+    modules: dict[str, list[str]] = {}
+    for name in set(scripts) & set(outputs):
+        for source in outputs[name]["inputs"]:
+            if "node_modules/maplibre-gl/" in source:
+                modules.setdefault(source, []).append(name)
+    assert len(modules) > 300  # MapLibre's modules, not one prebuilt bundle
+    assert {m: n for m, n in modules.items() if len(n) > 1} == {}
+    assert not any(m.endswith((".mjs", ".js")) for m in modules)  # its sources, not dist/
 
 
 def test_map_draws_the_published_statistics(page, site_server, index, month_stats, screenshot_dir):

@@ -578,7 +578,7 @@ async function main() {
   translatePage();
   languageMenu($("lang"));
   keepLanguage();
-  setWorkerUrl(new URL("maplibre-gl-worker.mjs", window.location.href).href);
+  setWorkerUrl(new URL("maplibre-gl-worker.js", window.location.href).href);
   // Start the map's workers while the config and the index load.
   prewarm();
   try {
