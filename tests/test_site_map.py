@@ -1154,6 +1154,42 @@ def test_an_unreachable_basemap_falls_back_to_boundaries_only(page, site_server)
     page.console_errors.clear()  # the failed basemap request
 
 
+def test_a_basemap_failing_after_the_numbers_were_joined_falls_back_with_them(
+    page, site_server, month_stats
+):
+    """The period's numbers, joined over the basemap while its land was still loading,
+    are drawn on the plain style that replaces it when the land fails (kept by
+    MapLibre's diff of the two styles, or joined again on a new style)."""
+    style_url = site_server.url + "test-basemap/style.json"
+    land_url = site_server.url + "test-basemap/land.geojson"
+    style = {
+        "version": 8,
+        "sources": {"land": {"type": "geojson", "data": land_url}},
+        "layers": [
+            {"id": "land", "type": "fill", "source": "land", "paint": {"fill-color": "#efe9dc"}}
+        ],
+    }
+    page.route(style_url, lambda route: route.fulfill(json=style))
+    held: list[object] = []
+    page.route(land_url, lambda route: held.append(route))  # answered once they are joined
+    with_basemap(page, style_url)
+    page.goto(site_server.url)
+    area = busiest(month_stats)["area"]
+    page.wait_for_function(
+        """(id) => window.piecewiseMap?.getSource('stats') && window.piecewiseMap
+            .getFeatureState({source: 'stats', sourceLayer: 'counties', id}).drawn""",
+        arg=area,
+    )
+    assert held and page.evaluate("window.piecewiseMap.getLayer('land') !== undefined")
+    held[0].abort()
+    wait_idle(page)
+    layers = page.evaluate("window.piecewiseMap.getStyle().layers.map(l => l.id)")
+    assert layers[0] == "background" and "land" not in layers
+    joined = {f["id"] for f in rendered(page) if f.get("drawn")}
+    assert len(joined) > 10 and area in joined
+    page.console_errors.clear()  # the failed basemap request
+
+
 def test_links_to_the_table_page_only_where_there_is_one(page, site_server):
     open_map(page, site_server)
     assert page.get_by_role("link", name="Data table").is_visible()

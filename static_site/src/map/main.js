@@ -272,7 +272,16 @@ async function createMap() {
     if (id === HATCH && !map.hasImage(HATCH)) map.addImage(HATCH, hatchImage(), { pixelRatio: 2 });
   });
   map.on("style.load", () => {
-    if (!map.getSource(SOURCE)) addStatsLayers();
+    if (!map.getSource(SOURCE)) {
+      addStatsLayers();
+      return;
+    }
+    // The plain style carries the shapes: their numbers are joined now, while the
+    // tiles load, so that the first frame drawn has its colours. A new style holds no
+    // feature state, so whatever was joined before is joined again.
+    shownNumbers = null;
+    loadingNumbers = null;
+    loadNumbers();
   });
   map.on("load", () => {
     mapLoaded = true;
