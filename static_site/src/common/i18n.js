@@ -55,9 +55,18 @@ export function formatNumber(n, options = {}) {
   return format.format(n);
 }
 
-/** A date (UTC) written for the language: `options` as `Intl.DateTimeFormat`'s. */
-export function formatDate(date, options) {
-  return date.toLocaleDateString(current, { timeZone: "UTC", ...options });
+const dateFormats = new Map();
+/** A date (UTC) written for the language: `options` as `Intl.DateTimeFormat`'s (one
+ * formatter kept per options: the map's period list writes hundreds of dates, and
+ * `toLocaleDateString` builds a formatter each time). */
+export function formatDate(date, options = {}) {
+  const key = `${current}|${JSON.stringify(options)}`;
+  let format = dateFormats.get(key);
+  if (!format) {
+    format = new Intl.DateTimeFormat(current, { timeZone: "UTC", ...options });
+    dateFormats.set(key, format);
+  }
+  return format.format(date);
 }
 
 /** A page of the site in the language the URL asked for: `href` with its `?lang=`
