@@ -712,6 +712,36 @@ def test_ingest_refreshes_once_and_records_the_database(tmp_path: Path, maxmind,
             assert KEY.encode() not in path.read_bytes(), path
 
 
+def test_refused_credentials_name_the_variable_the_config_names(
+    tmp_path: Path, maxmind, april, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The advice names the environment variable the config reads the key from, not
+    the default's name, for ingest and for `piecewise doctor`."""
+    from piecewise.doctor import check_geoip
+    from piecewise.ingest.geoip import prepare_geoip_database
+    from piecewise.storage.store import Stores
+
+    maxmind.body = maxmind_tar_gz(april, EPOCH_APRIL)
+    cfg = _config_with_geoip(
+        tmp_path,
+        f'source_url = "{maxmind.url()}"\naccount_id = "{ACCOUNT}"\n'
+        'license_key_env = "COUNTY_MM_KEY"',
+    )
+    with pytest.raises(GeoIPAuthError) as info:
+        prepare_geoip_database(cfg, Stores.of(cfg).private, "wrong-" + KEY, now=NOW)
+    assert "HTTP 401" in str(info.value)
+    assert "environment variable COUNTY_MM_KEY" in str(info.value)
+    assert "MAXMIND_LICENSE_KEY" not in str(info.value)
+    with pytest.raises(GeoIPAuthError) as info:
+        prepare_geoip_database(cfg, Stores.of(cfg).private, None, now=NOW)
+    assert "needs a license key" in str(info.value) and "COUNTY_MM_KEY" in str(info.value)
+    monkeypatch.setenv("COUNTY_MM_KEY", "wrong-" + KEY)
+    check = check_geoip(cfg, NOW)
+    assert check.status == "fail" and "HTTP 401" in check.found
+    assert "environment variable COUNTY_MM_KEY" in check.found
+    assert "MAXMIND_LICENSE_KEY" not in check.found
+
+
 def test_geoip_config_validation(tmp_path: Path) -> None:
     from piecewise.core.config import ConfigError
 

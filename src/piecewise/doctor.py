@@ -149,6 +149,7 @@ def check_geoip(config: Config, now: dt.datetime) -> Check:
             now=now,
             force=True,
             retries=1,
+            key_variable=settings.license_key_env,
         )
     except GeoIPError as exc:
         who = "MaxMind refused or failed" if key else "failed"

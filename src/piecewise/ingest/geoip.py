@@ -76,7 +76,7 @@ from piecewise.storage.store import (
 )
 
 __all__ = [
-    "CREDENTIALS_HINT",
+    "DEFAULT_KEY_VARIABLE",
     "GEOIP_PREFIX",
     "GEOLITE_NOTICE",
     "GeoIPAuthError",
@@ -85,6 +85,7 @@ __all__ = [
     "HttpFetch",
     "LicenceLimit",
     "attribution",
+    "credentials_hint",
     "data_sources",
     "kept_sources",
     "licence_limit",
@@ -107,12 +108,20 @@ LICENSE_PLACEHOLDER = "{license_key}"
 MAXMIND_HOST = "download.maxmind.com"
 ACCEPTED_TYPES = ("ASN", "ISP")  # database_type must contain one of these
 MAX_DATABASE_BYTES = 1 << 30  # refuse bodies (and unpacked databases) larger than 1 GiB
-CREDENTIALS_HINT = (
-    "check the MaxMind account ID (config `geoip.account_id`) and the license key "
-    "(the environment variable named by `geoip.license_key_env`, MAXMIND_LICENSE_KEY by "
-    "default); keys are managed at https://www.maxmind.com/en/accounts/current/license-key "
-    "and need GeoLite or GeoIP2 download access"
-)
+DEFAULT_KEY_VARIABLE = "MAXMIND_LICENSE_KEY"  # `geoip.license_key_env`'s default
+
+
+def credentials_hint(key_variable: str = DEFAULT_KEY_VARIABLE) -> str:
+    """What to check when MaxMind's credentials are missing or refused: the account ID
+    and the environment variable the config names for the key (`key_variable`)."""
+    return (
+        "check the MaxMind account ID (config `geoip.account_id`) and the license key in "
+        f"the environment variable {key_variable} (config `geoip.license_key_env`); keys "
+        "are managed at https://www.maxmind.com/en/accounts/current/license-key and need "
+        "GeoLite or GeoIP2 download access"
+    )
+
+
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_DELAY = 60.0
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -295,14 +304,18 @@ def _is_http(url: str) -> bool:
 
 
 def _http_request(
-    source_url: str, license_key: str | None, account_id: str | None
+    source_url: str,
+    license_key: str | None,
+    account_id: str | None,
+    key_variable: str = DEFAULT_KEY_VARIABLE,
 ) -> urllib.request.Request:
+    hint = credentials_hint(key_variable)
     url = source_url
     if LICENSE_PLACEHOLDER in url:
         if not license_key:
             raise GeoIPAuthError(
                 f"the GeoIP URL {redact(source_url)} needs a license key, and none was "
-                f"given: {CREDENTIALS_HINT}"
+                f"given: {hint}"
             )
         url = url.replace(LICENSE_PLACEHOLDER, urllib.parse.quote(license_key, safe=""))
     request = urllib.request.Request(url, headers={"User-Agent": "piecewise-geoip/1"})
@@ -311,13 +324,13 @@ def _http_request(
         raise GeoIPAuthError(
             f"downloading {redact(source_url, [license_key])} needs an account ID and a "
             f"license key (HTTP basic auth), or `{LICENSE_PLACEHOLDER}` in the URL: "
-            f"{CREDENTIALS_HINT}"
+            f"{hint}"
         )
     if account_id:
         if not license_key:
             raise GeoIPAuthError(
                 f"downloading {redact(source_url)} with basic auth needs a license key as "
-                f"well as the account ID: {CREDENTIALS_HINT}"
+                f"well as the account ID: {hint}"
             )
         token = base64.b64encode(f"{account_id}:{license_key}".encode()).decode("ascii")
         # Not sent on redirects: MaxMind redirects to a presigned URL on another host,
@@ -344,8 +357,9 @@ def _download(
     retries: int,
     backoff: float,
     sleep: Callable[[float], None],
+    key_variable: str = DEFAULT_KEY_VARIABLE,
 ) -> bytes:
-    request = _http_request(source_url, license_key, account_id)
+    request = _http_request(source_url, license_key, account_id, key_variable)
     shown = redact(source_url, [license_key])
     attempt = 0
     while True:
@@ -359,7 +373,7 @@ def _download(
                 raise GeoIPAuthError(
                     f"MaxMind refused the download of {shown} (HTTP {status}): the license "
                     f"key or account ID is wrong, expired or not allowed this database; "
-                    f"{CREDENTIALS_HINT}"
+                    f"{credentials_hint(key_variable)}"
                 ) from None
             if status not in _RETRY_STATUS or attempt >= retries:
                 hint = " (check the URL and edition)" if status == 404 else ""
@@ -529,6 +543,7 @@ def refresh_geoip(
     retries: int = 4,
     backoff: float = 2.0,
     sleep: Callable[[float], None] = time.sleep,
+    key_variable: str = DEFAULT_KEY_VARIABLE,
 ) -> GeoIPVersion:
     """The current database version, fetching a new one from `source_url` when the
     newest stored one was fetched `max_age_days` or more before `now` (or with `force`).
@@ -558,6 +573,7 @@ def refresh_geoip(
             retries=retries,
             backoff=backoff,
             sleep=sleep,
+            key_variable=key_variable,
         )
     else:
         body = _read_source(source_url)
@@ -1130,6 +1146,7 @@ def prepare_geoip_database(
         account_id=settings.account_id,
         now=now,
         max_age_days=settings.max_age_days,
+        key_variable=settings.license_key_env,
     )
     if settings.cache_dir is None:
         # Copies of the layout before a folder per store, dated folders beside those
