@@ -87,6 +87,34 @@ async function checkCatalogues() {
   if (problems.length) throw new Error(`message catalogues:\n  ${problems.join("\n  ")}`);
 }
 
+/**
+ * The licences of the packages bundled into the build (read from esbuild's metafile):
+ * each package's name, version, declared licence and its licence file when it ships
+ * one, written as `third-party-notices.txt` beside the scripts. MapLibre's prebuilt
+ * bundles carried its licence banner; built from its sources, the notice is here, with
+ * those of every other package the pages ship.
+ */
+async function thirdPartyNotices(metafile) {
+  const roots = new Set();
+  for (const input of Object.keys(metafile.inputs)) {
+    const found = input.match(/^(.*?node_modules\/(?:@[^/]+\/)?[^/]+)\//);
+    if (found) roots.add(found[1]);
+  }
+  for (const from of Object.keys(RUNTIME_FILES)) roots.add(from.match(/^(.*?node_modules\/(?:@[^/]+\/)?[^/]+)\//)[1]);
+  const sections = [];
+  for (const root of [...roots].sort()) {
+    const pkg = JSON.parse(await readFile(join(here, root, "package.json"), "utf8"));
+    const files = (await readdir(join(here, root))).filter((f) => /^(licen[cs]e|copying|notice)/i.test(f)).sort();
+    const texts = await Promise.all(files.map((f) => readFile(join(here, root, f), "utf8")));
+    const repository = typeof pkg.repository === "string" ? pkg.repository : pkg.repository?.url;
+    const head = [`${pkg.name} ${pkg.version}`, `Licence: ${pkg.license || "see the package"}`];
+    if (repository) head.push(`Source: ${repository}`);
+    sections.push([...head, "", ...texts.map((t) => t.trim())].join("\n"));
+  }
+  const rule = `\n\n${"-".repeat(78)}\n\n`;
+  return `The site's scripts include these packages, under their licences.${rule}${sections.join(rule)}\n`;
+}
+
 try {
   await checkCatalogues();
   await rm(dist, { recursive: true, force: true });
@@ -113,6 +141,7 @@ try {
     await cp(join(here, from), join(dist, to));
   }
   await writeFile(join(dist, "meta.json"), JSON.stringify(result.metafile));
+  await writeFile(join(dist, "third-party-notices.txt"), await thirdPartyNotices(result.metafile));
   await rm(target, { recursive: true, force: true });
   await rename(dist, target);
 } catch (err) {

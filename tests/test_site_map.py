@@ -207,6 +207,27 @@ def test_the_page_and_its_map_workers_load_maplibre_once(page, site_server):
     assert not any(m.endswith((".mjs", ".js")) for m in modules)  # its sources, not dist/
 
 
+def test_the_licences_of_every_bundled_package_are_linked_from_the_map(page, site_server):
+    """Built from MapLibre's sources, the scripts carry no licence banner: the notices
+    file beside them names every package the build bundled, with its licence text."""
+    open_map(page, site_server)
+    link = page.locator("#notices-link")
+    assert link.is_visible()
+    status, kind, text = fetch(urllib.parse.urljoin(site_server.url, link.get_attribute("href")))
+    assert status == 200 and kind.startswith("text/plain")
+    meta = json.loads((SITE_DIR / "meta.json").read_text())
+    bundled = {
+        found.group(1)
+        for path in meta["inputs"]
+        if (found := re.search(r"node_modules/((?:@[^/]+/)?[^/]+)/", path))
+    }
+    assert {"maplibre-gl", "pmtiles", "uplot", "earcut", "@m-lab/ndt7"} <= bundled
+    for name in bundled:
+        assert re.search(rf"^{re.escape(name)} \S+\nLicence: ", text, re.M), name
+    maplibre = text.split("\nmaplibre-gl ", 1)[1].split("-" * 78, 1)[0]
+    assert "Licence: BSD-3-Clause" in maplibre and "Redistribution and use" in maplibre
+
+
 def test_map_draws_the_published_statistics(page, site_server, index, month_stats, screenshot_dir):
     open_map(page, site_server)
     state = hash_state(page)
