@@ -40,11 +40,19 @@ CAPACITY_RPS = 1_000
 API_P99_MS = 25
 RANGE_P99_MS = 100
 COLD_START_S = 1.5
-# Environment that changes how functions-framework runs gunicorn. The deployment sets
-# WORKERS and THREADS for the api function (terraform/functions.tf, from its size); the
-# rest Cloud Functions leaves unset. None is taken from the shell running the bench.
-GUNICORN_ENV = ("WORKERS", "THREADS", "CLOUD_RUN_TIMEOUT_SECONDS", "THREADED_TIMEOUT_ENABLED")
+# Environment that changes how functions-framework runs gunicorn, and how the C library
+# allocates. The deployment sets WORKERS, THREADS and MALLOC_ARENA_MAX for the api
+# function (terraform/functions.tf); the rest Cloud Functions leaves unset. None is taken
+# from the shell running the bench.
+GUNICORN_ENV = (
+    "WORKERS",
+    "THREADS",
+    "CLOUD_RUN_TIMEOUT_SECONDS",
+    "THREADED_TIMEOUT_ENABLED",
+    "MALLOC_ARENA_MAX",
+)
 TERRAFORM_VARIABLES = ROOT / "terraform" / "variables.tf"
+TERRAFORM_FUNCTIONS = ROOT / "terraform" / "functions.tf"
 
 
 def gunicorn_env(cpu: str, concurrency: int) -> dict[str, str]:
@@ -71,9 +79,26 @@ def deployed_size() -> tuple[str, int]:
     raise RuntimeError(f"{TERRAFORM_VARIABLES} has no function_sizes")
 
 
+def deployed_allocator_env() -> dict[str, str]:
+    """The C library's allocator settings of the deployed api function (its
+    MALLOC_ARENA_MAX, as terraform/functions.tf sets it)."""
+    import hcl2
+
+    options = hcl2.SerializationOptions(
+        strip_string_quotes=True, explicit_blocks=False, with_comments=False
+    )
+    with TERRAFORM_FUNCTIONS.open() as f:
+        doc = hcl2.load(f, serialization_options=options)
+    for block in doc["locals"]:
+        if "env" in block:
+            api = block["env"]["api"]
+            return {k: str(api[k]) for k in ("MALLOC_ARENA_MAX",) if k in api}
+    raise RuntimeError(f"{TERRAFORM_FUNCTIONS} has no env of the functions")
+
+
 def deployed_env() -> dict[str, str]:
-    """The gunicorn settings the deployed api function runs with."""
-    return gunicorn_env(*deployed_size())
+    """The gunicorn and allocator settings the deployed api function runs with."""
+    return {**gunicorn_env(*deployed_size()), **deployed_allocator_env()}
 
 
 class ApiCatalogue:
@@ -237,8 +262,9 @@ def range_paths(
 
 class ApiServer:
     """`functions-framework --target api --source functions/api/main.py` on 127.0.0.1, as
-    Cloud Functions runs the api function, with `gunicorn` (WORKERS and THREADS; none:
-    the framework's defaults), in a process group of its own, stopped by its PID."""
+    Cloud Functions runs the api function, with `gunicorn` (WORKERS, THREADS and
+    MALLOC_ARENA_MAX; none: the framework's and the C library's defaults), in a process
+    group of its own, stopped by its PID."""
 
     def __init__(self, config: Path, log: Path, gunicorn: dict[str, str] | None = None) -> None:
         self.port = free_port()

@@ -12,7 +12,14 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from api_load import ApiCatalogue, _path, api_server, every_file_paths, gunicorn_options
+from api_load import (
+    ApiCatalogue,
+    _path,
+    api_server,
+    deployed_allocator_env,
+    every_file_paths,
+    gunicorn_options,
+)
 from common import HEADINGS, run_child
 
 MEMORY_QUERIES = 20_000  # distinct valid queries measured after the warm-up
@@ -119,7 +126,8 @@ def api_memory_bench(config: Path, public: Path, tmp: Path) -> dict:
     warm += distinct_paths(cat, rng, MEMORY_WARMUP, seen)
     measured = distinct_paths(cat, rng, MEMORY_QUERIES, seen)
     samples: list[tuple[int, float]] = []
-    with api_server(config, tmp / "api-memory.log") as server:
+    allocator = deployed_allocator_env()
+    with api_server(config, tmp / "api-memory.log", allocator) as server:
         server.wait_listening()
         started = time.perf_counter()
         failed = send_all(server.port, warm)
@@ -136,6 +144,7 @@ def api_memory_bench(config: Path, public: Path, tmp: Path) -> dict:
     return {
         "workers": options["workers"],
         "threads": options["threads"],
+        "allocator": allocator,
         "warm_requests": len(warm),
         "warm_seconds": warm_seconds,
         "queries": len(measured),
@@ -199,8 +208,9 @@ def api_memory_report(mem: dict, cmd: str | None) -> list[str]:
     say(
         "The server of [Statistics API](#statistics-api) (functions-framework, gunicorn: "
         f"{mem['workers']} worker, {mem['threads']} threads: the growth of one worker's "
-        "memory, which each of the deployment's workers has on its own; the default "
-        "`[api]` settings: "
+        "memory, which each of the deployment's workers has on its own; "
+        + "".join(f"`{k}={v}` as deployed; " for k, v in mem.get("allocator", {}).items())
+        + "the default `[api]` settings: "
         "`data_cache_mb = 768`, "
         f"`response_cache_mb = 64`) over the same year, sent {mem['queries']:,} distinct "
         f"valid queries over {MEMORY_CLIENTS} keep-alive connections at once "

@@ -39,8 +39,8 @@ OPTIONS = hcl2.SerializationOptions(
     strip_string_quotes=True, explicit_blocks=False, with_comments=False
 )
 PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
-# The variables functions-framework reads to run gunicorn.
-GUNICORN_SETTINGS = {"WORKERS", "THREADS"}
+# The variables functions-framework reads to run gunicorn, and the C library's malloc.
+GUNICORN_SETTINGS = {"WORKERS", "THREADS", "MALLOC_ARENA_MAX"}
 # The variables Cloud Run sets in every instance (its container contract).
 CLOUD_RUN_SETTINGS = {"K_SERVICE", "K_REVISION", "K_CONFIGURATION", "PORT"}
 # The accounts that run code at runtime: every function's, the scheduler's, the trigger's.
@@ -302,7 +302,8 @@ def test_each_function_gets_exactly_the_settings_its_adapter_reads(name: str) ->
     literal, from_config = _adapter_settings(name)
     env = TF["locals"]["env"][name]
     secret_env = _secret_env(name)
-    # What functions-framework reads to run gunicorn is the framework's, not main.py's.
+    # What functions-framework reads to run gunicorn is the framework's, not main.py's;
+    # the allocator's, the C library's.
     given = (set(env) - GUNICORN_SETTINGS) | {_ref(k) for k in secret_env}
     wanted = (set(literal) - CLOUD_RUN_SETTINGS) | {
         f"(local.{_config_env_local(table, field)})" for table, field in from_config
@@ -381,7 +382,9 @@ def test_the_api_runs_a_worker_per_cpu_as_the_bench_runs_it() -> None:
         assert _gunicorn_settings(cpu, concurrency) == (workers, threads)
         assert gunicorn_env(cpu, concurrency) == {"WORKERS": workers, "THREADS": threads}
     workers, threads = _gunicorn_settings(size["cpu"], size["concurrency"])
-    assert deployed_env() == {"WORKERS": workers, "THREADS": threads}
+    # Two malloc arenas a worker, whatever its threads (the memory's growth: the bench).
+    assert env["MALLOC_ARENA_MAX"] == "2"
+    assert deployed_env() == {"WORKERS": workers, "THREADS": threads, "MALLOC_ARENA_MAX": "2"}
     assert int(workers) >= 2, "the API's two workers: docs/benchmarks.md, Statistics API"
     # Each worker holds its own caches: the memory holds them all at their budgets, and
     # half a GiB more per worker for the rest of the process (its RSS is ~700 MiB in the
