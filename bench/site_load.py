@@ -151,6 +151,10 @@ def chromium_version() -> str:
     return out.stdout.strip() or "chromium"
 
 
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**NOT met**"
+
+
 def site_report(result: dict, cmd: str | None, data: str) -> list[str]:
     """The Markdown of the map page section."""
     kib = result["js_gzip"] / 1024
@@ -175,6 +179,10 @@ def site_report(result: dict, cmd: str | None, data: str) -> list[str]:
         f"| JavaScript shipped, gzipped | {kib:.0f} KiB ({result['js_raw'] / 1024:.0f} KiB "
         f"uncompressed) | ≤ {JS_TARGET_KIB} KiB |",
         f"| features drawn at first idle | {result['features']:,} | |",
+        "",
+        f"Targets: first load to idle at most {LOAD_TARGET_S:g} s: "
+        f"{_met(result['median_s'] <= LOAD_TARGET_S)}; at most {JS_TARGET_KIB} KiB of "
+        f"JavaScript gzipped: {_met(kib <= JS_TARGET_KIB)}.",
         "",
         "Scripts of one load, gzipped:",
         "",

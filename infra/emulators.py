@@ -334,6 +334,8 @@ def upload_site(gcs: str, bucket: str, site_dir: Path, config_json: bytes) -> in
     for name, body in files.items():
         if name.endswith((".js", ".mjs")):
             content_type = "text/javascript"
+        elif name.endswith(".txt"):  # the licences' notices hold UTF-8 text
+            content_type = "text/plain; charset=utf-8"
         else:
             content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         blob = target.blob(name)

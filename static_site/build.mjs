@@ -95,21 +95,40 @@ async function checkCatalogues() {
  * those of every other package the pages ship.
  */
 async function thirdPartyNotices(metafile) {
-  const roots = new Set();
-  for (const input of Object.keys(metafile.inputs)) {
-    const found = input.match(/^(.*?node_modules\/(?:@[^/]+\/)?[^/]+)\//);
-    if (found) roots.add(found[1]);
+  // A file's package is that of the last node_modules in its path (a package may
+  // carry copies of others in a node_modules of its own).
+  const packageOf = (path) => path.match(/^(.*node_modules\/(?:@[^/]+\/)?[^/]+)\//)?.[1];
+  const roots = new Set([...Object.keys(metafile.inputs), ...Object.keys(RUNTIME_FILES)].map(packageOf).filter(Boolean));
+  // A copy a package carries in a node_modules of its own (built into its files, with
+  // no package.json) is of the dependency npm installed under the same name.
+  const installed = async (root) => {
+    const name = root.match(/node_modules\/((?:@[^/]+\/)?[^/]+)$/)[1];
+    for (const dir of [root, `node_modules/${name}`]) {
+      try {
+        return { dir, pkg: JSON.parse(await readFile(join(here, dir, "package.json"), "utf8")) };
+      } catch (err) {
+        if (err.code !== "ENOENT") throw err;
+      }
+    }
+    throw new Error(`third-party notices: no package.json for ${root} nor node_modules/${name}`);
+  };
+  const packages = new Map();
+  for (const root of roots) {
+    const found = await installed(root);
+    packages.set(`${found.pkg.name}@${found.pkg.version}`, found);
   }
-  for (const from of Object.keys(RUNTIME_FILES)) roots.add(from.match(/^(.*?node_modules\/(?:@[^/]+\/)?[^/]+)\//)[1]);
   const sections = [];
-  for (const root of [...roots].sort()) {
-    const pkg = JSON.parse(await readFile(join(here, root, "package.json"), "utf8"));
+  for (const key of [...packages.keys()].sort()) {
+    const { dir: root, pkg } = packages.get(key);
     const files = (await readdir(join(here, root))).filter((f) => /^(licen[cs]e|copying|notice)/i.test(f)).sort();
     const texts = await Promise.all(files.map((f) => readFile(join(here, root, f), "utf8")));
-    const repository = typeof pkg.repository === "string" ? pkg.repository : pkg.repository?.url;
+    const repository = (typeof pkg.repository === "string" ? pkg.repository : pkg.repository?.url) || pkg.homepage;
+    const author = typeof pkg.author === "string" ? pkg.author : pkg.author?.name;
     const head = [`${pkg.name} ${pkg.version}`, `Licence: ${pkg.license || "see the package"}`];
+    if (author) head.push(`Author: ${author}`);
     if (repository) head.push(`Source: ${repository}`);
-    sections.push([...head, "", ...texts.map((t) => t.trim())].join("\n"));
+    const body = texts.length ? texts.map((t) => t.trim()) : ["(The package ships no licence file: its licence is the one named above, its text at the source.)"];
+    sections.push([...head, "", ...body].join("\n"));
   }
   const rule = `\n\n${"-".repeat(78)}\n\n`;
   return `The site's scripts include these packages, under their licences.${rule}${sections.join(rule)}\n`;

@@ -48,6 +48,10 @@ let shownNumbers = null;
 let surveyWindows = null;
 let shownSurvey = null;
 let loadingNumbers = null;
+// The source the shown numbers are joined to (a style replaced whole makes a new one,
+// without them), and the period whose numbers last failed to load.
+let joinedTo = null;
+let failedNumbers = null;
 // The message of the last period whose numbers could not be loaded (cleared by the next).
 let numbersFailure = null;
 // The areas of each layer and period, by name, for the list beside the map.
@@ -143,8 +147,10 @@ function updatePaint() {
  * the previous period's are replaced at once, so that no mix of two is drawn). */
 async function loadNumbers() {
   const key = numbersKey();
-  if (!map?.getSource(SOURCE) || key === shownNumbers || key === loadingNumbers) return;
+  const source = map?.getSource(SOURCE);
+  if (!source || (key === shownNumbers && source === joinedTo) || key === loadingNumbers) return;
   loadingNumbers = key;
+  failedNumbers = null;
   document.body.dataset.mapState = "loading";
   const sourceLayer = layerInfo().tiles?.source_layer || state.layer;
   let doc;
@@ -154,6 +160,7 @@ async function loadNumbers() {
   } catch (err) {
     if (loadingNumbers !== key) return;
     loadingNumbers = null;
+    failedNumbers = key;
     // Not the last period's colours (nor its survey window) under this one's name:
     // none, and the reason.
     if (map.getSource(SOURCE)) map.removeFeatureState({ source: SOURCE, sourceLayer });
@@ -173,6 +180,7 @@ async function loadNumbers() {
   for (const [id, figures] of Object.entries(survey.states)) states[id] = { ...(states[id] || {}), ...figures };
   for (const [id, values] of Object.entries(states)) map.setFeatureState({ source: SOURCE, sourceLayer, id }, values);
   shownNumbers = key;
+  joinedTo = map.getSource(SOURCE);
   if (numbersFailure && $("status").textContent === numbersFailure) setStatus("");
   numbersFailure = null;
   shownSurvey = survey.window;
@@ -272,16 +280,11 @@ async function createMap() {
     if (id === HATCH && !map.hasImage(HATCH)) map.addImage(HATCH, hatchImage(), { pixelRatio: 2 });
   });
   map.on("style.load", () => {
-    if (!map.getSource(SOURCE)) {
-      addStatsLayers();
-      return;
-    }
-    // The plain style carries the shapes: their numbers are joined now, while the
-    // tiles load, so that the first frame drawn has its colours. A new style holds no
-    // feature state, so whatever was joined before is joined again.
-    shownNumbers = null;
-    loadingNumbers = null;
-    loadNumbers();
+    // The plain style carries the shapes: their numbers are joined now, while the tiles
+    // load, so that the first frame drawn has its colours (a style replaced by a diff
+    // keeps the source and what was joined to it; a new source is joined again).
+    if (!map.getSource(SOURCE)) addStatsLayers();
+    else loadNumbers();
   });
   map.on("load", () => {
     mapLoaded = true;
@@ -292,7 +295,9 @@ async function createMap() {
     } else {
       updatePaint();
       updateSelection();
-      loadNumbers();
+      // Joined at the style's load, or on their way; a failure then is not asked again
+      // here (the next choice of period asks again).
+      if (failedNumbers !== numbersKey()) loadNumbers();
     }
   });
   map.once("idle", () => {
