@@ -266,7 +266,7 @@ def test_a_refused_dry_run_says_nothing_was_queried(tmp_path: Path) -> None:
         with pytest.raises(SourceError) as info:
             run_ingest(cfg, D1, D1, progress=False)
         assert bq.billed == []
-    assert "dry run, before any billed query" in str(info.value)
+    assert "failed at its dry run (free), before it was billed" in str(info.value)
     assert "discuss" in str(info.value)
 
 

@@ -358,7 +358,7 @@ class BigQuerySource:
 
     def _call(self, func: Callable[[], Any], dates: list[dt.date] | None) -> Any:
         """`func()`, its errors turned into SourceError with advice (`dates`: what a
-        failure leaves uningested; None: a dry run, before anything is queried)."""
+        failure leaves uningested; None: a dry run, before its query is billed)."""
         return _call(
             func,
             self.tables,
@@ -487,7 +487,12 @@ def _error_text(exc: Any) -> str:
 def _outcome(dates: list[dt.date] | None) -> str:
     """What a failed call leaves: `dates` of the query (None: a dry run)."""
     if dates is None:
-        return "Nothing was ingested: this was the run's dry run, before any billed query"
+        # A run without a cap dry-runs a block's queries as it comes to the block, after
+        # earlier blocks were read: what those wrote stays.
+        return (
+            "Nothing of these dates was ingested: the query failed at its dry run (free), "
+            "before it was billed"
+        )
     read = (
         f"for {dates[0]}"
         if len(dates) == 1
