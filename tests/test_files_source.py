@@ -648,6 +648,41 @@ def test_every_layout_arrows_reader_takes_is_read_alike_by_both_readers(
     assert math.isnan(read[29]["a"]["MinRTT"]) and read[30]["a"]["MinRTT"] == 12.5
 
 
+def test_a_value_over_many_lines_ending_in_braces_is_decoded_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value whose lines each end with a brace that closes a nested object, not the
+    value: it is decoded once it ends, not again at each of those lines (which made a
+    value near the reader's bounds cost time quadratic in its length)."""
+    items = "\n,".join(f'{{"k": {i}}}' for i in range(5_000))
+    text = '{"id": "a", "date": "2025-01-01", "extra": [\n' + items + "\n]}\n" + _ROW + "\n"
+    path = tmp_path / "d.jsonl"
+    path.write_text(text)
+    export = FilesSource(str(path), None).files("download")[0]
+    calls = []
+
+    class Counting(json.JSONDecoder):
+        def raw_decode(self, s: str, idx: int = 0):  # type: ignore[override]
+            calls.append(idx)
+            return super().raw_decode(s, idx)
+
+    monkeypatch.setattr(files, "_JSON", Counting())
+    objects = [obj for _line, obj in files._json_objects(export)]
+    assert [o["id"] for o in objects] == ["a", json.loads(_ROW)["id"]]
+    assert len(objects[0]["extra"]) == 5_000
+    assert len(calls) <= 3, len(calls)
+
+
+def test_braces_and_quotes_inside_strings_do_not_end_a_value(tmp_path: Path) -> None:
+    """Strings holding braces, escaped quotes and backslashes, over several lines (as
+    `jq` prints them): each row read once, alike by both readers."""
+    ids = ["}", '{"', "a}\\", '\\"}', "}}}{", 'x\\"y}']
+    rows = [json.dumps({"id": i, "date": "2025-01-01", "a": {"MinRTT": 1.5}}) for i in ids]
+    text = "".join(json.dumps(json.loads(r), indent=2) + "\n" for r in rows)
+    read = _both(tmp_path, text.encode())[0]
+    assert [r["id"] for r in read] == ids
+
+
 @pytest.mark.parametrize(
     ("text", "error"),
     [
