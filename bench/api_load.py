@@ -63,16 +63,20 @@ def gunicorn_env(cpu: str, concurrency: int) -> dict[str, str]:
     return {"WORKERS": str(workers), "THREADS": str(math.ceil(concurrency / workers))}
 
 
-def deployed_size() -> tuple[str, int]:
-    """The api function's CPUs and concurrency, as terraform/variables.tf sizes it."""
+def _terraform_blocks(path: Path, kind: str) -> list[dict]:
+    """The `kind` blocks (variable, locals) of a Terraform file, values as written."""
     import hcl2
 
     options = hcl2.SerializationOptions(
         strip_string_quotes=True, explicit_blocks=False, with_comments=False
     )
-    with TERRAFORM_VARIABLES.open() as f:
-        doc = hcl2.load(f, serialization_options=options)
-    for block in doc["variable"]:
+    with path.open() as f:
+        return hcl2.load(f, serialization_options=options).get(kind, [])
+
+
+def deployed_size() -> tuple[str, int]:
+    """The api function's CPUs and concurrency, as terraform/variables.tf sizes it."""
+    for block in _terraform_blocks(TERRAFORM_VARIABLES, "variable"):
         if "function_sizes" in block:
             api = block["function_sizes"]["default"]["api"]
             return str(api["cpu"]), int(api["concurrency"])
@@ -82,14 +86,7 @@ def deployed_size() -> tuple[str, int]:
 def deployed_allocator_env() -> dict[str, str]:
     """The C library's allocator settings of the deployed api function (its
     MALLOC_ARENA_MAX, as terraform/functions.tf sets it)."""
-    import hcl2
-
-    options = hcl2.SerializationOptions(
-        strip_string_quotes=True, explicit_blocks=False, with_comments=False
-    )
-    with TERRAFORM_FUNCTIONS.open() as f:
-        doc = hcl2.load(f, serialization_options=options)
-    for block in doc["locals"]:
+    for block in _terraform_blocks(TERRAFORM_FUNCTIONS, "locals"):
         if "env" in block:
             api = block["env"]["api"]
             return {k: str(api[k]) for k in ("MALLOC_ARENA_MAX",) if k in api}
