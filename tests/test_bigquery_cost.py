@@ -266,8 +266,36 @@ def test_a_refused_dry_run_says_nothing_was_queried(tmp_path: Path) -> None:
         with pytest.raises(SourceError) as info:
             run_ingest(cfg, D1, D1, progress=False)
         assert bq.billed == []
-    assert "failed at its dry run (free), before it was billed" in str(info.value)
+    said = str(info.value)
+    assert "Nothing was ingested from M-Lab's archive days 2025-06-01 to 2025-06-02" in said
+    assert "the dry run (free) of its query failed, so that query was not billed" in said
     assert "discuss" in str(info.value)
+
+
+def test_a_dry_run_failing_after_another_query_was_billed_says_only_its_own_was_not(
+    tmp_path: Path,
+) -> None:
+    """Without a cap, a run dry-runs each query as it comes to it: the uploads' after
+    the downloads' of the same dates were read and billed. Its failure names the dates
+    and says that its own query was not billed, not that nothing was."""
+
+    def uploads_dry_run(job: dict) -> str | None:
+        dry = job.get("configuration", {}).get("dryRun")
+        return TABLE_DENIED if dry and job_range(job)[2] == "upload" else None
+
+    with BigQueryHTTP(deny=uploads_dry_run, results_rows=0) as bq:
+        with pytest.raises((IngestFailed, SourceError)) as info:
+            run_ingest(make_config(bq, tmp_path), D1, D3, progress=False)
+        billed = [job_range(j)[2] for j in bq.billed]
+    assert billed == ["download"]
+    said = (
+        "\n".join(info.value.result.failed.values())
+        if isinstance(info.value, IngestFailed)
+        else str(info.value)
+    )
+    assert "from M-Lab's archive days 2025-06-01 to 2025-06-04" in said
+    assert "the dry run (free) of its query failed, so that query was not billed" in said
+    assert "before any billed query" not in said
 
 
 # -- the dry run -----------------------------------------------------------------------------

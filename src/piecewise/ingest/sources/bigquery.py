@@ -353,18 +353,21 @@ class BigQuerySource:
                 retry=DEFAULT_RETRY.with_deadline(600),
                 job_retry=None if dry_run else DEFAULT_JOB_RETRY,
             ),
-            None if dry_run else ([start] if start == end else [start, end]),
+            [start] if start == end else [start, end],
+            dry_run=dry_run,
         )
 
-    def _call(self, func: Callable[[], Any], dates: list[dt.date] | None) -> Any:
-        """`func()`, its errors turned into SourceError with advice (`dates`: what a
-        failure leaves uningested; None: a dry run, before its query is billed)."""
+    def _call(self, func: Callable[[], Any], dates: list[dt.date], *, dry_run: bool = False) -> Any:
+        """`func()`, its errors turned into SourceError with advice (`dates`: the archive
+        days of its query, which a failure leaves uningested; `dry_run`: the query's dry
+        run, not billed)."""
         return _call(
             func,
             self.tables,
             account=account_of(self.client),
             project=getattr(self.client, "project", None),
             dates=dates,
+            dry_run=dry_run,
         )
 
 
@@ -409,9 +412,11 @@ def _call(
     account: str | None = None,
     project: str | None = None,
     dates: list[dt.date] | None = None,
+    dry_run: bool = False,
 ) -> Any:
     """Run a BigQuery call; turn its errors into SourceError with advice (access, missing
-    tables, quotas, the billing cap; any other, to run again later)."""
+    tables, quotas, the billing cap; any other, to run again later). `dates`: the archive
+    days of its query; `dry_run`: whether the call is that query's dry run."""
     from google.api_core import exceptions
     from google.auth.exceptions import TransportError
 
@@ -426,7 +431,7 @@ def _call(
         raise SourceError(
             f"BigQuery did not accept the credentials ({_error_text(exc)}): locally, sign in "
             "with: gcloud auth application-default login; in the cloud, the function runs as "
-            f"its own service account (docs/deploy.md). {_outcome(dates)}"
+            f"its own service account (docs/deploy.md). {_outcome(dates, dry_run)}"
         ) from exc
     except exceptions.Forbidden as exc:
         # PermissionDenied, the Storage Read API's (gRPC) refusal, is a Forbidden too.
@@ -434,10 +439,17 @@ def _call(
         if reasons & {"rateLimitExceeded", "quotaExceeded"}:
             raise SourceError(
                 f"BigQuery's rate limit or quota stopped the query ({_error_text(exc)}), after "
-                f"retries: run again later. {_outcome(dates)}"
+                f"retries: run again later. {_outcome(dates, dry_run)}"
             ) from exc
         raise SourceError(
-            access_advice(_error_text(exc), tables, account=account, project=project, dates=dates)
+            access_advice(
+                _error_text(exc),
+                tables,
+                account=account,
+                project=project,
+                dates=dates,
+                dry_run=dry_run,
+            )
         ) from exc
     except (exceptions.GoogleAPIError, TransportError) as exc:
         # Whatever else BigQuery or the network answered, after the client's retries (5xx,
@@ -448,11 +460,11 @@ def _call(
         if isinstance(exc, exceptions.BadRequest):
             raise SourceError(
                 f"BigQuery refused the query ({_error_text(exc)}): check `source.query_file`, "
-                f"if set, and the tables ({', '.join(tables.values())}). {_outcome(dates)}"
+                f"if set, and the tables ({', '.join(tables.values())}). {_outcome(dates, dry_run)}"
             ) from exc
         raise SourceError(
             f"BigQuery failed ({_error_text(exc)}) after retries: run again later. "
-            f"{_outcome(dates)}"
+            f"{_outcome(dates, dry_run)}"
         ) from exc
 
 
@@ -484,23 +496,24 @@ def _error_text(exc: Any) -> str:
     return f"{' '.join(tags)}: {message}" if tags else message
 
 
-def _outcome(dates: list[dt.date] | None) -> str:
-    """What a failed call leaves: `dates` of the query (None: a dry run)."""
-    if dates is None:
-        # A run without a cap dry-runs a block's queries as it comes to the block, after
-        # earlier blocks were read: what those wrote stays.
-        return (
-            "Nothing of these dates was ingested: the query failed at its dry run (free), "
-            "before it was billed"
-        )
+def _outcome(dates: list[dt.date] | None, dry_run: bool = False) -> str:
+    """What a failed call leaves: the archive days `dates` of its query (None: not
+    known), and whether it was the query's dry run."""
+    if not dates:
+        return "Nothing was ingested"
     read = (
         f"for {dates[0]}"
         if len(dates) == 1
         else f"from M-Lab's archive days {dates[0]} to {dates[-1]}"
     )
+    # A run without a cap dry-runs a query as it comes to it, after other queries of the
+    # run (and of the same dates, the other direction's) were read and billed.
+    billed = (
+        "the dry run (free) of its query failed, so that query was not billed; " if dry_run else ""
+    )
     return (
-        f"Nothing was ingested {read}: a date is written whole or not at all, and the next "
-        "run reads it again"
+        f"Nothing was ingested {read}: {billed}a date is written whole or not at all, and "
+        "the next run reads it again"
     )
 
 
@@ -511,6 +524,7 @@ def access_advice(
     account: str | None = None,
     project: str | None = None,
     dates: list[dt.date] | None = None,
+    dry_run: bool = False,
 ) -> str:
     """The message of a refusal (403 / accessDenied / PERMISSION_DENIED): which account
     was refused, what to do, and that nothing was ingested."""
@@ -526,7 +540,7 @@ def access_advice(
         else (f"user:{account}" if account else "serviceAccount:ACCOUNT")
     )
     billing = project or "PROJECT"
-    outcome = _outcome(dates)
+    outcome = _outcome(dates, dry_run)
     if "billingnotenabled" in error.lower().replace(" ", ""):
         return (
             f"BigQuery refused {who} the query: billing is not enabled on the project that "
