@@ -527,8 +527,8 @@ _JSON_BLANKS = " \t\r\n"
 # one over a block, JSON_BLOCK_BYTES, and hands it here). On one line, any size is read.
 _SPREAD_LINES = 10_000
 _SPREAD_CHARS = 16 << 20
-# A JSON string, which never holds a line break: what is left of a line without its
-# strings has the line's structural braces, and a quote only if a string does not end.
+# A JSON string, which never holds a line break: what is left of text without its
+# strings has its structural braces.
 _JSON_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 _KINDS = {dict: "an object", list: "an array", str: "a string", bool: "true or false"}
 
@@ -549,7 +549,9 @@ def _json_objects(export: ExportFile) -> Iterator[tuple[int, Any]]:
     held = ""  # the start of a value that goes on, from line `first`
     first = 0
     spread = 0
-    depth = 0  # the braces `held` leaves open
+    is_object = True  # whether `held` starts an object
+    tried = 0  # the length of `held` when a decode last found it going on (0: none did)
+    depth = 0  # then, the braces `held` leaves open outside its strings
     try:
         with (
             export.fs.open(export.path, "rb", compression=export.compression) as raw,
@@ -560,6 +562,7 @@ def _json_objects(export: ExportFile) -> Iterator[tuple[int, Any]]:
                     if not line.strip(_JSON_BLANKS):
                         continue
                     first, spread = lineno, 0
+                    is_object = line.lstrip(_JSON_BLANKS)[:1] == "{"
                 held += line
                 spread += 1
                 if spread > 1 and (spread > _SPREAD_LINES or len(held) > _SPREAD_CHARS):
@@ -567,30 +570,31 @@ def _json_objects(export: ExportFile) -> Iterator[tuple[int, Any]]:
                         f"{export.url}: line {first}: not valid JSON: a value that does not "
                         f"end within {_SPREAD_LINES:,} lines or {_SPREAD_CHARS:,} characters"
                     )
-                # Decoded when the line may end a value: it ends with `}` closing every
-                # brace held (decoding at each `}` that does not would read the value
-                # again at each such line), or what is held is no object's start or
-                # a string the line does not end (errors to name now, not later).
-                opened, unended = _braces(line)
-                depth += opened
-                tail = line.rstrip(_JSON_BLANKS)
-                if (
-                    not (tail.endswith("}") and depth <= 0)
-                    and not unended
-                    and held.lstrip(_JSON_BLANKS)[:1] == "{"
-                ):
+                # Decoded when the line may end a value: it ends with `}` (or what is held
+                # is no object's start: an error to name now, not at the file's end).
+                # Once a decode found the value going on, only when the line closes its
+                # braces, or the value has doubled since: decoding at each `}` of a value
+                # over many lines read it again at each (time quadratic in its length),
+                # and a value missing a brace is still named near where it breaks.
+                if tried:
+                    depth += _braces(line)
+                    closes = is_object and depth <= 0 and line.rstrip(_JSON_BLANKS)[-1:] == "}"
+                    if not closes and len(held) < 2 * tried:
+                        continue
+                elif is_object and line.rstrip(_JSON_BLANKS)[-1:] != "}":
                     continue
                 for at, obj in _decoded(export, held, first):
                     if obj is None:  # the rest of `held` goes on in the next line
                         first += held.count("\n", 0, at)
                         held = held[at:]
                         spread = max(1, held.count("\n"))
-                        depth = _braces(held)[0]
+                        is_object = held[:1] == "{"
+                        tried, depth = len(held), _braces(held)
                         break
                     yield at, obj
                 else:
                     held = ""
-                    depth = 0
+                    tried = 0
             # The end: the objects held, and the error of a value the file ends inside of.
             for at, obj in _decoded(export, held, first):
                 if obj is None:
@@ -604,11 +608,10 @@ def _json_objects(export: ExportFile) -> Iterator[tuple[int, Any]]:
         ) from exc
 
 
-def _braces(text: str) -> tuple[int, bool]:
-    """The braces `text` opens less those it closes, outside its JSON strings, and
-    whether a string in it does not end (on its line: invalid JSON)."""
+def _braces(text: str) -> int:
+    """The braces `text` opens less those it closes, outside its JSON strings."""
     bare = _JSON_STRING.sub("", text)
-    return bare.count("{") - bare.count("}"), '"' in bare
+    return bare.count("{") - bare.count("}")
 
 
 def _decoded(export: ExportFile, text: str, first: int) -> Iterator[tuple[int, Any]]:
