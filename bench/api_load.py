@@ -484,9 +484,9 @@ def api_bench(config: Path, public: Path, repeat: int, tmp: Path) -> dict:
         # Capacity: the precomputed mix as fast as the server answers (closed loop).
         capacity = closed_loop(server, makers["precomputed"], repeat, tmp)
         rss = server.workers_rss_mib()
-    # The same closed loop on one worker, the framework's default: what the deployment's
-    # worker per CPU brings.
-    with api_server(config, log) as server:
+    # The same closed loop on one worker, the framework's default (the allocator as
+    # deployed): what the deployment's worker per CPU brings.
+    with api_server(config, log, deployed_allocator_env()) as server:
         server.wait_listening()
         read_every_file(server, cat)
         one_worker = closed_loop(server, makers["precomputed"], repeat, tmp)
@@ -536,6 +536,7 @@ def api_report(api: dict, cmd: str | None) -> list[str]:
         f"function's size in terraform/variables.tf ({api['cpu']} CPUs, "
         f"{api['concurrency']} requests at once: a worker per CPU, threads for the "
         "concurrency; the framework's own default is one worker, whatever the CPUs), "
+        "and `MALLOC_ARENA_MAX=2` as it sets it too (docs/deploy.md), "
         "with the default `[api]` settings, over the public data of the year aggregated "
         f"above ({api['tests']:,} tests; {api['areas']} areas in {api['layers']} layers, "
         f"{api['periods']} periods, {api['isps']} ISPs)."
@@ -670,7 +671,8 @@ def api_report(api: dict, cmd: str | None) -> list[str]:
     if one:
         say(
             f"The same closed loop on one worker of {api['one_worker_threads']} threads "
-            "(functions-framework's default, `WORKERS` and `THREADS` unset), in the same "
+            "(functions-framework's default, `WORKERS` and `THREADS` unset; the allocator "
+            "as deployed), in the same "
             "run: "
             + ", ".join(f"{r['rate']:,.0f}" for r in one)
             + f" requests/s, median {median_of(one, 'rate'):,.0f}, p99 "

@@ -65,8 +65,8 @@ locals {
       THREADS = tostring(ceil(var.function_sizes["api"].concurrency / local.api_workers))
       # glibc gives each of a worker's threads a malloc arena of its own, up to eight
       # per CPU: freed memory stays spread over them, so a worker whose caches are full
-      # still grew by 12-20 MiB over 20,000 queries, 2-7 MiB with two arenas (and started
-      # 20-35 MiB smaller). docs/benchmarks.md, Statistics API memory.
+      # still grew by 12-20 MiB over 20,000 queries, 2-8 MiB with two arenas (and was
+      # 17-37 MiB smaller to start with, in one sitting). docs/deploy.md, The API function.
       MALLOC_ARENA_MAX = "2"
     }
     survey = { PIECEWISE_CONFIG = "piecewise.toml" }

@@ -39,8 +39,10 @@ OPTIONS = hcl2.SerializationOptions(
     strip_string_quotes=True, explicit_blocks=False, with_comments=False
 )
 PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
-# The variables functions-framework reads to run gunicorn, and the C library's malloc.
-GUNICORN_SETTINGS = {"WORKERS", "THREADS", "MALLOC_ARENA_MAX"}
+# The variables functions-framework reads to run gunicorn (the api function's).
+GUNICORN_SETTINGS = {"WORKERS", "THREADS"}
+# The C library's malloc settings (the api function's: its threads' memory).
+ALLOCATOR_SETTINGS = {"MALLOC_ARENA_MAX"}
 # The variables Cloud Run sets in every instance (its container contract).
 CLOUD_RUN_SETTINGS = {"K_SERVICE", "K_REVISION", "K_CONFIGURATION", "PORT"}
 # The accounts that run code at runtime: every function's, the scheduler's, the trigger's.
@@ -303,8 +305,9 @@ def test_each_function_gets_exactly_the_settings_its_adapter_reads(name: str) ->
     env = TF["locals"]["env"][name]
     secret_env = _secret_env(name)
     # What functions-framework reads to run gunicorn is the framework's, not main.py's;
-    # the allocator's, the C library's.
-    given = (set(env) - GUNICORN_SETTINGS) | {_ref(k) for k in secret_env}
+    # the allocator's, the C library's: both the api function's only.
+    runtime = GUNICORN_SETTINGS | ALLOCATOR_SETTINGS if name == "api" else set()
+    given = (set(env) - runtime) | {_ref(k) for k in secret_env}
     wanted = (set(literal) - CLOUD_RUN_SETTINGS) | {
         f"(local.{_config_env_local(table, field)})" for table, field in from_config
     }
