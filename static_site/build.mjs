@@ -5,7 +5,7 @@
 // place, so a server never serves half a build and a failed build leaves the old one.
 import { build } from "esbuild";
 import { cp, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
-import { dirname, join, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -134,6 +134,40 @@ async function thirdPartyNotices(metafile) {
   return `The site's scripts include these packages, under their licences.${rule}${sections.join(rule)}\n`;
 }
 
+/**
+ * Each page's `<link rel="modulepreload" href="X.js">` followed by one for every chunk
+ * X.js imports statically (transitively), so that the browser fetches them with the
+ * page's script rather than after parsing it.
+ */
+async function preloadChunks(metafile) {
+  const outputs = {};
+  for (const [path, output] of Object.entries(metafile.outputs)) {
+    outputs[relative(dist, resolve(here, path))] = output;
+  }
+  const closure = (start) => {
+    const seen = new Set();
+    const todo = [start];
+    while (todo.length) {
+      const name = todo.pop();
+      if (seen.has(name) || !outputs[name]) continue;
+      seen.add(name);
+      for (const i of outputs[name].imports) {
+        if (i.kind === "import-statement") todo.push(relative(dist, resolve(here, i.path)));
+      }
+    }
+    seen.delete(start);
+    return [...seen].sort();
+  };
+  for (const page of (await readdir(dist)).filter((f) => f.endsWith(".html"))) {
+    const file = join(dist, page);
+    const html = await readFile(file, "utf8");
+    const linked = html.replace(/^(\s*)<link rel="modulepreload" href="([^"]+\.js)">$/gm, (line, indent, script) =>
+      [line, ...closure(script).map((chunk) => `${indent}<link rel="modulepreload" href="${chunk}">`)].join("\n"),
+    );
+    if (linked !== html) await writeFile(file, linked);
+  }
+}
+
 try {
   await checkCatalogues();
   await rm(dist, { recursive: true, force: true });
@@ -159,6 +193,7 @@ try {
   for (const [from, to] of Object.entries(RUNTIME_FILES)) {
     await cp(join(here, from), join(dist, to));
   }
+  await preloadChunks(result.metafile);
   await writeFile(join(dist, "meta.json"), JSON.stringify(result.metafile));
   await writeFile(join(dist, "third-party-notices.txt"), await thirdPartyNotices(result.metafile));
   await rm(target, { recursive: true, force: true });

@@ -205,6 +205,24 @@ def test_the_page_and_its_map_workers_load_maplibre_once(page, site_server):
     assert not any(m.endswith((".mjs", ".js")) for m in modules)  # its sources, not dist/
 
 
+def test_each_page_preloads_the_chunks_its_script_imports(site_server):
+    """A page's HTML asks for every chunk its script imports statically along with the
+    script, rather than after the script is parsed (a round trip fewer: with 80 ms of
+    latency, the map's first load 1.29-1.44 s against 1.40-1.51 s)."""
+    outputs = _built_outputs()
+    for page, script in [
+        ("", "map.js"),
+        ("speedtest.html", "speedtest.js"),
+        ("report.html", "report.js"),
+    ]:
+        status, _kind, html = fetch(site_server.url + page)
+        assert status == 200
+        preloaded = re.findall(r'<link rel="modulepreload" href="([^"]+)">', html)
+        wanted = _static_closure(outputs, script)
+        assert len(wanted) > 1 and script in wanted
+        assert sorted(preloaded) == sorted(wanted), page
+
+
 def test_the_licences_of_every_bundled_package_are_linked_from_the_map(page, site_server):
     """Built from MapLibre's sources, the scripts carry no licence banner: the notices
     file beside them names every package the build bundled, with its licence text."""
