@@ -46,27 +46,25 @@ export function tPlural(key, n, params = {}) {
   return t(chosen, { n: formatNumber(n), ...params });
 }
 
-const numberFormats = new Map();
-/** A number written for the language (`Intl.NumberFormat`, kept per options). */
-export function formatNumber(n, options = {}) {
+/** One `Intl` formatter (`Kind`) per language and options, kept in `cache`: building
+ * one costs more than formatting with it. */
+function formatter(cache, Kind, options) {
   const key = `${current}|${JSON.stringify(options)}`;
-  let format = numberFormats.get(key);
-  if (!format) numberFormats.set(key, (format = new Intl.NumberFormat(current, options)));
-  return format.format(n);
+  let format = cache.get(key);
+  if (!format) cache.set(key, (format = new Kind(current, options)));
+  return format;
+}
+
+const numberFormats = new Map();
+/** A number written for the language (`Intl.NumberFormat`'s `options`). */
+export function formatNumber(n, options = {}) {
+  return formatter(numberFormats, Intl.NumberFormat, options).format(n);
 }
 
 const dateFormats = new Map();
-/** A date (UTC) written for the language: `options` as `Intl.DateTimeFormat`'s (one
- * formatter kept per options: the map's period list writes hundreds of dates, and
- * `toLocaleDateString` builds a formatter each time). */
+/** A date (UTC) written for the language (`Intl.DateTimeFormat`'s `options`). */
 export function formatDate(date, options = {}) {
-  const key = `${current}|${JSON.stringify(options)}`;
-  let format = dateFormats.get(key);
-  if (!format) {
-    format = new Intl.DateTimeFormat(current, { timeZone: "UTC", ...options });
-    dateFormats.set(key, format);
-  }
-  return format.format(date);
+  return formatter(dateFormats, Intl.DateTimeFormat, { timeZone: "UTC", ...options }).format(date);
 }
 
 /** A page of the site in the language the URL asked for: `href` with its `?lang=`
